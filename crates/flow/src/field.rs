@@ -1,0 +1,342 @@
+//! The field table: the one place that says which header and metadata fields a
+//! [`FlowKey`](crate::FlowKey) holds, where each one lives, how it is named in
+//! Open vSwitch syntax, how it prints, which lookup stage it belongs to and what
+//! it requires of the packet (its prerequisites).
+//!
+//! Invariant: every field occupies `bits` contiguous bits of exactly one 64-bit
+//! word of the key; fields of one [`Stage`] occupy a contiguous range of words,
+//! in stage order, so a staged lookup can hash a key stage by stage. The
+//! placement is computed at compile time from this table ([`PLACEMENT`]):
+//! adding a field is one line in [`FIELDS`] and one variant in [`Field`].
+
+/// The lookup stages of a staged classifier lookup, in the order they are
+/// checked (as Open vSwitch's classifier: metadata, L2, L3, L4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    Meta = 0,
+    L2 = 1,
+    L3 = 2,
+    L4 = 3,
+}
+
+/// Number of lookup stages.
+pub const N_STAGES: usize = 4;
+
+/// How a field's value is written and read in ovs-ofctl syntax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fmt {
+    Dec,
+    Hex,
+    Mac,
+    Ipv4,
+    /// `ip_frag`: `no`, `yes`, `first`, `later`, `not_later`.
+    Frag,
+    /// `tcp_flags`: hex or `+syn-ack` flag notation.
+    TcpFlags,
+    /// `ct_state`: hex or `+trk+est` flag notation.
+    CtState,
+}
+
+/// What a packet must be for a field to be meaningful (Open vSwitch's
+/// prerequisites). A match on a field whose prerequisite the match does not
+/// itself guarantee is rejected, as `ovs-ofctl` does for OpenFlow 1.2+.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prereq {
+    None,
+    /// eth_type = 0x0800
+    Ipv4,
+    /// eth_type = 0x0806
+    Arp,
+    /// IPv4 and ip_proto in {6, 17, 132}
+    L4,
+    /// IPv4 and ip_proto = 6
+    Tcp,
+    /// IPv4 and ip_proto = 1
+    Icmp,
+}
+
+/// Ethertypes and protocol numbers used by prerequisites.
+pub const ETH_TYPE_IP: u64 = 0x0800;
+pub const ETH_TYPE_ARP: u64 = 0x0806;
+pub const ETH_TYPE_VLAN: u64 = 0x8100;
+pub const IPPROTO_ICMP: u64 = 1;
+pub const IPPROTO_TCP: u64 = 6;
+pub const IPPROTO_UDP: u64 = 17;
+pub const IPPROTO_SCTP: u64 = 132;
+/// The VLAN "present" bit of `vlan_tci` (the CFI bit, as Open vSwitch uses it).
+pub const VLAN_CFI: u64 = 0x1000;
+
+/// One row of the field table.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldDef {
+    pub id: Field,
+    /// Canonical name, as Open vSwitch prints it in megaflows and dump-flows.
+    pub name: &'static str,
+    /// Other names ovs-ofctl accepts (OXM names, NXM names, old aliases).
+    pub aliases: &'static [&'static str],
+    pub bits: u32,
+    pub fmt: Fmt,
+    pub stage: Stage,
+    pub prereq: Prereq,
+    /// `Some(f)`: this field is a view of the low `bits` bits of `f`'s storage
+    /// (as OVS keeps `arp_spa` in `nw_src` and `icmp_type` in `tp_src`).
+    pub storage: Option<Field>,
+    /// May actions write it (set_field, load, move destination)?
+    pub writable: bool,
+}
+
+macro_rules! fields {
+    ($( $id:ident => $name:literal [$($alias:literal),*] $bits:literal $fmt:ident $stage:ident $prereq:ident $storage:expr, $w:literal; )*) => {
+        /// A field of the flow key; the discriminant indexes [`FIELDS`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum Field { $($id),* }
+        /// The field table, in layout order (grouped by stage).
+        pub const FIELDS: &[FieldDef] = &[ $(FieldDef {
+            id: Field::$id, name: $name, aliases: &[$($alias),*], bits: $bits,
+            fmt: Fmt::$fmt, stage: Stage::$stage, prereq: Prereq::$prereq,
+            storage: $storage, writable: $w,
+        }),* ];
+    };
+}
+
+fields! {
+    // ---- metadata stage ----
+    InPort => "in_port" ["NXM_OF_IN_PORT", "OXM_OF_IN_PORT"] 32 Dec Meta None None, true;
+    RecircId => "recirc_id" [] 32 Dec Meta None None, false;
+    Metadata => "metadata" ["OXM_OF_METADATA"] 64 Hex Meta None None, true;
+    Reg0 => "reg0" ["NXM_NX_REG0"] 32 Hex Meta None None, true;
+    Reg1 => "reg1" ["NXM_NX_REG1"] 32 Hex Meta None None, true;
+    Reg2 => "reg2" ["NXM_NX_REG2"] 32 Hex Meta None None, true;
+    Reg3 => "reg3" ["NXM_NX_REG3"] 32 Hex Meta None None, true;
+    Reg4 => "reg4" ["NXM_NX_REG4"] 32 Hex Meta None None, true;
+    Reg5 => "reg5" ["NXM_NX_REG5"] 32 Hex Meta None None, true;
+    Reg6 => "reg6" ["NXM_NX_REG6"] 32 Hex Meta None None, true;
+    Reg7 => "reg7" ["NXM_NX_REG7"] 32 Hex Meta None None, true;
+    Reg8 => "reg8" ["NXM_NX_REG8"] 32 Hex Meta None None, true;
+    Reg9 => "reg9" ["NXM_NX_REG9"] 32 Hex Meta None None, true;
+    Reg10 => "reg10" ["NXM_NX_REG10"] 32 Hex Meta None None, true;
+    Reg11 => "reg11" ["NXM_NX_REG11"] 32 Hex Meta None None, true;
+    Reg12 => "reg12" ["NXM_NX_REG12"] 32 Hex Meta None None, true;
+    Reg13 => "reg13" ["NXM_NX_REG13"] 32 Hex Meta None None, true;
+    Reg14 => "reg14" ["NXM_NX_REG14"] 32 Hex Meta None None, true;
+    Reg15 => "reg15" ["NXM_NX_REG15"] 32 Hex Meta None None, true;
+    PktMark => "pkt_mark" ["NXM_NX_PKT_MARK"] 32 Hex Meta None None, true;
+    CtState => "ct_state" ["NXM_NX_CT_STATE"] 32 CtState Meta None None, false;
+    CtZone => "ct_zone" ["NXM_NX_CT_ZONE"] 16 Dec Meta None None, false;
+    CtMark => "ct_mark" ["NXM_NX_CT_MARK"] 32 Hex Meta None None, true;
+    TunId => "tun_id" ["tunnel_id", "NXM_NX_TUN_ID", "OXM_OF_TUNNEL_ID"] 64 Hex Meta None None, true;
+    TunSrc => "tun_src" ["NXM_NX_TUN_IPV4_SRC"] 32 Ipv4 Meta None None, true;
+    TunDst => "tun_dst" ["NXM_NX_TUN_IPV4_DST"] 32 Ipv4 Meta None None, true;
+    // ---- L2 stage ----
+    EthSrc => "dl_src" ["eth_src", "NXM_OF_ETH_SRC", "OXM_OF_ETH_SRC"] 48 Mac L2 None None, true;
+    EthDst => "dl_dst" ["eth_dst", "NXM_OF_ETH_DST", "OXM_OF_ETH_DST"] 48 Mac L2 None None, true;
+    EthType => "dl_type" ["eth_type", "NXM_OF_ETH_TYPE", "OXM_OF_ETH_TYPE"] 16 Hex L2 None None, false;
+    VlanTci => "vlan_tci" ["NXM_OF_VLAN_TCI"] 16 Hex L2 None None, true;
+    // ---- L3 stage ----
+    IpSrc => "nw_src" ["ip_src", "NXM_OF_IP_SRC", "OXM_OF_IPV4_SRC", "ipv4_src"] 32 Ipv4 L3 Ipv4 None, true;
+    IpDst => "nw_dst" ["ip_dst", "NXM_OF_IP_DST", "OXM_OF_IPV4_DST", "ipv4_dst"] 32 Ipv4 L3 Ipv4 None, true;
+    IpProto => "nw_proto" ["ip_proto", "NXM_OF_IP_PROTO", "OXM_OF_IP_PROTO"] 8 Dec L3 Ipv4 None, false;
+    IpDscp => "ip_dscp" ["OXM_OF_IP_DSCP"] 6 Dec L3 Ipv4 None, true;
+    IpEcn => "nw_ecn" ["ip_ecn", "NXM_NX_IP_ECN", "OXM_OF_IP_ECN"] 2 Dec L3 Ipv4 None, true;
+    IpTtl => "nw_ttl" ["ip_ttl", "NXM_NX_IP_TTL"] 8 Dec L3 Ipv4 None, true;
+    IpFrag => "nw_frag" ["ip_frag", "NXM_NX_IP_FRAG"] 2 Frag L3 Ipv4 None, false;
+    ArpSha => "arp_sha" ["NXM_NX_ARP_SHA", "OXM_OF_ARP_SHA"] 48 Mac L3 Arp None, true;
+    ArpTha => "arp_tha" ["NXM_NX_ARP_THA", "OXM_OF_ARP_THA"] 48 Mac L3 Arp None, true;
+    ArpOp => "arp_op" ["NXM_OF_ARP_OP", "OXM_OF_ARP_OP"] 8 Dec L3 Arp Some(Field::IpProto), true;
+    ArpSpa => "arp_spa" ["NXM_OF_ARP_SPA", "OXM_OF_ARP_SPA"] 32 Ipv4 L3 Arp Some(Field::IpSrc), true;
+    ArpTpa => "arp_tpa" ["NXM_OF_ARP_TPA", "OXM_OF_ARP_TPA"] 32 Ipv4 L3 Arp Some(Field::IpDst), true;
+    // ---- L4 stage ----
+    TpSrc => "tp_src" ["tcp_src", "udp_src", "sctp_src", "NXM_OF_TCP_SRC", "NXM_OF_UDP_SRC", "OXM_OF_TCP_SRC", "OXM_OF_UDP_SRC"] 16 Dec L4 L4 None, true;
+    TpDst => "tp_dst" ["tcp_dst", "udp_dst", "sctp_dst", "NXM_OF_TCP_DST", "NXM_OF_UDP_DST", "OXM_OF_TCP_DST", "OXM_OF_UDP_DST"] 16 Dec L4 L4 None, true;
+    TcpFlags => "tcp_flags" ["NXM_NX_TCP_FLAGS", "OXM_OF_TCP_FLAGS"] 12 TcpFlags L4 Tcp None, false;
+    IcmpType => "icmp_type" ["icmpv4_type", "NXM_OF_ICMP_TYPE", "OXM_OF_ICMPV4_TYPE"] 8 Dec L4 Icmp Some(Field::TpSrc), true;
+    IcmpCode => "icmp_code" ["icmpv4_code", "NXM_OF_ICMP_CODE", "OXM_OF_ICMPV4_CODE"] 8 Dec L4 Icmp Some(Field::TpDst), true;
+}
+
+/// Where a field lives: word index, bit shift within the word, and width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub word: usize,
+    pub shift: u32,
+    pub bits: u32,
+}
+
+const fn compute_layout() -> ([Place; FIELDS.len()], usize, [usize; N_STAGES + 1]) {
+    let mut out = [Place { word: 0, shift: 0, bits: 0 }; FIELDS.len()];
+    let mut stage_start = [0usize; N_STAGES + 1];
+    let mut word = 0usize;
+    let mut used = 0u32; // bits used in `word`
+    let mut stage = 0usize;
+    let mut i = 0;
+    while i < FIELDS.len() {
+        let f = &FIELDS[i];
+        assert!(f.id as usize == i, "FIELDS must be in Field order");
+        assert!(f.bits > 0 && f.bits <= 64);
+        let s = f.stage as usize;
+        assert!(s >= stage, "FIELDS must be grouped by stage in stage order");
+        while stage < s {
+            // Start every stage on a fresh word.
+            if used > 0 {
+                word += 1;
+                used = 0;
+            }
+            stage += 1;
+            stage_start[stage] = word;
+        }
+        match f.storage {
+            Some(st) => {
+                let p = out[st as usize];
+                assert!((st as usize) < i && f.bits <= p.bits);
+                out[i] = Place { word: p.word, shift: p.shift, bits: f.bits };
+            }
+            None => {
+                if used + f.bits > 64 {
+                    word += 1;
+                    used = 0;
+                }
+                out[i] = Place { word, shift: used, bits: f.bits };
+                used += f.bits;
+            }
+        }
+        i += 1;
+    }
+    if used > 0 {
+        word += 1;
+    }
+    while stage < N_STAGES {
+        stage += 1;
+        stage_start[stage] = word;
+    }
+    stage_start[N_STAGES] = word;
+    (out, word, stage_start)
+}
+
+const LAYOUT: ([Place; FIELDS.len()], usize, [usize; N_STAGES + 1]) = compute_layout();
+/// Placement of every field, indexed by `Field as usize`.
+pub const PLACEMENT: [Place; FIELDS.len()] = LAYOUT.0;
+/// Number of 64-bit words in a key.
+pub const WORDS: usize = LAYOUT.1;
+/// `STAGE_WORDS[s]..STAGE_WORDS[s + 1]` are the words of stage `s`.
+pub const STAGE_WORDS: [usize; N_STAGES + 1] = LAYOUT.2;
+
+impl Field {
+    #[inline]
+    pub fn def(self) -> &'static FieldDef {
+        &FIELDS[self as usize]
+    }
+    #[inline]
+    pub fn place(self) -> Place {
+        PLACEMENT[self as usize]
+    }
+    #[inline]
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+    #[inline]
+    pub fn bits(self) -> u32 {
+        self.def().bits
+    }
+    /// All-ones value of this field's width.
+    #[inline]
+    pub fn max(self) -> u64 {
+        let b = self.bits();
+        if b == 64 {
+            u64::MAX
+        } else {
+            (1u64 << b) - 1
+        }
+    }
+    /// Looks a field up by any of its names (case-sensitive for the short names,
+    /// as ovs-ofctl; NXM/OXM names are upper case).
+    pub fn from_name(name: &str) -> Option<Field> {
+        FIELDS
+            .iter()
+            .find(|d| d.name == name || d.aliases.contains(&name))
+            .map(|d| d.id)
+    }
+    /// Every field, in layout order.
+    pub fn all() -> impl Iterator<Item = Field> {
+        FIELDS.iter().map(|d| d.id)
+    }
+    /// Registers reg0..reg15 by index.
+    pub fn reg(i: usize) -> Option<Field> {
+        const REGS: [Field; 16] = [
+            Field::Reg0,
+            Field::Reg1,
+            Field::Reg2,
+            Field::Reg3,
+            Field::Reg4,
+            Field::Reg5,
+            Field::Reg6,
+            Field::Reg7,
+            Field::Reg8,
+            Field::Reg9,
+            Field::Reg10,
+            Field::Reg11,
+            Field::Reg12,
+            Field::Reg13,
+            Field::Reg14,
+            Field::Reg15,
+        ];
+        REGS.get(i).copied()
+    }
+    /// Is this field carried by the packet in the datapath (as opposed to
+    /// pipeline metadata such as registers)? Only these need commit actions.
+    pub fn in_packet(self) -> bool {
+        !matches!(self.def().stage, Stage::Meta) || matches!(self, Field::InPort)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_order_and_stages_are_contiguous() {
+        for (i, d) in FIELDS.iter().enumerate() {
+            assert_eq!(d.id as usize, i);
+            let p = PLACEMENT[i];
+            let s = d.stage as usize;
+            assert!(p.word >= STAGE_WORDS[s] && p.word < STAGE_WORDS[s + 1], "{}", d.name);
+            assert!(p.shift + p.bits <= 64);
+        }
+        assert_eq!(STAGE_WORDS[N_STAGES], WORDS);
+    }
+
+    #[test]
+    fn fields_with_own_storage_do_not_overlap() {
+        for a in FIELDS.iter().filter(|d| d.storage.is_none()) {
+            for b in FIELDS.iter().filter(|d| d.storage.is_none()) {
+                if a.id == b.id {
+                    continue;
+                }
+                let (pa, pb) = (a.id.place(), b.id.place());
+                if pa.word == pb.word {
+                    let ra = pa.shift..pa.shift + pa.bits;
+                    assert!(ra.end <= pb.shift || pb.shift + pb.bits <= ra.start);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_and_aliases_resolve() {
+        assert_eq!(Field::from_name("dl_dst"), Some(Field::EthDst));
+        assert_eq!(Field::from_name("eth_dst"), Some(Field::EthDst));
+        assert_eq!(Field::from_name("ip_src"), Some(Field::IpSrc));
+        assert_eq!(Field::from_name("NXM_NX_REG3"), Some(Field::Reg3));
+        assert_eq!(Field::from_name("udp_dst"), Some(Field::TpDst));
+        assert_eq!(Field::from_name("nw_ttl"), Some(Field::IpTtl));
+        assert_eq!(Field::from_name("icmp_type"), Some(Field::IcmpType));
+        assert_eq!(Field::from_name("bogus"), None);
+        // every name is unique
+        let mut seen = std::collections::HashSet::new();
+        for d in FIELDS {
+            assert!(seen.insert(d.name));
+            for a in d.aliases {
+                assert!(seen.insert(a), "duplicate name {a}");
+            }
+        }
+    }
+}

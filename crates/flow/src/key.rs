@@ -1,0 +1,261 @@
+//! [`FlowKey`], [`FlowMask`] and [`Match`]: fixed-size arrays of 64-bit words laid
+//! out by the field table.
+//!
+//! Invariant: a [`Match`] always has `key & mask == key` (bits outside the mask
+//! are zero), so two matches are equal exactly when they match the same packets.
+//! A [`FlowMask`] 1-bit means "this bit may change the result".
+
+use crate::field::{Field, Stage, STAGE_WORDS, WORDS};
+
+/// The header and metadata fields of one packet (or the value part of a match).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub w: [u64; WORDS],
+}
+
+/// Which bits of a [`FlowKey`] matter; same layout as the key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct FlowMask {
+    pub w: [u64; WORDS],
+}
+
+#[inline]
+fn field_bits(f: Field) -> (usize, u32, u64) {
+    let p = f.place();
+    (p.word, p.shift, f.max())
+}
+
+impl FlowKey {
+    pub const ZERO: FlowKey = FlowKey { w: [0; WORDS] };
+
+    #[inline]
+    pub fn get(&self, f: Field) -> u64 {
+        let (w, s, m) = field_bits(f);
+        (self.w[w] >> s) & m
+    }
+    /// Sets `f` to `v` (truncated to the field's width).
+    #[inline]
+    pub fn set(&mut self, f: Field, v: u64) {
+        let (w, s, m) = field_bits(f);
+        self.w[w] = (self.w[w] & !(m << s)) | ((v & m) << s);
+    }
+    /// Sets only the bits of `f` that are 1 in `mask` to those of `v`.
+    #[inline]
+    pub fn set_masked(&mut self, f: Field, v: u64, mask: u64) {
+        let cur = self.get(f);
+        self.set(f, (cur & !mask) | (v & mask));
+    }
+    /// `self & mask`.
+    #[inline]
+    pub fn masked(&self, m: &FlowMask) -> FlowKey {
+        let mut out = *self;
+        for i in 0..WORDS {
+            out.w[i] &= m.w[i];
+        }
+        out
+    }
+    /// Do `self` and `other` agree on every bit of `m`?
+    #[inline]
+    pub fn eq_masked(&self, other: &FlowKey, m: &FlowMask) -> bool {
+        (0..WORDS).all(|i| (self.w[i] ^ other.w[i]) & m.w[i] == 0)
+    }
+    /// Do `self` and `other` agree on every bit of `m` within the words of stages `..=stage`?
+    #[inline]
+    pub fn eq_masked_words(&self, other: &FlowKey, m: &FlowMask, words: std::ops::Range<usize>) -> bool {
+        words.into_iter().all(|i| (self.w[i] ^ other.w[i]) & m.w[i] == 0)
+    }
+    /// Is this an IPv4 packet?
+    #[inline]
+    pub fn is_ipv4(&self) -> bool {
+        self.get(Field::EthType) == crate::field::ETH_TYPE_IP
+    }
+    /// Is this an IPv4 packet with a TCP, UDP or SCTP header?
+    #[inline]
+    pub fn has_ports(&self) -> bool {
+        self.is_ipv4()
+            && matches!(
+                self.get(Field::IpProto),
+                crate::field::IPPROTO_TCP | crate::field::IPPROTO_UDP | crate::field::IPPROTO_SCTP
+            )
+    }
+}
+
+impl FlowMask {
+    pub const ZERO: FlowMask = FlowMask { w: [0; WORDS] };
+    pub const ALL: FlowMask = FlowMask { w: [u64::MAX; WORDS] };
+
+    #[inline]
+    pub fn get(&self, f: Field) -> u64 {
+        let (w, s, m) = field_bits(f);
+        (self.w[w] >> s) & m
+    }
+    #[inline]
+    pub fn set(&mut self, f: Field, v: u64) {
+        let (w, s, m) = field_bits(f);
+        self.w[w] = (self.w[w] & !(m << s)) | ((v & m) << s);
+    }
+    /// ORs `bits` into field `f` (un-wildcards them).
+    #[inline]
+    pub fn or_bits(&mut self, f: Field, bits: u64) {
+        let (w, s, m) = field_bits(f);
+        self.w[w] |= (bits & m) << s;
+    }
+    /// Un-wildcards the whole of `f`.
+    #[inline]
+    pub fn exact(&mut self, f: Field) {
+        self.or_bits(f, u64::MAX);
+    }
+    #[inline]
+    pub fn or(&mut self, other: &FlowMask) {
+        for i in 0..WORDS {
+            self.w[i] |= other.w[i];
+        }
+    }
+    /// ORs in the words of `other` in `words`.
+    #[inline]
+    pub fn or_words(&mut self, other: &FlowMask, words: std::ops::Range<usize>) {
+        for i in words {
+            self.w[i] |= other.w[i];
+        }
+    }
+    #[inline]
+    pub fn is_zero(&self) -> bool {
+        self.w.iter().all(|&x| x == 0)
+    }
+    /// Is every 1-bit of `self` also set in `other`?
+    #[inline]
+    pub fn is_subset_of(&self, other: &FlowMask) -> bool {
+        (0..WORDS).all(|i| self.w[i] & !other.w[i] == 0)
+    }
+    /// Number of 1-bits (a measure of how narrow a megaflow is).
+    pub fn count_ones(&self) -> u32 {
+        self.w.iter().map(|w| w.count_ones()).sum()
+    }
+    /// Does the mask have any 1-bit in the words of `stage`?
+    pub fn stage_nonzero(&self, stage: Stage) -> bool {
+        let s = stage as usize;
+        self.w[STAGE_WORDS[s]..STAGE_WORDS[s + 1]].iter().any(|&x| x != 0)
+    }
+}
+
+impl std::fmt::Debug for FlowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FlowKey({})", crate::print::format_key(self))
+    }
+}
+
+impl std::fmt::Debug for FlowMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FlowMask({})", crate::print::format_match(&Match::new(FlowKey::ZERO, *self).with_mask_as_value()))
+    }
+}
+
+/// A value/mask pair over the key: the match part of a rule, or a megaflow.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Match {
+    key: FlowKey,
+    mask: FlowMask,
+}
+
+impl Match {
+    /// The match-everything match.
+    pub const ANY: Match = Match { key: FlowKey::ZERO, mask: FlowMask::ZERO };
+
+    /// Builds a match; value bits outside the mask are cleared.
+    pub fn new(key: FlowKey, mask: FlowMask) -> Match {
+        Match { key: key.masked(&mask), mask }
+    }
+    #[inline]
+    pub fn key(&self) -> &FlowKey {
+        &self.key
+    }
+    #[inline]
+    pub fn mask(&self) -> &FlowMask {
+        &self.mask
+    }
+    /// Sets field `f` to `value` under `mask` (ORing the mask in).
+    pub fn set_masked(&mut self, f: Field, value: u64, mask: u64) {
+        let m = self.mask.get(f) | mask;
+        self.mask.set(f, m);
+        let v = (self.key.get(f) & !mask) | (value & mask);
+        self.key.set(f, v & m);
+    }
+    /// Exact match on `f`.
+    pub fn set_exact(&mut self, f: Field, value: u64) {
+        self.set_masked(f, value, u64::MAX);
+    }
+    /// Does packet `k` match?
+    #[inline]
+    pub fn matches(&self, k: &FlowKey) -> bool {
+        k.eq_masked(&self.key, &self.mask)
+    }
+    /// Do two matches share at least one packet?
+    pub fn overlaps(&self, other: &Match) -> bool {
+        (0..crate::field::WORDS).all(|i| {
+            let common = self.mask.w[i] & other.mask.w[i];
+            (self.key.w[i] ^ other.key.w[i]) & common == 0
+        })
+    }
+    /// Value/mask of `f`.
+    pub fn field(&self, f: Field) -> (u64, u64) {
+        (self.key.get(f), self.mask.get(f))
+    }
+    // Used only to print a mask through the match printer.
+    fn with_mask_as_value(mut self) -> Match {
+        self.key = FlowKey { w: self.mask.w };
+        self
+    }
+}
+
+impl std::fmt::Debug for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Match({})", crate::print::format_match(self))
+    }
+}
+
+impl std::fmt::Display for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::print::format_match(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_set_round_trip_every_field() {
+        for f in Field::all() {
+            let mut k = FlowKey::ZERO;
+            k.set(f, 0x5a5a_5a5a_5a5a_5a5a);
+            assert_eq!(k.get(f), 0x5a5a_5a5a_5a5a_5a5a & f.max(), "{}", f.name());
+            let mut m = FlowMask::ZERO;
+            m.exact(f);
+            assert_eq!(m.count_ones(), f.bits());
+        }
+    }
+
+    #[test]
+    fn match_clears_value_outside_mask() {
+        let mut k = FlowKey::ZERO;
+        k.set(Field::IpDst, 0x0a01_0203);
+        let mut m = FlowMask::ZERO;
+        m.set(Field::IpDst, 0xff00_0000);
+        let mm = Match::new(k, m);
+        assert_eq!(mm.key().get(Field::IpDst), 0x0a00_0000);
+        assert!(mm.matches(&k));
+    }
+
+    #[test]
+    fn overlap() {
+        let mut a = Match::ANY;
+        a.set_masked(Field::IpDst, 0x0a00_0000, 0xff00_0000);
+        let mut b = Match::ANY;
+        b.set_exact(Field::IpDst, 0x0a01_0101);
+        let mut c = Match::ANY;
+        c.set_exact(Field::IpDst, 0x0b01_0101);
+        assert!(a.overlaps(&b));
+        assert!(!a.overlaps(&c));
+        assert!(!b.overlaps(&c));
+    }
+}
