@@ -239,7 +239,7 @@ impl Field {
     }
     /// All-ones value of this field's width.
     #[inline]
-    pub fn max(self) -> u64 {
+    pub fn ones(self) -> u64 {
         let b = self.bits();
         if b == 64 {
             u64::MAX

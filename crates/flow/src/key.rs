@@ -22,7 +22,7 @@ pub struct FlowMask {
 #[inline]
 fn field_bits(f: Field) -> (usize, u32, u64) {
     let p = f.place();
-    (p.word, p.shift, f.max())
+    (p.word, p.shift, f.ones())
 }
 
 impl FlowKey {
@@ -228,7 +228,7 @@ mod tests {
         for f in Field::all() {
             let mut k = FlowKey::ZERO;
             k.set(f, 0x5a5a_5a5a_5a5a_5a5a);
-            assert_eq!(k.get(f), 0x5a5a_5a5a_5a5a_5a5a & f.max(), "{}", f.name());
+            assert_eq!(k.get(f), 0x5a5a_5a5a_5a5a_5a5a & f.ones(), "{}", f.name());
             let mut m = FlowMask::ZERO;
             m.exact(f);
             assert_eq!(m.count_ones(), f.bits());

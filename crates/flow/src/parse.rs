@@ -132,7 +132,7 @@ fn parse_flags(field: Field, s: &str, names: &[(&str, u64)]) -> Result<(u64, u64
 /// (value, mask), both within the field's width, value already masked.
 pub fn parse_field_value(f: Field, text: &str) -> Result<(u64, u64), FlowError> {
     let d = f.def();
-    let max = f.max();
+    let max = f.ones();
     let name = d.name;
     let (vs, ms) = match text.split_once('/') {
         Some((a, b)) => (a, Some(b)),
@@ -217,7 +217,7 @@ pub fn parse_field_value(f: Field, text: &str) -> Result<(u64, u64), FlowError> 
 /// Formats value `v` under mask `m` of field `f` as ovs-ofctl prints it.
 pub fn format_field_value(f: Field, v: u64, m: u64) -> String {
     let d = f.def();
-    let full = m == f.max();
+    let full = m == f.ones();
     match d.fmt {
         Fmt::Dec | Fmt::Hex | Fmt::TcpFlags if !full => format!("{v:#x}/{m:#x}"),
         Fmt::Dec => format!("{v}"),
@@ -367,7 +367,7 @@ impl MatchBuilder {
 
 fn exact_is(m: &Match, f: Field, v: u64) -> bool {
     let (fv, fm) = m.field(f);
-    fm == f.max() && fv == v
+    fm == f.ones() && fv == v
 }
 
 fn prereq_ok(m: &Match, p: Prereq) -> bool {

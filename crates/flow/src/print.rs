@@ -9,7 +9,7 @@ use crate::parse::format_field_value;
 
 fn exact(m: &Match, f: Field) -> Option<u64> {
     let (v, mk) = m.field(f);
-    (mk == f.max()).then_some(v)
+    (mk == f.ones()).then_some(v)
 }
 
 /// Formats a match: protocol shorthand first (`ip`, `tcp`, `arp`...), then

@@ -1,0 +1,443 @@
+//! OpenFlow actions and instructions, and their ovs-ofctl notation.
+//!
+//! Invariant: an [`Action`] that parses is executable: its field is writable,
+//! its bit range lies inside the field, its value fits. Printing an action
+//! gives text that parses back to the same action.
+
+use kairo_flow::field::{Field, VLAN_CFI};
+use kairo_flow::parse::{format_field_value, parse_field_value, parse_uint};
+use kairo_flow::split_top;
+
+use crate::OfError;
+
+/// Reserved port numbers (OpenFlow 1.0 numbering, as ovs-ofctl prints them).
+pub const OFPP_IN_PORT: u32 = 0xfff8;
+pub const OFPP_CONTROLLER: u32 = 0xfffd;
+pub const OFPP_LOCAL: u32 = 0xfffe;
+
+/// A bit range of a field: `NXM_NX_REG0[4..7]` is (Reg0, ofs 4, 4 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubField {
+    pub field: Field,
+    pub ofs: u32,
+    pub n_bits: u32,
+}
+
+impl SubField {
+    /// Mask of the range within the field.
+    pub fn mask(&self) -> u64 {
+        let m = if self.n_bits == 64 { u64::MAX } else { (1u64 << self.n_bits) - 1 };
+        m << self.ofs
+    }
+
+    /// Parses `NAME[]`, `NAME[b]` or `NAME[a..b]`.
+    pub fn parse(s: &str) -> Result<SubField, OfError> {
+        let bad = |exp: &str| OfError::Syntax { text: s.to_string(), expected: exp.to_string() };
+        let (name, range) = match s.find('[') {
+            Some(i) if s.ends_with(']') => (&s[..i], &s[i + 1..s.len() - 1]),
+            Some(_) => return Err(bad("a field bit range NAME[a..b]")),
+            None => (s, ""),
+        };
+        let field = Field::from_name(name).ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: name.to_string() }))?;
+        let width = field.bits();
+        let (ofs, end) = if range.is_empty() {
+            (0, width - 1)
+        } else if let Some((a, b)) = range.split_once("..") {
+            let a: u32 = a.trim().parse().map_err(|_| bad("a bit range a..b"))?;
+            let b: u32 = b.trim().parse().map_err(|_| bad("a bit range a..b"))?;
+            (a, b)
+        } else {
+            let a: u32 = range.trim().parse().map_err(|_| bad("a bit index"))?;
+            (a, a)
+        };
+        if ofs > end || end >= width {
+            return Err(bad(&format!("a bit range within the {width} bits of {name}")));
+        }
+        Ok(SubField { field, ofs, n_bits: end - ofs + 1 })
+    }
+}
+
+impl std::fmt::Display for SubField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.field.name();
+        if self.ofs == 0 && self.n_bits == self.field.bits() {
+            write!(f, "{name}[]")
+        } else if self.n_bits == 1 {
+            write!(f, "{name}[{}]", self.ofs)
+        } else {
+            write!(f, "{name}[{}..{}]", self.ofs, self.ofs + self.n_bits - 1)
+        }
+    }
+}
+
+/// One action.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Output to a port (never to the ingress port: use [`Action::InPort`]).
+    Output(u32),
+    /// Output to the ingress port.
+    InPort,
+    /// Send to the controller.
+    Controller { max_len: u16 },
+    /// Set bits of a field: `set_field`, `load`, `mod_dl_src`, `mod_nw_dst`, ...
+    SetField { field: Field, value: u64, mask: u64 },
+    /// Copy a bit range from one field to another.
+    Move { src: SubField, dst: SubField },
+    PushVlan { tpid: u16 },
+    PopVlan,
+    /// Set the VLAN id; `push` pushes a tag on untagged packets (mod_vlan_vid),
+    /// otherwise untagged packets are left alone (set_field:..->vlan_vid).
+    SetVlanVid { vid: u16, push: bool },
+    SetVlanPcp { pcp: u8, push: bool },
+    DecTtl,
+    /// `resubmit(port,table)`: look the packet up again (in table, as if from port).
+    Resubmit { port: Option<u32>, table: Option<u8> },
+    Group(u32),
+}
+
+/// The instructions of a rule, in OpenFlow 1.3 execution order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Instructions {
+    pub apply: Vec<Action>,
+    pub clear_actions: bool,
+    pub write: Vec<Action>,
+    pub write_metadata: Option<(u64, u64)>,
+    pub goto_table: Option<u8>,
+}
+
+fn port_name(p: u32) -> String {
+    match p {
+        OFPP_LOCAL => "LOCAL".into(),
+        OFPP_CONTROLLER => "CONTROLLER".into(),
+        OFPP_IN_PORT => "IN_PORT".into(),
+        _ => p.to_string(),
+    }
+}
+
+fn parse_port(s: &str) -> Result<u32, OfError> {
+    match s {
+        "LOCAL" | "local" => Ok(OFPP_LOCAL),
+        _ => parse_uint(s)
+            .filter(|&v| v <= u32::MAX as u64)
+            .map(|v| v as u32)
+            .ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "a port number".into() }),
+    }
+}
+
+fn unsupported(what: &str, why: &str) -> OfError {
+    OfError::Unsupported { what: what.to_string(), why: why.to_string() }
+}
+
+fn writable(f: Field, text: &str) -> Result<(), OfError> {
+    if f.def().writable {
+        Ok(())
+    } else {
+        Err(OfError::Syntax { text: text.to_string(), expected: format!("a writable field ({} is read-only)", f.name()) })
+    }
+}
+
+fn set_from_text(field: Field, valtext: &str, whole: &str) -> Result<Action, OfError> {
+    writable(field, whole)?;
+    let (value, mask) = parse_field_value(field, valtext)?;
+    Ok(Action::SetField { field, value, mask })
+}
+
+impl Action {
+    /// Parses one action (`output:2`, `mod_nw_dst:10.0.0.1`, `resubmit(,3)`, ...).
+    pub fn parse(s: &str) -> Result<Action, OfError> {
+        let syntax = |exp: &str| OfError::Syntax { text: s.to_string(), expected: exp.to_string() };
+        // Bare port number: output.
+        if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+            return Ok(Action::Output(parse_port(s)?));
+        }
+        let (name, arg) = if let Some(i) = s.find([':', '(']) {
+            if s.as_bytes()[i] == b'(' {
+                if !s.ends_with(')') {
+                    return Err(syntax("a closing parenthesis"));
+                }
+                (&s[..i], Some(&s[i + 1..s.len() - 1]))
+            } else {
+                (&s[..i], Some(&s[i + 1..]))
+            }
+        } else {
+            (s, None)
+        };
+        let need = || arg.ok_or_else(|| syntax(&format!("{name}:ARGUMENT")));
+        let lname = name.to_ascii_lowercase();
+        Ok(match lname.as_str() {
+            "output" => {
+                let a = need()?;
+                match a {
+                    "in_port" | "IN_PORT" => Action::InPort,
+                    "controller" | "CONTROLLER" => Action::Controller { max_len: u16::MAX },
+                    _ if a.contains('[') => return Err(unsupported(s, "output to a port taken from a field")),
+                    _ => Action::Output(parse_port(a)?),
+                }
+            }
+            "in_port" if arg.is_none() => Action::InPort,
+            "local" if arg.is_none() => Action::Output(OFPP_LOCAL),
+            "controller" => {
+                let max_len = match arg {
+                    None | Some("") => u16::MAX,
+                    Some(a) => {
+                        // controller:LEN or controller(max_len=LEN,...)
+                        let mut len = u16::MAX;
+                        for part in a.split(',') {
+                            let v = part.strip_prefix("max_len=").unwrap_or(part);
+                            if let Some(n) = parse_uint(v) {
+                                len = n.min(u16::MAX as u64) as u16;
+                            } else if part.starts_with("reason=") || part.starts_with("id=") || part.starts_with("userdata=") || part == "pause" {
+                                continue;
+                            } else {
+                                return Err(syntax("controller[:max_len] or controller(max_len=N,...)"));
+                            }
+                        }
+                        len
+                    }
+                };
+                Action::Controller { max_len }
+            }
+            "drop" => return Err(syntax("`drop` alone (it cannot be combined with other actions)")),
+            "normal" | "flood" | "all" => {
+                return Err(unsupported(name, "NORMAL/FLOOD/ALL need a port list and MAC learning; use explicit output actions or an `all` group"))
+            }
+            "mod_dl_src" => set_from_text(Field::EthSrc, need()?, s)?,
+            "mod_dl_dst" => set_from_text(Field::EthDst, need()?, s)?,
+            "mod_nw_src" => set_from_text(Field::IpSrc, need()?, s)?,
+            "mod_nw_dst" => set_from_text(Field::IpDst, need()?, s)?,
+            "mod_tp_src" => set_from_text(Field::TpSrc, need()?, s)?,
+            "mod_tp_dst" => set_from_text(Field::TpDst, need()?, s)?,
+            "mod_nw_ttl" => set_from_text(Field::IpTtl, need()?, s)?,
+            "mod_nw_ecn" => set_from_text(Field::IpEcn, need()?, s)?,
+            "mod_nw_tos" => {
+                let v = parse_uint(need()?).filter(|v| *v <= 0xff && v & 3 == 0).ok_or_else(|| syntax("a TOS byte with the ECN bits clear"))?;
+                Action::SetField { field: Field::IpDscp, value: v >> 2, mask: 0x3f }
+            }
+            "mod_vlan_vid" => {
+                let v = parse_uint(need()?).filter(|v| *v <= 0xfff).ok_or_else(|| syntax("a VLAN id 0-4095"))?;
+                Action::SetVlanVid { vid: v as u16, push: true }
+            }
+            "mod_vlan_pcp" => {
+                let v = parse_uint(need()?).filter(|v| *v <= 7).ok_or_else(|| syntax("a VLAN priority 0-7"))?;
+                Action::SetVlanPcp { pcp: v as u8, push: true }
+            }
+            "strip_vlan" | "pop_vlan" => Action::PopVlan,
+            "push_vlan" => {
+                let t = parse_uint(need()?).filter(|t| *t == 0x8100 || *t == 0x88a8).ok_or_else(|| syntax("push_vlan:0x8100 or push_vlan:0x88a8"))?;
+                Action::PushVlan { tpid: t as u16 }
+            }
+            "dec_ttl" => {
+                if let Some(a) = arg {
+                    if !a.split(',').all(|x| parse_uint(x).is_some()) {
+                        return Err(syntax("dec_ttl or dec_ttl(id,...)"));
+                    }
+                }
+                Action::DecTtl
+            }
+            "set_field" => {
+                let a = need()?;
+                let (val, dst) = a.split_once("->").ok_or_else(|| syntax("set_field:VALUE->FIELD"))?;
+                match dst {
+                    "vlan_vid" => {
+                        let v = parse_uint(val).filter(|v| *v <= 0x1fff).ok_or_else(|| syntax("a 13-bit vlan_vid (0x1000 = present)"))?;
+                        Action::SetVlanVid { vid: (v & 0xfff) as u16, push: false }
+                    }
+                    "vlan_pcp" => {
+                        let v = parse_uint(val).filter(|v| *v <= 7).ok_or_else(|| syntax("a VLAN priority 0-7"))?;
+                        Action::SetVlanPcp { pcp: v as u8, push: false }
+                    }
+                    "nw_tos" => {
+                        let v = parse_uint(val).filter(|v| *v <= 0xff && v & 3 == 0).ok_or_else(|| syntax("a TOS byte with the ECN bits clear"))?;
+                        Action::SetField { field: Field::IpDscp, value: v >> 2, mask: 0x3f }
+                    }
+                    _ => {
+                        let f = Field::from_name(dst).ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: dst.to_string() }))?;
+                        set_from_text(f, val, s)?
+                    }
+                }
+            }
+            "load" => {
+                let a = need()?;
+                let (val, dst) = a.split_once("->").ok_or_else(|| syntax("load:VALUE->FIELD[a..b]"))?;
+                let sf = SubField::parse(dst)?;
+                writable(sf.field, s)?;
+                let v = parse_uint(val).ok_or_else(|| syntax("a decimal or 0x-hex value to load"))?;
+                if sf.n_bits < 64 && v >> sf.n_bits != 0 {
+                    return Err(syntax(&format!("a value that fits in {} bits", sf.n_bits)));
+                }
+                Action::SetField { field: sf.field, value: v << sf.ofs, mask: sf.mask() }
+            }
+            "move" => {
+                let a = need()?;
+                let (src, dst) = a.split_once("->").ok_or_else(|| syntax("move:SRC[a..b]->DST[c..d]"))?;
+                let (src, dst) = (SubField::parse(src)?, SubField::parse(dst)?);
+                writable(dst.field, s)?;
+                if src.n_bits != dst.n_bits {
+                    return Err(syntax(&format!("source and destination of equal width ({} vs {} bits)", src.n_bits, dst.n_bits)));
+                }
+                Action::Move { src, dst }
+            }
+            "resubmit" => {
+                let a = need()?;
+                let (p, t) = match a.split_once(',') {
+                    Some((p, t)) => (p, t),
+                    None => (a, ""),
+                };
+                let port = match p {
+                    "" => None,
+                    "in_port" | "IN_PORT" => None,
+                    _ => Some(parse_port(p)?),
+                };
+                let table = match t {
+                    "" | "*" => None,
+                    _ => Some(parse_uint(t).filter(|t| *t < 255).ok_or_else(|| syntax("a table number 0-254"))? as u8),
+                };
+                if port.is_none() && table.is_none() && !p.eq_ignore_ascii_case("in_port") {
+                    return Err(syntax("resubmit(PORT,TABLE) with a port or a table"));
+                }
+                Action::Resubmit { port, table }
+            }
+            "group" => {
+                let g = parse_uint(need()?).filter(|g| *g <= u32::MAX as u64).ok_or_else(|| syntax("a group id"))?;
+                Action::Group(g as u32)
+            }
+            "ct" | "learn" | "conjunction" | "push_mpls" | "pop_mpls" | "enqueue" | "set_queue" | "note" | "multipath" | "bundle" | "check_pkt_larger" | "clone" => {
+                return Err(unsupported(name, "this action is not implemented yet"))
+            }
+            _ => return Err(OfError::UnknownAction { text: s.to_string() }),
+        })
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Output(p) => write!(f, "output:{}", port_name(*p)),
+            Action::InPort => write!(f, "IN_PORT"),
+            Action::Controller { max_len } => write!(f, "CONTROLLER:{max_len}"),
+            Action::SetField { field, value, mask } => {
+                if *mask == field.ones() {
+                    write!(f, "set_field:{}->{}", format_field_value(*field, *value, *mask), field.name())
+                } else if mask.count_ones() + mask.trailing_zeros() == 64 - mask.leading_zeros() {
+                    // contiguous range: print as load, which is exact about bits
+                    let ofs = mask.trailing_zeros();
+                    let n = mask.count_ones();
+                    let sf = SubField { field: *field, ofs, n_bits: n };
+                    write!(f, "load:{:#x}->{}", value >> ofs, sf)
+                } else {
+                    write!(f, "set_field:{:#x}/{:#x}->{}", value, mask, field.name())
+                }
+            }
+            Action::Move { src, dst } => write!(f, "move:{src}->{dst}"),
+            Action::PushVlan { tpid } => write!(f, "push_vlan:{tpid:#06x}"),
+            Action::PopVlan => write!(f, "pop_vlan"),
+            Action::SetVlanVid { vid, push: true } => write!(f, "mod_vlan_vid:{vid}"),
+            Action::SetVlanVid { vid, push: false } => write!(f, "set_field:{}->vlan_vid", *vid as u64 | VLAN_CFI),
+            Action::SetVlanPcp { pcp, push: true } => write!(f, "mod_vlan_pcp:{pcp}"),
+            Action::SetVlanPcp { pcp, push: false } => write!(f, "set_field:{pcp}->vlan_pcp"),
+            Action::DecTtl => write!(f, "dec_ttl"),
+            Action::Resubmit { port, table } => {
+                let p = port.map(port_name).unwrap_or_default();
+                let t = table.map(|t| t.to_string()).unwrap_or_default();
+                write!(f, "resubmit({p},{t})")
+            }
+            Action::Group(g) => write!(f, "group:{g}"),
+        }
+    }
+}
+
+/// Parses a list of plain actions (no instructions), `drop` meaning none.
+pub fn parse_action_list(s: &str) -> Result<Vec<Action>, OfError> {
+    let toks = split_top(s)?;
+    if toks.len() == 1 && toks[0].eq_ignore_ascii_case("drop") {
+        return Ok(Vec::new());
+    }
+    toks.into_iter().map(Action::parse).collect()
+}
+
+fn join(actions: &[Action]) -> String {
+    actions.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Formats an action list (`drop` when empty).
+pub fn format_action_list(actions: &[Action]) -> String {
+    if actions.is_empty() {
+        "drop".into()
+    } else {
+        join(actions)
+    }
+}
+
+impl Instructions {
+    /// Parses the text after `actions=`: plain actions (apply-actions) mixed with
+    /// `clear_actions`, `write_actions(...)`, `write_metadata:V[/M]`, `goto_table:N`.
+    pub fn parse(s: &str) -> Result<Instructions, OfError> {
+        let mut out = Instructions::default();
+        let toks = split_top(s)?;
+        if toks.is_empty() {
+            return Err(OfError::Syntax { text: s.to_string(), expected: "at least one action, or `drop`".into() });
+        }
+        if toks.len() == 1 && toks[0].eq_ignore_ascii_case("drop") {
+            return Ok(out);
+        }
+        for t in toks {
+            let lower = t.to_ascii_lowercase();
+            if let Some(rest) = lower.strip_prefix("goto_table:") {
+                if out.goto_table.is_some() {
+                    return Err(OfError::Syntax { text: t.to_string(), expected: "at most one goto_table".into() });
+                }
+                let n = parse_uint(rest).filter(|n| *n < 255).ok_or_else(|| OfError::Syntax { text: t.to_string(), expected: "goto_table:N with N in 0-254".into() })?;
+                out.goto_table = Some(n as u8);
+            } else if lower == "clear_actions" {
+                out.clear_actions = true;
+            } else if lower.starts_with("write_actions(") && t.ends_with(')') {
+                out.write.extend(parse_action_list(&t["write_actions(".len()..t.len() - 1])?);
+            } else if lower.starts_with("apply_actions(") && t.ends_with(')') {
+                out.apply.extend(parse_action_list(&t["apply_actions(".len()..t.len() - 1])?);
+            } else if let Some(rest) = t.strip_prefix("write_metadata:") {
+                let (v, m) = parse_field_value(Field::Metadata, rest)?;
+                out.write_metadata = Some((v, m));
+            } else if lower == "drop" {
+                return Err(OfError::Syntax { text: s.to_string(), expected: "`drop` alone (it cannot be combined with other actions)".into() });
+            } else {
+                out.apply.push(Action::parse(t)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// No actions at all (drops the packet unless an action set is pending).
+    pub fn is_empty(&self) -> bool {
+        self.apply.is_empty() && !self.clear_actions && self.write.is_empty() && self.write_metadata.is_none() && self.goto_table.is_none()
+    }
+}
+
+impl std::fmt::Display for Instructions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if !self.apply.is_empty() {
+            parts.push(join(&self.apply));
+        }
+        if self.clear_actions {
+            parts.push("clear_actions".into());
+        }
+        if !self.write.is_empty() {
+            parts.push(format!("write_actions({})", join(&self.write)));
+        }
+        if let Some((v, m)) = self.write_metadata {
+            if m == u64::MAX {
+                parts.push(format!("write_metadata:{v:#x}"));
+            } else {
+                parts.push(format!("write_metadata:{v:#x}/{m:#x}"));
+            }
+        }
+        if let Some(t) = self.goto_table {
+            parts.push(format!("goto_table:{t}"));
+        }
+        if parts.is_empty() {
+            f.write_str("drop")
+        } else {
+            f.write_str(&parts.join(","))
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Tests of the ovs-ofctl syntax: every form, action and instruction, and the errors.
+
+use crate::action::*;
+use crate::*;
+use kairo_flow::Field;
+
+fn rule(s: &str) -> Rule {
+    parse_flow(s, Some(true)).and_then(FlowSpec::into_rule).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn act(s: &str) -> Action {
+    Action::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+#[test]
+fn flow_line_basics() {
+    let r = rule("table=3,priority=100,cookie=0x1f,ip,nw_dst=10.0.0.0/8,actions=output:2");
+    assert_eq!((r.table, r.priority, r.cookie), (3, 100, 0x1f));
+    assert_eq!(r.m.field(Field::IpDst), (0x0a000000, 0xff000000));
+    assert_eq!(r.inst.apply, vec![Action::Output(2)]);
+    let d = rule("actions=drop");
+    assert_eq!((d.table, d.priority), (0, 32768));
+    assert!(d.inst.is_empty());
+    // spaces as separators
+    let s = rule("table=1 priority=5 tcp tp_dst=80 actions=output:3");
+    assert_eq!(s.m.field(Field::TpDst), (80, 0xffff));
+}
+
+#[test]
+fn dump_flows_lines_load() {
+    let r = rule(" cookie=0x5, duration=12.345s, table=2, n_packets=10, n_bytes=600, idle_age=3, priority=200,tcp,in_port=1,nw_src=1.2.3.0/24 actions=mod_dl_dst:00:00:00:00:00:01,goto_table:4");
+    assert_eq!((r.table, r.priority, r.cookie), (2, 200, 5));
+    assert_eq!(r.inst.goto_table, Some(4));
+    let f = parse_flow_file("OFPST_FLOW reply (OF1.3) (xid=0x2):\n cookie=0x0, duration=1s, table=0, n_packets=0, n_bytes=0, priority=0 actions=drop\n").unwrap();
+    assert_eq!(f.rules.len(), 1);
+}
+
+#[test]
+fn instructions() {
+    let r = rule("actions=output:1,clear_actions,write_actions(output:2,group:3),write_metadata:0x10/0xff,goto_table:5");
+    assert_eq!(r.inst.apply, vec![Action::Output(1)]);
+    assert!(r.inst.clear_actions);
+    assert_eq!(r.inst.write, vec![Action::Output(2), Action::Group(3)]);
+    assert_eq!(r.inst.write_metadata, Some((0x10, 0xff)));
+    assert_eq!(r.inst.goto_table, Some(5));
+    assert_eq!(r.inst.to_string(), "output:1,clear_actions,write_actions(output:2,group:3),write_metadata:0x10/0xff,goto_table:5");
+}
+
+#[test]
+fn every_action_parses_and_prints_back() {
+    for (text, want) in [
+        ("output:3", Action::Output(3)),
+        ("3", Action::Output(3)),
+        ("in_port", Action::InPort),
+        ("IN_PORT", Action::InPort),
+        ("output:in_port", Action::InPort),
+        ("controller", Action::Controller { max_len: 65535 }),
+        ("CONTROLLER:128", Action::Controller { max_len: 128 }),
+        ("controller(max_len=64)", Action::Controller { max_len: 64 }),
+        ("mod_dl_src:00:00:00:00:00:01", Action::SetField { field: Field::EthSrc, value: 1, mask: 0xffff_ffff_ffff }),
+        ("mod_dl_dst:00:00:00:00:00:02", Action::SetField { field: Field::EthDst, value: 2, mask: 0xffff_ffff_ffff }),
+        ("mod_nw_src:1.2.3.4", Action::SetField { field: Field::IpSrc, value: 0x01020304, mask: 0xffff_ffff }),
+        ("mod_nw_dst:1.2.3.5", Action::SetField { field: Field::IpDst, value: 0x01020305, mask: 0xffff_ffff }),
+        ("mod_tp_src:1000", Action::SetField { field: Field::TpSrc, value: 1000, mask: 0xffff }),
+        ("mod_tp_dst:80", Action::SetField { field: Field::TpDst, value: 80, mask: 0xffff }),
+        ("mod_nw_tos:16", Action::SetField { field: Field::IpDscp, value: 4, mask: 0x3f }),
+        ("mod_nw_ttl:9", Action::SetField { field: Field::IpTtl, value: 9, mask: 0xff }),
+        ("mod_vlan_vid:10", Action::SetVlanVid { vid: 10, push: true }),
+        ("mod_vlan_pcp:3", Action::SetVlanPcp { pcp: 3, push: true }),
+        ("set_field:4116->vlan_vid", Action::SetVlanVid { vid: 20, push: false }),
+        ("strip_vlan", Action::PopVlan),
+        ("pop_vlan", Action::PopVlan),
+        ("push_vlan:0x8100", Action::PushVlan { tpid: 0x8100 }),
+        ("dec_ttl", Action::DecTtl),
+        ("set_field:10.0.0.1->ip_dst", Action::SetField { field: Field::IpDst, value: 0x0a000001, mask: 0xffff_ffff }),
+        ("set_field:0x1/0x1->reg0", Action::SetField { field: Field::Reg0, value: 1, mask: 1 }),
+        ("set_field:5->metadata", Action::SetField { field: Field::Metadata, value: 5, mask: u64::MAX }),
+        ("load:0x5->NXM_NX_REG0[0..3]", Action::SetField { field: Field::Reg0, value: 5, mask: 0xf }),
+        ("load:1->reg2[4]", Action::SetField { field: Field::Reg2, value: 0x10, mask: 0x10 }),
+        ("load:0xa->NXM_NX_REG1[8..15]", Action::SetField { field: Field::Reg1, value: 0xa00, mask: 0xff00 }),
+        ("resubmit(,3)", Action::Resubmit { port: None, table: Some(3) }),
+        ("resubmit(2,3)", Action::Resubmit { port: Some(2), table: Some(3) }),
+        ("resubmit:2", Action::Resubmit { port: Some(2), table: None }),
+        ("group:7", Action::Group(7)),
+    ] {
+        let a = act(text);
+        assert_eq!(a, want, "{text}");
+        assert_eq!(act(&a.to_string()), a, "{text} printed as {a}");
+    }
+    let mv = act("move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[]");
+    assert_eq!(mv, Action::Move { src: SubField { field: Field::EthSrc, ofs: 0, n_bits: 48 }, dst: SubField { field: Field::EthDst, ofs: 0, n_bits: 48 } });
+    assert_eq!(act(&mv.to_string()), mv);
+    let mv2 = act("move:reg0[0..15]->reg1[16..31]");
+    assert_eq!(act(&mv2.to_string()), mv2);
+}
+
+#[test]
+fn action_errors() {
+    let cases = [
+        ("output:x", "port"),
+        ("load:0x10->NXM_NX_REG0[0..3]", "fits in 4 bits"),
+        ("load:1->NXM_NX_REG0[0..40]", "bit range"),
+        ("move:reg0[0..3]->reg1[0..4]", "equal width"),
+        ("set_field:1->nw_proto", "writable"),
+        ("set_field:1->bogus", "bogus"),
+        ("frobnicate", "frobnicate"),
+        ("NORMAL", "not supported"),
+        ("ct(commit)", "not supported"),
+        ("resubmit(,300)", "table"),
+        ("push_vlan:0x1234", "push_vlan"),
+        ("mod_vlan_vid:5000", "VLAN id"),
+        ("mod_nw_dst:1.2.3", "IPv4"),
+    ];
+    for (text, want) in cases {
+        let e = Action::parse(text).expect_err(text).to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    assert!(Instructions::parse("output:1,drop").is_err());
+    assert!(Instructions::parse("goto_table:1,goto_table:2").is_err());
+    assert!(Instructions::parse("").is_err());
+}
+
+#[test]
+fn groups() {
+    let g = parse_group("group_id=1,type=select,bucket=output:1,bucket=weight:20,actions=mod_dl_dst:00:00:00:00:00:09,output:2").unwrap();
+    assert_eq!(g.ty, GroupType::Select);
+    assert_eq!(g.buckets.len(), 2);
+    assert_eq!(g.buckets[1].weight, 20);
+    assert_eq!(g.buckets[1].actions.len(), 2);
+    let g2 = parse_group(&g.to_string()).unwrap();
+    assert_eq!(g2, g);
+    let ff = parse_group("group_id=2,type=ff,bucket=watch_port:1,output:1,bucket=watch_port:2,output:2").unwrap();
+    assert_eq!(ff.buckets[0].watch_port, Some(1));
+    assert_eq!(ff.buckets[1].actions, vec![Action::Output(2)]);
+    let h = parse_group("group_id=3,type=select,selection_method=hash,fields(ip_src,ip_dst),bucket=output:1").unwrap();
+    assert_eq!(h.fields, Some(vec![Field::IpSrc, Field::IpDst]));
+    assert!(parse_group("group_id=4,type=indirect,bucket=output:1,bucket=output:2").is_err());
+    assert!(parse_group("type=all,bucket=output:1").is_err());
+    assert!(parse_group("group_id=5,type=weird").is_err());
+    let all = parse_group("group_id=6,type=all,bucket=output:1,bucket=output:2,bucket=output:3").unwrap();
+    assert_eq!(all.buckets.iter().map(|b| b.id).collect::<Vec<_>>(), vec![0, 1, 2]);
+}
+
+#[test]
+fn file_errors_name_line_and_text() {
+    let text = "# comment\ntable=0,ip,nw_dst=10.0.0.0/8,actions=output:2\n\ntable=0,ip,nw_dst=10.0.0.999,actions=output:2\n";
+    let e = parse_flow_file(text).unwrap_err();
+    assert_eq!(e.line, 4);
+    assert!(e.text.contains("10.0.0.999"));
+    let msg = e.to_string();
+    assert!(msg.contains("line 4") && msg.contains("IPv4"), "{msg}");
+    let e = parse_flow_file("table=0,ip,nw_dst=10.0.0.1\n").unwrap_err();
+    assert!(e.to_string().contains("actions="), "{e}");
+    let e = parse_flow_file("ip,actions=output:1\nnw_dst=1.2.3.4,actions=output:1\n").unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.to_string().contains("prerequisite"), "{e}");
+    let e = parse_group_file("group_id=1,type=all,bucket=output:1\ngroup_id=2,bucket=output:1\n").unwrap_err();
+    assert_eq!(e.line, 2);
+}
+
+#[test]
+fn miss_directives() {
+    let f = parse_flow_file("#@ table=10 miss=continue:20\n#@ table=20 miss=continue\n#@ table=30 miss=drop\n").unwrap();
+    assert_eq!(f.misses, vec![(10, MissBehavior::Continue(20)), (20, MissBehavior::Continue(21)), (30, MissBehavior::Drop)]);
+    assert!(parse_flow_file("#@ table=10 miss=continue:5\n").is_err());
+    assert!(parse_flow_file("#@ table=10 miss=explode\n").is_err());
+}
+
+#[test]
+fn rule_display_round_trips() {
+    for s in [
+        "table=1,priority=10,tcp,tp_dst=80,actions=mod_tp_dst:8080,write_actions(output:3),goto_table:2",
+        "priority=0,actions=drop",
+        "cookie=0x9,reg0=0x1/0x1,actions=load:0x3->NXM_NX_REG1[0..1],resubmit(,5)",
+    ] {
+        let r = rule(s);
+        let printed = r.to_string();
+        assert_eq!(rule(&printed), r, "{printed}");
+    }
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+    proptest! {
+        #[test]
+        fn flow_parser_never_panics(s in "\\PC{0,80}") {
+            let _ = parse_flow(&s, Some(true));
+            let _ = parse_group(&s);
+            let _ = Action::parse(&s);
+        }
+        #[test]
+        fn flow_parser_never_panics_structured(s in "(table=|priority=|actions=|ip,|tcp,|nw_dst=|[0-9]{1,4}|[.,/:()\\[\\]]|bucket=|group_id=|load:|move:|->|reg0|resubmit){0,12}") {
+            let _ = parse_flow(&s, Some(true));
+            let _ = parse_group(&s);
+        }
+    }
+}
