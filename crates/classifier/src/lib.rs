@@ -1,0 +1,379 @@
+//! The per-table classifier: priority lookup over wildcarded rules by
+//! tuple-space search, with un-wildcarding.
+//!
+//! # The megaflow contract (as in Open vSwitch's `lib/classifier.h`)
+//!
+//! [`Classifier::lookup`] returns the highest-priority rule matching a key and
+//! ORs into the caller's [`FlowMask`] the bits it examined to decide. Invariant:
+//! every key that agrees with the looked-up key on the bits ORed in gets the
+//! same result from this classifier. Bits it did not need stay wildcarded, so
+//! megaflows stay wide:
+//!
+//! - **Tuple-space search**: one [`Subtable`] per distinct rule mask, holding a
+//!   hash map from masked key to rules. Subtables are visited in order of their
+//!   highest priority; once a match is found, subtables whose highest priority
+//!   is below it are skipped without un-wildcarding anything.
+//! - **Staged lookup**: a subtable's mask is split into the metadata, L2, L3 and
+//!   L4 stages of the field table; a hash index per stage prefix tells early that
+//!   no rule can match, and only the stages examined so far are un-wildcarded.
+//! - **Prefix tracking** on `nw_src` and `nw_dst`: a binary trie of all rules'
+//!   prefixes tells that no rule of a subtable's prefix length can match, from
+//!   only as many leading address bits as the trie walk needed.
+//!
+//! **Ties**: among matching rules of equal priority, the one inserted first
+//! (lowest [`RuleId`]) wins. Translation and cache maintenance both rely on it.
+
+mod trie;
+
+use kairo_flow::field::{Field, Stage, ETH_TYPE_IP, N_STAGES, STAGE_WORDS};
+use kairo_flow::parse::prefix_len;
+use kairo_flow::{FlowKey, FlowMask, Match};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+pub use trie::{PrefixTrie, TrieLookup};
+
+/// Identifies a rule; also its insertion order (ties go to the lower id).
+pub type RuleId = u64;
+
+/// A rule as the classifier sees it.
+#[derive(Clone, Debug)]
+pub struct ClsRule<R> {
+    pub id: RuleId,
+    pub priority: u16,
+    pub m: Match,
+    pub payload: R,
+}
+
+impl<R> ClsRule<R> {
+    /// Does `self` win over `other` when both match? (higher priority, then lower id)
+    #[inline]
+    pub fn beats(&self, other: &ClsRule<R>) -> bool {
+        (self.priority, std::cmp::Reverse(self.id)) > (other.priority, std::cmp::Reverse(other.id))
+    }
+}
+
+/// The fields with prefix tries.
+pub const TRIE_FIELDS: [Field; 2] = [Field::IpSrc, Field::IpDst];
+
+#[inline]
+fn mix(h: u64, x: u64) -> u64 {
+    (h.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+#[inline]
+fn hash_words(mut h: u64, key: &FlowKey, mask: &FlowMask, words: std::ops::Range<usize>) -> u64 {
+    for i in words {
+        h = mix(h, key.w[i] & mask.w[i]);
+    }
+    h
+}
+
+/// One subtable: all rules with one mask.
+#[derive(Clone, Debug)]
+pub struct Subtable<R> {
+    mask: FlowMask,
+    /// Word ranges of the stages this mask uses, in order. All but the last have an index.
+    stages: Vec<(Stage, std::ops::Range<usize>)>,
+    /// For stage i (except the last): count of rules per hash of words `0..stages[i].end`.
+    stage_index: Vec<FxHashMap<u64, u32>>,
+    /// Masked key -> rules, best first.
+    rules: FxHashMap<FlowKey, Vec<ClsRule<R>>>,
+    priorities: BTreeMap<u16, u32>,
+    max_priority: u16,
+    /// Prefix length on each trie field, if the mask there is a non-empty CIDR prefix.
+    trie_plen: [Option<u32>; TRIE_FIELDS.len()],
+    n_rules: usize,
+}
+
+impl<R> Subtable<R> {
+    fn new(mask: FlowMask) -> Self {
+        let mut stages = Vec::new();
+        for s in 0..N_STAGES {
+            let r = STAGE_WORDS[s]..STAGE_WORDS[s + 1];
+            if mask.w[r.clone()].iter().any(|&w| w != 0) {
+                let st = [Stage::Meta, Stage::L2, Stage::L3, Stage::L4][s];
+                stages.push((st, r));
+            }
+        }
+        let n_idx = stages.len().saturating_sub(1);
+        let mut trie_plen = [None; TRIE_FIELDS.len()];
+        for (i, f) in TRIE_FIELDS.iter().enumerate() {
+            let m = mask.get(*f);
+            if m != 0 {
+                trie_plen[i] = prefix_len(m, f.bits());
+            }
+        }
+        Subtable {
+            mask,
+            stages,
+            stage_index: vec![FxHashMap::default(); n_idx],
+            rules: FxHashMap::default(),
+            priorities: BTreeMap::new(),
+            max_priority: 0,
+            trie_plen,
+            n_rules: 0,
+        }
+    }
+
+    fn stage_hashes(&self, key: &FlowKey) -> Vec<u64> {
+        let mut h = 0;
+        let mut out = Vec::with_capacity(self.stage_index.len());
+        for (i, (_, r)) in self.stages.iter().enumerate() {
+            if i == self.stage_index.len() {
+                break;
+            }
+            h = hash_words(h, key, &self.mask, r.clone());
+            out.push(h);
+        }
+        out
+    }
+
+    pub fn mask(&self) -> &FlowMask {
+        &self.mask
+    }
+    pub fn max_priority(&self) -> u16 {
+        self.max_priority
+    }
+    pub fn len(&self) -> usize {
+        self.n_rules
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n_rules == 0
+    }
+}
+
+/// Per-lookup statistics (for tests and benchmarks).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LookupStats {
+    pub subtables_visited: u32,
+    pub stage_skips: u32,
+    pub trie_skips: u32,
+}
+
+/// A priority classifier over wildcarded rules (one OpenFlow table).
+#[derive(Clone, Debug)]
+pub struct Classifier<R> {
+    slots: Vec<Option<Subtable<R>>>,
+    free: Vec<usize>,
+    by_mask: FxHashMap<FlowMask, usize>,
+    /// Slot indexes ordered by max_priority, highest first.
+    order: Vec<usize>,
+    by_id: FxHashMap<RuleId, (usize, FlowKey)>,
+    tries: [PrefixTrie; TRIE_FIELDS.len()],
+}
+
+impl<R> Default for Classifier<R> {
+    fn default() -> Self {
+        Classifier {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_mask: FxHashMap::default(),
+            order: Vec::new(),
+            by_id: FxHashMap::default(),
+            tries: Default::default(),
+        }
+    }
+}
+
+impl<R> Classifier<R> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+    pub fn n_subtables(&self) -> usize {
+        self.order.len()
+    }
+
+    fn resort(&mut self) {
+        let slots = &self.slots;
+        self.order.sort_by_key(|&i| std::cmp::Reverse(slots[i].as_ref().map_or(0, |s| s.max_priority)));
+    }
+
+    /// Inserts a rule. Ids must be unique; the caller (the table) decides what
+    /// replaces what.
+    pub fn insert(&mut self, rule: ClsRule<R>) {
+        let mask = *rule.m.mask();
+        let slot = match self.by_mask.get(&mask) {
+            Some(&s) => s,
+            None => {
+                let st = Subtable::new(mask);
+                let s = match self.free.pop() {
+                    Some(s) => {
+                        self.slots[s] = Some(st);
+                        s
+                    }
+                    None => {
+                        self.slots.push(Some(st));
+                        self.slots.len() - 1
+                    }
+                };
+                self.by_mask.insert(mask, s);
+                self.order.push(s);
+                s
+            }
+        };
+        for (i, f) in TRIE_FIELDS.iter().enumerate() {
+            let (v, m) = rule.m.field(*f);
+            if let Some(l) = prefix_len(m, f.bits()).filter(|&l| l > 0) {
+                self.tries[i].insert(v as u32, l);
+            }
+        }
+        let Some(st) = self.slots[slot].as_mut() else { unreachable!("slot in by_mask is live") };
+        let key = *rule.m.key();
+        for (i, h) in st.stage_hashes(&key).into_iter().enumerate() {
+            *st.stage_index[i].entry(h).or_insert(0) += 1;
+        }
+        *st.priorities.entry(rule.priority).or_insert(0) += 1;
+        let old_max = st.max_priority;
+        st.max_priority = *st.priorities.keys().next_back().unwrap_or(&0);
+        st.n_rules += 1;
+        self.by_id.insert(rule.id, (slot, key));
+        let bucket = st.rules.entry(key).or_default();
+        let pos = bucket.iter().position(|r| rule.beats(r)).unwrap_or(bucket.len());
+        bucket.insert(pos, rule);
+        if st.max_priority != old_max || st.n_rules == 1 {
+            self.resort();
+        }
+    }
+
+    /// Removes a rule by id.
+    pub fn remove(&mut self, id: RuleId) -> Option<ClsRule<R>> {
+        let (slot, key) = self.by_id.remove(&id)?;
+        let st = self.slots[slot].as_mut()?;
+        let bucket = st.rules.get_mut(&key)?;
+        let pos = bucket.iter().position(|r| r.id == id)?;
+        let rule = bucket.remove(pos);
+        if bucket.is_empty() {
+            st.rules.remove(&key);
+        }
+        for (i, h) in st.stage_hashes(&key).into_iter().enumerate() {
+            if let Some(c) = st.stage_index[i].get_mut(&h) {
+                *c -= 1;
+                if *c == 0 {
+                    st.stage_index[i].remove(&h);
+                }
+            }
+        }
+        if let Some(c) = st.priorities.get_mut(&rule.priority) {
+            *c -= 1;
+            if *c == 0 {
+                st.priorities.remove(&rule.priority);
+            }
+        }
+        st.n_rules -= 1;
+        let old_max = st.max_priority;
+        st.max_priority = *st.priorities.keys().next_back().unwrap_or(&0);
+        for (i, f) in TRIE_FIELDS.iter().enumerate() {
+            let (v, m) = rule.m.field(*f);
+            if let Some(l) = prefix_len(m, f.bits()).filter(|&l| l > 0) {
+                self.tries[i].remove(v as u32, l);
+            }
+        }
+        if st.n_rules == 0 {
+            self.by_mask.remove(&st.mask);
+            self.slots[slot] = None;
+            self.free.push(slot);
+            self.order.retain(|&s| s != slot);
+        } else if st.max_priority != old_max {
+            self.resort();
+        }
+        Some(rule)
+    }
+
+    /// The rule with this id.
+    pub fn get(&self, id: RuleId) -> Option<&ClsRule<R>> {
+        let (slot, key) = self.by_id.get(&id)?;
+        self.slots[*slot].as_ref()?.rules.get(key)?.iter().find(|r| r.id == id)
+    }
+
+    /// The rule with exactly this match and priority (OpenFlow's rule identity).
+    pub fn find_exact(&self, m: &Match, priority: u16) -> Option<&ClsRule<R>> {
+        let slot = *self.by_mask.get(m.mask())?;
+        self.slots[slot].as_ref()?.rules.get(m.key())?.iter().find(|r| r.priority == priority)
+    }
+
+    /// Every rule, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &ClsRule<R>> {
+        self.slots.iter().flatten().flat_map(|st| st.rules.values().flatten())
+    }
+
+    /// The subtables, highest priority first.
+    pub fn subtables(&self) -> impl Iterator<Item = &Subtable<R>> {
+        self.order.iter().filter_map(|&i| self.slots[i].as_ref())
+    }
+
+    /// Finds the best rule matching `key`, ORing into `wc` the bits examined.
+    pub fn lookup(&self, key: &FlowKey, wc: &mut FlowMask) -> Option<&ClsRule<R>> {
+        self.lookup_stats(key, wc, &mut LookupStats::default())
+    }
+
+    /// As [`Classifier::lookup`], counting what it did.
+    pub fn lookup_stats(&self, key: &FlowKey, wc: &mut FlowMask, stats: &mut LookupStats) -> Option<&ClsRule<R>> {
+        let mut best: Option<&ClsRule<R>> = None;
+        let mut tries: [Option<TrieLookup>; TRIE_FIELDS.len()] = [None; TRIE_FIELDS.len()];
+        let is_ip = key.get(Field::EthType) == ETH_TYPE_IP;
+        'subtables: for &slot in &self.order {
+            let Some(st) = self.slots[slot].as_ref() else { continue };
+            if let Some(b) = best {
+                if st.max_priority < b.priority {
+                    break;
+                }
+            }
+            stats.subtables_visited += 1;
+            let mut h = 0u64;
+            let n_idx = st.stage_index.len();
+            for (i, (stage, range)) in st.stages.iter().enumerate() {
+                if *stage == Stage::L3 && is_ip {
+                    for (t, f) in TRIE_FIELDS.iter().enumerate() {
+                        let Some(plen) = st.trie_plen[t] else { continue };
+                        let res = *tries[t].get_or_insert_with(|| self.tries[t].lookup(key.get(*f) as u32));
+                        if !res.has_plen(plen) {
+                            // No rule of this prefix length matches: skip the subtable,
+                            // un-wildcarding the earlier stages and the address bits used.
+                            wc.or_words(&st.mask, 0..range.start);
+                            wc.or_bits(*f, kairo_flow::parse::prefix_mask(res.bits_needed(plen), 32));
+                            stats.trie_skips += 1;
+                            continue 'subtables;
+                        }
+                    }
+                }
+                if i < n_idx {
+                    h = hash_words(h, key, &st.mask, range.clone());
+                    if !st.stage_index[i].contains_key(&h) {
+                        wc.or_words(&st.mask, 0..range.end);
+                        stats.stage_skips += 1;
+                        continue 'subtables;
+                    }
+                }
+            }
+            wc.or(&st.mask);
+            if let Some(bucket) = st.rules.get(&key.masked(&st.mask)) {
+                let cand = &bucket[0];
+                if best.is_none_or(|b| cand.beats(b)) {
+                    best = Some(cand);
+                }
+            }
+        }
+        best
+    }
+
+    /// Reference lookup by linear scan (for tests): the best matching rule.
+    pub fn lookup_linear(&self, key: &FlowKey) -> Option<&ClsRule<R>> {
+        let mut best: Option<&ClsRule<R>> = None;
+        for r in self.iter() {
+            if r.m.matches(key) && best.is_none_or(|b| r.beats(b)) {
+                best = Some(r);
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! The classifier against a linear scan, and the soundness of its un-wildcarding.
+
+use super::*;
+use proptest::prelude::*;
+
+/// A random match over a few fields with small value spaces (so rules overlap).
+fn arb_match() -> impl Strategy<Value = Match> {
+    (
+        proptest::option::of(1u64..4),
+        proptest::option::of(prop_oneof![Just(0x0800u64), Just(0x0806u64)]),
+        proptest::option::of((0u64..4, 0u32..=32)),
+        proptest::option::of((0u64..4, 0u32..=32)),
+        proptest::option::of(prop_oneof![Just(6u64), Just(17u64)]),
+        proptest::option::of((0u64..4, prop_oneof![Just(0xffffu64), Just(0xfff0u64), Just(0x3u64)])),
+        proptest::option::of((0u64..16, 0u64..16)),
+    )
+        .prop_map(|(port, et, src, dst, proto, tp, reg)| {
+            let mut m = Match::ANY;
+            if let Some(p) = port {
+                m.set_exact(Field::InPort, p);
+            }
+            if let Some(e) = et {
+                m.set_exact(Field::EthType, e);
+            }
+            // addresses from a small set of bases so prefixes nest and collide
+            let base = |b: u64| [0x0a00_0000u64, 0x0a01_0000, 0x0a01_0100, 0xc0a8_0000][b as usize];
+            if let Some((b, l)) = src {
+                m.set_masked(Field::IpSrc, base(b), kairo_flow::parse::prefix_mask(l, 32));
+            }
+            if let Some((b, l)) = dst {
+                m.set_masked(Field::IpDst, base(b) | 7, kairo_flow::parse::prefix_mask(l, 32));
+            }
+            if let Some(p) = proto {
+                m.set_exact(Field::IpProto, p);
+            }
+            if let Some((v, mk)) = tp {
+                m.set_masked(Field::TpDst, 80 + v, mk);
+            }
+            if let Some((v, mk)) = reg {
+                m.set_masked(Field::Reg0, v, mk);
+            }
+            m
+        })
+}
+
+fn arb_key() -> impl Strategy<Value = FlowKey> {
+    (1u64..4, prop_oneof![Just(0x0800u64), Just(0x0806u64), Just(0x86ddu64)], any::<u32>(), any::<u32>(), 0u64..4, prop_oneof![Just(6u64), Just(17u64), Just(1u64)], 76u64..90, 0u64..16, any::<bool>())
+        .prop_map(|(port, et, s, d, base, proto, tp, reg, near)| {
+            let mut k = FlowKey::ZERO;
+            k.set(Field::InPort, port);
+            k.set(Field::EthType, et);
+            let b = [0x0a00_0000u64, 0x0a01_0000, 0x0a01_0100, 0xc0a8_0000][base as usize];
+            // half the keys near the rule addresses, half anywhere
+            k.set(Field::IpSrc, if near { b | (s as u64 & 0x1ff) } else { s as u64 });
+            k.set(Field::IpDst, if near { b | (d as u64 & 0x1ff) } else { d as u64 });
+            k.set(Field::IpProto, proto);
+            k.set(Field::TpDst, tp);
+            k.set(Field::Reg0, reg);
+            k
+        })
+}
+
+fn build(rules: &[(Match, u16)]) -> Classifier<()> {
+    let mut c = Classifier::new();
+    for (i, (m, p)) in rules.iter().enumerate() {
+        c.insert(ClsRule { id: i as u64, priority: *p, m: *m, payload: () });
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn agrees_with_linear_scan_and_masks_are_sound(
+        rules in proptest::collection::vec((arb_match(), 0u16..6), 1..40),
+        keys in proptest::collection::vec(arb_key(), 1..20),
+        noise in proptest::collection::vec(any::<[u64; 4]>(), 8),
+        removals in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let mut c = build(&rules);
+        let mut live: Vec<u64> = (0..rules.len() as u64).collect();
+        for round in 0..2 {
+            for k in &keys {
+                let mut wc = FlowMask::ZERO;
+                let got = c.lookup(k, &mut wc).map(|r| r.id);
+                let want = c.lookup_linear(k).map(|r| r.id);
+                prop_assert_eq!(got, want, "round {} key {:?}", round, k);
+                // Soundness: any packet agreeing with k on wc gets the same rule.
+                for n in &noise {
+                    let mut p = *k;
+                    for (i, w) in p.w.iter_mut().enumerate() {
+                        let r = n[i % 4].rotate_left(i as u32 * 7);
+                        *w = (*w & wc.w[i]) | (r & !wc.w[i]);
+                    }
+                    let alt = c.lookup_linear(&p).map(|r| r.id);
+                    prop_assert_eq!(alt, want, "mask {:?} too wide: {:?} vs {:?}", wc, p, k);
+                }
+            }
+            for idx in &removals {
+                if live.is_empty() { break; }
+                let id = live.remove(idx.index(live.len()));
+                prop_assert!(c.remove(id).is_some());
+            }
+        }
+        prop_assert_eq!(c.len(), live.len());
+    }
+}
+
+#[test]
+fn trie_keeps_megaflow_narrow() {
+    // As in the Open vSwitch trace: 10/8 at high priority, packet to 12.0.0.1
+    // only needs the first 6 bits of nw_dst to skip it.
+    let mut hi = Match::ANY;
+    hi.set_exact(Field::EthType, 0x0800);
+    hi.set_masked(Field::IpDst, 0x0a00_0000, 0xff00_0000);
+    let mut lo = Match::ANY;
+    lo.set_exact(Field::EthType, 0x0800);
+    let c = build(&[(hi, 100), (lo, 10)]);
+    let mut k = FlowKey::ZERO;
+    k.set(Field::EthType, 0x0800);
+    k.set(Field::IpDst, 0x0c00_0001);
+    let mut wc = FlowMask::ZERO;
+    let mut st = LookupStats::default();
+    let r = c.lookup_stats(&k, &mut wc, &mut st).map(|r| r.id);
+    assert_eq!(r, Some(1));
+    assert_eq!(st.trie_skips, 1);
+    assert_eq!(wc.get(Field::IpDst), 0xfc00_0000);
+}
+
+#[test]
+fn staged_lookup_stops_early() {
+    let mut a = Match::ANY;
+    a.set_exact(Field::InPort, 1);
+    a.set_exact(Field::EthType, 0x0800);
+    a.set_exact(Field::IpProto, 6);
+    a.set_exact(Field::TpDst, 80);
+    let c = build(&[(a, 5)]);
+    let mut k = FlowKey::ZERO;
+    k.set(Field::InPort, 2);
+    k.set(Field::EthType, 0x0800);
+    let mut wc = FlowMask::ZERO;
+    assert!(c.lookup(&k, &mut wc).is_none());
+    // Only the metadata stage was needed.
+    assert_eq!(wc.get(Field::InPort), u32::MAX as u64);
+    assert_eq!(wc.get(Field::TpDst), 0);
+    assert_eq!(wc.get(Field::EthType), 0);
+}
+
+#[test]
+fn ties_go_to_the_earlier_rule_and_priority_skips() {
+    let mut a = Match::ANY;
+    a.set_exact(Field::InPort, 1);
+    let mut b = Match::ANY;
+    b.set_exact(Field::Reg0, 0);
+    let mut c = build(&[(a, 5), (b, 5)]);
+    let mut k = FlowKey::ZERO;
+    k.set(Field::InPort, 1);
+    let mut wc = FlowMask::ZERO;
+    assert_eq!(c.lookup(&k, &mut wc).map(|r| r.id), Some(0));
+    c.remove(0);
+    c.insert(ClsRule { id: 2, priority: 5, m: a, payload: () });
+    assert_eq!(c.lookup(&k, &mut FlowMask::default()).map(|r| r.id), Some(1));
+    assert_eq!(c.find_exact(&a, 5).map(|r| r.id), Some(2));
+    assert_eq!(c.n_subtables(), 2);
+    c.remove(1);
+    c.remove(2);
+    assert_eq!(c.n_subtables(), 0);
+    assert!(c.is_empty());
+}
