@@ -281,6 +281,11 @@ impl Field {
         ];
         REGS.get(i).copied()
     }
+    /// Is this field pipeline state only (registers, metadata), zero whenever a
+    /// packet enters the pipeline and never seen by the datapath?
+    pub fn pipeline_only(self) -> bool {
+        self == Field::Metadata || (Field::Reg0 <= self && self <= Field::Reg15)
+    }
     /// Is this field carried by the packet in the datapath (as opposed to
     /// pipeline metadata such as registers)? Only these need commit actions.
     pub fn in_packet(self) -> bool {

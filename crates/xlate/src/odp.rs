@@ -1,0 +1,375 @@
+//! Datapath actions: what the fast path does to a packet, in Open vSwitch's
+//! `ovs-dpctl` notation (`set(ipv4(dst=10.0.0.1,ttl=63)),push_vlan(vid=10,pcp=0),2`).
+//!
+//! Also parses that notation (as `ofproto/trace` prints it) and applies a list
+//! of actions to a key, so two action lists can be compared by their effect:
+//! which packets leave on which ports. Invariant: [`apply`] of the printed and
+//! re-parsed list equals [`apply`] of the original.
+
+use kairo_flow::field::{Field, ETH_TYPE_ARP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::parse::{format_ipv4, format_mac, parse_ipv4, parse_mac, parse_uint};
+use kairo_flow::FlowKey;
+
+/// Why a packet goes to the controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ControllerReason {
+    /// An explicit `controller` action.
+    Action,
+    /// `dec_ttl` on a packet whose TTL would reach zero.
+    InvalidTtl,
+}
+
+/// One datapath action.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DpAction {
+    Output(u32),
+    SetEth { src: Option<u64>, dst: Option<u64> },
+    PushVlan { vid: u16, pcp: u8 },
+    PopVlan,
+    /// `tos` is (value, mask) over the TOS byte (DSCP << 2 | ECN).
+    SetIpv4 { src: Option<u32>, dst: Option<u32>, tos: Option<(u8, u8)>, ttl: Option<u8> },
+    /// L4 ports; `proto` is 6, 17 or 132.
+    SetL4 { proto: u8, src: Option<u16>, dst: Option<u16> },
+    SetIcmp { ty: Option<u8>, code: Option<u8> },
+    SetArp { sip: Option<u32>, tip: Option<u32>, op: Option<u8>, sha: Option<u64>, tha: Option<u64> },
+    Controller { reason: ControllerReason, max_len: u16 },
+}
+
+fn opt<T: std::fmt::Display>(parts: &mut Vec<String>, name: &str, v: Option<T>) {
+    if let Some(v) = v {
+        parts.push(format!("{name}={v}"));
+    }
+}
+
+impl std::fmt::Display for DpAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut p = Vec::new();
+        match self {
+            DpAction::Output(port) => return write!(f, "{port}"),
+            DpAction::PopVlan => return write!(f, "pop_vlan"),
+            DpAction::PushVlan { vid, pcp } => return write!(f, "push_vlan(vid={vid},pcp={pcp})"),
+            DpAction::Controller { reason, max_len } => {
+                let r = match reason {
+                    ControllerReason::Action => 1,
+                    ControllerReason::InvalidTtl => 2,
+                };
+                return write!(f, "userspace(pid=0,controller(reason={r},max_len={max_len}))");
+            }
+            DpAction::SetEth { src, dst } => {
+                opt(&mut p, "src", src.map(format_mac));
+                opt(&mut p, "dst", dst.map(format_mac));
+                write!(f, "set(eth({}))", p.join(","))
+            }
+            DpAction::SetIpv4 { src, dst, tos, ttl } => {
+                opt(&mut p, "src", src.map(|v| format_ipv4(v as u64)));
+                opt(&mut p, "dst", dst.map(|v| format_ipv4(v as u64)));
+                opt(&mut p, "tos", tos.map(|(v, m)| if m == 0xff { format!("{v:#x}") } else { format!("{v:#x}/{m:#x}") }));
+                opt(&mut p, "ttl", *ttl);
+                write!(f, "set(ipv4({}))", p.join(","))
+            }
+            DpAction::SetL4 { proto, src, dst } => {
+                opt(&mut p, "src", *src);
+                opt(&mut p, "dst", *dst);
+                let name = match *proto as u64 {
+                    IPPROTO_UDP => "udp",
+                    IPPROTO_SCTP => "sctp",
+                    _ => "tcp",
+                };
+                write!(f, "set({name}({}))", p.join(","))
+            }
+            DpAction::SetIcmp { ty, code } => {
+                opt(&mut p, "type", *ty);
+                opt(&mut p, "code", *code);
+                write!(f, "set(icmp({}))", p.join(","))
+            }
+            DpAction::SetArp { sip, tip, op, sha, tha } => {
+                opt(&mut p, "sip", sip.map(|v| format_ipv4(v as u64)));
+                opt(&mut p, "tip", tip.map(|v| format_ipv4(v as u64)));
+                opt(&mut p, "op", *op);
+                opt(&mut p, "sha", sha.map(format_mac));
+                opt(&mut p, "tha", tha.map(format_mac));
+                write!(f, "set(arp({}))", p.join(","))
+            }
+        }
+    }
+}
+
+/// Formats a datapath action list (`drop` when empty).
+pub fn format_actions(a: &[DpAction]) -> String {
+    if a.is_empty() {
+        "drop".into()
+    } else {
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// What one output sends: the port and the packet's header fields then.
+pub type Emitted = (u32, FlowKey);
+
+/// Clears the fields a datapath does not carry (registers, metadata), so
+/// emitted packets compare by their headers only.
+pub fn packet_fields(k: &FlowKey) -> FlowKey {
+    let mut out = *k;
+    for f in Field::all() {
+        if !f.in_packet() {
+            out.set(f, 0);
+        }
+    }
+    out
+}
+
+/// Applies datapath actions to a packet: the packets that leave, in order.
+/// Controller actions appear as port `u32::MAX`.
+pub fn apply(actions: &[DpAction], key: &FlowKey) -> Vec<Emitted> {
+    let mut k = packet_fields(key);
+    let mut out = Vec::new();
+    for a in actions {
+        match a {
+            DpAction::Output(p) => out.push((*p, k)),
+            DpAction::Controller { .. } => out.push((u32::MAX, k)),
+            DpAction::SetEth { src, dst } => {
+                if let Some(v) = src {
+                    k.set(Field::EthSrc, *v);
+                }
+                if let Some(v) = dst {
+                    k.set(Field::EthDst, *v);
+                }
+            }
+            DpAction::PushVlan { vid, pcp } => k.set(Field::VlanTci, VLAN_CFI | *vid as u64 | (*pcp as u64) << 13),
+            DpAction::PopVlan => k.set(Field::VlanTci, 0),
+            DpAction::SetIpv4 { src, dst, tos, ttl } => {
+                if let Some(v) = src {
+                    k.set(Field::IpSrc, *v as u64);
+                }
+                if let Some(v) = dst {
+                    k.set(Field::IpDst, *v as u64);
+                }
+                if let Some((v, m)) = tos {
+                    let old = (k.get(Field::IpDscp) << 2 | k.get(Field::IpEcn)) as u8;
+                    let new = (old & !m) | (v & m);
+                    k.set(Field::IpDscp, (new >> 2) as u64);
+                    k.set(Field::IpEcn, (new & 3) as u64);
+                }
+                if let Some(v) = ttl {
+                    k.set(Field::IpTtl, *v as u64);
+                }
+            }
+            DpAction::SetL4 { src, dst, .. } => {
+                if let Some(v) = src {
+                    k.set(Field::TpSrc, *v as u64);
+                }
+                if let Some(v) = dst {
+                    k.set(Field::TpDst, *v as u64);
+                }
+            }
+            DpAction::SetIcmp { ty, code } => {
+                if let Some(v) = ty {
+                    k.set(Field::IcmpType, *v as u64);
+                }
+                if let Some(v) = code {
+                    k.set(Field::IcmpCode, *v as u64);
+                }
+            }
+            DpAction::SetArp { sip, tip, op, sha, tha } => {
+                if let Some(v) = sip {
+                    k.set(Field::ArpSpa, *v as u64);
+                }
+                if let Some(v) = tip {
+                    k.set(Field::ArpTpa, *v as u64);
+                }
+                if let Some(v) = op {
+                    k.set(Field::ArpOp, *v as u64);
+                }
+                if let Some(v) = sha {
+                    k.set(Field::ArpSha, *v);
+                }
+                if let Some(v) = tha {
+                    k.set(Field::ArpTha, *v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Emits, into `out`, the actions that turn packet `base` into `flow` (Open
+/// vSwitch's commit order: Ethernet, VLAN, IPv4/ARP, L4), and makes `base`
+/// equal `flow` in every packet field. Only fields that differ are set.
+pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
+    let diff = |f: Field| (base.get(f) != flow.get(f)).then(|| flow.get(f));
+    let (src, dst) = (diff(Field::EthSrc), diff(Field::EthDst));
+    if src.is_some() || dst.is_some() {
+        out.push(DpAction::SetEth { src, dst });
+    }
+    let (bt, ft) = (base.get(Field::VlanTci), flow.get(Field::VlanTci));
+    if bt != ft {
+        if bt & VLAN_CFI != 0 {
+            out.push(DpAction::PopVlan);
+        }
+        if ft & VLAN_CFI != 0 {
+            out.push(DpAction::PushVlan { vid: (ft & 0xfff) as u16, pcp: (ft >> 13) as u8 });
+        }
+    }
+    if flow.is_ipv4() {
+        let src = diff(Field::IpSrc).map(|v| v as u32);
+        let dst = diff(Field::IpDst).map(|v| v as u32);
+        let ttl = diff(Field::IpTtl).map(|v| v as u8);
+        let mut tmask = 0u8;
+        if base.get(Field::IpDscp) != flow.get(Field::IpDscp) {
+            tmask |= 0xfc;
+        }
+        if base.get(Field::IpEcn) != flow.get(Field::IpEcn) {
+            tmask |= 0x03;
+        }
+        let tos = (tmask != 0).then(|| (((flow.get(Field::IpDscp) << 2 | flow.get(Field::IpEcn)) as u8) & tmask, tmask));
+        if src.is_some() || dst.is_some() || ttl.is_some() || tos.is_some() {
+            out.push(DpAction::SetIpv4 { src, dst, tos, ttl });
+        }
+        let proto = flow.get(Field::IpProto);
+        if matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+            let (s, d) = (diff(Field::TpSrc).map(|v| v as u16), diff(Field::TpDst).map(|v| v as u16));
+            if s.is_some() || d.is_some() {
+                out.push(DpAction::SetL4 { proto: proto as u8, src: s, dst: d });
+            }
+        } else if proto == IPPROTO_ICMP {
+            let (t, c) = (diff(Field::IcmpType).map(|v| v as u8), diff(Field::IcmpCode).map(|v| v as u8));
+            if t.is_some() || c.is_some() {
+                out.push(DpAction::SetIcmp { ty: t, code: c });
+            }
+        }
+    } else if flow.get(Field::EthType) == ETH_TYPE_ARP {
+        let sip = diff(Field::ArpSpa).map(|v| v as u32);
+        let tip = diff(Field::ArpTpa).map(|v| v as u32);
+        let op = diff(Field::ArpOp).map(|v| v as u8);
+        let (sha, tha) = (diff(Field::ArpSha), diff(Field::ArpTha));
+        if sip.is_some() || tip.is_some() || op.is_some() || sha.is_some() || tha.is_some() {
+            out.push(DpAction::SetArp { sip, tip, op, sha, tha });
+        }
+    }
+    for f in Field::all() {
+        if f.in_packet() {
+            base.set(f, flow.get(f));
+        }
+    }
+}
+
+/// An action in Open vSwitch's output that kairo does not model (for example
+/// `hash(...)`/`recirc(...)` of a dp_hash select group).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("datapath action `{0}` is not understood")]
+pub struct OdpParseError(pub String);
+
+fn kv(s: &str) -> Vec<(&str, &str)> {
+    s.split(',').filter_map(|p| p.split_once('=')).collect()
+}
+
+fn strip_mask(v: &str) -> &str {
+    v.split('/').next().unwrap_or(v)
+}
+
+/// Parses Open vSwitch's `Datapath actions:` text into actions.
+pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
+    let s = s.trim();
+    if s == "drop" || s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let toks = kairo_flow::split_top(s).map_err(|_| OdpParseError(s.to_string()))?;
+    let mut out = Vec::new();
+    for t in toks {
+        let bad = || OdpParseError(t.to_string());
+        if let Some(p) = parse_uint(t) {
+            out.push(DpAction::Output(p as u32));
+            continue;
+        }
+        if t == "pop_vlan" {
+            out.push(DpAction::PopVlan);
+            continue;
+        }
+        if let Some(inner) = t.strip_prefix("push_vlan(").and_then(|x| x.strip_suffix(')')) {
+            let mut vid = 0;
+            let mut pcp = 0;
+            for (k, v) in kv(inner) {
+                match k {
+                    "vid" => vid = parse_uint(v).ok_or_else(bad)? as u16,
+                    "pcp" => pcp = parse_uint(v).ok_or_else(bad)? as u8,
+                    _ => {}
+                }
+            }
+            out.push(DpAction::PushVlan { vid, pcp });
+            continue;
+        }
+        if t.starts_with("userspace(") && t.contains("controller(") {
+            let reason = if t.contains("reason=2") { ControllerReason::InvalidTtl } else { ControllerReason::Action };
+            out.push(DpAction::Controller { reason, max_len: u16::MAX });
+            continue;
+        }
+        let inner = t.strip_prefix("set(").or_else(|| t.strip_prefix("set_masked(")).and_then(|x| x.strip_suffix(')')).ok_or_else(bad)?;
+        let (kind, body) = inner.split_once('(').ok_or_else(bad)?;
+        let body = body.strip_suffix(')').ok_or_else(bad)?;
+        let pairs = kv(body);
+        let get = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let num = |name: &str| get(name).and_then(|v| parse_uint(strip_mask(v)));
+        let ip = |name: &str| get(name).and_then(|v| parse_ipv4(strip_mask(v))).map(|v| v as u32);
+        let mac = |name: &str| get(name).and_then(|v| parse_mac(strip_mask(v)));
+        match kind {
+            "eth" => out.push(DpAction::SetEth { src: mac("src"), dst: mac("dst") }),
+            "ipv4" => {
+                let tos = match get("tos") {
+                    None => None,
+                    Some(v) => {
+                        let (a, m) = v.split_once('/').unwrap_or((v, "0xff"));
+                        Some((parse_uint(a).ok_or_else(bad)? as u8, parse_uint(m).ok_or_else(bad)? as u8))
+                    }
+                };
+                out.push(DpAction::SetIpv4 { src: ip("src"), dst: ip("dst"), tos, ttl: num("ttl").map(|v| v as u8) })
+            }
+            "tcp" | "udp" | "sctp" => {
+                let proto = match kind {
+                    "tcp" => IPPROTO_TCP,
+                    "udp" => IPPROTO_UDP,
+                    _ => IPPROTO_SCTP,
+                } as u8;
+                out.push(DpAction::SetL4 { proto, src: num("src").map(|v| v as u16), dst: num("dst").map(|v| v as u16) })
+            }
+            "icmp" => out.push(DpAction::SetIcmp { ty: num("type").map(|v| v as u8), code: num("code").map(|v| v as u8) }),
+            "arp" => out.push(DpAction::SetArp { sip: ip("sip"), tip: ip("tip"), op: num("op").map(|v| v as u8), sha: mac("sha"), tha: mac("tha") }),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_ovs_prints() {
+        let a = parse_actions("set(eth(src=00:00:00:00:00:11)),set(ipv4(dst=10.1.1.1,ttl=63)),2").unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(format_actions(&a), "set(eth(src=00:00:00:00:00:11)),set(ipv4(dst=10.1.1.1,ttl=63)),2");
+        let b = parse_actions("1,set(ipv4(src=1.2.3.4,tos=0x10/0xfc)),3").unwrap();
+        assert_eq!(format_actions(&b), "1,set(ipv4(src=1.2.3.4,tos=0x10/0xfc)),3");
+        let c = parse_actions("pop_vlan,push_vlan(vid=7,pcp=0),2").unwrap();
+        assert_eq!(format_actions(&c), "pop_vlan,push_vlan(vid=7,pcp=0),2");
+        assert!(parse_actions("hash(sym_l4(0)),recirc(0x2)").is_err());
+        assert_eq!(parse_actions("drop").unwrap(), vec![]);
+        let u = parse_actions("set(eth(dst=00:00:00:00:00:22)),userspace(pid=0,controller(reason=2,dont_send=1,continuation=0,recirc_id=1,rule_cookie=0,controller_id=0,max_len=65535))").unwrap();
+        assert_eq!(u[1], DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX });
+    }
+
+    #[test]
+    fn commit_sets_only_what_changed() {
+        let mut base = kairo_flow::parse_key("in_port=1,tcp,nw_dst=10.0.0.1,nw_ttl=64,tp_dst=80").unwrap();
+        let mut flow = base;
+        flow.set(Field::IpTtl, 63);
+        flow.set(Field::TpDst, 8080);
+        flow.set(Field::VlanTci, VLAN_CFI | 5);
+        let mut out = Vec::new();
+        commit(&mut base, &flow, &mut out);
+        assert_eq!(format_actions(&out), "push_vlan(vid=5,pcp=0),set(ipv4(ttl=63)),set(tcp(dst=8080))");
+        out.clear();
+        commit(&mut base, &flow, &mut out);
+        assert!(out.is_empty());
+    }
+}

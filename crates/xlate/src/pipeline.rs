@@ -1,0 +1,225 @@
+//! The rule tables and groups of one switch: what translation reads.
+//!
+//! Invariants: every rule is in the classifier of its table under a unique
+//! [`RuleId`] (ids grow with installation order, which breaks priority ties);
+//! `(table, priority, match)` identifies at most one rule; every `goto_table`
+//! and table-miss `continue` goes forward; every group a rule or bucket names
+//! exists; a rejected change leaves the pipeline as it was.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kairo_classifier::{Classifier, ClsRule, RuleId};
+use kairo_ofproto::{Action, FlowFile, Group, Instructions, MissBehavior, Rule};
+
+/// Errors that reject a change to the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    #[error("table {table}: goto_table:{target} must go to a later table")]
+    GotoBackward { table: u8, target: u8 },
+    #[error("table {table}: the miss behaviour must continue to a later table, not {target}")]
+    MissBackward { table: u8, target: u8 },
+    #[error("group {group} does not exist (referenced by {by})")]
+    MissingGroup { group: u32, by: String },
+    #[error("`{action}` is not allowed in write_actions")]
+    NotInActionSet { action: String },
+    #[error("group {group} refers to itself through its buckets")]
+    GroupLoop { group: u32 },
+    #[error("table {table} has no rule {id}")]
+    UnknownRule { table: u8, id: u64 },
+    #[error("group {group} is still referenced by {by}")]
+    GroupInUse { group: u32, by: String },
+}
+
+/// One OpenFlow table.
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    pub cls: Classifier<Arc<Rule>>,
+    pub miss: MissBehavior,
+}
+
+/// Rule tables, per-table miss behaviour, groups and port liveness.
+#[derive(Clone, Debug, Default)]
+pub struct Pipeline {
+    tables: BTreeMap<u8, Table>,
+    groups: BTreeMap<u32, Arc<Group>>,
+    down_ports: BTreeSet<u32>,
+    next_id: RuleId,
+}
+
+fn groups_named(actions: &[Action]) -> impl Iterator<Item = u32> + '_ {
+    actions.iter().filter_map(|a| if let Action::Group(g) = a { Some(*g) } else { None })
+}
+
+fn inst_groups(i: &Instructions) -> impl Iterator<Item = u32> + '_ {
+    groups_named(&i.apply).chain(groups_named(&i.write))
+}
+
+impl Pipeline {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a pipeline from a flow file and groups, all or nothing.
+    pub fn from_parts(flows: FlowFile, groups: Vec<Group>) -> Result<Pipeline, PipelineError> {
+        let mut p = Pipeline::new();
+        for g in groups {
+            p.groups.insert(g.id, Arc::new(g));
+        }
+        let ids: Vec<u32> = p.groups.keys().copied().collect();
+        for g in ids {
+            p.check_group(&p.groups[&g].clone())?;
+        }
+        for (t, m) in flows.misses {
+            p.set_miss(t, m)?;
+        }
+        for r in flows.rules {
+            p.add_rule(r)?;
+        }
+        Ok(p)
+    }
+
+    pub fn table(&self, t: u8) -> Option<&Table> {
+        self.tables.get(&t)
+    }
+    pub fn tables(&self) -> impl Iterator<Item = (u8, &Table)> {
+        self.tables.iter().map(|(t, x)| (*t, x))
+    }
+    pub fn group(&self, g: u32) -> Option<&Arc<Group>> {
+        self.groups.get(&g)
+    }
+    pub fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
+        self.groups.values()
+    }
+    pub fn miss(&self, t: u8) -> MissBehavior {
+        self.tables.get(&t).map(|x| x.miss).unwrap_or_default()
+    }
+    pub fn n_rules(&self) -> usize {
+        self.tables.values().map(|t| t.cls.len()).sum()
+    }
+    /// Is this port up (for fast-failover liveness)? All ports are, unless set down.
+    pub fn port_live(&self, port: u32) -> bool {
+        !self.down_ports.contains(&port)
+    }
+    pub fn set_port_live(&mut self, port: u32, live: bool) {
+        if live {
+            self.down_ports.remove(&port);
+        } else {
+            self.down_ports.insert(port);
+        }
+    }
+    /// The rule with this id in table `t`.
+    pub fn rule(&self, t: u8, id: RuleId) -> Option<&Arc<Rule>> {
+        self.tables.get(&t)?.cls.get(id).map(|r| &r.payload)
+    }
+
+    pub fn set_miss(&mut self, t: u8, m: MissBehavior) -> Result<(), PipelineError> {
+        if let MissBehavior::Continue(n) = m {
+            if n <= t {
+                return Err(PipelineError::MissBackward { table: t, target: n });
+            }
+        }
+        self.tables.entry(t).or_default().miss = m;
+        Ok(())
+    }
+
+    /// Checks a rule against the pipeline without installing it.
+    pub fn check_rule(&self, r: &Rule) -> Result<(), PipelineError> {
+        if let Some(g) = r.inst.goto_table {
+            if g <= r.table {
+                return Err(PipelineError::GotoBackward { table: r.table, target: g });
+            }
+        }
+        for a in &r.inst.write {
+            if matches!(a, Action::Resubmit { .. }) {
+                return Err(PipelineError::NotInActionSet { action: a.to_string() });
+            }
+        }
+        for g in inst_groups(&r.inst) {
+            if !self.groups.contains_key(&g) {
+                return Err(PipelineError::MissingGroup { group: g, by: format!("a rule in table {}", r.table) });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_group(&self, g: &Group) -> Result<(), PipelineError> {
+        // Every group named exists, and following buckets never comes back to g.
+        let mut stack: Vec<u32> = g.buckets.iter().flat_map(|b| groups_named(&b.actions).collect::<Vec<_>>()).collect();
+        let mut seen = BTreeSet::new();
+        while let Some(n) = stack.pop() {
+            if n == g.id {
+                return Err(PipelineError::GroupLoop { group: g.id });
+            }
+            if !seen.insert(n) {
+                continue;
+            }
+            let Some(ng) = self.groups.get(&n) else {
+                return Err(PipelineError::MissingGroup { group: n, by: format!("group {}", g.id) });
+            };
+            stack.extend(ng.buckets.iter().flat_map(|b| groups_named(&b.actions).collect::<Vec<_>>()));
+        }
+        Ok(())
+    }
+
+    /// Adds a rule; a rule with the same table, priority and match is replaced
+    /// and keeps its id (and so its place among equal-priority rules).
+    /// Returns the id and the replaced rule.
+    pub fn add_rule(&mut self, r: Rule) -> Result<(RuleId, Option<Arc<Rule>>), PipelineError> {
+        self.check_rule(&r)?;
+        let t = self.tables.entry(r.table).or_default();
+        let existing = t.cls.find_exact(&r.m, r.priority).map(|c| c.id);
+        let (id, old) = match existing {
+            Some(id) => (id, t.cls.remove(id).map(|c| c.payload)),
+            None => {
+                self.next_id += 1;
+                (self.next_id, None)
+            }
+        };
+        t.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: Arc::new(r) });
+        Ok((id, old))
+    }
+
+    /// Replaces the instructions (and cookie) of an existing rule in place.
+    pub fn modify_rule(&mut self, t: u8, id: RuleId, inst: Instructions, cookie: Option<u64>) -> Result<Arc<Rule>, PipelineError> {
+        let Some(old) = self.rule(t, id).cloned() else {
+            return Err(PipelineError::UnknownRule { table: t, id });
+        };
+        let mut new = (*old).clone();
+        new.inst = inst;
+        if let Some(c) = cookie {
+            new.cookie = c;
+        }
+        self.check_rule(&new)?;
+        let Some(table) = self.tables.get_mut(&t) else { unreachable!("rule found above") };
+        table.cls.remove(id);
+        table.cls.insert(ClsRule { id, priority: new.priority, m: new.m, payload: Arc::new(new) });
+        Ok(old)
+    }
+
+    /// Removes a rule by table and id.
+    pub fn remove_rule(&mut self, t: u8, id: RuleId) -> Option<Arc<Rule>> {
+        self.tables.get_mut(&t)?.cls.remove(id).map(|c| c.payload)
+    }
+
+    /// Adds or replaces a group.
+    pub fn set_group(&mut self, g: Group) -> Result<Option<Arc<Group>>, PipelineError> {
+        self.check_group(&g)?;
+        Ok(self.groups.insert(g.id, Arc::new(g)))
+    }
+
+    /// Removes a group that no rule or group references.
+    pub fn remove_group(&mut self, id: u32) -> Result<Option<Arc<Group>>, PipelineError> {
+        for (t, table) in &self.tables {
+            if table.cls.iter().any(|r| inst_groups(&r.payload.inst).any(|g| g == id)) {
+                return Err(PipelineError::GroupInUse { group: id, by: format!("a rule in table {t}") });
+            }
+        }
+        for g in self.groups.values() {
+            if g.id != id && g.buckets.iter().any(|b| groups_named(&b.actions).any(|x| x == id)) {
+                return Err(PipelineError::GroupInUse { group: id, by: format!("group {}", g.id) });
+            }
+        }
+        Ok(self.groups.remove(&id))
+    }
+}

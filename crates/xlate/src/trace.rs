@@ -1,0 +1,79 @@
+//! Rendering a translation like `ovs-appctl ofproto/trace`: one block per
+//! table visited, then `Megaflow:` and `Datapath actions:`; or as JSON.
+
+use kairo_flow::{format_key, format_megaflow, FlowKey};
+use serde_json::{json, Value};
+
+use crate::odp::format_actions;
+use crate::pipeline::Pipeline;
+use crate::xlate::{Outcome, Via, XlateResult};
+
+/// The trace as text.
+pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("Flow: {}\n\nbridge(\"kairo\")\n---------------\n", format_key(key)));
+    for st in &r.traversal.steps {
+        let ind = " ".repeat(4 * st.nest as usize);
+        let how = match st.via {
+            Via::Resubmit => format!("{ind}resubmit(,{})\n", st.table),
+            Via::MissContinue => format!("{ind}continue to table {}\n", st.table),
+            _ => String::new(),
+        };
+        s.push_str(&how);
+        match st.outcome {
+            Outcome::Rule(id) => match p.rule(st.table, id) {
+                Some(rule) => {
+                    let m = rule.m.to_string();
+                    let m = if m.is_empty() { String::new() } else { format!("{m}, ") };
+                    s.push_str(&format!("{ind}{:2}. {m}priority {}, cookie {:#x}\n{ind}    {}\n", st.table, rule.priority, rule.cookie, rule.inst));
+                }
+                None => s.push_str(&format!("{ind}{:2}. rule {id} (since removed)\n", st.table)),
+            },
+            Outcome::Miss => {
+                let then = match p.miss(st.table) {
+                    kairo_ofproto::MissBehavior::Drop => "drop".to_string(),
+                    kairo_ofproto::MissBehavior::Continue(n) => format!("continue to table {n}"),
+                };
+                s.push_str(&format!("{ind}{:2}. No match.\n{ind}    {then}\n", st.table));
+            }
+        }
+    }
+    for g in &r.traversal.groups {
+        let b = if g.buckets.is_empty() { "no live bucket".to_string() } else { format!("bucket {}", g.buckets.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")) };
+        s.push_str(&format!("group:{} -> {b}\n", g.group));
+    }
+    s.push('\n');
+    if let Some(e) = &r.error {
+        s.push_str(&format!("Translation error: {e}\n"));
+    }
+    let fin = if r.final_flow == *key { "unchanged".to_string() } else { format_key(&r.final_flow) };
+    s.push_str(&format!("Final flow: {fin}\nMegaflow: {}\nDatapath actions: {}\n", format_megaflow(key, &r.mask), format_actions(&r.actions)));
+    s
+}
+
+/// The trace as one JSON object with keys `traversal`, `megaflow` and `datapath_actions`.
+pub fn trace_json(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> Value {
+    let steps: Vec<Value> = r
+        .traversal
+        .steps
+        .iter()
+        .map(|st| {
+            let rule = match st.outcome {
+                Outcome::Rule(id) => p.rule(st.table, id).map(|rule| {
+                    json!({"id": id, "priority": rule.priority, "cookie": format!("{:#x}", rule.cookie),
+                           "match": rule.m.to_string(), "actions": rule.inst.to_string()})
+                }),
+                Outcome::Miss => None,
+            };
+            json!({"table": st.table, "outcome": st.outcome, "via": st.via, "depth": st.depth, "rule": rule})
+        })
+        .collect();
+    json!({
+        "flow": format_key(key),
+        "traversal": {"tables": steps, "groups": r.traversal.groups},
+        "megaflow": format_megaflow(key, &r.mask),
+        "datapath_actions": format_actions(&r.actions),
+        "final_flow": format_key(&r.final_flow),
+        "error": r.error.as_ref().map(|e| e.to_string()),
+    })
+}

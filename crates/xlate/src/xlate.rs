@@ -1,0 +1,516 @@
+//! Slow-path translation: run a key through the OpenFlow tables from table 0
+//! and produce the datapath actions, the megaflow mask and the traversal.
+//!
+//! One `&mut FlowMask` is threaded through every classifier lookup and every
+//! action that reads or writes a field, and bits are only ever ORed into it
+//! (as `ofproto-dpif-xlate.c` does). Invariant (the megaflow contract): every
+//! packet P with `P & mask == key & mask` translates to the same datapath
+//! actions. Header rewrites are held in the logical flow and committed to the
+//! datapath packet only before an output, as set actions for the fields that
+//! changed.
+
+use kairo_classifier::RuleId;
+use kairo_flow::field::{Field, Prereq, ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::{FlowKey, FlowMask};
+use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior};
+
+use crate::odp::{commit, ControllerReason, DpAction};
+use crate::pipeline::Pipeline;
+
+/// Nesting limit of resubmits, goto_tables and groups (Open vSwitch's MAX_DEPTH).
+pub const MAX_DEPTH: u32 = 64;
+/// Limit of table lookups in one translation (Open vSwitch's MAX_RESUBMITS).
+pub const MAX_RESUBMITS: u32 = 4096;
+
+/// How the pipeline reached a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    Start,
+    Goto,
+    Resubmit,
+    /// The previous table missed and continues here.
+    MissContinue,
+}
+
+/// What happened at one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Rule(RuleId),
+    Miss,
+}
+
+/// One table visit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Step {
+    pub table: u8,
+    pub outcome: Outcome,
+    pub via: Via,
+    pub depth: u32,
+    /// Resubmit nesting (for display: goto_table stays at the same level).
+    pub nest: u32,
+    /// Had the flow been rewritten (in any field a lookup can read) before this lookup?
+    pub rewritten: bool,
+}
+
+/// One use of a group: which bucket(s) ran (`None`: no bucket was live / group empty).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct GroupUse {
+    pub group: u32,
+    pub buckets: Vec<u32>,
+    pub depth: u32,
+}
+
+/// Everything translation touched: the maintenance dependency record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Traversal {
+    pub steps: Vec<Step>,
+    pub groups: Vec<GroupUse>,
+}
+
+/// Why a translation stopped early. The packet is dropped from that point
+/// on, as Open vSwitch does, and the error is reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+pub enum XlateError {
+    #[error("translation nested deeper than {MAX_DEPTH} (resubmit/goto/group) at table {table}")]
+    TooDeep { table: u8 },
+    #[error("translation looked up more than {MAX_RESUBMITS} tables")]
+    TooManyResubmits,
+    #[error("push_vlan on a packet that already has a VLAN tag (QinQ) is not supported")]
+    QinQ,
+}
+
+/// The result of translating one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XlateResult {
+    pub actions: Vec<DpAction>,
+    pub mask: FlowMask,
+    pub traversal: Traversal,
+    /// The logical flow at the end (after all rewrites).
+    pub final_flow: FlowKey,
+    pub error: Option<XlateError>,
+}
+
+/// The OpenFlow 1.3 action set (write-actions), one slot per action type.
+#[derive(Clone, Debug, Default)]
+struct ActionSet {
+    pop_vlan: bool,
+    push_vlan: Option<Action>,
+    dec_ttl: bool,
+    /// Set-type actions keyed by what they write; later writes replace.
+    sets: Vec<Action>,
+    group: Option<u32>,
+    output: Option<Action>,
+}
+
+fn set_key(a: &Action) -> Option<(u8, Field)> {
+    match a {
+        Action::SetField { field, .. } => Some((0, *field)),
+        Action::Move { dst, .. } => Some((0, dst.field)),
+        Action::SetVlanVid { .. } => Some((1, Field::VlanTci)),
+        Action::SetVlanPcp { .. } => Some((2, Field::VlanTci)),
+        _ => None,
+    }
+}
+
+impl ActionSet {
+    fn write(&mut self, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::PopVlan => self.pop_vlan = true,
+                Action::PushVlan { .. } => self.push_vlan = Some(a.clone()),
+                Action::DecTtl => self.dec_ttl = true,
+                Action::Group(g) => self.group = Some(*g),
+                Action::Output(_) | Action::InPort | Action::Controller { .. } => self.output = Some(a.clone()),
+                _ => {
+                    let k = set_key(a);
+                    if let Some(pos) = self.sets.iter().position(|x| set_key(x) == k) {
+                        self.sets[pos] = a.clone();
+                    } else {
+                        self.sets.push(a.clone());
+                    }
+                }
+            }
+        }
+    }
+    /// The actions in OpenFlow's action-set order; a group overrides output.
+    fn into_list(self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.pop_vlan {
+            out.push(Action::PopVlan);
+        }
+        out.extend(self.push_vlan);
+        if self.dec_ttl {
+            out.push(Action::DecTtl);
+        }
+        out.extend(self.sets);
+        match (self.group, self.output) {
+            (Some(g), _) => out.push(Action::Group(g)),
+            (None, Some(o)) => out.push(o),
+            (None, None) => {}
+        }
+        out
+    }
+}
+
+struct Ctx<'a> {
+    p: &'a Pipeline,
+    flow: FlowKey,
+    base: FlowKey,
+    wc: FlowMask,
+    odp: Vec<DpAction>,
+    action_set: ActionSet,
+    trav: Traversal,
+    depth: u32,
+    nest: u32,
+    lookups: u32,
+    exit: bool,
+    rewritten: bool,
+    error: Option<XlateError>,
+}
+
+/// Translates `key` through `p` from table 0.
+pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
+    let mut wc = FlowMask::ZERO;
+    // What the datapath always matches exactly (as Open vSwitch's xlate does).
+    wc.exact(Field::InPort);
+    wc.exact(Field::RecircId);
+    wc.exact(Field::EthType);
+    if key.is_ipv4() {
+        wc.exact(Field::IpFrag);
+    }
+    let mut ctx = Ctx {
+        p,
+        flow: *key,
+        base: *key,
+        wc,
+        odp: Vec::new(),
+        action_set: ActionSet::default(),
+        trav: Traversal::default(),
+        depth: 0,
+        nest: 0,
+        lookups: 0,
+        exit: false,
+        rewritten: false,
+        error: None,
+    };
+    ctx.table(0, Via::Start);
+    // The action set runs at the end of the pipeline, even after a table miss.
+    if ctx.error.is_none() {
+        let set = std::mem::take(&mut ctx.action_set).into_list();
+        ctx.exit = false;
+        ctx.actions(&set);
+    }
+    if ctx.error.is_some() {
+        ctx.odp.clear();
+    }
+    // Registers and metadata are zero whenever a packet enters the datapath:
+    // matching on them there is useless (Open vSwitch clears them too).
+    for f in Field::all().filter(|f| f.pipeline_only()) {
+        if key.get(f) == 0 {
+            ctx.wc.set(f, 0);
+        }
+    }
+    XlateResult { actions: ctx.odp, mask: ctx.wc, traversal: ctx.trav, final_flow: ctx.flow, error: ctx.error }
+}
+
+impl Ctx<'_> {
+    fn fail(&mut self, e: XlateError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.exit = true;
+    }
+
+    /// Is the field's prerequisite met by the current flow? Un-wildcards what it reads.
+    fn prereq_ok(&mut self, f: Field) -> bool {
+        let ip = self.flow.get(Field::EthType) == ETH_TYPE_IP;
+        let proto = self.flow.get(Field::IpProto);
+        let needs_proto = matches!(f.def().prereq, Prereq::L4 | Prereq::Tcp | Prereq::Icmp);
+        if needs_proto && ip {
+            self.wc.exact(Field::IpProto);
+        }
+        match f.def().prereq {
+            Prereq::None => true,
+            Prereq::Ipv4 => ip,
+            Prereq::Arp => self.flow.get(Field::EthType) == ETH_TYPE_ARP,
+            Prereq::L4 => ip && matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP),
+            Prereq::Tcp => ip && proto == IPPROTO_TCP,
+            Prereq::Icmp => ip && proto == IPPROTO_ICMP,
+        }
+    }
+
+    fn table(&mut self, t: u8, via: Via) {
+        if self.exit {
+            return;
+        }
+        self.lookups += 1;
+        if self.lookups > MAX_RESUBMITS {
+            return self.fail(XlateError::TooManyResubmits);
+        }
+        if self.depth >= MAX_DEPTH {
+            return self.fail(XlateError::TooDeep { table: t });
+        }
+        let table = self.p.table(t);
+        let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut self.wc));
+        let step = |outcome| Step { table: t, outcome, via, depth: self.depth, nest: self.nest, rewritten: self.rewritten };
+        match hit {
+            Some(r) => {
+                self.trav.steps.push(step(Outcome::Rule(r.id)));
+                let inst: &Instructions = &r.payload.inst;
+                self.depth += 1;
+                self.instructions(inst);
+                self.depth -= 1;
+            }
+            None => {
+                self.trav.steps.push(step(Outcome::Miss));
+                if let MissBehavior::Continue(n) = self.p.miss(t) {
+                    self.depth += 1;
+                    self.table(n, Via::MissContinue);
+                    self.depth -= 1;
+                }
+            }
+        }
+    }
+
+    fn instructions(&mut self, inst: &Instructions) {
+        self.actions(&inst.apply);
+        if self.exit {
+            return;
+        }
+        if inst.clear_actions {
+            self.action_set = ActionSet::default();
+        }
+        self.action_set.write(&inst.write);
+        if let Some((v, m)) = inst.write_metadata {
+            self.flow.set_masked(Field::Metadata, v, m);
+            self.rewritten = true;
+        }
+        if let Some(g) = inst.goto_table {
+            self.table(g, Via::Goto);
+        }
+    }
+
+    fn output(&mut self, port: u32) {
+        commit(&mut self.base, &self.flow, &mut self.odp);
+        self.odp.push(DpAction::Output(port));
+    }
+
+    fn actions(&mut self, list: &[Action]) {
+        for a in list {
+            if self.exit {
+                return;
+            }
+            self.action(a);
+        }
+    }
+
+    fn action(&mut self, a: &Action) {
+        match a {
+            Action::Output(p) => {
+                // Never back out of the ingress port unless asked with in_port.
+                if *p as u64 != self.flow.get(Field::InPort) {
+                    self.output(*p);
+                }
+            }
+            Action::InPort => self.output(self.flow.get(Field::InPort) as u32),
+            Action::Controller { max_len } => {
+                commit(&mut self.base, &self.flow, &mut self.odp);
+                self.odp.push(DpAction::Controller { reason: ControllerReason::Action, max_len: *max_len });
+            }
+            Action::SetField { field, value, mask } => {
+                if self.prereq_ok(*field) {
+                    self.wc.or_bits(*field, *mask);
+                    self.flow.set_masked(*field, *value, *mask);
+                    self.rewritten = true;
+                }
+            }
+            Action::Move { src, dst } => {
+                if self.prereq_ok(src.field) && self.prereq_ok(dst.field) {
+                    self.wc.or_bits(src.field, src.mask());
+                    self.wc.or_bits(dst.field, dst.mask());
+                    let bits = (self.flow.get(src.field) & src.mask()) >> src.ofs;
+                    self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
+                    self.rewritten = true;
+                }
+            }
+            Action::PushVlan { .. } => {
+                self.wc.exact(Field::VlanTci);
+                if self.flow.get(Field::VlanTci) & VLAN_CFI != 0 {
+                    return self.fail(XlateError::QinQ);
+                }
+                self.flow.set(Field::VlanTci, VLAN_CFI);
+                self.rewritten = true;
+            }
+            Action::PopVlan => {
+                self.wc.exact(Field::VlanTci);
+                self.flow.set(Field::VlanTci, 0);
+                self.rewritten = true;
+            }
+            Action::SetVlanVid { vid, push } => {
+                self.wc.exact(Field::VlanTci);
+                let tci = self.flow.get(Field::VlanTci);
+                if tci & VLAN_CFI != 0 {
+                    self.flow.set(Field::VlanTci, (tci & !0xfff) | *vid as u64);
+                } else if *push {
+                    self.flow.set(Field::VlanTci, VLAN_CFI | *vid as u64);
+                }
+                self.rewritten = true;
+            }
+            Action::SetVlanPcp { pcp, push } => {
+                self.wc.exact(Field::VlanTci);
+                let tci = self.flow.get(Field::VlanTci);
+                if tci & VLAN_CFI != 0 {
+                    self.flow.set(Field::VlanTci, (tci & 0x1fff) | (*pcp as u64) << 13);
+                } else if *push {
+                    self.flow.set(Field::VlanTci, VLAN_CFI | (*pcp as u64) << 13);
+                }
+                self.rewritten = true;
+            }
+            Action::DecTtl => {
+                if !self.flow.is_ipv4() {
+                    return;
+                }
+                self.wc.exact(Field::IpTtl);
+                let ttl = self.flow.get(Field::IpTtl);
+                if ttl > 1 {
+                    self.flow.set(Field::IpTtl, ttl - 1);
+                    self.rewritten = true;
+                } else {
+                    // As Open vSwitch: the packet goes to the controller and translation ends.
+                    commit(&mut self.base, &self.flow, &mut self.odp);
+                    self.odp.push(DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX });
+                    self.exit = true;
+                }
+            }
+            Action::Resubmit { port, table } => {
+                let t = table.unwrap_or_else(|| self.trav.steps.last().map_or(0, |s| s.table));
+                let saved = self.flow.get(Field::InPort);
+                if let Some(p) = port {
+                    self.flow.set(Field::InPort, *p as u64);
+                }
+                self.nest += 1;
+                self.table(t, Via::Resubmit);
+                self.nest -= 1;
+                if port.is_some() {
+                    self.flow.set(Field::InPort, saved);
+                }
+            }
+            Action::Group(g) => self.group(*g),
+        }
+    }
+
+    fn bucket_live(&self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {
+        if b.watch_port.is_none() && b.watch_group.is_none() {
+            return true;
+        }
+        b.watch_port.is_some_and(|p| self.p.port_live(p)) || b.watch_group.is_some_and(|g| depth < MAX_DEPTH && self.group_live(g, depth + 1))
+    }
+
+    fn group_live(&self, g: u32, depth: u32) -> bool {
+        self.p.group(g).is_some_and(|grp| grp.buckets.iter().any(|b| self.bucket_live(b, depth)))
+    }
+
+    /// The hash of the fields a select group reads, un-wildcarding them.
+    fn select_hash(&mut self, fields: Option<&[Field]>) -> u64 {
+        let default_fields: Vec<Field>;
+        let fields: &[Field] = match fields {
+            Some(f) => f,
+            None => {
+                // Symmetric L4 (Open vSwitch's default): addresses and ports when
+                // present, otherwise the Ethernet addresses.
+                default_fields = if self.flow.is_ipv4() {
+                    self.wc.exact(Field::IpProto);
+                    if self.flow.has_ports() {
+                        vec![Field::IpSrc, Field::IpDst, Field::IpProto, Field::TpSrc, Field::TpDst]
+                    } else {
+                        vec![Field::IpSrc, Field::IpDst, Field::IpProto]
+                    }
+                } else {
+                    vec![Field::EthSrc, Field::EthDst, Field::EthType]
+                };
+                &default_fields
+            }
+        };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        // Symmetric: the same for both directions of a connection.
+        let mut pair = |a: u64, b: u64| {
+            h ^= a.min(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+            h ^= a.max(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        };
+        let mut i = 0;
+        while i < fields.len() {
+            let f = fields[i];
+            self.wc.exact(f);
+            let next = fields.get(i + 1).copied();
+            let partner = match (f, next) {
+                (Field::IpSrc, Some(Field::IpDst)) | (Field::TpSrc, Some(Field::TpDst)) | (Field::EthSrc, Some(Field::EthDst)) => next,
+                _ => None,
+            };
+            match partner {
+                Some(n) => {
+                    self.wc.exact(n);
+                    pair(self.flow.get(f), self.flow.get(n));
+                    i += 2;
+                }
+                None => {
+                    pair(self.flow.get(f), 0);
+                    i += 1;
+                }
+            }
+        }
+        h
+    }
+
+    fn group(&mut self, gid: u32) {
+        if self.depth >= MAX_DEPTH {
+            return self.fail(XlateError::TooDeep { table: self.trav.steps.last().map_or(0, |s| s.table) });
+        }
+        let depth = self.depth;
+        let Some(g) = self.p.group(gid).cloned() else {
+            self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth });
+            return;
+        };
+        let chosen: Vec<usize> = match g.ty {
+            GroupType::All => (0..g.buckets.len()).collect(),
+            GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
+            GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
+            GroupType::Select => {
+                let live: Vec<usize> = (0..g.buckets.len()).filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth)).collect();
+                if live.len() <= 1 {
+                    live
+                } else {
+                    // Highest random weight: stable when buckets come and go.
+                    let h = self.select_hash(g.fields.as_deref());
+                    let score = |i: usize| {
+                        let b = &g.buckets[i];
+                        let mut x = h ^ (b.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        x ^= x >> 33;
+                        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+                        x ^= x >> 33;
+                        ((x >> 16) as u128) * b.weight as u128
+                    };
+                    live.into_iter().max_by_key(|&i| (score(i), std::cmp::Reverse(i))).into_iter().collect()
+                }
+            }
+        };
+        self.trav.groups.push(GroupUse { group: gid, buckets: chosen.iter().map(|&i| g.buckets[i].id).collect(), depth });
+        for i in chosen {
+            // Each bucket works on its own copy of the flow (clone semantics).
+            let saved = self.flow;
+            let saved_rw = self.rewritten;
+            self.depth += 1;
+            self.actions(&g.buckets[i].actions);
+            self.depth -= 1;
+            self.flow = saved;
+            self.rewritten = saved_rw;
+            if self.error.is_some() {
+                return;
+            }
+            self.exit = false;
+        }
+    }
+}
