@@ -17,8 +17,8 @@ pub struct GenConfig {
     pub rules_per_table: std::ops::Range<usize>,
     /// Allow resubmit (which can loop; translation then stops at the depth limit).
     pub resubmit: bool,
-    /// Allow select groups with several buckets (Open vSwitch hashes them in the
-    /// datapath with dp_hash, which no other implementation can reproduce).
+    /// Allow select groups (Open vSwitch hashes them in the datapath with
+    /// dp_hash, which no other implementation can reproduce bucket for bucket).
     pub multi_bucket_select: bool,
     /// Table-miss `continue` directives.
     pub miss_continue: bool,
@@ -114,7 +114,9 @@ fn gen_match(rng: &mut StdRng, cfg: &GenConfig) -> String {
 }
 
 /// A random action valid for packets of the match's protocol.
-fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u32]) -> String {
+/// Only actions whose prerequisites the match (and earlier actions) guarantee,
+/// as OpenFlow 1.1+ requires (`pop_vlan` needs a tag, `mod_tp_dst` needs tcp/udp).
+fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u32], has_vlan: &mut bool) -> String {
     let is_ip = ["ip", "tcp", "udp", "icmp"].iter().any(|p| m.split(',').any(|x| x == *p));
     let l4 = m.split(',').any(|x| x == "tcp" || x == "udp");
     loop {
@@ -128,9 +130,15 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
             9 => format!("load:{:#x}->NXM_NX_REG0[0..3]", rng.gen_range(0..4)),
             10 if cfg.resubmit && table + 1 < cfg.n_tables => format!("resubmit(,{})", rng.gen_range(table + 1..cfg.n_tables)),
             11 if !groups.is_empty() => format!("group:{}", pick(rng, groups)),
-            12 => format!("mod_vlan_vid:{}", rng.gen_range(1..4)),
-            13 => "strip_vlan".to_string(),
-            14 if is_ip => format!("mod_nw_tos:{}", pick(rng, &[0, 16, 32])),
+            12 => {
+                *has_vlan = true;
+                format!("mod_vlan_vid:{}", rng.gen_range(1..4))
+            }
+            13 if *has_vlan => {
+                *has_vlan = false;
+                "pop_vlan".to_string()
+            }
+            14 if is_ip => format!("set_field:{}->ip_dscp", pick(rng, &[0, 4, 8])),
             _ => continue,
         };
         return a;
@@ -144,7 +152,8 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
     let n_groups = rng.gen_range(0..4u32);
     let mut group_ids = Vec::new();
     for g in 1..=n_groups {
-        let ty = *pick(&mut rng, &["all", "select", "indirect", "ff"]);
+        let types: &[&str] = if cfg.multi_bucket_select { &["all", "select", "indirect", "ff"] } else { &["all", "indirect", "ff"] };
+        let ty = *pick(&mut rng, types);
         let n_b = match ty {
             "indirect" => 1,
             "select" if !cfg.multi_bucket_select => 1,
@@ -180,7 +189,8 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
                 }
             };
             prios.push(prio);
-            let mut acts: Vec<String> = (0..rng.gen_range(0..4)).map(|_| gen_action(&mut rng, cfg, &m, t, &group_ids)).collect();
+            let mut has_vlan = m.contains("dl_vlan=");
+            let mut acts: Vec<String> = (0..rng.gen_range(0..4)).map(|_| gen_action(&mut rng, cfg, &m, t, &group_ids, &mut has_vlan)).collect();
             if rng.gen_bool(0.2) {
                 acts.push(format!("write_actions(output:{})", rng.gen_range(1..=cfg.n_ports)));
             }

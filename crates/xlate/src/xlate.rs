@@ -199,7 +199,6 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
     // The action set runs at the end of the pipeline, even after a table miss.
     if ctx.error.is_none() {
         let set = std::mem::take(&mut ctx.action_set).into_list();
-        ctx.exit = false;
         ctx.actions(&set);
     }
     if ctx.error.is_some() {
@@ -275,8 +274,7 @@ impl Ctx<'_> {
     }
 
     fn instructions(&mut self, inst: &Instructions) {
-        self.actions(&inst.apply);
-        if self.exit {
+        if !self.actions(&inst.apply) {
             return;
         }
         if inst.clear_actions {
@@ -297,16 +295,19 @@ impl Ctx<'_> {
         self.odp.push(DpAction::Output(port));
     }
 
-    fn actions(&mut self, list: &[Action]) {
+    /// Runs an action list. Returns false if an action ended the list early
+    /// (dec_ttl reaching zero ends the rest of the list, not the pipeline: the
+    /// caller, an outer resubmit and the action set carry on, as in Open vSwitch).
+    fn actions(&mut self, list: &[Action]) -> bool {
         for a in list {
-            if self.exit {
-                return;
+            if self.exit || !self.action(a) {
+                return false;
             }
-            self.action(a);
         }
+        !self.exit
     }
 
-    fn action(&mut self, a: &Action) {
+    fn action(&mut self, a: &Action) -> bool {
         match a {
             Action::Output(p) => {
                 // Never back out of the ingress port unless asked with in_port.
@@ -338,7 +339,8 @@ impl Ctx<'_> {
             Action::PushVlan { .. } => {
                 self.wc.exact(Field::VlanTci);
                 if self.flow.get(Field::VlanTci) & VLAN_CFI != 0 {
-                    return self.fail(XlateError::QinQ);
+                    self.fail(XlateError::QinQ);
+                    return false;
                 }
                 self.flow.set(Field::VlanTci, VLAN_CFI);
                 self.rewritten = true;
@@ -370,7 +372,7 @@ impl Ctx<'_> {
             }
             Action::DecTtl => {
                 if !self.flow.is_ipv4() {
-                    return;
+                    return true;
                 }
                 self.wc.exact(Field::IpTtl);
                 let ttl = self.flow.get(Field::IpTtl);
@@ -381,7 +383,7 @@ impl Ctx<'_> {
                     // As Open vSwitch: the packet goes to the controller and translation ends.
                     commit(&mut self.base, &self.flow, &mut self.odp);
                     self.odp.push(DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX });
-                    self.exit = true;
+                    return false;
                 }
             }
             Action::Resubmit { port, table } => {
@@ -399,6 +401,7 @@ impl Ctx<'_> {
             }
             Action::Group(g) => self.group(*g),
         }
+        true
     }
 
     fn bucket_live(&self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {
@@ -510,7 +513,6 @@ impl Ctx<'_> {
             if self.error.is_some() {
                 return;
             }
-            self.exit = false;
         }
     }
 }
