@@ -319,7 +319,9 @@ impl<R> Classifier<R> {
         let mut tries: [Option<TrieLookup>; TRIE_FIELDS.len()] = [None; TRIE_FIELDS.len()];
         let is_ip = key.get(Field::EthType) == ETH_TYPE_IP;
         'subtables: for &slot in &self.order {
-            let Some(st) = self.slots[slot].as_ref() else { continue };
+            let Some(st) = self.slots[slot].as_ref() else {
+                continue;
+            };
             if let Some(b) = best {
                 if st.max_priority < b.priority {
                     break;
@@ -331,7 +333,9 @@ impl<R> Classifier<R> {
             for (i, (stage, range)) in st.stages.iter().enumerate() {
                 if *stage == Stage::L3 && is_ip {
                     for (t, f) in TRIE_FIELDS.iter().enumerate() {
-                        let Some(plen) = st.trie_plen[t] else { continue };
+                        let Some(plen) = st.trie_plen[t] else {
+                            continue;
+                        };
                         let res = *tries[t].get_or_insert_with(|| self.tries[t].lookup(key.get(*f) as u32));
                         if !res.has_plen(plen) {
                             // No rule of this prefix length matches: skip the subtable,

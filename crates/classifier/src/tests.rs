@@ -44,7 +44,17 @@ fn arb_match() -> impl Strategy<Value = Match> {
 }
 
 fn arb_key() -> impl Strategy<Value = FlowKey> {
-    (1u64..4, prop_oneof![Just(0x0800u64), Just(0x0806u64), Just(0x86ddu64)], any::<u32>(), any::<u32>(), 0u64..4, prop_oneof![Just(6u64), Just(17u64), Just(1u64)], 76u64..90, 0u64..16, any::<bool>())
+    (
+        1u64..4,
+        prop_oneof![Just(0x0800u64), Just(0x0806u64), Just(0x86ddu64)],
+        any::<u32>(),
+        any::<u32>(),
+        0u64..4,
+        prop_oneof![Just(6u64), Just(17u64), Just(1u64)],
+        76u64..90,
+        0u64..16,
+        any::<bool>(),
+    )
         .prop_map(|(port, et, s, d, base, proto, tp, reg, near)| {
             let mut k = FlowKey::ZERO;
             k.set(Field::InPort, port);

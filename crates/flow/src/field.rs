@@ -250,10 +250,7 @@ impl Field {
     /// Looks a field up by any of its names (case-sensitive for the short names,
     /// as ovs-ofctl; NXM/OXM names are upper case).
     pub fn from_name(name: &str) -> Option<Field> {
-        FIELDS
-            .iter()
-            .find(|d| d.name == name || d.aliases.contains(&name))
-            .map(|d| d.id)
+        FIELDS.iter().find(|d| d.name == name || d.aliases.contains(&name)).map(|d| d.id)
     }
     /// Every field, in layout order.
     pub fn all() -> impl Iterator<Item = Field> {

@@ -114,11 +114,13 @@ fn parse_flags(field: Field, s: &str, names: &[(&str, u64)]) -> Result<(u64, u64
         rest = &rest[1..];
         let end = rest.find(['+', '-']).unwrap_or(rest.len());
         let name = &rest[..end];
-        let bit = names
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, b)| *b)
-            .ok_or_else(|| bad(field.name(), s, &format!("flag names among {}", names.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))))?;
+        let bit = names.iter().find(|(n, _)| *n == name).map(|(_, b)| *b).ok_or_else(|| {
+            bad(
+                field.name(),
+                s,
+                &format!("flag names among {}", names.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
+            )
+        })?;
         m |= bit;
         if sign == b'+' {
             v |= bit;
@@ -307,7 +309,10 @@ impl MatchBuilder {
         match name {
             "eth" => return Ok(true),
             "ipv6" | "tcp6" | "udp6" | "icmp6" | "sctp6" => {
-                return Err(FlowError::Unsupported { what: name.to_string(), why: "IPv6 fields are not in the flow key yet".into() })
+                return Err(FlowError::Unsupported {
+                    what: name.to_string(),
+                    why: "IPv6 fields are not in the flow key yet".into(),
+                })
             }
             "dl_vlan" => {
                 let s = need_value(name)?;
@@ -330,7 +335,9 @@ impl MatchBuilder {
             "vlan_vid" => {
                 let s = need_value(name)?;
                 let (vs, ms) = s.split_once('/').map(|(a, b)| (a, Some(b))).unwrap_or((s, None));
-                let v = parse_uint(vs).filter(|v| *v <= 0x1fff).ok_or_else(|| bad(name, s, "a 13-bit VID (0x1000 = present)"))?;
+                let v = parse_uint(vs)
+                    .filter(|v| *v <= 0x1fff)
+                    .ok_or_else(|| bad(name, s, "a 13-bit VID (0x1000 = present)"))?;
                 let m = match ms {
                     None => 0x1fff,
                     Some(ms) => parse_uint(ms).filter(|v| *v <= 0x1fff).ok_or_else(|| bad(name, s, "a 13-bit mask"))?,
@@ -340,13 +347,17 @@ impl MatchBuilder {
             }
             "nw_tos" => {
                 let s = need_value(name)?;
-                let v = parse_uint(s).filter(|v| *v <= 0xff && v & 3 == 0).ok_or_else(|| bad(name, s, "a TOS byte 0-255 with the two ECN bits clear"))?;
+                let v = parse_uint(s)
+                    .filter(|v| *v <= 0xff && v & 3 == 0)
+                    .ok_or_else(|| bad(name, s, "a TOS byte 0-255 with the two ECN bits clear"))?;
                 self.set(Field::IpDscp, v >> 2, 0x3f, s)?;
                 return Ok(true);
             }
             _ => {}
         }
-        let Some(f) = Field::from_name(name) else { return Ok(false) };
+        let Some(f) = Field::from_name(name) else {
+            return Ok(false);
+        };
         let s = need_value(name)?;
         let (v, m) = parse_field_value(f, s)?;
         self.set(f, v, m, s)?;
@@ -376,9 +387,7 @@ fn prereq_ok(m: &Match, p: Prereq) -> bool {
         Prereq::None => true,
         Prereq::Ipv4 => ip,
         Prereq::Arp => exact_is(m, Field::EthType, ETH_TYPE_ARP),
-        Prereq::L4 => {
-            ip && [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP].iter().any(|&p| exact_is(m, Field::IpProto, p))
-        }
+        Prereq::L4 => ip && [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP].iter().any(|&p| exact_is(m, Field::IpProto, p)),
         Prereq::Tcp => ip && exact_is(m, Field::IpProto, IPPROTO_TCP),
         Prereq::Icmp => ip && exact_is(m, Field::IpProto, IPPROTO_ICMP),
     }
@@ -475,7 +484,10 @@ pub fn parse_key(s: &str) -> Result<FlowKey, FlowError> {
             None => (tok, None),
         };
         if n != "dl_vlan" && v.is_some_and(|v| v.contains('/')) {
-            return Err(FlowError::Syntax { text: tok.to_string(), expected: "an exact value (a packet has no masks)".into() });
+            return Err(FlowError::Syntax {
+                text: tok.to_string(),
+                expected: "an exact value (a packet has no masks)".into(),
+            });
         }
         if !b.apply(n, v)? {
             return Err(FlowError::UnknownField { name: n.to_string() });

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use kairo_xlate::{trace, translate, Pipeline};
 
 #[derive(Parser)]
-#[command(name = "kairo", version, about = "A userspace virtual switch whose flow caches stay correct after every policy change")]
+#[command(
+    name = "kairo",
+    version,
+    about = "A userspace virtual switch whose flow caches stay correct after every policy change"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -79,7 +79,15 @@ fn datapath_actions_match_open_vswitch() {
     }
     let dir = std::env::temp_dir().join(format!("kairo-diff-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = GenConfig { n_tables: 4, rules_per_table: 4..12, resubmit: true, multi_bucket_select: false, miss_continue: false, unique_priorities: true, n_ports: 4 };
+    let cfg = GenConfig {
+        n_tables: 4,
+        rules_per_table: 4..12,
+        resubmit: true,
+        multi_bucket_select: false,
+        miss_continue: false,
+        unique_priorities: true,
+        n_ports: 4,
+    };
     let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let (mut total, mut skipped) = (0usize, 0usize);
     let (mut ovs_mf_total, mut kairo_mf_total) = (0usize, 0usize);
@@ -89,7 +97,11 @@ fn datapath_actions_match_open_vswitch() {
         let groups = dir.join(format!("p{seed}.groups"));
         std::fs::write(&flows, &case.flows).expect("write flows");
         std::fs::write(&groups, &case.groups).expect("write groups");
-        let p = Pipeline::from_parts(kairo_ofproto::parse_flow_file(&case.flows).expect("flows parse"), kairo_ofproto::parse_group_file(&case.groups).expect("groups parse")).expect("pipeline");
+        let p = Pipeline::from_parts(
+            kairo_ofproto::parse_flow_file(&case.flows).expect("flows parse"),
+            kairo_ofproto::parse_group_file(&case.groups).expect("groups parse"),
+        )
+        .expect("pipeline");
         let packets = gen_packets(seed, 200, 4);
         let ovs = ovs_trace(&flows, &groups, &packets);
         assert_eq!(ovs.len(), packets.len(), "OVS traced {} of {} packets", ovs.len(), packets.len());
@@ -122,7 +134,12 @@ fn datapath_actions_match_open_vswitch() {
                 o.megaflow
             );
         }
-        eprintln!("pipeline {seed}: {} packets, megaflows: kairo {} vs OVS {}", packets.len(), kairo_mf.len(), ovs_mf.len());
+        eprintln!(
+            "pipeline {seed}: {} packets, megaflows: kairo {} vs OVS {}",
+            packets.len(),
+            kairo_mf.len(),
+            ovs_mf.len()
+        );
         ovs_mf_total += ovs_mf.len();
         kairo_mf_total += kairo_mf.len();
     }

@@ -38,7 +38,8 @@ impl SubField {
             Some(_) => return Err(bad("a field bit range NAME[a..b]")),
             None => (s, ""),
         };
-        let field = Field::from_name(name).ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: name.to_string() }))?;
+        let field = Field::from_name(name)
+            .ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: name.to_string() }))?;
         let width = field.bits();
         let (ofs, end) = if range.is_empty() {
             (0, width - 1)
@@ -78,20 +79,40 @@ pub enum Action {
     /// Output to the ingress port.
     InPort,
     /// Send to the controller.
-    Controller { max_len: u16 },
+    Controller {
+        max_len: u16,
+    },
     /// Set bits of a field: `set_field`, `load`, `mod_dl_src`, `mod_nw_dst`, ...
-    SetField { field: Field, value: u64, mask: u64 },
+    SetField {
+        field: Field,
+        value: u64,
+        mask: u64,
+    },
     /// Copy a bit range from one field to another.
-    Move { src: SubField, dst: SubField },
-    PushVlan { tpid: u16 },
+    Move {
+        src: SubField,
+        dst: SubField,
+    },
+    PushVlan {
+        tpid: u16,
+    },
     PopVlan,
     /// Set the VLAN id; `push` pushes a tag on untagged packets (mod_vlan_vid),
     /// otherwise untagged packets are left alone (set_field:..->vlan_vid).
-    SetVlanVid { vid: u16, push: bool },
-    SetVlanPcp { pcp: u8, push: bool },
+    SetVlanVid {
+        vid: u16,
+        push: bool,
+    },
+    SetVlanPcp {
+        pcp: u8,
+        push: bool,
+    },
     DecTtl,
     /// `resubmit(port,table)`: look the packet up again (in table, as if from port).
-    Resubmit { port: Option<u32>, table: Option<u8> },
+    Resubmit {
+        port: Option<u32>,
+        table: Option<u8>,
+    },
     Group(u32),
 }
 
@@ -132,7 +153,10 @@ fn writable(f: Field, text: &str) -> Result<(), OfError> {
     if f.def().writable {
         Ok(())
     } else {
-        Err(OfError::Syntax { text: text.to_string(), expected: format!("a writable field ({} is read-only)", f.name()) })
+        Err(OfError::Syntax {
+            text: text.to_string(),
+            expected: format!("a writable field ({} is read-only)", f.name()),
+        })
     }
 }
 
@@ -186,7 +210,11 @@ impl Action {
                             let v = part.strip_prefix("max_len=").unwrap_or(part);
                             if let Some(n) = parse_uint(v) {
                                 len = n.min(u16::MAX as u64) as u16;
-                            } else if part.starts_with("reason=") || part.starts_with("id=") || part.starts_with("userdata=") || part == "pause" {
+                            } else if part.starts_with("reason=")
+                                || part.starts_with("id=")
+                                || part.starts_with("userdata=")
+                                || part == "pause"
+                            {
                                 continue;
                             } else {
                                 return Err(syntax("controller[:max_len] or controller(max_len=N,...)"));
@@ -199,7 +227,10 @@ impl Action {
             }
             "drop" => return Err(syntax("`drop` alone (it cannot be combined with other actions)")),
             "normal" | "flood" | "all" => {
-                return Err(unsupported(name, "NORMAL/FLOOD/ALL need a port list and MAC learning; use explicit output actions or an `all` group"))
+                return Err(unsupported(
+                    name,
+                    "NORMAL/FLOOD/ALL need a port list and MAC learning; use explicit output actions or an `all` group",
+                ))
             }
             "mod_dl_src" => set_from_text(Field::EthSrc, need()?, s)?,
             "mod_dl_dst" => set_from_text(Field::EthDst, need()?, s)?,
@@ -210,7 +241,9 @@ impl Action {
             "mod_nw_ttl" => set_from_text(Field::IpTtl, need()?, s)?,
             "mod_nw_ecn" => set_from_text(Field::IpEcn, need()?, s)?,
             "mod_nw_tos" => {
-                let v = parse_uint(need()?).filter(|v| *v <= 0xff && v & 3 == 0).ok_or_else(|| syntax("a TOS byte with the ECN bits clear"))?;
+                let v = parse_uint(need()?)
+                    .filter(|v| *v <= 0xff && v & 3 == 0)
+                    .ok_or_else(|| syntax("a TOS byte with the ECN bits clear"))?;
                 Action::SetField { field: Field::IpDscp, value: v >> 2, mask: 0x3f }
             }
             "mod_vlan_vid" => {
@@ -223,7 +256,9 @@ impl Action {
             }
             "strip_vlan" | "pop_vlan" => Action::PopVlan,
             "push_vlan" => {
-                let t = parse_uint(need()?).filter(|t| *t == 0x8100 || *t == 0x88a8).ok_or_else(|| syntax("push_vlan:0x8100 or push_vlan:0x88a8"))?;
+                let t = parse_uint(need()?)
+                    .filter(|t| *t == 0x8100 || *t == 0x88a8)
+                    .ok_or_else(|| syntax("push_vlan:0x8100 or push_vlan:0x88a8"))?;
                 Action::PushVlan { tpid: t as u16 }
             }
             "dec_ttl" => {
@@ -239,7 +274,9 @@ impl Action {
                 let (val, dst) = a.split_once("->").ok_or_else(|| syntax("set_field:VALUE->FIELD"))?;
                 match dst {
                     "vlan_vid" => {
-                        let v = parse_uint(val).filter(|v| *v <= 0x1fff).ok_or_else(|| syntax("a 13-bit vlan_vid (0x1000 = present)"))?;
+                        let v = parse_uint(val)
+                            .filter(|v| *v <= 0x1fff)
+                            .ok_or_else(|| syntax("a 13-bit vlan_vid (0x1000 = present)"))?;
                         Action::SetVlanVid { vid: (v & 0xfff) as u16, push: false }
                     }
                     "vlan_pcp" => {
@@ -247,11 +284,15 @@ impl Action {
                         Action::SetVlanPcp { pcp: v as u8, push: false }
                     }
                     "nw_tos" => {
-                        let v = parse_uint(val).filter(|v| *v <= 0xff && v & 3 == 0).ok_or_else(|| syntax("a TOS byte with the ECN bits clear"))?;
+                        let v = parse_uint(val)
+                            .filter(|v| *v <= 0xff && v & 3 == 0)
+                            .ok_or_else(|| syntax("a TOS byte with the ECN bits clear"))?;
                         Action::SetField { field: Field::IpDscp, value: v >> 2, mask: 0x3f }
                     }
                     _ => {
-                        let f = Field::from_name(dst).ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: dst.to_string() }))?;
+                        let f = Field::from_name(dst).ok_or_else(|| {
+                            OfError::Flow(kairo_flow::FlowError::UnknownField { name: dst.to_string() })
+                        })?;
                         set_from_text(f, val, s)?
                     }
                 }
@@ -273,7 +314,10 @@ impl Action {
                 let (src, dst) = (SubField::parse(src)?, SubField::parse(dst)?);
                 writable(dst.field, s)?;
                 if src.n_bits != dst.n_bits {
-                    return Err(syntax(&format!("source and destination of equal width ({} vs {} bits)", src.n_bits, dst.n_bits)));
+                    return Err(syntax(&format!(
+                        "source and destination of equal width ({} vs {} bits)",
+                        src.n_bits, dst.n_bits
+                    )));
                 }
                 Action::Move { src, dst }
             }
@@ -301,7 +345,8 @@ impl Action {
                 let g = parse_uint(need()?).filter(|g| *g <= u32::MAX as u64).ok_or_else(|| syntax("a group id"))?;
                 Action::Group(g as u32)
             }
-            "ct" | "learn" | "conjunction" | "push_mpls" | "pop_mpls" | "enqueue" | "set_queue" | "note" | "multipath" | "bundle" | "check_pkt_larger" | "clone" => {
+            "ct" | "learn" | "conjunction" | "push_mpls" | "pop_mpls" | "enqueue" | "set_queue" | "note"
+            | "multipath" | "bundle" | "check_pkt_larger" | "clone" => {
                 return Err(unsupported(name, "this action is not implemented yet"))
             }
             _ => return Err(OfError::UnknownAction { text: s.to_string() }),
@@ -332,7 +377,9 @@ impl std::fmt::Display for Action {
             Action::PushVlan { tpid } => write!(f, "push_vlan:{tpid:#06x}"),
             Action::PopVlan => write!(f, "pop_vlan"),
             Action::SetVlanVid { vid, push: true } => write!(f, "mod_vlan_vid:{vid}"),
-            Action::SetVlanVid { vid, push: false } => write!(f, "set_field:{}->vlan_vid", *vid as u64 | VLAN_CFI),
+            Action::SetVlanVid { vid, push: false } => {
+                write!(f, "set_field:{}->vlan_vid", *vid as u64 | VLAN_CFI)
+            }
             Action::SetVlanPcp { pcp, push: true } => write!(f, "mod_vlan_pcp:{pcp}"),
             Action::SetVlanPcp { pcp, push: false } => write!(f, "set_field:{pcp}->vlan_pcp"),
             Action::DecTtl => write!(f, "dec_ttl"),
@@ -386,7 +433,10 @@ impl Instructions {
                 if out.goto_table.is_some() {
                     return Err(OfError::Syntax { text: t.to_string(), expected: "at most one goto_table".into() });
                 }
-                let n = parse_uint(rest).filter(|n| *n < 255).ok_or_else(|| OfError::Syntax { text: t.to_string(), expected: "goto_table:N with N in 0-254".into() })?;
+                let n = parse_uint(rest).filter(|n| *n < 255).ok_or_else(|| OfError::Syntax {
+                    text: t.to_string(),
+                    expected: "goto_table:N with N in 0-254".into(),
+                })?;
                 out.goto_table = Some(n as u8);
             } else if lower == "clear_actions" {
                 out.clear_actions = true;
@@ -398,7 +448,10 @@ impl Instructions {
                 let (v, m) = parse_field_value(Field::Metadata, rest)?;
                 out.write_metadata = Some((v, m));
             } else if lower == "drop" {
-                return Err(OfError::Syntax { text: s.to_string(), expected: "`drop` alone (it cannot be combined with other actions)".into() });
+                return Err(OfError::Syntax {
+                    text: s.to_string(),
+                    expected: "`drop` alone (it cannot be combined with other actions)".into(),
+                });
             } else {
                 out.apply.push(Action::parse(t)?);
             }
@@ -408,7 +461,11 @@ impl Instructions {
 
     /// No actions at all (drops the packet unless an action set is pending).
     pub fn is_empty(&self) -> bool {
-        self.apply.is_empty() && !self.clear_actions && self.write.is_empty() && self.write_metadata.is_none() && self.goto_table.is_none()
+        self.apply.is_empty()
+            && !self.clear_actions
+            && self.write.is_empty()
+            && self.write_metadata.is_none()
+            && self.goto_table.is_none()
     }
 }
 

@@ -12,7 +12,9 @@ pub mod syntax;
 
 pub use action::{Action, Instructions, SubField};
 pub use group::{Bucket, Group, GroupType};
-pub use syntax::{parse_flow, parse_flow_file, parse_group, parse_group_file, FileError, FlowFile, FlowSpec, MissBehavior};
+pub use syntax::{
+    parse_flow, parse_flow_file, parse_group, parse_group_file, FileError, FlowFile, FlowSpec, MissBehavior,
+};
 
 use kairo_flow::{FlowError, Match};
 

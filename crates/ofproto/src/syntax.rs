@@ -45,7 +45,10 @@ pub struct FlowSpec {
 impl FlowSpec {
     /// The rule this spec adds (table 0 and priority 32768 by default).
     pub fn into_rule(self) -> Result<Rule, OfError> {
-        let inst = self.instructions.ok_or_else(|| OfError::Syntax { text: String::new(), expected: "`actions=...` (a flow to add needs actions)".into() })?;
+        let inst = self.instructions.ok_or_else(|| OfError::Syntax {
+            text: String::new(),
+            expected: "`actions=...` (a flow to add needs actions)".into(),
+        })?;
         Ok(Rule {
             table: self.table.unwrap_or(0),
             priority: self.priority.unwrap_or(DEFAULT_PRIORITY),
@@ -92,8 +95,18 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
         None => (line, None),
     };
     match (need_actions, actions) {
-        (Some(true), None) => return Err(OfError::Syntax { text: line.to_string(), expected: "`actions=...` at the end of the flow".into() }),
-        (Some(false), Some(_)) => return Err(OfError::Syntax { text: line.to_string(), expected: "no actions (this command takes only a match)".into() }),
+        (Some(true), None) => {
+            return Err(OfError::Syntax {
+                text: line.to_string(),
+                expected: "`actions=...` at the end of the flow".into(),
+            })
+        }
+        (Some(false), Some(_)) => {
+            return Err(OfError::Syntax {
+                text: line.to_string(),
+                expected: "no actions (this command takes only a match)".into(),
+            })
+        }
         _ => {}
     }
     let mut spec = FlowSpec {
@@ -115,7 +128,15 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
         };
         let v = value.unwrap_or("");
         match name {
-            "table" => spec.table = Some(num::<u8>(name, v, "a table number 0-254").and_then(|t| if t == 255 { Err(OfError::Syntax { text: tok.into(), expected: "a table number 0-254".into() }) } else { Ok(t) })?),
+            "table" => {
+                spec.table = Some(num::<u8>(name, v, "a table number 0-254").and_then(|t| {
+                    if t == 255 {
+                        Err(OfError::Syntax { text: tok.into(), expected: "a table number 0-254".into() })
+                    } else {
+                        Ok(t)
+                    }
+                })?)
+            }
             "priority" => spec.priority = Some(num(name, v, "a priority 0-65535")?),
             "cookie" => {
                 let (cv, cm) = match v.split_once('/') {
@@ -129,7 +150,20 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
             "hard_timeout" => spec.hard_timeout = num(name, v, "a timeout 0-65535 s")?,
             "out_port" => spec.out_port = Some(num(name, v, "a port number")?),
             // Printed by dump-flows or accepted by add-flow; no effect on forwarding here.
-            "duration" | "n_packets" | "n_bytes" | "idle_age" | "hard_age" | "importance" | "out_group" | "send_flow_rem" | "check_overlap" | "reset_counts" | "no_packet_counts" | "no_byte_counts" | "no_readonly_table" | "allow_hidden_fields" => {}
+            "duration"
+            | "n_packets"
+            | "n_bytes"
+            | "idle_age"
+            | "hard_age"
+            | "importance"
+            | "out_group"
+            | "send_flow_rem"
+            | "check_overlap"
+            | "reset_counts"
+            | "no_packet_counts"
+            | "no_byte_counts"
+            | "no_readonly_table"
+            | "allow_hidden_fields" => {}
             _ => {
                 if !mb.apply(name, value)? {
                     return Err(OfError::Flow(kairo_flow::FlowError::UnknownField { name: name.to_string() }));
@@ -167,12 +201,20 @@ pub fn parse_group(line: &str) -> Result<Group, OfError> {
                     "select" => GroupType::Select,
                     "indirect" => GroupType::Indirect,
                     "ff" | "fast_failover" => GroupType::FastFailover,
-                    _ => return Err(OfError::Syntax { text: tok.to_string(), expected: "type=all|select|indirect|ff".into() }),
+                    _ => {
+                        return Err(OfError::Syntax {
+                            text: tok.to_string(),
+                            expected: "type=all|select|indirect|ff".into(),
+                        })
+                    }
                 })
             }
             "selection_method" => {
                 if v != "hash" && v != "dp_hash" {
-                    return Err(OfError::Syntax { text: tok.to_string(), expected: "selection_method=hash or dp_hash".into() });
+                    return Err(OfError::Syntax {
+                        text: tok.to_string(),
+                        expected: "selection_method=hash or dp_hash".into(),
+                    });
                 }
             }
             "selection_method_param" | "duration" | "ref_count" | "packet_count" | "byte_count" => {}
@@ -181,11 +223,17 @@ pub fn parse_group(line: &str) -> Result<Group, OfError> {
                 fields = Some(parse_hash_fields(inner)?);
             }
             "fields" => fields = Some(parse_hash_fields(v)?),
-            _ => return Err(OfError::Syntax { text: tok.to_string(), expected: "group_id=, type=, selection_method=, fields(...) or bucket=".into() }),
+            _ => {
+                return Err(OfError::Syntax {
+                    text: tok.to_string(),
+                    expected: "group_id=, type=, selection_method=, fields(...) or bucket=".into(),
+                })
+            }
         }
     }
     let id = id.ok_or_else(|| OfError::Syntax { text: line.to_string(), expected: "group_id=N".into() })?;
-    let ty = ty.ok_or_else(|| OfError::Syntax { text: line.to_string(), expected: "type=all|select|indirect|ff".into() })?;
+    let ty =
+        ty.ok_or_else(|| OfError::Syntax { text: line.to_string(), expected: "type=all|select|indirect|ff".into() })?;
     let mut buckets = Vec::new();
     let mut rest = buckets_text;
     while !rest.is_empty() {
@@ -207,7 +255,10 @@ pub fn parse_group(line: &str) -> Result<Group, OfError> {
 fn parse_hash_fields(s: &str) -> Result<Vec<Field>, OfError> {
     split_top(s)?
         .into_iter()
-        .map(|n| Field::from_name(n).ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: n.to_string() })))
+        .map(|n| {
+            Field::from_name(n)
+                .ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: n.to_string() }))
+        })
         .collect()
 }
 
@@ -218,13 +269,21 @@ fn parse_bucket(body: &str, default_id: u32) -> Result<Bucket, OfError> {
         None => ("", Some(body)),
     };
     for tok in split_top(props)? {
-        let (name, v) = tok.split_once([':', '=']).ok_or_else(|| OfError::Syntax { text: tok.to_string(), expected: "bucket_id:, weight:, watch_port:, watch_group: or actions=".into() })?;
+        let (name, v) = tok.split_once([':', '=']).ok_or_else(|| OfError::Syntax {
+            text: tok.to_string(),
+            expected: "bucket_id:, weight:, watch_port:, watch_group: or actions=".into(),
+        })?;
         match name {
             "bucket_id" => b.id = num(name, v, "a bucket id")?,
             "weight" => b.weight = num(name, v, "a weight 0-65535")?,
             "watch_port" => b.watch_port = Some(num(name, v, "a port number")?),
             "watch_group" => b.watch_group = Some(num(name, v, "a group id")?),
-            _ => return Err(OfError::Syntax { text: tok.to_string(), expected: "bucket_id:, weight:, watch_port:, watch_group: or actions=".into() }),
+            _ => {
+                return Err(OfError::Syntax {
+                    text: tok.to_string(),
+                    expected: "bucket_id:, weight:, watch_port:, watch_group: or actions=".into(),
+                })
+            }
         }
     }
     let actions = actions.unwrap_or("");
@@ -273,17 +332,31 @@ fn parse_miss_directive(s: &str) -> Result<(u8, MissBehavior), OfError> {
                     None => MissBehavior::Continue(u8::MAX), // resolved to table+1 below
                 })
             }
-            _ => return Err(OfError::Syntax { text: tok.to_string(), expected: "`#@ table=N miss=drop|continue[:M]`".into() }),
+            _ => {
+                return Err(OfError::Syntax {
+                    text: tok.to_string(),
+                    expected: "`#@ table=N miss=drop|continue[:M]`".into(),
+                })
+            }
         }
     }
-    let t = table.ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "table=N in the miss directive".into() })?;
-    let m = match miss.ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "miss=drop|continue[:M]".into() })? {
-        MissBehavior::Continue(u8::MAX) => MissBehavior::Continue(t.checked_add(1).filter(|n| *n < 255).ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "a next table".into() })?),
-        m => m,
-    };
+    let t = table
+        .ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "table=N in the miss directive".into() })?;
+    let m =
+        match miss.ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "miss=drop|continue[:M]".into() })? {
+            MissBehavior::Continue(u8::MAX) => MissBehavior::Continue(
+                t.checked_add(1)
+                    .filter(|n| *n < 255)
+                    .ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "a next table".into() })?,
+            ),
+            m => m,
+        };
     if let MissBehavior::Continue(n) = m {
         if n <= t {
-            return Err(OfError::Syntax { text: s.to_string(), expected: format!("a later table than {t} to continue to") });
+            return Err(OfError::Syntax {
+                text: s.to_string(),
+                expected: format!("a later table than {t} to continue to"),
+            });
         }
     }
     Ok((t, m))

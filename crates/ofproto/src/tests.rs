@@ -37,13 +37,17 @@ fn dump_flows_lines_load() {
 
 #[test]
 fn instructions() {
-    let r = rule("actions=output:1,clear_actions,write_actions(output:2,group:3),write_metadata:0x10/0xff,goto_table:5");
+    let r =
+        rule("actions=output:1,clear_actions,write_actions(output:2,group:3),write_metadata:0x10/0xff,goto_table:5");
     assert_eq!(r.inst.apply, vec![Action::Output(1)]);
     assert!(r.inst.clear_actions);
     assert_eq!(r.inst.write, vec![Action::Output(2), Action::Group(3)]);
     assert_eq!(r.inst.write_metadata, Some((0x10, 0xff)));
     assert_eq!(r.inst.goto_table, Some(5));
-    assert_eq!(r.inst.to_string(), "output:1,clear_actions,write_actions(output:2,group:3),write_metadata:0x10/0xff,goto_table:5");
+    assert_eq!(
+        r.inst.to_string(),
+        "output:1,clear_actions,write_actions(output:2,group:3),write_metadata:0x10/0xff,goto_table:5"
+    );
 }
 
 #[test]
@@ -88,7 +92,13 @@ fn every_action_parses_and_prints_back() {
         assert_eq!(act(&a.to_string()), a, "{text} printed as {a}");
     }
     let mv = act("move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[]");
-    assert_eq!(mv, Action::Move { src: SubField { field: Field::EthSrc, ofs: 0, n_bits: 48 }, dst: SubField { field: Field::EthDst, ofs: 0, n_bits: 48 } });
+    assert_eq!(
+        mv,
+        Action::Move {
+            src: SubField { field: Field::EthSrc, ofs: 0, n_bits: 48 },
+            dst: SubField { field: Field::EthDst, ofs: 0, n_bits: 48 }
+        }
+    );
     assert_eq!(act(&mv.to_string()), mv);
     let mv2 = act("move:reg0[0..15]->reg1[16..31]");
     assert_eq!(act(&mv2.to_string()), mv2);
@@ -122,7 +132,10 @@ fn action_errors() {
 
 #[test]
 fn groups() {
-    let g = parse_group("group_id=1,type=select,bucket=output:1,bucket=weight:20,actions=mod_dl_dst:00:00:00:00:00:09,output:2").unwrap();
+    let g = parse_group(
+        "group_id=1,type=select,bucket=output:1,bucket=weight:20,actions=mod_dl_dst:00:00:00:00:00:09,output:2",
+    )
+    .unwrap();
     assert_eq!(g.ty, GroupType::Select);
     assert_eq!(g.buckets.len(), 2);
     assert_eq!(g.buckets[1].weight, 20);
@@ -143,7 +156,8 @@ fn groups() {
 
 #[test]
 fn file_errors_name_line_and_text() {
-    let text = "# comment\ntable=0,ip,nw_dst=10.0.0.0/8,actions=output:2\n\ntable=0,ip,nw_dst=10.0.0.999,actions=output:2\n";
+    let text =
+        "# comment\ntable=0,ip,nw_dst=10.0.0.0/8,actions=output:2\n\ntable=0,ip,nw_dst=10.0.0.999,actions=output:2\n";
     let e = parse_flow_file(text).unwrap_err();
     assert_eq!(e.line, 4);
     assert!(e.text.contains("10.0.0.999"));
@@ -160,8 +174,12 @@ fn file_errors_name_line_and_text() {
 
 #[test]
 fn miss_directives() {
-    let f = parse_flow_file("#@ table=10 miss=continue:20\n#@ table=20 miss=continue\n#@ table=30 miss=drop\n").unwrap();
-    assert_eq!(f.misses, vec![(10, MissBehavior::Continue(20)), (20, MissBehavior::Continue(21)), (30, MissBehavior::Drop)]);
+    let f =
+        parse_flow_file("#@ table=10 miss=continue:20\n#@ table=20 miss=continue\n#@ table=30 miss=drop\n").unwrap();
+    assert_eq!(
+        f.misses,
+        vec![(10, MissBehavior::Continue(20)), (20, MissBehavior::Continue(21)), (30, MissBehavior::Drop)]
+    );
     assert!(parse_flow_file("#@ table=10 miss=continue:5\n").is_err());
     assert!(parse_flow_file("#@ table=10 miss=explode\n").is_err());
 }

@@ -31,7 +31,15 @@ pub struct GenConfig {
 
 impl Default for GenConfig {
     fn default() -> Self {
-        GenConfig { n_tables: 4, rules_per_table: 3..10, resubmit: true, multi_bucket_select: true, miss_continue: true, unique_priorities: false, n_ports: 4 }
+        GenConfig {
+            n_tables: 4,
+            rules_per_table: 3..10,
+            resubmit: true,
+            multi_bucket_select: true,
+            miss_continue: true,
+            unique_priorities: false,
+            n_ports: 4,
+        }
     }
 }
 
@@ -128,7 +136,9 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
             7 if is_ip => "dec_ttl".to_string(),
             8 if l4 => format!("mod_tp_dst:{}", pick(rng, &PORTS_L4)),
             9 => format!("load:{:#x}->NXM_NX_REG0[0..3]", rng.gen_range(0..4)),
-            10 if cfg.resubmit && table + 1 < cfg.n_tables => format!("resubmit(,{})", rng.gen_range(table + 1..cfg.n_tables)),
+            10 if cfg.resubmit && table + 1 < cfg.n_tables => {
+                format!("resubmit(,{})", rng.gen_range(table + 1..cfg.n_tables))
+            }
             11 if !groups.is_empty() => format!("group:{}", pick(rng, groups)),
             12 => {
                 *has_vlan = true;
@@ -152,7 +162,8 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
     let n_groups = rng.gen_range(0..4u32);
     let mut group_ids = Vec::new();
     for g in 1..=n_groups {
-        let types: &[&str] = if cfg.multi_bucket_select { &["all", "select", "indirect", "ff"] } else { &["all", "indirect", "ff"] };
+        let types: &[&str] =
+            if cfg.multi_bucket_select { &["all", "select", "indirect", "ff"] } else { &["all", "indirect", "ff"] };
         let ty = *pick(&mut rng, types);
         let n_b = match ty {
             "indirect" => 1,
@@ -190,7 +201,8 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
             };
             prios.push(prio);
             let mut has_vlan = m.contains("dl_vlan=");
-            let mut acts: Vec<String> = (0..rng.gen_range(0..4)).map(|_| gen_action(&mut rng, cfg, &m, t, &group_ids, &mut has_vlan)).collect();
+            let mut acts: Vec<String> =
+                (0..rng.gen_range(0..4)).map(|_| gen_action(&mut rng, cfg, &m, t, &group_ids, &mut has_vlan)).collect();
             if rng.gen_bool(0.2) {
                 acts.push(format!("write_actions(output:{})", rng.gen_range(1..=cfg.n_ports)));
             }

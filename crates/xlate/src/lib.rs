@@ -13,7 +13,9 @@ mod xlate;
 
 pub use odp::{format_actions, DpAction};
 pub use pipeline::{Pipeline, PipelineError, Table};
-pub use xlate::{translate, GroupUse, Outcome, Step, Traversal, Via, XlateError, XlateResult, MAX_DEPTH, MAX_RESUBMITS};
+pub use xlate::{
+    translate, GroupUse, Outcome, Step, Traversal, Via, XlateError, XlateResult, MAX_DEPTH, MAX_RESUBMITS,
+};
 
 #[cfg(test)]
 mod tests;

@@ -23,16 +23,43 @@ pub enum ControllerReason {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DpAction {
     Output(u32),
-    SetEth { src: Option<u64>, dst: Option<u64> },
-    PushVlan { vid: u16, pcp: u8 },
+    SetEth {
+        src: Option<u64>,
+        dst: Option<u64>,
+    },
+    PushVlan {
+        vid: u16,
+        pcp: u8,
+    },
     PopVlan,
     /// `tos` is (value, mask) over the TOS byte (DSCP << 2 | ECN).
-    SetIpv4 { src: Option<u32>, dst: Option<u32>, tos: Option<(u8, u8)>, ttl: Option<u8> },
+    SetIpv4 {
+        src: Option<u32>,
+        dst: Option<u32>,
+        tos: Option<(u8, u8)>,
+        ttl: Option<u8>,
+    },
     /// L4 ports; `proto` is 6, 17 or 132.
-    SetL4 { proto: u8, src: Option<u16>, dst: Option<u16> },
-    SetIcmp { ty: Option<u8>, code: Option<u8> },
-    SetArp { sip: Option<u32>, tip: Option<u32>, op: Option<u8>, sha: Option<u64>, tha: Option<u64> },
-    Controller { reason: ControllerReason, max_len: u16 },
+    SetL4 {
+        proto: u8,
+        src: Option<u16>,
+        dst: Option<u16>,
+    },
+    SetIcmp {
+        ty: Option<u8>,
+        code: Option<u8>,
+    },
+    SetArp {
+        sip: Option<u32>,
+        tip: Option<u32>,
+        op: Option<u8>,
+        sha: Option<u64>,
+        tha: Option<u64>,
+    },
+    Controller {
+        reason: ControllerReason,
+        max_len: u16,
+    },
 }
 
 fn opt<T: std::fmt::Display>(parts: &mut Vec<String>, name: &str, v: Option<T>) {
@@ -45,15 +72,15 @@ impl std::fmt::Display for DpAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut p = Vec::new();
         match self {
-            DpAction::Output(port) => return write!(f, "{port}"),
-            DpAction::PopVlan => return write!(f, "pop_vlan"),
-            DpAction::PushVlan { vid, pcp } => return write!(f, "push_vlan(vid={vid},pcp={pcp})"),
+            DpAction::Output(port) => write!(f, "{port}"),
+            DpAction::PopVlan => write!(f, "pop_vlan"),
+            DpAction::PushVlan { vid, pcp } => write!(f, "push_vlan(vid={vid},pcp={pcp})"),
             DpAction::Controller { reason, max_len } => {
                 let r = match reason {
                     ControllerReason::Action => 1,
                     ControllerReason::InvalidTtl => 2,
                 };
-                return write!(f, "userspace(pid=0,controller(reason={r},max_len={max_len}))");
+                write!(f, "userspace(pid=0,controller(reason={r},max_len={max_len}))")
             }
             DpAction::SetEth { src, dst } => {
                 opt(&mut p, "src", src.map(format_mac));
@@ -63,7 +90,11 @@ impl std::fmt::Display for DpAction {
             DpAction::SetIpv4 { src, dst, tos, ttl } => {
                 opt(&mut p, "src", src.map(|v| format_ipv4(v as u64)));
                 opt(&mut p, "dst", dst.map(|v| format_ipv4(v as u64)));
-                opt(&mut p, "tos", tos.map(|(v, m)| if m == 0xff { format!("{v:#x}") } else { format!("{v:#x}/{m:#x}") }));
+                opt(
+                    &mut p,
+                    "tos",
+                    tos.map(|(v, m)| if m == 0xff { format!("{v:#x}") } else { format!("{v:#x}/{m:#x}") }),
+                );
                 opt(&mut p, "ttl", *ttl);
                 write!(f, "set(ipv4({}))", p.join(","))
             }
@@ -221,7 +252,8 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
         if base.get(Field::IpEcn) != flow.get(Field::IpEcn) {
             tmask |= 0x03;
         }
-        let tos = (tmask != 0).then(|| (((flow.get(Field::IpDscp) << 2 | flow.get(Field::IpEcn)) as u8) & tmask, tmask));
+        let tos =
+            (tmask != 0).then(|| (((flow.get(Field::IpDscp) << 2 | flow.get(Field::IpEcn)) as u8) & tmask, tmask));
         if src.is_some() || dst.is_some() || ttl.is_some() || tos.is_some() {
             out.push(DpAction::SetIpv4 { src, dst, tos, ttl });
         }
@@ -303,7 +335,11 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
             out.push(DpAction::Controller { reason, max_len: u16::MAX });
             continue;
         }
-        let inner = t.strip_prefix("set(").or_else(|| t.strip_prefix("set_masked(")).and_then(|x| x.strip_suffix(')')).ok_or_else(bad)?;
+        let inner = t
+            .strip_prefix("set(")
+            .or_else(|| t.strip_prefix("set_masked("))
+            .and_then(|x| x.strip_suffix(')'))
+            .ok_or_else(bad)?;
         let (kind, body) = inner.split_once('(').ok_or_else(bad)?;
         let body = body.strip_suffix(')').ok_or_else(bad)?;
         let pairs = kv(body);
@@ -329,10 +365,22 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
                     "udp" => IPPROTO_UDP,
                     _ => IPPROTO_SCTP,
                 } as u8;
-                out.push(DpAction::SetL4 { proto, src: num("src").map(|v| v as u16), dst: num("dst").map(|v| v as u16) })
+                out.push(DpAction::SetL4 {
+                    proto,
+                    src: num("src").map(|v| v as u16),
+                    dst: num("dst").map(|v| v as u16),
+                })
             }
-            "icmp" => out.push(DpAction::SetIcmp { ty: num("type").map(|v| v as u8), code: num("code").map(|v| v as u8) }),
-            "arp" => out.push(DpAction::SetArp { sip: ip("sip"), tip: ip("tip"), op: num("op").map(|v| v as u8), sha: mac("sha"), tha: mac("tha") }),
+            "icmp" => {
+                out.push(DpAction::SetIcmp { ty: num("type").map(|v| v as u8), code: num("code").map(|v| v as u8) })
+            }
+            "arp" => out.push(DpAction::SetArp {
+                sip: ip("sip"),
+                tip: ip("tip"),
+                op: num("op").map(|v| v as u8),
+                sha: mac("sha"),
+                tha: mac("tha"),
+            }),
             _ => return Err(bad()),
         }
     }

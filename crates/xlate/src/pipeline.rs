@@ -181,7 +181,13 @@ impl Pipeline {
     }
 
     /// Replaces the instructions (and cookie) of an existing rule in place.
-    pub fn modify_rule(&mut self, t: u8, id: RuleId, inst: Instructions, cookie: Option<u64>) -> Result<Arc<Rule>, PipelineError> {
+    pub fn modify_rule(
+        &mut self,
+        t: u8,
+        id: RuleId,
+        inst: Instructions,
+        cookie: Option<u64>,
+    ) -> Result<Arc<Rule>, PipelineError> {
         let Some(old) = self.rule(t, id).cloned() else {
             return Err(PipelineError::UnknownRule { table: t, id });
         };

@@ -32,7 +32,10 @@ fn output_and_in_port() {
 
 #[test]
 fn rewrites_commit_only_changes_before_output() {
-    let p = pipeline("ip,actions=mod_nw_dst:10.1.1.1,mod_dl_src:00:00:00:00:00:11,dec_ttl,output:2,mod_tp_dst:99,output:3", "");
+    let p = pipeline(
+        "ip,actions=mod_nw_dst:10.1.1.1,mod_dl_src:00:00:00:00:00:11,dec_ttl,output:2,mod_tp_dst:99,output:3",
+        "",
+    );
     let (a, mf) = tr(&p, "in_port=1,tcp,nw_dst=10.2.3.4,nw_ttl=64");
     assert_eq!(a, "set(eth(src=00:00:00:00:00:11)),set(ipv4(dst=10.1.1.1,ttl=63)),2,set(tcp(dst=99)),3");
     assert!(mf.contains("nw_dst=10.2.3.4") && mf.contains("nw_ttl=64"), "{mf}");
@@ -78,7 +81,8 @@ fn write_metadata_goto_and_miss_continue() {
     let k = parse_key("in_port=1").unwrap();
     let r = translate(&p, &k);
     assert_eq!(format_actions(&r.actions), "2");
-    let outcomes: Vec<(u8, bool)> = r.traversal.steps.iter().map(|s| (s.table, matches!(s.outcome, Outcome::Rule(_)))).collect();
+    let outcomes: Vec<(u8, bool)> =
+        r.traversal.steps.iter().map(|s| (s.table, matches!(s.outcome, Outcome::Rule(_)))).collect();
     assert_eq!(outcomes, vec![(0, true), (1, false), (3, true)]);
     assert_eq!(r.traversal.steps[2].via, Via::MissContinue);
     // metadata is pipeline state: not in the megaflow
@@ -169,7 +173,10 @@ fn groups_all_indirect_ff_select() {
 
 #[test]
 fn select_on_named_fields_only_reads_them() {
-    let p = pipeline("ip,actions=group:1", "group_id=1,type=select,selection_method=hash,fields(ip_dst),bucket=output:1,bucket=output:2");
+    let p = pipeline(
+        "ip,actions=group:1",
+        "group_id=1,type=select,selection_method=hash,fields(ip_dst),bucket=output:1,bucket=output:2",
+    );
     let (_, mf) = tr(&p, "in_port=3,tcp,nw_src=5.5.5.5,nw_dst=10.0.0.3,tp_src=7");
     assert!(mf.contains("nw_dst=10.0.0.3") && !mf.contains("nw_src") && !mf.contains("tp_src"), "{mf}");
 }
@@ -179,7 +186,8 @@ fn equal_priority_tie_goes_to_the_earlier_rule_and_replace_keeps_place() {
     let mut p = pipeline("priority=5,in_port=1,actions=output:2\npriority=5,tcp,actions=output:3", "");
     assert_eq!(acts(&p, "in_port=1,tcp"), "2");
     // re-adding the first rule (same match and priority) replaces it in place
-    let r = kairo_ofproto::parse_flow("priority=5,in_port=1,actions=output:4", Some(true)).unwrap().into_rule().unwrap();
+    let r =
+        kairo_ofproto::parse_flow("priority=5,in_port=1,actions=output:4", Some(true)).unwrap().into_rule().unwrap();
     let (_, old) = p.add_rule(r).unwrap();
     assert!(old.is_some());
     assert_eq!(acts(&p, "in_port=1,tcp"), "4");
@@ -192,7 +200,8 @@ fn pipeline_rejects_bad_references_whole() {
     assert!(matches!(Pipeline::from_parts(ff, vec![]), Err(PipelineError::GotoBackward { .. })));
     let ff = parse_flow_file("actions=group:9").unwrap();
     assert!(matches!(Pipeline::from_parts(ff, vec![]), Err(PipelineError::MissingGroup { group: 9, .. })));
-    let gs = parse_group_file("group_id=1,type=indirect,bucket=group:2\ngroup_id=2,type=indirect,bucket=group:1").unwrap();
+    let gs =
+        parse_group_file("group_id=1,type=indirect,bucket=group:2\ngroup_id=2,type=indirect,bucket=group:1").unwrap();
     assert!(matches!(Pipeline::from_parts(Default::default(), gs), Err(PipelineError::GroupLoop { .. })));
     let mut p = pipeline("actions=group:1", "group_id=1,type=all,bucket=output:1");
     assert!(matches!(p.remove_group(1), Err(PipelineError::GroupInUse { .. })));

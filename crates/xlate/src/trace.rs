@@ -25,7 +25,10 @@ pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
                 Some(rule) => {
                     let m = rule.m.to_string();
                     let m = if m.is_empty() { String::new() } else { format!("{m}, ") };
-                    s.push_str(&format!("{ind}{:2}. {m}priority {}, cookie {:#x}\n{ind}    {}\n", st.table, rule.priority, rule.cookie, rule.inst));
+                    s.push_str(&format!(
+                        "{ind}{:2}. {m}priority {}, cookie {:#x}\n{ind}    {}\n",
+                        st.table, rule.priority, rule.cookie, rule.inst
+                    ));
                 }
                 None => s.push_str(&format!("{ind}{:2}. rule {id} (since removed)\n", st.table)),
             },
@@ -39,7 +42,11 @@ pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
         }
     }
     for g in &r.traversal.groups {
-        let b = if g.buckets.is_empty() { "no live bucket".to_string() } else { format!("bucket {}", g.buckets.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")) };
+        let b = if g.buckets.is_empty() {
+            "no live bucket".to_string()
+        } else {
+            format!("bucket {}", g.buckets.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(","))
+        };
         s.push_str(&format!("group:{} -> {b}\n", g.group));
     }
     s.push('\n');
@@ -47,7 +54,11 @@ pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
         s.push_str(&format!("Translation error: {e}\n"));
     }
     let fin = if r.final_flow == *key { "unchanged".to_string() } else { format_key(&r.final_flow) };
-    s.push_str(&format!("Final flow: {fin}\nMegaflow: {}\nDatapath actions: {}\n", format_megaflow(key, &r.mask), format_actions(&r.actions)));
+    s.push_str(&format!(
+        "Final flow: {fin}\nMegaflow: {}\nDatapath actions: {}\n",
+        format_megaflow(key, &r.mask),
+        format_actions(&r.actions)
+    ));
     s
 }
 

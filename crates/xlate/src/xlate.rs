@@ -10,7 +10,9 @@
 //! changed.
 
 use kairo_classifier::RuleId;
-use kairo_flow::field::{Field, Prereq, ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::field::{
+    Field, Prereq, ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI,
+};
 use kairo_flow::{FlowKey, FlowMask};
 use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior};
 
@@ -253,7 +255,8 @@ impl Ctx<'_> {
         }
         let table = self.p.table(t);
         let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut self.wc));
-        let step = |outcome| Step { table: t, outcome, via, depth: self.depth, nest: self.nest, rewritten: self.rewritten };
+        let step =
+            |outcome| Step { table: t, outcome, via, depth: self.depth, nest: self.nest, rewritten: self.rewritten };
         match hit {
             Some(r) => {
                 self.trav.steps.push(step(Outcome::Rule(r.id)));
@@ -408,7 +411,8 @@ impl Ctx<'_> {
         if b.watch_port.is_none() && b.watch_group.is_none() {
             return true;
         }
-        b.watch_port.is_some_and(|p| self.p.port_live(p)) || b.watch_group.is_some_and(|g| depth < MAX_DEPTH && self.group_live(g, depth + 1))
+        b.watch_port.is_some_and(|p| self.p.port_live(p))
+            || b.watch_group.is_some_and(|g| depth < MAX_DEPTH && self.group_live(g, depth + 1))
     }
 
     fn group_live(&self, g: u32, depth: u32) -> bool {
@@ -450,7 +454,9 @@ impl Ctx<'_> {
             self.wc.exact(f);
             let next = fields.get(i + 1).copied();
             let partner = match (f, next) {
-                (Field::IpSrc, Some(Field::IpDst)) | (Field::TpSrc, Some(Field::TpDst)) | (Field::EthSrc, Some(Field::EthDst)) => next,
+                (Field::IpSrc, Some(Field::IpDst))
+                | (Field::TpSrc, Some(Field::TpDst))
+                | (Field::EthSrc, Some(Field::EthDst)) => next,
                 _ => None,
             };
             match partner {
@@ -482,7 +488,9 @@ impl Ctx<'_> {
             GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
             GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
             GroupType::Select => {
-                let live: Vec<usize> = (0..g.buckets.len()).filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth)).collect();
+                let live: Vec<usize> = (0..g.buckets.len())
+                    .filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth))
+                    .collect();
                 if live.len() <= 1 {
                     live
                 } else {
@@ -500,7 +508,11 @@ impl Ctx<'_> {
                 }
             }
         };
-        self.trav.groups.push(GroupUse { group: gid, buckets: chosen.iter().map(|&i| g.buckets[i].id).collect(), depth });
+        self.trav.groups.push(GroupUse {
+            group: gid,
+            buckets: chosen.iter().map(|&i| g.buckets[i].id).collect(),
+            depth,
+        });
         for i in chosen {
             // Each bucket works on its own copy of the flow (clone semantics).
             let saved = self.flow;

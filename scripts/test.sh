@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The project's test command (the README's and CI's): installs what the tests
+# need, then runs every test, lint and format check.
+#   - Open vSwitch (Debian's openvswitch-switch) for the differential test,
+#     when we can install it (root and apt); otherwise that test says SKIPPED.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${KAIRO_SHARED:-$(cd .. && pwd)/shared}
+export KAIRO_SHARED=$SHARED
+if ! command -v ovs-vswitchd >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing Open vSwitch for the differential test"
+  bash "$SHARED/ovs/install-ovs.sh"
+fi
+if command -v ovs-vswitchd >/dev/null 2>&1 || [ -x /usr/sbin/ovs-vswitchd ]; then
+  export KAIRO_REQUIRE_OVS=1
+fi
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$log")
+failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$log")
+skipped=$(grep -c '^SKIPPED' "$log" || true)
+echo
+echo "tests: ${passed:-0} passed, ${failed:-0} failed, ${skipped} skipped"
+exit "$rc"
