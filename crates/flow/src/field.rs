@@ -133,6 +133,8 @@ fields! {
     EthDst => "dl_dst" ["eth_dst", "NXM_OF_ETH_DST", "OXM_OF_ETH_DST"] 48 Mac L2 None None, true;
     EthType => "dl_type" ["eth_type", "NXM_OF_ETH_TYPE", "OXM_OF_ETH_TYPE"] 16 Hex L2 None None, false;
     VlanTci => "vlan_tci" ["NXM_OF_VLAN_TCI"] 16 Hex L2 None None, true;
+    // Inner tag of a QinQ frame (Open vSwitch keeps it as vlans[1]; kairo names it).
+    VlanTciInner => "vlan_tci_inner" [] 16 Hex L2 None None, false;
     // ---- L3 stage ----
     IpSrc => "nw_src" ["ip_src", "NXM_OF_IP_SRC", "OXM_OF_IPV4_SRC", "ipv4_src"] 32 Ipv4 L3 Ipv4 None, true;
     IpDst => "nw_dst" ["ip_dst", "NXM_OF_IP_DST", "OXM_OF_IPV4_DST", "ipv4_dst"] 32 Ipv4 L3 Ipv4 None, true;

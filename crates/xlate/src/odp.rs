@@ -166,8 +166,14 @@ pub fn apply(actions: &[DpAction], key: &FlowKey) -> Vec<Emitted> {
                     k.set(Field::EthDst, *v);
                 }
             }
-            DpAction::PushVlan { vid, pcp } => k.set(Field::VlanTci, VLAN_CFI | *vid as u64 | (*pcp as u64) << 13),
-            DpAction::PopVlan => k.set(Field::VlanTci, 0),
+            DpAction::PushVlan { vid, pcp } => {
+                k.set(Field::VlanTciInner, k.get(Field::VlanTci));
+                k.set(Field::VlanTci, VLAN_CFI | *vid as u64 | (*pcp as u64) << 13);
+            }
+            DpAction::PopVlan => {
+                k.set(Field::VlanTci, k.get(Field::VlanTciInner));
+                k.set(Field::VlanTciInner, 0);
+            }
             DpAction::SetIpv4 { src, dst, tos, ttl } => {
                 if let Some(v) = src {
                     k.set(Field::IpSrc, *v as u64);
@@ -232,13 +238,18 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
     if src.is_some() || dst.is_some() {
         out.push(DpAction::SetEth { src, dst });
     }
-    let (bt, ft) = (base.get(Field::VlanTci), flow.get(Field::VlanTci));
+    // VLAN tags, outermost first: pop what differs from the innermost up, push the new ones.
+    let tags = |k: &FlowKey| -> Vec<u64> {
+        [k.get(Field::VlanTci), k.get(Field::VlanTciInner)].into_iter().take_while(|t| t & VLAN_CFI != 0).collect()
+    };
+    let (bt, ft) = (tags(base), tags(flow));
     if bt != ft {
-        if bt & VLAN_CFI != 0 {
+        let common = bt.iter().rev().zip(ft.iter().rev()).take_while(|(a, b)| a == b).count();
+        for _ in 0..bt.len() - common {
             out.push(DpAction::PopVlan);
         }
-        if ft & VLAN_CFI != 0 {
-            out.push(DpAction::PushVlan { vid: (ft & 0xfff) as u16, pcp: (ft >> 13) as u8 });
+        for t in ft[..ft.len() - common].iter().rev() {
+            out.push(DpAction::PushVlan { vid: (t & 0xfff) as u16, pcp: (t >> 13) as u8 });
         }
     }
     if flow.is_ipv4() {

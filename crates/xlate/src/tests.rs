@@ -123,8 +123,11 @@ fn vlan_actions() {
     assert_eq!(acts(&p, "in_port=1,dl_vlan=5"), "pop_vlan,push_vlan(vid=7,pcp=0),2");
     assert_eq!(acts(&p, "in_port=1,dl_vlan=6"), "pop_vlan,2");
     assert_eq!(acts(&p, "in_port=1"), "push_vlan(vid=20,pcp=0),2,pop_vlan,push_vlan(vid=20,pcp=3),3");
-    let qinq = pipeline("actions=push_vlan:0x8100,output:1", "");
-    let r = translate(&qinq, &parse_key("in_port=2,dl_vlan=3").unwrap());
+    // one level of QinQ: push on a tagged packet, pop back
+    let qinq = pipeline("actions=push_vlan:0x8100,mod_vlan_vid:9,output:1,pop_vlan,output:3", "");
+    assert_eq!(acts(&qinq, "in_port=2,dl_vlan=3"), "push_vlan(vid=9,pcp=0),1,pop_vlan,3");
+    let three = pipeline("actions=push_vlan:0x8100,push_vlan:0x8100,output:1", "");
+    let r = translate(&three, &parse_key("in_port=2,dl_vlan=3").unwrap());
     assert_eq!(r.error, Some(XlateError::QinQ));
 }
 

@@ -79,7 +79,7 @@ pub enum XlateError {
     TooDeep { table: u8 },
     #[error("translation looked up more than {MAX_RESUBMITS} tables")]
     TooManyResubmits,
-    #[error("push_vlan on a packet that already has a VLAN tag (QinQ) is not supported")]
+    #[error("push_vlan on a packet that already has two VLAN tags (only one level of QinQ is supported)")]
     QinQ,
 }
 
@@ -341,20 +341,29 @@ impl Ctx<'_> {
             }
             Action::PushVlan { .. } => {
                 self.wc.exact(Field::VlanTci);
-                if self.flow.get(Field::VlanTci) & VLAN_CFI != 0 {
-                    self.fail(XlateError::QinQ);
-                    return false;
+                self.wc.exact(Field::VlanTciInner);
+                let outer = self.flow.get(Field::VlanTci);
+                if outer & VLAN_CFI != 0 {
+                    if self.flow.get(Field::VlanTciInner) & VLAN_CFI != 0 {
+                        self.fail(XlateError::QinQ);
+                        return false;
+                    }
+                    self.flow.set(Field::VlanTciInner, outer);
                 }
                 self.flow.set(Field::VlanTci, VLAN_CFI);
                 self.rewritten = true;
             }
             Action::PopVlan => {
                 self.wc.exact(Field::VlanTci);
-                self.flow.set(Field::VlanTci, 0);
+                self.wc.exact(Field::VlanTciInner);
+                let inner = self.flow.get(Field::VlanTciInner);
+                self.flow.set(Field::VlanTci, inner);
+                self.flow.set(Field::VlanTciInner, 0);
                 self.rewritten = true;
             }
             Action::SetVlanVid { vid, push } => {
                 self.wc.exact(Field::VlanTci);
+                self.wc.exact(Field::VlanTciInner);
                 let tci = self.flow.get(Field::VlanTci);
                 if tci & VLAN_CFI != 0 {
                     self.flow.set(Field::VlanTci, (tci & !0xfff) | *vid as u64);
@@ -365,6 +374,7 @@ impl Ctx<'_> {
             }
             Action::SetVlanPcp { pcp, push } => {
                 self.wc.exact(Field::VlanTci);
+                self.wc.exact(Field::VlanTciInner);
                 let tci = self.flow.get(Field::VlanTci);
                 if tci & VLAN_CFI != 0 {
                     self.flow.set(Field::VlanTci, (tci & 0x1fff) | (*pcp as u64) << 13);
