@@ -1,0 +1,220 @@
+//! In-place header rewrites on a packet buffer, keeping checksums right.
+//!
+//! Invariant: after any rewrite here, the IPv4 header checksum and the TCP,
+//! UDP (unless zero, meaning "none") and ICMP checksums of the packet are
+//! exactly what a full recomputation gives (RFC 1624 incremental updates).
+//! Rewrites of fields the packet does not have are no-ops; nothing panics.
+
+use crate::{Layout, ETHERTYPE_VLAN};
+
+fn get16(b: &[u8], ofs: usize) -> Option<u16> {
+    b.get(ofs..ofs + 2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+fn put16(b: &mut [u8], ofs: usize, v: u16) -> bool {
+    match b.get_mut(ofs..ofs + 2) {
+        Some(s) => {
+            s.copy_from_slice(&v.to_be_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
+/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
+fn adjust(csum: u16, old: u16, new: u16) -> u16 {
+    let mut acc = (!csum as u32) + (!old as u32 & 0xffff) + new as u32;
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    !(acc as u16)
+}
+
+/// Updates the checksum at `ofs` for a 16-bit word changing from `old` to `new`.
+/// `udp`: a zero checksum means none and stays zero; a computed zero becomes 0xffff.
+fn fix(b: &mut [u8], ofs: usize, old: u16, new: u16, udp: bool) {
+    if let Some(c) = get16(b, ofs) {
+        if udp && c == 0 {
+            return;
+        }
+        let mut n = adjust(c, old, new);
+        if udp && n == 0 {
+            n = 0xffff;
+        }
+        put16(b, ofs, n);
+    }
+}
+
+/// Where the L4 checksum of the packet is, and whether it is UDP-style.
+fn l4_csum(b: &[u8], lay: &Layout) -> Option<(usize, bool, bool)> {
+    let l3 = lay.l3?;
+    let l4 = lay.l4?;
+    let proto = *b.get(l3 + 9)?;
+    match proto {
+        6 => Some((l4 + 16, false, true)),
+        17 => Some((l4 + 6, true, true)),
+        1 => Some((l4 + 2, false, false)),
+        _ => None,
+    }
+}
+
+/// Writes a 16-bit word of the IPv4 header, fixing its checksum, and (if
+/// `pseudo`) the L4 checksum that covers it through the pseudo-header.
+fn ip_word(b: &mut [u8], lay: &Layout, ofs_in_ip: usize, new: u16, pseudo: bool) {
+    let Some(l3) = lay.l3 else { return };
+    let Some(old) = get16(b, l3 + ofs_in_ip) else { return };
+    if old == new {
+        return;
+    }
+    put16(b, l3 + ofs_in_ip, new);
+    fix(b, l3 + 10, old, new, false);
+    if pseudo {
+        if let Some((c, udp, true)) = l4_csum(b, lay) {
+            fix(b, c, old, new, udp);
+        }
+    }
+}
+
+pub fn set_eth_src(b: &mut [u8], mac: u64) {
+    if let Some(s) = b.get_mut(6..12) {
+        s.copy_from_slice(&mac.to_be_bytes()[2..]);
+    }
+}
+
+pub fn set_eth_dst(b: &mut [u8], mac: u64) {
+    if let Some(s) = b.get_mut(0..6) {
+        s.copy_from_slice(&mac.to_be_bytes()[2..]);
+    }
+}
+
+/// Pushes an 802.1Q tag (TPID 0x8100) with `tci` after the MAC addresses.
+pub fn push_vlan(b: &mut Vec<u8>, lay: &mut Layout, tci: u16) {
+    if b.len() < 12 {
+        return;
+    }
+    let mut tag = [0u8; 4];
+    tag[..2].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+    tag[2..].copy_from_slice(&tci.to_be_bytes());
+    b.splice(12..12, tag);
+    lay.vlans += 1;
+    lay.l3 = lay.l3.map(|x| x + 4);
+    lay.l4 = lay.l4.map(|x| x + 4);
+}
+
+/// Removes the outer VLAN tag, if any.
+pub fn pop_vlan(b: &mut Vec<u8>, lay: &mut Layout) {
+    if lay.vlans == 0 || b.len() < 18 {
+        return;
+    }
+    b.drain(12..16);
+    lay.vlans -= 1;
+    lay.l3 = lay.l3.map(|x| x - 4);
+    lay.l4 = lay.l4.map(|x| x - 4);
+}
+
+pub fn set_ipv4_src(b: &mut [u8], lay: &Layout, v: u32) {
+    ip_word(b, lay, 12, (v >> 16) as u16, true);
+    ip_word(b, lay, 14, v as u16, true);
+}
+
+pub fn set_ipv4_dst(b: &mut [u8], lay: &Layout, v: u32) {
+    ip_word(b, lay, 16, (v >> 16) as u16, true);
+    ip_word(b, lay, 18, v as u16, true);
+}
+
+pub fn set_ipv4_ttl(b: &mut [u8], lay: &Layout, ttl: u8) {
+    let Some(l3) = lay.l3 else { return };
+    let Some(w) = get16(b, l3 + 8) else { return };
+    ip_word(b, lay, 8, (ttl as u16) << 8 | (w & 0xff), false);
+}
+
+/// Sets the TOS byte bits under `mask` to `value`.
+pub fn set_ipv4_tos(b: &mut [u8], lay: &Layout, value: u8, mask: u8) {
+    let Some(l3) = lay.l3 else { return };
+    let Some(w) = get16(b, l3) else { return };
+    let tos = ((w & 0xff) as u8 & !mask) | (value & mask);
+    ip_word(b, lay, 0, (w & 0xff00) | tos as u16, false);
+}
+
+/// Rewrites a TCP/UDP/SCTP port. (SCTP's CRC32c is not updated: kairo does not
+/// verify or fix SCTP checksums.)
+fn l4_port(b: &mut [u8], lay: &Layout, ofs: usize, port: u16) {
+    let (Some(l3), Some(l4)) = (lay.l3, lay.l4) else { return };
+    if !matches!(b.get(l3 + 9), Some(6 | 17 | 132)) {
+        return;
+    }
+    let Some(old) = get16(b, l4 + ofs) else { return };
+    if old == port {
+        return;
+    }
+    put16(b, l4 + ofs, port);
+    if let Some((c, udp, true)) = l4_csum(b, lay) {
+        fix(b, c, old, port, udp);
+    }
+}
+
+pub fn set_l4_src(b: &mut [u8], lay: &Layout, port: u16) {
+    l4_port(b, lay, 0, port);
+}
+
+pub fn set_l4_dst(b: &mut [u8], lay: &Layout, port: u16) {
+    l4_port(b, lay, 2, port);
+}
+
+/// Sets ICMP type and/or code, fixing the ICMP checksum.
+pub fn set_icmp(b: &mut [u8], lay: &Layout, ty: Option<u8>, code: Option<u8>) {
+    let (Some(l3), Some(l4)) = (lay.l3, lay.l4) else { return };
+    if b.get(l3 + 9) != Some(&1) {
+        return;
+    }
+    let Some(old) = get16(b, l4) else { return };
+    let new = ((ty.unwrap_or((old >> 8) as u8) as u16) << 8) | code.unwrap_or(old as u8) as u16;
+    if new != old {
+        put16(b, l4, new);
+        fix(b, l4 + 2, old, new, false);
+    }
+}
+
+/// ARP fields (Ethernet/IPv4 ARP): op, sha, spa, tha, tpa.
+pub fn set_arp(b: &mut [u8], lay: &Layout, op: Option<u8>, sha: Option<u64>, spa: Option<u32>, tha: Option<u64>, tpa: Option<u32>) {
+    let Some(l3) = lay.l3 else { return };
+    if let Some(op) = op {
+        put16(b, l3 + 6, op as u16);
+    }
+    let mut put = |ofs: usize, bytes: &[u8]| {
+        if let Some(s) = b.get_mut(l3 + ofs..l3 + ofs + bytes.len()) {
+            s.copy_from_slice(bytes);
+        }
+    };
+    if let Some(m) = sha {
+        put(8, &m.to_be_bytes()[2..]);
+    }
+    if let Some(a) = spa {
+        put(14, &a.to_be_bytes());
+    }
+    if let Some(m) = tha {
+        put(18, &m.to_be_bytes()[2..]);
+    }
+    if let Some(a) = tpa {
+        put(24, &a.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjust_matches_recompute() {
+        // RFC 1624 example style: a header, change a word, compare.
+        let mut h = [0x45u8, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let c = crate::checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        let old = u16::from_be_bytes([h[8], h[9]]);
+        h[8] = 63;
+        let new = u16::from_be_bytes([h[8], h[9]]);
+        let adj = adjust(c, old, new);
+        h[10] = 0;
+        h[11] = 0;
+        assert_eq!(adj, crate::checksum(&h));
+    }
+}
