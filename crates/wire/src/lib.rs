@@ -213,7 +213,12 @@ pub fn parse(buf: &[u8], in_port: u32) -> (FlowKey, Layout) {
         }
         ETHERTYPE_ARP => {
             // Ethernet/IPv4 ARP only.
-            if payload.len() >= 28 && be16(payload, 0) == Some(1) && be16(payload, 2) == Some(0x0800) && payload[4] == 6 && payload[5] == 4 {
+            if payload.len() >= 28
+                && be16(payload, 0) == Some(1)
+                && be16(payload, 2) == Some(0x0800)
+                && payload[4] == 6
+                && payload[5] == 4
+            {
                 lay.l3 = Some(l3);
                 let op = be16(payload, 6).unwrap_or(0);
                 if op <= 0xff {

@@ -175,7 +175,15 @@ pub fn set_icmp(b: &mut [u8], lay: &Layout, ty: Option<u8>, code: Option<u8>) {
 }
 
 /// ARP fields (Ethernet/IPv4 ARP): op, sha, spa, tha, tpa.
-pub fn set_arp(b: &mut [u8], lay: &Layout, op: Option<u8>, sha: Option<u64>, spa: Option<u32>, tha: Option<u64>, tpa: Option<u32>) {
+pub fn set_arp(
+    b: &mut [u8],
+    lay: &Layout,
+    op: Option<u8>,
+    sha: Option<u64>,
+    spa: Option<u32>,
+    tha: Option<u64>,
+    tpa: Option<u32>,
+) {
     let Some(l3) = lay.l3 else { return };
     if let Some(op) = op {
         put16(b, l3 + 6, op as u16);

@@ -74,7 +74,10 @@ fn tcp_golden() {
 #[test]
 fn udp_icmp_arp_golden() {
     let (k, _) = parse(&udp_packet(), 1);
-    assert_eq!((k.get(Field::IpProto), k.get(Field::TpSrc), k.get(Field::TpDst), k.get(Field::IpTtl)), (17, 5353, 53, 5));
+    assert_eq!(
+        (k.get(Field::IpProto), k.get(Field::TpSrc), k.get(Field::TpDst), k.get(Field::IpTtl)),
+        (17, 5353, 53, 5)
+    );
     let (k, _) = parse(&icmp_packet(), 1);
     assert_eq!((k.get(Field::IpProto), k.get(Field::IcmpType), k.get(Field::IcmpCode)), (1, 8, 0));
     let (k, lay) = parse(&arp_packet(), 2);
@@ -145,7 +148,13 @@ fn malformed_yields_what_parsed() {
 
 #[test]
 fn every_truncation_parses_a_prefix() {
-    for pkt in [tcp_packet(), udp_packet(), icmp_packet(), arp_packet(), with_tag(with_tag(tcp_packet(), 0x8100, 5), 0x88a8, 6)] {
+    for pkt in [
+        tcp_packet(),
+        udp_packet(),
+        icmp_packet(),
+        arp_packet(),
+        with_tag(with_tag(tcp_packet(), 0x8100, 5), 0x88a8, 6),
+    ] {
         let (full, _) = parse(&pkt, 1);
         for n in 0..pkt.len() {
             let (k, _) = parse(&pkt[..n], 1);

@@ -1,0 +1,58 @@
+//! Executing datapath actions on a packet buffer.
+//!
+//! Invariant: the packet each output sends is the input with exactly the
+//! preceding set/push/pop actions applied, checksums kept right (see
+//! [`kairo_wire::rewrite`]); `apply` in `kairo_xlate::odp` describes the same
+//! effect on keys, and tests check the two agree.
+
+use kairo_wire::rewrite as rw;
+use kairo_wire::Layout;
+use kairo_xlate::DpAction;
+
+/// The port number under which controller actions are reported.
+pub const CONTROLLER_PORT: u32 = u32::MAX;
+
+/// Applies `actions` to `pkt`, calling `out(port, bytes)` for each output.
+pub fn execute(pkt: &mut Vec<u8>, lay: &mut Layout, actions: &[DpAction], out: &mut impl FnMut(u32, &[u8])) {
+    for a in actions {
+        match a {
+            DpAction::Output(p) => out(*p, pkt),
+            DpAction::Controller { .. } => out(CONTROLLER_PORT, pkt),
+            DpAction::SetEth { src, dst } => {
+                if let Some(m) = src {
+                    rw::set_eth_src(pkt, *m);
+                }
+                if let Some(m) = dst {
+                    rw::set_eth_dst(pkt, *m);
+                }
+            }
+            // On the wire the CFI/DEI bit is 0; kairo's keys use it as "tag present".
+            DpAction::PushVlan { vid, pcp } => rw::push_vlan(pkt, lay, ((*pcp as u16) << 13) | (vid & 0xfff)),
+            DpAction::PopVlan => rw::pop_vlan(pkt, lay),
+            DpAction::SetIpv4 { src, dst, tos, ttl } => {
+                if let Some(v) = src {
+                    rw::set_ipv4_src(pkt, lay, *v);
+                }
+                if let Some(v) = dst {
+                    rw::set_ipv4_dst(pkt, lay, *v);
+                }
+                if let Some((v, m)) = tos {
+                    rw::set_ipv4_tos(pkt, lay, *v, *m);
+                }
+                if let Some(v) = ttl {
+                    rw::set_ipv4_ttl(pkt, lay, *v);
+                }
+            }
+            DpAction::SetL4 { src, dst, .. } => {
+                if let Some(p) = src {
+                    rw::set_l4_src(pkt, lay, *p);
+                }
+                if let Some(p) = dst {
+                    rw::set_l4_dst(pkt, lay, *p);
+                }
+            }
+            DpAction::SetIcmp { ty, code } => rw::set_icmp(pkt, lay, *ty, *code),
+            DpAction::SetArp { sip, tip, op, sha, tha } => rw::set_arp(pkt, lay, *op, *sha, *sip, *tha, *tip),
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The fast path: packet -> flow key -> exact-match cache -> megaflow
+//! classifier (one per ingress port) -> upcall to the slow path, with the
+//! flow limit, idle expiry, actions on packet buffers and statistics.
+//!
+//! One file per cache layer, as in Open vSwitch's dpif-netdev: [`emc`],
+//! [`dpcls`], [`megaflow`]; [`execute`] applies actions to packets; [`hash`]
+//! computes EMC hashes.
+//!
+//! Invariant: a packet forwarded through the EMC, a megaflow or an upcall gets
+//! the actions the slow path gives its key (at the time the megaflow was last
+//! made true by maintenance); a dead megaflow is never used; the number of
+//! live megaflows never exceeds the flow limit.
+
+pub mod dpcls;
+pub mod emc;
+pub mod execute;
+pub mod hash;
+pub mod megaflow;
+
+use std::sync::Arc;
+
+use kairo_flow::{Field, FlowKey, FlowMask};
+use kairo_xlate::{DpAction, Pipeline, Traversal};
+use rustc_hash::FxHashMap;
+
+pub use dpcls::{Dpcls, BATCH};
+pub use emc::Emc;
+pub use megaflow::{Actions, Megaflow};
+
+/// Where the EMC hash comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashMode {
+    /// A fast hash of the whole key, computed in software (the default: see
+    /// `kairo bench lookup` for the measurement that chose it).
+    Computed,
+    /// The Toeplitz RSS hash (a NIC supplies it for free; computed here when the
+    /// packet arrives without one).
+    Rss,
+}
+
+/// Datapath settings (Open vSwitch names in brackets).
+#[derive(Clone, Debug)]
+pub struct DpConfig {
+    /// Maximum number of megaflows [flow-limit].
+    pub flow_limit: usize,
+    /// Megaflows unused for this long (ms) expire [max-idle].
+    pub max_idle_ms: u64,
+    /// EMC insertion probability 1/N; 0 disables the EMC [emc-insert-inv-prob].
+    pub emc_insert_inv_prob: u32,
+    pub emc_entries: usize,
+    pub hash: HashMode,
+    /// Subtable re-ranking interval in lookups; 0 keeps insertion order.
+    pub rerank_interval: u64,
+}
+
+impl Default for DpConfig {
+    fn default() -> Self {
+        DpConfig {
+            flow_limit: 200_000,
+            max_idle_ms: 10_000,
+            emc_insert_inv_prob: 100,
+            emc_entries: 8192,
+            hash: HashMode::Computed,
+            rerank_interval: 100_000,
+        }
+    }
+}
+
+/// Per-layer counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DpStats {
+    pub packets: u64,
+    pub emc_hits: u64,
+    pub megaflow_hits: u64,
+    pub misses: u64,
+    /// Upcalls whose megaflow was installed.
+    pub installed: u64,
+    /// Upcalls handled without installing (flow limit reached, nothing idle).
+    pub not_installed: u64,
+    pub evicted_idle: u64,
+    /// Subtables probed by megaflow lookups, summed.
+    pub subtables_visited: u64,
+    pub megaflow_lookups: u64,
+}
+
+impl DpStats {
+    pub fn avg_subtables_per_lookup(&self) -> f64 {
+        if self.megaflow_lookups == 0 {
+            0.0
+        } else {
+            self.subtables_visited as f64 / self.megaflow_lookups as f64
+        }
+    }
+}
+
+/// What the slow path answers for a key.
+pub struct Upcall {
+    pub actions: Vec<DpAction>,
+    pub mask: FlowMask,
+    pub traversal: Traversal,
+}
+
+/// The slow path behind the caches.
+pub trait SlowPath {
+    fn upcall(&mut self, key: &FlowKey) -> Upcall;
+    /// A megaflow was installed (maintenance indexes it here).
+    fn installed(&mut self, _mf: &Arc<Megaflow>) {}
+    /// A megaflow left the cache (idle expiry or eviction by the datapath).
+    fn removed(&mut self, _mf: &Arc<Megaflow>) {}
+}
+
+impl SlowPath for Pipeline {
+    fn upcall(&mut self, key: &FlowKey) -> Upcall {
+        let r = kairo_xlate::translate(self, key);
+        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal }
+    }
+}
+
+impl SlowPath for &Pipeline {
+    fn upcall(&mut self, key: &FlowKey) -> Upcall {
+        let r = kairo_xlate::translate(self, key);
+        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal }
+    }
+}
+
+/// The datapath: EMC and per-port megaflow classifiers.
+pub struct Datapath {
+    pub cfg: DpConfig,
+    emc: Emc,
+    cls: FxHashMap<u32, Dpcls>,
+    n_flows: usize,
+    pub stats: DpStats,
+    toeplitz: hash::Toeplitz,
+    dead: Vec<Arc<Megaflow>>,
+    last_sweep: u64,
+}
+
+impl Datapath {
+    pub fn new(cfg: DpConfig) -> Datapath {
+        Datapath {
+            emc: Emc::new(cfg.emc_entries, cfg.emc_insert_inv_prob),
+            cls: FxHashMap::default(),
+            n_flows: 0,
+            stats: DpStats::default(),
+            toeplitz: hash::Toeplitz::default(),
+            dead: Vec::new(),
+            last_sweep: 0,
+            cfg,
+        }
+    }
+
+    /// Number of megaflows held (live, plus dead ones not yet reclaimed).
+    pub fn n_flows(&self) -> usize {
+        self.n_flows
+    }
+
+    /// Number of subtables of the classifier of `in_port`.
+    pub fn n_subtables(&self, in_port: u32) -> usize {
+        self.cls.get(&in_port).map_or(0, |c| c.n_subtables())
+    }
+
+    /// The EMC hash of a key (from the NIC if given and in RSS mode).
+    #[inline]
+    pub fn emc_hash(&self, key: &FlowKey, rss: Option<u32>) -> u32 {
+        match (self.cfg.hash, rss) {
+            (HashMode::Rss, Some(h)) => h,
+            (HashMode::Rss, None) => self.toeplitz.hash_ipv4(key),
+            (HashMode::Computed, _) => hash::key_hash(key),
+        }
+    }
+
+    fn reclaim_dead(&mut self) {
+        while let Some(d) = self.dead.pop() {
+            if let Some(c) = self.cls.get_mut(&(d.key.get(Field::InPort) as u32)) {
+                if c.remove(&d) {
+                    self.n_flows -= 1;
+                }
+            }
+        }
+    }
+
+    /// Looks a key up in the EMC, then the megaflow classifier of its port.
+    pub fn lookup(&mut self, key: &FlowKey, hash: u32) -> Option<Arc<Megaflow>> {
+        if let Some(f) = self.emc.lookup(key, hash) {
+            self.stats.emc_hits += 1;
+            return Some(f.clone());
+        }
+        let in_port = key.get(Field::InPort) as u32;
+        let found = match self.cls.get_mut(&in_port) {
+            Some(c) => {
+                let before = c.stats.subtables_visited;
+                let r = c.lookup(key, &mut self.dead);
+                self.stats.subtables_visited += c.stats.subtables_visited - before;
+                self.stats.megaflow_lookups += 1;
+                r
+            }
+            None => None,
+        };
+        if !self.dead.is_empty() {
+            self.reclaim_dead();
+        }
+        if let Some(f) = &found {
+            self.stats.megaflow_hits += 1;
+            self.emc.insert(key, hash, f);
+        }
+        found
+    }
+
+    /// Installs a megaflow for `key` from an upcall, if under the flow limit
+    /// (evicting idle megaflows first when at it). Returns it if installed.
+    pub fn install(
+        &mut self,
+        key: &FlowKey,
+        up: Upcall,
+        now: u64,
+        slow: &mut dyn SlowPath,
+    ) -> (Actions, Option<Arc<Megaflow>>) {
+        if self.n_flows >= self.cfg.flow_limit {
+            self.sweep(now, slow);
+        }
+        let in_port = key.get(Field::InPort) as u32;
+        let cls = self.cls.entry(in_port).or_insert_with(|| Dpcls::new(self.cfg.rerank_interval));
+        let mask = cls.intern_mask(&up.mask);
+        let mf = Arc::new(Megaflow::new(*key, mask, up.actions, up.traversal, now));
+        let actions = mf.actions();
+        if self.n_flows >= self.cfg.flow_limit {
+            self.stats.not_installed += 1;
+            return (actions, None);
+        }
+        if cls.insert(mf.clone()) {
+            self.n_flows += 1;
+            self.stats.installed += 1;
+            slow.installed(&mf);
+            (actions, Some(mf))
+        } else {
+            // An identical live megaflow exists: forward with the fresh actions once.
+            (actions, None)
+        }
+    }
+
+    /// Forwards one key: EMC, megaflow, or upcall (installing the result).
+    /// Returns the actions to execute.
+    pub fn process_key(
+        &mut self,
+        key: &FlowKey,
+        bytes: u64,
+        rss: Option<u32>,
+        now: u64,
+        slow: &mut dyn SlowPath,
+    ) -> Actions {
+        self.stats.packets += 1;
+        let h = self.emc_hash(key, rss);
+        if let Some(f) = self.lookup(key, h) {
+            f.used(bytes, now);
+            return f.actions();
+        }
+        self.stats.misses += 1;
+        let up = slow.upcall(key);
+        let (actions, mf) = self.install(key, up, now, slow);
+        if let Some(m) = mf {
+            m.used(bytes, now);
+            self.emc.insert(key, h, &m);
+        }
+        actions
+    }
+
+    /// Forwards a batch of packets (bytes, ingress port, NIC hash): parses,
+    /// looks up (EMC, then batched megaflow lookups per port), upcalls misses,
+    /// executes actions and calls `out(port, bytes)` for every packet sent.
+    pub fn process_packets(
+        &mut self,
+        pkts: &mut [(Vec<u8>, u32, Option<u32>)],
+        now: u64,
+        slow: &mut dyn SlowPath,
+        out: &mut impl FnMut(u32, &[u8]),
+    ) {
+        for chunk in pkts.chunks_mut(BATCH) {
+            let mut keys = [FlowKey::ZERO; BATCH];
+            let mut lays = [kairo_wire::Layout::default(); BATCH];
+            let mut hashes = [0u32; BATCH];
+            let mut flows: [Option<Arc<Megaflow>>; BATCH] = Default::default();
+            for (i, (b, port, rss)) in chunk.iter().enumerate() {
+                let (k, l) = kairo_wire::parse(b, *port);
+                keys[i] = k;
+                lays[i] = l;
+                hashes[i] = self.emc_hash(&k, *rss);
+                if let Some(f) = self.emc.lookup(&k, hashes[i]) {
+                    flows[i] = Some(f.clone());
+                }
+            }
+            let n = chunk.len();
+            self.stats.packets += n as u64;
+            self.stats.emc_hits += flows[..n].iter().filter(|f| f.is_some()).count() as u64;
+            // Batched megaflow lookups, grouped by ingress port.
+            let mut todo: Vec<usize> = (0..n).filter(|&i| flows[i].is_none()).collect();
+            while let Some(&first) = todo.first() {
+                let port = keys[first].get(Field::InPort) as u32;
+                let (same, rest): (Vec<usize>, Vec<usize>) =
+                    todo.iter().partition(|&&i| keys[i].get(Field::InPort) as u32 == port);
+                todo = rest;
+                if let Some(c) = self.cls.get_mut(&port) {
+                    let ks: Vec<FlowKey> = same.iter().map(|&i| keys[i]).collect();
+                    let mut res: [Option<Arc<Megaflow>>; BATCH] = Default::default();
+                    let before = c.stats.subtables_visited;
+                    c.lookup_batch(&ks, &mut res, &mut self.dead);
+                    self.stats.subtables_visited += c.stats.subtables_visited - before;
+                    self.stats.megaflow_lookups += ks.len() as u64;
+                    for (j, &i) in same.iter().enumerate() {
+                        if let Some(f) = res[j].take() {
+                            self.stats.megaflow_hits += 1;
+                            self.emc.insert(&keys[i], hashes[i], &f);
+                            flows[i] = Some(f);
+                        }
+                    }
+                }
+            }
+            if !self.dead.is_empty() {
+                self.reclaim_dead();
+            }
+            for (i, (buf, _, _)) in chunk.iter_mut().enumerate() {
+                let actions = match &flows[i] {
+                    Some(f) => {
+                        f.used(buf.len() as u64, now);
+                        f.actions()
+                    }
+                    None => {
+                        // Another packet of this batch may have installed it already.
+                        let h = hashes[i];
+                        match self.lookup(&keys[i], h) {
+                            Some(f) => {
+                                f.used(buf.len() as u64, now);
+                                f.actions()
+                            }
+                            None => {
+                                self.stats.misses += 1;
+                                let up = slow.upcall(&keys[i]);
+                                let (a, mf) = self.install(&keys[i], up, now, slow);
+                                if let Some(m) = mf {
+                                    m.used(buf.len() as u64, now);
+                                    self.emc.insert(&keys[i], h, &m);
+                                }
+                                a
+                            }
+                        }
+                    }
+                };
+                execute::execute(buf, &mut lays[i], &actions, out);
+            }
+        }
+    }
+
+    /// Removes megaflows idle for longer than `max_idle_ms` (and dead ones).
+    /// At most once per tenth of max-idle, unless the cache is at its limit.
+    pub fn sweep(&mut self, now: u64, slow: &mut dyn SlowPath) -> usize {
+        let at_limit = self.n_flows >= self.cfg.flow_limit;
+        if !at_limit && now.saturating_sub(self.last_sweep) < self.cfg.max_idle_ms / 10 {
+            return 0;
+        }
+        self.last_sweep = now;
+        let limit = self.cfg.max_idle_ms;
+        let mut victims = Vec::new();
+        for c in self.cls.values() {
+            victims.extend(c.iter().filter(|m| m.is_dead() || now.saturating_sub(m.last_used()) > limit).cloned());
+        }
+        let n = victims.len();
+        for v in &victims {
+            if let Some(c) = self.cls.get_mut(&(v.key.get(Field::InPort) as u32)) {
+                if c.remove(v) {
+                    self.n_flows -= 1;
+                }
+            }
+            if !v.is_dead() {
+                v.kill();
+                self.stats.evicted_idle += 1;
+                slow.removed(v);
+            }
+        }
+        n
+    }
+
+    /// Every megaflow held, per port.
+    pub fn megaflows(&self) -> impl Iterator<Item = &Arc<Megaflow>> {
+        self.cls.values().flat_map(|c| c.iter())
+    }
+
+    /// Removes one megaflow (maintenance eviction); it is killed first so
+    /// nothing forwards by it even through an EMC entry.
+    pub fn remove(&mut self, mf: &Arc<Megaflow>) -> bool {
+        mf.kill();
+        let Some(c) = self.cls.get_mut(&(mf.key.get(Field::InPort) as u32)) else { return false };
+        let ok = c.remove(mf);
+        if ok {
+            self.n_flows -= 1;
+        }
+        ok
+    }
+
+    /// Drops every megaflow and EMC entry.
+    pub fn flush(&mut self) {
+        for m in self.megaflows() {
+            m.kill();
+        }
+        self.cls.clear();
+        self.emc.clear();
+        self.n_flows = 0;
+    }
+
+    /// Subtable ranking of a port's classifier (mask, hits), in probe order.
+    pub fn ranking(&self, in_port: u32) -> Vec<(Arc<FlowMask>, u64)> {
+        self.cls.get(&in_port).map(|c| c.ranking()).unwrap_or_default()
+    }
+
+    /// Installs a megaflow directly (benchmarks and tests build caches of a
+    /// given size and shape without a slow path).
+    pub fn insert_megaflow(
+        &mut self,
+        key: &FlowKey,
+        mask: &FlowMask,
+        actions: Vec<DpAction>,
+        now: u64,
+    ) -> Option<Arc<Megaflow>> {
+        let in_port = key.get(Field::InPort) as u32;
+        let cls = self.cls.entry(in_port).or_insert_with(|| Dpcls::new(self.cfg.rerank_interval));
+        let m = cls.intern_mask(mask);
+        let mf = Arc::new(Megaflow::new(*key, m, actions, Traversal::default(), now));
+        if cls.insert(mf.clone()) {
+            self.n_flows += 1;
+            Some(mf)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! A megaflow: a cached translation (masked key -> datapath actions) shared
+//! by the classifier that finds it, the EMC entries that point at it, and the
+//! cache maintenance that keeps it true.
+//!
+//! Invariants: the key and mask never change (a change of mask is an eviction
+//! plus a new megaflow); the actions are swapped atomically as a whole (a
+//! reader sees the old list or the new one, never a mix); once `dead` is set it
+//! is never cleared, and a dead megaflow is never used to forward.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use kairo_flow::{FlowKey, FlowMask};
+use kairo_xlate::{DpAction, Traversal};
+
+/// The datapath actions of a megaflow (shared, immutable once published).
+pub type Actions = Arc<Vec<DpAction>>;
+
+#[derive(Debug)]
+pub struct Megaflow {
+    /// The key of the packet that created it (its representative for re-translation).
+    pub key: FlowKey,
+    pub mask: Arc<FlowMask>,
+    actions: ArcSwap<Vec<DpAction>>,
+    dead: AtomicBool,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    last_used: AtomicU64,
+    /// What translation went through (for maintenance); replaced with the actions.
+    traversal: ArcSwap<Traversal>,
+}
+
+impl Megaflow {
+    pub fn new(key: FlowKey, mask: Arc<FlowMask>, actions: Vec<DpAction>, traversal: Traversal, now: u64) -> Megaflow {
+        Megaflow {
+            key: key.masked(&mask),
+            mask,
+            actions: ArcSwap::from_pointee(actions),
+            dead: AtomicBool::new(false),
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            last_used: AtomicU64::new(now),
+            traversal: ArcSwap::from_pointee(traversal),
+        }
+    }
+
+    /// The current actions (one atomic load).
+    #[inline]
+    pub fn actions(&self) -> Actions {
+        self.actions.load_full()
+    }
+
+    /// Replaces the actions (and the traversal that produced them) atomically.
+    pub fn set_actions(&self, actions: Vec<DpAction>, traversal: Traversal) {
+        self.traversal.store(Arc::new(traversal));
+        self.actions.store(Arc::new(actions));
+    }
+
+    pub fn traversal(&self) -> Arc<Traversal> {
+        self.traversal.load_full()
+    }
+
+    #[inline]
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Marks the megaflow evicted: no packet is forwarded by it from now on.
+    pub fn kill(&self) {
+        self.dead.store(true, Ordering::Release);
+    }
+
+    /// Does packet `k` fall in this megaflow?
+    #[inline]
+    pub fn matches(&self, k: &FlowKey) -> bool {
+        k.eq_masked(&self.key, &self.mask)
+    }
+
+    #[inline]
+    pub fn used(&self, bytes: u64, now: u64) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.last_used.store(now, Ordering::Relaxed);
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.packets.load(Ordering::Relaxed)
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,181 @@
+//! The fast path against the slow path: whatever layer answers, a packet gets
+//! the slow path's actions; evicted megaflows are never used.
+
+use super::*;
+use kairo_ofproto::{parse_flow_file, parse_group_file};
+use kairo_testkit::{gen_case, gen_packets, GenConfig};
+use kairo_xlate::translate;
+
+fn pipeline(flows: &str, groups: &str) -> Pipeline {
+    Pipeline::from_parts(parse_flow_file(flows).unwrap(), parse_group_file(groups).unwrap()).unwrap()
+}
+
+fn cfg_always_emc() -> DpConfig {
+    DpConfig { emc_insert_inv_prob: 1, rerank_interval: 7, ..DpConfig::default() }
+}
+
+#[test]
+fn layers_agree_with_slow_path_on_random_pipelines() {
+    for seed in 0..40u64 {
+        let case = gen_case(seed, &GenConfig::default());
+        let mut p = pipeline(&case.flows, &case.groups);
+        for cfg in [
+            cfg_always_emc(),
+            DpConfig { emc_insert_inv_prob: 0, ..DpConfig::default() },
+            DpConfig { hash: HashMode::Rss, ..cfg_always_emc() },
+        ] {
+            let mut dp = Datapath::new(cfg);
+            let pkts = gen_packets(seed, 60, 4);
+            // Three rounds: upcalls, then megaflow hits, then EMC hits.
+            for round in 0..3 {
+                for spec in &pkts {
+                    let k = kairo_flow::parse_key(spec).unwrap();
+                    let got = dp.process_key(&k, 64, None, round, &mut p);
+                    let want = translate(&p, &k).actions;
+                    assert_eq!(*got, want, "seed {seed} round {round} packet {spec}");
+                }
+            }
+            assert!(dp.stats.megaflow_hits + dp.stats.emc_hits > 0);
+            assert_eq!(dp.stats.packets, 180);
+        }
+    }
+}
+
+#[test]
+fn emc_never_serves_an_evicted_megaflow() {
+    let mut p = pipeline("ip,actions=output:2", "");
+    let mut dp = Datapath::new(cfg_always_emc());
+    let k = kairo_flow::parse_key("in_port=1,tcp,nw_dst=10.0.0.1").unwrap();
+    dp.process_key(&k, 64, None, 0, &mut p);
+    dp.process_key(&k, 64, None, 0, &mut p);
+    assert_eq!(dp.stats.emc_hits, 1);
+    let h = dp.emc_hash(&k, None);
+    let mf = dp.lookup(&k, h).unwrap();
+    assert_eq!(dp.stats.emc_hits, 2);
+    assert!(dp.remove(&mf));
+    assert!(dp.lookup(&k, h).is_none(), "EMC served an evicted megaflow");
+    assert_eq!(dp.n_flows(), 0);
+    // And the next packet upcalls and gets a fresh megaflow.
+    dp.process_key(&k, 64, None, 1, &mut p);
+    assert_eq!(dp.stats.misses, 2);
+    assert_eq!(dp.n_flows(), 1);
+}
+
+#[test]
+fn actions_swapped_in_place_are_seen_through_the_emc() {
+    let mut p = pipeline("ip,actions=output:2", "");
+    let mut dp = Datapath::new(cfg_always_emc());
+    let k = kairo_flow::parse_key("in_port=1,ip").unwrap();
+    dp.process_key(&k, 64, None, 0, &mut p);
+    let mf = dp.megaflows().next().unwrap().clone();
+    mf.set_actions(vec![DpAction::Output(7)], Traversal::default());
+    assert_eq!(*dp.process_key(&k, 64, None, 0, &mut p), vec![DpAction::Output(7)]);
+}
+
+#[test]
+fn flow_limit_and_idle_eviction() {
+    let mut p = pipeline("tcp,actions=output:2", "");
+    let mut dp = Datapath::new(DpConfig { flow_limit: 10, max_idle_ms: 1000, ..DpConfig::default() });
+    // tcp rule with an exact tp_dst-free mask: one megaflow per in_port
+    for port in 1..=10u32 {
+        let k = kairo_flow::parse_key(&format!("in_port={port},tcp")).unwrap();
+        dp.process_key(&k, 64, None, 0, &mut p);
+    }
+    assert_eq!(dp.n_flows(), 10);
+    // Full, nothing idle: the 11th is forwarded but not installed.
+    let k11 = kairo_flow::parse_key("in_port=11,tcp").unwrap();
+    assert_eq!(*dp.process_key(&k11, 64, None, 500, &mut p), vec![DpAction::Output(2)]);
+    assert_eq!(dp.stats.not_installed, 1);
+    assert_eq!(dp.n_flows(), 10);
+    // Keep ports 1-5 busy; later, 6-10 are idle and make room.
+    for port in 1..=5u32 {
+        let k = kairo_flow::parse_key(&format!("in_port={port},tcp")).unwrap();
+        dp.process_key(&k, 64, None, 1500, &mut p);
+    }
+    dp.process_key(&k11, 64, None, 1600, &mut p);
+    assert_eq!(dp.stats.evicted_idle, 5);
+    assert_eq!(dp.n_flows(), 6);
+    assert_eq!(dp.stats.installed, 11);
+}
+
+#[test]
+fn batched_lookup_equals_single_lookups() {
+    let case = gen_case(3, &GenConfig::default());
+    let mut p = pipeline(&case.flows, &case.groups);
+    let mut dp = Datapath::new(DpConfig { emc_insert_inv_prob: 0, ..DpConfig::default() });
+    let keys: Vec<FlowKey> = gen_packets(3, 200, 1).iter().map(|s| kairo_flow::parse_key(s).unwrap()).collect();
+    for k in &keys {
+        dp.process_key(k, 1, None, 0, &mut p);
+    }
+    let mut cls = dp.cls.remove(&1).unwrap();
+    let mut dead = Vec::new();
+    for chunk in keys.chunks(BATCH) {
+        let mut out: [Option<Arc<Megaflow>>; BATCH] = Default::default();
+        cls.lookup_batch(chunk, &mut out, &mut dead);
+        for (k, o) in chunk.iter().zip(out.iter()) {
+            let single = cls.lookup(k, &mut dead);
+            assert_eq!(o.as_ref().map(Arc::as_ptr), single.as_ref().map(Arc::as_ptr));
+            assert!(o.is_some());
+        }
+    }
+}
+
+#[test]
+fn packets_on_the_wire_get_the_slow_path_effect() {
+    use etherparse::PacketBuilder;
+    let mut p = pipeline(
+        "tcp,nw_dst=10.0.0.2,actions=mod_dl_dst:00:00:00:00:00:99,mod_nw_dst:10.9.9.9,dec_ttl,mod_tp_dst:8080,output:2,push_vlan:0x8100,mod_vlan_vid:7,output:3\n\
+         udp,actions=mod_nw_src:1.2.3.4,output:4",
+        "",
+    );
+    let mk_tcp = || {
+        let b = PacketBuilder::ethernet2([0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1234, 80, 1, 4096);
+        let mut v = Vec::new();
+        b.write(&mut v, &[1, 2, 3]).unwrap();
+        v
+    };
+    let mk_udp = || {
+        let b = PacketBuilder::ethernet2([0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 3], 64)
+            .udp(1, 53);
+        let mut v = Vec::new();
+        b.write(&mut v, &[7; 9]).unwrap();
+        v
+    };
+    let mut dp = Datapath::new(cfg_always_emc());
+    for round in 0..3 {
+        let mut pkts: Vec<(Vec<u8>, u32, Option<u32>)> =
+            (0..40).map(|i| (if i % 2 == 0 { mk_tcp() } else { mk_udp() }, 1, None)).collect();
+        let inputs: Vec<Vec<u8>> = pkts.iter().map(|p| p.0.clone()).collect();
+        let mut sent: Vec<(u32, Vec<u8>)> = Vec::new();
+        dp.process_packets(&mut pkts, round, &mut p, &mut |port, b| sent.push((port, b.to_vec())));
+        // Compare with the slow path's effect on keys.
+        let mut want = Vec::new();
+        for inp in &inputs {
+            let (k, _) = kairo_wire::parse(inp, 1);
+            want.extend(kairo_xlate::odp::apply(&translate(&p, &k).actions, &k));
+        }
+        let got: Vec<(u32, FlowKey)> =
+            sent.iter().map(|(port, b)| (*port, kairo_xlate::odp::packet_fields(&kairo_wire::parse(b, 1).0))).collect();
+        assert_eq!(got, want, "round {round}");
+        for (_, b) in &sent {
+            // Independent checksum verification (etherparse).
+            let sliced = etherparse::SlicedPacket::from_ethernet(b).unwrap();
+            if let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net {
+                let h = ip.header().to_header();
+                assert_eq!(h.header_checksum, h.calc_header_checksum());
+                if let Some(etherparse::TransportSlice::Tcp(t)) = &sliced.transport {
+                    let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+                    assert_eq!(t.checksum(), want);
+                }
+                if let Some(etherparse::TransportSlice::Udp(u)) = &sliced.transport {
+                    let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+                    assert_eq!(u.checksum(), want);
+                }
+            }
+        }
+    }
+    assert!(dp.stats.emc_hits > 0 && dp.stats.misses == 2, "{:?}", dp.stats);
+}
