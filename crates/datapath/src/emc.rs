@@ -65,7 +65,7 @@ impl Emc {
             self.rng ^= self.rng << 13;
             self.rng ^= self.rng >> 7;
             self.rng ^= self.rng << 17;
-            if self.rng % self.insert_inv_prob as u64 != 0 {
+            if !self.rng.is_multiple_of(self.insert_inv_prob as u64) {
                 return;
             }
         }

@@ -211,24 +211,23 @@ pub fn parse(buf: &[u8], in_port: u32) -> (FlowKey, Layout) {
                 lay.l4 = Some(l4);
             }
         }
-        ETHERTYPE_ARP => {
-            // Ethernet/IPv4 ARP only.
+        // Ethernet/IPv4 ARP only.
+        ETHERTYPE_ARP
             if payload.len() >= 28
                 && be16(payload, 0) == Some(1)
                 && be16(payload, 2) == Some(0x0800)
                 && payload[4] == 6
-                && payload[5] == 4
-            {
-                lay.l3 = Some(l3);
-                let op = be16(payload, 6).unwrap_or(0);
-                if op <= 0xff {
-                    k.set(Field::ArpOp, op as u64);
-                }
-                k.set(Field::ArpSha, mac(payload, 8).unwrap_or(0));
-                k.set(Field::ArpSpa, be32(payload, 14).unwrap_or(0) as u64);
-                k.set(Field::ArpTha, mac(payload, 18).unwrap_or(0));
-                k.set(Field::ArpTpa, be32(payload, 24).unwrap_or(0) as u64);
+                && payload[5] == 4 =>
+        {
+            lay.l3 = Some(l3);
+            let op = be16(payload, 6).unwrap_or(0);
+            if op <= 0xff {
+                k.set(Field::ArpOp, op as u64);
             }
+            k.set(Field::ArpSha, mac(payload, 8).unwrap_or(0));
+            k.set(Field::ArpSpa, be32(payload, 14).unwrap_or(0) as u64);
+            k.set(Field::ArpTha, mac(payload, 18).unwrap_or(0));
+            k.set(Field::ArpTpa, be32(payload, 24).unwrap_or(0) as u64);
         }
         _ => {}
     }
