@@ -40,6 +40,38 @@ enum Cmd {
         #[arg(required = true)]
         packets: Vec<String>,
     },
+    /// Benchmarks, each figure beside its baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Fast-path lookup rates: EMC, megaflow classifier (1/8/32 subtables), end to end.
+    Lookup {
+        /// Cache sizes (megaflows), comma-separated: 10k,1m.
+        #[arg(long, value_delimiter = ',', default_value = "10k,1m")]
+        entries: Vec<String>,
+        /// Also run 10M megaflows (needs about 5 GiB and a minute or two).
+        #[arg(long)]
+        large: bool,
+        /// Subtable counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        subtables: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 0.4)]
+        secs: f64,
+        /// Unique flows in the end-to-end scenario.
+        #[arg(long, default_value = "100k")]
+        e2e_flows: String,
+        /// Write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -71,6 +103,32 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     print!("{}", trace::trace_text(&p, &key, &r));
                 }
+            }
+            Ok(())
+        }
+        Cmd::Bench { what: BenchCmd::Lookup { entries, large, subtables, secs, e2e_flows, json, seed } } => {
+            let mut sizes = entries
+                .iter()
+                .map(|s| kairo_bench::parse_size(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            if large && !sizes.contains(&10_000_000) {
+                sizes.push(10_000_000);
+            }
+            if subtables.iter().any(|&s| s == 0 || s > 64) {
+                anyhow::bail!("--subtables: each count must be between 1 and 64");
+            }
+            if !(secs > 0.0) {
+                anyhow::bail!("--secs must be positive");
+            }
+            let e2e_flows = kairo_bench::parse_size(&e2e_flows).map_err(anyhow::Error::msg)?;
+            let opts = kairo_bench::lookup::LookupOpts { sizes, subtables, secs, e2e_flows, seed, progress: true };
+            let report = kairo_bench::lookup::run(&opts).map_err(anyhow::Error::msg)?;
+            print!("{}", report.to_table());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("wrote {}", path.display());
             }
             Ok(())
         }

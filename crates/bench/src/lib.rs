@@ -1,0 +1,139 @@
+//! Whole-scenario benchmarks behind `kairo bench`: each figure is measured
+//! beside a naive baseline in the same process, on the same data, and the
+//! machine is recorded with the results.
+//!
+//! Invariant: a benchmark never reports a figure it did not measure in this
+//! run; every row carries its baseline and the ratio.
+
+pub mod lookup;
+
+use std::time::Instant;
+
+/// What machine the figures come from.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub os: String,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kb: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            memory_gib: kb / 1024.0 / 1024.0,
+            os: std::env::consts::OS.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} cores, {:.0} GiB, {})", self.cpu, self.cores, self.memory_gib, self.os)
+    }
+}
+
+/// Resident memory of this process in bytes (Linux), for bytes-per-entry figures.
+pub fn resident_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Peak resident memory of this process in bytes (Linux VmHWM).
+pub fn peak_resident_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = s.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs `f` (which performs `ops` operations) repeatedly for about
+/// `min_secs`, returning operations per second.
+pub fn rate(ops: u64, min_secs: f64, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut done = 0u64;
+    loop {
+        f();
+        done += ops;
+        let el = start.elapsed().as_secs_f64();
+        if el >= min_secs {
+            return done as f64 / el;
+        }
+    }
+}
+
+/// Parses a size like `10k`, `1m`, `200000`, `1.5m`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1e3),
+        Some('m') => (&t[..t.len() - 1], 1e6),
+        _ => (t.as_str(), 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("bad size `{s}`: expected a number with an optional k or m suffix (10k, 1m)"))?;
+    if !(v > 0.0) || v * mul > 1e9 {
+        return Err(format!("bad size `{s}`: expected between 1 and 1000m"));
+    }
+    Ok((v * mul).round() as usize)
+}
+
+/// Renders rows of cells as an aligned text table.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let n = header.len();
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(n) {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells.iter().enumerate().map(|(i, c)| format!("{:>width$}", c, width = w[i])).collect::<Vec<_>>().join("  ")
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    out.push_str(&w.iter().map(|x| "-".repeat(*x)).collect::<Vec<_>>().join("  "));
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.iter().map(|s| s.as_str()).collect()));
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10k"), Ok(10_000));
+        assert_eq!(parse_size("1m"), Ok(1_000_000));
+        assert_eq!(parse_size("1.5M"), Ok(1_500_000));
+        assert_eq!(parse_size("200000"), Ok(200_000));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-5k").is_err());
+    }
+
+    #[test]
+    fn table_aligns() {
+        let t = table(&["a", "bbb"], &[vec!["10".into(), "2".into()]]);
+        assert_eq!(t, " a  bbb\n--  ---\n10    2\n");
+    }
+}
