@@ -87,7 +87,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let v: f64 = num
         .parse()
         .map_err(|_| format!("bad size `{s}`: expected a number with an optional k or m suffix (10k, 1m)"))?;
-    if !(v > 0.0) || v * mul > 1e9 {
+    if v.is_nan() || v <= 0.0 || v * mul > 1e9 {
         return Err(format!("bad size `{s}`: expected between 1 and 1000m"));
     }
     Ok((v * mul).round() as usize)

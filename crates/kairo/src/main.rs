@@ -118,7 +118,7 @@ fn run(cli: Cli) -> Result<()> {
             if subtables.iter().any(|&s| s == 0 || s > 64) {
                 anyhow::bail!("--subtables: each count must be between 1 and 64");
             }
-            if !(secs > 0.0) {
+            if secs.is_nan() || secs <= 0.0 {
                 anyhow::bail!("--secs must be positive");
             }
             let e2e_flows = kairo_bench::parse_size(&e2e_flows).map_err(anyhow::Error::msg)?;
