@@ -254,20 +254,26 @@ pub fn run(opts: &LookupOpts) -> Result<LookupReport, String> {
         pb.inc(1);
     }
 
+    // Memory per megaflow: the first large allocation of the process, so the
+    // resident-size delta is not hidden by memory freed earlier.
+    let bytes_at = opts.sizes.iter().copied().max().unwrap_or(0);
+    let bytes_per = {
+        pb.set_message(format!("memory per megaflow at {bytes_at}"));
+        let rss0 = resident_bytes().unwrap_or(0);
+        let mut dp = Datapath::new(DpConfig { emc_insert_inv_prob: 0, ..DpConfig::default() });
+        let flows = synth::fill(&mut dp, bytes_at, 8, opts.seed, |_| {});
+        let rss1 = resident_bytes().unwrap_or(0);
+        let per = rss1.saturating_sub(rss0) as f64 / flows.len().max(1) as f64;
+        drop(flows);
+        drop(dp);
+        per
+    };
     // Megaflow hits at each size and subtable count.
-    let mut bytes_per = 0.0;
-    let mut bytes_at = 0;
     for &n in &opts.sizes {
         for &s in &opts.subtables {
             pb.set_message(format!("megaflow hits: {n} entries, {s} subtables"));
-            let rss0 = resident_bytes().unwrap_or(0);
             let mut dp = Datapath::new(DpConfig { emc_insert_inv_prob: 0, ..DpConfig::default() });
             let flows = synth::fill(&mut dp, n, s, opts.seed, |_| {});
-            let rss1 = resident_bytes().unwrap_or(0);
-            if n >= bytes_at && rss1 > rss0 {
-                bytes_at = n;
-                bytes_per = (rss1 - rss0) as f64 / n as f64;
-            }
             // The classifiers below share these megaflows; free the datapath's copy.
             drop(dp);
             for pop in [Popularity::Uniform, Popularity::Zipf(0.99)] {
