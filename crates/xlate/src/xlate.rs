@@ -54,7 +54,14 @@ pub struct Step {
     pub nest: u32,
     /// Had the flow been rewritten (in any field a lookup can read) before this lookup?
     pub rewritten: bool,
+    /// Which key this lookup saw: an index into [`Traversal::versions`]
+    /// (0: the key as translation started).
+    pub version: u16,
 }
+
+/// The words of the key that differ from the translated key at some point of
+/// the pipeline: (word index, value).
+pub type KeyDiff = Vec<(u8, u64)>;
 
 /// One use of a group: which bucket(s) ran (`None`: no bucket was live / group empty).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -69,6 +76,21 @@ pub struct GroupUse {
 pub struct Traversal {
     pub steps: Vec<Step>,
     pub groups: Vec<GroupUse>,
+    /// Versions of the key seen by lookups; version 0 is the empty diff.
+    pub versions: Vec<KeyDiff>,
+}
+
+impl Traversal {
+    /// The key a step's lookup saw, given the key translation started from.
+    pub fn key_at(&self, start: &FlowKey, step: &Step) -> FlowKey {
+        let mut k = *start;
+        if let Some(d) = self.versions.get(step.version as usize) {
+            for &(w, v) in d {
+                k.w[w as usize] = v;
+            }
+        }
+        k
+    }
 }
 
 /// Why a translation stopped early. The packet is dropped from that point
@@ -92,6 +114,10 @@ pub struct XlateResult {
     /// The logical flow at the end (after all rewrites).
     pub final_flow: FlowKey,
     pub error: Option<XlateError>,
+    /// The bits ORed in by actions and by what the datapath always matches,
+    /// without those of classifier lookups (part of `mask`). Maintenance uses
+    /// it to decide whether a megaflow's mask still holds.
+    pub action_mask: FlowMask,
 }
 
 /// The OpenFlow 1.3 action set (write-actions), one slot per action type.
@@ -161,6 +187,8 @@ struct Ctx<'a> {
     flow: FlowKey,
     base: FlowKey,
     wc: FlowMask,
+    awc: FlowMask,
+    start: FlowKey,
     odp: Vec<DpAction>,
     action_set: ActionSet,
     trav: Traversal,
@@ -187,9 +215,11 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
         flow: *key,
         base: *key,
         wc,
+        awc: wc,
+        start: *key,
         odp: Vec::new(),
         action_set: ActionSet::default(),
-        trav: Traversal::default(),
+        trav: Traversal { versions: vec![Vec::new()], ..Traversal::default() },
         depth: 0,
         nest: 0,
         lookups: 0,
@@ -211,12 +241,35 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
     for f in Field::all().filter(|f| f.pipeline_only()) {
         if key.get(f) == 0 {
             ctx.wc.set(f, 0);
+            ctx.awc.set(f, 0);
         }
     }
-    XlateResult { actions: ctx.odp, mask: ctx.wc, traversal: ctx.trav, final_flow: ctx.flow, error: ctx.error }
+    XlateResult { actions: ctx.odp, mask: ctx.wc, traversal: ctx.trav, final_flow: ctx.flow, error: ctx.error, action_mask: ctx.awc }
 }
 
 impl Ctx<'_> {
+    /// The version of the current flow (adding one if it is new). Compares
+    /// the whole key, so every change counts (rewrites, resubmit's in_port).
+    fn key_version(&mut self) -> u16 {
+        if self.flow == self.start {
+            return 0;
+        }
+        let diff: KeyDiff =
+            (0..self.flow.w.len()).filter(|&i| self.flow.w[i] != self.start.w[i]).map(|i| (i as u8, self.flow.w[i])).collect();
+        if let Some(i) = self.trav.versions.iter().position(|v| *v == diff) {
+            return i as u16;
+        }
+        // At most MAX_RESUBMITS lookups, so at most that many versions: fits u16.
+        self.trav.versions.push(diff);
+        (self.trav.versions.len() - 1) as u16
+    }
+
+    /// Un-wildcards bits read or written by an action (both masks).
+    fn act_bits(&mut self, f: Field, bits: u64) {
+        self.wc.or_bits(f, bits);
+        self.awc.or_bits(f, bits);
+    }
+
     fn fail(&mut self, e: XlateError) {
         if self.error.is_none() {
             self.error = Some(e);
@@ -230,7 +283,7 @@ impl Ctx<'_> {
         let proto = self.flow.get(Field::IpProto);
         let needs_proto = matches!(f.def().prereq, Prereq::L4 | Prereq::Tcp | Prereq::Icmp);
         if needs_proto && ip {
-            self.wc.exact(Field::IpProto);
+            self.act_bits(Field::IpProto, u64::MAX);
         }
         match f.def().prereq {
             Prereq::None => true,
@@ -254,9 +307,17 @@ impl Ctx<'_> {
             return self.fail(XlateError::TooDeep { table: t });
         }
         let table = self.p.table(t);
+        let version = self.key_version();
         let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut self.wc));
-        let step =
-            |outcome| Step { table: t, outcome, via, depth: self.depth, nest: self.nest, rewritten: self.rewritten };
+        let step = |outcome| Step {
+            table: t,
+            outcome,
+            via,
+            depth: self.depth,
+            nest: self.nest,
+            rewritten: self.rewritten,
+            version,
+        };
         match hit {
             Some(r) => {
                 self.trav.steps.push(step(Outcome::Rule(r.id)));
@@ -325,23 +386,23 @@ impl Ctx<'_> {
             }
             Action::SetField { field, value, mask } => {
                 if self.prereq_ok(*field) {
-                    self.wc.or_bits(*field, *mask);
+                    self.act_bits(*field, *mask);
                     self.flow.set_masked(*field, *value, *mask);
                     self.rewritten = true;
                 }
             }
             Action::Move { src, dst } => {
                 if self.prereq_ok(src.field) && self.prereq_ok(dst.field) {
-                    self.wc.or_bits(src.field, src.mask());
-                    self.wc.or_bits(dst.field, dst.mask());
+                    self.act_bits(src.field, src.mask());
+                    self.act_bits(dst.field, dst.mask());
                     let bits = (self.flow.get(src.field) & src.mask()) >> src.ofs;
                     self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
                     self.rewritten = true;
                 }
             }
             Action::PushVlan { .. } => {
-                self.wc.exact(Field::VlanTci);
-                self.wc.exact(Field::VlanTciInner);
+                self.act_bits(Field::VlanTci, u64::MAX);
+                self.act_bits(Field::VlanTciInner, u64::MAX);
                 let outer = self.flow.get(Field::VlanTci);
                 if outer & VLAN_CFI != 0 {
                     if self.flow.get(Field::VlanTciInner) & VLAN_CFI != 0 {
@@ -354,16 +415,16 @@ impl Ctx<'_> {
                 self.rewritten = true;
             }
             Action::PopVlan => {
-                self.wc.exact(Field::VlanTci);
-                self.wc.exact(Field::VlanTciInner);
+                self.act_bits(Field::VlanTci, u64::MAX);
+                self.act_bits(Field::VlanTciInner, u64::MAX);
                 let inner = self.flow.get(Field::VlanTciInner);
                 self.flow.set(Field::VlanTci, inner);
                 self.flow.set(Field::VlanTciInner, 0);
                 self.rewritten = true;
             }
             Action::SetVlanVid { vid, push } => {
-                self.wc.exact(Field::VlanTci);
-                self.wc.exact(Field::VlanTciInner);
+                self.act_bits(Field::VlanTci, u64::MAX);
+                self.act_bits(Field::VlanTciInner, u64::MAX);
                 let tci = self.flow.get(Field::VlanTci);
                 if tci & VLAN_CFI != 0 {
                     self.flow.set(Field::VlanTci, (tci & !0xfff) | *vid as u64);
@@ -373,8 +434,8 @@ impl Ctx<'_> {
                 self.rewritten = true;
             }
             Action::SetVlanPcp { pcp, push } => {
-                self.wc.exact(Field::VlanTci);
-                self.wc.exact(Field::VlanTciInner);
+                self.act_bits(Field::VlanTci, u64::MAX);
+                self.act_bits(Field::VlanTciInner, u64::MAX);
                 let tci = self.flow.get(Field::VlanTci);
                 if tci & VLAN_CFI != 0 {
                     self.flow.set(Field::VlanTci, (tci & 0x1fff) | (*pcp as u64) << 13);
@@ -387,7 +448,7 @@ impl Ctx<'_> {
                 if !self.flow.is_ipv4() {
                     return true;
                 }
-                self.wc.exact(Field::IpTtl);
+                self.act_bits(Field::IpTtl, u64::MAX);
                 let ttl = self.flow.get(Field::IpTtl);
                 if ttl > 1 {
                     self.flow.set(Field::IpTtl, ttl - 1);
@@ -438,7 +499,7 @@ impl Ctx<'_> {
                 // Symmetric L4 (Open vSwitch's default): addresses and ports when
                 // present, otherwise the Ethernet addresses.
                 default_fields = if self.flow.is_ipv4() {
-                    self.wc.exact(Field::IpProto);
+                    self.act_bits(Field::IpProto, u64::MAX);
                     if self.flow.has_ports() {
                         vec![Field::IpSrc, Field::IpDst, Field::IpProto, Field::TpSrc, Field::TpDst]
                     } else {
@@ -461,7 +522,7 @@ impl Ctx<'_> {
         let mut i = 0;
         while i < fields.len() {
             let f = fields[i];
-            self.wc.exact(f);
+            self.act_bits(f, u64::MAX);
             let next = fields.get(i + 1).copied();
             let partner = match (f, next) {
                 (Field::IpSrc, Some(Field::IpDst))
@@ -471,7 +532,7 @@ impl Ctx<'_> {
             };
             match partner {
                 Some(n) => {
-                    self.wc.exact(n);
+                    self.act_bits(n, u64::MAX);
                     pair(self.flow.get(f), self.flow.get(n));
                     i += 2;
                 }
