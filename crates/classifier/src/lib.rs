@@ -367,6 +367,45 @@ impl<R> Classifier<R> {
         best
     }
 
+    /// Is there a rule with priority at least `min_priority` for which `pred`
+    /// holds, whose match overlaps the region `key`/`mask` (some packet is in
+    /// both)? Subtables whose mask the region fully constrains are probed by
+    /// hash; the others are scanned.
+    pub fn any_overlapping(
+        &self,
+        key: &FlowKey,
+        mask: &FlowMask,
+        min_priority: u16,
+        pred: impl Fn(&ClsRule<R>) -> bool,
+    ) -> bool {
+        for &slot in &self.order {
+            let Some(st) = self.slots[slot].as_ref() else { continue };
+            if st.max_priority < min_priority {
+                break;
+            }
+            if st.mask.is_subset_of(mask) {
+                if let Some(bucket) = st.rules.get(&key.masked(&st.mask)) {
+                    if bucket.iter().any(|r| r.priority >= min_priority && pred(r)) {
+                        return true;
+                    }
+                }
+            } else {
+                let mut common = st.mask;
+                for i in 0..common.w.len() {
+                    common.w[i] &= mask.w[i];
+                }
+                for bucket in st.rules.values() {
+                    if bucket[0].m.key().eq_masked(key, &common)
+                        && bucket.iter().any(|r| r.priority >= min_priority && pred(r))
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
     /// Reference lookup by linear scan (for tests): the best matching rule.
     pub fn lookup_linear(&self, key: &FlowKey) -> Option<&ClsRule<R>> {
         let mut best: Option<&ClsRule<R>> = None;

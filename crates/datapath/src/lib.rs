@@ -100,13 +100,17 @@ pub struct Upcall {
     pub actions: Vec<DpAction>,
     pub mask: FlowMask,
     pub traversal: Traversal,
+    /// The rule-table version the translation used (see `installed`).
+    pub version: u64,
 }
 
 /// The slow path behind the caches.
 pub trait SlowPath {
     fn upcall(&mut self, key: &FlowKey) -> Upcall;
-    /// A megaflow was installed (maintenance indexes it here).
-    fn installed(&mut self, _mf: &Arc<Megaflow>) {}
+    /// A megaflow was installed from an upcall answered at `version`
+    /// (maintenance indexes it here, and revalidates it if the rules changed
+    /// in between).
+    fn installed(&mut self, _mf: &Arc<Megaflow>, _version: u64) {}
     /// A megaflow left the cache (idle expiry or eviction by the datapath).
     fn removed(&mut self, _mf: &Arc<Megaflow>) {}
 }
@@ -114,14 +118,14 @@ pub trait SlowPath {
 impl SlowPath for Pipeline {
     fn upcall(&mut self, key: &FlowKey) -> Upcall {
         let r = kairo_xlate::translate(self, key);
-        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal }
+        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal, version: 0 }
     }
 }
 
 impl SlowPath for &Pipeline {
     fn upcall(&mut self, key: &FlowKey) -> Upcall {
         let r = kairo_xlate::translate(self, key);
-        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal }
+        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal, version: 0 }
     }
 }
 
@@ -237,6 +241,7 @@ impl Datapath {
         let in_port = key.get(Field::InPort) as u32;
         let cls = self.cls.entry(in_port).or_insert_with(|| Dpcls::new(self.cfg.rerank_interval));
         let mask = cls.intern_mask(&up.mask);
+        let version = up.version;
         let mf = Arc::new(Megaflow::new(*key, mask, up.actions, up.traversal, now));
         let actions = mf.actions();
         if self.n_flows >= self.cfg.flow_limit {
@@ -246,7 +251,7 @@ impl Datapath {
         if cls.insert(mf.clone()) {
             self.n_flows += 1;
             self.stats.installed += 1;
-            slow.installed(&mf);
+            slow.installed(&mf, version);
             (actions, Some(mf))
         } else {
             // An identical live megaflow exists: forward with the fresh actions once.

@@ -155,6 +155,53 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
     }
 }
 
+/// One random flow line for `table` (as in [`gen_case`]).
+pub fn gen_flow_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, group_ids: &[u32]) -> String {
+    let m = gen_match(rng, cfg);
+    let prio = rng.gen_range(1..40u16) * 10;
+    let mut has_vlan = m.contains("dl_vlan=");
+    let mut acts: Vec<String> =
+        (0..rng.gen_range(0..4)).map(|_| gen_action(rng, cfg, &m, t, group_ids, &mut has_vlan)).collect();
+    if rng.gen_bool(0.2) {
+        acts.push(format!("write_actions(output:{})", rng.gen_range(1..=cfg.n_ports)));
+    }
+    if t + 1 < cfg.n_tables && rng.gen_bool(0.5) {
+        acts.push(format!("goto_table:{}", rng.gen_range(t + 1..cfg.n_tables)));
+    }
+    let acts = if acts.is_empty() { "drop".to_string() } else { acts.join(",") };
+    let m = if m.is_empty() { String::new() } else { format!("{m},") };
+    format!("table={t},priority={prio},{m}actions={acts}")
+}
+
+/// The match part of a random flow line (for non-strict mod/del-flows).
+pub fn gen_match_text(rng: &mut StdRng, cfg: &GenConfig) -> String {
+    gen_match(rng, cfg)
+}
+
+/// One random group line with this id (buckets may name `group_ids` lower than it).
+pub fn gen_group_line(rng: &mut StdRng, cfg: &GenConfig, id: u32) -> String {
+    let types: &[&str] =
+        if cfg.multi_bucket_select { &["all", "select", "indirect", "ff"] } else { &["all", "indirect", "ff"] };
+    let ty = *pick(rng, types);
+    let n_b = if ty == "indirect" { 1 } else { rng.gen_range(1..4) };
+    let mut line = format!("group_id={id},type={ty}");
+    for b in 0..n_b {
+        let mut acts = Vec::new();
+        if rng.gen_bool(0.3) {
+            acts.push(format!("mod_dl_dst:{}", pick(rng, &MACS)));
+        }
+        acts.push(format!("output:{}", rng.gen_range(1..=cfg.n_ports)));
+        let watch = if ty == "ff" { format!("watch_port:{},", b + 1) } else { String::new() };
+        line.push_str(&format!(",bucket={watch}actions={}", acts.join(",")));
+    }
+    line
+}
+
+/// A seeded generator (for callers that build their own sequences).
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
 /// Generates a random pipeline.
 pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
     let mut rng = StdRng::seed_from_u64(seed);

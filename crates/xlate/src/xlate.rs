@@ -244,7 +244,14 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
             ctx.awc.set(f, 0);
         }
     }
-    XlateResult { actions: ctx.odp, mask: ctx.wc, traversal: ctx.trav, final_flow: ctx.flow, error: ctx.error, action_mask: ctx.awc }
+    XlateResult {
+        actions: ctx.odp,
+        mask: ctx.wc,
+        traversal: ctx.trav,
+        final_flow: ctx.flow,
+        error: ctx.error,
+        action_mask: ctx.awc,
+    }
 }
 
 impl Ctx<'_> {
@@ -254,8 +261,10 @@ impl Ctx<'_> {
         if self.flow == self.start {
             return 0;
         }
-        let diff: KeyDiff =
-            (0..self.flow.w.len()).filter(|&i| self.flow.w[i] != self.start.w[i]).map(|i| (i as u8, self.flow.w[i])).collect();
+        let diff: KeyDiff = (0..self.flow.w.len())
+            .filter(|&i| self.flow.w[i] != self.start.w[i])
+            .map(|i| (i as u8, self.flow.w[i]))
+            .collect();
         if let Some(i) = self.trav.versions.iter().position(|v| *v == diff) {
             return i as u16;
         }

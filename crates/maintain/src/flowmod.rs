@@ -1,0 +1,256 @@
+//! Rule updates as `ovs-ofctl` knows them, applied to a pipeline, and the
+//! deltas they produce: the small vocabulary cache maintenance works from.
+//!
+//! Invariant: applying a [`FlowMod`] either succeeds and returns every delta
+//! it caused, or fails and leaves the pipeline unchanged (bundles included).
+
+use std::sync::Arc;
+
+use kairo_classifier::RuleId;
+use kairo_ofproto::{parse_flow, parse_group, Action, FlowSpec, Group, MissBehavior, OfError, Rule};
+use kairo_xlate::{Pipeline, PipelineError};
+
+/// One update.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FlowMod {
+    /// add-flow (replaces a rule with the same table, priority and match).
+    Add(Rule),
+    /// mod-flows [--strict]: new instructions for the rules the spec selects.
+    Modify {
+        strict: bool,
+        spec: FlowSpec,
+    },
+    /// del-flows [--strict].
+    Delete {
+        strict: bool,
+        spec: FlowSpec,
+    },
+    AddGroup(Group),
+    ModGroup(Group),
+    /// del-groups (all groups if `None`); rules that use a deleted group are
+    /// deleted with it, as OpenFlow requires.
+    DelGroup(Option<u32>),
+    /// A table's miss behaviour.
+    SetMiss(u8, MissBehavior),
+    /// Several updates applied atomically, with one maintenance pass.
+    Bundle(Vec<FlowMod>),
+}
+
+/// What changed in the pipeline.
+#[derive(Clone, Debug)]
+pub enum Delta {
+    RuleAdded {
+        table: u8,
+        id: RuleId,
+    },
+    RuleRemoved {
+        table: u8,
+        id: RuleId,
+        rule: Arc<Rule>,
+    },
+    /// Same match and priority, new instructions (or cookie).
+    RuleModified {
+        table: u8,
+        id: RuleId,
+    },
+    GroupChanged {
+        group: u32,
+    },
+    MissChanged {
+        table: u8,
+    },
+}
+
+/// Errors of a flow-mod.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModError {
+    #[error(transparent)]
+    Syntax(#[from] OfError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("group {0} already exists")]
+    GroupExists(u32),
+    #[error("group {0} does not exist")]
+    NoSuchGroup(u32),
+    #[error("unknown command `{0}` (expected add-flow, mod-flows, del-flows, add-group, mod-group, del-groups, with --strict for mod/del)")]
+    UnknownCommand(String),
+}
+
+/// Parses an ovs-ofctl command and its argument: `add-flow`, `mod-flows`,
+/// `del-flows` (optionally `--strict`), `add-group`, `mod-group`, `del-groups`.
+pub fn parse_command(cmd: &str, arg: &str) -> Result<FlowMod, ModError> {
+    let (strict, name) = match cmd.strip_prefix("--strict ") {
+        Some(rest) => (true, rest.trim()),
+        None => (cmd.ends_with("--strict"), cmd.trim_end_matches("--strict").trim()),
+    };
+    Ok(match name {
+        "add-flow" | "add-flows" => FlowMod::Add(parse_flow(arg, Some(true))?.into_rule()?),
+        "mod-flows" => {
+            let spec = parse_flow(arg, Some(true))?;
+            FlowMod::Modify { strict, spec }
+        }
+        "del-flows" => FlowMod::Delete { strict, spec: parse_flow(arg, Some(false))? },
+        "add-group" | "add-groups" => FlowMod::AddGroup(parse_group(arg)?),
+        "mod-group" => FlowMod::ModGroup(parse_group(arg)?),
+        "del-groups" => {
+            let a = arg.trim();
+            if a.is_empty() {
+                FlowMod::DelGroup(None)
+            } else {
+                let id = a
+                    .strip_prefix("group_id=")
+                    .and_then(|v| kairo_flow::parse::parse_uint(v))
+                    .filter(|v| *v <= u32::MAX as u64)
+                    .ok_or_else(|| OfError::Syntax { text: a.to_string(), expected: "group_id=N".into() })?;
+                FlowMod::DelGroup(Some(id as u32))
+            }
+        }
+        other => return Err(ModError::UnknownCommand(other.to_string())),
+    })
+}
+
+/// The rules a mod/del spec selects: (table, id).
+pub fn select_rules(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, RuleId)> {
+    let mut out = Vec::new();
+    for (t, table) in p.tables() {
+        if spec.table.is_some_and(|x| x != t) {
+            continue;
+        }
+        for r in table.cls.iter() {
+            let rule = &r.payload;
+            if let Some(cm) = spec.cookie_mask {
+                if (rule.cookie ^ spec.cookie) & cm != 0 {
+                    continue;
+                }
+            }
+            let hit = if strict {
+                rule.m == spec.m && rule.priority == spec.priority.unwrap_or(kairo_ofproto::syntax::DEFAULT_PRIORITY)
+            } else {
+                // Non-strict: the spec's match covers the rule's.
+                spec.m.mask().is_subset_of(rule.m.mask()) && rule.m.key().eq_masked(spec.m.key(), spec.m.mask())
+            };
+            let outputs_to = |p: u32| {
+                rule.inst.apply.iter().chain(rule.inst.write.iter()).any(|a| matches!(a, Action::Output(x) if *x == p))
+            };
+            if hit && spec.out_port.is_none_or(outputs_to) {
+                out.push((t, r.id));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>) -> Result<(), ModError> {
+    match fm {
+        FlowMod::Add(rule) => {
+            let (id, old) = p.add_rule(rule.clone())?;
+            out.push(match old {
+                Some(_) => Delta::RuleModified { table: rule.table, id },
+                None => Delta::RuleAdded { table: rule.table, id },
+            });
+        }
+        FlowMod::Modify { strict, spec } => {
+            let Some(inst) = &spec.instructions else {
+                return Err(OfError::Syntax { text: String::new(), expected: "actions= in mod-flows".into() }.into());
+            };
+            let sel = select_rules(p, spec, *strict);
+            // Validate every change before making any.
+            for &(t, id) in &sel {
+                if let Some(r) = p.rule(t, id) {
+                    let mut n = (**r).clone();
+                    n.inst = inst.clone();
+                    p.check_rule(&n)?;
+                }
+            }
+            let cookie = spec.cookie_mask.is_none().then_some(spec.cookie).filter(|c| *c != 0);
+            for (t, id) in sel {
+                p.modify_rule(t, id, inst.clone(), cookie)?;
+                out.push(Delta::RuleModified { table: t, id });
+            }
+        }
+        FlowMod::Delete { strict, spec } => {
+            for (t, id) in select_rules(p, spec, *strict) {
+                if let Some(rule) = p.remove_rule(t, id) {
+                    out.push(Delta::RuleRemoved { table: t, id, rule });
+                }
+            }
+        }
+        FlowMod::AddGroup(g) => {
+            if p.group(g.id).is_some() {
+                return Err(ModError::GroupExists(g.id));
+            }
+            p.set_group(g.clone())?;
+            out.push(Delta::GroupChanged { group: g.id });
+        }
+        FlowMod::ModGroup(g) => {
+            if p.group(g.id).is_none() {
+                return Err(ModError::NoSuchGroup(g.id));
+            }
+            p.set_group(g.clone())?;
+            out.push(Delta::GroupChanged { group: g.id });
+        }
+        FlowMod::DelGroup(which) => {
+            let ids: Vec<u32> = match which {
+                Some(g) => vec![*g],
+                None => p.groups().map(|g| g.id).collect(),
+            };
+            for g in ids {
+                if p.group(g).is_none() {
+                    continue;
+                }
+                // Rules that use the group go with it.
+                let users: Vec<(u8, RuleId)> = p
+                    .tables()
+                    .flat_map(|(t, tb)| {
+                        tb.cls
+                            .iter()
+                            .filter(|r| {
+                                r.payload
+                                    .inst
+                                    .apply
+                                    .iter()
+                                    .chain(r.payload.inst.write.iter())
+                                    .any(|a| *a == Action::Group(g))
+                            })
+                            .map(move |r| (t, r.id))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                for (t, id) in users {
+                    if let Some(rule) = p.remove_rule(t, id) {
+                        out.push(Delta::RuleRemoved { table: t, id, rule });
+                    }
+                }
+                p.remove_group(g)?;
+                out.push(Delta::GroupChanged { group: g });
+            }
+        }
+        FlowMod::SetMiss(t, m) => {
+            p.set_miss(*t, *m)?;
+            out.push(Delta::MissChanged { table: *t });
+        }
+        FlowMod::Bundle(mods) => {
+            for m in mods {
+                apply_one(p, m, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies an update to the pipeline: all of it, or (on error) none of it.
+pub fn apply(p: &mut Pipeline, fm: &FlowMod) -> Result<Vec<Delta>, ModError> {
+    let mut out = Vec::new();
+    match fm {
+        // Multi-step updates that can fail halfway run on a copy of the rules
+        // (O(rules), never O(cache)). Modify validates before it changes anything.
+        FlowMod::Bundle(_) | FlowMod::DelGroup(_) => {
+            let mut copy = p.clone();
+            apply_one(&mut copy, fm, &mut out)?;
+            *p = copy;
+        }
+        _ => apply_one(p, fm, &mut out)?,
+    }
+    Ok(out)
+}

@@ -1,0 +1,286 @@
+//! The dependency index of the incremental engine: from rules, table misses
+//! and groups to the cache entries whose traversal used them, and, per table,
+//! a prefix index of the entries that reached it, to find the entries a new
+//! rule overlaps without scanning the others.
+//!
+//! Invariants: every live entry is registered under exactly the rules,
+//! misses, groups and table regions of its current traversal (re-registered
+//! whenever its traversal is replaced); the region an entry is indexed under
+//! at a table is a superset of its true region there, so a query never misses
+//! an overlapping entry.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kairo_classifier::RuleId;
+use kairo_flow::parse::prefix_mask;
+use kairo_flow::{Field, FlowKey, FlowMask, Match};
+use kairo_xlate::{Outcome, Pipeline, Traversal};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::Megaflow;
+
+pub type EntryId = u32;
+
+/// One visit of an entry at a table: the outcome and which key version the
+/// lookup saw (the key itself is rebuilt from the megaflow's traversal).
+#[derive(Clone, Debug)]
+struct Visit {
+    table: u8,
+    outcome: Outcome,
+    step: u16,
+    /// (value, prefix length) under which the entry is indexed at this table.
+    slot: (u64, u8),
+}
+
+struct Entry {
+    mf: Arc<Megaflow>,
+    visits: Vec<Visit>,
+    groups: Vec<u32>,
+}
+
+/// Per-table prefix index over one field chosen for the table.
+struct TableIndex {
+    field: Field,
+    /// (value aligned to len, len, entry).
+    set: BTreeSet<(u64, u8, EntryId)>,
+}
+
+/// Leading ones of `m` in a field of `bits` bits.
+fn leading_ones(m: u64, bits: u32) -> u8 {
+    let shifted = if bits == 64 { m } else { m << (64 - bits) };
+    shifted.leading_ones().min(bits) as u8
+}
+
+/// The field to index a table on: the one its rules constrain with the most bits.
+fn choose_field(p: &Pipeline, t: u8) -> Field {
+    let mut score: FxHashMap<Field, u64> = FxHashMap::default();
+    if let Some(tb) = p.table(t) {
+        for r in tb.cls.iter() {
+            for f in Field::all().filter(|f| f.def().storage.is_none() && *f != Field::EthType && *f != Field::RecircId)
+            {
+                let n = r.m.mask().get(f).count_ones() as u64;
+                if n > 0 {
+                    *score.entry(f).or_insert(0) += n;
+                }
+            }
+        }
+    }
+    score.into_iter().max_by_key(|(f, n)| (*n, std::cmp::Reverse(*f as u8))).map(|(f, _)| f).unwrap_or(Field::IpDst)
+}
+
+/// The dependency index.
+#[derive(Default)]
+pub struct Index {
+    entries: Vec<Option<Entry>>,
+    free: Vec<EntryId>,
+    by_ptr: FxHashMap<usize, EntryId>,
+    by_rule: FxHashMap<RuleId, FxHashSet<EntryId>>,
+    by_miss: FxHashMap<u8, FxHashSet<EntryId>>,
+    by_group: FxHashMap<u32, FxHashSet<EntryId>>,
+    tables: FxHashMap<u8, TableIndex>,
+    po: FlowMask,
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index { po: crate::revalidate::pipeline_only_mask(), ..Index::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_ptr.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_ptr.is_empty()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<Megaflow>> {
+        self.entries.iter().flatten().map(|e| &e.mf)
+    }
+
+    pub fn get(&self, id: EntryId) -> Option<&Arc<Megaflow>> {
+        self.entries.get(id as usize)?.as_ref().map(|e| &e.mf)
+    }
+
+    fn region(&self, mf: &Megaflow) -> FlowMask {
+        let mut m = *mf.mask;
+        m.or(&self.po);
+        m
+    }
+
+    fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, trav: &Traversal) {
+        let region = self.region(mf);
+        let mut visits = Vec::with_capacity(trav.steps.len());
+        for st in &trav.steps {
+            let kt = trav.key_at(&mf.key, st);
+            match st.outcome {
+                Outcome::Rule(r) => self.by_rule.entry(r).or_default().insert(id),
+                Outcome::Miss => self.by_miss.entry(st.table).or_default().insert(id),
+            };
+            let ti = self
+                .tables
+                .entry(st.table)
+                .or_insert_with(|| TableIndex { field: choose_field(p, st.table), set: BTreeSet::new() });
+            let f = ti.field;
+            let len = leading_ones(region.get(f), f.bits());
+            let val = kt.get(f) & prefix_mask(len as u32, f.bits());
+            ti.set.insert((val, len, id));
+            visits.push(Visit { table: st.table, outcome: st.outcome, step: visits.len() as u16, slot: (val, len) });
+        }
+        let mut groups: Vec<u32> = trav.groups.iter().map(|g| g.group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for &g in &groups {
+            self.by_group.entry(g).or_default().insert(id);
+        }
+        self.entries[id as usize] = Some(Entry { mf: mf.clone(), visits, groups });
+    }
+
+    fn unregister(&mut self, id: EntryId) -> Option<Entry> {
+        let e = self.entries.get_mut(id as usize)?.take()?;
+        for v in &e.visits {
+            let set = match v.outcome {
+                Outcome::Rule(r) => self.by_rule.get_mut(&r),
+                Outcome::Miss => self.by_miss.get_mut(&v.table),
+            };
+            if let Some(s) = set {
+                s.remove(&id);
+                if s.is_empty() {
+                    match v.outcome {
+                        Outcome::Rule(r) => self.by_rule.remove(&r),
+                        Outcome::Miss => self.by_miss.remove(&v.table),
+                    };
+                }
+            }
+            if let Some(ti) = self.tables.get_mut(&v.table) {
+                ti.set.remove(&(v.slot.0, v.slot.1, id));
+            }
+        }
+        for g in &e.groups {
+            if let Some(s) = self.by_group.get_mut(g) {
+                s.remove(&id);
+                if s.is_empty() {
+                    self.by_group.remove(g);
+                }
+            }
+        }
+        Some(e)
+    }
+
+    /// Adds an entry under its current traversal.
+    pub fn insert(&mut self, p: &Pipeline, mf: Arc<Megaflow>) -> EntryId {
+        let key = Arc::as_ptr(&mf) as usize;
+        if let Some(&id) = self.by_ptr.get(&key) {
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.entries.push(None);
+                (self.entries.len() - 1) as EntryId
+            }
+        };
+        self.by_ptr.insert(key, id);
+        let trav = mf.traversal();
+        self.register(p, id, &mf, &trav);
+        id
+    }
+
+    /// Re-registers an entry whose traversal was replaced.
+    pub fn reindex(&mut self, p: &Pipeline, id: EntryId) {
+        if let Some(e) = self.unregister(id) {
+            let trav = e.mf.traversal();
+            self.register(p, id, &e.mf, &trav);
+        }
+    }
+
+    /// Removes an entry.
+    pub fn remove(&mut self, id: EntryId) -> Option<Arc<Megaflow>> {
+        let e = self.unregister(id)?;
+        self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
+        self.free.push(id);
+        Some(e.mf)
+    }
+
+    pub fn id_of(&self, mf: &Arc<Megaflow>) -> Option<EntryId> {
+        self.by_ptr.get(&(Arc::as_ptr(mf) as usize)).copied()
+    }
+
+    /// Entries whose traversal matched rule `r`.
+    pub fn users_of_rule(&self, r: RuleId) -> impl Iterator<Item = EntryId> + '_ {
+        self.by_rule.get(&r).into_iter().flatten().copied()
+    }
+    /// Entries that missed in table `t`.
+    pub fn users_of_miss(&self, t: u8) -> impl Iterator<Item = EntryId> + '_ {
+        self.by_miss.get(&t).into_iter().flatten().copied()
+    }
+    /// Entries that used group `g`.
+    pub fn users_of_group(&self, g: u32) -> impl Iterator<Item = EntryId> + '_ {
+        self.by_group.get(&g).into_iter().flatten().copied()
+    }
+
+    /// Entries that reached table `t` whose region there overlaps `m` and whose
+    /// outcome there loses to a new rule of `priority` (new rules lose ties).
+    /// Returns them, and how many index slots were looked at.
+    pub fn overlapping(&self, p: &Pipeline, t: u8, m: &Match, priority: u16, out: &mut Vec<EntryId>) -> usize {
+        let Some(ti) = self.tables.get(&t) else { return 0 };
+        let f = ti.field;
+        let bits = f.bits();
+        let (v, w) = m.field(f);
+        let l = leading_ones(w, bits);
+        let mut looked = 0usize;
+        let mut cands: Vec<EntryId> = Vec::new();
+        // Entries indexed under a prefix containing the rule's prefix on f.
+        for len in 0..=l {
+            let val = v & prefix_mask(len as u32, bits);
+            for &(_, _, id) in ti.set.range((val, len, 0)..=(val, len, EntryId::MAX)) {
+                cands.push(id);
+                looked += 1;
+            }
+        }
+        // Entries indexed under longer prefixes inside the rule's prefix.
+        let lo = v & prefix_mask(l as u32, bits);
+        let hi = lo | (f.ones() & !prefix_mask(l as u32, bits));
+        for &(_, len, id) in ti.set.range((lo, 0, 0)..=(hi, u8::MAX, EntryId::MAX)) {
+            looked += 1;
+            if len > l {
+                cands.push(id);
+            }
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        for id in cands {
+            let Some(e) = self.entries[id as usize].as_ref() else { continue };
+            let region = self.region(&e.mf);
+            let trav = e.mf.traversal();
+            let hit = e.visits.iter().filter(|vi| vi.table == t).any(|vi| {
+                let loses = match vi.outcome {
+                    Outcome::Miss => true,
+                    Outcome::Rule(r) => {
+                        p.table(t).and_then(|tb| tb.cls.get(r)).is_none_or(|old| old.priority < priority)
+                    }
+                };
+                loses && {
+                    let mut common = region;
+                    for i in 0..common.w.len() {
+                        common.w[i] &= m.mask().w[i];
+                    }
+                    let kt: FlowKey =
+                        trav.steps.get(vi.step as usize).map_or(e.mf.key, |st| trav.key_at(&e.mf.key, st));
+                    kt.eq_masked(m.key(), &common)
+                }
+            });
+            if hit {
+                out.push(id);
+            }
+        }
+        looked
+    }
+
+    /// Approximate bytes held by the index (for the memory figure).
+    pub fn approx_bytes(&self) -> usize {
+        let visits: usize = self.entries.iter().flatten().map(|e| e.visits.len()).sum();
+        let per_visit = std::mem::size_of::<Visit>() + 24 /* BTreeSet slot */ + 16 /* rule set slot */;
+        self.entries.len() * (std::mem::size_of::<Option<Entry>>() + 16) + visits * per_visit
+    }
+}

@@ -1,0 +1,291 @@
+//! Cache maintenance: keeping the megaflow cache equal to what the rule
+//! tables say after every update (DESIGN.md section 4).
+//!
+//! - [`flowmod`]: updates as ovs-ofctl knows them, and the [`Delta`]s they cause.
+//! - [`revalidate`]: the per-entry step both engines share, and the oracle [`verify`].
+//! - [`index`]: the incremental engine's dependency index.
+//! - Two engines behind one trait: [`FullRevalidator`] (Open vSwitch's way:
+//!   every entry, O(cache)) and [`Incremental`] (only the entries an update can
+//!   affect, found through the index).
+//!
+//! Invariant (the oracle): after any sequence of updates, the incrementally
+//! maintained cache equals what full revalidation of the same entries gives —
+//! same entries, same masks, same actions.
+
+pub mod flowmod;
+pub mod index;
+pub mod revalidate;
+pub mod shared;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use flowmod::{apply as apply_flow_mod, parse_command, Delta, FlowMod, ModError};
+pub use kairo_datapath::Megaflow;
+pub use revalidate::{verify, Mismatch, Verdict};
+
+use kairo_flow::FlowMask;
+use kairo_xlate::Pipeline;
+
+/// What one maintenance pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// Entries re-translated.
+    pub examined: usize,
+    pub kept: usize,
+    pub updated: usize,
+    pub evicted: usize,
+    /// Time-to-update: from the change being accepted to the last affected
+    /// entry fixed (pipeline change plus maintenance).
+    #[serde(serialize_with = "ser_us")]
+    pub ttu: Duration,
+}
+
+fn ser_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e6)
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "examined {}, kept {}, updated {}, evicted {}, time-to-update {:.1} us",
+            self.examined,
+            self.kept,
+            self.updated,
+            self.evicted,
+            self.ttu.as_secs_f64() * 1e6
+        )
+    }
+}
+
+/// A cache maintenance engine.
+pub trait Engine: Send {
+    fn name(&self) -> &'static str;
+    /// A megaflow entered the cache (translated against `p`).
+    fn add(&mut self, p: &Pipeline, mf: Arc<Megaflow>);
+    /// A megaflow left the cache for another reason (idle expiry).
+    fn remove(&mut self, mf: &Arc<Megaflow>);
+    /// Brings the cache up to date with `p` after `deltas`; evicted entries are killed.
+    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta]) -> Report;
+    /// The live entries.
+    fn entries(&self) -> Vec<Arc<Megaflow>>;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Approximate bytes of bookkeeping beyond the megaflows themselves.
+    fn index_bytes(&self) -> usize;
+}
+
+/// Applies a verdict to a megaflow. Returns (kept, updated, evicted) increments.
+fn act(mf: &Megaflow, v: Verdict) -> (usize, usize, usize) {
+    match v {
+        Verdict::Keep => (1, 0, 0),
+        Verdict::Update(r) => {
+            mf.set_actions(r.actions, r.traversal);
+            (0, 1, 0)
+        }
+        Verdict::Evict => {
+            mf.kill();
+            (0, 0, 1)
+        }
+    }
+}
+
+/// Full revalidation, as Open vSwitch does it: after any change, every entry.
+pub struct FullRevalidator {
+    entries: Vec<Arc<Megaflow>>,
+    po: FlowMask,
+}
+
+impl Default for FullRevalidator {
+    fn default() -> Self {
+        FullRevalidator { entries: Vec::new(), po: revalidate::pipeline_only_mask() }
+    }
+}
+
+impl Engine for FullRevalidator {
+    fn name(&self) -> &'static str {
+        "full"
+    }
+    fn add(&mut self, _p: &Pipeline, mf: Arc<Megaflow>) {
+        self.entries.push(mf);
+    }
+    fn remove(&mut self, mf: &Arc<Megaflow>) {
+        self.entries.retain(|m| !Arc::ptr_eq(m, mf));
+    }
+    fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta]) -> Report {
+        let start = Instant::now();
+        let mut rep = Report::default();
+        for mf in &self.entries {
+            rep.examined += 1;
+            let (k, u, e) = act(mf, revalidate::revalidate(p, mf, &self.po));
+            rep.kept += k;
+            rep.updated += u;
+            rep.evicted += e;
+        }
+        self.entries.retain(|m| !m.is_dead());
+        rep.ttu = start.elapsed();
+        rep
+    }
+    fn entries(&self) -> Vec<Arc<Megaflow>> {
+        self.entries.clone()
+    }
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+    fn index_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Arc<Megaflow>>()
+    }
+}
+
+/// Incremental maintenance: the cache as a materialised view of the rules.
+pub struct Incremental {
+    index: index::Index,
+    po: FlowMask,
+    /// Index slots looked at by the last pass (cost beyond the affected entries).
+    pub last_probed: usize,
+}
+
+impl Default for Incremental {
+    fn default() -> Self {
+        Incremental { index: index::Index::new(), po: revalidate::pipeline_only_mask(), last_probed: 0 }
+    }
+}
+
+impl Incremental {
+    /// The entries an update can affect (DESIGN.md section 4).
+    pub fn affected(&mut self, p: &Pipeline, deltas: &[Delta]) -> Vec<index::EntryId> {
+        let mut out = Vec::new();
+        let mut probed = 0;
+        for d in deltas {
+            match d {
+                Delta::RuleRemoved { id, .. } | Delta::RuleModified { id, .. } => {
+                    out.extend(self.index.users_of_rule(*id))
+                }
+                Delta::GroupChanged { group } => out.extend(self.index.users_of_group(*group)),
+                Delta::MissChanged { table } => out.extend(self.index.users_of_miss(*table)),
+                Delta::RuleAdded { table, id } => {
+                    if let Some(r) = p.rule(*table, *id) {
+                        probed += self.index.overlapping(p, *table, &r.m, r.priority, &mut out);
+                    }
+                }
+            }
+        }
+        self.last_probed = probed;
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+impl Engine for Incremental {
+    fn name(&self) -> &'static str {
+        "incremental"
+    }
+    fn add(&mut self, p: &Pipeline, mf: Arc<Megaflow>) {
+        self.index.insert(p, mf);
+    }
+    fn remove(&mut self, mf: &Arc<Megaflow>) {
+        if let Some(id) = self.index.id_of(mf) {
+            self.index.remove(id);
+        }
+    }
+    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta]) -> Report {
+        let start = Instant::now();
+        let mut rep = Report::default();
+        for id in self.affected(p, deltas) {
+            let Some(mf) = self.index.get(id).cloned() else { continue };
+            rep.examined += 1;
+            let v = revalidate::revalidate(p, &mf, &self.po);
+            let changed_traversal = matches!(v, Verdict::Update(_));
+            let (k, u, e) = act(&mf, v);
+            rep.kept += k;
+            rep.updated += u;
+            rep.evicted += e;
+            if e > 0 {
+                self.index.remove(id);
+            } else if changed_traversal {
+                self.index.reindex(p, id);
+            }
+        }
+        rep.ttu = start.elapsed();
+        rep
+    }
+    fn entries(&self) -> Vec<Arc<Megaflow>> {
+        self.index.entries().cloned().collect()
+    }
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+    fn index_bytes(&self) -> usize {
+        self.index.approx_bytes()
+    }
+}
+
+/// Which engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Full,
+    Incremental,
+}
+
+impl EngineKind {
+    pub fn build(self) -> Box<dyn Engine> {
+        match self {
+            EngineKind::Full => Box::new(FullRevalidator::default()),
+            EngineKind::Incremental => Box::new(Incremental::default()),
+        }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(EngineKind::Full),
+            "incremental" | "incr" => Ok(EngineKind::Incremental),
+            _ => Err(format!("unknown engine `{s}`: expected full or incremental")),
+        }
+    }
+}
+
+/// The rule tables and the engine that keeps the cache true to them.
+pub struct Control {
+    pub pipeline: Pipeline,
+    pub engine: Box<dyn Engine>,
+    /// Bumped by every accepted update (upcalls compare it, see [`shared`]).
+    pub version: u64,
+}
+
+impl Control {
+    pub fn new(pipeline: Pipeline, kind: EngineKind) -> Control {
+        Control { pipeline, engine: kind.build(), version: 0 }
+    }
+
+    /// Applies an update and maintains the cache; the report's TTU covers both.
+    /// On error nothing changed.
+    pub fn apply(&mut self, fm: &FlowMod) -> Result<Report, ModError> {
+        let start = Instant::now();
+        let deltas = flowmod::apply(&mut self.pipeline, fm)?;
+        self.version += 1;
+        let mut rep = self.engine.maintain(&self.pipeline, &deltas);
+        rep.ttu = start.elapsed();
+        Ok(rep)
+    }
+
+    /// Registers a megaflow translated against the current pipeline.
+    pub fn add(&mut self, mf: Arc<Megaflow>) {
+        self.engine.add(&self.pipeline, mf);
+    }
+
+    /// The oracle over this engine's cache.
+    pub fn verify(&self) -> Vec<Mismatch> {
+        verify(&self.pipeline, self.engine.entries().iter())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+//! The per-entry revalidation step both engines share, and the oracle.
+//!
+//! Revalidating a megaflow re-translates its key. Its mask *still holds* when
+//! every packet of its region would still get the same translation: either
+//! the new translation needs no bit the mask lacks, or (exactly, when it
+//! does) at every table the entry visited the rule it matched still contains
+//! the whole region, no rule that beats it overlaps the region, and every bit
+//! the actions read is in the mask. An entry whose mask holds is kept (its
+//! actions and traversal replaced if they changed); otherwise it is evicted.
+//!
+//! The exact test matters: it makes the verdict depend only on rules that can
+//! affect the entry's packets, so revalidating an entry no update could
+//! affect always keeps it unchanged. That is what lets the incremental engine
+//! touch only the affected entries and still equal full revalidation.
+
+use kairo_classifier::RuleId;
+use kairo_flow::{Field, FlowKey, FlowMask};
+use kairo_xlate::{translate, Outcome, Pipeline, XlateResult};
+
+use crate::Megaflow;
+
+/// Mask of the pipeline-only fields (registers, metadata). Within a megaflow's
+/// region they are exactly determined at every table (zero on entry, then
+/// written from constants or from exactly-matched fields), so a region is
+/// exact on them.
+pub fn pipeline_only_mask() -> FlowMask {
+    let mut m = FlowMask::ZERO;
+    for f in Field::all().filter(|f| f.pipeline_only()) {
+        m.exact(f);
+    }
+    m
+}
+
+/// The outcome of revalidating one megaflow.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Mask, actions and traversal all still right.
+    Keep,
+    /// Mask holds; actions or traversal changed (carried in the result).
+    Update(Box<XlateResult>),
+    /// The mask no longer holds.
+    Evict,
+}
+
+/// Does rule `id` at table `t` still contain the region, and does no rule
+/// that beats it overlap the region?
+fn step_holds(p: &Pipeline, t: u8, outcome: Outcome, kt: &FlowKey, region: &FlowMask) -> bool {
+    let Some(table) = p.table(t) else { return true }; // no table: a miss, nothing can beat it
+    match outcome {
+        Outcome::Rule(id) => {
+            let Some(w) = table.cls.get(id) else { return false };
+            if !w.m.mask().is_subset_of(region) || !w.m.matches(kt) {
+                return false;
+            }
+            let (wp, wid): (u16, RuleId) = (w.priority, w.id);
+            !table.cls.any_overlapping(kt, region, wp, |q| q.priority > wp || q.id < wid)
+        }
+        Outcome::Miss => !table.cls.any_overlapping(kt, region, 0, |_| true),
+    }
+}
+
+/// Exact test that every packet of the megaflow's region translates like its key.
+pub fn region_holds(p: &Pipeline, key: &FlowKey, mask: &FlowMask, r: &XlateResult, po: &FlowMask) -> bool {
+    let mut region = *mask;
+    region.or(po);
+    if !r.action_mask.is_subset_of(&region) {
+        return false;
+    }
+    r.traversal.steps.iter().all(|st| {
+        let kt = r.traversal.key_at(key, st);
+        step_holds(p, st.table, st.outcome, &kt, &region)
+    })
+}
+
+/// Revalidates one megaflow against the pipeline.
+pub fn revalidate(p: &Pipeline, mf: &Megaflow, po: &FlowMask) -> Verdict {
+    let r = translate(p, &mf.key);
+    let holds = r.mask.is_subset_of(&mf.mask) || region_holds(p, &mf.key, &mf.mask, &r, po);
+    if !holds {
+        return Verdict::Evict;
+    }
+    if *mf.actions() != r.actions || *mf.traversal() != r.traversal {
+        Verdict::Update(Box::new(r))
+    } else {
+        Verdict::Keep
+    }
+}
+
+/// One entry of the cache that is not what full revalidation gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub megaflow: String,
+    pub expected: String,
+    pub found: String,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: expected {}, found {}", self.megaflow, self.expected, self.found)
+    }
+}
+
+/// The oracle: every live entry checked against a fresh translation. Lists
+/// entries that should have been evicted and entries with stale actions.
+pub fn verify<'a>(p: &Pipeline, entries: impl IntoIterator<Item = &'a std::sync::Arc<Megaflow>>) -> Vec<Mismatch> {
+    let po = pipeline_only_mask();
+    let mut out = Vec::new();
+    for mf in entries {
+        if mf.is_dead() {
+            continue;
+        }
+        let name = kairo_flow::format_megaflow(&mf.key, &mf.mask);
+        let found = kairo_xlate::format_actions(&mf.actions());
+        match revalidate(p, mf, &po) {
+            Verdict::Keep => {}
+            Verdict::Evict => {
+                out.push(Mismatch { megaflow: name, expected: "eviction (mask no longer holds)".into(), found })
+            }
+            Verdict::Update(r) => {
+                if r.actions != *mf.actions() {
+                    out.push(Mismatch { megaflow: name, expected: kairo_xlate::format_actions(&r.actions), found });
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,59 @@
+//! The slow path shared by forwarding threads and the maintenance thread.
+//!
+//! Forwarding threads own their EMC and megaflow classifiers and never wait
+//! for maintenance on a lookup: maintenance changes a megaflow only by
+//! swapping its actions atomically or marking it dead. Upcalls and updates
+//! serialise on one lock (the slow path only). Invariant: a megaflow installed
+//! from an upcall answered before an update is revalidated against the new
+//! rules when it is registered, so no update can slip between translation and
+//! indexing.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kairo_datapath::{Megaflow, SlowPath, Upcall};
+use kairo_flow::FlowKey;
+
+use crate::{revalidate, Control, Verdict};
+
+/// A handle on the shared control state (cheap to clone, one per thread).
+#[derive(Clone)]
+pub struct SharedControl(pub Arc<Mutex<Control>>);
+
+impl SharedControl {
+    pub fn new(c: Control) -> SharedControl {
+        SharedControl(Arc::new(Mutex::new(c)))
+    }
+    /// Locks the control state (a panic elsewhere never leaves it unusable:
+    /// every update is applied whole or not at all).
+    pub fn lock(&self) -> MutexGuard<'_, Control> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl SlowPath for SharedControl {
+    fn upcall(&mut self, key: &FlowKey) -> Upcall {
+        let c = self.lock();
+        let r = kairo_xlate::translate(&c.pipeline, key);
+        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal, version: c.version }
+    }
+
+    fn installed(&mut self, mf: &Arc<Megaflow>, version: u64) {
+        let mut c = self.lock();
+        if c.version != version {
+            // The rules changed since this translation: bring it up to date first.
+            match revalidate::revalidate(&c.pipeline, mf, &revalidate::pipeline_only_mask()) {
+                Verdict::Keep => {}
+                Verdict::Update(r) => mf.set_actions(r.actions, r.traversal),
+                Verdict::Evict => {
+                    mf.kill();
+                    return;
+                }
+            }
+        }
+        c.add(mf.clone());
+    }
+
+    fn removed(&mut self, mf: &Arc<Megaflow>) {
+        self.lock().engine.remove(mf);
+    }
+}

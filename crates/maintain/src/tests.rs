@@ -1,0 +1,378 @@
+//! The oracle at work: random pipelines, a cache filled by real upcalls, and
+//! hundreds of random updates applied to both engines; after every update the
+//! incremental cache must equal the full-revalidation cache and the oracle,
+//! and cached forwarding must equal slow-path forwarding.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kairo_datapath::{Datapath, DpConfig};
+use kairo_flow::{FlowKey, FlowMask};
+use kairo_ofproto::{parse_flow_file, parse_group_file, MissBehavior};
+use kairo_testkit::{gen_case, gen_flow_line, gen_group_line, gen_match_text, gen_packets, rng, GenConfig};
+use kairo_xlate::{translate, DpAction, Pipeline};
+use rand::Rng;
+
+use crate::shared::SharedControl;
+use crate::*;
+
+fn pipeline(flows: &str, groups: &str) -> Pipeline {
+    Pipeline::from_parts(parse_flow_file(flows).unwrap(), parse_group_file(groups).unwrap()).unwrap()
+}
+
+/// A datapath filled by upcalls through a control with the given engine.
+fn filled(p: &Pipeline, kind: EngineKind, packets: &[String]) -> (Datapath, SharedControl) {
+    let mut dp = Datapath::new(DpConfig { emc_insert_inv_prob: 1, ..DpConfig::default() });
+    let mut sc = SharedControl::new(Control::new(p.clone(), kind));
+    for spec in packets {
+        let k = kairo_flow::parse_key(spec).unwrap();
+        dp.process_key(&k, 64, None, 0, &mut sc);
+    }
+    (dp, sc)
+}
+
+type CacheView = BTreeMap<(FlowKey, FlowMask), Vec<DpAction>>;
+
+fn view(c: &Control) -> CacheView {
+    c.engine.entries().iter().filter(|m| !m.is_dead()).map(|m| ((m.key, *m.mask), (*m.actions()).clone())).collect()
+}
+
+/// A random update, as an ovs-ofctl command line (or a miss change / bundle).
+fn gen_update(seed: u64, p: &Pipeline, cfg: &GenConfig) -> FlowMod {
+    let mut r = rng(seed);
+    let groups: Vec<u32> = p.groups().map(|g| g.id).collect();
+    let rules: Vec<(u8, Arc<kairo_ofproto::Rule>)> =
+        p.tables().flat_map(|(t, tb)| tb.cls.iter().map(move |c| (t, c.payload.clone()))).collect();
+    let t = r.gen_range(0..cfg.n_tables);
+    let one = |r: &mut rand::rngs::StdRng, kind: u32| -> Option<FlowMod> {
+        let acts = || {
+            let line = gen_flow_line(&mut rng(seed ^ 0xabc), cfg, t, &groups);
+            line.split_once("actions=").map(|(_, a)| a.to_string()).unwrap_or_else(|| "drop".into())
+        };
+        let pick_rule =
+            |r: &mut rand::rngs::StdRng| (!rules.is_empty()).then(|| rules[r.gen_range(0..rules.len())].clone());
+        let text = |rule: &kairo_ofproto::Rule| {
+            let m = rule.m.to_string();
+            if m.is_empty() {
+                format!("table={},priority={}", rule.table, rule.priority)
+            } else {
+                format!("table={},priority={},{m}", rule.table, rule.priority)
+            }
+        };
+        match kind {
+            0..=3 => parse_command("add-flow", &gen_flow_line(r, cfg, t, &groups)).ok(),
+            4 => pick_rule(r).and_then(|(_, rule)| {
+                parse_command("--strict mod-flows", &format!("{},actions={}", text(&rule), acts())).ok()
+            }),
+            5 => parse_command("mod-flows", &format!("table={t},{},actions={}", gen_match_text(r, cfg), acts())).ok(),
+            6 => pick_rule(r).and_then(|(_, rule)| parse_command("--strict del-flows", &text(&rule)).ok()),
+            7 => parse_command("del-flows", &format!("table={t},{}", gen_match_text(r, cfg))).ok(),
+            8 => {
+                let id = r.gen_range(1..6u32);
+                let line = gen_group_line(r, cfg, id);
+                if groups.contains(&id) {
+                    if r.gen_bool(0.5) {
+                        parse_command("mod-group", &line).ok()
+                    } else {
+                        parse_command("del-groups", &format!("group_id={id}")).ok()
+                    }
+                } else {
+                    parse_command("add-group", &line).ok()
+                }
+            }
+            _ => {
+                let m = if t + 1 < cfg.n_tables && r.gen_bool(0.5) {
+                    MissBehavior::Continue(r.gen_range(t + 1..cfg.n_tables))
+                } else {
+                    MissBehavior::Drop
+                };
+                Some(FlowMod::SetMiss(t, m))
+            }
+        }
+    };
+    let kind = r.gen_range(0..12u32);
+    let fm = if kind >= 10 {
+        let n = r.gen_range(2..4);
+        let mut mods = Vec::new();
+        for _ in 0..n {
+            let k = r.gen_range(0..10);
+            mods.extend(one(&mut r, k));
+        }
+        Some(FlowMod::Bundle(mods))
+    } else {
+        one(&mut r, kind)
+    };
+    fm.unwrap_or(FlowMod::Bundle(vec![]))
+}
+
+fn describe(fm: &FlowMod) -> String {
+    match fm {
+        FlowMod::Add(r) => format!("add-flow {r}"),
+        FlowMod::Modify { strict, spec } => format!(
+            "mod-flows{} {:?} {} {:?}",
+            if *strict { " --strict" } else { "" },
+            spec.table,
+            spec.m,
+            spec.instructions.as_ref().map(|i| i.to_string())
+        ),
+        FlowMod::Delete { strict, spec } => format!(
+            "del-flows{} {:?} {} prio {:?}",
+            if *strict { " --strict" } else { "" },
+            spec.table,
+            spec.m,
+            spec.priority
+        ),
+        FlowMod::AddGroup(g) => format!("add-group {g}"),
+        FlowMod::ModGroup(g) => format!("mod-group {g}"),
+        FlowMod::DelGroup(g) => format!("del-groups {g:?}"),
+        FlowMod::SetMiss(t, m) => format!("table {t} miss {m:?}"),
+        FlowMod::Bundle(v) => format!("bundle[{}]", v.iter().map(describe).collect::<Vec<_>>().join("; ")),
+    }
+}
+
+fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
+    let cfg = GenConfig { n_tables: 4, rules_per_table: 3..9, ..GenConfig::default() };
+    let case = gen_case(seed, &cfg);
+    let p0 = pipeline(&case.flows, &case.groups);
+    let packets = gen_packets(seed, 120, 4);
+    let (mut dp_full, full) = filled(&p0, EngineKind::Full, &packets);
+    let (mut dp_inc, inc) = filled(&p0, EngineKind::Incremental, &packets);
+    if view(&full.lock()) != view(&inc.lock()) {
+        return Err("caches differ before any update".into());
+    }
+    let mut applied = Vec::new();
+    for (i, us) in update_seeds.iter().enumerate() {
+        let fm = gen_update(*us, &inc.lock().pipeline, &cfg);
+        let rf = full.lock().apply(&fm);
+        let ri = inc.lock().apply(&fm);
+        applied.push(describe(&fm));
+        let fail = |what: String| {
+            Err(format!(
+                "{what}\nafter updates:\n  {}\nflows:\n{}\ngroups:\n{}",
+                applied.join("\n  "),
+                case.flows,
+                case.groups
+            ))
+        };
+        match (&rf, &ri) {
+            (Ok(_), Ok(_)) => {}
+            (Err(a), Err(b)) if a == b => continue,
+            _ => return fail(format!("engines disagree on accepting the update: {rf:?} vs {ri:?}")),
+        }
+        let (vf, vi) = (view(&full.lock()), view(&inc.lock()));
+        if vf != vi {
+            let only_f: Vec<String> = vf
+                .iter()
+                .filter(|(k, a)| vi.get(k) != Some(a))
+                .map(|((k, m), a)| {
+                    format!("{} -> {}", kairo_flow::format_megaflow(k, m), kairo_xlate::format_actions(a))
+                })
+                .collect();
+            let only_i: Vec<String> = vi
+                .iter()
+                .filter(|(k, a)| vf.get(k) != Some(a))
+                .map(|((k, m), a)| {
+                    format!("{} -> {}", kairo_flow::format_megaflow(k, m), kairo_xlate::format_actions(a))
+                })
+                .collect();
+            return fail(format!("update {i}: incremental cache differs from full revalidation\n full only: {only_f:#?}\n incremental only: {only_i:#?}"));
+        }
+        let mm = inc.lock().verify();
+        if !mm.is_empty() {
+            return fail(format!("update {i}: oracle mismatches: {mm:#?}"));
+        }
+        if i % 25 == 24 {
+            // Cached forwarding equals slow-path forwarding, through EMC, megaflows and upcalls.
+            let mut scf = full.clone();
+            let mut sci = inc.clone();
+            for spec in gen_packets(seed ^ *us, 40, 4) {
+                let k = kairo_flow::parse_key(&spec).unwrap();
+                let want = translate(&inc.lock().pipeline, &k).actions;
+                let gi = dp_inc.process_key(&k, 64, None, 1, &mut sci);
+                let gf = dp_full.process_key(&k, 64, None, 1, &mut scf);
+                if *gi != want || *gf != want {
+                    return fail(format!(
+                        "update {i}: packet {spec} forwarded with {} (incremental) / {} (full), slow path says {}",
+                        kairo_xlate::format_actions(&gi),
+                        kairo_xlate::format_actions(&gf),
+                        kairo_xlate::format_actions(&want)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("KAIRO_PROP_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+            max_shrink_iters: 200,
+            ..ProptestConfig::default()
+        })]
+
+        /// At least 200 random updates per case; a failure shrinks to the
+        /// minimal update sequence and prints it.
+        #[test]
+        fn incremental_equals_full_revalidation(seed in any::<u64>(), updates in proptest::collection::vec(any::<u64>(), 200..=220)) {
+            if let Err(e) = run_case(seed, &updates) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
+}
+
+fn key(s: &str) -> FlowKey {
+    kairo_flow::parse_key(s).unwrap()
+}
+
+#[test]
+fn route_insert_touches_only_the_overlapping_entries() {
+    let p = pipeline("table=0,priority=8,ip,nw_dst=10.0.0.0/8,actions=output:1\ntable=0,priority=8,ip,nw_dst=11.0.0.0/8,actions=output:2", "");
+    let pkts: Vec<String> = (0..50)
+        .map(|i| format!("in_port=9,ip,nw_dst=10.{i}.0.1"))
+        .chain((0..50).map(|i| format!("in_port=9,ip,nw_dst=11.{i}.0.1")))
+        .collect();
+    let (_dp, inc) = filled(&p, EngineKind::Incremental, &pkts);
+    let n = inc.lock().engine.len();
+    assert!(n >= 2, "{n}");
+    let rep = inc
+        .lock()
+        .apply(&parse_command("add-flow", "table=0,priority=24,ip,nw_dst=11.3.0.0/24,actions=output:3").unwrap())
+        .unwrap();
+    // Only entries in 11/8 can overlap the new route; none in 10/8 is examined.
+    assert!(rep.examined >= 1 && rep.examined <= n, "{rep}");
+    assert!(inc.lock().verify().is_empty());
+    let (_dpf, full) = filled(&p, EngineKind::Full, &pkts);
+    let repf = full
+        .lock()
+        .apply(&parse_command("add-flow", "table=0,priority=24,ip,nw_dst=11.3.0.0/24,actions=output:3").unwrap())
+        .unwrap();
+    assert_eq!(repf.examined, n);
+    assert_eq!(view(&full.lock()), view(&inc.lock()));
+}
+
+#[test]
+fn delete_modify_group_and_miss_changes() {
+    let p = pipeline(
+        "#@ table=1 miss=drop\ntable=0,priority=10,tcp,actions=goto_table:1\ntable=0,priority=5,udp,actions=group:1\ntable=1,priority=10,tcp,tp_dst=80,actions=output:2",
+        "group_id=1,type=all,bucket=output:3",
+    );
+    let pkts = vec![
+        "in_port=1,tcp,tp_dst=80".to_string(),
+        "in_port=1,tcp,tp_dst=22".to_string(),
+        "in_port=1,udp,tp_dst=53".to_string(),
+    ];
+    for kind in [EngineKind::Full, EngineKind::Incremental] {
+        let (mut dp, sc) = filled(&p, kind, &pkts);
+        let mut s2 = sc.clone();
+        let upd = |c: &SharedControl, cmd: &str, arg: &str| c.lock().apply(&parse_command(cmd, arg).unwrap()).unwrap();
+        let r = upd(&sc, "--strict mod-flows", "table=1,priority=10,tcp,tp_dst=80,actions=output:4");
+        assert_eq!(r.updated, 1, "{}: {r}", sc.lock().engine.name());
+        assert_eq!(*dp.process_key(&key("in_port=1,tcp,tp_dst=80"), 1, None, 0, &mut s2), vec![DpAction::Output(4)]);
+        let r = upd(&sc, "mod-group", "group_id=1,type=all,bucket=output:5");
+        assert_eq!(r.updated, 1);
+        assert_eq!(*dp.process_key(&key("in_port=1,udp,tp_dst=53"), 1, None, 0, &mut s2), vec![DpAction::Output(5)]);
+        let c = sc.lock().apply(&FlowMod::SetMiss(1, MissBehavior::Continue(2))).unwrap();
+        assert_eq!(c.examined, if kind == EngineKind::Full { 3 } else { 1 });
+        let r = upd(&sc, "del-groups", "group_id=1");
+        assert_eq!(r.updated + r.evicted, 1, "the udp entry used the group (its rule is deleted with it): {r}");
+        assert!(sc.lock().pipeline.group(1).is_none());
+        assert_eq!(*dp.process_key(&key("in_port=1,udp,tp_dst=53"), 1, None, 0, &mut s2), vec![]);
+        let r = upd(&sc, "del-flows", "table=0,tcp");
+        assert!(r.evicted >= 2 || r.updated >= 2, "{r}");
+        assert!(sc.lock().verify().is_empty());
+        assert_eq!(*dp.process_key(&key("in_port=1,tcp,tp_dst=80"), 1, None, 0, &mut s2), vec![]);
+    }
+}
+
+#[test]
+fn failed_bundle_changes_nothing() {
+    let p = pipeline("table=0,priority=10,ip,actions=output:1", "");
+    let (_dp, inc) = filled(&p, EngineKind::Incremental, &["in_port=1,ip".to_string()]);
+    let before = view(&inc.lock());
+    let bad = FlowMod::Bundle(vec![
+        parse_command("add-flow", "table=0,priority=20,ip,actions=output:2").unwrap(),
+        parse_command("add-flow", "table=0,priority=30,ip,actions=group:7").unwrap(),
+    ]);
+    let e = inc.lock().apply(&bad).unwrap_err();
+    assert!(e.to_string().contains("group 7"), "{e}");
+    assert_eq!(inc.lock().pipeline.n_rules(), 1);
+    assert_eq!(view(&inc.lock()), before);
+    assert!(parse_command("frob-flows", "x").is_err());
+    assert!(parse_command("add-flow", "table=0,ip,nw_dst=1.2.3.999,actions=drop").is_err());
+}
+
+#[test]
+fn verify_catches_a_corrupted_cache() {
+    let p = pipeline("table=0,priority=10,ip,actions=output:1", "");
+    let (_dp, inc) = filled(&p, EngineKind::Incremental, &["in_port=2,ip".to_string()]);
+    assert!(inc.lock().verify().is_empty());
+    let mf = inc.lock().engine.entries()[0].clone();
+    mf.set_actions(vec![DpAction::Output(9)], (*mf.traversal()).clone());
+    let mm = inc.lock().verify();
+    assert_eq!(mm.len(), 1);
+    assert!(mm[0].to_string().contains("expected 1, found 9"), "{}", mm[0]);
+}
+
+#[test]
+fn readers_see_old_or_new_actions_and_only_new_after_the_ack() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let p = pipeline("table=0,priority=8,ip,nw_dst=10.0.0.0/8,actions=output:1", "");
+    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (mut sc, acked, stop) = (sc.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<u64, String> {
+            let mut dp = Datapath::new(DpConfig { emc_insert_inv_prob: 1, ..DpConfig::default() });
+            let keys: Vec<FlowKey> = (0..64).map(|i| key(&format!("in_port=1,ip,nw_dst=10.2.{i}.1"))).collect();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                for k in &keys {
+                    let before = acked.load(Ordering::Acquire);
+                    let a = dp.process_key(k, 64, None, 0, &mut sc);
+                    let after = acked.load(Ordering::Acquire);
+                    let [DpAction::Output(port)] = a.as_slice() else {
+                        return Err(format!("torn or unexpected actions {a:?}"));
+                    };
+                    let v = *port as u64 - 1; // rule version that produced it
+                    if v < before {
+                        return Err(format!("stale: saw version {v} after update {before} was acknowledged"));
+                    }
+                    if v > after + 1 {
+                        return Err(format!("saw version {v} from the future (acked {after})"));
+                    }
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    };
+    for v in 1..=300u64 {
+        let mut c = sc.lock();
+        c.apply(
+            &parse_command("mod-flows", &format!("table=0,ip,nw_dst=10.0.0.0/8,actions=output:{}", v + 1)).unwrap(),
+        )
+        .unwrap();
+        // Every tenth update also adds or removes a more specific route nearby: evictions.
+        if v % 10 == 0 {
+            let cmd = if v % 20 == 0 {
+                ("del-flows", "table=0,ip,nw_dst=10.1.0.0/16".to_string())
+            } else {
+                ("add-flow", "table=0,priority=16,ip,nw_dst=10.1.0.0/16,actions=output:999".to_string())
+            };
+            c.apply(&parse_command(cmd.0, &cmd.1).unwrap()).unwrap();
+        }
+        drop(c);
+        acked.store(v, Ordering::Release);
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Release);
+    let n = reader.join().expect("reader thread").unwrap_or_else(|e| panic!("{e}"));
+    assert!(n > 300, "reader made only {n} lookups");
+}
