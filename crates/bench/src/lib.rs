@@ -6,6 +6,7 @@
 //! run; every row carries its baseline and the ratio.
 
 pub mod lookup;
+pub mod ttu;
 
 use std::time::Instant;
 

@@ -19,8 +19,12 @@ pub type Actions = Arc<Vec<DpAction>>;
 
 #[derive(Debug)]
 pub struct Megaflow {
-    /// The key of the packet that created it (its representative for re-translation).
+    /// The masked key (what the classifier matches).
     pub key: FlowKey,
+    /// The key of the packet that created it: what revalidation re-translates
+    /// (as Open vSwitch keeps the flow key of each ukey). Translating another
+    /// key of the region would give the same actions but may need other bits.
+    pub rep: FlowKey,
     pub mask: Arc<FlowMask>,
     actions: ArcSwap<Vec<DpAction>>,
     dead: AtomicBool,
@@ -35,6 +39,7 @@ impl Megaflow {
     pub fn new(key: FlowKey, mask: Arc<FlowMask>, actions: Vec<DpAction>, traversal: Traversal, now: u64) -> Megaflow {
         Megaflow {
             key: key.masked(&mask),
+            rep: key,
             mask,
             actions: ArcSwap::from_pointee(actions),
             dead: AtomicBool::new(false),

@@ -72,7 +72,7 @@ pub fn fill(
         let actions = vec![DpAction::Output((out.len() % 4) as u32 + 2)];
         if let Some(mf) = dp.insert_megaflow(&k, &masks[st], actions, 0) {
             out.push(mf);
-            if out.len() % 65536 == 0 {
+            if out.len().is_multiple_of(65536) {
                 progress(out.len());
             }
         }

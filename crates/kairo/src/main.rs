@@ -72,6 +72,25 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Time-to-update of the full and incremental engines on identical caches.
+    Ttu {
+        /// Cache sizes (megaflows), comma-separated: 10k,100k,1m.
+        #[arg(long, value_delimiter = ',', default_value = "10k,100k")]
+        entries: Vec<String>,
+        /// Engines, comma-separated: full, incremental.
+        #[arg(long, value_delimiter = ',', default_value = "full,incremental")]
+        engines: Vec<String>,
+        /// Updates applied to each engine.
+        #[arg(long, default_value_t = 100)]
+        updates: usize,
+        /// Run the oracle after every update (a mismatch fails the run).
+        #[arg(long)]
+        verify: bool,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -129,6 +148,34 @@ fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Cmd::Bench { what: BenchCmd::Ttu { entries, engines, updates, verify, json, seed } } => {
+            let sizes = entries
+                .iter()
+                .map(|s| kairo_bench::parse_size(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let engines = engines
+                .iter()
+                .map(|e| e.parse::<kairo_maintain::EngineKind>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            if updates == 0 {
+                anyhow::bail!("--updates must be at least 1");
+            }
+            let opts = kairo_bench::ttu::TtuOpts { entries: sizes, engines, updates, seed, verify, progress: true };
+            let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
+            print!("{}", report.to_table());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            let bad: usize = report.rows.iter().map(|r| r.mismatches).sum();
+            if bad > 0 {
+                anyhow::bail!("--verify found {bad} mismatches between the cache and full recomputation");
             }
             Ok(())
         }

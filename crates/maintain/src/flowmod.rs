@@ -99,7 +99,7 @@ pub fn parse_command(cmd: &str, arg: &str) -> Result<FlowMod, ModError> {
             } else {
                 let id = a
                     .strip_prefix("group_id=")
-                    .and_then(|v| kairo_flow::parse::parse_uint(v))
+                    .and_then(kairo_flow::parse::parse_uint)
                     .filter(|v| *v <= u32::MAX as u64)
                     .ok_or_else(|| OfError::Syntax { text: a.to_string(), expected: "group_id=N".into() })?;
                 FlowMod::DelGroup(Some(id as u32))
@@ -112,6 +112,25 @@ pub fn parse_command(cmd: &str, arg: &str) -> Result<FlowMod, ModError> {
 /// The rules a mod/del spec selects: (table, id).
 pub fn select_rules(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, RuleId)> {
     let mut out = Vec::new();
+    if let (true, Some(t)) = (strict, spec.table) {
+        // Strict with a table: the rule identity, found directly.
+        let prio = spec.priority.unwrap_or(kairo_ofproto::syntax::DEFAULT_PRIORITY);
+        if let Some(r) = p.table(t).and_then(|tb| tb.cls.find_exact(&spec.m, prio)) {
+            let cookie_ok = spec.cookie_mask.is_none_or(|cm| (r.payload.cookie ^ spec.cookie) & cm == 0);
+            let port_ok = spec.out_port.is_none_or(|op| {
+                r.payload
+                    .inst
+                    .apply
+                    .iter()
+                    .chain(r.payload.inst.write.iter())
+                    .any(|a| matches!(a, Action::Output(x) if *x == op))
+            });
+            if cookie_ok && port_ok {
+                out.push((t, r.id));
+            }
+        }
+        return out;
+    }
     for (t, table) in p.tables() {
         if spec.table.is_some_and(|x| x != t) {
             continue;

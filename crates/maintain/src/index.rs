@@ -44,6 +44,8 @@ struct TableIndex {
     field: Field,
     /// (value aligned to len, len, entry).
     set: BTreeSet<(u64, u8, EntryId)>,
+    /// Entries per prefix length (queries skip lengths nobody uses).
+    lens: [u32; 65],
 }
 
 /// Leading ones of `m` in a field of `bits` bits.
@@ -112,19 +114,22 @@ impl Index {
         let region = self.region(mf);
         let mut visits = Vec::with_capacity(trav.steps.len());
         for st in &trav.steps {
-            let kt = trav.key_at(&mf.key, st);
+            let kt = trav.key_at(&mf.rep, st);
             match st.outcome {
                 Outcome::Rule(r) => self.by_rule.entry(r).or_default().insert(id),
                 Outcome::Miss => self.by_miss.entry(st.table).or_default().insert(id),
             };
-            let ti = self
-                .tables
-                .entry(st.table)
-                .or_insert_with(|| TableIndex { field: choose_field(p, st.table), set: BTreeSet::new() });
+            let ti = self.tables.entry(st.table).or_insert_with(|| TableIndex {
+                field: choose_field(p, st.table),
+                set: BTreeSet::new(),
+                lens: [0; 65],
+            });
             let f = ti.field;
             let len = leading_ones(region.get(f), f.bits());
             let val = kt.get(f) & prefix_mask(len as u32, f.bits());
-            ti.set.insert((val, len, id));
+            if ti.set.insert((val, len, id)) {
+                ti.lens[len as usize] += 1;
+            }
             visits.push(Visit { table: st.table, outcome: st.outcome, step: visits.len() as u16, slot: (val, len) });
         }
         let mut groups: Vec<u32> = trav.groups.iter().map(|g| g.group).collect();
@@ -153,7 +158,9 @@ impl Index {
                 }
             }
             if let Some(ti) = self.tables.get_mut(&v.table) {
-                ti.set.remove(&(v.slot.0, v.slot.1, id));
+                if ti.set.remove(&(v.slot.0, v.slot.1, id)) {
+                    ti.lens[v.slot.1 as usize] -= 1;
+                }
             }
         }
         for g in &e.groups {
@@ -184,6 +191,23 @@ impl Index {
         let trav = mf.traversal();
         self.register(p, id, &mf, &trav);
         id
+    }
+
+    /// Re-registers an entry whose traversal was replaced by `new` (skipped
+    /// when the registration would be the same: same tables, outcomes, keys
+    /// and groups; only bucket choices or actions differ).
+    pub fn reindex_if_needed(&mut self, p: &Pipeline, id: EntryId, old: &Traversal, new: &Traversal) {
+        let same = old.steps.len() == new.steps.len()
+            && old.versions == new.versions
+            && old
+                .steps
+                .iter()
+                .zip(&new.steps)
+                .all(|(a, b)| a.table == b.table && a.outcome == b.outcome && a.version == b.version)
+            && old.groups.iter().map(|g| g.group).eq(new.groups.iter().map(|g| g.group));
+        if !same {
+            self.reindex(p, id);
+        }
     }
 
     /// Re-registers an entry whose traversal was replaced.
@@ -231,7 +255,7 @@ impl Index {
         let mut looked = 0usize;
         let mut cands: Vec<EntryId> = Vec::new();
         // Entries indexed under a prefix containing the rule's prefix on f.
-        for len in 0..=l {
+        for len in (0..=l).filter(|&len| ti.lens[len as usize] > 0) {
             let val = v & prefix_mask(len as u32, bits);
             for &(_, _, id) in ti.set.range((val, len, 0)..=(val, len, EntryId::MAX)) {
                 cands.push(id);
@@ -266,7 +290,7 @@ impl Index {
                         common.w[i] &= m.mask().w[i];
                     }
                     let kt: FlowKey =
-                        trav.steps.get(vi.step as usize).map_or(e.mf.key, |st| trav.key_at(&e.mf.key, st));
+                        trav.steps.get(vi.step as usize).map_or(e.mf.rep, |st| trav.key_at(&e.mf.rep, st));
                     kt.eq_masked(m.key(), &common)
                 }
             });

@@ -67,15 +67,15 @@ pub fn region_holds(p: &Pipeline, key: &FlowKey, mask: &FlowMask, r: &XlateResul
         return false;
     }
     r.traversal.steps.iter().all(|st| {
-        let kt = r.traversal.key_at(key, st);
+        let kt = r.traversal.key_at(key, st).masked(&region);
         step_holds(p, st.table, st.outcome, &kt, &region)
     })
 }
 
 /// Revalidates one megaflow against the pipeline.
 pub fn revalidate(p: &Pipeline, mf: &Megaflow, po: &FlowMask) -> Verdict {
-    let r = translate(p, &mf.key);
-    let holds = r.mask.is_subset_of(&mf.mask) || region_holds(p, &mf.key, &mf.mask, &r, po);
+    let r = translate(p, &mf.rep);
+    let holds = r.mask.is_subset_of(&mf.mask) || region_holds(p, &mf.rep, &mf.mask, &r, po);
     if !holds {
         return Verdict::Evict;
     }

@@ -1,0 +1,404 @@
+//! Time-to-update of both maintenance engines on identical state: a cache of
+//! exactly E megaflows (filled by real upcalls through a pipeline), then the
+//! same stream of single flow-mods applied to each engine.
+//!
+//! The built-in pipeline is a synthetic 10-table one shaped like OF-DPA
+//! (port, VLAN, termination MAC, unicast routing with next-hop select groups,
+//! bridging, ACL, then register-driven tables), generated from a seed as
+//! ovs-ofctl text. Every flow of the traffic gets its own megaflow (the
+//! next-hop groups hash the 5-tuple), so E unique flows make E entries.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use kairo_datapath::{Datapath, DpConfig};
+use kairo_flow::FlowKey;
+use kairo_maintain::shared::SharedControl;
+use kairo_maintain::{parse_command, Control, EngineKind, FlowMod};
+use kairo_xlate::Pipeline;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::{table, Machine};
+
+/// Number of next-hop groups and routes in the synthetic pipeline.
+pub const NEXT_HOPS: u32 = 64;
+pub const ROUTES: u32 = 4096;
+
+/// The synthetic 10-table pipeline: (flows, groups) in ovs-ofctl syntax.
+pub fn synthetic_pipeline(seed: u64) -> (String, String) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut g = String::from("# next hops: select groups hashing the 5-tuple\n");
+    for nh in 1..=NEXT_HOPS {
+        g.push_str(&format!(
+            "group_id={nh},type=select,bucket=mod_dl_dst:02:00:00:00:{:02x}:01,output:{},bucket=mod_dl_dst:02:00:00:00:{:02x}:02,output:{}\n",
+            nh % 256,
+            nh % 4 + 1,
+            nh % 256,
+            (nh + 1) % 4 + 1
+        ));
+    }
+    let mut f = String::from("# synthetic OF-DPA-shaped pipeline, 10 tables (kairo bench ttu)\n");
+    f.push_str("#@ table=40 miss=continue:50\n");
+    for p in 1..=4 {
+        f.push_str(&format!("table=0,priority=100,in_port={p},actions=goto_table:10\n"));
+    }
+    f.push_str("table=0,priority=0,actions=drop\n");
+    f.push_str("table=10,priority=100,dl_vlan=0xffff,actions=goto_table:20\n");
+    for v in 1..=8 {
+        f.push_str(&format!("table=10,priority=100,dl_vlan={v},actions=pop_vlan,goto_table:20\n"));
+    }
+    f.push_str("table=20,priority=100,ip,dl_dst=00:00:00:00:aa:01,actions=goto_table:30\n");
+    f.push_str("table=20,priority=0,actions=goto_table:50\n");
+    // Routing: /16 aggregates and /24 routes under 10/8, a default route.
+    for a in 0..16u32 {
+        f.push_str(&format!(
+            "table=30,priority=16,ip,nw_dst=10.{a}.0.0/16,actions=write_actions(group:{}),goto_table:40\n",
+            a % NEXT_HOPS + 1
+        ));
+    }
+    for _ in 0..ROUTES {
+        let (b, c) = (rng.gen_range(0..16u32), rng.gen_range(0..256u32));
+        f.push_str(&format!(
+            "table=30,priority=24,ip,nw_dst=10.{b}.{c}.0/24,actions=write_actions(group:{}),goto_table:40\n",
+            rng.gen_range(1..=NEXT_HOPS)
+        ));
+    }
+    f.push_str("table=30,priority=0,ip,actions=write_actions(group:1),goto_table:40\n");
+    // 40 multicast: empty, misses continue to 50.
+    for i in 0..32u32 {
+        f.push_str(&format!(
+            "table=50,priority=100,dl_vlan={},dl_dst=00:00:00:00:{:02x}:{:02x},actions=output:{}\n",
+            i % 8 + 1,
+            i / 256,
+            i % 256,
+            i % 4 + 1
+        ));
+    }
+    f.push_str("table=50,priority=0,actions=goto_table:60\n");
+    // ACL.
+    for port in [22u32, 23, 25, 3389] {
+        f.push_str(&format!("table=60,priority=300,tcp,tp_dst={port},actions=clear_actions\n"));
+    }
+    for i in 0..64u32 {
+        f.push_str(&format!("table=60,priority=200,tcp,nw_src=192.168.{i}.0/24,tp_dst=8080,actions=clear_actions\n"));
+    }
+    f.push_str("table=60,priority=0,actions=goto_table:70\n");
+    // Register-driven tail: classify the source, then act on the class.
+    for i in 0..8u32 {
+        f.push_str(&format!(
+            "table=70,priority=10,ip,nw_src={}.0.0.0/8,actions=load:{i}->NXM_NX_REG0[0..7],goto_table:80\n",
+            192 + i % 4
+        ));
+    }
+    f.push_str("table=70,priority=0,actions=load:0xff->NXM_NX_REG0[0..7],goto_table:80\n");
+    f.push_str("table=80,priority=10,reg0=0xff/0xff,actions=goto_table:90\n");
+    f.push_str("table=80,priority=5,actions=set_field:8->ip_dscp,goto_table:90\n");
+    f.push_str("table=90,priority=0,actions=drop\n");
+    (f, g)
+}
+
+/// The traffic: `n` unique TCP flows to routed destinations.
+pub fn flows(n: usize, seed: u64) -> Vec<FlowKey> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xf10f);
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let src = rng.gen::<u32>();
+        let dst = (10u32 << 24) | (rng.gen_range(0..16u32) << 16) | rng.gen_range(0..65536u32);
+        let sport = rng.gen_range(1024..65535u32);
+        let dport = [80u32, 443, 8080, 53][rng.gen_range(0..4)];
+        if !seen.insert((src, dst, sport, dport)) {
+            continue;
+        }
+        let mut k = FlowKey::ZERO;
+        use kairo_flow::Field;
+        k.set(Field::InPort, rng.gen_range(1..=4u64));
+        k.set(Field::EthDst, 0xaa01);
+        k.set(Field::EthSrc, 0x0200_0000_0001);
+        k.set(Field::EthType, 0x0800);
+        k.set(Field::IpProto, 6);
+        k.set(Field::IpSrc, src as u64);
+        k.set(Field::IpDst, dst as u64);
+        k.set(Field::IpTtl, 64);
+        k.set(Field::TpSrc, sport as u64);
+        k.set(Field::TpDst, dport as u64);
+        out.push(k);
+    }
+    out
+}
+
+/// The update stream: route adds and withdrawals, ACL adds and deletes,
+/// next-hop changes (one flow-mod each).
+pub fn updates(n: usize, seed: u64) -> Vec<(&'static str, String, String)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0bd8);
+    let mut added: Vec<String> = Vec::new();
+    (0..n)
+        .map(|i| match i % 5 {
+            0 | 1 => {
+                let (b, c) = (rng.gen_range(0..16u32), rng.gen_range(0..256u32));
+                let m = if rng.gen_bool(0.5) {
+                    format!("nw_dst=10.{b}.{c}.0/24")
+                } else {
+                    format!("nw_dst=10.{b}.{c}.{}/32", rng.gen_range(0..256u32))
+                };
+                let plen = if m.ends_with("/24") { 25 } else { 32 };
+                added.push(format!("table=30,priority={plen},ip,{m}"));
+                (
+                    "route add",
+                    "add-flow".into(),
+                    format!(
+                        "table=30,priority={plen},ip,{m},actions=write_actions(group:{}),goto_table:40",
+                        rng.gen_range(1..=NEXT_HOPS)
+                    ),
+                )
+            }
+            2 if !added.is_empty() => {
+                let r = added.swap_remove(rng.gen_range(0..added.len()));
+                ("route withdraw", "--strict del-flows".into(), r)
+            }
+            3 => {
+                let net = rng.gen_range(0..=255u32);
+                (
+                    "acl add",
+                    "add-flow".into(),
+                    format!(
+                        "table=60,priority=250,tcp,nw_src={net}.{}.0.0/16,tp_dst=443,actions=clear_actions",
+                        rng.gen_range(0..256u32)
+                    ),
+                )
+            }
+            _ => {
+                let nh = rng.gen_range(1..=NEXT_HOPS);
+                (
+                    "next-hop change",
+                    "mod-group".into(),
+                    format!(
+                        "group_id={nh},type=select,bucket=output:{},bucket=output:{}",
+                        rng.gen_range(1..=4),
+                        rng.gen_range(1..=4)
+                    ),
+                )
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TtuRow {
+    pub pipeline: String,
+    pub engine: String,
+    pub entries: usize,
+    pub updates: usize,
+    pub ttu_median_us: f64,
+    pub ttu_p99_us: f64,
+    pub ttu_max_us: f64,
+    pub affected_median: f64,
+    pub mismatches: usize,
+    /// Memory of the engine's index, bytes per entry.
+    pub index_bytes_per_entry: f64,
+    /// Per kind of update: (kind, count, TTU median us, affected median).
+    pub by_kind: Vec<(String, usize, f64, f64)>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TtuReport {
+    pub machine: Machine,
+    pub rows: Vec<TtuRow>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TtuOpts {
+    pub entries: Vec<usize>,
+    pub engines: Vec<EngineKind>,
+    pub updates: usize,
+    pub seed: u64,
+    pub verify: bool,
+    pub progress: bool,
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn bar(show: bool, len: u64, msg: String) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:42} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
+/// Fills a cache of exactly `n` megaflows through upcalls.
+pub fn fill(
+    p: &Pipeline,
+    kind: EngineKind,
+    keys: &[FlowKey],
+    n: usize,
+    show: bool,
+) -> Result<(Datapath, SharedControl), String> {
+    let mut dp = Datapath::new(DpConfig {
+        flow_limit: n,
+        emc_insert_inv_prob: 0,
+        max_idle_ms: u64::MAX / 4,
+        ..DpConfig::default()
+    });
+    let mut sc = SharedControl::new(Control::new(p.clone(), kind));
+    let pb = bar(show, n as u64, format!("fill {n} megaflows ({})", sc.lock().engine.name()));
+    for k in keys {
+        if dp.n_flows() >= n {
+            break;
+        }
+        dp.process_key(k, 64, None, 0, &mut sc);
+        if dp.n_flows().is_multiple_of(4096) {
+            pb.set_position(dp.n_flows() as u64);
+        }
+    }
+    pb.finish_and_clear();
+    if dp.n_flows() < n {
+        return Err(format!("the traffic made only {} megaflows, fewer than {n}", dp.n_flows()));
+    }
+    Ok((dp, sc))
+}
+
+/// Runs the TTU benchmark on the built-in synthetic pipeline.
+pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
+    let (flows_txt, groups_txt) = synthetic_pipeline(opts.seed);
+    let p = Pipeline::from_parts(
+        kairo_ofproto::parse_flow_file(&flows_txt).map_err(|e| e.to_string())?,
+        kairo_ofproto::parse_group_file(&groups_txt).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let max = opts.entries.iter().copied().max().unwrap_or(0);
+    let keys = flows(max + max / 4 + 1000, opts.seed);
+    let stream = updates(opts.updates, opts.seed);
+    let mods: Vec<FlowMod> = stream
+        .iter()
+        .map(|(_, c, a)| parse_command(c, a).map_err(|e| format!("{c} {a}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let kinds: Vec<&'static str> = stream.iter().map(|(k, _, _)| *k).collect();
+    let mut rows = Vec::new();
+    for &n in &opts.entries {
+        for &kind in &opts.engines {
+            let (_dp, sc) = fill(&p, kind, &keys, n, opts.progress)?;
+            let mut c = sc.lock();
+            let index_bytes = c.engine.index_bytes() as f64 / n as f64;
+            let pb = bar(
+                opts.progress,
+                mods.len() as u64,
+                format!("{} updates, {n} entries ({})", mods.len(), c.engine.name()),
+            );
+            let mut ttus = Vec::with_capacity(mods.len());
+            let mut affected = Vec::with_capacity(mods.len());
+            let mut mismatches = 0;
+            for fm in &mods {
+                let rep = c.apply(fm).map_err(|e| e.to_string())?;
+                ttus.push(rep.ttu.as_secs_f64() * 1e6);
+                affected.push(rep.examined as f64);
+                if opts.verify {
+                    mismatches += c.verify().len();
+                }
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            let mut by_kind = Vec::new();
+            for kind in ["route add", "route withdraw", "acl add", "next-hop change"] {
+                let mut t: Vec<f64> = ttus.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
+                let mut a: Vec<f64> =
+                    affected.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
+                if !t.is_empty() {
+                    by_kind.push((kind.to_string(), t.len(), pct(&mut t, 0.5), pct(&mut a, 0.5)));
+                }
+            }
+            let mut t2 = ttus.clone();
+            rows.push(TtuRow {
+                pipeline: "synthetic-10".into(),
+                engine: c.engine.name().into(),
+                entries: n,
+                updates: mods.len(),
+                ttu_median_us: pct(&mut t2, 0.5),
+                ttu_p99_us: pct(&mut t2, 0.99),
+                ttu_max_us: pct(&mut t2, 1.0),
+                affected_median: pct(&mut affected, 0.5),
+                mismatches,
+                index_bytes_per_entry: index_bytes,
+                by_kind,
+            });
+        }
+    }
+    Ok(TtuReport { machine: Machine::detect(), rows })
+}
+
+impl TtuReport {
+    pub fn to_table(&self) -> String {
+        let mut s = format!("machine: {}\n\n", self.machine);
+        let ratio = |r: &TtuRow| {
+            if r.engine != "incremental" {
+                return "-".to_string();
+            }
+            self.rows
+                .iter()
+                .find(|f| f.engine == "full" && f.entries == r.entries)
+                .map(|f| format!("{:.0}x", f.ttu_median_us / r.ttu_median_us.max(1e-3)))
+                .unwrap_or_else(|| "-".into())
+        };
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.entries.to_string(),
+                    r.engine.clone(),
+                    format!("{:.1}", r.ttu_median_us),
+                    format!("{:.1}", r.ttu_p99_us),
+                    format!("{:.1}", r.ttu_max_us),
+                    format!("{:.0}", r.affected_median),
+                    ratio(r),
+                    r.mismatches.to_string(),
+                    format!("{:.0}", r.index_bytes_per_entry),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &[
+                "entries",
+                "engine",
+                "TTU median us",
+                "p99 us",
+                "max us",
+                "affected median",
+                "full/incr",
+                "mismatches",
+                "index B/entry",
+            ],
+            &rows,
+        ));
+        let kinds: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .flat_map(|r| {
+                r.by_kind.iter().map(move |(k, n, t, a)| {
+                    vec![
+                        r.entries.to_string(),
+                        r.engine.clone(),
+                        k.clone(),
+                        n.to_string(),
+                        format!("{t:.1}"),
+                        format!("{a:.0}"),
+                    ]
+                })
+            })
+            .collect();
+        s.push_str("\nby kind of update:\n");
+        s.push_str(&table(&["entries", "engine", "update", "count", "TTU median us", "affected median"], &kinds));
+        s
+    }
+}
