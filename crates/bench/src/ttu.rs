@@ -192,6 +192,8 @@ pub struct TtuRow {
     pub ttu_p99_us: f64,
     pub ttu_max_us: f64,
     pub affected_median: f64,
+    /// Median TTU per affected (re-translated) entry, over updates that affected any.
+    pub ttu_per_affected_us: f64,
     pub mismatches: usize,
     /// Memory of the engine's index, bytes per entry.
     pub index_bytes_per_entry: f64,
@@ -318,6 +320,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                     by_kind.push((kind.to_string(), t.len(), pct(&mut t, 0.5), pct(&mut a, 0.5)));
                 }
             }
+            let mut per: Vec<f64> = ttus.iter().zip(&affected).filter(|(_, a)| **a > 0.0).map(|(t, a)| t / a).collect();
             let mut t2 = ttus.clone();
             rows.push(TtuRow {
                 pipeline: "synthetic-10".into(),
@@ -328,6 +331,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 ttu_p99_us: pct(&mut t2, 0.99),
                 ttu_max_us: pct(&mut t2, 1.0),
                 affected_median: pct(&mut affected, 0.5),
+                ttu_per_affected_us: pct(&mut per, 0.5),
                 mismatches,
                 index_bytes_per_entry: index_bytes,
                 by_kind,
@@ -361,6 +365,7 @@ impl TtuReport {
                     format!("{:.1}", r.ttu_p99_us),
                     format!("{:.1}", r.ttu_max_us),
                     format!("{:.0}", r.affected_median),
+                    format!("{:.2}", r.ttu_per_affected_us),
                     ratio(r),
                     r.mismatches.to_string(),
                     format!("{:.0}", r.index_bytes_per_entry),

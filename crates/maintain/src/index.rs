@@ -110,15 +110,12 @@ impl Index {
         m
     }
 
-    fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, trav: &Traversal) {
+    /// The visits (and their index slots) of a traversal.
+    fn visits_of(&mut self, p: &Pipeline, mf: &Megaflow, trav: &Traversal) -> Vec<Visit> {
         let region = self.region(mf);
         let mut visits = Vec::with_capacity(trav.steps.len());
         for st in &trav.steps {
             let kt = trav.key_at(&mf.rep, st);
-            match st.outcome {
-                Outcome::Rule(r) => self.by_rule.entry(r).or_default().insert(id),
-                Outcome::Miss => self.by_miss.entry(st.table).or_default().insert(id),
-            };
             let ti = self.tables.entry(st.table).or_insert_with(|| TableIndex {
                 field: choose_field(p, st.table),
                 set: BTreeSet::new(),
@@ -127,14 +124,73 @@ impl Index {
             let f = ti.field;
             let len = leading_ones(region.get(f), f.bits());
             let val = kt.get(f) & prefix_mask(len as u32, f.bits());
-            if ti.set.insert((val, len, id)) {
-                ti.lens[len as usize] += 1;
-            }
             visits.push(Visit { table: st.table, outcome: st.outcome, step: visits.len() as u16, slot: (val, len) });
         }
+        visits
+    }
+
+    fn add_visit(&mut self, id: EntryId, v: &Visit) {
+        self.add_outcome(id, v);
+        self.add_slot(id, v);
+    }
+
+    fn add_outcome(&mut self, id: EntryId, v: &Visit) {
+        match v.outcome {
+            Outcome::Rule(r) => self.by_rule.entry(r).or_default().insert(id),
+            Outcome::Miss => self.by_miss.entry(v.table).or_default().insert(id),
+        };
+    }
+
+    fn add_slot(&mut self, id: EntryId, v: &Visit) {
+        if let Some(ti) = self.tables.get_mut(&v.table) {
+            if ti.set.insert((v.slot.0, v.slot.1, id)) {
+                ti.lens[v.slot.1 as usize] += 1;
+            }
+        }
+    }
+
+    fn del_visit(&mut self, id: EntryId, v: &Visit) {
+        self.del_outcome(id, v);
+        self.del_slot(id, v);
+    }
+
+    fn del_outcome(&mut self, id: EntryId, v: &Visit) {
+        let set = match v.outcome {
+            Outcome::Rule(r) => self.by_rule.get_mut(&r),
+            Outcome::Miss => self.by_miss.get_mut(&v.table),
+        };
+        if let Some(s) = set {
+            s.remove(&id);
+            if s.is_empty() {
+                match v.outcome {
+                    Outcome::Rule(r) => self.by_rule.remove(&r),
+                    Outcome::Miss => self.by_miss.remove(&v.table),
+                };
+            }
+        }
+    }
+
+    fn del_slot(&mut self, id: EntryId, v: &Visit) {
+        if let Some(ti) = self.tables.get_mut(&v.table) {
+            if ti.set.remove(&(v.slot.0, v.slot.1, id)) {
+                ti.lens[v.slot.1 as usize] -= 1;
+            }
+        }
+    }
+
+    fn groups_of(trav: &Traversal) -> Vec<u32> {
         let mut groups: Vec<u32> = trav.groups.iter().map(|g| g.group).collect();
         groups.sort_unstable();
         groups.dedup();
+        groups
+    }
+
+    fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, trav: &Traversal) {
+        let visits = self.visits_of(p, mf, trav);
+        for v in &visits {
+            self.add_visit(id, v);
+        }
+        let groups = Self::groups_of(trav);
         for &g in &groups {
             self.by_group.entry(g).or_default().insert(id);
         }
@@ -144,24 +200,7 @@ impl Index {
     fn unregister(&mut self, id: EntryId) -> Option<Entry> {
         let e = self.entries.get_mut(id as usize)?.take()?;
         for v in &e.visits {
-            let set = match v.outcome {
-                Outcome::Rule(r) => self.by_rule.get_mut(&r),
-                Outcome::Miss => self.by_miss.get_mut(&v.table),
-            };
-            if let Some(s) = set {
-                s.remove(&id);
-                if s.is_empty() {
-                    match v.outcome {
-                        Outcome::Rule(r) => self.by_rule.remove(&r),
-                        Outcome::Miss => self.by_miss.remove(&v.table),
-                    };
-                }
-            }
-            if let Some(ti) = self.tables.get_mut(&v.table) {
-                if ti.set.remove(&(v.slot.0, v.slot.1, id)) {
-                    ti.lens[v.slot.1 as usize] -= 1;
-                }
-            }
+            self.del_visit(id, v);
         }
         for g in &e.groups {
             if let Some(s) = self.by_group.get_mut(g) {
@@ -193,29 +232,54 @@ impl Index {
         id
     }
 
-    /// Re-registers an entry whose traversal was replaced by `new` (skipped
-    /// when the registration would be the same: same tables, outcomes, keys
-    /// and groups; only bucket choices or actions differ).
-    pub fn reindex_if_needed(&mut self, p: &Pipeline, id: EntryId, old: &Traversal, new: &Traversal) {
-        let same = old.steps.len() == new.steps.len()
-            && old.versions == new.versions
-            && old
-                .steps
-                .iter()
-                .zip(&new.steps)
-                .all(|(a, b)| a.table == b.table && a.outcome == b.outcome && a.version == b.version)
-            && old.groups.iter().map(|g| g.group).eq(new.groups.iter().map(|g| g.group));
-        if !same {
-            self.reindex(p, id);
+    /// Re-registers an entry whose traversal was replaced by `new`: removes
+    /// only the registrations that changed (usually from the table whose rule
+    /// changed onwards), then asserts the new ones.
+    pub fn reindex_if_needed(&mut self, p: &Pipeline, id: EntryId, _old: &Traversal, new: &Traversal) {
+        let Some(e) = self.entries.get_mut(id as usize).and_then(|e| e.take()) else { return };
+        let visits = self.visits_of(p, &e.mf, new);
+        // Two registrations per visit, each a set shared by the visits to the
+        // same table: its outcome and its slot. Remove the ones that changed,
+        // add the new ones, and re-assert unchanged ones that shared a
+        // registration with a removed one.
+        let same_o = |a: &Visit, b: &Visit| a.table == b.table && a.outcome == b.outcome;
+        let same_s = |a: &Visit, b: &Visit| a.table == b.table && a.slot == b.slot;
+        let (mut gone_o, mut gone_s): (Vec<&Visit>, Vec<&Visit>) = (Vec::new(), Vec::new());
+        for (i, v) in e.visits.iter().enumerate() {
+            let n = visits.get(i);
+            if n.is_none_or(|n| !same_o(v, n)) {
+                self.del_outcome(id, v);
+                gone_o.push(v);
+            }
+            if n.is_none_or(|n| !same_s(v, n)) {
+                self.del_slot(id, v);
+                gone_s.push(v);
+            }
         }
-    }
-
-    /// Re-registers an entry whose traversal was replaced.
-    pub fn reindex(&mut self, p: &Pipeline, id: EntryId) {
-        if let Some(e) = self.unregister(id) {
-            let trav = e.mf.traversal();
-            self.register(p, id, &e.mf, &trav);
+        for (i, v) in visits.iter().enumerate() {
+            let o = e.visits.get(i);
+            if o.is_none_or(|o| !same_o(o, v)) || gone_o.iter().any(|d| same_o(d, v)) {
+                self.add_outcome(id, v);
+            }
+            if o.is_none_or(|o| !same_s(o, v)) || gone_s.iter().any(|d| same_s(d, v)) {
+                self.add_slot(id, v);
+            }
         }
+        let groups = Self::groups_of(new);
+        if groups != e.groups {
+            for g in &e.groups {
+                if let Some(s) = self.by_group.get_mut(g) {
+                    s.remove(&id);
+                    if s.is_empty() {
+                        self.by_group.remove(g);
+                    }
+                }
+            }
+            for &g in &groups {
+                self.by_group.entry(g).or_default().insert(id);
+            }
+        }
+        self.entries[id as usize] = Some(Entry { mf: e.mf, visits, groups });
     }
 
     /// Removes an entry.
