@@ -94,12 +94,15 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok((v * mul).round() as usize)
 }
 
-/// Renders rows of cells as an aligned text table.
+/// Renders rows of cells as an aligned text table (cells beyond the header's
+/// columns are dropped, missing ones left empty).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let n = header.len();
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|r| (0..n).map(|i| r.get(i).cloned().unwrap_or_default()).collect()).collect();
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate().take(n) {
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.len());
         }
     }
@@ -109,7 +112,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = line(header.to_vec());
     out.push('\n');
     out.push_str(&w.iter().map(|x| "-".repeat(*x)).collect::<Vec<_>>().join("  "));
-    for r in rows {
+    for r in &rows {
         out.push('\n');
         out.push_str(&line(r.iter().map(|s| s.as_str()).collect()));
     }
@@ -130,6 +133,12 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("-5k").is_err());
+    }
+
+    #[test]
+    fn table_tolerates_ragged_rows() {
+        let t = table(&["a", "b"], &[vec!["1".into(), "2".into(), "3".into()], vec!["4".into()]]);
+        assert_eq!(t, "a  b\n-  -\n1  2\n4   \n");
     }
 
     #[test]

@@ -380,6 +380,7 @@ impl TtuReport {
                 "p99 us",
                 "max us",
                 "affected median",
+                "us/affected",
                 "full/incr",
                 "mismatches",
                 "index B/entry",

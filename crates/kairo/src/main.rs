@@ -107,6 +107,19 @@ pub fn load_pipeline(flows: &Path, groups: Option<&Path>) -> Result<Pipeline> {
     Pipeline::from_parts(ff, gs).with_context(|| format!("loading {}", flows.display()))
 }
 
+/// Writes the JSON report (first, so a failure to print loses nothing), then prints the table.
+fn emit<T: serde::Serialize>(report: &T, table: String, json: Option<&Path>) -> Result<()> {
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    print!("{table}");
+    if let Some(path) = json {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Trace { flows, groups, json, packets } => {
@@ -143,12 +156,7 @@ fn run(cli: Cli) -> Result<()> {
             let e2e_flows = kairo_bench::parse_size(&e2e_flows).map_err(anyhow::Error::msg)?;
             let opts = kairo_bench::lookup::LookupOpts { sizes, subtables, secs, e2e_flows, seed, progress: true };
             let report = kairo_bench::lookup::run(&opts).map_err(anyhow::Error::msg)?;
-            print!("{}", report.to_table());
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                println!("wrote {}", path.display());
-            }
+            emit(&report, report.to_table(), json.as_deref())?;
             Ok(())
         }
         Cmd::Bench { what: BenchCmd::Ttu { entries, engines, updates, verify, json, seed } } => {
@@ -167,12 +175,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let opts = kairo_bench::ttu::TtuOpts { entries: sizes, engines, updates, seed, verify, progress: true };
             let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
-            print!("{}", report.to_table());
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                println!("wrote {}", path.display());
-            }
+            emit(&report, report.to_table(), json.as_deref())?;
             let bad: usize = report.rows.iter().map(|r| r.mismatches).sum();
             if bad > 0 {
                 anyhow::bail!("--verify found {bad} mismatches between the cache and full recomputation");
