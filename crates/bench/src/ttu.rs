@@ -305,6 +305,14 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 let rep = c.apply(fm).map_err(|e| e.to_string())?;
                 ttus.push(rep.ttu.as_secs_f64() * 1e6);
                 affected.push(rep.examined as f64);
+                if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
+                    eprintln!(
+                        "{:>10.1} us  examined {:>6}  probed {:>6}",
+                        rep.ttu.as_secs_f64() * 1e6,
+                        rep.examined,
+                        rep.probed
+                    );
+                }
                 if opts.verify {
                     mismatches += c.verify().len();
                 }

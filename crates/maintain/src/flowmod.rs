@@ -184,7 +184,13 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>) -> Result<(),
             }
             let cookie = spec.cookie_mask.is_none().then_some(spec.cookie).filter(|c| *c != 0);
             for (t, id) in sel {
-                p.modify_rule(t, id, inst.clone(), cookie)?;
+                let mut inst = inst.clone();
+                if let Some(r) = p.rule(t, id) {
+                    let has_vlan = kairo_ofproto::action::match_has_vlan(&r.m);
+                    kairo_ofproto::action::normalize_vlan(&mut inst.apply, has_vlan);
+                    kairo_ofproto::action::normalize_vlan(&mut inst.write, has_vlan);
+                }
+                p.modify_rule(t, id, inst, cookie)?;
                 out.push(Delta::RuleModified { table: t, id });
             }
         }

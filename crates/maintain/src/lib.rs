@@ -32,6 +32,9 @@ use kairo_xlate::Pipeline;
 pub struct Report {
     /// Entries re-translated.
     pub examined: usize,
+    /// Index slots looked at to find them (incremental engine; the work
+    /// beyond the affected entries themselves).
+    pub probed: usize,
     pub kept: usize,
     pub updated: usize,
     pub evicted: usize,
@@ -195,7 +198,9 @@ impl Engine for Incremental {
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta]) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
-        for id in self.affected(p, deltas) {
+        let affected = self.affected(p, deltas);
+        rep.probed = self.last_probed;
+        for id in affected {
             let Some(mf) = self.index.get(id).cloned() else { continue };
             rep.examined += 1;
             let v = revalidate::revalidate(p, &mf, &self.po);

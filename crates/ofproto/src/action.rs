@@ -393,6 +393,49 @@ impl std::fmt::Display for Action {
     }
 }
 
+/// Encodes OpenFlow 1.0's "set VLAN, pushing a tag if needed" (`mod_vlan_vid`,
+/// `mod_vlan_pcp`) as OpenFlow 1.1+ has to, and as `ovs-ofctl -O OpenFlow13`
+/// does: where the match (and the actions before) do not guarantee a tag, it
+/// becomes `push_vlan` followed by the set, unconditionally; where they do,
+/// a plain set. `has_vlan`: does the match require a tag?
+pub fn normalize_vlan(actions: &mut Vec<Action>, mut has_vlan: bool) {
+    let mut out = Vec::with_capacity(actions.len() + 1);
+    for a in actions.drain(..) {
+        match a {
+            Action::PushVlan { .. } => {
+                has_vlan = true;
+                out.push(a);
+            }
+            Action::PopVlan => {
+                has_vlan = false;
+                out.push(a);
+            }
+            Action::SetVlanVid { vid, push: true } => {
+                if !has_vlan {
+                    out.push(Action::PushVlan { tpid: 0x8100 });
+                    has_vlan = true;
+                }
+                out.push(Action::SetVlanVid { vid, push: false });
+            }
+            Action::SetVlanPcp { pcp, push: true } => {
+                if !has_vlan {
+                    out.push(Action::PushVlan { tpid: 0x8100 });
+                    has_vlan = true;
+                }
+                out.push(Action::SetVlanPcp { pcp, push: false });
+            }
+            other => out.push(other),
+        }
+    }
+    *actions = out;
+}
+
+/// Does the match require a VLAN tag (the "present" bit matched as 1)?
+pub fn match_has_vlan(m: &kairo_flow::Match) -> bool {
+    let (v, mk) = m.field(Field::VlanTci);
+    mk & VLAN_CFI != 0 && v & VLAN_CFI != 0
+}
+
 /// Parses a list of plain actions (no instructions), `drop` meaning none.
 pub fn parse_action_list(s: &str) -> Result<Vec<Action>, OfError> {
     let toks = split_top(s)?;

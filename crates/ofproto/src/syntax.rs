@@ -45,10 +45,13 @@ pub struct FlowSpec {
 impl FlowSpec {
     /// The rule this spec adds (table 0 and priority 32768 by default).
     pub fn into_rule(self) -> Result<Rule, OfError> {
-        let inst = self.instructions.ok_or_else(|| OfError::Syntax {
+        let mut inst = self.instructions.ok_or_else(|| OfError::Syntax {
             text: String::new(),
             expected: "`actions=...` (a flow to add needs actions)".into(),
         })?;
+        let has_vlan = crate::action::match_has_vlan(&self.m);
+        crate::action::normalize_vlan(&mut inst.apply, has_vlan);
+        crate::action::normalize_vlan(&mut inst.write, has_vlan);
         Ok(Rule {
             table: self.table.unwrap_or(0),
             priority: self.priority.unwrap_or(DEFAULT_PRIORITY),
@@ -314,6 +317,8 @@ fn parse_bucket(body: &str, default_id: u32) -> Result<Bucket, OfError> {
         acts.push(tok);
     }
     b.actions = parse_action_list(&acts.join(","))?;
+    // A bucket knows nothing of the packet: set-VLAN-if-needed pushes.
+    crate::action::normalize_vlan(&mut b.actions, false);
     Ok(b)
 }
 
