@@ -48,6 +48,21 @@ impl std::fmt::Display for Machine {
     }
 }
 
+/// A progress bar for a long phase (hidden when `show` is false).
+pub fn progress_bar(show: bool, len: u64, msg: String) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(len);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{msg:42} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
 /// Resident memory of this process in bytes (Linux), for bytes-per-entry figures.
 pub fn resident_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/statm").ok()?;

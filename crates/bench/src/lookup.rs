@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use kairo_datapath::synth::{self, Popularity};
 use kairo_datapath::{hash, Datapath, DpConfig, Dpcls, Megaflow, BATCH};
 use kairo_flow::FlowKey;
@@ -73,20 +72,6 @@ pub struct LookupReport {
     pub toeplitz_mhash: f64,
     pub computed_mhash: f64,
     pub default_hash: String,
-}
-
-fn bar(opts: &LookupOpts, len: u64, msg: &str) -> ProgressBar {
-    if !opts.progress {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{msg:40} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_message(msg.to_string());
-    b
 }
 
 /// Lookup keys whose popularity follows `pop`; under Zipf the hottest flows
@@ -216,7 +201,7 @@ fn e2e(opts: &LookupOpts, pop: Popularity) -> Result<Row, String> {
 pub fn run(opts: &LookupOpts) -> Result<LookupReport, String> {
     let mut rows = Vec::new();
     let total = 1 + opts.sizes.len() * opts.subtables.len() + 2;
-    let pb = bar(opts, total as u64, "lookup benchmarks");
+    let pb = crate::progress_bar(opts.progress, total as u64, "lookup benchmarks".into());
 
     // EMC hits.
     {

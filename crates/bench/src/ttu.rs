@@ -8,7 +8,6 @@
 //! ovs-ofctl text. Every flow of the traffic gets its own megaflow (the
 //! next-hop groups hash the 5-tuple), so E unique flows make E entries.
 
-use indicatif::{ProgressBar, ProgressStyle};
 use kairo_datapath::{Datapath, DpConfig};
 use kairo_flow::FlowKey;
 use kairo_maintain::shared::SharedControl;
@@ -225,20 +224,6 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-fn bar(show: bool, len: u64, msg: String) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{msg:42} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_message(msg);
-    b
-}
-
 /// Fills a cache of exactly `n` megaflows through upcalls.
 pub fn fill(
     p: &Pipeline,
@@ -254,7 +239,7 @@ pub fn fill(
         ..DpConfig::default()
     });
     let mut sc = SharedControl::new(Control::new(p.clone(), kind));
-    let pb = bar(show, n as u64, format!("fill {n} megaflows ({})", sc.lock().engine.name()));
+    let pb = crate::progress_bar(show, n as u64, format!("fill {n} megaflows ({})", sc.lock().engine.name()));
     for k in keys {
         if dp.n_flows() >= n {
             break;
@@ -293,7 +278,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
             let (_dp, sc) = fill(&p, kind, &keys, n, opts.progress)?;
             let mut c = sc.lock();
             let index_bytes = c.engine.index_bytes() as f64 / n as f64;
-            let pb = bar(
+            let pb = crate::progress_bar(
                 opts.progress,
                 mods.len() as u64,
                 format!("{} updates, {n} entries ({})", mods.len(), c.engine.name()),

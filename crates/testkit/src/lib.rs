@@ -157,8 +157,12 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
 
 /// One random flow line for `table` (as in [`gen_case`]).
 pub fn gen_flow_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, group_ids: &[u32]) -> String {
-    let m = gen_match(rng, cfg);
     let prio = rng.gen_range(1..40u16) * 10;
+    flow_line(rng, cfg, t, group_ids, prio)
+}
+
+fn flow_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, group_ids: &[u32], prio: u16) -> String {
+    let m = gen_match(rng, cfg);
     let mut has_vlan = m.contains("dl_vlan=");
     let mut acts: Vec<String> =
         (0..rng.gen_range(0..4)).map(|_| gen_action(rng, cfg, &m, t, group_ids, &mut has_vlan)).collect();
@@ -209,25 +213,7 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
     let n_groups = rng.gen_range(0..4u32);
     let mut group_ids = Vec::new();
     for g in 1..=n_groups {
-        let types: &[&str] =
-            if cfg.multi_bucket_select { &["all", "select", "indirect", "ff"] } else { &["all", "indirect", "ff"] };
-        let ty = *pick(&mut rng, types);
-        let n_b = match ty {
-            "indirect" => 1,
-            "select" if !cfg.multi_bucket_select => 1,
-            _ => rng.gen_range(1..4),
-        };
-        let mut line = format!("group_id={g},type={ty}");
-        for b in 0..n_b {
-            let mut acts = Vec::new();
-            if rng.gen_bool(0.3) {
-                acts.push(format!("mod_dl_dst:{}", pick(&mut rng, &MACS)));
-            }
-            acts.push(format!("output:{}", rng.gen_range(1..=cfg.n_ports)));
-            let watch = if ty == "ff" { format!("watch_port:{},", b + 1) } else { String::new() };
-            line.push_str(&format!(",bucket={watch}actions={}", acts.join(",")));
-        }
-        groups_txt.push_str(&line);
+        groups_txt.push_str(&gen_group_line(&mut rng, cfg, g));
         groups_txt.push('\n');
         group_ids.push(g);
     }
@@ -239,7 +225,6 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
         let n = rng.gen_range(cfg.rules_per_table.clone());
         let mut prios: Vec<u16> = Vec::new();
         for _ in 0..n {
-            let m = gen_match(&mut rng, cfg);
             let prio = loop {
                 let p = rng.gen_range(1..40u16) * 10;
                 if !cfg.unique_priorities || !prios.contains(&p) {
@@ -247,18 +232,8 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
                 }
             };
             prios.push(prio);
-            let mut has_vlan = m.contains("dl_vlan=");
-            let mut acts: Vec<String> =
-                (0..rng.gen_range(0..4)).map(|_| gen_action(&mut rng, cfg, &m, t, &group_ids, &mut has_vlan)).collect();
-            if rng.gen_bool(0.2) {
-                acts.push(format!("write_actions(output:{})", rng.gen_range(1..=cfg.n_ports)));
-            }
-            if t + 1 < cfg.n_tables && rng.gen_bool(0.5) {
-                acts.push(format!("goto_table:{}", rng.gen_range(t + 1..cfg.n_tables)));
-            }
-            let acts = if acts.is_empty() { "drop".to_string() } else { acts.join(",") };
-            let m = if m.is_empty() { String::new() } else { format!("{m},") };
-            flows.push_str(&format!("table={t},priority={prio},{m}actions={acts}\n"));
+            flows.push_str(&flow_line(&mut rng, cfg, t, &group_ids, prio));
+            flows.push('\n');
         }
     }
     Case { flows, groups: groups_txt }
