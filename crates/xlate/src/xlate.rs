@@ -101,8 +101,6 @@ pub enum XlateError {
     TooDeep { table: u8 },
     #[error("translation looked up more than {MAX_RESUBMITS} tables")]
     TooManyResubmits,
-    #[error("push_vlan on a packet that already has two VLAN tags (only one level of QinQ is supported)")]
-    QinQ,
 }
 
 /// The result of translating one key.
@@ -412,14 +410,10 @@ impl Ctx<'_> {
             Action::PushVlan { .. } => {
                 self.act_bits(Field::VlanTci, u64::MAX);
                 self.act_bits(Field::VlanTciInner, u64::MAX);
+                // Two tags are tracked (as Open vSwitch's FLOW_MAX_VLAN_HEADERS):
+                // pushing a third shifts the innermost out of the key, as there.
                 let outer = self.flow.get(Field::VlanTci);
-                if outer & VLAN_CFI != 0 {
-                    if self.flow.get(Field::VlanTciInner) & VLAN_CFI != 0 {
-                        self.fail(XlateError::QinQ);
-                        return false;
-                    }
-                    self.flow.set(Field::VlanTciInner, outer);
-                }
+                self.flow.set(Field::VlanTciInner, outer);
                 self.flow.set(Field::VlanTci, VLAN_CFI);
                 self.rewritten = true;
             }
