@@ -1,0 +1,100 @@
+//! The generators on small sizes: seeds parse, generated pipelines load, the
+//! traffic translates without error and reaches the routes it was drawn from.
+
+use super::classbench::*;
+use super::ofdpa::*;
+use kairo_xlate::{translate, Outcome, Pipeline};
+
+fn seed(name: &str) -> Seed {
+    load_seed(&crate::classbench_dir(), name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_shipped_seed_parses_and_samples() {
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+    for name in seed_names() {
+        let s = seed(name);
+        let fs: Vec<Filter> = (0..500).map(|_| s.sample(&mut rng)).collect();
+        // prefixes are aligned and ports only on tcp/udp
+        for f in &fs {
+            assert_eq!(f.src.0 & !f.src.1, 0);
+            assert_eq!(f.dst.0 & !f.dst.1, 0);
+            if !matches!(f.proto, Some(6) | Some(17)) {
+                assert!(f.sport.is_none() && f.dport.is_none());
+            }
+        }
+        assert!(!proto_histogram(&fs).is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn acl1_protocol_mix_follows_the_seed() {
+    // acl1: tcp 87.3%, icmp(1) 3.1%, any(0) 8.5%, udp 1.1%
+    let s = seed("acl1");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+    let fs: Vec<Filter> = (0..20000).map(|_| s.sample(&mut rng)).collect();
+    let h = proto_histogram(&fs);
+    let tcp = *h.get(&Some(6)).unwrap_or(&0) as f64 / fs.len() as f64;
+    assert!((tcp - 0.873).abs() < 0.02, "tcp share {tcp}");
+}
+
+#[test]
+fn seed_errors_name_the_line() {
+    let e = parse_seed("-prots\nsix 0.5\n#\n").unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.to_string().contains("protocol"), "{e}");
+    assert!(parse_seed("-scale\n10\n#\n").is_err());
+    let e = parse_seed("-prots\n6\t1.0\t1.0\n#\n-wc_wc\n70,1.0\t40,1.0\n#\n").unwrap_err();
+    assert_eq!(e.line, 5);
+}
+
+#[test]
+fn ranges_expand_to_exact_prefix_covers() {
+    for (lo, hi) in [(0u16, 1023u16), (1024, 65535), (1600, 1649), (80, 80), (0, 65535), (1025, 65535)] {
+        let ps = range_to_prefixes(lo, hi);
+        let covered: u64 = ps.iter().map(|(_, m)| 1u64 << (16 - m.count_ones())).sum();
+        assert_eq!(covered, (hi - lo) as u64 + 1, "{lo}-{hi}: {ps:?}");
+        for (v, m) in &ps {
+            assert_eq!(v & !m, 0);
+            assert!(*v >= lo && (v | !m) <= hi);
+        }
+    }
+}
+
+#[test]
+fn ofdpa_loads_and_its_traffic_is_routed() {
+    let s = seed("of2");
+    let cfg = OfdpaConfig { routes: 300, macs: 50, acls: 60, ..OfdpaConfig::default() };
+    let w = generate(&s, &cfg, 3);
+    let p = Pipeline::from_parts(
+        kairo_ofproto::parse_flow_file(&w.flows).unwrap(),
+        kairo_ofproto::parse_group_file(&w.groups).unwrap(),
+    )
+    .unwrap();
+    let tables: Vec<u8> = p.tables().map(|(t, _)| t).collect();
+    assert_eq!(tables, vec![0, 10, 20, 23, 24, 30, 40, 50, 60, 63]);
+    let keys = w.traffic(500, 4);
+    assert_eq!(keys.len(), 500);
+    let mut routed = 0;
+    for k in &keys {
+        let r = translate(&p, k);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        // Every flow reaches the routing table and matches a route there.
+        let at30 = r.traversal.steps.iter().find(|st| st.table == 30).expect("reached table 30");
+        if let Outcome::Rule(id) = at30.outcome {
+            let rule = p.rule(30, id).unwrap();
+            assert!(rule.m.matches(&r.traversal.key_at(k, at30)));
+            if rule.priority > 0 {
+                routed += 1;
+            }
+        }
+    }
+    assert_eq!(routed, 500, "every flow was drawn inside a route");
+    // Updates parse and apply.
+    let ups = w.updates(&s, 60, 5);
+    let mut ctl = kairo_maintain::Control::new(p, kairo_maintain::EngineKind::Incremental);
+    for (_, c, a) in ups {
+        let fm = kairo_maintain::parse_command(&c, &a).unwrap_or_else(|e| panic!("{c} {a}: {e}"));
+        let _ = ctl.apply(&fm);
+    }
+}
