@@ -208,12 +208,68 @@ pub struct TtuReport {
 
 #[derive(Clone, Debug)]
 pub struct TtuOpts {
+    pub pipeline: PipelineKind,
     pub entries: Vec<usize>,
     pub engines: Vec<EngineKind>,
     pub updates: usize,
     pub seed: u64,
     pub verify: bool,
     pub progress: bool,
+}
+
+/// Which built-in workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipelineKind {
+    /// The synthetic 10-table pipeline of this module.
+    Synthetic,
+    /// The OF-DPA-shaped pipeline of `kairo-workload`, rules from ClassBench's of2 seed.
+    Ofdpa,
+}
+
+impl std::str::FromStr for PipelineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "synthetic" => Ok(PipelineKind::Synthetic),
+            "ofdpa" => Ok(PipelineKind::Ofdpa),
+            _ => Err(format!(
+                "unknown pipeline `{s}`: expected ofdpa or synthetic (antrea and flow files are not built in yet)"
+            )),
+        }
+    }
+}
+
+/// A workload: the pipeline text, traffic keys and an update stream.
+pub struct Workload {
+    pub name: &'static str,
+    pub flows: String,
+    pub groups: String,
+    pub keys: Vec<FlowKey>,
+    pub updates: Vec<(&'static str, String, String)>,
+}
+
+/// Builds a workload with traffic for at least `max_entries` megaflows.
+pub fn workload(kind: PipelineKind, max_entries: usize, updates_n: usize, seed: u64) -> Result<Workload, String> {
+    let n_keys = max_entries + max_entries / 4 + 1000;
+    match kind {
+        PipelineKind::Synthetic => {
+            let (f, g) = synthetic_pipeline(seed);
+            Ok(Workload {
+                name: "synthetic-10",
+                flows: f,
+                groups: g,
+                keys: flows(n_keys, seed),
+                updates: updates(updates_n, seed),
+            })
+        }
+        PipelineKind::Ofdpa => {
+            let cb = kairo_workload::classbench::load_seed(&kairo_workload::classbench_dir(), "of2")?;
+            let w = kairo_workload::ofdpa::generate(&cb, &kairo_workload::ofdpa::OfdpaConfig::default(), seed);
+            let keys = w.traffic(n_keys, seed);
+            let ups = w.updates(&cb, updates_n, seed);
+            Ok(Workload { name: "ofdpa", flows: w.flows, groups: w.groups, keys, updates: ups })
+        }
+    }
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
@@ -258,15 +314,15 @@ pub fn fill(
 
 /// Runs the TTU benchmark on the built-in synthetic pipeline.
 pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
-    let (flows_txt, groups_txt) = synthetic_pipeline(opts.seed);
+    let max = opts.entries.iter().copied().max().unwrap_or(0);
+    let wl = workload(opts.pipeline, max, opts.updates, opts.seed)?;
     let p = Pipeline::from_parts(
-        kairo_ofproto::parse_flow_file(&flows_txt).map_err(|e| e.to_string())?,
-        kairo_ofproto::parse_group_file(&groups_txt).map_err(|e| e.to_string())?,
+        kairo_ofproto::parse_flow_file(&wl.flows).map_err(|e| e.to_string())?,
+        kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let max = opts.entries.iter().copied().max().unwrap_or(0);
-    let keys = flows(max + max / 4 + 1000, opts.seed);
-    let stream = updates(opts.updates, opts.seed);
+    let keys = &wl.keys;
+    let stream = &wl.updates;
     let mods: Vec<FlowMod> = stream
         .iter()
         .map(|(_, c, a)| parse_command(c, a).map_err(|e| format!("{c} {a}: {e}")))
@@ -275,7 +331,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let mut rows = Vec::new();
     for &n in &opts.entries {
         for &kind in &opts.engines {
-            let (_dp, sc) = fill(&p, kind, &keys, n, opts.progress)?;
+            let (_dp, sc) = fill(&p, kind, keys, n, opts.progress)?;
             let mut c = sc.lock();
             let index_bytes = c.engine.index_bytes() as f64 / n as f64;
             let pb = crate::progress_bar(
@@ -305,7 +361,13 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
             }
             pb.finish_and_clear();
             let mut by_kind = Vec::new();
-            for kind in ["route add", "route withdraw", "acl add", "next-hop change"] {
+            let mut names: Vec<&'static str> = Vec::new();
+            for k in &kinds {
+                if !names.contains(k) {
+                    names.push(k);
+                }
+            }
+            for kind in names {
                 let mut t: Vec<f64> = ttus.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
                 let mut a: Vec<f64> =
                     affected.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
@@ -316,7 +378,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
             let mut per: Vec<f64> = ttus.iter().zip(&affected).filter(|(_, a)| **a > 0.0).map(|(t, a)| t / a).collect();
             let mut t2 = ttus.clone();
             rows.push(TtuRow {
-                pipeline: "synthetic-10".into(),
+                pipeline: wl.name.into(),
                 engine: c.engine.name().into(),
                 entries: n,
                 updates: mods.len(),
