@@ -41,11 +41,14 @@ fn class_of(s: &str) -> Option<PortClass> {
     })
 }
 
+/// One row of a length distribution: total length, its weight, and the
+/// source length's distribution given the total.
+type LenRow = (u32, f64, Vec<(u32, f64)>);
+
 /// Prefix-length distribution of one port-class pair.
 #[derive(Clone, Debug, Default)]
 struct LenDist {
-    /// (total length, weight, [(source length, weight)])
-    rows: Vec<(u32, f64, Vec<(u32, f64)>)>,
+    rows: Vec<LenRow>,
 }
 
 /// A parsed seed.
