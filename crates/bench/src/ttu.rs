@@ -463,3 +463,73 @@ impl TtuReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(pipeline: PipelineKind) -> TtuOpts {
+        TtuOpts {
+            pipeline,
+            entries: vec![1500],
+            engines: vec![EngineKind::Full, EngineKind::Incremental],
+            updates: 12,
+            seed: 3,
+            verify: true,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_keys_and_no_mismatches() {
+        for kind in [PipelineKind::Synthetic, PipelineKind::Ofdpa] {
+            let rep = run(&small(kind)).unwrap();
+            let v = serde_json::to_value(&rep).unwrap();
+            assert!(v.get("machine").is_some());
+            let rows = v["rows"].as_array().unwrap();
+            assert_eq!(rows.len(), 2);
+            for r in rows {
+                for k in [
+                    "pipeline",
+                    "engine",
+                    "entries",
+                    "updates",
+                    "ttu_median_us",
+                    "ttu_p99_us",
+                    "ttu_max_us",
+                    "affected_median",
+                    "mismatches",
+                ] {
+                    assert!(r.get(k).is_some(), "missing {k}");
+                }
+                assert_eq!(r["mismatches"], 0);
+                assert_eq!(r["entries"], 1500);
+            }
+            // The incremental engine examined fewer entries than full revalidation.
+            assert!(rep.rows[1].affected_median < rep.rows[0].affected_median);
+        }
+    }
+
+    #[test]
+    fn verify_catches_a_corrupted_cache() {
+        let wl = workload(PipelineKind::Ofdpa, 500, 1, 3).unwrap();
+        let p = Pipeline::from_parts(
+            kairo_ofproto::parse_flow_file(&wl.flows).unwrap(),
+            kairo_ofproto::parse_group_file(&wl.groups).unwrap(),
+        )
+        .unwrap();
+        let (_dp, sc) = fill(&p, EngineKind::Incremental, &wl.keys, 500, false).unwrap();
+        assert!(sc.lock().verify().is_empty());
+        let victim = sc.lock().engine.entries()[17].clone();
+        victim.set_actions(vec![kairo_xlate::DpAction::Output(99)], (*victim.traversal()).clone());
+        let mm = sc.lock().verify();
+        assert_eq!(mm.len(), 1, "{mm:?}");
+        assert!(mm[0].found.contains("99"));
+    }
+
+    #[test]
+    fn unknown_pipeline_is_a_clear_error() {
+        let e = "antrea2".parse::<PipelineKind>().unwrap_err();
+        assert!(e.contains("antrea2") && e.contains("ofdpa"), "{e}");
+    }
+}

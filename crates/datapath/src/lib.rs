@@ -80,6 +80,8 @@ pub struct DpStats {
     /// Upcalls handled without installing (flow limit reached, nothing idle).
     pub not_installed: u64,
     pub evicted_idle: u64,
+    /// Idle sweeps run (each reads every megaflow).
+    pub sweeps: u64,
     /// Subtables probed by megaflow lookups, summed.
     pub subtables_visited: u64,
     pub megaflow_lookups: u64,
@@ -371,13 +373,15 @@ impl Datapath {
     }
 
     /// Removes megaflows idle for longer than `max_idle_ms` (and dead ones).
-    /// At most once per tenth of max-idle, unless the cache is at its limit.
+    /// A sweep reads every megaflow, so it runs at most once per tenth of
+    /// max-idle (a full cache with nothing idle then skips installs cheaply
+    /// instead of scanning on every miss).
     pub fn sweep(&mut self, now: u64, slow: &mut dyn SlowPath) -> usize {
-        let at_limit = self.n_flows >= self.cfg.flow_limit;
-        if !at_limit && now.saturating_sub(self.last_sweep) < self.cfg.max_idle_ms / 10 {
+        if self.last_sweep != 0 && now.saturating_sub(self.last_sweep) < (self.cfg.max_idle_ms / 10).max(1) {
             return 0;
         }
-        self.last_sweep = now;
+        self.last_sweep = now.max(1);
+        self.stats.sweeps += 1;
         let limit = self.cfg.max_idle_ms;
         let mut victims = Vec::new();
         for c in self.cls.values() {

@@ -99,6 +99,19 @@ fn flow_limit_and_idle_eviction() {
 }
 
 #[test]
+fn a_full_cache_does_not_sweep_on_every_miss() {
+    let mut p = pipeline("tcp,actions=output:999", "");
+    let mut dp = Datapath::new(DpConfig { flow_limit: 4, max_idle_ms: 10_000, ..DpConfig::default() });
+    for port in 1..=500u32 {
+        let k = kairo_flow::parse_key(&format!("in_port={port},tcp")).unwrap();
+        assert_eq!(*dp.process_key(&k, 64, None, 5, &mut p), vec![DpAction::Output(999)]);
+    }
+    assert_eq!(dp.n_flows(), 4);
+    assert_eq!(dp.stats.not_installed, 496);
+    assert_eq!(dp.stats.sweeps, 1, "one sweep per tenth of max-idle, not one per miss");
+}
+
+#[test]
 fn batched_lookup_equals_single_lookups() {
     let case = gen_case(3, &GenConfig::default());
     let mut p = pipeline(&case.flows, &case.groups);

@@ -74,6 +74,30 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The KAIRO poster's Figure 2: hit rate, misses and time-to-update against the cache limit.
+    Hitrate {
+        /// Cache limits (megaflows), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10k,50k,100k,200k")]
+        limits: Vec<String>,
+        /// Unique flows.
+        #[arg(long, default_value = "300k")]
+        flows: String,
+        /// Packets in the stream.
+        #[arg(long, default_value = "1m")]
+        packets: String,
+        /// Zipf exponent of flow popularity (0.9, 0.95, 0.99 as in NetCache).
+        #[arg(long, default_value_t = 0.99)]
+        zipf: f64,
+        #[arg(long, default_value_t = 10)]
+        updates: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the figure as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Time-to-update of the full and incremental engines on identical caches.
     Ttu {
         /// Built-in pipeline: ofdpa (OF-DPA shape, ClassBench of2 rules) or synthetic.
@@ -162,6 +186,29 @@ fn run(cli: Cli) -> Result<()> {
             let opts = kairo_bench::lookup::LookupOpts { sizes, subtables, secs, e2e_flows, seed, progress: true };
             let report = kairo_bench::lookup::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())?;
+            Ok(())
+        }
+        Cmd::Bench { what: Some(BenchCmd::Hitrate { limits, flows, packets, zipf, updates, json, plot, seed }) } => {
+            let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);
+            let limits = limits.iter().map(|s| size(s)).collect::<Result<Vec<_>>>()?;
+            if zipf.is_nan() || zipf <= 0.0 {
+                anyhow::bail!("--zipf must be positive");
+            }
+            let opts = kairo_bench::hitrate::HitrateOpts {
+                limits,
+                flows: size(&flows)?,
+                packets: size(&packets)?,
+                zipf,
+                updates,
+                seed,
+                progress: true,
+            };
+            let report = kairo_bench::hitrate::run(&opts).map_err(anyhow::Error::msg)?;
+            emit(&report, report.to_table(), json.as_deref())?;
+            if let Some(path) = plot {
+                report.plot(&path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
             Ok(())
         }
         Cmd::Bench { what: None } => {

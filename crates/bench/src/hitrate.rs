@@ -1,0 +1,275 @@
+//! `kairo bench hitrate`: the KAIRO poster's Figure 2 -- megaflow cache hit
+//! rate, misses and time-to-update of both engines against the cache limit,
+//! for a Zipf workload of unique flows through the OF-DPA pipeline.
+//!
+//! For each limit, the same packet stream (flows drawn with Zipf popularity)
+//! runs through a datapath whose flow limit is that limit (no EMC, so the
+//! figure is the megaflow cache's); misses upcall and install while there is
+//! room. Then the same update stream is applied to each engine's cache and
+//! the median time-to-update reported.
+
+use kairo_datapath::{Datapath, DpConfig};
+use kairo_maintain::shared::SharedControl;
+use kairo_maintain::{parse_command, Control, EngineKind, FlowMod};
+use kairo_xlate::Pipeline;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::Distribution;
+
+use crate::ttu::{workload, PipelineKind};
+use crate::{table, Machine};
+
+#[derive(Clone, Debug)]
+pub struct HitrateOpts {
+    pub limits: Vec<usize>,
+    pub flows: usize,
+    pub packets: usize,
+    pub zipf: f64,
+    pub updates: usize,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HitrateRow {
+    pub limit: usize,
+    pub entries: usize,
+    pub hit_rate_pct: f64,
+    pub misses: u64,
+    pub full_ttu_median_us: f64,
+    pub incremental_ttu_median_us: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HitrateReport {
+    pub machine: Machine,
+    pub pipeline: String,
+    pub flows: usize,
+    pub packets: usize,
+    pub zipf: f64,
+    pub rows: Vec<HitrateRow>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs the stream through a cache of `limit`, then the updates; returns
+/// (entries, hits, misses, median TTU).
+fn one(
+    p: &Pipeline,
+    kind: EngineKind,
+    stream: &[kairo_flow::FlowKey],
+    limit: usize,
+    mods: &[FlowMod],
+) -> Result<(usize, u64, u64, f64), String> {
+    let mut dp = Datapath::new(DpConfig {
+        flow_limit: limit,
+        emc_insert_inv_prob: 0,
+        max_idle_ms: u64::MAX / 4,
+        ..DpConfig::default()
+    });
+    let mut sc = SharedControl::new(Control::new(p.clone(), kind));
+    for k in stream {
+        dp.process_key(k, 64, None, 0, &mut sc);
+    }
+    let (hits, misses) = (dp.stats.megaflow_hits, dp.stats.misses);
+    let mut c = sc.lock();
+    let mut t = Vec::with_capacity(mods.len());
+    for fm in mods {
+        t.push(c.apply(fm).map_err(|e| e.to_string())?.ttu.as_secs_f64() * 1e6);
+    }
+    Ok((dp.n_flows(), hits, misses, median(t)))
+}
+
+pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
+    let wl = workload(PipelineKind::Ofdpa, opts.flows, opts.updates, opts.seed)?;
+    let p = Pipeline::from_parts(
+        kairo_ofproto::parse_flow_file(&wl.flows).map_err(|e| e.to_string())?,
+        kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let flows: Vec<_> = wl.keys.iter().take(opts.flows).copied().collect();
+    if flows.is_empty() {
+        return Err("no flows".into());
+    }
+    let zipf =
+        rand_distr::Zipf::new(flows.len() as u64, opts.zipf).map_err(|e| format!("--zipf {}: {e}", opts.zipf))?;
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x21bf);
+    let stream: Vec<_> =
+        (0..opts.packets).map(|_| flows[(zipf.sample(&mut rng) as usize - 1).min(flows.len() - 1)]).collect();
+    let mods: Vec<FlowMod> = wl
+        .updates
+        .iter()
+        .map(|(_, c, a)| parse_command(c, a).map_err(|e| format!("{c} {a}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let pb = crate::progress_bar(opts.progress, (opts.limits.len() * 2) as u64, "cache limits x engines".into());
+    let mut rows = Vec::new();
+    for &limit in &opts.limits {
+        pb.set_message(format!("limit {limit}"));
+        let (n, hits, misses, ti) = one(&p, EngineKind::Incremental, &stream, limit, &mods)?;
+        pb.inc(1);
+        let (_, _, _, tf) = one(&p, EngineKind::Full, &stream, limit, &mods)?;
+        pb.inc(1);
+        rows.push(HitrateRow {
+            limit,
+            entries: n,
+            hit_rate_pct: 100.0 * hits as f64 / opts.packets.max(1) as f64,
+            misses,
+            full_ttu_median_us: tf,
+            incremental_ttu_median_us: ti,
+        });
+    }
+    pb.finish_and_clear();
+    Ok(HitrateReport {
+        machine: Machine::detect(),
+        pipeline: wl.name.into(),
+        flows: flows.len(),
+        packets: opts.packets,
+        zipf: opts.zipf,
+        rows,
+    })
+}
+
+impl HitrateReport {
+    pub fn to_table(&self) -> String {
+        let mut s = format!(
+            "machine: {}\npipeline {}, {} unique flows, {} packets, Zipf {}\n\n",
+            self.machine, self.pipeline, self.flows, self.packets, self.zipf
+        );
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.limit.to_string(),
+                    r.entries.to_string(),
+                    format!("{:.1}", r.hit_rate_pct),
+                    r.misses.to_string(),
+                    format!("{:.1}", r.full_ttu_median_us),
+                    format!("{:.1}", r.incremental_ttu_median_us),
+                    format!("{:.0}x", r.full_ttu_median_us / r.incremental_ttu_median_us.max(1e-3)),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &["cache limit", "entries", "hit %", "misses", "full TTU us", "incremental TTU us", "full/incr"],
+            &rows,
+        ));
+        s
+    }
+
+    /// Writes the figure as SVG: hit rate and misses on top, TTU (log) below.
+    pub fn plot(&self, path: &std::path::Path) -> Result<(), String> {
+        use plotters::prelude::*;
+        let e = |x: &dyn std::fmt::Display| x.to_string();
+        let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let (top, bottom) = root.split_vertically(350);
+        let xs: Vec<f64> = self.rows.iter().map(|r| r.limit as f64).collect();
+        let (xlo, xhi) = (xs.iter().cloned().fold(f64::MAX, f64::min).max(1.0), xs.iter().cloned().fold(1.0, f64::max));
+        let mut c1 = ChartBuilder::on(&top)
+            .caption(
+                format!(
+                    "Megaflow cache hits vs cache limit ({}, {} flows, Zipf {})",
+                    self.pipeline, self.flows, self.zipf
+                ),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), 0f64..100f64)
+            .map_err(|x| e(&x))?;
+        let kfmt = |x: &f64| if *x >= 1e6 { format!("{:.0}M", x / 1e6) } else { format!("{:.0}K", x / 1e3) };
+        c1.configure_mesh()
+            .x_desc("cache limit (megaflows)")
+            .y_desc("hit rate %")
+            .x_labels(5)
+            .x_label_formatter(&kfmt)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()
+            .map_err(|x| e(&x))?;
+        c1.draw_series(LineSeries::new(self.rows.iter().map(|r| (r.limit as f64, r.hit_rate_pct)), &BLUE))
+            .map_err(|x| e(&x))?
+            .label("hit rate %")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        let max_miss = self.rows.iter().map(|r| r.misses).max().unwrap_or(1).max(1) as f64;
+        c1.draw_series(LineSeries::new(
+            self.rows.iter().map(|r| (r.limit as f64, 100.0 * r.misses as f64 / max_miss)),
+            &RED,
+        ))
+        .map_err(|x| e(&x))?
+        .label(format!("misses (% of {max_miss:.0})"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        c1.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
+        let tmax = self.rows.iter().map(|r| r.full_ttu_median_us.max(r.incremental_ttu_median_us)).fold(10.0, f64::max);
+        let tmin = self
+            .rows
+            .iter()
+            .map(|r| r.incremental_ttu_median_us.min(r.full_ttu_median_us))
+            .fold(f64::MAX, f64::min)
+            .max(0.1);
+        let mut c2 = ChartBuilder::on(&bottom)
+            .caption("Time-to-update (median), full revalidation vs incremental", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), (tmin / 2.0..tmax * 2.0).log_scale())
+            .map_err(|x| e(&x))?;
+        c2.configure_mesh()
+            .x_desc("cache limit (megaflows)")
+            .y_desc("TTU us (log)")
+            .x_labels(5)
+            .x_label_formatter(&kfmt)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()
+            .map_err(|x| e(&x))?;
+        c2.draw_series(LineSeries::new(self.rows.iter().map(|r| (r.limit as f64, r.full_ttu_median_us)), &RED))
+            .map_err(|x| e(&x))?
+            .label("full revalidation")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        c2.draw_series(LineSeries::new(
+            self.rows.iter().map(|r| (r.limit as f64, r.incremental_ttu_median_us)),
+            &GREEN,
+        ))
+        .map_err(|x| e(&x))?
+        .label("incremental")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+        c2.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn larger_caches_hit_more_and_the_plot_is_written() {
+        let opts = HitrateOpts {
+            limits: vec![200, 2000],
+            flows: 3000,
+            packets: 8000,
+            zipf: 0.99,
+            updates: 6,
+            seed: 2,
+            progress: false,
+        };
+        let r = run(&opts).unwrap();
+        assert_eq!(r.rows.len(), 2);
+        assert!(r.rows[0].entries <= 200 && r.rows[1].entries <= 2000);
+        assert!(r.rows[1].hit_rate_pct > r.rows[0].hit_rate_pct, "{:?}", r.rows);
+        assert!(r.rows[1].misses < r.rows[0].misses);
+        let path = std::env::temp_dir().join(format!("kairo-hitrate-{}.svg", std::process::id()));
+        r.plot(&path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("polyline"), "not an SVG with lines");
+        let _ = std::fs::remove_file(&path);
+    }
+}
