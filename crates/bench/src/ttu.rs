@@ -217,13 +217,17 @@ pub struct TtuOpts {
     pub progress: bool,
 }
 
-/// Which built-in workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PipelineKind {
     /// The synthetic 10-table pipeline of this module.
     Synthetic,
     /// The OF-DPA-shaped pipeline of `kairo-workload`, rules from ClassBench's of2 seed.
     Ofdpa,
+    /// A user's flow file (groups from the file of the same name with `.groups`,
+    /// if present). Traffic: packets drawn inside its rules; updates: delete and
+    /// re-add random rules.
+    File(std::path::PathBuf),
 }
 
 impl std::str::FromStr for PipelineKind {
@@ -232,8 +236,9 @@ impl std::str::FromStr for PipelineKind {
         match s {
             "synthetic" => Ok(PipelineKind::Synthetic),
             "ofdpa" => Ok(PipelineKind::Ofdpa),
+            _ if std::path::Path::new(s).is_file() => Ok(PipelineKind::File(s.into())),
             _ => Err(format!(
-                "unknown pipeline `{s}`: expected ofdpa or synthetic (antrea and flow files are not built in yet)"
+                "unknown pipeline `{s}`: expected ofdpa, synthetic or a flow file (the Antrea pipeline is not built in yet)"
             )),
         }
     }
@@ -269,7 +274,75 @@ pub fn workload(kind: PipelineKind, max_entries: usize, updates_n: usize, seed: 
             let ups = w.updates(&cb, updates_n, seed);
             Ok(Workload { name: "ofdpa", flows: w.flows, groups: w.groups, keys, updates: ups })
         }
+        PipelineKind::File(path) => file_workload(&path, n_keys, updates_n, seed),
     }
+}
+
+/// A workload from a user's flow file: traffic drawn inside its rules, and
+/// an update stream that deletes and re-adds random rules.
+fn file_workload(path: &std::path::Path, n_keys: usize, updates_n: usize, seed: u64) -> Result<Workload, String> {
+    use kairo_flow::Field;
+    let flows = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let gpath = path.with_extension("groups");
+    let groups = if gpath.is_file() {
+        std::fs::read_to_string(&gpath).map_err(|e| format!("cannot read {}: {e}", gpath.display()))?
+    } else {
+        String::new()
+    };
+    let ff = kairo_ofproto::parse_flow_file(&flows).map_err(|e| format!("{}: {e}", path.display()))?;
+    if ff.rules.is_empty() {
+        return Err(format!("{}: no rules", path.display()));
+    }
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xf11e);
+    let first = ff.rules.iter().map(|r| r.table).min().unwrap_or(0);
+    let entry_rules: Vec<&kairo_ofproto::Rule> = ff.rules.iter().filter(|r| r.table == first).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut keys = Vec::with_capacity(n_keys);
+    let mut tries = 0usize;
+    while keys.len() < n_keys && tries < n_keys.saturating_mul(20) + 1000 {
+        tries += 1;
+        // A plausible TCP/UDP packet, then the bits a random first-table rule fixes.
+        let mut k = FlowKey::ZERO;
+        k.set(Field::InPort, rng.gen_range(1..=4u64));
+        k.set(Field::EthSrc, rng.gen::<u64>() & 0xfeff_ffff_ffff);
+        k.set(Field::EthDst, rng.gen::<u64>() & 0xfeff_ffff_ffff);
+        k.set(Field::EthType, 0x0800);
+        k.set(Field::IpProto, if rng.gen_bool(0.7) { 6 } else { 17 });
+        k.set(Field::IpSrc, rng.gen::<u32>() as u64);
+        k.set(Field::IpDst, rng.gen::<u32>() as u64);
+        k.set(Field::IpTtl, 64);
+        k.set(Field::TpSrc, rng.gen::<u16>() as u64);
+        k.set(Field::TpDst, rng.gen::<u16>() as u64);
+        let r = entry_rules[rng.gen_range(0..entry_rules.len())];
+        for i in 0..k.w.len() {
+            k.w[i] = (k.w[i] & !r.m.mask().w[i]) | r.m.key().w[i];
+        }
+        for f in Field::all().filter(|f| f.pipeline_only()) {
+            k.set(f, 0);
+        }
+        if seen.insert(k) {
+            keys.push(k);
+        }
+    }
+    let mut ups = Vec::with_capacity(updates_n);
+    let mut pending: Option<String> = None;
+    while ups.len() < updates_n {
+        match pending.take() {
+            Some(line) => ups.push(("rule re-add", "add-flow".to_string(), line)),
+            None => {
+                let r = &ff.rules[rng.gen_range(0..ff.rules.len())];
+                let m = r.m.to_string();
+                let sel = if m.is_empty() {
+                    format!("table={},priority={}", r.table, r.priority)
+                } else {
+                    format!("table={},priority={},{m}", r.table, r.priority)
+                };
+                ups.push(("rule delete", "--strict del-flows".to_string(), sel.clone()));
+                pending = Some(format!("{sel},actions={}", r.inst));
+            }
+        }
+    }
+    Ok(Workload { name: "file", flows, groups, keys, updates: ups })
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
@@ -315,7 +388,7 @@ pub fn fill(
 /// Runs the TTU benchmark on the built-in synthetic pipeline.
 pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let max = opts.entries.iter().copied().max().unwrap_or(0);
-    let wl = workload(opts.pipeline, max, opts.updates, opts.seed)?;
+    let wl = workload(opts.pipeline.clone(), max, opts.updates, opts.seed)?;
     let p = Pipeline::from_parts(
         kairo_ofproto::parse_flow_file(&wl.flows).map_err(|e| e.to_string())?,
         kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
@@ -482,8 +555,9 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_keys_and_no_mismatches() {
-        for kind in [PipelineKind::Synthetic, PipelineKind::Ofdpa] {
-            let rep = run(&small(kind)).unwrap();
+        let ex = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/l3-router.flows");
+        for kind in [PipelineKind::Synthetic, PipelineKind::Ofdpa, PipelineKind::File(ex)] {
+            let rep = run(&small(kind.clone())).unwrap();
             let v = serde_json::to_value(&rep).unwrap();
             assert!(v.get("machine").is_some());
             let rows = v["rows"].as_array().unwrap();
@@ -530,6 +604,7 @@ mod tests {
     #[test]
     fn unknown_pipeline_is_a_clear_error() {
         let e = "antrea2".parse::<PipelineKind>().unwrap_err();
+        assert!("ofdpa".parse::<PipelineKind>().is_ok());
         assert!(e.contains("antrea2") && e.contains("ofdpa"), "{e}");
     }
 }

@@ -100,7 +100,8 @@ enum BenchCmd {
     },
     /// Time-to-update of the full and incremental engines on identical caches.
     Ttu {
-        /// Built-in pipeline: ofdpa (OF-DPA shape, ClassBench of2 rules) or synthetic.
+        /// Pipeline: ofdpa (OF-DPA shape, ClassBench of2 rules), synthetic, or a flow file
+        /// (groups from FILE with the extension .groups, if present).
         #[arg(long, default_value = "ofdpa")]
         pipeline: String,
         /// Cache sizes (megaflows), comma-separated: 10k,100k,1m.
