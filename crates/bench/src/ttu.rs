@@ -224,6 +224,8 @@ pub enum PipelineKind {
     Synthetic,
     /// The OF-DPA-shaped pipeline of `kairo-workload`, rules from ClassBench's of2 seed.
     Ofdpa,
+    /// The Antrea-shaped pipeline of `kairo-workload` (22 tables), policies from ClassBench's acl1 seed.
+    Antrea,
     /// A user's flow file (groups from the file of the same name with `.groups`,
     /// if present). Traffic: packets drawn inside its rules; updates: delete and
     /// re-add random rules.
@@ -236,10 +238,9 @@ impl std::str::FromStr for PipelineKind {
         match s {
             "synthetic" => Ok(PipelineKind::Synthetic),
             "ofdpa" => Ok(PipelineKind::Ofdpa),
+            "antrea" => Ok(PipelineKind::Antrea),
             _ if std::path::Path::new(s).is_file() => Ok(PipelineKind::File(s.into())),
-            _ => Err(format!(
-                "unknown pipeline `{s}`: expected ofdpa, synthetic or a flow file (the Antrea pipeline is not built in yet)"
-            )),
+            _ => Err(format!("unknown pipeline `{s}`: expected ofdpa, antrea, synthetic or a flow file")),
         }
     }
 }
@@ -273,6 +274,14 @@ pub fn workload(kind: PipelineKind, max_entries: usize, updates_n: usize, seed: 
             let keys = w.traffic(n_keys, seed);
             let ups = w.updates(&cb, updates_n, seed);
             Ok(Workload { name: "ofdpa", flows: w.flows, groups: w.groups, keys, updates: ups })
+        }
+        PipelineKind::Antrea => {
+            let cb = kairo_workload::classbench::load_seed(&kairo_workload::classbench_dir(), "acl1")?;
+            let w = kairo_workload::antrea::generate(&cb, &kairo_workload::antrea::AntreaConfig::default(), seed);
+            // Flows share megaflows more here (no hash over the 5-tuple on most paths).
+            let keys = w.traffic(n_keys * 3, seed);
+            let ups = w.updates(&cb, updates_n, seed);
+            Ok(Workload { name: "antrea", flows: w.flows, groups: w.groups, keys, updates: ups })
         }
         PipelineKind::File(path) => file_workload(&path, n_keys, updates_n, seed),
     }
@@ -556,7 +565,7 @@ mod tests {
     #[test]
     fn json_has_the_documented_keys_and_no_mismatches() {
         let ex = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/l3-router.flows");
-        for kind in [PipelineKind::Synthetic, PipelineKind::Ofdpa, PipelineKind::File(ex)] {
+        for kind in [PipelineKind::Synthetic, PipelineKind::Ofdpa, PipelineKind::Antrea, PipelineKind::File(ex)] {
             let rep = run(&small(kind.clone())).unwrap();
             let v = serde_json::to_value(&rep).unwrap();
             assert!(v.get("machine").is_some());

@@ -100,7 +100,8 @@ enum BenchCmd {
     },
     /// Time-to-update of the full and incremental engines on identical caches.
     Ttu {
-        /// Pipeline: ofdpa (OF-DPA shape, ClassBench of2 rules), synthetic, or a flow file
+        /// Pipeline: ofdpa (OF-DPA shape, ClassBench of2 rules), antrea (22 tables, acl1
+        /// policies), synthetic, or a flow file
         /// (groups from FILE with the extension .groups, if present).
         #[arg(long, default_value = "ofdpa")]
         pipeline: String,

@@ -5,6 +5,7 @@
 //! Invariant: every generator is deterministic in its seed, and what it
 //! generates is ovs-ofctl text that loads.
 
+pub mod antrea;
 pub mod classbench;
 pub mod ofdpa;
 

@@ -98,3 +98,34 @@ fn ofdpa_loads_and_its_traffic_is_routed() {
         let _ = ctl.apply(&fm);
     }
 }
+
+#[test]
+fn antrea_loads_with_22_tables_and_its_traffic_translates() {
+    let s = seed("acl1");
+    let cfg = crate::antrea::AntreaConfig { pods: 40, services: 8, policies: 40, ..Default::default() };
+    let w = crate::antrea::generate(&s, &cfg, 9);
+    let p = Pipeline::from_parts(
+        kairo_ofproto::parse_flow_file(&w.flows).unwrap_or_else(|e| panic!("{e}")),
+        kairo_ofproto::parse_group_file(&w.groups).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap();
+    let tables: Vec<u8> = p.tables().map(|(t, _)| t).collect();
+    assert_eq!(tables, vec![0, 10, 20, 23, 30, 31, 40, 41, 42, 45, 50, 60, 70, 71, 72, 80, 85, 90, 100, 105, 108, 110]);
+    let keys = w.traffic(400, 1);
+    assert_eq!(keys.len(), 400);
+    let mut deep = 0;
+    for k in &keys {
+        let r = translate(&p, k);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        if r.traversal.steps.iter().any(|st| st.table == 110) {
+            deep += 1;
+        }
+    }
+    // Most flows go through the whole pipeline (some are dropped by policy).
+    assert!(deep > 200, "{deep} of 400 reached table 110");
+    let mut ctl = kairo_maintain::Control::new(p, kairo_maintain::EngineKind::Incremental);
+    for (_, c, a) in w.updates(&s, 40, 2) {
+        let fm = kairo_maintain::parse_command(&c, &a).unwrap_or_else(|e| panic!("{c} {a}: {e}"));
+        ctl.apply(&fm).unwrap_or_else(|e| panic!("{c} {a}: {e}"));
+    }
+}

@@ -1,0 +1,357 @@
+//! An Antrea-shaped pipeline (DESIGN.md section 5: 22 tables, registers,
+//! load/move, resubmit, select groups), generated from a seed as ovs-ofctl
+//! text, with traffic and an update stream.
+//!
+//! Until kairo has conntrack and conjunctive matches, three things are
+//! modelled (and said in the file's header): `ct_state` is a key field the
+//! traffic sets (packets arrive already tracked, `+new+trk` or `+est+trk`);
+//! `ct(table=N)` is a `goto_table:N`; policy conjunctions are expanded into
+//! plain rules. Policy rules (tables 45, 50, 85, 90) take their prefix
+//! lengths, protocols and ports from a ClassBench ACL seed, mapped onto the
+//! pod and service address space.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::classbench::{Filter, Seed};
+
+#[derive(Clone, Debug)]
+pub struct AntreaConfig {
+    pub pods: u32,
+    pub services: u32,
+    pub endpoints_per_service: u32,
+    pub policies: usize,
+    pub remote_nodes: u32,
+}
+
+impl Default for AntreaConfig {
+    fn default() -> Self {
+        AntreaConfig { pods: 400, services: 64, endpoints_per_service: 4, policies: 400, remote_nodes: 16 }
+    }
+}
+
+/// Pod `i`: port 10+i, IP 10.10.x.y, MAC 02:00:0a:0a:x:y.
+pub fn pod_port(i: u32) -> u32 {
+    10 + i
+}
+pub fn pod_ip(i: u32) -> u32 {
+    (10 << 24) | (10 << 16) | (i + 2)
+}
+pub fn pod_mac(i: u32) -> u64 {
+    0x0200_0a0a_0000 | (i as u64 + 2)
+}
+pub fn svc_ip(i: u32) -> u32 {
+    (10 << 24) | (96 << 16) | (i + 1)
+}
+fn ip(v: u32) -> String {
+    std::net::Ipv4Addr::from(v).to_string()
+}
+fn mac(v: u64) -> String {
+    kairo_flow::parse::format_mac(v)
+}
+const GW_MAC: u64 = 0x0200_0a0a_0001;
+const TUNNEL_PORT: u32 = 1;
+const GW_PORT: u32 = 2;
+
+#[derive(Clone, Debug)]
+pub struct Antrea {
+    pub flows: String,
+    pub groups: String,
+    pub cfg: AntreaConfig,
+    /// Policy rules added, as (table, priority, match) for deletes.
+    pub policy_rules: Vec<(u8, u16, String)>,
+}
+
+/// A policy filter mapped onto the pod network: sources or destinations
+/// inside 10.10.0.0/16 (pods) or anywhere, ports from the seed.
+fn policy_match(f: &Filter, pods_side_dst: bool) -> String {
+    let mut m = vec![match f.proto {
+        Some(6) => "tcp".to_string(),
+        Some(17) => "udp".to_string(),
+        _ => "ip".to_string(),
+    }];
+    let pod_net = (10u32 << 24) | (10 << 16);
+    let into_pods = |v: u32, mk: u32| {
+        let len = mk.count_ones().max(16);
+        let m = u32::MAX << (32 - len);
+        (pod_net | (v & !0xffff_0000)) & m
+    };
+    let (side, other) = if pods_side_dst { ("nw_dst", "nw_src") } else { ("nw_src", "nw_dst") };
+    let (pv, pm) = if pods_side_dst { f.dst } else { f.src };
+    let plen = pm.count_ones().max(16);
+    m.push(format!("{side}={}/{plen}", ip(into_pods(pv, pm))));
+    let (ov, om) = if pods_side_dst { f.src } else { f.dst };
+    if om != 0 {
+        m.push(format!("{other}={}/{}", ip(ov), om.count_ones()));
+    }
+    if matches!(f.proto, Some(6) | Some(17)) {
+        let name = if f.proto == Some(6) { "tcp_dst" } else { "udp_dst" };
+        if let Some(p) = f.dport.as_ref().and_then(|p| p.prefixes.first()) {
+            if p.1 == 0xffff {
+                m.push(format!("{name}={}", p.0));
+            } else {
+                m.push(format!("{name}={:#x}/{:#x}", p.0, p.1));
+            }
+        }
+    }
+    m.join(",")
+}
+
+pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
+    let mut rng = StdRng::seed_from_u64(rng_seed);
+    let mut g = String::from("# Antrea-shaped service groups (kairo workload)\n");
+    for s in 0..cfg.services {
+        let buckets: Vec<String> = (0..cfg.endpoints_per_service)
+            .map(|e| {
+                let pod = (s * 7 + e * 13) % cfg.pods;
+                format!("bucket=load:{:#x}->NXM_NX_REG3[],load:0x1->NXM_NX_REG4[16..18],resubmit(,42)", pod_ip(pod))
+            })
+            .collect();
+        g.push_str(&format!("group_id={},type=select,{}\n", s + 1, buckets.join(",")));
+    }
+    let mut f = String::from(
+        "# Antrea-shaped pipeline (kairo workload), 22 tables.\n\
+         # Modelled until kairo has conntrack and conjunctions: ct_state is a key field the traffic\n\
+         # sets (packets arrive tracked); ct(table=N) is goto_table:N; policy conjunctions are\n\
+         # expanded into plain rules.\n",
+    );
+    // 0 Classifier
+    for i in 0..cfg.pods {
+        f.push_str(&format!(
+            "table=0,priority=190,in_port={},actions=load:0x2->NXM_NX_REG0[0..3],goto_table:10\n",
+            pod_port(i)
+        ));
+    }
+    f.push_str(&format!("table=0,priority=200,in_port={TUNNEL_PORT},actions=load:0x0->NXM_NX_REG0[0..3],load:0x1->NXM_NX_REG0[19],goto_table:30\n"));
+    f.push_str(&format!("table=0,priority=200,in_port={GW_PORT},actions=load:0x1->NXM_NX_REG0[0..3],goto_table:10\n"));
+    f.push_str("table=0,priority=0,actions=drop\n");
+    // 10 SpoofGuard
+    for i in 0..cfg.pods {
+        f.push_str(&format!(
+            "table=10,priority=200,ip,in_port={},dl_src={},nw_src={},actions=goto_table:23\n",
+            pod_port(i),
+            mac(pod_mac(i)),
+            ip(pod_ip(i))
+        ));
+        f.push_str(&format!(
+            "table=10,priority=200,arp,in_port={},arp_spa={},arp_sha={},actions=goto_table:20\n",
+            pod_port(i),
+            ip(pod_ip(i)),
+            mac(pod_mac(i))
+        ));
+    }
+    f.push_str(&format!("table=10,priority=200,ip,in_port={GW_PORT},actions=goto_table:23\n"));
+    f.push_str("table=10,priority=0,actions=drop\n");
+    // 20 ARPResponder
+    f.push_str(&format!("table=20,priority=200,arp,arp_op=1,arp_tpa=10.10.0.1,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:{},load:0x2->NXM_OF_ARP_OP[],IN_PORT\n", mac(GW_MAC)));
+    f.push_str("table=20,priority=190,arp,actions=goto_table:80\n");
+    // 23 ServiceHairpin, 30 Conntrack (ct(table=31)), 31 ConntrackState
+    f.push_str("table=23,priority=0,actions=goto_table:30\n");
+    f.push_str("table=30,priority=200,ip,actions=goto_table:31\n");
+    f.push_str("table=31,priority=210,ct_state=+inv+trk,ip,actions=drop\n");
+    f.push_str("table=31,priority=200,ct_state=-new+trk,ip,actions=goto_table:70\n");
+    f.push_str("table=31,priority=0,actions=goto_table:40\n");
+    // 40 SessionAffinity, 41 ServiceLB, 42 EndpointDNAT
+    f.push_str("table=40,priority=0,actions=goto_table:41\n");
+    for s in 0..cfg.services {
+        let proto = if s % 4 == 3 { "udp" } else { "tcp" };
+        let port = [80, 443, 8080, 53][(s % 4) as usize];
+        let pname = if proto == "tcp" { "tcp_dst" } else { "udp_dst" };
+        f.push_str(&format!(
+            "table=41,priority=200,{proto},nw_dst={},{pname}={port},actions=load:0x2->NXM_NX_REG4[16..18],group:{}\n",
+            ip(svc_ip(s)),
+            s + 1
+        ));
+    }
+    f.push_str("table=41,priority=0,actions=goto_table:45\n");
+    for i in 0..cfg.pods {
+        f.push_str(&format!(
+            "table=42,priority=200,ip,reg3={:#x},reg4=0x10000/0x70000,actions=mod_nw_dst:{},goto_table:45\n",
+            pod_ip(i),
+            ip(pod_ip(i))
+        ));
+    }
+    f.push_str("table=42,priority=0,actions=goto_table:45\n");
+    // 45 AntreaPolicyEgress, 50 EgressRule, 60 EgressDefault: policies from the seed.
+    let mut policy_rules = Vec::new();
+    let policy = |rng: &mut StdRng,
+                  t: u8,
+                  dst_side: bool,
+                  action: &str,
+                  prio: u16,
+                  f: &mut String,
+                  rules: &mut Vec<(u8, u16, String)>| {
+        let filt = seed.sample(rng);
+        let m = policy_match(&filt, dst_side);
+        f.push_str(&format!("table={t},priority={prio},{m},actions={action}\n"));
+        rules.push((t, prio, m));
+    };
+    for i in 0..cfg.policies / 4 {
+        let a = if rng.gen_bool(0.3) { "drop" } else { "goto_table:60" };
+        policy(&mut rng, 45, false, a, 14000 - i as u16, &mut f, &mut policy_rules);
+        policy(&mut rng, 50, false, "load:0x1->NXM_NX_REG0[20],goto_table:70", 200, &mut f, &mut policy_rules);
+    }
+    f.push_str("table=45,priority=0,actions=goto_table:50\n");
+    f.push_str("table=50,priority=0,actions=goto_table:60\n");
+    for i in 0..cfg.pods / 8 {
+        f.push_str(&format!("table=60,priority=200,ip,reg0=0x0/0x100000,nw_src={},actions=drop\n", ip(pod_ip(i * 8))));
+    }
+    f.push_str("table=60,priority=0,actions=goto_table:70\n");
+    // 70 L3Forwarding: local pods, remote nodes through the tunnel.
+    for i in 0..cfg.pods {
+        f.push_str(&format!(
+            "table=70,priority=200,ip,nw_dst={},actions=mod_dl_src:{},mod_dl_dst:{},goto_table:71\n",
+            ip(pod_ip(i)),
+            mac(GW_MAC),
+            mac(pod_mac(i))
+        ));
+    }
+    for n in 0..cfg.remote_nodes {
+        f.push_str(&format!(
+            "table=70,priority=190,ip,nw_dst=10.{}.0.0/16,actions=mod_dl_dst:aa:bb:cc:dd:ee:ff,load:{:#x}->NXM_NX_TUN_IPV4_DST[],load:0x1->NXM_NX_REG1[],goto_table:71\n",
+            20 + n,
+            (192u32 << 24) | (168 << 16) | (n + 10)
+        ));
+    }
+    f.push_str(&format!("table=70,priority=0,actions=load:{GW_PORT}->NXM_NX_REG1[],goto_table:71\n"));
+    // 71 SNAT, 72 L3DecTTL
+    f.push_str("table=71,priority=0,actions=goto_table:72\n");
+    f.push_str("table=72,priority=210,ip,reg0=0x1/0xf,actions=goto_table:80\n");
+    f.push_str("table=72,priority=200,ip,actions=dec_ttl,goto_table:80\n");
+    // 80 L2ForwardingCalc
+    for i in 0..cfg.pods {
+        f.push_str(&format!(
+            "table=80,priority=200,dl_dst={},actions=load:{}->NXM_NX_REG1[],load:0x1->NXM_NX_REG0[16],goto_table:85\n",
+            mac(pod_mac(i)),
+            pod_port(i)
+        ));
+    }
+    f.push_str("table=80,priority=0,actions=load:0x1->NXM_NX_REG0[16],goto_table:85\n");
+    // 85 AntreaPolicyIngress, 90 IngressRule, 100 IngressDefault
+    for i in 0..cfg.policies / 4 {
+        let a = if rng.gen_bool(0.3) { "drop" } else { "goto_table:100" };
+        policy(&mut rng, 85, true, a, 14000 - i as u16, &mut f, &mut policy_rules);
+        policy(&mut rng, 90, true, "load:0x1->NXM_NX_REG0[20],goto_table:105", 200, &mut f, &mut policy_rules);
+    }
+    f.push_str("table=85,priority=0,actions=goto_table:90\n");
+    f.push_str("table=90,priority=0,actions=goto_table:100\n");
+    for i in 0..cfg.pods / 8 {
+        f.push_str(&format!(
+            "table=100,priority=200,ip,reg0=0x0/0x100000,nw_dst={},actions=drop\n",
+            ip(pod_ip(i * 8 + 1))
+        ));
+    }
+    f.push_str("table=100,priority=0,actions=goto_table:105\n");
+    // 105 ConntrackCommit (ct(commit,table=108)), 108 HairpinSNAT, 110 L2ForwardingOut
+    f.push_str("table=105,priority=200,ct_state=+new+trk,ip,actions=goto_table:108\n");
+    f.push_str("table=105,priority=0,actions=goto_table:108\n");
+    f.push_str("table=108,priority=0,actions=goto_table:110\n");
+    for p in [TUNNEL_PORT, GW_PORT].into_iter().chain((0..cfg.pods).map(pod_port)) {
+        f.push_str(&format!("table=110,priority=200,reg0=0x10000/0x10000,reg1={p},actions=output:{p}\n"));
+    }
+    f.push_str("table=110,priority=0,actions=drop\n");
+    Antrea { flows: f, groups: g, cfg: cfg.clone(), policy_rules }
+}
+
+impl Antrea {
+    /// `n` unique tracked flows from local pods: to other pods, to services
+    /// and to remote nodes; new or established.
+    pub fn traffic(&self, n: usize, rng_seed: u64) -> Vec<kairo_flow::FlowKey> {
+        use kairo_flow::{Field, FlowKey};
+        let mut rng = StdRng::seed_from_u64(rng_seed ^ 0xa17e);
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        let mut out = Vec::with_capacity(n);
+        let mut tries = 0usize;
+        while out.len() < n && tries < n.saturating_mul(20) + 1000 {
+            tries += 1;
+            let src = rng.gen_range(0..self.cfg.pods);
+            let (dst_ip, proto, dport) = match rng.gen_range(0..10) {
+                0..=4 => {
+                    (pod_ip(rng.gen_range(0..self.cfg.pods)), 6u64, [80u64, 443, 8080, 22, 5432][rng.gen_range(0..5)])
+                }
+                5..=7 => {
+                    let s = rng.gen_range(0..self.cfg.services);
+                    (svc_ip(s), if s % 4 == 3 { 17 } else { 6 }, [80u64, 443, 8080, 53][(s % 4) as usize])
+                }
+                _ => (
+                    (10 << 24) | ((20 + rng.gen_range(0..self.cfg.remote_nodes)) << 16) | rng.gen_range(1..65535u32),
+                    17,
+                    53,
+                ),
+            };
+            let sport = rng.gen_range(1024..=65535u16) as u64;
+            let ct = if rng.gen_bool(0.5) { 0x21 } else { 0x22 };
+            if !seen.insert((src, dst_ip, sport, dport, ct)) {
+                continue;
+            }
+            let mut k = FlowKey::ZERO;
+            k.set(Field::InPort, pod_port(src) as u64);
+            k.set(Field::EthSrc, pod_mac(src));
+            k.set(Field::EthDst, GW_MAC);
+            k.set(Field::EthType, 0x0800);
+            k.set(Field::IpProto, proto);
+            k.set(Field::IpSrc, pod_ip(src) as u64);
+            k.set(Field::IpDst, dst_ip as u64);
+            k.set(Field::IpTtl, 64);
+            k.set(Field::TpSrc, sport);
+            k.set(Field::TpDst, dport);
+            k.set(Field::CtState, ct);
+            out.push(k);
+        }
+        out
+    }
+
+    /// Network-policy rule adds and deletes, service endpoint changes, pod
+    /// arrivals and departures in L2ForwardingCalc.
+    pub fn updates(&self, seed: &Seed, n: usize, rng_seed: u64) -> Vec<(&'static str, String, String)> {
+        let mut rng = StdRng::seed_from_u64(rng_seed ^ 0x90c1);
+        let mut added: Vec<(u8, u16, String)> = Vec::new();
+        let mut out = Vec::with_capacity(n);
+        let mut i = 0u32;
+        while out.len() < n {
+            i += 1;
+            match i % 5 {
+                0 | 1 => {
+                    let t = if rng.gen_bool(0.5) { 45u8 } else { 85 };
+                    let m = policy_match(&seed.sample(&mut rng), t == 85);
+                    let prio = 14500 + (i % 100) as u16;
+                    out.push(("policy add", "add-flow".into(), format!("table={t},priority={prio},{m},actions=drop")));
+                    added.push((t, prio, m));
+                }
+                2 => {
+                    let (t, p, m) = if !added.is_empty() && rng.gen_bool(0.5) {
+                        added.swap_remove(rng.gen_range(0..added.len()))
+                    } else {
+                        self.policy_rules[rng.gen_range(0..self.policy_rules.len())].clone()
+                    };
+                    out.push(("policy delete", "--strict del-flows".into(), format!("table={t},priority={p},{m}")));
+                }
+                3 => {
+                    let s = rng.gen_range(0..self.cfg.services);
+                    let buckets: Vec<String> = (0..self.cfg.endpoints_per_service)
+                        .map(|_| {
+                            format!(
+                                "bucket=load:{:#x}->NXM_NX_REG3[],load:0x1->NXM_NX_REG4[16..18],resubmit(,42)",
+                                pod_ip(rng.gen_range(0..self.cfg.pods))
+                            )
+                        })
+                        .collect();
+                    out.push((
+                        "endpoint change",
+                        "mod-group".into(),
+                        format!("group_id={},type=select,{}", s + 1, buckets.join(",")),
+                    ));
+                }
+                _ => {
+                    let p = rng.gen_range(0..self.cfg.pods);
+                    out.push((
+                        "pod move",
+                        "--strict mod-flows".into(),
+                        format!("table=80,priority=200,dl_dst={},actions=load:{}->NXM_NX_REG1[],load:0x1->NXM_NX_REG0[16],goto_table:85", mac(pod_mac(p)), pod_port(rng.gen_range(0..self.cfg.pods))),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
