@@ -215,6 +215,8 @@ pub struct TtuOpts {
     pub seed: u64,
     pub verify: bool,
     pub progress: bool,
+    /// Apply the stream in bundles of this many flow-mods (1: one at a time).
+    pub bundle: usize,
 }
 
 /// Which workload.
@@ -409,7 +411,13 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
         .iter()
         .map(|(_, c, a)| parse_command(c, a).map_err(|e| format!("{c} {a}: {e}")))
         .collect::<Result<_, _>>()?;
-    let kinds: Vec<&'static str> = stream.iter().map(|(k, _, _)| *k).collect();
+    let mut kinds: Vec<&'static str> = stream.iter().map(|(k, _, _)| *k).collect();
+    let mods = if opts.bundle > 1 {
+        kinds = kinds.chunks(opts.bundle).map(|_| "bundle").collect();
+        mods.chunks(opts.bundle).map(|c| FlowMod::Bundle(c.to_vec())).collect()
+    } else {
+        mods
+    };
     let mut rows = Vec::new();
     for &n in &opts.entries {
         for &kind in &opts.engines {
@@ -479,6 +487,55 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
 }
 
 impl TtuReport {
+    /// Writes TTU (median and p99, log scale) against the cache size, one line per engine, as SVG.
+    pub fn plot(&self, path: &std::path::Path) -> Result<(), String> {
+        use plotters::prelude::*;
+        let e = |x: &dyn std::fmt::Display| x.to_string();
+        let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let xs: Vec<f64> = self.rows.iter().map(|r| r.entries as f64).collect();
+        let (xlo, xhi) = (xs.iter().cloned().fold(f64::MAX, f64::min).max(1.0), xs.iter().cloned().fold(1.0, f64::max));
+        let ys = self.rows.iter().flat_map(|r| [r.ttu_median_us, r.ttu_p99_us]);
+        let (ylo, yhi) = ys.fold((f64::MAX, 1.0f64), |(a, b), y| (a.min(y), b.max(y)));
+        let pipeline = self.rows.first().map(|r| r.pipeline.clone()).unwrap_or_default();
+        let mut c = ChartBuilder::on(&root)
+            .caption(format!("Time-to-update vs cache size ({pipeline}, {})", self.machine.cpu), ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), (ylo.max(0.1) / 2.0..yhi * 2.0).log_scale())
+            .map_err(|x| e(&x))?;
+        let kfmt = |x: &f64| if *x >= 1e6 { format!("{:.0}M", x / 1e6) } else { format!("{:.0}K", x / 1e3) };
+        c.configure_mesh()
+            .x_desc("megaflows")
+            .y_desc("TTU us (log)")
+            .x_labels(5)
+            .x_label_formatter(&kfmt)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (engine, color) in [("full", RED), ("incremental", GREEN)] {
+            let rows: Vec<&TtuRow> = self.rows.iter().filter(|r| r.engine == engine).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            c.draw_series(LineSeries::new(
+                rows.iter().map(|r| (r.entries as f64, r.ttu_median_us)),
+                color.stroke_width(2),
+            ))
+            .map_err(|x| e(&x))?
+            .label(format!("{engine} median"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            c.draw_series(LineSeries::new(rows.iter().map(|r| (r.entries as f64, r.ttu_p99_us)), color.mix(0.4)))
+                .map_err(|x| e(&x))?
+                .label(format!("{engine} p99"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.mix(0.4)));
+        }
+        c.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+        Ok(())
+    }
+
     pub fn to_table(&self) -> String {
         let mut s = format!("machine: {}\n\n", self.machine);
         let ratio = |r: &TtuRow| {
@@ -559,6 +616,7 @@ mod tests {
             seed: 3,
             verify: true,
             progress: false,
+            bundle: 1,
         }
     }
 
@@ -591,6 +649,20 @@ mod tests {
             // The incremental engine examined fewer entries than full revalidation.
             assert!(rep.rows[1].affected_median < rep.rows[0].affected_median);
         }
+    }
+
+    #[test]
+    fn bundles_and_the_plot() {
+        let mut o = small(PipelineKind::Ofdpa);
+        o.bundle = 4;
+        o.entries = vec![800, 1600];
+        let rep = run(&o).unwrap();
+        assert_eq!(rep.rows[0].updates, 3, "12 updates in bundles of 4");
+        assert!(rep.rows.iter().all(|r| r.mismatches == 0));
+        let path = std::env::temp_dir().join(format!("kairo-ttu-{}.svg", std::process::id()));
+        rep.plot(&path).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("polyline"));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -117,8 +117,14 @@ enum BenchCmd {
         /// Run the oracle after every update (a mismatch fails the run).
         #[arg(long)]
         verify: bool,
+        /// Apply the updates in bundles of this many flow-mods (one maintenance pass each).
+        #[arg(long, default_value_t = 1)]
+        bundle: usize,
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write TTU against cache size as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -223,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed: 1,
                 verify: true,
                 progress: true,
+                bundle: 1,
             };
             let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
             print!("{}", report.to_table());
@@ -233,7 +240,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { what: Some(BenchCmd::Ttu { pipeline, entries, engines, updates, verify, json, seed }) } => {
+        Cmd::Bench {
+            what: Some(BenchCmd::Ttu { pipeline, entries, engines, updates, verify, bundle, json, plot, seed }),
+        } => {
             let pipeline = pipeline.parse::<kairo_bench::ttu::PipelineKind>().map_err(anyhow::Error::msg)?;
             let sizes = entries
                 .iter()
@@ -248,10 +257,25 @@ fn run(cli: Cli) -> Result<()> {
             if updates == 0 {
                 anyhow::bail!("--updates must be at least 1");
             }
-            let opts =
-                kairo_bench::ttu::TtuOpts { pipeline, entries: sizes, engines, updates, seed, verify, progress: true };
+            if bundle == 0 {
+                anyhow::bail!("--bundle must be at least 1");
+            }
+            let opts = kairo_bench::ttu::TtuOpts {
+                pipeline,
+                entries: sizes,
+                engines,
+                updates,
+                seed,
+                verify,
+                progress: true,
+                bundle,
+            };
             let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())?;
+            if let Some(path) = plot {
+                report.plot(&path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
             let bad: usize = report.rows.iter().map(|r| r.mismatches).sum();
             if bad > 0 {
                 anyhow::bail!("--verify found {bad} mismatches between the cache and full recomputation");
