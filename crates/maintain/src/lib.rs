@@ -99,12 +99,14 @@ fn act(mf: &Megaflow, v: Verdict) -> (usize, usize, usize) {
 /// Full revalidation, as Open vSwitch does it: after any change, every entry.
 pub struct FullRevalidator {
     entries: Vec<Arc<Megaflow>>,
+    /// Entries removed but not yet dropped from `entries`.
+    dead: usize,
     po: FlowMask,
 }
 
 impl Default for FullRevalidator {
     fn default() -> Self {
-        FullRevalidator { entries: Vec::new(), po: revalidate::pipeline_only_mask() }
+        FullRevalidator { entries: Vec::new(), dead: 0, po: revalidate::pipeline_only_mask() }
     }
 }
 
@@ -116,12 +118,19 @@ impl Engine for FullRevalidator {
         self.entries.push(mf);
     }
     fn remove(&mut self, mf: &Arc<Megaflow>) {
-        self.entries.retain(|m| !Arc::ptr_eq(m, mf));
+        // The datapath kills what it removes: drop dead entries in bulk, so
+        // that evicting k entries costs O(cache), not O(k x cache).
+        mf.kill();
+        self.dead += 1;
+        if self.dead * 2 > self.entries.len() {
+            self.entries.retain(|m| !m.is_dead());
+            self.dead = 0;
+        }
     }
     fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta]) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
-        for mf in &self.entries {
+        for mf in self.entries.iter().filter(|m| !m.is_dead()) {
             rep.examined += 1;
             let (k, u, e) = act(mf, revalidate::revalidate(p, mf, &self.po));
             rep.kept += k;
@@ -129,14 +138,15 @@ impl Engine for FullRevalidator {
             rep.evicted += e;
         }
         self.entries.retain(|m| !m.is_dead());
+        self.dead = 0;
         rep.ttu = start.elapsed();
         rep
     }
     fn entries(&self) -> Vec<Arc<Megaflow>> {
-        self.entries.clone()
+        self.entries.iter().filter(|m| !m.is_dead()).cloned().collect()
     }
     fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.dead
     }
     fn index_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Arc<Megaflow>>()

@@ -376,3 +376,25 @@ fn readers_see_old_or_new_actions_and_only_new_after_the_ack() {
     let n = reader.join().expect("reader thread").unwrap_or_else(|e| panic!("{e}"));
     assert!(n > 300, "reader made only {n} lookups");
 }
+
+#[test]
+fn idle_expiry_leaves_both_engines() {
+    let p = pipeline("table=0,priority=10,ip,actions=output:1", "");
+    for kind in [EngineKind::Full, EngineKind::Incremental] {
+        let mut dp = Datapath::new(DpConfig { max_idle_ms: 100, ..DpConfig::default() });
+        let mut sc = SharedControl::new(Control::new(p.clone(), kind));
+        for port in 2..12 {
+            dp.process_key(&key(&format!("in_port={port},ip")), 64, None, 0, &mut sc);
+        }
+        assert_eq!(sc.lock().engine.len(), 10);
+        dp.process_key(&key("in_port=2,ip"), 64, None, 950, &mut sc);
+        assert_eq!(dp.sweep(1000, &mut sc), 9);
+        assert_eq!(dp.n_flows(), 1);
+        assert_eq!(sc.lock().engine.len(), 1, "{}", sc.lock().engine.name());
+        assert_eq!(sc.lock().engine.entries().len(), 1);
+        let r =
+            sc.lock().apply(&parse_command("add-flow", "table=0,priority=20,ip,actions=output:3").unwrap()).unwrap();
+        assert_eq!(r.examined, 1);
+        assert!(sc.lock().verify().is_empty());
+    }
+}
