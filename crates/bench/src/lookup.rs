@@ -82,7 +82,7 @@ fn traffic(flows: &[Arc<Megaflow>], n: usize, pop: Popularity, seed: u64) -> Vec
         Popularity::Zipf(_) => {
             let mut order: Vec<Arc<Megaflow>> = flows.to_vec();
             // synth gives subtable i nw_proto i + 1: hottest = highest subtable.
-            order.sort_by_key(|m| m.key.get(kairo_flow::Field::IpProto));
+            order.sort_by_key(|m| m.rep.get(kairo_flow::Field::IpProto));
             synth::keys(&order, n, pop, seed)
         }
     }

@@ -54,7 +54,7 @@ impl Subtable {
     #[inline]
     fn find(&self, k: &FlowKey, h: u64) -> Option<&Arc<Megaflow>> {
         let (m, w) = (&*self.mask, &*self.words);
-        self.table.find(h, |e| eq_masked(&e.key, k, m, w))
+        self.table.find(h, |e| eq_masked(&e.rep, k, m, w))
     }
 }
 
@@ -127,9 +127,9 @@ impl Dpcls {
             }
         };
         let st = &mut self.subtables[i];
-        let h = hash_masked(&mf.key, &st.mask, &st.words);
+        let h = hash_masked(&mf.rep, &st.mask, &st.words);
         let (m, w) = (st.mask.clone(), st.words.clone());
-        match st.table.entry(h, |e| eq_masked(&e.key, &mf.key, &m, &w), |e| hash_masked(&e.key, &m, &w)) {
+        match st.table.entry(h, |e| eq_masked(&e.rep, &mf.rep, &m, &w), |e| hash_masked(&e.rep, &m, &w)) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 if !o.get().is_dead() {
                     return false;
@@ -148,7 +148,7 @@ impl Dpcls {
     pub fn remove(&mut self, mf: &Arc<Megaflow>) -> bool {
         let Some(&i) = self.by_mask.get(&*mf.mask) else { return false };
         let st = &mut self.subtables[i];
-        let h = hash_masked(&mf.key, &st.mask, &st.words);
+        let h = hash_masked(&mf.rep, &st.mask, &st.words);
         match st.table.find_entry(h, |e| Arc::ptr_eq(e, mf)) {
             Ok(o) => {
                 o.remove();

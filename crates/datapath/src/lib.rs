@@ -181,7 +181,7 @@ impl Datapath {
 
     fn reclaim_dead(&mut self) {
         while let Some(d) = self.dead.pop() {
-            if let Some(c) = self.cls.get_mut(&(d.key.get(Field::InPort) as u32)) {
+            if let Some(c) = self.cls.get_mut(&(d.rep.get(Field::InPort) as u32)) {
                 if c.remove(&d) {
                     self.n_flows -= 1;
                 }
@@ -389,7 +389,7 @@ impl Datapath {
         }
         let n = victims.len();
         for v in &victims {
-            if let Some(c) = self.cls.get_mut(&(v.key.get(Field::InPort) as u32)) {
+            if let Some(c) = self.cls.get_mut(&(v.rep.get(Field::InPort) as u32)) {
                 if c.remove(v) {
                     self.n_flows -= 1;
                 }
@@ -412,7 +412,7 @@ impl Datapath {
     /// nothing forwards by it even through an EMC entry.
     pub fn remove(&mut self, mf: &Arc<Megaflow>) -> bool {
         mf.kill();
-        let Some(c) = self.cls.get_mut(&(mf.key.get(Field::InPort) as u32)) else { return false };
+        let Some(c) = self.cls.get_mut(&(mf.rep.get(Field::InPort) as u32)) else { return false };
         let ok = c.remove(mf);
         if ok {
             self.n_flows -= 1;

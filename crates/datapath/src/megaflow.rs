@@ -19,11 +19,11 @@ pub type Actions = Arc<Vec<DpAction>>;
 
 #[derive(Debug)]
 pub struct Megaflow {
-    /// The masked key (what the classifier matches).
-    pub key: FlowKey,
     /// The key of the packet that created it: what revalidation re-translates
-    /// (as Open vSwitch keeps the flow key of each ukey). Translating another
-    /// key of the region would give the same actions but may need other bits.
+    /// (as Open vSwitch keeps the flow key of each ukey; translating another
+    /// key of the region would give the same actions but may need other
+    /// bits). The classifier matches it under `mask`; the masked key is
+    /// derived ([`Megaflow::key`]), not stored.
     pub rep: FlowKey,
     pub mask: Arc<FlowMask>,
     actions: ArcSwap<Vec<DpAction>>,
@@ -38,7 +38,6 @@ pub struct Megaflow {
 impl Megaflow {
     pub fn new(key: FlowKey, mask: Arc<FlowMask>, actions: Vec<DpAction>, traversal: Traversal, now: u64) -> Megaflow {
         Megaflow {
-            key: key.masked(&mask),
             rep: key,
             mask,
             actions: ArcSwap::from_pointee(actions),
@@ -76,10 +75,15 @@ impl Megaflow {
         self.dead.store(true, Ordering::Release);
     }
 
+    /// The masked key: what the megaflow matches.
+    pub fn key(&self) -> FlowKey {
+        self.rep.masked(&self.mask)
+    }
+
     /// Does packet `k` fall in this megaflow?
     #[inline]
     pub fn matches(&self, k: &FlowKey) -> bool {
-        k.eq_masked(&self.key, &self.mask)
+        k.eq_masked(&self.rep, &self.mask)
     }
 
     #[inline]

@@ -115,7 +115,7 @@ pub fn keys(flows: &[Arc<Megaflow>], count: usize, pop: Popularity, seed: u64) -
                 None => rng.gen_range(0..n),
             };
             let mf = &flows[idx.min(n - 1)];
-            let mut k = mf.key;
+            let mut k = mf.key();
             let noise = rng.gen::<u64>();
             // Random low bits of fields outside the mask (the key stays inside the megaflow).
             for f in [Field::TpSrc, Field::EthSrc, Field::IpDst, Field::TpDst] {

@@ -109,7 +109,7 @@ pub fn verify<'a>(p: &Pipeline, entries: impl IntoIterator<Item = &'a std::sync:
         if mf.is_dead() {
             continue;
         }
-        let name = kairo_flow::format_megaflow(&mf.key, &mf.mask);
+        let name = kairo_flow::format_megaflow(&mf.rep, &mf.mask);
         let found = kairo_xlate::format_actions(&mf.actions());
         match revalidate(p, mf, &po) {
             Verdict::Keep => {}

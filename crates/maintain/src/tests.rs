@@ -34,7 +34,7 @@ fn filled(p: &Pipeline, kind: EngineKind, packets: &[String]) -> (Datapath, Shar
 type CacheView = BTreeMap<(FlowKey, FlowMask), Vec<DpAction>>;
 
 fn view(c: &Control) -> CacheView {
-    c.engine.entries().iter().filter(|m| !m.is_dead()).map(|m| ((m.key, *m.mask), (*m.actions()).clone())).collect()
+    c.engine.entries().iter().filter(|m| !m.is_dead()).map(|m| ((m.key(), *m.mask), (*m.actions()).clone())).collect()
 }
 
 /// A random update, as an ovs-ofctl command line (or a miss change / bundle).
