@@ -19,6 +19,8 @@
 //! - **Prefix tracking** on `nw_src` and `nw_dst`: a binary trie of all rules'
 //!   prefixes tells that no rule of a subtable's prefix length can match, from
 //!   only as many leading address bits as the trie walk needed.
+//! - **Ports trie**: per subtable whose L4 mask is a prefix of (tp_dst, tp_src),
+//!   a trie of its rules' ports explains a miss by the port bits alone.
 //!
 //! **Ties**: among matching rules of equal priority, the one inserted first
 //! (lowest [`RuleId`]) wins. Translation and cache maintenance both rely on it.
@@ -82,7 +84,32 @@ pub struct Subtable<R> {
     max_priority: u16,
     /// Prefix length on each trie field, if the mask there is a non-empty CIDR prefix.
     trie_plen: [Option<u32>; TRIE_FIELDS.len()],
+    /// Ports trie (as Open vSwitch's): when this subtable's L4 mask is only a
+    /// prefix of (tp_dst, tp_src), the rules' port prefixes, so a miss can be
+    /// explained by as few port bits as the trie needs.
+    ports_plen: Option<u32>,
+    ports_trie: PrefixTrie,
     n_rules: usize,
+}
+
+/// The 32-bit (tp_dst, tp_src) value the ports trie indexes.
+#[inline]
+fn ports_value(k: &FlowKey) -> u32 {
+    ((k.get(Field::TpDst) << 16) | k.get(Field::TpSrc)) as u32
+}
+
+/// The ports-trie prefix length of a mask, if its L4 stage holds only a
+/// non-empty prefix of (tp_dst, tp_src).
+fn ports_plen(mask: &FlowMask) -> Option<u32> {
+    let l4 = STAGE_WORDS[Stage::L4 as usize]..STAGE_WORDS[Stage::L4 as usize + 1];
+    let mut rest = *mask;
+    rest.set(Field::TpSrc, 0);
+    rest.set(Field::TpDst, 0);
+    if rest.w[l4].iter().any(|&w| w != 0) {
+        return None;
+    }
+    let m = (mask.get(Field::TpDst) << 16) | mask.get(Field::TpSrc);
+    prefix_len(m, 32).filter(|&l| l > 0)
 }
 
 impl<R> Subtable<R> {
@@ -111,6 +138,8 @@ impl<R> Subtable<R> {
             priorities: BTreeMap::new(),
             max_priority: 0,
             trie_plen,
+            ports_plen: ports_plen(&mask),
+            ports_trie: PrefixTrie::default(),
             n_rules: 0,
         }
     }
@@ -226,6 +255,9 @@ impl<R> Classifier<R> {
         }
         let Some(st) = self.slots[slot].as_mut() else { unreachable!("slot in by_mask is live") };
         let key = *rule.m.key();
+        if let Some(l) = st.ports_plen {
+            st.ports_trie.insert(ports_value(&key), l);
+        }
         for (i, h) in st.stage_hashes(&key).into_iter().enumerate() {
             *st.stage_index[i].entry(h).or_insert(0) += 1;
         }
@@ -267,6 +299,9 @@ impl<R> Classifier<R> {
             }
         }
         st.n_rules -= 1;
+        if let Some(l) = st.ports_plen {
+            st.ports_trie.remove(ports_value(&key), l);
+        }
         let old_max = st.max_priority;
         st.max_priority = *st.priorities.keys().next_back().unwrap_or(&0);
         for (i, f) in TRIE_FIELDS.iter().enumerate() {
@@ -356,8 +391,23 @@ impl<R> Classifier<R> {
                     }
                 }
             }
+            let bucket = st.rules.get(&key.masked(&st.mask));
+            if bucket.is_none() {
+                if let Some(pl) = st.ports_plen {
+                    let r = st.ports_trie.lookup(ports_value(key));
+                    if !r.has_plen(pl) {
+                        // No rule of this subtable has these ports: the port bits the
+                        // trie walk needed explain the miss on their own.
+                        let m = kairo_flow::parse::prefix_mask(r.bits_needed(pl), 32);
+                        wc.or_bits(Field::TpDst, m >> 16);
+                        wc.or_bits(Field::TpSrc, m & 0xffff);
+                        stats.trie_skips += 1;
+                        continue 'subtables;
+                    }
+                }
+            }
             wc.or(&st.mask);
-            if let Some(bucket) = st.rules.get(&key.masked(&st.mask)) {
+            if let Some(bucket) = bucket {
                 let cand = &bucket[0];
                 if best.is_none_or(|b| cand.beats(b)) {
                     best = Some(cand);

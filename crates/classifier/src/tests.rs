@@ -178,3 +178,26 @@ fn ties_go_to_the_earlier_rule_and_priority_skips() {
     assert_eq!(c.n_subtables(), 0);
     assert!(c.is_empty());
 }
+
+#[test]
+fn ports_trie_keeps_l4_masks_narrow() {
+    // As Open vSwitch's trace of `tcp,tp_dst=80` for a packet to port 0:
+    // the megaflow needs only tp_dst=0x0/0xffc0.
+    let mut r = Match::ANY;
+    r.set_exact(Field::EthType, 0x0800);
+    r.set_exact(Field::IpProto, 6);
+    r.set_exact(Field::TpDst, 80);
+    let c = build(&[(r, 10)]);
+    let mut k = FlowKey::ZERO;
+    k.set(Field::EthType, 0x0800);
+    k.set(Field::IpProto, 6);
+    let mut wc = FlowMask::ZERO;
+    assert!(c.lookup(&k, &mut wc).is_none());
+    assert_eq!(wc.get(Field::TpDst), 0xffc0);
+    assert_eq!(wc.get(Field::TpSrc), 0);
+    // A packet to port 80 matches and needs the whole mask.
+    k.set(Field::TpDst, 80);
+    let mut wc = FlowMask::ZERO;
+    assert!(c.lookup(&k, &mut wc).is_some());
+    assert_eq!(wc.get(Field::TpDst), 0xffff);
+}
