@@ -50,14 +50,6 @@ pub struct HitrateReport {
     pub rows: Vec<HitrateRow>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Runs the stream through a cache of `limit`, then the updates; returns
 /// (entries, hits, misses, median TTU).
 fn one(
@@ -83,7 +75,7 @@ fn one(
     for fm in mods {
         t.push(c.apply(fm).map_err(|e| e.to_string())?.ttu.as_secs_f64() * 1e6);
     }
-    Ok((dp.n_flows(), hits, misses, median(t)))
+    Ok((dp.n_flows(), hits, misses, crate::quantile(&mut t, 0.5)))
 }
 
 pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
@@ -171,7 +163,7 @@ impl HitrateReport {
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let (top, bottom) = root.split_vertically(350);
         let xs: Vec<f64> = self.rows.iter().map(|r| r.limit as f64).collect();
-        let (xlo, xhi) = (xs.iter().cloned().fold(f64::MAX, f64::min).max(1.0), xs.iter().cloned().fold(1.0, f64::max));
+        let (xlo, xhi) = crate::log_span(xs.iter().copied());
         let mut c1 = ChartBuilder::on(&top)
             .caption(
                 format!(
@@ -185,12 +177,11 @@ impl HitrateReport {
             .y_label_area_size(55)
             .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), 0f64..100f64)
             .map_err(|x| e(&x))?;
-        let kfmt = |x: &f64| if *x >= 1e6 { format!("{:.0}M", x / 1e6) } else { format!("{:.0}K", x / 1e3) };
         c1.configure_mesh()
             .x_desc("cache limit (megaflows)")
             .y_desc("hit rate %")
             .x_labels(5)
-            .x_label_formatter(&kfmt)
+            .x_label_formatter(&crate::size_label)
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|x| e(&x))?;
@@ -225,7 +216,7 @@ impl HitrateReport {
             .x_desc("cache limit (megaflows)")
             .y_desc("TTU us (log)")
             .x_labels(5)
-            .x_label_formatter(&kfmt)
+            .x_label_formatter(&crate::size_label)
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|x| e(&x))?;

@@ -64,6 +64,29 @@ pub fn progress_bar(show: bool, len: u64, msg: String) -> indicatif::ProgressBar
     b
 }
 
+/// An axis label for a cache size: `10K`, `2M`.
+pub fn size_label(x: &f64) -> String {
+    if *x >= 1e6 {
+        format!("{:.0}M", x / 1e6)
+    } else {
+        format!("{:.0}K", x / 1e3)
+    }
+}
+
+/// The (smallest, largest) of positive sizes, for a log-scale axis (at least 1).
+pub fn log_span(xs: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    (xs.clone().fold(f64::MAX, f64::min).max(1.0), xs.fold(1.0, f64::max))
+}
+
+/// The `q` quantile (0..=1) of `v`, by nearest rank; 0 for an empty slice.
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
 /// Resident memory of this process in bytes (Linux), for bytes-per-entry figures.
 pub fn resident_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -149,6 +172,17 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("-5k").is_err());
+    }
+
+    #[test]
+    fn quantiles_and_labels() {
+        assert_eq!(quantile(&mut [], 0.5), 0.0);
+        assert_eq!(quantile(&mut [3.0, 1.0, 2.0], 0.5), 2.0);
+        assert_eq!(quantile(&mut [4.0, 1.0, 3.0, 2.0], 0.5), 3.0);
+        assert_eq!(quantile(&mut [4.0, 1.0, 3.0, 2.0], 1.0), 4.0);
+        assert_eq!(size_label(&200_000.0), "200K");
+        assert_eq!(size_label(&10_000_000.0), "10M");
+        assert_eq!(log_span([10.0, 1e6, 300.0].into_iter()), (10.0, 1e6));
     }
 
     #[test]

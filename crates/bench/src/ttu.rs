@@ -356,14 +356,6 @@ fn file_workload(path: &std::path::Path, n_keys: usize, updates_n: usize, seed: 
     Ok(Workload { name: "file", flows, groups, keys, updates: ups })
 }
 
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
 /// Fills a cache of exactly `n` megaflows through upcalls.
 pub fn fill(
     p: &Pipeline,
@@ -462,7 +454,12 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 let mut a: Vec<f64> =
                     affected.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
                 if !t.is_empty() {
-                    by_kind.push((kind.to_string(), t.len(), pct(&mut t, 0.5), pct(&mut a, 0.5)));
+                    by_kind.push((
+                        kind.to_string(),
+                        t.len(),
+                        crate::quantile(&mut t, 0.5),
+                        crate::quantile(&mut a, 0.5),
+                    ));
                 }
             }
             let mut per: Vec<f64> = ttus.iter().zip(&affected).filter(|(_, a)| **a > 0.0).map(|(t, a)| t / a).collect();
@@ -472,11 +469,11 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 engine: c.engine.name().into(),
                 entries: n,
                 updates: mods.len(),
-                ttu_median_us: pct(&mut t2, 0.5),
-                ttu_p99_us: pct(&mut t2, 0.99),
-                ttu_max_us: pct(&mut t2, 1.0),
-                affected_median: pct(&mut affected, 0.5),
-                ttu_per_affected_us: pct(&mut per, 0.5),
+                ttu_median_us: crate::quantile(&mut t2, 0.5),
+                ttu_p99_us: crate::quantile(&mut t2, 0.99),
+                ttu_max_us: crate::quantile(&mut t2, 1.0),
+                affected_median: crate::quantile(&mut affected, 0.5),
+                ttu_per_affected_us: crate::quantile(&mut per, 0.5),
                 mismatches,
                 index_bytes_per_entry: index_bytes,
                 by_kind,
@@ -494,7 +491,7 @@ impl TtuReport {
         let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(&x))?;
         let xs: Vec<f64> = self.rows.iter().map(|r| r.entries as f64).collect();
-        let (xlo, xhi) = (xs.iter().cloned().fold(f64::MAX, f64::min).max(1.0), xs.iter().cloned().fold(1.0, f64::max));
+        let (xlo, xhi) = crate::log_span(xs.iter().copied());
         let ys = self.rows.iter().flat_map(|r| [r.ttu_median_us, r.ttu_p99_us]);
         let (ylo, yhi) = ys.fold((f64::MAX, 1.0f64), |(a, b), y| (a.min(y), b.max(y)));
         let pipeline = self.rows.first().map(|r| r.pipeline.clone()).unwrap_or_default();
@@ -505,12 +502,11 @@ impl TtuReport {
             .y_label_area_size(60)
             .build_cartesian_2d((xlo * 0.8..xhi * 1.25).log_scale(), (ylo.max(0.1) / 2.0..yhi * 2.0).log_scale())
             .map_err(|x| e(&x))?;
-        let kfmt = |x: &f64| if *x >= 1e6 { format!("{:.0}M", x / 1e6) } else { format!("{:.0}K", x / 1e3) };
         c.configure_mesh()
             .x_desc("megaflows")
             .y_desc("TTU us (log)")
             .x_labels(5)
-            .x_label_formatter(&kfmt)
+            .x_label_formatter(&crate::size_label)
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|x| e(&x))?;
