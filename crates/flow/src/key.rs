@@ -25,19 +25,31 @@ fn field_bits(f: Field) -> (usize, u32, u64) {
     (p.word, p.shift, f.ones())
 }
 
+/// Field `f` of a key or mask laid out by the field table.
+#[inline]
+fn get_field(words: &[u64; WORDS], f: Field) -> u64 {
+    let (w, s, m) = field_bits(f);
+    (words[w] >> s) & m
+}
+
+/// Sets field `f` of a key or mask to `v` (truncated to the field's width).
+#[inline]
+fn set_field(words: &mut [u64; WORDS], f: Field, v: u64) {
+    let (w, s, m) = field_bits(f);
+    words[w] = (words[w] & !(m << s)) | ((v & m) << s);
+}
+
 impl FlowKey {
     pub const ZERO: FlowKey = FlowKey { w: [0; WORDS] };
 
     #[inline]
     pub fn get(&self, f: Field) -> u64 {
-        let (w, s, m) = field_bits(f);
-        (self.w[w] >> s) & m
+        get_field(&self.w, f)
     }
     /// Sets `f` to `v` (truncated to the field's width).
     #[inline]
     pub fn set(&mut self, f: Field, v: u64) {
-        let (w, s, m) = field_bits(f);
-        self.w[w] = (self.w[w] & !(m << s)) | ((v & m) << s);
+        set_field(&mut self.w, f, v)
     }
     /// Sets only the bits of `f` that are 1 in `mask` to those of `v`.
     #[inline]
@@ -86,13 +98,11 @@ impl FlowMask {
 
     #[inline]
     pub fn get(&self, f: Field) -> u64 {
-        let (w, s, m) = field_bits(f);
-        (self.w[w] >> s) & m
+        get_field(&self.w, f)
     }
     #[inline]
     pub fn set(&mut self, f: Field, v: u64) {
-        let (w, s, m) = field_bits(f);
-        self.w[w] = (self.w[w] & !(m << s)) | ((v & m) << s);
+        set_field(&mut self.w, f, v)
     }
     /// ORs `bits` into field `f` (un-wildcards them).
     #[inline]
