@@ -52,8 +52,6 @@ pub struct Step {
     pub depth: u32,
     /// Resubmit nesting (for display: goto_table stays at the same level).
     pub nest: u32,
-    /// Had the flow been rewritten (in any field a lookup can read) before this lookup?
-    pub rewritten: bool,
     /// Which key this lookup saw: an index into [`Traversal::versions`]
     /// (0: the key as translation started).
     pub version: u16,
@@ -194,7 +192,6 @@ struct Ctx<'a> {
     nest: u32,
     lookups: u32,
     exit: bool,
-    rewritten: bool,
     error: Option<XlateError>,
 }
 
@@ -222,7 +219,6 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
         nest: 0,
         lookups: 0,
         exit: false,
-        rewritten: false,
         error: None,
     };
     ctx.table(0, Via::Start);
@@ -316,15 +312,7 @@ impl Ctx<'_> {
         let table = self.p.table(t);
         let version = self.key_version();
         let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut self.wc));
-        let step = |outcome| Step {
-            table: t,
-            outcome,
-            via,
-            depth: self.depth,
-            nest: self.nest,
-            rewritten: self.rewritten,
-            version,
-        };
+        let step = |outcome| Step { table: t, outcome, via, depth: self.depth, nest: self.nest, version };
         match hit {
             Some(r) => {
                 self.trav.steps.push(step(Outcome::Rule(r.id)));
@@ -354,7 +342,6 @@ impl Ctx<'_> {
         self.action_set.write(&inst.write);
         if let Some((v, m)) = inst.write_metadata {
             self.flow.set_masked(Field::Metadata, v, m);
-            self.rewritten = true;
         }
         if let Some(g) = inst.goto_table {
             self.table(g, Via::Goto);
@@ -395,7 +382,6 @@ impl Ctx<'_> {
                 if self.prereq_ok(*field) {
                     self.act_bits(*field, *mask);
                     self.flow.set_masked(*field, *value, *mask);
-                    self.rewritten = true;
                 }
             }
             Action::Move { src, dst } => {
@@ -404,7 +390,6 @@ impl Ctx<'_> {
                     self.act_bits(dst.field, dst.mask());
                     let bits = (self.flow.get(src.field) & src.mask()) >> src.ofs;
                     self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
-                    self.rewritten = true;
                 }
             }
             Action::PushVlan { .. } => {
@@ -415,7 +400,6 @@ impl Ctx<'_> {
                 let outer = self.flow.get(Field::VlanTci);
                 self.flow.set(Field::VlanTciInner, outer);
                 self.flow.set(Field::VlanTci, VLAN_CFI);
-                self.rewritten = true;
             }
             Action::PopVlan => {
                 self.act_bits(Field::VlanTci, u64::MAX);
@@ -423,7 +407,6 @@ impl Ctx<'_> {
                 let inner = self.flow.get(Field::VlanTciInner);
                 self.flow.set(Field::VlanTci, inner);
                 self.flow.set(Field::VlanTciInner, 0);
-                self.rewritten = true;
             }
             Action::SetVlanVid { vid, push } => {
                 self.act_bits(Field::VlanTci, u64::MAX);
@@ -434,7 +417,6 @@ impl Ctx<'_> {
                 } else if *push {
                     self.flow.set(Field::VlanTci, VLAN_CFI | *vid as u64);
                 }
-                self.rewritten = true;
             }
             Action::SetVlanPcp { pcp, push } => {
                 self.act_bits(Field::VlanTci, u64::MAX);
@@ -445,7 +427,6 @@ impl Ctx<'_> {
                 } else if *push {
                     self.flow.set(Field::VlanTci, VLAN_CFI | (*pcp as u64) << 13);
                 }
-                self.rewritten = true;
             }
             Action::DecTtl => {
                 if !self.flow.is_ipv4() {
@@ -455,7 +436,6 @@ impl Ctx<'_> {
                 let ttl = self.flow.get(Field::IpTtl);
                 if ttl > 1 {
                     self.flow.set(Field::IpTtl, ttl - 1);
-                    self.rewritten = true;
                 } else {
                     // As Open vSwitch: the packet goes to the controller and translation ends.
                     commit(&mut self.base, &self.flow, &mut self.odp);
@@ -590,12 +570,10 @@ impl Ctx<'_> {
         for i in chosen {
             // Each bucket works on its own copy of the flow (clone semantics).
             let saved = self.flow;
-            let saved_rw = self.rewritten;
             self.depth += 1;
             self.actions(&g.buckets[i].actions);
             self.depth -= 1;
             self.flow = saved;
-            self.rewritten = saved_rw;
             if self.error.is_some() {
                 return;
             }
