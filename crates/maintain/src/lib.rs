@@ -157,19 +157,18 @@ impl Engine for FullRevalidator {
 pub struct Incremental {
     index: index::Index,
     po: FlowMask,
-    /// Index slots looked at by the last pass (cost beyond the affected entries).
-    pub last_probed: usize,
 }
 
 impl Default for Incremental {
     fn default() -> Self {
-        Incremental { index: index::Index::new(), po: revalidate::pipeline_only_mask(), last_probed: 0 }
+        Incremental { index: index::Index::new(), po: revalidate::pipeline_only_mask() }
     }
 }
 
 impl Incremental {
-    /// The entries an update can affect (DESIGN.md section 4).
-    pub fn affected(&mut self, p: &Pipeline, deltas: &[Delta]) -> Vec<index::EntryId> {
+    /// The entries an update can affect (DESIGN.md section 4), and how many
+    /// index slots were looked at to find them (the cost beyond them).
+    pub fn affected(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<index::EntryId>, usize) {
         let mut out = Vec::new();
         let mut probed = 0;
         for d in deltas {
@@ -186,10 +185,9 @@ impl Incremental {
                 }
             }
         }
-        self.last_probed = probed;
         out.sort_unstable();
         out.dedup();
-        out
+        (out, probed)
     }
 }
 
@@ -208,8 +206,8 @@ impl Engine for Incremental {
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta]) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
-        let affected = self.affected(p, deltas);
-        rep.probed = self.last_probed;
+        let (affected, probed) = self.affected(p, deltas);
+        rep.probed = probed;
         for id in affected {
             let Some(mf) = self.index.get(id).cloned() else { continue };
             rep.examined += 1;
