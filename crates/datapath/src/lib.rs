@@ -142,6 +142,9 @@ pub struct Datapath {
     dead: Vec<Arc<Megaflow>>,
     last_sweep: u64,
     last_hit: Option<Arc<Megaflow>>,
+    /// Megaflows that left the classifiers, kept for their statistics when
+    /// [`Datapath::keep_retired`] asked for them (per-rule counters).
+    retired: Option<Vec<Arc<Megaflow>>>,
 }
 
 impl Datapath {
@@ -155,6 +158,7 @@ impl Datapath {
             dead: Vec::new(),
             last_sweep: 0,
             last_hit: None,
+            retired: None,
             cfg,
         }
     }
@@ -179,13 +183,33 @@ impl Datapath {
         }
     }
 
+    /// From now on, keep every megaflow that leaves the classifiers until
+    /// [`Datapath::take_retired`] collects it (its counters stay readable).
+    pub fn keep_retired(&mut self) {
+        self.retired.get_or_insert_with(Vec::new);
+    }
+
+    /// The megaflows that left since the last call (empty unless kept).
+    pub fn take_retired(&mut self) -> Vec<Arc<Megaflow>> {
+        self.retired.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Takes `mf` out of its port's classifier; true if it was there.
+    fn unlink(&mut self, mf: &Arc<Megaflow>) -> bool {
+        let Some(c) = self.cls.get_mut(&(mf.rep.get(Field::InPort) as u32)) else { return false };
+        if !c.remove(mf) {
+            return false;
+        }
+        self.n_flows -= 1;
+        if let Some(r) = &mut self.retired {
+            r.push(mf.clone());
+        }
+        true
+    }
+
     fn reclaim_dead(&mut self) {
         while let Some(d) = self.dead.pop() {
-            if let Some(c) = self.cls.get_mut(&(d.rep.get(Field::InPort) as u32)) {
-                if c.remove(&d) {
-                    self.n_flows -= 1;
-                }
-            }
+            self.unlink(&d);
         }
     }
 
@@ -389,11 +413,7 @@ impl Datapath {
         }
         let n = victims.len();
         for v in &victims {
-            if let Some(c) = self.cls.get_mut(&(v.rep.get(Field::InPort) as u32)) {
-                if c.remove(v) {
-                    self.n_flows -= 1;
-                }
-            }
+            self.unlink(v);
             if !v.is_dead() {
                 v.kill();
                 self.stats.evicted_idle += 1;
@@ -412,18 +432,16 @@ impl Datapath {
     /// nothing forwards by it even through an EMC entry.
     pub fn remove(&mut self, mf: &Arc<Megaflow>) -> bool {
         mf.kill();
-        let Some(c) = self.cls.get_mut(&(mf.rep.get(Field::InPort) as u32)) else { return false };
-        let ok = c.remove(mf);
-        if ok {
-            self.n_flows -= 1;
-        }
-        ok
+        self.unlink(mf)
     }
 
     /// Drops every megaflow and EMC entry.
     pub fn flush(&mut self) {
         for m in self.megaflows() {
             m.kill();
+        }
+        if let Some(r) = &mut self.retired {
+            r.extend(self.cls.values().flat_map(|c| c.iter()).cloned());
         }
         self.cls.clear();
         self.emc.clear();

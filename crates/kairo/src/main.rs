@@ -12,6 +12,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kairo_xlate::{trace, translate, Pipeline};
 
+mod switch_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "kairo",
@@ -40,6 +42,16 @@ enum Cmd {
         #[arg(required = true)]
         packets: Vec<String>,
     },
+    /// Run the switch on Linux interfaces (AF_PACKET rings) and TAP devices,
+    /// programmed through a control socket (`kairo ctl`). Needs root.
+    Switch(switch_cmd::SwitchArgs),
+    /// Send one command to a running switch, like ovs-ofctl: add-flow,
+    /// add-flows, mod-flows, del-flows, add-group, add-groups, mod-group,
+    /// del-groups, bundle, dump-flows, dump-groups, dump-megaflows, show,
+    /// stats, trace, help.
+    Ctl(switch_cmd::CtlArgs),
+    /// Replay pcap files through a pipeline offline; write what each port sends as pcap.
+    Replay(switch_cmd::ReplayArgs),
     /// Benchmarks, each figure beside its baseline measured in the same run.
     /// With no subcommand: the KAIRO poster's Table 1 (time-to-update at 100K,
     /// 150K and 200K megaflows on the OF-DPA pipeline, both engines, verified).
@@ -130,7 +142,7 @@ enum BenchCmd {
     },
 }
 
-fn read(path: &Path) -> Result<String> {
+pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
@@ -159,6 +171,9 @@ fn emit<T: serde::Serialize>(report: &T, table: String, json: Option<&Path>) -> 
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Switch(a) => switch_cmd::switch(a),
+        Cmd::Ctl(a) => switch_cmd::ctl(a),
+        Cmd::Replay(a) => switch_cmd::replay(a),
         Cmd::Trace { flows, groups, json, packets } => {
             let p = load_pipeline(&flows, groups.as_deref())?;
             for (i, spec) in packets.iter().enumerate() {

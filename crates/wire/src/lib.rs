@@ -14,6 +14,7 @@
 //! `slice::get`; no arithmetic can overflow (lengths are at most `usize` of a
 //! slice, header lengths at most 60).
 
+pub mod emit;
 pub mod rewrite;
 
 use kairo_flow::field::{Field, VLAN_CFI};

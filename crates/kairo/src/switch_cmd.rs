@@ -1,0 +1,186 @@
+//! `kairo switch`, `kairo ctl` and `kairo replay`: argument handling over
+//! the `kairo-switch` library (ports are opened, the socket served and the
+//! signals caught here; forwarding and commands live in the library).
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kairo_datapath::DpConfig;
+use kairo_switch::{afpacket::AfPacket, port, tap::Tap, Attached, PortInfo, Switch};
+use kairo_xlate::Pipeline;
+
+#[derive(Args)]
+pub struct SwitchArgs {
+    /// A Linux interface to attach with AF_PACKET, optionally with its OpenFlow port number.
+    #[arg(long = "port", value_name = "IFNAME[=OFPORT]")]
+    ports: Vec<String>,
+    /// A TAP device to create (or attach to), optionally with its OpenFlow port number.
+    #[arg(long = "tap", value_name = "NAME[=OFPORT]")]
+    taps: Vec<String>,
+    /// Path of the control socket.
+    #[arg(long, value_name = "SOCKET")]
+    ctl: PathBuf,
+    /// Flows to load at start (ovs-ofctl add-flows syntax).
+    #[arg(long)]
+    flows: Option<PathBuf>,
+    /// Groups to load at start (ovs-ofctl add-groups syntax).
+    #[arg(long)]
+    groups: Option<PathBuf>,
+    /// Cache maintenance engine: incremental or full.
+    #[arg(long, default_value = "incremental")]
+    engine: String,
+    /// Maximum number of megaflows.
+    #[arg(long, default_value_t = 200_000)]
+    flow_limit: usize,
+    /// Megaflows idle this long (ms) expire.
+    #[arg(long, default_value_t = 10_000)]
+    max_idle_ms: u64,
+}
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// Path of the switch's control socket.
+    #[arg(long, value_name = "SOCKET")]
+    ctl: PathBuf,
+    /// The command (see `kairo ctl --ctl SOCKET help`).
+    command: String,
+    /// Its arguments; for add-flows, add-groups and bundle a file (`-` for stdin).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// Flow file (ovs-ofctl add-flows syntax).
+    #[arg(long)]
+    flows: PathBuf,
+    #[arg(long)]
+    groups: Option<PathBuf>,
+    /// A pcap file and the port its packets arrive on (port 1 if not given); repeatable.
+    #[arg(long = "input", value_name = "FILE[=PORT]", required = true)]
+    inputs: Vec<String>,
+    /// Directory for port-N.pcap, one per port that sends.
+    #[arg(long, default_value = "replay-out")]
+    out: PathBuf,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Opens the ports, numbering those without a number from the lowest free one.
+fn open_ports(a: &SwitchArgs) -> Result<Vec<Attached>> {
+    let mut specs = Vec::new();
+    for (s, tap) in a.ports.iter().map(|s| (s, false)).chain(a.taps.iter().map(|s| (s, true))) {
+        let (name, num) = port::parse_port_arg(s)?;
+        specs.push((name, num, tap));
+    }
+    let mut used: BTreeSet<u32> = BTreeSet::new();
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for (name, num, _) in &specs {
+        if !names.insert(name) {
+            bail!("port `{name}` given twice");
+        }
+        if let Some(n) = num {
+            if !used.insert(*n) {
+                bail!("OpenFlow port {n} given twice");
+            }
+        }
+    }
+    let mut next = 1;
+    let mut out = Vec::new();
+    for (name, num, tap) in specs {
+        let ofport = match num {
+            Some(n) => n,
+            None => {
+                while used.contains(&next) {
+                    next += 1;
+                }
+                used.insert(next);
+                next
+            }
+        };
+        let io: Box<dyn kairo_switch::Port> =
+            if tap { Box::new(Tap::open(&name)?) } else { Box::new(AfPacket::open(&name)?) };
+        out.push(Attached { ofport, name, io, counters: Default::default() });
+    }
+    Ok(out)
+}
+
+pub fn switch(a: SwitchArgs) -> Result<()> {
+    if a.ports.is_empty() && a.taps.is_empty() {
+        bail!("no ports: give at least one --port IFNAME or --tap NAME");
+    }
+    let engine = a.engine.parse::<kairo_maintain::EngineKind>().map_err(anyhow::Error::msg)?;
+    let pipeline = match &a.flows {
+        Some(f) => crate::load_pipeline(f, a.groups.as_deref())?,
+        None if a.groups.is_some() => bail!("--groups needs --flows"),
+        None => Pipeline::new(),
+    };
+    let ports = open_ports(&a)?;
+    let info: Vec<PortInfo> = ports
+        .iter()
+        .map(|p| PortInfo { ofport: p.ofport, name: p.name.clone(), kind: p.io.kind(), counters: p.counters.clone() })
+        .collect();
+    let cfg = DpConfig { flow_limit: a.flow_limit, max_idle_ms: a.max_idle_ms, ..DpConfig::default() };
+    let sw = Arc::new(Switch::new(pipeline, engine, cfg, info));
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+    }
+    let server = kairo_switch::ctl::serve(sw.clone(), &a.ctl, stop.clone())
+        .with_context(|| format!("control socket {}", a.ctl.display()))?;
+    let names: Vec<String> = sw.ports.iter().map(|p| format!("{}({}, {})", p.ofport, p.name, p.kind)).collect();
+    eprintln!(
+        "kairo switch: ports {}; {} rules; control socket {}; SIGINT or SIGTERM stops",
+        names.join(", "),
+        sw.ctl.lock().pipeline.n_rules(),
+        a.ctl.display()
+    );
+    sw.forward(ports, &stop);
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    let s = kairo_switch::lock(&sw.dp).stats;
+    eprintln!(
+        "kairo switch: stopped after {} packets (emc {}, megaflow {}, upcalls {})",
+        s.packets, s.emc_hits, s.megaflow_hits, s.misses
+    );
+    Ok(())
+}
+
+pub fn ctl(a: CtlArgs) -> Result<()> {
+    let mut args = a.args;
+    if kairo_switch::ctl::takes_file(&a.command) {
+        let [file] = &args[..] else { bail!("`{}` takes one file argument (`-` for stdin)", a.command) };
+        let text = if file == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+            s
+        } else {
+            crate::read(std::path::Path::new(file))?
+        };
+        args = vec![text];
+    }
+    let mut c = kairo_switch::ctl::Client::connect(&a.ctl)?;
+    let reply = c.call(&a.command, &args)?;
+    if !reply.ok {
+        bail!("{}", reply.error);
+    }
+    print!("{}", reply.output);
+    Ok(())
+}
+
+pub fn replay(a: ReplayArgs) -> Result<()> {
+    let pipeline = crate::load_pipeline(&a.flows, a.groups.as_deref())?;
+    let inputs = a
+        .inputs
+        .iter()
+        .map(|s| kairo_switch::replay::parse_input(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let rep = kairo_switch::replay::run(&pipeline, &inputs, &a.out, DpConfig::default()).map_err(anyhow::Error::msg)?;
+    crate::emit(&rep, rep.to_table(), a.json.as_deref())
+}

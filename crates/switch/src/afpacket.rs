@@ -1,0 +1,313 @@
+//! AF_PACKET ports: a TPACKET_V3 memory-mapped receive ring and a transmit
+//! ring on one socket bound to one Linux interface.
+//!
+//! Receive walks the ring block by block (the kernel fills a block, retires it
+//! after `RETIRE_MS` or when full, and hands it to user space by setting
+//! `TP_STATUS_USER`; we copy its frames out and give it back). Transmit writes
+//! frames into free slots of the TX ring, marks them `TP_STATUS_SEND_REQUEST`
+//! and kicks the kernel once per batch with a zero-length `send`.
+//!
+//! Invariant: every offset read from the ring is checked against the block it
+//! lies in before memory is touched; a frame the kernel truncated (snaplen <
+//! len) or one larger than a TX slot is dropped and counted, never forwarded.
+//! Frames this socket did not receive from the wire (`PACKET_OUTGOING`, the
+//! kernel's own transmissions on the interface) are skipped. VLAN tags the
+//! kernel stripped into the ring header are put back into the frame.
+//!
+//! All `unsafe` here is FFI (socket calls on a descriptor we own) or access to
+//! the mapping we created; each block says why it is sound.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::port::{pooled, Port, PortCounters, PortError};
+
+const BLOCK_SIZE: usize = 1 << 16;
+const RX_BLOCKS: usize = 64;
+const TX_BLOCKS: usize = 16;
+const FRAME_SIZE: usize = 2048;
+const RETIRE_MS: u32 = 1;
+/// Where a frame's data starts in a TX slot: the aligned `tpacket3_hdr`
+/// (TPACKET3_HDRLEN minus the `sockaddr_ll` the kernel accounts for).
+const TX_DATA_OFF: usize = 48;
+/// Largest frame a TX slot holds.
+pub const MAX_FRAME: usize = FRAME_SIZE - TX_DATA_OFF;
+
+// Offsets inside the kernel's structures (linux/if_packet.h), fixed by the ABI.
+const BD_STATUS: usize = 8;
+const BD_NUM_PKTS: usize = 12;
+const BD_FIRST: usize = 16;
+const H3_NEXT: usize = 0;
+const H3_SNAPLEN: usize = 12;
+const H3_LEN: usize = 16;
+const H3_STATUS: usize = 20;
+const H3_MAC: usize = 24;
+const H3_VLAN_TCI: usize = 32;
+const H3_VLAN_TPID: usize = 36;
+const H3_PKTTYPE: usize = 48 + 10; // sockaddr_ll.sll_pkttype after the header
+
+/// The ring mapping; unmapped on drop.
+struct Ring {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; moving it to the
+// forwarding thread moves the only handle to it.
+unsafe impl Send for Ring {}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: base/len are exactly what mmap returned; nothing borrows
+        // the mapping past the `Ring`'s lifetime (slices are copied out).
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+impl Ring {
+    /// The u32 at `off`, shared with the kernel (status words).
+    fn word(&self, off: usize) -> &AtomicU32 {
+        assert!(off + 4 <= self.len && off.is_multiple_of(4));
+        // SAFETY: in bounds and 4-aligned (checked; the mapping is page
+        // aligned), valid for the lifetime of `self`, and the kernel accesses
+        // these words only atomically-compatible (aligned 32-bit stores).
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast()) }
+    }
+    fn read_u32(&self, off: usize) -> u32 {
+        self.word(off).load(Ordering::Relaxed)
+    }
+    fn read_u16(&self, off: usize) -> u16 {
+        let b = self.read_u32(off & !3).to_ne_bytes();
+        let i = off & 2;
+        u16::from_ne_bytes([b[i], b[i + 1]])
+    }
+    fn read_u8(&self, off: usize) -> u8 {
+        self.read_u32(off & !3).to_ne_bytes()[off & 3]
+    }
+    fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        assert!(off.checked_add(len).is_some_and(|e| e <= self.len));
+        // SAFETY: in bounds (checked); the kernel does not write a block or
+        // slot while user space owns it (status handshake, Acquire above).
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off), len) }
+    }
+    fn write(&mut self, off: usize, data: &[u8]) {
+        assert!(off.checked_add(data.len()).is_some_and(|e| e <= self.len));
+        // SAFETY: in bounds (checked); the slot is ours (status AVAILABLE).
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(off), data.len()) }
+    }
+}
+
+/// An AF_PACKET port.
+pub struct AfPacket {
+    fd: OwnedFd,
+    ring: Ring,
+    rx_block: usize,
+    tx_slot: usize,
+    tx_pending: usize,
+}
+
+fn setsockopt<T>(fd: RawFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
+    // SAFETY: `v` points to a live T of the size passed.
+    let r = unsafe { libc::setsockopt(fd, level, opt, (v as *const T).cast(), std::mem::size_of::<T>() as u32) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl AfPacket {
+    /// Opens interface `name`: a raw socket with RX and TX rings, bound to it,
+    /// in promiscuous mode.
+    pub fn open(name: &str) -> Result<AfPacket, PortError> {
+        let os = |what: &'static str| PortError::last_os(name, what);
+        let cname = std::ffi::CString::new(name)
+            .map_err(|_| PortError::Bad { name: name.into(), what: "NUL in interface name".into() })?;
+        // SAFETY: a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(os("no such interface"));
+        }
+        // Protocol 0 until bound: the socket sees no traffic from other interfaces meanwhile.
+        // SAFETY: plain syscall.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(os("socket(AF_PACKET) (needs CAP_NET_RAW)"));
+        }
+        // SAFETY: `raw` is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let e = |what: &'static str| move |err| PortError::Os { name: name.into(), what, err };
+        let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v3).map_err(e("PACKET_VERSION=TPACKET_V3"))?;
+        let rx_req = libc::tpacket_req3 {
+            tp_block_size: BLOCK_SIZE as u32,
+            tp_block_nr: RX_BLOCKS as u32,
+            tp_frame_size: FRAME_SIZE as u32,
+            tp_frame_nr: (RX_BLOCKS * BLOCK_SIZE / FRAME_SIZE) as u32,
+            tp_retire_blk_tov: RETIRE_MS,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &rx_req).map_err(e("PACKET_RX_RING"))?;
+        let tx_req = libc::tpacket_req3 {
+            tp_block_size: BLOCK_SIZE as u32,
+            tp_block_nr: TX_BLOCKS as u32,
+            tp_frame_size: FRAME_SIZE as u32,
+            tp_frame_nr: (TX_BLOCKS * BLOCK_SIZE / FRAME_SIZE) as u32,
+            tp_retire_blk_tov: 0,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_TX_RING, &tx_req).map_err(e("PACKET_TX_RING"))?;
+        let len = (RX_BLOCKS + TX_BLOCKS) * BLOCK_SIZE;
+        // SAFETY: mapping the rings of our own socket; the result is checked.
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, raw, 0)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(os("mmap of the packet rings"));
+        }
+        let ring = Ring { base: NonNull::new(base.cast()).ok_or_else(|| os("mmap returned null"))?, len };
+        let one: libc::c_int = 1;
+        // Best effort: skipping the qdisc layer is faster but not required.
+        let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the size passed.
+        let r = unsafe {
+            libc::bind(raw, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+        };
+        if r != 0 {
+            return Err(os("bind"));
+        }
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as i32,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq).map_err(e("promiscuous mode"))?;
+        Ok(AfPacket { fd, ring, rx_block: 0, tx_slot: 0, tx_pending: 0 })
+    }
+
+    fn tx_slot_off(slot: usize) -> usize {
+        let per_block = BLOCK_SIZE / FRAME_SIZE;
+        RX_BLOCKS * BLOCK_SIZE + (slot / per_block) * BLOCK_SIZE + (slot % per_block) * FRAME_SIZE
+    }
+
+    /// Copies the frames of one user-owned block out; returns how many.
+    fn drain_block(&self, b: usize, out: &mut Vec<Vec<u8>>, pool: &mut Vec<Vec<u8>>, c: &PortCounters) -> usize {
+        let base = b * BLOCK_SIZE;
+        let n = self.ring.read_u32(base + BD_NUM_PKTS) as usize;
+        let mut off = self.ring.read_u32(base + BD_FIRST) as usize;
+        let mut got = 0;
+        for _ in 0..n {
+            if off < 16 || off + TX_DATA_OFF + 20 > BLOCK_SIZE {
+                break; // a corrupt block: give it back without reading on
+            }
+            let h = base + off;
+            let status = self.ring.read_u32(h + H3_STATUS);
+            let snap = self.ring.read_u32(h + H3_SNAPLEN) as usize;
+            let len = self.ring.read_u32(h + H3_LEN) as usize;
+            let mac = self.ring.read_u16(h + H3_MAC) as usize;
+            let next = self.ring.read_u32(h + H3_NEXT) as usize;
+            let outgoing = self.ring.read_u8(h + H3_PKTTYPE) == libc::PACKET_OUTGOING;
+            if !outgoing {
+                if snap != len || off + mac + snap > BLOCK_SIZE || snap < 14 {
+                    PortCounters::add(&c.rx_dropped, 1);
+                } else {
+                    let data = self.ring.bytes(h + mac, snap);
+                    let mut f = pooled(pool, data);
+                    if status & libc::TP_STATUS_VLAN_VALID != 0 {
+                        let tci = self.ring.read_u32(h + H3_VLAN_TCI) as u16;
+                        let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                            self.ring.read_u16(h + H3_VLAN_TPID)
+                        } else {
+                            0x8100
+                        };
+                        let [t0, t1] = tpid.to_be_bytes();
+                        let [c0, c1] = tci.to_be_bytes();
+                        f.splice(12..12, [t0, t1, c0, c1]);
+                    }
+                    PortCounters::add(&c.rx_packets, 1);
+                    PortCounters::add(&c.rx_bytes, f.len() as u64);
+                    out.push(f);
+                    got += 1;
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            off += next;
+        }
+        got
+    }
+}
+
+impl Port for AfPacket {
+    fn kind(&self) -> &'static str {
+        "afpacket"
+    }
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+    fn recv(&mut self, out: &mut Vec<Vec<u8>>, pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize {
+        let mut got = 0;
+        // Whole blocks at a time: a block holds many frames, so `max` is a hint.
+        for _ in 0..RX_BLOCKS {
+            if got >= max {
+                break;
+            }
+            let status = self.ring.word(self.rx_block * BLOCK_SIZE + BD_STATUS);
+            if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                break;
+            }
+            got += self.drain_block(self.rx_block, out, pool, c);
+            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            self.rx_block = (self.rx_block + 1) % RX_BLOCKS;
+        }
+        got
+    }
+    fn send(&mut self, frame: &[u8], c: &PortCounters) {
+        let slots = TX_BLOCKS * BLOCK_SIZE / FRAME_SIZE;
+        let off = Self::tx_slot_off(self.tx_slot);
+        let st = self.ring.word(off + H3_STATUS).load(Ordering::Acquire);
+        if frame.len() > MAX_FRAME || (st != libc::TP_STATUS_AVAILABLE && st != libc::TP_STATUS_WRONG_FORMAT) {
+            PortCounters::add(&c.tx_dropped, 1);
+            if st != libc::TP_STATUS_AVAILABLE {
+                self.flush();
+            }
+            return;
+        }
+        self.ring.write(off + TX_DATA_OFF, frame);
+        self.ring.word(off + H3_LEN).store(frame.len() as u32, Ordering::Relaxed);
+        self.ring.word(off + H3_SNAPLEN).store(frame.len() as u32, Ordering::Relaxed);
+        self.ring.word(off + H3_NEXT).store(0, Ordering::Relaxed);
+        self.ring.word(off + H3_STATUS).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        self.tx_slot = (self.tx_slot + 1) % slots;
+        self.tx_pending += 1;
+        PortCounters::add(&c.tx_packets, 1);
+        PortCounters::add(&c.tx_bytes, frame.len() as u64);
+        if self.tx_pending >= 64 {
+            self.flush();
+        }
+    }
+    fn flush(&mut self) {
+        if self.tx_pending == 0 {
+            return;
+        }
+        self.tx_pending = 0;
+        // SAFETY: a zero-length send on our socket asks the kernel to transmit
+        // the slots marked SEND_REQUEST; no user buffer is passed.
+        unsafe {
+            libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT);
+        }
+    }
+}

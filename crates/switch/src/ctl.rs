@@ -1,0 +1,396 @@
+//! The control socket: a Unix stream socket speaking one JSON request per
+//! line (`{"cmd": "add-flow", "args": ["..."]}`) and one JSON reply per line
+//! (`{"ok": true, "output": "..."}` or `{"ok": false, "error": "..."}`), its
+//! command set (ovs-ofctl's names and output conventions), and the client
+//! used by `kairo ctl`.
+//!
+//! Invariants: a request is applied whole or not at all (multi-line requests
+//! such as add-flows and bundle become one atomic bundle); a malformed request
+//! gets an error reply naming the line and the text, and leaves the switch
+//! state unchanged; the reply to an update is sent only after the update and
+//! its cache maintenance are complete. Each connection has its own thread, so
+//! several clients work at once.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kairo_datapath::DpStats;
+use kairo_maintain::flowmod::{parse_command, FlowMod};
+use kairo_ofproto::{parse_flow_file, parse_group_file};
+use serde::{Deserialize, Serialize};
+
+use crate::{lock, PortCounters, Switch};
+
+/// One request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub cmd: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// One reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// The commands, with what each takes (for `help` and error messages).
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("add-flow", "FLOW"),
+    ("add-flows", "FILE (one flow a line; applied atomically)"),
+    ("mod-flows", "[--strict] FLOW"),
+    ("del-flows", "[--strict] [FLOW]"),
+    ("add-group", "GROUP"),
+    ("add-groups", "FILE"),
+    ("mod-group", "GROUP"),
+    ("del-groups", "[group_id=N]"),
+    ("bundle", "FILE (lines: flow add|modify|modify_strict|delete|delete_strict SPEC, group add|modify|delete SPEC)"),
+    ("dump-flows", "[table=N]"),
+    ("dump-groups", ""),
+    ("dump-megaflows", ""),
+    ("show", ""),
+    ("stats", ""),
+    ("trace", "PACKET (ovs-ofctl flow syntax)"),
+];
+
+/// Commands whose argument names a file the client reads and sends.
+pub fn takes_file(cmd: &str) -> bool {
+    matches!(cmd, "add-flows" | "add-groups" | "bundle")
+}
+
+fn arg<'a>(args: &'a [String], cmd: &str) -> Result<&'a str, String> {
+    match args {
+        [a] => Ok(a),
+        _ => Err(format!("`{cmd}` takes one argument: {}", usage(cmd))),
+    }
+}
+
+fn usage(cmd: &str) -> String {
+    COMMANDS.iter().find(|(c, _)| *c == cmd).map(|(c, a)| format!("{c} {a}")).unwrap_or_default()
+}
+
+/// Splits leading `--strict` off the arguments.
+fn strict(args: &[String]) -> (bool, &[String]) {
+    match args.first() {
+        Some(a) if a == "--strict" => (true, &args[1..]),
+        _ => (false, args),
+    }
+}
+
+/// Parses a bundle file (ovs-ofctl's `--bundle` line format).
+pub fn parse_bundle(text: &str) -> Result<FlowMod, String> {
+    let mut mods = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = |e: String| format!("line {}: `{raw}`: {e}", i + 1);
+        let mut it = line.splitn(3, char::is_whitespace);
+        let (kind, op, rest) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
+        let cmd = match (kind, op) {
+            ("flow", "add") => "add-flow",
+            ("flow", "modify") => "mod-flows",
+            ("flow", "modify_strict") => "--strict mod-flows",
+            ("flow", "delete") => "del-flows",
+            ("flow", "delete_strict") => "--strict del-flows",
+            ("group", "add") => "add-group",
+            ("group", "modify") => "mod-group",
+            ("group", "delete") => "del-groups",
+            _ => {
+                return Err(at(
+                    "expected `flow add|modify|modify_strict|delete|delete_strict` or `group add|modify|delete`".into(),
+                ))
+            }
+        };
+        mods.push(parse_command(cmd, rest).map_err(|e| at(e.to_string()))?);
+    }
+    Ok(FlowMod::Bundle(mods))
+}
+
+impl Switch {
+    /// Runs one control command; `Ok` carries the output text.
+    pub fn handle(&self, req: &Request) -> Result<String, String> {
+        let cmd = req.cmd.as_str();
+        let args = &req.args[..];
+        let update = |fm: FlowMod| self.apply(&fm).map(|_| String::new()).map_err(|e| e.to_string());
+        match cmd {
+            "add-flow" | "add-group" | "mod-group" => {
+                update(parse_command(cmd, arg(args, cmd)?).map_err(|e| e.to_string())?)
+            }
+            "mod-flows" | "del-flows" => {
+                let (s, rest) = strict(args);
+                let a = match (cmd, rest) {
+                    ("del-flows", []) => "",
+                    _ => arg(rest, cmd)?,
+                };
+                let name = if s { format!("--strict {cmd}") } else { cmd.to_string() };
+                update(parse_command(&name, a).map_err(|e| e.to_string())?)
+            }
+            "del-groups" => {
+                let a = if args.is_empty() { "" } else { arg(args, cmd)? };
+                update(parse_command(cmd, a).map_err(|e| e.to_string())?)
+            }
+            "add-flows" => {
+                let ff = parse_flow_file(arg(args, cmd)?).map_err(|e| e.to_string())?;
+                let mut mods: Vec<FlowMod> = ff.rules.into_iter().map(FlowMod::Add).collect();
+                mods.extend(ff.misses.into_iter().map(|(t, m)| FlowMod::SetMiss(t, m)));
+                update(FlowMod::Bundle(mods))
+            }
+            "add-groups" => {
+                let gs = parse_group_file(arg(args, cmd)?).map_err(|e| e.to_string())?;
+                update(FlowMod::Bundle(gs.into_iter().map(FlowMod::AddGroup).collect()))
+            }
+            "bundle" => update(parse_bundle(arg(args, cmd)?)?),
+            "dump-flows" => self.dump_flows(args),
+            "dump-groups" => Ok(self.dump_groups()),
+            "dump-megaflows" => Ok(self.dump_megaflows()),
+            "show" => Ok(self.show()),
+            "stats" => Ok(self.stats_text()),
+            "trace" => {
+                let spec = arg(args, cmd)?;
+                let key = kairo_flow::parse_key(spec).map_err(|e| format!("packet `{spec}`: {e}"))?;
+                let c = self.ctl.lock();
+                let r = kairo_xlate::translate(&c.pipeline, &key);
+                Ok(kairo_xlate::trace::trace_text(&c.pipeline, &key, &r))
+            }
+            "help" => Ok(COMMANDS.iter().map(|(c, a)| format!("{c} {a}\n")).collect()),
+            _ => Err(format!(
+                "unknown command `{cmd}`; commands: {}",
+                COMMANDS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
+    fn dump_flows(&self, args: &[String]) -> Result<String, String> {
+        let table = match args {
+            [] => None,
+            [a] => Some(
+                a.strip_prefix("table=")
+                    .and_then(|t| t.parse::<u8>().ok())
+                    .ok_or_else(|| format!("dump-flows: expected `table=N` (0..254), got `{a}`"))?,
+            ),
+            _ => return Err(format!("`dump-flows` takes at most one argument: {}", usage("dump-flows"))),
+        };
+        let counts = self.rule_counts();
+        let c = self.ctl.lock();
+        let mut out = String::new();
+        for (t, tb) in c.pipeline.tables() {
+            if table.is_some_and(|x| x != t) {
+                continue;
+            }
+            let mut rules: Vec<_> = tb.cls.iter().collect();
+            rules.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.id));
+            for r in rules {
+                let (np, nb) = counts.get(&(t, r.id)).copied().unwrap_or_default();
+                let rule = &r.payload;
+                let _ = write!(out, " cookie={:#x}, table={t}, n_packets={np}, n_bytes={nb}, ", rule.cookie);
+                if rule.idle_timeout != 0 {
+                    let _ = write!(out, "idle_timeout={}, ", rule.idle_timeout);
+                }
+                if rule.hard_timeout != 0 {
+                    let _ = write!(out, "hard_timeout={}, ", rule.hard_timeout);
+                }
+                let m = rule.m.to_string();
+                let _ = write!(out, "priority={}", rule.priority);
+                if !m.is_empty() {
+                    let _ = write!(out, ",{m}");
+                }
+                let _ = writeln!(out, " actions={}", rule.inst);
+            }
+        }
+        Ok(out)
+    }
+
+    fn dump_groups(&self) -> String {
+        let c = self.ctl.lock();
+        c.pipeline.groups().map(|g| format!(" {g}\n")).collect()
+    }
+
+    fn dump_megaflows(&self) -> String {
+        let dp = lock(&self.dp);
+        let now = self.now_ms();
+        let mut lines: Vec<String> = dp
+            .megaflows()
+            .filter(|m| !m.is_dead())
+            .map(|m| {
+                format!(
+                    "{}, packets:{}, bytes:{}, used:{:.3}s, actions:{}",
+                    kairo_flow::format_megaflow(&m.key(), &m.mask),
+                    m.packets(),
+                    m.bytes(),
+                    now.saturating_sub(m.last_used()) as f64 / 1000.0,
+                    kairo_xlate::format_actions(&m.actions())
+                )
+            })
+            .collect();
+        lines.sort();
+        lines.into_iter().map(|l| l + "\n").collect()
+    }
+
+    fn show(&self) -> String {
+        let (rules, groups, version, engine) = {
+            let c = self.ctl.lock();
+            (c.pipeline.n_rules(), c.pipeline.groups().count(), c.version, c.engine.name())
+        };
+        let mut out =
+            format!("kairo switch: {rules} rules, {groups} groups, rule-table version {version}, engine {engine}\n");
+        let g = PortCounters::get;
+        for p in &self.ports {
+            let c = &p.counters;
+            let _ = writeln!(
+                out,
+                " {}({}): {}\n     rx pkts={}, bytes={}, drop={}\n     tx pkts={}, bytes={}, drop={}",
+                p.ofport,
+                p.name,
+                p.kind,
+                g(&c.rx_packets),
+                g(&c.rx_bytes),
+                g(&c.rx_dropped),
+                g(&c.tx_packets),
+                g(&c.tx_bytes),
+                g(&c.tx_dropped)
+            );
+        }
+        out
+    }
+
+    fn stats_text(&self) -> String {
+        let (s, n, limit): (DpStats, usize, usize) = {
+            let dp = lock(&self.dp);
+            (dp.stats, dp.n_flows(), dp.cfg.flow_limit)
+        };
+        let pct = |x: u64| if s.packets == 0 { 0.0 } else { 100.0 * x as f64 / s.packets as f64 };
+        let mut out = String::new();
+        let _ = writeln!(out, "packets: {}", s.packets);
+        let _ = writeln!(out, "  emc hits:      {} ({:.1}%)", s.emc_hits, pct(s.emc_hits));
+        let _ = writeln!(out, "  megaflow hits: {} ({:.1}%)", s.megaflow_hits, pct(s.megaflow_hits));
+        let _ = writeln!(out, "  upcalls:       {} ({:.1}%)", s.misses, pct(s.misses));
+        let _ = writeln!(
+            out,
+            "  to controller: {}, to no such port: {}",
+            self.controller.load(Ordering::Relaxed),
+            self.unroutable.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "megaflows: {n} (limit {limit}), installed {}, not installed {}, expired idle {}, subtables/lookup {:.2}",
+            s.installed,
+            s.not_installed,
+            s.evicted_idle,
+            s.avg_subtables_per_lookup()
+        );
+        let log = lock(&self.updates);
+        let mut us: Vec<f64> = log.recent.iter().map(|r| r.ttu.as_secs_f64() * 1e6).collect();
+        us.sort_by(f64::total_cmp);
+        let _ = write!(out, "updates: {} (last {} below)", log.total, us.len());
+        if us.is_empty() {
+            out.push('\n');
+            return out;
+        }
+        let q = |p: f64| us[((us.len() - 1) as f64 * p).round() as usize];
+        let _ = writeln!(out, ", time-to-update median {:.1} us, p99 {:.1} us, max {:.1} us", q(0.5), q(0.99), q(1.0));
+        let affected: usize = log.recent.iter().map(|r| r.examined).sum();
+        let _ = writeln!(out, "  entries re-translated: {affected}");
+        let bounds = [(0.0, 10.0, "<10us"), (10.0, 100.0, "10-100us"), (100.0, 1e3, "0.1-1ms"), (1e3, 1e4, "1-10ms")];
+        for (lo, hi, label) in bounds.iter().copied().chain([(1e4, f64::INFINITY, ">=10ms")]) {
+            let k = us.iter().filter(|&&v| v >= lo && v < hi).count();
+            let bar = "#".repeat((40 * k).div_ceil(us.len()));
+            let _ = writeln!(out, "  {label:>9} {k:>6} {bar}");
+        }
+        out
+    }
+}
+
+/// Serves the control socket at `path` until `stop` is set: one thread per
+/// connection. A stale socket file is replaced; a live one (another switch
+/// answering) is an error.
+pub fn serve(sw: Arc<Switch>, path: &Path, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{}: another switch is listening there", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    let path: PathBuf = path.to_path_buf();
+    std::thread::Builder::new().name("kairo-ctl".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    let sw = sw.clone();
+                    let _ = std::thread::Builder::new().name("kairo-ctl-conn".into()).spawn(move || connection(&sw, s));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    })
+}
+
+/// Answers requests on one connection until the client closes it.
+fn connection(sw: &Switch, s: UnixStream) {
+    let _ = s.set_nonblocking(false);
+    let Ok(mut w) = s.try_clone() else { return };
+    let r = BufReader::new(s);
+    for line in r.lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => match sw.handle(&req) {
+                Ok(output) => Reply { ok: true, output, error: String::new() },
+                Err(error) => Reply { ok: false, output: String::new(), error: format!("{}: {error}", req.cmd) },
+            },
+            Err(e) => Reply { ok: false, output: String::new(), error: format!("malformed request: {e}") },
+        };
+        let Ok(mut text) = serde_json::to_string(&reply) else { return };
+        text.push('\n');
+        if w.write_all(text.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A client connection to a switch's control socket.
+pub struct Client {
+    w: UnixStream,
+    r: BufReader<UnixStream>,
+}
+
+impl Client {
+    pub fn connect(path: &Path) -> std::io::Result<Client> {
+        let w = UnixStream::connect(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot connect to {}: {e}", path.display())))?;
+        let r = BufReader::new(w.try_clone()?);
+        Ok(Client { w, r })
+    }
+
+    /// Sends one request and waits for its reply.
+    pub fn call(&mut self, cmd: &str, args: &[String]) -> std::io::Result<Reply> {
+        let mut text = serde_json::to_string(&Request { cmd: cmd.to_string(), args: args.to_vec() })?;
+        text.push('\n');
+        self.w.write_all(text.as_bytes())?;
+        let mut line = String::new();
+        if self.r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the switch closed the connection"));
+        }
+        serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}

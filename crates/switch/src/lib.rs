@@ -1,0 +1,231 @@
+//! The running switch: ports, the forwarding loop, rule counters, and the
+//! state the control socket reads and changes.
+//!
+//! Layout: [`port`] (the port abstraction and in-memory ports),
+//! [`afpacket`] and [`tap`] (Linux attachments), this file (the switch state
+//! and the forwarding loop), [`ctl`] (the control socket, its commands and
+//! client), [`replay`] (offline pcap in, pcap per port out).
+//!
+//! Threads: one forwarding thread owns the ports and runs EMC, megaflow
+//! classifier and upcalls under the datapath lock (taken once per batch);
+//! control connections apply updates on their own threads through the shared
+//! slow path, which changes megaflows only by atomic action swaps and kill
+//! flags, so forwarding never waits for maintenance beyond one upcall.
+//!
+//! Invariants: once an update's reply has been sent, every packet the
+//! switch receives afterwards is forwarded by the new rules (maintenance
+//! finished before the reply; an upcall translated before the update is
+//! revalidated when its megaflow is installed). Lock order is datapath, then
+//! control, then counters; nothing takes them in another order.
+
+pub mod afpacket;
+pub mod ctl;
+pub mod port;
+pub mod replay;
+pub mod tap;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kairo_classifier::RuleId;
+use kairo_datapath::{execute::CONTROLLER_PORT, Datapath, DpConfig, Megaflow};
+use kairo_maintain::shared::SharedControl;
+use kairo_maintain::{Control, EngineKind, Report};
+use kairo_xlate::{Outcome, Pipeline};
+use rustc_hash::FxHashMap;
+
+pub use port::{Attached, MemPeer, MemPort, Port, PortCounters, PortError};
+
+/// Frames taken from one port per round (a TPACKET_V3 block may give more).
+const RX_BATCH: usize = 256;
+/// How long the loop sleeps in poll() when no port has anything.
+const IDLE_POLL_MS: i32 = 5;
+/// How many recent updates `stats` summarises.
+const UPDATE_LOG: usize = 4096;
+
+/// Locks a mutex, recovering from a poisoned lock (every holder leaves the
+/// data consistent before anything that can panic).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A port as `show` describes it.
+#[derive(Clone)]
+pub struct PortInfo {
+    pub ofport: u32,
+    pub name: String,
+    pub kind: &'static str,
+    pub counters: Arc<PortCounters>,
+}
+
+/// Time-to-update of recent updates.
+#[derive(Default)]
+pub struct UpdateLog {
+    pub total: u64,
+    pub recent: VecDeque<Report>,
+}
+
+impl UpdateLog {
+    fn push(&mut self, r: Report) {
+        self.total += 1;
+        if self.recent.len() == UPDATE_LOG {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(r);
+    }
+}
+
+/// Packet and byte counts credited to rules by megaflows that have left the
+/// cache (live megaflows are added when counters are read).
+pub type RuleCounts = FxHashMap<(u8, RuleId), (u64, u64)>;
+
+/// The switch state shared by the forwarding thread and control connections.
+pub struct Switch {
+    pub ctl: SharedControl,
+    pub dp: Mutex<Datapath>,
+    pub ports: Vec<PortInfo>,
+    pub updates: Mutex<UpdateLog>,
+    pub retired: Mutex<RuleCounts>,
+    /// Packets sent to a port number the switch does not have, or to the controller.
+    pub unroutable: AtomicU64,
+    pub controller: AtomicU64,
+    pub start: Instant,
+}
+
+/// Adds a megaflow's counters to the rules of its traversal.
+pub fn credit(counts: &mut RuleCounts, mf: &Megaflow) {
+    let (p, b) = (mf.packets(), mf.bytes());
+    if p == 0 {
+        return;
+    }
+    for s in &mf.traversal().steps {
+        if let Outcome::Rule(id) = s.outcome {
+            let e = counts.entry((s.table, id)).or_default();
+            e.0 += p;
+            e.1 += b;
+        }
+    }
+}
+
+impl Switch {
+    pub fn new(pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
+        let mut dp = Datapath::new(cfg);
+        dp.keep_retired();
+        Switch {
+            ctl: SharedControl::new(Control::new(pipeline, engine)),
+            dp: Mutex::new(dp),
+            ports,
+            updates: Mutex::new(UpdateLog::default()),
+            retired: Mutex::new(RuleCounts::default()),
+            unroutable: AtomicU64::new(0),
+            controller: AtomicU64::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the switch started (the datapath's clock).
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Per-rule counters now: retired megaflows plus the ones in the cache.
+    /// Takes the datapath lock, then the counters.
+    pub fn rule_counts(&self) -> RuleCounts {
+        let dp = lock(&self.dp);
+        let mut counts = lock(&self.retired).clone();
+        for mf in dp.megaflows() {
+            credit(&mut counts, mf);
+        }
+        counts
+    }
+
+    /// Moves the counters of megaflows that left the cache to their rules.
+    fn collect_retired(&self, dp: &mut Datapath) {
+        let gone = dp.take_retired();
+        if !gone.is_empty() {
+            let mut r = lock(&self.retired);
+            for mf in &gone {
+                credit(&mut r, mf);
+            }
+        }
+    }
+
+    /// Runs the forwarding loop over `ports` until `stop` is set.
+    pub fn forward(&self, mut ports: Vec<Attached>, stop: &AtomicBool) {
+        let mut slow = self.ctl.clone();
+        let by_ofport: FxHashMap<u32, usize> = ports.iter().enumerate().map(|(i, p)| (p.ofport, i)).collect();
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        let mut pool: Vec<Vec<u8>> = Vec::new();
+        let mut batch: Vec<(Vec<u8>, u32, Option<u32>)> = Vec::new();
+        let mut pfds: Vec<libc::pollfd> = ports
+            .iter()
+            .filter_map(|p| p.io.fd())
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
+        let mut last_sweep = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for p in ports.iter_mut() {
+                p.io.recv(&mut frames, &mut pool, RX_BATCH, &p.counters);
+                batch.extend(frames.drain(..).map(|f| (f, p.ofport, None)));
+            }
+            let now = self.now_ms();
+            if batch.is_empty() {
+                if now.saturating_sub(last_sweep) >= 100 {
+                    last_sweep = now;
+                    let mut dp = lock(&self.dp);
+                    dp.sweep(now, &mut slow);
+                    self.collect_retired(&mut dp);
+                }
+                wait(&mut pfds);
+                continue;
+            }
+            {
+                let mut dp = lock(&self.dp);
+                let (unroutable, controller) = (&self.unroutable, &self.controller);
+                dp.process_packets(&mut batch, now, &mut slow, &mut |port, bytes| match by_ofport.get(&port) {
+                    Some(&i) => {
+                        let p = &mut ports[i];
+                        p.io.send(bytes, &p.counters);
+                    }
+                    None if port == CONTROLLER_PORT => {
+                        controller.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        unroutable.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                self.collect_retired(&mut dp);
+            }
+            for p in ports.iter_mut() {
+                p.io.flush();
+            }
+            pool.extend(batch.drain(..).map(|(b, _, _)| b).take(1024));
+        }
+        for p in ports.iter_mut() {
+            p.io.flush();
+        }
+    }
+
+    /// Applies one update (a flow-mod, group-mod or bundle) and records its
+    /// time-to-update. On error nothing changed.
+    pub fn apply(&self, fm: &kairo_maintain::flowmod::FlowMod) -> Result<Report, kairo_maintain::flowmod::ModError> {
+        let rep = self.ctl.lock().apply(fm)?;
+        lock(&self.updates).push(rep);
+        Ok(rep)
+    }
+}
+
+/// Waits until a port fd is readable or a few milliseconds pass (ports
+/// without descriptors, like in-memory ones, are polled on the next round).
+fn wait(pfds: &mut [libc::pollfd]) {
+    if pfds.is_empty() {
+        std::thread::sleep(Duration::from_micros(50));
+        return;
+    }
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of pollfd of the length passed.
+    unsafe {
+        libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, IDLE_POLL_MS);
+    }
+}

@@ -1,0 +1,155 @@
+//! Ports: where frames enter and leave the switch.
+//!
+//! A [`Port`] owns one attachment (an AF_PACKET ring on a Linux interface, a
+//! TAP device, or an in-memory queue for tests and replay) and moves whole
+//! Ethernet frames in batches. Invariant: `recv` hands out complete frames
+//! only (a truncated or oversized frame is counted as dropped, never passed
+//! on), and `send` never blocks the forwarding loop: a full transmit queue
+//! drops the frame and counts it.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+
+/// Counters of one port, shared between the forwarding thread (writer) and
+/// the control socket (reader).
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub rx_dropped: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub tx_dropped: AtomicU64,
+}
+
+impl PortCounters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// One attachment of the switch.
+pub trait Port: Send {
+    /// What kind of port this is, for `show`: "afpacket", "tap", "mem".
+    fn kind(&self) -> &'static str;
+    /// A file descriptor that polls readable when frames wait, if any.
+    fn fd(&self) -> Option<RawFd>;
+    /// Receives up to `max` frames, appending them to `out` (buffers popped
+    /// from `pool` are reused). Returns how many were appended.
+    fn recv(&mut self, out: &mut Vec<Vec<u8>>, pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize;
+    /// Queues one frame for transmission (dropped and counted if the queue is full).
+    fn send(&mut self, frame: &[u8], c: &PortCounters);
+    /// Hands queued frames to the kernel.
+    fn flush(&mut self) {}
+}
+
+/// Takes a buffer from the pool (or a new one) and fills it with `data`.
+pub(crate) fn pooled(pool: &mut Vec<Vec<u8>>, data: &[u8]) -> Vec<u8> {
+    let mut b = pool.pop().unwrap_or_default();
+    b.clear();
+    b.extend_from_slice(data);
+    b
+}
+
+/// An in-memory port: frames are injected through a channel and what the
+/// switch sends comes out of another (tests, stress runs and replay).
+pub struct MemPort {
+    rx: Receiver<Vec<u8>>,
+    tx: Sender<Vec<u8>>,
+}
+
+/// The outside end of a [`MemPort`].
+pub struct MemPeer {
+    /// Frames sent into the switch through this port.
+    pub inject: Sender<Vec<u8>>,
+    /// Frames the switch sent out of this port.
+    pub sent: Receiver<Vec<u8>>,
+}
+
+impl MemPort {
+    pub fn pair() -> (MemPort, MemPeer) {
+        let (inject, rx) = std::sync::mpsc::channel();
+        let (tx, sent) = std::sync::mpsc::channel();
+        (MemPort { rx, tx }, MemPeer { inject, sent })
+    }
+}
+
+impl Port for MemPort {
+    fn kind(&self) -> &'static str {
+        "mem"
+    }
+    fn fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn recv(&mut self, out: &mut Vec<Vec<u8>>, _pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.rx.try_recv() {
+                Ok(f) => {
+                    PortCounters::add(&c.rx_packets, 1);
+                    PortCounters::add(&c.rx_bytes, f.len() as u64);
+                    out.push(f);
+                    n += 1;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        n
+    }
+    fn send(&mut self, frame: &[u8], c: &PortCounters) {
+        if self.tx.send(frame.to_vec()).is_ok() {
+            PortCounters::add(&c.tx_packets, 1);
+            PortCounters::add(&c.tx_bytes, frame.len() as u64);
+        } else {
+            PortCounters::add(&c.tx_dropped, 1);
+        }
+    }
+}
+
+/// A port as the switch holds it: its OpenFlow number, name and counters.
+pub struct Attached {
+    pub ofport: u32,
+    pub name: String,
+    pub io: Box<dyn Port>,
+    pub counters: Arc<PortCounters>,
+}
+
+/// Errors opening a port, naming the interface.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("port `{name}`: {what}: {err}")]
+    Os { name: String, what: &'static str, err: io::Error },
+    #[error("port `{name}`: {what}")]
+    Bad { name: String, what: String },
+}
+
+impl PortError {
+    pub(crate) fn last_os(name: &str, what: &'static str) -> PortError {
+        PortError::Os { name: name.to_string(), what, err: io::Error::last_os_error() }
+    }
+}
+
+/// Parses a `NAME[=OFPORT]` port argument; ports without a number get the
+/// lowest free one from 1 (done by the caller, who knows the others).
+pub fn parse_port_arg(s: &str) -> Result<(String, Option<u32>), PortError> {
+    let (name, num) = match s.split_once('=') {
+        Some((n, p)) => {
+            let v = p.trim().parse::<u32>().ok().filter(|v| *v >= 1 && *v < 0xff00).ok_or_else(|| PortError::Bad {
+                name: n.to_string(),
+                what: format!("OpenFlow port number `{p}` is not in 1..65279"),
+            })?;
+            (n, Some(v))
+        }
+        None => (s, None),
+    };
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+        return Err(PortError::Bad { name: name.to_string(), what: "not a valid interface name".into() });
+    }
+    Ok((name.to_string(), num))
+}

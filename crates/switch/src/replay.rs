@@ -1,0 +1,162 @@
+//! Offline replay: packets from pcap files through a pipeline and the full
+//! fast path (EMC, megaflow classifier, upcalls), with what each port would
+//! send written as one pcap file per port.
+//!
+//! Deterministic: the datapath clock is the capture's timestamps, inputs are
+//! merged by timestamp (ties keep input order), and nothing depends on wall
+//! time. Invariant: every output frame carries the timestamp of the input
+//! frame that caused it; a malformed capture is an error naming the file and
+//! the packet number, and nothing is written for a replay that fails to read.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kairo_datapath::{execute::CONTROLLER_PORT, Datapath, DpConfig, DpStats};
+use kairo_xlate::Pipeline;
+use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+
+/// One input: a capture and the port its packets arrive on.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub path: PathBuf,
+    pub in_port: u32,
+}
+
+/// Parses `FILE[=PORT]` (port 1 when not given).
+pub fn parse_input(s: &str) -> Result<Input, String> {
+    match s.rsplit_once('=') {
+        Some((f, p)) => {
+            let in_port = p
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v >= 1 && *v < 0xff00)
+                .ok_or_else(|| format!("input `{s}`: port `{p}` is not in 1..65279"))?;
+            Ok(Input { path: f.into(), in_port })
+        }
+        None => Ok(Input { path: s.into(), in_port: 1 }),
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplayReport {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// Per output port: (packets, file written).
+    pub out: BTreeMap<u32, (u64, PathBuf)>,
+    pub to_controller: u64,
+    /// Input packets that produced no output at all.
+    pub dropped: u64,
+    pub datapath: DpStats,
+    pub megaflows: usize,
+}
+
+impl ReplayReport {
+    pub fn to_table(&self) -> String {
+        let s = &self.datapath;
+        let pct = |x: u64| if s.packets == 0 { 0.0 } else { 100.0 * x as f64 / s.packets as f64 };
+        let mut t = format!(
+            "packets in: {} ({} bytes)\n  emc hits: {} ({:.1}%), megaflow hits: {} ({:.1}%), upcalls: {} ({:.1}%)\n  megaflows at end: {}\n  dropped (no output): {}, to controller: {}\n",
+            self.packets_in,
+            self.bytes_in,
+            s.emc_hits,
+            pct(s.emc_hits),
+            s.megaflow_hits,
+            pct(s.megaflow_hits),
+            s.misses,
+            pct(s.misses),
+            self.megaflows,
+            self.dropped,
+            self.to_controller
+        );
+        for (p, (n, f)) in &self.out {
+            t += &format!("  port {p}: {n} packets -> {}\n", f.display());
+        }
+        t
+    }
+}
+
+/// Replays `inputs` through `pipeline`, writing `out_dir/port-N.pcap` per output port.
+pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig) -> Result<ReplayReport, String> {
+    // Read everything first: a bad capture fails the replay before any output exists.
+    let mut pkts: Vec<(Duration, usize, u32, Vec<u8>)> = Vec::new();
+    for inp in inputs {
+        let f = File::open(&inp.path).map_err(|e| format!("cannot read {}: {e}", inp.path.display()))?;
+        let mut r =
+            PcapReader::new(BufReader::new(f)).map_err(|e| format!("{}: not a pcap file: {e}", inp.path.display()))?;
+        let mut i = 0usize;
+        while let Some(p) = r.next_packet() {
+            i += 1;
+            let p = p.map_err(|e| format!("{}: packet {i}: {e}", inp.path.display()))?;
+            pkts.push((p.timestamp, pkts.len(), inp.in_port, p.data.into_owned()));
+        }
+    }
+    pkts.sort_by_key(|(ts, seq, _, _)| (*ts, *seq));
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let mut writers: BTreeMap<u32, (u64, PathBuf, PcapWriter<BufWriter<File>>)> = BTreeMap::new();
+    let mut dp = Datapath::new(cfg);
+    let mut slow = pipeline;
+    let mut rep = ReplayReport {
+        packets_in: 0,
+        bytes_in: 0,
+        out: BTreeMap::new(),
+        to_controller: 0,
+        dropped: 0,
+        datapath: DpStats::default(),
+        megaflows: 0,
+    };
+    let mut err: Option<String> = None;
+    for (ts, _, port, data) in pkts {
+        rep.packets_in += 1;
+        rep.bytes_in += data.len() as u64;
+        let now = ts.as_millis() as u64;
+        let mut batch = [(data, port, None)];
+        let mut sent = 0u64;
+        dp.process_packets(&mut batch, now, &mut slow, &mut |p, bytes| {
+            sent += 1;
+            if p == CONTROLLER_PORT {
+                rep.to_controller += 1;
+                return;
+            }
+            if err.is_some() {
+                return;
+            }
+            let w = match writers.entry(p) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let path = out_dir.join(format!("port-{p}.pcap"));
+                    match File::create(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|f| PcapWriter::new(BufWriter::new(f)).map_err(|e| e.to_string()))
+                    {
+                        Ok(w) => v.insert((0, path, w)),
+                        Err(e) => {
+                            err = Some(format!("cannot write {}: {e}", path.display()));
+                            return;
+                        }
+                    }
+                }
+            };
+            w.0 += 1;
+            if let Err(e) = w.2.write_packet(&PcapPacket::new(ts, bytes.len() as u32, bytes)) {
+                err = Some(format!("cannot write {}: {e}", w.1.display()));
+            }
+        });
+        if let Some(e) = err.take() {
+            return Err(e);
+        }
+        if sent == 0 {
+            rep.dropped += 1;
+        }
+    }
+    for (p, (n, path, w)) in writers {
+        let mut inner = w.into_writer();
+        std::io::Write::flush(&mut inner).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        rep.out.insert(p, (n, path));
+    }
+    rep.datapath = dp.stats;
+    rep.megaflows = dp.n_flows();
+    Ok(rep)
+}
