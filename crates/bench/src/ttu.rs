@@ -672,7 +672,7 @@ mod tests {
         let (_dp, sc) = fill(&p, EngineKind::Incremental, &wl.keys, 500, false).unwrap();
         assert!(sc.lock().verify().is_empty());
         let victim = sc.lock().engine.entries()[17].clone();
-        victim.set_actions(vec![kairo_xlate::DpAction::Output(99)], (*victim.traversal()).clone());
+        let _ = victim.set_actions(vec![kairo_xlate::DpAction::Output(99)], (*victim.traversal()).clone());
         let mm = sc.lock().verify();
         assert_eq!(mm.len(), 1, "{mm:?}");
         assert!(mm[0].found.contains("99"));

@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 
 pub use dpcls::{Dpcls, BATCH};
 pub use emc::Emc;
-pub use megaflow::{Actions, Megaflow};
+pub use megaflow::{Actions, Megaflow, Moved};
 
 /// Where the EMC hash comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,6 +33,17 @@ pub struct Megaflow {
     last_used: AtomicU64,
     /// What translation went through (for maintenance); replaced with the actions.
     traversal: ArcSwap<Traversal>,
+    /// Packets and bytes already credited to earlier translations (per-rule
+    /// counters: what is above these belongs to the current traversal).
+    accounted: [AtomicU64; 2],
+}
+
+/// The counters a megaflow gathered under a traversal it no longer has.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub traversal: Arc<Traversal>,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 impl Megaflow {
@@ -46,6 +57,7 @@ impl Megaflow {
             bytes: AtomicU64::new(0),
             last_used: AtomicU64::new(now),
             traversal: ArcSwap::from_pointee(traversal),
+            accounted: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -56,9 +68,22 @@ impl Megaflow {
     }
 
     /// Replaces the actions (and the traversal that produced them) atomically.
-    pub fn set_actions(&self, actions: Vec<DpAction>, traversal: Traversal) {
-        self.traversal.store(Arc::new(traversal));
+    /// Returns the old traversal with the counters gathered under it.
+    pub fn set_actions(&self, actions: Vec<DpAction>, traversal: Traversal) -> Moved {
+        let (packets, bytes) = self.unaccounted();
+        self.accounted[0].fetch_add(packets, Ordering::Relaxed);
+        self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
+        let old = self.traversal.swap(Arc::new(traversal));
         self.actions.store(Arc::new(actions));
+        Moved { traversal: old, packets, bytes }
+    }
+
+    /// Packets and bytes gathered under the current traversal.
+    pub fn unaccounted(&self) -> (u64, u64) {
+        (
+            self.packets().saturating_sub(self.accounted[0].load(Ordering::Relaxed)),
+            self.bytes().saturating_sub(self.accounted[1].load(Ordering::Relaxed)),
+        )
     }
 
     pub fn traversal(&self) -> Arc<Traversal> {

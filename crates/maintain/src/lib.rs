@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use flowmod::{apply as apply_flow_mod, parse_command, Delta, FlowMod, ModError};
-pub use kairo_datapath::Megaflow;
+pub use kairo_datapath::{Megaflow, Moved};
 pub use revalidate::{verify, Mismatch, Verdict};
 
 use kairo_flow::FlowMask;
@@ -69,8 +69,10 @@ pub trait Engine: Send {
     fn add(&mut self, p: &Pipeline, mf: Arc<Megaflow>);
     /// A megaflow left the cache for another reason (idle expiry).
     fn remove(&mut self, mf: &Arc<Megaflow>);
-    /// Brings the cache up to date with `p` after `deltas`; evicted entries are killed.
-    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta]) -> Report;
+    /// Brings the cache up to date with `p` after `deltas`; evicted entries
+    /// are killed; re-translated ones leave their old traversal and its
+    /// counters in `moved`.
+    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: &mut Vec<Moved>) -> Report;
     /// The live entries.
     fn entries(&self) -> Vec<Arc<Megaflow>>;
     fn len(&self) -> usize;
@@ -82,11 +84,11 @@ pub trait Engine: Send {
 }
 
 /// Applies a verdict to a megaflow. Returns (kept, updated, evicted) increments.
-fn act(mf: &Megaflow, v: Verdict) -> (usize, usize, usize) {
+fn act(mf: &Megaflow, v: Verdict, moved: &mut Vec<Moved>) -> (usize, usize, usize) {
     match v {
         Verdict::Keep => (1, 0, 0),
         Verdict::Update(r) => {
-            mf.set_actions(r.actions, r.traversal);
+            moved.push(mf.set_actions(r.actions, r.traversal));
             (0, 1, 0)
         }
         Verdict::Evict => {
@@ -127,12 +129,12 @@ impl Engine for FullRevalidator {
             self.dead = 0;
         }
     }
-    fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta]) -> Report {
+    fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta], moved: &mut Vec<Moved>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
         for mf in self.entries.iter().filter(|m| !m.is_dead()) {
             rep.examined += 1;
-            let (k, u, e) = act(mf, revalidate::revalidate(p, mf, &self.po));
+            let (k, u, e) = act(mf, revalidate::revalidate(p, mf, &self.po), moved);
             rep.kept += k;
             rep.updated += u;
             rep.evicted += e;
@@ -203,7 +205,7 @@ impl Engine for Incremental {
             self.index.remove(id);
         }
     }
-    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta]) -> Report {
+    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: &mut Vec<Moved>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
         let (affected, probed) = self.affected(p, deltas);
@@ -213,7 +215,7 @@ impl Engine for Incremental {
             rep.examined += 1;
             let v = revalidate::revalidate(p, &mf, &self.po);
             let old = matches!(v, Verdict::Update(_)).then(|| mf.traversal());
-            let (k, u, e) = act(&mf, v);
+            let (k, u, e) = act(&mf, v, moved);
             rep.kept += k;
             rep.updated += u;
             rep.evicted += e;
@@ -271,11 +273,16 @@ pub struct Control {
     pub engine: Box<dyn Engine>,
     /// Bumped by every accepted update (upcalls compare it, see [`shared`]).
     pub version: u64,
+    /// Re-translated megaflows' old traversals and the counters gathered
+    /// under them, for per-rule counters; kept only when `keep_moved` is set
+    /// (whoever sets it drains this).
+    pub moved: Vec<Moved>,
+    pub keep_moved: bool,
 }
 
 impl Control {
     pub fn new(pipeline: Pipeline, kind: EngineKind) -> Control {
-        Control { pipeline, engine: kind.build(), version: 0 }
+        Control { pipeline, engine: kind.build(), version: 0, moved: Vec::new(), keep_moved: false }
     }
 
     /// Applies an update and maintains the cache; the report's TTU covers both.
@@ -284,8 +291,11 @@ impl Control {
         let start = Instant::now();
         let deltas = flowmod::apply(&mut self.pipeline, fm)?;
         self.version += 1;
-        let mut rep = self.engine.maintain(&self.pipeline, &deltas);
+        let mut rep = self.engine.maintain(&self.pipeline, &deltas, &mut self.moved);
         rep.ttu = start.elapsed();
+        if !self.keep_moved {
+            self.moved.clear();
+        }
         Ok(rep)
     }
 

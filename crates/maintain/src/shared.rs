@@ -43,7 +43,12 @@ impl SlowPath for SharedControl {
             // The rules changed since this translation: bring it up to date first.
             match revalidate::revalidate(&c.pipeline, mf, &revalidate::pipeline_only_mask()) {
                 Verdict::Keep => {}
-                Verdict::Update(r) => mf.set_actions(r.actions, r.traversal),
+                Verdict::Update(r) => {
+                    let m = mf.set_actions(r.actions, r.traversal);
+                    if c.keep_moved {
+                        c.moved.push(m);
+                    }
+                }
                 Verdict::Evict => {
                     mf.kill();
                     return;

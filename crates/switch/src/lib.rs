@@ -33,7 +33,7 @@ use kairo_classifier::RuleId;
 use kairo_datapath::{execute::CONTROLLER_PORT, Datapath, DpConfig, Megaflow};
 use kairo_maintain::shared::SharedControl;
 use kairo_maintain::{Control, EngineKind, Report};
-use kairo_xlate::{Outcome, Pipeline};
+use kairo_xlate::{Outcome, Pipeline, Traversal};
 use rustc_hash::FxHashMap;
 
 pub use port::{Attached, MemPeer, MemPort, Port, PortCounters, PortError};
@@ -42,6 +42,8 @@ pub use port::{Attached, MemPeer, MemPort, Port, PortCounters, PortError};
 const RX_BATCH: usize = 256;
 /// How long the loop sleeps in poll() when no port has anything.
 const IDLE_POLL_MS: i32 = 5;
+/// Most packet buffers kept for reuse.
+const POOL_MAX: usize = 4096;
 /// How many recent updates `stats` summarises.
 const UPDATE_LOG: usize = 4096;
 
@@ -94,13 +96,19 @@ pub struct Switch {
     pub start: Instant,
 }
 
-/// Adds a megaflow's counters to the rules of its traversal.
+/// Adds a megaflow's counters (those gathered under its current traversal)
+/// to the rules of that traversal.
 pub fn credit(counts: &mut RuleCounts, mf: &Megaflow) {
-    let (p, b) = (mf.packets(), mf.bytes());
-    if p == 0 {
+    let (p, b) = mf.unaccounted();
+    credit_traversal(counts, &mf.traversal(), p, b);
+}
+
+/// Adds `p` packets and `b` bytes to every rule `t` went through.
+pub fn credit_traversal(counts: &mut RuleCounts, t: &Traversal, p: u64, b: u64) {
+    if p == 0 && b == 0 {
         return;
     }
-    for s in &mf.traversal().steps {
+    for s in &t.steps {
         if let Outcome::Rule(id) = s.outcome {
             let e = counts.entry((s.table, id)).or_default();
             e.0 += p;
@@ -113,8 +121,10 @@ impl Switch {
     pub fn new(pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
         let mut dp = Datapath::new(cfg);
         dp.keep_retired();
+        let mut control = Control::new(pipeline, engine);
+        control.keep_moved = true;
         Switch {
-            ctl: SharedControl::new(Control::new(pipeline, engine)),
+            ctl: SharedControl::new(control),
             dp: Mutex::new(dp),
             ports,
             updates: Mutex::new(UpdateLog::default()),
@@ -134,7 +144,14 @@ impl Switch {
     /// Takes the datapath lock, then the counters.
     pub fn rule_counts(&self) -> RuleCounts {
         let dp = lock(&self.dp);
-        let mut counts = lock(&self.retired).clone();
+        let moved = std::mem::take(&mut self.ctl.lock().moved);
+        let mut counts = {
+            let mut r = lock(&self.retired);
+            for m in &moved {
+                credit_traversal(&mut r, &m.traversal, m.packets, m.bytes);
+            }
+            r.clone()
+        };
         for mf in dp.megaflows() {
             credit(&mut counts, mf);
         }
@@ -201,7 +218,11 @@ impl Switch {
             for p in ports.iter_mut() {
                 p.io.flush();
             }
-            pool.extend(batch.drain(..).map(|(b, _, _)| b).take(1024));
+            // Buffers go back to the pool for the next receive, up to a bound
+            // (ports that hand over their own buffers never take from it).
+            let room = POOL_MAX.saturating_sub(pool.len());
+            pool.extend(batch.drain(..).map(|(b, _, _)| b).take(room));
+            batch.clear();
         }
         for p in ports.iter_mut() {
             p.io.flush();
@@ -211,8 +232,18 @@ impl Switch {
     /// Applies one update (a flow-mod, group-mod or bundle) and records its
     /// time-to-update. On error nothing changed.
     pub fn apply(&self, fm: &kairo_maintain::flowmod::FlowMod) -> Result<Report, kairo_maintain::flowmod::ModError> {
-        let rep = self.ctl.lock().apply(fm)?;
+        let (rep, moved) = {
+            let mut c = self.ctl.lock();
+            let rep = c.apply(fm)?;
+            (rep, std::mem::take(&mut c.moved))
+        };
         lock(&self.updates).push(rep);
+        if !moved.is_empty() {
+            let mut r = lock(&self.retired);
+            for m in &moved {
+                credit_traversal(&mut r, &m.traversal, m.packets, m.bytes);
+            }
+        }
         Ok(rep)
     }
 }

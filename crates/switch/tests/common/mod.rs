@@ -1,0 +1,101 @@
+//! Helpers shared by the in-process switch tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kairo_datapath::DpConfig;
+use kairo_flow::{Field, FlowKey};
+use kairo_maintain::EngineKind;
+use kairo_switch::ctl::{serve, Client};
+use kairo_switch::{Attached, MemPeer, MemPort, PortInfo, Switch};
+
+/// A running in-process switch; stops (and joins its threads) on drop.
+pub struct Running {
+    pub sw: Arc<Switch>,
+    pub peers: Vec<MemPeer>,
+    pub sock: PathBuf,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn peers_mut(&mut self) -> &mut [MemPeer] {
+        &mut self.peers
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn start(flows: &str, n_ports: u32, engine: EngineKind) -> Running {
+    let pipeline =
+        kairo_xlate::Pipeline::from_parts(kairo_ofproto::parse_flow_file(flows).expect("flows parse"), Vec::new())
+            .expect("pipeline loads");
+    let mut ports = Vec::new();
+    let mut peers = Vec::new();
+    for i in 1..=n_ports {
+        let (p, peer) = MemPort::pair();
+        ports.push(Attached { ofport: i, name: format!("mem{i}"), io: Box::new(p), counters: Default::default() });
+        peers.push(peer);
+    }
+    let info = ports
+        .iter()
+        .map(|p| PortInfo { ofport: p.ofport, name: p.name.clone(), kind: p.io.kind(), counters: p.counters.clone() })
+        .collect();
+    let sw = Arc::new(Switch::new(pipeline, engine, DpConfig::default(), info));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("ctl.sock");
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve(sw.clone(), &sock, stop.clone()).expect("serve");
+    let (sw2, stop2) = (sw.clone(), stop.clone());
+    let fwd = std::thread::spawn(move || sw2.forward(ports, &stop2));
+    Running { sw, peers, sock, stop, threads: vec![server, fwd], _dir: dir }
+}
+
+pub fn call(c: &mut Client, cmd: &str, args: &[&str]) -> Result<String, String> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let r = c.call(cmd, &args).expect("the switch answers");
+    if r.ok {
+        Ok(r.output)
+    } else {
+        Err(r.error)
+    }
+}
+
+pub fn udp_key(in_port: u32, src: u64, tp_src: u16, tp_dst: u16) -> FlowKey {
+    let mut k = FlowKey::ZERO;
+    k.set(Field::InPort, in_port as u64);
+    k.set(Field::EthSrc, src);
+    k.set(Field::EthDst, 0x0200_0000_0002);
+    k.set(Field::EthType, 0x0800);
+    k.set(Field::IpSrc, 0x0a00_0001);
+    k.set(Field::IpDst, 0x0a00_0002);
+    k.set(Field::IpProto, 17);
+    k.set(Field::IpTtl, 64);
+    k.set(Field::TpSrc, tp_src as u64);
+    k.set(Field::TpDst, tp_dst as u64);
+    k
+}
+
+/// Waits (bounded) for `n` frames out of a port.
+pub fn recv_n(peer: &MemPeer, n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.len() < n && Instant::now() < deadline {
+        if let Ok(f) = peer.sent.recv_timeout(Duration::from_millis(50)) {
+            out.push(f);
+        }
+    }
+    out
+}

@@ -1,0 +1,138 @@
+//! The switch in-process, on in-memory ports: the control socket's commands
+//! and errors, several clients at once, forwarding with rule counters.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{call, recv_n, start, udp_key};
+use kairo_flow::Field;
+use kairo_maintain::EngineKind;
+use kairo_switch::ctl::Client;
+use kairo_switch::lock;
+
+const L2: &str = "in_port=1 actions=output:2\nin_port=2 actions=output:1\n";
+
+#[test]
+fn commands_answer_like_ovs_ofctl_and_bad_requests_change_nothing() {
+    let r = start(L2, 2, EngineKind::Incremental);
+    let mut c = Client::connect(&r.sock).expect("connect");
+    let before = call(&mut c, "dump-flows", &[]).expect("dump-flows");
+    assert_eq!(before.lines().count(), 2, "{before}");
+    assert!(
+        before.contains(" cookie=0x0, table=0, n_packets=0, n_bytes=0, priority=32768,in_port=1 actions=output:2"),
+        "{before}"
+    );
+
+    // Malformed requests: each gets an error naming the problem; the rules stay as they were.
+    let e = call(&mut c, "add-flow", &["in_port=1,bogus=3 actions=drop"]).unwrap_err();
+    assert!(e.contains("bogus"), "{e}");
+    let e = call(&mut c, "add-flow", &["in_port=1 actions=output:notaport"]).unwrap_err();
+    assert!(e.contains("notaport"), "{e}");
+    let e = call(&mut c, "add-flows", &["in_port=3 actions=drop\nin_port=4 actions=frobnicate\n"]).unwrap_err();
+    assert!(e.contains("line 2") && e.contains("frobnicate"), "{e}");
+    let e = call(&mut c, "bundle", &["flow add in_port=5 actions=drop\nflow sideways in_port=6\n"]).unwrap_err();
+    assert!(e.contains("line 2") && e.contains("sideways"), "{e}");
+    let e = call(&mut c, "mod-group", &["group_id=9,type=all,bucket=output:1"]).unwrap_err();
+    assert!(e.contains('9'), "{e}");
+    let e = call(&mut c, "frobnicate", &[]).unwrap_err();
+    assert!(e.contains("unknown command `frobnicate`"), "{e}");
+    let e = call(&mut c, "dump-flows", &["table=x"]).unwrap_err();
+    assert!(e.contains("table=x"), "{e}");
+    let e = call(&mut c, "trace", &["in_port=1,tcp,tp_dst=99999"]).unwrap_err();
+    assert!(e.contains("99999"), "{e}");
+    assert_eq!(call(&mut c, "dump-flows", &[]).unwrap(), before, "a failed request changed the rules");
+
+    // A request that is not JSON: an error reply, and the connection keeps working.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&r.sock).expect("connect");
+        s.write_all(b"{not json\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(s.try_clone().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\":false") && line.contains("malformed request"), "{line}");
+    }
+
+    // Updates, groups, bundles, strict deletes.
+    call(&mut c, "add-flow", &["table=0,priority=100,udp,tp_dst=53 actions=group:7"]).unwrap_err();
+    call(&mut c, "add-group", &["group_id=7,type=all,bucket=output:2"]).unwrap();
+    call(&mut c, "add-flow", &["table=0,priority=100,udp,tp_dst=53 actions=group:7"]).unwrap();
+    assert!(call(&mut c, "dump-groups", &[]).unwrap().contains("group_id=7,type=all,bucket="));
+    call(
+        &mut c,
+        "bundle",
+        &["flow add priority=5,in_port=9 actions=drop\ngroup add group_id=8,type=all,bucket=output:1\n"],
+    )
+    .unwrap();
+    let flows = call(&mut c, "dump-flows", &[]).unwrap();
+    assert_eq!(flows.lines().count(), 4, "{flows}");
+    assert!(flows.contains("priority=100,udp,tp_dst=53 actions=group:7"), "{flows}");
+    call(&mut c, "del-flows", &["--strict", "priority=5,in_port=9"]).unwrap();
+    assert_eq!(call(&mut c, "dump-flows", &[]).unwrap().lines().count(), 3);
+    let t = call(&mut c, "trace", &["in_port=3,udp,tp_dst=53"]).unwrap();
+    assert!(t.contains("group:7"), "{t}");
+    let show = call(&mut c, "show", &[]).unwrap();
+    assert!(show.contains(" 1(mem1): mem") && show.contains(" 2(mem2): mem"), "{show}");
+    let stats = call(&mut c, "stats", &[]).unwrap();
+    assert!(stats.contains("updates: 4") && stats.contains("time-to-update median"), "{stats}");
+    call(&mut c, "del-flows", &[]).unwrap();
+    assert_eq!(call(&mut c, "dump-flows", &[]).unwrap(), "");
+}
+
+#[test]
+fn forwards_counts_per_rule_and_dumps_megaflows() {
+    let r = start(L2, 2, EngineKind::Incremental);
+    let mut c = Client::connect(&r.sock).expect("connect");
+    for i in 0..10u16 {
+        r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 0x0200_0000_0001, 1000 + i, 80), b"hello")).unwrap();
+    }
+    let got = recv_n(&r.peers[1], 10);
+    assert_eq!(got.len(), 10, "frames out of port 2");
+    let (k, _) = kairo_wire::parse(&got[0], 2);
+    assert_eq!(k.get(Field::TpSrc), 1000);
+    let flows = call(&mut c, "dump-flows", &[]).unwrap();
+    let len = got[0].len();
+    assert!(flows.contains(&format!("n_packets=10, n_bytes={}, priority=32768,in_port=1 ", 10 * len)), "{flows}");
+    let mf = call(&mut c, "dump-megaflows", &[]).unwrap();
+    assert!(mf.contains("in_port=1") && mf.contains("packets:10") && mf.contains("actions:2"), "{mf}");
+    // Counters survive the megaflows leaving the cache (a higher-priority rule evicts them).
+    call(&mut c, "add-flow", &["priority=40000,in_port=1 actions=drop"]).unwrap();
+    r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 1, 1, 80), b"x")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !call(&mut c, "dump-flows", &[]).unwrap().contains("n_packets=1,") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let flows = call(&mut c, "dump-flows", &[]).unwrap();
+    assert!(
+        flows.contains("n_packets=1, n_bytes=") && flows.contains("priority=40000,in_port=1 actions=drop"),
+        "{flows}"
+    );
+    assert!(flows.contains(&format!("n_packets=10, n_bytes={}, priority=32768,in_port=1 ", 10 * len)), "{flows}");
+}
+
+#[test]
+fn several_clients_update_at_once() {
+    let r = start(L2, 2, EngineKind::Incremental);
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let sock = r.sock.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&sock).expect("connect");
+                for i in 0..50 {
+                    call(
+                        &mut c,
+                        "add-flow",
+                        &[&format!("priority=10,udp,tp_dst={} actions=output:{}", t * 100 + i, 1 + i % 2)],
+                    )
+                    .expect("add-flow");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let mut c = Client::connect(&r.sock).expect("connect");
+    assert_eq!(call(&mut c, "dump-flows", &[]).unwrap().lines().count(), 202);
+    assert_eq!(lock(&r.sw.updates).total, 200);
+}
