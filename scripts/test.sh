@@ -3,6 +3,8 @@
 # need, then runs every test, lint and format check.
 #   - Open vSwitch (Debian's openvswitch-switch) for the differential test,
 #     when we can install it (root and apt); otherwise that test says SKIPPED.
+#   - iproute2, ping and tcpdump for the switch's network-namespace tests
+#     (root only); without root those tests say SKIPPED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${KAIRO_SHARED:-$(cd .. && pwd)/shared}
@@ -13,6 +15,20 @@ if ! command -v ovs-vswitchd >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v
 fi
 if command -v ovs-vswitchd >/dev/null 2>&1 || [ -x /usr/sbin/ovs-vswitchd ]; then
   export KAIRO_REQUIRE_OVS=1
+fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=""
+  command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+  command -v ping >/dev/null 2>&1 || missing="$missing iputils-ping"
+  command -v tcpdump >/dev/null 2>&1 || missing="$missing tcpdump"
+  if [ -n "$missing" ]; then
+    echo "== installing$missing for the network-namespace tests"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null; then
+      apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+    fi
+  fi
+  export KAIRO_REQUIRE_NETNS=1
 fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

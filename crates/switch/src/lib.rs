@@ -20,6 +20,7 @@
 
 pub mod afpacket;
 pub mod ctl;
+pub mod netns;
 pub mod port;
 pub mod replay;
 pub mod tap;

@@ -1,0 +1,120 @@
+//! Network namespaces and veth pairs for end-to-end tests and the
+//! forwarding benchmark (driving `ip` from iproute2).
+//!
+//! Invariant: everything created here is removed when its handle drops,
+//! including on a panic in the middle of a test; names carry the process id
+//! so concurrent runs never collide; traffic stays inside these namespaces.
+
+use std::io;
+use std::process::{Command, Output};
+
+/// Runs a command, turning a non-zero exit into an error that quotes it.
+pub fn run(args: &[&str]) -> io::Result<Output> {
+    let out = Command::new(args[0]).args(&args[1..]).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
+
+/// Why namespaces cannot be used here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root (network namespaces and AF_PACKET need it)".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("`ip` (iproute2) is not installed".into());
+    }
+    let probe = format!("kairo-probe-{}", std::process::id());
+    match run(&["ip", "netns", "add", &probe]) {
+        Ok(_) => {
+            let _ = run(&["ip", "netns", "del", &probe]);
+            None
+        }
+        Err(e) => Some(format!("cannot create a network namespace: {e}")),
+    }
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> io::Result<Netns> {
+        let _ = run(&["ip", "netns", "del", name]); // a leftover of a killed run
+        run(&["ip", "netns", "add", name])?;
+        let ns = Netns { name: name.to_string() };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+    /// `ip -n NAME ...`
+    pub fn ip(&self, args: &[&str]) -> io::Result<Output> {
+        let mut a = vec!["ip", "-n", &self.name];
+        a.extend_from_slice(args);
+        run(&a)
+    }
+    /// A command run inside the namespace (`ip netns exec NAME ...`).
+    pub fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, prog]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// A veth pair: `outer` stays in this namespace (for the switch), `inner`
+/// goes into `ns` with `addr` (CIDR) and is brought up. Deleted on drop.
+pub struct Veth {
+    pub outer: String,
+    pub inner: String,
+    /// The inner end's MAC address.
+    pub inner_mac: String,
+}
+
+impl Veth {
+    pub fn new(outer: &str, inner: &str, ns: &Netns, addr: Option<&str>) -> io::Result<Veth> {
+        let _ = run(&["ip", "link", "del", outer]);
+        run(&["ip", "link", "add", outer, "type", "veth", "peer", "name", inner])?;
+        let mut v = Veth { outer: outer.to_string(), inner: inner.to_string(), inner_mac: String::new() };
+        run(&["ip", "link", "set", inner, "netns", &ns.name])?;
+        // No IPv6 chatter (router solicitations, DAD) on test links.
+        let _ = ns.cmd("sysctl").args(["-qw", &format!("net.ipv6.conf.{inner}.disable_ipv6=1")]).output();
+        let _ = run(&["sysctl", "-qw", &format!("net.ipv6.conf.{outer}.disable_ipv6=1")]);
+        if let Some(a) = addr {
+            ns.ip(&["addr", "add", a, "dev", inner])?;
+        }
+        ns.ip(&["link", "set", inner, "up"])?;
+        run(&["ip", "link", "set", outer, "up"])?;
+        let show = ns.ip(&["-br", "link", "show", inner])?;
+        v.inner_mac = String::from_utf8_lossy(&show.stdout).split_whitespace().nth(2).unwrap_or_default().to_string();
+        Ok(v)
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "link", "del", &self.outer]);
+    }
+}
+
+/// Moves the calling thread into namespace `name` (other threads stay where they are).
+pub fn enter(name: &str) -> io::Result<()> {
+    let f = std::fs::File::open(format!("/var/run/netns/{name}"))?;
+    // SAFETY: setns on a descriptor we hold open; it changes only this thread's namespace.
+    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
