@@ -110,6 +110,21 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Packets per second forwarded between two veth ports by kairo switch,
+    /// beside the Linux bridge on the same ports (needs root).
+    Switch {
+        /// Seconds of traffic per forwarder.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Distinct UDP flows in the traffic.
+        #[arg(long, default_value_t = 64)]
+        flows: usize,
+        /// Frame length in bytes (60 to 2000).
+        #[arg(long, default_value_t = 60)]
+        size: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Time-to-update of the full and incremental engines on identical caches.
     Ttu {
         /// Pipeline: ofdpa (OF-DPA shape, ClassBench of2 rules), antrea (22 tables, acl1
@@ -233,6 +248,14 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {}", path.display());
             }
             Ok(())
+        }
+        Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, json }) } => {
+            if secs.is_nan() || secs <= 0.0 || flows == 0 {
+                anyhow::bail!("--secs must be positive and --flows at least 1");
+            }
+            let opts = kairo_bench::fwd::FwdOpts { secs, flows, frame_len: size, progress: true };
+            let report = kairo_bench::fwd::run(&opts).map_err(anyhow::Error::msg)?;
+            emit(&report, report.to_table(), json.as_deref())
         }
         Cmd::Bench { what: None } => {
             println!("Table 1 of the KAIRO poster, on this machine: OF-DPA pipeline (ClassBench of2 rules), both engines on identical caches, oracle after every update.\n");
