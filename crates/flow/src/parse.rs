@@ -239,6 +239,8 @@ pub fn format_field_value(f: Field, v: u64, m: u64) -> String {
             (0, FRAG_LATER) => "not_later".into(),
             _ => format!("{v:#x}/{m:#x}"),
         },
+        // Exact: a packet's state, in the one form Open vSwitch takes for packets too.
+        Fmt::CtState if full => format!("{v:#x}"),
         Fmt::CtState => {
             let mut s = String::new();
             for (n, b) in CT_STATE_NAMES {

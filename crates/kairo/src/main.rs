@@ -52,6 +52,26 @@ enum Cmd {
     Ctl(switch_cmd::CtlArgs),
     /// Replay pcap files through a pipeline offline; write what each port sends as pcap.
     Replay(switch_cmd::ReplayArgs),
+    /// Write a generated workload: the OF-DPA or Antrea pipeline (flows and
+    /// groups in ovs-ofctl syntax, loadable into Open vSwitch), its update
+    /// stream (bundle lines for `kairo ctl bundle`) and its traffic as pcap
+    /// files per ingress port (for `kairo replay`).
+    Gen {
+        /// ofdpa or antrea (or synthetic).
+        #[arg(long, default_value = "ofdpa")]
+        pipeline: String,
+        /// Unique flows in the traffic.
+        #[arg(long, default_value = "10k")]
+        flows: String,
+        /// Updates in the stream.
+        #[arg(long, default_value_t = 100)]
+        updates: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long, default_value = "workload")]
+        out: PathBuf,
+    },
     /// Benchmarks, each figure beside its baseline measured in the same run.
     /// With no subcommand: the KAIRO poster's Table 1 (time-to-update at 100K,
     /// 150K and 200K megaflows on the OF-DPA pipeline, both engines, verified).
@@ -187,6 +207,18 @@ fn emit<T: serde::Serialize>(report: &T, table: String, json: Option<&Path>) -> 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Switch(a) => switch_cmd::switch(a),
+        Cmd::Gen { pipeline, flows, updates, seed, out } => {
+            let kind = pipeline.parse::<kairo_bench::ttu::PipelineKind>().map_err(anyhow::Error::msg)?;
+            if matches!(kind, kairo_bench::ttu::PipelineKind::File(_)) {
+                anyhow::bail!("--pipeline: gen writes ofdpa, antrea or synthetic, not a file");
+            }
+            let n = kairo_bench::parse_size(&flows).map_err(anyhow::Error::msg)?;
+            let w = kairo_bench::ttu::workload_with_keys(kind, n, updates, seed).map_err(anyhow::Error::msg)?;
+            for p in w.write_files(&out).map_err(anyhow::Error::msg)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
         Cmd::Ctl(a) => switch_cmd::ctl(a),
         Cmd::Replay(a) => switch_cmd::replay(a),
         Cmd::Trace { flows, groups, json, packets } => {

@@ -61,8 +61,9 @@ pub struct ReplayArgs {
     flows: PathBuf,
     #[arg(long)]
     groups: Option<PathBuf>,
-    /// A pcap file and the port its packets arrive on (port 1 if not given); repeatable.
-    #[arg(long = "input", value_name = "FILE[=PORT]", required = true)]
+    /// A pcap file and the port its packets arrive on (port 1 if not given), or a directory
+    /// of in-N.pcap files (port N), as `kairo gen` writes; repeatable.
+    #[arg(long = "input", value_name = "FILE[=PORT]|DIR", required = true)]
     inputs: Vec<String>,
     /// Directory for port-N.pcap, one per port that sends.
     #[arg(long, default_value = "replay-out")]
@@ -175,12 +176,10 @@ pub fn ctl(a: CtlArgs) -> Result<()> {
 
 pub fn replay(a: ReplayArgs) -> Result<()> {
     let pipeline = crate::load_pipeline(&a.flows, a.groups.as_deref())?;
-    let inputs = a
-        .inputs
-        .iter()
-        .map(|s| kairo_switch::replay::parse_input(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+    let mut inputs = Vec::new();
+    for s in &a.inputs {
+        inputs.extend(kairo_switch::replay::parse_inputs(s).map_err(anyhow::Error::msg)?);
+    }
     let rep = kairo_switch::replay::run(&pipeline, &inputs, &a.out, DpConfig::default()).map_err(anyhow::Error::msg)?;
     crate::emit(&rep, rep.to_table(), a.json.as_deref())
 }

@@ -470,8 +470,29 @@ impl Instructions {
         if toks.len() == 1 && toks[0].eq_ignore_ascii_case("drop") {
             return Ok(out);
         }
+        // OpenFlow 1.1+ executes instructions in one fixed order; like
+        // ovs-ofctl, reject text that lists them in another.
+        const ORDER: [&str; 5] = ["apply_actions", "clear_actions", "write_actions", "write_metadata", "goto_table"];
+        let mut last = 0usize;
         for t in toks {
             let lower = t.to_ascii_lowercase();
+            let rank = match lower.as_str() {
+                l if l.starts_with("goto_table:") => 4,
+                l if l.starts_with("write_metadata:") => 3,
+                l if l.starts_with("write_actions(") => 2,
+                "clear_actions" => 1,
+                _ => 0,
+            };
+            if rank < last {
+                return Err(OfError::Syntax {
+                    text: s.to_string(),
+                    expected: format!(
+                        "instructions in OpenFlow order: {} must appear before {}",
+                        ORDER[rank], ORDER[last]
+                    ),
+                });
+            }
+            last = rank;
             if let Some(rest) = lower.strip_prefix("goto_table:") {
                 if out.goto_table.is_some() {
                     return Err(OfError::Syntax { text: t.to_string(), expected: "at most one goto_table".into() });

@@ -214,3 +214,15 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn instructions_must_come_in_openflow_order() {
+    // As ovs-ofctl: apply-actions, clear, write-actions, write-metadata, goto.
+    assert!(
+        Instructions::parse("output:1,clear_actions,write_actions(output:2),write_metadata:0x1,goto_table:3").is_ok()
+    );
+    let e = Instructions::parse("clear_actions,controller").unwrap_err().to_string();
+    assert!(e.contains("apply_actions must appear before clear_actions"), "{e}");
+    let e = Instructions::parse("goto_table:2,write_actions(output:1)").unwrap_err().to_string();
+    assert!(e.contains("write_actions must appear before goto_table"), "{e}");
+}

@@ -87,6 +87,23 @@ fn strict(args: &[String]) -> (bool, &[String]) {
     }
 }
 
+/// The bundle line for an ovs-ofctl command and its argument (the inverse
+/// of [`parse_bundle`]'s mapping); None for a command a bundle cannot hold.
+pub fn bundle_line(cmd: &str, arg: &str) -> Option<String> {
+    let verb = match cmd.trim() {
+        "add-flow" | "add-flows" => "flow add",
+        "mod-flows" => "flow modify",
+        "--strict mod-flows" | "mod-flows --strict" => "flow modify_strict",
+        "del-flows" => "flow delete",
+        "--strict del-flows" | "del-flows --strict" => "flow delete_strict",
+        "add-group" | "add-groups" => "group add",
+        "mod-group" => "group modify",
+        "del-groups" => "group delete",
+        _ => return None,
+    };
+    Some(format!("{verb} {arg}"))
+}
+
 /// Parses a bundle file (ovs-ofctl's `--bundle` line format).
 pub fn parse_bundle(text: &str) -> Result<FlowMod, String> {
     let mut mods = Vec::new();

@@ -30,7 +30,9 @@ pub fn unavailable() -> Option<String> {
     if Command::new("ip").arg("-V").output().is_err() {
         return Some("`ip` (iproute2) is not installed".into());
     }
-    let probe = format!("kairo-probe-{}", std::process::id());
+    // Unique per process and thread: tests probe concurrently.
+    let tid: String = format!("{:?}", std::thread::current().id()).chars().filter(char::is_ascii_digit).collect();
+    let probe = format!("kairo-probe-{}-{tid}", std::process::id());
     match run(&["ip", "netns", "add", &probe]) {
         Ok(_) => {
             let _ = run(&["ip", "netns", "del", &probe]);

@@ -25,6 +25,29 @@ pub struct Input {
     pub in_port: u32,
 }
 
+/// Parses `FILE[=PORT]` (port 1 when not given), or `DIR`: every `in-N.pcap`
+/// in it, arriving on port N (what `kairo gen` writes).
+pub fn parse_inputs(s: &str) -> Result<Vec<Input>, String> {
+    let dir = Path::new(s);
+    if !dir.is_dir() {
+        return parse_input(s).map(|i| vec![i]);
+    }
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {s}: {e}"))?;
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(port) = name.strip_prefix("in-").and_then(|n| n.strip_suffix(".pcap")).and_then(|n| n.parse().ok())
+        {
+            out.push(Input { path: e.path(), in_port: port });
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{s}: a directory without in-N.pcap files"));
+    }
+    out.sort_by_key(|i| i.in_port);
+    Ok(out)
+}
+
 /// Parses `FILE[=PORT]` (port 1 when not given).
 pub fn parse_input(s: &str) -> Result<Input, String> {
     match s.rsplit_once('=') {
@@ -159,4 +182,15 @@ pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig)
     rep.datapath = dp.stats;
     rep.megaflows = dp.n_flows();
     Ok(rep)
+}
+
+/// Writes frames to a pcap file, each with its timestamp.
+pub fn write_pcap(path: &Path, frames: &[(Duration, Vec<u8>)]) -> Result<(), String> {
+    let err = |e: String| format!("cannot write {}: {e}", path.display());
+    let f = File::create(path).map_err(|e| err(e.to_string()))?;
+    let mut w = PcapWriter::new(BufWriter::new(f)).map_err(|e| err(e.to_string()))?;
+    for (ts, data) in frames {
+        w.write_packet(&PcapPacket::new(*ts, data.len() as u32, data)).map_err(|e| err(e.to_string()))?;
+    }
+    std::io::Write::flush(&mut w.into_writer()).map_err(|e| err(e.to_string()))
 }

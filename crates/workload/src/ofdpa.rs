@@ -237,7 +237,7 @@ pub fn generate(seed: &Seed, cfg: &OfdpaConfig, rng_seed: u64) -> Ofdpa {
         }
         acls.push(filt);
     }
-    f.push_str("table=63,priority=0,actions=clear_actions,controller\n");
+    f.push_str("table=63,priority=0,actions=controller,clear_actions\n");
     Ofdpa { flows: f, groups: g, cfg: cfg.clone(), routes, macs, acls }
 }
 
