@@ -604,6 +604,49 @@ impl TtuReport {
     }
 }
 
+impl Workload {
+    /// Writes the workload for people and other switches: `NAME.flows` and
+    /// `NAME.groups` (ovs-ofctl add-flows/add-groups syntax, loadable into
+    /// Open vSwitch), `NAME.updates` (the update stream as `kairo ctl bundle`
+    /// / ovs-ofctl `--bundle` lines, one update a line) and the traffic as
+    /// packets, one pcap per ingress port (`NAME-traffic/in-N.pcap`, one
+    /// frame per flow; `kairo replay --input NAME-traffic` reads them all).
+    /// Returns the files written.
+    pub fn write_files(&self, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
+        use kairo_flow::Field;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut written = Vec::new();
+        let mut put = |name: String, text: &str| -> Result<(), String> {
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+            written.push(p);
+            Ok(())
+        };
+        put(format!("{}.flows", self.name), &self.flows)?;
+        put(format!("{}.groups", self.name), &self.groups)?;
+        let mut ups = String::new();
+        for (kind, cmd, arg) in &self.updates {
+            let line = kairo_switch::ctl::bundle_line(cmd, arg)
+                .ok_or_else(|| format!("update `{cmd} {arg}` has no bundle form"))?;
+            ups += &format!("# {kind}\n{line}\n");
+        }
+        put(format!("{}.updates", self.name), &ups)?;
+        let mut by_port: std::collections::BTreeMap<u64, Vec<(std::time::Duration, Vec<u8>)>> = Default::default();
+        for (i, k) in self.keys.iter().enumerate() {
+            let ts = std::time::Duration::from_micros(i as u64);
+            by_port.entry(k.get(Field::InPort)).or_default().push((ts, kairo_wire::emit::frame(k, &[0u8; 18])));
+        }
+        let traffic = dir.join(format!("{}-traffic", self.name));
+        std::fs::create_dir_all(&traffic).map_err(|e| format!("cannot create {}: {e}", traffic.display()))?;
+        for (port, frames) in by_port {
+            let p = traffic.join(format!("in-{port}.pcap"));
+            kairo_switch::replay::write_pcap(&p, &frames)?;
+            written.push(p);
+        }
+        Ok(written)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,48 +731,5 @@ mod tests {
         let e = "antrea2".parse::<PipelineKind>().unwrap_err();
         assert!("ofdpa".parse::<PipelineKind>().is_ok());
         assert!(e.contains("antrea2") && e.contains("ofdpa"), "{e}");
-    }
-}
-
-impl Workload {
-    /// Writes the workload for people and other switches: `NAME.flows` and
-    /// `NAME.groups` (ovs-ofctl add-flows/add-groups syntax, loadable into
-    /// Open vSwitch), `NAME.updates` (the update stream as `kairo ctl bundle`
-    /// / ovs-ofctl `--bundle` lines, one update a line) and the traffic as
-    /// packets, one pcap per ingress port (`NAME-traffic/in-N.pcap`, one
-    /// frame per flow; `kairo replay --input NAME-traffic` reads them all).
-    /// Returns the files written.
-    pub fn write_files(&self, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
-        use kairo_flow::Field;
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mut written = Vec::new();
-        let mut put = |name: String, text: &str| -> Result<(), String> {
-            let p = dir.join(name);
-            std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
-            written.push(p);
-            Ok(())
-        };
-        put(format!("{}.flows", self.name), &self.flows)?;
-        put(format!("{}.groups", self.name), &self.groups)?;
-        let mut ups = String::new();
-        for (kind, cmd, arg) in &self.updates {
-            let line = kairo_switch::ctl::bundle_line(cmd, arg)
-                .ok_or_else(|| format!("update `{cmd} {arg}` has no bundle form"))?;
-            ups += &format!("# {kind}\n{line}\n");
-        }
-        put(format!("{}.updates", self.name), &ups)?;
-        let mut by_port: std::collections::BTreeMap<u64, Vec<(std::time::Duration, Vec<u8>)>> = Default::default();
-        for (i, k) in self.keys.iter().enumerate() {
-            let ts = std::time::Duration::from_micros(i as u64);
-            by_port.entry(k.get(Field::InPort)).or_default().push((ts, kairo_wire::emit::frame(k, &[0u8; 18])));
-        }
-        let traffic = dir.join(format!("{}-traffic", self.name));
-        std::fs::create_dir_all(&traffic).map_err(|e| format!("cannot create {}: {e}", traffic.display()))?;
-        for (port, frames) in by_port {
-            let p = traffic.join(format!("in-{port}.pcap"));
-            kairo_switch::replay::write_pcap(&p, &frames)?;
-            written.push(p);
-        }
-        Ok(written)
     }
 }
