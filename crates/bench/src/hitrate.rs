@@ -85,7 +85,7 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
         kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let flows: Vec<_> = wl.keys.iter().take(opts.flows).copied().collect();
+    let flows: Vec<_> = wl.keys().take(opts.flows).collect();
     if flows.is_empty() {
         return Err("no flows".into());
     }

@@ -97,10 +97,14 @@ pub fn synthetic_pipeline(seed: u64) -> (String, String) {
 
 /// The traffic: `n` unique TCP flows to routed destinations.
 pub fn flows(n: usize, seed: u64) -> Vec<FlowKey> {
+    flows_iter(seed).take(n).collect()
+}
+
+/// The flows of [`flows`], one at a time.
+pub fn flows_iter(seed: u64) -> impl Iterator<Item = FlowKey> + Send + 'static {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xf10f);
-    let mut seen = std::collections::HashSet::with_capacity(n);
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    let mut seen = std::collections::HashSet::new();
+    std::iter::from_fn(move || loop {
         let src = rng.gen::<u32>();
         let dst = (10u32 << 24) | (rng.gen_range(0..16u32) << 16) | rng.gen_range(0..65536u32);
         let sport = rng.gen_range(1024..65535u32);
@@ -120,9 +124,8 @@ pub fn flows(n: usize, seed: u64) -> Vec<FlowKey> {
         k.set(Field::IpTtl, 64);
         k.set(Field::TpSrc, sport as u64);
         k.set(Field::TpDst, dport as u64);
-        out.push(k);
-    }
-    out
+        return Some(k);
+    })
 }
 
 /// The update stream: route adds and withdrawals, ACL adds and deletes,
@@ -196,6 +199,10 @@ pub struct TtuRow {
     pub mismatches: usize,
     /// Memory of the engine's index, bytes per entry.
     pub index_bytes_per_entry: f64,
+    /// Resident memory of the process with this cache filled, and its peak
+    /// so far (MiB; Linux, 0 elsewhere).
+    pub rss_mib: f64,
+    pub peak_rss_mib: f64,
     /// Per kind of update: (kind, count, TTU median us, affected median).
     pub by_kind: Vec<(String, usize, f64, f64)>,
 }
@@ -247,13 +254,26 @@ impl std::str::FromStr for PipelineKind {
     }
 }
 
-/// A workload: the pipeline text, traffic keys and an update stream.
+/// Where a workload's traffic comes from: generated afresh on each call and
+/// deterministic, so no run holds millions of keys it does not need at once.
+pub type TrafficSource = Box<dyn Fn() -> Box<dyn Iterator<Item = FlowKey> + Send> + Send + Sync>;
+
+/// A workload: the pipeline text, its traffic and an update stream.
 pub struct Workload {
     pub name: &'static str,
     pub flows: String,
     pub groups: String,
-    pub keys: Vec<FlowKey>,
+    traffic: TrafficSource,
+    /// How many flows the traffic has.
+    pub n_keys: usize,
     pub updates: Vec<(&'static str, String, String)>,
+}
+
+impl Workload {
+    /// The traffic's flows, unique, in a fixed order.
+    pub fn keys(&self) -> impl Iterator<Item = FlowKey> + Send {
+        (self.traffic)().take(self.n_keys)
+    }
 }
 
 /// Builds a workload with traffic for at least `max_entries` megaflows.
@@ -271,24 +291,27 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
                 name: "synthetic-10",
                 flows: f,
                 groups: g,
-                keys: flows(n_keys, seed),
+                traffic: Box::new(move || Box::new(flows_iter(seed))),
+                n_keys,
                 updates: updates(updates_n, seed),
             })
         }
         PipelineKind::Ofdpa => {
             let cb = kairo_workload::classbench::load_seed(&kairo_workload::classbench_dir(), "of2")?;
             let w = kairo_workload::ofdpa::generate(&cb, &kairo_workload::ofdpa::OfdpaConfig::default(), seed);
-            let keys = w.traffic(n_keys, seed);
             let ups = w.updates(&cb, updates_n, seed);
-            Ok(Workload { name: "ofdpa", flows: w.flows, groups: w.groups, keys, updates: ups })
+            let (flows, groups) = (w.flows.clone(), w.groups.clone());
+            let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
+            Ok(Workload { name: "ofdpa", flows, groups, traffic, n_keys, updates: ups })
         }
         PipelineKind::Antrea => {
             let cb = kairo_workload::classbench::load_seed(&kairo_workload::classbench_dir(), "acl1")?;
             let w = kairo_workload::antrea::generate(&cb, &kairo_workload::antrea::AntreaConfig::default(), seed);
             // Flows share megaflows more here (no hash over the 5-tuple on most paths).
-            let keys = w.traffic(n_keys * 3, seed);
             let ups = w.updates(&cb, updates_n, seed);
-            Ok(Workload { name: "antrea", flows: w.flows, groups: w.groups, keys, updates: ups })
+            let (flows, groups) = (w.flows.clone(), w.groups.clone());
+            let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
+            Ok(Workload { name: "antrea", flows, groups, traffic, n_keys: n_keys * 3, updates: ups })
         }
         PipelineKind::File(path) => file_workload(&path, n_keys, updates_n, seed),
     }
@@ -358,14 +381,16 @@ fn file_workload(path: &std::path::Path, n_keys: usize, updates_n: usize, seed: 
             }
         }
     }
-    Ok(Workload { name: "file", flows, groups, keys, updates: ups })
+    let n_keys = keys.len();
+    let traffic: TrafficSource = Box::new(move || Box::new(keys.clone().into_iter()));
+    Ok(Workload { name: "file", flows, groups, traffic, n_keys, updates: ups })
 }
 
 /// Fills a cache of exactly `n` megaflows through upcalls.
 pub fn fill(
     p: &Pipeline,
     kind: EngineKind,
-    keys: &[FlowKey],
+    keys: impl IntoIterator<Item = FlowKey>,
     n: usize,
     show: bool,
 ) -> Result<(Datapath, SharedControl), String> {
@@ -381,7 +406,7 @@ pub fn fill(
         if dp.n_flows() >= n {
             break;
         }
-        dp.process_key(k, 64, None, 0, &mut sc);
+        dp.process_key(&k, 64, None, 0, &mut sc);
         if dp.n_flows().is_multiple_of(4096) {
             pb.set_position(dp.n_flows() as u64);
         }
@@ -402,7 +427,6 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
         kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let keys = &wl.keys;
     let stream = &wl.updates;
     let mods: Vec<FlowMod> = stream
         .iter()
@@ -418,7 +442,9 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let mut rows = Vec::new();
     for &n in &opts.entries {
         for &kind in &opts.engines {
-            let (_dp, sc) = fill(&p, kind, keys, n, opts.progress)?;
+            let (_dp, sc) = fill(&p, kind, wl.keys(), n, opts.progress)?;
+            let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1024.0 * 1024.0);
+            let rss_mib = mib(crate::resident_bytes());
             let mut c = sc.lock();
             let index_bytes = c.engine.index_bytes() as f64 / n as f64;
             let pb = crate::progress_bar(
@@ -481,6 +507,8 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 ttu_per_affected_us: crate::quantile(&mut per, 0.5),
                 mismatches,
                 index_bytes_per_entry: index_bytes,
+                rss_mib,
+                peak_rss_mib: mib(crate::peak_resident_bytes()),
                 by_kind,
             });
         }
@@ -564,6 +592,8 @@ impl TtuReport {
                     ratio(r),
                     r.mismatches.to_string(),
                     format!("{:.0}", r.index_bytes_per_entry),
+                    format!("{:.0}", r.rss_mib),
+                    format!("{:.0}", r.peak_rss_mib),
                 ]
             })
             .collect();
@@ -579,6 +609,8 @@ impl TtuReport {
                 "full/incr",
                 "mismatches",
                 "index B/entry",
+                "RSS MiB",
+                "peak MiB",
             ],
             &rows,
         ));
@@ -632,9 +664,9 @@ impl Workload {
         }
         put(format!("{}.updates", self.name), &ups)?;
         let mut by_port: std::collections::BTreeMap<u64, Vec<(std::time::Duration, Vec<u8>)>> = Default::default();
-        for (i, k) in self.keys.iter().enumerate() {
+        for (i, k) in self.keys().enumerate() {
             let ts = std::time::Duration::from_micros(i as u64);
-            by_port.entry(k.get(Field::InPort)).or_default().push((ts, kairo_wire::emit::frame(k, &[0u8; 18])));
+            by_port.entry(k.get(Field::InPort)).or_default().push((ts, kairo_wire::emit::frame(&k, &[0u8; 18])));
         }
         let traffic = dir.join(format!("{}-traffic", self.name));
         std::fs::create_dir_all(&traffic).map_err(|e| format!("cannot create {}: {e}", traffic.display()))?;
@@ -717,7 +749,7 @@ mod tests {
             kairo_ofproto::parse_group_file(&wl.groups).unwrap(),
         )
         .unwrap();
-        let (_dp, sc) = fill(&p, EngineKind::Incremental, &wl.keys, 500, false).unwrap();
+        let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), 500, false).unwrap();
         assert!(sc.lock().verify().is_empty());
         let victim = sc.lock().engine.entries()[17].clone();
         let _ = victim.set_actions(vec![kairo_xlate::DpAction::Output(99)], (*victim.traversal()).clone());

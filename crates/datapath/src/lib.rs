@@ -15,6 +15,7 @@ pub mod dpcls;
 pub mod emc;
 pub mod execute;
 pub mod hash;
+pub mod intern;
 pub mod megaflow;
 pub mod synth;
 
@@ -145,6 +146,8 @@ pub struct Datapath {
     /// Megaflows that left the classifiers, kept for their statistics when
     /// [`Datapath::keep_retired`] asked for them (per-rule counters).
     retired: Option<Vec<Arc<Megaflow>>>,
+    /// Shared copies of the action lists and traversals megaflows hold.
+    interner: intern::Interner,
 }
 
 impl Datapath {
@@ -159,6 +162,7 @@ impl Datapath {
             last_sweep: 0,
             last_hit: None,
             retired: None,
+            interner: intern::Interner::default(),
             cfg,
         }
     }
@@ -166,6 +170,11 @@ impl Datapath {
     /// Number of megaflows held (live, plus dead ones not yet reclaimed).
     pub fn n_flows(&self) -> usize {
         self.n_flows
+    }
+
+    /// Distinct (action lists, traversals) shared by the megaflows.
+    pub fn n_shared(&self) -> (usize, usize) {
+        self.interner.len()
     }
 
     /// Number of subtables of the classifier of `in_port`.
@@ -268,7 +277,8 @@ impl Datapath {
         let cls = self.cls.entry(in_port).or_insert_with(|| Dpcls::new(self.cfg.rerank_interval));
         let mask = cls.intern_mask(&up.mask);
         let version = up.version;
-        let mf = Arc::new(Megaflow::new(*key, mask, up.actions, up.traversal, now));
+        let (actions, traversal) = (self.interner.actions(up.actions), self.interner.traversal(up.traversal));
+        let mf = Arc::new(Megaflow::shared(*key, mask, actions, traversal, now));
         let actions = mf.actions();
         if self.n_flows >= self.cfg.flow_limit {
             self.stats.not_installed += 1;

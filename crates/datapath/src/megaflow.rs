@@ -48,15 +48,27 @@ pub struct Moved {
 
 impl Megaflow {
     pub fn new(key: FlowKey, mask: Arc<FlowMask>, actions: Vec<DpAction>, traversal: Traversal, now: u64) -> Megaflow {
+        Megaflow::shared(key, mask, Arc::new(actions), Arc::new(traversal), now)
+    }
+
+    /// A megaflow over action and traversal values that may be shared with
+    /// other megaflows (see [`crate::intern`]).
+    pub fn shared(
+        key: FlowKey,
+        mask: Arc<FlowMask>,
+        actions: Arc<Vec<DpAction>>,
+        traversal: Arc<Traversal>,
+        now: u64,
+    ) -> Megaflow {
         Megaflow {
             rep: key,
             mask,
-            actions: ArcSwap::from_pointee(actions),
+            actions: ArcSwap::from(actions),
             dead: AtomicBool::new(false),
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             last_used: AtomicU64::new(now),
-            traversal: ArcSwap::from_pointee(traversal),
+            traversal: ArcSwap::from(traversal),
             accounted: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }

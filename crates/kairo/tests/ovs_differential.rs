@@ -252,10 +252,10 @@ fn generated_pipelines_load_into_open_vswitch_and_agree() {
             .zip(w.flows.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').skip(1))
             .filter(|(a, _)| *a == "output" || *a == "in_port")
             .filter_map(|(_, b)| b.parse::<u32>().ok())
-            .chain(w.keys.iter().map(|k| k.get(kairo_flow::Field::InPort) as u32))
+            .chain(w.keys().map(|k| k.get(kairo_flow::Field::InPort) as u32))
             .max()
             .unwrap_or(4);
-        let keys: Vec<_> = w.keys.iter().take(300).copied().collect();
+        let keys: Vec<_> = w.keys().take(300).collect();
         let specs: Vec<String> = keys.iter().map(ovs_spec).collect();
         let ovs = ovs_load_and_trace(dir.path(), &w.flows, &w.groups, n_ports, &specs);
         assert_eq!(ovs.len(), keys.len(), "{kind}: OVS traced {} of {} packets", ovs.len(), keys.len());

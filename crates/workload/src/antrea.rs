@@ -257,48 +257,54 @@ impl Antrea {
     /// `n` unique tracked flows from local pods: to other pods, to services
     /// and to remote nodes; new or established.
     pub fn traffic(&self, n: usize, rng_seed: u64) -> Vec<kairo_flow::FlowKey> {
+        self.traffic_iter(rng_seed).take(n).collect()
+    }
+
+    /// The same flows as [`Antrea::traffic`], one at a time (only a set of
+    /// what it has given is kept). Ends if no new flow turns up in 1000 tries.
+    pub fn traffic_iter(&self, rng_seed: u64) -> impl Iterator<Item = kairo_flow::FlowKey> + Send + 'static {
         use kairo_flow::{Field, FlowKey};
         let mut rng = StdRng::seed_from_u64(rng_seed ^ 0xa17e);
-        let mut seen = std::collections::HashSet::with_capacity(n);
-        let mut out = Vec::with_capacity(n);
-        let mut tries = 0usize;
-        while out.len() < n && tries < n.saturating_mul(20) + 1000 {
-            tries += 1;
-            let src = rng.gen_range(0..self.cfg.pods);
-            let (dst_ip, proto, dport) = match rng.gen_range(0..10) {
-                0..=4 => {
-                    (pod_ip(rng.gen_range(0..self.cfg.pods)), 6u64, [80u64, 443, 8080, 22, 5432][rng.gen_range(0..5)])
+        let mut seen = std::collections::HashSet::new();
+        let cfg = self.cfg.clone();
+        std::iter::from_fn(move || {
+            for _ in 0..1000 {
+                let src = rng.gen_range(0..cfg.pods);
+                let (dst_ip, proto, dport) = match rng.gen_range(0..10) {
+                    0..=4 => {
+                        (pod_ip(rng.gen_range(0..cfg.pods)), 6u64, [80u64, 443, 8080, 22, 5432][rng.gen_range(0..5)])
+                    }
+                    5..=7 => {
+                        let s = rng.gen_range(0..cfg.services);
+                        (svc_ip(s), if s % 4 == 3 { 17 } else { 6 }, [80u64, 443, 8080, 53][(s % 4) as usize])
+                    }
+                    _ => (
+                        (10 << 24) | ((20 + rng.gen_range(0..cfg.remote_nodes)) << 16) | rng.gen_range(1..65535u32),
+                        17,
+                        53,
+                    ),
+                };
+                let sport = rng.gen_range(1024..=65535u16) as u64;
+                let ct = if rng.gen_bool(0.5) { 0x21 } else { 0x22 };
+                if !seen.insert((src, dst_ip, sport as u16, dport as u16, ct as u8)) {
+                    continue;
                 }
-                5..=7 => {
-                    let s = rng.gen_range(0..self.cfg.services);
-                    (svc_ip(s), if s % 4 == 3 { 17 } else { 6 }, [80u64, 443, 8080, 53][(s % 4) as usize])
-                }
-                _ => (
-                    (10 << 24) | ((20 + rng.gen_range(0..self.cfg.remote_nodes)) << 16) | rng.gen_range(1..65535u32),
-                    17,
-                    53,
-                ),
-            };
-            let sport = rng.gen_range(1024..=65535u16) as u64;
-            let ct = if rng.gen_bool(0.5) { 0x21 } else { 0x22 };
-            if !seen.insert((src, dst_ip, sport, dport, ct)) {
-                continue;
+                let mut k = FlowKey::ZERO;
+                k.set(Field::InPort, pod_port(src) as u64);
+                k.set(Field::EthSrc, pod_mac(src));
+                k.set(Field::EthDst, GW_MAC);
+                k.set(Field::EthType, 0x0800);
+                k.set(Field::IpProto, proto);
+                k.set(Field::IpSrc, pod_ip(src) as u64);
+                k.set(Field::IpDst, dst_ip as u64);
+                k.set(Field::IpTtl, 64);
+                k.set(Field::TpSrc, sport);
+                k.set(Field::TpDst, dport);
+                k.set(Field::CtState, ct);
+                return Some(k);
             }
-            let mut k = FlowKey::ZERO;
-            k.set(Field::InPort, pod_port(src) as u64);
-            k.set(Field::EthSrc, pod_mac(src));
-            k.set(Field::EthDst, GW_MAC);
-            k.set(Field::EthType, 0x0800);
-            k.set(Field::IpProto, proto);
-            k.set(Field::IpSrc, pod_ip(src) as u64);
-            k.set(Field::IpDst, dst_ip as u64);
-            k.set(Field::IpTtl, 64);
-            k.set(Field::TpSrc, sport);
-            k.set(Field::TpDst, dport);
-            k.set(Field::CtState, ct);
-            out.push(k);
-        }
-        out
+            None
+        })
     }
 
     /// Network-policy rule adds and deletes, service endpoint changes, pod

@@ -245,53 +245,60 @@ impl Ofdpa {
     /// `n` unique routed TCP/UDP flows, each a header inside a route's prefix
     /// (and a third of them inside an ACL filter's source prefix and ports).
     pub fn traffic(&self, n: usize, rng_seed: u64) -> Vec<kairo_flow::FlowKey> {
+        self.traffic_iter(rng_seed).take(n).collect()
+    }
+
+    /// The same flows as [`Ofdpa::traffic`], generated one at a time (the
+    /// iterator owns what it needs; only a set of the 5-tuples it has given
+    /// is kept, for uniqueness). Ends if no new flow turns up in 1000 tries.
+    pub fn traffic_iter(&self, rng_seed: u64) -> impl Iterator<Item = kairo_flow::FlowKey> + Send + 'static {
         use kairo_flow::{Field, FlowKey};
         let mut rng = StdRng::seed_from_u64(rng_seed ^ 0x7af1c);
-        let mut seen = std::collections::HashSet::with_capacity(n);
-        let mut out = Vec::with_capacity(n);
-        let mut tries = 0usize;
-        while out.len() < n && tries < n.saturating_mul(20) + 1000 {
-            tries += 1;
-            let (pfx, len, _) = self.routes[rng.gen_range(0..self.routes.len())];
-            let host = if len >= 32 { 0 } else { rng.gen::<u32>() & (u32::MAX >> len) };
-            let dst = pfx | host;
-            let mut src = rng.gen::<u32>();
-            let mut proto = if rng.gen_bool(0.7) { 6u64 } else { 17 };
-            let mut sport = rng.gen_range(1024..=65535u16) as u64;
-            let mut dport = [80u64, 443, 53, 8080, 22][rng.gen_range(0..5)];
-            if rng.gen_bool(0.33) && !self.acls.is_empty() {
-                let f = &self.acls[rng.gen_range(0..self.acls.len())];
-                src = f.src.0 | (rng.gen::<u32>() & !f.src.1);
-                if let Some(p) = f.proto.filter(|p| *p == 6 || *p == 17) {
-                    proto = p as u64;
+        let mut seen = std::collections::HashSet::new();
+        let (routes, acls, ports) = (self.routes.clone(), self.acls.clone(), self.cfg.ports);
+        std::iter::from_fn(move || {
+            for _ in 0..1000 {
+                let (pfx, len, _) = routes[rng.gen_range(0..routes.len())];
+                let host = if len >= 32 { 0 } else { rng.gen::<u32>() & (u32::MAX >> len) };
+                let dst = pfx | host;
+                let mut src = rng.gen::<u32>();
+                let mut proto = if rng.gen_bool(0.7) { 6u64 } else { 17 };
+                let mut sport = rng.gen_range(1024..=65535u16) as u64;
+                let mut dport = [80u64, 443, 53, 8080, 22][rng.gen_range(0..5)];
+                if rng.gen_bool(0.33) && !acls.is_empty() {
+                    let f = &acls[rng.gen_range(0..acls.len())];
+                    src = f.src.0 | (rng.gen::<u32>() & !f.src.1);
+                    if let Some(p) = f.proto.filter(|p| *p == 6 || *p == 17) {
+                        proto = p as u64;
+                    }
+                    if let Some(pm) = &f.sport {
+                        let (v, m) = pm.prefixes[0];
+                        sport = (v | (rng.gen::<u16>() & !m)) as u64;
+                    }
+                    if let Some(pm) = &f.dport {
+                        let (v, m) = pm.prefixes[0];
+                        dport = (v | (rng.gen::<u16>() & !m)) as u64;
+                    }
                 }
-                if let Some(pm) = &f.sport {
-                    let (v, m) = pm.prefixes[0];
-                    sport = (v | (rng.gen::<u16>() & !m)) as u64;
+                if !seen.insert((src, dst, sport as u16, dport as u16, proto as u8)) {
+                    continue;
                 }
-                if let Some(pm) = &f.dport {
-                    let (v, m) = pm.prefixes[0];
-                    dport = (v | (rng.gen::<u16>() & !m)) as u64;
-                }
+                let port = rng.gen_range(1..=ports);
+                let mut k = FlowKey::ZERO;
+                k.set(Field::InPort, port as u64);
+                k.set(Field::EthSrc, 0x0200_0000_0100 | port as u64);
+                k.set(Field::EthDst, ROUTER_MAC);
+                k.set(Field::EthType, 0x0800);
+                k.set(Field::IpProto, proto);
+                k.set(Field::IpSrc, src as u64);
+                k.set(Field::IpDst, dst as u64);
+                k.set(Field::IpTtl, 64);
+                k.set(Field::TpSrc, sport);
+                k.set(Field::TpDst, dport);
+                return Some(k);
             }
-            if !seen.insert((src, dst, sport, dport, proto)) {
-                continue;
-            }
-            let port = rng.gen_range(1..=self.cfg.ports);
-            let mut k = FlowKey::ZERO;
-            k.set(Field::InPort, port as u64);
-            k.set(Field::EthSrc, 0x0200_0000_0100 | port as u64);
-            k.set(Field::EthDst, ROUTER_MAC);
-            k.set(Field::EthType, 0x0800);
-            k.set(Field::IpProto, proto);
-            k.set(Field::IpSrc, src as u64);
-            k.set(Field::IpDst, dst as u64);
-            k.set(Field::IpTtl, 64);
-            k.set(Field::TpSrc, sport);
-            k.set(Field::TpDst, dport);
-            out.push(k);
-        }
-        out
+            None
+        })
     }
 
     /// An update stream: route add and withdraw, MAC moves, ACL adds and
