@@ -19,8 +19,52 @@ use rand_distr::Distribution;
 use crate::ttu::{workload, PipelineKind};
 use crate::{table, Machine};
 
+/// How traffic enters the datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Feed {
+    /// Flow keys straight into the caches (the figure of the caches alone).
+    Keys,
+    /// Ethernet frames (built from the keys), parsed and looked up in batches
+    /// as a switch does, actions executed on the buffers.
+    Packets,
+}
+
+impl std::str::FromStr for Feed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Feed, String> {
+        match s {
+            "keys" => Ok(Feed::Keys),
+            "packets" => Ok(Feed::Packets),
+            _ => Err(format!("unknown feed `{s}`: expected keys or packets")),
+        }
+    }
+}
+
+/// Runs `stream` through `dp`: keys one by one, or as frames in batches.
+pub fn feed(dp: &mut Datapath, slow: &mut SharedControl, stream: &[kairo_flow::FlowKey], how: Feed) {
+    match how {
+        Feed::Keys => {
+            for k in stream {
+                dp.process_key(k, 64, None, 0, slow);
+            }
+        }
+        Feed::Packets => {
+            let mut batch: Vec<(Vec<u8>, u32, Option<u32>)> = Vec::with_capacity(kairo_datapath::BATCH);
+            for chunk in stream.chunks(kairo_datapath::BATCH) {
+                batch.clear();
+                batch.extend(chunk.iter().map(|k| {
+                    let port = k.get(kairo_flow::Field::InPort) as u32;
+                    (kairo_wire::emit::frame(k, &[0u8; 18]), port, None)
+                }));
+                dp.process_packets(&mut batch, 0, slow, &mut |_, _| {});
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct HitrateOpts {
+    pub feed: Feed,
     pub limits: Vec<usize>,
     pub flows: usize,
     pub packets: usize,
@@ -47,6 +91,7 @@ pub struct HitrateReport {
     pub flows: usize,
     pub packets: usize,
     pub zipf: f64,
+    pub feed: Feed,
     pub rows: Vec<HitrateRow>,
 }
 
@@ -58,6 +103,7 @@ fn one(
     stream: &[kairo_flow::FlowKey],
     limit: usize,
     mods: &[FlowMod],
+    how: Feed,
 ) -> Result<(usize, u64, u64, f64), String> {
     let mut dp = Datapath::new(DpConfig {
         flow_limit: limit,
@@ -66,9 +112,7 @@ fn one(
         ..DpConfig::default()
     });
     let mut sc = SharedControl::new(Control::new(p.clone(), kind));
-    for k in stream {
-        dp.process_key(k, 64, None, 0, &mut sc);
-    }
+    feed(&mut dp, &mut sc, stream, how);
     let (hits, misses) = (dp.stats.megaflow_hits, dp.stats.misses);
     let mut c = sc.lock();
     let mut t = Vec::with_capacity(mods.len());
@@ -103,9 +147,9 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
     let mut rows = Vec::new();
     for &limit in &opts.limits {
         pb.set_message(format!("limit {limit}"));
-        let (n, hits, misses, ti) = one(&p, EngineKind::Incremental, &stream, limit, &mods)?;
+        let (n, hits, misses, ti) = one(&p, EngineKind::Incremental, &stream, limit, &mods, opts.feed)?;
         pb.inc(1);
-        let (_, _, _, tf) = one(&p, EngineKind::Full, &stream, limit, &mods)?;
+        let (_, _, _, tf) = one(&p, EngineKind::Full, &stream, limit, &mods, opts.feed)?;
         pb.inc(1);
         rows.push(HitrateRow {
             limit,
@@ -123,6 +167,7 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
         flows: flows.len(),
         packets: opts.packets,
         zipf: opts.zipf,
+        feed: opts.feed,
         rows,
     })
 }
@@ -130,8 +175,16 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
 impl HitrateReport {
     pub fn to_table(&self) -> String {
         let mut s = format!(
-            "machine: {}\npipeline {}, {} unique flows, {} packets, Zipf {}\n\n",
-            self.machine, self.pipeline, self.flows, self.packets, self.zipf
+            "machine: {}\npipeline {}, {} unique flows, {} packets ({}), Zipf {}\n\n",
+            self.machine,
+            self.pipeline,
+            self.flows,
+            self.packets,
+            match self.feed {
+                Feed::Keys => "fed as keys",
+                Feed::Packets => "fed as Ethernet frames",
+            },
+            self.zipf
         );
         let rows: Vec<Vec<String>> = self
             .rows
@@ -244,6 +297,7 @@ mod tests {
     #[test]
     fn larger_caches_hit_more_and_the_plot_is_written() {
         let opts = HitrateOpts {
+            feed: Feed::Keys,
             limits: vec![200, 2000],
             flows: 3000,
             packets: 8000,
@@ -262,5 +316,27 @@ mod tests {
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.contains("<svg") && svg.contains("polyline"), "not an SVG with lines");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn packets_and_keys_meet_the_same_caches() {
+        // The same stream fed as frames (parsed, batched) and as keys: the
+        // caches see the same flows, so hits, misses and sizes agree.
+        let mut opts = HitrateOpts {
+            feed: Feed::Keys,
+            limits: vec![300],
+            flows: 2000,
+            packets: 5000,
+            zipf: 0.95,
+            updates: 2,
+            seed: 4,
+            progress: false,
+        };
+        let keys = run(&opts).unwrap();
+        opts.feed = Feed::Packets;
+        let packets = run(&opts).unwrap();
+        let (k, p) = (&keys.rows[0], &packets.rows[0]);
+        assert_eq!((k.entries, k.misses), (p.entries, p.misses));
+        assert!((k.hit_rate_pct - p.hit_rate_pct).abs() < 1e-9);
     }
 }

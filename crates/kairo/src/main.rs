@@ -119,8 +119,11 @@ enum BenchCmd {
         #[arg(long, value_delimiter = ',', default_value = "10k,50k,100k,200k")]
         limits: Vec<String>,
         /// Unique flows.
-        #[arg(long, default_value = "300k")]
+        #[arg(long, default_value = "1m")]
         flows: String,
+        /// keys (flow keys into the caches) or packets (frames parsed and forwarded in batches).
+        #[arg(long, default_value = "keys")]
+        feed: String,
         /// Packets in the stream.
         #[arg(long, default_value = "1m")]
         packets: String,
@@ -265,13 +268,16 @@ fn run(cli: Cli) -> Result<()> {
             emit(&report, report.to_table(), json.as_deref())?;
             Ok(())
         }
-        Cmd::Bench { what: Some(BenchCmd::Hitrate { limits, flows, packets, zipf, updates, json, plot, seed }) } => {
+        Cmd::Bench {
+            what: Some(BenchCmd::Hitrate { limits, flows, feed, packets, zipf, updates, json, plot, seed }),
+        } => {
             let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);
             let limits = limits.iter().map(|s| size(s)).collect::<Result<Vec<_>>>()?;
             if zipf.is_nan() || zipf <= 0.0 {
                 anyhow::bail!("--zipf must be positive");
             }
             let opts = kairo_bench::hitrate::HitrateOpts {
+                feed: feed.parse().map_err(anyhow::Error::msg)?,
                 limits,
                 flows: size(&flows)?,
                 packets: size(&packets)?,
