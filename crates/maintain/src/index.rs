@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use kairo_classifier::RuleId;
 use kairo_flow::parse::prefix_mask;
-use kairo_flow::{Field, FlowKey, FlowMask, Match};
+use kairo_flow::{Field, FlowMask, Match};
 use kairo_xlate::{Outcome, Pipeline, Traversal};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -22,21 +22,17 @@ use crate::Megaflow;
 
 pub type EntryId = u32;
 
-/// One visit of an entry at a table: the outcome and which key version the
-/// lookup saw (the key itself is rebuilt from the megaflow's traversal).
-#[derive(Clone, Debug)]
-struct Visit {
-    table: u8,
-    outcome: Outcome,
-    step: u16,
-    /// (value, prefix length) under which the entry is indexed at this table.
-    slot: (u64, u8),
-}
+/// The (value aligned to len, prefix length) under which an entry is indexed
+/// at the table of one step of its traversal.
+type Slot = (u64, u8);
 
+/// One entry: the megaflow, the traversal it is registered under (shared
+/// with the megaflow, so the table, outcome and key version of each visit
+/// are read from it rather than copied), and its index slot per step.
 struct Entry {
     mf: Arc<Megaflow>,
-    visits: Vec<Visit>,
-    groups: Vec<u32>,
+    trav: Arc<Traversal>,
+    slots: Box<[Slot]>,
 }
 
 /// Per-table prefix index over one field chosen for the table.
@@ -110,10 +106,10 @@ impl Index {
         m
     }
 
-    /// The visits (and their index slots) of a traversal.
-    fn visits_of(&mut self, p: &Pipeline, mf: &Megaflow, trav: &Traversal) -> Vec<Visit> {
+    /// The index slot of each step of a traversal.
+    fn slots_of(&mut self, p: &Pipeline, mf: &Megaflow, trav: &Traversal) -> Box<[Slot]> {
         let region = self.region(mf);
-        let mut visits = Vec::with_capacity(trav.steps.len());
+        let mut slots = Vec::with_capacity(trav.steps.len());
         for st in &trav.steps {
             let kt = trav.key_at(&mf.rep, st);
             let ti = self.tables.entry(st.table).or_insert_with(|| TableIndex {
@@ -123,57 +119,46 @@ impl Index {
             });
             let f = ti.field;
             let len = leading_ones(region.get(f), f.bits());
-            let val = kt.get(f) & prefix_mask(len as u32, f.bits());
-            visits.push(Visit { table: st.table, outcome: st.outcome, step: visits.len() as u16, slot: (val, len) });
+            slots.push((kt.get(f) & prefix_mask(len as u32, f.bits()), len));
         }
-        visits
+        slots.into_boxed_slice()
     }
 
-    fn add_visit(&mut self, id: EntryId, v: &Visit) {
-        self.add_outcome(id, v);
-        self.add_slot(id, v);
-    }
-
-    fn add_outcome(&mut self, id: EntryId, v: &Visit) {
-        match v.outcome {
+    fn add_outcome(&mut self, id: EntryId, table: u8, outcome: Outcome) {
+        match outcome {
             Outcome::Rule(r) => self.by_rule.entry(r).or_default().insert(id),
-            Outcome::Miss => self.by_miss.entry(v.table).or_default().insert(id),
+            Outcome::Miss => self.by_miss.entry(table).or_default().insert(id),
         };
     }
 
-    fn add_slot(&mut self, id: EntryId, v: &Visit) {
-        if let Some(ti) = self.tables.get_mut(&v.table) {
-            if ti.set.insert((v.slot.0, v.slot.1, id)) {
-                ti.lens[v.slot.1 as usize] += 1;
+    fn add_slot(&mut self, id: EntryId, table: u8, slot: Slot) {
+        if let Some(ti) = self.tables.get_mut(&table) {
+            if ti.set.insert((slot.0, slot.1, id)) {
+                ti.lens[slot.1 as usize] += 1;
             }
         }
     }
 
-    fn del_visit(&mut self, id: EntryId, v: &Visit) {
-        self.del_outcome(id, v);
-        self.del_slot(id, v);
-    }
-
-    fn del_outcome(&mut self, id: EntryId, v: &Visit) {
-        let set = match v.outcome {
+    fn del_outcome(&mut self, id: EntryId, table: u8, outcome: Outcome) {
+        let set = match outcome {
             Outcome::Rule(r) => self.by_rule.get_mut(&r),
-            Outcome::Miss => self.by_miss.get_mut(&v.table),
+            Outcome::Miss => self.by_miss.get_mut(&table),
         };
         if let Some(s) = set {
             s.remove(&id);
             if s.is_empty() {
-                match v.outcome {
+                match outcome {
                     Outcome::Rule(r) => self.by_rule.remove(&r),
-                    Outcome::Miss => self.by_miss.remove(&v.table),
+                    Outcome::Miss => self.by_miss.remove(&table),
                 };
             }
         }
     }
 
-    fn del_slot(&mut self, id: EntryId, v: &Visit) {
-        if let Some(ti) = self.tables.get_mut(&v.table) {
-            if ti.set.remove(&(v.slot.0, v.slot.1, id)) {
-                ti.lens[v.slot.1 as usize] -= 1;
+    fn del_slot(&mut self, id: EntryId, table: u8, slot: Slot) {
+        if let Some(ti) = self.tables.get_mut(&table) {
+            if ti.set.remove(&(slot.0, slot.1, id)) {
+                ti.lens[slot.1 as usize] -= 1;
             }
         }
     }
@@ -185,24 +170,14 @@ impl Index {
         groups
     }
 
-    fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, trav: &Traversal) {
-        let visits = self.visits_of(p, mf, trav);
-        for v in &visits {
-            self.add_visit(id, v);
-        }
-        let groups = Self::groups_of(trav);
-        for &g in &groups {
+    fn add_groups(&mut self, id: EntryId, groups: &[u32]) {
+        for &g in groups {
             self.by_group.entry(g).or_default().insert(id);
         }
-        self.entries[id as usize] = Some(Entry { mf: mf.clone(), visits, groups });
     }
 
-    fn unregister(&mut self, id: EntryId) -> Option<Entry> {
-        let e = self.entries.get_mut(id as usize)?.take()?;
-        for v in &e.visits {
-            self.del_visit(id, v);
-        }
-        for g in &e.groups {
+    fn del_groups(&mut self, id: EntryId, groups: &[u32]) {
+        for g in groups {
             if let Some(s) = self.by_group.get_mut(g) {
                 s.remove(&id);
                 if s.is_empty() {
@@ -210,6 +185,25 @@ impl Index {
                 }
             }
         }
+    }
+
+    fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, trav: Arc<Traversal>) {
+        let slots = self.slots_of(p, mf, &trav);
+        for (st, &slot) in trav.steps.iter().zip(slots.iter()) {
+            self.add_outcome(id, st.table, st.outcome);
+            self.add_slot(id, st.table, slot);
+        }
+        self.add_groups(id, &Self::groups_of(&trav));
+        self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav, slots });
+    }
+
+    fn unregister(&mut self, id: EntryId) -> Option<Entry> {
+        let e = self.entries.get_mut(id as usize)?.take()?;
+        for (st, &slot) in e.trav.steps.iter().zip(e.slots.iter()) {
+            self.del_outcome(id, st.table, st.outcome);
+            self.del_slot(id, st.table, slot);
+        }
+        self.del_groups(id, &Self::groups_of(&e.trav));
         Some(e)
     }
 
@@ -228,58 +222,52 @@ impl Index {
         };
         self.by_ptr.insert(key, id);
         let trav = mf.traversal();
-        self.register(p, id, &mf, &trav);
+        self.register(p, id, &mf, trav);
         id
     }
 
     /// Re-registers an entry whose traversal was replaced by `new`: removes
     /// only the registrations that changed (usually from the table whose rule
     /// changed onwards), then asserts the new ones.
-    pub fn reindex_if_needed(&mut self, p: &Pipeline, id: EntryId, _old: &Traversal, new: &Traversal) {
+    pub fn reindex_if_needed(&mut self, p: &Pipeline, id: EntryId, new: &Arc<Traversal>) {
         let Some(e) = self.entries.get_mut(id as usize).and_then(|e| e.take()) else { return };
-        let visits = self.visits_of(p, &e.mf, new);
+        let slots = self.slots_of(p, &e.mf, new);
         // Two registrations per visit, each a set shared by the visits to the
         // same table: its outcome and its slot. Remove the ones that changed,
         // add the new ones, and re-assert unchanged ones that shared a
         // registration with a removed one.
-        let same_o = |a: &Visit, b: &Visit| a.table == b.table && a.outcome == b.outcome;
-        let same_s = |a: &Visit, b: &Visit| a.table == b.table && a.slot == b.slot;
-        let (mut gone_o, mut gone_s): (Vec<&Visit>, Vec<&Visit>) = (Vec::new(), Vec::new());
-        for (i, v) in e.visits.iter().enumerate() {
-            let n = visits.get(i);
+        type V = (u8, Outcome, Slot);
+        let old: Vec<V> = e.trav.steps.iter().zip(e.slots.iter()).map(|(s, &sl)| (s.table, s.outcome, sl)).collect();
+        let now: Vec<V> = new.steps.iter().zip(slots.iter()).map(|(s, &sl)| (s.table, s.outcome, sl)).collect();
+        let same_o = |a: &V, b: &V| a.0 == b.0 && a.1 == b.1;
+        let same_s = |a: &V, b: &V| a.0 == b.0 && a.2 == b.2;
+        let (mut gone_o, mut gone_s): (Vec<&V>, Vec<&V>) = (Vec::new(), Vec::new());
+        for (i, v) in old.iter().enumerate() {
+            let n = now.get(i);
             if n.is_none_or(|n| !same_o(v, n)) {
-                self.del_outcome(id, v);
+                self.del_outcome(id, v.0, v.1);
                 gone_o.push(v);
             }
             if n.is_none_or(|n| !same_s(v, n)) {
-                self.del_slot(id, v);
+                self.del_slot(id, v.0, v.2);
                 gone_s.push(v);
             }
         }
-        for (i, v) in visits.iter().enumerate() {
-            let o = e.visits.get(i);
+        for (i, v) in now.iter().enumerate() {
+            let o = old.get(i);
             if o.is_none_or(|o| !same_o(o, v)) || gone_o.iter().any(|d| same_o(d, v)) {
-                self.add_outcome(id, v);
+                self.add_outcome(id, v.0, v.1);
             }
             if o.is_none_or(|o| !same_s(o, v)) || gone_s.iter().any(|d| same_s(d, v)) {
-                self.add_slot(id, v);
+                self.add_slot(id, v.0, v.2);
             }
         }
-        let groups = Self::groups_of(new);
-        if groups != e.groups {
-            for g in &e.groups {
-                if let Some(s) = self.by_group.get_mut(g) {
-                    s.remove(&id);
-                    if s.is_empty() {
-                        self.by_group.remove(g);
-                    }
-                }
-            }
-            for &g in &groups {
-                self.by_group.entry(g).or_default().insert(id);
-            }
+        let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(new));
+        if groups != was {
+            self.del_groups(id, &was);
+            self.add_groups(id, &groups);
         }
-        self.entries[id as usize] = Some(Entry { mf: e.mf, visits, groups });
+        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new.clone(), slots });
     }
 
     /// Removes an entry.
@@ -340,9 +328,9 @@ impl Index {
         for id in cands {
             let Some(e) = self.entries[id as usize].as_ref() else { continue };
             let region = self.region(&e.mf);
-            let trav = e.mf.traversal();
-            let hit = e.visits.iter().filter(|vi| vi.table == t).any(|vi| {
-                let loses = match vi.outcome {
+            let trav = &e.trav;
+            let hit = trav.steps.iter().filter(|st| st.table == t).any(|st| {
+                let loses = match st.outcome {
                     Outcome::Miss => true,
                     Outcome::Rule(r) => {
                         p.table(t).and_then(|tb| tb.cls.get(r)).is_none_or(|old| old.priority < priority)
@@ -353,9 +341,7 @@ impl Index {
                     for i in 0..common.w.len() {
                         common.w[i] &= m.mask().w[i];
                     }
-                    let kt: FlowKey =
-                        trav.steps.get(vi.step as usize).map_or(e.mf.rep, |st| trav.key_at(&e.mf.rep, st));
-                    kt.eq_masked(m.key(), &common)
+                    trav.key_at(&e.mf.rep, st).eq_masked(m.key(), &common)
                 }
             });
             if hit {
@@ -367,8 +353,8 @@ impl Index {
 
     /// Approximate bytes held by the index (for the memory figure).
     pub fn approx_bytes(&self) -> usize {
-        let visits: usize = self.entries.iter().flatten().map(|e| e.visits.len()).sum();
-        let per_visit = std::mem::size_of::<Visit>() + 24 /* BTreeSet slot */ + 16 /* rule set slot */;
+        let visits: usize = self.entries.iter().flatten().map(|e| e.slots.len()).sum();
+        let per_visit = std::mem::size_of::<Slot>() + 24 /* BTreeSet slot */ + 16 /* rule set slot */;
         self.entries.len() * (std::mem::size_of::<Option<Entry>>() + 16) + visits * per_visit
     }
 }

@@ -214,15 +214,14 @@ impl Engine for Incremental {
             let Some(mf) = self.index.get(id).cloned() else { continue };
             rep.examined += 1;
             let v = revalidate::revalidate(p, &mf, &self.po);
-            let old = matches!(v, Verdict::Update(_)).then(|| mf.traversal());
             let (k, u, e) = act(&mf, v, moved);
             rep.kept += k;
             rep.updated += u;
             rep.evicted += e;
             if e > 0 {
                 self.index.remove(id);
-            } else if let Some(old) = old {
-                self.index.reindex_if_needed(p, id, &old, &mf.traversal());
+            } else if u > 0 {
+                self.index.reindex_if_needed(p, id, &mf.traversal());
             }
         }
         rep.ttu = start.elapsed();

@@ -326,8 +326,9 @@ fn readers_see_old_or_new_actions_and_only_new_after_the_ack() {
     let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let lookups = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (mut sc, acked, stop) = (sc.clone(), acked.clone(), stop.clone());
+        let (mut sc, acked, stop, lookups) = (sc.clone(), acked.clone(), stop.clone(), lookups.clone());
         std::thread::spawn(move || -> Result<u64, String> {
             let mut dp = Datapath::new(DpConfig { emc_insert_inv_prob: 1, ..DpConfig::default() });
             let keys: Vec<FlowKey> = (0..64).map(|i| key(&format!("in_port=1,ip,nw_dst=10.2.{i}.1"))).collect();
@@ -348,6 +349,7 @@ fn readers_see_old_or_new_actions_and_only_new_after_the_ack() {
                         return Err(format!("saw version {v} from the future (acked {after})"));
                     }
                     n += 1;
+                    lookups.store(n, Ordering::Release);
                 }
             }
             Ok(n)
@@ -370,7 +372,13 @@ fn readers_see_old_or_new_actions_and_only_new_after_the_ack() {
         }
         drop(c);
         acked.store(v, Ordering::Release);
-        std::thread::yield_now();
+        // Let the reader look up after every acknowledgement (bounded wait:
+        // on a loaded machine it may be descheduled for a while).
+        let (seen, deadline) =
+            (lookups.load(Ordering::Acquire), std::time::Instant::now() + std::time::Duration::from_secs(2));
+        while lookups.load(Ordering::Acquire) == seen && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
     }
     stop.store(true, Ordering::Release);
     let n = reader.join().expect("reader thread").unwrap_or_else(|e| panic!("{e}"));

@@ -265,7 +265,7 @@ impl Antrea {
     pub fn traffic_iter(&self, rng_seed: u64) -> impl Iterator<Item = kairo_flow::FlowKey> + Send + 'static {
         use kairo_flow::{Field, FlowKey};
         let mut rng = StdRng::seed_from_u64(rng_seed ^ 0xa17e);
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = crate::SeenFlows::default();
         let cfg = self.cfg.clone();
         std::iter::from_fn(move || {
             for _ in 0..1000 {
@@ -286,7 +286,7 @@ impl Antrea {
                 };
                 let sport = rng.gen_range(1024..=65535u16) as u64;
                 let ct = if rng.gen_bool(0.5) { 0x21 } else { 0x22 };
-                if !seen.insert((src, dst_ip, sport as u16, dport as u16, ct as u8)) {
+                if !seen.insert(((src as u64) << 32) | dst_ip as u64, (sport << 24) | (dport << 8) | ct) {
                     continue;
                 }
                 let mut k = FlowKey::ZERO;

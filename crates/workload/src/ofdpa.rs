@@ -254,7 +254,7 @@ impl Ofdpa {
     pub fn traffic_iter(&self, rng_seed: u64) -> impl Iterator<Item = kairo_flow::FlowKey> + Send + 'static {
         use kairo_flow::{Field, FlowKey};
         let mut rng = StdRng::seed_from_u64(rng_seed ^ 0x7af1c);
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = crate::SeenFlows::default();
         let (routes, acls, ports) = (self.routes.clone(), self.acls.clone(), self.cfg.ports);
         std::iter::from_fn(move || {
             for _ in 0..1000 {
@@ -280,7 +280,7 @@ impl Ofdpa {
                         dport = (v | (rng.gen::<u16>() & !m)) as u64;
                     }
                 }
-                if !seen.insert((src, dst, sport as u16, dport as u16, proto as u8)) {
+                if !seen.insert(((src as u64) << 32) | dst as u64, (sport << 24) | (dport << 8) | proto) {
                     continue;
                 }
                 let port = rng.gen_range(1..=ports);
