@@ -13,7 +13,7 @@ use kairo_maintain::shared::SharedControl;
 use kairo_maintain::{parse_command, Control, EngineKind, FlowMod};
 use kairo_xlate::Pipeline;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_distr::Distribution;
 
 use crate::ttu::{workload, PipelineKind};
@@ -133,11 +133,15 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
     if flows.is_empty() {
         return Err("no flows".into());
     }
-    let zipf =
-        rand_distr::Zipf::new(flows.len() as u64, opts.zipf).map_err(|e| format!("--zipf {}: {e}", opts.zipf))?;
     let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x21bf);
-    let stream: Vec<_> =
-        (0..opts.packets).map(|_| flows[(zipf.sample(&mut rng) as usize - 1).min(flows.len() - 1)]).collect();
+    // Zipf popularity with exponent `zipf`, or uniform when it is 0.
+    let stream: Vec<_> = if opts.zipf == 0.0 {
+        (0..opts.packets).map(|_| flows[rng.gen_range(0..flows.len())]).collect()
+    } else {
+        let zipf = rand_distr::Zipf::new(flows.len() as u64, opts.zipf)
+            .map_err(|e| format!("--zipf {}: {e}", opts.zipf))?;
+        (0..opts.packets).map(|_| flows[(zipf.sample(&mut rng) as usize - 1).min(flows.len() - 1)]).collect()
+    };
     let mods: Vec<FlowMod> = wl
         .updates
         .iter()
@@ -175,7 +179,7 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
 impl HitrateReport {
     pub fn to_table(&self) -> String {
         let mut s = format!(
-            "machine: {}\npipeline {}, {} unique flows, {} packets ({}), Zipf {}\n\n",
+            "machine: {}\npipeline {}, {} unique flows, {} packets ({}), popularity {}\n\n",
             self.machine,
             self.pipeline,
             self.flows,
@@ -184,7 +188,7 @@ impl HitrateReport {
                 Feed::Keys => "fed as keys",
                 Feed::Packets => "fed as Ethernet frames",
             },
-            self.zipf
+            if self.zipf == 0.0 { "uniform".to_string() } else { format!("Zipf {}", self.zipf) }
         );
         let rows: Vec<Vec<String>> = self
             .rows

@@ -127,7 +127,7 @@ enum BenchCmd {
         /// Packets in the stream.
         #[arg(long, default_value = "1m")]
         packets: String,
-        /// Zipf exponent of flow popularity (0.9, 0.95, 0.99 as in NetCache).
+        /// Zipf exponent of flow popularity (0.9, 0.95, 0.99 as in NetCache); 0 for uniform.
         #[arg(long, default_value_t = 0.99)]
         zipf: f64,
         #[arg(long, default_value_t = 10)]
@@ -273,8 +273,8 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);
             let limits = limits.iter().map(|s| size(s)).collect::<Result<Vec<_>>>()?;
-            if zipf.is_nan() || zipf <= 0.0 {
-                anyhow::bail!("--zipf must be positive");
+            if zipf.is_nan() || zipf < 0.0 {
+                anyhow::bail!("--zipf must be 0 (uniform popularity) or positive");
             }
             let opts = kairo_bench::hitrate::HitrateOpts {
                 feed: feed.parse().map_err(anyhow::Error::msg)?,
