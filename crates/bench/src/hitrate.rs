@@ -138,8 +138,8 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
     let stream: Vec<_> = if opts.zipf == 0.0 {
         (0..opts.packets).map(|_| flows[rng.gen_range(0..flows.len())]).collect()
     } else {
-        let zipf = rand_distr::Zipf::new(flows.len() as u64, opts.zipf)
-            .map_err(|e| format!("--zipf {}: {e}", opts.zipf))?;
+        let zipf =
+            rand_distr::Zipf::new(flows.len() as u64, opts.zipf).map_err(|e| format!("--zipf {}: {e}", opts.zipf))?;
         (0..opts.packets).map(|_| flows[(zipf.sample(&mut rng) as usize - 1).min(flows.len() - 1)]).collect()
     };
     let mods: Vec<FlowMod> = wl
