@@ -86,16 +86,9 @@ impl FwdReport {
 
 /// The benchmark frame of flow `i`.
 fn frame(i: usize, len: usize) -> Vec<u8> {
-    let mut k = FlowKey::ZERO;
-    k.set(Field::EthSrc, 0x0200_0000_0a01);
-    k.set(Field::EthDst, 0x0200_0000_0a02);
-    k.set(Field::EthType, 0x0800);
-    k.set(Field::IpSrc, 0x0a63_0001);
-    k.set(Field::IpDst, 0x0a63_0002);
-    k.set(Field::IpProto, 17);
-    k.set(Field::IpTtl, 64);
-    k.set(Field::TpSrc, 10_000 + i as u64);
-    k.set(Field::TpDst, MARK_PORT);
+    let k = FlowKey::ipv4(0, 0x0200_0000_0a01, 0x0200_0000_0a02, 0x0a63_0001, 0x0a63_0002, 17)
+        .with(Field::TpSrc, 10_000 + i as u64)
+        .with(Field::TpDst, MARK_PORT);
     let payload = vec![0u8; len.max(60).saturating_sub(42)];
     kairo_wire::emit::frame(&k, &payload)
 }

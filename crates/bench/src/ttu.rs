@@ -112,18 +112,11 @@ pub fn flows_iter(seed: u64) -> impl Iterator<Item = FlowKey> + Send + 'static {
         if !seen.insert(((src as u64) << 32) | dst as u64, ((sport as u64) << 16) | dport as u64) {
             continue;
         }
-        let mut k = FlowKey::ZERO;
         use kairo_flow::Field;
-        k.set(Field::InPort, rng.gen_range(1..=4u64));
-        k.set(Field::EthDst, 0xaa01);
-        k.set(Field::EthSrc, 0x0200_0000_0001);
-        k.set(Field::EthType, 0x0800);
-        k.set(Field::IpProto, 6);
-        k.set(Field::IpSrc, src as u64);
-        k.set(Field::IpDst, dst as u64);
-        k.set(Field::IpTtl, 64);
-        k.set(Field::TpSrc, sport as u64);
-        k.set(Field::TpDst, dport as u64);
+        let port = rng.gen_range(1..=4u32);
+        let k = FlowKey::ipv4(port, 0x0200_0000_0001, 0xaa01, src, dst, 6)
+            .with(Field::TpSrc, sport as u64)
+            .with(Field::TpDst, dport as u64);
         return Some(k);
     })
 }

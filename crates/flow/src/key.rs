@@ -42,6 +42,27 @@ fn set_field(words: &mut [u64; WORDS], f: Field, v: u64) {
 impl FlowKey {
     pub const ZERO: FlowKey = FlowKey { w: [0; WORDS] };
 
+    /// The key of an IPv4 packet from `in_port`: Ethernet and IP addresses,
+    /// IP protocol, TTL 64; add L4 ports and the rest with [`FlowKey::with`].
+    pub fn ipv4(in_port: u32, eth_src: u64, eth_dst: u64, ip_src: u32, ip_dst: u32, proto: u8) -> FlowKey {
+        FlowKey::ZERO
+            .with(Field::InPort, in_port as u64)
+            .with(Field::EthSrc, eth_src)
+            .with(Field::EthDst, eth_dst)
+            .with(Field::EthType, 0x0800)
+            .with(Field::IpSrc, ip_src as u64)
+            .with(Field::IpDst, ip_dst as u64)
+            .with(Field::IpProto, proto as u64)
+            .with(Field::IpTtl, 64)
+    }
+
+    /// This key with `f` set to `v` (for building keys in one expression).
+    #[must_use]
+    pub fn with(mut self, f: Field, v: u64) -> FlowKey {
+        self.set(f, v);
+        self
+    }
+
     #[inline]
     pub fn get(&self, f: Field) -> u64 {
         get_field(&self.w, f)

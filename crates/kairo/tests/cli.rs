@@ -13,17 +13,9 @@ fn kairo(args: &[&str]) -> (bool, String, String) {
 }
 
 fn key(dst: u32, tp_dst: u16) -> FlowKey {
-    let mut k = FlowKey::ZERO;
-    k.set(Field::EthSrc, 0x0200_0000_0001);
-    k.set(Field::EthDst, 0x0200_0000_0002);
-    k.set(Field::EthType, 0x0800);
-    k.set(Field::IpSrc, 0x0a00_0001);
-    k.set(Field::IpDst, dst as u64);
-    k.set(Field::IpProto, 6);
-    k.set(Field::IpTtl, 64);
-    k.set(Field::TpSrc, 40000);
-    k.set(Field::TpDst, tp_dst as u64);
-    k
+    FlowKey::ipv4(0, 0x0200_0000_0001, 0x0200_0000_0002, 0x0a00_0001, dst, 6)
+        .with(Field::TpSrc, 40000)
+        .with(Field::TpDst, tp_dst as u64)
 }
 
 fn read_pcap(p: &Path) -> Vec<Vec<u8>> {

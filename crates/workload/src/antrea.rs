@@ -289,18 +289,10 @@ impl Antrea {
                 if !seen.insert(((src as u64) << 32) | dst_ip as u64, (sport << 24) | (dport << 8) | ct) {
                     continue;
                 }
-                let mut k = FlowKey::ZERO;
-                k.set(Field::InPort, pod_port(src) as u64);
-                k.set(Field::EthSrc, pod_mac(src));
-                k.set(Field::EthDst, GW_MAC);
-                k.set(Field::EthType, 0x0800);
-                k.set(Field::IpProto, proto);
-                k.set(Field::IpSrc, pod_ip(src) as u64);
-                k.set(Field::IpDst, dst_ip as u64);
-                k.set(Field::IpTtl, 64);
-                k.set(Field::TpSrc, sport);
-                k.set(Field::TpDst, dport);
-                k.set(Field::CtState, ct);
+                let k = FlowKey::ipv4(pod_port(src), pod_mac(src), GW_MAC, pod_ip(src), dst_ip, proto as u8)
+                    .with(Field::TpSrc, sport)
+                    .with(Field::TpDst, dport)
+                    .with(Field::CtState, ct);
                 return Some(k);
             }
             None

@@ -284,17 +284,9 @@ impl Ofdpa {
                     continue;
                 }
                 let port = rng.gen_range(1..=ports);
-                let mut k = FlowKey::ZERO;
-                k.set(Field::InPort, port as u64);
-                k.set(Field::EthSrc, 0x0200_0000_0100 | port as u64);
-                k.set(Field::EthDst, ROUTER_MAC);
-                k.set(Field::EthType, 0x0800);
-                k.set(Field::IpProto, proto);
-                k.set(Field::IpSrc, src as u64);
-                k.set(Field::IpDst, dst as u64);
-                k.set(Field::IpTtl, 64);
-                k.set(Field::TpSrc, sport);
-                k.set(Field::TpDst, dport);
+                let k = FlowKey::ipv4(port, 0x0200_0000_0100 | port as u64, ROUTER_MAC, src, dst, proto as u8)
+                    .with(Field::TpSrc, sport)
+                    .with(Field::TpDst, dport);
                 return Some(k);
             }
             None

@@ -74,18 +74,9 @@ pub fn call(c: &mut Client, cmd: &str, args: &[&str]) -> Result<String, String> 
 }
 
 pub fn udp_key(in_port: u32, src: u64, tp_src: u16, tp_dst: u16) -> FlowKey {
-    let mut k = FlowKey::ZERO;
-    k.set(Field::InPort, in_port as u64);
-    k.set(Field::EthSrc, src);
-    k.set(Field::EthDst, 0x0200_0000_0002);
-    k.set(Field::EthType, 0x0800);
-    k.set(Field::IpSrc, 0x0a00_0001);
-    k.set(Field::IpDst, 0x0a00_0002);
-    k.set(Field::IpProto, 17);
-    k.set(Field::IpTtl, 64);
-    k.set(Field::TpSrc, tp_src as u64);
-    k.set(Field::TpDst, tp_dst as u64);
-    k
+    FlowKey::ipv4(in_port, src, 0x0200_0000_0002, 0x0a00_0001, 0x0a00_0002, 17)
+        .with(Field::TpSrc, tp_src as u64)
+        .with(Field::TpDst, tp_dst as u64)
 }
 
 /// Waits (bounded) for `n` frames out of a port.
