@@ -12,7 +12,7 @@
 //! several clients work at once.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,9 @@ use kairo_ofproto::{parse_flow_file, parse_group_file};
 use serde::{Deserialize, Serialize};
 
 use crate::{lock, PortCounters, Switch};
+
+/// The longest request line accepted (an add-flows file of about a million flows).
+pub const MAX_REQUEST: u64 = 256 << 20;
 
 /// One request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -364,9 +367,23 @@ pub fn serve(sw: Arc<Switch>, path: &Path, stop: Arc<AtomicBool>) -> std::io::Re
 fn connection(sw: &Switch, s: UnixStream) {
     let _ = s.set_nonblocking(false);
     let Ok(mut w) = s.try_clone() else { return };
-    let r = BufReader::new(s);
-    for line in r.lines() {
-        let Ok(line) = line else { return };
+    let mut r = BufReader::new(s);
+    let send = |w: &mut UnixStream, reply: &Reply| -> bool {
+        let Ok(mut text) = serde_json::to_string(reply) else { return false };
+        text.push('\n');
+        w.write_all(text.as_bytes()).is_ok()
+    };
+    loop {
+        let mut line = String::new();
+        match (&mut r).take(MAX_REQUEST).read_line(&mut line) {
+            Ok(0) | Err(_) => return, // closed, or not UTF-8 (nothing sensible to answer)
+            Ok(_) => {}
+        }
+        if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
+            let error = format!("request longer than {} MiB; closing the connection", MAX_REQUEST >> 20);
+            send(&mut w, &Reply { ok: false, output: String::new(), error });
+            return;
+        }
         if line.trim().is_empty() {
             continue;
         }
@@ -377,9 +394,7 @@ fn connection(sw: &Switch, s: UnixStream) {
             },
             Err(e) => Reply { ok: false, output: String::new(), error: format!("malformed request: {e}") },
         };
-        let Ok(mut text) = serde_json::to_string(&reply) else { return };
-        text.push('\n');
-        if w.write_all(text.as_bytes()).is_err() {
+        if !send(&mut w, &reply) {
             return;
         }
     }
