@@ -196,6 +196,8 @@ pub struct TtuRow {
     /// so far (MiB; Linux, 0 elsewhere).
     pub rss_mib: f64,
     pub peak_rss_mib: f64,
+    /// Distinct traversals the cache's megaflows share (hash-consed at install).
+    pub distinct_traversals: usize,
     /// Per kind of update: (kind, count, TTU median us, affected median).
     pub by_kind: Vec<(String, usize, f64, f64)>,
 }
@@ -436,7 +438,8 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let mut rows = Vec::new();
     for &n in &opts.entries {
         for &kind in &opts.engines {
-            let (_dp, sc) = fill(&p, kind, wl.keys(), n, opts.progress)?;
+            let (dp, sc) = fill(&p, kind, wl.keys(), n, opts.progress)?;
+            let distinct_traversals = dp.n_shared().1;
             let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1024.0 * 1024.0);
             let rss_mib = mib(crate::resident_bytes());
             let mut c = sc.lock();
@@ -503,6 +506,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 index_bytes_per_entry: index_bytes,
                 rss_mib,
                 peak_rss_mib: mib(crate::peak_resident_bytes()),
+                distinct_traversals,
                 by_kind,
             });
         }
