@@ -23,12 +23,20 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v tcpdump >/dev/null 2>&1 || missing="$missing tcpdump"
   if [ -n "$missing" ]; then
     echo "== installing$missing for the network-namespace tests"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null; then
-      apt-get update -q >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null 2>&1; then
+      { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null 2>&1; } ||
+        echo "== could not install$missing: the tests that need them will say SKIPPED"
     fi
   fi
-  export KAIRO_REQUIRE_NETNS=1
+  # Required when this machine can make namespaces (a probe); otherwise the
+  # tests print SKIPPED with the reason and the summary counts them.
+  probe="kairo-ci-probe-$$"
+  if ip netns add "$probe" 2>/dev/null; then
+    ip netns del "$probe"
+    export KAIRO_REQUIRE_NETNS=1
+  else
+    echo "== network namespaces unavailable here: the switch's namespace tests will say SKIPPED"
+  fi
 fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
