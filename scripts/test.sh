@@ -31,11 +31,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # Required when this machine can make namespaces (a probe); otherwise the
   # tests print SKIPPED with the reason and the summary counts them.
   probe="kairo-ci-probe-$$"
-  if ip netns add "$probe" 2>/dev/null; then
+  if command -v ping >/dev/null 2>&1 && command -v tcpdump >/dev/null 2>&1 && ip netns add "$probe" 2>/dev/null; then
     ip netns del "$probe"
     export KAIRO_REQUIRE_NETNS=1
   else
-    echo "== network namespaces unavailable here: the switch's namespace tests will say SKIPPED"
+    echo "== namespaces or tools unavailable here: the switch's namespace tests will say SKIPPED"
   fi
 fi
 echo "== cargo fmt --check"
