@@ -21,7 +21,7 @@ use kairo_flow::{Field, FlowKey};
 use kairo_maintain::EngineKind;
 use kairo_switch::afpacket::AfPacket;
 use kairo_switch::netns::{self, Netns, Veth};
-use kairo_switch::{Attached, Port, PortCounters, PortInfo, Switch};
+use kairo_switch::{Attached, Port, PortCounters, Switch};
 
 use crate::Machine;
 
@@ -210,15 +210,7 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
                 counters: Default::default(),
             });
         }
-        let info = ports
-            .iter()
-            .map(|p| PortInfo {
-                ofport: p.ofport,
-                name: p.name.clone(),
-                kind: p.io.kind(),
-                counters: p.counters.clone(),
-            })
-            .collect();
+        let info = ports.iter().map(Attached::info).collect();
         let sw = Arc::new(Switch::new(pipeline, EngineKind::Incremental, DpConfig::default(), info));
         let stop = Arc::new(AtomicBool::new(false));
         let fwd = {

@@ -122,10 +122,7 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
         None => Pipeline::new(),
     };
     let ports = open_ports(&a)?;
-    let info: Vec<PortInfo> = ports
-        .iter()
-        .map(|p| PortInfo { ofport: p.ofport, name: p.name.clone(), kind: p.io.kind(), counters: p.counters.clone() })
-        .collect();
+    let info: Vec<PortInfo> = ports.iter().map(Attached::info).collect();
     let cfg = DpConfig { flow_limit: a.flow_limit, max_idle_ms: a.max_idle_ms, ..DpConfig::default() };
     let sw = Arc::new(Switch::new(pipeline, engine, cfg, info));
     let stop = Arc::new(AtomicBool::new(false));

@@ -63,6 +63,13 @@ pub struct PortInfo {
     pub counters: Arc<PortCounters>,
 }
 
+impl Attached {
+    /// What `show` says about this port.
+    pub fn info(&self) -> PortInfo {
+        PortInfo { ofport: self.ofport, name: self.name.clone(), kind: self.io.kind(), counters: self.counters.clone() }
+    }
+}
+
 /// Time-to-update of recent updates.
 #[derive(Default)]
 pub struct UpdateLog {

@@ -11,7 +11,7 @@ use kairo_datapath::DpConfig;
 use kairo_flow::{Field, FlowKey};
 use kairo_maintain::EngineKind;
 use kairo_switch::ctl::{serve, Client};
-use kairo_switch::{Attached, MemPeer, MemPort, PortInfo, Switch};
+use kairo_switch::{Attached, MemPeer, MemPort, Switch};
 
 /// A running in-process switch; stops (and joins its threads) on drop.
 pub struct Running {
@@ -49,10 +49,7 @@ pub fn start(flows: &str, n_ports: u32, engine: EngineKind) -> Running {
         ports.push(Attached { ofport: i, name: format!("mem{i}"), io: Box::new(p), counters: Default::default() });
         peers.push(peer);
     }
-    let info = ports
-        .iter()
-        .map(|p| PortInfo { ofport: p.ofport, name: p.name.clone(), kind: p.io.kind(), counters: p.counters.clone() })
-        .collect();
+    let info = ports.iter().map(Attached::info).collect();
     let sw = Arc::new(Switch::new(pipeline, engine, DpConfig::default(), info));
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("ctl.sock");
