@@ -160,10 +160,42 @@ pub fn select_rules(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, Rul
     out
 }
 
-fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>) -> Result<(), ModError> {
+/// How to take back one change to a pipeline (a failed bundle is rolled
+/// back by these, newest first, instead of working on a copy of the rules).
+enum Undo {
+    /// Put this rule back under its id, or remove the id.
+    Rule(u8, RuleId, Option<Arc<Rule>>),
+    Group(u32, Option<Arc<Group>>),
+    Miss(u8, MissBehavior),
+    /// The table did not exist before.
+    Table(u8),
+}
+
+impl Undo {
+    fn revert(self, p: &mut Pipeline) {
+        match self {
+            Undo::Rule(t, id, Some(r)) => p.restore_rule(t, id, r),
+            Undo::Rule(t, id, None) => {
+                p.remove_rule(t, id);
+            }
+            Undo::Group(id, g) => p.restore_group(id, g),
+            Undo::Miss(t, m) => {
+                // The value was accepted before, so it is accepted again.
+                let _ = p.set_miss(t, m);
+            }
+            Undo::Table(t) => p.drop_table_if_unused(t),
+        }
+    }
+}
+
+fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Vec<Undo>) -> Result<(), ModError> {
     match fm {
         FlowMod::Add(rule) => {
+            if p.table(rule.table).is_none() {
+                undo.push(Undo::Table(rule.table));
+            }
             let (id, old) = p.add_rule(rule.clone())?;
+            undo.push(Undo::Rule(rule.table, id, old.clone()));
             out.push(match old {
                 Some(_) => Delta::RuleModified { table: rule.table, id },
                 None => Delta::RuleAdded { table: rule.table, id },
@@ -190,13 +222,15 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>) -> Result<(),
                     kairo_ofproto::action::normalize_vlan(&mut inst.apply, has_vlan);
                     kairo_ofproto::action::normalize_vlan(&mut inst.write, has_vlan);
                 }
-                p.modify_rule(t, id, inst, cookie)?;
+                let old = p.modify_rule(t, id, inst, cookie)?;
+                undo.push(Undo::Rule(t, id, Some(old)));
                 out.push(Delta::RuleModified { table: t, id });
             }
         }
         FlowMod::Delete { strict, spec } => {
             for (t, id) in select_rules(p, spec, *strict) {
                 if let Some(rule) = p.remove_rule(t, id) {
+                    undo.push(Undo::Rule(t, id, Some(rule.clone())));
                     out.push(Delta::RuleRemoved { table: t, id, rule });
                 }
             }
@@ -205,14 +239,16 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>) -> Result<(),
             if p.group(g.id).is_some() {
                 return Err(ModError::GroupExists(g.id));
             }
-            p.set_group(g.clone())?;
+            let old = p.set_group(g.clone())?;
+            undo.push(Undo::Group(g.id, old));
             out.push(Delta::GroupChanged { group: g.id });
         }
         FlowMod::ModGroup(g) => {
             if p.group(g.id).is_none() {
                 return Err(ModError::NoSuchGroup(g.id));
             }
-            p.set_group(g.clone())?;
+            let old = p.set_group(g.clone())?;
+            undo.push(Undo::Group(g.id, old));
             out.push(Delta::GroupChanged { group: g.id });
         }
         FlowMod::DelGroup(which) => {
@@ -244,20 +280,27 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>) -> Result<(),
                     .collect();
                 for (t, id) in users {
                     if let Some(rule) = p.remove_rule(t, id) {
+                        undo.push(Undo::Rule(t, id, Some(rule.clone())));
                         out.push(Delta::RuleRemoved { table: t, id, rule });
                     }
                 }
-                p.remove_group(g)?;
+                let old = p.remove_group(g)?;
+                undo.push(Undo::Group(g, old));
                 out.push(Delta::GroupChanged { group: g });
             }
         }
         FlowMod::SetMiss(t, m) => {
+            let old = p.miss(*t);
+            if p.table(*t).is_none() {
+                undo.push(Undo::Table(*t));
+            }
             p.set_miss(*t, *m)?;
+            undo.push(Undo::Miss(*t, old));
             out.push(Delta::MissChanged { table: *t });
         }
         FlowMod::Bundle(mods) => {
             for m in mods {
-                apply_one(p, m, out)?;
+                apply_one(p, m, out, undo)?;
             }
         }
     }
@@ -265,17 +308,17 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>) -> Result<(),
 }
 
 /// Applies an update to the pipeline: all of it, or (on error) none of it.
+/// A failure halfway through (a bundle, a group delete) is rolled back from
+/// an undo log of what changed: O(changes), never a copy of the rules.
 pub fn apply(p: &mut Pipeline, fm: &FlowMod) -> Result<Vec<Delta>, ModError> {
-    let mut out = Vec::new();
-    match fm {
-        // Multi-step updates that can fail halfway run on a copy of the rules
-        // (O(rules), never O(cache)). Modify validates before it changes anything.
-        FlowMod::Bundle(_) | FlowMod::DelGroup(_) => {
-            let mut copy = p.clone();
-            apply_one(&mut copy, fm, &mut out)?;
-            *p = copy;
+    let (mut out, mut undo) = (Vec::new(), Vec::new());
+    match apply_one(p, fm, &mut out, &mut undo) {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            for u in undo.into_iter().rev() {
+                u.revert(p);
+            }
+            Err(e)
         }
-        _ => apply_one(p, fm, &mut out)?,
     }
-    Ok(out)
 }

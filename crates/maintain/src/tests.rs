@@ -406,3 +406,57 @@ fn idle_expiry_leaves_both_engines() {
         assert!(sc.lock().verify().is_empty());
     }
 }
+
+/// Everything a pipeline holds, ids included, for before/after comparisons.
+fn pipeline_state(p: &Pipeline) -> String {
+    let mut out = String::new();
+    for (t, tb) in p.tables() {
+        let mut rules: Vec<String> = tb.cls.iter().map(|r| format!("{} {}", r.id, r.payload)).collect();
+        rules.sort();
+        out += &format!("table {t} miss {:?}: {}\n", tb.miss, rules.join(" | "));
+    }
+    for g in p.groups() {
+        out += &format!("{g}\n");
+    }
+    out
+}
+
+#[test]
+fn a_failing_bundle_is_rolled_back_exactly() {
+    let mut p = pipeline(
+        "table=0,priority=10,ip,actions=group:1\ntable=0,priority=5,arp,actions=output:2\ntable=1,priority=1,actions=output:3\n",
+        "group_id=1,type=all,bucket=output:1\ngroup_id=2,type=all,bucket=output:2\n",
+    );
+    let before = pipeline_state(&p);
+    let mods = [
+        "add-group group_id=5,type=all,bucket=output:5",
+        "add-flow table=7,priority=3,ip,actions=group:5",
+        "add-flow table=0,priority=10,ip,actions=output:4",
+        "mod-flows table=0,arp,actions=output:9",
+        "mod-group group_id=2,type=all,bucket=output:7",
+        "--strict del-flows table=1,priority=1",
+        "del-groups group_id=1",
+    ];
+    let mut fms: Vec<FlowMod> = mods
+        .iter()
+        .map(|m| {
+            let (c, a) = m.split_once(' ').unwrap();
+            let (c, a) = if c == "--strict" {
+                a.split_once(' ').map(|(c2, a2)| (format!("--strict {c2}"), a2)).unwrap()
+            } else {
+                (c.to_string(), a)
+            };
+            parse_command(&c, a).unwrap()
+        })
+        .collect();
+    fms.insert(3, FlowMod::SetMiss(9, kairo_ofproto::MissBehavior::Continue(12)));
+    // Last: a rule that uses a group nobody defined.
+    fms.push(parse_command("add-flow", "table=2,priority=1,actions=group:99").unwrap());
+    let e = flowmod::apply(&mut p, &FlowMod::Bundle(fms.clone())).unwrap_err();
+    assert!(e.to_string().contains("99"), "{e}");
+    assert_eq!(pipeline_state(&p), before, "the failed bundle left changes behind");
+    // Without the bad step it applies, and changes what it says.
+    fms.pop();
+    flowmod::apply(&mut p, &FlowMod::Bundle(fms)).unwrap();
+    assert_ne!(pipeline_state(&p), before);
+}

@@ -203,6 +203,30 @@ impl Pipeline {
         Ok(old)
     }
 
+    /// Puts `r` under id `id` in table `t`, replacing what holds that id
+    /// (undoing a change: the id keeps the rule's place among equal priorities).
+    pub fn restore_rule(&mut self, t: u8, id: RuleId, r: Arc<Rule>) {
+        let table = self.tables.entry(t).or_default();
+        table.cls.remove(id);
+        table.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r });
+    }
+
+    /// Puts a group back as it was (undoing a change; no checks).
+    pub fn restore_group(&mut self, id: u32, g: Option<Arc<Group>>) {
+        match g {
+            Some(g) => self.groups.insert(id, g),
+            None => self.groups.remove(&id),
+        };
+    }
+
+    /// Drops table `t` if it holds no rules and has the default miss
+    /// behaviour (undoing its creation).
+    pub fn drop_table_if_unused(&mut self, t: u8) {
+        if self.tables.get(&t).is_some_and(|tb| tb.cls.is_empty() && tb.miss == MissBehavior::default()) {
+            self.tables.remove(&t);
+        }
+    }
+
     /// Removes a rule by table and id.
     pub fn remove_rule(&mut self, t: u8, id: RuleId) -> Option<Arc<Rule>> {
         self.tables.get_mut(&t)?.cls.remove(id).map(|c| c.payload)
