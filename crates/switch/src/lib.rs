@@ -196,13 +196,15 @@ impl Switch {
                 batch.extend(frames.drain(..).map(|f| (f, p.ofport, None)));
             }
             let now = self.now_ms();
+            // Idle expiry, busy or not (the datapath itself runs a full sweep
+            // at most once per tenth of max-idle).
+            if now.saturating_sub(last_sweep) >= 100 {
+                last_sweep = now;
+                let mut dp = lock(&self.dp);
+                dp.sweep(now, &mut slow);
+                self.collect_retired(&mut dp);
+            }
             if batch.is_empty() {
-                if now.saturating_sub(last_sweep) >= 100 {
-                    last_sweep = now;
-                    let mut dp = lock(&self.dp);
-                    dp.sweep(now, &mut slow);
-                    self.collect_retired(&mut dp);
-                }
                 wait(&mut pfds);
                 continue;
             }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{call, recv_n, start, udp_key};
+use common::{call, recv_n, start, start_with, udp_key};
 use kairo_flow::Field;
 use kairo_maintain::EngineKind;
 use kairo_switch::ctl::Client;
@@ -135,4 +135,27 @@ fn several_clients_update_at_once() {
     let mut c = Client::connect(&r.sock).expect("connect");
     assert_eq!(call(&mut c, "dump-flows", &[]).unwrap().lines().count(), 202);
     assert_eq!(lock(&r.sw.updates).total, 200);
+}
+
+#[test]
+fn idle_megaflows_expire_while_traffic_runs_and_keep_their_counts() {
+    let cfg = kairo_datapath::DpConfig { max_idle_ms: 200, ..Default::default() };
+    let flows = "priority=10,udp,tp_dst=1 actions=output:2\npriority=10,udp,tp_dst=2 actions=output:2\n";
+    let r = start_with(flows, 2, EngineKind::Incremental, cfg);
+    let mut c = Client::connect(&r.sock).expect("connect");
+    // Flow B once, then flow A without pause for a second.
+    r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 1, 7, 2), b"b")).unwrap();
+    let t0 = Instant::now();
+    let mut sent = 1;
+    while t0.elapsed() < Duration::from_millis(1000) {
+        r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 1, 7, 1), b"a")).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(recv_n(&r.peers[1], sent).len(), sent);
+    let mf = call(&mut c, "dump-megaflows", &[]).unwrap();
+    assert!(mf.contains("tp_dst=1") && !mf.contains("tp_dst=2"), "flow B's megaflow did not expire:\n{mf}");
+    let flows = call(&mut c, "dump-flows", &[]).unwrap();
+    let b = flows.lines().find(|l| l.contains("udp,tp_dst=2")).expect("rule B");
+    assert!(b.contains("n_packets=1,"), "flow B's packet left with its megaflow: {b}");
 }

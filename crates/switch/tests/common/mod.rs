@@ -39,6 +39,10 @@ impl Drop for Running {
 }
 
 pub fn start(flows: &str, n_ports: u32, engine: EngineKind) -> Running {
+    start_with(flows, n_ports, engine, DpConfig::default())
+}
+
+pub fn start_with(flows: &str, n_ports: u32, engine: EngineKind, cfg: DpConfig) -> Running {
     let pipeline =
         kairo_xlate::Pipeline::from_parts(kairo_ofproto::parse_flow_file(flows).expect("flows parse"), Vec::new())
             .expect("pipeline loads");
@@ -50,7 +54,7 @@ pub fn start(flows: &str, n_ports: u32, engine: EngineKind) -> Running {
         peers.push(peer);
     }
     let info = ports.iter().map(Attached::info).collect();
-    let sw = Arc::new(Switch::new(pipeline, engine, DpConfig::default(), info));
+    let sw = Arc::new(Switch::new(pipeline, engine, cfg, info));
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("ctl.sock");
     let stop = Arc::new(AtomicBool::new(false));
