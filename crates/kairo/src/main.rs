@@ -45,6 +45,9 @@ enum Cmd {
         /// Print one JSON object per packet instead of text.
         #[arg(long)]
         json: bool,
+        /// The switch's ports (what FLOOD sends to), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+        ports: Vec<u32>,
         /// Packets, in ovs-ofctl flow syntax: 'in_port=1,tcp,nw_dst=10.0.0.1,tp_dst=80'.
         #[arg(required = true)]
         packets: Vec<String>,
@@ -231,8 +234,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Ctl(a) => switch_cmd::ctl(a),
         Cmd::Replay(a) => switch_cmd::replay(a),
-        Cmd::Trace { flows, groups, json, packets } => {
-            let p = load_pipeline(&flows, groups.as_deref())?;
+        Cmd::Trace { flows, groups, json, ports, packets } => {
+            let mut p = load_pipeline(&flows, groups.as_deref())?;
+            p.set_ports(ports);
             for (i, spec) in packets.iter().enumerate() {
                 let key = kairo_flow::parse_key(spec).with_context(|| format!("packet `{spec}`"))?;
                 let r = translate(&p, &key);

@@ -65,6 +65,9 @@ pub struct ReplayArgs {
     /// of in-N.pcap files (port N), as `kairo gen` writes; repeatable.
     #[arg(long = "input", value_name = "FILE[=PORT]|DIR", required = true)]
     inputs: Vec<String>,
+    /// The switch's ports (what FLOOD sends to), comma-separated; the input ports are added.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    ports: Vec<u32>,
     /// Directory for port-N.pcap, one per port that sends.
     #[arg(long, default_value = "replay-out")]
     out: PathBuf,
@@ -172,11 +175,12 @@ pub fn ctl(a: CtlArgs) -> Result<()> {
 }
 
 pub fn replay(a: ReplayArgs) -> Result<()> {
-    let pipeline = crate::load_pipeline(&a.flows, a.groups.as_deref())?;
+    let mut pipeline = crate::load_pipeline(&a.flows, a.groups.as_deref())?;
     let mut inputs = Vec::new();
     for s in &a.inputs {
         inputs.extend(kairo_switch::replay::parse_inputs(s).map_err(anyhow::Error::msg)?);
     }
+    pipeline.set_ports(a.ports.iter().copied().chain(inputs.iter().map(|i| i.in_port)));
     let rep = kairo_switch::replay::run(&pipeline, &inputs, &a.out, DpConfig::default()).map_err(anyhow::Error::msg)?;
     crate::emit(&rep, rep.to_table(), a.json.as_deref())
 }

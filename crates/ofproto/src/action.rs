@@ -78,6 +78,9 @@ pub enum Action {
     Output(u32),
     /// Output to the ingress port.
     InPort,
+    /// Output to every port of the switch but the ingress port (`FLOOD`;
+    /// kairo has no per-port no-flood setting, so `ALL` is the same).
+    Flood,
     /// Send to the controller.
     Controller {
         max_len: u16,
@@ -226,10 +229,11 @@ impl Action {
                 Action::Controller { max_len }
             }
             "drop" => return Err(syntax("`drop` alone (it cannot be combined with other actions)")),
-            "normal" | "flood" | "all" => {
+            "flood" | "all" if arg.is_none() => Action::Flood,
+            "normal" => {
                 return Err(unsupported(
                     name,
-                    "NORMAL/FLOOD/ALL need a port list and MAC learning; use explicit output actions or an `all` group",
+                    "NORMAL needs MAC learning; use FLOOD, explicit output actions or groups",
                 ))
             }
             "mod_dl_src" => set_from_text(Field::EthSrc, need()?, s)?,
@@ -359,6 +363,7 @@ impl std::fmt::Display for Action {
         match self {
             Action::Output(p) => write!(f, "output:{}", port_name(*p)),
             Action::InPort => write!(f, "IN_PORT"),
+            Action::Flood => write!(f, "FLOOD"),
             Action::Controller { max_len } => write!(f, "CONTROLLER:{max_len}"),
             Action::SetField { field, value, mask } => {
                 if *mask == field.ones() {

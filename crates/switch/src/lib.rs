@@ -126,7 +126,8 @@ pub fn credit_traversal(counts: &mut RuleCounts, t: &Traversal, p: u64, b: u64) 
 }
 
 impl Switch {
-    pub fn new(pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
+    pub fn new(mut pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
+        pipeline.set_ports(ports.iter().map(|p| p.ofport));
         let mut dp = Datapath::new(cfg);
         dp.keep_retired();
         let mut control = Control::new(pipeline, engine);

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{call, recv_n, start, start_with, udp_key};
-use kairo_flow::Field;
+use kairo_flow::{Field, FlowKey};
 use kairo_maintain::EngineKind;
 use kairo_switch::ctl::Client;
 use kairo_switch::lock;
@@ -158,4 +158,21 @@ fn idle_megaflows_expire_while_traffic_runs_and_keep_their_counts() {
     let flows = call(&mut c, "dump-flows", &[]).unwrap();
     let b = flows.lines().find(|l| l.contains("udp,tp_dst=2")).expect("rule B");
     assert!(b.contains("n_packets=1,"), "flow B's packet left with its megaflow: {b}");
+}
+
+#[test]
+fn flood_reaches_every_other_port() {
+    let r = start("arp actions=FLOOD\nip actions=drop\n", 3, EngineKind::Incremental);
+    let mut arp = FlowKey::ZERO
+        .with(Field::InPort, 2)
+        .with(Field::EthSrc, 0x0200_0000_0002)
+        .with(Field::EthDst, 0xffff_ffff_ffff)
+        .with(Field::EthType, 0x0806)
+        .with(Field::ArpOp, 1);
+    arp.set(Field::ArpSpa, 0x0a00_0002);
+    arp.set(Field::ArpTpa, 0x0a00_0001);
+    r.peers[1].inject.send(kairo_wire::emit::frame(&arp, &[])).unwrap();
+    assert_eq!(recv_n(&r.peers[0], 1).len(), 1, "port 1");
+    assert_eq!(recv_n(&r.peers[2], 1).len(), 1, "port 3");
+    assert!(r.peers[1].sent.recv_timeout(Duration::from_millis(200)).is_err(), "flooded back out of the ingress port");
 }

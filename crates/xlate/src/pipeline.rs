@@ -44,6 +44,8 @@ pub struct Pipeline {
     tables: BTreeMap<u8, Table>,
     groups: BTreeMap<u32, Arc<Group>>,
     down_ports: BTreeSet<u32>,
+    /// The switch's ports, for FLOOD.
+    ports: BTreeSet<u32>,
     next_id: RuleId,
 }
 
@@ -96,6 +98,15 @@ impl Pipeline {
     }
     pub fn n_rules(&self) -> usize {
         self.tables.values().map(|t| t.cls.len()).sum()
+    }
+    /// Sets the switch's ports (what FLOOD sends to). Translation depends on
+    /// them: set them before the first packet (changing them later leaves
+    /// cached FLOOD results stale until a full revalidation).
+    pub fn set_ports(&mut self, ports: impl IntoIterator<Item = u32>) {
+        self.ports = ports.into_iter().collect();
+    }
+    pub fn ports(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ports.iter().copied()
     }
     /// Is this port up (for fast-failover liveness)? All ports are, unless set down.
     pub fn port_live(&self, port: u32) -> bool {

@@ -276,3 +276,18 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn flood_sends_to_every_port_but_the_ingress() {
+    let mut p = pipeline(
+        "table=0,priority=1,arp,actions=FLOOD\ntable=0,priority=0,actions=mod_dl_dst:00:00:00:00:00:09,ALL\n",
+        "",
+    );
+    assert_eq!(acts(&p, "in_port=2,arp"), "drop", "no ports known: nowhere to flood");
+    p.set_ports([1, 2, 3, 5]);
+    assert_eq!(acts(&p, "in_port=2,arp"), "1,3,5");
+    assert_eq!(acts(&p, "in_port=9,arp"), "1,2,3,5");
+    assert_eq!(acts(&p, "in_port=1,ip"), "set(eth(dst=00:00:00:00:00:09)),2,3,5");
+    let r = kairo_ofproto::parse_flow("actions=flood", Some(true)).unwrap().into_rule().unwrap();
+    assert_eq!(r.inst.to_string(), "FLOOD");
+}

@@ -146,7 +146,9 @@ impl ActionSet {
                 Action::PushVlan { .. } => self.push_vlan = Some(a.clone()),
                 Action::DecTtl => self.dec_ttl = true,
                 Action::Group(g) => self.group = Some(*g),
-                Action::Output(_) | Action::InPort | Action::Controller { .. } => self.output = Some(a.clone()),
+                Action::Output(_) | Action::InPort | Action::Flood | Action::Controller { .. } => {
+                    self.output = Some(a.clone())
+                }
                 _ => {
                     let k = set_key(a);
                     if let Some(pos) = self.sets.iter().position(|x| set_key(x) == k) {
@@ -374,6 +376,13 @@ impl Ctx<'_> {
                 }
             }
             Action::InPort => self.output(self.flow.get(Field::InPort) as u32),
+            Action::Flood => {
+                let in_port = self.flow.get(Field::InPort);
+                let ports: Vec<u32> = self.p.ports().filter(|&p| p as u64 != in_port).collect();
+                for p in ports {
+                    self.output(p);
+                }
+            }
             Action::Controller { max_len } => {
                 commit(&mut self.base, &self.flow, &mut self.odp);
                 self.odp.push(DpAction::Controller { reason: ControllerReason::Action, max_len: *max_len });
