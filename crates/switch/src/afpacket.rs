@@ -120,6 +120,19 @@ fn setsockopt<T>(fd: RawFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
     }
 }
 
+/// The ring request for `blocks` blocks of `BLOCK_SIZE`, in `FRAME_SIZE` frames.
+fn ring_req(blocks: usize, retire_ms: u32) -> libc::tpacket_req3 {
+    libc::tpacket_req3 {
+        tp_block_size: BLOCK_SIZE as u32,
+        tp_block_nr: blocks as u32,
+        tp_frame_size: FRAME_SIZE as u32,
+        tp_frame_nr: (blocks * BLOCK_SIZE / FRAME_SIZE) as u32,
+        tp_retire_blk_tov: retire_ms,
+        tp_sizeof_priv: 0,
+        tp_feature_req_word: 0,
+    }
+}
+
 impl AfPacket {
     /// Opens interface `name`: a raw socket with RX and TX rings, bound to it,
     /// in promiscuous mode.
@@ -143,25 +156,10 @@ impl AfPacket {
         let e = |what: &'static str| move |err| PortError::Os { name: name.into(), what, err };
         let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v3).map_err(e("PACKET_VERSION=TPACKET_V3"))?;
-        let rx_req = libc::tpacket_req3 {
-            tp_block_size: BLOCK_SIZE as u32,
-            tp_block_nr: RX_BLOCKS as u32,
-            tp_frame_size: FRAME_SIZE as u32,
-            tp_frame_nr: (RX_BLOCKS * BLOCK_SIZE / FRAME_SIZE) as u32,
-            tp_retire_blk_tov: RETIRE_MS,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
-        };
+        let rx_req = ring_req(RX_BLOCKS, RETIRE_MS);
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &rx_req).map_err(e("PACKET_RX_RING"))?;
-        let tx_req = libc::tpacket_req3 {
-            tp_block_size: BLOCK_SIZE as u32,
-            tp_block_nr: TX_BLOCKS as u32,
-            tp_frame_size: FRAME_SIZE as u32,
-            tp_frame_nr: (TX_BLOCKS * BLOCK_SIZE / FRAME_SIZE) as u32,
-            tp_retire_blk_tov: 0,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
-        };
+        // A TX ring takes no block timeout (the kernel rejects one).
+        let tx_req = ring_req(TX_BLOCKS, 0);
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_TX_RING, &tx_req).map_err(e("PACKET_TX_RING"))?;
         let len = (RX_BLOCKS + TX_BLOCKS) * BLOCK_SIZE;
         // SAFETY: mapping the rings of our own socket; the result is checked.
