@@ -62,6 +62,32 @@ pub struct Row {
     pub baseline: String,
 }
 
+impl Row {
+    /// A measured row: kairo's and the baseline's (rate in M/s, subtables per
+    /// lookup), on `entries` megaflows in `subtables` subtables (0: any).
+    fn measured(
+        scenario: &str,
+        (entries, subtables): (usize, usize),
+        traffic: String,
+        (kairo_mops, kairo_subtables_per_lookup): (f64, f64),
+        (baseline_mops, baseline_subtables_per_lookup): (f64, f64),
+        baseline: &str,
+    ) -> Row {
+        Row {
+            scenario: scenario.into(),
+            entries,
+            subtables,
+            traffic,
+            kairo_mops,
+            baseline_mops,
+            ratio: kairo_mops / baseline_mops,
+            kairo_subtables_per_lookup,
+            baseline_subtables_per_lookup,
+            baseline: baseline.into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LookupReport {
     pub machine: Machine,
@@ -183,18 +209,7 @@ fn e2e(opts: &LookupOpts, pop: Popularity) -> Result<Row, String> {
     };
     let (k, kv, n) = run_dp(DpConfig::default());
     let (b, bv, _) = run_dp(DpConfig { emc_insert_inv_prob: 0, rerank_interval: 0, ..DpConfig::default() });
-    Ok(Row {
-        scenario: "end-to-end (l3-router)".into(),
-        entries: n,
-        subtables: 0,
-        traffic: pop.to_string(),
-        kairo_mops: k,
-        baseline_mops: b,
-        ratio: k / b,
-        kairo_subtables_per_lookup: kv,
-        baseline_subtables_per_lookup: bv,
-        baseline: "no EMC, unranked".into(),
-    })
+    Ok(Row::measured("end-to-end (l3-router)", (n, 0), pop.to_string(), (k, kv), (b, bv), "no EMC, unranked"))
 }
 
 /// Runs the lookup benchmarks.
@@ -224,18 +239,7 @@ pub fn run(opts: &LookupOpts) -> Result<LookupReport, String> {
             base.insert(f.clone());
         }
         let (b, bv) = measure_cls(&mut base, &keys, false, opts.secs);
-        rows.push(Row {
-            scenario: "EMC hit".into(),
-            entries: 4096,
-            subtables: 8,
-            traffic: "uniform".into(),
-            kairo_mops: r / 1e6,
-            baseline_mops: b,
-            ratio: r / 1e6 / b,
-            kairo_subtables_per_lookup: 0.0,
-            baseline_subtables_per_lookup: bv,
-            baseline: "no EMC, unranked".into(),
-        });
+        rows.push(Row::measured("EMC hit", (4096, 8), "uniform".into(), (r / 1e6, 0.0), (b, bv), "no EMC, unranked"));
         pb.inc(1);
     }
 
@@ -271,18 +275,14 @@ pub fn run(opts: &LookupOpts) -> Result<LookupReport, String> {
                 }
                 let (k, kv) = measure_cls(&mut ranked, &keys, true, opts.secs);
                 let (b, bv) = measure_cls(&mut unranked, &keys, false, opts.secs);
-                rows.push(Row {
-                    scenario: "megaflow hit".into(),
-                    entries: n,
-                    subtables: s,
-                    traffic: pop.to_string(),
-                    kairo_mops: k,
-                    baseline_mops: b,
-                    ratio: k / b,
-                    kairo_subtables_per_lookup: kv,
-                    baseline_subtables_per_lookup: bv,
-                    baseline: "unranked, one at a time".into(),
-                });
+                rows.push(Row::measured(
+                    "megaflow hit",
+                    (n, s),
+                    pop.to_string(),
+                    (k, kv),
+                    (b, bv),
+                    "unranked, one at a time",
+                ));
             }
             pb.inc(1);
         }

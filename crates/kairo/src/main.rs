@@ -91,6 +91,39 @@ enum Cmd {
     },
 }
 
+/// Output and seed options of the benchmarks that draw a figure.
+#[derive(clap::Args)]
+struct FigureArgs {
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the figure as SVG to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Cache sizes given as `10k,1m,...`.
+fn parse_sizes(list: &[String]) -> Result<Vec<usize>> {
+    list.iter().map(|s| kairo_bench::parse_size(s).map_err(anyhow::Error::msg)).collect()
+}
+
+/// Writes the JSON report and prints the table, then draws the figure if asked.
+fn emit_figure<T: serde::Serialize>(
+    report: &T,
+    table: String,
+    out: &FigureArgs,
+    plot: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<()> {
+    emit(report, table, out.json.as_deref())?;
+    if let Some(path) = &out.plot {
+        plot(path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
     /// Fast-path lookup rates: EMC, megaflow classifier (1/8/32 subtables), end to end.
@@ -135,13 +168,8 @@ enum BenchCmd {
         zipf: f64,
         #[arg(long, default_value_t = 10)]
         updates: usize,
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write the figure as SVG.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        out: FigureArgs,
     },
     /// Packets per second forwarded between two veth ports by kairo switch,
     /// beside the Linux bridge on the same ports (needs root).
@@ -180,13 +208,8 @@ enum BenchCmd {
         /// Apply the updates in bundles of this many flow-mods (one maintenance pass each).
         #[arg(long, default_value_t = 1)]
         bundle: usize,
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write TTU against cache size as SVG.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        out: FigureArgs,
     },
 }
 
@@ -252,11 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench { what: Some(BenchCmd::Lookup { entries, large, subtables, secs, e2e_flows, json, seed }) } => {
-            let mut sizes = entries
-                .iter()
-                .map(|s| kairo_bench::parse_size(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
+            let mut sizes = parse_sizes(&entries)?;
             if large && !sizes.contains(&10_000_000) {
                 sizes.push(10_000_000);
             }
@@ -272,11 +291,9 @@ fn run(cli: Cli) -> Result<()> {
             emit(&report, report.to_table(), json.as_deref())?;
             Ok(())
         }
-        Cmd::Bench {
-            what: Some(BenchCmd::Hitrate { limits, flows, feed, packets, zipf, updates, json, plot, seed }),
-        } => {
+        Cmd::Bench { what: Some(BenchCmd::Hitrate { limits, flows, feed, packets, zipf, updates, out }) } => {
             let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);
-            let limits = limits.iter().map(|s| size(s)).collect::<Result<Vec<_>>>()?;
+            let limits = parse_sizes(&limits)?;
             if zipf.is_nan() || zipf < 0.0 {
                 anyhow::bail!("--zipf must be 0 (uniform popularity) or positive");
             }
@@ -287,16 +304,11 @@ fn run(cli: Cli) -> Result<()> {
                 packets: size(&packets)?,
                 zipf,
                 updates,
-                seed,
+                seed: out.seed,
                 progress: true,
             };
             let report = kairo_bench::hitrate::run(&opts).map_err(anyhow::Error::msg)?;
-            emit(&report, report.to_table(), json.as_deref())?;
-            if let Some(path) = plot {
-                report.plot(&path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                println!("wrote {}", path.display());
-            }
-            Ok(())
+            emit_figure(&report, report.to_table(), &out, |p| report.plot(p))
         }
         Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, json }) } => {
             if secs.is_nan() || secs <= 0.0 || flows == 0 {
@@ -327,15 +339,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench {
-            what: Some(BenchCmd::Ttu { pipeline, entries, engines, updates, verify, bundle, json, plot, seed }),
-        } => {
+        Cmd::Bench { what: Some(BenchCmd::Ttu { pipeline, entries, engines, updates, verify, bundle, out }) } => {
             let pipeline = pipeline.parse::<kairo_bench::ttu::PipelineKind>().map_err(anyhow::Error::msg)?;
-            let sizes = entries
-                .iter()
-                .map(|s| kairo_bench::parse_size(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
+            let sizes = parse_sizes(&entries)?;
             let engines = engines
                 .iter()
                 .map(|e| e.parse::<kairo_maintain::EngineKind>())
@@ -352,17 +358,13 @@ fn run(cli: Cli) -> Result<()> {
                 entries: sizes,
                 engines,
                 updates,
-                seed,
+                seed: out.seed,
                 verify,
                 progress: true,
                 bundle,
             };
             let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
-            emit(&report, report.to_table(), json.as_deref())?;
-            if let Some(path) = plot {
-                report.plot(&path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                println!("wrote {}", path.display());
-            }
+            emit_figure(&report, report.to_table(), &out, |p| report.plot(p))?;
             let bad: usize = report.rows.iter().map(|r| r.mismatches).sum();
             if bad > 0 {
                 anyhow::bail!("--verify found {bad} mismatches between the cache and full recomputation");
