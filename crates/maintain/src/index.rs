@@ -1,47 +1,131 @@
 //! The dependency index of the incremental engine: from rules, table misses
 //! and groups to the cache entries whose traversal used them, and, per table,
-//! a prefix index of the entries that reached it, to find the entries a new
-//! rule overlaps without scanning the others.
+//! a two-level prefix index (two fields the table's rules constrain most) of
+//! the entries that reached it, to find the entries a new rule overlaps
+//! without scanning the others.
 //!
 //! Invariants: every live entry is registered under exactly the rules,
 //! misses, groups and table regions of its current traversal (re-registered
 //! whenever its traversal is replaced); the region an entry is indexed under
 //! at a table is a superset of its true region there, so a query never misses
-//! an overlapping entry.
+//! an overlapping entry; an entry's slots are a pure function of its megaflow
+//! and traversal (a table's fields never change once chosen), so they are
+//! recomputed to unregister it rather than stored.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use kairo_classifier::RuleId;
 use kairo_flow::parse::prefix_mask;
-use kairo_flow::{Field, FlowMask, Match};
-use kairo_xlate::{Outcome, Pipeline, Traversal};
+use kairo_flow::{Field, FlowKey, FlowMask, Match};
+use kairo_xlate::{Outcome, Pipeline, Step, Traversal};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::Megaflow;
 
 pub type EntryId = u32;
 
-/// The (value aligned to len, prefix length) under which an entry is indexed
-/// at the table of one step of its traversal.
+/// The (value aligned to len, prefix length) of one field under which an
+/// entry is indexed at a table.
 type Slot = (u64, u8);
 
-/// One entry: the megaflow, the traversal it is registered under (shared
-/// with the megaflow, so the table, outcome and key version of each visit
-/// are read from it rather than copied), and its index slot per step.
+/// The two slots of one visit: on the table's outer field, then its inner one.
+type Slots = (Slot, Slot);
+
+/// An entry under an inner slot: (value, len, entry).
+type Key = (u64, u8, EntryId);
+
+/// One entry: the megaflow and the traversal it is registered under (shared
+/// with the megaflow; the table, outcome and key of each visit are read from
+/// it, and its index slots are recomputed from it rather than stored).
 struct Entry {
     mf: Arc<Megaflow>,
     trav: Arc<Traversal>,
-    slots: Box<[Slot]>,
 }
 
-/// Per-table prefix index over one field chosen for the table.
+/// The entries under one outer slot, ordered by inner slot: inline when
+/// there is one (most outer slots of high-cardinality fields), a sorted
+/// vector while few, a B-tree when many.
+enum Inner {
+    One(Key),
+    Few(Vec<Key>),
+    Many(BTreeSet<Key>),
+}
+
+const FEW: usize = 64;
+
+impl Inner {
+    fn insert(&mut self, k: Key) -> bool {
+        match self {
+            Inner::One(x) if *x == k => false,
+            Inner::One(x) => {
+                let mut v = vec![*x, k];
+                v.sort_unstable();
+                *self = Inner::Few(v);
+                true
+            }
+            Inner::Few(v) => match v.binary_search(&k) {
+                Ok(_) => false,
+                Err(i) if v.len() < FEW => {
+                    v.insert(i, k);
+                    true
+                }
+                Err(_) => {
+                    let mut set: BTreeSet<Key> = v.drain(..).collect();
+                    set.insert(k);
+                    *self = Inner::Many(set);
+                    true
+                }
+            },
+            Inner::Many(set) => set.insert(k),
+        }
+    }
+
+    /// Removes `k`; returns (whether it was there, whether this is now empty).
+    fn remove(&mut self, k: &Key) -> (bool, bool) {
+        match self {
+            Inner::One(x) => (x == k, x == k),
+            Inner::Few(v) => match v.binary_search(k) {
+                Ok(i) => {
+                    v.remove(i);
+                    (true, v.is_empty())
+                }
+                Err(_) => (false, false),
+            },
+            Inner::Many(set) => {
+                let hit = set.remove(k);
+                (hit, set.is_empty())
+            }
+        }
+    }
+
+    /// Calls `f` on every key in `lo..=hi`.
+    fn range(&self, lo: Key, hi: Key, mut f: impl FnMut(&Key)) {
+        match self {
+            Inner::One(x) => {
+                if lo <= *x && *x <= hi {
+                    f(x)
+                }
+            }
+            Inner::Few(v) => v[v.partition_point(|x| *x < lo)..].iter().take_while(|x| **x <= hi).for_each(f),
+            Inner::Many(set) => set.range(lo..=hi).for_each(f),
+        }
+    }
+}
+
+/// Per-table index over two fields chosen for the table: entries by their
+/// prefix on the outer field, then on the inner one. A new rule's
+/// candidates are the entries compatible with it on both, found by visiting
+/// only the outer slots compatible with it, so their number is bounded by
+/// what both fields select, not by how many entries reached the table.
 struct TableIndex {
-    field: Field,
-    /// (value aligned to len, len, entry).
-    set: BTreeSet<(u64, u8, EntryId)>,
-    /// Entries per prefix length (queries skip lengths nobody uses).
-    lens: [u32; 65],
+    outer_field: Field,
+    /// `None` when the table's rules constrain a single field.
+    inner_field: Option<Field>,
+    outer: BTreeMap<Slot, Inner>,
+    /// Entries per prefix length on each field (queries skip lengths nobody uses).
+    outer_lens: [u32; 65],
+    inner_lens: [u32; 65],
 }
 
 /// Leading ones of `m` in a field of `bits` bits.
@@ -50,8 +134,18 @@ fn leading_ones(m: u64, bits: u32) -> u8 {
     shifted.leading_ones().min(bits) as u8
 }
 
-/// The field to index a table on: the one its rules constrain with the most bits.
-fn choose_field(p: &Pipeline, t: u8) -> Field {
+/// A rule's (or region's) prefix on `f`: the value aligned to it, its length,
+/// and the last value inside it.
+fn prefix_of(v: u64, w: u64, f: Field) -> (u64, u8, u64) {
+    let bits = f.bits();
+    let l = leading_ones(w, bits);
+    let lo = v & prefix_mask(l as u32, bits);
+    (lo, l, lo | (f.ones() & !prefix_mask(l as u32, bits)))
+}
+
+/// The fields to index a table on: the two its rules constrain with the
+/// most bits (the first outer).
+fn choose_fields(p: &Pipeline, t: u8) -> (Field, Option<Field>) {
     let mut score: FxHashMap<Field, u64> = FxHashMap::default();
     if let Some(tb) = p.table(t) {
         for r in tb.cls.iter() {
@@ -64,7 +158,94 @@ fn choose_field(p: &Pipeline, t: u8) -> Field {
             }
         }
     }
-    score.into_iter().max_by_key(|(f, n)| (*n, std::cmp::Reverse(*f as u8))).map(|(f, _)| f).unwrap_or(Field::IpDst)
+    let mut ranked: Vec<(Field, u64)> = score.into_iter().collect();
+    ranked.sort_unstable_by_key(|(f, n)| (std::cmp::Reverse(*n), *f as u8));
+    (ranked.first().map(|x| x.0).unwrap_or(Field::IpDst), ranked.get(1).map(|x| x.0))
+}
+
+impl TableIndex {
+    fn new(p: &Pipeline, t: u8) -> TableIndex {
+        let (outer_field, inner_field) = choose_fields(p, t);
+        TableIndex { outer_field, inner_field, outer: BTreeMap::new(), outer_lens: [0; 65], inner_lens: [0; 65] }
+    }
+
+    fn slots(&self, region: &FlowMask, key: &FlowKey) -> Slots {
+        let slot = |f: Field| {
+            let (lo, l, _) = prefix_of(key.get(f), region.get(f), f);
+            (lo, l)
+        };
+        (slot(self.outer_field), self.inner_field.map_or((0, 0), slot))
+    }
+
+    fn insert(&mut self, id: EntryId, (a, b): Slots) {
+        let k = (b.0, b.1, id);
+        let added = match self.outer.get_mut(&a) {
+            Some(inner) => inner.insert(k),
+            None => {
+                self.outer.insert(a, Inner::One(k));
+                true
+            }
+        };
+        if added {
+            self.outer_lens[a.1 as usize] += 1;
+            self.inner_lens[b.1 as usize] += 1;
+        }
+    }
+
+    fn remove(&mut self, id: EntryId, (a, b): Slots) {
+        let Some(inner) = self.outer.get_mut(&a) else { return };
+        let (hit, empty) = inner.remove(&(b.0, b.1, id));
+        if empty {
+            self.outer.remove(&a);
+        }
+        if hit {
+            self.outer_lens[a.1 as usize] -= 1;
+            self.inner_lens[b.1 as usize] -= 1;
+        }
+    }
+
+    /// The entries whose slots are compatible with match `m` on both fields.
+    /// Returns how many index keys were looked at.
+    fn candidates(&self, m: &Match, out: &mut Vec<EntryId>) -> usize {
+        let (va, wa) = m.field(self.outer_field);
+        let pa = prefix_of(va, wa, self.outer_field);
+        let pb = self.inner_field.map_or((0, 0, 0), |f| {
+            let (v, w) = m.field(f);
+            prefix_of(v, w, f)
+        });
+        let bits_b = self.inner_field.map_or(64, |f| f.bits());
+        let mut looked = 0usize;
+        let mut visit = |inner: &Inner| {
+            looked += 1;
+            let mut take = |k: &Key| {
+                looked += 1;
+                out.push(k.2);
+            };
+            for len in (0..=pb.1).filter(|&len| self.inner_lens[len as usize] > 0) {
+                let v = pb.0 & prefix_mask(len as u32, bits_b);
+                inner.range((v, len, 0), (v, len, EntryId::MAX), &mut take);
+            }
+            if pb.1 < 64 && self.inner_lens[(pb.1 as usize + 1)..].iter().any(|&n| n > 0) {
+                inner.range((pb.0, 0, 0), (pb.2, u8::MAX, EntryId::MAX), |k| {
+                    if k.1 > pb.1 {
+                        take(k)
+                    }
+                });
+            }
+        };
+        let bits_a = self.outer_field.bits();
+        for len in (0..=pa.1).filter(|&len| self.outer_lens[len as usize] > 0) {
+            if let Some(inner) = self.outer.get(&(pa.0 & prefix_mask(len as u32, bits_a), len)) {
+                visit(inner);
+            }
+        }
+        if pa.1 < 64 && self.outer_lens[(pa.1 as usize + 1)..].iter().any(|&n| n > 0) {
+            for (_, inner) in self.outer.range((pa.0, 0)..=(pa.2, u8::MAX)).filter(|(s, _)| s.1 > pa.1) {
+                visit(inner);
+            }
+        }
+        looked
+    }
 }
 
 /// The dependency index.
@@ -106,22 +287,24 @@ impl Index {
         m
     }
 
-    /// The index slot of each step of a traversal.
-    fn slots_of(&mut self, p: &Pipeline, mf: &Megaflow, trav: &Traversal) -> Box<[Slot]> {
-        let region = self.region(mf);
-        let mut slots = Vec::with_capacity(trav.steps.len());
+    /// Creates the index of each table a traversal visits that has none yet
+    /// (its fields are chosen then, from the table's rules, and never change).
+    fn ensure_tables(&mut self, p: &Pipeline, trav: &Traversal) {
         for st in &trav.steps {
-            let kt = trav.key_at(&mf.rep, st);
-            let ti = self.tables.entry(st.table).or_insert_with(|| TableIndex {
-                field: choose_field(p, st.table),
-                set: BTreeSet::new(),
-                lens: [0; 65],
-            });
-            let f = ti.field;
-            let len = leading_ones(region.get(f), f.bits());
-            slots.push((kt.get(f) & prefix_mask(len as u32, f.bits()), len));
+            self.tables.entry(st.table).or_insert_with(|| TableIndex::new(p, st.table));
         }
-        slots.into_boxed_slice()
+    }
+
+    /// The index slots of each step of a traversal (a pure function of the
+    /// megaflow and the traversal, so they are recomputed, not stored).
+    fn slots_of(&self, mf: &Megaflow, trav: &Traversal) -> Vec<Slots> {
+        let region = self.region(mf);
+        trav.steps
+            .iter()
+            .map(|st| {
+                self.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(&region, &trav.key_at(&mf.rep, st)))
+            })
+            .collect()
     }
 
     fn add_outcome(&mut self, id: EntryId, table: u8, outcome: Outcome) {
@@ -131,11 +314,9 @@ impl Index {
         };
     }
 
-    fn add_slot(&mut self, id: EntryId, table: u8, slot: Slot) {
+    fn add_slot(&mut self, id: EntryId, table: u8, slots: Slots) {
         if let Some(ti) = self.tables.get_mut(&table) {
-            if ti.set.insert((slot.0, slot.1, id)) {
-                ti.lens[slot.1 as usize] += 1;
-            }
+            ti.insert(id, slots);
         }
     }
 
@@ -155,11 +336,9 @@ impl Index {
         }
     }
 
-    fn del_slot(&mut self, id: EntryId, table: u8, slot: Slot) {
+    fn del_slot(&mut self, id: EntryId, table: u8, slots: Slots) {
         if let Some(ti) = self.tables.get_mut(&table) {
-            if ti.set.remove(&(slot.0, slot.1, id)) {
-                ti.lens[slot.1 as usize] -= 1;
-            }
+            ti.remove(id, slots);
         }
     }
 
@@ -188,18 +367,20 @@ impl Index {
     }
 
     fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, trav: Arc<Traversal>) {
-        let slots = self.slots_of(p, mf, &trav);
+        self.ensure_tables(p, &trav);
+        let slots = self.slots_of(mf, &trav);
         for (st, &slot) in trav.steps.iter().zip(slots.iter()) {
             self.add_outcome(id, st.table, st.outcome);
             self.add_slot(id, st.table, slot);
         }
         self.add_groups(id, &Self::groups_of(&trav));
-        self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav, slots });
+        self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
     }
 
     fn unregister(&mut self, id: EntryId) -> Option<Entry> {
         let e = self.entries.get_mut(id as usize)?.take()?;
-        for (st, &slot) in e.trav.steps.iter().zip(e.slots.iter()) {
+        let slots = self.slots_of(&e.mf, &e.trav);
+        for (st, &slot) in e.trav.steps.iter().zip(slots.iter()) {
             self.del_outcome(id, st.table, st.outcome);
             self.del_slot(id, st.table, slot);
         }
@@ -231,35 +412,45 @@ impl Index {
     /// changed onwards), then asserts the new ones.
     pub fn reindex_if_needed(&mut self, p: &Pipeline, id: EntryId, new: &Arc<Traversal>) {
         let Some(e) = self.entries.get_mut(id as usize).and_then(|e| e.take()) else { return };
-        let slots = self.slots_of(p, &e.mf, new);
+        self.ensure_tables(p, new);
+        let region = self.region(&e.mf);
+        let (old, now) = (&e.trav.steps, &new.steps);
         // Two registrations per visit, each a set shared by the visits to the
-        // same table: its outcome and its slot. Remove the ones that changed,
-        // add the new ones, and re-assert unchanged ones that shared a
-        // registration with a removed one.
-        type V = (u8, Outcome, Slot);
-        let old: Vec<V> = e.trav.steps.iter().zip(e.slots.iter()).map(|(s, &sl)| (s.table, s.outcome, sl)).collect();
-        let now: Vec<V> = new.steps.iter().zip(slots.iter()).map(|(s, &sl)| (s.table, s.outcome, sl)).collect();
-        let same_o = |a: &V, b: &V| a.0 == b.0 && a.1 == b.1;
-        let same_s = |a: &V, b: &V| a.0 == b.0 && a.2 == b.2;
-        let (mut gone_o, mut gone_s): (Vec<&V>, Vec<&V>) = (Vec::new(), Vec::new());
-        for (i, v) in old.iter().enumerate() {
-            let n = now.get(i);
-            if n.is_none_or(|n| !same_o(v, n)) {
-                self.del_outcome(id, v.0, v.1);
-                gone_o.push(v);
+        // same table: its outcome and its slots. A visit to the same table
+        // with the same key keeps its slots (they are a function of the key),
+        // so slots are computed only for visits whose key changed. Remove the
+        // registrations that changed, add the new ones, and re-assert
+        // unchanged ones that shared a registration with a removed one.
+        let same_table = |i: usize| matches!((old.get(i), now.get(i)), (Some(a), Some(b)) if a.table == b.table);
+        let same_outcome = |i: usize| same_table(i) && old[i].outcome == now[i].outcome;
+        let same_key = |i: usize| {
+            same_table(i) && e.trav.versions.get(old[i].version as usize) == new.versions.get(now[i].version as usize)
+        };
+        let slots = |this: &Self, trav: &Traversal, st: &Step| {
+            this.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(&region, &trav.key_at(&e.mf.rep, st)))
+        };
+        let mut gone_o: Vec<(u8, Outcome)> = Vec::new();
+        let mut gone_s: Vec<(u8, Slots)> = Vec::new();
+        for (i, st) in old.iter().enumerate() {
+            if !same_outcome(i) {
+                self.del_outcome(id, st.table, st.outcome);
+                gone_o.push((st.table, st.outcome));
             }
-            if n.is_none_or(|n| !same_s(v, n)) {
-                self.del_slot(id, v.0, v.2);
-                gone_s.push(v);
+            if !same_key(i) {
+                let s = slots(self, &e.trav, st);
+                self.del_slot(id, st.table, s);
+                gone_s.push((st.table, s));
             }
         }
-        for (i, v) in now.iter().enumerate() {
-            let o = old.get(i);
-            if o.is_none_or(|o| !same_o(o, v)) || gone_o.iter().any(|d| same_o(d, v)) {
-                self.add_outcome(id, v.0, v.1);
+        for (i, st) in now.iter().enumerate() {
+            if !same_outcome(i) || gone_o.contains(&(st.table, st.outcome)) {
+                self.add_outcome(id, st.table, st.outcome);
             }
-            if o.is_none_or(|o| !same_s(o, v)) || gone_s.iter().any(|d| same_s(d, v)) {
-                self.add_slot(id, v.0, v.2);
+            if !same_key(i) || gone_s.iter().any(|(t, _)| *t == st.table) {
+                let s = slots(self, new, st);
+                if !same_key(i) || gone_s.contains(&(st.table, s)) {
+                    self.add_slot(id, st.table, s);
+                }
             }
         }
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(new));
@@ -267,7 +458,7 @@ impl Index {
             self.del_groups(id, &was);
             self.add_groups(id, &groups);
         }
-        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new.clone(), slots });
+        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new.clone() });
     }
 
     /// Removes an entry.
@@ -300,29 +491,8 @@ impl Index {
     /// Returns them, and how many index slots were looked at.
     pub fn overlapping(&self, p: &Pipeline, t: u8, m: &Match, priority: u16, out: &mut Vec<EntryId>) -> usize {
         let Some(ti) = self.tables.get(&t) else { return 0 };
-        let f = ti.field;
-        let bits = f.bits();
-        let (v, w) = m.field(f);
-        let l = leading_ones(w, bits);
-        let mut looked = 0usize;
         let mut cands: Vec<EntryId> = Vec::new();
-        // Entries indexed under a prefix containing the rule's prefix on f.
-        for len in (0..=l).filter(|&len| ti.lens[len as usize] > 0) {
-            let val = v & prefix_mask(len as u32, bits);
-            for &(_, _, id) in ti.set.range((val, len, 0)..=(val, len, EntryId::MAX)) {
-                cands.push(id);
-                looked += 1;
-            }
-        }
-        // Entries indexed under longer prefixes inside the rule's prefix.
-        let lo = v & prefix_mask(l as u32, bits);
-        let hi = lo | (f.ones() & !prefix_mask(l as u32, bits));
-        for &(_, len, id) in ti.set.range((lo, 0, 0)..=(hi, u8::MAX, EntryId::MAX)) {
-            looked += 1;
-            if len > l {
-                cands.push(id);
-            }
-        }
+        let looked = ti.candidates(m, &mut cands);
         cands.sort_unstable();
         cands.dedup();
         for id in cands {
@@ -351,10 +521,14 @@ impl Index {
         looked
     }
 
-    /// Approximate bytes held by the index (for the memory figure).
+    /// Approximate bytes held by the index (for the memory figure): B-tree
+    /// and hash-set slots counted at about two thirds full.
     pub fn approx_bytes(&self) -> usize {
-        let visits: usize = self.entries.iter().flatten().map(|e| e.slots.len()).sum();
-        let per_visit = std::mem::size_of::<Slot>() + 24 /* BTreeSet slot */ + 16 /* rule set slot */;
-        self.entries.len() * (std::mem::size_of::<Option<Entry>>() + 16) + visits * per_visit
+        let visits: usize = self.entries.iter().flatten().map(|e| e.trav.steps.len()).sum();
+        let outer: usize = self.tables.values().map(|t| t.outer.len()).sum();
+        let per_visit = std::mem::size_of::<Key>() * 3 / 2 + 8 /* rule set slot */;
+        let per_outer = (std::mem::size_of::<Slot>() + std::mem::size_of::<Inner>()) * 3 / 2;
+        let per_entry = std::mem::size_of::<Option<Entry>>() + 24 /* by_ptr */;
+        self.entries.len() * per_entry + visits * per_visit + outer * per_outer
     }
 }

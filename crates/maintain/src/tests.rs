@@ -460,3 +460,39 @@ fn a_failing_bundle_is_rolled_back_exactly() {
     flowmod::apply(&mut p, &FlowMod::Bundle(fms)).unwrap();
     assert_ne!(pipeline_state(&p), before);
 }
+
+#[test]
+fn a_rule_on_two_fields_finds_its_entries_without_scanning_either_field() {
+    // 20 sources x 30 destinations, each pair a rule: the table is indexed on
+    // nw_src, then nw_dst, so a new pair rule looks at its own entries only
+    // (not at the 30 of its source nor the 20 of its destination).
+    let mut flows = String::new();
+    for s in 0..20 {
+        for d in 0..30 {
+            flows.push_str(&format!(
+                "table=0,priority=10,ip,nw_src=10.0.0.{s},nw_dst=10.1.0.{d},actions=output:{}\n",
+                d + 1
+            ));
+        }
+    }
+    let p = pipeline(&flows, "");
+    let pkts: Vec<String> = (0..20)
+        .flat_map(|s| (0..30).map(move |d| format!("in_port=9,ip,nw_src=10.0.0.{s},nw_dst=10.1.0.{d}")))
+        .collect();
+    let (_dp, inc) = filled(&p, EngineKind::Incremental, &pkts);
+    assert_eq!(inc.lock().engine.len(), 600);
+    let add =
+        parse_command("add-flow", "table=0,priority=20,ip,nw_src=10.0.0.7,nw_dst=10.1.0.11,actions=drop").unwrap();
+    let rep = inc.lock().apply(&add).unwrap();
+    assert_eq!((rep.examined, rep.updated), (1, 1), "{rep}");
+    assert!(rep.probed <= 2, "looked at {} index keys for one entry", rep.probed);
+    // A rule on the source alone finds that source's 30 entries.
+    let add = parse_command("add-flow", "table=0,priority=30,ip,nw_src=10.0.0.3,actions=drop").unwrap();
+    let rep = inc.lock().apply(&add).unwrap();
+    assert_eq!(rep.examined, 30, "{rep}");
+    // A rule on a destination prefix alone still finds every entry it overlaps.
+    let add = parse_command("add-flow", "table=0,priority=40,ip,nw_dst=10.1.0.0/30,actions=drop").unwrap();
+    let rep = inc.lock().apply(&add).unwrap();
+    assert_eq!(rep.examined, 20 * 4, "{rep}");
+    assert!(inc.lock().verify().is_empty());
+}

@@ -7,8 +7,8 @@
 //! traffic sets (packets arrive already tracked, `+new+trk` or `+est+trk`);
 //! `ct(table=N)` is a `goto_table:N`; policy conjunctions are expanded into
 //! plain rules. Policy rules (tables 45, 50, 85, 90) take their prefix
-//! lengths, protocols and ports from a ClassBench ACL seed, mapped onto the
-//! pod and service address space.
+//! lengths, protocols and ports from a ClassBench ACL seed, placed around
+//! the pods, services and remote nodes that exist (a policy selects pods).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,27 +62,37 @@ pub struct Antrea {
     pub policy_rules: Vec<(u8, u16, String)>,
 }
 
-/// A policy filter mapped onto the pod network: sources or destinations
-/// inside 10.10.0.0/16 (pods) or anywhere, ports from the seed.
-fn policy_match(f: &Filter, pods_side_dst: bool) -> String {
+/// `v` masked to its first `len` bits.
+fn prefix_of(v: u32, len: u32) -> u32 {
+    v & u32::MAX.checked_shl(32 - len).unwrap_or(0)
+}
+
+/// A policy filter mapped onto the cluster, as Antrea's rules select what
+/// exists: the side the policy applies to (sources in egress tables,
+/// destinations in ingress ones) is a prefix around a pod that exists, the
+/// peer (when the seed constrains it) one around an address the traffic
+/// uses (pods, services or remote nodes for egress; pods for ingress), both
+/// with the seed's prefix lengths (at least /16, so that a prefix stays in
+/// its address class); protocol and destination port are the seed's.
+fn policy_match(f: &Filter, cfg: &AntreaConfig, pods_side_dst: bool) -> String {
     let mut m = vec![match f.proto {
         Some(6) => "tcp".to_string(),
         Some(17) => "udp".to_string(),
         _ => "ip".to_string(),
     }];
-    let pod_net = (10u32 << 24) | (10 << 16);
-    let into_pods = |v: u32, mk: u32| {
-        let len = mk.count_ones().max(16);
-        let m = u32::MAX << (32 - len);
-        (pod_net | (v & !0xffff_0000)) & m
-    };
     let (side, other) = if pods_side_dst { ("nw_dst", "nw_src") } else { ("nw_src", "nw_dst") };
     let (pv, pm) = if pods_side_dst { f.dst } else { f.src };
     let plen = pm.count_ones().max(16);
-    m.push(format!("{side}={}/{plen}", ip(into_pods(pv, pm))));
+    m.push(format!("{side}={}/{plen}", ip(prefix_of(pod_ip(pv % cfg.pods), plen))));
     let (ov, om) = if pods_side_dst { f.src } else { f.dst };
     if om != 0 {
-        m.push(format!("{other}={}/{}", ip(ov), om.count_ones()));
+        let olen = om.count_ones().max(16);
+        let peer = match (pods_side_dst, ov % 10) {
+            (false, 5..=7) => svc_ip(ov % cfg.services),
+            (false, 8..=9) => (10 << 24) | ((20 + ov % cfg.remote_nodes.max(1)) << 16) | (ov & 0xffff),
+            _ => pod_ip(ov % cfg.pods),
+        };
+        m.push(format!("{other}={}/{olen}", ip(prefix_of(peer, olen))));
     }
     if matches!(f.proto, Some(6) | Some(17)) {
         let name = if f.proto == Some(6) { "tcp_dst" } else { "udp_dst" };
@@ -182,7 +192,7 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
                   f: &mut String,
                   rules: &mut Vec<(u8, u16, String)>| {
         let filt = seed.sample(rng);
-        let m = policy_match(&filt, dst_side);
+        let m = policy_match(&filt, cfg, dst_side);
         f.push_str(&format!("table={t},priority={prio},{m},actions={action}\n"));
         rules.push((t, prio, m));
     };
@@ -311,7 +321,7 @@ impl Antrea {
             match i % 5 {
                 0 | 1 => {
                     let t = if rng.gen_bool(0.5) { 45u8 } else { 85 };
-                    let m = policy_match(&seed.sample(&mut rng), t == 85);
+                    let m = policy_match(&seed.sample(&mut rng), &self.cfg, t == 85);
                     let prio = 14500 + (i % 100) as u16;
                     out.push(("policy add", "add-flow".into(), format!("table={t},priority={prio},{m},actions=drop")));
                     added.push((t, prio, m));
