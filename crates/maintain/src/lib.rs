@@ -71,8 +71,9 @@ pub trait Engine: Send {
     fn remove(&mut self, mf: &Arc<Megaflow>);
     /// Brings the cache up to date with `p` after `deltas`; evicted entries
     /// are killed; re-translated ones leave their old traversal and its
-    /// counters in `moved`.
-    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: &mut Vec<Moved>) -> Report;
+    /// counters in `moved` when it is given (else they are dropped at once,
+    /// so an update over most of the cache never holds two traversals per entry).
+    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: Option<&mut Vec<Moved>>) -> Report;
     /// The live entries.
     fn entries(&self) -> Vec<Arc<Megaflow>>;
     fn len(&self) -> usize;
@@ -84,11 +85,14 @@ pub trait Engine: Send {
 }
 
 /// Applies a verdict to a megaflow. Returns (kept, updated, evicted) increments.
-fn act(mf: &Megaflow, v: Verdict, moved: &mut Vec<Moved>) -> (usize, usize, usize) {
+fn act(mf: &Megaflow, v: Verdict, moved: &mut Option<&mut Vec<Moved>>) -> (usize, usize, usize) {
     match v {
         Verdict::Keep => (1, 0, 0),
         Verdict::Update(r) => {
-            moved.push(mf.set_actions(r.actions, r.traversal));
+            let old = mf.set_actions(r.actions, r.traversal);
+            if let Some(m) = moved {
+                m.push(old);
+            }
             (0, 1, 0)
         }
         Verdict::Evict => {
@@ -129,12 +133,12 @@ impl Engine for FullRevalidator {
             self.dead = 0;
         }
     }
-    fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta], moved: &mut Vec<Moved>) -> Report {
+    fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
         for mf in self.entries.iter().filter(|m| !m.is_dead()) {
             rep.examined += 1;
-            let (k, u, e) = act(mf, revalidate::revalidate(p, mf, &self.po), moved);
+            let (k, u, e) = act(mf, revalidate::revalidate(p, mf, &self.po), &mut moved);
             rep.kept += k;
             rep.updated += u;
             rep.evicted += e;
@@ -205,7 +209,7 @@ impl Engine for Incremental {
             self.index.remove(id);
         }
     }
-    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: &mut Vec<Moved>) -> Report {
+    fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
         let (affected, probed) = self.affected(p, deltas);
@@ -214,7 +218,7 @@ impl Engine for Incremental {
             let Some(mf) = self.index.get(id).cloned() else { continue };
             rep.examined += 1;
             let v = revalidate::revalidate(p, &mf, &self.po);
-            let (k, u, e) = act(&mf, v, moved);
+            let (k, u, e) = act(&mf, v, &mut moved);
             rep.kept += k;
             rep.updated += u;
             rep.evicted += e;
@@ -290,11 +294,9 @@ impl Control {
         let start = Instant::now();
         let deltas = flowmod::apply(&mut self.pipeline, fm)?;
         self.version += 1;
-        let mut rep = self.engine.maintain(&self.pipeline, &deltas, &mut self.moved);
+        let moved = self.keep_moved.then_some(&mut self.moved);
+        let mut rep = self.engine.maintain(&self.pipeline, &deltas, moved);
         rep.ttu = start.elapsed();
-        if !self.keep_moved {
-            self.moved.clear();
-        }
         Ok(rep)
     }
 
