@@ -191,10 +191,16 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
                   prio: u16,
                   f: &mut String,
                   rules: &mut Vec<(u8, u16, String)>| {
-        let filt = seed.sample(rng);
-        let m = policy_match(&filt, cfg, dst_side);
-        f.push_str(&format!("table={t},priority={prio},{m},actions={action}\n"));
-        rules.push((t, prio, m));
+        // A rule with the same table, priority and match would replace the
+        // earlier one (in Open vSwitch too): draw until it is new.
+        for _ in 0..100 {
+            let m = policy_match(&seed.sample(rng), cfg, dst_side);
+            if !rules.iter().any(|(rt, rp, rm)| (*rt, *rp) == (t, prio) && *rm == m) {
+                f.push_str(&format!("table={t},priority={prio},{m},actions={action}\n"));
+                rules.push((t, prio, m));
+                return;
+            }
+        }
     };
     for i in 0..cfg.policies / 4 {
         let a = if rng.gen_bool(0.3) { "drop" } else { "goto_table:60" };
