@@ -81,7 +81,9 @@ impl Megaflow {
 
     /// Replaces the actions (and the traversal that produced them) atomically.
     /// Returns the old traversal with the counters gathered under it.
-    pub fn set_actions(&self, actions: Vec<DpAction>, traversal: Traversal) -> Moved {
+    pub fn set_actions(&self, mut actions: Vec<DpAction>, mut traversal: Traversal) -> Moved {
+        actions.shrink_to_fit();
+        traversal.shrink_to_fit();
         let (packets, bytes) = self.unaccounted();
         self.accounted[0].fetch_add(packets, Ordering::Relaxed);
         self.accounted[1].fetch_add(bytes, Ordering::Relaxed);

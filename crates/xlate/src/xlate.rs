@@ -49,9 +49,10 @@ pub struct Step {
     pub table: u8,
     pub outcome: Outcome,
     pub via: Via,
-    pub depth: u32,
+    /// Nesting (below [`MAX_DEPTH`], so a byte: a traversal is kept per megaflow).
+    pub depth: u8,
     /// Resubmit nesting (for display: goto_table stays at the same level).
-    pub nest: u32,
+    pub nest: u8,
     /// Which key this lookup saw: an index into [`Traversal::versions`]
     /// (0: the key as translation started).
     pub version: u16,
@@ -78,7 +79,23 @@ pub struct Traversal {
     pub versions: Vec<KeyDiff>,
 }
 
+/// A nesting level as kept in a [`Step`] (below [`MAX_DEPTH`] when kept).
+fn small(n: u32) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
+}
+
 impl Traversal {
+    /// Drops spare capacity (a traversal is kept per megaflow, often for
+    /// long: 22 steps pushed one by one would otherwise hold room for 32).
+    pub fn shrink_to_fit(&mut self) {
+        self.steps.shrink_to_fit();
+        self.groups.shrink_to_fit();
+        self.versions.shrink_to_fit();
+        for v in &mut self.versions {
+            v.shrink_to_fit();
+        }
+    }
+
     /// The key a step's lookup saw, given the key translation started from.
     pub fn key_at(&self, start: &FlowKey, step: &Step) -> FlowKey {
         let mut k = *start;
@@ -314,7 +331,8 @@ impl Ctx<'_> {
         let table = self.p.table(t);
         let version = self.key_version();
         let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut self.wc));
-        let step = |outcome| Step { table: t, outcome, via, depth: self.depth, nest: self.nest, version };
+        let (depth, nest) = (small(self.depth), small(self.nest));
+        let step = |outcome| Step { table: t, outcome, via, depth, nest, version };
         match hit {
             Some(r) => {
                 self.trav.steps.push(step(Outcome::Rule(r.id)));
