@@ -458,10 +458,13 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 affected.push(rep.examined as f64);
                 if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
                     eprintln!(
-                        "{:>10.1} us  examined {:>6}  probed {:>6}",
+                        "{:>10.1} us  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  RSS {:>6} MiB",
                         rep.ttu.as_secs_f64() * 1e6,
                         rep.examined,
-                        rep.probed
+                        rep.probed,
+                        rep.updated,
+                        rep.evicted,
+                        crate::resident_bytes().unwrap_or(0) >> 20
                     );
                 }
                 if opts.verify {

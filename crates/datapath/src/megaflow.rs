@@ -84,11 +84,17 @@ impl Megaflow {
     pub fn set_actions(&self, mut actions: Vec<DpAction>, mut traversal: Traversal) -> Moved {
         actions.shrink_to_fit();
         traversal.shrink_to_fit();
+        self.set_shared(Arc::new(actions), Arc::new(traversal))
+    }
+
+    /// [`Megaflow::set_actions`] with values that may be shared with other
+    /// megaflows (see [`crate::intern`]).
+    pub fn set_shared(&self, actions: Actions, traversal: Arc<Traversal>) -> Moved {
         let (packets, bytes) = self.unaccounted();
         self.accounted[0].fetch_add(packets, Ordering::Relaxed);
         self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
-        let old = self.traversal.swap(Arc::new(traversal));
-        self.actions.store(Arc::new(actions));
+        let old = self.traversal.swap(traversal);
+        self.actions.store(actions);
         Moved { traversal: old, packets, bytes }
     }
 

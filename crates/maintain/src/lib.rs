@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use flowmod::{apply as apply_flow_mod, parse_command, Delta, FlowMod, ModError};
+use kairo_datapath::intern::Interner;
 pub use kairo_datapath::{Megaflow, Moved};
 pub use revalidate::{verify, Mismatch, Verdict};
 
@@ -85,11 +86,20 @@ pub trait Engine: Send {
 }
 
 /// Applies a verdict to a megaflow. Returns (kept, updated, evicted) increments.
-fn act(mf: &Megaflow, v: Verdict, moved: &mut Option<&mut Vec<Moved>>) -> (usize, usize, usize) {
+/// Re-translated actions and traversals are hash-consed like those of
+/// upcalls (an update that sends a million entries to the same few rules
+/// makes a few new traversals, not a million).
+fn act(
+    mf: &Megaflow,
+    v: Verdict,
+    interner: &mut Interner,
+    moved: &mut Option<&mut Vec<Moved>>,
+) -> (usize, usize, usize) {
     match v {
         Verdict::Keep => (1, 0, 0),
         Verdict::Update(r) => {
-            let old = mf.set_actions(r.actions, r.traversal);
+            let r = *r;
+            let old = mf.set_shared(interner.actions(r.actions), interner.traversal(r.traversal));
             if let Some(m) = moved {
                 m.push(old);
             }
@@ -108,12 +118,36 @@ pub struct FullRevalidator {
     /// Entries removed but not yet dropped from `entries`.
     dead: usize,
     po: FlowMask,
+    /// Threads a pass may revalidate on (as Open vSwitch's revalidator threads).
+    pub threads: usize,
+    interner: Interner,
 }
 
 impl Default for FullRevalidator {
     fn default() -> Self {
-        FullRevalidator { entries: Vec::new(), dead: 0, po: revalidate::pipeline_only_mask() }
+        FullRevalidator {
+            entries: Vec::new(),
+            dead: 0,
+            po: revalidate::pipeline_only_mask(),
+            threads: default_threads(),
+            interner: Interner::default(),
+        }
     }
+}
+
+/// Entries revalidated together (their verdicts are held until applied).
+const CHUNK: usize = 4096;
+
+/// Threads a maintenance pass may use (both engines alike, so their
+/// comparison stays fair): `KAIRO_MAINTAIN_THREADS` if set to a number, else
+/// one. More threads re-translate a large affected set faster (a 75K-entry
+/// Antrea update: 1.04 s on one thread, 0.82 s on two, on 2 cores), but what
+/// they allocate and the maintenance thread frees stays with the allocator
+/// (about 0.5 KB more per re-translated entry, measured), which at 10M
+/// entries costs more than it saves.
+pub fn default_threads() -> usize {
+    let env = std::env::var("KAIRO_MAINTAIN_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+    env.unwrap_or(1).max(1)
 }
 
 impl Engine for FullRevalidator {
@@ -136,15 +170,19 @@ impl Engine for FullRevalidator {
     fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
-        for mf in self.entries.iter().filter(|m| !m.is_dead()) {
-            rep.examined += 1;
-            let (k, u, e) = act(mf, revalidate::revalidate(p, mf, &self.po), &mut moved);
-            rep.kept += k;
-            rep.updated += u;
-            rep.evicted += e;
-        }
         self.entries.retain(|m| !m.is_dead());
         self.dead = 0;
+        for chunk in self.entries.chunks(CHUNK) {
+            let verdicts = revalidate::revalidate_all(p, chunk, &self.po, self.threads);
+            for (mf, v) in chunk.iter().zip(verdicts) {
+                rep.examined += 1;
+                let (k, u, e) = act(mf, v, &mut self.interner, &mut moved);
+                rep.kept += k;
+                rep.updated += u;
+                rep.evicted += e;
+            }
+        }
+        self.entries.retain(|m| !m.is_dead());
         rep.ttu = start.elapsed();
         rep
     }
@@ -163,11 +201,19 @@ impl Engine for FullRevalidator {
 pub struct Incremental {
     index: index::Index,
     po: FlowMask,
+    /// Threads a pass may revalidate on (affected sets of [`revalidate::PARALLEL_MIN`] or more).
+    pub threads: usize,
+    interner: Interner,
 }
 
 impl Default for Incremental {
     fn default() -> Self {
-        Incremental { index: index::Index::new(), po: revalidate::pipeline_only_mask() }
+        Incremental {
+            index: index::Index::new(),
+            po: revalidate::pipeline_only_mask(),
+            threads: default_threads(),
+            interner: Interner::default(),
+        }
     }
 }
 
@@ -214,18 +260,21 @@ impl Engine for Incremental {
         let mut rep = Report::default();
         let (affected, probed) = self.affected(p, deltas);
         rep.probed = probed;
-        for id in affected {
-            let Some(mf) = self.index.get(id).cloned() else { continue };
-            rep.examined += 1;
-            let v = revalidate::revalidate(p, &mf, &self.po);
-            let (k, u, e) = act(&mf, v, &mut moved);
-            rep.kept += k;
-            rep.updated += u;
-            rep.evicted += e;
-            if e > 0 {
-                self.index.remove(id);
-            } else if u > 0 {
-                self.index.reindex_if_needed(p, id, &mf.traversal());
+        for chunk in affected.chunks(CHUNK) {
+            let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
+                chunk.iter().filter_map(|&id| Some((id, self.index.get(id)?.clone()))).unzip();
+            let verdicts = revalidate::revalidate_all(p, &mfs, &self.po, self.threads);
+            for ((id, mf), v) in ids.iter().zip(&mfs).zip(verdicts) {
+                rep.examined += 1;
+                let (k, u, e) = act(mf, v, &mut self.interner, &mut moved);
+                rep.kept += k;
+                rep.updated += u;
+                rep.evicted += e;
+                if e > 0 {
+                    self.index.remove(*id);
+                } else if u > 0 {
+                    self.index.reindex_if_needed(p, *id, &mf.traversal());
+                }
             }
         }
         rep.ttu = start.elapsed();

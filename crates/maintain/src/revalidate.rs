@@ -125,3 +125,28 @@ pub fn verify<'a>(p: &Pipeline, entries: impl IntoIterator<Item = &'a std::sync:
     }
     out
 }
+
+/// Below this many entries a pass revalidates on the calling thread (a
+/// thread costs more than it saves).
+pub const PARALLEL_MIN: usize = 256;
+
+/// Revalidates `mfs` on up to `threads` threads (scoped: they end with the
+/// call), verdicts in the order of `mfs`. Translation only reads the
+/// pipeline and the megaflows, so entries are independent; applying the
+/// verdicts (and re-indexing) stays with the caller, serially.
+pub fn revalidate_all(p: &Pipeline, mfs: &[std::sync::Arc<Megaflow>], po: &FlowMask, threads: usize) -> Vec<Verdict> {
+    let threads = threads.clamp(1, mfs.len().div_ceil(PARALLEL_MIN).max(1));
+    if threads == 1 {
+        return mfs.iter().map(|mf| revalidate(p, mf, po)).collect();
+    }
+    let per = mfs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = mfs
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(|mf| revalidate(p, mf, po)).collect::<Vec<_>>()))
+            .collect();
+        // A panic in a worker is a bug in translation: re-raise it here,
+        // where it would have happened serially.
+        parts.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
+}

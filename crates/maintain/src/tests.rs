@@ -22,8 +22,14 @@ fn pipeline(flows: &str, groups: &str) -> Pipeline {
 
 /// A datapath filled by upcalls through a control with the given engine.
 fn filled(p: &Pipeline, kind: EngineKind, packets: &[String]) -> (Datapath, SharedControl) {
+    filled_with(p, kind.build(), packets)
+}
+
+fn filled_with(p: &Pipeline, engine: Box<dyn Engine>, packets: &[String]) -> (Datapath, SharedControl) {
     let mut dp = Datapath::new(DpConfig { emc_insert_inv_prob: 1, ..DpConfig::default() });
-    let mut sc = SharedControl::new(Control::new(p.clone(), kind));
+    let mut c = Control::new(p.clone(), EngineKind::Full);
+    c.engine = engine;
+    let mut sc = SharedControl::new(c);
     for spec in packets {
         let k = kairo_flow::parse_key(spec).unwrap();
         dp.process_key(&k, 64, None, 0, &mut sc);
@@ -495,4 +501,62 @@ fn a_rule_on_two_fields_finds_its_entries_without_scanning_either_field() {
     let rep = inc.lock().apply(&add).unwrap();
     assert_eq!(rep.examined, 20 * 4, "{rep}");
     assert!(inc.lock().verify().is_empty());
+}
+
+#[test]
+fn revalidating_on_several_threads_equals_one_thread() {
+    // 20 x 30 pair rules and a group per destination: updates that touch
+    // most entries (above the parallel threshold) and some that evict.
+    let mut flows = String::new();
+    let mut groups = String::new();
+    for d in 0..30 {
+        groups.push_str(&format!("group_id={},type=all,bucket=output:{}\n", d + 1, d + 1));
+    }
+    for s in 0..20 {
+        for d in 0..30 {
+            flows.push_str(&format!(
+                "table=0,priority=10,ip,nw_src=10.0.0.{s},nw_dst=10.1.0.{d},actions=group:{}\n",
+                d + 1
+            ));
+        }
+    }
+    let p = pipeline(&flows, &groups);
+    let pkts: Vec<String> = (0..20)
+        .flat_map(|s| {
+            (0..30).map(move |d| format!("in_port=9,ip,nw_src=10.0.0.{s},nw_dst=10.1.0.{d},tcp,tp_dst={}", 80 + d))
+        })
+        .collect();
+    assert!(pkts.len() > 2 * revalidate::PARALLEL_MIN);
+    let engines: Vec<Box<dyn Engine>> = vec![
+        Box::new(Incremental { threads: 1, ..Incremental::default() }),
+        Box::new(Incremental { threads: 3, ..Incremental::default() }),
+        Box::new(FullRevalidator { threads: 1, ..FullRevalidator::default() }),
+        Box::new(FullRevalidator { threads: 3, ..FullRevalidator::default() }),
+    ];
+    let ctls: Vec<(Datapath, SharedControl)> = engines.into_iter().map(|e| filled_with(&p, e, &pkts)).collect();
+    let updates = [
+        ("mod-flows", "table=0,ip,nw_src=10.0.0.0/24,actions=output:7"),
+        ("add-flow", "table=0,priority=20,ip,nw_dst=10.1.0.0/27,actions=drop"),
+        ("add-flow", "table=0,priority=30,tcp,tp_dst=85,actions=output:9"),
+        ("del-flows", "table=0,ip,nw_dst=10.1.0.0/28"),
+    ];
+    let mut widest = 0;
+    for (cmd, arg) in updates {
+        let fm = parse_command(cmd, arg).unwrap();
+        let reps: Vec<Report> = ctls.iter().map(|(_, c)| c.lock().apply(&fm).unwrap()).collect();
+        widest = widest.max(reps[1].updated + reps[1].evicted);
+        let want = view(&ctls[0].1.lock());
+        for (i, (_, c)) in ctls.iter().enumerate() {
+            let c = c.lock();
+            assert_eq!(view(&c), want, "{cmd} {arg}: engine {i} ({}) differs", c.engine.name());
+            assert!(c.verify().is_empty(), "{cmd} {arg}: engine {i}");
+        }
+        assert_eq!(
+            (reps[0].examined, reps[0].updated, reps[0].evicted),
+            (reps[1].examined, reps[1].updated, reps[1].evicted)
+        );
+        assert_eq!((reps[2].updated, reps[2].evicted), (reps[3].updated, reps[3].evicted));
+    }
+    // The threaded path ran: some update changed more entries than one thread takes.
+    assert!(widest > 2 * revalidate::PARALLEL_MIN, "{widest}");
 }
