@@ -135,8 +135,16 @@ impl Default for FullRevalidator {
     }
 }
 
-/// Entries revalidated together (their verdicts are held until applied).
-const CHUNK: usize = 4096;
+/// Entries revalidated together (their verdicts are held until applied):
+/// many when threads share the work, few on one thread, where the verdicts
+/// of a small chunk are still in cache when applied.
+fn chunk_for(threads: usize) -> usize {
+    if threads > 1 {
+        4096
+    } else {
+        32
+    }
+}
 
 /// Threads a maintenance pass may use (both engines alike, so their
 /// comparison stays fair): `KAIRO_MAINTAIN_THREADS` if set to a number, else
@@ -172,7 +180,7 @@ impl Engine for FullRevalidator {
         let mut rep = Report::default();
         self.entries.retain(|m| !m.is_dead());
         self.dead = 0;
-        for chunk in self.entries.chunks(CHUNK) {
+        for chunk in self.entries.chunks(chunk_for(self.threads)) {
             let verdicts = revalidate::revalidate_all(p, chunk, &self.po, self.threads);
             for (mf, v) in chunk.iter().zip(verdicts) {
                 rep.examined += 1;
@@ -260,7 +268,7 @@ impl Engine for Incremental {
         let mut rep = Report::default();
         let (affected, probed) = self.affected(p, deltas);
         rep.probed = probed;
-        for chunk in affected.chunks(CHUNK) {
+        for chunk in affected.chunks(chunk_for(self.threads)) {
             let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
                 chunk.iter().filter_map(|&id| Some((id, self.index.get(id)?.clone()))).unzip();
             let verdicts = revalidate::revalidate_all(p, &mfs, &self.po, self.threads);
