@@ -99,8 +99,12 @@ impl Inner {
         }
     }
 
-    /// Calls `f` on every key in `lo..=hi`.
+    /// Calls `f` on every key in `lo..=hi` (none if `lo > hi`, where a
+    /// B-tree range would panic).
     fn range(&self, lo: Key, hi: Key, mut f: impl FnMut(&Key)) {
+        if lo > hi {
+            return;
+        }
         match self {
             Inner::One(x) => {
                 if lo <= *x && *x <= hi {
@@ -530,5 +534,49 @@ impl Index {
         let per_outer = (std::mem::size_of::<Slot>() + std::mem::size_of::<Inner>()) * 3 / 2;
         let per_entry = std::mem::size_of::<Option<Entry>>() + 24 /* by_ptr */;
         self.entries.len() * per_entry + visits * per_visit + outer * per_outer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// An outer slot's entries behave as an ordered set through every
+        /// representation (one, few, many) and back to empty.
+        #[test]
+        fn inner_is_an_ordered_set(ops in proptest::collection::vec((any::<bool>(), 0u64..40, 0u8..3, 0u32..8), 1..400),
+                                    lo in (0u64..40, 0u8..3), hi in (0u64..40, 0u8..3)) {
+            let mut inner: Option<Inner> = None;
+            let mut model: BTreeSet<Key> = BTreeSet::new();
+            for (add, v, l, id) in ops {
+                let k = (v, l, id);
+                if add {
+                    let fresh = match inner.as_mut() {
+                        Some(i) => i.insert(k),
+                        None => {
+                            inner = Some(Inner::One(k));
+                            true
+                        }
+                    };
+                    prop_assert_eq!(fresh, model.insert(k));
+                } else if let Some(i) = inner.as_mut() {
+                    let (hit, empty) = i.remove(&k);
+                    prop_assert_eq!(hit, model.remove(&k));
+                    prop_assert_eq!(empty, model.is_empty());
+                    if empty {
+                        inner = None;
+                    }
+                }
+                let (a, b) = ((lo.0, lo.1, 0), (hi.0, hi.1, EntryId::MAX));
+                let mut got = Vec::new();
+                if let Some(i) = &inner {
+                    i.range(a, b, |k| got.push(*k));
+                }
+                let want: Vec<Key> = if a <= b { model.range(a..=b).copied().collect() } else { Vec::new() };
+                prop_assert_eq!(got, want);
+            }
+        }
     }
 }
