@@ -303,12 +303,12 @@ impl Index {
     /// megaflow and the traversal, so they are recomputed, not stored).
     fn slots_of(&self, mf: &Megaflow, trav: &Traversal) -> Vec<Slots> {
         let region = self.region(mf);
-        trav.steps
-            .iter()
-            .map(|st| {
-                self.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(&region, &trav.key_at(&mf.rep, st)))
-            })
-            .collect()
+        trav.steps.iter().map(|st| self.slots_at(&region, mf, trav, st)).collect()
+    }
+
+    /// The index slots of one step, given the megaflow's indexed region.
+    fn slots_at(&self, region: &FlowMask, mf: &Megaflow, trav: &Traversal, st: &Step) -> Slots {
+        self.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(region, &trav.key_at(&mf.rep, st)))
     }
 
     fn add_outcome(&mut self, id: EntryId, table: u8, outcome: Outcome) {
@@ -430,9 +430,6 @@ impl Index {
         let same_key = |i: usize| {
             same_table(i) && e.trav.versions.get(old[i].version as usize) == new.versions.get(now[i].version as usize)
         };
-        let slots = |this: &Self, trav: &Traversal, st: &Step| {
-            this.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(&region, &trav.key_at(&e.mf.rep, st)))
-        };
         let mut gone_o: Vec<(u8, Outcome)> = Vec::new();
         let mut gone_s: Vec<(u8, Slots)> = Vec::new();
         for (i, st) in old.iter().enumerate() {
@@ -441,7 +438,7 @@ impl Index {
                 gone_o.push((st.table, st.outcome));
             }
             if !same_key(i) {
-                let s = slots(self, &e.trav, st);
+                let s = self.slots_at(&region, &e.mf, &e.trav, st);
                 self.del_slot(id, st.table, s);
                 gone_s.push((st.table, s));
             }
@@ -451,7 +448,7 @@ impl Index {
                 self.add_outcome(id, st.table, st.outcome);
             }
             if !same_key(i) || gone_s.iter().any(|(t, _)| *t == st.table) {
-                let s = slots(self, new, st);
+                let s = self.slots_at(&region, &e.mf, new, st);
                 if !same_key(i) || gone_s.contains(&(st.table, s)) {
                     self.add_slot(id, st.table, s);
                 }

@@ -85,29 +85,44 @@ pub trait Engine: Send {
     fn index_bytes(&self) -> usize;
 }
 
-/// Applies a verdict to a megaflow. Returns (kept, updated, evicted) increments.
-/// Re-translated actions and traversals are hash-consed like those of
-/// upcalls (an update that sends a million entries to the same few rules
-/// makes a few new traversals, not a million).
+/// What applying a verdict did to an entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Kept,
+    Updated,
+    Evicted,
+}
+
+/// Applies a verdict to a megaflow and counts it (examined, and what was
+/// done) in `rep`. Re-translated actions and traversals are hash-consed like
+/// those of upcalls (an update that sends a million entries to the same few
+/// rules makes a few new traversals, not a million).
 fn act(
     mf: &Megaflow,
     v: Verdict,
     interner: &mut Interner,
     moved: &mut Option<&mut Vec<Moved>>,
-) -> (usize, usize, usize) {
+    rep: &mut Report,
+) -> Done {
+    rep.examined += 1;
     match v {
-        Verdict::Keep => (1, 0, 0),
+        Verdict::Keep => {
+            rep.kept += 1;
+            Done::Kept
+        }
         Verdict::Update(r) => {
             let r = *r;
             let old = mf.set_shared(interner.actions(r.actions), interner.traversal(r.traversal));
             if let Some(m) = moved {
                 m.push(old);
             }
-            (0, 1, 0)
+            rep.updated += 1;
+            Done::Updated
         }
         Verdict::Evict => {
             mf.kill();
-            (0, 0, 1)
+            rep.evicted += 1;
+            Done::Evicted
         }
     }
 }
@@ -183,14 +198,12 @@ impl Engine for FullRevalidator {
         for chunk in self.entries.chunks(chunk_for(self.threads)) {
             let verdicts = revalidate::revalidate_all(p, chunk, &self.po, self.threads);
             for (mf, v) in chunk.iter().zip(verdicts) {
-                rep.examined += 1;
-                let (k, u, e) = act(mf, v, &mut self.interner, &mut moved);
-                rep.kept += k;
-                rep.updated += u;
-                rep.evicted += e;
+                act(mf, v, &mut self.interner, &mut moved, &mut rep);
             }
         }
-        self.entries.retain(|m| !m.is_dead());
+        if rep.evicted > 0 {
+            self.entries.retain(|m| !m.is_dead());
+        }
         rep.ttu = start.elapsed();
         rep
     }
@@ -273,15 +286,12 @@ impl Engine for Incremental {
                 chunk.iter().filter_map(|&id| Some((id, self.index.get(id)?.clone()))).unzip();
             let verdicts = revalidate::revalidate_all(p, &mfs, &self.po, self.threads);
             for ((id, mf), v) in ids.iter().zip(&mfs).zip(verdicts) {
-                rep.examined += 1;
-                let (k, u, e) = act(mf, v, &mut self.interner, &mut moved);
-                rep.kept += k;
-                rep.updated += u;
-                rep.evicted += e;
-                if e > 0 {
-                    self.index.remove(*id);
-                } else if u > 0 {
-                    self.index.reindex_if_needed(p, *id, &mf.traversal());
+                match act(mf, v, &mut self.interner, &mut moved, &mut rep) {
+                    Done::Evicted => {
+                        self.index.remove(*id);
+                    }
+                    Done::Updated => self.index.reindex_if_needed(p, *id, &mf.traversal()),
+                    Done::Kept => {}
                 }
             }
         }
