@@ -64,7 +64,7 @@ pub struct Antrea {
 
 /// `v` masked to its first `len` bits.
 fn prefix_of(v: u32, len: u32) -> u32 {
-    v & u32::MAX.checked_shl(32 - len).unwrap_or(0)
+    v & kairo_flow::parse::prefix_mask(len, 32) as u32
 }
 
 /// A policy filter mapped onto the cluster, as Antrea's rules select what
