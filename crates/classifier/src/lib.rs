@@ -189,6 +189,9 @@ pub struct Classifier<R> {
     order: Vec<usize>,
     by_id: FxHashMap<RuleId, (usize, FlowKey)>,
     tries: [PrefixTrie; TRIE_FIELDS.len()],
+    /// The union of the subtables' masks: the only bits of a key that can
+    /// change which rule it gets.
+    read: FlowMask,
 }
 
 impl<R> Default for Classifier<R> {
@@ -200,6 +203,7 @@ impl<R> Default for Classifier<R> {
             order: Vec::new(),
             by_id: FxHashMap::default(),
             tries: Default::default(),
+            read: FlowMask::ZERO,
         }
     }
 }
@@ -217,6 +221,12 @@ impl<R> Classifier<R> {
     }
     pub fn n_subtables(&self) -> usize {
         self.order.len()
+    }
+
+    /// The bits of a key some rule reads (the union of the rules' masks): two
+    /// keys equal on them get the same rule from [`Classifier::lookup`].
+    pub fn read_mask(&self) -> &FlowMask {
+        &self.read
     }
 
     fn resort(&mut self) {
@@ -244,6 +254,7 @@ impl<R> Classifier<R> {
                 };
                 self.by_mask.insert(mask, s);
                 self.order.push(s);
+                self.read.or(&mask);
                 s
             }
         };
@@ -315,6 +326,10 @@ impl<R> Classifier<R> {
             self.slots[slot] = None;
             self.free.push(slot);
             self.order.retain(|&s| s != slot);
+            self.read = FlowMask::ZERO;
+            for st in self.slots.iter().flatten() {
+                self.read.or(&st.mask);
+            }
         } else if st.max_priority != old_max {
             self.resort();
         }

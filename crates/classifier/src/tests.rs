@@ -105,8 +105,35 @@ proptest! {
                     }
                     let alt = c.lookup_linear(&p).map(|r| r.id);
                     prop_assert_eq!(alt, want, "mask {:?} too wide: {:?} vs {:?}", wc, p, k);
+                    // Keys equal on the read mask get the same rule.
+                    let mut q = p;
+                    for i in 0..q.w.len() {
+                        q.w[i] = (k.w[i] & c.read_mask().w[i]) | (p.w[i] & !c.read_mask().w[i]);
+                    }
+                    prop_assert_eq!(c.lookup_linear(&q).map(|r| r.id), want, "read mask {:?}", c.read_mask());
+                }
+                // What maintenance relies on: within any region that holds the
+                // bits the lookup examined, no rule that beats the result overlaps,
+                // and the result's own mask is inside the region.
+                let mut region = wc;
+                for i in 0..region.w.len() {
+                    region.w[i] |= noise[1][i % 4].rotate_left(i as u32 * 3) & 0x00ff_00ff_00ff_00ff;
+                }
+                let kt = k.masked(&region);
+                match c.lookup_linear(k) {
+                    Some(w) => {
+                        prop_assert!(w.m.mask().is_subset_of(&region));
+                        let (wp, wid) = (w.priority, w.id);
+                        prop_assert!(!c.any_overlapping(&kt, &region, wp, |q| q.priority > wp || q.id < wid));
+                    }
+                    None => prop_assert!(!c.any_overlapping(&kt, &region, 0, |_| true)),
                 }
             }
+            let mut union = FlowMask::ZERO;
+            for r in c.iter() {
+                union.or(r.m.mask());
+            }
+            prop_assert_eq!(c.read_mask(), &union);
             for idx in &removals {
                 if live.is_empty() { break; }
                 let id = live.remove(idx.index(live.len()));

@@ -26,7 +26,7 @@ pub use kairo_datapath::{Megaflow, Moved};
 pub use revalidate::{verify, Mismatch, Verdict};
 
 use kairo_flow::FlowMask;
-use kairo_xlate::Pipeline;
+use kairo_xlate::{Pipeline, TableSet};
 
 /// What one maintenance pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -281,10 +281,11 @@ impl Engine for Incremental {
         let mut rep = Report::default();
         let (affected, probed) = self.affected(p, deltas);
         rep.probed = probed;
+        let changed = changed_tables(deltas);
         for chunk in affected.chunks(chunk_for(self.threads)) {
             let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
                 chunk.iter().filter_map(|&id| Some((id, self.index.get(id)?.clone()))).unzip();
-            let verdicts = revalidate::revalidate_all(p, &mfs, &self.po, self.threads);
+            let verdicts = revalidate::revalidate_all_since(p, &mfs, &self.po, &changed, self.threads);
             for ((id, mf), v) in ids.iter().zip(&mfs).zip(verdicts) {
                 match act(mf, v, &mut self.interner, &mut moved, &mut rep) {
                     Done::Evicted => {
@@ -307,6 +308,21 @@ impl Engine for Incremental {
     fn index_bytes(&self) -> usize {
         self.index.approx_bytes()
     }
+}
+
+/// The tables whose rules or miss behaviour the deltas changed.
+fn changed_tables(deltas: &[Delta]) -> TableSet {
+    let mut set = TableSet::default();
+    for d in deltas {
+        match d {
+            Delta::RuleAdded { table, .. }
+            | Delta::RuleRemoved { table, .. }
+            | Delta::RuleModified { table, .. }
+            | Delta::MissChanged { table } => set.insert(*table),
+            Delta::GroupChanged { .. } => {}
+        }
+    }
+    set
 }
 
 /// Which engine.

@@ -15,7 +15,7 @@
 
 use kairo_classifier::RuleId;
 use kairo_flow::{Field, FlowKey, FlowMask};
-use kairo_xlate::{translate, Outcome, Pipeline, XlateResult};
+use kairo_xlate::{retranslate, translate, Outcome, Pipeline, Replay, TableSet, XlateResult};
 
 use crate::Megaflow;
 
@@ -86,6 +86,44 @@ pub fn revalidate(p: &Pipeline, mf: &Megaflow, po: &FlowMask) -> Verdict {
     }
 }
 
+/// Revalidates one megaflow after the tables in `changed` (and any groups)
+/// changed, giving the verdict [`revalidate`] gives, with less work: the
+/// entry's recorded traversal answers the lookups the change cannot have
+/// altered, and only the steps looked up anew are checked.
+///
+/// Why that is the same verdict: every cached entry's region holds at every
+/// step of its traversal (at install its mask contains what translation
+/// examined, which implies it, as the classifier's contract says; after
+/// each maintenance pass by the verdict itself; and an update that leaves an
+/// entry out of the affected set cannot break a step of it). A step the
+/// re-translation took from the old traversal has the same table, outcome
+/// and key (on the bits the table reads) as an old step, so it still holds;
+/// each step looked up anew holds if the lookup examined only bits of the
+/// region (the contract again) or, failing that, by the exact test. And full
+/// revalidation keeps an entry exactly when its region holds, since a mask
+/// that contains the new translation's implies it.
+pub fn revalidate_since(p: &Pipeline, mf: &Megaflow, po: &FlowMask, changed: &TableSet) -> Verdict {
+    let old = mf.traversal();
+    let mut region = *mf.mask;
+    region.or(po);
+    let again = retranslate(p, &mf.rep, Replay { old: &old, changed, region: &region });
+    let r = again.result;
+    let holds = r.action_mask.is_subset_of(&region)
+        && again.unproven.iter().all(|&i| {
+            let st = &r.traversal.steps[i];
+            let kt = r.traversal.key_at(&mf.rep, st).masked(&region);
+            step_holds(p, st.table, st.outcome, &kt, &region)
+        });
+    if !holds {
+        return Verdict::Evict;
+    }
+    if *mf.actions() != r.actions || *old != r.traversal {
+        Verdict::Update(Box::new(r))
+    } else {
+        Verdict::Keep
+    }
+}
+
 /// One entry of the cache that is not what full revalidation gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
@@ -135,15 +173,35 @@ pub const PARALLEL_MIN: usize = 256;
 /// pipeline and the megaflows, so entries are independent; applying the
 /// verdicts (and re-indexing) stays with the caller, serially.
 pub fn revalidate_all(p: &Pipeline, mfs: &[std::sync::Arc<Megaflow>], po: &FlowMask, threads: usize) -> Vec<Verdict> {
+    revalidate_each(mfs, threads, |mf| revalidate(p, mf, po))
+}
+
+/// As [`revalidate_all`], with [`revalidate_since`].
+pub fn revalidate_all_since(
+    p: &Pipeline,
+    mfs: &[std::sync::Arc<Megaflow>],
+    po: &FlowMask,
+    changed: &TableSet,
+    threads: usize,
+) -> Vec<Verdict> {
+    revalidate_each(mfs, threads, |mf| revalidate_since(p, mf, po, changed))
+}
+
+fn revalidate_each(
+    mfs: &[std::sync::Arc<Megaflow>],
+    threads: usize,
+    revalidate: impl Fn(&Megaflow) -> Verdict + Sync,
+) -> Vec<Verdict> {
     let threads = threads.clamp(1, mfs.len().div_ceil(PARALLEL_MIN).max(1));
     if threads == 1 {
-        return mfs.iter().map(|mf| revalidate(p, mf, po)).collect();
+        return mfs.iter().map(|mf| revalidate(mf)).collect();
     }
+    let revalidate = &revalidate;
     let per = mfs.len().div_ceil(threads);
     std::thread::scope(|s| {
         let parts: Vec<_> = mfs
             .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(|mf| revalidate(p, mf, po)).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || part.iter().map(|mf| revalidate(mf)).collect::<Vec<_>>()))
             .collect();
         // A panic in a worker is a bug in translation: re-raise it here,
         // where it would have happened serially.

@@ -212,10 +212,74 @@ struct Ctx<'a> {
     lookups: u32,
     exit: bool,
     error: Option<XlateError>,
+    replay: Option<ReplayState<'a>>,
+}
+
+/// A set of table numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSet([u64; 4]);
+
+impl TableSet {
+    pub fn insert(&mut self, t: u8) {
+        self.0[t as usize / 64] |= 1 << (t % 64);
+    }
+    pub fn contains(&self, t: u8) -> bool {
+        self.0[t as usize / 64] & (1 << (t % 64)) != 0
+    }
+}
+
+/// What a re-translation may take from the traversal an earlier translation
+/// of the same key recorded, once some tables have changed.
+#[derive(Clone, Copy, Debug)]
+pub struct Replay<'a> {
+    /// The earlier traversal (of the same start key).
+    pub old: &'a Traversal,
+    /// Tables whose rules or miss behaviour changed since `old` was recorded;
+    /// every other table is as it was then.
+    pub changed: &'a TableSet,
+    /// The region the result is for: lookups made anew that examine only
+    /// bits of it are not reported.
+    pub region: &'a FlowMask,
+}
+
+struct ReplayState<'a> {
+    r: Replay<'a>,
+    /// The next step of `old` to align a visit with.
+    cursor: usize,
+    /// Indexes of the new traversal's steps looked up anew whose lookup
+    /// examined bits outside the region.
+    unproven: Vec<usize>,
+}
+
+/// The result of [`retranslate`]: a translation, and which of its steps were
+/// looked up anew with a lookup that examined bits outside the region (every
+/// other step either took the outcome the earlier traversal recorded or was
+/// decided by bits of the region alone).
+#[derive(Debug)]
+pub struct Retranslation {
+    pub result: XlateResult,
+    pub unproven: Vec<usize>,
 }
 
 /// Translates `key` through `p` from table 0.
 pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
+    run(p, key, None).0
+}
+
+/// Translates `key` again after the tables in `replay.changed` changed,
+/// producing the same actions, traversal and action mask as [`translate`]
+/// but without a classifier lookup where the earlier traversal already
+/// answers it: a visit to an unchanged table `t` whose key agrees, on every
+/// bit some rule of `t` reads, with the key the aligned earlier visit to `t`
+/// saw gets that visit's outcome (a lookup is a function of those bits and
+/// the table). Its `mask` holds only the lookups made anew; the caller decides
+/// from [`Retranslation::unproven`] what still needs checking.
+pub fn retranslate(p: &Pipeline, key: &FlowKey, replay: Replay<'_>) -> Retranslation {
+    let (result, state) = run(p, key, Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new() }));
+    Retranslation { result, unproven: state.map(|s| s.unproven).unwrap_or_default() }
+}
+
+fn run<'a>(p: &'a Pipeline, key: &FlowKey, replay: Option<ReplayState<'a>>) -> (XlateResult, Option<ReplayState<'a>>) {
     let mut wc = FlowMask::ZERO;
     // What the datapath always matches exactly (as Open vSwitch's xlate does).
     wc.exact(Field::InPort);
@@ -239,6 +303,7 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
         lookups: 0,
         exit: false,
         error: None,
+        replay,
     };
     ctx.table(0, Via::Start);
     // The action set runs at the end of the pipeline, even after a table miss.
@@ -257,17 +322,46 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
             ctx.awc.set(f, 0);
         }
     }
-    XlateResult {
+    let result = XlateResult {
         actions: ctx.odp,
         mask: ctx.wc,
         traversal: ctx.trav,
         final_flow: ctx.flow,
         error: ctx.error,
         action_mask: ctx.awc,
-    }
+    };
+    (result, ctx.replay)
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The outcome the earlier traversal recorded for this visit to table
+    /// `t`, if it still holds: `Some(Some(rule))` or `Some(None)` (a miss).
+    /// Aligns the visit with the next earlier visit to `t` from the cursor
+    /// (translation is deterministic, so until an outcome differs the two
+    /// traversals visit the same tables in the same order).
+    fn replayed(
+        &mut self,
+        t: u8,
+    ) -> Option<Option<&'a kairo_classifier::ClsRule<std::sync::Arc<kairo_ofproto::Rule>>>> {
+        let p = self.p;
+        let st = self.replay.as_mut()?;
+        let old = st.r.old;
+        let k = st.cursor + old.steps[st.cursor.min(old.steps.len())..].iter().position(|s| s.table == t)?;
+        st.cursor = k + 1;
+        if st.r.changed.contains(t) {
+            return None;
+        }
+        let table = p.table(t)?;
+        let was = old.steps[k];
+        if !self.flow.eq_masked(&old.key_at(&self.start, &was), table.cls.read_mask()) {
+            return None;
+        }
+        match was.outcome {
+            Outcome::Rule(id) => table.cls.get(id).map(Some),
+            Outcome::Miss => Some(None),
+        }
+    }
+
     /// The version of the current flow (adding one if it is new). Compares
     /// the whole key, so every change counts (rewrites, resubmit's in_port).
     fn key_version(&mut self) -> u16 {
@@ -330,7 +424,19 @@ impl Ctx<'_> {
         }
         let table = self.p.table(t);
         let version = self.key_version();
-        let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut self.wc));
+        let hit = match self.replayed(t) {
+            Some(hit) => hit,
+            None => {
+                let mut wc = FlowMask::ZERO;
+                let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut wc));
+                self.wc.or(&wc);
+                let n = self.trav.steps.len();
+                if let Some(st) = self.replay.as_mut().filter(|st| !wc.is_subset_of(st.r.region)) {
+                    st.unproven.push(n);
+                }
+                hit
+            }
+        };
         let (depth, nest) = (small(self.depth), small(self.nest));
         let step = |outcome| Step { table: t, outcome, via, depth, nest, version };
         match hit {
