@@ -427,9 +427,7 @@ impl Index {
         // unchanged ones that shared a registration with a removed one.
         let same_table = |i: usize| matches!((old.get(i), now.get(i)), (Some(a), Some(b)) if a.table == b.table);
         let same_outcome = |i: usize| same_table(i) && old[i].outcome == now[i].outcome;
-        let same_key = |i: usize| {
-            same_table(i) && e.trav.versions.get(old[i].version as usize) == new.versions.get(now[i].version as usize)
-        };
+        let same_key = |i: usize| same_table(i) && e.trav.version(old[i].version) == new.version(now[i].version);
         let mut gone_o: Vec<(u8, Outcome)> = Vec::new();
         let mut gone_s: Vec<(u8, Slots)> = Vec::new();
         for (i, st) in old.iter().enumerate() {

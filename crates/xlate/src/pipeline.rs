@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use kairo_classifier::{Classifier, ClsRule, RuleId};
 use kairo_ofproto::{Action, FlowFile, Group, Instructions, MissBehavior, Rule};
+use rustc_hash::FxHashMap;
 
 /// Errors that reject a change to the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +48,9 @@ pub struct Pipeline {
     /// The switch's ports, for FLOOD.
     ports: BTreeSet<u32>,
     next_id: RuleId,
+    /// Every rule by id (as its table's classifier holds it), for the
+    /// lookups translation replays from a recorded traversal.
+    by_id: FxHashMap<RuleId, Arc<Rule>>,
 }
 
 fn groups_named(actions: &[Action]) -> impl Iterator<Item = u32> + '_ {
@@ -121,7 +125,7 @@ impl Pipeline {
     }
     /// The rule with this id in table `t`.
     pub fn rule(&self, t: u8, id: RuleId) -> Option<&Arc<Rule>> {
-        self.tables.get(&t)?.cls.get(id).map(|r| &r.payload)
+        self.by_id.get(&id).filter(|r| r.table == t)
     }
 
     pub fn set_miss(&mut self, t: u8, m: MissBehavior) -> Result<(), PipelineError> {
@@ -187,7 +191,9 @@ impl Pipeline {
                 (self.next_id, None)
             }
         };
-        t.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: Arc::new(r) });
+        let r = Arc::new(r);
+        t.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r.clone() });
+        self.by_id.insert(id, r);
         Ok((id, old))
     }
 
@@ -210,7 +216,9 @@ impl Pipeline {
         self.check_rule(&new)?;
         let Some(table) = self.tables.get_mut(&t) else { unreachable!("rule found above") };
         table.cls.remove(id);
-        table.cls.insert(ClsRule { id, priority: new.priority, m: new.m, payload: Arc::new(new) });
+        let new = Arc::new(new);
+        table.cls.insert(ClsRule { id, priority: new.priority, m: new.m, payload: new.clone() });
+        self.by_id.insert(id, new);
         Ok(old)
     }
 
@@ -219,7 +227,8 @@ impl Pipeline {
     pub fn restore_rule(&mut self, t: u8, id: RuleId, r: Arc<Rule>) {
         let table = self.tables.entry(t).or_default();
         table.cls.remove(id);
-        table.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r });
+        table.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r.clone() });
+        self.by_id.insert(id, r);
     }
 
     /// Puts a group back as it was (undoing a change; no checks).
@@ -240,7 +249,9 @@ impl Pipeline {
 
     /// Removes a rule by table and id.
     pub fn remove_rule(&mut self, t: u8, id: RuleId) -> Option<Arc<Rule>> {
-        self.tables.get_mut(&t)?.cls.remove(id).map(|c| c.payload)
+        let r = self.tables.get_mut(&t)?.cls.remove(id).map(|c| c.payload)?;
+        self.by_id.remove(&id);
+        Some(r)
     }
 
     /// Adds or replaces a group.

@@ -14,7 +14,7 @@ use kairo_flow::field::{
     Field, Prereq, ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI,
 };
 use kairo_flow::{FlowKey, FlowMask};
-use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior};
+use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
 
 use crate::odp::{commit, ControllerReason, DpAction};
 use crate::pipeline::Pipeline;
@@ -53,7 +53,7 @@ pub struct Step {
     pub depth: u8,
     /// Resubmit nesting (for display: goto_table stays at the same level).
     pub nest: u8,
-    /// Which key this lookup saw: an index into [`Traversal::versions`]
+    /// Which key this lookup saw: a version of [`Traversal::version`]
     /// (0: the key as translation started).
     pub version: u16,
 }
@@ -71,12 +71,26 @@ pub struct GroupUse {
 }
 
 /// Everything translation touched: the maintenance dependency record.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+///
+/// The key versions lookups saw are kept as one run of (word, value) pairs
+/// with the end of each version, not a vector per version: a traversal is
+/// kept per megaflow and read back whole by maintenance, where every
+/// separate allocation is one more cache miss.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Traversal {
     pub steps: Vec<Step>,
     pub groups: Vec<GroupUse>,
-    /// Versions of the key seen by lookups; version 0 is the empty diff.
-    pub versions: Vec<KeyDiff>,
+    /// The differing words of every version, one after the other; version 0
+    /// (the key as translation started) has none.
+    diffs: Vec<(u8, u64)>,
+    /// Where each version's words end in `diffs`.
+    ends: Vec<u16>,
+}
+
+impl Default for Traversal {
+    fn default() -> Self {
+        Traversal { steps: Vec::new(), groups: Vec::new(), diffs: Vec::new(), ends: vec![0] }
+    }
 }
 
 /// A nesting level as kept in a [`Step`] (below [`MAX_DEPTH`] when kept).
@@ -90,19 +104,41 @@ impl Traversal {
     pub fn shrink_to_fit(&mut self) {
         self.steps.shrink_to_fit();
         self.groups.shrink_to_fit();
-        self.versions.shrink_to_fit();
-        for v in &mut self.versions {
-            v.shrink_to_fit();
+        self.diffs.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
+    /// The words version `v` of the key differs in (empty for an unknown version).
+    pub fn version(&self, v: u16) -> &[(u8, u64)] {
+        let v = v as usize;
+        match (v.checked_sub(1).map_or(Some(&0), |i| self.ends.get(i)), self.ends.get(v)) {
+            (Some(&a), Some(&b)) => &self.diffs[a as usize..b as usize],
+            _ => &[],
         }
+    }
+
+    /// How many key versions lookups saw.
+    pub fn n_versions(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The version with exactly these differing words, adding it if new.
+    fn version_of(&mut self, diff: &[(u8, u64)]) -> u16 {
+        if let Some(v) = (0..self.ends.len() as u16).find(|&v| self.version(v) == diff) {
+            return v;
+        }
+        self.diffs.extend_from_slice(diff);
+        // At most MAX_RESUBMITS lookups, so at most that many versions, each
+        // of at most a key's words: both fit u16.
+        self.ends.push(self.diffs.len() as u16);
+        (self.ends.len() - 1) as u16
     }
 
     /// The key a step's lookup saw, given the key translation started from.
     pub fn key_at(&self, start: &FlowKey, step: &Step) -> FlowKey {
         let mut k = *start;
-        if let Some(d) = self.versions.get(step.version as usize) {
-            for &(w, v) in d {
-                k.w[w as usize] = v;
-            }
+        for &(w, v) in self.version(step.version) {
+            k.w[w as usize] = v;
         }
         k
     }
@@ -213,6 +249,8 @@ struct Ctx<'a> {
     exit: bool,
     error: Option<XlateError>,
     replay: Option<ReplayState<'a>>,
+    /// The flow when its version was last asked, and that version.
+    last: (FlowKey, u16),
 }
 
 /// A set of table numbers.
@@ -297,13 +335,14 @@ fn run<'a>(p: &'a Pipeline, key: &FlowKey, replay: Option<ReplayState<'a>>) -> (
         start: *key,
         odp: Vec::new(),
         action_set: ActionSet::default(),
-        trav: Traversal { versions: vec![Vec::new()], ..Traversal::default() },
+        trav: Traversal::default(),
         depth: 0,
         nest: 0,
         lookups: 0,
         exit: false,
         error: None,
         replay,
+        last: (*key, 0),
     };
     ctx.table(0, Via::Start);
     // The action set runs at the end of the pipeline, even after a table miss.
@@ -335,14 +374,12 @@ fn run<'a>(p: &'a Pipeline, key: &FlowKey, replay: Option<ReplayState<'a>>) -> (
 
 impl<'a> Ctx<'a> {
     /// The outcome the earlier traversal recorded for this visit to table
-    /// `t`, if it still holds: `Some(Some(rule))` or `Some(None)` (a miss).
-    /// Aligns the visit with the next earlier visit to `t` from the cursor
-    /// (translation is deterministic, so until an outcome differs the two
-    /// traversals visit the same tables in the same order).
-    fn replayed(
-        &mut self,
-        t: u8,
-    ) -> Option<Option<&'a kairo_classifier::ClsRule<std::sync::Arc<kairo_ofproto::Rule>>>> {
+    /// `t` (seeing key version `version`), if it still holds: `Some(Some(rule))`
+    /// or `Some(None)` (a miss). Aligns the visit with the next earlier visit
+    /// to `t` from the cursor (translation is deterministic, so until an
+    /// outcome differs the two traversals visit the same tables in the same
+    /// order).
+    fn replayed(&mut self, t: u8, version: u16) -> Option<Option<(RuleId, &'a Rule)>> {
         let p = self.p;
         let st = self.replay.as_mut()?;
         let old = st.r.old;
@@ -351,13 +388,13 @@ impl<'a> Ctx<'a> {
         if st.r.changed.contains(t) {
             return None;
         }
-        let table = p.table(t)?;
         let was = old.steps[k];
-        if !self.flow.eq_masked(&old.key_at(&self.start, &was), table.cls.read_mask()) {
+        let same_key = old.version(was.version) == self.trav.version(version);
+        if !same_key && !self.flow.eq_masked(&old.key_at(&self.start, &was), p.table(t)?.cls.read_mask()) {
             return None;
         }
         match was.outcome {
-            Outcome::Rule(id) => table.cls.get(id).map(Some),
+            Outcome::Rule(id) => p.rule(t, id).map(|r| Some((id, &**r))),
             Outcome::Miss => Some(None),
         }
     }
@@ -365,6 +402,15 @@ impl<'a> Ctx<'a> {
     /// The version of the current flow (adding one if it is new). Compares
     /// the whole key, so every change counts (rewrites, resubmit's in_port).
     fn key_version(&mut self) -> u16 {
+        if self.flow == self.last.0 {
+            return self.last.1;
+        }
+        let v = self.new_key_version();
+        self.last = (self.flow, v);
+        v
+    }
+
+    fn new_key_version(&mut self) -> u16 {
         if self.flow == self.start {
             return 0;
         }
@@ -372,12 +418,7 @@ impl<'a> Ctx<'a> {
             .filter(|&i| self.flow.w[i] != self.start.w[i])
             .map(|i| (i as u8, self.flow.w[i]))
             .collect();
-        if let Some(i) = self.trav.versions.iter().position(|v| *v == diff) {
-            return i as u16;
-        }
-        // At most MAX_RESUBMITS lookups, so at most that many versions: fits u16.
-        self.trav.versions.push(diff);
-        (self.trav.versions.len() - 1) as u16
+        self.trav.version_of(&diff)
     }
 
     /// Un-wildcards bits read or written by an action (both masks).
@@ -424,11 +465,11 @@ impl<'a> Ctx<'a> {
         }
         let table = self.p.table(t);
         let version = self.key_version();
-        let hit = match self.replayed(t) {
+        let hit = match self.replayed(t, version) {
             Some(hit) => hit,
             None => {
                 let mut wc = FlowMask::ZERO;
-                let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut wc));
+                let hit = table.and_then(|tb| tb.cls.lookup(&self.flow, &mut wc)).map(|r| (r.id, &*r.payload));
                 self.wc.or(&wc);
                 let n = self.trav.steps.len();
                 if let Some(st) = self.replay.as_mut().filter(|st| !wc.is_subset_of(st.r.region)) {
@@ -440,9 +481,9 @@ impl<'a> Ctx<'a> {
         let (depth, nest) = (small(self.depth), small(self.nest));
         let step = |outcome| Step { table: t, outcome, via, depth, nest, version };
         match hit {
-            Some(r) => {
-                self.trav.steps.push(step(Outcome::Rule(r.id)));
-                let inst: &Instructions = &r.payload.inst;
+            Some((id, r)) => {
+                self.trav.steps.push(step(Outcome::Rule(id)));
+                let inst: &Instructions = &r.inst;
                 self.depth += 1;
                 self.instructions(inst);
                 self.depth -= 1;
