@@ -423,34 +423,43 @@ impl Index {
         // same table: its outcome and its slots. A visit to the same table
         // with the same key keeps its slots (they are a function of the key),
         // so slots are computed only for visits whose key changed. Remove the
-        // registrations that changed, add the new ones, and re-assert
-        // unchanged ones that shared a registration with a removed one.
+        // outcomes that changed, add the new ones, and re-assert unchanged
+        // ones that shared a registration with a removed one.
         let same_table = |i: usize| matches!((old.get(i), now.get(i)), (Some(a), Some(b)) if a.table == b.table);
         let same_outcome = |i: usize| same_table(i) && old[i].outcome == now[i].outcome;
         let same_key = |i: usize| same_table(i) && e.trav.version(old[i].version) == new.version(now[i].version);
         let mut gone_o: Vec<(u8, Outcome)> = Vec::new();
-        let mut gone_s: Vec<(u8, Slots)> = Vec::new();
         for (i, st) in old.iter().enumerate() {
             if !same_outcome(i) {
                 self.del_outcome(id, st.table, st.outcome);
                 gone_o.push((st.table, st.outcome));
-            }
-            if !same_key(i) {
-                let s = self.slots_at(&region, &e.mf, &e.trav, st);
-                self.del_slot(id, st.table, s);
-                gone_s.push((st.table, s));
             }
         }
         for (i, st) in now.iter().enumerate() {
             if !same_outcome(i) || gone_o.contains(&(st.table, st.outcome)) {
                 self.add_outcome(id, st.table, st.outcome);
             }
-            if !same_key(i) || gone_s.iter().any(|(t, _)| *t == st.table) {
-                let s = self.slots_at(&region, &e.mf, new, st);
-                if !same_key(i) || gone_s.contains(&(st.table, s)) {
-                    self.add_slot(id, st.table, s);
-                }
+        }
+        // Slots: only a visit whose key changed can change them, and most such
+        // visits keep theirs (a table's two fields are seldom what changed).
+        // Drop the old slots no visit holds now, add the new ones.
+        let was_s: Vec<(u8, Slots)> = (0..old.len())
+            .filter(|&i| !same_key(i))
+            .map(|i| (old[i].table, self.slots_at(&region, &e.mf, &e.trav, &old[i])))
+            .collect();
+        let now_s: Vec<(u8, Slots)> = (0..now.len())
+            .filter(|&i| !same_key(i))
+            .map(|i| (now[i].table, self.slots_at(&region, &e.mf, new, &now[i])))
+            .collect();
+        for &(t, s) in was_s.iter().filter(|x| !now_s.contains(x)) {
+            let kept = (0..now.len())
+                .any(|i| same_key(i) && now[i].table == t && self.slots_at(&region, &e.mf, new, &now[i]) == s);
+            if !kept {
+                self.del_slot(id, t, s);
             }
+        }
+        for &(t, s) in now_s.iter().filter(|x| !was_s.contains(x)) {
+            self.add_slot(id, t, s);
         }
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(new));
         if groups != was {
