@@ -8,6 +8,12 @@
 //! actions. Header rewrites are held in the logical flow and committed to the
 //! datapath packet only before an output, as set actions for the fields that
 //! changed.
+//!
+//! [`retranslate`] runs the same translation after some tables changed,
+//! taking from the traversal an earlier translation of the key recorded the
+//! outcomes the change cannot have altered (a lookup is a function of the
+//! table and the bits its rules read); its result equals [`translate`]'s in
+//! actions, traversal and action mask.
 
 use kairo_classifier::RuleId;
 use kairo_flow::field::{
