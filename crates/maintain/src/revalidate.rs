@@ -76,10 +76,15 @@ pub fn region_holds(p: &Pipeline, key: &FlowKey, mask: &FlowMask, r: &XlateResul
 pub fn revalidate(p: &Pipeline, mf: &Megaflow, po: &FlowMask) -> Verdict {
     let r = translate(p, &mf.rep);
     let holds = r.mask.is_subset_of(&mf.mask) || region_holds(p, &mf.rep, &mf.mask, &r, po);
+    settle(mf, &mf.traversal(), holds, r)
+}
+
+/// The verdict once it is known whether the mask holds, from the new
+/// translation and the traversal the entry has now.
+fn settle(mf: &Megaflow, old: &kairo_xlate::Traversal, holds: bool, r: XlateResult) -> Verdict {
     if !holds {
-        return Verdict::Evict;
-    }
-    if *mf.actions() != r.actions || *mf.traversal() != r.traversal {
+        Verdict::Evict
+    } else if *mf.actions() != r.actions || *old != r.traversal {
         Verdict::Update(Box::new(r))
     } else {
         Verdict::Keep
@@ -114,14 +119,7 @@ pub fn revalidate_since(p: &Pipeline, mf: &Megaflow, po: &FlowMask, changed: &Ta
             let kt = r.traversal.key_at(&mf.rep, st).masked(&region);
             step_holds(p, st.table, st.outcome, &kt, &region)
         });
-    if !holds {
-        return Verdict::Evict;
-    }
-    if *mf.actions() != r.actions || *old != r.traversal {
-        Verdict::Update(Box::new(r))
-    } else {
-        Verdict::Keep
-    }
+    settle(mf, &old, holds, r)
 }
 
 /// One entry of the cache that is not what full revalidation gives.
