@@ -89,8 +89,9 @@ pub struct Traversal {
     /// The differing words of every version, one after the other; version 0
     /// (the key as translation started) has none.
     diffs: Vec<(u8, u64)>,
-    /// Where each version's words end in `diffs`.
-    ends: Vec<u16>,
+    /// Where each version's words end in `diffs` (u32: up to MAX_RESUBMITS
+    /// versions of up to a key's words each can pass u16).
+    ends: Vec<u32>,
 }
 
 impl Default for Traversal {
@@ -123,20 +124,15 @@ impl Traversal {
         }
     }
 
-    /// How many key versions lookups saw.
-    pub fn n_versions(&self) -> usize {
-        self.ends.len()
-    }
-
     /// The version with exactly these differing words, adding it if new.
     fn version_of(&mut self, diff: &[(u8, u64)]) -> u16 {
         if let Some(v) = (0..self.ends.len() as u16).find(|&v| self.version(v) == diff) {
             return v;
         }
         self.diffs.extend_from_slice(diff);
-        // At most MAX_RESUBMITS lookups, so at most that many versions, each
-        // of at most a key's words: both fit u16.
-        self.ends.push(self.diffs.len() as u16);
+        // At most MAX_RESUBMITS lookups, so at most that many versions (a
+        // u16), each of at most a key's words (their total fits u32).
+        self.ends.push(self.diffs.len() as u32);
         (self.ends.len() - 1) as u16
     }
 
