@@ -64,10 +64,6 @@ pub struct Step {
     pub version: u16,
 }
 
-/// The words of the key that differ from the translated key at some point of
-/// the pipeline: (word index, value).
-pub type KeyDiff = Vec<(u8, u64)>;
-
 /// One use of a group: which bucket(s) ran (`None`: no bucket was live / group empty).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct GroupUse {
@@ -106,6 +102,18 @@ fn small(n: u32) -> u8 {
 }
 
 impl Traversal {
+    /// An empty traversal with room for one the size of `like`.
+    fn with_capacity_of(like: &Traversal) -> Traversal {
+        let mut ends = Vec::with_capacity(like.ends.len());
+        ends.push(0);
+        Traversal {
+            steps: Vec::with_capacity(like.steps.len()),
+            groups: Vec::with_capacity(like.groups.len()),
+            diffs: Vec::with_capacity(like.diffs.len()),
+            ends,
+        }
+    }
+
     /// Drops spare capacity (a traversal is kept per megaflow, often for
     /// long: 22 steps pushed one by one would otherwise hold room for 32).
     pub fn shrink_to_fit(&mut self) {
@@ -125,11 +133,20 @@ impl Traversal {
     }
 
     /// The version with exactly these differing words, adding it if new.
-    fn version_of(&mut self, diff: &[(u8, u64)]) -> u16 {
-        if let Some(v) = (0..self.ends.len() as u16).find(|&v| self.version(v) == diff) {
-            return v;
+    /// The words are written where a new version would go and taken back
+    /// if an earlier version has them (no allocation per key change).
+    fn version_of(&mut self, diff: impl Iterator<Item = (u8, u64)>) -> u16 {
+        let at = self.diffs.len();
+        self.diffs.extend(diff);
+        let (old, new) = self.diffs.split_at(at);
+        let mut a = 0usize;
+        for (v, &b) in self.ends.iter().enumerate() {
+            if old[a..b as usize] == *new {
+                self.diffs.truncate(at);
+                return v as u16;
+            }
+            a = b as usize;
         }
-        self.diffs.extend_from_slice(diff);
         // At most MAX_RESUBMITS lookups, so at most that many versions (a
         // u16), each of at most a key's words (their total fits u32).
         self.ends.push(self.diffs.len() as u32);
@@ -335,9 +352,11 @@ fn run<'a>(p: &'a Pipeline, key: &FlowKey, replay: Option<ReplayState<'a>>) -> (
         wc,
         awc: wc,
         start: *key,
-        odp: Vec::new(),
+        odp: Vec::with_capacity(if replay.is_some() { 8 } else { 0 }),
         action_set: ActionSet::default(),
-        trav: Traversal::default(),
+        // A re-translation mostly takes the earlier path: room for it at once
+        // (a kept traversal is shrunk to fit, which is then free).
+        trav: replay.as_ref().map_or_else(Traversal::default, |r| Traversal::with_capacity_of(r.r.old)),
         depth: 0,
         nest: 0,
         lookups: 0,
@@ -416,11 +435,8 @@ impl<'a> Ctx<'a> {
         if self.flow == self.start {
             return 0;
         }
-        let diff: KeyDiff = (0..self.flow.w.len())
-            .filter(|&i| self.flow.w[i] != self.start.w[i])
-            .map(|i| (i as u8, self.flow.w[i]))
-            .collect();
-        self.trav.version_of(&diff)
+        let (flow, start) = (&self.flow, &self.start);
+        self.trav.version_of((0..flow.w.len()).filter(|&i| flow.w[i] != start.w[i]).map(|i| (i as u8, flow.w[i])))
     }
 
     /// Un-wildcards bits read or written by an action (both masks).
