@@ -12,7 +12,7 @@
 //! and traversal (a table's fields never change once chosen), so they are
 //! recomputed to unregister it rather than stored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kairo_classifier::RuleId;
@@ -45,14 +45,64 @@ struct Entry {
 
 /// The entries under one outer slot, ordered by inner slot: inline when
 /// there is one (most outer slots of high-cardinality fields), a sorted
-/// vector while few, a B-tree when many.
+/// vector while few, and when many a B-tree of inner slots, each with the
+/// set of its entries. (A B-tree of every (slot, entry) made removing one
+/// entry from a catch-all table's 100K a walk down five levels of cold
+/// nodes; a slot's entries need no order, so a hash set holds them.)
 enum Inner {
     One(Key),
     Few(Vec<Key>),
-    Many(BTreeSet<Key>),
+    Many(BTreeMap<Slot, Ids>),
 }
 
 const FEW: usize = 64;
+
+/// The entries under one inner slot of a large outer slot.
+enum Ids {
+    One(EntryId),
+    Set(FxHashSet<EntryId>),
+}
+
+impl Ids {
+    fn insert(&mut self, id: EntryId) -> bool {
+        match self {
+            Ids::One(x) if *x == id => false,
+            Ids::One(x) => {
+                *self = Ids::Set([*x, id].into_iter().collect());
+                true
+            }
+            Ids::Set(s) => s.insert(id),
+        }
+    }
+
+    /// Removes `id`; returns (whether it was there, whether this is now empty).
+    fn remove(&mut self, id: EntryId) -> (bool, bool) {
+        match self {
+            Ids::One(x) => (*x == id, *x == id),
+            Ids::Set(s) => {
+                let hit = s.remove(&id);
+                (hit, s.is_empty())
+            }
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(EntryId)) {
+        match self {
+            Ids::One(x) => f(*x),
+            Ids::Set(s) => s.iter().for_each(|&x| f(x)),
+        }
+    }
+}
+
+fn many_insert(map: &mut BTreeMap<Slot, Ids>, (v, l, id): Key) -> bool {
+    match map.get_mut(&(v, l)) {
+        Some(ids) => ids.insert(id),
+        None => {
+            map.insert((v, l), Ids::One(id));
+            true
+        }
+    }
+}
 
 impl Inner {
     fn insert(&mut self, k: Key) -> bool {
@@ -71,13 +121,15 @@ impl Inner {
                     true
                 }
                 Err(_) => {
-                    let mut set: BTreeSet<Key> = v.drain(..).collect();
-                    set.insert(k);
-                    *self = Inner::Many(set);
+                    let mut map = BTreeMap::new();
+                    for x in v.drain(..).chain(std::iter::once(k)) {
+                        many_insert(&mut map, x);
+                    }
+                    *self = Inner::Many(map);
                     true
                 }
             },
-            Inner::Many(set) => set.insert(k),
+            Inner::Many(map) => many_insert(map, k),
         }
     }
 
@@ -92,15 +144,19 @@ impl Inner {
                 }
                 Err(_) => (false, false),
             },
-            Inner::Many(set) => {
-                let hit = set.remove(k);
-                (hit, set.is_empty())
+            Inner::Many(map) => {
+                let Some(ids) = map.get_mut(&(k.0, k.1)) else { return (false, false) };
+                let (hit, empty) = ids.remove(k.2);
+                if empty {
+                    map.remove(&(k.0, k.1));
+                }
+                (hit, map.is_empty())
             }
         }
     }
 
-    /// Calls `f` on every key in `lo..=hi` (none if `lo > hi`, where a
-    /// B-tree range would panic).
+    /// Calls `f` on every key in `lo..=hi`, in no particular order (none if
+    /// `lo > hi`, where a B-tree range would panic).
     fn range(&self, lo: Key, hi: Key, mut f: impl FnMut(&Key)) {
         if lo > hi {
             return;
@@ -112,7 +168,16 @@ impl Inner {
                 }
             }
             Inner::Few(v) => v[v.partition_point(|x| *x < lo)..].iter().take_while(|x| **x <= hi).for_each(f),
-            Inner::Many(set) => set.range(lo..=hi).for_each(f),
+            Inner::Many(map) => {
+                for (&(v, l), ids) in map.range((lo.0, lo.1)..=(hi.0, hi.1)) {
+                    ids.for_each(|id| {
+                        let k = (v, l, id);
+                        if lo <= k && k <= hi {
+                            f(&k)
+                        }
+                    })
+                }
+            }
         }
     }
 }
@@ -529,15 +594,33 @@ impl Index {
         looked
     }
 
-    /// Approximate bytes held by the index (for the memory figure): B-tree
-    /// and hash-set slots counted at about two thirds full.
+    /// Approximate bytes held by the index (for the memory figure): every
+    /// set and tree walked, hash tables by their capacity (a slot and a
+    /// control byte each), B-tree nodes counted at about two thirds full.
     pub fn approx_bytes(&self) -> usize {
-        let visits: usize = self.entries.iter().flatten().map(|e| e.trav.steps.len()).sum();
-        let outer: usize = self.tables.values().map(|t| t.outer.len()).sum();
-        let per_visit = std::mem::size_of::<Key>() * 3 / 2 + 8 /* rule set slot */;
-        let per_outer = (std::mem::size_of::<Slot>() + std::mem::size_of::<Inner>()) * 3 / 2;
-        let per_entry = std::mem::size_of::<Option<Entry>>() + 24 /* by_ptr */;
-        self.entries.len() * per_entry + visits * per_visit + outer * per_outer
+        use std::mem::size_of;
+        let set = |s: &FxHashSet<EntryId>| s.capacity() * (size_of::<EntryId>() + 1) + size_of::<FxHashSet<EntryId>>();
+        let node = |n: usize, each: usize| n * each * 3 / 2;
+        let mut bytes = self.entries.capacity() * size_of::<Option<Entry>>()
+            + self.by_ptr.capacity() * (size_of::<(usize, EntryId)>() + 1);
+        let per_key = size_of::<(u64, FxHashSet<EntryId>)>() + 1;
+        bytes += self.by_rule.values().map(set).sum::<usize>() + self.by_rule.capacity() * per_key;
+        bytes += self.by_group.values().map(set).sum::<usize>() + self.by_group.capacity() * per_key;
+        bytes += self.by_miss.values().map(set).sum::<usize>() + self.by_miss.capacity() * per_key;
+        for ti in self.tables.values() {
+            bytes += node(ti.outer.len(), size_of::<(Slot, Inner)>());
+            for inner in ti.outer.values() {
+                bytes += match inner {
+                    Inner::One(_) => 0,
+                    Inner::Few(v) => v.capacity() * size_of::<Key>(),
+                    Inner::Many(map) => {
+                        node(map.len(), size_of::<(Slot, Ids)>())
+                            + map.values().map(|ids| if let Ids::Set(s) = ids { set(s) } else { 0 }).sum::<usize>()
+                    }
+                };
+            }
+        }
+        bytes
     }
 }
 
@@ -551,9 +634,9 @@ mod tests {
         /// representation (one, few, many) and back to empty.
         #[test]
         fn inner_is_an_ordered_set(ops in proptest::collection::vec((any::<bool>(), 0u64..40, 0u8..3, 0u32..8), 1..400),
-                                    lo in (0u64..40, 0u8..3), hi in (0u64..40, 0u8..3)) {
+                                    lo in (0u64..40, 0u8..3, 0u32..9), hi in (0u64..40, 0u8..3, 0u32..9)) {
             let mut inner: Option<Inner> = None;
-            let mut model: BTreeSet<Key> = BTreeSet::new();
+            let mut model: std::collections::BTreeSet<Key> = std::collections::BTreeSet::new();
             for (add, v, l, id) in ops {
                 let k = (v, l, id);
                 if add {
@@ -573,11 +656,12 @@ mod tests {
                         inner = None;
                     }
                 }
-                let (a, b) = ((lo.0, lo.1, 0), (hi.0, hi.1, EntryId::MAX));
+                let (a, b) = (lo, hi);
                 let mut got = Vec::new();
                 if let Some(i) = &inner {
                     i.range(a, b, |k| got.push(*k));
                 }
+                got.sort_unstable();
                 let want: Vec<Key> = if a <= b { model.range(a..=b).copied().collect() } else { Vec::new() };
                 prop_assert_eq!(got, want);
             }
