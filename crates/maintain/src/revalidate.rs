@@ -15,7 +15,7 @@
 
 use kairo_classifier::RuleId;
 use kairo_flow::{Field, FlowKey, FlowMask};
-use kairo_xlate::{retranslate, translate, Outcome, Pipeline, Replay, TableSet, XlateResult};
+use kairo_xlate::{retranslate, translate, Outcome, Pipeline, Replay, Step, TableSet, Traversal, XlateResult};
 
 use crate::Megaflow;
 
@@ -66,10 +66,13 @@ pub fn region_holds(p: &Pipeline, key: &FlowKey, mask: &FlowMask, r: &XlateResul
     if !r.action_mask.is_subset_of(&region) {
         return false;
     }
-    r.traversal.steps.iter().all(|st| {
-        let kt = r.traversal.key_at(key, st).masked(&region);
-        step_holds(p, st.table, st.outcome, &kt, &region)
-    })
+    r.traversal.steps.iter().all(|st| visit_holds(p, &r.traversal, key, st, &region))
+}
+
+/// [`step_holds`] for one step of a traversal of `key`, at the key it saw.
+fn visit_holds(p: &Pipeline, trav: &Traversal, key: &FlowKey, st: &Step, region: &FlowMask) -> bool {
+    let kt = trav.key_at(key, st).masked(region);
+    step_holds(p, st.table, st.outcome, &kt, region)
 }
 
 /// Revalidates one megaflow against the pipeline.
@@ -81,7 +84,7 @@ pub fn revalidate(p: &Pipeline, mf: &Megaflow, po: &FlowMask) -> Verdict {
 
 /// The verdict once it is known whether the mask holds, from the new
 /// translation and the traversal the entry has now.
-fn settle(mf: &Megaflow, old: &kairo_xlate::Traversal, holds: bool, r: XlateResult) -> Verdict {
+fn settle(mf: &Megaflow, old: &Traversal, holds: bool, r: XlateResult) -> Verdict {
     if !holds {
         Verdict::Evict
     } else if *mf.actions() != r.actions || *old != r.traversal {
@@ -114,11 +117,7 @@ pub fn revalidate_since(p: &Pipeline, mf: &Megaflow, po: &FlowMask, changed: &Ta
     let again = retranslate(p, &mf.rep, Replay { old: &old, changed, region: &region });
     let r = again.result;
     let holds = r.action_mask.is_subset_of(&region)
-        && again.unproven.iter().all(|&i| {
-            let st = &r.traversal.steps[i];
-            let kt = r.traversal.key_at(&mf.rep, st).masked(&region);
-            step_holds(p, st.table, st.outcome, &kt, &region)
-        });
+        && again.unproven.iter().all(|&i| visit_holds(p, &r.traversal, &mf.rep, &r.traversal.steps[i], &region));
     settle(mf, &old, holds, r)
 }
 

@@ -183,17 +183,15 @@ impl Pipeline {
     pub fn add_rule(&mut self, r: Rule) -> Result<(RuleId, Option<Arc<Rule>>), PipelineError> {
         self.check_rule(&r)?;
         let t = self.tables.entry(r.table).or_default();
-        let existing = t.cls.find_exact(&r.m, r.priority).map(|c| c.id);
+        let existing = t.cls.find_exact(&r.m, r.priority).map(|c| (c.id, c.payload.clone()));
         let (id, old) = match existing {
-            Some(id) => (id, t.cls.remove(id).map(|c| c.payload)),
+            Some((id, old)) => (id, Some(old)),
             None => {
                 self.next_id += 1;
                 (self.next_id, None)
             }
         };
-        let r = Arc::new(r);
-        t.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r.clone() });
-        self.by_id.insert(id, r);
+        self.put_rule(r.table, id, Arc::new(r));
         Ok((id, old))
     }
 
@@ -214,17 +212,20 @@ impl Pipeline {
             new.cookie = c;
         }
         self.check_rule(&new)?;
-        let Some(table) = self.tables.get_mut(&t) else { unreachable!("rule found above") };
-        table.cls.remove(id);
-        let new = Arc::new(new);
-        table.cls.insert(ClsRule { id, priority: new.priority, m: new.m, payload: new.clone() });
-        self.by_id.insert(id, new);
+        self.put_rule(t, id, Arc::new(new));
         Ok(old)
     }
 
     /// Puts `r` under id `id` in table `t`, replacing what holds that id
     /// (undoing a change: the id keeps the rule's place among equal priorities).
     pub fn restore_rule(&mut self, t: u8, id: RuleId, r: Arc<Rule>) {
+        self.put_rule(t, id, r);
+    }
+
+    /// Puts `r` under id `id` in table `t`, replacing what holds that id, in
+    /// the table's classifier and in the rules by id alike (the one place
+    /// both are written, so they always agree).
+    fn put_rule(&mut self, t: u8, id: RuleId, r: Arc<Rule>) {
         let table = self.tables.entry(t).or_default();
         table.cls.remove(id);
         table.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r.clone() });

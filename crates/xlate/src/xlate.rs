@@ -138,14 +138,10 @@ impl Traversal {
     fn version_of(&mut self, diff: impl Iterator<Item = (u8, u64)>) -> u16 {
         let at = self.diffs.len();
         self.diffs.extend(diff);
-        let (old, new) = self.diffs.split_at(at);
-        let mut a = 0usize;
-        for (v, &b) in self.ends.iter().enumerate() {
-            if old[a..b as usize] == *new {
-                self.diffs.truncate(at);
-                return v as u16;
-            }
-            a = b as usize;
+        // Every recorded version ends at or before `at`, so none reads the new words.
+        if let Some(v) = (0..self.ends.len() as u16).find(|&v| self.version(v) == &self.diffs[at..]) {
+            self.diffs.truncate(at);
+            return v;
         }
         // At most MAX_RESUBMITS lookups, so at most that many versions (a
         // u16), each of at most a key's words (their total fits u32).
