@@ -198,8 +198,23 @@ pub struct TtuRow {
     pub peak_rss_mib: f64,
     /// Distinct traversals the cache's megaflows share (hash-consed at install).
     pub distinct_traversals: usize,
-    /// Per kind of update: (kind, count, TTU median us, affected median).
-    pub by_kind: Vec<(String, usize, f64, f64)>,
+    /// Per kind of update, in the order the stream first has them.
+    pub by_kind: Vec<KindRow>,
+}
+
+/// One kind of update's figures in a [`TtuRow`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KindRow {
+    pub update: String,
+    pub count: usize,
+    pub ttu_median_us: f64,
+    pub affected_median: f64,
+    /// Over this kind's updates that affected any entry, the median time per
+    /// affected entry spent re-translating and judging it, and applying the
+    /// verdict (writing the new actions and traversal, re-indexing): the
+    /// second is what a faster translation cannot remove.
+    pub translate_per_affected_us: f64,
+    pub apply_per_affected_us: f64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -219,6 +234,9 @@ pub struct TtuOpts {
     pub progress: bool,
     /// Apply the stream in bundles of this many flow-mods (1: one at a time).
     pub bundle: usize,
+    /// Keep only these kinds of update from the stream (empty: all), to
+    /// measure one kind in isolation.
+    pub kinds: Vec<String>,
 }
 
 /// Which workload.
@@ -414,6 +432,25 @@ pub fn fill(
     Ok((dp, sc))
 }
 
+/// The updates of the kinds asked for (all when none is named), in stream
+/// order. A kind the workload's stream does not have is an error naming the
+/// kinds it has.
+fn only_kinds(
+    stream: &[(&'static str, String, String)],
+    kinds: &[String],
+) -> Result<Vec<(&'static str, String, String)>, String> {
+    if kinds.is_empty() {
+        return Ok(stream.to_vec());
+    }
+    let mut has: Vec<&str> = stream.iter().map(|u| u.0).collect();
+    has.sort_unstable();
+    has.dedup();
+    if let Some(k) = kinds.iter().find(|k| !has.contains(&k.as_str())) {
+        return Err(format!("--kinds: this stream has no update of kind `{k}` (it has: {})", has.join(", ")));
+    }
+    Ok(stream.iter().filter(|u| kinds.iter().any(|k| k == u.0)).cloned().collect())
+}
+
 /// Runs the TTU benchmark on the built-in synthetic pipeline.
 pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let max = opts.entries.iter().copied().max().unwrap_or(0);
@@ -423,7 +460,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
         kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let stream = &wl.updates;
+    let stream = &only_kinds(&wl.updates, &opts.kinds)?;
     let mods: Vec<FlowMod> = stream
         .iter()
         .map(|(_, c, a)| parse_command(c, a).map_err(|e| format!("{c} {a}: {e}")))
@@ -451,15 +488,24 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
             );
             let mut ttus = Vec::with_capacity(mods.len());
             let mut affected = Vec::with_capacity(mods.len());
+            // Per update, microseconds per affected entry re-translating and applying.
+            let mut per_entry: Vec<Option<(f64, f64)>> = Vec::with_capacity(mods.len());
             let mut mismatches = 0;
             for fm in &mods {
                 let rep = c.apply(fm).map_err(|e| e.to_string())?;
                 ttus.push(rep.ttu.as_secs_f64() * 1e6);
                 affected.push(rep.examined as f64);
+                per_entry.push((rep.examined > 0).then(|| {
+                    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / rep.examined as f64;
+                    (per(rep.translate), per(rep.apply))
+                }));
                 if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
                     eprintln!(
-                        "{:>10.1} us  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  RSS {:>6} MiB",
+                                "{:>10.1} us (find {:>8.1}, translate {:>9.1}, apply {:>9.1})  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  RSS {:>6} MiB",
                         rep.ttu.as_secs_f64() * 1e6,
+                        rep.find.as_secs_f64() * 1e6,
+                        rep.translate.as_secs_f64() * 1e6,
+                        rep.apply.as_secs_f64() * 1e6,
                         rep.examined,
                         rep.probed,
                         rep.updated,
@@ -484,13 +530,17 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 let mut t: Vec<f64> = ttus.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
                 let mut a: Vec<f64> =
                     affected.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
+                let (mut tr, mut ap): (Vec<f64>, Vec<f64>) =
+                    per_entry.iter().zip(&kinds).filter(|(_, k)| **k == kind).filter_map(|(e, _)| *e).unzip();
                 if !t.is_empty() {
-                    by_kind.push((
-                        kind.to_string(),
-                        t.len(),
-                        crate::quantile(&mut t, 0.5),
-                        crate::quantile(&mut a, 0.5),
-                    ));
+                    by_kind.push(KindRow {
+                        update: kind.to_string(),
+                        count: t.len(),
+                        ttu_median_us: crate::quantile(&mut t, 0.5),
+                        affected_median: crate::quantile(&mut a, 0.5),
+                        translate_per_affected_us: crate::quantile(&mut tr, 0.5),
+                        apply_per_affected_us: crate::quantile(&mut ap, 0.5),
+                    });
                 }
             }
             let mut per: Vec<f64> = ttus.iter().zip(&affected).filter(|(_, a)| **a > 0.0).map(|(t, a)| t / a).collect();
@@ -619,20 +669,35 @@ impl TtuReport {
             .rows
             .iter()
             .flat_map(|r| {
-                r.by_kind.iter().map(move |(k, n, t, a)| {
+                r.by_kind.iter().map(move |k| {
+                    let per = |v: f64| if k.affected_median > 0.0 { format!("{v:.2}") } else { "-".into() };
                     vec![
                         r.entries.to_string(),
                         r.engine.clone(),
-                        k.clone(),
-                        n.to_string(),
-                        format!("{t:.1}"),
-                        format!("{a:.0}"),
+                        k.update.clone(),
+                        k.count.to_string(),
+                        format!("{:.1}", k.ttu_median_us),
+                        format!("{:.0}", k.affected_median),
+                        per(k.translate_per_affected_us),
+                        per(k.apply_per_affected_us),
                     ]
                 })
             })
             .collect();
         s.push_str("\nby kind of update:\n");
-        s.push_str(&table(&["entries", "engine", "update", "count", "TTU median us", "affected median"], &kinds));
+        s.push_str(&table(
+            &[
+                "entries",
+                "engine",
+                "update",
+                "count",
+                "TTU median us",
+                "affected median",
+                "translate us/entry",
+                "apply us/entry",
+            ],
+            &kinds,
+        ));
         s
     }
 }
@@ -694,7 +759,22 @@ mod tests {
             verify: true,
             progress: false,
             bundle: 1,
+            kinds: Vec::new(),
         }
+    }
+
+    #[test]
+    fn kinds_keep_only_the_named_updates_and_an_unknown_kind_is_named() {
+        let mut o = small(PipelineKind::Antrea);
+        o.engines = vec![EngineKind::Incremental];
+        o.kinds = vec!["pod move".into()];
+        let rep = run(&o).unwrap();
+        let kinds: Vec<&str> = rep.rows[0].by_kind.iter().map(|k| k.update.as_str()).collect();
+        assert_eq!(kinds, ["pod move"], "only pod moves were applied");
+        assert!(rep.rows[0].updates > 0 && rep.rows[0].updates < 12, "{} of the 12 updates", rep.rows[0].updates);
+        o.kinds = vec!["route add".into()];
+        let e = run(&o).unwrap_err();
+        assert!(e.contains("`route add`") && e.contains("pod move"), "{e}");
     }
 
     #[test]

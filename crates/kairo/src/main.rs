@@ -234,6 +234,10 @@ enum BenchCmd {
         /// Apply the updates in bundles of this many flow-mods (one maintenance pass each).
         #[arg(long, default_value_t = 1)]
         bundle: usize,
+        /// Keep only these kinds of update from the stream, comma-separated as
+        /// the per-kind table names them (e.g. 'pod move,endpoint change').
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
         #[command(flatten)]
         out: FigureArgs,
     },
@@ -355,6 +359,7 @@ fn run(cli: Cli) -> Result<()> {
                 verify: true,
                 progress: true,
                 bundle: 1,
+                kinds: Vec::new(),
             };
             let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
             print!("{}", report.to_table());
@@ -365,7 +370,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { what: Some(BenchCmd::Ttu { pipeline, entries, engines, updates, verify, bundle, out }) } => {
+        Cmd::Bench {
+            what: Some(BenchCmd::Ttu { pipeline, entries, engines, updates, verify, bundle, kinds, out }),
+        } => {
             let pipeline = pipeline.parse::<kairo_bench::ttu::PipelineKind>().map_err(anyhow::Error::msg)?;
             let sizes = parse_sizes(&entries)?;
             let engines = engines
@@ -388,6 +395,7 @@ fn run(cli: Cli) -> Result<()> {
                 verify,
                 progress: true,
                 bundle,
+                kinds: kinds.iter().map(|k| k.trim().to_string()).collect(),
             };
             let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
             emit_figure(&report, report.to_table(), &out, |p| report.plot(p))?;

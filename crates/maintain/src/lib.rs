@@ -43,6 +43,18 @@ pub struct Report {
     /// entry fixed (pipeline change plus maintenance).
     #[serde(serialize_with = "ser_us")]
     pub ttu: Duration,
+    /// Of the maintenance: finding the entries to revalidate (the index's
+    /// probes; nothing for full revalidation, which takes them all).
+    #[serde(serialize_with = "ser_us")]
+    pub find: Duration,
+    /// Of the maintenance: re-translating them and judging each (the verdicts).
+    #[serde(serialize_with = "ser_us")]
+    pub translate: Duration,
+    /// Of the maintenance: applying the verdicts (new actions and traversal
+    /// written into each megaflow, evictions, re-indexing): the part no
+    /// faster translation removes.
+    #[serde(serialize_with = "ser_us")]
+    pub apply: Duration,
 }
 
 fn ser_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -83,6 +95,13 @@ pub trait Engine: Send {
     }
     /// Approximate bytes of bookkeeping beyond the megaflows themselves.
     fn index_bytes(&self) -> usize;
+}
+
+/// Adds the time since `since` to `phase`; returns now (the next phase's start).
+fn lap(phase: &mut Duration, since: Instant) -> Instant {
+    let now = Instant::now();
+    *phase += now - since;
+    now
 }
 
 /// What applying a verdict did to an entry.
@@ -196,10 +215,13 @@ impl Engine for FullRevalidator {
         self.entries.retain(|m| !m.is_dead());
         self.dead = 0;
         for chunk in self.entries.chunks(chunk_for(self.threads)) {
+            let t = Instant::now();
             let verdicts = revalidate::revalidate_all(p, chunk, &self.po, self.threads);
+            let t = lap(&mut rep.translate, t);
             for (mf, v) in chunk.iter().zip(verdicts) {
                 act(mf, v, &mut self.interner, &mut moved, &mut rep);
             }
+            lap(&mut rep.apply, t);
         }
         if rep.evicted > 0 {
             self.entries.retain(|m| !m.is_dead());
@@ -282,10 +304,12 @@ impl Engine for Incremental {
         let (affected, probed) = self.affected(p, deltas);
         rep.probed = probed;
         let changed = changed_tables(deltas);
+        let mut t = lap(&mut rep.find, start);
         for chunk in affected.chunks(chunk_for(self.threads)) {
             let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
                 chunk.iter().filter_map(|&id| Some((id, self.index.get(id)?.clone()))).unzip();
             let verdicts = revalidate::revalidate_all_since(p, &mfs, &self.po, &changed, self.threads);
+            t = lap(&mut rep.translate, t);
             for ((id, mf), v) in ids.iter().zip(&mfs).zip(verdicts) {
                 match act(mf, v, &mut self.interner, &mut moved, &mut rep) {
                     Done::Evicted => {
@@ -295,6 +319,7 @@ impl Engine for Incremental {
                     Done::Kept => {}
                 }
             }
+            t = lap(&mut rep.apply, t);
         }
         rep.ttu = start.elapsed();
         rep
