@@ -118,6 +118,7 @@ fn one(
     let mut t = Vec::with_capacity(mods.len());
     for fm in mods {
         t.push(c.apply(fm).map_err(|e| e.to_string())?.ttu.as_secs_f64() * 1e6);
+        c.housekeep();
     }
     Ok((dp.n_flows(), hits, misses, crate::quantile(&mut t, 0.5)))
 }

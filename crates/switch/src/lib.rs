@@ -246,6 +246,9 @@ impl Switch {
         let (rep, moved) = {
             let mut c = self.ctl.lock();
             let rep = c.apply(fm)?;
+            // The cache is true to the rules now (the TTU ends here); the
+            // engine's deferred bookkeeping follows before the lock goes.
+            c.housekeep();
             (rep, std::mem::take(&mut c.moved))
         };
         lock(&self.updates).push(rep);
