@@ -552,6 +552,17 @@ impl Index {
         Some(mf)
     }
 
+    /// Removes an entry and its registrations at once (for removals off the
+    /// update path, such as idle expiry, where nothing waits on them and no
+    /// later update may come to collect them).
+    pub fn remove_now(&mut self, id: EntryId) -> Option<Arc<Megaflow>> {
+        let e = self.entries.get_mut(id as usize)?.take()?;
+        self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
+        self.unregister(id, &e);
+        self.free.push(id);
+        Some(e.mf)
+    }
+
     /// Removed entries whose registrations are still to be taken out.
     pub fn pending(&self) -> usize {
         self.removed.len()

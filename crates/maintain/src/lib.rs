@@ -306,8 +306,10 @@ impl Engine for Incremental {
         self.index.insert(p, mf);
     }
     fn remove(&mut self, mf: &Arc<Megaflow>) {
+        // Off the update path (idle expiry): unregistered at once, since no
+        // update may follow to do it.
         if let Some(id) = self.index.id_of(mf) {
-            self.index.remove(id);
+            self.index.remove_now(id);
         }
     }
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {

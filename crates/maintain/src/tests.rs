@@ -414,6 +414,8 @@ fn idle_expiry_leaves_both_engines() {
         assert_eq!(dp.n_flows(), 1);
         assert_eq!(sc.lock().engine.len(), 1, "{}", sc.lock().engine.name());
         assert_eq!(sc.lock().engine.entries().len(), 1);
+        // Expired entries are unregistered at once (no update may follow).
+        sc.lock().engine.check().unwrap();
         let r =
             sc.lock().apply(&parse_command("add-flow", "table=0,priority=20,ip,actions=output:3").unwrap()).unwrap();
         assert_eq!(r.examined, 1);
