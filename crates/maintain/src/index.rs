@@ -12,13 +12,18 @@
 //! and traversal (a table's fields never change once chosen), so they are
 //! recomputed to unregister it rather than stored.
 //!
-//! Removing an entry is deferred: it leaves the live set at once (queries
-//! hand out its id, which no longer names a live entry, and callers skip
-//! it), and its registrations wait, with its megaflow and traversal, until
-//! [`Index::collect`] takes them out. Its id is not reused before that, so
-//! a registration never names the wrong entry. (Unregistering touches the
-//! entry's sets in every table it visited: at 10M entries about 300 us of
-//! cold reads for one entry, work that fixes nothing in the cache.)
+//! Taking registrations out is deferred. A removed entry leaves the live set
+//! at once (queries may still hand out its id, which names no live entry,
+//! and callers skip it); a re-indexed one gets its new registrations at
+//! once. What the old traversal had and no current one asserts waits, with
+//! the megaflow and the old traversal, until [`Index::collect`] takes it
+//! out; a removed entry's id is not reused before that, so a registration
+//! never names the wrong entry. Until then a query can only find too many
+//! candidates, never too few, and revalidating a candidate no update
+//! affects keeps it unchanged. (Unregistering touches the entry's sets in
+//! every table it visited: at 10M entries about 300 us of cold reads for
+//! one entry, work that fixes nothing in the cache.) Once nothing is
+//! pending, every live entry is registered under exactly its traversal.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -332,6 +337,9 @@ pub struct Index {
     free: Vec<EntryId>,
     /// Removed entries still registered, waiting for [`Index::collect`].
     removed: Vec<(EntryId, Entry)>,
+    /// Traversals replaced by re-indexing whose registrations the new one
+    /// lacks are still in place: (entry, its megaflow, the old traversal).
+    stale: Vec<(EntryId, Arc<Megaflow>, Arc<Traversal>)>,
     by_ptr: FxHashMap<usize, EntryId>,
     by_rule: FxHashMap<RuleId, FxHashSet<EntryId>>,
     by_miss: FxHashMap<u8, FxHashSet<EntryId>>,
@@ -484,62 +492,69 @@ impl Index {
         id
     }
 
-    /// Re-registers an entry whose traversal was replaced by `new`: removes
-    /// only the registrations that changed (usually from the table whose rule
-    /// changed onwards), then asserts the new ones.
+    /// Re-registers an entry whose traversal was replaced by `new`: adds the
+    /// registrations `new` has that the old traversal had not at the same
+    /// visit (usually from the table whose rule changed onwards); those of
+    /// the old traversal that `new` lacks wait for [`Index::collect`] (they
+    /// can only add candidates, which re-translation then keeps unchanged).
     pub fn reindex_if_needed(&mut self, p: &Pipeline, id: EntryId, new: &Arc<Traversal>) {
         let Some(e) = self.entries.get_mut(id as usize).and_then(|e| e.take()) else { return };
         self.ensure_tables(p, new);
         let region = self.region(&e.mf);
         let (old, now) = (&e.trav.steps, &new.steps);
-        // Two registrations per visit, each a set shared by the visits to the
-        // same table: its outcome and its slots. A visit to the same table
-        // with the same key keeps its slots (they are a function of the key),
-        // so slots are computed only for visits whose key changed. Remove the
-        // outcomes that changed, add the new ones, and re-assert unchanged
-        // ones that shared a registration with a removed one.
+        // Two registrations per visit: its outcome and its slots. Every
+        // registration of the old traversal is in place (the invariant), so
+        // a visit with the old visit's outcome at the same place needs none,
+        // and one with the old visit's key keeps its slots (a function of the
+        // key); slots are computed only for visits whose key changed.
         let same_table = |i: usize| matches!((old.get(i), now.get(i)), (Some(a), Some(b)) if a.table == b.table);
         let same_outcome = |i: usize| same_table(i) && old[i].outcome == now[i].outcome;
         let same_key = |i: usize| same_table(i) && e.trav.version(old[i].version) == new.version(now[i].version);
-        let mut gone_o: Vec<(u8, Outcome)> = Vec::new();
-        for (i, st) in old.iter().enumerate() {
-            if !same_outcome(i) {
-                self.del_outcome(id, st.table, st.outcome);
-                gone_o.push((st.table, st.outcome));
-            }
-        }
+        let mut changed = old.len() != now.len();
         for (i, st) in now.iter().enumerate() {
-            if !same_outcome(i) || gone_o.contains(&(st.table, st.outcome)) {
+            if !same_outcome(i) {
                 self.add_outcome(id, st.table, st.outcome);
+                changed = true;
             }
-        }
-        // Slots: only a visit whose key changed can change them, and most such
-        // visits keep theirs (a table's two fields are seldom what changed).
-        // Drop the old slots no visit holds now, add the new ones.
-        let was_s: Vec<(u8, Slots)> = (0..old.len())
-            .filter(|&i| !same_key(i))
-            .map(|i| (old[i].table, self.slots_at(&region, &e.mf, &e.trav, &old[i])))
-            .collect();
-        let now_s: Vec<(u8, Slots)> = (0..now.len())
-            .filter(|&i| !same_key(i))
-            .map(|i| (now[i].table, self.slots_at(&region, &e.mf, new, &now[i])))
-            .collect();
-        for &(t, s) in was_s.iter().filter(|x| !now_s.contains(x)) {
-            let kept = (0..now.len())
-                .any(|i| same_key(i) && now[i].table == t && self.slots_at(&region, &e.mf, new, &now[i]) == s);
-            if !kept {
-                self.del_slot(id, t, s);
+            if !same_key(i) {
+                let s = self.slots_at(&region, &e.mf, new, st);
+                if !same_table(i) || self.slots_at(&region, &e.mf, &e.trav, &old[i]) != s {
+                    self.add_slot(id, st.table, s);
+                    changed = true;
+                }
             }
-        }
-        for &(t, s) in now_s.iter().filter(|x| !was_s.contains(x)) {
-            self.add_slot(id, t, s);
         }
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(new));
         if groups != was {
-            self.del_groups(id, &was);
             self.add_groups(id, &groups);
+            changed = true;
+        }
+        if changed {
+            self.stale.push((id, e.mf.clone(), e.trav.clone()));
         }
         self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new.clone() });
+    }
+
+    /// Takes out the registrations of traversal `old` of entry `id` that
+    /// `keep` (its traversal now, if it is live) does not assert.
+    fn unregister_except(&mut self, id: EntryId, mf: &Megaflow, old: &Traversal, keep: Option<&Traversal>) {
+        let region = self.region(mf);
+        let keep_o: Vec<(u8, Outcome)> =
+            keep.map_or(Vec::new(), |k| k.steps.iter().map(|s| (s.table, s.outcome)).collect());
+        let keep_s: Vec<(u8, Slots)> =
+            keep.map_or(Vec::new(), |k| k.steps.iter().map(|s| (s.table, self.slots_at(&region, mf, k, s))).collect());
+        let keep_g = keep.map_or(Vec::new(), Self::groups_of);
+        for st in &old.steps {
+            if !keep_o.contains(&(st.table, st.outcome)) {
+                self.del_outcome(id, st.table, st.outcome);
+            }
+            let s = self.slots_at(&region, mf, old, st);
+            if !keep_s.contains(&(st.table, s)) {
+                self.del_slot(id, st.table, s);
+            }
+        }
+        let gone: Vec<u32> = Self::groups_of(old).into_iter().filter(|g| !keep_g.contains(g)).collect();
+        self.del_groups(id, &gone);
     }
 
     /// Removes an entry from the live set; its registrations go at the
@@ -556,6 +571,10 @@ impl Index {
     /// update path, such as idle expiry, where nothing waits on them and no
     /// later update may come to collect them).
     pub fn remove_now(&mut self, id: EntryId) -> Option<Arc<Megaflow>> {
+        // Its id is freed at once: no deferred record may still name it.
+        if self.pending() > 0 {
+            self.collect();
+        }
         let e = self.entries.get_mut(id as usize)?.take()?;
         self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
         self.unregister(id, &e);
@@ -563,28 +582,35 @@ impl Index {
         Some(e.mf)
     }
 
-    /// Removed entries whose registrations are still to be taken out.
+    /// Removed and re-indexed entries whose old registrations are still to
+    /// be taken out.
     pub fn pending(&self) -> usize {
-        self.removed.len()
+        self.removed.len() + self.stale.len()
     }
 
-    /// Takes the registrations of every removed entry out of the index and
-    /// frees their ids; returns how many entries that was.
+    /// Takes out every registration no live entry's traversal asserts: those
+    /// of replaced traversals, then those of removed entries (freeing their
+    /// ids); returns how many traversals that was.
     pub fn collect(&mut self) -> usize {
+        let stale = std::mem::take(&mut self.stale);
+        for (id, mf, old) in &stale {
+            let now = self.entries.get(*id as usize).and_then(|e| e.as_ref()).map(|e| e.trav.clone());
+            self.unregister_except(*id, mf, old, now.as_deref());
+        }
         let removed = std::mem::take(&mut self.removed);
         for (id, e) in &removed {
             self.unregister(*id, e);
             self.free.push(*id);
         }
-        removed.len()
+        stale.len() + removed.len()
     }
 
     /// Checks the invariants above against the index's own sets: every live
     /// entry is registered under each rule, miss, group and slot of its
-    /// traversal, and once nothing is pending no set names an entry that is
-    /// not live. Returns what is wrong (a test aid: it walks everything).
+    /// traversal, and once nothing is pending every registration is one a
+    /// live entry's traversal asserts. Returns what is wrong (a test aid: it
+    /// walks everything).
     pub fn check(&self) -> Result<(), String> {
-        let live = |id: EntryId| self.entries.get(id as usize).is_some_and(|e| e.is_some());
         for (i, e) in self.entries.iter().enumerate() {
             let Some(e) = e else { continue };
             let id = i as EntryId;
@@ -614,21 +640,46 @@ impl Index {
                 }
             }
         }
-        if self.removed.is_empty() {
-            let sets = self.by_rule.values().chain(self.by_miss.values()).chain(self.by_group.values());
-            if let Some(id) = sets.flatten().find(|&&id| !live(id)) {
-                return Err(format!("entry {id} is not live but still registered"));
+        if self.removed.is_empty() && self.stale.is_empty() {
+            let trav = |id: EntryId| self.entries.get(id as usize).and_then(|e| e.as_ref());
+            let asserts = |id: EntryId, f: &dyn Fn(&Entry) -> bool| trav(id).is_some_and(f);
+            for (r, ids) in &self.by_rule {
+                if let Some(id) = ids
+                    .iter()
+                    .find(|&&id| !asserts(id, &|e| e.trav.steps.iter().any(|s| s.outcome == Outcome::Rule(*r))))
+                {
+                    return Err(format!("entry {id} is registered under rule {r:?}, which its traversal does not use"));
+                }
+            }
+            for (t, ids) in &self.by_miss {
+                let miss = |e: &Entry| e.trav.steps.iter().any(|s| s.table == *t && s.outcome == Outcome::Miss);
+                if let Some(id) = ids.iter().find(|&&id| !asserts(id, &miss)) {
+                    return Err(format!("entry {id} is registered under a miss in table {t} it does not take"));
+                }
+            }
+            for (g, ids) in &self.by_group {
+                if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::groups_of(&e.trav).contains(g))) {
+                    return Err(format!("entry {id} is registered under group {g}, which it does not use"));
+                }
             }
             for (t, ti) in &self.tables {
-                for inner in ti.outer.values() {
-                    let mut dead = None;
+                for (a, inner) in ti.outer.iter() {
+                    let mut wrong = None;
                     inner.range((0, 0, 0), (u64::MAX, u8::MAX, EntryId::MAX), |k| {
-                        if !live(k.2) {
-                            dead = Some(k.2);
+                        let held = |e: &Entry| {
+                            let region = self.region(&e.mf);
+                            e.trav.steps.iter().any(|st| {
+                                st.table == *t && self.slots_at(&region, &e.mf, &e.trav, st) == (*a, (k.0, k.1))
+                            })
+                        };
+                        if !asserts(k.2, &held) {
+                            wrong = Some(k.2);
                         }
                     });
-                    if let Some(id) = dead {
-                        return Err(format!("entry {id} is not live but still in table {t}'s index"));
+                    if let Some(id) = wrong {
+                        return Err(format!(
+                            "entry {id} is in table {t}'s index under a slot its traversal does not hold"
+                        ));
                     }
                 }
             }

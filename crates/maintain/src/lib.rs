@@ -252,6 +252,11 @@ impl Engine for FullRevalidator {
     }
 }
 
+/// Deferred index bookkeeping a pass may leave for [`Engine::housekeep`]
+/// (entries): beyond it the pass does it itself, so that an update over
+/// millions of entries does not hold their old traversals until it ends.
+const PENDING_MAX: usize = 1 << 16;
+
 /// Incremental maintenance: the cache as a materialised view of the rules.
 pub struct Incremental {
     index: index::Index,
@@ -339,6 +344,11 @@ impl Engine for Incremental {
                     Done::Updated => self.index.reindex_if_needed(p, *id, &mf.traversal()),
                     Done::Kept => {}
                 }
+            }
+            // What is deferred holds megaflows and old traversals alive: past
+            // a bound (an update over much of the cache) it is done here.
+            if self.index.pending() > PENDING_MAX {
+                self.index.collect();
             }
             t = lap(&mut rep.apply, t);
         }
