@@ -1,0 +1,94 @@
+//! How much of an update's re-translation work its affected entries could
+//! share. Measures the question behind the Antrea targets (README): a pod
+//! move or an endpoint change re-translates hundreds of entries one by one;
+//! if many of them entered the tables after the change in the same state
+//! (as far as those tables' lookups can tell), one re-translation of that
+//! suffix could serve them all.
+//!
+//! Fills an Antrea cache, applies the stream's updates of the chosen kinds,
+//! and for each entry whose traversal changed takes the first visit that
+//! changed and the key it saw there; then counts the distinct such keys
+//! under (a) the bits the lookups of that visit and every later one examined
+//! (each lookup's own wildcards, re-run on the key that visit saw), and (b)
+//! those bits plus the bits the whole translation's actions read (its action
+//! mask), beside (c) the distinct new datapath action lists. It does not
+//! change the engine; it reads the cache after each update. Run with
+//! `cargo run --release -p kairo-bench --example share_probe [ENTRIES] [UPDATES]`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use kairo_bench::ttu::{fill, workload, PipelineKind};
+use kairo_flow::FlowMask;
+use kairo_maintain::{parse_command, EngineKind};
+use kairo_xlate::{Pipeline, Traversal};
+
+fn arg(i: usize, default: usize) -> Result<usize, String> {
+    std::env::args()
+        .nth(i)
+        .map_or(Ok(default), |a| a.parse().map_err(|_| format!("argument {i}: `{a}` is not a count")))
+}
+
+fn main() -> Result<(), String> {
+    let entries = arg(1, 100_000)?;
+    let updates = arg(2, 50)?;
+    let kinds = ["pod move", "endpoint change"];
+    let wl = workload(PipelineKind::Antrea, entries, updates, 1)?;
+    let p = Pipeline::from_parts(
+        kairo_ofproto::parse_flow_file(&wl.flows).map_err(|e| e.to_string())?,
+        kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), entries, false)?;
+    println!("Antrea, {entries} megaflows: per update, entries re-translated and what they could share");
+    println!(
+        "{:>16}  {:>8}  {:>22}  {:>26}  {:>20}",
+        "update", "updated", "states (lookup bits)", "states (+ action-read bits)", "new action lists"
+    );
+    for (kind, cmd, a) in wl.updates.iter().filter(|u| kinds.contains(&u.0)) {
+        let mut c = sc.lock();
+        let before: HashMap<usize, Arc<Traversal>> =
+            c.engine.entries().iter().map(|mf| (Arc::as_ptr(mf) as usize, mf.traversal())).collect();
+        let fm = parse_command(cmd, a).map_err(|e| format!("{cmd} {a}: {e}"))?;
+        c.apply(&fm).map_err(|e| e.to_string())?;
+        let p = &c.pipeline;
+        let (mut lookup_states, mut action_states, mut actions) = (HashSet::new(), HashSet::new(), HashSet::new());
+        let mut updated = 0;
+        for mf in c.engine.entries() {
+            let Some(old) = before.get(&(Arc::as_ptr(&mf) as usize)) else { continue };
+            let new = mf.traversal();
+            if Arc::ptr_eq(old, &new) {
+                continue;
+            }
+            updated += 1;
+            let differs = |i: usize| {
+                old.steps.get(i) != new.steps.get(i)
+                    || old.version(old.steps[i].version) != new.version(new.steps[i].version)
+            };
+            let Some(k) = (0..new.steps.len()).find(|&i| i >= old.steps.len() || differs(i)) else { continue };
+            let mut examined = FlowMask::ZERO;
+            for st in &new.steps[k..] {
+                if let Some(t) = p.table(st.table) {
+                    let mut wc = FlowMask::ZERO;
+                    let _ = t.cls.lookup(&new.key_at(&mf.rep, st), &mut wc);
+                    examined.or(&wc);
+                }
+            }
+            let at = new.key_at(&mf.rep, &new.steps[k]);
+            let r = kairo_xlate::translate(p, &mf.rep);
+            let mut with_actions = examined;
+            with_actions.or(&r.action_mask);
+            lookup_states.insert((new.steps[k].table, at.masked(&examined).w));
+            action_states.insert((new.steps[k].table, at.masked(&with_actions).w));
+            actions.insert(Arc::as_ptr(&mf.actions()) as usize);
+        }
+        c.housekeep();
+        println!(
+            "{kind:>16}  {updated:>8}  {:>22}  {:>26}  {:>20}",
+            lookup_states.len(),
+            action_states.len(),
+            actions.len()
+        );
+    }
+    Ok(())
+}
