@@ -11,7 +11,10 @@
 //! under (a) the bits the lookups of that visit and every later one examined
 //! (each lookup's own wildcards, re-run on the key that visit saw), and (b)
 //! those bits plus the bits the whole translation's actions read (its action
-//! mask), beside (c) the distinct new datapath action lists. It does not
+//! mask), beside (c) the distinct new datapath action lists and (d) the
+//! distinct pairs of a state under (a) and its entry's new action list (as
+//! many pairs as states: entries in one state all ended with the same
+//! actions). It does not
 //! change the engine; it reads the cache after each update. Run with
 //! `cargo run --release -p kairo-bench --example share_probe [ENTRIES] [UPDATES]`.
 
@@ -42,8 +45,13 @@ fn main() -> Result<(), String> {
     let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), entries, false)?;
     println!("Antrea, {entries} megaflows: per update, entries re-translated and what they could share");
     println!(
-        "{:>16}  {:>8}  {:>22}  {:>26}  {:>20}",
-        "update", "updated", "states (lookup bits)", "states (+ action-read bits)", "new action lists"
+        "{:>16}  {:>8}  {:>22}  {:>26}  {:>17}  {:>22}",
+        "update",
+        "updated",
+        "states (lookup bits)",
+        "states (+ action-read bits)",
+        "new action lists",
+        "(state, actions) pairs"
     );
     for (kind, cmd, a) in wl.updates.iter().filter(|u| kinds.contains(&u.0)) {
         let mut c = sc.lock();
@@ -53,6 +61,7 @@ fn main() -> Result<(), String> {
         c.apply(&fm).map_err(|e| e.to_string())?;
         let p = &c.pipeline;
         let (mut lookup_states, mut action_states, mut actions) = (HashSet::new(), HashSet::new(), HashSet::new());
+        let mut state_actions = HashSet::new();
         let mut updated = 0;
         for mf in c.engine.entries() {
             let Some(old) = before.get(&(Arc::as_ptr(&mf) as usize)) else { continue };
@@ -80,14 +89,17 @@ fn main() -> Result<(), String> {
             with_actions.or(&r.action_mask);
             lookup_states.insert((new.steps[k].table, at.masked(&examined).w));
             action_states.insert((new.steps[k].table, at.masked(&with_actions).w));
-            actions.insert(Arc::as_ptr(&mf.actions()) as usize);
+            let acts = Arc::as_ptr(&mf.actions()) as usize;
+            actions.insert(acts);
+            state_actions.insert((new.steps[k].table, at.masked(&examined).w, acts));
         }
         c.housekeep();
         println!(
-            "{kind:>16}  {updated:>8}  {:>22}  {:>26}  {:>20}",
+            "{kind:>16}  {updated:>8}  {:>22}  {:>26}  {:>17}  {:>22}",
             lookup_states.len(),
             action_states.len(),
-            actions.len()
+            actions.len(),
+            state_actions.len()
         );
     }
     Ok(())
