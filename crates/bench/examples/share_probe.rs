@@ -11,10 +11,12 @@
 //! under (a) the bits the lookups of that visit and every later one examined
 //! (each lookup's own wildcards, re-run on the key that visit saw), and (b)
 //! those bits plus the bits the whole translation's actions read (its action
-//! mask), beside (c) the distinct new datapath action lists and (d) the
-//! distinct pairs of a state under (a) and its entry's new action list (as
-//! many pairs as states: entries in one state all ended with the same
-//! actions). It does not
+//! mask), and (e) the bits of (a) plus those the actions of that visit and
+//! every later one read ([`kairo_xlate::actions_read_from`]: the candidate
+//! key of a shared re-translation), beside (c) the distinct new datapath
+//! action lists and (d) the distinct pairs of a state under (a) and its
+//! entry's new action list (as many pairs as states: entries in one state
+//! all ended with the same actions). It does not
 //! change the engine; it reads the cache after each update. Run with
 //! `cargo run --release -p kairo-bench --example share_probe [ENTRIES] [UPDATES]`.
 
@@ -45,13 +47,8 @@ fn main() -> Result<(), String> {
     let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), entries, false)?;
     println!("Antrea, {entries} megaflows: per update, entries re-translated and what they could share");
     println!(
-        "{:>16}  {:>8}  {:>22}  {:>26}  {:>17}  {:>22}",
-        "update",
-        "updated",
-        "states (lookup bits)",
-        "states (+ action-read bits)",
-        "new action lists",
-        "(state, actions) pairs"
+        "{:>16}  {:>8}  {:>10}  {:>12}  {:>11}  {:>12}  {:>6}",
+        "update", "updated", "(a) states", "(a)+(b) all", "(a)+(e) ", "action lists", "pairs"
     );
     for (kind, cmd, a) in wl.updates.iter().filter(|u| kinds.contains(&u.0)) {
         let mut c = sc.lock();
@@ -62,6 +59,7 @@ fn main() -> Result<(), String> {
         let p = &c.pipeline;
         let (mut lookup_states, mut action_states, mut actions) = (HashSet::new(), HashSet::new(), HashSet::new());
         let mut state_actions = HashSet::new();
+        let mut suffix_states = HashSet::new();
         let mut updated = 0;
         for mf in c.engine.entries() {
             let Some(old) = before.get(&(Arc::as_ptr(&mf) as usize)) else { continue };
@@ -84,6 +82,9 @@ fn main() -> Result<(), String> {
                 }
             }
             let at = new.key_at(&mf.rep, &new.steps[k]);
+            let mut with_suffix_actions = examined;
+            with_suffix_actions.or(&kairo_xlate::actions_read_from(p, &mf.rep, k));
+            suffix_states.insert((new.steps[k].table, at.masked(&with_suffix_actions).w));
             let r = kairo_xlate::translate(p, &mf.rep);
             let mut with_actions = examined;
             with_actions.or(&r.action_mask);
@@ -95,9 +96,10 @@ fn main() -> Result<(), String> {
         }
         c.housekeep();
         println!(
-            "{kind:>16}  {updated:>8}  {:>22}  {:>26}  {:>17}  {:>22}",
+            "{kind:>16}  {updated:>8}  {:>10}  {:>12}  {:>11}  {:>12}  {:>6}",
             lookup_states.len(),
             action_states.len(),
+            suffix_states.len(),
             actions.len(),
             state_actions.len()
         );

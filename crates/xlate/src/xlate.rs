@@ -266,6 +266,10 @@ struct Ctx<'a> {
     replay: Option<ReplayState<'a>>,
     /// The flow when its version was last asked, and that version.
     last: (FlowKey, u16),
+    /// From which visit on action bits are also gathered in `since`
+    /// ([`actions_read_from`]; `None` in translation proper).
+    mark: Option<usize>,
+    since: FlowMask,
 }
 
 /// A set of table numbers.
@@ -316,7 +320,16 @@ pub struct Retranslation {
 
 /// Translates `key` through `p` from table 0.
 pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
-    run(p, key, None).0
+    run(p, key, None, None).0
+}
+
+/// The bits the actions of visit `step` (counted from 0 in the traversal)
+/// and of every later visit read or write, as translating `key` gathers
+/// them into its action mask: the part of the action mask a change at that
+/// visit can reach. A diagnostic (`examples/share_probe`), not used by
+/// maintenance.
+pub fn actions_read_from(p: &Pipeline, key: &FlowKey, step: usize) -> FlowMask {
+    run(p, key, None, Some(step)).2
 }
 
 /// Translates `key` again after the tables in `replay.changed` changed,
@@ -328,11 +341,16 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
 /// the table). Its `mask` holds only the lookups made anew; the caller decides
 /// from [`Retranslation::unproven`] what still needs checking.
 pub fn retranslate(p: &Pipeline, key: &FlowKey, replay: Replay<'_>) -> Retranslation {
-    let (result, state) = run(p, key, Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new() }));
+    let (result, state, _) = run(p, key, Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new() }), None);
     Retranslation { result, unproven: state.map(|s| s.unproven).unwrap_or_default() }
 }
 
-fn run<'a>(p: &'a Pipeline, key: &FlowKey, replay: Option<ReplayState<'a>>) -> (XlateResult, Option<ReplayState<'a>>) {
+fn run<'a>(
+    p: &'a Pipeline,
+    key: &FlowKey,
+    replay: Option<ReplayState<'a>>,
+    mark: Option<usize>,
+) -> (XlateResult, Option<ReplayState<'a>>, FlowMask) {
     let mut wc = FlowMask::ZERO;
     // What the datapath always matches exactly (as Open vSwitch's xlate does).
     wc.exact(Field::InPort);
@@ -360,6 +378,8 @@ fn run<'a>(p: &'a Pipeline, key: &FlowKey, replay: Option<ReplayState<'a>>) -> (
         error: None,
         replay,
         last: (*key, 0),
+        mark,
+        since: FlowMask::ZERO,
     };
     ctx.table(0, Via::Start);
     // The action set runs at the end of the pipeline, even after a table miss.
@@ -386,7 +406,7 @@ fn run<'a>(p: &'a Pipeline, key: &FlowKey, replay: Option<ReplayState<'a>>) -> (
         error: ctx.error,
         action_mask: ctx.awc,
     };
-    (result, ctx.replay)
+    (result, ctx.replay, ctx.since)
 }
 
 impl<'a> Ctx<'a> {
@@ -439,6 +459,9 @@ impl<'a> Ctx<'a> {
     fn act_bits(&mut self, f: Field, bits: u64) {
         self.wc.or_bits(f, bits);
         self.awc.or_bits(f, bits);
+        if self.mark.is_some_and(|m| self.trav.steps.len() > m) {
+            self.since.or_bits(f, bits);
+        }
     }
 
     fn fail(&mut self, e: XlateError) {
