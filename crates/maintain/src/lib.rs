@@ -253,9 +253,14 @@ impl Engine for FullRevalidator {
 }
 
 /// Deferred index bookkeeping a pass may leave for [`Engine::housekeep`]
-/// (entries): beyond it the pass does it itself, so that an update over
-/// millions of entries does not hold their old traversals until it ends.
-const PENDING_MAX: usize = 1 << 16;
+/// (entries): 64K, or an eighth of the cache if more. Beyond it the pass
+/// does it itself, so that what is deferred (each entry's old traversal,
+/// held alive) never adds more than an eighth to the cache's memory: an
+/// update over millions of entries does not hold all their old traversals
+/// until it ends.
+fn pending_max(entries: usize) -> usize {
+    (entries / 8).max(1 << 16)
+}
 
 /// Incremental maintenance: the cache as a materialised view of the rules.
 pub struct Incremental {
@@ -347,7 +352,7 @@ impl Engine for Incremental {
             }
             // What is deferred holds megaflows and old traversals alive: past
             // a bound (an update over much of the cache) it is done here.
-            if self.index.pending() > PENDING_MAX {
+            if self.index.pending() > pending_max(self.index.len()) {
                 self.index.collect();
             }
             t = lap(&mut rep.apply, t);
