@@ -82,17 +82,18 @@ fn main() -> Result<(), String> {
                 }
             }
             let at = new.key_at(&mf.rep, &new.steps[k]);
+            let state = (new.steps[k].table, at.masked(&examined).w);
             let mut with_suffix_actions = examined;
             with_suffix_actions.or(&kairo_xlate::actions_read_from(p, &mf.rep, k));
             suffix_states.insert((new.steps[k].table, at.masked(&with_suffix_actions).w));
             let r = kairo_xlate::translate(p, &mf.rep);
             let mut with_actions = examined;
             with_actions.or(&r.action_mask);
-            lookup_states.insert((new.steps[k].table, at.masked(&examined).w));
+            lookup_states.insert(state);
             action_states.insert((new.steps[k].table, at.masked(&with_actions).w));
             let acts = Arc::as_ptr(&mf.actions()) as usize;
             actions.insert(acts);
-            state_actions.insert((new.steps[k].table, at.masked(&examined).w, acts));
+            state_actions.insert((state, acts));
         }
         c.housekeep();
         println!(

@@ -189,8 +189,9 @@ pub struct TtuRow {
     pub affected_median: f64,
     /// Median TTU per affected (re-translated) entry, over updates that affected any.
     pub ttu_per_affected_us: f64,
-    /// Bookkeeping the engine deferred past each update's TTU (taking
-    /// evicted entries out of the index), run after it: median and max.
+    /// Bookkeeping the engine deferred past each update's TTU (taking the
+    /// registrations of evicted entries and replaced traversals out of the
+    /// index), run after it: median and max.
     pub housekeeping_median_us: f64,
     pub housekeeping_max_us: f64,
     pub mismatches: usize,

@@ -464,13 +464,9 @@ impl Index {
         self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
     }
 
+    /// Takes out every registration of a removed entry's traversal.
     fn unregister(&mut self, id: EntryId, e: &Entry) {
-        let slots = self.slots_of(&e.mf, &e.trav);
-        for (st, &slot) in e.trav.steps.iter().zip(slots.iter()) {
-            self.del_outcome(id, st.table, st.outcome);
-            self.del_slot(id, st.table, slot);
-        }
-        self.del_groups(id, &Self::groups_of(&e.trav));
+        self.unregister_except(id, &e.mf, &e.trav, None);
     }
 
     /// Adds an entry under its current traversal.
@@ -557,11 +553,17 @@ impl Index {
         self.del_groups(id, &gone);
     }
 
+    /// Takes an entry out of the live set (its registrations stay).
+    fn take_live(&mut self, id: EntryId) -> Option<Entry> {
+        let e = self.entries.get_mut(id as usize)?.take()?;
+        self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
+        Some(e)
+    }
+
     /// Removes an entry from the live set; its registrations go at the
     /// next [`Index::collect`].
     pub fn remove(&mut self, id: EntryId) -> Option<Arc<Megaflow>> {
-        let e = self.entries.get_mut(id as usize)?.take()?;
-        self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
+        let e = self.take_live(id)?;
         let mf = e.mf.clone();
         self.removed.push((id, e));
         Some(mf)
@@ -575,8 +577,7 @@ impl Index {
         if self.pending() > 0 {
             self.collect();
         }
-        let e = self.entries.get_mut(id as usize)?.take()?;
-        self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
+        let e = self.take_live(id)?;
         self.unregister(id, &e);
         self.free.push(id);
         Some(e.mf)

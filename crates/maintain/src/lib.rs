@@ -97,7 +97,8 @@ pub trait Engine: Send {
     fn index_bytes(&self) -> usize;
     /// Finishes bookkeeping that earlier passes deferred past their
     /// time-to-update (it fixes nothing in the cache: the incremental
-    /// engine takes evicted entries out of its index here). Returns how
+    /// engine takes the registrations of evicted entries and of replaced
+    /// traversals out of its index here). Returns how
     /// many entries it handled. Whatever a caller leaves undone, the next
     /// pass does first, inside its own time-to-update.
     fn housekeep(&mut self) -> usize {
@@ -325,8 +326,9 @@ impl Engine for Incremental {
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
-        // Evicted entries an earlier pass left registered and no housekeeping
-        // took out since: out first (counted as applying, inside this TTU).
+        // Registrations an earlier pass left for housekeeping (evicted entries,
+        // replaced traversals) and none took out since: out first (counted as
+        // applying, inside this TTU).
         let mut t = start;
         if self.index.pending() > 0 {
             self.index.collect();
