@@ -26,7 +26,7 @@ pub use kairo_datapath::{Megaflow, Moved};
 pub use revalidate::{verify, Mismatch, Verdict};
 
 use kairo_flow::FlowMask;
-use kairo_xlate::{Pipeline, TableSet};
+use kairo_xlate::Pipeline;
 
 /// What one maintenance pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -336,7 +336,7 @@ impl Engine for Incremental {
         }
         let (affected, probed) = self.affected(p, deltas);
         rep.probed = probed;
-        let changed = changed_tables(deltas);
+        let changed = changed_by(deltas);
         t = lap(&mut rep.find, t);
         for chunk in affected.chunks(chunk_for(self.threads)) {
             let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
@@ -379,19 +379,19 @@ impl Engine for Incremental {
     }
 }
 
-/// The tables whose rules or miss behaviour the deltas changed.
-fn changed_tables(deltas: &[Delta]) -> TableSet {
-    let mut set = TableSet::default();
+/// The tables whose rules or miss behaviour the deltas changed, and whether a group did.
+fn changed_by(deltas: &[Delta]) -> revalidate::Changed {
+    let mut c = revalidate::Changed::default();
     for d in deltas {
         match d {
             Delta::RuleAdded { table, .. }
             | Delta::RuleRemoved { table, .. }
             | Delta::RuleModified { table, .. }
-            | Delta::MissChanged { table } => set.insert(*table),
-            Delta::GroupChanged { .. } => {}
+            | Delta::MissChanged { table } => c.tables.insert(*table),
+            Delta::GroupChanged { .. } => c.groups = true,
         }
     }
-    set
+    c
 }
 
 /// Which engine.

@@ -94,10 +94,18 @@ fn settle(mf: &Megaflow, old: &Traversal, holds: bool, r: XlateResult) -> Verdic
     }
 }
 
-/// Revalidates one megaflow after the tables in `changed` (and any groups)
-/// changed, giving the verdict [`revalidate`] gives, with less work: the
-/// entry's recorded traversal answers the lookups the change cannot have
-/// altered, and only the steps looked up anew are checked.
+/// What an update changed: tables (rules or miss behaviour) and whether any group.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Changed {
+    pub tables: TableSet,
+    pub groups: bool,
+}
+
+/// Revalidates one megaflow after what `changed` names changed, giving the
+/// verdict [`revalidate`] gives, with less work: re-translation resumes
+/// where the change can first make a difference, the entry's recorded
+/// traversal answers the lookups the change cannot have altered, and only
+/// the steps looked up anew are checked.
 ///
 /// Why that is the same verdict: every cached entry's region holds at every
 /// step of its traversal (at install its mask contains what translation
@@ -107,14 +115,19 @@ fn settle(mf: &Megaflow, old: &Traversal, holds: bool, r: XlateResult) -> Verdic
 /// re-translation took from the old traversal has the same table, outcome
 /// and key (on the bits the table reads) as an old step, so it still holds;
 /// each step looked up anew holds if the lookup examined only bits of the
-/// region (the contract again) or, failing that, by the exact test. And full
+/// region (the contract again) or, failing that, by the exact test. The
+/// steps before the resumed one are the old steps, and what their actions
+/// read or wrote is in the region (it was when the entry was installed or
+/// last updated, and they are the same actions on the same keys), so only
+/// the action bits of the resumed part need checking. And full
 /// revalidation keeps an entry exactly when its region holds, since a mask
 /// that contains the new translation's implies it.
-pub fn revalidate_since(p: &Pipeline, mf: &Megaflow, po: &FlowMask, changed: &TableSet) -> Verdict {
+pub fn revalidate_since(p: &Pipeline, mf: &Megaflow, po: &FlowMask, changed: &Changed) -> Verdict {
     let old = mf.traversal();
     let mut region = *mf.mask;
     region.or(po);
-    let again = retranslate(p, &mf.rep, Replay { old: &old, changed, region: &region });
+    let replay = Replay { old: &old, changed: &changed.tables, region: &region, groups_changed: changed.groups };
+    let again = retranslate(p, &mf.rep, replay);
     let r = again.result;
     let holds = r.action_mask.is_subset_of(&region)
         && again.unproven.iter().all(|&i| visit_holds(p, &r.traversal, &mf.rep, &r.traversal.steps[i], &region));
@@ -178,7 +191,7 @@ pub fn revalidate_all_since(
     p: &Pipeline,
     mfs: &[std::sync::Arc<Megaflow>],
     po: &FlowMask,
-    changed: &TableSet,
+    changed: &Changed,
     threads: usize,
 ) -> Vec<Verdict> {
     revalidate_each(mfs, threads, |mf| revalidate_since(p, mf, po, changed))

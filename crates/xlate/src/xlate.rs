@@ -12,8 +12,10 @@
 //! [`retranslate`] runs the same translation after some tables changed,
 //! taking from the traversal an earlier translation of the key recorded the
 //! outcomes the change cannot have altered (a lookup is a function of the
-//! table and the bits its rules read); its result equals [`translate`]'s in
-//! actions, traversal and action mask.
+//! table and the bits its rules read), and starting at the last visit before
+//! the change where nothing but the key, the nesting and the tables decides
+//! what follows; its result equals [`translate`]'s in actions, traversal and
+//! error, its masks hold what it examined itself.
 
 use kairo_classifier::RuleId;
 use kairo_flow::field::{
@@ -70,6 +72,8 @@ pub struct GroupUse {
     pub group: u32,
     pub buckets: Vec<u32>,
     pub depth: u32,
+    /// How many table visits came before the group ran.
+    pub step: u32,
 }
 
 /// Everything translation touched: the maintenance dependency record.
@@ -88,11 +92,19 @@ pub struct Traversal {
     /// Where each version's words end in `diffs` (u32: up to MAX_RESUBMITS
     /// versions of up to a key's words each can pass u16).
     ends: Vec<u32>,
+    /// How many leading steps were looked up in a *resumable* state: nothing
+    /// output yet, the action set empty, and nothing left to do after the
+    /// lookup's table returns but end the pipeline (every enclosing action
+    /// list, bucket and resubmit was at its last action with no flow to
+    /// restore). What translation does from such a step on depends only on
+    /// the key the step saw, its nesting and the tables ([`retranslate`]
+    /// resumes there).
+    tail: u16,
 }
 
 impl Default for Traversal {
     fn default() -> Self {
-        Traversal { steps: Vec::new(), groups: Vec::new(), diffs: Vec::new(), ends: vec![0] }
+        Traversal { steps: Vec::new(), groups: Vec::new(), diffs: Vec::new(), ends: vec![0], tail: 0 }
     }
 }
 
@@ -111,7 +123,31 @@ impl Traversal {
             groups: Vec::with_capacity(like.groups.len()),
             diffs: Vec::with_capacity(like.diffs.len()),
             ends,
+            tail: 0,
         }
+    }
+
+    /// The same translation's state just before step `j`'s lookup: the
+    /// steps before `j`, the groups used before it and the key versions
+    /// they saw (room kept for the rest of a traversal like this one).
+    fn prefix(&self, j: usize) -> Traversal {
+        let mut t = Traversal::with_capacity_of(self);
+        t.steps.extend_from_slice(&self.steps[..j]);
+        t.groups.extend(self.groups.iter().take_while(|g| g.step as usize <= j).cloned());
+        // Versions are numbered as lookups first see them, so the ones that
+        // exist before step j are 0..=the highest an earlier step saw.
+        let v = self.steps[..j].iter().map(|s| s.version as usize).max().unwrap_or(0);
+        t.ends.clear();
+        t.ends.extend_from_slice(&self.ends[..=v]);
+        t.diffs.extend_from_slice(&self.diffs[..self.ends[v] as usize]);
+        t.tail = j as u16;
+        t
+    }
+
+    /// How many leading steps a re-translation could resume at (see the
+    /// field's doc).
+    pub fn resumable(&self) -> usize {
+        self.tail as usize
     }
 
     /// Drops spare capacity (a traversal is kept per megaflow, often for
@@ -207,6 +243,15 @@ fn set_key(a: &Action) -> Option<(u8, Field)> {
 }
 
 impl ActionSet {
+    fn is_empty(&self) -> bool {
+        !self.pop_vlan
+            && self.push_vlan.is_none()
+            && !self.dec_ttl
+            && self.sets.is_empty()
+            && self.group.is_none()
+            && self.output.is_none()
+    }
+
     fn write(&mut self, actions: &[Action]) {
         for a in actions {
             match a {
@@ -261,6 +306,9 @@ struct Ctx<'a> {
     depth: u32,
     nest: u32,
     lookups: u32,
+    /// Enclosing action lists, buckets and resubmits with something left to
+    /// do once the current lookup returns (see [`Traversal::resumable`]).
+    pending: u32,
     exit: bool,
     error: Option<XlateError>,
     replay: Option<ReplayState<'a>>,
@@ -297,6 +345,32 @@ pub struct Replay<'a> {
     /// The region the result is for: lookups made anew that examine only
     /// bits of it are not reported.
     pub region: &'a FlowMask,
+    /// Whether any group changed since `old` was recorded.
+    pub groups_changed: bool,
+}
+
+impl Replay<'_> {
+    /// The step of `old` a re-translation can start at: the latest one
+    /// looked up in a resumable state at or before the first visit to a
+    /// changed table and, if a group changed, before the first group use.
+    /// Everything before it happens as it did (unchanged tables see the same
+    /// keys, unchanged groups choose the same buckets), and from a resumable
+    /// state on, translation depends only on the key, the nesting and the
+    /// tables. 0 when the translation has to start over.
+    pub fn resume_at(&self) -> usize {
+        let old = self.old;
+        let Some(mut j) = old.resumable().checked_sub(1) else { return 0 };
+        if let Some(k) = old.steps[..j].iter().position(|s| self.changed.contains(s.table)) {
+            j = k;
+        }
+        if self.groups_changed {
+            if let Some(g) = old.groups.first() {
+                // Used once `g.step` visits were made: from the last of them on.
+                j = j.min((g.step as usize).saturating_sub(1));
+            }
+        }
+        j
+    }
 }
 
 struct ReplayState<'a> {
@@ -316,6 +390,8 @@ struct ReplayState<'a> {
 pub struct Retranslation {
     pub result: XlateResult,
     pub unproven: Vec<usize>,
+    /// The step it resumed at ([`Replay::resume_at`]; 0: from table 0).
+    pub resumed_at: usize,
 }
 
 /// Translates `key` through `p` from table 0.
@@ -338,11 +414,17 @@ pub fn actions_read_from(p: &Pipeline, key: &FlowKey, step: usize) -> FlowMask {
 /// answers it: a visit to an unchanged table `t` whose key agrees, on every
 /// bit some rule of `t` reads, with the key the aligned earlier visit to `t`
 /// saw gets that visit's outcome (a lookup is a function of those bits and
-/// the table). Its `mask` holds only the lookups made anew; the caller decides
-/// from [`Retranslation::unproven`] what still needs checking.
+/// the table). It does not start at table 0 but at [`Replay::resume_at`],
+/// from the state translation had there (everything before it is as it
+/// was: the steps, groups and key versions are copied). Its `mask` holds
+/// only the lookups made anew, and its `action_mask` (and the fixed bits)
+/// only what the actions from the resumed step on read or wrote: what came
+/// before is what the earlier translation gathered. The caller decides from
+/// [`Retranslation::unproven`] what still needs checking.
 pub fn retranslate(p: &Pipeline, key: &FlowKey, replay: Replay<'_>) -> Retranslation {
+    let resumed_at = replay.resume_at();
     let (result, state, _) = run(p, key, Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new() }), None);
-    Retranslation { result, unproven: state.map(|s| s.unproven).unwrap_or_default() }
+    Retranslation { result, unproven: state.map(|s| s.unproven).unwrap_or_default(), resumed_at }
 }
 
 fn run<'a>(
@@ -359,6 +441,7 @@ fn run<'a>(
     if key.is_ipv4() {
         wc.exact(Field::IpFrag);
     }
+    let resume = replay.as_ref().map_or(0, |st| st.r.resume_at());
     let mut ctx = Ctx {
         p,
         flow: *key,
@@ -370,10 +453,11 @@ fn run<'a>(
         action_set: ActionSet::default(),
         // A re-translation mostly takes the earlier path: room for it at once
         // (a kept traversal is shrunk to fit, which is then free).
-        trav: replay.as_ref().map_or_else(Traversal::default, |r| Traversal::with_capacity_of(r.r.old)),
+        trav: replay.as_ref().map_or_else(Traversal::default, |r| r.r.old.prefix(resume)),
         depth: 0,
         nest: 0,
         lookups: 0,
+        pending: 0,
         exit: false,
         error: None,
         replay,
@@ -381,11 +465,29 @@ fn run<'a>(
         mark,
         since: FlowMask::ZERO,
     };
-    ctx.table(0, Via::Start);
+    match ctx.replay.as_mut().filter(|_| resume > 0) {
+        // The state translation had just before that step's lookup: nothing
+        // output (so nothing committed), the action set empty, the key the
+        // step recorded, its nesting, and one lookup per earlier step.
+        Some(st) => {
+            let at = st.r.old.steps[resume];
+            st.cursor = resume;
+            ctx.flow = st.r.old.key_at(key, &at);
+            ctx.depth = at.depth.into();
+            ctx.nest = at.nest.into();
+            ctx.lookups = resume as u32;
+            ctx.table(at.table, at.via);
+        }
+        None => ctx.table(0, Via::Start),
+    }
     // The action set runs at the end of the pipeline, even after a table miss.
     if ctx.error.is_none() {
         let set = std::mem::take(&mut ctx.action_set).into_list();
+        // Lookups from here on are not resumable: writes to the action set
+        // now go to one that never runs.
+        ctx.pending += 1;
         ctx.actions(&set);
+        ctx.pending -= 1;
     }
     if ctx.error.is_some() {
         ctx.odp.clear();
@@ -500,6 +602,7 @@ impl<'a> Ctx<'a> {
         if self.depth >= MAX_DEPTH {
             return self.fail(XlateError::TooDeep { table: t });
         }
+        let resumable = self.pending == 0 && self.odp.is_empty() && self.action_set.is_empty();
         let table = self.p.table(t);
         let version = self.key_version();
         let hit = match self.replayed(t, version) {
@@ -517,6 +620,9 @@ impl<'a> Ctx<'a> {
         };
         let (depth, nest) = (small(self.depth), small(self.nest));
         let step = |outcome| Step { table: t, outcome, via, depth, nest, version };
+        if resumable && self.trav.resumable() == self.trav.steps.len() {
+            self.trav.tail += 1;
+        }
         match hit {
             Some((id, r)) => {
                 self.trav.steps.push(step(Outcome::Rule(id)));
@@ -537,7 +643,13 @@ impl<'a> Ctx<'a> {
     }
 
     fn instructions(&mut self, inst: &Instructions) {
-        if !self.actions(&inst.apply) {
+        let after = u32::from(
+            inst.clear_actions || !inst.write.is_empty() || inst.write_metadata.is_some() || inst.goto_table.is_some(),
+        );
+        self.pending += after;
+        let done = self.actions(&inst.apply);
+        self.pending -= after;
+        if !done {
             return;
         }
         if inst.clear_actions {
@@ -561,8 +673,12 @@ impl<'a> Ctx<'a> {
     /// (dec_ttl reaching zero ends the rest of the list, not the pipeline: the
     /// caller, an outer resubmit and the action set carry on, as in Open vSwitch).
     fn actions(&mut self, list: &[Action]) -> bool {
-        for a in list {
-            if self.exit || !self.action(a) {
+        for (i, a) in list.iter().enumerate() {
+            let more = u32::from(i + 1 < list.len());
+            self.pending += more;
+            let go_on = !self.exit && self.action(a);
+            self.pending -= more;
+            if !go_on {
                 return false;
             }
         }
@@ -660,8 +776,12 @@ impl<'a> Ctx<'a> {
                 if let Some(p) = port {
                     self.flow.set(Field::InPort, *p as u64);
                 }
+                // in_port is put back afterwards: not resumable inside.
+                let restore = u32::from(port.is_some());
                 self.nest += 1;
+                self.pending += restore;
                 self.table(t, Via::Resubmit);
+                self.pending -= restore;
                 self.nest -= 1;
                 if port.is_some() {
                     self.flow.set(Field::InPort, saved);
@@ -745,7 +865,8 @@ impl<'a> Ctx<'a> {
         }
         let depth = self.depth;
         let Some(g) = self.p.group(gid).cloned() else {
-            self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth });
+            let step = self.trav.steps.len() as u32;
+            self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step });
             return;
         };
         let chosen: Vec<usize> = match g.ty {
@@ -777,12 +898,16 @@ impl<'a> Ctx<'a> {
             group: gid,
             buckets: chosen.iter().map(|&i| g.buckets[i].id).collect(),
             depth,
+            step: self.trav.steps.len() as u32,
         });
         for i in chosen {
-            // Each bucket works on its own copy of the flow (clone semantics).
+            // Each bucket works on its own copy of the flow (clone semantics),
+            // put back afterwards: not resumable inside.
             let saved = self.flow;
             self.depth += 1;
+            self.pending += 1;
             self.actions(&g.buckets[i].actions);
+            self.pending -= 1;
             self.depth -= 1;
             self.flow = saved;
             if self.error.is_some() {
