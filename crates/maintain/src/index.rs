@@ -12,18 +12,19 @@
 //! and traversal (a table's fields never change once chosen), so they are
 //! recomputed to unregister it rather than stored.
 //!
-//! Taking registrations out is deferred. A removed entry leaves the live set
-//! at once (queries may still hand out its id, which names no live entry,
-//! and callers skip it); a re-indexed one gets its new registrations at
-//! once. What the old traversal had and no current one asserts waits, with
-//! the megaflow and the old traversal, until [`Index::collect`] takes it
-//! out; a removed entry's id is not reused before that, so a registration
-//! never names the wrong entry. Until then a query can only find too many
-//! candidates, never too few, and revalidating a candidate no update
-//! affects keeps it unchanged. (Unregistering touches the entry's sets in
-//! every table it visited: at 10M entries about 300 us of cold reads for
-//! one entry, work that fixes nothing in the cache.) Once nothing is
-//! pending, every live entry is registered under exactly its traversal.
+//! Bringing registrations up to date after an update is deferred to
+//! [`Index::collect`]: it fixes nothing in the cache, only readies the
+//! index for the next update, and every pass collects what is pending
+//! before it looks for affected entries. A removed entry leaves the live
+//! set at once (queries may still hand out its id, which names no live
+//! entry, and callers skip it) and its id is not reused before its
+//! registrations are out, so a registration never names the wrong entry.
+//! An entry whose megaflow got a new traversal stays registered under the
+//! old one until then. (Re-registering touches the entry's sets in every
+//! table whose visit changed, unregistering in every table it visited: at
+//! 10M entries about 300 us of cold reads for one entry.) Once nothing is
+//! pending, every live entry is registered under exactly its megaflow's
+//! traversal.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,8 +50,9 @@ type Slots = (Slot, Slot);
 type Key = (u64, u8, EntryId);
 
 /// One entry: the megaflow and the traversal it is registered under (shared
-/// with the megaflow; the table, outcome and key of each visit are read from
-/// it, and its index slots are recomputed from it rather than stored).
+/// with the megaflow, which may hold a newer one until [`Index::collect`];
+/// the table, outcome and key of each visit are read from it, and its index
+/// slots are recomputed from it rather than stored).
 struct Entry {
     mf: Arc<Megaflow>,
     trav: Arc<Traversal>,
@@ -337,9 +339,10 @@ pub struct Index {
     free: Vec<EntryId>,
     /// Removed entries still registered, waiting for [`Index::collect`].
     removed: Vec<(EntryId, Entry)>,
-    /// Traversals replaced by re-indexing whose registrations the new one
-    /// lacks are still in place: (entry, its megaflow, the old traversal).
-    stale: Vec<(EntryId, Arc<Megaflow>, Arc<Traversal>)>,
+    /// Live entries whose megaflow's traversal was replaced while they stay
+    /// registered under the one they had ([`Entry::trav`]), waiting for
+    /// [`Index::collect`] to move them over.
+    stale: Vec<EntryId>,
     by_ptr: FxHashMap<usize, EntryId>,
     by_rule: FxHashMap<RuleId, FxHashSet<EntryId>>,
     by_miss: FxHashMap<u8, FxHashSet<EntryId>>,
@@ -488,14 +491,32 @@ impl Index {
         id
     }
 
-    /// Re-registers an entry whose traversal was replaced by `new`: adds the
-    /// registrations `new` has that the old traversal had not at the same
-    /// visit (usually from the table whose rule changed onwards); those of
-    /// the old traversal that `new` lacks wait for [`Index::collect`] (they
-    /// can only add candidates, which re-translation then keeps unchanged).
-    pub fn reindex_if_needed(&mut self, p: &Pipeline, id: EntryId, new: &Arc<Traversal>) {
+    /// Notes that entry `id`'s megaflow now has a new traversal: it stays
+    /// registered under the old one until [`Index::collect`] moves it over.
+    /// (Until then a query finds it under what it used before the update
+    /// that replaced its traversal, which no query runs between: every pass
+    /// collects what is pending before it looks for affected entries.)
+    pub fn replaced(&mut self, p: &Pipeline, id: EntryId) {
+        let Some(e) = self.entries.get(id as usize).and_then(|e| e.as_ref()) else { return };
+        // The tables' indexes are made now, while the pipeline is at hand:
+        // which fields a table is indexed on is chosen from its rules.
+        let new = e.mf.traversal();
+        self.ensure_tables(p, &new);
+        self.stale.push(id);
+    }
+
+    /// Moves a live entry's registrations from the traversal it is
+    /// registered under to its megaflow's current one: adds what the new
+    /// one has that the old had not at the same visit (usually from the
+    /// table whose rule changed onwards), then takes out what the old one
+    /// had that the new one lacks.
+    fn move_over(&mut self, id: EntryId) {
         let Some(e) = self.entries.get_mut(id as usize).and_then(|e| e.take()) else { return };
-        self.ensure_tables(p, new);
+        let new = e.mf.traversal();
+        if Arc::ptr_eq(&new, &e.trav) {
+            self.entries[id as usize] = Some(e);
+            return;
+        }
         let region = self.region(&e.mf);
         let (old, now) = (&e.trav.steps, &new.steps);
         // Two registrations per visit: its outcome and its slots. Every
@@ -513,22 +534,22 @@ impl Index {
                 changed = true;
             }
             if !same_key(i) {
-                let s = self.slots_at(&region, &e.mf, new, st);
+                let s = self.slots_at(&region, &e.mf, &new, st);
                 if !same_table(i) || self.slots_at(&region, &e.mf, &e.trav, &old[i]) != s {
                     self.add_slot(id, st.table, s);
                     changed = true;
                 }
             }
         }
-        let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(new));
+        let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(&new));
         if groups != was {
             self.add_groups(id, &groups);
             changed = true;
         }
         if changed {
-            self.stale.push((id, e.mf.clone(), e.trav.clone()));
+            self.unregister_except(id, &e.mf, &e.trav, Some(&new));
         }
-        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new.clone() });
+        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new });
     }
 
     /// Takes out the registrations of traversal `old` of entry `id` that
@@ -583,20 +604,20 @@ impl Index {
         Some(e.mf)
     }
 
-    /// Removed and re-indexed entries whose old registrations are still to
-    /// be taken out.
+    /// Removed entries whose registrations are still to be taken out, and
+    /// live ones still registered under a replaced traversal.
     pub fn pending(&self) -> usize {
         self.removed.len() + self.stale.len()
     }
 
-    /// Takes out every registration no live entry's traversal asserts: those
-    /// of replaced traversals, then those of removed entries (freeing their
-    /// ids); returns how many traversals that was.
+    /// Brings the registrations up to date: moves every entry whose
+    /// traversal was replaced over to its current one, then takes out those
+    /// of removed entries (freeing their ids); returns how many entries
+    /// that was.
     pub fn collect(&mut self) -> usize {
         let stale = std::mem::take(&mut self.stale);
-        for (id, mf, old) in &stale {
-            let now = self.entries.get(*id as usize).and_then(|e| e.as_ref()).map(|e| e.trav.clone());
-            self.unregister_except(*id, mf, old, now.as_deref());
+        for &id in &stale {
+            self.move_over(id);
         }
         let removed = std::mem::take(&mut self.removed);
         for (id, e) in &removed {
@@ -642,6 +663,11 @@ impl Index {
             }
         }
         if self.removed.is_empty() && self.stale.is_empty() {
+            for (i, e) in self.entries.iter().enumerate() {
+                if let Some(e) = e.as_ref().filter(|e| *e.trav != *e.mf.traversal()) {
+                    return Err(format!("entry {i}: registered under a traversal its megaflow no longer has ({e:p})"));
+                }
+            }
             let trav = |id: EntryId| self.entries.get(id as usize).and_then(|e| e.as_ref());
             let asserts = |id: EntryId, f: &dyn Fn(&Entry) -> bool| trav(id).is_some_and(f);
             for (r, ids) in &self.by_rule {

@@ -97,8 +97,8 @@ pub trait Engine: Send {
     fn index_bytes(&self) -> usize;
     /// Finishes bookkeeping that earlier passes deferred past their
     /// time-to-update (it fixes nothing in the cache: the incremental
-    /// engine takes the registrations of evicted entries and of replaced
-    /// traversals out of its index here). Returns how
+    /// engine takes the registrations of evicted entries out of its index
+    /// and moves updated entries over to their new traversals here). Returns how
     /// many entries it handled. Whatever a caller leaves undone, the next
     /// pass does first, inside its own time-to-update.
     fn housekeep(&mut self) -> usize {
@@ -348,7 +348,7 @@ impl Engine for Incremental {
                     Done::Evicted => {
                         self.index.remove(*id);
                     }
-                    Done::Updated => self.index.reindex_if_needed(p, *id, &mf.traversal()),
+                    Done::Updated => self.index.replaced(p, *id),
                     Done::Kept => {}
                 }
             }
