@@ -123,7 +123,17 @@ pub struct Changed {
 /// revalidation keeps an entry exactly when its region holds, since a mask
 /// that contains the new translation's implies it.
 pub fn revalidate_since(p: &Pipeline, mf: &Megaflow, po: &FlowMask, changed: &Changed) -> Verdict {
-    let old = mf.traversal();
+    revalidate_from(p, mf, mf.traversal(), po, changed)
+}
+
+/// [`revalidate_since`] given the megaflow's traversal.
+fn revalidate_from(
+    p: &Pipeline,
+    mf: &Megaflow,
+    old: std::sync::Arc<Traversal>,
+    po: &FlowMask,
+    changed: &Changed,
+) -> Verdict {
     let mut region = *mf.mask;
     region.or(po);
     let replay = Replay { old: &old, changed: &changed.tables, region: &region, groups_changed: changed.groups };
@@ -194,6 +204,22 @@ pub fn revalidate_all_since(
     changed: &Changed,
     threads: usize,
 ) -> Vec<Verdict> {
+    if threads <= 1 {
+        // Level by level, so that the cold reads of many entries overlap
+        // instead of each entry's chain of them (megaflow, traversal, its
+        // steps and key versions) waiting on the one before: first every
+        // entry's traversal, then a word of each of those and of each key.
+        let olds: Vec<_> = mfs.iter().map(|mf| mf.traversal()).collect();
+        let mut touched = 0u64;
+        for (mf, old) in mfs.iter().zip(&olds) {
+            let first = old.steps.first().map_or(0, |s| s.table as u64);
+            let last = old.steps.last().map_or(0, |s| s.table as u64);
+            let diff = old.version(1).first().map_or(0, |d| d.1);
+            touched = touched.wrapping_add(first ^ last ^ diff ^ mf.rep.w[0] ^ mf.rep.w[mf.rep.w.len() - 1]);
+        }
+        std::hint::black_box(touched);
+        return mfs.iter().zip(olds).map(|(mf, old)| revalidate_from(p, mf, old, po, changed)).collect();
+    }
     revalidate_each(mfs, threads, |mf| revalidate_since(p, mf, po, changed))
 }
 
