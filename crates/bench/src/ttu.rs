@@ -511,7 +511,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 }));
                 if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
                     eprintln!(
-                        "{:>10.1} us (find {:>8.1}, translate {:>9.1}, apply {:>9.1}; then {:>9.1} housekeeping)  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  RSS {:>6} MiB",
+                        "{:>10.1} us (find {:>8.1}, translate {:>9.1}, apply {:>9.1}; then {:>9.1} housekeeping)  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  shared {:>6}  RSS {:>6} MiB",
                         rep.ttu.as_secs_f64() * 1e6,
                         rep.find.as_secs_f64() * 1e6,
                         rep.translate.as_secs_f64() * 1e6,
@@ -521,6 +521,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                         rep.probed,
                         rep.updated,
                         rep.evicted,
+                        rep.shared,
                         crate::resident_bytes().unwrap_or(0) >> 20
                     );
                 }

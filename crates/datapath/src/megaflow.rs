@@ -98,6 +98,24 @@ impl Megaflow {
         Moved { traversal: old, packets, bytes }
     }
 
+    /// Replaces the actions alone, its traversal to follow
+    /// ([`Megaflow::follow_with`]): what was gathered so far is the current
+    /// traversal's (returned), what comes after belongs to the one that
+    /// follows.
+    pub fn set_actions_first(&self, actions: Actions) -> Moved {
+        let (packets, bytes) = self.unaccounted();
+        self.accounted[0].fetch_add(packets, Ordering::Relaxed);
+        self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
+        self.actions.store(actions);
+        Moved { traversal: self.traversal(), packets, bytes }
+    }
+
+    /// Gives the megaflow the traversal that produced the actions
+    /// [`Megaflow::set_actions_first`] set (the counters since stay with it).
+    pub fn follow_with(&self, traversal: Arc<Traversal>) {
+        self.traversal.store(traversal);
+    }
+
     /// Packets and bytes gathered under the current traversal.
     pub fn unaccounted(&self) -> (u64, u64) {
         (

@@ -55,6 +55,10 @@ pub struct Report {
     /// faster translation removes.
     #[serde(serialize_with = "ser_us")]
     pub apply: Duration,
+    /// Of the examined entries: those whose actions came from a suffix
+    /// translated once for several of them (their traversals follow at
+    /// housekeeping).
+    pub shared: usize,
 }
 
 fn ser_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -100,8 +104,12 @@ pub trait Engine: Send {
     /// engine takes the registrations of evicted entries out of its index
     /// and moves updated entries over to their new traversals here). Returns how
     /// many entries it handled. Whatever a caller leaves undone, the next
-    /// pass does first, inside its own time-to-update.
-    fn housekeep(&mut self) -> usize {
+    /// pass does first, inside its own time-to-update. The incremental
+    /// engine also gives entries whose actions came from a shared suffix
+    /// the traversal that goes with them (re-translating them: the
+    /// counters they gather from then on belong to it; anything else it
+    /// finds to change goes to `moved` as a pass's changes do).
+    fn housekeep(&mut self, _p: &Pipeline, _moved: Option<&mut Vec<Moved>>) -> usize {
         0
     }
     /// Checks the engine's internal invariants (a test aid: walks everything).
@@ -123,6 +131,8 @@ enum Done {
     Kept,
     Updated,
     Evicted,
+    /// Actions set (or kept) from a shared suffix; the traversal is to follow.
+    Shared,
 }
 
 /// Applies a verdict to a megaflow and counts it (examined, and what was
@@ -155,6 +165,19 @@ fn act(
             mf.kill();
             rep.evicted += 1;
             Done::Evicted
+        }
+        Verdict::Shared(actions) => {
+            let actions = interner.actions(actions);
+            if *actions == *mf.actions() {
+                rep.kept += 1;
+            } else {
+                let old = mf.set_actions_first(actions);
+                if let Some(m) = moved {
+                    m.push(old);
+                }
+                rep.updated += 1;
+            }
+            Done::Shared
         }
     }
 }
@@ -270,6 +293,11 @@ pub struct Incremental {
     /// Threads a pass may revalidate on (affected sets of [`revalidate::PARALLEL_MIN`] or more).
     pub threads: usize,
     interner: Interner,
+    /// Entries whose actions a pass took from a shared suffix, whose
+    /// megaflows (and registrations) still have the traversal from before
+    /// it, and what changed since that was recorded.
+    follow: Vec<index::EntryId>,
+    follow_since: revalidate::Changed,
 }
 
 impl Default for Incremental {
@@ -279,6 +307,8 @@ impl Default for Incremental {
             po: revalidate::pipeline_only_mask(),
             threads: default_threads(),
             interner: Interner::default(),
+            follow: Vec::new(),
+            follow_since: revalidate::Changed::default(),
         }
     }
 }
@@ -307,6 +337,46 @@ impl Incremental {
         out.dedup();
         (out, probed)
     }
+
+    /// Everything earlier passes left for housekeeping: re-translates the
+    /// entries whose actions came from a shared suffix (from their old
+    /// traversals, with what changed since, plus `now` when this runs at
+    /// the start of a pass whose change is already in the pipeline) and
+    /// gives them the traversal, or applies whatever else that finds; then
+    /// brings the index up to date. Returns how many entries that was.
+    fn settle(
+        &mut self,
+        p: &Pipeline,
+        moved: &mut Option<&mut Vec<Moved>>,
+        now: Option<&revalidate::Changed>,
+    ) -> usize {
+        let mut since = self.follow_since;
+        if let Some(c) = now {
+            since.or(c);
+        }
+        let follow = std::mem::take(&mut self.follow);
+        let mut rep = Report::default();
+        for &id in &follow {
+            let Some(mf) = self.index.get(id).cloned() else { continue };
+            match revalidate::revalidate_since(p, &mf, &self.po, &since) {
+                // The actions it already has: the traversal follows them,
+                // with the counters gathered since.
+                Verdict::Update(r) if r.actions == **mf.actions() => {
+                    mf.follow_with(self.interner.traversal(r.traversal));
+                    self.index.replaced(p, id);
+                }
+                v => match act(&mf, v, &mut self.interner, moved, &mut rep) {
+                    Done::Evicted => {
+                        self.index.remove(id);
+                    }
+                    Done::Updated => self.index.replaced(p, id),
+                    Done::Kept | Done::Shared => {}
+                },
+            }
+        }
+        self.follow_since = revalidate::Changed::default();
+        follow.len() + self.index.collect()
+    }
 }
 
 impl Engine for Incremental {
@@ -330,18 +400,19 @@ impl Engine for Incremental {
         // replaced traversals) and none took out since: out first (counted as
         // applying, inside this TTU).
         let mut t = start;
-        if self.index.pending() > 0 {
-            self.index.collect();
+        let changed = changed_by(deltas);
+        if self.index.pending() > 0 || !self.follow.is_empty() {
+            self.settle(p, &mut moved, Some(&changed));
             t = lap(&mut rep.apply, t);
         }
         let (affected, probed) = self.affected(p, deltas);
         rep.probed = probed;
-        let changed = changed_by(deltas);
         t = lap(&mut rep.find, t);
+        let mut memo = revalidate::Memo::default();
         for chunk in affected.chunks(chunk_for(self.threads)) {
             let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
                 chunk.iter().filter_map(|&id| Some((id, self.index.get(id)?.clone()))).unzip();
-            let verdicts = revalidate::revalidate_all_since(p, &mfs, &self.po, &changed, self.threads);
+            let verdicts = revalidate::revalidate_all_since(p, &mfs, &self.po, &changed, self.threads, &mut memo);
             t = lap(&mut rep.translate, t);
             for ((id, mf), v) in ids.iter().zip(&mfs).zip(verdicts) {
                 match act(mf, v, &mut self.interner, &mut moved, &mut rep) {
@@ -349,6 +420,7 @@ impl Engine for Incremental {
                         self.index.remove(*id);
                     }
                     Done::Updated => self.index.replaced(p, *id),
+                    Done::Shared => self.follow.push(*id),
                     Done::Kept => {}
                 }
             }
@@ -359,6 +431,10 @@ impl Engine for Incremental {
             }
             t = lap(&mut rep.apply, t);
         }
+        if !self.follow.is_empty() {
+            self.follow_since = changed;
+        }
+        rep.shared = memo.shared;
         rep.ttu = start.elapsed();
         rep
     }
@@ -371,8 +447,8 @@ impl Engine for Incremental {
     fn index_bytes(&self) -> usize {
         self.index.approx_bytes()
     }
-    fn housekeep(&mut self) -> usize {
-        self.index.collect()
+    fn housekeep(&mut self, p: &Pipeline, mut moved: Option<&mut Vec<Moved>>) -> usize {
+        self.settle(p, &mut moved, None)
     }
     fn check(&self) -> Result<(), String> {
         self.index.check()
@@ -456,7 +532,8 @@ impl Control {
     /// callers to run after an update is acknowledged, between updates.
     pub fn housekeep(&mut self) -> (usize, Duration) {
         let start = Instant::now();
-        let n = self.engine.housekeep();
+        let moved = self.keep_moved.then_some(&mut self.moved);
+        let n = self.engine.housekeep(&self.pipeline, moved);
         (n, start.elapsed())
     }
 

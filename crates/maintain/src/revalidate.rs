@@ -15,7 +15,10 @@
 
 use kairo_classifier::RuleId;
 use kairo_flow::{Field, FlowKey, FlowMask};
-use kairo_xlate::{retranslate, translate, Outcome, Pipeline, Replay, Step, TableSet, Traversal, XlateResult};
+use kairo_xlate::{
+    retranslate, translate, translate_suffix, DpAction, Outcome, Pipeline, Replay, Step, Suffix, TableSet, Traversal,
+    XlateResult,
+};
 
 use crate::Megaflow;
 
@@ -40,6 +43,11 @@ pub enum Verdict {
     Update(Box<XlateResult>),
     /// The mask no longer holds.
     Evict,
+    /// Mask holds; these are the actions, computed from a suffix translated
+    /// for another entry in the same state ([`Memo`]). The traversal that
+    /// goes with them is made later ([`Verdict::Update`] from a
+    /// re-translation), off the time-to-update.
+    Shared(Vec<DpAction>),
 }
 
 /// Does rule `id` at table `t` still contain the region, and does no rule
@@ -99,6 +107,80 @@ fn settle(mf: &Megaflow, old: &Traversal, holds: bool, r: XlateResult) -> Verdic
 pub struct Changed {
     pub tables: TableSet,
     pub groups: bool,
+}
+
+impl Changed {
+    /// Both changes (what changed since either began).
+    pub fn or(&mut self, other: &Changed) {
+        self.tables.or(&other.tables);
+        self.groups |= other.groups;
+    }
+}
+
+/// Suffixes a pass keeps at most (each is tried on every entry that has not
+/// matched an earlier one).
+const MEMO_SUFFIXES: usize = 8;
+/// Suffixes a pass may try to make that cannot be shared (they use a group
+/// or a resubmit that puts in_port back) before it stops trying.
+const MEMO_FAILURES: usize = 8;
+
+/// The suffixes one pass has translated (against the pipeline after the
+/// update), for the entries after the first in each state: an entry that
+/// resumes at a step one applies to ([`Suffix::applies`]) and whose region
+/// contains what it examined gets its actions from it, with no
+/// re-translation. Why the verdict is then full revalidation's, keep or
+/// update with these actions: everything before the step is as it was (the
+/// resume point's guarantee), the suffix gives this entry's key the
+/// translation it would get ([`Suffix`]), and since the region contains
+/// every bit the suffix examined, every packet of it gets the same outcome
+/// at every visit from there on (the classifier's contract on each lookup
+/// made) and the same actions; before the step it did already (the entry's
+/// region held, and those tables did not change). So the region holds.
+#[derive(Default)]
+pub struct Memo {
+    suffixes: Vec<Suffix>,
+    failures: usize,
+    /// Entries given actions from a suffix.
+    pub shared: usize,
+}
+
+impl Memo {
+    /// The verdict from a shared suffix, if one serves this entry.
+    pub fn verdict(
+        &mut self,
+        p: &Pipeline,
+        mf: &Megaflow,
+        old: &Traversal,
+        po: &FlowMask,
+        changed: &Changed,
+    ) -> Option<Verdict> {
+        let mut region = *mf.mask;
+        region.or(po);
+        let replay = Replay { old, changed: &changed.tables, region: &region, groups_changed: changed.groups };
+        let j = replay.resume_at();
+        let at = old.steps.get(j).filter(|_| j > 0)?;
+        let flow = old.key_at(&mf.rep, at);
+        let i = match self.suffixes.iter().position(|s| s.applies(at, j, &flow)) {
+            Some(i) => i,
+            None if self.suffixes.len() < MEMO_SUFFIXES && self.failures < MEMO_FAILURES => {
+                match translate_suffix(p, &mf.rep, old, j) {
+                    Some(s) => self.suffixes.push(s),
+                    None => {
+                        self.failures += 1;
+                        return None;
+                    }
+                }
+                self.suffixes.len() - 1
+            }
+            None => return None,
+        };
+        let s = &self.suffixes[i];
+        if !s.need().is_subset_of(&region) {
+            return None;
+        }
+        self.shared += 1;
+        Some(Verdict::Shared(s.actions_for(&mf.rep, &flow)))
+    }
 }
 
 /// Revalidates one megaflow after what `changed` names changed, giving the
@@ -179,6 +261,8 @@ pub fn verify<'a>(p: &Pipeline, entries: impl IntoIterator<Item = &'a std::sync:
                     out.push(Mismatch { megaflow: name, expected: kairo_xlate::format_actions(&r.actions), found });
                 }
             }
+            // Only a pass's memo shares; `revalidate` translates whole.
+            Verdict::Shared(_) => {}
         }
     }
     out
@@ -203,6 +287,7 @@ pub fn revalidate_all_since(
     po: &FlowMask,
     changed: &Changed,
     threads: usize,
+    memo: &mut Memo,
 ) -> Vec<Verdict> {
     if threads <= 1 {
         // Level by level, so that the cold reads of many entries overlap
@@ -218,7 +303,13 @@ pub fn revalidate_all_since(
             touched = touched.wrapping_add(first ^ last ^ diff ^ mf.rep.w[0] ^ mf.rep.w[mf.rep.w.len() - 1]);
         }
         std::hint::black_box(touched);
-        return mfs.iter().zip(olds).map(|(mf, old)| revalidate_from(p, mf, old, po, changed)).collect();
+        return mfs
+            .iter()
+            .zip(olds)
+            .map(|(mf, old)| {
+                memo.verdict(p, mf, &old, po, changed).unwrap_or_else(|| revalidate_from(p, mf, old, po, changed))
+            })
+            .collect();
     }
     revalidate_each(mfs, threads, |mf| revalidate_since(p, mf, po, changed))
 }

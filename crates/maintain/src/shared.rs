@@ -42,7 +42,8 @@ impl SlowPath for SharedControl {
         if c.version != version {
             // The rules changed since this translation: bring it up to date first.
             match revalidate::revalidate(&c.pipeline, mf, &revalidate::pipeline_only_mask()) {
-                Verdict::Keep => {}
+                // Only a pass's memo shares; `revalidate` translates whole.
+                Verdict::Keep | Verdict::Shared(_) => {}
                 Verdict::Update(r) => {
                     let m = mf.set_actions(r.actions, r.traversal);
                     if c.keep_moved {

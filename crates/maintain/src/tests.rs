@@ -10,7 +10,7 @@ use kairo_datapath::{Datapath, DpConfig};
 use kairo_flow::{FlowKey, FlowMask};
 use kairo_ofproto::{parse_flow_file, parse_group_file, MissBehavior};
 use kairo_testkit::{gen_case, gen_flow_line, gen_group_line, gen_match_text, gen_packets, rng, GenConfig};
-use kairo_xlate::{translate, DpAction, Pipeline};
+use kairo_xlate::{format_actions, translate, DpAction, Pipeline};
 use rand::Rng;
 
 use crate::shared::SharedControl;
@@ -569,4 +569,60 @@ fn revalidating_on_several_threads_equals_one_thread() {
     }
     // The threaded path ran: some update changed more entries than one thread takes.
     assert!(widest > 2 * revalidate::PARALLEL_MIN, "{widest}");
+}
+
+/// Entries that reach the changed table in the same state share one
+/// re-translation of what follows; entries whose registers differ there do
+/// not (the suffix reads a register the prefix set from a field the suffix
+/// never looks at), and every entry ends with what full revalidation gives,
+/// its own packet's rewrites committed.
+#[test]
+fn a_shared_suffix_serves_entries_in_the_same_state_only() {
+    // Three sources to port 80 (one megaflow each, by dl_src) reach table 1
+    // in the same state; the one to port 81 has reg0=2 there.
+    let p = pipeline(
+        "table=0,priority=10,tcp,dl_src=00:00:00:00:00:01,tp_dst=80,actions=load:0x1->NXM_NX_REG0[],mod_dl_dst:00:00:00:00:00:99,goto_table:1\n\
+         table=0,priority=10,tcp,dl_src=00:00:00:00:00:02,tp_dst=80,actions=load:0x1->NXM_NX_REG0[],mod_dl_dst:00:00:00:00:00:99,goto_table:1\n\
+         table=0,priority=10,tcp,dl_src=00:00:00:00:00:03,tp_dst=80,actions=load:0x1->NXM_NX_REG0[],mod_dl_dst:00:00:00:00:00:99,goto_table:1\n\
+         table=0,priority=10,tcp,dl_src=00:00:00:00:00:04,tp_dst=81,actions=load:0x2->NXM_NX_REG0[],mod_dl_dst:00:00:00:00:00:99,goto_table:1\n\
+         table=1,priority=10,tcp,nw_dst=10.1.1.1,actions=goto_table:2\n\
+         table=2,priority=10,reg0=0x1,actions=output:5\n\
+         table=2,priority=10,reg0=0x2,actions=output:6",
+        "",
+    );
+    let pkts: Vec<String> = [
+        "in_port=1,tcp,tp_dst=80,dl_src=00:00:00:00:00:01,nw_dst=10.1.1.1",
+        "in_port=1,tcp,tp_dst=80,dl_src=00:00:00:00:00:02,dl_dst=00:00:00:00:00:99,nw_dst=10.1.1.1",
+        "in_port=1,tcp,tp_dst=80,dl_src=00:00:00:00:00:03,nw_dst=10.1.1.1",
+        "in_port=1,tcp,tp_dst=81,dl_src=00:00:00:00:00:04,nw_dst=10.1.1.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (mut dp, sc) = filled(&p, EngineKind::Incremental, &pkts);
+    let mut s2 = sc.clone();
+    let r = sc
+        .lock()
+        .apply(
+            &parse_command(
+                "--strict mod-flows",
+                "table=1,priority=10,tcp,nw_dst=10.1.1.1,actions=mod_nw_dst:10.9.9.9,goto_table:2",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    assert_eq!((r.examined, r.updated), (4, 4), "{r}");
+    // Each entry resumes at table 1; the first of each state translates the
+    // rest, the two others in the first state share it.
+    assert_eq!(r.shared, 4, "{r}");
+    assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
+    let mut out = |pkt: &str, s2: &mut SharedControl| format_actions(&dp.process_key(&key(pkt), 1, None, 0, s2));
+    // The second packet already had the new dl_dst: its commit sets only nw_dst.
+    assert_eq!(out(&pkts[1], &mut s2), "set(ipv4(dst=10.9.9.9)),5");
+    assert_eq!(out(&pkts[0], &mut s2), "set(eth(dst=00:00:00:00:00:99)),set(ipv4(dst=10.9.9.9)),5");
+    assert_eq!(out(&pkts[3], &mut s2), "set(eth(dst=00:00:00:00:00:99)),set(ipv4(dst=10.9.9.9)),6");
+    // Housekeeping gives them the traversals that go with the actions.
+    sc.lock().housekeep();
+    assert!(sc.lock().engine.check().is_ok());
+    assert!(sc.lock().verify().is_empty());
 }

@@ -95,16 +95,21 @@ pub struct Traversal {
     /// How many leading steps were looked up in a *resumable* state: nothing
     /// output yet, the action set empty, and nothing left to do after the
     /// lookup's table returns but end the pipeline (every enclosing action
-    /// list, bucket and resubmit was at its last action with no flow to
-    /// restore). What translation does from such a step on depends only on
-    /// the key the step saw, its nesting and the tables ([`retranslate`]
-    /// resumes there).
+    /// list, bucket and resubmit was at its last action). What translation
+    /// does from such a step on depends only on the key the step saw, its
+    /// nesting and the tables ([`retranslate`] resumes there), except when
+    /// it ends with a non-empty action set inside a bucket or a resubmit
+    /// that puts in_port back: that action set then runs on the flow they
+    /// put back.
     tail: u16,
+    /// How many leading steps were resumable with no such bucket or
+    /// resubmit around them (resuming there needs no such proviso).
+    bare: u16,
 }
 
 impl Default for Traversal {
     fn default() -> Self {
-        Traversal { steps: Vec::new(), groups: Vec::new(), diffs: Vec::new(), ends: vec![0], tail: 0 }
+        Traversal { steps: Vec::new(), groups: Vec::new(), diffs: Vec::new(), ends: vec![0], tail: 0, bare: 0 }
     }
 }
 
@@ -124,6 +129,7 @@ impl Traversal {
             diffs: Vec::with_capacity(like.diffs.len()),
             ends,
             tail: 0,
+            bare: 0,
         }
     }
 
@@ -141,6 +147,7 @@ impl Traversal {
         t.ends.extend_from_slice(&self.ends[..=v]);
         t.diffs.extend_from_slice(&self.diffs[..self.ends[v] as usize]);
         t.tail = j as u16;
+        t.bare = self.bare.min(j as u16);
         t
     }
 
@@ -148,6 +155,12 @@ impl Traversal {
     /// field's doc).
     pub fn resumable(&self) -> usize {
         self.tail as usize
+    }
+
+    /// How many leading steps a re-translation could resume at with no
+    /// bucket or in_port-restoring resubmit around (see the field's doc).
+    pub fn resumable_bare(&self) -> usize {
+        self.bare as usize
     }
 
     /// Drops spare capacity (a traversal is kept per megaflow, often for
@@ -309,6 +322,8 @@ struct Ctx<'a> {
     /// Enclosing action lists, buckets and resubmits with something left to
     /// do once the current lookup returns (see [`Traversal::resumable`]).
     pending: u32,
+    /// Enclosing buckets and resubmits that put the flow back once it returns.
+    restoring: u32,
     exit: bool,
     error: Option<XlateError>,
     replay: Option<ReplayState<'a>>,
@@ -318,6 +333,17 @@ struct Ctx<'a> {
     /// ([`actions_read_from`]; `None` in translation proper).
     mark: Option<usize>,
     since: FlowMask,
+    /// Each commit to the datapath packet, when asked for ([`translate_suffix`]):
+    /// where its set actions start and end in `odp`, and the flow it committed.
+    commits: Option<Vec<(usize, usize, FlowKey)>>,
+    /// Whether a resubmit put in_port back after its lookup.
+    restored: bool,
+    /// When recording commits: the ports output actions named (each
+    /// compared with in_port), and whether anything else read in_port.
+    ports: Vec<u32>,
+    in_port_read: bool,
+    /// The deepest nesting a lookup was made at.
+    deepest: u32,
 }
 
 /// A set of table numbers.
@@ -330,6 +356,12 @@ impl TableSet {
     }
     pub fn contains(&self, t: u8) -> bool {
         self.0[t as usize / 64] & (1 << (t % 64)) != 0
+    }
+    /// Adds every table of `other`.
+    pub fn or(&mut self, other: &TableSet) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
     }
 }
 
@@ -396,7 +428,7 @@ pub struct Retranslation {
 
 /// Translates `key` through `p` from table 0.
 pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
-    run(p, key, None, None).0
+    run(p, key, Opts::default()).result
 }
 
 /// The bits the actions of visit `step` (counted from 0 in the traversal)
@@ -405,7 +437,7 @@ pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
 /// visit can reach. A diagnostic (`examples/share_probe`), not used by
 /// maintenance.
 pub fn actions_read_from(p: &Pipeline, key: &FlowKey, step: usize) -> FlowMask {
-    run(p, key, None, Some(step)).2
+    run(p, key, Opts { mark: Some(step), ..Opts::default() }).since
 }
 
 /// Translates `key` again after the tables in `replay.changed` changed,
@@ -416,32 +448,202 @@ pub fn actions_read_from(p: &Pipeline, key: &FlowKey, step: usize) -> FlowMask {
 /// saw gets that visit's outcome (a lookup is a function of those bits and
 /// the table). It does not start at table 0 but at [`Replay::resume_at`],
 /// from the state translation had there (everything before it is as it
-/// was: the steps, groups and key versions are copied). Its `mask` holds
+/// was: the steps, groups and key versions are copied; if it ends there
+/// with an action set to run inside a bucket or in_port-restoring resubmit,
+/// whose put-back flow it would have run on, it starts over; when it
+/// resumed inside one, `final_flow` is the flow before they put it back).
+/// Its `mask` holds
 /// only the lookups made anew, and its `action_mask` (and the fixed bits)
 /// only what the actions from the resumed step on read or wrote: what came
 /// before is what the earlier translation gathered. The caller decides from
 /// [`Retranslation::unproven`] what still needs checking.
 pub fn retranslate(p: &Pipeline, key: &FlowKey, replay: Replay<'_>) -> Retranslation {
-    let resumed_at = replay.resume_at();
-    let (result, state, _) = run(p, key, Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new() }), None);
-    Retranslation { result, unproven: state.map(|s| s.unproven).unwrap_or_default(), resumed_at }
+    let mut resumed_at = replay.resume_at();
+    let from = (resumed_at > 0).then_some((replay.old, resumed_at));
+    let state = Some(ReplayState { r: replay, cursor: resumed_at, unproven: Vec::new() });
+    let mut out = run(p, key, Opts { replay: state, from, ..Opts::default() });
+    if out.spoilt {
+        resumed_at = 0;
+        let state = Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new() });
+        out = run(p, key, Opts { replay: state, ..Opts::default() });
+    }
+    Retranslation { result: out.result, unproven: out.replay.map(|s| s.unproven).unwrap_or_default(), resumed_at }
 }
 
-fn run<'a>(
-    p: &'a Pipeline,
-    key: &FlowKey,
+/// The part of a translation from a resumable step on, made once and
+/// shared by every key that reaches that step in the same state as far as
+/// the part can tell ([`translate_suffix`]).
+///
+/// Why sharing it is sound: from a resumable step, translation depends only
+/// on the key there, the nesting depth, the lookups made so far and the
+/// tables ([`Traversal::resumable`]); it reads the key only through
+/// classifier lookups, which examine the bits they un-wildcard (the
+/// classifier's contract), and through actions, which un-wildcard what they
+/// read; and it writes only bits it un-wildcards (set-field, move, VLAN and
+/// TTL actions), in_port (a resubmit's, put back after: not shared) or
+/// pipeline-only fields (write_metadata, which no commit reads). Output
+/// actions read in_port only to skip the ingress port, so unless something
+/// else reads it, it is left out and the ports compared with it are kept
+/// instead; and the nesting depth decides only whether the depth limit is
+/// reached. So a key that agrees with this one on `same` (those bits and
+/// the fixed ones), on which output ports are its in_port, and has room for
+/// the suffix's nesting and lookups, makes the same
+/// lookups with the same outcomes, runs the same actions with the same
+/// values, and at every point its flow is this flow on `same` and its own
+/// key elsewhere. Its datapath actions are then these, except that each
+/// commit turns *its* packet into *its* flow: [`Suffix::actions_for`]
+/// redoes the commits.
+#[derive(Clone, Debug)]
+pub struct Suffix {
+    table: u8,
+    /// How much deeper than the step the suffix nested (room for it is
+    /// all that the step's own depth decides).
+    deeper: u32,
+    /// Lookups the suffix made.
+    lookups: usize,
+    /// When the suffix read in_port only to compare it with output ports
+    /// (and in_port is then not in `same`): those ports.
+    ports: Option<Vec<u32>>,
+    /// The key at the step.
+    flow: FlowKey,
+    same: FlowMask,
+    /// What the suffix examined (lookups and actions, and the fixed bits):
+    /// for a region that contains it, every packet of the region gets the
+    /// same outcomes and actions from this step on.
+    need: FlowMask,
+    odp: Vec<DpAction>,
+    /// (first, end) of each commit's set actions in `odp`, and the flow committed.
+    commits: Vec<(usize, usize, FlowKey)>,
+}
+
+/// Translates `key` from step `j` of its earlier traversal `old` (a
+/// resumable step: `j < old.resumable()`; the tables before it unchanged
+/// since) with every lookup made anew, for sharing ([`Suffix`]). `None`
+/// when the part from there cannot be shared this way: it uses a group
+/// (whose buckets put the flow back), a resubmit that puts in_port back, or
+/// it stopped on an error.
+pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize) -> Option<Suffix> {
+    if j == 0 || j >= old.resumable() {
+        return None;
+    }
+    let out = run(p, key, Opts { from: Some((old, j)), commits: true, ..Opts::default() });
+    let r = out.result;
+    // Groups before the step are the earlier traversal's, copied.
+    if r.error.is_some() || out.restored || out.spoilt || r.traversal.groups.iter().any(|g| g.step as usize > j) {
+        return None;
+    }
+    let at = old.steps[j];
+    let mut ports = out.ports;
+    ports.sort_unstable();
+    ports.dedup();
+    let mut same = out.examined;
+    if out.in_port_read {
+        same.exact(Field::InPort);
+    }
+    Some(Suffix {
+        table: at.table,
+        deeper: out.deepest.saturating_sub(at.depth.into()),
+        lookups: out.lookups as usize - j,
+        ports: (!out.in_port_read).then_some(ports),
+        flow: old.key_at(key, &at),
+        // Registers and metadata included: from a step on they are not the
+        // zeros a packet enters with.
+        same,
+        need: r.mask,
+        odp: r.actions,
+        commits: out.commits,
+    })
+}
+
+impl Suffix {
+    /// Whether a key whose step `j` is `at`, with `flow` there, gets this
+    /// suffix (same table, depth and state; room for its lookups).
+    pub fn applies(&self, at: &Step, j: usize, flow: &FlowKey) -> bool {
+        let (mine, theirs) = (self.flow.get(Field::InPort), flow.get(Field::InPort));
+        at.table == self.table
+            && u32::from(at.depth) + self.deeper < MAX_DEPTH
+            && j + self.lookups <= MAX_RESUBMITS as usize
+            && flow.eq_masked(&self.flow, &self.same)
+            && self.ports.as_ref().is_none_or(|ps| ps.iter().all(|&p| (p as u64 == mine) == (p as u64 == theirs)))
+    }
+
+    /// What the suffix examined: a region containing it gets these actions throughout.
+    pub fn need(&self) -> &FlowMask {
+        &self.need
+    }
+
+    /// The bits a key must share with this one at the step.
+    pub fn same(&self) -> &FlowMask {
+        &self.same
+    }
+
+    /// The datapath actions for a key that starts as `start` and reaches
+    /// the step as `flow` (one this suffix [`Suffix::applies`] to).
+    pub fn actions_for(&self, start: &FlowKey, flow: &FlowKey) -> Vec<DpAction> {
+        let mut out = Vec::with_capacity(self.odp.len());
+        // Nothing was output before a resumable step: the packet is the key.
+        let mut base = *start;
+        let mut at = 0;
+        for (first, end, committed) in &self.commits {
+            out.extend_from_slice(&self.odp[at..*first]);
+            let mut f = *flow;
+            for i in 0..f.w.len() {
+                f.w[i] = (committed.w[i] & self.same.w[i]) | (flow.w[i] & !self.same.w[i]);
+            }
+            commit(&mut base, &f, &mut out);
+            at = *end;
+        }
+        out.extend_from_slice(&self.odp[at..]);
+        out
+    }
+}
+
+/// How [`run`] translates.
+#[derive(Default)]
+struct Opts<'a> {
+    /// Take outcomes from an earlier traversal where they still hold.
     replay: Option<ReplayState<'a>>,
+    /// Start at this step of this earlier traversal of the same key (a
+    /// resumable one), from the state translation had there.
+    from: Option<(&'a Traversal, usize)>,
+    /// Gather the action bits from this visit on ([`actions_read_from`]).
     mark: Option<usize>,
-) -> (XlateResult, Option<ReplayState<'a>>, FlowMask) {
+    /// Record each commit ([`translate_suffix`]).
+    commits: bool,
+}
+
+/// What [`run`] gives besides the result.
+struct Run<'a> {
+    result: XlateResult,
+    replay: Option<ReplayState<'a>>,
+    since: FlowMask,
+    commits: Vec<(usize, usize, FlowKey)>,
+    restored: bool,
+    lookups: u32,
+    /// The mask before the pipeline-only fields were taken out of it.
+    examined: FlowMask,
+    ports: Vec<u32>,
+    in_port_read: bool,
+    deepest: u32,
+    /// Resumed where the result needs the flow put back (see [`Traversal::resumable`]).
+    spoilt: bool,
+}
+
+fn run<'a>(p: &'a Pipeline, key: &FlowKey, opts: Opts<'a>) -> Run<'a> {
+    let Opts { replay, from, mark, commits } = opts;
+    let mut spoilt = false;
     let mut wc = FlowMask::ZERO;
     // What the datapath always matches exactly (as Open vSwitch's xlate does).
-    wc.exact(Field::InPort);
+    // A suffix made for sharing keeps in_port out unless something reads
+    // it, and records the ports outputs compare with it instead.
+    if !commits {
+        wc.exact(Field::InPort);
+    }
     wc.exact(Field::RecircId);
     wc.exact(Field::EthType);
     if key.is_ipv4() {
         wc.exact(Field::IpFrag);
     }
-    let resume = replay.as_ref().map_or(0, |st| st.r.resume_at());
     let mut ctx = Ctx {
         p,
         flow: *key,
@@ -453,30 +655,42 @@ fn run<'a>(
         action_set: ActionSet::default(),
         // A re-translation mostly takes the earlier path: room for it at once
         // (a kept traversal is shrunk to fit, which is then free).
-        trav: replay.as_ref().map_or_else(Traversal::default, |r| r.r.old.prefix(resume)),
+        trav: match (from, replay.as_ref()) {
+            (Some((old, at)), _) => old.prefix(at),
+            (None, Some(r)) => Traversal::with_capacity_of(r.r.old),
+            (None, None) => Traversal::default(),
+        },
         depth: 0,
         nest: 0,
         lookups: 0,
         pending: 0,
+        restoring: 0,
         exit: false,
         error: None,
         replay,
         last: (*key, 0),
         mark,
         since: FlowMask::ZERO,
+        commits: commits.then(Vec::new),
+        restored: false,
+        ports: Vec::new(),
+        in_port_read: false,
+        deepest: 0,
     };
-    match ctx.replay.as_mut().filter(|_| resume > 0) {
+    match from {
         // The state translation had just before that step's lookup: nothing
         // output (so nothing committed), the action set empty, the key the
         // step recorded, its nesting, and one lookup per earlier step.
-        Some(st) => {
-            let at = st.r.old.steps[resume];
-            st.cursor = resume;
-            ctx.flow = st.r.old.key_at(key, &at);
+        Some((old, j)) => {
+            let at = old.steps[j];
+            ctx.flow = old.key_at(key, &at);
             ctx.depth = at.depth.into();
             ctx.nest = at.nest.into();
-            ctx.lookups = resume as u32;
+            ctx.lookups = j as u32;
             ctx.table(at.table, at.via);
+            // Inside a bucket or in_port-restoring resubmit, an action set
+            // left to run would have run on the flow they put back.
+            spoilt = j >= old.resumable_bare() && !ctx.action_set.is_empty();
         }
         None => ctx.table(0, Via::Start),
     }
@@ -492,6 +706,8 @@ fn run<'a>(
     if ctx.error.is_some() {
         ctx.odp.clear();
     }
+    let examined = ctx.wc;
+    let in_port_read = ctx.in_port_read || examined.get(Field::InPort) != 0;
     // Registers and metadata are zero whenever a packet enters the datapath:
     // matching on them there is useless (Open vSwitch clears them too).
     for f in Field::all().filter(|f| f.pipeline_only()) {
@@ -508,7 +724,19 @@ fn run<'a>(
         error: ctx.error,
         action_mask: ctx.awc,
     };
-    (result, ctx.replay, ctx.since)
+    Run {
+        result,
+        replay: ctx.replay,
+        since: ctx.since,
+        commits: ctx.commits.unwrap_or_default(),
+        restored: ctx.restored,
+        lookups: ctx.lookups,
+        examined,
+        ports: ctx.ports,
+        in_port_read,
+        deepest: ctx.deepest,
+        spoilt,
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -602,7 +830,9 @@ impl<'a> Ctx<'a> {
         if self.depth >= MAX_DEPTH {
             return self.fail(XlateError::TooDeep { table: t });
         }
+        self.deepest = self.deepest.max(self.depth);
         let resumable = self.pending == 0 && self.odp.is_empty() && self.action_set.is_empty();
+        let bare = resumable && self.restoring == 0;
         let table = self.p.table(t);
         let version = self.key_version();
         let hit = match self.replayed(t, version) {
@@ -622,6 +852,9 @@ impl<'a> Ctx<'a> {
         let step = |outcome| Step { table: t, outcome, via, depth, nest, version };
         if resumable && self.trav.resumable() == self.trav.steps.len() {
             self.trav.tail += 1;
+        }
+        if bare && self.trav.resumable_bare() == self.trav.steps.len() {
+            self.trav.bare += 1;
         }
         match hit {
             Some((id, r)) => {
@@ -664,8 +897,17 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn output(&mut self, port: u32) {
+    /// Commits the flow's rewrites to the datapath packet (recording it when asked).
+    fn commit(&mut self) {
+        let at = self.odp.len();
         commit(&mut self.base, &self.flow, &mut self.odp);
+        if let Some(c) = self.commits.as_mut() {
+            c.push((at, self.odp.len(), self.flow));
+        }
+    }
+
+    fn output(&mut self, port: u32) {
+        self.commit();
         self.odp.push(DpAction::Output(port));
     }
 
@@ -688,13 +930,20 @@ impl<'a> Ctx<'a> {
     fn action(&mut self, a: &Action) -> bool {
         match a {
             Action::Output(p) => {
+                if self.commits.is_some() {
+                    self.ports.push(*p);
+                }
                 // Never back out of the ingress port unless asked with in_port.
                 if *p as u64 != self.flow.get(Field::InPort) {
                     self.output(*p);
                 }
             }
-            Action::InPort => self.output(self.flow.get(Field::InPort) as u32),
+            Action::InPort => {
+                self.in_port_read = true;
+                self.output(self.flow.get(Field::InPort) as u32)
+            }
             Action::Flood => {
+                self.in_port_read = true;
                 let in_port = self.flow.get(Field::InPort);
                 let ports: Vec<u32> = self.p.ports().filter(|&p| p as u64 != in_port).collect();
                 for p in ports {
@@ -702,7 +951,7 @@ impl<'a> Ctx<'a> {
                 }
             }
             Action::Controller { max_len } => {
-                commit(&mut self.base, &self.flow, &mut self.odp);
+                self.commit();
                 self.odp.push(DpAction::Controller { reason: ControllerReason::Action, max_len: *max_len });
             }
             Action::SetField { field, value, mask } => {
@@ -765,7 +1014,7 @@ impl<'a> Ctx<'a> {
                     self.flow.set(Field::IpTtl, ttl - 1);
                 } else {
                     // As Open vSwitch: the packet goes to the controller and translation ends.
-                    commit(&mut self.base, &self.flow, &mut self.odp);
+                    self.commit();
                     self.odp.push(DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX });
                     return false;
                 }
@@ -776,12 +1025,13 @@ impl<'a> Ctx<'a> {
                 if let Some(p) = port {
                     self.flow.set(Field::InPort, *p as u64);
                 }
-                // in_port is put back afterwards: not resumable inside.
+                // in_port is put back afterwards.
                 let restore = u32::from(port.is_some());
+                self.restored |= port.is_some();
                 self.nest += 1;
-                self.pending += restore;
+                self.restoring += restore;
                 self.table(t, Via::Resubmit);
-                self.pending -= restore;
+                self.restoring -= restore;
                 self.nest -= 1;
                 if port.is_some() {
                     self.flow.set(Field::InPort, saved);
@@ -900,14 +1150,18 @@ impl<'a> Ctx<'a> {
             depth,
             step: self.trav.steps.len() as u32,
         });
-        for i in chosen {
+        let n = chosen.len();
+        for (k, i) in chosen.into_iter().enumerate() {
             // Each bucket works on its own copy of the flow (clone semantics),
-            // put back afterwards: not resumable inside.
+            // put back afterwards; another bucket may follow.
             let saved = self.flow;
+            let more = u32::from(k + 1 < n);
             self.depth += 1;
-            self.pending += 1;
+            self.pending += more;
+            self.restoring += 1;
             self.actions(&g.buckets[i].actions);
-            self.pending -= 1;
+            self.restoring -= 1;
+            self.pending -= more;
             self.depth -= 1;
             self.flow = saved;
             if self.error.is_some() {
