@@ -140,6 +140,8 @@ const MEMO_FAILURES: usize = 8;
 pub struct Memo {
     suffixes: Vec<Suffix>,
     failures: usize,
+    /// Entries no suffix served once no more could be made.
+    misses: usize,
     /// Entries given actions from a suffix.
     pub shared: usize,
 }
@@ -154,6 +156,12 @@ impl Memo {
         po: &FlowMask,
         changed: &Changed,
     ) -> Option<Verdict> {
+        // Entries that share little (their states differ in what the
+        // suffixes examine, as source addresses under an ACL's prefixes):
+        // stop paying for the comparisons.
+        if self.misses > 16 + 2 * self.shared {
+            return None;
+        }
         let mut region = *mf.mask;
         region.or(po);
         let replay = Replay { old, changed: &changed.tables, region: &region, groups_changed: changed.groups };
@@ -172,7 +180,10 @@ impl Memo {
                 }
                 self.suffixes.len() - 1
             }
-            None => return None,
+            None => {
+                self.misses += 1;
+                return None;
+            }
         };
         let s = &self.suffixes[i];
         if !s.need().is_subset_of(&region) {

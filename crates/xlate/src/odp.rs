@@ -8,7 +8,7 @@
 
 use kairo_flow::field::{Field, ETH_TYPE_ARP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
 use kairo_flow::parse::{format_ipv4, format_mac, parse_ipv4, parse_mac, parse_uint};
-use kairo_flow::FlowKey;
+use kairo_flow::{FlowKey, FlowMask};
 
 /// Why a packet goes to the controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -239,10 +239,13 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
         out.push(DpAction::SetEth { src, dst });
     }
     // VLAN tags, outermost first: pop what differs from the innermost up, push the new ones.
-    let tags = |k: &FlowKey| -> Vec<u64> {
-        [k.get(Field::VlanTci), k.get(Field::VlanTciInner)].into_iter().take_while(|t| t & VLAN_CFI != 0).collect()
+    let tags = |k: &FlowKey| {
+        let t = [k.get(Field::VlanTci), k.get(Field::VlanTciInner)];
+        let n = t.iter().take_while(|t| *t & VLAN_CFI != 0).count();
+        (t, n)
     };
-    let (bt, ft) = (tags(base), tags(flow));
+    let ((bt, bn), (ft, fn_)) = (tags(base), tags(flow));
+    let (bt, ft) = (&bt[..bn], &ft[..fn_]);
     if bt != ft {
         let common = bt.iter().rev().zip(ft.iter().rev()).take_while(|(a, b)| a == b).count();
         for _ in 0..bt.len() - common {
@@ -289,11 +292,22 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
             out.push(DpAction::SetArp { sip, tip, op, sha, tha });
         }
     }
-    for f in Field::all() {
-        if f.in_packet() {
-            base.set(f, flow.get(f));
-        }
+    let m = packet_mask();
+    for i in 0..base.w.len() {
+        base.w[i] = (base.w[i] & !m.w[i]) | (flow.w[i] & m.w[i]);
     }
+}
+
+/// The bits of every field a packet carries (what a commit brings the packet up to).
+fn packet_mask() -> &'static FlowMask {
+    static MASK: std::sync::OnceLock<FlowMask> = std::sync::OnceLock::new();
+    MASK.get_or_init(|| {
+        let mut m = FlowMask::ZERO;
+        for f in Field::all().filter(|f| f.in_packet()) {
+            m.exact(f);
+        }
+        m
+    })
 }
 
 /// An action in Open vSwitch's output that kairo does not model (for example
