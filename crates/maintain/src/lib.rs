@@ -396,9 +396,10 @@ impl Engine for Incremental {
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
-        // Registrations an earlier pass left for housekeeping (evicted entries,
-        // replaced traversals) and none took out since: out first (counted as
-        // applying, inside this TTU).
+        // What an earlier pass left for housekeeping and none did since
+        // (traversals to follow shared suffixes, registrations of evicted
+        // and updated entries): first, counted as applying, inside this TTU,
+        // with this update's change (already in the pipeline) counted in.
         let mut t = start;
         let changed = changed_by(deltas);
         if self.index.pending() > 0 || !self.follow.is_empty() {
