@@ -168,10 +168,10 @@ impl Memo {
         let j = replay.resume_at();
         let at = old.steps.get(j).filter(|_| j > 0)?;
         let flow = old.key_at(&mf.rep, at);
-        let i = match self.suffixes.iter().position(|s| s.applies(at, j, &flow)) {
+        let i = match self.suffixes.iter().position(|s| s.applies(at, j, &flow, old, &mf.rep)) {
             Some(i) => i,
             None if self.suffixes.len() < MEMO_SUFFIXES && self.failures < MEMO_FAILURES => {
-                match translate_suffix(p, &mf.rep, old, j) {
+                match translate_suffix(p, &mf.rep, old, j, &changed.tables) {
                     Some(s) => self.suffixes.push(s),
                     None => {
                         self.failures += 1;

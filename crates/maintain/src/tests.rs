@@ -626,3 +626,36 @@ fn a_shared_suffix_serves_entries_in_the_same_state_only() {
     assert!(sc.lock().engine.check().is_ok());
     assert!(sc.lock().verify().is_empty());
 }
+
+/// A suffix visit that took the old traversal's outcome serves another
+/// entry only if that entry's own old traversal answers it: here the two
+/// entries reach the added rule in the same state, but the second one's
+/// register was different before it, so at table 2 it now meets a rule
+/// its old visit never could.
+#[test]
+fn a_shared_suffix_needs_each_entry_s_own_traversal_to_answer_its_replayed_visits() {
+    let p = pipeline(
+        "table=0,priority=10,in_port=1,actions=goto_table:1\n\
+         table=1,priority=10,tcp,nw_src=10.0.0.1,actions=load:0x1->NXM_NX_REG0[],goto_table:2\n\
+         table=1,priority=10,tcp,nw_src=10.0.0.2,actions=load:0x2->NXM_NX_REG0[],goto_table:2\n\
+         table=2,priority=20,ip,reg0=0x1,nw_src=10.0.0.2,actions=drop\n\
+         table=2,priority=1,actions=output:3",
+        "",
+    );
+    let pkts: Vec<String> =
+        ["in_port=1,tcp,nw_src=10.0.0.1", "in_port=1,tcp,nw_src=10.0.0.2"].iter().map(|s| s.to_string()).collect();
+    let (mut dp, sc) = filled(&p, EngineKind::Incremental, &pkts);
+    let mut s2 = sc.clone();
+    let r = sc
+        .lock()
+        .apply(
+            &parse_command("add-flow", "table=1,priority=20,tcp,actions=load:0x1->NXM_NX_REG0[],goto_table:2").unwrap(),
+        )
+        .unwrap();
+    // Each from a suffix: the second one its own.
+    assert_eq!((r.updated, r.shared), (1, 2), "{r}");
+    assert_eq!(r.examined, 2, "{r}");
+    assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
+    assert_eq!(format_actions(&dp.process_key(&key(&pkts[0]), 1, None, 0, &mut s2)), "3");
+    assert_eq!(format_actions(&dp.process_key(&key(&pkts[1]), 1, None, 0, &mut s2)), "drop");
+}

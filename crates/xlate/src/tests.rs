@@ -366,7 +366,7 @@ mod prop {
                 let resume_at =
                     |old: &Traversal| Replay { old, changed: &changed, region: &region, groups_changed: false }.resume_at();
                 let j = resume_at(&was.traversal);
-                let Some(sfx) = translate_suffix(&p1, &a, &was.traversal, j) else { continue };
+                let Some(sfx) = translate_suffix(&p1, &a, &was.traversal, j, &changed) else { continue };
                 let mut within = was.mask;
                 within.or(sfx.same());
                 for b in std::iter::once(a).chain(noises.iter().map(|n| perturb(&a, &within, *n))) {
@@ -374,7 +374,7 @@ mod prop {
                     prop_assert_eq!(resume_at(&old_b), j);
                     let at = old_b.steps[j];
                     let flow = old_b.key_at(&b, &at);
-                    prop_assert!(sfx.applies(&at, j, &flow));
+                    prop_assert!(sfx.applies(&at, j, &flow, &old_b, &b));
                     prop_assert_eq!(
                         sfx.actions_for(&b, &flow),
                         translate(&p1, &b).actions,

@@ -412,6 +412,9 @@ struct ReplayState<'a> {
     /// Indexes of the new traversal's steps looked up anew whose lookup
     /// examined bits outside the region.
     unproven: Vec<usize>,
+    /// When asked ([`translate_suffix`]): each visit that took an earlier
+    /// visit's outcome, as (that visit's index in `old`, the flow it saw).
+    taken: Option<Vec<(usize, FlowKey)>>,
 }
 
 /// The result of [`retranslate`]: a translation, and which of its steps were
@@ -460,11 +463,11 @@ pub fn actions_read_from(p: &Pipeline, key: &FlowKey, step: usize) -> FlowMask {
 pub fn retranslate(p: &Pipeline, key: &FlowKey, replay: Replay<'_>) -> Retranslation {
     let mut resumed_at = replay.resume_at();
     let from = (resumed_at > 0).then_some((replay.old, resumed_at));
-    let state = Some(ReplayState { r: replay, cursor: resumed_at, unproven: Vec::new() });
+    let state = Some(ReplayState { r: replay, cursor: resumed_at, unproven: Vec::new(), taken: None });
     let mut out = run(p, key, Opts { replay: state, from, ..Opts::default() });
     if out.spoilt {
         resumed_at = 0;
-        let state = Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new() });
+        let state = Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new(), taken: None });
         out = run(p, key, Opts { replay: state, ..Opts::default() });
     }
     Retranslation { result: out.result, unproven: out.replay.map(|s| s.unproven).unwrap_or_default(), resumed_at }
@@ -485,14 +488,20 @@ pub fn retranslate(p: &Pipeline, key: &FlowKey, replay: Replay<'_>) -> Retransla
 /// actions read in_port only to skip the ingress port, so unless something
 /// else reads it, it is left out and the ports compared with it are kept
 /// instead; and the nesting depth decides only whether the depth limit is
-/// reached. So a key that agrees with this one on `same` (those bits and
-/// the fixed ones), on which output ports are its in_port, and has room for
-/// the suffix's nesting and lookups, makes the same
-/// lookups with the same outcomes, runs the same actions with the same
-/// values, and at every point its flow is this flow on `same` and its own
-/// key elsewhere. Its datapath actions are then these, except that each
-/// commit turns *its* packet into *its* flow: [`Suffix::actions_for`]
-/// redoes the commits.
+/// reached. Visits to unchanged tables that took the earlier traversal's
+/// outcome examined nothing: another key's visit gets the same outcome if
+/// its own earlier traversal has, at the same place, a visit to that table
+/// with that outcome and a key that agrees with its key now on every bit
+/// the table's rules read (a lookup is a function of those bits and the
+/// table). So a key that agrees with this one on `same` (the bits the
+/// lookups made anew and the actions examined, and the fixed ones), on
+/// which output ports are its in_port, whose earlier traversal answers
+/// those visits, and that has room for the suffix's nesting and lookups,
+/// makes the same lookups with the same outcomes (by induction over the
+/// visits), runs the same actions with the same values, and at every point
+/// its flow is this flow on `same` and its own key elsewhere. Its datapath
+/// actions are then these, except that each commit turns *its* packet into
+/// *its* flow: [`Suffix::actions_for`] redoes the commits.
 #[derive(Clone, Debug)]
 pub struct Suffix {
     table: u8,
@@ -514,19 +523,55 @@ pub struct Suffix {
     odp: Vec<DpAction>,
     /// (first, end) of each commit's set actions in `odp`, and the flow committed.
     commits: Vec<(usize, usize, FlowKey)>,
+    /// The visits that took the earlier traversal's outcome instead of a
+    /// lookup: for another key, its own earlier traversal must answer them.
+    taken: Vec<Taken>,
+}
+
+/// A visit of a [`Suffix`] answered by the earlier traversal: at `offset`
+/// visits past the step there, table `table` had `outcome` for a key that
+/// agrees on `read` (every bit the table's rules read) with the flow the
+/// suffix had there, `flow`.
+#[derive(Clone, Debug)]
+struct Taken {
+    offset: usize,
+    table: u8,
+    outcome: Outcome,
+    flow: FlowKey,
+    read: FlowMask,
+    /// The words `read` has bits in.
+    words: Vec<u8>,
 }
 
 /// Translates `key` from step `j` of its earlier traversal `old` (a
 /// resumable step: `j < old.resumable()`; the tables before it unchanged
-/// since) with every lookup made anew, for sharing ([`Suffix`]). `None`
-/// when the part from there cannot be shared this way: it uses a group
-/// (whose buckets put the flow back), a resubmit that puts in_port back, or
-/// it stopped on an error.
-pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize) -> Option<Suffix> {
+/// since, the ones in `changed` changed), for sharing ([`Suffix`]). A visit
+/// to an unchanged table whose key agrees with the earlier visit's on the
+/// bits the table reads takes that visit's outcome (as [`retranslate`]
+/// does); the suffix keeps those visits for other keys to answer from their
+/// own earlier traversals. `None` when the part from there cannot be shared
+/// this way: it uses a group (whose buckets put the flow back), a resubmit
+/// that puts in_port back, it ends with an action set to run on a flow put
+/// back, or it stopped on an error.
+pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, changed: &TableSet) -> Option<Suffix> {
     if j == 0 || j >= old.resumable() {
         return None;
     }
-    let out = run(p, key, Opts { from: Some((old, j)), commits: true, ..Opts::default() });
+    let region = FlowMask::ZERO;
+    let replay = Replay { old, changed, region: &region, groups_changed: false };
+    let state = ReplayState { r: replay, cursor: j, unproven: Vec::new(), taken: Some(Vec::new()) };
+    let out = run(p, key, Opts { replay: Some(state), from: Some((old, j)), commits: true, ..Opts::default() });
+    let taken = out.replay.as_ref().and_then(|st| st.taken.as_ref());
+    let taken: Vec<Taken> = taken
+        .into_iter()
+        .flatten()
+        .filter_map(|&(k, flow)| {
+            let was = old.steps[k];
+            let read = *p.table(was.table)?.cls.read_mask();
+            let words = (0..read.w.len()).filter(|&i| read.w[i] != 0).map(|i| i as u8).collect();
+            Some(Taken { offset: k - j, table: was.table, outcome: was.outcome, flow, read, words })
+        })
+        .collect();
     let r = out.result;
     // Groups before the step are the earlier traversal's, copied.
     if r.error.is_some() || out.restored || out.spoilt || r.traversal.groups.iter().any(|g| g.step as usize > j) {
@@ -552,19 +597,40 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize) 
         need: r.mask,
         odp: r.actions,
         commits: out.commits,
+        taken,
     })
 }
 
 impl Suffix {
-    /// Whether a key whose step `j` is `at`, with `flow` there, gets this
-    /// suffix (same table, depth and state; room for its lookups).
-    pub fn applies(&self, at: &Step, j: usize, flow: &FlowKey) -> bool {
+    /// Whether a key that started as `start`, whose earlier traversal
+    /// `old` has step `j` at `at`, with `flow` there, gets this suffix: same
+    /// table and state, room for its nesting and lookups, and its own
+    /// earlier traversal answers every visit the suffix took from one (the
+    /// aligned visit has the same table and outcome, and a key that agrees
+    /// with the one it will have there on every bit the table reads).
+    pub fn applies(&self, at: &Step, j: usize, flow: &FlowKey, old: &Traversal, start: &FlowKey) -> bool {
         let (mine, theirs) = (self.flow.get(Field::InPort), flow.get(Field::InPort));
         at.table == self.table
             && u32::from(at.depth) + self.deeper < MAX_DEPTH
             && j + self.lookups <= MAX_RESUBMITS as usize
             && flow.eq_masked(&self.flow, &self.same)
             && self.ports.as_ref().is_none_or(|ps| ps.iter().all(|&p| (p as u64 == mine) == (p as u64 == theirs)))
+            && self.taken.iter().all(|t| {
+                let Some(was) = old.steps.get(j + t.offset) else { return false };
+                if was.table != t.table || was.outcome != t.outcome {
+                    return false;
+                }
+                // Its flow there now: the suffix's on `same`, its own
+                // elsewhere; then: its start key but for the words that
+                // version of it differs in.
+                let diffs = old.version(was.version);
+                t.words.iter().all(|&i| {
+                    let i = i as usize;
+                    let then = diffs.iter().find(|d| d.0 as usize == i).map_or(start.w[i], |d| d.1);
+                    let now = (t.flow.w[i] & self.same.w[i]) | (flow.w[i] & !self.same.w[i]);
+                    (now ^ then) & t.read.w[i] == 0
+                })
+            })
     }
 
     /// What the suffix examined: a region containing it gets these actions throughout.
@@ -759,6 +825,9 @@ impl<'a> Ctx<'a> {
         let same_key = old.version(was.version) == self.trav.version(version);
         if !same_key && !self.flow.eq_masked(&old.key_at(&self.start, &was), p.table(t)?.cls.read_mask()) {
             return None;
+        }
+        if let Some(taken) = st.taken.as_mut() {
+            taken.push((k, self.flow));
         }
         match was.outcome {
             Outcome::Rule(id) => p.rule(t, id).map(|r| Some((id, &**r))),
