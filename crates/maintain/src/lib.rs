@@ -6,7 +6,10 @@
 //! - [`index`]: the incremental engine's dependency index.
 //! - Two engines behind one trait: [`FullRevalidator`] (Open vSwitch's way:
 //!   every entry, O(cache)) and [`Incremental`] (only the entries an update can
-//!   affect, found through the index).
+//!   affect, found through the index; entries that reach the change in the
+//!   same state share one translation of what follows, [`revalidate::Memo`],
+//!   and their own re-translation, which gives them their traversals, waits
+//!   for [`Engine::housekeep`]).
 //!
 //! Invariant (the oracle): after any sequence of updates, the incrementally
 //! maintained cache equals what full revalidation of the same entries gives —
