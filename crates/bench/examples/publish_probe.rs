@@ -4,6 +4,7 @@
 //! translation at all. Run with
 //! `cargo run --release -p kairo-bench --example publish_probe [ENTRIES] [PICKED]`.
 
+use kairo_bench::count_arg;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,15 +13,9 @@ use kairo_flow::{FlowKey, FlowMask};
 use kairo_xlate::{DpAction, Traversal};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-fn arg(i: usize, default: usize) -> Result<usize, String> {
-    std::env::args()
-        .nth(i)
-        .map_or(Ok(default), |a| a.parse().map_err(|_| format!("argument {i}: `{a}` is not a count")))
-}
-
 fn main() -> Result<(), String> {
-    let n = arg(1, 200_000)?;
-    let picked = arg(2, 300)?;
+    let n = count_arg(1, 200_000)?;
+    let picked = count_arg(2, 300)?;
     let mask = Arc::new(FlowMask::ZERO);
     let mut rng = StdRng::seed_from_u64(7);
     // Each megaflow with its own actions and traversal, as after real upcalls.

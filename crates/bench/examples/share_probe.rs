@@ -20,6 +20,7 @@
 //! change the engine; it reads the cache after each update. Run with
 //! `cargo run --release -p kairo-bench --example share_probe [ENTRIES] [UPDATES]`.
 
+use kairo_bench::count_arg;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -28,15 +29,9 @@ use kairo_flow::FlowMask;
 use kairo_maintain::{parse_command, EngineKind};
 use kairo_xlate::{Pipeline, Traversal};
 
-fn arg(i: usize, default: usize) -> Result<usize, String> {
-    std::env::args()
-        .nth(i)
-        .map_or(Ok(default), |a| a.parse().map_err(|_| format!("argument {i}: `{a}` is not a count")))
-}
-
 fn main() -> Result<(), String> {
-    let entries = arg(1, 100_000)?;
-    let updates = arg(2, 50)?;
+    let entries = count_arg(1, 100_000)?;
+    let updates = count_arg(2, 50)?;
     let kinds = ["pod move", "endpoint change"];
     let wl = workload(PipelineKind::Antrea, entries, updates, 1)?;
     let p = Pipeline::from_parts(

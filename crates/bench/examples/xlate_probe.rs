@@ -4,21 +4,16 @@
 //! goes when memory is not what stops it. Run with
 //! `cargo run --release -p kairo-bench --example xlate_probe [KEYS] [ROUNDS]`.
 
+use kairo_bench::count_arg;
 use std::time::Instant;
 
 use kairo_bench::ttu::{workload, PipelineKind};
 use kairo_flow::FlowMask;
 use kairo_xlate::{retranslate, translate, Pipeline, Replay, TableSet};
 
-fn arg(i: usize, default: usize) -> Result<usize, String> {
-    std::env::args()
-        .nth(i)
-        .map_or(Ok(default), |a| a.parse().map_err(|_| format!("argument {i}: `{a}` is not a count")))
-}
-
 fn main() -> Result<(), String> {
-    let n = arg(1, 2000)?;
-    let rounds = arg(2, 200)?;
+    let n = count_arg(1, 2000)?;
+    let rounds = count_arg(2, 200)?;
     let wl = workload(PipelineKind::Antrea, n, 1, 1)?;
     let p = Pipeline::from_parts(
         kairo_ofproto::parse_flow_file(&wl.flows).map_err(|e| e.to_string())?,

@@ -10,6 +10,14 @@ pub mod hitrate;
 pub mod lookup;
 pub mod ttu;
 
+/// The `i`th command-line argument of an example as a count, or `default`
+/// when it is absent; an error quoting it when it is not a count.
+pub fn count_arg(i: usize, default: usize) -> Result<usize, String> {
+    std::env::args()
+        .nth(i)
+        .map_or(Ok(default), |a| a.parse().map_err(|_| format!("argument {i}: `{a}` is not a count")))
+}
+
 use std::time::Instant;
 
 /// What machine the figures come from.

@@ -238,6 +238,21 @@ mod prop {
         p
     }
 
+    /// A random 4-table case, its pipeline, and a copy with one random rule
+    /// added in table `t` (the flow line), with the group ids it may use.
+    fn with_added_rule(seed: u64, t: u8) -> (GenConfig, kairo_testkit::Case, Pipeline, Pipeline, Vec<u32>, String) {
+        let cfg = GenConfig { n_tables: 4, ..GenConfig::default() };
+        let case = gen_case(seed, &cfg);
+        let p0 = pipeline(&case.flows, &case.groups);
+        let mut p1 = p0.clone();
+        let groups: Vec<u32> = p0.groups().map(|g| g.id).collect();
+        let line = kairo_testkit::gen_flow_line(&mut kairo_testkit::rng(seed ^ 0x5eed), &cfg, t, &groups);
+        for r in parse_flow_file(&line).unwrap_or_else(|e| panic!("{e}")).rules {
+            p1.add_rule(r).unwrap_or_else(|e| panic!("{e}"));
+        }
+        (cfg, case, p0, p1, groups, line)
+    }
+
     /// What translation always un-wildcards, before any lookup or action.
     fn translate_fixed_bits(k: &FlowKey) -> kairo_flow::FlowMask {
         let mut m = kairo_flow::FlowMask::ZERO;
@@ -283,15 +298,7 @@ mod prop {
             pick in any::<proptest::sample::Index>(),
             regroup in any::<proptest::sample::Index>(),
         ) {
-            let cfg = GenConfig { n_tables: 4, ..GenConfig::default() };
-            let case = gen_case(seed, &cfg);
-            let p0 = pipeline(&case.flows, &case.groups);
-            let mut p1 = p0.clone();
-            let groups: Vec<u32> = p0.groups().map(|g| g.id).collect();
-            let line = kairo_testkit::gen_flow_line(&mut kairo_testkit::rng(seed ^ 0x5eed), &cfg, t, &groups);
-            for r in parse_flow_file(&line).unwrap_or_else(|e| panic!("{e}")).rules {
-                p1.add_rule(r).unwrap_or_else(|e| panic!("{e}"));
-            }
+            let (cfg, case, p0, mut p1, groups, line) = with_added_rule(seed, t);
             let ids: Vec<(u8, u64)> = p1.tables().flat_map(|(tn, tb)| tb.cls.iter().map(move |r| (tn, r.id))).collect();
             let (rt, rid) = ids[pick.index(ids.len())];
             p1.remove_rule(rt, rid);
@@ -348,15 +355,7 @@ mod prop {
             t in 0u8..4,
             noises in proptest::collection::vec(any::<u64>(), 6),
         ) {
-            let cfg = GenConfig { n_tables: 4, ..GenConfig::default() };
-            let case = gen_case(seed, &cfg);
-            let p0 = pipeline(&case.flows, &case.groups);
-            let mut p1 = p0.clone();
-            let groups: Vec<u32> = p0.groups().map(|g| g.id).collect();
-            let line = kairo_testkit::gen_flow_line(&mut kairo_testkit::rng(seed ^ 0x5eed), &cfg, t, &groups);
-            for r in parse_flow_file(&line).unwrap_or_else(|e| panic!("{e}")).rules {
-                p1.add_rule(r).unwrap_or_else(|e| panic!("{e}"));
-            }
+            let (_, case, p0, p1, _, line) = with_added_rule(seed, t);
             let mut changed = TableSet::default();
             changed.insert(t);
             let region = kairo_flow::FlowMask::ZERO;
