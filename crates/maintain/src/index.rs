@@ -544,10 +544,25 @@ impl Index {
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(&new));
         if groups != was {
             self.add_groups(id, &groups);
-            changed = true;
+            let gone: Vec<u32> = was.iter().copied().filter(|g| !groups.contains(g)).collect();
+            self.del_groups(id, &gone);
         }
+        // What the old traversal asserted that the new one does not: only
+        // visits that changed can have it, and only a visit to the same
+        // table can still assert it.
         if changed {
-            self.unregister_except(id, &e.mf, &e.trav, Some(&new));
+            for (i, st) in old.iter().enumerate() {
+                if !same_outcome(i) && !now.iter().any(|s| s.table == st.table && s.outcome == st.outcome) {
+                    self.del_outcome(id, st.table, st.outcome);
+                }
+                if !same_key(i) {
+                    let so = self.slots_at(&region, &e.mf, &e.trav, st);
+                    let kept = now.iter().any(|s| s.table == st.table && self.slots_at(&region, &e.mf, &new, s) == so);
+                    if !kept {
+                        self.del_slot(id, st.table, so);
+                    }
+                }
+            }
         }
         self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new });
     }

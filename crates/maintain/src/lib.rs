@@ -134,8 +134,9 @@ enum Done {
     Kept,
     Updated,
     Evicted,
-    /// Actions set (or kept) from a shared suffix; the traversal is to follow.
-    Shared,
+    /// Actions set (or kept) from the pass's shared suffix of this number;
+    /// the traversal is to follow.
+    Shared(usize),
 }
 
 /// Applies a verdict to a megaflow and counts it (examined, and what was
@@ -169,7 +170,7 @@ fn act(
             rep.evicted += 1;
             Done::Evicted
         }
-        Verdict::Shared(actions) => {
+        Verdict::Shared { actions, suffix } => {
             let actions = interner.actions(actions);
             if *actions == *mf.actions() {
                 rep.kept += 1;
@@ -180,7 +181,7 @@ fn act(
                 }
                 rep.updated += 1;
             }
-            Done::Shared
+            Done::Shared(suffix)
         }
     }
 }
@@ -296,11 +297,13 @@ pub struct Incremental {
     /// Threads a pass may revalidate on (affected sets of [`revalidate::PARALLEL_MIN`] or more).
     pub threads: usize,
     interner: Interner,
-    /// Entries whose actions a pass took from a shared suffix, whose
-    /// megaflows (and registrations) still have the traversal from before
-    /// it, and what changed since that was recorded.
-    follow: Vec<index::EntryId>,
+    /// Entries whose actions a pass took from a shared suffix (and its
+    /// number), whose megaflows (and registrations) still have the
+    /// traversal from before it; what changed since that was recorded; and
+    /// that pass's suffixes.
+    follow: Vec<(index::EntryId, usize)>,
     follow_since: revalidate::Changed,
+    memo: Option<revalidate::Memo>,
 }
 
 impl Default for Incremental {
@@ -312,6 +315,7 @@ impl Default for Incremental {
             interner: Interner::default(),
             follow: Vec::new(),
             follow_since: revalidate::Changed::default(),
+            memo: None,
         }
     }
 }
@@ -341,12 +345,17 @@ impl Incremental {
         (out, probed)
     }
 
-    /// Everything earlier passes left for housekeeping: re-translates the
-    /// entries whose actions came from a shared suffix (from their old
-    /// traversals, with what changed since, plus `now` when this runs at
-    /// the start of a pass whose change is already in the pipeline) and
-    /// gives them the traversal, or applies whatever else that finds; then
+    /// Everything earlier passes left for housekeeping: gives the entries
+    /// whose actions came from a shared suffix their traversals, then
     /// brings the index up to date. Returns how many entries that was.
+    ///
+    /// Right after the pass (`now` is `None`: the pipeline is the pass's)
+    /// the suffix builds each traversal ([`xlate::Suffix::traversal_for`]:
+    /// the entry's own steps before the change, the suffix's visits after
+    /// it, on its own keys). At the start of a later pass, whose change is
+    /// already in the pipeline (`now`), they are re-translated from their
+    /// old traversals with everything that changed since, and whatever
+    /// that finds is applied.
     fn settle(
         &mut self,
         p: &Pipeline,
@@ -358,9 +367,16 @@ impl Incremental {
             since.or(c);
         }
         let follow = std::mem::take(&mut self.follow);
+        let memo = self.memo.take().filter(|_| now.is_none());
         let mut rep = Report::default();
-        for &id in &follow {
+        for &(id, suffix) in &follow {
             let Some(mf) = self.index.get(id).cloned() else { continue };
+            let old = mf.traversal();
+            if let Some(t) = memo.as_ref().and_then(|m| m.traversal(suffix, &mf, &old, &self.po, &since)) {
+                mf.follow_with(self.interner.traversal(t));
+                self.index.replaced(p, id);
+                continue;
+            }
             match revalidate::revalidate_since(p, &mf, &self.po, &since) {
                 // The actions it already has: the traversal follows them,
                 // with the counters gathered since.
@@ -373,7 +389,7 @@ impl Incremental {
                         self.index.remove(id);
                     }
                     Done::Updated => self.index.replaced(p, id),
-                    Done::Kept | Done::Shared => {}
+                    Done::Kept | Done::Shared(_) => {}
                 },
             }
         }
@@ -424,7 +440,7 @@ impl Engine for Incremental {
                         self.index.remove(*id);
                     }
                     Done::Updated => self.index.replaced(p, *id),
-                    Done::Shared => self.follow.push(*id),
+                    Done::Shared(suffix) => self.follow.push((*id, suffix)),
                     Done::Kept => {}
                 }
             }
@@ -439,6 +455,8 @@ impl Engine for Incremental {
             self.follow_since = changed;
         }
         rep.shared = memo.shared;
+        // Kept for housekeeping to build the traversals that follow.
+        self.memo = (!self.follow.is_empty()).then_some(memo);
         rep.ttu = start.elapsed();
         rep
     }

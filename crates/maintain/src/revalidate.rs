@@ -43,11 +43,11 @@ pub enum Verdict {
     Update(Box<XlateResult>),
     /// The mask no longer holds.
     Evict,
-    /// Mask holds; these are the actions, computed from a suffix translated
-    /// for another entry in the same state ([`Memo`]). The traversal that
-    /// goes with them is made later ([`Verdict::Update`] from a
-    /// re-translation), off the time-to-update.
-    Shared(Vec<DpAction>),
+    /// Mask holds; these are the actions, computed from the pass's suffix
+    /// number `suffix` ([`Memo`]), translated for an entry in the same
+    /// state. The traversal that goes with them is made later, off the
+    /// time-to-update ([`Memo::traversal`], or a re-translation).
+    Shared { actions: Vec<DpAction>, suffix: usize },
 }
 
 /// Does rule `id` at table `t` still contain the region, and does no rule
@@ -190,7 +190,27 @@ impl Memo {
             return None;
         }
         self.shared += 1;
-        Some(Verdict::Shared(s.actions_for(&mf.rep, &flow)))
+        Some(Verdict::Shared { actions: s.actions_for(&mf.rep, &flow), suffix: i })
+    }
+
+    /// The traversal that goes with the actions suffix number `suffix` gave
+    /// an entry (with the pipeline and `changed` of the same pass, and the
+    /// entry's traversal from before it); `None` if it cannot be made so.
+    pub fn traversal(
+        &self,
+        suffix: usize,
+        mf: &Megaflow,
+        old: &Traversal,
+        po: &FlowMask,
+        changed: &Changed,
+    ) -> Option<Traversal> {
+        let s = self.suffixes.get(suffix)?;
+        let mut region = *mf.mask;
+        region.or(po);
+        let j = Replay { old, changed: &changed.tables, region: &region, groups_changed: changed.groups }.resume_at();
+        let at = old.steps.get(j).filter(|_| j > 0)?;
+        let flow = old.key_at(&mf.rep, at);
+        Some(s.traversal_for(&mf.rep, old, j, &flow))
     }
 }
 
@@ -273,7 +293,7 @@ pub fn verify<'a>(p: &Pipeline, entries: impl IntoIterator<Item = &'a std::sync:
                 }
             }
             // Only a pass's memo shares; `revalidate` translates whole.
-            Verdict::Shared(_) => {}
+            Verdict::Shared { .. } => {}
         }
     }
     out

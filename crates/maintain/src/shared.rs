@@ -43,7 +43,7 @@ impl SlowPath for SharedControl {
             // The rules changed since this translation: bring it up to date first.
             match revalidate::revalidate(&c.pipeline, mf, &revalidate::pipeline_only_mask()) {
                 // Only a pass's memo shares; `revalidate` translates whole.
-                Verdict::Keep | Verdict::Shared(_) => {}
+                Verdict::Keep | Verdict::Shared { .. } => {}
                 Verdict::Update(r) => {
                     let m = mf.set_actions(r.actions, r.traversal);
                     if c.keep_moved {

@@ -191,6 +191,22 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
         // next pass between others; the index holds its invariants either way.
         if us % 3 == 0 {
             inc.lock().housekeep();
+            // Once nothing waits, every entry's traversal is translation's
+            // (those of entries that took a shared suffix were built, not
+            // re-translated).
+            let c = inc.lock();
+            for mf in c.engine.entries() {
+                let want = translate(&c.pipeline, &mf.rep).traversal;
+                if *mf.traversal() != want {
+                    let (mf, w) = (format!("{:?}", mf.traversal()), format!("{want:?}"));
+                    drop(c);
+                    return fail(format!(
+                        "update {i}: a traversal differs from translation's:
+ {mf}
+ {w}"
+                    ));
+                }
+            }
         }
         if let Err(e) = inc.lock().engine.check() {
             return fail(format!("update {i}: index: {e}"));
@@ -658,4 +674,41 @@ fn a_shared_suffix_needs_each_entry_s_own_traversal_to_answer_its_replayed_visit
     assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
     assert_eq!(format_actions(&dp.process_key(&key(&pkts[0]), 1, None, 0, &mut s2)), "3");
     assert_eq!(format_actions(&dp.process_key(&key(&pkts[1]), 1, None, 0, &mut s2)), "drop");
+}
+
+/// Entries that reach the change inside a group's bucket share a suffix
+/// too, and the traversals housekeeping builds for them from it are the
+/// ones translation gives (resumable inside the bucket, not bare).
+#[test]
+fn shared_suffix_traversals_inside_a_bucket_are_translation_s() {
+    let p = pipeline(
+        "table=0,priority=10,tcp,dl_src=00:00:00:00:00:01,actions=group:1\n\
+         table=0,priority=10,tcp,dl_src=00:00:00:00:00:02,actions=group:1\n\
+         table=1,priority=10,tcp,nw_dst=10.1.1.1,actions=goto_table:2\n\
+         table=2,priority=1,actions=output:5",
+        "group_id=1,type=indirect,bucket=resubmit(,1)",
+    );
+    let pkts: Vec<String> = [
+        "in_port=1,tcp,dl_src=00:00:00:00:00:01,nw_dst=10.1.1.1",
+        "in_port=1,tcp,dl_src=00:00:00:00:00:02,nw_dst=10.1.1.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (_dp, sc) = filled(&p, EngineKind::Incremental, &pkts);
+    let fm = parse_command(
+        "--strict mod-flows",
+        "table=1,priority=10,tcp,nw_dst=10.1.1.1,actions=mod_nw_dst:10.9.9.9,goto_table:2",
+    );
+    let r = sc.lock().apply(&fm.unwrap()).unwrap();
+    assert_eq!((r.updated, r.shared), (2, 2), "{r}");
+    assert!(sc.lock().verify().is_empty());
+    sc.lock().housekeep();
+    let c = sc.lock();
+    for mf in c.engine.entries() {
+        let want = translate(&c.pipeline, &mf.rep).traversal;
+        assert!(want.resumable_bare() < want.resumable(), "the step is inside the bucket: {want:?}");
+        assert_eq!(*mf.traversal(), want);
+    }
+    assert!(c.engine.check().is_ok());
 }

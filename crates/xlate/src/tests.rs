@@ -374,11 +374,13 @@ mod prop {
                     let at = old_b.steps[j];
                     let flow = old_b.key_at(&b, &at);
                     prop_assert!(sfx.applies(&at, j, &flow, &old_b, &b));
+                    let want = translate(&p1, &b);
                     prop_assert_eq!(
                         sfx.actions_for(&b, &flow),
-                        translate(&p1, &b).actions,
+                        want.actions,
                         "\nflows:\n{}\nadded {}\npacket {}\nother {:?}", case.flows, line, spec, b
                     );
+                    prop_assert_eq!(sfx.traversal_for(&b, &old_b, j, &flow), want.traversal);
                 }
             }
         }

@@ -526,6 +526,13 @@ pub struct Suffix {
     /// The visits that took the earlier traversal's outcome instead of a
     /// lookup: for another key, its own earlier traversal must answer them.
     taken: Vec<Taken>,
+    /// The suffix's visits (from the step on), the flow at each, the
+    /// step's nesting, and how many of them were resumable from the first.
+    steps: Vec<Step>,
+    flows: Vec<FlowKey>,
+    depth0: u8,
+    nest0: u8,
+    resumable: usize,
 }
 
 /// A visit of a [`Suffix`] answered by the earlier traversal: at `offset`
@@ -578,6 +585,9 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         return None;
     }
     let at = old.steps[j];
+    let steps = r.traversal.steps[j..].to_vec();
+    let flows = steps.iter().map(|st| r.traversal.key_at(key, st)).collect();
+    let resumable = r.traversal.resumable() - j;
     let mut ports = out.ports;
     ports.sort_unstable();
     ports.dedup();
@@ -598,6 +608,11 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         odp: r.actions,
         commits: out.commits,
         taken,
+        steps,
+        flows,
+        depth0: at.depth,
+        nest0: at.nest,
+        resumable,
     })
 }
 
@@ -631,6 +646,43 @@ impl Suffix {
                     (now ^ then) & t.read.w[i] == 0
                 })
             })
+    }
+
+    /// The traversal translation gives a key this suffix
+    /// [`Suffix::applies`] to (same arguments): its earlier traversal's
+    /// steps, groups and key versions before step `j`, then the suffix's
+    /// visits at its own nesting, each seeing its own flow (the suffix's on
+    /// `same`, its own elsewhere) as a version of its own key, numbered as
+    /// translation numbers them (in order of first sight).
+    pub fn traversal_for(&self, start: &FlowKey, old: &Traversal, j: usize, flow: &FlowKey) -> Traversal {
+        let at = old.steps[j];
+        let mut t = old.prefix(j);
+        for (k, (st, theirs)) in self.steps.iter().zip(&self.flows).enumerate() {
+            let mut f = *flow;
+            for i in 0..f.w.len() {
+                f.w[i] = (theirs.w[i] & self.same.w[i]) | (flow.w[i] & !self.same.w[i]);
+            }
+            let version = if f == *start {
+                0
+            } else {
+                t.version_of((0..f.w.len()).filter(|&i| f.w[i] != start.w[i]).map(|i| (i as u8, f.w[i])))
+            };
+            t.steps.push(Step {
+                table: st.table,
+                outcome: st.outcome,
+                // The step itself was reached the way this key reached it.
+                via: if k == 0 { at.via } else { st.via },
+                depth: (st.depth - self.depth0) + at.depth,
+                nest: (st.nest - self.nest0) + at.nest,
+                version,
+            });
+        }
+        // The suffix has no bucket or restoring resubmit of its own: its
+        // visits are resumable as the first's, and bare unless the step
+        // was inside one.
+        t.tail = (j + self.resumable) as u16;
+        t.bare = if j < old.resumable_bare() { t.tail } else { old.bare };
+        t
     }
 
     /// What the suffix examined: a region containing it gets these actions throughout.
