@@ -469,7 +469,13 @@ impl Index {
 
     /// Takes out every registration of a removed entry's traversal.
     fn unregister(&mut self, id: EntryId, e: &Entry) {
-        self.unregister_except(id, &e.mf, &e.trav, None);
+        let region = self.region(&e.mf);
+        for st in &e.trav.steps {
+            self.del_outcome(id, st.table, st.outcome);
+            let s = self.slots_at(&region, &e.mf, &e.trav, st);
+            self.del_slot(id, st.table, s);
+        }
+        self.del_groups(id, &Self::groups_of(&e.trav));
     }
 
     /// Adds an entry under its current traversal.
@@ -565,28 +571,6 @@ impl Index {
             }
         }
         self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new });
-    }
-
-    /// Takes out the registrations of traversal `old` of entry `id` that
-    /// `keep` (its traversal now, if it is live) does not assert.
-    fn unregister_except(&mut self, id: EntryId, mf: &Megaflow, old: &Traversal, keep: Option<&Traversal>) {
-        let region = self.region(mf);
-        let keep_o: Vec<(u8, Outcome)> =
-            keep.map_or(Vec::new(), |k| k.steps.iter().map(|s| (s.table, s.outcome)).collect());
-        let keep_s: Vec<(u8, Slots)> =
-            keep.map_or(Vec::new(), |k| k.steps.iter().map(|s| (s.table, self.slots_at(&region, mf, k, s))).collect());
-        let keep_g = keep.map_or(Vec::new(), Self::groups_of);
-        for st in &old.steps {
-            if !keep_o.contains(&(st.table, st.outcome)) {
-                self.del_outcome(id, st.table, st.outcome);
-            }
-            let s = self.slots_at(&region, mf, old, st);
-            if !keep_s.contains(&(st.table, s)) {
-                self.del_slot(id, st.table, s);
-            }
-        }
-        let gone: Vec<u32> = Self::groups_of(old).into_iter().filter(|g| !keep_g.contains(g)).collect();
-        self.del_groups(id, &gone);
     }
 
     /// Takes an entry out of the live set (its registrations stay).
