@@ -162,13 +162,8 @@ impl Memo {
         if self.misses > 16 + 2 * self.shared {
             return None;
         }
-        let mut region = *mf.mask;
-        region.or(po);
-        let replay = Replay { old, changed: &changed.tables, region: &region, groups_changed: changed.groups };
-        let j = replay.resume_at();
-        let at = old.steps.get(j).filter(|_| j > 0)?;
-        let flow = old.key_at(&mf.rep, at);
-        let i = match self.suffixes.iter().position(|s| s.applies(at, j, &flow, old, &mf.rep)) {
+        let (region, j, at, flow) = resume_point(mf, old, po, changed)?;
+        let i = match self.suffixes.iter().position(|s| s.applies(&at, j, &flow, old, &mf.rep)) {
             Some(i) => i,
             None if self.suffixes.len() < MEMO_SUFFIXES && self.failures < MEMO_FAILURES => {
                 match translate_suffix(p, &mf.rep, old, j, &changed.tables) {
@@ -205,13 +200,25 @@ impl Memo {
         changed: &Changed,
     ) -> Option<Traversal> {
         let s = self.suffixes.get(suffix)?;
-        let mut region = *mf.mask;
-        region.or(po);
-        let j = Replay { old, changed: &changed.tables, region: &region, groups_changed: changed.groups }.resume_at();
-        let at = old.steps.get(j).filter(|_| j > 0)?;
-        let flow = old.key_at(&mf.rep, at);
+        let (_, j, _, flow) = resume_point(mf, old, po, changed)?;
         Some(s.traversal_for(&mf.rep, old, j, &flow))
     }
+}
+
+/// Where re-translating a megaflow after `changed` would resume (past
+/// table 0): its region, the step's index, the step, and its key there.
+fn resume_point(
+    mf: &Megaflow,
+    old: &Traversal,
+    po: &FlowMask,
+    changed: &Changed,
+) -> Option<(FlowMask, usize, Step, kairo_flow::FlowKey)> {
+    let mut region = *mf.mask;
+    region.or(po);
+    let j = Replay { old, changed: &changed.tables, region: &region, groups_changed: changed.groups }.resume_at();
+    let at = *old.steps.get(j).filter(|_| j > 0)?;
+    let flow = old.key_at(&mf.rep, &at);
+    Some((region, j, at, flow))
 }
 
 /// Revalidates one megaflow after what `changed` names changed, giving the

@@ -658,10 +658,7 @@ impl Suffix {
         let at = old.steps[j];
         let mut t = old.prefix(j);
         for (k, (st, theirs)) in self.steps.iter().zip(&self.flows).enumerate() {
-            let mut f = *flow;
-            for i in 0..f.w.len() {
-                f.w[i] = (theirs.w[i] & self.same.w[i]) | (flow.w[i] & !self.same.w[i]);
-            }
+            let f = self.mixed(theirs, flow);
             let version = if f == *start {
                 0
             } else {
@@ -685,6 +682,16 @@ impl Suffix {
         t
     }
 
+    /// Another key's flow where this suffix's was `theirs`, that key having
+    /// reached the step as `flow`: the suffix's on `same`, its own elsewhere.
+    fn mixed(&self, theirs: &FlowKey, flow: &FlowKey) -> FlowKey {
+        let mut f = *flow;
+        for i in 0..f.w.len() {
+            f.w[i] = (theirs.w[i] & self.same.w[i]) | (flow.w[i] & !self.same.w[i]);
+        }
+        f
+    }
+
     /// What the suffix examined: a region containing it gets these actions throughout.
     pub fn need(&self) -> &FlowMask {
         &self.need
@@ -704,11 +711,7 @@ impl Suffix {
         let mut at = 0;
         for (first, end, committed) in &self.commits {
             out.extend_from_slice(&self.odp[at..*first]);
-            let mut f = *flow;
-            for i in 0..f.w.len() {
-                f.w[i] = (committed.w[i] & self.same.w[i]) | (flow.w[i] & !self.same.w[i]);
-            }
-            commit(&mut base, &f, &mut out);
+            commit(&mut base, &self.mixed(committed, flow), &mut out);
             at = *end;
         }
         out.extend_from_slice(&self.odp[at..]);
