@@ -198,6 +198,15 @@ impl Traversal {
         (self.ends.len() - 1) as u16
     }
 
+    /// The version of the key that is `flow` for a translation that started
+    /// from `start` (0 for the start itself), adding it if new.
+    fn version_for(&mut self, start: &FlowKey, flow: &FlowKey) -> u16 {
+        if flow == start {
+            return 0;
+        }
+        self.version_of((0..flow.w.len()).filter(|&i| flow.w[i] != start.w[i]).map(|i| (i as u8, flow.w[i])))
+    }
+
     /// The key a step's lookup saw, given the key translation started from.
     pub fn key_at(&self, start: &FlowKey, step: &Step) -> FlowKey {
         let mut k = *start;
@@ -504,7 +513,6 @@ pub fn retranslate(p: &Pipeline, key: &FlowKey, replay: Replay<'_>) -> Retransla
 /// *its* flow: [`Suffix::actions_for`] redoes the commits.
 #[derive(Clone, Debug)]
 pub struct Suffix {
-    table: u8,
     /// How much deeper than the step the suffix nested (room for it is
     /// all that the step's own depth decides).
     deeper: u32,
@@ -513,8 +521,6 @@ pub struct Suffix {
     /// When the suffix read in_port only to compare it with output ports
     /// (and in_port is then not in `same`): those ports.
     ports: Option<Vec<u32>>,
-    /// The key at the step.
-    flow: FlowKey,
     same: FlowMask,
     /// What the suffix examined (lookups and actions, and the fixed bits):
     /// for a region that contains it, every packet of the region gets the
@@ -526,12 +532,10 @@ pub struct Suffix {
     /// The visits that took the earlier traversal's outcome instead of a
     /// lookup: for another key, its own earlier traversal must answer them.
     taken: Vec<Taken>,
-    /// The suffix's visits (from the step on), the flow at each, the
-    /// step's nesting, and how many of them were resumable from the first.
+    /// The suffix's visits (from the step on: the first is the step
+    /// itself), the flow at each, and how many of them were resumable.
     steps: Vec<Step>,
     flows: Vec<FlowKey>,
-    depth0: u8,
-    nest0: u8,
     resumable: usize,
 }
 
@@ -568,6 +572,11 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
     let replay = Replay { old, changed, region: &region, groups_changed: false };
     let state = ReplayState { r: replay, cursor: j, unproven: Vec::new(), taken: Some(Vec::new()) };
     let out = run(p, key, Opts { replay: Some(state), from: Some((old, j)), commits: true, ..Opts::default() });
+    let r = &out.result;
+    // Groups before the step are the earlier traversal's, copied.
+    if r.error.is_some() || out.restored || out.spoilt || r.traversal.groups.iter().any(|g| g.step as usize > j) {
+        return None;
+    }
     let taken = out.replay.as_ref().and_then(|st| st.taken.as_ref());
     let taken: Vec<Taken> = taken
         .into_iter()
@@ -580,12 +589,9 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         })
         .collect();
     let r = out.result;
-    // Groups before the step are the earlier traversal's, copied.
-    if r.error.is_some() || out.restored || out.spoilt || r.traversal.groups.iter().any(|g| g.step as usize > j) {
-        return None;
-    }
     let at = old.steps[j];
-    let steps = r.traversal.steps[j..].to_vec();
+    // Not empty: no error, so the step itself was visited.
+    let steps = r.traversal.steps.get(j..).filter(|s| !s.is_empty())?.to_vec();
     let flows = steps.iter().map(|st| r.traversal.key_at(key, st)).collect();
     let resumable = r.traversal.resumable() - j;
     let mut ports = out.ports;
@@ -596,11 +602,9 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         same.exact(Field::InPort);
     }
     Some(Suffix {
-        table: at.table,
         deeper: out.deepest.saturating_sub(at.depth.into()),
         lookups: out.lookups as usize - j,
         ports: (!out.in_port_read).then_some(ports),
-        flow: old.key_at(key, &at),
         // Registers and metadata included: from a step on they are not the
         // zeros a packet enters with.
         same,
@@ -610,8 +614,6 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         taken,
         steps,
         flows,
-        depth0: at.depth,
-        nest0: at.nest,
         resumable,
     })
 }
@@ -624,11 +626,12 @@ impl Suffix {
     /// aligned visit has the same table and outcome, and a key that agrees
     /// with the one it will have there on every bit the table reads).
     pub fn applies(&self, at: &Step, j: usize, flow: &FlowKey, old: &Traversal, start: &FlowKey) -> bool {
-        let (mine, theirs) = (self.flow.get(Field::InPort), flow.get(Field::InPort));
-        at.table == self.table
+        let (first, here) = (&self.steps[0], &self.flows[0]);
+        let (mine, theirs) = (here.get(Field::InPort), flow.get(Field::InPort));
+        at.table == first.table
             && u32::from(at.depth) + self.deeper < MAX_DEPTH
             && j + self.lookups <= MAX_RESUBMITS as usize
-            && flow.eq_masked(&self.flow, &self.same)
+            && flow.eq_masked(here, &self.same)
             && self.ports.as_ref().is_none_or(|ps| ps.iter().all(|&p| (p as u64 == mine) == (p as u64 == theirs)))
             && self.taken.iter().all(|t| {
                 let Some(was) = old.steps.get(j + t.offset) else { return false };
@@ -655,22 +658,17 @@ impl Suffix {
     /// `same`, its own elsewhere) as a version of its own key, numbered as
     /// translation numbers them (in order of first sight).
     pub fn traversal_for(&self, start: &FlowKey, old: &Traversal, j: usize, flow: &FlowKey) -> Traversal {
-        let at = old.steps[j];
+        let (at, first) = (old.steps[j], self.steps[0]);
         let mut t = old.prefix(j);
         for (k, (st, theirs)) in self.steps.iter().zip(&self.flows).enumerate() {
-            let f = self.mixed(theirs, flow);
-            let version = if f == *start {
-                0
-            } else {
-                t.version_of((0..f.w.len()).filter(|&i| f.w[i] != start.w[i]).map(|i| (i as u8, f.w[i])))
-            };
+            let version = t.version_for(start, &self.mixed(theirs, flow));
             t.steps.push(Step {
                 table: st.table,
                 outcome: st.outcome,
                 // The step itself was reached the way this key reached it.
                 via: if k == 0 { at.via } else { st.via },
-                depth: (st.depth - self.depth0) + at.depth,
-                nest: (st.nest - self.nest0) + at.nest,
+                depth: (st.depth - first.depth) + at.depth,
+                nest: (st.nest - first.nest) + at.nest,
                 version,
             });
         }
@@ -902,11 +900,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn new_key_version(&mut self) -> u16 {
-        if self.flow == self.start {
-            return 0;
-        }
-        let (flow, start) = (&self.flow, &self.start);
-        self.trav.version_of((0..flow.w.len()).filter(|&i| flow.w[i] != start.w[i]).map(|i| (i as u8, flow.w[i])))
+        self.trav.version_for(&self.start, &self.flow)
     }
 
     /// Un-wildcards bits read or written by an action (both masks).
