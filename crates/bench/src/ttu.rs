@@ -428,6 +428,10 @@ pub fn fill(
         dp.process_key(&k, 64, None, 0, &mut sc);
         if dp.n_flows().is_multiple_of(4096) {
             pb.set_position(dp.n_flows() as u64);
+            // As a switch does between upcalls: the engine's deferred work
+            // (the incremental engine chooses its cell anchors here once the
+            // cache is large enough to tell).
+            sc.lock().housekeep();
         }
     }
     pb.finish_and_clear();
@@ -511,7 +515,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 }));
                 if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
                     eprintln!(
-                        "{:>10.1} us (find {:>8.1}, translate {:>9.1}, apply {:>9.1}; then {:>9.1} housekeeping)  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  shared {:>6}  RSS {:>6} MiB",
+                        "{:>10.1} us (find {:>8.1}, translate {:>9.1}, apply {:>9.1}; then {:>9.1} housekeeping)  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  shared {:>6}  cells {:>4}  RSS {:>6} MiB",
                         rep.ttu.as_secs_f64() * 1e6,
                         rep.find.as_secs_f64() * 1e6,
                         rep.translate.as_secs_f64() * 1e6,
@@ -522,6 +526,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                         rep.updated,
                         rep.evicted,
                         rep.shared,
+                        rep.cells,
                         crate::resident_bytes().unwrap_or(0) >> 20
                     );
                 }

@@ -27,7 +27,7 @@ use rustc_hash::FxHashMap;
 
 pub use dpcls::{Dpcls, BATCH};
 pub use emc::Emc;
-pub use megaflow::{Actions, Megaflow, Moved};
+pub use megaflow::{Actions, Cell, Megaflow, Moved};
 
 /// Where the EMC hash comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,13 @@
 //! plus a new megaflow); the actions are swapped atomically as a whole (a
 //! reader sees the old list or the new one, never a mix); once `dead` is set it
 //! is never cleared, and a dead megaflow is never used to forward.
+//!
+//! A megaflow reads its actions through a [`Cell`]: its own, or one it
+//! shares with other megaflows that cache maintenance has proven to be in
+//! the same state from some table on (so that one rule change gives them
+//! all the same new actions, published once). Giving a megaflow actions of
+//! its own ([`Megaflow::set_shared`], [`Megaflow::set_actions_first`])
+//! takes it out of any shared cell first; the others keep theirs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +24,32 @@ use kairo_xlate::{DpAction, Traversal};
 /// The datapath actions of a megaflow (shared, immutable once published).
 pub type Actions = Arc<Vec<DpAction>>;
 
+/// Where megaflows read their actions: one megaflow's, or shared by several
+/// (a publish here is seen by all of them, each reader seeing the old list
+/// or the new one).
+#[derive(Debug)]
+pub struct Cell {
+    actions: ArcSwap<Vec<DpAction>>,
+    /// The number its maker gave it (cache maintenance: which of its shared
+    /// cells; 0 for a megaflow's own).
+    pub tag: u32,
+}
+
+impl Cell {
+    pub fn new(actions: Actions, tag: u32) -> Cell {
+        Cell { actions: ArcSwap::from(actions), tag }
+    }
+    /// The current actions (one atomic load).
+    #[inline]
+    pub fn actions(&self) -> Actions {
+        self.actions.load_full()
+    }
+    /// Replaces the actions of every megaflow that reads them here.
+    pub fn publish(&self, actions: Actions) {
+        self.actions.store(actions);
+    }
+}
+
 #[derive(Debug)]
 pub struct Megaflow {
     /// The key of the packet that created it: what revalidation re-translates
@@ -26,7 +59,7 @@ pub struct Megaflow {
     /// derived ([`Megaflow::key`]), not stored.
     pub rep: FlowKey,
     pub mask: Arc<FlowMask>,
-    actions: ArcSwap<Vec<DpAction>>,
+    cell: ArcSwap<Cell>,
     dead: AtomicBool,
     packets: AtomicU64,
     bytes: AtomicU64,
@@ -63,7 +96,7 @@ impl Megaflow {
         Megaflow {
             rep: key,
             mask,
-            actions: ArcSwap::from(actions),
+            cell: ArcSwap::from_pointee(Cell::new(actions, 0)),
             dead: AtomicBool::new(false),
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -73,10 +106,39 @@ impl Megaflow {
         }
     }
 
-    /// The current actions (one atomic load).
+    /// The current actions (two atomic loads: the cell, its actions).
     #[inline]
     pub fn actions(&self) -> Actions {
-        self.actions.load_full()
+        self.cell.load().actions()
+    }
+
+    /// The cell the actions are read from.
+    pub fn cell(&self) -> Arc<Cell> {
+        self.cell.load_full()
+    }
+
+    /// The tag of the cell the actions are read from.
+    #[inline]
+    pub fn cell_tag(&self) -> u32 {
+        self.cell.load().tag
+    }
+
+    /// Reads its actions from a cell of its own again (the same actions:
+    /// readers see no change), if it shared one.
+    pub fn detach(&self) {
+        let cell = self.cell.load();
+        if cell.tag != 0 {
+            let own = Arc::new(Cell::new(cell.actions(), 0));
+            drop(cell);
+            self.cell.store(own);
+        }
+    }
+
+    /// Reads the actions from `cell` from now on (which holds the same
+    /// actions as the megaflow has: readers see no change).
+    pub fn join(&self, cell: Arc<Cell>) {
+        debug_assert!(*cell.actions() == *self.actions());
+        self.cell.store(cell);
     }
 
     /// Replaces the actions (and the traversal that produced them) atomically.
@@ -94,7 +156,7 @@ impl Megaflow {
         self.accounted[0].fetch_add(packets, Ordering::Relaxed);
         self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
         let old = self.traversal.swap(traversal);
-        self.actions.store(actions);
+        self.cell.store(Arc::new(Cell::new(actions, 0)));
         Moved { traversal: old, packets, bytes }
     }
 
@@ -106,8 +168,20 @@ impl Megaflow {
         let (packets, bytes) = self.unaccounted();
         self.accounted[0].fetch_add(packets, Ordering::Relaxed);
         self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
-        self.actions.store(actions);
+        self.cell.store(Arc::new(Cell::new(actions, 0)));
         Moved { traversal: self.traversal(), packets, bytes }
+    }
+
+    /// Gives the megaflow the traversal that produced the actions its
+    /// shared cell was given ([`Cell::publish`]): what was gathered so far
+    /// is the current traversal's (returned; packets since the publish
+    /// included), what comes after belongs to the new one.
+    pub fn follow_cell(&self, traversal: Arc<Traversal>) -> Moved {
+        let (packets, bytes) = self.unaccounted();
+        self.accounted[0].fetch_add(packets, Ordering::Relaxed);
+        self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
+        let old = self.traversal.swap(traversal);
+        Moved { traversal: old, packets, bytes }
     }
 
     /// Gives the megaflow the traversal that produced the actions

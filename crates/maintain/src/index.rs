@@ -56,6 +56,10 @@ type Key = (u64, u8, EntryId);
 struct Entry {
     mf: Arc<Megaflow>,
     trav: Arc<Traversal>,
+    /// The tag of the megaflow's shared action cell (0: none), kept here
+    /// so that an update finds the cells of the entries it affects
+    /// without reading their megaflows (checked by [`Index::check`]).
+    cell: u32,
 }
 
 /// The entries under one outer slot, ordered by inner slot: inline when
@@ -367,6 +371,23 @@ impl Index {
         self.entries.iter().flatten().map(|e| &e.mf)
     }
 
+    /// The live entries with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Arc<Megaflow>)> {
+        self.entries.iter().enumerate().filter_map(|(i, e)| Some((i as EntryId, &e.as_ref()?.mf)))
+    }
+
+    /// The tag of entry `id`'s shared action cell (0: none, or no such entry).
+    pub fn cell_of(&self, id: EntryId) -> u32 {
+        self.entries.get(id as usize).and_then(|e| e.as_ref()).map_or(0, |e| e.cell)
+    }
+
+    /// Notes that entry `id`'s megaflow reads its actions from cell `tag` now.
+    pub fn set_cell(&mut self, id: EntryId, tag: u32) {
+        if let Some(e) = self.entries.get_mut(id as usize).and_then(|e| e.as_mut()) {
+            e.cell = tag;
+        }
+    }
+
     pub fn get(&self, id: EntryId) -> Option<&Arc<Megaflow>> {
         self.entries.get(id as usize)?.as_ref().map(|e| &e.mf)
     }
@@ -464,7 +485,7 @@ impl Index {
             self.add_slot(id, st.table, slot);
         }
         self.add_groups(id, &Self::groups_of(&trav));
-        self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
+        self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav, cell: mf.cell_tag() });
     }
 
     /// Takes out every registration of a removed entry's traversal.
@@ -570,7 +591,7 @@ impl Index {
                 }
             }
         }
-        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new });
+        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new, cell: e.cell });
     }
 
     /// Takes an entry out of the live set (its registrations stay).
@@ -635,6 +656,9 @@ impl Index {
         for (i, e) in self.entries.iter().enumerate() {
             let Some(e) = e else { continue };
             let id = i as EntryId;
+            if e.cell != e.mf.cell_tag() {
+                return Err(format!("entry {id}: noted in cell {}, reads from cell {}", e.cell, e.mf.cell_tag()));
+            }
             let region = self.region(&e.mf);
             for st in &e.trav.steps {
                 let set = match st.outcome {

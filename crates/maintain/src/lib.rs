@@ -15,6 +15,7 @@
 //! maintained cache equals what full revalidation of the same entries gives —
 //! same entries, same masks, same actions.
 
+pub mod cells;
 pub mod flowmod;
 pub mod index;
 pub mod revalidate;
@@ -62,6 +63,11 @@ pub struct Report {
     /// translated once for several of them (their traversals follow at
     /// housekeeping).
     pub shared: usize,
+    /// Shared action cells the pass took the change for at their level
+    /// ([`cells::Cells::update`]): one translation and one publish each
+    /// for all their members (the examined entries among them count in
+    /// `shared`).
+    pub cells: usize,
 }
 
 fn ser_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -173,6 +179,8 @@ fn act(
         Verdict::Shared { actions, suffix } => {
             let actions = interner.actions(actions);
             if *actions == *mf.actions() {
+                // Its traversal is to follow: out of any shared cell first.
+                mf.detach();
                 rep.kept += 1;
             } else {
                 let old = mf.set_actions_first(actions);
@@ -304,6 +312,10 @@ pub struct Incremental {
     follow: Vec<(index::EntryId, usize)>,
     follow_since: revalidate::Changed,
     memo: Option<revalidate::Memo>,
+    cells: cells::Cells,
+    /// Entries a pass gave actions or a traversal of their own (out of
+    /// their cells, if any), to anchor again at housekeeping.
+    reanchor: Vec<index::EntryId>,
 }
 
 impl Default for Incremental {
@@ -316,11 +328,25 @@ impl Default for Incremental {
             follow: Vec::new(),
             follow_since: revalidate::Changed::default(),
             memo: None,
+            cells: cells::Cells::default(),
+            reanchor: Vec::new(),
         }
     }
 }
 
 impl Incremental {
+    /// An engine whose shared action cells are anchored at `anchors` from
+    /// the start (instead of at tables chosen from the cache once it has
+    /// [`cells::CALIBRATE_AT`] entries).
+    pub fn with_anchors(anchors: kairo_xlate::TableSet) -> Incremental {
+        Incremental { cells: cells::Cells::with_anchors(anchors), ..Incremental::default() }
+    }
+
+    /// Shared action cells with members.
+    pub fn cells(&self) -> usize {
+        self.cells.len()
+    }
+
     /// The entries an update can affect (DESIGN.md section 4), and how many
     /// index slots were looked at to find them (the cost beyond them).
     pub fn affected(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<index::EntryId>, usize) {
@@ -345,6 +371,54 @@ impl Incremental {
         (out, probed)
     }
 
+    /// Takes the change for the cells of the affected entries at the cells'
+    /// level where it can ([`cells::Cells::update`]), counting those
+    /// entries in `rep`; returns the others, in order.
+    fn by_cells(
+        &mut self,
+        p: &Pipeline,
+        affected: Vec<index::EntryId>,
+        changed: &revalidate::Changed,
+        rep: &mut Report,
+    ) -> Vec<index::EntryId> {
+        if self.cells.is_empty() {
+            return affected;
+        }
+        let mut rest = Vec::with_capacity(affected.len());
+        let mut by_cell: rustc_hash::FxHashMap<u32, Vec<index::EntryId>> = Default::default();
+        for id in affected {
+            match self.index.cell_of(id) {
+                0 => rest.push(id),
+                tag => by_cell.entry(tag).or_default().push(id),
+            }
+        }
+        for (tag, ids) in by_cell {
+            match self.cells.update(p, tag, changed, &self.index, &mut self.interner) {
+                Some((differ, out)) => {
+                    // Members that left the cell: one by one, found or not.
+                    let n = ids.iter().filter(|id| !out.contains(id)).count();
+                    for &id in &out {
+                        self.index.set_cell(id, 0);
+                    }
+                    self.reanchor.extend(&out);
+                    rest.extend(out);
+                    rep.examined += n;
+                    rep.shared += n;
+                    if differ {
+                        rep.updated += n;
+                    } else {
+                        rep.kept += n;
+                    }
+                    rep.cells += 1;
+                }
+                None => rest.extend(ids),
+            }
+        }
+        rest.sort_unstable();
+        rest.dedup();
+        rest
+    }
+
     /// Everything earlier passes left for housekeeping: gives the entries
     /// whose actions came from a shared suffix their traversals, then
     /// brings the index up to date. Returns how many entries that was.
@@ -362,6 +436,7 @@ impl Incremental {
         moved: &mut Option<&mut Vec<Moved>>,
         now: Option<&revalidate::Changed>,
     ) -> usize {
+        let mut done = self.cells.settle(p, &mut self.index, &mut self.interner, moved);
         let mut since = self.follow_since;
         if let Some(c) = now {
             since.or(c);
@@ -388,13 +463,37 @@ impl Incremental {
                     Done::Evicted => {
                         self.index.remove(id);
                     }
-                    Done::Updated => self.index.replaced(p, id),
-                    Done::Kept | Done::Shared(_) => {}
+                    Done::Updated => {
+                        self.index.set_cell(id, mf.cell_tag());
+                        self.index.replaced(p, id)
+                    }
+                    Done::Kept | Done::Shared(_) => self.index.set_cell(id, mf.cell_tag()),
                 },
             }
         }
         self.follow_since = revalidate::Changed::default();
-        follow.len() + self.index.collect()
+        done += follow.len() + self.index.collect();
+        // With nothing left to follow: every entry's traversal is its
+        // megaflow's. Entries that left their cells join one again (after
+        // an update over much of the cache, only so many: the rest keep
+        // their own actions).
+        let reanchor = std::mem::take(&mut self.reanchor);
+        if now.is_none() && self.cells.calibrated() && reanchor.len() <= pending_max(self.index.len()) {
+            for id in reanchor {
+                let Some(mf) = self.index.get(id).cloned() else { continue };
+                if self.cells.anchor(p, id, &mf, &self.po) {
+                    self.index.set_cell(id, mf.cell_tag());
+                }
+            }
+        }
+        if now.is_none() && !self.cells.calibrated() && self.index.len() >= cells::CALIBRATE_AT {
+            let anchors = self.cells.calibrate(p, &mut self.index, &self.po);
+            if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
+                let tables: Vec<u8> = (0..=255u8).filter(|&t| anchors.contains(t)).collect();
+                eprintln!("cells anchored at tables {tables:?}: {} cells", self.cells.len());
+            }
+        }
+        done
     }
 }
 
@@ -403,7 +502,10 @@ impl Engine for Incremental {
         "incremental"
     }
     fn add(&mut self, p: &Pipeline, mf: Arc<Megaflow>) {
-        self.index.insert(p, mf);
+        let id = self.index.insert(p, mf.clone());
+        if self.cells.calibrated() && self.cells.anchor(p, id, &mf, &self.po) {
+            self.index.set_cell(id, mf.cell_tag());
+        }
     }
     fn remove(&mut self, mf: &Arc<Megaflow>) {
         // Off the update path (idle expiry): unregistered at once, since no
@@ -421,13 +523,17 @@ impl Engine for Incremental {
         // with this update's change (already in the pipeline) counted in.
         let mut t = start;
         let changed = changed_by(deltas);
-        if self.index.pending() > 0 || !self.follow.is_empty() {
+        if self.index.pending() > 0 || !self.follow.is_empty() || self.cells.pending() {
             self.settle(p, &mut moved, Some(&changed));
             t = lap(&mut rep.apply, t);
         }
         let (affected, probed) = self.affected(p, deltas);
         rep.probed = probed;
         t = lap(&mut rep.find, t);
+        // Members of shared action cells: the change is taken once per
+        // cell where it can be; the rest one by one.
+        let affected = self.by_cells(p, affected, &changed, &mut rep);
+        t = lap(&mut rep.translate, t);
         let mut memo = revalidate::Memo::default();
         for chunk in affected.chunks(chunk_for(self.threads)) {
             let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
@@ -435,7 +541,13 @@ impl Engine for Incremental {
             let verdicts = revalidate::revalidate_all_since(p, &mfs, &self.po, &changed, self.threads, &mut memo);
             t = lap(&mut rep.translate, t);
             for ((id, mf), v) in ids.iter().zip(&mfs).zip(verdicts) {
-                match act(mf, v, &mut self.interner, &mut moved, &mut rep) {
+                let done = act(mf, v, &mut self.interner, &mut moved, &mut rep);
+                if done != Done::Kept && done != Done::Evicted {
+                    // Out of any shared cell now (its own actions, or a traversal to follow).
+                    self.index.set_cell(*id, 0);
+                    self.reanchor.push(*id);
+                }
+                match done {
                     Done::Evicted => {
                         self.index.remove(*id);
                     }
@@ -454,7 +566,7 @@ impl Engine for Incremental {
         if !self.follow.is_empty() {
             self.follow_since = changed;
         }
-        rep.shared = memo.shared;
+        rep.shared += memo.shared;
         // Kept for housekeeping to build the traversals that follow.
         self.memo = (!self.follow.is_empty()).then_some(memo);
         rep.ttu = start.elapsed();
@@ -467,13 +579,14 @@ impl Engine for Incremental {
         self.index.len()
     }
     fn index_bytes(&self) -> usize {
-        self.index.approx_bytes()
+        self.index.approx_bytes() + self.cells.approx_bytes()
     }
     fn housekeep(&mut self, p: &Pipeline, mut moved: Option<&mut Vec<Moved>>) -> usize {
         self.settle(p, &mut moved, None)
     }
     fn check(&self) -> Result<(), String> {
-        self.index.check()
+        self.index.check()?;
+        self.cells.check(&self.index, &self.po)
     }
 }
 

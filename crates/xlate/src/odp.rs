@@ -299,7 +299,7 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
 }
 
 /// The bits of every field a packet carries (what a commit brings the packet up to).
-fn packet_mask() -> &'static FlowMask {
+pub(crate) fn packet_mask() -> &'static FlowMask {
     static MASK: std::sync::OnceLock<FlowMask> = std::sync::OnceLock::new();
     MASK.get_or_init(|| {
         let mut m = FlowMask::ZERO;

@@ -366,6 +366,14 @@ impl TableSet {
     pub fn contains(&self, t: u8) -> bool {
         self.0[t as usize / 64] & (1 << (t % 64)) != 0
     }
+    /// Every table.
+    pub fn all() -> TableSet {
+        TableSet([u64::MAX; 4])
+    }
+    /// Whether the two have a table in common.
+    pub fn meets(&self, other: &TableSet) -> bool {
+        self.0.iter().zip(other.0).any(|(a, b)| a & b != 0)
+    }
     /// Adds every table of `other`.
     pub fn or(&mut self, other: &TableSet) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
@@ -703,17 +711,131 @@ impl Suffix {
     /// The datapath actions for a key that starts as `start` and reaches
     /// the step as `flow` (one this suffix [`Suffix::applies`] to).
     pub fn actions_for(&self, start: &FlowKey, flow: &FlowKey) -> Vec<DpAction> {
+        self.actions_and_commits(start, flow).0
+    }
+
+    /// [`Suffix::actions_for`], and how many actions each commit in them
+    /// made (with the suffix's own actions, which are the same for every
+    /// key, this tells where each commit's actions are).
+    pub fn actions_and_commits(&self, start: &FlowKey, flow: &FlowKey) -> (Vec<DpAction>, Vec<u32>) {
         let mut out = Vec::with_capacity(self.odp.len());
+        let mut made = Vec::with_capacity(self.commits.len());
         // Nothing was output before a resumable step: the packet is the key.
         let mut base = *start;
         let mut at = 0;
         for (first, end, committed) in &self.commits {
             out.extend_from_slice(&self.odp[at..*first]);
+            let before = out.len();
             commit(&mut base, &self.mixed(committed, flow), &mut out);
+            made.push((out.len() - before) as u32);
             at = *end;
         }
         out.extend_from_slice(&self.odp[at..]);
-        out
+        (out, made)
+    }
+
+    /// The ports the suffix compared in_port with, unless it read in_port
+    /// otherwise (`None`: then in_port is in `same`).
+    pub fn compared_ports(&self) -> Option<&[u32]> {
+        self.ports.as_deref()
+    }
+
+    /// The table the suffix starts at.
+    pub fn table(&self) -> u8 {
+        self.steps[0].table
+    }
+
+    /// Its visits (the step's included), as its translation recorded them.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The key it reached the step with.
+    pub fn first_flow(&self) -> FlowKey {
+        self.flows[0]
+    }
+
+    /// Its visits (the step's included).
+    pub fn visits(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Where this suffix would sit in traversal `t`: the step `j` (past
+    /// table 0) from which `t`'s visits are this suffix's, table and
+    /// outcome, to the end.
+    pub fn start_in(&self, t: &Traversal) -> Option<usize> {
+        let j = t.steps.len().checked_sub(self.steps.len()).filter(|&j| j > 0)?;
+        let same = t.steps[j..].iter().zip(&self.steps).all(|(a, b)| a.table == b.table && a.outcome == b.outcome);
+        same.then_some(j)
+    }
+
+    /// Whether a key that reached the step at nesting `depth` with `j`
+    /// lookups made has room for the suffix's nesting and lookups.
+    pub fn fits(&self, depth: u8, j: usize) -> bool {
+        u32::from(depth) + self.deeper < MAX_DEPTH && j + self.lookups <= MAX_RESUBMITS as usize
+    }
+
+    /// Whether every lookup of the suffix was made anew (it was translated
+    /// with every table taken as changed): whether it applies to a key then
+    /// depends on the key's state at the step alone, not on its earlier
+    /// traversal.
+    pub fn fresh(&self) -> bool {
+        self.taken.is_empty()
+    }
+
+    /// Whether this suffix (made after some update) gives every key in a
+    /// set that `old` applied to before it the translation it would get
+    /// now, and datapath actions that are the same for every key of the
+    /// set (those this suffix gives the key it was made for), given that
+    /// those keys had the same actions under `old` with the same number of
+    /// actions from each commit. Both are [`Suffix::fresh`], at the same
+    /// table. `agree` is a mask of bits on which every key of the set has
+    /// the same flow at the step (it contains `old.same`); `in_ports` is
+    /// every in_port the keys have, sorted.
+    ///
+    /// The conditions: this suffix examined only bits of `agree` (so every
+    /// key agrees with it on `same`: it applies); every port it compares
+    /// in_port with and `old` did not, every key compares alike with (one
+    /// in_port among them, or not that port; if either suffix read in_port
+    /// otherwise, it is in `agree`); and it makes no commit, or as many as
+    /// `old`, each to a flow that agrees with `old`'s on every packet bit
+    /// either examined.
+    ///
+    /// Why the actions are then the same for every key: with no commit they
+    /// are this suffix's own. Otherwise a key's commit target is the
+    /// suffix's committed flow on its `same` and the key's own flow at the
+    /// step elsewhere ([`Suffix::actions_for`]). Take a packet bit. On this
+    /// suffix's `same`, its target and `old`'s agree by the last condition
+    /// (when the bit is in `old.same`, `old`'s target is `old`'s flow;
+    /// otherwise it is the key's flow at the step, on `agree` the same for
+    /// every key, which is what `old`'s flow has there, unwritten: a suffix
+    /// writes only bits it examines). On `old.same` outside this suffix's
+    /// `same`, this suffix wrote nothing, so its target is the key's flow
+    /// at the step, and `old`'s target is `old`'s flow there, equal to it
+    /// on `agree`. Off both, both targets are the key's own. So each key's
+    /// commits make under this suffix what they made under `old`: the same
+    /// for every key, since their actions and commit counts were.
+    pub fn stands_in_for(&self, old: &Suffix, agree: &FlowMask, in_ports: &[u32]) -> bool {
+        let packet = crate::odp::packet_mask();
+        let mut bits = old.same;
+        bits.or(&self.same);
+        for (b, p) in bits.w.iter_mut().zip(packet.w) {
+            *b &= p;
+        }
+        self.fresh()
+            && old.fresh()
+            && self.table() == old.table()
+            && self.same.is_subset_of(agree)
+            && old.same.is_subset_of(agree)
+            && match (&self.ports, &old.ports) {
+                (Some(ps), Some(qs)) => {
+                    ps.iter().all(|p| qs.contains(p) || in_ports.len() == 1 || in_ports.binary_search(p).is_err())
+                }
+                _ => true,
+            }
+            && (self.commits.is_empty()
+                || (self.commits.len() == old.commits.len()
+                    && self.commits.iter().zip(&old.commits).all(|(a, b)| a.2.eq_masked(&b.2, &bits))))
     }
 }
 

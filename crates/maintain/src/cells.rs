@@ -1,0 +1,532 @@
+//! Shared action cells: megaflows that reach one table in the same state
+//! read their actions from one [`Cell`], so that a rule change from that
+//! table on is translated and published once for all of them instead of
+//! once per megaflow. Per megaflow a pass costs about a microsecond (cold
+//! reads of its traversal and key, the commits, the publish); per cell it
+//! costs one translation of the part that changed and one store, and the
+//! members only have to be found.
+//!
+//! Which tables anchor cells is chosen from the cache once it has
+//! [`CALIBRATE_AT`] entries ([`Cells::calibrate`]): a table whose visits
+//! fall into few states (at least [`SHARE_MIN`] visits per state among
+//! those entries) is an anchor. A megaflow is anchored at its earliest
+//! resumable visit (past table 0) to an anchor table from which the rest of
+//! its translation can be shared ([`translate_suffix`], every lookup made
+//! anew): it joins the cell of that state, or makes one.
+//!
+//! Invariant, for every cell and every *member* (a live megaflow that reads
+//! its actions from the cell's [`Cell`]), with `s` the cell's suffix:
+//! 1. its traversal ends with `s`'s visits (table and outcome) from a step
+//!    `j` >= 1 below its `resumable()` ([`Suffix::start_in`]); the tables it
+//!    visited before `j` are in `before`, and if it used a group before `j`,
+//!    `groups` is set;
+//! 2. `s` applies to it at `j` ([`Suffix::applies`]: its flow there agrees
+//!    with `s`'s on what `s` examined, and on in_port as far as `s`'s
+//!    outputs compare it), its nesting at `j` is at most `max_depth` and
+//!    `j` at most `max_j`, its region contains `region`, and `region`
+//!    contains `s.need()`;
+//! 3. its actions are `s`'s for it ([`Suffix::actions_and_commits`]), whose
+//!    commits made `commits` actions each.
+//!
+//! These are facts about the members' keys and actions, not about the
+//! tables: `s` need not be what translation gives now (a change that a
+//! cell could not take at its level leaves `s` as it was for the members
+//! the change did not affect). That the cell's actions are right is the
+//! engine's invariant for each member, as for any entry.
+//!
+//! Whatever gives a member other actions or another traversal than the
+//! cell gives it takes it out of the cell first (it gets a cell of its own:
+//! [`Megaflow::set_shared`], [`Megaflow::set_actions_first`],
+//! [`Megaflow::detach`]). A removed or evicted member stays in `members`
+//! until the cell is next settled (ids are checked against the cell before
+//! use).
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use kairo_datapath::intern::Interner;
+use kairo_datapath::{Cell, Megaflow, Moved};
+use kairo_flow::FlowMask;
+use kairo_xlate::{translate_suffix, Pipeline, Suffix, TableSet, Traversal};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+
+use crate::index::{EntryId, Index};
+use crate::revalidate::Changed;
+
+/// Entries the anchors are chosen from (the first this many in the cache).
+pub const CALIBRATE_AT: usize = 4096;
+/// Visits per state, among those entries, for a table to anchor cells.
+pub const SHARE_MIN: usize = 2;
+/// Visits to a table, among those entries, below which it is not judged.
+const VISITS_MIN: usize = 64;
+
+/// One cell and what its members share (see the module's invariant).
+struct CellInfo {
+    cell: Arc<Cell>,
+    suffix: Suffix,
+    /// The suffix a pass published from, until housekeeping gives the
+    /// members the traversals that go with it (then it is `suffix`).
+    next: Option<Suffix>,
+    commits: Vec<u32>,
+    /// Bits on which every member's flow at the step is the suffix's
+    /// first flow (`suffix.same` at least).
+    agree: FlowMask,
+    region: FlowMask,
+    max_depth: u8,
+    max_j: usize,
+    before: TableSet,
+    groups: bool,
+    /// Every member's in_port, and perhaps those of former members
+    /// (sorted; ports a suffix compares in_port with may change with an
+    /// update only if the members compare alike).
+    in_ports: Vec<u32>,
+    members: Vec<EntryId>,
+    /// Under which key it is found for joining.
+    key: u64,
+}
+
+/// The cells of one engine.
+#[derive(Default)]
+pub struct Cells {
+    /// Tables that anchor cells; `None` until chosen.
+    anchors: Option<TableSet>,
+    cells: Vec<Option<CellInfo>>,
+    free: Vec<u32>,
+    live: usize,
+    /// Entries that ever joined or made a cell.
+    joined: usize,
+    by_key: FxHashMap<u64, Vec<u32>>,
+    /// Cells a pass published to whose members' traversals are to follow.
+    follow: Vec<u32>,
+}
+
+/// What a megaflow's anchor would be: the step, its key there, and the
+/// suffix from it.
+struct Anchor {
+    j: usize,
+    flow: kairo_flow::FlowKey,
+    suffix: Suffix,
+}
+
+fn state_key(s: &Suffix, flow: &kairo_flow::FlowKey) -> u64 {
+    let mut h = FxBuildHasher.build_hasher();
+    s.table().hash(&mut h);
+    flow.masked(s.same()).w.hash(&mut h);
+    s.same().w.hash(&mut h);
+    h.finish()
+}
+
+/// The tables visited before step `j`, and whether a group was used before it.
+fn before(t: &Traversal, j: usize) -> (TableSet, bool) {
+    let mut ts = TableSet::default();
+    for st in &t.steps[..j] {
+        ts.insert(st.table);
+    }
+    (ts, t.groups.iter().any(|g| (g.step as usize) <= j))
+}
+
+impl Cells {
+    /// Cells anchored at `anchors` from the start (no calibration).
+    pub fn with_anchors(anchors: TableSet) -> Cells {
+        Cells { anchors: Some(anchors), ..Cells::default() }
+    }
+
+    /// Whether the anchors are chosen.
+    pub fn calibrated(&self) -> bool {
+        self.anchors.is_some()
+    }
+
+    /// Cells with members (or not yet swept).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn get(&self, tag: u32) -> Option<&CellInfo> {
+        self.cells.get((tag as usize).checked_sub(1)?)?.as_ref()
+    }
+    fn get_mut(&mut self, tag: u32) -> Option<&mut CellInfo> {
+        self.cells.get_mut((tag as usize).checked_sub(1)?)?.as_mut()
+    }
+
+    /// Whether megaflow `mf` reads its actions from cell `tag`.
+    fn is_member(&self, tag: u32, mf: &Megaflow) -> bool {
+        self.get(tag).is_some_and(|c| Arc::ptr_eq(&c.cell, &mf.cell()))
+    }
+
+    /// Chooses the anchor tables from the entries in `index` (the first
+    /// [`CALIBRATE_AT`]), then anchors every entry. For each resumable
+    /// visit past table 0 of each entry it translates the rest as a
+    /// suffix and counts the distinct states (table, key on what the
+    /// suffix examined) per table. Returns the anchors.
+    pub fn calibrate(&mut self, p: &Pipeline, index: &mut Index, po: &FlowMask) -> TableSet {
+        let mut per: FxHashMap<u8, (usize, FxHashSet<u64>)> = FxHashMap::default();
+        for (_, mf) in index.iter().take(CALIBRATE_AT) {
+            let t = mf.traversal();
+            for j in 1..t.resumable() {
+                let Some(s) = translate_suffix(p, &mf.rep, &t, j, &TableSet::all()) else { continue };
+                let flow = t.key_at(&mf.rep, &t.steps[j]);
+                let e = per.entry(s.table()).or_default();
+                e.0 += 1;
+                e.1.insert(state_key(&s, &flow));
+            }
+        }
+        let mut anchors = TableSet::default();
+        if std::env::var_os("KAIRO_CELLS_TRACE").is_some() {
+            let mut v: Vec<_> = per.iter().map(|(t, (n, s))| (*t, *n, s.len())).collect();
+            v.sort_unstable();
+            eprintln!("cells: (table, visits, states): {v:?}");
+        }
+        for (t, (visits, states)) in &per {
+            if *visits >= VISITS_MIN && *visits >= SHARE_MIN * states.len() {
+                anchors.insert(*t);
+            }
+        }
+        self.anchors = Some(anchors);
+        let all: Vec<(EntryId, Arc<Megaflow>)> = index.iter().map(|(id, mf)| (id, mf.clone())).collect();
+        for (id, mf) in all {
+            if self.anchor(p, id, &mf, po) {
+                index.set_cell(id, mf.cell_tag());
+            }
+        }
+        anchors
+    }
+
+    fn anchor_of(&self, p: &Pipeline, mf: &Megaflow, t: &Traversal) -> Option<Anchor> {
+        let anchors = self.anchors.as_ref()?;
+        let j = (1..t.resumable()).find(|&j| anchors.contains(t.steps[j].table))?;
+        let suffix = translate_suffix(p, &mf.rep, t, j, &TableSet::all())?;
+        let flow = t.key_at(&mf.rep, &t.steps[j]);
+        Some(Anchor { j, flow, suffix })
+    }
+
+    /// Anchors entry `id` (translated against `p`, in no cell): it joins
+    /// the cell of its state at its anchor, or makes one. Returns whether
+    /// it is in a cell (the caller notes it in the index).
+    pub fn anchor(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, po: &FlowMask) -> bool {
+        if mf.cell_tag() != 0 {
+            return false;
+        }
+        let t = mf.traversal();
+        let Some(a) = self.anchor_of(p, mf, &t) else { return false };
+        let mut region = *mf.mask;
+        region.or(po);
+        let (actions, commits) = a.suffix.actions_and_commits(&mf.rep, &a.flow);
+        let at = t.steps[a.j];
+        if !a.suffix.need().is_subset_of(&region) || a.suffix.start_in(&t) != Some(a.j) || actions != **mf.actions() {
+            // Not what translation gave it (it cannot be, but a cell is
+            // only ever made from facts checked).
+            return false;
+        }
+        let (tables, groups) = before(&t, a.j);
+        let key = state_key(&a.suffix, &a.flow);
+        let in_port = mf.rep.get(kairo_flow::Field::InPort) as u32;
+        let found = self.by_key.get(&key).and_then(|tags| {
+            tags.iter().copied().find(|&tag| {
+                self.get(tag).is_some_and(|c| {
+                    c.suffix.start_in(&t) == Some(a.j)
+                        && c.suffix.applies(&at, a.j, &a.flow, &t, &mf.rep)
+                        && c.suffix.need().is_subset_of(&region)
+                        && c.next.is_none()
+                        && c.commits == commits
+                        && *c.cell.actions() == actions
+                })
+            })
+        });
+        let tag = match found {
+            Some(tag) => {
+                let Some(c) = self.get_mut(tag) else { return false };
+                for (r, m) in c.region.w.iter_mut().zip(region.w) {
+                    *r &= m;
+                }
+                let here = c.suffix.first_flow();
+                for ((g, f), h) in c.agree.w.iter_mut().zip(a.flow.w).zip(here.w) {
+                    *g &= !(f ^ h);
+                }
+                c.max_depth = c.max_depth.max(at.depth);
+                c.max_j = c.max_j.max(a.j);
+                c.before.or(&tables);
+                c.groups |= groups;
+                if let Err(i) = c.in_ports.binary_search(&in_port) {
+                    c.in_ports.insert(i, in_port);
+                }
+                c.members.push(id);
+                mf.join(c.cell.clone());
+                self.joined += 1;
+                return true;
+            }
+            // Cells that share little cost more than they save: no more
+            // than one for every two entries.
+            None if self.live > 1024 && self.live * 2 > self.joined => return false,
+            None => match self.free.pop() {
+                Some(tag) => tag,
+                None => {
+                    self.cells.push(None);
+                    self.cells.len() as u32
+                }
+            },
+        };
+        let cell = Arc::new(Cell::new(mf.actions(), tag));
+        mf.join(cell.clone());
+        self.cells[tag as usize - 1] = Some(CellInfo {
+            cell,
+            suffix: a.suffix,
+            next: None,
+            commits,
+            agree: FlowMask { w: [u64::MAX; kairo_flow::WORDS] },
+            region,
+            max_depth: at.depth,
+            max_j: a.j,
+            before: tables,
+            groups,
+            in_ports: vec![in_port],
+            members: vec![id],
+            key,
+        });
+        self.by_key.entry(key).or_default().push(tag);
+        self.live += 1;
+        self.joined += 1;
+        true
+    }
+
+    /// Takes a change at the level of cell `tag`, if it can: re-translates
+    /// the cell's suffix for one member against `p` and, if the new suffix
+    /// [`Suffix::stands_in_for`] the cell's, fits every member and needs
+    /// nothing outside their regions, publishes the actions it gives (the
+    /// same for every member) to the cell. Returns whether the actions
+    /// changed, or `None` if the change must be taken member by member
+    /// (the tables before the anchor changed for some member, or the new
+    /// suffix does not stand in).
+    ///
+    /// Why that is full revalidation's verdict for every member, found by
+    /// the index or not: the tables (and groups) it visited before its
+    /// anchor did not change, so translation reaches the anchor as before
+    /// and may resume there; the new suffix applies to it (it examined
+    /// only bits of the old one's `same`, on which every member agrees
+    /// with the old one, as on in_port where compared; the taken visits
+    /// are none: every lookup was made anew), so from the anchor on it
+    /// gets the new suffix's lookups, outcomes and actions, with its own
+    /// commits ([`Suffix`]); those commits are the ones it had
+    /// ([`Suffix::stands_in_for`]), the same for every member (same
+    /// actions, same commit counts: invariant 3); so every member's actions
+    /// are the ones made here for one of them. Its region contains what
+    /// the new suffix examined, so it holds from the anchor on, and before
+    /// it as it did: the mask holds, the entry is kept with these actions.
+    pub fn update(
+        &mut self,
+        p: &Pipeline,
+        tag: u32,
+        changed: &Changed,
+        index: &Index,
+        interner: &mut Interner,
+    ) -> Option<(bool, Vec<EntryId>)> {
+        let c = self.get(tag)?;
+        if c.next.is_some() || changed.tables.meets(&c.before) || (changed.groups && c.groups) {
+            return None;
+        }
+        let rep = c.members.iter().filter_map(|&id| index.get(id)).find(|mf| Arc::ptr_eq(&c.cell, &mf.cell()))?;
+        let old = rep.traversal();
+        let j = c.suffix.start_in(&old)?;
+        let s = translate_suffix(p, &rep.rep, &old, j, &TableSet::all())?;
+        if !s.fits(c.max_depth, c.max_j) || !s.need().is_subset_of(&c.region) {
+            return None;
+        }
+        // Members whose in_port is a port the new suffix outputs to and the
+        // old one did not (a pod moved to the port of one of its peers):
+        // they alone get other actions; they leave, to be revalidated one
+        // by one, if few.
+        let mut out = Vec::new();
+        let mut in_ports = c.in_ports.clone();
+        if !s.stands_in_for(&c.suffix, &c.agree, &in_ports) {
+            let (Some(ps), Some(qs)) = (s.compared_ports(), c.suffix.compared_ports()) else { return None };
+            let new: Vec<u32> = ps.iter().copied().filter(|p| !qs.contains(p)).collect();
+            let port = |mf: &Megaflow| mf.rep.get(kairo_flow::Field::InPort) as u32;
+            let live: Vec<(EntryId, u32)> = c
+                .members
+                .iter()
+                .filter_map(|&id| Some((id, index.get(id).filter(|mf| Arc::ptr_eq(&c.cell, &mf.cell()))?)))
+                .map(|(id, mf)| (id, port(mf)))
+                .collect();
+            out = live.iter().filter(|(_, ip)| new.contains(ip)).map(|&(id, _)| id).collect();
+            if out.len() * 4 > live.len() {
+                return None;
+            }
+            in_ports = live.iter().map(|&(_, ip)| ip).filter(|ip| !new.contains(ip)).collect();
+            in_ports.sort_unstable();
+            in_ports.dedup();
+            if !s.stands_in_for(&c.suffix, &c.agree, &in_ports) {
+                return None;
+            }
+        }
+        let flow = old.key_at(&rep.rep, &old.steps[j]);
+        let rep_port = rep.rep.get(kairo_flow::Field::InPort) as u32;
+        if out.is_empty() || in_ports.binary_search(&rep_port).is_ok() {
+            // (The representative is not one that leaves.)
+        } else {
+            return None;
+        }
+        let (actions, commits) = s.actions_and_commits(&rep.rep, &flow);
+        for &id in &out {
+            if let Some(mf) = index.get(id) {
+                mf.detach();
+            }
+        }
+        let differ = actions != *c.cell.actions();
+        if differ {
+            c.cell.publish(interner.actions(actions));
+        }
+        let c = self.get_mut(tag)?;
+        if !out.is_empty() {
+            c.members.retain(|id| !out.contains(id));
+            c.in_ports = in_ports;
+        }
+        c.commits = commits;
+        c.next = Some(s);
+        self.follow.push(tag);
+        Some((differ, out))
+    }
+
+    /// Whether a pass left members' traversals to follow.
+    pub fn pending(&self) -> bool {
+        !self.follow.is_empty()
+    }
+
+    /// Gives the members of every cell a pass published to the traversals
+    /// that go with the new suffix (their own steps before the anchor, the
+    /// suffix's after: [`Suffix::traversal_for`]), so the index moves them
+    /// over; the counters they gathered so far go with their old ones to
+    /// `moved`. Drops members that left. Returns the members handled.
+    pub fn settle(
+        &mut self,
+        p: &Pipeline,
+        index: &mut Index,
+        interner: &mut Interner,
+        moved: &mut Option<&mut Vec<Moved>>,
+    ) -> usize {
+        let mut n = 0;
+        for tag in std::mem::take(&mut self.follow) {
+            let Some(c) = self.cells.get_mut(tag as usize - 1).and_then(|c| c.as_mut()) else { continue };
+            let Some(s) = c.next.take() else { continue };
+            let mut members = std::mem::take(&mut c.members);
+            members.sort_unstable();
+            members.dedup();
+            members.retain(|&id| index.get(id).is_some_and(|mf| Arc::ptr_eq(&c.cell, &mf.cell())));
+            for &id in &members {
+                let Some(mf) = index.get(id).cloned() else { continue };
+                let old = mf.traversal();
+                let Some(j) = c.suffix.start_in(&old) else { continue };
+                let flow = old.key_at(&mf.rep, &old.steps[j]);
+                let t = s.traversal_for(&mf.rep, &old, j, &flow);
+                if t != *old {
+                    let m = mf.follow_cell(interner.traversal(t));
+                    if let Some(v) = moved {
+                        v.push(m);
+                    }
+                    index.replaced(p, id);
+                }
+                n += 1;
+            }
+            c.members = members;
+            c.suffix = s;
+            let key = state_key(&c.suffix, &c.suffix_flow());
+            if key != c.key {
+                let old_key = std::mem::replace(&mut c.key, key);
+                if let Some(v) = self.by_key.get_mut(&old_key) {
+                    v.retain(|&t| t != tag);
+                    if v.is_empty() {
+                        self.by_key.remove(&old_key);
+                    }
+                }
+                self.by_key.entry(key).or_default().push(tag);
+            }
+        }
+        n
+    }
+
+    /// Checks the module's invariant for every cell (a test aid: walks
+    /// every member). Cells with a publish pending are skipped.
+    pub fn check(&self, index: &Index, po: &FlowMask) -> Result<(), String> {
+        for (i, c) in self.cells.iter().enumerate() {
+            let Some(c) = c else { continue };
+            if c.next.is_some() {
+                continue;
+            }
+            let tag = i as u32 + 1;
+            if c.cell.tag != tag {
+                return Err(format!("cell {tag} has tag {}", c.cell.tag));
+            }
+            if !c.suffix.need().is_subset_of(&c.region) {
+                return Err(format!("cell {tag}: its region lacks what its suffix needs"));
+            }
+            for &id in &c.members {
+                let Some(mf) = index.get(id) else { continue };
+                if !Arc::ptr_eq(&c.cell, &mf.cell()) {
+                    continue;
+                }
+                let t = mf.traversal();
+                let name = kairo_flow::format_megaflow(&mf.rep, &mf.mask);
+                let Some(j) = c.suffix.start_in(&t).filter(|&j| j < t.resumable()) else {
+                    return Err(format!("cell {tag}: member {name} does not end with the suffix"));
+                };
+                let (tables, groups) = before(&t, j);
+                let mut both = tables;
+                both.or(&c.before);
+                if !(both == c.before) || (groups && !c.groups) {
+                    return Err(format!(
+                        "cell {tag}: member {name} visited a table or group before the anchor the cell does not list"
+                    ));
+                }
+                let at = t.steps[j];
+                let flow = t.key_at(&mf.rep, &at);
+                let mut region = *mf.mask;
+                region.or(po);
+                let fails = [
+                    ("the suffix does not apply", !c.suffix.applies(&at, j, &flow, &t, &mf.rep)),
+                    ("its flow disagrees on `agree`", !flow.eq_masked(&c.suffix.first_flow(), &c.agree)),
+                    ("`agree` lacks the suffix's `same`", !c.suffix.same().is_subset_of(&c.agree)),
+                    (
+                        "its in_port is not listed",
+                        c.in_ports.binary_search(&(mf.rep.get(kairo_flow::Field::InPort) as u32)).is_err(),
+                    ),
+                    ("it is deeper or later", at.depth > c.max_depth || j > c.max_j),
+                    ("its region lacks the cell's", !c.region.is_subset_of(&region)),
+                ];
+                if let Some((why, _)) = fails.iter().find(|f| f.1) {
+                    return Err(format!("cell {tag}: member {name}: {why}"));
+                }
+                let (actions, commits) = c.suffix.actions_and_commits(&mf.rep, &flow);
+                if actions != **mf.actions() || commits != c.commits {
+                    return Err(format!("cell {tag}: member {name} has other actions than the suffix gives it"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether entry `mf` is a member of some cell (for callers that must
+    /// take it out before changing it).
+    pub fn holds(&self, mf: &Megaflow) -> bool {
+        let tag = mf.cell_tag();
+        tag != 0 && self.is_member(tag, mf)
+    }
+
+    /// Approximate bytes the cells take.
+    pub fn approx_bytes(&self) -> usize {
+        self.cells.capacity() * std::mem::size_of::<Option<CellInfo>>()
+            + self
+                .cells
+                .iter()
+                .flatten()
+                .map(|c| c.members.capacity() * 4 + c.in_ports.capacity() * 4 + 2048)
+                .sum::<usize>()
+    }
+}
+
+impl CellInfo {
+    /// The key the suffix saw at its step (its first visit's).
+    fn suffix_flow(&self) -> kairo_flow::FlowKey {
+        self.suffix.first_flow()
+    }
+}
