@@ -20,9 +20,10 @@
 //!    `j` >= 1 below its `resumable()` ([`Suffix::start_in`]); the tables it
 //!    visited before `j` are in `before`, and if it used a group before `j`,
 //!    `groups` is set;
-//! 2. `s` applies to it at `j` ([`Suffix::applies`]: its flow there agrees
-//!    with `s`'s on what `s` examined, and on in_port as far as `s`'s
-//!    outputs compare it), its nesting at `j` is at most `max_depth` and
+//! 2. `s` is what translation gave it from `j` ([`Suffix::gave`]: its flow
+//!    there agrees with `s`'s on what `s` examined, and on in_port as far
+//!    as `s`'s outputs compare it; its visits are `s`'s), and on `agree` it
+//!    is `s`'s first flow; its nesting at `j` is at most `max_depth` and
 //!    `j` at most `max_j`, its region contains `region`, and `region`
 //!    contains `s.need()`;
 //! 3. its actions are `s`'s for it ([`Suffix::actions_and_commits`]), whose
@@ -80,7 +81,11 @@ struct CellInfo {
     /// (sorted; ports a suffix compares in_port with may change with an
     /// update only if the members compare alike).
     in_ports: Vec<u32>,
-    members: Vec<EntryId>,
+    /// Its members, each with its in_port. (An id may also be listed for
+    /// an entry that left, with that entry's in_port, until the cell is
+    /// settled: an id is checked against the cell before use, and a
+    /// listed in_port may be one no member has.)
+    members: Vec<(EntryId, u32)>,
     /// Under which key it is found for joining.
     key: u64,
 }
@@ -226,8 +231,7 @@ impl Cells {
         let found = self.by_key.get(&key).and_then(|tags| {
             tags.iter().copied().find(|&tag| {
                 self.get(tag).is_some_and(|c| {
-                    c.suffix.start_in(&t) == Some(a.j)
-                        && c.suffix.applies(&at, a.j, &a.flow, &t, &mf.rep)
+                    c.suffix.gave(&at, a.j, &a.flow, &t)
                         && c.suffix.need().is_subset_of(&region)
                         && c.next.is_none()
                         && c.commits == commits
@@ -252,7 +256,7 @@ impl Cells {
                 if let Err(i) = c.in_ports.binary_search(&in_port) {
                     c.in_ports.insert(i, in_port);
                 }
-                c.members.push(id);
+                c.members.push((id, in_port));
                 mf.join(c.cell.clone());
                 self.joined += 1;
                 return true;
@@ -282,7 +286,7 @@ impl Cells {
             before: tables,
             groups,
             in_ports: vec![in_port],
-            members: vec![id],
+            members: vec![(id, in_port)],
             key,
         });
         self.by_key.entry(key).or_default().push(tag);
@@ -326,10 +330,10 @@ impl Cells {
         if c.next.is_some() || changed.tables.meets(&c.before) || (changed.groups && c.groups) {
             return None;
         }
-        let rep = c.members.iter().filter_map(|&id| index.get(id)).find(|mf| Arc::ptr_eq(&c.cell, &mf.cell()))?;
+        let rep = c.members.iter().filter_map(|&(id, _)| index.get(id)).find(|mf| Arc::ptr_eq(&c.cell, &mf.cell()))?;
         let old = rep.traversal();
         let j = c.suffix.start_in(&old)?;
-        let s = translate_suffix(p, &rep.rep, &old, j, &TableSet::all())?;
+        let s = translate_suffix(p, &rep.rep, &old, j, &changed.tables)?;
         if !s.fits(c.max_depth, c.max_j) || !s.need().is_subset_of(&c.region) {
             return None;
         }
@@ -342,20 +346,12 @@ impl Cells {
         if !s.stands_in_for(&c.suffix, &c.agree, &in_ports) {
             let (Some(ps), Some(qs)) = (s.compared_ports(), c.suffix.compared_ports()) else { return None };
             let new: Vec<u32> = ps.iter().copied().filter(|p| !qs.contains(p)).collect();
-            let port = |mf: &Megaflow| mf.rep.get(kairo_flow::Field::InPort) as u32;
-            let live: Vec<(EntryId, u32)> = c
-                .members
-                .iter()
-                .filter_map(|&id| Some((id, index.get(id).filter(|mf| Arc::ptr_eq(&c.cell, &mf.cell()))?)))
-                .map(|(id, mf)| (id, port(mf)))
-                .collect();
-            out = live.iter().filter(|(_, ip)| new.contains(ip)).map(|&(id, _)| id).collect();
-            if out.len() * 4 > live.len() {
+            // (Listed in_ports of former members only add to those that leave.)
+            out = c.members.iter().filter(|(_, ip)| new.contains(ip)).map(|&(id, _)| id).collect();
+            if out.len() * 4 > c.members.len() {
                 return None;
             }
-            in_ports = live.iter().map(|&(_, ip)| ip).filter(|ip| !new.contains(ip)).collect();
-            in_ports.sort_unstable();
-            in_ports.dedup();
+            in_ports.retain(|ip| !new.contains(ip));
             if !s.stands_in_for(&c.suffix, &c.agree, &in_ports) {
                 return None;
             }
@@ -379,7 +375,7 @@ impl Cells {
         }
         let c = self.get_mut(tag)?;
         if !out.is_empty() {
-            c.members.retain(|id| !out.contains(id));
+            c.members.retain(|(id, _)| !out.contains(id));
             c.in_ports = in_ports;
         }
         c.commits = commits;
@@ -412,8 +408,14 @@ impl Cells {
             let mut members = std::mem::take(&mut c.members);
             members.sort_unstable();
             members.dedup();
-            members.retain(|&id| index.get(id).is_some_and(|mf| Arc::ptr_eq(&c.cell, &mf.cell())));
-            for &id in &members {
+            // An id listed twice: an entry that left, and the one that
+            // took its id and joined; keep the one with the right in_port.
+            members.retain(|&(id, ip)| {
+                index.get(id).is_some_and(|mf| {
+                    Arc::ptr_eq(&c.cell, &mf.cell()) && mf.rep.get(kairo_flow::Field::InPort) as u32 == ip
+                })
+            });
+            for &(id, _) in &members {
                 let Some(mf) = index.get(id).cloned() else { continue };
                 let old = mf.traversal();
                 let Some(j) = c.suffix.start_in(&old) else { continue };
@@ -460,7 +462,7 @@ impl Cells {
             if !c.suffix.need().is_subset_of(&c.region) {
                 return Err(format!("cell {tag}: its region lacks what its suffix needs"));
             }
-            for &id in &c.members {
+            for &(id, _) in &c.members {
                 let Some(mf) = index.get(id) else { continue };
                 if !Arc::ptr_eq(&c.cell, &mf.cell()) {
                     continue;
@@ -483,12 +485,13 @@ impl Cells {
                 let mut region = *mf.mask;
                 region.or(po);
                 let fails = [
-                    ("the suffix does not apply", !c.suffix.applies(&at, j, &flow, &t, &mf.rep)),
+                    ("the suffix is not what translation gave it", !c.suffix.gave(&at, j, &flow, &t)),
                     ("its flow disagrees on `agree`", !flow.eq_masked(&c.suffix.first_flow(), &c.agree)),
                     ("`agree` lacks the suffix's `same`", !c.suffix.same().is_subset_of(&c.agree)),
                     (
                         "its in_port is not listed",
-                        c.in_ports.binary_search(&(mf.rep.get(kairo_flow::Field::InPort) as u32)).is_err(),
+                        c.in_ports.binary_search(&(mf.rep.get(kairo_flow::Field::InPort) as u32)).is_err()
+                            || !c.members.contains(&(id, mf.rep.get(kairo_flow::Field::InPort) as u32)),
                     ),
                     ("it is deeper or later", at.depth > c.max_depth || j > c.max_j),
                     ("its region lacks the cell's", !c.region.is_subset_of(&region)),
@@ -519,7 +522,7 @@ impl Cells {
                 .cells
                 .iter()
                 .flatten()
-                .map(|c| c.members.capacity() * 4 + c.in_ports.capacity() * 4 + 2048)
+                .map(|c| c.members.capacity() * 8 + c.in_ports.capacity() * 4 + 2048)
                 .sum::<usize>()
     }
 }

@@ -634,13 +634,7 @@ impl Suffix {
     /// aligned visit has the same table and outcome, and a key that agrees
     /// with the one it will have there on every bit the table reads).
     pub fn applies(&self, at: &Step, j: usize, flow: &FlowKey, old: &Traversal, start: &FlowKey) -> bool {
-        let (first, here) = (&self.steps[0], &self.flows[0]);
-        let (mine, theirs) = (here.get(Field::InPort), flow.get(Field::InPort));
-        at.table == first.table
-            && u32::from(at.depth) + self.deeper < MAX_DEPTH
-            && j + self.lookups <= MAX_RESUBMITS as usize
-            && flow.eq_masked(here, &self.same)
-            && self.ports.as_ref().is_none_or(|ps| ps.iter().all(|&p| (p as u64 == mine) == (p as u64 == theirs)))
+        self.same_state(at, j, flow)
             && self.taken.iter().all(|t| {
                 let Some(was) = old.steps.get(j + t.offset) else { return false };
                 if was.table != t.table || was.outcome != t.outcome {
@@ -657,6 +651,32 @@ impl Suffix {
                     (now ^ then) & t.read.w[i] == 0
                 })
             })
+    }
+
+    /// Same table and state at the step, and room for the suffix's
+    /// nesting and lookups (what [`Suffix::applies`] asks besides the
+    /// visits the suffix took from an earlier traversal).
+    fn same_state(&self, at: &Step, j: usize, flow: &FlowKey) -> bool {
+        let (first, here) = (&self.steps[0], &self.flows[0]);
+        let (mine, theirs) = (here.get(Field::InPort), flow.get(Field::InPort));
+        at.table == first.table
+            && u32::from(at.depth) + self.deeper < MAX_DEPTH
+            && j + self.lookups <= MAX_RESUBMITS as usize
+            && flow.eq_masked(here, &self.same)
+            && self.ports.as_ref().is_none_or(|ps| ps.iter().all(|&p| (p as u64 == mine) == (p as u64 == theirs)))
+    }
+
+    /// Whether this suffix is what translation gave a key whose traversal
+    /// `t` has, from step `j` (at `at`, with `flow` there), this suffix's
+    /// visits (table and outcome, [`Suffix::start_in`]), as it would give
+    /// it if it [`Suffix::applies`]: the same state there, room for it,
+    /// and the visits the suffix took from an earlier traversal have, in
+    /// `t`, the outcome the suffix took (`t`'s own: translation made
+    /// them). Then, by the induction of [`Suffix`], the key's flow at every
+    /// visit is this suffix's on `same` and its own elsewhere, and its
+    /// actions are [`Suffix::actions_for`] it.
+    pub fn gave(&self, at: &Step, j: usize, flow: &FlowKey, t: &Traversal) -> bool {
+        self.start_in(t) == Some(j) && self.same_state(at, j, flow)
     }
 
     /// The traversal translation gives a key this suffix
@@ -783,25 +803,36 @@ impl Suffix {
         self.taken.is_empty()
     }
 
-    /// Whether this suffix (made after some update) gives every key in a
-    /// set that `old` applied to before it the translation it would get
-    /// now, and datapath actions that are the same for every key of the
-    /// set (those this suffix gives the key it was made for), given that
-    /// those keys had the same actions under `old` with the same number of
-    /// actions from each commit. Both are [`Suffix::fresh`], at the same
-    /// table. `agree` is a mask of bits on which every key of the set has
-    /// the same flow at the step (it contains `old.same`); `in_ports` is
-    /// every in_port the keys have, sorted.
+    /// Whether this suffix (made after some update, for one key of a set)
+    /// gives every key of the set the translation it would get now, and the
+    /// same datapath actions, given that `old` applied to every one of
+    /// them before the update (their earlier traversals end with `old`'s
+    /// visits, up to date before it), with the same actions and the same
+    /// number of actions from each commit. Both start at the same table.
+    /// `agree` is a mask of bits on which every key of the set has the same
+    /// flow at the step (it contains `old.same`); `in_ports` is every
+    /// in_port the keys have, sorted.
     ///
     /// The conditions: this suffix examined only bits of `agree` (so every
-    /// key agrees with it on `same`: it applies); every port it compares
-    /// in_port with and `old` did not, every key compares alike with (one
-    /// in_port among them, or not that port; if either suffix read in_port
-    /// otherwise, it is in `agree`); and it makes no commit, or as many as
-    /// `old`, each to a flow that agrees with `old`'s on every packet bit
-    /// either examined.
+    /// key agrees with it on `same`); every port it compares in_port with
+    /// and `old` did not, every key compares alike with (one in_port among
+    /// them, or not that port; if either suffix read in_port otherwise, it
+    /// is in `agree`); and it makes no commit, or as many as `old`, each to
+    /// a flow that agrees with `old`'s on every packet bit either examined.
     ///
-    /// Why the actions are then the same for every key: with no commit they
+    /// Why it applies to every key ([`Suffix::applies`]): agreement on
+    /// `same` and in_port as above; and each visit it took from the
+    /// earlier traversal of the key it was made for is answered by every
+    /// key's own: their earlier visits there are `old`'s (same table and
+    /// outcome), and a key's flow there now and then differ on the table's
+    /// bits exactly as that key's did. (Now, a key's flow is this suffix's
+    /// on `same` and its own flow at the step elsewhere; then, `old`'s on
+    /// `old.same` and its own elsewhere. On a bit of either `same` that the
+    /// other does not write, the key's own flow at the step is the same for
+    /// every key, since both lie in `agree`; off both, now and then are
+    /// the key's own bit alike.)
+    ///
+    /// Why the actions are the same for every key: with no commit they
     /// are this suffix's own. Otherwise a key's commit target is the
     /// suffix's committed flow on its `same` and the key's own flow at the
     /// step elsewhere ([`Suffix::actions_for`]). Take a packet bit. On this
@@ -822,9 +853,7 @@ impl Suffix {
         for (b, p) in bits.w.iter_mut().zip(packet.w) {
             *b &= p;
         }
-        self.fresh()
-            && old.fresh()
-            && self.table() == old.table()
+        self.table() == old.table()
             && self.same.is_subset_of(agree)
             && old.same.is_subset_of(agree)
             && match (&self.ports, &old.ports) {
