@@ -117,6 +117,12 @@ impl Megaflow {
         self.cell.load_full()
     }
 
+    /// Whether the actions are read from `cell` (no reference taken).
+    #[inline]
+    pub fn reads_from(&self, cell: &Arc<Cell>) -> bool {
+        Arc::ptr_eq(&self.cell.load(), cell)
+    }
+
     /// The tag of the cell the actions are read from.
     #[inline]
     pub fn cell_tag(&self) -> u32 {

@@ -158,7 +158,7 @@ impl Cells {
 
     /// Whether megaflow `mf` reads its actions from cell `tag`.
     fn is_member(&self, tag: u32, mf: &Megaflow) -> bool {
-        self.get(tag).is_some_and(|c| Arc::ptr_eq(&c.cell, &mf.cell()))
+        self.get(tag).is_some_and(|c| mf.reads_from(&c.cell))
     }
 
     /// Chooses the anchor tables from the entries in `index` (the first
@@ -330,7 +330,7 @@ impl Cells {
         if c.next.is_some() || changed.tables.meets(&c.before) || (changed.groups && c.groups) {
             return None;
         }
-        let rep = c.members.iter().filter_map(|&(id, _)| index.get(id)).find(|mf| Arc::ptr_eq(&c.cell, &mf.cell()))?;
+        let rep = c.members.iter().filter_map(|&(id, _)| index.get(id)).find(|mf| mf.reads_from(&c.cell))?;
         let old = rep.traversal();
         let j = c.suffix.start_in(&old)?;
         let s = translate_suffix(p, &rep.rep, &old, j, &changed.tables)?;
@@ -342,8 +342,8 @@ impl Cells {
         // they alone get other actions; they leave, to be revalidated one
         // by one, if few.
         let mut out = Vec::new();
-        let mut in_ports = c.in_ports.clone();
-        if !s.stands_in_for(&c.suffix, &c.agree, &in_ports) {
+        let mut in_ports = None;
+        if !s.stands_in_for(&c.suffix, &c.agree, &c.in_ports) {
             let (Some(ps), Some(qs)) = (s.compared_ports(), c.suffix.compared_ports()) else { return None };
             let new: Vec<u32> = ps.iter().copied().filter(|p| !qs.contains(p)).collect();
             // (Listed in_ports of former members only add to those that leave.)
@@ -351,16 +351,17 @@ impl Cells {
             if out.len() * 4 > c.members.len() {
                 return None;
             }
-            in_ports.retain(|ip| !new.contains(ip));
-            if !s.stands_in_for(&c.suffix, &c.agree, &in_ports) {
+            let mut left = c.in_ports.clone();
+            left.retain(|ip| !new.contains(ip));
+            if !s.stands_in_for(&c.suffix, &c.agree, &left) {
                 return None;
             }
+            in_ports = Some(left);
         }
         let flow = old.key_at(&rep.rep, &old.steps[j]);
         let rep_port = rep.rep.get(kairo_flow::Field::InPort) as u32;
-        if out.is_empty() || in_ports.binary_search(&rep_port).is_ok() {
-            // (The representative is not one that leaves.)
-        } else {
+        if in_ports.as_ref().is_some_and(|left| left.binary_search(&rep_port).is_err()) {
+            // The representative would be one that leaves.
             return None;
         }
         let (actions, commits) = s.actions_and_commits(&rep.rep, &flow);
@@ -374,9 +375,9 @@ impl Cells {
             c.cell.publish(interner.actions(actions));
         }
         let c = self.get_mut(tag)?;
-        if !out.is_empty() {
+        if let Some(left) = in_ports {
             c.members.retain(|(id, _)| !out.contains(id));
-            c.in_ports = in_ports;
+            c.in_ports = left;
         }
         c.commits = commits;
         c.next = Some(s);
@@ -411,9 +412,9 @@ impl Cells {
             // An id listed twice: an entry that left, and the one that
             // took its id and joined; keep the one with the right in_port.
             members.retain(|&(id, ip)| {
-                index.get(id).is_some_and(|mf| {
-                    Arc::ptr_eq(&c.cell, &mf.cell()) && mf.rep.get(kairo_flow::Field::InPort) as u32 == ip
-                })
+                index
+                    .get(id)
+                    .is_some_and(|mf| mf.reads_from(&c.cell) && mf.rep.get(kairo_flow::Field::InPort) as u32 == ip)
             });
             for &(id, _) in &members {
                 let Some(mf) = index.get(id).cloned() else { continue };
@@ -464,7 +465,7 @@ impl Cells {
             }
             for &(id, _) in &c.members {
                 let Some(mf) = index.get(id) else { continue };
-                if !Arc::ptr_eq(&c.cell, &mf.cell()) {
+                if !mf.reads_from(&c.cell) {
                     continue;
                 }
                 let t = mf.traversal();

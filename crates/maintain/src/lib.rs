@@ -384,19 +384,27 @@ impl Incremental {
         if self.cells.is_empty() {
             return affected;
         }
+        // The cells' tags first, in a loop of independent reads (an
+        // update's entries are scattered over the index: their cache
+        // misses overlap), then grouped by sorting.
+        let tags: Vec<u32> = affected.iter().map(|&id| self.index.cell_of(id)).collect();
         let mut rest = Vec::with_capacity(affected.len());
-        let mut by_cell: rustc_hash::FxHashMap<u32, Vec<index::EntryId>> = Default::default();
-        for id in affected {
-            match self.index.cell_of(id) {
-                0 => rest.push(id),
-                tag => by_cell.entry(tag).or_default().push(id),
+        let mut in_cells: Vec<(u32, index::EntryId)> = Vec::with_capacity(affected.len());
+        for (id, tag) in affected.into_iter().zip(tags) {
+            if tag == 0 {
+                rest.push(id);
+            } else {
+                in_cells.push((tag, id));
             }
         }
-        for (tag, ids) in by_cell {
+        in_cells.sort_unstable();
+        for group in in_cells.chunk_by(|a, b| a.0 == b.0) {
+            let tag = group[0].0;
+            let ids = group.iter().map(|&(_, id)| id);
             match self.cells.update(p, tag, changed, &self.index, &mut self.interner) {
                 Some((differ, out)) => {
                     // Members that left the cell: one by one, found or not.
-                    let n = ids.iter().filter(|id| !out.contains(id)).count();
+                    let n = ids.filter(|id| !out.contains(id)).count();
                     for &id in &out {
                         self.index.set_cell(id, 0);
                     }
