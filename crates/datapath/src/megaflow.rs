@@ -140,6 +140,12 @@ impl Megaflow {
         }
     }
 
+    /// Reads the actions from `cell` from now on, whatever they are (a
+    /// reader sees the old actions or the cell's).
+    pub fn move_to(&self, cell: Arc<Cell>) {
+        self.cell.store(cell);
+    }
+
     /// Reads the actions from `cell` from now on (which holds the same
     /// actions as the megaflow has: readers see no change).
     pub fn join(&self, cell: Arc<Cell>) {

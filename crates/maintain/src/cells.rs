@@ -60,6 +60,9 @@ pub const CALIBRATE_AT: usize = 4096;
 pub const SHARE_MIN: usize = 2;
 /// Visits to a table, among those entries, below which it is not judged.
 const VISITS_MIN: usize = 64;
+/// Cells made before a sweep is worth it (few in tests, so that their
+/// small caches sweep too).
+const SWEEP_MIN: usize = if cfg!(test) { 4 } else { 1024 };
 
 /// One cell and what its members share (see the module's invariant).
 struct CellInfo {
@@ -103,6 +106,21 @@ pub struct Cells {
     by_key: FxHashMap<u64, Vec<u32>>,
     /// Cells a pass published to whose members' traversals are to follow.
     follow: Vec<u32>,
+    /// Cells made since the last [`Cells::sweep`], and cells left by it.
+    made: usize,
+    kept: usize,
+}
+
+/// What [`Cells::update`] did with a change at a cell's level.
+pub struct Taken {
+    /// Whether the cell's actions changed.
+    pub differ: bool,
+    /// Members that left the cell with actions of their own (to be
+    /// revalidated one by one).
+    pub leave: Vec<EntryId>,
+    /// A cell made for members that left it together, and those members.
+    pub split: Option<u32>,
+    pub moved: Vec<EntryId>,
 }
 
 /// What a megaflow's anchor would be: the step, its key there, and the
@@ -239,43 +257,34 @@ impl Cells {
                 })
             })
         });
-        let tag = match found {
-            Some(tag) => {
-                let Some(c) = self.get_mut(tag) else { return false };
-                for (r, m) in c.region.w.iter_mut().zip(region.w) {
-                    *r &= m;
-                }
-                let here = c.suffix.first_flow();
-                for ((g, f), h) in c.agree.w.iter_mut().zip(a.flow.w).zip(here.w) {
-                    *g &= !(f ^ h);
-                }
-                c.max_depth = c.max_depth.max(at.depth);
-                c.max_j = c.max_j.max(a.j);
-                c.before.or(&tables);
-                c.groups |= groups;
-                if let Err(i) = c.in_ports.binary_search(&in_port) {
-                    c.in_ports.insert(i, in_port);
-                }
-                c.members.push((id, in_port));
-                mf.join(c.cell.clone());
-                self.joined += 1;
-                return true;
+        if let Some(tag) = found {
+            let Some(c) = self.get_mut(tag) else { return false };
+            for (r, m) in c.region.w.iter_mut().zip(region.w) {
+                *r &= m;
             }
-            // Cells that share little cost more than they save: no more
-            // than one for every two entries.
-            None if self.live > 1024 && self.live * 2 > self.joined => return false,
-            None => match self.free.pop() {
-                Some(tag) => tag,
-                None => {
-                    self.cells.push(None);
-                    self.cells.len() as u32
-                }
-            },
-        };
-        let cell = Arc::new(Cell::new(mf.actions(), tag));
-        mf.join(cell.clone());
-        self.cells[tag as usize - 1] = Some(CellInfo {
-            cell,
+            let here = c.suffix.first_flow();
+            for ((g, f), h) in c.agree.w.iter_mut().zip(a.flow.w).zip(here.w) {
+                *g &= !(f ^ h);
+            }
+            c.max_depth = c.max_depth.max(at.depth);
+            c.max_j = c.max_j.max(a.j);
+            c.before.or(&tables);
+            c.groups |= groups;
+            if let Err(i) = c.in_ports.binary_search(&in_port) {
+                c.in_ports.insert(i, in_port);
+            }
+            c.members.push((id, in_port));
+            mf.join(c.cell.clone());
+            self.joined += 1;
+            return true;
+        }
+        // Cells that share little cost more than they save: no more than
+        // one for every two entries.
+        if self.live > 1024 && self.live * 2 > self.joined {
+            return false;
+        }
+        let tag = self.make(CellInfo {
+            cell: Arc::new(Cell::new(mf.actions(), 0)),
             suffix: a.suffix,
             next: None,
             commits,
@@ -289,8 +298,9 @@ impl Cells {
             members: vec![(id, in_port)],
             key,
         });
-        self.by_key.entry(key).or_default().push(tag);
-        self.live += 1;
+        if let Some(c) = self.get(tag) {
+            mf.join(c.cell.clone());
+        }
         self.joined += 1;
         true
     }
@@ -325,7 +335,7 @@ impl Cells {
         changed: &Changed,
         index: &Index,
         interner: &mut Interner,
-    ) -> Option<(bool, Vec<EntryId>)> {
+    ) -> Option<Taken> {
         let c = self.get(tag)?;
         if c.next.is_some() || changed.tables.meets(&c.before) || (changed.groups && c.groups) {
             return None;
@@ -365,11 +375,22 @@ impl Cells {
             return None;
         }
         let (actions, commits) = s.actions_and_commits(&rep.rep, &flow);
+        // Those that leave, if they are members still and share one
+        // in_port: a cell of their own, from a suffix translated for one of
+        // them (the same argument, with that one in_port).
+        let leavers: Vec<(EntryId, Arc<Megaflow>)> = out
+            .iter()
+            .filter_map(|&id| Some((id, index.get(id).filter(|mf| mf.reads_from(&c.cell))?.clone())))
+            .collect();
+        let split = self.split_off(p, tag, &leavers, changed, interner);
         for &id in &out {
             if let Some(mf) = index.get(id) {
-                mf.detach();
+                if split.as_ref().is_none_or(|(_, moved)| !moved.contains(&id)) {
+                    mf.detach();
+                }
             }
         }
+        let c = self.get(tag)?;
         let differ = actions != *c.cell.actions();
         if differ {
             c.cell.publish(interner.actions(actions));
@@ -382,7 +403,81 @@ impl Cells {
         c.commits = commits;
         c.next = Some(s);
         self.follow.push(tag);
-        Some((differ, out))
+        let (split, moved) = split.map_or((None, Vec::new()), |(t, m)| (Some(t), m));
+        out.retain(|id| !moved.contains(id));
+        Some(Taken { differ, leave: out, split, moved })
+    }
+
+    /// Makes a cell for `leavers`, members of cell `tag` that leave it in
+    /// this pass (see [`Cells::update`]), if they share one in_port and a
+    /// suffix translated for the first of them after the change stands in
+    /// for the cell's for them; moves them to it, with the actions it
+    /// gives them. Returns its tag and the entries moved.
+    fn split_off(
+        &mut self,
+        p: &Pipeline,
+        tag: u32,
+        leavers: &[(EntryId, Arc<Megaflow>)],
+        changed: &Changed,
+        interner: &mut Interner,
+    ) -> Option<(u32, Vec<EntryId>)> {
+        let c = self.get(tag)?;
+        let port = |mf: &Megaflow| mf.rep.get(kairo_flow::Field::InPort) as u32;
+        let (_, first) = leavers.first()?;
+        let q = port(first);
+        if leavers.iter().any(|(_, mf)| port(mf) != q) {
+            return None;
+        }
+        let old = first.traversal();
+        let j = c.suffix.start_in(&old)?;
+        let s = translate_suffix(p, &first.rep, &old, j, &changed.tables)?;
+        if !s.fits(c.max_depth, c.max_j)
+            || !s.need().is_subset_of(&c.region)
+            || !s.stands_in_for(&c.suffix, &c.agree, &[q])
+        {
+            return None;
+        }
+        let flow = old.key_at(&first.rep, &old.steps[j]);
+        let (actions, commits) = s.actions_and_commits(&first.rep, &flow);
+        let new = CellInfo {
+            cell: Arc::new(Cell::new(interner.actions(actions), 0)),
+            suffix: c.suffix.clone(),
+            next: Some(s),
+            commits,
+            agree: c.agree,
+            region: c.region,
+            max_depth: c.max_depth,
+            max_j: c.max_j,
+            before: c.before,
+            groups: c.groups,
+            in_ports: vec![q],
+            members: leavers.iter().map(|(id, _)| (*id, q)).collect(),
+            key: c.key,
+        };
+        let tag2 = self.make(new);
+        let c2 = self.get(tag2)?;
+        for (_, mf) in leavers {
+            mf.move_to(c2.cell.clone());
+        }
+        self.follow.push(tag2);
+        Some((tag2, leavers.iter().map(|(id, _)| *id).collect()))
+    }
+
+    /// Adds a cell (its `cell`'s tag is set here) under its key; returns its tag.
+    fn make(&mut self, mut c: CellInfo) -> u32 {
+        let tag = match self.free.pop() {
+            Some(tag) => tag,
+            None => {
+                self.cells.push(None);
+                self.cells.len() as u32
+            }
+        };
+        c.cell = Arc::new(Cell::new(c.cell.actions(), tag));
+        self.by_key.entry(c.key).or_default().push(tag);
+        self.cells[tag as usize - 1] = Some(c);
+        self.live += 1;
+        self.made += 1;
+        tag
     }
 
     /// Whether a pass left members' traversals to follow.
@@ -448,6 +543,49 @@ impl Cells {
         n
     }
 
+    /// Whether enough cells were made since the last sweep (as many as it
+    /// left, and at least [`SWEEP_MIN`]) for the next to be worth its walk
+    /// over every member.
+    pub fn sweep_due(&self) -> bool {
+        self.made >= self.kept.max(SWEEP_MIN)
+    }
+
+    /// Frees the cells no live megaflow reads from any more (their
+    /// members were evicted, removed or given actions of their own), and
+    /// drops the members that left the others. Returns the cells freed.
+    pub fn sweep(&mut self, index: &Index) -> usize {
+        let mut freed = 0;
+        for i in 0..self.cells.len() {
+            let Some(c) = self.cells[i].as_mut() else { continue };
+            if c.next.is_some() {
+                continue;
+            }
+            let cell = c.cell.clone();
+            c.members.retain(|&(id, ip)| {
+                index
+                    .get(id)
+                    .is_some_and(|mf| mf.reads_from(&cell) && mf.rep.get(kairo_flow::Field::InPort) as u32 == ip)
+            });
+            if !c.members.is_empty() {
+                continue;
+            }
+            let key = c.key;
+            if let Some(v) = self.by_key.get_mut(&key) {
+                v.retain(|&t| t as usize != i + 1);
+                if v.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+            self.cells[i] = None;
+            self.free.push(i as u32 + 1);
+            self.live -= 1;
+            freed += 1;
+        }
+        self.made = 0;
+        self.kept = self.live;
+        freed
+    }
+
     /// Checks the module's invariant for every cell (a test aid: walks
     /// every member). Cells with a publish pending are skipped.
     pub fn check(&self, index: &Index, po: &FlowMask) -> Result<(), String> {
@@ -509,11 +647,13 @@ impl Cells {
         Ok(())
     }
 
-    /// Whether entry `mf` is a member of some cell (for callers that must
-    /// take it out before changing it).
-    pub fn holds(&self, mf: &Megaflow) -> bool {
-        let tag = mf.cell_tag();
-        tag != 0 && self.is_member(tag, mf)
+    /// Whether megaflow `mf` (entry `id`) reading from a cell tagged `tag`
+    /// is a listed member of that cell (a test aid).
+    pub fn lists(&self, tag: u32, id: EntryId, mf: &Megaflow) -> bool {
+        self.is_member(tag, mf)
+            && self.get(tag).is_some_and(|c| {
+                c.members.iter().any(|&(m, ip)| m == id && ip == mf.rep.get(kairo_flow::Field::InPort) as u32)
+            })
     }
 
     /// Approximate bytes the cells take.

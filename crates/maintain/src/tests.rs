@@ -725,12 +725,13 @@ fn shared_suffix_traversals_inside_a_bucket_are_translation_s() {
 }
 
 /// A pod moves (its L2 forwarding rule now loads another port): the
-/// entries to it from five sources share one action cell, anchored at
-/// the forwarding table, and the change is translated and published once
-/// for all of them, except the one whose in_port is the pod's new port:
-/// output to its own in_port is skipped, so it alone gets other actions;
-/// it leaves the cell and is revalidated by itself. Every entry ends with
-/// what full revalidation gives, before and after housekeeping.
+/// entries to it from six sources share one action cell, anchored at the
+/// forwarding table, and the change is translated and published once for
+/// all of them, except the one whose in_port is the pod's new port: output
+/// to its own in_port is skipped, so it alone gets other actions; it
+/// leaves for a cell of its own, with a suffix translated for it. Every
+/// entry ends with what full revalidation gives, before and after
+/// housekeeping.
 #[test]
 fn a_pod_move_is_taken_once_per_cell_and_a_peer_on_the_new_port_apart() {
     let p = pipeline(
@@ -758,8 +759,9 @@ fn a_pod_move_is_taken_once_per_cell_and_a_peer_on_the_new_port_apart() {
             .unwrap(),
         )
         .unwrap();
-    // One cell for all six; five stay in it, the one from port 2 leaves.
-    assert_eq!((r.examined, r.updated, r.cells), (6, 6, 1), "{r}");
+    // One cell for all six; five stay in it, the one from port 2 leaves
+    // for a cell of its own.
+    assert_eq!((r.examined, r.updated, r.cells), (6, 6, 2), "{r}");
     assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
     let mut out = |pkt: &str, s2: &mut SharedControl| format_actions(&dp.process_key(&key(pkt), 1, None, 0, s2));
     assert_eq!(out(&pkts[0], &mut s2), "2");
@@ -769,9 +771,10 @@ fn a_pod_move_is_taken_once_per_cell_and_a_peer_on_the_new_port_apart() {
     assert!(sc.lock().engine.check().is_ok(), "{:?}", sc.lock().engine.check());
     assert!(sc.lock().verify().is_empty());
     // The next move is again the cell's, the entry from port 3 leaving it
-    // now. The one that left joined a cell of its own, which cannot take
-    // this move at its level: it had no output (so no commit) and now has
-    // one, whose commit depends on each member's packet.
+    // now for a cell of its own. The cell of the one from port 2 cannot
+    // take this move at its level: it had no output (so no commit) and now
+    // has one, whose commit depends on each member's packet; it is
+    // revalidated by itself.
     let r = sc
         .lock()
         .apply(
@@ -782,8 +785,49 @@ fn a_pod_move_is_taken_once_per_cell_and_a_peer_on_the_new_port_apart() {
             .unwrap(),
         )
         .unwrap();
-    assert_eq!((r.examined, r.cells), (6, 1), "{r}");
+    assert_eq!((r.examined, r.cells), (6, 2), "{r}");
     assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
     assert_eq!(out(&pkts[1], &mut s2), "3");
     assert_eq!(out(&pkts[2], &mut s2), "drop");
+}
+
+/// When a change makes a cell output to two ports and members come in on
+/// each of them, those two leave the cell, each with other actions (each
+/// skips its own in_port): not together, since they differ in in_port.
+#[test]
+fn members_on_two_new_output_ports_do_not_leave_together() {
+    let p = pipeline(
+        "table=0,priority=10,ip,actions=goto_table:1\n\
+         table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x9->NXM_NX_REG1[],goto_table:2\n\
+         table=2,priority=10,reg1=0x9,actions=output:9,output:12\n\
+         table=2,priority=10,reg1=0x8,actions=output:2,output:3",
+        "",
+    );
+    let pkts: Vec<String> = [1, 2, 3, 5, 6, 7, 10, 11]
+        .iter()
+        .map(|i| format!("in_port={i},ip,dl_dst=00:00:00:00:00:99,nw_dst=10.0.0.9"))
+        .collect();
+    let mut anchors = kairo_xlate::TableSet::default();
+    anchors.insert(1);
+    let (mut dp, sc) = filled_with(&p, Box::new(Incremental::with_anchors(anchors)), &pkts);
+    let mut s2 = sc.clone();
+    let r = sc
+        .lock()
+        .apply(
+            &parse_command(
+                "--strict mod-flows",
+                "table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x8->NXM_NX_REG1[],goto_table:2",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    assert_eq!((r.examined, r.updated, r.cells), (8, 8, 1), "{r}");
+    assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
+    let mut out = |pkt: &str, s2: &mut SharedControl| format_actions(&dp.process_key(&key(pkt), 1, None, 0, s2));
+    assert_eq!(out(&pkts[0], &mut s2), "2,3");
+    assert_eq!(out(&pkts[1], &mut s2), "3");
+    assert_eq!(out(&pkts[2], &mut s2), "2");
+    sc.lock().housekeep();
+    assert!(sc.lock().engine.check().is_ok(), "{:?}", sc.lock().engine.check());
+    assert!(sc.lock().verify().is_empty());
 }
