@@ -544,7 +544,7 @@ impl Cells {
     }
 
     /// Whether enough cells were made since the last sweep (as many as it
-    /// left, and at least [`SWEEP_MIN`]) for the next to be worth its walk
+    /// left, and at least 1024) for the next to be worth its walk
     /// over every member.
     pub fn sweep_due(&self) -> bool {
         self.made >= self.kept.max(SWEEP_MIN)

@@ -4,6 +4,8 @@
 //! - [`flowmod`]: updates as ovs-ofctl knows them, and the [`Delta`]s they cause.
 //! - [`revalidate`]: the per-entry step both engines share, and the oracle [`verify`].
 //! - [`index`]: the incremental engine's dependency index.
+//! - [`cells`]: shared action cells, megaflows in one state from an anchor
+//!   table on, which the incremental engine updates once per cell.
 //! - Two engines behind one trait: [`FullRevalidator`] (Open vSwitch's way:
 //!   every entry, O(cache)) and [`Incremental`] (only the entries an update can
 //!   affect, found through the index; entries that reach the change in the
