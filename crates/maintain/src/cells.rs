@@ -109,6 +109,11 @@ pub struct Cells {
     /// Cells made since the last [`Cells::sweep`], and cells left by it.
     made: usize,
     kept: usize,
+    /// With `KAIRO_TTU_TRACE` set: time spent in [`Cells::update`] finding
+    /// the representative and its anchor, translating, checking, making
+    /// the actions (and any split), publishing (a diagnostic, printed per
+    /// update by the engine).
+    pub phases: Option<[std::time::Duration; 5]>,
 }
 
 /// What [`Cells::update`] did with a change at a cell's level.
@@ -151,7 +156,13 @@ fn before(t: &Traversal, j: usize) -> (TableSet, bool) {
 impl Cells {
     /// Cells anchored at `anchors` from the start (no calibration).
     pub fn with_anchors(anchors: TableSet) -> Cells {
-        Cells { anchors: Some(anchors), ..Cells::default() }
+        Cells { anchors: Some(anchors), ..Cells::new() }
+    }
+
+    /// No anchors yet (chosen by [`Cells::calibrate`]).
+    pub fn new() -> Cells {
+        let traced = std::env::var_os("KAIRO_TTU_TRACE").is_some();
+        Cells { phases: traced.then_some([std::time::Duration::ZERO; 5]), ..Cells::default() }
     }
 
     /// Whether the anchors are chosen.
@@ -336,6 +347,14 @@ impl Cells {
         index: &Index,
         interner: &mut Interner,
     ) -> Option<Taken> {
+        let mut clock = self.phases.map(|_| (std::time::Instant::now(), [std::time::Duration::ZERO; 5]));
+        let mut lap = |k: usize| {
+            if let Some((t, ph)) = clock.as_mut() {
+                let now = std::time::Instant::now();
+                ph[k] += now - *t;
+                *t = now;
+            }
+        };
         let c = self.get(tag)?;
         if c.next.is_some() || changed.tables.meets(&c.before) || (changed.groups && c.groups) {
             return None;
@@ -343,7 +362,9 @@ impl Cells {
         let rep = c.members.iter().filter_map(|&(id, _)| index.get(id)).find(|mf| mf.reads_from(&c.cell))?;
         let old = rep.traversal();
         let j = c.suffix.start_in(&old)?;
+        lap(0);
         let s = translate_suffix(p, &rep.rep, &old, j, &changed.tables)?;
+        lap(1);
         if !s.fits(c.max_depth, c.max_j) || !s.need().is_subset_of(&c.region) {
             return None;
         }
@@ -374,6 +395,7 @@ impl Cells {
             // The representative would be one that leaves.
             return None;
         }
+        lap(2);
         let (actions, commits) = s.actions_and_commits(&rep.rep, &flow);
         // Those that leave, if they are members still and share one
         // in_port: a cell of their own, from a suffix translated for one of
@@ -390,6 +412,7 @@ impl Cells {
                 }
             }
         }
+        lap(3);
         let c = self.get(tag)?;
         let differ = actions != *c.cell.actions();
         if differ {
@@ -403,6 +426,12 @@ impl Cells {
         c.commits = commits;
         c.next = Some(s);
         self.follow.push(tag);
+        lap(4);
+        if let (Some(total), Some((_, ph))) = (self.phases.as_mut(), clock) {
+            for (a, b) in total.iter_mut().zip(ph) {
+                *a += b;
+            }
+        }
         let (split, moved) = split.map_or((None, Vec::new()), |(t, m)| (Some(t), m));
         out.retain(|id| !moved.contains(id));
         Some(Taken { differ, leave: out, split, moved })

@@ -56,10 +56,6 @@ type Key = (u64, u8, EntryId);
 struct Entry {
     mf: Arc<Megaflow>,
     trav: Arc<Traversal>,
-    /// The tag of the megaflow's shared action cell (0: none), kept here
-    /// so that an update finds the cells of the entries it affects
-    /// without reading their megaflows (checked by [`Index::check`]).
-    cell: u32,
 }
 
 /// The entries under one outer slot, ordered by inner slot: inline when
@@ -340,6 +336,11 @@ impl TableIndex {
 #[derive(Default)]
 pub struct Index {
     entries: Vec<Option<Entry>>,
+    /// Per entry id, the tag of its megaflow's shared action cell (0:
+    /// none, or no live entry), kept apart and dense so that an update
+    /// finds the cells of the entries it affects without reading their
+    /// megaflows or entries (checked by [`Index::check`]).
+    cells: Vec<u32>,
     free: Vec<EntryId>,
     /// Removed entries still registered, waiting for [`Index::collect`].
     removed: Vec<(EntryId, Entry)>,
@@ -378,13 +379,13 @@ impl Index {
 
     /// The tag of entry `id`'s shared action cell (0: none, or no such entry).
     pub fn cell_of(&self, id: EntryId) -> u32 {
-        self.entries.get(id as usize).and_then(|e| e.as_ref()).map_or(0, |e| e.cell)
+        self.cells.get(id as usize).copied().unwrap_or(0)
     }
 
     /// Notes that entry `id`'s megaflow reads its actions from cell `tag` now.
     pub fn set_cell(&mut self, id: EntryId, tag: u32) {
-        if let Some(e) = self.entries.get_mut(id as usize).and_then(|e| e.as_mut()) {
-            e.cell = tag;
+        if self.entries.get(id as usize).is_some_and(|e| e.is_some()) {
+            self.cells[id as usize] = tag;
         }
     }
 
@@ -485,7 +486,11 @@ impl Index {
             self.add_slot(id, st.table, slot);
         }
         self.add_groups(id, &Self::groups_of(&trav));
-        self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav, cell: mf.cell_tag() });
+        self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
+        if self.cells.len() < self.entries.len() {
+            self.cells.resize(self.entries.len(), 0);
+        }
+        self.cells[id as usize] = mf.cell_tag();
     }
 
     /// Takes out every registration of a removed entry's traversal.
@@ -591,13 +596,14 @@ impl Index {
                 }
             }
         }
-        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new, cell: e.cell });
+        self.entries[id as usize] = Some(Entry { mf: e.mf, trav: new });
     }
 
     /// Takes an entry out of the live set (its registrations stay).
     fn take_live(&mut self, id: EntryId) -> Option<Entry> {
         let e = self.entries.get_mut(id as usize)?.take()?;
         self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
+        self.cells[id as usize] = 0;
         Some(e)
     }
 
@@ -656,8 +662,12 @@ impl Index {
         for (i, e) in self.entries.iter().enumerate() {
             let Some(e) = e else { continue };
             let id = i as EntryId;
-            if e.cell != e.mf.cell_tag() {
-                return Err(format!("entry {id}: noted in cell {}, reads from cell {}", e.cell, e.mf.cell_tag()));
+            if self.cell_of(id) != e.mf.cell_tag() {
+                return Err(format!(
+                    "entry {id}: noted in cell {}, reads from cell {}",
+                    self.cell_of(id),
+                    e.mf.cell_tag()
+                ));
             }
             let region = self.region(&e.mf);
             for st in &e.trav.steps {
@@ -797,6 +807,7 @@ impl Index {
         let set = |s: &FxHashSet<EntryId>| s.capacity() * (size_of::<EntryId>() + 1) + size_of::<FxHashSet<EntryId>>();
         let node = |n: usize, each: usize| n * each * 3 / 2;
         let mut bytes = self.entries.capacity() * size_of::<Option<Entry>>()
+            + self.cells.capacity() * 4
             + self.by_ptr.capacity() * (size_of::<(usize, EntryId)>() + 1);
         let per_key = size_of::<(u64, FxHashSet<EntryId>)>() + 1;
         bytes += self.by_rule.values().map(set).sum::<usize>() + self.by_rule.capacity() * per_key;

@@ -330,7 +330,7 @@ impl Default for Incremental {
             follow: Vec::new(),
             follow_since: revalidate::Changed::default(),
             memo: None,
-            cells: cells::Cells::default(),
+            cells: cells::Cells::new(),
             reanchor: Vec::new(),
         }
     }
@@ -570,6 +570,17 @@ impl Engine for Incremental {
         // Members of shared action cells: the change is taken once per
         // cell where it can be; the rest one by one.
         let affected = self.by_cells(p, affected, &changed, &mut rep);
+        if let Some(ph) = self.cells.phases.as_mut() {
+            if rep.cells > 0 {
+                let us = |d: Duration| d.as_secs_f64() * 1e6;
+                eprintln!(
+                    "cells: {:.1} us grouping, then per phase {:.1} anchor, {:.1} translate, {:.1} check, {:.1} actions, {:.1} publish",
+                    us(t.elapsed()) - ph.iter().map(|d| us(*d)).sum::<f64>(),
+                    us(ph[0]), us(ph[1]), us(ph[2]), us(ph[3]), us(ph[4])
+                );
+            }
+            *ph = [Duration::ZERO; 5];
+        }
         t = lap(&mut rep.translate, t);
         let mut memo = revalidate::Memo::default();
         for chunk in affected.chunks(chunk_for(self.threads)) {
