@@ -318,6 +318,9 @@ pub struct Incremental {
     /// Entries a pass gave actions or a traversal of their own (out of
     /// their cells, if any), to anchor again at housekeeping.
     reanchor: Vec<index::EntryId>,
+    /// With `KAIRO_TTU_TRACE`: the last pass's time grouping its entries by
+    /// cell and in each phase of the cells' updates, printed at housekeeping.
+    cells_trace: Option<(Duration, [Duration; 5])>,
 }
 
 impl Default for Incremental {
@@ -332,6 +335,7 @@ impl Default for Incremental {
             memo: None,
             cells: cells::Cells::new(),
             reanchor: Vec::new(),
+            cells_trace: None,
         }
     }
 }
@@ -571,13 +575,10 @@ impl Engine for Incremental {
         // cell where it can be; the rest one by one.
         let affected = self.by_cells(p, affected, &changed, &mut rep);
         if let Some(ph) = self.cells.phases.as_mut() {
+            // Printed at housekeeping, off the time-to-update.
             if rep.cells > 0 {
-                let us = |d: Duration| d.as_secs_f64() * 1e6;
-                eprintln!(
-                    "cells: {:.1} us grouping, then per phase {:.1} anchor, {:.1} translate, {:.1} check, {:.1} actions, {:.1} publish",
-                    us(t.elapsed()) - ph.iter().map(|d| us(*d)).sum::<f64>(),
-                    us(ph[0]), us(ph[1]), us(ph[2]), us(ph[3]), us(ph[4])
-                );
+                let grouping = t.elapsed().saturating_sub(ph.iter().sum());
+                self.cells_trace = Some((grouping, *ph));
             }
             *ph = [Duration::ZERO; 5];
         }
@@ -630,6 +631,18 @@ impl Engine for Incremental {
         self.index.approx_bytes() + self.cells.approx_bytes()
     }
     fn housekeep(&mut self, p: &Pipeline, mut moved: Option<&mut Vec<Moved>>) -> usize {
+        if let Some((grouping, ph)) = self.cells_trace.take() {
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            eprintln!(
+                "cells: {:.1} us grouping, then per phase {:.1} anchor, {:.1} translate, {:.1} check, {:.1} actions, {:.1} publish",
+                us(grouping),
+                us(ph[0]),
+                us(ph[1]),
+                us(ph[2]),
+                us(ph[3]),
+                us(ph[4])
+            );
+        }
         let n = self.settle(p, &mut moved, None);
         warm_allocator();
         n
