@@ -724,6 +724,36 @@ fn shared_suffix_traversals_inside_a_bucket_are_translation_s() {
     assert!(c.engine.check().is_ok());
 }
 
+/// The cell tests' pipeline: table 1 (the anchor) loads the port of
+/// dl_dst 00:00:00:00:00:99 into reg1, table 2 outputs by reg1 (`outputs`:
+/// its rules after table 0 and 1's); and a cache filled with one entry to
+/// that address from each of `in_ports`, with cells anchored at table 1.
+fn cell_case(outputs: &str, in_ports: &[u32]) -> (Datapath, SharedControl, Vec<String>) {
+    let p = pipeline(
+        &format!(
+            "table=0,priority=10,ip,actions=goto_table:1\n\
+             table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x9->NXM_NX_REG1[],goto_table:2\n{outputs}"
+        ),
+        "",
+    );
+    let pkts: Vec<String> =
+        in_ports.iter().map(|i| format!("in_port={i},ip,dl_dst=00:00:00:00:00:99,nw_dst=10.0.0.9")).collect();
+    let mut anchors = kairo_xlate::TableSet::default();
+    anchors.insert(1);
+    let (dp, sc) = filled_with(&p, Box::new(Incremental::with_anchors(anchors)), &pkts);
+    (dp, sc, pkts)
+}
+
+/// Moves the cell tests' address to the port `port` (its table-1 rule now loads it).
+fn move_pod(sc: &SharedControl, port: u32) -> Report {
+    let fm = parse_command(
+        "--strict mod-flows",
+        &format!("table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:{port:#x}->NXM_NX_REG1[],goto_table:2"),
+    )
+    .unwrap();
+    sc.lock().apply(&fm).unwrap()
+}
+
 /// A pod moves (its L2 forwarding rule now loads another port): the
 /// entries to it from six sources share one action cell, anchored at the
 /// forwarding table, and the change is translated and published once for
@@ -734,31 +764,15 @@ fn shared_suffix_traversals_inside_a_bucket_are_translation_s() {
 /// housekeeping.
 #[test]
 fn a_pod_move_is_taken_once_per_cell_and_a_peer_on_the_new_port_apart() {
-    let p = pipeline(
-        "table=0,priority=10,ip,actions=goto_table:1\n\
-         table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x9->NXM_NX_REG1[],goto_table:2\n\
-         table=2,priority=10,reg1=0x9,actions=output:9\n\
+    let (mut dp, sc, pkts) = cell_case(
+        "table=2,priority=10,reg1=0x9,actions=output:9\n\
          table=2,priority=10,reg1=0x2,actions=output:2\n\
          table=2,priority=10,reg1=0x3,actions=output:3",
-        "",
+        &[1, 2, 3, 5, 6, 7],
     );
-    let pkts: Vec<String> =
-        [1, 2, 3, 5, 6, 7].iter().map(|i| format!("in_port={i},ip,dl_dst=00:00:00:00:00:99,nw_dst=10.0.0.9")).collect();
-    let mut anchors = kairo_xlate::TableSet::default();
-    anchors.insert(1);
-    let (mut dp, sc) = filled_with(&p, Box::new(Incremental::with_anchors(anchors)), &pkts);
     assert!(sc.lock().engine.check().is_ok());
     let mut s2 = sc.clone();
-    let r = sc
-        .lock()
-        .apply(
-            &parse_command(
-                "--strict mod-flows",
-                "table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x2->NXM_NX_REG1[],goto_table:2",
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    let r = move_pod(&sc, 2);
     // One cell for all six; five stay in it, the one from port 2 leaves
     // for a cell of its own.
     assert_eq!((r.examined, r.updated, r.cells), (6, 6, 2), "{r}");
@@ -775,16 +789,7 @@ fn a_pod_move_is_taken_once_per_cell_and_a_peer_on_the_new_port_apart() {
     // take this move at its level: it had no output (so no commit) and now
     // has one, whose commit depends on each member's packet; it is
     // revalidated by itself.
-    let r = sc
-        .lock()
-        .apply(
-            &parse_command(
-                "--strict mod-flows",
-                "table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x3->NXM_NX_REG1[],goto_table:2",
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    let r = move_pod(&sc, 3);
     assert_eq!((r.examined, r.cells), (6, 2), "{r}");
     assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
     assert_eq!(out(&pkts[1], &mut s2), "3");
@@ -796,31 +801,13 @@ fn a_pod_move_is_taken_once_per_cell_and_a_peer_on_the_new_port_apart() {
 /// skips its own in_port): not together, since they differ in in_port.
 #[test]
 fn members_on_two_new_output_ports_do_not_leave_together() {
-    let p = pipeline(
-        "table=0,priority=10,ip,actions=goto_table:1\n\
-         table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x9->NXM_NX_REG1[],goto_table:2\n\
-         table=2,priority=10,reg1=0x9,actions=output:9,output:12\n\
+    let (mut dp, sc, pkts) = cell_case(
+        "table=2,priority=10,reg1=0x9,actions=output:9,output:12\n\
          table=2,priority=10,reg1=0x8,actions=output:2,output:3",
-        "",
+        &[1, 2, 3, 5, 6, 7, 10, 11],
     );
-    let pkts: Vec<String> = [1, 2, 3, 5, 6, 7, 10, 11]
-        .iter()
-        .map(|i| format!("in_port={i},ip,dl_dst=00:00:00:00:00:99,nw_dst=10.0.0.9"))
-        .collect();
-    let mut anchors = kairo_xlate::TableSet::default();
-    anchors.insert(1);
-    let (mut dp, sc) = filled_with(&p, Box::new(Incremental::with_anchors(anchors)), &pkts);
     let mut s2 = sc.clone();
-    let r = sc
-        .lock()
-        .apply(
-            &parse_command(
-                "--strict mod-flows",
-                "table=1,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x8->NXM_NX_REG1[],goto_table:2",
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    let r = move_pod(&sc, 8);
     assert_eq!((r.examined, r.updated, r.cells), (8, 8, 1), "{r}");
     assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
     let mut out = |pkt: &str, s2: &mut SharedControl| format_actions(&dp.process_key(&key(pkt), 1, None, 0, s2));
