@@ -194,8 +194,8 @@ impl Cells {
     /// [`CALIBRATE_AT`]), then anchors every entry. For each resumable
     /// visit past table 0 of each entry it translates the rest as a
     /// suffix and counts the distinct states (table, key on what the
-    /// suffix examined) per table. Returns the anchors.
-    pub fn calibrate(&mut self, p: &Pipeline, index: &mut Index, po: &FlowMask) -> TableSet {
+    /// suffix examined) per table.
+    pub fn calibrate(&mut self, p: &Pipeline, index: &mut Index, po: &FlowMask) {
         let mut per: FxHashMap<u8, (usize, FxHashSet<u64>)> = FxHashMap::default();
         for (_, mf) in index.iter().take(CALIBRATE_AT) {
             let t = mf.traversal();
@@ -208,11 +208,6 @@ impl Cells {
             }
         }
         let mut anchors = TableSet::default();
-        if std::env::var_os("KAIRO_CELLS_TRACE").is_some() {
-            let mut v: Vec<_> = per.iter().map(|(t, (n, s))| (*t, *n, s.len())).collect();
-            v.sort_unstable();
-            eprintln!("cells: (table, visits, states): {v:?}");
-        }
         for (t, (visits, states)) in &per {
             if *visits >= VISITS_MIN && *visits >= SHARE_MIN * states.len() {
                 anchors.insert(*t);
@@ -225,7 +220,12 @@ impl Cells {
                 index.set_cell(id, mf.cell_tag());
             }
         }
-        anchors
+        if self.phases.is_some() {
+            let mut v: Vec<_> = per.iter().map(|(t, (n, s))| (*t, *n, s.len())).collect();
+            v.sort_unstable();
+            let tables: Vec<u8> = v.iter().map(|x| x.0).filter(|&t| anchors.contains(t)).collect();
+            eprintln!("cells anchored at tables {tables:?} ((table, visits, states): {v:?}): {} cells", self.live);
+        }
     }
 
     fn anchor_of(&self, p: &Pipeline, mf: &Megaflow, t: &Traversal) -> Option<Anchor> {

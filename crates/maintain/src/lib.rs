@@ -528,11 +528,7 @@ impl Incremental {
             self.cells.sweep(&self.index);
         }
         if now.is_none() && !self.cells.calibrated() && self.index.len() >= cells::CALIBRATE_AT {
-            let anchors = self.cells.calibrate(p, &mut self.index, &self.po);
-            if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
-                let tables: Vec<u8> = (0..=255u8).filter(|&t| anchors.contains(t)).collect();
-                eprintln!("cells anchored at tables {tables:?}: {} cells", self.cells.len());
-            }
+            self.cells.calibrate(p, &mut self.index, &self.po);
         }
         done
     }
