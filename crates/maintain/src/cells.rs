@@ -509,6 +509,25 @@ impl Cells {
         tag
     }
 
+    /// Reads what [`Cells::update`] reads first of cell `tag` (its first
+    /// listed member's megaflow, traversal and key version there, the
+    /// suffix's visits and key), returning a word of it: for a pass to
+    /// touch every cell's before updating any, so that their cache misses
+    /// overlap.
+    pub fn touch(&self, tag: u32, index: &Index) -> u64 {
+        let Some(c) = self.get(tag) else { return 0 };
+        let mut w = c.suffix.first_flow().w[0] ^ c.agree.w[0] ^ c.suffix.steps().len() as u64;
+        if let Some(mf) = c.members.first().and_then(|&(id, _)| index.get(id)) {
+            let t = mf.traversal();
+            w ^= mf.rep.w[0] ^ t.steps.last().map_or(0, |s| s.version as u64);
+            w ^= t
+                .version(t.steps.get(t.steps.len().saturating_sub(c.suffix.visits())).map_or(0, |s| s.version))
+                .first()
+                .map_or(0, |d| d.1);
+        }
+        w
+    }
+
     /// Whether a pass left members' traversals to follow.
     pub fn pending(&self) -> bool {
         !self.follow.is_empty()
