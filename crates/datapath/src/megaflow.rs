@@ -7,17 +7,17 @@
 //! reader sees the old list or the new one, never a mix); once `dead` is set it
 //! is never cleared, and a dead megaflow is never used to forward.
 //!
-//! A megaflow reads its actions through a [`Cell`]: its own, or one it
+//! A megaflow holds its own actions, or reads them from a [`Cell`] it
 //! shares with other megaflows that cache maintenance has proven to be in
 //! the same state from some table on (so that one rule change gives them
 //! all the same new actions, published once). Giving a megaflow actions of
 //! its own ([`Megaflow::set_shared`], [`Megaflow::set_actions_first`])
-//! takes it out of any shared cell first; the others keep theirs.
+//! takes it out of its shared cell; the others keep theirs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use kairo_flow::{FlowKey, FlowMask};
 use kairo_xlate::{DpAction, Traversal};
 
@@ -30,8 +30,8 @@ pub type Actions = Arc<Vec<DpAction>>;
 #[derive(Debug)]
 pub struct Cell {
     actions: ArcSwap<Vec<DpAction>>,
-    /// The number its maker gave it (cache maintenance: which of its shared
-    /// cells; 0 for a megaflow's own).
+    /// The number its maker gave it (cache maintenance: which of its
+    /// cells; never 0, which stands for no cell).
     pub tag: u32,
 }
 
@@ -59,7 +59,10 @@ pub struct Megaflow {
     /// derived ([`Megaflow::key`]), not stored.
     pub rep: FlowKey,
     pub mask: Arc<FlowMask>,
-    cell: ArcSwap<Cell>,
+    /// Its own actions, read while it shares no cell.
+    actions: ArcSwap<Vec<DpAction>>,
+    /// The shared cell it reads its actions from instead, if any.
+    cell: ArcSwapOption<Cell>,
     dead: AtomicBool,
     packets: AtomicU64,
     bytes: AtomicU64,
@@ -96,7 +99,8 @@ impl Megaflow {
         Megaflow {
             rep: key,
             mask,
-            cell: ArcSwap::from_pointee(Cell::new(actions, 0)),
+            actions: ArcSwap::from(actions),
+            cell: ArcSwapOption::empty(),
             dead: AtomicBool::new(false),
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -106,51 +110,56 @@ impl Megaflow {
         }
     }
 
-    /// The current actions (two atomic loads: the cell, its actions).
+    /// The current actions (two atomic loads: the cell, if any, and the
+    /// actions).
     #[inline]
     pub fn actions(&self) -> Actions {
-        self.cell.load().actions()
-    }
-
-    /// The cell the actions are read from.
-    pub fn cell(&self) -> Arc<Cell> {
-        self.cell.load_full()
+        match self.cell.load().as_ref() {
+            Some(c) => c.actions(),
+            None => self.actions.load_full(),
+        }
     }
 
     /// Whether the actions are read from `cell` (no reference taken).
     #[inline]
     pub fn reads_from(&self, cell: &Arc<Cell>) -> bool {
-        Arc::ptr_eq(&self.cell.load(), cell)
+        self.cell.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, cell))
     }
 
-    /// The tag of the cell the actions are read from.
+    /// The tag of the cell the actions are read from (0: its own).
     #[inline]
     pub fn cell_tag(&self) -> u32 {
-        self.cell.load().tag
+        self.cell.load().as_ref().map_or(0, |c| c.tag)
     }
 
-    /// Reads its actions from a cell of its own again (the same actions:
-    /// readers see no change), if it shared one.
+    /// Holds its actions itself again (the same actions: readers see no
+    /// change), if it read them from a cell: they are copied in first,
+    /// then the cell let go.
     pub fn detach(&self) {
-        let cell = self.cell.load();
-        if cell.tag != 0 {
-            let own = Arc::new(Cell::new(cell.actions(), 0));
-            drop(cell);
-            self.cell.store(own);
+        if let Some(c) = self.cell.load_full() {
+            self.actions.store(c.actions());
+            self.cell.store(None);
         }
+    }
+
+    /// Gives it `actions` of its own, out of any cell (a reader sees the
+    /// old actions or these).
+    fn own(&self, actions: Actions) {
+        self.actions.store(actions);
+        self.cell.store(None);
     }
 
     /// Reads the actions from `cell` from now on, whatever they are (a
     /// reader sees the old actions or the cell's).
     pub fn move_to(&self, cell: Arc<Cell>) {
-        self.cell.store(cell);
+        self.cell.store(Some(cell));
     }
 
     /// Reads the actions from `cell` from now on (which holds the same
     /// actions as the megaflow has: readers see no change).
     pub fn join(&self, cell: Arc<Cell>) {
         debug_assert!(*cell.actions() == *self.actions());
-        self.cell.store(cell);
+        self.cell.store(Some(cell));
     }
 
     /// Replaces the actions (and the traversal that produced them) atomically.
@@ -168,7 +177,7 @@ impl Megaflow {
         self.accounted[0].fetch_add(packets, Ordering::Relaxed);
         self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
         let old = self.traversal.swap(traversal);
-        self.cell.store(Arc::new(Cell::new(actions, 0)));
+        self.own(actions);
         Moved { traversal: old, packets, bytes }
     }
 
@@ -180,7 +189,7 @@ impl Megaflow {
         let (packets, bytes) = self.unaccounted();
         self.accounted[0].fetch_add(packets, Ordering::Relaxed);
         self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
-        self.cell.store(Arc::new(Cell::new(actions, 0)));
+        self.own(actions);
         Moved { traversal: self.traversal(), packets, bytes }
     }
 
