@@ -294,8 +294,8 @@ impl Cells {
         if self.live > 1024 && self.live * 2 > self.joined {
             return false;
         }
-        let tag = self.make(CellInfo {
-            cell: Arc::new(Cell::new(mf.actions(), 0)),
+        let tag = self.make(mf.actions(), |cell| CellInfo {
+            cell,
             suffix: a.suffix,
             next: None,
             commits,
@@ -468,22 +468,26 @@ impl Cells {
         }
         let flow = old.key_at(&first.rep, &old.steps[j]);
         let (actions, commits) = s.actions_and_commits(&first.rep, &flow);
-        let new = CellInfo {
-            cell: Arc::new(Cell::new(interner.actions(actions), 0)),
-            suffix: c.suffix.clone(),
+        // What the new cell shares with this one (taken before the new
+        // one is made: this one is borrowed from the table it goes in).
+        let (suffix, agree, region, max_depth, max_j, before, groups, key) =
+            (c.suffix.clone(), c.agree, c.region, c.max_depth, c.max_j, c.before, c.groups, c.key);
+        let members = leavers.iter().map(|(id, _)| (*id, q)).collect();
+        let tag2 = self.make(interner.actions(actions), |cell| CellInfo {
+            cell,
+            suffix,
             next: Some(s),
             commits,
-            agree: c.agree,
-            region: c.region,
-            max_depth: c.max_depth,
-            max_j: c.max_j,
-            before: c.before,
-            groups: c.groups,
+            agree,
+            region,
+            max_depth,
+            max_j,
+            before,
+            groups,
             in_ports: vec![q],
-            members: leavers.iter().map(|(id, _)| (*id, q)).collect(),
-            key: c.key,
-        };
-        let tag2 = self.make(new);
+            members,
+            key,
+        });
         let c2 = self.get(tag2)?;
         for (_, mf) in leavers {
             mf.move_to(c2.cell.clone());
@@ -492,8 +496,9 @@ impl Cells {
         Some((tag2, leavers.iter().map(|(id, _)| *id).collect()))
     }
 
-    /// Adds a cell (its `cell`'s tag is set here) under its key; returns its tag.
-    fn make(&mut self, mut c: CellInfo) -> u32 {
+    /// Adds a cell holding `actions`, described by `info` given its `Cell`
+    /// (tagged here), under its key; returns its tag.
+    fn make(&mut self, actions: kairo_datapath::Actions, info: impl FnOnce(Arc<Cell>) -> CellInfo) -> u32 {
         let tag = match self.free.pop() {
             Some(tag) => tag,
             None => {
@@ -501,7 +506,7 @@ impl Cells {
                 self.cells.len() as u32
             }
         };
-        c.cell = Arc::new(Cell::new(c.cell.actions(), tag));
+        let c = info(Arc::new(Cell::new(actions, tag)));
         self.by_key.entry(c.key).or_default().push(tag);
         self.cells[tag as usize - 1] = Some(c);
         self.live += 1;
@@ -576,7 +581,7 @@ impl Cells {
             }
             c.members = members;
             c.suffix = s;
-            let key = state_key(&c.suffix, &c.suffix_flow());
+            let key = state_key(&c.suffix, &c.suffix.first_flow());
             if key != c.key {
                 let old_key = std::mem::replace(&mut c.key, key);
                 if let Some(v) = self.by_key.get_mut(&old_key) {
@@ -713,12 +718,5 @@ impl Cells {
                 .flatten()
                 .map(|c| c.members.capacity() * 8 + c.in_ports.capacity() * 4 + 2048)
                 .sum::<usize>()
-    }
-}
-
-impl CellInfo {
-    /// The key the suffix saw at its step (its first visit's).
-    fn suffix_flow(&self) -> kairo_flow::FlowKey {
-        self.suffix.first_flow()
     }
 }

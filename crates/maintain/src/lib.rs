@@ -348,11 +348,6 @@ impl Incremental {
         Incremental { cells: cells::Cells::with_anchors(anchors), ..Incremental::default() }
     }
 
-    /// Shared action cells with members.
-    pub fn cells(&self) -> usize {
-        self.cells.len()
-    }
-
     /// The entries an update can affect (DESIGN.md section 4), and how many
     /// index slots were looked at to find them (the cost beyond them).
     pub fn affected(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<index::EntryId>, usize) {
