@@ -515,8 +515,9 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 }));
                 if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
                     eprintln!(
-                        "{:>10.1} us (find {:>8.1}, translate {:>9.1}, apply {:>9.1}; then {:>9.1} housekeeping)  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  shared {:>6}  cells {:>4}  RSS {:>6} MiB",
+                        "{:>10.1} us (pipeline {:>6.1}, find {:>8.1}, translate {:>9.1}, apply {:>9.1}; then {:>9.1} housekeeping)  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  shared {:>6}  cells {:>4}  RSS {:>6} MiB",
                         rep.ttu.as_secs_f64() * 1e6,
+                        rep.pipeline.as_secs_f64() * 1e6,
                         rep.find.as_secs_f64() * 1e6,
                         rep.translate.as_secs_f64() * 1e6,
                         rep.apply.as_secs_f64() * 1e6,

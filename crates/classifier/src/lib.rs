@@ -336,6 +336,22 @@ impl<R> Classifier<R> {
         Some(rule)
     }
 
+    /// Gives rule `id` a new payload in place when its match and priority
+    /// are `m` and `priority`: nothing a lookup or an index reads changes,
+    /// so a rule's new instructions cost one hash lookup instead of a
+    /// removal and an insertion (tries, stage indexes, priorities, and the
+    /// subtable itself when the rule was alone in it). Returns the old
+    /// payload, or `None` (and nothing changed) when there is no such rule.
+    pub fn replace_payload(&mut self, id: RuleId, priority: u16, m: &Match, payload: R) -> Option<R> {
+        let (slot, key) = self.by_id.get(&id)?;
+        let st = self.slots[*slot].as_mut()?;
+        if st.mask != *m.mask() || key != m.key() {
+            return None;
+        }
+        let rule = st.rules.get_mut(key)?.iter_mut().find(|r| r.id == id && r.priority == priority)?;
+        Some(std::mem::replace(&mut rule.payload, payload))
+    }
+
     /// The rule with this id.
     pub fn get(&self, id: RuleId) -> Option<&ClsRule<R>> {
         let (slot, key) = self.by_id.get(&id)?;

@@ -228,3 +228,25 @@ fn ports_trie_keeps_l4_masks_narrow() {
     assert!(c.lookup(&k, &mut wc).is_some());
     assert_eq!(wc.get(Field::TpDst), 0xffff);
 }
+
+#[test]
+fn a_payload_is_replaced_in_place_only_under_the_same_match_and_priority() {
+    let mut a = Match::ANY;
+    a.set_exact(Field::InPort, 1);
+    let mut b = Match::ANY;
+    b.set_exact(Field::InPort, 2);
+    let mut c = Classifier::new();
+    c.insert(ClsRule { id: 7, priority: 5, m: a, payload: "old" });
+    // Another match, another priority, another id: nothing changes.
+    assert_eq!(c.replace_payload(7, 5, &b, "b"), None);
+    assert_eq!(c.replace_payload(7, 6, &a, "p"), None);
+    assert_eq!(c.replace_payload(8, 5, &a, "id"), None);
+    assert_eq!(c.get(7).map(|r| r.payload), Some("old"));
+    assert_eq!(c.replace_payload(7, 5, &a, "new"), Some("old"));
+    let mut k = FlowKey::ZERO;
+    k.set(Field::InPort, 1);
+    let hit = c.lookup(&k, &mut FlowMask::default()).map(|r| (r.id, r.payload));
+    assert_eq!(hit, Some((7, "new")));
+    assert_eq!(c.find_exact(&a, 5).map(|r| r.payload), Some("new"));
+    assert_eq!(c.len(), 1);
+}

@@ -49,6 +49,10 @@ pub struct Report {
     /// entry fixed (pipeline change plus maintenance).
     #[serde(serialize_with = "ser_us")]
     pub ttu: Duration,
+    /// Of the time-to-update: the change made to the pipeline's tables,
+    /// before any maintenance.
+    #[serde(serialize_with = "ser_us")]
+    pub pipeline: Duration,
     /// Of the maintenance: finding the entries to revalidate (the index's
     /// probes; nothing for full revalidation, which takes them all).
     #[serde(serialize_with = "ser_us")]
@@ -579,7 +583,7 @@ impl Engine for Incremental {
             *ph = [Duration::ZERO; 5];
         }
         t = lap(&mut rep.translate, t);
-        let mut memo = revalidate::Memo::default();
+        let mut memo = revalidate::Memo::for_pass(affected.len());
         for chunk in affected.chunks(chunk_for(self.threads)) {
             let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
                 chunk.iter().filter_map(|&id| Some((id, self.index.get(id)?.clone()))).unzip();
@@ -736,10 +740,12 @@ impl Control {
     pub fn apply(&mut self, fm: &FlowMod) -> Result<Report, ModError> {
         let start = Instant::now();
         let deltas = flowmod::apply(&mut self.pipeline, fm)?;
+        let pipeline = start.elapsed();
         self.version += 1;
         let moved = self.keep_moved.then_some(&mut self.moved);
         let mut rep = self.engine.maintain(&self.pipeline, &deltas, moved);
         rep.ttu = start.elapsed();
+        rep.pipeline = pipeline;
         Ok(rep)
     }
 

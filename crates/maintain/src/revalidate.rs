@@ -16,8 +16,8 @@
 use kairo_classifier::RuleId;
 use kairo_flow::{Field, FlowKey, FlowMask};
 use kairo_xlate::{
-    retranslate, translate, translate_suffix, DpAction, Outcome, Pipeline, Replay, Step, Suffix, TableSet, Traversal,
-    XlateResult,
+    retranslate_checked, translate, translate_suffix, DpAction, Outcome, Pipeline, Replay, Step, Suffix, TableSet,
+    Traversal, XlateResult,
 };
 
 use crate::Megaflow;
@@ -138,6 +138,9 @@ const MEMO_FAILURES: usize = 8;
 /// region held, and those tables did not change). So the region holds.
 #[derive(Default)]
 pub struct Memo {
+    /// Off for a pass too small to share: a suffix is one more translation
+    /// of the entry it is made from, wasted when nothing else uses it.
+    off: bool,
     suffixes: Vec<Suffix>,
     failures: usize,
     /// Entries no suffix served once no more could be made.
@@ -146,7 +149,19 @@ pub struct Memo {
     pub shared: usize,
 }
 
+/// Entries a pass needs at least for its memo to try sharing: with fewer,
+/// the first entry's suffix would serve one other entry at most, at the
+/// price of a translation for each entry it cannot serve (one whose
+/// region the suffix's lookups leave, evicted or not, is then re-translated
+/// on its own as well).
+pub const MEMO_MIN: usize = 3;
+
 impl Memo {
+    /// A memo for a pass over `entries` entries.
+    pub fn for_pass(entries: usize) -> Memo {
+        Memo { off: entries < MEMO_MIN, ..Memo::default() }
+    }
+
     /// The verdict from a shared suffix, if one serves this entry.
     pub fn verdict(
         &mut self,
@@ -159,7 +174,7 @@ impl Memo {
         // Entries that share little (their states differ in what the
         // suffixes examine, as source addresses under an ACL's prefixes):
         // stop paying for the comparisons.
-        if self.misses > 16 + 2 * self.shared {
+        if self.off || self.misses > 16 + 2 * self.shared {
             return None;
         }
         let (region, j, at, flow) = resume_point(mf, old, po, changed)?;
@@ -257,11 +272,16 @@ fn revalidate_from(
     let mut region = *mf.mask;
     region.or(po);
     let replay = Replay { old: &old, changed: &changed.tables, region: &region, groups_changed: changed.groups };
-    let again = retranslate(p, &mf.rep, replay);
+    // Each unproven visit is judged as it is made ([`visit_holds`], on the
+    // flow there): the first that fails decides the eviction, with no
+    // translation of the visits after it.
+    let holds_at = |t: u8, outcome: Outcome, flow: &FlowKey| step_holds(p, t, outcome, &flow.masked(&region), &region);
+    let again = retranslate_checked(p, &mf.rep, replay, &holds_at);
+    if again.rejected {
+        return Verdict::Evict;
+    }
     let r = again.result;
-    let holds = r.action_mask.is_subset_of(&region)
-        && again.unproven.iter().all(|&i| visit_holds(p, &r.traversal, &mf.rep, &r.traversal.steps[i], &region));
-    settle(mf, &old, holds, r)
+    settle(mf, &old, r.action_mask.is_subset_of(&region), r)
 }
 
 /// One entry of the cache that is not what full revalidation gives.

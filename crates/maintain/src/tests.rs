@@ -658,11 +658,13 @@ fn a_shared_suffix_serves_entries_in_the_same_state_only() {
 /// entry only if that entry's own old traversal answers it: here the two
 /// entries reach the added rule in the same state, but the second one's
 /// register was different before it, so at table 2 it now meets a rule
-/// its old visit never could.
+/// its old visit never could. (A third entry, on another port, in the
+/// first one's state: a pass shares only from [`revalidate::MEMO_MIN`]
+/// entries.)
 #[test]
 fn a_shared_suffix_needs_each_entry_s_own_traversal_to_answer_its_replayed_visits() {
     let p = pipeline(
-        "table=0,priority=10,in_port=1,actions=goto_table:1\n\
+        "table=0,priority=10,actions=goto_table:1\n\
          table=1,priority=10,tcp,nw_src=10.0.0.1,actions=load:0x1->NXM_NX_REG0[],goto_table:2\n\
          table=1,priority=10,tcp,nw_src=10.0.0.2,actions=load:0x2->NXM_NX_REG0[],goto_table:2\n\
          table=2,priority=20,ip,reg0=0x1,nw_src=10.0.0.2,actions=drop\n\
@@ -670,7 +672,10 @@ fn a_shared_suffix_needs_each_entry_s_own_traversal_to_answer_its_replayed_visit
         "",
     );
     let pkts: Vec<String> =
-        ["in_port=1,tcp,nw_src=10.0.0.1", "in_port=1,tcp,nw_src=10.0.0.2"].iter().map(|s| s.to_string()).collect();
+        ["in_port=1,tcp,nw_src=10.0.0.1", "in_port=1,tcp,nw_src=10.0.0.2", "in_port=2,tcp,nw_src=10.0.0.1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let (mut dp, sc) = filled(&p, EngineKind::Incremental, &pkts);
     let mut s2 = sc.clone();
     let r = sc
@@ -679,12 +684,13 @@ fn a_shared_suffix_needs_each_entry_s_own_traversal_to_answer_its_replayed_visit
             &parse_command("add-flow", "table=1,priority=20,tcp,actions=load:0x1->NXM_NX_REG0[],goto_table:2").unwrap(),
         )
         .unwrap();
-    // Each from a suffix: the second one its own.
-    assert_eq!((r.updated, r.shared), (1, 2), "{r}");
-    assert_eq!(r.examined, 2, "{r}");
+    // Each from a suffix: the second one its own, the third the first's.
+    assert_eq!((r.updated, r.shared), (1, 3), "{r}");
+    assert_eq!(r.examined, 3, "{r}");
     assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
     assert_eq!(format_actions(&dp.process_key(&key(&pkts[0]), 1, None, 0, &mut s2)), "3");
     assert_eq!(format_actions(&dp.process_key(&key(&pkts[1]), 1, None, 0, &mut s2)), "drop");
+    assert_eq!(format_actions(&dp.process_key(&key(&pkts[2]), 1, None, 0, &mut s2)), "3");
 }
 
 /// Entries that reach the change inside a group's bucket share a suffix
@@ -702,6 +708,7 @@ fn shared_suffix_traversals_inside_a_bucket_are_translation_s() {
     let pkts: Vec<String> = [
         "in_port=1,tcp,dl_src=00:00:00:00:00:01,nw_dst=10.1.1.1",
         "in_port=1,tcp,dl_src=00:00:00:00:00:02,nw_dst=10.1.1.1",
+        "in_port=2,tcp,dl_src=00:00:00:00:00:01,nw_dst=10.1.1.1",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -712,7 +719,7 @@ fn shared_suffix_traversals_inside_a_bucket_are_translation_s() {
         "table=1,priority=10,tcp,nw_dst=10.1.1.1,actions=mod_nw_dst:10.9.9.9,goto_table:2",
     );
     let r = sc.lock().apply(&fm.unwrap()).unwrap();
-    assert_eq!((r.updated, r.shared), (2, 2), "{r}");
+    assert_eq!((r.updated, r.shared), (3, 3), "{r}");
     assert!(sc.lock().verify().is_empty());
     sc.lock().housekeep();
     let c = sc.lock();

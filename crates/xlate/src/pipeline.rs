@@ -227,8 +227,11 @@ impl Pipeline {
     /// both are written, so they always agree).
     fn put_rule(&mut self, t: u8, id: RuleId, r: Arc<Rule>) {
         let table = self.tables.entry(t).or_default();
-        table.cls.remove(id);
-        table.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r.clone() });
+        // Same match and priority (a modify, or an add that replaces): in place.
+        if table.cls.replace_payload(id, r.priority, &r.m, r.clone()).is_none() {
+            table.cls.remove(id);
+            table.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r.clone() });
+        }
         self.by_id.insert(id, r);
     }
 

@@ -342,6 +342,34 @@ mod prop {
                 }
                 prop_assert_eq!(&got.action_mask, &expect);
                 prop_assert!(got.action_mask.is_subset_of(&want.action_mask));
+                // Judged as they are made (here: visits to the added rule's
+                // table rejected), the unproven visits are the ones above,
+                // at their flows; it stops at a rejected one, and with none
+                // gives the same result.
+                let visits: Vec<(u8, Outcome, FlowKey)> = again
+                    .unproven
+                    .iter()
+                    .map(|&i| {
+                        let st = &got.traversal.steps[i];
+                        (st.table, st.outcome, got.traversal.key_at(&k, st))
+                    })
+                    .collect();
+                let seen = std::cell::RefCell::new(Vec::new());
+                let check = |tb: u8, o: Outcome, f: &FlowKey| {
+                    seen.borrow_mut().push((tb, o, *f));
+                    tb != t
+                };
+                let replay = Replay { old: &old, changed: &changed, region: &region, groups_changed };
+                let checked = retranslate_checked(&p1, &k, replay, &check);
+                let seen = seen.into_inner();
+                prop_assert!(seen.iter().all(|v| visits.contains(v)), "{:?} not all in {:?}", seen, visits);
+                prop_assert_eq!(checked.rejected, visits.iter().any(|v| v.0 == t));
+                if checked.rejected {
+                    prop_assert_eq!(seen.last().map(|v| v.0), Some(t));
+                } else {
+                    prop_assert_eq!(&checked.result, &got);
+                    prop_assert_eq!(&checked.unproven, &again.unproven);
+                }
             }
         }
 

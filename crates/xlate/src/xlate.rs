@@ -225,6 +225,10 @@ pub enum XlateError {
     TooDeep { table: u8 },
     #[error("translation looked up more than {MAX_RESUBMITS} tables")]
     TooManyResubmits,
+    /// Only from [`retranslate_checked`], whose caller rejected a visit:
+    /// never in a translation of a packet.
+    #[error("re-translation stopped at a visit its caller rejected")]
+    Rejected,
 }
 
 /// The result of translating one key.
@@ -422,6 +426,10 @@ impl Replay<'_> {
     }
 }
 
+/// A judgement of one visit of a re-translation: its table, outcome and
+/// the flow there ([`retranslate_checked`]).
+pub type VisitCheck<'a> = dyn Fn(u8, Outcome, &FlowKey) -> bool + 'a;
+
 struct ReplayState<'a> {
     r: Replay<'a>,
     /// The next step of `old` to align a visit with.
@@ -432,6 +440,12 @@ struct ReplayState<'a> {
     /// When asked ([`translate_suffix`]): each visit that took an earlier
     /// visit's outcome, as (that visit's index in `old`, the flow it saw).
     taken: Option<Vec<(usize, FlowKey)>>,
+    /// When given ([`retranslate_checked`]): judges each visit that would
+    /// be unproven (table, outcome, flow there); the first it rejects
+    /// stops the translation.
+    holds: Option<&'a VisitCheck<'a>>,
+    /// A visit was rejected: the translation stopped there.
+    rejected: bool,
 }
 
 /// The result of [`retranslate`]: a translation, and which of its steps were
@@ -444,6 +458,10 @@ pub struct Retranslation {
     pub unproven: Vec<usize>,
     /// The step it resumed at ([`Replay::resume_at`]; 0: from table 0).
     pub resumed_at: usize,
+    /// [`retranslate_checked`] only: a visit that would be unproven was
+    /// rejected, and the translation stopped there (`result` is then
+    /// unfinished and means nothing).
+    pub rejected: bool,
 }
 
 /// Translates `key` through `p` from table 0.
@@ -478,16 +496,47 @@ pub fn actions_read_from(p: &Pipeline, key: &FlowKey, step: usize) -> FlowMask {
 /// before is what the earlier translation gathered. The caller decides from
 /// [`Retranslation::unproven`] what still needs checking.
 pub fn retranslate(p: &Pipeline, key: &FlowKey, replay: Replay<'_>) -> Retranslation {
+    retranslate_with(p, key, replay, None)
+}
+
+/// [`retranslate`], judging each visit that would be unproven as it is
+/// made, with `holds` (given the table, the outcome and the flow there):
+/// at the first one it rejects, translation stops, with
+/// [`Retranslation::rejected`] set. Every visit `holds` sees is one the
+/// whole re-translation makes, at that flow, so a caller whose verdict
+/// fails when any unproven visit fails has its verdict there without the
+/// visits after it (an entry evicted by a new rule at the table it
+/// resumes at is then not translated through the rest of the pipeline).
+/// Not rejected: the same result as [`retranslate`], every unproven visit
+/// accepted by `holds`.
+pub fn retranslate_checked(p: &Pipeline, key: &FlowKey, replay: Replay<'_>, holds: &VisitCheck) -> Retranslation {
+    retranslate_with(p, key, replay, Some(holds))
+}
+
+fn retranslate_with<'a>(
+    p: &'a Pipeline,
+    key: &FlowKey,
+    replay: Replay<'a>,
+    holds: Option<&'a VisitCheck<'a>>,
+) -> Retranslation {
     let mut resumed_at = replay.resume_at();
     let from = (resumed_at > 0).then_some((replay.old, resumed_at));
-    let state = Some(ReplayState { r: replay, cursor: resumed_at, unproven: Vec::new(), taken: None });
-    let mut out = run(p, key, Opts { replay: state, from, ..Opts::default() });
-    if out.spoilt {
+    let state = |cursor| ReplayState { r: replay, cursor, unproven: Vec::new(), taken: None, holds, rejected: false };
+    let mut out = run(p, key, Opts { replay: Some(state(resumed_at)), from, ..Opts::default() });
+    // (A rejected visit was made before the end, where spoiling happens:
+    // the lookups of a spoilt run are a whole translation's.)
+    let rejected = |out: &Run<'_>| out.replay.as_ref().is_some_and(|s| s.rejected);
+    if out.spoilt && !rejected(&out) {
         resumed_at = 0;
-        let state = Some(ReplayState { r: replay, cursor: 0, unproven: Vec::new(), taken: None });
-        out = run(p, key, Opts { replay: state, ..Opts::default() });
+        out = run(p, key, Opts { replay: Some(state(0)), ..Opts::default() });
     }
-    Retranslation { result: out.result, unproven: out.replay.map(|s| s.unproven).unwrap_or_default(), resumed_at }
+    let rejected = rejected(&out);
+    Retranslation {
+        result: out.result,
+        unproven: out.replay.map(|s| s.unproven).unwrap_or_default(),
+        resumed_at,
+        rejected,
+    }
 }
 
 /// The part of a translation from a resumable step on, made once and
@@ -578,7 +627,14 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
     }
     let region = FlowMask::ZERO;
     let replay = Replay { old, changed, region: &region, groups_changed: false };
-    let state = ReplayState { r: replay, cursor: j, unproven: Vec::new(), taken: Some(Vec::new()) };
+    let state = ReplayState {
+        r: replay,
+        cursor: j,
+        unproven: Vec::new(),
+        taken: Some(Vec::new()),
+        holds: None,
+        rejected: false,
+    };
     let out = run(p, key, Opts { replay: Some(state), from: Some((old, j)), commits: true, ..Opts::default() });
     let r = &out.result;
     // Groups before the step are the earlier traversal's, copied.
@@ -1113,6 +1169,11 @@ impl<'a> Ctx<'a> {
                 let n = self.trav.steps.len();
                 if let Some(st) = self.replay.as_mut().filter(|st| !wc.is_subset_of(st.r.region)) {
                     st.unproven.push(n);
+                    let outcome = hit.map_or(Outcome::Miss, |(id, _)| Outcome::Rule(id));
+                    if st.holds.is_some_and(|holds| !holds(t, outcome, &self.flow)) {
+                        st.rejected = true;
+                        return self.fail(XlateError::Rejected);
+                    }
                 }
                 hit
             }
