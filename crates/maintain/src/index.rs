@@ -6,7 +6,10 @@
 //!
 //! Invariants: every live entry is registered under exactly the rules,
 //! misses, groups and table regions of its current traversal (re-registered
-//! whenever its traversal is replaced); the region an entry is indexed under
+//! whenever its traversal is replaced), its registrations under rules
+//! filed by the shared action cell it is noted in (so that an update of a
+//! rule finds its users already grouped by cell, without reading each
+//! one's cell); the region an entry is indexed under
 //! at a table is a superset of its true region there, so a query never misses
 //! an overlapping entry; an entry's slots are a pure function of its megaflow
 //! and traversal (a table's fields never change once chosen), so they are
@@ -341,6 +344,14 @@ pub struct Index {
     /// finds the cells of the entries it affects without reading their
     /// megaflows or entries (checked by [`Index::check`]).
     cells: Vec<u32>,
+    /// Per entry id, the cell its registrations under rules are filed by
+    /// ([`Index::by_rule`]): its tag in `cells`, except for entries in
+    /// `retag`, whose registrations [`Index::collect`] moves (a pass that
+    /// takes a million entries out of their cells notes it at once and
+    /// moves their registrations off the time-to-update, with the rest).
+    filed: Vec<u32>,
+    /// Entries whose tag changed since their registrations were filed.
+    retag: Vec<EntryId>,
     free: Vec<EntryId>,
     /// Removed entries still registered, waiting for [`Index::collect`].
     removed: Vec<(EntryId, Entry)>,
@@ -349,7 +360,8 @@ pub struct Index {
     /// [`Index::collect`] to move them over.
     stale: Vec<EntryId>,
     by_ptr: FxHashMap<usize, EntryId>,
-    by_rule: FxHashMap<RuleId, FxHashSet<EntryId>>,
+    /// Per rule, its users by the cell they are filed by (0: none).
+    by_rule: FxHashMap<RuleId, FxHashMap<u32, FxHashSet<EntryId>>>,
     by_miss: FxHashMap<u8, FxHashSet<EntryId>>,
     by_group: FxHashMap<u32, FxHashSet<EntryId>>,
     tables: FxHashMap<u8, TableIndex>,
@@ -382,11 +394,49 @@ impl Index {
         self.cells.get(id as usize).copied().unwrap_or(0)
     }
 
-    /// Notes that entry `id`'s megaflow reads its actions from cell `tag` now.
+    /// Notes that entry `id`'s megaflow reads its actions from cell `tag`
+    /// now (its registrations are filed by it at the next
+    /// [`Index::collect`]).
     pub fn set_cell(&mut self, id: EntryId, tag: u32) {
         if self.entries.get(id as usize).is_some_and(|e| e.is_some()) {
-            self.cells[id as usize] = tag;
+            let i = id as usize;
+            // Queued once: while its tag differs from its filing it is.
+            if self.cells[i] == self.filed[i] && tag != self.filed[i] {
+                self.retag.push(id);
+            }
+            self.cells[i] = tag;
         }
+    }
+
+    /// Files a live entry's registrations under rules by its tag.
+    fn refile(&mut self, id: EntryId) {
+        let i = id as usize;
+        let (from, to) = (self.filed[i], self.cells[i]);
+        let Some(e) = self.entries.get(i).and_then(|e| e.as_ref()) else { return };
+        if from == to {
+            return;
+        }
+        let trav = e.trav.clone();
+        for st in &trav.steps {
+            if let Outcome::Rule(r) = st.outcome {
+                if let Some(users) = self.by_rule.get_mut(&r) {
+                    if Self::take_user(users, from, id) {
+                        users.entry(to).or_default().insert(id);
+                    }
+                }
+            }
+        }
+        self.filed[i] = to;
+    }
+
+    /// Takes `id` out of a rule's users filed by `tag`; whether it was there.
+    fn take_user(users: &mut FxHashMap<u32, FxHashSet<EntryId>>, tag: u32, id: EntryId) -> bool {
+        let Some(set) = users.get_mut(&tag) else { return false };
+        let hit = set.remove(&id);
+        if set.is_empty() {
+            users.remove(&tag);
+        }
+        hit
     }
 
     pub fn get(&self, id: EntryId) -> Option<&Arc<Megaflow>> {
@@ -421,7 +471,10 @@ impl Index {
 
     fn add_outcome(&mut self, id: EntryId, table: u8, outcome: Outcome) {
         match outcome {
-            Outcome::Rule(r) => self.by_rule.entry(r).or_default().insert(id),
+            Outcome::Rule(r) => {
+                let tag = self.filed[id as usize];
+                self.by_rule.entry(r).or_default().entry(tag).or_default().insert(id)
+            }
             Outcome::Miss => self.by_miss.entry(table).or_default().insert(id),
         };
     }
@@ -433,17 +486,22 @@ impl Index {
     }
 
     fn del_outcome(&mut self, id: EntryId, table: u8, outcome: Outcome) {
-        let set = match outcome {
-            Outcome::Rule(r) => self.by_rule.get_mut(&r),
-            Outcome::Miss => self.by_miss.get_mut(&table),
-        };
-        if let Some(s) = set {
-            s.remove(&id);
-            if s.is_empty() {
-                match outcome {
-                    Outcome::Rule(r) => self.by_rule.remove(&r),
-                    Outcome::Miss => self.by_miss.remove(&table),
-                };
+        match outcome {
+            Outcome::Rule(r) => {
+                if let Some(users) = self.by_rule.get_mut(&r) {
+                    Self::take_user(users, self.filed[id as usize], id);
+                    if users.is_empty() {
+                        self.by_rule.remove(&r);
+                    }
+                }
+            }
+            Outcome::Miss => {
+                if let Some(s) = self.by_miss.get_mut(&table) {
+                    s.remove(&id);
+                    if s.is_empty() {
+                        self.by_miss.remove(&table);
+                    }
+                }
             }
         }
     }
@@ -479,6 +537,12 @@ impl Index {
     }
 
     fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, trav: Arc<Traversal>) {
+        if self.cells.len() < self.entries.len() {
+            self.cells.resize(self.entries.len(), 0);
+            self.filed.resize(self.entries.len(), 0);
+        }
+        self.cells[id as usize] = mf.cell_tag();
+        self.filed[id as usize] = mf.cell_tag();
         self.ensure_tables(p, &trav);
         let slots = self.slots_of(mf, &trav);
         for (st, &slot) in trav.steps.iter().zip(slots.iter()) {
@@ -487,10 +551,6 @@ impl Index {
         }
         self.add_groups(id, &Self::groups_of(&trav));
         self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
-        if self.cells.len() < self.entries.len() {
-            self.cells.resize(self.entries.len(), 0);
-        }
-        self.cells[id as usize] = mf.cell_tag();
     }
 
     /// Takes out every registration of a removed entry's traversal.
@@ -506,6 +566,13 @@ impl Index {
 
     /// Adds an entry under its current traversal.
     pub fn insert(&mut self, p: &Pipeline, mf: Arc<Megaflow>) -> EntryId {
+        self.insert_with(p, mf, |_| {})
+    }
+
+    /// [`Index::insert`], calling `first` with the entry's id before it is
+    /// registered (to give its megaflow a cell, whose tag its
+    /// registrations are then filed by at once).
+    pub fn insert_with(&mut self, p: &Pipeline, mf: Arc<Megaflow>, first: impl FnOnce(EntryId)) -> EntryId {
         let key = Arc::as_ptr(&mf) as usize;
         if let Some(&id) = self.by_ptr.get(&key) {
             return id;
@@ -518,6 +585,7 @@ impl Index {
             }
         };
         self.by_ptr.insert(key, id);
+        first(id);
         let trav = mf.traversal();
         self.register(p, id, &mf, trav);
         id
@@ -604,6 +672,7 @@ impl Index {
         let e = self.entries.get_mut(id as usize)?.take()?;
         self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
         self.cells[id as usize] = 0;
+        // (`filed` stays until its registrations are out.)
         Some(e)
     }
 
@@ -626,6 +695,7 @@ impl Index {
         }
         let e = self.take_live(id)?;
         self.unregister(id, &e);
+        self.filed[id as usize] = 0;
         self.free.push(id);
         Some(e.mf)
     }
@@ -633,7 +703,7 @@ impl Index {
     /// Removed entries whose registrations are still to be taken out, and
     /// live ones still registered under a replaced traversal.
     pub fn pending(&self) -> usize {
-        self.removed.len() + self.stale.len()
+        self.removed.len() + self.stale.len() + self.retag.len()
     }
 
     /// Brings the registrations up to date: moves every entry whose
@@ -641,6 +711,12 @@ impl Index {
     /// of removed entries (freeing their ids); returns how many entries
     /// that was.
     pub fn collect(&mut self) -> usize {
+        // Filings first: moving over and unregistering find an entry's
+        // registrations under rules by its filing.
+        let retag = std::mem::take(&mut self.retag);
+        for &id in &retag {
+            self.refile(id);
+        }
         let stale = std::mem::take(&mut self.stale);
         for &id in &stale {
             self.move_over(id);
@@ -648,9 +724,10 @@ impl Index {
         let removed = std::mem::take(&mut self.removed);
         for (id, e) in &removed {
             self.unregister(*id, e);
+            self.filed[*id as usize] = 0;
             self.free.push(*id);
         }
-        stale.len() + removed.len()
+        stale.len() + removed.len() + retag.len()
     }
 
     /// Checks the invariants above against the index's own sets: every live
@@ -670,9 +747,13 @@ impl Index {
                 ));
             }
             let region = self.region(&e.mf);
+            let filed = self.filed[i];
+            if self.retag.is_empty() && filed != self.cell_of(id) {
+                return Err(format!("entry {id}: in cell {}, filed by {filed}", self.cell_of(id)));
+            }
             for st in &e.trav.steps {
                 let set = match st.outcome {
-                    Outcome::Rule(r) => self.by_rule.get(&r),
+                    Outcome::Rule(r) => self.by_rule.get(&r).and_then(|u| u.get(&filed)),
                     Outcome::Miss => self.by_miss.get(&st.table),
                 };
                 if !set.is_some_and(|s| s.contains(&id)) {
@@ -695,7 +776,7 @@ impl Index {
                 }
             }
         }
-        if self.removed.is_empty() && self.stale.is_empty() {
+        if self.removed.is_empty() && self.stale.is_empty() && self.retag.is_empty() {
             for (i, e) in self.entries.iter().enumerate() {
                 if let Some(e) = e.as_ref().filter(|e| *e.trav != *e.mf.traversal()) {
                     return Err(format!("entry {i}: registered under a traversal its megaflow no longer has ({e:p})"));
@@ -703,12 +784,19 @@ impl Index {
             }
             let trav = |id: EntryId| self.entries.get(id as usize).and_then(|e| e.as_ref());
             let asserts = |id: EntryId, f: &dyn Fn(&Entry) -> bool| trav(id).is_some_and(f);
-            for (r, ids) in &self.by_rule {
-                if let Some(id) = ids
-                    .iter()
-                    .find(|&&id| !asserts(id, &|e| e.trav.steps.iter().any(|s| s.outcome == Outcome::Rule(*r))))
-                {
-                    return Err(format!("entry {id} is registered under rule {r:?}, which its traversal does not use"));
+            for (r, users) in &self.by_rule {
+                for (tag, ids) in users {
+                    if let Some(id) = ids
+                        .iter()
+                        .find(|&&id| !asserts(id, &|e| e.trav.steps.iter().any(|s| s.outcome == Outcome::Rule(*r))))
+                    {
+                        return Err(format!(
+                            "entry {id} is registered under rule {r:?}, which its traversal does not use"
+                        ));
+                    }
+                    if let Some(id) = ids.iter().find(|&&id| self.cell_of(id) != *tag) {
+                        return Err(format!("entry {id} is filed under rule {r:?} by cell {tag}, not its own"));
+                    }
                 }
             }
             for (t, ids) in &self.by_miss {
@@ -753,7 +841,13 @@ impl Index {
 
     /// Entries whose traversal matched rule `r`.
     pub fn users_of_rule(&self, r: RuleId) -> impl Iterator<Item = EntryId> + '_ {
-        self.by_rule.get(&r).into_iter().flatten().copied()
+        self.by_rule.get(&r).into_iter().flat_map(|u| u.values()).flatten().copied()
+    }
+
+    /// Entries whose traversal matched rule `r`, by the shared action cell
+    /// each is in (0: none; once nothing is pending, [`Index::pending`]).
+    pub fn users_of_rule_by_cell(&self, r: RuleId) -> impl Iterator<Item = (u32, &FxHashSet<EntryId>)> + '_ {
+        self.by_rule.get(&r).into_iter().flatten().map(|(t, ids)| (*t, ids))
     }
     /// Entries that missed in table `t`.
     pub fn users_of_miss(&self, t: u8) -> impl Iterator<Item = EntryId> + '_ {
@@ -810,7 +904,12 @@ impl Index {
             + self.cells.capacity() * 4
             + self.by_ptr.capacity() * (size_of::<(usize, EntryId)>() + 1);
         let per_key = size_of::<(u64, FxHashSet<EntryId>)>() + 1;
-        bytes += self.by_rule.values().map(set).sum::<usize>() + self.by_rule.capacity() * per_key;
+        let per_cell = size_of::<(u32, FxHashSet<EntryId>)>() + 1;
+        let per_rule = size_of::<(RuleId, FxHashMap<u32, FxHashSet<EntryId>>)>() + 1;
+        bytes +=
+            self.by_rule.values().map(|u| u.values().map(set).sum::<usize>() + u.capacity() * per_cell).sum::<usize>()
+                + self.by_rule.capacity() * per_rule
+                + self.filed.capacity() * 4;
         bytes += self.by_group.values().map(set).sum::<usize>() + self.by_group.capacity() * per_key;
         bytes += self.by_miss.values().map(set).sum::<usize>() + self.by_miss.capacity() * per_key;
         for ti in self.tables.values() {

@@ -388,39 +388,62 @@ impl Incremental {
         (out, probed)
     }
 
-    /// Takes the change for the cells of the affected entries at the cells'
-    /// level where it can ([`cells::Cells::update`]), counting those
-    /// entries in `rep`; returns the others, in order.
-    fn by_cells(
-        &mut self,
-        p: &Pipeline,
-        affected: Vec<index::EntryId>,
-        changed: &revalidate::Changed,
-        rep: &mut Report,
-    ) -> Vec<index::EntryId> {
+    /// The entries an update can affect ([`Incremental::affected`]), by
+    /// the shared action cell each is in (tag 0: none); and how many index
+    /// slots were looked at. The users of one removed or modified rule
+    /// come grouped from the index; others are grouped here, from each
+    /// entry's tag.
+    fn affected_by_cell(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<(u32, Vec<index::EntryId>)>, usize) {
+        if let [Delta::RuleRemoved { id, .. } | Delta::RuleModified { id, .. }] = deltas {
+            let groups = self.index.users_of_rule_by_cell(*id).map(|(tag, ids)| (tag, ids.iter().copied().collect()));
+            return (groups.collect(), 0);
+        }
+        let (affected, probed) = self.affected(p, deltas);
         if self.cells.is_empty() {
-            let mut rest = affected;
-            rest.sort_unstable();
-            return rest;
+            return (vec![(0, affected)], probed);
         }
         // The cells' tags first, in a loop of independent reads (an
         // update's entries are scattered over the index: their cache
         // misses overlap), then grouped.
         let tags: Vec<u32> = affected.iter().map(|&id| self.index.cell_of(id)).collect();
-        let mut rest = Vec::new();
         let mut groups: Vec<(u32, Vec<index::EntryId>)> = Vec::new();
         let mut group_of: rustc_hash::FxHashMap<u32, usize> = Default::default();
         for (id, tag) in affected.into_iter().zip(tags) {
-            if tag == 0 {
-                rest.push(id);
-                continue;
-            }
             let g = *group_of.entry(tag).or_insert_with(|| {
                 groups.push((tag, Vec::new()));
                 groups.len() - 1
             });
             groups[g].1.push(id);
         }
+        (groups, probed)
+    }
+
+    /// Takes the change for the cells of the affected entries (grouped by
+    /// cell, [`Incremental::affected_by_cell`]) at the cells' level where
+    /// it can ([`cells::Cells::update`]), counting those entries in `rep`;
+    /// returns the others, in order.
+    fn by_cells(
+        &mut self,
+        p: &Pipeline,
+        groups: Vec<(u32, Vec<index::EntryId>)>,
+        changed: &revalidate::Changed,
+        rep: &mut Report,
+    ) -> Vec<index::EntryId> {
+        let mut rest = Vec::new();
+        let groups: Vec<(u32, Vec<index::EntryId>)> = groups
+            .into_iter()
+            .filter_map(|(tag, ids)| {
+                // One affected member: taking the change at the cell's
+                // level costs what revalidating it does, and when the cell
+                // cannot take it (an evicted entry's cell cannot), both.
+                if tag == 0 || ids.len() == 1 {
+                    rest.extend(ids);
+                    None
+                } else {
+                    Some((tag, ids))
+                }
+            })
+            .collect();
         // Each cell's update starts with a chain of cold reads (its
         // representative's entry, megaflow, traversal; the cell's suffix):
         // read them for every cell first, so that the chains overlap.
@@ -534,6 +557,11 @@ impl Incremental {
         if now.is_none() && !self.cells.calibrated() && self.index.len() >= cells::CALIBRATE_AT {
             self.cells.calibrate(p, &mut self.index, &self.po);
         }
+        if now.is_none() {
+            // Entries that joined or left cells above: their registrations
+            // filed by their new cells here, not in the next update.
+            done += self.index.collect();
+        }
         done
     }
 }
@@ -543,10 +571,14 @@ impl Engine for Incremental {
         "incremental"
     }
     fn add(&mut self, p: &Pipeline, mf: Arc<Megaflow>) {
-        let id = self.index.insert(p, mf.clone());
-        if self.cells.calibrated() && self.cells.anchor(p, id, &mf, &self.po) {
-            self.index.set_cell(id, mf.cell_tag());
-        }
+        // Anchored before it is registered: its registrations are filed
+        // by its cell at once.
+        let (cells, po) = (&mut self.cells, &self.po);
+        self.index.insert_with(p, mf.clone(), |id| {
+            if cells.calibrated() {
+                cells.anchor(p, id, &mf, po);
+            }
+        });
     }
     fn remove(&mut self, mf: &Arc<Megaflow>) {
         // Off the update path (idle expiry): unregistered at once, since no
@@ -568,12 +600,12 @@ impl Engine for Incremental {
             self.settle(p, &mut moved, Some(&changed));
             t = lap(&mut rep.apply, t);
         }
-        let (affected, probed) = self.affected(p, deltas);
+        let (groups, probed) = self.affected_by_cell(p, deltas);
         rep.probed = probed;
         t = lap(&mut rep.find, t);
         // Members of shared action cells: the change is taken once per
         // cell where it can be; the rest one by one.
-        let affected = self.by_cells(p, affected, &changed, &mut rep);
+        let affected = self.by_cells(p, groups, &changed, &mut rep);
         if let Some(ph) = self.cells.phases.as_mut() {
             // Printed at housekeeping, off the time-to-update.
             if rep.cells > 0 {
