@@ -519,9 +519,11 @@ impl Cells {
     /// suffix's visits and key), returning a word of it: for a pass to
     /// touch every cell's before updating any, so that their cache misses
     /// overlap.
-    pub fn touch(&self, tag: u32, index: &Index) -> u64 {
+    pub fn touch(&self, p: &Pipeline, tag: u32, index: &Index) -> u64 {
         let Some(c) = self.get(tag) else { return 0 };
         let mut w = c.suffix.first_flow().w[0] ^ c.agree.w[0] ^ c.suffix.steps().len() as u64;
+        // And the rules its re-translation will visit.
+        w ^= kairo_xlate::touch_steps(p, c.suffix.steps());
         if let Some(mf) = c.members.first().and_then(|&(id, _)| index.get(id)) {
             let t = mf.traversal();
             w ^= mf.rep.w[0] ^ t.steps.last().map_or(0, |s| s.version as u64);

@@ -447,7 +447,7 @@ impl Incremental {
         // Each cell's update starts with a chain of cold reads (its
         // representative's entry, megaflow, traversal; the cell's suffix):
         // read them for every cell first, so that the chains overlap.
-        let touched = groups.iter().fold(0u64, |acc, (tag, _)| acc ^ self.cells.touch(*tag, &self.index));
+        let touched = groups.iter().fold(0u64, |acc, (tag, _)| acc ^ self.cells.touch(p, *tag, &self.index));
         std::hint::black_box(touched);
         for (tag, ids) in groups {
             match self.cells.update(p, tag, changed, &self.index, &mut self.interner) {

@@ -338,6 +338,11 @@ pub fn revalidate_all(p: &Pipeline, mfs: &[std::sync::Arc<Megaflow>], po: &FlowM
     revalidate_each(mfs, threads, |mf| revalidate(p, mf, po))
 }
 
+/// Passes of at most this many entries read their entries' rules ahead
+/// ([`kairo_xlate::touch_steps`]); in larger ones the rules are warm after
+/// the first few.
+const TOUCH_MAX: usize = 16;
+
 /// As [`revalidate_all`], with [`revalidate_since`].
 pub fn revalidate_all_since(
     p: &Pipeline,
@@ -359,6 +364,13 @@ pub fn revalidate_all_since(
             let last = old.steps.last().map_or(0, |s| s.table as u64);
             let diff = old.version(1).first().map_or(0, |d| d.1);
             touched = touched.wrapping_add(first ^ last ^ diff ^ mf.rep.w[0] ^ mf.rep.w[mf.rep.w.len() - 1]);
+        }
+        // A few entries (an update's usual lot) each start a chain of cold
+        // reads through the pipeline: the rules they visited, read first.
+        if mfs.len() <= TOUCH_MAX {
+            for old in &olds {
+                touched ^= kairo_xlate::touch_steps(p, &old.steps);
+            }
         }
         std::hint::black_box(touched);
         return mfs
