@@ -205,24 +205,25 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             let Some(inst) = &spec.instructions else {
                 return Err(OfError::Syntax { text: String::new(), expected: "actions= in mod-flows".into() }.into());
             };
-            let sel = select_rules(p, spec, *strict);
-            // Validate every change before making any.
-            for &(t, id) in &sel {
-                if let Some(r) = p.rule(t, id) {
-                    let mut n = (**r).clone();
-                    n.inst = inst.clone();
-                    p.check_rule(&n)?;
-                }
-            }
             let cookie = spec.cookie_mask.is_none().then_some(spec.cookie).filter(|c| *c != 0);
-            for (t, id) in sel {
-                let mut inst = inst.clone();
-                if let Some(r) = p.rule(t, id) {
-                    let has_vlan = kairo_ofproto::action::match_has_vlan(&r.m);
-                    kairo_ofproto::action::normalize_vlan(&mut inst.apply, has_vlan);
-                    kairo_ofproto::action::normalize_vlan(&mut inst.write, has_vlan);
+            // Every new rule made and checked before any is put in (one
+            // lookup of each selected rule: they are cold on a large cache).
+            let mut new = Vec::new();
+            for (t, id) in select_rules(p, spec, *strict) {
+                let Some(r) = p.rule(t, id) else { continue };
+                let mut n = (**r).clone();
+                n.inst = inst.clone();
+                let has_vlan = kairo_ofproto::action::match_has_vlan(&r.m);
+                kairo_ofproto::action::normalize_vlan(&mut n.inst.apply, has_vlan);
+                kairo_ofproto::action::normalize_vlan(&mut n.inst.write, has_vlan);
+                if let Some(c) = cookie {
+                    n.cookie = c;
                 }
-                let old = p.modify_rule(t, id, inst, cookie)?;
+                p.check_rule(&n)?;
+                new.push((t, id, n));
+            }
+            for (t, id, n) in new {
+                let old = p.replace_rule(t, id, n)?;
                 undo.push(Undo::Rule(t, id, Some(old)));
                 out.push(Delta::RuleModified { table: t, id });
             }

@@ -28,6 +28,8 @@ pub enum PipelineError {
     GroupLoop { group: u32 },
     #[error("table {table} has no rule {id}")]
     UnknownRule { table: u8, id: u64 },
+    #[error("a replacement for rule {id} of table {table} must keep its table, match and priority")]
+    NotSameRule { table: u8, id: u64 },
     #[error("group {group} is still referenced by {by}")]
     GroupInUse { group: u32, by: String },
 }
@@ -195,21 +197,15 @@ impl Pipeline {
         Ok((id, old))
     }
 
-    /// Replaces the instructions (and cookie) of an existing rule in place.
-    pub fn modify_rule(
-        &mut self,
-        t: u8,
-        id: RuleId,
-        inst: Instructions,
-        cookie: Option<u64>,
-    ) -> Result<Arc<Rule>, PipelineError> {
+    /// Replaces rule `id` of table `t` with `new`, checked like any rule,
+    /// which has the same match and priority (a modify's new instructions
+    /// and cookie, made by the caller). Returns the rule it replaced.
+    pub fn replace_rule(&mut self, t: u8, id: RuleId, new: Rule) -> Result<Arc<Rule>, PipelineError> {
         let Some(old) = self.rule(t, id).cloned() else {
             return Err(PipelineError::UnknownRule { table: t, id });
         };
-        let mut new = (*old).clone();
-        new.inst = inst;
-        if let Some(c) = cookie {
-            new.cookie = c;
+        if new.table != t || new.priority != old.priority || new.m != old.m {
+            return Err(PipelineError::NotSameRule { table: t, id });
         }
         self.check_rule(&new)?;
         self.put_rule(t, id, Arc::new(new));

@@ -193,10 +193,19 @@ fn equal_priority_tie_goes_to_the_earlier_rule_and_replace_keeps_place() {
     // re-adding the first rule (same match and priority) replaces it in place
     let r =
         kairo_ofproto::parse_flow("priority=5,in_port=1,actions=output:4", Some(true)).unwrap().into_rule().unwrap();
-    let (_, old) = p.add_rule(r).unwrap();
+    let (id, old) = p.add_rule(r).unwrap();
     assert!(old.is_some());
     assert_eq!(acts(&p, "in_port=1,tcp"), "4");
     assert_eq!(p.n_rules(), 2);
+    // A replacement keeps the rule's table, match and priority, or is refused whole.
+    let rule = |s: &str| kairo_ofproto::parse_flow(s, Some(true)).unwrap().into_rule().unwrap();
+    let other = rule("priority=6,in_port=1,actions=output:5");
+    assert!(matches!(p.replace_rule(0, id, other), Err(PipelineError::NotSameRule { .. })));
+    assert!(matches!(p.replace_rule(0, id + 100, rule("actions=drop")), Err(PipelineError::UnknownRule { .. })));
+    assert_eq!(acts(&p, "in_port=1,tcp"), "4");
+    let old = p.replace_rule(0, id, rule("priority=5,in_port=1,actions=output:6")).unwrap();
+    assert_eq!(kairo_ofproto::action::format_action_list(&old.inst.apply), "output:4");
+    assert_eq!(acts(&p, "in_port=1,tcp"), "6");
 }
 
 #[test]

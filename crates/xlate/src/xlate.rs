@@ -839,8 +839,8 @@ impl Suffix {
         (out, made)
     }
 
-    /// The ports the suffix compared in_port with, unless it read in_port
-    /// otherwise (`None`: then in_port is in `same`).
+    /// The ports the suffix compared in_port with, sorted, unless it read
+    /// in_port otherwise (`None`: then in_port is in `same`).
     pub fn compared_ports(&self) -> Option<&[u32]> {
         self.ports.as_deref()
     }
@@ -943,7 +943,10 @@ impl Suffix {
             && old.same.is_subset_of(agree)
             && match (&self.ports, &old.ports) {
                 (Some(ps), Some(qs)) => {
-                    ps.iter().all(|p| qs.contains(p) || in_ports.len() == 1 || in_ports.binary_search(p).is_err())
+                    // (Both sorted: a flood compares with every port.)
+                    ps.iter().all(|p| {
+                        qs.binary_search(p).is_ok() || in_ports.len() == 1 || in_ports.binary_search(p).is_err()
+                    })
                 }
                 _ => true,
             }
