@@ -524,15 +524,8 @@ impl Cells {
     pub fn touch(&self, p: &Pipeline, tag: u32, index: &Index) -> u64 {
         let Some(c) = self.get(tag) else { return 0 };
         let mut w = c.suffix.first_flow().w[0] ^ c.agree.w[0] ^ c.suffix.steps().len() as u64;
-        // And the rules its re-translation will visit, and what checking
-        // and publishing its result read: the masks (a word of each line),
-        // the in_ports and members, the actions it has.
+        // And the rules its re-translation will visit.
         w ^= kairo_xlate::touch_steps(p, c.suffix.steps());
-        let lines = |m: &FlowMask| m.w.iter().step_by(8).fold(0, |a, x| a ^ x);
-        w ^= lines(&c.agree) ^ lines(&c.region) ^ lines(c.suffix.need()) ^ lines(c.suffix.same());
-        w ^= c.in_ports.last().map_or(0, |&x| u64::from(x)) ^ c.members.last().map_or(0, |m| u64::from(m.1));
-        w ^= c.suffix.compared_ports().and_then(|ps| ps.first()).map_or(0, |&x| u64::from(x));
-        w ^= c.cell.actions().len() as u64;
         if let Some(mf) = c.members.first().and_then(|&(id, _)| index.get(id)) {
             let t = mf.traversal();
             w ^= mf.rep.w[0] ^ t.steps.last().map_or(0, |s| s.version as u64);
