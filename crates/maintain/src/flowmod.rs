@@ -206,8 +206,10 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                 return Err(OfError::Syntax { text: String::new(), expected: "actions= in mod-flows".into() }.into());
             };
             let cookie = spec.cookie_mask.is_none().then_some(spec.cookie).filter(|c| *c != 0);
-            // Every new rule made and checked before any is put in (one
-            // lookup of each selected rule: they are cold on a large cache).
+            // Every new rule made and checked before any is put in, from one
+            // read of each selected rule (cold on a large cache; putting it
+            // in reads it again, warm, and checks it again, as any caller
+            // of `replace_rule` gets).
             let mut new = Vec::new();
             for (t, id) in select_rules(p, spec, *strict) {
                 let Some(r) = p.rule(t, id) else { continue };
