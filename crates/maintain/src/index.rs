@@ -849,6 +849,10 @@ impl Index {
     pub fn users_of_rule_by_cell(&self, r: RuleId) -> impl Iterator<Item = (u32, &FxHashSet<EntryId>)> + '_ {
         self.by_rule.get(&r).into_iter().flatten().map(|(t, ids)| (*t, ids))
     }
+    /// Entries whose traversal matched rule `r` filed under cell `tag`.
+    pub fn users_of_rule_in_cell(&self, r: RuleId, tag: u32) -> Option<&FxHashSet<EntryId>> {
+        self.by_rule.get(&r)?.get(&tag)
+    }
     /// Entries that missed in table `t`.
     pub fn users_of_miss(&self, t: u8) -> impl Iterator<Item = EntryId> + '_ {
         self.by_miss.get(&t).into_iter().flatten().copied()
@@ -867,6 +871,7 @@ impl Index {
         let looked = ti.candidates(m, &mut cands);
         cands.sort_unstable();
         cands.dedup();
+        std::hint::black_box(self.touch(&cands));
         for id in cands {
             let Some(e) = self.entries[id as usize].as_ref() else { continue };
             let region = self.region(&e.mf);
@@ -891,6 +896,31 @@ impl Index {
             }
         }
         looked
+    }
+
+    /// Reads what a check of each of `ids` reads first, stage by stage
+    /// (the entry; its megaflow and traversal; their mask, steps and
+    /// versions), returning a word of it. Checked one after another, each
+    /// entry's reads wait on each other and the next entry's wait on the
+    /// whole check; read here in stages of independent reads, a large
+    /// cache's misses overlap (a policy add at 10M Antrea entries checked
+    /// 83 candidates in 84 us, about one miss chain each).
+    pub fn touch(&self, ids: &[EntryId]) -> u64 {
+        let es: Vec<&Entry> = ids.iter().filter_map(|&id| self.entries.get(id as usize)?.as_ref()).collect();
+        let mut w = 0u64;
+        for e in &es {
+            w ^= e.mf.rep.w[0] ^ e.trav.steps.len() as u64;
+        }
+        for e in &es {
+            w ^= e.mf.mask.w[0];
+            w ^= e.trav.steps.first().map_or(0, |s| s.version as u64);
+            w ^= e.trav.steps.last().map_or(0, |s| s.version as u64);
+        }
+        for e in &es {
+            let t = &e.trav;
+            w ^= t.steps.last().map_or(0, |s| t.version(s.version).first().map_or(0, |d| d.1));
+        }
+        w
     }
 
     /// Approximate bytes held by the index (for the memory figure): every

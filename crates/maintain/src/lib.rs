@@ -304,6 +304,35 @@ fn pending_max(entries: usize) -> usize {
     (entries / 8).max(1 << 16)
 }
 
+/// A cell's affected members in a pass: listed, or left in the index as
+/// the users of one rule filed under the cell (stable while the pass runs:
+/// the index refiles entries only when it collects).
+enum Members {
+    Listed(Vec<index::EntryId>),
+    OfRule(kairo_classifier::RuleId),
+}
+
+impl Members {
+    fn len(&self, index: &index::Index, tag: u32) -> usize {
+        match self {
+            Members::Listed(v) => v.len(),
+            Members::OfRule(r) => index.users_of_rule_in_cell(*r, tag).map_or(0, |s| s.len()),
+        }
+    }
+    fn contains(&self, index: &index::Index, tag: u32, id: index::EntryId) -> bool {
+        match self {
+            Members::Listed(v) => v.contains(&id),
+            Members::OfRule(r) => index.users_of_rule_in_cell(*r, tag).is_some_and(|s| s.contains(&id)),
+        }
+    }
+    fn extend_into(&self, index: &index::Index, tag: u32, out: &mut Vec<index::EntryId>) {
+        match self {
+            Members::Listed(v) => out.extend(v),
+            Members::OfRule(r) => out.extend(index.users_of_rule_in_cell(*r, tag).into_iter().flatten()),
+        }
+    }
+}
+
 /// Incremental maintenance: the cache as a materialised view of the rules.
 pub struct Incremental {
     index: index::Index,
@@ -391,16 +420,17 @@ impl Incremental {
     /// The entries an update can affect ([`Incremental::affected`]), by
     /// the shared action cell each is in (tag 0: none); and how many index
     /// slots were looked at. The users of one removed or modified rule
-    /// come grouped from the index; others are grouped here, from each
-    /// entry's tag.
-    fn affected_by_cell(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<(u32, Vec<index::EntryId>)>, usize) {
+    /// come grouped from the index, and are left there ([`Members::OfRule`]:
+    /// a cell that takes the change needs only their number); others are
+    /// grouped here, from each entry's tag.
+    fn affected_by_cell(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<(u32, Members)>, usize) {
         if let [Delta::RuleRemoved { id, .. } | Delta::RuleModified { id, .. }] = deltas {
-            let groups = self.index.users_of_rule_by_cell(*id).map(|(tag, ids)| (tag, ids.iter().copied().collect()));
+            let groups = self.index.users_of_rule_by_cell(*id).map(|(tag, _)| (tag, Members::OfRule(*id)));
             return (groups.collect(), 0);
         }
         let (affected, probed) = self.affected(p, deltas);
         if self.cells.is_empty() {
-            return (vec![(0, affected)], probed);
+            return (vec![(0, Members::Listed(affected))], probed);
         }
         // The cells' tags first, in a loop of independent reads (an
         // update's entries are scattered over the index: their cache
@@ -415,54 +445,54 @@ impl Incremental {
             });
             groups[g].1.push(id);
         }
-        (groups, probed)
+        (groups.into_iter().map(|(tag, ids)| (tag, Members::Listed(ids))).collect(), probed)
     }
 
     /// Takes the change for the cells of the affected entries (grouped by
     /// cell, [`Incremental::affected_by_cell`]) at the cells' level where
     /// it can ([`cells::Cells::update`]), counting those entries in `rep`;
-    /// returns the others, in order.
+    /// returns the others, in order. The ids of a cell's affected members
+    /// are read out of the index only if they are to be taken one by one.
     fn by_cells(
         &mut self,
         p: &Pipeline,
-        groups: Vec<(u32, Vec<index::EntryId>)>,
+        groups: Vec<(u32, Members)>,
         changed: &revalidate::Changed,
         rep: &mut Report,
     ) -> Vec<index::EntryId> {
+        let index = &self.index;
         let mut rest = Vec::new();
-        let groups: Vec<(u32, Vec<index::EntryId>)> = groups
+        let groups: Vec<(u32, Members)> = groups
             .into_iter()
-            .filter_map(|(tag, ids)| {
+            .filter(|(tag, ids)| {
                 // One affected member: taking the change at the cell's
                 // level costs what revalidating it does, and when the cell
                 // cannot take it (an evicted entry's cell cannot), both.
-                if tag == 0 || ids.len() == 1 {
-                    rest.extend(ids);
-                    None
-                } else {
-                    Some((tag, ids))
+                let apart = *tag == 0 || ids.len(index, *tag) == 1;
+                if apart {
+                    ids.extend_into(index, *tag, &mut rest);
                 }
+                !apart
             })
             .collect();
         // Each cell's update starts with a chain of cold reads (its
         // representative's entry, megaflow, traversal; the cell's suffix):
         // read them for every cell first, so that the chains overlap.
-        let touched = groups.iter().fold(0u64, |acc, (tag, _)| acc ^ self.cells.touch(p, *tag, &self.index));
+        let touched = groups.iter().fold(0u64, |acc, (tag, _)| acc ^ self.cells.touch(p, *tag, index));
         std::hint::black_box(touched);
+        // Cells entries move to, applied once the groups (read from the
+        // index) are done with.
+        let mut retag: Vec<(index::EntryId, u32)> = Vec::new();
         for (tag, ids) in groups {
-            match self.cells.update(p, tag, changed, &self.index, &mut self.interner) {
+            match self.cells.update(p, tag, changed, index, &mut self.interner) {
                 Some(cells::Taken { differ, leave, split, moved }) => {
                     // Members that left the cell with actions of their own:
                     // one by one, found or not; those that left together for
                     // a cell of their own are taken with it.
-                    let n = ids.iter().filter(|id| !leave.contains(id)).count();
-                    for &id in &leave {
-                        self.index.set_cell(id, 0);
-                    }
+                    let n = ids.len(index, tag) - leave.iter().filter(|&&id| ids.contains(index, tag, id)).count();
+                    retag.extend(leave.iter().map(|&id| (id, 0)));
                     if let Some(t) = split {
-                        for &id in &moved {
-                            self.index.set_cell(id, t);
-                        }
+                        retag.extend(moved.iter().map(|&id| (id, t)));
                         rep.cells += 1;
                     }
                     self.reanchor.extend(&leave);
@@ -476,8 +506,11 @@ impl Incremental {
                     }
                     rep.cells += 1;
                 }
-                None => rest.extend(ids),
+                None => ids.extend_into(index, tag, &mut rest),
             }
+        }
+        for (id, t) in retag {
+            self.index.set_cell(id, t);
         }
         rest.sort_unstable();
         rest.dedup();
