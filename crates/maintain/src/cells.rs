@@ -378,7 +378,7 @@ impl Cells {
             let (Some(ps), Some(qs)) = (s.compared_ports(), c.suffix.compared_ports()) else { return None };
             // (Sorted, as compared ports are, and searched so: a flood
             // compares in_port with every port.)
-            let new: Vec<u32> = ps.iter().copied().filter(|p| qs.binary_search(p).is_err()).collect();
+            let new: Vec<u32> = kairo_xlate::sorted_minus(ps, qs).collect();
             // (Listed in_ports of former members only add to those that leave.)
             out = c.members.iter().filter(|(_, ip)| new.binary_search(ip).is_ok()).map(|&(id, _)| id).collect();
             if out.len() * 4 > c.members.len() {
@@ -422,7 +422,8 @@ impl Cells {
         }
         let c = self.get_mut(tag)?;
         if let Some(left) = in_ports {
-            c.members.retain(|(id, _)| !out.contains(id));
+            // Those that left stay listed until the cell is settled (a
+            // walk over every member, off the update).
             c.in_ports = left;
         }
         c.commits = commits;

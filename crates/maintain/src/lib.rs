@@ -353,7 +353,7 @@ pub struct Incremental {
     reanchor: Vec<index::EntryId>,
     /// With `KAIRO_TTU_TRACE`: the last pass's time grouping its entries by
     /// cell and in each phase of the cells' updates, printed at housekeeping.
-    cells_trace: Option<(Duration, [Duration; 5])>,
+    cells_trace: Option<(Duration, [Duration; 5], usize)>,
 }
 
 impl Default for Incremental {
@@ -643,7 +643,7 @@ impl Engine for Incremental {
             // Printed at housekeeping, off the time-to-update.
             if rep.cells > 0 {
                 let grouping = t.elapsed().saturating_sub(ph.iter().sum());
-                self.cells_trace = Some((grouping, *ph));
+                self.cells_trace = Some((grouping, *ph, affected.len()));
             }
             *ph = [Duration::ZERO; 5];
         }
@@ -696,16 +696,17 @@ impl Engine for Incremental {
         self.index.approx_bytes() + self.cells.approx_bytes()
     }
     fn housekeep(&mut self, p: &Pipeline, mut moved: Option<&mut Vec<Moved>>) -> usize {
-        if let Some((grouping, ph)) = self.cells_trace.take() {
+        if let Some((grouping, ph, apart)) = self.cells_trace.take() {
             let us = |d: Duration| d.as_secs_f64() * 1e6;
             eprintln!(
-                "cells: {:.1} us grouping, then per phase {:.1} anchor, {:.1} translate, {:.1} check, {:.1} actions, {:.1} publish",
+                "cells: {:.1} us grouping, then per phase {:.1} anchor, {:.1} translate, {:.1} check, {:.1} actions, {:.1} publish; {} entries one by one",
                 us(grouping),
                 us(ph[0]),
                 us(ph[1]),
                 us(ph[2]),
                 us(ph[3]),
-                us(ph[4])
+                us(ph[4]),
+                apart
             );
         }
         let n = self.settle(p, &mut moved, None);

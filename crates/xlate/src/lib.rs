@@ -14,8 +14,9 @@ mod xlate;
 pub use odp::{format_actions, DpAction};
 pub use pipeline::{Pipeline, PipelineError, Table};
 pub use xlate::{
-    actions_read_from, retranslate, retranslate_checked, touch_steps, translate, translate_suffix, GroupUse, Outcome,
-    Replay, Retranslation, Step, Suffix, TableSet, Traversal, Via, XlateError, XlateResult, MAX_DEPTH, MAX_RESUBMITS,
+    actions_read_from, retranslate, retranslate_checked, sorted_minus, touch_steps, translate, translate_suffix,
+    GroupUse, Outcome, Replay, Retranslation, Step, Suffix, TableSet, Traversal, Via, XlateError, XlateResult,
+    MAX_DEPTH, MAX_RESUBMITS,
 };
 
 #[cfg(test)]

@@ -511,3 +511,14 @@ fn retranslation_resumes_at_the_last_resumable_visit_before_the_change() {
     // Nothing before the first visit: start over.
     assert_eq!(resume("tcp,nw_dst=1.2.3.4", &[0, 4], false, &p1).0, 0);
 }
+
+proptest::proptest! {
+    /// The merge walk gives what searching one sorted list in the other does.
+    #[test]
+    fn sorted_minus_is_the_difference(a in proptest::collection::btree_set(0u32..64, 0..40),
+                                      b in proptest::collection::btree_set(0u32..64, 0..40)) {
+        let (a, b): (Vec<u32>, Vec<u32>) = (a.into_iter().collect(), b.into_iter().collect());
+        let want: Vec<u32> = a.iter().copied().filter(|x| b.binary_search(x).is_err()).collect();
+        proptest::prop_assert_eq!(crate::sorted_minus(&a, &b).collect::<Vec<_>>(), want);
+    }
+}

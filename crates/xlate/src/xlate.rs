@@ -607,8 +607,21 @@ struct Taken {
     outcome: Outcome,
     flow: FlowKey,
     read: FlowMask,
-    /// The words `read` has bits in.
-    words: Vec<u8>,
+    /// The words `read` has bits in (bit `i`: word `i`; a key has at most
+    /// 64 words, checked below), so that making a suffix allocates no list
+    /// per visit.
+    words: u64,
+}
+
+const _: () = assert!(kairo_flow::WORDS <= 64, "Taken::words holds one bit per key word");
+
+/// The positions of the set bits of `w`, lowest first.
+fn set_bits(mut w: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let i = w.trailing_zeros() as usize;
+        w &= w.wrapping_sub(1);
+        (i < 64).then_some(i)
+    })
 }
 
 /// Reads what translating through `steps` first reads of the pipeline at
@@ -671,16 +684,14 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         return None;
     }
     let taken = out.replay.as_ref().and_then(|st| st.taken.as_ref());
-    let taken: Vec<Taken> = taken
-        .into_iter()
-        .flatten()
-        .filter_map(|&(k, flow)| {
-            let was = old.steps[k];
-            let read = *p.table(was.table)?.cls.read_mask();
-            let words = (0..read.w.len()).filter(|&i| read.w[i] != 0).map(|i| i as u8).collect();
-            Some(Taken { offset: k - j, table: was.table, outcome: was.outcome, flow, read, words })
-        })
-        .collect();
+    let mut taken_out = Vec::with_capacity(taken.map_or(0, |t| t.len()));
+    taken_out.extend(taken.into_iter().flatten().filter_map(|&(k, flow)| {
+        let was = old.steps[k];
+        let read = *p.table(was.table)?.cls.read_mask();
+        let words = (0..read.w.len()).filter(|&i| read.w[i] != 0).fold(0u64, |b, i| b | 1 << i);
+        Some(Taken { offset: k - j, table: was.table, outcome: was.outcome, flow, read, words })
+    }));
+    let taken = taken_out;
     let r = out.result;
     let at = old.steps[j];
     // Not empty: no error, so the step itself was visited.
@@ -729,8 +740,7 @@ impl Suffix {
                 // elsewhere; then: its start key but for the words that
                 // version of it differs in.
                 let diffs = old.version(was.version);
-                t.words.iter().all(|&i| {
-                    let i = i as usize;
+                set_bits(t.words).all(|i| {
                     let then = diffs.iter().find(|d| d.0 as usize == i).map_or(start.w[i], |d| d.1);
                     let now = (t.flow.w[i] & self.same.w[i]) | (flow.w[i] & !self.same.w[i]);
                     (now ^ then) & t.read.w[i] == 0
@@ -944,9 +954,7 @@ impl Suffix {
             && match (&self.ports, &old.ports) {
                 (Some(ps), Some(qs)) => {
                     // (Both sorted: a flood compares with every port.)
-                    ps.iter().all(|p| {
-                        qs.binary_search(p).is_ok() || in_ports.len() == 1 || in_ports.binary_search(p).is_err()
-                    })
+                    in_ports.len() == 1 || sorted_minus(ps, qs).all(|p| in_ports.binary_search(&p).is_err())
                 }
                 _ => true,
             }
@@ -954,6 +962,18 @@ impl Suffix {
                 || (self.commits.len() == old.commits.len()
                     && self.commits.iter().zip(&old.commits).all(|(a, b)| a.2.eq_masked(&b.2, &bits))))
     }
+}
+
+/// The values of `a` not in `b`, both sorted ascending without repeats,
+/// in one walk over both (compared port lists run to every port of a
+/// flood: searching one in the other per value cost more).
+pub fn sorted_minus<'a>(a: &'a [u32], b: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
+    let mut rest = b;
+    a.iter().copied().filter(move |&x| {
+        let skip = rest.iter().take_while(|&&y| y < x).count();
+        rest = &rest[skip..];
+        rest.first() != Some(&x)
+    })
 }
 
 /// How [`run`] translates.
