@@ -342,13 +342,12 @@ impl<R> Classifier<R> {
     /// removal and an insertion (tries, stage indexes, priorities, and the
     /// subtable itself when the rule was alone in it). Returns the old
     /// payload, or `None` (and nothing changed) when there is no such rule.
+    /// (Found by its match, as [`Classifier::find_exact`] finds it, which
+    /// its caller has usually just done: the same memory, warm.)
     pub fn replace_payload(&mut self, id: RuleId, priority: u16, m: &Match, payload: R) -> Option<R> {
-        let (slot, key) = self.by_id.get(&id)?;
-        let st = self.slots[*slot].as_mut()?;
-        if st.mask != *m.mask() || key != m.key() {
-            return None;
-        }
-        let rule = st.rules.get_mut(key)?.iter_mut().find(|r| r.id == id && r.priority == priority)?;
+        let slot = *self.by_mask.get(m.mask())?;
+        let st = self.slots[slot].as_mut()?;
+        let rule = st.rules.get_mut(m.key())?.iter_mut().find(|r| r.id == id && r.priority == priority)?;
         Some(std::mem::replace(&mut rule.payload, payload))
     }
 

@@ -111,6 +111,11 @@ pub fn parse_command(cmd: &str, arg: &str) -> Result<FlowMod, ModError> {
 
 /// The rules a mod/del spec selects: (table, id).
 pub fn select_rules(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, RuleId)> {
+    select(p, spec, strict).into_iter().map(|(t, id, _)| (t, id)).collect()
+}
+
+/// The rules a mod/del spec selects, each with its table and id.
+fn select(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, RuleId, Arc<Rule>)> {
     let mut out = Vec::new();
     if let (true, Some(t)) = (strict, spec.table) {
         // Strict with a table: the rule identity, found directly.
@@ -126,7 +131,7 @@ pub fn select_rules(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, Rul
                     .any(|a| matches!(a, Action::Output(x) if *x == op))
             });
             if cookie_ok && port_ok {
-                out.push((t, r.id));
+                out.push((t, r.id, r.payload.clone()));
             }
         }
         return out;
@@ -152,11 +157,11 @@ pub fn select_rules(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, Rul
                 rule.inst.apply.iter().chain(rule.inst.write.iter()).any(|a| matches!(a, Action::Output(x) if *x == p))
             };
             if hit && spec.out_port.is_none_or(outputs_to) {
-                out.push((t, r.id));
+                out.push((t, r.id, r.payload.clone()));
             }
         }
     }
-    out.sort_unstable();
+    out.sort_unstable_by_key(|&(t, id, _)| (t, id));
     out
 }
 
@@ -211,10 +216,9 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             // in reads it again, warm, and checks it again, as any caller
             // of `replace_rule` gets).
             let mut new = Vec::new();
-            for (t, id) in select_rules(p, spec, *strict) {
-                let Some(r) = p.rule(t, id) else { continue };
-                let mut n = (**r).clone();
-                n.inst = inst.clone();
+            for (t, id, r) in select(p, spec, *strict) {
+                // (The old instructions are not copied only to be dropped.)
+                let mut n = Rule { inst: inst.clone(), m: r.m, ..*r };
                 let has_vlan = kairo_ofproto::action::match_has_vlan(&r.m);
                 kairo_ofproto::action::normalize_vlan(&mut n.inst.apply, has_vlan);
                 kairo_ofproto::action::normalize_vlan(&mut n.inst.write, has_vlan);

@@ -872,6 +872,19 @@ impl Index {
         cands.sort_unstable();
         cands.dedup();
         std::hint::black_box(self.touch(&cands));
+        // And the rules they matched there (a chain of cold reads each,
+        // independent of the others).
+        let prio = |r: RuleId| p.rule(t, r).map(|old| old.priority);
+        let mut w = 0u16;
+        for id in &cands {
+            let Some(e) = self.entries[*id as usize].as_ref() else { continue };
+            for st in e.trav.steps.iter().filter(|st| st.table == t) {
+                if let Outcome::Rule(r) = st.outcome {
+                    w ^= prio(r).unwrap_or(0);
+                }
+            }
+        }
+        std::hint::black_box(w);
         for id in cands {
             let Some(e) = self.entries[id as usize].as_ref() else { continue };
             let region = self.region(&e.mf);
@@ -879,9 +892,7 @@ impl Index {
             let hit = trav.steps.iter().filter(|st| st.table == t).any(|st| {
                 let loses = match st.outcome {
                     Outcome::Miss => true,
-                    Outcome::Rule(r) => {
-                        p.table(t).and_then(|tb| tb.cls.get(r)).is_none_or(|old| old.priority < priority)
-                    }
+                    Outcome::Rule(r) => prio(r).is_none_or(|old| old < priority),
                 };
                 loses && {
                     let mut common = region;

@@ -589,10 +589,15 @@ pub struct Suffix {
     /// The visits that took the earlier traversal's outcome instead of a
     /// lookup: for another key, its own earlier traversal must answer them.
     taken: Vec<Taken>,
-    /// The suffix's visits (from the step on: the first is the step
-    /// itself), the flow at each, and how many of them were resumable.
-    steps: Vec<Step>,
-    flows: Vec<FlowKey>,
+    /// The translation it was made from, whose visits from step `from` on
+    /// are the suffix's (the first is the step itself), each seeing its
+    /// version of `key`; the flow at the step; and how many of its visits
+    /// were resumable. (The whole traversal is kept, not a copy of each
+    /// visit's flow: making a suffix copies nothing per visit.)
+    trav: Traversal,
+    from: usize,
+    key: FlowKey,
+    first: FlowKey,
     resumable: usize,
 }
 
@@ -695,8 +700,7 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
     let r = out.result;
     let at = old.steps[j];
     // Not empty: no error, so the step itself was visited.
-    let steps = r.traversal.steps.get(j..).filter(|s| !s.is_empty())?.to_vec();
-    let flows = steps.iter().map(|st| r.traversal.key_at(key, st)).collect();
+    let first = r.traversal.key_at(key, r.traversal.steps.get(j)?);
     let resumable = r.traversal.resumable() - j;
     let mut ports = out.ports;
     ports.sort_unstable();
@@ -716,8 +720,10 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         odp: r.actions,
         commits: out.commits,
         taken,
-        steps,
-        flows,
+        trav: r.traversal,
+        from: j,
+        key: *key,
+        first,
         resumable,
     })
 }
@@ -752,7 +758,7 @@ impl Suffix {
     /// nesting and lookups (what [`Suffix::applies`] asks besides the
     /// visits the suffix took from an earlier traversal).
     fn same_state(&self, at: &Step, j: usize, flow: &FlowKey) -> bool {
-        let (first, here) = (&self.steps[0], &self.flows[0]);
+        let (first, here) = (&self.steps()[0], &self.first);
         let (mine, theirs) = (here.get(Field::InPort), flow.get(Field::InPort));
         at.table == first.table
             && u32::from(at.depth) + self.deeper < MAX_DEPTH
@@ -781,9 +787,10 @@ impl Suffix {
     /// `same`, its own elsewhere) as a version of its own key, numbered as
     /// translation numbers them (in order of first sight).
     pub fn traversal_for(&self, start: &FlowKey, old: &Traversal, j: usize, flow: &FlowKey) -> Traversal {
-        let (at, first) = (old.steps[j], self.steps[0]);
+        let (at, first) = (old.steps[j], self.steps()[0]);
         let mut t = old.prefix(j);
-        for (k, (st, theirs)) in self.steps.iter().zip(&self.flows).enumerate() {
+        for (k, st) in self.steps().iter().enumerate() {
+            let theirs = &self.trav.key_at(&self.key, st);
             let version = t.version_for(start, &self.mixed(theirs, flow));
             t.steps.push(Step {
                 table: st.table,
@@ -857,30 +864,30 @@ impl Suffix {
 
     /// The table the suffix starts at.
     pub fn table(&self) -> u8 {
-        self.steps[0].table
+        self.steps()[0].table
     }
 
     /// Its visits (the step's included), as its translation recorded them.
     pub fn steps(&self) -> &[Step] {
-        &self.steps
+        &self.trav.steps[self.from..]
     }
 
     /// The key it reached the step with.
     pub fn first_flow(&self) -> FlowKey {
-        self.flows[0]
+        self.first
     }
 
     /// Its visits (the step's included).
     pub fn visits(&self) -> usize {
-        self.steps.len()
+        self.steps().len()
     }
 
     /// Where this suffix would sit in traversal `t`: the step `j` (past
     /// table 0) from which `t`'s visits are this suffix's, table and
     /// outcome, to the end.
     pub fn start_in(&self, t: &Traversal) -> Option<usize> {
-        let j = t.steps.len().checked_sub(self.steps.len()).filter(|&j| j > 0)?;
-        let same = t.steps[j..].iter().zip(&self.steps).all(|(a, b)| a.table == b.table && a.outcome == b.outcome);
+        let j = t.steps.len().checked_sub(self.visits()).filter(|&j| j > 0)?;
+        let same = t.steps[j..].iter().zip(self.steps()).all(|(a, b)| a.table == b.table && a.outcome == b.outcome);
         same.then_some(j)
     }
 
