@@ -71,8 +71,35 @@ fn tune_allocator() {
     about = "A userspace virtual switch whose flow caches stay correct after every policy change"
 )]
 struct Cli {
+    /// Lock the process's memory (as `ovs-vswitchd --mlockall` does), so
+    /// that the kernel never reclaims, pages out or splits the pages of the
+    /// caches: with many gigabytes of megaflows, a page the kernel took
+    /// away is a fault on some later update's path. Needs root (or
+    /// CAP_IPC_LOCK, or an unlimited RLIMIT_MEMLOCK); otherwise a warning,
+    /// and the run goes on unlocked.
+    #[arg(long, global = true)]
+    mlockall: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Locks current and future pages as they are faulted in (MCL_ONFAULT:
+/// memory reserved but never touched stays unlocked and unbacked). Only
+/// where nothing caps locked memory, which would otherwise make a later
+/// allocation fail instead of this call. Returns why not, if not.
+fn lock_memory() -> Result<(), String> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit through the pointer, which points
+    // at a live, writable rlimit; geteuid has no arguments and cannot fail.
+    let (got, root) = unsafe { (libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim), libc::geteuid() == 0) };
+    if !root && (got != 0 || lim.rlim_cur != libc::RLIM_INFINITY) {
+        return Err("locked memory is capped for this user (not root, RLIMIT_MEMLOCK not unlimited)".into());
+    }
+    // SAFETY: mlockall takes flags only and changes no memory contents.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -427,7 +454,13 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     tune_allocator();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if cli.mlockall {
+        if let Err(why) = lock_memory() {
+            eprintln!("kairo: warning: --mlockall: memory not locked: {why}");
+        }
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kairo: error: {e:#}");

@@ -110,3 +110,28 @@ fn bad_input_names_the_problem() {
     let (ok, _, err) = kairo(&["switch", "--ctl", sock.to_str().unwrap(), "--port", "a=0"]);
     assert!(!ok && err.contains("`0`"), "{err}");
 }
+
+/// `--mlockall` locks the memory where nothing caps it (root), and
+/// otherwise says why not and goes on: either way the command does its work.
+#[test]
+fn mlockall_locks_or_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("w");
+    let (ok, _, err) = kairo(&[
+        "--mlockall",
+        "gen",
+        "--pipeline",
+        "ofdpa",
+        "--flows",
+        "100",
+        "--updates",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.join("ofdpa.flows").exists() && out.join("ofdpa.updates").exists(), "gen wrote its files");
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert_eq!(err.contains("memory not locked"), !root, "root: {root}, stderr: {err}");
+}
