@@ -688,15 +688,14 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
     if r.error.is_some() || out.restored || out.spoilt || r.traversal.groups.iter().any(|g| g.step as usize > j) {
         return None;
     }
-    let taken = out.replay.as_ref().and_then(|st| st.taken.as_ref());
-    let mut taken_out = Vec::with_capacity(taken.map_or(0, |t| t.len()));
-    taken_out.extend(taken.into_iter().flatten().filter_map(|&(k, flow)| {
+    let visits = out.replay.as_ref().and_then(|st| st.taken.as_deref()).unwrap_or_default();
+    let mut taken = Vec::with_capacity(visits.len());
+    taken.extend(visits.iter().filter_map(|&(k, flow)| {
         let was = old.steps[k];
         let read = *p.table(was.table)?.cls.read_mask();
         let words = (0..read.w.len()).filter(|&i| read.w[i] != 0).fold(0u64, |b, i| b | 1 << i);
         Some(Taken { offset: k - j, table: was.table, outcome: was.outcome, flow, read, words })
     }));
-    let taken = taken_out;
     let r = out.result;
     let at = old.steps[j];
     // Not empty: no error, so the step itself was visited.
