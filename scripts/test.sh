@@ -7,11 +7,9 @@
 #     (root only); without root those tests say SKIPPED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${KAIRO_SHARED:-$(cd .. && pwd)/shared}
-export KAIRO_SHARED=$SHARED
 if ! command -v ovs-vswitchd >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "== installing Open vSwitch for the differential test"
-  bash "$SHARED/ovs/install-ovs.sh"
+  bash scripts/ovs/install-ovs.sh
 fi
 if command -v ovs-vswitchd >/dev/null 2>&1 || [ -x /usr/sbin/ovs-vswitchd ]; then
   export KAIRO_REQUIRE_OVS=1

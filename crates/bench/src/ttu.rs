@@ -315,7 +315,7 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
             })
         }
         PipelineKind::Ofdpa => {
-            let cb = kairo_workload::classbench::load_seed(&kairo_workload::classbench_dir(), "of2")?;
+            let cb = kairo_workload::classbench::builtin_seed("of2")?;
             let w = kairo_workload::ofdpa::generate(&cb, &kairo_workload::ofdpa::OfdpaConfig::default(), seed);
             let ups = w.updates(&cb, updates_n, seed);
             let (flows, groups) = (w.flows.clone(), w.groups.clone());
@@ -323,7 +323,7 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
             Ok(Workload { name: "ofdpa", flows, groups, traffic, n_keys, updates: ups })
         }
         PipelineKind::Antrea => {
-            let cb = kairo_workload::classbench::load_seed(&kairo_workload::classbench_dir(), "acl1")?;
+            let cb = kairo_workload::classbench::builtin_seed("acl1")?;
             let w = kairo_workload::antrea::generate(&cb, &kairo_workload::antrea::AntreaConfig::default(), seed);
             // Flows share megaflows more here (no hash over the 5-tuple on most paths):
             // the traffic is generated on demand, so a large budget costs nothing held.

@@ -1,5 +1,5 @@
 //! Differential test against real Open vSwitch (Debian's openvswitch-switch,
-//! run in userspace with the dummy datapath by `../shared/ovs/trace.sh`).
+//! run in userspace with the dummy datapath by `scripts/ovs/trace.sh`).
 //!
 //! For random pipelines (unique priorities, no multi-bucket select groups,
 //! which OVS hashes in the datapath) and 200 random packets each, the datapath
@@ -18,11 +18,9 @@ use kairo_testkit::{gen_case, gen_packets, GenConfig};
 use kairo_xlate::odp::{apply, parse_actions};
 use kairo_xlate::{translate, Pipeline};
 
-fn shared_dir() -> PathBuf {
-    match std::env::var_os("KAIRO_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    }
+/// The repository's Open vSwitch scripts (`scripts/ovs`).
+fn ovs_scripts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ovs")
 }
 
 fn ovs_available() -> bool {
@@ -36,7 +34,7 @@ struct OvsTrace {
 }
 
 fn ovs_trace(flows: &std::path::Path, groups: &std::path::Path, packets: &[String]) -> Vec<OvsTrace> {
-    let script = shared_dir().join("ovs/trace.sh");
+    let script = ovs_scripts().join("trace.sh");
     let out = Command::new("bash")
         .arg(&script)
         .arg(flows)
@@ -79,9 +77,9 @@ fn skip(test: &str) -> bool {
         return false;
     }
     if std::env::var("KAIRO_REQUIRE_OVS").as_deref() == Ok("1") {
-        panic!("KAIRO_REQUIRE_OVS=1 but Open vSwitch is not installed (run ../shared/ovs/install-ovs.sh)");
+        panic!("KAIRO_REQUIRE_OVS=1 but Open vSwitch is not installed (run scripts/ovs/install-ovs.sh)");
     }
-    eprintln!("SKIPPED {test}: Open vSwitch is not installed here (../shared/ovs/install-ovs.sh installs it; CI does)");
+    eprintln!("SKIPPED {test}: Open vSwitch is not installed here (scripts/ovs/install-ovs.sh installs it; CI does)");
     true
 }
 
@@ -179,8 +177,8 @@ fn ovs_load_and_trace(
     let script = r#"
 set -euo pipefail
 export OVS_REF_DIR=/tmp/ovs-kairo-gen
-"$SHARED/ovs/start-ovs.sh" >/dev/null 2>&1
-. "$SHARED/ovs/env.sh"
+"$OVS_SCRIPTS/start-ovs.sh" >/dev/null 2>&1
+. "$OVS_SCRIPTS/env.sh"
 ovs-vsctl --if-exists del-br br0
 args=()
 for i in $(seq 1 "$NPORTS"); do args+=(-- add-port br0 p$i -- set interface p$i type=dummy ofport_request=$i); done
@@ -194,11 +192,11 @@ while IFS= read -r s; do
   echo "Packet: $s"
   { ovs-appctl ofproto/trace br0 "$s" || true; } | grep -E "^(Megaflow|Datapath actions):" || true
 done < "$PACKETS"
-"$SHARED/ovs/stop-ovs.sh" >/dev/null 2>&1 || true
+"$OVS_SCRIPTS/stop-ovs.sh" >/dev/null 2>&1 || true
 "#;
     let out = Command::new("bash")
         .args(["-c", script])
-        .env("SHARED", shared_dir())
+        .env("OVS_SCRIPTS", ovs_scripts())
         .env("NPORTS", n_ports.to_string())
         .env("FLOWS", &ff)
         .env("GROUPS", &gf)

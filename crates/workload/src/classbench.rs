@@ -247,15 +247,42 @@ impl Seed {
     }
 }
 
-/// The seeds shipped with the project (`../shared/data/classbench/`), by name.
-pub fn seed_names() -> &'static [&'static str] {
-    &["acl1", "acl2", "acl3", "acl4", "acl5", "fw1", "fw2", "fw3", "fw4", "fw5", "ipc1", "ipc2", "of1", "of2"]
+/// The seeds shipped with the project (`data/classbench/`, compiled into the
+/// binary: a build needs nothing outside the repository), by name.
+const BUILTIN: &[(&str, &str)] = &[
+    ("acl1", include_str!("../../../data/classbench/acl1_seed")),
+    ("acl2", include_str!("../../../data/classbench/acl2_seed")),
+    ("acl3", include_str!("../../../data/classbench/acl3_seed")),
+    ("acl4", include_str!("../../../data/classbench/acl4_seed")),
+    ("acl5", include_str!("../../../data/classbench/acl5_seed")),
+    ("fw1", include_str!("../../../data/classbench/fw1_seed")),
+    ("fw2", include_str!("../../../data/classbench/fw2_seed")),
+    ("fw3", include_str!("../../../data/classbench/fw3_seed")),
+    ("fw4", include_str!("../../../data/classbench/fw4_seed")),
+    ("fw5", include_str!("../../../data/classbench/fw5_seed")),
+    ("ipc1", include_str!("../../../data/classbench/ipc1_seed")),
+    ("ipc2", include_str!("../../../data/classbench/ipc2_seed")),
+    ("of1", include_str!("../../../data/classbench/of1_seed")),
+    ("of2", include_str!("../../../data/classbench/of2_seed")),
+];
+
+/// The names of the seeds shipped with the project.
+pub fn seed_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(n, _)| *n)
 }
 
-/// Reads a named seed from `dir`.
-pub fn load_seed(dir: &std::path::Path, name: &str) -> Result<Seed, String> {
-    let path = dir.join(format!("{name}_seed"));
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// A seed shipped with the project, by name (`of2`, `acl1`, ...).
+pub fn builtin_seed(name: &str) -> Result<Seed, String> {
+    let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+        let names: Vec<&str> = seed_names().collect();
+        format!("no ClassBench seed named {name:?} (shipped: {})", names.join(", "))
+    })?;
+    parse_seed(text).map_err(|e| format!("seed {name}: {e}"))
+}
+
+/// Reads a seed file in ClassBench's parameter-file format.
+pub fn load_seed_file(path: &std::path::Path) -> Result<Seed, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse_seed(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -9,15 +9,6 @@ pub mod antrea;
 pub mod classbench;
 pub mod ofdpa;
 
-/// Where the shared ClassBench seeds are: `$KAIRO_SHARED/data/classbench`, or
-/// `../shared/data/classbench` beside the workspace.
-pub fn classbench_dir() -> std::path::PathBuf {
-    match std::env::var_os("KAIRO_SHARED") {
-        Some(p) => std::path::PathBuf::from(p).join("data/classbench"),
-        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/classbench"),
-    }
-}
-
 #[cfg(test)]
 mod tests;
 

@@ -6,7 +6,7 @@ use super::ofdpa::*;
 use kairo_xlate::{translate, Outcome, Pipeline};
 
 fn seed(name: &str) -> Seed {
-    load_seed(&crate::classbench_dir(), name).unwrap_or_else(|e| panic!("{e}"))
+    builtin_seed(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
