@@ -42,6 +42,7 @@
 //! until the cell is next settled (ids are checked against the cell before
 //! use).
 
+use crate::prefetch::ReadAhead;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -519,23 +520,19 @@ impl Cells {
 
     /// Reads what [`Cells::update`] reads first of cell `tag` (its first
     /// listed member's megaflow, traversal and key version there, the
-    /// suffix's visits and key), returning a word of it: for a pass to
-    /// touch every cell's before updating any, so that their cache misses
-    /// overlap.
-    pub fn touch(&self, p: &Pipeline, tag: u32, index: &Index) -> u64 {
-        let Some(c) = self.get(tag) else { return 0 };
-        let mut w = c.suffix.first_flow().w[0] ^ c.agree.w[0] ^ c.suffix.steps().len() as u64;
+    /// suffix's visits and key) into `ra`: for a pass to touch every
+    /// cell's before updating any, so that their cache misses overlap.
+    pub fn touch(&self, p: &Pipeline, tag: u32, index: &Index, ra: &mut ReadAhead) {
+        let Some(c) = self.get(tag) else { return };
+        ra.take(c.suffix.first_flow().w[0] ^ c.agree.w[0] ^ c.suffix.steps().len() as u64);
         // And the rules its re-translation will visit.
-        w ^= kairo_xlate::touch_steps(p, c.suffix.steps());
+        ra.steps(p, c.suffix.steps());
         if let Some(mf) = c.members.first().and_then(|&(id, _)| index.get(id)) {
             let t = mf.traversal();
-            w ^= mf.rep.w[0] ^ t.steps.last().map_or(0, |s| s.version as u64);
-            w ^= t
-                .version(t.steps.get(t.steps.len().saturating_sub(c.suffix.visits())).map_or(0, |s| s.version))
-                .first()
-                .map_or(0, |d| d.1);
+            ra.take(mf.rep.w[0] ^ t.steps.last().map_or(0, |s| s.version as u64));
+            let at = t.steps.get(t.steps.len().saturating_sub(c.suffix.visits())).map_or(0, |s| s.version);
+            ra.take(t.version(at).first().map_or(0, |d| d.1));
         }
-        w
     }
 
     /// Whether a pass left members' traversals to follow.

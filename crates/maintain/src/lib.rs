@@ -4,6 +4,7 @@
 //! - [`flowmod`]: updates as ovs-ofctl knows them, and the [`Delta`]s they cause.
 //! - [`revalidate`]: the per-entry step both engines share, and the oracle [`verify`].
 //! - [`index`]: the incremental engine's dependency index.
+//! - [`prefetch`]: read-ahead of cold data an update is about to read.
 //! - [`cells`]: shared action cells, megaflows in one state from an anchor
 //!   table on, which the incremental engine updates once per cell.
 //! - Two engines behind one trait: [`FullRevalidator`] (Open vSwitch's way:
@@ -20,6 +21,7 @@
 pub mod cells;
 pub mod flowmod;
 pub mod index;
+pub mod prefetch;
 pub mod revalidate;
 pub mod shared;
 
@@ -478,8 +480,11 @@ impl Incremental {
         // Each cell's update starts with a chain of cold reads (its
         // representative's entry, megaflow, traversal; the cell's suffix):
         // read them for every cell first, so that the chains overlap.
-        let touched = groups.iter().fold(0u64, |acc, (tag, _)| acc ^ self.cells.touch(p, *tag, index));
-        std::hint::black_box(touched);
+        let mut ra = prefetch::ReadAhead::default();
+        for (tag, _) in &groups {
+            self.cells.touch(p, *tag, index, &mut ra);
+        }
+        drop(ra);
         // Cells entries move to, applied once the groups (read from the
         // index) are done with.
         let mut retag: Vec<(index::EntryId, u32)> = Vec::new();

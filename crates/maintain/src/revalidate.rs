@@ -13,6 +13,7 @@
 //! affect always keeps it unchanged. That is what lets the incremental engine
 //! touch only the affected entries and still equal full revalidation.
 
+use crate::prefetch::ReadAhead;
 use kairo_classifier::RuleId;
 use kairo_flow::{Field, FlowKey, FlowMask};
 use kairo_xlate::{
@@ -339,7 +340,7 @@ pub fn revalidate_all(p: &Pipeline, mfs: &[std::sync::Arc<Megaflow>], po: &FlowM
 }
 
 /// Passes of at most this many entries read their entries' rules ahead
-/// ([`kairo_xlate::touch_steps`]); in larger ones the rules are warm after
+/// ([`ReadAhead::steps`]); in larger ones the rules are warm after
 /// the first few.
 const TOUCH_MAX: usize = 16;
 
@@ -358,21 +359,21 @@ pub fn revalidate_all_since(
         // steps and key versions) waiting on the one before: first every
         // entry's traversal, then a word of each of those and of each key.
         let olds: Vec<_> = mfs.iter().map(|mf| mf.traversal()).collect();
-        let mut touched = 0u64;
+        let mut ra = ReadAhead::default();
         for (mf, old) in mfs.iter().zip(&olds) {
             let first = old.steps.first().map_or(0, |s| s.table as u64);
             let last = old.steps.last().map_or(0, |s| s.table as u64);
             let diff = old.version(1).first().map_or(0, |d| d.1);
-            touched = touched.wrapping_add(first ^ last ^ diff ^ mf.rep.w[0] ^ mf.rep.w[mf.rep.w.len() - 1]);
+            ra.take(first ^ last ^ diff ^ mf.rep.w[0] ^ mf.rep.w[mf.rep.w.len() - 1]);
         }
         // A few entries (an update's usual lot) each start a chain of cold
         // reads through the pipeline: the rules they visited, read first.
         if mfs.len() <= TOUCH_MAX {
             for old in &olds {
-                touched ^= kairo_xlate::touch_steps(p, &old.steps);
+                ra.steps(p, &old.steps);
             }
         }
-        std::hint::black_box(touched);
+        drop(ra);
         return mfs
             .iter()
             .zip(olds)

@@ -2,22 +2,35 @@
 //! of a flow key through them ([`translate`]) into datapath actions, the widest
 //! correct megaflow mask, and the traversal that cache maintenance depends on.
 //!
-//! Invariant (the megaflow contract, DESIGN.md section 3): for a result with
-//! key K, mask M and actions A, every packet P with `P & M == K & M`
+//! Invariant (the megaflow contract, `docs/design.md` section 3): for a result
+//! with key K, mask M and actions A, every packet P with `P & M == K & M`
 //! translates to A against the same pipeline.
+//!
+//! Modules, in the order a reader meets them:
+//! - [`translate`](crate::translate()): the translator, the path of every upcall;
+//! - `tracked`: the flow and the one mechanism that gathers the mask;
+//! - `action_set`: the OpenFlow action set;
+//! - [`traversal`]: the record of a translation maintenance depends on;
+//! - [`replay`]: re-translation after a change, from an earlier traversal;
+//! - [`suffix`]: suffixes of a translation shared by keys in the same state;
+//! - [`odp`], [`pipeline`], [`trace`]: datapath actions, rule tables, rendering.
 
+mod action_set;
 pub mod odp;
 pub mod pipeline;
+pub mod replay;
+pub mod suffix;
 pub mod trace;
-mod xlate;
+mod tracked;
+mod translate;
+pub mod traversal;
 
 pub use odp::{format_actions, DpAction};
 pub use pipeline::{Pipeline, PipelineError, Table};
-pub use xlate::{
-    actions_read_from, retranslate, retranslate_checked, sorted_minus, touch_steps, translate, translate_suffix,
-    GroupUse, Outcome, Replay, Retranslation, Step, Suffix, TableSet, Traversal, Via, XlateError, XlateResult,
-    MAX_DEPTH, MAX_RESUBMITS,
-};
+pub use replay::{retranslate, retranslate_checked, Replay, Retranslation, TableSet, VisitCheck};
+pub use suffix::{actions_read_from, sorted_minus, translate_suffix, Suffix};
+pub use translate::{translate, XlateError, XlateResult, MAX_DEPTH, MAX_RESUBMITS};
+pub use traversal::{GroupUse, Outcome, Step, Traversal, Via};
 
 #[cfg(test)]
 mod tests;

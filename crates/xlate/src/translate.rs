@@ -1,0 +1,639 @@
+//! The translator: runs a key through the OpenFlow tables from table 0 and
+//! produces the datapath actions, the megaflow mask and the traversal
+//! ([`translate`], the path of every upcall).
+//!
+//! Invariant (the megaflow contract, `docs/design.md` section 3): every
+//! packet P with `P & mask == key & mask` translates to the same datapath
+//! actions. The flow and every bit examined of it live in one [`Tracked`],
+//! the only way translation reads or writes the flow; bits are only ever
+//! added. Header rewrites are held in the logical flow and committed to the
+//! datapath packet only before an output, as set actions for the fields that
+//! changed (as `ofproto-dpif-xlate.c` does).
+//!
+//! Maintenance runs the same interpreter in other modes (a [`Mode`]: replay
+//! an earlier traversal in [`crate::replay`], make a shareable suffix in
+//! [`crate::suffix`]); a plain translation is the mode [`Plain`], whose hooks
+//! are empty and compile away.
+
+use kairo_classifier::RuleId;
+use kairo_flow::field::{Field, Prereq, ETH_TYPE_ARP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::{FlowKey, FlowMask};
+use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
+
+use crate::action_set::ActionSet;
+use crate::odp::{commit, ControllerReason, DpAction};
+use crate::pipeline::Pipeline;
+use crate::tracked::Tracked;
+use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
+
+/// Nesting limit of resubmits, goto_tables and groups (Open vSwitch's MAX_DEPTH).
+pub const MAX_DEPTH: u32 = 64;
+/// Limit of table lookups in one translation (Open vSwitch's MAX_RESUBMITS).
+pub const MAX_RESUBMITS: u32 = 4096;
+
+/// Why a translation stopped early. The packet is dropped from that point
+/// on, as Open vSwitch does, and the error is reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+pub enum XlateError {
+    #[error("translation nested deeper than {MAX_DEPTH} (resubmit/goto/group) at table {table}")]
+    TooDeep { table: u8 },
+    #[error("translation looked up more than {MAX_RESUBMITS} tables")]
+    TooManyResubmits,
+    /// Only from [`crate::retranslate_checked`], whose caller rejected a
+    /// visit: never in a translation of a packet.
+    #[error("re-translation stopped at a visit its caller rejected")]
+    Rejected,
+}
+
+/// The result of translating one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XlateResult {
+    pub actions: Vec<DpAction>,
+    pub mask: FlowMask,
+    pub traversal: Traversal,
+    /// The logical flow at the end (after all rewrites).
+    pub final_flow: FlowKey,
+    pub error: Option<XlateError>,
+    /// The bits ORed in by actions and by what the datapath always matches,
+    /// without those of classifier lookups (part of `mask`). Maintenance uses
+    /// it to decide whether a megaflow's mask still holds.
+    pub action_mask: FlowMask,
+}
+
+/// Translates `key` through `p` from table 0.
+pub fn translate(p: &Pipeline, key: &FlowKey) -> XlateResult {
+    run(p, key, Plain, None).result
+}
+
+/// A visit about to be looked up, as a [`Mode`] sees it.
+pub(crate) struct Visit<'v, 'a> {
+    pub p: &'a Pipeline,
+    pub table: u8,
+    /// The key version the visit sees ([`Traversal::version`] of `trav`).
+    pub version: u16,
+    /// The traversal so far.
+    pub trav: &'v Traversal,
+    /// The key translation started from.
+    pub start: &'v FlowKey,
+    /// The flow at the visit (unexamined: a mode that takes an outcome from
+    /// elsewhere must itself make sure it holds for this flow).
+    pub flow: &'v FlowKey,
+}
+
+/// How a translation differs from a plain one: hooks the translator calls.
+/// Every hook's default is what [`translate`] does.
+pub(crate) trait Mode<'a> {
+    /// Whether in_port is matched exactly (false: a suffix made for
+    /// sharing records the ports compared with it instead).
+    const IN_PORT_FIXED: bool = true;
+
+    /// An earlier traversal to size the new one like (a re-translation
+    /// mostly takes the earlier path).
+    fn like(&self) -> Option<&'a Traversal> {
+        None
+    }
+
+    /// The outcome of this visit taken from elsewhere instead of a lookup:
+    /// `Some(Some(rule))` or `Some(None)` (a miss).
+    #[inline]
+    fn replayed(&mut self, _v: &Visit<'_, 'a>) -> Option<Option<(RuleId, &'a Rule)>> {
+        None
+    }
+
+    /// A lookup made anew for visit number `n` (table `t`, its outcome, the
+    /// bits it examined, the flow there). False rejects it: the translation
+    /// stops with [`XlateError::Rejected`].
+    #[inline]
+    fn looked_up(&mut self, _n: usize, _t: u8, _outcome: Outcome, _wc: &FlowMask, _flow: &FlowKey) -> bool {
+        true
+    }
+
+    /// Visit number `n` was recorded (before its instructions run).
+    #[inline]
+    fn visited(&mut self, _n: usize, _flow: &mut Tracked) {}
+
+    /// A commit of `flow` to the packet wrote `odp[at..end]`.
+    #[inline]
+    fn committed(&mut self, _at: usize, _end: usize, _flow: &FlowKey) {}
+}
+
+/// A plain translation: every visit looked up.
+pub(crate) struct Plain;
+
+impl Mode<'_> for Plain {}
+
+/// What [`run`] gives: the result, the mode back, and what maintenance
+/// modes ask of a translation beyond its result.
+pub(crate) struct Run<M> {
+    pub result: XlateResult,
+    pub mode: M,
+    /// Lookups made (the resumed-at step's predecessors counted).
+    pub lookups: u32,
+    /// Everything examined, pipeline-only fields included.
+    pub examined: FlowMask,
+    /// Whether in_port was read other than compared with a port.
+    pub in_port_read: bool,
+    /// The ports compared with in_port (when not matched exactly).
+    pub ports: Vec<u32>,
+    /// The action bits from a marked visit on.
+    pub since: FlowMask,
+    /// Whether a resubmit put in_port back after its lookup.
+    pub restored: bool,
+    /// The deepest nesting a lookup was made at.
+    pub deepest: u32,
+    /// Resumed where the result needs the flow put back (see
+    /// [`Traversal::resumable`]): the result is not the translation's.
+    pub spoilt: bool,
+}
+
+/// Translates `key` in mode `mode`, from table 0 or, given `from`, from that
+/// step of an earlier traversal of the same key (a resumable one), in the
+/// state translation had there.
+pub(crate) fn run<'a, M: Mode<'a>>(p: &'a Pipeline, key: &FlowKey, mode: M, from: Option<(&'a Traversal, usize)>) -> Run<M> {
+    let trav = match (from, mode.like()) {
+        (Some((old, at)), _) => old.prefix(at),
+        (None, Some(old)) => Traversal::with_capacity_of(old),
+        (None, None) => Traversal::default(),
+    };
+    let mut x = Translator {
+        p,
+        flow: Tracked::new(key, M::IN_PORT_FIXED),
+        base: *key,
+        start: *key,
+        odp: Vec::with_capacity(if mode.like().is_some() { 8 } else { 0 }),
+        action_set: ActionSet::default(),
+        trav,
+        depth: 0,
+        nest: 0,
+        lookups: 0,
+        pending: 0,
+        restoring: 0,
+        exit: false,
+        error: None,
+        last: (*key, 0),
+        restored: false,
+        deepest: 0,
+        mode,
+    };
+    let mut spoilt = false;
+    match from {
+        // The state translation had just before that step's lookup: nothing
+        // output (so nothing committed), the action set empty, the key the
+        // step recorded, its nesting, and one lookup per earlier step.
+        Some((old, j)) => {
+            let at = old.steps[j];
+            x.flow.restore(old.key_at(key, &at));
+            x.depth = at.depth.into();
+            x.nest = at.nest.into();
+            x.lookups = j as u32;
+            x.table(at.table, at.via);
+            // Inside a bucket or in_port-restoring resubmit, an action set
+            // left to run would have run on the flow they put back.
+            spoilt = j >= old.resumable_bare() && !x.action_set.is_empty();
+        }
+        None => x.table(0, Via::Start),
+    }
+    // The action set runs at the end of the pipeline, even after a table miss.
+    if x.error.is_none() {
+        let set = std::mem::take(&mut x.action_set).into_list();
+        // Lookups from here on are not resumable: writes to the action set
+        // now go to one that never runs.
+        x.pending += 1;
+        x.actions(&set);
+        x.pending -= 1;
+    }
+    if x.error.is_some() {
+        x.odp.clear();
+    }
+    let in_port_read = x.flow.in_port_read();
+    let seen = x.flow.finish(key);
+    Run {
+        result: XlateResult {
+            actions: x.odp,
+            mask: seen.mask,
+            traversal: x.trav,
+            final_flow: seen.flow,
+            error: x.error,
+            action_mask: seen.action_mask,
+        },
+        mode: x.mode,
+        lookups: x.lookups,
+        examined: seen.all,
+        in_port_read,
+        ports: seen.ports,
+        since: seen.since,
+        restored: x.restored,
+        deepest: x.deepest,
+        spoilt,
+    }
+}
+
+/// One translation in progress.
+struct Translator<'a, M> {
+    p: &'a Pipeline,
+    /// The logical flow and what was examined of it.
+    flow: Tracked,
+    /// The packet as the datapath has it (the key, then each commit).
+    base: FlowKey,
+    start: FlowKey,
+    odp: Vec<DpAction>,
+    action_set: ActionSet,
+    trav: Traversal,
+    depth: u32,
+    nest: u32,
+    lookups: u32,
+    /// Enclosing action lists, buckets and resubmits with something left to
+    /// do once the current lookup returns (see [`Traversal::resumable`]).
+    pending: u32,
+    /// Enclosing buckets and resubmits that put the flow back once it returns.
+    restoring: u32,
+    exit: bool,
+    error: Option<XlateError>,
+    /// The flow when its version was last asked, and that version.
+    last: (FlowKey, u16),
+    restored: bool,
+    deepest: u32,
+    mode: M,
+}
+
+impl<'a, M: Mode<'a>> Translator<'a, M> {
+    /// The version of the current flow (adding one if it is new). Compares
+    /// the whole key, so every change counts (rewrites, resubmit's in_port).
+    fn key_version(&mut self) -> u16 {
+        let flow = self.flow.unexamined();
+        if *flow == self.last.0 {
+            return self.last.1;
+        }
+        let v = self.trav.version_for(&self.start, flow);
+        self.last = (*flow, v);
+        v
+    }
+
+    fn fail(&mut self, e: XlateError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.exit = true;
+    }
+
+    /// Is the field's prerequisite met by the current flow? Records what it reads.
+    fn prereq_ok(&mut self, f: Field) -> bool {
+        let ip = self.flow.is_ipv4();
+        let l4 = |flow: &mut Tracked| ip && matches!(flow.get(Field::IpProto), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
+        match f.def().prereq {
+            Prereq::None => true,
+            Prereq::Ipv4 => ip,
+            Prereq::Arp => self.flow.get(Field::EthType) == ETH_TYPE_ARP,
+            Prereq::L4 => l4(&mut self.flow),
+            Prereq::Tcp => ip && self.flow.get(Field::IpProto) == IPPROTO_TCP,
+            Prereq::Icmp => ip && self.flow.get(Field::IpProto) == IPPROTO_ICMP,
+        }
+    }
+
+    fn table(&mut self, t: u8, via: Via) {
+        if self.exit {
+            return;
+        }
+        self.lookups += 1;
+        if self.lookups > MAX_RESUBMITS {
+            return self.fail(XlateError::TooManyResubmits);
+        }
+        if self.depth >= MAX_DEPTH {
+            return self.fail(XlateError::TooDeep { table: t });
+        }
+        self.deepest = self.deepest.max(self.depth);
+        let resumable = self.pending == 0 && self.odp.is_empty() && self.action_set.is_empty();
+        let bare = resumable && self.restoring == 0;
+        let version = self.key_version();
+        let p = self.p;
+        let visit =
+            Visit { p, table: t, version, trav: &self.trav, start: &self.start, flow: self.flow.unexamined() };
+        let hit = match self.mode.replayed(&visit) {
+            Some(hit) => hit,
+            None => {
+                let table = p.table(t);
+                let (hit, wc) = self
+                    .flow
+                    .lookup(|flow, wc| table.and_then(|tb| tb.cls.lookup(flow, wc)).map(|r| (r.id, &*r.payload)));
+                let outcome = hit.map_or(Outcome::Miss, |(id, _)| Outcome::Rule(id));
+                let n = self.trav.steps.len();
+                if !self.mode.looked_up(n, t, outcome, &wc, self.flow.unexamined()) {
+                    return self.fail(XlateError::Rejected);
+                }
+                hit
+            }
+        };
+        let (depth, nest) = (small(self.depth), small(self.nest));
+        let step = |outcome| Step { table: t, outcome, via, depth, nest, version };
+        if resumable && self.trav.resumable() == self.trav.steps.len() {
+            self.trav.tail += 1;
+        }
+        if bare && self.trav.resumable_bare() == self.trav.steps.len() {
+            self.trav.bare += 1;
+        }
+        let n = self.trav.steps.len();
+        match hit {
+            Some((id, r)) => {
+                self.trav.steps.push(step(Outcome::Rule(id)));
+                self.mode.visited(n, &mut self.flow);
+                let inst: &Instructions = &r.inst;
+                self.depth += 1;
+                self.instructions(inst);
+                self.depth -= 1;
+            }
+            None => {
+                self.trav.steps.push(step(Outcome::Miss));
+                self.mode.visited(n, &mut self.flow);
+                if let MissBehavior::Continue(n) = p.miss(t) {
+                    self.depth += 1;
+                    self.table(n, Via::MissContinue);
+                    self.depth -= 1;
+                }
+            }
+        }
+    }
+
+    fn instructions(&mut self, inst: &Instructions) {
+        let after = u32::from(
+            inst.clear_actions || !inst.write.is_empty() || inst.write_metadata.is_some() || inst.goto_table.is_some(),
+        );
+        self.pending += after;
+        let done = self.actions(&inst.apply);
+        self.pending -= after;
+        if !done {
+            return;
+        }
+        if inst.clear_actions {
+            self.action_set = ActionSet::default();
+        }
+        self.action_set.write(&inst.write);
+        if let Some((v, m)) = inst.write_metadata {
+            self.flow.write_pipeline(Field::Metadata, v, m);
+        }
+        if let Some(g) = inst.goto_table {
+            self.table(g, Via::Goto);
+        }
+    }
+
+    /// Commits the flow's rewrites to the datapath packet.
+    fn commit(&mut self) {
+        let at = self.odp.len();
+        let flow = self.flow.unexamined();
+        commit(&mut self.base, flow, &mut self.odp);
+        self.mode.committed(at, self.odp.len(), flow);
+    }
+
+    fn output(&mut self, port: u32) {
+        self.commit();
+        self.odp.push(DpAction::Output(port));
+    }
+
+    /// Runs an action list. Returns false if an action ended the list early
+    /// (dec_ttl reaching zero ends the rest of the list, not the pipeline: the
+    /// caller, an outer resubmit and the action set carry on, as in Open vSwitch).
+    fn actions(&mut self, list: &[Action]) -> bool {
+        for (i, a) in list.iter().enumerate() {
+            let more = u32::from(i + 1 < list.len());
+            self.pending += more;
+            let go_on = !self.exit && self.action(a);
+            self.pending -= more;
+            if !go_on {
+                return false;
+            }
+        }
+        !self.exit
+    }
+
+    /// The VLAN tags, both recorded whole (the commit compares both).
+    fn vlan_tci(&mut self) -> u64 {
+        self.flow.examine(Field::VlanTciInner);
+        self.flow.get(Field::VlanTci)
+    }
+
+    fn action(&mut self, a: &Action) -> bool {
+        match a {
+            Action::Output(p) => {
+                // Never back out of the ingress port unless asked with in_port.
+                if !self.flow.is_in_port(*p) {
+                    self.output(*p);
+                }
+            }
+            Action::InPort => {
+                let in_port = self.flow.get(Field::InPort) as u32;
+                self.output(in_port)
+            }
+            Action::Flood => {
+                let in_port = self.flow.get(Field::InPort);
+                let ports: Vec<u32> = self.p.ports().filter(|&p| p as u64 != in_port).collect();
+                for p in ports {
+                    self.output(p);
+                }
+            }
+            Action::Controller { max_len } => {
+                self.commit();
+                self.odp.push(DpAction::Controller { reason: ControllerReason::Action, max_len: *max_len });
+            }
+            Action::SetField { field, value, mask } => {
+                if self.prereq_ok(*field) {
+                    self.flow.set_masked(*field, *value, *mask);
+                }
+            }
+            Action::Move { src, dst } => {
+                if self.prereq_ok(src.field) && self.prereq_ok(dst.field) {
+                    let bits = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
+                    self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
+                }
+            }
+            Action::PushVlan { .. } => {
+                // Two tags are tracked (as Open vSwitch's FLOW_MAX_VLAN_HEADERS):
+                // pushing a third shifts the innermost out of the key, as there.
+                let outer = self.vlan_tci();
+                self.flow.set(Field::VlanTciInner, outer);
+                self.flow.set(Field::VlanTci, VLAN_CFI);
+            }
+            Action::PopVlan => {
+                self.vlan_tci();
+                let inner = self.flow.get(Field::VlanTciInner);
+                self.flow.set(Field::VlanTci, inner);
+                self.flow.set(Field::VlanTciInner, 0);
+            }
+            Action::SetVlanVid { vid, push } => {
+                let tci = self.vlan_tci();
+                if tci & VLAN_CFI != 0 {
+                    self.flow.set(Field::VlanTci, (tci & !0xfff) | *vid as u64);
+                } else if *push {
+                    self.flow.set(Field::VlanTci, VLAN_CFI | *vid as u64);
+                }
+            }
+            Action::SetVlanPcp { pcp, push } => {
+                let tci = self.vlan_tci();
+                if tci & VLAN_CFI != 0 {
+                    self.flow.set(Field::VlanTci, (tci & 0x1fff) | (*pcp as u64) << 13);
+                } else if *push {
+                    self.flow.set(Field::VlanTci, VLAN_CFI | (*pcp as u64) << 13);
+                }
+            }
+            Action::DecTtl => {
+                if !self.flow.is_ipv4() {
+                    return true;
+                }
+                let ttl = self.flow.get(Field::IpTtl);
+                if ttl > 1 {
+                    self.flow.set(Field::IpTtl, ttl - 1);
+                } else {
+                    // As Open vSwitch: the packet goes to the controller and translation ends.
+                    self.commit();
+                    self.odp.push(DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX });
+                    return false;
+                }
+            }
+            Action::Resubmit { port, table } => {
+                let t = table.unwrap_or_else(|| self.trav.steps.last().map_or(0, |s| s.table));
+                // in_port is put back afterwards.
+                let saved = port.map(|p| {
+                    let saved = self.flow.get(Field::InPort);
+                    self.flow.set(Field::InPort, p as u64);
+                    saved
+                });
+                let restore = u32::from(port.is_some());
+                self.restored |= port.is_some();
+                self.nest += 1;
+                self.restoring += restore;
+                self.table(t, Via::Resubmit);
+                self.restoring -= restore;
+                self.nest -= 1;
+                if let Some(saved) = saved {
+                    self.flow.set(Field::InPort, saved);
+                }
+            }
+            Action::Group(g) => self.group(*g),
+        }
+        true
+    }
+
+    fn bucket_live(&self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {
+        if b.watch_port.is_none() && b.watch_group.is_none() {
+            return true;
+        }
+        b.watch_port.is_some_and(|p| self.p.port_live(p))
+            || b.watch_group.is_some_and(|g| depth < MAX_DEPTH && self.group_live(g, depth + 1))
+    }
+
+    fn group_live(&self, g: u32, depth: u32) -> bool {
+        self.p.group(g).is_some_and(|grp| grp.buckets.iter().any(|b| self.bucket_live(b, depth)))
+    }
+
+    /// The hash of the fields a select group reads, recording them.
+    fn select_hash(&mut self, fields: Option<&[Field]>) -> u64 {
+        let default_fields: Vec<Field>;
+        let fields: &[Field] = match fields {
+            Some(f) => f,
+            None => {
+                // Symmetric L4 (Open vSwitch's default): addresses and ports when
+                // present, otherwise the Ethernet addresses.
+                default_fields = if self.flow.is_ipv4() {
+                    if matches!(self.flow.get(Field::IpProto), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+                        vec![Field::IpSrc, Field::IpDst, Field::IpProto, Field::TpSrc, Field::TpDst]
+                    } else {
+                        vec![Field::IpSrc, Field::IpDst, Field::IpProto]
+                    }
+                } else {
+                    vec![Field::EthSrc, Field::EthDst, Field::EthType]
+                };
+                &default_fields
+            }
+        };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        // Symmetric: the same for both directions of a connection.
+        let mut pair = |a: u64, b: u64| {
+            h ^= a.min(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+            h ^= a.max(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        };
+        let mut i = 0;
+        while i < fields.len() {
+            let f = fields[i];
+            let next = fields.get(i + 1).copied();
+            let partner = match (f, next) {
+                (Field::IpSrc, Some(Field::IpDst))
+                | (Field::TpSrc, Some(Field::TpDst))
+                | (Field::EthSrc, Some(Field::EthDst)) => next,
+                _ => None,
+            };
+            let a = self.flow.get(f);
+            match partner {
+                Some(n) => {
+                    pair(a, self.flow.get(n));
+                    i += 2;
+                }
+                None => {
+                    pair(a, 0);
+                    i += 1;
+                }
+            }
+        }
+        h
+    }
+
+    fn group(&mut self, gid: u32) {
+        if self.depth >= MAX_DEPTH {
+            return self.fail(XlateError::TooDeep { table: self.trav.steps.last().map_or(0, |s| s.table) });
+        }
+        let depth = self.depth;
+        let Some(g) = self.p.group(gid).cloned() else {
+            let step = self.trav.steps.len() as u32;
+            self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step });
+            return;
+        };
+        let chosen: Vec<usize> = match g.ty {
+            GroupType::All => (0..g.buckets.len()).collect(),
+            GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
+            GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
+            GroupType::Select => {
+                let live: Vec<usize> = (0..g.buckets.len())
+                    .filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth))
+                    .collect();
+                if live.len() <= 1 {
+                    live
+                } else {
+                    // Highest random weight: stable when buckets come and go.
+                    let h = self.select_hash(g.fields.as_deref());
+                    let score = |i: usize| {
+                        let b = &g.buckets[i];
+                        let mut x = h ^ (b.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        x ^= x >> 33;
+                        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+                        x ^= x >> 33;
+                        ((x >> 16) as u128) * b.weight as u128
+                    };
+                    live.into_iter().max_by_key(|&i| (score(i), std::cmp::Reverse(i))).into_iter().collect()
+                }
+            }
+        };
+        self.trav.groups.push(GroupUse {
+            group: gid,
+            buckets: chosen.iter().map(|&i| g.buckets[i].id).collect(),
+            depth,
+            step: self.trav.steps.len() as u32,
+        });
+        let n = chosen.len();
+        for (k, i) in chosen.into_iter().enumerate() {
+            // Each bucket works on its own copy of the flow (clone semantics),
+            // put back afterwards; another bucket may follow.
+            let saved = *self.flow.unexamined();
+            let more = u32::from(k + 1 < n);
+            self.depth += 1;
+            self.pending += more;
+            self.restoring += 1;
+            self.actions(&g.buckets[i].actions);
+            self.restoring -= 1;
+            self.pending -= more;
+            self.depth -= 1;
+            self.flow.restore(saved);
+            if self.error.is_some() {
+                return;
+            }
+        }
+    }
+}

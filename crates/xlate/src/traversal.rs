@@ -1,0 +1,196 @@
+//! The traversal: what one translation visited (tables and their outcomes,
+//! groups and their buckets, the versions of the key each lookup saw). It is
+//! the dependency record cache maintenance keeps per megaflow.
+//!
+//! Invariant: steps are in visit order; a step's `version` names a version
+//! recorded in the same traversal, and versions are numbered in order of
+//! first sight, so the versions before step `j` are exactly `0..=max` of the
+//! steps before it ([`Traversal::prefix`] relies on it).
+
+use kairo_classifier::RuleId;
+use kairo_flow::FlowKey;
+
+/// How the pipeline reached a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    Start,
+    Goto,
+    Resubmit,
+    /// The previous table missed and continues here.
+    MissContinue,
+}
+
+/// What happened at one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Rule(RuleId),
+    Miss,
+}
+
+/// One table visit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Step {
+    pub table: u8,
+    pub outcome: Outcome,
+    pub via: Via,
+    /// Nesting (below [`MAX_DEPTH`](crate::MAX_DEPTH), so a byte: a traversal is kept per megaflow).
+    pub depth: u8,
+    /// Resubmit nesting (for display: goto_table stays at the same level).
+    pub nest: u8,
+    /// Which key this lookup saw: a version of [`Traversal::version`]
+    /// (0: the key as translation started).
+    pub version: u16,
+}
+
+/// One use of a group: which bucket(s) ran (`None`: no bucket was live / group empty).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct GroupUse {
+    pub group: u32,
+    pub buckets: Vec<u32>,
+    pub depth: u32,
+    /// How many table visits came before the group ran.
+    pub step: u32,
+}
+
+/// Everything translation touched: the maintenance dependency record.
+///
+/// The key versions lookups saw are kept as one run of (word, value) pairs
+/// with the end of each version, not a vector per version: a traversal is
+/// kept per megaflow and read back whole by maintenance, where every
+/// separate allocation is one more cache miss.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Traversal {
+    pub steps: Vec<Step>,
+    pub groups: Vec<GroupUse>,
+    /// The differing words of every version, one after the other; version 0
+    /// (the key as translation started) has none.
+    diffs: Vec<(u8, u64)>,
+    /// Where each version's words end in `diffs` (u32: up to MAX_RESUBMITS
+    /// versions of up to a key's words each can pass u16).
+    ends: Vec<u32>,
+    /// How many leading steps were looked up in a *resumable* state: nothing
+    /// output yet, the action set empty, and nothing left to do after the
+    /// lookup's table returns but end the pipeline (every enclosing action
+    /// list, bucket and resubmit was at its last action). What translation
+    /// does from such a step on depends only on the key the step saw, its
+    /// nesting and the tables ([`retranslate`] resumes there), except when
+    /// it ends with a non-empty action set inside a bucket or a resubmit
+    /// that puts in_port back: that action set then runs on the flow they
+    /// put back.
+    pub(crate) tail: u16,
+    /// How many leading steps were resumable with no such bucket or
+    /// resubmit around them (resuming there needs no such proviso).
+    pub(crate) bare: u16,
+}
+
+impl Default for Traversal {
+    fn default() -> Self {
+        Traversal { steps: Vec::new(), groups: Vec::new(), diffs: Vec::new(), ends: vec![0], tail: 0, bare: 0 }
+    }
+}
+
+/// A nesting level as kept in a [`Step`] (below [`MAX_DEPTH`](crate::MAX_DEPTH) when kept).
+pub(crate) fn small(n: u32) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
+}
+
+impl Traversal {
+    /// An empty traversal with room for one the size of `like`.
+    pub(crate) fn with_capacity_of(like: &Traversal) -> Traversal {
+        let mut ends = Vec::with_capacity(like.ends.len());
+        ends.push(0);
+        Traversal {
+            steps: Vec::with_capacity(like.steps.len()),
+            groups: Vec::with_capacity(like.groups.len()),
+            diffs: Vec::with_capacity(like.diffs.len()),
+            ends,
+            tail: 0,
+            bare: 0,
+        }
+    }
+
+    /// The same translation's state just before step `j`'s lookup: the
+    /// steps before `j`, the groups used before it and the key versions
+    /// they saw (room kept for the rest of a traversal like this one).
+    pub(crate) fn prefix(&self, j: usize) -> Traversal {
+        let mut t = Traversal::with_capacity_of(self);
+        t.steps.extend_from_slice(&self.steps[..j]);
+        t.groups.extend(self.groups.iter().take_while(|g| g.step as usize <= j).cloned());
+        // Versions are numbered as lookups first see them, so the ones that
+        // exist before step j are 0..=the highest an earlier step saw.
+        let v = self.steps[..j].iter().map(|s| s.version as usize).max().unwrap_or(0);
+        t.ends.clear();
+        t.ends.extend_from_slice(&self.ends[..=v]);
+        t.diffs.extend_from_slice(&self.diffs[..self.ends[v] as usize]);
+        t.tail = j as u16;
+        t.bare = self.bare.min(j as u16);
+        t
+    }
+
+    /// How many leading steps a re-translation could resume at (see the
+    /// field's doc).
+    pub fn resumable(&self) -> usize {
+        self.tail as usize
+    }
+
+    /// How many leading steps a re-translation could resume at with no
+    /// bucket or in_port-restoring resubmit around (see the field's doc).
+    pub fn resumable_bare(&self) -> usize {
+        self.bare as usize
+    }
+
+    /// Drops spare capacity (a traversal is kept per megaflow, often for
+    /// long: 22 steps pushed one by one would otherwise hold room for 32).
+    pub fn shrink_to_fit(&mut self) {
+        self.steps.shrink_to_fit();
+        self.groups.shrink_to_fit();
+        self.diffs.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
+    /// The words version `v` of the key differs in (empty for an unknown version).
+    pub fn version(&self, v: u16) -> &[(u8, u64)] {
+        let v = v as usize;
+        match (v.checked_sub(1).map_or(Some(&0), |i| self.ends.get(i)), self.ends.get(v)) {
+            (Some(&a), Some(&b)) => &self.diffs[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    /// The version with exactly these differing words, adding it if new.
+    /// The words are written where a new version would go and taken back
+    /// if an earlier version has them (no allocation per key change).
+    fn version_of(&mut self, diff: impl Iterator<Item = (u8, u64)>) -> u16 {
+        let at = self.diffs.len();
+        self.diffs.extend(diff);
+        // Every recorded version ends at or before `at`, so none reads the new words.
+        if let Some(v) = (0..self.ends.len() as u16).find(|&v| self.version(v) == &self.diffs[at..]) {
+            self.diffs.truncate(at);
+            return v;
+        }
+        // At most MAX_RESUBMITS lookups, so at most that many versions (a
+        // u16), each of at most a key's words (their total fits u32).
+        self.ends.push(self.diffs.len() as u32);
+        (self.ends.len() - 1) as u16
+    }
+
+    /// The version of the key that is `flow` for a translation that started
+    /// from `start` (0 for the start itself), adding it if new.
+    pub(crate) fn version_for(&mut self, start: &FlowKey, flow: &FlowKey) -> u16 {
+        if flow == start {
+            return 0;
+        }
+        self.version_of((0..flow.w.len()).filter(|&i| flow.w[i] != start.w[i]).map(|i| (i as u8, flow.w[i])))
+    }
+
+    /// The key a step's lookup saw, given the key translation started from.
+    pub fn key_at(&self, start: &FlowKey, step: &Step) -> FlowKey {
+        let mut k = *start;
+        for &(w, v) in self.version(step.version) {
+            k.w[w as usize] = v;
+        }
+        k
+    }
+}
