@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use kairo_datapath::Megaflow;
 use kairo_flow::{FlowKey, FlowMask};
+use kairo_maintain::Ukey;
 use kairo_xlate::{DpAction, Traversal};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -19,11 +20,12 @@ fn main() -> Result<(), String> {
     let mask = Arc::new(FlowMask::ZERO);
     let mut rng = StdRng::seed_from_u64(7);
     // Each megaflow with its own actions and traversal, as after real upcalls.
-    let mfs: Vec<Arc<Megaflow>> = (0..n)
+    let mfs: Vec<Ukey> = (0..n)
         .map(|i| {
             let mut k = FlowKey::ZERO;
             k.w[0] = i as u64;
-            Arc::new(Megaflow::new(k, mask.clone(), vec![DpAction::Output(i as u32)], Traversal::default(), 0))
+            let mf = Arc::new(Megaflow::new(k, mask.clone(), vec![DpAction::Output(i as u32)], 0));
+            Ukey::new(mf, Arc::new(Traversal::default()))
         })
         .collect();
     let new_actions = Arc::new(vec![DpAction::Output(7)]);

@@ -193,9 +193,7 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
     let mut rows = Vec::new();
 
     // kairo switch: the two outer ends as AF_PACKET ports, L2 flows between them.
-    if opts.progress {
-        eprintln!("kairo switch: {:.1} s ...", opts.secs);
-    }
+    let pb = crate::progress_bar(opts.progress, 1, format!("kairo switch: {:.1} s", opts.secs));
     {
         let flows = kairo_ofproto::parse_flow_file("in_port=1 actions=output:2\nin_port=2 actions=output:1\n")
             .map_err(|e| e.to_string())?;
@@ -222,11 +220,10 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         let _ = fwd.join();
         rows.push(row("kairo switch", opts.secs, r?));
     }
+    pb.finish_and_clear();
 
     // The kernel bridge on the same two links.
-    if opts.progress {
-        eprintln!("Linux bridge: {:.1} s ...", opts.secs);
-    }
+    let pb = crate::progress_bar(opts.progress, 1, format!("Linux bridge: {:.1} s", opts.secs));
     {
         let br = Bridge(format!("kbb{pid}"));
         netns::run(&["ip", "link", "add", &br.0, "type", "bridge"]).map_err(io)?;
@@ -237,5 +234,6 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner)?;
         rows.push(row("Linux bridge", opts.secs, r));
     }
+    pb.finish_and_clear();
     Ok(FwdReport { machine: Machine::detect(), frame_len: opts.frame_len, flows: opts.flows, secs: opts.secs, rows })
 }

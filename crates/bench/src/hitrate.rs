@@ -214,6 +214,7 @@ impl HitrateReport {
     }
 
     /// Writes the figure as SVG: hit rate and misses on top, TTU (log) below.
+    #[cfg(feature = "plot")]
     pub fn plot(&self, path: &std::path::Path) -> Result<(), String> {
         use plotters::prelude::*;
         let e = |x: &dyn std::fmt::Display| x.to_string();
@@ -292,6 +293,12 @@ impl HitrateReport {
         c2.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
         root.present().map_err(|x| e(&x))?;
         Ok(())
+    }
+
+    /// Built without the `plot` feature: says so.
+    #[cfg(not(feature = "plot"))]
+    pub fn plot(&self, path: &std::path::Path) -> Result<(), String> {
+        Err(format!("{}: kairo was built without the `plot` feature", path.display()))
     }
 }
 

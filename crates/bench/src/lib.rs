@@ -100,7 +100,7 @@ pub fn quantile(v: &mut [f64], q: f64) -> f64 {
 pub fn resident_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    Some(pages * rustix::param::page_size() as u64)
 }
 
 /// Peak resident memory of this process in bytes (Linux VmHWM).

@@ -190,7 +190,7 @@ fn e2e(opts: &LookupOpts, pop: Popularity) -> Result<Row, String> {
     let pkts = router_packets(opts.e2e_flows, 1 << 17, pop, opts.seed);
     let run_dp = |cfg: DpConfig| -> (f64, f64, usize) {
         let mut dp = Datapath::new(cfg);
-        let mut slow = &p;
+        let mut slow = kairo_maintain::shared::Translate(&p);
         let mut sink = 0u64;
         let mut pass = |dp: &mut Datapath, now: u64| {
             for chunk in pkts.chunks(BATCH) {

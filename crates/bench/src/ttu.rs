@@ -242,6 +242,8 @@ pub struct TtuOpts {
     /// Keep only these kinds of update from the stream (empty: all), to
     /// measure one kind in isolation.
     pub kinds: Vec<String>,
+    /// Threads a maintenance pass may revalidate on (both engines alike).
+    pub threads: usize,
 }
 
 /// Which workload.
@@ -484,8 +486,9 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let mut rows = Vec::new();
     for &n in &opts.entries {
         for &kind in &opts.engines {
-            let (dp, sc) = fill(&p, kind, wl.keys(), n, opts.progress)?;
-            let distinct_traversals = dp.n_shared().1;
+            let (_dp, sc) = fill(&p, kind, wl.keys(), n, opts.progress)?;
+            sc.lock().engine.set_threads(opts.threads);
+            let distinct_traversals = sc.lock().installed_traversals();
             let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1024.0 * 1024.0);
             let rss_mib = mib(crate::resident_bytes());
             let mut c = sc.lock();
@@ -513,8 +516,9 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                     let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / rep.examined as f64;
                     (per(rep.translate), per(rep.apply))
                 }));
-                if std::env::var_os("KAIRO_TTU_TRACE").is_some() {
-                    eprintln!(
+                if tracing::enabled!(target: "kairo::ttu", tracing::Level::DEBUG) {
+                    tracing::debug!(
+                        target: "kairo::ttu",
                         "{:>10.1} us (pipeline {:>6.1}, find {:>8.1}, translate {:>9.1}, apply {:>9.1}; then {:>9.1} housekeeping)  examined {:>6}  probed {:>6}  updated {:>6}  evicted {:>6}  shared {:>6}  cells {:>4}  RSS {:>6} MiB",
                         rep.ttu.as_secs_f64() * 1e6,
                         rep.pipeline.as_secs_f64() * 1e6,
@@ -589,6 +593,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
 
 impl TtuReport {
     /// Writes TTU (median and p99, log scale) against the cache size, one line per engine, as SVG.
+    #[cfg(feature = "plot")]
     pub fn plot(&self, path: &std::path::Path) -> Result<(), String> {
         use plotters::prelude::*;
         let e = |x: &dyn std::fmt::Display| x.to_string();
@@ -634,6 +639,12 @@ impl TtuReport {
         c.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
         root.present().map_err(|x| e(&x))?;
         Ok(())
+    }
+
+    /// Built without the `plot` feature: says so.
+    #[cfg(not(feature = "plot"))]
+    pub fn plot(&self, path: &std::path::Path) -> Result<(), String> {
+        Err(format!("{}: kairo was built without the `plot` feature", path.display()))
     }
 
     pub fn to_table(&self) -> String {
@@ -782,6 +793,7 @@ mod tests {
             progress: false,
             bundle: 1,
             kinds: Vec::new(),
+            threads: 1,
         }
     }
 

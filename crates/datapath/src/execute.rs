@@ -2,12 +2,12 @@
 //!
 //! Invariant: the packet each output sends is the input with exactly the
 //! preceding set/push/pop actions applied, checksums kept right (see
-//! [`kairo_wire::rewrite`]); `apply` in `kairo_xlate::odp` describes the same
+//! [`kairo_wire::rewrite`]); `kairo_odp::apply` describes the same
 //! effect on keys, and tests check the two agree.
 
+use kairo_odp::DpAction;
 use kairo_wire::rewrite as rw;
 use kairo_wire::Layout;
-use kairo_xlate::DpAction;
 
 /// The port number under which controller actions are reported.
 pub const CONTROLLER_PORT: u32 = u32::MAX;

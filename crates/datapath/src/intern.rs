@@ -1,10 +1,11 @@
-//! Hash-consing of megaflow actions and traversals.
+//! Hash-consing of megaflow actions (and, through [`Table`], of whatever
+//! else many megaflows hold equal copies of: cache maintenance keeps its
+//! traversals in one).
 //!
 //! Millions of megaflows go through the same few thousand rule combinations:
-//! their action lists and traversals are equal value for value. The datapath
-//! keeps one shared copy of each (a megaflow holds an `Arc` to it), which at
-//! 1M OF-DPA megaflows is a few tens of thousands of copies instead of a
-//! million of each.
+//! their action lists are equal value for value. The datapath keeps one
+//! shared copy of each (a megaflow holds an `Arc` to it), which at 1M OF-DPA
+//! megaflows is a few tens of thousands of copies instead of a million.
 //!
 //! Invariant: a value handed out is equal to the value asked for (sharing is
 //! never visible to readers, who only ever see immutable `Arc`s). The table
@@ -19,11 +20,11 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Weak};
 
 use hashbrown::HashTable;
-use kairo_xlate::{DpAction, Traversal};
+use kairo_odp::DpAction;
 use rustc_hash::FxBuildHasher;
 
 /// One hash-consed table: (hash of the value, the value held weakly).
-struct Table<T: Hash + Eq> {
+pub struct Table<T: Hash + Eq> {
     set: HashTable<(u64, Weak<T>)>,
     purge_at: usize,
 }
@@ -37,7 +38,7 @@ impl<T: Hash + Eq> Default for Table<T> {
 impl<T: Hash + Eq> Table<T> {
     /// The shared copy of `v`; a new value is first passed to `keep` (to
     /// drop spare capacity: it may be held for long).
-    fn get(&mut self, mut v: T, keep: impl FnOnce(&mut T)) -> Arc<T> {
+    pub fn get(&mut self, mut v: T, keep: impl FnOnce(&mut T)) -> Arc<T> {
         let h = FxBuildHasher.hash_one(&v);
         let live = self.set.find(h, |(hh, w)| *hh == h && w.upgrade().is_some_and(|a| *a == v));
         if let Some(a) = live.and_then(|(_, w)| w.upgrade()) {
@@ -58,31 +59,27 @@ impl<T: Hash + Eq> Table<T> {
     }
 
     /// Values some megaflow still holds.
-    fn live(&self) -> usize {
+    pub fn live(&self) -> usize {
         self.set.iter().filter(|(_, w)| w.strong_count() > 0).count()
     }
 }
 
-/// Shared action lists and traversals.
+/// Shared action lists.
 #[derive(Default)]
 pub struct Interner {
     actions: Table<Vec<DpAction>>,
-    traversals: Table<Traversal>,
 }
 
 impl Interner {
     pub fn actions(&mut self, a: Vec<DpAction>) -> Arc<Vec<DpAction>> {
         self.actions.get(a, |a| a.shrink_to_fit())
     }
-    pub fn traversal(&mut self, t: Traversal) -> Arc<Traversal> {
-        self.traversals.get(t, Traversal::shrink_to_fit)
-    }
-    /// Distinct (action lists, traversals) alive (O(table): for reports).
-    pub fn len(&self) -> (usize, usize) {
-        (self.actions.live(), self.traversals.live())
+    /// Distinct action lists alive (O(table): for reports).
+    pub fn len(&self) -> usize {
+        self.actions.live()
     }
     pub fn is_empty(&self) -> bool {
-        self.len() == (0, 0)
+        self.len() == 0
     }
 }
 

@@ -22,12 +22,12 @@ pub mod synth;
 use std::sync::Arc;
 
 use kairo_flow::{Field, FlowKey, FlowMask};
-use kairo_xlate::{DpAction, Pipeline, Traversal};
+use kairo_odp::DpAction;
 use rustc_hash::FxHashMap;
 
 pub use dpcls::{Dpcls, BATCH};
 pub use emc::Emc;
-pub use megaflow::{Actions, Cell, Megaflow, Moved};
+pub use megaflow::{Actions, Cell, Megaflow};
 
 /// Where the EMC hash comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,37 +99,28 @@ impl DpStats {
 }
 
 /// What the slow path answers for a key.
-pub struct Upcall {
+pub struct Upcall<N> {
     pub actions: Vec<DpAction>,
     pub mask: FlowMask,
-    pub traversal: Traversal,
+    /// What the slow path wants back if the megaflow is installed (cache
+    /// maintenance: the traversal that produced it); the datapath only
+    /// carries it.
+    pub note: N,
     /// The rule-table version the translation used (see `installed`).
     pub version: u64,
 }
 
 /// The slow path behind the caches.
 pub trait SlowPath {
-    fn upcall(&mut self, key: &FlowKey) -> Upcall;
-    /// A megaflow was installed from an upcall answered at `version`
-    /// (maintenance indexes it here, and revalidates it if the rules changed
-    /// in between).
-    fn installed(&mut self, _mf: &Arc<Megaflow>, _version: u64) {}
+    /// What an upcall hands back with an installed megaflow.
+    type Note;
+    fn upcall(&mut self, key: &FlowKey) -> Upcall<Self::Note>;
+    /// A megaflow was installed from an upcall answered at `version`, with
+    /// the upcall's `note` (maintenance records and indexes it here, and
+    /// revalidates it if the rules changed in between).
+    fn installed(&mut self, _mf: &Arc<Megaflow>, _note: Self::Note, _version: u64) {}
     /// A megaflow left the cache (idle expiry or eviction by the datapath).
     fn removed(&mut self, _mf: &Arc<Megaflow>) {}
-}
-
-impl SlowPath for Pipeline {
-    fn upcall(&mut self, key: &FlowKey) -> Upcall {
-        let r = kairo_xlate::translate(self, key);
-        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal, version: 0 }
-    }
-}
-
-impl SlowPath for &Pipeline {
-    fn upcall(&mut self, key: &FlowKey) -> Upcall {
-        let r = kairo_xlate::translate(self, key);
-        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal, version: 0 }
-    }
 }
 
 /// The datapath: EMC and per-port megaflow classifiers.
@@ -143,10 +134,7 @@ pub struct Datapath {
     dead: Vec<Arc<Megaflow>>,
     last_sweep: u64,
     last_hit: Option<Arc<Megaflow>>,
-    /// Megaflows that left the classifiers, kept for their statistics when
-    /// [`Datapath::keep_retired`] asked for them (per-rule counters).
-    retired: Option<Vec<Arc<Megaflow>>>,
-    /// Shared copies of the action lists and traversals megaflows hold.
+    /// Shared copies of the action lists megaflows hold.
     interner: intern::Interner,
 }
 
@@ -161,7 +149,6 @@ impl Datapath {
             dead: Vec::new(),
             last_sweep: 0,
             last_hit: None,
-            retired: None,
             interner: intern::Interner::default(),
             cfg,
         }
@@ -172,8 +159,8 @@ impl Datapath {
         self.n_flows
     }
 
-    /// Distinct (action lists, traversals) shared by the megaflows.
-    pub fn n_shared(&self) -> (usize, usize) {
+    /// Distinct action lists shared by the megaflows.
+    pub fn n_shared(&self) -> usize {
         self.interner.len()
     }
 
@@ -192,17 +179,6 @@ impl Datapath {
         }
     }
 
-    /// From now on, keep every megaflow that leaves the classifiers until
-    /// [`Datapath::take_retired`] collects it (its counters stay readable).
-    pub fn keep_retired(&mut self) {
-        self.retired.get_or_insert_with(Vec::new);
-    }
-
-    /// The megaflows that left since the last call (empty unless kept).
-    pub fn take_retired(&mut self) -> Vec<Arc<Megaflow>> {
-        self.retired.as_mut().map(std::mem::take).unwrap_or_default()
-    }
-
     /// Takes `mf` out of its port's classifier; true if it was there.
     fn unlink(&mut self, mf: &Arc<Megaflow>) -> bool {
         let Some(c) = self.cls.get_mut(&(mf.rep.get(Field::InPort) as u32)) else { return false };
@@ -210,9 +186,6 @@ impl Datapath {
             return false;
         }
         self.n_flows -= 1;
-        if let Some(r) = &mut self.retired {
-            r.push(mf.clone());
-        }
         true
     }
 
@@ -263,12 +236,12 @@ impl Datapath {
 
     /// Installs a megaflow for `key` from an upcall, if under the flow limit
     /// (evicting idle megaflows first when at it). Returns it if installed.
-    pub fn install(
+    pub fn install<S: SlowPath + ?Sized>(
         &mut self,
         key: &FlowKey,
-        up: Upcall,
+        up: Upcall<S::Note>,
         now: u64,
-        slow: &mut dyn SlowPath,
+        slow: &mut S,
     ) -> (Actions, Option<Arc<Megaflow>>) {
         if self.n_flows >= self.cfg.flow_limit {
             self.sweep(now, slow);
@@ -277,8 +250,7 @@ impl Datapath {
         let cls = self.cls.entry(in_port).or_insert_with(|| Dpcls::new(self.cfg.rerank_interval));
         let mask = cls.intern_mask(&up.mask);
         let version = up.version;
-        let (actions, traversal) = (self.interner.actions(up.actions), self.interner.traversal(up.traversal));
-        let mf = Arc::new(Megaflow::shared(*key, mask, actions, traversal, now));
+        let mf = Arc::new(Megaflow::shared(*key, mask, self.interner.actions(up.actions), now));
         let actions = mf.actions();
         if self.n_flows >= self.cfg.flow_limit {
             self.stats.not_installed += 1;
@@ -287,7 +259,7 @@ impl Datapath {
         if cls.insert(mf.clone()) {
             self.n_flows += 1;
             self.stats.installed += 1;
-            slow.installed(&mf, version);
+            slow.installed(&mf, up.note, version);
             (actions, Some(mf))
         } else {
             // An identical live megaflow exists: forward with the fresh actions once.
@@ -297,13 +269,13 @@ impl Datapath {
 
     /// Forwards one key: EMC, megaflow, or upcall (installing the result).
     /// Returns the actions to execute.
-    pub fn process_key(
+    pub fn process_key<S: SlowPath + ?Sized>(
         &mut self,
         key: &FlowKey,
         bytes: u64,
         rss: Option<u32>,
         now: u64,
-        slow: &mut dyn SlowPath,
+        slow: &mut S,
     ) -> Actions {
         self.stats.packets += 1;
         let h = self.emc_hash(key, rss);
@@ -324,11 +296,11 @@ impl Datapath {
     /// Forwards a batch of packets (bytes, ingress port, NIC hash): parses,
     /// looks up (EMC, then batched megaflow lookups per port), upcalls misses,
     /// executes actions and calls `out(port, bytes)` for every packet sent.
-    pub fn process_packets(
+    pub fn process_packets<S: SlowPath + ?Sized>(
         &mut self,
         pkts: &mut [(Vec<u8>, u32, Option<u32>)],
         now: u64,
-        slow: &mut dyn SlowPath,
+        slow: &mut S,
         out: &mut impl FnMut(u32, &[u8]),
     ) {
         for chunk in pkts.chunks_mut(BATCH) {
@@ -410,7 +382,7 @@ impl Datapath {
     /// A sweep reads every megaflow, so it runs at most once per tenth of
     /// max-idle (a full cache with nothing idle then skips installs cheaply
     /// instead of scanning on every miss).
-    pub fn sweep(&mut self, now: u64, slow: &mut dyn SlowPath) -> usize {
+    pub fn sweep<S: SlowPath + ?Sized>(&mut self, now: u64, slow: &mut S) -> usize {
         if self.last_sweep != 0 && now.saturating_sub(self.last_sweep) < (self.cfg.max_idle_ms / 10).max(1) {
             return 0;
         }
@@ -450,9 +422,6 @@ impl Datapath {
         for m in self.megaflows() {
             m.kill();
         }
-        if let Some(r) = &mut self.retired {
-            r.extend(self.cls.values().flat_map(|c| c.iter()).cloned());
-        }
         self.cls.clear();
         self.emc.clear();
         self.n_flows = 0;
@@ -475,7 +444,7 @@ impl Datapath {
         let in_port = key.get(Field::InPort) as u32;
         let cls = self.cls.entry(in_port).or_insert_with(|| Dpcls::new(self.cfg.rerank_interval));
         let m = cls.intern_mask(mask);
-        let mf = Arc::new(Megaflow::new(*key, m, actions, Traversal::default(), now));
+        let mf = Arc::new(Megaflow::new(*key, m, actions, now));
         if cls.insert(mf.clone()) {
             self.n_flows += 1;
             Some(mf)

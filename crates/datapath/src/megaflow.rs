@@ -1,6 +1,11 @@
 //! A megaflow: a cached translation (masked key -> datapath actions) shared
 //! by the classifier that finds it, the EMC entries that point at it, and the
-//! cache maintenance that keeps it true.
+//! cache maintenance that keeps it true. It holds what forwarding reads
+//! (key, mask, actions or the cell they are read from, the dead flag) and
+//! what forwarding counts (packets, bytes, last use); what maintenance keeps
+//! about it (the traversal that produced it, its cell's number, the counts
+//! already credited to rules) is maintenance's own record, as Open vSwitch
+//! keeps the revalidator's `udpif_key` apart from the datapath flow.
 //!
 //! Invariants: the key and mask never change (a change of mask is an eviction
 //! plus a new megaflow); the actions are swapped atomically as a whole (a
@@ -11,15 +16,15 @@
 //! shares with other megaflows that cache maintenance has proven to be in
 //! the same state from some table on (so that one rule change gives them
 //! all the same new actions, published once). Giving a megaflow actions of
-//! its own ([`Megaflow::set_shared`], [`Megaflow::set_actions_first`])
-//! takes it out of its shared cell; the others keep theirs.
+//! its own ([`Megaflow::set_actions`]) takes it out of its shared cell; the
+//! others keep theirs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use kairo_flow::{FlowKey, FlowMask};
-use kairo_xlate::{DpAction, Traversal};
+use kairo_odp::DpAction;
 
 /// The datapath actions of a megaflow (shared, immutable once published).
 pub type Actions = Arc<Vec<DpAction>>;
@@ -30,14 +35,11 @@ pub type Actions = Arc<Vec<DpAction>>;
 #[derive(Debug)]
 pub struct Cell {
     actions: ArcSwap<Vec<DpAction>>,
-    /// The number its maker gave it (cache maintenance: which of its
-    /// cells; never 0, which stands for no cell).
-    pub tag: u32,
 }
 
 impl Cell {
-    pub fn new(actions: Actions, tag: u32) -> Cell {
-        Cell { actions: ArcSwap::from(actions), tag }
+    pub fn new(actions: Actions) -> Cell {
+        Cell { actions: ArcSwap::from(actions) }
     }
     /// The current actions (one atomic load).
     #[inline]
@@ -67,35 +69,16 @@ pub struct Megaflow {
     packets: AtomicU64,
     bytes: AtomicU64,
     last_used: AtomicU64,
-    /// What translation went through (for maintenance); replaced with the actions.
-    traversal: ArcSwap<Traversal>,
-    /// Packets and bytes already credited to earlier translations (per-rule
-    /// counters: what is above these belongs to the current traversal).
-    accounted: [AtomicU64; 2],
-}
-
-/// The counters a megaflow gathered under a traversal it no longer has.
-#[derive(Debug, Clone)]
-pub struct Moved {
-    pub traversal: Arc<Traversal>,
-    pub packets: u64,
-    pub bytes: u64,
 }
 
 impl Megaflow {
-    pub fn new(key: FlowKey, mask: Arc<FlowMask>, actions: Vec<DpAction>, traversal: Traversal, now: u64) -> Megaflow {
-        Megaflow::shared(key, mask, Arc::new(actions), Arc::new(traversal), now)
+    pub fn new(key: FlowKey, mask: Arc<FlowMask>, actions: Vec<DpAction>, now: u64) -> Megaflow {
+        Megaflow::shared(key, mask, Arc::new(actions), now)
     }
 
-    /// A megaflow over action and traversal values that may be shared with
-    /// other megaflows (see [`crate::intern`]).
-    pub fn shared(
-        key: FlowKey,
-        mask: Arc<FlowMask>,
-        actions: Arc<Vec<DpAction>>,
-        traversal: Arc<Traversal>,
-        now: u64,
-    ) -> Megaflow {
+    /// A megaflow over an action list that may be shared with other
+    /// megaflows (see [`crate::intern`]).
+    pub fn shared(key: FlowKey, mask: Arc<FlowMask>, actions: Arc<Vec<DpAction>>, now: u64) -> Megaflow {
         Megaflow {
             rep: key,
             mask,
@@ -105,8 +88,6 @@ impl Megaflow {
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             last_used: AtomicU64::new(now),
-            traversal: ArcSwap::from(traversal),
-            accounted: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -126,12 +107,6 @@ impl Megaflow {
         self.cell.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, cell))
     }
 
-    /// The tag of the cell the actions are read from (0: its own).
-    #[inline]
-    pub fn cell_tag(&self) -> u32 {
-        self.cell.load().as_ref().map_or(0, |c| c.tag)
-    }
-
     /// Holds its actions itself again (the same actions: readers see no
     /// change), if it read them from a cell: they are copied in first,
     /// then the cell let go.
@@ -144,7 +119,7 @@ impl Megaflow {
 
     /// Gives it `actions` of its own, out of any cell (a reader sees the
     /// old actions or these).
-    fn own(&self, actions: Actions) {
+    pub fn set_actions(&self, actions: Actions) {
         self.actions.store(actions);
         self.cell.store(None);
     }
@@ -160,67 +135,6 @@ impl Megaflow {
     pub fn join(&self, cell: Arc<Cell>) {
         debug_assert!(*cell.actions() == *self.actions());
         self.cell.store(Some(cell));
-    }
-
-    /// Replaces the actions (and the traversal that produced them) atomically.
-    /// Returns the old traversal with the counters gathered under it.
-    pub fn set_actions(&self, mut actions: Vec<DpAction>, mut traversal: Traversal) -> Moved {
-        actions.shrink_to_fit();
-        traversal.shrink_to_fit();
-        self.set_shared(Arc::new(actions), Arc::new(traversal))
-    }
-
-    /// [`Megaflow::set_actions`] with values that may be shared with other
-    /// megaflows (see [`crate::intern`]).
-    pub fn set_shared(&self, actions: Actions, traversal: Arc<Traversal>) -> Moved {
-        let (packets, bytes) = self.unaccounted();
-        self.accounted[0].fetch_add(packets, Ordering::Relaxed);
-        self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
-        let old = self.traversal.swap(traversal);
-        self.own(actions);
-        Moved { traversal: old, packets, bytes }
-    }
-
-    /// Replaces the actions alone, its traversal to follow
-    /// ([`Megaflow::follow_with`]): what was gathered so far is the current
-    /// traversal's (returned), what comes after belongs to the one that
-    /// follows.
-    pub fn set_actions_first(&self, actions: Actions) -> Moved {
-        let (packets, bytes) = self.unaccounted();
-        self.accounted[0].fetch_add(packets, Ordering::Relaxed);
-        self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
-        self.own(actions);
-        Moved { traversal: self.traversal(), packets, bytes }
-    }
-
-    /// Gives the megaflow the traversal that produced the actions its
-    /// shared cell was given ([`Cell::publish`]): what was gathered so far
-    /// is the current traversal's (returned; packets since the publish
-    /// included), what comes after belongs to the new one.
-    pub fn follow_cell(&self, traversal: Arc<Traversal>) -> Moved {
-        let (packets, bytes) = self.unaccounted();
-        self.accounted[0].fetch_add(packets, Ordering::Relaxed);
-        self.accounted[1].fetch_add(bytes, Ordering::Relaxed);
-        let old = self.traversal.swap(traversal);
-        Moved { traversal: old, packets, bytes }
-    }
-
-    /// Gives the megaflow the traversal that produced the actions
-    /// [`Megaflow::set_actions_first`] set (the counters since stay with it).
-    pub fn follow_with(&self, traversal: Arc<Traversal>) {
-        self.traversal.store(traversal);
-    }
-
-    /// Packets and bytes gathered under the current traversal.
-    pub fn unaccounted(&self) -> (u64, u64) {
-        (
-            self.packets().saturating_sub(self.accounted[0].load(Ordering::Relaxed)),
-            self.bytes().saturating_sub(self.accounted[1].load(Ordering::Relaxed)),
-        )
-    }
-
-    pub fn traversal(&self) -> Arc<Traversal> {
-        self.traversal.load_full()
     }
 
     #[inline]

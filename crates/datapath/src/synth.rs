@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use kairo_flow::{Field, FlowKey, FlowMask};
-use kairo_xlate::DpAction;
+use kairo_odp::DpAction;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::Distribution;

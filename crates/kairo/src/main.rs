@@ -88,18 +88,14 @@ struct Cli {
 /// where nothing caps locked memory, which would otherwise make a later
 /// allocation fail instead of this call. Returns why not, if not.
 fn lock_memory() -> Result<(), String> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one rlimit through the pointer, which points
-    // at a live, writable rlimit; geteuid has no arguments and cannot fail.
-    let (got, root) = unsafe { (libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim), libc::geteuid() == 0) };
-    if !root && (got != 0 || lim.rlim_cur != libc::RLIM_INFINITY) {
+    use rustix::process::{geteuid, getrlimit, Resource};
+    let capped = getrlimit(Resource::Memlock).current.is_some();
+    if !geteuid().is_root() && capped {
         return Err("locked memory is capped for this user (not root, RLIMIT_MEMLOCK not unlimited)".into());
     }
-    // SAFETY: mlockall takes flags only and changes no memory contents.
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    Ok(())
+    use rustix::mm::{mlockall, MlockAllFlags};
+    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)
+        .map_err(|e| std::io::Error::from(e).to_string())
 }
 
 #[derive(Subcommand)]
@@ -137,9 +133,9 @@ enum Cmd {
     /// stream (bundle lines for `kairo ctl bundle`) and its traffic as pcap
     /// files per ingress port (for `kairo replay`).
     Gen {
-        /// ofdpa or antrea (or synthetic).
-        #[arg(long, default_value = "ofdpa")]
-        pipeline: String,
+        /// The pipeline to write.
+        #[arg(long, value_enum, default_value_t = GenPipeline::Ofdpa)]
+        pipeline: GenPipeline,
         /// Unique flows in the traffic.
         #[arg(long, default_value = "10k")]
         flows: String,
@@ -172,6 +168,69 @@ struct FigureArgs {
     plot: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+/// The pipelines `kairo gen` writes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum GenPipeline {
+    /// OF-DPA shape, ClassBench of2 rules.
+    Ofdpa,
+    /// Antrea's 22 tables, ClassBench acl1 policies.
+    Antrea,
+    /// A synthetic 10-table pipeline.
+    Synthetic,
+}
+
+impl From<GenPipeline> for kairo_bench::ttu::PipelineKind {
+    fn from(p: GenPipeline) -> Self {
+        match p {
+            GenPipeline::Ofdpa => kairo_bench::ttu::PipelineKind::Ofdpa,
+            GenPipeline::Antrea => kairo_bench::ttu::PipelineKind::Antrea,
+            GenPipeline::Synthetic => kairo_bench::ttu::PipelineKind::Synthetic,
+        }
+    }
+}
+
+/// A cache maintenance engine.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EngineArg {
+    /// Full revalidation: every entry after every change (Open vSwitch's way).
+    Full,
+    /// Incremental maintenance: only the entries a change can affect.
+    #[value(alias = "incr")]
+    Incremental,
+}
+
+impl From<EngineArg> for kairo_maintain::EngineKind {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Full => kairo_maintain::EngineKind::Full,
+            EngineArg::Incremental => kairo_maintain::EngineKind::Incremental,
+        }
+    }
+}
+
+/// What a hit-rate stream feeds the caches.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum FeedArg {
+    /// Flow keys straight into the caches.
+    Keys,
+    /// Ethernet frames built from the keys, parsed and forwarded in batches.
+    Packets,
+}
+
+impl From<FeedArg> for kairo_bench::hitrate::Feed {
+    fn from(f: FeedArg) -> Self {
+        match f {
+            FeedArg::Keys => kairo_bench::hitrate::Feed::Keys,
+            FeedArg::Packets => kairo_bench::hitrate::Feed::Packets,
+        }
+    }
+}
+
+/// `--pipeline` of `bench ttu`: a named pipeline or a flow file.
+fn parse_pipeline(s: &str) -> Result<kairo_bench::ttu::PipelineKind, String> {
+    s.parse()
 }
 
 /// Cache sizes given as `10k,1m,...`.
@@ -227,9 +286,9 @@ enum BenchCmd {
         /// Unique flows.
         #[arg(long, default_value = "1m")]
         flows: String,
-        /// keys (flow keys into the caches) or packets (frames parsed and forwarded in batches).
-        #[arg(long, default_value = "keys")]
-        feed: String,
+        /// What the stream feeds the caches.
+        #[arg(long, value_enum, default_value_t = FeedArg::Keys)]
+        feed: FeedArg,
         /// Packets in the stream.
         #[arg(long, default_value = "1m")]
         packets: String,
@@ -259,16 +318,21 @@ enum BenchCmd {
     /// Time-to-update of the full and incremental engines on identical caches.
     Ttu {
         /// Pipeline: ofdpa (OF-DPA shape, ClassBench of2 rules), antrea (22 tables, acl1
-        /// policies), synthetic, or a flow file
-        /// (groups from FILE with the extension .groups, if present).
-        #[arg(long, default_value = "ofdpa")]
-        pipeline: String,
+        /// policies), synthetic, or a flow file (groups from FILE with the
+        /// extension .groups, if present).
+        #[arg(long, default_value = "ofdpa", value_parser = parse_pipeline, value_name = "ofdpa|antrea|synthetic|FILE")]
+        pipeline: kairo_bench::ttu::PipelineKind,
         /// Cache sizes (megaflows), comma-separated: 10k,100k,1m.
         #[arg(long, value_delimiter = ',', default_value = "10k,100k")]
         entries: Vec<String>,
-        /// Engines, comma-separated: full, incremental.
-        #[arg(long, value_delimiter = ',', default_value = "full,incremental")]
-        engines: Vec<String>,
+        /// Engines, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "full,incremental")]
+        engines: Vec<EngineArg>,
+        /// Threads a maintenance pass may revalidate a large affected set on
+        /// (both engines alike). More re-translate faster, at about 0.5 KB
+        /// more memory per re-translated entry.
+        #[arg(long, env = "KAIRO_MAINTAIN_THREADS", default_value_t = kairo_maintain::DEFAULT_THREADS)]
+        maintain_threads: usize,
         /// Updates applied to each engine.
         #[arg(long, default_value_t = 100)]
         updates: usize,
@@ -318,10 +382,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Switch(a) => switch_cmd::switch(a),
         Cmd::Gen { pipeline, flows, updates, seed, out } => {
-            let kind = pipeline.parse::<kairo_bench::ttu::PipelineKind>().map_err(anyhow::Error::msg)?;
-            if matches!(kind, kairo_bench::ttu::PipelineKind::File(_)) {
-                anyhow::bail!("--pipeline: gen writes ofdpa, antrea or synthetic, not a file");
-            }
+            let kind = pipeline.into();
             let n = kairo_bench::parse_size(&flows).map_err(anyhow::Error::msg)?;
             let w = kairo_bench::ttu::workload_with_keys(kind, n, updates, seed).map_err(anyhow::Error::msg)?;
             for p in w.write_files(&out).map_err(anyhow::Error::msg)? {
@@ -372,7 +433,7 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("--zipf must be 0 (uniform popularity) or positive");
             }
             let opts = kairo_bench::hitrate::HitrateOpts {
-                feed: feed.parse().map_err(anyhow::Error::msg)?,
+                feed: feed.into(),
                 limits,
                 flows: size(&flows)?,
                 packets: size(&packets)?,
@@ -404,6 +465,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: true,
                 bundle: 1,
                 kinds: Vec::new(),
+                threads: kairo_maintain::DEFAULT_THREADS,
             };
             let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
             print!("{}", report.to_table());
@@ -415,15 +477,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench {
-            what: Some(BenchCmd::Ttu { pipeline, entries, engines, updates, verify, bundle, kinds, out }),
+            what:
+                Some(BenchCmd::Ttu { pipeline, entries, engines, maintain_threads, updates, verify, bundle, kinds, out }),
         } => {
-            let pipeline = pipeline.parse::<kairo_bench::ttu::PipelineKind>().map_err(anyhow::Error::msg)?;
             let sizes = parse_sizes(&entries)?;
-            let engines = engines
-                .iter()
-                .map(|e| e.parse::<kairo_maintain::EngineKind>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
+            let engines = engines.into_iter().map(Into::into).collect();
+            if maintain_threads == 0 {
+                anyhow::bail!("--maintain-threads must be at least 1");
+            }
             if updates == 0 {
                 anyhow::bail!("--updates must be at least 1");
             }
@@ -440,6 +501,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: true,
                 bundle,
                 kinds: kinds.iter().map(|k| k.trim().to_string()).collect(),
+                threads: maintain_threads,
             };
             let report = kairo_bench::ttu::run(&opts).map_err(anyhow::Error::msg)?;
             emit_figure(&report, report.to_table(), &out, |p| report.plot(p))?;
@@ -452,8 +514,24 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `KAIRO_TTU_TRACE` (any value) shows the libraries' diagnostics on
+/// stderr: each update's time by phase (`kairo::ttu`) and the shared action
+/// cells' choices and phases (`kairo::cells`).
+fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    if std::env::var_os("KAIRO_TTU_TRACE").is_none() {
+        return;
+    }
+    let only_kairo = tracing_subscriber::filter::Targets::new().with_target("kairo", tracing::Level::DEBUG);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).without_time().with_target(false);
+    // Fails only if a subscriber is already set, which nothing else does.
+    let _ = tracing_subscriber::registry().with(fmt).with(only_kairo).try_init();
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    init_tracing();
     let cli = Cli::parse();
     if cli.mlockall {
         if let Err(why) = lock_memory() {

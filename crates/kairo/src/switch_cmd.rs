@@ -31,9 +31,9 @@ pub struct SwitchArgs {
     /// Groups to load at start (ovs-ofctl add-groups syntax).
     #[arg(long)]
     groups: Option<PathBuf>,
-    /// Cache maintenance engine: incremental or full.
-    #[arg(long, default_value = "incremental")]
-    engine: String,
+    /// Cache maintenance engine.
+    #[arg(long, value_enum, default_value_t = crate::EngineArg::Incremental)]
+    engine: crate::EngineArg,
     /// Maximum number of megaflows.
     #[arg(long, default_value_t = 200_000)]
     flow_limit: usize,
@@ -118,7 +118,7 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
     if a.ports.is_empty() && a.taps.is_empty() {
         bail!("no ports: give at least one --port IFNAME or --tap NAME");
     }
-    let engine = a.engine.parse::<kairo_maintain::EngineKind>().map_err(anyhow::Error::msg)?;
+    let engine = a.engine.into();
     let pipeline = match &a.flows {
         Some(f) => crate::load_pipeline(f, a.groups.as_deref())?,
         None if a.groups.is_some() => bail!("--groups needs --flows"),
@@ -165,8 +165,9 @@ pub fn ctl(a: CtlArgs) -> Result<()> {
         };
         args = vec![text];
     }
+    let req = kairo_switch::request::Request::parse(&a.command, &args).map_err(anyhow::Error::msg)?;
     let mut c = kairo_switch::ctl::Client::connect(&a.ctl)?;
-    let reply = c.call(&a.command, &args)?;
+    let reply = c.call(&req)?;
     if !reply.ok {
         bail!("{}", reply.error);
     }

@@ -37,8 +37,8 @@
 //!
 //! Whatever gives a member other actions or another traversal than the
 //! cell gives it takes it out of the cell first (it gets a cell of its own:
-//! [`Megaflow::set_shared`], [`Megaflow::set_actions_first`],
-//! [`Megaflow::detach`]). A removed or evicted member stays in `members`
+//! [`Ukey::set_shared`], [`Ukey::set_actions_first`],
+//! [`Ukey::detach`]). A removed or evicted member stays in `members`
 //! until the cell is next settled (ids are checked against the cell before
 //! use).
 
@@ -46,8 +46,9 @@ use crate::prefetch::ReadAhead;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use kairo_datapath::intern::Interner;
-use kairo_datapath::{Cell, Megaflow, Moved};
+use crate::intern::Interner;
+use crate::{Moved, Ukey};
+use kairo_datapath::Cell;
 use kairo_flow::FlowMask;
 use kairo_xlate::{translate_suffix, Pipeline, Suffix, TableSet, Traversal};
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
@@ -110,11 +111,60 @@ pub struct Cells {
     /// Cells made since the last [`Cells::sweep`], and cells left by it.
     made: usize,
     kept: usize,
-    /// With `KAIRO_TTU_TRACE` set: time spent in [`Cells::update`] finding
-    /// the representative and its anchor, translating, checking, making
-    /// the actions (and any split), publishing (a diagnostic, printed per
-    /// update by the engine).
-    pub phases: Option<[std::time::Duration; 5]>,
+    /// When traced ([`Cells::trace_phases`]): time spent in
+    /// [`Cells::update`] by phase, since the engine last took it.
+    pub phases: Option<CellPhases>,
+}
+
+/// Time [`Cells::update`] spent in each of its phases (a diagnostic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CellPhases {
+    /// Finding the representative member and its anchor step.
+    pub anchor: std::time::Duration,
+    /// Re-translating the suffix from the anchor.
+    pub translate: std::time::Duration,
+    /// Checking that the new suffix stands in for the old one.
+    pub check: std::time::Duration,
+    /// Making the actions (and any split's).
+    pub actions: std::time::Duration,
+    /// Publishing them to the cell.
+    pub publish: std::time::Duration,
+}
+
+/// A phase of [`Cells::update`].
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Anchor,
+    Translate,
+    Check,
+    Actions,
+    Publish,
+}
+
+impl CellPhases {
+    fn add(&mut self, phase: Phase, d: std::time::Duration) {
+        let slot = match phase {
+            Phase::Anchor => &mut self.anchor,
+            Phase::Translate => &mut self.translate,
+            Phase::Check => &mut self.check,
+            Phase::Actions => &mut self.actions,
+            Phase::Publish => &mut self.publish,
+        };
+        *slot += d;
+    }
+
+    /// The time of every phase together.
+    pub fn total(&self) -> std::time::Duration {
+        self.anchor + self.translate + self.check + self.actions + self.publish
+    }
+
+    fn merge(&mut self, other: &CellPhases) {
+        self.anchor += other.anchor;
+        self.translate += other.translate;
+        self.check += other.check;
+        self.actions += other.actions;
+        self.publish += other.publish;
+    }
 }
 
 /// What [`Cells::update`] did with a change at a cell's level.
@@ -162,8 +212,15 @@ impl Cells {
 
     /// No anchors yet (chosen by [`Cells::calibrate`]).
     pub fn new() -> Cells {
-        let traced = std::env::var_os("KAIRO_TTU_TRACE").is_some();
-        Cells { phases: traced.then_some([std::time::Duration::ZERO; 5]), ..Cells::default() }
+        Cells::default()
+    }
+
+    /// Whether [`Cells::update`] times its phases into [`Cells::phases`]
+    /// (a diagnostic: five clock reads per cell updated).
+    pub fn trace_phases(&mut self, on: bool) {
+        if on != self.phases.is_some() {
+            self.phases = on.then(CellPhases::default);
+        }
     }
 
     /// Whether the anchors are chosen.
@@ -187,7 +244,7 @@ impl Cells {
     }
 
     /// Whether megaflow `mf` reads its actions from cell `tag`.
-    fn is_member(&self, tag: u32, mf: &Megaflow) -> bool {
+    fn is_member(&self, tag: u32, mf: &Ukey) -> bool {
         self.get(tag).is_some_and(|c| mf.reads_from(&c.cell))
     }
 
@@ -215,21 +272,21 @@ impl Cells {
             }
         }
         self.anchors = Some(anchors);
-        let all: Vec<(EntryId, Arc<Megaflow>)> = index.iter().map(|(id, mf)| (id, mf.clone())).collect();
+        let all: Vec<(EntryId, Arc<Ukey>)> = index.iter().map(|(id, mf)| (id, mf.clone())).collect();
         for (id, mf) in all {
             if self.anchor(p, id, &mf, po) {
                 index.set_cell(id, mf.cell_tag());
             }
         }
-        if self.phases.is_some() {
+        if tracing::enabled!(target: "kairo::cells", tracing::Level::DEBUG) {
             let mut v: Vec<_> = per.iter().map(|(t, (n, s))| (*t, *n, s.len())).collect();
             v.sort_unstable();
             let tables: Vec<u8> = v.iter().map(|x| x.0).filter(|&t| anchors.contains(t)).collect();
-            eprintln!("cells anchored at tables {tables:?} ((table, visits, states): {v:?}): {} cells", self.live);
+            tracing::debug!(target: "kairo::cells", ?tables, visits_and_states = ?v, cells = self.live, "cells anchored");
         }
     }
 
-    fn anchor_of(&self, p: &Pipeline, mf: &Megaflow, t: &Traversal) -> Option<Anchor> {
+    fn anchor_of(&self, p: &Pipeline, mf: &Ukey, t: &Traversal) -> Option<Anchor> {
         let anchors = self.anchors.as_ref()?;
         let j = (1..t.resumable()).find(|&j| anchors.contains(t.steps[j].table))?;
         let suffix = translate_suffix(p, &mf.rep, t, j, &TableSet::all())?;
@@ -240,7 +297,7 @@ impl Cells {
     /// Anchors entry `id` (translated against `p`, in no cell): it joins
     /// the cell of its state at its anchor, or makes one. Returns whether
     /// it is in a cell (the caller notes it in the index).
-    pub fn anchor(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, po: &FlowMask) -> bool {
+    pub fn anchor(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Ukey>, po: &FlowMask) -> bool {
         if mf.cell_tag() != 0 {
             return false;
         }
@@ -286,7 +343,7 @@ impl Cells {
                 c.in_ports.insert(i, in_port);
             }
             c.members.push((id, in_port));
-            mf.join(c.cell.clone());
+            mf.join(c.cell.clone(), tag);
             self.joined += 1;
             return true;
         }
@@ -311,7 +368,7 @@ impl Cells {
             key,
         });
         if let Some(c) = self.get(tag) {
-            mf.join(c.cell.clone());
+            mf.join(c.cell.clone(), tag);
         }
         self.joined += 1;
         true
@@ -348,11 +405,11 @@ impl Cells {
         index: &Index,
         interner: &mut Interner,
     ) -> Option<Taken> {
-        let mut clock = self.phases.map(|_| (std::time::Instant::now(), [std::time::Duration::ZERO; 5]));
-        let mut lap = |k: usize| {
+        let mut clock = self.phases.map(|_| (std::time::Instant::now(), CellPhases::default()));
+        let mut lap = |phase: Phase| {
             if let Some((t, ph)) = clock.as_mut() {
                 let now = std::time::Instant::now();
-                ph[k] += now - *t;
+                ph.add(phase, now - *t);
                 *t = now;
             }
         };
@@ -363,9 +420,9 @@ impl Cells {
         let rep = c.members.iter().filter_map(|&(id, _)| index.get(id)).find(|mf| mf.reads_from(&c.cell))?;
         let old = rep.traversal();
         let j = c.suffix.start_in(&old)?;
-        lap(0);
+        lap(Phase::Anchor);
         let s = translate_suffix(p, &rep.rep, &old, j, &changed.tables)?;
-        lap(1);
+        lap(Phase::Translate);
         if !s.fits(c.max_depth, c.max_j) || !s.need().is_subset_of(&c.region) {
             return None;
         }
@@ -398,12 +455,12 @@ impl Cells {
             // The representative would be one that leaves.
             return None;
         }
-        lap(2);
+        lap(Phase::Check);
         let (actions, commits) = s.actions_and_commits(&rep.rep, &flow);
         // Those that leave, if they are members still and share one
         // in_port: a cell of their own, from a suffix translated for one of
         // them (the same argument, with that one in_port).
-        let leavers: Vec<(EntryId, Arc<Megaflow>)> = out
+        let leavers: Vec<(EntryId, Arc<Ukey>)> = out
             .iter()
             .filter_map(|&id| Some((id, index.get(id).filter(|mf| mf.reads_from(&c.cell))?.clone())))
             .collect();
@@ -415,7 +472,7 @@ impl Cells {
                 }
             }
         }
-        lap(3);
+        lap(Phase::Actions);
         let c = self.get(tag)?;
         let differ = actions != *c.cell.actions();
         if differ {
@@ -430,11 +487,9 @@ impl Cells {
         c.commits = commits;
         c.next = Some(s);
         self.follow.push(tag);
-        lap(4);
+        lap(Phase::Publish);
         if let (Some(total), Some((_, ph))) = (self.phases.as_mut(), clock) {
-            for (a, b) in total.iter_mut().zip(ph) {
-                *a += b;
-            }
+            total.merge(&ph);
         }
         let (split, moved) = split.map_or((None, Vec::new()), |(t, m)| (Some(t), m));
         out.retain(|id| !moved.contains(id));
@@ -450,12 +505,12 @@ impl Cells {
         &mut self,
         p: &Pipeline,
         tag: u32,
-        leavers: &[(EntryId, Arc<Megaflow>)],
+        leavers: &[(EntryId, Arc<Ukey>)],
         changed: &Changed,
         interner: &mut Interner,
     ) -> Option<(u32, Vec<EntryId>)> {
         let c = self.get(tag)?;
-        let port = |mf: &Megaflow| mf.rep.get(kairo_flow::Field::InPort) as u32;
+        let port = |mf: &Ukey| mf.rep.get(kairo_flow::Field::InPort) as u32;
         let (_, first) = leavers.first()?;
         let q = port(first);
         if leavers.iter().any(|(_, mf)| port(mf) != q) {
@@ -494,14 +549,14 @@ impl Cells {
         });
         let c2 = self.get(tag2)?;
         for (_, mf) in leavers {
-            mf.move_to(c2.cell.clone());
+            mf.move_to(c2.cell.clone(), tag2);
         }
         self.follow.push(tag2);
         Some((tag2, leavers.iter().map(|(id, _)| *id).collect()))
     }
 
-    /// Adds a cell holding `actions`, described by `info` given its `Cell`
-    /// (tagged here), under its key; returns its tag.
+    /// Adds a cell holding `actions`, described by `info` given its `Cell`,
+    /// under its key; returns its tag (never 0).
     fn make(&mut self, actions: kairo_datapath::Actions, info: impl FnOnce(Arc<Cell>) -> CellInfo) -> u32 {
         let tag = match self.free.pop() {
             Some(tag) => tag,
@@ -510,7 +565,7 @@ impl Cells {
                 self.cells.len() as u32
             }
         };
-        let c = info(Arc::new(Cell::new(actions, tag)));
+        let c = info(Arc::new(Cell::new(actions)));
         self.by_key.entry(c.key).or_default().push(tag);
         self.cells[tag as usize - 1] = Some(c);
         self.live += 1;
@@ -650,9 +705,6 @@ impl Cells {
                 continue;
             }
             let tag = i as u32 + 1;
-            if c.cell.tag != tag {
-                return Err(format!("cell {tag} has tag {}", c.cell.tag));
-            }
             if !c.suffix.need().is_subset_of(&c.region) {
                 return Err(format!("cell {tag}: its region lacks what its suffix needs"));
             }
@@ -663,6 +715,12 @@ impl Cells {
                 }
                 let t = mf.traversal();
                 let name = kairo_flow::format_megaflow(&mf.rep, &mf.mask);
+                if mf.cell_tag() != tag {
+                    return Err(format!(
+                        "cell {tag}: member {name} reads from it, its record says cell {}",
+                        mf.cell_tag()
+                    ));
+                }
                 let Some(j) = c.suffix.start_in(&t).filter(|&j| j < t.resumable()) else {
                     return Err(format!("cell {tag}: member {name} does not end with the suffix"));
                 };
@@ -704,7 +762,7 @@ impl Cells {
 
     /// Whether megaflow `mf` (entry `id`) reading from a cell tagged `tag`
     /// is a listed member of that cell (a test aid).
-    pub fn lists(&self, tag: u32, id: EntryId, mf: &Megaflow) -> bool {
+    pub fn lists(&self, tag: u32, id: EntryId, mf: &Ukey) -> bool {
         self.is_member(tag, mf)
             && self.get(tag).is_some_and(|c| {
                 c.members.iter().any(|&(m, ip)| m == id && ip == mf.rep.get(kairo_flow::Field::InPort) as u32)

@@ -39,7 +39,8 @@ use kairo_flow::{Field, FlowKey, FlowMask, Match};
 use kairo_xlate::{Outcome, Pipeline, Step, Traversal};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::Megaflow;
+use crate::Ukey;
+use kairo_datapath::Megaflow;
 
 pub type EntryId = u32;
 
@@ -53,12 +54,13 @@ type Slots = (Slot, Slot);
 /// An entry under an inner slot: (value, len, entry).
 type Key = (u64, u8, EntryId);
 
-/// One entry: the megaflow and the traversal it is registered under (shared
-/// with the megaflow, which may hold a newer one until [`Index::collect`];
+/// One entry: the megaflow's record and the traversal it is registered
+/// under (shared with the record, which may hold a newer one until
+/// [`Index::collect`];
 /// the table, outcome and key of each visit are read from it, and its index
 /// slots are recomputed from it rather than stored).
 struct Entry {
-    mf: Arc<Megaflow>,
+    mf: Arc<Ukey>,
     trav: Arc<Traversal>,
 }
 
@@ -381,12 +383,12 @@ impl Index {
         self.by_ptr.is_empty()
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = &Arc<Megaflow>> {
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<Ukey>> {
         self.entries.iter().flatten().map(|e| &e.mf)
     }
 
     /// The live entries with their ids.
-    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Arc<Megaflow>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Arc<Ukey>)> {
         self.entries.iter().enumerate().filter_map(|(i, e)| Some((i as EntryId, &e.as_ref()?.mf)))
     }
 
@@ -440,11 +442,11 @@ impl Index {
         hit
     }
 
-    pub fn get(&self, id: EntryId) -> Option<&Arc<Megaflow>> {
+    pub fn get(&self, id: EntryId) -> Option<&Arc<Ukey>> {
         self.entries.get(id as usize)?.as_ref().map(|e| &e.mf)
     }
 
-    fn region(&self, mf: &Megaflow) -> FlowMask {
+    fn region(&self, mf: &Ukey) -> FlowMask {
         let mut m = *mf.mask;
         m.or(&self.po);
         m
@@ -460,13 +462,13 @@ impl Index {
 
     /// The index slots of each step of a traversal (a pure function of the
     /// megaflow and the traversal, so they are recomputed, not stored).
-    fn slots_of(&self, mf: &Megaflow, trav: &Traversal) -> Vec<Slots> {
+    fn slots_of(&self, mf: &Ukey, trav: &Traversal) -> Vec<Slots> {
         let region = self.region(mf);
         trav.steps.iter().map(|st| self.slots_at(&region, mf, trav, st)).collect()
     }
 
     /// The index slots of one step, given the megaflow's indexed region.
-    fn slots_at(&self, region: &FlowMask, mf: &Megaflow, trav: &Traversal, st: &Step) -> Slots {
+    fn slots_at(&self, region: &FlowMask, mf: &Ukey, trav: &Traversal, st: &Step) -> Slots {
         self.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(region, &trav.key_at(&mf.rep, st)))
     }
 
@@ -537,7 +539,7 @@ impl Index {
         }
     }
 
-    fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Megaflow>, trav: Arc<Traversal>) {
+    fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Ukey>, trav: Arc<Traversal>) {
         if self.cells.len() < self.entries.len() {
             self.cells.resize(self.entries.len(), 0);
             self.filed.resize(self.entries.len(), 0);
@@ -566,15 +568,15 @@ impl Index {
     }
 
     /// Adds an entry under its current traversal.
-    pub fn insert(&mut self, p: &Pipeline, mf: Arc<Megaflow>) -> EntryId {
+    pub fn insert(&mut self, p: &Pipeline, mf: Arc<Ukey>) -> EntryId {
         self.insert_with(p, mf, |_| {})
     }
 
     /// [`Index::insert`], calling `first` with the entry's id before it is
     /// registered (to give its megaflow a cell, whose tag its
     /// registrations are then filed by at once).
-    pub fn insert_with(&mut self, p: &Pipeline, mf: Arc<Megaflow>, first: impl FnOnce(EntryId)) -> EntryId {
-        let key = Arc::as_ptr(&mf) as usize;
+    pub fn insert_with(&mut self, p: &Pipeline, mf: Arc<Ukey>, first: impl FnOnce(EntryId)) -> EntryId {
+        let key = Arc::as_ptr(mf.megaflow()) as usize;
         if let Some(&id) = self.by_ptr.get(&key) {
             return id;
         }
@@ -671,7 +673,7 @@ impl Index {
     /// Takes an entry out of the live set (its registrations stay).
     fn take_live(&mut self, id: EntryId) -> Option<Entry> {
         let e = self.entries.get_mut(id as usize)?.take()?;
-        self.by_ptr.remove(&(Arc::as_ptr(&e.mf) as usize));
+        self.by_ptr.remove(&(Arc::as_ptr(e.mf.megaflow()) as usize));
         self.cells[id as usize] = 0;
         // (`filed` stays until its registrations are out.)
         Some(e)
@@ -679,7 +681,7 @@ impl Index {
 
     /// Removes an entry from the live set; its registrations go at the
     /// next [`Index::collect`].
-    pub fn remove(&mut self, id: EntryId) -> Option<Arc<Megaflow>> {
+    pub fn remove(&mut self, id: EntryId) -> Option<Arc<Ukey>> {
         let e = self.take_live(id)?;
         let mf = e.mf.clone();
         self.removed.push((id, e));
@@ -689,7 +691,7 @@ impl Index {
     /// Removes an entry and its registrations at once (for removals off the
     /// update path, such as idle expiry, where nothing waits on them and no
     /// later update may come to collect them).
-    pub fn remove_now(&mut self, id: EntryId) -> Option<Arc<Megaflow>> {
+    pub fn remove_now(&mut self, id: EntryId) -> Option<Arc<Ukey>> {
         // Its id is freed at once: no deferred record may still name it.
         if self.pending() > 0 {
             self.collect();
@@ -836,8 +838,8 @@ impl Index {
         Ok(())
     }
 
-    pub fn id_of(&self, mf: &Arc<Megaflow>) -> Option<EntryId> {
-        self.by_ptr.get(&(Arc::as_ptr(mf) as usize)).copied()
+    pub fn id_of(&self, mf: &Megaflow) -> Option<EntryId> {
+        self.by_ptr.get(&(mf as *const Megaflow as usize)).copied()
     }
 
     /// Entries whose traversal matched rule `r`.

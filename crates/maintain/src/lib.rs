@@ -1,5 +1,5 @@
 //! Cache maintenance: keeping the megaflow cache equal to what the rule
-//! tables say after every update (DESIGN.md section 4).
+//! tables say after every update (`docs/design.md` section 4).
 //!
 //! - [`flowmod`]: updates as ovs-ofctl knows them, and the [`Delta`]s they cause.
 //! - [`revalidate`]: the per-entry step both engines share, and the oracle [`verify`].
@@ -21,20 +21,24 @@
 pub mod cells;
 pub mod flowmod;
 pub mod index;
+mod intern;
 pub mod prefetch;
 pub mod revalidate;
 pub mod shared;
+pub mod ukey;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use flowmod::{apply as apply_flow_mod, parse_command, Delta, FlowMod, ModError};
-use kairo_datapath::intern::Interner;
-pub use kairo_datapath::{Megaflow, Moved};
+use intern::Interner;
 pub use revalidate::{verify, Mismatch, Verdict};
+pub use ukey::{Moved, Ukey};
 
+use kairo_datapath::Megaflow;
 use kairo_flow::FlowMask;
 use kairo_xlate::Pipeline;
+use rustc_hash::FxHashMap;
 
 /// What one maintenance pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -100,16 +104,17 @@ impl std::fmt::Display for Report {
 pub trait Engine: Send {
     fn name(&self) -> &'static str;
     /// A megaflow entered the cache (translated against `p`).
-    fn add(&mut self, p: &Pipeline, mf: Arc<Megaflow>);
-    /// A megaflow left the cache for another reason (idle expiry).
-    fn remove(&mut self, mf: &Arc<Megaflow>);
+    fn add(&mut self, p: &Pipeline, mf: Arc<Ukey>);
+    /// A megaflow left the cache for another reason (idle expiry): its
+    /// record, if the engine had one.
+    fn remove(&mut self, mf: &Megaflow) -> Option<Arc<Ukey>>;
     /// Brings the cache up to date with `p` after `deltas`; evicted entries
     /// are killed; re-translated ones leave their old traversal and its
     /// counters in `moved` when it is given (else they are dropped at once,
     /// so an update over most of the cache never holds two traversals per entry).
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: Option<&mut Vec<Moved>>) -> Report;
     /// The live entries.
-    fn entries(&self) -> Vec<Arc<Megaflow>>;
+    fn entries(&self) -> Vec<Arc<Ukey>>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -129,6 +134,9 @@ pub trait Engine: Send {
     fn housekeep(&mut self, _p: &Pipeline, _moved: Option<&mut Vec<Moved>>) -> usize {
         0
     }
+    /// Revalidates large affected sets on `n` threads (at least one;
+    /// [`DEFAULT_THREADS`] unless set).
+    fn set_threads(&mut self, _n: usize) {}
     /// Checks the engine's internal invariants (a test aid: walks everything).
     fn check(&self) -> Result<(), String> {
         Ok(())
@@ -157,13 +165,7 @@ enum Done {
 /// done) in `rep`. Re-translated actions and traversals are hash-consed like
 /// those of upcalls (an update that sends a million entries to the same few
 /// rules makes a few new traversals, not a million).
-fn act(
-    mf: &Megaflow,
-    v: Verdict,
-    interner: &mut Interner,
-    moved: &mut Option<&mut Vec<Moved>>,
-    rep: &mut Report,
-) -> Done {
+fn act(mf: &Ukey, v: Verdict, interner: &mut Interner, moved: &mut Option<&mut Vec<Moved>>, rep: &mut Report) -> Done {
     rep.examined += 1;
     match v {
         Verdict::Keep => {
@@ -181,6 +183,9 @@ fn act(
         }
         Verdict::Evict => {
             mf.kill();
+            if let Some(m) = moved {
+                m.push(mf.leaving());
+            }
             rep.evicted += 1;
             Done::Evicted
         }
@@ -204,9 +209,9 @@ fn act(
 
 /// Full revalidation, as Open vSwitch does it: after any change, every entry.
 pub struct FullRevalidator {
-    entries: Vec<Arc<Megaflow>>,
-    /// Entries removed but not yet dropped from `entries`.
-    dead: usize,
+    /// The records, by their megaflow's address (a removal by the datapath
+    /// finds its record in O(1)).
+    entries: FxHashMap<usize, Arc<Ukey>>,
     po: FlowMask,
     /// Threads a pass may revalidate on (as Open vSwitch's revalidator threads).
     pub threads: usize,
@@ -216,10 +221,9 @@ pub struct FullRevalidator {
 impl Default for FullRevalidator {
     fn default() -> Self {
         FullRevalidator {
-            entries: Vec::new(),
-            dead: 0,
+            entries: FxHashMap::default(),
             po: revalidate::pipeline_only_mask(),
-            threads: default_threads(),
+            threads: DEFAULT_THREADS,
             interner: Interner::default(),
         }
     }
@@ -236,41 +240,38 @@ fn chunk_for(threads: usize) -> usize {
     }
 }
 
-/// Threads a maintenance pass may use (both engines alike, so their
-/// comparison stays fair): `KAIRO_MAINTAIN_THREADS` if set to a number, else
-/// one. More threads re-translate a large affected set faster (a 75K-entry
-/// Antrea update: 1.04 s on one thread, 0.82 s on two, on 2 cores), but what
-/// they allocate and the maintenance thread frees stays with the allocator
-/// (about 0.5 KB more per re-translated entry, measured), which at 10M
-/// entries costs more than it saves.
-pub fn default_threads() -> usize {
-    let env = std::env::var("KAIRO_MAINTAIN_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
-    env.unwrap_or(1).max(1)
+/// The address a megaflow's record is filed under.
+fn megaflow_addr(uk: &Ukey) -> usize {
+    Arc::as_ptr(uk.megaflow()) as usize
 }
+
+/// Threads a maintenance pass may use unless told otherwise
+/// ([`Engine::set_threads`]): one. More threads re-translate a large
+/// affected set faster (a 75K-entry Antrea update: 1.04 s on one thread,
+/// 0.82 s on two, on 2 cores), but what they allocate and the maintenance
+/// thread frees stays with the allocator (about 0.5 KB more per
+/// re-translated entry, measured), which at 10M entries costs more than it
+/// saves.
+pub const DEFAULT_THREADS: usize = 1;
 
 impl Engine for FullRevalidator {
     fn name(&self) -> &'static str {
         "full"
     }
-    fn add(&mut self, _p: &Pipeline, mf: Arc<Megaflow>) {
-        self.entries.push(mf);
+    fn set_threads(&mut self, n: usize) {
+        self.threads = n.max(1);
     }
-    fn remove(&mut self, mf: &Arc<Megaflow>) {
-        // The datapath kills what it removes: drop dead entries in bulk, so
-        // that evicting k entries costs O(cache), not O(k x cache).
-        mf.kill();
-        self.dead += 1;
-        if self.dead * 2 > self.entries.len() {
-            self.entries.retain(|m| !m.is_dead());
-            self.dead = 0;
-        }
+    fn add(&mut self, _p: &Pipeline, mf: Arc<Ukey>) {
+        self.entries.insert(megaflow_addr(&mf), mf);
+    }
+    fn remove(&mut self, mf: &Megaflow) -> Option<Arc<Ukey>> {
+        self.entries.remove(&(mf as *const Megaflow as usize))
     }
     fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
-        self.entries.retain(|m| !m.is_dead());
-        self.dead = 0;
-        for chunk in self.entries.chunks(chunk_for(self.threads)) {
+        let all: Vec<Arc<Ukey>> = self.entries.values().cloned().collect();
+        for chunk in all.chunks(chunk_for(self.threads)) {
             let t = Instant::now();
             let verdicts = revalidate::revalidate_all(p, chunk, &self.po, self.threads);
             let t = lap(&mut rep.translate, t);
@@ -280,19 +281,19 @@ impl Engine for FullRevalidator {
             lap(&mut rep.apply, t);
         }
         if rep.evicted > 0 {
-            self.entries.retain(|m| !m.is_dead());
+            self.entries.retain(|_, m| !m.is_dead());
         }
         rep.ttu = start.elapsed();
         rep
     }
-    fn entries(&self) -> Vec<Arc<Megaflow>> {
-        self.entries.iter().filter(|m| !m.is_dead()).cloned().collect()
+    fn entries(&self) -> Vec<Arc<Ukey>> {
+        self.entries.values().cloned().collect()
     }
     fn len(&self) -> usize {
-        self.entries.len() - self.dead
+        self.entries.len()
     }
     fn index_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Arc<Megaflow>>()
+        self.entries.capacity() * (std::mem::size_of::<(usize, Arc<Ukey>)>() + 1)
     }
 }
 
@@ -353,9 +354,11 @@ pub struct Incremental {
     /// Entries a pass gave actions or a traversal of their own (out of
     /// their cells, if any), to anchor again at housekeeping.
     reanchor: Vec<index::EntryId>,
-    /// With `KAIRO_TTU_TRACE`: the last pass's time grouping its entries by
-    /// cell and in each phase of the cells' updates, printed at housekeeping.
-    cells_trace: Option<(Duration, [Duration; 5], usize)>,
+    /// When `kairo::cells` is traced at debug level: the last pass's time
+    /// grouping its entries by cell and in each phase of the cells'
+    /// updates, and the entries it took one by one; emitted at
+    /// housekeeping, off the time-to-update.
+    cells_trace: Option<(Duration, cells::CellPhases, usize)>,
 }
 
 impl Default for Incremental {
@@ -363,7 +366,7 @@ impl Default for Incremental {
         Incremental {
             index: index::Index::new(),
             po: revalidate::pipeline_only_mask(),
-            threads: default_threads(),
+            threads: DEFAULT_THREADS,
             interner: Interner::default(),
             follow: Vec::new(),
             follow_since: revalidate::Changed::default(),
@@ -383,7 +386,7 @@ impl Incremental {
         Incremental { cells: cells::Cells::with_anchors(anchors), ..Incremental::default() }
     }
 
-    /// The entries an update can affect (DESIGN.md section 4), and how many
+    /// The entries an update can affect (`docs/design.md` section 4.2), and how many
     /// index slots were looked at to find them (the cost beyond them).
     pub fn affected(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<index::EntryId>, usize) {
         let mut out = Vec::new();
@@ -608,7 +611,10 @@ impl Engine for Incremental {
     fn name(&self) -> &'static str {
         "incremental"
     }
-    fn add(&mut self, p: &Pipeline, mf: Arc<Megaflow>) {
+    fn set_threads(&mut self, n: usize) {
+        self.threads = n.max(1);
+    }
+    fn add(&mut self, p: &Pipeline, mf: Arc<Ukey>) {
         // Anchored before it is registered: its registrations are filed
         // by its cell at once.
         let (cells, po) = (&mut self.cells, &self.po);
@@ -618,14 +624,14 @@ impl Engine for Incremental {
             }
         });
     }
-    fn remove(&mut self, mf: &Arc<Megaflow>) {
+    fn remove(&mut self, mf: &Megaflow) -> Option<Arc<Ukey>> {
         // Off the update path (idle expiry): unregistered at once, since no
         // update may follow to do it.
-        if let Some(id) = self.index.id_of(mf) {
-            self.index.remove_now(id);
-        }
+        let id = self.index.id_of(mf)?;
+        self.index.remove_now(id)
     }
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {
+        self.cells.trace_phases(tracing::enabled!(target: "kairo::cells", tracing::Level::DEBUG));
         let start = Instant::now();
         let mut rep = Report::default();
         // What an earlier pass left for housekeeping and none did since
@@ -644,18 +650,16 @@ impl Engine for Incremental {
         // Members of shared action cells: the change is taken once per
         // cell where it can be; the rest one by one.
         let affected = self.by_cells(p, groups, &changed, &mut rep);
-        if let Some(ph) = self.cells.phases.as_mut() {
-            // Printed at housekeeping, off the time-to-update.
+        if let Some(ph) = self.cells.phases.take() {
             if rep.cells > 0 {
-                let grouping = t.elapsed().saturating_sub(ph.iter().sum());
-                self.cells_trace = Some((grouping, *ph, affected.len()));
+                let grouping = t.elapsed().saturating_sub(ph.total());
+                self.cells_trace = Some((grouping, ph, affected.len()));
             }
-            *ph = [Duration::ZERO; 5];
         }
         t = lap(&mut rep.translate, t);
         let mut memo = revalidate::Memo::for_pass(affected.len());
         for chunk in affected.chunks(chunk_for(self.threads)) {
-            let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Megaflow>>) =
+            let (ids, mfs): (Vec<index::EntryId>, Vec<Arc<Ukey>>) =
                 chunk.iter().filter_map(|&id| Some((id, self.index.get(id)?.clone()))).unzip();
             let verdicts = revalidate::revalidate_all_since(p, &mfs, &self.po, &changed, self.threads, &mut memo);
             t = lap(&mut rep.translate, t);
@@ -691,7 +695,7 @@ impl Engine for Incremental {
         rep.ttu = start.elapsed();
         rep
     }
-    fn entries(&self) -> Vec<Arc<Megaflow>> {
+    fn entries(&self) -> Vec<Arc<Ukey>> {
         self.index.entries().cloned().collect()
     }
     fn len(&self) -> usize {
@@ -702,16 +706,16 @@ impl Engine for Incremental {
     }
     fn housekeep(&mut self, p: &Pipeline, mut moved: Option<&mut Vec<Moved>>) -> usize {
         if let Some((grouping, ph, apart)) = self.cells_trace.take() {
-            let us = |d: Duration| d.as_secs_f64() * 1e6;
-            eprintln!(
-                "cells: {:.1} us grouping, then per phase {:.1} anchor, {:.1} translate, {:.1} check, {:.1} actions, {:.1} publish; {} entries one by one",
-                us(grouping),
-                us(ph[0]),
-                us(ph[1]),
-                us(ph[2]),
-                us(ph[3]),
-                us(ph[4]),
-                apart
+            tracing::debug!(
+                target: "kairo::cells",
+                ?grouping,
+                anchor = ?ph.anchor,
+                translate = ?ph.translate,
+                check = ?ph.check,
+                actions = ?ph.actions,
+                publish = ?ph.publish,
+                one_by_one = apart,
+                "last update's cells by phase"
             );
         }
         let n = self.settle(p, &mut moved, None);
@@ -799,11 +803,20 @@ pub struct Control {
     /// (whoever sets it drains this).
     pub moved: Vec<Moved>,
     pub keep_moved: bool,
+    /// Shared copies of installed megaflows' traversals.
+    interner: Interner,
 }
 
 impl Control {
     pub fn new(pipeline: Pipeline, kind: EngineKind) -> Control {
-        Control { pipeline, engine: kind.build(), version: 0, moved: Vec::new(), keep_moved: false }
+        Control {
+            pipeline,
+            engine: kind.build(),
+            version: 0,
+            moved: Vec::new(),
+            keep_moved: false,
+            interner: Interner::default(),
+        }
     }
 
     /// Applies an update and maintains the cache; the report's TTU covers both.
@@ -829,8 +842,13 @@ impl Control {
         (n, start.elapsed())
     }
 
+    /// Distinct traversals installed megaflows share (a report).
+    pub fn installed_traversals(&self) -> usize {
+        self.interner.traversals()
+    }
+
     /// Registers a megaflow translated against the current pipeline.
-    pub fn add(&mut self, mf: Arc<Megaflow>) {
+    pub fn add(&mut self, mf: Arc<Ukey>) {
         self.engine.add(&self.pipeline, mf);
     }
 

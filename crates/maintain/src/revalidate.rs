@@ -21,7 +21,7 @@ use kairo_xlate::{
     Traversal, XlateResult,
 };
 
-use crate::Megaflow;
+use crate::Ukey;
 
 /// Mask of the pipeline-only fields (registers, metadata). Within a megaflow's
 /// region they are exactly determined at every table (zero on entry, then
@@ -85,7 +85,7 @@ fn visit_holds(p: &Pipeline, trav: &Traversal, key: &FlowKey, st: &Step, region:
 }
 
 /// Revalidates one megaflow against the pipeline.
-pub fn revalidate(p: &Pipeline, mf: &Megaflow, po: &FlowMask) -> Verdict {
+pub fn revalidate(p: &Pipeline, mf: &Ukey, po: &FlowMask) -> Verdict {
     let r = translate(p, &mf.rep);
     let holds = r.mask.is_subset_of(&mf.mask) || region_holds(p, &mf.rep, &mf.mask, &r, po);
     settle(mf, &mf.traversal(), holds, r)
@@ -93,7 +93,7 @@ pub fn revalidate(p: &Pipeline, mf: &Megaflow, po: &FlowMask) -> Verdict {
 
 /// The verdict once it is known whether the mask holds, from the new
 /// translation and the traversal the entry has now.
-fn settle(mf: &Megaflow, old: &Traversal, holds: bool, r: XlateResult) -> Verdict {
+fn settle(mf: &Ukey, old: &Traversal, holds: bool, r: XlateResult) -> Verdict {
     if !holds {
         Verdict::Evict
     } else if *mf.actions() != r.actions || *old != r.traversal {
@@ -167,7 +167,7 @@ impl Memo {
     pub fn verdict(
         &mut self,
         p: &Pipeline,
-        mf: &Megaflow,
+        mf: &Ukey,
         old: &Traversal,
         po: &FlowMask,
         changed: &Changed,
@@ -210,7 +210,7 @@ impl Memo {
     pub fn traversal(
         &self,
         suffix: usize,
-        mf: &Megaflow,
+        mf: &Ukey,
         old: &Traversal,
         po: &FlowMask,
         changed: &Changed,
@@ -224,7 +224,7 @@ impl Memo {
 /// Where re-translating a megaflow after `changed` would resume (past
 /// table 0): its region, the step's index, the step, and its key there.
 fn resume_point(
-    mf: &Megaflow,
+    mf: &Ukey,
     old: &Traversal,
     po: &FlowMask,
     changed: &Changed,
@@ -243,29 +243,15 @@ fn resume_point(
 /// traversal answers the lookups the change cannot have altered, and only
 /// the steps looked up anew are checked.
 ///
-/// Why that is the same verdict: every cached entry's region holds at every
-/// step of its traversal (at install its mask contains what translation
-/// examined, which implies it, as the classifier's contract says; after
-/// each maintenance pass by the verdict itself; and an update that leaves an
-/// entry out of the affected set cannot break a step of it). A step the
-/// re-translation took from the old traversal has the same table, outcome
-/// and key (on the bits the table reads) as an old step, so it still holds;
-/// each step looked up anew holds if the lookup examined only bits of the
-/// region (the contract again) or, failing that, by the exact test. The
-/// steps before the resumed one are the old steps, and what their actions
-/// read or wrote is in the region (it was when the entry was installed or
-/// last updated, and they are the same actions on the same keys), so only
-/// the action bits of the resumed part need checking. And full
-/// revalidation keeps an entry exactly when its region holds, since a mask
-/// that contains the new translation's implies it.
-pub fn revalidate_since(p: &Pipeline, mf: &Megaflow, po: &FlowMask, changed: &Changed) -> Verdict {
+/// Why that is the same verdict: `docs/design.md` section 4.3.
+pub fn revalidate_since(p: &Pipeline, mf: &Ukey, po: &FlowMask, changed: &Changed) -> Verdict {
     revalidate_from(p, mf, mf.traversal(), po, changed)
 }
 
 /// [`revalidate_since`] given the megaflow's traversal.
 fn revalidate_from(
     p: &Pipeline,
-    mf: &Megaflow,
+    mf: &Ukey,
     old: std::sync::Arc<Traversal>,
     po: &FlowMask,
     changed: &Changed,
@@ -301,7 +287,7 @@ impl std::fmt::Display for Mismatch {
 
 /// The oracle: every live entry checked against a fresh translation. Lists
 /// entries that should have been evicted and entries with stale actions.
-pub fn verify<'a>(p: &Pipeline, entries: impl IntoIterator<Item = &'a std::sync::Arc<Megaflow>>) -> Vec<Mismatch> {
+pub fn verify<'a>(p: &Pipeline, entries: impl IntoIterator<Item = &'a std::sync::Arc<Ukey>>) -> Vec<Mismatch> {
     let po = pipeline_only_mask();
     let mut out = Vec::new();
     for mf in entries {
@@ -335,7 +321,7 @@ pub const PARALLEL_MIN: usize = 256;
 /// call), verdicts in the order of `mfs`. Translation only reads the
 /// pipeline and the megaflows, so entries are independent; applying the
 /// verdicts (and re-indexing) stays with the caller, serially.
-pub fn revalidate_all(p: &Pipeline, mfs: &[std::sync::Arc<Megaflow>], po: &FlowMask, threads: usize) -> Vec<Verdict> {
+pub fn revalidate_all(p: &Pipeline, mfs: &[std::sync::Arc<Ukey>], po: &FlowMask, threads: usize) -> Vec<Verdict> {
     revalidate_each(mfs, threads, |mf| revalidate(p, mf, po))
 }
 
@@ -347,7 +333,7 @@ const TOUCH_MAX: usize = 16;
 /// As [`revalidate_all`], with [`revalidate_since`].
 pub fn revalidate_all_since(
     p: &Pipeline,
-    mfs: &[std::sync::Arc<Megaflow>],
+    mfs: &[std::sync::Arc<Ukey>],
     po: &FlowMask,
     changed: &Changed,
     threads: usize,
@@ -386,9 +372,9 @@ pub fn revalidate_all_since(
 }
 
 fn revalidate_each(
-    mfs: &[std::sync::Arc<Megaflow>],
+    mfs: &[std::sync::Arc<Ukey>],
     threads: usize,
-    revalidate: impl Fn(&Megaflow) -> Verdict + Sync,
+    revalidate: impl Fn(&Ukey) -> Verdict + Sync,
 ) -> Vec<Verdict> {
     let threads = threads.clamp(1, mfs.len().div_ceil(PARALLEL_MIN).max(1));
     if threads == 1 {

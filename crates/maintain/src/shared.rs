@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use kairo_datapath::{Megaflow, SlowPath, Upcall};
 use kairo_flow::FlowKey;
+use kairo_xlate::{Pipeline, Traversal};
 
-use crate::{revalidate, Control, Verdict};
+use crate::{revalidate, Control, Ukey, Verdict};
 
 /// A handle on the shared control state (cheap to clone, one per thread).
 #[derive(Clone)]
@@ -31,17 +32,21 @@ impl SharedControl {
 }
 
 impl SlowPath for SharedControl {
-    fn upcall(&mut self, key: &FlowKey) -> Upcall {
+    /// The traversal, for the megaflow's maintenance record.
+    type Note = Traversal;
+
+    fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
         let c = self.lock();
         let r = kairo_xlate::translate(&c.pipeline, key);
-        Upcall { actions: r.actions, mask: r.mask, traversal: r.traversal, version: c.version }
+        Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version: c.version }
     }
 
-    fn installed(&mut self, mf: &Arc<Megaflow>, version: u64) {
+    fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
         let mut c = self.lock();
+        let mf = Arc::new(Ukey::new(mf.clone(), c.interner.traversal(traversal)));
         if c.version != version {
             // The rules changed since this translation: bring it up to date first.
-            match revalidate::revalidate(&c.pipeline, mf, &revalidate::pipeline_only_mask()) {
+            match revalidate::revalidate(&c.pipeline, &mf, &revalidate::pipeline_only_mask()) {
                 // Only a pass's memo shares; `revalidate` translates whole.
                 Verdict::Keep | Verdict::Shared { .. } => {}
                 Verdict::Update(r) => {
@@ -52,14 +57,34 @@ impl SlowPath for SharedControl {
                 }
                 Verdict::Evict => {
                     mf.kill();
+                    if c.keep_moved {
+                        c.moved.push(mf.leaving());
+                    }
                     return;
                 }
             }
         }
-        c.add(mf.clone());
+        c.add(mf);
     }
 
     fn removed(&mut self, mf: &Arc<Megaflow>) {
-        self.lock().engine.remove(mf);
+        let mut c = self.lock();
+        if let Some(uk) = c.engine.remove(mf) {
+            if c.keep_moved {
+                c.moved.push(uk.leaving());
+            }
+        }
+    }
+}
+
+/// A slow path that translates and keeps no maintenance record: for
+/// offline replay and lookup benchmarks, whose rules never change.
+pub struct Translate<'a>(pub &'a Pipeline);
+
+impl SlowPath for Translate<'_> {
+    type Note = ();
+    fn upcall(&mut self, key: &FlowKey) -> Upcall<()> {
+        let r = kairo_xlate::translate(self.0, key);
+        Upcall { actions: r.actions, mask: r.mask, note: (), version: 0 }
     }
 }

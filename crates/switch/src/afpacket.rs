@@ -14,11 +14,14 @@
 //! kernel's own transmissions on the interface) are skipped. VLAN tags the
 //! kernel stripped into the ring header are put back into the frame.
 //!
-//! All `unsafe` here is FFI (socket calls on a descriptor we own) or access to
-//! the mapping we created; each block says why it is sound.
+//! System calls go through `rustix` where it has a safe wrapper (the socket,
+//! the interface index, the transmit kick). The `unsafe` left is what it has
+//! none for: the AF_PACKET ring options and membership (`setsockopt` with
+//! kernel structures), the `sockaddr_ll` bind, and the ring mapping and its
+//! accesses; each block says why it is sound.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -138,22 +141,17 @@ impl AfPacket {
     /// in promiscuous mode.
     pub fn open(name: &str) -> Result<AfPacket, PortError> {
         let os = |what: &'static str| PortError::last_os(name, what);
-        let cname = std::ffi::CString::new(name)
-            .map_err(|_| PortError::Bad { name: name.into(), what: "NUL in interface name".into() })?;
-        // SAFETY: a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(os("no such interface"));
+        let e = |what: &'static str| move |err| PortError::Os { name: name.into(), what, err };
+        let errno = |what: &'static str| move |err: rustix::io::Errno| e(what)(err.into());
+        if name.contains('\0') {
+            return Err(PortError::Bad { name: name.into(), what: "NUL in interface name".into() });
         }
         // Protocol 0 until bound: the socket sees no traffic from other interfaces meanwhile.
-        // SAFETY: plain syscall.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(os("socket(AF_PACKET) (needs CAP_NET_RAW)"));
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let e = |what: &'static str| move |err| PortError::Os { name: name.into(), what, err };
+        use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
+        let fd = socket_with(AddressFamily::PACKET, SocketType::RAW, SocketFlags::CLOEXEC, None)
+            .map_err(errno("socket(AF_PACKET) (needs CAP_NET_RAW)"))?;
+        let ifindex = rustix::net::netdevice::name_to_index(&fd, name).map_err(errno("no such interface"))?;
+        let raw = fd.as_raw_fd();
         let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v3).map_err(e("PACKET_VERSION=TPACKET_V3"))?;
         let rx_req = ring_req(RX_BLOCKS, RETIRE_MS);
@@ -302,10 +300,8 @@ impl Port for AfPacket {
             return;
         }
         self.tx_pending = 0;
-        // SAFETY: a zero-length send on our socket asks the kernel to transmit
-        // the slots marked SEND_REQUEST; no user buffer is passed.
-        unsafe {
-            libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT);
-        }
+        // A zero-length send asks the kernel to transmit the slots marked
+        // SEND_REQUEST (a full queue is retried at the next flush).
+        let _ = rustix::net::send(&self.fd, &[], rustix::net::SendFlags::DONTWAIT);
     }
 }

@@ -1,8 +1,8 @@
 //! The control socket: a Unix stream socket speaking one JSON request per
-//! line (`{"cmd": "add-flow", "args": ["..."]}`) and one JSON reply per line
-//! (`{"ok": true, "output": "..."}` or `{"ok": false, "error": "..."}`), its
-//! command set (ovs-ofctl's names and output conventions), and the client
-//! used by `kairo ctl`.
+//! line (`{"cmd": "add-flow", "flow": "..."}`, [`Request`]) and one JSON
+//! reply per line (`{"ok": true, "output": "..."}` or `{"ok": false,
+//! "error": "..."}`), what each command does (ovs-ofctl's output
+//! conventions), and the client used by `kairo ctl`.
 //!
 //! Invariants: a request is applied whole or not at all (multi-line requests
 //! such as add-flows and bundle become one atomic bundle); a malformed request
@@ -19,76 +19,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{lock, PortCounters, Switch};
 use kairo_datapath::DpStats;
 use kairo_maintain::flowmod::{parse_command, FlowMod};
 use kairo_ofproto::{parse_flow_file, parse_group_file};
-use serde::{Deserialize, Serialize};
-
-use crate::{lock, PortCounters, Switch};
 
 /// The longest request line accepted (an add-flows file of about a million flows).
 pub const MAX_REQUEST: u64 = 256 << 20;
 
-/// One request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
-    pub cmd: String,
-    #[serde(default)]
-    pub args: Vec<String>,
-}
-
-/// One reply.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Reply {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub output: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub error: String,
-}
-
-/// The commands, with what each takes (for `help` and error messages).
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("add-flow", "FLOW"),
-    ("add-flows", "FILE (one flow a line; applied atomically)"),
-    ("mod-flows", "[--strict] FLOW"),
-    ("del-flows", "[--strict] [FLOW]"),
-    ("add-group", "GROUP"),
-    ("add-groups", "FILE"),
-    ("mod-group", "GROUP"),
-    ("del-groups", "[group_id=N]"),
-    ("bundle", "FILE (lines: flow add|modify|modify_strict|delete|delete_strict SPEC, group add|modify|delete SPEC)"),
-    ("dump-flows", "[table=N]"),
-    ("dump-groups", ""),
-    ("dump-megaflows", ""),
-    ("show", ""),
-    ("stats", ""),
-    ("trace", "PACKET (ovs-ofctl flow syntax)"),
-];
-
-/// Commands whose argument names a file the client reads and sends.
-pub fn takes_file(cmd: &str) -> bool {
-    matches!(cmd, "add-flows" | "add-groups" | "bundle")
-}
-
-fn arg<'a>(args: &'a [String], cmd: &str) -> Result<&'a str, String> {
-    match args {
-        [a] => Ok(a),
-        _ => Err(format!("`{cmd}` takes one argument: {}", usage(cmd))),
-    }
-}
-
-fn usage(cmd: &str) -> String {
-    COMMANDS.iter().find(|(c, _)| *c == cmd).map(|(c, a)| format!("{c} {a}")).unwrap_or_default()
-}
-
-/// Splits leading `--strict` off the arguments.
-fn strict(args: &[String]) -> (bool, &[String]) {
-    match args.first() {
-        Some(a) if a == "--strict" => (true, &args[1..]),
-        _ => (false, args),
-    }
-}
+pub use crate::request::{help, takes_file, Reply, Request, COMMANDS};
 
 /// The bundle line for an ovs-ofctl command and its argument (the inverse
 /// of [`parse_bundle`]'s mapping); None for a command a bundle cannot hold.
@@ -141,67 +80,45 @@ pub fn parse_bundle(text: &str) -> Result<FlowMod, String> {
 impl Switch {
     /// Runs one control command; `Ok` carries the output text.
     pub fn handle(&self, req: &Request) -> Result<String, String> {
-        let cmd = req.cmd.as_str();
-        let args = &req.args[..];
         let update = |fm: FlowMod| self.apply(&fm).map(|_| String::new()).map_err(|e| e.to_string());
-        match cmd {
-            "add-flow" | "add-group" | "mod-group" => {
-                update(parse_command(cmd, arg(args, cmd)?).map_err(|e| e.to_string())?)
+        let command = |name: &str, arg: &str| parse_command(name, arg).map_err(|e| e.to_string());
+        let strict = |s: bool, name: &str| if s { format!("--strict {name}") } else { name.to_string() };
+        match req {
+            Request::AddFlow { flow } => update(command("add-flow", flow)?),
+            Request::AddGroup { group } => update(command("add-group", group)?),
+            Request::ModGroup { group } => update(command("mod-group", group)?),
+            Request::ModFlows { strict: s, flow } => update(command(&strict(*s, "mod-flows"), flow)?),
+            Request::DelFlows { strict: s, flow } => {
+                update(command(&strict(*s, "del-flows"), flow.as_deref().unwrap_or(""))?)
             }
-            "mod-flows" | "del-flows" => {
-                let (s, rest) = strict(args);
-                let a = match (cmd, rest) {
-                    ("del-flows", []) => "",
-                    _ => arg(rest, cmd)?,
-                };
-                let name = if s { format!("--strict {cmd}") } else { cmd.to_string() };
-                update(parse_command(&name, a).map_err(|e| e.to_string())?)
-            }
-            "del-groups" => {
-                let a = if args.is_empty() { "" } else { arg(args, cmd)? };
-                update(parse_command(cmd, a).map_err(|e| e.to_string())?)
-            }
-            "add-flows" => {
-                let ff = parse_flow_file(arg(args, cmd)?).map_err(|e| e.to_string())?;
+            Request::DelGroups { group } => update(command("del-groups", group.as_deref().unwrap_or(""))?),
+            Request::AddFlows { text } => {
+                let ff = parse_flow_file(text).map_err(|e| e.to_string())?;
                 let mut mods: Vec<FlowMod> = ff.rules.into_iter().map(FlowMod::Add).collect();
                 mods.extend(ff.misses.into_iter().map(|(t, m)| FlowMod::SetMiss(t, m)));
                 update(FlowMod::Bundle(mods))
             }
-            "add-groups" => {
-                let gs = parse_group_file(arg(args, cmd)?).map_err(|e| e.to_string())?;
+            Request::AddGroups { text } => {
+                let gs = parse_group_file(text).map_err(|e| e.to_string())?;
                 update(FlowMod::Bundle(gs.into_iter().map(FlowMod::AddGroup).collect()))
             }
-            "bundle" => update(parse_bundle(arg(args, cmd)?)?),
-            "dump-flows" => self.dump_flows(args),
-            "dump-groups" => Ok(self.dump_groups()),
-            "dump-megaflows" => Ok(self.dump_megaflows()),
-            "show" => Ok(self.show()),
-            "stats" => Ok(self.stats_text()),
-            "trace" => {
-                let spec = arg(args, cmd)?;
-                let key = kairo_flow::parse_key(spec).map_err(|e| format!("packet `{spec}`: {e}"))?;
+            Request::Bundle { text } => update(parse_bundle(text)?),
+            Request::DumpFlows { table } => Ok(self.dump_flows(*table)),
+            Request::DumpGroups {} => Ok(self.dump_groups()),
+            Request::DumpMegaflows {} => Ok(self.dump_megaflows()),
+            Request::Show {} => Ok(self.show()),
+            Request::Stats {} => Ok(self.stats_text()),
+            Request::Trace { packet } => {
+                let key = kairo_flow::parse_key(packet).map_err(|e| format!("packet `{packet}`: {e}"))?;
                 let c = self.ctl.lock();
                 let r = kairo_xlate::translate(&c.pipeline, &key);
                 Ok(kairo_xlate::trace::trace_text(&c.pipeline, &key, &r))
             }
-            "help" => Ok(COMMANDS.iter().map(|(c, a)| format!("{c} {a}\n")).collect()),
-            _ => Err(format!(
-                "unknown command `{cmd}`; commands: {}",
-                COMMANDS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
-            )),
+            Request::Help {} => Ok(help()),
         }
     }
 
-    fn dump_flows(&self, args: &[String]) -> Result<String, String> {
-        let table = match args {
-            [] => None,
-            [a] => Some(
-                a.strip_prefix("table=")
-                    .and_then(|t| t.parse::<u8>().ok())
-                    .ok_or_else(|| format!("dump-flows: expected `table=N` (0..254), got `{a}`"))?,
-            ),
-            _ => return Err(format!("`dump-flows` takes at most one argument: {}", usage("dump-flows"))),
-        };
+    fn dump_flows(&self, table: Option<u8>) -> String {
         let counts = self.rule_counts();
         let c = self.ctl.lock();
         let mut out = String::new();
@@ -229,7 +146,7 @@ impl Switch {
                 let _ = writeln!(out, " actions={}", rule.inst);
             }
         }
-        Ok(out)
+        out
     }
 
     fn dump_groups(&self) -> String {
@@ -381,7 +298,7 @@ fn connection(sw: &Switch, s: UnixStream) {
         }
         if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
             let error = format!("request longer than {} MiB; closing the connection", MAX_REQUEST >> 20);
-            send(&mut w, &Reply { ok: false, output: String::new(), error });
+            send(&mut w, &Reply::error(error));
             return;
         }
         if line.trim().is_empty() {
@@ -389,10 +306,10 @@ fn connection(sw: &Switch, s: UnixStream) {
         }
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(req) => match sw.handle(&req) {
-                Ok(output) => Reply { ok: true, output, error: String::new() },
-                Err(error) => Reply { ok: false, output: String::new(), error: format!("{}: {error}", req.cmd) },
+                Ok(output) => Reply::output(output),
+                Err(error) => Reply::error(format!("{}: {error}", req.name())),
             },
-            Err(e) => Reply { ok: false, output: String::new(), error: format!("malformed request: {e}") },
+            Err(e) => Reply::error(format!("malformed request: {e}")),
         };
         if !send(&mut w, &reply) {
             return;
@@ -415,8 +332,8 @@ impl Client {
     }
 
     /// Sends one request and waits for its reply.
-    pub fn call(&mut self, cmd: &str, args: &[String]) -> std::io::Result<Reply> {
-        let mut text = serde_json::to_string(&Request { cmd: cmd.to_string(), args: args.to_vec() })?;
+    pub fn call(&mut self, req: &Request) -> std::io::Result<Reply> {
+        let mut text = serde_json::to_string(req)?;
         text.push('\n');
         self.w.write_all(text.as_bytes())?;
         let mut line = String::new();

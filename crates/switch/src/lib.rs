@@ -23,6 +23,7 @@ pub mod ctl;
 pub mod netns;
 pub mod port;
 pub mod replay;
+pub mod request;
 pub mod tap;
 
 use std::collections::VecDeque;
@@ -31,9 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kairo_classifier::RuleId;
-use kairo_datapath::{execute::CONTROLLER_PORT, Datapath, DpConfig, Megaflow};
+use kairo_datapath::{execute::CONTROLLER_PORT, Datapath, DpConfig};
 use kairo_maintain::shared::SharedControl;
-use kairo_maintain::{Control, EngineKind, Report};
+use kairo_maintain::{Control, EngineKind, Moved, Report, Ukey};
 use kairo_xlate::{Outcome, Pipeline, Traversal};
 use rustc_hash::FxHashMap;
 
@@ -98,6 +99,10 @@ pub struct Switch {
     pub ports: Vec<PortInfo>,
     pub updates: Mutex<UpdateLog>,
     pub retired: Mutex<RuleCounts>,
+    /// Counters of megaflows that left the cache but that the datapath
+    /// still holds (a packet in flight may count on them): credited when
+    /// read, settled into `retired` once the datapath lets go.
+    leaving: Mutex<Vec<Moved>>,
     /// Packets sent to a port number the switch does not have, or to the controller.
     pub unroutable: AtomicU64,
     pub controller: AtomicU64,
@@ -106,9 +111,15 @@ pub struct Switch {
 
 /// Adds a megaflow's counters (those gathered under its current traversal)
 /// to the rules of that traversal.
-pub fn credit(counts: &mut RuleCounts, mf: &Megaflow) {
-    let (p, b) = mf.unaccounted();
-    credit_traversal(counts, &mf.traversal(), p, b);
+pub fn credit(counts: &mut RuleCounts, uk: &Ukey) {
+    let (p, b) = uk.unaccounted();
+    credit_traversal(counts, &uk.traversal(), p, b);
+}
+
+/// Adds what a megaflow gathered under a traversal it no longer has.
+fn credit_moved(counts: &mut RuleCounts, m: &Moved) {
+    let (p, b) = m.counts();
+    credit_traversal(counts, &m.traversal, p, b);
 }
 
 /// Adds `p` packets and `b` bytes to every rule `t` went through.
@@ -128,8 +139,7 @@ pub fn credit_traversal(counts: &mut RuleCounts, t: &Traversal, p: u64, b: u64) 
 impl Switch {
     pub fn new(mut pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
         pipeline.set_ports(ports.iter().map(|p| p.ofport));
-        let mut dp = Datapath::new(cfg);
-        dp.keep_retired();
+        let dp = Datapath::new(cfg);
         let mut control = Control::new(pipeline, engine);
         control.keep_moved = true;
         Switch {
@@ -138,6 +148,7 @@ impl Switch {
             ports,
             updates: Mutex::new(UpdateLog::default()),
             retired: Mutex::new(RuleCounts::default()),
+            leaving: Mutex::new(Vec::new()),
             unroutable: AtomicU64::new(0),
             controller: AtomicU64::new(0),
             start: Instant::now(),
@@ -150,32 +161,57 @@ impl Switch {
     }
 
     /// Per-rule counters now: retired megaflows plus the ones in the cache.
-    /// Takes the datapath lock, then the counters.
+    /// Takes the datapath lock (so that no batch counts meanwhile), then
+    /// the control lock, then the counters.
     pub fn rule_counts(&self) -> RuleCounts {
-        let dp = lock(&self.dp);
-        let moved = std::mem::take(&mut self.ctl.lock().moved);
-        let mut counts = {
-            let mut r = lock(&self.retired);
-            for m in &moved {
-                credit_traversal(&mut r, &m.traversal, m.packets, m.bytes);
-            }
-            r.clone()
+        let _dp = lock(&self.dp);
+        let (moved, live) = {
+            let mut c = self.ctl.lock();
+            (std::mem::take(&mut c.moved), c.engine.entries())
         };
-        for mf in dp.megaflows() {
-            credit(&mut counts, mf);
+        self.take_moved(moved);
+        let mut counts = lock(&self.retired).clone();
+        for m in lock(&self.leaving).iter() {
+            credit_moved(&mut counts, m);
+        }
+        for uk in &live {
+            credit(&mut counts, uk);
         }
         counts
     }
 
-    /// Moves the counters of megaflows that left the cache to their rules.
-    fn collect_retired(&self, dp: &mut Datapath) {
-        let gone = dp.take_retired();
-        if !gone.is_empty() {
-            let mut r = lock(&self.retired);
-            for mf in &gone {
-                credit(&mut r, mf);
+    /// Files what re-translated and departed megaflows gathered: settled
+    /// counts to their rules, departed megaflows the datapath still holds
+    /// to `leaving`.
+    fn take_moved(&self, moved: Vec<Moved>) {
+        if moved.is_empty() {
+            return;
+        }
+        let mut r = lock(&self.retired);
+        let mut leaving = lock(&self.leaving);
+        for m in moved {
+            if m.settled() {
+                credit_moved(&mut r, &m);
+            } else {
+                leaving.push(m);
             }
         }
+    }
+
+    /// Settles the counters of departed megaflows the datapath has let go of.
+    fn settle_leaving(&self) {
+        let mut leaving = lock(&self.leaving);
+        if leaving.is_empty() {
+            return;
+        }
+        let mut r = lock(&self.retired);
+        leaving.retain(|m| {
+            let done = m.settled();
+            if done {
+                credit_moved(&mut r, m);
+            }
+            !done
+        });
     }
 
     /// Runs the forwarding loop over `ports` until `stop` is set.
@@ -203,7 +239,11 @@ impl Switch {
                 last_sweep = now;
                 let mut dp = lock(&self.dp);
                 dp.sweep(now, &mut slow);
-                self.collect_retired(&mut dp);
+                drop(dp);
+                // Expired megaflows' counters (filed by the sweep's removals).
+                let moved = std::mem::take(&mut slow.lock().moved);
+                self.take_moved(moved);
+                self.settle_leaving();
             }
             if batch.is_empty() {
                 wait(&mut pfds);
@@ -224,7 +264,6 @@ impl Switch {
                         unroutable.fetch_add(1, Ordering::Relaxed);
                     }
                 });
-                self.collect_retired(&mut dp);
             }
             for p in ports.iter_mut() {
                 p.io.flush();
@@ -252,12 +291,7 @@ impl Switch {
             (rep, std::mem::take(&mut c.moved))
         };
         lock(&self.updates).push(rep);
-        if !moved.is_empty() {
-            let mut r = lock(&self.retired);
-            for m in &moved {
-                credit_traversal(&mut r, &m.traversal, m.packets, m.bytes);
-            }
-        }
+        self.take_moved(moved);
         Ok(rep)
     }
 }

@@ -23,8 +23,7 @@ pub fn run(args: &[&str]) -> io::Result<Output> {
 
 /// Why namespaces cannot be used here, if they cannot.
 pub fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Some("not running as root (network namespaces and AF_PACKET need it)".into());
     }
     if Command::new("ip").arg("-V").output().is_err() {
@@ -113,10 +112,7 @@ impl Drop for Veth {
 /// Moves the calling thread into namespace `name` (other threads stay where they are).
 pub fn enter(name: &str) -> io::Result<()> {
     let f = std::fs::File::open(format!("/var/run/netns/{name}"))?;
-    // SAFETY: setns on a descriptor we hold open; it changes only this thread's namespace.
-    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+    move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(LinkNameSpaceType::Network))?;
     Ok(())
 }

@@ -120,7 +120,7 @@ pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig)
     std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let mut writers: BTreeMap<u32, (u64, PathBuf, PcapWriter<BufWriter<File>>)> = BTreeMap::new();
     let mut dp = Datapath::new(cfg);
-    let mut slow = pipeline;
+    let mut slow = kairo_maintain::shared::Translate(pipeline);
     let mut rep = ReplayReport {
         packets_in: 0,
         bytes_in: 0,

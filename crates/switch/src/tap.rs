@@ -4,7 +4,7 @@
 //! Invariant: the descriptor is non-blocking, so neither receive nor send can
 //! stall the forwarding loop; a frame the device refuses is counted dropped.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::port::{pooled, Port, PortCounters, PortError};
 
@@ -27,26 +27,22 @@ impl Tap {
     /// Creates TAP device `name` (or attaches to an existing one) and sets it up.
     pub fn open(name: &str) -> Result<Tap, PortError> {
         let os = |what: &'static str| PortError::last_os(name, what);
-        // SAFETY: a valid NUL-terminated path.
-        let raw = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if raw < 0 {
-            return Err(os("open /dev/net/tun"));
-        }
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let errno = |what: &'static str| {
+            move |err: rustix::io::Errno| PortError::Os { name: name.into(), what, err: err.into() }
+        };
+        use rustix::fs::{open, Mode, OFlags};
+        let fd = open("/dev/net/tun", OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno("open /dev/net/tun"))?;
+        let raw = fd.as_raw_fd();
         let mut r = ifreq(name, (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short);
         // SAFETY: TUNSETIFF reads and writes the ifreq we pass.
         if unsafe { libc::ioctl(raw, libc::TUNSETIFF, &mut r) } < 0 {
             return Err(os("TUNSETIFF (needs CAP_NET_ADMIN)"));
         }
         // Bring the device up through an ordinary socket.
-        // SAFETY: plain syscall.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if s < 0 {
-            return Err(os("socket for SIOCSIFFLAGS"));
-        }
-        // SAFETY: a fresh descriptor we own.
-        let s = unsafe { OwnedFd::from_raw_fd(s) };
+        use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
+        let s = socket_with(AddressFamily::INET, SocketType::DGRAM, SocketFlags::CLOEXEC, None)
+            .map_err(errno("socket for SIOCSIFFLAGS"))?;
         let mut q = ifreq(name, 0);
         // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
         unsafe {
@@ -72,12 +68,10 @@ impl Port for Tap {
     fn recv(&mut self, out: &mut Vec<Vec<u8>>, pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize {
         let mut n = 0;
         while n < max {
-            // SAFETY: reading into our own buffer of the length passed.
-            let r = unsafe { libc::read(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len()) };
-            if r <= 0 {
-                break; // EAGAIN (nothing waiting) or an error: try again next round
-            }
-            let len = r as usize;
+            let len = match rustix::io::read(&self.fd, &mut self.buf[..]) {
+                Ok(n) if n > 0 => n,
+                _ => break, // EAGAIN (nothing waiting) or an error: try again next round
+            };
             if len < 14 {
                 PortCounters::add(&c.rx_dropped, 1);
                 continue;
@@ -90,9 +84,7 @@ impl Port for Tap {
         n
     }
     fn send(&mut self, frame: &[u8], c: &PortCounters) {
-        // SAFETY: writing from a live slice of the length passed.
-        let r = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-        if r == frame.len() as isize {
+        if rustix::io::write(&self.fd, frame) == Ok(frame.len()) {
             PortCounters::add(&c.tx_packets, 1);
             PortCounters::add(&c.tx_bytes, frame.len() as u64);
         } else {

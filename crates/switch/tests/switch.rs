@@ -111,6 +111,42 @@ fn forwards_counts_per_rule_and_dumps_megaflows() {
 }
 
 #[test]
+fn counters_of_a_megaflow_evicted_by_an_update_stay_with_its_rule() {
+    let r = start(L2, 2, EngineKind::Incremental);
+    let mut c = Client::connect(&r.sock).expect("connect");
+    for i in 0..10u16 {
+        r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 0x0200_0000_0001, 1000 + i, 80), b"hello")).unwrap();
+    }
+    let got = recv_n(&r.peers[1], 10);
+    assert_eq!(got.len(), 10, "frames out of port 2");
+    let len = got[0].len();
+    let counted = format!("n_packets=10, n_bytes={}, priority=32768,in_port=1 ", 10 * len);
+    // A narrower rule above: the megaflow (in_port=1, every UDP port) no
+    // longer holds and is evicted; the datapath lets go of it only on its
+    // next lookup, so its counts are read from it while it lingers.
+    call(&mut c, "add-flow", &["priority=40000,in_port=1,udp,tp_src=1000 actions=drop"]).unwrap();
+    let mf = call(&mut c, "dump-megaflows", &[]).unwrap();
+    assert!(!mf.contains("in_port=1"), "the megaflow was not evicted:\n{mf}");
+    let flows = call(&mut c, "dump-flows", &[]).unwrap();
+    assert!(flows.contains(&counted), "{flows}");
+    // And once the datapath has let go of it (a lookup reclaims it; a hit
+    // on another megaflow replaces it as the last one hit).
+    for _ in 0..2 {
+        r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 1, 1000, 80), b"x")).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !call(&mut c, "dump-flows", &[]).unwrap().contains("n_packets=2,") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // (The forwarding thread settles departed megaflows' counters into
+    // the rules' at its idle sweep, every 100 ms.)
+    std::thread::sleep(Duration::from_millis(300));
+    let flows = call(&mut c, "dump-flows", &[]).unwrap();
+    assert!(flows.contains("n_packets=2, n_bytes=") && flows.contains("tp_src=1000 actions=drop"), "{flows}");
+    assert!(flows.contains(&counted), "{flows}");
+}
+
+#[test]
 fn several_clients_update_at_once() {
     let r = start(L2, 2, EngineKind::Incremental);
     let clients: Vec<_> = (0..4)

@@ -1,4 +1,4 @@
-//! An Antrea-shaped pipeline (DESIGN.md section 5: 22 tables, registers,
+//! An Antrea-shaped pipeline (Antrea's 22 tables, registers,
 //! load/move, resubmit, select groups), generated from a seed as ovs-ofctl
 //! text, with traffic and an update stream.
 //!

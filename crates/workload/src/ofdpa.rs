@@ -1,4 +1,4 @@
-//! An OF-DPA-shaped pipeline (DESIGN.md section 5), generated from a seed as
+//! An OF-DPA-shaped pipeline (10 tables: port, VLAN, termination MAC, MPLS, unicast and multicast routing, bridging, ACL policy, punt), generated from a seed as
 //! ovs-ofctl text, with traffic and an update stream shaped like a real
 //! deployment's.
 //!

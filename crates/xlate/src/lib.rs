@@ -13,10 +13,11 @@
 //! - [`traversal`]: the record of a translation maintenance depends on;
 //! - [`replay`]: re-translation after a change, from an earlier traversal;
 //! - [`suffix`]: suffixes of a translation shared by keys in the same state;
-//! - [`odp`], [`pipeline`], [`trace`]: datapath actions, rule tables, rendering.
+//! - `commit`: the set actions that bring the packet up to the flow;
+//! - [`pipeline`], [`trace`]: rule tables, rendering.
 
 mod action_set;
-pub mod odp;
+mod commit;
 pub mod pipeline;
 pub mod replay;
 pub mod suffix;
@@ -25,7 +26,9 @@ mod tracked;
 mod translate;
 pub mod traversal;
 
-pub use odp::{format_actions, DpAction};
+/// Datapath actions (the `kairo-odp` crate), re-exported for translation's users.
+pub use kairo_odp as odp;
+pub use kairo_odp::{format_actions, DpAction};
 pub use pipeline::{Pipeline, PipelineError, Table};
 pub use replay::{retranslate, retranslate_checked, Replay, Retranslation, TableSet, VisitCheck};
 pub use suffix::{actions_read_from, sorted_minus, translate_suffix, Suffix};

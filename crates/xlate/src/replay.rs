@@ -7,7 +7,7 @@
 //!
 //! Invariant: its result equals [`crate::translate`]'s in actions, traversal
 //! and error; its masks hold what it examined itself (the argument is in
-//! `docs/design.md`, "Re-translation"; the xlate proptests check it).
+//! `docs/design.md` section 4.3; the xlate proptests check it).
 
 use kairo_classifier::RuleId;
 use kairo_flow::{FlowKey, FlowMask};
@@ -231,10 +231,5 @@ fn retranslate_with<'a>(
         out = run(p, key, state(0), None);
     }
     let rejected = rejected(&out);
-    Retranslation {
-        result: out.result,
-        unproven: out.mode.unproven,
-        resumed_at,
-        rejected,
-    }
+    Retranslation { result: out.result, unproven: out.mode.unproven, resumed_at, rejected }
 }

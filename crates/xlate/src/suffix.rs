@@ -6,24 +6,25 @@
 //! Invariant: a key a [`Suffix`] [`Suffix::applies`] to gets, from the step
 //! on, exactly the visits, outcomes and (with its own commits redone,
 //! [`Suffix::actions_for`]) the datapath actions translation would give it.
-//! Why: `docs/design.md`, "Shared suffixes"; the xlate proptests check it.
+//! Why: `docs/design.md` section 4.4; the xlate proptests check it.
 
 use kairo_classifier::RuleId;
 use kairo_flow::field::Field;
 use kairo_flow::{FlowKey, FlowMask};
 use kairo_ofproto::Rule;
 
-use crate::odp::{commit, DpAction};
+use crate::commit::commit;
 use crate::pipeline::Pipeline;
 use crate::replay::{Replay, ReplayState, TableSet};
 use crate::tracked::Tracked;
 use crate::translate::{run, Mode, Visit, MAX_DEPTH, MAX_RESUBMITS};
 use crate::traversal::{Outcome, Step, Traversal};
+use kairo_odp::DpAction;
 
 /// The part of a translation from a resumable step on, made once and
 /// shared by every key that reaches that step in the same state as far as
 /// the part can tell ([`translate_suffix`]). Why sharing it is sound:
-/// `docs/design.md`, "Shared suffixes".
+/// `docs/design.md` section 4.4.
 #[derive(Clone, Debug)]
 pub struct Suffix {
     /// How much deeper than the step the suffix nested (room for it is
@@ -146,7 +147,6 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         resumable,
     })
 }
-
 
 /// The mode that makes a suffix: a replay that records the visits it took
 /// from the earlier traversal and each commit, with in_port not matched
@@ -397,9 +397,9 @@ impl Suffix {
     /// is in `agree`); and it makes no commit, or as many as `old`, each to
     /// a flow that agrees with `old`'s on every packet bit either examined.
     /// Why it applies to every key and gives each the same actions:
-    /// `docs/design.md`, "A cell's new suffix".
+    /// `docs/design.md` section 4.5.
     pub fn stands_in_for(&self, old: &Suffix, agree: &FlowMask, in_ports: &[u32]) -> bool {
-        let packet = crate::odp::packet_mask();
+        let packet = kairo_odp::packet_mask();
         let mut bits = old.same;
         bits.or(&self.same);
         for (b, p) in bits.w.iter_mut().zip(packet.w) {
@@ -420,7 +420,6 @@ impl Suffix {
                     && self.commits.iter().zip(&old.commits).all(|(a, b)| a.2.eq_masked(&b.2, &bits))))
     }
 }
-
 
 /// The values of `a` not in `b`, both sorted ascending without repeats,
 /// in one walk over both (compared port lists run to every port of a

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use crate::odp::format_actions;
 use crate::pipeline::Pipeline;
-use crate::traversal::{Outcome, Via};
 use crate::translate::XlateResult;
+use crate::traversal::{Outcome, Via};
 
 /// The trace as text.
 pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {

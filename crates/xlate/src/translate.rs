@@ -21,10 +21,11 @@ use kairo_flow::{FlowKey, FlowMask};
 use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
 
 use crate::action_set::ActionSet;
-use crate::odp::{commit, ControllerReason, DpAction};
+use crate::commit::commit;
 use crate::pipeline::Pipeline;
 use crate::tracked::Tracked;
 use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
+use kairo_odp::{ControllerReason, DpAction};
 
 /// Nesting limit of resubmits, goto_tables and groups (Open vSwitch's MAX_DEPTH).
 pub const MAX_DEPTH: u32 = 64;
@@ -149,7 +150,12 @@ pub(crate) struct Run<M> {
 /// Translates `key` in mode `mode`, from table 0 or, given `from`, from that
 /// step of an earlier traversal of the same key (a resumable one), in the
 /// state translation had there.
-pub(crate) fn run<'a, M: Mode<'a>>(p: &'a Pipeline, key: &FlowKey, mode: M, from: Option<(&'a Traversal, usize)>) -> Run<M> {
+pub(crate) fn run<'a, M: Mode<'a>>(
+    p: &'a Pipeline,
+    key: &FlowKey,
+    mode: M,
+    from: Option<(&'a Traversal, usize)>,
+) -> Run<M> {
     let trav = match (from, mode.like()) {
         (Some((old, at)), _) => old.prefix(at),
         (None, Some(old)) => Traversal::with_capacity_of(old),
@@ -279,7 +285,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// Is the field's prerequisite met by the current flow? Records what it reads.
     fn prereq_ok(&mut self, f: Field) -> bool {
         let ip = self.flow.is_ipv4();
-        let l4 = |flow: &mut Tracked| ip && matches!(flow.get(Field::IpProto), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
+        let l4 =
+            |flow: &mut Tracked| ip && matches!(flow.get(Field::IpProto), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
         match f.def().prereq {
             Prereq::None => true,
             Prereq::Ipv4 => ip,
@@ -306,8 +313,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let bare = resumable && self.restoring == 0;
         let version = self.key_version();
         let p = self.p;
-        let visit =
-            Visit { p, table: t, version, trav: &self.trav, start: &self.start, flow: self.flow.unexamined() };
+        let visit = Visit { p, table: t, version, trav: &self.trav, start: &self.start, flow: self.flow.unexamined() };
         let hit = match self.mode.replayed(&visit) {
             Some(hit) => hit,
             None => {

@@ -64,9 +64,12 @@ pub fn start_with(flows: &str, n_ports: u32, engine: EngineKind, cfg: DpConfig) 
     Running { sw, peers, sock, stop, threads: vec![server, fwd], _dir: dir }
 }
 
+/// Sends an ovs-ofctl-style command line as `kairo ctl` does: a command
+/// line `kairo ctl` cannot make a request of is an error before it is sent.
 pub fn call(c: &mut Client, cmd: &str, args: &[&str]) -> Result<String, String> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let r = c.call(cmd, &args).expect("the switch answers");
+    let req = kairo_switch::request::Request::parse(cmd, &args)?;
+    let r = c.call(&req).expect("the switch answers");
     if r.ok {
         Ok(r.output)
     } else {

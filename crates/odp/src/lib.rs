@@ -1,12 +1,16 @@
-//! Datapath actions: what the fast path does to a packet, in Open vSwitch's
-//! `ovs-dpctl` notation (`set(ipv4(dst=10.0.0.1,ttl=63)),push_vlan(vid=10,pcp=0),2`).
+//! Datapath actions: the vocabulary the slow path (translation) and the fast
+//! path (the datapath) share, what the datapath does to a packet, in Open
+//! vSwitch's `ovs-dpctl` notation
+//! (`set(ipv4(dst=10.0.0.1,ttl=63)),push_vlan(vid=10,pcp=0),2`). A crate of its
+//! own so that the datapath depends on the actions, not on translation.
 //!
 //! Also parses that notation (as `ofproto/trace` prints it) and applies a list
 //! of actions to a key, so two action lists can be compared by their effect:
-//! which packets leave on which ports. Invariant: [`apply`] of the printed and
-//! re-parsed list equals [`apply`] of the original.
+//! which packets leave on which ports (the model the datapath's execution and
+//! the differential tests are checked against). Invariant: [`apply`] of the
+//! printed and re-parsed list equals [`apply`] of the original.
 
-use kairo_flow::field::{Field, ETH_TYPE_ARP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::field::{Field, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
 use kairo_flow::parse::{format_ipv4, format_mac, parse_ipv4, parse_mac, parse_uint};
 use kairo_flow::{FlowKey, FlowMask};
 
@@ -229,77 +233,8 @@ pub fn apply(actions: &[DpAction], key: &FlowKey) -> Vec<Emitted> {
     out
 }
 
-/// Emits, into `out`, the actions that turn packet `base` into `flow` (Open
-/// vSwitch's commit order: Ethernet, VLAN, IPv4/ARP, L4), and makes `base`
-/// equal `flow` in every packet field. Only fields that differ are set.
-pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
-    let diff = |f: Field| (base.get(f) != flow.get(f)).then(|| flow.get(f));
-    let (src, dst) = (diff(Field::EthSrc), diff(Field::EthDst));
-    if src.is_some() || dst.is_some() {
-        out.push(DpAction::SetEth { src, dst });
-    }
-    // VLAN tags, outermost first: pop what differs from the innermost up, push the new ones.
-    let tags = |k: &FlowKey| {
-        let t = [k.get(Field::VlanTci), k.get(Field::VlanTciInner)];
-        let n = t.iter().take_while(|t| *t & VLAN_CFI != 0).count();
-        (t, n)
-    };
-    let ((bt, bn), (ft, fn_)) = (tags(base), tags(flow));
-    let (bt, ft) = (&bt[..bn], &ft[..fn_]);
-    if bt != ft {
-        let common = bt.iter().rev().zip(ft.iter().rev()).take_while(|(a, b)| a == b).count();
-        for _ in 0..bt.len() - common {
-            out.push(DpAction::PopVlan);
-        }
-        for t in ft[..ft.len() - common].iter().rev() {
-            out.push(DpAction::PushVlan { vid: (t & 0xfff) as u16, pcp: (t >> 13) as u8 });
-        }
-    }
-    if flow.is_ipv4() {
-        let src = diff(Field::IpSrc).map(|v| v as u32);
-        let dst = diff(Field::IpDst).map(|v| v as u32);
-        let ttl = diff(Field::IpTtl).map(|v| v as u8);
-        let mut tmask = 0u8;
-        if base.get(Field::IpDscp) != flow.get(Field::IpDscp) {
-            tmask |= 0xfc;
-        }
-        if base.get(Field::IpEcn) != flow.get(Field::IpEcn) {
-            tmask |= 0x03;
-        }
-        let tos =
-            (tmask != 0).then(|| (((flow.get(Field::IpDscp) << 2 | flow.get(Field::IpEcn)) as u8) & tmask, tmask));
-        if src.is_some() || dst.is_some() || ttl.is_some() || tos.is_some() {
-            out.push(DpAction::SetIpv4 { src, dst, tos, ttl });
-        }
-        let proto = flow.get(Field::IpProto);
-        if matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
-            let (s, d) = (diff(Field::TpSrc).map(|v| v as u16), diff(Field::TpDst).map(|v| v as u16));
-            if s.is_some() || d.is_some() {
-                out.push(DpAction::SetL4 { proto: proto as u8, src: s, dst: d });
-            }
-        } else if proto == IPPROTO_ICMP {
-            let (t, c) = (diff(Field::IcmpType).map(|v| v as u8), diff(Field::IcmpCode).map(|v| v as u8));
-            if t.is_some() || c.is_some() {
-                out.push(DpAction::SetIcmp { ty: t, code: c });
-            }
-        }
-    } else if flow.get(Field::EthType) == ETH_TYPE_ARP {
-        let sip = diff(Field::ArpSpa).map(|v| v as u32);
-        let tip = diff(Field::ArpTpa).map(|v| v as u32);
-        let op = diff(Field::ArpOp).map(|v| v as u8);
-        let (sha, tha) = (diff(Field::ArpSha), diff(Field::ArpTha));
-        if sip.is_some() || tip.is_some() || op.is_some() || sha.is_some() || tha.is_some() {
-            out.push(DpAction::SetArp { sip, tip, op, sha, tha });
-        }
-    }
-    let m = packet_mask();
-    for i in 0..base.w.len() {
-        base.w[i] = (base.w[i] & !m.w[i]) | (flow.w[i] & m.w[i]);
-    }
-}
-
 /// The bits of every field a packet carries (what a commit brings the packet up to).
-pub(crate) fn packet_mask() -> &'static FlowMask {
+pub fn packet_mask() -> &'static FlowMask {
     static MASK: std::sync::OnceLock<FlowMask> = std::sync::OnceLock::new();
     MASK.get_or_init(|| {
         let mut m = FlowMask::ZERO;
@@ -429,20 +364,5 @@ mod tests {
         assert_eq!(parse_actions("drop").unwrap(), vec![]);
         let u = parse_actions("set(eth(dst=00:00:00:00:00:22)),userspace(pid=0,controller(reason=2,dont_send=1,continuation=0,recirc_id=1,rule_cookie=0,controller_id=0,max_len=65535))").unwrap();
         assert_eq!(u[1], DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX });
-    }
-
-    #[test]
-    fn commit_sets_only_what_changed() {
-        let mut base = kairo_flow::parse_key("in_port=1,tcp,nw_dst=10.0.0.1,nw_ttl=64,tp_dst=80").unwrap();
-        let mut flow = base;
-        flow.set(Field::IpTtl, 63);
-        flow.set(Field::TpDst, 8080);
-        flow.set(Field::VlanTci, VLAN_CFI | 5);
-        let mut out = Vec::new();
-        commit(&mut base, &flow, &mut out);
-        assert_eq!(format_actions(&out), "push_vlan(vid=5,pcp=0),set(ipv4(ttl=63)),set(tcp(dst=8080))");
-        out.clear();
-        commit(&mut base, &flow, &mut out);
-        assert!(out.is_empty());
     }
 }
