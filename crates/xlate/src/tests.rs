@@ -101,6 +101,45 @@ fn resubmit_nests_and_depth_limit_is_an_error() {
 }
 
 #[test]
+fn walking_the_pipeline_forward_does_not_nest() {
+    // 70 tables chained by goto_table, by table-miss continues and by
+    // forward resubmits: more steps than MAX_DEPTH, none of them a nesting
+    // (Open vSwitch outputs; only resubmits to this or an earlier table and
+    // groups nest).
+    let goto: String = (0..70).map(|t| format!("table={t},actions=goto_table:{}\n", t + 1)).collect();
+    let p = pipeline(&format!("{goto}table=70,actions=output:2"), "");
+    let r = translate(&p, &parse_key("in_port=1").unwrap());
+    assert_eq!((format_actions(&r.actions), r.error), ("2".to_string(), None));
+    assert_eq!(r.traversal.steps.len(), 71);
+    let resubmit: String = (0..70).map(|t| format!("table={t},actions=resubmit(,{})\n", t + 1)).collect();
+    let p = pipeline(&format!("{resubmit}table=70,actions=output:3"), "");
+    assert_eq!(acts(&p, "in_port=1"), "3");
+    let miss: String = (0..70).map(|t| format!("#@ table={t} miss=continue:{}\n", t + 1)).collect();
+    let p = pipeline(&format!("{miss}table=70,actions=output:4"), "");
+    assert_eq!(acts(&p, "in_port=1"), "4");
+    // A resubmit back to an earlier table nests: 70 round trips are too deep.
+    let back: String = (0..70)
+        .map(|t| format!("table=0,reg0={t},actions=load:{}->NXM_NX_REG0[],goto_table:{}\n", t + 1, t + 100))
+        .collect();
+    let returns: String = (0..70).map(|t| format!("table={},actions=resubmit(,0)\n", t + 100)).collect();
+    let p = pipeline(&format!("{back}{returns}"), "");
+    let r = translate(&p, &parse_key("in_port=1").unwrap());
+    assert!(matches!(r.error, Some(XlateError::TooDeep { .. })), "{:?}", r.error);
+}
+
+#[test]
+fn resubmit_without_a_table_goes_to_the_rule_s_own_table() {
+    // The rule in table 0 resubmits to table 1 first (which visits table 2),
+    // then to its own table with in_port 3: table 0 again, not table 2.
+    let p = pipeline(
+        "table=0,in_port=1,actions=resubmit(,1),resubmit(3)\ntable=0,in_port=3,actions=output:5\n\
+         table=1,actions=goto_table:2\ntable=2,actions=output:6\ntable=2,in_port=3,actions=output:7",
+        "",
+    );
+    assert_eq!(acts(&p, "in_port=1"), "6,5");
+}
+
+#[test]
 fn load_move_and_registers() {
     let p = pipeline(
         "table=0,actions=load:0x3->NXM_NX_REG0[4..5],move:NXM_NX_REG0[4..5]->NXM_NX_REG1[0..1],goto_table:1\n\

@@ -27,7 +27,9 @@ use crate::tracked::Tracked;
 use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
 use kairo_odp::{ControllerReason, DpAction};
 
-/// Nesting limit of resubmits, goto_tables and groups (Open vSwitch's MAX_DEPTH).
+/// Nesting limit of resubmits to this or an earlier table and of groups
+/// (Open vSwitch's MAX_DEPTH); goto_table, table-miss continues and
+/// resubmits to a later table walk the pipeline forward and do not nest.
 pub const MAX_DEPTH: u32 = 64;
 /// Limit of table lookups in one translation (Open vSwitch's MAX_RESUBMITS).
 pub const MAX_RESUBMITS: u32 = 4096;
@@ -179,6 +181,7 @@ pub(crate) fn run<'a, M: Mode<'a>>(
         last: (*key, 0),
         restored: false,
         deepest: 0,
+        table_id: 0,
         mode,
     };
     let mut spoilt = false;
@@ -259,6 +262,8 @@ struct Translator<'a, M> {
     last: (FlowKey, u16),
     restored: bool,
     deepest: u32,
+    /// The table whose rule's actions are running (0 before any lookup).
+    table_id: u8,
     mode: M,
 }
 
@@ -343,17 +348,17 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 self.trav.steps.push(step(Outcome::Rule(id)));
                 self.mode.visited(n, &mut self.flow);
                 let inst: &Instructions = &r.inst;
-                self.depth += 1;
+                let outer = std::mem::replace(&mut self.table_id, t);
                 self.instructions(inst);
-                self.depth -= 1;
+                self.table_id = outer;
             }
             None => {
                 self.trav.steps.push(step(Outcome::Miss));
                 self.mode.visited(n, &mut self.flow);
+                // A miss that continues goes on to a later table: the
+                // pipeline walked forward, not a nesting.
                 if let MissBehavior::Continue(n) = p.miss(t) {
-                    self.depth += 1;
                     self.table(n, Via::MissContinue);
-                    self.depth -= 1;
                 }
             }
         }
@@ -494,7 +499,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::Resubmit { port, table } => {
-                let t = table.unwrap_or_else(|| self.trav.steps.last().map_or(0, |s| s.table));
+                // `resubmit(,)` without a table: the table of the rule
+                // whose actions these are (Open vSwitch's ctx->table_id).
+                let t = table.unwrap_or(self.table_id);
                 // in_port is put back afterwards.
                 let saved = port.map(|p| {
                     let saved = self.flow.get(Field::InPort);
@@ -503,10 +510,16 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 });
                 let restore = u32::from(port.is_some());
                 self.restored |= port.is_some();
+                // Only a resubmit to this or an earlier table nests (as Open
+                // vSwitch's xlate_table_action deepens): a forward one walks
+                // the pipeline on, like goto_table.
+                let deepens = u32::from(t <= self.table_id);
                 self.nest += 1;
+                self.depth += deepens;
                 self.restoring += restore;
                 self.table(t, Via::Resubmit);
                 self.restoring -= restore;
+                self.depth -= deepens;
                 self.nest -= 1;
                 if let Some(saved) = saved {
                     self.flow.set(Field::InPort, saved);
