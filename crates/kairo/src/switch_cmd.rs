@@ -22,7 +22,10 @@ pub struct SwitchArgs {
     /// A TAP device to create (or attach to), optionally with its OpenFlow port number.
     #[arg(long = "tap", value_name = "NAME[=OFPORT]")]
     taps: Vec<String>,
-    /// Path of the control socket.
+    /// Path of the control socket. It is created srwxr-x--- whatever the
+    /// umask (only its owner, and root, can connect, as Open vSwitch's); a
+    /// stale socket there is replaced, anything else at the path is an error.
+    /// At most 64 clients at once; idle ones are closed after 10 minutes.
     #[arg(long, value_name = "SOCKET")]
     ctl: PathBuf,
     /// Flows to load at start (ovs-ofctl add-flows syntax).

@@ -1,8 +1,6 @@
-//! The control socket: a Unix stream socket speaking one JSON request per
-//! line (`{"cmd": "add-flow", "flow": "..."}`, [`Request`]) and one JSON
-//! reply per line (`{"ok": true, "output": "..."}` or `{"ok": false,
-//! "error": "..."}`), what each command does (ovs-ofctl's output
-//! conventions), and the client used by `kairo ctl`.
+//! The control socket's commands: what each [`Request`] does (ovs-ofctl's
+//! output conventions), and the client used by `kairo ctl`. The socket
+//! itself is served by [`crate::server`].
 //!
 //! Invariants: a request is applied whole or not at all (multi-line requests
 //! such as add-flows and bundle become one atomic bundle); a malformed request
@@ -12,22 +10,18 @@
 //! several clients work at once.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use crate::{lock, PortCounters, Switch};
 use kairo_datapath::DpStats;
 use kairo_maintain::flowmod::{parse_command, FlowMod};
 use kairo_ofproto::{parse_flow_file, parse_group_file};
 
-/// The longest request line accepted (an add-flows file of about a million flows).
-pub const MAX_REQUEST: u64 = 256 << 20;
-
 pub use crate::request::{help, takes_file, Reply, Request, COMMANDS};
+pub use crate::server::{serve, serve_with, Limits};
 
 /// The bundle line for an ovs-ofctl command and its argument (the inverse
 /// of [`parse_bundle`]'s mapping); None for a command a bundle cannot hold.
@@ -246,74 +240,6 @@ impl Switch {
             let _ = writeln!(out, "  {label:>9} {k:>6} {bar}");
         }
         out
-    }
-}
-
-/// Serves the control socket at `path` until `stop` is set: one thread per
-/// connection. A stale socket file is replaced; a live one (another switch
-/// answering) is an error.
-pub fn serve(sw: Arc<Switch>, path: &Path, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{}: another switch is listening there", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    listener.set_nonblocking(true)?;
-    let path: PathBuf = path.to_path_buf();
-    std::thread::Builder::new().name("kairo-ctl".into()).spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    let sw = sw.clone();
-                    let _ = std::thread::Builder::new().name("kairo-ctl-conn".into()).spawn(move || connection(&sw, s));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        let _ = std::fs::remove_file(&path);
-    })
-}
-
-/// Answers requests on one connection until the client closes it.
-fn connection(sw: &Switch, s: UnixStream) {
-    let _ = s.set_nonblocking(false);
-    let Ok(mut w) = s.try_clone() else { return };
-    let mut r = BufReader::new(s);
-    let send = |w: &mut UnixStream, reply: &Reply| -> bool {
-        let Ok(mut text) = serde_json::to_string(reply) else { return false };
-        text.push('\n');
-        w.write_all(text.as_bytes()).is_ok()
-    };
-    loop {
-        let mut line = String::new();
-        match (&mut r).take(MAX_REQUEST).read_line(&mut line) {
-            Ok(0) | Err(_) => return, // closed, or not UTF-8 (nothing sensible to answer)
-            Ok(_) => {}
-        }
-        if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
-            let error = format!("request longer than {} MiB; closing the connection", MAX_REQUEST >> 20);
-            send(&mut w, &Reply::error(error));
-            return;
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => match sw.handle(&req) {
-                Ok(output) => Reply::output(output),
-                Err(error) => Reply::error(format!("{}: {error}", req.name())),
-            },
-            Err(e) => Reply::error(format!("malformed request: {e}")),
-        };
-        if !send(&mut w, &reply) {
-            return;
-        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod netns;
 pub mod port;
 pub mod replay;
 pub mod request;
+pub mod server;
 pub mod tap;
 
 use std::collections::VecDeque;
