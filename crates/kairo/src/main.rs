@@ -351,8 +351,17 @@ enum BenchCmd {
     },
 }
 
+/// A text file's contents; a file that is not UTF-8 is an error naming the
+/// line and the byte in it where the text stops being UTF-8.
 pub(crate) fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let byte = at - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        anyhow::anyhow!("{}: line {line}, byte {byte}: not UTF-8 text", path.display())
+    })
 }
 
 /// Loads a flow file and an optional group file into a pipeline, all or nothing.

@@ -109,6 +109,18 @@ fn bad_input_names_the_problem() {
     assert!(!ok && err.contains("OpenFlow port 1 given twice"), "{err}");
     let (ok, _, err) = kairo(&["switch", "--ctl", sock.to_str().unwrap(), "--port", "a=0"]);
     assert!(!ok && err.contains("`0`"), "{err}");
+    // A flow file that is not text: the line and byte where it stops being UTF-8.
+    let binary = dir.path().join("binary.flows");
+    std::fs::write(&binary, b"in_port=1 actions=drop\nin_port=2 \xff\xfe actions=drop\n").unwrap();
+    let (ok, _, err) = kairo(&["trace", "--flows", binary.to_str().unwrap(), "in_port=1"]);
+    assert!(!ok && err.contains("binary.flows: line 2, byte 11: not UTF-8"), "{err}");
+    // Table 255 is not a table; the last table has no next one to continue to.
+    std::fs::write(&flows, "#@ table=255 miss=continue\n").unwrap();
+    let (ok, _, err) = kairo(&["trace", "--flows", flows.to_str().unwrap(), "in_port=1"]);
+    assert!(!ok && err.contains("line 1") && err.contains("table=255") && err.contains("0-254"), "{err}");
+    std::fs::write(&flows, "#@ table=254 miss=continue\n").unwrap();
+    let (ok, _, err) = kairo(&["trace", "--flows", flows.to_str().unwrap(), "in_port=1"]);
+    assert!(!ok && err.contains("table 254 is the last"), "{err}");
 }
 
 /// `--mlockall` locks the memory where nothing caps it (root), and

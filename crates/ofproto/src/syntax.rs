@@ -89,6 +89,16 @@ fn num<T: TryFrom<u64>>(name: &str, v: &str, max_desc: &str) -> Result<T, OfErro
         .ok_or_else(|| OfError::Syntax { text: format!("{name}={v}"), expected: max_desc.to_string() })
 }
 
+/// A table number (0-254: 255 is OpenFlow's "all tables", not a table).
+fn table_num(name: &str, v: &str) -> Result<u8, OfError> {
+    num::<u8>(name, v, "a table number 0-254").and_then(|t| {
+        (t != 255).then_some(t).ok_or_else(|| OfError::Syntax {
+            text: format!("{name}={v}"),
+            expected: "a table number 0-254 (255 means all tables, not a table)".into(),
+        })
+    })
+}
+
 /// Parses one flow line (`table=0,priority=10,ip,nw_dst=10.0.0.0/8,actions=output:2`).
 /// `need_actions`: adding a flow needs `actions=`; deleting one must not have them.
 pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, OfError> {
@@ -131,15 +141,7 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
         };
         let v = value.unwrap_or("");
         match name {
-            "table" => {
-                spec.table = Some(num::<u8>(name, v, "a table number 0-254").and_then(|t| {
-                    if t == 255 {
-                        Err(OfError::Syntax { text: tok.into(), expected: "a table number 0-254".into() })
-                    } else {
-                        Ok(t)
-                    }
-                })?)
-            }
+            "table" => spec.table = Some(table_num(name, v)?),
             "priority" => spec.priority = Some(num(name, v, "a priority 0-65535")?),
             "cookie" => {
                 let (cv, cm) = match v.split_once('/') {
@@ -329,11 +331,11 @@ fn parse_miss_directive(s: &str) -> Result<(u8, MissBehavior), OfError> {
     let mut miss = None;
     for tok in split_top(s)? {
         match tok.split_once('=') {
-            Some(("table", v)) => table = Some(num::<u8>("table", v, "a table number 0-254")?),
+            Some(("table", v)) => table = Some(table_num("table", v)?),
             Some(("miss", "drop")) => miss = Some(MissBehavior::Drop),
             Some(("miss", v)) if v == "continue" || v.starts_with("continue:") => {
                 miss = Some(match v.strip_prefix("continue:") {
-                    Some(t) => MissBehavior::Continue(num("continue", t, "a table number 0-254")?),
+                    Some(t) => MissBehavior::Continue(table_num("continue", t)?),
                     None => MissBehavior::Continue(u8::MAX), // resolved to table+1 below
                 })
             }
@@ -349,11 +351,12 @@ fn parse_miss_directive(s: &str) -> Result<(u8, MissBehavior), OfError> {
         .ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "table=N in the miss directive".into() })?;
     let m =
         match miss.ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "miss=drop|continue[:M]".into() })? {
-            MissBehavior::Continue(u8::MAX) => MissBehavior::Continue(
-                t.checked_add(1)
-                    .filter(|n| *n < 255)
-                    .ok_or_else(|| OfError::Syntax { text: s.to_string(), expected: "a next table".into() })?,
-            ),
+            MissBehavior::Continue(u8::MAX) => {
+                MissBehavior::Continue(t.checked_add(1).filter(|n| *n < 255).ok_or_else(|| OfError::Syntax {
+                    text: s.to_string(),
+                    expected: format!("a table that has a next one to continue to (table {t} is the last)"),
+                })?)
+            }
             m => m,
         };
     if let MissBehavior::Continue(n) = m {
