@@ -26,6 +26,9 @@ pub enum FlowMod {
         spec: FlowSpec,
     },
     AddGroup(Group),
+    /// Several groups added at once, which may name each other in any order
+    /// (a group file).
+    AddGroups(Vec<Group>),
     ModGroup(Group),
     /// del-groups (all groups if `None`); rules that use a deleted group are
     /// deleted with it, as OpenFlow requires.
@@ -250,6 +253,19 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             undo.push(Undo::Group(g.id, old));
             out.push(Delta::GroupChanged { group: g.id });
         }
+        FlowMod::AddGroups(gs) => {
+            if let Some(g) = gs.iter().find(|g| p.group(g.id).is_some()) {
+                return Err(ModError::GroupExists(g.id));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(g) = gs.iter().find(|g| !seen.insert(g.id)) {
+                return Err(ModError::GroupExists(g.id));
+            }
+            for (id, old) in p.set_groups(gs.clone())? {
+                undo.push(Undo::Group(id, old));
+                out.push(Delta::GroupChanged { group: id });
+            }
+        }
         FlowMod::ModGroup(g) => {
             if p.group(g.id).is_none() {
                 return Err(ModError::NoSuchGroup(g.id));
@@ -261,7 +277,9 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
         FlowMod::DelGroup(which) => {
             let ids: Vec<u32> = match which {
                 Some(g) => vec![*g],
-                None => p.groups().map(|g| g.id).collect(),
+                // All of them: each after every group that names it (group
+                // chains have no loops, so this orders them all).
+                None => referrers_first(p),
             };
             for g in ids {
                 if p.group(g).is_none() {
@@ -312,6 +330,36 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
         }
     }
     Ok(())
+}
+
+/// Every group, each before the groups its buckets name.
+fn referrers_first(p: &Pipeline) -> Vec<u32> {
+    let named = |g: &kairo_ofproto::Group| -> Vec<u32> {
+        g.buckets
+            .iter()
+            .flat_map(|b| b.actions.iter())
+            .filter_map(|a| match a {
+                Action::Group(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut left: std::collections::BTreeMap<u32, Vec<u32>> = p.groups().map(|g| (g.id, named(g))).collect();
+    let mut order = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        // Groups no remaining group names.
+        let free: Vec<u32> = left.keys().copied().filter(|id| !left.values().any(|ns| ns.contains(id))).collect();
+        if free.is_empty() {
+            // (A loop, which `check_group` never lets in: take them as they are.)
+            order.extend(left.keys().copied());
+            break;
+        }
+        for id in free {
+            left.remove(&id);
+            order.push(id);
+        }
+    }
+    order
 }
 
 /// Applies an update to the pipeline: all of it, or (on error) none of it.

@@ -77,11 +77,15 @@ fn gen_update(seed: u64, p: &Pipeline, cfg: &GenConfig) -> FlowMod {
                 let id = r.gen_range(1..6u32);
                 let line = gen_group_line(r, cfg, id);
                 if groups.contains(&id) {
-                    if r.gen_bool(0.5) {
-                        parse_command("mod-group", &line).ok()
-                    } else {
-                        parse_command("del-groups", &format!("group_id={id}")).ok()
+                    match r.gen_range(0..10) {
+                        0 => parse_command("del-groups", "").ok(),
+                        1..=5 => parse_command("mod-group", &line).ok(),
+                        _ => parse_command("del-groups", &format!("group_id={id}")).ok(),
                     }
+                } else if r.gen_bool(0.3) && !groups.contains(&(id + 10)) {
+                    // A group file: two new groups at once.
+                    let other = gen_group_line(r, cfg, id + 10);
+                    kairo_ofproto::parse_group_file(&format!("{other}\n{line}\n")).ok().map(FlowMod::AddGroups)
                 } else {
                     parse_command("add-group", &line).ok()
                 }
@@ -129,6 +133,9 @@ fn describe(fm: &FlowMod) -> String {
             spec.priority
         ),
         FlowMod::AddGroup(g) => format!("add-group {g}"),
+        FlowMod::AddGroups(gs) => {
+            format!("add-groups [{}]", gs.iter().map(|g| g.to_string()).collect::<Vec<_>>().join("; "))
+        }
         FlowMod::ModGroup(g) => format!("mod-group {g}"),
         FlowMod::DelGroup(g) => format!("del-groups {g:?}"),
         FlowMod::SetMiss(t, m) => format!("table {t} miss {m:?}"),

@@ -148,8 +148,16 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
                     Some((a, b)) => (a, Some(b)),
                     None => (v, None),
                 };
-                spec.cookie = num(name, cv, "a 64-bit cookie")?;
-                spec.cookie_mask = cm.map(|m| num(name, m, "a 64-bit cookie mask")).transpose()?;
+                // Errors quote the whole `cookie=value/mask`; a mask of -1 is
+                // every bit (as ovs-ofctl documents).
+                let whole = |what: &str| OfError::Syntax { text: format!("{name}={v}"), expected: what.into() };
+                spec.cookie = parse_uint(cv).ok_or_else(|| whole("a 64-bit cookie"))?;
+                spec.cookie_mask = cm
+                    .map(|m| match m {
+                        "-1" => Ok(u64::MAX),
+                        _ => parse_uint(m).ok_or_else(|| whole("a 64-bit cookie mask (-1: every bit)")),
+                    })
+                    .transpose()?;
             }
             "idle_timeout" => spec.idle_timeout = num(name, v, "a timeout 0-65535 s")?,
             "hard_timeout" => spec.hard_timeout = num(name, v, "a timeout 0-65535 s")?,

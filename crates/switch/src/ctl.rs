@@ -93,8 +93,7 @@ impl Switch {
                 update(FlowMod::Bundle(mods))
             }
             Request::AddGroups { text } => {
-                let gs = parse_group_file(text).map_err(|e| e.to_string())?;
-                update(FlowMod::Bundle(gs.into_iter().map(FlowMod::AddGroup).collect()))
+                update(FlowMod::AddGroups(parse_group_file(text).map_err(|e| e.to_string())?))
             }
             Request::Bundle { text } => update(parse_bundle(text)?),
             Request::DumpFlows { table } => Ok(self.dump_flows(*table)),

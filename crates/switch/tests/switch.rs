@@ -147,6 +147,33 @@ fn counters_of_a_megaflow_evicted_by_an_update_stay_with_its_rule() {
 }
 
 #[test]
+fn group_files_chains_and_cookie_masks_behave_as_in_ovs_ofctl() {
+    let r = start(L2, 2, EngineKind::Incremental);
+    let mut c = Client::connect(&r.sock).expect("connect");
+    // A group file may name a group it defines further down.
+    call(&mut c, "add-groups", &["group_id=1,type=all,bucket=group:2\ngroup_id=2,type=all,bucket=output:2\n"])
+        .expect("forward reference in a group file");
+    // A loop is still refused, whole.
+    let e = call(&mut c, "add-groups", &["group_id=5,type=all,bucket=group:6\ngroup_id=6,type=all,bucket=group:5\n"])
+        .unwrap_err();
+    assert!(e.contains("refers to itself"), "{e}");
+    assert!(!call(&mut c, "dump-groups", &[]).unwrap().contains("group_id=5"));
+    call(&mut c, "add-flow", &["priority=9,udp,tp_dst=7 actions=group:1"]).expect("add-flow");
+    // Deleting every group deletes chained ones too (and the rules using them).
+    call(&mut c, "del-groups", &[]).expect("del-groups");
+    assert_eq!(call(&mut c, "dump-groups", &[]).unwrap(), "");
+    assert!(!call(&mut c, "dump-flows", &[]).unwrap().contains("group:1"));
+    // A cookie mask of -1 is every bit.
+    call(&mut c, "add-flow", &["cookie=0x77,priority=5,in_port=9 actions=drop"]).expect("add-flow");
+    call(&mut c, "add-flow", &["cookie=0x78,priority=5,in_port=8 actions=drop"]).expect("add-flow");
+    call(&mut c, "del-flows", &["cookie=0x77/-1"]).expect("cookie mask -1");
+    let flows = call(&mut c, "dump-flows", &[]).unwrap();
+    assert!(!flows.contains("cookie=0x77") && flows.contains("cookie=0x78"), "{flows}");
+    let e = call(&mut c, "del-flows", &["cookie=0x78/zz"]).unwrap_err();
+    assert!(e.contains("cookie=0x78/zz"), "{e}");
+}
+
+#[test]
 fn several_clients_update_at_once() {
     let r = start(L2, 2, EngineKind::Incremental);
     let clients: Vec<_> = (0..4)

@@ -41,6 +41,9 @@ pub struct Table {
     pub miss: MissBehavior,
 }
 
+/// A group id and the group it replaced, if any.
+pub type Replaced = (u32, Option<Arc<Group>>);
+
 /// Rule tables, per-table miss behaviour, groups and port liveness.
 #[derive(Clone, Debug, Default)]
 pub struct Pipeline {
@@ -258,6 +261,29 @@ impl Pipeline {
     pub fn set_group(&mut self, g: Group) -> Result<Option<Arc<Group>>, PipelineError> {
         self.check_group(&g)?;
         Ok(self.groups.insert(g.id, Arc::new(g)))
+    }
+
+    /// Adds or replaces several groups at once, which may name each other
+    /// in any order (as a group file may): all are put in, then each is
+    /// checked. On error the pipeline is as it was. Returns what each
+    /// replaced.
+    pub fn set_groups(&mut self, gs: Vec<Group>) -> Result<Vec<Replaced>, PipelineError> {
+        let ids: Vec<u32> = gs.iter().map(|g| g.id).collect();
+        let mut old = Vec::with_capacity(gs.len());
+        for g in gs {
+            old.push((g.id, self.groups.insert(g.id, Arc::new(g))));
+        }
+        let checked = ids.iter().try_for_each(|id| self.check_group(&self.groups[id].clone()));
+        if let Err(e) = checked {
+            for (id, was) in old.into_iter().rev() {
+                match was {
+                    Some(g) => self.groups.insert(id, g),
+                    None => self.groups.remove(&id),
+                };
+            }
+            return Err(e);
+        }
+        Ok(old)
     }
 
     /// Removes a group that no rule or group references.
