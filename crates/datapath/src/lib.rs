@@ -108,6 +108,10 @@ pub struct Upcall<N> {
     pub note: N,
     /// The rule-table version the translation used (see `installed`).
     pub version: u64,
+    /// Whether a megaflow may be installed for these actions (false: the
+    /// datapath cannot hold them; every such packet comes up again, as in
+    /// Open vSwitch's slow path).
+    pub install: bool,
 }
 
 /// The slow path behind the caches.
@@ -243,6 +247,10 @@ impl Datapath {
         now: u64,
         slow: &mut S,
     ) -> (Actions, Option<Arc<Megaflow>>) {
+        if !up.install {
+            self.stats.not_installed += 1;
+            return (self.interner.actions(up.actions), None);
+        }
         if self.n_flows >= self.cfg.flow_limit {
             self.sweep(now, slow);
         }

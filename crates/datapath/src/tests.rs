@@ -11,7 +11,7 @@ impl SlowPath for Pipeline {
     type Note = ();
     fn upcall(&mut self, key: &FlowKey) -> Upcall<()> {
         let r = translate(self, key);
-        Upcall { actions: r.actions, mask: r.mask, note: (), version: 0 }
+        Upcall { actions: r.actions, mask: r.mask, note: (), version: 0, install: !r.slow }
     }
 }
 
@@ -48,6 +48,23 @@ fn layers_agree_with_slow_path_on_random_pipelines() {
             assert_eq!(dp.stats.packets, 180);
         }
     }
+}
+
+#[test]
+fn actions_too_big_for_the_datapath_are_forwarded_and_never_installed() {
+    let groups: String = (1..=10)
+        .map(|g| {
+            let b = if g < 10 { format!("bucket=group:{}", g + 1) } else { "bucket=output:2".into() };
+            format!("group_id={g},type=all,{}\n", vec![b; 4].join(","))
+        })
+        .collect();
+    let mut p = pipeline("actions=group:1", &groups);
+    let mut dp = Datapath::new(cfg_always_emc());
+    let k = kairo_flow::parse_key("in_port=1,ip").unwrap();
+    for _ in 0..3 {
+        assert_eq!(dp.process_key(&k, 64, None, 0, &mut p).len(), 8192);
+    }
+    assert_eq!((dp.n_flows(), dp.stats.misses, dp.stats.not_installed), (0, 3, 3));
 }
 
 #[test]

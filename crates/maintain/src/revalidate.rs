@@ -94,7 +94,8 @@ pub fn revalidate(p: &Pipeline, mf: &Ukey, po: &FlowMask) -> Verdict {
 /// The verdict once it is known whether the mask holds, from the new
 /// translation and the traversal the entry has now.
 fn settle(mf: &Ukey, old: &Traversal, holds: bool, r: XlateResult) -> Verdict {
-    if !holds {
+    // Actions the datapath cannot hold (over 64 kB): no megaflow for them.
+    if !holds || r.slow {
         Verdict::Evict
     } else if *mf.actions() != r.actions || *old != r.traversal {
         Verdict::Update(Box::new(r))

@@ -38,7 +38,7 @@ impl SlowPath for SharedControl {
     fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
         let c = self.lock();
         let r = kairo_xlate::translate(&c.pipeline, key);
-        Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version: c.version }
+        Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version: c.version, install: !r.slow }
     }
 
     fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
@@ -85,6 +85,6 @@ impl SlowPath for Translate<'_> {
     type Note = ();
     fn upcall(&mut self, key: &FlowKey) -> Upcall<()> {
         let r = kairo_xlate::translate(self.0, key);
-        Upcall { actions: r.actions, mask: r.mask, note: (), version: 0 }
+        Upcall { actions: r.actions, mask: r.mask, note: (), version: 0, install: !r.slow }
     }
 }

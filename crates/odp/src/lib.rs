@@ -66,6 +66,30 @@ pub enum DpAction {
     },
 }
 
+impl DpAction {
+    /// Bytes the action takes in Open vSwitch's Netlink encoding
+    /// (`OVS_ACTION_ATTR_*`, 4-byte attribute headers, payloads padded to
+    /// 4; rewrites as the masked sets the userspace datapath emits: a key
+    /// and a mask): what Open vSwitch's 64 kB bound on one translation's
+    /// actions counts.
+    pub fn netlink_len(&self) -> usize {
+        // A masked set of a key of `n` bytes: outer and inner headers, key and mask.
+        let set = |n: usize| 4 + 4 + (2 * n).next_multiple_of(4);
+        match self {
+            DpAction::Output(_) => 8,
+            DpAction::PushVlan { .. } => 8,
+            DpAction::PopVlan => 4,
+            DpAction::SetEth { .. } => set(12),
+            DpAction::SetIpv4 { .. } => set(12),
+            DpAction::SetL4 { .. } => set(4),
+            DpAction::SetIcmp { .. } => set(2),
+            DpAction::SetArp { .. } => set(24),
+            // userspace(pid, userdata: the controller cookie).
+            DpAction::Controller { .. } => 4 + 8 + 4 + 48,
+        }
+    }
+}
+
 fn opt<T: std::fmt::Display>(parts: &mut Vec<String>, name: &str, v: Option<T>) {
     if let Some(v) = v {
         parts.push(format!("{name}={v}"));

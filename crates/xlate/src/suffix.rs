@@ -106,7 +106,12 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
     let out = run(p, key, mode, Some((old, j)));
     let r = &out.result;
     // Groups before the step are the earlier traversal's, copied.
-    if r.error.is_some() || out.restored || out.spoilt || r.traversal.groups.iter().any(|g| g.step as usize > j) {
+    if r.error.is_some()
+        || r.slow
+        || out.restored
+        || out.spoilt
+        || r.traversal.groups.iter().any(|g| g.step as usize > j)
+    {
         return None;
     }
     let visits = &out.mode.taken;

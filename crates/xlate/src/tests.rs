@@ -139,6 +139,42 @@ fn resubmit_without_a_table_goes_to_the_rule_s_own_table() {
     assert_eq!(acts(&p, "in_port=1"), "6,5");
 }
 
+/// Chained groups: `levels` groups of `fan` buckets each naming the next;
+/// the last group's buckets run `leaf`.
+fn fan_out(levels: u32, fan: usize, leaf: &str) -> Pipeline {
+    let groups: String = (1..=levels)
+        .map(|g| {
+            let b = if g < levels { format!("bucket=group:{}", g + 1) } else { format!("bucket={leaf}") };
+            format!("group_id={g},type=all,{}\n", vec![b; fan].join(","))
+        })
+        .collect();
+    pipeline("actions=group:1", &groups)
+}
+
+#[test]
+fn fan_out_is_bounded_as_open_vswitch_bounds_it() {
+    // 4^10 outputs asked for: Open vSwitch 3.1 stops at 64 kB of actions
+    // (8192 outputs, "resubmits yielded over 64 kB of actions") and keeps
+    // the flow in its slow path; so does kairo.
+    let k = parse_key("in_port=1").unwrap();
+    for p in [fan_out(10, 4, "output:2"), fan_out(40, 8, "output:2")] {
+        let r = translate(&p, &k);
+        assert_eq!(r.error, None);
+        assert!(r.slow);
+        assert_eq!(r.actions.len(), 8192);
+        assert!(r.actions.iter().all(|a| *a == DpAction::Output(2)));
+        let text = trace::trace_text(&p, &k, &r);
+        assert!(text.contains("resubmits yielded over 64 kB of actions"), "{}", &text[text.len() - 300..]);
+    }
+    // 8^40 buckets that output nothing: stopped by the bucket bound, dropped, not installed.
+    let r = translate(&fan_out(40, 8, "mod_nw_tos:4"), &k);
+    assert_eq!(r.error, Some(XlateError::TooManyBuckets));
+    assert!(r.slow && r.actions.is_empty());
+    // A fan-out under the bounds is whole and installable.
+    let r = translate(&fan_out(4, 4, "output:2"), &k);
+    assert_eq!((r.actions.len(), r.slow, r.error), (256, false, None));
+}
+
 #[test]
 fn load_move_and_registers() {
     let p = pipeline(

@@ -54,6 +54,12 @@ pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!("Translation error: {e}\n"));
     }
+    if r.slow && r.error.is_none() {
+        s.push_str(&format!(
+            "Translation stopped: resubmits yielded over {} kB of actions\n",
+            (crate::MAX_ACTION_BYTES + 1) / 1024
+        ));
+    }
     let fin = if r.final_flow == *key { "unchanged".to_string() } else { format_key(&r.final_flow) };
     s.push_str(&format!(
         "Final flow: {fin}\nMegaflow: {}\nDatapath actions: {}\n",
@@ -87,5 +93,6 @@ pub fn trace_json(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> Value {
         "datapath_actions": format_actions(&r.actions),
         "final_flow": format_key(&r.final_flow),
         "error": r.error.as_ref().map(|e| e.to_string()),
+        "slow_path": r.slow,
     })
 }

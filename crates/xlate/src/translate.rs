@@ -33,6 +33,15 @@ use kairo_odp::{ControllerReason, DpAction};
 pub const MAX_DEPTH: u32 = 64;
 /// Limit of table lookups in one translation (Open vSwitch's MAX_RESUBMITS).
 pub const MAX_RESUBMITS: u32 = 4096;
+/// Bytes of datapath actions past which a translation stops (Open vSwitch's
+/// "resubmits yielded over 64 kB of actions"): it keeps what it made, and
+/// the datapath cannot hold them, so no megaflow is installed ([`XlateResult::slow`]).
+pub const MAX_ACTION_BYTES: usize = u16::MAX as usize;
+/// Limit of group buckets run in one translation. Open vSwitch has none (a
+/// chain of 40 groups of 8 buckets runs 8^40 of them); this one is far above
+/// what 64 kB of actions can come from (a tree of buckets with 8192 outputs
+/// at its leaves has fewer than 8192 inner buckets).
+pub const MAX_BUCKETS: u32 = 1 << 16;
 
 /// Why a translation stopped early. The packet is dropped from that point
 /// on, as Open vSwitch does, and the error is reported.
@@ -42,6 +51,8 @@ pub enum XlateError {
     TooDeep { table: u8 },
     #[error("translation looked up more than {MAX_RESUBMITS} tables")]
     TooManyResubmits,
+    #[error("translation ran more than {MAX_BUCKETS} group buckets")]
+    TooManyBuckets,
     /// Only from [`crate::retranslate_checked`], whose caller rejected a
     /// visit: never in a translation of a packet.
     #[error("re-translation stopped at a visit its caller rejected")]
@@ -61,6 +72,12 @@ pub struct XlateResult {
     /// without those of classifier lookups (part of `mask`). Maintenance uses
     /// it to decide whether a megaflow's mask still holds.
     pub action_mask: FlowMask,
+    /// The actions passed [`MAX_ACTION_BYTES`]: translation stopped there
+    /// (not an error: the packet gets what was made), and the datapath
+    /// cannot hold them, so this packet is forwarded without installing a
+    /// megaflow (Open vSwitch's slow path). Also set with
+    /// [`XlateError::TooManyBuckets`], whose record is too big to keep.
+    pub slow: bool,
 }
 
 /// Translates `key` through `p` from table 0.
@@ -182,6 +199,9 @@ pub(crate) fn run<'a, M: Mode<'a>>(
         restored: false,
         deepest: 0,
         table_id: 0,
+        buckets: 0,
+        odp_bytes: (0, 0),
+        slow: false,
         mode,
     };
     let mut spoilt = false;
@@ -224,6 +244,7 @@ pub(crate) fn run<'a, M: Mode<'a>>(
             final_flow: seen.flow,
             error: x.error,
             action_mask: seen.action_mask,
+            slow: x.slow,
         },
         mode: x.mode,
         lookups: x.lookups,
@@ -264,6 +285,13 @@ struct Translator<'a, M> {
     deepest: u32,
     /// The table whose rule's actions are running (0 before any lookup).
     table_id: u8,
+    /// Group buckets run so far.
+    buckets: u32,
+    /// Netlink bytes of `odp`, counted up to the first of its actions not
+    /// yet counted.
+    odp_bytes: (usize, usize),
+    /// The actions passed [`MAX_ACTION_BYTES`].
+    slow: bool,
     mode: M,
 }
 
@@ -278,6 +306,21 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let v = self.trav.version_for(&self.start, flow);
         self.last = (*flow, v);
         v
+    }
+
+    /// Whether the actions made so far leave room for more (checked where
+    /// Open vSwitch checks: before each lookup and each group). Past the
+    /// bound, translation stops without an error and is marked slow.
+    fn room_for_actions(&mut self) -> bool {
+        let (bytes, counted) = &mut self.odp_bytes;
+        *bytes += self.odp[*counted..].iter().map(DpAction::netlink_len).sum::<usize>();
+        *counted = self.odp.len();
+        if *bytes > MAX_ACTION_BYTES {
+            self.slow = true;
+            self.exit = true;
+            return false;
+        }
+        true
     }
 
     fn fail(&mut self, e: XlateError) {
@@ -312,6 +355,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         if self.depth >= MAX_DEPTH {
             return self.fail(XlateError::TooDeep { table: t });
+        }
+        if !self.room_for_actions() {
+            return;
         }
         self.deepest = self.deepest.max(self.depth);
         let resumable = self.pending == 0 && self.odp.is_empty() && self.action_set.is_empty();
@@ -599,6 +645,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         if self.depth >= MAX_DEPTH {
             return self.fail(XlateError::TooDeep { table: self.trav.steps.last().map_or(0, |s| s.table) });
         }
+        if !self.room_for_actions() {
+            return;
+        }
         let depth = self.depth;
         let Some(g) = self.p.group(gid).cloned() else {
             let step = self.trav.steps.len() as u32;
@@ -640,6 +689,13 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         for (k, i) in chosen.into_iter().enumerate() {
             // Each bucket works on its own copy of the flow (clone semantics),
             // put back afterwards; another bucket may follow.
+            self.buckets += 1;
+            if self.buckets > MAX_BUCKETS {
+                // Its traversal (every group use) is too big to keep for a
+                // megaflow as well: dropped, and not installed.
+                self.slow = true;
+                return self.fail(XlateError::TooManyBuckets);
+            }
             let saved = *self.flow.unexamined();
             let more = u32::from(k + 1 < n);
             self.depth += 1;
