@@ -88,6 +88,56 @@ fn replay_writes_what_each_port_sends() {
 }
 
 #[test]
+fn replay_reads_ethernet_only_and_writes_frames_of_any_length() {
+    use pcap_file::pcap::PcapHeader;
+    use pcap_file::DataLink;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows = dir.path().join("p.flows");
+    std::fs::write(&flows, "actions=output:2\n").unwrap();
+    let capture = |name: &str, link: DataLink, frames: &[Vec<u8>]| {
+        let path = dir.path().join(name);
+        let header = PcapHeader { snaplen: 262_144, datalink: link, ..PcapHeader::default() };
+        let mut w = PcapWriter::with_header(std::fs::File::create(&path).unwrap(), header).unwrap();
+        for f in frames {
+            w.write_packet(&PcapPacket::new(std::time::Duration::ZERO, f.len() as u32, f)).unwrap();
+        }
+        path
+    };
+    // Raw IP (link type 101) is not read as Ethernet: refused before anything is written.
+    let frame = kairo_wire::emit::frame(&key(0x0a00_0002, 80), b"x");
+    let raw = capture("raw.pcap", DataLink::RAW, &[frame[14..].to_vec()]);
+    let out = dir.path().join("out-raw");
+    let (ok, _, err) = kairo(&[
+        "replay",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--input",
+        raw.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("raw.pcap") && err.contains("link type 101"), "{err}");
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(), "wrote output for a refused capture");
+    // A frame longer than 65,535 bytes goes through and is written whole.
+    let big = kairo_wire::emit::frame(&key(0x0a00_0002, 80), &vec![7u8; 70_000]);
+    let input = capture("big.pcap", DataLink::ETHERNET, std::slice::from_ref(&big));
+    let out = dir.path().join("out-big");
+    let (ok, _, err) = kairo(&[
+        "replay",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let sent = read_pcap(&out.join("port-2.pcap"));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].len(), big.len());
+}
+
+#[test]
 fn bad_input_names_the_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     let flows = dir.path().join("p.flows");

@@ -16,7 +16,26 @@ use std::time::Duration;
 
 use kairo_datapath::{execute::CONTROLLER_PORT, Datapath, DpConfig, DpStats};
 use kairo_xlate::Pipeline;
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::DataLink;
+
+/// The snapshot length of the captures written (what tcpdump and Wireshark
+/// use by default); a longer frame is written truncated to it, its original
+/// length kept, as pcap records a truncated capture.
+pub const SNAPLEN: u32 = 262_144;
+
+/// A pcap writer of Ethernet frames with [`SNAPLEN`].
+fn ethernet_writer(path: &Path) -> Result<PcapWriter<BufWriter<File>>, String> {
+    let f = File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let header = PcapHeader { snaplen: SNAPLEN, datalink: DataLink::ETHERNET, ..PcapHeader::default() };
+    PcapWriter::with_header(BufWriter::new(f), header).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// One frame as a pcap record (truncated to [`SNAPLEN`] if longer).
+fn record(ts: Duration, frame: &[u8]) -> PcapPacket<'_> {
+    let kept = frame.len().min(SNAPLEN as usize);
+    PcapPacket::new(ts, frame.len() as u32, &frame[..kept])
+}
 
 /// One input: a capture and the port its packets arrive on.
 #[derive(Clone, Debug)]
@@ -109,6 +128,14 @@ pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig)
         let f = File::open(&inp.path).map_err(|e| format!("cannot read {}: {e}", inp.path.display()))?;
         let mut r =
             PcapReader::new(BufReader::new(f)).map_err(|e| format!("{}: not a pcap file: {e}", inp.path.display()))?;
+        let link = r.header().datalink;
+        if link != DataLink::ETHERNET {
+            return Err(format!(
+                "{}: link type {} ({link:?}): kairo replays Ethernet captures (link type 1) only",
+                inp.path.display(),
+                u32::from(link)
+            ));
+        }
         let mut i = 0usize;
         while let Some(p) = r.next_packet() {
             i += 1;
@@ -150,20 +177,17 @@ pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig)
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
                     let path = out_dir.join(format!("port-{p}.pcap"));
-                    match File::create(&path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|f| PcapWriter::new(BufWriter::new(f)).map_err(|e| e.to_string()))
-                    {
+                    match ethernet_writer(&path) {
                         Ok(w) => v.insert((0, path, w)),
                         Err(e) => {
-                            err = Some(format!("cannot write {}: {e}", path.display()));
+                            err = Some(e);
                             return;
                         }
                     }
                 }
             };
             w.0 += 1;
-            if let Err(e) = w.2.write_packet(&PcapPacket::new(ts, bytes.len() as u32, bytes)) {
+            if let Err(e) = w.2.write_packet(&record(ts, bytes)) {
                 err = Some(format!("cannot write {}: {e}", w.1.display()));
             }
         });
@@ -187,10 +211,9 @@ pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig)
 /// Writes frames to a pcap file, each with its timestamp.
 pub fn write_pcap(path: &Path, frames: &[(Duration, Vec<u8>)]) -> Result<(), String> {
     let err = |e: String| format!("cannot write {}: {e}", path.display());
-    let f = File::create(path).map_err(|e| err(e.to_string()))?;
-    let mut w = PcapWriter::new(BufWriter::new(f)).map_err(|e| err(e.to_string()))?;
+    let mut w = ethernet_writer(path)?;
     for (ts, data) in frames {
-        w.write_packet(&PcapPacket::new(*ts, data.len() as u32, data)).map_err(|e| err(e.to_string()))?;
+        w.write_packet(&record(*ts, data)).map_err(|e| err(e.to_string()))?;
     }
     std::io::Write::flush(&mut w.into_writer()).map_err(|e| err(e.to_string()))
 }
