@@ -408,6 +408,27 @@ fn file_workload(path: &std::path::Path, n_keys: usize, updates_n: usize, seed: 
 }
 
 /// Fills a cache of exactly `n` megaflows through upcalls.
+/// Entries the reference checks after each update under `--verify`, and
+/// packets drawn inside each: the reference shares no code with the
+/// engines (`kairo-oracle`), and a linear scan over OF-DPA's 10K-rule
+/// tables is slow, so it samples (the recomputation oracle, `verify`,
+/// walks every entry).
+const REFERENCE_ENTRIES: usize = 64;
+const REFERENCE_PACKETS: usize = 8;
+
+/// Disagreements of the reference with `REFERENCE_ENTRIES` entries drawn at random.
+fn reference_check(c: &kairo_maintain::Control, rng: &mut rand::rngs::StdRng) -> usize {
+    use rand::seq::SliceRandom;
+    let reference = kairo_oracle::Reference::new(&c.pipeline);
+    let entries = c.engine.entries();
+    entries
+        .choose_multiple(rng, REFERENCE_ENTRIES)
+        .filter(|uk| {
+            kairo_oracle::check_entry(&reference, &uk.rep, &uk.mask, &uk.actions(), REFERENCE_PACKETS, rng).is_some()
+        })
+        .count()
+}
+
 pub fn fill(
     p: &Pipeline,
     kind: EngineKind,
@@ -503,6 +524,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
             // Per update, microseconds per affected entry re-translating and applying.
             let mut per_entry: Vec<Option<(f64, f64)>> = Vec::with_capacity(mods.len());
             let mut mismatches = 0;
+            let mut sample_rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(opts.seed ^ n as u64);
             // Deferred bookkeeping after each update (between updates, as a
             // switch does it after acknowledging one), timed apart from the TTU.
             let mut after = Vec::with_capacity(mods.len());
@@ -537,6 +559,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 }
                 if opts.verify {
                     mismatches += c.verify().len();
+                    mismatches += reference_check(&c, &mut sample_rng);
                 }
                 pb.inc(1);
             }

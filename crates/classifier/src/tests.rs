@@ -128,6 +128,26 @@ proptest! {
                     }
                     None => prop_assert!(!c.any_overlapping(&kt, &region, 0, |_| true)),
                 }
+                // And the other direction, against a linear scan: for
+                // regions of every width and every priority floor, it finds
+                // an overlapping rule exactly when one exists.
+                for (j, n) in noise.iter().enumerate() {
+                    let mut narrow = FlowMask::ZERO;
+                    for (i, w) in narrow.w.iter_mut().enumerate() {
+                        *w = wc.w[i] & n[(i + j) % 4].rotate_left(i as u32 * 5);
+                    }
+                    let kn = k.masked(&narrow);
+                    let floors: Vec<u16> = std::iter::once(0).chain(c.iter().map(|r| r.priority)).collect();
+                    let floor = floors[j % floors.len()];
+                    let overlaps = |r: &ClsRule<()>| {
+                        (0..kn.w.len()).all(|i| (r.m.key().w[i] ^ kn.w[i]) & r.m.mask().w[i] & narrow.w[i] == 0)
+                    };
+                    let odd = |r: &ClsRule<()>| r.id % 2 == 1;
+                    let linear = c.iter().any(|r| r.priority >= floor && odd(r) && overlaps(r));
+                    prop_assert_eq!(c.any_overlapping(&kn, &narrow, floor, odd), linear, "floor {} region {:?}", floor, narrow);
+                    let linear_all = c.iter().any(|r| r.priority >= floor && overlaps(r));
+                    prop_assert_eq!(c.any_overlapping(&kn, &narrow, floor, |_| true), linear_all);
+                }
             }
             let mut union = FlowMask::ZERO;
             for r in c.iter() {

@@ -1,0 +1,602 @@
+//! The reference: a plain, slow interpreter of the rule tables over a
+//! linear scan of each table's rules, and a check of a megaflow cache
+//! against it by sampling packets inside each megaflow.
+//!
+//! It shares no code with what it checks: no classifier lookup, no overlap
+//! test, no translation, no commit, no mask. It reads the rules, groups,
+//! misses and ports out of a [`Pipeline`] and interprets OpenFlow's
+//! semantics as `docs/design.md` section 2 states them, on the packet
+//! itself: an output emits the packet's header fields as they are then. A
+//! cache entry (key K, mask M, actions A) is right if every packet P with
+//! `P & M == K & M` leaves as the reference says; the check draws such
+//! packets (random values in every wildcarded bit of a packet field) and
+//! compares the reference's emissions with [`kairo_odp::apply`] of A.
+//!
+//! Invariant: the reference is deterministic in the pipeline and the packet;
+//! it never panics on any pipeline or packet, and it stops at the bounds
+//! translation has (nesting, lookups, buckets, 64 kB of actions), where it
+//! says so instead of emitting.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kairo_flow::field::{Field, Prereq};
+use kairo_flow::FlowKey;
+use kairo_odp::{packet_fields, Emitted};
+use kairo_ofproto::{Action, Group, GroupType, MissBehavior, Rule};
+use kairo_xlate::Pipeline;
+use rand::Rng;
+
+/// Where the reference gave up (a translation's bound), if it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Too deep or too many lookups: the packet is dropped.
+    Error,
+    /// Over 64 kB of datapath actions: the packet gets what was made, and
+    /// no megaflow may hold it.
+    TooManyActions,
+    /// Too many group buckets: dropped, and no megaflow may hold it.
+    TooManyBuckets,
+}
+
+/// What the reference does with a packet: the packets that leave, in
+/// order (the controller as port `u32::MAX`), or where it stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub emitted: Vec<Emitted>,
+    pub stop: Option<Stop>,
+}
+
+/// The rule tables, read out of a pipeline, each sorted by priority (high
+/// first), then installation order (a rule's id grows with it).
+pub struct Reference {
+    tables: BTreeMap<u8, Vec<Arc<Rule>>>,
+    misses: BTreeMap<u8, MissBehavior>,
+    groups: BTreeMap<u32, Arc<Group>>,
+    ports: Vec<u32>,
+    down: Vec<u32>,
+    /// Per packet field, the (value, mask) pairs the rules match it on and
+    /// the values set actions write: where outcomes change, for sampling.
+    hints: BTreeMap<Field, Vec<(u64, u64)>>,
+}
+
+const MAX_DEPTH: u32 = 64;
+const MAX_LOOKUPS: u32 = 4096;
+const MAX_BUCKETS: u32 = 1 << 16;
+/// A translation stops past 64 kB of datapath actions (Open vSwitch's
+/// Netlink sizes). The reference counts 8 bytes per output and a masked set
+/// per group of headers changed before it (`headers_changed`); it does not
+/// redo translation's commit action by action, so right at the bound it may
+/// stop one check apart from it (no shipped or generated pipeline comes
+/// near; the fan-out tests are outputs only, where the counts are equal).
+const MAX_ACTION_BYTES: usize = u16::MAX as usize;
+
+impl Reference {
+    pub fn new(p: &Pipeline) -> Reference {
+        let mut tables: BTreeMap<u8, Vec<Arc<Rule>>> = BTreeMap::new();
+        let mut misses = BTreeMap::new();
+        for (t, tb) in p.tables() {
+            let mut rules: Vec<(u64, Arc<Rule>)> = tb.cls.iter().map(|r| (r.id, r.payload.clone())).collect();
+            rules.sort_by_key(|(id, r)| (std::cmp::Reverse(r.priority), *id));
+            tables.insert(t, rules.into_iter().map(|(_, r)| r).collect());
+            misses.insert(t, p.miss(t));
+        }
+        let groups = p.groups().map(|g| (g.id, g.clone())).collect();
+        let ports: Vec<u32> = p.ports().collect();
+        let down = ports.iter().copied().filter(|&q| !p.port_live(q)).collect();
+        let mut hints: BTreeMap<Field, Vec<(u64, u64)>> = BTreeMap::new();
+        for rules in tables.values() {
+            for r in rules {
+                for f in Field::all().filter(|f| f.in_packet()) {
+                    let (v, m) = r.m.field(f);
+                    if m != 0 {
+                        hints.entry(f).or_default().push((v, m));
+                    }
+                }
+                for a in r.inst.apply.iter().chain(&r.inst.write) {
+                    if let Action::SetField { field, value, mask } = a {
+                        hints.entry(*field).or_default().push((*value, *mask));
+                    }
+                }
+            }
+        }
+        for h in hints.values_mut() {
+            h.sort_unstable();
+            h.dedup();
+        }
+        Reference { tables, misses, groups, ports, down, hints }
+    }
+
+    /// What the tables do with `packet` (registers and metadata zero).
+    pub fn run(&self, packet: &FlowKey) -> Outcome {
+        let mut run = Run {
+            r: self,
+            flow: *packet,
+            emitted: Vec::new(),
+            set: Vec::new(),
+            lookups: 0,
+            buckets: 0,
+            stop: None,
+            bytes: 0,
+            base: packet_fields(packet),
+        };
+        run.table(0, 0);
+        if run.stop.is_none() {
+            let set = std::mem::take(&mut run.set);
+            run.action_list(&ordered(set), 0, 0);
+        }
+        match run.stop {
+            Some(stop @ (Stop::Error | Stop::TooManyBuckets)) => Outcome { emitted: Vec::new(), stop: Some(stop) },
+            stop => Outcome { emitted: run.emitted, stop },
+        }
+    }
+
+    fn miss(&self, t: u8) -> MissBehavior {
+        self.misses.get(&t).copied().unwrap_or(MissBehavior::Drop)
+    }
+}
+
+/// The action set in OpenFlow's order: pop_vlan, push_vlan, dec_ttl, the
+/// set actions in the order written (a later write of the same thing
+/// replacing an earlier), then a group or else an output.
+fn ordered(set: Vec<Action>) -> Vec<Action> {
+    let mut pop = false;
+    let mut push = None;
+    let mut dec = false;
+    let mut sets: Vec<Action> = Vec::new();
+    let mut group = None;
+    let mut output = None;
+    for a in set {
+        match a {
+            Action::PopVlan => pop = true,
+            Action::PushVlan { .. } => push = Some(a),
+            Action::DecTtl => dec = true,
+            Action::Group(_) => group = Some(a),
+            Action::Output(_) | Action::InPort | Action::Flood | Action::Controller { .. } => output = Some(a),
+            _ => {
+                let slot = |x: &Action| match x {
+                    Action::SetField { field, .. } => Some((0, *field)),
+                    Action::Move { dst, .. } => Some((0, dst.field)),
+                    Action::SetVlanVid { .. } => Some((1, Field::VlanTci)),
+                    Action::SetVlanPcp { .. } => Some((2, Field::VlanTci)),
+                    _ => None,
+                };
+                match sets.iter().position(|x| slot(x) == slot(&a)) {
+                    Some(i) => sets[i] = a,
+                    None => sets.push(a),
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if pop {
+        out.push(Action::PopVlan);
+    }
+    out.extend(push);
+    if dec {
+        out.push(Action::DecTtl);
+    }
+    out.extend(sets);
+    out.extend(group.or(output));
+    out
+}
+
+/// One packet's walk through the tables.
+struct Run<'a> {
+    r: &'a Reference,
+    flow: FlowKey,
+    emitted: Vec<Emitted>,
+    /// The action set, as written.
+    set: Vec<Action>,
+    lookups: u32,
+    buckets: u32,
+    stop: Option<Stop>,
+    /// Datapath action bytes the emissions so far need (outputs, and a
+    /// masked set for each header that changed since the last emission).
+    bytes: usize,
+    /// The headers at the last emission.
+    base: FlowKey,
+}
+
+const VLAN_CFI: u64 = 0x1000;
+
+impl Run<'_> {
+    fn halted(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// The bounds translation checks before each lookup and group.
+    fn within_bounds(&mut self, depth: u32) -> bool {
+        if self.halted() {
+            return false;
+        }
+        if depth >= MAX_DEPTH {
+            self.stop = Some(Stop::Error);
+            return false;
+        }
+        if self.bytes > MAX_ACTION_BYTES {
+            self.stop = Some(Stop::TooManyActions);
+            return false;
+        }
+        true
+    }
+
+    fn emit(&mut self, port: u32) {
+        let now = packet_fields(&self.flow);
+        // A set action per changed header group (Ethernet, VLAN, IPv4, L4,
+        // ICMP, ARP): what the datapath needs to bring the packet here.
+        self.bytes += headers_changed(&self.base, &now);
+        self.base = now;
+        self.bytes += if port == u32::MAX { 64 } else { 8 };
+        self.emitted.push((port, now));
+    }
+
+    /// A lookup in table `t` at nesting `depth`.
+    fn table(&mut self, t: u8, depth: u32) {
+        self.lookups += 1;
+        if self.lookups > MAX_LOOKUPS {
+            self.stop = Some(Stop::Error);
+            return;
+        }
+        if !self.within_bounds(depth) {
+            return;
+        }
+        let flow = self.flow;
+        let hit = self.r.tables.get(&t).and_then(|rules| rules.iter().find(|r| r.m.matches(&flow)).cloned());
+        match hit {
+            Some(rule) => {
+                let inst = &rule.inst;
+                if !self.action_list(&inst.apply, depth, t) {
+                    return;
+                }
+                if inst.clear_actions {
+                    self.set.clear();
+                }
+                self.set.extend(inst.write.iter().cloned());
+                if let Some((v, m)) = inst.write_metadata {
+                    self.flow.set_masked(Field::Metadata, v, m);
+                }
+                if let Some(g) = inst.goto_table {
+                    self.table(g, depth);
+                }
+            }
+            None => {
+                if let MissBehavior::Continue(n) = self.r.miss(t) {
+                    self.table(n, depth);
+                }
+            }
+        }
+    }
+
+    /// Runs a list; false if it ended early (dec_ttl at the end of a TTL).
+    fn action_list(&mut self, list: &[Action], depth: u32, table: u8) -> bool {
+        for a in list {
+            if self.halted() {
+                return false;
+            }
+            if !self.action(a, depth, table) {
+                return false;
+            }
+        }
+        !self.halted()
+    }
+
+    fn is_ipv4(&self) -> bool {
+        self.flow.get(Field::EthType) == 0x0800
+    }
+
+    fn prereq(&self, f: Field) -> bool {
+        let proto = self.flow.get(Field::IpProto);
+        match f.def().prereq {
+            Prereq::None => true,
+            Prereq::Ipv4 => self.is_ipv4(),
+            Prereq::Arp => self.flow.get(Field::EthType) == 0x0806,
+            Prereq::L4 => self.is_ipv4() && matches!(proto, 6 | 17 | 132),
+            Prereq::Tcp => self.is_ipv4() && proto == 6,
+            Prereq::Icmp => self.is_ipv4() && proto == 1,
+        }
+    }
+
+    fn action(&mut self, a: &Action, depth: u32, table: u8) -> bool {
+        let in_port = self.flow.get(Field::InPort);
+        match a {
+            Action::Output(p) => {
+                if u64::from(*p) != in_port {
+                    self.emit(*p);
+                }
+            }
+            Action::InPort => self.emit(in_port as u32),
+            Action::Flood => {
+                for p in self.r.ports.clone() {
+                    if u64::from(p) != in_port {
+                        self.emit(p);
+                    }
+                }
+            }
+            Action::Controller { .. } => self.emit(u32::MAX),
+            Action::SetField { field, value, mask } => {
+                if self.prereq(*field) {
+                    self.flow.set_masked(*field, *value, *mask);
+                }
+            }
+            Action::Move { src, dst } => {
+                if self.prereq(src.field) && self.prereq(dst.field) {
+                    let bits = (self.flow.get(src.field) & src.mask()) >> src.ofs;
+                    self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
+                }
+            }
+            Action::PushVlan { .. } => {
+                let outer = self.flow.get(Field::VlanTci);
+                self.flow.set(Field::VlanTciInner, outer);
+                self.flow.set(Field::VlanTci, VLAN_CFI);
+            }
+            Action::PopVlan => {
+                let inner = self.flow.get(Field::VlanTciInner);
+                self.flow.set(Field::VlanTci, inner);
+                self.flow.set(Field::VlanTciInner, 0);
+            }
+            Action::SetVlanVid { vid, push } => {
+                let tci = self.flow.get(Field::VlanTci);
+                if tci & VLAN_CFI != 0 {
+                    self.flow.set(Field::VlanTci, (tci & !0xfff) | u64::from(*vid));
+                } else if *push {
+                    self.flow.set(Field::VlanTci, VLAN_CFI | u64::from(*vid));
+                }
+            }
+            Action::SetVlanPcp { pcp, push } => {
+                let tci = self.flow.get(Field::VlanTci);
+                if tci & VLAN_CFI != 0 {
+                    self.flow.set(Field::VlanTci, (tci & 0x1fff) | u64::from(*pcp) << 13);
+                } else if *push {
+                    self.flow.set(Field::VlanTci, VLAN_CFI | u64::from(*pcp) << 13);
+                }
+            }
+            Action::DecTtl => {
+                if self.is_ipv4() {
+                    let ttl = self.flow.get(Field::IpTtl);
+                    if ttl > 1 {
+                        self.flow.set(Field::IpTtl, ttl - 1);
+                    } else {
+                        self.emit(u32::MAX);
+                        return false;
+                    }
+                }
+            }
+            Action::Resubmit { port, table: target } => {
+                let t = target.unwrap_or(table);
+                let deeper = depth + u32::from(t <= table);
+                let saved = self.flow.get(Field::InPort);
+                if let Some(p) = port {
+                    self.flow.set(Field::InPort, u64::from(*p));
+                }
+                self.table(t, deeper);
+                if port.is_some() {
+                    self.flow.set(Field::InPort, saved);
+                }
+            }
+            Action::Group(g) => self.group(*g, depth, table),
+        }
+        true
+    }
+
+    fn port_live(&self, p: u32) -> bool {
+        !self.r.down.contains(&p)
+    }
+
+    fn bucket_live(&self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {
+        if b.watch_port.is_none() && b.watch_group.is_none() {
+            return true;
+        }
+        b.watch_port.is_some_and(|p| self.port_live(p))
+            || b.watch_group.is_some_and(|g| {
+                depth < MAX_DEPTH
+                    && self
+                        .r
+                        .groups
+                        .get(&g)
+                        .is_some_and(|grp| grp.buckets.iter().any(|x| self.bucket_live(x, depth + 1)))
+            })
+    }
+
+    fn group(&mut self, id: u32, depth: u32, table: u8) {
+        if !self.within_bounds(depth) {
+            return;
+        }
+        let Some(g) = self.r.groups.get(&id).cloned() else { return };
+        let chosen: Vec<usize> = match g.ty {
+            GroupType::All => (0..g.buckets.len()).collect(),
+            GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
+            GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
+            GroupType::Select => {
+                let live: Vec<usize> = (0..g.buckets.len())
+                    .filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth))
+                    .collect();
+                if live.len() <= 1 {
+                    live
+                } else {
+                    let h = self.hash(g.fields.as_deref());
+                    let score = |i: usize| {
+                        let b = &g.buckets[i];
+                        let mut x = h ^ u64::from(b.id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                        x ^= x >> 33;
+                        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+                        x ^= x >> 33;
+                        u128::from(x >> 16) * u128::from(b.weight)
+                    };
+                    live.into_iter().max_by_key(|&i| (score(i), std::cmp::Reverse(i))).into_iter().collect()
+                }
+            }
+        };
+        for i in chosen {
+            self.buckets += 1;
+            if self.buckets > MAX_BUCKETS {
+                self.stop = Some(Stop::TooManyBuckets);
+                return;
+            }
+            let saved = self.flow;
+            // A bucket's actions run one level deeper, on a copy of the
+            // packet, for the rule (and table) that ran the group.
+            self.action_list(&g.buckets[i].actions, depth + 1, table);
+            self.flow = saved;
+            if self.halted() {
+                return;
+            }
+        }
+    }
+
+    /// The select-group hash (symmetric over address and port pairs).
+    fn hash(&self, fields: Option<&[Field]>) -> u64 {
+        let default: Vec<Field> = if self.is_ipv4() {
+            if matches!(self.flow.get(Field::IpProto), 6 | 17 | 132) {
+                vec![Field::IpSrc, Field::IpDst, Field::IpProto, Field::TpSrc, Field::TpDst]
+            } else {
+                vec![Field::IpSrc, Field::IpDst, Field::IpProto]
+            }
+        } else {
+            vec![Field::EthSrc, Field::EthDst, Field::EthType]
+        };
+        let fields = fields.unwrap_or(&default);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |v: u64| {
+            h ^= v;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        };
+        let mut i = 0;
+        while i < fields.len() {
+            let f = fields[i];
+            let pair = matches!(
+                (f, fields.get(i + 1)),
+                (Field::IpSrc, Some(Field::IpDst))
+                    | (Field::TpSrc, Some(Field::TpDst))
+                    | (Field::EthSrc, Some(Field::EthDst))
+            );
+            let (a, b) = if pair { (self.flow.get(f), self.flow.get(fields[i + 1])) } else { (self.flow.get(f), 0) };
+            mix(a.min(b));
+            mix(a.max(b));
+            i += if pair { 2 } else { 1 };
+        }
+        h
+    }
+}
+
+/// Bytes of the masked set actions that bring headers `from` to `to`: one
+/// per group of headers that differs (Open vSwitch's sizes, see
+/// `kairo_odp::DpAction::netlink_len`, written again here from the table).
+fn headers_changed(from: &FlowKey, to: &FlowKey) -> usize {
+    let differs = |fs: &[Field]| fs.iter().any(|&f| from.get(f) != to.get(f));
+    let mut n = 0;
+    if differs(&[Field::EthSrc, Field::EthDst]) {
+        n += 32;
+    }
+    if differs(&[Field::VlanTci, Field::VlanTciInner]) {
+        n += 12;
+    }
+    if differs(&[Field::IpSrc, Field::IpDst, Field::IpDscp, Field::IpEcn, Field::IpTtl]) {
+        n += 32;
+    }
+    if differs(&[Field::TpSrc, Field::TpDst]) {
+        n += 16;
+    }
+    if differs(&[Field::ArpSpa, Field::ArpTpa, Field::ArpOp, Field::ArpSha, Field::ArpTha]) {
+        n += 56;
+    }
+    n
+}
+
+/// A cache entry the reference disagrees with, and a packet that shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disagreement {
+    /// The megaflow (`format_megaflow` of key and mask).
+    pub megaflow: String,
+    /// A packet inside it.
+    pub packet: String,
+    /// What the reference does with it.
+    pub expected: String,
+    /// What the entry's actions do with it.
+    pub found: String,
+}
+
+impl std::fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: packet {}: expected {}, found {}", self.megaflow, self.packet, self.expected, self.found)
+    }
+}
+
+fn describe(e: &[Emitted]) -> String {
+    if e.is_empty() {
+        return "nothing".into();
+    }
+    e.iter()
+        .map(|(p, k)| if *p == u32::MAX { "controller".into() } else { format!("{p}: {}", kairo_flow::format_key(k)) })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Draws `samples` packets inside the megaflow (key `key`, mask `mask`):
+/// the key itself, then packets with every wildcarded bit of a packet field
+/// drawn (registers and metadata stay zero, as a packet enters). Half the
+/// time a field's free bits take a value some rule matches it on or some
+/// action writes (the places where outcomes change, which uniform bits
+/// rarely hit: a TTL of 1 is 1 in 256), the rest uniformly.
+pub fn packets_inside(
+    reference: &Reference,
+    key: &FlowKey,
+    mask: &kairo_flow::FlowMask,
+    samples: usize,
+    rng: &mut impl Rng,
+) -> Vec<FlowKey> {
+    let mut out = vec![*key];
+    for _ in 0..samples {
+        let mut p = *key;
+        for f in Field::all().filter(|f| f.in_packet()) {
+            let free = !mask.get(f);
+            if free == 0 {
+                continue;
+            }
+            let mut v = rng.gen::<u64>();
+            if let Some(hs) = reference.hints.get(&f).filter(|_| rng.gen_bool(0.5)) {
+                let (hv, hm) = hs[rng.gen_range(0..hs.len())];
+                v = (hv & hm) | (v & !hm);
+            }
+            p.set(f, (key.get(f) & !free) | (v & free));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Checks one cache entry: the packets drawn inside it leave as the
+/// reference says (a megaflow the reference stops on for too many actions
+/// must not exist).
+pub fn check_entry(
+    reference: &Reference,
+    key: &FlowKey,
+    mask: &kairo_flow::FlowMask,
+    actions: &[kairo_odp::DpAction],
+    samples: usize,
+    rng: &mut impl Rng,
+) -> Option<Disagreement> {
+    for p in packets_inside(reference, key, mask, samples, rng) {
+        let want = reference.run(&p);
+        let got = kairo_odp::apply(actions, &p);
+        let expected = match want.stop {
+            Some(Stop::TooManyActions | Stop::TooManyBuckets) => {
+                Some("no megaflow (past a translation bound)".to_string())
+            }
+            _ if want.emitted != got => Some(describe(&want.emitted)),
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            return Some(Disagreement {
+                megaflow: kairo_flow::format_megaflow(key, mask),
+                packet: kairo_flow::format_key(&p),
+                expected,
+                found: describe(&got),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
