@@ -209,9 +209,12 @@ fn act(mf: &Ukey, v: Verdict, interner: &mut Interner, moved: &mut Option<&mut V
 
 /// Full revalidation, as Open vSwitch does it: after any change, every entry.
 pub struct FullRevalidator {
-    /// The records, by their megaflow's address (a removal by the datapath
-    /// finds its record in O(1)).
-    entries: FxHashMap<usize, Arc<Ukey>>,
+    /// The records, in the order they came (a pass walks them in it, as
+    /// the cache filled: the baseline's memory access stays sequential).
+    entries: Vec<Arc<Ukey>>,
+    /// Where each record is in `entries`, by its megaflow's address (a
+    /// removal by the datapath finds its record in O(1)).
+    at: FxHashMap<usize, usize>,
     po: FlowMask,
     /// Threads a pass may revalidate on (as Open vSwitch's revalidator threads).
     pub threads: usize,
@@ -221,7 +224,8 @@ pub struct FullRevalidator {
 impl Default for FullRevalidator {
     fn default() -> Self {
         FullRevalidator {
-            entries: FxHashMap::default(),
+            entries: Vec::new(),
+            at: FxHashMap::default(),
             po: revalidate::pipeline_only_mask(),
             threads: DEFAULT_THREADS,
             interner: Interner::default(),
@@ -262,16 +266,21 @@ impl Engine for FullRevalidator {
         self.threads = n.max(1);
     }
     fn add(&mut self, _p: &Pipeline, mf: Arc<Ukey>) {
-        self.entries.insert(megaflow_addr(&mf), mf);
+        self.at.insert(megaflow_addr(&mf), self.entries.len());
+        self.entries.push(mf);
     }
     fn remove(&mut self, mf: &Megaflow) -> Option<Arc<Ukey>> {
-        self.entries.remove(&(mf as *const Megaflow as usize))
+        let i = self.at.remove(&(mf as *const Megaflow as usize))?;
+        let uk = self.entries.swap_remove(i);
+        if let Some(moved) = self.entries.get(i) {
+            self.at.insert(megaflow_addr(moved), i);
+        }
+        Some(uk)
     }
     fn maintain(&mut self, p: &Pipeline, _deltas: &[Delta], mut moved: Option<&mut Vec<Moved>>) -> Report {
         let start = Instant::now();
         let mut rep = Report::default();
-        let all: Vec<Arc<Ukey>> = self.entries.values().cloned().collect();
-        for chunk in all.chunks(chunk_for(self.threads)) {
+        for chunk in self.entries.chunks(chunk_for(self.threads)) {
             let t = Instant::now();
             let verdicts = revalidate::revalidate_all(p, chunk, &self.po, self.threads);
             let t = lap(&mut rep.translate, t);
@@ -281,19 +290,21 @@ impl Engine for FullRevalidator {
             lap(&mut rep.apply, t);
         }
         if rep.evicted > 0 {
-            self.entries.retain(|_, m| !m.is_dead());
+            self.entries.retain(|m| !m.is_dead());
+            self.at = self.entries.iter().enumerate().map(|(i, m)| (megaflow_addr(m), i)).collect();
         }
         rep.ttu = start.elapsed();
         rep
     }
     fn entries(&self) -> Vec<Arc<Ukey>> {
-        self.entries.values().cloned().collect()
+        self.entries.clone()
     }
     fn len(&self) -> usize {
         self.entries.len()
     }
     fn index_bytes(&self) -> usize {
-        self.entries.capacity() * (std::mem::size_of::<(usize, Arc<Ukey>)>() + 1)
+        self.entries.capacity() * std::mem::size_of::<Arc<Ukey>>()
+            + self.at.capacity() * (std::mem::size_of::<(usize, usize)>() + 1)
     }
 }
 

@@ -79,15 +79,21 @@ fn commands_answer_like_ovs_ofctl_and_bad_requests_change_nothing() {
     assert_eq!(call(&mut c, "dump-flows", &[]).unwrap(), "");
 }
 
-#[test]
-fn forwards_counts_per_rule_and_dumps_megaflows() {
-    let r = start(L2, 2, EngineKind::Incremental);
-    let mut c = Client::connect(&r.sock).expect("connect");
+/// Ten UDP frames of ten flows into port 1, and what leaves port 2 (all ten).
+fn ten_hellos(r: &common::Running) -> Vec<Vec<u8>> {
     for i in 0..10u16 {
         r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 0x0200_0000_0001, 1000 + i, 80), b"hello")).unwrap();
     }
     let got = recv_n(&r.peers[1], 10);
     assert_eq!(got.len(), 10, "frames out of port 2");
+    got
+}
+
+#[test]
+fn forwards_counts_per_rule_and_dumps_megaflows() {
+    let r = start(L2, 2, EngineKind::Incremental);
+    let mut c = Client::connect(&r.sock).expect("connect");
+    let got = ten_hellos(&r);
     let (k, _) = kairo_wire::parse(&got[0], 2);
     assert_eq!(k.get(Field::TpSrc), 1000);
     let flows = call(&mut c, "dump-flows", &[]).unwrap();
@@ -114,11 +120,7 @@ fn forwards_counts_per_rule_and_dumps_megaflows() {
 fn counters_of_a_megaflow_evicted_by_an_update_stay_with_its_rule() {
     let r = start(L2, 2, EngineKind::Incremental);
     let mut c = Client::connect(&r.sock).expect("connect");
-    for i in 0..10u16 {
-        r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 0x0200_0000_0001, 1000 + i, 80), b"hello")).unwrap();
-    }
-    let got = recv_n(&r.peers[1], 10);
-    assert_eq!(got.len(), 10, "frames out of port 2");
+    let got = ten_hellos(&r);
     let len = got[0].len();
     let counted = format!("n_packets=10, n_bytes={}, priority=32768,in_port=1 ", 10 * len);
     // A narrower rule above: the megaflow (in_port=1, every UDP port) no
