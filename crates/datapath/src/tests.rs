@@ -52,13 +52,7 @@ fn layers_agree_with_slow_path_on_random_pipelines() {
 
 #[test]
 fn actions_too_big_for_the_datapath_are_forwarded_and_never_installed() {
-    let groups: String = (1..=10)
-        .map(|g| {
-            let b = if g < 10 { format!("bucket=group:{}", g + 1) } else { "bucket=output:2".into() };
-            format!("group_id={g},type=all,{}\n", vec![b; 4].join(","))
-        })
-        .collect();
-    let mut p = pipeline("actions=group:1", &groups);
+    let mut p = pipeline("actions=group:1", &kairo_testkit::fan_out_groups(10, 4, "output:2"));
     let mut dp = Datapath::new(cfg_always_emc());
     let k = kairo_flow::parse_key("in_port=1,ip").unwrap();
     for _ in 0..3 {

@@ -38,13 +38,7 @@ fn the_reference_agrees_with_translation_on_random_pipelines() {
 
 #[test]
 fn fan_out_stops_where_translation_stops() {
-    let groups: String = (1..=10)
-        .map(|g| {
-            let b = if g < 10 { format!("bucket=group:{}", g + 1) } else { "bucket=output:2".into() };
-            format!("group_id={g},type=all,{}\n", vec![b; 4].join(","))
-        })
-        .collect();
-    let p = pipeline("actions=group:1", &groups);
+    let p = pipeline("actions=group:1", &kairo_testkit::fan_out_groups(10, 4, "output:2"));
     let k = parse_key("in_port=1").unwrap();
     let out = Reference::new(&p).run(&k);
     assert_eq!((out.stop, out.emitted.len()), (Some(Stop::TooManyActions), translate(&p, &k).actions.len()));

@@ -239,11 +239,14 @@ impl Switch {
             if now.saturating_sub(last_sweep) >= 100 {
                 last_sweep = now;
                 let mut dp = lock(&self.dp);
-                dp.sweep(now, &mut slow);
+                let expired = dp.sweep(now, &mut slow);
                 drop(dp);
-                // Expired megaflows' counters (filed by the sweep's removals).
-                let moved = std::mem::take(&mut slow.lock().moved);
-                self.take_moved(moved);
+                // Expired megaflows' counters (filed by the sweep's removals;
+                // the control lock is taken only when there are some).
+                if expired > 0 {
+                    let moved = std::mem::take(&mut slow.lock().moved);
+                    self.take_moved(moved);
+                }
                 self.settle_leaving();
             }
             if batch.is_empty() {

@@ -280,3 +280,15 @@ pub fn gen_packets(seed: u64, n: usize, n_ports: u32) -> Vec<String> {
         })
         .collect()
 }
+
+/// A group file of `levels` chained `all` groups (ids 1..=levels) of `fan`
+/// buckets each: every bucket of a group names the next group, the last
+/// group's buckets run `leaf` (a fan-out of `fan^levels` runs of `leaf`).
+pub fn fan_out_groups(levels: u32, fan: usize, leaf: &str) -> String {
+    (1..=levels)
+        .map(|g| {
+            let b = if g < levels { format!("bucket=group:{}", g + 1) } else { format!("bucket={leaf}") };
+            format!("group_id={g},type=all,{}\n", vec![b; fan].join(","))
+        })
+        .collect()
+}

@@ -139,16 +139,9 @@ fn resubmit_without_a_table_goes_to_the_rule_s_own_table() {
     assert_eq!(acts(&p, "in_port=1"), "6,5");
 }
 
-/// Chained groups: `levels` groups of `fan` buckets each naming the next;
-/// the last group's buckets run `leaf`.
+/// Chained groups (`kairo_testkit::fan_out_groups`) behind one rule.
 fn fan_out(levels: u32, fan: usize, leaf: &str) -> Pipeline {
-    let groups: String = (1..=levels)
-        .map(|g| {
-            let b = if g < levels { format!("bucket=group:{}", g + 1) } else { format!("bucket={leaf}") };
-            format!("group_id={g},type=all,{}\n", vec![b; fan].join(","))
-        })
-        .collect();
-    pipeline("actions=group:1", &groups)
+    pipeline("actions=group:1", &kairo_testkit::fan_out_groups(levels, fan, leaf))
 }
 
 #[test]
