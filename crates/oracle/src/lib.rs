@@ -119,6 +119,7 @@ impl Reference {
             stop: None,
             bytes: 0,
             base: packet_fields(packet),
+            live: BTreeMap::new(),
         };
         run.table(0, 0);
         if run.stop.is_none() {
@@ -196,6 +197,8 @@ struct Run<'a> {
     bytes: usize,
     /// The headers at the last emission.
     base: FlowKey,
+    /// Group liveness found so far, by (group, depth).
+    live: BTreeMap<(u32, u32), bool>,
 }
 
 const VLAN_CFI: u64 = 0x1000;
@@ -383,19 +386,23 @@ impl Run<'_> {
         !self.r.down.contains(&p)
     }
 
-    fn bucket_live(&self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {
+    fn bucket_live(&mut self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {
         if b.watch_port.is_none() && b.watch_group.is_none() {
             return true;
         }
-        b.watch_port.is_some_and(|p| self.port_live(p))
-            || b.watch_group.is_some_and(|g| {
-                depth < MAX_DEPTH
-                    && self
-                        .r
-                        .groups
-                        .get(&g)
-                        .is_some_and(|grp| grp.buckets.iter().any(|x| self.bucket_live(x, depth + 1)))
-            })
+        if b.watch_port.is_some_and(|p| self.port_live(p)) {
+            return true;
+        }
+        let Some(g) = b.watch_group.filter(|_| depth < MAX_DEPTH) else { return false };
+        // Remembered by (group, depth): a chain of groups watching each
+        // other would otherwise cost buckets^depth.
+        if let Some(&v) = self.live.get(&(g, depth + 1)) {
+            return v;
+        }
+        let r = self.r;
+        let v = r.groups.get(&g).is_some_and(|grp| grp.buckets.iter().any(|x| self.bucket_live(x, depth + 1)));
+        self.live.insert((g, depth + 1), v);
+        v
     }
 
     fn group(&mut self, id: u32, depth: u32, table: u8) {

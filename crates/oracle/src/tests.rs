@@ -44,6 +44,14 @@ fn fan_out_stops_where_translation_stops() {
     assert_eq!((out.stop, out.emitted.len()), (Some(Stop::TooManyActions), translate(&p, &k).actions.len()));
 }
 
+#[test]
+fn liveness_of_groups_watching_groups_is_bounded_here_too() {
+    let p = pipeline("actions=group:1", &kairo_testkit::watch_chain_groups(25, 4));
+    let k = parse_key("in_port=1").unwrap();
+    let out = kairo_testkit::within(10, move || Reference::new(&p).run(&k)).expect("finished within 10 s");
+    assert_eq!((out.emitted.len(), out.stop), (0, None));
+}
+
 /// A cache of one pipeline's megaflows for some packets, as (key, mask, actions).
 fn cache(p: &Pipeline, packets: &[String]) -> Vec<(FlowKey, FlowMask, Vec<DpAction>)> {
     packets

@@ -292,3 +292,28 @@ pub fn fan_out_groups(levels: u32, fan: usize, leaf: &str) -> String {
         })
         .collect()
 }
+
+/// A group file of `levels` fast-failover groups of `fan` buckets, each
+/// bucket watching the next group, the last group empty (never live):
+/// deciding the first group's liveness naively costs `fan^levels`.
+pub fn watch_chain_groups(levels: u32, fan: usize) -> String {
+    (1..=levels)
+        .map(|g| match g < levels {
+            true => format!(
+                "group_id={g},type=fast_failover,{}\n",
+                vec![format!("bucket=watch_group:{},actions=output:2", g + 1); fan].join(",")
+            ),
+            false => format!("group_id={g},type=all\n"),
+        })
+        .collect()
+}
+
+/// Runs `f` on a thread and gives its result if it returns within `secs`
+/// (a test of a bound fails instead of hanging).
+pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs)).ok()
+}

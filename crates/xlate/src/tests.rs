@@ -169,6 +169,23 @@ fn fan_out_is_bounded_as_open_vswitch_bounds_it() {
 }
 
 #[test]
+fn liveness_of_groups_watching_groups_is_decided_once_per_group() {
+    // 25 fast-failover groups of 4 buckets, each watching the next, the
+    // last empty: 4^25 liveness checks done naively (it hung); remembered
+    // per (group, depth), a few hundred.
+    let p = pipeline("actions=group:1", &kairo_testkit::watch_chain_groups(25, 4));
+    let r = kairo_testkit::within(10, move || translate(&p, &parse_key("in_port=1").unwrap()));
+    let r = r.expect("translation finished within 10 s");
+    assert_eq!((r.actions.len(), r.error), (0, None));
+    assert_eq!(r.traversal.groups[0].buckets, Vec::<u32>::new(), "no live bucket");
+    // One level less dead: the chain's end has a bucket that is always live.
+    let groups = kairo_testkit::watch_chain_groups(25, 4)
+        .replace("group_id=25,type=all", "group_id=25,type=all,bucket=output:3");
+    let p = pipeline("actions=group:1", &groups);
+    assert_eq!(acts(&p, "in_port=1"), "2");
+}
+
+#[test]
 fn load_move_and_registers() {
     let p = pipeline(
         "table=0,actions=load:0x3->NXM_NX_REG0[4..5],move:NXM_NX_REG0[4..5]->NXM_NX_REG1[0..1],goto_table:1\n\

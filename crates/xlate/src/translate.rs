@@ -202,6 +202,7 @@ pub(crate) fn run<'a, M: Mode<'a>>(
         buckets: 0,
         odp_bytes: (0, 0),
         slow: false,
+        live: rustc_hash::FxHashMap::default(),
         mode,
     };
     let mut spoilt = false;
@@ -292,6 +293,8 @@ struct Translator<'a, M> {
     odp_bytes: (usize, usize),
     /// The actions passed [`MAX_ACTION_BYTES`].
     slow: bool,
+    /// Group liveness found so far, by (group, depth).
+    live: rustc_hash::FxHashMap<(u32, u32), bool>,
     mode: M,
 }
 
@@ -576,7 +579,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         true
     }
 
-    fn bucket_live(&self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {
+    fn bucket_live(&mut self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {
         if b.watch_port.is_none() && b.watch_group.is_none() {
             return true;
         }
@@ -584,8 +587,18 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             || b.watch_group.is_some_and(|g| depth < MAX_DEPTH && self.group_live(g, depth + 1))
     }
 
-    fn group_live(&self, g: u32, depth: u32) -> bool {
-        self.p.group(g).is_some_and(|grp| grp.buckets.iter().any(|b| self.bucket_live(b, depth)))
+    /// Whether group `g` has a live bucket, remembered for this translation
+    /// by (group, depth): liveness depends on the pipeline alone, and a
+    /// chain of groups whose buckets all watch the next, ending in a dead
+    /// group, would otherwise cost buckets^depth.
+    fn group_live(&mut self, g: u32, depth: u32) -> bool {
+        if let Some(&v) = self.live.get(&(g, depth)) {
+            return v;
+        }
+        let p = self.p;
+        let v = p.group(g).is_some_and(|grp| grp.buckets.iter().any(|b| self.bucket_live(b, depth)));
+        self.live.insert((g, depth), v);
+        v
     }
 
     /// The hash of the fields a select group reads, recording them.
