@@ -275,17 +275,13 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             out.push(Delta::GroupChanged { group: g.id });
         }
         FlowMod::DelGroup(which) => {
-            let ids: Vec<u32> = match which {
-                Some(g) => vec![*g],
-                // All of them: each after every group that names it (group
-                // chains have no loops, so this orders them all).
-                None => referrers_first(p),
+            // The groups to delete, and (in one pass over the rules) the
+            // rules that use any of them, which go with them.
+            let ids: std::collections::BTreeSet<u32> = match which {
+                Some(g) => p.group(*g).map(|_| *g).into_iter().collect(),
+                None => p.groups().map(|g| g.id).collect(),
             };
-            for g in ids {
-                if p.group(g).is_none() {
-                    continue;
-                }
-                // Rules that use the group go with it.
+            if !ids.is_empty() {
                 let users: Vec<(u8, RuleId)> = p
                     .tables()
                     .flat_map(|(t, tb)| {
@@ -297,7 +293,7 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                                     .apply
                                     .iter()
                                     .chain(r.payload.inst.write.iter())
-                                    .any(|a| *a == Action::Group(g))
+                                    .any(|a| matches!(a, Action::Group(g) if ids.contains(g)))
                             })
                             .map(move |r| (t, r.id))
                             .collect::<Vec<_>>()
@@ -309,9 +305,16 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                         out.push(Delta::RuleRemoved { table: t, id, rule });
                     }
                 }
-                let old = p.remove_group(g)?;
-                undo.push(Undo::Group(g, old));
-                out.push(Delta::GroupChanged { group: g });
+                let removed = match which {
+                    // One group: refused while another group names it.
+                    Some(g) => vec![(*g, p.remove_group(*g)?)],
+                    // All of them: chains included.
+                    None => p.remove_all_groups()?,
+                };
+                for (g, old) in removed {
+                    undo.push(Undo::Group(g, old));
+                    out.push(Delta::GroupChanged { group: g });
+                }
             }
         }
         FlowMod::SetMiss(t, m) => {
@@ -330,36 +333,6 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
         }
     }
     Ok(())
-}
-
-/// Every group, each before the groups its buckets name.
-fn referrers_first(p: &Pipeline) -> Vec<u32> {
-    let named = |g: &kairo_ofproto::Group| -> Vec<u32> {
-        g.buckets
-            .iter()
-            .flat_map(|b| b.actions.iter())
-            .filter_map(|a| match a {
-                Action::Group(n) => Some(*n),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut left: std::collections::BTreeMap<u32, Vec<u32>> = p.groups().map(|g| (g.id, named(g))).collect();
-    let mut order = Vec::with_capacity(left.len());
-    while !left.is_empty() {
-        // Groups no remaining group names.
-        let free: Vec<u32> = left.keys().copied().filter(|id| !left.values().any(|ns| ns.contains(id))).collect();
-        if free.is_empty() {
-            // (A loop, which `check_group` never lets in: take them as they are.)
-            order.extend(left.keys().copied());
-            break;
-        }
-        for id in free {
-            left.remove(&id);
-            order.push(id);
-        }
-    }
-    order
 }
 
 /// Applies an update to the pipeline: all of it, or (on error) none of it.

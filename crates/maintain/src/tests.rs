@@ -857,3 +857,27 @@ fn members_on_two_new_output_ports_do_not_leave_together() {
     assert!(sc.lock().engine.check().is_ok(), "{:?}", sc.lock().engine.check());
     assert!(sc.lock().verify().is_empty());
 }
+
+#[test]
+fn long_group_chains_are_added_and_deleted_in_linear_time() {
+    // 20,000 groups, each naming the next, added as one file (in an order
+    // where every group names one further down) and then all deleted:
+    // checking each on its own walked the rest of the chain (quadratic),
+    // and deleting all picked one free group per pass over them (cubic).
+    let n = 20_000u32;
+    let text: String = (1..=n)
+        .map(|g| match g < n {
+            true => format!("group_id={g},type=all,bucket=group:{}\n", g + 1),
+            false => format!("group_id={g},type=all,bucket=output:2\n"),
+        })
+        .collect();
+    let done = kairo_testkit::within(20, move || {
+        let mut p = Pipeline::new();
+        let groups = kairo_ofproto::parse_group_file(&text).expect("group file");
+        crate::flowmod::apply(&mut p, &FlowMod::AddGroups(groups)).expect("add-groups");
+        let added = p.groups().count();
+        crate::flowmod::apply(&mut p, &FlowMod::DelGroup(None)).expect("del-groups");
+        (added, p.groups().count())
+    });
+    assert_eq!(done, Some((n as usize, 0)), "did not finish within 20 s");
+}

@@ -78,9 +78,7 @@ impl Pipeline {
             p.groups.insert(g.id, Arc::new(g));
         }
         let ids: Vec<u32> = p.groups.keys().copied().collect();
-        for g in ids {
-            p.check_group(&p.groups[&g].clone())?;
-        }
+        p.check_groups(&ids)?;
         for (t, m) in flows.misses {
             p.set_miss(t, m)?;
         }
@@ -163,8 +161,53 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Checks groups `ids` of this pipeline (put in together: they may name
+    /// each other in any order) as [`Pipeline::check_group`] does, in
+    /// O(groups + references) for all of them: one depth-first walk, each
+    /// group left once all it reaches is known sound, a loop found as a
+    /// group met again on the path. (Each checked on its own, a file of
+    /// thousands of chained groups was quadratic.)
+    fn check_groups(&self, ids: &[u32]) -> Result<(), PipelineError> {
+        #[derive(PartialEq)]
+        enum Mark {
+            OnPath,
+            Sound,
+        }
+        let named = |g: &Group| -> Vec<u32> { g.buckets.iter().flat_map(|b| groups_named(&b.actions)).collect() };
+        let mut mark: FxHashMap<u32, Mark> = FxHashMap::default();
+        for &root in ids {
+            let Some(rg) = self.groups.get(&root) else { continue };
+            if mark.contains_key(&root) {
+                continue;
+            }
+            mark.insert(root, Mark::OnPath);
+            let mut path: Vec<(u32, Vec<u32>, usize)> = vec![(root, named(rg), 0)];
+            while let Some((id, names, next)) = path.last_mut() {
+                let Some(&n) = names.get(*next) else {
+                    mark.insert(*id, Mark::Sound);
+                    path.pop();
+                    continue;
+                };
+                *next += 1;
+                match mark.get(&n) {
+                    Some(Mark::OnPath) => return Err(PipelineError::GroupLoop { group: n }),
+                    Some(Mark::Sound) => {}
+                    None => {
+                        let Some(ng) = self.groups.get(&n) else {
+                            return Err(PipelineError::MissingGroup { group: n, by: format!("group {id}") });
+                        };
+                        mark.insert(n, Mark::OnPath);
+                        path.push((n, named(ng), 0));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every group `g` (not yet put in) names exists, and following buckets
+    /// never comes back to `g`.
     fn check_group(&self, g: &Group) -> Result<(), PipelineError> {
-        // Every group named exists, and following buckets never comes back to g.
         let mut stack: Vec<u32> = g.buckets.iter().flat_map(|b| groups_named(&b.actions).collect::<Vec<_>>()).collect();
         let mut seen = BTreeSet::new();
         while let Some(n) = stack.pop() {
@@ -273,7 +316,7 @@ impl Pipeline {
         for g in gs {
             old.push((g.id, self.groups.insert(g.id, Arc::new(g))));
         }
-        let checked = ids.iter().try_for_each(|id| self.check_group(&self.groups[id].clone()));
+        let checked = self.check_groups(&ids);
         if let Err(e) = checked {
             for (id, was) in old.into_iter().rev() {
                 match was {
@@ -284,6 +327,17 @@ impl Pipeline {
             return Err(e);
         }
         Ok(old)
+    }
+
+    /// Removes every group (chains included); no rule may use one any more
+    /// (the caller removed those). Returns what was removed.
+    pub fn remove_all_groups(&mut self) -> Result<Vec<Replaced>, PipelineError> {
+        for (t, table) in &self.tables {
+            if let Some(g) = table.cls.iter().find_map(|r| inst_groups(&r.payload.inst).next()) {
+                return Err(PipelineError::GroupInUse { group: g, by: format!("a rule in table {t}") });
+            }
+        }
+        Ok(std::mem::take(&mut self.groups).into_iter().map(|(id, g)| (id, Some(g))).collect())
     }
 
     /// Removes a group that no rule or group references.
