@@ -74,13 +74,6 @@ impl Interner {
     pub fn actions(&mut self, a: Vec<DpAction>) -> Arc<Vec<DpAction>> {
         self.actions.get(a, |a| a.shrink_to_fit())
     }
-    /// Distinct action lists alive (O(table): for reports).
-    pub fn len(&self) -> usize {
-        self.actions.live()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -163,11 +163,6 @@ impl Datapath {
         self.n_flows
     }
 
-    /// Distinct action lists shared by the megaflows.
-    pub fn n_shared(&self) -> usize {
-        self.interner.len()
-    }
-
     /// Number of subtables of the classifier of `in_port`.
     pub fn n_subtables(&self, in_port: u32) -> usize {
         self.cls.get(&in_port).map_or(0, |c| c.n_subtables())

@@ -576,7 +576,7 @@ impl Index {
     /// registered (to give its megaflow a cell, whose tag its
     /// registrations are then filed by at once).
     pub fn insert_with(&mut self, p: &Pipeline, mf: Arc<Ukey>, first: impl FnOnce(EntryId)) -> EntryId {
-        let key = Arc::as_ptr(mf.megaflow()) as usize;
+        let key = crate::ukey::addr(&mf);
         if let Some(&id) = self.by_ptr.get(&key) {
             return id;
         }
@@ -673,7 +673,7 @@ impl Index {
     /// Takes an entry out of the live set (its registrations stay).
     fn take_live(&mut self, id: EntryId) -> Option<Entry> {
         let e = self.entries.get_mut(id as usize)?.take()?;
-        self.by_ptr.remove(&(Arc::as_ptr(e.mf.megaflow()) as usize));
+        self.by_ptr.remove(&crate::ukey::addr(&e.mf));
         self.cells[id as usize] = 0;
         // (`filed` stays until its registrations are out.)
         Some(e)
@@ -839,7 +839,7 @@ impl Index {
     }
 
     pub fn id_of(&self, mf: &Megaflow) -> Option<EntryId> {
-        self.by_ptr.get(&(mf as *const Megaflow as usize)).copied()
+        self.by_ptr.get(&crate::ukey::addr(mf)).copied()
     }
 
     /// Entries whose traversal matched rule `r`.

@@ -244,11 +244,6 @@ fn chunk_for(threads: usize) -> usize {
     }
 }
 
-/// The address a megaflow's record is filed under.
-fn megaflow_addr(uk: &Ukey) -> usize {
-    Arc::as_ptr(uk.megaflow()) as usize
-}
-
 /// Threads a maintenance pass may use unless told otherwise
 /// ([`Engine::set_threads`]): one. More threads re-translate a large
 /// affected set faster (a 75K-entry Antrea update: 1.04 s on one thread,
@@ -266,14 +261,14 @@ impl Engine for FullRevalidator {
         self.threads = n.max(1);
     }
     fn add(&mut self, _p: &Pipeline, mf: Arc<Ukey>) {
-        self.at.insert(megaflow_addr(&mf), self.entries.len());
+        self.at.insert(ukey::addr(&mf), self.entries.len());
         self.entries.push(mf);
     }
     fn remove(&mut self, mf: &Megaflow) -> Option<Arc<Ukey>> {
-        let i = self.at.remove(&(mf as *const Megaflow as usize))?;
+        let i = self.at.remove(&ukey::addr(mf))?;
         let uk = self.entries.swap_remove(i);
         if let Some(moved) = self.entries.get(i) {
-            self.at.insert(megaflow_addr(moved), i);
+            self.at.insert(ukey::addr(moved), i);
         }
         Some(uk)
     }
@@ -291,7 +286,7 @@ impl Engine for FullRevalidator {
         }
         if rep.evicted > 0 {
             self.entries.retain(|m| !m.is_dead());
-            self.at = self.entries.iter().enumerate().map(|(i, m)| (megaflow_addr(m), i)).collect();
+            self.at = self.entries.iter().enumerate().map(|(i, m)| (ukey::addr(m), i)).collect();
         }
         rep.ttu = start.elapsed();
         rep

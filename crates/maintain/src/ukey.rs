@@ -64,6 +64,12 @@ impl Moved {
     }
 }
 
+/// The address a megaflow's record is filed under (the datapath names a
+/// megaflow leaving the cache by reference).
+pub(crate) fn addr(mf: &Megaflow) -> usize {
+    mf as *const Megaflow as usize
+}
+
 impl std::ops::Deref for Ukey {
     type Target = Megaflow;
     fn deref(&self) -> &Megaflow {

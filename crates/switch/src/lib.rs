@@ -188,15 +188,8 @@ impl Switch {
         if moved.is_empty() {
             return;
         }
-        let mut r = lock(&self.retired);
-        let mut leaving = lock(&self.leaving);
-        for m in moved {
-            if m.settled() {
-                credit_moved(&mut r, &m);
-            } else {
-                leaving.push(m);
-            }
-        }
+        lock(&self.leaving).extend(moved);
+        self.settle_leaving();
     }
 
     /// Settles the counters of departed megaflows the datapath has let go of.
