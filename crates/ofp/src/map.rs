@@ -1,0 +1,541 @@
+//! The mapping between OpenFlow on the wire and kairo's rules: OXM matches to
+//! [`Match`], wire actions and instructions to [`Action`] and
+//! [`Instructions`], buckets to [`Group`]s, and back for the replies.
+//!
+//! Invariant: what maps in maps back to the same wire meaning (a rule
+//! installed over OpenFlow is echoed by flow stats as installed); whatever
+//! kairo cannot execute is refused with the OpenFlow error a switch gives for
+//! it (OFPBMC_BAD_FIELD for a field outside the flow key, OFPBAC_BAD_TYPE or
+//! OFPBAC_BAD_EXP_TYPE for an action kairo does not implement, naming it),
+//! never dropped or approximated.
+
+use kairo_flow::field::{Field, FIELDS as KFIELDS, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::{FlowKey, FlowMask, Match};
+use kairo_ofproto::action::OFPP_IN_PORT as K_IN_PORT;
+use kairo_ofproto::{Action, Bucket, Group, GroupType, Instructions, SubField};
+
+use crate::action::{nxast, Act, WireSub};
+use crate::error::{Error, ErrorCode};
+use crate::instruction::Instruction;
+use crate::message::WireBucket;
+use crate::oxm::{ones, Oxm, OxmId, NXM_0, NXM_1, OPENFLOW_BASIC};
+use crate::port;
+use crate::Version;
+
+const VID_MASK: u64 = 0x1fff;
+const PCP_MASK: u64 = 0xe000;
+
+fn oxm_name(f: Field) -> Option<&'static str> {
+    f.def().aliases.iter().copied().find(|a| a.starts_with("OXM_OF_") && OxmId::by_name(a).is_some()).or_else(|| {
+        f.def()
+            .aliases
+            .iter()
+            .copied()
+            .find(|a| (a.starts_with("NXM_NX_") || a.starts_with("NXM_OF_")) && OxmId::by_name(a).is_some())
+    })
+}
+
+/// kairo's field for a wire field, if the flow key has it (ports and views
+/// resolved by the caller).
+fn field_of(id: OxmId) -> Option<Field> {
+    let info = id.info()?;
+    match (id.class, id.field) {
+        (OPENFLOW_BASIC, 13..=18) | (NXM_0, 9..=12) => {
+            Some(if info.name.ends_with("_SRC") { Field::TpSrc } else { Field::TpDst })
+        }
+        (OPENFLOW_BASIC, 42) => Some(Field::TcpFlags),
+        (NXM_1, 36) => Some(Field::RecircId),
+        _ => Field::from_name(info.name),
+    }
+}
+
+/// The L4 protocol a transport-port OXM requires, if it is one.
+fn port_proto(id: OxmId) -> Option<u64> {
+    match (id.class, id.field) {
+        (OPENFLOW_BASIC, 13 | 14) | (NXM_0, 9 | 10) => Some(IPPROTO_TCP),
+        (OPENFLOW_BASIC, 15 | 16) | (NXM_0, 11 | 12) => Some(IPPROTO_UDP),
+        (OPENFLOW_BASIC, 17 | 18) => Some(IPPROTO_SCTP),
+        _ => None,
+    }
+}
+
+fn fit(f: Field, v: u128, what: &str) -> Result<u64, Error> {
+    let bits = f.bits();
+    if bits < 128 && v >> bits != 0 {
+        return Err(Error::new(
+            ErrorCode::BAD_VALUE,
+            format!("{what}: {v:#x} does not fit the {bits} bits of {}", f.name()),
+        ));
+    }
+    Ok(v as u64)
+}
+
+/// A wire field's (value, mask) as kairo's field, value and mask.
+fn field_value(o: &Oxm) -> Result<(Field, u64, u64), Error> {
+    let name = o.id.name();
+    let full = o.id.info().map_or(u128::MAX, |i| ones(i.bytes));
+    let mask = o.mask.unwrap_or(full);
+    match (o.id.class, o.id.field) {
+        (OPENFLOW_BASIC, 0) => Ok((Field::InPort, u64::from(port::from_wire(o.value as u32)?), u64::from(u32::MAX))),
+        (OPENFLOW_BASIC, 6) => Ok((Field::VlanTci, (o.value as u64) & VID_MASK, (mask as u64) & VID_MASK)),
+        (OPENFLOW_BASIC, 7) => Ok((Field::VlanTci, ((o.value as u64) & 7) << 13, PCP_MASK)),
+        (NXM_0, 5) => {
+            Err(Error::new(ErrorCode::BAD_FIELD, "NXM_OF_IP_TOS: use OXM_OF_IP_DSCP (kairo keeps DSCP and ECN apart)"))
+        }
+        _ => {
+            let f = field_of(o.id).ok_or_else(|| {
+                Error::new(ErrorCode::BAD_FIELD, format!("{name} is not a field of kairo's flow key yet"))
+            })?;
+            let value = fit(f, o.value, &name)?;
+            let fm = if f.bits() >= 64 { u64::MAX } else { (1u64 << f.bits()) - 1 };
+            let m = if o.mask.is_none() { fm } else { fit(f, mask, &name)? };
+            Ok((f, value, m))
+        }
+    }
+}
+
+/// An OXM match as a kairo match, prerequisites checked.
+pub fn match_from_wire(fields: &[Oxm]) -> Result<Match, Error> {
+    let mut key = FlowKey::default();
+    let mut mask = FlowMask::default();
+    for o in fields {
+        let (f, v, m) = field_value(o)?;
+        let (ov, om) = (key.get(f), mask.get(f));
+        if om & m != 0 {
+            return Err(Error::new(ErrorCode::DUP_FIELD, format!("{} constrains {} twice", o.id.name(), f.name())));
+        }
+        key.set(f, ov | (v & m));
+        mask.set(f, om | m);
+    }
+    let m = Match::new(key, mask);
+    for o in fields {
+        if let Some(p) = port_proto(o.id) {
+            if m.field(Field::IpProto) != (p, 0xff) {
+                return Err(Error::new(ErrorCode::BAD_PREREQ, format!("{} needs ip_proto={p}", o.id.name())));
+            }
+        }
+    }
+    if m.field(Field::VlanTci).1 & PCP_MASK != 0
+        && fields.iter().any(|o| o.id == OxmId::basic(7))
+        && m.field(Field::VlanTci).0 & VLAN_CFI == 0
+    {
+        return Err(Error::new(ErrorCode::BAD_PREREQ, "OXM_OF_VLAN_PCP needs OXM_OF_VLAN_VID with OFPVID_PRESENT"));
+    }
+    kairo_flow::parse::check_prereqs(&m).map_err(|e| Error::new(ErrorCode::BAD_PREREQ, e.to_string()))?;
+    Ok(m)
+}
+
+fn by_name(name: &str) -> OxmId {
+    // Every name this module asks for is in the table (a test checks it).
+    OxmId::by_name(name).map_or(OxmId { class: 0xffff, field: 0 }, |i| i.id)
+}
+
+fn oxm(id: OxmId, value: u64, mask: u64, field_bits: u32) -> Oxm {
+    let full = if field_bits >= 64 { u64::MAX } else { (1u64 << field_bits) - 1 };
+    Oxm { id, value: u128::from(value), mask: (mask != full).then_some(u128::from(mask)) }
+}
+
+/// A kairo match as OXM fields, in kairo's field order (as flow stats echo it).
+pub fn match_to_wire(m: &Match, v: Version) -> Result<Vec<Oxm>, Error> {
+    let mut out = Vec::new();
+    let (proto, proto_m) = m.field(Field::IpProto);
+    let is_arp = m.field(Field::EthType) == (kairo_flow::field::ETH_TYPE_ARP, 0xffff);
+    for d in KFIELDS.iter().filter(|d| d.storage.is_none()) {
+        let (val, msk) = m.field(d.id);
+        if msk == 0 {
+            continue;
+        }
+        let f = d.id;
+        match f {
+            Field::InPort => out.push(Oxm::exact(OxmId::basic(0), u128::from(port::to_wire(val as u32)))),
+            Field::VlanTci => {
+                let pcp_m = msk & PCP_MASK;
+                let vid_m = msk & VID_MASK;
+                let oxm_ok =
+                    (pcp_m == 0 || (pcp_m == PCP_MASK && vid_m & VLAN_CFI != 0 && val & VLAN_CFI != 0)) && vid_m != 0;
+                if oxm_ok {
+                    out.push(oxm(OxmId::basic(6), val & VID_MASK, vid_m, 13));
+                    if pcp_m != 0 {
+                        out.push(Oxm::exact(OxmId::basic(7), u128::from(val >> 13)));
+                    }
+                } else {
+                    out.push(oxm(by_name("NXM_OF_VLAN_TCI"), val, msk, 16));
+                }
+            }
+            Field::IpSrc | Field::IpDst | Field::IpProto if is_arp => {
+                let (name, bits) = match f {
+                    Field::IpSrc => ("OXM_OF_ARP_SPA", 32),
+                    Field::IpDst => ("OXM_OF_ARP_TPA", 32),
+                    _ => ("OXM_OF_ARP_OP", 16),
+                };
+                let full = if bits == 16 && msk == 0xff { 0xffff } else { msk };
+                out.push(oxm(by_name(name), val, full, bits));
+            }
+            Field::TpSrc | Field::TpDst => {
+                let src = f == Field::TpSrc;
+                let name = match (proto, proto_m) {
+                    (IPPROTO_ICMP, 0xff) => Some(if src { "OXM_OF_ICMPV4_TYPE" } else { "OXM_OF_ICMPV4_CODE" }),
+                    (IPPROTO_TCP, 0xff) => Some(if src { "OXM_OF_TCP_SRC" } else { "OXM_OF_TCP_DST" }),
+                    (IPPROTO_UDP, 0xff) => Some(if src { "OXM_OF_UDP_SRC" } else { "OXM_OF_UDP_DST" }),
+                    (IPPROTO_SCTP, 0xff) => Some(if src { "OXM_OF_SCTP_SRC" } else { "OXM_OF_SCTP_DST" }),
+                    _ => None,
+                };
+                match name {
+                    Some(n) if n.contains("ICMP") => out.push(oxm(by_name(n), val, msk, 8)),
+                    Some(n) => out.push(oxm(by_name(n), val, msk, 16)),
+                    None => {
+                        let n = if src { "NXM_OF_TCP_SRC" } else { "NXM_OF_TCP_DST" };
+                        out.push(oxm(by_name(n), val, msk, 16));
+                    }
+                }
+            }
+            Field::TcpFlags if v >= Version::V1_5 => out.push(oxm(OxmId::basic(42), val, msk, 12)),
+            _ => {
+                let name = oxm_name(f).ok_or_else(|| {
+                    Error::new(ErrorCode::BAD_FIELD, format!("{} has no OpenFlow field to carry it", f.name()))
+                })?;
+                // A field narrower than its wire field is exact at its own width.
+                out.push(oxm(by_name(name), val, msk, d.bits));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sub_from_wire(s: &WireSub) -> Result<SubField, Error> {
+    let o = Oxm::exact(s.id, 0);
+    let (field, _, _) = field_value(&o)?;
+    let n = SubField { field, ofs: u32::from(s.ofs), n_bits: u32::from(s.n_bits) };
+    if n.ofs + n.n_bits > field.bits() {
+        return Err(Error::new(
+            ErrorCode::BAD_ACTION_ARGUMENT,
+            format!(
+                "bits {}..{} of {} are outside kairo's {} bits",
+                n.ofs,
+                n.ofs + n.n_bits,
+                s.id.name(),
+                field.bits()
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+fn sub_to_wire(s: &SubField) -> Result<WireSub, Error> {
+    let name = oxm_name(s.field).ok_or_else(|| {
+        Error::new(ErrorCode::BAD_FIELD, format!("{} has no OpenFlow field to carry it", s.field.name()))
+    })?;
+    Ok(WireSub { id: by_name(name), ofs: s.ofs as u16, n_bits: s.n_bits as u16 })
+}
+
+fn writable(f: Field, what: &str) -> Result<(), Error> {
+    if f.def().writable {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorCode::BAD_SET_ARGUMENT, format!("{what}: {} is read-only", f.name())))
+    }
+}
+
+fn set_field(o: &Oxm) -> Result<Action, Error> {
+    match (o.id.class, o.id.field, o.mask) {
+        (OPENFLOW_BASIC, 6, None) => {
+            return Ok(Action::SetVlanVid { vid: (o.value as u16) & 0xfff, push: false });
+        }
+        (OPENFLOW_BASIC, 7, None) => return Ok(Action::SetVlanPcp { pcp: (o.value as u8) & 7, push: false }),
+        _ => {}
+    }
+    let (field, value, mask) = field_value(o)?;
+    writable(field, "set_field")?;
+    Ok(Action::SetField { field, value: value & mask, mask })
+}
+
+fn unsupported_nx(subtype: u16) -> Error {
+    let name = nxast::name(subtype).unwrap_or("?");
+    Error::new(
+        ErrorCode::BAD_ACTION_EXP_TYPE,
+        format!("the Nicira action `{name}` (subtype {subtype}) is not supported by kairo yet"),
+    )
+}
+
+fn unsupported(name: &str) -> Error {
+    Error::new(ErrorCode::BAD_ACTION_TYPE, format!("the action `{name}` is not supported by kairo yet"))
+}
+
+/// A wire action as kairo's action.
+pub fn action_from_wire(a: &Act) -> Result<Action, Error> {
+    Ok(match a {
+        Act::Output { port: p, max_len } => match *p {
+            port::OFPP_IN_PORT => Action::InPort,
+            port::OFPP_FLOOD | port::OFPP_ALL => Action::Flood,
+            port::OFPP_CONTROLLER => Action::Controller { max_len: *max_len },
+            port::OFPP_NORMAL => {
+                return Err(Error::new(ErrorCode::BAD_OUT_PORT, "output:NORMAL is not supported by kairo yet"))
+            }
+            port::OFPP_TABLE => {
+                return Err(Error::new(ErrorCode::BAD_OUT_PORT, "output:TABLE is only valid in a packet-out"))
+            }
+            port::OFPP_ANY => return Err(Error::new(ErrorCode::BAD_OUT_PORT, "output:ANY is not a port")),
+            p => Action::Output(port::from_wire(p).map_err(|e| Error::new(ErrorCode::BAD_OUT_PORT, e.detail))?),
+        },
+        Act::Group(g) => Action::Group(*g),
+        Act::PushVlan(t) => {
+            if *t != 0x8100 && *t != 0x88a8 {
+                return Err(Error::new(ErrorCode::BAD_ACTION_ARGUMENT, format!("push_vlan with ethertype {t:#06x}")));
+            }
+            Action::PushVlan { tpid: *t }
+        }
+        Act::PopVlan => Action::PopVlan,
+        Act::DecNwTtl | Act::NxDecTtl => Action::DecTtl,
+        Act::SetField(o) | Act::RegLoad2(o) => set_field(o)?,
+        Act::RegLoad { dst, value } => {
+            let d = sub_from_wire(dst)?;
+            writable(d.field, "load")?;
+            Action::SetField { field: d.field, value: value << d.ofs, mask: d.mask() }
+        }
+        Act::RegMove { src, dst } => {
+            let (s, d) = (sub_from_wire(src)?, sub_from_wire(dst)?);
+            writable(d.field, "move")?;
+            Action::Move { src: s, dst: d }
+        }
+        Act::CopyField { n_bits, src_ofs, dst_ofs, src, dst } => {
+            let s = sub_from_wire(&WireSub { id: *src, ofs: *src_ofs, n_bits: *n_bits })?;
+            let d = sub_from_wire(&WireSub { id: *dst, ofs: *dst_ofs, n_bits: *n_bits })?;
+            writable(d.field, "copy_field")?;
+            Action::Move { src: s, dst: d }
+        }
+        Act::Resubmit { in_port, table, ct: false } => {
+            let port = (u32::from(*in_port) != K_IN_PORT).then_some(u32::from(*in_port));
+            let table = table.filter(|&t| t != 255);
+            Action::Resubmit { port, table }
+        }
+        Act::Resubmit { ct: true, .. } => return Err(unsupported_nx(nxast::RESUBMIT_TABLE_CT)),
+        Act::Controller { max_len, id: 0, reason: 1 } => Action::Controller { max_len: *max_len },
+        Act::Controller { .. } => {
+            return Err(Error::new(
+                ErrorCode::BAD_ACTION_ARGUMENT,
+                "controller with a controller id or a reason other than action: not supported by kairo yet",
+            ))
+        }
+        Act::Note(_) => return Err(unsupported_nx(nxast::NOTE)),
+        Act::OutputReg { .. } => return Err(unsupported_nx(nxast::OUTPUT_REG)),
+        Act::Exit => return Err(unsupported_nx(nxast::EXIT)),
+        Act::SetTunnel64(_) => return Err(unsupported_nx(nxast::SET_TUNNEL64)),
+        Act::CtClear => return Err(unsupported_nx(nxast::CT_CLEAR)),
+        Act::Conjunction { .. } => return Err(unsupported_nx(nxast::CONJUNCTION)),
+        Act::Nicira { subtype, .. } => return Err(unsupported_nx(*subtype)),
+        Act::Experimenter { vendor, .. } => {
+            return Err(Error::new(
+                ErrorCode::BAD_ACTION_EXPERIMENTER,
+                format!("experimenter action of vendor {vendor:#010x} is not supported"),
+            ))
+        }
+        Act::CopyTtlOut => return Err(unsupported("copy_ttl_out")),
+        Act::CopyTtlIn => return Err(unsupported("copy_ttl_in")),
+        Act::SetMplsTtl(_) => return Err(unsupported("set_mpls_ttl")),
+        Act::DecMplsTtl => return Err(unsupported("dec_mpls_ttl")),
+        Act::PushMpls(_) => return Err(unsupported("push_mpls")),
+        Act::PopMpls(_) => return Err(unsupported("pop_mpls")),
+        Act::SetQueue(_) => return Err(unsupported("set_queue")),
+        Act::SetNwTtl(_) => return Err(unsupported("set_nw_ttl")),
+        Act::PushPbb(_) => return Err(unsupported("push_pbb")),
+        Act::PopPbb => return Err(unsupported("pop_pbb")),
+        Act::Meter(_) => return Err(unsupported("meter")),
+    })
+}
+
+fn contiguous(mask: u64) -> Option<(u32, u32)> {
+    if mask == 0 {
+        return None;
+    }
+    let ofs = mask.trailing_zeros();
+    let n = (mask >> ofs).trailing_ones();
+    (mask >> ofs >> n == 0).then_some((ofs, n))
+}
+
+/// Kairo's actions on the wire; `has_vlan` says whether the rule's match
+/// requires a VLAN tag (as Open vSwitch, `mod_vlan_vid` on a match that does
+/// not is written as push_vlan then set_field).
+pub fn actions_to_wire(acts: &[Action], v: Version, has_vlan: bool) -> Result<Vec<Act>, Error> {
+    let mut out = Vec::new();
+    let mut tagged = has_vlan;
+    for a in acts {
+        match a {
+            Action::Output(p) => out.push(Act::Output { port: port::to_wire(*p), max_len: 0 }),
+            Action::InPort => out.push(Act::Output { port: port::OFPP_IN_PORT, max_len: 0 }),
+            Action::Flood => out.push(Act::Output { port: port::OFPP_FLOOD, max_len: 0 }),
+            Action::Controller { max_len } => out.push(Act::Output { port: port::OFPP_CONTROLLER, max_len: *max_len }),
+            Action::Group(g) => out.push(Act::Group(*g)),
+            Action::PushVlan { tpid } => {
+                tagged = true;
+                out.push(Act::PushVlan(*tpid));
+            }
+            Action::PopVlan => {
+                tagged = false;
+                out.push(Act::PopVlan);
+            }
+            Action::DecTtl => out.push(Act::DecNwTtl),
+            Action::SetVlanVid { vid, push } => {
+                if *push && !tagged {
+                    out.push(Act::PushVlan(0x8100));
+                    tagged = true;
+                }
+                out.push(Act::SetField(Oxm::exact(OxmId::basic(6), u128::from(*vid | 0x1000))));
+            }
+            Action::SetVlanPcp { pcp, push } => {
+                if *push && !tagged {
+                    out.push(Act::PushVlan(0x8100));
+                    tagged = true;
+                }
+                out.push(Act::SetField(Oxm::exact(OxmId::basic(7), u128::from(*pcp))));
+            }
+            Action::SetField { field, value, mask } => {
+                let full = if field.bits() >= 64 { u64::MAX } else { (1u64 << field.bits()) - 1 };
+                let (val, msk) = if *field == Field::InPort {
+                    (u64::from(port::to_wire(*value as u32)), u64::from(u32::MAX))
+                } else {
+                    (*value, *mask)
+                };
+                let name = oxm_name(*field).ok_or_else(|| {
+                    Error::new(ErrorCode::BAD_FIELD, format!("{} has no OpenFlow field to carry it", field.name()))
+                })?;
+                let id = by_name(name);
+                if *mask == full || *field == Field::InPort {
+                    out.push(Act::SetField(Oxm::exact(id, u128::from(val))));
+                } else if v >= Version::V1_5 {
+                    out.push(Act::SetField(Oxm { id, value: u128::from(val & msk), mask: Some(u128::from(msk)) }));
+                } else if let Some((ofs, n)) = contiguous(msk) {
+                    let dst = WireSub { id, ofs: ofs as u16, n_bits: n as u16 };
+                    out.push(Act::RegLoad { dst, value: (val & msk) >> ofs });
+                } else {
+                    out.push(Act::RegLoad2(Oxm { id, value: u128::from(val & msk), mask: Some(u128::from(msk)) }));
+                }
+            }
+            Action::Move { src, dst } => {
+                let (s, d) = (sub_to_wire(src)?, sub_to_wire(dst)?);
+                if v >= Version::V1_5 {
+                    out.push(Act::CopyField { n_bits: s.n_bits, src_ofs: s.ofs, dst_ofs: d.ofs, src: s.id, dst: d.id });
+                } else {
+                    out.push(Act::RegMove { src: s, dst: d });
+                }
+            }
+            Action::Resubmit { port: p, table } => {
+                let in_port = p.map_or(K_IN_PORT as u16, |p| p as u16);
+                out.push(Act::Resubmit { in_port, table: Some(table.unwrap_or(255)), ct: false });
+                if table.is_none() {
+                    if let Some(Act::Resubmit { table, .. }) = out.last_mut() {
+                        *table = None;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn actions_from_wire(acts: &[Act]) -> Result<Vec<Action>, Error> {
+    acts.iter().map(action_from_wire).collect()
+}
+
+/// Wire instructions as kairo's instructions.
+pub fn instructions_from_wire(insts: &[Instruction]) -> Result<Instructions, Error> {
+    let mut out = Instructions::default();
+    for i in insts {
+        match i {
+            Instruction::GotoTable(t) => out.goto_table = Some(*t),
+            Instruction::WriteMetadata { value, mask } => out.write_metadata = Some((*value & *mask, *mask)),
+            Instruction::WriteActions(a) => out.write = actions_from_wire(a)?,
+            Instruction::ApplyActions(a) => out.apply = actions_from_wire(a)?,
+            Instruction::ClearActions => out.clear_actions = true,
+            Instruction::Meter(_) => {
+                return Err(Error::new(ErrorCode::UNSUP_INST, "the meter instruction is not supported by kairo yet"))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Kairo's instructions on the wire, in OpenFlow's execution order.
+pub fn instructions_to_wire(inst: &Instructions, v: Version, has_vlan: bool) -> Result<Vec<Instruction>, Error> {
+    let mut out = Vec::new();
+    if !inst.apply.is_empty() {
+        out.push(Instruction::ApplyActions(actions_to_wire(&inst.apply, v, has_vlan)?));
+    }
+    if inst.clear_actions {
+        out.push(Instruction::ClearActions);
+    }
+    if !inst.write.is_empty() {
+        out.push(Instruction::WriteActions(actions_to_wire(&inst.write, v, has_vlan)?));
+    }
+    if let Some((value, mask)) = inst.write_metadata {
+        out.push(Instruction::WriteMetadata { value, mask });
+    }
+    if let Some(t) = inst.goto_table {
+        out.push(Instruction::GotoTable(t));
+    }
+    Ok(out)
+}
+
+/// OFPGT_* as kairo's group type.
+pub fn group_type_from_wire(t: u8) -> Result<GroupType, Error> {
+    Ok(match t {
+        0 => GroupType::All,
+        1 => GroupType::Select,
+        2 => GroupType::Indirect,
+        3 => GroupType::FastFailover,
+        other => return Err(Error::new(ErrorCode::BAD_GROUP_TYPE, format!("group type {other}"))),
+    })
+}
+
+pub fn group_type_to_wire(t: GroupType) -> u8 {
+    match t {
+        GroupType::All => 0,
+        GroupType::Select => 1,
+        GroupType::Indirect => 2,
+        GroupType::FastFailover => 3,
+    }
+}
+
+/// A group from a GROUP_MOD's type, id and buckets (bucket ids numbered in
+/// order, as Open vSwitch numbers OpenFlow 1.3 buckets).
+pub fn group_from_wire(ty: u8, group_id: u32, buckets: &[WireBucket]) -> Result<Group, Error> {
+    let ty = group_type_from_wire(ty)?;
+    if group_id > 0xffff_ff00 {
+        return Err(Error::new(ErrorCode::INVALID_GROUP, format!("group id {group_id:#x} is reserved")));
+    }
+    let mut out = Vec::new();
+    for (i, b) in buckets.iter().enumerate() {
+        let watch_port = match b.watch_port {
+            port::OFPP_ANY => None,
+            p => Some(port::from_wire(p).map_err(|e| Error::new(ErrorCode::BAD_WATCH, e.detail))?),
+        };
+        let watch_group = (b.watch_group != crate::message::OFPG_ANY).then_some(b.watch_group);
+        if ty == GroupType::FastFailover && watch_port.is_none() && watch_group.is_none() {
+            return Err(Error::new(ErrorCode::BAD_WATCH, format!("fast-failover bucket {i} watches nothing")));
+        }
+        let actions = actions_from_wire(&b.actions)?;
+        out.push(Bucket {
+            id: i as u32,
+            weight: if ty == GroupType::Select { b.weight } else { 0 },
+            watch_port,
+            watch_group,
+            actions,
+        });
+    }
+    let g = Group { id: group_id, ty, buckets: out, fields: None };
+    g.validate().map_err(|e| Error::new(ErrorCode::BAD_BUCKET, e.to_string()))?;
+    Ok(g)
+}
+
+pub fn buckets_to_wire(g: &Group, v: Version) -> Result<Vec<WireBucket>, Error> {
+    g.buckets
+        .iter()
+        .map(|b| {
+            Ok(WireBucket {
+                weight: if g.ty == GroupType::Select { b.weight } else { 0 },
+                watch_port: b.watch_port.map_or(port::OFPP_ANY, port::to_wire),
+                watch_group: b.watch_group.unwrap_or(crate::message::OFPG_ANY),
+                actions: actions_to_wire(&b.actions, v, false)?,
+            })
+        })
+        .collect()
+}
