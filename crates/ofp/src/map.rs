@@ -352,12 +352,34 @@ fn contiguous(mask: u64) -> Option<(u32, u32)> {
     (mask >> ofs >> n == 0).then_some((ofs, n))
 }
 
-/// Kairo's actions on the wire; `has_vlan` says whether the rule's match
-/// requires a VLAN tag (as Open vSwitch, `mod_vlan_vid` on a match that does
-/// not is written as push_vlan then set_field).
-pub fn actions_to_wire(acts: &[Action], v: Version, has_vlan: bool) -> Result<Vec<Act>, Error> {
+/// The wire field for a set_field on `f` under match `m`: transport ports
+/// take the name of the match's protocol (as OVS requires: setting udp_dst
+/// under a TCP match is OFPBAC_MATCH_INCONSISTENT).
+fn set_field_id(f: Field, m: &Match) -> Result<OxmId, Error> {
+    let src = f == Field::TpSrc;
+    let name = match (f, m.field(Field::IpProto)) {
+        (Field::TpSrc | Field::TpDst, (IPPROTO_UDP, 0xff)) => {
+            Some(if src { "OXM_OF_UDP_SRC" } else { "OXM_OF_UDP_DST" })
+        }
+        (Field::TpSrc | Field::TpDst, (IPPROTO_SCTP, 0xff)) => {
+            Some(if src { "OXM_OF_SCTP_SRC" } else { "OXM_OF_SCTP_DST" })
+        }
+        (Field::TpSrc | Field::TpDst, (IPPROTO_ICMP, 0xff)) => {
+            Some(if src { "OXM_OF_ICMPV4_TYPE" } else { "OXM_OF_ICMPV4_CODE" })
+        }
+        _ => oxm_name(f),
+    };
+    name.map(by_name)
+        .ok_or_else(|| Error::new(ErrorCode::BAD_FIELD, format!("{} has no OpenFlow field to carry it", f.name())))
+}
+
+/// Kairo's actions on the wire, for a rule with match `m`. As Open vSwitch,
+/// `mod_vlan_vid` on a match that does not require a VLAN tag is written as
+/// push_vlan then set_field, and transport-port fields take the match's
+/// protocol's name.
+pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act>, Error> {
     let mut out = Vec::new();
-    let mut tagged = has_vlan;
+    let mut tagged = kairo_ofproto::action::match_has_vlan(m);
     for a in acts {
         match a {
             Action::Output(p) => out.push(Act::Output { port: port::to_wire(*p), max_len: 0 }),
@@ -395,10 +417,7 @@ pub fn actions_to_wire(acts: &[Action], v: Version, has_vlan: bool) -> Result<Ve
                 } else {
                     (*value, *mask)
                 };
-                let name = oxm_name(*field).ok_or_else(|| {
-                    Error::new(ErrorCode::BAD_FIELD, format!("{} has no OpenFlow field to carry it", field.name()))
-                })?;
-                let id = by_name(name);
+                let id = set_field_id(*field, m)?;
                 if *mask == full || *field == Field::InPort {
                     out.push(Act::SetField(Oxm::exact(id, u128::from(val))));
                 } else if v >= Version::V1_5 {
@@ -455,16 +474,16 @@ pub fn instructions_from_wire(insts: &[Instruction]) -> Result<Instructions, Err
 }
 
 /// Kairo's instructions on the wire, in OpenFlow's execution order.
-pub fn instructions_to_wire(inst: &Instructions, v: Version, has_vlan: bool) -> Result<Vec<Instruction>, Error> {
+pub fn instructions_to_wire(inst: &Instructions, v: Version, m: &Match) -> Result<Vec<Instruction>, Error> {
     let mut out = Vec::new();
     if !inst.apply.is_empty() {
-        out.push(Instruction::ApplyActions(actions_to_wire(&inst.apply, v, has_vlan)?));
+        out.push(Instruction::ApplyActions(actions_to_wire(&inst.apply, v, m)?));
     }
     if inst.clear_actions {
         out.push(Instruction::ClearActions);
     }
     if !inst.write.is_empty() {
-        out.push(Instruction::WriteActions(actions_to_wire(&inst.write, v, has_vlan)?));
+        out.push(Instruction::WriteActions(actions_to_wire(&inst.write, v, m)?));
     }
     if let Some((value, mask)) = inst.write_metadata {
         out.push(Instruction::WriteMetadata { value, mask });
@@ -534,7 +553,7 @@ pub fn buckets_to_wire(g: &Group, v: Version) -> Result<Vec<WireBucket>, Error> 
                 weight: if g.ty == GroupType::Select { b.weight } else { 0 },
                 watch_port: b.watch_port.map_or(port::OFPP_ANY, port::to_wire),
                 watch_group: b.watch_group.unwrap_or(crate::message::OFPG_ANY),
-                actions: actions_to_wire(&b.actions, v, false)?,
+                actions: actions_to_wire(&b.actions, v, &Match::default())?,
             })
         })
         .collect()

@@ -574,7 +574,7 @@ mod mapping {
                     flags: 0,
                     importance: 0,
                     fields: match_to_wire(&rule.m, v).unwrap_or_else(|e| panic!("{line}: {e}")),
-                    instructions: instructions_to_wire(&rule.inst, v, has_vlan).unwrap(),
+                    instructions: instructions_to_wire(&rule.inst, v, &rule.m).unwrap(),
                 };
                 let bytes = encode(v, 1, &Message::FlowMod(fm)).unwrap();
                 let Ok((_, Message::FlowMod(back))) = decode(&bytes) else { panic!("{line}: not a flow mod") };
