@@ -43,6 +43,24 @@ pub struct SwitchArgs {
     /// Megaflows idle this long (ms) expire.
     #[arg(long, default_value_t = 10_000)]
     max_idle_ms: u64,
+    /// Speak OpenFlow 1.3/1.5 here (repeatable), in Open vSwitch's syntax:
+    /// `ptcp:PORT[:IP]` listens (on 127.0.0.1 unless IP is given),
+    /// `punix:PATH` listens on a socket made owner-only, `tcp:IP[:PORT]` and
+    /// `unix:PATH` connect to a controller (reconnecting with backoff).
+    /// `ovs-ofctl -O OpenFlow13 add-flow tcp:127.0.0.1:PORT ...` then works.
+    #[arg(long = "openflow", value_name = "TARGET")]
+    openflow: Vec<kairo_switch::openflow::Target>,
+    /// The OpenFlow datapath id, in hex (default: from the lowest port address, as Open vSwitch).
+    #[arg(long, value_name = "HEX", value_parser = parse_dpid)]
+    dpid: Option<u64>,
+}
+
+fn parse_dpid(s: &str) -> Result<u64, String> {
+    let h = s.strip_prefix("0x").unwrap_or(s);
+    if h.is_empty() || h.len() > 16 {
+        return Err(format!("`{s}`: a datapath id is 1 to 16 hex digits"));
+    }
+    u64::from_str_radix(h, 16).map_err(|_| format!("`{s}` is not hex"))
 }
 
 #[derive(Args)]
@@ -130,19 +148,29 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
     let ports = open_ports(&a)?;
     let info: Vec<PortInfo> = ports.iter().map(Attached::info).collect();
     let cfg = DpConfig { flow_limit: a.flow_limit, max_idle_ms: a.max_idle_ms, ..DpConfig::default() };
-    let sw = Arc::new(Switch::new(pipeline, engine, cfg, info));
+    let mut sw = Switch::new(pipeline, engine, cfg, info);
+    if let Some(d) = a.dpid {
+        sw.dpid = d;
+    }
+    let sw = Arc::new(sw);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
     }
     let server = kairo_switch::ctl::serve(sw.clone(), &a.ctl, stop.clone())
         .with_context(|| format!("control socket {}", a.ctl.display()))?;
+    for t in &a.openflow {
+        kairo_switch::openflow::serve(sw.clone(), t, stop.clone(), Default::default())
+            .with_context(|| format!("OpenFlow target {t:?}"))?;
+    }
     let names: Vec<String> = sw.ports.iter().map(|p| format!("{}({}, {})", p.ofport, p.name, p.kind)).collect();
     eprintln!(
-        "kairo switch: ports {}; {} rules; control socket {}; SIGINT or SIGTERM stops",
+        "kairo switch: ports {}; {} rules; control socket {}; OpenFlow {}; dpid {:016x}; SIGINT or SIGTERM stops",
         names.join(", "),
         sw.ctl.lock().pipeline.n_rules(),
-        a.ctl.display()
+        a.ctl.display(),
+        if a.openflow.is_empty() { "off".to_string() } else { format!("{:?}", a.openflow) },
+        sw.dpid
     );
     sw.forward(ports, &stop);
     stop.store(true, Ordering::Relaxed);

@@ -133,7 +133,8 @@ fn select(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, RuleId, Arc<R
                     .chain(r.payload.inst.write.iter())
                     .any(|a| matches!(a, Action::Output(x) if *x == op))
             });
-            if cookie_ok && port_ok {
+            let group_ok = spec.out_group.is_none_or(|g| uses_group(&r.payload, g));
+            if cookie_ok && port_ok && group_ok {
                 out.push((t, r.id, r.payload.clone()));
             }
         }
@@ -159,13 +160,18 @@ fn select(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, RuleId, Arc<R
             let outputs_to = |p: u32| {
                 rule.inst.apply.iter().chain(rule.inst.write.iter()).any(|a| matches!(a, Action::Output(x) if *x == p))
             };
-            if hit && spec.out_port.is_none_or(outputs_to) {
+            if hit && spec.out_port.is_none_or(outputs_to) && spec.out_group.is_none_or(|g| uses_group(rule, g)) {
                 out.push((t, r.id, r.payload.clone()));
             }
         }
     }
     out.sort_unstable_by_key(|&(t, id, _)| (t, id));
     out
+}
+
+/// Does the rule send to group `g` (OpenFlow's out_group filter)?
+fn uses_group(rule: &Rule, g: u32) -> bool {
+    rule.inst.apply.iter().chain(rule.inst.write.iter()).any(|a| matches!(a, Action::Group(x) if *x == g))
 }
 
 /// How to take back one change to a pipeline (a failed bundle is rolled

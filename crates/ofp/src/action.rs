@@ -448,7 +448,7 @@ impl Act {
                 let clause = a.u8("clause")?;
                 let n_clauses = a.u8("n_clauses")?;
                 let id = a.u32("id")?;
-                if n_clauses < 2 || n_clauses > 64 || clause >= n_clauses {
+                if !(2..=64).contains(&n_clauses) || clause >= n_clauses {
                     return Err(Error::new(
                         ErrorCode::BAD_ACTION_ARGUMENT,
                         format!("conjunction at offset {at}: clause {} of {n_clauses} (2 to 64 clauses)", clause + 1),

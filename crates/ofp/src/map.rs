@@ -558,3 +558,30 @@ pub fn buckets_to_wire(g: &Group, v: Version) -> Result<Vec<WireBucket>, Error> 
         })
         .collect()
 }
+
+/// The wire fields kairo matches on (for TABLE_FEATURES).
+pub fn match_field_ids() -> Vec<OxmId> {
+    let mut out: Vec<OxmId> = KFIELDS
+        .iter()
+        .filter(|d| d.storage.is_none() || matches!(d.id, Field::ArpOp | Field::ArpSpa | Field::ArpTpa))
+        .filter_map(|d| oxm_name(d.id))
+        .map(by_name)
+        .collect();
+    for n in [
+        "OXM_OF_VLAN_VID",
+        "OXM_OF_VLAN_PCP",
+        "OXM_OF_TCP_SRC",
+        "OXM_OF_TCP_DST",
+        "OXM_OF_UDP_SRC",
+        "OXM_OF_UDP_DST",
+        "OXM_OF_SCTP_SRC",
+        "OXM_OF_SCTP_DST",
+        "OXM_OF_ICMPV4_TYPE",
+        "OXM_OF_ICMPV4_CODE",
+    ] {
+        out.push(by_name(n));
+    }
+    out.sort();
+    out.dedup();
+    out
+}

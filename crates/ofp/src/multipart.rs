@@ -56,6 +56,58 @@ pub enum MpRequest {
     /// The group to describe (1.5; 1.3 always asks for all, OFPG_ALL).
     GroupDesc(u32),
     GroupFeatures,
+    /// Reading the tables' features (a request that sets them is refused).
+    TableFeatures,
+}
+
+/// One table's features (properties kept as their bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableFeatures {
+    pub table_id: u8,
+    pub name: String,
+    pub metadata_match: u64,
+    pub metadata_write: u64,
+    pub config: u32,
+    pub max_entries: u32,
+    pub properties: Vec<u8>,
+}
+
+impl TableFeatures {
+    /// The eight properties OpenFlow requires of a table (instructions, next
+    /// tables, write and apply actions, match, wildcards, write and apply
+    /// set-field), as bytes. `actions` are OFPAT_* types (experimenter ones
+    /// are not listed); fields are OXM ids.
+    pub fn properties(instructions: &[u16], next: &[u8], actions: &[u16], fields: &[crate::oxm::OxmId]) -> Vec<u8> {
+        let mut w = Writer::default();
+        let prop = |w: &mut Writer, ty: u16, body: &dyn Fn(&mut Writer)| {
+            let start = w.len();
+            w.u16(ty);
+            let at = w.placeholder_u16();
+            body(w);
+            w.patch_len(at, start);
+            w.pad8_from(start);
+        };
+        let ids = |w: &mut Writer, xs: &[u16]| {
+            for x in xs {
+                w.u16(*x);
+                w.u16(4);
+            }
+        };
+        let oxms = |w: &mut Writer| {
+            for f in fields {
+                w.u32(f.header(false, f.info().map_or(0, |i| i.bytes)));
+            }
+        };
+        prop(&mut w, 0, &|w| ids(w, instructions));
+        prop(&mut w, 2, &|w| w.bytes(next));
+        prop(&mut w, 4, &|w| ids(w, actions));
+        prop(&mut w, 6, &|w| ids(w, actions));
+        prop(&mut w, 8, &oxms);
+        prop(&mut w, 10, &oxms);
+        prop(&mut w, 12, &oxms);
+        prop(&mut w, 14, &oxms);
+        w.buf
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +209,7 @@ pub enum MpReply {
     Group(Vec<GroupStats>),
     GroupDesc(Vec<GroupDesc>),
     GroupFeatures(GroupFeatures),
+    TableFeatures(Vec<TableFeatures>),
 }
 
 fn bad_mp(ty: u16, v: Version) -> Error {
@@ -210,6 +263,7 @@ impl MpRequest {
             MpRequest::Group(_) => ofpmp::GROUP,
             MpRequest::GroupDesc(_) => ofpmp::GROUP_DESC,
             MpRequest::GroupFeatures => ofpmp::GROUP_FEATURES,
+            MpRequest::TableFeatures => ofpmp::TABLE_FEATURES,
         }
     }
 
@@ -243,6 +297,13 @@ impl MpRequest {
             }
             ofpmp::GROUP_DESC => MpRequest::GroupDesc(crate::message::OFPG_ALL),
             ofpmp::GROUP_FEATURES => MpRequest::GroupFeatures,
+            ofpmp::TABLE_FEATURES if r.is_empty() => MpRequest::TableFeatures,
+            ofpmp::TABLE_FEATURES => {
+                return Err(Error::new(
+                    ErrorCode { ty: 13, code: 5 },
+                    "kairo's tables are not reconfigurable: TABLE_FEATURES may only read",
+                ))
+            }
             other => return Err(bad_mp(other, v)),
         };
         Ok((flags, body))
@@ -251,7 +312,7 @@ impl MpRequest {
     pub fn encode(&self, w: &mut Writer, v: Version, flags: u16) {
         write_mp_header(w, self.ty(), flags);
         match self {
-            MpRequest::Desc | MpRequest::Table | MpRequest::GroupFeatures => {}
+            MpRequest::Desc | MpRequest::Table | MpRequest::GroupFeatures | MpRequest::TableFeatures => {}
             MpRequest::Flow(f) | MpRequest::Aggregate(f) => encode_flow_request(w, f),
             MpRequest::PortStats(p) | MpRequest::Group(p) => {
                 w.u32(*p);
@@ -602,6 +663,7 @@ impl MpReply {
             MpReply::Group(_) => ofpmp::GROUP,
             MpReply::GroupDesc(_) => ofpmp::GROUP_DESC,
             MpReply::GroupFeatures(_) => ofpmp::GROUP_FEATURES,
+            MpReply::TableFeatures(_) => ofpmp::TABLE_FEATURES,
         }
     }
 
@@ -718,6 +780,25 @@ impl MpReply {
                 }
                 MpReply::GroupFeatures(GroupFeatures { types, capabilities, max_groups, actions })
             }
+            ofpmp::TABLE_FEATURES => {
+                let mut out = Vec::new();
+                while !r.is_empty() {
+                    let mut e = entry(r, "table features", 64)?;
+                    e.skip(2, "length")?;
+                    let table_id = e.u8("table_id")?;
+                    e.skip(5, "pad")?;
+                    out.push(TableFeatures {
+                        table_id,
+                        name: e.string(32, "name")?,
+                        metadata_match: e.u64("metadata_match")?,
+                        metadata_write: e.u64("metadata_write")?,
+                        config: e.u32("capabilities")?,
+                        max_entries: e.u32("max_entries")?,
+                        properties: e.rest().to_vec(),
+                    });
+                }
+                MpReply::TableFeatures(out)
+            }
             other => return Err(bad_mp(other, v)),
         };
         Ok((flags, body))
@@ -726,6 +807,22 @@ impl MpReply {
     pub fn encode(&self, w: &mut Writer, v: Version, flags: u16) {
         write_mp_header(w, self.ty(), flags);
         match self {
+            MpReply::TableFeatures(ts) => {
+                for t in ts {
+                    let start = w.len();
+                    let at = w.placeholder_u16();
+                    w.u8(t.table_id);
+                    w.zeros(5);
+                    w.string(&t.name, 32);
+                    w.u64(t.metadata_match);
+                    w.u64(t.metadata_write);
+                    w.u32(t.config);
+                    w.u32(t.max_entries);
+                    w.bytes(&t.properties);
+                    w.pad8_from(start);
+                    w.patch_len(at, start);
+                }
+            }
             MpReply::Desc(d) => {
                 w.string(&d.mfr, 256);
                 w.string(&d.hw, 256);

@@ -54,7 +54,6 @@ const RULES: &[&str] = &[
 
 fn flow_mod_hex(rule_text: &str, v: Version) -> String {
     let rule = parse_flow(rule_text, Some(true)).unwrap().into_rule().unwrap();
-    let has_vlan = kairo_ofproto::action::match_has_vlan(&rule.m);
     let fm = FlowMod {
         cookie: rule.cookie,
         cookie_mask: 0,

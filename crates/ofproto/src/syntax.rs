@@ -40,6 +40,8 @@ pub struct FlowSpec {
     pub idle_timeout: u16,
     pub hard_timeout: u16,
     pub out_port: Option<u32>,
+    /// `out_group=G` (for del-flows): only rules that use group G.
+    pub out_group: Option<u32>,
 }
 
 impl FlowSpec {
@@ -132,6 +134,7 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
         idle_timeout: 0,
         hard_timeout: 0,
         out_port: None,
+        out_group: None,
     };
     let mut mb = MatchBuilder::new();
     for tok in split_top(head)? {
@@ -162,6 +165,7 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
             "idle_timeout" => spec.idle_timeout = num(name, v, "a timeout 0-65535 s")?,
             "hard_timeout" => spec.hard_timeout = num(name, v, "a timeout 0-65535 s")?,
             "out_port" => spec.out_port = Some(num(name, v, "a port number")?),
+            "out_group" => spec.out_group = Some(num(name, v, "a group number")?),
             // Printed by dump-flows or accepted by add-flow; no effect on forwarding here.
             "duration"
             | "n_packets"
@@ -169,7 +173,6 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
             | "idle_age"
             | "hard_age"
             | "importance"
-            | "out_group"
             | "send_flow_rem"
             | "check_overlap"
             | "reset_counts"

@@ -21,6 +21,7 @@
 pub mod afpacket;
 pub mod ctl;
 pub mod netns;
+pub mod openflow;
 pub mod port;
 pub mod replay;
 pub mod request;
@@ -108,6 +109,8 @@ pub struct Switch {
     pub unroutable: AtomicU64,
     pub controller: AtomicU64,
     pub start: Instant,
+    /// The OpenFlow datapath id (`--dpid`, or derived from the ports' addresses).
+    pub dpid: u64,
 }
 
 /// Adds a megaflow's counters (those gathered under its current traversal)
@@ -141,6 +144,7 @@ impl Switch {
     pub fn new(mut pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
         pipeline.set_ports(ports.iter().map(|p| p.ofport));
         let dp = Datapath::new(cfg);
+        let dpid = openflow::default_dpid(&ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
         let mut control = Control::new(pipeline, engine);
         control.keep_moved = true;
         Switch {
@@ -153,6 +157,7 @@ impl Switch {
             unroutable: AtomicU64::new(0),
             controller: AtomicU64::new(0),
             start: Instant::now(),
+            dpid,
         }
     }
 
