@@ -170,7 +170,7 @@ fn select(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, RuleId, Arc<R
 }
 
 /// Does the rule send to group `g` (OpenFlow's out_group filter)?
-fn uses_group(rule: &Rule, g: u32) -> bool {
+pub fn uses_group(rule: &Rule, g: u32) -> bool {
     rule.inst.apply.iter().chain(rule.inst.write.iter()).any(|a| matches!(a, Action::Group(x) if *x == g))
 }
 

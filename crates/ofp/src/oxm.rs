@@ -196,26 +196,30 @@ impl OxmId {
         (u32::from(self.class) << 16) | (u32::from(self.field) << 9) | (u32::from(hasmask) << 8) | u32::from(len)
     }
 
+    /// This field's table row, or the error for a field kairo does not
+    /// decode (`exp`: the experimenter id of an experimenter-class field).
+    fn known(&self, at: usize, exp: u32) -> Result<&'static OxmInfo, Error> {
+        if self.class == EXPERIMENTER {
+            return Err(Error::new(
+                ErrorCode::BAD_FIELD,
+                format!(
+                    "experimenter OXM field {} of experimenter {exp:#010x} at offset {at} is not supported",
+                    self.field
+                ),
+            ));
+        }
+        self.info()
+            .ok_or_else(|| Error::new(ErrorCode::BAD_FIELD, format!("unknown field {} at offset {at}", self.name())))
+    }
+
     /// Reads a bare OXM header (as `copy_field` and `reg_move` carry them).
     /// An experimenter header's 4-byte experimenter id is read and refused.
     pub fn decode_header(r: &mut Reader<'_>) -> Result<(OxmId, &'static OxmInfo), Error> {
         let at = r.offset();
         let h = r.u32("OXM header")?;
         let id = OxmId { class: (h >> 16) as u16, field: ((h >> 9) & 0x7f) as u8 };
-        if id.class == EXPERIMENTER {
-            let exp = r.u32("OXM experimenter id")?;
-            return Err(Error::new(
-                ErrorCode::BAD_FIELD,
-                format!(
-                    "experimenter OXM field {} of experimenter {exp:#010x} at offset {at} is not supported",
-                    id.field
-                ),
-            ));
-        }
-        let info = id
-            .info()
-            .ok_or_else(|| Error::new(ErrorCode::BAD_FIELD, format!("unknown field {} at offset {at}", id.name())))?;
-        Ok((id, info))
+        let exp = if id.class == EXPERIMENTER { r.u32("OXM experimenter id")? } else { 0 };
+        Ok((id, id.known(at, exp)?))
     }
 }
 
@@ -259,19 +263,8 @@ impl Oxm {
         let hasmask = h & 0x100 != 0;
         let len = (h & 0xff) as usize;
         let mut body = r.sub(len, "OXM payload")?;
-        if id.class == EXPERIMENTER {
-            let exp = body.u32("OXM experimenter id").unwrap_or(0);
-            return Err(Error::new(
-                ErrorCode::BAD_FIELD,
-                format!(
-                    "experimenter OXM field {} of experimenter {exp:#010x} at offset {at} is not supported",
-                    id.field
-                ),
-            ));
-        }
-        let info = id
-            .info()
-            .ok_or_else(|| Error::new(ErrorCode::BAD_FIELD, format!("unknown field {} at offset {at}", id.name())))?;
+        let exp = if id.class == EXPERIMENTER { body.u32("OXM experimenter id").unwrap_or(0) } else { 0 };
+        let info = id.known(at, exp)?;
         let w = usize::from(info.bytes);
         let want = if hasmask { 2 * w } else { w };
         if len != want {

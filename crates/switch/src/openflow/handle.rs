@@ -7,7 +7,7 @@
 //! and is answered with OpenFlow's error for it; statistics replies are split
 //! into messages under 64 KiB, every one but the last flagged REPLY_MORE.
 
-use kairo_maintain::flowmod::{select_rules, FlowMod as KFlowMod, ModError};
+use kairo_maintain::flowmod::{select_rules, uses_group, FlowMod as KFlowMod, ModError};
 use kairo_ofp::map;
 use kairo_ofp::message::{ofpfc, ofpff, ofpgc, Features, FlowMod, GroupMod, PortDesc, Role, OFPG_ALL, OFPG_ANY};
 use kairo_ofp::multipart::{
@@ -431,14 +431,7 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
                     .pipeline
                     .tables()
                     .flat_map(|(_, tb)| tb.cls.iter())
-                    .filter(|r| {
-                        r.payload
-                            .inst
-                            .apply
-                            .iter()
-                            .chain(r.payload.inst.write.iter())
-                            .any(|a| matches!(a, kairo_ofproto::Action::Group(x) if *x == g.id))
-                    })
+                    .filter(|r| uses_group(&r.payload, g.id))
                     .count();
                 stats.push(GroupStats {
                     group_id: g.id,
