@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kairo_datapath::DpConfig;
+use kairo_switch::openflow::Target;
 use kairo_switch::{afpacket::AfPacket, port, tap::Tap, Attached, PortInfo, Switch};
 use kairo_xlate::Pipeline;
 
@@ -159,9 +160,15 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
     }
     let server = kairo_switch::ctl::serve(sw.clone(), &a.ctl, stop.clone())
         .with_context(|| format!("control socket {}", a.ctl.display()))?;
+    let mut listeners = Vec::new();
     for t in &a.openflow {
-        kairo_switch::openflow::serve(sw.clone(), t, stop.clone(), Default::default())
+        let served = kairo_switch::openflow::serve(sw.clone(), t, stop.clone(), Default::default())
             .with_context(|| format!("OpenFlow target {t:?}"))?;
+        // Listeners are joined at stop (their socket files go); a connection
+        // to a controller ends with the process.
+        if matches!(t, Target::PassiveTcp(_) | Target::PassiveUnix(_)) {
+            listeners.push(served);
+        }
     }
     let names: Vec<String> = sw.ports.iter().map(|p| format!("{}({}, {})", p.ofport, p.name, p.kind)).collect();
     eprintln!(
@@ -175,6 +182,9 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
     sw.forward(ports, &stop);
     stop.store(true, Ordering::Relaxed);
     let _ = server.join();
+    for l in listeners {
+        let _ = l.join();
+    }
     let s = kairo_switch::lock(&sw.dp).stats;
     eprintln!(
         "kairo switch: stopped after {} packets (emc {}, megaflow {}, upcalls {})",

@@ -21,7 +21,7 @@ use kairo_maintain::flowmod::{parse_command, FlowMod};
 use kairo_ofproto::{parse_flow_file, parse_group_file};
 
 pub use crate::request::{help, takes_file, Reply, Request, COMMANDS};
-pub use crate::server::{serve, serve_with, Limits};
+pub use crate::server::{serve, serve_with, Limits, Served};
 
 /// The bundle line for an ovs-ofctl command and its argument (the inverse
 /// of [`parse_bundle`]'s mapping); None for a command a bundle cannot hold.

@@ -65,32 +65,64 @@ struct Shared {
     buffered: AtomicU64,
 }
 
+/// A running listener: its thread, and how to wake its blocking accept so
+/// that it sees the stop flag.
+pub struct Served {
+    thread: std::thread::JoinHandle<()>,
+    wake: Box<dyn Fn() + Send>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").field("thread", &self.thread.thread().name()).finish()
+    }
+}
+
+impl Served {
+    pub fn new(thread: std::thread::JoinHandle<()>, wake: Box<dyn Fn() + Send>) -> Served {
+        Served { thread, wake }
+    }
+
+    /// Waits for the listener to end; call after setting its stop flag (a
+    /// connection of our own wakes the accept that would otherwise wait for
+    /// the next client).
+    pub fn join(self) -> std::thread::Result<()> {
+        (self.wake)();
+        self.thread.join()
+    }
+}
+
 /// Serves the control socket at `path` until `stop` is set, with the default [`Limits`].
-pub fn serve(sw: Arc<Switch>, path: &Path, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn serve(sw: Arc<Switch>, path: &Path, stop: Arc<AtomicBool>) -> std::io::Result<Served> {
     serve_with(sw, path, stop, Limits::default())
 }
 
-/// [`serve`] with the given limits.
-pub fn serve_with(
-    sw: Arc<Switch>,
-    path: &Path,
-    stop: Arc<AtomicBool>,
-    limits: Limits,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// [`serve`] with the given limits. The accept blocks (no polling): a
+/// client is served the moment it connects.
+pub fn serve_with(sw: Arc<Switch>, path: &Path, stop: Arc<AtomicBool>, limits: Limits) -> std::io::Result<Served> {
     let listener = bind(path)?;
-    listener.set_nonblocking(true)?;
     let path: PathBuf = path.to_path_buf();
+    let wake_path = path.clone();
     let shared = Arc::new(Shared { limits, clients: AtomicUsize::new(0), buffered: AtomicU64::new(0) });
-    std::thread::Builder::new().name("kairo-ctl".into()).spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((s, _)) => admit(&sw, &shared, s),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+    let thread = std::thread::Builder::new().name("kairo-ctl".into()).spawn(move || {
+        for s in listener.incoming() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match s {
+                Ok(s) => admit(&sw, &shared, s),
+                // Out of descriptors or the like: back off a moment rather than spin.
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
         let _ = std::fs::remove_file(&path);
-    })
+    })?;
+    Ok(Served::new(
+        thread,
+        Box::new(move || {
+            let _ = UnixStream::connect(&wake_path);
+        }),
+    ))
 }
 
 /// Binds the socket at `path` with [`SOCKET_MODE`], replacing only a stale
@@ -133,13 +165,17 @@ fn admit(sw: &Arc<Switch>, shared: &Arc<Shared>, s: UnixStream) {
         let _ = send(&mut s, &Reply::error(error));
         return;
     }
-    let (sw, shared2) = (sw.clone(), shared.clone());
-    let spawned = std::thread::Builder::new().name("kairo-ctl-conn".into()).spawn(move || {
-        connection(&sw, &shared2, s);
-        shared2.clients.fetch_sub(1, Ordering::SeqCst);
-    });
-    if spawned.is_err() {
-        shared.clients.fetch_sub(1, Ordering::SeqCst);
+    let (sw, slot) = (sw.clone(), Slot(shared.clone()));
+    // If the thread cannot be made, the closure is dropped and so is the slot.
+    let _ = std::thread::Builder::new().name("kairo-ctl-conn".into()).spawn(move || connection(&sw, slot, s));
+}
+
+/// A client's place under [`Limits::clients`], given back when dropped.
+struct Slot(Arc<Shared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -241,10 +277,14 @@ fn read_line(r: &mut BufReader<UnixStream>, shared: &Shared) -> Line {
 }
 
 /// Answers requests on one connection until the client closes it or is closed.
-fn connection(sw: &Switch, shared: &Shared, s: UnixStream) {
+fn connection(sw: &Switch, slot: Slot, s: UnixStream) {
     let Ok(mut w) = s.try_clone() else { return };
-    let _ = w.set_write_timeout(Some(shared.limits.slow));
     let mut r = BufReader::with_capacity(64 << 10, s);
+    // Declared after the socket's halves, so dropped before them: a client
+    // that sees its connection closed finds its slot already free.
+    let slot = slot;
+    let shared: &Shared = &slot.0;
+    let _ = w.set_write_timeout(Some(shared.limits.slow));
     loop {
         let line = match read_line(&mut r, shared) {
             Line::Whole(l) => l,

@@ -114,7 +114,9 @@ fn clients_are_bounded_and_the_others_keep_being_served() {
     assert!(reply_line(&s).contains("malformed request"));
     s.write_all(b"{\"cmd\":\"show\"}\n").expect("write");
     assert!(reply_line(&s).contains("\"ok\":true"));
-    drop(s);
+    // Closed on our side; once the switch has closed its side, the slot is free.
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    assert!(closed(&mut s));
 
     // Four idle clients fill the slots: a fifth is told and closed.
     let idle: Vec<UnixStream> = (0..4).map(|_| UnixStream::connect(&sock).expect("connect")).collect();

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::server::Served;
 use crate::Switch;
 
 /// Where the switch speaks OpenFlow, as `ovs-vsctl set-controller` and
@@ -144,12 +145,7 @@ impl Drop for SlotGuard {
 }
 
 /// Starts serving `target`; returns once listening (or connecting) has begun.
-pub fn serve(
-    sw: Arc<Switch>,
-    target: &Target,
-    stop: Arc<AtomicBool>,
-    limits: OfLimits,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn serve(sw: Arc<Switch>, target: &Target, stop: Arc<AtomicBool>, limits: OfLimits) -> std::io::Result<Served> {
     let slots = Arc::new(Slots { used: AtomicUsize::new(0), max: limits.connections });
     let shared = Arc::new(conn::Shared::new(&sw));
     let name = format!("kairo-of-{}", short(target));
@@ -157,7 +153,11 @@ pub fn serve(
         Target::PassiveTcp(addr) => {
             let l = TcpListener::bind(addr)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("OpenFlow listener on {addr}: {e}")))?;
-            std::thread::Builder::new().name(name).spawn(move || {
+            let mut wake = l.local_addr()?;
+            if wake.ip().is_unspecified() {
+                wake.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+            let t = std::thread::Builder::new().name(name).spawn(move || {
                 for s in l.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -166,11 +166,18 @@ pub fn serve(
                     let _ = s.set_nodelay(true);
                     spawn_conn(&sw, &shared, &slots, &limits, &stop, conn::Stream::Tcp(s));
                 }
-            })
+            })?;
+            Ok(Served::new(
+                t,
+                Box::new(move || {
+                    let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+                }),
+            ))
         }
         Target::PassiveUnix(path) => {
             let l = bind_unix(&path)?;
-            std::thread::Builder::new().name(name).spawn(move || {
+            let wake = path.clone();
+            let t = std::thread::Builder::new().name(name).spawn(move || {
                 for s in l.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -179,31 +186,41 @@ pub fn serve(
                     spawn_conn(&sw, &shared, &slots, &limits, &stop, conn::Stream::Unix(s));
                 }
                 let _ = std::fs::remove_file(&path);
-            })
+            })?;
+            Ok(Served::new(
+                t,
+                Box::new(move || {
+                    let _ = UnixStream::connect(&wake);
+                }),
+            ))
         }
-        active => std::thread::Builder::new().name(name).spawn(move || {
-            // Reconnect with backoff: 1 s doubling to 8 s, reset by a session that lasted.
-            let mut backoff = Duration::from_secs(1);
-            while !stop.load(Ordering::Relaxed) {
-                let s = match &active {
-                    Target::ActiveTcp(a) => TcpStream::connect_timeout(a, Duration::from_secs(5)).map(|s| {
-                        let _ = s.set_nodelay(true);
-                        conn::Stream::Tcp(s)
-                    }),
-                    Target::ActiveUnix(p) => UnixStream::connect(p).map(conn::Stream::Unix),
-                    _ => return,
-                };
-                if let Ok(s) = s {
-                    let started = std::time::Instant::now();
-                    conn::run(&sw, &shared, &limits, &stop, s);
-                    if started.elapsed() > Duration::from_secs(10) {
-                        backoff = Duration::from_secs(1);
+        // An active connection's thread sees the stop flag within its backoff.
+        active => std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                // Reconnect with backoff: 1 s doubling to 8 s, reset by a session that lasted.
+                let mut backoff = Duration::from_secs(1);
+                while !stop.load(Ordering::Relaxed) {
+                    let s = match &active {
+                        Target::ActiveTcp(a) => TcpStream::connect_timeout(a, Duration::from_secs(5)).map(|s| {
+                            let _ = s.set_nodelay(true);
+                            conn::Stream::Tcp(s)
+                        }),
+                        Target::ActiveUnix(p) => UnixStream::connect(p).map(conn::Stream::Unix),
+                        _ => return,
+                    };
+                    if let Ok(s) = s {
+                        let started = std::time::Instant::now();
+                        conn::run(&sw, &shared, &limits, &stop, s);
+                        if started.elapsed() > Duration::from_secs(10) {
+                            backoff = Duration::from_secs(1);
+                        }
                     }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(8));
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(8));
-            }
-        }),
+            })
+            .map(|t| Served::new(t, Box::new(|| {}))),
     }
 }
 

@@ -20,6 +20,7 @@ pub struct Running {
     pub sock: PathBuf,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    server: Option<kairo_switch::ctl::Served>,
     _dir: tempfile::TempDir,
 }
 
@@ -34,6 +35,9 @@ impl Drop for Running {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.join();
         }
     }
 }
@@ -61,7 +65,7 @@ pub fn start_with(flows: &str, n_ports: u32, engine: EngineKind, cfg: DpConfig) 
     let server = serve(sw.clone(), &sock, stop.clone()).expect("serve");
     let (sw2, stop2) = (sw.clone(), stop.clone());
     let fwd = std::thread::spawn(move || sw2.forward(ports, &stop2));
-    Running { sw, peers, sock, stop, threads: vec![server, fwd], _dir: dir }
+    Running { sw, peers, sock, stop, threads: vec![fwd], server: Some(server), _dir: dir }
 }
 
 /// Sends an ovs-ofctl-style command line as `kairo ctl` does: a command
