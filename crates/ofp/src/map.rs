@@ -550,6 +550,7 @@ pub fn buckets_to_wire(g: &Group, v: Version) -> Result<Vec<WireBucket>, Error> 
         .iter()
         .map(|b| {
             Ok(WireBucket {
+                bucket_id: b.id,
                 weight: if g.ty == GroupType::Select { b.weight } else { 0 },
                 watch_port: b.watch_port.map_or(port::OFPP_ANY, port::to_wire),
                 watch_group: b.watch_group.unwrap_or(crate::message::OFPG_ANY),

@@ -131,9 +131,12 @@ pub struct FlowMod {
     pub instructions: Vec<Instruction>,
 }
 
-/// A bucket of a group (OpenFlow 1.3 layout).
+/// A bucket of a group. OpenFlow 1.3 carries no bucket id (buckets are
+/// numbered in order on decode); 1.5 carries the id, and weight and watches
+/// as properties (absent: weight 0, watching nothing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WireBucket {
+    pub bucket_id: u32,
     pub weight: u16,
     pub watch_port: u32,
     pub watch_group: u32,
@@ -151,12 +154,17 @@ pub mod ofpgc {
 pub const OFPG_ALL: u32 = 0xffff_fffc;
 pub const OFPG_ANY: u32 = 0xffff_ffff;
 
+/// OpenFlow 1.5's "all buckets" in `command_bucket_id`.
+pub const OFPG_BUCKET_ALL: u32 = 0xffff_ffff;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupMod {
     pub command: u16,
     /// OFPGT_ALL 0, SELECT 1, INDIRECT 2, FF 3.
     pub ty: u8,
     pub group_id: u32,
+    /// OpenFlow 1.5 only (OFPG_BUCKET_ALL in 1.3).
+    pub command_bucket_id: u32,
     pub buckets: Vec<WireBucket>,
 }
 
@@ -427,48 +435,122 @@ pub(crate) fn encode_port(w: &mut Writer, d: &PortDesc, v: Version) {
     }
 }
 
-fn decode_bucket(r: &mut Reader<'_>, v: Version) -> Result<WireBucket, Error> {
+fn decode_bucket(r: &mut Reader<'_>, v: Version, index: u32) -> Result<WireBucket, Error> {
     let at = r.offset();
     let len = usize::from(r.peek_u16("bucket length")?);
-    if len < 16 || len % 8 != 0 {
+    let min = if v < Version::V1_5 { 16 } else { 8 };
+    if len < min || len % 8 != 0 {
         return Err(Error::new(
             ErrorCode::BAD_BUCKET,
-            format!("bucket at offset {at} has length {len} (a multiple of 8, at least 16)"),
+            format!("bucket at offset {at} has length {len} (a multiple of 8, at least {min})"),
         ));
     }
     let mut b = r.sub(len, "bucket")?;
     b.skip(2, "bucket length")?;
-    let weight = b.u16("weight")?;
-    let watch_port = b.u32("watch_port")?;
-    let watch_group = b.u32("watch_group")?;
-    b.skip(4, "pad")?;
-    let actions = decode_actions(&mut b, v)?;
-    Ok(WireBucket { weight, watch_port, watch_group, actions })
+    if v < Version::V1_5 {
+        let weight = b.u16("weight")?;
+        let watch_port = b.u32("watch_port")?;
+        let watch_group = b.u32("watch_group")?;
+        b.skip(4, "pad")?;
+        let actions = decode_actions(&mut b, v)?;
+        return Ok(WireBucket { bucket_id: index, weight, watch_port, watch_group, actions });
+    }
+    let actions_len = usize::from(b.u16("action_array_len")?);
+    let bucket_id = b.u32("bucket_id")?;
+    let mut a = b.sub(actions_len, "bucket actions")?;
+    let actions = decode_actions(&mut a, v)?;
+    let mut out =
+        WireBucket { bucket_id, weight: 0, watch_port: crate::port::OFPP_ANY, watch_group: OFPG_ANY, actions };
+    while !b.is_empty() {
+        let pat = b.offset();
+        let ty = b.u16("bucket property type")?;
+        let plen = b.u16("bucket property length")?;
+        if plen != 8 {
+            return Err(Error::new(
+                ErrorCode::BAD_LEN,
+                format!("bucket property at offset {pat} has length {plen}, expected 8"),
+            ));
+        }
+        match ty {
+            0 => {
+                out.weight = b.u16("weight")?;
+                b.skip(2, "pad")?;
+            }
+            1 => out.watch_port = b.u32("watch_port")?,
+            2 => out.watch_group = b.u32("watch_group")?,
+            other => {
+                return Err(Error::new(
+                    ErrorCode::BAD_PROPERTY_TYPE,
+                    format!("bucket property type {other} at offset {pat}"),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
-fn encode_bucket(w: &mut Writer, b: &WireBucket) {
+fn encode_bucket(w: &mut Writer, b: &WireBucket, v: Version) {
     let start = w.len();
     let at = w.placeholder_u16();
-    w.u16(b.weight);
-    w.u32(b.watch_port);
-    w.u32(b.watch_group);
-    w.zeros(4);
-    encode_actions(w, &b.actions);
+    if v < Version::V1_5 {
+        w.u16(b.weight);
+        w.u32(b.watch_port);
+        w.u32(b.watch_group);
+        w.zeros(4);
+        encode_actions(w, &b.actions);
+    } else {
+        let alen = w.placeholder_u16();
+        w.u32(b.bucket_id);
+        let astart = w.len();
+        encode_actions(w, &b.actions);
+        w.patch_len(alen, astart);
+        if b.weight != 0 {
+            w.u16(0);
+            w.u16(8);
+            w.u16(b.weight);
+            w.zeros(2);
+        }
+        if b.watch_port != crate::port::OFPP_ANY {
+            w.u16(1);
+            w.u16(8);
+            w.u32(b.watch_port);
+        }
+        if b.watch_group != OFPG_ANY {
+            w.u16(2);
+            w.u16(8);
+            w.u32(b.watch_group);
+        }
+    }
     w.patch_len(at, start);
 }
 
 pub(crate) fn decode_buckets(r: &mut Reader<'_>, v: Version) -> Result<Vec<WireBucket>, Error> {
     let mut out = Vec::new();
     while !r.is_empty() {
-        out.push(decode_bucket(r, v)?);
+        let index = out.len() as u32;
+        out.push(decode_bucket(r, v, index)?);
     }
     Ok(out)
 }
 
-pub(crate) fn encode_buckets(w: &mut Writer, bs: &[WireBucket]) {
+pub(crate) fn encode_buckets(w: &mut Writer, bs: &[WireBucket], v: Version) {
     for b in bs {
-        encode_bucket(w, b);
+        encode_bucket(w, b, v);
     }
+}
+
+/// Reads OpenFlow 1.5 group properties: none are supported (a selection
+/// method would change what a select group hashes), so any is an error.
+pub(crate) fn refuse_group_properties(r: &mut Reader<'_>) -> Result<(), Error> {
+    if r.is_empty() {
+        return Ok(());
+    }
+    let at = r.offset();
+    let ty = r.u16("group property type")?;
+    Err(Error::new(
+        ErrorCode::BAD_PROPERTY_TYPE,
+        format!("group property type {ty} at offset {at} is not supported by kairo"),
+    ))
 }
 
 fn decode_async(r: &mut Reader<'_>) -> Result<AsyncConfig, Error> {
@@ -666,12 +748,23 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
                 instructions,
             })
         }
-        ofpt::GROUP_MOD if v < Version::V1_5 => {
+        ofpt::GROUP_MOD => {
             let command = r.u16("command")?;
             let gty = r.u8("group type")?;
             r.skip(1, "pad")?;
             let group_id = r.u32("group_id")?;
-            M::GroupMod(GroupMod { command, ty: gty, group_id, buckets: decode_buckets(r, v)? })
+            if v < Version::V1_5 {
+                let buckets = decode_buckets(r, v)?;
+                M::GroupMod(GroupMod { command, ty: gty, group_id, command_bucket_id: OFPG_BUCKET_ALL, buckets })
+            } else {
+                let blen = usize::from(r.u16("bucket_array_len")?);
+                r.skip(2, "pad")?;
+                let command_bucket_id = r.u32("command_bucket_id")?;
+                let mut b = r.sub(blen, "buckets")?;
+                let buckets = decode_buckets(&mut b, v)?;
+                refuse_group_properties(r)?;
+                M::GroupMod(GroupMod { command, ty: gty, group_id, command_bucket_id, buckets })
+            }
         }
         ofpt::PORT_MOD if v < Version::V1_5 => {
             let port_no = r.u32("port_no")?;
@@ -708,7 +801,6 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
         ofpt::GET_ASYNC_REPLY if v < Version::V1_5 => M::GetAsyncReply(decode_async(r)?),
         ofpt::SET_ASYNC if v < Version::V1_5 => M::SetAsync(decode_async(r)?),
         ofpt::FLOW_REMOVED => return Err(unsupported_in(v, "FLOW_REMOVED", ErrorCode::BAD_TYPE)),
-        ofpt::GROUP_MOD => return Err(unsupported_in(v, "GROUP_MOD", ErrorCode::BAD_TYPE)),
         ofpt::PORT_MOD => return Err(unsupported_in(v, "PORT_MOD", ErrorCode::BAD_TYPE)),
         ofpt::GET_ASYNC_REPLY | ofpt::SET_ASYNC => {
             return Err(unsupported_in(v, "asynchronous configuration", ErrorCode::BAD_TYPE))
@@ -840,7 +932,16 @@ fn encode_body(w: &mut Writer, v: Version, m: &Message) {
             w.u8(g.ty);
             w.u8(0);
             w.u32(g.group_id);
-            encode_buckets(w, &g.buckets);
+            if v < Version::V1_5 {
+                encode_buckets(w, &g.buckets, v);
+            } else {
+                let at = w.placeholder_u16();
+                w.zeros(2);
+                w.u32(g.command_bucket_id);
+                let start = w.len();
+                encode_buckets(w, &g.buckets, v);
+                w.patch_len(at, start);
+            }
         }
         M::PortMod(p) => {
             w.u32(p.port_no);

@@ -755,7 +755,7 @@ impl MpReply {
                 }
                 MpReply::Group(out)
             }
-            ofpmp::GROUP_DESC if v < Version::V1_5 => {
+            ofpmp::GROUP_DESC => {
                 let mut out = Vec::new();
                 while !r.is_empty() {
                     let mut e = entry(r, "group desc", 8)?;
@@ -763,7 +763,17 @@ impl MpReply {
                     let gty = e.u8("type")?;
                     e.skip(1, "pad")?;
                     let group_id = e.u32("group_id")?;
-                    out.push(GroupDesc { ty: gty, group_id, buckets: decode_buckets(&mut e, v)? });
+                    let buckets = if v < Version::V1_5 {
+                        decode_buckets(&mut e, v)?
+                    } else {
+                        let blen = usize::from(e.u16("bucket_array_len")?);
+                        e.skip(6, "pad")?;
+                        let mut b = e.sub(blen, "buckets")?;
+                        let buckets = decode_buckets(&mut b, v)?;
+                        crate::message::refuse_group_properties(&mut e)?;
+                        buckets
+                    };
+                    out.push(GroupDesc { ty: gty, group_id, buckets });
                 }
                 MpReply::GroupDesc(out)
             }
@@ -896,7 +906,15 @@ impl MpReply {
                     w.u8(g.ty);
                     w.u8(0);
                     w.u32(g.group_id);
-                    encode_buckets(w, &g.buckets);
+                    if v < Version::V1_5 {
+                        encode_buckets(w, &g.buckets, v);
+                    } else {
+                        let blen = w.placeholder_u16();
+                        w.zeros(6);
+                        let bstart = w.len();
+                        encode_buckets(w, &g.buckets, v);
+                        w.patch_len(blen, bstart);
+                    }
                     w.patch_len(at, start);
                 }
             }

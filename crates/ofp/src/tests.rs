@@ -180,8 +180,27 @@ fn flow_mod(v: Version) -> impl Strategy<Value = FlowMod> {
 }
 
 fn bucket(v: Version) -> impl Strategy<Value = WireBucket> {
-    (any::<u16>(), any::<u32>(), any::<u32>(), proptest::collection::vec(act(v), 0..3))
-        .prop_map(|(weight, watch_port, watch_group, actions)| WireBucket { weight, watch_port, watch_group, actions })
+    (any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>(), proptest::collection::vec(act(v), 0..3)).prop_map(
+        |(bucket_id, weight, watch_port, watch_group, actions)| WireBucket {
+            bucket_id,
+            weight,
+            watch_port,
+            watch_group,
+            actions,
+        },
+    )
+}
+
+/// Buckets as a version carries them: 1.3 numbers them in order.
+fn buckets(v: Version) -> impl Strategy<Value = Vec<WireBucket>> {
+    proptest::collection::vec(bucket(v), 0..4).prop_map(move |mut bs| {
+        if v < Version::V1_5 {
+            for (i, b) in bs.iter_mut().enumerate() {
+                b.bucket_id = i as u32;
+            }
+        }
+        bs
+    })
 }
 
 fn port_desc() -> impl Strategy<Value = PortDesc> {
@@ -319,17 +338,16 @@ fn mp_reply(v: Version) -> impl Strategy<Value = MpReply> {
 }
 
 fn message(v: Version) -> BoxedStrategy<Message> {
-    let group_desc = proptest::collection::vec(
-        (0u8..4, any::<u32>(), proptest::collection::vec(bucket(v), 0..3)),
-        0..3,
-    )
-    .prop_map(|g| {
+    let group_desc = proptest::collection::vec((0u8..4, any::<u32>(), buckets(v)), 0..3).prop_map(|g| {
         MpReply::GroupDesc(g.into_iter().map(|(ty, group_id, buckets)| GroupDesc { ty, group_id, buckets }).collect())
     });
+    let group_mod = (0u16..3, 0u8..4, any::<u32>(), any::<u32>(), buckets(v)).prop_map(
+        move |(command, ty, group_id, cb, buckets)| {
+            let command_bucket_id = if v < Version::V1_5 { OFPG_BUCKET_ALL } else { cb };
+            Message::GroupMod(GroupMod { command, ty, group_id, command_bucket_id, buckets })
+        },
+    );
     let v13_only = prop_oneof![
-        (0u16..3, 0u8..4, any::<u32>(), proptest::collection::vec(bucket(v), 0..4)).prop_map(
-            |(command, ty, group_id, buckets)| Message::GroupMod(GroupMod { command, ty, group_id, buckets })
-        ),
         (any::<u64>(), any::<[u16; 3]>(), any::<[u8; 2]>(), any::<[u32; 2]>(), any::<[u64; 2]>(), fields()).prop_map(
             |(cookie, s, b, d, c, fields)| Message::FlowRemoved(FlowRemoved {
                 cookie,
@@ -353,7 +371,6 @@ fn message(v: Version) -> BoxedStrategy<Message> {
         (any::<u32>(), any::<[u8; 6]>(), any::<[u32; 3]>()).prop_map(|(port_no, hw_addr, c)| Message::PortMod(
             PortMod { port_no, hw_addr, config: c[0], mask: c[1], advertise: c[2] }
         )),
-        group_desc.prop_map(|body| Message::MultipartReply { flags: 0, body }),
     ];
     let common = prop_oneof![
         proptest::option::of(any::<u32>()).prop_map(|bitmap| Message::Hello { bitmap }),
@@ -413,6 +430,8 @@ fn message(v: Version) -> BoxedStrategy<Message> {
             .prop_map(|(role, generation_id)| Message::RoleRequest(Role { role, generation_id })),
         (any::<u32>(), any::<u64>()).prop_map(|(role, generation_id)| Message::RoleReply(Role { role, generation_id })),
         Just(Message::GetAsyncRequest),
+        group_mod,
+        group_desc.prop_map(|body| Message::MultipartReply { flags: 0, body }),
     ];
     if v < Version::V1_5 {
         prop_oneof![4 => common, 1 => v13_only].boxed()

@@ -133,10 +133,7 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
         let (ok, _) = r.ofctl(proto, "del-flows", &["--strict", "table=2,priority=1"]);
         assert!(ok);
         assert_eq!(r.installed().len(), 3, "{:?}", r.installed());
-        // Groups (OpenFlow 1.3 layout; the 1.5 GROUP_MOD is not decoded yet).
-        if proto == "OpenFlow13" {
-            groups_round_trip(&r, proto);
-        }
+        groups_round_trip(&r, proto);
         // Unsupported actions are refused with OpenFlow's error, and change nothing.
         let (ok, text) = r.ofctl(proto, "add-flow", &["ip,actions=ct(commit)"]);
         assert!(!ok && (text.contains("OFPBAC_BAD_EXP_TYPE") || text.contains("OFPBAC_BAD_VENDOR_TYPE")), "{text}");
@@ -154,10 +151,33 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
 
 fn groups_round_trip(r: &Rig, proto: &str) {
     r.ok(proto, "add-group", &["group_id=1,type=all,bucket=output:1,bucket=output:2"]);
+    r.ok(proto, "add-group", &["group_id=2,type=select,bucket=weight:3,output:1,bucket=weight:5,output:2"]);
+    r.ok(proto, "add-group", &["group_id=3,type=ff,bucket=watch_port:1,output:1,bucket=watch_port:2,output:2"]);
+    r.ok(proto, "mod-group", &["group_id=3,type=ff,bucket=watch_port:2,output:2"]);
     r.ok(proto, "add-flow", &["table=3,actions=group:1"]);
     let n = r.installed().len();
     let groups = r.ok(proto, "dump-groups", &[]);
-    assert!(groups.contains("group_id=1,type=all,bucket=actions=output:1,bucket=actions=output:2"), "{groups}");
+    let want: &[&str] = if proto == "OpenFlow13" {
+        &[
+            "group_id=1,type=all,bucket=actions=output:1,bucket=actions=output:2",
+            "group_id=2,type=select,bucket=weight:3,actions=output:1,bucket=weight:5,actions=output:2",
+            "group_id=3,type=ff,bucket=watch_port:2,actions=output:2",
+        ]
+    } else {
+        &[
+            "group_id=1,type=all,bucket=bucket_id:0,actions=output:1,bucket=bucket_id:1,actions=output:2",
+            "group_id=2,type=select,bucket=bucket_id:0,weight:3,actions=output:1,bucket=bucket_id:1,weight:5,actions=output:2",
+            "group_id=3,type=ff,bucket=bucket_id:0,watch_port:2,actions=output:2",
+        ]
+    };
+    for w in want {
+        assert!(groups.contains(w), "{proto}: {w} not in\n{groups}");
+    }
+    // Kairo holds what was sent.
+    let c = r.sw.ctl.lock();
+    let g2 = c.pipeline.group(2).expect("group 2");
+    assert_eq!(g2.buckets.iter().map(|b| b.weight).collect::<Vec<_>>(), [3, 5]);
+    drop(c);
     r.ok(proto, "del-groups", &[]);
     assert_eq!(r.sw.ctl.lock().pipeline.groups().count(), 0);
     // The rule using the deleted group went with it.
