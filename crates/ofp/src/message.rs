@@ -252,6 +252,45 @@ pub struct PortMod {
     pub advertise: u32,
 }
 
+/// The ONF experimenter id, under which OpenFlow 1.3 carries bundles.
+pub const ONF_EXPERIMENTER: u32 = 0x4f4e_4600;
+/// ONF experimenter types of the OpenFlow 1.3 bundle extension.
+pub const ONFT_BUNDLE_CONTROL: u32 = 2300;
+pub const ONFT_BUNDLE_ADD_MESSAGE: u32 = 2301;
+/// ONF experimenter error type of OFPBFC code 0 in OpenFlow 1.3 (code n is 2300 + n).
+pub const ONF_BUNDLE_ERROR: u16 = 2300;
+
+/// OFPBCT_* bundle control types.
+pub mod ofpbct {
+    pub const OPEN_REQUEST: u16 = 0;
+    pub const OPEN_REPLY: u16 = 1;
+    pub const CLOSE_REQUEST: u16 = 2;
+    pub const CLOSE_REPLY: u16 = 3;
+    pub const COMMIT_REQUEST: u16 = 4;
+    pub const COMMIT_REPLY: u16 = 5;
+    pub const DISCARD_REQUEST: u16 = 6;
+    pub const DISCARD_REPLY: u16 = 7;
+}
+
+/// OFPBF_* bundle flags.
+pub const OFPBF_ATOMIC: u16 = 1;
+pub const OFPBF_ORDERED: u16 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundleControl {
+    pub bundle_id: u32,
+    pub ty: u16,
+    pub flags: u16,
+}
+
+/// A message added to a bundle: the whole inner message's bytes, header included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleAdd {
+    pub bundle_id: u32,
+    pub flags: u16,
+    pub message: Vec<u8>,
+}
+
 /// Every message kairo reads or writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -295,6 +334,10 @@ pub enum Message {
     GetAsyncRequest,
     GetAsyncReply(AsyncConfig),
     SetAsync(AsyncConfig),
+    /// OFPT_BUNDLE_CONTROL (1.5) or its ONF experimenter form (1.3).
+    BundleControl(BundleControl),
+    /// OFPT_BUNDLE_ADD_MESSAGE (1.5) or its ONF experimenter form (1.3).
+    BundleAdd(BundleAdd),
 }
 
 impl Message {
@@ -326,6 +369,8 @@ impl Message {
             GetAsyncRequest => ofpt::GET_ASYNC_REQUEST,
             GetAsyncReply(_) => ofpt::GET_ASYNC_REPLY,
             SetAsync(_) => ofpt::SET_ASYNC,
+            BundleControl(_) => ofpt::BUNDLE_CONTROL,
+            BundleAdd(_) => ofpt::BUNDLE_ADD_MESSAGE,
         }
     }
 }
@@ -562,6 +607,41 @@ fn decode_async(r: &mut Reader<'_>) -> Result<AsyncConfig, Error> {
     })
 }
 
+fn decode_bundle_control(r: &mut Reader<'_>) -> Result<BundleControl, Error> {
+    let c = BundleControl { bundle_id: r.u32("bundle_id")?, ty: r.u16("bundle control type")?, flags: r.u16("flags")? };
+    refuse_bundle_properties(r)?;
+    Ok(c)
+}
+
+fn refuse_bundle_properties(r: &mut Reader<'_>) -> Result<(), Error> {
+    if r.rest().iter().any(|&b| b != 0) {
+        return Err(Error::new(ErrorCode::BAD_PROPERTY_TYPE, "bundle properties are not supported by kairo"));
+    }
+    Ok(())
+}
+
+fn decode_bundle_add(r: &mut Reader<'_>) -> Result<BundleAdd, Error> {
+    let bundle_id = r.u32("bundle_id")?;
+    r.skip(2, "pad")?;
+    let flags = r.u16("flags")?;
+    let at = r.offset();
+    let len = {
+        let mut p = *r;
+        p.skip(2, "inner version and type")?;
+        usize::from(p.u16("inner message length")?)
+    };
+    if len < HEADER_LEN {
+        return Err(Error::new(
+            ErrorCode::BUNDLE_MSG_BAD_LEN,
+            format!("the message in the bundle at offset {at} has length {len}"),
+        ));
+    }
+    let message =
+        r.bytes(len, "inner message").map_err(|e| Error { code: ErrorCode::BUNDLE_MSG_BAD_LEN, ..e })?.to_vec();
+    refuse_bundle_properties(r)?;
+    Ok(BundleAdd { bundle_id, flags, message })
+}
+
 fn unsupported_in(v: Version, what: &str, code: ErrorCode) -> Error {
     Error::new(code, format!("{what} is not supported in OpenFlow {v} by kairo"))
 }
@@ -618,14 +698,39 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
     Ok(match ty {
         ofpt::ERROR => {
             let code = ErrorCode { ty: r.u16("error type")?, code: r.u16("error code")? };
-            M::Error { code, data: r.rest().to_vec() }
+            let data = r.rest();
+            // OpenFlow 1.3 carries bundle errors as ONF experimenter errors.
+            match (v, code.ty, data.get(..4)) {
+                (Version::V1_3, 0xffff, Some(exp))
+                    if exp == ONF_EXPERIMENTER.to_be_bytes()
+                        && (ONF_BUNDLE_ERROR..=ONF_BUNDLE_ERROR + 15).contains(&code.code) =>
+                {
+                    M::Error {
+                        code: ErrorCode { ty: 17, code: code.code - ONF_BUNDLE_ERROR },
+                        data: data[4..].to_vec(),
+                    }
+                }
+                _ => M::Error { code, data: data.to_vec() },
+            }
         }
         ofpt::ECHO_REQUEST => M::EchoRequest(r.rest().to_vec()),
         ofpt::ECHO_REPLY => M::EchoReply(r.rest().to_vec()),
         ofpt::EXPERIMENTER => {
-            let exp = r.u32("experimenter").unwrap_or(0);
-            return Err(Error::new(ErrorCode::BAD_EXPERIMENTER, format!("experimenter message of {exp:#010x}")));
+            let exp = r.u32("experimenter")?;
+            let exp_type = r.u32("exp_type")?;
+            match (exp, exp_type, v) {
+                (ONF_EXPERIMENTER, ONFT_BUNDLE_CONTROL, Version::V1_3) => M::BundleControl(decode_bundle_control(r)?),
+                (ONF_EXPERIMENTER, ONFT_BUNDLE_ADD_MESSAGE, Version::V1_3) => M::BundleAdd(decode_bundle_add(r)?),
+                (ONF_EXPERIMENTER, t, _) => {
+                    return Err(Error::new(ErrorCode::BAD_EXP_TYPE, format!("ONF experimenter message type {t}")))
+                }
+                (e, _, _) => {
+                    return Err(Error::new(ErrorCode::BAD_EXPERIMENTER, format!("experimenter message of {e:#010x}")))
+                }
+            }
         }
+        ofpt::BUNDLE_CONTROL if v >= Version::V1_5 => M::BundleControl(decode_bundle_control(r)?),
+        ofpt::BUNDLE_ADD_MESSAGE if v >= Version::V1_5 => M::BundleAdd(decode_bundle_add(r)?),
         ofpt::FEATURES_REQUEST => M::FeaturesRequest,
         ofpt::FEATURES_REPLY => {
             let datapath_id = r.u64("datapath_id")?;
@@ -821,7 +926,8 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
 pub fn encode(v: Version, xid: u32, m: &Message) -> Result<Vec<u8>, Error> {
     let mut w = Writer::default();
     w.u8(v.wire());
-    w.u8(m.ty());
+    let onf = v < Version::V1_5 && matches!(m, Message::BundleControl(_) | Message::BundleAdd(_));
+    w.u8(if onf { ofpt::EXPERIMENTER } else { m.ty() });
     w.u16(0);
     w.u32(xid);
     encode_body(&mut w, v, m);
@@ -847,8 +953,14 @@ fn encode_body(w: &mut Writer, v: Version, m: &Message) {
             }
         }
         M::Error { code, data } => {
-            w.u16(code.ty);
-            w.u16(code.code);
+            if v < Version::V1_5 && code.ty == 17 && code.code <= 15 {
+                w.u16(0xffff);
+                w.u16(ONF_BUNDLE_ERROR + code.code);
+                w.u32(ONF_EXPERIMENTER);
+            } else {
+                w.u16(code.ty);
+                w.u16(code.code);
+            }
             w.bytes(data);
         }
         M::EchoRequest(d) | M::EchoReply(d) => w.bytes(d),
@@ -964,6 +1076,25 @@ fn encode_body(w: &mut Writer, v: Version, m: &Message) {
             for x in a.packet_in.iter().chain(&a.port_status).chain(&a.flow_removed) {
                 w.u32(*x);
             }
+        }
+        M::BundleControl(c) => {
+            if v < Version::V1_5 {
+                w.u32(ONF_EXPERIMENTER);
+                w.u32(ONFT_BUNDLE_CONTROL);
+            }
+            w.u32(c.bundle_id);
+            w.u16(c.ty);
+            w.u16(c.flags);
+        }
+        M::BundleAdd(a) => {
+            if v < Version::V1_5 {
+                w.u32(ONF_EXPERIMENTER);
+                w.u32(ONFT_BUNDLE_ADD_MESSAGE);
+            }
+            w.u32(a.bundle_id);
+            w.zeros(2);
+            w.u16(a.flags);
+            w.bytes(&a.message);
         }
     }
 }

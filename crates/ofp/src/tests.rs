@@ -374,8 +374,18 @@ fn message(v: Version) -> BoxedStrategy<Message> {
     ];
     let common = prop_oneof![
         proptest::option::of(any::<u32>()).prop_map(|bitmap| Message::Hello { bitmap }),
-        (any::<u16>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64))
-            .prop_map(|(ty, code, data)| Message::Error { code: ErrorCode { ty, code }, data }),
+        (any::<u16>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
+            move |(ty, code, data)| {
+                // 1.3 has no error type 17: its bundle errors travel as ONF
+                // experimenter errors (0..=15), so those are the 1.3 forms.
+                let (ty, code) = match (v, ty % 20) {
+                    (Version::V1_3, 17) => (17, code % 16),
+                    (Version::V1_3, _) if ty == 0xffff => (1, code),
+                    _ => (ty, code),
+                };
+                Message::Error { code: ErrorCode { ty, code }, data }
+            }
+        ),
         proptest::collection::vec(any::<u8>(), 0..32).prop_map(Message::EchoRequest),
         proptest::collection::vec(any::<u8>(), 0..32).prop_map(Message::EchoReply),
         Just(Message::FeaturesRequest),
@@ -431,6 +441,16 @@ fn message(v: Version) -> BoxedStrategy<Message> {
         (any::<u32>(), any::<u64>()).prop_map(|(role, generation_id)| Message::RoleReply(Role { role, generation_id })),
         Just(Message::GetAsyncRequest),
         group_mod,
+        (any::<u32>(), 0u16..8, 0u16..4).prop_map(|(bundle_id, ty, flags)| Message::BundleControl(BundleControl {
+            bundle_id,
+            ty,
+            flags
+        })),
+        (any::<u32>(), 0u16..4, flow_mod(v)).prop_map(move |(bundle_id, flags, fm)| Message::BundleAdd(BundleAdd {
+            bundle_id,
+            flags,
+            message: encode(v, 9, &Message::FlowMod(fm)).expect("fits"),
+        })),
         group_desc.prop_map(|body| Message::MultipartReply { flags: 0, body }),
     ];
     if v < Version::V1_5 {

@@ -42,8 +42,14 @@ fn rig() -> Rig {
 
 impl Rig {
     /// Runs `ovs-ofctl -O PROTO CMD TARGET ARGS`; (success, stdout+stderr).
+    /// An option as `cmd` (`--bundle`) goes before the command in `args[0]`.
     fn ofctl(&self, proto: &str, cmd: &str, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ovs-ofctl").args(["-O", proto, cmd, &self.target]).args(args).output().unwrap();
+        let (head, args): (Vec<&str>, &[&str]) = match cmd.starts_with("--") {
+            true => (vec![cmd, args[0]], &args[1..]),
+            false => (vec![cmd], args),
+        };
+        let out =
+            Command::new("ovs-ofctl").args(["-O", proto]).args(head).arg(&self.target).args(args).output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     }
@@ -142,6 +148,7 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
         let (ok, text) = r.ofctl(proto, "add-flow", &["ipv6,ipv6_src=::1,actions=drop"]);
         assert!(!ok && text.contains("OFPBMC_BAD_FIELD"), "{text}");
         assert_eq!(r.installed().len(), 3);
+        bundles(&r, proto);
         let tables = r.ok(proto, "dump-tables", &[]);
         assert!(tables.contains("table 0"), "{tables}");
         r.ok(proto, "dump-ports-desc", &[]);
@@ -182,4 +189,26 @@ fn groups_round_trip(r: &Rig, proto: &str) {
     assert_eq!(r.sw.ctl.lock().pipeline.groups().count(), 0);
     // The rule using the deleted group went with it.
     assert_eq!(r.installed().len(), n - 1, "{:?}", r.installed());
+}
+
+/// `ovs-ofctl --bundle`: all of a bundle or none of it.
+fn bundles(r: &Rig, proto: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let bad = dir.path().join("bad");
+    std::fs::write(&good, "table=9,priority=1,actions=output:1\ntable=9,priority=2,ip,actions=output:2\n").unwrap();
+    // The second rule names a group that does not exist: the whole bundle fails.
+    std::fs::write(&bad, "table=9,priority=3,actions=output:1\ntable=9,priority=4,actions=group:99\n").unwrap();
+    let before = r.installed().len();
+    let text = r.ok(proto, "--bundle", &["add-flows", good.to_str().unwrap()]);
+    assert_eq!(r.installed().len(), before + 2, "{text}");
+    let (ok, text) = r.ofctl(proto, "--bundle", &["add-flows", bad.to_str().unwrap()]);
+    assert!(!ok && text.contains("OFPBFC_MSG_FAILED"), "{text}");
+    assert_eq!(r.installed().len(), before + 2, "a failed bundle left something: {:?}", r.installed());
+    // A message the switch refuses on adding fails the bundle before commit.
+    let (ok, text) = r.ofctl(proto, "--bundle", &["add-flow", "ip,actions=ct(commit)"]);
+    assert!(!ok, "{text}");
+    assert_eq!(r.installed().len(), before + 2);
+    r.ok(proto, "del-flows", &["table=9"]);
+    assert_eq!(r.installed().len(), before);
 }

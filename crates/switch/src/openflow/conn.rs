@@ -102,6 +102,8 @@ impl Shared {
 /// One connection's state.
 pub struct Session {
     pub id: u64,
+    /// Bundles opened on this connection and not yet committed or discarded.
+    pub bundles: super::bundle::Bundles,
     pub version: Version,
     pub role: u32,
     pub config: SwitchConfig,
@@ -203,6 +205,7 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
     };
     let mut session = Session {
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        bundles: Default::default(),
         version,
         role: ROLE_EQUAL,
         config: SwitchConfig { flags: 0, miss_send_len: 128 },
@@ -247,7 +250,7 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
             }
             continue;
         }
-        let replies = match super::handle::handle(sw, shared, &mut session, &m) {
+        let replies = match super::handle::handle(sw, shared, &mut session, h.xid, &m) {
             Ok(r) => r,
             Err(e) => vec![error_reply(&b, &e)],
         };

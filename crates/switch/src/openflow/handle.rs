@@ -29,7 +29,7 @@ const N_TABLES: u8 = 254;
 const REPLY_BUDGET: usize = 60_000;
 
 /// Handles one request; the replies to send, in order (none for most changes).
-pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, m: &Message) -> Result<Vec<Message>, Error> {
+pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, xid: u32, m: &Message) -> Result<Vec<Message>, Error> {
     let v = s.version;
     Ok(match m {
         Message::Hello { .. } => vec![],
@@ -51,12 +51,23 @@ pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, m: &Message) -> Res
         Message::BarrierRequest => vec![Message::BarrierReply],
         Message::FlowMod(fm) => {
             writer(s)?;
-            flow_mod(sw, fm)?;
+            apply(sw, &flow_mod_change(sw, fm)?)?;
             vec![]
         }
         Message::GroupMod(gm) => {
             writer(s)?;
-            group_mod(sw, gm)?;
+            if let Some(change) = group_mod_change(sw, gm)? {
+                apply(sw, &change)?;
+            }
+            vec![]
+        }
+        Message::BundleControl(c) => {
+            writer(s)?;
+            vec![super::bundle::control(sw, s, c)?]
+        }
+        Message::BundleAdd(a) => {
+            writer(s)?;
+            super::bundle::add(sw, s, xid, a)?;
             vec![]
         }
         Message::MultipartRequest { body, .. } => multipart(sw, v, body)?,
@@ -139,7 +150,7 @@ fn mod_error(e: ModError) -> Error {
     Error::new(code, e.to_string())
 }
 
-fn apply(sw: &Switch, fm: &KFlowMod) -> Result<(), Error> {
+pub fn apply(sw: &Switch, fm: &KFlowMod) -> Result<(), Error> {
     sw.apply(fm).map(|_| ()).map_err(mod_error)
 }
 
@@ -170,8 +181,16 @@ fn spec(
     })
 }
 
-fn flow_mod(sw: &Switch, fm: &FlowMod) -> Result<(), Error> {
-    let m = map::match_from_wire(&fm.fields)?;
+/// A FLOW_MOD as the kairo change it asks for (checked against the
+/// pipeline for CHECK_OVERLAP).
+pub fn flow_mod_change(sw: &Switch, fm: &FlowMod) -> Result<KFlowMod, Error> {
+    let instructions = |m: &kairo_flow::Match| -> Result<kairo_ofproto::Instructions, Error> {
+        let mut inst = map::instructions_from_wire(&fm.instructions)?;
+        let has_vlan = kairo_ofproto::action::match_has_vlan(m);
+        kairo_ofproto::action::normalize_vlan(&mut inst.apply, has_vlan);
+        kairo_ofproto::action::normalize_vlan(&mut inst.write, has_vlan);
+        Ok(inst)
+    };
     match fm.command {
         ofpfc::ADD => {
             if fm.table_id >= N_TABLES {
@@ -180,10 +199,8 @@ fn flow_mod(sw: &Switch, fm: &FlowMod) -> Result<(), Error> {
                     format!("table {} (tables are 0 to 253)", fm.table_id),
                 ));
             }
-            let mut inst = map::instructions_from_wire(&fm.instructions)?;
-            let has_vlan = kairo_ofproto::action::match_has_vlan(&m);
-            kairo_ofproto::action::normalize_vlan(&mut inst.apply, has_vlan);
-            kairo_ofproto::action::normalize_vlan(&mut inst.write, has_vlan);
+            let m = map::match_from_wire(&fm.fields)?;
+            let inst = instructions(&m)?;
             if fm.flags & ofpff::CHECK_OVERLAP != 0 {
                 let c = sw.ctl.lock();
                 if let Some(t) = c.pipeline.table(fm.table_id) {
@@ -195,7 +212,7 @@ fn flow_mod(sw: &Switch, fm: &FlowMod) -> Result<(), Error> {
                     }
                 }
             }
-            let rule = Rule {
+            Ok(KFlowMod::Add(Rule {
                 table: fm.table_id,
                 priority: fm.priority,
                 cookie: fm.cookie,
@@ -203,61 +220,40 @@ fn flow_mod(sw: &Switch, fm: &FlowMod) -> Result<(), Error> {
                 inst,
                 idle_timeout: fm.idle_timeout,
                 hard_timeout: fm.hard_timeout,
-            };
-            apply(sw, &KFlowMod::Add(rule))
+            }))
         }
+        // OpenFlow 1.1+: modifying nothing adds nothing (kairo's modify never adds).
         ofpfc::MODIFY | ofpfc::MODIFY_STRICT => {
             let strict = fm.command == ofpfc::MODIFY_STRICT;
-            let mut sp = spec(
-                fm.table_id,
-                strict.then_some(fm.priority),
-                fm.cookie,
-                fm.cookie_mask,
-                &fm.fields,
-                port::OFPP_ANY,
-                OFPG_ANY,
-            )?;
-            let mut inst = map::instructions_from_wire(&fm.instructions)?;
-            let has_vlan = kairo_ofproto::action::match_has_vlan(&sp.m);
-            kairo_ofproto::action::normalize_vlan(&mut inst.apply, has_vlan);
-            kairo_ofproto::action::normalize_vlan(&mut inst.write, has_vlan);
-            sp.instructions = Some(inst);
-            // OpenFlow 1.1+: modifying nothing adds nothing.
-            if select_rules(&sw.ctl.lock().pipeline, &sp, strict).is_empty() {
-                return Ok(());
-            }
-            apply(sw, &KFlowMod::Modify { strict, spec: sp })
+            let priority = strict.then_some(fm.priority);
+            let mut sp = spec(fm.table_id, priority, fm.cookie, fm.cookie_mask, &fm.fields, port::OFPP_ANY, OFPG_ANY)?;
+            sp.instructions = Some(instructions(&sp.m)?);
+            Ok(KFlowMod::Modify { strict, spec: sp })
         }
         ofpfc::DELETE | ofpfc::DELETE_STRICT => {
             let strict = fm.command == ofpfc::DELETE_STRICT;
-            let sp = spec(
-                fm.table_id,
-                strict.then_some(fm.priority),
-                fm.cookie,
-                fm.cookie_mask,
-                &fm.fields,
-                fm.out_port,
-                fm.out_group,
-            )?;
-            apply(sw, &KFlowMod::Delete { strict, spec: sp })
+            let priority = strict.then_some(fm.priority);
+            let sp = spec(fm.table_id, priority, fm.cookie, fm.cookie_mask, &fm.fields, fm.out_port, fm.out_group)?;
+            Ok(KFlowMod::Delete { strict, spec: sp })
         }
         other => Err(Error::new(ErrorCode::BAD_COMMAND, format!("flow-mod command {other}"))),
     }
 }
 
-fn group_mod(sw: &Switch, gm: &GroupMod) -> Result<(), Error> {
+/// A GROUP_MOD as the kairo change it asks for; `None` for deleting a
+/// group that does not exist, which OpenFlow makes a no-op.
+pub fn group_mod_change(sw: &Switch, gm: &GroupMod) -> Result<Option<KFlowMod>, Error> {
     match gm.command {
-        ofpgc::ADD => apply(sw, &KFlowMod::AddGroup(map::group_from_wire(gm.ty, gm.group_id, &gm.buckets)?)),
-        ofpgc::MODIFY => apply(sw, &KFlowMod::ModGroup(map::group_from_wire(gm.ty, gm.group_id, &gm.buckets)?)),
+        ofpgc::ADD => Ok(Some(KFlowMod::AddGroup(map::group_from_wire(gm.ty, gm.group_id, &gm.buckets)?))),
+        ofpgc::MODIFY => Ok(Some(KFlowMod::ModGroup(map::group_from_wire(gm.ty, gm.group_id, &gm.buckets)?))),
         ofpgc::DELETE => {
             let which = (gm.group_id != OFPG_ALL).then_some(gm.group_id);
-            // Deleting a group that does not exist is not an error (OpenFlow 1.3 6.5).
             if let Some(g) = which {
                 if sw.ctl.lock().pipeline.group(g).is_none() {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
-            apply(sw, &KFlowMod::DelGroup(which))
+            Ok(Some(KFlowMod::DelGroup(which)))
         }
         other => Err(Error::new(ErrorCode::BAD_GROUP_COMMAND, format!("group-mod command {other}"))),
     }

@@ -3,7 +3,8 @@
 //! Layout: this file (targets in Open vSwitch's syntax, passive listeners,
 //! active connections with backoff, the connection cap), [`conn`] (one
 //! connection: framing, HELLO, ECHO and the dead-peer timeout), [`handle`]
-//! (what each request does to the switch and what it answers).
+//! (what each request does to the switch and what it answers), [`bundle`]
+//! (bundles: opened, filled, committed atomically).
 //!
 //! Invariants: a passive TCP target binds to 127.0.0.1 unless an address is
 //! given; a passive Unix socket is created owner-only (`srwx------`); at most
@@ -11,6 +12,7 @@
 //! blocking reads: nothing here polls with sleeps); a message is at most
 //! OpenFlow's 64 KiB, read into a buffer of that bound.
 
+pub mod bundle;
 pub mod conn;
 pub mod handle;
 
