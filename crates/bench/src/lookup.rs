@@ -195,7 +195,13 @@ fn e2e(opts: &LookupOpts, pop: Popularity) -> Result<Row, String> {
         let mut pass = |dp: &mut Datapath, now: u64| {
             for chunk in pkts.chunks(BATCH) {
                 let mut batch: Vec<(Vec<u8>, u32, Option<u32>)> = chunk.iter().map(|b| (b.clone(), 1, None)).collect();
-                dp.process_packets(&mut batch, now, &mut slow, &mut |port, b| sink += port as u64 + b.len() as u64);
+                dp.process_packets(&mut batch, now, &mut slow, &mut |to, b| {
+                    let port = match to {
+                        kairo_datapath::execute::Sent::Port(p) => p,
+                        kairo_datapath::execute::Sent::Controller(_) => u32::MAX,
+                    };
+                    sink += port as u64 + b.len() as u64
+                });
             }
         };
         pass(&mut dp, 0); // installs the megaflows

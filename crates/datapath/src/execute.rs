@@ -5,19 +5,45 @@
 //! [`kairo_wire::rewrite`]); `kairo_odp::apply` describes the same
 //! effect on keys, and tests check the two agree.
 
-use kairo_odp::DpAction;
+use kairo_odp::{ControllerReason, DpAction};
 use kairo_wire::rewrite as rw;
 use kairo_wire::Layout;
 
-/// The port number under which controller actions are reported.
-pub const CONTROLLER_PORT: u32 = u32::MAX;
+/// Where a packet goes: a port, or the controller with what a PACKET_IN
+/// says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    Port(u32),
+    Controller(ToController),
+}
 
-/// Applies `actions` to `pkt`, calling `out(port, bytes)` for each output.
-pub fn execute(pkt: &mut Vec<u8>, lay: &mut Layout, actions: &[DpAction], out: &mut impl FnMut(u32, &[u8])) {
+/// A packet for the controller: the port it came in on and the controller
+/// action's parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToController {
+    pub in_port: u32,
+    pub reason: ControllerReason,
+    pub max_len: u16,
+    pub table: u8,
+    pub cookie: u64,
+}
+
+/// Applies `actions` to `pkt` (which came in on `in_port`), calling
+/// `out(where, bytes)` for each output.
+pub fn execute(
+    pkt: &mut Vec<u8>,
+    lay: &mut Layout,
+    in_port: u32,
+    actions: &[DpAction],
+    out: &mut impl FnMut(Sent, &[u8]),
+) {
     for a in actions {
         match a {
-            DpAction::Output(p) => out(*p, pkt),
-            DpAction::Controller { .. } => out(CONTROLLER_PORT, pkt),
+            DpAction::Output(p) => out(Sent::Port(*p), pkt),
+            DpAction::Controller { reason, max_len, table, cookie } => {
+                let c = ToController { in_port, reason: *reason, max_len: *max_len, table: *table, cookie: *cookie };
+                out(Sent::Controller(c), pkt)
+            }
             DpAction::SetEth { src, dst } => {
                 if let Some(m) = src {
                     rw::set_eth_src(pkt, *m);

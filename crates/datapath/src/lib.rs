@@ -304,7 +304,7 @@ impl Datapath {
         pkts: &mut [(Vec<u8>, u32, Option<u32>)],
         now: u64,
         slow: &mut S,
-        out: &mut impl FnMut(u32, &[u8]),
+        out: &mut impl FnMut(execute::Sent, &[u8]),
     ) {
         for chunk in pkts.chunks_mut(BATCH) {
             let mut keys = [FlowKey::ZERO; BATCH];
@@ -349,7 +349,8 @@ impl Datapath {
             if !self.dead.is_empty() {
                 self.reclaim_dead();
             }
-            for (i, (buf, _, _)) in chunk.iter_mut().enumerate() {
+            for (i, (buf, in_port, _)) in chunk.iter_mut().enumerate() {
+                let in_port = *in_port;
                 let actions = match &flows[i] {
                     Some(f) => {
                         f.used(buf.len() as u64, now);
@@ -376,7 +377,7 @@ impl Datapath {
                         }
                     }
                 };
-                execute::execute(buf, &mut lays[i], &actions, out);
+                execute::execute(buf, &mut lays[i], in_port, &actions, out);
             }
         }
     }

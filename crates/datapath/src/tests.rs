@@ -183,7 +183,13 @@ fn packets_on_the_wire_get_the_slow_path_effect() {
             (0..40).map(|i| (if i % 2 == 0 { mk_tcp() } else { mk_udp() }, 1, None)).collect();
         let inputs: Vec<Vec<u8>> = pkts.iter().map(|p| p.0.clone()).collect();
         let mut sent: Vec<(u32, Vec<u8>)> = Vec::new();
-        dp.process_packets(&mut pkts, round, &mut p, &mut |port, b| sent.push((port, b.to_vec())));
+        dp.process_packets(&mut pkts, round, &mut p, &mut |to, b| {
+            let port = match to {
+                crate::execute::Sent::Port(p) => p,
+                crate::execute::Sent::Controller(_) => u32::MAX,
+            };
+            sent.push((port, b.to_vec()))
+        });
         // Compare with the slow path's effect on keys.
         let mut want = Vec::new();
         for inp in &inputs {

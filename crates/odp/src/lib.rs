@@ -17,6 +17,8 @@ use kairo_flow::{FlowKey, FlowMask};
 /// Why a packet goes to the controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ControllerReason {
+    /// A table-miss rule's `controller` action (priority 0, matching everything).
+    NoMatch,
     /// An explicit `controller` action.
     Action,
     /// `dec_ttl` on a packet whose TTL would reach zero.
@@ -60,9 +62,14 @@ pub enum DpAction {
         sha: Option<u64>,
         tha: Option<u64>,
     },
+    /// Send to the controller (Open vSwitch's userspace action with its
+    /// controller userdata): why, how much of the packet, and the table and
+    /// cookie of the rule whose action it is, for the PACKET_IN.
     Controller {
         reason: ControllerReason,
         max_len: u16,
+        table: u8,
+        cookie: u64,
     },
 }
 
@@ -103,12 +110,16 @@ impl std::fmt::Display for DpAction {
             DpAction::Output(port) => write!(f, "{port}"),
             DpAction::PopVlan => write!(f, "pop_vlan"),
             DpAction::PushVlan { vid, pcp } => write!(f, "push_vlan(vid={vid},pcp={pcp})"),
-            DpAction::Controller { reason, max_len } => {
+            DpAction::Controller { reason, max_len, table, cookie } => {
                 let r = match reason {
+                    ControllerReason::NoMatch => 0,
                     ControllerReason::Action => 1,
                     ControllerReason::InvalidTtl => 2,
                 };
-                write!(f, "userspace(pid=0,controller(reason={r},max_len={max_len}))")
+                write!(
+                    f,
+                    "userspace(pid=0,controller(reason={r},rule_cookie={cookie:#x},table={table},max_len={max_len}))"
+                )
             }
             DpAction::SetEth { src, dst } => {
                 opt(&mut p, "src", src.map(format_mac));
@@ -315,8 +326,20 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
             continue;
         }
         if t.starts_with("userspace(") && t.contains("controller(") {
-            let reason = if t.contains("reason=2") { ControllerReason::InvalidTtl } else { ControllerReason::Action };
-            out.push(DpAction::Controller { reason, max_len: u16::MAX });
+            let reason = if t.contains("reason=2") {
+                ControllerReason::InvalidTtl
+            } else if t.contains("reason=0") {
+                ControllerReason::NoMatch
+            } else {
+                ControllerReason::Action
+            };
+            // Open vSwitch names the rule's table through a frozen state, not here.
+            let cookie = kv(t.trim_end_matches(')'))
+                .into_iter()
+                .find(|(k, _)| *k == "rule_cookie")
+                .and_then(|(_, v)| parse_uint(v))
+                .unwrap_or(0);
+            out.push(DpAction::Controller { reason, max_len: u16::MAX, table: 0, cookie });
             continue;
         }
         let inner = t
@@ -387,6 +410,9 @@ mod tests {
         assert!(parse_actions("hash(sym_l4(0)),recirc(0x2)").is_err());
         assert_eq!(parse_actions("drop").unwrap(), vec![]);
         let u = parse_actions("set(eth(dst=00:00:00:00:00:22)),userspace(pid=0,controller(reason=2,dont_send=1,continuation=0,recirc_id=1,rule_cookie=0,controller_id=0,max_len=65535))").unwrap();
-        assert_eq!(u[1], DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX });
+        assert_eq!(
+            u[1],
+            DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX, table: 0, cookie: 0 }
+        );
     }
 }

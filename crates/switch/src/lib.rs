@@ -30,11 +30,13 @@ pub mod tap;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use kairo_classifier::RuleId;
-use kairo_datapath::{execute::CONTROLLER_PORT, Datapath, DpConfig};
+use kairo_datapath::execute::{Sent, ToController};
+use kairo_datapath::{Datapath, DpConfig};
 use kairo_maintain::shared::SharedControl;
 use kairo_maintain::{Control, EngineKind, Moved, Report, Ukey};
 use kairo_xlate::{Outcome, Pipeline, Traversal};
@@ -108,10 +110,33 @@ pub struct Switch {
     /// Packets sent to a port number the switch does not have, or to the controller.
     pub unroutable: AtomicU64,
     pub controller: AtomicU64,
+    /// Packets for the controller dropped because its queue was full (a
+    /// slow controller never grows the switch's memory, as in Open vSwitch).
+    pub controller_dropped: AtomicU64,
+    /// Where packets for the controller go, once an OpenFlow end listens.
+    pub to_controller: OnceLock<SyncSender<(ToController, Vec<u8>)>>,
+    /// Packets from the controller (PACKET_OUT) for the forwarding thread,
+    /// which owns the ports; bounded (a sender waits when it is full).
+    packet_out: (SyncSender<PacketOut>, Mutex<Receiver<PacketOut>>),
     pub start: Instant,
     /// The OpenFlow datapath id (`--dpid`, or derived from the ports' addresses).
     pub dpid: u64,
+    /// What the OpenFlow connections share, made by the first listener.
+    pub openflow: OnceLock<Arc<openflow::conn::Shared>>,
 }
+
+/// A packet the controller sends out: its ingress port (kairo numbering),
+/// the actions to run on it, and its bytes.
+pub struct PacketOut {
+    pub in_port: u32,
+    pub actions: Vec<kairo_ofproto::Action>,
+    pub data: Vec<u8>,
+}
+
+/// Packets for the controller waiting for the OpenFlow end (beyond it, dropped and counted).
+pub const CONTROLLER_QUEUE: usize = 1024;
+/// Packet-outs waiting for the forwarding thread.
+pub const PACKET_OUT_QUEUE: usize = 256;
 
 /// Adds a megaflow's counters (those gathered under its current traversal)
 /// to the rules of that traversal.
@@ -156,6 +181,13 @@ impl Switch {
             leaving: Mutex::new(Vec::new()),
             unroutable: AtomicU64::new(0),
             controller: AtomicU64::new(0),
+            controller_dropped: AtomicU64::new(0),
+            to_controller: OnceLock::new(),
+            packet_out: {
+                let (tx, rx) = std::sync::mpsc::sync_channel(PACKET_OUT_QUEUE);
+                (tx, Mutex::new(rx))
+            },
+            openflow: OnceLock::new(),
             start: Instant::now(),
             dpid,
         }
@@ -247,24 +279,15 @@ impl Switch {
                 }
                 self.settle_leaving();
             }
+            self.packet_outs(&mut ports, &by_ofport);
             if batch.is_empty() {
                 wait(&mut pfds);
                 continue;
             }
             {
                 let mut dp = lock(&self.dp);
-                let (unroutable, controller) = (&self.unroutable, &self.controller);
-                dp.process_packets(&mut batch, now, &mut slow, &mut |port, bytes| match by_ofport.get(&port) {
-                    Some(&i) => {
-                        let p = &mut ports[i];
-                        p.io.send(bytes, &p.counters);
-                    }
-                    None if port == CONTROLLER_PORT => {
-                        controller.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => {
-                        unroutable.fetch_add(1, Ordering::Relaxed);
-                    }
+                dp.process_packets(&mut batch, now, &mut slow, &mut |to, bytes| {
+                    self.deliver(&mut ports, &by_ofport, to, bytes)
                 });
             }
             for p in ports.iter_mut() {
@@ -275,6 +298,55 @@ impl Switch {
             let room = POOL_MAX.saturating_sub(pool.len());
             pool.extend(batch.drain(..).map(|(b, _, _)| b).take(room));
             batch.clear();
+        }
+        for p in ports.iter_mut() {
+            p.io.flush();
+        }
+    }
+
+    /// Sends a packet where the datapath said: a port, or the controller's queue.
+    fn deliver(&self, ports: &mut [Attached], by_ofport: &FxHashMap<u32, usize>, to: Sent, bytes: &[u8]) {
+        match to {
+            Sent::Port(port) => match by_ofport.get(&port) {
+                Some(&i) => {
+                    let p = &mut ports[i];
+                    p.io.send(bytes, &p.counters);
+                }
+                None => {
+                    self.unroutable.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            Sent::Controller(c) => {
+                self.controller.fetch_add(1, Ordering::Relaxed);
+                let queued = self.to_controller.get().is_some_and(|tx| tx.try_send((c, bytes.to_vec())).is_ok());
+                if !queued {
+                    self.controller_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Queues a packet-out for the forwarding thread (waits while the queue is full).
+    pub fn packet_out(&self, p: PacketOut) {
+        let _ = self.packet_out.0.send(p);
+    }
+
+    /// Runs the packet-outs waiting (at most a queue's worth per round): each
+    /// packet's actions translated against the pipeline, then executed.
+    fn packet_outs(&self, ports: &mut [Attached], by_ofport: &FxHashMap<u32, usize>) {
+        let waiting: Vec<PacketOut> = {
+            let rx = lock(&self.packet_out.1);
+            std::iter::from_fn(|| rx.try_recv().ok()).take(PACKET_OUT_QUEUE).collect()
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        for mut p in waiting {
+            let (key, mut lay) = kairo_wire::parse(&p.data, p.in_port);
+            let r = kairo_xlate::translate_actions(&self.ctl.lock().pipeline, &key, &p.actions);
+            kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, &r.actions, &mut |to, bytes| {
+                self.deliver(ports, by_ofport, to, bytes)
+            });
         }
         for p in ports.iter_mut() {
             p.io.flush();

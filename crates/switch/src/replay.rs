@@ -14,7 +14,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kairo_datapath::{execute::CONTROLLER_PORT, Datapath, DpConfig, DpStats};
+use kairo_datapath::{execute::Sent, Datapath, DpConfig, DpStats};
 use kairo_xlate::Pipeline;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::DataLink;
@@ -164,12 +164,15 @@ pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig)
         let now = ts.as_millis() as u64;
         let mut batch = [(data, port, None)];
         let mut sent = 0u64;
-        dp.process_packets(&mut batch, now, &mut slow, &mut |p, bytes| {
+        dp.process_packets(&mut batch, now, &mut slow, &mut |to, bytes| {
             sent += 1;
-            if p == CONTROLLER_PORT {
-                rep.to_controller += 1;
-                return;
-            }
+            let p = match to {
+                Sent::Port(p) => p,
+                Sent::Controller(_) => {
+                    rep.to_controller += 1;
+                    return;
+                }
+            };
             if err.is_some() {
                 return;
             }

@@ -32,7 +32,9 @@ pub use kairo_odp::{format_actions, DpAction};
 pub use pipeline::{Pipeline, PipelineError, Table};
 pub use replay::{retranslate, retranslate_checked, Replay, Retranslation, TableSet, VisitCheck};
 pub use suffix::{actions_read_from, sorted_minus, translate_suffix, Suffix};
-pub use translate::{translate, XlateError, XlateResult, MAX_ACTION_BYTES, MAX_BUCKETS, MAX_DEPTH, MAX_RESUBMITS};
+pub use translate::{
+    translate, translate_actions, XlateError, XlateResult, MAX_ACTION_BYTES, MAX_BUCKETS, MAX_DEPTH, MAX_RESUBMITS,
+};
 pub use traversal::{GroupUse, Outcome, Step, Traversal, Via};
 
 #[cfg(test)]

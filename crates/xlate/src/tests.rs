@@ -220,12 +220,33 @@ fn vlan_actions() {
 
 #[test]
 fn dec_ttl_to_zero_goes_to_controller_and_stops() {
-    let p = pipeline("ip,actions=dec_ttl,output:2", "");
+    let p = pipeline("actions=goto_table:3\ntable=3,cookie=0x7,ip,actions=dec_ttl,output:2", "");
     assert_eq!(acts(&p, "in_port=1,ip,nw_ttl=5"), "set(ipv4(ttl=4)),2");
-    assert_eq!(acts(&p, "in_port=1,ip,nw_ttl=1"), "userspace(pid=0,controller(reason=2,max_len=65535))");
+    // The PACKET_IN names the rule whose action it was: its table and cookie.
+    assert_eq!(
+        acts(&p, "in_port=1,ip,nw_ttl=1"),
+        "userspace(pid=0,controller(reason=2,rule_cookie=0x7,table=3,max_len=65535))"
+    );
     // non-IP: dec_ttl does nothing
     let p = pipeline("actions=dec_ttl,output:2", "");
     assert_eq!(acts(&p, "in_port=1,arp"), "2");
+}
+
+#[test]
+fn controller_actions_name_their_rule_and_a_table_miss() {
+    let p = pipeline("priority=0,actions=CONTROLLER:64\ntable=0,priority=5,cookie=0x9,tcp,actions=goto_table:2\ntable=2,cookie=0xa,actions=controller:100", "");
+    assert_eq!(acts(&p, "in_port=1,udp"), "userspace(pid=0,controller(reason=0,rule_cookie=0x0,table=0,max_len=64))");
+    assert_eq!(acts(&p, "in_port=1,tcp"), "userspace(pid=0,controller(reason=1,rule_cookie=0xa,table=2,max_len=100))");
+    // Packet-out: actions translated for a packet, output:TABLE a lookup from table 0.
+    let key = parse_key("in_port=1,udp").unwrap();
+    let out = crate::translate_actions(&p, &key, &[kairo_ofproto::Action::Output(3)]);
+    assert_eq!(crate::format_actions(&out.actions), "3");
+    let table = kairo_ofproto::Action::Resubmit { port: None, table: Some(0) };
+    let out = crate::translate_actions(&p, &key, &[table]);
+    assert_eq!(
+        crate::format_actions(&out.actions),
+        "userspace(pid=0,controller(reason=0,rule_cookie=0x0,table=0,max_len=64))"
+    );
 }
 
 #[test]

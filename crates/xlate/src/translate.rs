@@ -175,36 +175,7 @@ pub(crate) fn run<'a, M: Mode<'a>>(
     mode: M,
     from: Option<(&'a Traversal, usize)>,
 ) -> Run<M> {
-    let trav = match (from, mode.like()) {
-        (Some((old, at)), _) => old.prefix(at),
-        (None, Some(old)) => Traversal::with_capacity_of(old),
-        (None, None) => Traversal::default(),
-    };
-    let mut x = Translator {
-        p,
-        flow: Tracked::new(key, M::IN_PORT_FIXED),
-        base: *key,
-        start: *key,
-        odp: Vec::with_capacity(if mode.like().is_some() { 8 } else { 0 }),
-        action_set: ActionSet::default(),
-        trav,
-        depth: 0,
-        nest: 0,
-        lookups: 0,
-        pending: 0,
-        restoring: 0,
-        exit: false,
-        error: None,
-        last: (*key, 0),
-        restored: false,
-        deepest: 0,
-        table_id: 0,
-        buckets: 0,
-        odp_bytes: (0, 0),
-        slow: false,
-        live: rustc_hash::FxHashMap::default(),
-        mode,
-    };
+    let mut x = Translator::new(p, key, mode, from);
     let mut spoilt = false;
     match from {
         // The state translation had just before that step's lookup: nothing
@@ -223,39 +194,92 @@ pub(crate) fn run<'a, M: Mode<'a>>(
         }
         None => x.table(0, Via::Start),
     }
-    // The action set runs at the end of the pipeline, even after a table miss.
-    if x.error.is_none() {
-        let set = std::mem::take(&mut x.action_set).into_list();
-        // Lookups from here on are not resumable: writes to the action set
-        // now go to one that never runs.
-        x.pending += 1;
-        x.actions(&set);
-        x.pending -= 1;
+    x.finish(key, spoilt)
+}
+
+/// Translates `actions` for a packet with key `key`, as a packet-out does
+/// (an action that looks the packet up goes into `p`).
+pub fn translate_actions(p: &Pipeline, key: &FlowKey, actions: &[Action]) -> XlateResult {
+    let mut x = Translator::new(p, key, Plain, None);
+    x.actions(actions);
+    x.finish(key, false).result
+}
+
+impl<'a, M: Mode<'a>> Translator<'a, M> {
+    /// A translator at the start of `key`'s translation, its traversal the
+    /// prefix of `from` up to its step (a resumed translation) or sized like
+    /// the mode's earlier traversal.
+    fn new(p: &'a Pipeline, key: &FlowKey, mode: M, from: Option<(&'a Traversal, usize)>) -> Self {
+        let trav = match (from, mode.like()) {
+            (Some((old, at)), _) => old.prefix(at),
+            (None, Some(old)) => Traversal::with_capacity_of(old),
+            (None, None) => Traversal::default(),
+        };
+        Translator {
+            p,
+            flow: Tracked::new(key, M::IN_PORT_FIXED),
+            base: *key,
+            start: *key,
+            odp: Vec::with_capacity(if mode.like().is_some() { 8 } else { 0 }),
+            action_set: ActionSet::default(),
+            trav,
+            depth: 0,
+            nest: 0,
+            lookups: 0,
+            pending: 0,
+            restoring: 0,
+            exit: false,
+            error: None,
+            last: (*key, 0),
+            restored: false,
+            deepest: 0,
+            table_id: 0,
+            rule: (0, false),
+            buckets: 0,
+            odp_bytes: (0, 0),
+            slow: false,
+            live: rustc_hash::FxHashMap::default(),
+            mode,
+        }
     }
-    if x.error.is_some() {
-        x.odp.clear();
-    }
-    let in_port_read = x.flow.in_port_read();
-    let seen = x.flow.finish(key);
-    Run {
-        result: XlateResult {
-            actions: x.odp,
-            mask: seen.mask,
-            traversal: x.trav,
-            final_flow: seen.flow,
-            error: x.error,
-            action_mask: seen.action_mask,
-            slow: x.slow,
-        },
-        mode: x.mode,
-        lookups: x.lookups,
-        examined: seen.all,
-        in_port_read,
-        ports: seen.ports,
-        since: seen.since,
-        restored: x.restored,
-        deepest: x.deepest,
-        spoilt,
+
+    /// The action set run, and the result.
+    fn finish(self, key: &FlowKey, spoilt: bool) -> Run<M> {
+        let mut x = self;
+        // The action set runs at the end of the pipeline, even after a table miss.
+        if x.error.is_none() {
+            let set = std::mem::take(&mut x.action_set).into_list();
+            // Lookups from here on are not resumable: writes to the action set
+            // now go to one that never runs.
+            x.pending += 1;
+            x.actions(&set);
+            x.pending -= 1;
+        }
+        if x.error.is_some() {
+            x.odp.clear();
+        }
+        let in_port_read = x.flow.in_port_read();
+        let seen = x.flow.finish(key);
+        Run {
+            result: XlateResult {
+                actions: x.odp,
+                mask: seen.mask,
+                traversal: x.trav,
+                final_flow: seen.flow,
+                error: x.error,
+                action_mask: seen.action_mask,
+                slow: x.slow,
+            },
+            mode: x.mode,
+            lookups: x.lookups,
+            examined: seen.all,
+            in_port_read,
+            ports: seen.ports,
+            since: seen.since,
+            restored: x.restored,
+            deepest: x.deepest,
+            spoilt,
+        }
     }
 }
 
@@ -286,6 +310,9 @@ struct Translator<'a, M> {
     deepest: u32,
     /// The table whose rule's actions are running (0 before any lookup).
     table_id: u8,
+    /// That rule's cookie, and whether it is its table's table-miss rule
+    /// (priority 0, matching everything), for controller actions.
+    rule: (u64, bool),
     /// Group buckets run so far.
     buckets: u32,
     /// Netlink bytes of `odp`, counted up to the first of its actions not
@@ -398,8 +425,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 self.mode.visited(n, &mut self.flow);
                 let inst: &Instructions = &r.inst;
                 let outer = std::mem::replace(&mut self.table_id, t);
+                let miss_rule = r.priority == 0 && r.m.mask().is_zero();
+                let outer_rule = std::mem::replace(&mut self.rule, (r.cookie, miss_rule));
                 self.instructions(inst);
                 self.table_id = outer;
+                self.rule = outer_rule;
             }
             None => {
                 self.trav.steps.push(step(Outcome::Miss));
@@ -491,7 +521,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             }
             Action::Controller { max_len } => {
                 self.commit();
-                self.odp.push(DpAction::Controller { reason: ControllerReason::Action, max_len: *max_len });
+                let reason = if self.rule.1 { ControllerReason::NoMatch } else { ControllerReason::Action };
+                let (table, cookie) = (self.table_id, self.rule.0);
+                self.odp.push(DpAction::Controller { reason, max_len: *max_len, table, cookie });
             }
             Action::SetField { field, value, mask } => {
                 if self.prereq_ok(*field) {
@@ -543,7 +575,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 } else {
                     // As Open vSwitch: the packet goes to the controller and translation ends.
                     self.commit();
-                    self.odp.push(DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX });
+                    let (table, cookie) = (self.table_id, self.rule.0);
+                    let reason = ControllerReason::InvalidTtl;
+                    self.odp.push(DpAction::Controller { reason, max_len: u16::MAX, table, cookie });
                     return false;
                 }
             }

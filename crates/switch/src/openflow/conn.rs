@@ -13,12 +13,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kairo_ofp::message::{AsyncConfig, SwitchConfig, HEADER_LEN};
 use kairo_ofp::{decode, encode, Error, ErrorCode, Header, Message, Version};
 
+use super::events::{dispatch, Outbox, Outboxes, OUTBOX};
 use super::OfLimits;
 use crate::Switch;
 
@@ -31,6 +32,13 @@ pub enum Stream {
 }
 
 impl Stream {
+    fn try_clone(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
     fn set_read_timeout(&self, d: Option<Duration>) {
         let _ = match self {
             Stream::Tcp(s) => s.set_read_timeout(d),
@@ -77,10 +85,11 @@ pub const ROLE_EQUAL: u32 = 1;
 pub const ROLE_MASTER: u32 = 2;
 pub const ROLE_SLAVE: u32 = 3;
 
-/// What every connection of one switch shares: its datapath id and the
-/// master election's generation id.
+/// What every connection of one switch shares: its datapath id, the
+/// master election's generation id, and the connections' outboxes.
 pub struct Shared {
     pub dpid: u64,
+    pub outboxes: Arc<Outboxes>,
     /// The largest generation id seen in a master/slave role request.
     pub generation: Mutex<Option<u64>>,
     /// Connection ids of the current master, if any.
@@ -89,19 +98,35 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(sw: &Switch) -> Shared {
-        Shared {
-            dpid: sw.dpid,
-            generation: Mutex::new(None),
-            master: Mutex::new(None),
-            next_id: std::sync::atomic::AtomicU64::new(1),
-        }
+    /// The switch's OpenFlow state, made on first use: that also starts the
+    /// dispatcher of packets for the controller and opens the datapath's
+    /// queue to it.
+    pub fn of(sw: &Switch) -> Arc<Shared> {
+        sw.openflow
+            .get_or_init(|| {
+                let outboxes = Arc::new(Outboxes::default());
+                let (tx, rx) = std::sync::mpsc::sync_channel(crate::CONTROLLER_QUEUE);
+                let o = outboxes.clone();
+                if std::thread::Builder::new().name("kairo-of-events".into()).spawn(move || dispatch(rx, o)).is_ok() {
+                    let _ = sw.to_controller.set(tx);
+                }
+                Arc::new(Shared {
+                    dpid: sw.dpid,
+                    outboxes,
+                    generation: Mutex::new(None),
+                    master: Mutex::new(None),
+                    next_id: std::sync::atomic::AtomicU64::new(1),
+                })
+            })
+            .clone()
     }
 }
 
 /// One connection's state.
 pub struct Session {
     pub id: u64,
+    /// Where replies and asynchronous messages go (drained by the writer thread).
+    pub outbox: Arc<Outbox>,
     /// Bundles opened on this connection and not yet committed or discarded.
     pub bundles: super::bundle::Bundles,
     pub version: Version,
@@ -203,13 +228,31 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
             Read1::Closed => return,
         }
     };
+    let Ok(mut w) = s.try_clone() else { return };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Message)>(OUTBOX);
+    // The writer: replies and asynchronous messages, in the order queued.
+    let writer = std::thread::Builder::new().name("kairo-of-writer".into()).spawn(move || {
+        for (xid, m) in rx {
+            if !send(&mut w, version, xid, &m) {
+                break;
+            }
+        }
+    });
+    if writer.is_err() {
+        return;
+    }
+    let async_config = AsyncConfig { packet_in: [0x7, 0], port_status: [0x7, 0x7], flow_removed: [0xf, 0] };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let outbox = Arc::new(Outbox::new(id, tx, ROLE_EQUAL, &async_config));
+    shared.outboxes.add(outbox.clone());
     let mut session = Session {
-        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+        id,
+        outbox: outbox.clone(),
         bundles: Default::default(),
         version,
         role: ROLE_EQUAL,
         config: SwitchConfig { flags: 0, miss_send_len: 128 },
-        async_config: AsyncConfig { packet_in: [0x7, 0], port_status: [0x7, 0x7], flow_removed: [0xf, 0] },
+        async_config,
     };
     let mut probing = false;
     while !stop.load(Ordering::Relaxed) {
@@ -218,7 +261,7 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
             Read1::Idle if !probing => {
                 // Silence: ask whether the peer is alive.
                 probing = true;
-                if !send(&mut s, session.version, 0, &Message::EchoRequest(Vec::new())) {
+                if !outbox.reply(0, Message::EchoRequest(Vec::new())) {
                     break;
                 }
                 continue;
@@ -231,10 +274,10 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
             Err(e) => {
                 let Ok(h) = Header::peek(&b) else {
                     // Unframeable: answer, then close.
-                    send(&mut s, session.version, 0, &error_reply(&b, &e));
+                    outbox.reply(0, error_reply(&b, &e));
                     break;
                 };
-                if !send(&mut s, session.version, h.xid, &error_reply(&b, &e)) {
+                if !outbox.reply(h.xid, error_reply(&b, &e)) {
                     break;
                 }
                 continue;
@@ -245,7 +288,7 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
                 ErrorCode::BAD_VERSION,
                 format!("version {:#04x} on a connection that agreed on OpenFlow {}", h.version, session.version),
             );
-            if !send(&mut s, session.version, h.xid, &error_reply(&b, &e)) {
+            if !outbox.reply(h.xid, error_reply(&b, &e)) {
                 break;
             }
             continue;
@@ -254,13 +297,14 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
             Ok(r) => r,
             Err(e) => vec![error_reply(&b, &e)],
         };
-        if !replies.iter().all(|r| send(&mut s, session.version, h.xid, r)) {
+        if !replies.into_iter().all(|r| outbox.reply(h.xid, r)) {
             break;
         }
     }
+    shared.outboxes.remove(id);
     // A master leaving frees the role.
     let mut master = crate::lock(&shared.master);
-    if *master == Some(session.id) {
+    if *master == Some(id) {
         *master = None;
     }
 }

@@ -48,6 +48,11 @@ pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, xid: u32, m: &Messa
             s.config = *c;
             vec![]
         }
+        Message::PacketOut(po) => {
+            writer(s)?;
+            packet_out(sw, po)?;
+            vec![]
+        }
         Message::BarrierRequest => vec![Message::BarrierReply],
         Message::FlowMod(fm) => {
             writer(s)?;
@@ -71,14 +76,16 @@ pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, xid: u32, m: &Messa
             vec![]
         }
         Message::MultipartRequest { body, .. } => multipart(sw, v, body)?,
-        Message::RoleRequest(r) => vec![Message::RoleReply(role(shared, s, r)?)],
+        Message::RoleRequest(r) => {
+            let reply = role(shared, s, r)?;
+            s.outbox.configure(s.role, &s.async_config);
+            vec![Message::RoleReply(reply)]
+        }
         Message::GetAsyncRequest => vec![Message::GetAsyncReply(s.async_config)],
         Message::SetAsync(a) => {
             s.async_config = *a;
+            s.outbox.configure(s.role, &s.async_config);
             vec![]
-        }
-        Message::PacketOut(_) => {
-            return Err(Error::new(ErrorCode::BAD_TYPE, "PACKET_OUT is not served by kairo yet"));
         }
         Message::PortMod(_) => {
             return Err(Error::new(ErrorCode::BAD_TYPE, "PORT_MOD is not served by kairo yet"));
@@ -90,6 +97,35 @@ pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, xid: u32, m: &Messa
             ))
         }
     })
+}
+
+/// A PACKET_OUT: its actions checked here, run by the forwarding thread
+/// (output:TABLE is a lookup from table 0, as a resubmit).
+fn packet_out(sw: &Switch, po: &kairo_ofp::message::PacketOut) -> Result<(), Error> {
+    if po.buffer_id != kairo_ofp::message::NO_BUFFER {
+        return Err(Error::new(
+            ErrorCode::BUFFER_UNKNOWN,
+            format!("buffer {:#x}: kairo buffers no packets", po.buffer_id),
+        ));
+    }
+    let in_port = port::from_wire(po.in_port)?;
+    let mut actions = Vec::with_capacity(po.actions.len());
+    for a in &po.actions {
+        actions.push(match a {
+            kairo_ofp::action::Act::Output { port: port::OFPP_TABLE, .. } => {
+                kairo_ofproto::Action::Resubmit { port: None, table: Some(0) }
+            }
+            other => map::action_from_wire(other)?,
+        });
+    }
+    if po.data.len() < 14 {
+        return Err(Error::new(
+            ErrorCode::BAD_PACKET,
+            format!("a {}-byte packet is not an Ethernet frame", po.data.len()),
+        ));
+    }
+    sw.packet_out(crate::PacketOut { in_port, actions, data: po.data.clone() });
+    Ok(())
 }
 
 /// Slaves may not change the switch.

@@ -4,7 +4,8 @@
 //! active connections with backoff, the connection cap), [`conn`] (one
 //! connection: framing, HELLO, ECHO and the dead-peer timeout), [`handle`]
 //! (what each request does to the switch and what it answers), [`bundle`]
-//! (bundles: opened, filled, committed atomically).
+//! (bundles: opened, filled, committed atomically), [`events`] (outboxes
+//! and PACKET_IN).
 //!
 //! Invariants: a passive TCP target binds to 127.0.0.1 unless an address is
 //! given; a passive Unix socket is created owner-only (`srwx------`); at most
@@ -14,6 +15,7 @@
 
 pub mod bundle;
 pub mod conn;
+pub mod events;
 pub mod handle;
 
 use std::io::ErrorKind;
@@ -149,7 +151,7 @@ impl Drop for SlotGuard {
 /// Starts serving `target`; returns once listening (or connecting) has begun.
 pub fn serve(sw: Arc<Switch>, target: &Target, stop: Arc<AtomicBool>, limits: OfLimits) -> std::io::Result<Served> {
     let slots = Arc::new(Slots { used: AtomicUsize::new(0), max: limits.connections });
-    let shared = Arc::new(conn::Shared::new(&sw));
+    let shared = conn::Shared::of(&sw);
     let name = format!("kairo-of-{}", short(target));
     match target.clone() {
         Target::PassiveTcp(addr) => {

@@ -1,0 +1,132 @@
+//! Asynchronous messages to controllers: each connection's outbox (a
+//! bounded queue its writer thread drains), and the dispatcher that turns
+//! packets the datapath sent to the controller into PACKET_INs for every
+//! connection that asked for them.
+//!
+//! Invariants: replies wait for room in their outbox (a request is never
+//! left unanswered); asynchronous messages never wait: when an outbox is
+//! full the message is dropped and counted, so a slow controller costs the
+//! switch at most [`OUTBOX`] messages of memory per connection. A
+//! connection gets a PACKET_IN only if its role and asynchronous
+//! configuration ask for that reason (OpenFlow 1.3 §6.1.1).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use kairo_datapath::execute::ToController;
+use kairo_odp::ControllerReason;
+use kairo_ofp::message::{AsyncConfig, PacketIn, NO_BUFFER};
+use kairo_ofp::oxm::{Oxm, OxmId};
+use kairo_ofp::{port, Message};
+
+use super::conn::ROLE_SLAVE;
+
+/// Messages a connection's outbox holds.
+pub const OUTBOX: usize = 256;
+
+/// A connection as the dispatcher sees it.
+pub struct Outbox {
+    pub id: u64,
+    tx: SyncSender<(u32, Message)>,
+    role: AtomicU32,
+    /// Packet-in reasons wanted as [equal/master, slave].
+    packet_in: [AtomicU32; 2],
+    /// Asynchronous messages dropped because the outbox was full.
+    pub dropped: AtomicU64,
+}
+
+impl Outbox {
+    pub fn new(id: u64, tx: SyncSender<(u32, Message)>, role: u32, a: &AsyncConfig) -> Outbox {
+        let o = Outbox {
+            id,
+            tx,
+            role: AtomicU32::new(role),
+            packet_in: [AtomicU32::new(0), AtomicU32::new(0)],
+            dropped: AtomicU64::new(0),
+        };
+        o.configure(role, a);
+        o
+    }
+
+    /// The connection's role or asynchronous configuration changed.
+    pub fn configure(&self, role: u32, a: &AsyncConfig) {
+        self.role.store(role, Ordering::Relaxed);
+        self.packet_in[0].store(a.packet_in[0], Ordering::Relaxed);
+        self.packet_in[1].store(a.packet_in[1], Ordering::Relaxed);
+    }
+
+    /// A reply: waits for room; false if the connection is gone.
+    pub fn reply(&self, xid: u32, m: Message) -> bool {
+        self.tx.send((xid, m)).is_ok()
+    }
+
+    /// An asynchronous message: dropped and counted if there is no room.
+    pub fn post(&self, m: Message) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send((0, m)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn wants_packet_in(&self, reason: u8) -> bool {
+        let slave = usize::from(self.role.load(Ordering::Relaxed) == ROLE_SLAVE);
+        self.packet_in[slave].load(Ordering::Relaxed) & (1 << reason) != 0
+    }
+}
+
+/// The outboxes of a switch's connections.
+#[derive(Default)]
+pub struct Outboxes {
+    list: Mutex<Vec<Arc<Outbox>>>,
+}
+
+impl Outboxes {
+    pub fn add(&self, o: Arc<Outbox>) {
+        crate::lock(&self.list).push(o);
+    }
+
+    pub fn remove(&self, id: u64) {
+        crate::lock(&self.list).retain(|o| o.id != id);
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Outbox>> {
+        crate::lock(&self.list).clone()
+    }
+}
+
+fn reason_code(r: ControllerReason) -> u8 {
+    match r {
+        ControllerReason::NoMatch => 0,
+        ControllerReason::Action => 1,
+        ControllerReason::InvalidTtl => 2,
+    }
+}
+
+/// The PACKET_IN for a packet the datapath sent to the controller.
+pub fn packet_in(c: &ToController, bytes: &[u8]) -> PacketIn {
+    let keep = if c.max_len == u16::MAX { bytes.len() } else { bytes.len().min(usize::from(c.max_len)) };
+    PacketIn {
+        buffer_id: NO_BUFFER,
+        total_len: u16::try_from(bytes.len()).unwrap_or(u16::MAX),
+        reason: reason_code(c.reason),
+        table_id: c.table,
+        cookie: c.cookie,
+        fields: vec![Oxm::exact(OxmId::basic(0), u128::from(port::to_wire(c.in_port)))],
+        data: bytes[..keep].to_vec(),
+    }
+}
+
+/// Serves the datapath's controller queue until the switch goes away.
+pub fn dispatch(rx: Receiver<(ToController, Vec<u8>)>, outboxes: Arc<Outboxes>) {
+    while let Ok((c, bytes)) = rx.recv() {
+        let reason = reason_code(c.reason);
+        let targets: Vec<Arc<Outbox>> = outboxes.snapshot().into_iter().filter(|o| o.wants_packet_in(reason)).collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let pin = packet_in(&c, &bytes);
+        for o in targets {
+            o.post(Message::PacketIn(pin.clone()));
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! PACKET_IN and PACKET_OUT over a real OpenFlow connection to an
+//! in-process switch with in-memory ports: a table-miss rule sends packets
+//! to the controller, a controller action names its rule, packet-outs leave
+//! by a port or through the pipeline (output:TABLE), and a connection that
+//! asked for no packet-ins gets none.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{recv_n, start, udp_key};
+use kairo_maintain::EngineKind;
+use kairo_ofp::action::Act;
+use kairo_ofp::message::{ofpfc, AsyncConfig, FlowMod, PacketOut, NO_BUFFER, OFPG_ANY};
+use kairo_ofp::{decode, encode, port, Message, Version};
+use kairo_switch::openflow::{serve, OfLimits, Target};
+
+struct Client {
+    s: UnixStream,
+    v: Version,
+    xid: u32,
+}
+
+impl Client {
+    fn connect(path: &std::path::Path, v: Version) -> Client {
+        let s = UnixStream::connect(path).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Client { s, v, xid: 1 };
+        c.send(&Message::Hello { bitmap: Some(Version::bitmap(&[v])) });
+        assert!(matches!(c.recv(), Message::Hello { .. }));
+        c
+    }
+
+    fn send(&mut self, m: &Message) -> u32 {
+        self.xid += 1;
+        let b = encode(self.v, self.xid, m).unwrap();
+        self.s.write_all(&b).unwrap();
+        self.xid
+    }
+
+    fn recv(&mut self) -> Message {
+        let mut h = [0u8; 8];
+        self.s.read_exact(&mut h).expect("a message");
+        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let mut b = h.to_vec();
+        b.resize(len, 0);
+        self.s.read_exact(&mut b[8..]).unwrap();
+        decode(&b).expect("decodes").1
+    }
+
+    /// Sends and waits for the barrier after it; returns what came before the barrier reply.
+    fn call(&mut self, m: &Message) -> Vec<Message> {
+        self.send(m);
+        self.send(&Message::BarrierRequest);
+        let mut out = Vec::new();
+        loop {
+            match self.recv() {
+                Message::BarrierReply => return out,
+                other => out.push(other),
+            }
+        }
+    }
+
+    fn add_flow(&mut self, text: &str) {
+        let rule = kairo_ofproto::parse_flow(text, Some(true)).unwrap().into_rule().unwrap();
+        let fm = FlowMod {
+            cookie: rule.cookie,
+            cookie_mask: 0,
+            table_id: rule.table,
+            command: ofpfc::ADD,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            priority: rule.priority,
+            buffer_id: NO_BUFFER,
+            out_port: port::OFPP_ANY,
+            out_group: OFPG_ANY,
+            flags: 0,
+            importance: 0,
+            fields: kairo_ofp::map::match_to_wire(&rule.m, self.v).unwrap(),
+            instructions: kairo_ofp::map::instructions_to_wire(&rule.inst, self.v, &rule.m).unwrap(),
+        };
+        let got = self.call(&Message::FlowMod(fm));
+        assert!(got.is_empty(), "{text}: {got:?}");
+    }
+}
+
+fn frame(in_port: u32, tp_dst: u16) -> Vec<u8> {
+    kairo_wire::emit::frame(&udp_key(in_port, 0x0200_0000_0001, 1000, tp_dst), b"payload")
+}
+
+#[test]
+fn packet_in_and_packet_out_over_openflow() {
+    for v in Version::ALL {
+        let r = start("", 3, EngineKind::Incremental);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("of.sock");
+        serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
+            .unwrap();
+        let mut c = Client::connect(&path, v);
+        // A second controller that wants no packet-ins.
+        let mut quiet = Client::connect(&path, v);
+        let none = AsyncConfig { packet_in: [0, 0], port_status: [0, 0], flow_removed: [0, 0] };
+        if v == Version::V1_3 {
+            assert!(quiet.call(&Message::SetAsync(none)).is_empty());
+        }
+        c.add_flow("priority=0,actions=CONTROLLER:65535");
+        c.add_flow("table=0,priority=10,cookie=0x77,udp,tp_dst=99,actions=goto_table:4");
+        c.add_flow("table=4,cookie=0x78,actions=CONTROLLER:20");
+        // A table miss reaches the controller whole, with reason no-match.
+        let f = frame(1, 53);
+        r.peers[0].inject.send(f.clone()).unwrap();
+        let Message::PacketIn(p) = c.recv() else { panic!("expected a packet-in") };
+        assert_eq!((p.reason, p.table_id, p.cookie, p.total_len as usize), (0, 0, 0, f.len()));
+        assert_eq!(p.data, f);
+        assert_eq!(p.fields.len(), 1);
+        assert_eq!(p.fields[0].value, 1, "in_port");
+        // A controller action names its rule and truncates to its max_len.
+        let f = frame(2, 99);
+        r.peers[1].inject.send(f.clone()).unwrap();
+        let Message::PacketIn(p) = c.recv() else { panic!("expected a packet-in") };
+        assert_eq!((p.reason, p.table_id, p.cookie, p.total_len as usize), (1, 4, 0x78, f.len()));
+        assert_eq!(p.data, f[..20].to_vec());
+        assert_eq!(p.fields[0].value, 2);
+        // Packet-out to a port.
+        let f = frame(1, 7);
+        let po = PacketOut {
+            buffer_id: NO_BUFFER,
+            in_port: port::OFPP_CONTROLLER,
+            actions: vec![Act::Output { port: 3, max_len: 0 }],
+            data: f.clone(),
+        };
+        assert!(c.call(&Message::PacketOut(po)).is_empty());
+        assert_eq!(recv_n(&r.peers[2], 1), vec![f.clone()]);
+        // Packet-out through the pipeline: in_port=1 and a rule for it.
+        c.add_flow("table=0,priority=20,in_port=1,actions=output:2");
+        let po = PacketOut {
+            buffer_id: NO_BUFFER,
+            in_port: 1,
+            actions: vec![Act::Output { port: port::OFPP_TABLE, max_len: 0 }],
+            data: f.clone(),
+        };
+        assert!(c.call(&Message::PacketOut(po)).is_empty());
+        assert_eq!(recv_n(&r.peers[1], 1), vec![f.clone()]);
+        // Bad packet-outs get OpenFlow's errors.
+        let bad = PacketOut { buffer_id: 7, in_port: 1, actions: vec![], data: f.clone() };
+        let got = c.call(&Message::PacketOut(bad));
+        assert!(
+            matches!(&got[..], [Message::Error { code, .. }] if *code == kairo_ofp::ErrorCode::BUFFER_UNKNOWN),
+            "{got:?}"
+        );
+        // The quiet controller got no packet-in (only what it asked for: a barrier reply).
+        if v == Version::V1_3 {
+            quiet.s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            assert!(quiet.call(&Message::EchoRequest(vec![1])).iter().all(|m| matches!(m, Message::EchoReply(_))));
+        }
+        assert_eq!(r.sw.controller_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+}
