@@ -35,9 +35,10 @@ use intern::Interner;
 pub use revalidate::{verify, Mismatch, Verdict};
 pub use ukey::{Moved, Ukey};
 
+use kairo_classifier::RuleId;
 use kairo_datapath::Megaflow;
 use kairo_flow::FlowMask;
-use kairo_xlate::Pipeline;
+use kairo_xlate::{Outcome, Pipeline};
 use rustc_hash::FxHashMap;
 
 /// What one maintenance pass did.
@@ -115,6 +116,18 @@ pub trait Engine: Send {
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: Option<&mut Vec<Moved>>) -> Report;
     /// The live entries.
     fn entries(&self) -> Vec<Arc<Ukey>>;
+    /// When a packet last used a cached traversal through `rule` (the
+    /// datapath's clock; 0 if none is cached). This default reads every
+    /// entry; an engine with an index of its entries by rule reads only the
+    /// rule's users.
+    fn last_used_by(&self, rule: RuleId) -> u64 {
+        self.entries()
+            .iter()
+            .filter(|uk| uk.traversal().steps.iter().any(|s| s.outcome == Outcome::Rule(rule)))
+            .map(|uk| uk.last_used())
+            .max()
+            .unwrap_or(0)
+    }
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -704,6 +717,9 @@ impl Engine for Incremental {
     fn entries(&self) -> Vec<Arc<Ukey>> {
         self.index.entries().cloned().collect()
     }
+    fn last_used_by(&self, rule: RuleId) -> u64 {
+        self.index.users_of_rule(rule).filter_map(|e| self.index.get(e)).map(|uk| uk.last_used()).max().unwrap_or(0)
+    }
     fn len(&self) -> usize {
         self.index.len()
     }
@@ -809,6 +825,11 @@ pub struct Control {
     /// (whoever sets it drains this).
     pub moved: Vec<Moved>,
     pub keep_moved: bool,
+    /// Every accepted update's deltas, in order, kept only when
+    /// `keep_deltas` is set (whoever sets it drains this): how a switch
+    /// follows rules' lives (install times, timeouts, removal notices).
+    pub deltas: Vec<Delta>,
+    pub keep_deltas: bool,
     /// Shared copies of installed megaflows' traversals.
     interner: Interner,
 }
@@ -821,6 +842,8 @@ impl Control {
             version: 0,
             moved: Vec::new(),
             keep_moved: false,
+            deltas: Vec::new(),
+            keep_deltas: false,
             interner: Interner::default(),
         }
     }
@@ -836,6 +859,9 @@ impl Control {
         let mut rep = self.engine.maintain(&self.pipeline, &deltas, moved);
         rep.ttu = start.elapsed();
         rep.pipeline = pipeline;
+        if self.keep_deltas {
+            self.deltas.extend(deltas);
+        }
         Ok(rep)
     }
 

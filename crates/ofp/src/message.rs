@@ -905,7 +905,30 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
         ofpt::GET_ASYNC_REQUEST => M::GetAsyncRequest,
         ofpt::GET_ASYNC_REPLY if v < Version::V1_5 => M::GetAsyncReply(decode_async(r)?),
         ofpt::SET_ASYNC if v < Version::V1_5 => M::SetAsync(decode_async(r)?),
-        ofpt::FLOW_REMOVED => return Err(unsupported_in(v, "FLOW_REMOVED", ErrorCode::BAD_TYPE)),
+        ofpt::FLOW_REMOVED => {
+            let cookie = r.u64("cookie")?;
+            let priority = r.u16("priority")?;
+            let reason = r.u8("reason")?;
+            let table_id = r.u8("table_id")?;
+            let idle_timeout = r.u16("idle_timeout")?;
+            let hard_timeout = r.u16("hard_timeout")?;
+            let fields = decode_match(r)?;
+            let s = crate::multipart::decode_oxs(r)?;
+            let (duration_sec, duration_nsec) = s.duration.unwrap_or((0, 0));
+            M::FlowRemoved(FlowRemoved {
+                cookie,
+                priority,
+                reason,
+                table_id,
+                duration_sec,
+                duration_nsec,
+                idle_timeout,
+                hard_timeout,
+                packet_count: s.packet_count.unwrap_or(0),
+                byte_count: s.byte_count.unwrap_or(0),
+                fields,
+            })
+        }
         ofpt::PORT_MOD => return Err(unsupported_in(v, "PORT_MOD", ErrorCode::BAD_TYPE)),
         ofpt::GET_ASYNC_REPLY | ofpt::SET_ASYNC => {
             return Err(unsupported_in(v, "asynchronous configuration", ErrorCode::BAD_TYPE))
@@ -987,6 +1010,22 @@ fn encode_body(w: &mut Writer, v: Version, m: &Message) {
             encode_match(w, &p.fields);
             w.zeros(2);
             w.bytes(&p.data);
+        }
+        M::FlowRemoved(f) if v >= Version::V1_5 => {
+            w.u64(f.cookie);
+            w.u16(f.priority);
+            w.u8(f.reason);
+            w.u8(f.table_id);
+            w.u16(f.idle_timeout);
+            w.u16(f.hard_timeout);
+            encode_match(w, &f.fields);
+            let s = crate::multipart::Oxs {
+                duration: Some((f.duration_sec, f.duration_nsec)),
+                flow_count: None,
+                packet_count: Some(f.packet_count),
+                byte_count: Some(f.byte_count),
+            };
+            crate::multipart::encode_oxs(w, &s);
         }
         M::FlowRemoved(f) => {
             w.u64(f.cookie);

@@ -343,14 +343,14 @@ mod oxs {
 
 /// Counters carried in an OpenFlow 1.5 `ofp_stats`.
 #[derive(Default)]
-struct Oxs {
-    duration: Option<(u32, u32)>,
-    flow_count: Option<u32>,
-    packet_count: Option<u64>,
-    byte_count: Option<u64>,
+pub(crate) struct Oxs {
+    pub duration: Option<(u32, u32)>,
+    pub flow_count: Option<u32>,
+    pub packet_count: Option<u64>,
+    pub byte_count: Option<u64>,
 }
 
-fn decode_oxs(r: &mut Reader<'_>) -> Result<Oxs, Error> {
+pub(crate) fn decode_oxs(r: &mut Reader<'_>) -> Result<Oxs, Error> {
     let at = r.offset();
     r.skip(2, "stats reserved")?;
     let len = usize::from(r.u16("stats length")?);
@@ -401,7 +401,7 @@ fn decode_oxs(r: &mut Reader<'_>) -> Result<Oxs, Error> {
     Ok(s)
 }
 
-fn encode_oxs(w: &mut Writer, s: &Oxs) {
+pub(crate) fn encode_oxs(w: &mut Writer, s: &Oxs) {
     let start = w.len();
     w.u16(0);
     let at = w.placeholder_u16();

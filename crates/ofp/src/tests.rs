@@ -348,21 +348,6 @@ fn message(v: Version) -> BoxedStrategy<Message> {
         },
     );
     let v13_only = prop_oneof![
-        (any::<u64>(), any::<[u16; 3]>(), any::<[u8; 2]>(), any::<[u32; 2]>(), any::<[u64; 2]>(), fields()).prop_map(
-            |(cookie, s, b, d, c, fields)| Message::FlowRemoved(FlowRemoved {
-                cookie,
-                priority: s[0],
-                reason: b[0],
-                table_id: b[1],
-                duration_sec: d[0],
-                duration_nsec: d[1],
-                idle_timeout: s[1],
-                hard_timeout: s[2],
-                packet_count: c[0],
-                byte_count: c[1],
-                fields
-            })
-        ),
         any::<[u32; 6]>().prop_map(|x| Message::SetAsync(AsyncConfig {
             packet_in: [x[0], x[1]],
             port_status: [x[2], x[3]],
@@ -372,87 +357,101 @@ fn message(v: Version) -> BoxedStrategy<Message> {
             PortMod { port_no, hw_addr, config: c[0], mask: c[1], advertise: c[2] }
         )),
     ];
-    let common = prop_oneof![
-        proptest::option::of(any::<u32>()).prop_map(|bitmap| Message::Hello { bitmap }),
-        (any::<u16>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
-            move |(ty, code, data)| {
-                // 1.3 has no error type 17: its bundle errors travel as ONF
-                // experimenter errors (0..=15), so those are the 1.3 forms.
-                let (ty, code) = match (v, ty % 20) {
-                    (Version::V1_3, 17) => (17, code % 16),
-                    (Version::V1_3, _) if ty == 0xffff => (1, code),
-                    _ => (ty, code),
-                };
-                Message::Error { code: ErrorCode { ty, code }, data }
-            }
-        ),
-        proptest::collection::vec(any::<u8>(), 0..32).prop_map(Message::EchoRequest),
-        proptest::collection::vec(any::<u8>(), 0..32).prop_map(Message::EchoReply),
-        Just(Message::FeaturesRequest),
-        (any::<u64>(), any::<u32>(), any::<u8>(), any::<u8>(), any::<u32>()).prop_map(|(d, n, t, a, c)| {
-            Message::FeaturesReply(Features {
-                datapath_id: d,
-                n_buffers: n,
-                n_tables: t,
-                auxiliary_id: a,
-                capabilities: c,
-            })
-        }),
-        Just(Message::GetConfigRequest),
-        any::<[u16; 2]>().prop_map(|c| Message::SetConfig(SwitchConfig { flags: c[0], miss_send_len: c[1] })),
-        any::<[u16; 2]>().prop_map(|c| Message::GetConfigReply(SwitchConfig { flags: c[0], miss_send_len: c[1] })),
-        (
-            any::<[u32; 1]>(),
-            any::<u16>(),
-            any::<[u8; 2]>(),
-            any::<u64>(),
-            fields(),
-            proptest::collection::vec(any::<u8>(), 0..80)
-        )
-            .prop_map(|(b, total_len, r, cookie, fields, data)| Message::PacketIn(PacketIn {
-                buffer_id: b[0],
-                total_len,
-                reason: r[0],
-                table_id: r[1],
-                cookie,
-                fields,
-                data
+    let common =
+        prop_oneof![
+            proptest::option::of(any::<u32>()).prop_map(|bitmap| Message::Hello { bitmap }),
+            (any::<u16>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
+                move |(ty, code, data)| {
+                    // 1.3 has no error type 17: its bundle errors travel as ONF
+                    // experimenter errors (0..=15), so those are the 1.3 forms.
+                    let (ty, code) = match (v, ty % 20) {
+                        (Version::V1_3, 17) => (17, code % 16),
+                        (Version::V1_3, _) if ty == 0xffff => (1, code),
+                        _ => (ty, code),
+                    };
+                    Message::Error { code: ErrorCode { ty, code }, data }
+                }
+            ),
+            proptest::collection::vec(any::<u8>(), 0..32).prop_map(Message::EchoRequest),
+            proptest::collection::vec(any::<u8>(), 0..32).prop_map(Message::EchoReply),
+            Just(Message::FeaturesRequest),
+            (any::<u64>(), any::<u32>(), any::<u8>(), any::<u8>(), any::<u32>()).prop_map(|(d, n, t, a, c)| {
+                Message::FeaturesReply(Features {
+                    datapath_id: d,
+                    n_buffers: n,
+                    n_tables: t,
+                    auxiliary_id: a,
+                    capabilities: c,
+                })
+            }),
+            Just(Message::GetConfigRequest),
+            any::<[u16; 2]>().prop_map(|c| Message::SetConfig(SwitchConfig { flags: c[0], miss_send_len: c[1] })),
+            any::<[u16; 2]>().prop_map(|c| Message::GetConfigReply(SwitchConfig { flags: c[0], miss_send_len: c[1] })),
+            (
+                any::<[u32; 1]>(),
+                any::<u16>(),
+                any::<[u8; 2]>(),
+                any::<u64>(),
+                fields(),
+                proptest::collection::vec(any::<u8>(), 0..80)
+            )
+                .prop_map(|(b, total_len, r, cookie, fields, data)| Message::PacketIn(PacketIn {
+                    buffer_id: b[0],
+                    total_len,
+                    reason: r[0],
+                    table_id: r[1],
+                    cookie,
+                    fields,
+                    data
+                })),
+            (0u8..3, port_desc()).prop_map(|(reason, desc)| Message::PortStatus { reason, desc }),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                proptest::collection::vec(act(v), 0..4),
+                proptest::collection::vec(any::<u8>(), 0..80)
+            )
+                .prop_map(|(buffer_id, in_port, actions, data)| Message::PacketOut(PacketOut {
+                    buffer_id,
+                    in_port,
+                    actions,
+                    data
+                })),
+            flow_mod(v).prop_map(Message::FlowMod),
+            (any::<u16>(), mp_request(v)).prop_map(|(f, body)| Message::MultipartRequest { flags: f & MORE, body }),
+            (any::<u16>(), mp_reply(v)).prop_map(|(f, body)| Message::MultipartReply { flags: f & MORE, body }),
+            Just(Message::BarrierRequest),
+            Just(Message::BarrierReply),
+            (any::<u32>(), any::<u64>())
+                .prop_map(|(role, generation_id)| Message::RoleRequest(Role { role, generation_id })),
+            (any::<u32>(), any::<u64>())
+                .prop_map(|(role, generation_id)| Message::RoleReply(Role { role, generation_id })),
+            Just(Message::GetAsyncRequest),
+            (any::<u64>(), any::<[u16; 3]>(), any::<[u8; 2]>(), any::<[u32; 2]>(), any::<[u64; 2]>(), fields())
+                .prop_map(|(cookie, s, b, d, c, fields)| Message::FlowRemoved(FlowRemoved {
+                    cookie,
+                    priority: s[0],
+                    reason: b[0],
+                    table_id: b[1],
+                    duration_sec: d[0],
+                    duration_nsec: d[1],
+                    idle_timeout: s[1],
+                    hard_timeout: s[2],
+                    packet_count: c[0],
+                    byte_count: c[1],
+                    fields
+                })),
+            group_mod,
+            (any::<u32>(), 0u16..8, 0u16..4).prop_map(|(bundle_id, ty, flags)| Message::BundleControl(BundleControl {
+                bundle_id,
+                ty,
+                flags
             })),
-        (0u8..3, port_desc()).prop_map(|(reason, desc)| Message::PortStatus { reason, desc }),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            proptest::collection::vec(act(v), 0..4),
-            proptest::collection::vec(any::<u8>(), 0..80)
-        )
-            .prop_map(|(buffer_id, in_port, actions, data)| Message::PacketOut(PacketOut {
-                buffer_id,
-                in_port,
-                actions,
-                data
-            })),
-        flow_mod(v).prop_map(Message::FlowMod),
-        (any::<u16>(), mp_request(v)).prop_map(|(f, body)| Message::MultipartRequest { flags: f & MORE, body }),
-        (any::<u16>(), mp_reply(v)).prop_map(|(f, body)| Message::MultipartReply { flags: f & MORE, body }),
-        Just(Message::BarrierRequest),
-        Just(Message::BarrierReply),
-        (any::<u32>(), any::<u64>())
-            .prop_map(|(role, generation_id)| Message::RoleRequest(Role { role, generation_id })),
-        (any::<u32>(), any::<u64>()).prop_map(|(role, generation_id)| Message::RoleReply(Role { role, generation_id })),
-        Just(Message::GetAsyncRequest),
-        group_mod,
-        (any::<u32>(), 0u16..8, 0u16..4).prop_map(|(bundle_id, ty, flags)| Message::BundleControl(BundleControl {
-            bundle_id,
-            ty,
-            flags
-        })),
-        (any::<u32>(), 0u16..4, flow_mod(v)).prop_map(move |(bundle_id, flags, fm)| Message::BundleAdd(BundleAdd {
-            bundle_id,
-            flags,
-            message: encode(v, 9, &Message::FlowMod(fm)).expect("fits"),
-        })),
-        group_desc.prop_map(|body| Message::MultipartReply { flags: 0, body }),
-    ];
+            (any::<u32>(), 0u16..4, flow_mod(v)).prop_map(move |(bundle_id, flags, fm)| Message::BundleAdd(
+                BundleAdd { bundle_id, flags, message: encode(v, 9, &Message::FlowMod(fm)).expect("fits") }
+            )),
+            group_desc.prop_map(|body| Message::MultipartReply { flags: 0, body }),
+        ];
     if v < Version::V1_5 {
         prop_oneof![4 => common, 1 => v13_only].boxed()
     } else {

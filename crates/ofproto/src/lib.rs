@@ -41,12 +41,29 @@ pub struct Rule {
     pub inst: Instructions,
     pub idle_timeout: u16,
     pub hard_timeout: u16,
+    /// OpenFlow flow-mod flags the rule keeps ([`flags::KEPT`]).
+    pub flags: u16,
+}
+
+/// OpenFlow flow-mod flags (OFPFF_*), the same numbers in 1.3 and 1.5.
+pub mod flags {
+    pub const SEND_FLOW_REM: u16 = 1 << 0;
+    pub const CHECK_OVERLAP: u16 = 1 << 1;
+    pub const RESET_COUNTS: u16 = 1 << 2;
+    pub const NO_PKT_COUNTS: u16 = 1 << 3;
+    pub const NO_BYT_COUNTS: u16 = 1 << 4;
+    /// What a rule keeps (CHECK_OVERLAP and RESET_COUNTS act at install only).
+    pub const KEPT: u16 = SEND_FLOW_REM | NO_PKT_COUNTS | NO_BYT_COUNTS;
 }
 
 impl std::fmt::Display for Rule {
     /// As `ovs-ofctl dump-flows` prints it (without counters).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cookie={:#x}, table={}, priority={}", self.cookie, self.table, self.priority)?;
+        write!(f, "cookie={:#x}, table={}, ", self.cookie, self.table)?;
+        if self.flags & flags::SEND_FLOW_REM != 0 {
+            f.write_str("send_flow_rem ")?;
+        }
+        write!(f, "priority={}", self.priority)?;
         let m = self.m.to_string();
         if !m.is_empty() {
             write!(f, ",{m}")?;

@@ -42,6 +42,8 @@ pub struct FlowSpec {
     pub out_port: Option<u32>,
     /// `out_group=G` (for del-flows): only rules that use group G.
     pub out_group: Option<u32>,
+    /// OpenFlow flow-mod flags (`send_flow_rem`, `reset_counts`, ...; see [`crate::flags`]).
+    pub flags: u16,
 }
 
 impl FlowSpec {
@@ -62,6 +64,7 @@ impl FlowSpec {
             inst,
             idle_timeout: self.idle_timeout,
             hard_timeout: self.hard_timeout,
+            flags: self.flags & crate::flags::KEPT,
         })
     }
 }
@@ -135,6 +138,7 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
         hard_timeout: 0,
         out_port: None,
         out_group: None,
+        flags: 0,
     };
     let mut mb = MatchBuilder::new();
     for tok in split_top(head)? {
@@ -166,6 +170,11 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
             "hard_timeout" => spec.hard_timeout = num(name, v, "a timeout 0-65535 s")?,
             "out_port" => spec.out_port = Some(num(name, v, "a port number")?),
             "out_group" => spec.out_group = Some(num(name, v, "a group number")?),
+            "send_flow_rem" => spec.flags |= crate::flags::SEND_FLOW_REM,
+            "check_overlap" => spec.flags |= crate::flags::CHECK_OVERLAP,
+            "reset_counts" => spec.flags |= crate::flags::RESET_COUNTS,
+            "no_packet_counts" => spec.flags |= crate::flags::NO_PKT_COUNTS,
+            "no_byte_counts" => spec.flags |= crate::flags::NO_BYT_COUNTS,
             // Printed by dump-flows or accepted by add-flow; no effect on forwarding here.
             "duration"
             | "n_packets"
@@ -173,11 +182,6 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
             | "idle_age"
             | "hard_age"
             | "importance"
-            | "send_flow_rem"
-            | "check_overlap"
-            | "reset_counts"
-            | "no_packet_counts"
-            | "no_byte_counts"
             | "no_readonly_table"
             | "allow_hidden_fields" => {}
             _ => {

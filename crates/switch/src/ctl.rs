@@ -132,6 +132,9 @@ impl Switch {
                     let _ = write!(out, "hard_timeout={}, ", rule.hard_timeout);
                 }
                 let m = rule.m.to_string();
+                if rule.flags & kairo_ofproto::flags::SEND_FLOW_REM != 0 {
+                    out.push_str("send_flow_rem ");
+                }
                 let _ = write!(out, "priority={}", rule.priority);
                 if !m.is_empty() {
                     let _ = write!(out, ",{m}");

@@ -20,6 +20,7 @@
 
 pub mod afpacket;
 pub mod ctl;
+pub mod lives;
 pub mod netns;
 pub mod openflow;
 pub mod port;
@@ -123,6 +124,8 @@ pub struct Switch {
     pub dpid: u64,
     /// What the OpenFlow connections share, made by the first listener.
     pub openflow: OnceLock<Arc<openflow::conn::Shared>>,
+    /// Rules' install times, timeouts and last uses (taken under the control lock).
+    pub lives: Mutex<lives::Lives>,
 }
 
 /// A packet the controller sends out: its ingress port (kairo numbering),
@@ -132,6 +135,9 @@ pub struct PacketOut {
     pub actions: Vec<kairo_ofproto::Action>,
     pub data: Vec<u8>,
 }
+
+/// How often rules' timeouts are checked (OpenFlow timeouts are in seconds).
+pub const EXPIRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Packets for the controller waiting for the OpenFlow end (beyond it, dropped and counted).
 pub const CONTROLLER_QUEUE: usize = 1024;
@@ -172,6 +178,7 @@ impl Switch {
         let dpid = openflow::default_dpid(&ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
         let mut control = Control::new(pipeline, engine);
         control.keep_moved = true;
+        control.keep_deltas = true;
         Switch {
             ctl: SharedControl::new(control),
             dp: Mutex::new(dp),
@@ -188,6 +195,7 @@ impl Switch {
                 (tx, Mutex::new(rx))
             },
             openflow: OnceLock::new(),
+            lives: Mutex::new(lives::Lives::default()),
             start: Instant::now(),
             dpid,
         }
@@ -245,8 +253,64 @@ impl Switch {
         });
     }
 
-    /// Runs the forwarding loop over `ports` until `stop` is set.
-    pub fn forward(&self, mut ports: Vec<Attached>, stop: &AtomicBool) {
+    /// Runs the forwarding loop over `ports` until `stop` is set, with rule
+    /// expiry (idle and hard timeouts) beside it on a thread of its own.
+    pub fn forward(&self, ports: Vec<Attached>, stop: &AtomicBool) {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= EXPIRY_EVERY {
+                        last = Instant::now();
+                        self.expire();
+                    }
+                }
+            });
+            self.forward_loop(ports, stop);
+        });
+    }
+
+    /// Removes the rules whose idle or hard timeout has come (as a strict
+    /// delete each, with its maintenance), sending their removal notices.
+    pub fn expire(&self) {
+        let timed = lock(&self.lives).timed();
+        if timed.is_empty() {
+            return;
+        }
+        let now = self.now_ms();
+        let mut due = Vec::new();
+        {
+            let c = self.ctl.lock();
+            let mut lives = lock(&self.lives);
+            for (t, id) in timed {
+                let Some(rule) = c.pipeline.rule(t, id) else { continue };
+                let used = lives.used(t, id, c.engine.last_used_by(id));
+                if let Some(why) = lives::due(rule, lives.installed(t, id), used, now) {
+                    due.push((rule.clone(), why));
+                }
+            }
+        }
+        for (rule, why) in due {
+            let spec = kairo_ofproto::FlowSpec {
+                table: Some(rule.table),
+                priority: Some(rule.priority),
+                cookie: 0,
+                cookie_mask: None,
+                m: rule.m,
+                instructions: None,
+                idle_timeout: 0,
+                hard_timeout: 0,
+                out_port: None,
+                out_group: None,
+                flags: 0,
+            };
+            // Gone already (deleted meanwhile) is not an error: nothing is selected.
+            let _ = self.apply_as(&kairo_maintain::flowmod::FlowMod::Delete { strict: true, spec }, why);
+        }
+    }
+
+    fn forward_loop(&self, mut ports: Vec<Attached>, stop: &AtomicBool) {
         let mut slow = self.ctl.clone();
         let by_ofport: FxHashMap<u32, usize> = ports.iter().enumerate().map(|(i, p)| (p.ofport, i)).collect();
         let mut frames: Vec<Vec<u8>> = Vec::new();
@@ -356,16 +420,41 @@ impl Switch {
     /// Applies one update (a flow-mod, group-mod or bundle) and records its
     /// time-to-update. On error nothing changed.
     pub fn apply(&self, fm: &kairo_maintain::flowmod::FlowMod) -> Result<Report, kairo_maintain::flowmod::ModError> {
-        let (rep, moved) = {
+        let why = match fm {
+            kairo_maintain::flowmod::FlowMod::DelGroup(_) => lives::RemovedBy::GroupDelete,
+            _ => lives::RemovedBy::Delete,
+        };
+        self.apply_as(fm, why)
+    }
+
+    /// [`Switch::apply`], the rules it removes removed for `why`.
+    fn apply_as(
+        &self,
+        fm: &kairo_maintain::flowmod::FlowMod,
+        why: lives::RemovedBy,
+    ) -> Result<Report, kairo_maintain::flowmod::ModError> {
+        let now = self.now_ms();
+        let (rep, moved, removed) = {
             let mut c = self.ctl.lock();
             let rep = c.apply(fm)?;
             // The cache is true to the rules now (the TTU ends here); the
             // engine's deferred bookkeeping follows before the lock goes.
             c.housekeep();
-            (rep, std::mem::take(&mut c.moved))
+            let deltas = std::mem::take(&mut c.deltas);
+            let timed = |t, id| c.pipeline.rule(t, id).is_some_and(|r| r.idle_timeout != 0 || r.hard_timeout != 0);
+            let removed = lock(&self.lives).follow(&deltas, now, why, timed);
+            (rep, std::mem::take(&mut c.moved), removed)
         };
         lock(&self.updates).push(rep);
         self.take_moved(moved);
+        if !removed.is_empty() {
+            if let Some(of) = self.openflow.get() {
+                let counts = self.rule_counts();
+                for r in &removed {
+                    of.outboxes.flow_removed(r, counts.get(&(r.table, r.id)).copied().unwrap_or_default());
+                }
+            }
+        }
         Ok(rep)
     }
 }

@@ -72,13 +72,13 @@ impl Client {
             cookie_mask: 0,
             table_id: rule.table,
             command: ofpfc::ADD,
-            idle_timeout: 0,
-            hard_timeout: 0,
+            idle_timeout: rule.idle_timeout,
+            hard_timeout: rule.hard_timeout,
             priority: rule.priority,
             buffer_id: NO_BUFFER,
             out_port: port::OFPP_ANY,
             out_group: OFPG_ANY,
-            flags: 0,
+            flags: rule.flags,
             importance: 0,
             fields: kairo_ofp::map::match_to_wire(&rule.m, self.v).unwrap(),
             instructions: kairo_ofp::map::instructions_to_wire(&rule.inst, self.v, &rule.m).unwrap(),
@@ -158,5 +158,58 @@ fn packet_in_and_packet_out_over_openflow() {
             assert!(quiet.call(&Message::EchoRequest(vec![1])).iter().all(|m| matches!(m, Message::EchoReply(_))));
         }
         assert_eq!(r.sw.controller_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+}
+
+/// The next FLOW_REMOVED, skipping other asynchronous messages (bounded wait).
+fn flow_removed(c: &mut Client) -> kairo_ofp::message::FlowRemoved {
+    loop {
+        if let Message::FlowRemoved(f) = c.recv() {
+            return f;
+        }
+    }
+}
+
+#[test]
+fn timeouts_remove_rules_and_tell_the_controller() {
+    for v in Version::ALL {
+        let r = start("", 2, EngineKind::Incremental);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("of.sock");
+        serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
+            .unwrap();
+        let mut c = Client::connect(&path, v);
+        c.add_flow("priority=9,cookie=0x31,hard_timeout=1,send_flow_rem,udp,tp_dst=1,actions=output:2");
+        // A hard timeout ends the rule however busy it is.
+        for _ in 0..5 {
+            r.peers[0].inject.send(frame(1, 1)).unwrap();
+        }
+        let f = flow_removed(&mut c);
+        assert_eq!((f.cookie, f.reason, f.hard_timeout), (0x31, 1, 1), "{f:?}");
+        assert!(f.duration_sec >= 1, "{f:?}");
+        assert_eq!(f.packet_count, 5, "{f:?}");
+        assert_eq!(recv_n(&r.peers[1], 5).len(), 5);
+        c.add_flow("priority=8,cookie=0x32,idle_timeout=1,send_flow_rem,udp,tp_dst=2,actions=output:2");
+        // Traffic keeps an idle rule alive past its timeout...
+        let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+        let mut sent = 0u64;
+        while std::time::Instant::now() < deadline {
+            r.peers[0].inject.send(frame(1, 2)).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        assert_eq!(recv_n(&r.peers[1], sent as usize).len() as u64, sent, "forwarded by the idle rule");
+        {
+            let ctl = r.sw.ctl.lock();
+            let kept = ctl.pipeline.tables().flat_map(|(_, t)| t.cls.iter()).any(|x| x.payload.cookie == 0x32);
+            assert!(kept, "the idle rule expired while in use");
+        }
+        // ...and it goes a timeout after the traffic stops, with its counts.
+        let f = flow_removed(&mut c);
+        assert_eq!((f.cookie, f.reason, f.idle_timeout), (0x32, 0, 1), "{f:?}");
+        assert_eq!(f.packet_count, sent, "{f:?}");
+        assert!(f.duration_sec >= 2, "{f:?}");
+        let ctl = r.sw.ctl.lock();
+        assert_eq!(ctl.pipeline.n_rules(), 0);
     }
 }

@@ -7,8 +7,8 @@
 //! left unanswered); asynchronous messages never wait: when an outbox is
 //! full the message is dropped and counted, so a slow controller costs the
 //! switch at most [`OUTBOX`] messages of memory per connection. A
-//! connection gets a PACKET_IN only if its role and asynchronous
-//! configuration ask for that reason (OpenFlow 1.3 §6.1.1).
+//! connection gets a PACKET_IN or FLOW_REMOVED only if its role and
+//! asynchronous configuration ask for that reason (OpenFlow 1.3 §6.1.1).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -16,11 +16,13 @@ use std::sync::{Arc, Mutex};
 
 use kairo_datapath::execute::ToController;
 use kairo_odp::ControllerReason;
-use kairo_ofp::message::{AsyncConfig, PacketIn, NO_BUFFER};
+use kairo_ofp::map;
+use kairo_ofp::message::{AsyncConfig, FlowRemoved, PacketIn, NO_BUFFER};
 use kairo_ofp::oxm::{Oxm, OxmId};
-use kairo_ofp::{port, Message};
+use kairo_ofp::{port, Message, Version};
 
 use super::conn::ROLE_SLAVE;
+use crate::lives::Removed;
 
 /// Messages a connection's outbox holds.
 pub const OUTBOX: usize = 256;
@@ -32,6 +34,8 @@ pub struct Outbox {
     role: AtomicU32,
     /// Packet-in reasons wanted as [equal/master, slave].
     packet_in: [AtomicU32; 2],
+    /// Flow-removed reasons wanted, likewise.
+    flow_removed: [AtomicU32; 2],
     /// Asynchronous messages dropped because the outbox was full.
     pub dropped: AtomicU64,
 }
@@ -43,6 +47,7 @@ impl Outbox {
             tx,
             role: AtomicU32::new(role),
             packet_in: [AtomicU32::new(0), AtomicU32::new(0)],
+            flow_removed: [AtomicU32::new(0), AtomicU32::new(0)],
             dropped: AtomicU64::new(0),
         };
         o.configure(role, a);
@@ -54,6 +59,8 @@ impl Outbox {
         self.role.store(role, Ordering::Relaxed);
         self.packet_in[0].store(a.packet_in[0], Ordering::Relaxed);
         self.packet_in[1].store(a.packet_in[1], Ordering::Relaxed);
+        self.flow_removed[0].store(a.flow_removed[0], Ordering::Relaxed);
+        self.flow_removed[1].store(a.flow_removed[1], Ordering::Relaxed);
     }
 
     /// A reply: waits for room; false if the connection is gone.
@@ -68,9 +75,9 @@ impl Outbox {
         }
     }
 
-    fn wants_packet_in(&self, reason: u8) -> bool {
+    fn wants(&self, masks: &[AtomicU32; 2], reason: u8) -> bool {
         let slave = usize::from(self.role.load(Ordering::Relaxed) == ROLE_SLAVE);
-        self.packet_in[slave].load(Ordering::Relaxed) & (1 << reason) != 0
+        masks[slave].load(Ordering::Relaxed) & (1 << reason) != 0
     }
 }
 
@@ -91,6 +98,34 @@ impl Outboxes {
 
     fn snapshot(&self) -> Vec<Arc<Outbox>> {
         crate::lock(&self.list).clone()
+    }
+
+    /// A FLOW_REMOVED for every connection that wants its reason.
+    pub fn flow_removed(&self, r: &Removed, (packet_count, byte_count): (u64, u64)) {
+        let reason = r.reason as u8;
+        let targets: Vec<Arc<Outbox>> =
+            self.snapshot().into_iter().filter(|o| o.wants(&o.flow_removed, reason)).collect();
+        if targets.is_empty() {
+            return;
+        }
+        // NXM/OXM fields every version reads (1.3's forms).
+        let Ok(fields) = map::match_to_wire(&r.rule.m, Version::V1_3) else { return };
+        let m = FlowRemoved {
+            cookie: r.rule.cookie,
+            priority: r.rule.priority,
+            reason,
+            table_id: r.table,
+            duration_sec: (r.lived_ms / 1000) as u32,
+            duration_nsec: ((r.lived_ms % 1000) * 1_000_000) as u32,
+            idle_timeout: r.rule.idle_timeout,
+            hard_timeout: r.rule.hard_timeout,
+            packet_count,
+            byte_count,
+            fields,
+        };
+        for o in targets {
+            o.post(Message::FlowRemoved(m.clone()));
+        }
     }
 }
 
@@ -120,7 +155,8 @@ pub fn packet_in(c: &ToController, bytes: &[u8]) -> PacketIn {
 pub fn dispatch(rx: Receiver<(ToController, Vec<u8>)>, outboxes: Arc<Outboxes>) {
     while let Ok((c, bytes)) = rx.recv() {
         let reason = reason_code(c.reason);
-        let targets: Vec<Arc<Outbox>> = outboxes.snapshot().into_iter().filter(|o| o.wants_packet_in(reason)).collect();
+        let targets: Vec<Arc<Outbox>> =
+            outboxes.snapshot().into_iter().filter(|o| o.wants(&o.packet_in, reason)).collect();
         if targets.is_empty() {
             continue;
         }

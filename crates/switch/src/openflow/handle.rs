@@ -214,6 +214,7 @@ fn spec(
             p => Some(port::from_wire(p)?),
         },
         out_group: (out_group != OFPG_ANY).then_some(out_group),
+        flags: 0,
     })
 }
 
@@ -256,6 +257,7 @@ pub fn flow_mod_change(sw: &Switch, fm: &FlowMod) -> Result<KFlowMod, Error> {
                 inst,
                 idle_timeout: fm.idle_timeout,
                 hard_timeout: fm.hard_timeout,
+                flags: fm.flags & kairo_ofproto::flags::KEPT,
             }))
         }
         // OpenFlow 1.1+: modifying nothing adds nothing (kairo's modify never adds).
@@ -347,17 +349,19 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
         MpRequest::Flow(r) => {
             let rules = selected(sw, r)?;
             let counts = sw.rule_counts();
+            let now = sw.now_ms();
             let mut stats = Vec::with_capacity(rules.len());
             for (t, id, rule) in rules {
                 let (packet_count, byte_count) = counts.get(&(t, id)).copied().unwrap_or_default();
+                let lived = now.saturating_sub(crate::lock(&sw.lives).installed(t, id));
                 stats.push(FlowStats {
                     table_id: t,
-                    duration_sec: 0,
-                    duration_nsec: 0,
+                    duration_sec: (lived / 1000) as u32,
+                    duration_nsec: ((lived % 1000) * 1_000_000) as u32,
                     priority: rule.priority,
                     idle_timeout: rule.idle_timeout,
                     hard_timeout: rule.hard_timeout,
-                    flags: 0,
+                    flags: rule.flags,
                     importance: 0,
                     cookie: rule.cookie,
                     packet_count,
