@@ -5,6 +5,7 @@
 #     when we can install it (root and apt); otherwise that test says SKIPPED.
 #   - iproute2, ping and tcpdump for the switch's network-namespace tests
 #     (root only); without root those tests say SKIPPED.
+#   - os-ken (PyPI, in target/osken-venv) for the real-controller test (root only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v ovs-vswitchd >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -34,6 +35,24 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export KAIRO_REQUIRE_NETNS=1
   else
     echo "== namespaces or tools unavailable here: the switch's namespace tests will say SKIPPED"
+  fi
+fi
+# os-ken, a real OpenFlow controller, for the controller test (root only:
+# the test needs namespaces), in a venv of our own under target/.
+if [ "$(id -u)" = 0 ]; then
+  venv="$PWD/target/osken-venv"
+  if ! "$venv/bin/python" -c 'import os_ken' >/dev/null 2>&1; then
+    echo "== installing os-ken 4.2.2 (PyPI) for the controller test"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null 2>&1 || true
+      python3 -m venv "$venv" >/dev/null 2>&1 || true
+    fi
+    "$venv/bin/pip" install -q 'os-ken==4.2.2' >/dev/null 2>&1 || true
+  fi
+  if "$venv/bin/python" -c 'import os_ken' >/dev/null 2>&1; then
+    export KAIRO_OSKEN_PYTHON="$venv/bin/python" KAIRO_REQUIRE_OSKEN=1
+  else
+    echo "== could not install os-ken: the controller test will say SKIPPED"
   fi
 fi
 echo "== cargo fmt --check"
