@@ -213,3 +213,81 @@ fn timeouts_remove_rules_and_tell_the_controller() {
         assert_eq!(ctl.pipeline.n_rules(), 0);
     }
 }
+
+/// OpenFlow's barrier is kairo's acknowledgement: once the reply to a
+/// barrier after a FLOW_MOD arrives, the next packet of an affected flow is
+/// forwarded by the new rule, while other traffic keeps the flow's megaflow
+/// hot and the cache holds many others.
+#[test]
+fn after_a_barrier_reply_the_next_packet_takes_the_new_rule() {
+    use kairo_flow::Field;
+    use std::sync::atomic::Ordering;
+    const RULES: u16 = 200;
+    let flows: String = (0..RULES).map(|j| format!("priority=10,in_port=1,udp,tp_dst={j},actions=output:2\n")).collect();
+    let r = start(&flows, 2, EngineKind::Incremental);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("of.sock");
+    serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
+        .unwrap();
+    let mut c = Client::connect(&path, Version::V1_3);
+    // Fill the cache: one megaflow per rule.
+    for j in 0..RULES {
+        r.peers[0].inject.send(frame(1, j)).unwrap();
+    }
+    assert_eq!(recv_n(&r.peers[1], usize::from(RULES)).len(), usize::from(RULES));
+    // Background traffic on the flow being changed, racing every update.
+    let stop = Arc::new(AtomicBool::new(false));
+    let inject = r.peers[0].inject.clone();
+    let bg = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = inject.send(frame(1, 5));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    for i in 1..=150u64 {
+        let mac = format!("00:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff);
+        let rule = kairo_ofproto::parse_flow(
+            &format!("priority=10,in_port=1,udp,tp_dst=5,actions=mod_dl_src:{mac},output:2"),
+            Some(true),
+        )
+        .unwrap()
+        .into_rule()
+        .unwrap();
+        let fm = FlowMod {
+            cookie: 0,
+            cookie_mask: 0,
+            table_id: 0,
+            command: ofpfc::MODIFY_STRICT,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            priority: 10,
+            buffer_id: NO_BUFFER,
+            out_port: port::OFPP_ANY,
+            out_group: OFPG_ANY,
+            flags: 0,
+            importance: 0,
+            fields: kairo_ofp::map::match_to_wire(&rule.m, Version::V1_3).unwrap(),
+            instructions: kairo_ofp::map::instructions_to_wire(&rule.inst, Version::V1_3, &rule.m).unwrap(),
+        };
+        assert!(c.call(&Message::FlowMod(fm)).is_empty());
+        // The barrier reply is in: the marker (tp_src 40000 + i) must carry stamp i.
+        let mut marker = kairo_wire::emit::frame(&udp_key(1, 0x0200_0000_0001, 40000 + i as u16, 5), b"marker");
+        r.peers[0].inject.send(std::mem::take(&mut marker)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "marker {i} never came out");
+            let Ok(f) = r.peers[1].sent.recv_timeout(Duration::from_millis(100)) else { continue };
+            let (k, _) = kairo_wire::parse(&f, 2);
+            if k.get(Field::TpSrc) == 40000 + i {
+                assert_eq!(k.get(Field::EthSrc), i, "update {i}: the packet after the barrier reply took an old rule");
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    bg.join().unwrap();
+    assert!(r.sw.ctl.lock().engine.len() >= usize::from(RULES), "the cache stayed full");
+}
