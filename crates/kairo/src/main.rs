@@ -349,6 +349,27 @@ enum BenchCmd {
         #[command(flatten)]
         out: FigureArgs,
     },
+    /// The update stream over a real OpenFlow 1.3 connection to kairo's
+    /// switch end (FLOW_MOD/GROUP_MOD + BARRIER each), the cache filled to
+    /// each size: the round trip to the barrier reply beside the engine's TTU.
+    Openflow {
+        /// Pipeline, as for `kairo bench ttu`.
+        #[arg(long, default_value = "ofdpa", value_parser = parse_pipeline, value_name = "ofdpa|antrea|synthetic|FILE")]
+        pipeline: kairo_bench::ttu::PipelineKind,
+        /// Cache sizes (megaflows), comma-separated: 100k,1m.
+        #[arg(long, value_delimiter = ',', default_value = "10k,100k")]
+        entries: Vec<String>,
+        /// Updates sent.
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+        /// Cache maintenance engine of the switch.
+        #[arg(long, value_enum, default_value_t = EngineArg::Incremental)]
+        engine: EngineArg,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 /// A text file's contents; a file that is not UTF-8 is an error naming the
@@ -460,6 +481,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             let opts = kairo_bench::fwd::FwdOpts { secs, flows, frame_len: size, progress: true };
             let report = kairo_bench::fwd::run(&opts).map_err(anyhow::Error::msg)?;
+            emit(&report, report.to_table(), json.as_deref())
+        }
+        Cmd::Bench { what: Some(BenchCmd::Openflow { pipeline, entries, updates, engine, seed, json }) } => {
+            if updates == 0 {
+                anyhow::bail!("--updates must be at least 1");
+            }
+            let opts = kairo_bench::openflow::OfOpts {
+                pipeline,
+                entries: parse_sizes(&entries)?,
+                updates,
+                engine: engine.into(),
+                seed,
+                progress: true,
+            };
+            let report = kairo_bench::openflow::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())
         }
         Cmd::Bench { what: None } => {

@@ -172,15 +172,27 @@ pub fn credit_traversal(counts: &mut RuleCounts, t: &Traversal, p: u64, b: u64) 
 }
 
 impl Switch {
-    pub fn new(mut pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
-        pipeline.set_ports(ports.iter().map(|p| p.ofport));
-        let dp = Datapath::new(cfg);
+    pub fn new(pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
+        let control = SharedControl::new(Control::new(pipeline, engine));
+        Switch::from_parts(control, Datapath::new(cfg), ports)
+    }
+
+    /// A switch over a control and datapath made elsewhere (a benchmark's
+    /// filled cache).
+    pub fn from_parts(ctl: SharedControl, dp: Datapath, ports: Vec<PortInfo>) -> Switch {
+        {
+            let mut c = ctl.lock();
+            // The switch's ports are what FLOOD reaches (a switch without
+            // ports keeps the pipeline's own list, with which its cache was made).
+            if !ports.is_empty() {
+                c.pipeline.set_ports(ports.iter().map(|p| p.ofport));
+            }
+            c.keep_moved = true;
+            c.keep_deltas = true;
+        }
         let dpid = openflow::default_dpid(&ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
-        let mut control = Control::new(pipeline, engine);
-        control.keep_moved = true;
-        control.keep_deltas = true;
         Switch {
-            ctl: SharedControl::new(control),
+            ctl,
             dp: Mutex::new(dp),
             ports,
             updates: Mutex::new(UpdateLog::default()),

@@ -223,7 +223,8 @@ fn after_a_barrier_reply_the_next_packet_takes_the_new_rule() {
     use kairo_flow::Field;
     use std::sync::atomic::Ordering;
     const RULES: u16 = 200;
-    let flows: String = (0..RULES).map(|j| format!("priority=10,in_port=1,udp,tp_dst={j},actions=output:2\n")).collect();
+    let flows: String =
+        (0..RULES).map(|j| format!("priority=10,in_port=1,udp,tp_dst={j},actions=output:2\n")).collect();
     let r = start(&flows, 2, EngineKind::Incremental);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("of.sock");

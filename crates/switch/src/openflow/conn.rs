@@ -39,7 +39,7 @@ impl Stream {
         })
     }
 
-    fn set_read_timeout(&self, d: Option<Duration>) {
+    pub(crate) fn set_read_timeout(&self, d: Option<Duration>) {
         let _ = match self {
             Stream::Tcp(s) => s.set_read_timeout(d),
             Stream::Unix(s) => s.set_read_timeout(d),

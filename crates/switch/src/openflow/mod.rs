@@ -5,7 +5,8 @@
 //! connection: framing, HELLO, ECHO and the dead-peer timeout), [`handle`]
 //! (what each request does to the switch and what it answers), [`bundle`]
 //! (bundles: opened, filled, committed atomically), [`events`] (outboxes
-//! and PACKET_IN).
+//! and PACKET_IN), [`client`] (kairo's changes sent as OpenFlow, for the
+//! bench and tools).
 //!
 //! Invariants: a passive TCP target binds to 127.0.0.1 unless an address is
 //! given; a passive Unix socket is created owner-only (`srwx------`); at most
@@ -14,6 +15,7 @@
 //! OpenFlow's 64 KiB, read into a buffer of that bound.
 
 pub mod bundle;
+pub mod client;
 pub mod conn;
 pub mod events;
 pub mod handle;
