@@ -319,6 +319,7 @@ impl Switch {
             };
             // Gone already (deleted meanwhile) is not an error: nothing is selected.
             let _ = self.apply_as(&kairo_maintain::flowmod::FlowMod::Delete { strict: true, spec }, why);
+            self.housekeep();
         }
     }
 
@@ -439,6 +440,19 @@ impl Switch {
         self.apply_as(fm, why)
     }
 
+    /// The engine's bookkeeping that updates defer (it fixes nothing in the
+    /// cache; see `Engine::housekeep`): for a control connection to run
+    /// after it has answered, so that no acknowledgement waits for it. The
+    /// next update does whatever is left first.
+    pub fn housekeep(&self) {
+        let moved = {
+            let mut c = self.ctl.lock();
+            c.housekeep();
+            std::mem::take(&mut c.moved)
+        };
+        self.take_moved(moved);
+    }
+
     /// [`Switch::apply`], the rules it removes removed for `why`.
     fn apply_as(
         &self,
@@ -450,8 +464,8 @@ impl Switch {
             let mut c = self.ctl.lock();
             let rep = c.apply(fm)?;
             // The cache is true to the rules now (the TTU ends here); the
-            // engine's deferred bookkeeping follows before the lock goes.
-            c.housekeep();
+            // engine's deferred bookkeeping waits for `housekeep`, after
+            // the reply.
             let deltas = std::mem::take(&mut c.deltas);
             let timed = |t, id| c.pipeline.rule(t, id).is_some_and(|r| r.idle_timeout != 0 || r.hard_timeout != 0);
             let removed = lock(&self.lives).follow(&deltas, now, why, timed);

@@ -315,5 +315,7 @@ fn connection(sw: &Switch, slot: Slot, s: UnixStream) {
         if !send(&mut w, &reply) {
             return;
         }
+        // Answered: now the bookkeeping an update deferred.
+        sw.housekeep();
     }
 }

@@ -144,7 +144,7 @@ enum Read1 {
 }
 
 /// Reads one message: the header, then the rest of its stated length.
-fn read_msg(s: &mut Stream, buf: &mut Vec<u8>) -> Read1 {
+fn read_msg(s: &mut impl Read, buf: &mut Vec<u8>) -> Read1 {
     let mut hdr = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -228,12 +228,14 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
             Read1::Closed => return,
         }
     };
-    let Ok(mut w) = s.try_clone() else { return };
+    let Ok(w) = s.try_clone() else { return };
+    let out = Arc::new(Mutex::new(w));
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Message)>(OUTBOX);
-    // The writer: replies and asynchronous messages, in the order queued.
+    // The writer of asynchronous messages, in the order queued.
+    let async_out = out.clone();
     let writer = std::thread::Builder::new().name("kairo-of-writer".into()).spawn(move || {
         for (xid, m) in rx {
-            if !send(&mut w, version, xid, &m) {
+            if !send(&mut crate::lock(&async_out), version, xid, &m) {
                 break;
             }
         }
@@ -243,7 +245,10 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
     }
     let async_config = AsyncConfig { packet_in: [0x7, 0], port_status: [0x7, 0x7], flow_removed: [0xf, 0] };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let outbox = Arc::new(Outbox::new(id, tx, ROLE_EQUAL, &async_config));
+    let outbox = Arc::new(Outbox::new(id, out, version, tx, ROLE_EQUAL, &async_config));
+    // Requests are read through a buffer (a flow-mod and its barrier arrive
+    // together and are read by one system call).
+    let mut s = std::io::BufReader::with_capacity(kairo_ofp::message::MAX_LEN, s);
     shared.outboxes.add(outbox.clone());
     let mut session = Session {
         id,
@@ -255,6 +260,7 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
         async_config,
     };
     let mut probing = false;
+    let mut housekeep = false;
     while !stop.load(Ordering::Relaxed) {
         let b = match read_msg(&mut s, &mut buf) {
             Read1::Msg(b) => b,
@@ -299,6 +305,13 @@ pub fn run(sw: &Switch, shared: &Shared, limits: &OfLimits, stop: &AtomicBool, m
         };
         if !replies.into_iter().all(|r| outbox.reply(h.xid, r)) {
             break;
+        }
+        // The bookkeeping changes deferred, once nothing more is waiting to
+        // be read (a barrier behind a flow-mod is answered first).
+        housekeep |= matches!(m, Message::FlowMod(_) | Message::GroupMod(_) | Message::BundleControl(_));
+        if housekeep && s.buffer().is_empty() {
+            housekeep = false;
+            sw.housekeep();
         }
     }
     shared.outboxes.remove(id);

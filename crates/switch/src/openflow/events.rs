@@ -3,8 +3,10 @@
 //! packets the datapath sent to the controller into PACKET_INs for every
 //! connection that asked for them.
 //!
-//! Invariants: replies wait for room in their outbox (a request is never
-//! left unanswered); asynchronous messages never wait: when an outbox is
+//! Invariants: replies are written by the thread that read the request,
+//! before it reads the next (a request is never left unanswered, and a
+//! barrier's reply follows every earlier request's); asynchronous messages
+//! never wait: when an outbox is
 //! full the message is dropped and counted, so a slow controller costs the
 //! switch at most [`OUTBOX`] messages of memory per connection. A
 //! connection gets a PACKET_IN or FLOW_REMOVED only if its role and
@@ -21,15 +23,19 @@ use kairo_ofp::message::{AsyncConfig, FlowRemoved, PacketIn, NO_BUFFER};
 use kairo_ofp::oxm::{Oxm, OxmId};
 use kairo_ofp::{port, Message, Version};
 
-use super::conn::ROLE_SLAVE;
+use super::conn::{send, Stream, ROLE_SLAVE};
 use crate::lives::Removed;
 
 /// Messages a connection's outbox holds.
 pub const OUTBOX: usize = 256;
 
-/// A connection as the dispatcher sees it.
+/// A connection's way out: replies are written at once by the thread that
+/// answers (under the lock that keeps messages whole), asynchronous messages
+/// go through a bounded queue to the connection's writer thread.
 pub struct Outbox {
     pub id: u64,
+    out: Arc<Mutex<Stream>>,
+    version: Version,
     tx: SyncSender<(u32, Message)>,
     role: AtomicU32,
     /// Packet-in reasons wanted as [equal/master, slave].
@@ -41,9 +47,18 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(id: u64, tx: SyncSender<(u32, Message)>, role: u32, a: &AsyncConfig) -> Outbox {
+    pub fn new(
+        id: u64,
+        out: Arc<Mutex<Stream>>,
+        version: Version,
+        tx: SyncSender<(u32, Message)>,
+        role: u32,
+        a: &AsyncConfig,
+    ) -> Outbox {
         let o = Outbox {
             id,
+            out,
+            version,
             tx,
             role: AtomicU32::new(role),
             packet_in: [AtomicU32::new(0), AtomicU32::new(0)],
@@ -63,9 +78,10 @@ impl Outbox {
         self.flow_removed[1].store(a.flow_removed[1], Ordering::Relaxed);
     }
 
-    /// A reply: waits for room; false if the connection is gone.
+    /// A reply, written now (in the order of the requests: one thread
+    /// answers them); false if the connection is gone.
     pub fn reply(&self, xid: u32, m: Message) -> bool {
-        self.tx.send((xid, m)).is_ok()
+        send(&mut crate::lock(&self.out), self.version, xid, &m)
     }
 
     /// An asynchronous message: dropped and counted if there is no room.
