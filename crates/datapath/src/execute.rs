@@ -69,6 +69,25 @@ pub fn execute(
                     rw::set_ipv4_ttl(pkt, lay, *v);
                 }
             }
+            DpAction::SetIpv6 { src, dst, label, tclass, hlimit } => {
+                if let Some(v) = src {
+                    rw::set_ipv6_src(pkt, lay, *v);
+                }
+                if let Some(v) = dst {
+                    rw::set_ipv6_dst(pkt, lay, *v);
+                }
+                if let Some(v) = label {
+                    rw::set_ipv6_label(pkt, lay, *v);
+                }
+                if let Some((v, m)) = tclass {
+                    rw::set_ipv6_tclass(pkt, lay, *v, *m);
+                }
+                if let Some(v) = hlimit {
+                    rw::set_ipv6_hlimit(pkt, lay, *v);
+                }
+            }
+            DpAction::SetNd { target, sll, tll } => rw::set_nd(pkt, lay, *target, *sll, *tll),
+            DpAction::SetIcmpv6 { ty, code } => rw::set_icmpv6(pkt, lay, *ty, *code),
             DpAction::SetL4 { src, dst, .. } => {
                 if let Some(p) = src {
                     rw::set_l4_src(pkt, lay, *p);

@@ -35,6 +35,11 @@ pub enum Fmt {
     TcpFlags,
     /// `ct_state`: hex or `+trk+est` flag notation.
     CtState,
+    /// The high 64 bits of a 128-bit IPv6 address; its low half is the next
+    /// field ([`Fmt::Ipv6Lo`]). Written, read and printed as one address.
+    Ipv6Hi,
+    /// The low 64 bits of an IPv6 address: never named on its own.
+    Ipv6Lo,
 }
 
 /// What a packet must be for a field to be meaningful (Open vSwitch's
@@ -45,24 +50,41 @@ pub enum Prereq {
     None,
     /// eth_type = 0x0800
     Ipv4,
+    /// eth_type = 0x86dd
+    Ipv6,
+    /// IPv4 or IPv6
+    Ip,
     /// eth_type = 0x0806
     Arp,
-    /// IPv4 and ip_proto in {6, 17, 132}
+    /// IPv4 or IPv6, and ip_proto in {6, 17, 132}
     L4,
-    /// IPv4 and ip_proto = 6
+    /// IPv4 or IPv6, and ip_proto = 6
     Tcp,
     /// IPv4 and ip_proto = 1
     Icmp,
+    /// IPv6 and ip_proto = 58
+    Icmpv6,
+    /// ICMPv6 neighbour solicitation or advertisement (type 135 or 136, code 0)
+    Nd,
+    /// ICMPv6 neighbour solicitation (type 135, code 0)
+    NdSolicit,
+    /// ICMPv6 neighbour advertisement (type 136, code 0)
+    NdAdvert,
 }
 
 /// Ethertypes and protocol numbers used by prerequisites.
 pub const ETH_TYPE_IP: u64 = 0x0800;
 pub const ETH_TYPE_ARP: u64 = 0x0806;
+pub const ETH_TYPE_IPV6: u64 = 0x86dd;
 pub const ETH_TYPE_VLAN: u64 = 0x8100;
 pub const IPPROTO_ICMP: u64 = 1;
 pub const IPPROTO_TCP: u64 = 6;
 pub const IPPROTO_UDP: u64 = 17;
 pub const IPPROTO_SCTP: u64 = 132;
+pub const IPPROTO_ICMPV6: u64 = 58;
+/// ICMPv6 neighbour solicitation and advertisement types.
+pub const ND_SOLICIT: u64 = 135;
+pub const ND_ADVERT: u64 = 136;
 /// The VLAN "present" bit of `vlan_tci` (the CFI bit, as Open vSwitch uses it).
 pub const VLAN_CFI: u64 = 0x1000;
 
@@ -138,22 +160,34 @@ fields! {
     // ---- L3 stage ----
     IpSrc => "nw_src" ["ip_src", "NXM_OF_IP_SRC", "OXM_OF_IPV4_SRC", "ipv4_src"] 32 Ipv4 L3 Ipv4 None, true;
     IpDst => "nw_dst" ["ip_dst", "NXM_OF_IP_DST", "OXM_OF_IPV4_DST", "ipv4_dst"] 32 Ipv4 L3 Ipv4 None, true;
-    IpProto => "nw_proto" ["ip_proto", "NXM_OF_IP_PROTO", "OXM_OF_IP_PROTO"] 8 Dec L3 Ipv4 None, false;
-    IpDscp => "ip_dscp" ["OXM_OF_IP_DSCP"] 6 Dec L3 Ipv4 None, true;
-    IpEcn => "nw_ecn" ["ip_ecn", "NXM_NX_IP_ECN", "OXM_OF_IP_ECN"] 2 Dec L3 Ipv4 None, true;
-    IpTtl => "nw_ttl" ["ip_ttl", "NXM_NX_IP_TTL"] 8 Dec L3 Ipv4 None, true;
-    IpFrag => "nw_frag" ["ip_frag", "NXM_NX_IP_FRAG"] 2 Frag L3 Ipv4 None, false;
+    IpProto => "nw_proto" ["ip_proto", "NXM_OF_IP_PROTO", "OXM_OF_IP_PROTO"] 8 Dec L3 Ip None, false;
+    IpDscp => "ip_dscp" ["OXM_OF_IP_DSCP"] 6 Dec L3 Ip None, true;
+    IpEcn => "nw_ecn" ["ip_ecn", "NXM_NX_IP_ECN", "OXM_OF_IP_ECN"] 2 Dec L3 Ip None, true;
+    IpTtl => "nw_ttl" ["ip_ttl", "NXM_NX_IP_TTL"] 8 Dec L3 Ip None, true;
+    IpFrag => "nw_frag" ["ip_frag", "NXM_NX_IP_FRAG"] 2 Frag L3 Ip None, false;
+    Ipv6Label => "ipv6_label" ["NXM_NX_IPV6_LABEL", "OXM_OF_IPV6_FLABEL"] 20 Hex L3 Ipv6 None, true;
     ArpSha => "arp_sha" ["NXM_NX_ARP_SHA", "OXM_OF_ARP_SHA"] 48 Mac L3 Arp None, true;
     ArpTha => "arp_tha" ["NXM_NX_ARP_THA", "OXM_OF_ARP_THA"] 48 Mac L3 Arp None, true;
     ArpOp => "arp_op" ["NXM_OF_ARP_OP", "OXM_OF_ARP_OP"] 8 Dec L3 Arp Some(Field::IpProto), true;
     ArpSpa => "arp_spa" ["NXM_OF_ARP_SPA", "OXM_OF_ARP_SPA"] 32 Ipv4 L3 Arp Some(Field::IpSrc), true;
     ArpTpa => "arp_tpa" ["NXM_OF_ARP_TPA", "OXM_OF_ARP_TPA"] 32 Ipv4 L3 Arp Some(Field::IpDst), true;
+    // Neighbour discovery link-layer options share the ARP hardware addresses (as in OVS).
+    NdSll => "nd_sll" ["NXM_NX_ND_SLL", "OXM_OF_IPV6_ND_SLL"] 48 Mac L3 NdSolicit Some(Field::ArpSha), true;
+    NdTll => "nd_tll" ["NXM_NX_ND_TLL", "OXM_OF_IPV6_ND_TLL"] 48 Mac L3 NdAdvert Some(Field::ArpTha), true;
+    Ipv6SrcHi => "ipv6_src" ["NXM_NX_IPV6_SRC", "OXM_OF_IPV6_SRC"] 64 Ipv6Hi L3 Ipv6 None, true;
+    Ipv6SrcLo => "ipv6_src[lo]" [] 64 Ipv6Lo L3 Ipv6 None, true;
+    Ipv6DstHi => "ipv6_dst" ["NXM_NX_IPV6_DST", "OXM_OF_IPV6_DST"] 64 Ipv6Hi L3 Ipv6 None, true;
+    Ipv6DstLo => "ipv6_dst[lo]" [] 64 Ipv6Lo L3 Ipv6 None, true;
+    NdTargetHi => "nd_target" ["NXM_NX_ND_TARGET", "OXM_OF_IPV6_ND_TARGET"] 64 Ipv6Hi L3 Nd None, true;
+    NdTargetLo => "nd_target[lo]" [] 64 Ipv6Lo L3 Nd None, true;
     // ---- L4 stage ----
     TpSrc => "tp_src" ["tcp_src", "udp_src", "sctp_src", "NXM_OF_TCP_SRC", "NXM_OF_UDP_SRC", "OXM_OF_TCP_SRC", "OXM_OF_UDP_SRC"] 16 Dec L4 L4 None, true;
     TpDst => "tp_dst" ["tcp_dst", "udp_dst", "sctp_dst", "NXM_OF_TCP_DST", "NXM_OF_UDP_DST", "OXM_OF_TCP_DST", "OXM_OF_UDP_DST"] 16 Dec L4 L4 None, true;
     TcpFlags => "tcp_flags" ["NXM_NX_TCP_FLAGS", "OXM_OF_TCP_FLAGS"] 12 TcpFlags L4 Tcp None, false;
     IcmpType => "icmp_type" ["icmpv4_type", "NXM_OF_ICMP_TYPE", "OXM_OF_ICMPV4_TYPE"] 8 Dec L4 Icmp Some(Field::TpSrc), true;
     IcmpCode => "icmp_code" ["icmpv4_code", "NXM_OF_ICMP_CODE", "OXM_OF_ICMPV4_CODE"] 8 Dec L4 Icmp Some(Field::TpDst), true;
+    Icmpv6Type => "icmpv6_type" ["NXM_NX_ICMPV6_TYPE", "OXM_OF_ICMPV6_TYPE"] 8 Dec L4 Icmpv6 Some(Field::TpSrc), true;
+    Icmpv6Code => "icmpv6_code" ["NXM_NX_ICMPV6_CODE", "OXM_OF_ICMPV6_CODE"] 8 Dec L4 Icmpv6 Some(Field::TpDst), true;
 }
 
 /// Where a field lives: word index, bit shift within the word, and width.
@@ -250,9 +284,34 @@ impl Field {
         }
     }
     /// Looks a field up by any of its names (case-sensitive for the short names,
-    /// as ovs-ofctl; NXM/OXM names are upper case).
+    /// as ovs-ofctl; NXM/OXM names are upper case). A 128-bit field's name
+    /// gives its high half ([`Field::wide`] gives both).
     pub fn from_name(name: &str) -> Option<Field> {
-        FIELDS.iter().find(|d| d.name == name || d.aliases.contains(&name)).map(|d| d.id)
+        FIELDS.iter().find(|d| d.fmt != Fmt::Ipv6Lo && (d.name == name || d.aliases.contains(&name))).map(|d| d.id)
+    }
+    /// For the high half of a 128-bit field, the (high, low) pair.
+    #[inline]
+    pub fn wide(self) -> Option<(Field, Field)> {
+        match self {
+            Field::Ipv6SrcHi => Some((Field::Ipv6SrcHi, Field::Ipv6SrcLo)),
+            Field::Ipv6DstHi => Some((Field::Ipv6DstHi, Field::Ipv6DstLo)),
+            Field::NdTargetHi => Some((Field::NdTargetHi, Field::NdTargetLo)),
+            _ => None,
+        }
+    }
+    /// The low half of the wide field whose high half is `hi` (`hi` itself
+    /// for a field that is not wide).
+    #[inline]
+    pub fn wide_low(hi: Field) -> Field {
+        match hi.wide() {
+            Some((_, lo)) => lo,
+            None => hi,
+        }
+    }
+    /// Is this the low half of a 128-bit field (never named or printed alone)?
+    #[inline]
+    pub fn is_wide_low(self) -> bool {
+        self.def().fmt == Fmt::Ipv6Lo
     }
     /// Every field, in layout order.
     pub fn all() -> impl Iterator<Item = Field> {

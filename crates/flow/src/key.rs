@@ -102,10 +102,33 @@ impl FlowKey {
     pub fn is_ipv4(&self) -> bool {
         self.get(Field::EthType) == crate::field::ETH_TYPE_IP
     }
-    /// Is this an IPv4 packet with a TCP, UDP or SCTP header?
+    /// Is this an IPv6 packet?
+    #[inline]
+    pub fn is_ipv6(&self) -> bool {
+        self.get(Field::EthType) == crate::field::ETH_TYPE_IPV6
+    }
+    /// Is this an IPv4 or IPv6 packet?
+    #[inline]
+    pub fn is_ip(&self) -> bool {
+        self.is_ipv4() || self.is_ipv6()
+    }
+    /// The 128-bit value of a wide field named by its high half.
+    #[inline]
+    pub fn get_wide(&self, hi: Field) -> u128 {
+        let lo = Field::wide_low(hi);
+        (u128::from(self.get(hi)) << 64) | u128::from(self.get(lo))
+    }
+    /// Sets a wide field named by its high half.
+    #[inline]
+    pub fn set_wide(&mut self, hi: Field, v: u128) {
+        let lo = Field::wide_low(hi);
+        self.set(hi, (v >> 64) as u64);
+        self.set(lo, v as u64);
+    }
+    /// Is this an IP packet with a TCP, UDP or SCTP header?
     #[inline]
     pub fn has_ports(&self) -> bool {
-        self.is_ipv4()
+        self.is_ip()
             && matches!(
                 self.get(Field::IpProto),
                 crate::field::IPPROTO_TCP | crate::field::IPPROTO_UDP | crate::field::IPPROTO_SCTP
@@ -124,6 +147,17 @@ impl FlowMask {
     #[inline]
     pub fn set(&mut self, f: Field, v: u64) {
         set_field(&mut self.w, f, v)
+    }
+    /// The 128-bit mask of a wide field named by its high half.
+    #[inline]
+    pub fn get_wide(&self, hi: Field) -> u128 {
+        (u128::from(self.get(hi)) << 64) | u128::from(self.get(Field::wide_low(hi)))
+    }
+    /// ORs `bits` into a wide field named by its high half.
+    #[inline]
+    pub fn or_wide(&mut self, hi: Field, bits: u128) {
+        self.or_bits(hi, (bits >> 64) as u64);
+        self.or_bits(Field::wide_low(hi), bits as u64);
     }
     /// ORs `bits` into field `f` (un-wildcards them).
     #[inline]
@@ -214,6 +248,15 @@ impl Match {
     /// Exact match on `f`.
     pub fn set_exact(&mut self, f: Field, value: u64) {
         self.set_masked(f, value, u64::MAX);
+    }
+    /// Sets a wide field (named by its high half) to `value` under `mask`.
+    pub fn set_wide_masked(&mut self, hi: Field, value: u128, mask: u128) {
+        self.set_masked(hi, (value >> 64) as u64, (mask >> 64) as u64);
+        self.set_masked(Field::wide_low(hi), value as u64, mask as u64);
+    }
+    /// Value/mask of a wide field named by its high half.
+    pub fn wide_field(&self, hi: Field) -> (u128, u128) {
+        (self.key.get_wide(hi), self.mask.get_wide(hi))
     }
     /// Does packet `k` match?
     #[inline]

@@ -70,6 +70,31 @@ pub fn parse_ipv4(s: &str) -> Option<u64> {
     Some(u32::from(a) as u64)
 }
 
+pub fn parse_ipv6(s: &str) -> Option<u128> {
+    let a: std::net::Ipv6Addr = s.parse().ok()?;
+    Some(u128::from(a))
+}
+
+pub fn format_ipv6(v: u128) -> String {
+    std::net::Ipv6Addr::from(v).to_string()
+}
+
+/// The prefix length of a 128-bit mask, if it is a CIDR prefix.
+pub fn prefix_len128(m: u128) -> Option<u32> {
+    let ones = m.count_ones();
+    let expect = if ones == 0 { 0 } else { u128::MAX << (128 - ones) };
+    (m == expect).then_some(ones)
+}
+
+/// The 128-bit mask of a prefix of `len` bits (0..=128).
+pub fn prefix_mask128(len: u32) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len.min(128))
+    }
+}
+
 pub fn format_mac(v: u64) -> String {
     let b = v.to_be_bytes();
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[2], b[3], b[4], b[5], b[6], b[7])
@@ -180,6 +205,12 @@ pub fn parse_field_value(f: Field, text: &str) -> Result<(u64, u64), FlowError> 
             };
             (v, m)
         }
+        Fmt::Ipv6Hi | Fmt::Ipv6Lo => {
+            return Err(FlowError::Unsupported {
+                what: format!("{name}={text}"),
+                why: "a 128-bit field is read whole (parse_wide_value)".into(),
+            })
+        }
         Fmt::Frag => {
             if ms.is_some() {
                 return Err(bad(name, text, "one of no, yes, first, later, not_later"));
@@ -217,11 +248,46 @@ pub fn parse_field_value(f: Field, text: &str) -> Result<(u64, u64), FlowError> 
 }
 
 /// Formats value `v` under mask `m` of field `f` as ovs-ofctl prints it.
+/// Parses the value of a 128-bit field (named by its high half):
+/// `2001:db8::1`, `2001:db8::/32` or `2001:db8::/ffff:ffff::`.
+pub fn parse_wide_value(f: Field, text: &str) -> Result<(u128, u128), FlowError> {
+    let name = f.name();
+    let expected = "an IPv6 address[/len|/mask]";
+    let (vs, ms) = match text.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text, None),
+    };
+    let v = parse_ipv6(vs).ok_or_else(|| bad(name, text, expected))?;
+    let m = match ms {
+        None => u128::MAX,
+        Some(ms) if !ms.contains(':') => {
+            let len: u32 = ms.parse().map_err(|_| bad(name, text, "a prefix length 0-128"))?;
+            if len > 128 {
+                return Err(bad(name, text, "a prefix length 0-128"));
+            }
+            prefix_mask128(len)
+        }
+        Some(ms) => parse_ipv6(ms).ok_or_else(|| bad(name, text, "an IPv6 mask"))?,
+    };
+    Ok((v & m, m))
+}
+
+/// Formats a 128-bit value/mask as Open vSwitch does: the address alone when
+/// exact, `/len` for a prefix, `/mask` otherwise.
+pub fn format_wide_value(v: u128, m: u128) -> String {
+    match prefix_len128(m) {
+        Some(128) => format_ipv6(v),
+        Some(l) => format!("{}/{}", format_ipv6(v), l),
+        None => format!("{}/{}", format_ipv6(v), format_ipv6(m)),
+    }
+}
+
 pub fn format_field_value(f: Field, v: u64, m: u64) -> String {
     let d = f.def();
     let full = m == f.ones();
     match d.fmt {
-        Fmt::Dec | Fmt::Hex | Fmt::TcpFlags if !full => format!("{v:#x}/{m:#x}"),
+        Fmt::Dec | Fmt::Hex | Fmt::TcpFlags | Fmt::Ipv6Hi | Fmt::Ipv6Lo if !full => format!("{v:#x}/{m:#x}"),
+        Fmt::Ipv6Hi | Fmt::Ipv6Lo => format!("{v:#x}"),
         Fmt::Dec => format!("{v}"),
         Fmt::Hex | Fmt::TcpFlags => format!("{v:#x}"),
         Fmt::Mac if full => format_mac(v),
@@ -274,6 +340,11 @@ pub const SHORTHANDS: &[(&str, u64, Option<u64>)] = &[
     ("udp", ETH_TYPE_IP, Some(IPPROTO_UDP)),
     ("sctp", ETH_TYPE_IP, Some(IPPROTO_SCTP)),
     ("icmp", ETH_TYPE_IP, Some(IPPROTO_ICMP)),
+    ("ipv6", ETH_TYPE_IPV6, None),
+    ("tcp6", ETH_TYPE_IPV6, Some(IPPROTO_TCP)),
+    ("udp6", ETH_TYPE_IPV6, Some(IPPROTO_UDP)),
+    ("sctp6", ETH_TYPE_IPV6, Some(IPPROTO_SCTP)),
+    ("icmp6", ETH_TYPE_IPV6, Some(IPPROTO_ICMPV6)),
 ];
 
 impl MatchBuilder {
@@ -310,12 +381,6 @@ impl MatchBuilder {
         }
         match name {
             "eth" => return Ok(true),
-            "ipv6" | "tcp6" | "udp6" | "icmp6" | "sctp6" => {
-                return Err(FlowError::Unsupported {
-                    what: name.to_string(),
-                    why: "IPv6 fields are not in the flow key yet".into(),
-                })
-            }
             "dl_vlan" => {
                 let s = need_value(name)?;
                 let v = parse_uint(s).ok_or_else(|| bad(name, s, "a VLAN id 0-4095, or 0xffff for untagged"))?;
@@ -361,6 +426,19 @@ impl MatchBuilder {
             return Ok(false);
         };
         let s = need_value(name)?;
+        if let Some((hi, lo)) = f.wide() {
+            let (v, m) = parse_wide_value(f, s)?;
+            let (vh, mh, vl, ml) = ((v >> 64) as u64, (m >> 64) as u64, v as u64, m as u64);
+            // Check both halves before setting either, so a conflict leaves no trace.
+            for (h, hv, hm) in [(hi, vh, mh), (lo, vl, ml)] {
+                let (cv, cm) = self.m.field(h);
+                if (cv ^ hv) & cm & hm != 0 {
+                    return Err(FlowError::Conflict { field: f.name().to_string(), value: s.to_string() });
+                }
+            }
+            self.m.set_wide_masked(hi, v, m);
+            return Ok(true);
+        }
         let (v, m) = parse_field_value(f, s)?;
         self.set(f, v, m, s)?;
         Ok(true)
@@ -384,14 +462,27 @@ fn exact_is(m: &Match, f: Field, v: u64) -> bool {
 }
 
 fn prereq_ok(m: &Match, p: Prereq) -> bool {
-    let ip = exact_is(m, Field::EthType, ETH_TYPE_IP);
+    let ip4 = exact_is(m, Field::EthType, ETH_TYPE_IP);
+    let ip6 = exact_is(m, Field::EthType, ETH_TYPE_IPV6);
+    let ip = ip4 || ip6;
+    let icmp6 = ip6 && exact_is(m, Field::IpProto, IPPROTO_ICMPV6);
+    // ND: the type exact, the code's value 0 (a wildcarded code is 0, as OVS checks it).
+    let nd = |types: &[u64]| {
+        icmp6 && types.iter().any(|&t| exact_is(m, Field::Icmpv6Type, t)) && m.field(Field::Icmpv6Code).0 == 0
+    };
     match p {
         Prereq::None => true,
-        Prereq::Ipv4 => ip,
+        Prereq::Ipv4 => ip4,
+        Prereq::Ipv6 => ip6,
+        Prereq::Ip => ip,
         Prereq::Arp => exact_is(m, Field::EthType, ETH_TYPE_ARP),
         Prereq::L4 => ip && [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP].iter().any(|&p| exact_is(m, Field::IpProto, p)),
         Prereq::Tcp => ip && exact_is(m, Field::IpProto, IPPROTO_TCP),
-        Prereq::Icmp => ip && exact_is(m, Field::IpProto, IPPROTO_ICMP),
+        Prereq::Icmp => ip4 && exact_is(m, Field::IpProto, IPPROTO_ICMP),
+        Prereq::Icmpv6 => icmp6,
+        Prereq::Nd => nd(&[ND_SOLICIT, ND_ADVERT]),
+        Prereq::NdSolicit => nd(&[ND_SOLICIT]),
+        Prereq::NdAdvert => nd(&[ND_ADVERT]),
     }
 }
 
@@ -399,10 +490,16 @@ fn prereq_text(p: Prereq) -> &'static str {
     match p {
         Prereq::None => "nothing",
         Prereq::Ipv4 => "ip (dl_type=0x0800)",
+        Prereq::Ipv6 => "ipv6 (dl_type=0x86dd)",
+        Prereq::Ip => "ip or ipv6",
         Prereq::Arp => "arp (dl_type=0x0806)",
-        Prereq::L4 => "tcp, udp or sctp",
-        Prereq::Tcp => "tcp",
+        Prereq::L4 => "tcp, udp or sctp (or tcp6, udp6, sctp6)",
+        Prereq::Tcp => "tcp or tcp6",
         Prereq::Icmp => "icmp",
+        Prereq::Icmpv6 => "icmp6",
+        Prereq::Nd => "icmp6 with icmp_type=135 or 136 and icmp_code=0",
+        Prereq::NdSolicit => "icmp6 with icmp_type=135 and icmp_code=0",
+        Prereq::NdAdvert => "icmp6 with icmp_type=136 and icmp_code=0",
     }
 }
 
@@ -412,7 +509,12 @@ fn prereq_text(p: Prereq) -> &'static str {
 /// one constraint: it is enough that one of the names sharing it is satisfied.
 pub fn check_prereqs(m: &Match) -> Result<(), FlowError> {
     for d in FIELDS.iter().filter(|d| d.storage.is_none()) {
-        if m.mask().get(d.id) == 0 {
+        let used = match d.id.wide() {
+            Some((hi, lo)) => m.mask().get(hi) | m.mask().get(lo) != 0,
+            None if d.id.is_wide_low() => false,
+            None => m.mask().get(d.id) != 0,
+        };
+        if !used {
             continue;
         }
         let shared = FIELDS.iter().filter(|a| a.id == d.id || a.storage == Some(d.id));

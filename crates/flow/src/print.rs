@@ -5,7 +5,7 @@
 
 use crate::field::*;
 use crate::key::{FlowKey, FlowMask, Match};
-use crate::parse::format_field_value;
+use crate::parse::{format_field_value, format_wide_value};
 
 fn exact(m: &Match, f: Field) -> Option<u64> {
     let (v, mk) = m.field(f);
@@ -41,6 +41,18 @@ pub fn format_match_with(m: &Match, eth_prefix: bool, leading: &[Field]) -> Stri
             done_proto = name.is_some();
             parts.push(name.unwrap_or("ip").into());
         }
+        Some(ETH_TYPE_IPV6) => {
+            done_type = true;
+            let name = match exact(m, Field::IpProto) {
+                Some(IPPROTO_TCP) => Some("tcp6"),
+                Some(IPPROTO_UDP) => Some("udp6"),
+                Some(IPPROTO_ICMPV6) => Some("icmp6"),
+                Some(IPPROTO_SCTP) => Some("sctp6"),
+                _ => None,
+            };
+            done_proto = name.is_some();
+            parts.push(name.unwrap_or("ipv6").into());
+        }
         Some(ETH_TYPE_ARP) => {
             done_type = true;
             parts.push("arp".into());
@@ -48,7 +60,10 @@ pub fn format_match_with(m: &Match, eth_prefix: bool, leading: &[Field]) -> Stri
         _ => {}
     }
     let is_arp = exact(m, Field::EthType) == Some(ETH_TYPE_ARP);
-    let is_icmp = exact(m, Field::EthType) == Some(ETH_TYPE_IP) && exact(m, Field::IpProto) == Some(IPPROTO_ICMP);
+    let is_icmp = exact(m, Field::IpProto) == Some(IPPROTO_ICMP) && exact(m, Field::EthType) == Some(ETH_TYPE_IP);
+    let is_icmp6 = exact(m, Field::IpProto) == Some(IPPROTO_ICMPV6) && exact(m, Field::EthType) == Some(ETH_TYPE_IPV6);
+    // Neighbour discovery: the ARP hardware-address storage holds nd_sll / nd_tll.
+    let is_nd = is_icmp6 && matches!(exact(m, Field::Icmpv6Type), Some(ND_SOLICIT | ND_ADVERT));
     for d in FIELDS {
         let f = d.id;
         if leading.contains(&f) || (f == Field::EthType && done_type) || (f == Field::IpProto && done_proto) {
@@ -58,10 +73,22 @@ pub fn format_match_with(m: &Match, eth_prefix: bool, leading: &[Field]) -> Stri
         let shown = match f {
             Field::IpSrc | Field::IpDst | Field::IpProto if is_arp => continue,
             Field::ArpOp | Field::ArpSpa | Field::ArpTpa if !is_arp => continue,
-            Field::TpSrc | Field::TpDst if is_icmp => continue,
-            Field::IcmpType | Field::IcmpCode if !is_icmp => continue,
+            Field::ArpSha | Field::ArpTha if is_nd => continue,
+            Field::NdSll | Field::NdTll if !is_nd => continue,
+            Field::TpSrc | Field::TpDst if is_icmp || is_icmp6 => continue,
+            // ICMPv6 type and code print as icmp_type / icmp_code, as in OVS.
+            Field::IcmpType | Field::IcmpCode if !is_icmp && !is_icmp6 => continue,
+            Field::Icmpv6Type | Field::Icmpv6Code => continue,
+            _ if f.is_wide_low() => continue,
             _ => f,
         };
+        if shown.wide().is_some() {
+            let (v, mk) = m.wide_field(shown);
+            if mk != 0 {
+                parts.push(format!("{}={}", shown.name(), format_wide_value(v, mk)));
+            }
+            continue;
+        }
         let (v, mk) = m.field(shown);
         if mk == 0 {
             continue;
@@ -102,8 +129,13 @@ pub fn format_key(k: &FlowKey) -> String {
         }
     }
     mask.exact(Field::InPort);
-    if k.is_ipv4() {
+    if k.is_ip() {
         mask.exact(Field::IpProto);
+    }
+    for f in Field::all().filter(|f| f.wide().is_some()) {
+        if k.get_wide(f) != 0 {
+            mask.or_wide(f, u128::MAX);
+        }
     }
     format_match_with(&Match::new(*k, mask), false, &[])
 }

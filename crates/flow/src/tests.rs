@@ -88,7 +88,7 @@ fn errors_name_the_problem() {
     assert!(parse_match("ip,nw_dst=10.0.0.0/33").is_err());
     assert!(parse_match("in_port").is_err());
     assert!(parse_match("tcp,tcp_flags=+bogus").is_err());
-    assert!(parse_match("ipv6").is_err());
+    assert!(parse_match("ipv6,ipv6_src=::1/64/3").is_err());
     assert!(parse_match("reg0=(1").is_err());
     assert!(parse_match("dl_vlan=5000").is_err());
     assert!(parse_match("ip,nw_tos=3").is_err());
@@ -105,6 +105,11 @@ fn print_round_trips() {
         "metadata=0x1,ct_state=+trk+est,tcp,tcp_flags=0x2/0x12",
         "dl_vlan=0xffff",
         "udp,tp_src=0x100/0xff00",
+        "ipv6,ipv6_src=2001:db8::/32,ipv6_dst=fe80::1,ipv6_label=0x12345",
+        "tcp6,ipv6_dst=2001:db8::/ffff:0:ffff::,tp_dst=443,nw_tos=8",
+        "icmp6,icmp_type=135,icmp_code=0,nd_target=fe80::2,nd_sll=00:11:22:33:44:55",
+        "icmp6,icmp_type=136,nd_target=fe80::/10,nd_tll=00:11:22:33:44:66",
+        "udp6,nw_frag=first,tp_src=53",
     ] {
         let a = m(s);
         let printed = a.to_string();
@@ -121,6 +126,45 @@ fn megaflow_format() {
     }
     mask.set(Field::IpDst, 0xff000000);
     assert_eq!(format_megaflow(&k, &mask), "recirc_id=0,eth,tcp,in_port=1,nw_dst=10.0.0.0/8,tp_dst=80");
+}
+
+#[test]
+fn ipv6_matches_and_prerequisites() {
+    let a = m("tcp6,ipv6_src=2001:db8::1/64,tp_dst=80");
+    assert_eq!(a.to_string(), "tcp6,ipv6_src=2001:db8::/64,tp_dst=80");
+    assert_eq!(a.field(Field::Ipv6SrcHi), (0x2001_0db8_0000_0000, u64::MAX));
+    assert_eq!(a.field(Field::Ipv6SrcLo), (0, 0));
+    // A mask reaching into the low half.
+    let b = m("ipv6,ipv6_dst=::1:0:0:0/::ffff:ffff:0:0:0");
+    assert_eq!(b.field(Field::Ipv6DstLo), (0x0001_0000_0000_0000, 0xffff_0000_0000_0000));
+    assert_eq!(b.field(Field::Ipv6DstHi), (0, 0xffff));
+    // Prerequisites, each named.
+    for (text, needs) in [
+        ("ipv6_src=::1", "ipv6"),
+        ("ip,ipv6_src=::1", "ipv6"),
+        ("ipv6,nw_src=1.2.3.4", "ip (dl_type=0x0800)"),
+        ("icmp6,nd_target=::1", "icmp_type=135 or 136"),
+        ("icmp6,icmp_type=136,nd_sll=00:00:00:00:00:01", "icmp_type=135"),
+        ("icmp6,icmp_type=135,icmp_code=1,nd_target=::1", "icmp_code=0"),
+        ("ipv6,tp_dst=80", "tcp, udp or sctp"),
+    ] {
+        let e = parse_match(text).unwrap_err().to_string();
+        assert!(e.contains(needs), "{text}: {e}");
+    }
+    // Shared fields need either IP.
+    assert!(parse_match("ipv6,nw_ttl=3,nw_proto=17").is_ok());
+    assert!(parse_match("udp6,tp_dst=53").is_ok());
+    // Half of a wide field is never a name, and conflicts are checked whole.
+    assert!(matches!(parse_match("ipv6,ipv6_src[lo]=0x1"), Err(FlowError::UnknownField { .. })));
+    assert!(matches!(parse_match("ipv6,ipv6_src=2001:db8::/32,ipv6_src=2001:db9::1"), Err(FlowError::Conflict { .. })));
+    assert!(parse_match("ipv6,ipv6_src=2001:db8::/32,ipv6_src=2001:db8::1").is_ok());
+    for bad in ["ipv6,ipv6_src=1.2.3.4", "ipv6,ipv6_src=::1/129", "ipv6,ipv6_src=::1/xyz", "ipv6,ipv6_label=0x100000"] {
+        assert!(matches!(parse_match(bad), Err(FlowError::BadValue { .. })), "{bad}");
+    }
+    let k = parse_key("in_port=1,icmp6,icmp_type=135,nd_target=fe80::1,nd_sll=00:00:00:00:00:07").unwrap();
+    assert_eq!(k.get_wide(Field::NdTargetHi), 0xfe80_0000_0000_0000_0000_0000_0000_0001);
+    assert_eq!(k.get(Field::ArpSha), 7);
+    assert_eq!(format_key(&k), "icmp6,in_port=1,nd_sll=00:00:00:00:00:07,nd_target=fe80::1,icmp_type=135");
 }
 
 #[test]
@@ -145,11 +189,24 @@ mod prop {
         #[test]
         fn field_values_round_trip(idx in 0..FIELDS.len(), v in any::<u64>(), mk in any::<u64>()) {
             let f = FIELDS[idx].id;
-            if matches!(f.def().fmt, field::Fmt::Frag) { return Ok(()); }
+            if matches!(f.def().fmt, field::Fmt::Frag | field::Fmt::Ipv6Hi | field::Fmt::Ipv6Lo) { return Ok(()); }
             let (v, mk) = (v & f.ones() & mk, mk & f.ones());
             let text = parse::format_field_value(f, v, mk);
             let (v2, m2) = parse_field_value(f, &text).unwrap();
             prop_assert_eq!((v2, m2), (v, mk), "{}", text);
+        }
+
+        #[test]
+        fn wide_values_round_trip(v in any::<u128>(), mk in any::<u128>(), plen in 0u32..=128, cidr in any::<bool>()) {
+            let mk = if cidr { parse::prefix_mask128(plen) } else { mk };
+            let v = v & mk;
+            let text = parse::format_wide_value(v, mk);
+            prop_assert_eq!(parse::parse_wide_value(Field::Ipv6SrcHi, &text).unwrap(), (v, mk), "{}", text);
+            let mut a = Match::ANY;
+            a.set_exact(Field::EthType, field::ETH_TYPE_IPV6);
+            a.set_wide_masked(Field::Ipv6DstHi, v, mk);
+            let printed = a.to_string();
+            prop_assert_eq!(parse_match(&printed).unwrap(), a, "{}", printed);
         }
     }
 }

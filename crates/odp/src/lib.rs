@@ -11,7 +11,7 @@
 //! printed and re-parsed list equals [`apply`] of the original.
 
 use kairo_flow::field::{Field, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
-use kairo_flow::parse::{format_ipv4, format_mac, parse_ipv4, parse_mac, parse_uint};
+use kairo_flow::parse::{format_ipv4, format_ipv6, format_mac, parse_ipv4, parse_ipv6, parse_mac, parse_uint};
 use kairo_flow::{FlowKey, FlowMask};
 
 /// Why a packet goes to the controller.
@@ -45,6 +45,20 @@ pub enum DpAction {
         tos: Option<(u8, u8)>,
         ttl: Option<u8>,
     },
+    /// `tclass` is (value, mask) over the traffic class byte (DSCP << 2 | ECN).
+    SetIpv6 {
+        src: Option<u128>,
+        dst: Option<u128>,
+        label: Option<u32>,
+        tclass: Option<(u8, u8)>,
+        hlimit: Option<u8>,
+    },
+    /// Neighbour discovery: the target address and the link-layer options.
+    SetNd {
+        target: Option<u128>,
+        sll: Option<u64>,
+        tll: Option<u64>,
+    },
     /// L4 ports; `proto` is 6, 17 or 132.
     SetL4 {
         proto: u8,
@@ -52,6 +66,10 @@ pub enum DpAction {
         dst: Option<u16>,
     },
     SetIcmp {
+        ty: Option<u8>,
+        code: Option<u8>,
+    },
+    SetIcmpv6 {
         ty: Option<u8>,
         code: Option<u8>,
     },
@@ -88,6 +106,9 @@ impl DpAction {
             DpAction::PopVlan => 4,
             DpAction::SetEth { .. } => set(12),
             DpAction::SetIpv4 { .. } => set(12),
+            DpAction::SetIpv6 { .. } => set(40),
+            DpAction::SetNd { .. } => set(28),
+            DpAction::SetIcmpv6 { .. } => set(2),
             DpAction::SetL4 { .. } => set(4),
             DpAction::SetIcmp { .. } => set(2),
             DpAction::SetArp { .. } => set(24),
@@ -136,6 +157,29 @@ impl std::fmt::Display for DpAction {
                 );
                 opt(&mut p, "ttl", *ttl);
                 write!(f, "set(ipv4({}))", p.join(","))
+            }
+            DpAction::SetIpv6 { src, dst, label, tclass, hlimit } => {
+                opt(&mut p, "src", src.map(format_ipv6));
+                opt(&mut p, "dst", dst.map(format_ipv6));
+                opt(&mut p, "label", label.map(|v| format!("{v:#x}")));
+                opt(
+                    &mut p,
+                    "tclass",
+                    tclass.map(|(v, m)| if m == 0xff { format!("{v:#x}") } else { format!("{v:#x}/{m:#x}") }),
+                );
+                opt(&mut p, "hlimit", *hlimit);
+                write!(f, "set(ipv6({}))", p.join(","))
+            }
+            DpAction::SetNd { target, sll, tll } => {
+                opt(&mut p, "target", target.map(format_ipv6));
+                opt(&mut p, "sll", sll.map(format_mac));
+                opt(&mut p, "tll", tll.map(format_mac));
+                write!(f, "set(nd({}))", p.join(","))
+            }
+            DpAction::SetIcmpv6 { ty, code } => {
+                opt(&mut p, "type", *ty);
+                opt(&mut p, "code", *code);
+                write!(f, "set(icmpv6({}))", p.join(","))
             }
             DpAction::SetL4 { proto, src, dst } => {
                 opt(&mut p, "src", *src);
@@ -228,6 +272,45 @@ pub fn apply(actions: &[DpAction], key: &FlowKey) -> Vec<Emitted> {
                 }
                 if let Some(v) = ttl {
                     k.set(Field::IpTtl, *v as u64);
+                }
+            }
+            DpAction::SetIpv6 { src, dst, label, tclass, hlimit } => {
+                if let Some(v) = src {
+                    k.set_wide(Field::Ipv6SrcHi, *v);
+                }
+                if let Some(v) = dst {
+                    k.set_wide(Field::Ipv6DstHi, *v);
+                }
+                if let Some(v) = label {
+                    k.set(Field::Ipv6Label, u64::from(*v));
+                }
+                if let Some((v, m)) = tclass {
+                    let old = (k.get(Field::IpDscp) << 2 | k.get(Field::IpEcn)) as u8;
+                    let new = (old & !m) | (v & m);
+                    k.set(Field::IpDscp, (new >> 2) as u64);
+                    k.set(Field::IpEcn, (new & 3) as u64);
+                }
+                if let Some(v) = hlimit {
+                    k.set(Field::IpTtl, *v as u64);
+                }
+            }
+            DpAction::SetNd { target, sll, tll } => {
+                if let Some(v) = target {
+                    k.set_wide(Field::NdTargetHi, *v);
+                }
+                if let Some(v) = sll {
+                    k.set(Field::NdSll, *v);
+                }
+                if let Some(v) = tll {
+                    k.set(Field::NdTll, *v);
+                }
+            }
+            DpAction::SetIcmpv6 { ty, code } => {
+                if let Some(v) = ty {
+                    k.set(Field::Icmpv6Type, *v as u64);
+                }
+                if let Some(v) = code {
+                    k.set(Field::Icmpv6Code, *v as u64);
                 }
             }
             DpAction::SetL4 { src, dst, .. } => {
@@ -354,17 +437,32 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
         let num = |name: &str| get(name).and_then(|v| parse_uint(strip_mask(v)));
         let ip = |name: &str| get(name).and_then(|v| parse_ipv4(strip_mask(v))).map(|v| v as u32);
         let mac = |name: &str| get(name).and_then(|v| parse_mac(strip_mask(v)));
+        let ip6 = |name: &str| get(name).and_then(|v| parse_ipv6(strip_mask(v)));
+        let byte_masked = |name: &str| -> Result<Option<(u8, u8)>, OdpParseError> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => {
+                    let (a, m) = v.split_once('/').unwrap_or((v, "0xff"));
+                    Ok(Some((parse_uint(a).ok_or_else(bad)? as u8, parse_uint(m).ok_or_else(bad)? as u8)))
+                }
+            }
+        };
         match kind {
             "eth" => out.push(DpAction::SetEth { src: mac("src"), dst: mac("dst") }),
             "ipv4" => {
-                let tos = match get("tos") {
-                    None => None,
-                    Some(v) => {
-                        let (a, m) = v.split_once('/').unwrap_or((v, "0xff"));
-                        Some((parse_uint(a).ok_or_else(bad)? as u8, parse_uint(m).ok_or_else(bad)? as u8))
-                    }
-                };
+                let tos = byte_masked("tos")?;
                 out.push(DpAction::SetIpv4 { src: ip("src"), dst: ip("dst"), tos, ttl: num("ttl").map(|v| v as u8) })
+            }
+            "ipv6" => out.push(DpAction::SetIpv6 {
+                src: ip6("src"),
+                dst: ip6("dst"),
+                label: num("label").map(|v| v as u32),
+                tclass: byte_masked("tclass")?,
+                hlimit: num("hlimit").map(|v| v as u8),
+            }),
+            "nd" => out.push(DpAction::SetNd { target: ip6("target"), sll: mac("sll"), tll: mac("tll") }),
+            "icmpv6" => {
+                out.push(DpAction::SetIcmpv6 { ty: num("type").map(|v| v as u8), code: num("code").map(|v| v as u8) })
             }
             "tcp" | "udp" | "sctp" => {
                 let proto = match kind {
@@ -408,6 +506,15 @@ mod tests {
         let c = parse_actions("pop_vlan,push_vlan(vid=7,pcp=0),2").unwrap();
         assert_eq!(format_actions(&c), "pop_vlan,push_vlan(vid=7,pcp=0),2");
         assert!(parse_actions("hash(sym_l4(0)),recirc(0x2)").is_err());
+        let v6 = "set(ipv6(src=2001:db8::1,label=0x12345,tclass=0x20/0xfc,hlimit=63)),set(nd(target=fe80::1,sll=00:00:00:00:00:01)),set(icmpv6(type=136)),3";
+        let d = parse_actions(v6).unwrap();
+        assert_eq!(format_actions(&d), v6);
+        let k = kairo_flow::parse_key("icmp6,icmp_type=135,ipv6_src=::9,nw_ttl=64,nw_tos=4").unwrap();
+        let (_, out) = apply(&d, &k)[0];
+        assert_eq!(out.get_wide(Field::Ipv6SrcHi), 0x2001_0db8 << 96 | 1);
+        assert_eq!((out.get(Field::IpTtl), out.get(Field::IpDscp), out.get(Field::IpEcn)), (63, 8, 0));
+        assert_eq!((out.get(Field::Ipv6Label), out.get(Field::Icmpv6Type)), (0x12345, 136));
+        assert_eq!((out.get_wide(Field::NdTargetHi), out.get(Field::NdSll)), (0xfe80 << 112 | 1, 1));
         assert_eq!(parse_actions("drop").unwrap(), vec![]);
         let u = parse_actions("set(eth(dst=00:00:00:00:00:22)),userspace(pid=0,controller(reason=2,dont_send=1,continuation=0,recirc_id=1,rule_cookie=0,controller_id=0,max_len=65535))").unwrap();
         assert_eq!(

@@ -9,7 +9,10 @@
 //! OFPBAC_BAD_EXP_TYPE for an action kairo does not implement, naming it),
 //! never dropped or approximated.
 
-use kairo_flow::field::{Field, FIELDS as KFIELDS, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::field::{
+    Field, FIELDS as KFIELDS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, ND_ADVERT,
+    ND_SOLICIT, VLAN_CFI,
+};
 use kairo_flow::{FlowKey, FlowMask, Match};
 use kairo_ofproto::action::OFPP_IN_PORT as K_IN_PORT;
 use kairo_ofproto::{Action, Bucket, Group, GroupType, Instructions, SubField};
@@ -94,11 +97,28 @@ fn field_value(o: &Oxm) -> Result<(Field, u64, u64), Error> {
     }
 }
 
+/// A wire field that is one of kairo's 128-bit fields: the field (its high
+/// half), value and mask.
+fn wide_value(o: &Oxm) -> Option<(Field, u128, u128)> {
+    let f = field_of(o.id)?;
+    f.wide()?;
+    let mask = o.mask.unwrap_or(u128::MAX);
+    Some((f, o.value & mask, mask))
+}
+
 /// An OXM match as a kairo match, prerequisites checked.
 pub fn match_from_wire(fields: &[Oxm]) -> Result<Match, Error> {
     let mut key = FlowKey::default();
     let mut mask = FlowMask::default();
     for o in fields {
+        if let Some((f, v, m)) = wide_value(o) {
+            if mask.get_wide(f) & m != 0 {
+                return Err(Error::new(ErrorCode::DUP_FIELD, format!("{} constrains {} twice", o.id.name(), f.name())));
+            }
+            key.set_wide(f, key.get_wide(f) | v);
+            mask.or_wide(f, m);
+            continue;
+        }
         let (f, v, m) = field_value(o)?;
         let (ov, om) = (key.get(f), mask.get(f));
         if om & m != 0 {
@@ -140,13 +160,39 @@ pub fn match_to_wire(m: &Match, v: Version) -> Result<Vec<Oxm>, Error> {
     let mut out = Vec::new();
     let (proto, proto_m) = m.field(Field::IpProto);
     let is_arp = m.field(Field::EthType) == (kairo_flow::field::ETH_TYPE_ARP, 0xffff);
-    for d in KFIELDS.iter().filter(|d| d.storage.is_none()) {
+    let is_v6 = m.field(Field::EthType) == (kairo_flow::field::ETH_TYPE_IPV6, 0xffff);
+    let is_nd = is_v6
+        && (proto, proto_m) == (IPPROTO_ICMPV6, 0xff)
+        && matches!(m.field(Field::Icmpv6Type), (ND_SOLICIT | ND_ADVERT, 0xff));
+    // Neighbour discovery fields go after the ICMPv6 type they depend on
+    // (a decoder checks each field's prerequisites as it reads it).
+    let mut nd = Vec::new();
+    for d in KFIELDS.iter().filter(|d| d.storage.is_none() && !d.id.is_wide_low()) {
+        let f = d.id;
+        if f.wide().is_some() {
+            let (val, msk) = m.wide_field(f);
+            if msk != 0 {
+                let name = oxm_name(f).ok_or_else(|| {
+                    Error::new(ErrorCode::BAD_FIELD, format!("{} has no OpenFlow field to carry it", f.name()))
+                })?;
+                let o = Oxm { id: by_name(name), value: val, mask: (msk != u128::MAX).then_some(msk) };
+                if f == Field::NdTargetHi {
+                    nd.push(o);
+                } else {
+                    out.push(o);
+                }
+            }
+            continue;
+        }
         let (val, msk) = m.field(d.id);
         if msk == 0 {
             continue;
         }
-        let f = d.id;
         match f {
+            Field::ArpSha | Field::ArpTha if is_nd => {
+                let name = if f == Field::ArpSha { "OXM_OF_IPV6_ND_SLL" } else { "OXM_OF_IPV6_ND_TLL" };
+                nd.push(oxm(by_name(name), val, msk, 48));
+            }
             Field::InPort => out.push(Oxm::exact(OxmId::basic(0), u128::from(port::to_wire(val as u32)))),
             Field::VlanTci => {
                 let pcp_m = msk & PCP_MASK;
@@ -174,7 +220,12 @@ pub fn match_to_wire(m: &Match, v: Version) -> Result<Vec<Oxm>, Error> {
             Field::TpSrc | Field::TpDst => {
                 let src = f == Field::TpSrc;
                 let name = match (proto, proto_m) {
-                    (IPPROTO_ICMP, 0xff) => Some(if src { "OXM_OF_ICMPV4_TYPE" } else { "OXM_OF_ICMPV4_CODE" }),
+                    (IPPROTO_ICMP, 0xff) if !is_v6 => {
+                        Some(if src { "OXM_OF_ICMPV4_TYPE" } else { "OXM_OF_ICMPV4_CODE" })
+                    }
+                    (IPPROTO_ICMPV6, 0xff) if is_v6 => {
+                        Some(if src { "OXM_OF_ICMPV6_TYPE" } else { "OXM_OF_ICMPV6_CODE" })
+                    }
                     (IPPROTO_TCP, 0xff) => Some(if src { "OXM_OF_TCP_SRC" } else { "OXM_OF_TCP_DST" }),
                     (IPPROTO_UDP, 0xff) => Some(if src { "OXM_OF_UDP_SRC" } else { "OXM_OF_UDP_DST" }),
                     (IPPROTO_SCTP, 0xff) => Some(if src { "OXM_OF_SCTP_SRC" } else { "OXM_OF_SCTP_DST" }),
@@ -199,11 +250,28 @@ pub fn match_to_wire(m: &Match, v: Version) -> Result<Vec<Oxm>, Error> {
             }
         }
     }
+    out.extend(nd);
     Ok(out)
 }
 
 fn sub_from_wire(s: &WireSub) -> Result<SubField, Error> {
     let o = Oxm::exact(s.id, 0);
+    if let Some((hi, _, _)) = wide_value(&o) {
+        // Bits of a 128-bit field: those of the half they lie in.
+        let lo = Field::wide_low(hi);
+        let (ofs, end) = (u32::from(s.ofs), u32::from(s.ofs) + u32::from(s.n_bits));
+        return match (ofs, end) {
+            (_, 0..=64) if s.n_bits > 0 => Ok(SubField { field: lo, ofs, n_bits: u32::from(s.n_bits) }),
+            (64.., ..=128) if s.n_bits > 0 => Ok(SubField { field: hi, ofs: ofs - 64, n_bits: u32::from(s.n_bits) }),
+            _ => Err(Error::new(
+                ErrorCode::BAD_ACTION_ARGUMENT,
+                format!(
+                    "bits {ofs}..{end} of {}: kairo moves and loads a 128-bit field within one 64-bit half",
+                    s.id.name()
+                ),
+            )),
+        };
+    }
     let (field, _, _) = field_value(&o)?;
     let n = SubField { field, ofs: u32::from(s.ofs), n_bits: u32::from(s.n_bits) };
     if n.ofs + n.n_bits > field.bits() {
@@ -222,6 +290,13 @@ fn sub_from_wire(s: &WireSub) -> Result<SubField, Error> {
 }
 
 fn sub_to_wire(s: &SubField) -> Result<WireSub, Error> {
+    // A half of a 128-bit field: bits of the whole on the wire.
+    if let Some(hi) = KFIELDS.iter().map(|d| d.id).find(|h| h.wide().is_some_and(|(a, b)| a == s.field || b == s.field))
+    {
+        let base = if hi == s.field { 64 } else { 0 };
+        let name = oxm_name(hi).unwrap_or("");
+        return Ok(WireSub { id: by_name(name), ofs: (s.ofs + base) as u16, n_bits: s.n_bits as u16 });
+    }
     let name = oxm_name(s.field).ok_or_else(|| {
         Error::new(ErrorCode::BAD_FIELD, format!("{} has no OpenFlow field to carry it", s.field.name()))
     })?;
@@ -243,6 +318,10 @@ fn set_field(o: &Oxm) -> Result<Action, Error> {
         }
         (OPENFLOW_BASIC, 7, None) => return Ok(Action::SetVlanPcp { pcp: (o.value as u8) & 7, push: false }),
         _ => {}
+    }
+    if let Some((field, value, mask)) = wide_value(o) {
+        writable(field, "set_field")?;
+        return Ok(Action::SetWide { field, value, mask });
     }
     let (field, value, mask) = field_value(o)?;
     writable(field, "set_field")?;
@@ -364,8 +443,11 @@ fn set_field_id(f: Field, m: &Match) -> Result<OxmId, Error> {
         (Field::TpSrc | Field::TpDst, (IPPROTO_SCTP, 0xff)) => {
             Some(if src { "OXM_OF_SCTP_SRC" } else { "OXM_OF_SCTP_DST" })
         }
-        (Field::TpSrc | Field::TpDst, (IPPROTO_ICMP, 0xff)) => {
+        (Field::TpSrc | Field::TpDst, (IPPROTO_ICMP, 0xff)) if m.key().is_ipv4() => {
             Some(if src { "OXM_OF_ICMPV4_TYPE" } else { "OXM_OF_ICMPV4_CODE" })
+        }
+        (Field::TpSrc | Field::TpDst, (IPPROTO_ICMPV6, 0xff)) if m.key().is_ipv6() => {
+            Some(if src { "OXM_OF_ICMPV6_TYPE" } else { "OXM_OF_ICMPV6_CODE" })
         }
         _ => oxm_name(f),
     };
@@ -427,6 +509,16 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
                     out.push(Act::RegLoad { dst, value: (val & msk) >> ofs });
                 } else {
                     out.push(Act::RegLoad2(Oxm { id, value: u128::from(val & msk), mask: Some(u128::from(msk)) }));
+                }
+            }
+            Action::SetWide { field, value, mask } => {
+                let id = set_field_id(*field, m)?;
+                if *mask == u128::MAX {
+                    out.push(Act::SetField(Oxm::exact(id, *value)));
+                } else if v >= Version::V1_5 {
+                    out.push(Act::SetField(Oxm { id, value: value & mask, mask: Some(*mask) }));
+                } else {
+                    out.push(Act::RegLoad2(Oxm { id, value: value & mask, mask: Some(*mask) }));
                 }
             }
             Action::Move { src, dst } => {

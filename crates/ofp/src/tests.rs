@@ -630,10 +630,19 @@ mod mapping {
 
     #[test]
     fn fields_outside_the_key_and_unsupported_actions_get_their_errors() {
-        let ipv6 = Oxm::exact(OxmId::basic(26), 1);
-        let e = match_from_wire(&[Oxm::exact(OxmId::basic(5), 0x86dd), ipv6]).unwrap_err();
+        let exthdr = Oxm::exact(OxmId::basic(39), 1);
+        let e = match_from_wire(&[Oxm::exact(OxmId::basic(5), 0x86dd), exthdr]).unwrap_err();
         assert_eq!(e.code, ErrorCode::BAD_FIELD);
-        assert!(e.detail.contains("OXM_OF_IPV6_SRC"), "{e}");
+        assert!(e.detail.contains("OXM_OF_IPV6_EXTHDR"), "{e}");
+        // IPv6 addresses are 128-bit fields of the key; without eth_type=0x86dd a prerequisite error.
+        let src = Oxm { id: OxmId::basic(26), value: 0x2001_0db8 << 96, mask: Some(u128::MAX << 96) };
+        let m = match_from_wire(&[Oxm::exact(OxmId::basic(5), 0x86dd), src]).unwrap();
+        assert_eq!(m.to_string(), "ipv6,ipv6_src=2001:db8::/32");
+        assert_eq!(match_from_wire(&[src]).unwrap_err().code, ErrorCode::BAD_PREREQ);
+        // A move across both halves of a 128-bit field is refused by name.
+        let sub = WireSub { id: OxmId::basic(26), ofs: 32, n_bits: 64 };
+        let e = action_from_wire(&Act::RegMove { src: sub, dst: sub }).unwrap_err();
+        assert!(e.detail.contains("one 64-bit half"), "{e}");
         // tcp_dst without ip_proto=6.
         let e = match_from_wire(&[Oxm::exact(OxmId::basic(5), 0x800), Oxm::exact(OxmId::basic(14), 80)]).unwrap_err();
         assert_eq!(e.code, ErrorCode::BAD_PREREQ, "{e}");

@@ -5,7 +5,7 @@
 //! gives text that parses back to the same action.
 
 use kairo_flow::field::{Field, VLAN_CFI};
-use kairo_flow::parse::{format_field_value, parse_field_value, parse_uint};
+use kairo_flow::parse::{format_field_value, format_wide_value, parse_field_value, parse_uint, parse_wide_value};
 use kairo_flow::split_top;
 
 use crate::OfError;
@@ -30,7 +30,9 @@ impl SubField {
         m << self.ofs
     }
 
-    /// Parses `NAME[]`, `NAME[b]` or `NAME[a..b]`.
+    /// Parses `NAME[]`, `NAME[b]` or `NAME[a..b]`. A range of a 128-bit
+    /// field (`ipv6_src[0..63]`) names bits of the half it lies in; a range
+    /// across both halves is not supported yet and says so.
     pub fn parse(s: &str) -> Result<SubField, OfError> {
         let bad = |exp: &str| OfError::Syntax { text: s.to_string(), expected: exp.to_string() };
         let (name, range) = match s.find('[') {
@@ -40,7 +42,7 @@ impl SubField {
         };
         let field = Field::from_name(name)
             .ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: name.to_string() }))?;
-        let width = field.bits();
+        let width = if field.wide().is_some() { 128 } else { field.bits() };
         let (ofs, end) = if range.is_empty() {
             (0, width - 1)
         } else if let Some((a, b)) = range.split_once("..") {
@@ -54,13 +56,39 @@ impl SubField {
         if ofs > end || end >= width {
             return Err(bad(&format!("a bit range within the {width} bits of {name}")));
         }
+        if let Some((hi, lo)) = field.wide() {
+            return match (ofs, end) {
+                (_, 0..=63) => Ok(SubField { field: lo, ofs, n_bits: end - ofs + 1 }),
+                (64.., _) => Ok(SubField { field: hi, ofs: ofs - 64, n_bits: end - ofs + 1 }),
+                _ => Err(OfError::Unsupported {
+                    what: s.to_string(),
+                    why: format!(
+                        "a bit range across both halves of 128-bit {name}: use {name}[0..63] and {name}[64..127]"
+                    ),
+                }),
+            };
+        }
         Ok(SubField { field, ofs, n_bits: end - ofs + 1 })
     }
 }
 
 impl std::fmt::Display for SubField {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = self.field.name();
+        // A half of a 128-bit field prints as bits of the whole.
+        let (name, base) =
+            match Field::all().find(|h| h.wide().is_some_and(|(hi, lo)| hi == self.field || lo == self.field)) {
+                Some(hi) if hi == self.field => (hi.name(), 64),
+                Some(hi) => (hi.name(), 0),
+                None => (self.field.name(), 0),
+            };
+        if base == 0 && name != self.field.name() || base == 64 {
+            let ofs = self.ofs + base;
+            return if self.n_bits == 1 {
+                write!(f, "{name}[{ofs}]")
+            } else {
+                write!(f, "{name}[{}..{}]", ofs, ofs + self.n_bits - 1)
+            };
+        }
         if self.ofs == 0 && self.n_bits == self.field.bits() {
             write!(f, "{name}[]")
         } else if self.n_bits == 1 {
@@ -90,6 +118,13 @@ pub enum Action {
         field: Field,
         value: u64,
         mask: u64,
+    },
+    /// Set bits of a 128-bit field (named by its high half): `set_field` of
+    /// `ipv6_src`, `ipv6_dst`, `nd_target`.
+    SetWide {
+        field: Field,
+        value: u128,
+        mask: u128,
     },
     /// Copy a bit range from one field to another.
     Move {
@@ -165,6 +200,10 @@ fn writable(f: Field, text: &str) -> Result<(), OfError> {
 
 fn set_from_text(field: Field, valtext: &str, whole: &str) -> Result<Action, OfError> {
     writable(field, whole)?;
+    if field.wide().is_some() {
+        let (value, mask) = parse_wide_value(field, valtext)?;
+        return Ok(Action::SetWide { field, value, mask });
+    }
     let (value, mask) = parse_field_value(field, valtext)?;
     Ok(Action::SetField { field, value, mask })
 }
@@ -377,6 +416,9 @@ impl std::fmt::Display for Action {
                 } else {
                     write!(f, "set_field:{:#x}/{:#x}->{}", value, mask, field.name())
                 }
+            }
+            Action::SetWide { field, value, mask } => {
+                write!(f, "set_field:{}->{}", format_wide_value(*value, *mask), field.name())
             }
             Action::Move { src, dst } => write!(f, "move:{src}->{dst}"),
             Action::PushVlan { tpid } => write!(f, "push_vlan:{tpid:#06x}"),

@@ -288,15 +288,33 @@ impl Run<'_> {
         self.flow.get(Field::EthType) == 0x0800
     }
 
+    fn is_ipv6(&self) -> bool {
+        self.flow.get(Field::EthType) == 0x86dd
+    }
+
     fn prereq(&self, f: Field) -> bool {
+        let ip = self.is_ipv4() || self.is_ipv6();
         let proto = self.flow.get(Field::IpProto);
+        // ICMPv6 neighbour discovery: the type in tp_src, the code (0) in tp_dst.
+        let nd = |types: &[u64]| {
+            self.is_ipv6()
+                && proto == 58
+                && self.flow.get(Field::TpDst) == 0
+                && types.contains(&self.flow.get(Field::TpSrc))
+        };
         match f.def().prereq {
             Prereq::None => true,
             Prereq::Ipv4 => self.is_ipv4(),
+            Prereq::Ipv6 => self.is_ipv6(),
+            Prereq::Ip => ip,
             Prereq::Arp => self.flow.get(Field::EthType) == 0x0806,
-            Prereq::L4 => self.is_ipv4() && matches!(proto, 6 | 17 | 132),
-            Prereq::Tcp => self.is_ipv4() && proto == 6,
+            Prereq::L4 => ip && matches!(proto, 6 | 17 | 132),
+            Prereq::Tcp => ip && proto == 6,
             Prereq::Icmp => self.is_ipv4() && proto == 1,
+            Prereq::Icmpv6 => self.is_ipv6() && proto == 58,
+            Prereq::Nd => nd(&[135, 136]),
+            Prereq::NdSolicit => nd(&[135]),
+            Prereq::NdAdvert => nd(&[136]),
         }
     }
 
@@ -320,6 +338,12 @@ impl Run<'_> {
             Action::SetField { field, value, mask } => {
                 if self.prereq(*field) {
                     self.flow.set_masked(*field, *value, *mask);
+                }
+            }
+            Action::SetWide { field, value, mask } => {
+                if self.prereq(*field) {
+                    let old = self.flow.get_wide(*field);
+                    self.flow.set_wide(*field, (old & !mask) | (value & mask));
                 }
             }
             Action::Move { src, dst } => {
@@ -355,7 +379,7 @@ impl Run<'_> {
                 }
             }
             Action::DecTtl => {
-                if self.is_ipv4() {
+                if self.is_ipv4() || self.is_ipv6() {
                     let ttl = self.flow.get(Field::IpTtl);
                     if ttl > 1 {
                         self.flow.set(Field::IpTtl, ttl - 1);
@@ -453,12 +477,20 @@ impl Run<'_> {
 
     /// The select-group hash (symmetric over address and port pairs).
     fn hash(&self, fields: Option<&[Field]>) -> u64 {
+        let ports = matches!(self.flow.get(Field::IpProto), 6 | 17 | 132);
         let default: Vec<Field> = if self.is_ipv4() {
-            if matches!(self.flow.get(Field::IpProto), 6 | 17 | 132) {
+            if ports {
                 vec![Field::IpSrc, Field::IpDst, Field::IpProto, Field::TpSrc, Field::TpDst]
             } else {
                 vec![Field::IpSrc, Field::IpDst, Field::IpProto]
             }
+        } else if self.is_ipv6() {
+            // The addresses' high halves as one pair, their low halves as another.
+            let mut v = vec![Field::Ipv6SrcHi, Field::Ipv6DstHi, Field::Ipv6SrcLo, Field::Ipv6DstLo, Field::IpProto];
+            if ports {
+                v.extend([Field::TpSrc, Field::TpDst]);
+            }
+            v
         } else {
             vec![Field::EthSrc, Field::EthDst, Field::EthType]
         };
@@ -474,6 +506,8 @@ impl Run<'_> {
             let pair = matches!(
                 (f, fields.get(i + 1)),
                 (Field::IpSrc, Some(Field::IpDst))
+                    | (Field::Ipv6SrcHi, Some(Field::Ipv6DstHi))
+                    | (Field::Ipv6SrcLo, Some(Field::Ipv6DstLo))
                     | (Field::TpSrc, Some(Field::TpDst))
                     | (Field::EthSrc, Some(Field::EthDst))
             );

@@ -145,8 +145,26 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
         assert!(!ok && (text.contains("OFPBAC_BAD_EXP_TYPE") || text.contains("OFPBAC_BAD_VENDOR_TYPE")), "{text}");
         let (ok, text) = r.ofctl(proto, "add-flow", &["actions=push_mpls:0x8847,output:1"]);
         assert!(!ok && text.contains("OFPBAC_BAD_TYPE"), "{text}");
-        let (ok, text) = r.ofctl(proto, "add-flow", &["ipv6,ipv6_src=::1,actions=drop"]);
+        let (ok, text) = r.ofctl(proto, "add-flow", &["mpls,mpls_label=5,actions=drop"]);
         assert!(!ok && text.contains("OFPBMC_BAD_FIELD"), "{text}");
+        assert_eq!(r.installed().len(), 3);
+        // IPv6: 128-bit matches and set_field, neighbour discovery, as ovs-ofctl writes them.
+        r.ok(proto, "add-flow", &["table=5,ipv6,ipv6_src=2001:db8::/64,actions=set_field:fe80::1->ipv6_dst,output:1"]);
+        r.ok(proto, "add-flow", &["table=5,icmp6,icmp_type=135,nd_target=fe80::7,nd_sll=00:00:00:00:00:01,actions=2"]);
+        r.ok(
+            proto,
+            "add-flow",
+            &["table=5,tcp6,ipv6_dst=::1:0:0:0/::ffff:ffff:0:0:0,ipv6_label=0x12345,tp_dst=443,actions=3"],
+        );
+        let dump = r.ok(proto, "dump-flows", &["table=5"]);
+        for want in [
+            "ipv6,ipv6_src=2001:db8::/64 actions=set_field:fe80::1->ipv6_dst,output:1",
+            "icmp6,icmp_type=135,nd_target=fe80::7,nd_sll=00:00:00:00:00:01 actions=output:2",
+            "tcp6,ipv6_dst=::1:0:0:0/::ffff:ffff:0:0:0,ipv6_label=0x12345,tp_dst=443 actions=output:3",
+        ] {
+            assert!(dump.contains(want), "{want} in {dump}");
+        }
+        r.ok(proto, "del-flows", &["table=5"]);
         assert_eq!(r.installed().len(), 3);
         bundles(&r, proto);
         let tables = r.ok(proto, "dump-tables", &[]);

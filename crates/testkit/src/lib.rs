@@ -54,6 +54,7 @@ pub struct Case {
 const NETS: [&str; 5] = ["10.0.0.0", "10.0.1.0", "10.1.0.0", "192.168.0.0", "172.16.5.0"];
 const MACS: [&str; 4] = ["00:00:00:00:00:01", "00:00:00:00:00:02", "00:00:00:00:aa:01", "02:00:00:00:00:09"];
 const PORTS_L4: [u16; 5] = [22, 53, 80, 443, 8080];
+const NETS6: [&str; 4] = ["2001:db8::", "2001:db8:0:1::", "fd00:1::", "fe80::"];
 
 fn pick<'a, T>(rng: &mut StdRng, xs: &'a [T]) -> &'a T {
     xs.choose(rng).unwrap_or(&xs[0])
@@ -70,13 +71,27 @@ fn rand_addr(rng: &mut StdRng) -> String {
     addr_in(rng, net)
 }
 
+fn addr6_in(rng: &mut StdRng, net: &str) -> String {
+    let base: std::net::Ipv6Addr = net.parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+    let v = u128::from(base) | rng.gen_range(0..512u128);
+    std::net::Ipv6Addr::from(v).to_string()
+}
+
+fn rand_addr6(rng: &mut StdRng) -> String {
+    let net = *pick(rng, &NETS6);
+    addr6_in(rng, net)
+}
+
+const V4: [&str; 4] = ["ip", "tcp", "udp", "icmp"];
+const V6: [&str; 4] = ["ipv6", "tcp6", "udp6", "icmp6"];
+
 /// A random match: a protocol, then fields valid for it.
 fn gen_match(rng: &mut StdRng, cfg: &GenConfig) -> String {
     let mut parts: Vec<String> = Vec::new();
     if rng.gen_bool(0.3) {
         parts.push(format!("in_port={}", rng.gen_range(1..=cfg.n_ports)));
     }
-    let proto = *pick(rng, &["", "ip", "tcp", "udp", "icmp", "arp"]);
+    let proto = *pick(rng, &["", "ip", "tcp", "udp", "icmp", "arp", "ipv6", "tcp6", "udp6", "icmp6"]);
     if !proto.is_empty() {
         parts.push(proto.to_string());
     }
@@ -103,8 +118,32 @@ fn gen_match(rng: &mut StdRng, cfg: &GenConfig) -> String {
             parts.push(format!("nw_ttl={}", rng.gen_range(0..3)));
         }
     }
-    if matches!(proto, "tcp" | "udp") {
-        let (src, dst) = if proto == "tcp" { ("tcp_src", "tcp_dst") } else { ("udp_src", "udp_dst") };
+    if V6.contains(&proto) {
+        if rng.gen_bool(0.5) {
+            let plen = *pick(rng, &[32, 48, 64, 120, 128]);
+            let net = pick(rng, &NETS6);
+            let a = if plen == 128 { addr6_in(rng, net) } else { net.to_string() };
+            parts.push(format!("ipv6_dst={a}/{plen}"));
+        }
+        if rng.gen_bool(0.3) {
+            parts.push(format!("ipv6_src={}/{}", pick(rng, &NETS6), pick(rng, &[16, 48, 64])));
+        }
+        if rng.gen_bool(0.1) {
+            parts.push(format!("nw_ttl={}", rng.gen_range(0..3)));
+        }
+        if rng.gen_bool(0.1) {
+            parts.push(format!("ipv6_label={:#x}", rng.gen_range(0..2)));
+        }
+    }
+    if proto == "icmp6" && rng.gen_bool(0.4) {
+        let ty = *pick(rng, &[128, 135, 136]);
+        parts.push(format!("icmp_type={ty}"));
+        if ty != 128 && rng.gen_bool(0.5) {
+            parts.push(format!("nd_target={}", rand_addr6(rng)));
+        }
+    }
+    if matches!(proto, "tcp" | "udp" | "tcp6" | "udp6") {
+        let (src, dst) = if proto.starts_with("tcp") { ("tcp_src", "tcp_dst") } else { ("udp_src", "udp_dst") };
         if rng.gen_bool(0.5) {
             parts.push(format!("{dst}={}", pick(rng, &PORTS_L4)));
         }
@@ -125,15 +164,16 @@ fn gen_match(rng: &mut StdRng, cfg: &GenConfig) -> String {
 /// Only actions whose prerequisites the match (and earlier actions) guarantee,
 /// as OpenFlow 1.1+ requires (`pop_vlan` needs a tag, `mod_tp_dst` needs tcp/udp).
 fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u32], has_vlan: &mut bool) -> String {
-    let is_ip = ["ip", "tcp", "udp", "icmp"].iter().any(|p| m.split(',').any(|x| x == *p));
-    let l4 = m.split(',').any(|x| x == "tcp" || x == "udp");
+    let is_ip = V4.iter().any(|p| m.split(',').any(|x| x == *p));
+    let is_ip6 = V6.iter().any(|p| m.split(',').any(|x| x == *p));
+    let l4 = m.split(',').any(|x| matches!(x, "tcp" | "udp" | "tcp6" | "udp6"));
     loop {
-        let a = match rng.gen_range(0..15) {
+        let a = match rng.gen_range(0..17) {
             0..=3 => format!("output:{}", rng.gen_range(1..=cfg.n_ports)),
             4 => format!("mod_dl_dst:{}", pick(rng, &MACS)),
             5 => format!("mod_dl_src:{}", pick(rng, &MACS)),
             6 if is_ip => format!("mod_nw_dst:{}", rand_addr(rng)),
-            7 if is_ip => "dec_ttl".to_string(),
+            7 if is_ip || is_ip6 => "dec_ttl".to_string(),
             8 if l4 => format!("mod_tp_dst:{}", pick(rng, &PORTS_L4)),
             9 => format!("load:{:#x}->NXM_NX_REG0[0..3]", rng.gen_range(0..4)),
             10 if cfg.resubmit && table + 1 < cfg.n_tables => {
@@ -148,7 +188,9 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 *has_vlan = false;
                 "pop_vlan".to_string()
             }
-            14 if is_ip => format!("set_field:{}->ip_dscp", pick(rng, &[0, 4, 8])),
+            14 if is_ip || is_ip6 => format!("set_field:{}->ip_dscp", pick(rng, &[0, 4, 8])),
+            15 if is_ip6 => format!("set_field:{}->ipv6_dst", rand_addr6(rng)),
+            16 if is_ip6 => format!("set_field:{}->ipv6_src", rand_addr6(rng)),
             _ => continue,
         };
         return a;
@@ -251,9 +293,38 @@ pub fn gen_packets(seed: u64, n: usize, n_ports: u32) -> Vec<String> {
             if rng.gen_bool(0.15) {
                 p.push(format!("dl_vlan={}", rng.gen_range(1..4)));
             }
-            let proto = *pick(&mut rng, &["tcp", "tcp", "udp", "udp", "icmp", "arp"]);
+            let proto = *pick(&mut rng, &["tcp", "tcp", "udp", "udp", "icmp", "arp", "tcp6", "udp6", "icmp6"]);
             p.push(proto.to_string());
-            if proto == "arp" {
+            if V6.contains(&proto) {
+                p.push(format!("ipv6_src={}", rand_addr6(&mut rng)));
+                p.push(format!("ipv6_dst={}", rand_addr6(&mut rng)));
+                p.push(format!("nw_ttl={}", *pick(&mut rng, &[0u8, 1, 2, 64])));
+                if rng.gen_bool(0.2) {
+                    p.push("ipv6_label=0x1".into());
+                }
+                match proto {
+                    "tcp6" => {
+                        p.push(format!("tcp_src={}", rng.gen_range(0..1100)));
+                        p.push(format!("tcp_dst={}", pick(&mut rng, &PORTS_L4)));
+                    }
+                    "udp6" => {
+                        p.push(format!("udp_src={}", rng.gen_range(0..1100)));
+                        p.push(format!("udp_dst={}", pick(&mut rng, &PORTS_L4)));
+                    }
+                    _ => {
+                        let ty = *pick(&mut rng, &[128u8, 135, 136]);
+                        p.push(format!("icmpv6_type={ty}"));
+                        p.push("icmpv6_code=0".into());
+                        if ty == 135 {
+                            p.push(format!("nd_target={}", rand_addr6(&mut rng)));
+                            p.push(format!("nd_sll={}", pick(&mut rng, &MACS)));
+                        } else if ty == 136 {
+                            p.push(format!("nd_target={}", rand_addr6(&mut rng)));
+                            p.push(format!("nd_tll={}", pick(&mut rng, &MACS)));
+                        }
+                    }
+                }
+            } else if proto == "arp" {
                 p.push(format!("arp_op={}", rng.gen_range(1..3)));
                 p.push(format!("arp_spa={}", rand_addr(&mut rng)));
                 p.push(format!("arp_tpa={}", rand_addr(&mut rng)));

@@ -2,7 +2,8 @@
 //!
 //! Views over a byte buffer read fields at fixed offsets; nothing is copied
 //! and nothing is allocated. Parsed: Ethernet II, 802.1Q/802.1ad (one level of
-//! QinQ), ARP, IPv4 (options, fragments), TCP, UDP, SCTP, ICMP.
+//! QinQ), ARP, IPv4 (options, fragments), IPv6 (extension headers, fragments;
+//! see [`ipv6`]), TCP, UDP, SCTP, ICMP, ICMPv6 with neighbour discovery.
 //!
 //! # No-panic contract
 //!
@@ -15,6 +16,7 @@
 //! slice, header lengths at most 60).
 
 pub mod emit;
+pub mod ipv6;
 pub mod rewrite;
 
 use kairo_flow::field::{Field, VLAN_CFI};
@@ -24,25 +26,26 @@ use kairo_flow::FlowKey;
 pub const ETH_HLEN: usize = 14;
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 /// Open vSwitch's dl_type for 802.3 frames without SNAP.
 pub const ETHERTYPE_NONE: u16 = 0x05ff;
 
 #[inline]
-fn be16(b: &[u8], ofs: usize) -> Option<u16> {
+pub(crate) fn be16(b: &[u8], ofs: usize) -> Option<u16> {
     let s = b.get(ofs..ofs.checked_add(2)?)?;
     Some(u16::from_be_bytes([s[0], s[1]]))
 }
 
 #[inline]
-fn be32(b: &[u8], ofs: usize) -> Option<u32> {
+pub(crate) fn be32(b: &[u8], ofs: usize) -> Option<u32> {
     let s = b.get(ofs..ofs.checked_add(4)?)?;
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 #[inline]
-fn mac(b: &[u8], ofs: usize) -> Option<u64> {
+pub(crate) fn mac(b: &[u8], ofs: usize) -> Option<u64> {
     let s = b.get(ofs..ofs.checked_add(6)?)?;
     Some(s.iter().fold(0u64, |a, &x| (a << 8) | x as u64))
 }
@@ -56,6 +59,10 @@ pub struct Layout {
     pub l4: Option<usize>,
     /// Number of VLAN tags (0-2).
     pub vlans: u8,
+    /// The L4 protocol (IPv4's protocol, IPv6's last next-header) when `l4` is set.
+    pub proto: u8,
+    /// Is the L3 header IPv6?
+    pub ipv6: bool,
 }
 
 /// A view of an Ethernet frame (smoltcp-style: check once, then read).
@@ -183,35 +190,9 @@ pub fn parse(buf: &[u8], in_port: u32) -> (FlowKey, Layout) {
                 return (k, lay);
             }
             let l4 = l3 + ip.header_len();
-            let Some(l4b) = buf.get(l4..) else { return (k, lay) };
-            let ok = match ip.protocol() as u64 {
-                kairo_flow::field::IPPROTO_TCP if l4b.len() >= 20 => {
-                    k.set(Field::TpSrc, be16(l4b, 0).unwrap_or(0) as u64);
-                    k.set(Field::TpDst, be16(l4b, 2).unwrap_or(0) as u64);
-                    k.set(Field::TcpFlags, (be16(l4b, 12).unwrap_or(0) & 0x0fff) as u64);
-                    true
-                }
-                kairo_flow::field::IPPROTO_UDP if l4b.len() >= 8 => {
-                    k.set(Field::TpSrc, be16(l4b, 0).unwrap_or(0) as u64);
-                    k.set(Field::TpDst, be16(l4b, 2).unwrap_or(0) as u64);
-                    true
-                }
-                kairo_flow::field::IPPROTO_SCTP if l4b.len() >= 12 => {
-                    k.set(Field::TpSrc, be16(l4b, 0).unwrap_or(0) as u64);
-                    k.set(Field::TpDst, be16(l4b, 2).unwrap_or(0) as u64);
-                    true
-                }
-                kairo_flow::field::IPPROTO_ICMP if l4b.len() >= 8 => {
-                    k.set(Field::IcmpType, l4b[0] as u64);
-                    k.set(Field::IcmpCode, l4b[1] as u64);
-                    true
-                }
-                _ => false,
-            };
-            if ok {
-                lay.l4 = Some(l4);
-            }
+            parse_l4(buf, l4, ip.protocol(), &mut k, &mut lay);
         }
+        ETHERTYPE_IPV6 => ipv6::parse(buf, l3, &mut k, &mut lay),
         // Ethernet/IPv4 ARP only.
         ETHERTYPE_ARP
             if payload.len() >= 28
@@ -233,6 +214,47 @@ pub fn parse(buf: &[u8], in_port: u32) -> (FlowKey, Layout) {
         _ => {}
     }
     (k, lay)
+}
+
+/// Parses the L4 header at `l4` (protocol `proto`) into `k`; sets `lay.l4`
+/// if it is complete enough to parse.
+pub(crate) fn parse_l4(buf: &[u8], l4: usize, proto: u8, k: &mut FlowKey, lay: &mut Layout) {
+    let Some(l4b) = buf.get(l4..) else { return };
+    use kairo_flow::field::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+    let ok = match proto as u64 {
+        IPPROTO_TCP if l4b.len() >= 20 => {
+            k.set(Field::TpSrc, be16(l4b, 0).unwrap_or(0) as u64);
+            k.set(Field::TpDst, be16(l4b, 2).unwrap_or(0) as u64);
+            k.set(Field::TcpFlags, (be16(l4b, 12).unwrap_or(0) & 0x0fff) as u64);
+            true
+        }
+        IPPROTO_UDP if l4b.len() >= 8 => {
+            k.set(Field::TpSrc, be16(l4b, 0).unwrap_or(0) as u64);
+            k.set(Field::TpDst, be16(l4b, 2).unwrap_or(0) as u64);
+            true
+        }
+        IPPROTO_SCTP if l4b.len() >= 12 => {
+            k.set(Field::TpSrc, be16(l4b, 0).unwrap_or(0) as u64);
+            k.set(Field::TpDst, be16(l4b, 2).unwrap_or(0) as u64);
+            true
+        }
+        IPPROTO_ICMP if !lay.ipv6 && l4b.len() >= 8 => {
+            k.set(Field::IcmpType, l4b[0] as u64);
+            k.set(Field::IcmpCode, l4b[1] as u64);
+            true
+        }
+        IPPROTO_ICMPV6 if lay.ipv6 && l4b.len() >= 8 => {
+            k.set(Field::Icmpv6Type, l4b[0] as u64);
+            k.set(Field::Icmpv6Code, l4b[1] as u64);
+            ipv6::parse_nd(l4b, k);
+            true
+        }
+        _ => false,
+    };
+    if ok {
+        lay.l4 = Some(l4);
+        lay.proto = proto;
+    }
 }
 
 /// The RFC 1071 Internet checksum of `data` (folded, complemented).

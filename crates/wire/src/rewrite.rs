@@ -1,8 +1,9 @@
 //! In-place header rewrites on a packet buffer, keeping checksums right.
 //!
 //! Invariant: after any rewrite here, the IPv4 header checksum and the TCP,
-//! UDP (unless zero, meaning "none") and ICMP checksums of the packet are
-//! exactly what a full recomputation gives (RFC 1624 incremental updates).
+//! UDP (unless zero, meaning "none"), ICMP and ICMPv6 checksums of the packet
+//! are exactly what a full recomputation gives (RFC 1624 incremental updates;
+//! IPv6 addresses reach the L4 checksum through the pseudo-header).
 //! Rewrites of fields the packet does not have are no-ops; nothing panics.
 
 use crate::{Layout, ETHERTYPE_VLAN};
@@ -45,14 +46,15 @@ fn fix(b: &mut [u8], ofs: usize, old: u16, new: u16, udp: bool) {
 }
 
 /// Where the L4 checksum of the packet is, and whether it is UDP-style.
-fn l4_csum(b: &[u8], lay: &Layout) -> Option<(usize, bool, bool)> {
-    let l3 = lay.l3?;
+/// The third value: does the checksum cover the IP pseudo-header?
+fn l4_csum(_b: &[u8], lay: &Layout) -> Option<(usize, bool, bool)> {
+    lay.l3?;
     let l4 = lay.l4?;
-    let proto = *b.get(l3 + 9)?;
-    match proto {
-        6 => Some((l4 + 16, false, true)),
-        17 => Some((l4 + 6, true, true)),
-        1 => Some((l4 + 2, false, false)),
+    match (lay.proto, lay.ipv6) {
+        (6, _) => Some((l4 + 16, false, true)),
+        (17, _) => Some((l4 + 6, true, true)),
+        (1, false) => Some((l4 + 2, false, false)),
+        (58, true) => Some((l4 + 2, false, true)),
         _ => None,
     }
 }
@@ -60,7 +62,7 @@ fn l4_csum(b: &[u8], lay: &Layout) -> Option<(usize, bool, bool)> {
 /// Writes a 16-bit word of the IPv4 header, fixing its checksum, and (if
 /// `pseudo`) the L4 checksum that covers it through the pseudo-header.
 fn ip_word(b: &mut [u8], lay: &Layout, ofs_in_ip: usize, new: u16, pseudo: bool) {
-    let Some(l3) = lay.l3 else { return };
+    let Some(l3) = lay.l3.filter(|_| !lay.ipv6) else { return };
     let Some(old) = get16(b, l3 + ofs_in_ip) else { return };
     if old == new {
         return;
@@ -138,8 +140,8 @@ pub fn set_ipv4_tos(b: &mut [u8], lay: &Layout, value: u8, mask: u8) {
 /// Rewrites a TCP/UDP/SCTP port. (SCTP's CRC32c is not updated: kairo does not
 /// verify or fix SCTP checksums.)
 fn l4_port(b: &mut [u8], lay: &Layout, ofs: usize, port: u16) {
-    let (Some(l3), Some(l4)) = (lay.l3, lay.l4) else { return };
-    if !matches!(b.get(l3 + 9), Some(6 | 17 | 132)) {
+    let Some(l4) = lay.l4 else { return };
+    if !matches!(lay.proto, 6 | 17 | 132) {
         return;
     }
     let Some(old) = get16(b, l4 + ofs) else { return };
@@ -162,8 +164,8 @@ pub fn set_l4_dst(b: &mut [u8], lay: &Layout, port: u16) {
 
 /// Sets ICMP type and/or code, fixing the ICMP checksum.
 pub fn set_icmp(b: &mut [u8], lay: &Layout, ty: Option<u8>, code: Option<u8>) {
-    let (Some(l3), Some(l4)) = (lay.l3, lay.l4) else { return };
-    if b.get(l3 + 9) != Some(&1) {
+    let Some(l4) = lay.l4 else { return };
+    if lay.ipv6 || lay.proto != 1 {
         return;
     }
     let Some(old) = get16(b, l4) else { return };
@@ -171,6 +173,110 @@ pub fn set_icmp(b: &mut [u8], lay: &Layout, ty: Option<u8>, code: Option<u8>) {
     if new != old {
         put16(b, l4, new);
         fix(b, l4 + 2, old, new, false);
+    }
+}
+
+/// Writes a 16-bit word of the IPv6 packet at `ofs` (from the buffer's
+/// start), fixing the L4 checksum if the word is in it (in the
+/// pseudo-header, or in the ICMPv6 message).
+fn v6_word(b: &mut [u8], lay: &Layout, ofs: usize, new: u16, in_checksum: bool) {
+    let Some(old) = get16(b, ofs) else { return };
+    if old == new {
+        return;
+    }
+    put16(b, ofs, new);
+    if in_checksum {
+        if let Some((c, udp, true)) = l4_csum(b, lay) {
+            fix(b, c, old, new, udp);
+        }
+    }
+}
+
+/// Writes a 128-bit address at `ofs`, word by word, fixing the L4 checksum.
+fn v6_addr(b: &mut [u8], lay: &Layout, ofs: usize, a: u128) {
+    for (i, w) in a.to_be_bytes().chunks_exact(2).enumerate() {
+        v6_word(b, lay, ofs + 2 * i, u16::from_be_bytes([w[0], w[1]]), true);
+    }
+}
+
+fn ipv6_l3(lay: &Layout) -> Option<usize> {
+    lay.l3.filter(|_| lay.ipv6)
+}
+
+pub fn set_ipv6_src(b: &mut [u8], lay: &Layout, a: u128) {
+    if let Some(l3) = ipv6_l3(lay) {
+        v6_addr(b, lay, l3 + 8, a);
+    }
+}
+
+pub fn set_ipv6_dst(b: &mut [u8], lay: &Layout, a: u128) {
+    if let Some(l3) = ipv6_l3(lay) {
+        v6_addr(b, lay, l3 + 24, a);
+    }
+}
+
+/// Sets the traffic class bits under `mask` to `value` (no checksum covers them).
+pub fn set_ipv6_tclass(b: &mut [u8], lay: &Layout, value: u8, mask: u8) {
+    let Some(l3) = ipv6_l3(lay) else { return };
+    let Some(w) = get16(b, l3) else { return };
+    let tc = ((w >> 4) as u8 & !mask) | (value & mask);
+    put16(b, l3, (w & 0xf00f) | (tc as u16) << 4);
+}
+
+pub fn set_ipv6_label(b: &mut [u8], lay: &Layout, label: u32) {
+    let Some(l3) = ipv6_l3(lay) else { return };
+    let Some(w) = get16(b, l3) else { return };
+    if put16(b, l3, (w & 0xfff0) | ((label >> 16) & 0xf) as u16) {
+        put16(b, l3 + 2, label as u16);
+    }
+}
+
+pub fn set_ipv6_hlimit(b: &mut [u8], lay: &Layout, hlimit: u8) {
+    if let Some(h) = ipv6_l3(lay).and_then(|l3| b.get_mut(l3 + 7)) {
+        *h = hlimit;
+    }
+}
+
+/// Sets ICMPv6 type and/or code, fixing the checksum.
+pub fn set_icmpv6(b: &mut [u8], lay: &Layout, ty: Option<u8>, code: Option<u8>) {
+    let Some(l4) = lay.l4.filter(|_| lay.ipv6 && lay.proto == 58) else { return };
+    let Some(old) = get16(b, l4) else { return };
+    let new = ((ty.unwrap_or((old >> 8) as u8) as u16) << 8) | code.unwrap_or(old as u8) as u16;
+    v6_word(b, lay, l4, new, true);
+}
+
+/// Neighbour discovery: the target, and the link-layer address options the
+/// message already has (none is added, as Open vSwitch's `packet_set_nd`).
+pub fn set_nd(b: &mut [u8], lay: &Layout, target: Option<u128>, sll: Option<u64>, tll: Option<u64>) {
+    let Some(l4) = lay.l4.filter(|_| lay.ipv6 && lay.proto == 58) else { return };
+    let ty = match b.get(l4) {
+        Some(&t) if t == 135 || t == 136 => t,
+        _ => return,
+    };
+    if b.len() < l4 + 24 {
+        return;
+    }
+    if let Some(t) = target {
+        v6_addr(b, lay, l4 + 8, t);
+    }
+    let mut ofs = l4 + 24;
+    while ofs + 8 <= b.len() {
+        let (opt, units) = (b[ofs], usize::from(b[ofs + 1]));
+        if units == 0 {
+            return;
+        }
+        let lla = match (opt, ty) {
+            (1, 135) => sll,
+            (2, 136) => tll,
+            _ => None,
+        };
+        if let (Some(m), 1) = (lla, units) {
+            let bytes = m.to_be_bytes();
+            for i in 0..3 {
+                v6_word(b, lay, ofs + 2 + 2 * i, u16::from_be_bytes([bytes[2 + 2 * i], bytes[3 + 2 * i]]), true);
+            }
+        }
+        ofs += units * 8;
     }
 }
 

@@ -68,7 +68,7 @@ fn tcp_golden() {
     assert_eq!(k.get(Field::TpSrc), 1234);
     assert_eq!(k.get(Field::TpDst), 80);
     assert_eq!(k.get(Field::TcpFlags), 0x002);
-    assert_eq!(lay, Layout { l3: Some(14), l4: Some(34), vlans: 0 });
+    assert_eq!(lay, Layout { l3: Some(14), l4: Some(34), vlans: 0, proto: 6, ipv6: false });
 }
 
 #[test]
@@ -96,7 +96,7 @@ fn vlan_and_qinq_golden() {
     assert_eq!(k.get(Field::VlanTci), 0x3005);
     assert_eq!(k.get(Field::EthType), 0x0800);
     assert_eq!(k.get(Field::TpDst), 80);
-    assert_eq!(lay, Layout { l3: Some(18), l4: Some(38), vlans: 1 });
+    assert_eq!(lay, Layout { l3: Some(18), l4: Some(38), vlans: 1, proto: 6, ipv6: false });
     let q = with_tag(p, 0x88a8, 0x0064);
     let (k, lay) = parse(&q, 1);
     assert_eq!(k.get(Field::VlanTci), 0x1064);
@@ -170,10 +170,39 @@ fn every_truncation_parses_a_prefix() {
     }
 }
 
+/// From-scratch IPv6 L4 checksums: the segment from `lay.l4` to the end of
+/// the payload the IPv6 header declares, under the RFC 8200 pseudo-header.
+fn verify_checksums_v6(p: &[u8], l3: usize, lay: &Layout) {
+    let Some(l4) = lay.l4 else { return };
+    let end = l3 + 40 + u16::from_be_bytes([p[l3 + 4], p[l3 + 5]]) as usize;
+    let mut s = p[l4..end].to_vec();
+    let at = match lay.proto {
+        6 => 16,
+        17 => 6,
+        58 => 2,
+        _ => return,
+    };
+    let stored = u16::from_be_bytes([s[at], s[at + 1]]);
+    s[at] = 0;
+    s[at + 1] = 0;
+    let mut all = p[l3 + 8..l3 + 40].to_vec();
+    all.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    all.extend_from_slice(&[0, 0, 0, lay.proto]);
+    all.extend_from_slice(&s);
+    let mut c = checksum(&all);
+    if lay.proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    assert_eq!(stored, c, "IPv6 L4 checksum proto {}", lay.proto);
+}
+
 /// From-scratch checksums (independent of the incremental code).
 fn verify_checksums(p: &[u8]) {
     let (k, lay) = parse(p, 0);
     let Some(l3) = lay.l3 else { return };
+    if k.get(Field::EthType) == 0x86dd {
+        return verify_checksums_v6(p, l3, &lay);
+    }
     if k.get(Field::EthType) != 0x0800 {
         return;
     }
@@ -257,6 +286,136 @@ fn rewrites_keep_checksums_exact() {
     }
 }
 
+/// A TCP/IPv6 frame with a hop-by-hop header and a first-fragment header
+/// before TCP, built by hand.
+fn ipv6_ext_packet(frag_word: u16) -> Vec<u8> {
+    let mut p = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    p.extend_from_slice(&[0x6a, 0x81, 0x23, 0x45]); // version 6, tclass 0xa8, label 0x12345
+    p.extend_from_slice(&(8u16 + 8 + 20).to_be_bytes());
+    p.extend_from_slice(&[0, 17]); // next: hop-by-hop; hop limit 17
+    p.extend_from_slice(&(0x2001_0db8u128 << 96 | 1).to_be_bytes());
+    p.extend_from_slice(&(0xfe80u128 << 112 | 2).to_be_bytes());
+    p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]); // hop-by-hop: next fragment, PadN
+    p.extend_from_slice(&[6, 0]);
+    p.extend_from_slice(&frag_word.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 9]);
+    let mut tcp = [0x30, 0x39, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x12, 0xff, 0xff, 0, 0, 0, 0];
+    // RFC 8200 pseudo-header checksum, written out here.
+    let mut all = p[14 + 8..14 + 40].to_vec();
+    all.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+    all.extend_from_slice(&tcp);
+    tcp[16..18].copy_from_slice(&checksum(&all).to_be_bytes());
+    p.extend_from_slice(&tcp);
+    p
+}
+
+#[test]
+fn ipv6_udp_and_icmpv6_golden_from_etherparse() {
+    let src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let dst = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    let b = PacketBuilder::ethernet2(SRC, DST).ipv6(src, dst, 33).udp(5353, 53);
+    let mut v = Vec::new();
+    b.write(&mut v, &[7u8; 13]).unwrap();
+    let (k, lay) = parse(&v, 2);
+    assert_eq!(k.get_wide(Field::Ipv6SrcHi), u128::from_be_bytes(src));
+    assert_eq!(k.get_wide(Field::Ipv6DstHi), u128::from_be_bytes(dst));
+    assert_eq!(
+        (k.get(Field::IpProto), k.get(Field::IpTtl), k.get(Field::TpSrc), k.get(Field::TpDst)),
+        (17, 33, 5353, 53)
+    );
+    assert_eq!(lay, Layout { l3: Some(14), l4: Some(54), vlans: 0, proto: 17, ipv6: true });
+    verify_checksums(&v);
+    // kairo's emitter writes the same bytes for the same key.
+    assert_eq!(crate::emit::frame(&k, &[7u8; 13]), v);
+    let b = PacketBuilder::ethernet2(SRC, DST).ipv6(src, dst, 64).icmpv6_echo_request(1, 2);
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).unwrap();
+    let (k, _) = parse(&v, 2);
+    assert_eq!((k.get(Field::IpProto), k.get(Field::Icmpv6Type), k.get(Field::Icmpv6Code)), (58, 128, 0));
+    verify_checksums(&v);
+}
+
+#[test]
+fn ipv6_extension_headers_and_fragments_golden() {
+    use kairo_flow::parse::{FRAG_ANY, FRAG_LATER};
+    // First fragment (offset 0, M set): L4 parsed.
+    let (k, lay) = parse(&ipv6_ext_packet(1), 4);
+    assert_eq!(k.get(Field::EthType), 0x86dd);
+    assert_eq!(k.get_wide(Field::Ipv6SrcHi), 0x2001_0db8u128 << 96 | 1);
+    assert_eq!(k.get_wide(Field::Ipv6DstHi), 0xfe80u128 << 112 | 2);
+    assert_eq!((k.get(Field::IpDscp), k.get(Field::IpEcn), k.get(Field::Ipv6Label)), (0x2a, 0, 0x12345));
+    assert_eq!((k.get(Field::IpTtl), k.get(Field::IpProto), k.get(Field::IpFrag)), (17, 6, FRAG_ANY));
+    assert_eq!((k.get(Field::TpSrc), k.get(Field::TpDst), k.get(Field::TcpFlags)), (12345, 80, 0x12));
+    assert_eq!(lay, Layout { l3: Some(14), l4: Some(70), vlans: 0, proto: 6, ipv6: true });
+    // A later fragment: no L4.
+    let (k, lay) = parse(&ipv6_ext_packet(8 << 3), 4);
+    assert_eq!((k.get(Field::IpProto), k.get(Field::IpFrag), k.get(Field::TpDst)), (6, FRAG_ANY | FRAG_LATER, 0));
+    assert_eq!(lay.l4, None);
+    // Cut inside the fragment header: the L3 fields stand, the walk stops there.
+    let mut cut = ipv6_ext_packet(1);
+    cut.truncate(14 + 40 + 8 + 4);
+    let (k, lay) = parse(&cut, 4);
+    assert_eq!((k.get(Field::IpProto), k.get(Field::TpDst), lay.l4), (44, 0, None));
+    assert_eq!(k.get(Field::IpTtl), 17);
+}
+
+#[test]
+fn neighbour_discovery_golden() {
+    use kairo_flow::FlowKey;
+    let mut k = FlowKey::ZERO;
+    k.set(Field::EthType, 0x86dd);
+    k.set(Field::IpProto, 58);
+    k.set(Field::IpTtl, 255);
+    k.set(Field::Icmpv6Type, 135);
+    k.set_wide(Field::NdTargetHi, 0xfe80u128 << 112 | 9);
+    k.set(Field::NdSll, 0x0000_0000_0042);
+    let f = crate::emit::frame(&k, &[]);
+    assert_eq!(f.len(), 14 + 40 + 32);
+    let (back, lay) = parse(&f, 0);
+    assert_eq!(back, k);
+    verify_checksums(&f);
+    // A zero-length option makes the message malformed: ND fields zero, type and code kept.
+    let mut bad = f.clone();
+    bad[14 + 40 + 25] = 0;
+    let (b, _) = parse(&bad, 0);
+    assert_eq!((b.get(Field::Icmpv6Type), b.get_wide(Field::NdTargetHi), b.get(Field::NdSll)), (135, 0, 0));
+    // Rewrites keep the ICMPv6 checksum.
+    let mut p = f.clone();
+    set_nd(&mut p, &lay, Some(0x2001_0db8u128 << 96 | 5), Some(0x0a0b_0c0d_0e0f), Some(1));
+    verify_checksums(&p);
+    let (r, _) = parse(&p, 0);
+    assert_eq!((r.get_wide(Field::NdTargetHi), r.get(Field::NdSll)), (0x2001_0db8u128 << 96 | 5, 0x0a0b_0c0d_0e0f));
+    assert_eq!(r.get(Field::NdTll), 0, "no TLL option was added");
+}
+
+#[test]
+fn ipv6_rewrites_keep_checksums_exact() {
+    for base in [ipv6_ext_packet(1), with_tag(ipv6_ext_packet(1), 0x8100, 7)] {
+        let mut p = base.clone();
+        let (_, lay) = parse(&p, 0);
+        set_ipv6_src(&mut p, &lay, 0x2001_0db8_ffff_0000_0000_0000_0000_0007);
+        verify_checksums(&p);
+        set_ipv6_dst(&mut p, &lay, 1);
+        verify_checksums(&p);
+        set_ipv6_tclass(&mut p, &lay, 0x03, 0x03);
+        set_ipv6_label(&mut p, &lay, 0xfedcb);
+        set_ipv6_hlimit(&mut p, &lay, 3);
+        set_l4_dst(&mut p, &lay, 8443);
+        verify_checksums(&p);
+        // IPv4 rewrites leave an IPv6 packet alone.
+        let before = p.clone();
+        set_ipv4_src(&mut p, &lay, 0x01020304);
+        set_ipv4_ttl(&mut p, &lay, 1);
+        set_icmp(&mut p, &lay, Some(1), Some(1));
+        assert_eq!(p, before);
+        let (k, _) = parse(&p, 0);
+        assert_eq!(k.get_wide(Field::Ipv6SrcHi), 0x2001_0db8_ffff_0000_0000_0000_0000_0007);
+        assert_eq!(k.get_wide(Field::Ipv6DstHi), 1);
+        assert_eq!((k.get(Field::IpDscp), k.get(Field::IpEcn), k.get(Field::Ipv6Label)), (0x2a, 3, 0xfedcb));
+        assert_eq!((k.get(Field::IpTtl), k.get(Field::TpDst)), (3, 8443));
+    }
+}
+
 mod prop {
     use super::*;
     use proptest::prelude::*;
@@ -272,6 +431,12 @@ mod prop {
             set_l4_dst(&mut b, &lay, v as u16);
             set_icmp(&mut b, &lay, Some(1), None);
             set_arp(&mut b, &lay, Some(2), Some(1), Some(v), Some(2), Some(v));
+            set_ipv6_src(&mut b, &lay, u128::from(v));
+            set_ipv6_tclass(&mut b, &lay, v as u8, 0xff);
+            set_ipv6_label(&mut b, &lay, v);
+            set_ipv6_hlimit(&mut b, &lay, v as u8);
+            set_icmpv6(&mut b, &lay, Some(v as u8), None);
+            set_nd(&mut b, &lay, Some(u128::from(v)), Some(1), Some(2));
             push_vlan(&mut b, &mut lay, v as u16);
             pop_vlan(&mut b, &mut lay);
             pop_vlan(&mut b, &mut lay);
@@ -279,7 +444,7 @@ mod prop {
 
         #[test]
         fn mutated_valid_packets_never_panic(idx in 0usize..80, byte in any::<u8>(), cut in 0usize..90) {
-            for mut p in [tcp_packet(), udp_packet(), icmp_packet(), arp_packet()] {
+            for mut p in [tcp_packet(), udp_packet(), icmp_packet(), arp_packet(), ipv6_ext_packet(1)] {
                 if idx < p.len() { p[idx] = byte; }
                 p.truncate(cut.min(p.len()));
                 let _ = parse(&p, 1);
@@ -297,9 +462,12 @@ mod prop {
             prop_oneof![Just(6u64), Just(17), Just(1), Just(132), Just(47)],
             any::<(u32, u32, u16, u16, u8, u8)>(),
             0u64..3,
-            any::<bool>(),
+            prop_oneof![Just(0u8), Just(1), Just(2)],
+            (any::<u128>(), any::<u128>(), any::<u128>(), 0u32..0x10_0000, 0u8..4),
         )
-            .prop_map(|(dst, src, outer, inner, proto, (s, d, sp, dp, tos, ttl), frag, arp)| {
+            .prop_map(|(dst, src, outer, inner, proto, (s, d, sp, dp, tos, ttl), frag, l3, v6)| {
+                let arp = l3 == 1;
+                let (s6, d6, target, label, nd) = v6;
                 let mut k = kairo_flow::FlowKey::ZERO;
                 k.set(Field::InPort, 3);
                 k.set(Field::EthDst, dst & 0xffff_ffff_ffff);
@@ -319,9 +487,18 @@ mod prop {
                     k.set(Field::ArpTha, dst & 0xffff_ffff_ffff);
                     return k;
                 }
-                k.set(Field::EthType, 0x0800);
-                k.set(Field::IpSrc, s as u64);
-                k.set(Field::IpDst, d as u64);
+                let ipv6 = l3 == 2;
+                let proto = if ipv6 && proto == 1 { 58 } else { proto };
+                if ipv6 {
+                    k.set(Field::EthType, 0x86dd);
+                    k.set_wide(Field::Ipv6SrcHi, s6);
+                    k.set_wide(Field::Ipv6DstHi, d6);
+                    k.set(Field::Ipv6Label, u64::from(label));
+                } else {
+                    k.set(Field::EthType, 0x0800);
+                    k.set(Field::IpSrc, s as u64);
+                    k.set(Field::IpDst, d as u64);
+                }
                 k.set(Field::IpProto, proto);
                 k.set(Field::IpDscp, (tos >> 2) as u64);
                 k.set(Field::IpEcn, (tos & 3) as u64);
@@ -343,6 +520,19 @@ mod prop {
                         k.set(Field::IcmpType, (sp & 0xff) as u64);
                         k.set(Field::IcmpCode, (dp & 0xff) as u64);
                     }
+                    58 if nd >= 2 => {
+                        // Neighbour discovery: a solicitation with its SLL or an
+                        // advertisement with its TLL (zero: no option).
+                        let ty = if nd == 2 { 135 } else { 136 };
+                        k.set(Field::Icmpv6Type, ty);
+                        k.set_wide(Field::NdTargetHi, target);
+                        let lla = src & 0xffff_ffff_ffff;
+                        k.set(if ty == 135 { Field::NdSll } else { Field::NdTll }, if sp & 1 == 0 { lla } else { 0 });
+                    }
+                    58 => {
+                        k.set(Field::Icmpv6Type, (sp & 0xff) as u64);
+                        k.set(Field::Icmpv6Code, (dp & 0xff) as u64);
+                    }
                     _ => {}
                 }
                 k
@@ -354,6 +544,9 @@ mod prop {
         /// emit is parse's inverse on well-formed keys, with every checksum right.
         #[test]
         fn emitted_frames_parse_back_with_valid_checksums(k in packet_key(), len in 0usize..64) {
+            // Bytes after a neighbour discovery message would be read as its options.
+            let nd = k.get(Field::IpProto) == 58 && matches!(k.get(Field::Icmpv6Type), 135 | 136);
+            let len = if nd { 0 } else { len };
             let payload: Vec<u8> = (0..len as u8).collect();
             let f = crate::emit::frame(&k, &payload);
             let (back, _) = parse(&f, 3);

@@ -4,9 +4,12 @@
 //!
 //! Invariant: after [`commit`], the packet equals the flow in every field a
 //! packet carries; only fields that differ get a set action, in Open
-//! vSwitch's order (Ethernet, VLAN, IPv4/ARP, L4).
+//! vSwitch's order (Ethernet, VLAN, IPv4/IPv6/ARP, ND, L4 ports, ICMP).
 
-use kairo_flow::field::{Field, ETH_TYPE_ARP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::field::{
+    Field, ETH_TYPE_ARP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, ND_ADVERT, ND_SOLICIT,
+    VLAN_CFI,
+};
 use kairo_flow::FlowKey;
 use kairo_odp::{packet_mask, DpAction};
 
@@ -36,10 +39,8 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
             out.push(DpAction::PushVlan { vid: (t & 0xfff) as u16, pcp: (t >> 13) as u8 });
         }
     }
-    if flow.is_ipv4() {
-        let src = diff(Field::IpSrc).map(|v| v as u32);
-        let dst = diff(Field::IpDst).map(|v| v as u32);
-        let ttl = diff(Field::IpTtl).map(|v| v as u8);
+    // The TOS / traffic class byte: (value, mask) over what differs.
+    let tos = || {
         let mut tmask = 0u8;
         if base.get(Field::IpDscp) != flow.get(Field::IpDscp) {
             tmask |= 0xfc;
@@ -47,10 +48,34 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
         if base.get(Field::IpEcn) != flow.get(Field::IpEcn) {
             tmask |= 0x03;
         }
-        let tos =
-            (tmask != 0).then(|| (((flow.get(Field::IpDscp) << 2 | flow.get(Field::IpEcn)) as u8) & tmask, tmask));
-        if src.is_some() || dst.is_some() || ttl.is_some() || tos.is_some() {
-            out.push(DpAction::SetIpv4 { src, dst, tos, ttl });
+        (tmask != 0).then(|| (((flow.get(Field::IpDscp) << 2 | flow.get(Field::IpEcn)) as u8) & tmask, tmask))
+    };
+    if flow.is_ip() {
+        let ttl = diff(Field::IpTtl).map(|v| v as u8);
+        let tos = tos();
+        if flow.is_ipv4() {
+            let src = diff(Field::IpSrc).map(|v| v as u32);
+            let dst = diff(Field::IpDst).map(|v| v as u32);
+            if src.is_some() || dst.is_some() || ttl.is_some() || tos.is_some() {
+                out.push(DpAction::SetIpv4 { src, dst, tos, ttl });
+            }
+        } else {
+            let wide = |hi: Field| (base.get_wide(hi) != flow.get_wide(hi)).then(|| flow.get_wide(hi));
+            let (src, dst) = (wide(Field::Ipv6SrcHi), wide(Field::Ipv6DstHi));
+            let label = diff(Field::Ipv6Label).map(|v| v as u32);
+            if src.is_some() || dst.is_some() || label.is_some() || ttl.is_some() || tos.is_some() {
+                out.push(DpAction::SetIpv6 { src, dst, label, tclass: tos, hlimit: ttl });
+            }
+            let nd = flow.get(Field::IpProto) == IPPROTO_ICMPV6
+                && flow.get(Field::Icmpv6Code) == 0
+                && matches!(flow.get(Field::Icmpv6Type), ND_SOLICIT | ND_ADVERT);
+            if nd {
+                let target = wide(Field::NdTargetHi);
+                let (sll, tll) = (diff(Field::NdSll), diff(Field::NdTll));
+                if target.is_some() || sll.is_some() || tll.is_some() {
+                    out.push(DpAction::SetNd { target, sll, tll });
+                }
+            }
         }
         let proto = flow.get(Field::IpProto);
         if matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
@@ -58,10 +83,15 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
             if s.is_some() || d.is_some() {
                 out.push(DpAction::SetL4 { proto: proto as u8, src: s, dst: d });
             }
-        } else if proto == IPPROTO_ICMP {
+        } else if proto == IPPROTO_ICMP && flow.is_ipv4() {
             let (t, c) = (diff(Field::IcmpType).map(|v| v as u8), diff(Field::IcmpCode).map(|v| v as u8));
             if t.is_some() || c.is_some() {
                 out.push(DpAction::SetIcmp { ty: t, code: c });
+            }
+        } else if proto == IPPROTO_ICMPV6 && flow.is_ipv6() {
+            let (t, c) = (diff(Field::Icmpv6Type).map(|v| v as u8), diff(Field::Icmpv6Code).map(|v| v as u8));
+            if t.is_some() || c.is_some() {
+                out.push(DpAction::SetIcmpv6 { ty: t, code: c });
             }
         }
     } else if flow.get(Field::EthType) == ETH_TYPE_ARP {
@@ -97,5 +127,28 @@ mod tests {
         out.clear();
         commit(&mut base, &flow, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn commit_ipv6() {
+        let mut base =
+            kairo_flow::parse_key("in_port=1,icmp6,icmp_type=135,ipv6_dst=ff02::1:ff00:1,nw_ttl=255,nd_target=fe80::1")
+                .unwrap();
+        let mut flow = base;
+        flow.set_wide(Field::Ipv6SrcHi, 0xfe80 << 112 | 7);
+        flow.set(Field::IpTtl, 254);
+        flow.set(Field::NdSll, 0x0a);
+        flow.set(Field::Icmpv6Code, 1);
+        let mut out = Vec::new();
+        commit(&mut base, &flow, &mut out);
+        // A code of 1 is no longer neighbour discovery: no nd() set.
+        assert_eq!(format_actions(&out), "set(ipv6(src=fe80::7,hlimit=254)),set(icmpv6(code=1))");
+        let mut base = kairo_flow::parse_key("in_port=1,udp6,ipv6_src=::1,tp_dst=53").unwrap();
+        let mut flow = base;
+        flow.set(Field::TpDst, 5353);
+        flow.set(Field::IpEcn, 1);
+        out.clear();
+        commit(&mut base, &flow, &mut out);
+        assert_eq!(format_actions(&out), "set(ipv6(tclass=0x1/0x3)),set(udp(dst=5353))");
     }
 }

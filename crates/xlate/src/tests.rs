@@ -374,7 +374,7 @@ mod prop {
         for f in [Field::InPort, Field::RecircId, Field::EthType] {
             m.exact(f);
         }
-        if k.is_ipv4() {
+        if k.is_ip() {
             m.exact(Field::IpFrag);
         }
         m

@@ -4,7 +4,7 @@
 //! Invariant (the megaflow contract's half that translation keeps): every bit
 //! of the flow a decision of translation depends on is in the result's mask.
 //! The flow's value is reachable only through getters that record what they
-//! return ([`Tracked::get`], [`Tracked::get_bits`], [`Tracked::is_ipv4`],
+//! return ([`Tracked::get`], [`Tracked::get_bits`], [`Tracked::is_ip`],
 //! [`Tracked::is_in_port`]), lookups through [`Tracked::lookup`], which adds
 //! what the classifier examined, and writes through setters that record what
 //! they write (a rewrite is committed to the packet only where the value
@@ -19,7 +19,7 @@
 //! union, the action mask the second alone. A third, from a marked visit on,
 //! serves [`crate::actions_read_from`].
 
-use kairo_flow::field::{Field, ETH_TYPE_IP};
+use kairo_flow::field::{Field, ETH_TYPE_IP, ETH_TYPE_IPV6};
 use kairo_flow::{FlowKey, FlowMask};
 
 /// The flow and the bits translation examined of it.
@@ -57,7 +57,7 @@ pub(crate) struct Examined {
 impl Tracked {
     /// `key` as translation starts, with what the datapath always matches
     /// exactly (as Open vSwitch's xlate does): recirc_id, eth_type, ip_frag
-    /// of IPv4, and in_port unless `in_port_fixed` is false (then the ports
+    /// of IPv4 and IPv6, and in_port unless `in_port_fixed` is false (then the ports
     /// compared with it are recorded instead, and in_port only if read).
     pub fn new(key: &FlowKey, in_port_fixed: bool) -> Tracked {
         let mut fixed = FlowMask::ZERO;
@@ -66,7 +66,7 @@ impl Tracked {
         }
         fixed.exact(Field::RecircId);
         fixed.exact(Field::EthType);
-        if key.is_ipv4() {
+        if key.is_ip() {
             fixed.exact(Field::IpFrag);
         }
         Tracked {
@@ -108,10 +108,10 @@ impl Tracked {
         self.flow.get(f) & bits
     }
 
-    /// Whether the flow is IPv4 (eth_type recorded).
+    /// Whether the flow is IPv4 or IPv6 (eth_type recorded).
     #[inline]
-    pub fn is_ipv4(&mut self) -> bool {
-        self.get(Field::EthType) == ETH_TYPE_IP
+    pub fn is_ip(&mut self) -> bool {
+        matches!(self.get(Field::EthType), ETH_TYPE_IP | ETH_TYPE_IPV6)
     }
 
     /// Whether `port` is the flow's in_port. When in_port is not matched

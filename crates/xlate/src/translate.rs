@@ -16,7 +16,10 @@
 //! are empty and compile away.
 
 use kairo_classifier::RuleId;
-use kairo_flow::field::{Field, Prereq, ETH_TYPE_ARP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
+use kairo_flow::field::{
+    Field, Prereq, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+    IPPROTO_UDP, ND_ADVERT, ND_SOLICIT, VLAN_CFI,
+};
 use kairo_flow::{FlowKey, FlowMask};
 use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
 
@@ -360,18 +363,31 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.exit = true;
     }
 
-    /// Is the field's prerequisite met by the current flow? Records what it reads.
+    /// Is the field's prerequisite met by the current flow? Records what it
+    /// reads, in Open vSwitch's order (`mf_are_prereqs_ok`): eth_type, then
+    /// nw_proto, then for ND the ICMPv6 code before the type.
     fn prereq_ok(&mut self, f: Field) -> bool {
-        let ip = self.flow.is_ipv4();
-        let l4 =
-            |flow: &mut Tracked| ip && matches!(flow.get(Field::IpProto), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP);
+        let eth = self.flow.get(Field::EthType);
+        let (ip4, ip6) = (eth == ETH_TYPE_IP, eth == ETH_TYPE_IPV6);
+        let proto = |flow: &mut Tracked| if ip4 || ip6 { flow.get(Field::IpProto) } else { u64::MAX };
+        let nd = |flow: &mut Tracked, types: &[u64]| {
+            ip6 && flow.get(Field::IpProto) == IPPROTO_ICMPV6
+                && flow.get(Field::TpDst) == 0
+                && types.contains(&flow.get(Field::TpSrc))
+        };
         match f.def().prereq {
             Prereq::None => true,
-            Prereq::Ipv4 => ip,
-            Prereq::Arp => self.flow.get(Field::EthType) == ETH_TYPE_ARP,
-            Prereq::L4 => l4(&mut self.flow),
-            Prereq::Tcp => ip && self.flow.get(Field::IpProto) == IPPROTO_TCP,
-            Prereq::Icmp => ip && self.flow.get(Field::IpProto) == IPPROTO_ICMP,
+            Prereq::Ipv4 => ip4,
+            Prereq::Ipv6 => ip6,
+            Prereq::Ip => ip4 || ip6,
+            Prereq::Arp => eth == ETH_TYPE_ARP,
+            Prereq::L4 => matches!(proto(&mut self.flow), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP),
+            Prereq::Tcp => proto(&mut self.flow) == IPPROTO_TCP,
+            Prereq::Icmp => ip4 && self.flow.get(Field::IpProto) == IPPROTO_ICMP,
+            Prereq::Icmpv6 => ip6 && self.flow.get(Field::IpProto) == IPPROTO_ICMPV6,
+            Prereq::Nd => nd(&mut self.flow, &[ND_SOLICIT, ND_ADVERT]),
+            Prereq::NdSolicit => nd(&mut self.flow, &[ND_SOLICIT]),
+            Prereq::NdAdvert => nd(&mut self.flow, &[ND_ADVERT]),
         }
     }
 
@@ -530,6 +546,13 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                     self.flow.set_masked(*field, *value, *mask);
                 }
             }
+            Action::SetWide { field, value, mask } => {
+                if self.prereq_ok(*field) {
+                    let lo = Field::wide_low(*field);
+                    self.flow.set_masked(*field, (value >> 64) as u64, (mask >> 64) as u64);
+                    self.flow.set_masked(lo, *value as u64, *mask as u64);
+                }
+            }
             Action::Move { src, dst } => {
                 if self.prereq_ok(src.field) && self.prereq_ok(dst.field) {
                     let bits = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
@@ -566,7 +589,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::DecTtl => {
-                if !self.flow.is_ipv4() {
+                if !self.flow.is_ip() {
                     return true;
                 }
                 let ttl = self.flow.get(Field::IpTtl);
@@ -643,12 +666,18 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             None => {
                 // Symmetric L4 (Open vSwitch's default): addresses and ports when
                 // present, otherwise the Ethernet addresses.
-                default_fields = if self.flow.is_ipv4() {
-                    if matches!(self.flow.get(Field::IpProto), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
-                        vec![Field::IpSrc, Field::IpDst, Field::IpProto, Field::TpSrc, Field::TpDst]
+                let eth = self.flow.get(Field::EthType);
+                default_fields = if eth == ETH_TYPE_IP || eth == ETH_TYPE_IPV6 {
+                    let mut v = if eth == ETH_TYPE_IP {
+                        vec![Field::IpSrc, Field::IpDst]
                     } else {
-                        vec![Field::IpSrc, Field::IpDst, Field::IpProto]
+                        vec![Field::Ipv6SrcHi, Field::Ipv6DstHi, Field::Ipv6SrcLo, Field::Ipv6DstLo]
+                    };
+                    v.push(Field::IpProto);
+                    if matches!(self.flow.get(Field::IpProto), IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+                        v.extend([Field::TpSrc, Field::TpDst]);
                     }
+                    v
                 } else {
                     vec![Field::EthSrc, Field::EthDst, Field::EthType]
                 };
@@ -669,6 +698,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             let next = fields.get(i + 1).copied();
             let partner = match (f, next) {
                 (Field::IpSrc, Some(Field::IpDst))
+                | (Field::Ipv6SrcHi, Some(Field::Ipv6DstHi))
+                | (Field::Ipv6SrcLo, Some(Field::Ipv6DstLo))
                 | (Field::TpSrc, Some(Field::TpDst))
                 | (Field::EthSrc, Some(Field::EthDst)) => next,
                 _ => None,
