@@ -106,6 +106,16 @@ fn ping(ns: &Netns, dst: &str, count: u32) -> bool {
         .success()
 }
 
+/// As [`ping`], over IPv6.
+fn ping6(ns: &Netns, dst: &str, count: u32) -> bool {
+    ns.cmd("ping")
+        .args(["-6", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", dst])
+        .output()
+        .expect("ping -6")
+        .status
+        .success()
+}
+
 /// Packets counted by the rule whose dump-flows line contains `needle`.
 fn n_packets(dump: &str, needle: &str) -> u64 {
     let line = dump.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no rule `{needle}` in\n{dump}"));
@@ -129,6 +139,72 @@ fn topo(tag: &str) -> (Topo, Veth, Veth) {
     let vb = Veth::new(&format!("k{tag}{pid}b"), &format!("k{tag}{pid}bi"), &b, Some(&format!("{net}.2/24")))
         .expect("veth b");
     (Topo { a, b, net }, va, vb)
+}
+
+/// IPv6 end to end: neighbour discovery steered by `nd_target`, echo
+/// requests and replies by `ipv6_dst`, and a rewrite of the destination
+/// address and hop limit whose ICMPv6 checksum is checked on the far side.
+#[test]
+fn ping6_over_ipv6_flows_and_an_address_rewrite() {
+    if skip("ping6_over_ipv6_flows_and_an_address_rewrite") {
+        return;
+    }
+    let pid = std::process::id() % 100_000;
+    let net = format!("fd00:{:x}:{:x}::", pid % 0xffff, (pid / 7) % 0xffff);
+    let (ip_a, ip_b) = (format!("{net}1"), format!("{net}2"));
+    let a = Netns::new(&format!("kairo-s{pid}a")).expect("netns a");
+    let b = Netns::new(&format!("kairo-s{pid}b")).expect("netns b");
+    let va = Veth::new_v6(&format!("ks{pid}a"), &format!("ks{pid}ai"), &a, &format!("{ip_a}/64")).expect("veth a");
+    let vb = Veth::new_v6(&format!("ks{pid}b"), &format!("ks{pid}bi"), &b, &format!("{ip_b}/64")).expect("veth b");
+    let flows = format!(
+        "priority=200,icmp6,icmp_type=135,nd_target={ip_b} actions=output:2\n\
+         priority=200,icmp6,icmp_type=135,nd_target={ip_a} actions=output:1\n\
+         priority=100,ipv6,ipv6_dst={ip_b} actions=output:2\n\
+         priority=100,ipv6,ipv6_dst={ip_a} actions=output:1\n"
+    );
+    let sw = SwitchProc::start(
+        &["--port".into(), format!("{}=1", va.outer), "--port".into(), format!("{}=2", vb.outer)],
+        &flows,
+    );
+    assert!(ping6(&a, &ip_b, 3), "ping6 over IPv6 flows");
+    let dump = sw.ctl(&["dump-flows"]);
+    assert!(n_packets(&dump, &format!("nd_target={ip_b}")) >= 1, "a neighbour solicitation for b: {dump}");
+    assert!(n_packets(&dump, &format!("ipv6_dst={ip_b}")) >= 3, "echo requests to b: {dump}");
+    let megaflows = sw.ctl(&["dump-megaflows"]);
+    assert!(megaflows.contains("icmp6") && megaflows.contains("nd_target"), "{megaflows}");
+
+    // A rewrite: echo requests to ::99 leave port 2 addressed to b, one hop less.
+    let ghost = format!("{net}99");
+    a.ip(&["-6", "neigh", "replace", &ghost, "lladdr", "02:00:00:00:00:99", "dev", &va.inner]).expect("neigh");
+    sw.ctl(&[
+        "add-flow",
+        &format!(
+            "priority=300,ipv6,ipv6_dst={ghost} actions=mod_dl_dst:{},set_field:{ip_b}->ipv6_dst,dec_ttl,output:2",
+            vb.inner_mac
+        ),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cap = dir.path().join("b6.pcap");
+    let pkts = capture(&b, &vb.inner, &format!("icmp6 and ip6[40] == 128 and dst host {ip_b}"), &cap, || {
+        ping6(&a, &ghost, 2);
+    });
+    assert!(!pkts.is_empty(), "no rewritten echo request seen on b's link");
+    let want_b: std::net::Ipv6Addr = ip_b.parse().expect("address");
+    for p in &pkts {
+        let (k, lay) = kairo_wire::parse(p, 0);
+        assert_eq!(k.get_wide(kairo_flow::Field::Ipv6DstHi), u128::from(want_b));
+        assert_eq!(k.get(kairo_flow::Field::IpTtl), 63, "hop limit 64 less one");
+        // The ICMPv6 checksum from scratch: pseudo-header and message.
+        let (l3, l4) = (lay.l3.expect("l3"), lay.l4.expect("l4"));
+        let plen = u16::from_be_bytes([p[l3 + 4], p[l3 + 5]]) as usize;
+        let mut all = p[l3 + 8..l3 + 40].to_vec();
+        all.extend_from_slice(&(plen as u32).to_be_bytes());
+        all.extend_from_slice(&[0, 0, 0, 58]);
+        all.extend_from_slice(&p[l4..l3 + 40 + plen]);
+        assert_eq!(kairo_wire::checksum(&all), 0, "ICMPv6 checksum after the rewrite");
+    }
+    drop(sw);
+    drop((va, vb));
 }
 
 #[test]

@@ -84,6 +84,24 @@ pub struct Veth {
 }
 
 impl Veth {
+    /// A veth pair whose inner end (in `ns`) has IPv6 on, with the IPv6
+    /// address `addr6` (`fd00::1/64`) usable at once (no duplicate address
+    /// detection) and no router solicitations; the outer end stays quiet.
+    pub fn new_v6(outer: &str, inner: &str, ns: &Netns, addr6: &str) -> io::Result<Veth> {
+        let v = Veth::new(outer, inner, ns, None)?;
+        for (key, val) in [("disable_ipv6", "0"), ("router_solicitations", "0"), ("accept_ra", "0")] {
+            let _ = ns.cmd("sysctl").args(["-qw", &format!("net.ipv6.conf.{inner}.{key}={val}")]).output();
+        }
+        let out = ns.ip(&["-6", "addr", "add", addr6, "dev", inner, "nodad"])?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "ip -6 addr add {addr6} dev {inner}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(v)
+    }
+
     pub fn new(outer: &str, inner: &str, ns: &Netns, addr: Option<&str>) -> io::Result<Veth> {
         let _ = run(&["ip", "link", "del", outer]);
         run(&["ip", "link", "add", outer, "type", "veth", "peer", "name", inner])?;
