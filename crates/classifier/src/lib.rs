@@ -16,9 +16,10 @@
 //! - **Staged lookup**: a subtable's mask is split into the metadata, L2, L3 and
 //!   L4 stages of the field table; a hash index per stage prefix tells early that
 //!   no rule can match, and only the stages examined so far are un-wildcarded.
-//! - **Prefix tracking** on `nw_src` and `nw_dst`: a binary trie of all rules'
-//!   prefixes tells that no rule of a subtable's prefix length can match, from
-//!   only as many leading address bits as the trie walk needed.
+//! - **Prefix tracking** on `nw_src`, `nw_dst`, `ipv6_src` and `ipv6_dst` (as
+//!   Open vSwitch 3.5's default; 3.1's is the IPv4 pair): a binary trie of all
+//!   rules' prefixes tells that no rule of a subtable's prefix length can
+//!   match, from only as many leading address bits as the trie walk needed.
 //! - **Ports trie**: per subtable whose L4 mask is a prefix of (tp_dst, tp_src),
 //!   a trie of its rules' ports explains a miss by the port bits alone.
 //!
@@ -27,8 +28,8 @@
 
 mod trie;
 
-use kairo_flow::field::{Field, Stage, ETH_TYPE_IP, N_STAGES, STAGE_WORDS};
-use kairo_flow::parse::prefix_len;
+use kairo_flow::field::{Field, Stage, ETH_TYPE_IP, ETH_TYPE_IPV6, N_STAGES, STAGE_WORDS};
+use kairo_flow::parse::{prefix_len, prefix_len128, prefix_mask, prefix_mask128};
 use kairo_flow::{FlowKey, FlowMask, Match};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -54,8 +55,48 @@ impl<R> ClsRule<R> {
     }
 }
 
-/// The fields with prefix tries.
-pub const TRIE_FIELDS: [Field; 2] = [Field::IpSrc, Field::IpDst];
+/// The fields with prefix tries (a 128-bit field by its high half).
+pub const TRIE_FIELDS: [Field; 4] = [Field::IpSrc, Field::IpDst, Field::Ipv6SrcHi, Field::Ipv6DstHi];
+
+/// The left-aligned 128-bit value of trie field `f` in `words` of a key or mask.
+#[inline]
+fn trie_value(f: Field, k: &FlowKey) -> u128 {
+    if f.wide().is_some() {
+        k.get_wide(f)
+    } else {
+        u128::from(k.get(f)) << (128 - f.bits())
+    }
+}
+
+/// The prefix length of a mask on trie field `f`, if it is a CIDR prefix.
+#[inline]
+fn trie_plen_of(f: Field, mask: &FlowMask) -> Option<u32> {
+    if f.wide().is_some() {
+        prefix_len128(mask.get_wide(f))
+    } else {
+        prefix_len(mask.get(f), f.bits())
+    }
+}
+
+/// Un-wildcards the first `n` bits of trie field `f`.
+#[inline]
+fn or_prefix(wc: &mut FlowMask, f: Field, n: u32) {
+    if f.wide().is_some() {
+        wc.or_wide(f, prefix_mask128(n));
+    } else {
+        wc.or_bits(f, prefix_mask(n, f.bits()));
+    }
+}
+
+/// The eth_type under which trie field `f` is meaningful.
+#[inline]
+fn trie_eth_type(f: Field) -> u64 {
+    if f.wide().is_some() {
+        ETH_TYPE_IPV6
+    } else {
+        ETH_TYPE_IP
+    }
+}
 
 #[inline]
 fn mix(h: u64, x: u64) -> u64 {
@@ -92,10 +133,10 @@ pub struct Subtable<R> {
     n_rules: usize,
 }
 
-/// The 32-bit (tp_dst, tp_src) value the ports trie indexes.
+/// The 32-bit (tp_dst, tp_src) value the ports trie indexes, left-aligned.
 #[inline]
-fn ports_value(k: &FlowKey) -> u32 {
-    ((k.get(Field::TpDst) << 16) | k.get(Field::TpSrc)) as u32
+fn ports_value(k: &FlowKey) -> u128 {
+    u128::from(((k.get(Field::TpDst) << 16) | k.get(Field::TpSrc)) as u32) << 96
 }
 
 /// The ports-trie prefix length of a mask, if its L4 stage holds only a
@@ -125,10 +166,7 @@ impl<R> Subtable<R> {
         let n_idx = stages.len().saturating_sub(1);
         let mut trie_plen = [None; TRIE_FIELDS.len()];
         for (i, f) in TRIE_FIELDS.iter().enumerate() {
-            let m = mask.get(*f);
-            if m != 0 {
-                trie_plen[i] = prefix_len(m, f.bits());
-            }
+            trie_plen[i] = trie_plen_of(*f, &mask).filter(|&l| l > 0);
         }
         Subtable {
             mask,
@@ -259,9 +297,8 @@ impl<R> Classifier<R> {
             }
         };
         for (i, f) in TRIE_FIELDS.iter().enumerate() {
-            let (v, m) = rule.m.field(*f);
-            if let Some(l) = prefix_len(m, f.bits()).filter(|&l| l > 0) {
-                self.tries[i].insert(v as u32, l);
+            if let Some(l) = trie_plen_of(*f, rule.m.mask()).filter(|&l| l > 0) {
+                self.tries[i].insert(trie_value(*f, rule.m.key()), l);
             }
         }
         let Some(st) = self.slots[slot].as_mut() else { unreachable!("slot in by_mask is live") };
@@ -316,9 +353,8 @@ impl<R> Classifier<R> {
         let old_max = st.max_priority;
         st.max_priority = *st.priorities.keys().next_back().unwrap_or(&0);
         for (i, f) in TRIE_FIELDS.iter().enumerate() {
-            let (v, m) = rule.m.field(*f);
-            if let Some(l) = prefix_len(m, f.bits()).filter(|&l| l > 0) {
-                self.tries[i].remove(v as u32, l);
+            if let Some(l) = trie_plen_of(*f, rule.m.mask()).filter(|&l| l > 0) {
+                self.tries[i].remove(trie_value(*f, rule.m.key()), l);
             }
         }
         if st.n_rules == 0 {
@@ -382,7 +418,7 @@ impl<R> Classifier<R> {
     pub fn lookup_stats(&self, key: &FlowKey, wc: &mut FlowMask, stats: &mut LookupStats) -> Option<&ClsRule<R>> {
         let mut best: Option<&ClsRule<R>> = None;
         let mut tries: [Option<TrieLookup>; TRIE_FIELDS.len()] = [None; TRIE_FIELDS.len()];
-        let is_ip = key.get(Field::EthType) == ETH_TYPE_IP;
+        let eth_type = key.get(Field::EthType);
         'subtables: for &slot in &self.order {
             let Some(st) = self.slots[slot].as_ref() else {
                 continue;
@@ -396,17 +432,22 @@ impl<R> Classifier<R> {
             let mut h = 0u64;
             let n_idx = st.stage_index.len();
             for (i, (stage, range)) in st.stages.iter().enumerate() {
-                if *stage == Stage::L3 && is_ip {
+                if *stage == Stage::L3 {
                     for (t, f) in TRIE_FIELDS.iter().enumerate() {
                         let Some(plen) = st.trie_plen[t] else {
                             continue;
                         };
-                        let res = *tries[t].get_or_insert_with(|| self.tries[t].lookup(key.get(*f) as u32));
+                        // A trie is consulted only where its field is meaningful (as OVS
+                        // checks the field's prerequisites); eth_type is in an earlier stage.
+                        if eth_type != trie_eth_type(*f) {
+                            continue;
+                        }
+                        let res = *tries[t].get_or_insert_with(|| self.tries[t].lookup(trie_value(*f, key)));
                         if !res.has_plen(plen) {
                             // No rule of this prefix length matches: skip the subtable,
                             // un-wildcarding the earlier stages and the address bits used.
                             wc.or_words(&st.mask, 0..range.start);
-                            wc.or_bits(*f, kairo_flow::parse::prefix_mask(res.bits_needed(plen), 32));
+                            or_prefix(wc, *f, res.bits_needed(plen));
                             stats.trie_skips += 1;
                             continue 'subtables;
                         }

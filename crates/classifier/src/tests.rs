@@ -7,14 +7,15 @@ use proptest::prelude::*;
 fn arb_match() -> impl Strategy<Value = Match> {
     (
         proptest::option::of(1u64..4),
-        proptest::option::of(prop_oneof![Just(0x0800u64), Just(0x0806u64)]),
+        proptest::option::of(prop_oneof![Just(0x0800u64), Just(0x0806u64), Just(0x86ddu64)]),
         proptest::option::of((0u64..4, 0u32..=32)),
         proptest::option::of((0u64..4, 0u32..=32)),
         proptest::option::of(prop_oneof![Just(6u64), Just(17u64)]),
         proptest::option::of((0u64..4, prop_oneof![Just(0xffffu64), Just(0xfff0u64), Just(0x3u64)])),
         proptest::option::of((0u64..16, 0u64..16)),
+        (proptest::option::of((0usize..4, 0u32..=128)), proptest::option::of((0usize..4, 0u32..=128))),
     )
-        .prop_map(|(port, et, src, dst, proto, tp, reg)| {
+        .prop_map(|(port, et, src, dst, proto, tp, reg, (src6, dst6))| {
             let mut m = Match::ANY;
             if let Some(p) = port {
                 m.set_exact(Field::InPort, p);
@@ -39,9 +40,23 @@ fn arb_match() -> impl Strategy<Value = Match> {
             if let Some((v, mk)) = reg {
                 m.set_masked(Field::Reg0, v, mk);
             }
+            if let Some((b, l)) = src6 {
+                m.set_wide_masked(Field::Ipv6SrcHi, BASES6[b], kairo_flow::parse::prefix_mask128(l));
+            }
+            if let Some((b, l)) = dst6 {
+                m.set_wide_masked(Field::Ipv6DstHi, BASES6[b] | 9, kairo_flow::parse::prefix_mask128(l));
+            }
             m
         })
 }
+
+/// IPv6 bases whose prefixes nest and collide, in both halves of the address.
+const BASES6: [u128; 4] = [
+    0x2001_0db8 << 96,
+    0x2001_0db8_0000_0001 << 64,
+    0x2001_0db8_0000_0001_8000 << 48,
+    0x2001_0db8_0000_0001_8000_0000_0000_0100,
+];
 
 fn arb_key() -> impl Strategy<Value = FlowKey> {
     (
@@ -54,8 +69,9 @@ fn arb_key() -> impl Strategy<Value = FlowKey> {
         76u64..90,
         0u64..16,
         any::<bool>(),
+        (any::<u128>(), any::<u128>()),
     )
-        .prop_map(|(port, et, s, d, base, proto, tp, reg, near)| {
+        .prop_map(|(port, et, s, d, base, proto, tp, reg, near, (s6, d6))| {
             let mut k = FlowKey::ZERO;
             k.set(Field::InPort, port);
             k.set(Field::EthType, et);
@@ -66,6 +82,9 @@ fn arb_key() -> impl Strategy<Value = FlowKey> {
             k.set(Field::IpProto, proto);
             k.set(Field::TpDst, tp);
             k.set(Field::Reg0, reg);
+            let b6 = BASES6[base as usize];
+            k.set_wide(Field::Ipv6SrcHi, if near { b6 | (s6 & 0x1ff) } else { s6 });
+            k.set_wide(Field::Ipv6DstHi, if near { b6 | (d6 & 0x1_ffff_ffff_ffff_ffff) } else { d6 });
             k
         })
 }
@@ -269,4 +288,37 @@ fn a_payload_is_replaced_in_place_only_under_the_same_match_and_priority() {
     assert_eq!(hit, Some((7, "new")));
     assert_eq!(c.find_exact(&a, 5).map(|r| r.payload), Some("new"));
     assert_eq!(c.len(), 1);
+}
+
+/// The IPv6 tries keep a miss wide: only the leading bits that tell the
+/// packet's address apart from every stored prefix are un-wildcarded.
+#[test]
+fn ipv6_prefix_tries_unwildcard_only_what_decides() {
+    let mut rules = Vec::new();
+    for (i, (net, len)) in [(0x2001_0db8u128 << 96, 32), (0x2001_0db8_0000_0001u128 << 64, 64)].into_iter().enumerate()
+    {
+        let mut m = Match::ANY;
+        m.set_exact(Field::EthType, 0x86dd);
+        m.set_wide_masked(Field::Ipv6DstHi, net, kairo_flow::parse::prefix_mask128(len));
+        rules.push((m, 10 + i as u16));
+    }
+    let c = build(&rules);
+    let mut k = FlowKey::ZERO;
+    k.set(Field::EthType, 0x86dd);
+    // fd00::1 differs from 2001:... in the first bit.
+    k.set_wide(Field::Ipv6DstHi, 0xfd00u128 << 112 | 1);
+    let mut wc = FlowMask::ZERO;
+    assert!(c.lookup(&k, &mut wc).is_none());
+    assert_eq!(wc.get_wide(Field::Ipv6DstHi), 1u128 << 127, "{wc:?}");
+    // Inside the /32 but not the /64: the /64 subtable is ruled out by 64 bits at most.
+    k.set_wide(Field::Ipv6DstHi, 0x2001_0db8_0000_0002u128 << 64 | 5);
+    let mut wc = FlowMask::ZERO;
+    assert_eq!(c.lookup(&k, &mut wc).map(|r| r.id), Some(0));
+    assert_eq!(kairo_flow::parse::prefix_len128(wc.get_wide(Field::Ipv6DstHi)), Some(63), "{wc:?}");
+    // An IPv4 packet never consults them.
+    let mut k4 = FlowKey::ZERO;
+    k4.set(Field::EthType, 0x0800);
+    let mut wc = FlowMask::ZERO;
+    assert!(c.lookup(&k4, &mut wc).is_none());
+    assert_eq!(wc.get_wide(Field::Ipv6DstHi), 0);
 }
