@@ -5,6 +5,7 @@
 //! [`kairo_wire::rewrite`]); `kairo_odp::apply` describes the same
 //! effect on keys, and tests check the two agree.
 
+use crate::meter::Meters;
 use kairo_odp::{ControllerReason, DpAction};
 use kairo_wire::rewrite as rw;
 use kairo_wire::Layout;
@@ -29,16 +30,23 @@ pub struct ToController {
 }
 
 /// Applies `actions` to `pkt` (which came in on `in_port`), calling
-/// `out(where, bytes)` for each output.
+/// `out(where, bytes)` for each output; a meter that drops the packet ends
+/// the list.
 pub fn execute(
     pkt: &mut Vec<u8>,
     lay: &mut Layout,
     in_port: u32,
     actions: &[DpAction],
+    meters: &Meters,
     out: &mut impl FnMut(Sent, &[u8]),
 ) {
     for a in actions {
         match a {
+            DpAction::Meter(m) => {
+                if !meters.admit(*m, pkt.len(), std::time::Instant::now()) {
+                    return;
+                }
+            }
             DpAction::Output(p) => out(Sent::Port(*p), pkt),
             DpAction::Controller { reason, max_len, table, cookie } => {
                 let c = ToController { in_port, reason: *reason, max_len: *max_len, table: *table, cookie: *cookie };

@@ -17,6 +17,7 @@ pub mod execute;
 pub mod hash;
 pub mod intern;
 pub mod megaflow;
+pub mod meter;
 pub mod synth;
 
 use std::sync::Arc;
@@ -140,6 +141,8 @@ pub struct Datapath {
     last_hit: Option<Arc<Megaflow>>,
     /// Shared copies of the action lists megaflows hold.
     interner: intern::Interner,
+    /// The OpenFlow meters packets run through (shared with the control path).
+    pub meters: Arc<meter::Meters>,
 }
 
 impl Datapath {
@@ -154,6 +157,7 @@ impl Datapath {
             last_sweep: 0,
             last_hit: None,
             interner: intern::Interner::default(),
+            meters: Arc::default(),
             cfg,
         }
     }
@@ -377,7 +381,7 @@ impl Datapath {
                         }
                     }
                 };
-                execute::execute(buf, &mut lays[i], in_port, &actions, out);
+                execute::execute(buf, &mut lays[i], in_port, &actions, &self.meters, out);
             }
         }
     }

@@ -80,6 +80,9 @@ pub enum DpAction {
         sha: Option<u64>,
         tha: Option<u64>,
     },
+    /// Run the packet through an OpenFlow meter (by its OpenFlow id): a band
+    /// that applies drops it, and nothing after runs.
+    Meter(u32),
     /// Send to the controller (Open vSwitch's userspace action with its
     /// controller userdata): why, how much of the packet, and the table and
     /// cookie of the rule whose action it is, for the PACKET_IN.
@@ -104,6 +107,7 @@ impl DpAction {
             DpAction::Output(_) => 8,
             DpAction::PushVlan { .. } => 8,
             DpAction::PopVlan => 4,
+            DpAction::Meter(_) => 8,
             DpAction::SetEth { .. } => set(12),
             DpAction::SetIpv4 { .. } => set(12),
             DpAction::SetIpv6 { .. } => set(40),
@@ -130,6 +134,7 @@ impl std::fmt::Display for DpAction {
         match self {
             DpAction::Output(port) => write!(f, "{port}"),
             DpAction::PopVlan => write!(f, "pop_vlan"),
+            DpAction::Meter(m) => write!(f, "meter({m})"),
             DpAction::PushVlan { vid, pcp } => write!(f, "push_vlan(vid={vid},pcp={pcp})"),
             DpAction::Controller { reason, max_len, table, cookie } => {
                 let r = match reason {
@@ -241,6 +246,8 @@ pub fn apply(actions: &[DpAction], key: &FlowKey) -> Vec<Emitted> {
         match a {
             DpAction::Output(p) => out.push((*p, k)),
             DpAction::Controller { .. } => out.push((u32::MAX, k)),
+            // A meter changes no header; whether it drops depends on time and rate.
+            DpAction::Meter(_) => {}
             DpAction::SetEth { src, dst } => {
                 if let Some(v) = src {
                     k.set(Field::EthSrc, *v);
@@ -393,6 +400,10 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
         }
         if t == "pop_vlan" {
             out.push(DpAction::PopVlan);
+            continue;
+        }
+        if let Some(m) = t.strip_prefix("meter(").and_then(|x| x.strip_suffix(')')).and_then(parse_uint) {
+            out.push(DpAction::Meter(m as u32));
             continue;
         }
         if let Some(inner) = t.strip_prefix("push_vlan(").and_then(|x| x.strip_suffix(')')) {

@@ -23,6 +23,7 @@ pub mod error;
 pub mod instruction;
 pub mod map;
 pub mod message;
+pub mod meter;
 pub mod multipart;
 pub mod oxm;
 pub mod port;

@@ -555,11 +555,19 @@ pub fn instructions_from_wire(insts: &[Instruction]) -> Result<Instructions, Err
             Instruction::GotoTable(t) => out.goto_table = Some(*t),
             Instruction::WriteMetadata { value, mask } => out.write_metadata = Some((*value & *mask, *mask)),
             Instruction::WriteActions(a) => out.write = actions_from_wire(a)?,
-            Instruction::ApplyActions(a) => out.apply = actions_from_wire(a)?,
-            Instruction::ClearActions => out.clear_actions = true,
-            Instruction::Meter(_) => {
-                return Err(Error::new(ErrorCode::UNSUP_INST, "the meter instruction is not supported by kairo yet"))
+            Instruction::ApplyActions(a) => {
+                // OpenFlow 1.5 carries the meter as the first apply action.
+                let rest = match a.first() {
+                    Some(Act::Meter(m)) => {
+                        out.meter = Some(*m);
+                        &a[1..]
+                    }
+                    _ => &a[..],
+                };
+                out.apply = actions_from_wire(rest)?;
             }
+            Instruction::ClearActions => out.clear_actions = true,
+            Instruction::Meter(m) => out.meter = Some(*m),
         }
     }
     Ok(out)
@@ -568,8 +576,14 @@ pub fn instructions_from_wire(insts: &[Instruction]) -> Result<Instructions, Err
 /// Kairo's instructions on the wire, in OpenFlow's execution order.
 pub fn instructions_to_wire(inst: &Instructions, v: Version, m: &Match) -> Result<Vec<Instruction>, Error> {
     let mut out = Vec::new();
-    if !inst.apply.is_empty() {
-        out.push(Instruction::ApplyActions(actions_to_wire(&inst.apply, v, m)?));
+    let mut apply = actions_to_wire(&inst.apply, v, m)?;
+    match inst.meter {
+        Some(id) if v >= Version::V1_5 => apply.insert(0, Act::Meter(id)),
+        Some(id) => out.push(Instruction::Meter(id)),
+        None => {}
+    }
+    if !apply.is_empty() {
+        out.push(Instruction::ApplyActions(apply));
     }
     if inst.clear_actions {
         out.push(Instruction::ClearActions);

@@ -319,6 +319,7 @@ pub enum Message {
     FlowMod(FlowMod),
     GroupMod(GroupMod),
     PortMod(PortMod),
+    MeterMod(crate::meter::MeterMod),
     MultipartRequest {
         flags: u16,
         body: MpRequest,
@@ -360,6 +361,7 @@ impl Message {
             FlowMod(_) => ofpt::FLOW_MOD,
             GroupMod(_) => ofpt::GROUP_MOD,
             PortMod(_) => ofpt::PORT_MOD,
+            MeterMod(_) => ofpt::METER_MOD,
             MultipartRequest { .. } => ofpt::MULTIPART_REQUEST,
             MultipartReply { .. } => ofpt::MULTIPART_REPLY,
             BarrierRequest => ofpt::BARRIER_REQUEST,
@@ -929,12 +931,12 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
                 fields,
             })
         }
+        ofpt::METER_MOD => M::MeterMod(crate::meter::MeterMod::decode(r)?),
         ofpt::PORT_MOD => return Err(unsupported_in(v, "PORT_MOD", ErrorCode::BAD_TYPE)),
         ofpt::GET_ASYNC_REPLY | ofpt::SET_ASYNC => {
             return Err(unsupported_in(v, "asynchronous configuration", ErrorCode::BAD_TYPE))
         }
         ofpt::TABLE_MOD => return Err(unsupported_in(v, "TABLE_MOD", ErrorCode::BAD_TYPE)),
-        ofpt::METER_MOD => return Err(unsupported_in(v, "METER_MOD", ErrorCode::BAD_TYPE)),
         ofpt::BUNDLE_CONTROL | ofpt::BUNDLE_ADD_MESSAGE => {
             return Err(unsupported_in(v, "bundles", ErrorCode::BAD_TYPE))
         }
@@ -1094,6 +1096,7 @@ fn encode_body(w: &mut Writer, v: Version, m: &Message) {
                 w.patch_len(at, start);
             }
         }
+        M::MeterMod(m) => m.encode(w),
         M::PortMod(p) => {
             w.u32(p.port_no);
             w.zeros(4);

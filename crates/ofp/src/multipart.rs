@@ -58,6 +58,10 @@ pub enum MpRequest {
     GroupFeatures,
     /// Reading the tables' features (a request that sets them is refused).
     TableFeatures,
+    /// Statistics of one meter or all (OFPM_ALL).
+    Meter(u32),
+    MeterConfig(u32),
+    MeterFeatures,
 }
 
 /// One table's features (properties kept as their bytes).
@@ -210,6 +214,9 @@ pub enum MpReply {
     GroupDesc(Vec<GroupDesc>),
     GroupFeatures(GroupFeatures),
     TableFeatures(Vec<TableFeatures>),
+    Meter(Vec<crate::meter::MeterStats>),
+    MeterConfig(Vec<crate::meter::MeterConfig>),
+    MeterFeatures(crate::meter::MeterFeatures),
 }
 
 fn bad_mp(ty: u16, v: Version) -> Error {
@@ -264,6 +271,9 @@ impl MpRequest {
             MpRequest::GroupDesc(_) => ofpmp::GROUP_DESC,
             MpRequest::GroupFeatures => ofpmp::GROUP_FEATURES,
             MpRequest::TableFeatures => ofpmp::TABLE_FEATURES,
+            MpRequest::Meter(_) => ofpmp::METER,
+            MpRequest::MeterConfig(_) => ofpmp::METER_CONFIG,
+            MpRequest::MeterFeatures => ofpmp::METER_FEATURES,
         }
     }
 
@@ -297,6 +307,9 @@ impl MpRequest {
             }
             ofpmp::GROUP_DESC => MpRequest::GroupDesc(crate::message::OFPG_ALL),
             ofpmp::GROUP_FEATURES => MpRequest::GroupFeatures,
+            ofpmp::METER => MpRequest::Meter(crate::meter::decode_meter_request(r)?),
+            ofpmp::METER_CONFIG => MpRequest::MeterConfig(crate::meter::decode_meter_request(r)?),
+            ofpmp::METER_FEATURES => MpRequest::MeterFeatures,
             ofpmp::TABLE_FEATURES if r.is_empty() => MpRequest::TableFeatures,
             ofpmp::TABLE_FEATURES => {
                 return Err(Error::new(
@@ -312,7 +325,15 @@ impl MpRequest {
     pub fn encode(&self, w: &mut Writer, v: Version, flags: u16) {
         write_mp_header(w, self.ty(), flags);
         match self {
-            MpRequest::Desc | MpRequest::Table | MpRequest::GroupFeatures | MpRequest::TableFeatures => {}
+            MpRequest::Desc
+            | MpRequest::Table
+            | MpRequest::GroupFeatures
+            | MpRequest::TableFeatures
+            | MpRequest::MeterFeatures => {}
+            MpRequest::Meter(m) | MpRequest::MeterConfig(m) => {
+                w.u32(*m);
+                w.zeros(4);
+            }
             MpRequest::Flow(f) | MpRequest::Aggregate(f) => encode_flow_request(w, f),
             MpRequest::PortStats(p) | MpRequest::Group(p) => {
                 w.u32(*p);
@@ -664,6 +685,9 @@ impl MpReply {
             MpReply::GroupDesc(_) => ofpmp::GROUP_DESC,
             MpReply::GroupFeatures(_) => ofpmp::GROUP_FEATURES,
             MpReply::TableFeatures(_) => ofpmp::TABLE_FEATURES,
+            MpReply::Meter(_) => ofpmp::METER,
+            MpReply::MeterConfig(_) => ofpmp::METER_CONFIG,
+            MpReply::MeterFeatures(_) => ofpmp::METER_FEATURES,
         }
     }
 
@@ -777,6 +801,9 @@ impl MpReply {
                 }
                 MpReply::GroupDesc(out)
             }
+            ofpmp::METER => MpReply::Meter(crate::meter::decode_stats(r)?),
+            ofpmp::METER_CONFIG => MpReply::MeterConfig(crate::meter::decode_configs(r)?),
+            ofpmp::METER_FEATURES => MpReply::MeterFeatures(crate::meter::decode_features(r)?),
             ofpmp::GROUP_FEATURES => {
                 let types = r.u32("types")?;
                 let capabilities = r.u32("capabilities")?;
@@ -925,6 +952,9 @@ impl MpReply {
                     w.u32(*x);
                 }
             }
+            MpReply::Meter(s) => crate::meter::encode_stats(w, s),
+            MpReply::MeterConfig(c) => crate::meter::encode_configs(w, c),
+            MpReply::MeterFeatures(f) => crate::meter::encode_features(w, f),
         }
     }
 }

@@ -258,7 +258,23 @@ fn mp_request(v: Version) -> impl Strategy<Value = MpRequest> {
         any::<u32>().prop_map(MpRequest::Group),
         any::<u32>().prop_map(move |g| MpRequest::GroupDesc(if v >= Version::V1_5 { g } else { OFPG_ALL })),
         Just(MpRequest::GroupFeatures),
+        any::<u32>().prop_map(MpRequest::Meter),
+        any::<u32>().prop_map(MpRequest::MeterConfig),
+        Just(MpRequest::MeterFeatures),
     ]
+}
+
+fn meter_bands() -> impl Strategy<Value = Vec<crate::meter::Band>> {
+    proptest::collection::vec((1u16..3, any::<u32>(), any::<u32>(), any::<u8>()), 0..4).prop_map(|bs| {
+        bs.into_iter()
+            .map(|(ty, rate, burst_size, p)| crate::meter::Band {
+                ty,
+                rate,
+                burst_size,
+                prec_level: if ty == crate::meter::ofpmbt::DSCP_REMARK { p } else { 0 },
+            })
+            .collect()
+    })
 }
 
 fn port_stats() -> impl Strategy<Value = PortStats> {
@@ -332,6 +348,37 @@ fn mp_reply(v: Version) -> impl Strategy<Value = MpReply> {
             capabilities: x[1],
             max_groups: [x[2], x[3], x[4], x[5]],
             actions: [x[6], x[7], x[8], x[9]]
+        })),
+        proptest::collection::vec(
+            (any::<[u32; 4]>(), any::<[u64; 2]>(), proptest::collection::vec(any::<(u64, u64)>(), 0..3)),
+            0..3
+        )
+        .prop_map(|m| MpReply::Meter(
+            m.into_iter()
+                .map(|(a, c, bands)| crate::meter::MeterStats {
+                    meter_id: a[0],
+                    flow_count: a[1],
+                    packet_in_count: c[0],
+                    byte_in_count: c[1],
+                    duration_sec: a[2],
+                    duration_nsec: a[3],
+                    bands
+                })
+                .collect()
+        )),
+        proptest::collection::vec((any::<u16>(), any::<u32>(), meter_bands()), 0..3).prop_map(
+            |m| MpReply::MeterConfig(
+                m.into_iter()
+                    .map(|(flags, meter_id, bands)| crate::meter::MeterConfig { flags, meter_id, bands })
+                    .collect()
+            )
+        ),
+        (any::<[u32; 3]>(), any::<[u8; 2]>()).prop_map(|(a, b)| MpReply::MeterFeatures(crate::meter::MeterFeatures {
+            max_meter: a[0],
+            band_types: a[1],
+            capabilities: a[2],
+            max_bands: b[0],
+            max_color: b[1]
         })),
     ]
     .boxed()
@@ -442,6 +489,9 @@ fn message(v: Version) -> BoxedStrategy<Message> {
                     fields
                 })),
             group_mod,
+            (0u16..3, any::<u16>(), any::<u32>(), meter_bands()).prop_map(|(command, flags, meter_id, bands)| {
+                Message::MeterMod(crate::meter::MeterMod { command, flags, meter_id, bands })
+            }),
             (any::<u32>(), 0u16..8, 0u16..4).prop_map(|(bundle_id, ty, flags)| Message::BundleControl(BundleControl {
                 bundle_id,
                 ty,

@@ -157,6 +157,9 @@ pub enum Action {
 /// The instructions of a rule, in OpenFlow 1.3 execution order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Instructions {
+    /// OpenFlow 1.3's meter instruction (`meter:N`), run first: a packet the
+    /// meter's band drops goes no further.
+    pub meter: Option<u32>,
     pub apply: Vec<Action>,
     pub clear_actions: bool,
     pub write: Vec<Action>,
@@ -519,16 +522,18 @@ impl Instructions {
         }
         // OpenFlow 1.1+ executes instructions in one fixed order; like
         // ovs-ofctl, reject text that lists them in another.
-        const ORDER: [&str; 5] = ["apply_actions", "clear_actions", "write_actions", "write_metadata", "goto_table"];
+        const ORDER: [&str; 6] =
+            ["meter", "apply_actions", "clear_actions", "write_actions", "write_metadata", "goto_table"];
         let mut last = 0usize;
         for t in toks {
             let lower = t.to_ascii_lowercase();
             let rank = match lower.as_str() {
-                l if l.starts_with("goto_table:") => 4,
-                l if l.starts_with("write_metadata:") => 3,
-                l if l.starts_with("write_actions(") => 2,
-                "clear_actions" => 1,
-                _ => 0,
+                l if l.starts_with("goto_table:") => 5,
+                l if l.starts_with("write_metadata:") => 4,
+                l if l.starts_with("write_actions(") => 3,
+                "clear_actions" => 2,
+                l if l.starts_with("meter:") => 0,
+                _ => 1,
             };
             if rank < last {
                 return Err(OfError::Syntax {
@@ -540,7 +545,16 @@ impl Instructions {
                 });
             }
             last = rank;
-            if let Some(rest) = lower.strip_prefix("goto_table:") {
+            if let Some(rest) = lower.strip_prefix("meter:") {
+                if out.meter.is_some() {
+                    return Err(OfError::Syntax { text: t.to_string(), expected: "at most one meter".into() });
+                }
+                let n = parse_uint(rest).filter(|n| (1..=0xffff_0000).contains(n)).ok_or_else(|| OfError::Syntax {
+                    text: t.to_string(),
+                    expected: "meter:N with N in 1-4294901760".into(),
+                })?;
+                out.meter = Some(n as u32);
+            } else if let Some(rest) = lower.strip_prefix("goto_table:") {
                 if out.goto_table.is_some() {
                     return Err(OfError::Syntax { text: t.to_string(), expected: "at most one goto_table".into() });
                 }
@@ -572,7 +586,8 @@ impl Instructions {
 
     /// No actions at all (drops the packet unless an action set is pending).
     pub fn is_empty(&self) -> bool {
-        self.apply.is_empty()
+        self.meter.is_none()
+            && self.apply.is_empty()
             && !self.clear_actions
             && self.write.is_empty()
             && self.write_metadata.is_none()
@@ -583,6 +598,9 @@ impl Instructions {
 impl std::fmt::Display for Instructions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
+        if let Some(m) = self.meter {
+            parts.push(format!("meter:{m}"));
+        }
         if !self.apply.is_empty() {
             parts.push(join(&self.apply));
         }

@@ -126,6 +126,8 @@ pub struct Switch {
     pub openflow: OnceLock<Arc<openflow::conn::Shared>>,
     /// Rules' install times, timeouts and last uses (taken under the control lock).
     pub lives: Mutex<lives::Lives>,
+    /// The OpenFlow meters (the datapath's table, shared).
+    pub meters: Arc<kairo_datapath::meter::Meters>,
 }
 
 /// A packet the controller sends out: its ingress port (kairo numbering),
@@ -191,8 +193,10 @@ impl Switch {
             c.keep_deltas = true;
         }
         let dpid = openflow::default_dpid(&ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
+        let meters = dp.meters.clone();
         Switch {
             ctl,
+            meters,
             dp: Mutex::new(dp),
             ports,
             updates: Mutex::new(UpdateLog::default()),
@@ -421,7 +425,8 @@ impl Switch {
         for mut p in waiting {
             let (key, mut lay) = kairo_wire::parse(&p.data, p.in_port);
             let r = kairo_xlate::translate_actions(&self.ctl.lock().pipeline, &key, &p.actions);
-            kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, &r.actions, &mut |to, bytes| {
+            let meters = &self.meters;
+            kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, &r.actions, meters, &mut |to, bytes| {
                 self.deliver(ports, by_ofport, to, bytes)
             });
         }

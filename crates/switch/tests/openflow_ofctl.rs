@@ -230,3 +230,47 @@ fn bundles(r: &Rig, proto: &str) {
     r.ok(proto, "del-flows", &["table=9"]);
     assert_eq!(r.installed().len(), before);
 }
+
+/// Meters through real ovs-ofctl: add, modify, dump, statistics, features,
+/// the errors OpenFlow defines, flows that use one, and deletion taking
+/// those flows with it.
+#[test]
+fn meters_over_ovs_ofctl() {
+    if skip("meters_over_ovs_ofctl") {
+        return;
+    }
+    for proto in ["OpenFlow13", "OpenFlow15"] {
+        let r = rig();
+        r.ok(proto, "add-meter", &["meter=1,pktps,burst,stats,bands=type=drop,rate=10,burst_size=5"]);
+        let (ok, text) = r.ofctl(proto, "add-meter", &["meter=1,pktps,bands=type=drop,rate=10"]);
+        assert!(!ok && text.contains("OFPMMFC_METER_EXISTS"), "{text}");
+        let (ok, text) = r.ofctl(proto, "add-meter", &["meter=2,kbps,bands=type=dscp_remark,rate=100,prec_level=1"]);
+        assert!(!ok && text.contains("OFPMMFC_BAD_BAND"), "{text}");
+        let (ok, text) = r.ofctl(proto, "add-flow", &["actions=meter:9,output:2"]);
+        assert!(!ok && text.contains("OFPMMFC_UNKNOWN_METER"), "{text}");
+        assert!(r.installed().is_empty());
+        let dump = r.ok(proto, "dump-meters", &[]);
+        assert!(
+            dump.contains("meter=1 pktps burst stats bands=") && dump.contains("type=drop rate=10 burst_size=5"),
+            "{dump}"
+        );
+        r.ok(proto, "add-flow", &["priority=5,actions=meter:1,output:2"]);
+        r.ok(proto, "add-flow", &["priority=6,ip,actions=output:3"]);
+        let flows = r.ok(proto, "dump-flows", &[]);
+        assert!(flows.contains("priority=5 actions=meter:1,output:2"), "{flows}");
+        let stats = r.ok(proto, "meter-stats", &[]);
+        assert!(stats.contains("meter:1 flow_count:1 packet_in_count:0 byte_in_count:0"), "{stats}");
+        let feats = r.ok(proto, "meter-features", &[]);
+        assert!(feats.contains("max_meter:65536") && feats.contains("drop"), "{feats}");
+        r.ok(proto, "mod-meter", &["meter=1,kbps,bands=type=drop,rate=2000"]);
+        let dump = r.ok(proto, "dump-meters", &["meter=1"]);
+        assert!(dump.contains("meter=1 kbps bands=") && dump.contains("type=drop rate=2000"), "{dump}");
+        let (ok, text) = r.ofctl(proto, "mod-meter", &["meter=3,kbps,bands=type=drop,rate=1"]);
+        assert!(!ok && text.contains("OFPMMFC_UNKNOWN_METER"), "{text}");
+        // Deleting the meter deletes the flow that uses it, and only that one.
+        r.ok(proto, "del-meter", &["meter=1"]);
+        assert_eq!(r.installed(), vec!["0/6/0x0".to_string()]);
+        let dump = r.ok(proto, "dump-meters", &[]);
+        assert!(!dump.contains("meter=1"), "{dump}");
+    }
+}

@@ -460,6 +460,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     }
 
     fn instructions(&mut self, inst: &Instructions) {
+        if let Some(m) = inst.meter {
+            // Before the rule's actions, as Open vSwitch's xlate_meter_action.
+            self.odp.push(DpAction::Meter(m));
+        }
         let after = u32::from(
             inst.clear_actions || !inst.write.is_empty() || inst.write_metadata.is_some() || inst.goto_table.is_some(),
         );

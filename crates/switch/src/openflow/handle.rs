@@ -87,6 +87,11 @@ pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, xid: u32, m: &Messa
             s.outbox.configure(s.role, &s.async_config);
             vec![]
         }
+        Message::MeterMod(mm) => {
+            writer(s)?;
+            super::meters::meter_mod(sw, mm)?;
+            vec![]
+        }
         Message::PortMod(_) => {
             return Err(Error::new(ErrorCode::BAD_TYPE, "PORT_MOD is not served by kairo yet"));
         }
@@ -238,6 +243,7 @@ pub fn flow_mod_change(sw: &Switch, fm: &FlowMod) -> Result<KFlowMod, Error> {
             }
             let m = map::match_from_wire(&fm.fields)?;
             let inst = instructions(&m)?;
+            super::meters::check(sw, &inst)?;
             if fm.flags & ofpff::CHECK_OVERLAP != 0 {
                 let c = sw.ctl.lock();
                 if let Some(t) = c.pipeline.table(fm.table_id) {
@@ -265,7 +271,9 @@ pub fn flow_mod_change(sw: &Switch, fm: &FlowMod) -> Result<KFlowMod, Error> {
             let strict = fm.command == ofpfc::MODIFY_STRICT;
             let priority = strict.then_some(fm.priority);
             let mut sp = spec(fm.table_id, priority, fm.cookie, fm.cookie_mask, &fm.fields, port::OFPP_ANY, OFPG_ANY)?;
-            sp.instructions = Some(instructions(&sp.m)?);
+            let inst = instructions(&sp.m)?;
+            super::meters::check(sw, &inst)?;
+            sp.instructions = Some(inst);
             Ok(KFlowMod::Modify { strict, spec: sp })
         }
         ofpfc::DELETE | ofpfc::DELETE_STRICT => {
@@ -504,6 +512,11 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
                 .collect();
             split(feats, |t| 64 + t.properties.len(), MpReply::TableFeatures)
         }
+        MpRequest::Meter(id) => split(super::meters::stats(sw, *id), |s| 40 + 16 * s.bands.len(), MpReply::Meter),
+        MpRequest::MeterConfig(id) => {
+            split(super::meters::configs(sw, *id), |c| 8 + 16 * c.bands.len(), MpReply::MeterConfig)
+        }
+        MpRequest::MeterFeatures => vec![super::meters::features()],
         MpRequest::GroupFeatures => vec![Message::MultipartReply {
             flags: 0,
             body: MpReply::GroupFeatures(GroupFeatures {

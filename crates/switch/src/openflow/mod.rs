@@ -19,6 +19,7 @@ pub mod client;
 pub mod conn;
 pub mod events;
 pub mod handle;
+pub mod meters;
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
