@@ -207,6 +207,59 @@ fn ping6_over_ipv6_flows_and_an_address_rewrite() {
     drop((va, vb));
 }
 
+/// A port's link going down and up reaches an OpenFlow controller as
+/// PORT_STATUS (reason modify, OFPPS_LINK_DOWN set, then clear).
+#[test]
+fn link_changes_reach_the_controller_as_port_status() {
+    use kairo_ofp::message::{ofppr, OFPPS_LINK_DOWN};
+    use kairo_ofp::{Message, Version};
+    use kairo_switch::openflow::client::Client;
+    use kairo_switch::openflow::Target;
+    if skip("link_changes_reach_the_controller_as_port_status") {
+        return;
+    }
+    let (t, va, vb) = topo("l");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let of = dir.path().join("of.sock");
+    let sw = SwitchProc::start(
+        &[
+            "--port".into(),
+            format!("{}=1", va.outer),
+            "--port".into(),
+            format!("{}=2", vb.outer),
+            "--openflow".into(),
+            format!("punix:{}", of.display()),
+        ],
+        "actions=drop\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        match Client::connect(&Target::ActiveUnix(of.clone()), Version::V1_3) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => panic!("connect to {}: {e}", of.display()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    c.call(&[]).expect("barrier");
+    // The next port status for port 2 (bounded by the client's read timeout).
+    let next_status = |c: &mut Client| loop {
+        match c.recv().expect("a message within the read timeout") {
+            Message::PortStatus { reason, desc } if desc.port_no == 2 => return (reason, desc.state),
+            Message::EchoRequest(d) => {
+                let _ = c.send(&Message::EchoReply(d));
+            }
+            _ => {}
+        }
+    };
+    t.b.ip(&["link", "set", &vb.inner, "down"]).expect("link down");
+    assert_eq!(next_status(&mut c), (ofppr::MODIFY, OFPPS_LINK_DOWN));
+    t.b.ip(&["link", "set", &vb.inner, "up"]).expect("link up");
+    assert_eq!(next_status(&mut c), (ofppr::MODIFY, 0));
+    drop(c);
+    drop(sw);
+    drop((va, vb));
+}
+
 #[test]
 fn ping_drop_rule_l3_flows_and_rewrites_through_the_switch() {
     if skip("ping_drop_rule_l3_flows_and_rewrites_through_the_switch") {

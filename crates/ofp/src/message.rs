@@ -221,6 +221,13 @@ pub struct PortDesc {
 
 /// OFPPS_LINK_DOWN.
 pub const OFPPS_LINK_DOWN: u32 = 1;
+/// OFPPC_* port configuration bits.
+pub mod ofppc {
+    pub const PORT_DOWN: u32 = 1;
+    pub const NO_RECV: u32 = 4;
+    pub const NO_FWD: u32 = 32;
+    pub const NO_PACKET_IN: u32 = 64;
+}
 /// OFPPR_* port status reasons.
 pub mod ofppr {
     pub const ADD: u8 = 0;
@@ -873,15 +880,32 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
                 M::GroupMod(GroupMod { command, ty: gty, group_id, command_bucket_id, buckets })
             }
         }
-        ofpt::PORT_MOD if v < Version::V1_5 => {
+        ofpt::PORT_MOD => {
             let port_no = r.u32("port_no")?;
             r.skip(4, "pad")?;
             let hw_addr = mac(r, "hw_addr")?;
             r.skip(2, "pad")?;
             let config = r.u32("config")?;
             let mask = r.u32("mask")?;
-            let advertise = r.u32("advertise")?;
-            r.skip(4, "pad")?;
+            let mut advertise = 0;
+            if v < Version::V1_5 {
+                advertise = r.u32("advertise")?;
+                r.skip(4, "pad")?;
+            } else {
+                // 1.5: properties; the Ethernet one carries `advertise`.
+                while !r.is_empty() {
+                    let at = r.offset();
+                    let ty = r.u16("property type")?;
+                    let len = usize::from(r.u16("property length")?);
+                    if ty != 0 || len != 8 {
+                        return Err(Error::new(
+                            ErrorCode::BAD_PROPERTY_TYPE,
+                            format!("port-mod property of type {ty}, length {len} at offset {at}"),
+                        ));
+                    }
+                    advertise = r.u32("advertise")?;
+                }
+            }
             M::PortMod(PortMod { port_no, hw_addr, config, mask, advertise })
         }
         ofpt::MULTIPART_REQUEST => {
@@ -932,7 +956,6 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
             })
         }
         ofpt::METER_MOD => M::MeterMod(crate::meter::MeterMod::decode(r)?),
-        ofpt::PORT_MOD => return Err(unsupported_in(v, "PORT_MOD", ErrorCode::BAD_TYPE)),
         ofpt::GET_ASYNC_REPLY | ofpt::SET_ASYNC => {
             return Err(unsupported_in(v, "asynchronous configuration", ErrorCode::BAD_TYPE))
         }
@@ -1104,8 +1127,14 @@ fn encode_body(w: &mut Writer, v: Version, m: &Message) {
             w.zeros(2);
             w.u32(p.config);
             w.u32(p.mask);
-            w.u32(p.advertise);
-            w.zeros(4);
+            if v < Version::V1_5 {
+                w.u32(p.advertise);
+                w.zeros(4);
+            } else {
+                w.u16(0);
+                w.u16(8);
+                w.u32(p.advertise);
+            }
         }
         M::MultipartRequest { flags, body } => body.encode(w, v, *flags),
         M::MultipartReply { flags, body } => body.encode(w, v, *flags),

@@ -394,16 +394,11 @@ fn message(v: Version) -> BoxedStrategy<Message> {
             Message::GroupMod(GroupMod { command, ty, group_id, command_bucket_id, buckets })
         },
     );
-    let v13_only = prop_oneof![
-        any::<[u32; 6]>().prop_map(|x| Message::SetAsync(AsyncConfig {
-            packet_in: [x[0], x[1]],
-            port_status: [x[2], x[3]],
-            flow_removed: [x[4], x[5]]
-        })),
-        (any::<u32>(), any::<[u8; 6]>(), any::<[u32; 3]>()).prop_map(|(port_no, hw_addr, c)| Message::PortMod(
-            PortMod { port_no, hw_addr, config: c[0], mask: c[1], advertise: c[2] }
-        )),
-    ];
+    let v13_only = prop_oneof![any::<[u32; 6]>().prop_map(|x| Message::SetAsync(AsyncConfig {
+        packet_in: [x[0], x[1]],
+        port_status: [x[2], x[3]],
+        flow_removed: [x[4], x[5]]
+    })),];
     let common =
         prop_oneof![
             proptest::option::of(any::<u32>()).prop_map(|bitmap| Message::Hello { bitmap }),
@@ -489,6 +484,9 @@ fn message(v: Version) -> BoxedStrategy<Message> {
                     fields
                 })),
             group_mod,
+            (any::<u32>(), any::<[u8; 6]>(), any::<[u32; 3]>()).prop_map(|(port_no, hw_addr, c)| Message::PortMod(
+                PortMod { port_no, hw_addr, config: c[0], mask: c[1], advertise: c[2] }
+            )),
             (0u16..3, any::<u16>(), any::<u32>(), meter_bands()).prop_map(|(command, flags, meter_id, bands)| {
                 Message::MeterMod(crate::meter::MeterMod { command, flags, meter_id, bands })
             }),

@@ -47,6 +47,24 @@ pub struct FlowSpec {
 }
 
 impl FlowSpec {
+    /// The spec that selects exactly one rule (table, priority and match), as
+    /// a strict delete or modify does.
+    pub fn exact(table: u8, priority: u16, m: Match) -> FlowSpec {
+        FlowSpec {
+            table: Some(table),
+            priority: Some(priority),
+            cookie: 0,
+            cookie_mask: None,
+            m,
+            instructions: None,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            out_port: None,
+            out_group: None,
+            flags: 0,
+        }
+    }
+
     /// The rule this spec adds (table 0 and priority 32768 by default).
     pub fn into_rule(self) -> Result<Rule, OfError> {
         let mut inst = self.instructions.ok_or_else(|| OfError::Syntax {

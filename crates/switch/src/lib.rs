@@ -40,6 +40,7 @@ use kairo_datapath::execute::{Sent, ToController};
 use kairo_datapath::{Datapath, DpConfig};
 use kairo_maintain::shared::SharedControl;
 use kairo_maintain::{Control, EngineKind, Moved, Report, Ukey};
+use kairo_ofp::message::ofppc;
 use kairo_xlate::{Outcome, Pipeline, Traversal};
 use rustc_hash::FxHashMap;
 
@@ -280,6 +281,7 @@ impl Switch {
                     if last.elapsed() >= EXPIRY_EVERY {
                         last = Instant::now();
                         self.expire();
+                        openflow::ports::watch(self);
                     }
                 }
             });
@@ -308,19 +310,7 @@ impl Switch {
             }
         }
         for (rule, why) in due {
-            let spec = kairo_ofproto::FlowSpec {
-                table: Some(rule.table),
-                priority: Some(rule.priority),
-                cookie: 0,
-                cookie_mask: None,
-                m: rule.m,
-                instructions: None,
-                idle_timeout: 0,
-                hard_timeout: 0,
-                out_port: None,
-                out_group: None,
-                flags: 0,
-            };
+            let spec = kairo_ofproto::FlowSpec::exact(rule.table, rule.priority, rule.m);
             // Gone already (deleted meanwhile) is not an error: nothing is selected.
             let _ = self.apply_as(&kairo_maintain::flowmod::FlowMod::Delete { strict: true, spec }, why);
             self.housekeep();
@@ -342,6 +332,13 @@ impl Switch {
         while !stop.load(Ordering::Relaxed) {
             for p in ports.iter_mut() {
                 p.io.recv(&mut frames, &mut pool, RX_BATCH, &p.counters);
+                if p.counters.config.load(Ordering::Relaxed) & (ofppc::NO_RECV | ofppc::PORT_DOWN) != 0 {
+                    // OpenFlow's no_recv: what the port receives is dropped.
+                    PortCounters::add(&p.counters.rx_dropped, frames.len() as u64);
+                    let room = POOL_MAX.saturating_sub(pool.len());
+                    pool.extend(frames.drain(..).take(room));
+                    continue;
+                }
                 batch.extend(frames.drain(..).map(|f| (f, p.ofport, None)));
             }
             let now = self.now_ms();
@@ -391,12 +388,20 @@ impl Switch {
             Sent::Port(port) => match by_ofport.get(&port) {
                 Some(&i) => {
                     let p = &mut ports[i];
-                    p.io.send(bytes, &p.counters);
+                    if p.counters.config.load(Ordering::Relaxed) & (ofppc::NO_FWD | ofppc::PORT_DOWN) != 0 {
+                        PortCounters::add(&p.counters.tx_dropped, 1);
+                    } else {
+                        p.io.send(bytes, &p.counters);
+                    }
                 }
                 None => {
                     self.unroutable.fetch_add(1, Ordering::Relaxed);
                 }
             },
+            Sent::Controller(c)
+                if by_ofport
+                    .get(&c.in_port)
+                    .is_some_and(|&i| ports[i].counters.config.load(Ordering::Relaxed) & ofppc::NO_PACKET_IN != 0) => {}
             Sent::Controller(c) => {
                 self.controller.fetch_add(1, Ordering::Relaxed);
                 let queued = self.to_controller.get().is_some_and(|tx| tx.try_send((c, bytes.to_vec())).is_ok());

@@ -9,14 +9,16 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 
 /// Counters of one port, shared between the forwarding thread (writer) and
-/// the control socket (reader).
+/// the control socket (reader); and the port's OpenFlow configuration bits
+/// (`OFPPC_*`, set by PORT_MOD, read by the forwarding thread).
 #[derive(Debug, Default)]
 pub struct PortCounters {
+    pub config: AtomicU32,
     pub rx_packets: AtomicU64,
     pub rx_bytes: AtomicU64,
     pub rx_dropped: AtomicU64,

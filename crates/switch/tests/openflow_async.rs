@@ -292,3 +292,80 @@ fn after_a_barrier_reply_the_next_packet_takes_the_new_rule() {
     bg.join().unwrap();
     assert!(r.sw.ctl.lock().engine.len() >= usize::from(RULES), "the cache stayed full");
 }
+
+/// PORT_MOD's configuration bits act on forwarding (no_fwd, no_recv,
+/// no_packet_in) and every change reaches the controllers as PORT_STATUS;
+/// a bad port, address or bit gets OpenFlow's error.
+#[test]
+fn port_mod_acts_and_port_status_tells() {
+    use kairo_ofp::message::{ofppc, ofppr, PortMod};
+    use kairo_ofp::multipart::{MpReply, MpRequest};
+    for v in Version::ALL {
+        let r = start("", 3, EngineKind::Incremental);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("of.sock");
+        serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
+            .unwrap();
+        let mut c = Client::connect(&path, v);
+        c.add_flow("priority=10,in_port=1,actions=output:2");
+        c.add_flow("priority=10,in_port=3,actions=CONTROLLER:65535");
+        let descs = |c: &mut Client| -> Vec<kairo_ofp::message::PortDesc> {
+            let got = c.call(&Message::MultipartRequest { flags: 0, body: MpRequest::PortDesc(port::OFPP_ANY) });
+            got.into_iter()
+                .flat_map(|m| match m {
+                    Message::MultipartReply { body: MpReply::PortDesc(d), .. } => d,
+                    _ => vec![],
+                })
+                .collect()
+        };
+        let d = descs(&mut c);
+        let hw = |n: u32| d.iter().find(|p| p.port_no == n).expect("port").hw_addr;
+        r.peers[0].inject.send(frame(1, 5)).unwrap();
+        assert_eq!(recv_n(&r.peers[1], 1).len(), 1, "forwarded before any PORT_MOD");
+        let pm = |port_no, config, mask| PortMod { port_no, hw_addr: hw(port_no.min(3)), config, mask, advertise: 0 };
+        // A PORT_MOD that succeeds, and the PORT_STATUS it causes (which may
+        // come before or after the barrier reply: asynchronous messages have
+        // their own queue).
+        let modify = |c: &mut Client, m: PortMod| -> (u8, kairo_ofp::message::PortDesc) {
+            let mut got = c.call(&Message::PortMod(m));
+            let m = if got.is_empty() { c.recv() } else { got.remove(0) };
+            assert!(got.is_empty(), "{got:?}");
+            match m {
+                Message::PortStatus { reason, desc } => (reason, desc),
+                other => panic!("expected a port status, got {other:?}"),
+            }
+        };
+        // no_fwd on port 2: the same packet is dropped on its way out, and counted.
+        let (reason, desc) = modify(&mut c, pm(2, ofppc::NO_FWD, ofppc::NO_FWD));
+        assert_eq!((reason, desc.port_no, desc.config), (ofppr::MODIFY, 2, ofppc::NO_FWD));
+        r.peers[0].inject.send(frame(1, 5)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(r.peers[1].sent.try_recv().is_err(), "no_fwd port sent a packet");
+        let tx_dropped = |i: usize| r.sw.ports[i].counters.tx_dropped.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(tx_dropped(1), 1);
+        // Cleared: forwarding again. no_recv on port 1: what it receives goes nowhere.
+        assert_eq!(modify(&mut c, pm(2, 0, ofppc::NO_FWD)).1.config, 0);
+        assert_eq!(modify(&mut c, pm(1, ofppc::NO_RECV, ofppc::NO_RECV)).1.config, ofppc::NO_RECV);
+        r.peers[0].inject.send(frame(1, 5)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(r.peers[1].sent.try_recv().is_err(), "a no_recv port's packet was forwarded");
+        // no_packet_in on port 3: its table-miss-like controller action sends nothing.
+        assert_eq!(modify(&mut c, pm(3, ofppc::NO_PACKET_IN, ofppc::NO_PACKET_IN)).1.config, ofppc::NO_PACKET_IN);
+        r.peers[2].inject.send(frame(3, 5)).unwrap();
+        c.s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut h = [0u8; 8];
+        assert!(std::io::Read::read(&mut c.s, &mut h).is_err(), "a packet-in from a no_packet_in port");
+        c.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(descs(&mut c).iter().find(|p| p.port_no == 3).map(|p| p.config), Some(ofppc::NO_PACKET_IN));
+        // Errors: no such port, another address, a bit kairo does not set.
+        let err = |c: &mut Client, m: PortMod| match &c.call(&Message::PortMod(m))[..] {
+            [Message::Error { code, .. }] => *code,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert_eq!(err(&mut c, pm(9, 0, ofppc::NO_FWD)), kairo_ofp::ErrorCode::PORT_MOD_BAD_PORT);
+        let mut wrong = pm(2, 0, ofppc::NO_FWD);
+        wrong.hw_addr[5] ^= 1;
+        assert_eq!(err(&mut c, wrong), kairo_ofp::ErrorCode::PORT_MOD_BAD_HW_ADDR);
+        assert_eq!(err(&mut c, pm(2, 2, 2)), kairo_ofp::ErrorCode::PORT_MOD_BAD_CONFIG);
+    }
+}

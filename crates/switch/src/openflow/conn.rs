@@ -94,6 +94,8 @@ pub struct Shared {
     pub generation: Mutex<Option<u64>>,
     /// Connection ids of the current master, if any.
     pub master: Mutex<Option<u64>>,
+    /// The ports' descriptions as last announced (see `ports::watch`).
+    pub ports_seen: Mutex<Vec<kairo_ofp::message::PortDesc>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -115,6 +117,7 @@ impl Shared {
                     outboxes,
                     generation: Mutex::new(None),
                     master: Mutex::new(None),
+                    ports_seen: Mutex::new(sw.ports.iter().map(super::ports::port_desc).collect()),
                     next_id: std::sync::atomic::AtomicU64::new(1),
                 })
             })

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use kairo_datapath::execute::ToController;
 use kairo_odp::ControllerReason;
 use kairo_ofp::map;
-use kairo_ofp::message::{AsyncConfig, FlowRemoved, PacketIn, NO_BUFFER};
+use kairo_ofp::message::{AsyncConfig, FlowRemoved, PacketIn, PortDesc, NO_BUFFER};
 use kairo_ofp::oxm::{Oxm, OxmId};
 use kairo_ofp::{port, Message, Version};
 
@@ -42,6 +42,8 @@ pub struct Outbox {
     packet_in: [AtomicU32; 2],
     /// Flow-removed reasons wanted, likewise.
     flow_removed: [AtomicU32; 2],
+    /// Port-status reasons wanted, likewise.
+    port_status: [AtomicU32; 2],
     /// Asynchronous messages dropped because the outbox was full.
     pub dropped: AtomicU64,
 }
@@ -63,6 +65,7 @@ impl Outbox {
             role: AtomicU32::new(role),
             packet_in: [AtomicU32::new(0), AtomicU32::new(0)],
             flow_removed: [AtomicU32::new(0), AtomicU32::new(0)],
+            port_status: [AtomicU32::new(0), AtomicU32::new(0)],
             dropped: AtomicU64::new(0),
         };
         o.configure(role, a);
@@ -76,6 +79,8 @@ impl Outbox {
         self.packet_in[1].store(a.packet_in[1], Ordering::Relaxed);
         self.flow_removed[0].store(a.flow_removed[0], Ordering::Relaxed);
         self.flow_removed[1].store(a.flow_removed[1], Ordering::Relaxed);
+        self.port_status[0].store(a.port_status[0], Ordering::Relaxed);
+        self.port_status[1].store(a.port_status[1], Ordering::Relaxed);
     }
 
     /// A reply, written now (in the order of the requests: one thread
@@ -114,6 +119,13 @@ impl Outboxes {
 
     fn snapshot(&self) -> Vec<Arc<Outbox>> {
         crate::lock(&self.list).clone()
+    }
+
+    /// A PORT_STATUS for every connection that wants its reason.
+    pub fn port_status(&self, reason: u8, desc: PortDesc) {
+        for o in self.snapshot().into_iter().filter(|o| o.wants(&o.port_status, reason)) {
+            o.post(Message::PortStatus { reason, desc: desc.clone() });
+        }
     }
 
     /// A FLOW_REMOVED for every connection that wants its reason.

@@ -92,8 +92,11 @@ pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, xid: u32, m: &Messa
             super::meters::meter_mod(sw, mm)?;
             vec![]
         }
-        Message::PortMod(_) => {
-            return Err(Error::new(ErrorCode::BAD_TYPE, "PORT_MOD is not served by kairo yet"));
+        Message::PortMod(pm) => {
+            writer(s)?;
+            let desc = super::ports::port_mod(sw, pm)?;
+            super::ports::announce(sw, desc);
+            vec![]
         }
         other => {
             return Err(Error::new(
@@ -415,7 +418,7 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
                 .ports
                 .iter()
                 .filter(|p| *which == port::OFPP_ANY || port::to_wire(p.ofport) == *which)
-                .map(port_desc)
+                .map(super::ports::port_desc)
                 .collect();
             split(ports, |_| 72, MpReply::PortDesc)
         }
@@ -530,29 +533,4 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
             }),
         }],
     })
-}
-
-fn port_desc(p: &crate::PortInfo) -> PortDesc {
-    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", p.name))
-        .ok()
-        .and_then(|a| kairo_flow::parse::parse_mac(a.trim()))
-        .unwrap_or(0);
-    let mut hw_addr = [0u8; 6];
-    hw_addr.copy_from_slice(&mac.to_be_bytes()[2..]);
-    let up = std::fs::read_to_string(format!("/sys/class/net/{}/operstate", p.name))
-        .map(|s| s.trim() != "down")
-        .unwrap_or(true);
-    PortDesc {
-        port_no: port::to_wire(p.ofport),
-        hw_addr,
-        name: p.name.clone(),
-        config: 0,
-        state: if up { 0 } else { kairo_ofp::message::OFPPS_LINK_DOWN },
-        curr: 0,
-        advertised: 0,
-        supported: 0,
-        peer: 0,
-        curr_speed: 0,
-        max_speed: 0,
-    }
 }

@@ -27,20 +27,7 @@ fn delete_users(sw: &Switch, id: Option<u32>) -> Option<KFlowMod> {
         for r in tb.cls.iter() {
             let rule = &r.payload;
             if rule.inst.meter.is_some_and(|m| id.is_none_or(|id| id == m)) {
-                let spec = FlowSpec {
-                    table: Some(t),
-                    priority: Some(rule.priority),
-                    cookie: 0,
-                    cookie_mask: None,
-                    m: rule.m,
-                    instructions: None,
-                    idle_timeout: 0,
-                    hard_timeout: 0,
-                    out_port: None,
-                    out_group: None,
-                    flags: 0,
-                };
-                dels.push(KFlowMod::Delete { strict: true, spec });
+                dels.push(KFlowMod::Delete { strict: true, spec: FlowSpec::exact(t, rule.priority, rule.m) });
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod conn;
 pub mod events;
 pub mod handle;
 pub mod meters;
+pub mod ports;
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
