@@ -227,6 +227,16 @@ impl Switch {
     /// Takes the datapath lock (so that no batch counts meanwhile), then
     /// the control lock, then the counters.
     pub fn rule_counts(&self) -> RuleCounts {
+        let mut counts = self.counted();
+        let lives = lock(&self.lives);
+        for ((t, id), c) in counts.iter_mut() {
+            *c = lives.since_reset(*t, *id, *c);
+        }
+        counts
+    }
+
+    /// Every rule's counts since it was installed (resets not applied).
+    fn counted(&self) -> RuleCounts {
         let _dp = lock(&self.dp);
         let (moved, live) = {
             let mut c = self.ctl.lock();
@@ -470,6 +480,7 @@ impl Switch {
         why: lives::RemovedBy,
     ) -> Result<Report, kairo_maintain::flowmod::ModError> {
         let now = self.now_ms();
+        let mut reset = Vec::new();
         let (rep, moved, removed) = {
             let mut c = self.ctl.lock();
             let rep = c.apply(fm)?;
@@ -479,10 +490,23 @@ impl Switch {
             let deltas = std::mem::take(&mut c.deltas);
             let timed = |t, id| c.pipeline.rule(t, id).is_some_and(|r| r.idle_timeout != 0 || r.hard_timeout != 0);
             let removed = lock(&self.lives).follow(&deltas, now, why, timed);
+            if resets_counts(fm) {
+                reset.extend(deltas.iter().filter_map(|d| match d {
+                    kairo_maintain::flowmod::Delta::RuleModified { table, id } => Some((*table, *id)),
+                    _ => None,
+                }));
+            }
             (rep, std::mem::take(&mut c.moved), removed)
         };
         lock(&self.updates).push(rep);
         self.take_moved(moved);
+        if !reset.is_empty() {
+            let counts = self.counted();
+            let mut lives = lock(&self.lives);
+            for (t, id) in reset {
+                lives.reset_counts(t, id, counts.get(&(t, id)).copied().unwrap_or_default());
+            }
+        }
         if !removed.is_empty() {
             if let Some(of) = self.openflow.get() {
                 let counts = self.rule_counts();
@@ -492,6 +516,17 @@ impl Switch {
             }
         }
         Ok(rep)
+    }
+}
+
+/// Does this change reset the counters of the rules it modifies (a modify
+/// with `reset_counts`, in a bundle or not)?
+fn resets_counts(fm: &kairo_maintain::flowmod::FlowMod) -> bool {
+    use kairo_maintain::flowmod::FlowMod as F;
+    match fm {
+        F::Modify { spec, .. } => spec.flags & kairo_ofproto::flags::RESET_COUNTS != 0,
+        F::Bundle(v) => v.iter().any(resets_counts),
+        _ => false,
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Lives {
     installed: FxHashMap<(u8, RuleId), u64>,
     /// Rules with a timeout, and the last use seen of each.
     timed: FxHashMap<(u8, RuleId), u64>,
+    /// Packet and byte counts of rules whose counters were reset (a modify
+    /// with `reset_counts`) at the moment of the reset: what their
+    /// statistics no longer include.
+    reset: FxHashMap<(u8, RuleId), (u64, u64)>,
 }
 
 impl Lives {
@@ -68,6 +72,7 @@ impl Lives {
                 Delta::RuleRemoved { table, id, rule } => {
                     let since = self.installed.remove(&(*table, *id)).unwrap_or(0);
                     self.timed.remove(&(*table, *id));
+                    self.reset.remove(&(*table, *id));
                     if rule.flags & kairo_ofproto::flags::SEND_FLOW_REM != 0 {
                         let lived_ms = now.saturating_sub(since);
                         out.push(Removed { table: *table, id: *id, rule: rule.clone(), reason, lived_ms });
@@ -77,6 +82,17 @@ impl Lives {
             }
         }
         out
+    }
+
+    /// Resets a rule's counters: `counts` are what it had counted so far.
+    pub fn reset_counts(&mut self, table: u8, id: RuleId, counts: (u64, u64)) {
+        self.reset.insert((table, id), counts);
+    }
+
+    /// A rule's counts since its last reset, from all it counted.
+    pub fn since_reset(&self, table: u8, id: RuleId, (p, b): (u64, u64)) -> (u64, u64) {
+        let (p0, b0) = self.reset.get(&(table, id)).copied().unwrap_or_default();
+        (p.saturating_sub(p0), b.saturating_sub(b0))
     }
 
     /// When the rule was installed (0: before the switch kept track).

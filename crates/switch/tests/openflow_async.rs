@@ -369,3 +369,71 @@ fn port_mod_acts_and_port_status_tells() {
         assert_eq!(err(&mut c, pm(2, 2, 2)), kairo_ofp::ErrorCode::PORT_MOD_BAD_CONFIG);
     }
 }
+
+/// A modify with OFPFF_RESET_COUNTS starts the modified rule's counters
+/// again; one without keeps them (as Open vSwitch).
+#[test]
+fn modify_with_reset_counts_clears_the_rules_counters() {
+    use kairo_ofp::multipart::{FlowStatsRequest, MpReply, MpRequest};
+    for v in Version::ALL {
+        let r = start("", 2, EngineKind::Incremental);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("of.sock");
+        serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
+            .unwrap();
+        let mut c = Client::connect(&path, v);
+        c.add_flow("priority=10,in_port=1,actions=output:2");
+        let packets = |c: &mut Client| -> u64 {
+            let req = FlowStatsRequest {
+                table_id: 0xff,
+                out_port: port::OFPP_ANY,
+                out_group: OFPG_ANY,
+                cookie: 0,
+                cookie_mask: 0,
+                fields: vec![],
+            };
+            let got = c.call(&Message::MultipartRequest { flags: 0, body: MpRequest::Flow(req) });
+            match &got[..] {
+                [Message::MultipartReply { body: MpReply::Flow(f), .. }] if f.len() == 1 => f[0].packet_count,
+                other => panic!("{other:?}"),
+            }
+        };
+        let send = |n: usize| {
+            for _ in 0..n {
+                r.peers[0].inject.send(frame(1, 5)).unwrap();
+            }
+            assert_eq!(recv_n(&r.peers[1], n).len(), n);
+        };
+        send(3);
+        assert_eq!(packets(&mut c), 3);
+        let modify = |c: &mut Client, flags: u16| {
+            let rule = kairo_ofproto::parse_flow("priority=10,in_port=1,actions=output:2", Some(true))
+                .unwrap()
+                .into_rule()
+                .unwrap();
+            let fm = FlowMod {
+                cookie: 0,
+                cookie_mask: 0,
+                table_id: 0,
+                command: ofpfc::MODIFY_STRICT,
+                idle_timeout: 0,
+                hard_timeout: 0,
+                priority: 10,
+                buffer_id: NO_BUFFER,
+                out_port: port::OFPP_ANY,
+                out_group: OFPG_ANY,
+                flags,
+                importance: 0,
+                fields: kairo_ofp::map::match_to_wire(&rule.m, c.v).unwrap(),
+                instructions: kairo_ofp::map::instructions_to_wire(&rule.inst, c.v, &rule.m).unwrap(),
+            };
+            assert!(c.call(&Message::FlowMod(fm)).is_empty());
+        };
+        modify(&mut c, 0);
+        assert_eq!(packets(&mut c), 3, "a modify without reset_counts keeps the counters");
+        modify(&mut c, kairo_ofp::message::ofpff::RESET_COUNTS);
+        assert_eq!(packets(&mut c), 0, "reset_counts");
+        send(2);
+        assert_eq!(packets(&mut c), 2);
+    }
+}

@@ -277,6 +277,7 @@ pub fn flow_mod_change(sw: &Switch, fm: &FlowMod) -> Result<KFlowMod, Error> {
             let inst = instructions(&sp.m)?;
             super::meters::check(sw, &inst)?;
             sp.instructions = Some(inst);
+            sp.flags = fm.flags;
             Ok(KFlowMod::Modify { strict, spec: sp })
         }
         ofpfc::DELETE | ofpfc::DELETE_STRICT => {
