@@ -537,7 +537,11 @@ proptest! {
         }
         if let Ok((_, back)) = decode(&short) {
             // Only bodies that end in free-form bytes may shrink and still parse.
-            prop_assert!(matches!(back, Message::EchoRequest(_) | Message::EchoReply(_) | Message::Error { .. }
+            // Lists may end early at an element boundary: a meter's bands, and
+            // OpenFlow 1.5's PORT_MOD properties (all optional) after its fixed 32 bytes.
+            let list_end = matches!(back, Message::MeterMod(_))
+                || (v >= Version::V1_5 && n == 32 && matches!(back, Message::PortMod(_)));
+            prop_assert!(list_end || matches!(back, Message::EchoRequest(_) | Message::EchoReply(_) | Message::Error { .. }
                 | Message::PacketIn(_) | Message::PacketOut(_) | Message::Hello { .. }
                 | Message::MultipartReply { .. } | Message::FlowMod(_) | Message::GroupMod(_)
                 | Message::MultipartRequest { .. } | Message::FlowRemoved(_)),
