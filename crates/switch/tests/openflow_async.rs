@@ -66,25 +66,30 @@ impl Client {
     }
 
     fn add_flow(&mut self, text: &str) {
-        let rule = kairo_ofproto::parse_flow(text, Some(true)).unwrap().into_rule().unwrap();
-        let fm = FlowMod {
-            cookie: rule.cookie,
-            cookie_mask: 0,
-            table_id: rule.table,
-            command: ofpfc::ADD,
-            idle_timeout: rule.idle_timeout,
-            hard_timeout: rule.hard_timeout,
-            priority: rule.priority,
-            buffer_id: NO_BUFFER,
-            out_port: port::OFPP_ANY,
-            out_group: OFPG_ANY,
-            flags: rule.flags,
-            importance: 0,
-            fields: kairo_ofp::map::match_to_wire(&rule.m, self.v).unwrap(),
-            instructions: kairo_ofp::map::instructions_to_wire(&rule.inst, self.v, &rule.m).unwrap(),
-        };
-        let got = self.call(&Message::FlowMod(fm));
+        let got = self.call(&Message::FlowMod(flow_mod(text, self.v, ofpfc::ADD, 0)));
         assert!(got.is_empty(), "{text}: {got:?}");
+    }
+}
+
+/// The FLOW_MOD `command` for the rule written as `text` (its table,
+/// priority, cookie, timeouts, flags and `extra_flags`).
+fn flow_mod(text: &str, v: Version, command: u8, extra_flags: u16) -> FlowMod {
+    let rule = kairo_ofproto::parse_flow(text, Some(true)).unwrap().into_rule().unwrap();
+    FlowMod {
+        cookie: rule.cookie,
+        cookie_mask: 0,
+        table_id: rule.table,
+        command,
+        idle_timeout: rule.idle_timeout,
+        hard_timeout: rule.hard_timeout,
+        priority: rule.priority,
+        buffer_id: NO_BUFFER,
+        out_port: port::OFPP_ANY,
+        out_group: OFPG_ANY,
+        flags: rule.flags | extra_flags,
+        importance: 0,
+        fields: kairo_ofp::map::match_to_wire(&rule.m, v).unwrap(),
+        instructions: kairo_ofp::map::instructions_to_wire(&rule.inst, v, &rule.m).unwrap(),
     }
 }
 
@@ -250,29 +255,8 @@ fn after_a_barrier_reply_the_next_packet_takes_the_new_rule() {
     };
     for i in 1..=150u64 {
         let mac = format!("00:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff);
-        let rule = kairo_ofproto::parse_flow(
-            &format!("priority=10,in_port=1,udp,tp_dst=5,actions=mod_dl_src:{mac},output:2"),
-            Some(true),
-        )
-        .unwrap()
-        .into_rule()
-        .unwrap();
-        let fm = FlowMod {
-            cookie: 0,
-            cookie_mask: 0,
-            table_id: 0,
-            command: ofpfc::MODIFY_STRICT,
-            idle_timeout: 0,
-            hard_timeout: 0,
-            priority: 10,
-            buffer_id: NO_BUFFER,
-            out_port: port::OFPP_ANY,
-            out_group: OFPG_ANY,
-            flags: 0,
-            importance: 0,
-            fields: kairo_ofp::map::match_to_wire(&rule.m, Version::V1_3).unwrap(),
-            instructions: kairo_ofp::map::instructions_to_wire(&rule.inst, Version::V1_3, &rule.m).unwrap(),
-        };
+        let text = format!("priority=10,in_port=1,udp,tp_dst=5,actions=mod_dl_src:{mac},output:2");
+        let fm = flow_mod(&text, Version::V1_3, ofpfc::MODIFY_STRICT, 0);
         assert!(c.call(&Message::FlowMod(fm)).is_empty());
         // The barrier reply is in: the marker (tp_src 40000 + i) must carry stamp i.
         let mut marker = kairo_wire::emit::frame(&udp_key(1, 0x0200_0000_0001, 40000 + i as u16, 5), b"marker");
@@ -407,26 +391,7 @@ fn modify_with_reset_counts_clears_the_rules_counters() {
         send(3);
         assert_eq!(packets(&mut c), 3);
         let modify = |c: &mut Client, flags: u16| {
-            let rule = kairo_ofproto::parse_flow("priority=10,in_port=1,actions=output:2", Some(true))
-                .unwrap()
-                .into_rule()
-                .unwrap();
-            let fm = FlowMod {
-                cookie: 0,
-                cookie_mask: 0,
-                table_id: 0,
-                command: ofpfc::MODIFY_STRICT,
-                idle_timeout: 0,
-                hard_timeout: 0,
-                priority: 10,
-                buffer_id: NO_BUFFER,
-                out_port: port::OFPP_ANY,
-                out_group: OFPG_ANY,
-                flags,
-                importance: 0,
-                fields: kairo_ofp::map::match_to_wire(&rule.m, c.v).unwrap(),
-                instructions: kairo_ofp::map::instructions_to_wire(&rule.inst, c.v, &rule.m).unwrap(),
-            };
+            let fm = flow_mod("priority=10,in_port=1,actions=output:2", c.v, ofpfc::MODIFY_STRICT, flags);
             assert!(c.call(&Message::FlowMod(fm)).is_empty());
         };
         modify(&mut c, 0);
