@@ -299,6 +299,19 @@ impl Field {
             _ => None,
         }
     }
+    /// For either half of a 128-bit field: the high half (which carries the
+    /// field's name) and where this half's bits start in the 128 (64 for the
+    /// high half, 0 for the low one).
+    #[inline]
+    pub fn half_of(self) -> Option<(Field, u32)> {
+        match self {
+            Field::Ipv6SrcHi | Field::Ipv6DstHi | Field::NdTargetHi => Some((self, 64)),
+            Field::Ipv6SrcLo => Some((Field::Ipv6SrcHi, 0)),
+            Field::Ipv6DstLo => Some((Field::Ipv6DstHi, 0)),
+            Field::NdTargetLo => Some((Field::NdTargetHi, 0)),
+            _ => None,
+        }
+    }
     /// The low half of the wide field whose high half is `hi` (`hi` itself
     /// for a field that is not wide).
     #[inline]

@@ -291,9 +291,7 @@ fn sub_from_wire(s: &WireSub) -> Result<SubField, Error> {
 
 fn sub_to_wire(s: &SubField) -> Result<WireSub, Error> {
     // A half of a 128-bit field: bits of the whole on the wire.
-    if let Some(hi) = KFIELDS.iter().map(|d| d.id).find(|h| h.wide().is_some_and(|(a, b)| a == s.field || b == s.field))
-    {
-        let base = if hi == s.field { 64 } else { 0 };
+    if let Some((hi, base)) = s.field.half_of() {
         let name = oxm_name(hi).unwrap_or("");
         return Ok(WireSub { id: by_name(name), ofs: (s.ofs + base) as u16, n_bits: s.n_bits as u16 });
     }

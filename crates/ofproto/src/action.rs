@@ -75,20 +75,15 @@ impl SubField {
 impl std::fmt::Display for SubField {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // A half of a 128-bit field prints as bits of the whole.
-        let (name, base) =
-            match Field::all().find(|h| h.wide().is_some_and(|(hi, lo)| hi == self.field || lo == self.field)) {
-                Some(hi) if hi == self.field => (hi.name(), 64),
-                Some(hi) => (hi.name(), 0),
-                None => (self.field.name(), 0),
-            };
-        if base == 0 && name != self.field.name() || base == 64 {
-            let ofs = self.ofs + base;
+        if let Some((hi, base)) = self.field.half_of() {
+            let (name, ofs) = (hi.name(), self.ofs + base);
             return if self.n_bits == 1 {
                 write!(f, "{name}[{ofs}]")
             } else {
                 write!(f, "{name}[{}..{}]", ofs, ofs + self.n_bits - 1)
             };
         }
+        let name = self.field.name();
         if self.ofs == 0 && self.n_bits == self.field.bits() {
             write!(f, "{name}[]")
         } else if self.n_bits == 1 {

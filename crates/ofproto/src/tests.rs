@@ -190,11 +190,19 @@ fn rule_display_round_trips() {
         "table=1,priority=10,tcp,tp_dst=80,actions=mod_tp_dst:8080,write_actions(output:3),goto_table:2",
         "priority=0,actions=drop",
         "cookie=0x9,reg0=0x1/0x1,actions=load:0x3->NXM_NX_REG1[0..1],resubmit(,5)",
+        "ipv6,actions=meter:2,move:ipv6_src[64..127]->metadata[],load:0x1->ipv6_dst[0..15],set_field:fe80::/10->nd_target",
     ] {
         let r = rule(s);
         let printed = r.to_string();
         assert_eq!(rule(&printed), r, "{printed}");
     }
+    // Bits of a 128-bit field are bits of one half, printed as bits of the whole.
+    let r = rule("ipv6,actions=move:NXM_NX_IPV6_SRC[70..73]->NXM_NX_REG0[0..3],load:0x5->ipv6_dst[1..3]");
+    assert_eq!(r.inst.to_string(), "move:ipv6_src[70..73]->reg0[0..3],load:0x5->ipv6_dst[1..3]");
+    let Action::Move { src, .. } = r.inst.apply[0] else { panic!("a move") };
+    assert_eq!((src.field, src.ofs, src.n_bits), (Field::Ipv6SrcHi, 6, 4));
+    let e = Action::parse("move:ipv6_src[60..67]->NXM_NX_REG0[0..7]").unwrap_err().to_string();
+    assert!(e.contains("both halves"), "{e}");
 }
 
 mod prop {
