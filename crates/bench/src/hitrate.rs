@@ -125,11 +125,7 @@ fn one(
 
 pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
     let wl = workload(PipelineKind::Ofdpa, opts.flows, opts.updates, opts.seed)?;
-    let p = Pipeline::from_parts(
-        kairo_ofproto::parse_flow_file(&wl.flows).map_err(|e| e.to_string())?,
-        kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let p = wl.pipeline()?;
     let flows: Vec<_> = wl.keys().take(opts.flows).collect();
     if flows.is_empty() {
         return Err("no flows".into());

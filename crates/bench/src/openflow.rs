@@ -21,7 +21,6 @@ use kairo_ofp::Version;
 use kairo_switch::openflow::client::{to_messages, Client};
 use kairo_switch::openflow::{serve, OfLimits, Target};
 use kairo_switch::{lock, Switch};
-use kairo_xlate::Pipeline;
 
 use crate::ttu::{fill, workload, PipelineKind};
 use crate::{quantile, Machine};
@@ -58,11 +57,7 @@ pub struct OfReport {
 pub fn run(opts: &OfOpts) -> Result<OfReport, String> {
     let max = opts.entries.iter().copied().max().unwrap_or(0);
     let wl = workload(opts.pipeline.clone(), max, opts.updates, opts.seed)?;
-    let p = Pipeline::from_parts(
-        kairo_ofproto::parse_flow_file(&wl.flows).map_err(|e| e.to_string())?,
-        kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let p = wl.pipeline()?;
     let mods: Vec<FlowMod> = wl
         .updates
         .iter()

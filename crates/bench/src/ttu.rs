@@ -290,6 +290,17 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The workload's flows and groups loaded as a pipeline.
+    pub fn pipeline(&self) -> Result<Pipeline, String> {
+        Pipeline::from_parts(
+            kairo_ofproto::parse_flow_file(&self.flows).map_err(|e| e.to_string())?,
+            kairo_ofproto::parse_group_file(&self.groups).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+impl Workload {
     /// The traffic's flows, unique, in a fixed order.
     pub fn keys(&self) -> impl Iterator<Item = FlowKey> + Send {
         (self.traffic)().take(self.n_keys)
@@ -487,11 +498,7 @@ fn only_kinds(
 pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let max = opts.entries.iter().copied().max().unwrap_or(0);
     let wl = workload(opts.pipeline.clone(), max, opts.updates, opts.seed)?;
-    let p = Pipeline::from_parts(
-        kairo_ofproto::parse_flow_file(&wl.flows).map_err(|e| e.to_string())?,
-        kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    let p = wl.pipeline()?;
     let stream = &only_kinds(&wl.updates, &opts.kinds)?;
     let mods: Vec<FlowMod> = stream
         .iter()
@@ -882,11 +889,7 @@ mod tests {
     #[test]
     fn verify_catches_a_corrupted_cache() {
         let wl = workload(PipelineKind::Ofdpa, 500, 1, 3).unwrap();
-        let p = Pipeline::from_parts(
-            kairo_ofproto::parse_flow_file(&wl.flows).unwrap(),
-            kairo_ofproto::parse_group_file(&wl.groups).unwrap(),
-        )
-        .unwrap();
+        let p = wl.pipeline().unwrap();
         let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), 500, false).unwrap();
         assert!(sc.lock().verify().is_empty());
         let victim = sc.lock().engine.entries()[17].clone();

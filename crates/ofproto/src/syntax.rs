@@ -27,8 +27,8 @@ pub enum MissBehavior {
 }
 
 /// A parsed flow line before it becomes a rule or a flow-mod. Fields the line
-/// did not give are `None`.
-#[derive(Clone, Debug, PartialEq)]
+/// did not give are `None` (the default: every rule of every table).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct FlowSpec {
     pub table: Option<u8>,
     pub priority: Option<u16>,
@@ -50,19 +50,7 @@ impl FlowSpec {
     /// The spec that selects exactly one rule (table, priority and match), as
     /// a strict delete or modify does.
     pub fn exact(table: u8, priority: u16, m: Match) -> FlowSpec {
-        FlowSpec {
-            table: Some(table),
-            priority: Some(priority),
-            cookie: 0,
-            cookie_mask: None,
-            m,
-            instructions: None,
-            idle_timeout: 0,
-            hard_timeout: 0,
-            out_port: None,
-            out_group: None,
-            flags: 0,
-        }
+        FlowSpec { table: Some(table), priority: Some(priority), m, ..FlowSpec::default() }
     }
 
     /// The rule this spec adds (table 0 and priority 32768 by default).
@@ -145,19 +133,7 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
         }
         _ => {}
     }
-    let mut spec = FlowSpec {
-        table: None,
-        priority: None,
-        cookie: 0,
-        cookie_mask: None,
-        m: Match::ANY,
-        instructions: None,
-        idle_timeout: 0,
-        hard_timeout: 0,
-        out_port: None,
-        out_group: None,
-        flags: 0,
-    };
+    let mut spec = FlowSpec::default();
     let mut mb = MatchBuilder::new();
     for tok in split_top(head)? {
         let (name, value) = match tok.split_once('=') {

@@ -93,6 +93,16 @@ fn flow_mod(text: &str, v: Version, command: u8, extra_flags: u16) -> FlowMod {
     }
 }
 
+/// An OpenFlow listener of the running switch on a Unix socket in a fresh
+/// directory (kept while the directory lives).
+fn listen(r: &common::Running) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("of.sock");
+    serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
+        .unwrap();
+    (dir, path)
+}
+
 fn frame(in_port: u32, tp_dst: u16) -> Vec<u8> {
     kairo_wire::emit::frame(&udp_key(in_port, 0x0200_0000_0001, 1000, tp_dst), b"payload")
 }
@@ -101,10 +111,7 @@ fn frame(in_port: u32, tp_dst: u16) -> Vec<u8> {
 fn packet_in_and_packet_out_over_openflow() {
     for v in Version::ALL {
         let r = start("", 3, EngineKind::Incremental);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("of.sock");
-        serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
-            .unwrap();
+        let (_dir, path) = listen(&r);
         let mut c = Client::connect(&path, v);
         // A second controller that wants no packet-ins.
         let mut quiet = Client::connect(&path, v);
@@ -179,10 +186,7 @@ fn flow_removed(c: &mut Client) -> kairo_ofp::message::FlowRemoved {
 fn timeouts_remove_rules_and_tell_the_controller() {
     for v in Version::ALL {
         let r = start("", 2, EngineKind::Incremental);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("of.sock");
-        serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
-            .unwrap();
+        let (_dir, path) = listen(&r);
         let mut c = Client::connect(&path, v);
         c.add_flow("priority=9,cookie=0x31,hard_timeout=1,send_flow_rem,udp,tp_dst=1,actions=output:2");
         // A hard timeout ends the rule however busy it is.
@@ -231,10 +235,7 @@ fn after_a_barrier_reply_the_next_packet_takes_the_new_rule() {
     let flows: String =
         (0..RULES).map(|j| format!("priority=10,in_port=1,udp,tp_dst={j},actions=output:2\n")).collect();
     let r = start(&flows, 2, EngineKind::Incremental);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("of.sock");
-    serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
-        .unwrap();
+    let (_dir, path) = listen(&r);
     let mut c = Client::connect(&path, Version::V1_3);
     // Fill the cache: one megaflow per rule.
     for j in 0..RULES {
@@ -286,10 +287,7 @@ fn port_mod_acts_and_port_status_tells() {
     use kairo_ofp::multipart::{MpReply, MpRequest};
     for v in Version::ALL {
         let r = start("", 3, EngineKind::Incremental);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("of.sock");
-        serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
-            .unwrap();
+        let (_dir, path) = listen(&r);
         let mut c = Client::connect(&path, v);
         c.add_flow("priority=10,in_port=1,actions=output:2");
         c.add_flow("priority=10,in_port=3,actions=CONTROLLER:65535");
@@ -361,10 +359,7 @@ fn modify_with_reset_counts_clears_the_rules_counters() {
     use kairo_ofp::multipart::{FlowStatsRequest, MpReply, MpRequest};
     for v in Version::ALL {
         let r = start("", 2, EngineKind::Incremental);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("of.sock");
-        serve(r.sw.clone(), &Target::PassiveUnix(path.clone()), Arc::new(AtomicBool::new(false)), OfLimits::default())
-            .unwrap();
+        let (_dir, path) = listen(&r);
         let mut c = Client::connect(&path, v);
         c.add_flow("priority=10,in_port=1,actions=output:2");
         let packets = |c: &mut Client| -> u64 {

@@ -67,14 +67,12 @@ pub fn to_messages(fm: &KFlowMod, v: Version) -> Result<Vec<Message>, Error> {
                 table: Some(r.table),
                 priority: Some(r.priority),
                 cookie: r.cookie,
-                cookie_mask: None,
                 m: r.m,
                 instructions: Some(r.inst.clone()),
                 idle_timeout: r.idle_timeout,
                 hard_timeout: r.hard_timeout,
-                out_port: None,
-                out_group: None,
                 flags: r.flags,
+                ..FlowSpec::default()
             };
             vec![Message::FlowMod(flow_mod(ofpfc::ADD, &spec, true, v)?)]
         }

@@ -214,15 +214,12 @@ fn spec(
         cookie,
         cookie_mask: (cookie_mask != 0).then_some(cookie_mask),
         m: map::match_from_wire(fields)?,
-        instructions: None,
-        idle_timeout: 0,
-        hard_timeout: 0,
         out_port: match out_port {
             port::OFPP_ANY => None,
             p => Some(port::from_wire(p)?),
         },
         out_group: (out_group != OFPG_ANY).then_some(out_group),
-        flags: 0,
+        ..FlowSpec::default()
     })
 }
 
