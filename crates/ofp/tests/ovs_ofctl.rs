@@ -146,7 +146,7 @@ fn ovs_flow_mod_bytes(rule: &str, proto: &str) -> Vec<u8> {
             continue;
         }
         let hex = rest.split('|').next().unwrap_or("");
-        for tok in hex.split(|c: char| c == ' ' || c == '-').filter(|t| !t.is_empty()) {
+        for tok in hex.split([' ', '-']).filter(|t| !t.is_empty()) {
             bytes.push(u8::from_str_radix(tok, 16).unwrap());
         }
     }
