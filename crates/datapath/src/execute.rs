@@ -63,6 +63,9 @@ pub fn execute(
             // On the wire the CFI/DEI bit is 0; kairo's keys use it as "tag present".
             DpAction::PushVlan { vid, pcp } => rw::push_vlan(pkt, lay, ((*pcp as u16) << 13) | (vid & 0xfff)),
             DpAction::PopVlan => rw::pop_vlan(pkt, lay),
+            DpAction::PushMpls { lse, ethertype } => rw::push_mpls(pkt, lay, *lse, *ethertype),
+            DpAction::PopMpls { ethertype } => rw::pop_mpls(pkt, lay, *ethertype),
+            DpAction::SetMpls { lse } => rw::set_mpls(pkt, lay, *lse),
             DpAction::SetIpv4 { src, dst, tos, ttl } => {
                 if let Some(v) = src {
                     rw::set_ipv4_src(pkt, lay, *v);

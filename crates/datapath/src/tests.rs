@@ -241,3 +241,50 @@ fn metered_flows_drop_over_the_rate() {
     assert_eq!((c.packets, c.bands[0].0), (40, 30));
     assert_eq!(translate(&p, &kairo_wire::parse(&pkt(), 1).0).actions, vec![DpAction::Meter(1), DpAction::Output(2)]);
 }
+
+/// MPLS on the wire: pushes, pops and sets the datapath makes of the slow
+/// path's actions give the packets `apply` describes (parsed back), and a
+/// label pushed and popped again leaves the IP packet byte for byte.
+#[test]
+fn mpls_packets_on_the_wire_get_the_slow_path_effect() {
+    let mut p = pipeline(
+        "in_port=1,tcp,actions=push_mpls:0x8847,set_field:100->mpls_label,output:2,pop_mpls:0x0800,mod_nw_dst:10.9.9.9,output:3\n\
+         in_port=1,mpls,mpls_bos=1,actions=dec_mpls_ttl,set_mpls_tc:5,output:2,pop_mpls:0x0800,output:3\n\
+         in_port=1,mpls,mpls_bos=0,actions=pop_mpls:0x8847,output:4,push_mpls:0x8848,set_mpls_ttl(7),output:5",
+        "",
+    );
+    let tcp =
+        kairo_flow::parse_key("in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_ttl=64,nw_tos=0x28,tp_src=1,tp_dst=80")
+            .unwrap();
+    let one = kairo_flow::parse_key("in_port=1,mpls,mpls_label=5,mpls_tc=1,mpls_ttl=9,mpls_bos=1").unwrap();
+    let mut two = kairo_flow::parse_key("in_port=1,mpls,mpls_label=6,mpls_ttl=3,mpls_bos=0").unwrap();
+    two.set_mpls_lse(1, 9 << 12 | 1 << 8 | 30);
+    let mut dp = Datapath::new(cfg_always_emc());
+    for round in 0..2 {
+        for k in [tcp, one, two] {
+            let frame = kairo_wire::emit::frame(&k, &[0xab; 20]);
+            let (parsed, _) = kairo_wire::parse(&frame, 1);
+            assert_eq!(parsed, k);
+            let mut pkts = vec![(frame.clone(), 1, None)];
+            let mut sent: Vec<(u32, Vec<u8>)> = Vec::new();
+            dp.process_packets(&mut pkts, round, &mut p, &mut |to, b| {
+                if let crate::execute::Sent::Port(port) = to {
+                    sent.push((port, b.to_vec()))
+                }
+            });
+            let want = kairo_xlate::odp::apply(&translate(&p, &k).actions, &k);
+            let got: Vec<(u32, FlowKey)> = sent
+                .iter()
+                .map(|(port, b)| (*port, kairo_xlate::odp::packet_fields(&kairo_wire::parse(b, 1).0)))
+                .collect();
+            assert_eq!(got, want, "round {round}: {k:?}");
+            if k == tcp {
+                // Pushed and popped: the IPv4 packet again, but for its new destination.
+                let (back, _) = kairo_wire::parse(&sent[1].1, 1);
+                assert_eq!(back.get(Field::IpDst), 0x0a09_0909);
+                assert_eq!(sent[1].1.len(), frame.len());
+                assert_eq!(sent[0].1.len(), frame.len() + 4);
+            }
+        }
+    }
+}

@@ -70,6 +70,8 @@ pub enum Prereq {
     NdSolicit,
     /// ICMPv6 neighbour advertisement (type 136, code 0)
     NdAdvert,
+    /// eth_type = 0x8847 or 0x8848 (MPLS unicast or multicast)
+    Mpls,
 }
 
 /// Ethertypes and protocol numbers used by prerequisites.
@@ -77,6 +79,8 @@ pub const ETH_TYPE_IP: u64 = 0x0800;
 pub const ETH_TYPE_ARP: u64 = 0x0806;
 pub const ETH_TYPE_IPV6: u64 = 0x86dd;
 pub const ETH_TYPE_VLAN: u64 = 0x8100;
+pub const ETH_TYPE_MPLS: u64 = 0x8847;
+pub const ETH_TYPE_MPLS_MCAST: u64 = 0x8848;
 pub const IPPROTO_ICMP: u64 = 1;
 pub const IPPROTO_TCP: u64 = 6;
 pub const IPPROTO_UDP: u64 = 17;
@@ -85,6 +89,20 @@ pub const IPPROTO_ICMPV6: u64 = 58;
 /// ICMPv6 neighbour solicitation and advertisement types.
 pub const ND_SOLICIT: u64 = 135;
 pub const ND_ADVERT: u64 = 136;
+/// Bits of an MPLS label stack entry (label << 12 | tc << 9 | bos << 8 | ttl).
+pub const MPLS_LABEL_MASK: u32 = 0xffff_f000;
+pub const MPLS_TC_MASK: u32 = 0x0000_0e00;
+pub const MPLS_BOS_MASK: u32 = 0x0000_0100;
+pub const MPLS_TTL_MASK: u32 = 0x0000_00ff;
+/// Label stack entries a flow key holds (Open vSwitch's FLOW_MAX_MPLS_LABELS).
+pub const MPLS_MAX_LABELS: usize = 3;
+
+/// Is `t` an MPLS ethertype (0x8847 unicast or 0x8848 multicast)?
+#[inline]
+pub const fn is_mpls_type(t: u64) -> bool {
+    t == ETH_TYPE_MPLS || t == ETH_TYPE_MPLS_MCAST
+}
+
 /// The VLAN "present" bit of `vlan_tci` (the CFI bit, as Open vSwitch uses it).
 pub const VLAN_CFI: u64 = 0x1000;
 
@@ -157,6 +175,17 @@ fields! {
     VlanTci => "vlan_tci" ["NXM_OF_VLAN_TCI"] 16 Hex L2 None None, true;
     // Inner tag of a QinQ frame (Open vSwitch keeps it as vlans[1]; kairo names it).
     VlanTciInner => "vlan_tci_inner" [] 16 Hex L2 None None, false;
+    // The top MPLS label stack entry, its four parts in the entry's own bit
+    // order (ttl lowest), so the 32 bits from MplsTtl up are the LSE as on
+    // the wire (see `FlowKey::mpls_lse`).
+    MplsTtl => "mpls_ttl" ["NXM_NX_MPLS_TTL"] 8 Dec L2 Mpls None, true;
+    MplsBos => "mpls_bos" ["OXM_OF_MPLS_BOS"] 1 Dec L2 Mpls None, false;
+    MplsTc => "mpls_tc" ["OXM_OF_MPLS_TC"] 3 Dec L2 Mpls None, true;
+    MplsLabel => "mpls_label" ["OXM_OF_MPLS_LABEL"] 20 Dec L2 Mpls None, true;
+    // The second and third entries, whole (Open vSwitch's mpls_lse[1..2]:
+    // not matchable from OpenFlow; megaflows and pops use them).
+    MplsLse1 => "mpls_lse1" [] 32 Hex L2 Mpls None, false;
+    MplsLse2 => "mpls_lse2" [] 32 Hex L2 Mpls None, false;
     // ---- L3 stage ----
     IpSrc => "nw_src" ["ip_src", "NXM_OF_IP_SRC", "OXM_OF_IPV4_SRC", "ipv4_src"] 32 Ipv4 L3 Ipv4 None, true;
     IpDst => "nw_dst" ["ip_dst", "NXM_OF_IP_DST", "OXM_OF_IPV4_DST", "ipv4_dst"] 32 Ipv4 L3 Ipv4 None, true;

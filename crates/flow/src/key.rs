@@ -112,6 +112,41 @@ impl FlowKey {
     pub fn is_ip(&self) -> bool {
         self.is_ipv4() || self.is_ipv6()
     }
+    /// Is this an MPLS packet (unicast or multicast ethertype)?
+    #[inline]
+    pub fn is_mpls(&self) -> bool {
+        crate::field::is_mpls_type(self.get(Field::EthType))
+    }
+    /// MPLS label stack entry `i` (0 = top, up to 2) as on the wire:
+    /// label << 12 | tc << 9 | bos << 8 | ttl.
+    #[inline]
+    pub fn mpls_lse(&self, i: usize) -> u32 {
+        match i {
+            0 => {
+                (self.get(Field::MplsLabel) << 12
+                    | self.get(Field::MplsTc) << 9
+                    | self.get(Field::MplsBos) << 8
+                    | self.get(Field::MplsTtl)) as u32
+            }
+            1 => self.get(Field::MplsLse1) as u32,
+            _ => self.get(Field::MplsLse2) as u32,
+        }
+    }
+    /// Sets MPLS label stack entry `i` (see [`FlowKey::mpls_lse`]).
+    #[inline]
+    pub fn set_mpls_lse(&mut self, i: usize, lse: u32) {
+        let v = u64::from(lse);
+        match i {
+            0 => {
+                self.set(Field::MplsLabel, v >> 12);
+                self.set(Field::MplsTc, v >> 9 & 7);
+                self.set(Field::MplsBos, v >> 8 & 1);
+                self.set(Field::MplsTtl, v & 0xff);
+            }
+            1 => self.set(Field::MplsLse1, v),
+            _ => self.set(Field::MplsLse2, v),
+        }
+    }
     /// The 128-bit value of a wide field named by its high half.
     #[inline]
     pub fn get_wide(&self, hi: Field) -> u128 {
@@ -164,6 +199,21 @@ impl FlowMask {
     pub fn or_bits(&mut self, f: Field, bits: u64) {
         let (w, s, m) = field_bits(f);
         self.w[w] |= (bits & m) << s;
+    }
+    /// ORs `bits` (laid out as an MPLS label stack entry) into entry `i`.
+    #[inline]
+    pub fn or_mpls_lse(&mut self, i: usize, bits: u32) {
+        let b = u64::from(bits);
+        match i {
+            0 => {
+                self.or_bits(Field::MplsLabel, b >> 12);
+                self.or_bits(Field::MplsTc, b >> 9 & 7);
+                self.or_bits(Field::MplsBos, b >> 8 & 1);
+                self.or_bits(Field::MplsTtl, b & 0xff);
+            }
+            1 => self.or_bits(Field::MplsLse1, b),
+            _ => self.or_bits(Field::MplsLse2, b),
+        }
     }
     /// Un-wildcards the whole of `f`.
     #[inline]

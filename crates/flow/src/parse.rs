@@ -345,6 +345,8 @@ pub const SHORTHANDS: &[(&str, u64, Option<u64>)] = &[
     ("udp6", ETH_TYPE_IPV6, Some(IPPROTO_UDP)),
     ("sctp6", ETH_TYPE_IPV6, Some(IPPROTO_SCTP)),
     ("icmp6", ETH_TYPE_IPV6, Some(IPPROTO_ICMPV6)),
+    ("mpls", ETH_TYPE_MPLS, None),
+    ("mplsm", ETH_TYPE_MPLS_MCAST, None),
 ];
 
 impl MatchBuilder {
@@ -483,6 +485,7 @@ fn prereq_ok(m: &Match, p: Prereq) -> bool {
         Prereq::Nd => nd(&[ND_SOLICIT, ND_ADVERT]),
         Prereq::NdSolicit => nd(&[ND_SOLICIT]),
         Prereq::NdAdvert => nd(&[ND_ADVERT]),
+        Prereq::Mpls => exact_is(m, Field::EthType, ETH_TYPE_MPLS) || exact_is(m, Field::EthType, ETH_TYPE_MPLS_MCAST),
     }
 }
 
@@ -500,6 +503,7 @@ fn prereq_text(p: Prereq) -> &'static str {
         Prereq::Nd => "icmp6 with icmp_type=135 or 136 and icmp_code=0",
         Prereq::NdSolicit => "icmp6 with icmp_type=135 and icmp_code=0",
         Prereq::NdAdvert => "icmp6 with icmp_type=136 and icmp_code=0",
+        Prereq::Mpls => "mpls or mplsm (dl_type=0x8847 or 0x8848)",
     }
 }
 

@@ -57,6 +57,14 @@ pub fn format_match_with(m: &Match, eth_prefix: bool, leading: &[Field]) -> Stri
             done_type = true;
             parts.push("arp".into());
         }
+        Some(ETH_TYPE_MPLS) => {
+            done_type = true;
+            parts.push("mpls".into());
+        }
+        Some(ETH_TYPE_MPLS_MCAST) => {
+            done_type = true;
+            parts.push("mplsm".into());
+        }
         _ => {}
     }
     let is_arp = exact(m, Field::EthType) == Some(ETH_TYPE_ARP);

@@ -100,7 +100,7 @@ fn datapath_actions_match_open_vswitch() {
         n_ports: 4,
     };
     let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
-    let (mut total, mut skipped) = (0usize, 0usize);
+    let (mut total, mut skipped, mut mpls) = (0usize, 0usize, 0usize);
     let (mut ovs_mf_total, mut kairo_mf_total) = (0usize, 0usize);
     for seed in 1..=n_pipelines {
         let case = gen_case(seed * 7919, &cfg);
@@ -133,6 +133,14 @@ fn datapath_actions_match_open_vswitch() {
             };
             let want = apply(&ovs_actions, &key);
             let got = apply(&r.actions, &key);
+            mpls += usize::from(r.actions.iter().any(|a| {
+                matches!(
+                    a,
+                    kairo_xlate::odp::DpAction::PushMpls { .. }
+                        | kairo_xlate::odp::DpAction::PopMpls { .. }
+                        | kairo_xlate::odp::DpAction::SetMpls { .. }
+                )
+            }));
             assert_eq!(
                 got,
                 want,
@@ -154,7 +162,7 @@ fn datapath_actions_match_open_vswitch() {
         ovs_mf_total += ovs_mf.len();
         kairo_mf_total += kairo_mf.len();
     }
-    println!("differential: {total} packets over {n_pipelines} pipelines, {skipped} skipped; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
+    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} with MPLS datapath actions), {skipped} skipped; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
     assert!(skipped * 10 <= total, "too many packets skipped: {skipped} of {total}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -38,6 +38,20 @@ pub enum DpAction {
         pcp: u8,
     },
     PopVlan,
+    /// Push an MPLS label stack entry (label << 12 | tc << 9 | bos << 8 |
+    /// ttl) after the VLAN tags; the packet's ethertype becomes `ethertype`.
+    PushMpls {
+        lse: u32,
+        ethertype: u16,
+    },
+    /// Pop the top MPLS label stack entry; the ethertype becomes `ethertype`.
+    PopMpls {
+        ethertype: u16,
+    },
+    /// Overwrite the top MPLS label stack entry.
+    SetMpls {
+        lse: u32,
+    },
     /// `tos` is (value, mask) over the TOS byte (DSCP << 2 | ECN).
     SetIpv4 {
         src: Option<u32>,
@@ -107,6 +121,10 @@ impl DpAction {
             DpAction::Output(_) => 8,
             DpAction::PushVlan { .. } => 8,
             DpAction::PopVlan => 4,
+            // ovs_action_push_mpls: the entry and the ethertype, padded.
+            DpAction::PushMpls { .. } => 12,
+            DpAction::PopMpls { .. } => 8,
+            DpAction::SetMpls { .. } => set(4),
             DpAction::Meter(_) => 8,
             DpAction::SetEth { .. } => set(12),
             DpAction::SetIpv4 { .. } => set(12),
@@ -120,6 +138,28 @@ impl DpAction {
             DpAction::Controller { .. } => 4 + 8 + 4 + 48,
         }
     }
+}
+
+/// An MPLS label stack entry as Open vSwitch prints it.
+fn format_lse(lse: u32) -> String {
+    format!("label={},tc={},ttl={},bos={}", lse >> 12, lse >> 9 & 7, lse & 0xff, lse >> 8 & 1)
+}
+
+/// The fields a frame shows: under MPLS labels nothing of the L3 and L4
+/// headers is visible (a key keeps them, so a pop brings them back), and a
+/// frame without an MPLS ethertype has no labels.
+fn visible(k: &FlowKey) -> FlowKey {
+    let mut v = *k;
+    if k.is_mpls() {
+        for f in Field::all().filter(|f| f.in_packet() && f.def().stage >= kairo_flow::field::Stage::L3) {
+            v.set(f, 0);
+        }
+    } else {
+        for f in [Field::MplsLabel, Field::MplsTc, Field::MplsBos, Field::MplsTtl, Field::MplsLse1, Field::MplsLse2] {
+            v.set(f, 0);
+        }
+    }
+    v
 }
 
 fn opt<T: std::fmt::Display>(parts: &mut Vec<String>, name: &str, v: Option<T>) {
@@ -136,6 +176,11 @@ impl std::fmt::Display for DpAction {
             DpAction::PopVlan => write!(f, "pop_vlan"),
             DpAction::Meter(m) => write!(f, "meter({m})"),
             DpAction::PushVlan { vid, pcp } => write!(f, "push_vlan(vid={vid},pcp={pcp})"),
+            DpAction::PushMpls { lse, ethertype } => {
+                write!(f, "push_mpls({},eth_type={ethertype:#x})", format_lse(*lse))
+            }
+            DpAction::PopMpls { ethertype } => write!(f, "pop_mpls(eth_type={ethertype:#x})"),
+            DpAction::SetMpls { lse } => write!(f, "set(mpls({}))", format_lse(*lse)),
             DpAction::Controller { reason, max_len, table, cookie } => {
                 let r = match reason {
                     ControllerReason::NoMatch => 0,
@@ -244,8 +289,27 @@ pub fn apply(actions: &[DpAction], key: &FlowKey) -> Vec<Emitted> {
     let mut out = Vec::new();
     for a in actions {
         match a {
-            DpAction::Output(p) => out.push((*p, k)),
-            DpAction::Controller { .. } => out.push((u32::MAX, k)),
+            DpAction::Output(p) => out.push((*p, visible(&k))),
+            DpAction::Controller { .. } => out.push((u32::MAX, visible(&k))),
+            DpAction::PushMpls { lse, ethertype } => {
+                k.set_mpls_lse(2, k.mpls_lse(1));
+                k.set_mpls_lse(1, k.mpls_lse(0));
+                k.set_mpls_lse(0, *lse);
+                k.set(Field::EthType, u64::from(*ethertype));
+            }
+            DpAction::PopMpls { ethertype } => {
+                if k.is_mpls() {
+                    k.set_mpls_lse(0, k.mpls_lse(1));
+                    k.set_mpls_lse(1, k.mpls_lse(2));
+                    k.set_mpls_lse(2, 0);
+                    k.set(Field::EthType, u64::from(*ethertype));
+                }
+            }
+            DpAction::SetMpls { lse } => {
+                if k.is_mpls() {
+                    k.set_mpls_lse(0, *lse);
+                }
+            }
             // A meter changes no header; whether it drops depends on time and rate.
             DpAction::Meter(_) => {}
             DpAction::SetEth { src, dst } => {
@@ -384,6 +448,12 @@ fn strip_mask(v: &str) -> &str {
     v.split('/').next().unwrap_or(v)
 }
 
+/// An MPLS label stack entry from its printed parts (`label=..,tc=..,ttl=..,bos=..`).
+fn lse_of(num: &dyn Fn(&str) -> Option<u64>) -> Option<u32> {
+    let (label, tc, ttl, bos) = (num("label")?, num("tc")?, num("ttl")?, num("bos")?);
+    (label < 1 << 20 && tc < 8 && ttl < 256 && bos < 2).then_some((label << 12 | tc << 9 | bos << 8 | ttl) as u32)
+}
+
 /// Parses Open vSwitch's `Datapath actions:` text into actions.
 pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
     let s = s.trim();
@@ -400,6 +470,18 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
         }
         if t == "pop_vlan" {
             out.push(DpAction::PopVlan);
+            continue;
+        }
+        if let Some(inner) = t.strip_prefix("push_mpls(").and_then(|x| x.strip_suffix(')')) {
+            let pairs = kv(inner);
+            let num = |name: &str| pairs.iter().find(|(k, _)| *k == name).and_then(|(_, v)| parse_uint(v));
+            let lse = lse_of(&num).ok_or_else(bad)?;
+            let ethertype = num("eth_type").ok_or_else(bad)? as u16;
+            out.push(DpAction::PushMpls { lse, ethertype });
+            continue;
+        }
+        if let Some(inner) = t.strip_prefix("pop_mpls(eth_type=").and_then(|x| x.strip_suffix(')')) {
+            out.push(DpAction::PopMpls { ethertype: parse_uint(inner).ok_or_else(bad)? as u16 });
             continue;
         }
         if let Some(m) = t.strip_prefix("meter(").and_then(|x| x.strip_suffix(')')).and_then(parse_uint) {
@@ -471,6 +553,8 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
                 tclass: byte_masked("tclass")?,
                 hlimit: num("hlimit").map(|v| v as u8),
             }),
+            // Open vSwitch's userspace datapath sets the whole entry.
+            "mpls" if !body.contains('/') => out.push(DpAction::SetMpls { lse: lse_of(&num).ok_or_else(bad)? }),
             "nd" => out.push(DpAction::SetNd { target: ip6("target"), sll: mac("sll"), tll: mac("tll") }),
             "icmpv6" => {
                 out.push(DpAction::SetIcmpv6 { ty: num("type").map(|v| v as u8), code: num("code").map(|v| v as u8) })
@@ -527,6 +611,19 @@ mod tests {
         assert_eq!((out.get(Field::Ipv6Label), out.get(Field::Icmpv6Type)), (0x12345, 136));
         assert_eq!((out.get_wide(Field::NdTargetHi), out.get(Field::NdSll)), (0xfe80 << 112 | 1, 1));
         assert_eq!(parse_actions("drop").unwrap(), vec![]);
+        let m = "push_mpls(label=100,tc=6,ttl=17,bos=1,eth_type=0x8847),2,set(mpls(label=5,tc=3,ttl=8,bos=1)),pop_mpls(eth_type=0x800),3";
+        let e = parse_actions(m).unwrap();
+        assert_eq!(format_actions(&e), m);
+        let k = kairo_flow::parse_key("in_port=1,tcp,nw_src=1.2.3.4,tp_dst=80").unwrap();
+        let out = apply(&e, &k);
+        // Under the label the TCP/IP headers do not show; after the pop they are back.
+        assert_eq!((out[0].1.get(Field::MplsLabel), out[0].1.get(Field::IpSrc)), (100, 0));
+        assert_eq!(out[0].1.get(Field::EthType), 0x8847);
+        assert_eq!(
+            (out[1].1.get(Field::EthType), out[1].1.get(Field::IpSrc), out[1].1.get(Field::TpDst)),
+            (0x800, 0x0102_0304, 80)
+        );
+        assert_eq!(out[1].1.get(Field::MplsLabel), 0);
         let u = parse_actions("set(eth(dst=00:00:00:00:00:22)),userspace(pid=0,controller(reason=2,dont_send=1,continuation=0,recirc_id=1,rule_cookie=0,controller_id=0,max_len=65535))").unwrap();
         assert_eq!(
             u[1],

@@ -408,10 +408,15 @@ pub fn action_from_wire(a: &Act) -> Result<Action, Error> {
         }
         Act::CopyTtlOut => return Err(unsupported("copy_ttl_out")),
         Act::CopyTtlIn => return Err(unsupported("copy_ttl_in")),
-        Act::SetMplsTtl(_) => return Err(unsupported("set_mpls_ttl")),
-        Act::DecMplsTtl => return Err(unsupported("dec_mpls_ttl")),
-        Act::PushMpls(_) => return Err(unsupported("push_mpls")),
-        Act::PopMpls(_) => return Err(unsupported("pop_mpls")),
+        Act::SetMplsTtl(t) => Action::SetMplsTtl(*t),
+        Act::DecMplsTtl => Action::DecMplsTtl,
+        Act::PushMpls(t) => {
+            if !kairo_flow::field::is_mpls_type(u64::from(*t)) {
+                return Err(Error::new(ErrorCode::BAD_ACTION_ARGUMENT, format!("push_mpls with ethertype {t:#06x}")));
+            }
+            Action::PushMpls { ethertype: *t }
+        }
+        Act::PopMpls(t) => Action::PopMpls { ethertype: *t },
         Act::SetQueue(_) => return Err(unsupported("set_queue")),
         Act::SetNwTtl(_) => return Err(unsupported("set_nw_ttl")),
         Act::PushPbb(_) => return Err(unsupported("push_pbb")),
@@ -476,6 +481,10 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
                 out.push(Act::PopVlan);
             }
             Action::DecTtl => out.push(Act::DecNwTtl),
+            Action::PushMpls { ethertype } => out.push(Act::PushMpls(*ethertype)),
+            Action::PopMpls { ethertype } => out.push(Act::PopMpls(*ethertype)),
+            Action::SetMplsTtl(t) => out.push(Act::SetMplsTtl(*t)),
+            Action::DecMplsTtl => out.push(Act::DecMplsTtl),
             Action::SetVlanVid { vid, push } => {
                 if *push && !tagged {
                     out.push(Act::PushVlan(0x8100));

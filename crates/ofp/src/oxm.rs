@@ -144,7 +144,7 @@ table! {
     NXM_1 27 4 true "NXM_NX_IPV6_LABEL";
     NXM_1 28 1 false "NXM_NX_IP_ECN";
     NXM_1 29 1 false "NXM_NX_IP_TTL";
-    NXM_1 30 8 true "NXM_NX_COOKIE";
+    NXM_1 30 1 false "NXM_NX_MPLS_TTL";
     NXM_1 31 4 true "NXM_NX_TUN_IPV4_SRC";
     NXM_1 32 4 true "NXM_NX_TUN_IPV4_DST";
     NXM_1 33 4 true "NXM_NX_PKT_MARK";

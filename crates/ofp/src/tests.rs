@@ -709,7 +709,9 @@ mod mapping {
         let e = action_from_wire(&Act::Nicira { subtype: nxast::CT, body: vec![0; 14] }).unwrap_err();
         assert_eq!(e.code, ErrorCode::BAD_ACTION_EXP_TYPE);
         assert!(e.detail.contains("`ct`"), "{e}");
-        let e = action_from_wire(&Act::PushMpls(0x8847)).unwrap_err();
+        let e = action_from_wire(&Act::PushMpls(0x0800)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BAD_ACTION_ARGUMENT);
+        let e = action_from_wire(&Act::CopyTtlOut).unwrap_err();
         assert_eq!(e.code, ErrorCode::BAD_ACTION_TYPE);
         let e = action_from_wire(&Act::Output { port: crate::port::OFPP_NORMAL, max_len: 0 }).unwrap_err();
         assert_eq!(e.code, ErrorCode::BAD_OUT_PORT);

@@ -49,6 +49,9 @@ const RULES: &[&str] = &[
     "tun_id=0x55,tun_src=192.168.0.1,tun_dst=192.168.0.2,actions=set_field:0x66->tun_id,output:1",
     "ct_state=+trk+est,ct_zone=5,ct_mark=0x1/0x1,actions=output:1",
     "ip,nw_frag=later,actions=drop",
+    "mpls,mpls_label=7,mpls_tc=2,mpls_bos=1,actions=set_mpls_ttl(9),dec_mpls_ttl,pop_mpls:0x0800,output:2",
+    "mplsm,mpls_ttl=5,actions=set_field:6->mpls_ttl,set_field:3->mpls_tc,output:1",
+    "ip,actions=push_mpls:0x8847,set_field:100->mpls_label,output:3",
     "actions=resubmit:3,resubmit(4,5),resubmit(,6)",
     "actions=clear_actions,write_actions(output:4,group:2)",
     "reg5=0x1,actions=set_field:0xa/0xff->reg6,output:1",
@@ -203,7 +206,9 @@ fn open_vswitchs_own_bytes_decode_reencode_and_map() {
         ("actions=set_field:0x123456789->tun_id", Want::Same),
         ("actions=multipath(eth_src,50,hrw,12,0,NXM_NX_REG0[0..3])", Want::Refused(E::BAD_ACTION_EXP_TYPE)),
         ("tcp,actions=fin_timeout(idle_timeout=5)", Want::Refused(E::BAD_ACTION_EXP_TYPE)),
-        ("mpls,actions=set_mpls_ttl(9),dec_mpls_ttl", Want::Refused(E::BAD_ACTION_TYPE)),
+        ("mpls,actions=set_mpls_ttl(9),dec_mpls_ttl,pop_mpls:0x0800", Want::Same),
+        ("ip,actions=push_mpls:0x8848,set_field:7->mpls_label,set_field:5->mpls_tc", Want::Same),
+        ("mpls,mpls_label=7,mpls_tc=2,mpls_bos=1,mpls_ttl=5,actions=set_field:9->mpls_ttl", Want::Same),
     ];
     for (v, proto) in [(Version::V1_3, "OpenFlow13"), (Version::V1_5, "OpenFlow15")] {
         for (rule, want) in cases {

@@ -141,6 +141,23 @@ pub enum Action {
         push: bool,
     },
     DecTtl,
+    /// Push an MPLS label stack entry; the ethertype is 0x8847 or 0x8848.
+    /// On a packet without labels the entry is made from the IP header
+    /// (label 0, or 2 for IPv6; TTL and the DSCP's low 3 bits as TC), as
+    /// Open vSwitch makes it; on a labelled packet the top entry is copied.
+    PushMpls {
+        ethertype: u16,
+    },
+    /// Pop the top MPLS label stack entry; the packet gets `ethertype`.
+    PopMpls {
+        ethertype: u16,
+    },
+    /// `set_mpls_ttl(N)` (OpenFlow's own action; `set_field:N->mpls_ttl`
+    /// is a [`Action::SetField`]).
+    SetMplsTtl(u8),
+    /// `dec_mpls_ttl`: a TTL that would reach zero sends the packet to the
+    /// controller and ends the action list, as `dec_ttl` does.
+    DecMplsTtl,
     /// `resubmit(port,table)`: look the packet up again (in table, as if from port).
     Resubmit {
         port: Option<u32>,
@@ -386,10 +403,32 @@ impl Action {
                 let g = parse_uint(need()?).filter(|g| *g <= u32::MAX as u64).ok_or_else(|| syntax("a group id"))?;
                 Action::Group(g as u32)
             }
-            "ct" | "learn" | "conjunction" | "push_mpls" | "pop_mpls" | "enqueue" | "set_queue" | "note"
-            | "multipath" | "bundle" | "check_pkt_larger" | "clone" => {
-                return Err(unsupported(name, "this action is not implemented yet"))
+            "push_mpls" => {
+                let t = parse_uint(need()?)
+                    .filter(|t| kairo_flow::field::is_mpls_type(*t))
+                    .ok_or_else(|| syntax("push_mpls:0x8847 or push_mpls:0x8848"))?;
+                Action::PushMpls { ethertype: t as u16 }
             }
+            "pop_mpls" => {
+                let t = parse_uint(need()?).filter(|t| *t <= 0xffff).ok_or_else(|| syntax("pop_mpls:ETHERTYPE"))?;
+                Action::PopMpls { ethertype: t as u16 }
+            }
+            "set_mpls_label" => {
+                let v =
+                    parse_uint(need()?).filter(|v| *v < 1 << 20).ok_or_else(|| syntax("an MPLS label 0-1048575"))?;
+                Action::SetField { field: Field::MplsLabel, value: v, mask: Field::MplsLabel.ones() }
+            }
+            "set_mpls_tc" => {
+                let v = parse_uint(need()?).filter(|v| *v <= 7).ok_or_else(|| syntax("an MPLS traffic class 0-7"))?;
+                Action::SetField { field: Field::MplsTc, value: v, mask: 7 }
+            }
+            "set_mpls_ttl" => {
+                let v = parse_uint(need()?).filter(|v| *v <= 0xff).ok_or_else(|| syntax("an MPLS TTL 0-255"))?;
+                Action::SetMplsTtl(v as u8)
+            }
+            "dec_mpls_ttl" if arg.is_none() => Action::DecMplsTtl,
+            "ct" | "learn" | "conjunction" | "enqueue" | "set_queue" | "note" | "multipath" | "bundle"
+            | "check_pkt_larger" | "clone" => return Err(unsupported(name, "this action is not implemented yet")),
             _ => return Err(OfError::UnknownAction { text: s.to_string() }),
         })
     }
@@ -428,6 +467,10 @@ impl std::fmt::Display for Action {
             Action::SetVlanPcp { pcp, push: true } => write!(f, "mod_vlan_pcp:{pcp}"),
             Action::SetVlanPcp { pcp, push: false } => write!(f, "set_field:{pcp}->vlan_pcp"),
             Action::DecTtl => write!(f, "dec_ttl"),
+            Action::PushMpls { ethertype } => write!(f, "push_mpls:{ethertype:#06x}"),
+            Action::PopMpls { ethertype } => write!(f, "pop_mpls:{ethertype:#06x}"),
+            Action::SetMplsTtl(t) => write!(f, "set_mpls_ttl({t})"),
+            Action::DecMplsTtl => write!(f, "dec_mpls_ttl"),
             Action::Resubmit { port, table } => {
                 let p = port.map(port_name).unwrap_or_default();
                 let t = table.map(|t| t.to_string()).unwrap_or_default();

@@ -120,6 +120,8 @@ impl Reference {
             bytes: 0,
             base: packet_fields(packet),
             live: BTreeMap::new(),
+            arrived_mpls: is_mpls(packet.get(Field::EthType)),
+            hidden: false,
         };
         run.table(0, 0);
         if run.stop.is_none() {
@@ -142,8 +144,11 @@ impl Reference {
 /// replacing an earlier), then a group or else an output.
 fn ordered(set: Vec<Action>) -> Vec<Action> {
     let mut pop = false;
+    let mut pop_mpls = None;
+    let mut push_mpls = None;
     let mut push = None;
     let mut dec = false;
+    let mut dec_mpls = false;
     let mut sets: Vec<Action> = Vec::new();
     let mut group = None;
     let mut output = None;
@@ -152,6 +157,9 @@ fn ordered(set: Vec<Action>) -> Vec<Action> {
             Action::PopVlan => pop = true,
             Action::PushVlan { .. } => push = Some(a),
             Action::DecTtl => dec = true,
+            Action::PopMpls { .. } => pop_mpls = Some(a),
+            Action::PushMpls { .. } => push_mpls = Some(a),
+            Action::DecMplsTtl => dec_mpls = true,
             Action::Group(_) => group = Some(a),
             Action::Output(_) | Action::InPort | Action::Flood | Action::Controller { .. } => output = Some(a),
             _ => {
@@ -160,6 +168,7 @@ fn ordered(set: Vec<Action>) -> Vec<Action> {
                     Action::Move { dst, .. } => Some((0, dst.field)),
                     Action::SetVlanVid { .. } => Some((1, Field::VlanTci)),
                     Action::SetVlanPcp { .. } => Some((2, Field::VlanTci)),
+                    Action::SetMplsTtl(_) => Some((0, Field::MplsTtl)),
                     _ => None,
                 };
                 match sets.iter().position(|x| slot(x) == slot(&a)) {
@@ -173,9 +182,14 @@ fn ordered(set: Vec<Action>) -> Vec<Action> {
     if pop {
         out.push(Action::PopVlan);
     }
+    out.extend(pop_mpls);
+    out.extend(push_mpls);
     out.extend(push);
     if dec {
         out.push(Action::DecTtl);
+    }
+    if dec_mpls {
+        out.push(Action::DecMplsTtl);
     }
     out.extend(sets);
     out.extend(group.or(output));
@@ -199,9 +213,67 @@ struct Run<'a> {
     base: FlowKey,
     /// Group liveness found so far, by (group, depth).
     live: BTreeMap<(u32, u32), bool>,
+    /// Did the packet arrive with MPLS labels?
+    arrived_mpls: bool,
+    /// It did, and a pop took it out of them: its L3 header is unknown, and
+    /// whatever needs it stops the packet (Open vSwitch recirculates there;
+    /// kairo does not yet).
+    hidden: bool,
 }
 
 const VLAN_CFI: u64 = 0x1000;
+const MPLS_BOS: u32 = 0x100;
+
+fn is_mpls(eth_type: u64) -> bool {
+    eth_type == 0x8847 || eth_type == 0x8848
+}
+
+/// Label stack entry `i` of `k` (label << 12 | tc << 9 | bos << 8 | ttl).
+fn lse(k: &FlowKey, i: usize) -> u32 {
+    match i {
+        0 => {
+            (k.get(Field::MplsLabel) << 12
+                | k.get(Field::MplsTc) << 9
+                | k.get(Field::MplsBos) << 8
+                | k.get(Field::MplsTtl)) as u32
+        }
+        1 => k.get(Field::MplsLse1) as u32,
+        _ => k.get(Field::MplsLse2) as u32,
+    }
+}
+
+fn set_lse(k: &mut FlowKey, i: usize, v: u32) {
+    let v = u64::from(v);
+    match i {
+        0 => {
+            k.set(Field::MplsLabel, v >> 12);
+            k.set(Field::MplsTc, (v >> 9) & 7);
+            k.set(Field::MplsBos, (v >> 8) & 1);
+            k.set(Field::MplsTtl, v & 0xff);
+        }
+        1 => k.set(Field::MplsLse1, v),
+        _ => k.set(Field::MplsLse2, v),
+    }
+}
+
+const MPLS_FIELDS: [Field; 6] =
+    [Field::MplsLabel, Field::MplsTc, Field::MplsBos, Field::MplsTtl, Field::MplsLse1, Field::MplsLse2];
+
+/// The fields a packet shows: nothing under MPLS labels, and no labels
+/// without an MPLS ethertype.
+fn shown(k: &FlowKey) -> FlowKey {
+    let mut v = packet_fields(k);
+    if is_mpls(k.get(Field::EthType)) {
+        for f in Field::all().filter(|f| f.in_packet() && f.def().stage >= kairo_flow::field::Stage::L3) {
+            v.set(f, 0);
+        }
+    } else {
+        for f in MPLS_FIELDS {
+            v.set(f, 0);
+        }
+    }
+    v
+}
 
 impl Run<'_> {
     fn halted(&self) -> bool {
@@ -225,7 +297,39 @@ impl Run<'_> {
     }
 
     fn emit(&mut self, port: u32) {
-        let now = packet_fields(&self.flow);
+        let mut now = shown(&self.flow);
+        // A datapath changes the ethertype only by pushing or popping a
+        // label: where the stacks at the last emission and now differ at
+        // most in the top entry, none is pushed or popped (Open vSwitch
+        // elides a push and pop that cancel, whatever they set).
+        let stack = |k: &FlowKey| -> Vec<u32> {
+            let n = Run::labels_of(k);
+            (0..n).map(|i| lse(k, i)).collect()
+        };
+        let (b, f) = (stack(&self.base), stack(&self.flow));
+        if is_mpls(now.get(Field::EthType)) {
+            // The flow's entries replace the packet's on top; what the
+            // packet had below its own entries stays below (pushes drop the
+            // third, pops bring up zeros).
+            for i in 0..3usize {
+                let v = match i.checked_sub(f.len()) {
+                    None => f[i],
+                    Some(j) if b.len() + j < 3 => lse(&self.base, b.len() + j),
+                    Some(_) => 0,
+                };
+                set_lse(&mut now, i, v);
+            }
+        }
+        if b.len() == f.len() && b.get(1..) == f.get(1..) {
+            now.set(Field::EthType, self.base.get(Field::EthType));
+            if !is_mpls(now.get(Field::EthType)) {
+                // Headers that were hidden under labels show again.
+                let shown_flow = packet_fields(&self.flow);
+                for fd in Field::all().filter(|x| x.in_packet() && x.def().stage >= kairo_flow::field::Stage::L3) {
+                    now.set(fd, shown_flow.get(fd));
+                }
+            }
+        }
         // A set action per changed header group (Ethernet, VLAN, IPv4, L4,
         // ICMP, ARP): what the datapath needs to bring the packet here.
         self.bytes += headers_changed(&self.base, &now);
@@ -236,6 +340,10 @@ impl Run<'_> {
 
     /// A lookup in table `t` at nesting `depth`.
     fn table(&mut self, t: u8, depth: u32) {
+        if self.hidden {
+            self.stop = Some(Stop::Error);
+            return;
+        }
         self.lookups += 1;
         if self.lookups > MAX_LOOKUPS {
             self.stop = Some(Stop::Error);
@@ -315,12 +423,117 @@ impl Run<'_> {
             Prereq::Nd => nd(&[135, 136]),
             Prereq::NdSolicit => nd(&[135]),
             Prereq::NdAdvert => nd(&[136]),
+            Prereq::Mpls => is_mpls(self.flow.get(Field::EthType)),
         }
+    }
+
+    /// The label stack entries the packet has: to the bottom of the stack,
+    /// else the non-zero ones of the three a key holds.
+    fn labels(&self) -> usize {
+        Run::labels_of(&self.flow)
+    }
+
+    fn labels_of(k: &FlowKey) -> usize {
+        if !is_mpls(k.get(Field::EthType)) {
+            return 0;
+        }
+        let mut n = 0;
+        for i in 0..3 {
+            let e = lse(k, i);
+            if e & MPLS_BOS != 0 {
+                return i + 1;
+            }
+            if e != 0 {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Stops the packet: what comes needs headers the flow does not have.
+    fn blind(&mut self) -> bool {
+        self.stop = Some(Stop::Error);
+        false
     }
 
     fn action(&mut self, a: &Action, depth: u32, table: u8) -> bool {
         let in_port = self.flow.get(Field::InPort);
+        let l3 = |f: Field| f.def().stage >= kairo_flow::field::Stage::L3;
+        if self.hidden {
+            let blind = match a {
+                Action::SetField { field, .. } => l3(*field),
+                Action::SetWide { .. } => true,
+                Action::Move { src, dst } => l3(src.field) || l3(dst.field),
+                Action::DecTtl | Action::PopMpls { .. } | Action::SetMplsTtl(_) | Action::DecMplsTtl => true,
+                Action::PushMpls { .. } => {
+                    let ip = matches!(self.flow.get(Field::EthType), 0x0800 | 0x86dd);
+                    self.labels() == 0 && ip && self.flow.get(Field::IpTtl) == 0
+                }
+                _ => false,
+            };
+            if blind {
+                return self.blind();
+            }
+        }
         match a {
+            Action::PushMpls { ethertype } => {
+                let n = self.labels();
+                if n >= 3 {
+                    return self.blind();
+                }
+                let top = if n == 0 {
+                    let ip = matches!(self.flow.get(Field::EthType), 0x0800 | 0x86dd);
+                    let label = if self.flow.get(Field::EthType) == 0x86dd { 2 } else { 0 };
+                    let (tc, ttl) = if ip {
+                        let t = self.flow.get(Field::IpTtl);
+                        (self.flow.get(Field::IpDscp) & 7, if t == 0 { 64 } else { t })
+                    } else {
+                        (0, 64)
+                    };
+                    (label << 12 | tc << 9 | 1 << 8 | ttl) as u32
+                } else {
+                    for i in (1..=n).rev() {
+                        let below = lse(&self.flow, i - 1);
+                        set_lse(&mut self.flow, i, below);
+                    }
+                    lse(&self.flow, 1) & !MPLS_BOS
+                };
+                set_lse(&mut self.flow, 0, top);
+                self.flow.set(Field::EthType, u64::from(*ethertype));
+            }
+            Action::PopMpls { ethertype } => {
+                let n = self.labels();
+                if n == 3 && lse(&self.flow, 2) & MPLS_BOS == 0 {
+                    return self.blind();
+                }
+                if n > 0 {
+                    for i in 1..n {
+                        let v = lse(&self.flow, i);
+                        set_lse(&mut self.flow, i - 1, v);
+                    }
+                    set_lse(&mut self.flow, n - 1, 0);
+                    self.flow.set(Field::EthType, u64::from(*ethertype));
+                    if !is_mpls(u64::from(*ethertype)) && self.arrived_mpls {
+                        self.hidden = true;
+                    }
+                }
+            }
+            Action::SetMplsTtl(t) => {
+                if is_mpls(self.flow.get(Field::EthType)) {
+                    self.flow.set(Field::MplsTtl, u64::from(*t));
+                }
+            }
+            Action::DecMplsTtl => {
+                if is_mpls(self.flow.get(Field::EthType)) {
+                    let ttl = self.flow.get(Field::MplsTtl);
+                    if ttl > 1 {
+                        self.flow.set(Field::MplsTtl, ttl - 1);
+                    } else {
+                        self.emit(u32::MAX);
+                        return false;
+                    }
+                }
+            }
             Action::Output(p) => {
                 if u64::from(*p) != in_port {
                     self.emit(*p);
@@ -438,6 +651,10 @@ impl Run<'_> {
             GroupType::All => (0..g.buckets.len()).collect(),
             GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
             GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
+            GroupType::Select if self.hidden => {
+                self.blind();
+                return;
+            }
             GroupType::Select => {
                 let live: Vec<usize> = (0..g.buckets.len())
                     .filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth))
@@ -464,11 +681,11 @@ impl Run<'_> {
                 self.stop = Some(Stop::TooManyBuckets);
                 return;
             }
-            let saved = self.flow;
+            let saved = (self.flow, self.hidden);
             // A bucket's actions run one level deeper, on a copy of the
             // packet, for the rule (and table) that ran the group.
             self.action_list(&g.buckets[i].actions, depth + 1, table);
-            self.flow = saved;
+            (self.flow, self.hidden) = saved;
             if self.halted() {
                 return;
             }
@@ -530,6 +747,9 @@ fn headers_changed(from: &FlowKey, to: &FlowKey) -> usize {
         n += 32;
     }
     if differs(&[Field::VlanTci, Field::VlanTciInner]) {
+        n += 12;
+    }
+    if differs(&MPLS_FIELDS) {
         n += 12;
     }
     if differs(&[Field::IpSrc, Field::IpDst, Field::IpDscp, Field::IpEcn, Field::IpTtl]) {

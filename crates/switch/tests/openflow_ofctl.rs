@@ -143,9 +143,9 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
         // Unsupported actions are refused with OpenFlow's error, and change nothing.
         let (ok, text) = r.ofctl(proto, "add-flow", &["ip,actions=ct(commit)"]);
         assert!(!ok && (text.contains("OFPBAC_BAD_EXP_TYPE") || text.contains("OFPBAC_BAD_VENDOR_TYPE")), "{text}");
-        let (ok, text) = r.ofctl(proto, "add-flow", &["actions=push_mpls:0x8847,output:1"]);
+        let (ok, text) = r.ofctl(proto, "add-flow", &["actions=set_queue:1,output:1"]);
         assert!(!ok && text.contains("OFPBAC_BAD_TYPE"), "{text}");
-        let (ok, text) = r.ofctl(proto, "add-flow", &["mpls,mpls_label=5,actions=drop"]);
+        let (ok, text) = r.ofctl(proto, "add-flow", &["ct_label=0x1,actions=drop"]);
         assert!(!ok && text.contains("OFPBMC_BAD_FIELD"), "{text}");
         assert_eq!(r.installed().len(), 3);
         // IPv6: 128-bit matches and set_field, neighbour discovery, as ovs-ofctl writes them.
@@ -161,6 +161,18 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
             "ipv6,ipv6_src=2001:db8::/64 actions=set_field:fe80::1->ipv6_dst,output:1",
             "icmp6,icmp_type=135,nd_target=fe80::7,nd_sll=00:00:00:00:00:01 actions=output:2",
             "tcp6,ipv6_dst=::1:0:0:0/::ffff:ffff:0:0:0,ipv6_label=0x12345,tp_dst=443 actions=output:3",
+        ] {
+            assert!(dump.contains(want), "{want} in {dump}");
+        }
+        // MPLS: label stack matches, push / pop / set / dec, as ovs-ofctl writes them.
+        r.ok(proto, "add-flow", &["table=5,mpls,mpls_label=5,mpls_bos=1,actions=dec_mpls_ttl,pop_mpls:0x0800,1"]);
+        r.ok(proto, "add-flow", &["table=5,ip,actions=push_mpls:0x8847,set_field:100->mpls_label,set_mpls_ttl(9),2"]);
+        r.ok(proto, "add-flow", &["table=5,mplsm,mpls_tc=3,mpls_ttl=7,actions=set_field:2->mpls_tc,output:3"]);
+        let dump = r.ok(proto, "dump-flows", &["table=5"]);
+        for want in [
+            "mpls,mpls_label=5,mpls_bos=1 actions=dec_mpls_ttl,pop_mpls:0x0800,output:1",
+            "ip actions=push_mpls:0x8847,set_field:100->mpls_label,set_mpls_ttl(9),output:2",
+            "mplsm,mpls_tc=3,mpls_ttl=7 actions=set_field:2->mpls_tc,output:3",
         ] {
             assert!(dump.contains(want), "{want} in {dump}");
         }

@@ -91,7 +91,7 @@ fn gen_match(rng: &mut StdRng, cfg: &GenConfig) -> String {
     if rng.gen_bool(0.3) {
         parts.push(format!("in_port={}", rng.gen_range(1..=cfg.n_ports)));
     }
-    let proto = *pick(rng, &["", "ip", "tcp", "udp", "icmp", "arp", "ipv6", "tcp6", "udp6", "icmp6"]);
+    let proto = *pick(rng, &["", "ip", "tcp", "udp", "icmp", "arp", "ipv6", "tcp6", "udp6", "icmp6", "mpls"]);
     if !proto.is_empty() {
         parts.push(proto.to_string());
     }
@@ -157,18 +157,37 @@ fn gen_match(rng: &mut StdRng, cfg: &GenConfig) -> String {
     if proto == "arp" && rng.gen_bool(0.5) {
         parts.push(format!("arp_op={}", rng.gen_range(1..3)));
     }
+    if proto == "mpls" {
+        if rng.gen_bool(0.6) {
+            parts.push(format!("mpls_label={}", rng.gen_range(0..4)));
+        }
+        if rng.gen_bool(0.2) {
+            parts.push(format!("mpls_tc={}", rng.gen_range(0..2)));
+        }
+        if rng.gen_bool(0.2) {
+            parts.push(format!("mpls_bos={}", rng.gen_range(0..2)));
+        }
+        if rng.gen_bool(0.1) {
+            parts.push(format!("mpls_ttl={}", rng.gen_range(0..3)));
+        }
+    }
     parts.join(",")
 }
 
 /// A random action valid for packets of the match's protocol.
 /// Only actions whose prerequisites the match (and earlier actions) guarantee,
 /// as OpenFlow 1.1+ requires (`pop_vlan` needs a tag, `mod_tp_dst` needs tcp/udp).
-fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u32], has_vlan: &mut bool) -> String {
-    let is_ip = V4.iter().any(|p| m.split(',').any(|x| x == *p));
-    let is_ip6 = V6.iter().any(|p| m.split(',').any(|x| x == *p));
-    let l4 = m.split(',').any(|x| matches!(x, "tcp" | "udp" | "tcp6" | "udp6"));
+fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u32], st: &mut ActState) -> String {
+    // Under labels pushed by an earlier action, or after a pop, the L3
+    // header is not the match's (OVS refuses L3 actions there).
+    let l3 = !st.pushed && !st.popped;
+    let is_ip = l3 && V4.iter().any(|p| m.split(',').any(|x| x == *p));
+    let is_ip6 = l3 && V6.iter().any(|p| m.split(',').any(|x| x == *p));
+    let l4 = l3 && m.split(',').any(|x| matches!(x, "tcp" | "udp" | "tcp6" | "udp6"));
+    let mpls = !st.popped && (st.pushed || m.split(',').any(|x| x == "mpls"));
+    let has_vlan = &mut st.has_vlan;
     loop {
-        let a = match rng.gen_range(0..17) {
+        let a = match rng.gen_range(0..21) {
             0..=3 => format!("output:{}", rng.gen_range(1..=cfg.n_ports)),
             4 => format!("mod_dl_dst:{}", pick(rng, &MACS)),
             5 => format!("mod_dl_src:{}", pick(rng, &MACS)),
@@ -191,10 +210,37 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
             14 if is_ip || is_ip6 => format!("set_field:{}->ip_dscp", pick(rng, &[0, 4, 8])),
             15 if is_ip6 => format!("set_field:{}->ipv6_dst", rand_addr6(rng)),
             16 if is_ip6 => format!("set_field:{}->ipv6_src", rand_addr6(rng)),
+            17 if !st.pushed && !st.popped => {
+                st.pushed = true;
+                format!("push_mpls:{}", pick(rng, &["0x8847", "0x8847", "0x8848"]))
+            }
+            18 | 19 if mpls => match rng.gen_range(0..4) {
+                0 => format!("set_field:{}->mpls_label", rng.gen_range(0..4)),
+                1 => format!("set_mpls_tc:{}", rng.gen_range(0..3)),
+                2 => format!("set_mpls_ttl({})", pick(rng, &[1, 9])),
+                _ => "dec_mpls_ttl".to_string(),
+            },
+            // A pop ends the list but for an output: what a packet that came
+            // with labels needs after it (a lookup, an L3 action) takes
+            // recirculation, which kairo does not do yet.
+            20 if mpls && rng.gen_bool(0.6) => {
+                st.popped = true;
+                format!("pop_mpls:{}", pick(rng, &["0x0800", "0x0800", "0x86dd", "0x8847"]))
+            }
             _ => continue,
         };
         return a;
     }
+}
+
+/// What earlier actions of a rule's list did to the packet.
+#[derive(Default)]
+struct ActState {
+    has_vlan: bool,
+    /// A push_mpls ran: the packet is MPLS now.
+    pushed: bool,
+    /// A pop_mpls ran.
+    popped: bool,
 }
 
 /// One random flow line for `table` (as in [`gen_case`]).
@@ -205,13 +251,19 @@ pub fn gen_flow_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, group_ids: &[u32]
 
 fn flow_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, group_ids: &[u32], prio: u16) -> String {
     let m = gen_match(rng, cfg);
-    let mut has_vlan = m.contains("dl_vlan=");
-    let mut acts: Vec<String> =
-        (0..rng.gen_range(0..4)).map(|_| gen_action(rng, cfg, &m, t, group_ids, &mut has_vlan)).collect();
+    let mut st = ActState { has_vlan: m.contains("dl_vlan="), ..ActState::default() };
+    let mut acts: Vec<String> = Vec::new();
+    for _ in 0..rng.gen_range(0..4) {
+        if st.popped {
+            acts.push(format!("output:{}", rng.gen_range(1..=cfg.n_ports)));
+            break;
+        }
+        acts.push(gen_action(rng, cfg, &m, t, group_ids, &mut st));
+    }
     if rng.gen_bool(0.2) {
         acts.push(format!("write_actions(output:{})", rng.gen_range(1..=cfg.n_ports)));
     }
-    if t + 1 < cfg.n_tables && rng.gen_bool(0.5) {
+    if t + 1 < cfg.n_tables && !st.popped && rng.gen_bool(0.5) {
         acts.push(format!("goto_table:{}", rng.gen_range(t + 1..cfg.n_tables)));
     }
     let acts = if acts.is_empty() { "drop".to_string() } else { acts.join(",") };
@@ -293,9 +345,15 @@ pub fn gen_packets(seed: u64, n: usize, n_ports: u32) -> Vec<String> {
             if rng.gen_bool(0.15) {
                 p.push(format!("dl_vlan={}", rng.gen_range(1..4)));
             }
-            let proto = *pick(&mut rng, &["tcp", "tcp", "udp", "udp", "icmp", "arp", "tcp6", "udp6", "icmp6"]);
+            let proto =
+                *pick(&mut rng, &["tcp", "tcp", "udp", "udp", "icmp", "arp", "tcp6", "udp6", "icmp6", "mpls", "mpls"]);
             p.push(proto.to_string());
-            if V6.contains(&proto) {
+            if proto == "mpls" {
+                p.push(format!("mpls_label={}", rng.gen_range(0..4)));
+                p.push(format!("mpls_tc={}", rng.gen_range(0..2)));
+                p.push(format!("mpls_ttl={}", *pick(&mut rng, &[0u8, 1, 2, 64])));
+                p.push(format!("mpls_bos={}", u8::from(rng.gen_bool(0.8))));
+            } else if V6.contains(&proto) {
                 p.push(format!("ipv6_src={}", rand_addr6(&mut rng)));
                 p.push(format!("ipv6_dst={}", rand_addr6(&mut rng)));
                 p.push(format!("nw_ttl={}", *pick(&mut rng, &[0u8, 1, 2, 64])));

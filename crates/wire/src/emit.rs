@@ -11,12 +11,16 @@
 //! express (IP id, TCP sequence numbers, window) are zero or fixed.
 
 use kairo_flow::field::{
-    Field, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, ND_ADVERT, ND_SOLICIT, VLAN_CFI,
+    Field, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, MPLS_BOS_MASK, MPLS_MAX_LABELS,
+    ND_ADVERT, ND_SOLICIT, VLAN_CFI,
 };
 use kairo_flow::parse::{FRAG_ANY, FRAG_LATER};
 use kairo_flow::FlowKey;
 
-use crate::{checksum, fold, sum, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use crate::{
+    checksum, fold, sum, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_MPLS, ETHERTYPE_MPLS_MCAST,
+    ETHERTYPE_QINQ, ETHERTYPE_VLAN,
+};
 
 fn put_mac(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes()[2..]);
@@ -49,6 +53,19 @@ pub fn frame(k: &FlowKey, payload: &[u8]) -> Vec<u8> {
     match ty {
         ETHERTYPE_IPV4 => ipv4(&mut out, k, payload),
         ETHERTYPE_IPV6 => ipv6(&mut out, k, payload),
+        ETHERTYPE_MPLS | ETHERTYPE_MPLS_MCAST => {
+            // The entries to the bottom of the stack (or three), then an
+            // IPv4 packet of the key's L3 fields (zero in a key parsed from
+            // an MPLS frame: nothing under the labels is in a key).
+            for i in 0..MPLS_MAX_LABELS {
+                let lse = k.mpls_lse(i);
+                out.extend_from_slice(&lse.to_be_bytes());
+                if lse & MPLS_BOS_MASK != 0 {
+                    break;
+                }
+            }
+            ipv4(&mut out, k, payload)
+        }
         ETHERTYPE_ARP => {
             out.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
             out.extend_from_slice(&(k.get(Field::ArpOp) as u16).to_be_bytes());

@@ -2,8 +2,10 @@
 //!
 //! Views over a byte buffer read fields at fixed offsets; nothing is copied
 //! and nothing is allocated. Parsed: Ethernet II, 802.1Q/802.1ad (one level of
-//! QinQ), ARP, IPv4 (options, fragments), IPv6 (extension headers, fragments;
-//! see [`ipv6`]), TCP, UDP, SCTP, ICMP, ICMPv6 with neighbour discovery.
+//! QinQ), MPLS (up to three label stack entries; as Open vSwitch, nothing
+//! past the labels), ARP, IPv4 (options, fragments), IPv6 (extension headers,
+//! fragments; see [`ipv6`]), TCP, UDP, SCTP, ICMP, ICMPv6 with neighbour
+//! discovery.
 //!
 //! # No-panic contract
 //!
@@ -29,6 +31,8 @@ pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+pub const ETHERTYPE_MPLS: u16 = 0x8847;
+pub const ETHERTYPE_MPLS_MCAST: u16 = 0x8848;
 /// Open vSwitch's dl_type for 802.3 frames without SNAP.
 pub const ETHERTYPE_NONE: u16 = 0x05ff;
 
@@ -51,6 +55,8 @@ pub(crate) fn mac(b: &[u8], ofs: usize) -> Option<u64> {
 }
 
 /// Where the headers of a parsed packet start (byte offsets into the buffer).
+/// The ethertype after the VLAN tags is at `12 + 4 * vlans` (an MPLS label
+/// stack starts 2 bytes later).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
     /// Offset of the L3 header (after any VLAN tags), if the frame has one.
@@ -193,6 +199,17 @@ pub fn parse(buf: &[u8], in_port: u32) -> (FlowKey, Layout) {
             parse_l4(buf, l4, ip.protocol(), &mut k, &mut lay);
         }
         ETHERTYPE_IPV6 => ipv6::parse(buf, l3, &mut k, &mut lay),
+        ETHERTYPE_MPLS | ETHERTYPE_MPLS_MCAST => {
+            // Up to three entries, to the bottom of the stack (a truncated
+            // entry ends it, as Open vSwitch's parse_mpls).
+            for i in 0..kairo_flow::field::MPLS_MAX_LABELS {
+                let Some(lse) = be32(payload, 4 * i) else { break };
+                k.set_mpls_lse(i, lse);
+                if lse & kairo_flow::field::MPLS_BOS_MASK != 0 {
+                    break;
+                }
+            }
+        }
         // Ethernet/IPv4 ARP only.
         ETHERTYPE_ARP
             if payload.len() >= 28

@@ -113,6 +113,46 @@ pub fn pop_vlan(b: &mut Vec<u8>, lay: &mut Layout) {
     lay.l4 = lay.l4.map(|x| x - 4);
 }
 
+/// The offset of the ethertype after the VLAN tags, if the frame has one.
+fn ethertype_at(b: &[u8], lay: &Layout) -> Option<usize> {
+    let at = 12 + 4 * usize::from(lay.vlans);
+    (b.len() >= at + 2).then_some(at)
+}
+
+/// Pushes an MPLS label stack entry `lse` after the VLAN tags and sets the
+/// ethertype to `ethertype`; the layout is that of the new frame (no L3
+/// header is visible under labels).
+pub fn push_mpls(b: &mut Vec<u8>, lay: &mut Layout, lse: u32, ethertype: u16) {
+    let Some(at) = ethertype_at(b, lay) else { return };
+    put16(b, at, ethertype);
+    b.splice(at + 2..at + 2, lse.to_be_bytes());
+    *lay = crate::parse(b, 0).1;
+}
+
+/// Pops the top MPLS label stack entry, if the frame has one, and sets the
+/// ethertype to `ethertype`; the layout is that of the new frame.
+pub fn pop_mpls(b: &mut Vec<u8>, lay: &mut Layout, ethertype: u16) {
+    let Some(at) = ethertype_at(b, lay) else { return };
+    let ty = get16(b, at).unwrap_or(0);
+    if !kairo_flow::field::is_mpls_type(u64::from(ty)) || b.len() < at + 6 {
+        return;
+    }
+    put16(b, at, ethertype);
+    b.drain(at + 2..at + 6);
+    *lay = crate::parse(b, 0).1;
+}
+
+/// Overwrites the top MPLS label stack entry, if the frame has one.
+pub fn set_mpls(b: &mut [u8], lay: &Layout, lse: u32) {
+    let Some(at) = ethertype_at(b, lay) else { return };
+    let ty = get16(b, at).unwrap_or(0);
+    if kairo_flow::field::is_mpls_type(u64::from(ty)) {
+        if let Some(s) = b.get_mut(at + 2..at + 6) {
+            s.copy_from_slice(&lse.to_be_bytes());
+        }
+    }
+}
+
 pub fn set_ipv4_src(b: &mut [u8], lay: &Layout, v: u32) {
     ip_word(b, lay, 12, (v >> 16) as u16, true);
     ip_word(b, lay, 14, v as u16, true);

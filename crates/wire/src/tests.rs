@@ -389,6 +389,40 @@ fn neighbour_discovery_golden() {
 }
 
 #[test]
+fn mpls_golden_push_pop_set() {
+    // One label (label 5, tc 2, bottom, ttl 64) over an IPv4 packet.
+    let ip = tcp_packet();
+    let mut p = ip[..12].to_vec();
+    p.extend_from_slice(&[0x88, 0x47, 0x00, 0x00, 0x55, 0x40]);
+    p.extend_from_slice(&ip[14..]);
+    let (k, lay) = parse(&p, 2);
+    assert_eq!(k.get(Field::EthType), 0x8847);
+    assert_eq!((k.get(Field::MplsLabel), k.get(Field::MplsTc), k.get(Field::MplsBos)), (5, 2, 1));
+    assert_eq!((k.get(Field::MplsTtl), k.get(Field::IpSrc), lay.l3), (64, 0, None));
+    // Pop to IPv4: the packet under the label, byte for byte.
+    let mut q = p.clone();
+    let mut l = lay;
+    pop_mpls(&mut q, &mut l, 0x0800);
+    assert_eq!(q, ip);
+    assert_eq!(l, parse(&ip, 2).1);
+    // Push it back with the same entry: the labelled packet again.
+    push_mpls(&mut q, &mut l, 0x5540, 0x8847);
+    assert_eq!(q, p);
+    set_mpls(&mut q, &l, 0x7_1e09);
+    assert_eq!(&q[14..18], &[0x00, 0x07, 0x1e, 0x09]);
+    // Under a VLAN tag, two labels, the first not the bottom.
+    let mut t = with_tag(p.clone(), 0x8100, 9);
+    t.splice(18..18, [0x00, 0x00, 0x30, 0x05]);
+    let (k2, l2) = parse(&t, 2);
+    assert_eq!((k2.get(Field::MplsLabel), k2.get(Field::MplsBos), k2.get(Field::MplsTtl)), (3, 0, 5));
+    assert_eq!(k2.mpls_lse(1), 0x5540);
+    assert_eq!(l2.vlans, 1);
+    // A truncated second entry ends the stack.
+    let (k3, _) = parse(&t[..24], 2);
+    assert_eq!((k3.get(Field::MplsLabel), k3.mpls_lse(1)), (3, 0));
+}
+
+#[test]
 fn ipv6_rewrites_keep_checksums_exact() {
     for base in [ipv6_ext_packet(1), with_tag(ipv6_ext_packet(1), 0x8100, 7)] {
         let mut p = base.clone();
@@ -440,6 +474,10 @@ mod prop {
             push_vlan(&mut b, &mut lay, v as u16);
             pop_vlan(&mut b, &mut lay);
             pop_vlan(&mut b, &mut lay);
+            set_mpls(&mut b, &lay, v);
+            pop_mpls(&mut b, &mut lay, v as u16);
+            push_mpls(&mut b, &mut lay, v, 0x8847);
+            pop_mpls(&mut b, &mut lay, 0x0800);
         }
 
         #[test]
@@ -462,7 +500,7 @@ mod prop {
             prop_oneof![Just(6u64), Just(17), Just(1), Just(132), Just(47)],
             any::<(u32, u32, u16, u16, u8, u8)>(),
             0u64..3,
-            prop_oneof![Just(0u8), Just(1), Just(2)],
+            prop_oneof![Just(0u8), Just(1), Just(2), Just(3)],
             (any::<u128>(), any::<u128>(), any::<u128>(), 0u32..0x10_0000, 0u8..4),
         )
             .prop_map(|(dst, src, outer, inner, proto, (s, d, sp, dp, tos, ttl), frag, l3, v6)| {
@@ -477,6 +515,18 @@ mod prop {
                     if inner != 0 {
                         k.set(Field::VlanTciInner, inner | 0x1000);
                     }
+                }
+                if l3 == 3 {
+                    // MPLS: one to three entries (the last the bottom of the
+                    // stack unless there are three), nothing under them.
+                    k.set(Field::EthType, if tos & 1 == 0 { 0x8847 } else { 0x8848 });
+                    let n = 1 + usize::from(ttl % 3);
+                    let words = [s, d, u32::from(sp) << 16 | u32::from(dp)];
+                    for (i, w) in words.iter().take(n).enumerate() {
+                        let bos = u32::from(i + 1 == n && (n < 3 || ttl & 8 != 0));
+                        k.set_mpls_lse(i, (w & !0x100) | bos << 8);
+                    }
+                    return k;
                 }
                 if arp {
                     k.set(Field::EthType, 0x0806);

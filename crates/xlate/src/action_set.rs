@@ -12,8 +12,11 @@ use kairo_ofproto::Action;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ActionSet {
     pop_vlan: bool,
+    pop_mpls: Option<Action>,
+    push_mpls: Option<Action>,
     push_vlan: Option<Action>,
     dec_ttl: bool,
+    dec_mpls_ttl: bool,
     /// Set-type actions keyed by what they write; later writes replace.
     sets: Vec<Action>,
     group: Option<u32>,
@@ -26,6 +29,7 @@ fn set_key(a: &Action) -> Option<(u8, Field)> {
         Action::Move { dst, .. } => Some((0, dst.field)),
         Action::SetVlanVid { .. } => Some((1, Field::VlanTci)),
         Action::SetVlanPcp { .. } => Some((2, Field::VlanTci)),
+        Action::SetMplsTtl(_) => Some((0, Field::MplsTtl)),
         _ => None,
     }
 }
@@ -33,8 +37,11 @@ fn set_key(a: &Action) -> Option<(u8, Field)> {
 impl ActionSet {
     pub(crate) fn is_empty(&self) -> bool {
         !self.pop_vlan
+            && self.pop_mpls.is_none()
+            && self.push_mpls.is_none()
             && self.push_vlan.is_none()
             && !self.dec_ttl
+            && !self.dec_mpls_ttl
             && self.sets.is_empty()
             && self.group.is_none()
             && self.output.is_none()
@@ -46,6 +53,9 @@ impl ActionSet {
                 Action::PopVlan => self.pop_vlan = true,
                 Action::PushVlan { .. } => self.push_vlan = Some(a.clone()),
                 Action::DecTtl => self.dec_ttl = true,
+                Action::PopMpls { .. } => self.pop_mpls = Some(a.clone()),
+                Action::PushMpls { .. } => self.push_mpls = Some(a.clone()),
+                Action::DecMplsTtl => self.dec_mpls_ttl = true,
                 Action::Group(g) => self.group = Some(*g),
                 Action::Output(_) | Action::InPort | Action::Flood | Action::Controller { .. } => {
                     self.output = Some(a.clone())
@@ -61,15 +71,22 @@ impl ActionSet {
             }
         }
     }
-    /// The actions in OpenFlow's action-set order; a group overrides output.
+    /// The actions in OpenFlow's action-set order (as Open vSwitch's
+    /// `ofpacts_execute_action_set`: pops, pushes, TTL decrements, sets,
+    /// then group or output); a group overrides output.
     pub(crate) fn into_list(self) -> Vec<Action> {
         let mut out = Vec::new();
         if self.pop_vlan {
             out.push(Action::PopVlan);
         }
+        out.extend(self.pop_mpls);
+        out.extend(self.push_mpls);
         out.extend(self.push_vlan);
         if self.dec_ttl {
             out.push(Action::DecTtl);
+        }
+        if self.dec_mpls_ttl {
+            out.push(Action::DecMplsTtl);
         }
         out.extend(self.sets);
         match (self.group, self.output) {

@@ -4,11 +4,12 @@
 //!
 //! Invariant: after [`commit`], the packet equals the flow in every field a
 //! packet carries; only fields that differ get a set action, in Open
-//! vSwitch's order (Ethernet, VLAN, IPv4/IPv6/ARP, ND, L4 ports, ICMP).
+//! vSwitch's order (Ethernet, VLAN, IPv4/IPv6/ARP, ND, L4 ports, ICMP, MPLS;
+//! MPLS pops that uncover a non-MPLS packet come before its L3 sets).
 
 use kairo_flow::field::{
-    Field, ETH_TYPE_ARP, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, ND_ADVERT, ND_SOLICIT,
-    VLAN_CFI,
+    is_mpls_type, Field, ETH_TYPE_ARP, ETH_TYPE_MPLS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+    IPPROTO_UDP, MPLS_BOS_MASK, MPLS_MAX_LABELS, ND_ADVERT, ND_SOLICIT, VLAN_CFI,
 };
 use kairo_flow::FlowKey;
 use kairo_odp::{packet_mask, DpAction};
@@ -38,6 +39,11 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
         for t in ft[..ft.len() - common].iter().rev() {
             out.push(DpAction::PushVlan { vid: (t & 0xfff) as u16, pcp: (t >> 13) as u8 });
         }
+    }
+    // Out of MPLS first, so that the L3 sets apply to the uncovered header.
+    let unlabel = base.is_mpls() && !flow.is_mpls();
+    if unlabel {
+        commit_mpls(base, flow, out);
     }
     // The TOS / traffic class byte: (value, mask) over what differs.
     let tos = || {
@@ -103,9 +109,56 @@ pub fn commit(base: &mut FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
             out.push(DpAction::SetArp { sip, tip, op, sha, tha });
         }
     }
+    if !unlabel {
+        commit_mpls(base, flow, out);
+    }
     let m = packet_mask();
     for i in 0..base.w.len() {
         base.w[i] = (base.w[i] & !m.w[i]) | (flow.w[i] & m.w[i]);
+    }
+}
+
+/// The label stack entries of `k` (Open vSwitch's `flow_count_mpls_labels`).
+pub(crate) fn mpls_labels(k: &FlowKey) -> usize {
+    if !k.is_mpls() {
+        return 0;
+    }
+    let mut n = 0;
+    for i in 0..MPLS_MAX_LABELS {
+        let lse = k.mpls_lse(i);
+        if lse & MPLS_BOS_MASK != 0 {
+            return i + 1;
+        }
+        n += usize::from(lse != 0);
+    }
+    n
+}
+
+/// Pops, sets and pushes label stack entries until the packet's stack is
+/// the flow's, keeping the entries both share at the bottom (Open vSwitch's
+/// `commit_mpls_action`); [`commit`] then gives `base` the flow's stack.
+fn commit_mpls(base: &FlowKey, flow: &FlowKey, out: &mut Vec<DpAction>) {
+    let (mut bn, fnn) = (mpls_labels(base), mpls_labels(flow));
+    let mut common = (0..bn.min(fnn)).take_while(|&i| base.mpls_lse(bn - 1 - i) == flow.mpls_lse(fnn - 1 - i)).count();
+    let eth = flow.get(Field::EthType) as u16;
+    while bn > common {
+        if bn - 1 == common && fnn > common {
+            // One entry more than shared, and the flow has one there: set it.
+            let lse = flow.mpls_lse(fnn - bn);
+            out.push(DpAction::SetMpls { lse });
+            common += 1;
+        } else {
+            // Popping the last entry gives the flow's ethertype; an entry
+            // with more below keeps the packet MPLS.
+            let ethertype = if !is_mpls_type(u64::from(eth)) && bn > 1 { ETH_TYPE_MPLS as u16 } else { eth };
+            out.push(DpAction::PopMpls { ethertype });
+            bn -= 1;
+        }
+    }
+    while bn < fnn {
+        let lse = flow.mpls_lse(fnn - bn - 1);
+        out.push(DpAction::PushMpls { lse, ethertype: eth });
+        bn += 1;
     }
 }
 

@@ -114,6 +114,32 @@ impl Tracked {
         matches!(self.get(Field::EthType), ETH_TYPE_IP | ETH_TYPE_IPV6)
     }
 
+    /// Whether the flow is MPLS (eth_type recorded).
+    #[inline]
+    pub fn is_mpls(&mut self) -> bool {
+        kairo_flow::field::is_mpls_type(self.get(Field::EthType))
+    }
+
+    /// MPLS label stack entry `i` on `bits`, those bits recorded.
+    #[inline]
+    pub fn mpls_lse_bits(&mut self, i: usize, bits: u32) -> u32 {
+        self.acted.or_mpls_lse(i, bits);
+        if let Some(s) = self.since.as_mut() {
+            s.or_mpls_lse(i, bits);
+        }
+        self.flow.mpls_lse(i) & bits
+    }
+
+    /// Sets MPLS label stack entry `i`, recorded whole.
+    #[inline]
+    pub fn set_mpls_lse(&mut self, i: usize, lse: u32) {
+        self.acted.or_mpls_lse(i, u32::MAX);
+        if let Some(s) = self.since.as_mut() {
+            s.or_mpls_lse(i, u32::MAX);
+        }
+        self.flow.set_mpls_lse(i, lse);
+    }
+
     /// Whether `port` is the flow's in_port. When in_port is not matched
     /// exactly, the port compared is recorded instead of in_port's bits
     /// (a suffix keeps in_port out of its mask unless something else

@@ -16,9 +16,10 @@
 //! are empty and compile away.
 
 use kairo_classifier::RuleId;
+use kairo_flow::field::Stage;
 use kairo_flow::field::{
     Field, Prereq, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
-    IPPROTO_UDP, ND_ADVERT, ND_SOLICIT, VLAN_CFI,
+    IPPROTO_UDP, MPLS_BOS_MASK, MPLS_MAX_LABELS, ND_ADVERT, ND_SOLICIT, VLAN_CFI,
 };
 use kairo_flow::{FlowKey, FlowMask};
 use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
@@ -56,6 +57,18 @@ pub enum XlateError {
     TooManyResubmits,
     #[error("translation ran more than {MAX_BUCKETS} group buckets")]
     TooManyBuckets,
+    /// A push onto three MPLS labels, or a pop under three labels none of
+    /// which is the bottom (Open vSwitch's XLATE_TOO_MANY_MPLS_LABELS).
+    #[error("{action} on a packet with more MPLS labels than the {MPLS_MAX_LABELS} a flow holds")]
+    TooManyMplsLabels { action: &'static str },
+    /// The packet arrived under MPLS labels and was popped out of them: what
+    /// now needs its L3 header (a lookup, an L3 action, another MPLS action)
+    /// waits for the datapath to parse it again. Open vSwitch recirculates
+    /// here; kairo does not yet, and drops the packet.
+    #[error(
+        "`{action}` after pop_mpls needs the headers under the labels, which takes recirculation (not supported yet)"
+    )]
+    NeedsRecirculation { action: &'static str },
     /// Only from [`crate::retranslate_checked`], whose caller rejected a
     /// visit: never in a translation of a packet.
     #[error("re-translation stopped at a visit its caller rejected")]
@@ -242,6 +255,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             odp_bytes: (0, 0),
             slow: false,
             live: rustc_hash::FxHashMap::default(),
+            l3_hidden: false,
             mode,
         }
     }
@@ -325,6 +339,11 @@ struct Translator<'a, M> {
     slow: bool,
     /// Group liveness found so far, by (group, depth).
     live: rustc_hash::FxHashMap<(u32, u32), bool>,
+    /// The packet arrived under MPLS labels and a pop took it out of them:
+    /// its L3 and L4 headers are not in the key (Open vSwitch's `was_mpls`).
+    /// A packet pushed and popped within the translation keeps its headers
+    /// in the flow, so it never sets this.
+    l3_hidden: bool,
     mode: M,
 }
 
@@ -388,12 +407,16 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             Prereq::Nd => nd(&mut self.flow, &[ND_SOLICIT, ND_ADVERT]),
             Prereq::NdSolicit => nd(&mut self.flow, &[ND_SOLICIT]),
             Prereq::NdAdvert => nd(&mut self.flow, &[ND_ADVERT]),
+            Prereq::Mpls => kairo_flow::field::is_mpls_type(eth),
         }
     }
 
     fn table(&mut self, t: u8, via: Via) {
         if self.exit {
             return;
+        }
+        if self.l3_hidden {
+            return self.fail(XlateError::NeedsRecirculation { action: "table lookup" });
         }
         self.lookups += 1;
         if self.lookups > MAX_RESUBMITS {
@@ -489,8 +512,18 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     fn commit(&mut self) {
         let at = self.odp.len();
         let flow = self.flow.unexamined();
+        // Which label stack entries the packet and the flow share, and what
+        // a set writes besides the bits actions changed, come from the
+        // label stacks: a commit where either is MPLS depends on all of them
+        // (a packet without labels has them at zero, so this splits nothing).
+        let labelled = self.base.is_mpls() || flow.is_mpls();
         commit(&mut self.base, flow, &mut self.odp);
         self.mode.committed(at, self.odp.len(), flow);
+        if labelled {
+            for i in 0..MPLS_MAX_LABELS {
+                self.flow.mpls_lse_bits(i, u32::MAX);
+            }
+        }
     }
 
     fn output(&mut self, port: u32) {
@@ -546,11 +579,19 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 self.odp.push(DpAction::Controller { reason, max_len: *max_len, table, cookie });
             }
             Action::SetField { field, value, mask } => {
+                if self.l3_hidden && field.def().stage >= Stage::L3 {
+                    self.fail(XlateError::NeedsRecirculation { action: "set_field" });
+                    return false;
+                }
                 if self.prereq_ok(*field) {
                     self.flow.set_masked(*field, *value, *mask);
                 }
             }
             Action::SetWide { field, value, mask } => {
+                if self.l3_hidden {
+                    self.fail(XlateError::NeedsRecirculation { action: "set_field" });
+                    return false;
+                }
                 if self.prereq_ok(*field) {
                     let lo = Field::wide_low(*field);
                     self.flow.set_masked(*field, (value >> 64) as u64, (mask >> 64) as u64);
@@ -558,6 +599,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::Move { src, dst } => {
+                if self.l3_hidden && (src.field.def().stage >= Stage::L3 || dst.field.def().stage >= Stage::L3) {
+                    self.fail(XlateError::NeedsRecirculation { action: "move" });
+                    return false;
+                }
                 if self.prereq_ok(src.field) && self.prereq_ok(dst.field) {
                     let bits = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
                     self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
@@ -593,6 +638,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::DecTtl => {
+                if self.l3_hidden {
+                    self.fail(XlateError::NeedsRecirculation { action: "dec_ttl" });
+                    return false;
+                }
                 if !self.flow.is_ip() {
                     return true;
                 }
@@ -600,12 +649,36 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 if ttl > 1 {
                     self.flow.set(Field::IpTtl, ttl - 1);
                 } else {
-                    // As Open vSwitch: the packet goes to the controller and translation ends.
-                    self.commit();
-                    let (table, cookie) = (self.table_id, self.rule.0);
-                    let reason = ControllerReason::InvalidTtl;
-                    self.odp.push(DpAction::Controller { reason, max_len: u16::MAX, table, cookie });
+                    // As Open vSwitch: the packet goes to the controller and the list ends.
+                    self.invalid_ttl();
                     return false;
+                }
+            }
+            Action::PushMpls { ethertype } => return self.push_mpls(*ethertype),
+            Action::PopMpls { ethertype } => return self.pop_mpls(*ethertype),
+            Action::SetMplsTtl(ttl) => {
+                if self.l3_hidden {
+                    self.fail(XlateError::NeedsRecirculation { action: "set_mpls_ttl" });
+                    return false;
+                }
+                if self.flow.is_mpls() {
+                    self.flow.set(Field::MplsTtl, u64::from(*ttl));
+                }
+            }
+            Action::DecMplsTtl => {
+                if self.l3_hidden {
+                    self.fail(XlateError::NeedsRecirculation { action: "dec_mpls_ttl" });
+                    return false;
+                }
+                if self.flow.is_mpls() {
+                    let ttl = self.flow.get(Field::MplsTtl);
+                    if ttl > 1 {
+                        self.flow.set(Field::MplsTtl, ttl - 1);
+                    } else {
+                        // As dec_ttl: to the controller, and the list ends.
+                        self.invalid_ttl();
+                        return false;
+                    }
                 }
             }
             Action::Resubmit { port, table } => {
@@ -636,6 +709,103 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::Group(g) => self.group(*g),
+        }
+        true
+    }
+
+    /// A TTL that would reach zero: the packet goes to the controller
+    /// (reason invalid_ttl, whole), as Open vSwitch's dec_ttl and dec_mpls_ttl.
+    fn invalid_ttl(&mut self) {
+        self.commit();
+        let (table, cookie) = (self.table_id, self.rule.0);
+        let reason = ControllerReason::InvalidTtl;
+        self.odp.push(DpAction::Controller { reason, max_len: u16::MAX, table, cookie });
+    }
+
+    /// The MPLS label stack entries the flow has (Open vSwitch's
+    /// `flow_count_mpls_labels`): up to the bottom of the stack, else the
+    /// non-zero ones of the three a key holds. Records what it reads.
+    fn mpls_labels(&mut self) -> usize {
+        if !self.flow.is_mpls() {
+            return 0;
+        }
+        let mut n = 0;
+        for i in 0..MPLS_MAX_LABELS {
+            if self.flow.mpls_lse_bits(i, MPLS_BOS_MASK) != 0 {
+                return i + 1;
+            }
+            // Whether a non-bottom entry is zero depends on all its bits.
+            if self.flow.mpls_lse_bits(i, u32::MAX) != 0 {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// push_mpls, as Open vSwitch's `compose_mpls_push_action` and
+    /// `flow_push_mpls`. The L3 and L4 fields stay in the flow, hidden under
+    /// the labels (Open vSwitch clears them): nothing reads or commits them
+    /// while the flow is MPLS, and a pop brings them back as they are.
+    fn push_mpls(&mut self, ethertype: u16) -> bool {
+        let n = self.mpls_labels();
+        if n == 0 && self.l3_hidden && self.flow.is_ip() && self.flow.get(Field::IpTtl) == 0 {
+            self.fail(XlateError::NeedsRecirculation { action: "push_mpls" });
+            return false;
+        }
+        if n >= MPLS_MAX_LABELS {
+            self.fail(XlateError::TooManyMplsLabels { action: "push_mpls" });
+            return false;
+        }
+        if n == 0 {
+            // Rewrites of the headers about to be hidden go out first.
+            self.commit();
+            let ipv6 = self.flow.get(Field::EthType) == ETH_TYPE_IPV6;
+            let (mut tc, mut ttl) = (0, 64);
+            if self.flow.is_ip() {
+                // The DSCP's low three bits, as Open vSwitch takes them.
+                tc = self.flow.get_bits(Field::IpDscp, 0x3f) & 7;
+                ttl = match self.flow.get(Field::IpTtl) {
+                    0 => 64,
+                    t => t,
+                };
+            }
+            let label = if ipv6 { 2 } else { 0 };
+            self.flow.set_mpls_lse(0, (label << 12 | tc << 9 | 1 << 8 | ttl) as u32);
+        } else {
+            for i in (1..=n).rev() {
+                let below = self.flow.mpls_lse_bits(i - 1, u32::MAX);
+                self.flow.set_mpls_lse(i, below);
+            }
+            let top = self.flow.mpls_lse_bits(1, u32::MAX) & !MPLS_BOS_MASK;
+            self.flow.set_mpls_lse(0, top);
+        }
+        self.flow.set(Field::EthType, u64::from(ethertype));
+        true
+    }
+
+    /// pop_mpls, as Open vSwitch's `compose_mpls_pop_action` and `flow_pop_mpls`.
+    fn pop_mpls(&mut self, ethertype: u16) -> bool {
+        if self.l3_hidden {
+            self.fail(XlateError::NeedsRecirculation { action: "pop_mpls" });
+            return false;
+        }
+        let n = self.mpls_labels();
+        if n == 0 {
+            return true;
+        }
+        if n == MPLS_MAX_LABELS && self.flow.mpls_lse_bits(n - 1, MPLS_BOS_MASK) == 0 {
+            // What would fill the third entry is not in the key.
+            self.fail(XlateError::TooManyMplsLabels { action: "pop_mpls" });
+            return false;
+        }
+        for i in 1..n {
+            let v = self.flow.mpls_lse_bits(i, u32::MAX);
+            self.flow.set_mpls_lse(i - 1, v);
+        }
+        self.flow.set_mpls_lse(n - 1, 0);
+        self.flow.set(Field::EthType, u64::from(ethertype));
+        if !kairo_flow::field::is_mpls_type(u64::from(ethertype)) && self.start.is_mpls() {
+            self.l3_hidden = true;
         }
         true
     }
@@ -740,6 +910,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             GroupType::All => (0..g.buckets.len()).collect(),
             GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
             GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
+            GroupType::Select if self.l3_hidden => {
+                return self.fail(XlateError::NeedsRecirculation { action: "select group" });
+            }
             GroupType::Select => {
                 let live: Vec<usize> = (0..g.buckets.len())
                     .filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth))
@@ -778,7 +951,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 self.slow = true;
                 return self.fail(XlateError::TooManyBuckets);
             }
-            let saved = *self.flow.unexamined();
+            let saved = (*self.flow.unexamined(), self.l3_hidden);
             let more = u32::from(k + 1 < n);
             self.depth += 1;
             self.pending += more;
@@ -787,7 +960,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             self.restoring -= 1;
             self.pending -= more;
             self.depth -= 1;
-            self.flow.restore(saved);
+            self.flow.restore(saved.0);
+            self.l3_hidden = saved.1;
             if self.error.is_some() {
                 return;
             }
