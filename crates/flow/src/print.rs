@@ -68,13 +68,37 @@ pub fn format_match_with(m: &Match, eth_prefix: bool, leading: &[Field]) -> Stri
         _ => {}
     }
     let is_arp = exact(m, Field::EthType) == Some(ETH_TYPE_ARP);
+    let is_mpls = exact(m, Field::EthType).is_some_and(is_mpls_type);
+    let is_mpls_field = |f: Field| {
+        matches!(
+            f,
+            Field::MplsLabel | Field::MplsTc | Field::MplsBos | Field::MplsTtl | Field::MplsLse1 | Field::MplsLse2
+        )
+    };
     let is_icmp = exact(m, Field::IpProto) == Some(IPPROTO_ICMP) && exact(m, Field::EthType) == Some(ETH_TYPE_IP);
     let is_icmp6 = exact(m, Field::IpProto) == Some(IPPROTO_ICMPV6) && exact(m, Field::EthType) == Some(ETH_TYPE_IPV6);
     // Neighbour discovery: the ARP hardware-address storage holds nd_sll / nd_tll.
     let is_nd = is_icmp6 && matches!(exact(m, Field::Icmpv6Type), Some(ND_SOLICIT | ND_ADVERT));
-    for d in FIELDS {
-        let f = d.id;
+    // Table order, but the top label stack entry's parts in Open vSwitch's
+    // order (label, tc, ttl, bos) rather than their bit order.
+    let order = FIELDS.iter().map(|d| match d.id {
+        Field::MplsTtl => Field::MplsLabel,
+        Field::MplsBos => Field::MplsTc,
+        Field::MplsTc => Field::MplsTtl,
+        Field::MplsLabel => Field::MplsBos,
+        f => f,
+    });
+    for f in order {
         if leading.contains(&f) || (f == Field::EthType && done_type) || (f == Field::IpProto && done_proto) {
+            continue;
+        }
+        // Under MPLS labels no L3 or L4 header shows (a flow may keep one
+        // there for a later pop); without an MPLS ethertype there are no
+        // labels (a megaflow may hold them exact at zero).
+        if is_mpls && f.def().stage >= Stage::L3 {
+            continue;
+        }
+        if !is_mpls && is_mpls_field(f) && m.field(f).0 == 0 {
             continue;
         }
         // Shared storage: print under the name the protocol uses.

@@ -214,7 +214,7 @@ mod prop {
 #[test]
 fn mpls_fields_parse_print_and_need_an_mpls_ethertype() {
     let m = parse_match("mpls,mpls_label=100,mpls_tc=3,mpls_bos=1,mpls_ttl=64").unwrap();
-    assert_eq!(m.to_string(), "mpls,mpls_ttl=64,mpls_bos=1,mpls_tc=3,mpls_label=100");
+    assert_eq!(m.to_string(), "mpls,mpls_label=100,mpls_tc=3,mpls_ttl=64,mpls_bos=1");
     let k = parse_key("in_port=1,mplsm,mpls_label=7,mpls_ttl=9").unwrap();
     assert_eq!(k.mpls_lse(0), 7 << 12 | 9);
     assert!(k.is_mpls());
