@@ -35,6 +35,9 @@ pub enum FlowMod {
     DelGroup(Option<u32>),
     /// A table's miss behaviour.
     SetMiss(u8, MissBehavior),
+    /// A port's liveness for fast-failover groups (link state, or OpenFlow's
+    /// port_down), as the switch sees it change.
+    SetPortLive(u32, bool),
     /// Several updates applied atomically, with one maintenance pass.
     Bundle(Vec<FlowMod>),
 }
@@ -61,6 +64,11 @@ pub enum Delta {
     },
     MissChanged {
         table: u8,
+    },
+    /// A port went up or down (fast-failover groups watching it may choose
+    /// another bucket).
+    PortChanged {
+        port: u32,
     },
 }
 
@@ -183,6 +191,8 @@ enum Undo {
     Miss(u8, MissBehavior),
     /// The table did not exist before.
     Table(u8),
+    /// The port's liveness before.
+    PortLive(u32, bool),
 }
 
 impl Undo {
@@ -198,6 +208,7 @@ impl Undo {
                 let _ = p.set_miss(t, m);
             }
             Undo::Table(t) => p.drop_table_if_unused(t),
+            Undo::PortLive(port, live) => p.set_port_live(port, live),
         }
     }
 }
@@ -331,6 +342,13 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             p.set_miss(*t, *m)?;
             undo.push(Undo::Miss(*t, old));
             out.push(Delta::MissChanged { table: *t });
+        }
+        FlowMod::SetPortLive(port, live) => {
+            if p.port_live(*port) != *live {
+                p.set_port_live(*port, *live);
+                undo.push(Undo::PortLive(*port, !*live));
+                out.push(Delta::PortChanged { port: *port });
+            }
         }
         FlowMod::Bundle(mods) => {
             for m in mods {

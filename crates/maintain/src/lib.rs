@@ -415,7 +415,18 @@ impl Incremental {
                 Delta::RuleRemoved { id, .. } | Delta::RuleModified { id, .. } => {
                     out.extend(self.index.users_of_rule(*id))
                 }
-                Delta::GroupChanged { group } => out.extend(self.index.users_of_group(*group)),
+                // A fast-failover group watching a changed group or port
+                // may choose another bucket: its users are taken too.
+                Delta::GroupChanged { group } => {
+                    for g in p.liveness_dependents(&[*group], &[]) {
+                        out.extend(self.index.users_of_group(g));
+                    }
+                }
+                Delta::PortChanged { port } => {
+                    for g in p.liveness_dependents(&[], &[*port]) {
+                        out.extend(self.index.users_of_group(g));
+                    }
+                }
                 Delta::MissChanged { table } => out.extend(self.index.users_of_miss(*table)),
                 Delta::RuleAdded { table, id } => {
                     if let Some(r) = p.rule(*table, *id) {
@@ -427,13 +438,8 @@ impl Incremental {
         // One rule, group or miss: its users are a set already. Otherwise
         // (several deltas, or an entry found twice where it reached the
         // table twice) they may repeat.
-        let unique = matches!(
-            deltas,
-            [Delta::RuleRemoved { .. }
-                | Delta::RuleModified { .. }
-                | Delta::GroupChanged { .. }
-                | Delta::MissChanged { .. }]
-        );
+        let unique =
+            matches!(deltas, [Delta::RuleRemoved { .. } | Delta::RuleModified { .. } | Delta::MissChanged { .. }]);
         if !unique {
             out.sort_unstable();
             out.dedup();
@@ -780,7 +786,7 @@ fn changed_by(deltas: &[Delta]) -> revalidate::Changed {
             | Delta::RuleRemoved { table, .. }
             | Delta::RuleModified { table, .. }
             | Delta::MissChanged { table } => c.tables.insert(*table),
-            Delta::GroupChanged { .. } => c.groups = true,
+            Delta::GroupChanged { .. } | Delta::PortChanged { .. } => c.groups = true,
         }
     }
     c

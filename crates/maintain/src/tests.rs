@@ -90,6 +90,7 @@ fn gen_update(seed: u64, p: &Pipeline, cfg: &GenConfig) -> FlowMod {
                     parse_command("add-group", &line).ok()
                 }
             }
+            _ if r.gen_bool(0.4) => Some(FlowMod::SetPortLive(r.gen_range(1..=cfg.n_ports), r.gen_bool(0.5))),
             _ => {
                 let m = if t + 1 < cfg.n_tables && r.gen_bool(0.5) {
                     MissBehavior::Continue(r.gen_range(t + 1..cfg.n_tables))
@@ -139,6 +140,7 @@ fn describe(fm: &FlowMod) -> String {
         FlowMod::ModGroup(g) => format!("mod-group {g}"),
         FlowMod::DelGroup(g) => format!("del-groups {g:?}"),
         FlowMod::SetMiss(t, m) => format!("table {t} miss {m:?}"),
+        FlowMod::SetPortLive(port, live) => format!("port {port} live {live}"),
         FlowMod::Bundle(v) => format!("bundle[{}]", v.iter().map(describe).collect::<Vec<_>>().join("; ")),
     }
 }
@@ -213,8 +215,13 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
             let mut r = rng(seed ^ ((i as u64) << 32));
             for mf in c.engine.entries() {
                 if let Some(d) = kairo_oracle::check_entry(&reference, &mf.rep, &mf.mask, &mf.actions(), 12, &mut r) {
+                    let k = kairo_flow::parse_key(&d.packet).ok();
+                    let tr = k.map(|k| format!("{:?}", translate(&c.pipeline, &k).traversal)).unwrap_or_default();
+                    let state = pipeline_state(&c.pipeline);
                     drop(c);
-                    return fail(format!("update {i}: the reference disagrees: {d}"));
+                    return fail(format!(
+                        "update {i}: the reference disagrees: {d}\ntranslation: {tr}\npipeline now:\n{state}"
+                    ));
                 }
             }
         }
@@ -880,4 +887,26 @@ fn long_group_chains_are_added_and_deleted_in_linear_time() {
         (added, p.groups().count())
     });
     assert_eq!(done, Some((n as usize, 0)), "did not finish within 20 s");
+}
+
+/// A fast-failover group that watches another group: changing the watched
+/// group changes which bucket the watcher takes, so the watcher's users are
+/// taken too, though their traversals never ran the watched group.
+#[test]
+fn a_group_watching_a_changed_group_has_its_users_taken() {
+    let p = pipeline(
+        "in_port=1,actions=group:2",
+        "group_id=1,type=ff,bucket=watch_port:1,actions=output:1\n\
+         group_id=2,type=ff,bucket=watch_group:1,actions=output:2,bucket=watch_port:3,actions=output:3",
+    );
+    let pkts = vec!["in_port=1,tcp,tp_dst=80".to_string()];
+    for kind in [EngineKind::Full, EngineKind::Incremental] {
+        let (mut dp, sc) = filled(&p, kind, &pkts);
+        let mut s2 = sc.clone();
+        assert_eq!(*dp.process_key(&key("in_port=1,tcp,tp_dst=80"), 1, None, 0, &mut s2), vec![DpAction::Output(2)]);
+        let r = sc.lock().apply(&parse_command("mod-group", "group_id=1,type=ff").unwrap()).unwrap();
+        assert_eq!(r.updated, 1, "{}: {r}", sc.lock().engine.name());
+        assert!(sc.lock().verify().is_empty());
+        assert_eq!(*dp.process_key(&key("in_port=1,tcp,tp_dst=80"), 1, None, 0, &mut s2), vec![DpAction::Output(3)]);
+    }
 }

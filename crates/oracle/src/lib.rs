@@ -83,7 +83,7 @@ impl Reference {
         }
         let groups = p.groups().map(|g| (g.id, g.clone())).collect();
         let ports: Vec<u32> = p.ports().collect();
-        let down = ports.iter().copied().filter(|&q| !p.port_live(q)).collect();
+        let down = p.down_ports().collect();
         let mut hints: BTreeMap<Field, Vec<(u64, u64)>> = BTreeMap::new();
         for rules in tables.values() {
             for r in rules {

@@ -78,7 +78,7 @@ impl Lives {
                         out.push(Removed { table: *table, id: *id, rule: rule.clone(), reason, lived_ms });
                     }
                 }
-                Delta::GroupChanged { .. } | Delta::MissChanged { .. } => {}
+                Delta::GroupChanged { .. } | Delta::MissChanged { .. } | Delta::PortChanged { .. } => {}
             }
         }
         out

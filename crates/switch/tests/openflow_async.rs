@@ -352,6 +352,46 @@ fn port_mod_acts_and_port_status_tells() {
     }
 }
 
+/// A port configured down (PORT_MOD port_down) is no longer live for fast
+/// failover: the group's next bucket takes the traffic, through cache
+/// maintenance, and the first comes back when the port does.
+#[test]
+fn fast_failover_follows_port_down() {
+    use kairo_ofp::message::{ofppc, PortMod};
+    use kairo_ofp::multipart::{MpReply, MpRequest};
+    let r = start("", 3, EngineKind::Incremental);
+    let g = kairo_ofproto::parse_group(
+        "group_id=1,type=ff,bucket=watch_port:2,actions=output:2,bucket=watch_port:3,actions=output:3",
+    )
+    .unwrap();
+    r.sw.apply(&kairo_maintain::FlowMod::AddGroup(g)).unwrap();
+    let (_dir, path) = listen(&r);
+    let mut c = Client::connect(&path, Version::V1_3);
+    c.add_flow("priority=10,in_port=1,actions=group:1");
+    let hw2 = c
+        .call(&Message::MultipartRequest { flags: 0, body: MpRequest::PortDesc(port::OFPP_ANY) })
+        .into_iter()
+        .flat_map(|m| match m {
+            Message::MultipartReply { body: MpReply::PortDesc(d), .. } => d,
+            _ => vec![],
+        })
+        .find(|p| p.port_no == 2)
+        .expect("port 2")
+        .hw_addr;
+    let to = |n: usize| {
+        r.peers[0].inject.send(frame(1, 5)).unwrap();
+        assert_eq!(recv_n(&r.peers[n - 1], 1).len(), 1, "to port {n}");
+    };
+    to(2);
+    let pm = |config| PortMod { port_no: 2, hw_addr: hw2, config, mask: ofppc::PORT_DOWN, advertise: 0 };
+    c.call(&Message::PortMod(pm(ofppc::PORT_DOWN)));
+    to(3);
+    to(3);
+    c.call(&Message::PortMod(pm(0)));
+    to(2);
+    assert!(r.sw.ctl.lock().verify().is_empty());
+}
+
 /// A modify with OFPFF_RESET_COUNTS starts the modified rule's counters
 /// again; one without keeps them (as Open vSwitch).
 #[test]

@@ -289,7 +289,12 @@ pub fn gen_group_line(rng: &mut StdRng, cfg: &GenConfig, id: u32) -> String {
             acts.push(format!("mod_dl_dst:{}", pick(rng, &MACS)));
         }
         acts.push(format!("output:{}", rng.gen_range(1..=cfg.n_ports)));
-        let watch = if ty == "ff" { format!("watch_port:{},", b + 1) } else { String::new() };
+        // Fast failover watches a port, or now and then a group made before.
+        let watch = match (ty, id) {
+            ("ff", 2..) if rng.gen_bool(0.3) => format!("watch_group:{},", rng.gen_range(1..id)),
+            ("ff", _) => format!("watch_port:{},", b + 1),
+            _ => String::new(),
+        };
         line.push_str(&format!(",bucket={watch}actions={}", acts.join(",")));
     }
     line

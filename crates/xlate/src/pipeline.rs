@@ -119,12 +119,44 @@ impl Pipeline {
     pub fn port_live(&self, port: u32) -> bool {
         !self.down_ports.contains(&port)
     }
+    /// The ports set down (whether the switch has them or not).
+    pub fn down_ports(&self) -> impl Iterator<Item = u32> + '_ {
+        self.down_ports.iter().copied()
+    }
     pub fn set_port_live(&mut self, port: u32, live: bool) {
         if live {
             self.down_ports.remove(&port);
         } else {
             self.down_ports.insert(port);
         }
+    }
+    /// The groups whose liveness (a fast-failover choice) can change when
+    /// the groups in `changed` change or the ports in `ports` go up or down:
+    /// those with a bucket watching one of them, and those watching such a
+    /// group, to the end of the chain. `changed` themselves are included.
+    /// Costs one pass over the groups per link of the chain.
+    pub fn liveness_dependents(&self, changed: &[u32], ports: &[u32]) -> Vec<u32> {
+        let mut out: BTreeSet<u32> = changed.iter().copied().collect();
+        let mut frontier: Vec<u32> = changed.to_vec();
+        let mut first = true;
+        while !frontier.is_empty() || first {
+            let watching: Vec<u32> = self
+                .groups
+                .values()
+                .filter(|g| !out.contains(&g.id))
+                .filter(|g| {
+                    g.buckets.iter().any(|b| {
+                        b.watch_group.is_some_and(|w| frontier.contains(&w))
+                            || (first && b.watch_port.is_some_and(|p| ports.contains(&p)))
+                    })
+                })
+                .map(|g| g.id)
+                .collect();
+            first = false;
+            out.extend(watching.iter().copied());
+            frontier = watching;
+        }
+        out.into_iter().collect()
     }
     /// The rule with this id in table `t`.
     pub fn rule(&self, t: u8, id: RuleId) -> Option<&Arc<Rule>> {

@@ -103,6 +103,12 @@ pub fn to_messages(fm: &KFlowMod, v: Version) -> Result<Vec<Message>, Error> {
             }
             out
         }
+        KFlowMod::SetPortLive(port, _) => {
+            return Err(Error::new(
+                ErrorCode::BAD_TYPE,
+                format!("port {port}'s liveness is the switch's link state (PORT_MOD's port_down sets it down)"),
+            ))
+        }
         KFlowMod::SetMiss(t, _) => {
             return Err(Error::new(
                 ErrorCode::BAD_TYPE,

@@ -1,6 +1,7 @@
 //! Ports over OpenFlow: their descriptions (PORT_DESC, PORT_STATUS), PORT_MOD
 //! of their configuration bits, and the watch that tells the controllers
-//! when a port's link state or configuration changes.
+//! when a port's link state or configuration changes, and keeps the
+//! pipeline's port liveness (fast-failover groups) in line with both.
 //!
 //! Invariant: every connection that asks for port-status messages (its
 //! async configuration) hears of every change to a port's description the
@@ -78,7 +79,26 @@ pub fn port_mod(sw: &Switch, pm: &PortMod) -> Result<PortDesc, Error> {
     let c = &p.counters.config;
     let old = c.load(Ordering::Relaxed);
     c.store((old & !pm.mask) | (pm.config & pm.mask), Ordering::Relaxed);
-    Ok(port_desc(p))
+    let desc = port_desc(p);
+    follow_liveness(sw, ofport, &desc);
+    Ok(desc)
+}
+
+/// Whether a port counts as live for fast-failover groups, as Open vSwitch
+/// decides it: not configured down and its link up.
+fn live(d: &PortDesc) -> bool {
+    d.config & ofppc::PORT_DOWN == 0 && d.state & OFPPS_LINK_DOWN == 0
+}
+
+/// Brings the pipeline's idea of the port's liveness in line with its
+/// description: a change is an update like any other, and maintenance
+/// re-translates the entries whose fast-failover choice it can change.
+fn follow_liveness(sw: &Switch, ofport: u32, d: &PortDesc) {
+    let want = live(d);
+    if sw.ctl.lock().pipeline.port_live(ofport) != want {
+        // Setting a port's liveness cannot fail.
+        let _ = sw.apply(&kairo_maintain::FlowMod::SetPortLive(ofport, want));
+    }
 }
 
 /// Tells every connection that wants it that `desc` changed.
@@ -95,8 +115,11 @@ pub fn announce(sw: &Switch, desc: PortDesc) {
 /// Compares each port's description with the last one seen, announcing
 /// the changes (a link going down or up). Called about once a second.
 pub fn watch(sw: &Switch) {
-    let Some(of) = sw.openflow.get() else { return };
     let now: Vec<PortDesc> = sw.ports.iter().map(port_desc).collect();
+    for (p, d) in sw.ports.iter().zip(&now) {
+        follow_liveness(sw, p.ofport, d);
+    }
+    let Some(of) = sw.openflow.get() else { return };
     let changed: Vec<PortDesc> = {
         let mut seen = crate::lock(&of.ports_seen);
         let changed = now.iter().filter(|d| !seen.contains(d)).cloned().collect();
