@@ -170,7 +170,7 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
             listeners.push(served);
         }
     }
-    let names: Vec<String> = sw.ports.iter().map(|p| format!("{}({}, {})", p.ofport, p.name, p.kind)).collect();
+    let names: Vec<String> = sw.ports().iter().map(|p| format!("{}({}, {})", p.ofport, p.name, p.kind)).collect();
     eprintln!(
         "kairo switch: ports {}; {} rules; control socket {}; OpenFlow {}; dpid {:016x}; SIGINT or SIGTERM stops",
         names.join(", "),

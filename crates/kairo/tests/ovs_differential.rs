@@ -108,11 +108,13 @@ fn datapath_actions_match_open_vswitch() {
         let groups = dir.join(format!("p{seed}.groups"));
         std::fs::write(&flows, &case.flows).expect("write flows");
         std::fs::write(&groups, &case.groups).expect("write groups");
-        let p = Pipeline::from_parts(
+        let mut p = Pipeline::from_parts(
             kairo_ofproto::parse_flow_file(&case.flows).expect("flows parse"),
             kairo_ofproto::parse_group_file(&case.groups).expect("groups parse"),
         )
         .expect("pipeline");
+        // The bridge's ports, what FLOOD sends to.
+        p.set_ports(1..=cfg.n_ports);
         let packets = gen_packets(seed, 200, 4);
         let ovs = ovs_trace(&flows, &groups, &packets);
         assert_eq!(ovs.len(), packets.len(), "OVS traced {} of {} packets", ovs.len(), packets.len());

@@ -38,6 +38,8 @@ pub enum FlowMod {
     /// A port's liveness for fast-failover groups (link state, or OpenFlow's
     /// port_down), as the switch sees it change.
     SetPortLive(u32, bool),
+    /// The switch's ports (what FLOOD sends to), after one was added or removed.
+    SetPorts(Vec<u32>),
     /// Several updates applied atomically, with one maintenance pass.
     Bundle(Vec<FlowMod>),
 }
@@ -69,6 +71,12 @@ pub enum Delta {
     /// another bucket).
     PortChanged {
         port: u32,
+    },
+    /// The switch's ports changed: the rules and groups that FLOOD (their
+    /// users re-translate; nothing else reads the port set).
+    PortsChanged {
+        rules: Vec<(u8, RuleId)>,
+        groups: Vec<u32>,
     },
 }
 
@@ -193,6 +201,8 @@ enum Undo {
     Table(u8),
     /// The port's liveness before.
     PortLive(u32, bool),
+    /// The port set before.
+    Ports(Vec<u32>),
 }
 
 impl Undo {
@@ -209,6 +219,7 @@ impl Undo {
             }
             Undo::Table(t) => p.drop_table_if_unused(t),
             Undo::PortLive(port, live) => p.set_port_live(port, live),
+            Undo::Ports(ports) => p.set_ports(ports),
         }
     }
 }
@@ -348,6 +359,30 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                 p.set_port_live(*port, *live);
                 undo.push(Undo::PortLive(*port, !*live));
                 out.push(Delta::PortChanged { port: *port });
+            }
+        }
+        FlowMod::SetPorts(ports) => {
+            let old: Vec<u32> = p.ports().collect();
+            let (mut a, mut b) = (old.clone(), ports.clone());
+            a.sort_unstable();
+            b.sort_unstable();
+            b.dedup();
+            if a != b {
+                p.set_ports(b);
+                undo.push(Undo::Ports(old));
+                let floods = |acts: &[Action]| acts.iter().any(|a| matches!(a, Action::Flood));
+                let rules = p
+                    .tables()
+                    .flat_map(|(t, tb)| {
+                        tb.cls
+                            .iter()
+                            .filter(|r| floods(&r.payload.inst.apply) || floods(&r.payload.inst.write))
+                            .map(move |r| (t, r.id))
+                    })
+                    .collect();
+                let groups =
+                    p.groups().filter(|g| g.buckets.iter().any(|b| floods(&b.actions))).map(|g| g.id).collect();
+                out.push(Delta::PortsChanged { rules, groups });
             }
         }
         FlowMod::Bundle(mods) => {

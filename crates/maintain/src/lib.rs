@@ -422,6 +422,14 @@ impl Incremental {
                         out.extend(self.index.users_of_group(g));
                     }
                 }
+                Delta::PortsChanged { rules, groups } => {
+                    for (_, id) in rules {
+                        out.extend(self.index.users_of_rule(*id));
+                    }
+                    for g in groups {
+                        out.extend(self.index.users_of_group(*g));
+                    }
+                }
                 Delta::PortChanged { port } => {
                     for g in p.liveness_dependents(&[], &[*port]) {
                         out.extend(self.index.users_of_group(g));
@@ -787,6 +795,12 @@ fn changed_by(deltas: &[Delta]) -> revalidate::Changed {
             | Delta::RuleModified { table, .. }
             | Delta::MissChanged { table } => c.tables.insert(*table),
             Delta::GroupChanged { .. } | Delta::PortChanged { .. } => c.groups = true,
+            Delta::PortsChanged { rules, groups } => {
+                for (t, _) in rules {
+                    c.tables.insert(*t);
+                }
+                c.groups |= !groups.is_empty();
+            }
         }
     }
     c

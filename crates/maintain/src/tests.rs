@@ -90,7 +90,10 @@ fn gen_update(seed: u64, p: &Pipeline, cfg: &GenConfig) -> FlowMod {
                     parse_command("add-group", &line).ok()
                 }
             }
-            _ if r.gen_bool(0.4) => Some(FlowMod::SetPortLive(r.gen_range(1..=cfg.n_ports), r.gen_bool(0.5))),
+            _ if r.gen_bool(0.3) => Some(FlowMod::SetPortLive(r.gen_range(1..=cfg.n_ports), r.gen_bool(0.5))),
+            _ if r.gen_bool(0.3) => {
+                Some(FlowMod::SetPorts((1..=cfg.n_ports + 1).filter(|_| r.gen_bool(0.7)).collect()))
+            }
             _ => {
                 let m = if t + 1 < cfg.n_tables && r.gen_bool(0.5) {
                     MissBehavior::Continue(r.gen_range(t + 1..cfg.n_tables))
@@ -141,6 +144,7 @@ fn describe(fm: &FlowMod) -> String {
         FlowMod::DelGroup(g) => format!("del-groups {g:?}"),
         FlowMod::SetMiss(t, m) => format!("table {t} miss {m:?}"),
         FlowMod::SetPortLive(port, live) => format!("port {port} live {live}"),
+        FlowMod::SetPorts(ports) => format!("ports {ports:?}"),
         FlowMod::Bundle(v) => format!("bundle[{}]", v.iter().map(describe).collect::<Vec<_>>().join("; ")),
     }
 }

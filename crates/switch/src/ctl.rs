@@ -96,6 +96,20 @@ impl Switch {
                 update(FlowMod::AddGroups(parse_group_file(text).map_err(|e| e.to_string())?))
             }
             Request::Bundle { text } => update(parse_bundle(text)?),
+            Request::AddPort { port, kind } => {
+                let (name, num) = crate::port::parse_port_arg(port).map_err(|e| e.to_string())?;
+                let ofport = num.unwrap_or_else(|| self.free_ofport());
+                let io: Box<dyn crate::Port> = match kind.as_deref() {
+                    Some("tap") => Box::new(crate::tap::Tap::open(&name).map_err(|e| e.to_string())?),
+                    None | Some("afpacket") => {
+                        Box::new(crate::afpacket::AfPacket::open(&name).map_err(|e| e.to_string())?)
+                    }
+                    Some(k) => return Err(format!("add-port: no port type `{k}` (afpacket or tap)")),
+                };
+                self.add_port(crate::Attached { ofport, name, io, counters: Default::default() })?;
+                Ok(format!("port {ofport} added\n"))
+            }
+            Request::DelPort { port } => self.del_port(port).map(|_| String::new()),
             Request::DumpFlows { table } => Ok(self.dump_flows(*table)),
             Request::DumpGroups {} => Ok(self.dump_groups()),
             Request::DumpMegaflows {} => Ok(self.dump_megaflows()),
@@ -179,7 +193,7 @@ impl Switch {
         let mut out =
             format!("kairo switch: {rules} rules, {groups} groups, rule-table version {version}, engine {engine}\n");
         let g = PortCounters::get;
-        for p in &self.ports {
+        for p in &self.ports() {
             let c = &p.counters;
             let _ = writeln!(
                 out,

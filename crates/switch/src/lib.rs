@@ -19,6 +19,7 @@
 //! control, then counters; nothing takes them in another order.
 
 pub mod afpacket;
+pub mod attach;
 pub mod ctl;
 pub mod lives;
 pub mod netns;
@@ -32,7 +33,7 @@ pub mod tap;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use kairo_classifier::RuleId;
@@ -102,7 +103,11 @@ pub type RuleCounts = FxHashMap<(u8, RuleId), (u64, u64)>;
 pub struct Switch {
     pub ctl: SharedControl,
     pub dp: Mutex<Datapath>,
-    pub ports: Vec<PortInfo>,
+    /// The switch's ports (read with [`Switch::ports`]; changed only by
+    /// [`Switch::add_port`] and [`Switch::del_port`]).
+    ports: RwLock<Vec<PortInfo>>,
+    /// Ports added or removed, for the forwarding thread, which owns them.
+    port_changes: (std::sync::mpsc::Sender<attach::PortChange>, Mutex<Receiver<attach::PortChange>>),
     pub updates: Mutex<UpdateLog>,
     pub retired: Mutex<RuleCounts>,
     /// Counters of megaflows that left the cache but that the datapath
@@ -199,7 +204,11 @@ impl Switch {
             ctl,
             meters,
             dp: Mutex::new(dp),
-            ports,
+            ports: RwLock::new(ports),
+            port_changes: {
+                let (tx, rx) = std::sync::mpsc::channel();
+                (tx, Mutex::new(rx))
+            },
             updates: Mutex::new(UpdateLog::default()),
             retired: Mutex::new(RuleCounts::default()),
             leaving: Mutex::new(Vec::new()),
@@ -327,19 +336,16 @@ impl Switch {
         }
     }
 
-    fn forward_loop(&self, mut ports: Vec<Attached>, stop: &AtomicBool) {
+    fn forward_loop(&self, ports: Vec<Attached>, stop: &AtomicBool) {
         let mut slow = self.ctl.clone();
-        let by_ofport: FxHashMap<u32, usize> = ports.iter().enumerate().map(|(i, p)| (p.ofport, i)).collect();
+        let mut set = attach::PortSet::new(ports);
         let mut frames: Vec<Vec<u8>> = Vec::new();
         let mut pool: Vec<Vec<u8>> = Vec::new();
         let mut batch: Vec<(Vec<u8>, u32, Option<u32>)> = Vec::new();
-        let mut pfds: Vec<libc::pollfd> = ports
-            .iter()
-            .filter_map(|p| p.io.fd())
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-            .collect();
         let mut last_sweep = 0u64;
         while !stop.load(Ordering::Relaxed) {
+            set.take_changes(self);
+            let attach::PortSet { ports, by_ofport, pfds } = &mut set;
             for p in ports.iter_mut() {
                 p.io.recv(&mut frames, &mut pool, RX_BATCH, &p.counters);
                 if p.counters.config.load(Ordering::Relaxed) & (ofppc::NO_RECV | ofppc::PORT_DOWN) != 0 {
@@ -367,15 +373,15 @@ impl Switch {
                 }
                 self.settle_leaving();
             }
-            self.packet_outs(&mut ports, &by_ofport);
+            self.packet_outs(ports, by_ofport);
             if batch.is_empty() {
-                wait(&mut pfds);
+                wait(pfds);
                 continue;
             }
             {
                 let mut dp = lock(&self.dp);
                 dp.process_packets(&mut batch, now, &mut slow, &mut |to, bytes| {
-                    self.deliver(&mut ports, &by_ofport, to, bytes)
+                    self.deliver(ports, by_ofport, to, bytes)
                 });
             }
             for p in ports.iter_mut() {
@@ -387,7 +393,7 @@ impl Switch {
             pool.extend(batch.drain(..).map(|(b, _, _)| b).take(room));
             batch.clear();
         }
-        for p in ports.iter_mut() {
+        for p in set.ports.iter_mut() {
             p.io.flush();
         }
     }

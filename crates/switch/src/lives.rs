@@ -78,7 +78,10 @@ impl Lives {
                         out.push(Removed { table: *table, id: *id, rule: rule.clone(), reason, lived_ms });
                     }
                 }
-                Delta::GroupChanged { .. } | Delta::MissChanged { .. } | Delta::PortChanged { .. } => {}
+                Delta::GroupChanged { .. }
+                | Delta::MissChanged { .. }
+                | Delta::PortChanged { .. }
+                | Delta::PortsChanged { .. } => {}
             }
         }
         out

@@ -59,6 +59,17 @@ pub enum Request {
         #[serde(default)]
         table: Option<u8>,
     },
+    /// Attaches an interface as a port: `IF[=OFPORT]`, AF_PACKET unless
+    /// `kind` is `tap`.
+    AddPort {
+        port: String,
+        #[serde(default)]
+        kind: Option<String>,
+    },
+    /// Detaches a port, named by number or interface.
+    DelPort {
+        port: String,
+    },
     DumpGroups {},
     DumpMegaflows {},
     Show {},
@@ -99,6 +110,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("mod-group", "GROUP"),
     ("del-groups", "[group_id=N]"),
     ("bundle", "FILE (lines: flow add|modify|modify_strict|delete|delete_strict SPEC, group add|modify|delete SPEC)"),
+    ("add-port", "IF[=OFPORT] [type=afpacket|tap]"),
+    ("del-port", "OFPORT|IF"),
     ("dump-flows", "[table=N]"),
     ("dump-groups", ""),
     ("dump-megaflows", ""),
@@ -136,6 +149,8 @@ impl Request {
             Request::DelGroups { .. } => "del-groups",
             Request::Bundle { .. } => "bundle",
             Request::DumpFlows { .. } => "dump-flows",
+            Request::AddPort { .. } => "add-port",
+            Request::DelPort { .. } => "del-port",
             Request::DumpGroups {} => "dump-groups",
             Request::DumpMegaflows {} => "dump-megaflows",
             Request::Show {} => "show",
@@ -188,6 +203,15 @@ impl Request {
                     })
                     .transpose()?,
             },
+            "add-port" => match args {
+                [p] => Request::AddPort { port: p.clone(), kind: None },
+                [p, t] => match t.strip_prefix("type=") {
+                    Some(k @ ("afpacket" | "tap")) => Request::AddPort { port: p.clone(), kind: Some(k.to_string()) },
+                    _ => return Err(format!("add-port: expected `type=afpacket` or `type=tap`, got `{t}`")),
+                },
+                _ => return Err(format!("`{cmd}` takes one or two arguments: {}", usage(cmd))),
+            },
+            "del-port" => Request::DelPort { port: one()? },
             "dump-groups" => none().map(|_| Request::DumpGroups {})?,
             "dump-megaflows" => none().map(|_| Request::DumpMegaflows {})?,
             "show" => none().map(|_| Request::Show {})?,
@@ -221,6 +245,8 @@ mod tests {
             ("del-flows", args(&["--strict", "priority=5"])),
             ("del-groups", args(&["group_id=3"])),
             ("dump-flows", args(&["table=7"])),
+            ("add-port", args(&["veth0=7", "type=tap"])),
+            ("del-port", args(&["7"])),
             ("dump-megaflows", args(&[])),
             ("trace", args(&["in_port=1"])),
             ("help", args(&[])),

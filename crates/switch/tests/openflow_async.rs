@@ -323,7 +323,7 @@ fn port_mod_acts_and_port_status_tells() {
         r.peers[0].inject.send(frame(1, 5)).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         assert!(r.peers[1].sent.try_recv().is_err(), "no_fwd port sent a packet");
-        let tx_dropped = |i: usize| r.sw.ports[i].counters.tx_dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let tx_dropped = |i: usize| r.sw.ports()[i].counters.tx_dropped.load(std::sync::atomic::Ordering::Relaxed);
         assert_eq!(tx_dropped(1), 1);
         // Cleared: forwarding again. no_recv on port 1: what it receives goes nowhere.
         assert_eq!(modify(&mut c, pm(2, 0, ofppc::NO_FWD)).1.config, 0);
@@ -390,6 +390,46 @@ fn fast_failover_follows_port_down() {
     c.call(&Message::PortMod(pm(0)));
     to(2);
     assert!(r.sw.ctl.lock().verify().is_empty());
+}
+
+/// Ports added and removed while the switch runs: FLOOD reaches the new
+/// port through cache maintenance (the megaflow made before is updated, not
+/// left stale), a removed port gets nothing, and the controller hears
+/// PORT_STATUS ADD and DELETE.
+#[test]
+fn ports_added_and_removed_at_run_time() {
+    use kairo_ofp::message::ofppr;
+    let r = start("priority=10,in_port=1,actions=FLOOD", 2, EngineKind::Incremental);
+    let (_dir, path) = listen(&r);
+    let mut c = Client::connect(&path, Version::V1_3);
+    let status = |c: &mut Client| match c.recv() {
+        Message::PortStatus { reason, desc } => (reason, desc.port_no),
+        other => panic!("expected a port status, got {other:?}"),
+    };
+    r.peers[0].inject.send(frame(1, 5)).unwrap();
+    assert_eq!(recv_n(&r.peers[1], 1).len(), 1);
+    let (p3, peer3) = kairo_switch::MemPort::pair();
+    let att = kairo_switch::Attached { ofport: 3, name: "mem3".into(), io: Box::new(p3), counters: Default::default() };
+    r.sw.add_port(att).unwrap();
+    assert_eq!(status(&mut c), (ofppr::ADD, 3));
+    // The same flow again: the cached megaflow now floods to port 3 as well.
+    r.peers[0].inject.send(frame(1, 5)).unwrap();
+    assert_eq!(recv_n(&r.peers[1], 1).len(), 1);
+    assert_eq!(recv_n(&peer3, 1).len(), 1, "the new port gets the flood");
+    // A port number or name in use is refused, and changes nothing.
+    let (p4, _peer4) = kairo_switch::MemPort::pair();
+    let dup = kairo_switch::Attached { ofport: 3, name: "mem4".into(), io: Box::new(p4), counters: Default::default() };
+    assert!(r.sw.add_port(dup).unwrap_err().contains("exists"));
+    assert_eq!(r.sw.ports().len(), 3);
+    r.sw.del_port("mem2").unwrap();
+    assert_eq!(status(&mut c), (ofppr::DELETE, 2));
+    assert!(r.sw.del_port("9").is_err());
+    r.peers[0].inject.send(frame(1, 5)).unwrap();
+    assert_eq!(recv_n(&peer3, 1).len(), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(r.peers[1].sent.try_recv().is_err(), "a removed port was sent a packet");
+    assert!(r.sw.ctl.lock().verify().is_empty());
+    assert_eq!(r.sw.ctl.lock().pipeline.ports().collect::<Vec<_>>(), vec![1, 3]);
 }
 
 /// A modify with OFPFF_RESET_COUNTS starts the modified rule's counters

@@ -188,6 +188,7 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
     let has_vlan = &mut st.has_vlan;
     loop {
         let a = match rng.gen_range(0..21) {
+            0 if rng.gen_bool(0.2) => "FLOOD".to_string(),
             0..=3 => format!("output:{}", rng.gen_range(1..=cfg.n_ports)),
             4 => format!("mod_dl_dst:{}", pick(rng, &MACS)),
             5 => format!("mod_dl_src:{}", pick(rng, &MACS)),

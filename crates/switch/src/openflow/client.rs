@@ -103,6 +103,9 @@ pub fn to_messages(fm: &KFlowMod, v: Version) -> Result<Vec<Message>, Error> {
             }
             out
         }
+        KFlowMod::SetPorts(_) => {
+            return Err(Error::new(ErrorCode::BAD_TYPE, "the switch's ports are added and removed with `kairo ctl`"))
+        }
         KFlowMod::SetPortLive(port, _) => {
             return Err(Error::new(
                 ErrorCode::BAD_TYPE,

@@ -117,7 +117,7 @@ impl Shared {
                     outboxes,
                     generation: Mutex::new(None),
                     master: Mutex::new(None),
-                    ports_seen: Mutex::new(sw.ports.iter().map(super::ports::port_desc).collect()),
+                    ports_seen: Mutex::new(sw.ports().iter().map(super::ports::port_desc).collect()),
                     next_id: std::sync::atomic::AtomicU64::new(1),
                 })
             })

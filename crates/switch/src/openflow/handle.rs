@@ -413,7 +413,7 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
         }
         MpRequest::PortDesc(which) => {
             let ports: Vec<PortDesc> = sw
-                .ports
+                .ports()
                 .iter()
                 .filter(|p| *which == port::OFPP_ANY || port::to_wire(p.ofport) == *which)
                 .map(super::ports::port_desc)
@@ -422,7 +422,7 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
         }
         MpRequest::PortStats(which) => {
             let stats: Vec<PortStats> = sw
-                .ports
+                .ports()
                 .iter()
                 .filter(|p| *which == port::OFPP_ANY || port::to_wire(p.ofport) == *which)
                 .map(|p| {

@@ -55,8 +55,8 @@ pub fn port_desc(p: &PortInfo) -> PortDesc {
 /// A PORT_MOD, applied; the port's new description for PORT_STATUS.
 pub fn port_mod(sw: &Switch, pm: &PortMod) -> Result<PortDesc, Error> {
     let ofport = port::from_wire(pm.port_no).map_err(|e| Error::new(ErrorCode::PORT_MOD_BAD_PORT, e.detail))?;
-    let p = sw
-        .ports
+    let ports = sw.ports();
+    let p = ports
         .iter()
         .find(|p| p.ofport == ofport)
         .ok_or_else(|| Error::new(ErrorCode::PORT_MOD_BAD_PORT, format!("port {ofport} does not exist")))?;
@@ -86,7 +86,7 @@ pub fn port_mod(sw: &Switch, pm: &PortMod) -> Result<PortDesc, Error> {
 
 /// Whether a port counts as live for fast-failover groups, as Open vSwitch
 /// decides it: not configured down and its link up.
-fn live(d: &PortDesc) -> bool {
+pub(crate) fn live(d: &PortDesc) -> bool {
     d.config & ofppc::PORT_DOWN == 0 && d.state & OFPPS_LINK_DOWN == 0
 }
 
@@ -115,8 +115,9 @@ pub fn announce(sw: &Switch, desc: PortDesc) {
 /// Compares each port's description with the last one seen, announcing
 /// the changes (a link going down or up). Called about once a second.
 pub fn watch(sw: &Switch) {
-    let now: Vec<PortDesc> = sw.ports.iter().map(port_desc).collect();
-    for (p, d) in sw.ports.iter().zip(&now) {
+    let ports = sw.ports();
+    let now: Vec<PortDesc> = ports.iter().map(port_desc).collect();
+    for (p, d) in ports.iter().zip(&now) {
         follow_liveness(sw, p.ofport, d);
     }
     let Some(of) = sw.openflow.get() else { return };
