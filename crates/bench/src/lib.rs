@@ -9,6 +9,7 @@ pub mod fwd;
 pub mod hitrate;
 pub mod lookup;
 pub mod openflow;
+pub mod ovs;
 pub mod ttu;
 
 /// The `i`th command-line argument of an example as a count, or `default`

@@ -367,6 +367,10 @@ enum BenchCmd {
         engine: EngineArg,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Peers given the same stream in the same run: `ovs` (a private
+        /// Open vSwitch, where installed) or `none`.
+        #[arg(long, default_value = "ovs", value_parser = ["ovs", "none"])]
+        peers: String,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -483,7 +487,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = kairo_bench::fwd::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())
         }
-        Cmd::Bench { what: Some(BenchCmd::Openflow { pipeline, entries, updates, engine, seed, json }) } => {
+        Cmd::Bench { what: Some(BenchCmd::Openflow { pipeline, entries, updates, engine, seed, peers, json }) } => {
             if updates == 0 {
                 anyhow::bail!("--updates must be at least 1");
             }
@@ -494,6 +498,7 @@ fn run(cli: Cli) -> Result<()> {
                 engine: engine.into(),
                 seed,
                 progress: true,
+                ovs: peers == "ovs",
             };
             let report = kairo_bench::openflow::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())

@@ -1,0 +1,153 @@
+//! A private Open vSwitch for the benchmarks' peer columns: ovsdb-server and
+//! ovs-vswitchd (userspace, dummy datapath, no kernel module) in a temporary
+//! run directory of their own, a bridge loaded with a workload's flows and
+//! groups, and its OpenFlow management socket for an OpenFlow client.
+//!
+//! Invariant: the daemons a [`PrivateOvs`] started are stopped (by the
+//! child handles it holds, whatever happened in between) and its run
+//! directory removed when it is dropped; it never touches a system Open
+//! vSwitch (every tool it runs is pointed at its own directory and socket).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's package puts the database schema.
+const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+/// A running private Open vSwitch.
+pub struct PrivateOvs {
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+/// The installed Open vSwitch's version line (`ovs-vswitchd (Open vSwitch) 3.1.0`).
+pub fn version() -> Option<String> {
+    let out = Command::new("ovs-vswitchd").arg("--version").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().next().map(|l| l.trim().to_string())
+}
+
+/// Is Open vSwitch (the daemons and the tools) installed here?
+pub fn available() -> bool {
+    let runs = |p: &str| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success());
+    ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl", "ovsdb-tool"].iter().all(|p| runs(p))
+        && Path::new(SCHEMA).exists()
+}
+
+fn wait_for(path: &Path, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            return Err(format!("{what}: {} did not appear in 10 s", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+impl PrivateOvs {
+    /// Starts the daemons in a fresh directory under the system's temporary one.
+    pub fn start() -> Result<PrivateOvs, String> {
+        let dir = std::env::temp_dir().join(format!("kairo-ovs-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut ovs = PrivateOvs { dir, children: Vec::new() };
+        let db = ovs.dir.join("conf.db");
+        ovs.run("ovsdb-tool", &["create", &db.to_string_lossy(), SCHEMA])?;
+        let sock = ovs.dir.join("db.sock");
+        let child = ovs
+            .command("ovsdb-server")
+            .args(["--no-chdir", "-vconsole:off"])
+            .arg(format!("--unixctl={}", ovs.dir.join("ovsdb-server.ctl").display()))
+            .arg(format!("--remote=punix:{}", sock.display()))
+            .arg(format!("--log-file={}", ovs.dir.join("ovsdb-server.log").display()))
+            .arg(&db)
+            .spawn()
+            .map_err(|e| format!("ovsdb-server: {e}"))?;
+        ovs.children.push(child);
+        wait_for(&sock, "ovsdb-server")?;
+        ovs.vsctl(&["--no-wait", "init"])?;
+        let child = ovs
+            .command("ovs-vswitchd")
+            .args(["--enable-dummy", "--disable-system", "--disable-system-route", "--no-chdir", "-vconsole:off"])
+            .arg(format!("--unixctl={}", ovs.dir.join("ovs-vswitchd.ctl").display()))
+            .arg(format!("--log-file={}", ovs.dir.join("ovs-vswitchd.log").display()))
+            .arg(format!("unix:{}", sock.display()))
+            .spawn()
+            .map_err(|e| format!("ovs-vswitchd: {e}"))?;
+        ovs.children.push(child);
+        wait_for(&ovs.dir.join("ovs-vswitchd.ctl"), "ovs-vswitchd")?;
+        Ok(ovs)
+    }
+
+    /// A command for one of Open vSwitch's programs, pointed at this instance.
+    fn command(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        for v in ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"] {
+            c.env(v, &self.dir);
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    }
+
+    /// Runs a tool to completion; its output, or an error with its stderr.
+    pub fn run(&self, prog: &str, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .command(prog)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{prog} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn vsctl(&self, args: &[&str]) -> Result<String, String> {
+        let db = format!("--db=unix:{}", self.dir.join("db.sock").display());
+        let mut all = vec![db.as_str(), "--timeout=30"];
+        all.extend_from_slice(args);
+        self.run("ovs-vsctl", &all)
+    }
+
+    /// Adds bridge `name` (dummy datapath, fail-mode secure, OpenFlow 1.0 to
+    /// 1.5) with its flows and groups (OpenFlow 1.3 syntax, as the workload
+    /// writes them), and returns its OpenFlow management socket.
+    pub fn bridge(&self, name: &str, flows: &str, groups: &str) -> Result<PathBuf, String> {
+        self.vsctl(&[
+            "add-br",
+            name,
+            "--",
+            "set",
+            "bridge",
+            name,
+            "datapath_type=dummy",
+            "fail-mode=secure",
+            "protocols=OpenFlow10,OpenFlow11,OpenFlow12,OpenFlow13,OpenFlow14,OpenFlow15",
+        ])?;
+        let mgmt = self.dir.join(format!("{name}.mgmt"));
+        wait_for(&mgmt, "the bridge's management socket")?;
+        let target = format!("unix:{}", mgmt.display());
+        for (what, text, cmd) in [("groups", groups, "add-groups"), ("flows", flows, "add-flows")] {
+            if text.trim().is_empty() {
+                continue;
+            }
+            let file = self.dir.join(format!("{name}.{what}"));
+            std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+            self.run("ovs-ofctl", &["-O", "OpenFlow13", cmd, &target, &file.to_string_lossy()])?;
+        }
+        Ok(mgmt)
+    }
+}
+
+impl Drop for PrivateOvs {
+    fn drop(&mut self) {
+        // ovs-vswitchd first (it holds the database connection), then ovsdb-server.
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,55 @@
+//! `kairo bench openflow` at a small size: kairo's round trips, and the same
+//! stream to a private Open vSwitch where it is installed (CI installs it;
+//! elsewhere that part says SKIPPED, and fails if KAIRO_REQUIRE_OVS=1).
+
+use kairo_bench::openflow::{run, OfOpts};
+use kairo_bench::ttu::PipelineKind;
+use kairo_maintain::EngineKind;
+
+fn opts(ovs: bool) -> OfOpts {
+    OfOpts {
+        pipeline: PipelineKind::Ofdpa,
+        entries: vec![2000],
+        updates: 30,
+        engine: EngineKind::Incremental,
+        seed: 3,
+        progress: false,
+        ovs,
+    }
+}
+
+#[test]
+fn the_stream_goes_over_openflow_to_kairo() {
+    let r = run(&opts(false)).unwrap();
+    assert_eq!(r.rows.len(), 1);
+    let row = &r.rows[0];
+    assert_eq!(row.updates, 30);
+    assert!(row.rtt_median_us > 0.0 && row.rtt_median_us >= row.ttu_median_us, "{row:?}");
+    assert!(r.ovs.is_err());
+    assert!(r.to_table().contains("no column"), "{}", r.to_table());
+}
+
+#[test]
+fn the_same_stream_goes_to_a_private_open_vswitch() {
+    if !kairo_bench::ovs::available() {
+        if std::env::var("KAIRO_REQUIRE_OVS").as_deref() == Ok("1") {
+            panic!("KAIRO_REQUIRE_OVS=1 but Open vSwitch is not installed (run scripts/ovs/install-ovs.sh)");
+        }
+        eprintln!("SKIPPED the_same_stream_goes_to_a_private_open_vswitch: Open vSwitch is not installed here");
+        return;
+    }
+    let r = run(&opts(true)).unwrap();
+    let o = r.ovs.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.updates, 30);
+    assert!(o.rules > 100, "{o:?}");
+    assert!(o.rtt_median_us > 0.0 && o.rtt_p99_us >= o.rtt_median_us, "{o:?}");
+    assert!(o.version.contains("Open vSwitch"), "{o:?}");
+    // The private instance is gone: no run directory of this process is left.
+    let ours = format!("kairo-ovs-{}-", std::process::id());
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&ours))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
