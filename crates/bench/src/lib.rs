@@ -9,6 +9,7 @@ pub mod fwd;
 pub mod hitrate;
 pub mod lookup;
 pub mod openflow;
+pub mod openflow_ovs;
 pub mod ovs;
 pub mod ttu;
 

@@ -49,62 +49,13 @@ pub struct OfRow {
     pub overhead_median_us: f64,
 }
 
-/// Open vSwitch given the same stream over the same kind of connection.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct OvsRow {
-    pub version: String,
-    pub rules: usize,
-    pub updates: usize,
-    pub rtt_median_us: f64,
-    pub rtt_p99_us: f64,
-}
-
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct OfReport {
     pub machine: Machine,
     pub pipeline: String,
     pub rows: Vec<OfRow>,
     /// The peer's row; `Err` says why there is none (not installed, not asked).
-    pub ovs: Result<OvsRow, String>,
-}
-
-/// The stream's round trips against a private Open vSwitch loaded with the
-/// workload's flows and groups (its cache is not filled: its barrier reply
-/// does not wait for revalidation, so the round trip does not depend on it).
-fn ovs_row(
-    wl: &crate::ttu::Workload,
-    msgs: &[Vec<kairo_ofp::Message>],
-    v: Version,
-    progress: bool,
-) -> Result<OvsRow, String> {
-    if !crate::ovs::available() {
-        return Err("Open vSwitch is not installed here (scripts/ovs/install-ovs.sh installs it)".into());
-    }
-    let ovs = crate::ovs::PrivateOvs::start()?;
-    let mgmt = ovs.bridge("br0", &wl.flows, &wl.groups)?;
-    let target = format!("unix:{}", mgmt.display());
-    let mut client = Client::connect(&Target::ActiveUnix(mgmt), v).map_err(|e| format!("Open vSwitch: {e}"))?;
-    let pb = crate::progress_bar(progress, msgs.len() as u64, format!("{} updates to Open vSwitch", msgs.len()));
-    let mut rtts = Vec::with_capacity(msgs.len());
-    for (i, m) in msgs.iter().enumerate() {
-        let t0 = Instant::now();
-        client.call(m).map_err(|e| format!("Open vSwitch, update {i} ({}): {e}", wl.updates[i].0))?;
-        rtts.push(t0.elapsed().as_secs_f64() * 1e6);
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let rules = ovs
-        .run("ovs-ofctl", &["-O", "OpenFlow13", "dump-aggregate", &target])
-        .ok()
-        .and_then(|t| t.split("flow_count=").nth(1).and_then(|n| n.trim().parse().ok()))
-        .unwrap_or(0);
-    Ok(OvsRow {
-        version: crate::ovs::version().unwrap_or_default(),
-        rules,
-        updates: rtts.len(),
-        rtt_median_us: quantile(&mut rtts.clone(), 0.5),
-        rtt_p99_us: quantile(&mut rtts, 0.99),
-    })
+    pub ovs: Result<crate::openflow_ovs::OvsRow, String>,
 }
 
 pub fn run(opts: &OfOpts) -> Result<OfReport, String> {
@@ -166,7 +117,14 @@ pub fn run(opts: &OfOpts) -> Result<OfReport, String> {
             overhead_median_us: quantile(&mut over, 0.5),
         });
     }
-    let ovs = if opts.ovs { ovs_row(&wl, &msgs, v, opts.progress) } else { Err("not asked for (--peers ovs)".into()) };
+    let ovs = if opts.ovs {
+        // The same traffic as the smallest cache kairo was given.
+        let n = opts.entries.iter().copied().min().unwrap_or(0);
+        let keys: Vec<_> = wl.keys().take(n).collect();
+        crate::openflow_ovs::run(&wl, &p, &mods, &msgs, &keys, v, opts.progress)
+    } else {
+        Err("not asked for (--peers ovs)".into())
+    };
     Ok(OfReport { machine: Machine::detect(), pipeline: wl.name.to_string(), rows, ovs })
 }
 
@@ -190,10 +148,24 @@ impl OfReport {
         s.push_str("\nkairo's barrier reply comes after the update's cache maintenance: no stale window.\n");
         match &self.ovs {
             Ok(o) => s.push_str(&format!(
-                "\nThe same stream to {} (private, userspace, dummy datapath, {} rules after the stream):\n\
-                 round trip median {:.1} us, p99 {:.1} us over {} updates. Its barrier reply does not wait for its\n\
-                 revalidators; the stale window that leaves is not measured by this benchmark yet.\n",
-                o.version, o.rules, o.rtt_median_us, o.rtt_p99_us, o.updates
+                "\nThe same stream to {} (private, userspace, dummy datapath; {} packets of the traffic sent,\n\
+                 {} megaflows cached; {} rules after the stream): round trip median {:.1} us, p99 {:.1} us over\n\
+                 {} updates. Its barrier reply does not wait for its revalidators: for the {} updates that\n\
+                 re-route a cached packet, that packet left by its old port for a median {:.1} ms, p99 {:.1} ms\n\
+                 after the flow-mod ({} still stale at {} s; probe resolution {:.1} ms).\n",
+                o.version,
+                o.packets,
+                o.megaflows,
+                o.rules,
+                o.rtt_median_us,
+                o.rtt_p99_us,
+                o.updates,
+                o.probed,
+                o.stale_median_ms,
+                o.stale_p99_ms,
+                o.timed_out,
+                crate::openflow_ovs::STALE_LIMIT.as_secs(),
+                o.probe_median_ms
             )),
             Err(why) => s.push_str(&format!("\nOpen vSwitch: no column ({why}).\n")),
         }

@@ -112,10 +112,11 @@ impl PrivateOvs {
     }
 
     /// Adds bridge `name` (dummy datapath, fail-mode secure, OpenFlow 1.0 to
-    /// 1.5) with its flows and groups (OpenFlow 1.3 syntax, as the workload
-    /// writes them), and returns its OpenFlow management socket.
-    pub fn bridge(&self, name: &str, flows: &str, groups: &str) -> Result<PathBuf, String> {
-        self.vsctl(&[
+    /// 1.5, dummy ports `p1`..`pN` as OpenFlow ports 1..N) with its flows and
+    /// groups (OpenFlow 1.3 syntax, as the workload writes them), and
+    /// returns its OpenFlow management socket.
+    pub fn bridge(&self, name: &str, flows: &str, groups: &str, n_ports: u32) -> Result<PathBuf, String> {
+        let mut args: Vec<String> = [
             "add-br",
             name,
             "--",
@@ -125,7 +126,19 @@ impl PrivateOvs {
             "datapath_type=dummy",
             "fail-mode=secure",
             "protocols=OpenFlow10,OpenFlow11,OpenFlow12,OpenFlow13,OpenFlow14,OpenFlow15",
-        ])?;
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Dummy ports p1..pN, OpenFlow port i each.
+        for i in 1..=n_ports {
+            for a in ["--", "add-port", name, &format!("p{i}"), "--", "set", "interface", &format!("p{i}")] {
+                args.push(a.to_string());
+            }
+            args.push("type=dummy".into());
+            args.push(format!("ofport_request={i}"));
+        }
+        self.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let mgmt = self.dir.join(format!("{name}.mgmt"));
         wait_for(&mgmt, "the bridge's management socket")?;
         let target = format!("unix:{}", mgmt.display());
@@ -138,6 +151,53 @@ impl PrivateOvs {
             self.run("ovs-ofctl", &["-O", "OpenFlow13", cmd, &target, &file.to_string_lossy()])?;
         }
         Ok(mgmt)
+    }
+}
+
+impl PrivateOvs {
+    /// Runs an `ovs-appctl` command on this instance's ovs-vswitchd.
+    pub fn appctl(&self, args: &[&str]) -> Result<String, String> {
+        let t = self.dir.join("ovs-vswitchd.ctl");
+        let t = t.to_string_lossy();
+        let mut all = vec!["-t", t.as_ref()];
+        all.extend_from_slice(args);
+        self.run("ovs-appctl", &all)
+    }
+
+    /// Packets its datapath has looked up (hit, missed or lost), from `dpctl/show`.
+    pub fn lookups(&self) -> u64 {
+        let text = self.appctl(&["dpctl/show"]).unwrap_or_default();
+        let num = |key: &str| -> u64 {
+            text.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+        };
+        num("hit:") + num("missed:") + num("lost:")
+    }
+
+    /// Waits (up to `limit`) until the datapath has looked up `n` packets
+    /// since it started: `netdev-dummy/receive` only queues them.
+    pub fn drained(&self, n: u64, limit: Duration) -> Result<(), String> {
+        let t = Instant::now();
+        loop {
+            let seen = self.lookups();
+            if seen >= n {
+                return Ok(());
+            }
+            if t.elapsed() > limit {
+                return Err(format!("Open vSwitch looked up {seen} of {n} packets sent in {} s", limit.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The megaflows its datapath holds now (`upcall/show`'s current count).
+    pub fn megaflows(&self) -> usize {
+        self.appctl(&["upcall/show"])
+            .ok()
+            .and_then(|t| {
+                let after = t.split("(current ").nth(1)?;
+                after.split(')').next()?.trim().parse().ok()
+            })
+            .unwrap_or(0)
     }
 }
 

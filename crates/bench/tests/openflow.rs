@@ -44,6 +44,9 @@ fn the_same_stream_goes_to_a_private_open_vswitch() {
     assert!(o.rules > 100, "{o:?}");
     assert!(o.rtt_median_us > 0.0 && o.rtt_p99_us >= o.rtt_median_us, "{o:?}");
     assert!(o.version.contains("Open vSwitch"), "{o:?}");
+    assert!(o.megaflows > 0 && o.packets == 2000, "the traffic filled its cache: {o:?}");
+    // Probed updates were seen leaving by their new port (or timed out).
+    assert!(o.probed == 0 || (o.stale_median_ms > 0.0 && o.probe_median_ms > 0.0), "{o:?}");
     // The private instance is gone: no run directory of this process is left.
     let ours = format!("kairo-ovs-{}-", std::process::id());
     let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())

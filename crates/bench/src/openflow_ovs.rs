@@ -1,0 +1,287 @@
+//! The Open vSwitch column of `kairo bench openflow`: the same update stream
+//! over the same kind of OpenFlow connection to a private Open vSwitch
+//! ([`crate::ovs`]) whose cache holds the same traffic, measuring per update
+//! the barrier round trip and the stale window: from sending the flow-mod
+//! until a packet of a cached flow that the update re-routes leaves by its
+//! new port.
+//!
+//! How the stale window is probed: before each update, kairo's translator
+//! (on a copy of the pipeline, before and after the update) picks packets
+//! of the filled traffic whose forwarding the update changes, with every
+//! port each can leave by afterwards (every bucket of a select group, which
+//! Open vSwitch hashes its own way). Each is sent into Open vSwitch
+//! (`netdev-dummy/receive`) once before the update to see where it goes
+//! there (its transmit counters, `ovs-ofctl dump-ports`); the first that
+//! leaves by none of its new ports is the probe. After sending the
+//! update, the packet is sent again and again until a new port's counter
+//! moves. Each probe costs two tool runs (a few milliseconds): that is the
+//! resolution, and it is reported. Updates that re-route no packet of the
+//! traffic that way have no probe and no stale window.
+//!
+//! Invariant: a stale window is reported only for an update whose probe
+//! packet was seen leaving by the new port (or, after the time limit,
+//! counted as reaching it), and every figure is from this run.
+
+use std::time::{Duration, Instant};
+
+use kairo_flow::{Field, FlowKey};
+use kairo_maintain::flowmod::{apply, FlowMod};
+use kairo_ofp::{Message, Version};
+use kairo_switch::openflow::client::Client;
+use kairo_switch::openflow::Target;
+use kairo_xlate::{translate, Pipeline};
+
+use crate::ovs::PrivateOvs;
+use crate::quantile;
+
+/// How long a stale window is probed at most.
+pub const STALE_LIMIT: Duration = Duration::from_secs(3);
+/// Packets per `netdev-dummy/receive` when filling the cache.
+const FILL_BATCH: usize = 200;
+
+/// Open vSwitch given the same stream.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OvsRow {
+    pub version: String,
+    /// Packets of the workload's traffic sent to fill its cache, and the
+    /// megaflows it then held.
+    pub packets: usize,
+    pub megaflows: usize,
+    pub rules: usize,
+    pub updates: usize,
+    pub rtt_median_us: f64,
+    pub rtt_p99_us: f64,
+    /// Updates that re-routed a cached packet (probed), and of those how
+    /// many were still stale at the time limit.
+    pub probed: usize,
+    pub timed_out: usize,
+    pub stale_median_ms: f64,
+    pub stale_p99_ms: f64,
+    /// Median time of one probe (the resolution of the stale window).
+    pub probe_median_ms: f64,
+}
+
+/// A key's packet as `netdev-dummy/receive` takes it: the frame in hex.
+fn packet_hex(k: &FlowKey) -> String {
+    kairo_wire::emit::frame(k, &[0; 16]).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ports a key's translation sends it to.
+fn out_ports(p: &Pipeline, k: &FlowKey) -> Vec<u32> {
+    let mut v: Vec<u32> = kairo_odp_ports(&translate(p, k).actions);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn kairo_odp_ports(actions: &[kairo_xlate::DpAction]) -> Vec<u32> {
+    actions.iter().filter_map(|a| if let kairo_xlate::DpAction::Output(p) = a { Some(*p) } else { None }).collect()
+}
+
+/// Every port a key's translation can send it to: its outputs, and where
+/// it goes through a select group of several buckets (which Open vSwitch
+/// hashes in the datapath, choosing other buckets than kairo), the outputs
+/// of each bucket in turn. `None` for paths through two such groups, and
+/// where a bucket sends the packet nowhere.
+fn possible_ports(p: &Pipeline, k: &FlowKey) -> Option<Vec<u32>> {
+    let r = translate(p, k);
+    let hashed: Vec<u32> = r
+        .traversal
+        .groups
+        .iter()
+        .filter(|g| {
+            p.group(g.group).is_some_and(|gr| gr.ty == kairo_ofproto::GroupType::Select && gr.buckets.len() > 1)
+        })
+        .map(|g| g.group)
+        .collect();
+    let mut ports = match hashed.as_slice() {
+        [] => kairo_odp_ports(&r.actions),
+        [g] => {
+            let group = p.group(*g)?;
+            let mut all = Vec::new();
+            for b in &group.buckets {
+                let mut one = (**group).clone();
+                one.buckets = vec![b.clone()];
+                let mut q = p.clone();
+                q.set_group(one).ok()?;
+                // A bucket that sends the packet nowhere (back to its own
+                // port, say) would hide the new path from the probe.
+                let ports = kairo_odp_ports(&translate(&q, k).actions);
+                if ports.is_empty() {
+                    return None;
+                }
+                all.extend(ports);
+            }
+            all
+        }
+        _ => return None,
+    };
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports)
+}
+
+/// Up to eight packets of `keys` whose forwarding `fm` changes, each with
+/// every port it can leave by after the update.
+fn probes_for(before: &Pipeline, fm: &FlowMod, keys: &[FlowKey]) -> Vec<(FlowKey, Vec<u32>)> {
+    let mut after = before.clone();
+    if apply(&mut after, fm).is_err() {
+        return Vec::new();
+    }
+    keys.iter()
+        .filter(|k| translate(before, k).actions != translate(&after, k).actions)
+        .filter_map(|k| Some((*k, possible_ports(&after, k).filter(|n| !n.is_empty())?)))
+        .take(8)
+        .collect()
+}
+
+/// Every port's transmit counter, by asking the switch.
+fn tx_all(ovs: &PrivateOvs, target: &str) -> std::collections::BTreeMap<u32, u64> {
+    let text = ovs.run("ovs-ofctl", &["-O", "OpenFlow13", "dump-ports", target]).unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    let mut port = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("port ") {
+            port = rest.split(':').next().and_then(|n| n.trim().parse::<u32>().ok());
+        } else if let (Some(p), Some(rest)) = (port, l.strip_prefix("tx pkts=")) {
+            if let Some(n) = rest.split(',').next().and_then(|n| n.parse().ok()) {
+                out.insert(p, n);
+            }
+        }
+    }
+    out
+}
+
+/// Injects `hex` on port `name` and waits (up to 200 ms) until some port's
+/// transmit counter moves: the ports the packet left by (empty if none did).
+fn egress(ovs: &PrivateOvs, target: &str, name: &str, hex: &str) -> Result<Vec<u32>, String> {
+    let before = tx_all(ovs, target);
+    ovs.appctl(&["netdev-dummy/receive", name, hex])?;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(200) {
+        let now = tx_all(ovs, target);
+        let moved: Vec<u32> =
+            now.iter().filter(|(p, n)| before.get(p).is_none_or(|b| *n > b)).map(|(p, _)| *p).collect();
+        if !moved.is_empty() {
+            return Ok(moved);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Runs the stream against a private Open vSwitch whose cache holds the
+/// first `fill` packets of `keys`; `msgs[i]` is `mods[i]` on the wire.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    wl: &crate::ttu::Workload,
+    p: &Pipeline,
+    mods: &[FlowMod],
+    msgs: &[Vec<Message>],
+    keys: &[FlowKey],
+    v: Version,
+    progress: bool,
+) -> Result<OvsRow, String> {
+    if !crate::ovs::available() {
+        return Err("Open vSwitch is not installed here (scripts/ovs/install-ovs.sh installs it)".into());
+    }
+    let ovs = PrivateOvs::start()?;
+    // Every port the traffic comes in on or the pipeline sends to.
+    let n_ports = keys
+        .iter()
+        .map(|k| k.get(Field::InPort) as u32)
+        .chain(keys.iter().take(2000).flat_map(|k| out_ports(p, k)))
+        .filter(|&n| n < 0xff00)
+        .max()
+        .unwrap_or(1);
+    let mgmt = ovs.bridge("br0", &wl.flows, &wl.groups, n_ports)?;
+    let target = format!("unix:{}", mgmt.display());
+    let pb = crate::progress_bar(progress, keys.len() as u64, format!("{} packets into Open vSwitch", keys.len()));
+    for chunk in keys.chunks(FILL_BATCH) {
+        // One call per in_port of the chunk.
+        let mut by_port: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        for k in chunk {
+            by_port.entry(k.get(Field::InPort)).or_default().push(packet_hex(k));
+        }
+        for (port, specs) in by_port {
+            let name = format!("p{port}");
+            let mut args = vec!["netdev-dummy/receive", name.as_str()];
+            args.extend(specs.iter().map(String::as_str));
+            ovs.appctl(&args)?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    // Every packet through the datapath before the stream starts (a
+    // backlog would move the counters the probes read).
+    ovs.drained(keys.len() as u64, Duration::from_secs(60))?;
+    let megaflows = ovs.megaflows();
+    let mut client = Client::connect(&Target::ActiveUnix(mgmt), v).map_err(|e| format!("Open vSwitch: {e}"))?;
+    let pb = crate::progress_bar(progress, msgs.len() as u64, format!("{} updates to Open vSwitch", msgs.len()));
+    let probe_keys: Vec<FlowKey> = keys.to_vec();
+    let mut pipeline = p.clone();
+    let (mut rtts, mut stale, mut probes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut timed_out = 0;
+    for (i, m) in msgs.iter().enumerate() {
+        // The probe, and where Open vSwitch sends it before the update
+        // (observed): a probe whose new ports it already reaches tells nothing.
+        let mut probe = None;
+        for (k, new) in probes_for(&pipeline, &mods[i], &probe_keys) {
+            let old = egress(&ovs, &target, &format!("p{}", k.get(Field::InPort)), &packet_hex(&k))?;
+            if !old.is_empty() && !old.iter().any(|p| new.contains(p)) {
+                probe = Some((k, new));
+                break;
+            }
+        }
+        let base = tx_all(&ovs, &target);
+        let t0 = Instant::now();
+        client.call(m).map_err(|e| format!("Open vSwitch, update {i} ({}): {e}", wl.updates[i].0))?;
+        rtts.push(t0.elapsed().as_secs_f64() * 1e6);
+        if let Some((k, new)) = probe {
+            let (name, hex) = (format!("p{}", k.get(Field::InPort)), packet_hex(&k));
+            let reached = |now: &std::collections::BTreeMap<u32, u64>| {
+                new.iter().any(|p| now.get(p).copied().unwrap_or(0) > base.get(p).copied().unwrap_or(0))
+            };
+            loop {
+                let tp = Instant::now();
+                ovs.appctl(&["netdev-dummy/receive", &name, &hex])?;
+                let now = tx_all(&ovs, &target);
+                probes.push(tp.elapsed().as_secs_f64() * 1e3);
+                if reached(&now) {
+                    stale.push(t0.elapsed().as_secs_f64() * 1e3);
+                    break;
+                }
+                if t0.elapsed() > STALE_LIMIT {
+                    timed_out += 1;
+                    stale.push(t0.elapsed().as_secs_f64() * 1e3);
+                    break;
+                }
+            }
+        }
+        // The pipeline the next probe is chosen on (an update OVS accepted
+        // applies here too: kairo's switch accepted the same stream).
+        let _ = apply(&mut pipeline, &mods[i]);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let rules = ovs
+        .run("ovs-ofctl", &["-O", "OpenFlow13", "dump-aggregate", &target])
+        .ok()
+        .and_then(|t| t.split("flow_count=").nth(1).and_then(|n| n.trim().parse().ok()))
+        .unwrap_or(0);
+    let q = |v: &mut Vec<f64>, x| if v.is_empty() { f64::NAN } else { quantile(v, x) };
+    Ok(OvsRow {
+        version: crate::ovs::version().unwrap_or_default(),
+        packets: keys.len(),
+        megaflows,
+        rules,
+        updates: rtts.len(),
+        rtt_median_us: q(&mut rtts.clone(), 0.5),
+        rtt_p99_us: q(&mut rtts, 0.99),
+        probed: stale.len(),
+        timed_out,
+        stale_median_ms: q(&mut stale.clone(), 0.5),
+        stale_p99_ms: q(&mut stale, 0.99),
+        probe_median_ms: q(&mut probes, 0.5),
+    })
+}
