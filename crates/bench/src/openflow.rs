@@ -118,8 +118,9 @@ pub fn run(opts: &OfOpts) -> Result<OfReport, String> {
         });
     }
     let ovs = if opts.ovs {
-        // The same traffic as the smallest cache kairo was given.
-        let n = opts.entries.iter().copied().min().unwrap_or(0);
+        // The same traffic as the largest cache kairo was given (Open
+        // vSwitch revalidates every megaflow it holds after each update).
+        let n = max;
         let keys: Vec<_> = wl.keys().take(n).collect();
         crate::openflow_ovs::run(&wl, &p, &mods, &msgs, &keys, v, opts.progress)
     } else {
