@@ -10,7 +10,6 @@
 //! switch's list, the forwarding thread's and the pipeline's agree after
 //! either returns; a failed request changes none of them.
 
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Duration;
 
@@ -163,8 +162,7 @@ impl Switch {
         let _ = self.apply(&gone);
         self.housekeep();
         if let Some(of) = self.openflow.get() {
-            let mut desc = crate::openflow::ports::port_desc(&info);
-            desc.config = info.counters.config.load(Ordering::Relaxed);
+            let desc = crate::openflow::ports::port_desc(&info);
             lock(&of.ports_seen).retain(|d| d.port_no != desc.port_no);
             of.outboxes.port_status(ofppr::DELETE, desc);
         }
