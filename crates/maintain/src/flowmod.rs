@@ -72,8 +72,9 @@ pub enum Delta {
     PortChanged {
         port: u32,
     },
-    /// The switch's ports changed: the rules and groups that FLOOD (their
-    /// users re-translate; nothing else reads the port set).
+    /// The switch's ports changed: the rules and groups that FLOOD, and the
+    /// fast-failover groups whose liveness the change can flip (their users
+    /// re-translate; nothing else reads the port set).
     PortsChanged {
         rules: Vec<(u8, RuleId)>,
         groups: Vec<u32>,
@@ -368,7 +369,7 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             b.sort_unstable();
             b.dedup();
             if a != b {
-                p.set_ports(b);
+                p.set_ports(b.iter().copied());
                 undo.push(Undo::Ports(old));
                 let floods = |acts: &[Action]| acts.iter().any(|a| matches!(a, Action::Flood));
                 let rules = p
@@ -380,8 +381,18 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                             .map(move |r| (t, r.id))
                     })
                     .collect();
-                let groups =
+                let mut groups: Vec<u32> =
                     p.groups().filter(|g| g.buckets.iter().any(|b| floods(&b.actions))).map(|g| g.id).collect();
+                // A port the switch no longer (or now) has is down (or up) for
+                // fast failover; with no ports at all, every port counts as up.
+                let flipped: Vec<u32> = if a.is_empty() || b.is_empty() {
+                    p.groups().flat_map(|g| g.buckets.iter().filter_map(|b| b.watch_port)).collect()
+                } else {
+                    a.iter().chain(&b).copied().filter(|x| a.contains(x) != b.contains(x)).collect()
+                };
+                groups.extend(p.liveness_dependents(&[], &flipped));
+                groups.sort_unstable();
+                groups.dedup();
                 out.push(Delta::PortsChanged { rules, groups });
             }
         }

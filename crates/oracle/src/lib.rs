@@ -620,7 +620,7 @@ impl Run<'_> {
     }
 
     fn port_live(&self, p: u32) -> bool {
-        !self.r.down.contains(&p)
+        !self.r.down.contains(&p) && (self.r.ports.is_empty() || self.r.ports.contains(&p))
     }
 
     fn bucket_live(&mut self, b: &kairo_ofproto::Bucket, depth: u32) -> bool {

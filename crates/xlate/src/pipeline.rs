@@ -115,9 +115,12 @@ impl Pipeline {
     pub fn ports(&self) -> impl Iterator<Item = u32> + '_ {
         self.ports.iter().copied()
     }
-    /// Is this port up (for fast-failover liveness)? All ports are, unless set down.
+    /// Is this port up (for fast-failover liveness)? As Open vSwitch, a
+    /// port the switch does not have is not; one it has is, unless set
+    /// down. A pipeline without ports (offline, before a switch gives it
+    /// its own) counts every port not set down as up.
     pub fn port_live(&self, port: u32) -> bool {
-        !self.down_ports.contains(&port)
+        !self.down_ports.contains(&port) && (self.ports.is_empty() || self.ports.contains(&port))
     }
     /// The ports set down (whether the switch has them or not).
     pub fn down_ports(&self) -> impl Iterator<Item = u32> + '_ {

@@ -681,3 +681,20 @@ fn mpls_push_pop_set_as_open_vswitch() {
     assert_eq!(r.error, Some(XlateError::NeedsRecirculation { action: "table lookup" }));
     assert!(r.actions.is_empty());
 }
+
+/// A fast-failover bucket watching a port the switch does not have is not
+/// live (Open vSwitch 3.1, `ofproto/trace` on a bridge with ports 1-4: a
+/// bucket watching port 7 is passed over for the next); a pipeline without
+/// ports counts every port as up.
+#[test]
+fn fast_failover_passes_over_ports_the_switch_lacks() {
+    let mut p = pipeline(
+        "in_port=1,actions=group:1",
+        "group_id=1,type=ff,bucket=watch_port:7,actions=output:3,bucket=watch_port:2,actions=output:2",
+    );
+    assert_eq!(acts(&p, "in_port=1,tcp"), "3");
+    p.set_ports([1, 2, 3, 4]);
+    assert_eq!(acts(&p, "in_port=1,tcp"), "2");
+    p.set_ports([1, 2, 3, 4, 7]);
+    assert_eq!(acts(&p, "in_port=1,tcp"), "3");
+}
