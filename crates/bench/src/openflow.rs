@@ -74,7 +74,8 @@ pub fn run(opts: &OfOpts) -> Result<OfReport, String> {
         let (dp, sc) = fill(&p, opts.engine, wl.keys(), n, opts.progress)?;
         let engine = sc.lock().engine.name();
         let sw = Arc::new(Switch::from_parts(sc, dp, Vec::new()));
-        let dir = std::env::temp_dir().join(format!("kairo-bench-of-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("kairo-bench-of-{}-{n}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join("of.sock");
         let stop = Arc::new(AtomicBool::new(false));
