@@ -5,7 +5,7 @@
 //! are zero), so two matches are equal exactly when they match the same packets.
 //! A [`FlowMask`] 1-bit means "this bit may change the result".
 
-use crate::field::{Field, Stage, STAGE_WORDS, WORDS};
+use crate::field::{Field, Place, Stage, PLACEMENT, STAGE_WORDS, WORDS};
 
 /// The header and metadata fields of one packet (or the value part of a match).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -23,6 +23,29 @@ pub struct FlowMask {
 fn field_bits(f: Field) -> (usize, u32, u64) {
     let p = f.place();
     (p.word, p.shift, f.ones())
+}
+
+/// Where MPLS label stack entry `i` (0-2) lives: its word and shift. The
+/// top entry's four fields lie in one word in the entry's own bit order
+/// (checked at compile time), so each entry is 32 contiguous bits.
+#[inline]
+fn lse_place(i: usize) -> (usize, u32) {
+    const TOP: Place = PLACEMENT[Field::MplsTtl as usize];
+    const fn at(f: Field, ofs: u32) -> bool {
+        let p = PLACEMENT[f as usize];
+        p.word == TOP.word && p.shift == TOP.shift + ofs
+    }
+    const _: () = assert!(
+        at(Field::MplsBos, 8) && at(Field::MplsTc, 9) && at(Field::MplsLabel, 12) && TOP.shift + 32 <= 64,
+        "the top MPLS entry's fields must lie in one word in the entry's bit order"
+    );
+    let f = match i {
+        0 => return (TOP.word, TOP.shift),
+        1 => Field::MplsLse1,
+        _ => Field::MplsLse2,
+    };
+    let p = f.place();
+    (p.word, p.shift)
 }
 
 /// Field `f` of a key or mask laid out by the field table.
@@ -121,31 +144,14 @@ impl FlowKey {
     /// label << 12 | tc << 9 | bos << 8 | ttl.
     #[inline]
     pub fn mpls_lse(&self, i: usize) -> u32 {
-        match i {
-            0 => {
-                (self.get(Field::MplsLabel) << 12
-                    | self.get(Field::MplsTc) << 9
-                    | self.get(Field::MplsBos) << 8
-                    | self.get(Field::MplsTtl)) as u32
-            }
-            1 => self.get(Field::MplsLse1) as u32,
-            _ => self.get(Field::MplsLse2) as u32,
-        }
+        let (w, s) = lse_place(i);
+        (self.w[w] >> s) as u32
     }
     /// Sets MPLS label stack entry `i` (see [`FlowKey::mpls_lse`]).
     #[inline]
     pub fn set_mpls_lse(&mut self, i: usize, lse: u32) {
-        let v = u64::from(lse);
-        match i {
-            0 => {
-                self.set(Field::MplsLabel, v >> 12);
-                self.set(Field::MplsTc, v >> 9 & 7);
-                self.set(Field::MplsBos, v >> 8 & 1);
-                self.set(Field::MplsTtl, v & 0xff);
-            }
-            1 => self.set(Field::MplsLse1, v),
-            _ => self.set(Field::MplsLse2, v),
-        }
+        let (w, s) = lse_place(i);
+        self.w[w] = (self.w[w] & !(0xffff_ffff << s)) | u64::from(lse) << s;
     }
     /// The 128-bit value of a wide field named by its high half.
     #[inline]
@@ -203,17 +209,8 @@ impl FlowMask {
     /// ORs `bits` (laid out as an MPLS label stack entry) into entry `i`.
     #[inline]
     pub fn or_mpls_lse(&mut self, i: usize, bits: u32) {
-        let b = u64::from(bits);
-        match i {
-            0 => {
-                self.or_bits(Field::MplsLabel, b >> 12);
-                self.or_bits(Field::MplsTc, b >> 9 & 7);
-                self.or_bits(Field::MplsBos, b >> 8 & 1);
-                self.or_bits(Field::MplsTtl, b & 0xff);
-            }
-            1 => self.or_bits(Field::MplsLse1, b),
-            _ => self.or_bits(Field::MplsLse2, b),
-        }
+        let (w, s) = lse_place(i);
+        self.w[w] |= u64::from(bits) << s;
     }
     /// Un-wildcards the whole of `f`.
     #[inline]
