@@ -914,3 +914,12 @@ fn a_group_watching_a_changed_group_has_its_users_taken() {
         assert_eq!(*dp.process_key(&key("in_port=1,tcp,tp_dst=80"), 1, None, 0, &mut s2), vec![DpAction::Output(3)]);
     }
 }
+
+/// Found by the random-update test: an MPLS packet whose label stack entries
+/// are all zero (no labels counted), pushed onto and popped to another
+/// ethertype without a commit between, leaves unchanged; the reference
+/// showed its hidden IP fields under the MPLS ethertype it kept.
+#[test]
+fn regression_unlabelled_mpls_packet_pushed_and_popped() {
+    run_case(13074092321137382925, &[98163137074700664]).unwrap();
+}

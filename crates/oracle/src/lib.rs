@@ -330,6 +330,8 @@ impl Run<'_> {
                 }
             }
         }
+        // What the packet shows under the ethertype it leaves with.
+        let now = shown(&now);
         // A set action per changed header group (Ethernet, VLAN, IPv4, L4,
         // ICMP, ARP): what the datapath needs to bring the packet here.
         self.bytes += headers_changed(&self.base, &now);
