@@ -554,6 +554,12 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     }
 
     fn action(&mut self, a: &Action) -> bool {
+        if self.l3_hidden {
+            if let Some(action) = needs_hidden_headers(a) {
+                self.fail(XlateError::NeedsRecirculation { action });
+                return false;
+            }
+        }
         match a {
             Action::Output(p) => {
                 // Never back out of the ingress port unless asked with in_port.
@@ -579,19 +585,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 self.odp.push(DpAction::Controller { reason, max_len: *max_len, table, cookie });
             }
             Action::SetField { field, value, mask } => {
-                if self.l3_hidden && field.def().stage >= Stage::L3 {
-                    self.fail(XlateError::NeedsRecirculation { action: "set_field" });
-                    return false;
-                }
                 if self.prereq_ok(*field) {
                     self.flow.set_masked(*field, *value, *mask);
                 }
             }
             Action::SetWide { field, value, mask } => {
-                if self.l3_hidden {
-                    self.fail(XlateError::NeedsRecirculation { action: "set_field" });
-                    return false;
-                }
                 if self.prereq_ok(*field) {
                     let lo = Field::wide_low(*field);
                     self.flow.set_masked(*field, (value >> 64) as u64, (mask >> 64) as u64);
@@ -599,10 +597,6 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::Move { src, dst } => {
-                if self.l3_hidden && (src.field.def().stage >= Stage::L3 || dst.field.def().stage >= Stage::L3) {
-                    self.fail(XlateError::NeedsRecirculation { action: "move" });
-                    return false;
-                }
                 if self.prereq_ok(src.field) && self.prereq_ok(dst.field) {
                     let bits = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
                     self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
@@ -638,10 +632,6 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::DecTtl => {
-                if self.l3_hidden {
-                    self.fail(XlateError::NeedsRecirculation { action: "dec_ttl" });
-                    return false;
-                }
                 if !self.flow.is_ip() {
                     return true;
                 }
@@ -657,19 +647,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             Action::PushMpls { ethertype } => return self.push_mpls(*ethertype),
             Action::PopMpls { ethertype } => return self.pop_mpls(*ethertype),
             Action::SetMplsTtl(ttl) => {
-                if self.l3_hidden {
-                    self.fail(XlateError::NeedsRecirculation { action: "set_mpls_ttl" });
-                    return false;
-                }
                 if self.flow.is_mpls() {
                     self.flow.set(Field::MplsTtl, u64::from(*ttl));
                 }
             }
             Action::DecMplsTtl => {
-                if self.l3_hidden {
-                    self.fail(XlateError::NeedsRecirculation { action: "dec_mpls_ttl" });
-                    return false;
-                }
                 if self.flow.is_mpls() {
                     let ttl = self.flow.get(Field::MplsTtl);
                     if ttl > 1 {
@@ -785,10 +767,6 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
 
     /// pop_mpls, as Open vSwitch's `compose_mpls_pop_action` and `flow_pop_mpls`.
     fn pop_mpls(&mut self, ethertype: u16) -> bool {
-        if self.l3_hidden {
-            self.fail(XlateError::NeedsRecirculation { action: "pop_mpls" });
-            return false;
-        }
         let n = self.mpls_labels();
         if n == 0 {
             return true;
@@ -966,5 +944,24 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 return;
             }
         }
+    }
+}
+
+/// The actions that need the headers of a packet popped out of the labels
+/// it came with (Open vSwitch's CHECK_MPLS_RECIRCULATION): what reads or
+/// writes L3 or higher, and the MPLS actions but push. A push needs them
+/// only on a packet without labels (its TTL comes from the IP header):
+/// `push_mpls` checks that itself.
+fn needs_hidden_headers(a: &Action) -> Option<&'static str> {
+    let l3 = |f: Field| f.def().stage >= Stage::L3;
+    match a {
+        Action::SetField { field, .. } if l3(*field) => Some("set_field"),
+        Action::SetWide { .. } => Some("set_field"),
+        Action::Move { src, dst } if l3(src.field) || l3(dst.field) => Some("move"),
+        Action::DecTtl => Some("dec_ttl"),
+        Action::PopMpls { .. } => Some("pop_mpls"),
+        Action::SetMplsTtl(_) => Some("set_mpls_ttl"),
+        Action::DecMplsTtl => Some("dec_mpls_ttl"),
+        _ => None,
     }
 }
