@@ -45,7 +45,7 @@ pub fn feed(dp: &mut Datapath, slow: &mut SharedControl, stream: &[kairo_flow::F
     match how {
         Feed::Keys => {
             for k in stream {
-                dp.process_key(k, 64, None, 0, slow);
+                dp.process_key_passes(k, 64, 0, slow);
             }
         }
         Feed::Packets => {

@@ -198,7 +198,9 @@ fn e2e(opts: &LookupOpts, pop: Popularity) -> Result<Row, String> {
                 dp.process_packets(&mut batch, now, &mut slow, &mut |to, b| {
                     let port = match to {
                         kairo_datapath::execute::Sent::Port(p) => p,
-                        kairo_datapath::execute::Sent::Controller(_) => u32::MAX,
+                        kairo_datapath::execute::Sent::Controller(_) | kairo_datapath::execute::Sent::Recirc { .. } => {
+                            u32::MAX
+                        }
                     };
                     sink += port as u64 + b.len() as u64
                 });

@@ -459,7 +459,7 @@ pub fn fill(
         if dp.n_flows() >= n {
             break;
         }
-        dp.process_key(&k, 64, None, 0, &mut sc);
+        dp.process_key_passes(&k, 64, 0, &mut sc);
         if dp.n_flows().is_multiple_of(4096) {
             pb.set_position(dp.n_flows() as u64);
             // As a switch does between upcalls: the engine's deferred work

@@ -10,12 +10,14 @@ use kairo_odp::{ControllerReason, DpAction};
 use kairo_wire::rewrite as rw;
 use kairo_wire::Layout;
 
-/// Where a packet goes: a port, or the controller with what a PACKET_IN
-/// says about it.
+/// Where a packet goes: a port, the controller with what a PACKET_IN
+/// says about it, or back into the datapath (recirculation: looked up
+/// again with `recirc_id` and the `dp_hash` a `hash` action set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sent {
     Port(u32),
     Controller(ToController),
+    Recirc { in_port: u32, recirc_id: u32, dp_hash: u32 },
 }
 
 /// A packet for the controller: the port it came in on and the controller
@@ -40,8 +42,26 @@ pub fn execute(
     meters: &Meters,
     out: &mut impl FnMut(Sent, &[u8]),
 ) {
+    execute_hashed(pkt, lay, in_port, 0, actions, meters, out)
+}
+
+/// [`execute`] for a packet whose `dp_hash` is `dp_hash` (a recirculated
+/// one: a recirculation hands on the hash its packet has then).
+pub fn execute_hashed(
+    pkt: &mut Vec<u8>,
+    lay: &mut Layout,
+    in_port: u32,
+    mut dp_hash: u32,
+    actions: &[DpAction],
+    meters: &Meters,
+    out: &mut impl FnMut(Sent, &[u8]),
+) {
     for a in actions {
         match a {
+            DpAction::Hash { alg, basis } => {
+                dp_hash = kairo_odp::dp_hash(*alg, *basis, &kairo_wire::parse(pkt, in_port).0);
+            }
+            DpAction::Recirc(id) => out(Sent::Recirc { in_port, recirc_id: *id, dp_hash }, pkt),
             DpAction::Meter(m) => {
                 if !meters.admit(*m, pkt.len(), std::time::Instant::now()) {
                     return;

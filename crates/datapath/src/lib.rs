@@ -87,6 +87,10 @@ pub struct DpStats {
     /// Subtables probed by megaflow lookups, summed.
     pub subtables_visited: u64,
     pub megaflow_lookups: u64,
+    /// Passes after the first that packets took (each also counted in `packets`).
+    pub recirculated: u64,
+    /// Packets dropped for recirculating more than [`MAX_RECIRC_DEPTH`] passes.
+    pub recirc_too_deep: u64,
 }
 
 impl DpStats {
@@ -97,6 +101,19 @@ impl DpStats {
             self.subtables_visited as f64 / self.megaflow_lookups as f64
         }
     }
+}
+
+/// Passes a packet may take through the datapath, the first included
+/// (Open vSwitch's MAX_RECIRC_DEPTH in dpif-netdev).
+pub const MAX_RECIRC_DEPTH: usize = 6;
+
+/// A packet sent back into the datapath by a `recirc` action.
+#[derive(Clone, Debug)]
+pub struct Recirculated {
+    pub bytes: Vec<u8>,
+    pub in_port: u32,
+    pub recirc_id: u32,
+    pub dp_hash: u32,
 }
 
 /// What the slow path answers for a key.
@@ -300,6 +317,33 @@ impl Datapath {
         actions
     }
 
+    /// Forwards one key as [`Datapath::process_key`], then the keys its
+    /// recirculations make ([`kairo_odp::apply`]: what `process_packets`
+    /// does with frames, at the level of keys), up to [`MAX_RECIRC_DEPTH`]
+    /// passes.
+    pub fn process_key_passes<S: SlowPath + ?Sized>(&mut self, key: &FlowKey, bytes: u64, now: u64, slow: &mut S) {
+        let mut todo = vec![(*key, 1)];
+        while let Some((k, depth)) = todo.pop() {
+            if depth > 1 {
+                self.stats.recirculated += 1;
+            }
+            let actions = self.process_key(&k, bytes, None, now, slow);
+            if !actions.iter().any(|a| matches!(a, DpAction::Recirc(_))) {
+                continue;
+            }
+            for (port, next) in kairo_odp::apply(&actions, &k) {
+                if port != kairo_odp::RECIRC_PORT {
+                    continue;
+                }
+                if depth < MAX_RECIRC_DEPTH {
+                    todo.push((next, depth + 1));
+                } else {
+                    self.stats.recirc_too_deep += 1;
+                }
+            }
+        }
+    }
+
     /// Forwards a batch of packets (bytes, ingress port, NIC hash): parses,
     /// looks up (EMC, then batched megaflow lookups per port), upcalls misses,
     /// executes actions and calls `out(port, bytes)` for every packet sent.
@@ -381,9 +425,62 @@ impl Datapath {
                         }
                     }
                 };
-                execute::execute(buf, &mut lays[i], in_port, &actions, &self.meters, out);
+                let mut again = Vec::new();
+                execute::execute(buf, &mut lays[i], in_port, &actions, &self.meters, &mut |to, b| match to {
+                    execute::Sent::Recirc { in_port, recirc_id, dp_hash } => {
+                        again.push(Recirculated { bytes: b.to_vec(), in_port, recirc_id, dp_hash })
+                    }
+                    to => out(to, b),
+                });
+                // Its recirculations before the next packet (as the key path).
+                if !again.is_empty() {
+                    self.recirculate(again, now, slow, out);
+                }
             }
         }
+    }
+
+    /// Runs recirculated packets through the caches again (each looked up
+    /// with its `recirc_id` and `dp_hash`), and the packets they recirculate
+    /// in turn, up to [`MAX_RECIRC_DEPTH`] passes; deeper ones are dropped
+    /// and counted.
+    pub fn recirculate<S: SlowPath + ?Sized>(
+        &mut self,
+        mut pkts: Vec<Recirculated>,
+        now: u64,
+        slow: &mut S,
+        out: &mut impl FnMut(execute::Sent, &[u8]),
+    ) {
+        for _ in 1..MAX_RECIRC_DEPTH {
+            if pkts.is_empty() {
+                return;
+            }
+            let mut again = Vec::new();
+            for mut p in pkts {
+                self.stats.recirculated += 1;
+                let (mut key, mut lay) = kairo_wire::parse(&p.bytes, p.in_port);
+                key.set(Field::RecircId, u64::from(p.recirc_id));
+                key.set(Field::DpHash, u64::from(p.dp_hash));
+                let actions = self.process_key(&key, p.bytes.len() as u64, None, now, slow);
+                let meters = &self.meters;
+                execute::execute_hashed(
+                    &mut p.bytes,
+                    &mut lay,
+                    p.in_port,
+                    p.dp_hash,
+                    &actions,
+                    meters,
+                    &mut |to, b| match to {
+                        execute::Sent::Recirc { in_port, recirc_id, dp_hash } => {
+                            again.push(Recirculated { bytes: b.to_vec(), in_port, recirc_id, dp_hash })
+                        }
+                        to => out(to, b),
+                    },
+                );
+            }
+            pkts = again;
+        }
+        self.stats.recirc_too_deep += pkts.len() as u64;
     }
 
     /// Removes megaflows idle for longer than `max_idle_ms` (and dead ones).

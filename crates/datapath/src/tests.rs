@@ -186,7 +186,7 @@ fn packets_on_the_wire_get_the_slow_path_effect() {
         dp.process_packets(&mut pkts, round, &mut p, &mut |to, b| {
             let port = match to {
                 crate::execute::Sent::Port(p) => p,
-                crate::execute::Sent::Controller(_) => u32::MAX,
+                crate::execute::Sent::Controller(_) | crate::execute::Sent::Recirc { .. } => u32::MAX,
             };
             sent.push((port, b.to_vec()))
         });

@@ -162,6 +162,9 @@ fields! {
     Reg14 => "reg14" ["NXM_NX_REG14"] 32 Hex Meta None None, true;
     Reg15 => "reg15" ["NXM_NX_REG15"] 32 Hex Meta None None, true;
     PktMark => "pkt_mark" ["NXM_NX_PKT_MARK"] 32 Hex Meta None None, true;
+    // The hash a datapath `hash` action computed (0: none yet); a
+    // recirculated pass matches its low bits to pick a select group's bucket.
+    DpHash => "dp_hash" ["NXM_NX_DP_HASH"] 32 Hex Meta None None, false;
     CtState => "ct_state" ["NXM_NX_CT_STATE"] 32 CtState Meta None None, false;
     CtZone => "ct_zone" ["NXM_NX_CT_ZONE"] 16 Dec Meta None None, false;
     CtMark => "ct_mark" ["NXM_NX_CT_MARK"] 32 Hex Meta None None, true;

@@ -288,6 +288,8 @@ pub fn format_field_value(f: Field, v: u64, m: u64) -> String {
     match d.fmt {
         Fmt::Dec | Fmt::Hex | Fmt::TcpFlags | Fmt::Ipv6Hi | Fmt::Ipv6Lo if !full => format!("{v:#x}/{m:#x}"),
         Fmt::Ipv6Hi | Fmt::Ipv6Lo => format!("{v:#x}"),
+        // As Open vSwitch prints it: 0 for the first pass, else in hex.
+        Fmt::Dec if f == Field::RecircId && v != 0 => format!("{v:#x}"),
         Fmt::Dec => format!("{v}"),
         Fmt::Hex | Fmt::TcpFlags => format!("{v:#x}"),
         Fmt::Mac if full => format_mac(v),

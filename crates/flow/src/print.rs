@@ -149,7 +149,7 @@ pub fn format_match(m: &Match) -> String {
 
 /// Formats a megaflow as `ofproto/trace` prints it (`recirc_id=0,eth,tcp,in_port=1,...`).
 pub fn format_megaflow(key: &FlowKey, mask: &FlowMask) -> String {
-    format_match_with(&Match::new(*key, *mask), true, &[Field::RecircId])
+    format_match_with(&Match::new(*key, *mask), true, &[Field::RecircId, Field::DpHash])
 }
 
 /// Formats a packet key (all non-zero fields, plus the protocol).

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use kairo_xlate::{trace, translate, Pipeline};
+use kairo_xlate::{trace, Pipeline};
 
 mod switch_cmd;
 
@@ -108,7 +108,8 @@ enum Cmd {
         /// Group file in ovs-ofctl add-groups syntax.
         #[arg(long)]
         groups: Option<PathBuf>,
-        /// Print one JSON object per packet instead of text.
+        /// Print one JSON list per packet, of its passes (the first, then
+        /// each recirculated one), instead of text.
         #[arg(long)]
         json: bool,
         /// The switch's ports (what FLOOD sends to), comma-separated.
@@ -431,14 +432,15 @@ fn run(cli: Cli) -> Result<()> {
             p.set_ports(ports);
             for (i, spec) in packets.iter().enumerate() {
                 let key = kairo_flow::parse_key(spec).with_context(|| format!("packet `{spec}`"))?;
-                let r = translate(&p, &key);
+                // The packet's first pass and every pass its recirculations lead to.
+                let passes = kairo_xlate::recirc::follow(&p, &key);
                 if json {
-                    println!("{}", trace::trace_json(&p, &key, &r));
+                    println!("{}", trace::trace_passes_json(&p, &passes));
                 } else {
                     if i > 0 {
                         println!();
                     }
-                    print!("{}", trace::trace_text(&p, &key, &r));
+                    print!("{}", trace::trace_passes_text(&p, &passes));
                 }
             }
             Ok(())

@@ -391,6 +391,8 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                     a.iter().chain(&b).copied().filter(|x| a.contains(x) != b.contains(x)).collect()
                 };
                 groups.extend(p.liveness_dependents(&[], &flipped));
+                // Recirculated passes that FLOOD from their frozen state.
+                groups.push(kairo_xlate::recirc::FROZEN_FLOOD);
                 groups.sort_unstable();
                 groups.dedup();
                 out.push(Delta::PortsChanged { rules, groups });

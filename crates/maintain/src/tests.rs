@@ -31,8 +31,10 @@ fn filled_with(p: &Pipeline, engine: Box<dyn Engine>, packets: &[String]) -> (Da
     c.engine = engine;
     let mut sc = SharedControl::new(c);
     for spec in packets {
-        let k = kairo_flow::parse_key(spec).unwrap();
-        dp.process_key(&k, 64, None, 0, &mut sc);
+        // Every pass of the packet: recirculated ones meet the cache too.
+        for pass in kairo_xlate::recirc::follow(p, &kairo_flow::parse_key(spec).unwrap()) {
+            dp.process_key(&pass.key, 64, None, 0, &mut sc);
+        }
     }
     (dp, sc)
 }
@@ -257,8 +259,13 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
             // Cached forwarding equals slow-path forwarding, through EMC, megaflows and upcalls.
             let mut scf = full.clone();
             let mut sci = inc.clone();
-            for spec in gen_packets(seed ^ *us, 40, 4) {
-                let k = kairo_flow::parse_key(&spec).unwrap();
+            let p = inc.lock().pipeline.clone();
+            let keys = gen_packets(seed ^ *us, 40, 4).into_iter().flat_map(|spec| {
+                kairo_xlate::recirc::follow(&p, &kairo_flow::parse_key(&spec).unwrap())
+                    .into_iter()
+                    .map(move |pass| (spec.clone(), pass.key))
+            });
+            for (spec, k) in keys {
                 let want = translate(&inc.lock().pipeline, &k).actions;
                 let gi = dp_inc.process_key(&k, 64, None, 1, &mut sci);
                 let gf = dp_full.process_key(&k, 64, None, 1, &mut scf);

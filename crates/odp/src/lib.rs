@@ -25,6 +25,88 @@ pub enum ControllerReason {
     InvalidTtl,
 }
 
+/// How a datapath `hash` action hashes a packet (Open vSwitch's
+/// `OVS_HASH_ALG_*`, the high half of a select group's
+/// `selection_method_param`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HashAlg {
+    /// The 5-tuple (`l4`).
+    L4,
+    /// The 5-tuple, the same for both directions of a connection (`sym_l4`).
+    SymL4,
+}
+
+impl HashAlg {
+    /// The algorithm of a `selection_method_param`'s high half (0 `l4`,
+    /// 1 `sym_l4`; anything else is `l4`, as Open vSwitch falls back).
+    pub fn from_param(alg: u32) -> HashAlg {
+        if alg == 1 {
+            HashAlg::SymL4
+        } else {
+            HashAlg::L4
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            HashAlg::L4 => "l4",
+            HashAlg::SymL4 => "sym_l4",
+        }
+    }
+}
+
+/// The datapath hash of a packet (what `hash(alg(basis))` stores as
+/// `dp_hash`): over the addresses, protocol and ports when the packet has
+/// them, else over the Ethernet addresses and type; never 0 (0 means "not
+/// hashed", as in Open vSwitch). The values are kairo's own: only the
+/// datapath computes them, and translation reads them from the key.
+pub fn dp_hash(alg: HashAlg, basis: u32, k: &FlowKey) -> u32 {
+    use kairo_flow::field::{ETH_TYPE_IP, ETH_TYPE_IPV6};
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(basis);
+    let mut mix = |v: u64| {
+        h ^= v;
+        h = h.wrapping_mul(0x100_0000_01b3).rotate_left(29);
+    };
+    // Pairs of (source, destination) words: symmetric mixes each pair in order.
+    let pair = |a: u64, b: u64, mix: &mut dyn FnMut(u64)| match alg {
+        HashAlg::SymL4 => {
+            mix(a.min(b));
+            mix(a.max(b));
+        }
+        HashAlg::L4 => {
+            mix(a);
+            mix(b);
+        }
+    };
+    let eth = k.get(Field::EthType);
+    if eth == ETH_TYPE_IP || eth == ETH_TYPE_IPV6 {
+        if eth == ETH_TYPE_IP {
+            pair(k.get(Field::IpSrc), k.get(Field::IpDst), &mut mix);
+        } else {
+            pair(k.get(Field::Ipv6SrcHi), k.get(Field::Ipv6DstHi), &mut mix);
+            pair(k.get(Field::Ipv6SrcLo), k.get(Field::Ipv6DstLo), &mut mix);
+        }
+        let proto = k.get(Field::IpProto);
+        mix(proto);
+        if matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+            pair(k.get(Field::TpSrc), k.get(Field::TpDst), &mut mix);
+        }
+    } else {
+        pair(k.get(Field::EthSrc), k.get(Field::EthDst), &mut mix);
+        mix(eth);
+    }
+    h ^= h >> 31;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    match (h ^ (h >> 32)) as u32 {
+        0 => 1,
+        v => v,
+    }
+}
+
+/// The pseudo-port [`apply`] reports a recirculation on: the packet is
+/// looked up again with the key it emits (its `recirc_id` and `dp_hash` set).
+pub const RECIRC_PORT: u32 = u32::MAX - 1;
+
 /// One datapath action.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DpAction {
@@ -106,6 +188,14 @@ pub enum DpAction {
         table: u8,
         cookie: u64,
     },
+    /// Store the packet's hash ([`dp_hash`]) in its `dp_hash` metadata.
+    Hash {
+        alg: HashAlg,
+        basis: u32,
+    },
+    /// Look the packet (as the actions before made it) up again, with this
+    /// `recirc_id`; the actions after it go on with the packet as it was.
+    Recirc(u32),
 }
 
 impl DpAction {
@@ -136,6 +226,9 @@ impl DpAction {
             DpAction::SetArp { .. } => set(24),
             // userspace(pid, userdata: the controller cookie).
             DpAction::Controller { .. } => 4 + 8 + 4 + 48,
+            // ovs_action_hash (alg, basis); a u32 recirculation id.
+            DpAction::Hash { .. } => 12,
+            DpAction::Recirc(_) => 8,
         }
     }
 }
@@ -175,6 +268,8 @@ impl std::fmt::Display for DpAction {
             DpAction::Output(port) => write!(f, "{port}"),
             DpAction::PopVlan => write!(f, "pop_vlan"),
             DpAction::Meter(m) => write!(f, "meter({m})"),
+            DpAction::Hash { alg, basis } => write!(f, "hash({}({basis}))", alg.name()),
+            DpAction::Recirc(id) => write!(f, "recirc({id:#x})"),
             DpAction::PushVlan { vid, pcp } => write!(f, "push_vlan(vid={vid},pcp={pcp})"),
             DpAction::PushMpls { lse, ethertype } => {
                 write!(f, "push_mpls({},eth_type={ethertype:#x})", format_lse(*lse))
@@ -283,12 +378,22 @@ pub fn packet_fields(k: &FlowKey) -> FlowKey {
 }
 
 /// Applies datapath actions to a packet: the packets that leave, in order.
-/// Controller actions appear as port `u32::MAX`.
+/// Controller actions appear as port `u32::MAX`; a recirculation as
+/// [`RECIRC_PORT`], with the key the next pass looks up (the packet's
+/// fields, in_port, `recirc_id` and the `dp_hash` a `hash` action set).
 pub fn apply(actions: &[DpAction], key: &FlowKey) -> Vec<Emitted> {
     let mut k = packet_fields(key);
+    let mut dp_hash = key.get(Field::DpHash);
     let mut out = Vec::new();
     for a in actions {
         match a {
+            DpAction::Hash { alg, basis } => dp_hash = u64::from(self::dp_hash(*alg, *basis, &visible(&k))),
+            DpAction::Recirc(id) => {
+                let mut next = visible(&k);
+                next.set(Field::RecircId, u64::from(*id));
+                next.set(Field::DpHash, dp_hash);
+                out.push((RECIRC_PORT, next));
+            }
             DpAction::Output(p) => out.push((*p, visible(&k))),
             DpAction::Controller { .. } => out.push((u32::MAX, visible(&k))),
             DpAction::PushMpls { lse, ethertype } => {
@@ -435,7 +540,7 @@ pub fn packet_mask() -> &'static FlowMask {
 }
 
 /// An action in Open vSwitch's output that kairo does not model (for example
-/// `hash(...)`/`recirc(...)` of a dp_hash select group).
+/// `ct(...)`, until kairo tracks connections).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("datapath action `{0}` is not understood")]
 pub struct OdpParseError(pub String);
@@ -470,6 +575,21 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
         }
         if t == "pop_vlan" {
             out.push(DpAction::PopVlan);
+            continue;
+        }
+        if let Some(id) = t.strip_prefix("recirc(").and_then(|x| x.strip_suffix(')')).and_then(parse_uint) {
+            out.push(DpAction::Recirc(u32::try_from(id).map_err(|_| bad())?));
+            continue;
+        }
+        if let Some(inner) = t.strip_prefix("hash(").and_then(|x| x.strip_suffix("))")) {
+            let (alg, basis) = inner.split_once('(').ok_or_else(bad)?;
+            let alg = match alg {
+                "l4" => HashAlg::L4,
+                "sym_l4" => HashAlg::SymL4,
+                _ => return Err(bad()),
+            };
+            let basis = parse_uint(basis).and_then(|b| u32::try_from(b).ok()).ok_or_else(bad)?;
+            out.push(DpAction::Hash { alg, basis });
             continue;
         }
         if let Some(inner) = t.strip_prefix("push_mpls(").and_then(|x| x.strip_suffix(')')) {
@@ -600,7 +720,15 @@ mod tests {
         assert_eq!(format_actions(&b), "1,set(ipv4(src=1.2.3.4,tos=0x10/0xfc)),3");
         let c = parse_actions("pop_vlan,push_vlan(vid=7,pcp=0),2").unwrap();
         assert_eq!(format_actions(&c), "pop_vlan,push_vlan(vid=7,pcp=0),2");
-        assert!(parse_actions("hash(sym_l4(0)),recirc(0x2)").is_err());
+        let r = parse_actions("hash(sym_l4(0)),recirc(0x2)").unwrap();
+        assert_eq!(r, vec![DpAction::Hash { alg: HashAlg::SymL4, basis: 0 }, DpAction::Recirc(2)]);
+        assert_eq!(format_actions(&r), "hash(sym_l4(0)),recirc(0x2)");
+        let k = kairo_flow::parse_key("in_port=3,tcp,nw_src=1.2.3.4,nw_dst=5.6.7.8,tp_src=9,tp_dst=80").unwrap();
+        let (port, next) = apply(&r, &k)[0];
+        assert_eq!(port, RECIRC_PORT);
+        assert_eq!((next.get(Field::RecircId), next.get(Field::InPort)), (2, 3));
+        assert_eq!(next.get(Field::DpHash), u64::from(dp_hash(HashAlg::SymL4, 0, &k)));
+        assert!(parse_actions("hash(crc(0))").is_err());
         let v6 = "set(ipv6(src=2001:db8::1,label=0x12345,tclass=0x20/0xfc,hlimit=63)),set(nd(target=fe80::1,sll=00:00:00:00:00:01)),set(icmpv6(type=136)),3";
         let d = parse_actions(v6).unwrap();
         assert_eq!(format_actions(&d), v6);

@@ -653,7 +653,7 @@ pub fn group_from_wire(ty: u8, group_id: u32, buckets: &[WireBucket]) -> Result<
             actions,
         });
     }
-    let g = Group { id: group_id, ty, buckets: out, fields: None };
+    let g = Group { id: group_id, ty, buckets: out, fields: None, selection: kairo_ofproto::group::Selection::Default };
     g.validate().map_err(|e| Error::new(ErrorCode::BAD_BUCKET, e.to_string()))?;
     Ok(g)
 }

@@ -25,6 +25,23 @@ pub struct Bucket {
     pub actions: Vec<Action>,
 }
 
+/// How a select group picks its bucket (`selection_method`, as Open vSwitch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Selection {
+    /// None given: hashed in the datapath (as [`Selection::DpHash`] with
+    /// `sym_l4`, basis 0) when the buckets' weights fit 64 hash values,
+    /// else in translation over the symmetric 5-tuple.
+    #[default]
+    Default,
+    /// `selection_method=hash`: in translation, over `fields` (without
+    /// fields, as [`Selection::Default`] falling back).
+    Hash,
+    /// `selection_method=dp_hash` with `selection_method_param` (the hash
+    /// algorithm in its high 32 bits, the basis in its low): in the
+    /// datapath when the weights fit 256 hash values.
+    DpHash { param: u64 },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Group {
     pub id: u32,
@@ -33,6 +50,7 @@ pub struct Group {
     /// Select groups: the fields the bucket hash reads (`selection_method=hash,fields(...)`);
     /// `None` hashes the symmetric L4 5-tuple, as Open vSwitch's default.
     pub fields: Option<Vec<Field>>,
+    pub selection: Selection,
 }
 
 impl Group {
@@ -60,9 +78,15 @@ impl std::fmt::Display for Group {
             GroupType::FastFailover => "ff",
         };
         write!(f, "group_id={},type={ty}", self.id)?;
+        match self.selection {
+            Selection::Default => {}
+            Selection::Hash => write!(f, ",selection_method=hash")?,
+            Selection::DpHash { param: 0 } => write!(f, ",selection_method=dp_hash")?,
+            Selection::DpHash { param } => write!(f, ",selection_method=dp_hash,selection_method_param={param}")?,
+        }
         if let Some(fields) = &self.fields {
             let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
-            write!(f, ",selection_method=hash,fields({})", names.join(","))?;
+            write!(f, ",fields({})", names.join(","))?;
         }
         for b in &self.buckets {
             write!(f, ",bucket=bucket_id:{}", b.id)?;

@@ -11,7 +11,7 @@ pub mod group;
 pub mod syntax;
 
 pub use action::{Action, Instructions, SubField};
-pub use group::{Bucket, Group, GroupType};
+pub use group::{Bucket, Group, GroupType, Selection};
 pub use syntax::{
     parse_flow, parse_flow_file, parse_group, parse_group_file, FileError, FlowFile, FlowSpec, MissBehavior,
 };

@@ -10,7 +10,7 @@ use kairo_flow::parse::{parse_uint, MatchBuilder};
 use kairo_flow::{split_top, Field, Match};
 
 use crate::action::{parse_action_list, Instructions};
-use crate::group::{Bucket, Group, GroupType};
+use crate::group::{Bucket, Group, GroupType, Selection};
 use crate::{OfError, Rule};
 
 /// Default priority of a flow that names none (as OpenFlow).
@@ -202,6 +202,8 @@ pub fn parse_group(line: &str) -> Result<Group, OfError> {
     let mut id = None;
     let mut ty = None;
     let mut fields: Option<Vec<Field>> = None;
+    let mut method = None;
+    let mut param = 0u64;
     for tok in split_top(head)? {
         let (name, v) = match tok.split_once('=') {
             Some((n, v)) => (n, v),
@@ -230,8 +232,10 @@ pub fn parse_group(line: &str) -> Result<Group, OfError> {
                         expected: "selection_method=hash or dp_hash".into(),
                     });
                 }
+                method = Some(v);
             }
-            "selection_method_param" | "duration" | "ref_count" | "packet_count" | "byte_count" => {}
+            "selection_method_param" => param = num::<u64>(name, v, "a 64-bit selection method parameter")?,
+            "duration" | "ref_count" | "packet_count" | "byte_count" => {}
             _ if tok.starts_with("fields(") && tok.ends_with(')') => {
                 let inner = &tok["fields(".len()..tok.len() - 1];
                 fields = Some(parse_hash_fields(inner)?);
@@ -261,7 +265,24 @@ pub fn parse_group(line: &str) -> Result<Group, OfError> {
         buckets.push(parse_bucket(body, buckets.len() as u32)?);
         rest = after;
     }
-    let g = Group { id, ty, buckets, fields };
+    let selection = match method {
+        None if fields.is_some() => {
+            return Err(OfError::Syntax {
+                text: line.to_string(),
+                expected: "fields(...) with selection_method=hash".into(),
+            })
+        }
+        None => Selection::Default,
+        Some("hash") => Selection::Hash,
+        _ => Selection::DpHash { param },
+    };
+    if fields.is_some() && selection != Selection::Hash {
+        return Err(OfError::Syntax {
+            text: line.to_string(),
+            expected: "fields(...) with selection_method=hash".into(),
+        });
+    }
+    let g = Group { id, ty, buckets, fields, selection };
     g.validate()?;
     Ok(g)
 }

@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use kairo_flow::field::{Field, Prereq};
 use kairo_flow::FlowKey;
-use kairo_odp::{packet_fields, Emitted};
-use kairo_ofproto::{Action, Group, GroupType, MissBehavior, Rule};
+use kairo_odp::{packet_fields, Emitted, HashAlg, RECIRC_PORT};
+use kairo_ofproto::{Action, Group, GroupType, MissBehavior, Rule, Selection};
+use kairo_xlate::recirc::{FrozenState, Op, Recircs, FROZEN_FIELDS};
 use kairo_xlate::Pipeline;
 use rand::Rng;
 
@@ -58,6 +59,10 @@ pub struct Reference {
     /// Per packet field, the (value, mask) pairs the rules match it on and
     /// the values set actions write: where outcomes change, for sampling.
     hints: BTreeMap<Field, Vec<(u64, u64)>>,
+    /// The frozen states recirculated packets resume from (read as data:
+    /// the reference interprets them itself, and names a state it freezes
+    /// by the id the table has for the same state).
+    recircs: Arc<Recircs>,
 }
 
 const MAX_DEPTH: u32 = 64;
@@ -104,10 +109,12 @@ impl Reference {
             h.sort_unstable();
             h.dedup();
         }
-        Reference { tables, misses, groups, ports, down, hints }
+        Reference { tables, misses, groups, ports, down, hints, recircs: p.recircs().clone() }
     }
 
-    /// What the tables do with `packet` (registers and metadata zero).
+    /// What the tables do with `packet` (registers and metadata zero): a
+    /// first pass from table 0, a recirculated one (`recirc_id` set) from
+    /// the frozen state it names.
     pub fn run(&self, packet: &FlowKey) -> Outcome {
         let mut run = Run {
             r: self,
@@ -122,11 +129,36 @@ impl Reference {
             live: BTreeMap::new(),
             arrived_mpls: is_mpls(packet.get(Field::EthType)),
             hidden: false,
+            ctx: (0, 0, false),
+            freezing: None,
+            hashed: false,
+            dp_hash: packet.get(Field::DpHash),
         };
-        run.table(0, 0);
-        if run.stop.is_none() {
+        match packet.get(Field::RecircId) as u32 {
+            0 => run.table(0, 0),
+            id => match self.recircs.get(id) {
+                None => run.stop = Some(Stop::Error),
+                Some(st) => {
+                    for (f, v) in FROZEN_FIELDS.iter().zip(st.metadata) {
+                        run.flow.set(*f, v);
+                    }
+                    run.hidden = st.l3_hidden;
+                    run.hashed = st.hashed;
+                    run.set = st.action_set.clone();
+                    if st.ops.is_empty() {
+                        run.table(st.table, 0);
+                    } else {
+                        run.ops(&st.ops);
+                    }
+                }
+            },
+        }
+        if run.stop.is_none() && run.freezing.is_none() {
             let set = std::mem::take(&mut run.set);
             run.action_list(&ordered(set), 0, 0);
+        }
+        if run.stop.is_none() {
+            run.finish_freezing();
         }
         match run.stop {
             Some(stop @ (Stop::Error | Stop::TooManyBuckets)) => Outcome { emitted: Vec::new(), stop: Some(stop) },
@@ -219,6 +251,53 @@ struct Run<'a> {
     /// whatever needs it stops the packet (Open vSwitch recirculates there;
     /// kairo does not yet).
     hidden: bool,
+    /// The table, cookie and table-miss-ness of the rule whose actions run.
+    ctx: (u8, u64, bool),
+    /// Freezing for recirculation: what is left to do, gathered while
+    /// unwinding, and the hash to take first.
+    freezing: Option<(Vec<Op>, Option<DpHashing>)>,
+    /// The packet has its datapath hash (this pass or an earlier one).
+    hashed: bool,
+    dp_hash: u64,
+}
+
+/// A datapath `hash` action's algorithm and basis.
+type DpHashing = (HashAlg, u32);
+
+/// Hash values a select group spreads over in the datapath, and which
+/// bucket each picks (Webster's apportionment of the weights), or `None`
+/// where the group is hashed in translation: no method and more than 64
+/// values needed, `dp_hash` and more than 256, or `hash`.
+fn dp_hash_buckets(g: &Group) -> Option<(HashAlg, u32, Vec<usize>)> {
+    let (most, alg, basis) = match g.selection {
+        Selection::Hash => return None,
+        Selection::Default => (64u64, HashAlg::SymL4, 0),
+        Selection::DpHash { param } => (256, HashAlg::from_param((param >> 32) as u32), param as u32),
+    };
+    let weights: Vec<u64> = g.buckets.iter().map(|b| u64::from(b.weight)).collect();
+    let total: u64 = weights.iter().sum();
+    let least = weights.iter().copied().filter(|&w| w > 0).min()?;
+    let mut values = 16;
+    while values < total.div_ceil(least) {
+        values *= 2;
+    }
+    if values > most {
+        return None;
+    }
+    let mut taken = vec![0u64; weights.len()];
+    let mut map = Vec::new();
+    for _ in 0..values {
+        // The highest weight / (2 * taken + 1); the first on ties.
+        let mut best = 0;
+        for i in 1..weights.len() {
+            if weights[i] * (2 * taken[best] + 1) > weights[best] * (2 * taken[i] + 1) {
+                best = i;
+            }
+        }
+        taken[best] += 1;
+        map.push(best);
+    }
+    Some((alg, basis, map))
 }
 
 const VLAN_CFI: u64 = 0x1000;
@@ -359,18 +438,37 @@ impl Run<'_> {
         match hit {
             Some(rule) => {
                 let inst = &rule.inst;
-                if !self.action_list(&inst.apply, depth, t) {
-                    return;
+                let outer = self.ctx;
+                self.ctx = (t, rule.cookie, rule.priority == 0 && rule.m.mask().is_zero());
+                let done = self.action_list(&inst.apply, depth, t);
+                if let Some((ops, _)) = self.freezing.as_mut() {
+                    if inst.clear_actions {
+                        ops.push(Op::ClearActions);
+                    }
+                    if !inst.write.is_empty() {
+                        ops.push(Op::WriteActions(inst.write.clone()));
+                    }
+                    if let Some((value, mask)) = inst.write_metadata {
+                        ops.push(Op::WriteMetadata { value, mask });
+                    }
+                    if let Some(g) = inst.goto_table {
+                        ops.push(Op::Goto(g));
+                    }
+                } else if done {
+                    if inst.clear_actions {
+                        self.set.clear();
+                    }
+                    self.set.extend(inst.write.iter().cloned());
+                    if let Some((v, m)) = inst.write_metadata {
+                        self.flow.set_masked(Field::Metadata, v, m);
+                    }
+                    if let Some(g) = inst.goto_table {
+                        self.table(g, depth);
+                    }
                 }
-                if inst.clear_actions {
-                    self.set.clear();
-                }
-                self.set.extend(inst.write.iter().cloned());
-                if let Some((v, m)) = inst.write_metadata {
-                    self.flow.set_masked(Field::Metadata, v, m);
-                }
-                if let Some(g) = inst.goto_table {
-                    self.table(g, depth);
+                self.ctx = outer;
+                if let Some((ops, _)) = self.freezing.as_mut() {
+                    ops.push(Op::Rule { table: outer.0, cookie: outer.1, miss: outer.2 });
                 }
             }
             None => {
@@ -381,9 +479,80 @@ impl Run<'_> {
         }
     }
 
+    /// Runs a frozen state's ops; an action that ends its list skips the
+    /// rest of its rule's ops.
+    fn ops(&mut self, ops: &[Op]) {
+        let mut skip = false;
+        for (i, op) in ops.iter().enumerate() {
+            if self.halted() {
+                return;
+            }
+            if skip && !matches!(op, Op::Rule { .. }) {
+                continue;
+            }
+            skip = false;
+            match op {
+                Op::Rule { table, cookie, miss } => self.ctx = (*table, *cookie, *miss),
+                Op::Act(a) => skip = !self.action(a, 0, self.ctx.0),
+                Op::ClearActions => self.set.clear(),
+                Op::WriteActions(w) => self.set.extend(w.iter().cloned()),
+                Op::WriteMetadata { value, mask } => self.flow.set_masked(Field::Metadata, *value, *mask),
+                Op::Goto(t) => self.table(*t, 0),
+            }
+            if let Some((more, _)) = self.freezing.as_mut() {
+                more.extend(ops[i + 1..].iter().cloned());
+                return;
+            }
+        }
+    }
+
+    /// Ends a freeze, if one is on: the packet leaves for the datapath
+    /// again (hashed first if asked) under the id the frozen state has.
+    fn finish_freezing(&mut self) {
+        let Some((ops, hash)) = self.freezing.take() else { return };
+        let mut tidy: Vec<Op> = Vec::new();
+        for op in ops {
+            if matches!(op, Op::Rule { .. }) && matches!(tidy.last(), Some(Op::Rule { .. })) {
+                tidy.pop();
+            }
+            tidy.push(op);
+        }
+        if matches!(tidy.last(), Some(Op::Rule { .. })) {
+            tidy.pop();
+        }
+        let mut metadata = [0; FROZEN_FIELDS.len()];
+        for (m, f) in metadata.iter_mut().zip(FROZEN_FIELDS) {
+            *m = self.flow.get(f);
+        }
+        let state = FrozenState {
+            ops: tidy,
+            table: 0,
+            action_set: ordered(self.set.clone()),
+            metadata,
+            l3_hidden: self.hidden,
+            hashed: self.hashed || hash.is_some(),
+        };
+        // A state the translator never froze has no id: u32::MAX names none.
+        let id = self.r.recircs.id_of(&state).unwrap_or(u32::MAX);
+        self.emit(RECIRC_PORT);
+        self.bytes += if hash.is_some() { 12 } else { 0 };
+        if let Some((_, k)) = self.emitted.last_mut() {
+            let mut dp_hash = self.dp_hash;
+            if let Some((alg, basis)) = hash {
+                dp_hash = u64::from(kairo_odp::dp_hash(alg, basis, k));
+            }
+            k.set(Field::RecircId, u64::from(id));
+            k.set(Field::DpHash, dp_hash);
+        }
+    }
+
     /// Runs a list; false if it ended early (dec_ttl at the end of a TTL).
     fn action_list(&mut self, list: &[Action], depth: u32, table: u8) -> bool {
-        for a in list {
+        for (i, a) in list.iter().enumerate() {
+            if let Some((ops, _)) = self.freezing.as_mut() {
+                ops.extend(list[i..].iter().cloned().map(Op::Act));
+                return false;
+            }
             if self.halted() {
                 return false;
             }
@@ -657,6 +826,18 @@ impl Run<'_> {
                 self.blind();
                 return;
             }
+            GroupType::Select if dp_hash_buckets(&g).is_some() => {
+                let Some((alg, basis, map)) = dp_hash_buckets(&g) else { return };
+                if !self.hashed {
+                    let (t, cookie, miss) = self.ctx;
+                    let ops = vec![Op::Rule { table: t, cookie, miss }, Op::Act(Action::Group(id))];
+                    self.freezing = Some((ops, Some((alg, basis))));
+                    return;
+                }
+                let n = map.len();
+                let h = self.flow.get(Field::DpHash) as usize;
+                (0..n).map(|i| map[(h + i) % n]).find(|&b| self.bucket_live(&g.buckets[b], depth)).into_iter().collect()
+            }
             GroupType::Select => {
                 let live: Vec<usize> = (0..g.buckets.len())
                     .filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth))
@@ -687,6 +868,11 @@ impl Run<'_> {
             // A bucket's actions run one level deeper, on a copy of the
             // packet, for the rule (and table) that ran the group.
             self.action_list(&g.buckets[i].actions, depth + 1, table);
+            // A bucket that froze recirculates on its own; the group goes on.
+            if !self.halted() {
+                self.finish_freezing();
+            }
+            self.freezing = None;
             (self.flow, self.hidden) = saved;
             if self.halted() {
                 return;
@@ -809,9 +995,11 @@ pub fn packets_inside(
     rng: &mut impl Rng,
 ) -> Vec<FlowKey> {
     let mut out = vec![*key];
+    // A recirculated packet's hash is drawn too, where the megaflow lets it.
+    let drawn = |f: &Field| f.in_packet() || (*f == Field::DpHash && key.get(Field::RecircId) != 0);
     for _ in 0..samples {
         let mut p = *key;
-        for f in Field::all().filter(|f| f.in_packet()) {
+        for f in Field::all().filter(drawn) {
             let free = !mask.get(f);
             if free == 0 {
                 continue;

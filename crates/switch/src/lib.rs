@@ -373,7 +373,7 @@ impl Switch {
                 }
                 self.settle_leaving();
             }
-            self.packet_outs(ports, by_ofport);
+            self.packet_outs(ports, by_ofport, &mut slow, now);
             if batch.is_empty() {
                 wait(pfds);
                 continue;
@@ -425,6 +425,10 @@ impl Switch {
                     self.controller_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            // The datapath takes recirculations before anything is delivered.
+            Sent::Recirc { .. } => {
+                self.unroutable.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -435,7 +439,13 @@ impl Switch {
 
     /// Runs the packet-outs waiting (at most a queue's worth per round): each
     /// packet's actions translated against the pipeline, then executed.
-    fn packet_outs(&self, ports: &mut [Attached], by_ofport: &FxHashMap<u32, usize>) {
+    fn packet_outs<S: kairo_datapath::SlowPath>(
+        &self,
+        ports: &mut [Attached],
+        by_ofport: &FxHashMap<u32, usize>,
+        slow: &mut S,
+        now: u64,
+    ) {
         let waiting: Vec<PacketOut> = {
             let rx = lock(&self.packet_out.1);
             std::iter::from_fn(|| rx.try_recv().ok()).take(PACKET_OUT_QUEUE).collect()
@@ -443,13 +453,24 @@ impl Switch {
         if waiting.is_empty() {
             return;
         }
+        // What the actions recirculate goes through the datapath (as Open
+        // vSwitch executes a packet-out's actions in its datapath).
+        let mut again = Vec::new();
         for mut p in waiting {
             let (key, mut lay) = kairo_wire::parse(&p.data, p.in_port);
             let r = kairo_xlate::translate_actions(&self.ctl.lock().pipeline, &key, &p.actions);
             let meters = &self.meters;
             kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, &r.actions, meters, &mut |to, bytes| {
-                self.deliver(ports, by_ofport, to, bytes)
+                match to {
+                    Sent::Recirc { in_port, recirc_id, dp_hash } => {
+                        again.push(kairo_datapath::Recirculated { bytes: bytes.to_vec(), in_port, recirc_id, dp_hash })
+                    }
+                    to => self.deliver(ports, by_ofport, to, bytes),
+                }
             });
+        }
+        if !again.is_empty() {
+            lock(&self.dp).recirculate(again, now, slow, &mut |to, bytes| self.deliver(ports, by_ofport, to, bytes));
         }
         for p in ports.iter_mut() {
             p.io.flush();

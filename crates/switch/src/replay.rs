@@ -172,6 +172,8 @@ pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig)
                     rep.to_controller += 1;
                     return;
                 }
+                // Taken by the datapath, never handed out.
+                Sent::Recirc { .. } => return,
             };
             if err.is_some() {
                 return;

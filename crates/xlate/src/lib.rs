@@ -14,11 +14,13 @@
 //! - [`replay`]: re-translation after a change, from an earlier traversal;
 //! - [`suffix`]: suffixes of a translation shared by keys in the same state;
 //! - `commit`: the set actions that bring the packet up to the flow;
+//! - [`recirc`]: frozen states for recirculation, and dp_hash select groups;
 //! - [`pipeline`], [`trace`]: rule tables, rendering.
 
 mod action_set;
 mod commit;
 pub mod pipeline;
+pub mod recirc;
 pub mod replay;
 pub mod suffix;
 pub mod trace;

@@ -56,6 +56,8 @@ pub struct Pipeline {
     /// Every rule by id (as its table's classifier holds it), for the
     /// lookups translation replays from a recorded traversal.
     by_id: FxHashMap<RuleId, Arc<Rule>>,
+    /// The frozen states translations made (shared by every copy).
+    recircs: Arc<crate::recirc::Recircs>,
 }
 
 fn groups_named(actions: &[Action]) -> impl Iterator<Item = u32> + '_ {
@@ -86,6 +88,11 @@ impl Pipeline {
             p.add_rule(r)?;
         }
         Ok(p)
+    }
+
+    /// The frozen states of recirculated translations.
+    pub fn recircs(&self) -> &Arc<crate::recirc::Recircs> {
+        &self.recircs
     }
 
     pub fn table(&self, t: u8) -> Option<&Table> {

@@ -267,17 +267,40 @@ fn groups_all_indirect_ff_select() {
     assert_eq!(acts(&p, "in_port=1,tcp,nw_dst=10.0.0.2"), "6");
     p.set_port_live(6, false);
     assert_eq!(acts(&p, "in_port=1,tcp,nw_dst=10.0.0.2"), "drop");
-    // select: deterministic per 5-tuple, spread over buckets, reads the 5-tuple
+    // select (no method, weights that fit 64 hash values): hashed in the
+    // datapath; the second pass picks by dp_hash, spread over the buckets.
     let mut seen = std::collections::BTreeSet::new();
     for sport in 0..64 {
         let pkt = format!("in_port=9,tcp,nw_src=1.1.1.1,nw_dst=10.0.0.3,tp_src={sport},tp_dst=80");
+        let (a, mf) = tr(&p, &pkt);
+        assert_eq!(a, "hash(sym_l4(0)),recirc(0x1)");
+        assert!(!mf.contains("tp_src") && !mf.contains("nw_src"), "{mf}");
+        let passes = crate::recirc::follow(&p, &parse_key(&pkt).unwrap());
+        assert_eq!(passes.len(), 2);
+        let second = format_megaflow(&passes[1].key, &passes[1].result.mask);
+        assert!(second.contains("dp_hash=") && !second.contains("tp_src"), "{second}");
+        seen.insert(format_actions(&passes[1].result.actions));
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    // Weights that need more than 64 hash values: hashed in translation,
+    // deterministic per 5-tuple, reading the 5-tuple.
+    p.set_group(
+        kairo_ofproto::parse_group("group_id=5,type=select,bucket=weight:1,output:1,bucket=weight:70,output:2")
+            .unwrap(),
+    )
+    .unwrap();
+    let r = kairo_ofproto::parse_flow("priority=9,tcp,nw_dst=10.0.0.5,actions=group:5", Some(true)).unwrap();
+    p.add_rule(r.into_rule().unwrap()).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for sport in 0..256 {
+        let pkt = format!("in_port=9,tcp,nw_src=1.1.1.1,nw_dst=10.0.0.5,tp_src={sport},tp_dst=80");
         let (a, mf) = tr(&p, &pkt);
         assert_eq!(a, acts(&p, &pkt));
         assert!(mf.contains(&format!("tp_src={sport}")) && mf.contains("nw_src=1.1.1.1"), "{mf}");
         seen.insert(a);
     }
-    assert_eq!(seen.len(), 4, "{seen:?}");
-    let r = translate(&p, &parse_key("in_port=9,tcp,nw_dst=10.0.0.3").unwrap());
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let r = translate(&p, &parse_key("in_port=9,tcp,nw_dst=10.0.0.5").unwrap());
     assert_eq!(r.traversal.groups.len(), 1);
     assert_eq!(r.traversal.groups[0].buckets.len(), 1);
 }
@@ -347,7 +370,9 @@ mod prop {
             let r = if i % 2 == 0 { x } else { x & 0x0000_ffff_0000_ffff };
             p.w[i] = (p.w[i] & mask.w[i]) | (r & !mask.w[i]);
         }
-        for f in Field::all().filter(|f| f.pipeline_only()) {
+        // What the datapath never carries is zero in every key it makes:
+        // registers and metadata, pkt_mark and tunnel metadata.
+        for f in crate::recirc::FROZEN_FIELDS.into_iter().filter(|&f| f != Field::InPort) {
             p.set(f, 0);
         }
         p
@@ -388,8 +413,11 @@ mod prop {
         fn megaflows_are_sound(seed in any::<u64>(), noises in proptest::collection::vec(any::<u64>(), 16)) {
             let case = gen_case(seed, &GenConfig { n_tables: 4, ..GenConfig::default() });
             let p = pipeline(&case.flows, &case.groups);
-            for spec in gen_packets(seed, 40, 4) {
-                let k = parse_key(&spec).unwrap();
+            // Every pass of every packet: recirculated passes' megaflows too.
+            let keys = gen_packets(seed, 40, 4)
+                .into_iter()
+                .flat_map(|spec| crate::recirc::follow(&p, &parse_key(&spec).unwrap()).into_iter().map(move |ps| (spec.clone(), ps.key)));
+            for (spec, k) in keys {
                 let r = translate(&p, &k);
                 for n in &noises {
                     let q = perturb(&k, &r.mask, *n);
@@ -697,4 +725,36 @@ fn fast_failover_passes_over_ports_the_switch_lacks() {
     assert_eq!(acts(&p, "in_port=1,tcp"), "2");
     p.set_ports([1, 2, 3, 4, 7]);
     assert_eq!(acts(&p, "in_port=1,tcp"), "3");
+}
+
+#[test]
+fn select_groups_without_a_method_hash_in_the_datapath() {
+    let p = pipeline(
+        "table=0,priority=10,ip,actions=group:1\ntable=0,priority=5,actions=drop",
+        "group_id=1,type=select,bucket=bucket_id:0,actions=output:2,bucket=bucket_id:1,actions=set_field:10.0.0.9->ip_dst,output:3",
+    );
+    let (a, mf) = tr(&p, "in_port=1,tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,tp_src=5,tp_dst=80");
+    // As Open vSwitch 3.1: the first pass hashes and recirculates, matching no L4.
+    assert_eq!(a, "hash(sym_l4(0)),recirc(0x1)");
+    assert_eq!(mf, "recirc_id=0,eth,ip,in_port=1,nw_frag=no");
+    let k = parse_key("in_port=1,tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,tp_src=5,tp_dst=80").unwrap();
+    let passes = recirc::follow(&p, &k);
+    assert_eq!(passes.len(), 2);
+    let second = &passes[1];
+    assert_eq!(second.key.get(Field::RecircId), 1);
+    let h = second.key.get(Field::DpHash);
+    assert_ne!(h, 0);
+    let mf = format_megaflow(&second.key, &second.result.mask);
+    assert!(mf.starts_with("recirc_id=0x1,dp_hash="), "{mf}");
+    assert!(mf.contains("/0xf"), "16 hash values for 2 buckets: {mf}");
+    // Webster over two equal buckets alternates: even slots bucket 0, odd bucket 1.
+    let want = if h.is_multiple_of(2) { "2" } else { "set(ipv4(dst=10.0.0.9)),3" };
+    assert_eq!(format_actions(&second.result.actions), want);
+    // kairo trace shows both passes, the second after what it thawed.
+    let text = trace::trace_passes_text(&p, &passes);
+    assert!(text.contains("recirc(0x1) - resume with dp_hash=") && text.contains("thaw: actions: group:1"), "{text}");
+    assert_eq!(trace::trace_passes_json(&p, &passes)[1]["recirc_id"], 1);
+    // The same state freezes to the same id.
+    assert_eq!(acts(&p, "in_port=1,udp,nw_src=3.3.3.3"), "hash(sym_l4(0)),recirc(0x1)");
+    assert_eq!(acts(&p, "in_port=2,udp,nw_src=3.3.3.3"), "hash(sym_l4(0)),recirc(0x2)");
 }

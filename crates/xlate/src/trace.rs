@@ -42,7 +42,7 @@ pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
             }
         }
     }
-    for g in &r.traversal.groups {
+    for g in r.traversal.groups.iter().filter(|g| g.group != crate::recirc::FROZEN_FLOOD) {
         let b = if g.buckets.is_empty() {
             "no live bucket".to_string()
         } else {
@@ -95,4 +95,42 @@ pub fn trace_json(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> Value {
         "error": r.error.as_ref().map(|e| e.to_string()),
         "slow_path": r.slow,
     })
+}
+
+/// The banner between passes, as `ofproto/trace` prints one before a
+/// recirculated pass: the id, what the datapath set, and what it resumes.
+fn pass_banner(p: &Pipeline, key: &FlowKey) -> String {
+    let id = key.get(kairo_flow::Field::RecircId) as u32;
+    let hash = key.get(kairo_flow::Field::DpHash);
+    let thaw = p.recircs().get(id).map_or_else(|| "no frozen state".to_string(), |st| st.describe());
+    let rule = "=".repeat(79);
+    format!("\n{rule}\nrecirc({id:#x}) - resume with dp_hash={hash:#x}\n    thaw: {thaw}\n{rule}\n\n")
+}
+
+/// Every pass of a packet (see [`crate::recirc::follow`]) as text, each
+/// recirculated one after a banner.
+pub fn trace_passes_text(p: &Pipeline, passes: &[crate::recirc::Pass]) -> String {
+    let mut s = String::new();
+    for (i, pass) in passes.iter().enumerate() {
+        if i > 0 {
+            s.push_str(&pass_banner(p, &pass.key));
+        }
+        s.push_str(&trace_text(p, &pass.key, &pass.result));
+    }
+    s
+}
+
+/// Every pass of a packet as a JSON list of [`trace_json`] objects, each
+/// with its `recirc_id`.
+pub fn trace_passes_json(p: &Pipeline, passes: &[crate::recirc::Pass]) -> Value {
+    Value::Array(
+        passes
+            .iter()
+            .map(|pass| {
+                let mut v = trace_json(p, &pass.key, &pass.result);
+                v["recirc_id"] = json!(pass.key.get(kairo_flow::Field::RecircId));
+                v
+            })
+            .collect(),
+    )
 }

@@ -27,9 +27,10 @@ use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
 use crate::action_set::ActionSet;
 use crate::commit::commit;
 use crate::pipeline::Pipeline;
+use crate::recirc::{DpHashPlan, FrozenState, Op, FROZEN_FIELDS};
 use crate::tracked::Tracked;
 use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
-use kairo_odp::{ControllerReason, DpAction};
+use kairo_odp::{ControllerReason, DpAction, HashAlg};
 
 /// Nesting limit of resubmits to this or an earlier table and of groups
 /// (Open vSwitch's MAX_DEPTH); goto_table, table-miss continues and
@@ -69,6 +70,10 @@ pub enum XlateError {
         "`{action}` after pop_mpls needs the headers under the labels, which takes recirculation (not supported yet)"
     )]
     NeedsRecirculation { action: &'static str },
+    /// A recirculated packet whose `recirc_id` names no frozen state (Open
+    /// vSwitch's XLATE_NO_RECIRCULATION_CONTEXT): it is dropped.
+    #[error("recirc_id {id:#x} names no frozen translation (no recirculation context)")]
+    NoRecirculationContext { id: u32 },
     /// Only from [`crate::retranslate_checked`], whose caller rejected a
     /// visit: never in a translation of a packet.
     #[error("re-translation stopped at a visit its caller rejected")]
@@ -208,7 +213,7 @@ pub(crate) fn run<'a, M: Mode<'a>>(
             // left to run would have run on the flow they put back.
             spoilt = j >= old.resumable_bare() && !x.action_set.is_empty();
         }
-        None => x.table(0, Via::Start),
+        None => x.start(),
     }
     x.finish(key, spoilt)
 }
@@ -256,6 +261,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             slow: false,
             live: rustc_hash::FxHashMap::default(),
             l3_hidden: false,
+            freezing: None,
+            hashed: false,
             mode,
         }
     }
@@ -263,14 +270,18 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// The action set run, and the result.
     fn finish(self, key: &FlowKey, spoilt: bool) -> Run<M> {
         let mut x = self;
-        // The action set runs at the end of the pipeline, even after a table miss.
-        if x.error.is_none() {
+        // The action set runs at the end of the pipeline, even after a table
+        // miss, unless the translation froze (the frozen state holds it).
+        if x.error.is_none() && x.freezing.is_none() {
             let set = std::mem::take(&mut x.action_set).into_list();
             // Lookups from here on are not resumable: writes to the action set
             // now go to one that never runs.
             x.pending += 1;
             x.actions(&set);
             x.pending -= 1;
+        }
+        if x.error.is_none() {
+            x.finish_freezing();
         }
         if x.error.is_some() {
             x.odp.clear();
@@ -344,7 +355,21 @@ struct Translator<'a, M> {
     /// A packet pushed and popped within the translation keeps its headers
     /// in the flow, so it never sets this.
     l3_hidden: bool,
+    /// Translation is freezing for recirculation: what is left to do so
+    /// far (see [`crate::recirc`]).
+    freezing: Option<Freezing>,
+    /// The packet has its datapath hash (see [`FrozenState::hashed`]).
+    hashed: bool,
     mode: M,
+}
+
+/// A freeze in progress: the ops gathered as translation unwinds to where
+/// the frozen state is made (the end of a bucket or of the translation),
+/// and the datapath hash to take before recirculating.
+struct Freezing {
+    ops: Vec<Op>,
+    table: u8,
+    hash: Option<(HashAlg, u32)>,
 }
 
 impl<'a, M: Mode<'a>> Translator<'a, M> {
@@ -469,6 +494,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 self.instructions(inst);
                 self.table_id = outer;
                 self.rule = outer_rule;
+                if let Some(fz) = self.freezing.as_mut() {
+                    // What the outer list has left is that rule's.
+                    fz.ops.push(Op::Rule { table: outer, cookie: outer_rule.0, miss: outer_rule.1 });
+                }
             }
             None => {
                 self.trav.steps.push(step(Outcome::Miss));
@@ -493,6 +522,22 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.pending += after;
         let done = self.actions(&inst.apply);
         self.pending -= after;
+        if let Some(fz) = self.freezing.as_mut() {
+            // The rest of the instructions run after the recirculation.
+            if inst.clear_actions {
+                fz.ops.push(Op::ClearActions);
+            }
+            if !inst.write.is_empty() {
+                fz.ops.push(Op::WriteActions(inst.write.clone()));
+            }
+            if let Some((value, mask)) = inst.write_metadata {
+                fz.ops.push(Op::WriteMetadata { value, mask });
+            }
+            if let Some(g) = inst.goto_table {
+                fz.ops.push(Op::Goto(g));
+            }
+            return;
+        }
         if !done {
             return;
         }
@@ -536,6 +581,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// caller, an outer resubmit and the action set carry on, as in Open vSwitch).
     fn actions(&mut self, list: &[Action]) -> bool {
         for (i, a) in list.iter().enumerate() {
+            if let Some(fz) = self.freezing.as_mut() {
+                // Freezing: the rest of this list runs after the recirculation.
+                fz.ops.extend(list[i..].iter().cloned().map(Op::Act));
+                return false;
+            }
             let more = u32::from(i + 1 < list.len());
             self.pending += more;
             let go_on = !self.exit && self.action(a);
@@ -545,6 +595,128 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             }
         }
         !self.exit
+    }
+
+    /// Starts a translation: from table 0 for a packet's first pass, else
+    /// from the frozen state its `recirc_id` names.
+    fn start(&mut self) {
+        let id = self.start.get(Field::RecircId) as u32;
+        if id == 0 {
+            return self.table(0, Via::Start);
+        }
+        let Some(st) = self.p.recircs().get(id) else {
+            return self.fail(XlateError::NoRecirculationContext { id });
+        };
+        // The frozen metadata replaces what the datapath key has there (it
+        // does not carry them): the megaflow matches recirc_id, which
+        // names these values, not the values themselves.
+        let mut flow = *self.flow.unexamined();
+        for (f, v) in FROZEN_FIELDS.iter().zip(st.metadata) {
+            flow.set(*f, v);
+        }
+        self.flow.restore(flow);
+        if st.floods() {
+            let step = self.trav.steps.len() as u32;
+            self.trav.groups.push(GroupUse { group: crate::recirc::FROZEN_FLOOD, buckets: vec![], depth: 0, step });
+        }
+        self.l3_hidden = st.l3_hidden;
+        self.hashed = st.hashed;
+        self.action_set.write(&st.action_set);
+        if st.ops.is_empty() {
+            self.table(st.table, Via::Start);
+        } else {
+            self.ops(&st.ops);
+        }
+    }
+
+    /// Runs a frozen state's ops. An action that ends its rule's list
+    /// (dec_ttl at TTL 1) skips the rest of that rule's ops, up to the next
+    /// rule's.
+    fn ops(&mut self, ops: &[Op]) {
+        let mut skip = false;
+        for (i, op) in ops.iter().enumerate() {
+            if self.exit {
+                return;
+            }
+            if skip && !matches!(op, Op::Rule { .. }) {
+                continue;
+            }
+            skip = false;
+            let more = u32::from(i + 1 < ops.len());
+            self.pending += more;
+            match op {
+                Op::Rule { table, cookie, miss } => {
+                    self.table_id = *table;
+                    self.rule = (*cookie, *miss);
+                }
+                Op::Act(a) => skip = !self.action(a),
+                Op::ClearActions => self.action_set = ActionSet::default(),
+                Op::WriteActions(w) => self.action_set.write(w),
+                Op::WriteMetadata { value, mask } => self.flow.write_pipeline(Field::Metadata, *value, *mask),
+                Op::Goto(t) => self.table(*t, Via::Goto),
+            }
+            self.pending -= more;
+            if let Some(fz) = self.freezing.as_mut() {
+                // Freezing again: the rest runs after that recirculation.
+                fz.ops.extend(ops[i + 1..].iter().cloned());
+                return;
+            }
+        }
+    }
+
+    /// Starts freezing at the action `a` of the current rule, which runs
+    /// again after the recirculation (with what the datapath found out).
+    fn freeze_at(&mut self, a: Action, hash: Option<(HashAlg, u32)>) {
+        let (cookie, miss) = self.rule;
+        let ops = vec![Op::Rule { table: self.table_id, cookie, miss }, Op::Act(a)];
+        self.freezing = Some(Freezing { ops, table: 0, hash });
+        self.exit = true;
+    }
+
+    /// Ends a freeze: commits the flow, makes the frozen state (the ops
+    /// gathered, the action set, the metadata) and emits the datapath hash,
+    /// if any, and `recirc` of the state's id. Nothing if not freezing.
+    fn finish_freezing(&mut self) {
+        let Some(fz) = self.freezing.take() else { return };
+        self.commit();
+        let mut metadata = [0; FROZEN_FIELDS.len()];
+        for (m, f) in metadata.iter_mut().zip(FROZEN_FIELDS) {
+            *m = if f == Field::InPort || f.pipeline_only() {
+                // Recorded: in_port is matched, and registers and metadata
+                // leave the mask where the key has them at zero.
+                self.flow.get(f)
+            } else {
+                // pkt_mark and tunnel metadata: zero in every key the
+                // datapath makes, so a value here was written by an action
+                // whose own reads were recorded.
+                self.flow.unexamined().get(f)
+            };
+        }
+        let mut ops = fz.ops;
+        // A rule's context with nothing of its own after it says nothing.
+        let mut tidy: Vec<Op> = Vec::with_capacity(ops.len());
+        for op in ops.drain(..) {
+            if matches!(op, Op::Rule { .. }) && matches!(tidy.last(), Some(Op::Rule { .. })) {
+                tidy.pop();
+            }
+            tidy.push(op);
+        }
+        if matches!(tidy.last(), Some(Op::Rule { .. })) {
+            tidy.pop();
+        }
+        let state = FrozenState {
+            ops: tidy,
+            table: fz.table,
+            action_set: self.action_set.clone().into_list(),
+            metadata,
+            l3_hidden: self.l3_hidden,
+            hashed: self.hashed || fz.hash.is_some(),
+        };
+        let id = self.p.recircs().intern(state);
+        if let Some((alg, basis)) = fz.hash {
+            self.odp.push(DpAction::Hash { alg, basis });
+        }
+        self.odp.push(DpAction::Recirc(id));
     }
 
     /// The VLAN tags, both recorded whole (the commit compares both).
@@ -891,6 +1063,29 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             GroupType::Select if self.l3_hidden => {
                 return self.fail(XlateError::NeedsRecirculation { action: "select group" });
             }
+            GroupType::Select if DpHashPlan::of(&g).is_some() => {
+                let Some(plan) = DpHashPlan::of(&g) else { return };
+                // Hashed in the datapath: a packet not hashed yet (every
+                // first pass; a later one as its frozen state says) goes
+                // back to the datapath for its hash, and this group runs
+                // again on the next pass. Open vSwitch asks whether
+                // dp_hash is 0 without matching it; the frozen state says
+                // the same for every key of the megaflow.
+                if !self.hashed {
+                    let step = self.trav.steps.len() as u32;
+                    self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step });
+                    return self.freeze_at(Action::Group(gid), Some((plan.alg, plan.basis)));
+                }
+                // The first live bucket from the hash's slot on, so the
+                // weights hold among the live buckets.
+                let h = self.flow.get_bits(Field::DpHash, u64::from(plan.mask)) as usize;
+                let n = plan.map.len();
+                (0..n)
+                    .map(|i| plan.map[(h + i) & (n - 1)])
+                    .find(|&b| self.bucket_live(&g.buckets[b], depth))
+                    .into_iter()
+                    .collect()
+            }
             GroupType::Select => {
                 let live: Vec<usize> = (0..g.buckets.len())
                     .filter(|&i| g.buckets[i].weight > 0 && self.bucket_live(&g.buckets[i], depth))
@@ -938,6 +1133,14 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             self.restoring -= 1;
             self.pending -= more;
             self.depth -= 1;
+            // A bucket that froze: the frozen state is the bucket's, and
+            // translation goes on after it with the packet as it was (as
+            // Open vSwitch forks there).
+            if self.freezing.is_some() && self.error.is_none() && !self.slow {
+                self.finish_freezing();
+                self.exit = false;
+            }
+            self.freezing = None;
             self.flow.restore(saved.0);
             self.l3_hidden = saved.1;
             if self.error.is_some() {
