@@ -133,8 +133,24 @@ fn datapath_actions_match_open_vswitch() {
                 }
                 continue;
             };
-            let want = apply(&ovs_actions, &key);
-            let got = apply(&r.actions, &key);
+            // Recirculation ids are each switch's own: compared up to renaming
+            // (the order in which each pass names its frozen states).
+            let renamed = |mut e: Vec<kairo_xlate::odp::Emitted>| {
+                let mut ids: Vec<u64> = Vec::new();
+                for (_, k) in e.iter_mut() {
+                    let id = k.get(kairo_flow::Field::RecircId);
+                    if id != 0 {
+                        let n = ids.iter().position(|&x| x == id).unwrap_or_else(|| {
+                            ids.push(id);
+                            ids.len() - 1
+                        });
+                        k.set(kairo_flow::Field::RecircId, n as u64 + 1);
+                    }
+                }
+                e
+            };
+            let want = renamed(apply(&ovs_actions, &key));
+            let got = renamed(apply(&r.actions, &key));
             mpls += usize::from(r.actions.iter().any(|a| {
                 matches!(
                     a,
