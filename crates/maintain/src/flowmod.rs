@@ -63,6 +63,10 @@ pub enum Delta {
     },
     GroupChanged {
         group: u32,
+        /// Before and after, the group is hashed in the datapath the same
+        /// way (same algorithm and basis): translations that only froze at
+        /// it for the hash do the same (only its buckets changed for them).
+        hashed_alike: bool,
     },
     MissChanged {
         table: u8,
@@ -280,7 +284,7 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             }
             let old = p.set_group(g.clone())?;
             undo.push(Undo::Group(g.id, old));
-            out.push(Delta::GroupChanged { group: g.id });
+            out.push(Delta::GroupChanged { group: g.id, hashed_alike: false });
         }
         FlowMod::AddGroups(gs) => {
             if let Some(g) = gs.iter().find(|g| p.group(g.id).is_some()) {
@@ -291,8 +295,9 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                 return Err(ModError::GroupExists(g.id));
             }
             for (id, old) in p.set_groups(gs.clone())? {
+                let hashed_alike = hashed_alike(old.as_deref(), p.group(id).map(|g| &**g));
                 undo.push(Undo::Group(id, old));
-                out.push(Delta::GroupChanged { group: id });
+                out.push(Delta::GroupChanged { group: id, hashed_alike });
             }
         }
         FlowMod::ModGroup(g) => {
@@ -300,8 +305,9 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                 return Err(ModError::NoSuchGroup(g.id));
             }
             let old = p.set_group(g.clone())?;
+            let hashed_alike = hashed_alike(old.as_deref(), Some(g));
             undo.push(Undo::Group(g.id, old));
-            out.push(Delta::GroupChanged { group: g.id });
+            out.push(Delta::GroupChanged { group: g.id, hashed_alike });
         }
         FlowMod::DelGroup(which) => {
             // The groups to delete, and (in one pass over the rules) the
@@ -342,7 +348,7 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                 };
                 for (g, old) in removed {
                     undo.push(Undo::Group(g, old));
-                    out.push(Delta::GroupChanged { group: g });
+                    out.push(Delta::GroupChanged { group: g, hashed_alike: false });
                 }
             }
         }
@@ -420,5 +426,15 @@ pub fn apply(p: &mut Pipeline, fm: &FlowMod) -> Result<Vec<Delta>, ModError> {
             }
             Err(e)
         }
+    }
+}
+
+/// Whether both groups exist and are hashed in the datapath the same way
+/// (what a translation that freezes at one for its hash depends on).
+fn hashed_alike(old: Option<&kairo_ofproto::Group>, new: Option<&kairo_ofproto::Group>) -> bool {
+    let how = |g: &kairo_ofproto::Group| kairo_xlate::recirc::DpHashPlan::of(g).map(|d| (d.alg, d.basis));
+    match (old, new) {
+        (Some(a), Some(b)) => how(a).is_some() && how(a) == how(b),
+        _ => false,
     }
 }

@@ -338,6 +338,13 @@ impl TableIndex {
     }
 }
 
+/// The index key of a group use: the group, and whether the use only froze
+/// for a datapath hash (its own key, so that a change of buckets alone
+/// leaves those users out).
+fn group_key(g: u32, recirc: bool) -> u64 {
+    u64::from(g) | u64::from(recirc) << 32
+}
+
 /// The dependency index.
 #[derive(Default)]
 pub struct Index {
@@ -366,7 +373,9 @@ pub struct Index {
     /// Per rule, its users by the cell they are filed by (0: none).
     by_rule: FxHashMap<RuleId, FxHashMap<u32, FxHashSet<EntryId>>>,
     by_miss: FxHashMap<u8, FxHashSet<EntryId>>,
-    by_group: FxHashMap<u32, FxHashSet<EntryId>>,
+    /// By group use ([`group_key`]: the group, and whether the use only
+    /// froze for a datapath hash).
+    by_group: FxHashMap<u64, FxHashSet<EntryId>>,
     tables: FxHashMap<u8, TableIndex>,
     po: FlowMask,
 }
@@ -515,20 +524,20 @@ impl Index {
         }
     }
 
-    fn groups_of(trav: &Traversal) -> Vec<u32> {
-        let mut groups: Vec<u32> = trav.groups.iter().map(|g| g.group).collect();
+    fn groups_of(trav: &Traversal) -> Vec<u64> {
+        let mut groups: Vec<u64> = trav.groups.iter().map(|g| group_key(g.group, g.recirc)).collect();
         groups.sort_unstable();
         groups.dedup();
         groups
     }
 
-    fn add_groups(&mut self, id: EntryId, groups: &[u32]) {
+    fn add_groups(&mut self, id: EntryId, groups: &[u64]) {
         for &g in groups {
             self.by_group.entry(g).or_default().insert(id);
         }
     }
 
-    fn del_groups(&mut self, id: EntryId, groups: &[u32]) {
+    fn del_groups(&mut self, id: EntryId, groups: &[u64]) {
         for g in groups {
             if let Some(s) = self.by_group.get_mut(g) {
                 s.remove(&id);
@@ -647,7 +656,7 @@ impl Index {
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(&new));
         if groups != was {
             self.add_groups(id, &groups);
-            let gone: Vec<u32> = was.iter().copied().filter(|g| !groups.contains(g)).collect();
+            let gone: Vec<u64> = was.iter().copied().filter(|g| !groups.contains(g)).collect();
             self.del_groups(id, &gone);
         }
         // What the old traversal asserted that the new one does not: only
@@ -775,7 +784,7 @@ impl Index {
             }
             for g in Self::groups_of(&e.trav) {
                 if !self.by_group.get(&g).is_some_and(|s| s.contains(&id)) {
-                    return Err(format!("entry {id}: not registered under group {g}"));
+                    return Err(format!("entry {id}: not registered under group {g:#x}"));
                 }
             }
         }
@@ -810,7 +819,7 @@ impl Index {
             }
             for (g, ids) in &self.by_group {
                 if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::groups_of(&e.trav).contains(g))) {
-                    return Err(format!("entry {id} is registered under group {g}, which it does not use"));
+                    return Err(format!("entry {id} is registered under group {g:#x}, which it does not use"));
                 }
             }
             for (t, ti) in &self.tables {
@@ -860,9 +869,15 @@ impl Index {
     pub fn users_of_miss(&self, t: u8) -> impl Iterator<Item = EntryId> + '_ {
         self.by_miss.get(&t).into_iter().flatten().copied()
     }
-    /// Entries that used group `g`.
+    /// Entries that used group `g` (chose buckets of it, or froze at it).
     pub fn users_of_group(&self, g: u32) -> impl Iterator<Item = EntryId> + '_ {
-        self.by_group.get(&g).into_iter().flatten().copied()
+        self.users_choosing(g).chain(self.by_group.get(&group_key(g, true)).into_iter().flatten().copied())
+    }
+
+    /// Entries that used group `g` other than to freeze at it for a
+    /// datapath hash: what a change of its buckets alone can affect.
+    pub fn users_choosing(&self, g: u32) -> impl Iterator<Item = EntryId> + '_ {
+        self.by_group.get(&group_key(g, false)).into_iter().flatten().copied()
     }
 
     /// Entries that reached table `t` whose region there overlaps `m` and whose

@@ -417,9 +417,15 @@ impl Incremental {
                 }
                 // A fast-failover group watching a changed group or port
                 // may choose another bucket: its users are taken too.
-                Delta::GroupChanged { group } => {
+                Delta::GroupChanged { group, hashed_alike } => {
                     for g in p.liveness_dependents(&[*group], &[]) {
-                        out.extend(self.index.users_of_group(g));
+                        if g == *group && *hashed_alike {
+                            // Its buckets changed, not how it is hashed: the
+                            // passes that froze at it for the hash stand.
+                            out.extend(self.index.users_choosing(g));
+                        } else {
+                            out.extend(self.index.users_of_group(g));
+                        }
                     }
                 }
                 Delta::PortsChanged { rules, groups } => {
@@ -850,6 +856,8 @@ pub struct Control {
     /// follows rules' lives (install times, timeouts, removal notices).
     pub deltas: Vec<Delta>,
     pub keep_deltas: bool,
+    /// Frozen states in use at the last retirement ([`Control::retire_frozen`]).
+    frozen_in_use: usize,
     /// Shared copies of installed megaflows' traversals.
     interner: Interner,
 }
@@ -864,6 +872,7 @@ impl Control {
             keep_moved: false,
             deltas: Vec::new(),
             keep_deltas: false,
+            frozen_in_use: 0,
             interner: Interner::default(),
         }
     }
@@ -891,7 +900,33 @@ impl Control {
         let start = Instant::now();
         let moved = self.keep_moved.then_some(&mut self.moved);
         let n = self.engine.housekeep(&self.pipeline, moved);
+        self.retire_frozen();
         (n, start.elapsed())
+    }
+
+    /// Retires the frozen states no cached megaflow uses (resumes from or
+    /// recirculates to), once the table holds twice as many as were in use
+    /// at the last retirement, plus 1024: each walk of the cache is paid
+    /// for by as many new states as the cache uses, and the table stays
+    /// within twice what is in use. A retired id is not given again until
+    /// the ids wrap (4G states later), and a packet still carrying one is
+    /// dropped without a megaflow. Returns how many were retired.
+    pub fn retire_frozen(&mut self) -> usize {
+        let held = self.pipeline.recircs().len();
+        if held < 2 * self.frozen_in_use + 1024 {
+            return 0;
+        }
+        let mut used = rustc_hash::FxHashSet::default();
+        for uk in self.engine.entries().iter().filter(|uk| !uk.is_dead()) {
+            used.insert(uk.rep.get(kairo_flow::Field::RecircId) as u32);
+            used.extend(uk.actions().iter().filter_map(|a| match a {
+                kairo_xlate::DpAction::Recirc(id) => Some(*id),
+                _ => None,
+            }));
+        }
+        self.pipeline.recircs().retain(|id| used.contains(&id));
+        self.frozen_in_use = self.pipeline.recircs().len();
+        held - self.frozen_in_use
     }
 
     /// Distinct traversals installed megaflows share (a report).

@@ -365,6 +365,8 @@ impl Switch {
                 let mut dp = lock(&self.dp);
                 let expired = dp.sweep(now, &mut slow);
                 drop(dp);
+                // Frozen states no megaflow uses any more (cheap unless due).
+                slow.lock().retire_frozen();
                 // Expired megaflows' counters (filed by the sweep's removals;
                 // the control lock is taken only when there are some).
                 if expired > 0 {

@@ -605,6 +605,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             return self.table(0, Via::Start);
         }
         let Some(st) = self.p.recircs().get(id) else {
+            // No megaflow for it: the id may name another state one day.
+            self.slow = true;
             return self.fail(XlateError::NoRecirculationContext { id });
         };
         // The frozen metadata replaces what the datapath key has there (it
@@ -617,7 +619,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.flow.restore(flow);
         if st.floods() {
             let step = self.trav.steps.len() as u32;
-            self.trav.groups.push(GroupUse { group: crate::recirc::FROZEN_FLOOD, buckets: vec![], depth: 0, step });
+            let flood = GroupUse { group: crate::recirc::FROZEN_FLOOD, buckets: vec![], depth: 0, step, recirc: false };
+            self.trav.groups.push(flood);
         }
         self.l3_hidden = st.l3_hidden;
         self.hashed = st.hashed;
@@ -1053,7 +1056,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let depth = self.depth;
         let Some(g) = self.p.group(gid).cloned() else {
             let step = self.trav.steps.len() as u32;
-            self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step });
+            self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step, recirc: false });
             return;
         };
         let chosen: Vec<usize> = match g.ty {
@@ -1061,6 +1064,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
             GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
             GroupType::Select if self.l3_hidden => {
+                // Recorded: a change of the group's type changes this.
+                let step = self.trav.steps.len() as u32;
+                self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step, recirc: false });
                 return self.fail(XlateError::NeedsRecirculation { action: "select group" });
             }
             GroupType::Select if DpHashPlan::of(&g).is_some() => {
@@ -1073,7 +1079,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 // the same for every key of the megaflow.
                 if !self.hashed {
                     let step = self.trav.steps.len() as u32;
-                    self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step });
+                    self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step, recirc: true });
                     return self.freeze_at(Action::Group(gid), Some((plan.alg, plan.basis)));
                 }
                 // The first live bucket from the hash's slot on, so the
@@ -1112,6 +1118,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             buckets: chosen.iter().map(|&i| g.buckets[i].id).collect(),
             depth,
             step: self.trav.steps.len() as u32,
+            recirc: false,
         });
         let n = chosen.len();
         for (k, i) in chosen.into_iter().enumerate() {

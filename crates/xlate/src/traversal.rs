@@ -52,6 +52,10 @@ pub struct GroupUse {
     pub depth: u32,
     /// How many table visits came before the group ran.
     pub step: u32,
+    /// The group is hashed in the datapath and the packet had no hash yet:
+    /// translation froze there for one, choosing no bucket. What it did
+    /// depends on how the group is hashed, not on its buckets.
+    pub recirc: bool,
 }
 
 /// Everything translation touched: the maintenance dependency record.
