@@ -151,13 +151,14 @@ impl OfReport {
         match &self.ovs {
             Ok(o) => s.push_str(&format!(
                 "\nThe same stream to {} (private, userspace, dummy datapath; {} packets of the traffic sent,\n\
-                 {} megaflows cached; {} rules after the stream): round trip median {:.1} us, p99 {:.1} us over\n\
+                 {} megaflows cached, kairo {} for the same packets; {} rules after the stream): round trip median {:.1} us, p99 {:.1} us over\n\
                  {} updates. Its barrier reply does not wait for its revalidators: for the {} updates that\n\
                  re-route a cached packet, that packet left by its old port for a median {:.1} ms, p99 {:.1} ms\n\
                  after the flow-mod ({} still stale at {} s; probe resolution {:.1} ms).\n",
                 o.version,
                 o.packets,
                 o.megaflows,
+                o.kairo_megaflows,
                 o.rules,
                 o.rtt_median_us,
                 o.rtt_p99_us,

@@ -29,7 +29,7 @@ use kairo_maintain::flowmod::{apply, FlowMod};
 use kairo_ofp::{Message, Version};
 use kairo_switch::openflow::client::Client;
 use kairo_switch::openflow::Target;
-use kairo_xlate::{translate, Pipeline};
+use kairo_xlate::Pipeline;
 
 use crate::ovs::PrivateOvs;
 use crate::quantile;
@@ -47,6 +47,9 @@ pub struct OvsRow {
     /// megaflows it then held.
     pub packets: usize,
     pub megaflows: usize,
+    /// The megaflows kairo's datapath holds for the same packets (every
+    /// pass of each, from an empty cache without a flow limit).
+    pub kairo_megaflows: usize,
     pub rules: usize,
     pub updates: usize,
     pub rtt_median_us: f64,
@@ -61,41 +64,59 @@ pub struct OvsRow {
     pub probe_median_ms: f64,
 }
 
+/// The megaflows kairo's datapath makes for `keys` sent as frames (parsed
+/// back, as Open vSwitch gets them), every pass of each, from an empty
+/// cache without a flow limit.
+fn kairo_megaflows(p: &Pipeline, keys: &[FlowKey]) -> usize {
+    let cfg = kairo_datapath::DpConfig { flow_limit: usize::MAX, emc_insert_inv_prob: 0, ..Default::default() };
+    let mut dp = kairo_datapath::Datapath::new(cfg);
+    let mut slow = kairo_maintain::shared::Translate(p);
+    for k in keys {
+        let frame = kairo_wire::emit::frame(k, &[0; 16]);
+        let key = kairo_wire::parse(&frame, k.get(Field::InPort) as u32).0;
+        dp.process_key_passes(&key, frame.len() as u64, 0, &mut slow);
+    }
+    dp.n_flows()
+}
+
 /// A key's packet as `netdev-dummy/receive` takes it: the frame in hex.
 fn packet_hex(k: &FlowKey) -> String {
     kairo_wire::emit::frame(k, &[0; 16]).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The ports a key's translation sends it to.
+/// Where a key's packet leaves, over every pass it takes (recirculations
+/// followed): each port and the packet sent there.
+fn forwarding(p: &Pipeline, k: &FlowKey) -> Vec<kairo_xlate::odp::Emitted> {
+    kairo_xlate::recirc::follow(p, k)
+        .iter()
+        .flat_map(|pass| kairo_xlate::odp::apply(&pass.result.actions, &pass.key))
+        .filter(|(port, _)| *port != kairo_xlate::odp::RECIRC_PORT)
+        .collect()
+}
+
+/// The ports a key's packet leaves by (every pass).
 fn out_ports(p: &Pipeline, k: &FlowKey) -> Vec<u32> {
-    let mut v: Vec<u32> = kairo_odp_ports(&translate(p, k).actions);
+    let mut v: Vec<u32> = forwarding(p, k).into_iter().map(|(port, _)| port).filter(|&p| p != u32::MAX).collect();
     v.sort_unstable();
     v.dedup();
     v
 }
 
-fn kairo_odp_ports(actions: &[kairo_xlate::DpAction]) -> Vec<u32> {
-    actions.iter().filter_map(|a| if let kairo_xlate::DpAction::Output(p) = a { Some(*p) } else { None }).collect()
-}
-
-/// Every port a key's translation can send it to: its outputs, and where
-/// it goes through a select group of several buckets (which Open vSwitch
-/// hashes in the datapath, choosing other buckets than kairo), the outputs
-/// of each bucket in turn. `None` for paths through two such groups, and
-/// where a bucket sends the packet nowhere.
+/// Every port a key's packet can leave by: its outputs, and where it goes
+/// through a select group of several buckets (Open vSwitch hashes its
+/// packets with its own hash, so it may choose other buckets than kairo),
+/// the outputs of each bucket in turn. `None` for paths through two such
+/// groups, and where a bucket sends the packet nowhere.
 fn possible_ports(p: &Pipeline, k: &FlowKey) -> Option<Vec<u32>> {
-    let r = translate(p, k);
-    let hashed: Vec<u32> = r
-        .traversal
-        .groups
+    let mut hashed: Vec<u32> = kairo_xlate::recirc::follow(p, k)
         .iter()
-        .filter(|g| {
-            p.group(g.group).is_some_and(|gr| gr.ty == kairo_ofproto::GroupType::Select && gr.buckets.len() > 1)
-        })
-        .map(|g| g.group)
+        .flat_map(|pass| pass.result.traversal.groups.iter().map(|g| g.group).collect::<Vec<_>>())
+        .filter(|&g| p.group(g).is_some_and(|gr| gr.ty == kairo_ofproto::GroupType::Select && gr.buckets.len() > 1))
         .collect();
+    hashed.sort_unstable();
+    hashed.dedup();
     let mut ports = match hashed.as_slice() {
-        [] => kairo_odp_ports(&r.actions),
+        [] => out_ports(p, k),
         [g] => {
             let group = p.group(*g)?;
             let mut all = Vec::new();
@@ -106,7 +127,7 @@ fn possible_ports(p: &Pipeline, k: &FlowKey) -> Option<Vec<u32>> {
                 q.set_group(one).ok()?;
                 // A bucket that sends the packet nowhere (back to its own
                 // port, say) would hide the new path from the probe.
-                let ports = kairo_odp_ports(&translate(&q, k).actions);
+                let ports = out_ports(&q, k);
                 if ports.is_empty() {
                     return None;
                 }
@@ -129,7 +150,7 @@ fn probes_for(before: &Pipeline, fm: &FlowMod, keys: &[FlowKey]) -> Vec<(FlowKey
         return Vec::new();
     }
     keys.iter()
-        .filter(|k| translate(before, k).actions != translate(&after, k).actions)
+        .filter(|k| forwarding(before, k) != forwarding(&after, k))
         .filter_map(|k| Some((*k, possible_ports(&after, k).filter(|n| !n.is_empty())?)))
         .take(8)
         .collect()
@@ -216,6 +237,7 @@ pub fn run(
     // backlog would move the counters the probes read).
     ovs.drained(keys.len() as u64, Duration::from_secs(60))?;
     let megaflows = ovs.megaflows();
+    let kairo_megaflows = kairo_megaflows(p, keys);
     let mut client = Client::connect(&Target::ActiveUnix(mgmt), v).map_err(|e| format!("Open vSwitch: {e}"))?;
     let pb = crate::progress_bar(progress, msgs.len() as u64, format!("{} updates to Open vSwitch", msgs.len()));
     let probe_keys: Vec<FlowKey> = keys.to_vec();
@@ -274,6 +296,7 @@ pub fn run(
         version: crate::ovs::version().unwrap_or_default(),
         packets: keys.len(),
         megaflows,
+        kairo_megaflows,
         rules,
         updates: rtts.len(),
         rtt_median_us: q(&mut rtts.clone(), 0.5),

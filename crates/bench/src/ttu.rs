@@ -308,8 +308,27 @@ impl Workload {
 }
 
 /// Builds a workload with traffic for at least `max_entries` megaflows.
+/// OF-DPA's megaflows share routes (its select groups are hashed in the
+/// datapath, as Open vSwitch does): about five per route the traffic
+/// reaches, so its routing table grows with the cache (a route per three
+/// megaflows, 4,000 at least) and its traffic draws up to five keys per
+/// megaflow.
 pub fn workload(kind: PipelineKind, max_entries: usize, updates_n: usize, seed: u64) -> Result<Workload, String> {
-    workload_with_keys(kind, max_entries + max_entries / 4 + 1000, updates_n, seed)
+    let n_keys = max_entries + max_entries / 4 + 1000;
+    match kind {
+        PipelineKind::Ofdpa => ofdpa_workload(n_keys * 4, (max_entries / 3).max(4000), updates_n, seed),
+        kind => workload_with_keys(kind, n_keys, updates_n, seed),
+    }
+}
+
+fn ofdpa_workload(n_keys: usize, routes: usize, updates_n: usize, seed: u64) -> Result<Workload, String> {
+    let cb = kairo_workload::classbench::builtin_seed("of2")?;
+    let cfg = kairo_workload::ofdpa::OfdpaConfig { routes, ..kairo_workload::ofdpa::OfdpaConfig::default() };
+    let w = kairo_workload::ofdpa::generate(&cb, &cfg, seed);
+    let ups = w.updates(&cb, updates_n, seed);
+    let (flows, groups) = (w.flows.clone(), w.groups.clone());
+    let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
+    Ok(Workload { name: "ofdpa", flows, groups, traffic, n_keys, updates: ups })
 }
 
 /// A workload with `n_keys` traffic keys (Antrea draws up to eight times as many:
@@ -328,12 +347,7 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
             })
         }
         PipelineKind::Ofdpa => {
-            let cb = kairo_workload::classbench::builtin_seed("of2")?;
-            let w = kairo_workload::ofdpa::generate(&cb, &kairo_workload::ofdpa::OfdpaConfig::default(), seed);
-            let ups = w.updates(&cb, updates_n, seed);
-            let (flows, groups) = (w.flows.clone(), w.groups.clone());
-            let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
-            Ok(Workload { name: "ofdpa", flows, groups, traffic, n_keys, updates: ups })
+            ofdpa_workload(n_keys, kairo_workload::ofdpa::OfdpaConfig::default().routes, updates_n, seed)
         }
         PipelineKind::Antrea => {
             let cb = kairo_workload::classbench::builtin_seed("acl1")?;

@@ -88,6 +88,18 @@ fn or_prefix(wc: &mut FlowMask, f: Field, n: u32) {
     }
 }
 
+/// How many of the first `n` bits of trie field `f` are not yet in `wc`
+/// (what un-wildcarding them would add to a megaflow).
+#[inline]
+fn prefix_cost(wc: &FlowMask, f: Field, n: u32) -> u32 {
+    let (want, have) = if f.wide().is_some() {
+        (prefix_mask128(n), wc.get_wide(f))
+    } else {
+        (u128::from(prefix_mask(n, f.bits())), u128::from(wc.get(f)))
+    };
+    (want & !have).count_ones()
+}
+
 /// The eth_type under which trie field `f` is meaningful.
 #[inline]
 fn trie_eth_type(f: Field) -> u64 {
@@ -433,6 +445,11 @@ impl<R> Classifier<R> {
             let n_idx = st.stage_index.len();
             for (i, (stage, range)) in st.stages.iter().enumerate() {
                 if *stage == Stage::L3 {
+                    // Every trie that shows no rule of this subtable's prefix
+                    // length can match skips it; the one whose address bits
+                    // the megaflow mostly has already is taken (Open vSwitch
+                    // takes the first in a fixed order, destination first).
+                    let mut skip: Option<(u32, Field, u32)> = None;
                     for (t, f) in TRIE_FIELDS.iter().enumerate() {
                         let Some(plen) = st.trie_plen[t] else {
                             continue;
@@ -444,13 +461,20 @@ impl<R> Classifier<R> {
                         }
                         let res = *tries[t].get_or_insert_with(|| self.tries[t].lookup(trie_value(*f, key)));
                         if !res.has_plen(plen) {
-                            // No rule of this prefix length matches: skip the subtable,
-                            // un-wildcarding the earlier stages and the address bits used.
-                            wc.or_words(&st.mask, 0..range.start);
-                            or_prefix(wc, *f, res.bits_needed(plen));
-                            stats.trie_skips += 1;
-                            continue 'subtables;
+                            let bits = res.bits_needed(plen);
+                            let cost = prefix_cost(wc, *f, bits);
+                            if skip.is_none_or(|(c, _, _)| cost < c) {
+                                skip = Some((cost, *f, bits));
+                            }
                         }
+                    }
+                    if let Some((_, f, bits)) = skip {
+                        // No rule of this prefix length matches: skip the subtable,
+                        // un-wildcarding the earlier stages and the address bits used.
+                        wc.or_words(&st.mask, 0..range.start);
+                        or_prefix(wc, f, bits);
+                        stats.trie_skips += 1;
+                        continue 'subtables;
                     }
                 }
                 if i < n_idx {
