@@ -238,17 +238,26 @@ pub fn run(
     ovs.drained(keys.len() as u64, Duration::from_secs(60))?;
     let megaflows = ovs.megaflows();
     let kairo_megaflows = kairo_megaflows(p, keys);
+    // Each update's candidate probes, chosen before the connection opens (a
+    // connection quiet for a minute is closed: choosing over every packet
+    // and pass can take that long). The pipeline each is chosen on had
+    // every earlier update (an update Open vSwitch accepted applies here
+    // too: kairo's switch accepted the same stream).
+    let mut pipeline = p.clone();
+    let mut candidates = Vec::with_capacity(mods.len());
+    for fm in mods {
+        candidates.push(probes_for(&pipeline, fm, keys));
+        let _ = apply(&mut pipeline, fm);
+    }
     let mut client = Client::connect(&Target::ActiveUnix(mgmt), v).map_err(|e| format!("Open vSwitch: {e}"))?;
     let pb = crate::progress_bar(progress, msgs.len() as u64, format!("{} updates to Open vSwitch", msgs.len()));
-    let probe_keys: Vec<FlowKey> = keys.to_vec();
-    let mut pipeline = p.clone();
     let (mut rtts, mut stale, mut probes) = (Vec::new(), Vec::new(), Vec::new());
     let mut timed_out = 0;
     for (i, m) in msgs.iter().enumerate() {
         // The probe, and where Open vSwitch sends it before the update
         // (observed): a probe whose new ports it already reaches tells nothing.
         let mut probe = None;
-        for (k, new) in probes_for(&pipeline, &mods[i], &probe_keys) {
+        for (k, new) in std::mem::take(&mut candidates[i]) {
             let old = egress(&ovs, &target, &format!("p{}", k.get(Field::InPort)), &packet_hex(&k))?;
             if !old.is_empty() && !old.iter().any(|p| new.contains(p)) {
                 probe = Some((k, new));
@@ -257,7 +266,9 @@ pub fn run(
         }
         let base = tx_all(&ovs, &target);
         let t0 = Instant::now();
-        client.call(m).map_err(|e| format!("Open vSwitch, update {i} ({}): {e}", wl.updates[i].0))?;
+        client
+            .call(m)
+            .map_err(|e| format!("Open vSwitch, update {i} ({}): {e}{}", wl.updates[i].0, ovs.last_complaint()))?;
         rtts.push(t0.elapsed().as_secs_f64() * 1e6);
         if let Some((k, new)) = probe {
             let (name, hex) = (format!("p{}", k.get(Field::InPort)), packet_hex(&k));
@@ -280,9 +291,6 @@ pub fn run(
                 }
             }
         }
-        // The pipeline the next probe is chosen on (an update OVS accepted
-        // applies here too: kairo's switch accepted the same stream).
-        let _ = apply(&mut pipeline, &mods[i]);
         pb.inc(1);
     }
     pb.finish_and_clear();

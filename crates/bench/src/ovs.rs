@@ -76,6 +76,11 @@ impl PrivateOvs {
             .map_err(|e| format!("ovs-vswitchd: {e}"))?;
         ovs.children.push(child);
         wait_for(&ovs.dir.join("ovs-vswitchd.ctl"), "ovs-vswitchd")?;
+        // Megaflows stay until the run ends (Open vSwitch's default max-idle
+        // of 10 s would expire the first packets' before a large fill is
+        // done, and its cache would look smaller than it is), as kairo's
+        // caches in the same run.
+        ovs.vsctl(&["--no-wait", "set", "Open_vSwitch", ".", "other_config:max-idle=3600000"])?;
         Ok(ovs)
     }
 
@@ -198,6 +203,19 @@ impl PrivateOvs {
                 after.split(')').next()?.trim().parse().ok()
             })
             .unwrap_or(0)
+    }
+}
+
+impl PrivateOvs {
+    /// The last emergency or error line of ovs-vswitchd's log, as
+    /// "; ovs-vswitchd: LINE" (empty if none): why it stopped answering.
+    pub fn last_complaint(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("ovs-vswitchd.log")).unwrap_or_default();
+        log.lines()
+            .rev()
+            .find(|l| l.contains("|EMER|") || l.contains("|ERR|"))
+            .map(|l| format!("; ovs-vswitchd: {l}"))
+            .unwrap_or_default()
     }
 }
 

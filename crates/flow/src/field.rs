@@ -222,6 +222,26 @@ fields! {
     Icmpv6Code => "icmpv6_code" ["NXM_NX_ICMPV6_CODE", "OXM_OF_ICMPV6_CODE"] 8 Dec L4 Icmpv6 Some(Field::TpDst), true;
 }
 
+/// The registers, reg0..reg15.
+pub const REGS: [Field; 16] = [
+    Field::Reg0,
+    Field::Reg1,
+    Field::Reg2,
+    Field::Reg3,
+    Field::Reg4,
+    Field::Reg5,
+    Field::Reg6,
+    Field::Reg7,
+    Field::Reg8,
+    Field::Reg9,
+    Field::Reg10,
+    Field::Reg11,
+    Field::Reg12,
+    Field::Reg13,
+    Field::Reg14,
+    Field::Reg15,
+];
+
 /// Where a field lives: word index, bit shift within the word, and width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Place {
@@ -364,24 +384,6 @@ impl Field {
     }
     /// Registers reg0..reg15 by index.
     pub fn reg(i: usize) -> Option<Field> {
-        const REGS: [Field; 16] = [
-            Field::Reg0,
-            Field::Reg1,
-            Field::Reg2,
-            Field::Reg3,
-            Field::Reg4,
-            Field::Reg5,
-            Field::Reg6,
-            Field::Reg7,
-            Field::Reg8,
-            Field::Reg9,
-            Field::Reg10,
-            Field::Reg11,
-            Field::Reg12,
-            Field::Reg13,
-            Field::Reg14,
-            Field::Reg15,
-        ];
         REGS.get(i).copied()
     }
     /// Is this field pipeline state only (registers, metadata), zero whenever a

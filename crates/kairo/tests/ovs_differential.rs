@@ -83,14 +83,11 @@ fn skip(test: &str) -> bool {
     true
 }
 
-#[test]
-fn datapath_actions_match_open_vswitch() {
-    if skip("datapath_actions_match_open_vswitch") {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("kairo-diff-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = GenConfig {
+/// The random pipelines both differential tests load into Open vSwitch:
+/// unique priorities (equal-priority overlaps are unspecified there), no
+/// table-miss continues (an OpenFlow table miss drops there).
+fn diff_config() -> GenConfig {
+    GenConfig {
         n_tables: 4,
         rules_per_table: 4..12,
         resubmit: true,
@@ -98,7 +95,17 @@ fn datapath_actions_match_open_vswitch() {
         miss_continue: false,
         unique_priorities: true,
         n_ports: 4,
-    };
+    }
+}
+
+#[test]
+fn datapath_actions_match_open_vswitch() {
+    if skip("datapath_actions_match_open_vswitch") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kairo-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cfg = diff_config();
     let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let (mut total, mut skipped, mut mpls) = (0usize, 0usize, 0usize);
     let (mut ovs_mf_total, mut kairo_mf_total) = (0usize, 0usize);
@@ -240,15 +247,7 @@ fn recirculated_passes_match_open_vswitch() {
     // kairo's second pass, given that dp_hash, must do what Open vSwitch's did.
     let dir = std::env::temp_dir().join(format!("kairo-diff-recirc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = GenConfig {
-        n_tables: 4,
-        rules_per_table: 4..12,
-        resubmit: true,
-        multi_bucket_select: true,
-        miss_continue: false,
-        unique_priorities: true,
-        n_ports: 4,
-    };
+    let cfg = diff_config();
     let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let (mut compared, mut pipelines_with, mut ovs_aborted) = (0usize, 0usize, 0usize);
     // Random pipelines use select groups now and then: look through up to

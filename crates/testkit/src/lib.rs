@@ -17,8 +17,8 @@ pub struct GenConfig {
     pub rules_per_table: std::ops::Range<usize>,
     /// Allow resubmit (which can loop; translation then stops at the depth limit).
     pub resubmit: bool,
-    /// Allow select groups (Open vSwitch hashes them in the datapath with
-    /// dp_hash, which no other implementation can reproduce bucket for bucket).
+    /// Allow select groups (hashed in the datapath by kairo and Open vSwitch
+    /// alike: the bucket follows from dp_hash, which each computes its own way).
     pub multi_bucket_select: bool,
     /// Table-miss `continue` directives.
     pub miss_continue: bool,

@@ -18,7 +18,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use kairo_flow::field::Field;
+use kairo_flow::field::{Field, REGS};
 use kairo_odp::HashAlg;
 use kairo_ofproto::{Action, Group, GroupType, Selection};
 use rustc_hash::FxHashMap;
@@ -48,30 +48,20 @@ pub enum Op {
 /// The metadata a frozen state keeps: what translation reads that the
 /// datapath does not carry into the next pass (Open vSwitch's
 /// `frozen_metadata`, plus pkt_mark, which kairo's datapath does not carry).
-pub const FROZEN_FIELDS: [Field; 22] = [
-    Field::InPort,
-    Field::Metadata,
-    Field::Reg0,
-    Field::Reg1,
-    Field::Reg2,
-    Field::Reg3,
-    Field::Reg4,
-    Field::Reg5,
-    Field::Reg6,
-    Field::Reg7,
-    Field::Reg8,
-    Field::Reg9,
-    Field::Reg10,
-    Field::Reg11,
-    Field::Reg12,
-    Field::Reg13,
-    Field::Reg14,
-    Field::Reg15,
-    Field::PktMark,
-    Field::TunId,
-    Field::TunSrc,
-    Field::TunDst,
-];
+pub const FROZEN_FIELDS: [Field; 22] = {
+    let mut out = [Field::InPort; 22];
+    out[1] = Field::Metadata;
+    let mut i = 0;
+    while i < REGS.len() {
+        out[2 + i] = REGS[i];
+        i += 1;
+    }
+    out[18] = Field::PktMark;
+    out[19] = Field::TunId;
+    out[20] = Field::TunSrc;
+    out[21] = Field::TunDst;
+    out
+};
 
 /// The group id (none of OpenFlow's: they end at 0xffffff00) a
 /// recirculated pass records a use of when its frozen state FLOODs (in what
