@@ -618,9 +618,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         self.flow.restore(flow);
         if st.floods() {
-            let step = self.trav.steps.len() as u32;
-            let flood = GroupUse { group: crate::recirc::FROZEN_FLOOD, buckets: vec![], depth: 0, step, recirc: false };
-            self.trav.groups.push(flood);
+            self.used_group(crate::recirc::FROZEN_FLOOD, vec![], false);
         }
         self.l3_hidden = st.l3_hidden;
         self.hashed = st.hashed;
@@ -1046,6 +1044,14 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         h
     }
 
+    /// Records a use of group `gid` at the current depth, after the
+    /// lookups made so far: the buckets that ran, or that it froze for
+    /// the datapath's hash (`recirc`).
+    fn used_group(&mut self, gid: u32, buckets: Vec<u32>, recirc: bool) {
+        let (depth, step) = (self.depth, self.trav.steps.len() as u32);
+        self.trav.groups.push(GroupUse { group: gid, buckets, depth, step, recirc });
+    }
+
     fn group(&mut self, gid: u32) {
         if self.depth >= MAX_DEPTH {
             return self.fail(XlateError::TooDeep { table: self.trav.steps.last().map_or(0, |s| s.table) });
@@ -1055,22 +1061,20 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         let depth = self.depth;
         let Some(g) = self.p.group(gid).cloned() else {
-            let step = self.trav.steps.len() as u32;
-            self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step, recirc: false });
-            return;
+            return self.used_group(gid, vec![], false);
         };
+        let dp_hash = if g.ty == GroupType::Select { DpHashPlan::of(&g) } else { None };
         let chosen: Vec<usize> = match g.ty {
             GroupType::All => (0..g.buckets.len()).collect(),
             GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
             GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
             GroupType::Select if self.l3_hidden => {
                 // Recorded: a change of the group's type changes this.
-                let step = self.trav.steps.len() as u32;
-                self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step, recirc: false });
+                self.used_group(gid, vec![], false);
                 return self.fail(XlateError::NeedsRecirculation { action: "select group" });
             }
-            GroupType::Select if DpHashPlan::of(&g).is_some() => {
-                let Some(plan) = DpHashPlan::of(&g) else { return };
+            GroupType::Select if dp_hash.is_some() => {
+                let Some(plan) = dp_hash else { return };
                 // Hashed in the datapath: a packet not hashed yet (every
                 // first pass; a later one as its frozen state says) goes
                 // back to the datapath for its hash, and this group runs
@@ -1078,8 +1082,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 // dp_hash is 0 without matching it; the frozen state says
                 // the same for every key of the megaflow.
                 if !self.hashed {
-                    let step = self.trav.steps.len() as u32;
-                    self.trav.groups.push(GroupUse { group: gid, buckets: vec![], depth, step, recirc: true });
+                    self.used_group(gid, vec![], true);
                     return self.freeze_at(Action::Group(gid), Some((plan.alg, plan.basis)));
                 }
                 // The first live bucket from the hash's slot on, so the
@@ -1113,13 +1116,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
         };
-        self.trav.groups.push(GroupUse {
-            group: gid,
-            buckets: chosen.iter().map(|&i| g.buckets[i].id).collect(),
-            depth,
-            step: self.trav.steps.len() as u32,
-            recirc: false,
-        });
+        self.used_group(gid, chosen.iter().map(|&i| g.buckets[i].id).collect(), false);
         let n = chosen.len();
         for (k, i) in chosen.into_iter().enumerate() {
             // Each bucket works on its own copy of the flow (clone semantics),
