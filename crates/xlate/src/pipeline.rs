@@ -58,6 +58,10 @@ pub struct Pipeline {
     by_id: FxHashMap<RuleId, Arc<Rule>>,
     /// The frozen states translations made (shared by every copy).
     recircs: Arc<crate::recirc::Recircs>,
+    /// How each select group hashed in the datapath spreads hash values
+    /// over its buckets, made when the group is put in (translation reads
+    /// it on every use of the group). Kept by [`Pipeline::put_group`].
+    dp_hash: FxHashMap<u32, Arc<crate::recirc::DpHashPlan>>,
 }
 
 fn groups_named(actions: &[Action]) -> impl Iterator<Item = u32> + '_ {
@@ -77,7 +81,7 @@ impl Pipeline {
     pub fn from_parts(flows: FlowFile, groups: Vec<Group>) -> Result<Pipeline, PipelineError> {
         let mut p = Pipeline::new();
         for g in groups {
-            p.groups.insert(g.id, Arc::new(g));
+            p.put_group(g.id, Some(Arc::new(g)));
         }
         let ids: Vec<u32> = p.groups.keys().copied().collect();
         p.check_groups(&ids)?;
@@ -321,10 +325,27 @@ impl Pipeline {
 
     /// Puts a group back as it was (undoing a change; no checks).
     pub fn restore_group(&mut self, id: u32, g: Option<Arc<Group>>) {
+        self.put_group(id, g);
+    }
+
+    /// Puts group `id` in (or takes it out, given `None`), with its dp_hash
+    /// plan; returns the group it replaced. Every change of the groups
+    /// goes through here.
+    fn put_group(&mut self, id: u32, g: Option<Arc<Group>>) -> Option<Arc<Group>> {
+        match g.as_deref().and_then(crate::recirc::DpHashPlan::of) {
+            Some(plan) => self.dp_hash.insert(id, Arc::new(plan)),
+            None => self.dp_hash.remove(&id),
+        };
         match g {
             Some(g) => self.groups.insert(id, g),
             None => self.groups.remove(&id),
-        };
+        }
+    }
+
+    /// How select group `g` is hashed in the datapath, if it is (see
+    /// [`crate::recirc::DpHashPlan::of`]).
+    pub fn dp_hash_plan(&self, g: u32) -> Option<&crate::recirc::DpHashPlan> {
+        self.dp_hash.get(&g).map(|p| &**p)
     }
 
     /// Drops table `t` if it holds no rules and has the default miss
@@ -345,7 +366,7 @@ impl Pipeline {
     /// Adds or replaces a group.
     pub fn set_group(&mut self, g: Group) -> Result<Option<Arc<Group>>, PipelineError> {
         self.check_group(&g)?;
-        Ok(self.groups.insert(g.id, Arc::new(g)))
+        Ok(self.put_group(g.id, Some(Arc::new(g))))
     }
 
     /// Adds or replaces several groups at once, which may name each other
@@ -356,15 +377,12 @@ impl Pipeline {
         let ids: Vec<u32> = gs.iter().map(|g| g.id).collect();
         let mut old = Vec::with_capacity(gs.len());
         for g in gs {
-            old.push((g.id, self.groups.insert(g.id, Arc::new(g))));
+            old.push((g.id, self.put_group(g.id, Some(Arc::new(g)))));
         }
         let checked = self.check_groups(&ids);
         if let Err(e) = checked {
             for (id, was) in old.into_iter().rev() {
-                match was {
-                    Some(g) => self.groups.insert(id, g),
-                    None => self.groups.remove(&id),
-                };
+                self.put_group(id, was);
             }
             return Err(e);
         }
@@ -379,6 +397,7 @@ impl Pipeline {
                 return Err(PipelineError::GroupInUse { group: g, by: format!("a rule in table {t}") });
             }
         }
+        self.dp_hash.clear();
         Ok(std::mem::take(&mut self.groups).into_iter().map(|(id, g)| (id, Some(g))).collect())
     }
 
@@ -394,6 +413,6 @@ impl Pipeline {
                 return Err(PipelineError::GroupInUse { group: id, by: format!("group {}", g.id) });
             }
         }
-        Ok(self.groups.remove(&id))
+        Ok(self.put_group(id, None))
     }
 }

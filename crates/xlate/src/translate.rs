@@ -27,7 +27,7 @@ use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
 use crate::action_set::ActionSet;
 use crate::commit::commit;
 use crate::pipeline::Pipeline;
-use crate::recirc::{DpHashPlan, FrozenState, Op, FROZEN_FIELDS};
+use crate::recirc::{FrozenState, Op, FROZEN_FIELDS};
 use crate::tracked::Tracked;
 use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
 use kairo_odp::{ControllerReason, DpAction, HashAlg};
@@ -1063,7 +1063,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let Some(g) = self.p.group(gid).cloned() else {
             return self.used_group(gid, vec![], false);
         };
-        let dp_hash = if g.ty == GroupType::Select { DpHashPlan::of(&g) } else { None };
+        let p = self.p;
+        let dp_hash = p.dp_hash_plan(gid);
         let chosen: Vec<usize> = match g.ty {
             GroupType::All => (0..g.buckets.len()).collect(),
             GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
