@@ -20,6 +20,20 @@ pub enum Sent {
     Recirc { in_port: u32, recirc_id: u32, dp_hash: u32 },
 }
 
+/// `out`, except that a recirculation goes to `again` (for the datapath to
+/// run through its caches again) instead.
+pub fn recirculating<'a>(
+    again: &'a mut Vec<crate::Recirculated>,
+    out: &'a mut impl FnMut(Sent, &[u8]),
+) -> impl FnMut(Sent, &[u8]) + 'a {
+    move |to, b| match to {
+        Sent::Recirc { in_port, recirc_id, dp_hash } => {
+            again.push(crate::Recirculated { bytes: b.to_vec(), in_port, recirc_id, dp_hash })
+        }
+        to => out(to, b),
+    }
+}
+
 /// A packet for the controller: the port it came in on and the controller
 /// action's parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -426,12 +426,9 @@ impl Datapath {
                     }
                 };
                 let mut again = Vec::new();
-                execute::execute(buf, &mut lays[i], in_port, &actions, &self.meters, &mut |to, b| match to {
-                    execute::Sent::Recirc { in_port, recirc_id, dp_hash } => {
-                        again.push(Recirculated { bytes: b.to_vec(), in_port, recirc_id, dp_hash })
-                    }
-                    to => out(to, b),
-                });
+                let mut send = execute::recirculating(&mut again, &mut *out);
+                execute::execute(buf, &mut lays[i], in_port, &actions, &self.meters, &mut send);
+                drop(send);
                 // Its recirculations before the next packet (as the key path).
                 if !again.is_empty() {
                     self.recirculate(again, now, slow, out);
@@ -462,20 +459,15 @@ impl Datapath {
                 key.set(Field::RecircId, u64::from(p.recirc_id));
                 key.set(Field::DpHash, u64::from(p.dp_hash));
                 let actions = self.process_key(&key, p.bytes.len() as u64, None, now, slow);
-                let meters = &self.meters;
+                let mut send = execute::recirculating(&mut again, &mut *out);
                 execute::execute_hashed(
                     &mut p.bytes,
                     &mut lay,
                     p.in_port,
                     p.dp_hash,
                     &actions,
-                    meters,
-                    &mut |to, b| match to {
-                        execute::Sent::Recirc { in_port, recirc_id, dp_hash } => {
-                            again.push(Recirculated { bytes: b.to_vec(), in_port, recirc_id, dp_hash })
-                        }
-                        to => out(to, b),
-                    },
+                    &self.meters,
+                    &mut send,
                 );
             }
             pkts = again;

@@ -461,15 +461,9 @@ impl Switch {
         for mut p in waiting {
             let (key, mut lay) = kairo_wire::parse(&p.data, p.in_port);
             let r = kairo_xlate::translate_actions(&self.ctl.lock().pipeline, &key, &p.actions);
-            let meters = &self.meters;
-            kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, &r.actions, meters, &mut |to, bytes| {
-                match to {
-                    Sent::Recirc { in_port, recirc_id, dp_hash } => {
-                        again.push(kairo_datapath::Recirculated { bytes: bytes.to_vec(), in_port, recirc_id, dp_hash })
-                    }
-                    to => self.deliver(ports, by_ofport, to, bytes),
-                }
-            });
+            let mut deliver = |to, bytes: &[u8]| self.deliver(ports, by_ofport, to, bytes);
+            let mut send = kairo_datapath::execute::recirculating(&mut again, &mut deliver);
+            kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, &r.actions, &self.meters, &mut send);
         }
         if !again.is_empty() {
             lock(&self.dp).recirculate(again, now, slow, &mut |to, bytes| self.deliver(ports, by_ofport, to, bytes));
