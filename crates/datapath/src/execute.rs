@@ -6,6 +6,7 @@
 //! effect on keys, and tests check the two agree.
 
 use crate::meter::Meters;
+use kairo_conntrack::{Conntrack, CtMeta};
 use kairo_odp::{ControllerReason, DpAction};
 use kairo_wire::rewrite as rw;
 use kairo_wire::Layout;
@@ -17,7 +18,24 @@ use kairo_wire::Layout;
 pub enum Sent {
     Port(u32),
     Controller(ToController),
-    Recirc { in_port: u32, recirc_id: u32, dp_hash: u32 },
+    Recirc { in_port: u32, recirc_id: u32, meta: PacketMeta },
+}
+
+/// What a packet carries through the datapath besides its bytes: the hash
+/// a `hash` action set and the connection a `ct` action found (both looked
+/// up again on recirculation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub dp_hash: u32,
+    pub ct: CtMeta,
+}
+
+/// What executing actions needs besides the packet: the meters, the
+/// connection tracker and the time (milliseconds).
+pub struct Context<'a> {
+    pub meters: &'a Meters,
+    pub ct: &'a mut Conntrack,
+    pub now: u64,
 }
 
 /// `out`, except that a recirculation goes to `again` (for the datapath to
@@ -27,8 +45,8 @@ pub fn recirculating<'a>(
     out: &'a mut impl FnMut(Sent, &[u8]),
 ) -> impl FnMut(Sent, &[u8]) + 'a {
     move |to, b| match to {
-        Sent::Recirc { in_port, recirc_id, dp_hash } => {
-            again.push(crate::Recirculated { bytes: b.to_vec(), in_port, recirc_id, dp_hash })
+        Sent::Recirc { in_port, recirc_id, meta } => {
+            again.push(crate::Recirculated { bytes: b.to_vec(), in_port, recirc_id, meta })
         }
         to => out(to, b),
     }
@@ -45,39 +63,38 @@ pub struct ToController {
     pub cookie: u64,
 }
 
-/// Applies `actions` to `pkt` (which came in on `in_port`), calling
-/// `out(where, bytes)` for each output; a meter that drops the packet ends
-/// the list.
+/// Applies `actions` to `pkt` (which came in on `in_port` carrying
+/// `meta`), calling `out(where, bytes)` for each output; a meter that drops
+/// the packet ends the list.
 pub fn execute(
     pkt: &mut Vec<u8>,
     lay: &mut Layout,
     in_port: u32,
+    mut meta: PacketMeta,
     actions: &[DpAction],
-    meters: &Meters,
-    out: &mut impl FnMut(Sent, &[u8]),
-) {
-    execute_hashed(pkt, lay, in_port, 0, actions, meters, out)
-}
-
-/// [`execute`] for a packet whose `dp_hash` is `dp_hash` (a recirculated
-/// one: a recirculation hands on the hash its packet has then).
-pub fn execute_hashed(
-    pkt: &mut Vec<u8>,
-    lay: &mut Layout,
-    in_port: u32,
-    mut dp_hash: u32,
-    actions: &[DpAction],
-    meters: &Meters,
+    cx: &mut Context<'_>,
     out: &mut impl FnMut(Sent, &[u8]),
 ) {
     for a in actions {
         match a {
             DpAction::Hash { alg, basis } => {
-                dp_hash = kairo_odp::dp_hash(*alg, *basis, &kairo_wire::parse(pkt, in_port).0);
+                meta.dp_hash = kairo_odp::dp_hash(*alg, *basis, &kairo_wire::parse(pkt, in_port).0);
             }
-            DpAction::Recirc(id) => out(Sent::Recirc { in_port, recirc_id: *id, dp_hash }, pkt),
+            DpAction::Recirc(id) => out(Sent::Recirc { in_port, recirc_id: *id, meta }, pkt),
+            DpAction::Ct(ct) => {
+                let req = kairo_conntrack::Request {
+                    zone: ct.zone,
+                    commit: ct.commit,
+                    force: ct.force,
+                    mark: ct.mark,
+                    label: ct.label,
+                    nat: ct.nat.as_ref(),
+                };
+                cx.ct.execute(pkt, in_port, &mut meta.ct, &req, cx.now);
+            }
+            DpAction::CtClear => meta.ct = CtMeta::default(),
             DpAction::Meter(m) => {
-                if !meters.admit(*m, pkt.len(), std::time::Instant::now()) {
+                if !cx.meters.admit(*m, pkt.len(), std::time::Instant::now()) {
                     return;
                 }
             }

@@ -113,7 +113,7 @@ pub struct Recirculated {
     pub bytes: Vec<u8>,
     pub in_port: u32,
     pub recirc_id: u32,
-    pub dp_hash: u32,
+    pub meta: execute::PacketMeta,
 }
 
 /// What the slow path answers for a key.
@@ -160,6 +160,8 @@ pub struct Datapath {
     interner: intern::Interner,
     /// The OpenFlow meters packets run through (shared with the control path).
     pub meters: Arc<meter::Meters>,
+    /// The connection tracker `ct` actions use.
+    pub ct: kairo_conntrack::Conntrack,
 }
 
 impl Datapath {
@@ -175,6 +177,7 @@ impl Datapath {
             last_hit: None,
             interner: intern::Interner::default(),
             meters: Arc::default(),
+            ct: kairo_conntrack::Conntrack::new(),
             cfg,
         }
     }
@@ -427,7 +430,9 @@ impl Datapath {
                 };
                 let mut again = Vec::new();
                 let mut send = execute::recirculating(&mut again, &mut *out);
-                execute::execute(buf, &mut lays[i], in_port, &actions, &self.meters, &mut send);
+                let mut cx = execute::Context { meters: &self.meters, ct: &mut self.ct, now };
+                let meta = execute::PacketMeta::default();
+                execute::execute(buf, &mut lays[i], in_port, meta, &actions, &mut cx, &mut send);
                 drop(send);
                 // Its recirculations before the next packet (as the key path).
                 if !again.is_empty() {
@@ -457,18 +462,12 @@ impl Datapath {
                 self.stats.recirculated += 1;
                 let (mut key, mut lay) = kairo_wire::parse(&p.bytes, p.in_port);
                 key.set(Field::RecircId, u64::from(p.recirc_id));
-                key.set(Field::DpHash, u64::from(p.dp_hash));
+                key.set(Field::DpHash, u64::from(p.meta.dp_hash));
+                p.meta.ct.write_key(&mut key);
                 let actions = self.process_key(&key, p.bytes.len() as u64, None, now, slow);
                 let mut send = execute::recirculating(&mut again, &mut *out);
-                execute::execute_hashed(
-                    &mut p.bytes,
-                    &mut lay,
-                    p.in_port,
-                    p.dp_hash,
-                    &actions,
-                    &self.meters,
-                    &mut send,
-                );
+                let mut cx = execute::Context { meters: &self.meters, ct: &mut self.ct, now };
+                execute::execute(&mut p.bytes, &mut lay, p.in_port, p.meta, &actions, &mut cx, &mut send);
             }
             pkts = again;
         }

@@ -35,8 +35,9 @@ pub enum Fmt {
     TcpFlags,
     /// `ct_state`: hex or `+trk+est` flag notation.
     CtState,
-    /// The high 64 bits of a 128-bit IPv6 address; its low half is the next
-    /// field ([`Fmt::Ipv6Lo`]). Written, read and printed as one address.
+    /// The high 64 bits of a 128-bit field (an IPv6 address; `ct_label`,
+    /// which is written in hex); its low half is the next field
+    /// ([`Fmt::Ipv6Lo`]). Written, read and printed as one value.
     Ipv6Hi,
     /// The low 64 bits of an IPv6 address: never named on its own.
     Ipv6Lo,
@@ -72,6 +73,9 @@ pub enum Prereq {
     NdAdvert,
     /// eth_type = 0x8847 or 0x8848 (MPLS unicast or multicast)
     Mpls,
+    /// A packet of a valid connection (Open vSwitch's "CT"): a match must
+    /// say one of ct_state's new, est, rel, rpl, snat, dnat, or +trk-inv.
+    Ct,
 }
 
 /// Ethertypes and protocol numbers used by prerequisites.
@@ -165,9 +169,24 @@ fields! {
     // The hash a datapath `hash` action computed (0: none yet); a
     // recirculated pass matches its low bits to pick a select group's bucket.
     DpHash => "dp_hash" ["NXM_NX_DP_HASH"] 32 Hex Meta None None, false;
+    // Conntrack: the state, zone, mark and label (128 bits, in hex) of the
+    // packet's connection and its original direction's tuple, as the
+    // datapath's `ct` action fills them in (ordered to pack into words).
+    // ct_mark and ct_label are written only inside `ct(exec(...))`.
     CtState => "ct_state" ["NXM_NX_CT_STATE"] 32 CtState Meta None None, false;
     CtZone => "ct_zone" ["NXM_NX_CT_ZONE"] 16 Dec Meta None None, false;
+    CtNwProto => "ct_nw_proto" ["NXM_NX_CT_NW_PROTO"] 8 Dec Meta Ct None, false;
     CtMark => "ct_mark" ["NXM_NX_CT_MARK"] 32 Hex Meta None None, true;
+    CtTpSrc => "ct_tp_src" ["NXM_NX_CT_TP_SRC"] 16 Dec Meta Ct None, false;
+    CtTpDst => "ct_tp_dst" ["NXM_NX_CT_TP_DST"] 16 Dec Meta Ct None, false;
+    CtNwSrc => "ct_nw_src" ["NXM_NX_CT_NW_SRC"] 32 Ipv4 Meta Ct None, false;
+    CtNwDst => "ct_nw_dst" ["NXM_NX_CT_NW_DST"] 32 Ipv4 Meta Ct None, false;
+    CtLabelHi => "ct_label" ["NXM_NX_CT_LABEL"] 64 Ipv6Hi Meta None None, true;
+    CtLabelLo => "ct_label[lo]" [] 64 Ipv6Lo Meta None None, true;
+    CtIpv6SrcHi => "ct_ipv6_src" ["NXM_NX_CT_IPV6_SRC"] 64 Ipv6Hi Meta Ct None, false;
+    CtIpv6SrcLo => "ct_ipv6_src[lo]" [] 64 Ipv6Lo Meta Ct None, false;
+    CtIpv6DstHi => "ct_ipv6_dst" ["NXM_NX_CT_IPV6_DST"] 64 Ipv6Hi Meta Ct None, false;
+    CtIpv6DstLo => "ct_ipv6_dst[lo]" [] 64 Ipv6Lo Meta Ct None, false;
     TunId => "tun_id" ["tunnel_id", "NXM_NX_TUN_ID", "OXM_OF_TUNNEL_ID"] 64 Hex Meta None None, true;
     TunSrc => "tun_src" ["NXM_NX_TUN_IPV4_SRC"] 32 Ipv4 Meta None None, true;
     TunDst => "tun_dst" ["NXM_NX_TUN_IPV4_DST"] 32 Ipv4 Meta None None, true;
@@ -348,6 +367,9 @@ impl Field {
             Field::Ipv6SrcHi => Some((Field::Ipv6SrcHi, Field::Ipv6SrcLo)),
             Field::Ipv6DstHi => Some((Field::Ipv6DstHi, Field::Ipv6DstLo)),
             Field::NdTargetHi => Some((Field::NdTargetHi, Field::NdTargetLo)),
+            Field::CtLabelHi => Some((Field::CtLabelHi, Field::CtLabelLo)),
+            Field::CtIpv6SrcHi => Some((Field::CtIpv6SrcHi, Field::CtIpv6SrcLo)),
+            Field::CtIpv6DstHi => Some((Field::CtIpv6DstHi, Field::CtIpv6DstLo)),
             _ => None,
         }
     }
@@ -357,10 +379,18 @@ impl Field {
     #[inline]
     pub fn half_of(self) -> Option<(Field, u32)> {
         match self {
-            Field::Ipv6SrcHi | Field::Ipv6DstHi | Field::NdTargetHi => Some((self, 64)),
+            Field::Ipv6SrcHi
+            | Field::Ipv6DstHi
+            | Field::NdTargetHi
+            | Field::CtLabelHi
+            | Field::CtIpv6SrcHi
+            | Field::CtIpv6DstHi => Some((self, 64)),
             Field::Ipv6SrcLo => Some((Field::Ipv6SrcHi, 0)),
             Field::Ipv6DstLo => Some((Field::Ipv6DstHi, 0)),
             Field::NdTargetLo => Some((Field::NdTargetHi, 0)),
+            Field::CtLabelLo => Some((Field::CtLabelHi, 0)),
+            Field::CtIpv6SrcLo => Some((Field::CtIpv6SrcHi, 0)),
+            Field::CtIpv6DstLo => Some((Field::CtIpv6DstHi, 0)),
             _ => None,
         }
     }

@@ -8,13 +8,13 @@
 use crate::field::{Field, Place, Stage, PLACEMENT, STAGE_WORDS, WORDS};
 
 /// The header and metadata fields of one packet (or the value part of a match).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     pub w: [u64; WORDS],
 }
 
 /// Which bits of a [`FlowKey`] matter; same layout as the key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowMask {
     pub w: [u64; WORDS],
 }
@@ -60,6 +60,18 @@ fn get_field(words: &[u64; WORDS], f: Field) -> u64 {
 fn set_field(words: &mut [u64; WORDS], f: Field, v: u64) {
     let (w, s, m) = field_bits(f);
     words[w] = (words[w] & !(m << s)) | ((v & m) << s);
+}
+
+impl Default for FlowKey {
+    fn default() -> FlowKey {
+        FlowKey::ZERO
+    }
+}
+
+impl Default for FlowMask {
+    fn default() -> FlowMask {
+        FlowMask::ZERO
+    }
 }
 
 impl FlowKey {

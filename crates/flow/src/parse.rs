@@ -22,6 +22,16 @@ pub const TCP_FLAG_NAMES: &[(&str, u64)] = &[
     ("ns", 0x100),
 ];
 /// Connection-tracking state flag names.
+/// ct_state bits (Open vSwitch's CS_*).
+pub const CS_NEW: u64 = 0x01;
+pub const CS_EST: u64 = 0x02;
+pub const CS_REL: u64 = 0x04;
+pub const CS_RPL: u64 = 0x08;
+pub const CS_INV: u64 = 0x10;
+pub const CS_TRK: u64 = 0x20;
+pub const CS_SNAT: u64 = 0x40;
+pub const CS_DNAT: u64 = 0x80;
+
 pub const CT_STATE_NAMES: &[(&str, u64)] = &[
     ("new", 0x01),
     ("est", 0x02),
@@ -32,6 +42,25 @@ pub const CT_STATE_NAMES: &[(&str, u64)] = &[
     ("snat", 0x40),
     ("dnat", 0x80),
 ];
+
+/// A set of ct_state flags, as `ofproto/trace --ct-next` takes them:
+/// names separated by commas or `|` (`trk,est`), or `+` notation
+/// (`+trk+est`); only set flags.
+pub fn parse_ct_flags(s: &str) -> Result<u64, FlowError> {
+    let bad = || FlowError::BadValue {
+        field: "ct_state".into(),
+        value: s.to_string(),
+        expected: "connection tracking flags such as trk,est or +trk+est (new est rel rpl inv trk snat dnat)".into(),
+    };
+    let mut v = 0;
+    for name in s.split([',', '|', '+']).filter(|n| !n.is_empty()) {
+        v |= CT_STATE_NAMES.iter().find(|(n, _)| *n == name).ok_or_else(bad)?.1;
+    }
+    if v == 0 {
+        return Err(bad());
+    }
+    Ok(v)
+}
 
 /// `ip_frag` bits: the packet is a fragment / a later (non-first) fragment.
 pub const FRAG_ANY: u64 = 1;
@@ -252,11 +281,20 @@ pub fn parse_field_value(f: Field, text: &str) -> Result<(u64, u64), FlowError> 
 /// `2001:db8::1`, `2001:db8::/32` or `2001:db8::/ffff:ffff::`.
 pub fn parse_wide_value(f: Field, text: &str) -> Result<(u128, u128), FlowError> {
     let name = f.name();
-    let expected = "an IPv6 address[/len|/mask]";
     let (vs, ms) = match text.split_once('/') {
         Some((a, b)) => (a, Some(b)),
         None => (text, None),
     };
+    if f == Field::CtLabelHi {
+        let expected = "a 128-bit value[/mask] (0x... or decimal)";
+        let v = parse_u128(vs).ok_or_else(|| bad(name, text, expected))?;
+        let m = match ms {
+            None => u128::MAX,
+            Some(ms) => parse_u128(ms).ok_or_else(|| bad(name, text, expected))?,
+        };
+        return Ok((v & m, m));
+    }
+    let expected = "an IPv6 address[/len|/mask]";
     let v = parse_ipv6(vs).ok_or_else(|| bad(name, text, expected))?;
     let m = match ms {
         None => u128::MAX,
@@ -272,9 +310,22 @@ pub fn parse_wide_value(f: Field, text: &str) -> Result<(u128, u128), FlowError>
     Ok((v & m, m))
 }
 
-/// Formats a 128-bit value/mask as Open vSwitch does: the address alone when
-/// exact, `/len` for a prefix, `/mask` otherwise.
-pub fn format_wide_value(v: u128, m: u128) -> String {
+/// A 128-bit number in hex (`0x...`) or decimal.
+fn parse_u128(s: &str) -> Option<u128> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) if !h.is_empty() && h.len() <= 32 => u128::from_str_radix(h, 16).ok(),
+        Some(_) => None,
+        None => s.parse().ok(),
+    }
+}
+
+/// Formats a 128-bit field's value/mask as Open vSwitch does: `ct_label`
+/// in hex (`/mask` unless exact); an address alone when exact, `/len` for
+/// a prefix, `/mask` otherwise.
+pub fn format_wide_value(f: Field, v: u128, m: u128) -> String {
+    if f == Field::CtLabelHi {
+        return if m == u128::MAX { format!("{v:#x}") } else { format!("{v:#x}/{m:#x}") };
+    }
     match prefix_len128(m) {
         Some(128) => format_ipv6(v),
         Some(l) => format!("{}/{}", format_ipv6(v), l),
@@ -488,6 +539,11 @@ fn prereq_ok(m: &Match, p: Prereq) -> bool {
         Prereq::NdSolicit => nd(&[ND_SOLICIT]),
         Prereq::NdAdvert => nd(&[ND_ADVERT]),
         Prereq::Mpls => exact_is(m, Field::EthType, ETH_TYPE_MPLS) || exact_is(m, Field::EthType, ETH_TYPE_MPLS_MCAST),
+        Prereq::Ct => {
+            let (v, mk) = m.field(Field::CtState);
+            v & mk & (CS_NEW | CS_EST | CS_REL | CS_RPL | CS_SNAT | CS_DNAT) != 0
+                || (v & mk & CS_TRK != 0 && mk & CS_INV != 0 && v & CS_INV == 0)
+        }
     }
 }
 
@@ -506,6 +562,7 @@ fn prereq_text(p: Prereq) -> &'static str {
         Prereq::NdSolicit => "icmp6 with icmp_type=135 and icmp_code=0",
         Prereq::NdAdvert => "icmp6 with icmp_type=136 and icmp_code=0",
         Prereq::Mpls => "mpls or mplsm (dl_type=0x8847 or 0x8848)",
+        Prereq::Ct => "ct_state of a valid connection (one of +new, +est, +rel, +rpl, +snat, +dnat, or +trk-inv)",
     }
 }
 

@@ -117,7 +117,7 @@ pub fn format_match_with(m: &Match, eth_prefix: bool, leading: &[Field]) -> Stri
         if shown.wide().is_some() {
             let (v, mk) = m.wide_field(shown);
             if mk != 0 {
-                parts.push(format!("{}={}", shown.name(), format_wide_value(v, mk)));
+                parts.push(format!("{}={}", shown.name(), format_wide_value(shown, v, mk)));
             }
             continue;
         }

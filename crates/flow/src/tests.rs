@@ -200,7 +200,7 @@ mod prop {
         fn wide_values_round_trip(v in any::<u128>(), mk in any::<u128>(), plen in 0u32..=128, cidr in any::<bool>()) {
             let mk = if cidr { parse::prefix_mask128(plen) } else { mk };
             let v = v & mk;
-            let text = parse::format_wide_value(v, mk);
+            let text = parse::format_wide_value(Field::Ipv6SrcHi, v, mk);
             prop_assert_eq!(parse::parse_wide_value(Field::Ipv6SrcHi, &text).unwrap(), (v, mk), "{}", text);
             let mut a = Match::ANY;
             a.set_exact(Field::EthType, field::ETH_TYPE_IPV6);

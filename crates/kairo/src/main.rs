@@ -115,6 +115,11 @@ enum Cmd {
         /// The switch's ports (what FLOOD sends to), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
         ports: Vec<u32>,
+        /// The ct_state the next pass recirculated after a `ct` sees, as
+        /// `ofproto/trace --ct-next`: flags such as `trk,est` or `+trk+est`;
+        /// repeat it for later passes (the default is `trk,new`).
+        #[arg(long = "ct-next", value_name = "FLAGS")]
+        ct_next: Vec<String>,
         /// Packets, in ovs-ofctl flow syntax: 'in_port=1,tcp,nw_dst=10.0.0.1,tp_dst=80'.
         #[arg(required = true)]
         packets: Vec<String>,
@@ -427,13 +432,17 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Ctl(a) => switch_cmd::ctl(a),
         Cmd::Replay(a) => switch_cmd::replay(a),
-        Cmd::Trace { flows, groups, json, ports, packets } => {
+        Cmd::Trace { flows, groups, json, ports, ct_next, packets } => {
             let mut p = load_pipeline(&flows, groups.as_deref())?;
             p.set_ports(ports);
+            let ct_next = ct_next
+                .iter()
+                .map(|s| kairo_flow::parse::parse_ct_flags(s).with_context(|| format!("--ct-next `{s}`")))
+                .collect::<anyhow::Result<Vec<u64>>>()?;
             for (i, spec) in packets.iter().enumerate() {
                 let key = kairo_flow::parse_key(spec).with_context(|| format!("packet `{spec}`"))?;
                 // The packet's first pass and every pass its recirculations lead to.
-                let passes = kairo_xlate::recirc::follow(&p, &key);
+                let passes = kairo_xlate::recirc::follow_ct(&p, &key, &ct_next);
                 if json {
                     println!("{}", trace::trace_passes_json(&p, &passes));
                 } else {

@@ -10,6 +10,9 @@
 //! the differential tests are checked against). Invariant: [`apply`] of the
 //! printed and re-parsed list equals [`apply`] of the original.
 
+pub mod ct;
+pub mod nat;
+
 use kairo_flow::field::{Field, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, VLAN_CFI};
 use kairo_flow::parse::{format_ipv4, format_ipv6, format_mac, parse_ipv4, parse_ipv6, parse_mac, parse_uint};
 use kairo_flow::{FlowKey, FlowMask};
@@ -196,6 +199,11 @@ pub enum DpAction {
     /// Look the packet (as the actions before made it) up again, with this
     /// `recirc_id`; the actions after it go on with the packet as it was.
     Recirc(u32),
+    /// Send the packet through the connection tracker (its ct_* metadata
+    /// set, a NAT applied; see [`ct::DpCt`]).
+    Ct(Box<ct::DpCt>),
+    /// Forget the packet's connection: ct_* metadata back to zero.
+    CtClear,
 }
 
 impl DpAction {
@@ -229,6 +237,8 @@ impl DpAction {
             // ovs_action_hash (alg, basis); a u32 recirculation id.
             DpAction::Hash { .. } => 12,
             DpAction::Recirc(_) => 8,
+            DpAction::Ct(ct) => ct.netlink_len(),
+            DpAction::CtClear => 4,
         }
     }
 }
@@ -270,6 +280,8 @@ impl std::fmt::Display for DpAction {
             DpAction::Meter(m) => write!(f, "meter({m})"),
             DpAction::Hash { alg, basis } => write!(f, "hash({}({basis}))", alg.name()),
             DpAction::Recirc(id) => write!(f, "recirc({id:#x})"),
+            DpAction::Ct(ct) => write!(f, "{ct}"),
+            DpAction::CtClear => f.write_str("ct_clear"),
             DpAction::PushVlan { vid, pcp } => write!(f, "push_vlan(vid={vid},pcp={pcp})"),
             DpAction::PushMpls { lse, ethertype } => {
                 write!(f, "push_mpls({},eth_type={ethertype:#x})", format_lse(*lse))
@@ -382,20 +394,63 @@ pub fn packet_fields(k: &FlowKey) -> FlowKey {
 /// [`RECIRC_PORT`], with the key the next pass looks up (the packet's
 /// fields, in_port, `recirc_id` and the `dp_hash` a `hash` action set).
 pub fn apply(actions: &[DpAction], key: &FlowKey) -> Vec<Emitted> {
+    apply_ct(actions, key, &mut std::iter::empty())
+}
+
+/// The connection tracking metadata a packet carries through the datapath
+/// (kept across recirculation, cleared by `ct_clear`).
+pub const CT_FIELDS: [Field; 14] = [
+    Field::CtState,
+    Field::CtZone,
+    Field::CtMark,
+    Field::CtLabelHi,
+    Field::CtLabelLo,
+    Field::CtNwProto,
+    Field::CtTpSrc,
+    Field::CtTpDst,
+    Field::CtNwSrc,
+    Field::CtNwDst,
+    Field::CtIpv6SrcHi,
+    Field::CtIpv6SrcLo,
+    Field::CtIpv6DstHi,
+    Field::CtIpv6DstLo,
+];
+
+/// [`apply`], the `ct` actions modelled as [`ct::DpCt::model`] says: a pass
+/// recirculated after a `ct` sees the next of `next_states` as its
+/// ct_state ([`ct::DEFAULT_NEXT_STATE`] when there are no more), as
+/// `ofproto/trace --ct-next` does.
+pub fn apply_ct(actions: &[DpAction], key: &FlowKey, next_states: &mut dyn Iterator<Item = u64>) -> Vec<Emitted> {
     let mut k = packet_fields(key);
+    for f in CT_FIELDS {
+        k.set(f, key.get(f));
+    }
     let mut dp_hash = key.get(Field::DpHash);
+    let mut tracked = false;
     let mut out = Vec::new();
     for a in actions {
         match a {
             DpAction::Hash { alg, basis } => dp_hash = u64::from(self::dp_hash(*alg, *basis, &visible(&k))),
+            DpAction::Ct(ct) => {
+                ct.model(&mut k, ct::DEFAULT_NEXT_STATE);
+                tracked = true;
+            }
+            DpAction::CtClear => {
+                for f in CT_FIELDS {
+                    k.set(f, 0);
+                }
+            }
             DpAction::Recirc(id) => {
+                if std::mem::take(&mut tracked) {
+                    k.set(Field::CtState, next_states.next().unwrap_or(ct::DEFAULT_NEXT_STATE));
+                }
                 let mut next = visible(&k);
                 next.set(Field::RecircId, u64::from(*id));
                 next.set(Field::DpHash, dp_hash);
                 out.push((RECIRC_PORT, next));
             }
-            DpAction::Output(p) => out.push((*p, visible(&k))),
-            DpAction::Controller { .. } => out.push((u32::MAX, visible(&k))),
+            DpAction::Output(p) => out.push((*p, packet_fields(&visible(&k)))),
+            DpAction::Controller { .. } => out.push((u32::MAX, packet_fields(&visible(&k)))),
             DpAction::PushMpls { lse, ethertype } => {
                 k.set_mpls_lse(2, k.mpls_lse(1));
                 k.set_mpls_lse(1, k.mpls_lse(0));
@@ -602,6 +657,14 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
         }
         if let Some(inner) = t.strip_prefix("pop_mpls(eth_type=").and_then(|x| x.strip_suffix(')')) {
             out.push(DpAction::PopMpls { ethertype: parse_uint(inner).ok_or_else(bad)? as u16 });
+            continue;
+        }
+        if t == "ct_clear" {
+            out.push(DpAction::CtClear);
+            continue;
+        }
+        if t == "ct" || t.starts_with("ct(") {
+            out.push(DpAction::Ct(Box::new(ct::DpCt::parse(t).ok_or_else(bad)?)));
             continue;
         }
         if let Some(m) = t.strip_prefix("meter(").and_then(|x| x.strip_suffix(')')).and_then(parse_uint) {

@@ -545,6 +545,12 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
                     }
                 }
             }
+            Action::Ct(_) | Action::CtClear => {
+                return Err(Error::new(
+                    ErrorCode::BAD_ACTION_EXP_TYPE,
+                    format!("`{a}` has no OpenFlow encoding in kairo yet (NXAST_CT / NXAST_CT_CLEAR)"),
+                ))
+            }
         }
     }
     Ok(out)

@@ -164,6 +164,10 @@ pub enum Action {
         table: Option<u8>,
     },
     Group(u32),
+    /// `ct(...)`: connection tracking (see [`crate::ct`]).
+    Ct(Box<crate::ct::Ct>),
+    /// `ct_clear`: the packet becomes untracked (ct fields zero).
+    CtClear,
 }
 
 /// The instructions of a rule, in OpenFlow 1.3 execution order.
@@ -226,6 +230,14 @@ fn set_from_text(field: Field, valtext: &str, whole: &str) -> Result<Action, OfE
 impl Action {
     /// Parses one action (`output:2`, `mod_nw_dst:10.0.0.1`, `resubmit(,3)`, ...).
     pub fn parse(s: &str) -> Result<Action, OfError> {
+        let a = Action::parse_nested(s)?;
+        crate::ct::check_outside(&a, s)?;
+        Ok(a)
+    }
+
+    /// [`Action::parse`] without the check that only `ct(exec(...))`
+    /// writes ct_mark and ct_label (for the actions nested there).
+    pub(crate) fn parse_nested(s: &str) -> Result<Action, OfError> {
         let syntax = |exp: &str| OfError::Syntax { text: s.to_string(), expected: exp.to_string() };
         // Bare port number: output.
         if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
@@ -427,7 +439,9 @@ impl Action {
                 Action::SetMplsTtl(v as u8)
             }
             "dec_mpls_ttl" if arg.is_none() => Action::DecMplsTtl,
-            "ct" | "learn" | "conjunction" | "enqueue" | "set_queue" | "note" | "multipath" | "bundle"
+            "ct" => Action::Ct(Box::new(crate::ct::Ct::parse(arg.unwrap_or(""))?)),
+            "ct_clear" if arg.is_none() => Action::CtClear,
+            "learn" | "conjunction" | "enqueue" | "set_queue" | "note" | "multipath" | "bundle"
             | "check_pkt_larger" | "clone" => return Err(unsupported(name, "this action is not implemented yet")),
             _ => return Err(OfError::UnknownAction { text: s.to_string() }),
         })
@@ -455,7 +469,7 @@ impl std::fmt::Display for Action {
                 }
             }
             Action::SetWide { field, value, mask } => {
-                write!(f, "set_field:{}->{}", format_wide_value(*value, *mask), field.name())
+                write!(f, "set_field:{}->{}", format_wide_value(*field, *value, *mask), field.name())
             }
             Action::Move { src, dst } => write!(f, "move:{src}->{dst}"),
             Action::PushVlan { tpid } => write!(f, "push_vlan:{tpid:#06x}"),
@@ -477,6 +491,8 @@ impl std::fmt::Display for Action {
                 write!(f, "resubmit({p},{t})")
             }
             Action::Group(g) => write!(f, "group:{g}"),
+            Action::Ct(ct) => write!(f, "{ct}"),
+            Action::CtClear => f.write_str("ct_clear"),
         }
     }
 }

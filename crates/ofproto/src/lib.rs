@@ -7,10 +7,12 @@
 //! quotes the offending text.
 
 pub mod action;
+pub mod ct;
 pub mod group;
 pub mod syntax;
 
 pub use action::{Action, Instructions, SubField};
+pub use ct::{Ct, CtZone, Nat, NatAddrs, NatKind};
 pub use group::{Bucket, Group, GroupType, Selection};
 pub use syntax::{
     parse_flow, parse_flow_file, parse_group, parse_group_file, FileError, FlowFile, FlowSpec, MissBehavior,

@@ -115,7 +115,21 @@ fn action_errors() {
         ("set_field:1->bogus", "bogus"),
         ("frobnicate", "frobnicate"),
         ("NORMAL", "not supported"),
-        ("ct(commit)", "not supported"),
+        ("ct(force)", "commit"),
+        ("ct(exec(set_field:1->ct_mark))", "commit"),
+        ("ct(commit,exec(set_field:1->reg0))", "ct_mark or ct_label"),
+        ("ct(commit,exec(push_vlan:0x8100))", "set_field, load or move"),
+        ("ct(zone=NXM_NX_REG0[0..7])", "16 bits"),
+        ("ct(zone=65536)", "zone"),
+        ("ct(table=255)", "table"),
+        ("ct(commit,alg=ftp)", "application-level"),
+        ("ct(commit,nat(src=10.0.0.2-10.0.0.1))", "min <= max"),
+        ("ct(nat(src=10.0.0.1:0))", "ports 1-65535"),
+        ("ct(commit,nat(src=10.0.0.1,random,hash))", "hash or random"),
+        ("ct(commit,nat(src=10.0.0.1),nat(dst=10.0.0.2))", "at most one nat"),
+        ("ct(commit,bogus)", "one of commit"),
+        ("set_field:1->ct_mark", "outside ct"),
+        ("move:NXM_NX_REG0[]->NXM_NX_CT_MARK[]", "outside ct"),
         ("resubmit(,300)", "table"),
         ("push_vlan:0x1234", "push_vlan"),
         ("mod_vlan_vid:5000", "VLAN id"),
@@ -128,6 +142,26 @@ fn action_errors() {
     assert!(Instructions::parse("output:1,drop").is_err());
     assert!(Instructions::parse("goto_table:1,goto_table:2").is_err());
     assert!(Instructions::parse("").is_err());
+}
+
+#[test]
+fn ct_actions_round_trip_in_ovs_ofctl_order() {
+    for (text, printed) in [
+        ("ct(table=1,zone=5)", "ct(table=1,zone=5)"),
+        ("ct", "ct()"),
+        ("ct(commit,force,zone=5,table=3,exec(set_field:1->ct_mark,load:0x2->NXM_NX_CT_LABEL[0..3]),nat(src=10.0.0.1-10.0.0.9:100-200,persistent,random))",
+         "ct(commit,force,table=3,zone=5,nat(src=10.0.0.1-10.0.0.9:100-200,persistent,random),exec(set_field:0x1->ct_mark,load:0x2->ct_label[0..3]))"),
+        ("ct(commit,nat(dst=[fe80::1]-[fe80::3]:80))", "ct(commit,nat(dst=[fe80::1]-[fe80::3]:80))"),
+        ("ct(table=2,zone=NXM_NX_REG0[0..15],nat)", "ct(table=2,zone=reg0[0..15],nat)"),
+        ("ct(commit,exec(move:NXM_NX_REG0[]->NXM_NX_CT_MARK[]))", "ct(commit,exec(move:reg0[]->ct_mark[]))"),
+        ("ct(commit,exec(set_field:0x1/0x3->ct_label))", "ct(commit,exec(set_field:0x1/0x3->ct_label))"),
+        ("ct(commit,nat(src))", "ct(commit,nat(src))"),
+        ("ct_clear", "ct_clear"),
+    ] {
+        let a = Action::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(a.to_string(), printed, "{text}");
+        assert_eq!(Action::parse(printed).unwrap(), a, "{printed}");
+    }
 }
 
 #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use kairo_flow::field::{Field, Prereq};
 use kairo_flow::FlowKey;
-use kairo_odp::{packet_fields, Emitted, HashAlg, RECIRC_PORT};
+use kairo_odp::{packet_fields, Emitted, HashAlg, CT_FIELDS, RECIRC_PORT};
 use kairo_ofproto::{Action, Group, GroupType, MissBehavior, Rule, Selection};
 use kairo_xlate::recirc::{FrozenState, Op, Recircs, FROZEN_FIELDS};
 use kairo_xlate::Pipeline;
@@ -133,6 +133,9 @@ impl Reference {
             freezing: None,
             hashed: false,
             dp_hash: packet.get(Field::DpHash),
+            conntracked: false,
+            ct: *packet,
+            nat: Vec::new(),
         };
         match packet.get(Field::RecircId) as u32 {
             0 => run.table(0, 0),
@@ -144,6 +147,7 @@ impl Reference {
                     }
                     run.hidden = st.l3_hidden;
                     run.hashed = st.hashed;
+                    run.conntracked = st.conntracked;
                     run.set = st.action_set.clone();
                     if st.ops.is_empty() {
                         run.table(st.table, 0);
@@ -259,6 +263,17 @@ struct Run<'a> {
     /// The packet has its datapath hash (this pass or an earlier one).
     hashed: bool,
     dp_hash: u64,
+    /// The packet went through the tracker on an earlier pass and nothing
+    /// cleared it since (only then does `ct_clear` reach the datapath).
+    conntracked: bool,
+    /// The connection metadata the packet has in the datapath (its ct
+    /// fields; the flow's own are cleared after each `ct`).
+    ct: FlowKey,
+    /// Headers a `ct` NAT rewrote in the datapath: (field, value written,
+    /// the flow's value then). The packet keeps the written value while
+    /// the flow keeps its value then (an action that changes it is what the
+    /// packet gets instead).
+    nat: Vec<(Field, u128, u128)>,
 }
 
 /// A datapath `hash` action's algorithm and basis.
@@ -301,6 +316,23 @@ fn dp_hash_buckets(g: &Group) -> Option<(HashAlg, u32, Vec<usize>)> {
 }
 
 const VLAN_CFI: u64 = 0x1000;
+
+/// A field's value, the whole 128 bits of a wide one named by its high half.
+fn wide_get(k: &FlowKey, f: Field) -> u128 {
+    if f.wide().is_some() {
+        k.get_wide(f)
+    } else {
+        u128::from(k.get(f))
+    }
+}
+
+fn wide_set(k: &mut FlowKey, f: Field, v: u128) {
+    if f.wide().is_some() {
+        k.set_wide(f, v)
+    } else {
+        k.set(f, v as u64)
+    }
+}
 const MPLS_BOS: u32 = 0x100;
 
 fn is_mpls(eth_type: u64) -> bool {
@@ -410,12 +442,24 @@ impl Run<'_> {
             }
         }
         // What the packet shows under the ethertype it leaves with.
-        let now = shown(&now);
+        let mut now = shown(&now);
+        // NAT rewrites the flow has not overwritten since.
+        let flow = self.flow;
+        self.nat.retain(|(f, _, then)| wide_get(&flow, *f) == *then);
+        for (f, v, _) in &self.nat {
+            wide_set(&mut now, *f, *v);
+        }
         // A set action per changed header group (Ethernet, VLAN, IPv4, L4,
         // ICMP, ARP): what the datapath needs to bring the packet here.
         self.bytes += headers_changed(&self.base, &now);
         self.base = now;
         self.bytes += if port == u32::MAX { 64 } else { 8 };
+        if port == RECIRC_PORT {
+            // A recirculated packet keeps its connection metadata.
+            for f in CT_FIELDS {
+                now.set(f, self.ct.get(f));
+            }
+        }
         self.emitted.push((port, now));
     }
 
@@ -510,6 +554,13 @@ impl Run<'_> {
     /// again (hashed first if asked) under the id the frozen state has.
     fn finish_freezing(&mut self) {
         let Some((ops, hash)) = self.freezing.take() else { return };
+        self.freeze(ops, hash, 0);
+    }
+
+    /// The packet leaves for the datapath again under the id of the state
+    /// made of `ops` (or, with none, a lookup in `table`), hashed first if
+    /// asked.
+    fn freeze(&mut self, ops: Vec<Op>, hash: Option<DpHashing>, table: u8) {
         let mut tidy: Vec<Op> = Vec::new();
         for op in ops {
             if matches!(op, Op::Rule { .. }) && matches!(tidy.last(), Some(Op::Rule { .. })) {
@@ -526,11 +577,12 @@ impl Run<'_> {
         }
         let state = FrozenState {
             ops: tidy,
-            table: 0,
+            table,
             action_set: ordered(self.set.clone()),
             metadata,
             l3_hidden: self.hidden,
             hashed: self.hashed || hash.is_some(),
+            conntracked: self.conntracked,
         };
         // A state the translator never froze has no id: u32::MAX names none.
         let id = self.r.recircs.id_of(&state).unwrap_or(u32::MAX);
@@ -595,6 +647,8 @@ impl Run<'_> {
             Prereq::NdSolicit => nd(&[135]),
             Prereq::NdAdvert => nd(&[136]),
             Prereq::Mpls => is_mpls(self.flow.get(Field::EthType)),
+            // A tracked packet of a valid connection: new, est or rpl.
+            Prereq::Ct => self.flow.get(Field::CtState) & 0x0b != 0,
         }
     }
 
@@ -621,6 +675,82 @@ impl Run<'_> {
         n
     }
 
+    /// `ct(...)`: the packet's connection metadata in the datapath becomes
+    /// what a tracker reports for a new connection (`trk|new`, the zone,
+    /// the mark and label bits the nested actions set), a NAT rewrites the
+    /// packet to its range's first address and port; with `table=` a copy
+    /// goes round again to resume there. The flow itself ends untracked.
+    fn conntrack(&mut self, ct: &kairo_ofproto::Ct) {
+        let zone = match ct.zone {
+            kairo_ofproto::CtZone::Imm(z) => u64::from(z),
+            kairo_ofproto::CtZone::Field(sf) => (self.flow.get(sf.field) & sf.mask()) >> sf.ofs,
+        };
+        // The nested actions run on a copy: what they write goes to the connection.
+        let mut scratch = self.flow;
+        let mut written = FlowKey::ZERO;
+        for a in &ct.exec {
+            match a {
+                Action::SetField { field, value, mask } => {
+                    scratch.set_masked(*field, *value, *mask);
+                    written.set(*field, written.get(*field) | mask);
+                }
+                Action::SetWide { field, value, mask } => {
+                    let old = scratch.get_wide(*field);
+                    scratch.set_wide(*field, (old & !mask) | (value & mask));
+                    written.set_wide(*field, written.get_wide(*field) | mask);
+                }
+                Action::Move { src, dst } => {
+                    let bits = (scratch.get(src.field) & src.mask()) >> src.ofs;
+                    scratch.set_masked(dst.field, bits << dst.ofs, dst.mask());
+                    written.set(dst.field, written.get(dst.field) | dst.mask());
+                }
+                _ => {}
+            }
+        }
+        for f in [Field::CtMark, Field::CtLabelHi, Field::CtLabelLo] {
+            let m = written.get(f);
+            self.ct.set(f, (self.ct.get(f) & !m) | (scratch.get(f) & m));
+        }
+        self.ct.set(Field::CtState, kairo_odp::ct::DEFAULT_NEXT_STATE);
+        self.ct.set(Field::CtZone, zone);
+        self.bytes += 40;
+        if let Some(kairo_ofproto::Nat { kind: Some(kind), addrs: Some(addrs), ports, .. }) = ct.nat {
+            let src = kind == kairo_ofproto::NatKind::Src;
+            let eth = self.flow.get(Field::EthType);
+            let addr = match addrs {
+                kairo_ofproto::NatAddrs::V4(lo, _) if eth == 0x0800 => {
+                    Some((if src { Field::IpSrc } else { Field::IpDst }, u128::from(lo)))
+                }
+                kairo_ofproto::NatAddrs::V6(lo, _) if eth == 0x86dd => {
+                    Some((if src { Field::Ipv6SrcHi } else { Field::Ipv6DstHi }, lo))
+                }
+                _ => None,
+            };
+            if let Some((f, v)) = addr {
+                self.rewrite(f, v);
+                let l4 = matches!(self.flow.get(Field::IpProto), 6 | 17 | 132);
+                if let Some((p, _)) = ports.filter(|_| l4) {
+                    self.rewrite(if src { Field::TpSrc } else { Field::TpDst }, u128::from(p));
+                }
+            }
+        }
+        if let Some(t) = ct.table {
+            self.conntracked = true;
+            self.freeze(Vec::new(), None, t);
+        }
+        self.conntracked = false;
+        for f in CT_FIELDS {
+            self.flow.set(f, 0);
+        }
+    }
+
+    /// The datapath rewrites header `f` of the packet to `v` (a NAT).
+    fn rewrite(&mut self, f: Field, v: u128) {
+        let then = wide_get(&self.flow, f);
+        self.nat.retain(|(g, _, _)| *g != f);
+        self.nat.push((f, v, then));
+    }
+
     /// Stops the packet: what comes needs headers the flow does not have.
     fn blind(&mut self) -> bool {
         self.stop = Some(Stop::Error);
@@ -635,7 +765,11 @@ impl Run<'_> {
                 Action::SetField { field, .. } => l3(*field),
                 Action::SetWide { .. } => true,
                 Action::Move { src, dst } => l3(src.field) || l3(dst.field),
-                Action::DecTtl | Action::PopMpls { .. } | Action::SetMplsTtl(_) | Action::DecMplsTtl => true,
+                Action::DecTtl
+                | Action::PopMpls { .. }
+                | Action::SetMplsTtl(_)
+                | Action::DecMplsTtl
+                | Action::Ct(_) => true,
                 Action::PushMpls { .. } => {
                     let ip = matches!(self.flow.get(Field::EthType), 0x0800 | 0x86dd);
                     self.labels() == 0 && ip && self.flow.get(Field::IpTtl) == 0
@@ -671,6 +805,18 @@ impl Run<'_> {
                 };
                 set_lse(&mut self.flow, 0, top);
                 self.flow.set(Field::EthType, u64::from(*ethertype));
+            }
+            Action::Ct(ct) => self.conntrack(ct),
+            Action::CtClear => {
+                if std::mem::take(&mut self.conntracked) {
+                    for f in CT_FIELDS {
+                        self.ct.set(f, 0);
+                    }
+                    self.bytes += 4;
+                }
+                for f in CT_FIELDS {
+                    self.flow.set(f, 0);
+                }
             }
             Action::PopMpls { ethertype } => {
                 let n = self.labels();
@@ -996,7 +1142,9 @@ pub fn packets_inside(
 ) -> Vec<FlowKey> {
     let mut out = vec![*key];
     // A recirculated packet's hash is drawn too, where the megaflow lets it.
-    let drawn = |f: &Field| f.in_packet() || (*f == Field::DpHash && key.get(Field::RecircId) != 0);
+    // So are its connection metadata.
+    let recirculated = key.get(Field::RecircId) != 0;
+    let drawn = |f: &Field| f.in_packet() || (recirculated && (*f == Field::DpHash || CT_FIELDS.contains(f)));
     for _ in 0..samples {
         let mut p = *key;
         for f in Field::all().filter(drawn) {

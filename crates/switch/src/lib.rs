@@ -55,6 +55,10 @@ const IDLE_POLL_MS: i32 = 5;
 const POOL_MAX: usize = 4096;
 /// How many recent updates `stats` summarises.
 const UPDATE_LOG: usize = 4096;
+/// Connections the forwarding thread expires per 100 ms round at most
+/// (100K a second: the timeouts of a busy table are met, and a round
+/// never stalls forwarding for long).
+const CT_EXPIRE_PER_ROUND: usize = 10_000;
 
 /// Locks a mutex, recovering from a poisoned lock (every holder leaves the
 /// data consistent before anything that can panic).
@@ -364,6 +368,8 @@ impl Switch {
                 last_sweep = now;
                 let mut dp = lock(&self.dp);
                 let expired = dp.sweep(now, &mut slow);
+                // Connections past their time, a bounded number per round.
+                dp.ct.expire(now, CT_EXPIRE_PER_ROUND);
                 drop(dp);
                 // Frozen states no megaflow uses any more (cheap unless due).
                 slow.lock().retire_frozen();
@@ -463,7 +469,11 @@ impl Switch {
             let r = kairo_xlate::translate_actions(&self.ctl.lock().pipeline, &key, &p.actions);
             let mut deliver = |to, bytes: &[u8]| self.deliver(ports, by_ofport, to, bytes);
             let mut send = kairo_datapath::execute::recirculating(&mut again, &mut deliver);
-            kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, &r.actions, &self.meters, &mut send);
+            // The datapath's connection tracker serves packet-outs too.
+            let mut dp = lock(&self.dp);
+            let mut cx = kairo_datapath::execute::Context { meters: &self.meters, ct: &mut dp.ct, now };
+            let meta = kairo_datapath::execute::PacketMeta::default();
+            kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, meta, &r.actions, &mut cx, &mut send);
         }
         if !again.is_empty() {
             lock(&self.dp).recirculate(again, now, slow, &mut |to, bytes| self.deliver(ports, by_ofport, to, bytes));

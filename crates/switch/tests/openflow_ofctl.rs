@@ -145,9 +145,12 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
         assert!(!ok && (text.contains("OFPBAC_BAD_EXP_TYPE") || text.contains("OFPBAC_BAD_VENDOR_TYPE")), "{text}");
         let (ok, text) = r.ofctl(proto, "add-flow", &["actions=set_queue:1,output:1"]);
         assert!(!ok && text.contains("OFPBAC_BAD_TYPE"), "{text}");
-        let (ok, text) = r.ofctl(proto, "add-flow", &["ct_label=0x1,actions=drop"]);
-        assert!(!ok && text.contains("OFPBMC_BAD_FIELD"), "{text}");
         assert_eq!(r.installed().len(), 3);
+        // Conntrack matches (the 128-bit label, the original tuple) go over the wire.
+        r.ok(proto, "add-flow", &["table=6,ct_state=+trk+est,ct_label=0x1/0x3,ct_nw_src=10.0.0.1,ip,actions=drop"]);
+        let dump = r.ok(proto, "dump-flows", &["table=6"]);
+        assert!(dump.contains("ct_label=0x1/0x3") && dump.contains("ct_nw_src=10.0.0.1"), "{dump}");
+        r.ok(proto, "del-flows", &["table=6"]);
         // IPv6: 128-bit matches and set_field, neighbour discovery, as ovs-ofctl writes them.
         r.ok(proto, "add-flow", &["table=5,ipv6,ipv6_src=2001:db8::/64,actions=set_field:fe80::1->ipv6_dst,output:1"]);
         r.ok(proto, "add-flow", &["table=5,icmp6,icmp_type=135,nd_target=fe80::7,nd_sll=00:00:00:00:00:01,actions=2"]);

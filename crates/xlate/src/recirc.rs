@@ -89,6 +89,10 @@ pub struct FrozenState {
     /// none; that the state says it makes it a function of `recirc_id`, as
     /// every megaflow matches that.
     pub hashed: bool,
+    /// The packet went through the connection tracker before the freeze
+    /// and was not cleared since (Open vSwitch's `conntracked`): only then
+    /// does `ct_clear` emit the datapath's `ct_clear`.
+    pub conntracked: bool,
 }
 
 impl FrozenState {
@@ -300,12 +304,20 @@ pub struct Pass {
 /// previous pass's actions, [`kairo_odp::apply`]), in the order the
 /// datapath takes them, up to [`MAX_PASSES`] deep.
 pub fn follow(p: &crate::Pipeline, key: &kairo_flow::FlowKey) -> Vec<Pass> {
+    follow_ct(p, key, &[])
+}
+
+/// [`follow`], each pass recirculated after a `ct` seeing the next of
+/// `ct_next` as its ct_state (then `trk|new`), as `ofproto/trace --ct-next`
+/// hands them out: in the order the passes are taken.
+pub fn follow_ct(p: &crate::Pipeline, key: &kairo_flow::FlowKey, ct_next: &[u64]) -> Vec<Pass> {
+    let mut states = ct_next.iter().copied();
     let mut out = Vec::new();
     let mut todo = std::collections::VecDeque::from([(*key, 1)]);
     while let Some((k, depth)) = todo.pop_front() {
         let result = crate::translate(p, &k);
         if depth < MAX_PASSES {
-            for (port, next) in kairo_odp::apply(&result.actions, &k) {
+            for (port, next) in kairo_odp::apply_ct(&result.actions, &k, &mut states) {
                 if port == kairo_odp::RECIRC_PORT {
                     todo.push_back((next, depth + 1));
                 }

@@ -758,3 +758,63 @@ fn select_groups_without_a_method_hash_in_the_datapath() {
     assert_eq!(acts(&p, "in_port=1,udp,nw_src=3.3.3.3"), "hash(sym_l4(0)),recirc(0x1)");
     assert_eq!(acts(&p, "in_port=2,udp,nw_src=3.3.3.3"), "hash(sym_l4(0)),recirc(0x2)");
 }
+
+/// Datapath actions of every pass of a packet, with the ct_states given
+/// to the passes after a `ct`.
+fn passes(p: &Pipeline, pkt: &str, ct_next: &[u64]) -> Vec<(String, String)> {
+    let k = parse_key(pkt).unwrap();
+    recirc::follow_ct(p, &k, ct_next)
+        .iter()
+        .map(|ps| (format_actions(&ps.result.actions), format_megaflow(&ps.key, &ps.result.mask)))
+        .collect()
+}
+
+#[test]
+fn conntrack_translates_as_open_vswitch_3_1() {
+    // What ofproto/trace of Open vSwitch 3.1 prints for these flows (checked by hand).
+    let p = pipeline(
+        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,zone=5)
+         table=1,priority=20,ip,ct_state=+trk+new,actions=ct(commit,zone=5,exec(set_field:0x7->ct_mark,set_field:0x3/0xf->ct_label),nat(dst=10.0.0.9:8080)),output:2
+         table=1,priority=10,ip,ct_state=+trk+est,actions=ct_clear,output:3",
+        "",
+    );
+    let ps = passes(&p, "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=5,tp_dst=80", &[]);
+    assert_eq!(ps.len(), 2);
+    assert_eq!(ps[0].0, "ct(zone=5),recirc(0x1)");
+    assert_eq!(ps[0].1, "recirc_id=0,eth,ip,in_port=1,ct_state=-trk,nw_frag=no");
+    assert_eq!(ps[1].0, "ct(commit,zone=5,mark=0x7/0xffffffff,label=0x3/0xf,nat(dst=10.0.0.9:8080)),2");
+    assert!(ps[1].1.starts_with("recirc_id=0x1,") && ps[1].1.contains("ct_state=+new"), "{}", ps[1].1);
+    // The thawed pass was tracked: ct_clear reaches the datapath there.
+    let est = passes(&p, "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=5,tp_dst=80", &[0x22]);
+    assert_eq!(est[1].0, "ct_clear,3");
+
+    let p = pipeline(
+        "table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1)
+         table=0,priority=10,ipv6,ct_state=-trk,actions=ct(commit,force,zone=NXM_NX_REG0[0..15],nat(src=[fe80::1]-[fe80::2]:100-200,random)),ct(table=1,zone=7,nat)
+         table=1,priority=20,ip,ct_state=+trk+est,actions=ct(commit,nat(src=10.0.0.1-10.0.0.3,persistent,hash)),ct(nat,table=2)
+         table=1,priority=10,ip,ct_state=+trk+new,actions=ct_clear,ct(commit),ct_clear,output:3
+         table=1,priority=10,ipv6,actions=output:2
+         table=2,priority=10,ip,actions=output:4,ct_clear,output:3",
+        "",
+    );
+    let v4 = "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=5,tp_dst=80";
+    let ps = passes(&p, v4, &[]);
+    assert_eq!(ps[0].0, "ct,recirc(0x1)");
+    // After ct(), the packet is untracked for translation: the second ct_clear says nothing.
+    assert_eq!(ps[1].0, "ct_clear,ct(commit),3");
+    let ps = passes(&p, v4, &[0x22, 0x2a]);
+    assert_eq!(ps[1].0, "ct(commit,nat(src=10.0.0.1-10.0.0.3,persistent,hash)),ct(nat),recirc(0x2)");
+    assert_eq!(ps[1].1, "recirc_id=0x1,eth,ip,in_port=1,ct_state=+est+trk,nw_frag=no");
+    assert_eq!(ps[2].0, "4,ct_clear,3");
+    let ps = passes(&p, "in_port=1,tcp6,reg0=9,ipv6_src=::1,ipv6_dst=::2,tp_src=5,tp_dst=80", &[]);
+    assert_eq!(
+        ps[0].0,
+        "ct(force_commit,zone=9,nat(src=[fe80::1]-[fe80::2]:100-200,random)),ct(zone=7,nat),recirc(0x3)"
+    );
+    // The next pass simulates the NAT as ofproto/trace does (the range's first address and port).
+    let k = parse_key("in_port=1,tcp6,reg0=9,ipv6_src=::1,ipv6_dst=::2,tp_src=5,tp_dst=80").unwrap();
+    let second = &recirc::follow(&p, &k)[1].key;
+    assert_eq!((second.get(Field::CtZone), second.get(Field::TpSrc)), (7, 100));
+    assert_eq!(second.get_wide(Field::Ipv6SrcHi), 0xfe80 << 112 | 1);
+    assert_eq!(ps[1].0, "2");
+}

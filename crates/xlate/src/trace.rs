@@ -104,7 +104,15 @@ fn pass_banner(p: &Pipeline, key: &FlowKey) -> String {
     let hash = key.get(kairo_flow::Field::DpHash);
     let thaw = p.recircs().get(id).map_or_else(|| "no frozen state".to_string(), |st| st.describe());
     let rule = "=".repeat(79);
-    format!("\n{rule}\nrecirc({id:#x}) - resume with dp_hash={hash:#x}\n    thaw: {thaw}\n{rule}\n\n")
+    let ct = key.get(kairo_flow::Field::CtState);
+    let what = if ct != 0 {
+        let names: Vec<&str> =
+            kairo_flow::parse::CT_STATE_NAMES.iter().filter(|(_, b)| ct & b != 0).map(|(n, _)| *n).collect();
+        format!("resume conntrack with ct_state={},ct_zone={}", names.join("|"), key.get(kairo_flow::Field::CtZone))
+    } else {
+        format!("resume with dp_hash={hash:#x}")
+    };
+    format!("\n{rule}\nrecirc({id:#x}) - {what}\n    thaw: {thaw}\n{rule}\n\n")
 }
 
 /// Every pass of a packet (see [`crate::recirc::follow`]) as text, each

@@ -11,7 +11,10 @@
 //! differs from the packet's, so the result depends on the old bits too).
 //! Bits are only ever added. The exceptions are named and each says why no
 //! bit is lost: [`Tracked::write_pipeline`] (registers and metadata, never
-//! committed) and [`Tracked::unexamined`] (bookkeeping: key versions,
+//! committed), [`Tracked::write_conntrack`] (ct_mark and ct_label inside
+//! `ct(exec(...))`, and the clearing of every ct field after `ct` and
+//! `ct_clear`: never committed either, the datapath's `ct` action carries
+//! the written bits as constants) and [`Tracked::unexamined`] (bookkeeping: key versions,
 //! commits, outcomes replayed from an earlier traversal).
 //!
 //! Two sinks are kept: the bits lookups examined and the bits actions read
@@ -173,6 +176,15 @@ impl Tracked {
     #[inline]
     pub fn write_pipeline(&mut self, f: Field, v: u64, mask: u64) {
         debug_assert!(f.pipeline_only(), "{f:?} is committed to packets: use set_masked");
+        self.flow.set_masked(f, v, mask);
+    }
+
+    /// Writes a conntrack field without recording (see the module doc):
+    /// the bits written are constants of the action, or copied from bits
+    /// whose read was recorded; a later read records them.
+    #[inline]
+    pub fn write_conntrack(&mut self, f: Field, v: u64, mask: u64) {
+        debug_assert!(kairo_odp::CT_FIELDS.contains(&f), "{f:?} is not a conntrack field");
         self.flow.set_masked(f, v, mask);
     }
 

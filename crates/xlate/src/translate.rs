@@ -21,6 +21,7 @@ use kairo_flow::field::{
     Field, Prereq, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
     IPPROTO_UDP, MPLS_BOS_MASK, MPLS_MAX_LABELS, ND_ADVERT, ND_SOLICIT, VLAN_CFI,
 };
+use kairo_flow::parse::{CS_EST, CS_NEW, CS_RPL};
 use kairo_flow::{FlowKey, FlowMask};
 use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
 
@@ -263,6 +264,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             l3_hidden: false,
             freezing: None,
             hashed: false,
+            conntracked: false,
             mode,
         }
     }
@@ -360,6 +362,9 @@ struct Translator<'a, M> {
     freezing: Option<Freezing>,
     /// The packet has its datapath hash (see [`FrozenState::hashed`]).
     hashed: bool,
+    /// The packet went through the connection tracker on an earlier pass
+    /// and has not been cleared since (see [`FrozenState::conntracked`]).
+    conntracked: bool,
     mode: M,
 }
 
@@ -433,6 +438,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             Prereq::NdSolicit => nd(&mut self.flow, &[ND_SOLICIT]),
             Prereq::NdAdvert => nd(&mut self.flow, &[ND_ADVERT]),
             Prereq::Mpls => kairo_flow::field::is_mpls_type(eth),
+            // As Open vSwitch's is_ct_valid on a flow: new, est or rpl.
+            Prereq::Ct => self.flow.get_bits(Field::CtState, CS_NEW | CS_EST | CS_RPL) != 0,
         }
     }
 
@@ -622,6 +629,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         self.l3_hidden = st.l3_hidden;
         self.hashed = st.hashed;
+        self.conntracked = st.conntracked;
         self.action_set.write(&st.action_set);
         if st.ops.is_empty() {
             self.table(st.table, Via::Start);
@@ -712,6 +720,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             metadata,
             l3_hidden: self.l3_hidden,
             hashed: self.hashed || fz.hash.is_some(),
+            conntracked: self.conntracked,
         };
         let id = self.p.recircs().intern(state);
         if let Some((alg, basis)) = fz.hash {
@@ -864,8 +873,86 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::Group(g) => self.group(*g),
+            Action::Ct(ct) => self.conntrack(ct),
+            Action::CtClear => {
+                // Only a packet the datapath tracked has anything to clear.
+                if std::mem::take(&mut self.conntracked) {
+                    self.odp.push(DpAction::CtClear);
+                }
+                self.clear_conntrack();
+            }
         }
         true
+    }
+
+    /// The ct fields back to zero (an untracked packet), as Open vSwitch
+    /// clears them after `ct` and `ct_clear`.
+    fn clear_conntrack(&mut self) {
+        for f in kairo_odp::CT_FIELDS {
+            self.flow.write_conntrack(f, 0, u64::MAX);
+        }
+    }
+
+    /// `ct(...)` as Open vSwitch's compose_conntrack_action: the datapath
+    /// `ct` action (the zone, the mark and label bits its nested actions
+    /// set, the NAT), then with `table=` a recirculation that resumes at
+    /// that table with the connection's state (a fork: translation goes on
+    /// here too), and the ct fields cleared for what follows.
+    fn conntrack(&mut self, ct: &kairo_ofproto::Ct) {
+        self.commit();
+        let zone = match ct.zone {
+            kairo_ofproto::CtZone::Imm(z) => z,
+            kairo_ofproto::CtZone::Field(sf) => (self.flow.get_bits(sf.field, sf.mask()) >> sf.ofs) as u16,
+        };
+        // The nested actions write ct_mark and ct_label; what they write
+        // (not the fields' earlier bits) goes into the action.
+        let (mut mark_mask, mut label_mask) = (0u64, 0u128);
+        for a in &ct.exec {
+            let (field, value, mask) = match a {
+                Action::SetField { field, value, mask } => (*field, u128::from(*value), u128::from(*mask)),
+                Action::SetWide { field, value, mask } => (*field, *value, *mask),
+                Action::Move { src, dst } => {
+                    let bits = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
+                    (dst.field, u128::from(bits << dst.ofs), u128::from(dst.mask()))
+                }
+                _ => continue,
+            };
+            match field {
+                Field::CtMark => {
+                    self.flow.write_conntrack(field, value as u64, mask as u64);
+                    mark_mask |= mask as u64;
+                }
+                // A 128-bit write names the high half; a move names a half.
+                Field::CtLabelHi if matches!(a, Action::SetWide { .. }) => {
+                    self.flow.write_conntrack(Field::CtLabelHi, (value >> 64) as u64, (mask >> 64) as u64);
+                    self.flow.write_conntrack(Field::CtLabelLo, value as u64, mask as u64);
+                    label_mask |= mask;
+                }
+                Field::CtLabelHi => {
+                    self.flow.write_conntrack(field, value as u64, mask as u64);
+                    label_mask |= mask << 64;
+                }
+                Field::CtLabelLo => {
+                    self.flow.write_conntrack(field, value as u64, mask as u64);
+                    label_mask |= mask;
+                }
+                _ => {}
+            }
+        }
+        let now = *self.flow.unexamined();
+        let mark = (mark_mask != 0).then(|| ((now.get(Field::CtMark) & mark_mask) as u32, mark_mask as u32));
+        let label = (label_mask != 0).then(|| (now.get_wide(Field::CtLabelHi) & label_mask, label_mask));
+        let dp = kairo_odp::ct::DpCt { commit: ct.commit, force: ct.force, zone, mark, label, nat: ct.nat };
+        self.odp.push(DpAction::Ct(Box::new(dp)));
+        if let Some(table) = ct.table {
+            // The next pass sees the zone the action used.
+            self.flow.write_conntrack(Field::CtZone, u64::from(zone), u64::MAX);
+            self.conntracked = true;
+            self.freezing = Some(Freezing { ops: Vec::new(), table, hash: None });
+            self.finish_freezing();
+        }
+        self.conntracked = false;
+        self.clear_conntrack();
     }
 
     /// A TTL that would reach zero: the packet goes to the controller
@@ -1170,6 +1257,7 @@ fn needs_hidden_headers(a: &Action) -> Option<&'static str> {
         Action::PopMpls { .. } => Some("pop_mpls"),
         Action::SetMplsTtl(_) => Some("set_mpls_ttl"),
         Action::DecMplsTtl => Some("dec_mpls_ttl"),
+        Action::Ct(_) => Some("ct"),
         _ => None,
     }
 }
