@@ -3,7 +3,7 @@
 # need, then runs every test, lint and format check.
 #   - Open vSwitch (Debian's openvswitch-switch) for the differential test,
 #     when we can install it (root and apt); otherwise that test says SKIPPED.
-#   - iproute2, ping and tcpdump for the switch's network-namespace tests
+#   - iproute2, ping, tcpdump and ethtool for the switch's network-namespace tests
 #     (root only); without root those tests say SKIPPED.
 #   - os-ken (PyPI, in target/osken-venv) for the real-controller test (root only).
 set -euo pipefail
@@ -20,6 +20,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
   command -v ping >/dev/null 2>&1 || missing="$missing iputils-ping"
   command -v tcpdump >/dev/null 2>&1 || missing="$missing tcpdump"
+  command -v ethtool >/dev/null 2>&1 || missing="$missing ethtool"
   if [ -n "$missing" ]; then
     echo "== installing$missing for the network-namespace tests"
     if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null 2>&1; then
@@ -30,7 +31,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # Required when this machine can make namespaces (a probe); otherwise the
   # tests print SKIPPED with the reason and the summary counts them.
   probe="kairo-ci-probe-$$"
-  if command -v ping >/dev/null 2>&1 && command -v tcpdump >/dev/null 2>&1 && ip netns add "$probe" 2>/dev/null; then
+  if command -v ping >/dev/null 2>&1 && command -v tcpdump >/dev/null 2>&1 && command -v ethtool >/dev/null 2>&1 \
+    && ip netns add "$probe" 2>/dev/null; then
     ip netns del "$probe"
     export KAIRO_REQUIRE_NETNS=1
   else

@@ -25,14 +25,17 @@ pub struct Applied {
     pub translated: Tuple,
 }
 
-/// An FNV-1a style hash of some 64-bit words (stable across runs).
+/// A hash of some 64-bit words (stable across runs), every input bit
+/// reaching every output bit (multiply, then fold the high half down: a
+/// range is picked by the low bits, which a bare multiply leaves blind to
+/// the high bits of the input, such as a port in bits 16-31).
 fn hash(words: &[u64]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
     for w in words {
-        h ^= *w;
-        h = h.wrapping_mul(0x100_0000_01b3).rotate_left(27);
+        h = (h ^ *w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
     }
-    h
+    h ^ (h >> 32)
 }
 
 /// The translated forward tuple for a new connection `fwd`, or `None` if

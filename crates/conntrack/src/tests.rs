@@ -15,23 +15,9 @@ fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u16, seq: u32, ack: 
         .expect("key")
         .with(Field::TcpFlags, u64::from(flags));
     let mut f = kairo_wire::emit::frame(&k, &vec![0u8; len]);
-    let l4 = 14 + 20;
-    f[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
-    f[l4 + 8..l4 + 12].copy_from_slice(&ack.to_be_bytes());
-    f[l4 + 14..l4 + 16].copy_from_slice(&win.to_be_bytes());
-    tcp_checksum(&mut f);
+    let lay = kairo_wire::parse(&f, 1).1;
+    kairo_wire::rewrite::set_tcp_seq(&mut f, &lay, seq, ack, win);
     f
-}
-
-fn tcp_checksum(f: &mut [u8]) {
-    let l4 = 14 + 20;
-    f[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
-    let len = (f.len() - l4) as u32;
-    let mut acc = kairo_wire::sum(0, &f[14 + 12..14 + 20]);
-    acc = acc.wrapping_add(6).wrapping_add(len);
-    acc = kairo_wire::sum(acc, &f[l4..]);
-    let c = !kairo_wire::fold(acc);
-    f[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
 }
 
 fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Vec<u8> {
@@ -392,6 +378,22 @@ fn malformed_and_non_ip_packets_are_invalid_never_a_panic() {
     let mut empty: Vec<u8> = Vec::new();
     assert_eq!(run(&mut ct, &mut empty, &commit(0), 0), TRK | INV);
     assert!(ct.is_empty());
+}
+
+#[test]
+fn dnat_over_a_range_spreads_connections_by_their_ports() {
+    // Linux picks even ephemeral ports for connect(): the choice must still spread.
+    let nat = dnat("10.1.0.2", "10.1.0.3", 8080);
+    let mut seen = std::collections::BTreeMap::new();
+    for port in (32768..32800).step_by(2) {
+        let mut ct = Conntrack::new();
+        let mut p = tcp(A, port, "10.96.0.1", 80, SYN, 1, 0, 1000, 0);
+        ct.execute(&mut p, 1, &mut CtMeta::default(), &Request { nat: Some(&nat), ..commit(0) }, 0);
+        let (k, _) = kairo_wire::parse(&p, 1);
+        *seen.entry(k.get(Field::IpDst)).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.values().all(|&n| n >= 4), "{seen:?}");
 }
 
 proptest! {

@@ -284,6 +284,19 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Connection tracking on the data path: TCP connections set up per
+    /// second, new UDP connections, established packets, expiry, and the
+    /// memory each connection holds (a stateful firewall pipeline).
+    Conntrack {
+        /// Connections per scenario.
+        #[arg(long, default_value = "100k")]
+        conns: String,
+        /// Write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// The KAIRO poster's Figure 2: hit rate, misses and time-to-update against the cache limit.
     Hitrate {
         /// Cache limits (megaflows), comma-separated.
@@ -468,6 +481,13 @@ fn run(cli: Cli) -> Result<()> {
             let e2e_flows = kairo_bench::parse_size(&e2e_flows).map_err(anyhow::Error::msg)?;
             let opts = kairo_bench::lookup::LookupOpts { sizes, subtables, secs, e2e_flows, seed, progress: true };
             let report = kairo_bench::lookup::run(&opts).map_err(anyhow::Error::msg)?;
+            emit(&report, report.to_table(), json.as_deref())?;
+            Ok(())
+        }
+        Cmd::Bench { what: Some(BenchCmd::Conntrack { conns, json, seed }) } => {
+            let conns = kairo_bench::parse_size(&conns).map_err(anyhow::Error::msg)?;
+            let opts = kairo_bench::conntrack::CtOpts { conns, seed, progress: true };
+            let report = kairo_bench::conntrack::run_all(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())?;
             Ok(())
         }

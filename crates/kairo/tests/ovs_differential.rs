@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kairo_testkit::{gen_case, gen_packets, GenConfig};
-use kairo_xlate::odp::{apply, parse_actions};
-use kairo_xlate::{translate, Pipeline};
+use kairo_xlate::odp::{apply, apply_ct, parse_actions};
+use kairo_xlate::{translate, Pipeline, XlateResult};
 
 /// The repository's Open vSwitch scripts (`scripts/ovs`).
 fn ovs_scripts() -> PathBuf {
@@ -28,18 +28,27 @@ fn ovs_available() -> bool {
         && Command::new("ovs-appctl").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
-struct OvsTrace {
+/// One pass of a packet as `ofproto/trace` shows it.
+#[derive(Clone, Debug, Default)]
+struct OvsPass {
     megaflow: String,
     actions: String,
 }
 
-fn ovs_trace(flows: &std::path::Path, groups: &std::path::Path, packets: &[String]) -> Vec<OvsTrace> {
+/// A packet's passes: the first, then each one a `ct` recirculation leads
+/// to, in the order `ofproto/trace` takes them.
+struct OvsTrace {
+    passes: Vec<OvsPass>,
+}
+
+fn ovs_trace(flows: &std::path::Path, groups: &std::path::Path, packets: &[String], ct_next: &str) -> Vec<OvsTrace> {
     let script = ovs_scripts().join("trace.sh");
     let out = Command::new("bash")
         .arg(&script)
         .arg(flows)
         .args(packets)
         .env("GROUP_FILE", groups)
+        .env("CT_NEXT", ct_next)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -47,7 +56,8 @@ fn ovs_trace(flows: &std::path::Path, groups: &std::path::Path, packets: &[Strin
     parse_traces(&text)
 }
 
-/// The `Megaflow:` and `Datapath actions:` lines of each `Packet:` section.
+/// The `Megaflow:` and `Datapath actions:` lines of each `Packet:` section,
+/// one pair per pass.
 fn parse_traces(text: &str) -> Vec<OvsTrace> {
     let mut res = Vec::new();
     let mut cur: Option<OvsTrace> = None;
@@ -56,19 +66,62 @@ fn parse_traces(text: &str) -> Vec<OvsTrace> {
             if let Some(c) = cur.take() {
                 res.push(c);
             }
-            cur = Some(OvsTrace { megaflow: String::new(), actions: String::new() });
+            cur = Some(OvsTrace { passes: Vec::new() });
         } else if let Some(m) = line.strip_prefix("Megaflow: ") {
             if let Some(c) = cur.as_mut() {
-                c.megaflow = m.to_string();
+                c.passes.push(OvsPass { megaflow: m.to_string(), actions: String::new() });
             }
         } else if let Some(a) = line.strip_prefix("Datapath actions: ") {
-            if let Some(c) = cur.as_mut() {
-                c.actions = a.to_string();
+            if let Some(pass) = cur.as_mut().and_then(|c| c.passes.last_mut()) {
+                pass.actions = a.to_string();
             }
         }
     }
     res.extend(cur);
     res
+}
+
+/// kairo's passes of `key` as `ofproto/trace` takes them: the first, then
+/// (breadth first) each pass a `ct` recirculation leads to (not those of
+/// select groups hashed in the datapath, which the trace does not follow),
+/// each with how many `--ct-next` states earlier passes used.
+fn ct_passes(
+    p: &Pipeline,
+    key: &kairo_flow::FlowKey,
+    states: &[u64],
+) -> Vec<(kairo_flow::FlowKey, XlateResult, usize)> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    let mut todo = std::collections::VecDeque::from([*key]);
+    while let Some(k) = todo.pop_front() {
+        if out.len() == kairo_xlate::recirc::MAX_PASSES {
+            break;
+        }
+        let r = translate(p, &k);
+        let mut it = states[used.min(states.len())..].iter().copied();
+        let emitted = apply_ct(&r.actions, &k, &mut it);
+        let after = states.len() - it.len();
+        for (port, next) in emitted {
+            let id = next.get(kairo_flow::Field::RecircId) as u32;
+            let ct_fork = p.recircs().get(id).is_some_and(|st| st.ops.is_empty() && st.conntracked);
+            if port == kairo_xlate::odp::RECIRC_PORT && ct_fork {
+                todo.push_back(next);
+            }
+        }
+        out.push((k, r, used));
+        used = after;
+    }
+    out
+}
+
+/// The ct_states a pipeline's trace hands the passes after `ct`: 0-3 of
+/// new, established, reply and invalid connections, as `--ct-next` text
+/// and as bits.
+fn ct_next_for(seed: u64) -> (String, Vec<u64>) {
+    const CHOICES: [(&str, u64); 4] = [("trk,new", 0x21), ("trk,est", 0x22), ("trk,est,rpl", 0x2a), ("trk,inv", 0x30)];
+    let n = (seed % 4) as usize;
+    let picked: Vec<(&str, u64)> = (0..n).map(|i| CHOICES[((seed >> (2 * i + 2)) % 4) as usize]).collect();
+    (picked.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(" "), picked.iter().map(|(_, b)| *b).collect())
 }
 
 /// True (after saying so) if Open vSwitch is missing and not required.
@@ -95,7 +148,23 @@ fn diff_config() -> GenConfig {
         miss_continue: false,
         unique_priorities: true,
         n_ports: 4,
+        conntrack: false,
+        write_actions: true,
     }
+}
+
+/// The same with connection tracking, and no action sets: Open vSwitch 3.1
+/// aborts on a `ct(table=N)` run while the action set holds something
+/// (ofproto-dpif-rid.c: "state->action_set_len <= state->ofpacts_len").
+fn diff_config_ct() -> GenConfig {
+    GenConfig { conntrack: true, write_actions: false, ..diff_config() }
+}
+
+/// Did Open vSwitch abort on its frozen-state assertion since its log had
+/// `before` bytes?
+fn ovs_aborted_since(log: &std::path::Path, before: u64) -> bool {
+    let new_log = std::fs::read(log).map(|b| b.get(before as usize..).unwrap_or_default().to_vec()).unwrap_or_default();
+    String::from_utf8_lossy(&new_log).contains("action_set_len <= state->ofpacts_len")
 }
 
 #[test]
@@ -105,11 +174,15 @@ fn datapath_actions_match_open_vswitch() {
     }
     let dir = std::env::temp_dir().join(format!("kairo-diff-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let cfg = diff_config();
     let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let (mut total, mut skipped, mut mpls) = (0usize, 0usize, 0usize);
+    let mut aborted = 0usize;
+    let log = std::path::Path::new("/tmp/ovs-trace/ovs-vswitchd.log");
+    let (mut conntrack, mut later_passes) = (0usize, 0usize);
     let (mut ovs_mf_total, mut kairo_mf_total) = (0usize, 0usize);
     for seed in 1..=n_pipelines {
+        // Odd pipelines with connection tracking, even ones with action sets.
+        let cfg = if seed % 2 == 1 { diff_config_ct() } else { diff_config() };
         let case = gen_case(seed * 7919, &cfg);
         let flows = dir.join(format!("p{seed}.flows"));
         let groups = dir.join(format!("p{seed}.groups"));
@@ -123,43 +196,76 @@ fn datapath_actions_match_open_vswitch() {
         // The bridge's ports, what FLOOD sends to.
         p.set_ports(1..=cfg.n_ports);
         let packets = gen_packets(seed, 200, 4);
-        let ovs = ovs_trace(&flows, &groups, &packets);
+        let (ct_text, ct_states) = ct_next_for(seed);
+        let log_before = std::fs::metadata(log).map_or(0, |m| m.len());
+        let ovs = ovs_trace(&flows, &groups, &packets, &ct_text);
+        if ovs_aborted_since(log, log_before) {
+            aborted += 1;
+            eprintln!("pipeline {seed}: Open vSwitch aborted on a frozen action set (its assertion); not compared");
+            continue;
+        }
         assert_eq!(ovs.len(), packets.len(), "OVS traced {} of {} packets", ovs.len(), packets.len());
         let mut ovs_mf = BTreeSet::new();
         let mut kairo_mf = BTreeSet::new();
         for (spec, o) in packets.iter().zip(&ovs) {
             total += 1;
             let key = kairo_flow::parse_key(spec).expect("packet parses");
-            let r = translate(&p, &key);
-            kairo_mf.insert((key.masked(&r.mask), r.mask));
-            ovs_mf.insert(o.megaflow.clone());
-            let Ok(ovs_actions) = parse_actions(&o.actions) else {
-                skipped += 1;
-                if skipped <= 3 {
-                    eprintln!("skipped (OVS action not modelled): {spec}: {}", o.actions);
+            assert!(!o.passes.is_empty(), "pipeline {seed}: Open vSwitch traced nothing for {spec}");
+            let kairo = ct_passes(&p, &key, &ct_states);
+            let mut skip_packet = false;
+            for (i, (k, r, used)) in kairo.iter().enumerate() {
+                let Some(op) = o.passes.get(i) else {
+                    // Open vSwitch stops following at its own bound, or at
+                    // a pass it cannot translate: what it showed is compared.
+                    break;
+                };
+                if i > 0 {
+                    later_passes += 1;
                 }
+                kairo_mf.insert((k.masked(&r.mask), r.mask));
+                ovs_mf.insert(op.megaflow.clone());
+                let Ok(ovs_actions) = parse_actions(&op.actions) else {
+                    skip_packet = true;
+                    if skipped < 3 {
+                        eprintln!("skipped (OVS action not modelled): {spec} pass {i}: {}", op.actions);
+                    }
+                    break;
+                };
+                let states = &ct_states[(*used).min(ct_states.len())..];
+                let want = as_set(renamed(apply_ct(&ovs_actions, k, &mut states.iter().copied())));
+                let got = as_set(renamed(apply_ct(&r.actions, k, &mut states.iter().copied())));
+                mpls += usize::from(r.actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        kairo_xlate::odp::DpAction::PushMpls { .. }
+                            | kairo_xlate::odp::DpAction::PopMpls { .. }
+                            | kairo_xlate::odp::DpAction::SetMpls { .. }
+                    )
+                }));
+                conntrack += usize::from(r.actions.iter().any(|a| matches!(a, kairo_xlate::odp::DpAction::Ct(_))));
+                assert_eq!(
+                    got,
+                    want,
+                    "\npipeline {seed} (--ct-next {ct_text}):\n{}\ngroups:\n{}\npacket: {spec}, pass {i} ({})\nkairo: {}\n  OVS: {}\nkairo megaflow: {}\n  OVS megaflow: {}",
+                    case.flows,
+                    case.groups,
+                    kairo_flow::format_key(k),
+                    kairo_xlate::format_actions(&r.actions),
+                    op.actions,
+                    kairo_flow::format_megaflow(k, &r.mask),
+                    op.megaflow
+                );
+            }
+            if skip_packet {
+                skipped += 1;
                 continue;
-            };
-            let want = as_set(renamed(apply(&ovs_actions, &key)));
-            let got = as_set(renamed(apply(&r.actions, &key)));
-            mpls += usize::from(r.actions.iter().any(|a| {
-                matches!(
-                    a,
-                    kairo_xlate::odp::DpAction::PushMpls { .. }
-                        | kairo_xlate::odp::DpAction::PopMpls { .. }
-                        | kairo_xlate::odp::DpAction::SetMpls { .. }
-                )
-            }));
-            assert_eq!(
-                got,
-                want,
-                "\npipeline {seed}:\n{}\ngroups:\n{}\npacket: {spec}\nkairo: {}\n  OVS: {}\nkairo megaflow: {}\n  OVS megaflow: {}",
-                case.flows,
-                case.groups,
-                kairo_xlate::format_actions(&r.actions),
-                o.actions,
-                kairo_flow::format_megaflow(&key, &r.mask),
-                o.megaflow
+            }
+            assert!(
+                o.passes.len() <= kairo.len(),
+                "pipeline {seed}: packet {spec}: Open vSwitch took {} passes, kairo {}\n{}",
+                o.passes.len(),
+                kairo.len(),
+                case.flows
             );
         }
         eprintln!(
@@ -171,7 +277,8 @@ fn datapath_actions_match_open_vswitch() {
         ovs_mf_total += ovs_mf.len();
         kairo_mf_total += kairo_mf.len();
     }
-    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} with MPLS datapath actions), {skipped} skipped; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
+    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {conntrack} with ct, {later_passes} passes after a ct recirculation), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
+    assert!(aborted * 3 <= n_pipelines as usize, "Open vSwitch aborted on {aborted} of {n_pipelines} pipelines");
     assert!(skipped * 10 <= total, "too many packets skipped: {skipped} of {total}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -271,7 +378,10 @@ fn recirculated_passes_match_open_vswitch() {
             let key = kairo_wire::parse(&frame, k.get(kairo_flow::Field::InPort) as u32).0;
             let r = translate(&p, &key);
             let recircs = r.actions.iter().filter(|a| matches!(a, kairo_xlate::odp::DpAction::Recirc(_))).count();
-            if recircs == 1 && r.error.is_none() {
+            // Only hashing recirculations: a ct's next pass depends on Open
+            // vSwitch's connection tracker, which the trace differential covers.
+            let ct = r.actions.iter().any(|a| matches!(a, kairo_xlate::odp::DpAction::Ct(_)));
+            if recircs == 1 && r.error.is_none() && !ct {
                 chosen.push((spec, key, frame, r));
             }
             if chosen.len() == 12 {
@@ -314,8 +424,7 @@ fn recirculated_passes_match_open_vswitch() {
             // with an action set longer than what is left to do
             // (ofproto-dpif-rid.c: "state->action_set_len <=
             // state->ofpacts_len"); such a pipeline cannot be compared.
-            let new_log = std::fs::read(log).map(|b| b[log_before as usize..].to_vec()).unwrap_or_default();
-            if String::from_utf8_lossy(&new_log).contains("action_set_len <= state->ofpacts_len") {
+            if ovs_aborted_since(log, log_before) {
                 ovs_aborted += 1;
                 eprintln!("pipeline {seed}: Open vSwitch aborted on a frozen action set (its assertion); not compared");
                 continue;
@@ -490,15 +599,14 @@ fn generated_pipelines_load_into_open_vswitch_and_agree() {
                 hashed += 1;
                 continue;
             }
-            assert!(!o.actions.is_empty(), "{kind}: Open vSwitch could not trace {spec}");
-            let ovs_actions =
-                parse_actions(&o.actions).unwrap_or_else(|e| panic!("{kind}: OVS actions `{}`: {e}", o.actions));
+            let first = o.passes.first().map_or("", |p| p.actions.as_str());
+            assert!(!first.is_empty(), "{kind}: Open vSwitch could not trace {spec}");
+            let ovs_actions = parse_actions(first).unwrap_or_else(|e| panic!("{kind}: OVS actions `{first}`: {e}"));
             assert_eq!(
                 apply(&r.actions, key),
                 apply(&ovs_actions, key),
-                "{kind}: packet {spec}\nkairo: {}\n  OVS: {}",
+                "{kind}: packet {spec}\nkairo: {}\n  OVS: {first}",
                 kairo_xlate::format_actions(&r.actions),
-                o.actions
             );
             compared += 1;
         }

@@ -417,31 +417,27 @@ pub const CT_FIELDS: [Field; 14] = [
 ];
 
 /// [`apply`], the `ct` actions modelled as [`ct::DpCt::model`] says: a pass
-/// recirculated after a `ct` sees the next of `next_states` as its
-/// ct_state ([`ct::DEFAULT_NEXT_STATE`] when there are no more), as
-/// `ofproto/trace --ct-next` does.
+/// recirculated right after a `ct` (what `ct(table=N)` makes) sees the next
+/// of `next_states` as its ct_state ([`ct::DEFAULT_NEXT_STATE`] when there
+/// are no more), as `ofproto/trace --ct-next` hands them out.
 pub fn apply_ct(actions: &[DpAction], key: &FlowKey, next_states: &mut dyn Iterator<Item = u64>) -> Vec<Emitted> {
     let mut k = packet_fields(key);
     for f in CT_FIELDS {
         k.set(f, key.get(f));
     }
     let mut dp_hash = key.get(Field::DpHash);
-    let mut tracked = false;
     let mut out = Vec::new();
-    for a in actions {
+    for (i, a) in actions.iter().enumerate() {
         match a {
             DpAction::Hash { alg, basis } => dp_hash = u64::from(self::dp_hash(*alg, *basis, &visible(&k))),
-            DpAction::Ct(ct) => {
-                ct.model(&mut k, ct::DEFAULT_NEXT_STATE);
-                tracked = true;
-            }
+            DpAction::Ct(ct) => ct.model(&mut k, ct::DEFAULT_NEXT_STATE),
             DpAction::CtClear => {
                 for f in CT_FIELDS {
                     k.set(f, 0);
                 }
             }
             DpAction::Recirc(id) => {
-                if std::mem::take(&mut tracked) {
+                if i > 0 && matches!(actions[i - 1], DpAction::Ct(_)) {
                     k.set(Field::CtState, next_states.next().unwrap_or(ct::DEFAULT_NEXT_STATE));
                 }
                 let mut next = visible(&k);

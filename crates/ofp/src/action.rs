@@ -223,6 +223,25 @@ pub enum Act {
     SetTunnel64(u64),
     /// NXAST_CT_CLEAR.
     CtClear,
+    /// NXAST_CT: `flags` (NX_CT_F_COMMIT 1, NX_CT_F_FORCE 2), the zone (a
+    /// field's bits, else `zone_imm`), the table to resume at (255: none),
+    /// the ALG port, and the nested actions (nat, writes to ct_mark/label).
+    Ct {
+        flags: u16,
+        zone_src: Option<WireSub>,
+        zone_imm: u16,
+        table: u8,
+        alg: u16,
+        actions: Vec<Act>,
+    },
+    /// NXAST_NAT: `flags` (NX_NAT_F_SRC 1, DST 2, PERSISTENT 4, PROTO_HASH
+    /// 8, PROTO_RANDOM 16) and the ranges present (a max absent = the min).
+    Nat {
+        flags: u16,
+        ipv4: Option<(u32, Option<u32>)>,
+        ipv6: Option<(u128, Option<u128>)>,
+        ports: Option<(u16, Option<u16>)>,
+    },
     /// NXAST_CONJUNCTION: clause `clause` (0-based) of `n_clauses`.
     Conjunction {
         clause: u8,
@@ -360,7 +379,7 @@ impl Act {
                 if vendor != NX_VENDOR {
                     return Ok(Act::Experimenter { vendor, body: a.rest().to_vec() });
                 }
-                Self::decode_nx(&mut a, at, len)?
+                Self::decode_nx(&mut a, at, len, v)?
             }
             other => {
                 return Err(Error::new(
@@ -371,7 +390,7 @@ impl Act {
         })
     }
 
-    fn decode_nx(a: &mut Reader<'_>, at: usize, len: usize) -> Result<Act, Error> {
+    fn decode_nx(a: &mut Reader<'_>, at: usize, len: usize, v: Version) -> Result<Act, Error> {
         let subtype = a.u16("Nicira subtype")?;
         let fixed = |want: usize, name: &str| if len == want { Ok(()) } else { Err(bad_len(name, at, len, want)) };
         Ok(match subtype {
@@ -434,6 +453,67 @@ impl Act {
             nxast::DEC_TTL => fixed(16, "dec_ttl").map(|_| Act::NxDecTtl)?,
             nxast::EXIT => fixed(16, "exit").map(|_| Act::Exit)?,
             nxast::CT_CLEAR => fixed(16, "ct_clear").map(|_| Act::CtClear)?,
+            nxast::CT => {
+                if len < 24 {
+                    return Err(bad_len("ct", at, len, 24));
+                }
+                let flags = a.u16("flags")?;
+                let src = a.u32("zone_src")?;
+                let zone = a.u16("zone")?;
+                let table = a.u8("recirc_table")?;
+                a.skip(3, "pad")?;
+                let alg = a.u16("alg")?;
+                let zone_src = if src == 0 {
+                    None
+                } else {
+                    let bytes = src.to_be_bytes();
+                    let mut hr = Reader::new(&bytes);
+                    let (id, _) = OxmId::decode_header(&mut hr)?;
+                    let s = WireSub { id, ofs: zone >> 6, n_bits: (zone & 0x3f) + 1 };
+                    check_sub(&s, at)?;
+                    Some(s)
+                };
+                let mut inner = Reader::new(a.rest());
+                let actions = decode_actions(&mut inner, v)?;
+                Act::Ct { flags, zone_src, zone_imm: if src == 0 { zone } else { 0 }, table, alg, actions }
+            }
+            nxast::NAT => {
+                if len < 16 {
+                    return Err(bad_len("nat", at, len, 16));
+                }
+                a.skip(2, "pad")?;
+                let flags = a.u16("flags")?;
+                let present = a.u16("range_present")?;
+                let bit = |b: u16| present & b != 0;
+                let ipv4 = if bit(1) {
+                    Some((a.u32("ipv4 min")?, if bit(2) { Some(a.u32("ipv4 max")?) } else { None }))
+                } else {
+                    None
+                };
+                let ipv6 = if bit(4) {
+                    let lo = u128::from_be_bytes(a.bytes(16, "ipv6 min")?.try_into().unwrap_or([0; 16]));
+                    let hi = if bit(8) {
+                        Some(u128::from_be_bytes(a.bytes(16, "ipv6 max")?.try_into().unwrap_or([0; 16])))
+                    } else {
+                        None
+                    };
+                    Some((lo, hi))
+                } else {
+                    None
+                };
+                let ports = if bit(16) {
+                    Some((a.u16("proto min")?, if bit(32) { Some(a.u16("proto max")?) } else { None }))
+                } else {
+                    None
+                };
+                if present & !0x3f != 0 || a.rest().iter().any(|&b| b != 0) {
+                    return Err(Error::new(
+                        ErrorCode::BAD_ACTION_ARGUMENT,
+                        format!("nat at offset {at}: unknown range bits {present:#x} or trailing bytes"),
+                    ));
+                }
+                Act::Nat { flags, ipv4, ipv6, ports }
+            }
             nxast::CONTROLLER => {
                 fixed(16, "controller")?;
                 Act::Controller { max_len: a.u16("max_len")?, id: a.u16("controller_id")?, reason: a.u8("reason")? }
@@ -609,6 +689,58 @@ impl Act {
             Act::CtClear => {
                 w.u16(nxast::CT_CLEAR);
                 w.zeros(6);
+            }
+            Act::Ct { flags, zone_src, zone_imm, table, alg, actions } => {
+                w.u16(nxast::CT);
+                w.u16(*flags);
+                match zone_src {
+                    Some(s) => {
+                        w.u32(hdr(&s.id));
+                        w.u16(ofs_nbits(s));
+                    }
+                    None => {
+                        w.u32(0);
+                        w.u16(*zone_imm);
+                    }
+                }
+                w.u8(*table);
+                w.zeros(3);
+                w.u16(*alg);
+                encode_actions(w, actions);
+            }
+            Act::Nat { flags, ipv4, ipv6, ports } => {
+                w.u16(nxast::NAT);
+                w.zeros(2);
+                w.u16(*flags);
+                let mut present = 0u16;
+                if let Some((_, max)) = ipv4 {
+                    present |= 1 | if max.is_some() { 2 } else { 0 };
+                }
+                if let Some((_, max)) = ipv6 {
+                    present |= 4 | if max.is_some() { 8 } else { 0 };
+                }
+                if let Some((_, max)) = ports {
+                    present |= 16 | if max.is_some() { 32 } else { 0 };
+                }
+                w.u16(present);
+                if let Some((lo, hi)) = ipv4 {
+                    w.u32(*lo);
+                    if let Some(h) = hi {
+                        w.u32(*h);
+                    }
+                }
+                if let Some((lo, hi)) = ipv6 {
+                    w.bytes(&lo.to_be_bytes());
+                    if let Some(h) = hi {
+                        w.bytes(&h.to_be_bytes());
+                    }
+                }
+                if let Some((lo, hi)) = ports {
+                    w.u16(*lo);
+                    if let Some(h) = hi {
+                        w.u16(*h);
+                    }
+                }
             }
             Act::Controller { max_len, id, reason } => {
                 w.u16(nxast::CONTROLLER);

@@ -319,7 +319,7 @@ fn set_field(o: &Oxm) -> Result<Action, Error> {
     }
     if let Some((field, value, mask)) = wide_value(o) {
         writable(field, "set_field")?;
-        return Ok(Action::SetWide { field, value, mask });
+        return Ok(Action::set_wide(field, value, mask));
     }
     let (field, value, mask) = field_value(o)?;
     writable(field, "set_field")?;
@@ -340,6 +340,24 @@ fn unsupported(name: &str) -> Error {
 
 /// A wire action as kairo's action.
 pub fn action_from_wire(a: &Act) -> Result<Action, Error> {
+    let x = action_from_wire_nested(a)?;
+    let written = match &x {
+        Action::SetField { field, .. } | Action::SetWide { field, .. } => Some(*field),
+        Action::Move { dst, .. } => Some(dst.field),
+        _ => None,
+    };
+    if written.is_some_and(kairo_ofproto::ct::is_ct_field) {
+        return Err(Error::new(
+            ErrorCode::BAD_SET_ARGUMENT,
+            format!("`{x}`: cannot set CT fields outside of ct action"),
+        ));
+    }
+    Ok(x)
+}
+
+/// [`action_from_wire`] without the check that only a `ct`'s nested
+/// actions write ct_mark and ct_label.
+fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
     Ok(match a {
         Act::Output { port: p, max_len } => match *p {
             port::OFPP_IN_PORT => Action::InPort,
@@ -397,7 +415,16 @@ pub fn action_from_wire(a: &Act) -> Result<Action, Error> {
         Act::OutputReg { .. } => return Err(unsupported_nx(nxast::OUTPUT_REG)),
         Act::Exit => return Err(unsupported_nx(nxast::EXIT)),
         Act::SetTunnel64(_) => return Err(unsupported_nx(nxast::SET_TUNNEL64)),
-        Act::CtClear => return Err(unsupported_nx(nxast::CT_CLEAR)),
+        Act::CtClear => Action::CtClear,
+        Act::Ct { flags, zone_src, zone_imm, table, alg, actions } => {
+            ct_from_wire(*flags, zone_src, *zone_imm, *table, *alg, actions)?
+        }
+        Act::Nat { .. } => {
+            return Err(Error::new(
+                ErrorCode::BAD_ACTION_ARGUMENT,
+                "nat outside a ct action (it is only valid nested in ct)",
+            ))
+        }
         Act::Conjunction { .. } => return Err(unsupported_nx(nxast::CONJUNCTION)),
         Act::Nicira { subtype, .. } => return Err(unsupported_nx(*subtype)),
         Act::Experimenter { vendor, .. } => {
@@ -423,6 +450,121 @@ pub fn action_from_wire(a: &Act) -> Result<Action, Error> {
         Act::PopPbb => return Err(unsupported("pop_pbb")),
         Act::Meter(_) => return Err(unsupported("meter")),
     })
+}
+
+/// NXAST_NAT for a NAT spec.
+fn nat_to_wire(n: &kairo_ofproto::Nat) -> Act {
+    use kairo_ofproto::{NatAddrs, NatKind};
+    let mut flags = match n.kind {
+        Some(NatKind::Src) => 1,
+        Some(NatKind::Dst) => 2,
+        None => 0,
+    };
+    flags |= if n.persistent { 4 } else { 0 } | if n.hash { 8 } else { 0 } | if n.random { 16 } else { 0 };
+    let range = |lo, hi| (lo, (hi != lo).then_some(hi));
+    let (ipv4, ipv6) = match n.addrs {
+        Some(NatAddrs::V4(a, b)) => (Some(range(a, b)), None),
+        Some(NatAddrs::V6(a, b)) => (None, Some((a, (b != a).then_some(b)))),
+        None => (None, None),
+    };
+    Act::Nat { flags, ipv4, ipv6, ports: n.ports.map(|(a, b)| (a, (b != a).then_some(b))) }
+}
+
+/// A NAT spec from NXAST_NAT (checked as ovs-ofctl checks the text).
+fn nat_from_wire(
+    flags: u16,
+    ipv4: Option<(u32, Option<u32>)>,
+    ipv6: Option<(u128, Option<u128>)>,
+    ports: Option<(u16, Option<u16>)>,
+) -> Result<kairo_ofproto::Nat, Error> {
+    use kairo_ofproto::{NatAddrs, NatKind};
+    let bad = |why: &str| Error::new(ErrorCode::BAD_ACTION_ARGUMENT, format!("nat: {why}"));
+    if flags & !0x1f != 0 {
+        return Err(bad(&format!("unknown flags {flags:#x}")));
+    }
+    let kind = match flags & 3 {
+        0 => None,
+        1 => Some(NatKind::Src),
+        2 => Some(NatKind::Dst),
+        _ => return Err(bad("both src and dst")),
+    };
+    let addrs = match (ipv4, ipv6) {
+        (Some((a, b)), None) => Some(NatAddrs::V4(a, b.unwrap_or(a))),
+        (None, Some((a, b))) => Some(NatAddrs::V6(a, b.unwrap_or(a))),
+        (None, None) => None,
+        _ => return Err(bad("both IPv4 and IPv6 ranges")),
+    };
+    let ports = ports.map(|(a, b)| (a, b.unwrap_or(a)));
+    let ok = |lo: u128, hi: u128| lo <= hi;
+    let ranges_ok = match addrs {
+        Some(NatAddrs::V4(a, b)) => ok(a.into(), b.into()),
+        Some(NatAddrs::V6(a, b)) => ok(a, b),
+        None => true,
+    } && ports.is_none_or(|(a, b)| a >= 1 && a <= b);
+    let (persistent, hash, random) = (flags & 4 != 0, flags & 8 != 0, flags & 16 != 0);
+    if !ranges_ok || (hash && random) || (kind.is_none() && (addrs.is_some() || ports.is_some())) {
+        return Err(bad("ranges with min <= max (ports from 1), a kind for a range, not both hash and random"));
+    }
+    Ok(kairo_ofproto::Nat { kind, addrs, ports, persistent, hash, random })
+}
+
+/// A `ct` from NXAST_CT (its nested actions: at most one nat, then writes
+/// to ct_mark or ct_label), checked as ovs-ofctl checks the text.
+fn ct_from_wire(
+    flags: u16,
+    zone_src: &Option<WireSub>,
+    zone_imm: u16,
+    table: u8,
+    alg: u16,
+    actions: &[Act],
+) -> Result<Action, Error> {
+    let bad = |why: String| Error::new(ErrorCode::BAD_ACTION_ARGUMENT, format!("ct: {why}"));
+    if flags & !3 != 0 {
+        return Err(bad(format!("unknown flags {flags:#x}")));
+    }
+    if alg != 0 {
+        return Err(bad(format!("alg={alg}: kairo's connection tracker has no application-level gateways")));
+    }
+    let zone = match zone_src {
+        None => kairo_ofproto::CtZone::Imm(zone_imm),
+        Some(s) if s.n_bits == 16 => kairo_ofproto::CtZone::Field(sub_from_wire(s)?),
+        Some(s) => return Err(bad(format!("a zone of {} bits (16 needed)", s.n_bits))),
+    };
+    let mut ct = kairo_ofproto::Ct {
+        commit: flags & 1 != 0,
+        force: flags & 2 != 0,
+        zone,
+        table: (table != 255).then_some(table),
+        nat: None,
+        exec: Vec::new(),
+    };
+    for a in actions {
+        match a {
+            Act::Nat { flags, ipv4, ipv6, ports } if ct.nat.is_none() => {
+                ct.nat = Some(nat_from_wire(*flags, *ipv4, *ipv6, *ports)?)
+            }
+            Act::Nat { .. } => return Err(bad("more than one nat".into())),
+            other => {
+                let x = action_from_wire_nested(other)?;
+                let field = match &x {
+                    Action::SetField { field, .. } | Action::SetWide { field, .. } => Some(*field),
+                    Action::Move { dst, .. } => Some(dst.field),
+                    _ => None,
+                };
+                if !field.is_some_and(kairo_ofproto::ct::is_ct_field) {
+                    return Err(bad(format!("nested `{x}`: only writes to ct_mark or ct_label may be nested")));
+                }
+                ct.exec.push(x);
+            }
+        }
+    }
+    if ct.force && !ct.commit {
+        return Err(bad("force without commit".into()));
+    }
+    if !ct.exec.is_empty() && !ct.commit {
+        return Err(bad("nested writes without commit".into()));
+    }
+    Ok(Action::Ct(Box::new(ct)))
 }
 
 fn contiguous(mask: u64) -> Option<(u32, u32)> {
@@ -499,6 +641,22 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
                 }
                 out.push(Act::SetField(Oxm::exact(OxmId::basic(7), u128::from(*pcp))));
             }
+            // Bits of one half of a 128-bit field: bits of the whole on the wire.
+            Action::SetField { field, value, mask } if field.half_of().is_some() => {
+                let (hi, base) = field.half_of().unwrap_or((*field, 0));
+                let id = set_field_id(hi, m)?;
+                match contiguous(*mask).filter(|_| v < Version::V1_5) {
+                    Some((ofs, n)) => {
+                        let dst = WireSub { id, ofs: (ofs + base) as u16, n_bits: n as u16 };
+                        out.push(Act::RegLoad { dst, value: (value & mask) >> ofs });
+                    }
+                    None => {
+                        let o =
+                            Oxm { id, value: u128::from(value & mask) << base, mask: Some(u128::from(*mask) << base) };
+                        out.push(if v >= Version::V1_5 { Act::SetField(o) } else { Act::RegLoad2(o) });
+                    }
+                }
+            }
             Action::SetField { field, value, mask } => {
                 let full = if field.bits() >= 64 { u64::MAX } else { (1u64 << field.bits()) - 1 };
                 let (val, msk) = if *field == Field::InPort {
@@ -520,8 +678,15 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
             }
             Action::SetWide { field, value, mask } => {
                 let id = set_field_id(*field, m)?;
+                let bits =
+                    (*mask != 0).then(|| (mask.trailing_zeros(), (mask >> mask.trailing_zeros()).trailing_ones()));
+                let load = bits.filter(|&(ofs, n)| n <= 64 && (mask >> ofs) >> n == 0);
                 if *mask == u128::MAX {
                     out.push(Act::SetField(Oxm::exact(id, *value)));
+                } else if let (Some((ofs, n)), true) = (load, v < Version::V1_5) {
+                    // As ovs-ofctl: a contiguous range of up to 64 bits is a load.
+                    let dst = WireSub { id, ofs: ofs as u16, n_bits: n as u16 };
+                    out.push(Act::RegLoad { dst, value: ((value & mask) >> ofs) as u64 });
                 } else if v >= Version::V1_5 {
                     out.push(Act::SetField(Oxm { id, value: value & mask, mask: Some(*mask) }));
                 } else {
@@ -545,11 +710,17 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
                     }
                 }
             }
-            Action::Ct(_) | Action::CtClear => {
-                return Err(Error::new(
-                    ErrorCode::BAD_ACTION_EXP_TYPE,
-                    format!("`{a}` has no OpenFlow encoding in kairo yet (NXAST_CT / NXAST_CT_CLEAR)"),
-                ))
+            Action::CtClear => out.push(Act::CtClear),
+            Action::Ct(ct) => {
+                let flags = u16::from(ct.commit) | if ct.force { 2 } else { 0 };
+                let (zone_src, zone_imm) = match ct.zone {
+                    kairo_ofproto::CtZone::Imm(z) => (None, z),
+                    kairo_ofproto::CtZone::Field(sf) => (Some(sub_to_wire(&sf)?), 0),
+                };
+                // As ovs-ofctl: the NAT first, then the writes of exec(...).
+                let mut actions: Vec<Act> = ct.nat.iter().map(nat_to_wire).collect();
+                actions.extend(actions_to_wire(&ct.exec, v, m)?);
+                out.push(Act::Ct { flags, zone_src, zone_imm, table: ct.table.unwrap_or(255), alg: 0, actions });
             }
         }
     }

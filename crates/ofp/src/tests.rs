@@ -44,6 +44,26 @@ fn sub() -> impl Strategy<Value = WireSub> {
     })
 }
 
+/// A random NXAST_NAT.
+fn nat() -> impl Strategy<Value = Act> {
+    (
+        any::<u16>(),
+        proptest::option::of((any::<u32>(), proptest::option::of(any::<u32>()))),
+        proptest::option::of((any::<u128>(), proptest::option::of(any::<u128>()))),
+        proptest::option::of((any::<u16>(), proptest::option::of(any::<u16>()))),
+    )
+        .prop_map(|(flags, ipv4, ipv6, ports)| Act::Nat { flags, ipv4, ipv6, ports })
+}
+
+/// The values a load into `d` may carry.
+fn d_mask(d: &WireSub) -> u64 {
+    if d.n_bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << d.n_bits) - 1
+    }
+}
+
 fn act(v: Version) -> impl Strategy<Value = Act> {
     let set = oxm().prop_map(move |mut o| {
         if v < Version::V1_5 {
@@ -109,8 +129,31 @@ fn act(v: Version) -> impl Strategy<Value = Act> {
             for (i, x) in b.iter().enumerate() {
                 body[i] = *x;
             }
-            Act::Nicira { subtype: nxast::CT, body }
+            Act::Nicira { subtype: nxast::LEARN, body }
         }),
+        (
+            any::<u16>(),
+            proptest::option::of(sub()),
+            any::<u16>(),
+            any::<u8>(),
+            any::<u16>(),
+            proptest::collection::vec(
+                prop_oneof![
+                    nat(),
+                    (sub(), any::<u64>()).prop_map(|(d, v)| Act::RegLoad { dst: d, value: v & d_mask(&d) })
+                ],
+                0..3
+            )
+        )
+            .prop_map(|(flags, zone_src, imm, table, alg, actions)| Act::Ct {
+                flags,
+                zone_imm: if zone_src.is_some() { 0 } else { imm },
+                zone_src,
+                table,
+                alg,
+                actions
+            }),
+        nat(),
     ];
     let v15 = (sub(), sub(), any::<u32>()).prop_map(move |(s, d, m)| {
         let n = s.n_bits.min(d.n_bits);

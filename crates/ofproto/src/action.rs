@@ -221,13 +221,30 @@ fn set_from_text(field: Field, valtext: &str, whole: &str) -> Result<Action, OfE
     writable(field, whole)?;
     if field.wide().is_some() {
         let (value, mask) = parse_wide_value(field, valtext)?;
-        return Ok(Action::SetWide { field, value, mask });
+        return Ok(Action::set_wide(field, value, mask));
     }
     let (value, mask) = parse_field_value(field, valtext)?;
     Ok(Action::SetField { field, value, mask })
 }
 
 impl Action {
+    /// A write of the `mask` bits of 128-bit field `field` (named by its
+    /// high half). Bits within one half are a write of that half (as a
+    /// `load` to them is): one action has one form, however it was written
+    /// or sent.
+    pub fn set_wide(field: Field, value: u128, mask: u128) -> Action {
+        let Some((hi, lo)) = field.wide() else {
+            return Action::SetField { field, value: value as u64, mask: mask as u64 };
+        };
+        if mask >> 64 == 0 {
+            Action::SetField { field: lo, value: value as u64, mask: mask as u64 }
+        } else if mask as u64 == 0 {
+            Action::SetField { field: hi, value: (value >> 64) as u64, mask: (mask >> 64) as u64 }
+        } else {
+            Action::SetWide { field, value, mask }
+        }
+    }
+
     /// Parses one action (`output:2`, `mod_nw_dst:10.0.0.1`, `resubmit(,3)`, ...).
     pub fn parse(s: &str) -> Result<Action, OfError> {
         let a = Action::parse_nested(s)?;

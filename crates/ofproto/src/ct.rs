@@ -70,6 +70,41 @@ pub(crate) fn check_outside(a: &Action, text: &str) -> Result<(), OfError> {
     }
 }
 
+/// `ct` needs an IP packet, and a NAT address of the packet's family
+/// (ovs-ofctl: "actions are invalid with specified match"): the match must
+/// say ip or ipv6, and no `push_mpls` before the `ct` in the list; and
+/// `commit` cannot apply to packets the match says are invalid (+inv).
+pub fn check_match(m: &kairo_flow::Match, list: &[Action]) -> Result<(), OfError> {
+    let (ty, mask) = m.field(Field::EthType);
+    let ty = if mask == 0xffff { ty } else { 0 };
+    let mut mpls = false;
+    for a in list {
+        match a {
+            Action::PushMpls { .. } => mpls = true,
+            Action::Ct(ct) => {
+                let ip4 = ty == kairo_flow::field::ETH_TYPE_IP && !mpls;
+                let ip6 = ty == kairo_flow::field::ETH_TYPE_IPV6 && !mpls;
+                let family_ok = match ct.nat.and_then(|n| n.addrs) {
+                    Some(NatAddrs::V4(..)) => ip4,
+                    Some(NatAddrs::V6(..)) => ip6,
+                    None => ip4 || ip6,
+                };
+                // A packet the match says is invalid cannot be committed.
+                let (st, st_mask) = m.field(Field::CtState);
+                let invalid = st & st_mask & kairo_flow::parse::CS_INV != 0;
+                if !family_ok || (ct.commit && invalid) {
+                    return Err(syntax(
+                        &a.to_string(),
+                        "a match on ip or ipv6 (a NAT address of that family; no commit of +inv packets) for ct: actions are invalid with the specified match",
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Ct {
     /// Parses the text inside `ct(...)`.
     pub fn parse(args: &str) -> Result<Ct, OfError> {

@@ -62,6 +62,9 @@ impl FlowSpec {
         let has_vlan = crate::action::match_has_vlan(&self.m);
         crate::action::normalize_vlan(&mut inst.apply, has_vlan);
         crate::action::normalize_vlan(&mut inst.write, has_vlan);
+        for list in [&inst.apply, &inst.write] {
+            crate::ct::check_match(&self.m, list)?;
+        }
         Ok(Rule {
             table: self.table.unwrap_or(0),
             priority: self.priority.unwrap_or(DEFAULT_PRIORITY),

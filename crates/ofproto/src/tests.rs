@@ -154,13 +154,36 @@ fn ct_actions_round_trip_in_ovs_ofctl_order() {
         ("ct(commit,nat(dst=[fe80::1]-[fe80::3]:80))", "ct(commit,nat(dst=[fe80::1]-[fe80::3]:80))"),
         ("ct(table=2,zone=NXM_NX_REG0[0..15],nat)", "ct(table=2,zone=reg0[0..15],nat)"),
         ("ct(commit,exec(move:NXM_NX_REG0[]->NXM_NX_CT_MARK[]))", "ct(commit,exec(move:reg0[]->ct_mark[]))"),
-        ("ct(commit,exec(set_field:0x1/0x3->ct_label))", "ct(commit,exec(set_field:0x1/0x3->ct_label))"),
+        ("ct(commit,exec(set_field:0x1/0x3->ct_label))", "ct(commit,exec(load:0x1->ct_label[0..1]))"),
         ("ct(commit,nat(src))", "ct(commit,nat(src))"),
         ("ct_clear", "ct_clear"),
     ] {
         let a = Action::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(a.to_string(), printed, "{text}");
         assert_eq!(Action::parse(printed).unwrap(), a, "{printed}");
+    }
+}
+
+#[test]
+fn ct_needs_an_ip_match_of_its_nat_family() {
+    for bad in [
+        "actions=ct(commit)",
+        "arp,actions=ct(table=1)",
+        "ipv6,actions=ct(commit,nat(src=10.0.0.1))",
+        "ip,actions=ct(commit,nat(src=[fe80::1]))",
+        "ip,actions=push_mpls:0x8847,ct(table=1)",
+        "ip,ct_state=+inv+trk,actions=ct(commit)",
+    ] {
+        let e = parse_flow_file(bad).expect_err(bad).to_string();
+        assert!(e.contains("invalid with the specified match"), "{bad}: {e}");
+    }
+    for good in [
+        "ip,actions=ct(commit,nat(src=10.0.0.1:5))",
+        "ipv6,actions=ct(table=1)",
+        "actions=ct_clear",
+        "ip,ct_state=+inv+trk,actions=ct(table=1)",
+    ] {
+        parse_flow_file(good).unwrap_or_else(|e| panic!("{good}: {e}"));
     }
 }
 

@@ -408,6 +408,21 @@ impl Run<'_> {
     }
 
     fn emit(&mut self, port: u32) {
+        let mut now = self.sync();
+        self.bytes += if port == u32::MAX { 64 } else { 8 };
+        if port == RECIRC_PORT {
+            // A recirculated packet keeps its connection metadata.
+            for f in CT_FIELDS {
+                now.set(f, self.ct.get(f));
+            }
+        }
+        self.emitted.push((port, now));
+    }
+
+    /// Brings the packet up to the flow (what the datapath's actions have
+    /// done to it by now, as an output or a push onto an unlabelled packet
+    /// sees it) and returns it.
+    fn sync(&mut self) -> FlowKey {
         let mut now = shown(&self.flow);
         // A datapath changes the ethertype only by pushing or popping a
         // label: where the stacks at the last emission and now differ at
@@ -441,26 +456,19 @@ impl Run<'_> {
                 }
             }
         }
-        // What the packet shows under the ethertype it leaves with.
-        let mut now = shown(&now);
         // NAT rewrites the flow has not overwritten since.
         let flow = self.flow;
         self.nat.retain(|(f, _, then)| wide_get(&flow, *f) == *then);
         for (f, v, _) in &self.nat {
             wide_set(&mut now, *f, *v);
         }
+        // What the packet shows under the ethertype it leaves with.
+        let now = shown(&now);
         // A set action per changed header group (Ethernet, VLAN, IPv4, L4,
         // ICMP, ARP): what the datapath needs to bring the packet here.
         self.bytes += headers_changed(&self.base, &now);
         self.base = now;
-        self.bytes += if port == u32::MAX { 64 } else { 8 };
-        if port == RECIRC_PORT {
-            // A recirculated packet keeps its connection metadata.
-            for f in CT_FIELDS {
-                now.set(f, self.ct.get(f));
-            }
-        }
-        self.emitted.push((port, now));
+        now
     }
 
     /// A lookup in table `t` at nesting `depth`.
@@ -785,6 +793,11 @@ impl Run<'_> {
                 let n = self.labels();
                 if n >= 3 {
                     return self.blind();
+                }
+                if n == 0 {
+                    // Onto a packet without labels: what was done so far
+                    // reaches the packet first (Open vSwitch commits there).
+                    self.sync();
                 }
                 let top = if n == 0 {
                     let ip = matches!(self.flow.get(Field::EthType), 0x0800 | 0x86dd);

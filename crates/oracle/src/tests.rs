@@ -29,7 +29,27 @@ fn the_reference_agrees_with_translation_on_random_pipelines() {
             let r = translate(&p, &k);
             let want = reference.run(&k);
             assert_eq!(want.stop.is_some(), r.error.is_some() || r.slow, "seed {seed} {spec}\n{}", case.flows);
-            assert_eq!(want.emitted, kairo_odp::apply(&r.actions, &k), "seed {seed} packet {spec}\n{}", case.flows);
+            let got = kairo_odp::apply(&r.actions, &k);
+            if want.emitted != got {
+                let diff: Vec<String> = want
+                    .emitted
+                    .iter()
+                    .zip(&got)
+                    .flat_map(|((_, a), (_, b))| {
+                        kairo_flow::Field::all()
+                            .filter(|f| a.get(*f) != b.get(*f))
+                            .map(|f| format!("{}: {:#x} vs {:#x}", f.name(), a.get(f), b.get(f)))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                panic!(
+                    "seed {seed} packet {spec}\nreference {:?}\ntranslation {} {:?}\ndiffering fields {diff:?}\n{}",
+                    want.emitted,
+                    kairo_odp::format_actions(&r.actions),
+                    got,
+                    case.flows
+                );
+            }
             packets += 1;
         }
     }

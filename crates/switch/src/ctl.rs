@@ -113,6 +113,15 @@ impl Switch {
             Request::DumpFlows { table } => Ok(self.dump_flows(*table)),
             Request::DumpGroups {} => Ok(self.dump_groups()),
             Request::DumpMegaflows {} => Ok(self.dump_megaflows()),
+            Request::DumpConntrack { zone } => {
+                let now = self.now_ms();
+                let dp = lock(&self.dp);
+                Ok(dp.ct.dump(*zone, now).iter().map(|e| format!("{e}\n")).collect())
+            }
+            Request::FlushConntrack { zone } => {
+                let n = lock(&self.dp).ct.flush(*zone);
+                Ok(format!("{n} connections flushed\n"))
+            }
             Request::Show {} => Ok(self.show()),
             Request::Stats {} => Ok(self.stats_text()),
             Request::Trace { packet } => {
@@ -213,9 +222,9 @@ impl Switch {
     }
 
     fn stats_text(&self) -> String {
-        let (s, n, limit): (DpStats, usize, usize) = {
+        let (s, n, limit, ct): (DpStats, usize, usize, kairo_conntrack::Stats) = {
             let dp = lock(&self.dp);
-            (dp.stats, dp.n_flows(), dp.cfg.flow_limit)
+            (dp.stats, dp.n_flows(), dp.cfg.flow_limit, dp.ct.stats())
         };
         let pct = |x: u64| if s.packets == 0 { 0.0 } else { 100.0 * x as f64 / s.packets as f64 };
         let mut out = String::new();
@@ -236,6 +245,16 @@ impl Switch {
             s.not_installed,
             s.evicted_idle,
             s.avg_subtables_per_lookup()
+        );
+        let _ = writeln!(
+            out,
+            "conntrack: {} connections, {} packets tracked, {} committed, {} invalid, {} expired, {} flushed",
+            ct.conns, ct.packets, ct.committed, ct.invalid, ct.expired, ct.flushed
+        );
+        let _ = writeln!(
+            out,
+            "  not committed: {} at the connection limit, {} at a zone's limit, {} without a NAT tuple left",
+            ct.full, ct.zone_full, ct.nat_exhausted
         );
         let log = lock(&self.updates);
         let mut us: Vec<f64> = log.recent.iter().map(|r| r.ttu.as_secs_f64() * 1e6).collect();

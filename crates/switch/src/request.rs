@@ -72,6 +72,16 @@ pub enum Request {
     },
     DumpGroups {},
     DumpMegaflows {},
+    /// The connection tracker's connections (of one zone, if given).
+    DumpConntrack {
+        #[serde(default)]
+        zone: Option<u16>,
+    },
+    /// Removes connections (of one zone, if given).
+    FlushConntrack {
+        #[serde(default)]
+        zone: Option<u16>,
+    },
     Show {},
     Stats {},
     Trace {
@@ -115,6 +125,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("dump-flows", "[table=N]"),
     ("dump-groups", ""),
     ("dump-megaflows", ""),
+    ("dump-conntrack", "[zone=N]"),
+    ("flush-conntrack", "[zone=N]"),
     ("show", ""),
     ("stats", ""),
     ("trace", "PACKET (ovs-ofctl flow syntax)"),
@@ -153,6 +165,8 @@ impl Request {
             Request::DelPort { .. } => "del-port",
             Request::DumpGroups {} => "dump-groups",
             Request::DumpMegaflows {} => "dump-megaflows",
+            Request::DumpConntrack { .. } => "dump-conntrack",
+            Request::FlushConntrack { .. } => "flush-conntrack",
             Request::Show {} => "show",
             Request::Stats {} => "stats",
             Request::Trace { .. } => "trace",
@@ -214,6 +228,20 @@ impl Request {
             "del-port" => Request::DelPort { port: one()? },
             "dump-groups" => none().map(|_| Request::DumpGroups {})?,
             "dump-megaflows" => none().map(|_| Request::DumpMegaflows {})?,
+            "dump-conntrack" | "flush-conntrack" => {
+                let zone = optional(args)?
+                    .map(|a| {
+                        a.strip_prefix("zone=")
+                            .and_then(|z| z.parse::<u16>().ok())
+                            .ok_or_else(|| format!("{cmd}: expected `zone=N` (0..65535), got `{a}`"))
+                    })
+                    .transpose()?;
+                if cmd == "dump-conntrack" {
+                    Request::DumpConntrack { zone }
+                } else {
+                    Request::FlushConntrack { zone }
+                }
+            }
             "show" => none().map(|_| Request::Show {})?,
             "stats" => none().map(|_| Request::Stats {})?,
             "trace" => Request::Trace { packet: one()? },
@@ -248,6 +276,8 @@ mod tests {
             ("add-port", args(&["veth0=7", "type=tap"])),
             ("del-port", args(&["7"])),
             ("dump-megaflows", args(&[])),
+            ("dump-conntrack", args(&["zone=5"])),
+            ("flush-conntrack", args(&[])),
             ("trace", args(&["in_port=1"])),
             ("help", args(&[])),
         ];
@@ -272,6 +302,8 @@ mod tests {
         assert!(e.contains("table=x"), "{e}");
         let e = Request::parse("add-flow", &args(&["a", "b"])).unwrap_err();
         assert!(e.contains("add-flow FLOW"), "{e}");
+        let e = Request::parse("dump-conntrack", &args(&["zone=70000"])).unwrap_err();
+        assert!(e.contains("zone=70000"), "{e}");
         let e = Request::parse("show", &args(&["x"])).unwrap_err();
         assert!(e.contains("show"), "{e}");
         for bad in [r#"{"cmd":"add-flow"}"#, r#"{"cmd":"nope"}"#, r#"{"cmd":"show","extra":1}"#, r#"{"flow":"x"}"#] {

@@ -140,8 +140,22 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
         assert!(ok);
         assert_eq!(r.installed().len(), 3, "{:?}", r.installed());
         groups_round_trip(&r, proto);
+        // Connection tracking goes over the wire both ways.
+        r.ok(proto, "add-flow", &["table=7,ip,actions=ct(commit,zone=5,nat(src=10.0.0.1-10.0.0.9:100-200),exec(set_field:0x3/0xf->ct_mark)),ct(table=8,zone=NXM_NX_REG0[0..15]),ct_clear"]);
+        let dump = r.ok(proto, "dump-flows", &["table=7"]);
+        // (OpenFlow 1.5 carries the masked write as set_field, earlier ones as load.)
+        let exec = ["exec(load:0x3->NXM_NX_CT_MARK[0..3])", "exec(set_field:0x3/0xf->ct_mark)"];
+        assert!(
+            exec.iter().any(|e| dump.contains(&format!(
+                "ct(commit,zone=5,nat(src=10.0.0.1-10.0.0.9:100-200),{e}),ct(table=8,zone=NXM_NX_REG0[0..15]),ct_clear"
+            ))),
+            "{dump}"
+        );
+        r.ok(proto, "del-flows", &["table=7"]);
         // Unsupported actions are refused with OpenFlow's error, and change nothing.
-        let (ok, text) = r.ofctl(proto, "add-flow", &["ip,actions=ct(commit)"]);
+        let (ok, text) = r.ofctl(proto, "add-flow", &["tcp,actions=ct(commit,alg=ftp)"]);
+        assert!(!ok && text.contains("OFPBAC_BAD_ARGUMENT"), "{text}");
+        let (ok, text) = r.ofctl(proto, "add-flow", &["actions=note:01.02"]);
         assert!(!ok && (text.contains("OFPBAC_BAD_EXP_TYPE") || text.contains("OFPBAC_BAD_VENDOR_TYPE")), "{text}");
         let (ok, text) = r.ofctl(proto, "add-flow", &["actions=set_queue:1,output:1"]);
         assert!(!ok && text.contains("OFPBAC_BAD_TYPE"), "{text}");
@@ -239,7 +253,7 @@ fn bundles(r: &Rig, proto: &str) {
     assert!(!ok && text.contains("OFPBFC_MSG_FAILED"), "{text}");
     assert_eq!(r.installed().len(), before + 2, "a failed bundle left something: {:?}", r.installed());
     // A message the switch refuses on adding fails the bundle before commit.
-    let (ok, text) = r.ofctl(proto, "--bundle", &["add-flow", "ip,actions=ct(commit)"]);
+    let (ok, text) = r.ofctl(proto, "--bundle", &["add-flow", "tcp,actions=ct(commit,alg=ftp)"]);
     assert!(!ok, "{text}");
     assert_eq!(r.installed().len(), before + 2);
     r.ok(proto, "del-flows", &["table=9"]);

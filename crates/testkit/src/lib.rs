@@ -27,6 +27,14 @@ pub struct GenConfig {
     pub unique_priorities: bool,
     /// Output ports are 1..=n_ports.
     pub n_ports: u32,
+    /// Connection tracking: `ct(...)` actions (zones, commit, mark and
+    /// label, NAT, resuming at a table), `ct_clear`, and matches on the
+    /// ct fields.
+    pub conntrack: bool,
+    /// `write_actions(...)` instructions (Open vSwitch 3.1 aborts on a
+    /// `ct(table=N)` run while the action set is not empty, so a
+    /// differential test against it keeps the two apart).
+    pub write_actions: bool,
 }
 
 impl Default for GenConfig {
@@ -39,6 +47,8 @@ impl Default for GenConfig {
             miss_continue: true,
             unique_priorities: false,
             n_ports: 4,
+            conntrack: true,
+            write_actions: true,
         }
     }
 }
@@ -103,6 +113,24 @@ fn gen_match(rng: &mut StdRng, cfg: &GenConfig) -> String {
     }
     if rng.gen_bool(0.1) {
         parts.push(format!("dl_vlan={}", rng.gen_range(1..4)));
+    }
+    if cfg.conntrack {
+        if rng.gen_bool(0.25) {
+            let st = *pick(
+                rng,
+                &["-trk", "+trk", "+trk+new", "+trk+est", "+trk+est+rpl", "+trk-new", "+new-est", "+inv+trk"],
+            );
+            parts.push(format!("ct_state={st}"));
+        }
+        if rng.gen_bool(0.08) {
+            parts.push(format!("ct_zone={}", pick(rng, &[0, 1, 5])));
+        }
+        if rng.gen_bool(0.08) {
+            parts.push(format!("ct_mark={:#x}/0xf", rng.gen_range(0..3)));
+        }
+        if rng.gen_bool(0.05) {
+            parts.push("ct_label=0x1/0x1".into());
+        }
     }
     if matches!(proto, "ip" | "tcp" | "udp" | "icmp") {
         if rng.gen_bool(0.5) {
@@ -187,7 +215,9 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
     let mpls = !st.popped && (st.pushed || m.split(',').any(|x| x == "mpls"));
     let has_vlan = &mut st.has_vlan;
     loop {
-        let a = match rng.gen_range(0..21) {
+        let a = match rng.gen_range(0..24) {
+            21..=23 if cfg.conntrack && (is_ip || is_ip6) => gen_ct(rng, cfg, table, is_ip, l4, m.contains("+inv")),
+            21 if cfg.conntrack => "ct_clear".to_string(),
             0 if rng.gen_bool(0.2) => "FLOOD".to_string(),
             0..=3 => format!("output:{}", rng.gen_range(1..=cfg.n_ports)),
             4 => format!("mod_dl_dst:{}", pick(rng, &MACS)),
@@ -234,6 +264,51 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
     }
 }
 
+/// A random `ct(...)` for an IPv4 (`v4`) or IPv6 packet (`invalid`: of a
+/// match on +inv): a zone (now and
+/// then from a register), maybe commit with a mark or label written and a
+/// NAT, maybe resuming at a later table.
+fn gen_ct(rng: &mut StdRng, cfg: &GenConfig, table: u8, v4: bool, l4: bool, invalid: bool) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    // Packets matched as invalid cannot be committed.
+    let commit = !invalid && rng.gen_bool(0.5);
+    if commit {
+        parts.push("commit".into());
+    }
+    if rng.gen_bool(0.2) {
+        parts.push("zone=NXM_NX_REG0[0..15]".into());
+    } else {
+        let z = *pick(rng, &[0u16, 1, 5]);
+        if z != 0 {
+            parts.push(format!("zone={z}"));
+        }
+    }
+    // Forward only: Open vSwitch's ofproto/trace follows ct recirculations
+    // without a bound, and a loop back would never end there.
+    if table + 1 < cfg.n_tables && rng.gen_bool(0.6) {
+        parts.push(format!("table={}", rng.gen_range(table + 1..cfg.n_tables)));
+    }
+    match rng.gen_range(0..5) {
+        0 if commit => {
+            let port = if l4 { format!(":{}", pick(rng, &PORTS_L4)) } else { String::new() };
+            let kind = if rng.gen_bool(0.5) { "dst" } else { "src" };
+            let a = if v4 { rand_addr(rng) } else { format!("[{}]", rand_addr6(rng)) };
+            parts.push(format!("nat({kind}={a}{port})"));
+        }
+        1 => parts.push("nat".into()),
+        _ => {}
+    }
+    if commit && rng.gen_bool(0.5) {
+        let e = if rng.gen_bool(0.6) {
+            format!("set_field:{:#x}/0xf->ct_mark", rng.gen_range(0..3))
+        } else {
+            "set_field:0x1/0x1->ct_label".to_string()
+        };
+        parts.push(format!("exec({e})"));
+    }
+    format!("ct({})", parts.join(","))
+}
+
 /// What earlier actions of a rule's list did to the packet.
 #[derive(Default)]
 struct ActState {
@@ -261,7 +336,7 @@ fn flow_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, group_ids: &[u32], prio: 
         }
         acts.push(gen_action(rng, cfg, &m, t, group_ids, &mut st));
     }
-    if rng.gen_bool(0.2) {
+    if cfg.write_actions && rng.gen_bool(0.2) {
         acts.push(format!("write_actions(output:{})", rng.gen_range(1..=cfg.n_ports)));
     }
     if t + 1 < cfg.n_tables && !st.popped && rng.gen_bool(0.5) {

@@ -202,6 +202,19 @@ pub fn set_l4_dst(b: &mut [u8], lay: &Layout, port: u16) {
     l4_port(b, lay, 2, port);
 }
 
+/// Sets a TCP segment's sequence and acknowledgement numbers and window
+/// (what a flow key does not carry: for building test and benchmark
+/// traffic), fixing the TCP checksum. No-op on anything but TCP.
+pub fn set_tcp_seq(b: &mut [u8], lay: &Layout, seq: u32, ack: u32, win: u16) {
+    let Some(l4) = lay.l4.filter(|_| lay.proto == 6) else { return };
+    let words = [(4, (seq >> 16) as u16), (6, seq as u16), (8, (ack >> 16) as u16), (10, ack as u16), (14, win)];
+    for (ofs, new) in words {
+        let Some(old) = get16(b, l4 + ofs) else { return };
+        put16(b, l4 + ofs, new);
+        fix(b, l4 + 16, old, new, false);
+    }
+}
+
 /// Sets ICMP type and/or code, fixing the ICMP checksum.
 pub fn set_icmp(b: &mut [u8], lay: &Layout, ty: Option<u8>, code: Option<u8>) {
     let Some(l4) = lay.l4 else { return };

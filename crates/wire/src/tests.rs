@@ -605,3 +605,19 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn set_tcp_seq_keeps_the_checksum_right() {
+    let k =
+        kairo_flow::parse_key("in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=5,tp_dst=80,nw_ttl=64").unwrap();
+    let mut f = crate::emit::frame(&k, &[1, 2, 3]);
+    let lay = crate::parse(&f, 1).1;
+    crate::rewrite::set_tcp_seq(&mut f, &lay, 0xdead_beef, 0x1234_5678, 4096);
+    let l4 = lay.l4.unwrap();
+    assert_eq!(&f[l4 + 4..l4 + 8], &0xdead_beefu32.to_be_bytes());
+    assert_eq!(&f[l4 + 14..l4 + 16], &4096u16.to_be_bytes());
+    // The one's complement sum over pseudo-header and segment is all ones.
+    let mut acc = crate::sum(0, &f[26..34]);
+    acc = acc.wrapping_add(6).wrapping_add((f.len() - l4) as u32);
+    assert_eq!(crate::fold(crate::sum(acc, &f[l4..])), 0xffff);
+}

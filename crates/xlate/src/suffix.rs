@@ -95,7 +95,8 @@ fn set_bits(mut w: u64) -> impl Iterator<Item = usize> {
 /// own earlier traversals. `None` when the part from there cannot be shared
 /// this way: it uses a group (whose buckets put the flow back), a resubmit
 /// that puts in_port back, it ends with an action set to run on a flow put
-/// back, or it stopped on an error.
+/// back, it writes conntrack fields (which keys sharing it may differ in),
+/// or it stopped on an error.
 pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, changed: &TableSet) -> Option<Suffix> {
     if j == 0 || j >= old.resumable() {
         return None;
@@ -110,6 +111,7 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
         || r.slow
         || out.restored
         || out.spoilt
+        || out.wrote_ct
         || r.traversal.groups.iter().any(|g| g.step as usize > j)
     {
         return None;

@@ -186,6 +186,10 @@ pub(crate) struct Run<M> {
     /// Resumed where the result needs the flow put back (see
     /// [`Traversal::resumable`]): the result is not the translation's.
     pub spoilt: bool,
+    /// Conntrack fields were written without being recorded (a `ct`, a
+    /// `ct_clear`): two keys of one megaflow can differ there, so their
+    /// key versions can too, and the part from here is not shared.
+    pub wrote_ct: bool,
 }
 
 /// Translates `key` in mode `mode`, from table 0 or, given `from`, from that
@@ -205,6 +209,15 @@ pub(crate) fn run<'a, M: Mode<'a>>(
         // step recorded, its nesting, and one lookup per earlier step.
         Some((old, j)) => {
             let at = old.steps[j];
+            // A recirculated pass goes on with what its frozen state says
+            // of the packet (the rest of that state is in the key versions,
+            // and its action set, if any, made no step resumable).
+            if let Some(st) = p.recircs().get(key.get(Field::RecircId) as u32).filter(|_| key.get(Field::RecircId) != 0)
+            {
+                x.l3_hidden = st.l3_hidden;
+                x.hashed = st.hashed;
+                x.conntracked = st.conntracked;
+            }
             x.flow.restore(old.key_at(key, &at));
             x.depth = at.depth.into();
             x.nest = at.nest.into();
@@ -265,6 +278,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             freezing: None,
             hashed: false,
             conntracked: false,
+            wrote_ct: false,
             mode,
         }
     }
@@ -309,6 +323,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             restored: x.restored,
             deepest: x.deepest,
             spoilt,
+            wrote_ct: x.wrote_ct,
         }
     }
 }
@@ -365,6 +380,8 @@ struct Translator<'a, M> {
     /// The packet went through the connection tracker on an earlier pass
     /// and has not been cleared since (see [`FrozenState::conntracked`]).
     conntracked: bool,
+    /// See [`Run::wrote_ct`].
+    wrote_ct: bool,
     mode: M,
 }
 
@@ -888,6 +905,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// The ct fields back to zero (an untracked packet), as Open vSwitch
     /// clears them after `ct` and `ct_clear`.
     fn clear_conntrack(&mut self) {
+        self.wrote_ct = true;
         for f in kairo_odp::CT_FIELDS {
             self.flow.write_conntrack(f, 0, u64::MAX);
         }

@@ -231,6 +231,10 @@ pub fn flow_mod_change(sw: &Switch, fm: &FlowMod) -> Result<KFlowMod, Error> {
         let has_vlan = kairo_ofproto::action::match_has_vlan(m);
         kairo_ofproto::action::normalize_vlan(&mut inst.apply, has_vlan);
         kairo_ofproto::action::normalize_vlan(&mut inst.write, has_vlan);
+        for list in [&inst.apply, &inst.write] {
+            kairo_ofproto::ct::check_match(m, list)
+                .map_err(|e| Error::new(ErrorCode::MATCH_INCONSISTENT, e.to_string()))?;
+        }
         Ok(inst)
     };
     match fm.command {
