@@ -253,4 +253,34 @@ mod tests {
         assert!(r.rows.iter().all(|row| row.conns == 3000 && row.conns_per_sec > 0.0), "{:?}", r.rows);
         assert!(r.to_table().contains("TCP connections set up"));
     }
+
+    /// IPv4 fragments through the datapath's firewall: nothing leaves until
+    /// the datagram is whole, then every fragment does, and the reply is
+    /// established.
+    #[test]
+    fn fragments_leave_together_once_whole() {
+        let ff = kairo_ofproto::parse_flow_file(FIREWALL).unwrap();
+        let p = Pipeline::from_parts(ff, vec![]).unwrap();
+        let mut dp = Datapath::new(DpConfig::default());
+        let mut slow = kairo_maintain::shared::Translate(&p);
+        let whole = udp(1, 0x0a00_0001, 5000, SERVER, 53);
+        let (eth, ip, payload) = (&whole[..14], &whole[14..34], &whole[34..]);
+        let frag = |part: &[u8], off: usize, more: bool| {
+            let mut h = ip.to_vec();
+            h[2..4].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&7u16.to_be_bytes());
+            h[6..8].copy_from_slice(&((off / 8) as u16 | if more { 0x2000 } else { 0 }).to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = kairo_wire::checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            [eth, &h[..], part].concat()
+        };
+        let first = frag(&payload[..16], 0, true);
+        let last = frag(&payload[16..], 16, false);
+        assert_eq!(run(&mut dp, &mut slow, vec![(first, 1)]), 0, "a first fragment alone waits");
+        assert_eq!(run(&mut dp, &mut slow, vec![(last, 1)]), 2, "then both leave");
+        assert_eq!(dp.ct.len(), 1);
+        let reply = udp(2, SERVER, 53, 0x0a00_0001, 5000);
+        assert_eq!(run(&mut dp, &mut slow, vec![(reply, 2)]), 1, "the reply is established");
+    }
 }

@@ -22,6 +22,7 @@
 //! connections; the hashing is `rustc-hash`'s.
 
 pub mod expiry;
+pub mod frag;
 pub mod nat;
 pub mod tcp;
 pub mod tuple;
@@ -33,7 +34,7 @@ use rustc_hash::FxHashMap;
 
 pub use expiry::Timeout;
 use expiry::{Link, Lists, Slots, CLASSES, NIL};
-use tcp::{TcpConn, Verdict};
+use tcp::TcpConn;
 pub use tuple::Tuple;
 
 /// ct_state bits (Open vSwitch's `CS_*`).
@@ -253,6 +254,20 @@ pub struct Conntrack {
     lists: Lists,
     rng: u64,
     stats: Stats,
+    frags: frag::Reassembly,
+}
+
+/// What a `ct` did with the packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The packet goes on.
+    Continue,
+    /// An IPv4 fragment kept until its datagram is whole: it goes no
+    /// further now.
+    Held,
+    /// The datagram is whole: these fragments (the one just given among
+    /// them), in order, go on, each with the datagram's metadata.
+    Fragments(Vec<Vec<u8>>),
 }
 
 impl Default for Conntrack {
@@ -278,6 +293,7 @@ impl Conntrack {
             lists: Lists::default(),
             rng: 0x9e37_79b9_7f4a_7c15,
             stats: Stats::default(),
+            frags: frag::Reassembly::default(),
         }
     }
 
@@ -303,6 +319,11 @@ impl Conntrack {
 
     pub fn stats(&self) -> Stats {
         Stats { conns: self.len() as u64, ..self.stats }
+    }
+
+    /// The fragment reassembly's counters.
+    pub fn frag_stats(&self) -> frag::FragStats {
+        self.frags.stats
     }
 
     /// Connections in the table (expired ones not yet swept included).
@@ -388,6 +409,7 @@ impl Conntrack {
     /// (so a sweep never holds the data path up for long); returns how
     /// many went.
     pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+        self.frags.expire(now);
         let mut n = 0;
         for class in 0..CLASSES.len() {
             while n < budget {
@@ -439,24 +461,81 @@ impl Conntrack {
 
     /// Runs a packet (bytes, ingress port) through the tracker as one `ct`
     /// action asks: finds or makes its connection, applies NAT, and writes
-    /// the connection's metadata into `meta`.
-    pub fn execute(&mut self, pkt: &mut [u8], in_port: u32, meta: &mut CtMeta, req: &Request<'_>, now: u64) {
+    /// the connection's metadata into `meta`. An IPv4 fragment is held
+    /// until its datagram is whole, which is then tracked; its fragments
+    /// go on (rewritten as a NAT rewrote the datagram).
+    pub fn execute(&mut self, pkt: &mut [u8], in_port: u32, meta: &mut CtMeta, req: &Request<'_>, now: u64) -> Verdict {
+        let (k, lay) = kairo_wire::parse(pkt, in_port);
+        let fragment = k.is_ipv4() && k.get(Field::IpFrag) & kairo_flow::parse::FRAG_ANY != 0;
+        let Some(l3) = lay.l3.filter(|_| fragment) else {
+            self.track(pkt, (&k, &lay), meta, req, now);
+            return Verdict::Continue;
+        };
+        match self.frags.add(pkt, &k, l3, req.zone, now) {
+            frag::Outcome::Held => Verdict::Held,
+            frag::Outcome::Refused => {
+                self.stats.packets += 1;
+                self.stats.invalid += 1;
+                meta.state = INV;
+                self.write_meta(meta, req.zone, None, None);
+                Verdict::Continue
+            }
+            frag::Outcome::Whole { mut datagram, mut fragments } => {
+                let (before, dlay) = kairo_wire::parse(&datagram, in_port);
+                self.track(&mut datagram, (&before, &dlay), meta, req, now);
+                let after = kairo_wire::parse(&datagram, in_port).0;
+                // What a NAT changed, changed in the fragments too (the
+                // ports only in the first, which carries them).
+                for f in &mut fragments {
+                    let (fk, flay) = kairo_wire::parse(f, in_port);
+                    for (field, set) in [
+                        (Field::IpSrc, kairo_wire::rewrite::set_ipv4_src as fn(&mut [u8], &kairo_wire::Layout, u32)),
+                        (Field::IpDst, kairo_wire::rewrite::set_ipv4_dst),
+                    ] {
+                        if before.get(field) != after.get(field) {
+                            set(f, &flay, after.get(field) as u32);
+                        }
+                    }
+                    if fk.get(Field::IpFrag) & kairo_flow::parse::FRAG_LATER == 0 {
+                        if before.get(Field::TpSrc) != after.get(Field::TpSrc) {
+                            kairo_wire::rewrite::set_l4_src(f, &flay, after.get(Field::TpSrc) as u16);
+                        }
+                        if before.get(Field::TpDst) != after.get(Field::TpDst) {
+                            kairo_wire::rewrite::set_l4_dst(f, &flay, after.get(Field::TpDst) as u16);
+                        }
+                    }
+                }
+                Verdict::Fragments(fragments)
+            }
+        }
+    }
+
+    /// [`Conntrack::execute`] of a packet that is not a fragment, given its
+    /// parse.
+    fn track(
+        &mut self,
+        pkt: &mut [u8],
+        parsed: (&FlowKey, &kairo_wire::Layout),
+        meta: &mut CtMeta,
+        req: &Request<'_>,
+        now: u64,
+    ) {
+        let (k, lay) = (parsed.0, parsed.1);
         self.stats.packets += 1;
         // Entering another zone: the state from the last one does not hold.
         if meta.state != 0 && meta.zone != req.zone {
             meta.state = 0;
         }
-        let (k, lay) = kairo_wire::parse(pkt, in_port);
         if let Some(c) = meta.cached.filter(|c| !req.force && self.alive(c.slot, c.gen, req.zone)) {
             // The same packet again after a NAT: its connection is known.
             if req.nat.is_some() {
-                self.handle_nat(pkt, &lay, c.slot, c.reply, c.related, meta, req.zone);
+                self.handle_nat(pkt, lay, c.slot, c.reply, c.related, meta, req.zone);
             }
             self.write_meta(meta, req.zone, Some(c.slot), None);
             self.set_mark_label(c.slot, meta, req);
             return;
         }
-        let Some(ex) = tuple::extract(pkt, &k, &lay, req.zone) else {
+        let Some(ex) = tuple::extract(pkt, k, lay, req.zone) else {
             self.stats.invalid += 1;
             meta.state = INV;
             self.write_meta(meta, req.zone, None, None);
@@ -475,18 +554,18 @@ impl Conntrack {
         if let Some((i, r)) = found {
             conn = Some(i);
             reply = r;
-            create = self.update_state(i, &ex, r, pkt, &lay, meta, now);
+            create = self.update_state(i, &ex, r, pkt, lay, meta, now);
             if create {
                 self.remove(i);
                 conn = None;
             } else if req.nat.is_some() {
-                self.handle_nat(pkt, &lay, i, r, ex.related, meta, req.zone);
+                self.handle_nat(pkt, lay, i, r, ex.related, meta, req.zone);
             }
         } else if let Some((i, r)) = self.orig_tuple_lookup(meta, &ex, now) {
             // A packet a NAT already rewrote: found by its connection's tuple.
             conn = Some(i);
             reply = r;
-            create = self.update_state(i, &ex, r, pkt, &lay, meta, now);
+            create = self.update_state(i, &ex, r, pkt, lay, meta, now);
             if create {
                 self.remove(i);
                 conn = None;
@@ -498,7 +577,7 @@ impl Conntrack {
             create = true;
         }
         if create {
-            conn = self.not_found(pkt, &lay, &ex, meta, req, now);
+            conn = self.not_found(pkt, lay, &ex, meta, req, now);
             reply = false;
         }
         if meta.state & INV != 0 {
@@ -558,9 +637,9 @@ impl Conntrack {
         let Some(c) = self.conn_mut(i) else { return false };
         let (res, timeout) = match &mut c.l4 {
             L4::Tcp(t) => match tuple::segment(pkt, lay) {
-                None => (Verdict::Invalid, Timeout::Keep),
+                None => (tcp::Verdict::Invalid, Timeout::Keep),
                 Some(seg) => match t.update(&seg, reply) {
-                    Verdict::Valid(to) => (Verdict::Valid(to), to),
+                    tcp::Verdict::Valid(to) => (tcp::Verdict::Valid(to), to),
                     v => (v, Timeout::Keep),
                 },
             },
@@ -577,19 +656,19 @@ impl Conntrack {
                     Other::Multiple => Timeout::OtherMultiple,
                     Other::Bidir => Timeout::OtherBidir,
                 };
-                (if new { Verdict::New } else { Verdict::Valid(to) }, to)
+                (if new { tcp::Verdict::New } else { tcp::Verdict::Valid(to) }, to)
             }
             L4::Icmp { replied } => {
                 if reply {
                     *replied = true;
                 }
                 let to = if *replied { Timeout::IcmpReply } else { Timeout::IcmpFirst };
-                (Verdict::Valid(to), to)
+                (tcp::Verdict::Valid(to), to)
             }
         };
         let other = matches!(c.l4, L4::Other(_));
         match res {
-            Verdict::Valid(_) => {
+            tcp::Verdict::Valid(_) => {
                 meta.state = (meta.state | EST) & !NEW;
                 if reply {
                     meta.state |= RPL;
@@ -598,13 +677,13 @@ impl Conntrack {
                 false
             }
             // A second packet one way of a UDP-like flow: still new.
-            Verdict::New if other => {
+            tcp::Verdict::New if other => {
                 meta.state |= NEW;
                 self.refresh(i, timeout, now);
                 false
             }
-            Verdict::New => true,
-            Verdict::Invalid => {
+            tcp::Verdict::New => true,
+            tcp::Verdict::Invalid => {
                 meta.state = INV;
                 false
             }

@@ -438,3 +438,72 @@ proptest! {
         prop_assert_eq!(replies.len(), ct.len());
     }
 }
+
+/// A UDP datagram `src:sport -> dst:dport` with `len` payload bytes, cut
+/// into IPv4 fragments of at most `chunk` payload bytes (a multiple of 8).
+fn fragments(src: &str, sport: u16, dst: &str, dport: u16, len: usize, chunk: usize) -> Vec<Vec<u8>> {
+    let k = parse_key(&format!("in_port=1,udp,nw_src={src},nw_dst={dst},udp_src={sport},udp_dst={dport},nw_ttl=64"))
+        .expect("key");
+    let whole = kairo_wire::emit::frame(&k, &vec![7u8; len]);
+    let (eth, ip) = (&whole[..14], &whole[14..34]);
+    let payload = &whole[34..];
+    payload
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut f = eth.to_vec();
+            let mut h = ip.to_vec();
+            let more = (i + 1) * chunk < payload.len();
+            let word = ((i * chunk / 8) as u16) | if more { 0x2000 } else { 0 };
+            h[2..4].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+            h[6..8].copy_from_slice(&word.to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = kairo_wire::checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&h);
+            f.extend_from_slice(part);
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn fragments_are_held_until_whole_then_tracked_as_the_datagram() {
+    let mut ct = Conntrack::new();
+    let mut frags = fragments(A, 5, B, 53, 100, 48);
+    assert_eq!(frags.len(), 3);
+    // Out of order: the last, then the first, are held; the middle completes it.
+    let mut m = CtMeta::default();
+    assert_eq!(ct.execute(&mut frags[2], 1, &mut m, &commit(0), 0), Verdict::Held);
+    assert_eq!(ct.execute(&mut frags[0], 1, &mut m, &commit(0), 0), Verdict::Held);
+    let Verdict::Fragments(out) = ct.execute(&mut frags[1], 1, &mut m, &commit(0), 0) else { panic!("not whole") };
+    assert_eq!(out.len(), 3);
+    assert_eq!(m.state, TRK | NEW);
+    assert_eq!(ct.len(), 1, "the datagram's connection, by its ports");
+    assert_eq!(ct.dump(None, 0)[0].orig.dport, 53);
+    // The fragments go on as they came, in order.
+    let offsets: Vec<u64> = out.iter().map(|f| u64::from(u16::from_be_bytes([f[20], f[21]]) & 0x1fff)).collect();
+    assert_eq!(offsets, vec![0, 6, 12]);
+    // A reply is established.
+    assert_eq!(run(&mut ct, &mut udp(B, 53, A, 5), &track(0), 0), TRK | EST | RPL);
+    assert_eq!(ct.frag_stats().reassembled, 1);
+}
+
+#[test]
+fn fragments_that_overlap_or_never_complete_are_refused_or_dropped() {
+    let mut ct = Conntrack::new();
+    let mut frags = fragments(A, 5, B, 53, 100, 48);
+    let mut m = CtMeta::default();
+    assert_eq!(ct.execute(&mut frags[0], 1, &mut m, &commit(0), 0), Verdict::Held);
+    // The same fragment again overlaps: refused, marked invalid.
+    let mut again = frags[0].clone();
+    assert_eq!(ct.execute(&mut again, 1, &mut m, &commit(0), 0), Verdict::Continue);
+    assert_eq!(m.state, TRK | INV);
+    // The rest never comes: dropped after the timeout, its memory freed.
+    assert!(ct.frags.held_bytes() > 0);
+    ct.expire(frag::TIMEOUT_MS, 10);
+    assert_eq!(ct.frags.held_bytes(), 0);
+    assert_eq!(ct.frag_stats().timed_out, 1);
+    assert!(ct.is_empty());
+}

@@ -75,7 +75,7 @@ pub fn execute(
     cx: &mut Context<'_>,
     out: &mut impl FnMut(Sent, &[u8]),
 ) {
-    for a in actions {
+    for (i, a) in actions.iter().enumerate() {
         match a {
             DpAction::Hash { alg, basis } => {
                 meta.dp_hash = kairo_odp::dp_hash(*alg, *basis, &kairo_wire::parse(pkt, in_port).0);
@@ -90,7 +90,20 @@ pub fn execute(
                     label: ct.label,
                     nat: ct.nat.as_ref(),
                 };
-                cx.ct.execute(pkt, in_port, &mut meta.ct, &req, cx.now);
+                match cx.ct.execute(pkt, in_port, &mut meta.ct, &req, cx.now) {
+                    kairo_conntrack::Verdict::Continue => {}
+                    // A fragment waits for the rest of its datagram.
+                    kairo_conntrack::Verdict::Held => return,
+                    // The datagram is whole: its fragments go on, each
+                    // with the rest of the actions.
+                    kairo_conntrack::Verdict::Fragments(frags) => {
+                        for mut f in frags {
+                            let mut flay = kairo_wire::parse(&f, in_port).1;
+                            execute(&mut f, &mut flay, in_port, meta, &actions[i + 1..], cx, out);
+                        }
+                        return;
+                    }
+                }
             }
             DpAction::CtClear => meta.ct = CtMeta::default(),
             DpAction::Meter(m) => {
