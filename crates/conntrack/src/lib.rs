@@ -262,8 +262,8 @@ pub struct Conntrack {
 pub enum Verdict {
     /// The packet goes on.
     Continue,
-    /// An IPv4 fragment kept until its datagram is whole: it goes no
-    /// further now.
+    /// A fragment kept until its datagram is whole: it goes no further
+    /// now.
     Held,
     /// The datagram is whole: these fragments (the one just given among
     /// them), in order, go on, each with the datagram's metadata.
@@ -461,12 +461,12 @@ impl Conntrack {
 
     /// Runs a packet (bytes, ingress port) through the tracker as one `ct`
     /// action asks: finds or makes its connection, applies NAT, and writes
-    /// the connection's metadata into `meta`. An IPv4 fragment is held
+    /// the connection's metadata into `meta`. A fragment is held
     /// until its datagram is whole, which is then tracked; its fragments
     /// go on (rewritten as a NAT rewrote the datagram).
     pub fn execute(&mut self, pkt: &mut [u8], in_port: u32, meta: &mut CtMeta, req: &Request<'_>, now: u64) -> Verdict {
         let (k, lay) = kairo_wire::parse(pkt, in_port);
-        let fragment = k.is_ipv4() && k.get(Field::IpFrag) & kairo_flow::parse::FRAG_ANY != 0;
+        let fragment = k.is_ip() && k.get(Field::IpFrag) & kairo_flow::parse::FRAG_ANY != 0;
         let Some(l3) = lay.l3.filter(|_| fragment) else {
             self.track(pkt, (&k, &lay), meta, req, now);
             return Verdict::Continue;
@@ -492,8 +492,19 @@ impl Conntrack {
                         (Field::IpSrc, kairo_wire::rewrite::set_ipv4_src as fn(&mut [u8], &kairo_wire::Layout, u32)),
                         (Field::IpDst, kairo_wire::rewrite::set_ipv4_dst),
                     ] {
-                        if before.get(field) != after.get(field) {
+                        if fk.is_ipv4() && before.get(field) != after.get(field) {
                             set(f, &flay, after.get(field) as u32);
+                        }
+                    }
+                    for (field, set) in [
+                        (
+                            Field::Ipv6SrcHi,
+                            kairo_wire::rewrite::set_ipv6_src as fn(&mut [u8], &kairo_wire::Layout, u128),
+                        ),
+                        (Field::Ipv6DstHi, kairo_wire::rewrite::set_ipv6_dst),
+                    ] {
+                        if fk.is_ipv6() && before.get_wide(field) != after.get_wide(field) {
+                            set(f, &flay, after.get_wide(field));
                         }
                     }
                     if fk.get(Field::IpFrag) & kairo_flow::parse::FRAG_LATER == 0 {

@@ -507,3 +507,28 @@ fn fragments_that_overlap_or_never_complete_are_refused_or_dropped() {
     assert_eq!(ct.frag_stats().timed_out, 1);
     assert!(ct.is_empty());
 }
+
+#[test]
+fn ipv6_fragments_are_reassembled_too() {
+    let k = parse_key("in_port=1,udp6,ipv6_src=fd00::1,ipv6_dst=fd00::2,udp_src=5,udp_dst=53,nw_ttl=64").unwrap();
+    let whole = kairo_wire::emit::frame(&k, &vec![9u8; 100]);
+    let (eth, ip6, payload) = (&whole[..14], &whole[14..54], &whole[54..]);
+    let frag = |part: &[u8], off: usize, more: bool| {
+        let mut h = ip6.to_vec();
+        h[4..6].copy_from_slice(&((8 + part.len()) as u16).to_be_bytes());
+        h[6] = 44;
+        let mut fh = vec![17, 0];
+        fh.extend_from_slice(&(((off / 8) as u16) << 3 | u16::from(more)).to_be_bytes());
+        fh.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        [eth, &h[..], &fh[..], part].concat()
+    };
+    let mut a = frag(&payload[..56], 0, true);
+    let mut b = frag(&payload[56..], 56, false);
+    let mut ct = Conntrack::new();
+    let mut m = CtMeta::default();
+    assert_eq!(ct.execute(&mut b, 1, &mut m, &commit(0), 0), Verdict::Held);
+    let Verdict::Fragments(out) = ct.execute(&mut a, 1, &mut m, &commit(0), 0) else { panic!("not whole") };
+    assert_eq!((out.len(), m.state), (2, TRK | NEW));
+    let e = &ct.dump(None, 0)[0];
+    assert!(e.orig.v6 && e.orig.dport == 53 && e.orig.proto == 17, "{e}");
+}
