@@ -511,7 +511,7 @@ fn fragments_that_overlap_or_never_complete_are_refused_or_dropped() {
 #[test]
 fn ipv6_fragments_are_reassembled_too() {
     let k = parse_key("in_port=1,udp6,ipv6_src=fd00::1,ipv6_dst=fd00::2,udp_src=5,udp_dst=53,nw_ttl=64").unwrap();
-    let whole = kairo_wire::emit::frame(&k, &vec![9u8; 100]);
+    let whole = kairo_wire::emit::frame(&k, &[9u8; 100]);
     let (eth, ip6, payload) = (&whole[..14], &whole[14..54], &whole[54..]);
     let frag = |part: &[u8], off: usize, more: bool| {
         let mut h = ip6.to_vec();
