@@ -562,24 +562,18 @@ impl Conntrack {
         let mut create = false;
         let mut conn = None;
         let mut reply = false;
-        if let Some((i, r)) = found {
+        // By its own key, or (a packet a NAT already rewrote, which is not
+        // rewritten again) by the original tuple it carries.
+        let by_key = found.map(|f| (f, true));
+        if let Some(((i, r), own)) = by_key.or_else(|| self.orig_tuple_lookup(meta, &ex, now).map(|f| (f, false))) {
             conn = Some(i);
             reply = r;
             create = self.update_state(i, &ex, r, pkt, lay, meta, now);
             if create {
                 self.remove(i);
                 conn = None;
-            } else if req.nat.is_some() {
+            } else if own && req.nat.is_some() {
                 self.handle_nat(pkt, lay, i, r, ex.related, meta, req.zone);
-            }
-        } else if let Some((i, r)) = self.orig_tuple_lookup(meta, &ex, now) {
-            // A packet a NAT already rewrote: found by its connection's tuple.
-            conn = Some(i);
-            reply = r;
-            create = self.update_state(i, &ex, r, pkt, lay, meta, now);
-            if create {
-                self.remove(i);
-                conn = None;
             }
         } else if ex.related {
             // An error about no known connection.

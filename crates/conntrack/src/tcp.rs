@@ -219,14 +219,7 @@ impl TcpConn {
                 || orig_seq == src.seqlo.wrapping_add(1)
                 || orig_seq.wrapping_add(1) == src.seqlo);
         let verdict = if in_window {
-            src.max_win = src.max_win.max(win);
-            if seq_gt(end, src.seqlo) {
-                src.seqlo = end;
-            }
-            let reach = ack.wrapping_add(shl(win, sws));
-            if seq_geq(reach, dst.seqhi) {
-                dst.seqhi = ack.wrapping_add(shl(win, sws).max(1));
-            }
+            slide(&mut src, &mut dst, end, ack, win, sws);
             if flags & SYN != 0 && src.state < TcpState::SynSent {
                 src.state = TcpState::SynSent;
             }
@@ -252,14 +245,7 @@ impl TcpConn {
             // Loose: SYNs shotgunned before the other end answered, a
             // connection picked up after establishment, stray segments
             // after the close. The timeout is not refreshed.
-            src.max_win = src.max_win.max(win);
-            if seq_gt(end, src.seqlo) {
-                src.seqlo = end;
-            }
-            let reach = ack.wrapping_add(shl(win, sws));
-            if seq_geq(reach, dst.seqhi) {
-                dst.seqhi = ack.wrapping_add(shl(win, sws).max(1));
-            }
+            slide(&mut src, &mut dst, end, ack, win, sws);
             if flags & FIN != 0 && src.state < TcpState::Closing {
                 src.state = TcpState::Closing;
             }
@@ -279,6 +265,19 @@ impl TcpConn {
     /// Both ends' states, opener first.
     pub fn states(&self) -> (TcpState, TcpState) {
         (self.peer[0].state, self.peer[1].state)
+    }
+}
+
+/// A segment the window takes: the sender's largest window and highest
+/// sequence sent grow, and what the other end may send slides to the
+/// segment's ack plus its window.
+fn slide(src: &mut Peer, dst: &mut Peer, end: u32, ack: u32, win: u32, sws: u8) {
+    src.max_win = src.max_win.max(win);
+    if seq_gt(end, src.seqlo) {
+        src.seqlo = end;
+    }
+    if seq_geq(ack.wrapping_add(shl(win, sws)), dst.seqhi) {
+        dst.seqhi = ack.wrapping_add(shl(win, sws).max(1));
     }
 }
 
