@@ -403,6 +403,20 @@ impl Py {
 }
 
 impl Py {
+    /// Waits (at most 10 s) for the program's first line (a server says
+    /// `ready` once it listens).
+    fn wait_ready(&mut self) {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().expect("piped stdout");
+        let line = kairo_testkit::within(10, move || {
+            let mut r = std::io::BufReader::new(out);
+            let mut l = String::new();
+            let _ = r.read_line(&mut l);
+            l
+        });
+        assert_eq!(line.as_deref().map(str::trim), Some("ready"), "the server did not start in 10 s");
+    }
+
     /// Its stdout once it exits (waiting at most `secs`, then killed).
     fn output(mut self, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -435,9 +449,10 @@ fn echo_server(ns: &Netns, addr: &str, port: u16, name: &str) -> Py {
     let prog = format!(
         r#"
 import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{addr}", {port})); s.listen(16)
 def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("{addr}", {port})); s.listen(16)
+    print("ready", flush=True)
     while True:
         c, _ = s.accept()
         def serve(c):
@@ -447,15 +462,17 @@ def tcp():
                 c.sendall(b"{name}:" + d)
             c.close()
         threading.Thread(target=serve, args=(c,), daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("{addr}", {port}))
 def udp():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("{addr}", {port}))
     while True:
         d, a = u.recvfrom(100); u.sendto(b"{name}:" + d, a)
 threading.Thread(target=udp, daemon=True).start()
 tcp()
 "#
     );
-    Py::start(ns, &prog)
+    let mut py = Py::start(ns, &prog);
+    py.wait_ready();
+    py
 }
 
 /// Runs a Python client in `ns` (at most 20 s); its stdout.
@@ -519,7 +536,6 @@ table=1,priority=0,actions=drop
     let (ip_a, ip_b) = (format!("{}.1", t.net), format!("{}.2", t.net));
     let _server_b = echo_server(&t.b, &ip_b, 7000, "b");
     let _server_a = echo_server(&t.a, &ip_a, 7000, "a");
-    std::thread::sleep(Duration::from_millis(300));
 
     assert!(ping(&t.a, &ip_b, 2), "ping from the allowed side");
     assert!(!ping(&t.b, &ip_a, 1), "ping from the other side must be dropped");
@@ -602,7 +618,6 @@ table=2,priority=100,ip,nw_dst={ip_c},actions=mod_dl_dst:{},output:3
     );
     let _sb = echo_server(&t.b, &ip_b, 8080, "b");
     let _sc = echo_server(&c, &ip_c, 8080, "c");
-    std::thread::sleep(Duration::from_millis(300));
     let out = py_client(
         &t.a,
         &format!(
