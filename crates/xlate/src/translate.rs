@@ -963,8 +963,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let dp = kairo_odp::ct::DpCt { commit: ct.commit, force: ct.force, zone, mark, label, nat: ct.nat };
         self.odp.push(DpAction::Ct(Box::new(dp)));
         if let Some(table) = ct.table {
-            // The next pass sees the zone the action used.
-            self.flow.write_conntrack(Field::CtZone, u64::from(zone), u64::MAX);
+            // (The next pass's ct fields, zone included, come from the datapath.)
             self.conntracked = true;
             self.freezing = Some(Freezing { ops: Vec::new(), table, hash: None });
             self.finish_freezing();
