@@ -24,6 +24,10 @@ pub enum PipelineError {
     MissingGroup { group: u32, by: String },
     #[error("`{action}` is not allowed in write_actions")]
     NotInActionSet { action: String },
+    /// An action the rule's match cannot run (ct on a packet that is not
+    /// IP, ...), as ovs-ofctl's "actions are invalid with specified match".
+    #[error("table {table}: {why}")]
+    Inconsistent { table: u8, why: String },
     #[error("group {group} refers to itself through its buckets")]
     GroupLoop { group: u32 },
     #[error("table {table} has no rule {id}")]
@@ -198,6 +202,10 @@ impl Pipeline {
             if matches!(a, Action::Resubmit { .. }) {
                 return Err(PipelineError::NotInActionSet { action: a.to_string() });
             }
+        }
+        for list in [&r.inst.apply, &r.inst.write] {
+            kairo_ofproto::ct::check_match(&r.m, list)
+                .map_err(|e| PipelineError::Inconsistent { table: r.table, why: e.to_string() })?;
         }
         for g in inst_groups(&r.inst) {
             if !self.groups.contains_key(&g) {

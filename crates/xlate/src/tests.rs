@@ -818,3 +818,16 @@ fn conntrack_translates_as_open_vswitch_3_1() {
     assert_eq!(second.get_wide(Field::Ipv6SrcHi), 0xfe80 << 112 | 1);
     assert_eq!(ps[1].0, "2");
 }
+
+#[test]
+fn a_rule_whose_match_cannot_run_its_ct_is_refused_however_it_comes() {
+    // A modify that gives a non-IP rule a ct (ovs-ofctl refuses the whole request).
+    let mut p = pipeline("table=0,priority=5,arp,actions=drop", "");
+    let (_, id, r) =
+        p.tables().flat_map(|(t, tb)| tb.cls.iter().map(move |r| (t, r.id, r.payload.clone()))).next().unwrap();
+    let mut bad = (*r).clone();
+    bad.inst = kairo_ofproto::Instructions::parse("ct(table=1)").unwrap();
+    let e = p.check_rule(&bad).unwrap_err().to_string();
+    assert!(e.contains("invalid with the specified match"), "{e}");
+    assert!(p.replace_rule(0, id, bad).is_err());
+}

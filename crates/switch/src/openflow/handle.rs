@@ -187,6 +187,7 @@ fn mod_error(e: ModError) -> Error {
         ModError::Pipeline(PipelineError::NotInActionSet { .. }) => ErrorCode::BAD_ACTION_TYPE,
         ModError::Pipeline(PipelineError::GroupLoop { .. }) => ErrorCode::GROUP_LOOP,
         ModError::Pipeline(PipelineError::GroupInUse { .. }) => ErrorCode::CHAINED_GROUP,
+        ModError::Pipeline(PipelineError::Inconsistent { .. }) => ErrorCode::MATCH_INCONSISTENT,
         ModError::GroupExists(_) => ErrorCode::GROUP_EXISTS,
         ModError::NoSuchGroup(_) => ErrorCode::UNKNOWN_GROUP,
         _ => ErrorCode::FLOW_MOD_UNKNOWN,
@@ -231,10 +232,6 @@ pub fn flow_mod_change(sw: &Switch, fm: &FlowMod) -> Result<KFlowMod, Error> {
         let has_vlan = kairo_ofproto::action::match_has_vlan(m);
         kairo_ofproto::action::normalize_vlan(&mut inst.apply, has_vlan);
         kairo_ofproto::action::normalize_vlan(&mut inst.write, has_vlan);
-        for list in [&inst.apply, &inst.write] {
-            kairo_ofproto::ct::check_match(m, list)
-                .map_err(|e| Error::new(ErrorCode::MATCH_INCONSISTENT, e.to_string()))?;
-        }
         Ok(inst)
     };
     match fm.command {
