@@ -127,8 +127,9 @@ impl Switch {
             Request::Trace { packet } => {
                 let key = kairo_flow::parse_key(packet).map_err(|e| format!("packet `{packet}`: {e}"))?;
                 let c = self.ctl.lock();
-                let r = kairo_xlate::translate(&c.pipeline, &key);
-                Ok(kairo_xlate::trace::trace_text(&c.pipeline, &key, &r))
+                // Every pass its recirculations lead to, as `kairo trace`.
+                let passes = kairo_xlate::recirc::follow(&c.pipeline, &key);
+                Ok(kairo_xlate::trace::trace_passes_text(&c.pipeline, &passes))
             }
             Request::Help {} => Ok(help()),
         }
@@ -222,10 +223,11 @@ impl Switch {
     }
 
     fn stats_text(&self) -> String {
-        let (s, n, limit, ct): (DpStats, usize, usize, kairo_conntrack::Stats) = {
+        let (s, n, limit, ct, frag) = {
             let dp = lock(&self.dp);
-            (dp.stats, dp.n_flows(), dp.cfg.flow_limit, dp.ct.stats())
+            (dp.stats, dp.n_flows(), dp.cfg.flow_limit, dp.ct.stats(), dp.ct.frag_stats())
         };
+        let s: DpStats = s;
         let pct = |x: u64| if s.packets == 0 { 0.0 } else { 100.0 * x as f64 / s.packets as f64 };
         let mut out = String::new();
         let _ = writeln!(out, "packets: {}", s.packets);
@@ -255,6 +257,11 @@ impl Switch {
             out,
             "  not committed: {} at the connection limit, {} at a zone's limit, {} without a NAT tuple left",
             ct.full, ct.zone_full, ct.nat_exhausted
+        );
+        let _ = writeln!(
+            out,
+            "  fragments: {} held, {} datagrams reassembled, {} refused, {} datagrams timed out",
+            frag.held, frag.reassembled, frag.refused, frag.timed_out
         );
         let log = lock(&self.updates);
         let mut us: Vec<f64> = log.recent.iter().map(|r| r.ttu.as_secs_f64() * 1e6).collect();

@@ -77,6 +77,17 @@ fn commands_answer_like_ovs_ofctl_and_bad_requests_change_nothing() {
     assert!(stats.contains("updates: 4") && stats.contains("time-to-update median"), "{stats}");
     call(&mut c, "del-flows", &[]).unwrap();
     assert_eq!(call(&mut c, "dump-flows", &[]).unwrap(), "");
+    // A trace follows the recirculation a ct makes; stats count connections and fragments.
+    call(&mut c, "add-flow", &["table=0,priority=200,ip,ct_state=-trk,actions=ct(table=1,zone=3)"]).unwrap();
+    call(&mut c, "add-flow", &["table=1,priority=1,ip,ct_state=+trk,actions=output:2"]).unwrap();
+    let t = call(&mut c, "trace", &["in_port=1,udp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_dst=53"]).unwrap();
+    assert!(
+        t.contains("ct(zone=3),recirc(0x") && t.contains("resume conntrack with ct_state=new|trk,ct_zone=3"),
+        "{t}"
+    );
+    let stats = call(&mut c, "stats", &[]).unwrap();
+    assert!(stats.contains("conntrack: 0 connections") && stats.contains("fragments: 0 held"), "{stats}");
+    call(&mut c, "del-flows", &[]).unwrap();
 }
 
 /// Ten UDP frames of ten flows into port 1, and what leaves port 2 (all ten).
