@@ -81,8 +81,7 @@ impl CtMeta {
         k.set(Field::CtZone, u64::from(self.zone));
         k.set(Field::CtMark, u64::from(self.mark));
         k.set_wide(Field::CtLabelHi, self.label);
-        let t =
-            self.orig.unwrap_or(Tuple { src: 0, dst: 0, sport: 0, dport: 0, ident: 0, proto: 0, v6: false, zone: 0 });
+        let t = self.orig.unwrap_or_default();
         k.set(Field::CtNwProto, u64::from(t.proto));
         // ICMP: the type and code (Open vSwitch's ct_tp_src/ct_tp_dst).
         let (tp_src, tp_dst) = if t.is_icmp() { (t.sport >> 8, t.sport & 0xff) } else { (t.sport, t.dport) };

@@ -15,7 +15,7 @@ use kairo_wire::Layout;
 /// One direction of a connection. IPv4 addresses are in the low 32 bits.
 /// For ICMP, `sport` is the type and code (`type << 8 | code`), `dport`
 /// the type and code of the answer, and `ident` the echo identifier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tuple {
     pub src: u128,
     pub dst: u128,

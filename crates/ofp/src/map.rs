@@ -341,12 +341,7 @@ fn unsupported(name: &str) -> Error {
 /// A wire action as kairo's action.
 pub fn action_from_wire(a: &Act) -> Result<Action, Error> {
     let x = action_from_wire_nested(a)?;
-    let written = match &x {
-        Action::SetField { field, .. } | Action::SetWide { field, .. } => Some(*field),
-        Action::Move { dst, .. } => Some(dst.field),
-        _ => None,
-    };
-    if written.is_some_and(kairo_ofproto::ct::is_ct_field) {
+    if kairo_ofproto::ct::written(&x).is_some_and(kairo_ofproto::ct::is_ct_field) {
         return Err(Error::new(
             ErrorCode::BAD_SET_ARGUMENT,
             format!("`{x}`: cannot set CT fields outside of ct action"),
@@ -546,12 +541,7 @@ fn ct_from_wire(
             Act::Nat { .. } => return Err(bad("more than one nat".into())),
             other => {
                 let x = action_from_wire_nested(other)?;
-                let field = match &x {
-                    Action::SetField { field, .. } | Action::SetWide { field, .. } => Some(*field),
-                    Action::Move { dst, .. } => Some(dst.field),
-                    _ => None,
-                };
-                if !field.is_some_and(kairo_ofproto::ct::is_ct_field) {
+                if !kairo_ofproto::ct::written(&x).is_some_and(kairo_ofproto::ct::is_ct_field) {
                     return Err(bad(format!("nested `{x}`: only writes to ct_mark or ct_label may be nested")));
                 }
                 ct.exec.push(x);

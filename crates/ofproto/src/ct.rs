@@ -52,8 +52,9 @@ pub fn is_ct_field(f: Field) -> bool {
     matches!(f, Field::CtMark | Field::CtLabelHi | Field::CtLabelLo)
 }
 
-/// The field an action writes, for the nesting checks.
-fn written(a: &Action) -> Option<Field> {
+/// The field an action writes (set_field, load, move), for the checks of
+/// what may write ct_mark and ct_label.
+pub fn written(a: &Action) -> Option<Field> {
     match a {
         Action::SetField { field, .. } | Action::SetWide { field, .. } => Some(*field),
         Action::Move { dst, .. } => Some(dst.field),
