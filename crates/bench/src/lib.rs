@@ -5,6 +5,7 @@
 //! Invariant: a benchmark never reports a figure it did not measure in this
 //! run; every row carries its baseline and the ratio.
 
+pub mod connections;
 pub mod conntrack;
 pub mod fwd;
 pub mod hitrate;

@@ -286,6 +286,9 @@ pub struct Workload {
     traffic: TrafficSource,
     /// How many flows the traffic has.
     pub n_keys: usize,
+    /// Is each flow a connection's first packet, to be opened through a
+    /// connection tracker ([`crate::connections`]) rather than sent alone?
+    pub connections: bool,
     pub updates: Vec<(&'static str, String, String)>,
 }
 
@@ -328,7 +331,7 @@ fn ofdpa_workload(n_keys: usize, routes: usize, updates_n: usize, seed: u64) -> 
     let ups = w.updates(&cb, updates_n, seed);
     let (flows, groups) = (w.flows.clone(), w.groups.clone());
     let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
-    Ok(Workload { name: "ofdpa", flows, groups, traffic, n_keys, updates: ups })
+    Ok(Workload { name: "ofdpa", flows, groups, traffic, n_keys, connections: false, updates: ups })
 }
 
 /// A workload with `n_keys` traffic keys (Antrea draws up to eight times as many:
@@ -343,6 +346,7 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
                 groups: g,
                 traffic: Box::new(move || Box::new(flows_iter(seed))),
                 n_keys,
+                connections: false,
                 updates: updates(updates_n, seed),
             })
         }
@@ -357,7 +361,9 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
             let ups = w.updates(&cb, updates_n, seed);
             let (flows, groups) = (w.flows.clone(), w.groups.clone());
             let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
-            Ok(Workload { name: "antrea", flows, groups, traffic, n_keys: n_keys * 8, updates: ups })
+            // Its pipeline tracks connections: each flow is opened (first
+            // packet, answer, next packet) through the datapath's tracker.
+            Ok(Workload { name: "antrea", flows, groups, traffic, n_keys: n_keys * 8, connections: true, updates: ups })
         }
         PipelineKind::File(path) => file_workload(&path, n_keys, updates_n, seed),
     }
@@ -429,10 +435,9 @@ fn file_workload(path: &std::path::Path, n_keys: usize, updates_n: usize, seed: 
     }
     let n_keys = keys.len();
     let traffic: TrafficSource = Box::new(move || Box::new(keys.clone().into_iter()));
-    Ok(Workload { name: "file", flows, groups, traffic, n_keys, updates: ups })
+    Ok(Workload { name: "file", flows, groups, traffic, n_keys, connections: false, updates: ups })
 }
 
-/// Fills a cache of exactly `n` megaflows through upcalls.
 /// Entries the reference checks after each update under `--verify`, and
 /// packets drawn inside each: the reference shares no code with the
 /// engines (`kairo-oracle`), and a linear scan over OF-DPA's 10K-rule
@@ -454,10 +459,14 @@ fn reference_check(c: &kairo_maintain::Control, rng: &mut rand::rngs::StdRng) ->
         .count()
 }
 
+/// Fills a cache of exactly `n` megaflows through upcalls: each key sent
+/// alone (its passes followed at the level of keys), or with `connections`
+/// opened as a connection through the datapath's tracker.
 pub fn fill(
     p: &Pipeline,
     kind: EngineKind,
     keys: impl IntoIterator<Item = FlowKey>,
+    connections: bool,
     n: usize,
     show: bool,
 ) -> Result<(Datapath, SharedControl), String> {
@@ -473,7 +482,11 @@ pub fn fill(
         if dp.n_flows() >= n {
             break;
         }
-        dp.process_key_passes(&k, 64, 0, &mut sc);
+        if connections {
+            crate::connections::open(&mut dp, &mut sc, &k, 0);
+        } else {
+            dp.process_key_passes(&k, 64, 0, &mut sc);
+        }
         if dp.n_flows().is_multiple_of(4096) {
             pb.set_position(dp.n_flows() as u64);
             // As a switch does between upcalls: the engine's deferred work
@@ -528,7 +541,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let mut rows = Vec::new();
     for &n in &opts.entries {
         for &kind in &opts.engines {
-            let (_dp, sc) = fill(&p, kind, wl.keys(), n, opts.progress)?;
+            let (_dp, sc) = fill(&p, kind, wl.keys(), wl.connections, n, opts.progress)?;
             sc.lock().engine.set_threads(opts.threads);
             let distinct_traversals = sc.lock().installed_traversals();
             let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1024.0 * 1024.0);
@@ -904,7 +917,7 @@ mod tests {
     fn verify_catches_a_corrupted_cache() {
         let wl = workload(PipelineKind::Ofdpa, 500, 1, 3).unwrap();
         let p = wl.pipeline().unwrap();
-        let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), 500, false).unwrap();
+        let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), wl.connections, 500, false).unwrap();
         assert!(sc.lock().verify().is_empty());
         let victim = sc.lock().engine.entries()[17].clone();
         let _ = victim.set_actions(vec![kairo_xlate::DpAction::Output(99)], (*victim.traversal()).clone());

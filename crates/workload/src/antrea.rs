@@ -1,14 +1,24 @@
-//! An Antrea-shaped pipeline (Antrea's 22 tables, registers,
-//! load/move, resubmit, select groups), generated from a seed as ovs-ofctl
-//! text, with traffic and an update stream.
+//! An Antrea-shaped pipeline (Antrea's 22 tables, registers, load/move,
+//! resubmit, select groups, connection tracking), generated from a seed as
+//! ovs-ofctl text, with traffic and an update stream.
 //!
-//! Until kairo has conntrack and conjunctive matches, three things are
-//! modelled (and said in the file's header): `ct_state` is a key field the
-//! traffic sets (packets arrive already tracked, `+new+trk` or `+est+trk`);
-//! `ct(table=N)` is a `goto_table:N`; policy conjunctions are expanded into
-//! plain rules. Policy rules (tables 45, 50, 85, 90) take their prefix
-//! lengths, protocols and ports from a ClassBench ACL seed, placed around
-//! the pods, services and remote nodes that exist (a policy selects pods).
+//! Connection tracking as Antrea's pipeline does it (its
+//! docs/design/ovs-pipeline.md): every IP packet goes through
+//! `ct(table=31,zone=65520,nat)`; invalid packets are dropped, packets of
+//! known connections skip service selection (those of service connections,
+//! `ct_mark` bit 4, marked for MAC rewrite) and the policy tables (their
+//! `ct_state=-new+est` bypass); a service's first packet picks an endpoint
+//! in a select group (hashed in the datapath) and is DNATed to it by
+//! `ct(commit,table=45,zone=65520,nat(dst=IP:PORT),exec(...))`, which marks
+//! the connection as a service's and keeps where it came from in `ct_mark`;
+//! other new connections are committed in ConntrackCommit (table 105). The
+//! traffic is first packets (untracked, TCP SYNs): connections are opened by
+//! whoever sends them through a datapath with a connection tracker.
+//!
+//! One thing is still modelled: policy conjunctions are expanded into plain
+//! rules. Policy rules (tables 45, 50, 85, 90) take their prefix lengths,
+//! protocols and ports from a ClassBench ACL seed, placed around the pods,
+//! services and remote nodes that exist (a policy selects pods).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -50,6 +60,21 @@ fn mac(v: u64) -> String {
     kairo_flow::parse::format_mac(v)
 }
 const GW_MAC: u64 = 0x0200_0a0a_0001;
+/// Antrea's conntrack zone (`CtZone`).
+pub const CT_ZONE: u16 = 65520;
+/// The (protocol, port) a service listens on, by service number modulo 4;
+/// endpoints listen on the same port.
+const SERVICE_PORTS: [(&str, u32); 4] = [("tcp", 80), ("tcp", 443), ("tcp", 8080), ("udp", 53)];
+fn svc_proto(s: u32) -> &'static str {
+    SERVICE_PORTS[(s % 4) as usize].0
+}
+fn svc_port(s: u32) -> u32 {
+    SERVICE_PORTS[(s % 4) as usize].1
+}
+/// A service group's bucket: the endpoint's address and port, then EndpointDNAT.
+fn bucket(ip: u32, port: u32) -> String {
+    format!("bucket=load:{ip:#x}->NXM_NX_REG3[],load:{port:#x}->NXM_NX_REG4[0..15],resubmit(,42)")
+}
 const TUNNEL_PORT: u32 = 1;
 const GW_PORT: u32 = 2;
 
@@ -114,16 +139,14 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
         let buckets: Vec<String> = (0..cfg.endpoints_per_service)
             .map(|e| {
                 let pod = (s * 7 + e * 13) % cfg.pods;
-                format!("bucket=load:{:#x}->NXM_NX_REG3[],load:0x1->NXM_NX_REG4[16..18],resubmit(,42)", pod_ip(pod))
+                bucket(pod_ip(pod), svc_port(s))
             })
             .collect();
         g.push_str(&format!("group_id={},type=select,{}\n", s + 1, buckets.join(",")));
     }
     let mut f = String::from(
-        "# Antrea-shaped pipeline (kairo workload), 22 tables.\n\
-         # Modelled until kairo has conntrack and conjunctions: ct_state is a key field the traffic\n\
-         # sets (packets arrive tracked); ct(table=N) is goto_table:N; policy conjunctions are\n\
-         # expanded into plain rules.\n",
+        "# Antrea-shaped pipeline (kairo workload), 22 tables, conntrack zone 65520.\n\
+         # Modelled: policy conjunctions are expanded into plain rules.\n",
     );
     // 0 Classifier
     for i in 0..cfg.pods {
@@ -155,31 +178,38 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
     // 20 ARPResponder
     f.push_str(&format!("table=20,priority=200,arp,arp_op=1,arp_tpa=10.10.0.1,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:{},load:0x2->NXM_OF_ARP_OP[],IN_PORT\n", mac(GW_MAC)));
     f.push_str("table=20,priority=190,arp,actions=goto_table:80\n");
-    // 23 ServiceHairpin, 30 Conntrack (ct(table=31)), 31 ConntrackState
+    // 23 ServiceHairpin, 30 ConntrackZone, 31 ConntrackState
     f.push_str("table=23,priority=0,actions=goto_table:30\n");
-    f.push_str("table=30,priority=200,ip,actions=goto_table:31\n");
-    f.push_str("table=31,priority=210,ct_state=+inv+trk,ip,actions=drop\n");
-    f.push_str("table=31,priority=200,ct_state=-new+trk,ip,actions=goto_table:70\n");
+    f.push_str(&format!("table=30,priority=200,ip,actions=ct(table=31,zone={CT_ZONE},nat)\n"));
+    f.push_str("table=30,priority=0,actions=goto_table:31\n");
+    f.push_str("table=31,priority=200,ct_state=+inv+trk,ip,actions=drop\n");
+    f.push_str("table=31,priority=190,ct_state=-new+trk,ct_mark=0/0x10,ip,actions=goto_table:45\n");
+    f.push_str(
+        "table=31,priority=190,ct_state=-new+trk,ct_mark=0x10/0x10,ip,actions=load:0x1->NXM_NX_REG0[9],goto_table:45\n",
+    );
     f.push_str("table=31,priority=0,actions=goto_table:40\n");
-    // 40 SessionAffinity, 41 ServiceLB, 42 EndpointDNAT
-    f.push_str("table=40,priority=0,actions=goto_table:41\n");
+    // 40 SessionAffinity (marks the packet for endpoint selection), 41 ServiceLB, 42 EndpointDNAT
+    f.push_str("table=40,priority=0,actions=load:0x1->NXM_NX_REG4[16..18],goto_table:41\n");
     for s in 0..cfg.services {
-        let proto = if s % 4 == 3 { "udp" } else { "tcp" };
-        let port = [80, 443, 8080, 53][(s % 4) as usize];
-        let pname = if proto == "tcp" { "tcp_dst" } else { "udp_dst" };
+        let (proto, port) = (svc_proto(s), svc_port(s));
         f.push_str(&format!(
-            "table=41,priority=200,{proto},nw_dst={},{pname}={port},actions=load:0x2->NXM_NX_REG4[16..18],group:{}\n",
+            "table=41,priority=200,{proto},reg4=0x10000/0x70000,nw_dst={},tp_dst={port},actions=load:0x1->NXM_NX_REG0[9],load:0x2->NXM_NX_REG4[16..18],group:{}\n",
             ip(svc_ip(s)),
             s + 1
         ));
     }
-    f.push_str("table=41,priority=0,actions=goto_table:45\n");
+    f.push_str("table=41,priority=0,actions=goto_table:42\n");
+    // An endpoint's DNAT for each port a service uses (endpoints are drawn
+    // from every pod, and the update stream moves them).
     for i in 0..cfg.pods {
-        f.push_str(&format!(
-            "table=42,priority=200,ip,reg3={:#x},reg4=0x10000/0x70000,actions=mod_nw_dst:{},goto_table:45\n",
-            pod_ip(i),
-            ip(pod_ip(i))
-        ));
+        for (proto, port) in SERVICE_PORTS {
+            f.push_str(&format!(
+                "table=42,priority=200,{proto},reg3={:#x},reg4={:#x}/0x7ffff,actions=ct(commit,table=45,zone={CT_ZONE},nat(dst={}:{port}),exec(load:0x1->NXM_NX_CT_MARK[4],move:NXM_NX_REG0[0..3]->NXM_NX_CT_MARK[0..3]))\n",
+                pod_ip(i),
+                0x20000 | port,
+                ip(pod_ip(i)),
+            ));
+        }
     }
     f.push_str("table=42,priority=0,actions=goto_table:45\n");
     // 45 AntreaPolicyEgress, 50 EgressRule, 60 EgressDefault: policies from the seed.
@@ -202,6 +232,10 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
             }
         }
     };
+    // Packets of established and related connections skip policy (as
+    // Antrea's EgressMetric would, they go on to L3Forwarding).
+    f.push_str("table=45,priority=64990,ct_state=-new+est,ip,actions=goto_table:70\n");
+    f.push_str("table=45,priority=64990,ct_state=-new+rel,ip,actions=goto_table:70\n");
     for i in 0..cfg.policies / 4 {
         let a = if rng.gen_bool(0.3) { "drop" } else { "goto_table:60" };
         policy(&mut rng, 45, false, a, 14000 - i as u16, &mut f, &mut policy_rules);
@@ -213,7 +247,12 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
         f.push_str(&format!("table=60,priority=200,ip,reg0=0x0/0x100000,nw_src={},actions=drop\n", ip(pod_ip(i * 8))));
     }
     f.push_str("table=60,priority=0,actions=goto_table:70\n");
-    // 70 L3Forwarding: local pods, remote nodes through the tunnel.
+    // 70 L3Forwarding: replies to connections the gateway opened go back
+    // to it; local pods; remote nodes through the tunnel.
+    f.push_str(&format!(
+        "table=70,priority=210,ct_state=+rpl+trk,ct_mark=0x1/0xf,ip,actions=mod_dl_dst:{},goto_table:71\n",
+        mac(GW_MAC)
+    ));
     for i in 0..cfg.pods {
         f.push_str(&format!(
             "table=70,priority=200,ip,nw_dst={},actions=mod_dl_src:{},mod_dl_dst:{},goto_table:71\n",
@@ -244,6 +283,8 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
     }
     f.push_str("table=80,priority=0,actions=load:0x1->NXM_NX_REG0[16],goto_table:85\n");
     // 85 AntreaPolicyIngress, 90 IngressRule, 100 IngressDefault
+    f.push_str("table=85,priority=64990,ct_state=-new+est,ip,actions=goto_table:105\n");
+    f.push_str("table=85,priority=64990,ct_state=-new+rel,ip,actions=goto_table:105\n");
     for i in 0..cfg.policies / 4 {
         let a = if rng.gen_bool(0.3) { "drop" } else { "goto_table:100" };
         policy(&mut rng, 85, true, a, 14000 - i as u16, &mut f, &mut policy_rules);
@@ -258,8 +299,9 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
         ));
     }
     f.push_str("table=100,priority=0,actions=goto_table:105\n");
-    // 105 ConntrackCommit (ct(commit,table=108)), 108 HairpinSNAT, 110 L2ForwardingOut
-    f.push_str("table=105,priority=200,ct_state=+new+trk,ip,actions=goto_table:108\n");
+    // 105 ConntrackCommit (new connections that are not a service's; those
+    // were committed with their DNAT), 108 HairpinSNAT, 110 L2ForwardingOut
+    f.push_str(&format!("table=105,priority=200,ct_state=+new+trk-snat,ct_mark=0/0x10,ip,actions=ct(commit,table=108,zone={CT_ZONE},exec(move:NXM_NX_REG0[0..3]->NXM_NX_CT_MARK[0..3]))\n"));
     f.push_str("table=105,priority=0,actions=goto_table:108\n");
     f.push_str("table=108,priority=0,actions=goto_table:110\n");
     for p in [TUNNEL_PORT, GW_PORT].into_iter().chain((0..cfg.pods).map(pod_port)) {
@@ -270,8 +312,8 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
 }
 
 impl Antrea {
-    /// `n` unique tracked flows from local pods: to other pods, to services
-    /// and to remote nodes; new or established.
+    /// The first packets of `n` unique connections from local pods: to other
+    /// pods, to services and to remote nodes.
     pub fn traffic(&self, n: usize, rng_seed: u64) -> Vec<kairo_flow::FlowKey> {
         self.traffic_iter(rng_seed).take(n).collect()
     }
@@ -292,7 +334,7 @@ impl Antrea {
                     }
                     5..=7 => {
                         let s = rng.gen_range(0..cfg.services);
-                        (svc_ip(s), if s % 4 == 3 { 17 } else { 6 }, [80u64, 443, 8080, 53][(s % 4) as usize])
+                        (svc_ip(s), if svc_proto(s) == "udp" { 17 } else { 6 }, u64::from(svc_port(s)))
                     }
                     _ => (
                         (10 << 24) | ((20 + rng.gen_range(0..cfg.remote_nodes)) << 16) | rng.gen_range(1..65535u32),
@@ -301,14 +343,15 @@ impl Antrea {
                     ),
                 };
                 let sport = rng.gen_range(1024..=65535u16) as u64;
-                let ct = if rng.gen_bool(0.5) { 0x21 } else { 0x22 };
-                if !seen.insert(((src as u64) << 32) | dst_ip as u64, (sport << 24) | (dport << 8) | ct) {
+                if !seen.insert(((src as u64) << 32) | dst_ip as u64, (sport << 24) | (dport << 8) | proto) {
                     continue;
                 }
+                // A connection's first packet: untracked, a SYN for TCP.
+                let flags = if proto == 6 { 0x002 } else { 0 };
                 let k = FlowKey::ipv4(pod_port(src), pod_mac(src), GW_MAC, pod_ip(src), dst_ip, proto as u8)
                     .with(Field::TpSrc, sport)
                     .with(Field::TpDst, dport)
-                    .with(Field::CtState, ct);
+                    .with(Field::TcpFlags, flags);
                 return Some(k);
             }
             None
@@ -343,12 +386,7 @@ impl Antrea {
                 3 => {
                     let s = rng.gen_range(0..self.cfg.services);
                     let buckets: Vec<String> = (0..self.cfg.endpoints_per_service)
-                        .map(|_| {
-                            format!(
-                                "bucket=load:{:#x}->NXM_NX_REG3[],load:0x1->NXM_NX_REG4[16..18],resubmit(,42)",
-                                pod_ip(rng.gen_range(0..self.cfg.pods))
-                            )
-                        })
+                        .map(|_| bucket(pod_ip(rng.gen_range(0..self.cfg.pods)), svc_port(s)))
                         .collect();
                     out.push((
                         "endpoint change",

@@ -113,16 +113,30 @@ fn antrea_loads_with_22_tables_and_its_traffic_translates() {
     assert_eq!(tables, vec![0, 10, 20, 23, 30, 31, 40, 41, 42, 45, 50, 60, 70, 71, 72, 80, 85, 90, 100, 105, 108, 110]);
     let keys = w.traffic(400, 1);
     assert_eq!(keys.len(), 400);
-    let mut deep = 0;
+    let (mut deep, mut dnat, mut committed) = (0, 0, 0);
     for k in &keys {
-        let r = translate(&p, k);
-        assert!(r.error.is_none(), "{:?}", r.error);
-        if r.traversal.steps.iter().any(|st| st.table == 110) {
+        // Every IP packet is tracked first: one pass ends in ct and recirc.
+        let first = translate(&p, k);
+        assert!(first.error.is_none(), "{:?}", first.error);
+        let a = kairo_xlate::format_actions(&first.actions);
+        assert!(a.starts_with("ct(zone=65520,nat),recirc(0x"), "{a}");
+        // The later passes as a new connection's packet takes them.
+        let passes = kairo_xlate::recirc::follow(&p, k);
+        for pass in &passes {
+            assert!(pass.result.error.is_none(), "{:?}", pass.result.error);
+            let a = kairo_xlate::format_actions(&pass.result.actions);
+            dnat += usize::from(a.contains("nat(dst="));
+            committed += usize::from(a.contains("ct(commit,zone=65520,mark=0x2/0xf)"));
+        }
+        if passes.iter().any(|pass| pass.result.traversal.steps.iter().any(|st| st.table == 110)) {
             deep += 1;
         }
     }
-    // Most flows go through the whole pipeline (some are dropped by policy).
+    // Most connections go through the whole pipeline (some are dropped by
+    // policy); service connections are DNATed, the others committed in
+    // ConntrackCommit with where they came from (a pod, 2) in ct_mark.
     assert!(deep > 200, "{deep} of 400 reached table 110");
+    assert!(dnat > 50 && committed > 100, "{dnat} DNATed, {committed} committed");
     let mut ctl = kairo_maintain::Control::new(p, kairo_maintain::EngineKind::Incremental);
     for (_, c, a) in w.updates(&s, 40, 2) {
         let fm = kairo_maintain::parse_command(&c, &a).unwrap_or_else(|e| panic!("{c} {a}: {e}"));
