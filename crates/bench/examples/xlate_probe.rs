@@ -1,6 +1,8 @@
 //! Warm translation cost on the Antrea pipeline: translate and re-translate
-//! the same few thousand keys many times over (everything in cache), per
-//! call and per table visit. A diagnostic for where re-translation's time
+//! the passes of the same few thousand keys (every pass a new connection's
+//! packet takes) many times over (everything in cache), per call and per
+//! table visit; then the same for the passes that start in a group bucket
+//! (after a select group's datapath hash) alone. A diagnostic for where re-translation's time
 //! goes when memory is not what stops it. Run with
 //! `cargo run --release -p kairo-bench --example xlate_probe [KEYS] [ROUNDS]`.
 
@@ -20,7 +22,17 @@ fn main() -> Result<(), String> {
         kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let keys: Vec<_> = wl.keys().take(n).collect();
+    let passes: Vec<_> =
+        wl.keys().take(n).flat_map(|k| kairo_xlate::recirc::follow(&p, &k)).map(|pass| pass.key).collect();
+    run(&p, "every pass", &passes, rounds);
+    let hashed: Vec<_> = passes.iter().filter(|k| k.get(kairo_flow::Field::DpHash) != 0).copied().collect();
+    run(&p, "passes after a hash", &hashed, rounds);
+    Ok(())
+}
+
+fn run(p: &Pipeline, what: &str, keys: &[kairo_flow::FlowKey], rounds: usize) {
+    let n = keys.len();
+    let p = p.clone();
     let olds: Vec<_> = keys.iter().map(|k| translate(&p, k).traversal).collect();
     let steps: usize = olds.iter().map(|t| t.steps.len()).sum();
     let region = FlowMask::ZERO;
@@ -35,12 +47,12 @@ fn main() -> Result<(), String> {
     let t = Instant::now();
     let mut sink = 0usize;
     for _ in 0..rounds {
-        for k in &keys {
+        for k in keys {
             sink += translate(&p, k).actions.len();
         }
     }
     let per = t.elapsed().as_secs_f64() * 1e9 / (rounds * n) as f64;
-    println!("{n} keys, {:.1} visits each", steps as f64 / n as f64);
+    println!("{what}: {n} keys, {:.1} visits each", steps as f64 / n as f64);
     println!("{:>34}: {per:7.0} ns per key, {:5.0} ns per visit", "translate", per * n as f64 / steps as f64);
     for (name, changed, groups_changed) in cases {
         let mut resumed = 0usize;
@@ -57,5 +69,4 @@ fn main() -> Result<(), String> {
         println!("{name:>34}: {per:7.0} ns per key, {:5.0} ns per visit run ({visits:.1} of them)", per / visits);
     }
     std::hint::black_box(sink);
-    Ok(())
 }

@@ -160,6 +160,51 @@ impl PrivateOvs {
 }
 
 impl PrivateOvs {
+    /// Adds bridge `name` on the userspace datapath (`datapath_type=netdev`)
+    /// with the network interfaces `ifaces` as OpenFlow ports 1..N (read and
+    /// written by Open vSwitch through AF_PACKET sockets) and `flows`; waits
+    /// until the datapath has every port.
+    pub fn bridge_on(&self, name: &str, ifaces: &[&str], flows: &str) -> Result<(), String> {
+        let mut args: Vec<String> =
+            ["add-br", name, "--", "set", "bridge", name, "datapath_type=netdev", "fail-mode=secure"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        for (i, dev) in ifaces.iter().enumerate() {
+            for a in ["--", "add-port", name, dev, "--", "set", "interface", dev] {
+                args.push(a.to_string());
+            }
+            args.push(format!("ofport_request={}", i + 1));
+        }
+        self.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let mgmt = self.dir.join(format!("{name}.mgmt"));
+        wait_for(&mgmt, "the bridge's management socket")?;
+        let file = self.dir.join(format!("{name}.flows"));
+        std::fs::write(&file, flows).map_err(|e| format!("{}: {e}", file.display()))?;
+        self.run("ovs-ofctl", &["add-flows", &format!("unix:{}", mgmt.display()), &file.to_string_lossy()])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let show = self.appctl(&["dpctl/show"]).unwrap_or_default();
+            if ifaces.iter().all(|d| show.contains(&format!(": {d}"))) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Open vSwitch did not add {ifaces:?} to its datapath in 10 s{}",
+                    self.last_complaint()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The connections its userspace connection tracker holds
+    /// (`dpctl/ct-stats-show`'s total).
+    pub fn conntrack_total(&self) -> u64 {
+        let text = self.appctl(&["dpctl/ct-stats-show"]).unwrap_or_default();
+        text.lines().find_map(|l| l.trim().strip_prefix("Total:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+
     /// Runs an `ovs-appctl` command on this instance's ovs-vswitchd.
     pub fn appctl(&self, args: &[&str]) -> Result<String, String> {
         let t = self.dir.join("ovs-vswitchd.ctl");

@@ -26,6 +26,7 @@
 //! **Ties**: among matching rules of equal priority, the one inserted first
 //! (lowest [`RuleId`]) wins. Translation and cache maintenance both rely on it.
 
+mod rules;
 mod trie;
 
 use kairo_flow::field::{Field, Stage, ETH_TYPE_IP, ETH_TYPE_IPV6, N_STAGES, STAGE_WORDS};
@@ -132,7 +133,7 @@ pub struct Subtable<R> {
     /// For stage i (except the last): count of rules per hash of words `0..stages[i].end`.
     stage_index: Vec<FxHashMap<u64, u32>>,
     /// Masked key -> rules, best first.
-    rules: FxHashMap<FlowKey, Vec<ClsRule<R>>>,
+    rules: rules::Rules<R>,
     priorities: BTreeMap<u16, u32>,
     max_priority: u16,
     /// Prefix length on each trie field, if the mask there is a non-empty CIDR prefix.
@@ -184,7 +185,7 @@ impl<R> Subtable<R> {
             mask,
             stages,
             stage_index: vec![FxHashMap::default(); n_idx],
-            rules: FxHashMap::default(),
+            rules: rules::Rules::new(&mask),
             priorities: BTreeMap::new(),
             max_priority: 0,
             trie_plen,
@@ -326,7 +327,7 @@ impl<R> Classifier<R> {
         st.max_priority = *st.priorities.keys().next_back().unwrap_or(&0);
         st.n_rules += 1;
         self.by_id.insert(rule.id, (slot, key));
-        let bucket = st.rules.entry(key).or_default();
+        let bucket = st.rules.entry(&key);
         let pos = bucket.iter().position(|r| rule.beats(r)).unwrap_or(bucket.len());
         bucket.insert(pos, rule);
         if st.max_priority != old_max || st.n_rules == 1 {
@@ -486,7 +487,7 @@ impl<R> Classifier<R> {
                     }
                 }
             }
-            let bucket = st.rules.get(&key.masked(&st.mask));
+            let bucket = st.rules.get(key);
             if bucket.is_none() {
                 if let Some(pl) = st.ports_plen {
                     let r = st.ports_trie.lookup(ports_value(key));
@@ -529,7 +530,7 @@ impl<R> Classifier<R> {
                 break;
             }
             if st.mask.is_subset_of(mask) {
-                if let Some(bucket) = st.rules.get(&key.masked(&st.mask)) {
+                if let Some(bucket) = st.rules.get(key) {
                     if bucket.iter().any(|r| r.priority >= min_priority && pred(r)) {
                         return true;
                     }

@@ -320,17 +320,23 @@ enum BenchCmd {
         out: FigureArgs,
     },
     /// Packets per second forwarded between two veth ports by kairo switch,
-    /// beside the Linux bridge on the same ports (needs root).
+    /// beside the Linux bridge and Open vSwitch's userspace datapath (when
+    /// installed) on the same ports (needs root).
     Switch {
         /// Seconds of traffic per forwarder.
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
-        /// Distinct UDP flows in the traffic.
-        #[arg(long, default_value_t = 64)]
-        flows: usize,
+        /// Distinct UDP flows in the traffic (k and m suffixes allowed).
+        #[arg(long, default_value = "64")]
+        flows: String,
         /// Frame length in bytes (60 to 2000).
         #[arg(long, default_value_t = 60)]
         size: usize,
+        /// Run a stateful firewall (ct, commit of new connections) with every
+        /// frame a new connection sent once: connections set up per second
+        /// (use --flows for how many, e.g. 1m).
+        #[arg(long)]
+        conntrack: bool,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -510,11 +516,12 @@ fn run(cli: Cli) -> Result<()> {
             let report = kairo_bench::hitrate::run(&opts).map_err(anyhow::Error::msg)?;
             emit_figure(&report, report.to_table(), &out, |p| report.plot(p))
         }
-        Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, json }) } => {
+        Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, conntrack, json }) } => {
+            let flows = kairo_bench::parse_size(&flows).map_err(anyhow::Error::msg)?;
             if secs.is_nan() || secs <= 0.0 || flows == 0 {
                 anyhow::bail!("--secs must be positive and --flows at least 1");
             }
-            let opts = kairo_bench::fwd::FwdOpts { secs, flows, frame_len: size, progress: true };
+            let opts = kairo_bench::fwd::FwdOpts { secs, flows, frame_len: size, conntrack, progress: true };
             let report = kairo_bench::fwd::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())
         }

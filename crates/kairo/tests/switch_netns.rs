@@ -649,3 +649,38 @@ for i in range(16):
     drop((va, vb, vc));
     drop(c);
 }
+
+/// `kairo bench switch --conntrack`: every forwarder that runs (kairo, and
+/// Open vSwitch's userspace datapath where it is installed) sets up
+/// connections through its tracker, and the bench itself checks the
+/// tracker holds what arrived.
+#[test]
+fn bench_switch_sets_up_connections_beside_open_vswitch() {
+    if skip("bench_switch_sets_up_connections_beside_open_vswitch") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("r.json");
+    let out = Command::new(kairo())
+        .args(["bench", "switch", "--secs", "1", "--conntrack", "--flows", "20k", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run kairo bench switch");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    let rows = r["rows"].as_array().expect("rows");
+    let received = |name: &str| {
+        rows.iter()
+            .find(|row| row["forwarder"].as_str().is_some_and(|f| f.starts_with(name)))
+            .map(|row| row["received"].as_u64().unwrap_or(0))
+    };
+    assert!(received("kairo switch").is_some_and(|n| n > 1000), "{text}");
+    let ovs_installed = Command::new("ovs-vswitchd").arg("--version").output().is_ok_and(|o| o.status.success());
+    if ovs_installed {
+        assert!(received("Open vSwitch").is_some_and(|n| n > 1000), "{text}");
+    } else {
+        assert!(text.contains("Open vSwitch: not installed"), "{text}");
+    }
+    assert!(!rows.iter().any(|row| row["forwarder"] == "Linux bridge"), "no bridge row in the conntrack mode: {text}");
+}
