@@ -930,6 +930,47 @@ fn a_pod_move_is_taken_once_per_cell_and_a_peer_on_the_new_port_apart() {
     assert_eq!(out(&pkts[2], &mut s2), "drop");
 }
 
+/// Passes after a `ct` recirculation have a frozen state per in_port (it is
+/// frozen metadata), so a recirc_id each; a pod move after the thaw is
+/// still taken once for all of them: the suffix from the anchor reads
+/// nothing of the frozen state but its metadata, so recirc_id is not part
+/// of the state cells share.
+#[test]
+fn passes_of_different_frozen_states_share_a_cell_after_ct() {
+    let p = pipeline(
+        "table=0,priority=10,ip,actions=ct(table=1,zone=1)\n\
+         table=1,priority=10,ip,actions=goto_table:2\n\
+         table=2,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x9->NXM_NX_REG1[],goto_table:3\n\
+         table=3,priority=10,reg1=0x9,actions=output:9\n\
+         table=3,priority=10,reg1=0x2,actions=output:12",
+        "",
+    );
+    let pkts: Vec<String> =
+        [1, 2, 3, 5, 6, 7].iter().map(|i| format!("in_port={i},ip,dl_dst=00:00:00:00:00:99,nw_dst=10.0.0.9")).collect();
+    let mut anchors = kairo_xlate::TableSet::default();
+    anchors.insert(2);
+    let (_dp, sc) = filled_with(&p, Box::new(Incremental::with_anchors(anchors)), &pkts);
+    let ids: std::collections::BTreeSet<u64> = sc
+        .lock()
+        .engine
+        .entries()
+        .iter()
+        .map(|e| e.rep.get(kairo_flow::Field::RecircId))
+        .filter(|&id| id != 0)
+        .collect();
+    assert_eq!(ids.len(), 6, "a frozen state per in_port: {ids:?}");
+    let fm = parse_command(
+        "--strict mod-flows",
+        "table=2,priority=10,dl_dst=00:00:00:00:00:99,actions=load:0x2->NXM_NX_REG1[],goto_table:3",
+    )
+    .unwrap();
+    let r = sc.lock().apply(&fm).unwrap();
+    assert_eq!((r.examined, r.updated, r.cells), (6, 6, 1), "{r}");
+    assert!(sc.lock().verify().is_empty(), "{:?}", sc.lock().verify());
+    sc.lock().housekeep();
+    assert!(sc.lock().engine.check().is_ok(), "{:?}", sc.lock().engine.check());
+}
+
 /// When a change makes a cell output to two ports and members come in on
 /// each of them, those two leave the cell, each with other actions (each
 /// skips its own in_port): not together, since they differ in in_port.

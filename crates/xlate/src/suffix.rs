@@ -136,6 +136,14 @@ pub fn translate_suffix(p: &Pipeline, key: &FlowKey, old: &Traversal, j: usize, 
     if out.in_port_read {
         same.exact(Field::InPort);
     }
+    // recirc_id is examined as the datapath always matches it, and the
+    // resumed run took from its frozen state only what `thaw_read` says
+    // was read (the metadata is in the flow): unless that decided
+    // something, keys of other frozen states in the same state at the
+    // step get the same suffix (pass 1 of connections from every port).
+    if !out.thaw_read {
+        same.set(Field::RecircId, 0);
+    }
     Some(Suffix {
         deeper: out.deepest.saturating_sub(at.depth.into()),
         lookups: out.lookups as usize - j,

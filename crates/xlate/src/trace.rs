@@ -102,10 +102,15 @@ pub fn trace_json(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> Value {
 fn pass_banner(p: &Pipeline, key: &FlowKey) -> String {
     let id = key.get(kairo_flow::Field::RecircId) as u32;
     let hash = key.get(kairo_flow::Field::DpHash);
-    let thaw = p.recircs().get(id).map_or_else(|| "no frozen state".to_string(), |st| st.describe());
+    let state = p.recircs().get(id);
+    let thaw = state.as_ref().map_or_else(|| "no frozen state".to_string(), |st| st.describe());
     let rule = "=".repeat(79);
     let ct = key.get(kairo_flow::Field::CtState);
-    let what = if ct != 0 {
+    // A `ct` fork resumes at a table with nothing else to do; a datapath
+    // hash's resumes inside its group (a packet tracked earlier keeps its
+    // ct_state through it).
+    let ct_fork = state.as_ref().is_some_and(|st| st.ops.is_empty() && st.conntracked);
+    let what = if ct_fork {
         let names: Vec<&str> =
             kairo_flow::parse::CT_STATE_NAMES.iter().filter(|(_, b)| ct & b != 0).map(|(n, _)| *n).collect();
         format!("resume conntrack with ct_state={},ct_zone={}", names.join("|"), key.get(kairo_flow::Field::CtZone))

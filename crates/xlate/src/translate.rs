@@ -190,6 +190,10 @@ pub(crate) struct Run<M> {
     /// `ct_clear`): two keys of one megaflow can differ there, so their
     /// key versions can too, and the part from here is not shared.
     pub wrote_ct: bool,
+    /// What the frozen state says besides its metadata (`hashed`,
+    /// `conntracked`) decided something: the result depends on which
+    /// frozen state the key's recirc_id names, not only on the flow.
+    pub thaw_read: bool,
 }
 
 /// Translates `key` in mode `mode`, from table 0 or, given `from`, from that
@@ -279,6 +283,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             hashed: false,
             conntracked: false,
             wrote_ct: false,
+            thaw_read: false,
             mode,
         }
     }
@@ -324,6 +329,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             deepest: x.deepest,
             spoilt,
             wrote_ct: x.wrote_ct,
+            thaw_read: x.thaw_read,
         }
     }
 }
@@ -382,6 +388,8 @@ struct Translator<'a, M> {
     conntracked: bool,
     /// See [`Run::wrote_ct`].
     wrote_ct: bool,
+    /// See [`Run::thaw_read`].
+    thaw_read: bool,
     mode: M,
 }
 
@@ -739,6 +747,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             hashed: self.hashed || fz.hash.is_some(),
             conntracked: self.conntracked,
         };
+        self.thaw_read = true;
         let id = self.p.recircs().intern(state);
         if let Some((alg, basis)) = fz.hash {
             self.odp.push(DpAction::Hash { alg, basis });
@@ -893,6 +902,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             Action::Ct(ct) => self.conntrack(ct),
             Action::CtClear => {
                 // Only a packet the datapath tracked has anything to clear.
+                self.thaw_read = true;
                 if std::mem::take(&mut self.conntracked) {
                     self.odp.push(DpAction::CtClear);
                 }
@@ -1186,6 +1196,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 // again on the next pass. Open vSwitch asks whether
                 // dp_hash is 0 without matching it; the frozen state says
                 // the same for every key of the megaflow.
+                self.thaw_read = true;
                 if !self.hashed {
                     self.used_group(gid, vec![], true);
                     return self.freeze_at(Action::Group(gid), Some((plan.alg, plan.basis)));
