@@ -296,9 +296,14 @@ impl Conntrack {
         }
     }
 
-    /// The limit on connections in all zones together.
+    /// Sets the limit on connections in all zones together.
     pub fn set_max_conns(&mut self, n: usize) {
         self.max_conns = n;
+    }
+
+    /// The limit on connections in all zones together.
+    pub fn max_conns(&self) -> usize {
+        self.max_conns
     }
 
     /// The limit on connections in `zone` (`None`: only the total limit).
