@@ -492,7 +492,8 @@ fn recirculated_passes_match_open_vswitch() {
 }
 
 /// Loads a flow and group file into a fresh bridge with OpenFlow ports
-/// 1..=n_ports on a private Open vSwitch (dummy datapath) and traces `packets`.
+/// 1..=n_ports on a private Open vSwitch (dummy datapath) and traces `packets`
+/// (each `SPEC` or `SPEC|CT_NEXT`, the latter traced with `--ct-next CT_NEXT`).
 fn ovs_load_and_trace(
     dir: &std::path::Path,
     flows: &str,
@@ -520,9 +521,13 @@ ovs-ofctl -O OpenFlow13 add-groups br0 "$GROUPS"
 ovs-ofctl -O OpenFlow13 add-flows br0 "$FLOWS"
 n=$(ovs-ofctl -O OpenFlow13 dump-flows br0 | grep -c "table=")
 echo "Loaded: $n"
-while IFS= read -r s; do
+while IFS='|' read -r s c; do
   echo "Packet: $s"
-  { ovs-appctl ofproto/trace br0 "$s" || true; } | grep -E "^(Megaflow|Datapath actions):" || true
+  if [ -n "$c" ]; then
+    { ovs-appctl ofproto/trace br0 "$s" --ct-next "$c" || true; } | grep -E "^(Megaflow|Datapath actions):" || true
+  else
+    { ovs-appctl ofproto/trace br0 "$s" || true; } | grep -E "^(Megaflow|Datapath actions):" || true
+  fi
 done < "$PACKETS"
 "$OVS_SCRIPTS/stop-ovs.sh" >/dev/null 2>&1 || true
 "#;
@@ -561,8 +566,9 @@ fn ovs_spec(k: &kairo_flow::FlowKey) -> String {
 
 /// The generated OF-DPA and Antrea pipelines load into real Open vSwitch
 /// whole, and forward their own traffic as kairo does, pass by pass through
-/// Antrea's connection tracking (`ofproto/trace` without `--ct-next`: new
-/// connections); a packet is compared up to a pass through a multi-bucket
+/// Antrea's connection tracking (each packet as a new connection's, and as
+/// an established one's and a reply with `--ct-next`); a packet is compared
+/// up to a pass through a multi-bucket
 /// select group (which OVS hashes in the datapath, and its trace does not
 /// follow), and such packets are counted.
 #[test]
@@ -587,18 +593,33 @@ fn generated_pipelines_load_into_open_vswitch_and_agree() {
             .chain(w.keys().map(|k| k.get(kairo_flow::Field::InPort) as u32))
             .max()
             .unwrap_or(4);
-        let keys: Vec<_> = w.keys().take(300).collect();
-        let specs: Vec<String> = keys.iter().map(ovs_spec).collect();
-        let ovs = ovs_load_and_trace(dir.path(), &w.flows, &w.groups, n_ports, &specs);
+        let first: Vec<_> = w.keys().take(300).collect();
+        // Each packet as a new connection's (no --ct-next); Antrea's also as
+        // an established connection's and as a reply (its first ct pass
+        // sees that state, later ones new), through ConntrackState's
+        // bypass, the policy tables' est bypass and L3Forwarding's reply rule.
+        let states: &[(&str, &[u64])] =
+            if kind == "antrea" { &[("", &[]), ("trk,est", &[0x22]), ("trk,est,rpl", &[0x2a])] } else { &[("", &[])] };
+        let mut keys = Vec::new();
+        let mut specs = Vec::new();
+        let mut lines = Vec::new();
+        for (text, bits) in states {
+            for k in &first {
+                keys.push((*k, *bits));
+                specs.push(ovs_spec(k));
+                lines.push(if text.is_empty() { ovs_spec(k) } else { format!("{}|{text}", ovs_spec(k)) });
+            }
+        }
+        let ovs = ovs_load_and_trace(dir.path(), &w.flows, &w.groups, n_ports, &lines);
         assert_eq!(ovs.len(), keys.len(), "{kind}: OVS traced {} of {} packets", ovs.len(), keys.len());
         let (mut compared, mut hashed) = (0, 0);
-        for ((key, spec), o) in keys.iter().zip(&specs).zip(&ovs) {
+        for (((key, bits), spec), o) in keys.iter().zip(&specs).zip(&ovs) {
             // Pass by pass as the trace takes them (Antrea's connection
-            // tracking recirculates; no --ct-next: every ct pass is new).
-            let kairo = ct_passes(&p, key, &[]);
+            // tracking recirculates).
+            let kairo = ct_passes(&p, key, bits);
             assert!(!o.passes.is_empty(), "{kind}: Open vSwitch could not trace {spec}");
             let mut hashed_here = false;
-            for (i, (k, r, _)) in kairo.iter().enumerate() {
+            for (i, (k, r, used)) in kairo.iter().enumerate() {
                 let selects = r.traversal.groups.iter().any(|g| {
                     p.group(g.group).is_some_and(|gr| gr.ty == kairo_ofproto::GroupType::Select && gr.buckets.len() > 1)
                 });
@@ -610,10 +631,11 @@ fn generated_pipelines_load_into_open_vswitch_and_agree() {
                 let Some(op) = o.passes.get(i) else { break };
                 let ovs_actions =
                     parse_actions(&op.actions).unwrap_or_else(|e| panic!("{kind}: OVS actions `{}`: {e}", op.actions));
+                let st = &bits[(*used).min(bits.len())..];
                 assert_eq!(
-                    as_set(renamed(apply(&r.actions, k))),
-                    as_set(renamed(apply(&ovs_actions, k))),
-                    "{kind}: packet {spec}, pass {i}\nkairo: {}\n  OVS: {}",
+                    as_set(renamed(apply_ct(&r.actions, k, &mut st.iter().copied()))),
+                    as_set(renamed(apply_ct(&ovs_actions, k, &mut st.iter().copied()))),
+                    "{kind}: packet {spec} (ct states {bits:x?}), pass {i}\nkairo: {}\n  OVS: {}",
                     kairo_xlate::format_actions(&r.actions),
                     op.actions,
                 );
