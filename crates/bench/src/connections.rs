@@ -23,13 +23,19 @@ const SERVER_ISN: u32 = 5_000;
 const SYN: u64 = 0x002;
 const ACK: u64 = 0x010;
 
-/// A frame for `k` (TCP with these sequence numbers), as it arrives on
-/// `k`'s in_port.
-fn frame(k: &FlowKey, seq: u32, ack: u32) -> Vec<u8> {
-    let mut f = kairo_wire::emit::frame(k, &[0; 16]);
+/// The frame of a packet with key `k` and `payload` (TCP with these
+/// sequence numbers and a full window; other protocols as the key says).
+pub(crate) fn frame_with_seq(k: &FlowKey, payload: &[u8], seq: u32, ack: u32) -> Vec<u8> {
+    let mut f = kairo_wire::emit::frame(k, payload);
     let lay = kairo_wire::parse(&f, k.get(Field::InPort) as u32).1;
     kairo_wire::rewrite::set_tcp_seq(&mut f, &lay, seq, ack, 65_535);
     f
+}
+
+/// A frame for `k` (TCP with these sequence numbers), as it arrives on
+/// `k`'s in_port.
+fn frame(k: &FlowKey, seq: u32, ack: u32) -> Vec<u8> {
+    frame_with_seq(k, &[0; 16], seq, ack)
 }
 
 /// Runs one packet through `dp`; the frames it sent out of ports.

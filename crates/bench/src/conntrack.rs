@@ -66,10 +66,7 @@ fn tcp(in_port: u32, src: u32, sport: u16, dst: u32, dport: u16, flags: u16, seq
         .with(Field::TpSrc, u64::from(sport))
         .with(Field::TpDst, u64::from(dport))
         .with(Field::TcpFlags, u64::from(flags));
-    let mut f = kairo_wire::emit::frame(&k, &[]);
-    let lay = kairo_wire::parse(&f, in_port).1;
-    kairo_wire::rewrite::set_tcp_seq(&mut f, &lay, seq, ack, 65535);
-    f
+    crate::connections::frame_with_seq(&k, &[], seq, ack)
 }
 
 fn udp(in_port: u32, src: u32, sport: u16, dst: u32, dport: u16) -> Vec<u8> {

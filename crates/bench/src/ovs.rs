@@ -121,6 +121,24 @@ impl PrivateOvs {
     /// groups (OpenFlow 1.3 syntax, as the workload writes them), and
     /// returns its OpenFlow management socket.
     pub fn bridge(&self, name: &str, flows: &str, groups: &str, n_ports: u32) -> Result<PathBuf, String> {
+        let ports: Vec<String> = (1..=n_ports).map(|i| format!("p{i}")).collect();
+        let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+        self.add_bridge(name, "dummy", &ports, Some("dummy"), flows, groups)
+    }
+
+    /// Adds bridge `name` on datapath `datapath` (fail-mode secure, OpenFlow
+    /// 1.0 to 1.5) with interfaces `ports` as OpenFlow ports 1..N (of
+    /// `port_type` if given), loads its groups and flows, and returns its
+    /// management socket.
+    fn add_bridge(
+        &self,
+        name: &str,
+        datapath: &str,
+        ports: &[&str],
+        port_type: Option<&str>,
+        flows: &str,
+        groups: &str,
+    ) -> Result<PathBuf, String> {
         let mut args: Vec<String> = [
             "add-br",
             name,
@@ -128,20 +146,21 @@ impl PrivateOvs {
             "set",
             "bridge",
             name,
-            "datapath_type=dummy",
+            &format!("datapath_type={datapath}"),
             "fail-mode=secure",
             "protocols=OpenFlow10,OpenFlow11,OpenFlow12,OpenFlow13,OpenFlow14,OpenFlow15",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        // Dummy ports p1..pN, OpenFlow port i each.
-        for i in 1..=n_ports {
-            for a in ["--", "add-port", name, &format!("p{i}"), "--", "set", "interface", &format!("p{i}")] {
+        for (i, dev) in ports.iter().enumerate() {
+            for a in ["--", "add-port", name, dev, "--", "set", "interface", dev] {
                 args.push(a.to_string());
             }
-            args.push("type=dummy".into());
-            args.push(format!("ofport_request={i}"));
+            if let Some(t) = port_type {
+                args.push(format!("type={t}"));
+            }
+            args.push(format!("ofport_request={}", i + 1));
         }
         self.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let mgmt = self.dir.join(format!("{name}.mgmt"));
@@ -165,23 +184,7 @@ impl PrivateOvs {
     /// written by Open vSwitch through AF_PACKET sockets) and `flows`; waits
     /// until the datapath has every port.
     pub fn bridge_on(&self, name: &str, ifaces: &[&str], flows: &str) -> Result<(), String> {
-        let mut args: Vec<String> =
-            ["add-br", name, "--", "set", "bridge", name, "datapath_type=netdev", "fail-mode=secure"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        for (i, dev) in ifaces.iter().enumerate() {
-            for a in ["--", "add-port", name, dev, "--", "set", "interface", dev] {
-                args.push(a.to_string());
-            }
-            args.push(format!("ofport_request={}", i + 1));
-        }
-        self.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let mgmt = self.dir.join(format!("{name}.mgmt"));
-        wait_for(&mgmt, "the bridge's management socket")?;
-        let file = self.dir.join(format!("{name}.flows"));
-        std::fs::write(&file, flows).map_err(|e| format!("{}: {e}", file.display()))?;
-        self.run("ovs-ofctl", &["add-flows", &format!("unix:{}", mgmt.display()), &file.to_string_lossy()])?;
+        self.add_bridge(name, "netdev", ifaces, None, flows, "")?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let show = self.appctl(&["dpctl/show"]).unwrap_or_default();
