@@ -59,6 +59,10 @@ table=1,priority=100,ip,in_port=2,ct_state=+trk+est,actions=output:1
 table=1,priority=0,actions=drop
 ";
 
+/// The most flows a run takes (their frames are built before it starts,
+/// about 100 bytes each).
+pub const MAX_FLOWS: usize = 16_000_000;
+
 /// Plain forwarding between the two ports.
 const L2: &str = "in_port=1 actions=output:2\nin_port=2 actions=output:1\n";
 
@@ -242,6 +246,9 @@ impl Drop for Bridge {
 pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
     if let Some(why) = netns::unavailable() {
         return Err(format!("bench switch needs network namespaces: {why}"));
+    }
+    if opts.flows > MAX_FLOWS {
+        return Err(format!("--flows {}: at most {MAX_FLOWS} (each flow's frame is built in memory)", opts.flows));
     }
     if opts.frame_len < 60 || opts.frame_len > kairo_switch::afpacket::MAX_FRAME {
         return Err(format!("--size must be 60..{} bytes", kairo_switch::afpacket::MAX_FRAME));
