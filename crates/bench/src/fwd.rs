@@ -10,7 +10,8 @@
 //! frames of `flows` distinct 5-tuples through a TPACKET_V3 TX ring for
 //! `secs` seconds; the sink counts what arrives. Needs root.
 //!
-//! With `conntrack`, the forwarders run a stateful firewall ([`FIREWALL`]:
+//! With `conntrack`, the forwarders run `kairo bench conntrack`'s stateful
+//! firewall ([`FIREWALL`], loaded into kairo and Open vSwitch alike:
 //! every packet through the connection tracker, new connections from port 1
 //! committed) and every frame is a connection of its own, sent once: what
 //! arrives per second is connections set up per second, through the whole
@@ -33,6 +34,7 @@ use kairo_switch::afpacket::AfPacket;
 use kairo_switch::netns::{self, Netns, Veth};
 use kairo_switch::{Attached, Port, PortCounters, Switch};
 
+use crate::conntrack::FIREWALL;
 use crate::Machine;
 
 /// UDP destination port that marks benchmark frames at the sink.
@@ -48,16 +50,6 @@ pub struct FwdOpts {
     pub conntrack: bool,
     pub progress: bool,
 }
-
-/// The stateful firewall of the conntrack mode (ovs-ofctl syntax, loaded
-/// into kairo and Open vSwitch alike).
-pub const FIREWALL: &str = "table=0,priority=10,ip,actions=ct(table=1,zone=1)
-table=0,priority=0,actions=drop
-table=1,priority=100,ip,in_port=1,ct_state=+trk+new,actions=ct(commit,zone=1),output:2
-table=1,priority=100,ip,in_port=1,ct_state=+trk+est,actions=output:2
-table=1,priority=100,ip,in_port=2,ct_state=+trk+est,actions=output:1
-table=1,priority=0,actions=drop
-";
 
 /// The most flows a run takes (their frames are built before it starts,
 /// about 100 bytes each).
