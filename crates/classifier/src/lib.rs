@@ -26,9 +26,11 @@
 //! **Ties**: among matching rules of equal priority, the one inserted first
 //! (lowest [`RuleId`]) wins. Translation and cache maintenance both rely on it.
 
+mod conj;
 mod rules;
 mod trie;
 
+pub use conj::{Clause, ConjLookup};
 use kairo_flow::field::{Field, Stage, ETH_TYPE_IP, ETH_TYPE_IPV6, N_STAGES, STAGE_WORDS};
 use kairo_flow::parse::{prefix_len, prefix_len128, prefix_mask, prefix_mask128};
 use kairo_flow::{FlowKey, FlowMask, Match};
@@ -430,16 +432,37 @@ impl<R> Classifier<R> {
     /// As [`Classifier::lookup`], counting what it did.
     pub fn lookup_stats(&self, key: &FlowKey, wc: &mut FlowMask, stats: &mut LookupStats) -> Option<&ClsRule<R>> {
         let mut best: Option<&ClsRule<R>> = None;
+        self.scan(key, wc, stats, |bucket| {
+            let cand = &bucket[0];
+            if best.is_none_or(|b| cand.beats(b)) {
+                best = Some(cand);
+            }
+            best.map(|b| b.priority)
+        });
+        best
+    }
+
+    /// Visits, in order of their highest priority, the subtables a lookup
+    /// of `key` must visit, ORing into `wc` what each visit examined, and
+    /// hands `visit` the rules of each that match (best first). `visit`
+    /// returns the priority below which no subtable can matter any more
+    /// (the best match so far), or `None`.
+    pub(crate) fn scan<'a>(
+        &'a self,
+        key: &FlowKey,
+        wc: &mut FlowMask,
+        stats: &mut LookupStats,
+        mut visit: impl FnMut(&'a [ClsRule<R>]) -> Option<u16>,
+    ) {
+        let mut floor: Option<u16> = None;
         let mut tries: [Option<TrieLookup>; TRIE_FIELDS.len()] = [None; TRIE_FIELDS.len()];
         let eth_type = key.get(Field::EthType);
         'subtables: for &slot in &self.order {
             let Some(st) = self.slots[slot].as_ref() else {
                 continue;
             };
-            if let Some(b) = best {
-                if st.max_priority < b.priority {
-                    break;
-                }
+            if floor.is_some_and(|f| st.max_priority < f) {
+                break;
             }
             stats.subtables_visited += 1;
             let mut h = 0u64;
@@ -504,13 +527,9 @@ impl<R> Classifier<R> {
             }
             wc.or(&st.mask);
             if let Some(bucket) = bucket {
-                let cand = &bucket[0];
-                if best.is_none_or(|b| cand.beats(b)) {
-                    best = Some(cand);
-                }
+                floor = visit(bucket);
             }
         }
-        best
     }
 
     /// Is there a rule with priority at least `min_priority` for which `pred`

@@ -190,6 +190,10 @@ fields! {
     TunId => "tun_id" ["tunnel_id", "NXM_NX_TUN_ID", "OXM_OF_TUNNEL_ID"] 64 Hex Meta None None, true;
     TunSrc => "tun_src" ["NXM_NX_TUN_IPV4_SRC"] 32 Ipv4 Meta None None, true;
     TunDst => "tun_dst" ["NXM_NX_TUN_IPV4_DST"] 32 Ipv4 Meta None None, true;
+    // The id of the conjunctive match a lookup completed, set only for the
+    // second lookup it makes (`conj_id=ID` flows); zero otherwise. Not
+    // maskable, read-only, pipeline state: never in a megaflow.
+    ConjId => "conj_id" ["NXM_NX_CONJ_ID"] 32 Dec Meta None None, false;
     // ---- L2 stage ----
     EthSrc => "dl_src" ["eth_src", "NXM_OF_ETH_SRC", "OXM_OF_ETH_SRC"] 48 Mac L2 None None, true;
     EthDst => "dl_dst" ["eth_dst", "NXM_OF_ETH_DST", "OXM_OF_ETH_DST"] 48 Mac L2 None None, true;
@@ -416,10 +420,10 @@ impl Field {
     pub fn reg(i: usize) -> Option<Field> {
         REGS.get(i).copied()
     }
-    /// Is this field pipeline state only (registers, metadata), zero whenever a
+    /// Is this field pipeline state only (registers, metadata, conj_id), zero whenever a
     /// packet enters the pipeline and never seen by the datapath?
     pub fn pipeline_only(self) -> bool {
-        self == Field::Metadata || (Field::Reg0 <= self && self <= Field::Reg15)
+        self == Field::Metadata || self == Field::ConjId || (Field::Reg0 <= self && self <= Field::Reg15)
     }
     /// Is this field carried by the packet in the datapath (as opposed to
     /// pipeline metadata such as registers)? Only these need commit actions.

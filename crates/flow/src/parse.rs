@@ -207,6 +207,9 @@ pub fn parse_field_value(f: Field, text: &str) -> Result<(u64, u64), FlowError> 
             .ok_or_else(|| bad(name, text, "a decimal or 0x-hex number"))?;
             let m = match ms {
                 None => max,
+                Some(_) if f == Field::ConjId => {
+                    return Err(bad(name, text, "an exact value (conj_id is not maskable)"))
+                }
                 Some(ms) => parse_uint(ms).ok_or_else(|| bad(name, text, "a mask as a decimal or 0x-hex number"))?,
             };
             (v, m)

@@ -150,6 +150,7 @@ fn diff_config() -> GenConfig {
         n_ports: 4,
         conntrack: false,
         write_actions: true,
+        conjunction: false,
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use kairo_classifier::RuleId;
 use kairo_ofproto::{parse_flow, parse_group, Action, FlowSpec, Group, MissBehavior, OfError, Rule};
-use kairo_xlate::{Pipeline, PipelineError};
+use kairo_xlate::{conj_related, Pipeline, PipelineError};
 
 /// One update.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,10 +56,13 @@ pub enum Delta {
         id: RuleId,
         rule: Arc<Rule>,
     },
-    /// Same match and priority, new instructions (or cookie).
+    /// Same match and priority, new instructions (or cookie). `conj`: the
+    /// rule took part in conjunctive matches before or after (a clause or
+    /// an answer), so the change can reach entries it did not answer.
     RuleModified {
         table: u8,
         id: RuleId,
+        conj: bool,
     },
     GroupChanged {
         group: u32,
@@ -238,7 +241,10 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             let (id, old) = p.add_rule(rule.clone())?;
             undo.push(Undo::Rule(rule.table, id, old.clone()));
             out.push(match old {
-                Some(_) => Delta::RuleModified { table: rule.table, id },
+                Some(old) => {
+                    let conj = conj_related(&old) || conj_related(rule);
+                    Delta::RuleModified { table: rule.table, id, conj }
+                }
                 None => Delta::RuleAdded { table: rule.table, id },
             });
         }
@@ -265,9 +271,11 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                 new.push((t, id, n));
             }
             for (t, id, n) in new {
+                let conj = conj_related(&n);
                 let old = p.replace_rule(t, id, n)?;
+                let conj = conj || conj_related(&old);
                 undo.push(Undo::Rule(t, id, Some(old)));
-                out.push(Delta::RuleModified { table: t, id });
+                out.push(Delta::RuleModified { table: t, id, conj });
             }
         }
         FlowMod::Delete { strict, spec } => {

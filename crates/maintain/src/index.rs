@@ -430,7 +430,7 @@ impl Index {
         }
         let trav = e.trav.clone();
         for st in &trav.steps {
-            if let Outcome::Rule(r) = st.outcome {
+            if let Some(r) = st.outcome.rule() {
                 if let Some(users) = self.by_rule.get_mut(&r) {
                     if Self::take_user(users, from, id) {
                         users.entry(to).or_default().insert(id);
@@ -481,13 +481,16 @@ impl Index {
         self.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(region, &trav.key_at(&mf.rep, st)))
     }
 
+    /// An entry is registered under the rule whose instructions ran at a
+    /// visit (a conjunction's answer, for a conjunctive match), or under
+    /// the table's miss where none did.
     fn add_outcome(&mut self, id: EntryId, table: u8, outcome: Outcome) {
-        match outcome {
-            Outcome::Rule(r) => {
+        match outcome.rule() {
+            Some(r) => {
                 let tag = self.filed[id as usize];
                 self.by_rule.entry(r).or_default().entry(tag).or_default().insert(id)
             }
-            Outcome::Miss => self.by_miss.entry(table).or_default().insert(id),
+            None => self.by_miss.entry(table).or_default().insert(id),
         };
     }
 
@@ -498,8 +501,8 @@ impl Index {
     }
 
     fn del_outcome(&mut self, id: EntryId, table: u8, outcome: Outcome) {
-        match outcome {
-            Outcome::Rule(r) => {
+        match outcome.rule() {
+            Some(r) => {
                 if let Some(users) = self.by_rule.get_mut(&r) {
                     Self::take_user(users, self.filed[id as usize], id);
                     if users.is_empty() {
@@ -507,7 +510,7 @@ impl Index {
                     }
                 }
             }
-            Outcome::Miss => {
+            None => {
                 if let Some(s) = self.by_miss.get_mut(&table) {
                     s.remove(&id);
                     if s.is_empty() {
@@ -637,7 +640,9 @@ impl Index {
         // and one with the old visit's key keeps its slots (a function of the
         // key); slots are computed only for visits whose key changed.
         let same_table = |i: usize| matches!((old.get(i), now.get(i)), (Some(a), Some(b)) if a.table == b.table);
-        let same_outcome = |i: usize| same_table(i) && old[i].outcome == now[i].outcome;
+        // (Registered under the rule that ran, or the miss: two outcomes
+        // with the same rule share their registration.)
+        let same_outcome = |i: usize| same_table(i) && old[i].outcome.rule() == now[i].outcome.rule();
         let same_key = |i: usize| same_table(i) && e.trav.version(old[i].version) == new.version(now[i].version);
         let mut changed = old.len() != now.len();
         for (i, st) in now.iter().enumerate() {
@@ -664,7 +669,8 @@ impl Index {
         // table can still assert it.
         if changed {
             for (i, st) in old.iter().enumerate() {
-                if !same_outcome(i) && !now.iter().any(|s| s.table == st.table && s.outcome == st.outcome) {
+                let asserted = |s: &Step| s.table == st.table && s.outcome.rule() == st.outcome.rule();
+                if !same_outcome(i) && !now.iter().any(asserted) {
                     self.del_outcome(id, st.table, st.outcome);
                 }
                 if !same_key(i) {
@@ -764,9 +770,9 @@ impl Index {
                 return Err(format!("entry {id}: in cell {}, filed by {filed}", self.cell_of(id)));
             }
             for st in &e.trav.steps {
-                let set = match st.outcome {
-                    Outcome::Rule(r) => self.by_rule.get(&r).and_then(|u| u.get(&filed)),
-                    Outcome::Miss => self.by_miss.get(&st.table),
+                let set = match st.outcome.rule() {
+                    Some(r) => self.by_rule.get(&r).and_then(|u| u.get(&filed)),
+                    None => self.by_miss.get(&st.table),
                 };
                 if !set.is_some_and(|s| s.contains(&id)) {
                     return Err(format!("entry {id}: not registered under {:?} at table {}", st.outcome, st.table));
@@ -800,7 +806,7 @@ impl Index {
                 for (tag, ids) in users {
                     if let Some(id) = ids
                         .iter()
-                        .find(|&&id| !asserts(id, &|e| e.trav.steps.iter().any(|s| s.outcome == Outcome::Rule(*r))))
+                        .find(|&&id| !asserts(id, &|e| e.trav.steps.iter().any(|s| s.outcome.rule() == Some(*r))))
                     {
                         return Err(format!(
                             "entry {id} is registered under rule {r:?}, which its traversal does not use"
@@ -812,7 +818,7 @@ impl Index {
                 }
             }
             for (t, ids) in &self.by_miss {
-                let miss = |e: &Entry| e.trav.steps.iter().any(|s| s.table == *t && s.outcome == Outcome::Miss);
+                let miss = |e: &Entry| e.trav.steps.iter().any(|s| s.table == *t && s.outcome.rule().is_none());
                 if let Some(id) = ids.iter().find(|&&id| !asserts(id, &miss)) {
                     return Err(format!("entry {id} is registered under a miss in table {t} it does not take"));
                 }
@@ -881,10 +887,31 @@ impl Index {
     }
 
     /// Entries that reached table `t` whose region there overlaps `m` and whose
-    /// outcome there loses to a new rule of `priority` (new rules lose ties).
-    /// Returns them, and how many index slots were looked at.
-    pub fn overlapping(&self, p: &Pipeline, t: u8, m: &Match, priority: u16, out: &mut Vec<EntryId>) -> usize {
+    /// outcome there a rule of `priority` can change: by being added (`change`
+    /// false: it loses ties), or, in a table with conjunctive matches, by being
+    /// removed or given new instructions (`change`: it may be one of those
+    /// that decided). A match on `conj_id` is left out of the overlap (it is
+    /// zero wherever a lookup starts). Returns them, and how many index slots
+    /// were looked at.
+    pub fn overlapping(
+        &self,
+        p: &Pipeline,
+        t: u8,
+        m: &Match,
+        priority: u16,
+        change: bool,
+        out: &mut Vec<EntryId>,
+    ) -> usize {
         let Some(ti) = self.tables.get(&t) else { return 0 };
+        let stripped;
+        let m = if m.mask().get(Field::ConjId) != 0 {
+            let mut s = *m;
+            s.set_masked(Field::ConjId, 0, 0);
+            stripped = s;
+            &stripped
+        } else {
+            m
+        };
         let mut cands: Vec<EntryId> = Vec::new();
         let looked = ti.candidates(m, &mut cands);
         cands.sort_unstable();
@@ -897,9 +924,9 @@ impl Index {
         ra.level(&cands, |id| {
             let Some(e) = self.entries[*id as usize].as_ref() else { return 0 };
             let matched = e.trav.steps.iter().filter(|st| st.table == t);
-            matched.fold(0, |w, st| match st.outcome {
-                Outcome::Rule(r) => w ^ u64::from(prio(r).unwrap_or(0)),
-                Outcome::Miss => w,
+            matched.fold(0, |w, st| match st.outcome.rule() {
+                Some(r) => w ^ u64::from(prio(r).unwrap_or(0)),
+                None => w,
             })
         });
         drop(ra);
@@ -908,10 +935,8 @@ impl Index {
             let region = self.region(&e.mf);
             let trav = &e.trav;
             let hit = trav.steps.iter().filter(|st| st.table == t).any(|st| {
-                let loses = match st.outcome {
-                    Outcome::Miss => true,
-                    Outcome::Rule(r) => prio(r).is_none_or(|old| old < priority),
-                };
+                let floor = st.outcome.floor(prio);
+                let loses = if change { floor.admits_change(priority) } else { floor.admits_new(priority) };
                 loses && {
                     let mut common = region;
                     for i in 0..common.w.len() {

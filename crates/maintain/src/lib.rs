@@ -411,6 +411,15 @@ impl Incremental {
         let mut out = Vec::new();
         let mut probed = 0;
         for d in deltas {
+            if let Some((t, id, m, priority)) = conj_change(p, d) {
+                // In a table with conjunctive matches a removed or changed
+                // rule may have decided without answering (a hard match or
+                // a clause): the entries whose region it overlaps above
+                // their floor are taken too.
+                out.extend(self.index.users_of_rule(id));
+                probed += self.index.overlapping(p, t, &m, priority, true, &mut out);
+                continue;
+            }
             match d {
                 Delta::RuleRemoved { id, .. } | Delta::RuleModified { id, .. } => {
                     out.extend(self.index.users_of_rule(*id))
@@ -444,7 +453,7 @@ impl Incremental {
                 Delta::MissChanged { table } => out.extend(self.index.users_of_miss(*table)),
                 Delta::RuleAdded { table, id } => {
                     if let Some(r) = p.rule(*table, *id) {
-                        probed += self.index.overlapping(p, *table, &r.m, r.priority, &mut out);
+                        probed += self.index.overlapping(p, *table, &r.m, r.priority, false, &mut out);
                     }
                 }
             }
@@ -453,7 +462,8 @@ impl Incremental {
         // (several deltas, or an entry found twice where it reached the
         // table twice) they may repeat.
         let unique =
-            matches!(deltas, [Delta::RuleRemoved { .. } | Delta::RuleModified { .. } | Delta::MissChanged { .. }]);
+            matches!(deltas, [Delta::RuleRemoved { .. } | Delta::RuleModified { .. } | Delta::MissChanged { .. }])
+                && conj_change(p, &deltas[0]).is_none();
         if !unique {
             out.sort_unstable();
             out.dedup();
@@ -468,10 +478,18 @@ impl Incremental {
     /// a cell that takes the change needs only their number); others are
     /// grouped here, from each entry's tag.
     fn affected_by_cell(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<(u32, Members)>, usize) {
-        if let [Delta::RuleRemoved { id, .. } | Delta::RuleModified { id, .. }] = deltas {
+        if let [d @ (Delta::RuleRemoved { id, .. } | Delta::RuleModified { id, .. })] = deltas {
+            if conj_change(p, d).is_some() {
+                return self.listed_by_cell(p, deltas);
+            }
             let groups = self.index.users_of_rule_by_cell(*id).map(|(tag, _)| (tag, Members::OfRule(*id)));
             return (groups.collect(), 0);
         }
+        self.listed_by_cell(p, deltas)
+    }
+
+    /// [`Incremental::affected`], grouped by cell here.
+    fn listed_by_cell(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<(u32, Members)>, usize) {
         let (affected, probed) = self.affected(p, deltas);
         if self.cells.is_empty() {
             return (vec![(0, Members::Listed(affected))], probed);
@@ -947,3 +965,18 @@ impl Control {
 
 #[cfg(test)]
 mod tests;
+
+/// A removal or change of a rule in a table with conjunctive matches (or
+/// of a rule that took part in them): its table, id, match and priority.
+fn conj_change(p: &Pipeline, d: &Delta) -> Option<(u8, RuleId, kairo_flow::Match, u16)> {
+    let conjunctive = |t: &u8| p.table(*t).is_some_and(|tb| tb.conjunctive());
+    match d {
+        Delta::RuleRemoved { table, id, rule } if conjunctive(table) || kairo_xlate::conj_related(rule) => {
+            Some((*table, *id, rule.m, rule.priority))
+        }
+        Delta::RuleModified { table, id, conj } if *conj || conjunctive(table) => {
+            p.rule(*table, *id).map(|r| (*table, *id, r.m, r.priority))
+        }
+        _ => None,
+    }
+}

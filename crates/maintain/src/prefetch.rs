@@ -19,7 +19,7 @@
 //! compiler keeps the loads) and is never used otherwise.
 
 use kairo_ofproto::{Action, Rule};
-use kairo_xlate::{Outcome, Pipeline, Step};
+use kairo_xlate::{Pipeline, Step};
 
 /// A word the loads of a read-ahead are folded into, kept alive by
 /// [`std::hint::black_box`] when dropped.
@@ -52,10 +52,7 @@ impl ReadAhead {
                 if let Some(t) = p.table(st.table) {
                     self.take(t.cls.read_mask().w[0]);
                 }
-                match st.outcome {
-                    Outcome::Rule(id) => p.rule(st.table, id).map(|r| &**r),
-                    Outcome::Miss => None,
-                }
+                st.outcome.rule().and_then(|id| p.rule(st.table, id).map(|r| &**r))
             })
             .collect();
         self.level(&rules, |r| r.inst.apply.len() as u64 ^ r.inst.write.len() as u64);

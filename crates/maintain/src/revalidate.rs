@@ -14,12 +14,15 @@
 //! touch only the affected entries and still equal full revalidation.
 
 use crate::prefetch::ReadAhead;
+use kairo_classifier::ClsRule;
 use kairo_classifier::RuleId;
 use kairo_flow::{Field, FlowKey, FlowMask};
+use kairo_ofproto::Rule;
 use kairo_xlate::{
-    retranslate_checked, translate, translate_suffix, DpAction, Outcome, Pipeline, Replay, Step, Suffix, TableSet,
-    Traversal, XlateResult,
+    conj_floor, retranslate_checked, translate, translate_suffix, DpAction, Floor, Outcome, Pipeline, Replay, Step,
+    Suffix, Table, TableSet, Traversal, XlateResult,
 };
+use std::sync::Arc;
 
 use crate::Ukey;
 
@@ -55,6 +58,9 @@ pub enum Verdict {
 /// that beats it overlap the region?
 fn step_holds(p: &Pipeline, t: u8, outcome: Outcome, kt: &FlowKey, region: &FlowMask) -> bool {
     let Some(table) = p.table(t) else { return true }; // no table: a miss, nothing can beat it
+    if table.conjunctive() {
+        return conj_step_holds(table, outcome, kt, region);
+    }
     match outcome {
         Outcome::Rule(id) => {
             let Some(w) = table.cls.get(id) else { return false };
@@ -65,7 +71,63 @@ fn step_holds(p: &Pipeline, t: u8, outcome: Outcome, kt: &FlowKey, region: &Flow
             !table.cls.any_overlapping(kt, region, wp, |q| q.priority > wp || q.id < wid)
         }
         Outcome::Miss => !table.cls.any_overlapping(kt, region, 0, |_| true),
+        // Made only by a table with conjunctive matches, which this is not
+        // any more.
+        Outcome::Conj { .. } => false,
     }
+}
+
+/// [`step_holds`] in a table with conjunctive matches: the lookup at the
+/// region's key gives `outcome`; the rules that decided it (the hard match,
+/// the answer) contain the region; and every rule that could decide
+/// otherwise (above the lookup's floor, and, if it matches conj_id, for a
+/// conjunction the lookup completed) and overlaps the region contains it.
+/// Then every packet of the region matches the same such rules, so its
+/// lookup completes the same conjunctions and gets the same answers.
+/// Every rule this reads is one whose addition, removal or change the
+/// incremental engine takes for the entry (`Floor`), and a region whose
+/// lookups examined only its own bits passes (those rules' subtables were
+/// all visited), so the test is a function of what can affect the entry,
+/// as the plain one is.
+fn conj_step_holds(table: &Table, outcome: Outcome, kt: &FlowKey, region: &FlowMask) -> bool {
+    let mut scratch = FlowMask::ZERO;
+    let l = table.lookup_conj(kt, &mut scratch);
+    if l.rule.map(|r| r.id) != outcome.rule() {
+        return false;
+    }
+    let mut open = *region;
+    open.set(Field::ConjId, 0);
+    let inside = |q: &ClsRule<Arc<Rule>>| {
+        let mut m = *q.m.mask();
+        m.set(Field::ConjId, 0);
+        m.is_subset_of(region) && q.m.key().eq_masked(kt, &m)
+    };
+    // What decided: the answer (with the clauses of its priority, which
+    // are among the admitted below), or the hard match.
+    let answered = match (l.unanswered, l.rule, l.conj) {
+        (false, Some(w), Some((_, level))) => Some((w, level)),
+        _ => None,
+    };
+    let decided = if l.unanswered { None } else { answered.map(|(w, _)| w).or(l.hard) };
+    if !decided.into_iter().all(inside) {
+        return false;
+    }
+    // What could decide otherwise (the floor, to the id).
+    let admitted = |q: &ClsRule<Arc<Rule>>| match (answered, decided) {
+        (Some((w, level)), _) => q.priority >= level || q.beats(w),
+        (None, Some(h)) => q.beats(h),
+        (None, None) => true,
+    };
+    let floor = conj_floor(&l);
+    let asked = |q: &ClsRule<Arc<Rule>>| {
+        let (id, mask) = (q.m.key().get(Field::ConjId), q.m.mask().get(Field::ConjId));
+        mask == 0 || id == 0 || l.tried.iter().any(|t| u64::from(*t) == id)
+    };
+    let min = match floor {
+        Floor::None => 0,
+        Floor::Above { priority, .. } => priority,
+    };
+    !table.cls.any_overlapping(kt, &open, min, |q| admitted(q) && asked(q) && !inside(q))
 }
 
 /// Exact test that every packet of the megaflow's region translates like its key.

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use kairo_datapath::{Datapath, DpConfig};
 use kairo_flow::{FlowKey, FlowMask};
 use kairo_ofproto::{parse_flow_file, parse_group_file, MissBehavior};
-use kairo_testkit::{gen_case, gen_flow_line, gen_group_line, gen_match_text, gen_packets, rng, GenConfig};
+use kairo_testkit::{
+    gen_case, gen_clause_line, gen_flow_line, gen_group_line, gen_match_text, gen_packets, rng, GenConfig,
+};
 use kairo_xlate::{format_actions, translate, DpAction, Pipeline};
 use rand::Rng;
 
@@ -90,6 +92,24 @@ fn gen_update(seed: u64, p: &Pipeline, cfg: &GenConfig) -> FlowMod {
                     kairo_ofproto::parse_group_file(&format!("{other}\n{line}\n")).ok().map(FlowMod::AddGroups)
                 } else {
                     parse_command("add-group", &line).ok()
+                }
+            }
+            // A new member of a conjunctive flow (a clause of one that is
+            // there, or a clause of it no flow had yet), or a clause
+            // joining another conjunction in place of its own.
+            9 if r.gen_bool(0.6) => {
+                let clauses: Vec<&(u8, Arc<kairo_ofproto::Rule>)> =
+                    rules.iter().filter(|(_, rule)| rule.inst.conjunctions().next().is_some()).collect();
+                let (ct, rule) = clauses.get(r.gen_range(0..clauses.len().max(1)))?;
+                let (id, k, n) = rule.inst.conjunctions().next()?;
+                let k = if r.gen_bool(0.3) { r.gen_range(1..=n) } else { k };
+                if r.gen_bool(0.8) {
+                    let line = gen_clause_line(r, cfg, *ct, rule.priority, &format!("conjunction({id},{k}/{n})"));
+                    parse_command("add-flow", &line).ok()
+                } else {
+                    let other = if r.gen_bool(0.5) { id } else { id + 1 };
+                    let a = format!("conjunction({other},{k}/{n})");
+                    parse_command("--strict mod-flows", &format!("{},actions={a}", text(rule))).ok()
                 }
             }
             _ if r.gen_bool(0.3) => Some(FlowMod::SetPortLive(r.gen_range(1..=cfg.n_ports), r.gen_bool(0.5))),

@@ -406,7 +406,7 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
                 "controller with a controller id or a reason other than action: not supported by kairo yet",
             ))
         }
-        Act::Note(_) => return Err(unsupported_nx(nxast::NOTE)),
+        Act::Note(bytes) => Action::Note(bytes.clone()),
         Act::OutputReg { .. } => return Err(unsupported_nx(nxast::OUTPUT_REG)),
         Act::Exit => return Err(unsupported_nx(nxast::EXIT)),
         Act::SetTunnel64(_) => return Err(unsupported_nx(nxast::SET_TUNNEL64)),
@@ -420,7 +420,9 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
                 "nat outside a ct action (it is only valid nested in ct)",
             ))
         }
-        Act::Conjunction { .. } => return Err(unsupported_nx(nxast::CONJUNCTION)),
+        Act::Conjunction { clause, n_clauses, id } => {
+            Action::Conjunction { id: *id, clause: clause + 1, n_clauses: *n_clauses }
+        }
         Act::Nicira { subtype, .. } => return Err(unsupported_nx(*subtype)),
         Act::Experimenter { vendor, .. } => {
             return Err(Error::new(
@@ -701,6 +703,10 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
                 }
             }
             Action::CtClear => out.push(Act::CtClear),
+            Action::Conjunction { id, clause, n_clauses } => {
+                out.push(Act::Conjunction { clause: clause.saturating_sub(1), n_clauses: *n_clauses, id: *id })
+            }
+            Action::Note(bytes) => out.push(Act::Note(bytes.clone())),
             Action::Ct(ct) => {
                 let flags = u16::from(ct.commit) | if ct.force { 2 } else { 0 };
                 let (zone_src, zone_imm) = match ct.zone {

@@ -168,7 +168,24 @@ pub enum Action {
     Ct(Box<crate::ct::Ct>),
     /// `ct_clear`: the packet becomes untracked (ct fields zero).
     CtClear,
+    /// `conjunction(id,k/n)`: the rule is clause `k` (1-based) of the `n`
+    /// of conjunctive flow `id` (ovs-fields(7), "Conjunctive Match
+    /// Fields"). Never run: a lookup that meets such rules completes the
+    /// conjunction and looks up `conj_id=id` instead. Only [`Action::Note`]
+    /// may accompany it ([`Instructions::check_conjunctions`]).
+    Conjunction {
+        id: u32,
+        clause: u8,
+        n_clauses: u8,
+    },
+    /// `note:hh...`: does nothing; the bytes, padded with zeros as Open
+    /// vSwitch pads them (to 6 more than a multiple of 8).
+    Note(Vec<u8>),
 }
+
+/// The largest number of clauses a conjunctive flow may have (Open
+/// vSwitch's: one bit per clause of a 64-bit word).
+pub const MAX_CONJ_CLAUSES: u8 = 64;
 
 /// The instructions of a rule, in OpenFlow 1.3 execution order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -458,8 +475,12 @@ impl Action {
             "dec_mpls_ttl" if arg.is_none() => Action::DecMplsTtl,
             "ct" => Action::Ct(Box::new(crate::ct::Ct::parse(arg.unwrap_or(""))?)),
             "ct_clear" if arg.is_none() => Action::CtClear,
-            "learn" | "conjunction" | "enqueue" | "set_queue" | "note" | "multipath" | "bundle"
-            | "check_pkt_larger" | "clone" => return Err(unsupported(name, "this action is not implemented yet")),
+            "conjunction" => parse_conjunction(need()?)
+                .ok_or_else(|| syntax("conjunction(ID,K/N) with ID a 32-bit number, 2 <= N <= 64 and 1 <= K <= N"))?,
+            "note" => Action::Note(parse_note(arg.unwrap_or("")).ok_or_else(|| syntax("note:HH.HH... (hex bytes)"))?),
+            "learn" | "enqueue" | "set_queue" | "multipath" | "bundle" | "check_pkt_larger" | "clone" => {
+                return Err(unsupported(name, "this action is not implemented yet"))
+            }
             _ => return Err(OfError::UnknownAction { text: s.to_string() }),
         })
     }
@@ -510,6 +531,17 @@ impl std::fmt::Display for Action {
             Action::Group(g) => write!(f, "group:{g}"),
             Action::Ct(ct) => write!(f, "{ct}"),
             Action::CtClear => f.write_str("ct_clear"),
+            Action::Conjunction { id, clause, n_clauses } => write!(f, "conjunction({id},{clause}/{n_clauses})"),
+            Action::Note(bytes) => {
+                f.write_str("note:")?;
+                for (i, b) in bytes.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -555,6 +587,36 @@ pub fn normalize_vlan(actions: &mut Vec<Action>, mut has_vlan: bool) {
 pub fn match_has_vlan(m: &kairo_flow::Match) -> bool {
     let (v, mk) = m.field(Field::VlanTci);
     mk & VLAN_CFI != 0 && v & VLAN_CFI != 0
+}
+
+/// `ID,K/N` of `conjunction(ID,K/N)` (spaces allowed, as ovs-ofctl allows).
+fn parse_conjunction(a: &str) -> Option<Action> {
+    let (id, kn) = a.split_once(',')?;
+    let (k, n) = kn.split_once('/')?;
+    let id = u32::try_from(parse_uint(id.trim())?).ok()?;
+    let (k, n) = (parse_uint(k.trim())?, parse_uint(n.trim())?);
+    if !(2..=u64::from(MAX_CONJ_CLAUSES)).contains(&n) || k == 0 || k > n {
+        return None;
+    }
+    Some(Action::Conjunction { id, clause: k as u8, n_clauses: n as u8 })
+}
+
+/// The bytes of `note:HH.HH...` (periods between pairs optional), padded
+/// with zeros to 6 more than a multiple of 8 as Open vSwitch pads them.
+fn parse_note(a: &str) -> Option<Vec<u8>> {
+    let hex: Vec<u8> = a.bytes().filter(|b| *b != b'.').collect();
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(hex.len() / 2 + 8);
+    for pair in hex.chunks(2) {
+        let s = std::str::from_utf8(pair).ok()?;
+        out.push(u8::from_str_radix(s, 16).ok()?);
+    }
+    while out.len() % 8 != 6 {
+        out.push(0);
+    }
+    Some(out)
 }
 
 /// Parses a list of plain actions (no instructions), `drop` meaning none.
@@ -652,7 +714,48 @@ impl Instructions {
                 out.apply.push(Action::parse(t)?);
             }
         }
+        out.check_conjunctions()?;
         Ok(out)
+    }
+
+    /// The conjunctions this rule is a clause of (its `conjunction`
+    /// actions), empty for an ordinary rule.
+    pub fn conjunctions(&self) -> impl Iterator<Item = (u32, u8, u8)> + '_ {
+        self.apply.iter().filter_map(|a| match a {
+            Action::Conjunction { id, clause, n_clauses } => Some((*id, *clause, *n_clauses)),
+            _ => None,
+        })
+    }
+
+    /// As Open vSwitch requires: a rule with `conjunction` actions has
+    /// nothing else but `note` actions (no other action, instruction or
+    /// meter: they would never run), and `conjunction` appears nowhere
+    /// else (in write_actions).
+    pub fn check_conjunctions(&self) -> Result<(), OfError> {
+        let conj = |a: &Action| matches!(a, Action::Conjunction { .. });
+        if let Some(a) = self.write.iter().find(|a| conj(a)) {
+            return Err(OfError::Unsupported {
+                what: a.to_string(),
+                why: "conjunction is not allowed in write_actions".into(),
+            });
+        }
+        if !self.apply.iter().any(conj) {
+            return Ok(());
+        }
+        let other = self.apply.iter().find(|a| !conj(a) && !matches!(a, Action::Note(_)));
+        if other.is_some()
+            || self.meter.is_some()
+            || self.clear_actions
+            || !self.write.is_empty()
+            || self.write_metadata.is_some()
+            || self.goto_table.is_some()
+        {
+            return Err(OfError::Syntax {
+                text: self.to_string(),
+                expected: "only conjunction and note actions in a flow with a conjunction action".into(),
+            });
+        }
+        Ok(())
     }
 
     /// No actions at all (drops the packet unless an action set is pending).

@@ -291,3 +291,29 @@ fn instructions_must_come_in_openflow_order() {
     let e = Instructions::parse("goto_table:2,write_actions(output:1)").unwrap_err().to_string();
     assert!(e.contains("write_actions must appear before goto_table"), "{e}");
 }
+
+#[test]
+fn conjunction_and_note_parse_print_and_stand_alone_as_ovs_ofctl_requires() {
+    let r = parse_flow("ip,nw_src=10.0.0.1,actions=conjunction(1234, 1/2),note:0102", Some(true))
+        .and_then(FlowSpec::into_rule)
+        .unwrap();
+    assert_eq!(r.inst.to_string(), "conjunction(1234,1/2),note:01.02.00.00.00.00");
+    assert_eq!(r.inst.conjunctions().collect::<Vec<_>>(), vec![(1234, 1, 2)]);
+    // Printing parses back to the same actions.
+    assert_eq!(Instructions::parse(&r.inst.to_string()).unwrap(), r.inst);
+    let e = parse_flow("ip,actions=conjunction(1,1/2),output:1", Some(true)).unwrap_err().to_string();
+    assert!(e.contains("only conjunction and note actions"), "{e}");
+    for bad in
+        ["conjunction(1,1/1)", "conjunction(1,3/2)", "conjunction(1,0/2)", "conjunction(1,1/65)", "conjunction(1)"]
+    {
+        let e = Action::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("conjunction(ID,K/N)"), "{bad}: {e}");
+    }
+    assert!(parse_flow("ip,actions=write_actions(conjunction(1,1/2))", Some(true)).is_err());
+    assert!(parse_flow("ip,actions=conjunction(1,1/2),goto_table:2", Some(true)).is_err());
+    let conj = parse_flow("conj_id=5,actions=output:1", Some(true)).unwrap();
+    assert_eq!(conj.m.to_string(), "conj_id=5");
+    let e = parse_flow("conj_id=5/3,actions=output:1", Some(true)).unwrap_err().to_string();
+    assert!(e.contains("not maskable"), "{e}");
+    assert!(Action::parse("note:012").is_err());
+}

@@ -17,6 +17,8 @@
 //! translation has (nesting, lookups, buckets, 64 kB of actions), where it
 //! says so instead of emitting.
 
+mod conj;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -486,7 +488,7 @@ impl Run<'_> {
             return;
         }
         let flow = self.flow;
-        let hit = self.r.tables.get(&t).and_then(|rules| rules.iter().find(|r| r.m.matches(&flow)).cloned());
+        let hit = self.r.tables.get(&t).and_then(|rules| conj::lookup(rules, &flow).cloned());
         match hit {
             Some(rule) => {
                 let inst = &rule.inst;
@@ -831,6 +833,7 @@ impl Run<'_> {
                     self.flow.set(f, 0);
                 }
             }
+            Action::Conjunction { .. } | Action::Note(_) => {}
             Action::PopMpls { ethertype } => {
                 let n = self.labels();
                 if n == 3 && lse(&self.flow, 2) & MPLS_BOS == 0 {

@@ -42,7 +42,7 @@ use kairo_datapath::{Datapath, DpConfig};
 use kairo_maintain::shared::SharedControl;
 use kairo_maintain::{Control, EngineKind, Moved, Report, Ukey};
 use kairo_ofp::message::ofppc;
-use kairo_xlate::{Outcome, Pipeline, Traversal};
+use kairo_xlate::{Pipeline, Traversal};
 use rustc_hash::FxHashMap;
 
 pub use port::{Attached, MemPeer, MemPort, Port, PortCounters, PortError};
@@ -174,8 +174,10 @@ pub fn credit_traversal(counts: &mut RuleCounts, t: &Traversal, p: u64, b: u64) 
     if p == 0 && b == 0 {
         return;
     }
+    // A conjunctive match credits its conj_id rule, never the clauses (as
+    // Open vSwitch: they have no useful statistics).
     for s in &t.steps {
-        if let Outcome::Rule(id) = s.outcome {
+        if let Some(id) = s.outcome.rule() {
             let e = counts.entry((s.table, id)).or_default();
             e.0 += p;
             e.1 += b;
@@ -525,7 +527,7 @@ impl Switch {
             let removed = lock(&self.lives).follow(&deltas, now, why, timed);
             if resets_counts(fm) {
                 reset.extend(deltas.iter().filter_map(|d| match d {
-                    kairo_maintain::flowmod::Delta::RuleModified { table, id } => Some((*table, *id)),
+                    kairo_maintain::flowmod::Delta::RuleModified { table, id, .. } => Some((*table, *id)),
                     _ => None,
                 }));
             }

@@ -66,7 +66,7 @@ impl Lives {
                         self.timed.insert((*table, *id), now);
                     }
                 }
-                Delta::RuleModified { table, id } => {
+                Delta::RuleModified { table, id, .. } => {
                     self.installed.entry((*table, *id)).or_insert(now);
                 }
                 Delta::RuleRemoved { table, id, rule } => {

@@ -35,6 +35,12 @@ pub struct GenConfig {
     /// `ct(table=N)` run while the action set is not empty, so a
     /// differential test against it keeps the two apart).
     pub write_actions: bool,
+    /// Conjunctive matches: per table, now and then a conjunctive flow of
+    /// 2 or 3 dimensions (`conjunction(id,k/n)` clauses) with its
+    /// `conj_id=id` flow (sometimes missing, sometimes narrower than the
+    /// clauses), and now and then a second one at the same priority
+    /// sharing a clause flow (which then has two conjunction actions).
+    pub conjunction: bool,
 }
 
 impl Default for GenConfig {
@@ -49,6 +55,7 @@ impl Default for GenConfig {
             n_ports: 4,
             conntrack: true,
             write_actions: true,
+            conjunction: true,
         }
     }
 }
@@ -347,6 +354,93 @@ fn flow_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, group_ids: &[u32], prio: 
     format!("table={t},priority={prio},{m}actions={acts}")
 }
 
+/// One dimension of a generated conjunctive flow: a field family and the
+/// values its clauses match (one clause flow each).
+const CONJ_DIMS: [&str; 5] = ["nw_src", "nw_dst", "in_port", "reg0", "tp_dst"];
+
+/// A conjunctive flow at `prio` (ids from `base`): its clause flows and
+/// its `conj_id` flow, as flow lines; now and then a second conjunction
+/// at the same priority sharing the first's first clause flow, whose other
+/// dimension matches values of the same field the first's does not (so no
+/// packet completes both: overlapping conjunctions are unpredictable in
+/// Open vSwitch).
+fn conjunctive_flows(rng: &mut StdRng, cfg: &GenConfig, t: u8, groups: &[u32], prio: u16, base: u32) -> String {
+    let n = rng.gen_range(2..=3usize);
+    let mut dims: Vec<&str> = CONJ_DIMS.to_vec();
+    dims.shuffle(rng);
+    dims.truncate(n);
+    let proto = if dims.contains(&"tp_dst") { "tcp" } else { "ip" };
+    let value = |rng: &mut StdRng, d: &str| conj_value(rng, cfg, d);
+    // Clause flows: match text -> conjunction actions.
+    let mut clauses: Vec<(String, Vec<String>)> = Vec::new();
+    let mut add = |m: String, a: String| match clauses.iter_mut().find(|(x, _)| *x == m) {
+        Some((_, acts)) => acts.push(a),
+        None => clauses.push((m, vec![a])),
+    };
+    let (id, second) = (base + 1, base + 2);
+    let mut used: Vec<Vec<String>> = Vec::new();
+    for (k, d) in dims.iter().enumerate() {
+        let mut vals: Vec<String> = (0..rng.gen_range(1..=3)).map(|_| value(rng, d)).collect();
+        vals.sort();
+        vals.dedup();
+        for v in &vals {
+            add(format!("{proto},{v}"), format!("conjunction({id},{}/{n})", k + 1));
+        }
+        used.push(vals);
+    }
+    let two = rng.gen_bool(0.3);
+    if two {
+        // The shared first clause, and for the others values the first
+        // conjunction's same dimension does not match.
+        add(format!("{proto},{}", used[0][0]), format!("conjunction({second},1/{n})"));
+        for (k, d) in dims.iter().enumerate().skip(1) {
+            if let Some(v) = (0..8).map(|_| value(rng, d)).find(|v| !used[k].contains(v)) {
+                add(format!("{proto},{v}"), format!("conjunction({second},{}/{n})", k + 1));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (m, acts) in clauses {
+        out.push_str(&format!("table={t},priority={prio},{m},actions={}\n", acts.join(",")));
+    }
+    for c in if two { vec![id, second] } else { vec![id] } {
+        // The conj_id flow: usually there, sometimes narrower than the
+        // clauses (then a completed conjunction may go unanswered).
+        if rng.gen_bool(0.15) {
+            continue;
+        }
+        let m = if rng.gen_bool(0.2) { format!("conj_id={c},tcp") } else { format!("conj_id={c},{proto}") };
+        let mut st = ActState::default();
+        let mut acts: Vec<String> =
+            (0..rng.gen_range(1..3)).map(|_| gen_action(rng, cfg, &m, t, groups, &mut st)).collect();
+        if t + 1 < cfg.n_tables && !st.popped && rng.gen_bool(0.4) {
+            acts.push(format!("goto_table:{}", rng.gen_range(t + 1..cfg.n_tables)));
+        }
+        out.push_str(&format!("table={t},priority={prio},{m},actions={}\n", acts.join(",")));
+    }
+    out
+}
+
+/// One value of conjunctive-flow dimension `d` (of [`CONJ_DIMS`]), as a match.
+fn conj_value(rng: &mut StdRng, cfg: &GenConfig, d: &str) -> String {
+    match d {
+        "nw_src" => format!("nw_src={}/24", pick(rng, &NETS)),
+        "nw_dst" => format!("nw_dst={}/16", pick(rng, &NETS)),
+        "in_port" => format!("in_port={}", rng.gen_range(1..=cfg.n_ports)),
+        "reg0" => format!("reg0={:#x}/0x3", rng.gen_range(0..4)),
+        _ => format!("tp_dst={}", pick(rng, &PORTS_L4)),
+    }
+}
+
+/// A new clause flow for table `t` at `prio` with the actions `conj`
+/// (`conjunction(...)`): one dimension's value, as the generated
+/// conjunctive flows' clauses have (for updates that add a member).
+pub fn gen_clause_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, prio: u16, conj: &str) -> String {
+    let d = *pick(rng, &CONJ_DIMS);
+    let proto = if d == "tp_dst" || rng.gen_bool(0.2) { "tcp" } else { "ip" };
+    format!("table={t},priority={prio},{proto},{},actions={conj}", conj_value(rng, cfg, d))
+}
+
 /// The match part of a random flow line (for non-strict mod/del-flows).
 pub fn gen_match_text(rng: &mut StdRng, cfg: &GenConfig) -> String {
     gen_match(rng, cfg)
@@ -399,6 +493,18 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
         }
         let n = rng.gen_range(cfg.rules_per_table.clone());
         let mut prios: Vec<u16> = Vec::new();
+        if cfg.conjunction && rng.gen_bool(0.5) {
+            for c in 0..rng.gen_range(1..3u32) {
+                let prio = loop {
+                    let p = rng.gen_range(1..40u16) * 10;
+                    if !prios.contains(&p) {
+                        break p;
+                    }
+                };
+                prios.push(prio);
+                flows.push_str(&conjunctive_flows(&mut rng, cfg, t, &group_ids, prio, 100 * u32::from(t) + 10 * c));
+            }
+        }
         for _ in 0..n {
             let prio = loop {
                 let p = rng.gen_range(1..40u16) * 10;

@@ -31,13 +31,13 @@ pub mod traversal;
 /// Datapath actions (the `kairo-odp` crate), re-exported for translation's users.
 pub use kairo_odp as odp;
 pub use kairo_odp::{format_actions, DpAction};
-pub use pipeline::{Pipeline, PipelineError, Table};
+pub use pipeline::{conj_floor, conj_related, Pipeline, PipelineError, Table};
 pub use replay::{retranslate, retranslate_checked, Replay, Retranslation, TableSet, VisitCheck};
 pub use suffix::{actions_read_from, sorted_minus, translate_suffix, Suffix};
 pub use translate::{
     translate, translate_actions, XlateError, XlateResult, MAX_ACTION_BYTES, MAX_BUCKETS, MAX_DEPTH, MAX_RESUBMITS,
 };
-pub use traversal::{GroupUse, Outcome, Step, Traversal, Via};
+pub use traversal::{Floor, GroupUse, Outcome, Step, Traversal, Via};
 
 #[cfg(test)]
 mod tests;

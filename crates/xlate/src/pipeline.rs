@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use kairo_classifier::{Classifier, ClsRule, RuleId};
+use kairo_classifier::{Classifier, Clause, ClsRule, ConjLookup, RuleId};
+use kairo_flow::{Field, FlowKey, FlowMask};
+
+use crate::traversal::{Floor, Outcome};
 use kairo_ofproto::{Action, FlowFile, Group, Instructions, MissBehavior, Rule};
 use rustc_hash::FxHashMap;
 
@@ -43,6 +46,74 @@ pub enum PipelineError {
 pub struct Table {
     pub cls: Classifier<Arc<Rule>>,
     pub miss: MissBehavior,
+    /// How many of its rules take part in conjunctive matches (clauses,
+    /// and rules matching `conj_id`): while any do, lookups complete
+    /// conjunctions ([`Table::lookup`]).
+    conj: usize,
+}
+
+/// Does the rule take part in conjunctive matches: a clause (it has
+/// `conjunction` actions) or an answer (it matches `conj_id`)?
+pub fn conj_related(r: &Rule) -> bool {
+    r.inst.conjunctions().next().is_some() || r.m.mask().get(Field::ConjId) != 0
+}
+
+/// Calls `f` with each `conjunction` action of a rule.
+fn clauses_of(r: &Arc<Rule>, f: &mut dyn FnMut(Clause)) {
+    for (id, k, n) in r.inst.conjunctions() {
+        f(Clause { id, k, n });
+    }
+}
+
+impl Table {
+    /// Does it hold rules of conjunctive matches?
+    pub fn conjunctive(&self) -> bool {
+        self.conj > 0
+    }
+
+    /// Looks `key` up, ORing into `wc` the bits examined: the outcome to
+    /// record, and the rule whose instructions run. A table with
+    /// conjunctive flows completes them as Open vSwitch does
+    /// ([`Classifier::lookup_conjunctive`]).
+    #[inline]
+    pub fn lookup<'a>(&'a self, key: &FlowKey, wc: &mut FlowMask) -> (Outcome, Option<&'a ClsRule<Arc<Rule>>>) {
+        if !self.conjunctive() {
+            let r = self.cls.lookup(key, wc);
+            return (r.map_or(Outcome::Miss, |r| Outcome::Rule(r.id)), r);
+        }
+        let l = self.lookup_conj(key, wc);
+        let floor = conj_floor(&l);
+        (Outcome::of(l.rule.map(|r| r.id), l.rule.map_or(0, |r| r.priority), floor), l.rule)
+    }
+
+    /// The conjunctive lookup itself, with what decided it.
+    pub fn lookup_conj<'a>(&'a self, key: &FlowKey, wc: &mut FlowMask) -> ConjLookup<'a, Arc<Rule>> {
+        self.cls.lookup_conjunctive(key, wc, clauses_of)
+    }
+}
+
+/// The floor of a conjunctive lookup. A completed conjunction no rule
+/// answered can be answered by a rule of any priority: none. An answered
+/// one stands until a rule of the clauses' priority or above comes (an
+/// ordinary rule there drops them, a clause there or above may complete
+/// another conjunction first) or one that beats the answer: the weaker of
+/// the two. Otherwise the hard match decided, and only a rule that beats
+/// it can change that (a miss: any rule).
+pub fn conj_floor<R>(l: &ConjLookup<'_, R>) -> Floor {
+    if l.unanswered {
+        return Floor::None;
+    }
+    match (l.rule, l.conj, l.hard) {
+        (Some(w), Some((_, level)), _) => {
+            if w.priority < level {
+                Floor::Above { priority: w.priority, ties: false }
+            } else {
+                Floor::Above { priority: level, ties: true }
+            }
+        }
+        (_, _, Some(h)) => Floor::Above { priority: h.priority, ties: false },
+        _ => Floor::None,
+    }
 }
 
 /// A group id and the group it replaced, if any.
@@ -212,6 +283,7 @@ impl Pipeline {
                 return Err(PipelineError::MissingGroup { group: g, by: format!("a rule in table {}", r.table) });
             }
         }
+        r.inst.check_conjunctions().map_err(|e| PipelineError::Inconsistent { table: r.table, why: e.to_string() })?;
         Ok(())
     }
 
@@ -324,10 +396,16 @@ impl Pipeline {
     fn put_rule(&mut self, t: u8, id: RuleId, r: Arc<Rule>) {
         let table = self.tables.entry(t).or_default();
         // Same match and priority (a modify, or an add that replaces): in place.
-        if table.cls.replace_payload(id, r.priority, &r.m, r.clone()).is_none() {
-            table.cls.remove(id);
-            table.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r.clone() });
-        }
+        let old = match table.cls.replace_payload(id, r.priority, &r.m, r.clone()) {
+            Some(old) => Some(old),
+            None => {
+                let old = table.cls.remove(id).map(|c| c.payload);
+                table.cls.insert(ClsRule { id, priority: r.priority, m: r.m, payload: r.clone() });
+                old
+            }
+        };
+        table.conj -= usize::from(old.is_some_and(|o| conj_related(&o)));
+        table.conj += usize::from(conj_related(&r));
         self.by_id.insert(id, r);
     }
 
@@ -366,7 +444,9 @@ impl Pipeline {
 
     /// Removes a rule by table and id.
     pub fn remove_rule(&mut self, t: u8, id: RuleId) -> Option<Arc<Rule>> {
-        let r = self.tables.get_mut(&t)?.cls.remove(id).map(|c| c.payload)?;
+        let table = self.tables.get_mut(&t)?;
+        let r = table.cls.remove(id).map(|c| c.payload)?;
+        table.conj -= usize::from(conj_related(&r));
         self.by_id.remove(&id);
         Some(r)
     }

@@ -9,9 +9,8 @@
 //! and error; its masks hold what it examined itself (the argument is in
 //! `docs/design.md` section 4.3; the xlate proptests check it).
 
-use kairo_classifier::RuleId;
+use crate::translate::Hit;
 use kairo_flow::{FlowKey, FlowMask};
-use kairo_ofproto::Rule;
 
 use crate::pipeline::Pipeline;
 use crate::translate::{run, Mode, Run, Visit, XlateResult};
@@ -112,7 +111,7 @@ impl<'a> ReplayState<'a> {
     /// with the next earlier visit to its table from the cursor
     /// (translation is deterministic, so until an outcome differs the two
     /// traversals visit the same tables in the same order).
-    pub fn answer(&mut self, v: &Visit<'_, 'a>) -> Option<(usize, Option<(RuleId, &'a Rule)>)> {
+    pub fn answer(&mut self, v: &Visit<'_, 'a>) -> Option<(usize, Hit<'a>)> {
         let (p, t, old) = (v.p, v.table, self.r.old);
         let k = self.cursor + old.steps[self.cursor.min(old.steps.len())..].iter().position(|s| s.table == t)?;
         self.cursor = k + 1;
@@ -124,11 +123,11 @@ impl<'a> ReplayState<'a> {
         if !same_key && !v.flow.eq_masked(&old.key_at(v.start, &was), p.table(t)?.cls.read_mask()) {
             return None;
         }
-        let outcome = match was.outcome {
-            Outcome::Rule(id) => Some((id, &**p.rule(t, id)?)),
-            Outcome::Miss => None,
+        let rule = match was.outcome.rule() {
+            Some(id) => Some(&**p.rule(t, id)?),
+            None => None,
         };
-        Some((k, outcome))
+        Some((k, (was.outcome, rule)))
     }
 
     /// A lookup made anew at visit `n`: unproven if it examined bits outside
@@ -152,8 +151,8 @@ impl<'a> Mode<'a> for ReplayState<'a> {
     }
 
     #[inline]
-    fn replayed(&mut self, v: &Visit<'_, 'a>) -> Option<Option<(RuleId, &'a Rule)>> {
-        self.answer(v).map(|(_, outcome)| outcome)
+    fn replayed(&mut self, v: &Visit<'_, 'a>) -> Option<Hit<'a>> {
+        self.answer(v).map(|(_, hit)| hit)
     }
 
     #[inline]

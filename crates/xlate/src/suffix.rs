@@ -8,10 +8,9 @@
 //! [`Suffix::actions_for`]) the datapath actions translation would give it.
 //! Why: `docs/design.md` section 4.4; the xlate proptests check it.
 
-use kairo_classifier::RuleId;
+use crate::translate::Hit;
 use kairo_flow::field::Field;
 use kairo_flow::{FlowKey, FlowMask};
-use kairo_ofproto::Rule;
 
 use crate::commit::commit;
 use crate::pipeline::Pipeline;
@@ -182,10 +181,10 @@ impl<'a> Mode<'a> for Sharing<'a> {
         Some(self.replay.r.old)
     }
 
-    fn replayed(&mut self, v: &Visit<'_, 'a>) -> Option<Option<(RuleId, &'a Rule)>> {
-        let (k, outcome) = self.replay.answer(v)?;
+    fn replayed(&mut self, v: &Visit<'_, 'a>) -> Option<Hit<'a>> {
+        let (k, hit) = self.replay.answer(v)?;
         self.taken.push((k, *v.flow));
-        Some(outcome)
+        Some(hit)
     }
 
     fn looked_up(&mut self, n: usize, t: u8, outcome: Outcome, wc: &FlowMask, flow: &FlowKey) -> bool {

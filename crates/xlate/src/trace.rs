@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::odp::format_actions;
 use crate::pipeline::Pipeline;
 use crate::translate::XlateResult;
-use crate::traversal::{Outcome, Via};
+use crate::traversal::Via;
 
 /// The trace as text.
 pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
@@ -21,8 +21,10 @@ pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
             _ => String::new(),
         };
         s.push_str(&how);
-        match st.outcome {
-            Outcome::Rule(id) => match p.rule(st.table, id) {
+        // A conjunctive match shows the conj_id rule that answered it, as
+        // ofproto/trace does.
+        match st.outcome.rule() {
+            Some(id) => match p.rule(st.table, id) {
                 Some(rule) => {
                     let m = rule.m.to_string();
                     let m = if m.is_empty() { String::new() } else { format!("{m}, ") };
@@ -33,7 +35,7 @@ pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
                 }
                 None => s.push_str(&format!("{ind}{:2}. rule {id} (since removed)\n", st.table)),
             },
-            Outcome::Miss => {
+            None => {
                 let then = match p.miss(st.table) {
                     kairo_ofproto::MissBehavior::Drop => "drop".to_string(),
                     kairo_ofproto::MissBehavior::Continue(n) => format!("continue to table {n}"),
@@ -76,13 +78,12 @@ pub fn trace_json(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> Value {
         .steps
         .iter()
         .map(|st| {
-            let rule = match st.outcome {
-                Outcome::Rule(id) => p.rule(st.table, id).map(|rule| {
+            let rule = st.outcome.rule().and_then(|id| {
+                p.rule(st.table, id).map(|rule| {
                     json!({"id": id, "priority": rule.priority, "cookie": format!("{:#x}", rule.cookie),
                            "match": rule.m.to_string(), "actions": rule.inst.to_string()})
-                }),
-                Outcome::Miss => None,
-            };
+                })
+            });
             json!({"table": st.table, "outcome": st.outcome, "via": st.via, "depth": st.depth, "rule": rule})
         })
         .collect();

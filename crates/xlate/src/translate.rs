@@ -15,7 +15,6 @@
 //! [`crate::suffix`]); a plain translation is the mode [`Plain`], whose hooks
 //! are empty and compile away.
 
-use kairo_classifier::RuleId;
 use kairo_flow::field::Stage;
 use kairo_flow::field::{
     Field, Prereq, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
@@ -31,6 +30,9 @@ use crate::pipeline::Pipeline;
 use crate::recirc::{FrozenState, Op, FROZEN_FIELDS};
 use crate::tracked::Tracked;
 use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
+
+/// A visit's outcome and the rule whose instructions run there (none: a miss).
+pub(crate) type Hit<'a> = (Outcome, Option<&'a Rule>);
 use kairo_odp::{ControllerReason, DpAction, HashAlg};
 
 /// Nesting limit of resubmits to this or an earlier table and of groups
@@ -135,10 +137,10 @@ pub(crate) trait Mode<'a> {
         None
     }
 
-    /// The outcome of this visit taken from elsewhere instead of a lookup:
-    /// `Some(Some(rule))` or `Some(None)` (a miss).
+    /// The outcome of this visit taken from elsewhere instead of a lookup,
+    /// and the rule whose instructions run (none: a miss).
     #[inline]
-    fn replayed(&mut self, _v: &Visit<'_, 'a>) -> Option<Option<(RuleId, &'a Rule)>> {
+    fn replayed(&mut self, _v: &Visit<'_, 'a>) -> Option<Hit<'a>> {
         None
     }
 
@@ -491,19 +493,22 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let version = self.key_version();
         let p = self.p;
         let visit = Visit { p, table: t, version, trav: &self.trav, start: &self.start, flow: self.flow.unexamined() };
-        let hit = match self.mode.replayed(&visit) {
+        let (outcome, hit) = match self.mode.replayed(&visit) {
             Some(hit) => hit,
             None => {
                 let table = p.table(t);
-                let (hit, wc) = self
-                    .flow
-                    .lookup(|flow, wc| table.and_then(|tb| tb.cls.lookup(flow, wc)).map(|r| (r.id, &*r.payload)));
-                let outcome = hit.map_or(Outcome::Miss, |(id, _)| Outcome::Rule(id));
+                let ((outcome, hit), wc) = self.flow.lookup(|flow, wc| match table {
+                    Some(tb) => {
+                        let (outcome, r) = tb.lookup(flow, wc);
+                        (outcome, r.map(|r| &*r.payload))
+                    }
+                    None => (Outcome::Miss, None),
+                });
                 let n = self.trav.steps.len();
                 if !self.mode.looked_up(n, t, outcome, &wc, self.flow.unexamined()) {
                     return self.fail(XlateError::Rejected);
                 }
-                hit
+                (outcome, hit)
             }
         };
         let (depth, nest) = (small(self.depth), small(self.nest));
@@ -516,8 +521,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         let n = self.trav.steps.len();
         match hit {
-            Some((id, r)) => {
-                self.trav.steps.push(step(Outcome::Rule(id)));
+            Some(r) => {
+                self.trav.steps.push(step(outcome));
                 self.mode.visited(n, &mut self.flow);
                 let inst: &Instructions = &r.inst;
                 let outer = std::mem::replace(&mut self.table_id, t);
@@ -532,7 +537,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             None => {
-                self.trav.steps.push(step(Outcome::Miss));
+                self.trav.steps.push(step(outcome));
                 self.mode.visited(n, &mut self.flow);
                 // A miss that continues goes on to a later table: the
                 // pipeline walked forward, not a nesting.
@@ -908,6 +913,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
                 self.clear_conntrack();
             }
+            // A clause of a conjunctive flow is never the rule a lookup
+            // gives (the classifier completes the conjunction instead),
+            // and a note does nothing.
+            Action::Conjunction { .. } | Action::Note(_) => {}
         }
         true
     }

@@ -27,6 +27,102 @@ pub enum Via {
 pub enum Outcome {
     Rule(RuleId),
     Miss,
+    /// A lookup in a table with conjunctive flows whose outcome is not
+    /// what an ordinary lookup's would be taken for (a conjunction answered
+    /// it, or one was completed without an answer): the rule whose actions
+    /// ran ([`Outcome::NO_RULE`]: none) and the floor ([`Floor`]'s code)
+    /// below which no rule added to the table can change it.
+    Conj {
+        rule: RuleId,
+        floor: u32,
+    },
+}
+
+/// The lowest rules that can still change a lookup's outcome by being
+/// added to the table: none ([`Floor::None`]: any rule may), those of
+/// priority above `priority`, or (`ties`) at or above it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Floor {
+    None,
+    Above { priority: u16, ties: bool },
+}
+
+impl Floor {
+    /// Can a rule of `priority` added to the table (so losing ties to the
+    /// rules there) change the outcome?
+    #[inline]
+    pub fn admits_new(self, priority: u16) -> bool {
+        match self {
+            Floor::None => true,
+            Floor::Above { priority: p, ties } => priority > p || (ties && priority == p),
+        }
+    }
+
+    /// Can a change (removal or new instructions) of a rule of `priority`
+    /// change the outcome? (Ties count: the rule may be one of those that
+    /// decided.)
+    #[inline]
+    pub fn admits_change(self, priority: u16) -> bool {
+        match self {
+            Floor::None => true,
+            Floor::Above { priority: p, .. } => priority >= p,
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            Floor::None => u32::MAX,
+            Floor::Above { priority, ties } => (u32::from(priority) << 1) | u32::from(ties),
+        }
+    }
+
+    fn of_code(c: u32) -> Floor {
+        if c == u32::MAX {
+            Floor::None
+        } else {
+            Floor::Above { priority: (c >> 1) as u16, ties: c & 1 == 1 }
+        }
+    }
+}
+
+impl Outcome {
+    /// [`Outcome::Conj`]'s rule when none ran.
+    pub const NO_RULE: RuleId = RuleId::MAX;
+
+    /// The outcome of a lookup that gave `rule` with floor `floor`: the
+    /// plain form where it says the same (a rule is its own floor, and a
+    /// miss has none).
+    pub fn of(rule: Option<RuleId>, rule_priority: u16, floor: Floor) -> Outcome {
+        match rule {
+            Some(id) if floor == (Floor::Above { priority: rule_priority, ties: false }) => Outcome::Rule(id),
+            None if floor == Floor::None => Outcome::Miss,
+            _ => Outcome::Conj { rule: rule.unwrap_or(Outcome::NO_RULE), floor: floor.code() },
+        }
+    }
+
+    /// The rule whose actions ran, if one did.
+    #[inline]
+    pub fn rule(self) -> Option<RuleId> {
+        match self {
+            Outcome::Rule(id) => Some(id),
+            Outcome::Miss => None,
+            Outcome::Conj { rule, .. } => (rule != Outcome::NO_RULE).then_some(rule),
+        }
+    }
+
+    /// The floor of the outcome (`prio` gives a rule's priority): a plain
+    /// rule's is itself, a miss has none.
+    #[inline]
+    pub fn floor(self, prio: impl FnOnce(RuleId) -> Option<u16>) -> Floor {
+        match self {
+            Outcome::Rule(id) => match prio(id) {
+                Some(priority) => Floor::Above { priority, ties: false },
+                None => Floor::None,
+            },
+            Outcome::Miss => Floor::None,
+            Outcome::Conj { floor, .. } => Floor::of_code(floor),
+        }
+    }
 }
 
 /// One table visit.
