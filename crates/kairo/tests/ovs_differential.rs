@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use kairo_testkit::{gen_case, gen_packets, GenConfig};
+use kairo_testkit::{conj_packets, gen_case, gen_packets, GenConfig};
 use kairo_xlate::odp::{apply, apply_ct, parse_actions};
-use kairo_xlate::{translate, Pipeline, XlateResult};
+use kairo_xlate::{translate, Outcome, Pipeline, XlateResult};
 
 /// The repository's Open vSwitch scripts (`scripts/ovs`).
 fn ovs_scripts() -> PathBuf {
@@ -150,7 +150,7 @@ fn diff_config() -> GenConfig {
         n_ports: 4,
         conntrack: false,
         write_actions: true,
-        conjunction: false,
+        conjunction: true,
     }
 }
 
@@ -179,7 +179,7 @@ fn datapath_actions_match_open_vswitch() {
     let (mut total, mut skipped, mut mpls) = (0usize, 0usize, 0usize);
     let mut aborted = 0usize;
     let log = std::path::Path::new("/tmp/ovs-trace/ovs-vswitchd.log");
-    let (mut conntrack, mut later_passes) = (0usize, 0usize);
+    let (mut conntrack, mut later_passes, mut conj) = (0usize, 0usize, 0usize);
     let (mut ovs_mf_total, mut kairo_mf_total) = (0usize, 0usize);
     for seed in 1..=n_pipelines {
         // Odd pipelines with connection tracking, even ones with action sets.
@@ -196,7 +196,9 @@ fn datapath_actions_match_open_vswitch() {
         .expect("pipeline");
         // The bridge's ports, what FLOOD sends to.
         p.set_ports(1..=cfg.n_ports);
-        let packets = gen_packets(seed, 200, 4);
+        let mut packets = gen_packets(seed, 200, 4);
+        // And packets that complete the conjunctive flows.
+        packets.extend(conj_packets(seed, &case, 60, 4));
         let (ct_text, ct_states) = ct_next_for(seed);
         let log_before = std::fs::metadata(log).map_or(0, |m| m.len());
         let ovs = ovs_trace(&flows, &groups, &packets, &ct_text);
@@ -244,6 +246,7 @@ fn datapath_actions_match_open_vswitch() {
                     )
                 }));
                 conntrack += usize::from(r.actions.iter().any(|a| matches!(a, kairo_xlate::odp::DpAction::Ct(_))));
+                conj += usize::from(r.traversal.steps.iter().any(|s| matches!(s.outcome, Outcome::Conj { .. })));
                 assert_eq!(
                     got,
                     want,
@@ -278,7 +281,9 @@ fn datapath_actions_match_open_vswitch() {
         ovs_mf_total += ovs_mf.len();
         kairo_mf_total += kairo_mf.len();
     }
-    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {conntrack} with ct, {later_passes} passes after a ct recirculation), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
+    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {conntrack} with ct, {later_passes} passes after a ct recirculation, {conj} through a conjunctive match), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
+    // The generated conjunctive flows are met, not only loaded.
+    assert!(conj >= 20, "only {conj} passes went through a conjunctive match");
     assert!(aborted * 3 <= n_pipelines as usize, "Open vSwitch aborted on {aborted} of {n_pipelines} pipelines");
     assert!(skipped * 10 <= total, "too many packets skipped: {skipped} of {total}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -380,7 +380,7 @@ fn conjunctive_flows(rng: &mut StdRng, cfg: &GenConfig, t: u8, groups: &[u32], p
     let (id, second) = (base + 1, base + 2);
     let mut used: Vec<Vec<String>> = Vec::new();
     for (k, d) in dims.iter().enumerate() {
-        let mut vals: Vec<String> = (0..rng.gen_range(1..=3)).map(|_| value(rng, d)).collect();
+        let mut vals: Vec<String> = (0..rng.gen_range(1..=4)).map(|_| value(rng, d)).collect();
         vals.sort();
         vals.dedup();
         for v in &vals {
@@ -495,8 +495,9 @@ pub fn gen_case(seed: u64, cfg: &GenConfig) -> Case {
         let mut prios: Vec<u16> = Vec::new();
         if cfg.conjunction && rng.gen_bool(0.5) {
             for c in 0..rng.gen_range(1..3u32) {
+                // High in the table, so that packets meet them.
                 let prio = loop {
-                    let p = rng.gen_range(1..40u16) * 10;
+                    let p = rng.gen_range(20..40u16) * 10;
                     if !prios.contains(&p) {
                         break p;
                     }
@@ -632,4 +633,75 @@ pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'stat
         let _ = tx.send(f());
     });
     rx.recv_timeout(std::time::Duration::from_secs(secs)).ok()
+}
+
+/// Packets meant to complete the conjunctive flows of a generated case:
+/// each takes, for one conjunction of one table, a clause flow of every
+/// dimension and makes a TCP packet inside all of them (a clause on reg0
+/// matches only where the register is what the packet brings, zero). The
+/// rest of the packet is random as [`gen_packets`] makes it.
+pub fn conj_packets(seed: u64, case: &Case, n: usize, n_ports: u32) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xc0_1ec7);
+    // (table, id) -> clause number -> the clause flows' field matches.
+    let mut conjs: std::collections::BTreeMap<(String, u32), Vec<Vec<Vec<String>>>> = Default::default();
+    for line in case.flows.lines() {
+        let Some((m, acts)) = line.split_once(",actions=") else { continue };
+        let table = m.split(',').find(|f| f.starts_with("table=")).unwrap_or("table=0").to_string();
+        let fields: Vec<String> = m
+            .split(',')
+            .filter(|f| ["nw_src=", "nw_dst=", "in_port=", "tp_dst="].iter().any(|p| f.starts_with(p)))
+            .map(str::to_string)
+            .collect();
+        for c in acts.split("conjunction(").skip(1) {
+            let Some((id, rest)) = c.split_once(',') else { continue };
+            let Some((k, n)) = rest.split_once(')').and_then(|(kn, _)| kn.split_once('/')) else { continue };
+            let (Ok(id), Ok(k), Ok(n)) = (id.trim().parse::<u32>(), k.parse::<usize>(), n.parse::<usize>()) else {
+                continue;
+            };
+            let dims = conjs.entry((table.clone(), id)).or_insert_with(|| vec![Vec::new(); n]);
+            if let Some(d) = dims.get_mut(k.saturating_sub(1)) {
+                d.push(fields.clone());
+            }
+        }
+    }
+    let all: Vec<&Vec<Vec<Vec<String>>>> = conjs.values().filter(|d| d.iter().all(|c| !c.is_empty())).collect();
+    if all.is_empty() {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|_| {
+            let dims = *pick(&mut rng, &all);
+            let mut p: Vec<String> = vec![
+                format!("in_port={}", rng.gen_range(1..=n_ports)),
+                format!("dl_src={}", pick(&mut rng, &MACS)),
+                format!("dl_dst={}", pick(&mut rng, &MACS)),
+                "tcp".into(),
+                format!("nw_src={}", rand_addr(&mut rng)),
+                format!("nw_dst={}", rand_addr(&mut rng)),
+                format!("nw_ttl={}", pick(&mut rng, &[1u8, 64])),
+                format!("tcp_src={}", rng.gen_range(0..1100)),
+                format!("tcp_dst={}", pick(&mut rng, &PORTS_L4)),
+            ];
+            for clause in dims {
+                for f in pick(&mut rng, clause) {
+                    let (name, v) = f.split_once('=').unwrap_or((f.as_str(), ""));
+                    let value = match name {
+                        "nw_src" | "nw_dst" => {
+                            let (a, len) = v.split_once('/').unwrap_or((v, "32"));
+                            let base: std::net::Ipv4Addr = a.parse().unwrap_or(std::net::Ipv4Addr::new(10, 0, 0, 0));
+                            let host = 32u32.saturating_sub(len.parse().unwrap_or(32)).min(16);
+                            let low = if host == 0 { 0 } else { rng.gen_range(0..1u32 << host) };
+                            std::net::Ipv4Addr::from(u32::from(base) | low).to_string()
+                        }
+                        _ => v.to_string(),
+                    };
+                    let name = if name == "tp_dst" { "tcp_dst" } else { name };
+                    if let Some(slot) = p.iter_mut().find(|x| x.starts_with(&format!("{name}="))) {
+                        *slot = format!("{name}={value}");
+                    }
+                }
+            }
+            p.join(",")
+        })
+        .collect()
 }
