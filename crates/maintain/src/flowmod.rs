@@ -111,6 +111,14 @@ pub fn parse_command(cmd: &str, arg: &str) -> Result<FlowMod, ModError> {
         None => (cmd.ends_with("--strict"), cmd.trim_end_matches("--strict").trim()),
     };
     Ok(match name {
+        // Several flows, one a line (as a flow file): one bundle.
+        "add-flows" if arg.trim().contains('\n') => FlowMod::Bundle(
+            arg.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| Ok(FlowMod::Add(parse_flow(l, Some(true))?.into_rule()?)))
+                .collect::<Result<_, ModError>>()?,
+        ),
         "add-flow" | "add-flows" => FlowMod::Add(parse_flow(arg, Some(true))?.into_rule()?),
         "mod-flows" => {
             let spec = parse_flow(arg, Some(true))?;

@@ -15,10 +15,15 @@
 //! traffic is first packets (untracked, TCP SYNs): connections are opened by
 //! whoever sends them through a datapath with a connection tracker.
 //!
-//! One thing is still modelled: policy conjunctions are expanded into plain
-//! rules. Policy rules (tables 45, 50, 85, 90) take their prefix lengths,
-//! protocols and ports from a ClassBench ACL seed, placed around the pods,
-//! services and remote nodes that exist (a policy selects pods).
+//! Policy rules are conjunctive flows, as Antrea writes them: each rule of
+//! the policy tables (45 and 85 for Antrea-native policies, one priority a
+//! rule; 50 and 90 for Kubernetes NetworkPolicies, all at priority 200,
+//! where a clause flow two rules share carries both their conjunction
+//! actions) is a `conjunction(id,k/n)` clause flow per member of each of its
+//! dimensions (the pods it applies to, its peers, its ports) and a
+//! `conj_id=id` flow with its action. The members take their prefix
+//! lengths, protocols and ports from a ClassBench ACL seed, placed around
+//! the pods, services and remote nodes that exist (a policy selects pods).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -32,11 +37,14 @@ pub struct AntreaConfig {
     pub endpoints_per_service: u32,
     pub policies: usize,
     pub remote_nodes: u32,
+    /// Seed filters a policy rule is drawn from at most (its members, a
+    /// few per dimension).
+    pub members: usize,
 }
 
 impl Default for AntreaConfig {
     fn default() -> Self {
-        AntreaConfig { pods: 400, services: 64, endpoints_per_service: 4, policies: 400, remote_nodes: 16 }
+        AntreaConfig { pods: 400, services: 64, endpoints_per_service: 4, policies: 400, remote_nodes: 16, members: 4 }
     }
 }
 
@@ -83,8 +91,122 @@ pub struct Antrea {
     pub flows: String,
     pub groups: String,
     pub cfg: AntreaConfig,
-    /// Policy rules added, as (table, priority, match) for deletes.
-    pub policy_rules: Vec<(u8, u16, String)>,
+    /// The Antrea-native policy rules (tables 45 and 85), for the updates
+    /// that change them.
+    pub policy_rules: Vec<PolicyRule>,
+}
+
+/// One policy rule as conjunctive flows: its table, priority, conjunction
+/// id (also its flows' cookie) and the match of each clause flow with its
+/// dimension (1-based) of the `n`.
+#[derive(Clone, Debug)]
+pub struct PolicyRule {
+    pub table: u8,
+    pub priority: u16,
+    pub id: u32,
+    pub n: u8,
+    /// What each dimension is (0: the pods, 1: the peers, 2: the ports).
+    pub kinds: Vec<u8>,
+    pub members: Vec<(u8, String)>,
+}
+
+/// The members of a policy rule drawn from `k` seed filters, by dimension:
+/// the pods it applies to (the destination side in ingress tables), its
+/// peers (when the seed constrains them) and its ports (for TCP and UDP
+/// filters with one), empty where no filter constrains it. Each member is
+/// a whole match (protocol included).
+fn policy_dims(seed: &Seed, rng: &mut StdRng, k: usize, cfg: &AntreaConfig, ingress: bool) -> [Vec<String>; 3] {
+    let (side, other) = if ingress { ("nw_dst", "nw_src") } else { ("nw_src", "nw_dst") };
+    let mut dims: [Vec<String>; 3] = Default::default();
+    for _ in 0..k {
+        let f = seed.sample(rng);
+        let m = policy_match(&f, cfg, ingress);
+        for part in m.split(',') {
+            let d = if part.starts_with(side) {
+                0
+            } else if part.starts_with(other) {
+                1
+            } else if part.starts_with("tcp_dst") || part.starts_with("udp_dst") {
+                2
+            } else {
+                continue;
+            };
+            let proto = match d {
+                2 if part.starts_with("tcp") => "tcp",
+                2 => "udp",
+                _ => "ip",
+            };
+            let member = format!("{proto},{part}");
+            if !dims[d].contains(&member) {
+                dims[d].push(member);
+            }
+        }
+    }
+    dims
+}
+
+/// Writes a policy rule's flows: a clause flow per member (one that is
+/// there already at this table and priority gets this conjunction action
+/// too), and the `conj_id` flow with `action`. A rule of one dimension
+/// needs no conjunction: its members are plain flows with the action.
+fn put_policy(
+    flows: &mut Vec<((u8, u16, String), Vec<String>)>,
+    t: u8,
+    prio: u16,
+    id: u32,
+    all: &[Vec<String>; 3],
+    action: &str,
+) -> Option<PolicyRule> {
+    let kinds: Vec<u8> = (0..3u8).filter(|&d| !all[usize::from(d)].is_empty()).collect();
+    let dims: Vec<&Vec<String>> = kinds.iter().map(|&d| &all[usize::from(d)]).collect();
+    if dims.len() < 2 {
+        for m in dims.into_iter().flatten() {
+            let key = (t, prio, m.clone());
+            if !flows.iter().any(|(x, _)| *x == key) {
+                flows.push((key, vec![action.to_string()]));
+            }
+        }
+        return None;
+    }
+    let n = dims.len() as u8;
+    let mut members = Vec::new();
+    for (k, d) in dims.iter().enumerate() {
+        for m in d.iter() {
+            let a = format!("conjunction({id},{}/{n})", k + 1);
+            let key = (t, prio, m.clone());
+            match flows.iter_mut().find(|(x, _)| *x == key) {
+                Some((_, acts)) => acts.push(a),
+                None => flows.push((key, vec![a])),
+            }
+            members.push((k as u8 + 1, m.clone()));
+        }
+    }
+    flows.push(((t, prio, format!("conj_id={id},ip")), vec![action.to_string()]));
+    Some(PolicyRule { table: t, priority: prio, id, n, kinds, members })
+}
+
+/// The flow lines of [`put_policy`]'s flows, with `cookie` (an
+/// Antrea-native rule's conjunction id; 0 for shared flows).
+fn policy_lines(flows: &[((u8, u16, String), Vec<String>)], cookie: impl Fn(&str, &[String]) -> u32) -> String {
+    let mut out = String::new();
+    for ((t, prio, m), acts) in flows {
+        let c = cookie(m, acts);
+        out.push_str(&format!("table={t},priority={prio},cookie={c:#x},{m},actions={}\n", acts.join(",")));
+    }
+    out
+}
+
+/// The conjunction a native rule's flow belongs to: a clause flow's only
+/// conjunction action, or the `conj_id` it matches (0 for other flows and
+/// clause flows of several rules).
+fn rule_cookie(m: &str, acts: &[String]) -> u32 {
+    if let Some(id) = m.strip_prefix("conj_id=").and_then(|r| r.split(',').next()) {
+        return id.parse().unwrap_or(0);
+    }
+    match acts {
+        [a] => a.strip_prefix("conjunction(").and_then(|r| r.split(',').next()).and_then(|v| v.parse().ok()).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// `v` masked to its first `len` bits.
@@ -145,8 +267,7 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
         g.push_str(&format!("group_id={},type=select,{}\n", s + 1, buckets.join(",")));
     }
     let mut f = String::from(
-        "# Antrea-shaped pipeline (kairo workload), 22 tables, conntrack zone 65520.\n\
-         # Modelled: policy conjunctions are expanded into plain rules.\n",
+        "# Antrea-shaped pipeline (kairo workload), 22 tables, conntrack zone 65520.\n",
     );
     // 0 Classifier
     for i in 0..cfg.pods {
@@ -212,35 +333,27 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
         }
     }
     f.push_str("table=42,priority=0,actions=goto_table:45\n");
-    // 45 AntreaPolicyEgress, 50 EgressRule, 60 EgressDefault: policies from the seed.
+    // 45 AntreaPolicyEgress, 50 EgressRule, 60 EgressDefault: policies
+    // from the seed, as conjunctive flows (ids from 1, one a rule).
     let mut policy_rules = Vec::new();
-    let policy = |rng: &mut StdRng,
-                  t: u8,
-                  dst_side: bool,
-                  action: &str,
-                  prio: u16,
-                  f: &mut String,
-                  rules: &mut Vec<(u8, u16, String)>| {
-        // A rule with the same table, priority and match would replace the
-        // earlier one (in Open vSwitch too): draw until it is new.
-        for _ in 0..100 {
-            let m = policy_match(&seed.sample(rng), cfg, dst_side);
-            if !rules.iter().any(|(rt, rp, rm)| (*rt, *rp) == (t, prio) && *rm == m) {
-                f.push_str(&format!("table={t},priority={prio},{m},actions={action}\n"));
-                rules.push((t, prio, m));
-                return;
-            }
-        }
+    let mut next_id = 1u32;
+    let mut policy = |rng: &mut StdRng, t: u8, action: &str, prio: u16, flows: &mut Vec<_>| {
+        let k = rng.gen_range(1..=cfg.members.max(1));
+        let dims = policy_dims(seed, rng, k, cfg, t >= 85);
+        next_id += 1;
+        put_policy(flows, t, prio, next_id - 1, &dims, action)
     };
     // Packets of established and related connections skip policy (as
     // Antrea's EgressMetric would, they go on to L3Forwarding).
     f.push_str("table=45,priority=64990,ct_state=-new+est,ip,actions=goto_table:70\n");
     f.push_str("table=45,priority=64990,ct_state=-new+rel,ip,actions=goto_table:70\n");
+    let mut flows = Vec::new();
     for i in 0..cfg.policies / 4 {
         let a = if rng.gen_bool(0.3) { "drop" } else { "goto_table:60" };
-        policy(&mut rng, 45, false, a, 14000 - i as u16, &mut f, &mut policy_rules);
-        policy(&mut rng, 50, false, "load:0x1->NXM_NX_REG0[20],goto_table:70", 200, &mut f, &mut policy_rules);
+        policy_rules.extend(policy(&mut rng, 45, a, 14000 - i as u16, &mut flows));
+        policy(&mut rng, 50, "load:0x1->NXM_NX_REG0[20],goto_table:70", 200, &mut flows);
     }
+    f.push_str(&policy_lines(&flows, rule_cookie));
     f.push_str("table=45,priority=0,actions=goto_table:50\n");
     f.push_str("table=50,priority=0,actions=goto_table:60\n");
     for i in 0..cfg.pods / 8 {
@@ -285,11 +398,13 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
     // 85 AntreaPolicyIngress, 90 IngressRule, 100 IngressDefault
     f.push_str("table=85,priority=64990,ct_state=-new+est,ip,actions=goto_table:105\n");
     f.push_str("table=85,priority=64990,ct_state=-new+rel,ip,actions=goto_table:105\n");
+    let mut flows = Vec::new();
     for i in 0..cfg.policies / 4 {
         let a = if rng.gen_bool(0.3) { "drop" } else { "goto_table:100" };
-        policy(&mut rng, 85, true, a, 14000 - i as u16, &mut f, &mut policy_rules);
-        policy(&mut rng, 90, true, "load:0x1->NXM_NX_REG0[20],goto_table:105", 200, &mut f, &mut policy_rules);
+        policy_rules.extend(policy(&mut rng, 85, a, 14000 - i as u16, &mut flows));
+        policy(&mut rng, 90, "load:0x1->NXM_NX_REG0[20],goto_table:105", 200, &mut flows);
     }
+    f.push_str(&policy_lines(&flows, rule_cookie));
     f.push_str("table=85,priority=0,actions=goto_table:90\n");
     f.push_str("table=90,priority=0,actions=goto_table:100\n");
     for i in 0..cfg.pods / 8 {
@@ -358,32 +473,80 @@ impl Antrea {
         })
     }
 
-    /// Network-policy rule adds and deletes, service endpoint changes, pod
-    /// arrivals and departures in L2ForwardingCalc.
+    /// Network-policy changes (a rule added or deleted whole, a member
+    /// added to or taken from a rule's dimension: a pod, a peer or a port
+    /// joining or leaving the sets a rule names), service endpoint changes,
+    /// pod arrivals and departures in L2ForwardingCalc. A rule added whole
+    /// is one `add-flows` of its flows (a bundle); one deleted, a
+    /// `del-flows` of its cookie.
     pub fn updates(&self, seed: &Seed, n: usize, rng_seed: u64) -> Vec<(&'static str, String, String)> {
         let mut rng = StdRng::seed_from_u64(rng_seed ^ 0x90c1);
-        let mut added: Vec<(u8, u16, String)> = Vec::new();
+        let mut rules: Vec<PolicyRule> = self.policy_rules.clone();
+        let mut next_id = 1_000_000u32;
         let mut out = Vec::with_capacity(n);
         let mut i = 0u32;
         while out.len() < n {
             i += 1;
-            match i % 5 {
-                0 | 1 => {
+            match i % 6 {
+                0 => {
                     let t = if rng.gen_bool(0.5) { 45u8 } else { 85 };
-                    let m = policy_match(&seed.sample(&mut rng), &self.cfg, t == 85);
-                    let prio = 14500 + (i % 100) as u16;
-                    out.push(("policy add", "add-flow".into(), format!("table={t},priority={prio},{m},actions=drop")));
-                    added.push((t, prio, m));
+                    let prio = 15000 + (i % 30000) as u16;
+                    let mut flows = Vec::new();
+                    let k = rng.gen_range(2..=self.cfg.members.max(2));
+                    let dims = policy_dims(seed, &mut rng, k, &self.cfg, t == 85);
+                    let Some(r) = put_policy(&mut flows, t, prio, next_id, &dims, "drop") else { continue };
+                    next_id += 1;
+                    let lines = policy_lines(&flows, rule_cookie);
+                    out.push(("policy add", "add-flows".into(), lines.trim_end().to_string()));
+                    rules.push(r);
                 }
-                2 => {
-                    let (t, p, m) = if !added.is_empty() && rng.gen_bool(0.5) {
-                        added.swap_remove(rng.gen_range(0..added.len()))
+                1 | 2 if !rules.is_empty() => {
+                    let j = rng.gen_range(0..rules.len());
+                    let r = &mut rules[j];
+                    if i % 6 == 1 {
+                        // A new member of one dimension.
+                        let k = rng.gen_range(0..usize::from(r.n));
+                        let kind = usize::from(r.kinds[k]);
+                        let drawn = (0..8).find_map(|_| {
+                            let d = policy_dims(seed, &mut rng, 1, &self.cfg, r.table == 85);
+                            d[kind].first().cloned()
+                        });
+                        let Some(m) = drawn else { continue };
+                        if r.members.iter().any(|(_, x)| *x == m) {
+                            continue;
+                        }
+                        let line = format!(
+                            "table={},priority={},cookie={:#x},{m},actions=conjunction({},{}/{})",
+                            r.table,
+                            r.priority,
+                            r.id,
+                            r.id,
+                            k + 1,
+                            r.n
+                        );
+                        r.members.push((k as u8 + 1, m));
+                        out.push(("member add", "add-flow".into(), line));
                     } else {
-                        self.policy_rules[rng.gen_range(0..self.policy_rules.len())].clone()
-                    };
-                    out.push(("policy delete", "--strict del-flows".into(), format!("table={t},priority={p},{m}")));
+                        // A member leaves (never a dimension's last).
+                        let k = rng.gen_range(0..r.members.len());
+                        let dim = r.members[k].0;
+                        if r.members.iter().filter(|(d, _)| *d == dim).count() < 2 {
+                            continue;
+                        }
+                        let (_, m) = r.members.swap_remove(k);
+                        out.push((
+                            "member delete",
+                            "--strict del-flows".into(),
+                            format!("table={},priority={},{m}", r.table, r.priority),
+                        ));
+                    }
                 }
-                3 => {
+                3 if !rules.is_empty() => {
+                    let r = rules.swap_remove(rng.gen_range(0..rules.len()));
+                    out.push(("policy delete", "del-flows".into(), format!("table={},cookie={:#x}/0xffffffffffffffff", r.table, r.id)));
+                }
+                1..=3 => continue,
+                4 => {
                     let s = rng.gen_range(0..self.cfg.services);
                     let buckets: Vec<String> = (0..self.cfg.endpoints_per_service)
                         .map(|_| bucket(pod_ip(rng.gen_range(0..self.cfg.pods)), svc_port(s)))
