@@ -408,6 +408,12 @@ impl<R> Classifier<R> {
         self.slots[*slot].as_ref()?.rules.get(key)?.iter().find(|r| r.id == id)
     }
 
+    /// The rules with exactly this match, best first.
+    pub fn same_match(&self, m: &Match) -> &[ClsRule<R>] {
+        let Some(&slot) = self.by_mask.get(m.mask()) else { return &[] };
+        self.slots[slot].as_ref().and_then(|st| st.rules.get(m.key())).map_or(&[], |b| b.as_slice())
+    }
+
     /// The rule with exactly this match and priority (OpenFlow's rule identity).
     pub fn find_exact(&self, m: &Match, priority: u16) -> Option<&ClsRule<R>> {
         let slot = *self.by_mask.get(m.mask())?;

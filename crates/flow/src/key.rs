@@ -304,6 +304,12 @@ impl Match {
         let v = (self.key.get(f) & !mask) | (value & mask);
         self.key.set(f, v & m);
     }
+    /// The same match with field `f` wildcarded.
+    pub fn without(&self, f: Field) -> Match {
+        let mut mask = self.mask;
+        mask.set(f, 0);
+        Match::new(self.key, mask)
+    }
     /// Exact match on `f`.
     pub fn set_exact(&mut self, f: Field, value: u64) {
         self.set_masked(f, value, u64::MAX);

@@ -905,9 +905,7 @@ impl Index {
         let Some(ti) = self.tables.get(&t) else { return 0 };
         let stripped;
         let m = if m.mask().get(Field::ConjId) != 0 {
-            let mut s = *m;
-            s.set_masked(Field::ConjId, 0, 0);
-            stripped = s;
+            stripped = m.without(Field::ConjId);
             &stripped
         } else {
             m
@@ -931,18 +929,12 @@ impl Index {
         });
         drop(ra);
         for id in cands {
-            let Some(e) = self.entries[id as usize].as_ref() else { continue };
-            let region = self.region(&e.mf);
-            let trav = &e.trav;
-            let hit = trav.steps.iter().filter(|st| st.table == t).any(|st| {
+            let hit = self.meets(id, t, m, |st| {
                 let floor = st.outcome.floor(prio);
-                let loses = if change { floor.admits_change(priority) } else { floor.admits_new(priority) };
-                loses && {
-                    let mut common = region;
-                    for i in 0..common.w.len() {
-                        common.w[i] &= m.mask().w[i];
-                    }
-                    trav.key_at(&e.mf.rep, st).eq_masked(m.key(), &common)
+                if change {
+                    floor.admits_change(priority)
+                } else {
+                    floor.admits_new(priority)
                 }
             });
             if hit {
@@ -950,6 +942,28 @@ impl Index {
             }
         }
         looked
+    }
+
+    /// Does live entry `id` reach table `t` at a visit `at` admits with a
+    /// region there that overlaps `m` (conj_id left out)?
+    pub fn meets(&self, id: EntryId, t: u8, m: &Match, at: impl Fn(&Step) -> bool) -> bool {
+        let Some(e) = self.entries.get(id as usize).and_then(|e| e.as_ref()) else { return false };
+        let region = self.region(&e.mf);
+        let mut common = region;
+        for i in 0..common.w.len() {
+            common.w[i] &= m.mask().w[i];
+        }
+        common.set(Field::ConjId, 0);
+        let trav = &e.trav;
+        trav.steps
+            .iter()
+            .filter(|st| st.table == t)
+            .any(|st| at(st) && trav.key_at(&e.mf.rep, st).eq_masked(m.key(), &common))
+    }
+
+    /// The field table `t`'s entries are indexed on first, if it has an index.
+    pub fn outer_field(&self, t: u8) -> Option<Field> {
+        self.tables.get(&t).map(|ti| ti.outer_field)
     }
 
     /// Reads what a check of each of `ids` reads first, stage by stage

@@ -415,8 +415,24 @@ impl Incremental {
                 // In a table with conjunctive matches a removed or changed
                 // rule may have decided without answering (a hard match or
                 // a clause): the entries whose region it overlaps above
-                // their floor are taken too.
+                // their floor are taken too, unless the conjunction's
+                // structure says which (a clause or an answer removed).
                 out.extend(self.index.users_of_rule(id));
+                if let Delta::RuleRemoved { rule, .. } = d {
+                    let answer = rule.m.mask().get(kairo_flow::Field::ConjId) != 0
+                        && rule.m.key().get(kairo_flow::Field::ConjId) != 0
+                        && p.table(t).is_some_and(|tb| tb.single_clauses());
+                    if answer {
+                        continue;
+                    }
+                    // (Alone: the other clause flows are then those there
+                    // were before it went. A bundle may take them too.)
+                    let alone = deltas.len() == 1;
+                    if let Some(n) = alone.then(|| self.conj_affected(p, t, rule, true, &mut out)).flatten() {
+                        probed += n;
+                        continue;
+                    }
+                }
                 probed += self.index.overlapping(p, t, &m, priority, true, &mut out);
                 continue;
             }
@@ -453,7 +469,10 @@ impl Incremental {
                 Delta::MissChanged { table } => out.extend(self.index.users_of_miss(*table)),
                 Delta::RuleAdded { table, id } => {
                     if let Some(r) = p.rule(*table, *id) {
-                        probed += self.index.overlapping(p, *table, &r.m, r.priority, false, &mut out);
+                        match self.conj_affected(p, *table, r, false, &mut out) {
+                            Some(n) => probed += n,
+                            None => probed += self.index.overlapping(p, *table, &r.m, r.priority, false, &mut out),
+                        }
                     }
                 }
             }
@@ -469,6 +488,141 @@ impl Incremental {
             out.dedup();
         }
         (out, probed)
+    }
+
+    /// The entries a change of a conjunctive flow can reach, found from the
+    /// conjunction's structure (`docs/design.md` 4.8), or `None` where that
+    /// does not apply (then every entry the rule overlaps is taken):
+    ///
+    /// - a clause flow added or removed changes an entry only where one of
+    ///   its conjunctions completes inside the entry's region with it, so the
+    ///   region overlaps it and a clause flow of every other dimension; and,
+    ///   added, it hides from conj_id lookups an ordinary rule with its match
+    ///   that it outranks (that rule's users are taken), removed, it shows
+    ///   one again (no narrowing then);
+    /// - a rule matching conj_id=X added changes only entries where X
+    ///   completes (overlapping a clause flow of each dimension); removed,
+    ///   only the entries it answered (its users: it is never a hard match).
+    ///
+    /// Not for a table where a flow holds two clauses of one conjunction.
+    fn conj_affected(
+        &self,
+        p: &Pipeline,
+        t: u8,
+        r: &kairo_ofproto::Rule,
+        removed: bool,
+        out: &mut Vec<index::EntryId>,
+    ) -> Option<usize> {
+        let table = p.table(t)?;
+        let answer = r.m.mask().get(kairo_flow::Field::ConjId) != 0 && r.m.key().get(kairo_flow::Field::ConjId) != 0;
+        let clause = r.inst.conjunctions().next().is_some();
+        if answer == clause {
+            return None;
+        }
+        if !table.single_clauses() {
+            return None;
+        }
+        let mut found: Vec<index::EntryId> = Vec::new();
+        let mut probed = 0;
+        if answer {
+            if removed {
+                return None; // its users only: the caller's own path takes them
+            }
+            let id = r.m.key().get(kairo_flow::Field::ConjId) as u32;
+            for key in table.conjunctions_with_id(id) {
+                probed += self.conj_entries(p, t, r.priority, false, key, None, &r.m, &mut found)?;
+            }
+        } else {
+            let outranked = table
+                .cls
+                .same_match(&r.m)
+                .iter()
+                .any(|o| o.priority < r.priority && o.payload.inst.conjunctions().next().is_none());
+            if removed && outranked {
+                return None;
+            }
+            for (cid, k, n) in r.inst.conjunctions() {
+                let key = (r.priority, cid, n);
+                probed += self.conj_entries(p, t, r.priority, removed, key, Some((k, r)), &r.m, &mut found)?;
+            }
+            if !removed {
+                for o in table.cls.same_match(&r.m) {
+                    if o.priority < r.priority && o.payload.inst.conjunctions().next().is_none() {
+                        found.extend(self.index.users_of_rule(o.id));
+                    }
+                }
+            }
+        }
+        out.extend(found);
+        Some(probed)
+    }
+
+    /// The entries that reach table `t` at a visit whose floor a rule of
+    /// `priority` passes (added, or `change`d) with a region overlapping
+    /// `also` and a clause flow of every dimension of conjunction `key`
+    /// (`own`: this flow stands for its dimension).
+    #[allow(clippy::too_many_arguments)]
+    fn conj_entries(
+        &self,
+        p: &Pipeline,
+        t: u8,
+        priority: u16,
+        change: bool,
+        key: (u16, u32, u8),
+        own: Option<(u8, &kairo_ofproto::Rule)>,
+        also: &kairo_flow::Match,
+        out: &mut Vec<index::EntryId>,
+    ) -> Option<usize> {
+        let table = p.table(t)?;
+        let outer = self.index.outer_field(t)?;
+        let mut dims: Vec<Vec<&kairo_ofproto::Rule>> = vec![Vec::new(); usize::from(key.2)];
+        for (rid, k) in table.clause_members(key.0, key.1, key.2)? {
+            if own.is_none_or(|(ok, _)| ok != k) {
+                dims[usize::from(k - 1)].extend(p.rule(t, rid).map(|a| &**a));
+            }
+        }
+        if let Some((k, r)) = own {
+            dims[usize::from(k - 1)] = vec![r];
+        }
+        if dims.iter().any(|d| d.is_empty()) {
+            return Some(0); // a dimension without a clause flow: it cannot complete
+        }
+        let prio = |id: RuleId| p.rule(t, id).map(|o| o.priority);
+        let at = |st: &kairo_xlate::Step| {
+            let f = st.outcome.floor(prio);
+            if change {
+                f.admits_change(priority)
+            } else {
+                f.admits_new(priority)
+            }
+        };
+        // The entries are found from the flow itself where it is a clause
+        // (one query, as for any rule), else from the dimension with the
+        // fewest clause flows the index narrows (else the fewest); the
+        // other dimensions filter them.
+        let narrow = |m: &kairo_flow::Match| m.mask().get(outer) != 0;
+        let (qd, qrules) = match own {
+            Some((k, _)) => (usize::from(k - 1), &dims[usize::from(k - 1)]),
+            None => dims.iter().enumerate().min_by_key(|(_, d)| (!d.iter().all(|m| narrow(&m.m)), d.len()))?,
+        };
+        let mut cands = Vec::new();
+        let mut probed = 0;
+        for m in qrules {
+            probed += self.index.overlapping(p, t, &m.m, priority, change, &mut cands);
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        for id in cands {
+            let meets_all = self.index.meets(id, t, also, at)
+                && dims
+                    .iter()
+                    .enumerate()
+                    .all(|(d, ms)| d == qd || ms.iter().any(|m| self.index.meets(id, t, &m.m, at)));
+            if meets_all {
+                out.push(id);
+            }
+        }
+        Some(probed)
     }
 
     /// The entries an update can affect ([`Incremental::affected`]), by

@@ -123,11 +123,35 @@ fn conj_step_holds(table: &Table, outcome: Outcome, kt: &FlowKey, region: &FlowM
         let (id, mask) = (q.m.key().get(Field::ConjId), q.m.mask().get(Field::ConjId));
         mask == 0 || id == 0 || l.tried.iter().any(|t| u64::from(*t) == id)
     };
+    // A clause counts only where one of its conjunctions could complete in
+    // the region: every other clause of it has a flow overlapping the
+    // region (what a new clause must meet to take an entry, too).
+    let overlaps = |m: &kairo_flow::Match| {
+        let mut common = open;
+        for i in 0..common.w.len() {
+            common.w[i] &= m.mask().w[i];
+        }
+        m.key().eq_masked(kt, &common)
+    };
+    let completable = |q: &ClsRule<Arc<Rule>>| {
+        q.payload.inst.conjunctions().next().is_none()
+            || q.payload.inst.conjunctions().any(|(cid, k, n)| {
+                let Some(members) = table.clause_members(q.priority, cid, n) else { return true };
+                let mut met = vec![false; usize::from(n)];
+                met[usize::from(k - 1)] = true;
+                for (rid, kk) in members {
+                    if !met[usize::from(kk - 1)] && table.cls.get(rid).is_some_and(|c| overlaps(&c.m)) {
+                        met[usize::from(kk - 1)] = true;
+                    }
+                }
+                met.iter().all(|m| *m)
+            })
+    };
     let min = match floor {
         Floor::None => 0,
         Floor::Above { priority, .. } => priority,
     };
-    !table.cls.any_overlapping(kt, &open, min, |q| admitted(q) && asked(q) && !inside(q))
+    !table.cls.any_overlapping(kt, &open, min, |q| admitted(q) && asked(q) && !inside(q) && completable(q))
 }
 
 /// Exact test that every packet of the megaflow's region translates like its key.

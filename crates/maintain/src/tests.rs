@@ -103,7 +103,13 @@ fn gen_update(seed: u64, p: &Pipeline, cfg: &GenConfig) -> FlowMod {
                 let (ct, rule) = clauses.get(r.gen_range(0..clauses.len().max(1)))?;
                 let (id, k, n) = rule.inst.conjunctions().next()?;
                 let k = if r.gen_bool(0.3) { r.gen_range(1..=n) } else { k };
-                if r.gen_bool(0.8) {
+                if r.gen_bool(0.2) {
+                    // An answer for it (another, or the first), at any priority.
+                    let prio = if r.gen_bool(0.5) { rule.priority } else { r.gen_range(1..40u16) * 10 };
+                    let m = if r.gen_bool(0.3) { "tcp" } else { "ip" };
+                    let line = format!("table={ct},priority={prio},conj_id={id},{m},actions={}", acts());
+                    parse_command("add-flow", &line).ok()
+                } else if r.gen_bool(0.8) {
                     let line = gen_clause_line(r, cfg, *ct, rule.priority, &format!("conjunction({id},{k}/{n})"));
                     parse_command("add-flow", &line).ok()
                 } else {

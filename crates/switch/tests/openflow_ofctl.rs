@@ -155,10 +155,19 @@ fn ovs_ofctl_programs_kairo_over_openflow() {
         // Unsupported actions are refused with OpenFlow's error, and change nothing.
         let (ok, text) = r.ofctl(proto, "add-flow", &["tcp,actions=ct(commit,alg=ftp)"]);
         assert!(!ok && text.contains("OFPBAC_BAD_ARGUMENT"), "{text}");
-        let (ok, text) = r.ofctl(proto, "add-flow", &["actions=note:01.02"]);
+        let (ok, text) = r.ofctl(proto, "add-flow", &["actions=clone(output:1)"]);
         assert!(!ok && (text.contains("OFPBAC_BAD_EXP_TYPE") || text.contains("OFPBAC_BAD_VENDOR_TYPE")), "{text}");
         let (ok, text) = r.ofctl(proto, "add-flow", &["actions=set_queue:1,output:1"]);
         assert!(!ok && text.contains("OFPBAC_BAD_TYPE"), "{text}");
+        assert_eq!(r.installed().len(), 3);
+        // Conjunctive flows, their conj_id flow and notes go over the wire.
+        r.ok(proto, "add-flow", &["table=9,ip,nw_src=10.0.0.1,actions=conjunction(7,1/2),note:aa"]);
+        r.ok(proto, "add-flow", &["table=9,conj_id=7,ip,actions=output:2"]);
+        let dump = r.ok(proto, "dump-flows", &["table=9"]);
+        assert!(dump.contains("conjunction(7,1/2),note:aa.00.00.00.00.00") && dump.contains("conj_id=7"), "{dump}");
+        let (ok, text) = r.ofctl(proto, "add-flow", &["table=9,ip,actions=conjunction(7,1/2),output:1"]);
+        assert!(!ok, "{text}");
+        r.ok(proto, "del-flows", &["table=9"]);
         assert_eq!(r.installed().len(), 3);
         // Conntrack matches (the 128-bit label, the original tuple) go over the wire.
         r.ok(proto, "add-flow", &["table=6,ct_state=+trk+est,ct_label=0x1/0x3,ct_nw_src=10.0.0.1,ip,actions=drop"]);

@@ -145,12 +145,15 @@ fn policy_dims(seed: &Seed, rng: &mut StdRng, k: usize, cfg: &AntreaConfig, ingr
     dims
 }
 
+/// Policy flows being written: (table, priority, match) and their actions.
+type PolicyFlows = Vec<((u8, u16, String), Vec<String>)>;
+
 /// Writes a policy rule's flows: a clause flow per member (one that is
 /// there already at this table and priority gets this conjunction action
 /// too), and the `conj_id` flow with `action`. A rule of one dimension
 /// needs no conjunction: its members are plain flows with the action.
 fn put_policy(
-    flows: &mut Vec<((u8, u16, String), Vec<String>)>,
+    flows: &mut PolicyFlows,
     t: u8,
     prio: u16,
     id: u32,
@@ -187,7 +190,7 @@ fn put_policy(
 
 /// The flow lines of [`put_policy`]'s flows, with `cookie` (an
 /// Antrea-native rule's conjunction id; 0 for shared flows).
-fn policy_lines(flows: &[((u8, u16, String), Vec<String>)], cookie: impl Fn(&str, &[String]) -> u32) -> String {
+fn policy_lines(flows: &PolicyFlows, cookie: impl Fn(&str, &[String]) -> u32) -> String {
     let mut out = String::new();
     for ((t, prio, m), acts) in flows {
         let c = cookie(m, acts);
@@ -204,7 +207,9 @@ fn rule_cookie(m: &str, acts: &[String]) -> u32 {
         return id.parse().unwrap_or(0);
     }
     match acts {
-        [a] => a.strip_prefix("conjunction(").and_then(|r| r.split(',').next()).and_then(|v| v.parse().ok()).unwrap_or(0),
+        [a] => {
+            a.strip_prefix("conjunction(").and_then(|r| r.split(',').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+        }
         _ => 0,
     }
 }
@@ -266,9 +271,7 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
             .collect();
         g.push_str(&format!("group_id={},type=select,{}\n", s + 1, buckets.join(",")));
     }
-    let mut f = String::from(
-        "# Antrea-shaped pipeline (kairo workload), 22 tables, conntrack zone 65520.\n",
-    );
+    let mut f = String::from("# Antrea-shaped pipeline (kairo workload), 22 tables, conntrack zone 65520.\n");
     // 0 Classifier
     for i in 0..cfg.pods {
         f.push_str(&format!(
@@ -543,7 +546,11 @@ impl Antrea {
                 }
                 3 if !rules.is_empty() => {
                     let r = rules.swap_remove(rng.gen_range(0..rules.len()));
-                    out.push(("policy delete", "del-flows".into(), format!("table={},cookie={:#x}/0xffffffffffffffff", r.table, r.id)));
+                    out.push((
+                        "policy delete",
+                        "del-flows".into(),
+                        format!("table={},cookie={:#x}/0xffffffffffffffff", r.table, r.id),
+                    ));
                 }
                 1..=3 => continue,
                 4 => {

@@ -50,6 +50,13 @@ pub struct Table {
     /// and rules matching `conj_id`): while any do, lookups complete
     /// conjunctions ([`Table::lookup`]).
     conj: usize,
+    /// The clause flows of each conjunction, by (priority, id, number of
+    /// clauses): rule -> its clause number.
+    members: FxHashMap<(u16, u32, u8), FxHashMap<RuleId, u8>>,
+    /// Clause flows holding two clauses of one conjunction (then a clause
+    /// added anywhere at their priority can complete it: see
+    /// [`Table::clause_members`]).
+    multi: usize,
 }
 
 /// Does the rule take part in conjunctive matches: a clause (it has
@@ -69,6 +76,52 @@ impl Table {
     /// Does it hold rules of conjunctive matches?
     pub fn conjunctive(&self) -> bool {
         self.conj > 0
+    }
+
+    /// The clause flows of conjunction (`priority`, `id`, `n`): (rule,
+    /// clause number). `None` when some flow of the table holds two
+    /// clauses of one conjunction (a clause then counts toward completing
+    /// conjunctions it is no clause of, so members alone do not say which
+    /// entries a new clause can change).
+    pub fn clause_members(&self, priority: u16, id: u32, n: u8) -> Option<impl Iterator<Item = (RuleId, u8)> + '_> {
+        (self.multi == 0).then(|| self.members.get(&(priority, id, n)).into_iter().flatten().map(|(r, k)| (*r, *k)))
+    }
+
+    /// Does every flow hold at most one clause of each conjunction (so that
+    /// conjunctions complete only from their own clause flows)?
+    pub fn single_clauses(&self) -> bool {
+        self.multi == 0
+    }
+
+    /// The conjunctions (priority, id, number of clauses) with id `id`.
+    pub fn conjunctions_with_id(&self, id: u32) -> Vec<(u16, u32, u8)> {
+        self.members.keys().filter(|k| k.1 == id).copied().collect()
+    }
+
+    /// Files (`add`) or takes out a rule's clauses.
+    fn file_clauses(&mut self, id: RuleId, r: &Rule, add: bool) {
+        let mut seen: Vec<(u32, u8)> = Vec::new();
+        let mut multi = false;
+        for (cid, k, n) in r.inst.conjunctions() {
+            multi |= seen.contains(&(cid, n));
+            seen.push((cid, n));
+            let key = (r.priority, cid, n);
+            if add {
+                self.members.entry(key).or_default().insert(id, k);
+            } else if let Some(m) = self.members.get_mut(&key) {
+                m.remove(&id);
+                if m.is_empty() {
+                    self.members.remove(&key);
+                }
+            }
+        }
+        if multi {
+            if add {
+                self.multi += 1;
+            } else {
+                self.multi -= 1;
+            }
+        }
     }
 
     /// Looks `key` up, ORing into `wc` the bits examined: the outcome to
@@ -404,8 +457,12 @@ impl Pipeline {
                 old
             }
         };
-        table.conj -= usize::from(old.is_some_and(|o| conj_related(&o)));
+        if let Some(o) = &old {
+            table.conj -= usize::from(conj_related(o));
+            table.file_clauses(id, o, false);
+        }
         table.conj += usize::from(conj_related(&r));
+        table.file_clauses(id, &r, true);
         self.by_id.insert(id, r);
     }
 
@@ -447,6 +504,7 @@ impl Pipeline {
         let table = self.tables.get_mut(&t)?;
         let r = table.cls.remove(id).map(|c| c.payload)?;
         table.conj -= usize::from(conj_related(&r));
+        table.file_clauses(id, &r, false);
         self.by_id.remove(&id);
         Some(r)
     }
