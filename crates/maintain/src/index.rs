@@ -929,14 +929,7 @@ impl Index {
         });
         drop(ra);
         for id in cands {
-            let hit = self.meets(id, t, m, |st| {
-                let floor = st.outcome.floor(prio);
-                if change {
-                    floor.admits_change(priority)
-                } else {
-                    floor.admits_new(priority)
-                }
-            });
+            let hit = self.meets(id, t, m, |st| st.outcome.floor(prio).admits(priority, change));
             if hit {
                 out.push(id);
             }

@@ -419,10 +419,7 @@ impl Incremental {
                 // structure says which (a clause or an answer removed).
                 out.extend(self.index.users_of_rule(id));
                 if let Delta::RuleRemoved { rule, .. } = d {
-                    let answer = rule.m.mask().get(kairo_flow::Field::ConjId) != 0
-                        && rule.m.key().get(kairo_flow::Field::ConjId) != 0
-                        && p.table(t).is_some_and(|tb| tb.single_clauses());
-                    if answer {
+                    if answers(rule).is_some() && p.table(t).is_some_and(|tb| tb.single_clauses()) {
                         continue;
                     }
                     // (Alone: the other clause flows are then those there
@@ -514,9 +511,9 @@ impl Incremental {
         out: &mut Vec<index::EntryId>,
     ) -> Option<usize> {
         let table = p.table(t)?;
-        let answer = r.m.mask().get(kairo_flow::Field::ConjId) != 0 && r.m.key().get(kairo_flow::Field::ConjId) != 0;
+        let answer = answers(r);
         let clause = r.inst.conjunctions().next().is_some();
-        if answer == clause {
+        if answer.is_some() == clause {
             return None;
         }
         if !table.single_clauses() {
@@ -524,21 +521,23 @@ impl Incremental {
         }
         let mut found: Vec<index::EntryId> = Vec::new();
         let mut probed = 0;
-        if answer {
+        if let Some(id) = answer {
             if removed {
-                return None; // its users only: the caller's own path takes them
+                return None; // its users only: the caller takes them
             }
-            let id = r.m.key().get(kairo_flow::Field::ConjId) as u32;
             for key in table.conjunctions_with_id(id) {
                 probed += self.conj_entries(p, t, r.priority, false, key, None, &r.m, &mut found)?;
             }
         } else {
-            let outranked = table
+            // Ordinary rules with its match that it outranks.
+            let outranked: Vec<RuleId> = table
                 .cls
                 .same_match(&r.m)
                 .iter()
-                .any(|o| o.priority < r.priority && o.payload.inst.conjunctions().next().is_none());
-            if removed && outranked {
+                .filter(|o| o.priority < r.priority && o.payload.inst.conjunctions().next().is_none())
+                .map(|o| o.id)
+                .collect();
+            if removed && !outranked.is_empty() {
                 return None;
             }
             for (cid, k, n) in r.inst.conjunctions() {
@@ -546,10 +545,8 @@ impl Incremental {
                 probed += self.conj_entries(p, t, r.priority, removed, key, Some((k, r)), &r.m, &mut found)?;
             }
             if !removed {
-                for o in table.cls.same_match(&r.m) {
-                    if o.priority < r.priority && o.payload.inst.conjunctions().next().is_none() {
-                        found.extend(self.index.users_of_rule(o.id));
-                    }
+                for o in outranked {
+                    found.extend(self.index.users_of_rule(o));
                 }
             }
         }
@@ -588,14 +585,7 @@ impl Incremental {
             return Some(0); // a dimension without a clause flow: it cannot complete
         }
         let prio = |id: RuleId| p.rule(t, id).map(|o| o.priority);
-        let at = |st: &kairo_xlate::Step| {
-            let f = st.outcome.floor(prio);
-            if change {
-                f.admits_change(priority)
-            } else {
-                f.admits_new(priority)
-            }
-        };
+        let at = |st: &kairo_xlate::Step| st.outcome.floor(prio).admits(priority, change);
         // The entries are found from the flow itself where it is a clause
         // (one query, as for any rule), else from the dimension with the
         // fewest clause flows the index narrows (else the fewest); the
@@ -1119,6 +1109,12 @@ impl Control {
 
 #[cfg(test)]
 mod tests;
+
+/// The conjunction a rule answers (it matches `conj_id` on a nonzero id).
+fn answers(r: &kairo_ofproto::Rule) -> Option<u32> {
+    let (id, mask) = (r.m.key().get(kairo_flow::Field::ConjId), r.m.mask().get(kairo_flow::Field::ConjId));
+    (mask != 0 && id != 0).then_some(id as u32)
+}
 
 /// A removal or change of a rule in a table with conjunctive matches (or
 /// of a rule that took part in them): its table, id, match and priority.

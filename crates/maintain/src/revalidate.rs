@@ -113,10 +113,18 @@ fn conj_step_holds(table: &Table, outcome: Outcome, kt: &FlowKey, region: &FlowM
         return false;
     }
     // What could decide otherwise (the floor, to the id).
-    let admitted = |q: &ClsRule<Arc<Rule>>| match (answered, decided) {
-        (Some((w, level)), _) => q.priority >= level || q.beats(w),
-        (None, Some(h)) => q.beats(h),
-        (None, None) => true,
+    // (A clause counts only above the hard match's priority, as Open
+    // vSwitch drops clauses at or below it, and below the answered
+    // conjunction's priority not at all: it is not tried.)
+    let admitted = |q: &ClsRule<Arc<Rule>>| {
+        let clause = q.payload.inst.conjunctions().next().is_some();
+        match (answered, decided) {
+            (Some((_, level)), _) if clause => q.priority >= level,
+            (Some((w, level)), _) => q.priority >= level || q.beats(w),
+            (None, Some(h)) if clause => q.priority > h.priority,
+            (None, Some(h)) => q.beats(h),
+            (None, None) => true,
+        }
     };
     let floor = conj_floor(&l);
     let asked = |q: &ClsRule<Arc<Rule>>| {

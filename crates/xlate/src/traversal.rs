@@ -69,6 +69,16 @@ impl Floor {
         }
     }
 
+    /// [`Floor::admits_change`] for a `change`, else [`Floor::admits_new`].
+    #[inline]
+    pub fn admits(self, priority: u16, change: bool) -> bool {
+        if change {
+            self.admits_change(priority)
+        } else {
+            self.admits_new(priority)
+        }
+    }
+
     fn code(self) -> u32 {
         match self {
             Floor::None => u32::MAX,
