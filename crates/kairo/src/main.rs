@@ -112,9 +112,16 @@ enum Cmd {
         /// each recirculated one), instead of text.
         #[arg(long)]
         json: bool,
-        /// The switch's ports (what FLOOD sends to), comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
-        ports: Vec<u32>,
+        /// The switch's ports (what FLOOD sends to), comma-separated
+        /// [default: those of --port-config, else 1,2,3,4].
+        #[arg(long, value_delimiter = ',')]
+        ports: Option<Vec<u32>>,
+        /// The bridge's ports, one a line: `OFPORT NAME` (or `LOCAL NAME`),
+        /// `#` starting a comment. Flows, groups and packets may then give
+        /// ports by name (`in_port=pod1`, `output:"antrea-gw0"`), as
+        /// ovs-ofctl does against a running bridge.
+        #[arg(long = "port-config", value_name = "FILE")]
+        port_config: Option<PathBuf>,
         /// The ct_state the next pass recirculated after a `ct` sees, as
         /// `ofproto/trace --ct-next`: flags such as `trk,est` or `+trk+est`;
         /// repeat it for later passes (the default is `trk,new`).
@@ -416,12 +423,35 @@ pub(crate) fn read(path: &Path) -> Result<String> {
 
 /// Loads a flow file and an optional group file into a pipeline, all or nothing.
 pub fn load_pipeline(flows: &Path, groups: Option<&Path>) -> Result<Pipeline> {
-    let ff = kairo_ofproto::parse_flow_file(&read(flows)?).with_context(|| format!("in {}", flows.display()))?;
+    load_pipeline_in(flows, groups, &kairo_ofproto::PortNames::NONE)
+}
+
+/// [`load_pipeline`] with ports that flows and groups may give by name.
+pub fn load_pipeline_in(flows: &Path, groups: Option<&Path>, names: &kairo_ofproto::PortNames) -> Result<Pipeline> {
+    let ff =
+        kairo_ofproto::parse_flow_file_in(&read(flows)?, names).with_context(|| format!("in {}", flows.display()))?;
     let gs = match groups {
-        Some(g) => kairo_ofproto::parse_group_file(&read(g)?).with_context(|| format!("in {}", g.display()))?,
+        Some(g) => {
+            kairo_ofproto::parse_group_file_in(&read(g)?, names).with_context(|| format!("in {}", g.display()))?
+        }
         None => Vec::new(),
     };
     Pipeline::from_parts(ff, gs).with_context(|| format!("loading {}", flows.display()))
+}
+
+/// A packet spec with its `in_port` given by name put as a number.
+fn packet_ports(spec: &str, names: &kairo_ofproto::PortNames) -> Result<String> {
+    let mut out = Vec::new();
+    for tok in spec.split(',') {
+        match tok.trim().strip_prefix("in_port=") {
+            Some(v) => match names.resolve(v).with_context(|| format!("packet `{spec}`"))? {
+                Some(p) => out.push(format!("in_port={p}")),
+                None => out.push(tok.to_string()),
+            },
+            None => out.push(tok.to_string()),
+        }
+    }
+    Ok(out.join(","))
 }
 
 /// Writes the JSON report (first, so a failure to print loses nothing), then prints the table.
@@ -451,15 +481,26 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Ctl(a) => switch_cmd::ctl(a),
         Cmd::Replay(a) => switch_cmd::replay(a),
-        Cmd::Trace { flows, groups, json, ports, ct_next, packets } => {
-            let mut p = load_pipeline(&flows, groups.as_deref())?;
-            p.set_ports(ports);
+        Cmd::Trace { flows, groups, json, ports, port_config, ct_next, packets } => {
+            let (config, names) = match &port_config {
+                Some(f) => {
+                    kairo_ofproto::ports::parse_port_config(&read(f)?).with_context(|| format!("in {}", f.display()))?
+                }
+                None => Default::default(),
+            };
+            let mut p = load_pipeline_in(&flows, groups.as_deref(), &names)?;
+            p.set_ports(match ports {
+                Some(ports) => ports,
+                None if port_config.is_some() => config.iter().map(|l| l.port).collect(),
+                None => vec![1, 2, 3, 4],
+            });
             let ct_next = ct_next
                 .iter()
                 .map(|s| kairo_flow::parse::parse_ct_flags(s).with_context(|| format!("--ct-next `{s}`")))
                 .collect::<anyhow::Result<Vec<u64>>>()?;
             for (i, spec) in packets.iter().enumerate() {
-                let key = kairo_flow::parse_key(spec).with_context(|| format!("packet `{spec}`"))?;
+                let key =
+                    kairo_flow::parse_key(&packet_ports(spec, &names)?).with_context(|| format!("packet `{spec}`"))?;
                 // The packet's first pass and every pass its recirculations lead to.
                 let passes = kairo_xlate::recirc::follow_ct(&p, &key, &ct_next);
                 if json {

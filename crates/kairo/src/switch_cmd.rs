@@ -141,13 +141,20 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
         bail!("no ports: give at least one --port IFNAME or --tap NAME");
     }
     let engine = a.engine.into();
-    let pipeline = match &a.flows {
-        Some(f) => crate::load_pipeline(f, a.groups.as_deref())?,
-        None if a.groups.is_some() => bail!("--groups needs --flows"),
-        None => Pipeline::new(),
-    };
+    if a.flows.is_none() && a.groups.is_some() {
+        bail!("--groups needs --flows");
+    }
     let ports = open_ports(&a)?;
     let info: Vec<PortInfo> = ports.iter().map(Attached::info).collect();
+    // Flows and groups may give the ports by their interface names.
+    let mut names = kairo_ofproto::PortNames::default();
+    for p in &info {
+        let _ = names.insert(&p.name, p.ofport);
+    }
+    let pipeline = match &a.flows {
+        Some(f) => crate::load_pipeline_in(f, a.groups.as_deref(), &names)?,
+        None => Pipeline::new(),
+    };
     let cfg = DpConfig { flow_limit: a.flow_limit, max_idle_ms: a.max_idle_ms, ..DpConfig::default() };
     let mut sw = Switch::new(pipeline, engine, cfg, info);
     if let Some(d) = a.dpid {

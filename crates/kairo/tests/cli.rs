@@ -197,3 +197,36 @@ fn mlockall_locks_or_says_why() {
     let root = unsafe { libc::geteuid() } == 0;
     assert_eq!(err.contains("memory not locked"), !root, "root: {root}, stderr: {err}");
 }
+
+/// `kairo trace --port-config`: the bridge's ports by name, in flows,
+/// groups and packets, as ovs-ofctl takes them against a running bridge;
+/// FLOOD goes to the file's ports; an unknown name and a port setting
+/// kairo does not model are errors naming the line.
+#[test]
+fn trace_takes_ports_by_name_from_a_port_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (flows, groups, ports) = (dir.path().join("f"), dir.path().join("g"), dir.path().join("p"));
+    std::fs::write(&ports, "# the bridge\n1 antrea-tun0\n2 antrea-gw0\n5 pod1-7e503a   # a pod\nLOCAL br-int\n")
+        .unwrap();
+    std::fs::write(
+        &flows,
+        "in_port=\"pod1-7e503a\",ip,actions=group:1\nin_port=antrea-gw0,actions=output:pod1-7e503a\nactions=FLOOD\n",
+    )
+    .unwrap();
+    std::fs::write(&groups, "group_id=1,type=ff,bucket=watch_port:antrea-tun0,actions=output:antrea-tun0\n").unwrap();
+    let (f, g, p) = (flows.to_str().unwrap(), groups.to_str().unwrap(), ports.to_str().unwrap());
+    let base = ["trace", "--flows", f, "--groups", g, "--port-config", p];
+    let (ok, out, err) =
+        kairo(&[&base[..], &["in_port=pod1-7e503a,ip", "in_port=2", "in_port=antrea-tun0,arp"]].concat());
+    assert!(ok, "{err}");
+    let dp: Vec<&str> = out.lines().filter(|l| l.starts_with("Datapath actions:")).collect();
+    assert_eq!(dp, ["Datapath actions: 1", "Datapath actions: 5", "Datapath actions: 2,5,65534"], "{out}");
+    let (ok, _, err) = kairo(&[&base[..], &["in_port=pod9,ip"]].concat());
+    assert!(!ok && err.contains("pod9") && err.contains("antrea-gw0"), "{err}");
+    std::fs::write(&ports, "1 antrea-tun0\n2 antrea-gw0 tag=10\n").unwrap();
+    let (ok, _, err) = kairo(&[&base[..], &["in_port=1"]].concat());
+    assert!(!ok && err.contains("line 2") && err.contains("tag=10") && err.contains("NORMAL"), "{err}");
+    // Without the file a name is an error that says no names are known.
+    let (ok, _, err) = kairo(&["trace", "--flows", f, "in_port=1"]);
+    assert!(!ok && err.contains("pod1-7e503a") && err.contains("no port names"), "{err}");
+}

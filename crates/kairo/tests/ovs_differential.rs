@@ -175,11 +175,12 @@ fn datapath_actions_match_open_vswitch() {
     }
     let dir = std::env::temp_dir().join(format!("kairo-diff-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let (mut total, mut skipped, mut mpls) = (0usize, 0usize, 0usize);
     let mut aborted = 0usize;
     let log = std::path::Path::new("/tmp/ovs-trace/ovs-vswitchd.log");
     let (mut conntrack, mut later_passes, mut conj) = (0usize, 0usize, 0usize);
+    let (mut field_out, mut cloned) = (0usize, 0usize);
     let (mut ovs_mf_total, mut kairo_mf_total) = (0usize, 0usize);
     for seed in 1..=n_pipelines {
         // Odd pipelines with connection tracking, even ones with action sets.
@@ -247,6 +248,22 @@ fn datapath_actions_match_open_vswitch() {
                 }));
                 conntrack += usize::from(r.actions.iter().any(|a| matches!(a, kairo_xlate::odp::DpAction::Ct(_))));
                 conj += usize::from(r.traversal.steps.iter().any(|s| matches!(s.outcome, Outcome::Conj { .. })));
+                cloned += usize::from(r.traversal.steps.iter().any(|s| {
+                    s.outcome.rule().and_then(|id| p.rule(s.table, id)).is_some_and(|rule| {
+                        rule.inst.apply.iter().any(|a| matches!(a, kairo_ofproto::Action::Clone(_)))
+                    })
+                }));
+                field_out += usize::from(r.traversal.steps.iter().any(|s| {
+                    s.outcome.rule().and_then(|id| p.rule(s.table, id)).is_some_and(|rule| {
+                        rule.inst.apply.iter().any(|a| match a {
+                            kairo_ofproto::Action::OutputReg { .. } => true,
+                            kairo_ofproto::Action::Clone(body) => {
+                                body.iter().any(|b| matches!(b, kairo_ofproto::Action::OutputReg { .. }))
+                            }
+                            _ => false,
+                        })
+                    })
+                }));
                 assert_eq!(
                     got,
                     want,
@@ -281,9 +298,11 @@ fn datapath_actions_match_open_vswitch() {
         ovs_mf_total += ovs_mf.len();
         kairo_mf_total += kairo_mf.len();
     }
-    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {conntrack} with ct, {later_passes} passes after a ct recirculation, {conj} through a conjunctive match), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
+    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {conntrack} with ct, {later_passes} passes after a ct recirculation, {conj} through a conjunctive match, {field_out} through an output to a field's port, {cloned} through a clone), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
     // The generated conjunctive flows are met, not only loaded.
     assert!(conj >= 20, "only {conj} passes went through a conjunctive match");
+    assert!(field_out >= 5, "only {field_out} passes ran an output to a field's port");
+    assert!(cloned >= 20, "only {cloned} passes ran a clone");
     assert!(aborted * 3 <= n_pipelines as usize, "Open vSwitch aborted on {aborted} of {n_pipelines} pipelines");
     assert!(skipped * 10 <= total, "too many packets skipped: {skipped} of {total}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -361,7 +380,7 @@ fn recirculated_passes_match_open_vswitch() {
     let dir = std::env::temp_dir().join(format!("kairo-diff-recirc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let cfg = diff_config();
-    let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let n_pipelines: u64 = std::env::var("KAIRO_DIFF_PIPELINES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let (mut compared, mut pipelines_with, mut ovs_aborted) = (0usize, 0usize, 0usize);
     // Random pipelines use select groups now and then: look through up to
     // 100 per pipeline wanted for those where packets meet one.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use kairo_classifier::RuleId;
-use kairo_ofproto::{parse_flow, parse_group, Action, FlowSpec, Group, MissBehavior, OfError, Rule};
+use kairo_ofproto::{parse_flow_in, parse_group_in, Action, FlowSpec, Group, MissBehavior, OfError, PortNames, Rule};
 use kairo_xlate::{conj_related, Pipeline, PipelineError};
 
 /// One update.
@@ -106,6 +106,11 @@ pub enum ModError {
 /// Parses an ovs-ofctl command and its argument: `add-flow`, `mod-flows`,
 /// `del-flows` (optionally `--strict`), `add-group`, `mod-group`, `del-groups`.
 pub fn parse_command(cmd: &str, arg: &str) -> Result<FlowMod, ModError> {
+    parse_command_in(cmd, arg, &PortNames::NONE)
+}
+
+/// [`parse_command`] with ports that flows and groups may give by name.
+pub fn parse_command_in(cmd: &str, arg: &str, names: &PortNames) -> Result<FlowMod, ModError> {
     let (strict, name) = match cmd.strip_prefix("--strict ") {
         Some(rest) => (true, rest.trim()),
         None => (cmd.ends_with("--strict"), cmd.trim_end_matches("--strict").trim()),
@@ -116,17 +121,17 @@ pub fn parse_command(cmd: &str, arg: &str) -> Result<FlowMod, ModError> {
             arg.lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| Ok(FlowMod::Add(parse_flow(l, Some(true))?.into_rule()?)))
+                .map(|l| Ok(FlowMod::Add(parse_flow_in(l, Some(true), names)?.into_rule()?)))
                 .collect::<Result<_, ModError>>()?,
         ),
-        "add-flow" | "add-flows" => FlowMod::Add(parse_flow(arg, Some(true))?.into_rule()?),
+        "add-flow" | "add-flows" => FlowMod::Add(parse_flow_in(arg, Some(true), names)?.into_rule()?),
         "mod-flows" => {
-            let spec = parse_flow(arg, Some(true))?;
+            let spec = parse_flow_in(arg, Some(true), names)?;
             FlowMod::Modify { strict, spec }
         }
-        "del-flows" => FlowMod::Delete { strict, spec: parse_flow(arg, Some(false))? },
-        "add-group" | "add-groups" => FlowMod::AddGroup(parse_group(arg)?),
-        "mod-group" => FlowMod::ModGroup(parse_group(arg)?),
+        "del-flows" => FlowMod::Delete { strict, spec: parse_flow_in(arg, Some(false), names)? },
+        "add-group" | "add-groups" => FlowMod::AddGroup(parse_group_in(arg, names)?),
+        "mod-group" => FlowMod::ModGroup(parse_group_in(arg, names)?),
         "del-groups" => {
             let a = arg.trim();
             if a.is_empty() {
@@ -393,7 +398,7 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             if a != b {
                 p.set_ports(b.iter().copied());
                 undo.push(Undo::Ports(old));
-                let floods = |acts: &[Action]| acts.iter().any(|a| matches!(a, Action::Flood));
+                let floods = |acts: &[Action]| acts.iter().any(Action::may_flood);
                 let rules = p
                     .tables()
                     .flat_map(|(t, tb)| {

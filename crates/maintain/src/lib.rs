@@ -419,7 +419,7 @@ impl Incremental {
                 // structure says which (a clause or an answer removed).
                 out.extend(self.index.users_of_rule(id));
                 if let Delta::RuleRemoved { rule, .. } = d {
-                    if answers(rule).is_some() && p.table(t).is_some_and(|tb| tb.single_clauses()) {
+                    if kairo_xlate::answers(rule).is_some() && p.table(t).is_some_and(|tb| tb.single_clauses()) {
                         continue;
                     }
                     // (Alone: the other clause flows are then those there
@@ -511,8 +511,8 @@ impl Incremental {
         out: &mut Vec<index::EntryId>,
     ) -> Option<usize> {
         let table = p.table(t)?;
-        let answer = answers(r);
-        let clause = r.inst.conjunctions().next().is_some();
+        let answer = kairo_xlate::answers(r);
+        let clause = r.inst.is_clause();
         if answer.is_some() == clause {
             return None;
         }
@@ -534,7 +534,7 @@ impl Incremental {
                 .cls
                 .same_match(&r.m)
                 .iter()
-                .filter(|o| o.priority < r.priority && o.payload.inst.conjunctions().next().is_none())
+                .filter(|o| o.priority < r.priority && !o.payload.inst.is_clause())
                 .map(|o| o.id)
                 .collect();
             if removed && !outranked.is_empty() {
@@ -1109,12 +1109,6 @@ impl Control {
 
 #[cfg(test)]
 mod tests;
-
-/// The conjunction a rule answers (it matches `conj_id` on a nonzero id).
-fn answers(r: &kairo_ofproto::Rule) -> Option<u32> {
-    let (id, mask) = (r.m.key().get(kairo_flow::Field::ConjId), r.m.mask().get(kairo_flow::Field::ConjId));
-    (mask != 0 && id != 0).then_some(id as u32)
-}
 
 /// A removal or change of a rule in a table with conjunctive matches (or
 /// of a rule that took part in them): its table, id, match and priority.

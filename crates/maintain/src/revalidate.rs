@@ -19,8 +19,8 @@ use kairo_classifier::RuleId;
 use kairo_flow::{Field, FlowKey, FlowMask};
 use kairo_ofproto::Rule;
 use kairo_xlate::{
-    conj_floor, retranslate_checked, translate, translate_suffix, DpAction, Floor, Outcome, Pipeline, Replay, Step,
-    Suffix, Table, TableSet, Traversal, XlateResult,
+    answers, conj_floor, retranslate_checked, translate, translate_suffix, DpAction, Floor, Outcome, Pipeline, Replay,
+    Step, Suffix, Table, TableSet, Traversal, XlateResult,
 };
 use std::sync::Arc;
 
@@ -105,32 +105,32 @@ fn conj_step_holds(table: &Table, outcome: Outcome, kt: &FlowKey, region: &FlowM
     // What decided: the answer (with the clauses of its priority, which
     // are among the admitted below), or the hard match.
     let answered = match (l.unanswered, l.rule, l.conj) {
-        (false, Some(w), Some((_, level))) => Some((w, level)),
+        (false, Some(w), Some((id, level))) => Some((w, level, id)),
         _ => None,
     };
-    let decided = if l.unanswered { None } else { answered.map(|(w, _)| w).or(l.hard) };
+    let decided = if l.unanswered { None } else { answered.map(|(w, _, _)| w).or(l.hard) };
     if !decided.into_iter().all(inside) {
         return false;
     }
     // What could decide otherwise (the floor, to the id).
     // (A clause counts only above the hard match's priority, as Open
     // vSwitch drops clauses at or below it, and below the answered
-    // conjunction's priority not at all: it is not tried.)
+    // conjunction's priority not at all: it is not tried. Another answer
+    // to the conjunction that was answered counts only if it beats the
+    // answer: it takes part in that second lookup alone.)
     let admitted = |q: &ClsRule<Arc<Rule>>| {
-        let clause = q.payload.inst.conjunctions().next().is_some();
+        let clause = q.payload.inst.is_clause();
         match (answered, decided) {
-            (Some((_, level)), _) if clause => q.priority >= level,
-            (Some((w, level)), _) => q.priority >= level || q.beats(w),
+            (Some((_, level, _)), _) if clause => q.priority >= level,
+            (Some((w, _, id)), _) if answers(&q.payload) == Some(id) => q.beats(w),
+            (Some((w, level, _)), _) => q.priority >= level || q.beats(w),
             (None, Some(h)) if clause => q.priority > h.priority,
             (None, Some(h)) => q.beats(h),
             (None, None) => true,
         }
     };
     let floor = conj_floor(&l);
-    let asked = |q: &ClsRule<Arc<Rule>>| {
-        let (id, mask) = (q.m.key().get(Field::ConjId), q.m.mask().get(Field::ConjId));
-        mask == 0 || id == 0 || l.tried.iter().any(|t| u64::from(*t) == id)
-    };
+    let asked = |q: &ClsRule<Arc<Rule>>| answers(&q.payload).is_none_or(|id| l.tried.contains(&id));
     // A clause counts only where one of its conjunctions could complete in
     // the region: every other clause of it has a flow overlapping the
     // region (what a new clause must meet to take an entry, too).
@@ -142,7 +142,7 @@ fn conj_step_holds(table: &Table, outcome: Outcome, kt: &FlowKey, region: &FlowM
         m.key().eq_masked(kt, &common)
     };
     let completable = |q: &ClsRule<Arc<Rule>>| {
-        q.payload.inst.conjunctions().next().is_none()
+        !q.payload.inst.is_clause()
             || q.payload.inst.conjunctions().any(|(cid, k, n)| {
                 let Some(members) = table.clause_members(q.priority, cid, n) else { return true };
                 let mut met = vec![false; usize::from(n)];

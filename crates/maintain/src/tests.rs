@@ -99,7 +99,7 @@ fn gen_update(seed: u64, p: &Pipeline, cfg: &GenConfig) -> FlowMod {
             // joining another conjunction in place of its own.
             9 if r.gen_bool(0.6) => {
                 let clauses: Vec<&(u8, Arc<kairo_ofproto::Rule>)> =
-                    rules.iter().filter(|(_, rule)| rule.inst.conjunctions().next().is_some()).collect();
+                    rules.iter().filter(|(_, rule)| rule.inst.is_clause()).collect();
                 let (ct, rule) = clauses.get(r.gen_range(0..clauses.len().max(1)))?;
                 let (id, k, n) = rule.inst.conjunctions().next()?;
                 let k = if r.gen_bool(0.3) { r.gen_range(1..=n) } else { k };

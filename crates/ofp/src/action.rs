@@ -223,6 +223,8 @@ pub enum Act {
     SetTunnel64(u64),
     /// NXAST_CT_CLEAR.
     CtClear,
+    /// NXAST_CLONE: the nested actions.
+    Clone(Vec<Act>),
     /// NXAST_CT: `flags` (NX_CT_F_COMMIT 1, NX_CT_F_FORCE 2), the zone (a
     /// field's bits, else `zone_imm`), the table to resume at (255: none),
     /// the ALG port, and the nested actions (nat, writes to ct_mark/label).
@@ -453,6 +455,14 @@ impl Act {
             nxast::DEC_TTL => fixed(16, "dec_ttl").map(|_| Act::NxDecTtl)?,
             nxast::EXIT => fixed(16, "exit").map(|_| Act::Exit)?,
             nxast::CT_CLEAR => fixed(16, "ct_clear").map(|_| Act::CtClear)?,
+            nxast::CLONE => {
+                if len < 16 {
+                    return Err(bad_len("clone", at, len, 16));
+                }
+                a.skip(6, "pad")?;
+                let mut inner = Reader::new(a.rest());
+                Act::Clone(decode_actions(&mut inner, v)?)
+            }
             nxast::CT => {
                 if len < 24 {
                     return Err(bad_len("ct", at, len, 24));
@@ -689,6 +699,11 @@ impl Act {
             Act::CtClear => {
                 w.u16(nxast::CT_CLEAR);
                 w.zeros(6);
+            }
+            Act::Clone(actions) => {
+                w.u16(nxast::CLONE);
+                w.zeros(6);
+                encode_actions(w, actions);
             }
             Act::Ct { flags, zone_src, zone_imm, table, alg, actions } => {
                 w.u16(nxast::CT);

@@ -407,10 +407,16 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
             ))
         }
         Act::Note(bytes) => Action::Note(bytes.clone()),
-        Act::OutputReg { .. } => return Err(unsupported_nx(nxast::OUTPUT_REG)),
+        Act::OutputReg { src, max_len } => Action::OutputReg { src: sub_from_wire(src)?, max_len: *max_len },
         Act::Exit => return Err(unsupported_nx(nxast::EXIT)),
         Act::SetTunnel64(_) => return Err(unsupported_nx(nxast::SET_TUNNEL64)),
         Act::CtClear => Action::CtClear,
+        Act::Clone(list) => {
+            let body = list.iter().map(action_from_wire).collect::<Result<Vec<_>, _>>()?;
+            kairo_ofproto::action::check_clone(&body)
+                .map_err(|e| Error::new(ErrorCode::BAD_ACTION_ARGUMENT, e.to_string()))?;
+            Action::Clone(body)
+        }
         Act::Ct { flags, zone_src, zone_imm, table, alg, actions } => {
             ct_from_wire(*flags, zone_src, *zone_imm, *table, *alg, actions)?
         }
@@ -602,6 +608,10 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
     for a in acts {
         match a {
             Action::Output(p) => out.push(Act::Output { port: port::to_wire(*p), max_len: 0 }),
+            Action::Clone(body) => out.push(Act::Clone(actions_to_wire(body, v, m)?)),
+            Action::OutputReg { src, max_len } => {
+                out.push(Act::OutputReg { src: sub_to_wire(src)?, max_len: *max_len })
+            }
             Action::InPort => out.push(Act::Output { port: port::OFPP_IN_PORT, max_len: 0 }),
             Action::Flood => out.push(Act::Output { port: port::OFPP_FLOOD, max_len: 0 }),
             Action::Controller { max_len } => out.push(Act::Output { port: port::OFPP_CONTROLLER, max_len: *max_len }),

@@ -8,6 +8,7 @@ use kairo_flow::field::{Field, VLAN_CFI};
 use kairo_flow::parse::{format_field_value, format_wide_value, parse_field_value, parse_uint, parse_wide_value};
 use kairo_flow::split_top;
 
+use crate::ports::PortNames;
 use crate::OfError;
 
 /// Reserved port numbers (OpenFlow 1.0 numbering, as ovs-ofctl prints them).
@@ -99,6 +100,15 @@ impl std::fmt::Display for SubField {
 pub enum Action {
     /// Output to a port (never to the ingress port: use [`Action::InPort`]).
     Output(u32),
+    /// `output:FIELD[a..b]`: output to the port the field's bits hold when
+    /// it runs (a 16-bit OpenFlow 1.0 port number: the reserved ports
+    /// 0xfff8.. are IN_PORT, TABLE, NORMAL, FLOOD, ALL, CONTROLLER, LOCAL,
+    /// NONE; a value above 0xffff outputs nothing), as Open vSwitch's
+    /// `output_reg`. The bits it reads are exact in the megaflow.
+    OutputReg {
+        src: SubField,
+        max_len: u16,
+    },
     /// Output to the ingress port.
     InPort,
     /// Output to every port of the switch but the ingress port (`FLOOD`;
@@ -181,6 +191,38 @@ pub enum Action {
     /// `note:hh...`: does nothing; the bytes, padded with zeros as Open
     /// vSwitch pads them (to 6 more than a multiple of 8).
     Note(Vec<u8>),
+    /// `clone(action...)`: runs the actions on a copy of the packet and of
+    /// the pipeline's state (flow, metadata, registers, the action set, which
+    /// runs at the clone's end), then puts them back (ovs-actions(7)). Only
+    /// actions a later commit can undo (Open vSwitch's "reversible" ones,
+    /// which it runs in line): `ct` and `ct_clear`, which need the
+    /// datapath's own clone, are refused ([`check_clone`]).
+    Clone(Vec<Action>),
+}
+
+/// What kairo runs inside `clone(...)`: anything but `ct` and `ct_clear`
+/// (Open vSwitch sends those to the datapath's clone action, which kairo's
+/// datapath does not have yet) and `conjunction` (only a flow's own).
+pub fn check_clone(body: &[Action]) -> Result<(), OfError> {
+    for a in body {
+        match a {
+            Action::Ct(_) | Action::CtClear => return Err(OfError::Unsupported {
+                what: a.to_string(),
+                why:
+                    "ct and ct_clear inside clone(...) need the datapath's clone action, which kairo does not have yet"
+                        .into(),
+            }),
+            Action::Conjunction { .. } => {
+                return Err(OfError::Syntax {
+                    text: a.to_string(),
+                    expected: "no conjunction inside clone(...) (it stands alone in a flow)".into(),
+                })
+            }
+            Action::Clone(inner) => check_clone(inner)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The largest number of clauses a conjunctive flow may have (Open
@@ -209,7 +251,10 @@ fn port_name(p: u32) -> String {
     }
 }
 
-fn parse_port(s: &str) -> Result<u32, OfError> {
+fn parse_port(s: &str, names: &PortNames) -> Result<u32, OfError> {
+    if let Some(p) = names.resolve(s)? {
+        return Ok(p);
+    }
     match s {
         "LOCAL" | "local" => Ok(OFPP_LOCAL),
         _ => parse_uint(s)
@@ -264,7 +309,12 @@ impl Action {
 
     /// Parses one action (`output:2`, `mod_nw_dst:10.0.0.1`, `resubmit(,3)`, ...).
     pub fn parse(s: &str) -> Result<Action, OfError> {
-        let a = Action::parse_nested(s)?;
+        Action::parse_in(s, &PortNames::NONE)
+    }
+
+    /// [`Action::parse`] with ports that may be given by name.
+    pub fn parse_in(s: &str, names: &PortNames) -> Result<Action, OfError> {
+        let a = Action::parse_nested_in(s, names)?;
         crate::ct::check_outside(&a, s)?;
         Ok(a)
     }
@@ -272,10 +322,20 @@ impl Action {
     /// [`Action::parse`] without the check that only `ct(exec(...))`
     /// writes ct_mark and ct_label (for the actions nested there).
     pub(crate) fn parse_nested(s: &str) -> Result<Action, OfError> {
+        Action::parse_nested_in(s, &PortNames::NONE)
+    }
+
+    fn parse_nested_in(s: &str, names: &PortNames) -> Result<Action, OfError> {
         let syntax = |exp: &str| OfError::Syntax { text: s.to_string(), expected: exp.to_string() };
-        // Bare port number: output.
+        // Bare port number: output; so is a bare port name (a port's name
+        // comes before an action's, as ovs-ofctl reads them).
         if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
-            return Ok(Action::Output(parse_port(s)?));
+            return Ok(Action::Output(parse_port(s, names)?));
+        }
+        if !names.is_empty() && !s.contains([':', '(']) {
+            if let Ok(Some(p)) = names.resolve(s) {
+                return Ok(Action::Output(p));
+            }
         }
         let (name, arg) = if let Some(i) = s.find([':', '(']) {
             if s.as_bytes()[i] == b'(' {
@@ -297,8 +357,8 @@ impl Action {
                 match a {
                     "in_port" | "IN_PORT" => Action::InPort,
                     "controller" | "CONTROLLER" => Action::Controller { max_len: u16::MAX },
-                    _ if a.contains('[') => return Err(unsupported(s, "output to a port taken from a field")),
-                    _ => Action::Output(parse_port(a)?),
+                    _ if a.contains('[') => Action::OutputReg { src: SubField::parse(a)?, max_len: u16::MAX },
+                    _ => Action::Output(parse_port(a, names)?),
                 }
             }
             "in_port" if arg.is_none() => Action::InPort,
@@ -313,12 +373,20 @@ impl Action {
                             let v = part.strip_prefix("max_len=").unwrap_or(part);
                             if let Some(n) = parse_uint(v) {
                                 len = n.min(u16::MAX as u64) as u16;
+                            } else if part == "reason=action" || part == "id=0" {
+                                // What kairo's controller action always says.
+                                continue;
                             } else if part.starts_with("reason=")
                                 || part.starts_with("id=")
                                 || part.starts_with("userdata=")
                                 || part == "pause"
+                                || part.starts_with("meter_id=")
                             {
-                                continue;
+                                return Err(unsupported(
+                                    part,
+                                    "controller actions with a reason other than action, a controller id, userdata, \
+                                     pause or a meter are not supported yet",
+                                ));
                             } else {
                                 return Err(syntax("controller[:max_len] or controller(max_len=N,...)"));
                             }
@@ -434,7 +502,7 @@ impl Action {
                 let port = match p {
                     "" => None,
                     "in_port" | "IN_PORT" => None,
-                    _ => Some(parse_port(p)?),
+                    _ => Some(parse_port(p, names)?),
                 };
                 let table = match t {
                     "" | "*" => None,
@@ -475,10 +543,15 @@ impl Action {
             "dec_mpls_ttl" if arg.is_none() => Action::DecMplsTtl,
             "ct" => Action::Ct(Box::new(crate::ct::Ct::parse(arg.unwrap_or(""))?)),
             "ct_clear" if arg.is_none() => Action::CtClear,
+            "clone" => {
+                let body = parse_action_list_in(arg.unwrap_or(""), names)?;
+                check_clone(&body)?;
+                Action::Clone(body)
+            }
             "conjunction" => parse_conjunction(need()?)
                 .ok_or_else(|| syntax("conjunction(ID,K/N) with ID a 32-bit number, 2 <= N <= 64 and 1 <= K <= N"))?,
             "note" => Action::Note(parse_note(arg.unwrap_or("")).ok_or_else(|| syntax("note:HH.HH... (hex bytes)"))?),
-            "learn" | "enqueue" | "set_queue" | "multipath" | "bundle" | "check_pkt_larger" | "clone" => {
+            "learn" | "enqueue" | "set_queue" | "multipath" | "bundle" | "check_pkt_larger" => {
                 return Err(unsupported(name, "this action is not implemented yet"))
             }
             _ => return Err(OfError::UnknownAction { text: s.to_string() }),
@@ -486,10 +559,27 @@ impl Action {
     }
 }
 
+impl Action {
+    /// Can it send to every port (FLOOD, or an output whose port a field
+    /// gives, which may hold FLOOD or ALL)? What it does then changes with
+    /// the switch's ports.
+    pub fn may_flood(&self) -> bool {
+        match self {
+            Action::Flood | Action::OutputReg { .. } => true,
+            Action::Clone(body) => body.iter().any(Action::may_flood),
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Action::Output(p) => write!(f, "output:{}", port_name(*p)),
+            // (as ovs-ofctl shows it: a max_len other than 65535 comes
+            // only from the wire, and the text has no place for it)
+            Action::OutputReg { src, .. } => write!(f, "output:{src}"),
+            Action::Clone(body) => write!(f, "clone({})", join(body)),
             Action::InPort => write!(f, "IN_PORT"),
             Action::Flood => write!(f, "FLOOD"),
             Action::Controller { max_len } => write!(f, "CONTROLLER:{max_len}"),
@@ -550,8 +640,15 @@ impl std::fmt::Display for Action {
 /// `mod_vlan_pcp`) as OpenFlow 1.1+ has to, and as `ovs-ofctl -O OpenFlow13`
 /// does: where the match (and the actions before) do not guarantee a tag, it
 /// becomes `push_vlan` followed by the set, unconditionally; where they do,
-/// a plain set. `has_vlan`: does the match require a tag?
-pub fn normalize_vlan(actions: &mut Vec<Action>, mut has_vlan: bool) {
+/// a plain set. `has_vlan`: does the match require a tag? Inside `clone`
+/// too, and what the clone's body pushes or pops counts for the actions
+/// after it, as in Open vSwitch's check (one match state through nested
+/// lists), though the clone puts the packet back.
+pub fn normalize_vlan(actions: &mut Vec<Action>, has_vlan: bool) {
+    normalize_vlan_from(actions, has_vlan);
+}
+
+fn normalize_vlan_from(actions: &mut Vec<Action>, mut has_vlan: bool) -> bool {
     let mut out = Vec::with_capacity(actions.len() + 1);
     for a in actions.drain(..) {
         match a {
@@ -577,10 +674,15 @@ pub fn normalize_vlan(actions: &mut Vec<Action>, mut has_vlan: bool) {
                 }
                 out.push(Action::SetVlanPcp { pcp, push: false });
             }
+            Action::Clone(mut body) => {
+                has_vlan = normalize_vlan_from(&mut body, has_vlan);
+                out.push(Action::Clone(body));
+            }
             other => out.push(other),
         }
     }
     *actions = out;
+    has_vlan
 }
 
 /// Does the match require a VLAN tag (the "present" bit matched as 1)?
@@ -621,11 +723,16 @@ fn parse_note(a: &str) -> Option<Vec<u8>> {
 
 /// Parses a list of plain actions (no instructions), `drop` meaning none.
 pub fn parse_action_list(s: &str) -> Result<Vec<Action>, OfError> {
+    parse_action_list_in(s, &PortNames::NONE)
+}
+
+/// [`parse_action_list`] with ports that may be given by name.
+pub fn parse_action_list_in(s: &str, names: &PortNames) -> Result<Vec<Action>, OfError> {
     let toks = split_top(s)?;
     if toks.len() == 1 && toks[0].eq_ignore_ascii_case("drop") {
         return Ok(Vec::new());
     }
-    toks.into_iter().map(Action::parse).collect()
+    toks.into_iter().map(|t| Action::parse_in(t, names)).collect()
 }
 
 fn join(actions: &[Action]) -> String {
@@ -645,6 +752,11 @@ impl Instructions {
     /// Parses the text after `actions=`: plain actions (apply-actions) mixed with
     /// `clear_actions`, `write_actions(...)`, `write_metadata:V[/M]`, `goto_table:N`.
     pub fn parse(s: &str) -> Result<Instructions, OfError> {
+        Instructions::parse_in(s, &PortNames::NONE)
+    }
+
+    /// [`Instructions::parse`] with ports that may be given by name.
+    pub fn parse_in(s: &str, names: &PortNames) -> Result<Instructions, OfError> {
         let mut out = Instructions::default();
         let toks = split_top(s)?;
         if toks.is_empty() {
@@ -699,9 +811,9 @@ impl Instructions {
             } else if lower == "clear_actions" {
                 out.clear_actions = true;
             } else if lower.starts_with("write_actions(") && t.ends_with(')') {
-                out.write.extend(parse_action_list(&t["write_actions(".len()..t.len() - 1])?);
+                out.write.extend(parse_action_list_in(&t["write_actions(".len()..t.len() - 1], names)?);
             } else if lower.starts_with("apply_actions(") && t.ends_with(')') {
-                out.apply.extend(parse_action_list(&t["apply_actions(".len()..t.len() - 1])?);
+                out.apply.extend(parse_action_list_in(&t["apply_actions(".len()..t.len() - 1], names)?);
             } else if let Some(rest) = t.strip_prefix("write_metadata:") {
                 let (v, m) = parse_field_value(Field::Metadata, rest)?;
                 out.write_metadata = Some((v, m));
@@ -711,10 +823,10 @@ impl Instructions {
                     expected: "`drop` alone (it cannot be combined with other actions)".into(),
                 });
             } else {
-                out.apply.push(Action::parse(t)?);
+                out.apply.push(Action::parse_in(t, names)?);
             }
         }
-        out.check_conjunctions()?;
+        out.check()?;
         Ok(out)
     }
 
@@ -725,6 +837,25 @@ impl Instructions {
             Action::Conjunction { id, clause, n_clauses } => Some((*id, *clause, *n_clauses)),
             _ => None,
         })
+    }
+
+    /// Is the rule a clause of some conjunction (it has `conjunction` actions)?
+    pub fn is_clause(&self) -> bool {
+        self.conjunctions().next().is_some()
+    }
+
+    /// What Open vSwitch requires of instructions as a whole: the
+    /// conjunction rules ([`Instructions::check_conjunctions`]), and no
+    /// action in write_actions that the action set has no place for
+    /// (`output:FIELD`).
+    pub fn check(&self) -> Result<(), OfError> {
+        if let Some(a) = self.write.iter().find(|a| matches!(a, Action::OutputReg { .. })) {
+            return Err(OfError::Unsupported {
+                what: a.to_string(),
+                why: "output to a port taken from a field is not allowed in write_actions (the action set has no place for it)".into(),
+            });
+        }
+        self.check_conjunctions()
     }
 
     /// As Open vSwitch requires: a rule with `conjunction` actions has

@@ -65,6 +65,9 @@ pub fn written(a: &Action) -> Option<Field> {
 /// Rejects an action outside `ct` that writes ct_mark or ct_label, as
 /// ovs-ofctl does.
 pub(crate) fn check_outside(a: &Action, text: &str) -> Result<(), OfError> {
+    if let Action::Clone(body) = a {
+        return body.iter().try_for_each(|b| check_outside(b, text));
+    }
     match written(a) {
         Some(f) if is_ct_field(f) => Err(syntax(text, "no write to ct_mark or ct_label outside ct(exec(...))")),
         _ => Ok(()),

@@ -9,13 +9,16 @@
 pub mod action;
 pub mod ct;
 pub mod group;
+pub mod ports;
 pub mod syntax;
 
 pub use action::{Action, Instructions, SubField};
 pub use ct::{Ct, CtZone, Nat, NatAddrs, NatKind};
 pub use group::{Bucket, Group, GroupType, Selection};
+pub use ports::PortNames;
 pub use syntax::{
-    parse_flow, parse_flow_file, parse_group, parse_group_file, FileError, FlowFile, FlowSpec, MissBehavior,
+    parse_flow, parse_flow_file, parse_flow_file_in, parse_flow_in, parse_group, parse_group_file, parse_group_file_in,
+    parse_group_in, FileError, FlowFile, FlowSpec, MissBehavior,
 };
 
 use kairo_flow::{FlowError, Match};

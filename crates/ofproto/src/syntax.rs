@@ -9,8 +9,9 @@
 use kairo_flow::parse::{parse_uint, MatchBuilder};
 use kairo_flow::{split_top, Field, Match};
 
-use crate::action::{parse_action_list, Instructions};
+use crate::action::{parse_action_list_in, Instructions};
 use crate::group::{Bucket, Group, GroupType, Selection};
+use crate::ports::PortNames;
 use crate::{OfError, Rule};
 
 /// Default priority of a flow that names none (as OpenFlow).
@@ -116,6 +117,12 @@ fn table_num(name: &str, v: &str) -> Result<u8, OfError> {
 /// Parses one flow line (`table=0,priority=10,ip,nw_dst=10.0.0.0/8,actions=output:2`).
 /// `need_actions`: adding a flow needs `actions=`; deleting one must not have them.
 pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, OfError> {
+    parse_flow_in(line, need_actions, &PortNames::NONE)
+}
+
+/// [`parse_flow`] with ports that may be given by name (`in_port=pod1`,
+/// `output:"antrea-gw0"`), as ovs-ofctl takes them against a bridge.
+pub fn parse_flow_in(line: &str, need_actions: Option<bool>, names: &PortNames) -> Result<FlowSpec, OfError> {
     let line = line.trim();
     let (head, actions) = match find_token(line, "actions=") {
         Some(i) => (&line[..i], Some(&line[i + "actions=".len()..])),
@@ -165,7 +172,16 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
             }
             "idle_timeout" => spec.idle_timeout = num(name, v, "a timeout 0-65535 s")?,
             "hard_timeout" => spec.hard_timeout = num(name, v, "a timeout 0-65535 s")?,
-            "out_port" => spec.out_port = Some(num(name, v, "a port number")?),
+            "out_port" => {
+                spec.out_port = Some(match names.resolve(v)? {
+                    Some(p) => p,
+                    None => num(name, v, "a port number")?,
+                })
+            }
+            "in_port" if names.resolve(v)?.is_some() => {
+                let p = names.resolve(v)?.map(|p| p.to_string());
+                mb.apply(name, p.as_deref())?;
+            }
             "out_group" => spec.out_group = Some(num(name, v, "a group number")?),
             "send_flow_rem" => spec.flags |= crate::flags::SEND_FLOW_REM,
             "check_overlap" => spec.flags |= crate::flags::CHECK_OVERLAP,
@@ -190,13 +206,19 @@ pub fn parse_flow(line: &str, need_actions: Option<bool>) -> Result<FlowSpec, Of
     }
     spec.m = mb.finish()?;
     if let Some(a) = actions {
-        spec.instructions = Some(Instructions::parse(a)?);
+        spec.instructions = Some(Instructions::parse_in(a, names)?);
     }
     Ok(spec)
 }
 
 /// Parses one group line (`group_id=1,type=select,bucket=output:1,bucket=output:2`).
 pub fn parse_group(line: &str) -> Result<Group, OfError> {
+    parse_group_in(line, &PortNames::NONE)
+}
+
+/// [`parse_group`] with ports that may be given by name (in buckets'
+/// actions and `watch_port`).
+pub fn parse_group_in(line: &str, names: &PortNames) -> Result<Group, OfError> {
     let line = line.trim();
     let (head, buckets_text) = match find_token(line, "bucket=") {
         Some(i) => (&line[..i], &line[i..]),
@@ -265,7 +287,7 @@ pub fn parse_group(line: &str) -> Result<Group, OfError> {
             None => (rest, ""),
         };
         let body = this[body_start..].trim_end_matches([',', ' ', '\t']);
-        buckets.push(parse_bucket(body, buckets.len() as u32)?);
+        buckets.push(parse_bucket(body, buckets.len() as u32, names)?);
         rest = after;
     }
     let selection = match method {
@@ -300,7 +322,7 @@ fn parse_hash_fields(s: &str) -> Result<Vec<Field>, OfError> {
         .collect()
 }
 
-fn parse_bucket(body: &str, default_id: u32) -> Result<Bucket, OfError> {
+fn parse_bucket(body: &str, default_id: u32, names: &PortNames) -> Result<Bucket, OfError> {
     let mut b = Bucket { id: default_id, weight: 1, watch_port: None, watch_group: None, actions: Vec::new() };
     let (props, actions) = match find_token(body, "actions=") {
         Some(i) => (&body[..i], Some(&body[i + "actions=".len()..])),
@@ -314,7 +336,12 @@ fn parse_bucket(body: &str, default_id: u32) -> Result<Bucket, OfError> {
         match name {
             "bucket_id" => b.id = num(name, v, "a bucket id")?,
             "weight" => b.weight = num(name, v, "a weight 0-65535")?,
-            "watch_port" => b.watch_port = Some(num(name, v, "a port number")?),
+            "watch_port" => {
+                b.watch_port = Some(match names.resolve(v)? {
+                    Some(p) => p,
+                    None => num(name, v, "a port number")?,
+                })
+            }
             "watch_group" => b.watch_group = Some(num(name, v, "a group id")?),
             _ => {
                 return Err(OfError::Syntax {
@@ -351,7 +378,7 @@ fn parse_bucket(body: &str, default_id: u32) -> Result<Bucket, OfError> {
         }
         acts.push(tok);
     }
-    b.actions = parse_action_list(&acts.join(","))?;
+    b.actions = parse_action_list_in(&acts.join(","), names)?;
     // A bucket knows nothing of the packet: set-VLAN-if-needed pushes.
     crate::action::normalize_vlan(&mut b.actions, false);
     Ok(b)
@@ -426,6 +453,11 @@ fn is_header(line: &str) -> bool {
 
 /// Parses a flow file: one flow a line, `#` comments, `#@` table-miss directives.
 pub fn parse_flow_file(text: &str) -> Result<FlowFile, FileError> {
+    parse_flow_file_in(text, &PortNames::NONE)
+}
+
+/// [`parse_flow_file`] with ports that may be given by name.
+pub fn parse_flow_file_in(text: &str, names: &PortNames) -> Result<FlowFile, FileError> {
     let mut out = FlowFile::default();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -437,7 +469,7 @@ pub fn parse_flow_file(text: &str) -> Result<FlowFile, FileError> {
         if line.is_empty() || line.starts_with('#') || is_header(line) {
             continue;
         }
-        let rule = parse_flow(line, Some(true)).and_then(FlowSpec::into_rule).map_err(err)?;
+        let rule = parse_flow_in(line, Some(true), names).and_then(FlowSpec::into_rule).map_err(err)?;
         out.rules.push(rule);
     }
     Ok(out)
@@ -445,13 +477,22 @@ pub fn parse_flow_file(text: &str) -> Result<FlowFile, FileError> {
 
 /// Parses a group file: one group a line, `#` comments.
 pub fn parse_group_file(text: &str) -> Result<Vec<Group>, FileError> {
+    parse_group_file_in(text, &PortNames::NONE)
+}
+
+/// [`parse_group_file`] with ports that may be given by name.
+pub fn parse_group_file_in(text: &str, names: &PortNames) -> Result<Vec<Group>, FileError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || is_header(line) {
             continue;
         }
-        out.push(parse_group(line).map_err(|error| FileError { line: i + 1, text: raw.to_string(), error })?);
+        out.push(parse_group_in(line, names).map_err(|error| FileError {
+            line: i + 1,
+            text: raw.to_string(),
+            error,
+        })?);
     }
     Ok(out)
 }

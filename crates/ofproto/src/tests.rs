@@ -61,6 +61,7 @@ fn every_action_parses_and_prints_back() {
         ("controller", Action::Controller { max_len: 65535 }),
         ("CONTROLLER:128", Action::Controller { max_len: 128 }),
         ("controller(max_len=64)", Action::Controller { max_len: 64 }),
+        ("controller(reason=action,id=0,max_len=64)", Action::Controller { max_len: 64 }),
         ("mod_dl_src:00:00:00:00:00:01", Action::SetField { field: Field::EthSrc, value: 1, mask: 0xffff_ffff_ffff }),
         ("mod_dl_dst:00:00:00:00:00:02", Action::SetField { field: Field::EthDst, value: 2, mask: 0xffff_ffff_ffff }),
         ("mod_nw_src:1.2.3.4", Action::SetField { field: Field::IpSrc, value: 0x01020304, mask: 0xffff_ffff }),
@@ -86,6 +87,18 @@ fn every_action_parses_and_prints_back() {
         ("resubmit(2,3)", Action::Resubmit { port: Some(2), table: Some(3) }),
         ("resubmit:2", Action::Resubmit { port: Some(2), table: None }),
         ("group:7", Action::Group(7)),
+        (
+            "output:NXM_NX_REG1[0..15]",
+            Action::OutputReg { src: SubField { field: Field::Reg1, ofs: 0, n_bits: 16 }, max_len: u16::MAX },
+        ),
+        (
+            "output:reg2[]",
+            Action::OutputReg { src: SubField { field: Field::Reg2, ofs: 0, n_bits: 32 }, max_len: u16::MAX },
+        ),
+        (
+            "output:tp_dst[0..1]",
+            Action::OutputReg { src: SubField { field: Field::TpDst, ofs: 0, n_bits: 2 }, max_len: u16::MAX },
+        ),
     ] {
         let a = act(text);
         assert_eq!(a, want, "{text}");
@@ -108,6 +121,11 @@ fn every_action_parses_and_prints_back() {
 fn action_errors() {
     let cases = [
         ("output:x", "port"),
+        ("output:reg1[0..40]", "bit range"),
+        ("controller(userdata=01.02)", "userdata"),
+        ("controller(max_len=64,pause)", "pause"),
+        ("controller(reason=no_match,id=3)", "not supported"),
+        ("output:bogus[]", "bogus"),
         ("load:0x10->NXM_NX_REG0[0..3]", "fits in 4 bits"),
         ("load:1->NXM_NX_REG0[0..40]", "bit range"),
         ("move:reg0[0..3]->reg1[0..4]", "equal width"),
@@ -316,4 +334,71 @@ fn conjunction_and_note_parse_print_and_stand_alone_as_ovs_ofctl_requires() {
     let e = parse_flow("conj_id=5/3,actions=output:1", Some(true)).unwrap_err().to_string();
     assert!(e.contains("not maskable"), "{e}");
     assert!(Action::parse("note:012").is_err());
+}
+
+#[test]
+fn output_to_a_field_s_port_is_refused_in_write_actions() {
+    let e = parse_flow("ip,actions=write_actions(output:NXM_NX_REG1[])", Some(true)).unwrap_err().to_string();
+    assert!(e.contains("write_actions") && e.contains("output:reg1[]"), "{e}");
+    assert!(parse_flow("ip,actions=output:NXM_NX_REG1[],write_actions(output:2)", Some(true)).is_ok());
+}
+
+/// Ports given by name, as ovs-ofctl takes them against a bridge: bare or
+/// quoted, in matches, actions and groups; numbers and reserved ports read
+/// as before; an unknown name is an error naming it and the names there are.
+#[test]
+fn ports_given_by_name_resolve_to_their_numbers() {
+    let mut names = PortNames::default();
+    names.insert("antrea-gw0", 2).unwrap();
+    names.insert("pod1-7e503a", 5).unwrap();
+    names.insert("10", 7).unwrap();
+    let r = parse_flow_in(
+        r#"table=1,in_port="pod1-7e503a",ip,actions=output:antrea-gw0,resubmit(pod1-7e503a,3),output:"10",antrea-gw0,output:10,LOCAL"#,
+        Some(true),
+        &names,
+    )
+    .unwrap()
+    .into_rule()
+    .unwrap();
+    assert_eq!(r.m.key().get(Field::InPort), 5);
+    assert_eq!(
+        r.inst.to_string(),
+        "output:2,resubmit(5,3),output:7,output:2,output:10,output:LOCAL",
+        "quoted \"10\" is the port named 10; bare 10 is port 10"
+    );
+    let d = parse_flow_in("out_port=antrea-gw0,in_port=2", Some(false), &names).unwrap();
+    assert_eq!(d.out_port, Some(2));
+    let g =
+        parse_group_in("group_id=1,type=ff,bucket=watch_port:pod1-7e503a,actions=output:antrea-gw0", &names).unwrap();
+    assert_eq!(g.buckets[0].watch_port, Some(5));
+    assert_eq!(g.buckets[0].actions, vec![Action::Output(2)]);
+    // Unknown names, with names known and without.
+    let e = parse_flow_in("in_port=pod9,actions=drop", Some(true), &names).unwrap_err().to_string();
+    assert!(e.contains("pod9") && e.contains("antrea-gw0"), "{e}");
+    let e = parse_flow_in("ip,actions=output:\"pod9\"", Some(true), &names).unwrap_err().to_string();
+    assert!(e.contains("pod9"), "{e}");
+    let e = parse_flow("in_port=pod1-7e503a,actions=drop", Some(true)).unwrap_err().to_string();
+    assert!(e.contains("pod1-7e503a"), "{e}");
+    let e = parse_flow("ip,actions=output:\"pod1\"", Some(true)).unwrap_err().to_string();
+    assert!(e.contains("no port names"), "{e}");
+    // A name a port cannot have, or one taken by another port.
+    assert!(names.insert("a b", 9).is_err());
+    assert!(names.insert("antrea-gw0", 9).is_err());
+    assert!(names.insert("antrea-gw0", 2).is_ok());
+}
+
+#[test]
+fn clone_parses_prints_back_and_refuses_what_kairo_cannot_run_in_line() {
+    let a = Action::parse("clone(set_field:10.0.0.9->nw_dst,resubmit(,1),clone(output:2),output:3)").unwrap();
+    assert_eq!(a.to_string(), "clone(set_field:10.0.0.9->nw_dst,resubmit(,1),clone(output:2),output:3)");
+    assert_eq!(Action::parse(&a.to_string()).unwrap(), a);
+    for (text, want) in [
+        ("clone(ct(commit),output:2)", "datapath's clone"),
+        ("clone(output:1,clone(ct_clear))", "datapath's clone"),
+        ("clone(conjunction(1,1/2))", "conjunction"),
+        ("clone(set_field:1->ct_mark)", "outside ct"),
+    ] {
+        let e = Action::parse(text).expect_err(text).to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
 }

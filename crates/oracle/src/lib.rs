@@ -138,6 +138,7 @@ impl Reference {
             conntracked: false,
             ct: *packet,
             nat: Vec::new(),
+            ended: false,
         };
         match packet.get(Field::RecircId) as u32 {
             0 => run.table(0, 0),
@@ -159,7 +160,7 @@ impl Reference {
                 }
             },
         }
-        if run.stop.is_none() && run.freezing.is_none() {
+        if !run.halted() && run.freezing.is_none() {
             let set = std::mem::take(&mut run.set);
             run.action_list(&ordered(set), 0, 0);
         }
@@ -276,6 +277,9 @@ struct Run<'a> {
     /// the flow keeps its value then (an action that changes it is what the
     /// packet gets instead).
     nat: Vec<(Field, u128, u128)>,
+    /// A clone's body froze: the packet recirculated from inside it, and
+    /// nothing after the clone runs (Open vSwitch ends the translation).
+    ended: bool,
 }
 
 /// A datapath `hash` action's algorithm and basis.
@@ -390,7 +394,7 @@ fn shown(k: &FlowKey) -> FlowKey {
 
 impl Run<'_> {
     fn halted(&self) -> bool {
-        self.stop.is_some()
+        self.stop.is_some() || self.ended
     }
 
     /// The bounds translation checks before each lookup and group.
@@ -691,6 +695,10 @@ impl Run<'_> {
     /// packet to its range's first address and port; with `table=` a copy
     /// goes round again to resume there. The flow itself ends untracked.
     fn conntrack(&mut self, ct: &kairo_ofproto::Ct) {
+        // The connection tracker sees the packet as the actions so far made
+        // it: what they did reaches it first (Open vSwitch commits there,
+        // so a label pushed before and popped after is not elided).
+        self.sync();
         let zone = match ct.zone {
             kairo_ofproto::CtZone::Imm(z) => u64::from(z),
             kairo_ofproto::CtZone::Field(sf) => (self.flow.get(sf.field) & sf.mask()) >> sf.ofs,
@@ -775,6 +783,7 @@ impl Run<'_> {
                 Action::SetField { field, .. } => l3(*field),
                 Action::SetWide { .. } => true,
                 Action::Move { src, dst } => l3(src.field) || l3(dst.field),
+                Action::OutputReg { src, .. } => l3(src.field),
                 Action::DecTtl
                 | Action::PopMpls { .. }
                 | Action::SetMplsTtl(_)
@@ -873,6 +882,37 @@ impl Run<'_> {
                 }
             }
             Action::InPort => self.emit(in_port as u32),
+            Action::Clone(body) => {
+                // ovs-actions(7): the body on a copy of the packet and the
+                // pipeline's state, the copy's action set run at its end;
+                // then everything as it was (a freeze inside recirculates
+                // on its own, as a bucket's does).
+                let saved = (self.flow, self.hidden, self.conntracked, self.set.clone());
+                self.action_list(body, depth, table);
+                if self.freezing.is_none() && !self.halted() {
+                    let set = std::mem::take(&mut self.set);
+                    self.action_list(&ordered(set), depth, table);
+                }
+                if !self.halted() && self.freezing.is_some() {
+                    self.finish_freezing();
+                    self.ended = true;
+                }
+                self.freezing = None;
+                (self.flow, self.hidden, self.conntracked, self.set) = saved;
+                return !self.halted();
+            }
+            Action::OutputReg { src, max_len } => {
+                // The field holds an OpenFlow 1.0 port number (ovs-actions(7)).
+                let to = match (self.flow.get(src.field) & src.mask()) >> src.ofs {
+                    0xfff8 => Action::InPort,
+                    0xfff9 => Action::Resubmit { port: None, table: Some(0) },
+                    0xfffb | 0xfffc => Action::Flood,
+                    0xfffd => Action::Controller { max_len: *max_len },
+                    p @ (1..=0xfff7 | 0xfffe) => Action::Output(p as u32),
+                    _ => return true, // NONE, NORMAL (not modelled), 0, beyond 16 bits
+                };
+                return self.action(&to, depth, table);
+            }
             Action::Flood => {
                 for p in self.r.ports.clone() {
                     if u64::from(p) != in_port {

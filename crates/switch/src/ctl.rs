@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 
 use crate::{lock, PortCounters, Switch};
 use kairo_datapath::DpStats;
-use kairo_maintain::flowmod::{parse_command, FlowMod};
-use kairo_ofproto::{parse_flow_file, parse_group_file};
+use kairo_maintain::flowmod::{parse_command_in, FlowMod};
+use kairo_ofproto::{parse_flow_file_in, parse_group_file_in, PortNames};
 
 pub use crate::request::{help, takes_file, Reply, Request, COMMANDS};
 pub use crate::server::{serve, serve_with, Limits, Served};
@@ -41,7 +41,7 @@ pub fn bundle_line(cmd: &str, arg: &str) -> Option<String> {
 }
 
 /// Parses a bundle file (ovs-ofctl's `--bundle` line format).
-pub fn parse_bundle(text: &str) -> Result<FlowMod, String> {
+pub fn parse_bundle(text: &str, names: &PortNames) -> Result<FlowMod, String> {
     let mut mods = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -66,7 +66,7 @@ pub fn parse_bundle(text: &str) -> Result<FlowMod, String> {
                 ))
             }
         };
-        mods.push(parse_command(cmd, rest).map_err(|e| at(e.to_string()))?);
+        mods.push(parse_command_in(cmd, rest, names).map_err(|e| at(e.to_string()))?);
     }
     Ok(FlowMod::Bundle(mods))
 }
@@ -75,7 +75,9 @@ impl Switch {
     /// Runs one control command; `Ok` carries the output text.
     pub fn handle(&self, req: &Request) -> Result<String, String> {
         let update = |fm: FlowMod| self.apply(&fm).map(|_| String::new()).map_err(|e| e.to_string());
-        let command = |name: &str, arg: &str| parse_command(name, arg).map_err(|e| e.to_string());
+        // Flows and groups may give ports by the switch's names for them.
+        let names = self.port_names();
+        let command = |name: &str, arg: &str| parse_command_in(name, arg, &names).map_err(|e| e.to_string());
         let strict = |s: bool, name: &str| if s { format!("--strict {name}") } else { name.to_string() };
         match req {
             Request::AddFlow { flow } => update(command("add-flow", flow)?),
@@ -87,15 +89,15 @@ impl Switch {
             }
             Request::DelGroups { group } => update(command("del-groups", group.as_deref().unwrap_or(""))?),
             Request::AddFlows { text } => {
-                let ff = parse_flow_file(text).map_err(|e| e.to_string())?;
+                let ff = parse_flow_file_in(text, &names).map_err(|e| e.to_string())?;
                 let mut mods: Vec<FlowMod> = ff.rules.into_iter().map(FlowMod::Add).collect();
                 mods.extend(ff.misses.into_iter().map(|(t, m)| FlowMod::SetMiss(t, m)));
                 update(FlowMod::Bundle(mods))
             }
             Request::AddGroups { text } => {
-                update(FlowMod::AddGroups(parse_group_file(text).map_err(|e| e.to_string())?))
+                update(FlowMod::AddGroups(parse_group_file_in(text, &names).map_err(|e| e.to_string())?))
             }
-            Request::Bundle { text } => update(parse_bundle(text)?),
+            Request::Bundle { text } => update(parse_bundle(text, &names)?),
             Request::AddPort { port, kind } => {
                 let (name, num) = crate::port::parse_port_arg(port).map_err(|e| e.to_string())?;
                 let ofport = num.unwrap_or_else(|| self.free_ofport());

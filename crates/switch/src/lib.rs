@@ -186,6 +186,17 @@ pub fn credit_traversal(counts: &mut RuleCounts, t: &Traversal, p: u64, b: u64) 
 }
 
 impl Switch {
+    /// The names of the switch's ports, for flows that give ports by name
+    /// (an interface name that cannot be a port name is left out: such a
+    /// port is given by number).
+    pub fn port_names(&self) -> kairo_ofproto::PortNames {
+        let mut names = kairo_ofproto::PortNames::default();
+        for p in self.ports.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = names.insert(&p.name, p.ofport);
+        }
+        names
+    }
+
     pub fn new(pipeline: Pipeline, engine: EngineKind, cfg: DpConfig, ports: Vec<PortInfo>) -> Switch {
         let control = SharedControl::new(Control::new(pipeline, engine));
         Switch::from_parts(control, Datapath::new(cfg), ports)

@@ -220,12 +220,44 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
     let is_ip6 = l3 && V6.iter().any(|p| m.split(',').any(|x| x == *p));
     let l4 = l3 && m.split(',').any(|x| matches!(x, "tcp" | "udp" | "tcp6" | "udp6"));
     let mpls = !st.popped && (st.pushed || m.split(',').any(|x| x == "mpls"));
+    let before = st.clone();
     let has_vlan = &mut st.has_vlan;
     loop {
-        let a = match rng.gen_range(0..24) {
+        let a = match rng.gen_range(0..26) {
+            // A clone of one to three actions (no ct, which kairo refuses
+            // there, and no MPLS push or pop, whose effect on later
+            // actions' prerequisites Open vSwitch's checks carry out of
+            // the clone): what it does to the packet is undone after it.
+            24 => {
+                let inner = GenConfig { conntrack: false, ..cfg.clone() };
+                let mut body = Vec::new();
+                let mut s = before.clone();
+                for _ in 0..rng.gen_range(1..=3) {
+                    let a = gen_action(rng, &inner, m, table, groups, &mut s);
+                    if !a.contains("mpls") && !a.starts_with("clone") {
+                        body.push(a);
+                    }
+                }
+                if body.is_empty() {
+                    continue;
+                }
+                format!("clone({})", body.join(","))
+            }
             21..=23 if cfg.conntrack && (is_ip || is_ip6) => gen_ct(rng, cfg, table, is_ip, l4, m.contains("+inv")),
             21 if cfg.conntrack => "ct_clear".to_string(),
             0 if rng.gen_bool(0.2) => "FLOOD".to_string(),
+            // An output whose port a field holds: register bits an earlier
+            // load set (0 outputs nothing), or the low bits of the L4
+            // destination port (exact in the megaflow).
+            1 | 2 if rng.gen_bool(0.3) => {
+                let tcp = m.split(',').any(|x| x == "tcp" || x == "tcp6");
+                let udp = m.split(',').any(|x| x == "udp" || x == "udp6");
+                match (l4, tcp, udp) {
+                    (true, true, _) if rng.gen_bool(0.5) => "output:NXM_OF_TCP_DST[0..1]".to_string(),
+                    (true, _, true) if rng.gen_bool(0.5) => "output:NXM_OF_UDP_DST[0..1]".to_string(),
+                    _ => "output:NXM_NX_REG0[0..1]".to_string(),
+                }
+            }
             0..=3 => format!("output:{}", rng.gen_range(1..=cfg.n_ports)),
             4 => format!("mod_dl_dst:{}", pick(rng, &MACS)),
             5 => format!("mod_dl_src:{}", pick(rng, &MACS)),
@@ -317,7 +349,7 @@ fn gen_ct(rng: &mut StdRng, cfg: &GenConfig, table: u8, v4: bool, l4: bool, inva
 }
 
 /// What earlier actions of a rule's list did to the packet.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct ActState {
     has_vlan: bool,
     /// A push_mpls ran: the packet is MPLS now.

@@ -31,7 +31,7 @@ pub mod traversal;
 /// Datapath actions (the `kairo-odp` crate), re-exported for translation's users.
 pub use kairo_odp as odp;
 pub use kairo_odp::{format_actions, DpAction};
-pub use pipeline::{conj_floor, conj_related, Pipeline, PipelineError, Table};
+pub use pipeline::{answers, conj_floor, conj_related, Pipeline, PipelineError, Table};
 pub use replay::{retranslate, retranslate_checked, Replay, Retranslation, TableSet, VisitCheck};
 pub use suffix::{actions_read_from, sorted_minus, translate_suffix, Suffix};
 pub use translate::{

@@ -62,7 +62,13 @@ pub struct Table {
 /// Does the rule take part in conjunctive matches: a clause (it has
 /// `conjunction` actions) or an answer (it matches `conj_id`)?
 pub fn conj_related(r: &Rule) -> bool {
-    r.inst.conjunctions().next().is_some() || r.m.mask().get(Field::ConjId) != 0
+    r.inst.is_clause() || r.m.mask().get(Field::ConjId) != 0
+}
+
+/// The conjunction a rule answers: it matches `conj_id` on a nonzero id.
+pub fn answers(r: &Rule) -> Option<u32> {
+    let (id, mask) = (r.m.key().get(Field::ConjId), r.m.mask().get(Field::ConjId));
+    (mask != 0 && id != 0).then_some(id as u32)
 }
 
 /// Calls `f` with each `conjunction` action of a rule.
@@ -336,7 +342,7 @@ impl Pipeline {
                 return Err(PipelineError::MissingGroup { group: g, by: format!("a rule in table {}", r.table) });
             }
         }
-        r.inst.check_conjunctions().map_err(|e| PipelineError::Inconsistent { table: r.table, why: e.to_string() })?;
+        r.inst.check().map_err(|e| PipelineError::Inconsistent { table: r.table, why: e.to_string() })?;
         Ok(())
     }
 

@@ -99,7 +99,7 @@ impl FrozenState {
     /// Whether anything the state runs FLOODs (an action left to do, one
     /// written to the action set, or the action set's output).
     pub fn floods(&self) -> bool {
-        let flood = |a: &Action| matches!(a, Action::Flood);
+        let flood = Action::may_flood;
         self.action_set.iter().any(flood)
             || self.ops.iter().any(|o| match o {
                 Op::Act(a) => flood(a),

@@ -30,6 +30,70 @@ fn output_and_in_port() {
     assert_eq!(acts(&p, "in_port=3"), "drop");
 }
 
+/// `output:FIELD` (Open vSwitch's output_reg): the port is the field's
+/// bits when it runs, a reserved number is its reserved port, 0, NONE and
+/// anything beyond 16 bits output nothing; the bits read are exact in the
+/// megaflow (a register's are pipeline state, not in it).
+#[test]
+fn output_to_the_port_a_field_holds() {
+    let mut p = pipeline(
+        "table=0,tcp,actions=output:NXM_OF_TCP_DST[0..1]
+table=0,udp,actions=load:0xfffb->NXM_NX_REG1[0..15],output:NXM_NX_REG1[0..15]
+table=0,arp,actions=load:0x10003->NXM_NX_REG2[],output:NXM_NX_REG2[],load:0xfff8->reg2[],output:reg2[]
+table=0,priority=0,actions=load:0xfffd->reg3[0..15],output:reg3[0..15],load:0xffff->reg3[0..15],output:reg3[0..15]",
+        "",
+    );
+    p.set_ports([1, 2, 3, 4]);
+    let (a, m) = tr(&p, "in_port=1,tcp,tp_dst=83");
+    assert_eq!(a, "3");
+    assert!(m.contains("tp_dst=0x3/0x3"), "{m}");
+    // Port 0, and the ingress port, output nothing.
+    assert_eq!(acts(&p, "in_port=1,tcp,tp_dst=80"), "drop");
+    assert_eq!(acts(&p, "in_port=1,tcp,tp_dst=81"), "drop");
+    // FLOOD from a register.
+    let (a, m) = tr(&p, "in_port=2,udp");
+    assert_eq!(a, "1,3,4");
+    assert!(!m.contains("reg1"), "{m}");
+    // Beyond 16 bits: nothing; IN_PORT: the ingress port.
+    assert_eq!(acts(&p, "in_port=4,arp"), "4");
+    // CONTROLLER, then NONE.
+    assert!(acts(&p, "in_port=4,icmp").starts_with("userspace("), "{}", acts(&p, "in_port=4,icmp"));
+}
+
+/// `clone(...)`: the body on a copy of the flow and the pipeline's state,
+/// the copy's action set (the outer one's entries too) run at its end, then
+/// everything put back, the next commit undoing what the body changed.
+/// Every datapath action list and megaflow here is the one Open vSwitch
+/// 3.1's ofproto/trace gave for the same flows and packets.
+#[test]
+fn clone_runs_on_a_copy_and_puts_everything_back() {
+    let p = pipeline(
+        "table=0,priority=10,tcp,actions=clone(set_field:10.0.0.9->nw_dst,resubmit(,1),output:2),output:3,write_actions(output:4)
+table=0,priority=10,udp,actions=write_actions(output:4),goto_table:2
+table=0,priority=5,arp,actions=clone(push_mpls:0x8847,output:2),output:3
+table=0,priority=5,icmp,actions=clone(load:0x1->reg0[],resubmit(,3)),resubmit(,3)
+table=1,priority=10,ip,actions=write_actions(output:1)
+table=2,priority=10,ip,actions=clone(set_field:10.0.0.9->nw_dst,output:2),output:3
+table=3,priority=10,reg0=0x1,actions=output:1
+table=3,priority=5,actions=output:2",
+        "",
+    );
+    let ip = "nw_src=10.0.0.2,nw_dst=10.0.0.1,nw_ttl=64";
+    assert_eq!(
+        tr(&p, &format!("in_port=5,tcp,{ip}")),
+        (
+            "set(ipv4(dst=10.0.0.9)),2,1,set(ipv4(dst=10.0.0.1)),3,4".to_string(),
+            "recirc_id=0,eth,tcp,in_port=5,nw_dst=10.0.0.1,nw_frag=no".to_string()
+        )
+    );
+    assert_eq!(acts(&p, &format!("in_port=5,udp,{ip}")), "set(ipv4(dst=10.0.0.9)),2,4,set(ipv4(dst=10.0.0.1)),3,4");
+    assert_eq!(
+        acts(&p, "in_port=5,arp"),
+        "push_mpls(label=0,tc=0,ttl=64,bos=1,eth_type=0x8847),2,pop_mpls(eth_type=0x806),3"
+    );
+    assert_eq!(acts(&p, &format!("in_port=5,icmp,{ip}")), "1,2");
+}
+
 #[test]
 fn rewrites_commit_only_changes_before_output() {
     let p = pipeline(

@@ -760,6 +760,39 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.odp.push(DpAction::Recirc(id));
     }
 
+    /// `clone(...)`, as Open vSwitch runs a clone of reversible actions in
+    /// line: the body on the flow as it is, then the clone's own action
+    /// set (a copy of the pipeline's, with what the body wrote), then the
+    /// flow, the action set and what was known of the packet are put back;
+    /// what the body changed of the packet, the next commit undoes. A body
+    /// that froze (a `ct` with a table, a datapath-hashed group, reached
+    /// through a resubmit or a group) recirculates with the rest of the body
+    /// only, and translation ends there, as Open vSwitch's does (unlike after
+    /// a group bucket, nothing after the clone runs). Visits inside are never
+    /// resumed at: a re-translation starts before the clone.
+    fn clone_actions(&mut self, body: &[Action]) {
+        let saved = (*self.flow.unexamined(), self.l3_hidden, self.conntracked, self.action_set.clone());
+        self.pending += 1;
+        self.restoring += 1;
+        self.restored = true;
+        self.actions(body);
+        if self.error.is_none() && self.freezing.is_none() {
+            let set = std::mem::take(&mut self.action_set).into_list();
+            self.actions(&set);
+        }
+        self.restoring -= 1;
+        self.pending -= 1;
+        // Open vSwitch finishes the freeze inside the clone and leaves the
+        // translation ended: nothing after the clone runs, not even the
+        // action set (the frozen state holds only the body's rest).
+        if self.freezing.is_some() && self.error.is_none() && !self.slow {
+            self.finish_freezing();
+        }
+        self.freezing = None;
+        self.flow.restore(saved.0);
+        (self.l3_hidden, self.conntracked, self.action_set) = (saved.1, saved.2, saved.3);
+    }
+
     /// The VLAN tags, both recorded whole (the commit compares both).
     fn vlan_tci(&mut self) -> u64 {
         self.flow.examine(Field::VlanTciInner);
@@ -778,6 +811,13 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 // Never back out of the ingress port unless asked with in_port.
                 if !self.flow.is_in_port(*p) {
                     self.output(*p);
+                }
+            }
+            Action::Clone(body) => self.clone_actions(body),
+            Action::OutputReg { src, max_len } => {
+                let port = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
+                if let Some(a) = output_reg_port(port, *max_len) {
+                    return self.action(&a);
                 }
             }
             Action::InPort => {
@@ -1290,11 +1330,27 @@ fn needs_hidden_headers(a: &Action) -> Option<&'static str> {
         Action::SetField { field, .. } if l3(*field) => Some("set_field"),
         Action::SetWide { .. } => Some("set_field"),
         Action::Move { src, dst } if l3(src.field) || l3(dst.field) => Some("move"),
+        Action::OutputReg { src, .. } if l3(src.field) => Some("output"),
         Action::DecTtl => Some("dec_ttl"),
         Action::PopMpls { .. } => Some("pop_mpls"),
         Action::SetMplsTtl(_) => Some("set_mpls_ttl"),
         Action::DecMplsTtl => Some("dec_mpls_ttl"),
         Action::Ct(_) => Some("ct"),
         _ => None,
+    }
+}
+
+/// What `output:FIELD` does with the port number the field held, as Open
+/// vSwitch's `xlate_output_reg_action`: a 16-bit OpenFlow 1.0 port, its
+/// reserved numbers the reserved ports; beyond 16 bits, or port 0 or NONE
+/// (no switch has them), nothing. NORMAL is not modelled yet: nothing.
+fn output_reg_port(port: u64, max_len: u16) -> Option<Action> {
+    match port {
+        0 | 0xfffa | 0xffff | 0x1_0000.. => None,
+        0xfff8 => Some(Action::InPort),
+        0xfff9 => Some(Action::Resubmit { port: None, table: Some(0) }),
+        0xfffb | 0xfffc => Some(Action::Flood),
+        0xfffd => Some(Action::Controller { max_len }),
+        p => Some(Action::Output(p as u32)),
     }
 }
