@@ -122,6 +122,11 @@ enum Cmd {
         /// ovs-ofctl does against a running bridge.
         #[arg(long = "port-config", value_name = "FILE")]
         port_config: Option<PathBuf>,
+        /// A packet sent through the bridge before the traced ones, so that
+        /// NORMAL learns its source MAC (repeatable, in order; ofproto/trace
+        /// itself learns nothing).
+        #[arg(long, value_name = "PACKET")]
+        learn: Vec<String>,
         /// The ct_state the next pass recirculated after a `ct` sees, as
         /// `ofproto/trace --ct-next`: flags such as `trk,est` or `+trk+est`;
         /// repeat it for later passes (the default is `trk,new`).
@@ -481,7 +486,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Ctl(a) => switch_cmd::ctl(a),
         Cmd::Replay(a) => switch_cmd::replay(a),
-        Cmd::Trace { flows, groups, json, ports, port_config, ct_next, packets } => {
+        Cmd::Trace { flows, groups, json, ports, port_config, learn, ct_next, packets } => {
             let (config, names) = match &port_config {
                 Some(f) => {
                     kairo_ofproto::ports::parse_port_config(&read(f)?).with_context(|| format!("in {}", f.display()))?
@@ -494,6 +499,16 @@ fn run(cli: Cli) -> Result<()> {
                 None if port_config.is_some() => config.iter().map(|l| l.port).collect(),
                 None => vec![1, 2, 3, 4],
             });
+            for l in &config {
+                p.set_port_settings(l.port, Some(l.settings.clone()));
+            }
+            for spec in &learn {
+                let key =
+                    kairo_flow::parse_key(&packet_ports(spec, &names)?).with_context(|| format!("--learn `{spec}`"))?;
+                for l in kairo_xlate::translate(&p, &key).learn {
+                    p.macs_mut().learn(l.vlan, l.mac, l.port, 0);
+                }
+            }
             let ct_next = ct_next
                 .iter()
                 .map(|s| kairo_flow::parse::parse_ct_flags(s).with_context(|| format!("--ct-next `{s}`")))

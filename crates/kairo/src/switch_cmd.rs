@@ -11,17 +11,21 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kairo_datapath::DpConfig;
+use kairo_ofproto::ports::PortSettings;
 use kairo_switch::openflow::Target;
 use kairo_switch::{afpacket::AfPacket, port, tap::Tap, Attached, PortInfo, Switch};
 use kairo_xlate::Pipeline;
 
 #[derive(Args)]
 pub struct SwitchArgs {
-    /// A Linux interface to attach with AF_PACKET, optionally with its OpenFlow port number.
-    #[arg(long = "port", value_name = "IFNAME[=OFPORT]")]
+    /// A Linux interface to attach with AF_PACKET, optionally with its
+    /// OpenFlow port number and its VLAN settings for NORMAL
+    /// (`veth1=3,tag=10`, `veth2,trunks=10,20`, `veth3,vlan_mode=native-untagged,tag=10`).
+    #[arg(long = "port", value_name = "IFNAME[=OFPORT][,SETTING...]")]
     ports: Vec<String>,
-    /// A TAP device to create (or attach to), optionally with its OpenFlow port number.
-    #[arg(long = "tap", value_name = "NAME[=OFPORT]")]
+    /// A TAP device to create (or attach to), optionally with its OpenFlow
+    /// port number and VLAN settings (as --port).
+    #[arg(long = "tap", value_name = "NAME[=OFPORT][,SETTING...]")]
     taps: Vec<String>,
     /// Path of the control socket. It is created srwxr-x--- whatever the
     /// umask (only its owner, and root, can connect, as Open vSwitch's); a
@@ -97,12 +101,18 @@ pub struct ReplayArgs {
     json: Option<PathBuf>,
 }
 
-/// Opens the ports, numbering those without a number from the lowest free one.
-fn open_ports(a: &SwitchArgs) -> Result<Vec<Attached>> {
+/// The VLAN settings given for ports, by OpenFlow port number.
+type VlanSettings = Vec<(u32, PortSettings)>;
+
+/// Opens the ports, numbering those without a number from the lowest free
+/// one; returns them with the VLAN settings given for them.
+fn open_ports(a: &SwitchArgs) -> Result<(Vec<Attached>, VlanSettings)> {
     let mut specs = Vec::new();
+    let mut settings = Vec::new();
     for (s, tap) in a.ports.iter().map(|s| (s, false)).chain(a.taps.iter().map(|s| (s, true))) {
-        let (name, num) = port::parse_port_arg(s)?;
+        let (name, num, set) = port::parse_port_spec(s)?;
         specs.push((name, num, tap));
+        settings.push(set);
     }
     let mut used: BTreeSet<u32> = BTreeSet::new();
     let mut names: BTreeSet<&str> = BTreeSet::new();
@@ -118,7 +128,8 @@ fn open_ports(a: &SwitchArgs) -> Result<Vec<Attached>> {
     }
     let mut next = 1;
     let mut out = Vec::new();
-    for (name, num, tap) in specs {
+    let mut vlans = Vec::new();
+    for ((name, num, tap), set) in specs.into_iter().zip(settings) {
         let ofport = match num {
             Some(n) => n,
             None => {
@@ -131,9 +142,10 @@ fn open_ports(a: &SwitchArgs) -> Result<Vec<Attached>> {
         };
         let io: Box<dyn kairo_switch::Port> =
             if tap { Box::new(Tap::open(&name)?) } else { Box::new(AfPacket::open(&name)?) };
+        vlans.extend(set.map(|s| (ofport, s)));
         out.push(Attached { ofport, name, io, counters: Default::default() });
     }
-    Ok(out)
+    Ok((out, vlans))
 }
 
 pub fn switch(a: SwitchArgs) -> Result<()> {
@@ -144,17 +156,20 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
     if a.flows.is_none() && a.groups.is_some() {
         bail!("--groups needs --flows");
     }
-    let ports = open_ports(&a)?;
+    let (ports, vlans) = open_ports(&a)?;
     let info: Vec<PortInfo> = ports.iter().map(Attached::info).collect();
     // Flows and groups may give the ports by their interface names.
     let mut names = kairo_ofproto::PortNames::default();
     for p in &info {
         let _ = names.insert(&p.name, p.ofport);
     }
-    let pipeline = match &a.flows {
+    let mut pipeline = match &a.flows {
         Some(f) => crate::load_pipeline_in(f, a.groups.as_deref(), &names)?,
         None => Pipeline::new(),
     };
+    for (port, s) in vlans {
+        pipeline.set_port_settings(port, Some(s));
+    }
     let cfg = DpConfig { flow_limit: a.flow_limit, max_idle_ms: a.max_idle_ms, ..DpConfig::default() };
     let mut sw = Switch::new(pipeline, engine, cfg, info);
     if let Some(d) = a.dpid {

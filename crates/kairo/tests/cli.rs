@@ -223,10 +223,35 @@ fn trace_takes_ports_by_name_from_a_port_config_file() {
     assert_eq!(dp, ["Datapath actions: 1", "Datapath actions: 5", "Datapath actions: 2,5,65534"], "{out}");
     let (ok, _, err) = kairo(&[&base[..], &["in_port=pod9,ip"]].concat());
     assert!(!ok && err.contains("pod9") && err.contains("antrea-gw0"), "{err}");
-    std::fs::write(&ports, "1 antrea-tun0\n2 antrea-gw0 tag=10\n").unwrap();
+    std::fs::write(&ports, "1 antrea-tun0\n2 antrea-gw0 tag=10 no-flood\n").unwrap();
     let (ok, _, err) = kairo(&[&base[..], &["in_port=1"]].concat());
-    assert!(!ok && err.contains("line 2") && err.contains("tag=10") && err.contains("NORMAL"), "{err}");
+    assert!(!ok && err.contains("line 2") && err.contains("no-flood"), "{err}");
+    std::fs::write(&ports, "1 antrea-tun0\n2 antrea-gw0 tag=4096\n").unwrap();
+    let (ok, _, err) = kairo(&[&base[..], &["in_port=1"]].concat());
+    assert!(!ok && err.contains("line 2") && err.contains("tag=4096") && err.contains("VLAN id"), "{err}");
     // Without the file a name is an error that says no names are known.
     let (ok, _, err) = kairo(&["trace", "--flows", f, "in_port=1"]);
     assert!(!ok && err.contains("pod1-7e503a") && err.contains("no port names"), "{err}");
+}
+
+/// `kairo trace` with NORMAL: the ports' VLAN settings from --port-config,
+/// and MACs learned from --learn packets before the traced ones (as frames
+/// sent through the bridge first would teach it).
+#[test]
+fn trace_runs_normal_with_port_settings_and_learned_macs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (flows, ports) = (dir.path().join("f"), dir.path().join("p"));
+    std::fs::write(&flows, "actions=NORMAL\n").unwrap();
+    std::fs::write(&ports, "1 vm1 tag=10\n2 uplink\n3 vm3 tag=10\n4 vm4 tag=20\n").unwrap();
+    let (f, p) = (flows.to_str().unwrap(), ports.to_str().unwrap());
+    let pkt = "in_port=vm1,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:03";
+    let (ok, out, err) = kairo(&["trace", "--flows", f, "--port-config", p, pkt]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Datapath actions: push_vlan(vid=10,pcp=0),2,pop_vlan,3"), "{out}");
+    let learn = "in_port=vm3,dl_src=02:00:00:00:00:03,dl_dst=02:00:00:00:00:01";
+    let (ok, out, err) = kairo(&["trace", "--flows", f, "--port-config", p, "--learn", learn, pkt]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Datapath actions: 3\n"), "{out}");
+    let (ok, _, err) = kairo(&["trace", "--flows", f, "--port-config", p, "--learn", "in_port=bogus", pkt]);
+    assert!(!ok && err.contains("bogus"), "{err}");
 }

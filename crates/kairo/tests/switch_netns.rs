@@ -684,3 +684,64 @@ fn bench_switch_sets_up_connections_beside_open_vswitch() {
     }
     assert!(!rows.iter().any(|row| row["forwarder"] == "Linux bridge"), "no bridge row in the conntrack mode: {text}");
 }
+
+/// Runs `ip ARGS` in `ns`; panics with its error if it fails.
+fn ip_in(ns: &Netns, args: &[&str]) {
+    let out = ns.ip(args).unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// NORMAL as a learning switch between four namespaces: every pair pings
+/// (flooded until learned, then to the learned port), `kairo ctl fdb-show`
+/// lists where each MAC is, and when a host's MAC and address move to
+/// another port (its old link down), traffic to it follows once it speaks
+/// from there.
+#[test]
+fn normal_learns_macs_and_follows_a_mac_that_moves() {
+    if skip("normal_learns_macs_and_follows_a_mac_that_moves") {
+        return;
+    }
+    let (t, va, vb) = topo("n");
+    let pid = std::process::id() % 100_000;
+    let c = Netns::new(&format!("kairo-n{pid}c")).expect("netns c");
+    let d = Netns::new(&format!("kairo-n{pid}d")).expect("netns d");
+    let cin = format!("kn{pid}ci");
+    let din = format!("kn{pid}di");
+    let vc = Veth::new(&format!("kn{pid}c"), &cin, &c, Some(&format!("{}.3/24", t.net))).expect("veth c");
+    let vd = Veth::new(&format!("kn{pid}d"), &din, &d, None).expect("veth d");
+    let ports: Vec<String> = [(&va, 1), (&vb, 2), (&vc, 3), (&vd, 4)]
+        .iter()
+        .flat_map(|(v, n)| ["--port".to_string(), format!("{}={n}", v.outer)])
+        .collect();
+    let sw = SwitchProc::start(&ports, "actions=NORMAL\n");
+    for (ns, dst) in [(&t.a, ".2"), (&t.a, ".3"), (&t.b, ".3"), (&t.b, ".1"), (&c, ".1")] {
+        assert!(ping(ns, &format!("{}{dst}", t.net), 3), "ping to {}{dst} through NORMAL", t.net);
+    }
+    let fdb = sw.ctl(&["fdb-show"]);
+    let (ma, mb, mc) = (va.inner_mac.clone(), vb.inner_mac.clone(), vc.inner_mac.clone());
+    for (port, mac) in [(1, &ma), (2, &mb), (3, &mc)] {
+        assert!(
+            fdb.lines().any(|l| l.split_whitespace().next() == Some(&port.to_string()) && l.contains(mac.as_str())),
+            "{mac} on port {port}:\n{fdb}"
+        );
+    }
+    // c's MAC and address move to d (on port 4); c's link goes down.
+    ip_in(&c, &["link", "set", "dev", &cin, "down"]);
+    ip_in(&d, &["link", "set", "dev", &din, "address", &mc]);
+    ip_in(&d, &["addr", "add", &format!("{}.3/24", t.net), "dev", &din]);
+    ip_in(&d, &["link", "set", "dev", &din, "up"]);
+    // d speaks (a ping to a): the switch learns the MAC on port 4, and a's
+    // traffic to it (a still has it in its ARP cache) goes there.
+    assert!(ping(&d, &format!("{}.1", t.net), 3), "ping from the moved host");
+    assert!(ping(&t.a, &format!("{}.3", t.net), 3), "ping to the moved host");
+    let fdb = sw.ctl(&["fdb-show"]);
+    assert!(
+        fdb.lines().any(|l| l.split_whitespace().next() == Some("4") && l.contains(mc.as_str())),
+        "{mc} moved to port 4:\n{fdb}"
+    );
+    // A flush forgets every MAC; traffic floods until they are learned again.
+    sw.ctl(&["fdb-flush"]);
+    assert!(ping(&t.b, &format!("{}.3", t.net), 2), "ping after a flush");
+    drop(sw);
+    drop((vc, vd, c, d));
+}

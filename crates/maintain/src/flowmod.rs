@@ -38,8 +38,26 @@ pub enum FlowMod {
     /// A port's liveness for fast-failover groups (link state, or OpenFlow's
     /// port_down), as the switch sees it change.
     SetPortLive(u32, bool),
-    /// The switch's ports (what FLOOD sends to), after one was added or removed.
+    /// The switch's ports (what FLOOD sends to), after one was added or
+    /// removed (NORMAL forgets what it learned on a removed one).
     SetPorts(Vec<u32>),
+    /// A port's VLAN settings for NORMAL (`None`: the default, a trunk of
+    /// every VLAN). NORMAL forgets what it learned on the port, as Open
+    /// vSwitch does when a port's VLAN configuration changes.
+    SetPortSettings(u32, Option<kairo_ofproto::ports::PortSettings>),
+    /// Source MACs NORMAL saw on packets the switch handled, at `now`
+    /// (seconds on the switch's clock): new and moved ones change the MAC
+    /// table, the others only refresh it.
+    Learn {
+        learned: Vec<kairo_xlate::Learn>,
+        now: u64,
+    },
+    /// MACs not learned or refreshed for the table's aging time are
+    /// forgotten (at `now`, seconds on the switch's clock).
+    ExpireMacs(u64),
+    /// Forget the learned MACs (of one VLAN, if given), as `ovs-appctl
+    /// fdb/flush`.
+    FlushMacs(Option<u16>),
     /// Several updates applied atomically, with one maintenance pass.
     Bundle(Vec<FlowMod>),
 }
@@ -85,6 +103,11 @@ pub enum Delta {
     PortsChanged {
         rules: Vec<(u8, RuleId)>,
         groups: Vec<u32>,
+    },
+    /// The MAC learning table changed for these (VLAN, MAC)s: what NORMAL
+    /// does for packets to them.
+    MacsChanged {
+        macs: Vec<(u16, u64)>,
     },
 }
 
@@ -224,6 +247,10 @@ enum Undo {
     PortLive(u32, bool),
     /// The port set before.
     Ports(Vec<u32>),
+    /// A port's VLAN settings before.
+    PortSettings(u32, Option<kairo_ofproto::ports::PortSettings>),
+    /// What the MAC table held for keys an update changed.
+    Macs(Vec<kairo_xlate::mac::MacChange>),
 }
 
 impl Undo {
@@ -241,6 +268,14 @@ impl Undo {
             Undo::Table(t) => p.drop_table_if_unused(t),
             Undo::PortLive(port, live) => p.set_port_live(port, live),
             Undo::Ports(ports) => p.set_ports(ports),
+            Undo::PortSettings(port, s) => {
+                p.set_port_settings(port, s);
+            }
+            Undo::Macs(changes) => {
+                for c in changes.into_iter().rev() {
+                    p.macs_mut().restore(c);
+                }
+            }
         }
     }
 }
@@ -398,18 +433,7 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             if a != b {
                 p.set_ports(b.iter().copied());
                 undo.push(Undo::Ports(old));
-                let floods = |acts: &[Action]| acts.iter().any(Action::may_flood);
-                let rules = p
-                    .tables()
-                    .flat_map(|(t, tb)| {
-                        tb.cls
-                            .iter()
-                            .filter(|r| floods(&r.payload.inst.apply) || floods(&r.payload.inst.write))
-                            .map(move |r| (t, r.id))
-                    })
-                    .collect();
-                let mut groups: Vec<u32> =
-                    p.groups().filter(|g| g.buckets.iter().any(|b| floods(&b.actions))).map(|g| g.id).collect();
+                let (rules, mut groups) = flood_dependents(p);
                 // A port the switch no longer (or now) has is down (or up) for
                 // fast failover; with no ports at all, every port counts as up.
                 let flipped: Vec<u32> = if a.is_empty() || b.is_empty() {
@@ -418,12 +442,42 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                     a.iter().chain(&b).copied().filter(|x| a.contains(x) != b.contains(x)).collect()
                 };
                 groups.extend(p.liveness_dependents(&[], &flipped));
-                // Recirculated passes that FLOOD from their frozen state.
-                groups.push(kairo_xlate::recirc::FROZEN_FLOOD);
                 groups.sort_unstable();
                 groups.dedup();
                 out.push(Delta::PortsChanged { rules, groups });
+                // What NORMAL learned on a port that left is forgotten.
+                let mut gone = Vec::new();
+                for port in a.iter().filter(|x| !b.contains(x)) {
+                    gone.extend(p.macs_mut().flush_port(*port));
+                }
+                macs_changed(gone, out, undo);
             }
+        }
+        FlowMod::SetPortSettings(port, settings) => {
+            let old = p.port_settings(*port).cloned();
+            if old != *settings {
+                p.set_port_settings(*port, settings.clone());
+                undo.push(Undo::PortSettings(*port, old));
+                let (rules, groups) = flood_dependents(p);
+                out.push(Delta::PortsChanged { rules, groups });
+                let gone = p.macs_mut().flush_port(*port);
+                macs_changed(gone, out, undo);
+            }
+        }
+        FlowMod::Learn { learned, now } => {
+            let mut changed = Vec::new();
+            for l in learned {
+                changed.extend(p.macs_mut().learn(l.vlan, l.mac, l.port, *now));
+            }
+            macs_changed(changed, out, undo);
+        }
+        FlowMod::ExpireMacs(now) => {
+            let gone = p.macs_mut().expire(*now);
+            macs_changed(gone, out, undo);
+        }
+        FlowMod::FlushMacs(vlan) => {
+            let gone = p.macs_mut().flush(*vlan);
+            macs_changed(gone, out, undo);
         }
         FlowMod::Bundle(mods) => {
             for m in mods {
@@ -432,6 +486,39 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
         }
     }
     Ok(())
+}
+
+/// The rules and groups whose translation reads the switch's ports and
+/// their settings (FLOOD, NORMAL, an output a field gives), with the
+/// frozen states that do (as [`kairo_xlate::recirc::FROZEN_FLOOD`]).
+fn flood_dependents(p: &Pipeline) -> (Vec<(u8, RuleId)>, Vec<u32>) {
+    let floods = |acts: &[Action]| acts.iter().any(Action::may_flood);
+    let rules = p
+        .tables()
+        .flat_map(|(t, tb)| {
+            tb.cls
+                .iter()
+                .filter(|r| floods(&r.payload.inst.apply) || floods(&r.payload.inst.write))
+                .map(move |r| (t, r.id))
+        })
+        .collect();
+    let mut groups: Vec<u32> =
+        p.groups().filter(|g| g.buckets.iter().any(|b| floods(&b.actions))).map(|g| g.id).collect();
+    // Recirculated passes that FLOOD from their frozen state.
+    groups.push(kairo_xlate::recirc::FROZEN_FLOOD);
+    (rules, groups)
+}
+
+/// Records MAC table changes: their delta and their undo.
+fn macs_changed(changes: Vec<kairo_xlate::mac::MacChange>, out: &mut Vec<Delta>, undo: &mut Vec<Undo>) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut macs: Vec<(u16, u64)> = changes.iter().map(|c| c.0).collect();
+    macs.sort_unstable();
+    macs.dedup();
+    out.push(Delta::MacsChanged { macs });
+    undo.push(Undo::Macs(changes));
 }
 
 /// Applies an update to the pipeline: all of it, or (on error) none of it.

@@ -1,12 +1,13 @@
-//! The dependency index of the incremental engine: from rules, table misses
-//! and groups to the cache entries whose traversal used them, and, per table,
-//! a two-level prefix index (two fields the table's rules constrain most) of
-//! the entries that reached it, to find the entries a new rule overlaps
-//! without scanning the others.
+//! The dependency index of the incremental engine: from rules, table misses,
+//! groups and the MACs NORMAL looked up to the cache entries whose traversal
+//! used them, and, per table, a two-level prefix index (two fields the
+//! table's rules constrain most) of the entries that reached it, to find the
+//! entries a new rule overlaps without scanning the others.
 //!
 //! Invariants: every live entry is registered under exactly the rules,
-//! misses, groups and table regions of its current traversal (re-registered
-//! whenever its traversal is replaced), its registrations under rules
+//! misses, groups, looked-up MACs and table regions of its current
+//! traversal (re-registered whenever its traversal is replaced), its
+//! registrations under rules
 //! filed by the shared action cell it is noted in (so that an update of a
 //! rule finds its users already grouped by cell, without reading each
 //! one's cell); the region an entry is indexed under
@@ -376,6 +377,8 @@ pub struct Index {
     /// By group use ([`group_key`]: the group, and whether the use only
     /// froze for a datapath hash).
     by_group: FxHashMap<u64, FxHashSet<EntryId>>,
+    /// By the destination MACs NORMAL looked up ([`Traversal::normal`]).
+    by_mac: FxHashMap<u64, FxHashSet<EntryId>>,
     tables: FxHashMap<u8, TableIndex>,
     po: FlowMask,
 }
@@ -551,6 +554,30 @@ impl Index {
         }
     }
 
+    fn macs_of(trav: &Traversal) -> Vec<u64> {
+        let mut macs: Vec<u64> = trav.normal.iter().flat_map(|n| n.iter().map(|&(_, mac)| mac)).collect();
+        macs.sort_unstable();
+        macs.dedup();
+        macs
+    }
+
+    fn add_macs(&mut self, id: EntryId, macs: &[u64]) {
+        for &m in macs {
+            self.by_mac.entry(m).or_default().insert(id);
+        }
+    }
+
+    fn del_macs(&mut self, id: EntryId, macs: &[u64]) {
+        for m in macs {
+            if let Some(s) = self.by_mac.get_mut(m) {
+                s.remove(&id);
+                if s.is_empty() {
+                    self.by_mac.remove(m);
+                }
+            }
+        }
+    }
+
     fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Ukey>, trav: Arc<Traversal>) {
         if self.cells.len() < self.entries.len() {
             self.cells.resize(self.entries.len(), 0);
@@ -565,6 +592,7 @@ impl Index {
             self.add_slot(id, st.table, slot);
         }
         self.add_groups(id, &Self::groups_of(&trav));
+        self.add_macs(id, &Self::macs_of(&trav));
         self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
     }
 
@@ -577,6 +605,7 @@ impl Index {
             self.del_slot(id, st.table, s);
         }
         self.del_groups(id, &Self::groups_of(&e.trav));
+        self.del_macs(id, &Self::macs_of(&e.trav));
     }
 
     /// Adds an entry under its current traversal.
@@ -663,6 +692,12 @@ impl Index {
             self.add_groups(id, &groups);
             let gone: Vec<u64> = was.iter().copied().filter(|g| !groups.contains(g)).collect();
             self.del_groups(id, &gone);
+        }
+        let (was, macs) = (Self::macs_of(&e.trav), Self::macs_of(&new));
+        if macs != was {
+            self.add_macs(id, &macs);
+            let gone: Vec<u64> = was.iter().copied().filter(|m| !macs.contains(m)).collect();
+            self.del_macs(id, &gone);
         }
         // What the old traversal asserted that the new one does not: only
         // visits that changed can have it, and only a visit to the same
@@ -793,6 +828,11 @@ impl Index {
                     return Err(format!("entry {id}: not registered under group {g:#x}"));
                 }
             }
+            for m in Self::macs_of(&e.trav) {
+                if !self.by_mac.get(&m).is_some_and(|s| s.contains(&id)) {
+                    return Err(format!("entry {id}: not registered under MAC {m:#x}"));
+                }
+            }
         }
         if self.removed.is_empty() && self.stale.is_empty() && self.retag.is_empty() {
             for (i, e) in self.entries.iter().enumerate() {
@@ -826,6 +866,11 @@ impl Index {
             for (g, ids) in &self.by_group {
                 if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::groups_of(&e.trav).contains(g))) {
                     return Err(format!("entry {id} is registered under group {g:#x}, which it does not use"));
+                }
+            }
+            for (m, ids) in &self.by_mac {
+                if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::macs_of(&e.trav).contains(m))) {
+                    return Err(format!("entry {id} is registered under MAC {m:#x}, which NORMAL did not look up"));
                 }
             }
             for (t, ti) in &self.tables {
@@ -878,6 +923,12 @@ impl Index {
     /// Entries that used group `g` (chose buckets of it, or froze at it).
     pub fn users_of_group(&self, g: u32) -> impl Iterator<Item = EntryId> + '_ {
         self.users_choosing(g).chain(self.by_group.get(&group_key(g, true)).into_iter().flatten().copied())
+    }
+
+    /// Entries whose NORMAL looked up `mac` in the MAC learning table (in
+    /// any VLAN).
+    pub fn users_of_mac(&self, mac: u64) -> impl Iterator<Item = EntryId> + '_ {
+        self.by_mac.get(&mac).into_iter().flatten().copied()
     }
 
     /// Entries that used group `g` other than to freeze at it for a
@@ -998,6 +1049,7 @@ impl Index {
                 + self.by_rule.capacity() * per_rule
                 + self.filed.capacity() * 4;
         bytes += self.by_group.values().map(set).sum::<usize>() + self.by_group.capacity() * per_key;
+        bytes += self.by_mac.values().map(set).sum::<usize>() + self.by_mac.capacity() * per_key;
         bytes += self.by_miss.values().map(set).sum::<usize>() + self.by_miss.capacity() * per_key;
         for ti in self.tables.values() {
             bytes += node(ti.outer.len(), size_of::<(Slot, Inner)>());

@@ -463,6 +463,12 @@ impl Incremental {
                         out.extend(self.index.users_of_group(g));
                     }
                 }
+                // NORMAL's lookups of the MACs (in any VLAN: a superset).
+                Delta::MacsChanged { macs } => {
+                    for (_, mac) in macs {
+                        out.extend(self.index.users_of_mac(*mac));
+                    }
+                }
                 Delta::MissChanged { table } => out.extend(self.index.users_of_miss(*table)),
                 Delta::RuleAdded { table, id } => {
                     if let Some(r) = p.rule(*table, *id) {
@@ -969,6 +975,10 @@ fn changed_by(deltas: &[Delta]) -> revalidate::Changed {
                 }
                 c.groups |= !groups.is_empty();
             }
+            // No table changed: a re-translation replays every lookup and
+            // runs NORMAL again (no step after it is resumable), reading
+            // the new MAC table.
+            Delta::MacsChanged { .. } => {}
         }
     }
     c
@@ -1020,6 +1030,10 @@ pub struct Control {
     pub keep_deltas: bool,
     /// Frozen states in use at the last retirement ([`Control::retire_frozen`]).
     frozen_in_use: usize,
+    /// The switch's clock, in seconds, for the MAC table's ages ([`Control::tick`]).
+    pub clock: u64,
+    /// When (on that clock) megaflows last refreshed the MACs they carry.
+    refreshed: u64,
     /// Shared copies of installed megaflows' traversals.
     interner: Interner,
 }
@@ -1035,8 +1049,59 @@ impl Control {
             deltas: Vec::new(),
             keep_deltas: false,
             frozen_in_use: 0,
+            clock: 0,
+            refreshed: 0,
             interner: Interner::default(),
         }
+    }
+
+    /// Puts what NORMAL saw on packets in the MAC table at the current
+    /// [`Control::clock`]: an update when a MAC is new or moved (the
+    /// entries that sent to it are maintained), else only a refresh of its
+    /// age. Returns the update's report, if it was one.
+    pub fn learn(&mut self, learned: &[kairo_xlate::Learn]) -> Option<Report> {
+        let macs = self.pipeline.macs();
+        let news = learned
+            .iter()
+            .any(|l| !kairo_xlate::mac::is_multicast(l.mac) && macs.lookup(l.vlan, l.mac) != Some(l.port));
+        if !news {
+            let now = self.clock;
+            for l in learned {
+                self.pipeline.macs_mut().learn(l.vlan, l.mac, l.port, now);
+            }
+            return None;
+        }
+        self.apply(&FlowMod::Learn { learned: learned.to_vec(), now: self.clock }).ok()
+    }
+
+    /// Advances the clock to `now_ms` (milliseconds on the clock megaflows
+    /// count their last use by) and forgets the MACs that aged out by then
+    /// (an update, if any did). A MAC whose traffic runs on megaflows alone
+    /// would age out, and its senders' megaflows would flood it for good
+    /// (no upcall learns it again), so every quarter of the aging time the
+    /// megaflows NORMAL made that were used since refresh their source MACs
+    /// first, as Open vSwitch's revalidators do. Returns the report of the
+    /// update, if there was one.
+    pub fn tick(&mut self, now_ms: u64) -> Option<Report> {
+        let now = now_ms / 1000;
+        self.clock = self.clock.max(now);
+        let aging = self.pipeline.macs().aging();
+        let oldest = self.pipeline.macs().oldest_use()?;
+        let period = (aging / 4).max(1);
+        if now >= self.refreshed + period {
+            let since_ms = self.refreshed * 1000;
+            self.refreshed = now;
+            let learned: Vec<kairo_xlate::Learn> = self
+                .engine
+                .entries()
+                .iter()
+                .filter(|uk| !uk.is_dead() && uk.last_used() > since_ms && uk.traversal().normal.is_some())
+                .filter_map(|uk| kairo_xlate::learned_from(&self.pipeline, &uk.rep))
+                .collect();
+            self.learn(&learned);
+        }
+        let oldest = self.pipeline.macs().oldest_use().unwrap_or(oldest);
+        (oldest.saturating_add(aging) <= self.clock).then(|| self.apply(&FlowMod::ExpireMacs(self.clock)).ok())?
     }
 
     /// Applies an update and maintains the cache; the report's TTU covers both.

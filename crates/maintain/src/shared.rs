@@ -6,7 +6,8 @@
 //! serialise on one lock (the slow path only). Invariant: a megaflow installed
 //! from an upcall answered before an update is revalidated against the new
 //! rules when it is registered, so no update can slip between translation and
-//! indexing.
+//! indexing. What NORMAL learns from an upcall's packet is put in the MAC
+//! table under the same lock, as an update.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -35,10 +36,17 @@ impl SlowPath for SharedControl {
     /// The traversal, for the megaflow's maintenance record.
     type Note = Traversal;
 
+    /// A packet NORMAL saw teaches the MAC table (an update, when the table
+    /// changes: the megaflow made before it is then revalidated as it is
+    /// installed, as any made before an update is).
     fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
-        let c = self.lock();
+        let mut c = self.lock();
         let r = kairo_xlate::translate(&c.pipeline, key);
-        Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version: c.version, install: !r.slow }
+        let version = c.version;
+        if !r.learn.is_empty() {
+            c.learn(&r.learn);
+        }
+        Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
     }
 
     fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {

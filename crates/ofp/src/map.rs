@@ -358,9 +358,7 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
             port::OFPP_IN_PORT => Action::InPort,
             port::OFPP_FLOOD | port::OFPP_ALL => Action::Flood,
             port::OFPP_CONTROLLER => Action::Controller { max_len: *max_len },
-            port::OFPP_NORMAL => {
-                return Err(Error::new(ErrorCode::BAD_OUT_PORT, "output:NORMAL is not supported by kairo yet"))
-            }
+            port::OFPP_NORMAL => Action::Normal,
             port::OFPP_TABLE => {
                 return Err(Error::new(ErrorCode::BAD_OUT_PORT, "output:TABLE is only valid in a packet-out"))
             }
@@ -614,6 +612,7 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
             }
             Action::InPort => out.push(Act::Output { port: port::OFPP_IN_PORT, max_len: 0 }),
             Action::Flood => out.push(Act::Output { port: port::OFPP_FLOOD, max_len: 0 }),
+            Action::Normal => out.push(Act::Output { port: port::OFPP_NORMAL, max_len: 0 }),
             Action::Controller { max_len } => out.push(Act::Output { port: port::OFPP_CONTROLLER, max_len: *max_len }),
             Action::Group(g) => out.push(Act::Group(*g)),
             Action::PushVlan { tpid } => {

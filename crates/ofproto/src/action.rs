@@ -114,6 +114,11 @@ pub enum Action {
     /// Output to every port of the switch but the ingress port (`FLOOD`;
     /// kairo has no per-port no-flood setting, so `ALL` is the same).
     Flood,
+    /// `NORMAL`: the bridge as an L2 learning switch (Open vSwitch's
+    /// `xlate_normal`): learn the source MAC on the ingress port and VLAN,
+    /// send to the port the destination was learned on, else flood the
+    /// VLAN, with each port's VLAN mode applied on the way in and out.
+    Normal,
     /// Send to the controller.
     Controller {
         max_len: u16,
@@ -357,6 +362,8 @@ impl Action {
                 match a {
                     "in_port" | "IN_PORT" => Action::InPort,
                     "controller" | "CONTROLLER" => Action::Controller { max_len: u16::MAX },
+                    "normal" | "NORMAL" => Action::Normal,
+                    "flood" | "FLOOD" | "all" | "ALL" => Action::Flood,
                     _ if a.contains('[') => Action::OutputReg { src: SubField::parse(a)?, max_len: u16::MAX },
                     _ => Action::Output(parse_port(a, names)?),
                 }
@@ -398,12 +405,7 @@ impl Action {
             }
             "drop" => return Err(syntax("`drop` alone (it cannot be combined with other actions)")),
             "flood" | "all" if arg.is_none() => Action::Flood,
-            "normal" => {
-                return Err(unsupported(
-                    name,
-                    "NORMAL needs MAC learning; use FLOOD, explicit output actions or groups",
-                ))
-            }
+            "normal" if arg.is_none() => Action::Normal,
             "mod_dl_src" => set_from_text(Field::EthSrc, need()?, s)?,
             "mod_dl_dst" => set_from_text(Field::EthDst, need()?, s)?,
             "mod_nw_src" => set_from_text(Field::IpSrc, need()?, s)?,
@@ -560,12 +562,12 @@ impl Action {
 }
 
 impl Action {
-    /// Can it send to every port (FLOOD, or an output whose port a field
-    /// gives, which may hold FLOOD or ALL)? What it does then changes with
-    /// the switch's ports.
+    /// Can it send to every port (FLOOD, NORMAL, or an output whose port a
+    /// field gives, which may hold FLOOD, ALL or NORMAL)? What it does then
+    /// changes with the switch's ports and their settings.
     pub fn may_flood(&self) -> bool {
         match self {
-            Action::Flood | Action::OutputReg { .. } => true,
+            Action::Flood | Action::Normal | Action::OutputReg { .. } => true,
             Action::Clone(body) => body.iter().any(Action::may_flood),
             _ => false,
         }
@@ -582,6 +584,7 @@ impl std::fmt::Display for Action {
             Action::Clone(body) => write!(f, "clone({})", join(body)),
             Action::InPort => write!(f, "IN_PORT"),
             Action::Flood => write!(f, "FLOOD"),
+            Action::Normal => write!(f, "NORMAL"),
             Action::Controller { max_len } => write!(f, "CONTROLLER:{max_len}"),
             Action::SetField { field, value, mask } => {
                 if *mask == field.ones() {

@@ -1,15 +1,20 @@
-//! The switch's port names, as flows may give ports by name (`in_port=pod1`,
-//! `output:"antrea-gw0"`, `watch_port:uplink`) the way `ovs-ofctl --names`
-//! takes them against a running bridge.
+//! The switch's ports as configuration gives them: their names, as flows
+//! may give ports by name (`in_port=pod1`, `output:"antrea-gw0"`,
+//! `watch_port:uplink`) the way `ovs-ofctl --names` takes them against a
+//! running bridge, and their VLAN settings for `NORMAL` (`ovs-vsctl set
+//! port`'s `vlan_mode`, `tag`, `trunks`).
 //!
-//! Owns the name → OpenFlow port table and the rule for reading a port
-//! given as text. Invariant: a name resolves to exactly one port (a table
-//! refuses a second port of the same name), and the reserved ports' names
-//! (LOCAL, IN_PORT, CONTROLLER, ...) and numbers are never looked up, so
-//! what parsed without names parses the same with them. A name that looks
-//! like a number or a reserved port is given in double quotes.
+//! Owns the name → OpenFlow port table, the rule for reading a port given
+//! as text, and the VLAN settings' meaning. Invariants: a name resolves to
+//! exactly one port (a table refuses a second port of the same name), and
+//! the reserved ports' names (LOCAL, IN_PORT, CONTROLLER, ...) and numbers
+//! are never looked up, so what parsed without names parses the same with
+//! them (a name that looks like a number or a reserved port is given in
+//! double quotes); a [`PortSettings`] is always resolved the way Open
+//! vSwitch's bridge resolves the columns (a mode, the port's VLAN, the
+//! VLANs it trunks), so translation reads it without defaults of its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::OfError;
 
@@ -94,18 +99,189 @@ impl PortNames {
     }
 }
 
-/// One port of a port-configuration file: its OpenFlow number and name.
+/// How a port carries VLANs (Open vSwitch's `vlan_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum VlanMode {
+    /// Tagged frames of the trunked VLANs, untagged ones as VLAN 0.
+    #[default]
+    Trunk,
+    /// Untagged frames only, in the port's VLAN.
+    Access,
+    /// The port's VLAN tagged, untagged frames taken into it.
+    NativeTagged,
+    /// The port's VLAN untagged (in and out), the other trunked VLANs tagged.
+    NativeUntagged,
+}
+
+impl VlanMode {
+    fn name(self) -> &'static str {
+        match self {
+            VlanMode::Trunk => "trunk",
+            VlanMode::Access => "access",
+            VlanMode::NativeTagged => "native-tagged",
+            VlanMode::NativeUntagged => "native-untagged",
+        }
+    }
+}
+
+/// A port's VLAN settings for `NORMAL`, resolved as Open vSwitch's bridge
+/// resolves `vlan_mode`, `tag` and `trunks`: no mode is access with a tag
+/// and trunk without; an access or native port's VLAN is its tag (0
+/// without); a native port trunks its own VLAN and never VLAN 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortSettings {
+    pub mode: VlanMode,
+    /// The port's VLAN (access and native modes).
+    pub vlan: u16,
+    /// The VLANs it trunks (`None`: all of them).
+    pub trunks: Option<BTreeSet<u16>>,
+    /// The columns as given, for display (`tag=10 trunks=20,30`).
+    given: (Option<VlanMode>, Option<u16>, Option<BTreeSet<u16>>),
+}
+
+impl PortSettings {
+    /// A port without settings: a trunk of every VLAN.
+    pub const TRUNK: PortSettings =
+        PortSettings { mode: VlanMode::Trunk, vlan: 0, trunks: None, given: (None, None, None) };
+
+    /// The settings from the columns as `ovs-vsctl set port` takes them.
+    pub fn new(mode: Option<VlanMode>, tag: Option<u16>, trunks: Option<BTreeSet<u16>>) -> PortSettings {
+        let given = (mode, tag, trunks.clone());
+        let mode = mode.unwrap_or(if tag.is_some() { VlanMode::Access } else { VlanMode::Trunk });
+        let vlan = if mode == VlanMode::Trunk { 0 } else { tag.unwrap_or(0) };
+        // An empty trunks column means every VLAN.
+        let trunks = trunks.filter(|t| !t.is_empty());
+        let trunks = match mode {
+            VlanMode::Access => None,
+            VlanMode::Trunk => trunks,
+            VlanMode::NativeTagged | VlanMode::NativeUntagged => {
+                if vlan != 0 && trunks.as_ref().is_none_or(|t| !t.contains(&vlan) || t.contains(&0)) {
+                    let mut t = trunks.unwrap_or_else(|| (0..4096).collect());
+                    t.insert(vlan);
+                    t.remove(&0);
+                    Some(t)
+                } else {
+                    trunks
+                }
+            }
+        };
+        PortSettings { mode, vlan, trunks, given }
+    }
+
+    /// Reads settings words: `tag=N`, `trunks=N,M,...`, `vlan_mode=MODE`.
+    /// Anything else is an error naming it.
+    pub fn parse<'w>(words: impl IntoIterator<Item = &'w str>) -> Result<PortSettings, OfError> {
+        let (mut mode, mut tag, mut trunks) = (None, None, None);
+        let vid = |w: &str, v: &str| {
+            kairo_flow::parse::parse_uint(v)
+                .filter(|v| *v < 4096)
+                .map(|v| v as u16)
+                .ok_or_else(|| OfError::Syntax { text: w.to_string(), expected: "a VLAN id 0-4095".into() })
+        };
+        for w in words {
+            let (name, v) = w.split_once('=').unwrap_or((w, ""));
+            match name {
+                "tag" => tag = Some(vid(w, v)?),
+                "trunks" => {
+                    let list = v.split(',').map(str::trim).filter(|x| !x.is_empty());
+                    trunks = Some(list.map(|x| vid(w, x)).collect::<Result<BTreeSet<u16>, _>>()?);
+                }
+                "vlan_mode" => {
+                    mode = Some(match v {
+                        "trunk" => VlanMode::Trunk,
+                        "access" => VlanMode::Access,
+                        "native-tagged" => VlanMode::NativeTagged,
+                        "native-untagged" => VlanMode::NativeUntagged,
+                        "dot1q-tunnel" => {
+                            return Err(OfError::Unsupported {
+                                what: w.to_string(),
+                                why: "dot1q-tunnel ports are not supported yet".into(),
+                            })
+                        }
+                        _ => {
+                            return Err(OfError::Syntax {
+                                text: w.to_string(),
+                                expected: "vlan_mode=access, trunk, native-tagged or native-untagged".into(),
+                            })
+                        }
+                    })
+                }
+                "no-flood" | "no-forward" | "no-receive" | "no-recv" | "no-fwd" | "down" | "no-packet-in" => {
+                    return Err(OfError::Unsupported {
+                        what: w.to_string(),
+                        why: "OpenFlow port-config bits are not supported yet (VLAN settings are)".into(),
+                    })
+                }
+                _ => {
+                    return Err(OfError::Syntax {
+                        text: w.to_string(),
+                        expected: "a port setting: tag=N, trunks=N,M,... or vlan_mode=MODE".into(),
+                    })
+                }
+            }
+        }
+        Ok(PortSettings::new(mode, tag, trunks))
+    }
+
+    /// Does the port trunk VLAN `vid` (Open vSwitch's `xbundle_trunks_vlan`)?
+    pub fn trunks_vlan(&self, vid: u16) -> bool {
+        self.mode != VlanMode::Access && self.trunks.as_ref().is_none_or(|t| t.contains(&vid))
+    }
+
+    /// May a frame whose outer VLAN id is `vid` (0: untagged) come in here?
+    pub fn admits(&self, vid: u16) -> bool {
+        match self.mode {
+            VlanMode::Access => vid == 0,
+            VlanMode::NativeTagged | VlanMode::NativeUntagged if vid == 0 => true,
+            _ => self.trunks_vlan(vid),
+        }
+    }
+
+    /// Does a frame in VLAN `vid` (with an inner VLAN `inner`, 0 for none)
+    /// go out here (Open vSwitch's `xbundle_includes_vlan`)?
+    pub fn includes(&self, vid: u16, inner: u16) -> bool {
+        match self.mode {
+            VlanMode::Access => vid == self.vlan && inner == 0,
+            _ => self.trunks_vlan(vid),
+        }
+    }
+
+    /// The settings as `ovs-vsctl set port` words (empty: the default trunk).
+    pub fn words(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(m) = self.given.0 {
+            w.push(format!("vlan_mode={}", m.name()));
+        }
+        if let Some(t) = self.given.1 {
+            w.push(format!("tag={t}"));
+        }
+        if let Some(t) = &self.given.2 {
+            w.push(format!("trunks={}", t.iter().map(u16::to_string).collect::<Vec<_>>().join(",")));
+        }
+        w
+    }
+}
+
+impl std::fmt::Display for PortSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.words().join(" "))
+    }
+}
+
+/// One port of a port-configuration file: its OpenFlow number, name and
+/// VLAN settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortLine {
     pub port: u32,
     pub name: String,
+    pub settings: PortSettings,
 }
 
 /// Reads a port-configuration file, one port a line: `OFPORT NAME
-/// [SETTING ...]` (or `LOCAL NAME`), `#` starting a comment. Settings
-/// (`tag=`, `trunks=`, `vlan_mode=`, `no-flood`, ...) belong to the
-/// learning switch (NORMAL), which kairo does not model yet: a line with
-/// one is refused, naming it. Two lines may not share a number or a name.
+/// [SETTING ...]` (or `LOCAL NAME`), `#` starting a comment, each setting
+/// `tag=N`, `trunks=N,M,...` or `vlan_mode=access|trunk|native-tagged|
+/// native-untagged` (as `ovs-vsctl set port`). Two lines may not share a
+/// number or a name.
 pub fn parse_port_config(text: &str) -> Result<(Vec<PortLine>, PortNames), crate::FileError> {
     let mut lines = Vec::new();
     let mut names = PortNames::default();
@@ -125,13 +301,7 @@ pub fn parse_port_config(text: &str) -> Result<(Vec<PortLine>, PortNames), crate
                 || err(OfError::Syntax { text: num.to_string(), expected: "a port number 1-65279, or LOCAL".into() }),
             )?,
         };
-        if let Some(setting) = words.next() {
-            return Err(err(OfError::Unsupported {
-                what: setting.to_string(),
-                why: "port settings (tag=, trunks=, vlan_mode=, no-flood, ...) are for NORMAL, which kairo does not model yet"
-                    .into(),
-            }));
-        }
+        let settings = PortSettings::parse(words).map_err(err)?;
         if lines.iter().any(|l: &PortLine| l.port == port) {
             return Err(err(OfError::Syntax {
                 text: num.to_string(),
@@ -139,7 +309,7 @@ pub fn parse_port_config(text: &str) -> Result<(Vec<PortLine>, PortNames), crate
             }));
         }
         names.insert(name, port).map_err(err)?;
-        lines.push(PortLine { port, name: name.to_string() });
+        lines.push(PortLine { port, name: name.to_string(), settings });
     }
     Ok((lines, names))
 }

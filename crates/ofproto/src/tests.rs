@@ -132,7 +132,6 @@ fn action_errors() {
         ("set_field:1->nw_proto", "writable"),
         ("set_field:1->bogus", "bogus"),
         ("frobnicate", "frobnicate"),
-        ("NORMAL", "not supported"),
         ("ct(force)", "commit"),
         ("ct(exec(set_field:1->ct_mark))", "commit"),
         ("ct(commit,exec(set_field:1->reg0))", "ct_mark or ct_label"),

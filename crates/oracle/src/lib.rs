@@ -18,6 +18,7 @@
 //! says so instead of emitting.
 
 mod conj;
+mod normal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub struct Reference {
     groups: BTreeMap<u32, Arc<Group>>,
     ports: Vec<u32>,
     down: Vec<u32>,
+    /// NORMAL's view: the ports' VLAN settings and the learned MACs.
+    settings: BTreeMap<u32, normal::Settings>,
+    macs: BTreeMap<(u16, u64), u32>,
     /// Per packet field, the (value, mask) pairs the rules match it on and
     /// the values set actions write: where outcomes change, for sampling.
     hints: BTreeMap<Field, Vec<(u64, u64)>>,
@@ -111,7 +115,12 @@ impl Reference {
             h.sort_unstable();
             h.dedup();
         }
-        Reference { tables, misses, groups, ports, down, hints, recircs: p.recircs().clone() }
+        let settings = ports
+            .iter()
+            .filter_map(|&port| p.port_settings(port).map(|s| (port, (s.mode, s.vlan, s.trunks.clone()))))
+            .collect();
+        let macs = p.macs().entries().iter().map(|e| ((e.vlan, e.mac), e.port)).collect();
+        Reference { tables, misses, groups, ports, down, settings, macs, hints, recircs: p.recircs().clone() }
     }
 
     /// What the tables do with `packet` (registers and metadata zero): a
@@ -200,7 +209,9 @@ fn ordered(set: Vec<Action>) -> Vec<Action> {
             Action::PushMpls { .. } => push_mpls = Some(a),
             Action::DecMplsTtl => dec_mpls = true,
             Action::Group(_) => group = Some(a),
-            Action::Output(_) | Action::InPort | Action::Flood | Action::Controller { .. } => output = Some(a),
+            Action::Output(_) | Action::InPort | Action::Flood | Action::Normal | Action::Controller { .. } => {
+                output = Some(a)
+            }
             _ => {
                 let slot = |x: &Action| match x {
                     Action::SetField { field, .. } => Some((0, *field)),
@@ -908,8 +919,9 @@ impl Run<'_> {
                     0xfff9 => Action::Resubmit { port: None, table: Some(0) },
                     0xfffb | 0xfffc => Action::Flood,
                     0xfffd => Action::Controller { max_len: *max_len },
+                    0xfffa => Action::Normal,
                     p @ (1..=0xfff7 | 0xfffe) => Action::Output(p as u32),
-                    _ => return true, // NONE, NORMAL (not modelled), 0, beyond 16 bits
+                    _ => return true, // NONE, 0, beyond 16 bits
                 };
                 return self.action(&to, depth, table);
             }
@@ -921,6 +933,7 @@ impl Run<'_> {
                 }
             }
             Action::Controller { .. } => self.emit(u32::MAX),
+            Action::Normal => self.normal(),
             Action::SetField { field, value, mask } => {
                 if self.prereq(*field) {
                     self.flow.set_masked(*field, *value, *mask);

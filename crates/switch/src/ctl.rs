@@ -99,7 +99,7 @@ impl Switch {
             }
             Request::Bundle { text } => update(parse_bundle(text, &names)?),
             Request::AddPort { port, kind } => {
-                let (name, num) = crate::port::parse_port_arg(port).map_err(|e| e.to_string())?;
+                let (name, num, settings) = crate::port::parse_port_spec(port).map_err(|e| e.to_string())?;
                 let ofport = num.unwrap_or_else(|| self.free_ofport());
                 let io: Box<dyn crate::Port> = match kind.as_deref() {
                     Some("tap") => Box::new(crate::tap::Tap::open(&name).map_err(|e| e.to_string())?),
@@ -109,9 +109,25 @@ impl Switch {
                     Some(k) => return Err(format!("add-port: no port type `{k}` (afpacket or tap)")),
                 };
                 self.add_port(crate::Attached { ofport, name, io, counters: Default::default() })?;
+                if settings.is_some() {
+                    update(FlowMod::SetPortSettings(ofport, settings))?;
+                }
                 Ok(format!("port {ofport} added\n"))
             }
             Request::DelPort { port } => self.del_port(port).map(|_| String::new()),
+            Request::SetPort { port, settings } => {
+                let ofport = self.port_number(port)?;
+                let s = match settings.as_slice() {
+                    [] => None,
+                    words => Some(
+                        kairo_ofproto::ports::PortSettings::parse(words.iter().map(String::as_str))
+                            .map_err(|e| format!("set-port {port}: {e}"))?,
+                    ),
+                };
+                update(FlowMod::SetPortSettings(ofport, s))
+            }
+            Request::FdbShow {} => Ok(self.fdb_show()),
+            Request::FdbFlush {} => update(FlowMod::FlushMacs(None)),
             Request::DumpFlows { table } => Ok(self.dump_flows(*table)),
             Request::DumpGroups {} => Ok(self.dump_groups()),
             Request::DumpMegaflows {} => Ok(self.dump_megaflows()),
@@ -167,6 +183,26 @@ impl Switch {
                 }
                 let _ = writeln!(out, " actions={}", rule.inst);
             }
+        }
+        out
+    }
+
+    /// The switch's port named by number or interface name.
+    fn port_number(&self, which: &str) -> Result<u32, String> {
+        self.ports()
+            .iter()
+            .find(|p| p.name == which || which.parse::<u32>().is_ok_and(|n| n == p.ofport))
+            .map(|p| p.ofport)
+            .ok_or_else(|| format!("no port `{which}` (ports are named by number or name)"))
+    }
+
+    /// NORMAL's learned MACs, as `ovs-appctl fdb/show` lists them.
+    fn fdb_show(&self) -> String {
+        let c = self.ctl.lock();
+        let mut out = String::from(" port  VLAN  MAC                Age\n");
+        for e in c.pipeline.macs().entries() {
+            let mac = (0..6).rev().map(|i| format!("{:02x}", (e.mac >> (8 * i)) & 0xff)).collect::<Vec<_>>().join(":");
+            let _ = writeln!(out, "{:>5}  {:>4}  {mac}  {:>3}", e.port, e.vlan, c.clock.saturating_sub(e.used));
         }
         out
     }

@@ -384,8 +384,17 @@ impl Switch {
                 // Connections past their time, a bounded number per round.
                 dp.ct.expire(now, CT_EXPIRE_PER_ROUND);
                 drop(dp);
-                // Frozen states no megaflow uses any more (cheap unless due).
-                slow.lock().retire_frozen();
+                // Frozen states no megaflow uses any more (cheap unless due),
+                // and NORMAL's MACs that aged out (an update when some did).
+                {
+                    let mut c = slow.lock();
+                    c.retire_frozen();
+                    if c.tick(now).is_some() && c.keep_moved {
+                        let moved = std::mem::take(&mut c.moved);
+                        drop(c);
+                        self.take_moved(moved);
+                    }
+                }
                 // Expired megaflows' counters (filed by the sweep's removals;
                 // the control lock is taken only when there are some).
                 if expired > 0 {

@@ -81,7 +81,8 @@ impl Lives {
                 Delta::GroupChanged { .. }
                 | Delta::MissChanged { .. }
                 | Delta::PortChanged { .. }
-                | Delta::PortsChanged { .. } => {}
+                | Delta::PortsChanged { .. }
+                | Delta::MacsChanged { .. } => {}
             }
         }
         out

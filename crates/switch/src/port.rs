@@ -7,6 +7,7 @@
 //! on), and `send` never blocks the forwarding loop: a full transmit queue
 //! drops the frame and counts it.
 
+use kairo_ofproto::ports::PortSettings;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -139,6 +140,32 @@ impl PortError {
 
 /// Parses a `NAME[=OFPORT]` port argument; ports without a number get the
 /// lowest free one from 1 (done by the caller, who knows the others).
+/// A port as `--port` and `add-port` take it, with its VLAN settings for
+/// NORMAL: `IF[=OFPORT][,SETTING...]`, each setting `tag=N`,
+/// `trunks=N,M,...` (the numbers after `trunks=` are its list) or
+/// `vlan_mode=MODE`, as `ovs-vsctl set port`.
+pub fn parse_port_spec(s: &str) -> Result<(String, Option<u32>, Option<PortSettings>), PortError> {
+    let (head, rest) = s.split_once(',').unwrap_or((s, ""));
+    let (name, num) = parse_port_arg(head)?;
+    if rest.is_empty() {
+        return Ok((name, num, None));
+    }
+    // Words of the settings: a bare number continues the trunks list.
+    let mut words: Vec<String> = Vec::new();
+    for tok in rest.split(',') {
+        match words.last_mut() {
+            Some(w) if w.starts_with("trunks=") && !tok.contains('=') => {
+                w.push(',');
+                w.push_str(tok);
+            }
+            _ => words.push(tok.to_string()),
+        }
+    }
+    let settings = PortSettings::parse(words.iter().map(String::as_str))
+        .map_err(|e| PortError::Bad { name: name.clone(), what: e.to_string() })?;
+    Ok((name, num, Some(settings)))
+}
+
 pub fn parse_port_arg(s: &str) -> Result<(String, Option<u32>), PortError> {
     let (name, num) = match s.split_once('=') {
         Some((n, p)) => {

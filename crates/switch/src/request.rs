@@ -70,6 +70,17 @@ pub enum Request {
     DelPort {
         port: String,
     },
+    /// Sets a port's VLAN settings for NORMAL (`tag=N`, `trunks=N,M`,
+    /// `vlan_mode=MODE`; none: back to a trunk of every VLAN).
+    SetPort {
+        port: String,
+        #[serde(default)]
+        settings: Vec<String>,
+    },
+    /// NORMAL's learned MACs (as `ovs-appctl fdb/show`).
+    FdbShow {},
+    /// Forgets NORMAL's learned MACs (as `ovs-appctl fdb/flush`).
+    FdbFlush {},
     DumpGroups {},
     DumpMegaflows {},
     /// The connection tracker's connections (of one zone, if given).
@@ -120,8 +131,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("mod-group", "GROUP"),
     ("del-groups", "[group_id=N]"),
     ("bundle", "FILE (lines: flow add|modify|modify_strict|delete|delete_strict SPEC, group add|modify|delete SPEC)"),
-    ("add-port", "IF[=OFPORT] [type=afpacket|tap]"),
+    ("add-port", "IF[=OFPORT][,tag=N|,trunks=N,M|,vlan_mode=MODE...] [type=afpacket|tap]"),
     ("del-port", "OFPORT|IF"),
+    ("set-port", "OFPORT|IF [tag=N] [trunks=N,M,...] [vlan_mode=access|trunk|native-tagged|native-untagged]"),
+    ("fdb-show", ""),
+    ("fdb-flush", ""),
     ("dump-flows", "[table=N]"),
     ("dump-groups", ""),
     ("dump-megaflows", ""),
@@ -163,6 +177,9 @@ impl Request {
             Request::DumpFlows { .. } => "dump-flows",
             Request::AddPort { .. } => "add-port",
             Request::DelPort { .. } => "del-port",
+            Request::SetPort { .. } => "set-port",
+            Request::FdbShow {} => "fdb-show",
+            Request::FdbFlush {} => "fdb-flush",
             Request::DumpGroups {} => "dump-groups",
             Request::DumpMegaflows {} => "dump-megaflows",
             Request::DumpConntrack { .. } => "dump-conntrack",
@@ -226,6 +243,12 @@ impl Request {
                 _ => return Err(format!("`{cmd}` takes one or two arguments: {}", usage(cmd))),
             },
             "del-port" => Request::DelPort { port: one()? },
+            "set-port" => match args {
+                [p, settings @ ..] => Request::SetPort { port: p.clone(), settings: settings.to_vec() },
+                [] => return Err(format!("`{cmd}` takes a port and its settings: {}", usage(cmd))),
+            },
+            "fdb-show" => none().map(|_| Request::FdbShow {})?,
+            "fdb-flush" => none().map(|_| Request::FdbFlush {})?,
             "dump-groups" => none().map(|_| Request::DumpGroups {})?,
             "dump-megaflows" => none().map(|_| Request::DumpMegaflows {})?,
             "dump-conntrack" | "flush-conntrack" => {
@@ -275,6 +298,9 @@ mod tests {
             ("dump-flows", args(&["table=7"])),
             ("add-port", args(&["veth0=7", "type=tap"])),
             ("del-port", args(&["7"])),
+            ("set-port", args(&["veth0", "tag=10", "trunks=10,20"])),
+            ("fdb-show", args(&[])),
+            ("fdb-flush", args(&[])),
             ("dump-megaflows", args(&[])),
             ("dump-conntrack", args(&["zone=5"])),
             ("flush-conntrack", args(&[])),

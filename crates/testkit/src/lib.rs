@@ -41,6 +41,8 @@ pub struct GenConfig {
     /// clauses), and now and then a second one at the same priority
     /// sharing a clause flow (which then has two conjunction actions).
     pub conjunction: bool,
+    /// `NORMAL` (the learning switch) among the outputs.
+    pub normal: bool,
 }
 
 impl Default for GenConfig {
@@ -56,6 +58,7 @@ impl Default for GenConfig {
             conntrack: true,
             write_actions: true,
             conjunction: true,
+            normal: true,
         }
     }
 }
@@ -245,6 +248,7 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
             }
             21..=23 if cfg.conntrack && (is_ip || is_ip6) => gen_ct(rng, cfg, table, is_ip, l4, m.contains("+inv")),
             21 if cfg.conntrack => "ct_clear".to_string(),
+            0 if cfg.normal && rng.gen_bool(0.2) => "NORMAL".to_string(),
             0 if rng.gen_bool(0.2) => "FLOOD".to_string(),
             // An output whose port a field holds: register bits an earlier
             // load set (0 outputs nothing), or the low bits of the L4

@@ -57,7 +57,7 @@ impl ActionSet {
                 Action::PushMpls { .. } => self.push_mpls = Some(a.clone()),
                 Action::DecMplsTtl => self.dec_mpls_ttl = true,
                 Action::Group(g) => self.group = Some(*g),
-                Action::Output(_) | Action::InPort | Action::Flood | Action::Controller { .. } => {
+                Action::Output(_) | Action::InPort | Action::Flood | Action::Normal | Action::Controller { .. } => {
                     self.output = Some(a.clone())
                 }
                 _ => {

@@ -19,6 +19,7 @@
 
 mod action_set;
 mod commit;
+pub mod mac;
 pub mod pipeline;
 pub mod recirc;
 pub mod replay;
@@ -35,7 +36,8 @@ pub use pipeline::{answers, conj_floor, conj_related, Pipeline, PipelineError, T
 pub use replay::{retranslate, retranslate_checked, Replay, Retranslation, TableSet, VisitCheck};
 pub use suffix::{actions_read_from, sorted_minus, translate_suffix, Suffix};
 pub use translate::{
-    translate, translate_actions, XlateError, XlateResult, MAX_ACTION_BYTES, MAX_BUCKETS, MAX_DEPTH, MAX_RESUBMITS,
+    learned_from, translate, translate_actions, Learn, XlateError, XlateResult, MAX_ACTION_BYTES, MAX_BUCKETS,
+    MAX_DEPTH, MAX_RESUBMITS,
 };
 pub use traversal::{Floor, GroupUse, Outcome, Step, Traversal, Via};
 

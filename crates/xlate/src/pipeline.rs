@@ -184,8 +184,12 @@ pub struct Pipeline {
     tables: BTreeMap<u8, Table>,
     groups: BTreeMap<u32, Arc<Group>>,
     down_ports: BTreeSet<u32>,
-    /// The switch's ports, for FLOOD.
+    /// The switch's ports, for FLOOD and NORMAL.
     ports: BTreeSet<u32>,
+    /// Ports' VLAN settings for NORMAL (a port without is a trunk of every VLAN).
+    port_settings: BTreeMap<u32, kairo_ofproto::ports::PortSettings>,
+    /// NORMAL's MAC learning table.
+    macs: crate::mac::MacTable,
     next_id: RuleId,
     /// Every rule by id (as its table's classifier holds it), for the
     /// lookups translation replays from a recorded traversal.
@@ -256,6 +260,34 @@ impl Pipeline {
     /// cached FLOOD results stale until a full revalidation).
     pub fn set_ports(&mut self, ports: impl IntoIterator<Item = u32>) {
         self.ports = ports.into_iter().collect();
+    }
+    /// A port's VLAN settings for NORMAL (`None`: the default trunk of
+    /// every VLAN). Translation depends on them: a change is an update
+    /// ([`Pipeline::set_port_settings`] through maintenance).
+    pub fn port_settings(&self, port: u32) -> Option<&kairo_ofproto::ports::PortSettings> {
+        self.port_settings.get(&port)
+    }
+    /// Sets (or, with `None`, clears) a port's VLAN settings; returns the
+    /// old ones.
+    pub fn set_port_settings(
+        &mut self,
+        port: u32,
+        s: Option<kairo_ofproto::ports::PortSettings>,
+    ) -> Option<kairo_ofproto::ports::PortSettings> {
+        match s {
+            Some(s) if s != kairo_ofproto::ports::PortSettings::default() => self.port_settings.insert(port, s),
+            _ => self.port_settings.remove(&port),
+        }
+    }
+    /// NORMAL's MAC learning table.
+    pub fn macs(&self) -> &crate::mac::MacTable {
+        &self.macs
+    }
+    /// The MAC learning table to change: whoever changes it hands what
+    /// changed to cache maintenance (the update `FlowMod::Learn` and its
+    /// kin do).
+    pub fn macs_mut(&mut self) -> &mut crate::mac::MacTable {
+        &mut self.macs
     }
     pub fn ports(&self) -> impl Iterator<Item = u32> + '_ {
         self.ports.iter().copied()

@@ -296,6 +296,10 @@ impl Suffix {
         // was inside one.
         t.tail = (j + self.resumable) as u16;
         t.bare = if j < old.resumable_bare() { t.tail } else { old.bare };
+        // NORMAL runs only after the last resumable step, so only in the
+        // suffix, on the bits its `need` makes every key share: the same
+        // lookups.
+        t.normal.clone_from(&self.trav.normal);
         t
     }
 

@@ -94,6 +94,94 @@ table=3,priority=5,actions=output:2",
     assert_eq!(acts(&p, &format!("in_port=5,icmp,{ip}")), "1,2");
 }
 
+/// `NORMAL` on trunk ports: flood what is unknown, send what is learned
+/// to its port, drop what goes back where it came from; the MACs, the
+/// ingress port and the VLAN id are in the megaflow, and what the table
+/// had to say is recorded. Every action list here is the one Open vSwitch
+/// 3.1's ofproto/trace gave for the same flows and packets (without its
+/// LOCAL port, which this bridge does not have).
+#[test]
+fn normal_floods_the_unknown_and_sends_the_learned_to_their_port() {
+    let mut p = pipeline("actions=NORMAL", "");
+    p.set_ports([1, 2, 3, 4]);
+    let ab = "dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,ip";
+    let k = parse_key(&format!("in_port=1,{ab}")).unwrap();
+    let r = translate(&p, &k);
+    assert_eq!(format_actions(&r.actions), "2,3,4");
+    let m = format_megaflow(&k, &r.mask);
+    for f in ["in_port=1", "dl_src=02:00:00:00:00:01", "dl_dst=02:00:00:00:00:02", "vlan_tci=0x0000/0x1fff"] {
+        assert!(m.contains(f), "{f} not in {m}");
+    }
+    assert_eq!(r.learn, vec![Learn { vlan: 0, mac: 0x0200_0000_0001, port: 1 }]);
+    assert_eq!(r.traversal.normal.as_deref(), Some(&[(0, 0x0200_0000_0002)][..]));
+    assert_eq!(p.macs_mut().learn(0, 0x0200_0000_0002, 3, 0), vec![((0, 0x0200_0000_0002), None)]);
+    assert_eq!(acts(&p, &format!("in_port=1,{ab}")), "3");
+    assert_eq!(acts(&p, &format!("in_port=3,{ab}")), "drop", "learned on the input port");
+    assert_eq!(acts(&p, &format!("in_port=1,dl_vlan=5,{ab}")), "2,3,4", "another VLAN: not learned there");
+    assert_eq!(acts(&p, "in_port=1,dl_src=02:00:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1"), "2,3,4");
+    assert_eq!(acts(&p, "in_port=1,dl_src=02:00:00:00:00:01,dl_dst=01:80:c2:00:00:00"), "drop", "reserved");
+    assert_eq!(acts(&p, &format!("in_port=9,{ab}")), "drop", "not a port of the bridge");
+    // A multicast source is never learned.
+    let r = translate(&p, &parse_key("in_port=1,dl_src=01:00:5e:00:00:01,dl_dst=02:00:00:00:00:02").unwrap());
+    assert!(r.learn.is_empty());
+    // NORMAL from a field (output_reg with 0xfffa) and in the action set.
+    let mut q = pipeline(
+        "in_port=1,actions=load:0xfffa->reg0[0..15],output:reg0[0..15]\nin_port=2,actions=write_actions(NORMAL)",
+        "",
+    );
+    q.set_ports([1, 2, 3]);
+    assert_eq!(acts(&q, &format!("in_port=1,{ab}")), "2,3");
+    assert_eq!(acts(&q, &format!("in_port=2,{ab}")), "1,3");
+}
+
+/// `NORMAL` with ports' VLAN settings (access, trunks, native-untagged,
+/// native-tagged): what is admitted, who gets the flood, and the tags each
+/// leaves with. Expected actions and megaflows are Open vSwitch 3.1's
+/// (ofproto/trace on a bridge with these `ovs-vsctl set port` settings),
+/// without its LOCAL port.
+#[test]
+fn normal_applies_each_port_s_vlan_mode() {
+    use kairo_ofproto::ports::PortSettings;
+    let mut p = pipeline("actions=NORMAL", "");
+    p.set_ports([1, 2, 3, 4]);
+    for (port, words) in [
+        (1, "tag=10"),
+        (2, "trunks=10,20"),
+        (3, "vlan_mode=native-untagged tag=20"),
+        (4, "vlan_mode=native-tagged tag=10 trunks=20"),
+    ] {
+        p.set_port_settings(port, Some(PortSettings::parse(words.split(' ')).unwrap()));
+    }
+    let ab = "dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,ip";
+    let cases = [
+        ("in_port=1", "push_vlan(vid=10,pcp=0),2,3,4"),
+        ("in_port=2,dl_vlan=10", "pop_vlan,1,push_vlan(vid=10,pcp=0),3,4"),
+        ("in_port=2,dl_vlan=20", "pop_vlan,3,push_vlan(vid=20,pcp=0),4"),
+        ("in_port=2,dl_vlan=30", "drop"),
+        ("in_port=2", "drop"),
+        ("in_port=3", "push_vlan(vid=20,pcp=0),2,4"),
+        ("in_port=3,dl_vlan=10", "pop_vlan,1,push_vlan(vid=10,pcp=0),2,4"),
+        ("in_port=4", "1,push_vlan(vid=10,pcp=0),2,3"),
+        ("in_port=4,dl_vlan=20,dl_vlan_pcp=3", "2,pop_vlan,3"),
+        ("in_port=1,dl_vlan=10", "drop"),
+        ("in_port=3,dl_vlan=0,dl_vlan_pcp=2", "pop_vlan,push_vlan(vid=20,pcp=2),2,4"),
+    ];
+    for (head, want) in cases {
+        assert_eq!(acts(&p, &format!("{head},{ab}")), want, "{head}");
+    }
+    // Only the VLAN id and presence are read where the tags go out as
+    // they came; the whole tag where an output changes it.
+    let (_, m) = tr(&p, &format!("in_port=2,dl_vlan=30,{ab}"));
+    assert!(m.contains("dl_vlan=30") && !m.contains("pcp"), "{m}");
+    let (_, m) = tr(&p, &format!("in_port=2,dl_vlan=10,{ab}"));
+    assert!(m.contains("dl_vlan=10,dl_vlan_pcp=0"), "{m}");
+    // Learned in VLAN 20 (an untagged frame on the native-untagged port).
+    p.macs_mut().learn(20, 0x0200_0000_0003, 3, 0);
+    let ac = "dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:03,ip";
+    assert_eq!(acts(&p, &format!("in_port=1,{ac}")), "push_vlan(vid=10,pcp=0),2,3,4");
+    assert_eq!(acts(&p, &format!("in_port=2,dl_vlan=20,{ac}")), "pop_vlan,3");
+}
+
 #[test]
 fn rewrites_commit_only_changes_before_output() {
     let p = pipeline(

@@ -35,6 +35,9 @@ use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
 pub(crate) type Hit<'a> = (Outcome, Option<&'a Rule>);
 use kairo_odp::{ControllerReason, DpAction, HashAlg};
 
+mod normal;
+pub use normal::learned_from;
+
 /// Nesting limit of resubmits to this or an earlier table and of groups
 /// (Open vSwitch's MAX_DEPTH); goto_table, table-miss continues and
 /// resubmits to a later table walk the pipeline forward and do not nest.
@@ -102,6 +105,18 @@ pub struct XlateResult {
     /// megaflow (Open vSwitch's slow path). Also set with
     /// [`XlateError::TooManyBuckets`], whose record is too big to keep.
     pub slow: bool,
+    /// What `NORMAL` would learn from this packet (its source MAC on its
+    /// ingress port and VLAN), for the caller that handles a real packet
+    /// to put in the MAC table; translation itself never changes it.
+    pub learn: Vec<Learn>,
+}
+
+/// A source MAC `NORMAL` saw on a port, in a VLAN (see [`XlateResult::learn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Learn {
+    pub vlan: u16,
+    pub mac: u64,
+    pub port: u32,
 }
 
 /// Translates `key` through `p` from table 0.
@@ -286,6 +301,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             conntracked: false,
             wrote_ct: false,
             thaw_read: false,
+            normal: Vec::new(),
+            learn: Vec::new(),
             mode,
         }
     }
@@ -310,6 +327,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             x.odp.clear();
         }
         let in_port_read = x.flow.in_port_read();
+        if !x.normal.is_empty() {
+            x.trav.normal = Some(std::mem::take(&mut x.normal).into_boxed_slice());
+        }
         let seen = x.flow.finish(key);
         Run {
             result: XlateResult {
@@ -320,6 +340,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 error: x.error,
                 action_mask: seen.action_mask,
                 slow: x.slow,
+                learn: x.learn,
             },
             mode: x.mode,
             lookups: x.lookups,
@@ -392,6 +413,11 @@ struct Translator<'a, M> {
     wrote_ct: bool,
     /// See [`Run::thaw_read`].
     thaw_read: bool,
+    /// The MAC table lookups NORMAL made ([`Traversal::normal`]): none
+    /// yet, or no lookup after is resumable.
+    normal: Vec<(u16, u64)>,
+    /// What NORMAL learned ([`XlateResult::learn`]).
+    learn: Vec<Learn>,
     mode: M,
 }
 
@@ -488,7 +514,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             return;
         }
         self.deepest = self.deepest.max(self.depth);
-        let resumable = self.pending == 0 && self.odp.is_empty() && self.action_set.is_empty();
+        // (After NORMAL nothing is: what it did depends on the MAC table,
+        // which a re-translation must read again.)
+        let resumable =
+            self.pending == 0 && self.odp.is_empty() && self.action_set.is_empty() && self.normal.is_empty();
         let bare = resumable && self.restoring == 0;
         let version = self.key_version();
         let p = self.p;
@@ -814,6 +843,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::Clone(body) => self.clone_actions(body),
+            Action::Normal => self.normal(),
             Action::OutputReg { src, max_len } => {
                 let port = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
                 if let Some(a) = output_reg_port(port, *max_len) {
@@ -1343,10 +1373,11 @@ fn needs_hidden_headers(a: &Action) -> Option<&'static str> {
 /// What `output:FIELD` does with the port number the field held, as Open
 /// vSwitch's `xlate_output_reg_action`: a 16-bit OpenFlow 1.0 port, its
 /// reserved numbers the reserved ports; beyond 16 bits, or port 0 or NONE
-/// (no switch has them), nothing. NORMAL is not modelled yet: nothing.
+/// (no switch has them), nothing.
 fn output_reg_port(port: u64, max_len: u16) -> Option<Action> {
     match port {
-        0 | 0xfffa | 0xffff | 0x1_0000.. => None,
+        0 | 0xffff | 0x1_0000.. => None,
+        0xfffa => Some(Action::Normal),
         0xfff8 => Some(Action::InPort),
         0xfff9 => Some(Action::Resubmit { port: None, table: Some(0) }),
         0xfffb | 0xfffc => Some(Action::Flood),

@@ -193,11 +193,24 @@ pub struct Traversal {
     /// How many leading steps were resumable with no such bucket or
     /// resubmit around them (resuming there needs no such proviso).
     pub(crate) bare: u16,
+    /// The (VLAN, MAC) destinations `NORMAL` looked up in the MAC learning
+    /// table, in order (`None`: NORMAL did not run): what a change of that
+    /// table can alter. No step after the first NORMAL is resumable, so a
+    /// re-translation always runs it again.
+    pub normal: Option<Box<[(u16, u64)]>>,
 }
 
 impl Default for Traversal {
     fn default() -> Self {
-        Traversal { steps: Vec::new(), groups: Vec::new(), diffs: Vec::new(), ends: vec![0], tail: 0, bare: 0 }
+        Traversal {
+            steps: Vec::new(),
+            groups: Vec::new(),
+            diffs: Vec::new(),
+            ends: vec![0],
+            tail: 0,
+            bare: 0,
+            normal: None,
+        }
     }
 }
 
@@ -218,12 +231,15 @@ impl Traversal {
             ends,
             tail: 0,
             bare: 0,
+            normal: None,
         }
     }
 
     /// The same translation's state just before step `j`'s lookup: the
     /// steps before `j`, the groups used before it and the key versions
     /// they saw (room kept for the rest of a traversal like this one).
+    /// Where `j` is resumable NORMAL had not run yet: the prefix has no
+    /// NORMAL lookups.
     pub(crate) fn prefix(&self, j: usize) -> Traversal {
         let mut t = Traversal::with_capacity_of(self);
         t.steps.extend_from_slice(&self.steps[..j]);

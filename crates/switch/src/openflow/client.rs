@@ -118,6 +118,12 @@ pub fn to_messages(fm: &KFlowMod, v: Version) -> Result<Vec<Message>, Error> {
                 format!("table {t}'s miss behaviour has no OpenFlow 1.3 message"),
             ))
         }
+        KFlowMod::SetPortSettings(..) | KFlowMod::Learn { .. } | KFlowMod::ExpireMacs(_) | KFlowMod::FlushMacs(_) => {
+            return Err(Error::new(
+                ErrorCode::BAD_TYPE,
+                "ports' VLAN settings and NORMAL's MAC table are the switch's own (`kairo ctl`), not OpenFlow's",
+            ))
+        }
     })
 }
 
