@@ -383,6 +383,25 @@ pub struct Index {
     po: FlowMask,
 }
 
+/// Files entry `id` under each of `keys` (a group use, a looked-up MAC).
+fn file(map: &mut FxHashMap<u64, FxHashSet<EntryId>>, id: EntryId, keys: &[u64]) {
+    for &k in keys {
+        map.entry(k).or_default().insert(id);
+    }
+}
+
+/// Takes entry `id` out from under each of `keys`, dropping emptied sets.
+fn unfile(map: &mut FxHashMap<u64, FxHashSet<EntryId>>, id: EntryId, keys: &[u64]) {
+    for k in keys {
+        if let Some(s) = map.get_mut(k) {
+            s.remove(&id);
+            if s.is_empty() {
+                map.remove(k);
+            }
+        }
+    }
+}
+
 impl Index {
     pub fn new() -> Index {
         Index { po: crate::revalidate::pipeline_only_mask(), ..Index::default() }
@@ -537,45 +556,11 @@ impl Index {
         groups
     }
 
-    fn add_groups(&mut self, id: EntryId, groups: &[u64]) {
-        for &g in groups {
-            self.by_group.entry(g).or_default().insert(id);
-        }
-    }
-
-    fn del_groups(&mut self, id: EntryId, groups: &[u64]) {
-        for g in groups {
-            if let Some(s) = self.by_group.get_mut(g) {
-                s.remove(&id);
-                if s.is_empty() {
-                    self.by_group.remove(g);
-                }
-            }
-        }
-    }
-
     fn macs_of(trav: &Traversal) -> Vec<u64> {
         let mut macs: Vec<u64> = trav.normal.iter().flat_map(|n| n.iter().map(|&(_, mac)| mac)).collect();
         macs.sort_unstable();
         macs.dedup();
         macs
-    }
-
-    fn add_macs(&mut self, id: EntryId, macs: &[u64]) {
-        for &m in macs {
-            self.by_mac.entry(m).or_default().insert(id);
-        }
-    }
-
-    fn del_macs(&mut self, id: EntryId, macs: &[u64]) {
-        for m in macs {
-            if let Some(s) = self.by_mac.get_mut(m) {
-                s.remove(&id);
-                if s.is_empty() {
-                    self.by_mac.remove(m);
-                }
-            }
-        }
     }
 
     fn register(&mut self, p: &Pipeline, id: EntryId, mf: &Arc<Ukey>, trav: Arc<Traversal>) {
@@ -591,8 +576,8 @@ impl Index {
             self.add_outcome(id, st.table, st.outcome);
             self.add_slot(id, st.table, slot);
         }
-        self.add_groups(id, &Self::groups_of(&trav));
-        self.add_macs(id, &Self::macs_of(&trav));
+        file(&mut self.by_group, id, &Self::groups_of(&trav));
+        file(&mut self.by_mac, id, &Self::macs_of(&trav));
         self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
     }
 
@@ -604,8 +589,8 @@ impl Index {
             let s = self.slots_at(&region, &e.mf, &e.trav, st);
             self.del_slot(id, st.table, s);
         }
-        self.del_groups(id, &Self::groups_of(&e.trav));
-        self.del_macs(id, &Self::macs_of(&e.trav));
+        unfile(&mut self.by_group, id, &Self::groups_of(&e.trav));
+        unfile(&mut self.by_mac, id, &Self::macs_of(&e.trav));
     }
 
     /// Adds an entry under its current traversal.
@@ -689,15 +674,15 @@ impl Index {
         }
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(&new));
         if groups != was {
-            self.add_groups(id, &groups);
+            file(&mut self.by_group, id, &groups);
             let gone: Vec<u64> = was.iter().copied().filter(|g| !groups.contains(g)).collect();
-            self.del_groups(id, &gone);
+            unfile(&mut self.by_group, id, &gone);
         }
         let (was, macs) = (Self::macs_of(&e.trav), Self::macs_of(&new));
         if macs != was {
-            self.add_macs(id, &macs);
+            file(&mut self.by_mac, id, &macs);
             let gone: Vec<u64> = was.iter().copied().filter(|m| !macs.contains(m)).collect();
-            self.del_macs(id, &gone);
+            unfile(&mut self.by_mac, id, &gone);
         }
         // What the old traversal asserted that the new one does not: only
         // visits that changed can have it, and only a visit to the same

@@ -439,6 +439,37 @@ fn a_mac_learned_moved_or_aged_out_retranslates_only_the_entries_sent_to_it() {
     assert_eq!(inc.lock().engine.len(), n + 1);
 }
 
+/// A MAC whose traffic runs on megaflows alone (no upcall learns it again)
+/// stays learned: the megaflows NORMAL made that carried its frames
+/// refresh it (as Open vSwitch's revalidators do); one that stops sending
+/// ages out.
+#[test]
+fn megaflows_that_carry_a_mac_s_traffic_keep_it_learned() {
+    let mut p = pipeline("actions=NORMAL", "");
+    p.set_ports([1, 2]);
+    let pkts = [
+        "in_port=1,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,ip".to_string(),
+        "in_port=2,dl_src=02:00:00:00:00:02,dl_dst=02:00:00:00:00:01,ip".to_string(),
+    ];
+    let (mut dp, sc) = filled(&p, EngineKind::Incremental, &pkts);
+    assert_eq!(sc.lock().pipeline.macs().len(), 2);
+    let mut slow = sc.clone();
+    // For ten minutes host 1 sends every 10 s (megaflow hits only) and
+    // host 2 is silent; the switch ticks every 10 s.
+    let k1 = key(&pkts[0]);
+    let misses = dp.stats.misses;
+    for t in (10..=600u64).step_by(10) {
+        dp.process_key(&k1, 64, None, t * 1000, &mut slow);
+        sc.lock().tick(t * 1000);
+    }
+    assert_eq!(dp.stats.misses, misses, "host 1's frames all hit their megaflow");
+    let c = sc.lock();
+    assert_eq!(c.pipeline.macs().lookup(0, 0x0200_0000_0001), Some(1), "host 1 refreshed by its megaflow");
+    assert_eq!(c.pipeline.macs().lookup(0, 0x0200_0000_0002), None, "host 2 aged out");
+    // Host 1's frames to host 2 flood now; host 2's to host 1 still go to port 1.
+    assert!(c.verify().is_empty());
+}
+
 #[test]
 fn route_insert_touches_only_the_overlapping_entries() {
     let p = pipeline("table=0,priority=8,ip,nw_dst=10.0.0.0/8,actions=output:1\ntable=0,priority=8,ip,nw_dst=11.0.0.0/8,actions=output:2", "");
@@ -676,6 +707,11 @@ fn readers_see_old_or_new_actions_and_only_new_after_the_ack() {
             (lookups.load(Ordering::Acquire), std::time::Instant::now() + std::time::Duration::from_secs(2));
         while lookups.load(Ordering::Acquire) == seen && std::time::Instant::now() < deadline {
             std::thread::yield_now();
+        }
+        // A reader that stopped has found something wrong: say what now,
+        // not after every update's wait has run out.
+        if reader.is_finished() {
+            break;
         }
     }
     stop.store(true, Ordering::Release);

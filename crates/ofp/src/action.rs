@@ -207,6 +207,10 @@ pub enum Act {
         src: WireSub,
         max_len: u16,
     },
+    /// NXAST_STACK_PUSH.
+    StackPush(WireSub),
+    /// NXAST_STACK_POP.
+    StackPop(WireSub),
     /// NXAST_NOTE: the note's bytes, padding included (as Open vSwitch keeps them).
     Note(Vec<u8>),
     /// NXAST_DEC_TTL.
@@ -451,6 +455,23 @@ impl Act {
                 check_sub(&src, at)?;
                 Act::OutputReg { src, max_len: a.u16("max_len")? }
             }
+            nxast::STACK_PUSH | nxast::STACK_POP => {
+                let name = if subtype == nxast::STACK_PUSH { "push" } else { "pop" };
+                fixed(24, name)?;
+                let ofs = a.u16("offset")?;
+                let (id, _) = OxmId::decode_header(a)?;
+                let n_bits = a.u16("n_bits")?;
+                if a.rest().iter().any(|&b| b != 0) {
+                    return Err(bad_len(name, at, len, 24));
+                }
+                let sub = WireSub { id, ofs, n_bits };
+                check_sub(&sub, at)?;
+                if subtype == nxast::STACK_PUSH {
+                    Act::StackPush(sub)
+                } else {
+                    Act::StackPop(sub)
+                }
+            }
             nxast::NOTE => Act::Note(a.rest().to_vec()),
             nxast::DEC_TTL => fixed(16, "dec_ttl").map(|_| Act::NxDecTtl)?,
             nxast::EXIT => fixed(16, "exit").map(|_| Act::Exit)?,
@@ -680,6 +701,13 @@ impl Act {
                 w.u16(ofs_nbits(src));
                 w.u32(hdr(&src.id));
                 w.u16(*max_len);
+                w.zeros(6);
+            }
+            Act::StackPush(sub) | Act::StackPop(sub) => {
+                w.u16(if matches!(self, Act::StackPush(_)) { nxast::STACK_PUSH } else { nxast::STACK_POP });
+                w.u16(sub.ofs);
+                w.u32(hdr(&sub.id));
+                w.u16(sub.n_bits);
                 w.zeros(6);
             }
             Act::Note(n) => {

@@ -406,6 +406,12 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
         }
         Act::Note(bytes) => Action::Note(bytes.clone()),
         Act::OutputReg { src, max_len } => Action::OutputReg { src: sub_from_wire(src)?, max_len: *max_len },
+        Act::StackPush(src) => Action::StackPush(sub_from_wire(src)?),
+        Act::StackPop(dst) => {
+            let dst = sub_from_wire(dst)?;
+            writable(dst.field, "pop")?;
+            Action::StackPop(dst)
+        }
         Act::Exit => return Err(unsupported_nx(nxast::EXIT)),
         Act::SetTunnel64(_) => return Err(unsupported_nx(nxast::SET_TUNNEL64)),
         Act::CtClear => Action::CtClear,
@@ -607,6 +613,8 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
         match a {
             Action::Output(p) => out.push(Act::Output { port: port::to_wire(*p), max_len: 0 }),
             Action::Clone(body) => out.push(Act::Clone(actions_to_wire(body, v, m)?)),
+            Action::StackPush(src) => out.push(Act::StackPush(sub_to_wire(src)?)),
+            Action::StackPop(dst) => out.push(Act::StackPop(sub_to_wire(dst)?)),
             Action::OutputReg { src, max_len } => {
                 out.push(Act::OutputReg { src: sub_to_wire(src)?, max_len: *max_len })
             }

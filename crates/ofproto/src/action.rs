@@ -109,6 +109,12 @@ pub enum Action {
         src: SubField,
         max_len: u16,
     },
+    /// `push:FIELD[a..b]`: the field's bits onto the translation's stack
+    /// (Open vSwitch's register stack; exact in the megaflow).
+    StackPush(SubField),
+    /// `pop:FIELD[a..b]`: the stack's top entry into the field's bits (its
+    /// low bits, zero-extended); an empty stack pops nothing.
+    StackPop(SubField),
     /// Output to the ingress port.
     InPort,
     /// Output to every port of the switch but the ingress port (`FLOOD`;
@@ -482,6 +488,12 @@ impl Action {
                 }
                 Action::SetField { field: sf.field, value: v << sf.ofs, mask: sf.mask() }
             }
+            "push" => Action::StackPush(SubField::parse(need()?)?),
+            "pop" => {
+                let dst = SubField::parse(need()?)?;
+                writable(dst.field, s)?;
+                Action::StackPop(dst)
+            }
             "move" => {
                 let a = need()?;
                 let (src, dst) = a.split_once("->").ok_or_else(|| syntax("move:SRC[a..b]->DST[c..d]"))?;
@@ -603,6 +615,8 @@ impl std::fmt::Display for Action {
                 write!(f, "set_field:{}->{}", format_wide_value(*field, *value, *mask), field.name())
             }
             Action::Move { src, dst } => write!(f, "move:{src}->{dst}"),
+            Action::StackPush(src) => write!(f, "push:{src}"),
+            Action::StackPop(dst) => write!(f, "pop:{dst}"),
             Action::PushVlan { tpid } => write!(f, "push_vlan:{tpid:#06x}"),
             Action::PopVlan => write!(f, "pop_vlan"),
             Action::SetVlanVid { vid, push: true } => write!(f, "mod_vlan_vid:{vid}"),
@@ -856,6 +870,12 @@ impl Instructions {
             return Err(OfError::Unsupported {
                 what: a.to_string(),
                 why: "output to a port taken from a field is not allowed in write_actions (the action set has no place for it)".into(),
+            });
+        }
+        if let Some(a) = self.write.iter().find(|a| matches!(a, Action::StackPush(_) | Action::StackPop(_))) {
+            return Err(OfError::Unsupported {
+                what: a.to_string(),
+                why: "push and pop are not allowed in write_actions (the action set has no place for them)".into(),
             });
         }
         self.check_conjunctions()

@@ -57,7 +57,7 @@ pub fn is_ct_field(f: Field) -> bool {
 pub fn written(a: &Action) -> Option<Field> {
     match a {
         Action::SetField { field, .. } | Action::SetWide { field, .. } => Some(*field),
-        Action::Move { dst, .. } => Some(dst.field),
+        Action::Move { dst, .. } | Action::StackPop(dst) => Some(dst.field),
         _ => None,
     }
 }

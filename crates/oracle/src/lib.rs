@@ -74,6 +74,7 @@ pub struct Reference {
 const MAX_DEPTH: u32 = 64;
 const MAX_LOOKUPS: u32 = 4096;
 const MAX_BUCKETS: u32 = 1 << 16;
+const MAX_STACK: usize = 8192;
 /// A translation stops past 64 kB of datapath actions (Open vSwitch's
 /// Netlink sizes). The reference counts 8 bytes per output and a masked set
 /// per group of headers changed before it (`headers_changed`); it does not
@@ -145,6 +146,7 @@ impl Reference {
             hashed: false,
             dp_hash: packet.get(Field::DpHash),
             conntracked: false,
+            stack: Vec::new(),
             ct: *packet,
             nat: Vec::new(),
             ended: false,
@@ -160,6 +162,7 @@ impl Reference {
                     run.hidden = st.l3_hidden;
                     run.hashed = st.hashed;
                     run.conntracked = st.conntracked;
+                    run.stack = st.stack.clone();
                     run.set = st.action_set.clone();
                     if st.ops.is_empty() {
                         run.table(st.table, 0);
@@ -280,6 +283,9 @@ struct Run<'a> {
     /// The packet went through the tracker on an earlier pass and nothing
     /// cleared it since (only then does `ct_clear` reach the datapath).
     conntracked: bool,
+    /// The push/pop stack, bottom first (ovs-actions(7): a copy for each
+    /// clone and group bucket, shared across resubmits).
+    stack: Vec<u64>,
     /// The connection metadata the packet has in the datapath (its ct
     /// fields; the flow's own are cleared after each `ct`).
     ct: FlowKey,
@@ -608,6 +614,7 @@ impl Run<'_> {
             l3_hidden: self.hidden,
             hashed: self.hashed || hash.is_some(),
             conntracked: self.conntracked,
+            stack: self.stack.clone(),
         };
         // A state the translator never froze has no id: u32::MAX names none.
         let id = self.r.recircs.id_of(&state).unwrap_or(u32::MAX);
@@ -794,7 +801,7 @@ impl Run<'_> {
                 Action::SetField { field, .. } => l3(*field),
                 Action::SetWide { .. } => true,
                 Action::Move { src, dst } => l3(src.field) || l3(dst.field),
-                Action::OutputReg { src, .. } => l3(src.field),
+                Action::OutputReg { src, .. } | Action::StackPush(src) | Action::StackPop(src) => l3(src.field),
                 Action::DecTtl
                 | Action::PopMpls { .. }
                 | Action::SetMplsTtl(_)
@@ -899,6 +906,7 @@ impl Run<'_> {
                 // then everything as it was (a freeze inside recirculates
                 // on its own, as a bucket's does).
                 let saved = (self.flow, self.hidden, self.conntracked, self.set.clone());
+                let stack = self.stack.clone();
                 self.action_list(body, depth, table);
                 if self.freezing.is_none() && !self.halted() {
                     let set = std::mem::take(&mut self.set);
@@ -910,6 +918,7 @@ impl Run<'_> {
                 }
                 self.freezing = None;
                 (self.flow, self.hidden, self.conntracked, self.set) = saved;
+                self.stack = stack;
                 return !self.halted();
             }
             Action::OutputReg { src, max_len } => {
@@ -949,6 +958,22 @@ impl Run<'_> {
                 if self.prereq(src.field) && self.prereq(dst.field) {
                     let bits = (self.flow.get(src.field) & src.mask()) >> src.ofs;
                     self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
+                }
+            }
+            Action::StackPush(src) => {
+                if self.stack.len() >= MAX_STACK {
+                    self.stop = Some(Stop::Error);
+                    return false;
+                }
+                self.stack.push((self.flow.get(src.field) & src.mask()) >> src.ofs);
+            }
+            Action::StackPop(dst) => {
+                // Popping an empty stack does nothing (a stack underflow).
+                if let Some(v) = self.stack.pop() {
+                    if self.prereq(dst.field) {
+                        let low = if dst.n_bits >= 64 { u64::MAX } else { (1u64 << dst.n_bits) - 1 };
+                        self.flow.set_masked(dst.field, (v & low) << dst.ofs, dst.mask());
+                    }
                 }
             }
             Action::PushVlan { .. } => {
@@ -1079,16 +1104,16 @@ impl Run<'_> {
                 self.stop = Some(Stop::TooManyBuckets);
                 return;
             }
-            let saved = (self.flow, self.hidden);
+            let saved = (self.flow, self.hidden, self.stack.clone());
             // A bucket's actions run one level deeper, on a copy of the
-            // packet, for the rule (and table) that ran the group.
+            // packet and the stack, for the rule (and table) that ran the group.
             self.action_list(&g.buckets[i].actions, depth + 1, table);
             // A bucket that froze recirculates on its own; the group goes on.
             if !self.halted() {
                 self.finish_freezing();
             }
             self.freezing = None;
-            (self.flow, self.hidden) = saved;
+            (self.flow, self.hidden, self.stack) = saved;
             if self.halted() {
                 return;
             }

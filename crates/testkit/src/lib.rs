@@ -43,6 +43,8 @@ pub struct GenConfig {
     pub conjunction: bool,
     /// `NORMAL` (the learning switch) among the outputs.
     pub normal: bool,
+    /// `push` and `pop` of register and Ethernet bits (the stack).
+    pub stack: bool,
 }
 
 impl Default for GenConfig {
@@ -59,6 +61,7 @@ impl Default for GenConfig {
             write_actions: true,
             conjunction: true,
             normal: true,
+            stack: true,
         }
     }
 }
@@ -249,6 +252,19 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
             21..=23 if cfg.conntrack && (is_ip || is_ip6) => gen_ct(rng, cfg, table, is_ip, l4, m.contains("+inv")),
             21 if cfg.conntrack => "ct_clear".to_string(),
             0 if cfg.normal && rng.gen_bool(0.2) => "NORMAL".to_string(),
+            // The stack: register and source MAC bits pushed, popped into
+            // registers (reg0's bits are an output's port elsewhere).
+            4 if cfg.stack && rng.gen_bool(0.3) => pick(
+                rng,
+                &[
+                    "push:NXM_NX_REG0[0..1]",
+                    "push:NXM_OF_ETH_SRC[0..1]",
+                    "push:NXM_NX_REG1[0..3]",
+                    "pop:NXM_NX_REG0[0..1]",
+                    "pop:NXM_NX_REG1[0..3]",
+                ],
+            )
+            .to_string(),
             0 if rng.gen_bool(0.2) => "FLOOD".to_string(),
             // An output whose port a field holds: register bits an earlier
             // load set (0 outputs nothing), or the low bits of the L4

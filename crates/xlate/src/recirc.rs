@@ -93,6 +93,8 @@ pub struct FrozenState {
     /// and was not cleared since (Open vSwitch's `conntracked`): only then
     /// does `ct_clear` emit the datapath's `ct_clear`.
     pub conntracked: bool,
+    /// The push/pop stack, bottom first.
+    pub stack: Vec<u64>,
 }
 
 impl FrozenState {

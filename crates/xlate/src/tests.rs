@@ -182,6 +182,35 @@ fn normal_applies_each_port_s_vlan_mode() {
     assert_eq!(acts(&p, &format!("in_port=2,dl_vlan=20,{ac}")), "pop_vlan,3");
 }
 
+/// `push`/`pop`: the stack is shared across resubmits and copied for a
+/// clone or a group bucket (nothing they push or pop is seen after them);
+/// popping an empty stack does nothing; pushed bits are exact in the
+/// megaflow. Every action list here is Open vSwitch 3.1's for the same
+/// flows and packets.
+#[test]
+fn push_and_pop_keep_a_stack_per_clone_and_bucket() {
+    let p = pipeline(
+        "table=0,in_port=1,actions=load:0x5->NXM_NX_REG0[0..3],clone(push:NXM_NX_REG0[0..3]),pop:NXM_NX_REG1[0..3],resubmit(,1)
+table=0,in_port=2,actions=load:0x5->NXM_NX_REG0[0..3],group:1,pop:NXM_NX_REG1[0..3],resubmit(,1)
+table=0,in_port=3,actions=load:0x5->NXM_NX_REG0[0..3],push:NXM_NX_REG0[0..3],clone(pop:NXM_NX_REG2[0..3]),pop:NXM_NX_REG1[0..3],resubmit(,1)
+table=0,in_port=4,actions=load:0x5->NXM_NX_REG0[0..3],push:NXM_NX_REG0[0..3],resubmit(,2),pop:NXM_NX_REG1[0..3],resubmit(,1)
+table=0,in_port=5,ip,actions=pop:NXM_NX_REG0[],push:NXM_OF_IP_DST[],pop:NXM_NX_REG2[0..7],resubmit(,3)
+table=1,reg1=0x5,actions=output:2
+table=1,actions=output:3
+table=2,actions=pop:NXM_NX_REG3[0..3]
+table=3,reg2=0x4,actions=output:3
+table=3,actions=output:4",
+        "group_id=1,type=all,bucket=actions=push:NXM_NX_REG0[0..3]",
+    );
+    for (port, want) in [(1, "3"), (2, "3"), (3, "2"), (4, "3")] {
+        assert_eq!(acts(&p, &format!("in_port={port},ip")), want, "in_port={port}");
+    }
+    let (a, m) = tr(&p, "in_port=5,ip,nw_dst=10.0.0.4");
+    assert_eq!(a, "3");
+    assert!(m.contains("nw_dst=10.0.0.4,"), "{m}");
+    assert_eq!(acts(&p, "in_port=5,ip,nw_dst=10.0.1.5"), "4");
+}
+
 #[test]
 fn rewrites_commit_only_changes_before_output() {
     let p = pipeline(

@@ -42,6 +42,9 @@ pub use normal::learned_from;
 /// (Open vSwitch's MAX_DEPTH); goto_table, table-miss continues and
 /// resubmits to a later table walk the pipeline forward and do not nest.
 pub const MAX_DEPTH: u32 = 64;
+/// Entries the push/pop stack holds at most (Open vSwitch bounds it at 64
+/// kB; 8192 entries of up to 8 bytes fit in that).
+pub const MAX_STACK: usize = 8192;
 /// Limit of table lookups in one translation (Open vSwitch's MAX_RESUBMITS).
 pub const MAX_RESUBMITS: u32 = 4096;
 /// Bytes of datapath actions past which a translation stops (Open vSwitch's
@@ -64,6 +67,9 @@ pub enum XlateError {
     TooManyResubmits,
     #[error("translation ran more than {MAX_BUCKETS} group buckets")]
     TooManyBuckets,
+    /// More than [`MAX_STACK`] entries pushed (Open vSwitch's "stack too deep").
+    #[error("more than {MAX_STACK} entries pushed onto the stack")]
+    StackTooDeep,
     /// A push onto three MPLS labels, or a pop under three labels none of
     /// which is the bottom (Open vSwitch's XLATE_TOO_MANY_MPLS_LABELS).
     #[error("{action} on a packet with more MPLS labels than the {MPLS_MAX_LABELS} a flow holds")]
@@ -303,6 +309,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             thaw_read: false,
             normal: Vec::new(),
             learn: Vec::new(),
+            stack: Vec::new(),
             mode,
         }
     }
@@ -418,6 +425,8 @@ struct Translator<'a, M> {
     normal: Vec<(u16, u64)>,
     /// What NORMAL learned ([`XlateResult::learn`]).
     learn: Vec<Learn>,
+    /// The push/pop stack (values of the bits pushed), bottom first.
+    stack: Vec<u64>,
     mode: M,
 }
 
@@ -516,8 +525,12 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.deepest = self.deepest.max(self.depth);
         // (After NORMAL nothing is: what it did depends on the MAC table,
         // which a re-translation must read again.)
-        let resumable =
-            self.pending == 0 && self.odp.is_empty() && self.action_set.is_empty() && self.normal.is_empty();
+        // (Nor with something on the stack: what follows may pop it.)
+        let resumable = self.pending == 0
+            && self.odp.is_empty()
+            && self.action_set.is_empty()
+            && self.normal.is_empty()
+            && self.stack.is_empty();
         let bare = resumable && self.restoring == 0;
         let version = self.key_version();
         let p = self.p;
@@ -689,6 +702,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.l3_hidden = st.l3_hidden;
         self.hashed = st.hashed;
         self.conntracked = st.conntracked;
+        self.stack.clone_from(&st.stack);
         self.action_set.write(&st.action_set);
         if st.ops.is_empty() {
             self.table(st.table, Via::Start);
@@ -780,6 +794,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             l3_hidden: self.l3_hidden,
             hashed: self.hashed || fz.hash.is_some(),
             conntracked: self.conntracked,
+            stack: self.stack.clone(),
         };
         self.thaw_read = true;
         let id = self.p.recircs().intern(state);
@@ -801,6 +816,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// resumed at: a re-translation starts before the clone.
     fn clone_actions(&mut self, body: &[Action]) {
         let saved = (*self.flow.unexamined(), self.l3_hidden, self.conntracked, self.action_set.clone());
+        let stack = self.stack.clone();
         self.pending += 1;
         self.restoring += 1;
         self.restored = true;
@@ -820,6 +836,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.freezing = None;
         self.flow.restore(saved.0);
         (self.l3_hidden, self.conntracked, self.action_set) = (saved.1, saved.2, saved.3);
+        self.stack = stack;
     }
 
     /// The VLAN tags, both recorded whole (the commit compares both).
@@ -883,6 +900,23 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 if self.prereq_ok(src.field) && self.prereq_ok(dst.field) {
                     let bits = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
                     self.flow.set_masked(dst.field, bits << dst.ofs, dst.mask());
+                }
+            }
+            Action::StackPush(src) => {
+                if self.stack.len() >= MAX_STACK {
+                    self.fail(XlateError::StackTooDeep);
+                    return false;
+                }
+                let v = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
+                self.stack.push(v);
+            }
+            Action::StackPop(dst) => {
+                // An empty stack pops nothing, and translation goes on (as
+                // Open vSwitch's, which reports a stack underflow).
+                if let Some(v) = self.stack.pop() {
+                    if self.prereq_ok(dst.field) {
+                        self.flow.set_masked(dst.field, v << dst.ofs, dst.mask());
+                    }
                 }
             }
             Action::PushVlan { .. } => {
@@ -1324,6 +1358,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 return self.fail(XlateError::TooManyBuckets);
             }
             let saved = (*self.flow.unexamined(), self.l3_hidden);
+            // A bucket works on a copy of the stack (as Open vSwitch's).
+            let stack = self.stack.clone();
             let more = u32::from(k + 1 < n);
             self.depth += 1;
             self.pending += more;
@@ -1342,6 +1378,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             self.freezing = None;
             self.flow.restore(saved.0);
             self.l3_hidden = saved.1;
+            self.stack = stack;
             if self.error.is_some() {
                 return;
             }
@@ -1361,6 +1398,8 @@ fn needs_hidden_headers(a: &Action) -> Option<&'static str> {
         Action::SetWide { .. } => Some("set_field"),
         Action::Move { src, dst } if l3(src.field) || l3(dst.field) => Some("move"),
         Action::OutputReg { src, .. } if l3(src.field) => Some("output"),
+        Action::StackPush(src) if l3(src.field) => Some("push"),
+        Action::StackPop(dst) if l3(dst.field) => Some("pop"),
         Action::DecTtl => Some("dec_ttl"),
         Action::PopMpls { .. } => Some("pop_mpls"),
         Action::SetMplsTtl(_) => Some("set_mpls_ttl"),
