@@ -9,18 +9,17 @@
 //! slow path to be learned), the outer VLAN's id and presence, and the
 //! whole tags wherever an output changes them (the commit reads them) or
 //! a priority tag's fate depends on its PCP. (One deviation: a frame that
-//! leaves a trunk as it came keeps an inner tag whose TCI is all zero,
-//! which Open vSwitch strips, reading that tag without examining it.) The
-//! MAC table is read only
-//! through lookups recorded in the traversal ([`Traversal::normal`]), which
-//! is how maintenance finds the entries a table change can alter.
+//! leaves with the tags it came with keeps an inner tag whose TCI is all
+//! zero, which Open vSwitch strips, reading that tag without examining
+//! it.) The MAC table is read only through lookups recorded in the
+//! traversal ([`Traversal::normal`]), which is how maintenance finds the
+//! entries a table change can alter.
 //!
 //! [`Traversal::normal`]: crate::Traversal::normal
 
 use kairo_flow::field::{Field, VLAN_CFI};
-use kairo_ofproto::ports::{PortSettings, VlanMode};
-
 use kairo_flow::FlowKey;
+use kairo_ofproto::ports::{PortSettings, VlanMode};
 
 use super::{Learn, Mode, Translator};
 use crate::mac::{is_multicast, is_reserved};
