@@ -234,18 +234,24 @@ impl Switch {
     }
 
     fn show(&self) -> String {
-        let (rules, groups, version, engine) = {
+        let (rules, groups, version, engine, vlans) = {
             let c = self.ctl.lock();
-            (c.pipeline.n_rules(), c.pipeline.groups().count(), c.version, c.engine.name())
+            let vlans: std::collections::BTreeMap<u32, String> = self
+                .ports()
+                .iter()
+                .filter_map(|p| c.pipeline.port_settings(p.ofport).map(|s| (p.ofport, s.to_string())))
+                .collect();
+            (c.pipeline.n_rules(), c.pipeline.groups().count(), c.version, c.engine.name(), vlans)
         };
         let mut out =
             format!("kairo switch: {rules} rules, {groups} groups, rule-table version {version}, engine {engine}\n");
         let g = PortCounters::get;
         for p in &self.ports() {
             let c = &p.counters;
+            let vlan = vlans.get(&p.ofport).map(|s| format!(", {s}")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                " {}({}): {}\n     rx pkts={}, bytes={}, drop={}\n     tx pkts={}, bytes={}, drop={}",
+                " {}({}): {}{vlan}\n     rx pkts={}, bytes={}, drop={}\n     tx pkts={}, bytes={}, drop={}",
                 p.ofport,
                 p.name,
                 p.kind,

@@ -183,3 +183,34 @@ fn flows_name_the_switch_s_ports() {
     let e = sw.handle(&req("in_port=veth-c,actions=drop")).unwrap_err();
     assert!(e.contains("veth-c") && e.contains("veth-a"), "{e}");
 }
+
+/// A port's VLAN settings for NORMAL set while the switch runs (by name or
+/// number), shown by `show`; bad settings are refused naming them; the
+/// learned MACs are listed and flushed.
+#[test]
+fn port_vlan_settings_and_the_mac_table_through_the_control_protocol() {
+    use kairo_switch::ctl::Request;
+    let ports: Vec<PortInfo> = [(1, "veth-a"), (2, "veth-b")]
+        .into_iter()
+        .map(|(ofport, name)| PortInfo { ofport, name: name.into(), kind: "afpacket", counters: Default::default() })
+        .collect();
+    let sw = Switch::new(kairo_xlate::Pipeline::new(), EngineKind::Incremental, DpConfig::default(), ports);
+    let set = |port: &str, words: &[&str]| Request::SetPort {
+        port: port.into(),
+        settings: words.iter().map(|w| w.to_string()).collect(),
+    };
+    sw.handle(&set("veth-a", &["tag=10"])).expect("by name");
+    sw.handle(&set("2", &["vlan_mode=native-untagged", "tag=20", "trunks=10,20"])).expect("by number");
+    let show = sw.handle(&Request::Show {}).expect("show");
+    assert!(show.contains("1(veth-a): afpacket, tag=10"), "{show}");
+    assert!(show.contains("vlan_mode=native-untagged tag=20 trunks=10,20"), "{show}");
+    let e = sw.handle(&set("veth-a", &["tag=5000"])).unwrap_err();
+    assert!(e.contains("tag=5000"), "{e}");
+    let e = sw.handle(&set("veth-z", &["tag=1"])).unwrap_err();
+    assert!(e.contains("veth-z"), "{e}");
+    // Back to the default trunk.
+    sw.handle(&set("veth-a", &[])).expect("cleared");
+    assert!(sw.handle(&Request::Show {}).expect("show").contains("1(veth-a): afpacket\n"));
+    assert!(sw.handle(&Request::FdbShow {}).expect("fdb-show").starts_with(" port  VLAN  MAC"));
+    sw.handle(&Request::FdbFlush {}).expect("fdb-flush");
+}
