@@ -24,6 +24,15 @@ fn switch() -> Arc<Switch> {
     Arc::new(Switch::new(pipeline, EngineKind::Incremental, DpConfig::default(), Vec::<PortInfo>::new()))
 }
 
+/// A switch with no rules and two (unopened) ports, 1 `veth-a` and 2 `veth-b`.
+fn two_port_switch() -> Switch {
+    let ports: Vec<PortInfo> = [(1, "veth-a"), (2, "veth-b")]
+        .into_iter()
+        .map(|(ofport, name)| PortInfo { ofport, name: name.into(), kind: "afpacket", counters: Default::default() })
+        .collect();
+    Switch::new(kairo_xlate::Pipeline::new(), EngineKind::Incremental, DpConfig::default(), ports)
+}
+
 /// One reply line from a raw connection (empty if it closed without one).
 fn reply_line(s: &UnixStream) -> String {
     let mut line = String::new();
@@ -171,11 +180,7 @@ fn clients_are_bounded_and_the_others_keep_being_served() {
 /// names (and ports added later by theirs), as ovs-ofctl does.
 #[test]
 fn flows_name_the_switch_s_ports() {
-    let ports: Vec<PortInfo> = [(1, "veth-a"), (2, "veth-b")]
-        .into_iter()
-        .map(|(ofport, name)| PortInfo { ofport, name: name.into(), kind: "afpacket", counters: Default::default() })
-        .collect();
-    let sw = Switch::new(kairo_xlate::Pipeline::new(), EngineKind::Incremental, DpConfig::default(), ports);
+    let sw = two_port_switch();
     let req = |flow: &str| kairo_switch::ctl::Request::AddFlow { flow: flow.into() };
     sw.handle(&req("in_port=veth-a,actions=output:\"veth-b\"")).expect("names resolve");
     let dump = sw.handle(&kairo_switch::ctl::Request::DumpFlows { table: None }).expect("dump");
@@ -190,11 +195,7 @@ fn flows_name_the_switch_s_ports() {
 #[test]
 fn port_vlan_settings_and_the_mac_table_through_the_control_protocol() {
     use kairo_switch::ctl::Request;
-    let ports: Vec<PortInfo> = [(1, "veth-a"), (2, "veth-b")]
-        .into_iter()
-        .map(|(ofport, name)| PortInfo { ofport, name: name.into(), kind: "afpacket", counters: Default::default() })
-        .collect();
-    let sw = Switch::new(kairo_xlate::Pipeline::new(), EngineKind::Incremental, DpConfig::default(), ports);
+    let sw = two_port_switch();
     let set = |port: &str, words: &[&str]| Request::SetPort {
         port: port.into(),
         settings: words.iter().map(|w| w.to_string()).collect(),
