@@ -1085,8 +1085,10 @@ impl Control {
     pub fn tick(&mut self, now_ms: u64) -> Option<Report> {
         let now = now_ms / 1000;
         self.clock = self.clock.max(now);
+        if self.pipeline.macs().is_empty() {
+            return None;
+        }
         let aging = self.pipeline.macs().aging();
-        let oldest = self.pipeline.macs().oldest_use()?;
         let period = (aging / 4).max(1);
         if now >= self.refreshed + period {
             let since_ms = self.refreshed * 1000;
@@ -1100,7 +1102,7 @@ impl Control {
                 .collect();
             self.learn(&learned);
         }
-        let oldest = self.pipeline.macs().oldest_use().unwrap_or(oldest);
+        let oldest = self.pipeline.macs().oldest_use()?;
         (oldest.saturating_add(aging) <= self.clock).then(|| self.apply(&FlowMod::ExpireMacs(self.clock)).ok())?
     }
 

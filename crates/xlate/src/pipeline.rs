@@ -289,6 +289,10 @@ impl Pipeline {
     pub fn macs_mut(&mut self) -> &mut crate::mac::MacTable {
         &mut self.macs
     }
+    /// Whether the switch has `port` (the set FLOOD and NORMAL use).
+    pub fn has_port(&self, port: u32) -> bool {
+        self.ports.contains(&port)
+    }
     pub fn ports(&self) -> impl Iterator<Item = u32> + '_ {
         self.ports.iter().copied()
     }

@@ -39,7 +39,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let src = self.flow.get(Field::EthSrc);
         let dst = self.flow.get(Field::EthDst);
         let outer = self.flow.get_bits(Field::VlanTci, VLAN_CFI | u64::from(VID)) as u16;
-        if !self.p.ports().any(|p| p == in_port) {
+        if !self.p.has_port(in_port) {
             return; // no input bundle, dropping
         }
         let in_cfg = self.p.port_settings(in_port).unwrap_or(&DEFAULT);
@@ -70,7 +70,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.normal.push((vlan, dst));
         match self.p.macs().lookup(vlan, dst) {
             // The learned port is the input port, or not a port any more: dropping.
-            Some(port) if port == in_port || !self.p.ports().any(|p| p == port) => {}
+            Some(port) if port == in_port || !self.p.has_port(port) => {}
             Some(port) => self.output_normal(port, tags),
             None => self.flood(in_port, tags, inner_kept),
         }
@@ -80,13 +80,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// [`Translator::normal`] examined; a decision that depends on more
     /// examines it itself).
     fn in_tags(&self) -> Tags {
-        let f = self.flow.unexamined();
-        let (o, i) = (f.get(Field::VlanTci) as u16, f.get(Field::VlanTciInner) as u16);
-        let cfi = VLAN_CFI as u16;
-        if o & cfi == 0 {
-            return [0, 0];
-        }
-        [o & !cfi, if i & cfi != 0 { i & !cfi } else { 0 }]
+        tags_of(self.flow.unexamined())
     }
 
     /// Every port but the input port that carries the VLAN.
@@ -142,17 +136,25 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
 pub fn learned_from(p: &Pipeline, key: &FlowKey) -> Option<Learn> {
     let port = key.get(Field::InPort) as u32;
     let (src, dst) = (key.get(Field::EthSrc), key.get(Field::EthDst));
-    if !p.ports().any(|x| x == port) || is_multicast(src) || is_reserved(dst) {
+    if !p.has_port(port) || is_multicast(src) || is_reserved(dst) {
         return None;
     }
     let cfg = p.port_settings(port).unwrap_or(&DEFAULT);
-    let (o, i) = (key.get(Field::VlanTci) as u16, key.get(Field::VlanTciInner) as u16);
-    let cfi = VLAN_CFI as u16;
-    let t: Tags = if o & cfi == 0 { [0, 0] } else { [o & !cfi, if i & cfi != 0 { i & !cfi } else { 0 }] };
+    let t = tags_of(key);
     if !cfg.admits(t[0] & VID) {
         return None;
     }
     Some(Learn { vlan: input_tags(cfg, t)[0] & VID, mac: src, port })
+}
+
+/// A key's VLAN tags as [`Tags`] (an inner tag only under an outer one).
+fn tags_of(key: &FlowKey) -> Tags {
+    let (o, i) = (key.get(Field::VlanTci) as u16, key.get(Field::VlanTciInner) as u16);
+    let cfi = VLAN_CFI as u16;
+    if o & cfi == 0 {
+        return [0, 0];
+    }
+    [o & !cfi, if i & cfi != 0 { i & !cfi } else { 0 }]
 }
 
 /// The tags inside the bridge for a frame that came in on a port with
