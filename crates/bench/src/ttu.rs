@@ -454,7 +454,9 @@ fn reference_check(c: &kairo_maintain::Control, rng: &mut rand::rngs::StdRng) ->
     entries
         .choose_multiple(rng, REFERENCE_ENTRIES)
         .filter(|uk| {
-            kairo_oracle::check_entry(&reference, &uk.rep, &uk.mask, &uk.actions(), REFERENCE_PACKETS, rng).is_some()
+            let learned: Vec<_> = uk.traversal().learned.iter().flatten().map(|l| l.rule.clone()).collect();
+            kairo_oracle::check_entry(&reference, &uk.rep, &uk.mask, &uk.actions(), &learned, REFERENCE_PACKETS, rng)
+                .is_some()
         })
         .count()
 }

@@ -592,6 +592,21 @@ pub fn check_prereqs(m: &Match) -> Result<(), FlowError> {
     Ok(())
 }
 
+/// Checks that match `m` guarantees the prerequisites of field `f` (one of
+/// the names sharing its storage is enough, as in [`check_prereqs`]).
+pub fn check_field_prereq(m: &Match, f: Field) -> Result<(), FlowError> {
+    let f = match f.half_of() {
+        Some((hi, _)) => hi,
+        None => f,
+    };
+    let shared = FIELDS.iter().filter(|a| a.id == f || a.storage == Some(f));
+    if shared.clone().any(|a| prereq_ok(m, a.prereq)) {
+        return Ok(());
+    }
+    let needs: Vec<String> = shared.map(|a| format!("{} needs {}", a.name, prereq_text(a.prereq))).collect();
+    Err(FlowError::Prerequisite { field: f.name().to_string(), needs: needs.join("; ") })
+}
+
 /// Splits ovs-ofctl text at top-level separators (commas and whitespace),
 /// keeping parentheses and brackets together: `a=1, b(c,d),e` -> `a=1`, `b(c,d)`, `e`.
 pub fn split_top(s: &str) -> Result<Vec<&str>, FlowError> {

@@ -285,7 +285,10 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
             let reference = kairo_oracle::Reference::new(&c.pipeline);
             let mut r = rng(seed ^ ((i as u64) << 32));
             for mf in c.engine.entries() {
-                if let Some(d) = kairo_oracle::check_entry(&reference, &mf.rep, &mf.mask, &mf.actions(), 12, &mut r) {
+                let learned = learned_rules(&mf.traversal());
+                if let Some(d) =
+                    kairo_oracle::check_entry(&reference, &mf.rep, &mf.mask, &mf.actions(), &learned, 12, &mut r)
+                {
                     let k = kairo_flow::parse_key(&d.packet).ok();
                     let tr = k.map(|k| format!("{:?}", translate(&c.pipeline, &k).traversal)).unwrap_or_default();
                     let state = pipeline_state(&c.pipeline);
@@ -1213,4 +1216,9 @@ fn a_group_watching_a_changed_group_has_its_users_taken() {
 #[test]
 fn regression_unlabelled_mpls_packet_pushed_and_popped() {
     run_case(13074092321137382925, &[98163137074700664]).unwrap();
+}
+
+/// The flows a traversal's learn actions made.
+fn learned_rules(t: &kairo_xlate::Traversal) -> Vec<kairo_ofproto::Rule> {
+    t.learned.iter().flatten().map(|l| l.rule.clone()).collect()
 }

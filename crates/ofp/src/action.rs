@@ -148,6 +148,186 @@ pub struct WireSub {
     pub n_bits: u16,
 }
 
+/// NXAST_LEARN and NXAST_LEARN2 (`learn(...)`) as on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WireLearn {
+    /// NXAST_LEARN2 (limit and result_dst) rather than NXAST_LEARN.
+    pub v2: bool,
+    pub idle_timeout: u16,
+    pub hard_timeout: u16,
+    pub priority: u16,
+    pub cookie: u64,
+    pub flags: u16,
+    pub table: u8,
+    pub fin_idle_timeout: u16,
+    pub fin_hard_timeout: u16,
+    pub limit: u32,
+    /// The result bit (NXAST_LEARN2 with NX_LEARN_F_WRITE_RESULT).
+    pub result_dst: Option<WireSub>,
+    pub specs: Vec<WireLearnSpec>,
+}
+
+/// One flow_mod_spec of a learn action.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WireLearnSpec {
+    pub n_bits: u16,
+    pub src: WireLearnSrc,
+    pub dst: WireLearnDst,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum WireLearnSrc {
+    /// A field's bits (field and offset; the width is the spec's).
+    Field(OxmId, u16),
+    /// An immediate: its bytes as sent, 2 for every 16 bits or part.
+    Imm(Vec<u8>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WireLearnDst {
+    Match(OxmId, u16),
+    Load(OxmId, u16),
+    Output,
+}
+
+/// Learn flags Open vSwitch knows (send_flow_rem, delete_learned, write_result).
+const LEARN_FLAGS: u16 = 0b111;
+const LEARN_SRC_IMM: u16 = 1 << 13;
+const LEARN_DST_SHIFT: u16 = 11;
+
+fn decode_learn(a: &mut Reader<'_>, at: usize, subtype: u16) -> Result<WireLearn, Error> {
+    let bad = |why: String| Error::new(ErrorCode::BAD_ACTION_ARGUMENT, format!("learn at offset {at}: {why}"));
+    let mut l = WireLearn {
+        v2: subtype == nxast::LEARN2,
+        idle_timeout: a.u16("idle_timeout")?,
+        hard_timeout: a.u16("hard_timeout")?,
+        priority: a.u16("priority")?,
+        cookie: a.u64("cookie")?,
+        flags: a.u16("flags")?,
+        table: a.u8("table_id")?,
+        fin_idle_timeout: 0,
+        fin_hard_timeout: 0,
+        limit: 0,
+        result_dst: None,
+        specs: Vec::new(),
+    };
+    if a.u8("pad")? != 0 {
+        return Err(Error::new(ErrorCode::BAD_ACTION_ARGUMENT, format!("learn at offset {at}: padding is not zero")));
+    }
+    l.fin_idle_timeout = a.u16("fin_idle_timeout")?;
+    l.fin_hard_timeout = a.u16("fin_hard_timeout")?;
+    let allowed = if l.v2 { LEARN_FLAGS } else { LEARN_FLAGS & !4 };
+    if l.flags & !allowed != 0 {
+        return Err(bad(format!("unknown flags {:#x}", l.flags & !allowed)));
+    }
+    if l.table == 255 {
+        return Err(bad("table 255 is not valid for learn".into()));
+    }
+    if l.v2 {
+        l.limit = a.u32("limit")?;
+        let result_ofs = a.u16("result_dst_ofs")?;
+        if a.u16("pad2")? != 0 {
+            return Err(Error::new(
+                ErrorCode::BAD_ACTION_ARGUMENT,
+                format!("learn2 at offset {at}: padding is not zero"),
+            ));
+        }
+        if l.flags & 4 != 0 {
+            let (id, _) = OxmId::decode_header(a)?;
+            let s = WireSub { id, ofs: result_ofs, n_bits: 1 };
+            check_sub(&s, at)?;
+            l.result_dst = Some(s);
+        } else if result_ofs != 0 {
+            return Err(bad("result_dst_ofs without the write_result flag".into()));
+        }
+    }
+    while a.remaining() >= 2 {
+        let h = a.u16("flow_mod_spec header")?;
+        if h == 0 {
+            break; // padding
+        }
+        let n_bits = h & 0x3ff;
+        let dst_type = (h >> LEARN_DST_SHIFT) & 3;
+        if h & !(0x3ff | LEARN_SRC_IMM | (3 << LEARN_DST_SHIFT)) != 0 || dst_type == 3 || n_bits == 0 {
+            return Err(bad(format!("bad flow_mod_spec header {h:#06x}")));
+        }
+        let src = if h & LEARN_SRC_IMM != 0 {
+            let n = 2 * usize::from(n_bits).div_ceil(16);
+            WireLearnSrc::Imm(a.bytes(n, "learn immediate")?.to_vec())
+        } else {
+            let (id, _) = OxmId::decode_header(a)?;
+            let ofs = a.u16("learn source offset")?;
+            check_sub(&WireSub { id, ofs, n_bits }, at)?;
+            WireLearnSrc::Field(id, ofs)
+        };
+        let dst = match dst_type {
+            2 => WireLearnDst::Output,
+            t => {
+                let (id, _) = OxmId::decode_header(a)?;
+                let ofs = a.u16("learn destination offset")?;
+                check_sub(&WireSub { id, ofs, n_bits }, at)?;
+                if t == 0 {
+                    WireLearnDst::Match(id, ofs)
+                } else {
+                    WireLearnDst::Load(id, ofs)
+                }
+            }
+        };
+        if matches!((&src, dst), (WireLearnSrc::Imm(_), WireLearnDst::Output)) {
+            return Err(bad("an output spec takes its port from a field, not an immediate".into()));
+        }
+        l.specs.push(WireLearnSpec { n_bits, src, dst });
+    }
+    if a.rest().iter().any(|&b| b != 0) {
+        return Err(bad("bytes after the specs are not zero padding".into()));
+    }
+    Ok(l)
+}
+
+fn encode_learn(w: &mut Writer, l: &WireLearn) {
+    let hdr = |id: &OxmId| id.header(false, id.info().map_or(0, |i| i.bytes));
+    w.u16(if l.v2 { nxast::LEARN2 } else { nxast::LEARN });
+    w.u16(l.idle_timeout);
+    w.u16(l.hard_timeout);
+    w.u16(l.priority);
+    w.u64(l.cookie);
+    w.u16(l.flags);
+    w.u8(l.table);
+    w.u8(0);
+    w.u16(l.fin_idle_timeout);
+    w.u16(l.fin_hard_timeout);
+    if l.v2 {
+        w.u32(l.limit);
+        w.u16(l.result_dst.map_or(0, |s| s.ofs));
+        w.zeros(2);
+        if let Some(s) = &l.result_dst {
+            w.u32(hdr(&s.id));
+        }
+    }
+    for s in &l.specs {
+        let (src_bit, dst_bits) = (
+            if matches!(s.src, WireLearnSrc::Imm(_)) { LEARN_SRC_IMM } else { 0 },
+            match s.dst {
+                WireLearnDst::Match(..) => 0,
+                WireLearnDst::Load(..) => 1,
+                WireLearnDst::Output => 2,
+            } << LEARN_DST_SHIFT,
+        );
+        w.u16(s.n_bits | src_bit | dst_bits);
+        match &s.src {
+            WireLearnSrc::Field(id, ofs) => {
+                w.u32(hdr(id));
+                w.u16(*ofs);
+            }
+            WireLearnSrc::Imm(bytes) => w.bytes(bytes),
+        }
+        if let WireLearnDst::Match(id, ofs) | WireLearnDst::Load(id, ofs) = &s.dst {
+            w.u32(hdr(id));
+            w.u16(*ofs);
+        }
+    }
+}
+
 /// One action as it is on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Act {
@@ -254,6 +434,8 @@ pub enum Act {
         n_clauses: u8,
         id: u32,
     },
+    /// NXAST_LEARN or NXAST_LEARN2.
+    Learn(Box<WireLearn>),
     /// Any other Nicira action: subtype and the bytes after it.
     Nicira {
         subtype: u16,
@@ -567,6 +749,7 @@ impl Act {
                 }
                 Act::Conjunction { clause, n_clauses, id }
             }
+            nxast::LEARN | nxast::LEARN2 => Act::Learn(Box::new(decode_learn(a, at, subtype)?)),
             s if nxast::name(s).is_some() => Act::Nicira { subtype: s, body: a.rest().to_vec() },
             s => {
                 return Err(Error::new(
@@ -703,6 +886,7 @@ impl Act {
                 w.u16(*max_len);
                 w.zeros(6);
             }
+            Act::Learn(l) => encode_learn(w, l),
             Act::StackPush(sub) | Act::StackPop(sub) => {
                 w.u16(if matches!(self, Act::StackPush(_)) { nxast::STACK_PUSH } else { nxast::STACK_POP });
                 w.u16(sub.ofs);

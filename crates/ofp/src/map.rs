@@ -25,6 +25,8 @@ use crate::oxm::{ones, Oxm, OxmId, NXM_0, NXM_1, OPENFLOW_BASIC};
 use crate::port;
 use crate::Version;
 
+mod learn;
+
 const VID_MASK: u64 = 0x1fff;
 const PCP_MASK: u64 = 0xe000;
 
@@ -412,6 +414,7 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
             writable(dst.field, "pop")?;
             Action::StackPop(dst)
         }
+        Act::Learn(l) => Action::Learn(Box::new(learn::from_wire(l)?)),
         Act::Exit => return Err(unsupported_nx(nxast::EXIT)),
         Act::SetTunnel64(_) => return Err(unsupported_nx(nxast::SET_TUNNEL64)),
         Act::CtClear => Action::CtClear,
@@ -613,6 +616,7 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
         match a {
             Action::Output(p) => out.push(Act::Output { port: port::to_wire(*p), max_len: 0 }),
             Action::Clone(body) => out.push(Act::Clone(actions_to_wire(body, v, m)?)),
+            Action::Learn(l) => out.push(Act::Learn(Box::new(learn::to_wire(l)?))),
             Action::StackPush(src) => out.push(Act::StackPush(sub_to_wire(src)?)),
             Action::StackPop(dst) => out.push(Act::StackPop(sub_to_wire(dst)?)),
             Action::OutputReg { src, max_len } => {

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use crate::action::{nxast, Act, WireSub};
+use crate::action::{nxast, Act, WireLearn, WireLearnDst, WireLearnSpec, WireLearnSrc, WireSub};
 use crate::buf::Reader;
 use crate::error::ErrorCode;
 use crate::instruction::Instruction;
@@ -42,6 +42,51 @@ fn sub() -> impl Strategy<Value = WireSub> {
         let ofs = b % (width - n_bits + 1);
         WireSub { id: FIELDS[i].id, ofs, n_bits }
     })
+}
+
+/// A random NXAST_LEARN or NXAST_LEARN2 (specs whose source and
+/// destination are valid bit ranges of the same width).
+fn learn() -> impl Strategy<Value = Act> {
+    let spec = (sub(), sub(), 0u8..3, any::<bool>(), any::<u64>()).prop_map(|(s, d, kind, imm, v)| {
+        let n_bits = s.n_bits.min(d.n_bits);
+        let imm = imm && kind != 2;
+        let src = if imm {
+            let n = 2 * usize::from(n_bits).div_ceil(16);
+            let v = if n_bits >= 64 { v } else { v & ((1u64 << n_bits) - 1) };
+            WireLearnSrc::Imm(u128::from(v).to_be_bytes()[16 - n..].to_vec())
+        } else {
+            WireLearnSrc::Field(s.id, s.ofs)
+        };
+        let dst = match kind {
+            0 => WireLearnDst::Match(d.id, d.ofs),
+            1 => WireLearnDst::Load(d.id, d.ofs),
+            _ => WireLearnDst::Output,
+        };
+        WireLearnSpec { n_bits, src, dst }
+    });
+    (
+        any::<bool>(),
+        (any::<u16>(), any::<u16>(), any::<u16>(), any::<u64>(), 0u16..4, 0u8..255, any::<u16>(), any::<u16>()),
+        (any::<u32>(), proptest::option::of(sub())),
+        proptest::collection::vec(spec, 0..4),
+    )
+        .prop_map(|(v2, (idle, hard, prio, cookie, flags, table, fin_idle, fin_hard), (limit, res), specs)| {
+            let result_dst = res.filter(|_| v2).map(|r| WireSub { n_bits: 1, ..r });
+            Act::Learn(Box::new(WireLearn {
+                v2,
+                idle_timeout: idle,
+                hard_timeout: hard,
+                priority: prio,
+                cookie,
+                flags: flags | if result_dst.is_some() { 4 } else { 0 },
+                table,
+                fin_idle_timeout: fin_idle,
+                fin_hard_timeout: fin_hard,
+                limit: if v2 { limit } else { 0 },
+                result_dst,
+                specs,
+            }))
+        })
 }
 
 /// A random NXAST_NAT.
@@ -124,13 +169,7 @@ fn act(v: Version) -> impl Strategy<Value = Act> {
             n_clauses: n,
             id
         }),
-        proptest::collection::vec(any::<u8>(), 0..3).prop_map(|b| {
-            let mut body = vec![0u8; 6 + 8 * b.len()];
-            for (i, x) in b.iter().enumerate() {
-                body[i] = *x;
-            }
-            Act::Nicira { subtype: nxast::LEARN, body }
-        }),
+        learn(),
         (
             any::<u16>(),
             proptest::option::of(sub()),

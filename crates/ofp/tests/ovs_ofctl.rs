@@ -29,6 +29,8 @@ fn skip(test: &str) -> bool {
 
 /// Hand-picked rules: every field and action kairo maps, in forms OVS prints back as written.
 const RULES: &[&str] = &[
+    "actions=learn(table=10,idle_timeout=60,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]),resubmit(,10)",
+    "ip,actions=learn(table=2,priority=9,cookie=0x5,limit=10,result_dst=reg5[3],delete_learned,dl_type=0x800,NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],load:0x2a->NXM_NX_REG1[4..11],output:NXM_NX_REG4[0..15])",
     "table=1,priority=5,ip,nw_dst=10.0.0.0/8,actions=resubmit(,2),output:3",
     "priority=7,in_port=3,dl_src=00:11:22:33:44:55,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,actions=drop",
     "reg0=0x5,reg3=0x10/0xf0,actions=load:0x3->NXM_NX_REG1[0..3],move:NXM_NX_REG0[]->NXM_NX_REG2[]",
@@ -203,11 +205,18 @@ fn open_vswitchs_own_bytes_decode_reencode_and_map() {
         ("actions=conjunction(7,1/2)", Want::Same),
         ("ip,nw_src=10.0.0.1,actions=conjunction(7,2/3),conjunction(9,1/2),note:aa", Want::Same),
         ("conj_id=7,ip,actions=output:2", Want::Same),
+        ("actions=learn(table=2,idle_timeout=10,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[])", Want::Same),
+        ("actions=learn(limit=5,result_dst=reg0[0],eth_dst=eth_src)", Want::Same),
         (
-            "actions=learn(table=2,idle_timeout=10,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[])",
-            Want::Refused(E::BAD_ACTION_EXP_TYPE),
+            "actions=learn(table=10,hard_timeout=30,priority=7,send_flow_rem,delete_learned,cookie=0x99,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]),resubmit(,10)",
+            Want::Same,
         ),
-        ("actions=learn(limit=5,result_dst=reg0[0],eth_dst=eth_src)", Want::Refused(E::BAD_ACTION_EXP_TYPE)),
+        (
+            "ip,actions=learn(dl_type=0x800,nw_proto=6,NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],ip_src=10.0.0.1,load:0x2a->NXM_NX_REG1[4..11],load:0x1->NXM_NX_REG2[]),output:2",
+            Want::Same,
+        ),
+        ("actions=learn(table=3,in_port=5,reg3[0..7]=0x7,output:NXM_NX_REG4[0..15])", Want::Same),
+        ("tcp,actions=learn(fin_idle_timeout=5,eth_dst=eth_src)", Want::Refused(E::BAD_ACTION_ARGUMENT)),
         ("actions=clone(set_field:1->reg0,output:3)", Want::Same),
         ("ip,actions=clone(set_field:10.0.0.1->ip_dst,clone(output:2),resubmit(,1)),output:3", Want::Same),
         ("ip,actions=clone(ct(commit),output:2)", Want::Refused(E::BAD_ACTION_ARGUMENT)),

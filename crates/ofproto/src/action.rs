@@ -45,7 +45,10 @@ impl SubField {
             .ok_or_else(|| OfError::Flow(kairo_flow::FlowError::UnknownField { name: name.to_string() }))?;
         let width = if field.wide().is_some() { 128 } else { field.bits() };
         let (ofs, end) = if range.is_empty() {
-            (0, width - 1)
+            // Open vSwitch's `in_port` (NXM_OF_IN_PORT) is the 16-bit port
+            // number; its 32-bit one is `in_port_oxm` (OXM_OF_IN_PORT).
+            let whole = if matches!(name, "in_port" | "NXM_OF_IN_PORT") { 16 } else { width };
+            (0, whole - 1)
         } else if let Some((a, b)) = range.split_once("..") {
             let a: u32 = a.trim().parse().map_err(|_| bad("a bit range a..b"))?;
             let b: u32 = b.trim().parse().map_err(|_| bad("a bit range a..b"))?;
@@ -85,7 +88,10 @@ impl std::fmt::Display for SubField {
             };
         }
         let name = self.field.name();
-        if self.ofs == 0 && self.n_bits == self.field.bits() {
+        if self.field == Field::InPort && self.ofs == 0 && self.n_bits == 32 {
+            // (`in_port[]` is the 16-bit port number)
+            f.write_str("OXM_OF_IN_PORT[]")
+        } else if self.ofs == 0 && self.n_bits == self.field.bits() {
             write!(f, "{name}[]")
         } else if self.n_bits == 1 {
             write!(f, "{name}[{}]", self.ofs)
@@ -209,6 +215,9 @@ pub enum Action {
     /// which it runs in line): `ct` and `ct_clear`, which need the
     /// datapath's own clone, are refused ([`check_clone`]).
     Clone(Vec<Action>),
+    /// `learn(...)`: add (or refresh) a flow built from the packet (see
+    /// [`crate::learn`]).
+    Learn(Box<crate::learn::Learn>),
 }
 
 /// What kairo runs inside `clone(...)`: anything but `ct` and `ct_clear`
@@ -565,7 +574,8 @@ impl Action {
             "conjunction" => parse_conjunction(need()?)
                 .ok_or_else(|| syntax("conjunction(ID,K/N) with ID a 32-bit number, 2 <= N <= 64 and 1 <= K <= N"))?,
             "note" => Action::Note(parse_note(arg.unwrap_or("")).ok_or_else(|| syntax("note:HH.HH... (hex bytes)"))?),
-            "learn" | "enqueue" | "set_queue" | "multipath" | "bundle" | "check_pkt_larger" => {
+            "learn" => Action::Learn(Box::new(crate::learn::Learn::parse(arg.unwrap_or(""))?)),
+            "enqueue" | "set_queue" | "multipath" | "bundle" | "check_pkt_larger" => {
                 return Err(unsupported(name, "this action is not implemented yet"))
             }
             _ => return Err(OfError::UnknownAction { text: s.to_string() }),
@@ -594,6 +604,7 @@ impl std::fmt::Display for Action {
             // only from the wire, and the text has no place for it)
             Action::OutputReg { src, .. } => write!(f, "output:{src}"),
             Action::Clone(body) => write!(f, "clone({})", join(body)),
+            Action::Learn(l) => write!(f, "{l}"),
             Action::InPort => write!(f, "IN_PORT"),
             Action::Flood => write!(f, "FLOOD"),
             Action::Normal => write!(f, "NORMAL"),
@@ -872,10 +883,13 @@ impl Instructions {
                 why: "output to a port taken from a field is not allowed in write_actions (the action set has no place for it)".into(),
             });
         }
-        if let Some(a) = self.write.iter().find(|a| matches!(a, Action::StackPush(_) | Action::StackPop(_))) {
+        if let Some(a) =
+            self.write.iter().find(|a| matches!(a, Action::StackPush(_) | Action::StackPop(_) | Action::Learn(_)))
+        {
             return Err(OfError::Unsupported {
                 what: a.to_string(),
-                why: "push and pop are not allowed in write_actions (the action set has no place for them)".into(),
+                why: "push, pop and learn are not allowed in write_actions (the action set has no place for them)"
+                    .into(),
             });
         }
         self.check_conjunctions()

@@ -9,12 +9,14 @@
 pub mod action;
 pub mod ct;
 pub mod group;
+pub mod learn;
 pub mod ports;
 pub mod syntax;
 
 pub use action::{Action, Instructions, SubField};
 pub use ct::{Ct, CtZone, Nat, NatAddrs, NatKind};
 pub use group::{Bucket, Group, GroupType, Selection};
+pub use learn::{Learn, LearnSpec, LearnSrc};
 pub use ports::PortNames;
 pub use syntax::{
     parse_flow, parse_flow_file, parse_flow_file_in, parse_flow_in, parse_group, parse_group_file, parse_group_file_in,

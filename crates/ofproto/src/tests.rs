@@ -401,3 +401,52 @@ fn clone_parses_prints_back_and_refuses_what_kairo_cannot_run_in_line() {
         assert!(e.contains(want), "{text}: {e}");
     }
 }
+
+#[test]
+fn learn_parses_as_ovs_ofctl_reads_it_and_prints_back() {
+    use crate::learn::{Learn, LearnSpec, LearnSrc};
+    let text = "learn(table=10,idle_timeout=60,hard_timeout=300,priority=7,send_flow_rem,delete_learned,cookie=0x99,\
+                limit=4,result_dst=reg5[3],NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],dl_type=0x800,\
+                nw_src=10.0.0.1,load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15],load:0x2a->reg1[4..11],output:reg4[0..15])";
+    let Action::Learn(l) = Action::parse(text).unwrap() else { panic!("not a learn") };
+    assert_eq!((l.table, l.idle_timeout, l.hard_timeout, l.priority, l.cookie, l.limit), (10, 60, 300, 7, 0x99, 4));
+    assert_eq!(l.flags, crate::learn::flags::SEND_FLOW_REM | crate::learn::flags::DELETE_LEARNED | 4);
+    let sf = |s: &str| SubField::parse(s).unwrap();
+    assert_eq!(
+        l.specs,
+        vec![
+            LearnSpec::Match { dst: sf("vlan_tci[0..11]"), src: LearnSrc::Field(sf("vlan_tci[0..11]")) },
+            LearnSpec::Match { dst: sf("eth_dst"), src: LearnSrc::Field(sf("eth_src")) },
+            LearnSpec::Match { dst: sf("dl_type"), src: LearnSrc::Value(0x800) },
+            LearnSpec::Match { dst: sf("nw_src"), src: LearnSrc::Value(0x0a00_0001) },
+            // NXM_OF_IN_PORT is Open vSwitch's 16-bit port number.
+            LearnSpec::Load { dst: sf("reg0[0..15]"), src: LearnSrc::Field(sf("in_port[0..15]")) },
+            LearnSpec::Load { dst: sf("reg1[4..11]"), src: LearnSrc::Value(0x2a) },
+            LearnSpec::Output { src: sf("reg4[0..15]") },
+        ]
+    );
+    let again = Action::parse(&Action::Learn(l.clone()).to_string()).unwrap();
+    assert_eq!(again, Action::Learn(l));
+    // The defaults, as ovs-ofctl has them.
+    let Action::Learn(d) = Action::parse("learn(eth_dst=eth_src)").unwrap() else { panic!() };
+    assert_eq!((d.table, d.priority, d.idle_timeout, d.limit, d.result_dst), (1, 32768, 0, 0, None));
+    assert_eq!(*d, Learn { specs: d.specs.clone(), ..Learn::default() });
+    for (text, want) in [
+        ("learn(nw_src=10.0.0.1)", "prerequisites"),
+        ("learn(nw_src=10.0.0.1,dl_type=0x800)", "prerequisites"),
+        ("learn(ip_src=eth_src)", "equal width"),
+        ("learn(reg0[0..3]=0x1f)", "fits in 4 bits"),
+        ("learn(table=255,eth_dst=eth_src)", "255"),
+        ("learn(result_dst=reg0[0..1],eth_dst)", "single bit"),
+        ("learn(load:0x800->dl_type[])", "writable"),
+        ("learn(bogus=3)", "a field to match"),
+        ("learn(fin_idle_timeout=5,eth_dst)", "fin_timeout"),
+        ("learn(eth_dst=01:00:00:00:00:00/01:00:00:00:00:00)", "exact value"),
+    ] {
+        let e = Action::parse(text).expect_err(text).to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    // No learn in the action set.
+    let e = crate::parse_flow("actions=write_actions(learn(eth_dst))", Some(true)).unwrap_err().to_string();
+    assert!(e.contains("write_actions"), "{e}");
+}

@@ -18,6 +18,7 @@
 //! says so instead of emitting.
 
 mod conj;
+mod learn;
 mod normal;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,8 @@ pub enum Stop {
 pub struct Outcome {
     pub emitted: Vec<Emitted>,
     pub stop: Option<Stop>,
+    /// The flows `learn` actions made, in order.
+    pub learned: Vec<Rule>,
 }
 
 /// The rule tables, read out of a pipeline, each sorted by priority (high
@@ -150,6 +153,7 @@ impl Reference {
             ct: *packet,
             nat: Vec::new(),
             ended: false,
+            learned: Vec::new(),
         };
         match packet.get(Field::RecircId) as u32 {
             0 => run.table(0, 0),
@@ -180,8 +184,10 @@ impl Reference {
             run.finish_freezing();
         }
         match run.stop {
-            Some(stop @ (Stop::Error | Stop::TooManyBuckets)) => Outcome { emitted: Vec::new(), stop: Some(stop) },
-            stop => Outcome { emitted: run.emitted, stop },
+            Some(stop @ (Stop::Error | Stop::TooManyBuckets)) => {
+                Outcome { emitted: Vec::new(), stop: Some(stop), learned: run.learned }
+            }
+            stop => Outcome { emitted: run.emitted, stop, learned: run.learned },
         }
     }
 
@@ -286,6 +292,8 @@ struct Run<'a> {
     /// The push/pop stack, bottom first (ovs-actions(7): a copy for each
     /// clone and group bucket, shared across resubmits).
     stack: Vec<u64>,
+    /// The flows `learn` actions made so far.
+    learned: Vec<Rule>,
     /// The connection metadata the packet has in the datapath (its ct
     /// fields; the flow's own are cleared after each `ct`).
     ct: FlowKey,
@@ -943,6 +951,7 @@ impl Run<'_> {
             }
             Action::Controller { .. } => self.emit(u32::MAX),
             Action::Normal => self.normal(),
+            Action::Learn(l) => self.learn(l),
             Action::SetField { field, value, mask } => {
                 if self.prereq(*field) {
                     self.flow.set_masked(*field, *value, *mask);
@@ -1260,31 +1269,34 @@ pub fn packets_inside(
 
 /// Checks one cache entry: the packets drawn inside it leave as the
 /// reference says (a megaflow the reference stops on for too many actions
-/// must not exist).
+/// must not exist), and learn the flows the entry says its packets learn.
 pub fn check_entry(
     reference: &Reference,
     key: &FlowKey,
     mask: &kairo_flow::FlowMask,
     actions: &[kairo_odp::DpAction],
+    learned: &[Rule],
     samples: usize,
     rng: &mut impl Rng,
 ) -> Option<Disagreement> {
+    let rules = |rs: &[Rule]| rs.iter().map(|r| format!("learn {r}")).collect::<Vec<_>>().join("; ");
     for p in packets_inside(reference, key, mask, samples, rng) {
         let want = reference.run(&p);
         let got = kairo_odp::apply(actions, &p);
-        let expected = match want.stop {
+        let (expected, found) = match want.stop {
             Some(Stop::TooManyActions | Stop::TooManyBuckets) => {
-                Some("no megaflow (past a translation bound)".to_string())
+                (Some("no megaflow (past a translation bound)".to_string()), describe(&got))
             }
-            _ if want.emitted != got => Some(describe(&want.emitted)),
-            _ => None,
+            _ if want.emitted != got => (Some(describe(&want.emitted)), describe(&got)),
+            _ if want.learned != learned => (Some(rules(&want.learned)), rules(learned)),
+            _ => (None, String::new()),
         };
         if let Some(expected) = expected {
             return Some(Disagreement {
                 megaflow: kairo_flow::format_megaflow(key, mask),
                 packet: kairo_flow::format_key(&p),
                 expected,
-                found: describe(&got),
+                found,
             });
         }
     }

@@ -77,21 +77,24 @@ fn liveness_of_groups_watching_groups_is_bounded_here_too() {
 }
 
 /// A cache of one pipeline's megaflows for some packets, as (key, mask, actions).
-fn cache(p: &Pipeline, packets: &[String]) -> Vec<(FlowKey, FlowMask, Vec<DpAction>)> {
+type Entry = (FlowKey, FlowMask, Vec<DpAction>, Vec<kairo_ofproto::Rule>);
+
+fn cache(p: &Pipeline, packets: &[String]) -> Vec<Entry> {
     packets
         .iter()
         .map(|s| {
             let k = parse_key(s).unwrap();
             let r = translate(p, &k);
-            (k, r.mask, r.actions)
+            let learned = r.traversal.learned.iter().flatten().map(|l| l.rule.clone()).collect();
+            (k, r.mask, r.actions, learned)
         })
         .collect()
 }
 
-fn disagreements(p: &Pipeline, c: &[(FlowKey, FlowMask, Vec<DpAction>)]) -> Vec<Disagreement> {
+fn disagreements(p: &Pipeline, c: &[Entry]) -> Vec<Disagreement> {
     let reference = Reference::new(p);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    c.iter().filter_map(|(k, m, a)| check_entry(&reference, k, m, a, 32, &mut rng)).collect()
+    c.iter().filter_map(|(k, m, a, l)| check_entry(&reference, k, m, a, l, 32, &mut rng)).collect()
 }
 
 #[test]
@@ -133,4 +136,42 @@ fn the_check_catches_caches_made_wrong() {
     assert_eq!(disagreements(&changed, &good).len(), 2);
     // Re-made for the new rules, it is right again.
     assert!(disagreements(&changed, &cache(&changed, &packets)).is_empty());
+}
+
+/// Entries of a learning pipeline agree with the reference on what their
+/// packets learn; one whose mask lets a source bit vary, or whose learned
+/// flow is not the packet's, does not.
+#[test]
+fn the_check_covers_what_packets_learn() {
+    let flows =
+        "table=0,actions=learn(table=1,limit=2,result_dst=reg0[0],cookie=0x3,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],\
+                 load:NXM_OF_IN_PORT[]->NXM_NX_REG1[0..15],output:NXM_OF_IN_PORT[]),resubmit(,2)\n\
+                 table=1,cookie=0x3,dl_dst=02:00:00:00:00:07,actions=drop\n\
+                 table=2,reg0=1,actions=output:1\ntable=2,reg0=0,actions=output:2";
+    let p = pipeline(flows, "");
+    let packets: Vec<String> = ["in_port=3,dl_src=02:00:00:00:00:01", "in_port=4,dl_src=02:00:00:00:00:07"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let good = cache(&p, &packets);
+    assert_eq!(good[0].3.len(), 1);
+    assert!(disagreements(&p, &good).is_empty(), "{:?}", disagreements(&p, &good));
+    // The source MAC wildcarded: other MACs learn other flows.
+    let mut wide = good.clone();
+    wide[0].1.set(Field::EthSrc, 0);
+    let d = disagreements(&p, &wide);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].expected.contains("learn"), "{}", d[0]);
+    // A learned flow that is not the packet's.
+    let mut other = good.clone();
+    other[0].3[0].priority = 7;
+    assert_eq!(disagreements(&p, &other).len(), 1);
+    // The limit: with two flows of cookie 0x3 in table 1, a new flow is
+    // refused (reg0=0: port 2) and one already there is not (port 1).
+    let full = pipeline(&format!("{flows}\ntable=1,cookie=0x3,dl_dst=02:00:00:00:00:08,actions=drop"), "");
+    let r = Reference::new(&full);
+    let out = |s: &str| r.run(&parse_key(s).unwrap()).emitted.iter().map(|(port, _)| *port).collect::<Vec<_>>();
+    assert_eq!(out("in_port=3,dl_src=02:00:00:00:00:01"), vec![2]);
+    assert_eq!(out("in_port=3,dl_src=02:00:00:00:00:07"), vec![1]);
+    assert!(disagreements(&full, &cache(&full, &packets)).is_empty());
 }

@@ -36,8 +36,8 @@ pub use pipeline::{answers, conj_floor, conj_related, Pipeline, PipelineError, T
 pub use replay::{retranslate, retranslate_checked, Replay, Retranslation, TableSet, VisitCheck};
 pub use suffix::{actions_read_from, sorted_minus, translate_suffix, Suffix};
 pub use translate::{
-    learned_from, translate, translate_actions, Learn, XlateError, XlateResult, MAX_ACTION_BYTES, MAX_BUCKETS,
-    MAX_DEPTH, MAX_RESUBMITS,
+    admitted, learned_from, translate, translate_actions, Learn, Learned, XlateError, XlateResult, MAX_ACTION_BYTES,
+    MAX_BUCKETS, MAX_DEPTH, MAX_RESUBMITS,
 };
 pub use traversal::{Floor, GroupUse, Outcome, Step, Traversal, Via};
 

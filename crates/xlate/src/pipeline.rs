@@ -57,6 +57,8 @@ pub struct Table {
     /// added anywhere at their priority can complete it: see
     /// [`Table::clause_members`]).
     multi: usize,
+    /// How many of its rules have each cookie (what a `learn` limit counts).
+    cookies: FxHashMap<u64, u32>,
 }
 
 /// Does the rule take part in conjunctive matches: a clause (it has
@@ -102,6 +104,23 @@ impl Table {
     /// The conjunctions (priority, id, number of clauses) with id `id`.
     pub fn conjunctions_with_id(&self, id: u32) -> Vec<(u16, u32, u8)> {
         self.members.keys().filter(|k| k.1 == id).copied().collect()
+    }
+
+    /// How many of its rules have cookie `cookie`.
+    pub fn with_cookie(&self, cookie: u64) -> u32 {
+        self.cookies.get(&cookie).copied().unwrap_or(0)
+    }
+
+    /// Counts a rule's cookie in (`add`) or out.
+    fn count_cookie(&mut self, cookie: u64, add: bool) {
+        if add {
+            *self.cookies.entry(cookie).or_default() += 1;
+        } else if let Some(n) = self.cookies.get_mut(&cookie) {
+            *n -= 1;
+            if *n == 0 {
+                self.cookies.remove(&cookie);
+            }
+        }
     }
 
     /// Files (`add`) or takes out a rule's clauses.
@@ -502,9 +521,11 @@ impl Pipeline {
         if let Some(o) = &old {
             table.conj -= usize::from(conj_related(o));
             table.file_clauses(id, o, false);
+            table.count_cookie(o.cookie, false);
         }
         table.conj += usize::from(conj_related(&r));
         table.file_clauses(id, &r, true);
+        table.count_cookie(r.cookie, true);
         self.by_id.insert(id, r);
     }
 
@@ -547,6 +568,7 @@ impl Pipeline {
         let r = table.cls.remove(id).map(|c| c.payload)?;
         table.conj -= usize::from(conj_related(&r));
         table.file_clauses(id, &r, false);
+        table.count_cookie(r.cookie, false);
         self.by_id.remove(&id);
         Some(r)
     }

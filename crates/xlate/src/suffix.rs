@@ -300,6 +300,8 @@ impl Suffix {
         // suffix, on the bits its `need` makes every key share: the same
         // lookups.
         t.normal.clone_from(&self.trav.normal);
+        // So does learn (its sources are exact, so shared).
+        t.learned.clone_from(&self.trav.learned);
         t
     }
 

@@ -1012,3 +1012,71 @@ fn a_rule_whose_match_cannot_run_its_ct_is_refused_however_it_comes() {
     assert!(e.contains("invalid with the specified match"), "{e}");
     assert!(p.replace_rule(0, id, bad).is_err());
 }
+
+/// `learn`: the flow made from the packet (as Open vSwitch's
+/// learn_execute), its sources exact in the megaflow, and the result bit
+/// under a limit that counts the flows with the learn's cookie.
+#[test]
+fn learn_makes_the_flow_from_the_packet_and_reads_its_limit() {
+    let mut p = pipeline(
+        "table=0,actions=learn(table=1,hard_timeout=30,priority=5,cookie=0x7,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:0x2a->reg1[0..7],output:NXM_OF_IN_PORT[]),resubmit(,1)\n\
+         table=1,priority=0,actions=output:9",
+        "",
+    );
+    let pkt = "in_port=3,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02,dl_type=0x0800";
+    let k = parse_key(pkt).unwrap();
+    let r = translate(&p, &k);
+    assert_eq!(format_actions(&r.actions), "9");
+    let learned = r.traversal.learned.as_deref().expect("learned");
+    assert_eq!(learned.len(), 1);
+    let rule = &learned[0].rule;
+    assert_eq!(
+        rule.to_string(),
+        "cookie=0x7, table=1, priority=5,dl_dst=02:00:00:00:00:01 actions=load:0x2a->reg1[0..7],output:3"
+    );
+    assert_eq!((rule.hard_timeout, rule.idle_timeout, learned[0].limit, learned[0].checked), (30, 0, 0, false));
+    // What it read is exact: the source MAC and the port's 16 bits.
+    assert_eq!(r.mask.get(Field::EthSrc), Field::EthSrc.ones());
+    assert_eq!(r.mask.get(Field::InPort) & 0xffff, 0xffff);
+    let text = crate::trace::trace_text(&p, &k, &r);
+    assert!(
+        text.contains(
+            "learned: table=1 dl_dst=02:00:00:00:00:01 priority=5 cookie=0x7 hard_timeout=30 actions=load:0x2a->reg1[0..7],output:3"
+        ),
+        "{text}"
+    );
+    // Nothing after a learn resumes (a re-translation makes it again).
+    assert_eq!(r.traversal.resumable(), 1);
+
+    // A limit of one flow with cookie 0x9 in table 2, and the result bit.
+    p = pipeline(
+        "table=0,actions=learn(table=2,limit=1,result_dst=reg0[0],cookie=0x9,NXM_OF_ETH_SRC[]),resubmit(,1)\n\
+         table=1,reg0=1,actions=output:1\n\
+         table=1,reg0=0,actions=output:2",
+        "",
+    );
+    let a = "in_port=3,dl_src=02:00:00:00:00:01";
+    let b = "in_port=3,dl_src=02:00:00:00:00:02";
+    assert_eq!(acts(&p, a), "1");
+    let k = parse_key(a).unwrap();
+    let first = translate(&p, &k).traversal.learned.expect("learned")[0].clone();
+    assert!(first.checked);
+    p.add_rule(first.rule).unwrap();
+    // The flow is there: learning it again succeeds; another is past the limit.
+    assert_eq!(acts(&p, a), "1");
+    assert_eq!(acts(&p, b), "2");
+    // Only flows with the cookie count.
+    let mut other = kairo_ofproto::parse_flow("table=2,dl_src=02:00:00:00:00:09,cookie=0x8,actions=drop", Some(true))
+        .unwrap()
+        .into_rule()
+        .unwrap();
+    other.cookie = 0x8;
+    let mut p2 = pipeline(
+        "table=0,actions=learn(table=2,limit=1,result_dst=reg0[0],cookie=0x9,NXM_OF_ETH_SRC[]),resubmit(,1)\n\
+         table=1,reg0=1,actions=output:1\n\
+         table=1,reg0=0,actions=output:2",
+        "",
+    );
+    p2.add_rule(other).unwrap();
+    assert_eq!(acts(&p2, b), "1");
+}

@@ -52,6 +52,10 @@ pub fn trace_text(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> String {
         };
         s.push_str(&format!("group:{} -> {b}\n", g.group));
     }
+    // The flows learn actions made, as ofproto/trace reports each.
+    for l in r.traversal.learned.iter().flatten() {
+        s.push_str(&format!("learned: {}\n", learned_text(&l.rule)));
+    }
     s.push('\n');
     if let Some(e) = &r.error {
         s.push_str(&format!("Translation error: {e}\n"));
@@ -95,7 +99,33 @@ pub fn trace_json(p: &Pipeline, key: &FlowKey, r: &XlateResult) -> Value {
         "final_flow": format_key(&r.final_flow),
         "error": r.error.as_ref().map(|e| e.to_string()),
         "slow_path": r.slow,
+        "learned": r.traversal.learned.iter().flatten().map(|l| learned_text(&l.rule)).collect::<Vec<_>>(),
     })
+}
+
+/// A learned flow as `ofproto/trace` shows it: `table=T match priority=P
+/// [cookie=C] [idle_timeout=I] [hard_timeout=H] [send_flow_rem] actions=...`.
+fn learned_text(r: &kairo_ofproto::Rule) -> String {
+    let mut s = format!("table={}", r.table);
+    let m = r.m.to_string();
+    if !m.is_empty() {
+        s.push_str(&format!(" {m}"));
+    }
+    s.push_str(&format!(" priority={}", r.priority));
+    if r.cookie != 0 {
+        s.push_str(&format!(" cookie={:#x}", r.cookie));
+    }
+    if r.idle_timeout != 0 {
+        s.push_str(&format!(" idle_timeout={}", r.idle_timeout));
+    }
+    if r.hard_timeout != 0 {
+        s.push_str(&format!(" hard_timeout={}", r.hard_timeout));
+    }
+    if r.flags & kairo_ofproto::flags::SEND_FLOW_REM != 0 {
+        s.push_str(" send_flow_rem");
+    }
+    s.push_str(&format!(" actions={}", r.inst));
+    s
 }
 
 /// The banner between passes, as `ofproto/trace` prints one before a

@@ -35,7 +35,9 @@ use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
 pub(crate) type Hit<'a> = (Outcome, Option<&'a Rule>);
 use kairo_odp::{ControllerReason, DpAction, HashAlg};
 
+mod learn;
 mod normal;
+pub use learn::{admitted, Learned};
 pub use normal::learned_from;
 
 /// Nesting limit of resubmits to this or an earlier table and of groups
@@ -309,6 +311,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             thaw_read: false,
             normal: Vec::new(),
             learn: Vec::new(),
+            learned: Vec::new(),
             stack: Vec::new(),
             mode,
         }
@@ -336,6 +339,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let in_port_read = x.flow.in_port_read();
         if !x.normal.is_empty() {
             x.trav.normal = Some(std::mem::take(&mut x.normal).into_boxed_slice());
+        }
+        if !x.learned.is_empty() {
+            x.trav.learned = Some(std::mem::take(&mut x.learned).into_boxed_slice());
         }
         let seen = x.flow.finish(key);
         Run {
@@ -418,6 +424,8 @@ struct Translator<'a, M> {
     conntracked: bool,
     /// See [`Run::wrote_ct`].
     wrote_ct: bool,
+    /// The flows `learn` actions made so far ([`Traversal::learned`]).
+    learned: Vec<Learned>,
     /// See [`Run::thaw_read`].
     thaw_read: bool,
     /// The MAC table lookups NORMAL made ([`Traversal::normal`]): none
@@ -526,10 +534,12 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         // (After NORMAL nothing is: what it did depends on the MAC table,
         // which a re-translation must read again.)
         // (Nor with something on the stack: what follows may pop it.)
+        // (Nor after a learn: a re-translation makes its flow again.)
         let resumable = self.pending == 0
             && self.odp.is_empty()
             && self.action_set.is_empty()
             && self.normal.is_empty()
+            && self.learned.is_empty()
             && self.stack.is_empty();
         let bare = resumable && self.restoring == 0;
         let version = self.key_version();
@@ -861,6 +871,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             }
             Action::Clone(body) => self.clone_actions(body),
             Action::Normal => self.normal(),
+            Action::Learn(l) => self.learn_flow(l),
             Action::OutputReg { src, max_len } => {
                 let port = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
                 if let Some(a) = output_reg_port(port, *max_len) {

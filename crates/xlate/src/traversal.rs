@@ -198,6 +198,12 @@ pub struct Traversal {
     /// table can alter. No step after the first NORMAL is resumable, so a
     /// re-translation always runs it again.
     pub normal: Option<Box<[(u16, u64)]>>,
+    /// The flows `learn` actions made, in order (`None`: no learn ran):
+    /// for the caller that handles a real packet to add, and for the
+    /// megaflow's hits to refresh. No step after the first learn is
+    /// resumable, so a re-translation always makes them again.
+    #[serde(skip)]
+    pub learned: Option<Box<[crate::translate::Learned]>>,
 }
 
 impl Default for Traversal {
@@ -210,6 +216,7 @@ impl Default for Traversal {
             tail: 0,
             bare: 0,
             normal: None,
+            learned: None,
         }
     }
 }
@@ -232,6 +239,7 @@ impl Traversal {
             tail: 0,
             bare: 0,
             normal: None,
+            learned: None,
         }
     }
 
