@@ -455,8 +455,16 @@ fn reference_check(c: &kairo_maintain::Control, rng: &mut rand::rngs::StdRng) ->
         .choose_multiple(rng, REFERENCE_ENTRIES)
         .filter(|uk| {
             let learned: Vec<_> = uk.traversal().learned.iter().flatten().map(|l| l.rule.clone()).collect();
-            kairo_oracle::check_entry(&reference, &uk.rep, &uk.mask, &uk.actions(), &learned, REFERENCE_PACKETS, rng)
-                .is_some()
+            kairo_oracle::check_entry(
+                &reference,
+                &uk.rep,
+                &uk.mask,
+                &uk.actions(),
+                Some(&learned),
+                REFERENCE_PACKETS,
+                rng,
+            )
+            .is_some()
         })
         .count()
 }

@@ -58,6 +58,13 @@ pub enum FlowMod {
     /// Forget the learned MACs (of one VLAN, if given), as `ovs-appctl
     /// fdb/flush`.
     FlushMacs(Option<u16>),
+    /// Flows `learn` actions made from packets the switch handled (as Open
+    /// vSwitch adds them: a strict modify). A flow already there as it is
+    /// changes nothing (the caller refreshes its idle timeout); one there
+    /// with other actions or timeouts is replaced; a new one is added if
+    /// its learn's limit lets it in (else it is dropped, as Open vSwitch
+    /// drops it). A flow the pipeline refuses is dropped, not an error.
+    LearnFlows(Vec<kairo_xlate::Learned>),
     /// Several updates applied atomically, with one maintenance pass.
     Bundle(Vec<FlowMod>),
 }
@@ -479,6 +486,27 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             let gone = p.macs_mut().flush(*vlan);
             macs_changed(gone, out, undo);
         }
+        FlowMod::LearnFlows(learned) => {
+            for l in learned {
+                let r = &l.rule;
+                let there = p.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority));
+                match there.map(|c| *c.payload == *r) {
+                    Some(true) => continue,
+                    None if !kairo_xlate::admitted(p, r, l.limit, &[]) => continue,
+                    _ => {}
+                }
+                let new_table = p.table(r.table).is_none();
+                let Ok((id, old)) = p.add_rule(r.clone()) else { continue };
+                if new_table {
+                    undo.push(Undo::Table(r.table));
+                }
+                undo.push(Undo::Rule(r.table, id, old.clone()));
+                out.push(match old {
+                    Some(old) => Delta::RuleModified { table: r.table, id, conj: conj_related(&old) },
+                    None => Delta::RuleAdded { table: r.table, id },
+                });
+            }
+        }
         FlowMod::Bundle(mods) => {
             for m in mods {
                 apply_one(p, m, out, undo)?;
@@ -486,6 +514,38 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
         }
     }
     Ok(())
+}
+
+/// Open vSwitch's `delete_learned`: once no flow is left with a learn
+/// action that has it and learns into a table with a cookie, the flows of
+/// that table with that cookie go. Looks at the flows this update removed
+/// or replaced (their learn actions may have been the last).
+fn delete_learned(p: &mut Pipeline, out: &mut Vec<Delta>, undo: &mut Vec<Undo>) {
+    let mut keys: Vec<(u8, u64)> = undo
+        .iter()
+        .filter_map(|u| match u {
+            Undo::Rule(_, _, Some(old)) => Some(old),
+            _ => None,
+        })
+        .flat_map(|old| kairo_xlate::pipeline::learns_of(&old.inst.apply))
+        .filter(|l| l.flags & kairo_ofproto::learn::flags::DELETE_LEARNED != 0)
+        .map(|l| (l.table, l.cookie))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.retain(|&(t, c)| !p.deletes_learned(t, c));
+    for (t, cookie) in keys {
+        let ids: Vec<RuleId> = p
+            .table(t)
+            .map(|tb| tb.cls.iter().filter(|r| r.payload.cookie == cookie).map(|r| r.id).collect())
+            .unwrap_or_default();
+        for id in ids {
+            if let Some(rule) = p.remove_rule(t, id) {
+                undo.push(Undo::Rule(t, id, Some(rule.clone())));
+                out.push(Delta::RuleRemoved { table: t, id, rule });
+            }
+        }
+    }
 }
 
 /// The rules and groups whose translation reads the switch's ports and
@@ -527,7 +587,10 @@ fn macs_changed(changes: Vec<kairo_xlate::mac::MacChange>, out: &mut Vec<Delta>,
 pub fn apply(p: &mut Pipeline, fm: &FlowMod) -> Result<Vec<Delta>, ModError> {
     let (mut out, mut undo) = (Vec::new(), Vec::new());
     match apply_one(p, fm, &mut out, &mut undo) {
-        Ok(()) => Ok(out),
+        Ok(()) => {
+            delete_learned(p, &mut out, &mut undo);
+            Ok(out)
+        }
         Err(e) => {
             for u in undo.into_iter().rev() {
                 u.revert(p);

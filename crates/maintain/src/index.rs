@@ -379,19 +379,22 @@ pub struct Index {
     by_group: FxHashMap<u64, FxHashSet<EntryId>>,
     /// By the destination MACs NORMAL looked up ([`Traversal::normal`]).
     by_mac: FxHashMap<u64, FxHashSet<EntryId>>,
+    /// By the (table, cookie) whose flows a learn's limit counted for its
+    /// result bit ([`kairo_xlate::Learned::checked`]).
+    by_limit: FxHashMap<(u8, u64), FxHashSet<EntryId>>,
     tables: FxHashMap<u8, TableIndex>,
     po: FlowMask,
 }
 
 /// Files entry `id` under each of `keys` (a group use, a looked-up MAC).
-fn file(map: &mut FxHashMap<u64, FxHashSet<EntryId>>, id: EntryId, keys: &[u64]) {
+fn file<K: std::hash::Hash + Eq + Copy>(map: &mut FxHashMap<K, FxHashSet<EntryId>>, id: EntryId, keys: &[K]) {
     for &k in keys {
         map.entry(k).or_default().insert(id);
     }
 }
 
 /// Takes entry `id` out from under each of `keys`, dropping emptied sets.
-fn unfile(map: &mut FxHashMap<u64, FxHashSet<EntryId>>, id: EntryId, keys: &[u64]) {
+fn unfile<K: std::hash::Hash + Eq + Copy>(map: &mut FxHashMap<K, FxHashSet<EntryId>>, id: EntryId, keys: &[K]) {
     for k in keys {
         if let Some(s) = map.get_mut(k) {
             s.remove(&id);
@@ -556,6 +559,14 @@ impl Index {
         groups
     }
 
+    fn limits_of(trav: &Traversal) -> Vec<(u8, u64)> {
+        let mut keys: Vec<(u8, u64)> =
+            trav.learned.iter().flatten().filter(|l| l.checked).map(|l| (l.rule.table, l.rule.cookie)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     fn macs_of(trav: &Traversal) -> Vec<u64> {
         let mut macs: Vec<u64> = trav.normal.iter().flat_map(|n| n.iter().map(|&(_, mac)| mac)).collect();
         macs.sort_unstable();
@@ -578,6 +589,7 @@ impl Index {
         }
         file(&mut self.by_group, id, &Self::groups_of(&trav));
         file(&mut self.by_mac, id, &Self::macs_of(&trav));
+        file(&mut self.by_limit, id, &Self::limits_of(&trav));
         self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
     }
 
@@ -591,6 +603,7 @@ impl Index {
         }
         unfile(&mut self.by_group, id, &Self::groups_of(&e.trav));
         unfile(&mut self.by_mac, id, &Self::macs_of(&e.trav));
+        unfile(&mut self.by_limit, id, &Self::limits_of(&e.trav));
     }
 
     /// Adds an entry under its current traversal.
@@ -683,6 +696,12 @@ impl Index {
             file(&mut self.by_mac, id, &macs);
             let gone: Vec<u64> = was.iter().copied().filter(|m| !macs.contains(m)).collect();
             unfile(&mut self.by_mac, id, &gone);
+        }
+        let (was, limits) = (Self::limits_of(&e.trav), Self::limits_of(&new));
+        if limits != was {
+            file(&mut self.by_limit, id, &limits);
+            let gone: Vec<(u8, u64)> = was.iter().copied().filter(|k| !limits.contains(k)).collect();
+            unfile(&mut self.by_limit, id, &gone);
         }
         // What the old traversal asserted that the new one does not: only
         // visits that changed can have it, and only a visit to the same
@@ -818,6 +837,11 @@ impl Index {
                     return Err(format!("entry {id}: not registered under MAC {m:#x}"));
                 }
             }
+            for k in Self::limits_of(&e.trav) {
+                if !self.by_limit.get(&k).is_some_and(|s| s.contains(&id)) {
+                    return Err(format!("entry {id}: not registered under the learn limit of {k:?}"));
+                }
+            }
         }
         if self.removed.is_empty() && self.stale.is_empty() && self.retag.is_empty() {
             for (i, e) in self.entries.iter().enumerate() {
@@ -856,6 +880,11 @@ impl Index {
             for (m, ids) in &self.by_mac {
                 if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::macs_of(&e.trav).contains(m))) {
                     return Err(format!("entry {id} is registered under MAC {m:#x}, which NORMAL did not look up"));
+                }
+            }
+            for (k, ids) in &self.by_limit {
+                if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::limits_of(&e.trav).contains(k))) {
+                    return Err(format!("entry {id} is registered under a learn limit of {k:?} it did not count"));
                 }
             }
             for (t, ti) in &self.tables {
@@ -914,6 +943,24 @@ impl Index {
     /// any VLAN).
     pub fn users_of_mac(&self, mac: u64) -> impl Iterator<Item = EntryId> + '_ {
         self.by_mac.get(&mac).into_iter().flatten().copied()
+    }
+
+    /// Entries whose learn counted the flows with `cookie` in `table` (any
+    /// cookie, given `None`) for a result bit.
+    pub fn users_of_limit(&self, table: u8, cookie: Option<u64>, out: &mut Vec<EntryId>) {
+        match cookie {
+            Some(c) => out.extend(self.by_limit.get(&(table, c)).into_iter().flatten().copied()),
+            None => {
+                for (_, ids) in self.by_limit.iter().filter(|((t, _), _)| *t == table) {
+                    out.extend(ids.iter().copied());
+                }
+            }
+        }
+    }
+
+    /// Does any entry's learn count flows for a result bit?
+    pub fn has_limits(&self) -> bool {
+        !self.by_limit.is_empty()
     }
 
     /// Entries that used group `g` other than to freeze at it for a
@@ -1035,6 +1082,7 @@ impl Index {
                 + self.filed.capacity() * 4;
         bytes += self.by_group.values().map(set).sum::<usize>() + self.by_group.capacity() * per_key;
         bytes += self.by_mac.values().map(set).sum::<usize>() + self.by_mac.capacity() * per_key;
+        bytes += self.by_limit.values().map(set).sum::<usize>() + self.by_limit.capacity() * (per_key + 8);
         bytes += self.by_miss.values().map(set).sum::<usize>() + self.by_miss.capacity() * per_key;
         for ti in self.tables.values() {
             bytes += node(ti.outer.len(), size_of::<(Slot, Inner)>());

@@ -480,12 +480,31 @@ impl Incremental {
                 }
             }
         }
+        // A learn that wrote whether its limit let its flow in read how many
+        // flows of its table have its cookie, and whether its flow is there.
+        let limits = self.index.has_limits();
+        if limits {
+            for d in deltas {
+                match d {
+                    Delta::RuleAdded { table, id } => {
+                        let cookie = p.rule(*table, *id).map(|r| r.cookie);
+                        self.index.users_of_limit(*table, cookie, &mut out);
+                    }
+                    Delta::RuleRemoved { table, rule, .. } => {
+                        self.index.users_of_limit(*table, Some(rule.cookie), &mut out)
+                    }
+                    // (Its cookie before the change is not known here.)
+                    Delta::RuleModified { table, .. } => self.index.users_of_limit(*table, None, &mut out),
+                    _ => {}
+                }
+            }
+        }
         // One rule, group or miss: its users are a set already. Otherwise
         // (several deltas, or an entry found twice where it reached the
         // table twice) they may repeat.
-        let unique =
-            matches!(deltas, [Delta::RuleRemoved { .. } | Delta::RuleModified { .. } | Delta::MissChanged { .. }])
-                && conj_change(p, &deltas[0]).is_none();
+        let unique = !limits
+            && matches!(deltas, [Delta::RuleRemoved { .. } | Delta::RuleModified { .. } | Delta::MissChanged { .. }])
+            && conj_change(p, &deltas[0]).is_none();
         if !unique {
             out.sort_unstable();
             out.dedup();
@@ -1034,6 +1053,16 @@ pub struct Control {
     pub clock: u64,
     /// When (on that clock) megaflows last refreshed the MACs they carry.
     refreshed: u64,
+    /// The switch's clock in milliseconds (the datapath's, as megaflows
+    /// count their last use), as of the last [`Control::tick`].
+    pub now_ms: u64,
+    /// When (on that clock) megaflows last refreshed the flows they learn.
+    learn_refreshed_ms: u64,
+    /// Learned flows learning them again found already there, each with
+    /// the latest use that did (milliseconds), kept only when
+    /// `keep_deltas` is set (whoever sets it drains this): a learned
+    /// flow's idle timeout counts from it. One entry per rule at most.
+    pub touched: rustc_hash::FxHashMap<(u8, kairo_classifier::RuleId), u64>,
     /// Shared copies of installed megaflows' traversals.
     interner: Interner,
 }
@@ -1051,6 +1080,9 @@ impl Control {
             frozen_in_use: 0,
             clock: 0,
             refreshed: 0,
+            now_ms: 0,
+            learn_refreshed_ms: 0,
+            touched: rustc_hash::FxHashMap::default(),
             interner: Interner::default(),
         }
     }
@@ -1074,6 +1106,32 @@ impl Control {
         self.apply(&FlowMod::Learn { learned: learned.to_vec(), now: self.clock }).ok()
     }
 
+    /// Puts the flows `learn` actions made in the tables, each with the
+    /// time (milliseconds) of the packet that made it: an update for the
+    /// flows that are new or changed (a learn's limit may refuse a new
+    /// one), a refresh of the idle timeout for the ones already there as
+    /// they are ([`Control::touched`]). Returns the update's report, if
+    /// there was one.
+    pub fn learn_flows(&mut self, learned: impl IntoIterator<Item = (kairo_xlate::Learned, u64)>) -> Option<Report> {
+        let mut news = Vec::new();
+        for (l, used) in learned {
+            let r = &l.rule;
+            match self.pipeline.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority)) {
+                Some(c) if *c.payload == *r => {
+                    if self.keep_deltas {
+                        let at = self.touched.entry((r.table, c.id)).or_default();
+                        *at = (*at).max(used);
+                    }
+                }
+                _ => news.push(l),
+            }
+        }
+        if news.is_empty() {
+            return None;
+        }
+        self.apply(&FlowMod::LearnFlows(news)).ok()
+    }
+
     /// Advances the clock to `now_ms` (milliseconds on the clock megaflows
     /// count their last use by) and forgets the MACs that aged out by then
     /// (an update, if any did). A MAC whose traffic runs on megaflows alone
@@ -1085,6 +1143,8 @@ impl Control {
     pub fn tick(&mut self, now_ms: u64) -> Option<Report> {
         let now = now_ms / 1000;
         self.clock = self.clock.max(now);
+        self.now_ms = self.now_ms.max(now_ms);
+        self.refresh_learned();
         if self.pipeline.macs().is_empty() {
             return None;
         }
@@ -1104,6 +1164,35 @@ impl Control {
         }
         let oldest = self.pipeline.macs().oldest_use()?;
         (oldest.saturating_add(aging) <= self.clock).then(|| self.apply(&FlowMod::ExpireMacs(self.clock)).ok())?
+    }
+
+    /// Every second, the megaflows used since that learn flows learn them
+    /// again (Open vSwitch's revalidators re-run a megaflow's learn actions
+    /// on its statistics): the flows' idle timeouts count from the
+    /// megaflows' last use, and a learned flow that timed out while its
+    /// megaflow was still hit comes back. Walks the cache, and only while
+    /// some rule has a learn action.
+    fn refresh_learned(&mut self) {
+        const PERIOD_MS: u64 = 1000;
+        if !self.pipeline.has_learners() || self.now_ms < self.learn_refreshed_ms + PERIOD_MS {
+            return;
+        }
+        let since = std::mem::replace(&mut self.learn_refreshed_ms, self.now_ms);
+        // (Megaflows read their learned flows from their traversals, which
+        // housekeeping brings up to date after an update.)
+        self.housekeep();
+        let learned: Vec<(kairo_xlate::Learned, u64)> = self
+            .engine
+            .entries()
+            .iter()
+            .filter(|uk| !uk.is_dead() && uk.last_used() > since)
+            .flat_map(|uk| {
+                let used = uk.last_used();
+                let t = uk.traversal();
+                t.learned.iter().flatten().map(|l| (l.clone(), used)).collect::<Vec<_>>()
+            })
+            .collect();
+        self.learn_flows(learned);
     }
 
     /// Applies an update and maintains the cache; the report's TTU covers both.

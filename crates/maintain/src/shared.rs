@@ -7,7 +7,8 @@
 //! from an upcall answered before an update is revalidated against the new
 //! rules when it is registered, so no update can slip between translation and
 //! indexing. What NORMAL learns from an upcall's packet is put in the MAC
-//! table under the same lock, as an update.
+//! table, and the flows its learn actions make in the rule tables, under
+//! the same lock, as updates.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -45,6 +46,10 @@ impl SlowPath for SharedControl {
         let version = c.version;
         if !r.learn.is_empty() {
             c.learn(&r.learn);
+        }
+        if let Some(learned) = r.traversal.learned.as_deref() {
+            let now = c.now_ms;
+            c.learn_flows(learned.iter().map(|l| (l.clone(), now)));
         }
         Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
     }

@@ -210,6 +210,9 @@ fn describe(fm: &FlowMod) -> String {
         FlowMod::Learn { learned, now } => format!("learn {learned:?} at {now}"),
         FlowMod::ExpireMacs(now) => format!("expire MACs at {now}"),
         FlowMod::FlushMacs(vlan) => format!("flush MACs {vlan:?}"),
+        FlowMod::LearnFlows(learned) => {
+            format!("learn [{}]", learned.iter().map(|l| l.rule.to_string()).collect::<Vec<_>>().join("; "))
+        }
         FlowMod::Bundle(v) => format!("bundle[{}]", v.iter().map(describe).collect::<Vec<_>>().join("; ")),
     }
 }
@@ -279,15 +282,23 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
             return fail(format!("update {i}: oracle mismatches: {mm:#?}"));
         }
         // And the reference, which shares no code with the engines: packets
-        // drawn inside every entry leave as it says.
+        // drawn inside every entry leave as it says. What entries learn is
+        // checked after every other update, housekept first (a shared
+        // cell's members get the traversals that go with new actions, and
+        // with them the flows they learn, in housekeeping).
+        let housekept = i % 2 == 1;
+        if housekept {
+            inc.lock().housekeep();
+        }
         {
             let c = inc.lock();
             let reference = kairo_oracle::Reference::new(&c.pipeline);
             let mut r = rng(seed ^ ((i as u64) << 32));
             for mf in c.engine.entries() {
                 let learned = learned_rules(&mf.traversal());
+                let learned = housekept.then_some(learned.as_slice());
                 if let Some(d) =
-                    kairo_oracle::check_entry(&reference, &mf.rep, &mf.mask, &mf.actions(), &learned, 12, &mut r)
+                    kairo_oracle::check_entry(&reference, &mf.rep, &mf.mask, &mf.actions(), learned, 12, &mut r)
                 {
                     let k = kairo_flow::parse_key(&d.packet).ok();
                     let tr = k.map(|k| format!("{:?}", translate(&c.pipeline, &k).traversal)).unwrap_or_default();
@@ -1221,4 +1232,88 @@ fn regression_unlabelled_mpls_packet_pushed_and_popped() {
 /// The flows a traversal's learn actions made.
 fn learned_rules(t: &kairo_xlate::Traversal) -> Vec<kairo_ofproto::Rule> {
     t.learned.iter().flatten().map(|l| l.rule.clone()).collect()
+}
+
+/// A learning switch made of `learn` (the classic Open vSwitch example):
+/// each packet teaches table 1 where its source is; the flows upcalls learn
+/// go in as updates, and the entries that flooded to a host learned later
+/// are re-translated to its port. A limit refuses flows past it; deleting
+/// the learning flow takes its learned flows (delete_learned); megaflows
+/// hit again refresh the flows they learn, and bring back one that left.
+#[test]
+fn flows_learned_from_upcalls_are_installed_maintained_refreshed_and_deleted() {
+    let flows = "table=0,priority=10,actions=learn(table=1,idle_timeout=10,delete_learned,cookie=0x5,\
+                 NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,1)\n\
+                 table=1,priority=0,actions=FLOOD";
+    let mut p = pipeline(flows, "");
+    p.set_ports([1, 2, 3]);
+    let mac = |i: u64| format!("02:00:00:00:00:{i:02x}");
+    // Host 1 (port 1) sends to host 2, not heard from yet: flooded. (The
+    // first megaflow, made before table 1 had the flow learned from it,
+    // did not examine dl_dst and goes when the flow comes: the second
+    // packet makes the one that stays.)
+    let first = format!("in_port=1,dl_src={},dl_dst={}", mac(1), mac(2));
+    let (mut dp, inc) = filled(&p, EngineKind::Incremental, &[first.clone(), first]);
+    inc.lock().keep_deltas = true;
+    let learned = |c: &Control| {
+        c.pipeline.table(1).map_or(Vec::new(), |t| {
+            let mut v: Vec<String> = t.cls.iter().filter(|r| r.priority != 0).map(|r| r.payload.to_string()).collect();
+            v.sort();
+            v
+        })
+    };
+    assert_eq!(
+        learned(&inc.lock()),
+        vec!["cookie=0x5, table=1, priority=32768,dl_dst=02:00:00:00:00:01 actions=output:1".to_string()]
+    );
+    let to = |c: &Control, i: u64| {
+        c.engine
+            .entries()
+            .iter()
+            .filter(|m| m.rep.get(kairo_flow::Field::EthDst) == 0x0200_0000_0000 + i)
+            .map(|m| kairo_xlate::format_actions(&m.actions()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(to(&inc.lock(), 2), vec!["2,3"]);
+    // Host 2 answers from port 2: it goes to port 1 (learned), and the
+    // entry that flooded to host 2 now sends to port 2.
+    let mut sc = inc.clone();
+    dp.process_key(&key(&format!("in_port=2,dl_src={},dl_dst={}", mac(2), mac(1))), 64, None, 0, &mut sc);
+    assert_eq!(to(&inc.lock(), 1), vec!["1"]);
+    assert_eq!(to(&inc.lock(), 2), vec!["2"]);
+    assert!(inc.lock().verify().is_empty());
+    // Learning a flow that is there changes nothing (an idle refresh).
+    let again = kairo_xlate::translate(&inc.lock().pipeline, &key(&format!("in_port=2,dl_src={}", mac(2))));
+    let l = again.traversal.learned.expect("learns")[0].clone();
+    let v = inc.lock().version;
+    assert!(inc.lock().learn_flows([(l.clone(), 777)]).is_none());
+    assert_eq!(inc.lock().version, v);
+    let id = inc.lock().pipeline.table(1).and_then(|t| t.cls.find_exact(&l.rule.m, l.rule.priority)).unwrap().id;
+    assert_eq!(inc.lock().touched.get(&(1, id)), Some(&777));
+    // The learned flow leaves (a timeout, say); the megaflow that learned
+    // it is hit again, and the refresh a second later brings it back.
+    inc.lock()
+        .apply(&FlowMod::Delete { strict: true, spec: kairo_ofproto::FlowSpec::exact(1, l.rule.priority, l.rule.m) })
+        .unwrap();
+    assert_eq!(learned(&inc.lock()).len(), 1);
+    inc.lock().housekeep();
+    dp.process_key(&key(&format!("in_port=2,dl_src={},dl_dst={}", mac(2), mac(1))), 64, None, 5_000, &mut sc);
+    assert!(inc.lock().tick(5_500).is_none());
+    let now = learned(&inc.lock());
+    assert_eq!(now.len(), 2, "{now:?}");
+    // delete_learned: the learning flow goes, and the flows it learned.
+    let table0 = kairo_ofproto::FlowSpec { table: Some(0), ..kairo_ofproto::FlowSpec::default() };
+    let rep = inc.lock().apply(&FlowMod::Delete { strict: false, spec: table0 }).unwrap();
+    assert!(rep.examined > 0);
+    // (Table 1's miss flow has another cookie: it stays.)
+    let left: Vec<u64> = inc.lock().pipeline.table(1).unwrap().cls.iter().map(|r| r.payload.cookie).collect();
+    assert_eq!(left, vec![0]);
+
+    // A limit of one learned flow: the second host is refused.
+    let flows = "table=0,actions=learn(table=1,limit=1,cookie=0x6,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,1)\n\
+                 table=1,priority=0,actions=drop";
+    let p = pipeline(flows, "");
+    let pkts: Vec<String> = (1..=2).map(|i| format!("in_port={i},dl_src={},dl_dst={}", mac(i), mac(9))).collect();
+    let (_, inc) = filled(&p, EngineKind::Incremental, &pkts);
+    assert_eq!(learned(&inc.lock()).len(), 1);
 }

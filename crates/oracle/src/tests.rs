@@ -94,7 +94,7 @@ fn cache(p: &Pipeline, packets: &[String]) -> Vec<Entry> {
 fn disagreements(p: &Pipeline, c: &[Entry]) -> Vec<Disagreement> {
     let reference = Reference::new(p);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    c.iter().filter_map(|(k, m, a, l)| check_entry(&reference, k, m, a, l, 32, &mut rng)).collect()
+    c.iter().filter_map(|(k, m, a, l)| check_entry(&reference, k, m, a, Some(l), 32, &mut rng)).collect()
 }
 
 #[test]

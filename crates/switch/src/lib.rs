@@ -328,6 +328,7 @@ impl Switch {
     /// Removes the rules whose idle or hard timeout has come (as a strict
     /// delete each, with its maintenance), sending their removal notices.
     pub fn expire(&self) {
+        self.follow_learned();
         let timed = lock(&self.lives).timed();
         if timed.is_empty() {
             return;
@@ -351,6 +352,29 @@ impl Switch {
             let _ = self.apply_as(&kairo_maintain::flowmod::FlowMod::Delete { strict: true, spec }, why);
             self.housekeep();
         }
+    }
+
+    /// Follows what upcalls and the megaflows' refresh learned since the
+    /// last call (flows `learn` actions added, changed or found already
+    /// there): install times and uses for the timeouts. A flow learned
+    /// between two calls counts from the second (at most a second late).
+    fn follow_learned(&self) {
+        let now = self.now_ms();
+        let (deltas, touched, removed) = {
+            let mut c = self.ctl.lock();
+            let deltas = std::mem::take(&mut c.deltas);
+            let touched = std::mem::take(&mut c.touched);
+            let timed = |t, id| c.pipeline.rule(t, id).is_some_and(|r| r.idle_timeout != 0 || r.hard_timeout != 0);
+            let removed = lock(&self.lives).follow(&deltas, now, lives::RemovedBy::Delete, timed);
+            (deltas, touched, removed)
+        };
+        drop(deltas);
+        let mut lives = lock(&self.lives);
+        for ((t, id), used) in touched {
+            lives.used(t, id, used);
+        }
+        drop(lives);
+        self.notify_removed(&removed);
     }
 
     fn forward_loop(&self, ports: Vec<Attached>, stop: &AtomicBool) {
@@ -562,15 +586,21 @@ impl Switch {
                 lives.reset_counts(t, id, counts.get(&(t, id)).copied().unwrap_or_default());
             }
         }
-        if !removed.is_empty() {
-            if let Some(of) = self.openflow.get() {
-                let counts = self.rule_counts();
-                for r in &removed {
-                    of.outboxes.flow_removed(r, counts.get(&(r.table, r.id)).copied().unwrap_or_default());
-                }
+        self.notify_removed(&removed);
+        Ok(rep)
+    }
+
+    /// Sends the removal notices owed for rules that left.
+    fn notify_removed(&self, removed: &[lives::Removed]) {
+        if removed.is_empty() {
+            return;
+        }
+        if let Some(of) = self.openflow.get() {
+            let counts = self.rule_counts();
+            for r in removed {
+                of.outboxes.flow_removed(r, counts.get(&(r.table, r.id)).copied().unwrap_or_default());
             }
         }
-        Ok(rep)
     }
 }
 

@@ -45,6 +45,11 @@ pub struct GenConfig {
     pub normal: bool,
     /// `push` and `pop` of register and Ethernet bits (the stack).
     pub stack: bool,
+    /// `learn(...)` into any table: flows matching a MAC or an address
+    /// the packet had, loading reg0's low bits or outputting to the port a
+    /// field holds, now and then under a limit whose result bit (reg0's
+    /// bit 2) later matches read, or with delete_learned.
+    pub learn: bool,
 }
 
 impl Default for GenConfig {
@@ -62,6 +67,7 @@ impl Default for GenConfig {
             conjunction: true,
             normal: true,
             stack: true,
+            learn: true,
         }
     }
 }
@@ -249,6 +255,7 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 }
                 format!("clone({})", body.join(","))
             }
+            25 if cfg.learn && rng.gen_bool(0.5) => gen_learn(rng, cfg, is_ip),
             21..=23 if cfg.conntrack && (is_ip || is_ip6) => gen_ct(rng, cfg, table, is_ip, l4, m.contains("+inv")),
             21 if cfg.conntrack => "ct_clear".to_string(),
             0 if cfg.normal && rng.gen_bool(0.2) => "NORMAL".to_string(),
@@ -320,6 +327,27 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
             _ => continue,
         };
         return a;
+    }
+}
+
+/// A random `learn(...)` (`ip`: the learning flow matches IPv4, so the
+/// learn may read IP addresses, as Open vSwitch checks).
+fn gen_learn(rng: &mut StdRng, cfg: &GenConfig, ip: bool) -> String {
+    let t = rng.gen_range(0..cfg.n_tables);
+    let prio = pick(rng, &[5, 50, 500]);
+    let head = format!("learn(table={t},priority={prio}");
+    match rng.gen_range(0..if ip { 4 } else { 3 }) {
+        0 => format!("{head},NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:{:#x}->NXM_NX_REG0[0..3])", rng.gen_range(0..4)),
+        1 => format!("{head},idle_timeout=60,NXM_OF_ETH_SRC[0..1],output:NXM_NX_REG0[0..1])"),
+        2 => format!(
+            "{head},cookie={:#x},limit={},result_dst=NXM_NX_REG0[2],NXM_OF_ETH_DST[0..1]=NXM_OF_ETH_SRC[0..1],output:NXM_OF_IN_PORT[])",
+            rng.gen_range(1..3),
+            rng.gen_range(1..3)
+        ),
+        _ => format!(
+            "{head},delete_learned,cookie={:#x},dl_type=0x800,NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],load:NXM_OF_IN_PORT[]->NXM_NX_REG1[0..15])",
+            rng.gen_range(1..3)
+        ),
     }
 }
 

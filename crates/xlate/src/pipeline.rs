@@ -219,6 +219,25 @@ pub struct Pipeline {
     /// over its buckets, made when the group is put in (translation reads
     /// it on every use of the group). Kept by [`Pipeline::put_group`].
     dp_hash: FxHashMap<u32, Arc<crate::recirc::DpHashPlan>>,
+    /// Rules with a `learn` action.
+    learners: usize,
+    /// Per (table, cookie), the learn actions with `delete_learned` that
+    /// learn into it (Open vSwitch's learned cookies): when the last goes,
+    /// the flows it learned go too.
+    learned_cookies: FxHashMap<(u8, u64), u32>,
+}
+
+/// The learn actions of a rule's actions (in clones too).
+pub fn learns_of(actions: &[Action]) -> Vec<&kairo_ofproto::Learn> {
+    let mut out = Vec::new();
+    for a in actions {
+        match a {
+            Action::Learn(l) => out.push(&**l),
+            Action::Clone(body) => out.extend(learns_of(body)),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn groups_named(actions: &[Action]) -> impl Iterator<Item = u32> + '_ {
@@ -526,7 +545,46 @@ impl Pipeline {
         table.conj += usize::from(conj_related(&r));
         table.file_clauses(id, &r, true);
         table.count_cookie(r.cookie, true);
+        if let Some(o) = &old {
+            self.count_learns(o, false);
+        }
+        self.count_learns(&r, true);
         self.by_id.insert(id, r);
+    }
+
+    /// Counts a rule's learn actions in (`add`) or out.
+    fn count_learns(&mut self, r: &Rule, add: bool) {
+        let learns = learns_of(&r.inst.apply);
+        if learns.is_empty() {
+            return;
+        }
+        if add {
+            self.learners += 1;
+        } else {
+            self.learners -= 1;
+        }
+        for l in learns.iter().filter(|l| l.flags & kairo_ofproto::learn::flags::DELETE_LEARNED != 0) {
+            let key = (l.table, l.cookie);
+            if add {
+                *self.learned_cookies.entry(key).or_default() += 1;
+            } else if let Some(n) = self.learned_cookies.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.learned_cookies.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Does any rule have a `learn` action?
+    pub fn has_learners(&self) -> bool {
+        self.learners > 0
+    }
+
+    /// Does a learn action with `delete_learned` learn into `table` with
+    /// `cookie`?
+    pub fn deletes_learned(&self, table: u8, cookie: u64) -> bool {
+        self.learned_cookies.contains_key(&(table, cookie))
     }
 
     /// Puts a group back as it was (undoing a change; no checks).
@@ -569,6 +627,7 @@ impl Pipeline {
         table.conj -= usize::from(conj_related(&r));
         table.file_clauses(id, &r, false);
         table.count_cookie(r.cookie, false);
+        self.count_learns(&r, false);
         self.by_id.remove(&id);
         Some(r)
     }

@@ -118,6 +118,21 @@ pub fn to_messages(fm: &KFlowMod, v: Version) -> Result<Vec<Message>, Error> {
                 format!("table {t}'s miss behaviour has no OpenFlow 1.3 message"),
             ))
         }
+        KFlowMod::LearnFlows(learned) => learned
+            .iter()
+            .map(|l| {
+                let spec = FlowSpec::exact(l.rule.table, l.rule.priority, l.rule.m);
+                let spec = FlowSpec {
+                    cookie: l.rule.cookie,
+                    instructions: Some(l.rule.inst.clone()),
+                    idle_timeout: l.rule.idle_timeout,
+                    hard_timeout: l.rule.hard_timeout,
+                    flags: l.rule.flags,
+                    ..spec
+                };
+                flow_mod(ofpfc::MODIFY_STRICT, &spec, true, v).map(Message::FlowMod)
+            })
+            .collect::<Result<_, _>>()?,
         KFlowMod::SetPortSettings(..) | KFlowMod::Learn { .. } | KFlowMod::ExpireMacs(_) | KFlowMod::FlushMacs(_) => {
             return Err(Error::new(
                 ErrorCode::BAD_TYPE,
