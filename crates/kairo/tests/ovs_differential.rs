@@ -804,3 +804,154 @@ fn normal_matches_open_vswitch() {
     println!("NORMAL differential: {total} packets, {unicast} to one learned port, {retagged} with their tags changed");
     assert!(unicast >= 40 && retagged >= 40, "{unicast} to a learned port, {retagged} retagged");
 }
+
+/// `learn` against Open vSwitch 3.1: the same frames go through its
+/// datapath (each an upcall, whose learn actions add flows to its tables)
+/// and through kairo's translation with the flows it learns put in as an
+/// upcall puts them. Both tables are dumped and must hold the same flows;
+/// then more frames from new hosts to the learned ones go through both,
+/// and each must leave Open vSwitch's datapath as kairo's translation says
+/// (an upcall's, not `ofproto/trace`'s: a trace has no side effects, so
+/// there a learn writes no result bit). Pipelines: a MAC learning switch
+/// over VLAN ids (field sources, a load from in_port), an IP one under a
+/// limit whose result bit decides the output, and one of partial fields,
+/// immediates and an in_port match.
+#[test]
+fn learned_flows_match_open_vswitch() {
+    if skip("learned_flows_match_open_vswitch") {
+        return;
+    }
+    let pipelines: [(&str, &[u8]); 3] = [
+        (
+            "table=0,priority=10,actions=learn(table=1,hard_timeout=300,priority=7,cookie=0x5,NXM_OF_VLAN_TCI[0..11],\
+             NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]),resubmit(,1),resubmit(,2)\n\
+             table=2,priority=10,reg0=0,actions=output:4\n\
+             table=2,priority=5,actions=output:NXM_NX_REG0[0..15]\n",
+            &[1],
+        ),
+        (
+            "table=0,priority=10,ip,actions=learn(table=3,idle_timeout=60,limit=2,result_dst=NXM_NX_REG1[0],cookie=0x9,\
+             dl_type=0x800,NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,1)\n\
+             table=0,priority=0,actions=drop\n\
+             table=1,priority=10,reg1=1,actions=resubmit(,3)\n\
+             table=1,priority=5,actions=output:4\n\
+             table=3,priority=0,actions=output:3\n",
+            &[3],
+        ),
+        (
+            "table=0,priority=10,actions=learn(table=2,priority=20,send_flow_rem,in_port=4,\
+             NXM_OF_ETH_SRC[0..15]=NXM_OF_ETH_DST[0..15],load:NXM_OF_ETH_SRC[0..7]->NXM_NX_REG2[8..15],\
+             load:0x3->NXM_NX_REG2[0..1]),resubmit(,2)\n\
+             table=2,priority=1,actions=output:3\n",
+            &[2],
+        ),
+    ];
+    let host = |i: u32| format!("02:00:00:00:01:{i:02x}");
+    // Who sends first: (port, VLAN tag or none), host i+1 from 10.0.0.(i+1).
+    let at: [(u32, Option<u32>); 6] = [(1, None), (2, None), (3, Some(10)), (1, Some(10)), (4, None), (2, None)];
+    let mut teach = Vec::new();
+    for (i, (port, vlan)) in at.iter().enumerate() {
+        let tag = vlan.map(|v| format!("dl_vlan={v},")).unwrap_or_default();
+        let (me, to) = (i as u32 + 1, (i as u32 + 1) % 6 + 1);
+        teach.push(format!(
+            "in_port={port},{tag}dl_src={},dl_dst={},udp,nw_src=10.0.0.{me},nw_dst=10.0.0.{to}",
+            host(me),
+            host(to)
+        ));
+    }
+    // Then new hosts, one a port, to every host (and one never heard of).
+    let mut then = Vec::new();
+    for in_port in 1..=4u32 {
+        for dst in 1..=7u32 {
+            then.push(format!(
+                "in_port={in_port},dl_src=02:00:00:00:02:{in_port:02x},dl_dst={},udp,nw_src=10.0.1.{in_port},nw_dst=10.0.0.{dst}",
+                host(dst)
+            ));
+        }
+    }
+    let inject = |spec: &str| {
+        let key = kairo_flow::parse_key(spec).expect("frame");
+        let frame = kairo_wire::emit::frame(&key, &[0; 16]);
+        let port = key.get(kairo_flow::Field::InPort);
+        format!("inject:{port}:{}", frame.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    };
+    let dir = std::env::temp_dir().join(format!("kairo-diff-learn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (mut flows_compared, mut sent) = (0usize, 0usize);
+    for (pi, (flows_text, tables)) in pipelines.iter().enumerate() {
+        let flows = dir.join("l.flows");
+        std::fs::write(&flows, flows_text).expect("write flows");
+        let mut p = Pipeline::from_parts(kairo_ofproto::parse_flow_file(flows_text).expect("flows parse"), Vec::new())
+            .expect("pipeline");
+        p.set_ports(1..=4);
+        // What an upcall of a frame does in kairo: its translation, then
+        // the flows it learned go in.
+        let mut upcall = |p: &mut Pipeline, spec: &str| {
+            let key = kairo_flow::parse_key(spec).expect("frame");
+            let r = translate(p, &key);
+            if let Some(learned) = &r.traversal.learned {
+                kairo_maintain::flowmod::apply(p, &kairo_maintain::flowmod::FlowMod::LearnFlows(learned.to_vec()))
+                    .expect("learned flows go in");
+            }
+            (key, r)
+        };
+        for spec in &teach {
+            upcall(&mut p, spec);
+        }
+        let mut specs: Vec<String> = teach.iter().map(|s| inject(s)).collect();
+        specs.extend(tables.iter().map(|t| format!("dump:{t}")));
+        specs.extend(then.iter().map(|s| inject(s)));
+        let script = ovs_scripts().join("trace.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&flows)
+            .args(&specs)
+            .env("OVS_REF_DIR", "/tmp/ovs-trace-learn")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "trace.sh failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+        // The learned tables, flow by flow.
+        let mut table = None;
+        let mut ovs: std::collections::BTreeMap<u8, BTreeSet<String>> = Default::default();
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix("Dump: ") {
+                table = t.parse::<u8>().ok();
+            } else if let (Some(f), Some(t)) = (line.strip_prefix("Flow: "), table) {
+                let rule = kairo_ofproto::parse_flow(f, Some(true))
+                    .and_then(|s| s.into_rule())
+                    .unwrap_or_else(|e| panic!("pipeline {pi}: kairo cannot read OVS's flow `{f}`: {e}"));
+                ovs.entry(t).or_default().insert(rule.to_string());
+            }
+        }
+        for t in tables.iter() {
+            let ours: BTreeSet<String> =
+                p.table(*t).map(|tb| tb.cls.iter().map(|r| r.payload.to_string()).collect()).unwrap_or_default();
+            let theirs = ovs.get(t).cloned().unwrap_or_default();
+            assert_eq!(ours, theirs, "pipeline {pi}: table {t} after learning\n{text}");
+            assert!(theirs.len() >= 2, "pipeline {pi}: table {t} learned too little to compare: {theirs:?}");
+            flows_compared += theirs.len();
+        }
+        // The frames after: each upcall's datapath actions.
+        let injections = parse_injections(&text);
+        assert_eq!(injections.len(), teach.len() + then.len(), "OVS took {} frames\n{text}", injections.len());
+        for (spec, flows) in then.iter().zip(&injections[teach.len()..]) {
+            let (key, r) = upcall(&mut p, spec);
+            let first = flows
+                .iter()
+                .find(|f| f.recirc_id == 0)
+                .unwrap_or_else(|| panic!("pipeline {pi}: OVS made no datapath flow for {spec}\n{text}"));
+            let ovs_actions = parse_actions(&first.actions).expect("OVS actions");
+            assert_eq!(
+                as_set(apply(&r.actions, &key)),
+                as_set(apply(&ovs_actions, &key)),
+                "pipeline {pi}, frame {spec}: kairo {} vs OVS {}",
+                kairo_xlate::format_actions(&r.actions),
+                first.actions
+            );
+            sent += 1;
+        }
+    }
+    eprintln!("learn: {flows_compared} learned flows and {sent} frames after agree with Open vSwitch");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,7 +22,12 @@ impl Run<'_> {
         let mut apply = Vec::new();
         for spec in &l.specs {
             match spec {
-                LearnSpec::Match { dst, src } => m.set_masked(dst.field, read(&self.flow, src) << dst.ofs, dst.mask()),
+                LearnSpec::Match { dst, src } => {
+                    // All of OVS's 16-bit in_port is the whole port.
+                    let whole_port = dst.field == kairo_flow::Field::InPort && dst.ofs == 0 && dst.n_bits >= 16;
+                    let mask = if whole_port { u64::from(u32::MAX) } else { dst.mask() };
+                    m.set_masked(dst.field, read(&self.flow, src) << dst.ofs, mask)
+                }
                 LearnSpec::Load { dst, src } => apply.push(Action::SetField {
                     field: dst.field,
                     value: read(&self.flow, src) << dst.ofs,

@@ -13,7 +13,7 @@
 //!
 //! [`Traversal::learned`]: crate::Traversal::learned
 
-use kairo_flow::Match;
+use kairo_flow::{Field, Match};
 use kairo_ofproto::action::{OFPP_IN_PORT, OFPP_LOCAL};
 use kairo_ofproto::learn::{flags, Learn, LearnSpec, LearnSrc};
 use kairo_ofproto::{Action, Instructions, Rule};
@@ -77,7 +77,14 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             match spec {
                 LearnSpec::Match { dst, src } => {
                     let v = self.learn_value(src);
-                    m.set_masked(dst.field, v << dst.ofs, dst.mask());
+                    // Open vSwitch's in_port is its 16-bit port number: a
+                    // match on all of it is a match on the port.
+                    let mask = if dst.field == Field::InPort && dst.ofs == 0 && dst.n_bits >= 16 {
+                        Field::InPort.ones()
+                    } else {
+                        dst.mask()
+                    };
+                    m.set_masked(dst.field, v << dst.ofs, mask);
                 }
                 LearnSpec::Load { dst, src } => {
                     let v = self.learn_value(src);
