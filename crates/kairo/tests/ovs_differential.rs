@@ -886,7 +886,7 @@ fn learned_flows_match_open_vswitch() {
         p.set_ports(1..=4);
         // What an upcall of a frame does in kairo: its translation, then
         // the flows it learned go in.
-        let mut upcall = |p: &mut Pipeline, spec: &str| {
+        let upcall = |p: &mut Pipeline, spec: &str| {
             let key = kairo_flow::parse_key(spec).expect("frame");
             let r = translate(p, &key);
             if let Some(learned) = &r.traversal.learned {
