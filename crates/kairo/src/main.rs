@@ -123,8 +123,9 @@ enum Cmd {
         #[arg(long = "port-config", value_name = "FILE")]
         port_config: Option<PathBuf>,
         /// A packet sent through the bridge before the traced ones, so that
-        /// NORMAL learns its source MAC (repeatable, in order; ofproto/trace
-        /// itself learns nothing).
+        /// NORMAL learns its source MAC and its `learn` actions add their
+        /// flows, as a packet through the switch would (repeatable, in
+        /// order; ofproto/trace itself learns nothing).
         #[arg(long, value_name = "PACKET")]
         learn: Vec<String>,
         /// The ct_state the next pass recirculated after a `ct` sees, as
@@ -505,8 +506,13 @@ fn run(cli: Cli) -> Result<()> {
             for spec in &learn {
                 let key =
                     kairo_flow::parse_key(&packet_ports(spec, &names)?).with_context(|| format!("--learn `{spec}`"))?;
-                for l in kairo_xlate::translate(&p, &key).learn {
+                let r = kairo_xlate::translate(&p, &key);
+                for l in r.learn {
                     p.macs_mut().learn(l.vlan, l.mac, l.port, 0);
+                }
+                if let Some(flows) = r.traversal.learned {
+                    let fm = kairo_maintain::flowmod::FlowMod::LearnFlows(flows.into_vec());
+                    kairo_maintain::flowmod::apply(&mut p, &fm).with_context(|| format!("--learn `{spec}`"))?;
                 }
             }
             let ct_next = ct_next

@@ -255,3 +255,30 @@ fn trace_runs_normal_with_port_settings_and_learned_macs() {
     let (ok, _, err) = kairo(&["trace", "--flows", f, "--port-config", p, "--learn", "in_port=bogus", pkt]);
     assert!(!ok && err.contains("bogus"), "{err}");
 }
+
+/// `kairo trace` of a learning pipeline: the trace shows the flow the
+/// packet learns, and `--learn` packets put theirs in first.
+#[test]
+fn trace_shows_learned_flows_and_learn_packets_add_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows = dir.path().join("f");
+    std::fs::write(
+        &flows,
+        "table=0,actions=learn(table=1,cookie=0x7,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,1)\n\
+         table=1,priority=0,actions=output:4\n",
+    )
+    .unwrap();
+    let f = flows.to_str().unwrap();
+    let pkt = "in_port=1,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:02";
+    let (ok, out, err) = kairo(&["trace", "--flows", f, pkt]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("learned: table=1 dl_dst=02:00:00:00:00:01 priority=32768 cookie=0x7 actions=output:1"),
+        "{out}"
+    );
+    assert!(out.contains("Datapath actions: 4\n"), "{out}");
+    let learn = "in_port=2,dl_src=02:00:00:00:00:02,dl_dst=02:00:00:00:00:01";
+    let (ok, out, err) = kairo(&["trace", "--flows", f, "--learn", learn, pkt]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Datapath actions: 2\n"), "{out}");
+}

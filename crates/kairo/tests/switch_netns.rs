@@ -745,3 +745,55 @@ fn normal_learns_macs_and_follows_a_mac_that_moves() {
     drop(sw);
     drop((vc, vd, c, d));
 }
+
+/// The learning switch made of `learn` instead of NORMAL: each frame's
+/// source MAC becomes a flow in table 1 that loads its port, and frames to
+/// a MAC without one flood. Pings between all pairs go through; the flows
+/// learned are there (`kairo ctl dump-flows`); a MAC that moves to another
+/// port is learned again there and traffic follows it.
+#[test]
+fn a_learn_pipeline_learns_macs_and_follows_a_mac_that_moves() {
+    if skip("a_learn_pipeline_learns_macs_and_follows_a_mac_that_moves") {
+        return;
+    }
+    let (t, va, vb) = topo("l");
+    let pid = std::process::id() % 100_000;
+    let c = Netns::new(&format!("kairo-l{pid}c")).expect("netns c");
+    let d = Netns::new(&format!("kairo-l{pid}d")).expect("netns d");
+    let cin = format!("kl{pid}ci");
+    let din = format!("kl{pid}di");
+    let vc = Veth::new(&format!("kl{pid}c"), &cin, &c, Some(&format!("{}.3/24", t.net))).expect("veth c");
+    let vd = Veth::new(&format!("kl{pid}d"), &din, &d, None).expect("veth d");
+    let ports: Vec<String> = [(&va, 1), (&vb, 2), (&vc, 3), (&vd, 4)]
+        .iter()
+        .flat_map(|(v, n)| ["--port".to_string(), format!("{}={n}", v.outer)])
+        .collect();
+    let flows =
+        "table=0,priority=10,actions=learn(table=1,idle_timeout=120,cookie=0x1,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],\
+                 load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]),resubmit(,1),resubmit(,2)\n\
+                 table=2,priority=10,reg0=0,actions=FLOOD\n\
+                 table=2,priority=5,actions=output:NXM_NX_REG0[0..15]\n";
+    let sw = SwitchProc::start(&ports, flows);
+    for (ns, dst) in [(&t.a, ".2"), (&t.a, ".3"), (&t.b, ".3"), (&t.b, ".1"), (&c, ".1")] {
+        assert!(ping(ns, &format!("{}{dst}", t.net), 3), "ping to {}{dst} through the learn pipeline", t.net);
+    }
+    let learned = |sw: &SwitchProc, mac: &str, port: u32| {
+        let dump = sw.ctl(&["dump-flows", "table=1"]);
+        dump.lines()
+            .any(|l| l.contains(&format!("dl_dst={mac}")) && l.contains(&format!("load:{port:#x}->reg0[0..15]")))
+    };
+    let (ma, mb, mc) = (va.inner_mac.clone(), vb.inner_mac.clone(), vc.inner_mac.clone());
+    for (port, mac) in [(1, &ma), (2, &mb), (3, &mc)] {
+        assert!(learned(&sw, mac, port), "{mac} on port {port}:\n{}", sw.ctl(&["dump-flows", "table=1"]));
+    }
+    // c's MAC and address move to d (on port 4).
+    ip_in(&c, &["link", "set", "dev", &cin, "down"]);
+    ip_in(&d, &["link", "set", "dev", &din, "address", &mc]);
+    ip_in(&d, &["addr", "add", &format!("{}.3/24", t.net), "dev", &din]);
+    ip_in(&d, &["link", "set", "dev", &din, "up"]);
+    assert!(ping(&d, &format!("{}.1", t.net), 3), "ping from the moved host");
+    assert!(ping(&t.a, &format!("{}.3", t.net), 3), "ping to the moved host");
+    assert!(learned(&sw, &mc, 4), "{mc} moved to port 4:\n{}", sw.ctl(&["dump-flows", "table=1"]));
+    drop(sw);
+    drop((vc, vd, c, d));
+}
