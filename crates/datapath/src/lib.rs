@@ -306,15 +306,16 @@ impl Datapath {
     ) -> Actions {
         self.stats.packets += 1;
         let h = self.emc_hash(key, rss);
+        let flags = key.get(kairo_flow::Field::TcpFlags) as u16;
         if let Some(f) = self.lookup_ref(key, h) {
-            f.used(bytes, now);
+            f.used(bytes, now, flags);
             return f.actions();
         }
         self.stats.misses += 1;
         let up = slow.upcall(key);
         let (actions, mf) = self.install(key, up, now, slow);
         if let Some(m) = mf {
-            m.used(bytes, now);
+            m.used(bytes, now, flags);
             self.emc.insert(key, h, &m);
         }
         actions
@@ -402,9 +403,10 @@ impl Datapath {
             }
             for (i, (buf, in_port, _)) in chunk.iter_mut().enumerate() {
                 let in_port = *in_port;
+                let flags = keys[i].get(kairo_flow::Field::TcpFlags) as u16;
                 let actions = match &flows[i] {
                     Some(f) => {
-                        f.used(buf.len() as u64, now);
+                        f.used(buf.len() as u64, now, flags);
                         f.actions()
                     }
                     None => {
@@ -412,7 +414,7 @@ impl Datapath {
                         let h = hashes[i];
                         match self.lookup(&keys[i], h) {
                             Some(f) => {
-                                f.used(buf.len() as u64, now);
+                                f.used(buf.len() as u64, now, flags);
                                 f.actions()
                             }
                             None => {
@@ -420,7 +422,7 @@ impl Datapath {
                                 let up = slow.upcall(&keys[i]);
                                 let (a, mf) = self.install(&keys[i], up, now, slow);
                                 if let Some(m) = mf {
-                                    m.used(buf.len() as u64, now);
+                                    m.used(buf.len() as u64, now, flags);
                                     self.emc.insert(&keys[i], h, &m);
                                 }
                                 a

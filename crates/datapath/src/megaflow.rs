@@ -19,7 +19,7 @@
 //! its own ([`Megaflow::set_actions`]) takes it out of its shared cell; the
 //! others keep theirs.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -69,6 +69,9 @@ pub struct Megaflow {
     packets: AtomicU64,
     bytes: AtomicU64,
     last_used: AtomicU64,
+    /// The TCP flags its packets carried, ORed (Open vSwitch's flow
+    /// statistics keep them: `fin_timeout` reads FIN and RST there).
+    tcp_flags: AtomicU32,
 }
 
 impl Megaflow {
@@ -88,6 +91,7 @@ impl Megaflow {
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             last_used: AtomicU64::new(now),
+            tcp_flags: AtomicU32::new(0),
         }
     }
 
@@ -159,10 +163,18 @@ impl Megaflow {
     }
 
     #[inline]
-    pub fn used(&self, bytes: u64, now: u64) {
+    pub fn used(&self, bytes: u64, now: u64, tcp_flags: u16) {
         self.packets.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.last_used.store(now, Ordering::Relaxed);
+        if tcp_flags != 0 {
+            self.tcp_flags.fetch_or(u32::from(tcp_flags), Ordering::Relaxed);
+        }
+    }
+
+    /// The TCP flags its packets have carried so far.
+    pub fn tcp_flags(&self) -> u16 {
+        self.tcp_flags.load(Ordering::Relaxed) as u16
     }
 
     pub fn packets(&self) -> u64 {

@@ -814,7 +814,7 @@ fn normal_matches_open_vswitch() {
 /// (an upcall's, not `ofproto/trace`'s: a trace has no side effects, so
 /// there a learn writes no result bit). Pipelines: a MAC learning switch
 /// over VLAN ids (field sources, a load from in_port), an IP one under a
-/// limit whose result bit decides the output, and one of partial fields,
+/// limit whose result bit decides the output (its flows with a fin_timeout), and one of partial fields,
 /// immediates and an in_port match.
 #[test]
 fn learned_flows_match_open_vswitch() {
@@ -830,8 +830,8 @@ fn learned_flows_match_open_vswitch() {
             &[1],
         ),
         (
-            "table=0,priority=10,ip,actions=learn(table=3,idle_timeout=60,limit=2,result_dst=NXM_NX_REG1[0],cookie=0x9,\
-             dl_type=0x800,NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,1)\n\
+            "table=0,priority=10,ip,actions=learn(table=3,idle_timeout=60,fin_idle_timeout=5,limit=2,\
+             result_dst=NXM_NX_REG1[0],cookie=0x9,dl_type=0x800,NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,1)\n\
              table=0,priority=0,actions=drop\n\
              table=1,priority=10,reg1=1,actions=resubmit(,3)\n\
              table=1,priority=5,actions=output:4\n\

@@ -65,6 +65,11 @@ pub enum FlowMod {
     /// its learn's limit lets it in (else it is dropped, as Open vSwitch
     /// drops it). A flow the pipeline refuses is dropped, not an error.
     LearnFlows(Vec<kairo_xlate::Learned>),
+    /// `fin_timeout`s whose packets carried FIN or RST: each rule's idle
+    /// and hard timeouts become at most the given ones (0: left alone), as
+    /// Open vSwitch's `ofproto_rule_reduce_timeouts`. A rule gone since is
+    /// skipped; one whose timeouts do not change is not touched.
+    CutTimeouts(Vec<kairo_xlate::FinTimeout>),
     /// Several updates applied atomically, with one maintenance pass.
     Bundle(Vec<FlowMod>),
 }
@@ -505,6 +510,21 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                     Some(old) => Delta::RuleModified { table: r.table, id, conj: conj_related(&old) },
                     None => Delta::RuleAdded { table: r.table, id },
                 });
+            }
+        }
+        FlowMod::CutTimeouts(cuts) => {
+            let cut = |max: u16, t: u16| if max != 0 && (t == 0 || t > max) { max } else { t };
+            for c in cuts {
+                let Some(old) = p.rule(c.table, c.rule) else { continue };
+                let (idle, hard) = (cut(c.idle, old.idle_timeout), cut(c.hard, old.hard_timeout));
+                if (idle, hard) == (old.idle_timeout, old.hard_timeout) {
+                    continue;
+                }
+                let new = Rule { idle_timeout: idle, hard_timeout: hard, ..(**old).clone() };
+                let old = p.replace_rule(c.table, c.rule, new)?;
+                let conj = conj_related(&old);
+                undo.push(Undo::Rule(c.table, c.rule, Some(old)));
+                out.push(Delta::RuleModified { table: c.table, id: c.rule, conj });
             }
         }
         FlowMod::Bundle(mods) => {

@@ -963,6 +963,13 @@ impl Engine for Incremental {
     }
 }
 
+/// Do TCP flags have FIN or RST (what `fin_timeout` waits for)?
+pub fn fin_or_rst(tcp_flags: u16) -> bool {
+    const FIN: u16 = 0x001;
+    const RST: u16 = 0x004;
+    tcp_flags & (FIN | RST) != 0
+}
+
 /// Leaves free room in the allocator for the small objects an update
 /// allocates (suffixes, action lists, the lists of affected entries), so
 /// that the next update takes it instead of a fresh page. Housekeeping
@@ -1181,18 +1188,34 @@ impl Control {
         // (Megaflows read their learned flows from their traversals, which
         // housekeeping brings up to date after an update.)
         self.housekeep();
-        let learned: Vec<(kairo_xlate::Learned, u64)> = self
-            .engine
-            .entries()
-            .iter()
-            .filter(|uk| !uk.is_dead() && uk.last_used() > since)
-            .flat_map(|uk| {
-                let used = uk.last_used();
-                let t = uk.traversal();
-                t.learned.iter().flatten().map(|l| (l.clone(), used)).collect::<Vec<_>>()
-            })
-            .collect();
+        let mut learned: Vec<(kairo_xlate::Learned, u64)> = Vec::new();
+        let mut cuts = Vec::new();
+        for uk in self.engine.entries().iter().filter(|uk| !uk.is_dead() && uk.last_used() > since) {
+            let (used, t) = (uk.last_used(), uk.traversal());
+            learned.extend(t.learned.iter().flatten().map(|l| (l.clone(), used)));
+            if fin_or_rst(uk.tcp_flags()) {
+                cuts.extend(t.fin.iter().flatten().copied());
+            }
+        }
         self.learn_flows(learned);
+        self.cut_timeouts(cuts);
+    }
+
+    /// `fin_timeout`s whose packets carried FIN or RST cut their rules'
+    /// timeouts (an update, for the rules whose timeouts change).
+    pub fn cut_timeouts(&mut self, mut cuts: Vec<kairo_xlate::FinTimeout>) -> Option<Report> {
+        cuts.retain(|c| {
+            self.pipeline.rule(c.table, c.rule).is_some_and(|r| {
+                let cuts = |max: u16, t: u16| max != 0 && (t == 0 || t > max);
+                cuts(c.idle, r.idle_timeout) || cuts(c.hard, r.hard_timeout)
+            })
+        });
+        if cuts.is_empty() {
+            return None;
+        }
+        cuts.sort_unstable_by_key(|c| (c.table, c.rule, c.idle, c.hard));
+        cuts.dedup();
+        self.apply(&FlowMod::CutTimeouts(cuts)).ok()
     }
 
     /// Applies an update and maintains the cache; the report's TTU covers both.

@@ -51,6 +51,11 @@ impl SlowPath for SharedControl {
             let now = c.now_ms;
             c.learn_flows(learned.iter().map(|l| (l.clone(), now)));
         }
+        if let Some(fin) = r.traversal.fin.as_deref() {
+            if crate::fin_or_rst(key.get(kairo_flow::Field::TcpFlags) as u16) {
+                c.cut_timeouts(fin.to_vec());
+            }
+        }
         Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
     }
 

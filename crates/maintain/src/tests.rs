@@ -210,6 +210,7 @@ fn describe(fm: &FlowMod) -> String {
         FlowMod::Learn { learned, now } => format!("learn {learned:?} at {now}"),
         FlowMod::ExpireMacs(now) => format!("expire MACs at {now}"),
         FlowMod::FlushMacs(vlan) => format!("flush MACs {vlan:?}"),
+        FlowMod::CutTimeouts(cuts) => format!("cut timeouts {cuts:?}"),
         FlowMod::LearnFlows(learned) => {
             format!("learn [{}]", learned.iter().map(|l| l.rule.to_string()).collect::<Vec<_>>().join("; "))
         }
@@ -1316,4 +1317,52 @@ fn flows_learned_from_upcalls_are_installed_maintained_refreshed_and_deleted() {
     let pkts: Vec<String> = (1..=2).map(|i| format!("in_port={i},dl_src={},dl_dst={}", mac(i), mac(9))).collect();
     let (_, inc) = filled(&p, EngineKind::Incremental, &pkts);
     assert_eq!(learned(&inc.lock()).len(), 1);
+}
+
+/// `fin_timeout`: a TCP packet with FIN or RST through a flow with it cuts
+/// the flow's timeouts: from the upcall that brings one, or (as Open
+/// vSwitch does from its flow statistics) from a megaflow whose packets
+/// carried one, at the next refresh. Timeouts only ever go down, and a cut
+/// that changes nothing is no update. A learn's fin timeouts give the
+/// learned flow its fin_timeout.
+#[test]
+fn fin_timeout_cuts_timeouts_once_fin_or_rst_is_seen() {
+    let flows = "table=0,priority=10,tcp,actions=fin_timeout(idle_timeout=5,hard_timeout=20),output:2\n\
+                 table=0,priority=5,udp,actions=learn(table=1,fin_idle_timeout=3,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[]),output:3";
+    let p = pipeline(flows, "");
+    let syn = "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=1000,tp_dst=80,tcp_flags=+syn";
+    let (mut dp, inc) = filled(&p, EngineKind::Incremental, &[syn.to_string()]);
+    let timeouts = |c: &Control| {
+        let r = c.pipeline.table(0).unwrap().cls.iter().find(|r| r.priority == 10).unwrap().payload.clone();
+        (r.idle_timeout, r.hard_timeout)
+    };
+    assert_eq!(timeouts(&inc.lock()), (0, 0));
+    assert_eq!(inc.lock().engine.len(), 1);
+    // A FIN on the same megaflow (tcp_flags is not in its mask): the
+    // datapath counts it, and the refresh a second later cuts.
+    let mut sc = inc.clone();
+    let fin = "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=1000,tp_dst=80,tcp_flags=+fin+ack";
+    dp.process_key(&key(fin), 64, None, 1_500, &mut sc);
+    assert_eq!(inc.lock().engine.len(), 1, "the FIN hit the megaflow");
+    assert_eq!(timeouts(&inc.lock()), (0, 0));
+    inc.lock().tick(1_600);
+    assert_eq!(timeouts(&inc.lock()), (5, 20));
+    // Only down: a longer cut does nothing, and is no update.
+    let id = inc.lock().pipeline.table(0).unwrap().cls.iter().find(|r| r.priority == 10).unwrap().id;
+    let v = inc.lock().version;
+    assert!(inc.lock().cut_timeouts(vec![kairo_xlate::FinTimeout { table: 0, rule: id, idle: 9, hard: 30 }]).is_none());
+    assert_eq!(inc.lock().version, v);
+    // An upcall that brings a RST cuts at once.
+    let p = pipeline(flows, "");
+    let rst = "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=1000,tp_dst=80,tcp_flags=+rst";
+    let (_, inc) = filled(&p, EngineKind::Incremental, &[rst.to_string()]);
+    assert_eq!(timeouts(&inc.lock()), (5, 20));
+    // The learned flow's fin_timeout.
+    let (_, inc) = filled(&p, EngineKind::Incremental, &["in_port=1,udp,dl_src=02:00:00:00:00:01".to_string()]);
+    let learned: Vec<String> =
+        inc.lock().pipeline.table(1).unwrap().cls.iter().map(|r| r.payload.to_string()).collect();
+    assert_eq!(
+        learned,
+        vec!["cookie=0x0, table=1, priority=32768,dl_dst=02:00:00:00:00:01 actions=fin_timeout(idle_timeout=3)"]
+    );
 }

@@ -436,6 +436,11 @@ pub enum Act {
     },
     /// NXAST_LEARN or NXAST_LEARN2.
     Learn(Box<WireLearn>),
+    /// NXAST_FIN_TIMEOUT: idle and hard timeouts after a FIN or RST.
+    FinTimeout {
+        idle: u16,
+        hard: u16,
+    },
     /// Any other Nicira action: subtype and the bytes after it.
     Nicira {
         subtype: u16,
@@ -750,6 +755,10 @@ impl Act {
                 Act::Conjunction { clause, n_clauses, id }
             }
             nxast::LEARN | nxast::LEARN2 => Act::Learn(Box::new(decode_learn(a, at, subtype)?)),
+            nxast::FIN_TIMEOUT => {
+                fixed(16, "fin_timeout")?;
+                Act::FinTimeout { idle: a.u16("fin_idle_timeout")?, hard: a.u16("fin_hard_timeout")? }
+            }
             s if nxast::name(s).is_some() => Act::Nicira { subtype: s, body: a.rest().to_vec() },
             s => {
                 return Err(Error::new(
@@ -887,6 +896,12 @@ impl Act {
                 w.zeros(6);
             }
             Act::Learn(l) => encode_learn(w, l),
+            Act::FinTimeout { idle, hard } => {
+                w.u16(nxast::FIN_TIMEOUT);
+                w.u16(*idle);
+                w.u16(*hard);
+                w.zeros(2);
+            }
             Act::StackPush(sub) | Act::StackPop(sub) => {
                 w.u16(if matches!(self, Act::StackPush(_)) { nxast::STACK_PUSH } else { nxast::STACK_POP });
                 w.u16(sub.ofs);

@@ -170,6 +170,7 @@ fn act(v: Version) -> impl Strategy<Value = Act> {
             id
         }),
         learn(),
+        (any::<u16>(), any::<u16>()).prop_map(|(idle, hard)| Act::FinTimeout { idle, hard }),
         (
             any::<u16>(),
             proptest::option::of(sub()),

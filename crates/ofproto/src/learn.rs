@@ -70,6 +70,10 @@ pub struct Learn {
     pub priority: u16,
     pub idle_timeout: u16,
     pub hard_timeout: u16,
+    /// The new flow's `fin_timeout` (idle, hard), if either is nonzero:
+    /// its first action.
+    pub fin_idle_timeout: u16,
+    pub fin_hard_timeout: u16,
     pub cookie: u64,
     /// [`flags`]: send_flow_rem, delete_learned, and WRITE_RESULT (set
     /// exactly when `result_dst` is).
@@ -90,6 +94,8 @@ impl Default for Learn {
             priority: crate::syntax::DEFAULT_PRIORITY,
             idle_timeout: 0,
             hard_timeout: 0,
+            fin_idle_timeout: 0,
+            fin_hard_timeout: 0,
             cookie: 0,
             flags: 0,
             limit: 0,
@@ -132,12 +138,8 @@ impl Learn {
                 "priority" => l.priority = num(tok, need()?, "priority=0-65535")?,
                 "idle_timeout" => l.idle_timeout = num(tok, need()?, "idle_timeout=0-65535")?,
                 "hard_timeout" => l.hard_timeout = num(tok, need()?, "hard_timeout=0-65535")?,
-                "fin_idle_timeout" | "fin_hard_timeout" => {
-                    return Err(OfError::Unsupported {
-                        what: tok.to_string(),
-                        why: "learned flows with fin timeouts need fin_timeout, which kairo does not have yet".into(),
-                    })
-                }
+                "fin_idle_timeout" => l.fin_idle_timeout = num(tok, need()?, "fin_idle_timeout=0-65535")?,
+                "fin_hard_timeout" => l.fin_hard_timeout = num(tok, need()?, "fin_hard_timeout=0-65535")?,
                 "cookie" => l.cookie = num(tok, need()?, "cookie=a 64-bit number")?,
                 "send_flow_rem" if value.is_none() => l.flags |= flags::SEND_FLOW_REM,
                 "delete_learned" if value.is_none() => l.flags |= flags::DELETE_LEARNED,
@@ -265,6 +267,12 @@ impl std::fmt::Display for Learn {
         }
         if self.hard_timeout != 0 {
             write!(f, ",hard_timeout={}", self.hard_timeout)?;
+        }
+        if self.fin_idle_timeout != 0 {
+            write!(f, ",fin_idle_timeout={}", self.fin_idle_timeout)?;
+        }
+        if self.fin_hard_timeout != 0 {
+            write!(f, ",fin_hard_timeout={}", self.fin_hard_timeout)?;
         }
         if self.priority != crate::syntax::DEFAULT_PRIORITY {
             write!(f, ",priority={}", self.priority)?;

@@ -440,7 +440,7 @@ fn learn_parses_as_ovs_ofctl_reads_it_and_prints_back() {
         ("learn(result_dst=reg0[0..1],eth_dst)", "single bit"),
         ("learn(load:0x800->dl_type[])", "writable"),
         ("learn(bogus=3)", "a field to match"),
-        ("learn(fin_idle_timeout=5,eth_dst)", "fin_timeout"),
+        ("fin_timeout(idle=5)", "fin_timeout(idle_timeout=N"),
         ("learn(eth_dst=01:00:00:00:00:00/01:00:00:00:00:00)", "exact value"),
     ] {
         let e = Action::parse(text).expect_err(text).to_string();
@@ -449,4 +449,14 @@ fn learn_parses_as_ovs_ofctl_reads_it_and_prints_back() {
     // No learn in the action set.
     let e = crate::parse_flow("actions=write_actions(learn(eth_dst))", Some(true)).unwrap_err().to_string();
     assert!(e.contains("write_actions"), "{e}");
+    // fin timeouts, for the learned flow's fin_timeout.
+    let Action::Learn(l) = Action::parse("learn(fin_idle_timeout=5,fin_hard_timeout=9,eth_dst)").unwrap() else {
+        panic!()
+    };
+    assert_eq!((l.fin_idle_timeout, l.fin_hard_timeout), (5, 9));
+    assert_eq!(Action::parse(&Action::Learn(l.clone()).to_string()).unwrap(), Action::Learn(l));
+    let a = Action::parse("fin_timeout(idle_timeout=5,hard_timeout=7)").unwrap();
+    assert_eq!(a, Action::FinTimeout { idle: 5, hard: 7 });
+    assert_eq!(a.to_string(), "fin_timeout(idle_timeout=5,hard_timeout=7)");
+    assert_eq!(Action::parse("fin_timeout(hard_timeout=7)").unwrap().to_string(), "fin_timeout(hard_timeout=7)");
 }

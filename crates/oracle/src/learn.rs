@@ -20,6 +20,11 @@ impl Run<'_> {
         };
         let mut m = Match::default();
         let mut apply = Vec::new();
+        // ovs-actions(7): fin timeouts make the learned flow's fin_timeout,
+        // its first action.
+        if l.fin_idle_timeout != 0 || l.fin_hard_timeout != 0 {
+            apply.push(Action::FinTimeout { idle: l.fin_idle_timeout, hard: l.fin_hard_timeout });
+        }
         for spec in &l.specs {
             match spec {
                 LearnSpec::Match { dst, src } => {

@@ -952,6 +952,9 @@ impl Run<'_> {
             Action::Controller { .. } => self.emit(u32::MAX),
             Action::Normal => self.normal(),
             Action::Learn(l) => self.learn(l),
+            // It cuts its rule's timeouts once packets carry FIN or RST;
+            // the packet is left alone.
+            Action::FinTimeout { .. } => {}
             Action::SetField { field, value, mask } => {
                 if self.prereq(*field) {
                     self.flow.set_masked(*field, *value, *mask);

@@ -67,7 +67,11 @@ impl Lives {
                     }
                 }
                 Delta::RuleModified { table, id, .. } => {
-                    self.installed.entry((*table, *id)).or_insert(now);
+                    let installed = *self.installed.entry((*table, *id)).or_insert(now);
+                    // (A rule whose timeouts a fin_timeout cut may have had none.)
+                    if timed(*table, *id) {
+                        self.timed.entry((*table, *id)).or_insert(installed);
+                    }
                 }
                 Delta::RuleRemoved { table, id, rule } => {
                     let since = self.installed.remove(&(*table, *id)).unwrap_or(0);

@@ -48,7 +48,8 @@ pub struct GenConfig {
     /// `learn(...)` into any table: flows matching a MAC or an address
     /// the packet had, loading reg0's low bits or outputting to the port a
     /// field holds, now and then under a limit whose result bit (reg0's
-    /// bit 2) later matches read, or with delete_learned.
+    /// bit 2) later matches read, with fin timeouts, or with
+    /// delete_learned; and `fin_timeout` on TCP flows.
     pub learn: bool,
 }
 
@@ -256,6 +257,10 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 format!("clone({})", body.join(","))
             }
             25 if cfg.learn && rng.gen_bool(0.5) => gen_learn(rng, cfg, is_ip),
+            // (Open vSwitch takes fin_timeout over OpenFlow 1.1+ only on TCP flows.)
+            25 if cfg.learn && m.split(',').any(|x| x == "tcp" || x == "tcp6") => {
+                "fin_timeout(idle_timeout=5,hard_timeout=30)".to_string()
+            }
             21..=23 if cfg.conntrack && (is_ip || is_ip6) => gen_ct(rng, cfg, table, is_ip, l4, m.contains("+inv")),
             21 if cfg.conntrack => "ct_clear".to_string(),
             0 if cfg.normal && rng.gen_bool(0.2) => "NORMAL".to_string(),
@@ -338,7 +343,7 @@ fn gen_learn(rng: &mut StdRng, cfg: &GenConfig, ip: bool) -> String {
     let head = format!("learn(table={t},priority={prio}");
     match rng.gen_range(0..if ip { 4 } else { 3 }) {
         0 => format!("{head},NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:{:#x}->NXM_NX_REG0[0..3])", rng.gen_range(0..4)),
-        1 => format!("{head},idle_timeout=60,NXM_OF_ETH_SRC[0..1],output:NXM_NX_REG0[0..1])"),
+        1 => format!("{head},idle_timeout=60,fin_idle_timeout=5,NXM_OF_ETH_SRC[0..1],output:NXM_NX_REG0[0..1])"),
         2 => format!(
             "{head},cookie={:#x},limit={},result_dst=NXM_NX_REG0[2],NXM_OF_ETH_DST[0..1]=NXM_OF_ETH_SRC[0..1],output:NXM_OF_IN_PORT[])",
             rng.gen_range(1..3),

@@ -39,7 +39,7 @@ pub use translate::{
     admitted, learned_from, translate, translate_actions, Learn, Learned, XlateError, XlateResult, MAX_ACTION_BYTES,
     MAX_BUCKETS, MAX_DEPTH, MAX_RESUBMITS,
 };
-pub use traversal::{Floor, GroupUse, Outcome, Step, Traversal, Via};
+pub use traversal::{FinTimeout, Floor, GroupUse, Outcome, Step, Traversal, Via};
 
 #[cfg(test)]
 mod tests;

@@ -219,12 +219,22 @@ pub struct Pipeline {
     /// over its buckets, made when the group is put in (translation reads
     /// it on every use of the group). Kept by [`Pipeline::put_group`].
     dp_hash: FxHashMap<u32, Arc<crate::recirc::DpHashPlan>>,
-    /// Rules with a `learn` action.
+    /// Rules with a `learn` or a `fin_timeout` action: what the megaflows
+    /// that ran them refresh from their hits.
     learners: usize,
     /// Per (table, cookie), the learn actions with `delete_learned` that
     /// learn into it (Open vSwitch's learned cookies): when the last goes,
     /// the flows it learned go too.
     learned_cookies: FxHashMap<(u8, u64), u32>,
+}
+
+/// Does a `fin_timeout` run among the actions (in clones too)?
+fn has_fin_timeout(actions: &[Action]) -> bool {
+    actions.iter().any(|a| match a {
+        Action::FinTimeout { .. } => true,
+        Action::Clone(body) => has_fin_timeout(body),
+        _ => false,
+    })
 }
 
 /// The learn actions of a rule's actions (in clones too).
@@ -555,7 +565,7 @@ impl Pipeline {
     /// Counts a rule's learn actions in (`add`) or out.
     fn count_learns(&mut self, r: &Rule, add: bool) {
         let learns = learns_of(&r.inst.apply);
-        if learns.is_empty() {
+        if learns.is_empty() && !has_fin_timeout(&r.inst.apply) {
             return;
         }
         if add {
@@ -576,7 +586,8 @@ impl Pipeline {
         }
     }
 
-    /// Does any rule have a `learn` action?
+    /// Does any rule have a `learn` or a `fin_timeout` action (whose
+    /// megaflows' hits refresh what they learned, or cut timeouts)?
     pub fn has_learners(&self) -> bool {
         self.learners > 0
     }

@@ -302,6 +302,7 @@ impl Suffix {
         t.normal.clone_from(&self.trav.normal);
         // So does learn (its sources are exact, so shared).
         t.learned.clone_from(&self.trav.learned);
+        t.fin.clone_from(&self.trav.fin);
         t
     }
 

@@ -312,6 +312,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             normal: Vec::new(),
             learn: Vec::new(),
             learned: Vec::new(),
+            fin: Vec::new(),
+            rule_id: None,
             stack: Vec::new(),
             mode,
         }
@@ -342,6 +344,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         if !x.learned.is_empty() {
             x.trav.learned = Some(std::mem::take(&mut x.learned).into_boxed_slice());
+        }
+        if !x.fin.is_empty() {
+            x.trav.fin = Some(std::mem::take(&mut x.fin).into_boxed_slice());
         }
         let seen = x.flow.finish(key);
         Run {
@@ -426,6 +431,11 @@ struct Translator<'a, M> {
     wrote_ct: bool,
     /// The flows `learn` actions made so far ([`Traversal::learned`]).
     learned: Vec<Learned>,
+    /// The `fin_timeout` actions run so far ([`Traversal::fin`]).
+    fin: Vec<crate::traversal::FinTimeout>,
+    /// The id of the rule whose actions are running (none before any
+    /// lookup, or in a recirculated pass's frozen actions).
+    rule_id: Option<kairo_classifier::RuleId>,
     /// See [`Run::thaw_read`].
     thaw_read: bool,
     /// The MAC table lookups NORMAL made ([`Traversal::normal`]): none
@@ -534,12 +544,14 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         // (After NORMAL nothing is: what it did depends on the MAC table,
         // which a re-translation must read again.)
         // (Nor with something on the stack: what follows may pop it.)
-        // (Nor after a learn: a re-translation makes its flow again.)
+        // (Nor after a learn or a fin_timeout: a re-translation makes its
+        // flow, or its record, again.)
         let resumable = self.pending == 0
             && self.odp.is_empty()
             && self.action_set.is_empty()
             && self.normal.is_empty()
             && self.learned.is_empty()
+            && self.fin.is_empty()
             && self.stack.is_empty();
         let bare = resumable && self.restoring == 0;
         let version = self.key_version();
@@ -580,9 +592,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 let outer = std::mem::replace(&mut self.table_id, t);
                 let miss_rule = r.priority == 0 && r.m.mask().is_zero();
                 let outer_rule = std::mem::replace(&mut self.rule, (r.cookie, miss_rule));
+                let outer_id = std::mem::replace(&mut self.rule_id, outcome.rule());
                 self.instructions(inst);
                 self.table_id = outer;
                 self.rule = outer_rule;
+                self.rule_id = outer_id;
                 if let Some(fz) = self.freezing.as_mut() {
                     // What the outer list has left is that rule's.
                     fz.ops.push(Op::Rule { table: outer, cookie: outer_rule.0, miss: outer_rule.1 });
@@ -740,6 +754,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 Op::Rule { table, cookie, miss } => {
                     self.table_id = *table;
                     self.rule = (*cookie, *miss);
+                    self.rule_id = None;
                 }
                 Op::Act(a) => skip = !self.action(a),
                 Op::ClearActions => self.action_set = ActionSet::default(),
@@ -872,6 +887,15 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             Action::Clone(body) => self.clone_actions(body),
             Action::Normal => self.normal(),
             Action::Learn(l) => self.learn_flow(l),
+            Action::FinTimeout { idle, hard } => {
+                // As Open vSwitch: the IP protocol is exact; whether the
+                // packets carry FIN or RST is for their statistics to say.
+                self.flow.examine(Field::IpProto);
+                if let Some(rule) = self.rule_id {
+                    let f = crate::traversal::FinTimeout { table: self.table_id, rule, idle: *idle, hard: *hard };
+                    self.fin.push(f);
+                }
+            }
             Action::OutputReg { src, max_len } => {
                 let port = self.flow.get_bits(src.field, src.mask()) >> src.ofs;
                 if let Some(a) = output_reg_port(port, *max_len) {

@@ -204,6 +204,21 @@ pub struct Traversal {
     /// resumable, so a re-translation always makes them again.
     #[serde(skip)]
     pub learned: Option<Box<[crate::translate::Learned]>>,
+    /// The `fin_timeout` actions that ran, in order (`None`: none did):
+    /// once the megaflow's packets carry FIN or RST, the rules' timeouts
+    /// are cut. No step after the first is resumable.
+    #[serde(skip)]
+    pub fin: Option<Box<[FinTimeout]>>,
+}
+
+/// A `fin_timeout` that ran: in the actions of rule `rule` of `table`, to
+/// cut its timeouts to `idle` and `hard` seconds (0: not that one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FinTimeout {
+    pub table: u8,
+    pub rule: kairo_classifier::RuleId,
+    pub idle: u16,
+    pub hard: u16,
 }
 
 impl Default for Traversal {
@@ -217,6 +232,7 @@ impl Default for Traversal {
             bare: 0,
             normal: None,
             learned: None,
+            fin: None,
         }
     }
 }
@@ -240,6 +256,7 @@ impl Traversal {
             bare: 0,
             normal: None,
             learned: None,
+            fin: None,
         }
     }
 

@@ -5,8 +5,8 @@
 //! sends for it: NXAST_LEARN2 exactly when there is a limit or a result
 //! bit, fields named by their NXM headers where they have one (as Open
 //! vSwitch encodes learn specs in every version), immediates in 16-bit
-//! units. What kairo's learn cannot hold (fin timeouts, immediates wider
-//! than 64 bits) is refused naming it.
+//! units. What kairo's learn cannot hold (immediates wider than 64 bits)
+//! is refused naming it.
 
 use kairo_flow::field::Field;
 use kairo_ofproto::learn::{flags, Learn, LearnSpec, LearnSrc};
@@ -23,16 +23,13 @@ fn bad(why: String) -> Error {
 
 /// A wire learn as kairo's, checked as `learn(...)` text is.
 pub(super) fn from_wire(w: &WireLearn) -> Result<Learn, Error> {
-    if w.fin_idle_timeout != 0 || w.fin_hard_timeout != 0 {
-        return Err(
-            bad("fin_idle_timeout and fin_hard_timeout need fin_timeout, which kairo does not have yet".into()),
-        );
-    }
     let mut l = Learn {
         table: w.table,
         priority: w.priority,
         idle_timeout: w.idle_timeout,
         hard_timeout: w.hard_timeout,
+        fin_idle_timeout: w.fin_idle_timeout,
+        fin_hard_timeout: w.fin_hard_timeout,
         cookie: w.cookie,
         flags: w.flags,
         limit: w.limit,
@@ -130,8 +127,8 @@ pub(super) fn to_wire(l: &Learn) -> Result<WireLearn, Error> {
         cookie: l.cookie,
         flags: l.flags | if l.result_dst.is_some() { flags::WRITE_RESULT } else { 0 },
         table: l.table,
-        fin_idle_timeout: 0,
-        fin_hard_timeout: 0,
+        fin_idle_timeout: l.fin_idle_timeout,
+        fin_hard_timeout: l.fin_hard_timeout,
         limit: l.limit,
         result_dst: l.result_dst.as_ref().map(nxm_sub).transpose()?,
         specs,

@@ -133,6 +133,9 @@ pub fn to_messages(fm: &KFlowMod, v: Version) -> Result<Vec<Message>, Error> {
                 flow_mod(ofpfc::MODIFY_STRICT, &spec, true, v).map(Message::FlowMod)
             })
             .collect::<Result<_, _>>()?,
+        KFlowMod::CutTimeouts(_) => {
+            return Err(Error::new(ErrorCode::BAD_TYPE, "timeouts that fin_timeout cut are the switch's own doing"))
+        }
         KFlowMod::SetPortSettings(..) | KFlowMod::Learn { .. } | KFlowMod::ExpireMacs(_) | KFlowMod::FlushMacs(_) => {
             return Err(Error::new(
                 ErrorCode::BAD_TYPE,

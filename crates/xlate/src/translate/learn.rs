@@ -73,6 +73,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     pub(super) fn learn_flow(&mut self, l: &Learn) {
         let mut m = Match::default();
         let mut apply = Vec::new();
+        if l.fin_idle_timeout != 0 || l.fin_hard_timeout != 0 {
+            apply.push(Action::FinTimeout { idle: l.fin_idle_timeout, hard: l.fin_hard_timeout });
+        }
         for spec in &l.specs {
             match spec {
                 LearnSpec::Match { dst, src } => {
