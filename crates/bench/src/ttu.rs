@@ -290,16 +290,20 @@ pub struct Workload {
     /// connection tracker ([`crate::connections`]) rather than sent alone?
     pub connections: bool,
     pub updates: Vec<(&'static str, String, String)>,
+    /// The bridge's ports (what NORMAL and FLOOD send to; empty: none).
+    pub ports: Vec<u32>,
 }
 
 impl Workload {
-    /// The workload's flows and groups loaded as a pipeline.
+    /// The workload's flows and groups loaded as a pipeline, with its ports.
     pub fn pipeline(&self) -> Result<Pipeline, String> {
-        Pipeline::from_parts(
+        let mut p = Pipeline::from_parts(
             kairo_ofproto::parse_flow_file(&self.flows).map_err(|e| e.to_string())?,
             kairo_ofproto::parse_group_file(&self.groups).map_err(|e| e.to_string())?,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        p.set_ports(self.ports.iter().copied());
+        Ok(p)
     }
 }
 
@@ -331,7 +335,7 @@ fn ofdpa_workload(n_keys: usize, routes: usize, updates_n: usize, seed: u64) -> 
     let ups = w.updates(&cb, updates_n, seed);
     let (flows, groups) = (w.flows.clone(), w.groups.clone());
     let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
-    Ok(Workload { name: "ofdpa", flows, groups, traffic, n_keys, connections: false, updates: ups })
+    Ok(Workload { name: "ofdpa", flows, groups, traffic, n_keys, connections: false, updates: ups, ports: Vec::new() })
 }
 
 /// A workload with `n_keys` traffic keys (Antrea draws up to eight times as many:
@@ -348,6 +352,7 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
                 n_keys,
                 connections: false,
                 updates: updates(updates_n, seed),
+                ports: Vec::new(),
             })
         }
         PipelineKind::Ofdpa => {
@@ -359,11 +364,20 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
             // Flows share megaflows more here (no hash over the 5-tuple on most paths):
             // the traffic is generated on demand, so a large budget costs nothing held.
             let ups = w.updates(&cb, updates_n, seed);
-            let (flows, groups) = (w.flows.clone(), w.groups.clone());
+            let (flows, groups, ports) = (w.flows.clone(), w.groups.clone(), w.ports());
             let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
             // Its pipeline tracks connections: each flow is opened (first
             // packet, answer, next packet) through the datapath's tracker.
-            Ok(Workload { name: "antrea", flows, groups, traffic, n_keys: n_keys * 8, connections: true, updates: ups })
+            Ok(Workload {
+                name: "antrea",
+                flows,
+                groups,
+                traffic,
+                n_keys: n_keys * 8,
+                connections: true,
+                updates: ups,
+                ports,
+            })
         }
         PipelineKind::File(path) => file_workload(&path, n_keys, updates_n, seed),
     }
@@ -435,7 +449,7 @@ fn file_workload(path: &std::path::Path, n_keys: usize, updates_n: usize, seed: 
     }
     let n_keys = keys.len();
     let traffic: TrafficSource = Box::new(move || Box::new(keys.clone().into_iter()));
-    Ok(Workload { name: "file", flows, groups, traffic, n_keys, connections: false, updates: ups })
+    Ok(Workload { name: "file", flows, groups, traffic, n_keys, connections: false, updates: ups, ports: Vec::new() })
 }
 
 /// Entries the reference checks after each update under `--verify`, and

@@ -301,7 +301,9 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
     f.push_str("table=10,priority=0,actions=drop\n");
     // 20 ARPResponder
     f.push_str(&format!("table=20,priority=200,arp,arp_op=1,arp_tpa=10.10.0.1,actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:{},load:0x2->NXM_OF_ARP_OP[],IN_PORT\n", mac(GW_MAC)));
-    f.push_str("table=20,priority=190,arp,actions=goto_table:80\n");
+    // (ARP not for the gateway goes to the bridge's learning switch, as
+    // Antrea's ARPResponder sends it.)
+    f.push_str("table=20,priority=190,arp,actions=NORMAL\n");
     // 23 ServiceHairpin, 30 ConntrackZone, 31 ConntrackState
     f.push_str("table=23,priority=0,actions=goto_table:30\n");
     f.push_str(&format!("table=30,priority=200,ip,actions=ct(table=31,zone={CT_ZONE},nat)\n"));
@@ -432,6 +434,12 @@ pub fn generate(seed: &Seed, cfg: &AntreaConfig, rng_seed: u64) -> Antrea {
 impl Antrea {
     /// The first packets of `n` unique connections from local pods: to other
     /// pods, to services and to remote nodes.
+    /// The bridge's OpenFlow ports: the tunnel, the gateway and every pod's
+    /// (what NORMAL and FLOOD send to).
+    pub fn ports(&self) -> Vec<u32> {
+        [TUNNEL_PORT, GW_PORT].into_iter().chain((0..self.cfg.pods).map(pod_port)).collect()
+    }
+
     pub fn traffic(&self, n: usize, rng_seed: u64) -> Vec<kairo_flow::FlowKey> {
         self.traffic_iter(rng_seed).take(n).collect()
     }

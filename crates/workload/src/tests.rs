@@ -3,6 +3,7 @@
 
 use super::classbench::*;
 use super::ofdpa::*;
+use kairo_flow::Field;
 use kairo_xlate::{translate, Outcome, Pipeline};
 
 fn seed(name: &str) -> Seed {
@@ -111,6 +112,32 @@ fn antrea_loads_with_22_tables_and_its_traffic_translates() {
     .unwrap();
     let tables: Vec<u8> = p.tables().map(|(t, _)| t).collect();
     assert_eq!(tables, vec![0, 10, 20, 23, 30, 31, 40, 41, 42, 45, 50, 60, 70, 71, 72, 80, 85, 90, 100, 105, 108, 110]);
+    // ARP from a pod, not for the gateway: SpoofGuard, then the bridge's
+    // learning switch (NORMAL), which floods a request to every other port
+    // and sends the answer to the port it learned the asker on.
+    let mut p = p;
+    p.set_ports(w.ports());
+    let (a, b) = (3u32, 7u32);
+    let arp = |from: u32, to: u32, op: u64, dst: u64| {
+        kairo_flow::FlowKey::default()
+            .with(Field::InPort, u64::from(crate::antrea::pod_port(from)))
+            .with(Field::EthSrc, crate::antrea::pod_mac(from))
+            .with(Field::EthDst, dst)
+            .with(Field::EthType, 0x0806)
+            .with(Field::ArpOp, op)
+            .with(Field::IpSrc, u64::from(crate::antrea::pod_ip(from)))
+            .with(Field::ArpSha, crate::antrea::pod_mac(from))
+            .with(Field::IpDst, u64::from(crate::antrea::pod_ip(to)))
+    };
+    let req = arp(a, b, 1, 0xffff_ffff_ffff);
+    let r = translate(&p, &req);
+    assert_eq!(r.actions.len(), w.ports().len() - 1, "{}", kairo_xlate::format_actions(&r.actions));
+    for l in r.learn {
+        p.macs_mut().learn(l.vlan, l.mac, l.port, 0);
+    }
+    let reply = arp(b, a, 2, crate::antrea::pod_mac(a));
+    let r = translate(&p, &reply);
+    assert_eq!(kairo_xlate::format_actions(&r.actions), crate::antrea::pod_port(a).to_string());
     let keys = w.traffic(400, 1);
     assert_eq!(keys.len(), 400);
     let (mut deep, mut dnat, mut committed) = (0, 0, 0);
