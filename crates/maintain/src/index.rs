@@ -382,6 +382,9 @@ pub struct Index {
     /// By the (table, cookie) whose flows a learn's limit counted for its
     /// result bit ([`kairo_xlate::Learned::checked`]).
     by_limit: FxHashMap<(u8, u64), FxHashSet<EntryId>>,
+    /// Entries whose translation learned flows or ran a `fin_timeout`
+    /// (what their hits refresh).
+    refreshing: FxHashSet<EntryId>,
     tables: FxHashMap<u8, TableIndex>,
     po: FlowMask,
 }
@@ -559,6 +562,11 @@ impl Index {
         groups
     }
 
+    /// Do the entry's hits refresh something (learned flows, fin timeouts)?
+    fn refreshes(trav: &Traversal) -> bool {
+        trav.learned.is_some() || trav.fin.is_some()
+    }
+
     fn limits_of(trav: &Traversal) -> Vec<(u8, u64)> {
         let mut keys: Vec<(u8, u64)> =
             trav.learned.iter().flatten().filter(|l| l.checked).map(|l| (l.rule.table, l.rule.cookie)).collect();
@@ -590,6 +598,9 @@ impl Index {
         file(&mut self.by_group, id, &Self::groups_of(&trav));
         file(&mut self.by_mac, id, &Self::macs_of(&trav));
         file(&mut self.by_limit, id, &Self::limits_of(&trav));
+        if Self::refreshes(&trav) {
+            self.refreshing.insert(id);
+        }
         self.entries[id as usize] = Some(Entry { mf: mf.clone(), trav });
     }
 
@@ -604,6 +615,7 @@ impl Index {
         unfile(&mut self.by_group, id, &Self::groups_of(&e.trav));
         unfile(&mut self.by_mac, id, &Self::macs_of(&e.trav));
         unfile(&mut self.by_limit, id, &Self::limits_of(&e.trav));
+        self.refreshing.remove(&id);
     }
 
     /// Adds an entry under its current traversal.
@@ -696,6 +708,11 @@ impl Index {
             file(&mut self.by_mac, id, &macs);
             let gone: Vec<u64> = was.iter().copied().filter(|m| !macs.contains(m)).collect();
             unfile(&mut self.by_mac, id, &gone);
+        }
+        if Self::refreshes(&new) {
+            self.refreshing.insert(id);
+        } else {
+            self.refreshing.remove(&id);
         }
         let (was, limits) = (Self::limits_of(&e.trav), Self::limits_of(&new));
         if limits != was {
@@ -837,6 +854,9 @@ impl Index {
                     return Err(format!("entry {id}: not registered under MAC {m:#x}"));
                 }
             }
+            if Self::refreshes(&e.trav) && !self.refreshing.contains(&id) {
+                return Err(format!("entry {id}: learns or cuts timeouts, but is not listed as refreshing"));
+            }
             for k in Self::limits_of(&e.trav) {
                 if !self.by_limit.get(&k).is_some_and(|s| s.contains(&id)) {
                     return Err(format!("entry {id}: not registered under the learn limit of {k:?}"));
@@ -881,6 +901,9 @@ impl Index {
                 if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::macs_of(&e.trav).contains(m))) {
                     return Err(format!("entry {id} is registered under MAC {m:#x}, which NORMAL did not look up"));
                 }
+            }
+            if let Some(id) = self.refreshing.iter().find(|&&id| !asserts(id, &|e| Self::refreshes(&e.trav))) {
+                return Err(format!("entry {id} is listed as refreshing, but learns nothing and cuts no timeout"));
             }
             for (k, ids) in &self.by_limit {
                 if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::limits_of(&e.trav).contains(k))) {
@@ -956,6 +979,11 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// Entries whose hits refresh learned flows or cut timeouts.
+    pub fn refreshing(&self) -> impl Iterator<Item = EntryId> + '_ {
+        self.refreshing.iter().copied()
     }
 
     /// Does any entry's learn count flows for a result bit?

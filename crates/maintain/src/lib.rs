@@ -120,6 +120,18 @@ pub trait Engine: Send {
     /// datapath's clock; 0 if none is cached). This default reads every
     /// entry; an engine with an index of its entries by rule reads only the
     /// rule's users.
+    /// The entries whose translation learned flows or ran a `fin_timeout`
+    /// (what the one-second refresh reads). This default reads every
+    /// entry; an engine with an index reads only those.
+    fn refreshing(&self) -> Vec<Arc<Ukey>> {
+        self.entries()
+            .into_iter()
+            .filter(|uk| {
+                let t = uk.traversal();
+                t.learned.is_some() || t.fin.is_some()
+            })
+            .collect()
+    }
     fn last_used_by(&self, rule: RuleId) -> u64 {
         self.entries()
             .iter()
@@ -924,6 +936,9 @@ impl Engine for Incremental {
     fn entries(&self) -> Vec<Arc<Ukey>> {
         self.index.entries().cloned().collect()
     }
+    fn refreshing(&self) -> Vec<Arc<Ukey>> {
+        self.index.refreshing().filter_map(|e| self.index.get(e)).cloned().collect()
+    }
     fn last_used_by(&self, rule: RuleId) -> u64 {
         self.index.users_of_rule(rule).filter_map(|e| self.index.get(e)).map(|uk| uk.last_used()).max().unwrap_or(0)
     }
@@ -1177,8 +1192,10 @@ impl Control {
     /// again (Open vSwitch's revalidators re-run a megaflow's learn actions
     /// on its statistics): the flows' idle timeouts count from the
     /// megaflows' last use, and a learned flow that timed out while its
-    /// megaflow was still hit comes back. Walks the cache, and only while
-    /// some rule has a learn action.
+    /// megaflow was still hit comes back; and those that run a
+    /// `fin_timeout` and saw FIN or RST cut their rules' timeouts. Reads
+    /// only the entries that learn or cut (the whole cache, for an engine
+    /// without an index), and only while some rule has such an action.
     fn refresh_learned(&mut self) {
         const PERIOD_MS: u64 = 1000;
         if !self.pipeline.has_learners() || self.now_ms < self.learn_refreshed_ms + PERIOD_MS {
@@ -1190,7 +1207,7 @@ impl Control {
         self.housekeep();
         let mut learned: Vec<(kairo_xlate::Learned, u64)> = Vec::new();
         let mut cuts = Vec::new();
-        for uk in self.engine.entries().iter().filter(|uk| !uk.is_dead() && uk.last_used() > since) {
+        for uk in self.engine.refreshing().iter().filter(|uk| !uk.is_dead() && uk.last_used() > since) {
             let (used, t) = (uk.last_used(), uk.traversal());
             learned.extend(t.learned.iter().flatten().map(|l| (l.clone(), used)));
             if fin_or_rst(uk.tcp_flags()) {
