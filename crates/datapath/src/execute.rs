@@ -61,6 +61,8 @@ pub struct ToController {
     pub max_len: u16,
     pub table: u8,
     pub cookie: u64,
+    /// The controllers it is for (by controller id).
+    pub controller_id: u16,
 }
 
 /// Applies `actions` to `pkt` (which came in on `in_port` carrying
@@ -112,8 +114,15 @@ pub fn execute(
                 }
             }
             DpAction::Output(p) => out(Sent::Port(*p), pkt),
-            DpAction::Controller { reason, max_len, table, cookie } => {
-                let c = ToController { in_port, reason: *reason, max_len: *max_len, table: *table, cookie: *cookie };
+            DpAction::Controller { reason, max_len, table, cookie, controller_id } => {
+                let c = ToController {
+                    in_port,
+                    reason: *reason,
+                    max_len: *max_len,
+                    table: *table,
+                    cookie: *cookie,
+                    controller_id: *controller_id,
+                };
                 out(Sent::Controller(c), pkt)
             }
             DpAction::SetEth { src, dst } => {

@@ -28,6 +28,36 @@ pub enum ControllerReason {
     InvalidTtl,
 }
 
+impl ControllerReason {
+    /// Its name in ovs-ofctl's syntax (`reason=no_match`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ControllerReason::NoMatch => "no_match",
+            ControllerReason::Action => "action",
+            ControllerReason::InvalidTtl => "invalid_ttl",
+        }
+    }
+
+    /// OpenFlow's number for it (OFPR_*).
+    pub fn code(self) -> u8 {
+        match self {
+            ControllerReason::NoMatch => 0,
+            ControllerReason::Action => 1,
+            ControllerReason::InvalidTtl => 2,
+        }
+    }
+
+    /// The reason OpenFlow's number names, if kairo reports it.
+    pub fn from_code(c: u8) -> Option<ControllerReason> {
+        match c {
+            0 => Some(ControllerReason::NoMatch),
+            1 => Some(ControllerReason::Action),
+            2 => Some(ControllerReason::InvalidTtl),
+            _ => None,
+        }
+    }
+}
+
 /// How a datapath `hash` action hashes a packet (Open vSwitch's
 /// `OVS_HASH_ALG_*`, the high half of a select group's
 /// `selection_method_param`).
@@ -190,6 +220,8 @@ pub enum DpAction {
         max_len: u16,
         table: u8,
         cookie: u64,
+        /// The controllers it goes to (by their controller id).
+        controller_id: u16,
     },
     /// Store the packet's hash ([`dp_hash`]) in its `dp_hash` metadata.
     Hash {
@@ -288,15 +320,12 @@ impl std::fmt::Display for DpAction {
             }
             DpAction::PopMpls { ethertype } => write!(f, "pop_mpls(eth_type={ethertype:#x})"),
             DpAction::SetMpls { lse } => write!(f, "set(mpls({}))", format_lse(*lse)),
-            DpAction::Controller { reason, max_len, table, cookie } => {
-                let r = match reason {
-                    ControllerReason::NoMatch => 0,
-                    ControllerReason::Action => 1,
-                    ControllerReason::InvalidTtl => 2,
-                };
+            DpAction::Controller { reason, max_len, table, cookie, controller_id } => {
+                let r = reason.code();
                 write!(
                     f,
-                    "userspace(pid=0,controller(reason={r},rule_cookie={cookie:#x},table={table},max_len={max_len}))"
+                    "userspace(pid=0,controller(reason={r},rule_cookie={cookie:#x},table={table},\
+                     controller_id={controller_id},max_len={max_len}))"
                 )
             }
             DpAction::SetEth { src, dst } => {
@@ -694,7 +723,12 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
                 .find(|(k, _)| *k == "rule_cookie")
                 .and_then(|(_, v)| parse_uint(v))
                 .unwrap_or(0);
-            out.push(DpAction::Controller { reason, max_len: u16::MAX, table: 0, cookie });
+            let controller_id = kv(t.trim_end_matches(')'))
+                .into_iter()
+                .find(|(k, _)| *k == "controller_id")
+                .and_then(|(_, v)| parse_uint(v))
+                .unwrap_or(0) as u16;
+            out.push(DpAction::Controller { reason, max_len: u16::MAX, table: 0, cookie, controller_id });
             continue;
         }
         let inner = t
@@ -814,7 +848,13 @@ mod tests {
         let u = parse_actions("set(eth(dst=00:00:00:00:00:22)),userspace(pid=0,controller(reason=2,dont_send=1,continuation=0,recirc_id=1,rule_cookie=0,controller_id=0,max_len=65535))").unwrap();
         assert_eq!(
             u[1],
-            DpAction::Controller { reason: ControllerReason::InvalidTtl, max_len: u16::MAX, table: 0, cookie: 0 }
+            DpAction::Controller {
+                reason: ControllerReason::InvalidTtl,
+                max_len: u16::MAX,
+                table: 0,
+                cookie: 0,
+                controller_id: 0
+            }
         );
     }
 }

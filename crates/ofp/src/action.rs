@@ -328,6 +328,106 @@ fn encode_learn(w: &mut Writer, l: &WireLearn) {
     }
 }
 
+/// NXAST_CONTROLLER2's properties, each as sent (`None`: absent, at its
+/// default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WireController2 {
+    pub max_len: Option<u16>,
+    pub controller_id: Option<u16>,
+    pub reason: Option<u8>,
+    pub userdata: Option<Vec<u8>>,
+    pub pause: bool,
+    pub meter_id: Option<u32>,
+}
+
+/// NXAC2PT_* property types.
+mod nxac2pt {
+    pub const MAX_LEN: u16 = 0;
+    pub const CONTROLLER_ID: u16 = 1;
+    pub const REASON: u16 = 2;
+    pub const USERDATA: u16 = 3;
+    pub const PAUSE: u16 = 4;
+    pub const METER_ID: u16 = 5;
+}
+
+fn decode_controller2(a: &mut Reader<'_>, at: usize) -> Result<WireController2, Error> {
+    let bad = |why: String| Error::new(ErrorCode::BAD_ACTION_ARGUMENT, format!("controller2 at offset {at}: {why}"));
+    if a.bytes(6, "pad")?.iter().any(|&b| b != 0) {
+        return Err(bad("padding is not zero".into()));
+    }
+    let mut c = WireController2::default();
+    while a.remaining() >= 4 {
+        let ty = a.u16("property type")?;
+        let len = usize::from(a.u16("property length")?);
+        if len < 4 {
+            return Err(bad(format!("property {ty} of length {len}")));
+        }
+        let v = a.bytes(len - 4, "property value")?;
+        a.skip((8 - len % 8) % 8, "property padding")?;
+        // (As Open vSwitch reads them: a 16-bit or 8-bit value may come
+        // padded, as OpenFlow gives such properties 8 bytes.)
+        let n = |want: usize| {
+            if v.len() == want {
+                Ok(())
+            } else {
+                Err(bad(format!("property {ty} of {} bytes", v.len())))
+            }
+        };
+        let at_least = |want: usize| {
+            if v.len() >= want {
+                Ok(())
+            } else {
+                Err(bad(format!("property {ty} of {} bytes", v.len())))
+            }
+        };
+        match ty {
+            nxac2pt::MAX_LEN => at_least(2).map(|_| c.max_len = Some(u16::from_be_bytes([v[0], v[1]])))?,
+            nxac2pt::CONTROLLER_ID => at_least(2).map(|_| c.controller_id = Some(u16::from_be_bytes([v[0], v[1]])))?,
+            nxac2pt::REASON => at_least(1).map(|_| c.reason = Some(v[0]))?,
+            nxac2pt::USERDATA => c.userdata = Some(v.to_vec()),
+            nxac2pt::PAUSE => n(0).map(|_| c.pause = true)?,
+            nxac2pt::METER_ID => n(4).map(|_| c.meter_id = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]])))?,
+            _ => return Err(bad(format!("unknown property {ty}"))),
+        }
+    }
+    if a.rest().iter().any(|&b| b != 0) {
+        return Err(bad("trailing bytes".into()));
+    }
+    Ok(c)
+}
+
+fn encode_controller2(w: &mut Writer, c: &WireController2) {
+    w.u16(nxast::CONTROLLER2);
+    w.zeros(6);
+    let prop = |w: &mut Writer, ty: u16, v: &[u8]| {
+        w.u16(ty);
+        w.u16(4 + v.len() as u16);
+        w.bytes(v);
+        w.zeros((8 - (4 + v.len()) % 8) % 8);
+    };
+    // 16-bit values padded to 4 bytes, as Open vSwitch writes them (an
+    // 8-bit one is not).
+    let u16_prop = |v: u16| [(v >> 8) as u8, v as u8, 0, 0];
+    if let Some(m) = c.max_len {
+        prop(w, nxac2pt::MAX_LEN, &u16_prop(m));
+    }
+    if let Some(id) = c.controller_id {
+        prop(w, nxac2pt::CONTROLLER_ID, &u16_prop(id));
+    }
+    if let Some(r) = c.reason {
+        prop(w, nxac2pt::REASON, &[r]);
+    }
+    if let Some(u) = &c.userdata {
+        prop(w, nxac2pt::USERDATA, u);
+    }
+    if c.pause {
+        prop(w, nxac2pt::PAUSE, &[]);
+    }
+    if let Some(m) = c.meter_id {
+        prop(w, nxac2pt::METER_ID, &m.to_be_bytes());
+    }
+}
+
 /// One action as it is on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Act {
@@ -436,6 +536,8 @@ pub enum Act {
     },
     /// NXAST_LEARN or NXAST_LEARN2.
     Learn(Box<WireLearn>),
+    /// NXAST_CONTROLLER2.
+    Controller2(Box<WireController2>),
     /// NXAST_FIN_TIMEOUT: idle and hard timeouts after a FIN or RST.
     FinTimeout {
         idle: u16,
@@ -755,6 +857,7 @@ impl Act {
                 Act::Conjunction { clause, n_clauses, id }
             }
             nxast::LEARN | nxast::LEARN2 => Act::Learn(Box::new(decode_learn(a, at, subtype)?)),
+            nxast::CONTROLLER2 => Act::Controller2(Box::new(decode_controller2(a, at)?)),
             nxast::FIN_TIMEOUT => {
                 fixed(16, "fin_timeout")?;
                 Act::FinTimeout { idle: a.u16("fin_idle_timeout")?, hard: a.u16("fin_hard_timeout")? }
@@ -896,6 +999,7 @@ impl Act {
                 w.zeros(6);
             }
             Act::Learn(l) => encode_learn(w, l),
+            Act::Controller2(c) => encode_controller2(w, c),
             Act::FinTimeout { idle, hard } => {
                 w.u16(nxast::FIN_TIMEOUT);
                 w.u16(*idle);

@@ -328,6 +328,16 @@ fn set_field(o: &Oxm) -> Result<Action, Error> {
     Ok(Action::SetField { field, value: value & mask, mask })
 }
 
+/// The packet-in reason a controller action names, if kairo reports it.
+fn controller_reason(code: u8) -> Result<kairo_ofproto::ControllerReason, Error> {
+    kairo_ofproto::ControllerReason::from_code(code).ok_or_else(|| {
+        Error::new(
+            ErrorCode::BAD_ACTION_ARGUMENT,
+            format!("controller with packet-in reason {code}: kairo reports action, no_match and invalid_ttl"),
+        )
+    })
+}
+
 fn unsupported_nx(subtype: u16) -> Error {
     let name = nxast::name(subtype).unwrap_or("?");
     Error::new(
@@ -359,7 +369,7 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
         Act::Output { port: p, max_len } => match *p {
             port::OFPP_IN_PORT => Action::InPort,
             port::OFPP_FLOOD | port::OFPP_ALL => Action::Flood,
-            port::OFPP_CONTROLLER => Action::Controller { max_len: *max_len },
+            port::OFPP_CONTROLLER => Action::controller(*max_len),
             port::OFPP_NORMAL => Action::Normal,
             port::OFPP_TABLE => {
                 return Err(Error::new(ErrorCode::BAD_OUT_PORT, "output:TABLE is only valid in a packet-out"))
@@ -399,12 +409,28 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
             Action::Resubmit { port, table }
         }
         Act::Resubmit { ct: true, .. } => return Err(unsupported_nx(nxast::RESUBMIT_TABLE_CT)),
-        Act::Controller { max_len, id: 0, reason: 1 } => Action::Controller { max_len: *max_len },
-        Act::Controller { .. } => {
-            return Err(Error::new(
-                ErrorCode::BAD_ACTION_ARGUMENT,
-                "controller with a controller id or a reason other than action: not supported by kairo yet",
-            ))
+        Act::Controller { max_len, id, reason } => {
+            Action::Controller { max_len: *max_len, reason: controller_reason(*reason)?, id: *id, userdata: Vec::new() }
+        }
+        Act::Controller2(c) => {
+            if c.pause {
+                return Err(Error::new(
+                    ErrorCode::BAD_ACTION_ARGUMENT,
+                    "controller(pause): pausing for the controller (continuations) is not supported by kairo yet",
+                ));
+            }
+            if c.meter_id.is_some() {
+                return Err(Error::new(
+                    ErrorCode::BAD_ACTION_ARGUMENT,
+                    "controller(meter_id=...): a meter on packets to the controller is not supported by kairo yet",
+                ));
+            }
+            Action::Controller {
+                max_len: c.max_len.unwrap_or(u16::MAX),
+                reason: controller_reason(c.reason.unwrap_or(1))?,
+                id: c.controller_id.unwrap_or(0),
+                userdata: c.userdata.clone().unwrap_or_default(),
+            }
         }
         Act::Note(bytes) => Action::Note(bytes.clone()),
         Act::OutputReg { src, max_len } => Action::OutputReg { src: sub_from_wire(src)?, max_len: *max_len },
@@ -627,7 +653,25 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
             Action::InPort => out.push(Act::Output { port: port::OFPP_IN_PORT, max_len: 0 }),
             Action::Flood => out.push(Act::Output { port: port::OFPP_FLOOD, max_len: 0 }),
             Action::Normal => out.push(Act::Output { port: port::OFPP_NORMAL, max_len: 0 }),
-            Action::Controller { max_len } => out.push(Act::Output { port: port::OFPP_CONTROLLER, max_len: *max_len }),
+            Action::Controller { max_len, reason, id, userdata } => {
+                let default_reason = *reason == kairo_ofproto::ControllerReason::Action;
+                // As Open vSwitch encodes it: an output to CONTROLLER when
+                // nothing else is said, NXAST_CONTROLLER2 for userdata.
+                if !userdata.is_empty() {
+                    out.push(Act::Controller2(Box::new(crate::action::WireController2 {
+                        max_len: (*max_len != u16::MAX).then_some(*max_len),
+                        controller_id: (*id != 0).then_some(*id),
+                        reason: (!default_reason).then_some(reason.code()),
+                        userdata: Some(userdata.clone()),
+                        pause: false,
+                        meter_id: None,
+                    })))
+                } else if !default_reason || *id != 0 {
+                    out.push(Act::Controller { max_len: *max_len, id: *id, reason: reason.code() })
+                } else {
+                    out.push(Act::Output { port: port::OFPP_CONTROLLER, max_len: *max_len })
+                }
+            }
             Action::Group(g) => out.push(Act::Group(*g)),
             Action::PushVlan { tpid } => {
                 tagged = true;

@@ -172,6 +172,17 @@ fn act(v: Version) -> impl Strategy<Value = Act> {
         learn(),
         (any::<u16>(), any::<u16>()).prop_map(|(idle, hard)| Act::FinTimeout { idle, hard }),
         (
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u8>()),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..12)),
+            any::<bool>(),
+            proptest::option::of(any::<u32>())
+        )
+            .prop_map(|(max_len, controller_id, reason, userdata, pause, meter_id)| Act::Controller2(
+                Box::new(crate::action::WireController2 { max_len, controller_id, reason, userdata, pause, meter_id })
+            )),
+        (
             any::<u16>(),
             proptest::option::of(sub()),
             any::<u16>(),

@@ -29,6 +29,7 @@ fn skip(test: &str) -> bool {
 
 /// Hand-picked rules: every field and action kairo maps, in forms OVS prints back as written.
 const RULES: &[&str] = &[
+    "actions=controller(reason=no_match,id=3,userdata=01.02),controller(reason=invalid_ttl,max_len=64,id=9)",
     "actions=learn(table=10,idle_timeout=60,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]),resubmit(,10)",
     "ip,actions=learn(table=2,priority=9,cookie=0x5,limit=10,result_dst=reg5[3],delete_learned,dl_type=0x800,NXM_OF_IP_DST[]=NXM_OF_IP_SRC[],load:0x2a->NXM_NX_REG1[4..11],output:NXM_NX_REG4[0..15])",
     "table=1,priority=5,ip,nw_dst=10.0.0.0/8,actions=resubmit(,2),output:3",
@@ -191,7 +192,12 @@ fn open_vswitchs_own_bytes_decode_reencode_and_map() {
         ("actions=note:01.02.03", Want::Same),
         ("actions=output:NXM_NX_REG1[0..15]", Want::Same),
         ("tcp,actions=output:NXM_OF_TCP_DST[0..1],output:reg2[]", Want::Same),
-        ("actions=controller(reason=no_match,id=3,userdata=01.02)", Want::Refused(E::BAD_ACTION_EXP_TYPE)),
+        ("actions=controller(reason=no_match,id=3,userdata=01.02)", Want::Same),
+        ("actions=controller(userdata=01.02.03.04.05.06.07.08.09,max_len=128)", Want::Same),
+        ("actions=controller(reason=invalid_ttl,id=7)", Want::Same),
+        ("actions=controller(max_len=64,id=0,reason=action)", Want::Same),
+        ("actions=controller(userdata=aa,pause)", Want::Refused(E::BAD_ACTION_ARGUMENT)),
+        ("actions=controller(reason=group)", Want::Refused(E::BAD_ACTION_ARGUMENT)),
         ("ip,actions=dec_ttl(1,2)", Want::Refused(E::BAD_ACTION_EXP_TYPE)),
         ("actions=exit", Want::Refused(E::BAD_ACTION_EXP_TYPE)),
         ("actions=ct_clear", Want::Same),

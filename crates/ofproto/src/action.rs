@@ -131,9 +131,17 @@ pub enum Action {
     /// send to the port the destination was learned on, else flood the
     /// VLAN, with each port's VLAN mode applied on the way in and out.
     Normal,
-    /// Send to the controller.
+    /// Send to the controller: at most `max_len` bytes, with `reason`
+    /// (`action` on a table-miss rule is reported as `no_match`, as Open
+    /// vSwitch reports it in OpenFlow 1.3), to the controllers with id `id`
+    /// (kairo's connections all have id 0), with `userdata` (which only
+    /// NXT_PACKET_IN2 carries: kairo's PACKET_IN, the standard one, does
+    /// not, as Open vSwitch's does not in its default format).
     Controller {
         max_len: u16,
+        reason: kairo_odp::ControllerReason,
+        id: u16,
+        userdata: Vec<u8>,
     },
     /// Set bits of a field: `set_field`, `load`, `mod_dl_src`, `mod_nw_dst`, ...
     SetField {
@@ -385,7 +393,7 @@ impl Action {
                 let a = need()?;
                 match a {
                     "in_port" | "IN_PORT" => Action::InPort,
-                    "controller" | "CONTROLLER" => Action::Controller { max_len: u16::MAX },
+                    "controller" | "CONTROLLER" => Action::controller(u16::MAX),
                     "normal" | "NORMAL" => Action::Normal,
                     "flood" | "FLOOD" | "all" | "ALL" => Action::Flood,
                     _ if a.contains('[') => Action::OutputReg { src: SubField::parse(a)?, max_len: u16::MAX },
@@ -395,37 +403,60 @@ impl Action {
             "in_port" if arg.is_none() => Action::InPort,
             "local" if arg.is_none() => Action::Output(OFPP_LOCAL),
             "controller" => {
-                let max_len = match arg {
-                    None | Some("") => u16::MAX,
-                    Some(a) => {
-                        // controller:LEN or controller(max_len=LEN,...)
-                        let mut len = u16::MAX;
-                        for part in a.split(',') {
-                            let v = part.strip_prefix("max_len=").unwrap_or(part);
-                            if let Some(n) = parse_uint(v) {
-                                len = n.min(u16::MAX as u64) as u16;
-                            } else if part == "reason=action" || part == "id=0" {
-                                // What kairo's controller action always says.
-                                continue;
-                            } else if part.starts_with("reason=")
-                                || part.starts_with("id=")
-                                || part.starts_with("userdata=")
-                                || part == "pause"
-                                || part.starts_with("meter_id=")
-                            {
-                                return Err(unsupported(
-                                    part,
-                                    "controller actions with a reason other than action, a controller id, userdata, \
-                                     pause or a meter are not supported yet",
-                                ));
-                            } else {
-                                return Err(syntax("controller[:max_len] or controller(max_len=N,...)"));
+                let mut a = Action::controller(u16::MAX);
+                let Action::Controller { max_len, reason, id, userdata } = &mut a else { unreachable!() };
+                // controller:LEN or controller(max_len=LEN,reason=R,id=N,userdata=HH.HH...)
+                for part in arg.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
+                    let (k, v) = match part.split_once('=') {
+                        Some(kv) => kv,
+                        None if parse_uint(part).is_some() => ("max_len", part),
+                        None => (part, ""),
+                    };
+                    match k {
+                        "max_len" => {
+                            *max_len = parse_uint(v)
+                                .ok_or_else(|| syntax("controller[:max_len] or controller(max_len=N,...)"))?
+                                .min(u64::from(u16::MAX)) as u16
+                        }
+                        "reason" => {
+                            *reason = match v {
+                                "action" => kairo_odp::ControllerReason::Action,
+                                "no_match" => kairo_odp::ControllerReason::NoMatch,
+                                "invalid_ttl" => kairo_odp::ControllerReason::InvalidTtl,
+                                "action_set" | "group" | "packet_out" => {
+                                    return Err(unsupported(
+                                        part,
+                                        "kairo reports reasons action, no_match and invalid_ttl",
+                                    ))
+                                }
+                                _ => return Err(syntax("reason=action|no_match|invalid_ttl")),
                             }
                         }
-                        len
+                        "id" => {
+                            *id = parse_uint(v)
+                                .and_then(|n| u16::try_from(n).ok())
+                                .ok_or_else(|| syntax("id=N, a controller id 0-65535"))?
+                        }
+                        "userdata" => {
+                            *userdata = parse_hex_bytes(v).ok_or_else(|| syntax("userdata=HH.HH... (hex bytes)"))?
+                        }
+                        "pause" => {
+                            return Err(unsupported(
+                                part,
+                                "pausing for the controller (continuations) is not supported yet",
+                            ))
+                        }
+                        "meter_id" => {
+                            return Err(unsupported(part, "a meter on packets to the controller is not supported yet"))
+                        }
+                        _ => {
+                            return Err(syntax(
+                                "controller[:max_len] or controller(max_len=N,reason=R,id=N,userdata=HH...)",
+                            ))
+                        }
                     }
-                };
-                Action::Controller { max_len }
+                }
+                a
             }
             "drop" => return Err(syntax("`drop` alone (it cannot be combined with other actions)")),
             "flood" | "all" if arg.is_none() => Action::Flood,
@@ -643,7 +674,27 @@ impl std::fmt::Display for Action {
             Action::InPort => write!(f, "IN_PORT"),
             Action::Flood => write!(f, "FLOOD"),
             Action::Normal => write!(f, "NORMAL"),
-            Action::Controller { max_len } => write!(f, "CONTROLLER:{max_len}"),
+            Action::Controller { max_len, reason, id, userdata } => {
+                if *reason == kairo_odp::ControllerReason::Action && *id == 0 && userdata.is_empty() {
+                    return write!(f, "CONTROLLER:{max_len}");
+                }
+                // As ovs-ofctl prints it.
+                let mut parts = Vec::new();
+                if *reason != kairo_odp::ControllerReason::Action {
+                    parts.push(format!("reason={}", reason.name()));
+                }
+                if *max_len != u16::MAX {
+                    parts.push(format!("max_len={max_len}"));
+                }
+                if *id != 0 {
+                    parts.push(format!("id={id}"));
+                }
+                if !userdata.is_empty() {
+                    let hex: Vec<String> = userdata.iter().map(|b| format!("{b:02x}")).collect();
+                    parts.push(format!("userdata={}", hex.join(".")));
+                }
+                write!(f, "controller({})", parts.join(","))
+            }
             Action::SetField { field, value, mask } => {
                 if *mask == field.ones() {
                     write!(f, "set_field:{}->{}", format_field_value(*field, *value, *mask), field.name())
@@ -766,18 +817,26 @@ fn parse_conjunction(a: &str) -> Option<Action> {
     Some(Action::Conjunction { id, clause: k as u8, n_clauses: n as u8 })
 }
 
-/// The bytes of `note:HH.HH...` (periods between pairs optional), padded
-/// with zeros to 6 more than a multiple of 8 as Open vSwitch pads them.
-fn parse_note(a: &str) -> Option<Vec<u8>> {
+/// The bytes of `HH.HH...` (periods between pairs optional).
+fn parse_hex_bytes(a: &str) -> Option<Vec<u8>> {
     let hex: Vec<u8> = a.bytes().filter(|b| *b != b'.').collect();
     if !hex.len().is_multiple_of(2) {
         return None;
     }
-    let mut out = Vec::with_capacity(hex.len() / 2 + 8);
-    for pair in hex.chunks(2) {
-        let s = std::str::from_utf8(pair).ok()?;
-        out.push(u8::from_str_radix(s, 16).ok()?);
+    hex.chunks(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect()
+}
+
+impl Action {
+    /// `controller:max_len`: to the controller, reason `action`, id 0, no userdata.
+    pub fn controller(max_len: u16) -> Action {
+        Action::Controller { max_len, reason: kairo_odp::ControllerReason::Action, id: 0, userdata: Vec::new() }
     }
+}
+
+/// The bytes of `note:HH.HH...` (periods between pairs optional), padded
+/// with zeros to 6 more than a multiple of 8 as Open vSwitch pads them.
+fn parse_note(a: &str) -> Option<Vec<u8>> {
+    let mut out = parse_hex_bytes(a)?;
     while out.len() % 8 != 6 {
         out.push(0);
     }

@@ -16,6 +16,9 @@ pub mod syntax;
 pub use action::{Action, Instructions, SubField};
 pub use ct::{Ct, CtZone, Nat, NatAddrs, NatKind};
 pub use group::{Bucket, Group, GroupType, Selection};
+/// Why a packet goes to the controller (the datapath action's, re-exported
+/// for the `controller` action).
+pub use kairo_odp::ControllerReason;
 pub use learn::{Learn, LearnSpec, LearnSrc};
 pub use ports::PortNames;
 pub use syntax::{

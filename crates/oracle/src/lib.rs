@@ -935,7 +935,7 @@ impl Run<'_> {
                     0xfff8 => Action::InPort,
                     0xfff9 => Action::Resubmit { port: None, table: Some(0) },
                     0xfffb | 0xfffc => Action::Flood,
-                    0xfffd => Action::Controller { max_len: *max_len },
+                    0xfffd => Action::controller(*max_len),
                     0xfffa => Action::Normal,
                     p @ (1..=0xfff7 | 0xfffe) => Action::Output(p as u32),
                     _ => return true, // NONE, 0, beyond 16 bits

@@ -472,6 +472,11 @@ impl Switch {
                 if by_ofport
                     .get(&c.in_port)
                     .is_some_and(|&i| ports[i].counters.config.load(Ordering::Relaxed) & ofppc::NO_PACKET_IN != 0) => {}
+            // For the controllers with that id: kairo's connections all have
+            // id 0 (it has no NXT_SET_CONTROLLER_ID), so no other id has one.
+            Sent::Controller(c) if c.controller_id != 0 => {
+                self.controller_dropped.fetch_add(1, Ordering::Relaxed);
+            }
             Sent::Controller(c) => {
                 self.controller.fetch_add(1, Ordering::Relaxed);
                 let queued = self.to_controller.get().is_some_and(|tx| tx.try_send((c, bytes.to_vec())).is_ok());

@@ -406,7 +406,7 @@ fn dec_ttl_to_zero_goes_to_controller_and_stops() {
     // The PACKET_IN names the rule whose action it was: its table and cookie.
     assert_eq!(
         acts(&p, "in_port=1,ip,nw_ttl=1"),
-        "userspace(pid=0,controller(reason=2,rule_cookie=0x7,table=3,max_len=65535))"
+        "userspace(pid=0,controller(reason=2,rule_cookie=0x7,table=3,controller_id=0,max_len=65535))"
     );
     // non-IP: dec_ttl does nothing
     let p = pipeline("actions=dec_ttl,output:2", "");
@@ -416,8 +416,29 @@ fn dec_ttl_to_zero_goes_to_controller_and_stops() {
 #[test]
 fn controller_actions_name_their_rule_and_a_table_miss() {
     let p = pipeline("priority=0,actions=CONTROLLER:64\ntable=0,priority=5,cookie=0x9,tcp,actions=goto_table:2\ntable=2,cookie=0xa,actions=controller:100", "");
-    assert_eq!(acts(&p, "in_port=1,udp"), "userspace(pid=0,controller(reason=0,rule_cookie=0x0,table=0,max_len=64))");
-    assert_eq!(acts(&p, "in_port=1,tcp"), "userspace(pid=0,controller(reason=1,rule_cookie=0xa,table=2,max_len=100))");
+    assert_eq!(
+        acts(&p, "in_port=1,udp"),
+        "userspace(pid=0,controller(reason=0,rule_cookie=0x0,table=0,controller_id=0,max_len=64))"
+    );
+    assert_eq!(
+        acts(&p, "in_port=1,tcp"),
+        "userspace(pid=0,controller(reason=1,rule_cookie=0xa,table=2,controller_id=0,max_len=100))"
+    );
+    // A reason and a controller id given: as given (an explicit no_match
+    // too); userdata goes nowhere in the datapath action.
+    let p2 = pipeline(
+        "table=0,priority=5,tcp,actions=controller(reason=invalid_ttl,id=4,userdata=01.02)\n\
+         table=0,priority=1,actions=controller(reason=no_match,max_len=9)",
+        "",
+    );
+    assert_eq!(
+        acts(&p2, "in_port=1,tcp"),
+        "userspace(pid=0,controller(reason=2,rule_cookie=0x0,table=0,controller_id=4,max_len=65535))"
+    );
+    assert_eq!(
+        acts(&p2, "in_port=1,udp"),
+        "userspace(pid=0,controller(reason=0,rule_cookie=0x0,table=0,controller_id=0,max_len=9))"
+    );
     // Packet-out: actions translated for a packet, output:TABLE a lookup from table 0.
     let key = parse_key("in_port=1,udp").unwrap();
     let out = crate::translate_actions(&p, &key, &[kairo_ofproto::Action::Output(3)]);
@@ -426,7 +447,7 @@ fn controller_actions_name_their_rule_and_a_table_miss() {
     let out = crate::translate_actions(&p, &key, &[table]);
     assert_eq!(
         crate::format_actions(&out.actions),
-        "userspace(pid=0,controller(reason=0,rule_cookie=0x0,table=0,max_len=64))"
+        "userspace(pid=0,controller(reason=0,rule_cookie=0x0,table=0,controller_id=0,max_len=64))"
     );
 }
 

@@ -913,11 +913,17 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                     self.output(p);
                 }
             }
-            Action::Controller { max_len } => {
+            Action::Controller { max_len, reason, id, .. } => {
                 self.commit();
-                let reason = if self.rule.1 { ControllerReason::NoMatch } else { ControllerReason::Action };
+                // (A table-miss rule's `action` is reported as no_match, as
+                // Open vSwitch reports it in OpenFlow 1.3.)
+                let reason = match reason {
+                    ControllerReason::Action if self.rule.1 => ControllerReason::NoMatch,
+                    r => *r,
+                };
                 let (table, cookie) = (self.table_id, self.rule.0);
-                self.odp.push(DpAction::Controller { reason, max_len: *max_len, table, cookie });
+                let controller_id = *id;
+                self.odp.push(DpAction::Controller { reason, max_len: *max_len, table, cookie, controller_id });
             }
             Action::SetField { field, value, mask } => {
                 if self.prereq_ok(*field) {
@@ -1136,7 +1142,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.commit();
         let (table, cookie) = (self.table_id, self.rule.0);
         let reason = ControllerReason::InvalidTtl;
-        self.odp.push(DpAction::Controller { reason, max_len: u16::MAX, table, cookie });
+        self.odp.push(DpAction::Controller { reason, max_len: u16::MAX, table, cookie, controller_id: 0 });
     }
 
     /// The MPLS label stack entries the flow has (Open vSwitch's
@@ -1455,7 +1461,7 @@ fn output_reg_port(port: u64, max_len: u16) -> Option<Action> {
         0xfff8 => Some(Action::InPort),
         0xfff9 => Some(Action::Resubmit { port: None, table: Some(0) }),
         0xfffb | 0xfffc => Some(Action::Flood),
-        0xfffd => Some(Action::Controller { max_len }),
+        0xfffd => Some(Action::controller(max_len)),
         p => Some(Action::Output(p as u32)),
     }
 }
