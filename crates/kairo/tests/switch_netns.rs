@@ -691,6 +691,67 @@ fn ip_in(ns: &Netns, args: &[&str]) {
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Four hosts for a learning switch: a and b (from `topo`), c on a third
+/// port with a's and b's subnet, and d on a fourth without an address yet
+/// (where c's MAC and address move to).
+struct FourHosts {
+    // Drop order: links, then namespaces (the switch is the caller's).
+    vc: Veth,
+    vd: Veth,
+    c: Netns,
+    d: Netns,
+    va: Veth,
+    vb: Veth,
+    t: Topo,
+    cin: String,
+    din: String,
+}
+
+impl FourHosts {
+    fn new(tag: &str) -> FourHosts {
+        let (t, va, vb) = topo(tag);
+        let pid = std::process::id() % 100_000;
+        let c = Netns::new(&format!("kairo-{tag}{pid}c")).expect("netns c");
+        let d = Netns::new(&format!("kairo-{tag}{pid}d")).expect("netns d");
+        let (cin, din) = (format!("k{tag}{pid}ci"), format!("k{tag}{pid}di"));
+        let vc = Veth::new(&format!("k{tag}{pid}c"), &cin, &c, Some(&format!("{}.3/24", t.net))).expect("veth c");
+        let vd = Veth::new(&format!("k{tag}{pid}d"), &din, &d, None).expect("veth d");
+        FourHosts { vc, vd, c, d, va, vb, t, cin, din }
+    }
+
+    /// `--port` arguments: a, b, c, d on ports 1 to 4.
+    fn ports(&self) -> Vec<String> {
+        [(&self.va, 1), (&self.vb, 2), (&self.vc, 3), (&self.vd, 4)]
+            .iter()
+            .flat_map(|(v, n)| ["--port".to_string(), format!("{}={n}", v.outer)])
+            .collect()
+    }
+
+    /// Pings between the pairs go through the switch; then `learned(mac,
+    /// port)` holds for a, b and c; c's MAC and address move to d (c's
+    /// link goes down), d speaks and is spoken to, and `learned` holds for
+    /// c's MAC on port 4.
+    fn learn_and_move(&self, what: &str, learned: impl Fn(&str, u32) -> bool) {
+        let (t, net) = (&self.t, &self.t.net);
+        for (ns, dst) in [(&t.a, ".2"), (&t.a, ".3"), (&t.b, ".3"), (&t.b, ".1"), (&self.c, ".1")] {
+            assert!(ping(ns, &format!("{net}{dst}"), 3), "ping to {net}{dst} through {what}");
+        }
+        let mc = self.vc.inner_mac.clone();
+        for (port, mac) in [(1, &self.va.inner_mac), (2, &self.vb.inner_mac), (3, &mc)] {
+            assert!(learned(mac, port), "{what}: {mac} learned on port {port}");
+        }
+        ip_in(&self.c, &["link", "set", "dev", &self.cin, "down"]);
+        ip_in(&self.d, &["link", "set", "dev", &self.din, "address", &mc]);
+        ip_in(&self.d, &["addr", "add", &format!("{net}.3/24"), "dev", &self.din]);
+        ip_in(&self.d, &["link", "set", "dev", &self.din, "up"]);
+        // d speaks (a ping to a): the switch learns the MAC on port 4, and
+        // a's traffic to it (a still has it in its ARP cache) goes there.
+        assert!(ping(&self.d, &format!("{net}.1"), 3), "{what}: ping from the moved host");
+        assert!(ping(&t.a, &format!("{net}.3"), 3), "{what}: ping to the moved host");
+        assert!(learned(&mc, 4), "{what}: {mc} moved to port 4");
+    }
+}
+
 /// NORMAL as a learning switch between four namespaces: every pair pings
 /// (flooded until learned, then to the learned port), `kairo ctl fdb-show`
 /// lists where each MAC is, and when a host's MAC and address move to
@@ -701,49 +762,16 @@ fn normal_learns_macs_and_follows_a_mac_that_moves() {
     if skip("normal_learns_macs_and_follows_a_mac_that_moves") {
         return;
     }
-    let (t, va, vb) = topo("n");
-    let pid = std::process::id() % 100_000;
-    let c = Netns::new(&format!("kairo-n{pid}c")).expect("netns c");
-    let d = Netns::new(&format!("kairo-n{pid}d")).expect("netns d");
-    let cin = format!("kn{pid}ci");
-    let din = format!("kn{pid}di");
-    let vc = Veth::new(&format!("kn{pid}c"), &cin, &c, Some(&format!("{}.3/24", t.net))).expect("veth c");
-    let vd = Veth::new(&format!("kn{pid}d"), &din, &d, None).expect("veth d");
-    let ports: Vec<String> = [(&va, 1), (&vb, 2), (&vc, 3), (&vd, 4)]
-        .iter()
-        .flat_map(|(v, n)| ["--port".to_string(), format!("{}={n}", v.outer)])
-        .collect();
-    let sw = SwitchProc::start(&ports, "actions=NORMAL\n");
-    for (ns, dst) in [(&t.a, ".2"), (&t.a, ".3"), (&t.b, ".3"), (&t.b, ".1"), (&c, ".1")] {
-        assert!(ping(ns, &format!("{}{dst}", t.net), 3), "ping to {}{dst} through NORMAL", t.net);
-    }
-    let fdb = sw.ctl(&["fdb-show"]);
-    let (ma, mb, mc) = (va.inner_mac.clone(), vb.inner_mac.clone(), vc.inner_mac.clone());
-    for (port, mac) in [(1, &ma), (2, &mb), (3, &mc)] {
-        assert!(
-            fdb.lines().any(|l| l.split_whitespace().next() == Some(&port.to_string()) && l.contains(mac.as_str())),
-            "{mac} on port {port}:\n{fdb}"
-        );
-    }
-    // c's MAC and address move to d (on port 4); c's link goes down.
-    ip_in(&c, &["link", "set", "dev", &cin, "down"]);
-    ip_in(&d, &["link", "set", "dev", &din, "address", &mc]);
-    ip_in(&d, &["addr", "add", &format!("{}.3/24", t.net), "dev", &din]);
-    ip_in(&d, &["link", "set", "dev", &din, "up"]);
-    // d speaks (a ping to a): the switch learns the MAC on port 4, and a's
-    // traffic to it (a still has it in its ARP cache) goes there.
-    assert!(ping(&d, &format!("{}.1", t.net), 3), "ping from the moved host");
-    assert!(ping(&t.a, &format!("{}.3", t.net), 3), "ping to the moved host");
-    let fdb = sw.ctl(&["fdb-show"]);
-    assert!(
-        fdb.lines().any(|l| l.split_whitespace().next() == Some("4") && l.contains(mc.as_str())),
-        "{mc} moved to port 4:\n{fdb}"
-    );
+    let h = FourHosts::new("n");
+    let sw = SwitchProc::start(&h.ports(), "actions=NORMAL\n");
+    h.learn_and_move("NORMAL", |mac, port| {
+        let fdb = sw.ctl(&["fdb-show"]);
+        fdb.lines().any(|l| l.split_whitespace().next() == Some(&port.to_string()) && l.contains(mac))
+    });
     // A flush forgets every MAC; traffic floods until they are learned again.
     sw.ctl(&["fdb-flush"]);
-    assert!(ping(&t.b, &format!("{}.3", t.net), 2), "ping after a flush");
+    assert!(ping(&h.t.b, &format!("{}.3", h.t.net), 2), "ping after a flush");
     drop(sw);
-    drop((vc, vd, c, d));
 }
 
 /// The learning switch made of `learn` instead of NORMAL: each frame's
@@ -756,44 +784,17 @@ fn a_learn_pipeline_learns_macs_and_follows_a_mac_that_moves() {
     if skip("a_learn_pipeline_learns_macs_and_follows_a_mac_that_moves") {
         return;
     }
-    let (t, va, vb) = topo("l");
-    let pid = std::process::id() % 100_000;
-    let c = Netns::new(&format!("kairo-l{pid}c")).expect("netns c");
-    let d = Netns::new(&format!("kairo-l{pid}d")).expect("netns d");
-    let cin = format!("kl{pid}ci");
-    let din = format!("kl{pid}di");
-    let vc = Veth::new(&format!("kl{pid}c"), &cin, &c, Some(&format!("{}.3/24", t.net))).expect("veth c");
-    let vd = Veth::new(&format!("kl{pid}d"), &din, &d, None).expect("veth d");
-    let ports: Vec<String> = [(&va, 1), (&vb, 2), (&vc, 3), (&vd, 4)]
-        .iter()
-        .flat_map(|(v, n)| ["--port".to_string(), format!("{}={n}", v.outer)])
-        .collect();
+    let h = FourHosts::new("l");
     let flows =
         "table=0,priority=10,actions=learn(table=1,idle_timeout=120,cookie=0x1,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],\
                  load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]),resubmit(,1),resubmit(,2)\n\
                  table=2,priority=10,reg0=0,actions=FLOOD\n\
                  table=2,priority=5,actions=output:NXM_NX_REG0[0..15]\n";
-    let sw = SwitchProc::start(&ports, flows);
-    for (ns, dst) in [(&t.a, ".2"), (&t.a, ".3"), (&t.b, ".3"), (&t.b, ".1"), (&c, ".1")] {
-        assert!(ping(ns, &format!("{}{dst}", t.net), 3), "ping to {}{dst} through the learn pipeline", t.net);
-    }
-    let learned = |sw: &SwitchProc, mac: &str, port: u32| {
+    let sw = SwitchProc::start(&h.ports(), flows);
+    h.learn_and_move("the learn pipeline", |mac, port| {
         let dump = sw.ctl(&["dump-flows", "table=1"]);
         dump.lines()
             .any(|l| l.contains(&format!("dl_dst={mac}")) && l.contains(&format!("load:{port:#x}->reg0[0..15]")))
-    };
-    let (ma, mb, mc) = (va.inner_mac.clone(), vb.inner_mac.clone(), vc.inner_mac.clone());
-    for (port, mac) in [(1, &ma), (2, &mb), (3, &mc)] {
-        assert!(learned(&sw, mac, port), "{mac} on port {port}:\n{}", sw.ctl(&["dump-flows", "table=1"]));
-    }
-    // c's MAC and address move to d (on port 4).
-    ip_in(&c, &["link", "set", "dev", &cin, "down"]);
-    ip_in(&d, &["link", "set", "dev", &din, "address", &mc]);
-    ip_in(&d, &["addr", "add", &format!("{}.3/24", t.net), "dev", &din]);
-    ip_in(&d, &["link", "set", "dev", &din, "up"]);
-    assert!(ping(&d, &format!("{}.1", t.net), 3), "ping from the moved host");
-    assert!(ping(&t.a, &format!("{}.3", t.net), 3), "ping to the moved host");
-    assert!(learned(&sw, &mc, 4), "{mc} moved to port 4:\n{}", sw.ctl(&["dump-flows", "table=1"]));
+    });
     drop(sw);
-    drop((vc, vd, c, d));
 }
