@@ -487,6 +487,12 @@ pub enum Act {
         src: WireSub,
         max_len: u16,
     },
+    /// NXAST_OUTPUT_REG2 (the same, its field after the fixed part: Open
+    /// vSwitch sends it for fields without an NXM header).
+    OutputReg2 {
+        src: WireSub,
+        max_len: u16,
+    },
     /// NXAST_STACK_PUSH.
     StackPush(WireSub),
     /// NXAST_STACK_POP.
@@ -743,6 +749,18 @@ impl Act {
                 let src = WireSub { id, ofs, n_bits };
                 check_sub(&src, at)?;
                 Act::OutputReg { src, max_len: a.u16("max_len")? }
+            }
+            nxast::OUTPUT_REG2 => {
+                fixed(24, "output_reg2")?;
+                let (ofs, n_bits) = read_sub_nbits(a)?;
+                let max_len = a.u16("max_len")?;
+                let (id, _) = OxmId::decode_header(a)?;
+                let src = WireSub { id, ofs, n_bits };
+                check_sub(&src, at)?;
+                if a.rest().iter().any(|&b| b != 0) {
+                    return Err(bad_len("output_reg2", at, len, 24));
+                }
+                Act::OutputReg2 { src, max_len }
             }
             nxast::STACK_PUSH | nxast::STACK_POP => {
                 let name = if subtype == nxast::STACK_PUSH { "push" } else { "pop" };
@@ -1005,6 +1023,13 @@ impl Act {
                 w.u16(*idle);
                 w.u16(*hard);
                 w.zeros(2);
+            }
+            Act::OutputReg2 { src, max_len } => {
+                w.u16(nxast::OUTPUT_REG2);
+                w.u16(ofs_nbits(src));
+                w.u16(*max_len);
+                w.u32(hdr(&src.id));
+                w.zeros(6);
             }
             Act::StackPush(sub) | Act::StackPop(sub) => {
                 w.u16(if matches!(self, Act::StackPush(_)) { nxast::STACK_PUSH } else { nxast::STACK_POP });

@@ -433,7 +433,9 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
             }
         }
         Act::Note(bytes) => Action::Note(bytes.clone()),
-        Act::OutputReg { src, max_len } => Action::OutputReg { src: sub_from_wire(src)?, max_len: *max_len },
+        Act::OutputReg { src, max_len } | Act::OutputReg2 { src, max_len } => {
+            Action::OutputReg { src: sub_from_wire(src)?, max_len: *max_len }
+        }
         Act::StackPush(src) => Action::StackPush(sub_from_wire(src)?),
         Act::StackPop(dst) => {
             let dst = sub_from_wire(dst)?;

@@ -149,6 +149,7 @@ fn act(v: Version) -> impl Strategy<Value = Act> {
         }),
         oxm().prop_map(Act::RegLoad2),
         (sub(), any::<u16>()).prop_map(|(s, max_len)| Act::OutputReg { src: s, max_len }),
+        (sub(), any::<u16>()).prop_map(|(s, max_len)| Act::OutputReg2 { src: s, max_len }),
         proptest::collection::vec(any::<u8>(), 0..20).prop_map(|mut n| {
             // A note's body fills its action to a multiple of 8 (OVS keeps the padding).
             let len = (10 + n.len()).div_ceil(8) * 8 - 10;
@@ -813,5 +814,12 @@ mod mapping {
         );
         let e = action_from_wire(&Act::Output { port: 0xffff_0000, max_len: 0 }).unwrap_err();
         assert_eq!(e.code, ErrorCode::BAD_OUT_PORT);
+        // NXAST_OUTPUT_REG2 is output:FIELD as NXAST_OUTPUT_REG is.
+        let src = WireSub { id: OxmId::by_name("NXM_NX_REG1").unwrap().id, ofs: 0, n_bits: 16 };
+        assert_eq!(
+            action_from_wire(&Act::OutputReg2 { src, max_len: 64 }),
+            action_from_wire(&Act::OutputReg { src, max_len: 64 })
+        );
+        assert!(action_from_wire(&Act::OutputReg2 { src, max_len: 64 }).is_ok());
     }
 }
