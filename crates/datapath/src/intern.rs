@@ -12,7 +12,7 @@
 //! holds values weakly: a value is freed as soon as the last megaflow lets go
 //! of it (cache maintenance replacing a million traversals frees the old ones
 //! as it goes, instead of holding both until the next purge). What is left of
-//! dead values (a weak reference each) is swept by [`Table::purge`] when the
+//! dead values (a weak reference each) is swept by `Table::purge` when the
 //! table has doubled since the last sweep, so it stays within a constant
 //! factor of the live values.
 

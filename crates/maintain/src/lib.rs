@@ -116,10 +116,6 @@ pub trait Engine: Send {
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: Option<&mut Vec<Moved>>) -> Report;
     /// The live entries.
     fn entries(&self) -> Vec<Arc<Ukey>>;
-    /// When a packet last used a cached traversal through `rule` (the
-    /// datapath's clock; 0 if none is cached). This default reads every
-    /// entry; an engine with an index of its entries by rule reads only the
-    /// rule's users.
     /// The entries whose translation learned flows or ran a `fin_timeout`
     /// (what the one-second refresh reads). This default reads every
     /// entry; an engine with an index reads only those.
@@ -132,6 +128,10 @@ pub trait Engine: Send {
             })
             .collect()
     }
+    /// When a packet last used a cached traversal through `rule` (the
+    /// datapath's clock; 0 if none is cached). This default reads every
+    /// entry; an engine with an index of its entries by rule reads only the
+    /// rule's users.
     fn last_used_by(&self, rule: RuleId) -> u64 {
         self.entries()
             .iter()
@@ -1160,7 +1160,9 @@ impl Control {
     /// would age out, and its senders' megaflows would flood it for good
     /// (no upcall learns it again), so every quarter of the aging time the
     /// megaflows NORMAL made that were used since refresh their source MACs
-    /// first, as Open vSwitch's revalidators do. Returns the report of the
+    /// first, as Open vSwitch's revalidators do. Every second, too, the
+    /// megaflows that learn flows or cut timeouts refresh them
+    /// (`refresh_learned`). Returns the report of the MAC
     /// update, if there was one.
     pub fn tick(&mut self, now_ms: u64) -> Option<Report> {
         let now = now_ms / 1000;

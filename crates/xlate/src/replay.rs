@@ -178,7 +178,7 @@ pub struct Retranslation {
 }
 
 /// Translates `key` again after the tables in `replay.changed` changed,
-/// producing the same actions, traversal and action mask as [`translate`]
+/// producing the same actions, traversal and action mask as [`crate::translate()`]
 /// but without a classifier lookup where the earlier traversal already
 /// answers it: a visit to an unchanged table `t` whose key agrees, on every
 /// bit some rule of `t` reads, with the key the aligned earlier visit to `t`

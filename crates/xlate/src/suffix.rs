@@ -89,7 +89,7 @@ fn set_bits(mut w: u64) -> impl Iterator<Item = usize> {
 /// resumable step: `j < old.resumable()`; the tables before it unchanged
 /// since, the ones in `changed` changed), for sharing ([`Suffix`]). A visit
 /// to an unchanged table whose key agrees with the earlier visit's on the
-/// bits the table reads takes that visit's outcome (as [`retranslate`]
+/// bits the table reads takes that visit's outcome (as [`crate::retranslate`]
 /// does); the suffix keeps those visits for other keys to answer from their
 /// own earlier traversals. `None` when the part from there cannot be shared
 /// this way: it uses a group (whose buckets put the flow back), a resubmit

@@ -69,7 +69,7 @@ pub enum XlateError {
     TooManyResubmits,
     #[error("translation ran more than {MAX_BUCKETS} group buckets")]
     TooManyBuckets,
-    /// More than [`MAX_STACK`] entries pushed (Open vSwitch's "stack too deep").
+    /// More than `MAX_STACK` entries pushed (Open vSwitch's "stack too deep").
     #[error("more than {MAX_STACK} entries pushed onto the stack")]
     StackTooDeep,
     /// A push onto three MPLS labels, or a pop under three labels none of

@@ -5,7 +5,7 @@
 //! Invariant: steps are in visit order; a step's `version` names a version
 //! recorded in the same traversal, and versions are numbered in order of
 //! first sight, so the versions before step `j` are exactly `0..=max` of the
-//! steps before it ([`Traversal::prefix`] relies on it).
+//! steps before it (`Traversal::prefix` relies on it).
 
 use kairo_classifier::RuleId;
 use kairo_flow::FlowKey;
