@@ -50,18 +50,6 @@ pub enum LearnSpec {
     Output { src: SubField },
 }
 
-impl LearnSpec {
-    /// The packet bits the spec reads (exact in the megaflow), if any.
-    pub fn source(&self) -> Option<SubField> {
-        match self {
-            LearnSpec::Match { src: LearnSrc::Field(s), .. }
-            | LearnSpec::Load { src: LearnSrc::Field(s), .. }
-            | LearnSpec::Output { src: s } => Some(*s),
-            _ => None,
-        }
-    }
-}
-
 /// `learn(...)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Learn {
@@ -183,11 +171,6 @@ impl Learn {
             })?;
         }
         Ok(())
-    }
-
-    /// Every packet bit the action reads.
-    pub fn sources(&self) -> impl Iterator<Item = SubField> + '_ {
-        self.specs.iter().filter_map(LearnSpec::source)
     }
 }
 
