@@ -19,6 +19,7 @@
 
 pub mod emit;
 pub mod ipv6;
+pub mod offload;
 pub mod rewrite;
 
 use kairo_flow::field::{Field, VLAN_CFI};
@@ -69,6 +70,9 @@ pub struct Layout {
     pub proto: u8,
     /// Is the L3 header IPv6?
     pub ipv6: bool,
+    /// What the frame still owes the hardware (a checksum, segmentation):
+    /// none for a parsed frame; set by the port it came from.
+    pub offload: offload::Offload,
 }
 
 /// A view of an Ethernet frame (smoltcp-style: check once, then read).

@@ -3,8 +3,11 @@
 //! Invariant: after any rewrite here, the IPv4 header checksum and the TCP,
 //! UDP (unless zero, meaning "none"), ICMP and ICMPv6 checksums of the packet
 //! are exactly what a full recomputation gives (RFC 1624 incremental updates;
-//! IPv6 addresses reach the L4 checksum through the pseudo-header).
-//! Rewrites of fields the packet does not have are no-ops; nothing panics.
+//! IPv6 addresses reach the L4 checksum through the pseudo-header); for a
+//! frame whose TCP or UDP checksum the sender left partial
+//! (`lay.offload.partial`), the field is what finishing it needs (the
+//! pseudo-header sum of the rewritten frame), so that finishing it then
+//! gives what a full recomputation gives. Rewrites of fields the packet does not have are no-ops; nothing panics.
 
 use crate::{Layout, ETHERTYPE_VLAN};
 
@@ -45,6 +48,28 @@ fn fix(b: &mut [u8], ofs: usize, old: u16, new: u16, udp: bool) {
     }
 }
 
+/// Fixes the transport checksum for a 16-bit word changing from `old` to
+/// `new`: one the checksum covers through the pseudo-header (`pseudo`) or
+/// in the transport header itself. A checksum left partial by the sender
+/// ([`crate::offload`]) holds the pseudo-header sum only, not complemented:
+/// a pseudo-header word is added to it as it is, anything else is summed
+/// when the checksum is finished.
+fn fix_l4(b: &mut [u8], lay: &Layout, old: u16, new: u16, pseudo: bool) {
+    let Some((c, udp, covers_pseudo)) = l4_csum(b, lay) else { return };
+    if lay.offload.partial {
+        if pseudo {
+            if let Some(p) = get16(b, c) {
+                put16(b, c, !adjust(!p, old, new));
+            }
+        }
+        return;
+    }
+    if pseudo && !covers_pseudo {
+        return;
+    }
+    fix(b, c, old, new, udp);
+}
+
 /// Where the L4 checksum of the packet is, and whether it is UDP-style.
 /// The third value: does the checksum cover the IP pseudo-header?
 fn l4_csum(_b: &[u8], lay: &Layout) -> Option<(usize, bool, bool)> {
@@ -70,9 +95,7 @@ fn ip_word(b: &mut [u8], lay: &Layout, ofs_in_ip: usize, new: u16, pseudo: bool)
     put16(b, l3 + ofs_in_ip, new);
     fix(b, l3 + 10, old, new, false);
     if pseudo {
-        if let Some((c, udp, true)) = l4_csum(b, lay) {
-            fix(b, c, old, new, udp);
-        }
+        fix_l4(b, lay, old, new, true);
     }
 }
 
@@ -124,9 +147,13 @@ fn ethertype_at(b: &[u8], lay: &Layout) -> Option<usize> {
 /// header is visible under labels).
 pub fn push_mpls(b: &mut Vec<u8>, lay: &mut Layout, lse: u32, ethertype: u16) {
     let Some(at) = ethertype_at(b, lay) else { return };
+    // Under labels the transport header is out of sight: a partial
+    // checksum is finished while it is not (a super-frame stays one: it
+    // goes out whole to a port that takes it, or not at all).
+    crate::offload::finish_csum(b, lay);
     put16(b, at, ethertype);
     b.splice(at + 2..at + 2, lse.to_be_bytes());
-    *lay = crate::parse(b, 0).1;
+    *lay = crate::Layout { offload: lay.offload, ..crate::parse(b, 0).1 };
 }
 
 /// Pops the top MPLS label stack entry, if the frame has one, and sets the
@@ -139,7 +166,7 @@ pub fn pop_mpls(b: &mut Vec<u8>, lay: &mut Layout, ethertype: u16) {
     }
     put16(b, at, ethertype);
     b.drain(at + 2..at + 6);
-    *lay = crate::parse(b, 0).1;
+    *lay = crate::Layout { offload: lay.offload, ..crate::parse(b, 0).1 };
 }
 
 /// Overwrites the top MPLS label stack entry, if the frame has one.
@@ -189,9 +216,7 @@ fn l4_port(b: &mut [u8], lay: &Layout, ofs: usize, port: u16) {
         return;
     }
     put16(b, l4 + ofs, port);
-    if let Some((c, udp, true)) = l4_csum(b, lay) {
-        fix(b, c, old, port, udp);
-    }
+    fix_l4(b, lay, old, port, false);
 }
 
 pub fn set_l4_src(b: &mut [u8], lay: &Layout, port: u16) {
@@ -211,7 +236,7 @@ pub fn set_tcp_seq(b: &mut [u8], lay: &Layout, seq: u32, ack: u32, win: u16) {
     for (ofs, new) in words {
         let Some(old) = get16(b, l4 + ofs) else { return };
         put16(b, l4 + ofs, new);
-        fix(b, l4 + 16, old, new, false);
+        fix_l4(b, lay, old, new, false);
     }
 }
 
@@ -239,9 +264,7 @@ fn v6_word(b: &mut [u8], lay: &Layout, ofs: usize, new: u16, in_checksum: bool) 
     }
     put16(b, ofs, new);
     if in_checksum {
-        if let Some((c, udp, true)) = l4_csum(b, lay) {
-            fix(b, c, old, new, udp);
-        }
+        fix_l4(b, lay, old, new, true);
     }
 }
 

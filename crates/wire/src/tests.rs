@@ -68,7 +68,7 @@ fn tcp_golden() {
     assert_eq!(k.get(Field::TpSrc), 1234);
     assert_eq!(k.get(Field::TpDst), 80);
     assert_eq!(k.get(Field::TcpFlags), 0x002);
-    assert_eq!(lay, Layout { l3: Some(14), l4: Some(34), vlans: 0, proto: 6, ipv6: false });
+    assert_eq!(lay, Layout { l3: Some(14), l4: Some(34), vlans: 0, proto: 6, ipv6: false, ..Layout::default() });
 }
 
 #[test]
@@ -96,7 +96,7 @@ fn vlan_and_qinq_golden() {
     assert_eq!(k.get(Field::VlanTci), 0x3005);
     assert_eq!(k.get(Field::EthType), 0x0800);
     assert_eq!(k.get(Field::TpDst), 80);
-    assert_eq!(lay, Layout { l3: Some(18), l4: Some(38), vlans: 1, proto: 6, ipv6: false });
+    assert_eq!(lay, Layout { l3: Some(18), l4: Some(38), vlans: 1, proto: 6, ipv6: false, ..Layout::default() });
     let q = with_tag(p, 0x88a8, 0x0064);
     let (k, lay) = parse(&q, 1);
     assert_eq!(k.get(Field::VlanTci), 0x1064);
@@ -323,7 +323,7 @@ fn ipv6_udp_and_icmpv6_golden_from_etherparse() {
         (k.get(Field::IpProto), k.get(Field::IpTtl), k.get(Field::TpSrc), k.get(Field::TpDst)),
         (17, 33, 5353, 53)
     );
-    assert_eq!(lay, Layout { l3: Some(14), l4: Some(54), vlans: 0, proto: 17, ipv6: true });
+    assert_eq!(lay, Layout { l3: Some(14), l4: Some(54), vlans: 0, proto: 17, ipv6: true, ..Layout::default() });
     verify_checksums(&v);
     // kairo's emitter writes the same bytes for the same key.
     assert_eq!(crate::emit::frame(&k, &[7u8; 13]), v);
@@ -346,7 +346,7 @@ fn ipv6_extension_headers_and_fragments_golden() {
     assert_eq!((k.get(Field::IpDscp), k.get(Field::IpEcn), k.get(Field::Ipv6Label)), (0x2a, 0, 0x12345));
     assert_eq!((k.get(Field::IpTtl), k.get(Field::IpProto), k.get(Field::IpFrag)), (17, 6, FRAG_ANY));
     assert_eq!((k.get(Field::TpSrc), k.get(Field::TpDst), k.get(Field::TcpFlags)), (12345, 80, 0x12));
-    assert_eq!(lay, Layout { l3: Some(14), l4: Some(70), vlans: 0, proto: 6, ipv6: true });
+    assert_eq!(lay, Layout { l3: Some(14), l4: Some(70), vlans: 0, proto: 6, ipv6: true, ..Layout::default() });
     // A later fragment: no L4.
     let (k, lay) = parse(&ipv6_ext_packet(8 << 3), 4);
     assert_eq!((k.get(Field::IpProto), k.get(Field::IpFrag), k.get(Field::TpDst)), (6, FRAG_ANY | FRAG_LATER, 0));
@@ -620,4 +620,234 @@ fn set_tcp_seq_keeps_the_checksum_right() {
     let mut acc = crate::sum(0, &f[26..34]);
     acc = acc.wrapping_add(6).wrapping_add((f.len() - l4) as u32);
     assert_eq!(crate::fold(crate::sum(acc, &f[l4..])), 0xffff);
+}
+
+/// Offloads ([`crate::offload`]): partial checksums through rewrites and
+/// software segmentation, checked from scratch by `verify_checksums` and
+/// against the super-frame's payload.
+mod offloads {
+    use super::*;
+    use crate::offload::*;
+    use proptest::prelude::*;
+
+    /// A TCP super-frame (IPv4 or IPv6, optionally VLAN-tagged) with
+    /// `len` payload bytes and the given flags, its checksum complete.
+    fn big_tcp(v6: bool, len: usize, flags: u8, tagged: bool) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(SRC, DST);
+        let b = if v6 {
+            b.ipv6(
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                64,
+            )
+        } else {
+            b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        };
+        let b = b.tcp(40000, 5201, 0xffff_f000, 512);
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut v = Vec::with_capacity(b.size(len));
+        b.write(&mut v, &payload).unwrap();
+        let (_, lay) = parse(&v, 0);
+        let l4 = lay.l4.unwrap();
+        v[l4 + 13] = flags;
+        // The flags changed: recompute the checksum from scratch.
+        v[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+        let mut pseudo = if v6 { v[22..54].to_vec() } else { v[26..34].to_vec() };
+        pseudo.extend_from_slice(&((v.len() - l4) as u32).to_be_bytes()[if v6 { 0 } else { 2 }..]);
+        if v6 {
+            pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        } else {
+            pseudo.extend_from_slice(&[0, 6]);
+            // IPv4's pseudo-header: addresses, zero, protocol, length.
+            let n = pseudo.len();
+            pseudo.swap(n - 4, n - 2);
+            pseudo.swap(n - 3, n - 1);
+        }
+        pseudo.extend_from_slice(&v[l4..]);
+        let c = checksum(&pseudo);
+        v[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        if tagged {
+            v = with_tag(v, 0x8100, 0x0005);
+        }
+        verify_checksums(&v);
+        v
+    }
+
+    /// Leaves the frame's TCP/UDP checksum as a sender with checksum
+    /// offload does (the pseudo-header sum); its layout says so.
+    fn as_partial(f: &mut [u8]) -> Layout {
+        let (_, mut lay) = parse(f, 0);
+        let (l3, l4) = (lay.l3.unwrap(), lay.l4.unwrap());
+        let at = if lay.proto == 6 { 16 } else { 6 };
+        // The pseudo-header sum, from the addresses, protocol and length.
+        let mut acc = if lay.ipv6 { sum(0, &f[l3 + 8..l3 + 40]) } else { sum(0, &f[l3 + 12..l3 + 20]) };
+        acc = sum(acc, &[0, lay.proto]);
+        acc = sum(acc, &((f.len() - l4) as u32).to_be_bytes());
+        f[l4 + at..l4 + at + 2].copy_from_slice(&fold(acc).to_be_bytes());
+        lay.offload.partial = true;
+        lay
+    }
+
+    #[test]
+    fn vnet_header_round_trips_and_lies_are_refused() {
+        let h = VnetHdr { flags: 1, gso_type: GSO_TCPV4, hdr_len: 54, gso_size: 1448, csum_start: 34, csum_offset: 16 };
+        assert_eq!(VnetHdr::read(&h.bytes()), Some(h));
+        assert_eq!(VnetHdr::read(&[0; 9]), None);
+        let mut f = big_tcp(false, 5000, 0x18, false);
+        let lay = parse(&f, 0).1;
+        assert_eq!(h.settle(&mut f, &lay).map(|o| o.gso.map(|g| g.kind)), Ok(Some(GsoKind::Tcp4)));
+        let past = VnetHdr { csum_start: 5040, ..h };
+        assert!(past.settle(&mut f, &lay).unwrap_err().contains("past the end"));
+        let v6 = VnetHdr { gso_type: GSO_TCPV6, ..h };
+        assert!(v6.settle(&mut f, &lay).is_err(), "a TCPv6 header on an IPv4 frame");
+        let ufo = VnetHdr { gso_type: GSO_UDP, ..h };
+        assert!(ufo.settle(&mut f, &lay).unwrap_err().contains("UFO"));
+        let zero = VnetHdr { gso_size: 0, ..h };
+        assert!(zero.settle(&mut f, &lay).is_err());
+    }
+
+    #[test]
+    fn a_partial_checksum_elsewhere_is_finished_on_arrival() {
+        // ICMP with its checksum left partial (start at ICMP, field at 2):
+        // not one kairo keeps partial, so settle finishes it.
+        let mut f = icmp_packet();
+        let lay = parse(&f, 0).1;
+        let l4 = lay.l4.unwrap();
+        f[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
+        let h = VnetHdr { flags: F_NEEDS_CSUM, csum_start: l4 as u16, csum_offset: 2, ..VnetHdr::default() };
+        assert_eq!(h.settle(&mut f, &lay), Ok(Offload::default()));
+        verify_checksums(&f);
+    }
+
+    #[test]
+    fn ecn_super_frames_keep_the_flag_and_segment_as_the_kernel() {
+        let mut f = big_tcp(false, 3000, 0x80 | 0x18 | 0x01, false);
+        let mut lay = as_partial(&mut f);
+        lay.offload.gso = Some(Gso { kind: GsoKind::Tcp4, size: 1000, ecn: true });
+        let h = VnetHdr::for_frame(&mut f, &mut lay);
+        assert_eq!(h.gso_type, GSO_TCPV4 | GSO_ECN);
+        assert_eq!((h.flags, h.csum_start, h.csum_offset, h.hdr_len), (F_NEEDS_CSUM, 34, 16, 54));
+        let mut segs = Vec::new();
+        finish(&mut f, &mut lay, &mut Vec::new(), &mut |s| segs.push(s.to_vec()));
+        let flags: Vec<u8> = segs.iter().map(|s| s[34 + 13]).collect();
+        assert_eq!(flags, vec![0x80 | 0x10, 0x10, 0x10 | 0x08 | 0x01], "CWR first, FIN and PSH last");
+    }
+
+    fn rewrites(f: &mut Vec<u8>, lay: &mut Layout, v: u32, vlan: bool) {
+        if lay.ipv6 {
+            set_ipv6_src(f, lay, u128::from(v) << 64 | 0x77);
+            set_ipv6_dst(f, lay, u128::from(v.rotate_left(5)));
+            set_ipv6_hlimit(f, lay, v as u8);
+            set_ipv6_tclass(f, lay, (v >> 8) as u8, 0xff);
+        } else {
+            set_ipv4_src(f, lay, v);
+            set_ipv4_dst(f, lay, v.rotate_left(7));
+            set_ipv4_ttl(f, lay, v as u8);
+            set_ipv4_tos(f, lay, (v >> 8) as u8, 0xfc);
+        }
+        set_l4_src(f, lay, (v >> 3) as u16);
+        set_l4_dst(f, lay, (v >> 17) as u16);
+        if vlan {
+            push_vlan(f, lay, 0x0123);
+            set_l4_dst(f, lay, 8080);
+            pop_vlan(f, lay);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn sum_fast_is_the_rfc1071_sum(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert_eq!(sum_fast(&data), fold(sum(0, &data)));
+        }
+
+        /// A frame whose checksum was left partial, rewritten, then
+        /// finished, has the checksum a full recomputation gives.
+        #[test]
+        fn partial_checksums_survive_rewrites(v6 in any::<bool>(), udp in any::<bool>(), tagged in any::<bool>(),
+                                              len in 0usize..3000, v in any::<u32>(), vlan in any::<bool>()) {
+            let mut f = if udp && !v6 { udp_packet() } else { big_tcp(v6, len, 0x18, false) };
+            if tagged {
+                f = with_tag(f, 0x8100, 9);
+            }
+            let mut lay = as_partial(&mut f);
+            rewrites(&mut f, &mut lay, v, vlan);
+            prop_assert!(lay.offload.partial);
+            finish_csum(&mut f, &mut lay);
+            prop_assert!(!lay.offload.partial);
+            verify_checksums(&f);
+        }
+
+        /// Software segmentation: every segment's lengths and checksums are
+        /// right, the payload is the super-frame's in order, sequence
+        /// numbers follow it, and no segment carries more than the MSS.
+        #[test]
+        fn segments_are_what_the_super_frame_carried(v6 in any::<bool>(), len in 1usize..20000, mss in 88u16..1500,
+                                                     tagged in any::<bool>(), partial in any::<bool>(), v in any::<u32>()) {
+            let mut f = big_tcp(v6, len, 0x18, tagged);
+            let mut lay = if partial { as_partial(&mut f) } else { parse(&f, 0).1 };
+            let kind = if v6 { GsoKind::Tcp6 } else { GsoKind::Tcp4 };
+            lay.offload.gso = Some(Gso { kind, size: mss, ecn: false });
+            rewrites(&mut f, &mut lay, v, false);
+            let l4 = lay.l4.unwrap();
+            let payload = f[l4 + 20..].to_vec();
+            let seq0 = u32::from_be_bytes([f[l4 + 4], f[l4 + 5], f[l4 + 6], f[l4 + 7]]);
+            let mut segs = Vec::new();
+            let mut scratch = Vec::new();
+            finish(&mut f, &mut lay, &mut scratch, &mut |s| segs.push(s.to_vec()));
+            prop_assert_eq!(segs.len(), len.div_ceil(usize::from(mss)));
+            let mut got = Vec::new();
+            for (i, s) in segs.iter().enumerate() {
+                verify_checksums(s);
+                let (k, sl) = parse(s, 0);
+                prop_assert_eq!(sl.l4, Some(l4));
+                let data = &s[l4 + 20..];
+                prop_assert!(data.len() <= usize::from(mss));
+                let seq = u32::from_be_bytes([s[l4 + 4], s[l4 + 5], s[l4 + 6], s[l4 + 7]]);
+                prop_assert_eq!(seq, seq0.wrapping_add(got.len() as u32));
+                prop_assert_eq!(k.get(Field::TcpFlags) & 0x08 != 0, i + 1 == segs.len(), "PSH on the last only");
+                got.extend_from_slice(data);
+            }
+            prop_assert_eq!(got, payload);
+        }
+
+        /// UDP segmentation (UDP_SEGMENT): one UDP header per segment,
+        /// lengths and checksums right.
+        #[test]
+        fn udp_segments_carry_their_own_headers(len in 1usize..9000, size in 100u16..1400) {
+            let b = PacketBuilder::ethernet2(SRC, DST).ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64).udp(4433, 443);
+            let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut f = Vec::with_capacity(b.size(len));
+            b.write(&mut f, &payload).unwrap();
+            let mut lay = as_partial(&mut f);
+            lay.offload.gso = Some(Gso { kind: GsoKind::UdpL4, size, ecn: false });
+            let mut got = Vec::new();
+            let mut n = 0;
+            finish(&mut f, &mut lay, &mut Vec::new(), &mut |s| {
+                verify_checksums(s);
+                got.extend_from_slice(&s[42..]);
+                n += 1;
+            });
+            prop_assert_eq!(n, len.div_ceil(usize::from(size)));
+            prop_assert_eq!(got, payload);
+        }
+
+        /// Headers that lie never make settle, for_frame or finish panic
+        /// or read out of bounds.
+        #[test]
+        fn lying_headers_never_panic(hdr in proptest::array::uniform10(any::<u8>()),
+                                     bytes in proptest::collection::vec(any::<u8>(), 0..200), tcp in any::<bool>()) {
+            let mut f = if tcp { big_tcp(false, 100, 0x10, false) } else { bytes };
+            let (_, mut lay) = parse(&f, 0);
+            let h = VnetHdr::read(&hdr).unwrap();
+            if let Ok(o) = h.settle(&mut f, &lay) {
+                lay.offload = o;
+                let mut g = f.clone();
+                let mut gl = lay;
+                let _ = VnetHdr::for_frame(&mut g, &mut gl);
+                finish(&mut f, &mut lay, &mut Vec::new(), &mut |_| {});
+            }
+        }
+    }
 }
