@@ -47,8 +47,8 @@ fn send<S: SlowPath + ?Sized>(
     now: u64,
 ) -> Vec<(u32, Vec<u8>)> {
     let mut out = Vec::new();
-    let mut pkts = vec![(f, k.get(Field::InPort) as u32, None)];
-    dp.process_packets(&mut pkts, now, slow, &mut |sent, bytes| {
+    let mut pkts = vec![kairo_datapath::Packet::new(f, k.get(Field::InPort) as u32)];
+    dp.process_packets(&mut pkts, now, slow, &mut |sent, bytes, _| {
         if let Sent::Port(p) = sent {
             out.push((p, bytes.to_vec()));
         }

@@ -91,12 +91,12 @@ const BATCH: usize = 32;
 /// left it.
 fn run(dp: &mut Datapath, slow: &mut kairo_maintain::shared::Translate<'_>, pkts: Vec<(Vec<u8>, u32)>) -> usize {
     let mut out = 0usize;
-    let mut batch: Vec<(Vec<u8>, u32, Option<u32>)> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<kairo_datapath::Packet> = Vec::with_capacity(BATCH);
     let mut it = pkts.into_iter().peekable();
     while it.peek().is_some() {
         batch.clear();
-        batch.extend(it.by_ref().take(BATCH).map(|(b, p)| (b, p, None)));
-        dp.process_packets(&mut batch, 1, slow, &mut |to, _| out += usize::from(matches!(to, Sent::Port(_))));
+        batch.extend(it.by_ref().take(BATCH).map(|(b, p)| kairo_datapath::Packet::new(b, p)));
+        dp.process_packets(&mut batch, 1, slow, &mut |to, _, _| out += usize::from(matches!(to, Sent::Port(_))));
     }
     out
 }

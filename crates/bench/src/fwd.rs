@@ -158,9 +158,9 @@ fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &
                     unsafe { libc::poll(pfd.as_mut_ptr(), 1, 10) };
                 }
                 for f in got.drain(..) {
-                    let (k, _) = kairo_wire::parse(&f, 0);
+                    let (k, _) = kairo_wire::parse(&f.bytes, 0);
                     n += (k.get(Field::TpDst) == MARK_PORT && k.get(Field::IpProto) == 17) as u64;
-                    pool.push(f);
+                    pool.push(f.bytes);
                 }
                 pool.truncate(4096);
             }
@@ -185,7 +185,7 @@ fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &
                         break;
                     }
                     let before = PortCounters::get(&c.tx_dropped);
-                    p.send(&frames[i % frames.len()], &c);
+                    p.send(&frames[i % frames.len()], None, &c);
                     i += 1;
                     if PortCounters::get(&c.tx_dropped) != before {
                         // The TX ring is full: let the kernel drain it.

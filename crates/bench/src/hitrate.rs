@@ -49,14 +49,14 @@ pub fn feed(dp: &mut Datapath, slow: &mut SharedControl, stream: &[kairo_flow::F
             }
         }
         Feed::Packets => {
-            let mut batch: Vec<(Vec<u8>, u32, Option<u32>)> = Vec::with_capacity(kairo_datapath::BATCH);
+            let mut batch: Vec<kairo_datapath::Packet> = Vec::with_capacity(kairo_datapath::BATCH);
             for chunk in stream.chunks(kairo_datapath::BATCH) {
                 batch.clear();
                 batch.extend(chunk.iter().map(|k| {
                     let port = k.get(kairo_flow::Field::InPort) as u32;
-                    (kairo_wire::emit::frame(k, &[0u8; 18]), port, None)
+                    kairo_datapath::Packet::new(kairo_wire::emit::frame(k, &[0u8; 18]), port)
                 }));
-                dp.process_packets(&mut batch, 0, slow, &mut |_, _| {});
+                dp.process_packets(&mut batch, 0, slow, &mut |_, _, _| {});
             }
         }
     }

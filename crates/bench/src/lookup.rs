@@ -194,8 +194,9 @@ fn e2e(opts: &LookupOpts, pop: Popularity) -> Result<Row, String> {
         let mut sink = 0u64;
         let mut pass = |dp: &mut Datapath, now: u64| {
             for chunk in pkts.chunks(BATCH) {
-                let mut batch: Vec<(Vec<u8>, u32, Option<u32>)> = chunk.iter().map(|b| (b.clone(), 1, None)).collect();
-                dp.process_packets(&mut batch, now, &mut slow, &mut |to, b| {
+                let mut batch: Vec<kairo_datapath::Packet> =
+                    chunk.iter().map(|b| kairo_datapath::Packet::new(b.clone(), 1)).collect();
+                dp.process_packets(&mut batch, now, &mut slow, &mut |to, b, _| {
                     let port = match to {
                         kairo_datapath::execute::Sent::Port(p) => p,
                         kairo_datapath::execute::Sent::Controller(_) | kairo_datapath::execute::Sent::Recirc { .. } => {

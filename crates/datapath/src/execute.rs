@@ -42,13 +42,13 @@ pub struct Context<'a> {
 /// run through its caches again) instead.
 pub fn recirculating<'a>(
     again: &'a mut Vec<crate::Recirculated>,
-    out: &'a mut impl FnMut(Sent, &[u8]),
-) -> impl FnMut(Sent, &[u8]) + 'a {
-    move |to, b| match to {
+    out: &'a mut impl FnMut(Sent, &[u8], &Layout),
+) -> impl FnMut(Sent, &[u8], &Layout) + 'a {
+    move |to, b, lay| match to {
         Sent::Recirc { in_port, recirc_id, meta } => {
-            again.push(crate::Recirculated { bytes: b.to_vec(), in_port, recirc_id, meta })
+            again.push(crate::Recirculated { bytes: b.to_vec(), in_port, recirc_id, meta, offload: lay.offload })
         }
-        to => out(to, b),
+        to => out(to, b, lay),
     }
 }
 
@@ -65,9 +65,12 @@ pub struct ToController {
     pub controller_id: u16,
 }
 
-/// Applies `actions` to `pkt` (which came in on `in_port` carrying
-/// `meta`), calling `out(where, bytes)` for each output; a meter that drops
-/// the packet ends the list.
+/// Applies `actions` to `pkt` (laid out as `lay`, which came in on
+/// `in_port` carrying `meta`), calling `out(where, bytes, layout)` for each
+/// output; a meter that drops the packet ends the list. What the packet
+/// owes the hardware (`lay.offload`) stays owed: header rewrites keep a
+/// partial checksum partial; `ct`, whose NAT rewrites complete checksums,
+/// gets it finished, and a super-frame's is made partial again after.
 pub fn execute(
     pkt: &mut Vec<u8>,
     lay: &mut Layout,
@@ -75,14 +78,14 @@ pub fn execute(
     mut meta: PacketMeta,
     actions: &[DpAction],
     cx: &mut Context<'_>,
-    out: &mut impl FnMut(Sent, &[u8]),
+    out: &mut impl FnMut(Sent, &[u8], &Layout),
 ) {
     for (i, a) in actions.iter().enumerate() {
         match a {
             DpAction::Hash { alg, basis } => {
                 meta.dp_hash = kairo_odp::dp_hash(*alg, *basis, &kairo_wire::parse(pkt, in_port).0);
             }
-            DpAction::Recirc(id) => out(Sent::Recirc { in_port, recirc_id: *id, meta }, pkt),
+            DpAction::Recirc(id) => out(Sent::Recirc { in_port, recirc_id: *id, meta }, pkt, lay),
             DpAction::Ct(ct) => {
                 let req = kairo_conntrack::Request {
                     zone: ct.zone,
@@ -92,7 +95,12 @@ pub fn execute(
                     label: ct.label,
                     nat: ct.nat.as_ref(),
                 };
-                match cx.ct.execute(pkt, in_port, &mut meta.ct, &req, cx.now) {
+                kairo_wire::offload::finish_csum(pkt, lay);
+                let verdict = cx.ct.execute(pkt, in_port, &mut meta.ct, &req, cx.now);
+                if lay.offload.gso.is_some() && kairo_wire::offload::make_partial(pkt, lay).is_some() {
+                    lay.offload.partial = true;
+                }
+                match verdict {
                     kairo_conntrack::Verdict::Continue => {}
                     // A fragment waits for the rest of its datagram.
                     kairo_conntrack::Verdict::Held => return,
@@ -113,7 +121,7 @@ pub fn execute(
                     return;
                 }
             }
-            DpAction::Output(p) => out(Sent::Port(*p), pkt),
+            DpAction::Output(p) => out(Sent::Port(*p), pkt, lay),
             DpAction::Controller { reason, max_len, table, cookie, controller_id } => {
                 let c = ToController {
                     in_port,
@@ -123,7 +131,7 @@ pub fn execute(
                     cookie: *cookie,
                     controller_id: *controller_id,
                 };
-                out(Sent::Controller(c), pkt)
+                out(Sent::Controller(c), pkt, lay)
             }
             DpAction::SetEth { src, dst } => {
                 if let Some(m) = src {

@@ -91,6 +91,8 @@ pub struct DpStats {
     pub recirculated: u64,
     /// Packets dropped for recirculating more than [`MAX_RECIRC_DEPTH`] passes.
     pub recirc_too_deep: u64,
+    /// Packets dropped because their virtio header contradicted them.
+    pub bad_offload: u64,
 }
 
 impl DpStats {
@@ -114,6 +116,26 @@ pub struct Recirculated {
     pub in_port: u32,
     pub recirc_id: u32,
     pub meta: execute::PacketMeta,
+    /// What it still owes the hardware (kept across the pass).
+    pub offload: kairo_wire::offload::Offload,
+}
+
+/// A frame for the datapath: its bytes, the port it came in on, the hash
+/// the NIC computed (if any), and the virtio header its port read with it
+/// (the offloads its sender left: none from a port without them).
+#[derive(Clone, Debug, Default)]
+pub struct Packet {
+    pub bytes: Vec<u8>,
+    pub in_port: u32,
+    pub rss: Option<u32>,
+    pub vnet: Option<kairo_wire::offload::VnetHdr>,
+}
+
+impl Packet {
+    /// A frame with no NIC hash and no offloads.
+    pub fn new(bytes: Vec<u8>, in_port: u32) -> Packet {
+        Packet { bytes, in_port, rss: None, vnet: None }
+    }
 }
 
 /// What the slow path answers for a key.
@@ -348,35 +370,48 @@ impl Datapath {
         }
     }
 
-    /// Forwards a batch of packets (bytes, ingress port, NIC hash): parses,
-    /// looks up (EMC, then batched megaflow lookups per port), upcalls misses,
-    /// executes actions and calls `out(port, bytes)` for every packet sent.
+    /// Forwards a batch of packets: parses (settling what each owes the
+    /// hardware, [`kairo_wire::offload`]), looks up (EMC, then batched
+    /// megaflow lookups per port), upcalls misses, executes actions and calls
+    /// `out(where, bytes, layout)` for every packet sent (the layout says
+    /// where its headers are and what it still owes).
     pub fn process_packets<S: SlowPath + ?Sized>(
         &mut self,
-        pkts: &mut [(Vec<u8>, u32, Option<u32>)],
+        pkts: &mut [Packet],
         now: u64,
         slow: &mut S,
-        out: &mut impl FnMut(execute::Sent, &[u8]),
+        out: &mut impl FnMut(execute::Sent, &[u8], &kairo_wire::Layout),
     ) {
         for chunk in pkts.chunks_mut(BATCH) {
             let mut keys = [FlowKey::ZERO; BATCH];
             let mut lays = [kairo_wire::Layout::default(); BATCH];
             let mut hashes = [0u32; BATCH];
             let mut flows: [Option<Arc<Megaflow>>; BATCH] = Default::default();
-            for (i, (b, port, rss)) in chunk.iter().enumerate() {
-                let (k, l) = kairo_wire::parse(b, *port);
+            let mut bad = [false; BATCH];
+            for (i, p) in chunk.iter_mut().enumerate() {
+                let (k, l) = kairo_wire::parse(&p.bytes, p.in_port);
                 keys[i] = k;
                 lays[i] = l;
-                hashes[i] = self.emc_hash(&k, *rss);
+                if let Some(h) = p.vnet {
+                    match h.settle(&mut p.bytes, &l) {
+                        Ok(o) => lays[i].offload = o,
+                        Err(_) => {
+                            bad[i] = true;
+                            continue;
+                        }
+                    }
+                }
+                hashes[i] = self.emc_hash(&k, p.rss);
                 if let Some(f) = self.emc.lookup(&k, hashes[i]) {
                     flows[i] = Some(f.clone());
                 }
             }
             let n = chunk.len();
             self.stats.packets += n as u64;
+            self.stats.bad_offload += bad[..n].iter().filter(|&&b| b).count() as u64;
             self.stats.emc_hits += flows[..n].iter().filter(|f| f.is_some()).count() as u64;
             // Batched megaflow lookups, grouped by ingress port.
-            let mut todo: Vec<usize> = (0..n).filter(|&i| flows[i].is_none()).collect();
+            let mut todo: Vec<usize> = (0..n).filter(|&i| flows[i].is_none() && !bad[i]).collect();
             while let Some(&first) = todo.first() {
                 let port = keys[first].get(Field::InPort) as u32;
                 let (same, rest): (Vec<usize>, Vec<usize>) =
@@ -401,8 +436,11 @@ impl Datapath {
             if !self.dead.is_empty() {
                 self.reclaim_dead();
             }
-            for (i, (buf, in_port, _)) in chunk.iter_mut().enumerate() {
-                let in_port = *in_port;
+            for (i, p) in chunk.iter_mut().enumerate() {
+                if bad[i] {
+                    continue;
+                }
+                let (buf, in_port) = (&mut p.bytes, p.in_port);
                 let flags = keys[i].get(kairo_flow::Field::TcpFlags) as u16;
                 let actions = match &flows[i] {
                     Some(f) => {
@@ -453,7 +491,7 @@ impl Datapath {
         mut pkts: Vec<Recirculated>,
         now: u64,
         slow: &mut S,
-        out: &mut impl FnMut(execute::Sent, &[u8]),
+        out: &mut impl FnMut(execute::Sent, &[u8], &kairo_wire::Layout),
     ) {
         for _ in 1..MAX_RECIRC_DEPTH {
             if pkts.is_empty() {
@@ -463,6 +501,7 @@ impl Datapath {
             for mut p in pkts {
                 self.stats.recirculated += 1;
                 let (mut key, mut lay) = kairo_wire::parse(&p.bytes, p.in_port);
+                lay.offload = p.offload;
                 key.set(Field::RecircId, u64::from(p.recirc_id));
                 key.set(Field::DpHash, u64::from(p.meta.dp_hash));
                 p.meta.ct.write_key(&mut key);

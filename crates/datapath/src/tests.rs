@@ -179,11 +179,11 @@ fn packets_on_the_wire_get_the_slow_path_effect() {
     };
     let mut dp = Datapath::new(cfg_always_emc());
     for round in 0..3 {
-        let mut pkts: Vec<(Vec<u8>, u32, Option<u32>)> =
-            (0..40).map(|i| (if i % 2 == 0 { mk_tcp() } else { mk_udp() }, 1, None)).collect();
-        let inputs: Vec<Vec<u8>> = pkts.iter().map(|p| p.0.clone()).collect();
+        let mut pkts: Vec<crate::Packet> =
+            (0..40).map(|i| crate::Packet::new(if i % 2 == 0 { mk_tcp() } else { mk_udp() }, 1)).collect();
+        let inputs: Vec<Vec<u8>> = pkts.iter().map(|p| p.bytes.clone()).collect();
         let mut sent: Vec<(u32, Vec<u8>)> = Vec::new();
-        dp.process_packets(&mut pkts, round, &mut p, &mut |to, b| {
+        dp.process_packets(&mut pkts, round, &mut p, &mut |to, b, _| {
             let port = match to {
                 crate::execute::Sent::Port(p) => p,
                 crate::execute::Sent::Controller(_) | crate::execute::Sent::Recirc { .. } => u32::MAX,
@@ -232,9 +232,9 @@ fn metered_flows_drop_over_the_rate() {
         let k = kairo_flow::parse_key("in_port=1,udp,nw_src=10.0.0.1,nw_dst=10.0.0.2,udp_src=1,udp_dst=2").unwrap();
         kairo_wire::emit::frame(&k, &[0; 18])
     };
-    let mut pkts: Vec<(Vec<u8>, u32, Option<u32>)> = (0..40).map(|_| (pkt(), 1, None)).collect();
+    let mut pkts: Vec<crate::Packet> = (0..40).map(|_| crate::Packet::new(pkt(), 1)).collect();
     let mut sent = 0;
-    dp.process_packets(&mut pkts, 1, &mut p, &mut |_, _| sent += 1);
+    dp.process_packets(&mut pkts, 1, &mut p, &mut |_, _, _| sent += 1);
     // All within far less than the 100 ms a token takes: the burst of 10 passes.
     assert_eq!(sent, 10);
     let c = dp.meters.counters(1).unwrap();
@@ -265,9 +265,9 @@ fn mpls_packets_on_the_wire_get_the_slow_path_effect() {
             let frame = kairo_wire::emit::frame(&k, &[0xab; 20]);
             let (parsed, _) = kairo_wire::parse(&frame, 1);
             assert_eq!(parsed, k);
-            let mut pkts = vec![(frame.clone(), 1, None)];
+            let mut pkts = vec![crate::Packet::new(frame.clone(), 1)];
             let mut sent: Vec<(u32, Vec<u8>)> = Vec::new();
-            dp.process_packets(&mut pkts, round, &mut p, &mut |to, b| {
+            dp.process_packets(&mut pkts, round, &mut p, &mut |to, b, _| {
                 if let crate::execute::Sent::Port(port) = to {
                     sent.push((port, b.to_vec()))
                 }

@@ -45,6 +45,7 @@ use kairo_ofp::message::ofppc;
 use kairo_xlate::{Pipeline, Traversal};
 use rustc_hash::FxHashMap;
 
+pub use kairo_datapath::Packet;
 pub use port::{Attached, MemPeer, MemPort, Port, PortCounters, PortError};
 
 /// Frames taken from one port per round (a TPACKET_V3 block may give more).
@@ -380,9 +381,10 @@ impl Switch {
     fn forward_loop(&self, ports: Vec<Attached>, stop: &AtomicBool) {
         let mut slow = self.ctl.clone();
         let mut set = attach::PortSet::new(ports);
-        let mut frames: Vec<Vec<u8>> = Vec::new();
+        let mut frames: Vec<Packet> = Vec::new();
         let mut pool: Vec<Vec<u8>> = Vec::new();
-        let mut batch: Vec<(Vec<u8>, u32, Option<u32>)> = Vec::new();
+        let mut batch: Vec<Packet> = Vec::new();
+        let mut scratch = port::Scratch::default();
         let mut last_sweep = 0u64;
         while !stop.load(Ordering::Relaxed) {
             set.take_changes(self);
@@ -393,10 +395,10 @@ impl Switch {
                     // OpenFlow's no_recv: what the port receives is dropped.
                     PortCounters::add(&p.counters.rx_dropped, frames.len() as u64);
                     let room = POOL_MAX.saturating_sub(pool.len());
-                    pool.extend(frames.drain(..).take(room));
+                    pool.extend(frames.drain(..).map(|f| f.bytes).take(room));
                     continue;
                 }
-                batch.extend(frames.drain(..).map(|f| (f, p.ofport, None)));
+                batch.extend(frames.drain(..).map(|f| Packet { in_port: p.ofport, ..f }));
             }
             let now = self.now_ms();
             // Idle expiry, busy or not (the datapath itself runs a full sweep
@@ -427,15 +429,15 @@ impl Switch {
                 }
                 self.settle_leaving();
             }
-            self.packet_outs(ports, by_ofport, &mut slow, now);
+            self.packet_outs(ports, by_ofport, &mut scratch, &mut slow, now);
             if batch.is_empty() {
                 wait(pfds);
                 continue;
             }
             {
                 let mut dp = lock(&self.dp);
-                dp.process_packets(&mut batch, now, &mut slow, &mut |to, bytes| {
-                    self.deliver(ports, by_ofport, to, bytes)
+                dp.process_packets(&mut batch, now, &mut slow, &mut |to, bytes, lay| {
+                    self.deliver(ports, by_ofport, &mut scratch, to, bytes, lay)
                 });
             }
             for p in ports.iter_mut() {
@@ -444,7 +446,7 @@ impl Switch {
             // Buffers go back to the pool for the next receive, up to a bound
             // (ports that hand over their own buffers never take from it).
             let room = POOL_MAX.saturating_sub(pool.len());
-            pool.extend(batch.drain(..).map(|(b, _, _)| b).take(room));
+            pool.extend(batch.drain(..).map(|p| p.bytes).take(room));
             batch.clear();
         }
         for p in set.ports.iter_mut() {
@@ -452,8 +454,18 @@ impl Switch {
         }
     }
 
-    /// Sends a packet where the datapath said: a port, or the controller's queue.
-    fn deliver(&self, ports: &mut [Attached], by_ofport: &FxHashMap<u32, usize>, to: Sent, bytes: &[u8]) {
+    /// Sends a packet where the datapath said: a port (finishing what it
+    /// owes the hardware if the port does not take it), or the
+    /// controller's queue (finished: a PACKET_IN carries whole checksums).
+    fn deliver(
+        &self,
+        ports: &mut [Attached],
+        by_ofport: &FxHashMap<u32, usize>,
+        scratch: &mut port::Scratch,
+        to: Sent,
+        bytes: &[u8],
+        lay: &kairo_wire::Layout,
+    ) {
         match to {
             Sent::Port(port) => match by_ofport.get(&port) {
                 Some(&i) => {
@@ -461,7 +473,7 @@ impl Switch {
                     if p.counters.config.load(Ordering::Relaxed) & (ofppc::NO_FWD | ofppc::PORT_DOWN) != 0 {
                         PortCounters::add(&p.counters.tx_dropped, 1);
                     } else {
-                        p.io.send(bytes, &p.counters);
+                        port::transmit(p.io.as_mut(), bytes, lay, scratch, &p.counters);
                     }
                 }
                 None => {
@@ -479,7 +491,9 @@ impl Switch {
             }
             Sent::Controller(c) => {
                 self.controller.fetch_add(1, Ordering::Relaxed);
-                let queued = self.to_controller.get().is_some_and(|tx| tx.try_send((c, bytes.to_vec())).is_ok());
+                let mut data = bytes.to_vec();
+                kairo_wire::offload::finish_csum(&mut data, &mut { *lay });
+                let queued = self.to_controller.get().is_some_and(|tx| tx.try_send((c, data)).is_ok());
                 if !queued {
                     self.controller_dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -502,6 +516,7 @@ impl Switch {
         &self,
         ports: &mut [Attached],
         by_ofport: &FxHashMap<u32, usize>,
+        scratch: &mut port::Scratch,
         slow: &mut S,
         now: u64,
     ) {
@@ -518,7 +533,9 @@ impl Switch {
         for mut p in waiting {
             let (key, mut lay) = kairo_wire::parse(&p.data, p.in_port);
             let r = kairo_xlate::translate_actions(&self.ctl.lock().pipeline, &key, &p.actions);
-            let mut deliver = |to, bytes: &[u8]| self.deliver(ports, by_ofport, to, bytes);
+            let mut deliver = |to, bytes: &[u8], lay: &kairo_wire::Layout| {
+                self.deliver(ports, by_ofport, &mut *scratch, to, bytes, lay)
+            };
             let mut send = kairo_datapath::execute::recirculating(&mut again, &mut deliver);
             // The datapath's connection tracker serves packet-outs too.
             let mut dp = lock(&self.dp);
@@ -527,7 +544,9 @@ impl Switch {
             kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, meta, &r.actions, &mut cx, &mut send);
         }
         if !again.is_empty() {
-            lock(&self.dp).recirculate(again, now, slow, &mut |to, bytes| self.deliver(ports, by_ofport, to, bytes));
+            lock(&self.dp).recirculate(again, now, slow, &mut |to, bytes, lay| {
+                self.deliver(ports, by_ofport, scratch, to, bytes, lay)
+            });
         }
         for p in ports.iter_mut() {
             p.io.flush();

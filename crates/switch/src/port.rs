@@ -7,7 +7,10 @@
 //! on), and `send` never blocks the forwarding loop: a full transmit queue
 //! drops the frame and counts it.
 
+use kairo_datapath::Packet;
 use kairo_ofproto::ports::PortSettings;
+use kairo_wire::offload::VnetHdr;
+use kairo_wire::Layout;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -44,12 +47,48 @@ pub trait Port: Send {
     /// A file descriptor that polls readable when frames wait, if any.
     fn fd(&self) -> Option<RawFd>;
     /// Receives up to `max` frames, appending them to `out` (buffers popped
-    /// from `pool` are reused). Returns how many were appended.
-    fn recv(&mut self, out: &mut Vec<Vec<u8>>, pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize;
-    /// Queues one frame for transmission (dropped and counted if the queue is full).
-    fn send(&mut self, frame: &[u8], c: &PortCounters);
+    /// from `pool` are reused) with the virtio header each came with, if
+    /// the port reads them (the caller sets `in_port`). Returns how many
+    /// were appended.
+    fn recv(&mut self, out: &mut Vec<Packet>, pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize;
+    /// Does `send` take frames with offloads still owed, described by a
+    /// virtio header (a kernel port with `PACKET_VNET_HDR` or `IFF_VNET_HDR`)?
+    fn offloads(&self) -> bool {
+        false
+    }
+    /// Queues one frame for transmission (dropped and counted if the queue
+    /// is full). `vnet` is what it owes, given only to a port whose
+    /// [`Port::offloads`] is true (None: nothing).
+    fn send(&mut self, frame: &[u8], vnet: Option<&VnetHdr>, c: &PortCounters);
     /// Hands queued frames to the kernel.
     fn flush(&mut self) {}
+}
+
+/// Buffers for finishing frames for ports without offloads (reused: no
+/// allocation per packet once they have grown).
+#[derive(Default)]
+pub struct Scratch {
+    frame: Vec<u8>,
+    segment: Vec<u8>,
+}
+
+/// Sends a frame laid out as `lay` out of `port`: as it is (with its
+/// virtio header) if the port takes offloads or the frame owes nothing;
+/// otherwise finished here first, on a copy (the caller's frame may go on
+/// to other actions): its checksum completed, a super-frame cut into
+/// segments.
+pub fn transmit(port: &mut dyn Port, frame: &[u8], lay: &Layout, scratch: &mut Scratch, c: &PortCounters) {
+    if lay.offload.is_none() {
+        return port.send(frame, None, c);
+    }
+    if port.offloads() {
+        return port.send(frame, Some(&VnetHdr::for_frame(frame, lay)), c);
+    }
+    let Scratch { frame: copy, segment } = scratch;
+    copy.clear();
+    copy.extend_from_slice(frame);
+    let mut lay = *lay;
+    kairo_wire::offload::finish(copy, &mut lay, segment, &mut |f| port.send(f, None, c));
 }
 
 /// Takes a buffer from the pool (or a new one) and fills it with `data`.
@@ -90,14 +129,14 @@ impl Port for MemPort {
     fn fd(&self) -> Option<RawFd> {
         None
     }
-    fn recv(&mut self, out: &mut Vec<Vec<u8>>, _pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize {
+    fn recv(&mut self, out: &mut Vec<Packet>, _pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize {
         let mut n = 0;
         while n < max {
             match self.rx.try_recv() {
                 Ok(f) => {
                     PortCounters::add(&c.rx_packets, 1);
                     PortCounters::add(&c.rx_bytes, f.len() as u64);
-                    out.push(f);
+                    out.push(Packet::new(f, 0));
                     n += 1;
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -105,7 +144,7 @@ impl Port for MemPort {
         }
         n
     }
-    fn send(&mut self, frame: &[u8], c: &PortCounters) {
+    fn send(&mut self, frame: &[u8], _vnet: Option<&VnetHdr>, c: &PortCounters) {
         if self.tx.send(frame.to_vec()).is_ok() {
             PortCounters::add(&c.tx_packets, 1);
             PortCounters::add(&c.tx_bytes, frame.len() as u64);

@@ -162,9 +162,10 @@ pub fn run(pipeline: &Pipeline, inputs: &[Input], out_dir: &Path, cfg: DpConfig)
         rep.packets_in += 1;
         rep.bytes_in += data.len() as u64;
         let now = ts.as_millis() as u64;
-        let mut batch = [(data, port, None)];
+        // Frames from a capture owe no offloads, nor do their outputs.
+        let mut batch = [kairo_datapath::Packet::new(data, port)];
         let mut sent = 0u64;
-        dp.process_packets(&mut batch, now, &mut slow, &mut |to, bytes| {
+        dp.process_packets(&mut batch, now, &mut slow, &mut |to, bytes, _| {
             sent += 1;
             let p = match to {
                 Sent::Port(p) => p,

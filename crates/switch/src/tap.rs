@@ -1,5 +1,8 @@
 //! TAP ports: a Linux TAP device created (or attached to) by name, brought
-//! up, read and written one frame per system call.
+//! up, read and written one frame per system call, each behind a virtio
+//! header (`IFF_VNET_HDR`): the kernel hands over what its stack sends out
+//! of the device with checksums and segmentation left undone (as to a VM's
+//! virtio NIC; `TUNSETOFFLOAD`), and takes frames that owe them.
 //!
 //! Invariant: the descriptor is non-blocking, so neither receive nor send can
 //! stall the forwarding loop; a frame the device refuses is counted dropped.
@@ -7,11 +10,20 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::port::{pooled, Port, PortCounters, PortError};
+use kairo_datapath::Packet;
+use kairo_wire::offload::{VnetHdr, VNET_HDR_LEN};
 
 pub struct Tap {
     fd: OwnedFd,
     buf: Vec<u8>,
 }
+
+/// The offloads asked of the kernel: checksums, TCP segmentation (v4, v6,
+/// ECN), and UDP segmentation where the kernel has it (6.2 and later).
+const OFFLOADS: [libc::c_uint; 2] = [
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN | libc::TUN_F_USO4 | libc::TUN_F_USO6,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN,
+];
 
 fn ifreq(name: &str, flags: libc::c_short) -> libc::ifreq {
     // SAFETY: all-zero is a valid ifreq.
@@ -34,10 +46,14 @@ impl Tap {
         let fd = open("/dev/net/tun", OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
             .map_err(errno("open /dev/net/tun"))?;
         let raw = fd.as_raw_fd();
-        let mut r = ifreq(name, (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short);
+        let mut r = ifreq(name, (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short);
         // SAFETY: TUNSETIFF reads and writes the ifreq we pass.
         if unsafe { libc::ioctl(raw, libc::TUNSETIFF, &mut r) } < 0 {
             return Err(os("TUNSETIFF (needs CAP_NET_ADMIN)"));
+        }
+        // SAFETY: TUNSETOFFLOAD takes its flags by value.
+        if !OFFLOADS.iter().any(|&f| unsafe { libc::ioctl(raw, libc::TUNSETOFFLOAD, f as libc::c_ulong) } == 0) {
+            return Err(os("TUNSETOFFLOAD"));
         }
         // Bring the device up through an ordinary socket.
         use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
@@ -54,7 +70,7 @@ impl Tap {
                 return Err(os("SIOCSIFFLAGS (set up)"));
             }
         }
-        Ok(Tap { fd, buf: vec![0; 65536] })
+        Ok(Tap { fd, buf: vec![0; VNET_HDR_LEN + 65536] })
     }
 }
 
@@ -65,26 +81,33 @@ impl Port for Tap {
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }
-    fn recv(&mut self, out: &mut Vec<Vec<u8>>, pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize {
+    fn recv(&mut self, out: &mut Vec<Packet>, pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize {
         let mut n = 0;
         while n < max {
             let len = match rustix::io::read(&self.fd, &mut self.buf[..]) {
                 Ok(n) if n > 0 => n,
                 _ => break, // EAGAIN (nothing waiting) or an error: try again next round
             };
-            if len < 14 {
+            if len < VNET_HDR_LEN + 14 {
                 PortCounters::add(&c.rx_dropped, 1);
                 continue;
             }
-            out.push(pooled(pool, &self.buf[..len]));
+            let vnet = VnetHdr::read(&self.buf).filter(|h| *h != VnetHdr::default());
+            let frame = &self.buf[VNET_HDR_LEN..len];
+            out.push(Packet { bytes: pooled(pool, frame), in_port: 0, rss: None, vnet });
             PortCounters::add(&c.rx_packets, 1);
-            PortCounters::add(&c.rx_bytes, len as u64);
+            PortCounters::add(&c.rx_bytes, frame.len() as u64);
             n += 1;
         }
         n
     }
-    fn send(&mut self, frame: &[u8], c: &PortCounters) {
-        if rustix::io::write(&self.fd, frame) == Ok(frame.len()) {
+    fn offloads(&self) -> bool {
+        true
+    }
+    fn send(&mut self, frame: &[u8], vnet: Option<&VnetHdr>, c: &PortCounters) {
+        let h = vnet.copied().unwrap_or_default().bytes();
+        let iov = [std::io::IoSlice::new(&h), std::io::IoSlice::new(frame)];
+        if rustix::io::writev(&self.fd, &iov) == Ok(VNET_HDR_LEN + frame.len()) {
             PortCounters::add(&c.tx_packets, 1);
             PortCounters::add(&c.tx_bytes, frame.len() as u64);
         } else {

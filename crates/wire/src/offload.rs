@@ -147,33 +147,37 @@ impl VnetHdr {
             return Err("segmentation with a segment size of 0");
         }
         off.gso = Some(Gso { kind, size: self.gso_size, ecn: self.gso_type & GSO_ECN != 0 });
+        // A super-frame's checksum is always kept partial (see `for_frame`).
+        if !off.partial {
+            make_partial(b, lay).ok_or("segmentation of a frame without a whole transport header")?;
+            off.partial = true;
+        }
         Ok(off)
     }
 
     /// The header that hands frame `b` (laid out as `lay`) with its
-    /// offloads to a port that takes them. A super-frame always goes with
-    /// its checksum partial (as the kernel expects one), made so here if
-    /// it was complete (an action that needed the whole checksum, such as
-    /// `ct`, finished it).
-    pub fn for_frame(b: &mut [u8], lay: &mut Layout) -> VnetHdr {
+    /// offloads to a port that takes them. A super-frame's checksum is
+    /// partial (the kernel expects it so: [`VnetHdr::settle`] and
+    /// [`make_partial`] after anything that finishes it keep it so); one
+    /// that is not goes without its segmentation (and so, too large, is
+    /// dropped by the port) rather than with a wrong checksum.
+    pub fn for_frame(b: &[u8], lay: &Layout) -> VnetHdr {
         let mut h = VnetHdr::default();
         let Some(l4) = lay.l4 else { return h };
-        if let Some(g) = lay.offload.gso {
-            if !lay.offload.partial && make_partial(b, lay).is_some() {
-                lay.offload.partial = true;
-            }
-            h.gso_type = match g.kind {
-                GsoKind::Tcp4 => GSO_TCPV4,
-                GsoKind::Tcp6 => GSO_TCPV6,
-                GsoKind::UdpL4 => GSO_UDP_L4,
-            } | if g.ecn { GSO_ECN } else { 0 };
-            h.gso_size = g.size;
-            h.hdr_len = (l4 + transport_header_len(b, lay).unwrap_or(8)).min(usize::from(u16::MAX)) as u16;
-        }
+        let at = |n: usize| n.min(usize::from(u16::MAX)) as u16;
         if lay.offload.partial {
             h.flags = F_NEEDS_CSUM;
-            h.csum_start = l4.min(usize::from(u16::MAX)) as u16;
+            h.csum_start = at(l4);
             h.csum_offset = if lay.proto == 6 { 16 } else { 6 };
+            if let Some(g) = lay.offload.gso {
+                h.gso_type = match g.kind {
+                    GsoKind::Tcp4 => GSO_TCPV4,
+                    GsoKind::Tcp6 => GSO_TCPV6,
+                    GsoKind::UdpL4 => GSO_UDP_L4,
+                } | if g.ecn { GSO_ECN } else { 0 };
+                h.gso_size = g.size;
+                h.hdr_len = at(l4 + transport_header_len(b, lay).unwrap_or(8));
+            }
         }
         h
     }
@@ -247,8 +251,9 @@ fn csum_field(lay: &Layout) -> Option<(usize, bool)> {
 }
 
 /// Turns a complete TCP or UDP checksum into a partial one (the field gets
-/// the pseudo-header sum). None if the frame has no such header.
-fn make_partial(b: &mut [u8], lay: &Layout) -> Option<()> {
+/// the pseudo-header sum; the layout is not changed). None if the frame
+/// has no such header.
+pub fn make_partial(b: &mut [u8], lay: &Layout) -> Option<()> {
     let l4 = lay.l4?;
     let (field, _) = csum_field(lay)?;
     let p = pseudo_sum(b, lay, b.len().checked_sub(l4)?)?;

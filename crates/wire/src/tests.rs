@@ -724,7 +724,7 @@ mod offloads {
         let mut f = big_tcp(false, 3000, 0x80 | 0x18 | 0x01, false);
         let mut lay = as_partial(&mut f);
         lay.offload.gso = Some(Gso { kind: GsoKind::Tcp4, size: 1000, ecn: true });
-        let h = VnetHdr::for_frame(&mut f, &mut lay);
+        let h = VnetHdr::for_frame(&f, &lay);
         assert_eq!(h.gso_type, GSO_TCPV4 | GSO_ECN);
         assert_eq!((h.flags, h.csum_start, h.csum_offset, h.hdr_len), (F_NEEDS_CSUM, 34, 16, 54));
         let mut segs = Vec::new();
@@ -843,9 +843,7 @@ mod offloads {
             let h = VnetHdr::read(&hdr).unwrap();
             if let Ok(o) = h.settle(&mut f, &lay) {
                 lay.offload = o;
-                let mut g = f.clone();
-                let mut gl = lay;
-                let _ = VnetHdr::for_frame(&mut g, &mut gl);
+                let _ = VnetHdr::for_frame(&f, &lay);
                 finish(&mut f, &mut lay, &mut Vec::new(), &mut |_| {});
             }
         }
