@@ -280,9 +280,10 @@ impl Switch {
         let _ = writeln!(out, "  upcalls:       {} ({:.1}%)", s.misses, pct(s.misses));
         let _ = writeln!(
             out,
-            "  to controller: {}, to no such port: {}",
+            "  to controller: {}, to no such port: {}, dropped for a bad offload header: {}",
             self.controller.load(Ordering::Relaxed),
-            self.unroutable.load(Ordering::Relaxed)
+            self.unroutable.load(Ordering::Relaxed),
+            s.bad_offload
         );
         let _ = writeln!(
             out,
