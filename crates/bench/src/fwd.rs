@@ -19,9 +19,17 @@
 //! so it sits this mode out; after each run the forwarder's tracker must
 //! hold the connections that arrived (a run that tracked nothing fails).
 //!
+//! Besides packets per second (not in the conntrack mode), one TCP stream
+//! from the generator's namespace to the sink's for `secs`, twice: with
+//! the veths' default offloads (checksums left partial, 64 KB
+//! super-frames) and with them off on the namespaces' ends (`ethtool -K
+//! tx off tso off gso off`), in Gbit/s received. A forwarder over which no
+//! connection is made (or no byte arrives) gets "no connection".
+//!
 //! Invariant: every forwarder sees the same frames from the same generator
 //! code on the same links; the figure reported is frames counted at the sink
-//! divided by the sending time, never the generator's offered rate.
+//! divided by the sending time, never the generator's offered rate (TCP:
+//! bytes the receiver read, divided by its reading time).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,6 +74,10 @@ pub struct FwdRow {
     pub offered_pps: f64,
     pub forwarded_pps: f64,
     pub loss_pct: f64,
+    /// TCP Gbit/s with the default offloads and with them off (None: no
+    /// connection; not measured in the conntrack mode).
+    pub tcp_gbps: Option<f64>,
+    pub tcp_off_gbps: Option<f64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -86,12 +98,18 @@ impl FwdReport {
             .rows
             .iter()
             .map(|r| {
-                vec![
+                let gbps = |g: Option<f64>| g.map_or("no connection".to_string(), |g| format!("{g:.2}"));
+                let mut row = vec![
                     r.forwarder.clone(),
                     format!("{:.0}", r.offered_pps),
                     format!("{:.0}", r.forwarded_pps),
                     format!("{:.1}%", r.loss_pct),
-                ]
+                ];
+                if !self.conntrack {
+                    row.push(gbps(r.tcp_gbps));
+                    row.push(gbps(r.tcp_off_gbps));
+                }
+                row
             })
             .collect();
         let mut t = if self.conntrack {
@@ -106,7 +124,11 @@ impl FwdReport {
             )
         };
         let rate = if self.conntrack { "connections/s" } else { "forwarded pps" };
-        t += &crate::table(&["forwarder", "offered pps", rate, "loss"], &rows);
+        let mut head = vec!["forwarder", "offered pps", rate, "loss"];
+        if !self.conntrack {
+            head.extend(["TCP Gbit/s (default offloads)", "TCP Gbit/s (offloads off)"]);
+        }
+        t += &crate::table(&head, &rows);
         if let Some((a, others)) = self.rows.split_first() {
             for b in others.iter().filter(|b| b.forwarded_pps > 0.0) {
                 t += &format!("{} / {}: {:.2}x\n", a.forwarder, b.forwarder, a.forwarded_pps / b.forwarded_pps);
@@ -223,7 +245,122 @@ fn row(name: &str, c: &Counted) -> FwdRow {
         offered_pps: sent as f64 / secs.max(1e-9),
         forwarded_pps: received as f64 / secs.max(1e-9),
         loss_pct: if sent == 0 { 0.0 } else { 100.0 * (sent.saturating_sub(received)) as f64 / sent as f64 },
+        tcp_gbps: None,
+        tcp_off_gbps: None,
     }
+}
+
+/// Addresses of the TCP stream's ends (the generator's, the sink's).
+const TCP_NET: (&str, &str) = ("10.213.0.1", "10.213.0.2");
+const TCP_PORT: u16 = 5201;
+
+/// One TCP stream from the generator's namespace to the sink's for
+/// `secs`: Gbit/s received, None if no connection was made or nothing
+/// arrived. Every wait is bounded.
+fn measure_tcp(secs: f64, gen_ns: &str, sink_ns: &str) -> Result<Option<f64>, String> {
+    use std::io::{Read, Write};
+    let (listening_tx, listening_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let sink = {
+        let ns = sink_ns.to_string();
+        std::thread::spawn(move || -> Result<Option<(u64, f64)>, String> {
+            let listen = || -> Result<std::net::TcpListener, String> {
+                netns::enter(&ns).map_err(|e| format!("entering {ns}: {e}"))?;
+                let l = std::net::TcpListener::bind((TCP_NET.1, TCP_PORT)).map_err(|e| format!("listen: {e}"))?;
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Ok(l)
+            };
+            let l = match listen() {
+                Ok(l) => {
+                    let _ = listening_tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = listening_tx.send(Err(e.clone()));
+                    return Err(e);
+                }
+            };
+            let deadline = Instant::now() + Duration::from_secs_f64(secs + 5.0);
+            let mut c = loop {
+                match l.accept() {
+                    Ok((c, _)) => break c,
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => return Ok(None),
+                }
+            };
+            c.set_nonblocking(false).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 1 << 20];
+            let (mut n, mut start) = (0u64, None);
+            while Instant::now() < deadline {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => {
+                        start.get_or_insert_with(Instant::now);
+                        n += k as u64;
+                    }
+                }
+            }
+            Ok(start.map(|s| (n, s.elapsed().as_secs_f64())))
+        })
+    };
+    listening_rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "the TCP sink did not start".to_string())??;
+    let gen = {
+        let ns = gen_ns.to_string();
+        std::thread::spawn(move || -> Result<(), String> {
+            netns::enter(&ns).map_err(|e| format!("entering {ns}: {e}"))?;
+            let to = std::net::SocketAddr::from((
+                TCP_NET.1.parse::<std::net::Ipv4Addr>().map_err(|e| e.to_string())?,
+                TCP_PORT,
+            ));
+            let Ok(mut c) = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3)) else { return Ok(()) };
+            c.set_write_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+            let buf = vec![0x5au8; 1 << 18];
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < secs {
+                if c.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    };
+    gen.join().map_err(|_| "TCP sender panicked".to_string())??;
+    let got = sink.join().map_err(|_| "TCP sink panicked".to_string())??;
+    Ok(got.filter(|&(n, t)| n > 0 && t > 0.0).map(|(n, t)| n as f64 * 8.0 / t / 1e9))
+}
+
+/// Turns the namespaces' ends' offloads off or back on.
+fn offloads(gen: &Netns, vg: &Veth, sink: &Netns, vs: &Veth, on: bool) -> Result<(), String> {
+    let v = if on { "on" } else { "off" };
+    for (ns, dev) in [(gen, &vg.inner), (sink, &vs.inner)] {
+        let out = ns
+            .cmd("ethtool")
+            .args(["-K", dev, "tx", v, "tso", v, "gso", v])
+            .output()
+            .map_err(|e| format!("ethtool: {e} (is it installed?)"))?;
+        if !out.status.success() {
+            return Err(format!("ethtool -K {dev}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+    }
+    Ok(())
+}
+
+/// The TCP columns of a forwarder's row (not in the conntrack mode).
+fn tcp_columns(
+    opts: &FwdOpts,
+    r: &mut FwdRow,
+    (gen, vg): (&Netns, &Veth),
+    (sink, vs): (&Netns, &Veth),
+) -> Result<(), String> {
+    if opts.conntrack {
+        return Ok(());
+    }
+    r.tcp_gbps = measure_tcp(opts.secs, &gen.name, &sink.name)?;
+    offloads(gen, vg, sink, vs, false)?;
+    let off = measure_tcp(opts.secs, &gen.name, &sink.name);
+    offloads(gen, vg, sink, vs, true)?;
+    r.tcp_off_gbps = off?;
+    Ok(())
 }
 
 /// A Linux bridge, deleted on drop.
@@ -249,8 +386,10 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
     let io = |e: std::io::Error| e.to_string();
     let gen = Netns::new(&format!("kairo-bg{pid}")).map_err(io)?;
     let sink = Netns::new(&format!("kairo-bs{pid}")).map_err(io)?;
-    let vg = Veth::new(&format!("kbg{pid}"), &format!("kbg{pid}i"), &gen, None).map_err(io)?;
-    let vs = Veth::new(&format!("kbs{pid}"), &format!("kbs{pid}i"), &sink, None).map_err(io)?;
+    let vg =
+        Veth::new(&format!("kbg{pid}"), &format!("kbg{pid}i"), &gen, Some(&format!("{}/24", TCP_NET.0))).map_err(io)?;
+    let vs = Veth::new(&format!("kbs{pid}"), &format!("kbs{pid}i"), &sink, Some(&format!("{}/24", TCP_NET.1)))
+        .map_err(io)?;
     let mut rows = Vec::new();
 
     // kairo switch: the two outer ends as AF_PACKET ports, L2 flows between them.
@@ -276,13 +415,17 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
             let (sw, stop) = (sw.clone(), stop.clone());
             std::thread::spawn(move || sw.forward(ports, &stop))
         };
-        let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner);
+        let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner).and_then(|r| {
+            let mut row = row("kairo switch", &r);
+            tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
+            Ok((r, row))
+        });
         stop.store(true, Ordering::SeqCst);
         let _ = fwd.join();
-        let r = r?;
+        let (r, row) = r?;
         let tracked = sw.dp.lock().map_or(0, |dp| dp.ct.stats().conns);
         check_tracked(opts, "kairo switch", &r, tracked)?;
-        rows.push(row("kairo switch", &r));
+        rows.push(row);
     }
     pb.finish_and_clear();
 
@@ -296,7 +439,9 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         check_tracked(opts, "Open vSwitch", &r, ovs.conntrack_total())?;
         let version = crate::ovs::version().unwrap_or_default();
         let version = version.rsplit(' ').next().unwrap_or("");
-        rows.push(row(&format!("Open vSwitch {version} (userspace)"), &r));
+        let mut row = row(&format!("Open vSwitch {version} (userspace)"), &r);
+        tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
+        rows.push(row);
         pb.finish_and_clear();
     } else {
         notes.push("Open vSwitch: not installed here (scripts/ovs/install-ovs.sh installs it), no row".to_string());
@@ -314,7 +459,9 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         }
         netns::run(&["ip", "link", "set", &br.0, "up"]).map_err(io)?;
         let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner)?;
-        rows.push(row("Linux bridge", &r));
+        let mut row = row("Linux bridge", &r);
+        tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
+        rows.push(row);
         pb.finish_and_clear();
     }
     Ok(FwdReport {
