@@ -93,6 +93,10 @@ pub struct DpStats {
     pub recirc_too_deep: u64,
     /// Packets dropped because their virtio header contradicted them.
     pub bad_offload: u64,
+    /// Misses parked while the slow path was busy (each counted once per
+    /// time it was parked), and those dropped because the parking was full.
+    pub parked: u64,
+    pub parked_dropped: u64,
 }
 
 impl DpStats {
@@ -165,7 +169,30 @@ pub trait SlowPath {
     fn installed(&mut self, _mf: &Arc<Megaflow>, _note: Self::Note, _version: u64) {}
     /// A megaflow left the cache (idle expiry or eviction by the datapath).
     fn removed(&mut self, _mf: &Arc<Megaflow>) {}
+    /// As [`SlowPath::upcall`], unless the slow path is busy (an update
+    /// holds it): then None, and the datapath parks the packet instead of
+    /// waiting (see [`Datapath::process_packets`]).
+    fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Self::Note>> {
+        Some(self.upcall(key))
+    }
+    /// As [`SlowPath::installed`], unless the slow path is busy: then
+    /// false, and the datapath does not keep the megaflow (the packet is
+    /// forwarded by the upcall's actions all the same).
+    fn try_installed(&mut self, mf: &Arc<Megaflow>, note: Self::Note, version: u64) -> bool {
+        self.installed(mf, note, version);
+        true
+    }
+    /// Would an upcall now wait (an update holds the slow path)? Parked
+    /// packets are not tried again while it would.
+    fn busy(&self) -> bool {
+        false
+    }
 }
+
+/// Packets a forwarding pass parks at most while the slow path is busy
+/// (beyond, a miss is dropped and counted, as Open vSwitch drops upcalls
+/// its handlers' queues have no room for).
+pub const PARKED_MAX: usize = 4096;
 
 /// The datapath: EMC and per-port megaflow classifiers.
 pub struct Datapath {
@@ -184,6 +211,9 @@ pub struct Datapath {
     pub meters: Arc<meter::Meters>,
     /// The connection tracker `ct` actions use.
     pub ct: kairo_conntrack::Conntrack,
+    /// Missed packets waiting for the slow path, in arrival order (see
+    /// [`Datapath::process_packets`]).
+    parked: Vec<Packet>,
 }
 
 impl Datapath {
@@ -200,8 +230,14 @@ impl Datapath {
             interner: intern::Interner::default(),
             meters: Arc::default(),
             ct: kairo_conntrack::Conntrack::new(),
+            parked: Vec::new(),
             cfg,
         }
+    }
+
+    /// Packets parked for the slow path (see [`Datapath::process_packets`]).
+    pub fn n_parked(&self) -> usize {
+        self.parked.len()
     }
 
     /// Number of megaflows held (live, plus dead ones not yet reclaimed).
@@ -288,6 +324,19 @@ impl Datapath {
         now: u64,
         slow: &mut S,
     ) -> (Actions, Option<Arc<Megaflow>>) {
+        self.install_as(key, up, now, slow, false)
+    }
+
+    /// [`Datapath::install`]; `try_`: registering the megaflow with the
+    /// slow path must not wait (if it would, the megaflow is not kept).
+    fn install_as<S: SlowPath + ?Sized>(
+        &mut self,
+        key: &FlowKey,
+        up: Upcall<S::Note>,
+        now: u64,
+        slow: &mut S,
+        try_: bool,
+    ) -> (Actions, Option<Arc<Megaflow>>) {
         if !up.install {
             self.stats.not_installed += 1;
             return (self.interner.actions(up.actions), None);
@@ -307,8 +356,19 @@ impl Datapath {
         }
         if cls.insert(mf.clone()) {
             self.n_flows += 1;
+            if try_ {
+                if !slow.try_installed(&mf, up.note, version) {
+                    // An update began since the upcall: not kept (its
+                    // maintenance would not know it).
+                    mf.kill();
+                    self.unlink(&mf);
+                    self.stats.not_installed += 1;
+                    return (actions, None);
+                }
+            } else {
+                slow.installed(&mf, up.note, version);
+            }
             self.stats.installed += 1;
-            slow.installed(&mf, up.note, version);
             (actions, Some(mf))
         } else {
             // An identical live megaflow exists: forward with the fresh actions once.
@@ -375,7 +435,41 @@ impl Datapath {
     /// megaflow lookups per port), upcalls misses, executes actions and calls
     /// `out(where, bytes, layout)` for every packet sent (the layout says
     /// where its headers are and what it still owes).
+    ///
+    /// A miss never waits for the slow path: while an update holds it, the
+    /// packet is parked (taken out of `pkts`, up to [`PARKED_MAX`]) and
+    /// forwarding goes on; parked packets go first, in order, in the next
+    /// call (a call with no packets just tries them again). Hits are never
+    /// parked, and a flow's later packets miss too until its parked one is
+    /// answered, so no flow is reordered.
     pub fn process_packets<S: SlowPath + ?Sized>(
+        &mut self,
+        pkts: &mut [Packet],
+        now: u64,
+        slow: &mut S,
+        out: &mut impl FnMut(execute::Sent, &[u8], &kairo_wire::Layout),
+    ) {
+        if !self.parked.is_empty() && !slow.busy() {
+            let mut waiting = std::mem::take(&mut self.parked);
+            self.process_batch(&mut waiting, now, slow, out);
+        }
+        self.process_batch(pkts, now, slow, out);
+    }
+
+    /// Parks a missed packet (laid out as `lay`) for the slow path; its
+    /// virtio header then says what it owes as settled (so that settling
+    /// it again gives the same).
+    fn park(&mut self, p: &mut Packet, lay: &kairo_wire::Layout) {
+        if self.parked.len() >= PARKED_MAX {
+            self.stats.parked_dropped += 1;
+            return;
+        }
+        self.stats.parked += 1;
+        let vnet = (!lay.offload.is_none()).then(|| kairo_wire::offload::VnetHdr::for_frame(&p.bytes, lay));
+        self.parked.push(Packet { bytes: std::mem::take(&mut p.bytes), in_port: p.in_port, rss: p.rss, vnet });
+    }
+
+    fn process_batch<S: SlowPath + ?Sized>(
         &mut self,
         pkts: &mut [Packet],
         now: u64,
@@ -440,11 +534,11 @@ impl Datapath {
                 if bad[i] {
                     continue;
                 }
-                let (buf, in_port) = (&mut p.bytes, p.in_port);
+                let (len, in_port) = (p.bytes.len() as u64, p.in_port);
                 let flags = keys[i].get(kairo_flow::Field::TcpFlags) as u16;
                 let actions = match &flows[i] {
                     Some(f) => {
-                        f.used(buf.len() as u64, now, flags);
+                        f.used(len, now, flags);
                         f.actions()
                     }
                     None => {
@@ -452,15 +546,19 @@ impl Datapath {
                         let h = hashes[i];
                         match self.lookup(&keys[i], h) {
                             Some(f) => {
-                                f.used(buf.len() as u64, now, flags);
+                                f.used(len, now, flags);
                                 f.actions()
                             }
                             None => {
+                                let Some(up) = slow.try_upcall(&keys[i]) else {
+                                    let lay = lays[i];
+                                    self.park(p, &lay);
+                                    continue;
+                                };
                                 self.stats.misses += 1;
-                                let up = slow.upcall(&keys[i]);
-                                let (a, mf) = self.install(&keys[i], up, now, slow);
+                                let (a, mf) = self.install_as(&keys[i], up, now, slow, true);
                                 if let Some(m) = mf {
-                                    m.used(buf.len() as u64, now, flags);
+                                    m.used(len, now, flags);
                                     self.emc.insert(&keys[i], h, &m);
                                 }
                                 a
@@ -472,7 +570,7 @@ impl Datapath {
                 let mut send = execute::recirculating(&mut again, &mut *out);
                 let mut cx = execute::Context { meters: &self.meters, ct: &mut self.ct, now };
                 let meta = execute::PacketMeta::default();
-                execute::execute(buf, &mut lays[i], in_port, meta, &actions, &mut cx, &mut send);
+                execute::execute(&mut p.bytes, &mut lays[i], in_port, meta, &actions, &mut cx, &mut send);
                 drop(send);
                 // Its recirculations before the next packet (as the key path).
                 if !again.is_empty() {

@@ -288,3 +288,100 @@ fn mpls_packets_on_the_wire_get_the_slow_path_effect() {
         }
     }
 }
+
+/// A slow path that can be busy (an update holding it), for upcalls and
+/// for registering what they installed, separately.
+struct Busy {
+    p: Pipeline,
+    upcalls_wait: bool,
+    installs_wait: bool,
+    upcalls: usize,
+}
+
+impl SlowPath for Busy {
+    type Note = ();
+    fn upcall(&mut self, key: &FlowKey) -> Upcall<()> {
+        assert!(!self.upcalls_wait, "a blocking upcall while the slow path is busy");
+        self.upcalls += 1;
+        self.p.upcall(key)
+    }
+    fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<()>> {
+        (!self.upcalls_wait).then(|| self.upcall(key))
+    }
+    fn try_installed(&mut self, _mf: &Arc<Megaflow>, _note: (), _version: u64) -> bool {
+        !self.installs_wait
+    }
+    fn busy(&self) -> bool {
+        self.upcalls_wait
+    }
+}
+
+fn udp_to(dst: u8, sport: u16) -> Packet {
+    let k =
+        kairo_flow::parse_key(&format!("in_port=1,udp,nw_src=10.0.0.1,nw_dst=10.0.0.{dst},udp_src={sport},udp_dst=53"))
+            .unwrap();
+    Packet::new(kairo_wire::emit::frame(&k, &sport.to_be_bytes()), 1)
+}
+
+/// The source port of each frame sent, in order.
+fn run(dp: &mut Datapath, pkts: &mut [Packet], slow: &mut Busy) -> Vec<(u32, u16)> {
+    let mut sent = Vec::new();
+    dp.process_packets(pkts, 1, slow, &mut |to, b, _| {
+        if let execute::Sent::Port(p) = to {
+            sent.push((p, kairo_wire::parse(b, 0).0.get(Field::TpSrc) as u16));
+        }
+    });
+    sent
+}
+
+#[test]
+fn misses_park_while_the_slow_path_is_busy_and_hits_go_on() {
+    let p =
+        pipeline("priority=1,ip,nw_dst=10.0.0.2,actions=output:2\npriority=1,ip,nw_dst=10.0.0.3,actions=output:3", "");
+    let mut slow = Busy { p, upcalls_wait: false, installs_wait: false, upcalls: 0 };
+    let mut dp = Datapath::new(cfg_always_emc());
+    // A megaflow for 10.0.0.2.
+    assert_eq!(run(&mut dp, &mut [udp_to(2, 1)], &mut slow), vec![(2, 1)]);
+    // Busy: hits are forwarded, misses parked (none of them waits).
+    slow.upcalls_wait = true;
+    let mut batch = vec![udp_to(2, 2), udp_to(3, 3), udp_to(2, 4), udp_to(3, 5)];
+    assert_eq!(run(&mut dp, &mut batch, &mut slow), vec![(2, 2), (2, 4)]);
+    assert_eq!((dp.n_parked(), dp.stats.parked), (2, 2));
+    // Still busy: nothing is tried again; a later miss queues behind.
+    assert_eq!(run(&mut dp, &mut [udp_to(3, 6)], &mut slow), vec![]);
+    assert_eq!(dp.n_parked(), 3);
+    // Free again: the parked go first, in their order, then the new ones.
+    slow.upcalls_wait = false;
+    assert_eq!(run(&mut dp, &mut [udp_to(3, 7)], &mut slow), vec![(3, 3), (3, 5), (3, 6), (3, 7)]);
+    assert_eq!((dp.n_parked(), slow.upcalls), (0, 2), "one upcall for the parked flow, the rest hit its megaflow");
+    assert_eq!(dp.n_flows(), 2);
+}
+
+#[test]
+fn a_megaflow_the_slow_path_cannot_register_is_not_kept() {
+    let p = pipeline("priority=1,ip,actions=output:2", "");
+    let mut slow = Busy { p, upcalls_wait: false, installs_wait: true, upcalls: 0 };
+    let mut dp = Datapath::new(cfg_always_emc());
+    // Answered but not registered (an update began in between): forwarded,
+    // and the next packet of the flow comes up again.
+    assert_eq!(run(&mut dp, &mut [udp_to(2, 1)], &mut slow), vec![(2, 1)]);
+    assert_eq!(dp.n_flows(), 0);
+    assert_eq!(run(&mut dp, &mut [udp_to(2, 2)], &mut slow), vec![(2, 2)]);
+    assert_eq!((slow.upcalls, dp.stats.not_installed), (2, 2));
+    slow.installs_wait = false;
+    run(&mut dp, &mut [udp_to(2, 3)], &mut slow);
+    run(&mut dp, &mut [udp_to(2, 4)], &mut slow);
+    assert_eq!((slow.upcalls, dp.n_flows()), (3, 1));
+}
+
+#[test]
+fn parking_is_bounded() {
+    let p = pipeline("priority=1,ip,actions=output:2", "");
+    let mut slow = Busy { p, upcalls_wait: true, installs_wait: false, upcalls: 0 };
+    let mut dp = Datapath::new(cfg_always_emc());
+    let mut batch: Vec<Packet> = (0..PARKED_MAX + 10).map(|i| udp_to(2, i as u16)).collect();
+    assert_eq!(run(&mut dp, &mut batch, &mut slow), vec![]);
+    assert_eq!((dp.n_parked(), dp.stats.parked_dropped), (PARKED_MAX, 10));
+    slow.upcalls_wait = false;
+    assert_eq!(run(&mut dp, &mut [], &mut slow).len(), PARKED_MAX);
+}

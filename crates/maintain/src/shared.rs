@@ -3,7 +3,9 @@
 //! Forwarding threads own their EMC and megaflow classifiers and never wait
 //! for maintenance on a lookup: maintenance changes a megaflow only by
 //! swapping its actions atomically or marking it dead. Upcalls and updates
-//! serialise on one lock (the slow path only). Invariant: a megaflow installed
+//! serialise on one lock (the slow path only); a forwarding pass takes it
+//! only if it is free ([`SlowPath::try_upcall`]), parking the packet
+//! otherwise, so that an update never stalls forwarding. Invariant: a megaflow installed
 //! from an upcall answered before an update is revalidated against the new
 //! rules when it is registered, so no update can slip between translation and
 //! indexing. What NORMAL learns from an upcall's packet is put in the MAC
@@ -31,6 +33,62 @@ impl SharedControl {
     pub fn lock(&self) -> MutexGuard<'_, Control> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+    /// Locks the control state if no one holds it (an update, say): None
+    /// rather than wait.
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, Control>> {
+        match self.0.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
+/// What an upcall does under the lock: translate, and teach the MAC
+/// table, the learned flows and the fin timeouts what the packet says.
+fn upcall_locked(c: &mut Control, key: &FlowKey) -> Upcall<Traversal> {
+    let r = kairo_xlate::translate(&c.pipeline, key);
+    let version = c.version;
+    if !r.learn.is_empty() {
+        c.learn(&r.learn);
+    }
+    if let Some(learned) = r.traversal.learned.as_deref() {
+        let now = c.now_ms;
+        c.learn_flows(learned.iter().map(|l| (l.clone(), now)));
+    }
+    if let Some(fin) = r.traversal.fin.as_deref() {
+        if crate::fin_or_rst(key.get(kairo_flow::Field::TcpFlags) as u16) {
+            c.cut_timeouts(fin.to_vec());
+        }
+    }
+    Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
+}
+
+/// Registers a megaflow installed from an upcall answered at `version`,
+/// bringing it up to date first if the rules changed since.
+fn installed_locked(c: &mut Control, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
+    let mf = Arc::new(Ukey::new(mf.clone(), c.interner.traversal(traversal)));
+    if c.version != version {
+        // The rules changed since this translation: bring it up to date first.
+        match revalidate::revalidate(&c.pipeline, &mf, &revalidate::pipeline_only_mask()) {
+            // Only a pass's memo shares; `revalidate` translates whole.
+            Verdict::Keep | Verdict::Shared { .. } => {}
+            Verdict::Update(r) => {
+                let m = mf.set_actions(r.actions, r.traversal);
+                if c.keep_moved {
+                    c.moved.push(m);
+                }
+            }
+            Verdict::Evict => {
+                mf.kill();
+                if c.keep_moved {
+                    c.moved.push(mf.leaving());
+                }
+                return;
+            }
+        }
+    }
+    c.add(mf);
 }
 
 impl SlowPath for SharedControl {
@@ -41,57 +99,57 @@ impl SlowPath for SharedControl {
     /// changes: the megaflow made before it is then revalidated as it is
     /// installed, as any made before an update is).
     fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
-        let mut c = self.lock();
-        let r = kairo_xlate::translate(&c.pipeline, key);
-        let version = c.version;
-        if !r.learn.is_empty() {
-            c.learn(&r.learn);
-        }
-        if let Some(learned) = r.traversal.learned.as_deref() {
-            let now = c.now_ms;
-            c.learn_flows(learned.iter().map(|l| (l.clone(), now)));
-        }
-        if let Some(fin) = r.traversal.fin.as_deref() {
-            if crate::fin_or_rst(key.get(kairo_flow::Field::TcpFlags) as u16) {
-                c.cut_timeouts(fin.to_vec());
-            }
-        }
-        Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
+        upcall_locked(&mut self.lock(), key)
     }
 
     fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
-        let mut c = self.lock();
-        let mf = Arc::new(Ukey::new(mf.clone(), c.interner.traversal(traversal)));
-        if c.version != version {
-            // The rules changed since this translation: bring it up to date first.
-            match revalidate::revalidate(&c.pipeline, &mf, &revalidate::pipeline_only_mask()) {
-                // Only a pass's memo shares; `revalidate` translates whole.
-                Verdict::Keep | Verdict::Shared { .. } => {}
-                Verdict::Update(r) => {
-                    let m = mf.set_actions(r.actions, r.traversal);
-                    if c.keep_moved {
-                        c.moved.push(m);
-                    }
-                }
-                Verdict::Evict => {
-                    mf.kill();
-                    if c.keep_moved {
-                        c.moved.push(mf.leaving());
-                    }
-                    return;
-                }
-            }
-        }
-        c.add(mf);
+        installed_locked(&mut self.lock(), mf, traversal, version)
+    }
+
+    /// None while an update (or another upcall) holds the lock.
+    fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Traversal>> {
+        let mut c = self.try_lock()?;
+        Some(upcall_locked(&mut c, key))
+    }
+
+    fn try_installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) -> bool {
+        let Some(mut c) = self.try_lock() else { return false };
+        installed_locked(&mut c, mf, traversal, version);
+        true
     }
 
     fn removed(&mut self, mf: &Arc<Megaflow>) {
-        let mut c = self.lock();
-        if let Some(uk) = c.engine.remove(mf) {
-            if c.keep_moved {
-                c.moved.push(uk.leaving());
-            }
+        removed_locked(&mut self.lock(), mf)
+    }
+
+    fn busy(&self) -> bool {
+        self.try_lock().is_none()
+    }
+}
+
+/// A megaflow the datapath let go of leaves the engine.
+fn removed_locked(c: &mut Control, mf: &Arc<Megaflow>) {
+    if let Some(uk) = c.engine.remove(mf) {
+        if c.keep_moved {
+            c.moved.push(uk.leaving());
         }
+    }
+}
+
+/// The slow path through a lock already held (a forwarding pass that took
+/// it with [`SharedControl::try_lock`] for its housekeeping).
+pub struct Held<'a>(pub &'a mut Control);
+
+impl SlowPath for Held<'_> {
+    type Note = Traversal;
+    fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
+        upcall_locked(self.0, key)
+    }
+    fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
+        installed_locked(self.0, mf, traversal, version)
+    }
+    fn removed(&mut self, mf: &Arc<Megaflow>) {
+        removed_locked(self.0, mf)
     }
 }
 

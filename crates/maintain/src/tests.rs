@@ -1369,3 +1369,33 @@ fn fin_timeout_cuts_timeouts_once_fin_or_rst_is_seen() {
         vec!["cookie=0x0, table=1, priority=32768,dl_dst=02:00:00:00:00:01 actions=fin_timeout(idle_timeout=3)"]
     );
 }
+
+/// An update holding the slow path never stalls forwarding: a miss meanwhile
+/// is parked (no wait), then forwarded by the rules as the update left them,
+/// and its megaflow registered and maintained like any other.
+#[test]
+fn a_miss_during_an_update_is_parked_then_forwarded_by_the_new_rules() {
+    use kairo_datapath::execute::Sent;
+    use kairo_datapath::Packet;
+    let p = pipeline("table=0,priority=10,ip,actions=output:2", "");
+    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
+    let mut dp = Datapath::new(DpConfig::default());
+    let mut fwd = sc.clone();
+    let frame =
+        || Packet::new(kairo_wire::emit::frame(&key("in_port=1,udp,nw_dst=10.0.0.9,tp_src=1,tp_dst=2"), &[]), 1);
+    let mut run = |dp: &mut Datapath, pkts: &mut [Packet]| {
+        let mut sent = Vec::new();
+        dp.process_packets(pkts, 0, &mut fwd, &mut |to, _, _| sent.push(to));
+        sent
+    };
+    let update = sc.lock(); // an update in progress
+    assert_eq!(run(&mut dp, &mut [frame(), frame()]), vec![]);
+    assert_eq!(dp.n_parked(), 2);
+    drop(update);
+    sc.lock().apply(&parse_command("mod-flows", "table=0,ip,actions=output:3").unwrap()).unwrap();
+    assert_eq!(run(&mut dp, &mut []), vec![Sent::Port(3), Sent::Port(3)]);
+    assert_eq!((dp.n_parked(), dp.n_flows(), sc.lock().engine.len()), (0, 1, 1));
+    sc.lock().apply(&parse_command("mod-flows", "table=0,ip,actions=output:4").unwrap()).unwrap();
+    assert_eq!(run(&mut dp, &mut [frame()]), vec![Sent::Port(4)], "the parked flow's megaflow is maintained");
+    assert!(sc.lock().verify().is_empty());
+}

@@ -406,33 +406,34 @@ impl Switch {
             if now.saturating_sub(last_sweep) >= 100 {
                 last_sweep = now;
                 let mut dp = lock(&self.dp);
-                let expired = dp.sweep(now, &mut slow);
                 // Connections past their time, a bounded number per round.
                 dp.ct.expire(now, CT_EXPIRE_PER_ROUND);
-                drop(dp);
-                // Frozen states no megaflow uses any more (cheap unless due),
-                // and NORMAL's MACs that aged out (an update when some did).
-                {
-                    let mut c = slow.lock();
+                // What needs the slow path runs only if no update holds it
+                // (else next round): idle megaflows leave, frozen states no
+                // megaflow uses any more are retired (cheap unless due),
+                // NORMAL's MACs that aged out go (an update when some did),
+                // and the counters of megaflows that left are filed.
+                let moved = slow.try_lock().map(|mut c| {
+                    dp.sweep(now, &mut kairo_maintain::shared::Held(&mut c));
                     c.retire_frozen();
-                    if c.tick(now).is_some() && c.keep_moved {
-                        let moved = std::mem::take(&mut c.moved);
-                        drop(c);
-                        self.take_moved(moved);
-                    }
-                }
-                // Expired megaflows' counters (filed by the sweep's removals;
-                // the control lock is taken only when there are some).
-                if expired > 0 {
-                    let moved = std::mem::take(&mut slow.lock().moved);
+                    let _ = c.tick(now);
+                    std::mem::take(&mut c.moved)
+                });
+                drop(dp);
+                if let Some(moved) = moved {
                     self.take_moved(moved);
                 }
                 self.settle_leaving();
             }
             self.packet_outs(ports, by_ofport, &mut scratch, &mut slow, now);
             if batch.is_empty() {
-                wait(pfds);
-                continue;
+                // Packets parked while an update held the slow path are
+                // tried again every round (short waits meanwhile).
+                if lock(&self.dp).n_parked() == 0 {
+                    wait(pfds);
+                    continue;
+                }
+                std::thread::sleep(Duration::from_micros(200));
             }
             {
                 let mut dp = lock(&self.dp);
