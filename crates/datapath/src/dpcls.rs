@@ -173,10 +173,15 @@ impl Dpcls {
         self.since_rerank += n;
         if self.since_rerank >= self.rerank_interval {
             self.since_rerank = 0;
-            self.subtables.sort_by_key(|s| std::cmp::Reverse(s.hits));
+            // Unstable: a stable sort of many subtables takes a buffer.
+            self.subtables.sort_unstable_by_key(|s| std::cmp::Reverse(s.hits));
             for (i, s) in self.subtables.iter_mut().enumerate() {
                 s.hits /= 2; // decay, so the ranking follows changing traffic
-                self.by_mask.insert(*s.mask, i);
+                             // Every subtable's mask is in the map: its index changes in
+                             // place (an insert may grow the table, an allocation).
+                if let Some(at) = self.by_mask.get_mut(&*s.mask) {
+                    *at = i;
+                }
             }
         }
     }

@@ -504,20 +504,38 @@ impl Datapath {
             self.stats.packets += n as u64;
             self.stats.bad_offload += bad[..n].iter().filter(|&&b| b).count() as u64;
             self.stats.emc_hits += flows[..n].iter().filter(|f| f.is_some()).count() as u64;
-            // Batched megaflow lookups, grouped by ingress port.
-            let mut todo: Vec<usize> = (0..n).filter(|&i| flows[i].is_none() && !bad[i]).collect();
-            while let Some(&first) = todo.first() {
-                let port = keys[first].get(Field::InPort) as u32;
-                let (same, rest): (Vec<usize>, Vec<usize>) =
-                    todo.iter().partition(|&&i| keys[i].get(Field::InPort) as u32 == port);
-                todo = rest;
+            // Batched megaflow lookups, grouped by ingress port (on the
+            // stack: nothing here allocates per packet).
+            let (mut todo, mut nt) = ([0usize; BATCH], 0);
+            for i in (0..n).filter(|&i| flows[i].is_none() && !bad[i]) {
+                todo[nt] = i;
+                nt += 1;
+            }
+            while nt > 0 {
+                let port = keys[todo[0]].get(Field::InPort) as u32;
+                let (mut same, mut ns, mut rest) = ([0usize; BATCH], 0, 0);
+                for j in 0..nt {
+                    let i = todo[j];
+                    if keys[i].get(Field::InPort) as u32 == port {
+                        same[ns] = i;
+                        ns += 1;
+                    } else {
+                        todo[rest] = i;
+                        rest += 1;
+                    }
+                }
+                nt = rest;
+                let same = &same[..ns];
                 if let Some(c) = self.cls.get_mut(&port) {
-                    let ks: Vec<FlowKey> = same.iter().map(|&i| keys[i]).collect();
+                    let mut ks = [FlowKey::ZERO; BATCH];
+                    for (k, &i) in ks.iter_mut().zip(same) {
+                        *k = keys[i];
+                    }
                     let mut res: [Option<Arc<Megaflow>>; BATCH] = Default::default();
                     let before = c.stats.subtables_visited;
-                    c.lookup_batch(&ks, &mut res, &mut self.dead);
+                    c.lookup_batch(&ks[..ns], &mut res, &mut self.dead);
                     self.stats.subtables_visited += c.stats.subtables_visited - before;
-                    self.stats.megaflow_lookups += ks.len() as u64;
+                    self.stats.megaflow_lookups += ns as u64;
                     for (j, &i) in same.iter().enumerate() {
                         if let Some(f) = res[j].take() {
                             self.stats.megaflow_hits += 1;
