@@ -7,6 +7,7 @@
 
 pub mod connections;
 pub mod conntrack;
+pub mod emc;
 pub mod fwd;
 pub mod hitrate;
 pub mod lookup;

@@ -141,7 +141,7 @@ fn measure_cls(cls: &mut Dpcls, keys: &[FlowKey], batched: bool, secs: f64) -> (
 pub const ROUTER_FLOWS: &str = include_str!("../../../examples/l3-router.flows");
 pub const ROUTER_GROUPS: &str = include_str!("../../../examples/l3-router.groups");
 
-fn router_packets(n_flows: usize, count: usize, pop: Popularity, seed: u64) -> Vec<Vec<u8>> {
+pub(crate) fn router_packets(n_flows: usize, count: usize, pop: Popularity, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let dsts: [[u8; 4]; 5] = [[10, 1, 2, 3], [10, 1, 7, 0], [10, 2, 0, 0], [10, 9, 0, 0], [8, 8, 0, 0]];
     let flows: Vec<Vec<u8>> = (0..n_flows)

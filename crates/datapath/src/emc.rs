@@ -4,15 +4,30 @@
 //! Invariants: an entry is used only if its full key equals the packet's key
 //! and its megaflow is alive, so the EMC never serves an evicted megaflow;
 //! it holds no actions of its own (it reads the megaflow's current actions),
-//! so it never serves stale ones. Insertion is probabilistic (1 in
-//! `insert_inv_prob`, Open vSwitch's `emc-insert-inv-prob`, default 100), so
-//! short flows do not thrash it.
+//! so it never serves stale ones. What it takes in is decided by its
+//! [`Admission`]: Open vSwitch's random insertion (1 in `insert_inv_prob`,
+//! its `emc-insert-inv-prob`, default 100), or only flows a hot-flow filter
+//! ([`crate::admit`]) finds hot; either way short flows do not thrash it.
 
 use std::sync::Arc;
 
 use kairo_flow::FlowKey;
 
+use crate::admit::HotFilter;
 use crate::megaflow::Megaflow;
+
+/// How the EMC decides what to take in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// One missed flow in `insert_inv_prob`, at random (Open vSwitch's).
+    Random,
+    /// Flows that missed the EMC `threshold` times in an epoch (NetCache's
+    /// Count-Min sketch and Bloom filter, [`crate::admit`]) and, for the
+    /// rest, one in `insert_inv_prob` at random as [`Admission::Random`]
+    /// (on its own the filter kept fewer hits than random insertion when
+    /// the flows barely outnumber the EMC's entries).
+    Hot { threshold: u8 },
+}
 
 struct Entry {
     hash: u32,
@@ -23,16 +38,27 @@ struct Entry {
 pub struct Emc {
     slots: Box<[Option<Entry>]>,
     mask: usize,
-    /// Insert one miss in this many (0 disables the EMC, 1 always inserts).
+    /// Insert one miss in this many at random (0 disables the EMC, 1
+    /// always inserts, whatever the admission).
     pub insert_inv_prob: u32,
     rng: u64,
+    hot: Option<HotFilter>,
 }
 
 impl Emc {
     /// `entries` is rounded up to a power of two (Open vSwitch uses 8192).
     pub fn new(entries: usize, insert_inv_prob: u32) -> Emc {
+        Emc::with_admission(entries, insert_inv_prob, Admission::Random)
+    }
+
+    /// An EMC that takes flows in as `admission` says.
+    pub fn with_admission(entries: usize, insert_inv_prob: u32, admission: Admission) -> Emc {
         let n = entries.max(2).next_power_of_two();
-        Emc { slots: (0..n).map(|_| None).collect(), mask: n - 1, insert_inv_prob, rng: 0x2545_f491_4f6c_dd1d }
+        let hot = match admission {
+            Admission::Random => None,
+            Admission::Hot { threshold } => Some(HotFilter::new(n, threshold)),
+        };
+        Emc { slots: (0..n).map(|_| None).collect(), mask: n - 1, insert_inv_prob, rng: 0x2545_f491_4f6c_dd1d, hot }
     }
 
     #[inline]
@@ -56,12 +82,17 @@ impl Emc {
         None
     }
 
-    /// Maybe caches `key -> flow` (with probability 1/insert_inv_prob).
+    /// Maybe caches `key -> flow` (a flow that missed the EMC), as the
+    /// admission says.
     pub fn insert(&mut self, key: &FlowKey, hash: u32, flow: &Arc<Megaflow>) {
         if self.insert_inv_prob == 0 {
             return;
         }
-        if self.insert_inv_prob > 1 {
+        if self.insert_inv_prob == 1 {
+            // Always, whatever the admission rule.
+        } else if self.hot.as_mut().is_some_and(|hot| hot.observe(hash)) {
+            // Hot: in. (Otherwise, as Open vSwitch, maybe at random.)
+        } else {
             self.rng ^= self.rng << 13;
             self.rng ^= self.rng >> 7;
             self.rng ^= self.rng << 17;

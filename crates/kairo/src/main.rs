@@ -297,6 +297,25 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// What the EMC should take in: EMC hit rate and packets per second,
+    /// end to end, under uniform and Zipf 0.9 / 0.95 / 0.99 traffic, for Open
+    /// vSwitch's random insertion (1/100), always-insert, and the hot-flow
+    /// filter (Count-Min sketch and Bloom filter).
+    Emc {
+        /// Distinct flows in the traffic (k and m suffixes allowed).
+        #[arg(long, default_value = "100k")]
+        flows: String,
+        /// Packets in the replayed stream.
+        #[arg(long, default_value = "256k")]
+        packets: String,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 0.5)]
+        secs: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Connection tracking on the data path: TCP connections set up per
     /// second, new UDP connections, established packets, expiry, and the
     /// memory each connection holds (a stateful firewall pipeline).
@@ -551,6 +570,16 @@ fn run(cli: Cli) -> Result<()> {
             let report = kairo_bench::lookup::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())?;
             Ok(())
+        }
+        Cmd::Bench { what: Some(BenchCmd::Emc { flows, packets, secs, seed, json }) } => {
+            let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);
+            let (flows, packets) = (size(&flows)?, size(&packets)?);
+            if secs.is_nan() || secs <= 0.0 || flows == 0 || packets == 0 {
+                anyhow::bail!("--secs must be positive, --flows and --packets at least 1");
+            }
+            let opts = kairo_bench::emc::EmcOpts { flows, packets, secs, seed, progress: true };
+            let report = kairo_bench::emc::run(&opts).map_err(anyhow::Error::msg)?;
+            emit(&report, report.to_table(), json.as_deref())
         }
         Cmd::Bench { what: Some(BenchCmd::Conntrack { conns, json, seed }) } => {
             let conns = kairo_bench::parse_size(&conns).map_err(anyhow::Error::msg)?;
