@@ -78,6 +78,13 @@ pub struct FwdRow {
     /// connection; not measured in the conntrack mode).
     pub tcp_gbps: Option<f64>,
     pub tcp_off_gbps: Option<f64>,
+    /// Frames the sink's kernel dropped (its ring full): lost after the
+    /// forwarder, not in it.
+    pub sink_dropped: u64,
+    /// Frames the forwarder itself counted as dropped (kairo: its ports'
+    /// receive rings overflowing and its transmit rings full), where it
+    /// says.
+    pub forwarder_dropped: Option<u64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -99,11 +106,16 @@ impl FwdReport {
             .iter()
             .map(|r| {
                 let gbps = |g: Option<f64>| g.map_or("no connection".to_string(), |g| format!("{g:.2}"));
+                let lost = r.sent.saturating_sub(r.received);
+                let inside = r.forwarder_dropped.map_or("-".to_string(), |d| d.to_string());
                 let mut row = vec![
                     r.forwarder.clone(),
                     format!("{:.0}", r.offered_pps),
                     format!("{:.0}", r.forwarded_pps),
                     format!("{:.1}%", r.loss_pct),
+                    format!("{lost}"),
+                    inside,
+                    r.sink_dropped.to_string(),
                 ];
                 if !self.conntrack {
                     row.push(gbps(r.tcp_gbps));
@@ -124,7 +136,8 @@ impl FwdReport {
             )
         };
         let rate = if self.conntrack { "connections/s" } else { "forwarded pps" };
-        let mut head = vec!["forwarder", "offered pps", rate, "loss"];
+        let mut head =
+            vec!["forwarder", "offered pps", rate, "loss", "lost", "dropped in forwarder", "dropped at sink"];
         if !self.conntrack {
             head.extend(["TCP Gbit/s (default offloads)", "TCP Gbit/s (offloads off)"]);
         }
@@ -134,6 +147,9 @@ impl FwdReport {
                 t += &format!("{} / {}: {:.2}x\n", a.forwarder, b.forwarder, a.forwarded_pps / b.forwarded_pps);
             }
         }
+        t += "lost: sent by the generator, not counted at the sink; dropped in forwarder: what the forwarder\n";
+        t += "itself counted (kairo: its receive rings overflowing, its transmit rings full; - where it does not\n";
+        t += "say); dropped at sink: the sink's receive ring overflowing. The rest was lost between them (veths).\n";
         for n in &self.notes {
             t += &format!("{n}\n");
         }
@@ -157,6 +173,8 @@ struct Counted {
     received: u64,
     /// Seconds the generator sent for.
     secs: f64,
+    /// Frames the sink's kernel dropped.
+    sink_dropped: u64,
 }
 
 /// Runs the generator and the sink around the forwarder for `secs` (in the
@@ -167,9 +185,10 @@ fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &
     let ready = Arc::new(AtomicU64::new(0));
     let sink = {
         let (ns, dev, stop, ready) = (sink_ns.to_string(), sink_if.to_string(), stop_sink.clone(), ready.clone());
-        std::thread::spawn(move || -> Result<u64, String> {
+        std::thread::spawn(move || -> Result<(u64, u64), String> {
             netns::enter(&ns).map_err(|e| format!("entering {ns}: {e}"))?;
             let mut p = AfPacket::open(&dev).map_err(|e| e.to_string())?;
+            let _ = p.kernel_drops(); // from zero
             let c = PortCounters::default();
             let (mut got, mut pool, mut n) = (Vec::new(), Vec::new(), 0u64);
             ready.fetch_add(1, Ordering::SeqCst);
@@ -186,7 +205,7 @@ fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &
                 }
                 pool.truncate(4096);
             }
-            Ok(n)
+            Ok((n, p.kernel_drops()))
         })
     };
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -223,8 +242,8 @@ fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &
     let (sent, secs) = gen.join().map_err(|_| "generator thread panicked".to_string())??;
     std::thread::sleep(Duration::from_millis(300)); // let in-flight frames arrive
     stop_sink.store(true, Ordering::SeqCst);
-    let received = sink.join().map_err(|_| "sink thread panicked".to_string())??;
-    Ok(Counted { sent, received, secs })
+    let (received, sink_dropped) = sink.join().map_err(|_| "sink thread panicked".to_string())??;
+    Ok(Counted { sent, received, secs, sink_dropped })
 }
 
 /// In the conntrack mode, `tracked` (the connections the forwarder's
@@ -237,7 +256,7 @@ fn check_tracked(opts: &FwdOpts, name: &str, c: &Counted, tracked: u64) -> Resul
 }
 
 fn row(name: &str, c: &Counted) -> FwdRow {
-    let Counted { sent, received, secs } = *c;
+    let Counted { sent, received, secs, sink_dropped } = *c;
     FwdRow {
         forwarder: name.into(),
         sent,
@@ -247,6 +266,8 @@ fn row(name: &str, c: &Counted) -> FwdRow {
         loss_pct: if sent == 0 { 0.0 } else { 100.0 * (sent.saturating_sub(received)) as f64 / sent as f64 },
         tcp_gbps: None,
         tcp_off_gbps: None,
+        sink_dropped,
+        forwarder_dropped: None,
     }
 }
 
@@ -408,7 +429,8 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
                 counters: Default::default(),
             });
         }
-        let info = ports.iter().map(Attached::info).collect();
+        let info: Vec<_> = ports.iter().map(Attached::info).collect();
+        let counters: Vec<_> = info.iter().map(|p: &kairo_switch::PortInfo| p.counters.clone()).collect();
         let sw = Arc::new(Switch::new(pipeline, EngineKind::Incremental, DpConfig::default(), info));
         let stop = Arc::new(AtomicBool::new(false));
         let fwd = {
@@ -417,6 +439,11 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         };
         let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner).and_then(|r| {
             let mut row = row("kairo switch", &r);
+            // What kairo dropped itself during the packet run (before TCP):
+            // the generator's port's receive ring, the sink's port's transmit.
+            std::thread::sleep(Duration::from_millis(250)); // a housekeeping round reads the ring's count
+            let get = |i: usize, f: fn(&PortCounters) -> &AtomicU64| PortCounters::get(f(&counters[i]));
+            row.forwarder_dropped = Some(get(0, |c| &c.rx_dropped) + get(1, |c| &c.tx_dropped));
             tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
             Ok((r, row))
         });

@@ -200,6 +200,9 @@ pub trait SlowPath {
     fn busy(&self) -> bool {
         false
     }
+    /// How many packets the datapath has parked for the slow path now
+    /// (after each forwarding pass): an update may let them go first.
+    fn parked(&mut self, _n: usize) {}
 }
 
 /// Packets a forwarding pass parks at most while the slow path is busy
@@ -467,6 +470,7 @@ impl Datapath {
             self.process_batch(&mut waiting, now, slow, out);
         }
         self.process_batch(pkts, now, slow, out);
+        slow.parked(self.parked.len());
     }
 
     /// Parks a missed packet (laid out as `lay`) for the slow path; its

@@ -297,6 +297,25 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Does forwarding wait while an update runs? Packets offered at a
+    /// fixed rate over a filled OF-DPA cache while updates re-translate it
+    /// (full engine), with misses parked (kairo) and with upcalls that wait
+    /// for the lock (before): latency of hits and of new flows.
+    Stall {
+        /// Megaflows in the cache (k and m suffixes allowed).
+        #[arg(long, default_value = "100k")]
+        entries: String,
+        /// Updates applied one after the other.
+        #[arg(long, default_value_t = 4)]
+        updates: usize,
+        /// Packets offered per second.
+        #[arg(long, default_value = "50k")]
+        pps: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// What the EMC should take in: EMC hit rate and packets per second,
     /// end to end, under uniform and Zipf 0.9 / 0.95 / 0.99 traffic, for Open
     /// vSwitch's random insertion (1/100), always-insert, and the hot-flow
@@ -570,6 +589,16 @@ fn run(cli: Cli) -> Result<()> {
             let report = kairo_bench::lookup::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())?;
             Ok(())
+        }
+        Cmd::Bench { what: Some(BenchCmd::Stall { entries, updates, pps, seed, json }) } => {
+            let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);
+            let (entries, pps) = (size(&entries)?, size(&pps)? as u64);
+            if updates == 0 {
+                anyhow::bail!("--updates must be at least 1");
+            }
+            let opts = kairo_bench::stall::StallOpts { entries, updates, pps, seed, progress: true };
+            let report = kairo_bench::stall::run(&opts).map_err(anyhow::Error::msg)?;
+            emit(&report, report.to_table(), json.as_deref())
         }
         Cmd::Bench { what: Some(BenchCmd::Emc { flows, packets, secs, seed, json }) } => {
             let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);

@@ -12,6 +12,7 @@
 //! table, and the flows its learn actions make in the rule tables, under
 //! the same lock, as updates.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kairo_datapath::{Megaflow, SlowPath, Upcall};
@@ -21,22 +22,60 @@ use kairo_xlate::{Pipeline, Traversal};
 use crate::{revalidate, Control, Ukey, Verdict};
 
 /// A handle on the shared control state (cheap to clone, one per thread).
-#[derive(Clone)]
-pub struct SharedControl(pub Arc<Mutex<Control>>);
+pub struct SharedControl {
+    control: Arc<Mutex<Control>>,
+    /// How many forwarding threads have packets parked for the slow path.
+    parked: Arc<AtomicUsize>,
+    /// Whether this handle's thread is counted in `parked`.
+    counted: bool,
+}
+
+impl Clone for SharedControl {
+    /// Another thread's handle (not counted as having parked packets).
+    fn clone(&self) -> SharedControl {
+        SharedControl { control: self.control.clone(), parked: self.parked.clone(), counted: false }
+    }
+}
+
+impl Drop for SharedControl {
+    fn drop(&mut self) {
+        if self.counted {
+            self.parked.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+/// Longest an update lets forwarding threads with parked packets take the
+/// slow path first ([`SharedControl::lock_for_update`]).
+pub const YIELD_TO_PARKED: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl SharedControl {
     pub fn new(c: Control) -> SharedControl {
-        SharedControl(Arc::new(Mutex::new(c)))
+        SharedControl { control: Arc::new(Mutex::new(c)), parked: Arc::default(), counted: false }
     }
     /// Locks the control state (a panic elsewhere never leaves it unusable:
     /// every update is applied whole or not at all).
     pub fn lock(&self) -> MutexGuard<'_, Control> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Locks the control state for an update, first letting forwarding
+    /// threads with packets parked for the slow path take it (at most
+    /// [`YIELD_TO_PARKED`]): back-to-back updates do not starve misses.
+    pub fn lock_for_update(&self) -> MutexGuard<'_, Control> {
+        let until = std::time::Instant::now() + YIELD_TO_PARKED;
+        while self.parked.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
+        self.lock()
+    }
+    /// How many forwarding threads have packets parked for the slow path.
+    pub fn threads_with_parked(&self) -> usize {
+        self.parked.load(Ordering::Acquire)
     }
     /// Locks the control state if no one holds it (an update, say): None
     /// rather than wait.
     pub fn try_lock(&self) -> Option<MutexGuard<'_, Control>> {
-        match self.0.try_lock() {
+        match self.control.try_lock() {
             Ok(g) => Some(g),
             Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => None,
@@ -124,6 +163,17 @@ impl SlowPath for SharedControl {
 
     fn busy(&self) -> bool {
         self.try_lock().is_none()
+    }
+
+    fn parked(&mut self, n: usize) {
+        if (n > 0) != self.counted {
+            self.counted = n > 0;
+            if self.counted {
+                self.parked.fetch_add(1, Ordering::Release);
+            } else {
+                self.parked.fetch_sub(1, Ordering::Release);
+            }
+        }
     }
 }
 

@@ -1399,3 +1399,24 @@ fn a_miss_during_an_update_is_parked_then_forwarded_by_the_new_rules() {
     assert_eq!(run(&mut dp, &mut [frame()]), vec![Sent::Port(4)], "the parked flow's megaflow is maintained");
     assert!(sc.lock().verify().is_empty());
 }
+
+/// Updates know which forwarding threads have packets parked (to let them
+/// go first): each handle counts once while it has some, and a handle
+/// dropped with some stops counting.
+#[test]
+fn handles_with_parked_packets_are_counted_once_each() {
+    use kairo_datapath::SlowPath;
+    let sc = SharedControl::new(Control::new(pipeline("table=0,priority=1,actions=drop", ""), EngineKind::Incremental));
+    let (mut a, mut b) = (sc.clone(), sc.clone());
+    a.parked(3);
+    a.parked(5);
+    assert_eq!(sc.threads_with_parked(), 1);
+    b.parked(1);
+    assert_eq!(sc.threads_with_parked(), 2);
+    a.parked(0);
+    assert_eq!(sc.threads_with_parked(), 1);
+    drop(b);
+    assert_eq!(sc.threads_with_parked(), 0);
+    // An update with nobody parked takes the lock at once.
+    drop(sc.lock_for_update());
+}

@@ -55,6 +55,18 @@ const TX_DATA_OFF: usize = 48;
 pub const MAX_FRAME: usize = FRAME_SIZE - TX_DATA_OFF - VNET_HDR_LEN;
 /// `PACKET_VNET_HDR` (linux/if_packet.h; not in the libc crate).
 const PACKET_VNET_HDR: i32 = 15;
+/// `PACKET_STATISTICS` (linux/if_packet.h).
+const PACKET_STATISTICS: i32 = 6;
+
+/// `struct tpacket_stats_v3` (linux/if_packet.h): what `PACKET_STATISTICS`
+/// returns (and resets) on a TPACKET_V3 socket.
+#[repr(C)]
+#[derive(Default)]
+struct StatsV3 {
+    packets: u32,
+    drops: u32,
+    freeze_q_cnt: u32,
+}
 
 // Offsets inside the kernel's structures (linux/if_packet.h), fixed by the ABI.
 const BD_STATUS: usize = 8;
@@ -311,6 +323,28 @@ impl AfPacket {
 impl Port for AfPacket {
     fn kind(&self) -> &'static str {
         "afpacket"
+    }
+    /// The kernel's count of frames it dropped because the receive ring
+    /// was full (read and reset with `PACKET_STATISTICS`).
+    fn kernel_drops(&mut self) -> u64 {
+        let mut st = StatsV3::default();
+        let mut len = std::mem::size_of::<StatsV3>() as libc::socklen_t;
+        // SAFETY: `st` is a live tpacket_stats_v3 and `len` its size; the
+        // kernel writes at most `len` bytes and updates `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                (&mut st as *mut StatsV3).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            u64::from(st.drops)
+        } else {
+            0
+        }
     }
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())

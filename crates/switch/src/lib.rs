@@ -405,6 +405,11 @@ impl Switch {
             // at most once per tenth of max-idle).
             if now.saturating_sub(last_sweep) >= 100 {
                 last_sweep = now;
+                // Frames the kernel dropped before the switch read them
+                // count as the port's receive drops (as in Open vSwitch).
+                for p in ports.iter_mut() {
+                    PortCounters::add(&p.counters.rx_dropped, p.io.kernel_drops());
+                }
                 let mut dp = lock(&self.dp);
                 // Connections past their time, a bounded number per round.
                 dp.ct.expire(now, CT_EXPIRE_PER_ROUND);
@@ -586,7 +591,7 @@ impl Switch {
         let now = self.now_ms();
         let mut reset = Vec::new();
         let (rep, moved, removed) = {
-            let mut c = self.ctl.lock();
+            let mut c = self.ctl.lock_for_update();
             let rep = c.apply(fm)?;
             // The cache is true to the rules now (the TTU ends here); the
             // engine's deferred bookkeeping waits for `housekeep`, after

@@ -62,6 +62,11 @@ pub trait Port: Send {
     fn send(&mut self, frame: &[u8], vnet: Option<&VnetHdr>, c: &PortCounters);
     /// Hands queued frames to the kernel.
     fn flush(&mut self) {}
+    /// Frames the kernel dropped for this port since the last call (its
+    /// receive queue full before the switch read it); 0 where unknown.
+    fn kernel_drops(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Buffers for finishing frames for ports without offloads (reused: no
