@@ -10,13 +10,17 @@
 //! classifier and upcalls under the datapath lock (taken once per batch);
 //! control connections apply updates on their own threads through the shared
 //! slow path, which changes megaflows only by atomic action swaps and kill
-//! flags, so forwarding never waits for maintenance beyond one upcall.
+//! flags; a miss while an update holds the slow path is parked, so
+//! forwarding never waits for maintenance.
 //!
 //! Invariants: once an update's reply has been sent, every packet the
 //! switch receives afterwards is forwarded by the new rules (maintenance
 //! finished before the reply; an upcall translated before the update is
 //! revalidated when its megaflow is installed). Lock order is datapath, then
-//! control, then counters; nothing takes them in another order.
+//! control, then counters; nothing takes them in another order, and the
+//! forwarding thread, which holds the datapath lock per batch, takes the
+//! control lock on its per-packet path only if it is free (parking misses
+//! otherwise), so an update never holds up forwarding.
 
 pub mod afpacket;
 pub mod attach;
@@ -251,8 +255,10 @@ impl Switch {
     }
 
     /// Per-rule counters now: retired megaflows plus the ones in the cache.
-    /// Takes the datapath lock (so that no batch counts meanwhile), then
-    /// the control lock, then the counters.
+    /// Takes the control lock (maintenance moves no counts meanwhile), then
+    /// the counters; never the datapath lock, so that reading counters
+    /// during a long update does not hold up forwarding (a batch counting
+    /// meanwhile adds to live megaflows, read or not yet: never twice).
     pub fn rule_counts(&self) -> RuleCounts {
         let mut counts = self.counted();
         let lives = lock(&self.lives);
@@ -264,7 +270,6 @@ impl Switch {
 
     /// Every rule's counts since it was installed (resets not applied).
     fn counted(&self) -> RuleCounts {
-        let _dp = lock(&self.dp);
         let (moved, live) = {
             let mut c = self.ctl.lock();
             (std::mem::take(&mut c.moved), c.engine.entries())
