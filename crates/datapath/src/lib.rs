@@ -675,6 +675,18 @@ impl Datapath {
         n
     }
 
+    /// Lets go of a megaflow maintenance or idle expiry killed elsewhere
+    /// (one unlink: no walk of the cache); `idle` counts it as expired.
+    /// Whether it was held.
+    pub fn retire(&mut self, mf: &Arc<Megaflow>, idle: bool) -> bool {
+        mf.kill();
+        let held = self.unlink(mf);
+        if held && idle {
+            self.stats.evicted_idle += 1;
+        }
+        held
+    }
+
     /// Every megaflow held, per port.
     pub fn megaflows(&self) -> impl Iterator<Item = &Arc<Megaflow>> {
         self.cls.values().flat_map(|c| c.iter())

@@ -424,6 +424,18 @@ impl Index {
         self.entries.iter().flatten().map(|e| &e.mf)
     }
 
+    /// The live entries among ids `from..from + n` (appended to `out`);
+    /// the id after them, 0 once past the last.
+    pub fn entries_from(&self, from: usize, n: usize, out: &mut Vec<Arc<Ukey>>) -> usize {
+        let end = from.saturating_add(n).min(self.entries.len());
+        out.extend(self.entries.get(from..end).unwrap_or_default().iter().flatten().map(|e| e.mf.clone()));
+        if end >= self.entries.len() {
+            0
+        } else {
+            end
+        }
+    }
+
     /// The live entries with their ids.
     pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Arc<Ukey>)> {
         self.entries.iter().enumerate().filter_map(|(i, e)| Some((i as EntryId, &e.as_ref()?.mf)))

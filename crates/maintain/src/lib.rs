@@ -116,6 +116,20 @@ pub trait Engine: Send {
     fn maintain(&mut self, p: &Pipeline, deltas: &[Delta], moved: Option<&mut Vec<Moved>>) -> Report;
     /// The live entries.
     fn entries(&self) -> Vec<Arc<Ukey>>;
+    /// Appends to `out` the live entries at positions `from..from + n` of
+    /// the engine's own order and returns the position after them (0 once
+    /// past the end): a walk in bounded slices (idle expiry off the
+    /// forwarding thread). Entries that leave meanwhile may make a walk
+    /// skip or repeat a few. This default copies every entry.
+    fn entries_from(&self, from: usize, n: usize, out: &mut Vec<Arc<Ukey>>) -> usize {
+        let all = self.entries();
+        out.extend(all.iter().skip(from).take(n).cloned());
+        if from + n >= all.len() {
+            0
+        } else {
+            from + n
+        }
+    }
     /// The entries whose translation learned flows or ran a `fin_timeout`
     /// (what the one-second refresh reads). This default reads every
     /// entry; an engine with an index reads only those.
@@ -318,6 +332,15 @@ impl Engine for FullRevalidator {
     }
     fn entries(&self) -> Vec<Arc<Ukey>> {
         self.entries.clone()
+    }
+    fn entries_from(&self, from: usize, n: usize, out: &mut Vec<Arc<Ukey>>) -> usize {
+        let end = from.saturating_add(n).min(self.entries.len());
+        out.extend(self.entries.get(from..end).unwrap_or_default().iter().cloned());
+        if end >= self.entries.len() {
+            0
+        } else {
+            end
+        }
     }
     fn len(&self) -> usize {
         self.entries.len()
@@ -935,6 +958,9 @@ impl Engine for Incremental {
     }
     fn entries(&self) -> Vec<Arc<Ukey>> {
         self.index.entries().cloned().collect()
+    }
+    fn entries_from(&self, from: usize, n: usize, out: &mut Vec<Arc<Ukey>>) -> usize {
+        self.index.entries_from(from, n, out)
     }
     fn refreshing(&self) -> Vec<Arc<Ukey>> {
         self.index.refreshing().filter_map(|e| self.index.get(e)).cloned().collect()

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use kairo_classifier::RuleId;
 use kairo_datapath::execute::{Sent, ToController};
-use kairo_datapath::{Datapath, DpConfig};
+use kairo_datapath::{Datapath, DpConfig, Megaflow};
 use kairo_maintain::shared::SharedControl;
 use kairo_maintain::{Control, EngineKind, Moved, Report, Ukey};
 use kairo_ofp::message::ofppc;
@@ -143,7 +143,19 @@ pub struct Switch {
     pub lives: Mutex<lives::Lives>,
     /// The OpenFlow meters (the datapath's table, shared).
     pub meters: Arc<kairo_datapath::meter::Meters>,
+    /// Megaflows killed off the forwarding thread (idle expiry: true;
+    /// maintenance evictions: false) for it to let go of, one unlink each.
+    let_go: (std::sync::mpsc::Sender<LetGo>, Mutex<Receiver<LetGo>>),
+    /// Where the idle walk over the cache resumes.
+    idle_cursor: Mutex<usize>,
 }
+
+/// A megaflow for the forwarding thread to let go of, and whether it
+/// expired idle.
+type LetGo = (Arc<Megaflow>, bool);
+
+/// Megaflows the forwarding thread lets go of per round at most.
+const RETIRE_PER_ROUND: usize = 100_000;
 
 /// A packet the controller sends out: its ingress port (kairo numbering),
 /// the actions to run on it, and its bytes.
@@ -243,6 +255,11 @@ impl Switch {
                 (tx, Mutex::new(rx))
             },
             openflow: OnceLock::new(),
+            let_go: {
+                let (tx, rx) = std::sync::mpsc::channel();
+                (tx, Mutex::new(rx))
+            },
+            idle_cursor: Mutex::new(0),
             lives: Mutex::new(lives::Lives::default()),
             start: Instant::now(),
             dpid,
@@ -292,6 +309,13 @@ impl Switch {
         if moved.is_empty() {
             return;
         }
+        // Evicted megaflows: the forwarding thread lets go of them (a
+        // lookup that meets one does too).
+        for m in &moved {
+            if let Some(mf) = m.left.as_ref().filter(|mf| mf.is_dead()) {
+                let _ = self.let_go.0.send((mf.clone(), false));
+            }
+        }
         lock(&self.leaving).extend(moved);
         self.settle_leaving();
     }
@@ -312,14 +336,42 @@ impl Switch {
         });
     }
 
+    /// Expires megaflows idle for longer than `max_idle` ms, walking the
+    /// cache a slice at a time (a tenth of it, 10K to 200K entries, per
+    /// call) under the control lock, off the forwarding thread: each is
+    /// killed, leaves the engine, and is handed to the forwarding thread to
+    /// let go of.
+    pub fn expire_idle(&self, now: u64, max_idle: u64) {
+        let mut slice = Vec::new();
+        let mut cursor = lock(&self.idle_cursor);
+        let mut c = self.ctl.lock();
+        let n = (c.engine.len() / 10).clamp(10_000, 200_000);
+        *cursor = c.engine.entries_from(*cursor, n, &mut slice);
+        for uk in slice {
+            if uk.is_dead() || now.saturating_sub(uk.last_used()) <= max_idle {
+                continue;
+            }
+            uk.kill();
+            if let Some(gone) = c.engine.remove(uk.megaflow()) {
+                if c.keep_moved {
+                    c.moved.push(gone.leaving());
+                }
+            }
+            let _ = self.let_go.0.send((uk.megaflow().clone(), true));
+        }
+    }
+
     /// Runs the forwarding loop over `ports` until `stop` is set, with rule
-    /// expiry (idle and hard timeouts) beside it on a thread of its own.
+    /// expiry (idle and hard timeouts) and megaflow idle expiry beside it
+    /// on a thread of its own.
     pub fn forward(&self, ports: Vec<Attached>, stop: &AtomicBool) {
+        let max_idle = lock(&self.dp).cfg.max_idle_ms;
         std::thread::scope(|s| {
             s.spawn(|| {
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
+                    self.expire_idle(self.now_ms(), max_idle);
                     if last.elapsed() >= EXPIRY_EVERY {
                         last = Instant::now();
                         self.expire();
@@ -418,13 +470,21 @@ impl Switch {
                 let mut dp = lock(&self.dp);
                 // Connections past their time, a bounded number per round.
                 dp.ct.expire(now, CT_EXPIRE_PER_ROUND);
+                // Megaflows killed elsewhere (idle expiry, evictions): one
+                // unlink each, a bounded number per round.
+                {
+                    let rx = lock(&self.let_go.1);
+                    for (mf, idle) in rx.try_iter().take(RETIRE_PER_ROUND) {
+                        dp.retire(&mf, idle);
+                    }
+                }
                 // What needs the slow path runs only if no update holds it
-                // (else next round): idle megaflows leave, frozen states no
-                // megaflow uses any more are retired (cheap unless due),
-                // NORMAL's MACs that aged out go (an update when some did),
-                // and the counters of megaflows that left are filed.
+                // (else next round): frozen states no megaflow uses any
+                // more are retired (cheap unless due), NORMAL's MACs that
+                // aged out go (an update when some did), and the counters
+                // of megaflows that left are filed. (Idle megaflows are
+                // found by `expire_idle`, off this thread.)
                 let moved = slow.try_lock().map(|mut c| {
-                    dp.sweep(now, &mut kairo_maintain::shared::Held(&mut c));
                     c.retire_frozen();
                     let _ = c.tick(now);
                     std::mem::take(&mut c.moved)
