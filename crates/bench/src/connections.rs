@@ -122,7 +122,7 @@ table=1,priority=0,actions=drop
         }
         // Both connections are established in the tracker: the answers came
         // back (as replies) and were let through the est+rpl rule.
-        let dump: Vec<String> = dp.ct.dump(None, 1).iter().map(|e| e.to_string()).collect();
+        let dump: Vec<String> = dp.ct().dump(None, 1).iter().map(|e| e.to_string()).collect();
         assert_eq!(dump.len(), 2, "{dump:?}");
         assert!(dump.iter().any(|e| e.contains("ESTABLISHED")), "{dump:?}");
         let est_rpl = dp.megaflows().filter(|m| kairo_flow::format_megaflow(&m.rep, &m.mask).contains("+rpl")).count();

@@ -152,7 +152,7 @@ pub fn run_all(opts: &CtOpts) -> Result<CtReport, String> {
     }
     let secs = t.elapsed().as_secs_f64();
     let after = crate::resident_bytes().unwrap_or(0);
-    let est = dp.ct.dump(Some(1), 1).iter().filter(|e| e.tcp.is_some_and(|(a, b)| a == b)).count();
+    let est = dp.ct().dump(Some(1), 1).iter().filter(|e| e.tcp.is_some_and(|(a, b)| a == b)).count();
     if est != n || sent != packets {
         return Err(format!("TCP handshakes: {est} of {n} connections established, {sent} of {packets} packets sent"));
     }
@@ -188,8 +188,8 @@ pub fn run_all(opts: &CtOpts) -> Result<CtReport, String> {
     let t = Instant::now();
     let sent = run(&mut dp, &mut slow, first);
     let secs = t.elapsed().as_secs_f64();
-    if dp.ct.len() != n || sent != n {
-        return Err(format!("UDP: {} of {n} connections committed, {sent} datagrams sent", dp.ct.len()));
+    if dp.ct().len() != n || sent != n {
+        return Err(format!("UDP: {} of {n} connections committed, {sent} datagrams sent", dp.ct().len()));
     }
     rows.push(row("UDP connections committed (first datagram)", n, n, secs));
     pb.inc(1);
@@ -198,7 +198,7 @@ pub fn run_all(opts: &CtOpts) -> Result<CtReport, String> {
     let t = Instant::now();
     let mut gone = 0;
     while gone < n {
-        let k = dp.ct.expire(u64::MAX / 2, 10_000);
+        let k = dp.ct().expire(u64::MAX / 2, 10_000);
         if k == 0 {
             break;
         }
@@ -276,7 +276,7 @@ mod tests {
         let last = frag(&payload[16..], 16, false);
         assert_eq!(run(&mut dp, &mut slow, vec![(first, 1)]), 0, "a first fragment alone waits");
         assert_eq!(run(&mut dp, &mut slow, vec![(last, 1)]), 2, "then both leave");
-        assert_eq!(dp.ct.len(), 1);
+        assert_eq!(dp.ct().len(), 1);
         let reply = udp(2, SERVER, 53, 0x0a00_0001, 5000);
         assert_eq!(run(&mut dp, &mut slow, vec![(reply, 2)]), 1, "the reply is established");
     }

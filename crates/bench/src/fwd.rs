@@ -56,6 +56,8 @@ pub struct FwdOpts {
     pub frame_len: usize,
     /// Run the stateful firewall, each frame a new connection.
     pub conntrack: bool,
+    /// kairo's forwarding threads, one row each.
+    pub threads: Vec<usize>,
     pub progress: bool,
 }
 
@@ -413,9 +415,15 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         .map_err(io)?;
     let mut rows = Vec::new();
 
-    // kairo switch: the two outer ends as AF_PACKET ports, L2 flows between them.
-    let pb = crate::progress_bar(opts.progress, 1, format!("kairo switch: {:.1} s", opts.secs));
-    {
+    // kairo switch: the two outer ends as AF_PACKET ports, L2 flows between
+    // them, with each number of forwarding threads asked.
+    for &threads in &opts.threads {
+        let name = if opts.threads.len() == 1 {
+            "kairo switch".to_string()
+        } else {
+            format!("kairo switch, {threads} thread(s)")
+        };
+        let pb = crate::progress_bar(opts.progress, 1, format!("{name}: {:.1} s", opts.secs));
         let flows =
             kairo_ofproto::parse_flow_file(if opts.conntrack { FIREWALL } else { L2 }).map_err(|e| e.to_string())?;
         let pipeline = kairo_xlate::Pipeline::from_parts(flows, Vec::new()).map_err(|e| e.to_string())?;
@@ -431,14 +439,16 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         }
         let info: Vec<_> = ports.iter().map(Attached::info).collect();
         let counters: Vec<_> = info.iter().map(|p: &kairo_switch::PortInfo| p.counters.clone()).collect();
-        let sw = Arc::new(Switch::new(pipeline, EngineKind::Incremental, DpConfig::default(), info));
+        let sw = Switch::new(pipeline, EngineKind::Incremental, DpConfig::default(), info);
+        sw.pmd_threads.store(threads, Ordering::Relaxed);
+        let sw = Arc::new(sw);
         let stop = Arc::new(AtomicBool::new(false));
         let fwd = {
             let (sw, stop) = (sw.clone(), stop.clone());
             std::thread::spawn(move || sw.forward(ports, &stop))
         };
         let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner).and_then(|r| {
-            let mut row = row("kairo switch", &r);
+            let mut row = row(&name, &r);
             // What kairo dropped itself during the packet run (before TCP):
             // the generator's port's receive ring, the sink's port's transmit.
             std::thread::sleep(Duration::from_millis(250)); // a housekeeping round reads the ring's count
@@ -450,11 +460,11 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         stop.store(true, Ordering::SeqCst);
         let _ = fwd.join();
         let (r, row) = r?;
-        let tracked = sw.dp.lock().map_or(0, |dp| dp.ct.stats().conns);
-        check_tracked(opts, "kairo switch", &r, tracked)?;
+        let tracked = sw.ct().stats().conns;
+        check_tracked(opts, &name, &r, tracked)?;
         rows.push(row);
+        pb.finish_and_clear();
     }
-    pb.finish_and_clear();
 
     // Open vSwitch's userspace datapath on the same two links.
     let mut notes = Vec::new();

@@ -34,7 +34,7 @@ pub struct PacketMeta {
 /// connection tracker and the time (milliseconds).
 pub struct Context<'a> {
     pub meters: &'a Meters,
-    pub ct: &'a mut Conntrack,
+    pub ct: &'a std::sync::Mutex<Conntrack>,
     pub now: u64,
 }
 
@@ -96,7 +96,8 @@ pub fn execute(
                     nat: ct.nat.as_ref(),
                 };
                 kairo_wire::offload::finish_csum(pkt, lay);
-                let verdict = cx.ct.execute(pkt, in_port, &mut meta.ct, &req, cx.now);
+                let verdict =
+                    cx.ct.lock().unwrap_or_else(|e| e.into_inner()).execute(pkt, in_port, &mut meta.ct, &req, cx.now);
                 if lay.offload.gso.is_some() && kairo_wire::offload::make_partial(pkt, lay).is_some() {
                     lay.offload.partial = true;
                 }

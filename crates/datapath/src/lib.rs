@@ -21,7 +21,7 @@ pub mod megaflow;
 pub mod meter;
 pub mod synth;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kairo_flow::{Field, FlowKey, FlowMask};
 use kairo_odp::DpAction;
@@ -113,6 +113,42 @@ pub struct DpStats {
 }
 
 impl DpStats {
+    /// Adds another datapath's counters (threads' totals).
+    pub fn add(&mut self, o: &DpStats) {
+        let DpStats {
+            packets,
+            emc_hits,
+            megaflow_hits,
+            misses,
+            installed,
+            not_installed,
+            evicted_idle,
+            sweeps,
+            subtables_visited,
+            megaflow_lookups,
+            recirculated,
+            recirc_too_deep,
+            bad_offload,
+            parked,
+            parked_dropped,
+        } = *o;
+        self.packets += packets;
+        self.emc_hits += emc_hits;
+        self.megaflow_hits += megaflow_hits;
+        self.misses += misses;
+        self.installed += installed;
+        self.not_installed += not_installed;
+        self.evicted_idle += evicted_idle;
+        self.sweeps += sweeps;
+        self.subtables_visited += subtables_visited;
+        self.megaflow_lookups += megaflow_lookups;
+        self.recirculated += recirculated;
+        self.recirc_too_deep += recirc_too_deep;
+        self.bad_offload += bad_offload;
+        self.parked += parked;
+        self.parked_dropped += parked_dropped;
+    }
+
     pub fn avg_subtables_per_lookup(&self) -> f64 {
         if self.megaflow_lookups == 0 {
             0.0
@@ -225,8 +261,9 @@ pub struct Datapath {
     interner: intern::Interner,
     /// The OpenFlow meters packets run through (shared with the control path).
     pub meters: Arc<meter::Meters>,
-    /// The connection tracker `ct` actions use.
-    pub ct: kairo_conntrack::Conntrack,
+    /// The connection tracker `ct` actions use (shared by the datapaths of
+    /// every forwarding thread; locked per `ct` action).
+    pub conntrack: Arc<Mutex<kairo_conntrack::Conntrack>>,
     /// Missed packets waiting for the slow path, in arrival order (see
     /// [`Datapath::process_packets`]).
     parked: Vec<Packet>,
@@ -245,10 +282,24 @@ impl Datapath {
             last_hit: None,
             interner: intern::Interner::default(),
             meters: Arc::default(),
-            ct: kairo_conntrack::Conntrack::new(),
+            conntrack: Arc::new(Mutex::new(kairo_conntrack::Conntrack::new())),
             parked: Vec::new(),
             cfg,
         }
+    }
+
+    /// Another forwarding thread's datapath: its own caches, the same
+    /// meters and connection tracker as `self`.
+    pub fn sibling(&self) -> Datapath {
+        let mut d = Datapath::new(self.cfg.clone());
+        d.meters = self.meters.clone();
+        d.conntrack = self.conntrack.clone();
+        d
+    }
+
+    /// The connection tracker, locked.
+    pub fn ct(&self) -> MutexGuard<'_, kairo_conntrack::Conntrack> {
+        self.conntrack.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Packets parked for the slow path (see [`Datapath::process_packets`]).
@@ -603,7 +654,7 @@ impl Datapath {
                 };
                 let mut again = Vec::new();
                 let mut send = execute::recirculating(&mut again, &mut *out);
-                let mut cx = execute::Context { meters: &self.meters, ct: &mut self.ct, now };
+                let mut cx = execute::Context { meters: &self.meters, ct: &self.conntrack, now };
                 let meta = execute::PacketMeta::default();
                 execute::execute(&mut p.bytes, &mut lays[i], in_port, meta, &actions, &mut cx, &mut send);
                 drop(send);
@@ -640,7 +691,7 @@ impl Datapath {
                 p.meta.ct.write_key(&mut key);
                 let actions = self.process_key(&key, p.bytes.len() as u64, None, now, slow);
                 let mut send = execute::recirculating(&mut again, &mut *out);
-                let mut cx = execute::Context { meters: &self.meters, ct: &mut self.ct, now };
+                let mut cx = execute::Context { meters: &self.meters, ct: &self.conntrack, now };
                 execute::execute(&mut p.bytes, &mut lay, p.in_port, p.meta, &actions, &mut cx, &mut send);
             }
             pkts = again;

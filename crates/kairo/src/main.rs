@@ -388,6 +388,9 @@ enum BenchCmd {
         /// (use --flows for how many, e.g. 1m).
         #[arg(long)]
         conntrack: bool,
+        /// kairo's forwarding threads, comma-separated: a row for each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        pmd_threads: Vec<usize>,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -636,12 +639,22 @@ fn run(cli: Cli) -> Result<()> {
             let report = kairo_bench::hitrate::run(&opts).map_err(anyhow::Error::msg)?;
             emit_figure(&report, report.to_table(), &out, |p| report.plot(p))
         }
-        Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, conntrack, json }) } => {
+        Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, conntrack, pmd_threads, json }) } => {
             let flows = kairo_bench::parse_size(&flows).map_err(anyhow::Error::msg)?;
             if secs.is_nan() || secs <= 0.0 || flows == 0 {
                 anyhow::bail!("--secs must be positive and --flows at least 1");
             }
-            let opts = kairo_bench::fwd::FwdOpts { secs, flows, frame_len: size, conntrack, progress: true };
+            if pmd_threads.is_empty() || pmd_threads.iter().any(|&t| t == 0 || t > 64) {
+                anyhow::bail!("--pmd-threads: each count must be between 1 and 64");
+            }
+            let opts = kairo_bench::fwd::FwdOpts {
+                secs,
+                flows,
+                frame_len: size,
+                conntrack,
+                threads: pmd_threads,
+                progress: true,
+            };
             let report = kairo_bench::fwd::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())
         }

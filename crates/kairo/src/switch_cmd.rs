@@ -48,6 +48,10 @@ pub struct SwitchArgs {
     /// Megaflows idle this long (ms) expire.
     #[arg(long, default_value_t = 10_000)]
     max_idle_ms: u64,
+    /// Forwarding threads, each reading its share of the ports with its own
+    /// EMC and megaflow classifiers (0: one per core, at most one per port).
+    #[arg(long, default_value_t = 0)]
+    pmd_threads: usize,
     /// Speak OpenFlow 1.3/1.5 here (repeatable), in Open vSwitch's syntax:
     /// `ptcp:PORT[:IP]` listens (on 127.0.0.1 unless IP is given),
     /// `punix:PATH` listens on a socket made owner-only, `tcp:IP[:PORT]` and
@@ -175,6 +179,11 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
     if let Some(d) = a.dpid {
         sw.dpid = d;
     }
+    let threads = match a.pmd_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    sw.pmd_threads.store(threads, Ordering::Relaxed);
     let sw = Arc::new(sw);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -194,8 +203,9 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
     }
     let names: Vec<String> = sw.ports().iter().map(|p| format!("{}({}, {})", p.ofport, p.name, p.kind)).collect();
     eprintln!(
-        "kairo switch: ports {}; {} rules; control socket {}; OpenFlow {}; dpid {:016x}; SIGINT or SIGTERM stops",
+        "kairo switch: ports {}; {} forwarding thread(s); {} rules; control socket {}; OpenFlow {}; dpid {:016x}; SIGINT or SIGTERM stops",
         names.join(", "),
+        threads.clamp(1, names.len().max(1)),
         sw.ctl.lock().pipeline.n_rules(),
         a.ctl.display(),
         if a.openflow.is_empty() { "off".to_string() } else { format!("{:?}", a.openflow) },
@@ -207,7 +217,7 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
     for l in listeners {
         let _ = l.join();
     }
-    let s = kairo_switch::lock(&sw.dp).stats;
+    let s = sw.dp_totals().0;
     eprintln!(
         "kairo switch: stopped after {} packets (emc {}, megaflow {}, upcalls {})",
         s.packets, s.emc_hits, s.megaflow_hits, s.misses

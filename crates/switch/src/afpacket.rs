@@ -140,6 +140,11 @@ pub struct AfPacket {
     /// For frames larger than a TX slot (receives nothing: protocol 0).
     big: OwnedFd,
     ring: Ring,
+    /// Has it a receive ring (else it only sends: [`AfPacket::open_tx`])?
+    rx: bool,
+    name: String,
+    /// Where the TX ring starts in the mapping.
+    tx_base: usize,
     rx_block: usize,
     tx_slot: usize,
     tx_pending: usize,
@@ -191,6 +196,17 @@ impl AfPacket {
     /// Opens interface `name`: a raw socket with RX and TX rings, bound to it,
     /// in promiscuous mode.
     pub fn open(name: &str) -> Result<AfPacket, PortError> {
+        AfPacket::open_as(name, true)
+    }
+
+    /// Opens interface `name` to send only: a TX ring on a socket bound for
+    /// no protocol (it receives nothing), for a forwarding thread that
+    /// sends to a port another thread reads.
+    pub fn open_tx(name: &str) -> Result<AfPacket, PortError> {
+        AfPacket::open_as(name, false)
+    }
+
+    fn open_as(name: &str, rx: bool) -> Result<AfPacket, PortError> {
         let os = |what: &'static str| PortError::last_os(name, what);
         let e = |what: &'static str| move |err| PortError::Os { name: name.into(), what, err };
         let errno = |what: &'static str| move |err: rustix::io::Errno| e(what)(err.into());
@@ -208,12 +224,15 @@ impl AfPacket {
         let one: libc::c_int = 1;
         // Before the rings (the kernel refuses it after).
         setsockopt(raw, libc::SOL_PACKET, PACKET_VNET_HDR, &one).map_err(e("PACKET_VNET_HDR"))?;
-        let rx_req = ring_req(RX_BLOCKS, RX_BLOCK_SIZE, RETIRE_MS);
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &rx_req).map_err(e("PACKET_RX_RING"))?;
+        let rx_len = if rx { RX_BLOCKS * RX_BLOCK_SIZE } else { 0 };
+        if rx {
+            let rx_req = ring_req(RX_BLOCKS, RX_BLOCK_SIZE, RETIRE_MS);
+            setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &rx_req).map_err(e("PACKET_RX_RING"))?;
+        }
         // A TX ring takes no block timeout (the kernel rejects one).
         let tx_req = ring_req(TX_BLOCKS, TX_BLOCK_SIZE, 0);
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_TX_RING, &tx_req).map_err(e("PACKET_TX_RING"))?;
-        let len = RX_BLOCKS * RX_BLOCK_SIZE + TX_BLOCKS * TX_BLOCK_SIZE;
+        let len = rx_len + TX_BLOCKS * TX_BLOCK_SIZE;
         // SAFETY: mapping the rings of our own socket; the result is checked.
         let base = unsafe {
             libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, raw, 0)
@@ -224,7 +243,7 @@ impl AfPacket {
         let ring = Ring { base: NonNull::new(base.cast()).ok_or_else(|| os("mmap returned null"))?, len };
         // Best effort: skipping the qdisc layer is faster but not required.
         let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
-        bind(raw, ifindex, libc::ETH_P_ALL as u16).map_err(e("bind"))?;
+        bind(raw, ifindex, if rx { libc::ETH_P_ALL as u16 } else { 0 }).map_err(e("bind"))?;
         // The socket for large frames: protocol 0, so it receives nothing.
         let big = socket_with(AddressFamily::PACKET, SocketType::RAW, SocketFlags::CLOEXEC, None)
             .map_err(errno("socket(AF_PACKET) for large frames"))?;
@@ -236,13 +255,25 @@ impl AfPacket {
             mr_alen: 0,
             mr_address: [0; 8],
         };
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq).map_err(e("promiscuous mode"))?;
-        Ok(AfPacket { fd, big, ring, rx_block: 0, tx_slot: 0, tx_pending: 0 })
+        if rx {
+            setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq).map_err(e("promiscuous mode"))?;
+        }
+        Ok(AfPacket {
+            fd,
+            big,
+            ring,
+            rx,
+            name: name.to_string(),
+            tx_base: rx_len,
+            rx_block: 0,
+            tx_slot: 0,
+            tx_pending: 0,
+        })
     }
 
-    fn tx_slot_off(slot: usize) -> usize {
+    fn tx_slot_off(&self, slot: usize) -> usize {
         let per_block = TX_BLOCK_SIZE / FRAME_SIZE;
-        RX_BLOCKS * RX_BLOCK_SIZE + (slot / per_block) * TX_BLOCK_SIZE + (slot % per_block) * FRAME_SIZE
+        self.tx_base + (slot / per_block) * TX_BLOCK_SIZE + (slot % per_block) * FRAME_SIZE
     }
 
     /// Sends a frame too large for a TX slot on the second socket, after
@@ -327,6 +358,9 @@ impl Port for AfPacket {
     /// The kernel's count of frames it dropped because the receive ring
     /// was full (read and reset with `PACKET_STATISTICS`).
     fn kernel_drops(&mut self) -> u64 {
+        if !self.rx {
+            return 0;
+        }
         let mut st = StatsV3::default();
         let mut len = std::mem::size_of::<StatsV3>() as libc::socklen_t;
         // SAFETY: `st` is a live tpacket_stats_v3 and `len` its size; the
@@ -349,7 +383,13 @@ impl Port for AfPacket {
     fn fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }
+    fn tx_clone(&self) -> Option<Box<dyn Port>> {
+        AfPacket::open_tx(&self.name).ok().map(|p| Box::new(p) as Box<dyn Port>)
+    }
     fn recv(&mut self, out: &mut Vec<Packet>, pool: &mut Vec<Vec<u8>>, max: usize, c: &PortCounters) -> usize {
+        if !self.rx {
+            return 0;
+        }
         let mut got = 0;
         // Whole blocks at a time: a block holds many frames, so `max` is a hint.
         for _ in 0..RX_BLOCKS {
@@ -375,7 +415,7 @@ impl Port for AfPacket {
             return self.send_big(frame, &h, c);
         }
         let slots = TX_BLOCKS * TX_BLOCK_SIZE / FRAME_SIZE;
-        let off = Self::tx_slot_off(self.tx_slot);
+        let off = self.tx_slot_off(self.tx_slot);
         let st = self.ring.word(off + H3_STATUS).load(Ordering::Acquire);
         if st != libc::TP_STATUS_AVAILABLE && st != libc::TP_STATUS_WRONG_FORMAT {
             PortCounters::add(&c.tx_dropped, 1);

@@ -27,23 +27,30 @@ pub const MAX_PORTS: usize = 1024;
 /// switch whose forwarding thread does not run answers after this).
 const HANDOVER: Duration = Duration::from_secs(2);
 
-/// A change for the forwarding thread, with where to say it is done.
+/// A change for a forwarding thread, with where to say it is done: a port
+/// to read and send to (`reads`), or only to send to (a handle of a port
+/// another thread reads), or one to let go of.
 pub(crate) enum PortChange {
-    Add(Attached, SyncSender<()>),
+    Add(Attached, bool, SyncSender<()>),
     Remove(u32, SyncSender<()>),
 }
 
-/// The forwarding thread's ports: the ports themselves, where each is by
-/// OpenFlow number, and what it polls.
+/// A forwarding thread's ports: the ports themselves (those it reads, and
+/// send handles of the ports other threads read), where each is by
+/// OpenFlow number, which it reads, and what it polls.
 pub(crate) struct PortSet {
     pub ports: Vec<Attached>,
+    pub reads: Vec<bool>,
     pub by_ofport: FxHashMap<u32, usize>,
     pub pfds: Vec<libc::pollfd>,
 }
 
 impl PortSet {
-    pub fn new(ports: Vec<Attached>) -> PortSet {
-        let mut s = PortSet { ports, by_ofport: FxHashMap::default(), pfds: Vec::new() };
+    /// The ports `read` (read and sent to) and `send` (sent to only).
+    pub fn new(read: Vec<Attached>, send: Vec<Attached>) -> PortSet {
+        let reads = read.iter().map(|_| true).chain(send.iter().map(|_| false)).collect();
+        let ports = read.into_iter().chain(send).collect();
+        let mut s = PortSet { ports, reads, by_ofport: FxHashMap::default(), pfds: Vec::new() };
         s.reindex();
         s
     }
@@ -53,30 +60,31 @@ impl PortSet {
         self.pfds = self
             .ports
             .iter()
-            .filter_map(|p| p.io.fd())
+            .zip(&self.reads)
+            .filter(|(_, r)| **r)
+            .filter_map(|(p, _)| p.io.fd())
             .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
     }
 
-    /// Takes the changes waiting, saying each is done.
-    pub fn take_changes(&mut self, sw: &Switch) {
-        let waiting: Vec<PortChange> = {
-            let rx = lock(&sw.port_changes.1);
-            std::iter::from_fn(|| rx.try_recv().ok()).collect()
-        };
+    /// Takes the changes waiting on `rx`, saying each is done.
+    pub fn take_changes(&mut self, rx: &std::sync::mpsc::Receiver<PortChange>) {
+        let waiting: Vec<PortChange> = rx.try_iter().collect();
         if waiting.is_empty() {
             return;
         }
         let mut done = Vec::new();
         for c in waiting {
             match c {
-                PortChange::Add(p, tx) => {
+                PortChange::Add(p, reads, tx) => {
                     self.ports.push(p);
+                    self.reads.push(reads);
                     done.push(tx);
                 }
                 PortChange::Remove(ofport, tx) => {
                     if let Some(i) = self.ports.iter().position(|p| p.ofport == ofport) {
                         let mut p = self.ports.remove(i);
+                        self.reads.remove(i);
                         p.io.flush();
                     }
                     done.push(tx);
@@ -101,10 +109,20 @@ impl Switch {
         self.ports().iter().map(|p| p.ofport).collect()
     }
 
-    /// Hands a change to the forwarding thread and waits until it is taken.
-    fn hand_over(&self, make: impl FnOnce(SyncSender<()>) -> PortChange) {
-        let (tx, rx) = sync_channel(1);
-        if self.port_changes.0.send(make(tx)).is_ok() {
+    /// Hands a change to each forwarding thread (`make(thread, done)`,
+    /// None: nothing for that one) and waits until each has taken it.
+    fn hand_over(&self, mut make: impl FnMut(usize, SyncSender<()>) -> Option<PortChange>) {
+        let senders = lock(&self.port_changes).clone();
+        let mut waits = Vec::new();
+        for (t, to) in senders.iter().enumerate() {
+            let (tx, rx) = sync_channel(1);
+            if let Some(c) = make(t, tx) {
+                if to.send(c).is_ok() {
+                    waits.push(rx);
+                }
+            }
+        }
+        for rx in waits {
             let _ = rx.recv_timeout(HANDOVER);
         }
     }
@@ -130,7 +148,26 @@ impl Switch {
             }
             ps.push(info.clone());
         }
-        self.hand_over(|tx| PortChange::Add(att, tx));
+        // The first forwarding thread reads it; the others get handles to
+        // send to it (or, where the port has none, send nothing to it).
+        let threads = lock(&self.port_changes).len();
+        if threads == 0 {
+            // Not forwarding yet: forwarding takes it when it starts.
+            lock(&self.early_ports).push(att);
+            return self.announce_added(info);
+        }
+        let mut handles: Vec<Option<Attached>> = (1..threads).map(|_| att.send_handle()).collect();
+        let mut att = Some(att);
+        self.hand_over(|t, tx| match t {
+            0 => att.take().map(|a| PortChange::Add(a, true, tx)),
+            t => handles.get_mut(t - 1)?.take().map(|a| PortChange::Add(a, false, tx)),
+        });
+        self.announce_added(info)
+    }
+
+    /// What follows a port's hand-over: FLOOD reaches it (with the
+    /// maintenance that takes) and the controllers hear PORT_STATUS ADD.
+    fn announce_added(&self, info: PortInfo) -> Result<(), String> {
         let desc = crate::openflow::ports::port_desc(&info);
         let live = crate::openflow::ports::live(&desc);
         // Neither a port set nor a liveness can be refused.
@@ -157,7 +194,8 @@ impl Switch {
                 .ok_or_else(|| format!("no port `{which}` (ports are named by number or name)"))?;
             ps.remove(i)
         };
-        self.hand_over(|tx| PortChange::Remove(info.ofport, tx));
+        lock(&self.early_ports).retain(|p| p.ofport != info.ofport);
+        self.hand_over(|_, tx| Some(PortChange::Remove(info.ofport, tx)));
         let gone = FlowMod::Bundle(vec![FlowMod::SetPorts(self.ofports()), FlowMod::SetPortLive(info.ofport, false)]);
         let _ = self.apply(&gone);
         self.housekeep();

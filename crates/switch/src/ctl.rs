@@ -133,11 +133,10 @@ impl Switch {
             Request::DumpMegaflows {} => Ok(self.dump_megaflows()),
             Request::DumpConntrack { zone } => {
                 let now = self.now_ms();
-                let dp = lock(&self.dp);
-                Ok(dp.ct.dump(*zone, now).iter().map(|e| format!("{e}\n")).collect())
+                Ok(self.ct().dump(*zone, now).iter().map(|e| format!("{e}\n")).collect())
             }
             Request::FlushConntrack { zone } => {
-                let n = lock(&self.dp).ct.flush(*zone);
+                let n = self.ct().flush(*zone);
                 Ok(format!("{n} connections flushed\n"))
             }
             Request::Show {} => Ok(self.show()),
@@ -213,12 +212,10 @@ impl Switch {
     }
 
     fn dump_megaflows(&self) -> String {
-        let dp = lock(&self.dp);
         let now = self.now_ms();
-        let mut lines: Vec<String> = dp
-            .megaflows()
-            .filter(|m| !m.is_dead())
-            .map(|m| {
+        let mut lines: Vec<String> = Vec::new();
+        self.each_datapath(|dp| {
+            lines.extend(dp.megaflows().filter(|m| !m.is_dead()).map(|m| {
                 format!(
                     "{}, packets:{}, bytes:{}, used:{:.3}s, actions:{}",
                     kairo_flow::format_megaflow(&m.key(), &m.mask),
@@ -227,8 +224,8 @@ impl Switch {
                     now.saturating_sub(m.last_used()) as f64 / 1000.0,
                     kairo_xlate::format_actions(&m.actions())
                 )
-            })
-            .collect();
+            }))
+        });
         lines.sort();
         lines.into_iter().map(|l| l + "\n").collect()
     }
@@ -267,9 +264,10 @@ impl Switch {
     }
 
     fn stats_text(&self) -> String {
-        let (s, n, limit, ct, frag) = {
-            let dp = lock(&self.dp);
-            (dp.stats, dp.n_flows(), dp.cfg.flow_limit, dp.ct.stats(), dp.ct.frag_stats())
+        let (s, n, limit) = self.dp_totals();
+        let (ct, frag) = {
+            let ct = self.ct();
+            (ct.stats(), ct.frag_stats())
         };
         let s: DpStats = s;
         let pct = |x: u64| if s.packets == 0 { 0.0 } else { 100.0 * x as f64 / s.packets as f64 };

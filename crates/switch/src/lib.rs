@@ -6,8 +6,12 @@
 //! and the forwarding loop), [`ctl`] (the control socket, its commands and
 //! client), [`replay`] (offline pcap in, pcap per port out).
 //!
-//! Threads: one forwarding thread owns the ports and runs EMC, megaflow
-//! classifier and upcalls under the datapath lock (taken once per batch);
+//! Threads: `pmd_threads` forwarding threads (one by default; `kairo
+//! switch` asks one per core), each reading its share of the ports (port i
+//! by thread i mod n) with its own datapath (EMC, megaflow classifiers,
+//! parked misses; the connection tracker and meters shared) under its own
+//! lock, taken once per batch, and sending to every port through its own
+//! handle (a TX-only socket per port and thread);
 //! control connections apply updates on their own threads through the shared
 //! slow path, which changes megaflows only by atomic action swaps and kill
 //! flags; a miss while an update holds the slow path is parked, so
@@ -116,7 +120,9 @@ pub struct Switch {
     /// [`Switch::add_port`] and [`Switch::del_port`]).
     ports: RwLock<Vec<PortInfo>>,
     /// Ports added or removed, for the forwarding thread, which owns them.
-    port_changes: (std::sync::mpsc::Sender<attach::PortChange>, Mutex<Receiver<attach::PortChange>>),
+    /// Where each forwarding thread takes its port changes (registered
+    /// when forwarding starts, thread 0 first).
+    port_changes: Mutex<Vec<std::sync::mpsc::Sender<attach::PortChange>>>,
     pub updates: Mutex<UpdateLog>,
     pub retired: Mutex<RuleCounts>,
     /// Counters of megaflows that left the cache but that the datapath
@@ -143,9 +149,18 @@ pub struct Switch {
     pub lives: Mutex<lives::Lives>,
     /// The OpenFlow meters (the datapath's table, shared).
     pub meters: Arc<kairo_datapath::meter::Meters>,
+    /// The connection tracker (the datapaths', shared).
+    conntrack: Arc<Mutex<kairo_conntrack::Conntrack>>,
     /// Megaflows killed off the forwarding thread (idle expiry: true;
     /// maintenance evictions: false) for it to let go of, one unlink each.
-    let_go: (std::sync::mpsc::Sender<LetGo>, Mutex<Receiver<LetGo>>),
+    let_go: Mutex<Vec<std::sync::mpsc::Sender<LetGo>>>,
+    /// The datapaths of the forwarding threads after the first (whose is
+    /// `dp`), for statistics; each thread owns its own.
+    pmds: Mutex<Vec<Arc<Mutex<Datapath>>>>,
+    /// Forwarding threads `forward` runs (at least 1).
+    pub pmd_threads: std::sync::atomic::AtomicUsize,
+    /// Ports added before forwarding started (it takes them first).
+    early_ports: Mutex<Vec<Attached>>,
     /// Where the idle walk over the cache resumes.
     idle_cursor: Mutex<usize>,
 }
@@ -234,15 +249,14 @@ impl Switch {
         }
         let dpid = openflow::default_dpid(&ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
         let meters = dp.meters.clone();
+        let conntrack = dp.conntrack.clone();
         Switch {
             ctl,
             meters,
+            conntrack,
             dp: Mutex::new(dp),
             ports: RwLock::new(ports),
-            port_changes: {
-                let (tx, rx) = std::sync::mpsc::channel();
-                (tx, Mutex::new(rx))
-            },
+            port_changes: Mutex::new(Vec::new()),
             updates: Mutex::new(UpdateLog::default()),
             retired: Mutex::new(RuleCounts::default()),
             leaving: Mutex::new(Vec::new()),
@@ -255,14 +269,50 @@ impl Switch {
                 (tx, Mutex::new(rx))
             },
             openflow: OnceLock::new(),
-            let_go: {
-                let (tx, rx) = std::sync::mpsc::channel();
-                (tx, Mutex::new(rx))
-            },
+            let_go: Mutex::new(Vec::new()),
+            pmds: Mutex::new(Vec::new()),
+            pmd_threads: std::sync::atomic::AtomicUsize::new(1),
+            early_ports: Mutex::new(Vec::new()),
             idle_cursor: Mutex::new(0),
             lives: Mutex::new(lives::Lives::default()),
             start: Instant::now(),
             dpid,
+        }
+    }
+
+    /// The connection tracker every forwarding thread's datapath shares.
+    pub fn ct(&self) -> std::sync::MutexGuard<'_, kairo_conntrack::Conntrack> {
+        lock(&self.conntrack)
+    }
+
+    /// The datapath counters summed over the forwarding threads, the
+    /// megaflows they hold, and the flow limit (each thread's).
+    pub fn dp_totals(&self) -> (kairo_datapath::DpStats, usize, usize) {
+        let (mut st, mut n, limit) = {
+            let dp = lock(&self.dp);
+            (dp.stats, dp.n_flows(), dp.cfg.flow_limit)
+        };
+        for d in lock(&self.pmds).iter() {
+            let d = lock(d);
+            st.add(&d.stats);
+            n += d.n_flows();
+        }
+        (st, n, limit)
+    }
+
+    /// Every forwarding thread's datapath, in turn (thread 0 first).
+    pub fn each_datapath(&self, mut f: impl FnMut(&Datapath)) {
+        f(&lock(&self.dp));
+        for d in lock(&self.pmds).iter() {
+            f(&lock(d));
+        }
+    }
+
+    /// Hands a megaflow killed off the forwarding threads to each of them
+    /// to let go of (the one that holds it unlinks it).
+    fn let_go(&self, mf: &Arc<Megaflow>, idle: bool) {
+        for tx in lock(&self.let_go).iter() {
+            let _ = tx.send((mf.clone(), idle));
         }
     }
 
@@ -313,7 +363,7 @@ impl Switch {
         // lookup that meets one does too).
         for m in &moved {
             if let Some(mf) = m.left.as_ref().filter(|mf| mf.is_dead()) {
-                let _ = self.let_go.0.send((mf.clone(), false));
+                self.let_go(mf, false);
             }
         }
         lock(&self.leaving).extend(moved);
@@ -357,15 +407,60 @@ impl Switch {
                     c.moved.push(gone.leaving());
                 }
             }
-            let _ = self.let_go.0.send((uk.megaflow().clone(), true));
+            self.let_go(uk.megaflow(), true);
         }
     }
 
     /// Runs the forwarding loop over `ports` until `stop` is set, with rule
     /// expiry (idle and hard timeouts) and megaflow idle expiry beside it
     /// on a thread of its own.
-    pub fn forward(&self, ports: Vec<Attached>, stop: &AtomicBool) {
+    pub fn forward(&self, mut ports: Vec<Attached>, stop: &AtomicBool) {
         let max_idle = lock(&self.dp).cfg.max_idle_ms;
+        ports.append(&mut lock(&self.early_ports));
+        // Forwarding threads: as many as asked, at most one per port; port
+        // i is read by thread i mod n, which owns its datapath (EMC and
+        // megaflow classifiers); every thread has a handle to send to
+        // every port (a port without one is read and sent to by one thread).
+        let n = self.pmd_threads.load(Ordering::Relaxed).clamp(1, ports.len().max(1));
+        let mut shares: Vec<(Vec<Attached>, Vec<Attached>)> = (0..n).map(|_| (Vec::new(), Vec::new())).collect();
+        let mut handles_for_all = true;
+        for (i, p) in ports.into_iter().enumerate() {
+            for (t, share) in shares.iter_mut().enumerate() {
+                if t != i % n {
+                    match p.send_handle() {
+                        Some(h) => share.1.push(h),
+                        None => handles_for_all = false,
+                    }
+                }
+            }
+            shares[i % n].0.push(p);
+        }
+        if !handles_for_all {
+            // A port only one thread can send to: one thread for all.
+            let all = shares.into_iter().flat_map(|(read, _)| read).collect();
+            shares = vec![(all, Vec::new())];
+        }
+        let mut pmds = Vec::new();
+        let mut queues = Vec::new();
+        {
+            let (mut changes, mut let_go) = (lock(&self.port_changes), lock(&self.let_go));
+            changes.clear();
+            let_go.clear();
+            let mut extra = lock(&self.pmds);
+            extra.clear();
+            for t in 0..shares.len() {
+                let (ctx, crx) = std::sync::mpsc::channel();
+                let (ltx, lrx) = std::sync::mpsc::channel();
+                changes.push(ctx);
+                let_go.push(ltx);
+                queues.push((crx, lrx));
+                if t > 0 {
+                    let d = Arc::new(Mutex::new(lock(&self.dp).sibling()));
+                    extra.push(d.clone());
+                    pmds.push(d);
+                }
+            }
+        }
         std::thread::scope(|s| {
             s.spawn(|| {
                 let mut last = Instant::now();
@@ -379,8 +474,18 @@ impl Switch {
                     }
                 }
             });
-            self.forward_loop(ports, stop);
+            let mut queues = queues.into_iter();
+            let first = queues.next();
+            for ((share, dp), q) in shares.drain(1..).zip(&pmds).zip(queues) {
+                s.spawn(move || self.forward_loop(dp, share, q, stop));
+            }
+            if let (Some(share), Some(q)) = (shares.pop(), first) {
+                self.forward_loop(&self.dp, share, q, stop);
+            }
         });
+        // The threads' datapaths stay for the statistics.
+        lock(&self.port_changes).clear();
+        lock(&self.let_go).clear();
     }
 
     /// Removes the rules whose idle or hard timeout has come (as a strict
@@ -435,18 +540,30 @@ impl Switch {
         self.notify_removed(&removed);
     }
 
-    fn forward_loop(&self, ports: Vec<Attached>, stop: &AtomicBool) {
+    /// One forwarding thread: reads `share.0` (sends to those and to
+    /// `share.1`), through its datapath `dpm`, taking its port changes and
+    /// the megaflows to let go of from `queues`. The first thread (whose
+    /// datapath is `self.dp`) also runs packet-outs.
+    fn forward_loop(
+        &self,
+        dpm: &Mutex<Datapath>,
+        share: (Vec<Attached>, Vec<Attached>),
+        queues: (Receiver<attach::PortChange>, Receiver<LetGo>),
+        stop: &AtomicBool,
+    ) {
+        let first = std::ptr::eq(dpm, &self.dp);
+        let (changes, let_go) = queues;
         let mut slow = self.ctl.clone();
-        let mut set = attach::PortSet::new(ports);
+        let mut set = attach::PortSet::new(share.0, share.1);
         let mut frames: Vec<Packet> = Vec::new();
         let mut pool: Vec<Vec<u8>> = Vec::new();
         let mut batch: Vec<Packet> = Vec::new();
         let mut scratch = port::Scratch::default();
         let mut last_sweep = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            set.take_changes(self);
-            let attach::PortSet { ports, by_ofport, pfds } = &mut set;
-            for p in ports.iter_mut() {
+            set.take_changes(&changes);
+            let attach::PortSet { ports, reads, by_ofport, pfds } = &mut set;
+            for (p, _) in ports.iter_mut().zip(reads.iter()).filter(|(_, r)| **r) {
                 p.io.recv(&mut frames, &mut pool, RX_BATCH, &p.counters);
                 if p.counters.config.load(Ordering::Relaxed) & (ofppc::NO_RECV | ofppc::PORT_DOWN) != 0 {
                     // OpenFlow's no_recv: what the port receives is dropped.
@@ -467,16 +584,16 @@ impl Switch {
                 for p in ports.iter_mut() {
                     PortCounters::add(&p.counters.rx_dropped, p.io.kernel_drops());
                 }
-                let mut dp = lock(&self.dp);
-                // Connections past their time, a bounded number per round.
-                dp.ct.expire(now, CT_EXPIRE_PER_ROUND);
+                let mut dp = lock(dpm);
+                // Connections past their time, a bounded number per round
+                // (the tracker is shared: the first thread does it).
+                if first {
+                    dp.ct().expire(now, CT_EXPIRE_PER_ROUND);
+                }
                 // Megaflows killed elsewhere (idle expiry, evictions): one
                 // unlink each, a bounded number per round.
-                {
-                    let rx = lock(&self.let_go.1);
-                    for (mf, idle) in rx.try_iter().take(RETIRE_PER_ROUND) {
-                        dp.retire(&mf, idle);
-                    }
+                for (mf, idle) in let_go.try_iter().take(RETIRE_PER_ROUND) {
+                    dp.retire(&mf, idle);
                 }
                 // What needs the slow path runs only if no update holds it
                 // (else next round): frozen states no megaflow uses any
@@ -495,18 +612,20 @@ impl Switch {
                 }
                 self.settle_leaving();
             }
-            self.packet_outs(ports, by_ofport, &mut scratch, &mut slow, now);
+            if first {
+                self.packet_outs(ports, by_ofport, &mut scratch, &mut slow, now);
+            }
             if batch.is_empty() {
                 // Packets parked while an update held the slow path are
                 // tried again every round (short waits meanwhile).
-                if lock(&self.dp).n_parked() == 0 {
+                if lock(dpm).n_parked() == 0 {
                     wait(pfds);
                     continue;
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }
             {
-                let mut dp = lock(&self.dp);
+                let mut dp = lock(dpm);
                 dp.process_packets(&mut batch, now, &mut slow, &mut |to, bytes, lay| {
                     self.deliver(ports, by_ofport, &mut scratch, to, bytes, lay)
                 });
@@ -609,8 +728,8 @@ impl Switch {
             };
             let mut send = kairo_datapath::execute::recirculating(&mut again, &mut deliver);
             // The datapath's connection tracker serves packet-outs too.
-            let mut dp = lock(&self.dp);
-            let mut cx = kairo_datapath::execute::Context { meters: &self.meters, ct: &mut dp.ct, now };
+            let dp = lock(&self.dp);
+            let mut cx = kairo_datapath::execute::Context { meters: &self.meters, ct: &dp.conntrack, now };
             let meta = kairo_datapath::execute::PacketMeta::default();
             kairo_datapath::execute::execute(&mut p.data, &mut lay, p.in_port, meta, &r.actions, &mut cx, &mut send);
         }

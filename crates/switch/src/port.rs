@@ -67,6 +67,11 @@ pub trait Port: Send {
     fn kernel_drops(&mut self) -> u64 {
         0
     }
+    /// Another handle that sends out of the same port and receives
+    /// nothing (for another forwarding thread), if the port can make one.
+    fn tx_clone(&self) -> Option<Box<dyn Port>> {
+        None
+    }
 }
 
 /// Buffers for finishing frames for ports without offloads (reused: no
@@ -128,6 +133,10 @@ impl MemPort {
 }
 
 impl Port for MemPort {
+    fn tx_clone(&self) -> Option<Box<dyn Port>> {
+        let (_never, rx) = std::sync::mpsc::channel();
+        Some(Box::new(MemPort { rx, tx: self.tx.clone() }))
+    }
     fn kind(&self) -> &'static str {
         "mem"
     }
@@ -165,6 +174,15 @@ pub struct Attached {
     pub name: String,
     pub io: Box<dyn Port>,
     pub counters: Arc<PortCounters>,
+}
+
+impl Attached {
+    /// The same port for another forwarding thread to send to (its own
+    /// handle, the same number, name and counters), if the port has one.
+    pub fn send_handle(&self) -> Option<Attached> {
+        let io = self.io.tx_clone()?;
+        Some(Attached { ofport: self.ofport, name: self.name.clone(), io, counters: self.counters.clone() })
+    }
 }
 
 /// Errors opening a port, naming the interface.

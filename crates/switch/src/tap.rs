@@ -104,6 +104,12 @@ impl Port for Tap {
     fn offloads(&self) -> bool {
         true
     }
+    /// The same device through a duplicate of the descriptor (a write is
+    /// one frame whichever thread makes it).
+    fn tx_clone(&self) -> Option<Box<dyn Port>> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).ok()?;
+        Some(Box::new(Tap { fd, buf: Vec::new() }))
+    }
     fn send(&mut self, frame: &[u8], vnet: Option<&VnetHdr>, c: &PortCounters) {
         let h = vnet.copied().unwrap_or_default().bytes();
         let iov = [std::io::IoSlice::new(&h), std::io::IoSlice::new(frame)];

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, start, udp_key};
+use common::{call, udp_key};
 use kairo_flow::Field;
 use kairo_maintain::EngineKind;
 use kairo_switch::ctl::Client;
@@ -41,8 +41,16 @@ fn newest_update_of(j: u64, a: u64) -> u64 {
 
 /// Every packet injected after an update's reply carries that update's
 /// action (or a later one); nothing crashes; the cache and memory stay bounded.
+/// Then the same with two forwarding threads (port 2, where the frames
+/// leave, read by the second thread: the first sends through its own
+/// handle). One test, one after the other: the memory measured is one run's.
 #[test]
 fn updates_racing_traffic_never_leave_stale_actions() {
+    racing(1);
+    racing(2);
+}
+
+fn racing(threads: usize) {
     // KAIRO_STRESS_UPDATES=N runs a longer flood by hand.
     let updates: u64 = std::env::var("KAIRO_STRESS_UPDATES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     const IN_FLIGHT: u64 = 512;
@@ -50,7 +58,7 @@ fn updates_racing_traffic_never_leave_stale_actions() {
     let flows: String = (0..RULES)
         .map(|j| format!("priority=10,in_port=1,udp,tp_dst={j} actions=mod_dl_src:00:00:00:00:00:00,output:2\n"))
         .collect();
-    let mut r = start(&flows, 2, EngineKind::Incremental);
+    let mut r = common::start_threads(&flows, 2, EngineKind::Incremental, Default::default(), threads);
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));

@@ -256,3 +256,49 @@ fn flood_reaches_every_other_port() {
     assert_eq!(recv_n(&r.peers[2], 1).len(), 1, "port 3");
     assert!(r.peers[1].sent.recv_timeout(Duration::from_millis(200)).is_err(), "flooded back out of the ingress port");
 }
+
+/// Two forwarding threads over four ports (each thread reads two and sends
+/// to all four through its own handles): every frame leaves by the port
+/// its ingress port's rule says, from every port, before and after updates
+/// that turn each rule to another port; both threads' datapaths hold
+/// megaflows, and the statistics add them up.
+#[test]
+fn two_forwarding_threads_forward_and_follow_updates() {
+    let to = |k: u32, shift: u32| (k - 1 + shift) % 4 + 1;
+    let flows: String = (1..=4).map(|i| format!("priority=10,in_port={i},udp actions=output:{}\n", to(i, 1))).collect();
+    let r = common::start_threads(&flows, 4, EngineKind::Incremental, Default::default(), 2);
+    let mut c = Client::connect(&r.sock).expect("connect");
+    for shift in 1..=3u32 {
+        if shift > 1 {
+            for i in 1..=4u32 {
+                let f = format!("priority=10,in_port={i},udp actions=output:{}", to(i, shift));
+                call(&mut c, "mod-flows", &["--strict", &f]).unwrap();
+            }
+        }
+        for round in 0..25u16 {
+            for i in 1..=4u32 {
+                let k = udp_key(i, i as u64, 1000 + round, 53);
+                r.peers[i as usize - 1].inject.send(kairo_wire::emit::frame(&k, b"x")).unwrap();
+            }
+        }
+        for i in 1..=4u32 {
+            // Port i receives from the port whose rule sends to it.
+            let from = (1..=4).find(|&j| to(j, shift) == i).unwrap();
+            let got = recv_n(&r.peers[i as usize - 1], 25);
+            assert_eq!(got.len(), 25, "shift {shift}: port {i}");
+            for f in &got {
+                assert_eq!(kairo_wire::parse(f, 0).0.get(Field::EthSrc) as u32, from, "shift {shift}: port {i}");
+            }
+        }
+    }
+    let stats = call(&mut c, "stats", &[]).unwrap();
+    assert!(stats.contains("packets: 300\n"), "{stats}");
+    let mf = call(&mut c, "dump-megaflows", &[]).unwrap();
+    for i in 1..=4 {
+        assert!(mf.contains(&format!("in_port={i},")), "port {i}'s megaflows:\n{mf}");
+    }
+    // Each thread's datapath holds the megaflows of the ports it reads.
+    let mut held = Vec::new();
+    r.sw.each_datapath(|dp| held.push(dp.n_flows()));
+    assert_eq!(held, vec![2, 2]);
+}

@@ -47,6 +47,11 @@ pub fn start(flows: &str, n_ports: u32, engine: EngineKind) -> Running {
 }
 
 pub fn start_with(flows: &str, n_ports: u32, engine: EngineKind, cfg: DpConfig) -> Running {
+    start_threads(flows, n_ports, engine, cfg, 1)
+}
+
+/// As [`start_with`], with `threads` forwarding threads.
+pub fn start_threads(flows: &str, n_ports: u32, engine: EngineKind, cfg: DpConfig, threads: usize) -> Running {
     let pipeline =
         kairo_xlate::Pipeline::from_parts(kairo_ofproto::parse_flow_file(flows).expect("flows parse"), Vec::new())
             .expect("pipeline loads");
@@ -58,7 +63,9 @@ pub fn start_with(flows: &str, n_ports: u32, engine: EngineKind, cfg: DpConfig) 
         peers.push(peer);
     }
     let info = ports.iter().map(Attached::info).collect();
-    let sw = Arc::new(Switch::new(pipeline, engine, cfg, info));
+    let sw = Switch::new(pipeline, engine, cfg, info);
+    sw.pmd_threads.store(threads, std::sync::atomic::Ordering::Relaxed);
+    let sw = Arc::new(sw);
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("ctl.sock");
     let stop = Arc::new(AtomicBool::new(false));
