@@ -15,6 +15,7 @@ pub mod openflow;
 pub mod openflow_ovs;
 pub mod ovs;
 pub mod stall;
+pub mod threads;
 pub mod ttu;
 
 /// The `i`th command-line argument of an example as a count, or `default`

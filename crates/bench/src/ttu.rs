@@ -502,7 +502,11 @@ pub fn fill(
     });
     // Every connection opened makes a megaflow at least: with room for `n`
     // connections, the tracker's limit never decides what the cache holds.
-    dp.ct().set_max_conns(n.max(dp.ct().max_conns()));
+    {
+        let mut ct = dp.ct();
+        let most = ct.max_conns();
+        ct.set_max_conns(n.max(most));
+    }
     let mut sc = SharedControl::new(Control::new(p.clone(), kind));
     let pb = crate::progress_bar(show, n as u64, format!("fill {n} megaflows ({})", sc.lock().engine.name()));
     for k in keys {

@@ -297,6 +297,22 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// How forwarding scales with threads, on in-memory ports (packets from
+    /// memory through the whole forwarding loop): packets per second for
+    /// each thread count.
+    Threads {
+        /// Thread counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        pmd_threads: Vec<usize>,
+        /// Seconds per count.
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        /// Distinct flows per source port.
+        #[arg(long, default_value_t = 1000)]
+        flows: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Does forwarding wait while an update runs? Packets offered at a
     /// fixed rate over a filled OF-DPA cache while updates re-translate it
     /// (full engine), with misses parked (kairo) and with upcalls that wait
@@ -592,6 +608,17 @@ fn run(cli: Cli) -> Result<()> {
             let report = kairo_bench::lookup::run(&opts).map_err(anyhow::Error::msg)?;
             emit(&report, report.to_table(), json.as_deref())?;
             Ok(())
+        }
+        Cmd::Bench { what: Some(BenchCmd::Threads { pmd_threads, secs, flows, json }) } => {
+            if pmd_threads.is_empty() || pmd_threads.iter().any(|&t| t == 0 || t > 64) {
+                anyhow::bail!("--pmd-threads: each count must be between 1 and 64");
+            }
+            if secs.is_nan() || secs <= 0.0 || flows == 0 {
+                anyhow::bail!("--secs must be positive and --flows at least 1");
+            }
+            let opts = kairo_bench::threads::ThreadsOpts { threads: pmd_threads, secs, flows, progress: true };
+            let report = kairo_bench::threads::run(&opts).map_err(anyhow::Error::msg)?;
+            emit(&report, report.to_table(), json.as_deref())
         }
         Cmd::Bench { what: Some(BenchCmd::Stall { entries, updates, pps, seed, json }) } => {
             let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);
