@@ -5,8 +5,6 @@
 //! header rewrites, a VLAN push, and frames whose checksum their sender
 //! left partial. It must be nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 
 use kairo_datapath::{Datapath, DpConfig, Megaflow, Packet, SlowPath, Upcall};
@@ -14,50 +12,8 @@ use kairo_flow::FlowKey;
 use kairo_wire::offload::{VnetHdr, F_NEEDS_CSUM};
 use kairo_xlate::Pipeline;
 
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Counts allocations made on a thread while it is armed.
-struct Counting;
-
-fn note() {
-    // `try_with`: during thread teardown the slots may be gone.
-    let _ = ARMED.try_with(|a| {
-        if a.get() {
-            ALLOCS.with(|c| c.set(c.get() + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which
-// upholds GlobalAlloc's contract; counting touches only const-initialised
-// thread-local cells (no allocation, no re-entry).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note();
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note();
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        note();
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.realloc(p, l, new) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: kairo_testkit::alloc::Counting = kairo_testkit::alloc::Counting;
 
 /// Translation alone, as the slow path.
 struct Slow(Pipeline);
@@ -133,13 +89,13 @@ fn a_million_packets_through_established_megaflows_allocate_nothing() {
     }
     let misses = dp.stats.misses;
     assert!(dp.n_flows() > 0 && misses > 0);
-    ARMED.with(|a| a.set(true));
+    kairo_testkit::alloc::arm(true);
     let rounds = 1_000_000 / kairo_datapath::BATCH;
     for r in 0..rounds {
         round(&mut dp, &mut slow, r * kairo_datapath::BATCH, &mut batch);
     }
-    ARMED.with(|a| a.set(false));
-    let allocs = ALLOCS.with(Cell::get);
+    kairo_testkit::alloc::arm(false);
+    let allocs = kairo_testkit::alloc::count();
     assert_eq!(dp.stats.misses, misses, "steady state: no upcall");
     assert!(dp.stats.emc_hits > 0 && dp.stats.megaflow_hits > 0, "{:?}", dp.stats);
     assert!(sent > 0);

@@ -4,8 +4,6 @@
 //! on the forwarding thread once every flow has its megaflow, a million
 //! packets. (The datapath alone: `kairo-datapath`'s `no_alloc` test.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,48 +13,8 @@ use kairo_maintain::EngineKind;
 use kairo_switch::{Attached, Packet, Port, PortCounters, Switch};
 use kairo_wire::offload::VnetHdr;
 
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-fn note() {
-    let _ = ARMED.try_with(|a| {
-        if a.get() {
-            ALLOCS.with(|c| c.set(c.get() + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which
-// upholds GlobalAlloc's contract; counting touches only const-initialised
-// thread-local cells (no allocation, no re-entry).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note();
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note();
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        note();
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.realloc(p, l, new) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: kairo_testkit::alloc::Counting = kairo_testkit::alloc::Counting;
 
 /// Frames from templates, in the loop's pooled buffers; arms the counter
 /// once `warm` frames are out and stops the switch after `total`.
@@ -79,11 +37,11 @@ impl Port for Source {
     }
     fn recv(&mut self, out: &mut Vec<Packet>, pool: &mut Vec<Vec<u8>>, max: usize, _c: &PortCounters) -> usize {
         if self.next == self.warm {
-            ARMED.with(|a| a.set(true));
+            kairo_testkit::alloc::arm(true);
         }
         if self.next >= self.total {
-            ARMED.with(|a| a.set(false));
-            self.allocs.store(ALLOCS.with(Cell::get), Ordering::SeqCst);
+            kairo_testkit::alloc::arm(false);
+            self.allocs.store(kairo_testkit::alloc::count(), Ordering::SeqCst);
             self.stop.store(true, Ordering::SeqCst);
             return 0;
         }

@@ -5,6 +5,8 @@
 //! Invariant: generation is a pure function of the seed and the [`GenConfig`];
 //! every generated flow and group parses.
 
+pub mod alloc;
+
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
