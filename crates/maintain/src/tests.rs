@@ -750,7 +750,13 @@ fn idle_expiry_leaves_both_engines() {
         dp.process_key(&key("in_port=2,ip"), 64, None, 950, &mut sc);
         assert_eq!(dp.sweep(1000, &mut sc), 9);
         assert_eq!(dp.n_flows(), 1);
-        assert_eq!(sc.lock().engine.len(), 1, "{}", sc.lock().engine.name());
+        // (One lock: a second in the message would wait on the first, held
+        // by assert_eq!'s match for its whole body, were the check to fail.)
+        let (len, name) = {
+            let c = sc.lock();
+            (c.engine.len(), c.engine.name())
+        };
+        assert_eq!(len, 1, "{name}");
         assert_eq!(sc.lock().engine.entries().len(), 1);
         // Expired entries are unregistered at once (no update may follow).
         sc.lock().engine.check().unwrap();
