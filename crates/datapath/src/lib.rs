@@ -67,6 +67,12 @@ pub struct DpConfig {
     pub hash: HashMode,
     /// Subtable re-ranking interval in lookups; 0 keeps insertion order.
     pub rerank_interval: u64,
+    /// An upcall that finds the cache at its flow limit sweeps it for idle
+    /// megaflows first (a walk of the whole cache, at most once per tenth
+    /// of max-idle). Off where another thread expires megaflows (the
+    /// switch: the upcall then forwards without installing, as Open
+    /// vSwitch's handlers do, and the expiry thread makes room).
+    pub sweep_when_full: bool,
 }
 
 impl Default for DpConfig {
@@ -79,6 +85,7 @@ impl Default for DpConfig {
             emc_entries: 8192,
             hash: HashMode::Computed,
             rerank_interval: 100_000,
+            sweep_when_full: true,
         }
     }
 }
@@ -408,7 +415,7 @@ impl Datapath {
             self.stats.not_installed += 1;
             return (self.interner.actions(up.actions), None);
         }
-        if self.n_flows >= self.cfg.flow_limit {
+        if self.n_flows >= self.cfg.flow_limit && self.cfg.sweep_when_full {
             self.sweep(now, slow);
         }
         let in_port = key.get(Field::InPort) as u32;

@@ -213,9 +213,14 @@ impl Switch {
 
     fn dump_megaflows(&self) -> String {
         let now = self.now_ms();
-        let mut lines: Vec<String> = Vec::new();
-        self.each_datapath(|dp| {
-            lines.extend(dp.megaflows().filter(|m| !m.is_dead()).map(|m| {
+        // Under each datapath's lock only a reference per megaflow is
+        // taken; the text is made after, so a large cache's dump does not
+        // hold up forwarding for its formatting.
+        let mut held = Vec::new();
+        self.each_datapath(|dp| held.extend(dp.megaflows().filter(|m| !m.is_dead()).cloned()));
+        let mut lines: Vec<String> = held
+            .iter()
+            .map(|m| {
                 format!(
                     "{}, packets:{}, bytes:{}, used:{:.3}s, actions:{}",
                     kairo_flow::format_megaflow(&m.key(), &m.mask),
@@ -224,8 +229,9 @@ impl Switch {
                     now.saturating_sub(m.last_used()) as f64 / 1000.0,
                     kairo_xlate::format_actions(&m.actions())
                 )
-            }))
-        });
+            })
+            .collect();
+        drop(held);
         lines.sort();
         lines.into_iter().map(|l| l + "\n").collect()
     }

@@ -236,7 +236,10 @@ impl Switch {
 
     /// A switch over a control and datapath made elsewhere (a benchmark's
     /// filled cache).
-    pub fn from_parts(ctl: SharedControl, dp: Datapath, ports: Vec<PortInfo>) -> Switch {
+    pub fn from_parts(ctl: SharedControl, mut dp: Datapath, ports: Vec<PortInfo>) -> Switch {
+        // Megaflows are expired off the forwarding threads (`expire_idle`),
+        // which make room when the cache is full.
+        dp.cfg.sweep_when_full = false;
         {
             let mut c = ctl.lock();
             // The switch's ports are what FLOOD reaches (a switch without
@@ -386,12 +389,18 @@ impl Switch {
         });
     }
 
-    /// Expires megaflows idle for longer than `max_idle` ms, walking the
-    /// cache a slice at a time (a tenth of it, 10K to 200K entries, per
+    /// Expires megaflows idle for longer than `max_idle` ms (100 ms while a
+    /// thread's cache is at its flow limit), walking the cache a slice at a
+    /// time (a tenth of it, 10K to 200K entries, per
     /// call) under the control lock, off the forwarding thread: each is
     /// killed, leaves the engine, and is handed to the forwarding thread to
     /// let go of.
     pub fn expire_idle(&self, now: u64, max_idle: u64) {
+        // A thread's cache at its flow limit: idle is 100 ms (as Open
+        // vSwitch's revalidators when over the limit), to make room.
+        let mut full = false;
+        self.each_datapath(|dp| full |= dp.n_flows() >= dp.cfg.flow_limit);
+        let max_idle = if full { max_idle.min(100) } else { max_idle };
         let mut slice = Vec::new();
         let mut cursor = lock(&self.idle_cursor);
         let mut c = self.ctl.lock();

@@ -302,3 +302,30 @@ fn two_forwarding_threads_forward_and_follow_updates() {
     r.sw.each_datapath(|dp| held.push(dp.n_flows()));
     assert_eq!(held, vec![2, 2]);
 }
+
+/// At the flow limit an upcall forwards without installing (no sweep of
+/// the cache on the forwarding thread), and the expiry thread, seeing the
+/// cache full, expires what idled 100 ms, so later flows get megaflows.
+#[test]
+fn at_the_flow_limit_packets_go_on_and_idle_megaflows_make_room() {
+    let cfg = kairo_datapath::DpConfig { flow_limit: 4, ..Default::default() };
+    // A rule per UDP source port: each flow its own megaflow.
+    let flows: String = (1..=20).map(|p| format!("priority=10,udp,tp_src={p} actions=output:2\n")).collect();
+    let r = start_with(&flows, 2, EngineKind::Incremental, cfg);
+    let mut c = Client::connect(&r.sock).expect("connect");
+    let send = |ports: std::ops::RangeInclusive<u16>| {
+        let n = ports.clone().count();
+        for p in ports {
+            r.peers[0].inject.send(kairo_wire::emit::frame(&udp_key(1, 1, p, 53), b"x")).unwrap();
+        }
+        assert_eq!(recv_n(&r.peers[1], n).len(), n, "every packet forwarded, cache full or not");
+    };
+    send(1..=10);
+    let stats = call(&mut c, "stats", &[]).unwrap();
+    assert!(stats.contains("megaflows: 4 (limit 4), installed 4, not installed 6"), "{stats}");
+    // Idle past 100 ms while full: expired, room for the next flows.
+    std::thread::sleep(Duration::from_millis(500));
+    send(11..=12);
+    let stats = call(&mut c, "stats", &[]).unwrap();
+    assert!(stats.contains("megaflows: 2 (limit 4), installed 6,"), "{stats}");
+}
