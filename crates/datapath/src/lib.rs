@@ -231,13 +231,17 @@ pub trait SlowPath {
     fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Self::Note>> {
         Some(self.upcall(key))
     }
-    /// As [`SlowPath::installed`], unless the slow path is busy: then
-    /// false, and the datapath does not keep the megaflow (the packet is
-    /// forwarded by the upcall's actions all the same).
-    fn try_installed(&mut self, mf: &Arc<Megaflow>, note: Self::Note, version: u64) -> bool {
+    /// As [`SlowPath::installed`], unless the slow path is busy: then the
+    /// note comes back, and the datapath does not keep the megaflow (the
+    /// packet is forwarded by the upcall's actions all the same).
+    fn try_installed(&mut self, mf: &Arc<Megaflow>, note: Self::Note, version: u64) -> Result<(), Self::Note> {
         self.installed(mf, note, version);
-        true
+        Ok(())
     }
+    /// A packet of `bytes` was forwarded by an upcall's actions without a
+    /// megaflow counting it (none installed, or one already there): what
+    /// the upcall's note says it went through is credited with it.
+    fn uncached(&mut self, _note: Self::Note, _bytes: u64) {}
     /// Would an upcall now wait (an update holds the slow path)? Parked
     /// packets are not tried again while it would.
     fn busy(&self) -> bool {
@@ -398,7 +402,7 @@ impl Datapath {
         now: u64,
         slow: &mut S,
     ) -> (Actions, Option<Arc<Megaflow>>) {
-        self.install_as(key, up, now, slow, false)
+        self.install_as(key, up, now, slow, false, 0)
     }
 
     /// [`Datapath::install`]; `try_`: registering the megaflow with the
@@ -410,9 +414,11 @@ impl Datapath {
         now: u64,
         slow: &mut S,
         try_: bool,
+        bytes: u64,
     ) -> (Actions, Option<Arc<Megaflow>>) {
         if !up.install {
             self.stats.not_installed += 1;
+            slow.uncached(up.note, bytes);
             return (self.interner.actions(up.actions), None);
         }
         if self.n_flows >= self.cfg.flow_limit && self.cfg.sweep_when_full {
@@ -426,17 +432,19 @@ impl Datapath {
         let actions = mf.actions();
         if self.n_flows >= self.cfg.flow_limit {
             self.stats.not_installed += 1;
+            slow.uncached(up.note, bytes);
             return (actions, None);
         }
         if cls.insert(mf.clone()) {
             self.n_flows += 1;
             if try_ {
-                if !slow.try_installed(&mf, up.note, version) {
+                if let Err(note) = slow.try_installed(&mf, up.note, version) {
                     // An update began since the upcall: not kept (its
                     // maintenance would not know it).
                     mf.kill();
                     self.unlink(&mf);
                     self.stats.not_installed += 1;
+                    slow.uncached(note, bytes);
                     return (actions, None);
                 }
             } else {
@@ -446,6 +454,7 @@ impl Datapath {
             (actions, Some(mf))
         } else {
             // An identical live megaflow exists: forward with the fresh actions once.
+            slow.uncached(up.note, bytes);
             (actions, None)
         }
     }
@@ -469,7 +478,7 @@ impl Datapath {
         }
         self.stats.misses += 1;
         let up = slow.upcall(key);
-        let (actions, mf) = self.install(key, up, now, slow);
+        let (actions, mf) = self.install_as(key, up, now, slow, false, bytes);
         if let Some(m) = mf {
             m.used(bytes, now, flags);
             self.emc.insert(key, h, &m);
@@ -540,6 +549,8 @@ impl Datapath {
             return;
         }
         self.stats.parked += 1;
+        // Counted when it is taken up again, not now.
+        self.stats.packets = self.stats.packets.saturating_sub(1);
         let vnet = (!lay.offload.is_none()).then(|| kairo_wire::offload::VnetHdr::for_frame(&p.bytes, lay));
         self.parked.push(Packet { bytes: std::mem::take(&mut p.bytes), in_port: p.in_port, rss: p.rss, vnet });
     }
@@ -649,7 +660,7 @@ impl Datapath {
                                     continue;
                                 };
                                 self.stats.misses += 1;
-                                let (a, mf) = self.install_as(&keys[i], up, now, slow, true);
+                                let (a, mf) = self.install_as(&keys[i], up, now, slow, true, len);
                                 if let Some(m) = mf {
                                     m.used(len, now, flags);
                                     self.emc.insert(&keys[i], h, &m);

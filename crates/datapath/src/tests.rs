@@ -308,8 +308,12 @@ impl SlowPath for Busy {
     fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<()>> {
         (!self.upcalls_wait).then(|| self.upcall(key))
     }
-    fn try_installed(&mut self, _mf: &Arc<Megaflow>, _note: (), _version: u64) -> bool {
-        !self.installs_wait
+    fn try_installed(&mut self, _mf: &Arc<Megaflow>, _note: (), _version: u64) -> Result<(), ()> {
+        if self.installs_wait {
+            Err(())
+        } else {
+            Ok(())
+        }
     }
     fn busy(&self) -> bool {
         self.upcalls_wait
@@ -355,6 +359,7 @@ fn misses_park_while_the_slow_path_is_busy_and_hits_go_on() {
     assert_eq!(run(&mut dp, &mut [udp_to(3, 7)], &mut slow), vec![(3, 3), (3, 5), (3, 6), (3, 7)]);
     assert_eq!((dp.n_parked(), slow.upcalls), (0, 2), "one upcall for the parked flow, the rest hit its megaflow");
     assert_eq!(dp.n_flows(), 2);
+    assert_eq!(dp.stats.packets, 7, "a parked packet is counted once, when it is taken up");
 }
 
 #[test]

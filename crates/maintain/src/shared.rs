@@ -24,6 +24,10 @@ use crate::{revalidate, Control, Ukey, Verdict};
 /// A handle on the shared control state (cheap to clone, one per thread).
 pub struct SharedControl {
     control: Arc<Mutex<Control>>,
+    /// Packets forwarded by upcalls without a megaflow to count them,
+    /// credited to their traversals when the control state is next locked
+    /// (a forwarding thread never waits to credit them).
+    credits: Arc<Mutex<Vec<crate::Moved>>>,
     /// How many forwarding threads have packets parked for the slow path.
     parked: Arc<AtomicUsize>,
     /// Whether this handle's thread is counted in `parked`.
@@ -33,7 +37,12 @@ pub struct SharedControl {
 impl Clone for SharedControl {
     /// Another thread's handle (not counted as having parked packets).
     fn clone(&self) -> SharedControl {
-        SharedControl { control: self.control.clone(), parked: self.parked.clone(), counted: false }
+        SharedControl {
+            control: self.control.clone(),
+            credits: self.credits.clone(),
+            parked: self.parked.clone(),
+            counted: false,
+        }
     }
 }
 
@@ -51,12 +60,33 @@ pub const YIELD_TO_PARKED: std::time::Duration = std::time::Duration::from_milli
 
 impl SharedControl {
     pub fn new(c: Control) -> SharedControl {
-        SharedControl { control: Arc::new(Mutex::new(c)), parked: Arc::default(), counted: false }
+        SharedControl {
+            control: Arc::new(Mutex::new(c)),
+            credits: Arc::default(),
+            parked: Arc::default(),
+            counted: false,
+        }
     }
     /// Locks the control state (a panic elsewhere never leaves it unusable:
     /// every update is applied whole or not at all).
     pub fn lock(&self) -> MutexGuard<'_, Control> {
-        self.control.lock().unwrap_or_else(|e| e.into_inner())
+        let mut c = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        self.take_credits(&mut c);
+        c
+    }
+
+    /// Files the credits of packets forwarded without a megaflow with the
+    /// counters of departed traversals (when they are kept).
+    fn take_credits(&self, c: &mut Control) {
+        let mut credits = self.credits.lock().unwrap_or_else(|e| e.into_inner());
+        if credits.is_empty() {
+            return;
+        }
+        if c.keep_moved {
+            c.moved.append(&mut credits);
+        } else {
+            credits.clear();
+        }
     }
     /// Locks the control state for an update, first letting forwarding
     /// threads with packets parked for the slow path take it (at most
@@ -75,11 +105,13 @@ impl SharedControl {
     /// Locks the control state if no one holds it (an update, say): None
     /// rather than wait.
     pub fn try_lock(&self) -> Option<MutexGuard<'_, Control>> {
-        match self.control.try_lock() {
-            Ok(g) => Some(g),
-            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
+        let mut c = match self.control.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        self.take_credits(&mut c);
+        Some(c)
     }
 }
 
@@ -151,10 +183,16 @@ impl SlowPath for SharedControl {
         Some(upcall_locked(&mut c, key))
     }
 
-    fn try_installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) -> bool {
-        let Some(mut c) = self.try_lock() else { return false };
+    fn try_installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) -> Result<(), Traversal> {
+        let Some(mut c) = self.try_lock() else { return Err(traversal) };
         installed_locked(&mut c, mf, traversal, version);
-        true
+        Ok(())
+    }
+
+    /// Credited when the lock is next taken (by anyone).
+    fn uncached(&mut self, traversal: Traversal, bytes: u64) {
+        let m = crate::Moved { traversal: Arc::new(traversal), packets: 1, bytes, left: None };
+        self.credits.lock().unwrap_or_else(|e| e.into_inner()).push(m);
     }
 
     fn removed(&mut self, mf: &Arc<Megaflow>) {

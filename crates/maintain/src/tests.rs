@@ -1426,3 +1426,25 @@ fn handles_with_parked_packets_are_counted_once_each() {
     // An update with nobody parked takes the lock at once.
     drop(sc.lock_for_update());
 }
+
+/// A packet forwarded by an upcall's actions without a megaflow (the cache
+/// at its flow limit) is still credited to the rules it went through, when
+/// the control state is next locked.
+#[test]
+fn packets_forwarded_without_a_megaflow_are_credited() {
+    use kairo_datapath::Packet;
+    let p = pipeline("table=0,priority=10,ip,actions=output:2", "");
+    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
+    sc.lock().keep_moved = true;
+    let mut dp = Datapath::new(DpConfig { flow_limit: 0, ..DpConfig::default() });
+    let mut fwd = sc.clone();
+    let frame = Packet::new(kairo_wire::emit::frame(&key("in_port=1,udp,nw_dst=10.0.0.9,tp_src=1,tp_dst=2"), &[]), 1);
+    let len = frame.bytes.len() as u64;
+    let mut sent = 0;
+    dp.process_packets(&mut [frame], 0, &mut fwd, &mut |_, _, _| sent += 1);
+    assert_eq!((sent, dp.n_flows(), dp.stats.not_installed), (1, 0, 1));
+    let moved = std::mem::take(&mut sc.lock().moved);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].counts(), (1, len));
+    assert_eq!(moved[0].traversal.steps.len(), 1);
+}

@@ -289,9 +289,10 @@ impl Switch {
     }
 
     /// The datapath counters summed over the forwarding threads, the
-    /// megaflows they hold, and the flow limit (each thread's).
+    /// megaflows they hold, and the flow limit (theirs summed: each thread
+    /// holds its share of the switch's).
     pub fn dp_totals(&self) -> (kairo_datapath::DpStats, usize, usize) {
-        let (mut st, mut n, limit) = {
+        let (mut st, mut n, mut limit) = {
             let dp = lock(&self.dp);
             (dp.stats, dp.n_flows(), dp.cfg.flow_limit)
         };
@@ -299,6 +300,7 @@ impl Switch {
             let d = lock(d);
             st.add(&d.stats);
             n += d.n_flows();
+            limit += d.cfg.flow_limit;
         }
         (st, n, limit)
     }
@@ -457,6 +459,11 @@ impl Switch {
             let_go.clear();
             let mut extra = lock(&self.pmds);
             extra.clear();
+            // The flow limit is the switch's: each thread holds its share.
+            if shares.len() > 1 {
+                let mut dp = lock(&self.dp);
+                dp.cfg.flow_limit = dp.cfg.flow_limit.div_ceil(shares.len()).max(1);
+            }
             for t in 0..shares.len() {
                 let (ctx, crx) = std::sync::mpsc::channel();
                 let (ltx, lrx) = std::sync::mpsc::channel();
