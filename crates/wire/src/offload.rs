@@ -15,7 +15,9 @@
 //! Invariants: a partial checksum is only ever kept for the TCP or UDP
 //! header at `lay.l4` (anything else the sender left partial is completed
 //! on arrival, [`VnetHdr::settle`]); its field then holds the folded
-//! pseudo-header sum, not complemented, as Linux leaves it. Every segment
+//! pseudo-header sum, not complemented, as Linux leaves it. A super-frame's
+//! checksum is always partial (settled so, and made so again after anything
+//! that finishes it: [`make_partial`]), as the kernel expects. Every segment
 //! [`finish`] emits has IP lengths, IPv4 header checksum and transport
 //! checksum exactly as a full recomputation gives. Nothing here panics on
 //! any input: a header that lies (offsets past the frame, a GSO frame that
