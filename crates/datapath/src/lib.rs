@@ -394,20 +394,12 @@ impl Datapath {
     }
 
     /// Installs a megaflow for `key` from an upcall, if under the flow limit
-    /// (evicting idle megaflows first when at it). Returns it if installed.
-    pub fn install<S: SlowPath + ?Sized>(
-        &mut self,
-        key: &FlowKey,
-        up: Upcall<S::Note>,
-        now: u64,
-        slow: &mut S,
-    ) -> (Actions, Option<Arc<Megaflow>>) {
-        self.install_as(key, up, now, slow, false, 0)
-    }
-
-    /// [`Datapath::install`]; `try_`: registering the megaflow with the
-    /// slow path must not wait (if it would, the megaflow is not kept).
-    fn install_as<S: SlowPath + ?Sized>(
+    /// (evicting idle megaflows first when at it, where the datapath sweeps
+    /// itself). Returns it if installed. `try_`: registering the megaflow
+    /// with the slow path must not wait (if it would, the megaflow is not
+    /// kept); a packet of `bytes` forwarded without a megaflow to count it
+    /// is credited through [`SlowPath::uncached`].
+    fn install<S: SlowPath + ?Sized>(
         &mut self,
         key: &FlowKey,
         up: Upcall<S::Note>,
@@ -478,7 +470,7 @@ impl Datapath {
         }
         self.stats.misses += 1;
         let up = slow.upcall(key);
-        let (actions, mf) = self.install_as(key, up, now, slow, false, bytes);
+        let (actions, mf) = self.install(key, up, now, slow, false, bytes);
         if let Some(m) = mf {
             m.used(bytes, now, flags);
             self.emc.insert(key, h, &m);
@@ -660,7 +652,7 @@ impl Datapath {
                                     continue;
                                 };
                                 self.stats.misses += 1;
-                                let (a, mf) = self.install_as(&keys[i], up, now, slow, true, len);
+                                let (a, mf) = self.install(&keys[i], up, now, slow, true, len);
                                 if let Some(m) = mf {
                                     m.used(len, now, flags);
                                     self.emc.insert(&keys[i], h, &m);
