@@ -683,7 +683,9 @@ impl Incremental {
     /// grouped here, from each entry's tag.
     fn affected_by_cell(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<(u32, Members)>, usize) {
         if let [d @ (Delta::RuleRemoved { id, .. } | Delta::RuleModified { id, .. })] = deltas {
-            if conj_change(p, d).is_some() {
+            // A learn's limit reads more than the rule's users
+            // ([`Incremental::affected`] takes them too).
+            if conj_change(p, d).is_some() || self.index.has_limits() {
                 return self.listed_by_cell(p, deltas);
             }
             let groups = self.index.users_of_rule_by_cell(*id).map(|(tag, _)| (tag, Members::OfRule(*id)));

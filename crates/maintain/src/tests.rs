@@ -1448,3 +1448,29 @@ fn packets_forwarded_without_a_megaflow_are_credited() {
     assert_eq!(moved[0].counts(), (1, len));
     assert_eq!(moved[0].traversal.steps.len(), 1);
 }
+
+/// A learn with a limit and a result bit reads how many flows of its table
+/// carry its cookie: deleting one of them alone (one rule removed, which
+/// maintenance otherwise answers from the rule's users) re-translates the
+/// entries whose learn it refused, though they never visited its table.
+/// (Found by the random-update test: the entry kept the bit it had.)
+#[test]
+fn removing_a_flow_a_learn_limit_counted_retranslates_the_refused_entries() {
+    let flows = "table=0,actions=learn(table=1,limit=1,cookie=0x6,result_dst=reg0[2],\
+                 NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,2)\n\
+                 table=1,priority=5,cookie=0x6,dl_dst=02:00:00:00:00:77,actions=output:3\n\
+                 table=2,priority=10,reg0=0x4/0x4,actions=output:1\n\
+                 table=2,priority=0,actions=output:2";
+    let p = pipeline(flows, "");
+    let pkt = "in_port=3,dl_src=02:00:00:00:00:01,dl_dst=02:00:00:00:00:09";
+    let (_, inc) = filled(&p, EngineKind::Incremental, &[pkt.to_string()]);
+    let actions =
+        |c: &Control| c.engine.entries().iter().map(|m| kairo_xlate::format_actions(&m.actions())).collect::<Vec<_>>();
+    // Table 1 holds one flow with cookie 6: the learn is refused.
+    assert_eq!(actions(&inc.lock()), vec!["2"]);
+    let m = inc.lock().pipeline.table(1).and_then(|t| t.cls.iter().next().map(|r| r.payload.m)).unwrap();
+    let gone = kairo_ofproto::FlowSpec::exact(1, 5, m);
+    inc.lock().apply(&FlowMod::Delete { strict: true, spec: gone }).unwrap();
+    assert_eq!(actions(&inc.lock()), vec!["1"]);
+    assert!(inc.lock().verify().is_empty());
+}
