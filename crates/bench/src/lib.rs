@@ -17,6 +17,7 @@ pub mod ovs;
 pub mod stall;
 pub mod threads;
 pub mod ttu;
+pub mod ttu_ovs;
 
 /// The `i`th command-line argument of an example as a count, or `default`
 /// when it is absent; an error quoting it when it is not a count.

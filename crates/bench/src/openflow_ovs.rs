@@ -36,8 +36,6 @@ use crate::quantile;
 
 /// How long a stale window is probed at most.
 pub const STALE_LIMIT: Duration = Duration::from_secs(3);
-/// Packets per `netdev-dummy/receive` when filling the cache.
-const FILL_BATCH: usize = 200;
 
 /// Open vSwitch given the same stream.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -80,7 +78,7 @@ fn kairo_megaflows(p: &Pipeline, keys: &[FlowKey]) -> usize {
 }
 
 /// A key's packet as `netdev-dummy/receive` takes it: the frame in hex.
-fn packet_hex(k: &FlowKey) -> String {
+pub(crate) fn packet_hex(k: &FlowKey) -> String {
     kairo_wire::emit::frame(k, &[0; 16]).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -102,12 +100,12 @@ fn out_ports(p: &Pipeline, k: &FlowKey) -> Vec<u32> {
     v
 }
 
-/// Every port a key's packet can leave by: its outputs, and where it goes
+/// Every way a key's packet can leave: its forwarding, or where it goes
 /// through a select group of several buckets (Open vSwitch hashes its
 /// packets with its own hash, so it may choose other buckets than kairo),
-/// the outputs of each bucket in turn. `None` for paths through two such
-/// groups, and where a bucket sends the packet nowhere.
-fn possible_ports(p: &Pipeline, k: &FlowKey) -> Option<Vec<u32>> {
+/// its forwarding with each bucket in turn. `None` for paths through two
+/// such groups.
+pub(crate) fn alternatives(p: &Pipeline, k: &FlowKey) -> Option<Vec<Vec<kairo_xlate::odp::Emitted>>> {
     let mut hashed: Vec<u32> = kairo_xlate::recirc::follow(p, k)
         .iter()
         .flat_map(|pass| pass.result.traversal.groups.iter().map(|g| g.group).collect::<Vec<_>>())
@@ -115,8 +113,8 @@ fn possible_ports(p: &Pipeline, k: &FlowKey) -> Option<Vec<u32>> {
         .collect();
     hashed.sort_unstable();
     hashed.dedup();
-    let mut ports = match hashed.as_slice() {
-        [] => out_ports(p, k),
+    match hashed.as_slice() {
+        [] => Some(vec![forwarding(p, k)]),
         [g] => {
             let group = p.group(*g)?;
             let mut all = Vec::new();
@@ -125,18 +123,30 @@ fn possible_ports(p: &Pipeline, k: &FlowKey) -> Option<Vec<u32>> {
                 one.buckets = vec![b.clone()];
                 let mut q = p.clone();
                 q.set_group(one).ok()?;
-                // A bucket that sends the packet nowhere (back to its own
-                // port, say) would hide the new path from the probe.
-                let ports = out_ports(&q, k);
-                if ports.is_empty() {
-                    return None;
-                }
-                all.extend(ports);
+                all.push(forwarding(&q, k));
             }
-            all
+            Some(all)
         }
-        _ => return None,
+        _ => None,
+    }
+}
+
+/// Every port a key's packet can leave by ([`alternatives`]). `None` for
+/// paths through two select groups, and where a bucket sends the packet
+/// nowhere (back to its own port, say: it would hide the new path from a
+/// probe).
+pub(crate) fn possible_ports(p: &Pipeline, k: &FlowKey) -> Option<Vec<u32>> {
+    let alts = alternatives(p, k)?;
+    let ports_of = |e: &[kairo_xlate::odp::Emitted]| -> Vec<u32> {
+        let mut v: Vec<u32> = e.iter().map(|(port, _)| *port).filter(|&p| p != u32::MAX).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     };
+    if alts.len() > 1 && alts.iter().any(|a| ports_of(a).is_empty()) {
+        return None;
+    }
+    let mut ports: Vec<u32> = alts.iter().flat_map(|a| ports_of(a)).collect();
     ports.sort_unstable();
     ports.dedup();
     Some(ports)
@@ -144,7 +154,7 @@ fn possible_ports(p: &Pipeline, k: &FlowKey) -> Option<Vec<u32>> {
 
 /// Up to eight packets of `keys` whose forwarding `fm` changes, each with
 /// every port it can leave by after the update.
-fn probes_for(before: &Pipeline, fm: &FlowMod, keys: &[FlowKey]) -> Vec<(FlowKey, Vec<u32>)> {
+pub(crate) fn probes_for(before: &Pipeline, fm: &FlowMod, keys: &[FlowKey]) -> Vec<(FlowKey, Vec<u32>)> {
     let mut after = before.clone();
     if apply(&mut after, fm).is_err() {
         return Vec::new();
@@ -217,25 +227,7 @@ pub fn run(
         .unwrap_or(1);
     let mgmt = ovs.bridge("br0", &wl.flows, &wl.groups, n_ports)?;
     let target = format!("unix:{}", mgmt.display());
-    let pb = crate::progress_bar(progress, keys.len() as u64, format!("{} packets into Open vSwitch", keys.len()));
-    for chunk in keys.chunks(FILL_BATCH) {
-        // One call per in_port of the chunk.
-        let mut by_port: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
-        for k in chunk {
-            by_port.entry(k.get(Field::InPort)).or_default().push(packet_hex(k));
-        }
-        for (port, specs) in by_port {
-            let name = format!("p{port}");
-            let mut args = vec!["netdev-dummy/receive", name.as_str()];
-            args.extend(specs.iter().map(String::as_str));
-            ovs.appctl(&args)?;
-        }
-        pb.inc(chunk.len() as u64);
-    }
-    pb.finish_and_clear();
-    // Every packet through the datapath before the stream starts (a
-    // backlog would move the counters the probes read).
-    ovs.drained(keys.len() as u64, Duration::from_secs(60))?;
+    crate::ttu_ovs::fill(&ovs, keys, progress)?;
     let megaflows = ovs.megaflows();
     let kairo_megaflows = kairo_megaflows(p, keys);
     // Each update's candidate probes, chosen before the connection opens (a

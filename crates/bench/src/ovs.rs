@@ -208,48 +208,146 @@ impl PrivateOvs {
         text.lines().find_map(|l| l.trim().strip_prefix("Total:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
     }
 
-    /// Runs an `ovs-appctl` command on this instance's ovs-vswitchd.
+    /// Runs an `ovs-appctl` command on this instance's ovs-vswitchd, over
+    /// its control socket (as `ovs-appctl` does, without a process per
+    /// call): the command's output, or its error.
     pub fn appctl(&self, args: &[&str]) -> Result<String, String> {
-        let t = self.dir.join("ovs-vswitchd.ctl");
-        let t = t.to_string_lossy();
-        let mut all = vec!["-t", t.as_ref()];
-        all.extend_from_slice(args);
-        self.run("ovs-appctl", &all)
+        let (method, params) = args.split_first().ok_or("appctl: no command")?;
+        let mut conn = self.unixctl_send(method, params)?;
+        conn.reply(Duration::from_secs(60))
     }
 
-    /// Packets its datapath has looked up (hit, missed or lost), from `dpctl/show`.
-    pub fn lookups(&self) -> u64 {
-        let text = self.appctl(&["dpctl/show"]).unwrap_or_default();
-        let num = |key: &str| -> u64 {
-            text.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    /// Sends one command to ovs-vswitchd's control socket; the reply is
+    /// read from the [`Unixctl`] returned.
+    fn unixctl_send(&self, method: &str, params: &[&str]) -> Result<Unixctl, String> {
+        use std::io::Write;
+        let path = self.dir.join("ovs-vswitchd.ctl");
+        let mut stream = std::os::unix::net::UnixStream::connect(&path)
+            .map_err(|e| format!("ovs-vswitchd's control socket {}: {e}", path.display()))?;
+        let request = serde_json::json!({ "id": 0, "method": method, "params": params });
+        stream.write_all(request.to_string().as_bytes()).map_err(|e| format!("ovs-appctl {method}: {e}"))?;
+        Ok(Unixctl { stream, method: method.to_string() })
+    }
+
+    /// Asks ovs-vswitchd to answer once the revalidation round after this
+    /// request ends (`revalidator/wait`); [`Unixctl::reply`] waits for it.
+    /// With periodic rounds off ([`PrivateOvs::hold_revalidation`]) the
+    /// round that answers is the one the next change to the tables starts.
+    pub fn after_next_round(&self) -> Result<Unixctl, String> {
+        self.unixctl_send("revalidator/wait", &[])
+    }
+
+    /// Stops periodic revalidation rounds (rounds then run only when the
+    /// tables change), so that a round's end can be told apart; raises the
+    /// datapath flow limit to `limit` megaflows (Open vSwitch grows it 1,000
+    /// a round from 10,000 otherwise).
+    pub fn hold_revalidation(&self, limit: usize) -> Result<(), String> {
+        self.vsctl(&["--no-wait", "set", "Open_vSwitch", ".", "other_config:max-revalidator=3600000"])?;
+        self.vsctl(&["--no-wait", "set", "Open_vSwitch", ".", &format!("other_config:flow-limit={limit}")])?;
+        self.appctl(&["upcall/set-flow-limit", &limit.to_string()]).map(|_| ())
+    }
+
+    /// How long its last revalidation round took, as it reports it
+    /// (`upcall/show`'s dump duration, in milliseconds).
+    pub fn last_round_ms(&self) -> Option<f64> {
+        let t = self.appctl(&["upcall/show"]).ok()?;
+        t.split("dump duration :").nth(1)?.trim().split("ms").next()?.trim().parse().ok()
+    }
+
+    /// ovs-vswitchd's resident memory now and at its peak (MiB), from
+    /// `/proc` (Linux; `None` elsewhere).
+    pub fn vswitchd_memory_mib(&self) -> Option<(f64, f64)> {
+        let pid = self.children.get(1)?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = |key: &str| -> Option<f64> {
+            status.lines().find_map(|l| l.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
         };
-        num("hit:") + num("missed:") + num("lost:")
+        Some((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
     }
 
-    /// Waits (up to `limit`) until the datapath has looked up `n` packets
-    /// since it started: `netdev-dummy/receive` only queues them.
-    pub fn drained(&self, n: u64, limit: Duration) -> Result<(), String> {
-        let t = Instant::now();
-        loop {
-            let seen = self.lookups();
-            if seen >= n {
-                return Ok(());
-            }
-            if t.elapsed() > limit {
-                return Err(format!("Open vSwitch looked up {seen} of {n} packets sent in {} s", limit.as_secs()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    /// Makes the dummy ports `names` write what they send to a pcap file
+    /// each (netdev-dummy's `tx_pcap`), read by [`PrivateOvs::sent_since`].
+    pub fn capture_tx(&self, names: &[&str]) -> Result<(), String> {
+        for name in names {
+            let file = self.dir.join(format!("{name}.tx.pcap"));
+            self.vsctl(&["set", "interface", name, &format!("options:tx_pcap={}", file.display())])?;
         }
+        Ok(())
     }
 
-    /// The megaflows its datapath holds now (`upcall/show`'s current count).
+    /// The frames port `name` has sent since byte `from` of its capture
+    /// ([`PrivateOvs::capture_tx`]; 0: from the start), and where the next
+    /// read starts. Only whole records are taken (a record being written
+    /// is left for the next read).
+    pub fn sent_since(&self, name: &str, from: u64) -> (Vec<Vec<u8>>, u64) {
+        let bytes = std::fs::read(self.dir.join(format!("{name}.tx.pcap"))).unwrap_or_default();
+        pcap_records(&bytes, from)
+    }
+
+    /// Gives each dummy port its frames (hex, as `netdev-dummy/receive`
+    /// takes them) in bursts it queues whole, and returns once its datapath
+    /// has taken every one; `sent` hears of each burst. (A dummy port queues
+    /// at most 100 frames and drops the rest silently: each burst goes once
+    /// the port has taken the one before.)
+    pub fn receive(
+        &self,
+        by_port: &std::collections::BTreeMap<String, Vec<String>>,
+        sent: &dyn Fn(usize),
+    ) -> Result<(), String> {
+        const BURST: usize = 100;
+        // Per port: frames sent so far, and its receive counter before.
+        let mut ports: Vec<(&String, &Vec<String>, usize, u64)> = by_port
+            .iter()
+            .map(|(name, frames)| Ok((name, frames, 0, self.rx_packets(name)?)))
+            .collect::<Result<_, String>>()?;
+        while ports.iter().any(|(_, frames, n, _)| *n < frames.len()) {
+            for (name, frames, n, _) in ports.iter_mut() {
+                let burst = &frames[*n..(*n + BURST).min(frames.len())];
+                if burst.is_empty() {
+                    continue;
+                }
+                let mut args = vec!["netdev-dummy/receive", name.as_str()];
+                args.extend(burst.iter().map(String::as_str));
+                self.appctl(&args)?;
+                *n += burst.len();
+                sent(burst.len());
+            }
+            let t = Instant::now();
+            for (name, _, n, base) in &ports {
+                while self.rx_packets(name)? < base + *n as u64 {
+                    if t.elapsed() > Duration::from_secs(30) {
+                        return Err(format!(
+                            "Open vSwitch's port {name} took no frame for 30 s{}",
+                            self.last_complaint()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Packets its datapath has taken from port `name` (`dpctl/show -s`).
+    pub fn rx_packets(&self, name: &str) -> Result<u64, String> {
+        let text = self.appctl(&["dpctl/show", "-s"])?;
+        let mut lines = text.lines();
+        while let Some(l) = lines.next() {
+            if l.trim_start().starts_with("port ") && l.contains(&format!(": {name} (")) {
+                let rx = lines.next().and_then(|l| l.trim().strip_prefix("RX packets:"));
+                return rx
+                    .and_then(|r| r.split_whitespace().next()?.parse().ok())
+                    .ok_or_else(|| format!("dpctl/show -s: no RX count for port {name}"));
+            }
+        }
+        Err(format!("dpctl/show -s: no port {name}"))
+    }
+
+    /// The megaflows its datapath holds now (`dpctl/show`'s flow count:
+    /// `upcall/show`'s is refreshed only by revalidation rounds).
     pub fn megaflows(&self) -> usize {
-        self.appctl(&["upcall/show"])
+        self.appctl(&["dpctl/show"])
             .ok()
-            .and_then(|t| {
-                let after = t.split("(current ").nth(1)?;
-                after.split(')').next()?.trim().parse().ok()
-            })
+            .and_then(|t| t.lines().find_map(|l| l.trim().strip_prefix("flows:")).and_then(|n| n.trim().parse().ok()))
             .unwrap_or(0)
     }
 }
@@ -267,6 +365,61 @@ impl PrivateOvs {
     }
 }
 
+/// The records of a pcap file's bytes from offset `from` (past the file
+/// header when 0): their frames, and the offset after the last whole one.
+/// Read by hand (a file another process is still writing, read from where
+/// the last read ended: a pcap crate's reader starts at the header); the
+/// byte order is the magic number's.
+fn pcap_records(bytes: &[u8], from: u64) -> (Vec<Vec<u8>>, u64) {
+    const HEADER: usize = 24;
+    const RECORD: usize = 16;
+    let Some(magic) = bytes.get(..4) else { return (Vec::new(), from) };
+    let little = magic == [0xd4, 0xc3, 0xb2, 0xa1] || magic == [0x4d, 0x3c, 0xb2, 0xa1];
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(if little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) } as usize)
+    };
+    let mut at = (from as usize).max(HEADER);
+    let mut out = Vec::new();
+    while let Some(len) = u32_at(at + 8) {
+        let Some(frame) = bytes.get(at + RECORD..at + RECORD + len) else { break };
+        out.push(frame.to_vec());
+        at += RECORD + len;
+    }
+    (out, at as u64)
+}
+
+/// A command sent to ovs-vswitchd's control socket, its reply to come.
+pub struct Unixctl {
+    stream: std::os::unix::net::UnixStream,
+    method: String,
+}
+
+impl Unixctl {
+    /// Waits (up to `limit`) for the reply: the command's output, or its
+    /// error (ovs-vswitchd's, or that it did not answer in time).
+    pub fn reply(&mut self, limit: Duration) -> Result<String, String> {
+        let m = &self.method;
+        self.stream.set_read_timeout(Some(limit)).map_err(|e| format!("ovs-appctl {m}: {e}"))?;
+        let mut replies = serde_json::Deserializer::from_reader(&self.stream).into_iter::<serde_json::Value>();
+        let v = match replies.next() {
+            Some(Ok(v)) => v,
+            Some(Err(e)) if e.is_io() => {
+                return Err(format!("ovs-appctl {m}: no reply in {} s ({e})", limit.as_secs()))
+            }
+            Some(Err(e)) => return Err(format!("ovs-appctl {m}: a reply that is not JSON-RPC: {e}")),
+            None => return Err(format!("ovs-appctl {m}: ovs-vswitchd closed the connection")),
+        };
+        match (v.get("error"), v.get("result")) {
+            (Some(e), _) if !e.is_null() => {
+                Err(format!("ovs-appctl {m}: {}", e.as_str().unwrap_or(&e.to_string()).trim()))
+            }
+            (_, Some(r)) => Ok(r.as_str().unwrap_or_default().to_string()),
+            _ => Err(format!("ovs-appctl {m}: a reply with neither result nor error: {v}")),
+        }
+    }
+}
+
 impl Drop for PrivateOvs {
     fn drop(&mut self) {
         // ovs-vswitchd first (it holds the database connection), then ovsdb-server.
@@ -275,5 +428,29 @@ impl Drop for PrivateOvs {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pcap_records_are_read_from_an_offset_and_a_partial_one_is_left() {
+        let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1];
+        f.extend_from_slice(&[0; 20]);
+        for (i, len) in [3u32, 5].iter().enumerate() {
+            f.extend_from_slice(&[0; 8]);
+            f.extend_from_slice(&len.to_le_bytes());
+            f.extend_from_slice(&len.to_le_bytes());
+            f.extend(std::iter::repeat_n(i as u8 + 1, *len as usize));
+        }
+        let (frames, end) = super::pcap_records(&f, 0);
+        assert_eq!(frames, vec![vec![1; 3], vec![2; 5]]);
+        assert_eq!(end as usize, f.len());
+        let (again, _) = super::pcap_records(&f, 24 + 16 + 3);
+        assert_eq!(again, vec![vec![2; 5]]);
+        // A record cut short is not taken.
+        let (cut, at) = super::pcap_records(&f[..f.len() - 1], 0);
+        assert_eq!((cut.len(), at), (1, 24 + 16 + 3));
+        assert_eq!(super::pcap_records(&[], 0).0.len(), 0);
     }
 }

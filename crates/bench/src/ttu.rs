@@ -90,7 +90,10 @@ pub fn synthetic_pipeline(seed: u64) -> (String, String) {
     }
     f.push_str("table=70,priority=0,actions=load:0xff->NXM_NX_REG0[0..7],goto_table:80\n");
     f.push_str("table=80,priority=10,reg0=0xff/0xff,actions=goto_table:90\n");
-    f.push_str("table=80,priority=5,actions=set_field:8->ip_dscp,goto_table:90\n");
+    // (set_field needs its prerequisites in the match, as Open vSwitch
+    // checks when the flow is added.)
+    f.push_str("table=80,priority=5,ip,actions=set_field:8->ip_dscp,goto_table:90\n");
+    f.push_str("table=80,priority=4,actions=goto_table:90\n");
     f.push_str("table=90,priority=0,actions=drop\n");
     (f, g)
 }
@@ -205,6 +208,9 @@ pub struct TtuRow {
     pub distinct_traversals: usize,
     /// Per kind of update, in the order the stream first has them.
     pub by_kind: Vec<KindRow>,
+    /// Open vSwitch's own figures, on its row ([`crate::ttu_ovs`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ovs: Option<crate::ttu_ovs::OvsDetail>,
 }
 
 /// One kind of update's figures in a [`TtuRow`].
@@ -226,6 +232,9 @@ pub struct KindRow {
 pub struct TtuReport {
     pub machine: Machine,
     pub rows: Vec<TtuRow>,
+    /// What could not be measured, and why (an engine asked for that
+    /// cannot run here).
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -244,6 +253,8 @@ pub struct TtuOpts {
     pub kinds: Vec<String>,
     /// Threads a maintenance pass may revalidate on (both engines alike).
     pub threads: usize,
+    /// Also Open vSwitch, given the same packets and updates ([`crate::ttu_ovs`]).
+    pub ovs: bool,
 }
 
 /// Which workload.
@@ -569,7 +580,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     } else {
         mods
     };
-    let mut rows = Vec::new();
+    let (mut rows, mut notes) = (Vec::new(), Vec::new());
     for &n in &opts.entries {
         for &kind in &opts.engines {
             let (_dp, sc) = fill(&p, kind, wl.keys(), wl.connections, n, opts.progress)?;
@@ -629,30 +640,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 pb.inc(1);
             }
             pb.finish_and_clear();
-            let mut by_kind = Vec::new();
-            let mut names: Vec<&'static str> = Vec::new();
-            for k in &kinds {
-                if !names.contains(k) {
-                    names.push(k);
-                }
-            }
-            for kind in names {
-                let mut t: Vec<f64> = ttus.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
-                let mut a: Vec<f64> =
-                    affected.iter().zip(&kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect();
-                let (mut tr, mut ap): (Vec<f64>, Vec<f64>) =
-                    per_entry.iter().zip(&kinds).filter(|(_, k)| **k == kind).filter_map(|(e, _)| *e).unzip();
-                if !t.is_empty() {
-                    by_kind.push(KindRow {
-                        update: kind.to_string(),
-                        count: t.len(),
-                        ttu_median_us: crate::quantile(&mut t, 0.5),
-                        affected_median: crate::quantile(&mut a, 0.5),
-                        translate_per_affected_us: crate::quantile(&mut tr, 0.5),
-                        apply_per_affected_us: crate::quantile(&mut ap, 0.5),
-                    });
-                }
-            }
+            let by_kind = by_kind(&kinds, &ttus, &affected, &per_entry);
             let mut per: Vec<f64> = ttus.iter().zip(&affected).filter(|(_, a)| **a > 0.0).map(|(t, a)| t / a).collect();
             let mut t2 = ttus.clone();
             rows.push(TtuRow {
@@ -673,10 +661,55 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 peak_rss_mib: mib(crate::peak_resident_bytes()),
                 distinct_traversals,
                 by_kind,
+                ovs: None,
+            });
+        }
+        if opts.ovs {
+            if !crate::ovs::available() {
+                notes.push("Open vSwitch: not installed here (scripts/ovs/install-ovs.sh installs it)".into());
+            } else {
+                rows.push(crate::ttu_ovs::row(&wl, &p, &mods, &kinds, n, opts.verify, opts.seed, opts.progress)?);
+            }
+        }
+    }
+    notes.dedup();
+    Ok(TtuReport { machine: Machine::detect(), rows, notes })
+}
+
+/// Per kind of update (in the order the stream first has them), the
+/// medians of `ttus`, `affected` and the per-entry costs of the updates of
+/// that kind (all four lists in stream order).
+pub(crate) fn by_kind(
+    kinds: &[&'static str],
+    ttus: &[f64],
+    affected: &[f64],
+    per_entry: &[Option<(f64, f64)>],
+) -> Vec<KindRow> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for k in kinds {
+        if !names.contains(k) {
+            names.push(k);
+        }
+    }
+    let mut out = Vec::new();
+    for kind in names {
+        let of =
+            |v: &[f64]| -> Vec<f64> { v.iter().zip(kinds).filter(|(_, k)| **k == kind).map(|(t, _)| *t).collect() };
+        let (mut t, mut a) = (of(ttus), of(affected));
+        let (mut tr, mut ap): (Vec<f64>, Vec<f64>) =
+            per_entry.iter().zip(kinds).filter(|(_, k)| **k == kind).filter_map(|(e, _)| *e).unzip();
+        if !t.is_empty() {
+            out.push(KindRow {
+                update: kind.to_string(),
+                count: t.len(),
+                ttu_median_us: crate::quantile(&mut t, 0.5),
+                affected_median: crate::quantile(&mut a, 0.5),
+                translate_per_affected_us: crate::quantile(&mut tr, 0.5),
+                apply_per_affected_us: crate::quantile(&mut ap, 0.5),
             });
         }
     }
-    Ok(TtuReport { machine: Machine::detect(), rows })
+    out
 }
 
 impl TtuReport {
@@ -707,7 +740,7 @@ impl TtuReport {
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|x| e(&x))?;
-        for (engine, color) in [("full", RED), ("incremental", GREEN)] {
+        for (engine, color) in [("full", RED), ("ovs", BLUE), ("incremental", GREEN)] {
             let rows: Vec<&TtuRow> = self.rows.iter().filter(|r| r.engine == engine).collect();
             if rows.is_empty() {
                 continue;
@@ -737,16 +770,19 @@ impl TtuReport {
 
     pub fn to_table(&self) -> String {
         let mut s = format!("machine: {}\n\n", self.machine);
+        // Each other engine's median TTU over the incremental engine's at
+        // the same size.
         let ratio = |r: &TtuRow| {
-            if r.engine != "incremental" {
+            if r.engine == "incremental" {
                 return "-".to_string();
             }
             self.rows
                 .iter()
-                .find(|f| f.engine == "full" && f.entries == r.entries)
-                .map(|f| format!("{:.0}x", f.ttu_median_us / r.ttu_median_us.max(1e-3)))
+                .find(|i| i.engine == "incremental" && i.entries == r.entries)
+                .map(|i| format!("{:.0}x", r.ttu_median_us / i.ttu_median_us.max(1e-3)))
                 .unwrap_or_else(|| "-".into())
         };
+        let or_dash = |v: f64, digits: usize| if v.is_finite() { format!("{v:.digits$}") } else { "-".into() };
         let rows: Vec<Vec<String>> = self
             .rows
             .iter()
@@ -761,8 +797,8 @@ impl TtuReport {
                     format!("{:.2}", r.ttu_per_affected_us),
                     ratio(r),
                     r.mismatches.to_string(),
-                    format!("{:.1}", r.housekeeping_max_us),
-                    format!("{:.0}", r.index_bytes_per_entry),
+                    if r.ovs.is_some() { "-".into() } else { format!("{:.1}", r.housekeeping_max_us) },
+                    or_dash(r.index_bytes_per_entry, 0),
                     format!("{:.0}", r.rss_mib),
                     format!("{:.0}", r.peak_rss_mib),
                 ]
@@ -777,7 +813,7 @@ impl TtuReport {
                 "max us",
                 "affected median",
                 "us/affected",
-                "full/incr",
+                "vs incremental",
                 "mismatches",
                 "housekeeping max us",
                 "index B/entry",
@@ -805,6 +841,42 @@ impl TtuReport {
                 })
             })
             .collect();
+        let ovs: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let o = r.ovs.as_ref()?;
+                Some(vec![
+                    r.entries.to_string(),
+                    o.version.clone(),
+                    o.packets.to_string(),
+                    o.megaflows.to_string(),
+                    format!("{:.0}", o.round_median_ms),
+                    format!("{:.0}", o.round_p99_ms),
+                    format!("{:.0}", o.rtt_median_us),
+                    o.checked.to_string(),
+                ])
+            })
+            .collect();
+        if !ovs.is_empty() {
+            s.push_str("\nOpen vSwitch (its TTU: flow-mod sent until the revalidation round it starts ends; affected: the megaflows it re-translated, all it held):\n");
+            s.push_str(&table(
+                &[
+                    "entries (kairo)",
+                    "version",
+                    "packets sent",
+                    "its megaflows",
+                    "round median ms",
+                    "round p99 ms",
+                    "barrier RTT us",
+                    "packets verified",
+                ],
+                &ovs,
+            ));
+        }
+        for n in &self.notes {
+            s.push_str(&format!("\nnote: {n}\n"));
+        }
         s.push_str("\nby kind of update:\n");
         s.push_str(&table(
             &[
@@ -882,6 +954,7 @@ mod tests {
             bundle: 1,
             kinds: Vec::new(),
             threads: 1,
+            ovs: false,
         }
     }
 

@@ -1,0 +1,261 @@
+//! Open vSwitch as an engine of `kairo bench ttu` (`--engines ovs`): a
+//! private Open vSwitch 3.1 ([`crate::ovs`]) loaded with the workload's
+//! flows and groups, its cache filled with the same packets that fill
+//! kairo's to the row's size, then the same update stream over OpenFlow,
+//! one flow-mod (and barrier) at a time.
+//!
+//! What is measured per update, all in this run:
+//! - **the stale window** (the row's TTU): from sending the flow-mod until
+//!   the revalidation round it starts has ended, when every cached megaflow
+//!   carries the new actions. Periodic rounds are held off
+//!   ([`PrivateOvs::hold_revalidation`]), a `revalidator/wait` is
+//!   registered before the flow-mod is sent, and its answer marks the end
+//!   of the round the flow-mod started (Open vSwitch re-translates every
+//!   megaflow in that round: it cannot tell which a change affects);
+//! - **the round** as Open vSwitch times it (`upcall/show`'s dump duration,
+//!   1 ms resolution) and per megaflow, over the megaflows it held;
+//! - the barrier round trip, and ovs-vswitchd's resident memory.
+//!
+//! With `--verify`, after each round a few packets of the traffic (those
+//! the update re-routes first, then others) are sent in and must leave by
+//! the ports kairo's translation of the updated tables sends them to (any
+//! bucket of a select group: Open vSwitch hashes its own way).
+//!
+//! Invariant: every figure is from this run's Open vSwitch, for the same
+//! packets and updates as the kairo engines' rows; a round that does not
+//! end in time is an error, never a figure.
+
+use std::time::{Duration, Instant};
+
+use kairo_flow::{Field, FlowKey};
+use kairo_maintain::flowmod::{apply, FlowMod};
+use kairo_ofp::Version;
+use kairo_switch::openflow::client::{to_messages, Client};
+use kairo_switch::openflow::Target;
+use kairo_xlate::Pipeline;
+use rand::seq::SliceRandom;
+
+use crate::openflow_ovs::{alternatives, packet_hex, possible_ports, probes_for};
+use crate::ovs::PrivateOvs;
+use crate::ttu::{by_kind, TtuRow, Workload};
+
+/// How long after registering `revalidator/wait` the flow-mod is sent
+/// (ovs-vswitchd's main loop reads the request within a poll round).
+const REGISTER: Duration = Duration::from_millis(20);
+/// Longest a revalidation round may take before the run fails.
+const ROUND_LIMIT: Duration = Duration::from_secs(120);
+/// Packets checked after each update under `--verify`: re-routed ones
+/// first, then drawn from the traffic.
+const VERIFY_REROUTED: usize = 3;
+const VERIFY_OTHERS: usize = 2;
+
+/// Open vSwitch's own figures beside a row ([`TtuRow::ovs`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OvsDetail {
+    pub version: String,
+    /// Packets sent to fill its cache (those that filled kairo's to the
+    /// row's size), and the megaflows it then held.
+    pub packets: usize,
+    pub megaflows: usize,
+    /// Its revalidation rounds as it times them (ms).
+    pub round_median_ms: f64,
+    pub round_p99_ms: f64,
+    pub rtt_median_us: f64,
+    /// Packets whose forwarding `--verify` checked after the updates.
+    pub checked: usize,
+}
+
+/// The packets of `keys` that fill a cache of `n` megaflows in kairo's
+/// datapath (every pass of each followed), in order.
+fn filling_keys(p: &Pipeline, keys: impl Iterator<Item = FlowKey>, n: usize) -> Vec<FlowKey> {
+    let cfg = kairo_datapath::DpConfig { flow_limit: usize::MAX, emc_insert_inv_prob: 0, ..Default::default() };
+    let mut dp = kairo_datapath::Datapath::new(cfg);
+    let mut slow = kairo_maintain::shared::Translate(p);
+    let mut used = Vec::with_capacity(n);
+    for k in keys {
+        if dp.n_flows() >= n {
+            break;
+        }
+        dp.process_key_passes(&k, 64, 0, &mut slow);
+        used.push(k);
+    }
+    used
+}
+
+/// Sends `keys` into Open vSwitch as frames by their input ports, and
+/// waits until its datapath has taken every one.
+pub(crate) fn fill(ovs: &PrivateOvs, keys: &[FlowKey], progress: bool) -> Result<(), String> {
+    let pb = crate::progress_bar(progress, keys.len() as u64, format!("{} packets into Open vSwitch", keys.len()));
+    let mut by_port: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for k in keys {
+        by_port.entry(format!("p{}", k.get(Field::InPort))).or_default().push(packet_hex(k));
+    }
+    ovs.receive(&by_port, &|n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// A packet as it leaves, compared by its headers (the port it left by
+/// apart).
+fn headers(port: u32, k: &FlowKey) -> (u32, FlowKey) {
+    let mut h = kairo_xlate::odp::packet_fields(k);
+    h.set(Field::InPort, 0);
+    (port, h)
+}
+
+/// Does Open vSwitch send `k` as the updated tables `p` say: the same
+/// packets (headers) out of the same ports, for one of the buckets a
+/// select group on its path can choose? `None` when kairo's answer has a
+/// path it cannot state that way (two hashed groups, the controller).
+fn forwards_as_kairo(ovs: &PrivateOvs, ports: &[String], p: &Pipeline, k: &FlowKey) -> Result<Option<bool>, String> {
+    let Some(alts) = alternatives(p, k) else { return Ok(None) };
+    let mut want: Vec<Vec<(u32, FlowKey)>> = Vec::new();
+    for alt in alts {
+        if alt.iter().any(|(port, _)| *port == u32::MAX || *port as usize > ports.len()) {
+            return Ok(None);
+        }
+        let mut a: Vec<(u32, FlowKey)> = alt.iter().map(|(port, k)| headers(*port, k)).collect();
+        a.sort_by_key(|(p, k)| (*p, k.w));
+        want.push(a);
+    }
+    let marks: Vec<u64> = ports.iter().map(|n| ovs.sent_since(n, 0).1).collect();
+    ovs.appctl(&["netdev-dummy/receive", &format!("p{}", k.get(Field::InPort)), &packet_hex(k)])?;
+    // What left within 200 ms (a packet that leaves at all does within
+    // a few: the datapath handles it before the next command).
+    let most = want.iter().map(Vec::len).max().unwrap_or(0);
+    let t = Instant::now();
+    let mut got = Vec::new();
+    while t.elapsed() < Duration::from_millis(200) {
+        got.clear();
+        for (i, name) in ports.iter().enumerate() {
+            let port = i as u32 + 1;
+            let frames = ovs.sent_since(name, marks[i]).0;
+            got.extend(frames.iter().map(|f| headers(port, &kairo_wire::parse(f, port).0)));
+        }
+        if got.len() >= most && most > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    got.sort_by_key(|(p, k)| (*p, k.w));
+    Ok(Some(want.contains(&got)))
+}
+
+/// Open vSwitch's row at size `n`: `mods` (named `kinds`) applied one at
+/// a time after a fill with the packets that fill kairo's cache to `n`.
+#[allow(clippy::too_many_arguments)]
+pub fn row(
+    wl: &Workload,
+    p: &Pipeline,
+    mods: &[FlowMod],
+    kinds: &[&'static str],
+    n: usize,
+    verify: bool,
+    seed: u64,
+    progress: bool,
+) -> Result<TtuRow, String> {
+    if wl.connections {
+        return Err(format!(
+            "--engines ovs: the {} workload opens each flow as a connection through conntrack; \
+             replaying connections into Open vSwitch is not built yet (ofdpa, synthetic and flow files are)",
+            wl.name
+        ));
+    }
+    let keys = filling_keys(p, wl.keys(), n);
+    let ovs = PrivateOvs::start()?;
+    let n_ports = keys
+        .iter()
+        .map(|k| k.get(Field::InPort) as u32)
+        .chain(keys.iter().take(2000).flat_map(|k| possible_ports(p, k).unwrap_or_default()))
+        .filter(|&n| n < 0xff00)
+        .max()
+        .unwrap_or(1);
+    let mgmt = ovs.bridge("br0", &wl.flows, &wl.groups, n_ports)?;
+    let ports: Vec<String> = (1..=n_ports).map(|i| format!("p{i}")).collect();
+    if verify {
+        ovs.capture_tx(&ports.iter().map(String::as_str).collect::<Vec<_>>())?;
+    }
+    // Room for every megaflow the traffic makes (its userspace datapath
+    // holds at most 65,536 per thread whatever the limit).
+    ovs.hold_revalidation(keys.len().max(200_000))?;
+    fill(&ovs, &keys, progress)?;
+    let megaflows = ovs.megaflows();
+    let v = Version::V1_3;
+    let msgs: Vec<_> = mods.iter().map(|m| to_messages(m, v).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let mut client = Client::connect(&Target::ActiveUnix(mgmt), v).map_err(|e| format!("Open vSwitch: {e}"))?;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed ^ n as u64);
+    let mut pipeline = p.clone();
+    let pb = crate::progress_bar(
+        progress,
+        msgs.len() as u64,
+        format!("{} updates to Open vSwitch, {n} entries", msgs.len()),
+    );
+    let (mut stale, mut rounds, mut rtts, mut held) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Per update, the round's time per megaflow held (none if it held none).
+    let mut per_entry: Vec<Option<(f64, f64)>> = Vec::new();
+    let (mut mismatches, mut checked) = (0, 0);
+    for (i, (fm, m)) in mods.iter().zip(&msgs).enumerate() {
+        let rerouted = if verify { probes_for(&pipeline, fm, &keys) } else { Vec::new() };
+        let mut round = ovs.after_next_round()?;
+        std::thread::sleep(REGISTER);
+        let t0 = Instant::now();
+        client.call(m).map_err(|e| format!("Open vSwitch, update {i} ({kinds:?}): {e}{}", ovs.last_complaint()))?;
+        rtts.push(t0.elapsed().as_secs_f64() * 1e6);
+        round.reply(ROUND_LIMIT).map_err(|e| format!("update {i}: {e}{}", ovs.last_complaint()))?;
+        stale.push(t0.elapsed().as_secs_f64() * 1e6);
+        let now = ovs.megaflows();
+        let ms = ovs.last_round_ms().unwrap_or(f64::NAN);
+        rounds.push(ms);
+        held.push(now as f64);
+        per_entry.push((now > 0).then(|| (ms * 1e3 / now as f64, 0.0)));
+        let _ = apply(&mut pipeline, fm);
+        if verify {
+            let mut sample: Vec<FlowKey> = rerouted.into_iter().map(|(k, _)| k).take(VERIFY_REROUTED).collect();
+            sample.extend(keys.choose_multiple(&mut rng, VERIFY_OTHERS).copied());
+            for k in &sample {
+                match forwards_as_kairo(&ovs, &ports, &pipeline, k)? {
+                    Some(true) => checked += 1,
+                    Some(false) => {
+                        checked += 1;
+                        mismatches += 1;
+                    }
+                    None => {}
+                }
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let (rss_mib, peak_rss_mib) = ovs.vswitchd_memory_mib().unwrap_or((0.0, 0.0));
+    let q = |v: &mut Vec<f64>, x| if v.is_empty() { f64::NAN } else { crate::quantile(v, x) };
+    let by_kind = by_kind(kinds, &stale, &held, &per_entry);
+    let mut per: Vec<f64> = per_entry.iter().flatten().map(|(t, _)| *t).collect();
+    Ok(TtuRow {
+        pipeline: wl.name.into(),
+        engine: "ovs".into(),
+        entries: n,
+        updates: stale.len(),
+        ttu_median_us: q(&mut stale.clone(), 0.5),
+        ttu_p99_us: q(&mut stale.clone(), 0.99),
+        ttu_max_us: q(&mut stale, 1.0),
+        affected_median: q(&mut held, 0.5),
+        ttu_per_affected_us: q(&mut per, 0.5),
+        housekeeping_median_us: 0.0,
+        housekeeping_max_us: 0.0,
+        mismatches,
+        index_bytes_per_entry: f64::NAN,
+        rss_mib,
+        peak_rss_mib,
+        distinct_traversals: 0,
+        by_kind,
+        ovs: Some(OvsDetail {
+            version: crate::ovs::version().unwrap_or_default(),
+            packets: keys.len(),
+            megaflows,
+            round_median_ms: q(&mut rounds.clone(), 0.5),
+            round_p99_ms: q(&mut rounds, 0.99),
+            rtt_median_us: q(&mut rtts, 0.5),
+            checked,
+        }),
+    })
+}
