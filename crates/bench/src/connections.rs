@@ -38,16 +38,16 @@ fn frame(k: &FlowKey, seq: u32, ack: u32) -> Vec<u8> {
     frame_with_seq(k, &[0; 16], seq, ack)
 }
 
-/// Runs one packet through `dp`; the frames it sent out of ports.
+/// Runs one frame in on `in_port` through `dp`; the frames it sent out of ports.
 fn send<S: SlowPath + ?Sized>(
     dp: &mut Datapath,
     slow: &mut S,
-    k: &FlowKey,
+    in_port: u64,
     f: Vec<u8>,
     now: u64,
 ) -> Vec<(u32, Vec<u8>)> {
     let mut out = Vec::new();
-    let mut pkts = vec![kairo_datapath::Packet::new(f, k.get(Field::InPort) as u32)];
+    let mut pkts = vec![kairo_datapath::Packet::new(f, in_port as u32)];
     dp.process_packets(&mut pkts, now, slow, &mut |sent, bytes, _| {
         if let Sent::Port(p) = sent {
             out.push((p, bytes.to_vec()));
@@ -72,20 +72,40 @@ fn answer(port: u32, bytes: &[u8], flags: u64) -> FlowKey {
     a
 }
 
+/// A connection's first packet (SYN for TCP) as a frame.
+pub(crate) fn first_frame(first: &FlowKey) -> Vec<u8> {
+    let tcp = first.get(Field::IpProto) == 6;
+    let syn = first.with(Field::TcpFlags, if tcp { SYN } else { 0 });
+    frame(&syn, CLIENT_ISN, 0)
+}
+
+/// The peer's answer (SYN+ACK for TCP) to a copy of the first packet that
+/// left by `port` as `bytes`: its key and frame, to come in on `port`.
+pub(crate) fn answer_frame(port: u32, bytes: &[u8]) -> (FlowKey, Vec<u8>) {
+    let a = answer(port, bytes, SYN | ACK);
+    let f = frame(&a, SERVER_ISN, CLIENT_ISN.wrapping_add(1));
+    (a, f)
+}
+
+/// The originator's next packet (the handshake's ACK for TCP) as a frame.
+pub(crate) fn next_frame(first: &FlowKey) -> Vec<u8> {
+    let tcp = first.get(Field::IpProto) == 6;
+    let next = first.with(Field::TcpFlags, if tcp { ACK } else { 0 });
+    frame(&next, CLIENT_ISN.wrapping_add(1), SERVER_ISN.wrapping_add(1))
+}
+
 /// Opens the connection whose first packet is `first` (IPv4 TCP or UDP,
 /// untracked) through `dp`; how many packets that took.
 pub fn open<S: SlowPath + ?Sized>(dp: &mut Datapath, slow: &mut S, first: &FlowKey, now: u64) -> usize {
-    let tcp = first.get(Field::IpProto) == 6;
-    let syn = first.with(Field::TcpFlags, if tcp { SYN } else { 0 });
-    let sent = send(dp, slow, &syn, frame(&syn, CLIENT_ISN, 0), now);
+    let in_port = first.get(Field::InPort);
+    let sent = send(dp, slow, in_port, first_frame(first), now);
     let mut packets = 1;
     for (port, bytes) in &sent {
-        let a = answer(*port, bytes, SYN | ACK);
-        send(dp, slow, &a, frame(&a, SERVER_ISN, CLIENT_ISN.wrapping_add(1)), now);
+        let (a, f) = answer_frame(*port, bytes);
+        send(dp, slow, a.get(Field::InPort), f, now);
         packets += 1;
     }
-    let next = first.with(Field::TcpFlags, if tcp { ACK } else { 0 });
-    send(dp, slow, &next, frame(&next, CLIENT_ISN.wrapping_add(1), SERVER_ISN.wrapping_add(1)), now);
+    send(dp, slow, in_port, next_frame(first), now);
     packets + 1
 }
 

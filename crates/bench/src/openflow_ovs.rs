@@ -77,6 +77,22 @@ fn kairo_megaflows(p: &Pipeline, keys: &[FlowKey]) -> usize {
     dp.n_flows()
 }
 
+/// How many ports (1..N) a bridge needs for `keys`: every port they come
+/// in on, the first 2,000 go out of, or a group's bucket outputs to.
+pub(crate) fn ports_used(p: &Pipeline, keys: &[FlowKey]) -> u32 {
+    let buckets = p.groups().flat_map(|g| g.buckets.iter()).flat_map(|b| b.actions.iter()).filter_map(|a| match a {
+        kairo_ofproto::Action::Output(port) => Some(*port),
+        _ => None,
+    });
+    keys.iter()
+        .map(|k| k.get(Field::InPort) as u32)
+        .chain(keys.iter().take(2000).flat_map(|k| out_ports(p, k)))
+        .chain(buckets)
+        .filter(|&n| n < 0xff00)
+        .max()
+        .unwrap_or(1)
+}
+
 /// A key's packet as `netdev-dummy/receive` takes it: the frame in hex.
 pub(crate) fn packet_hex(k: &FlowKey) -> String {
     kairo_wire::emit::frame(k, &[0; 16]).iter().map(|b| format!("{b:02x}")).collect()
@@ -218,13 +234,7 @@ pub fn run(
     }
     let ovs = PrivateOvs::start()?;
     // Every port the traffic comes in on or the pipeline sends to.
-    let n_ports = keys
-        .iter()
-        .map(|k| k.get(Field::InPort) as u32)
-        .chain(keys.iter().take(2000).flat_map(|k| out_ports(p, k)))
-        .filter(|&n| n < 0xff00)
-        .max()
-        .unwrap_or(1);
+    let n_ports = ports_used(p, keys);
     let mgmt = ovs.bridge("br0", &wl.flows, &wl.groups, n_ports)?;
     let target = format!("unix:{}", mgmt.display());
     crate::ttu_ovs::fill(&ovs, keys, progress)?;

@@ -280,8 +280,19 @@ impl PrivateOvs {
     /// read starts. Only whole records are taken (a record being written
     /// is left for the next read).
     pub fn sent_since(&self, name: &str, from: u64) -> (Vec<Vec<u8>>, u64) {
-        let bytes = std::fs::read(self.dir.join(format!("{name}.tx.pcap"))).unwrap_or_default();
-        pcap_records(&bytes, from)
+        use std::io::{Read, Seek, SeekFrom};
+        // The file header (for its byte order), then what follows `from`.
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut f = std::fs::File::open(self.dir.join(format!("{name}.tx.pcap")))?;
+            let mut bytes = vec![0; PCAP_HEADER];
+            f.read_exact(&mut bytes)?;
+            f.seek(SeekFrom::Start(from.max(PCAP_HEADER as u64)))?;
+            f.read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        let Ok(bytes) = read() else { return (Vec::new(), from) };
+        let (frames, end) = pcap_records(&bytes, 0);
+        (frames, from.max(PCAP_HEADER as u64) + end - PCAP_HEADER as u64)
     }
 
     /// Gives each dummy port its frames (hex, as `netdev-dummy/receive`
@@ -295,10 +306,14 @@ impl PrivateOvs {
         sent: &dyn Fn(usize),
     ) -> Result<(), String> {
         const BURST: usize = 100;
+        let base = self.rx_all()?;
         // Per port: frames sent so far, and its receive counter before.
         let mut ports: Vec<(&String, &Vec<String>, usize, u64)> = by_port
             .iter()
-            .map(|(name, frames)| Ok((name, frames, 0, self.rx_packets(name)?)))
+            .map(|(name, frames)| {
+                let rx = base.get(name.as_str()).copied().ok_or_else(|| format!("dpctl/show -s: no port {name}"))?;
+                Ok((name, frames, 0, rx))
+            })
             .collect::<Result<_, String>>()?;
         while ports.iter().any(|(_, frames, n, _)| *n < frames.len()) {
             for (name, frames, n, _) in ports.iter_mut() {
@@ -313,33 +328,44 @@ impl PrivateOvs {
                 sent(burst.len());
             }
             let t = Instant::now();
-            for (name, _, n, base) in &ports {
-                while self.rx_packets(name)? < base + *n as u64 {
-                    if t.elapsed() > Duration::from_secs(30) {
-                        return Err(format!(
-                            "Open vSwitch's port {name} took no frame for 30 s{}",
-                            self.last_complaint()
-                        ));
-                    }
+            loop {
+                let rx = self.rx_all()?;
+                let behind = ports
+                    .iter()
+                    .find(|(name, _, n, base)| rx.get(name.as_str()).copied().unwrap_or(0) < base + *n as u64);
+                let Some((name, ..)) = behind else { break };
+                if t.elapsed() > Duration::from_secs(30) {
+                    return Err(format!("Open vSwitch's port {name} took no frame for 30 s{}", self.last_complaint()));
                 }
             }
         }
         Ok(())
     }
 
-    /// Packets its datapath has taken from port `name` (`dpctl/show -s`).
-    pub fn rx_packets(&self, name: &str) -> Result<u64, String> {
+    /// Packets its datapath has taken from each port, by name (`dpctl/show -s`).
+    pub fn rx_all(&self) -> Result<std::collections::HashMap<String, u64>, String> {
         let text = self.appctl(&["dpctl/show", "-s"])?;
+        let mut out = std::collections::HashMap::new();
         let mut lines = text.lines();
         while let Some(l) = lines.next() {
-            if l.trim_start().starts_with("port ") && l.contains(&format!(": {name} (")) {
-                let rx = lines.next().and_then(|l| l.trim().strip_prefix("RX packets:"));
-                return rx
-                    .and_then(|r| r.split_whitespace().next()?.parse().ok())
-                    .ok_or_else(|| format!("dpctl/show -s: no RX count for port {name}"));
+            let l = l.trim_start();
+            let Some(name) =
+                l.strip_prefix("port ").and_then(|r| r.split(": ").nth(1)).and_then(|r| r.split(" (").next())
+            else {
+                continue;
+            };
+            let rx = lines.next().and_then(|l| l.trim().strip_prefix("RX packets:"));
+            if let Some(n) = rx.and_then(|r| r.split_whitespace().next()?.parse().ok()) {
+                out.insert(name.to_string(), n);
             }
         }
-        Err(format!("dpctl/show -s: no port {name}"))
+        Ok(out)
+    }
+
+    /// Where port `name`'s capture ends now, for [`PrivateOvs::sent_since`]
+    /// to read what it sends after (taken while nothing is being sent).
+    pub fn tx_mark(&self, name: &str) -> u64 {
+        std::fs::metadata(self.dir.join(format!("{name}.tx.pcap"))).map_or(0, |m| m.len())
     }
 
     /// The megaflows its datapath holds now (`dpctl/show`'s flow count:
@@ -365,13 +391,15 @@ impl PrivateOvs {
     }
 }
 
+/// A pcap file's header, in bytes.
+const PCAP_HEADER: usize = 24;
+
 /// The records of a pcap file's bytes from offset `from` (past the file
 /// header when 0): their frames, and the offset after the last whole one.
 /// Read by hand (a file another process is still writing, read from where
 /// the last read ended: a pcap crate's reader starts at the header); the
 /// byte order is the magic number's.
 fn pcap_records(bytes: &[u8], from: u64) -> (Vec<Vec<u8>>, u64) {
-    const HEADER: usize = 24;
     const RECORD: usize = 16;
     let Some(magic) = bytes.get(..4) else { return (Vec::new(), from) };
     let little = magic == [0xd4, 0xc3, 0xb2, 0xa1] || magic == [0x4d, 0x3c, 0xb2, 0xa1];
@@ -379,7 +407,7 @@ fn pcap_records(bytes: &[u8], from: u64) -> (Vec<Vec<u8>>, u64) {
         let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
         Some(if little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) } as usize)
     };
-    let mut at = (from as usize).max(HEADER);
+    let mut at = (from as usize).max(PCAP_HEADER);
     let mut out = Vec::new();
     while let Some(len) = u32_at(at + 8) {
         let Some(frame) = bytes.get(at + RECORD..at + RECORD + len) else { break };
@@ -401,7 +429,9 @@ impl Unixctl {
     pub fn reply(&mut self, limit: Duration) -> Result<String, String> {
         let m = &self.method;
         self.stream.set_read_timeout(Some(limit)).map_err(|e| format!("ovs-appctl {m}: {e}"))?;
-        let mut replies = serde_json::Deserializer::from_reader(&self.stream).into_iter::<serde_json::Value>();
+        // (Buffered: serde_json reads a reader a byte at a time.)
+        let reader = std::io::BufReader::with_capacity(64 * 1024, &self.stream);
+        let mut replies = serde_json::Deserializer::from_reader(reader).into_iter::<serde_json::Value>();
         let v = match replies.next() {
             Some(Ok(v)) => v,
             Some(Err(e)) if e.is_io() => {
