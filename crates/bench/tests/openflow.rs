@@ -2,6 +2,8 @@
 //! stream to a private Open vSwitch where it is installed (CI installs it;
 //! elsewhere that part says SKIPPED, and fails if KAIRO_REQUIRE_OVS=1).
 
+mod common;
+
 use kairo_bench::openflow::{run, OfOpts};
 use kairo_bench::ttu::PipelineKind;
 use kairo_maintain::EngineKind;
@@ -31,11 +33,7 @@ fn the_stream_goes_over_openflow_to_kairo() {
 
 #[test]
 fn the_same_stream_goes_to_a_private_open_vswitch() {
-    if !kairo_bench::ovs::available() {
-        if std::env::var("KAIRO_REQUIRE_OVS").as_deref() == Ok("1") {
-            panic!("KAIRO_REQUIRE_OVS=1 but Open vSwitch is not installed (run scripts/ovs/install-ovs.sh)");
-        }
-        eprintln!("SKIPPED the_same_stream_goes_to_a_private_open_vswitch: Open vSwitch is not installed here");
+    if common::skip_without_ovs("the_same_stream_goes_to_a_private_open_vswitch") {
         return;
     }
     let r = run(&opts(true)).unwrap();
@@ -48,11 +46,5 @@ fn the_same_stream_goes_to_a_private_open_vswitch() {
     // Probed updates were seen leaving by their new port (or timed out).
     assert!(o.probed == 0 || (o.stale_median_ms > 0.0 && o.probe_median_ms > 0.0), "{o:?}");
     // The private instance is gone: no run directory of this process is left.
-    let ours = format!("kairo-ovs-{}-", std::process::id());
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&ours))
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    common::assert_no_instance_left();
 }

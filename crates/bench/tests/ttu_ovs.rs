@@ -4,6 +4,8 @@
 //! (CI installs Open vSwitch; elsewhere the test says SKIPPED, and fails
 //! if KAIRO_REQUIRE_OVS=1).
 
+mod common;
+
 use kairo_bench::ttu::{run, PipelineKind, TtuOpts};
 use kairo_maintain::EngineKind;
 
@@ -23,20 +25,9 @@ fn opts(pipeline: PipelineKind) -> TtuOpts {
     }
 }
 
-fn skip(test: &str) -> bool {
-    if kairo_bench::ovs::available() {
-        return false;
-    }
-    if std::env::var("KAIRO_REQUIRE_OVS").as_deref() == Ok("1") {
-        panic!("KAIRO_REQUIRE_OVS=1 but Open vSwitch is not installed (run scripts/ovs/install-ovs.sh)");
-    }
-    eprintln!("SKIPPED {test}: Open vSwitch is not installed here");
-    true
-}
-
 #[test]
 fn open_vswitch_takes_the_same_stream_and_forwards_as_kairo_after_each_update() {
-    if skip("open_vswitch_takes_the_same_stream_and_forwards_as_kairo_after_each_update") {
+    if common::skip_without_ovs("open_vswitch_takes_the_same_stream_and_forwards_as_kairo_after_each_update") {
         return;
     }
     for pipeline in [PipelineKind::Ofdpa, PipelineKind::Synthetic] {
@@ -73,11 +64,5 @@ fn open_vswitch_takes_the_same_stream_and_forwards_as_kairo_after_each_update() 
     assert!(ovs.ttu_median_us >= o.rtt_median_us, "{}", r.to_table());
     // The private instances are gone (one test: instances of tests run
     // alongside would be seen).
-    let ours = format!("kairo-ovs-{}-", std::process::id());
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&ours))
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    common::assert_no_instance_left();
 }
