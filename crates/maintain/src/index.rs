@@ -980,16 +980,11 @@ impl Index {
         self.by_mac.get(&mac).into_iter().flatten().copied()
     }
 
-    /// Entries whose learn counted the flows with `cookie` in `table` (any
-    /// cookie, given `None`) for a result bit.
-    pub fn users_of_limit(&self, table: u8, cookie: Option<u64>, out: &mut Vec<EntryId>) {
-        match cookie {
-            Some(c) => out.extend(self.by_limit.get(&(table, c)).into_iter().flatten().copied()),
-            None => {
-                for (_, ids) in self.by_limit.iter().filter(|((t, _), _)| *t == table) {
-                    out.extend(ids.iter().copied());
-                }
-            }
+    /// Entries whose learn counted flows of `table` for a result bit (of
+    /// any cookie: whether a learn's flow is there does not look at it).
+    pub fn users_of_limit(&self, table: u8, out: &mut Vec<EntryId>) {
+        for (_, ids) in self.by_limit.iter().filter(|((t, _), _)| *t == table) {
+            out.extend(ids.iter().copied());
         }
     }
 

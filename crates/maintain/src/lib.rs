@@ -521,15 +521,12 @@ impl Incremental {
         if limits {
             for d in deltas {
                 match d {
-                    Delta::RuleAdded { table, id } => {
-                        let cookie = p.rule(*table, *id).map(|r| r.cookie);
-                        self.index.users_of_limit(*table, cookie, &mut out);
-                    }
-                    Delta::RuleRemoved { table, rule, .. } => {
-                        self.index.users_of_limit(*table, Some(rule.cookie), &mut out)
-                    }
-                    // (Its cookie before the change is not known here.)
-                    Delta::RuleModified { table, .. } => self.index.users_of_limit(*table, None, &mut out),
+                    // Any cookie: whether the learn's flow is there is its
+                    // match and priority (and a modify's old cookie is not
+                    // known here).
+                    Delta::RuleAdded { table, .. }
+                    | Delta::RuleRemoved { table, .. }
+                    | Delta::RuleModified { table, .. } => self.index.users_of_limit(*table, &mut out),
                     _ => {}
                 }
             }

@@ -1450,10 +1450,12 @@ fn packets_forwarded_without_a_megaflow_are_credited() {
 }
 
 /// A learn with a limit and a result bit reads how many flows of its table
-/// carry its cookie: deleting one of them alone (one rule removed, which
-/// maintenance otherwise answers from the rule's users) re-translates the
-/// entries whose learn it refused, though they never visited its table.
-/// (Found by the random-update test: the entry kept the bit it had.)
+/// carry its cookie, and whether its flow is there (by match and priority,
+/// any cookie): a flow with its match added or removed, or one with its
+/// cookie deleted alone (one rule removed, which maintenance otherwise
+/// answers from the rule's users), re-translates the entries whose learn
+/// it decided, though they never visited its table. (Found by the
+/// random-update test: the entry kept the bit it had.)
 #[test]
 fn removing_a_flow_a_learn_limit_counted_retranslates_the_refused_entries() {
     let flows = "table=0,actions=learn(table=1,limit=1,cookie=0x6,result_dst=reg0[2],\
@@ -1467,6 +1469,14 @@ fn removing_a_flow_a_learn_limit_counted_retranslates_the_refused_entries() {
     let actions =
         |c: &Control| c.engine.entries().iter().map(|m| kairo_xlate::format_actions(&m.actions())).collect::<Vec<_>>();
     // Table 1 holds one flow with cookie 6: the learn is refused.
+    assert_eq!(actions(&inc.lock()), vec!["2"]);
+    // A flow with the learned flow's match and priority, another cookie:
+    // the learned flow is there, so the learn is let in; gone, refused.
+    let same = "table=1,priority=32768,cookie=0x9,dl_dst=02:00:00:00:00:01,actions=drop";
+    inc.lock().apply(&crate::parse_command("add-flow", same).unwrap()).unwrap();
+    assert_eq!(actions(&inc.lock()), vec!["1"]);
+    let del = "table=1,priority=32768,dl_dst=02:00:00:00:00:01";
+    inc.lock().apply(&crate::parse_command("--strict del-flows", del).unwrap()).unwrap();
     assert_eq!(actions(&inc.lock()), vec!["2"]);
     let m = inc.lock().pipeline.table(1).and_then(|t| t.cls.iter().next().map(|r| r.payload.m)).unwrap();
     let gone = kairo_ofproto::FlowSpec::exact(1, 5, m);
