@@ -427,6 +427,12 @@ impl Unixctl {
     /// Waits (up to `limit`) for the reply: the command's output, or its
     /// error (ovs-vswitchd's, or that it did not answer in time).
     pub fn reply(&mut self, limit: Duration) -> Result<String, String> {
+        self.reply_within(limit)?
+            .ok_or_else(|| format!("ovs-appctl {}: no reply in {} s", self.method, limit.as_secs()))
+    }
+
+    /// [`Unixctl::reply`], with `None` when no reply came within `limit`.
+    pub fn reply_within(&mut self, limit: Duration) -> Result<Option<String>, String> {
         let m = &self.method;
         self.stream.set_read_timeout(Some(limit)).map_err(|e| format!("ovs-appctl {m}: {e}"))?;
         // (Buffered: serde_json reads a reader a byte at a time.)
@@ -434,8 +440,10 @@ impl Unixctl {
         let mut replies = serde_json::Deserializer::from_reader(reader).into_iter::<serde_json::Value>();
         let v = match replies.next() {
             Some(Ok(v)) => v,
-            Some(Err(e)) if e.is_io() => {
-                return Err(format!("ovs-appctl {m}: no reply in {} s ({e})", limit.as_secs()))
+            Some(Err(e))
+                if matches!(e.io_error_kind(), Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)) =>
+            {
+                return Ok(None)
             }
             Some(Err(e)) => return Err(format!("ovs-appctl {m}: a reply that is not JSON-RPC: {e}")),
             None => return Err(format!("ovs-appctl {m}: ovs-vswitchd closed the connection")),
@@ -444,7 +452,7 @@ impl Unixctl {
             (Some(e), _) if !e.is_null() => {
                 Err(format!("ovs-appctl {m}: {}", e.as_str().unwrap_or(&e.to_string()).trim()))
             }
-            (_, Some(r)) => Ok(r.as_str().unwrap_or_default().to_string()),
+            (_, Some(r)) => Ok(Some(r.as_str().unwrap_or_default().to_string())),
             _ => Err(format!("ovs-appctl {m}: a reply with neither result nor error: {v}")),
         }
     }

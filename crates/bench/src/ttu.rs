@@ -855,6 +855,7 @@ impl TtuReport {
                     format!("{:.0}", o.round_p99_ms),
                     format!("{:.0}", o.rtt_median_us),
                     o.checked.to_string(),
+                    o.no_round.to_string(),
                 ])
             })
             .collect();
@@ -870,6 +871,7 @@ impl TtuReport {
                     "round p99 ms",
                     "barrier RTT us",
                     "packets verified",
+                    "updates without a round",
                 ],
                 &ovs,
             ));
