@@ -494,6 +494,40 @@ fn reference_check(c: &kairo_maintain::Control, rng: &mut rand::rngs::StdRng) ->
         .count()
 }
 
+/// A datapath to fill with `n` megaflows: room for `n` and no more,
+/// nothing admitted to the EMC, nothing idling out, and room for `n`
+/// connections (every connection opened makes a megaflow at least: the
+/// tracker's limit never decides what the cache holds).
+pub(crate) fn fill_datapath(n: usize) -> Datapath {
+    let dp = Datapath::new(DpConfig {
+        flow_limit: n,
+        emc_insert_inv_prob: 0,
+        max_idle_ms: u64::MAX / 4,
+        ..DpConfig::default()
+    });
+    {
+        let mut ct = dp.ct();
+        let most = ct.max_conns();
+        ct.set_max_conns(n.max(most));
+    }
+    dp
+}
+
+/// Gives `dp` one key of the traffic as a fill does: sent alone (its
+/// passes followed at the level of keys), or opened as a connection.
+pub(crate) fn fill_with<S: kairo_datapath::SlowPath + ?Sized>(
+    dp: &mut Datapath,
+    slow: &mut S,
+    k: &FlowKey,
+    connections: bool,
+) {
+    if connections {
+        crate::connections::open(dp, slow, k, 0);
+    } else {
+        dp.process_key_passes(k, 64, 0, slow);
+    }
+}
+
 /// Fills a cache of exactly `n` megaflows through upcalls: each key sent
 /// alone (its passes followed at the level of keys), or with `connections`
 /// opened as a connection through the datapath's tracker.
@@ -505,30 +539,14 @@ pub fn fill(
     n: usize,
     show: bool,
 ) -> Result<(Datapath, SharedControl), String> {
-    let mut dp = Datapath::new(DpConfig {
-        flow_limit: n,
-        emc_insert_inv_prob: 0,
-        max_idle_ms: u64::MAX / 4,
-        ..DpConfig::default()
-    });
-    // Every connection opened makes a megaflow at least: with room for `n`
-    // connections, the tracker's limit never decides what the cache holds.
-    {
-        let mut ct = dp.ct();
-        let most = ct.max_conns();
-        ct.set_max_conns(n.max(most));
-    }
+    let mut dp = fill_datapath(n);
     let mut sc = SharedControl::new(Control::new(p.clone(), kind));
     let pb = crate::progress_bar(show, n as u64, format!("fill {n} megaflows ({})", sc.lock().engine.name()));
     for k in keys {
         if dp.n_flows() >= n {
             break;
         }
-        if connections {
-            crate::connections::open(&mut dp, &mut sc, &k, 0);
-        } else {
-            dp.process_key_passes(&k, 64, 0, &mut sc);
-        }
+        fill_with(&mut dp, &mut sc, &k, connections);
         if dp.n_flows().is_multiple_of(4096) {
             pb.set_position(dp.n_flows() as u64);
             // As a switch does between upcalls: the engine's deferred work

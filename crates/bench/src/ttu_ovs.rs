@@ -84,29 +84,14 @@ pub struct OvsDetail {
 /// datapath (every pass of each followed; with `connections`, each opened
 /// as a connection through its tracker, as the kairo rows fill), in order.
 fn filling_keys(p: &Pipeline, keys: impl Iterator<Item = FlowKey>, connections: bool, n: usize) -> Vec<FlowKey> {
-    let cfg = kairo_datapath::DpConfig {
-        flow_limit: usize::MAX,
-        emc_insert_inv_prob: 0,
-        max_idle_ms: u64::MAX / 4,
-        ..Default::default()
-    };
-    let mut dp = kairo_datapath::Datapath::new(cfg);
-    {
-        let mut ct = dp.ct();
-        let most = ct.max_conns();
-        ct.set_max_conns(n.max(most));
-    }
+    let mut dp = crate::ttu::fill_datapath(n);
     let mut slow = kairo_maintain::shared::Translate(p);
     let mut used = Vec::with_capacity(n);
     for k in keys {
         if dp.n_flows() >= n {
             break;
         }
-        if connections {
-            crate::connections::open(&mut dp, &mut slow, &k, 0);
-        } else {
-            dp.process_key_passes(&k, 64, 0, &mut slow);
-        }
+        crate::ttu::fill_with(&mut dp, &mut slow, &k, connections);
         used.push(k);
     }
     used
