@@ -95,7 +95,12 @@ pub(crate) fn ports_used(p: &Pipeline, keys: &[FlowKey]) -> u32 {
 
 /// A key's packet as `netdev-dummy/receive` takes it: the frame in hex.
 pub(crate) fn packet_hex(k: &FlowKey) -> String {
-    kairo_wire::emit::frame(k, &[0; 16]).iter().map(|b| format!("{b:02x}")).collect()
+    frame_hex(&kairo_wire::emit::frame(k, &[0; 16]))
+}
+
+/// A frame as `netdev-dummy/receive` takes it: in hex.
+pub(crate) fn frame_hex(frame: &[u8]) -> String {
+    frame.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where a key's packet leaves, over every pass it takes (recirculations

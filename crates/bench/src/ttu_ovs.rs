@@ -42,7 +42,7 @@ use kairo_switch::openflow::Target;
 use kairo_xlate::Pipeline;
 use rand::seq::SliceRandom;
 
-use crate::openflow_ovs::{alternatives, packet_hex, probes_for};
+use crate::openflow_ovs::{alternatives, frame_hex, packet_hex, probes_for};
 use crate::ovs::PrivateOvs;
 use crate::ttu::{by_kind, TtuRow, Workload};
 
@@ -97,11 +97,6 @@ fn filling_keys(p: &Pipeline, keys: impl Iterator<Item = FlowKey>, connections: 
     used
 }
 
-/// Hex, as `netdev-dummy/receive` takes a frame.
-fn hex(frame: &[u8]) -> String {
-    frame.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Opens each of `keys` as a connection through Open vSwitch (and its
 /// connection tracker), as [`crate::connections::open`] does through
 /// kairo's: first packets in, the answer to every copy that left (from the
@@ -115,7 +110,7 @@ fn open_connections(ovs: &PrivateOvs, ports: &[String], keys: &[FlowKey], progre
     let by_port = |frames: Vec<(u64, Vec<u8>)>| {
         let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (port, f) in frames {
-            m.entry(format!("p{port}")).or_default().push(hex(&f));
+            m.entry(format!("p{port}")).or_default().push(frame_hex(&f));
         }
         m
     };
@@ -248,11 +243,11 @@ pub fn row(
     let (mut mismatches, mut checked, mut no_round) = (0, 0, 0);
     // The kinds of the updates that started a round, in order.
     let mut stream_kinds: Vec<&'static str> = Vec::new();
+    // (Not for workloads of connections yet: a packet's path there depends
+    // on the state of each switch's tracker, which translation alone does
+    // not model.)
+    let verify = verify && !wl.connections;
     for (i, (fm, m)) in mods.iter().zip(&msgs).enumerate() {
-        // (Not for workloads of connections yet: a packet's path there
-        // depends on the state of each switch's tracker, which translation
-        // alone does not model.)
-        let verify = verify && !wl.connections;
         let rerouted = if verify { probes_for(&pipeline, fm, &keys) } else { Vec::new() };
         let mut round = ovs.after_next_round()?;
         std::thread::sleep(REGISTER);
