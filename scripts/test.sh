@@ -6,6 +6,8 @@
 #   - iproute2, ping, tcpdump and ethtool for the switch's network-namespace tests
 #     (root only); without root those tests say SKIPPED.
 #   - os-ken (PyPI, in target/osken-venv) for the real-controller test (root only).
+# Then the DBSP reference engine (the `dbsp` cargo feature, off in a plain
+# build: Feldera's DBSP is ~440 crates) is linted, documented and tested too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v ovs-vswitchd >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -66,10 +68,19 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+dbsp_features="kairo-dbsp/dbsp,kairo-bench/dbsp"
 set +e
 cargo test --workspace 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+echo "== the DBSP reference engine (feature dbsp): clippy, doc, tests"
+cargo clippy -p kairo-dbsp -p kairo-bench -p kairo --all-targets --features "$dbsp_features" -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc -p kairo-dbsp -p kairo-bench --no-deps --quiet --features "$dbsp_features"
+set +e
+cargo test -p kairo-dbsp -p kairo-bench --features "$dbsp_features" --test view --test ttu_dbsp 2>&1 | tee -a "$log"
+rc_dbsp=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 0 ] && rc=$rc_dbsp
 passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$log")
 skipped=$(grep -c '^SKIPPED' "$log" || true)

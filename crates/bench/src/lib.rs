@@ -17,6 +17,7 @@ pub mod ovs;
 pub mod stall;
 pub mod threads;
 pub mod ttu;
+pub mod ttu_dbsp;
 pub mod ttu_ovs;
 
 /// The `i`th command-line argument of an example as a count, or `default`

@@ -211,6 +211,9 @@ pub struct TtuRow {
     /// Open vSwitch's own figures, on its row ([`crate::ttu_ovs`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ovs: Option<crate::ttu_ovs::OvsDetail>,
+    /// DBSP's own figures, on its row ([`crate::ttu_dbsp`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dbsp: Option<crate::ttu_dbsp::DbspDetail>,
 }
 
 /// One kind of update's figures in a [`TtuRow`].
@@ -255,6 +258,9 @@ pub struct TtuOpts {
     pub threads: usize,
     /// Also Open vSwitch, given the same packets and updates ([`crate::ttu_ovs`]).
     pub ovs: bool,
+    /// Also the DBSP view, given the same cache and updates
+    /// ([`crate::ttu_dbsp`]; needs the `dbsp` feature, else a note says so).
+    pub dbsp: bool,
 }
 
 /// Which workload.
@@ -680,7 +686,11 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
                 distinct_traversals,
                 by_kind,
                 ovs: None,
+                dbsp: None,
             });
+        }
+        if opts.dbsp {
+            dbsp_row(&wl, &p, &mods, &kinds, n, opts, &mut rows, &mut notes)?;
         }
         if opts.ovs {
             if !crate::ovs::available() {
@@ -692,6 +702,33 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     }
     notes.dedup();
     Ok(TtuReport { machine: Machine::detect(), rows, notes })
+}
+
+/// The DBSP row at `n`, or a note saying why there is none.
+#[allow(clippy::too_many_arguments)]
+fn dbsp_row(
+    wl: &Workload,
+    p: &Pipeline,
+    mods: &[FlowMod],
+    kinds: &[&'static str],
+    n: usize,
+    opts: &TtuOpts,
+    rows: &mut Vec<TtuRow>,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    #[cfg(feature = "dbsp")]
+    match crate::ttu_dbsp::refusal(p, mods) {
+        Some(why) => notes.push(why),
+        None => rows.push(crate::ttu_dbsp::row(wl, p, mods, kinds, n, opts.verify, opts.progress)?),
+    }
+    #[cfg(not(feature = "dbsp"))]
+    {
+        let _ = (wl, p, mods, kinds, n, opts, rows);
+        notes.push(
+            "DBSP: this kairo was built without the `dbsp` feature (cargo build --release --features dbsp)".into(),
+        );
+    }
+    Ok(())
 }
 
 /// Per kind of update (in the order the stream first has them), the
@@ -758,7 +795,7 @@ impl TtuReport {
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()
             .map_err(|x| e(&x))?;
-        for (engine, color) in [("full", RED), ("ovs", BLUE), ("incremental", GREEN)] {
+        for (engine, color) in [("full", RED), ("ovs", BLUE), ("dbsp", MAGENTA), ("incremental", GREEN)] {
             let rows: Vec<&TtuRow> = self.rows.iter().filter(|r| r.engine == engine).collect();
             if rows.is_empty() {
                 continue;
@@ -815,7 +852,11 @@ impl TtuReport {
                     format!("{:.2}", r.ttu_per_affected_us),
                     ratio(r),
                     r.mismatches.to_string(),
-                    if r.ovs.is_some() { "-".into() } else { format!("{:.1}", r.housekeeping_max_us) },
+                    if r.ovs.is_some() || r.dbsp.is_some() {
+                        "-".into()
+                    } else {
+                        format!("{:.1}", r.housekeeping_max_us)
+                    },
                     or_dash(r.index_bytes_per_entry, 0),
                     format!("{:.0}", r.rss_mib),
                     format!("{:.0}", r.peak_rss_mib),
@@ -892,6 +933,41 @@ impl TtuReport {
                     "updates without a round",
                 ],
                 &ovs,
+            ));
+        }
+        let dbsp: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let d = r.dbsp.as_ref()?;
+                Some(vec![
+                    r.entries.to_string(),
+                    d.version.to_string(),
+                    d.owners.to_string(),
+                    d.rows.to_string(),
+                    d.key_words.to_string(),
+                    format!("{:.1}", d.load_s),
+                    format!("{:.0}", d.view_mib),
+                    format!("{:.1}", d.step_median_us),
+                    d.checked.to_string(),
+                ])
+            })
+            .collect();
+        if !dbsp.is_empty() {
+            s.push_str("\nDBSP (the KAIRO poster's engine: its TTU is the flow-mod to the view's changed rows folded in; affected: megaflows whose traversal changed; index B/entry: what the process grew by for the view):\n");
+            s.push_str(&table(
+                &[
+                    "entries",
+                    "dbsp crate",
+                    "megaflows (owners)",
+                    "view rows",
+                    "key words",
+                    "load s",
+                    "view MiB",
+                    "step median us",
+                    "owners verified",
+                ],
+                &dbsp,
             ));
         }
         for n in &self.notes {
@@ -975,6 +1051,7 @@ mod tests {
             kinds: Vec::new(),
             threads: 1,
             ovs: false,
+            dbsp: false,
         }
     }
 
@@ -1035,6 +1112,16 @@ mod tests {
         rep.plot(&path).unwrap();
         assert!(std::fs::read_to_string(&path).unwrap().contains("polyline"));
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[cfg(not(feature = "dbsp"))]
+    #[test]
+    fn dbsp_asked_of_a_kairo_built_without_it_is_a_note() {
+        let mut o = small(PipelineKind::Synthetic);
+        (o.engines, o.dbsp, o.updates, o.verify) = (Vec::new(), true, 2, false);
+        let r = run(&o).unwrap();
+        assert!(r.rows.is_empty());
+        assert!(r.notes.iter().any(|n| n.contains("without the `dbsp` feature")), "{:?}", r.notes);
     }
 
     #[test]

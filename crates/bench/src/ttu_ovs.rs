@@ -311,6 +311,7 @@ pub fn row(
         peak_rss_mib,
         distinct_traversals: 0,
         by_kind,
+        dbsp: None,
         ovs: Some(OvsDetail {
             version: crate::ovs::version().unwrap_or_default(),
             packets: keys.len(),

@@ -22,6 +22,7 @@ fn opts(pipeline: PipelineKind) -> TtuOpts {
         kinds: Vec::new(),
         threads: 1,
         ovs: true,
+        dbsp: false,
     }
 }
 

@@ -3,7 +3,7 @@
 //! (Feldera's incremental dataflow engine, the IVM engine of the KAIRO
 //! poster) maintains from the deltas of the rule tables. Rules, groups and
 //! the cached traffic are input collections; translation is joins over the
-//! tables ([`circuit`]); a flow-mod becomes rows retracted and inserted, and
+//! tables (module `circuit`); a flow-mod becomes rows retracted and inserted, and
 //! DBSP's step yields exactly the view rows that change, hence the cache
 //! entries whose traversal changed.
 //!
@@ -11,11 +11,11 @@
 //! poster's system runs on the same machine, workload and update stream as
 //! kairo's incremental engine and Open vSwitch, and to be checked: after
 //! every update its view must give each cached megaflow the traversal
-//! kairo's incremental engine holds for it ([`DbspView::check`]).
+//! kairo's incremental engine holds for it (`DbspView::check`).
 //!
 //! What it computes is the traversal (the rules each table chose, the
 //! groups and buckets run), not datapath actions: the poster's view.
-//! What it does not model it refuses, naming the rule ([`book`]).
+//! What it does not model it refuses, naming the rule (module `book`).
 //!
 //! The crate is empty unless built with the `dbsp` feature (DBSP is about
 //! 440 crates and several minutes of build; kairo does not need it).

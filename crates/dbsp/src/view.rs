@@ -192,8 +192,8 @@ impl DbspView {
             self.h.second.push(Tup3(SECOND_PASS + i as u64, u64::from(*g), *hash), 1);
             owners += 1;
         }
-        self.step()?;
-        let (_, rows) = self.fold();
+        let net = self.step()?;
+        let (_, rows) = self.fold(net);
         Ok(LoadReport { took: start.elapsed(), owners, rows })
     }
 
@@ -303,9 +303,9 @@ impl DbspView {
         }
         r?;
         let s = Instant::now();
-        self.step()?;
+        let net = self.step()?;
         let step = s.elapsed();
-        let (affected, changed_rows) = self.fold();
+        let (affected, changed_rows) = self.fold(net);
         Ok(UpdateReport { ttu: start.elapsed(), step, affected, changed_rows })
     }
 
@@ -344,17 +344,32 @@ impl DbspView {
         Ok(())
     }
 
-    fn step(&mut self) -> Result<(), DbspError> {
-        self.handle.transaction().map_err(|e| DbspError::Dbsp(e.to_string()))
+    /// One transaction: DBSP may commit it in several steps, each with its
+    /// own output (the output handle keeps only the last step's), so every
+    /// step's output is read and summed. Returns the net change per row.
+    fn step(&mut self) -> Result<FxHashMap<ViewRow, i64>, DbspError> {
+        let err = |e: dbsp::Error| DbspError::Dbsp(e.to_string());
+        self.handle.start_transaction().map_err(err)?;
+        self.handle.start_commit_transaction().map_err(err)?;
+        let mut net: FxHashMap<ViewRow, i64> = FxHashMap::default();
+        loop {
+            let done = self.handle.step().map_err(err)?;
+            for (row, (), w) in self.h.view.consolidate().iter() {
+                *net.entry(row).or_default() += w;
+            }
+            if done {
+                break;
+            }
+        }
+        net.retain(|_, w| *w != 0);
+        Ok(net)
     }
 
-    /// Folds the circuit's last output into the view: (owners changed, rows changed).
-    fn fold(&mut self) -> (usize, usize) {
-        let out = self.h.view.consolidate();
+    /// Folds a transaction's net change into the view: (owners changed, rows changed).
+    fn fold(&mut self, net: FxHashMap<ViewRow, i64>) -> (usize, usize) {
         let mut owners = FxHashSet::default();
-        let mut n = 0;
-        for (row, (), w) in out.iter() {
-            n += 1;
+        let n = net.len();
+        for (row, w) in net {
             owners.insert(row.0);
             let rows = self.view.entry(row.0).or_default();
             if w > 0 {
@@ -369,6 +384,11 @@ impl DbspView {
             }
         }
         (owners.len(), n)
+    }
+
+    /// Rows the view holds.
+    pub fn rows(&self) -> usize {
+        self.view.values().map(Vec::len).sum()
     }
 
     /// Owners the view holds rows for.

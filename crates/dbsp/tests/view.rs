@@ -210,3 +210,30 @@ proptest! {
         }
     }
 }
+
+/// A transaction DBSP commits in several steps (a large load or change)
+/// still reaches the view whole: every step's output counts.
+#[test]
+fn a_load_and_an_update_committed_in_several_steps_reach_the_view_whole() {
+    let p = Pipeline::from_parts(
+        kairo_ofproto::parse_flow_file("table=0,priority=1,actions=output:1\n").unwrap(),
+        Vec::new(),
+    )
+    .unwrap();
+    let n = 60_000u64;
+    let first: Vec<FlowKey> = (0..n)
+        .map(|i| {
+            let mut k = FlowKey::ZERO;
+            k.set(kairo_flow::Field::EthType, 0x0800);
+            k.set(kairo_flow::Field::IpSrc, i);
+            k
+        })
+        .collect();
+    let fm = parse_command("add-flow", "table=0,priority=5,ip,nw_src=0.0.0.0/1,actions=output:2").unwrap();
+    let mut view = DbspView::new(&p, std::slice::from_ref(&fm)).unwrap();
+    let load = view.load(&Traffic { first, ..Traffic::default() }).unwrap();
+    assert_eq!(view.owners(), n as usize);
+    assert_eq!(load.rows, 2 * n as usize, "a step and an end per flow");
+    let rep = view.apply(&fm).unwrap();
+    assert_eq!(rep.affected, n as usize, "every flow now meets the new rule");
+}
