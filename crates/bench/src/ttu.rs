@@ -954,7 +954,7 @@ impl TtuReport {
             })
             .collect();
         if !dbsp.is_empty() {
-            s.push_str("\nDBSP (the KAIRO poster's engine: its TTU is the flow-mod to the view's changed rows folded in; affected: megaflows whose traversal changed; index B/entry: what the process grew by for the view):\n");
+            s.push_str("\nDBSP (the KAIRO poster's engine: its TTU is the flow-mod to the view's changed rows folded in; affected: megaflows whose traversal changed; index B/entry and RSS growth: what the process grew by for the view, a lower bound after earlier rows freed memory):\n");
             s.push_str(&table(
                 &[
                     "entries",
@@ -963,7 +963,7 @@ impl TtuReport {
                     "view rows",
                     "key words",
                     "load s",
-                    "view MiB",
+                    "RSS growth MiB",
                     "step median us",
                     "owners verified",
                 ],

@@ -8,8 +8,10 @@
 //! cache. Then each update of the stream goes to the view; its TTU is from
 //! the flow-mod to the view's changed rows folded in (DBSP's step is most
 //! of it, and is reported apart), "affected" the megaflows whose traversal
-//! changed. The view's memory is what the process grew by building and
-//! loading it (its share of RSS), per megaflow in the index column.
+//! changed. The view's memory is what the process's RSS grew by building
+//! and loading it, per megaflow in the index column (a lower bound after
+//! other rows of the same run freed memory: alone, in a fresh process, it
+//! is the view's).
 //!
 //! With `--verify` the incremental engine takes every update too, and after
 //! each the view must give every megaflow the traversal kairo's cache holds
@@ -35,7 +37,9 @@ pub struct DbspDetail {
     pub version: &'static str,
     /// Building the circuit and loading rules, groups and traffic (s).
     pub load_s: f64,
-    /// What the process grew by for the view (MiB).
+    /// What the process's resident memory grew by while the view was built
+    /// and loaded (MiB): a lower bound when earlier rows of the same run
+    /// freed memory the view then reused.
     pub view_mib: f64,
     /// Owners (megaflows: first passes and second passes) and view rows.
     pub owners: usize,
