@@ -84,13 +84,33 @@ impl PrivateOvs {
         Ok(ovs)
     }
 
-    /// A command for one of Open vSwitch's programs, pointed at this instance.
+    /// A command for one of Open vSwitch's programs, pointed at this
+    /// instance. It dies with the bench: killed if the thread that started
+    /// it ends, whatever ends it (a bench killed by a signal never unwinds
+    /// to [`Drop`], and its daemons would run on).
     fn command(&self, prog: &str) -> Command {
+        use std::os::unix::process::CommandExt;
         let mut c = Command::new(prog);
         for v in ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"] {
             c.env(v, &self.dir);
         }
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let parent = rustix::process::getpid();
+        // SAFETY: the closure runs in the forked child before exec, where
+        // only async-signal-safe work is allowed: it makes two system calls
+        // (prctl(PR_SET_PDEATHSIG) and getppid) through rustix, which
+        // neither allocate nor take locks, and builds an io::Error from a
+        // raw errno (no allocation) when the parent is already gone.
+        unsafe {
+            c.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+                // The parent may have died before the signal was set.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
         c
     }
 
