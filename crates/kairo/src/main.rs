@@ -424,7 +424,7 @@ enum BenchCmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Time-to-update of the full and incremental engines on identical caches.
+    /// Time-to-update of the full and incremental engines on identical caches, and of their peers (Open vSwitch, DBSP).
     Ttu {
         /// Pipeline: ofdpa (OF-DPA shape, ClassBench of2 rules), antrea (22 tables, acl1
         /// policies), synthetic, or a flow file (groups from FILE with the
@@ -434,8 +434,10 @@ enum BenchCmd {
         /// Cache sizes (megaflows), comma-separated: 10k,100k,1m.
         #[arg(long, value_delimiter = ',', default_value = "10k,100k")]
         entries: Vec<String>,
-        /// Engines, comma-separated: full, incremental, and ovs (a private
-        /// Open vSwitch given the same packets and updates, when installed).
+        /// Engines, comma-separated: full, incremental, ovs (a private Open
+        /// vSwitch given the same packets and updates, when installed) and
+        /// dbsp (the KAIRO poster's approach on DBSP, given the same cache
+        /// and updates, in a kairo built with `--features dbsp`).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "full,incremental")]
         engines: Vec<TtuEngineArg>,
         /// Threads a maintenance pass may revalidate a large affected set on
