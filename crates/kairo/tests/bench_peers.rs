@@ -4,24 +4,13 @@
 //! Needs Open vSwitch installed. Without it the test says SKIPPED and
 //! returns, unless KAIRO_REQUIRE_OVS=1 (as `.ci/run` sets), when it fails.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn ovs_available() -> bool {
-    Command::new("ovs-vswitchd").arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
-fn skip(test: &str) -> bool {
-    if ovs_available() {
-        return false;
-    }
-    if std::env::var("KAIRO_REQUIRE_OVS").as_deref() == Ok("1") {
-        panic!("KAIRO_REQUIRE_OVS=1 but Open vSwitch is not installed (run scripts/ovs/install-ovs.sh)");
-    }
-    eprintln!("SKIPPED {test}: Open vSwitch is not installed here (scripts/ovs/install-ovs.sh installs it; CI does)");
-    true
-}
+use common::skip;
 
 /// The run directory of the private Open vSwitch of process `pid`, once its
 /// ovs-vswitchd is up.

@@ -10,6 +10,8 @@
 //! Needs Open vSwitch installed. Without it the test says so and returns,
 //! unless KAIRO_REQUIRE_OVS=1 (as `.ci/run` sets), when it fails.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,14 +20,11 @@ use kairo_testkit::{conj_packets, gen_case, gen_packets, GenConfig};
 use kairo_xlate::odp::{apply, apply_ct, parse_actions};
 use kairo_xlate::{translate, Outcome, Pipeline, XlateResult};
 
+use common::skip;
+
 /// The repository's Open vSwitch scripts (`scripts/ovs`).
 fn ovs_scripts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ovs")
-}
-
-fn ovs_available() -> bool {
-    ["/usr/sbin/ovs-vswitchd", "/usr/bin/ovs-vswitchd"].iter().any(|p| std::path::Path::new(p).exists())
-        && Command::new("ovs-appctl").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// One pass of a packet as `ofproto/trace` shows it.
@@ -122,18 +121,6 @@ fn ct_next_for(seed: u64) -> (String, Vec<u64>) {
     let n = (seed % 4) as usize;
     let picked: Vec<(&str, u64)> = (0..n).map(|i| CHOICES[((seed >> (2 * i + 2)) % 4) as usize]).collect();
     (picked.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(" "), picked.iter().map(|(_, b)| *b).collect())
-}
-
-/// True (after saying so) if Open vSwitch is missing and not required.
-fn skip(test: &str) -> bool {
-    if ovs_available() {
-        return false;
-    }
-    if std::env::var("KAIRO_REQUIRE_OVS").as_deref() == Ok("1") {
-        panic!("KAIRO_REQUIRE_OVS=1 but Open vSwitch is not installed (run scripts/ovs/install-ovs.sh)");
-    }
-    eprintln!("SKIPPED {test}: Open vSwitch is not installed here (scripts/ovs/install-ovs.sh installs it; CI does)");
-    true
 }
 
 /// The random pipelines both differential tests load into Open vSwitch:
