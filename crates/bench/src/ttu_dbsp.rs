@@ -74,12 +74,14 @@ pub fn row(
 ) -> Result<TtuRow, String> {
     let (_dp, sc) = fill(p, EngineKind::Incremental, wl.keys(), wl.connections, n, progress)?;
     let traffic = Traffic::of(&sc.lock().engine.entries());
-    let sc = verify.then_some(sc);
     let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1024.0 * 1024.0);
+    // kairo's cache stays while the view is built (freed first, its memory
+    // would be reused by the view and hide it), and after only to verify.
     let before = mib(crate::resident_bytes());
     let mut view = DbspView::new(p, mods).map_err(|e| format!("DBSP: {e}"))?;
     let load = view.load(&traffic).map_err(|e| format!("DBSP: {e}"))?;
     let view_mib = mib(crate::resident_bytes()) - before;
+    let sc = verify.then_some(sc);
     let mut checked = 0;
     let mut mismatches = 0;
     let mut check = |view: &DbspView, label: &str| {
