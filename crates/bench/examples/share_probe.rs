@@ -51,7 +51,8 @@ fn main() -> Result<(), String> {
             c.engine.entries().iter().map(|mf| (Arc::as_ptr(mf) as usize, mf.traversal())).collect();
         let fm = parse_command(cmd, a).map_err(|e| format!("{cmd} {a}: {e}"))?;
         c.apply(&fm).map_err(|e| e.to_string())?;
-        let p = &c.pipeline;
+        let guard = c.pipeline();
+        let p = &*guard;
         let (mut lookup_states, mut action_states, mut actions) = (HashSet::new(), HashSet::new(), HashSet::new());
         let mut state_actions = HashSet::new();
         let mut suffix_states = HashSet::new();
@@ -90,6 +91,7 @@ fn main() -> Result<(), String> {
             actions.insert(acts);
             state_actions.insert((state, acts));
         }
+        drop(guard);
         c.housekeep();
         println!(
             "{kind:>16}  {updated:>8}  {:>10}  {:>12}  {:>11}  {:>12}  {:>6}",

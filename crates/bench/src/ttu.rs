@@ -480,7 +480,7 @@ const REFERENCE_PACKETS: usize = 8;
 /// Disagreements of the reference with `REFERENCE_ENTRIES` entries drawn at random.
 fn reference_check(c: &kairo_maintain::Control, rng: &mut rand::rngs::StdRng) -> usize {
     use rand::seq::SliceRandom;
-    let reference = kairo_oracle::Reference::new(&c.pipeline);
+    let reference = kairo_oracle::Reference::new(&c.pipeline());
     let entries = c.engine.entries();
     entries
         .choose_multiple(rng, REFERENCE_ENTRIES)

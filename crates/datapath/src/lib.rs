@@ -225,15 +225,18 @@ pub trait SlowPath {
     fn installed(&mut self, _mf: &Arc<Megaflow>, _note: Self::Note, _version: u64) {}
     /// A megaflow left the cache (idle expiry or eviction by the datapath).
     fn removed(&mut self, _mf: &Arc<Megaflow>) {}
-    /// As [`SlowPath::upcall`], unless the slow path is busy (an update
-    /// holds it): then None, and the datapath parks the packet instead of
-    /// waiting (see [`Datapath::process_packets`]).
+    /// As [`SlowPath::upcall`], unless that would wait (kairo's slow path:
+    /// while an update changes the rule tables; its maintenance does not
+    /// stop upcalls): then None, and the datapath parks the packet instead
+    /// of waiting (see [`Datapath::process_packets`]).
     fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Self::Note>> {
         Some(self.upcall(key))
     }
-    /// As [`SlowPath::installed`], unless the slow path is busy: then the
-    /// note comes back, and the datapath does not keep the megaflow (the
-    /// packet is forwarded by the upcall's actions all the same).
+    /// As [`SlowPath::installed`] without waiting (registration may be
+    /// left for later), unless the megaflow cannot be kept (the rules
+    /// changed since the upcall, say): then the note comes back, and the
+    /// datapath does not keep the megaflow (the packet is forwarded by the
+    /// upcall's actions all the same).
     fn try_installed(&mut self, mf: &Arc<Megaflow>, note: Self::Note, version: u64) -> Result<(), Self::Note> {
         self.installed(mf, note, version);
         Ok(())
@@ -242,8 +245,8 @@ pub trait SlowPath {
     /// megaflow counting it (none installed, or one already there): what
     /// the upcall's note says it went through is credited with it.
     fn uncached(&mut self, _note: Self::Note, _bytes: u64) {}
-    /// Would an upcall now wait (an update holds the slow path)? Parked
-    /// packets are not tried again while it would.
+    /// Would an upcall now wait ([`SlowPath::try_upcall`] give None)?
+    /// Parked packets are not tried again while it would.
     fn busy(&self) -> bool {
         false
     }
@@ -395,17 +398,16 @@ impl Datapath {
 
     /// Installs a megaflow for `key` from an upcall, if under the flow limit
     /// (evicting idle megaflows first when at it, where the datapath sweeps
-    /// itself). Returns it if installed. `try_`: registering the megaflow
-    /// with the slow path must not wait (if it would, the megaflow is not
-    /// kept); a packet of `bytes` forwarded without a megaflow to count it
-    /// is credited through [`SlowPath::uncached`].
+    /// itself). Returns it if installed. Registering the megaflow with the
+    /// slow path does not wait ([`SlowPath::try_installed`]: if it cannot
+    /// be kept, it is not); a packet of `bytes` forwarded without a
+    /// megaflow to count it is credited through [`SlowPath::uncached`].
     fn install<S: SlowPath + ?Sized>(
         &mut self,
         key: &FlowKey,
         up: Upcall<S::Note>,
         now: u64,
         slow: &mut S,
-        try_: bool,
         bytes: u64,
     ) -> (Actions, Option<Arc<Megaflow>>) {
         if !up.install {
@@ -429,18 +431,14 @@ impl Datapath {
         }
         if cls.insert(mf.clone()) {
             self.n_flows += 1;
-            if try_ {
-                if let Err(note) = slow.try_installed(&mf, up.note, version) {
-                    // An update began since the upcall: not kept (its
-                    // maintenance would not know it).
-                    mf.kill();
-                    self.unlink(&mf);
-                    self.stats.not_installed += 1;
-                    slow.uncached(note, bytes);
-                    return (actions, None);
-                }
-            } else {
-                slow.installed(&mf, up.note, version);
+            if let Err(note) = slow.try_installed(&mf, up.note, version) {
+                // The rules changed since the upcall: not kept (no
+                // maintenance would bring it up to date).
+                mf.kill();
+                self.unlink(&mf);
+                self.stats.not_installed += 1;
+                slow.uncached(note, bytes);
+                return (actions, None);
             }
             self.stats.installed += 1;
             (actions, Some(mf))
@@ -470,7 +468,7 @@ impl Datapath {
         }
         self.stats.misses += 1;
         let up = slow.upcall(key);
-        let (actions, mf) = self.install(key, up, now, slow, false, bytes);
+        let (actions, mf) = self.install(key, up, now, slow, bytes);
         if let Some(m) = mf {
             m.used(bytes, now, flags);
             self.emc.insert(key, h, &m);
@@ -652,7 +650,7 @@ impl Datapath {
                                     continue;
                                 };
                                 self.stats.misses += 1;
-                                let (a, mf) = self.install(&keys[i], up, now, slow, true, len);
+                                let (a, mf) = self.install(&keys[i], up, now, slow, len);
                                 if let Some(m) = mf {
                                     m.used(len, now, flags);
                                     self.emc.insert(&keys[i], h, &m);

@@ -206,7 +206,7 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
         "kairo switch: ports {}; {} forwarding thread(s); {} rules; control socket {}; OpenFlow {}; dpid {:016x}; SIGINT or SIGTERM stops",
         names.join(", "),
         threads.clamp(1, names.len().max(1)),
-        sw.ctl.lock().pipeline.n_rules(),
+        sw.ctl.lock().pipeline().n_rules(),
         a.ctl.display(),
         if a.openflow.is_empty() { "off".to_string() } else { format!("{:?}", a.openflow) },
         sw.dpid

@@ -23,6 +23,7 @@ pub mod flowmod;
 pub mod index;
 mod intern;
 pub mod prefetch;
+pub mod published;
 pub mod revalidate;
 pub mod shared;
 pub mod ukey;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 pub use flowmod::{apply as apply_flow_mod, parse_command, Delta, FlowMod, ModError};
 use intern::Interner;
+pub use published::Published;
 pub use revalidate::{verify, Mismatch, Verdict};
 pub use ukey::{Moved, Ukey};
 
@@ -1080,10 +1082,11 @@ impl std::str::FromStr for EngineKind {
 
 /// The rule tables and the engine that keeps the cache true to them.
 pub struct Control {
-    pub pipeline: Pipeline,
+    /// The rule tables, published to forwarding threads (which translate
+    /// against them while this state is held: see [`published`]); the
+    /// version is bumped by every accepted update.
+    published: Arc<Published>,
     pub engine: Box<dyn Engine>,
-    /// Bumped by every accepted update (upcalls compare it, see [`shared`]).
-    pub version: u64,
     /// Re-translated megaflows' old traversals and the counters gathered
     /// under them, for per-rule counters; kept only when `keep_moved` is set
     /// (whoever sets it drains this).
@@ -1117,9 +1120,8 @@ pub struct Control {
 impl Control {
     pub fn new(pipeline: Pipeline, kind: EngineKind) -> Control {
         Control {
-            pipeline,
+            published: Published::new(pipeline),
             engine: kind.build(),
-            version: 0,
             moved: Vec::new(),
             keep_moved: false,
             deltas: Vec::new(),
@@ -1134,19 +1136,121 @@ impl Control {
         }
     }
 
+    /// The rule tables (a read lock on the published pipeline; the holder
+    /// of the control state is its only writer, so this never waits then).
+    pub fn pipeline(&self) -> std::sync::RwLockReadGuard<'_, Pipeline> {
+        self.published.read()
+    }
+
+    /// The rule tables to change outside [`Control::apply`] (ports, say):
+    /// the version is bumped, so that what forwarding threads translated
+    /// before is refused or revalidated as it is registered. Do not hold a
+    /// [`Control::pipeline`] guard meanwhile.
+    pub fn pipeline_mut(&mut self) -> std::sync::RwLockWriteGuard<'_, Pipeline> {
+        let w = self.published.write();
+        self.published.bump(&w);
+        w
+    }
+
+    /// Bumped by every accepted update (upcalls compare it, see [`shared`]).
+    pub fn version(&self) -> u64 {
+        self.published.version()
+    }
+
+    /// The published pipeline, for forwarding threads' handles.
+    pub fn published(&self) -> &Arc<Published> {
+        &self.published
+    }
+
+    /// Registers a megaflow installed from an upcall answered at `version`,
+    /// bringing it up to date first if the rules changed since (or dropping
+    /// it, if they no longer cache it).
+    pub fn installed(&mut self, mf: &Arc<Megaflow>, traversal: kairo_xlate::Traversal, version: u64) {
+        if mf.is_dead() {
+            return;
+        }
+        let mf = Arc::new(Ukey::new(mf.clone(), self.interner.traversal(traversal)));
+        if self.version() != version {
+            // The rules changed since this translation: bring it up to date first.
+            let v = revalidate::revalidate(&self.published.read(), &mf, &revalidate::pipeline_only_mask());
+            match v {
+                // Only a pass's memo shares; `revalidate` translates whole.
+                Verdict::Keep | Verdict::Shared { .. } => {}
+                Verdict::Update(r) => {
+                    let m = mf.set_actions(r.actions, r.traversal);
+                    if self.keep_moved {
+                        self.moved.push(m);
+                    }
+                }
+                Verdict::Evict => {
+                    mf.kill();
+                    if self.keep_moved {
+                        self.moved.push(mf.leaving());
+                    }
+                    return;
+                }
+            }
+        }
+        self.add(mf);
+    }
+
+    /// Registers the megaflows forwarding threads installed while this
+    /// state was held ([`Published::offer`]), revalidating those translated
+    /// before an update. Every update does this once it has bumped the
+    /// version, before its maintenance.
+    pub fn register_waiting(&mut self) {
+        let (waiting, lessons) = self.published.take();
+        for w in waiting {
+            self.installed(&w.mf, w.traversal, w.version);
+        }
+        if !lessons.is_empty() {
+            // Taken with the registrations; put back for `settle`.
+            self.published.teach(lessons);
+        }
+    }
+
+    /// Everything forwarding threads left while this state was held: the
+    /// megaflows they installed, then what their packets taught (MACs,
+    /// learned flows, cut timeouts: updates of their own).
+    pub fn settle(&mut self) {
+        let (waiting, lessons) = self.published.take();
+        for w in waiting {
+            self.installed(&w.mf, w.traversal, w.version);
+        }
+        self.teach(lessons);
+    }
+
+    /// What one upcall's packet taught: MACs NORMAL saw, flows its learn
+    /// actions made, timeouts its FIN or RST cut.
+    pub fn teach(&mut self, l: published::Lessons) {
+        if !l.macs.is_empty() {
+            self.learn(&l.macs);
+        }
+        if !l.flows.is_empty() {
+            let now = self.now_ms;
+            self.learn_flows(l.flows.into_iter().map(|f| (f, now)));
+        }
+        if !l.cuts.is_empty() {
+            self.cut_timeouts(l.cuts);
+        }
+    }
+
     /// Puts what NORMAL saw on packets in the MAC table at the current
     /// [`Control::clock`]: an update when a MAC is new or moved (the
     /// entries that sent to it are maintained), else only a refresh of its
     /// age. Returns the update's report, if it was one.
     pub fn learn(&mut self, learned: &[kairo_xlate::Learn]) -> Option<Report> {
-        let macs = self.pipeline.macs();
-        let news = learned
-            .iter()
-            .any(|l| !kairo_xlate::mac::is_multicast(l.mac) && macs.lookup(l.vlan, l.mac) != Some(l.port));
+        let news = {
+            let p = self.published.read();
+            let macs = p.macs();
+            learned.iter().any(|l| !kairo_xlate::mac::is_multicast(l.mac) && macs.lookup(l.vlan, l.mac) != Some(l.port))
+        };
         if !news {
             let now = self.clock;
+            // Only ages change, never what a lookup finds: no new version.
+            let mut p = self.published.write();
             for l in learned {
-                self.pipeline.macs_mut().learn(l.vlan, l.mac, l.port, now);
+                p.macs_mut().learn(l.vlan, l.mac, l.port, now);
             }
             return None;
         }
@@ -1163,7 +1267,8 @@ impl Control {
         let mut news = Vec::new();
         for (l, used) in learned {
             let r = &l.rule;
-            match self.pipeline.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority)) {
+            let p = self.published.read();
+            match p.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority)) {
                 Some(c) if *c.payload == *r => {
                     if self.keep_deltas {
                         let at = self.touched.entry((r.table, c.id)).or_default();
@@ -1194,24 +1299,29 @@ impl Control {
         self.clock = self.clock.max(now);
         self.now_ms = self.now_ms.max(now_ms);
         self.refresh_learned();
-        if self.pipeline.macs().is_empty() {
-            return None;
-        }
-        let aging = self.pipeline.macs().aging();
+        let aging = {
+            let p = self.published.read();
+            if p.macs().is_empty() {
+                return None;
+            }
+            p.macs().aging()
+        };
         let period = (aging / 4).max(1);
         if now >= self.refreshed + period {
             let since_ms = self.refreshed * 1000;
             self.refreshed = now;
+            let p = self.published.read();
             let learned: Vec<kairo_xlate::Learn> = self
                 .engine
                 .entries()
                 .iter()
                 .filter(|uk| !uk.is_dead() && uk.last_used() > since_ms && uk.traversal().normal.is_some())
-                .filter_map(|uk| kairo_xlate::learned_from(&self.pipeline, &uk.rep))
+                .filter_map(|uk| kairo_xlate::learned_from(&p, &uk.rep))
                 .collect();
+            drop(p);
             self.learn(&learned);
         }
-        let oldest = self.pipeline.macs().oldest_use()?;
+        let oldest = self.published.read().macs().oldest_use()?;
         (oldest.saturating_add(aging) <= self.clock).then(|| self.apply(&FlowMod::ExpireMacs(self.clock)).ok())?
     }
 
@@ -1225,7 +1335,7 @@ impl Control {
     /// without an index), and only while some rule has such an action.
     fn refresh_learned(&mut self) {
         const PERIOD_MS: u64 = 1000;
-        if !self.pipeline.has_learners() || self.now_ms < self.learn_refreshed_ms + PERIOD_MS {
+        if !self.published.read().has_learners() || self.now_ms < self.learn_refreshed_ms + PERIOD_MS {
             return;
         }
         let since = std::mem::replace(&mut self.learn_refreshed_ms, self.now_ms);
@@ -1248,12 +1358,14 @@ impl Control {
     /// `fin_timeout`s whose packets carried FIN or RST cut their rules'
     /// timeouts (an update, for the rules whose timeouts change).
     pub fn cut_timeouts(&mut self, mut cuts: Vec<kairo_xlate::FinTimeout>) -> Option<Report> {
+        let p = self.published.read();
         cuts.retain(|c| {
-            self.pipeline.rule(c.table, c.rule).is_some_and(|r| {
+            p.rule(c.table, c.rule).is_some_and(|r| {
                 let cuts = |max: u16, t: u16| max != 0 && (t == 0 || t > max);
                 cuts(c.idle, r.idle_timeout) || cuts(c.hard, r.hard_timeout)
             })
         });
+        drop(p);
         if cuts.is_empty() {
             return None;
         }
@@ -1266,11 +1378,19 @@ impl Control {
     /// On error nothing changed.
     pub fn apply(&mut self, fm: &FlowMod) -> Result<Report, ModError> {
         let start = Instant::now();
-        let deltas = flowmod::apply(&mut self.pipeline, fm)?;
+        let deltas = {
+            let mut w = self.published.write();
+            let deltas = flowmod::apply(&mut w, fm)?;
+            self.published.bump(&w);
+            deltas
+        };
         let pipeline = start.elapsed();
-        self.version += 1;
+        // What forwarding threads installed before the new version (offered
+        // since are refused) is brought up to date here; what they install
+        // from now on is translated by the new rules.
+        self.register_waiting();
         let moved = self.keep_moved.then_some(&mut self.moved);
-        let mut rep = self.engine.maintain(&self.pipeline, &deltas, moved);
+        let mut rep = self.engine.maintain(&self.published.read(), &deltas, moved);
         rep.ttu = start.elapsed();
         rep.pipeline = pipeline;
         if self.keep_deltas {
@@ -1284,7 +1404,7 @@ impl Control {
     pub fn housekeep(&mut self) -> (usize, Duration) {
         let start = Instant::now();
         let moved = self.keep_moved.then_some(&mut self.moved);
-        let n = self.engine.housekeep(&self.pipeline, moved);
+        let n = self.engine.housekeep(&self.published.read(), moved);
         self.retire_frozen();
         (n, start.elapsed())
     }
@@ -1297,7 +1417,8 @@ impl Control {
     /// the ids wrap (4G states later), and a packet still carrying one is
     /// dropped without a megaflow. Returns how many were retired.
     pub fn retire_frozen(&mut self) -> usize {
-        let held = self.pipeline.recircs().len();
+        let recircs = self.published.read().recircs().clone();
+        let held = recircs.len();
         if held < 2 * self.frozen_in_use + 1024 {
             return 0;
         }
@@ -1309,8 +1430,27 @@ impl Control {
                 _ => None,
             }));
         }
-        self.pipeline.recircs().retain(|id| used.contains(&id));
-        self.frozen_in_use = self.pipeline.recircs().len();
+        // The states of megaflows forwarding threads installed meanwhile are
+        // in use too. Under the write lock no translation runs, and the new
+        // version refuses the megaflows of those that ran before (they may
+        // name a state retired here).
+        let w = self.published.write();
+        self.published.bump(&w);
+        let (waiting, lessons) = self.published.take();
+        for m in &waiting {
+            used.insert(m.mf.rep.get(kairo_flow::Field::RecircId) as u32);
+            used.extend(m.mf.actions().iter().filter_map(|a| match a {
+                kairo_xlate::DpAction::Recirc(id) => Some(*id),
+                _ => None,
+            }));
+        }
+        recircs.retain(|id| used.contains(&id));
+        drop(w);
+        self.frozen_in_use = recircs.len();
+        for m in waiting {
+            self.installed(&m.mf, m.traversal, m.version);
+        }
+        self.published.teach(lessons);
         held - self.frozen_in_use
     }
 
@@ -1321,12 +1461,12 @@ impl Control {
 
     /// Registers a megaflow translated against the current pipeline.
     pub fn add(&mut self, mf: Arc<Ukey>) {
-        self.engine.add(&self.pipeline, mf);
+        self.engine.add(&self.published.read(), mf);
     }
 
     /// The oracle over this engine's cache.
     pub fn verify(&self) -> Vec<Mismatch> {
-        verify(&self.pipeline, self.engine.entries().iter())
+        verify(&self.published.read(), self.engine.entries().iter())
     }
 }
 

@@ -2,15 +2,18 @@
 //!
 //! Forwarding threads own their EMC and megaflow classifiers and never wait
 //! for maintenance on a lookup: maintenance changes a megaflow only by
-//! swapping its actions atomically or marking it dead. Upcalls and updates
-//! serialise on one lock (the slow path only); a forwarding pass takes it
-//! only if it is free ([`SlowPath::try_upcall`]), parking the packet
-//! otherwise, so that an update never stalls forwarding. Invariant: a megaflow installed
-//! from an upcall answered before an update is revalidated against the new
-//! rules when it is registered, so no update can slip between translation and
-//! indexing. What NORMAL learns from an upcall's packet is put in the MAC
-//! table, and the flows its learn actions make in the rule tables, under
-//! the same lock, as updates.
+//! swapping its actions atomically or marking it dead. Updates hold the
+//! control state throughout; a forwarding pass's upcall takes it only if it
+//! is free ([`SlowPath::try_upcall`]), else translates against the published
+//! pipeline ([`crate::published`]) and leaves the megaflow's registration
+//! and what the packet taught for whoever takes the control state next
+//! (every update drains them before it returns). Only while the tables
+//! themselves change is a missed packet parked. Invariant: a megaflow
+//! installed from an upcall answered before an update is revalidated against
+//! the new rules when it is registered, or refused, so no update can slip
+//! between translation and indexing. What NORMAL learns from an upcall's
+//! packet is put in the MAC table, and the flows its learn actions make in
+//! the rule tables, with the control state held, as updates.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,11 +22,14 @@ use kairo_datapath::{Megaflow, SlowPath, Upcall};
 use kairo_flow::FlowKey;
 use kairo_xlate::{Pipeline, Traversal};
 
-use crate::{revalidate, Control, Ukey, Verdict};
+use crate::published::{Lessons, Published, Waiting};
+use crate::Control;
 
 /// A handle on the shared control state (cheap to clone, one per thread).
 pub struct SharedControl {
     control: Arc<Mutex<Control>>,
+    /// The control state's published pipeline (read without its lock).
+    published: Arc<Published>,
     /// Packets forwarded by upcalls without a megaflow to count them,
     /// credited to their traversals when the control state is next locked
     /// (a forwarding thread never waits to credit them).
@@ -39,6 +45,7 @@ impl Clone for SharedControl {
     fn clone(&self) -> SharedControl {
         SharedControl {
             control: self.control.clone(),
+            published: self.published.clone(),
             credits: self.credits.clone(),
             parked: self.parked.clone(),
             counted: false,
@@ -61,6 +68,7 @@ pub const YIELD_TO_PARKED: std::time::Duration = std::time::Duration::from_milli
 impl SharedControl {
     pub fn new(c: Control) -> SharedControl {
         SharedControl {
+            published: c.published().clone(),
             control: Arc::new(Mutex::new(c)),
             credits: Arc::default(),
             parked: Arc::default(),
@@ -68,10 +76,12 @@ impl SharedControl {
         }
     }
     /// Locks the control state (a panic elsewhere never leaves it unusable:
-    /// every update is applied whole or not at all).
+    /// every update is applied whole or not at all), first settling what
+    /// forwarding threads left while it was held ([`Control::settle`]).
     pub fn lock(&self) -> MutexGuard<'_, Control> {
         let mut c = self.control.lock().unwrap_or_else(|e| e.into_inner());
         self.take_credits(&mut c);
+        c.settle();
         c
     }
 
@@ -98,6 +108,11 @@ impl SharedControl {
         }
         self.lock()
     }
+    /// The published pipeline (its counters of upcalls served while the
+    /// control state was held), without the control state's lock.
+    pub fn published(&self) -> &Arc<Published> {
+        &self.published
+    }
     /// How many forwarding threads have packets parked for the slow path.
     pub fn threads_with_parked(&self) -> usize {
         self.parked.load(Ordering::Acquire)
@@ -111,6 +126,7 @@ impl SharedControl {
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         self.take_credits(&mut c);
+        c.settle();
         Some(c)
     }
 }
@@ -118,48 +134,33 @@ impl SharedControl {
 /// What an upcall does under the lock: translate, and teach the MAC
 /// table, the learned flows and the fin timeouts what the packet says.
 fn upcall_locked(c: &mut Control, key: &FlowKey) -> Upcall<Traversal> {
-    let r = kairo_xlate::translate(&c.pipeline, key);
-    let version = c.version;
-    if !r.learn.is_empty() {
-        c.learn(&r.learn);
-    }
-    if let Some(learned) = r.traversal.learned.as_deref() {
-        let now = c.now_ms;
-        c.learn_flows(learned.iter().map(|l| (l.clone(), now)));
-    }
-    if let Some(fin) = r.traversal.fin.as_deref() {
-        if crate::fin_or_rst(key.get(kairo_flow::Field::TcpFlags) as u16) {
-            c.cut_timeouts(fin.to_vec());
-        }
-    }
+    let (r, version) = {
+        let p = c.pipeline();
+        (kairo_xlate::translate(&p, key), c.version())
+    };
+    c.teach(lessons(key, &r));
     Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
 }
 
-/// Registers a megaflow installed from an upcall answered at `version`,
-/// bringing it up to date first if the rules changed since.
-fn installed_locked(c: &mut Control, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
-    let mf = Arc::new(Ukey::new(mf.clone(), c.interner.traversal(traversal)));
-    if c.version != version {
-        // The rules changed since this translation: bring it up to date first.
-        match revalidate::revalidate(&c.pipeline, &mf, &revalidate::pipeline_only_mask()) {
-            // Only a pass's memo shares; `revalidate` translates whole.
-            Verdict::Keep | Verdict::Shared { .. } => {}
-            Verdict::Update(r) => {
-                let m = mf.set_actions(r.actions, r.traversal);
-                if c.keep_moved {
-                    c.moved.push(m);
-                }
-            }
-            Verdict::Evict => {
-                mf.kill();
-                if c.keep_moved {
-                    c.moved.push(mf.leaving());
-                }
-                return;
-            }
-        }
+/// What a translated packet teaches: the MACs NORMAL saw, the flows its
+/// learn actions made, the timeouts its FIN or RST cut.
+fn lessons(key: &FlowKey, r: &kairo_xlate::XlateResult) -> Lessons {
+    let flows = r.traversal.learned.as_deref().unwrap_or(&[]).to_vec();
+    let fin = crate::fin_or_rst(key.get(kairo_flow::Field::TcpFlags) as u16);
+    let cuts = if fin { r.traversal.fin.as_deref().unwrap_or(&[]).to_vec() } else { Vec::new() };
+    Lessons { macs: r.learn.clone(), flows, cuts }
+}
+
+impl SharedControl {
+    /// Translates against the published pipeline, outside the control
+    /// state: what the packet taught waits for whoever takes it next.
+    fn translate_published(&self, read: crate::published::Read<'_>, key: &FlowKey) -> Upcall<Traversal> {
+        let r = kairo_xlate::translate(&read.pipeline, key);
+        let version = read.version;
+        drop(read);
+        self.published.translated(lessons(key, &r));
+        Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
     }
-    c.add(mf);
 }
 
 impl SlowPath for SharedControl {
@@ -169,24 +170,39 @@ impl SlowPath for SharedControl {
     /// A packet NORMAL saw teaches the MAC table (an update, when the table
     /// changes: the megaflow made before it is then revalidated as it is
     /// installed, as any made before an update is).
+    /// As [`SlowPath::try_upcall`], waiting only for a change of the
+    /// tables under way (never for an update's maintenance).
     fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
-        upcall_locked(&mut self.lock(), key)
+        if let Some(up) = self.try_upcall(key) {
+            return up;
+        }
+        self.translate_published(self.published.read_versioned(), key)
     }
 
     fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
-        installed_locked(&mut self.lock(), mf, traversal, version)
+        self.lock().installed(mf, traversal, version)
     }
 
-    /// None while an update (or another upcall) holds the lock.
+    /// Under the control state if it is free; while an update (or another
+    /// upcall) holds it, against the published pipeline, what the packet
+    /// taught kept for later. None only while the tables are being changed.
     fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Traversal>> {
-        let mut c = self.try_lock()?;
-        Some(upcall_locked(&mut c, key))
+        if let Some(mut c) = self.try_lock() {
+            return Some(upcall_locked(&mut c, key));
+        }
+        let read = self.published.try_read()?;
+        Some(self.translate_published(read, key))
     }
 
+    /// Registered now if the control state is free, else offered for when
+    /// it is next taken (refused, so not kept, if the rules changed since
+    /// the translation or too many wait).
     fn try_installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) -> Result<(), Traversal> {
-        let Some(mut c) = self.try_lock() else { return Err(traversal) };
-        installed_locked(&mut c, mf, traversal, version);
-        Ok(())
+        if let Some(mut c) = self.try_lock() {
+            c.installed(mf, traversal, version);
+            return Ok(());
+        }
+        self.published.offer(Waiting { mf: mf.clone(), traversal, version }).map_err(|w| w.traversal)
     }
 
     /// Credited when the lock is next taken (by anyone).
@@ -199,8 +215,10 @@ impl SlowPath for SharedControl {
         removed_locked(&mut self.lock(), mf)
     }
 
+    /// While the tables are being changed (not while an update's
+    /// maintenance runs: upcalls translate against the published tables).
     fn busy(&self) -> bool {
-        self.try_lock().is_none()
+        self.published.try_read().is_none()
     }
 
     fn parked(&mut self, n: usize) {
@@ -234,7 +252,7 @@ impl SlowPath for Held<'_> {
         upcall_locked(self.0, key)
     }
     fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
-        installed_locked(self.0, mf, traversal, version)
+        self.0.installed(mf, traversal, version)
     }
     fn removed(&mut self, mf: &Arc<Megaflow>) {
         removed_locked(self.0, mf)

@@ -243,7 +243,7 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
     }
     let mut applied = Vec::new();
     for (i, us) in update_seeds.iter().enumerate() {
-        let fm = gen_update(*us, &inc.lock().pipeline, &cfg);
+        let fm = gen_update(*us, &inc.lock().pipeline(), &cfg);
         let rf = full.lock().apply(&fm);
         let ri = inc.lock().apply(&fm);
         applied.push(describe(&fm));
@@ -293,7 +293,7 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
         }
         {
             let c = inc.lock();
-            let reference = kairo_oracle::Reference::new(&c.pipeline);
+            let reference = kairo_oracle::Reference::new(&c.pipeline());
             let mut r = rng(seed ^ ((i as u64) << 32));
             for mf in c.engine.entries() {
                 let learned = learned_rules(&mf.traversal());
@@ -302,8 +302,8 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
                     kairo_oracle::check_entry(&reference, &mf.rep, &mf.mask, &mf.actions(), learned, 12, &mut r)
                 {
                     let k = kairo_flow::parse_key(&d.packet).ok();
-                    let tr = k.map(|k| format!("{:?}", translate(&c.pipeline, &k).traversal)).unwrap_or_default();
-                    let state = pipeline_state(&c.pipeline);
+                    let tr = k.map(|k| format!("{:?}", translate(&c.pipeline(), &k).traversal)).unwrap_or_default();
+                    let state = pipeline_state(&c.pipeline());
                     drop(c);
                     return fail(format!(
                         "update {i}: the reference disagrees: {d}\ntranslation: {tr}\npipeline now:\n{state}"
@@ -320,7 +320,7 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
             // re-translated).
             let c = inc.lock();
             for mf in c.engine.entries() {
-                let want = translate(&c.pipeline, &mf.rep).traversal;
+                let want = translate(&c.pipeline(), &mf.rep).traversal;
                 if *mf.traversal() != want {
                     let (mf, w) = (format!("{:?}", mf.traversal()), format!("{want:?}"));
                     drop(c);
@@ -339,14 +339,14 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
             // Cached forwarding equals slow-path forwarding, through EMC, megaflows and upcalls.
             let mut scf = full.clone();
             let mut sci = inc.clone();
-            let p = inc.lock().pipeline.clone();
+            let p = inc.lock().pipeline().clone();
             let keys = gen_packets(seed ^ *us, 40, 4).into_iter().flat_map(|spec| {
                 kairo_xlate::recirc::follow(&p, &kairo_flow::parse_key(&spec).unwrap())
                     .into_iter()
                     .map(move |pass| (spec.clone(), pass.key))
             });
             for (spec, k) in keys {
-                let want = translate(&inc.lock().pipeline, &k).actions;
+                let want = translate(&inc.lock().pipeline(), &k).actions;
                 let gi = dp_inc.process_key(&k, 64, None, 1, &mut sci);
                 let gf = dp_full.process_key(&k, 64, None, 1, &mut scf);
                 if *gi != want || *gf != want {
@@ -359,6 +359,122 @@ fn run_case(seed: u64, update_seeds: &[u64]) -> Result<(), String> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Every live megaflow of `dp` (and of `extra`) forwards its packet as the
+/// pipeline says now.
+fn datapath_true_to(dp: &Datapath, extra: &[Arc<Megaflow>], p: &Pipeline) -> Result<(), String> {
+    for mf in dp.megaflows().chain(extra).filter(|m| !m.is_dead()) {
+        let want = translate(p, &mf.rep).actions;
+        if *mf.actions() != want {
+            return Err(format!(
+                "megaflow {} has {}, the rules say {}",
+                kairo_flow::format_megaflow(&mf.key(), &mf.mask),
+                format_actions(&mf.actions()),
+                format_actions(&want)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Misses while an update holds the control state throughout: random
+/// packets (through the datapath, so every upcall is translated against the
+/// published tables and its megaflow offered for later) between random
+/// updates made under that state, and upcalls whose megaflows are offered
+/// only some steps later (as a forwarding thread racing an update would:
+/// translated before it, offered after). After every step every megaflow the
+/// datapath holds forwards as the rules say (none was kept stale), and
+/// once the state is let go (registrations and lessons settled) the cache
+/// equals recomputation and the reference.
+fn run_busy_case(seed: u64, ops: &[u64]) -> Result<(), String> {
+    use kairo_datapath::{Packet, SlowPath};
+    let cfg = GenConfig { n_tables: 4, rules_per_table: 3..9, ..GenConfig::default() };
+    let case = gen_case(seed, &cfg);
+    let mut p0 = pipeline(&case.flows, &case.groups);
+    p0.set_ports(1..=cfg.n_ports);
+    let keys: Vec<FlowKey> = gen_packets(seed, 60, 4).iter().map(|s| key(s)).collect();
+    let sc = SharedControl::new(Control::new(p0, EngineKind::Incremental));
+    let mut fwd = sc.clone();
+    let mut dp = Datapath::new(DpConfig { emc_insert_inv_prob: 1, ..DpConfig::default() });
+    let mut applied = Vec::new();
+    let fail = |what: String, applied: &[String]| {
+        Err(format!(
+            "{what}\nafter updates:\n  {}\nflows:\n{}\ngroups:\n{}",
+            applied.join("\n  "),
+            case.flows,
+            case.groups
+        ))
+    };
+    // Upcalls answered and not yet offered; megaflows offered that way.
+    let (mut answered, mut extra) = (None, Vec::new());
+    let mut update = sc.lock();
+    for (i, op) in ops.iter().enumerate() {
+        if op % 3 == 0 {
+            let fm = gen_update(*op, &update.pipeline(), &cfg);
+            applied.push(describe(&fm));
+            let _ = update.apply(&fm);
+        } else if op % 5 == 1 {
+            let k = keys[(op >> 16) as usize % keys.len()];
+            match answered.take() {
+                None => answered = fwd.try_upcall(&k).map(|up| (k, up)),
+                Some((k, up)) if up.install => {
+                    let mf = Arc::new(Megaflow::new(k, Arc::new(up.mask), up.actions.clone(), 1));
+                    if fwd.try_installed(&mf, up.note, up.version).is_ok() {
+                        extra.push(mf);
+                    }
+                }
+                Some(_) => {}
+            }
+        } else {
+            let n = 1 + (op >> 8) as usize % 4;
+            let mut batch: Vec<Packet> = (0..n)
+                .map(|j| {
+                    let k = keys[((op >> 16) as usize + j) % keys.len()];
+                    Packet::new(kairo_wire::emit::frame(&k, &[]), k.get(kairo_flow::Field::InPort) as u32)
+                })
+                .collect();
+            dp.process_packets(&mut batch, 1, &mut fwd, &mut |_, _, _| {});
+        }
+        if let Err(e) = datapath_true_to(&dp, &extra, &update.pipeline()) {
+            return fail(format!("step {i}: {e}"), &applied);
+        }
+    }
+    if dp.n_parked() != 0 {
+        return fail(format!("{} packets parked though the tables never changed under them", dp.n_parked()), &applied);
+    }
+    let late = sc.published().late();
+    if dp.stats.misses == 0 || late.translated < dp.stats.misses {
+        return fail(
+            format!("{late:?} for {} misses: not every miss was translated outside", dp.stats.misses),
+            &applied,
+        );
+    }
+    drop(update);
+    let c = sc.lock();
+    if let Err(e) = datapath_true_to(&dp, &extra, &c.pipeline()) {
+        return fail(format!("settled: {e}"), &applied);
+    }
+    let mm = c.verify();
+    if !mm.is_empty() {
+        return fail(format!("settled: oracle mismatches: {mm:#?}"), &applied);
+    }
+    let reference = kairo_oracle::Reference::new(&c.pipeline());
+    let mut r = rng(seed);
+    for mf in c.engine.entries() {
+        if let Some(d) = kairo_oracle::check_entry(&reference, &mf.rep, &mf.mask, &mf.actions(), None, 12, &mut r) {
+            return fail(format!("settled: the reference disagrees: {d}"), &applied);
+        }
+    }
+    let live = dp.megaflows().chain(&extra).filter(|m| !m.is_dead()).count();
+    let registered = c.engine.entries().iter().filter(|m| !m.is_dead()).count();
+    if live != registered {
+        return fail(
+            format!("settled: the datapath holds {live} live megaflows, maintenance knows {registered}"),
+            &applied,
+        );
     }
     Ok(())
 }
@@ -379,6 +495,15 @@ mod prop {
         #[test]
         fn incremental_equals_full_revalidation(seed in any::<u64>(), updates in proptest::collection::vec(any::<u64>(), 200..=220)) {
             if let Err(e) = run_case(seed, &updates) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+
+        /// Misses during updates (translated against the published tables)
+        /// leave no megaflow stale and every one maintained.
+        #[test]
+        fn misses_during_updates_stay_exact(seed in any::<u64>(), ops in proptest::collection::vec(any::<u64>(), 100..=150)) {
+            if let Err(e) = run_busy_case(seed, &ops) {
                 prop_assert!(false, "{}", e);
             }
         }
@@ -417,7 +542,7 @@ fn a_mac_learned_moved_or_aged_out_retranslates_only_the_entries_sent_to_it() {
     let mut sc = inc.clone();
     let k9 = key(&format!("in_port=3,dl_src={},dl_dst={},ip", mac(9), mac(1)));
     dp.process_key(&k9, 64, None, 0, &mut sc);
-    assert_eq!(inc.lock().pipeline.macs().lookup(0, 0x0200_0000_0009), Some(3));
+    assert_eq!(inc.lock().pipeline().macs().lookup(0, 0x0200_0000_0009), Some(3));
     let sent_to_9 = |c: &Control| {
         c.engine
             .entries()
@@ -467,7 +592,7 @@ fn megaflows_that_carry_a_mac_s_traffic_keep_it_learned() {
         "in_port=2,dl_src=02:00:00:00:00:02,dl_dst=02:00:00:00:00:01,ip".to_string(),
     ];
     let (mut dp, sc) = filled(&p, EngineKind::Incremental, &pkts);
-    assert_eq!(sc.lock().pipeline.macs().len(), 2);
+    assert_eq!(sc.lock().pipeline().macs().len(), 2);
     let mut slow = sc.clone();
     // For ten minutes host 1 sends every 10 s (megaflow hits only) and
     // host 2 is silent; the switch ticks every 10 s.
@@ -479,8 +604,8 @@ fn megaflows_that_carry_a_mac_s_traffic_keep_it_learned() {
     }
     assert_eq!(dp.stats.misses, misses, "host 1's frames all hit their megaflow");
     let c = sc.lock();
-    assert_eq!(c.pipeline.macs().lookup(0, 0x0200_0000_0001), Some(1), "host 1 refreshed by its megaflow");
-    assert_eq!(c.pipeline.macs().lookup(0, 0x0200_0000_0002), None, "host 2 aged out");
+    assert_eq!(c.pipeline().macs().lookup(0, 0x0200_0000_0001), Some(1), "host 1 refreshed by its megaflow");
+    assert_eq!(c.pipeline().macs().lookup(0, 0x0200_0000_0002), None, "host 2 aged out");
     // Host 1's frames to host 2 flood now; host 2's to host 1 still go to port 1.
     assert!(c.verify().is_empty());
 }
@@ -572,28 +697,28 @@ fn frozen_states_no_megaflow_uses_are_retired() {
     );
     let pkts: Vec<String> = (0..10).map(|i| format!("in_port=9,ip,nw_src=10.0.0.{i}")).collect();
     let (_dp, c) = filled(&p, EngineKind::Incremental, &pkts);
-    let in_use = c.lock().pipeline.recircs().len();
+    let in_use = c.lock().pipeline().recircs().len();
     assert_eq!(in_use, 10);
     // Translations that install nothing (a trace, a full cache) leave states behind.
     let spare: Vec<u32> = (0..3000)
         .map(|i| {
             let k = key(&format!("in_port=9,ip,nw_src=10.1.{}.{}", i / 250, i % 250));
-            match kairo_xlate::translate(&c.lock().pipeline, &k).actions.last() {
+            match kairo_xlate::translate(&c.lock().pipeline(), &k).actions.last() {
                 Some(DpAction::Recirc(id)) => *id,
                 a => panic!("{a:?}"),
             }
         })
         .collect();
-    assert_eq!(c.lock().pipeline.recircs().len(), 3010);
+    assert_eq!(c.lock().pipeline().recircs().len(), 3010);
     assert_eq!(c.lock().retire_frozen(), 3000);
-    assert_eq!(c.lock().pipeline.recircs().len(), 10);
+    assert_eq!(c.lock().pipeline().recircs().len(), 10);
     // Below twice what is in use plus 1024, nothing is walked.
     assert_eq!(c.lock().retire_frozen(), 0);
     // A packet still carrying a retired id is dropped, and no megaflow holds it.
     let mut k = key("in_port=9,ip,nw_src=10.1.0.0");
     k.set(kairo_flow::Field::RecircId, u64::from(spare[0]));
     k.set(kairo_flow::Field::DpHash, 5);
-    let r = kairo_xlate::translate(&c.lock().pipeline, &k);
+    let r = kairo_xlate::translate(&c.lock().pipeline(), &k);
     assert!(r.slow && r.actions.is_empty(), "{r:?}");
     assert!(matches!(r.error, Some(kairo_xlate::XlateError::NoRecirculationContext { .. })));
     // What the cache uses still translates as before.
@@ -625,7 +750,7 @@ fn delete_modify_group_and_miss_changes() {
         assert_eq!(c.examined, if kind == EngineKind::Full { 3 } else { 1 });
         let r = upd(&sc, "del-groups", "group_id=1");
         assert_eq!(r.updated + r.evicted, 1, "the udp entry used the group (its rule is deleted with it): {r}");
-        assert!(sc.lock().pipeline.group(1).is_none());
+        assert!(sc.lock().pipeline().group(1).is_none());
         assert_eq!(*dp.process_key(&key("in_port=1,udp,tp_dst=53"), 1, None, 0, &mut s2), vec![]);
         let r = upd(&sc, "del-flows", "table=0,tcp");
         assert!(r.evicted >= 2 || r.updated >= 2, "{r}");
@@ -645,7 +770,7 @@ fn failed_bundle_changes_nothing() {
     ]);
     let e = inc.lock().apply(&bad).unwrap_err();
     assert!(e.to_string().contains("group 7"), "{e}");
-    assert_eq!(inc.lock().pipeline.n_rules(), 1);
+    assert_eq!(inc.lock().pipeline().n_rules(), 1);
     assert_eq!(view(&inc.lock()), before);
     assert!(parse_command("frob-flows", "x").is_err());
     assert!(parse_command("add-flow", "table=0,ip,nw_dst=1.2.3.999,actions=drop").is_err());
@@ -1041,7 +1166,7 @@ fn shared_suffix_traversals_inside_a_bucket_are_translation_s() {
     sc.lock().housekeep();
     let c = sc.lock();
     for mf in c.engine.entries() {
-        let want = translate(&c.pipeline, &mf.rep).traversal;
+        let want = translate(&c.pipeline(), &mf.rep).traversal;
         assert!(want.resumable_bare() < want.resumable(), "the step is inside the bucket: {want:?}");
         assert_eq!(*mf.traversal(), want);
     }
@@ -1266,7 +1391,7 @@ fn flows_learned_from_upcalls_are_installed_maintained_refreshed_and_deleted() {
     let (mut dp, inc) = filled(&p, EngineKind::Incremental, &[first.clone(), first]);
     inc.lock().keep_deltas = true;
     let learned = |c: &Control| {
-        c.pipeline.table(1).map_or(Vec::new(), |t| {
+        c.pipeline().table(1).map_or(Vec::new(), |t| {
             let mut v: Vec<String> = t.cls.iter().filter(|r| r.priority != 0).map(|r| r.payload.to_string()).collect();
             v.sort();
             v
@@ -1293,12 +1418,12 @@ fn flows_learned_from_upcalls_are_installed_maintained_refreshed_and_deleted() {
     assert_eq!(to(&inc.lock(), 2), vec!["2"]);
     assert!(inc.lock().verify().is_empty());
     // Learning a flow that is there changes nothing (an idle refresh).
-    let again = kairo_xlate::translate(&inc.lock().pipeline, &key(&format!("in_port=2,dl_src={}", mac(2))));
+    let again = kairo_xlate::translate(&inc.lock().pipeline(), &key(&format!("in_port=2,dl_src={}", mac(2))));
     let l = again.traversal.learned.expect("learns")[0].clone();
-    let v = inc.lock().version;
+    let v = inc.lock().version();
     assert!(inc.lock().learn_flows([(l.clone(), 777)]).is_none());
-    assert_eq!(inc.lock().version, v);
-    let id = inc.lock().pipeline.table(1).and_then(|t| t.cls.find_exact(&l.rule.m, l.rule.priority)).unwrap().id;
+    assert_eq!(inc.lock().version(), v);
+    let id = inc.lock().pipeline().table(1).and_then(|t| t.cls.find_exact(&l.rule.m, l.rule.priority)).unwrap().id;
     assert_eq!(inc.lock().touched.get(&(1, id)), Some(&777));
     // The learned flow leaves (a timeout, say); the megaflow that learned
     // it is hit again, and the refresh a second later brings it back.
@@ -1316,7 +1441,7 @@ fn flows_learned_from_upcalls_are_installed_maintained_refreshed_and_deleted() {
     let rep = inc.lock().apply(&FlowMod::Delete { strict: false, spec: table0 }).unwrap();
     assert!(rep.examined > 0);
     // (Table 1's miss flow has another cookie: it stays.)
-    let left: Vec<u64> = inc.lock().pipeline.table(1).unwrap().cls.iter().map(|r| r.payload.cookie).collect();
+    let left: Vec<u64> = inc.lock().pipeline().table(1).unwrap().cls.iter().map(|r| r.payload.cookie).collect();
     assert_eq!(left, vec![0]);
 
     // A limit of one learned flow: the second host is refused.
@@ -1342,7 +1467,7 @@ fn fin_timeout_cuts_timeouts_once_fin_or_rst_is_seen() {
     let syn = "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=1000,tp_dst=80,tcp_flags=+syn";
     let (mut dp, inc) = filled(&p, EngineKind::Incremental, &[syn.to_string()]);
     let timeouts = |c: &Control| {
-        let r = c.pipeline.table(0).unwrap().cls.iter().find(|r| r.priority == 10).unwrap().payload.clone();
+        let r = c.pipeline().table(0).unwrap().cls.iter().find(|r| r.priority == 10).unwrap().payload.clone();
         (r.idle_timeout, r.hard_timeout)
     };
     assert_eq!(timeouts(&inc.lock()), (0, 0));
@@ -1357,10 +1482,10 @@ fn fin_timeout_cuts_timeouts_once_fin_or_rst_is_seen() {
     inc.lock().tick(1_600);
     assert_eq!(timeouts(&inc.lock()), (5, 20));
     // Only down: a longer cut does nothing, and is no update.
-    let id = inc.lock().pipeline.table(0).unwrap().cls.iter().find(|r| r.priority == 10).unwrap().id;
-    let v = inc.lock().version;
+    let id = inc.lock().pipeline().table(0).unwrap().cls.iter().find(|r| r.priority == 10).unwrap().id;
+    let v = inc.lock().version();
     assert!(inc.lock().cut_timeouts(vec![kairo_xlate::FinTimeout { table: 0, rule: id, idle: 9, hard: 30 }]).is_none());
-    assert_eq!(inc.lock().version, v);
+    assert_eq!(inc.lock().version(), v);
     // An upcall that brings a RST cuts at once.
     let p = pipeline(flows, "");
     let rst = "in_port=1,tcp,nw_src=10.0.0.1,nw_dst=10.0.0.2,tp_src=1000,tp_dst=80,tcp_flags=+rst";
@@ -1369,18 +1494,19 @@ fn fin_timeout_cuts_timeouts_once_fin_or_rst_is_seen() {
     // The learned flow's fin_timeout.
     let (_, inc) = filled(&p, EngineKind::Incremental, &["in_port=1,udp,dl_src=02:00:00:00:00:01".to_string()]);
     let learned: Vec<String> =
-        inc.lock().pipeline.table(1).unwrap().cls.iter().map(|r| r.payload.to_string()).collect();
+        inc.lock().pipeline().table(1).unwrap().cls.iter().map(|r| r.payload.to_string()).collect();
     assert_eq!(
         learned,
         vec!["cookie=0x0, table=1, priority=32768,dl_dst=02:00:00:00:00:01 actions=fin_timeout(idle_timeout=3)"]
     );
 }
 
-/// An update holding the slow path never stalls forwarding: a miss meanwhile
-/// is parked (no wait), then forwarded by the rules as the update left them,
-/// and its megaflow registered and maintained like any other.
+/// A miss while an update holds the control state (its maintenance, say)
+/// does not wait: it is translated against the published tables and
+/// forwarded, its megaflow installed at once and registered with
+/// maintenance as the update goes on, so the update's change reaches it.
 #[test]
-fn a_miss_during_an_update_is_parked_then_forwarded_by_the_new_rules() {
+fn a_miss_during_an_update_is_forwarded_from_the_published_tables() {
     use kairo_datapath::execute::Sent;
     use kairo_datapath::Packet;
     let p = pipeline("table=0,priority=10,ip,actions=output:2", "");
@@ -1394,16 +1520,83 @@ fn a_miss_during_an_update_is_parked_then_forwarded_by_the_new_rules() {
         dp.process_packets(pkts, 0, &mut fwd, &mut |to, _, _| sent.push(to));
         sent
     };
-    let update = sc.lock(); // an update in progress
-    assert_eq!(run(&mut dp, &mut [frame(), frame()]), vec![]);
-    assert_eq!(dp.n_parked(), 2);
+    let mut update = sc.lock(); // an update in progress
+    assert_eq!(run(&mut dp, &mut [frame(), frame()]), vec![Sent::Port(2), Sent::Port(2)]);
+    assert_eq!((dp.n_parked(), dp.n_flows(), update.engine.len()), (0, 1, 0), "installed, not yet registered");
+    update.apply(&parse_command("mod-flows", "table=0,ip,actions=output:3").unwrap()).unwrap();
+    assert_eq!(update.engine.len(), 1, "registered by the update");
+    assert_eq!(run(&mut dp, &mut [frame()]), vec![Sent::Port(3)], "maintained by the update that registered it");
     drop(update);
-    sc.lock().apply(&parse_command("mod-flows", "table=0,ip,actions=output:3").unwrap()).unwrap();
+    sc.lock().apply(&parse_command("mod-flows", "table=0,ip,actions=output:4").unwrap()).unwrap();
+    assert_eq!(run(&mut dp, &mut [frame()]), vec![Sent::Port(4)]);
+    assert!(sc.lock().verify().is_empty());
+}
+
+/// Only while the tables themselves are being changed (the write lock on
+/// the published pipeline) is a miss parked; it goes out by the new rules
+/// once the change is made, and its flow's later packets wait behind it.
+#[test]
+fn a_miss_while_the_tables_change_is_parked_then_forwarded_by_the_new_rules() {
+    use kairo_datapath::execute::Sent;
+    use kairo_datapath::Packet;
+    let p = pipeline("table=0,priority=10,ip,actions=output:2", "");
+    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
+    let mut dp = Datapath::new(DpConfig::default());
+    let mut fwd = sc.clone();
+    let frame =
+        || Packet::new(kairo_wire::emit::frame(&key("in_port=1,udp,nw_dst=10.0.0.9,tp_src=1,tp_dst=2"), &[]), 1);
+    let mut run = |dp: &mut Datapath, pkts: &mut [Packet]| {
+        let mut sent = Vec::new();
+        dp.process_packets(pkts, 0, &mut fwd, &mut |to, _, _| sent.push(to));
+        sent
+    };
+    let mut c = sc.lock();
+    {
+        let mut w = c.pipeline_mut(); // the change being made
+        assert_eq!(run(&mut dp, &mut [frame(), frame()]), vec![]);
+        assert_eq!(dp.n_parked(), 2);
+        // (No megaflow exists yet for maintenance to know of.)
+        flowmod::apply(&mut w, &parse_command("mod-flows", "table=0,ip,actions=output:3").unwrap()).unwrap();
+    }
     assert_eq!(run(&mut dp, &mut []), vec![Sent::Port(3), Sent::Port(3)]);
+    drop(c);
     assert_eq!((dp.n_parked(), dp.n_flows(), sc.lock().engine.len()), (0, 1, 1));
     sc.lock().apply(&parse_command("mod-flows", "table=0,ip,actions=output:4").unwrap()).unwrap();
     assert_eq!(run(&mut dp, &mut [frame()]), vec![Sent::Port(4)], "the parked flow's megaflow is maintained");
     assert!(sc.lock().verify().is_empty());
+}
+
+/// A megaflow translated before an update and offered for registration
+/// after the update bumped the version is refused (that update may have
+/// drained already and would never bring it up to date); one offered
+/// before is registered by the update and brought up to date before it
+/// returns.
+#[test]
+fn registrations_from_before_an_update_are_refused_or_revalidated() {
+    use kairo_datapath::SlowPath;
+    let p = pipeline("table=0,priority=10,ip,actions=output:2", "");
+    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
+    let mut fwd = sc.clone();
+    let k = key("in_port=1,udp,nw_dst=10.0.0.9,tp_src=1,tp_dst=2");
+    let megaflow = |up: &kairo_datapath::Upcall<kairo_xlate::Traversal>| {
+        Arc::new(Megaflow::new(k, Arc::new(up.mask), up.actions.clone(), 0))
+    };
+    let mut update = sc.lock();
+    // Translated, then the update, then offered: refused.
+    let up = fwd.try_upcall(&k).expect("translated while the control state is held");
+    update.apply(&parse_command("mod-flows", "table=0,ip,actions=output:3").unwrap()).unwrap();
+    let mf = megaflow(&up);
+    assert!(fwd.try_installed(&mf, up.note, up.version).is_err(), "offered after the version moved on");
+    assert_eq!(update.engine.len(), 0);
+    // Translated and offered, then the update: registered and maintained.
+    let up = fwd.try_upcall(&k).unwrap();
+    let mf = megaflow(&up);
+    assert!(fwd.try_installed(&mf, up.note, up.version).is_ok());
+    assert_eq!(mf.actions().as_slice(), &[DpAction::Output(3)]);
+    update.apply(&parse_command("mod-flows", "table=0,ip,actions=output:5").unwrap()).unwrap();
+    assert_eq!(mf.actions().as_slice(), &[DpAction::Output(5)], "up to date when the update returns");
+    assert_eq!(update.engine.len(), 1);
+    assert!(update.verify().is_empty());
 }
 
 /// Updates know which forwarding threads have packets parked (to let them
@@ -1478,7 +1671,7 @@ fn removing_a_flow_a_learn_limit_counted_retranslates_the_refused_entries() {
     let del = "table=1,priority=32768,dl_dst=02:00:00:00:00:01";
     inc.lock().apply(&crate::parse_command("--strict del-flows", del).unwrap()).unwrap();
     assert_eq!(actions(&inc.lock()), vec!["2"]);
-    let m = inc.lock().pipeline.table(1).and_then(|t| t.cls.iter().next().map(|r| r.payload.m)).unwrap();
+    let m = inc.lock().pipeline().table(1).and_then(|t| t.cls.iter().next().map(|r| r.payload.m)).unwrap();
     let gone = kairo_ofproto::FlowSpec::exact(1, 5, m);
     inc.lock().apply(&FlowMod::Delete { strict: true, spec: gone }).unwrap();
     assert_eq!(actions(&inc.lock()), vec!["1"]);

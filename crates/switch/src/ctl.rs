@@ -144,9 +144,10 @@ impl Switch {
             Request::Trace { packet } => {
                 let key = kairo_flow::parse_key(packet).map_err(|e| format!("packet `{packet}`: {e}"))?;
                 let c = self.ctl.lock();
+                let p = c.pipeline();
                 // Every pass its recirculations lead to, as `kairo trace`.
-                let passes = kairo_xlate::recirc::follow(&c.pipeline, &key);
-                Ok(kairo_xlate::trace::trace_passes_text(&c.pipeline, &passes))
+                let passes = kairo_xlate::recirc::follow(&p, &key);
+                Ok(kairo_xlate::trace::trace_passes_text(&p, &passes))
             }
             Request::Help {} => Ok(help()),
         }
@@ -155,8 +156,9 @@ impl Switch {
     fn dump_flows(&self, table: Option<u8>) -> String {
         let counts = self.rule_counts();
         let c = self.ctl.lock();
+        let p = c.pipeline();
         let mut out = String::new();
-        for (t, tb) in c.pipeline.tables() {
+        for (t, tb) in p.tables() {
             if table.is_some_and(|x| x != t) {
                 continue;
             }
@@ -199,7 +201,8 @@ impl Switch {
     fn fdb_show(&self) -> String {
         let c = self.ctl.lock();
         let mut out = String::from(" port  VLAN  MAC                Age\n");
-        for e in c.pipeline.macs().entries() {
+        let p = c.pipeline();
+        for e in p.macs().entries() {
             let mac = (0..6).rev().map(|i| format!("{:02x}", (e.mac >> (8 * i)) & 0xff)).collect::<Vec<_>>().join(":");
             let _ = writeln!(out, "{:>5}  {:>4}  {mac}  {:>3}", e.port, e.vlan, c.clock.saturating_sub(e.used));
         }
@@ -208,7 +211,8 @@ impl Switch {
 
     fn dump_groups(&self) -> String {
         let c = self.ctl.lock();
-        c.pipeline.groups().map(|g| format!(" {g}\n")).collect()
+        let p = c.pipeline();
+        p.groups().map(|g| format!(" {g}\n")).collect()
     }
 
     fn dump_megaflows(&self) -> String {
@@ -239,12 +243,13 @@ impl Switch {
     fn show(&self) -> String {
         let (rules, groups, version, engine, vlans) = {
             let c = self.ctl.lock();
+            let pl = c.pipeline();
             let vlans: std::collections::BTreeMap<u32, String> = self
                 .ports()
                 .iter()
-                .filter_map(|p| c.pipeline.port_settings(p.ofport).map(|s| (p.ofport, s.to_string())))
+                .filter_map(|p| pl.port_settings(p.ofport).map(|s| (p.ofport, s.to_string())))
                 .collect();
-            (c.pipeline.n_rules(), c.pipeline.groups().count(), c.version, c.engine.name(), vlans)
+            (pl.n_rules(), pl.groups().count(), c.version(), c.engine.name(), vlans)
         };
         let mut out =
             format!("kairo switch: {rules} rules, {groups} groups, rule-table version {version}, engine {engine}\n");
@@ -282,6 +287,13 @@ impl Switch {
         let _ = writeln!(out, "  emc hits:      {} ({:.1}%)", s.emc_hits, pct(s.emc_hits));
         let _ = writeln!(out, "  megaflow hits: {} ({:.1}%)", s.megaflow_hits, pct(s.megaflow_hits));
         let _ = writeln!(out, "  upcalls:       {} ({:.1}%)", s.misses, pct(s.misses));
+        let late = self.ctl.published().late();
+        let _ = writeln!(
+            out,
+            "  upcalls while an update ran: {} (megaflows registered after it {}, not kept {}, lessons dropped {}); \
+             parked while the tables changed: {} ({} dropped)",
+            late.translated, late.offered, late.refused, late.lessons_dropped, s.parked, s.parked_dropped
+        );
         let _ = writeln!(
             out,
             "  to controller: {}, to no such port: {}, dropped for a bad offload header: {}",

@@ -245,7 +245,7 @@ impl Switch {
             // The switch's ports are what FLOOD reaches (a switch without
             // ports keeps the pipeline's own list, with which its cache was made).
             if !ports.is_empty() {
-                c.pipeline.set_ports(ports.iter().map(|p| p.ofport));
+                c.pipeline_mut().set_ports(ports.iter().map(|p| p.ofport));
             }
             c.keep_moved = true;
             c.keep_deltas = true;
@@ -516,9 +516,10 @@ impl Switch {
         let mut due = Vec::new();
         {
             let c = self.ctl.lock();
+            let p = c.pipeline();
             let mut lives = lock(&self.lives);
             for (t, id) in timed {
-                let Some(rule) = c.pipeline.rule(t, id) else { continue };
+                let Some(rule) = p.rule(t, id) else { continue };
                 let used = lives.used(t, id, c.engine.last_used_by(id));
                 if let Some(why) = lives::due(rule, lives.installed(t, id), used, now) {
                     due.push((rule.clone(), why));
@@ -543,7 +544,7 @@ impl Switch {
             let mut c = self.ctl.lock();
             let deltas = std::mem::take(&mut c.deltas);
             let touched = std::mem::take(&mut c.touched);
-            let timed = |t, id| c.pipeline.rule(t, id).is_some_and(|r| r.idle_timeout != 0 || r.hard_timeout != 0);
+            let timed = |t, id| c.pipeline().rule(t, id).is_some_and(|r| r.idle_timeout != 0 || r.hard_timeout != 0);
             let removed = lock(&self.lives).follow(&deltas, now, lives::RemovedBy::Delete, timed);
             (deltas, touched, removed)
         };
@@ -738,7 +739,7 @@ impl Switch {
         let mut again = Vec::new();
         for mut p in waiting {
             let (key, mut lay) = kairo_wire::parse(&p.data, p.in_port);
-            let r = kairo_xlate::translate_actions(&self.ctl.lock().pipeline, &key, &p.actions);
+            let r = kairo_xlate::translate_actions(&self.ctl.lock().pipeline(), &key, &p.actions);
             let mut deliver = |to, bytes: &[u8], lay: &kairo_wire::Layout| {
                 self.deliver(ports, by_ofport, &mut *scratch, to, bytes, lay)
             };
@@ -797,7 +798,7 @@ impl Switch {
             // engine's deferred bookkeeping waits for `housekeep`, after
             // the reply.
             let deltas = std::mem::take(&mut c.deltas);
-            let timed = |t, id| c.pipeline.rule(t, id).is_some_and(|r| r.idle_timeout != 0 || r.hard_timeout != 0);
+            let timed = |t, id| c.pipeline().rule(t, id).is_some_and(|r| r.idle_timeout != 0 || r.hard_timeout != 0);
             let removed = lock(&self.lives).follow(&deltas, now, why, timed);
             if resets_counts(fm) {
                 reset.extend(deltas.iter().filter_map(|d| match d {

@@ -210,7 +210,7 @@ fn timeouts_remove_rules_and_tell_the_controller() {
         assert_eq!(recv_n(&r.peers[1], sent as usize).len() as u64, sent, "forwarded by the idle rule");
         {
             let ctl = r.sw.ctl.lock();
-            let kept = ctl.pipeline.tables().flat_map(|(_, t)| t.cls.iter()).any(|x| x.payload.cookie == 0x32);
+            let kept = ctl.pipeline().tables().flat_map(|(_, t)| t.cls.iter()).any(|x| x.payload.cookie == 0x32);
             assert!(kept, "the idle rule expired while in use");
         }
         // ...and it goes a timeout after the traffic stops, with its counts.
@@ -219,7 +219,7 @@ fn timeouts_remove_rules_and_tell_the_controller() {
         assert_eq!(f.packet_count, sent, "{f:?}");
         assert!(f.duration_sec >= 2, "{f:?}");
         let ctl = r.sw.ctl.lock();
-        assert_eq!(ctl.pipeline.n_rules(), 0);
+        assert_eq!(ctl.pipeline().n_rules(), 0);
     }
 }
 
@@ -429,7 +429,7 @@ fn ports_added_and_removed_at_run_time() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(r.peers[1].sent.try_recv().is_err(), "a removed port was sent a packet");
     assert!(r.sw.ctl.lock().verify().is_empty());
-    assert_eq!(r.sw.ctl.lock().pipeline.ports().collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(r.sw.ctl.lock().pipeline().ports().collect::<Vec<_>>(), vec![1, 3]);
 }
 
 /// A modify with OFPFF_RESET_COUNTS starts the modified rule's counters

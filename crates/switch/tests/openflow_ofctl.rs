@@ -64,7 +64,7 @@ impl Rig {
     fn installed(&self) -> Vec<String> {
         let c = self.sw.ctl.lock();
         let mut out = Vec::new();
-        for (t, tb) in c.pipeline.tables() {
+        for (t, tb) in c.pipeline().tables() {
             for r in tb.cls.iter() {
                 out.push(format!("{t}/{}/{:#x}", r.priority, r.payload.cookie));
             }
@@ -243,11 +243,11 @@ fn groups_round_trip(r: &Rig, proto: &str) {
     }
     // Kairo holds what was sent.
     let c = r.sw.ctl.lock();
-    let g2 = c.pipeline.group(2).expect("group 2");
+    let g2 = c.pipeline().group(2).expect("group 2").clone();
     assert_eq!(g2.buckets.iter().map(|b| b.weight).collect::<Vec<_>>(), [3, 5]);
     drop(c);
     r.ok(proto, "del-groups", &[]);
-    assert_eq!(r.sw.ctl.lock().pipeline.groups().count(), 0);
+    assert_eq!(r.sw.ctl.lock().pipeline().groups().count(), 0);
     // The rule using the deleted group went with it.
     assert_eq!(r.installed().len(), n - 1, "{:?}", r.installed());
 }

@@ -247,7 +247,8 @@ pub fn flow_mod_change(sw: &Switch, fm: &FlowMod) -> Result<KFlowMod, Error> {
             super::meters::check(sw, &inst)?;
             if fm.flags & ofpff::CHECK_OVERLAP != 0 {
                 let c = sw.ctl.lock();
-                if let Some(t) = c.pipeline.table(fm.table_id) {
+                let p = c.pipeline();
+                if let Some(t) = p.table(fm.table_id) {
                     if t.cls.iter().any(|r| r.priority == fm.priority && r.payload.m != m && r.payload.m.overlaps(&m)) {
                         return Err(Error::new(
                             ErrorCode::OVERLAP,
@@ -297,7 +298,7 @@ pub fn group_mod_change(sw: &Switch, gm: &GroupMod) -> Result<Option<KFlowMod>, 
         ofpgc::DELETE => {
             let which = (gm.group_id != OFPG_ALL).then_some(gm.group_id);
             if let Some(g) = which {
-                if sw.ctl.lock().pipeline.group(g).is_none() {
+                if sw.ctl.lock().pipeline().group(g).is_none() {
                     return Ok(None);
                 }
             }
@@ -335,9 +336,10 @@ fn selected(
 ) -> Result<Vec<(u8, kairo_classifier::RuleId, std::sync::Arc<Rule>)>, Error> {
     let sp = spec(r.table_id, None, r.cookie, r.cookie_mask, &r.fields, r.out_port, r.out_group)?;
     let c = sw.ctl.lock();
+    let p = c.pipeline();
     let mut out = Vec::new();
-    for (t, id) in select_rules(&c.pipeline, &sp, false) {
-        if let Some(rule) = c.pipeline.table(t).and_then(|tb| tb.cls.get(id)) {
+    for (t, id) in select_rules(&p, &sp, false) {
+        if let Some(rule) = p.table(t).and_then(|tb| tb.cls.get(id)) {
             out.push((t, id, rule.payload.clone()));
         }
     }
@@ -401,14 +403,16 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
         }
         MpRequest::Table => {
             let c = sw.ctl.lock();
+            let p = c.pipeline();
             let stats: Vec<TableStats> = (0..N_TABLES)
                 .map(|t| TableStats {
                     table_id: t,
-                    active_count: c.pipeline.table(t).map_or(0, |tb| tb.cls.len() as u32),
+                    active_count: p.table(t).map_or(0, |tb| tb.cls.len() as u32),
                     lookup_count: 0,
                     matched_count: 0,
                 })
                 .collect();
+            drop(p);
             drop(c);
             split(stats, |_| 24, MpReply::Table)
         }
@@ -447,8 +451,9 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
         }
         MpRequest::GroupDesc(which) => {
             let c = sw.ctl.lock();
+            let p = c.pipeline();
             let mut descs = Vec::new();
-            for g in c.pipeline.groups() {
+            for g in p.groups() {
                 if *which != OFPG_ALL && g.id != *which {
                     continue;
                 }
@@ -458,6 +463,7 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
                     buckets: map::buckets_to_wire(g, v)?,
                 });
             }
+            drop(p);
             drop(c);
             let size = |g: &GroupDesc| {
                 let mut w = kairo_ofp::buf::Writer::default();
@@ -468,17 +474,14 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
         }
         MpRequest::Group(which) => {
             let c = sw.ctl.lock();
+            let p = c.pipeline();
             let mut stats = Vec::new();
-            for g in c.pipeline.groups() {
+            for g in p.groups() {
                 if *which != OFPG_ALL && g.id != *which {
                     continue;
                 }
-                let refs = c
-                    .pipeline
-                    .tables()
-                    .flat_map(|(_, tb)| tb.cls.iter())
-                    .filter(|r| uses_group(&r.payload, g.id))
-                    .count();
+                let refs =
+                    p.tables().flat_map(|(_, tb)| tb.cls.iter()).filter(|r| uses_group(&r.payload, g.id)).count();
                 stats.push(GroupStats {
                     group_id: g.id,
                     ref_count: refs as u32,
@@ -489,6 +492,7 @@ fn multipart(sw: &Switch, v: Version, req: &MpRequest) -> Result<Vec<Message>, E
                     buckets: vec![(0, 0); g.buckets.len()],
                 });
             }
+            drop(p);
             drop(c);
             split(stats, |g| 40 + 16 * g.buckets.len(), MpReply::Group)
         }

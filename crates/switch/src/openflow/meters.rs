@@ -22,8 +22,9 @@ use crate::Switch;
 /// deletes each strictly.
 fn delete_users(sw: &Switch, id: Option<u32>) -> Option<KFlowMod> {
     let c = sw.ctl.lock();
+    let p = c.pipeline();
     let mut dels = Vec::new();
-    for (t, tb) in c.pipeline.tables() {
+    for (t, tb) in p.tables() {
         for r in tb.cls.iter() {
             let rule = &r.payload;
             if rule.inst.meter.is_some_and(|m| id.is_none_or(|id| id == m)) {
@@ -128,8 +129,9 @@ fn selected(sw: &Switch, id: u32) -> Vec<u32> {
 /// How many rules use each meter.
 fn flow_counts(sw: &Switch) -> std::collections::BTreeMap<u32, u32> {
     let c = sw.ctl.lock();
+    let p = c.pipeline();
     let mut n = std::collections::BTreeMap::new();
-    for (_, tb) in c.pipeline.tables() {
+    for (_, tb) in p.tables() {
         for r in tb.cls.iter() {
             if let Some(m) = r.payload.inst.meter {
                 *n.entry(m).or_insert(0) += 1;

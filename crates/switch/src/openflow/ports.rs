@@ -95,7 +95,7 @@ pub(crate) fn live(d: &PortDesc) -> bool {
 /// re-translates the entries whose fast-failover choice it can change.
 fn follow_liveness(sw: &Switch, ofport: u32, d: &PortDesc) {
     let want = live(d);
-    if sw.ctl.lock().pipeline.port_live(ofport) != want {
+    if sw.ctl.lock().pipeline().port_live(ofport) != want {
         // Setting a port's liveness cannot fail.
         let _ = sw.apply(&kairo_maintain::FlowMod::SetPortLive(ofport, want));
     }
