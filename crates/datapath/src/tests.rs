@@ -243,8 +243,9 @@ fn metered_flows_drop_over_the_rate() {
 }
 
 /// MPLS on the wire: pushes, pops and sets the datapath makes of the slow
-/// path's actions give the packets `apply` describes (parsed back), and a
-/// label pushed and popped again leaves the IP packet byte for byte.
+/// path's actions give the packets `apply` describes (parsed back), pass
+/// after pass (a pop recirculates before an L3 rewrite), and a label pushed
+/// and popped again leaves the IP packet byte for byte.
 #[test]
 fn mpls_packets_on_the_wire_get_the_slow_path_effect() {
     let mut p = pipeline(
@@ -272,7 +273,13 @@ fn mpls_packets_on_the_wire_get_the_slow_path_effect() {
                     sent.push((port, b.to_vec()))
                 }
             });
-            let want = kairo_xlate::odp::apply(&translate(&p, &k).actions, &k);
+            // Every pass (a pop recirculates before an L3 rewrite).
+            let want: Vec<(u32, FlowKey)> = kairo_xlate::recirc::follow(&p, &k)
+                .iter()
+                .flat_map(|pass| kairo_xlate::odp::apply(&pass.result.actions, &pass.key))
+                .filter(|(port, _)| *port != kairo_xlate::odp::RECIRC_PORT)
+                .map(|(port, k)| (port, kairo_xlate::odp::packet_fields(&k)))
+                .collect();
             let got: Vec<(u32, FlowKey)> = sent
                 .iter()
                 .map(|(port, b)| (*port, kairo_xlate::odp::packet_fields(&kairo_wire::parse(b, 1).0)))

@@ -1532,6 +1532,48 @@ fn a_miss_during_an_update_is_forwarded_from_the_published_tables() {
     assert!(sc.lock().verify().is_empty());
 }
 
+/// A packet that came with MPLS labels, popped and looked up again, goes
+/// through the datapath twice: the first pass pops and recirculates, the
+/// second sees the IPv4 header under the label (parsed from the packet
+/// again) and rewrites it, as Open vSwitch 3.1's datapath did with the same
+/// frame (`netdev-dummy/receive`: `pop_mpls(eth_type=0x800),recirc(..)`, then
+/// `set(ipv4(dst=10.0.0.9)),3` on a flow matching `ipv4(dst=10.0.0.2)`).
+#[test]
+fn a_popped_mpls_packet_is_looked_up_again_by_its_ip_header() {
+    use kairo_datapath::execute::Sent;
+    use kairo_datapath::Packet;
+    let p = pipeline(
+        "table=0,priority=10,in_port=1,mpls,actions=pop_mpls:0x0800,resubmit(,1)\n\
+         table=1,priority=10,ip,nw_dst=10.0.0.2,actions=mod_nw_dst:10.0.0.9,output:3\n\
+         table=1,priority=5,actions=output:4",
+        "",
+    );
+    // Ethernet, one label (5, bottom of stack, TTL 64), IPv4 UDP 10.0.0.1 -> 10.0.0.2.
+    let mut f = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x88, 0x47, 0x00, 0x00, 0x51, 0x40];
+    let mut ip = vec![0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+    let sum = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u32>();
+    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend(ip);
+    f.extend([0x03, 0xe8, 0x07, 0xd0, 0, 12, 0, 0, b'a', b'b', b'c', b'd']);
+    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
+    let mut fwd = sc.clone();
+    let mut dp = Datapath::new(DpConfig::default());
+    let mut sent = Vec::new();
+    dp.process_packets(&mut [Packet::new(f, 1)], 1, &mut fwd, &mut |to, bytes, _| sent.push((to, bytes.to_vec())));
+    assert_eq!(sent.len(), 1);
+    let (to, out) = &sent[0];
+    assert_eq!(*to, Sent::Port(3));
+    assert_eq!(&out[12..14], &[0x08, 0x00], "the label is gone");
+    assert_eq!(&out[14 + 16..14 + 20], &[10, 0, 0, 9], "the address under it rewritten");
+    let mut megaflows: Vec<String> = dp.megaflows().map(|m| kairo_flow::format_megaflow(&m.key(), &m.mask)).collect();
+    megaflows.sort();
+    assert_eq!(megaflows.len(), 2, "{megaflows:?}");
+    assert!(megaflows[0].starts_with("recirc_id=0,") && megaflows[0].contains("mpls"), "{megaflows:?}");
+    assert!(megaflows[1].contains("nw_dst=10.0.0.2"), "{megaflows:?}");
+    assert!(sc.lock().verify().is_empty());
+}
+
 /// Only while the tables themselves are being changed (the write lock on
 /// the published pipeline) is a miss parked; it goes out by the new rules
 /// once the change is made, and its flow's later packets wait behind it.

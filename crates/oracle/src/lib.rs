@@ -142,7 +142,6 @@ impl Reference {
             bytes: 0,
             base: packet_fields(packet),
             live: BTreeMap::new(),
-            arrived_mpls: is_mpls(packet.get(Field::EthType)),
             hidden: false,
             ctx: (0, 0, false),
             freezing: None,
@@ -163,7 +162,6 @@ impl Reference {
                     for (f, v) in FROZEN_FIELDS.iter().zip(st.metadata) {
                         run.flow.set(*f, v);
                     }
-                    run.hidden = st.l3_hidden;
                     run.hashed = st.hashed;
                     run.conntracked = st.conntracked;
                     run.stack = st.stack.clone();
@@ -273,7 +271,6 @@ struct Run<'a> {
     /// Group liveness found so far, by (group, depth).
     live: BTreeMap<(u32, u32), bool>,
     /// Did the packet arrive with MPLS labels?
-    arrived_mpls: bool,
     /// It did, and a pop took it out of them: its L3 header is unknown, and
     /// whatever needs it stops the packet (Open vSwitch recirculates there;
     /// kairo does not yet).
@@ -524,6 +521,15 @@ impl Run<'_> {
                 let outer = self.ctx;
                 self.ctx = (t, rule.cookie, rule.priority == 0 && rule.m.mask().is_zero());
                 let done = self.action_list(&inst.apply, depth, t);
+                let more = inst.clear_actions
+                    || !inst.write.is_empty()
+                    || inst.write_metadata.is_some()
+                    || inst.goto_table.is_some();
+                if done && more && self.hidden && self.freezing.is_none() {
+                    // The instructions after a pop, too, wait for the packet
+                    // to be parsed again.
+                    self.freezing = Some((vec![Op::Rule { table: t, cookie: rule.cookie, miss: self.ctx.2 }], None));
+                }
                 if let Some((ops, _)) = self.freezing.as_mut() {
                     if inst.clear_actions {
                         ops.push(Op::ClearActions);
@@ -619,7 +625,6 @@ impl Run<'_> {
             table,
             action_set: ordered(self.set.clone()),
             metadata,
-            l3_hidden: self.hidden,
             hashed: self.hashed || hash.is_some(),
             conntracked: self.conntracked,
             stack: self.stack.clone(),
@@ -805,24 +810,25 @@ impl Run<'_> {
         let in_port = self.flow.get(Field::InPort);
         let l3 = |f: Field| f.def().stage >= kairo_flow::field::Stage::L3;
         if self.hidden {
-            let blind = match a {
+            // After a pop, Open vSwitch lets only outputs, groups and
+            // rewrites below L3 (VLAN, Ethernet, registers) run before the
+            // packet is parsed again; the rest runs after a recirculation.
+            let waits = match a {
+                Action::Output(_)
+                | Action::InPort
+                | Action::Flood
+                | Action::Normal
+                | Action::OutputReg { .. }
+                | Action::Group(_)
+                | Action::SetVlanVid { .. }
+                | Action::SetVlanPcp { .. } => false,
                 Action::SetField { field, .. } => l3(*field),
-                Action::SetWide { .. } => true,
-                Action::Move { src, dst } => l3(src.field) || l3(dst.field),
-                Action::OutputReg { src, .. } | Action::StackPush(src) | Action::StackPop(src) => l3(src.field),
-                Action::DecTtl
-                | Action::PopMpls { .. }
-                | Action::SetMplsTtl(_)
-                | Action::DecMplsTtl
-                | Action::Ct(_) => true,
-                Action::PushMpls { .. } => {
-                    let ip = matches!(self.flow.get(Field::EthType), 0x0800 | 0x86dd);
-                    self.labels() == 0 && ip && self.flow.get(Field::IpTtl) == 0
-                }
-                _ => false,
+                _ => true,
             };
-            if blind {
-                return self.blind();
+            if waits {
+                let (t, cookie, miss) = self.ctx;
+                self.freezing = Some((vec![Op::Rule { table: t, cookie, miss }, Op::Act(a.clone())], None));
+                return true;
             }
         }
         match a {
@@ -881,7 +887,7 @@ impl Run<'_> {
                     }
                     set_lse(&mut self.flow, n - 1, 0);
                     self.flow.set(Field::EthType, u64::from(*ethertype));
-                    if !is_mpls(u64::from(*ethertype)) && self.arrived_mpls {
+                    if !is_mpls(u64::from(*ethertype)) {
                         self.hidden = true;
                     }
                 }
@@ -1075,7 +1081,9 @@ impl Run<'_> {
             GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
             GroupType::FastFailover => g.buckets.iter().position(|b| self.bucket_live(b, depth)).into_iter().collect(),
             GroupType::Select if self.hidden => {
-                self.blind();
+                // Chosen after the packet is parsed again.
+                let (t, cookie, miss) = self.ctx;
+                self.freezing = Some((vec![Op::Rule { table: t, cookie, miss }, Op::Act(Action::Group(id))], None));
                 return;
             }
             GroupType::Select if dp_hash_buckets(&g).is_some() => {

@@ -229,10 +229,15 @@ fn gen_match(rng: &mut StdRng, cfg: &GenConfig) -> String {
 /// as OpenFlow 1.1+ requires (`pop_vlan` needs a tag, `mod_tp_dst` needs tcp/udp).
 fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u32], st: &mut ActState) -> String {
     // Under labels pushed by an earlier action, or after a pop, the L3
-    // header is not the match's (OVS refuses L3 actions there).
+    // header is not the match's (OVS refuses L3 actions there), but the one
+    // the pop's ethertype names (what follows waits for a recirculation).
     let l3 = !st.pushed && !st.popped;
-    let is_ip = l3 && V4.iter().any(|p| m.split(',').any(|x| x == *p));
-    let is_ip6 = l3 && V6.iter().any(|p| m.split(',').any(|x| x == *p));
+    let (match_ip, match_ip6) = (
+        l3 && V4.iter().any(|p| m.split(',').any(|x| x == *p)),
+        l3 && V6.iter().any(|p| m.split(',').any(|x| x == *p)),
+    );
+    let is_ip = match_ip || st.popped_to == 4;
+    let is_ip6 = match_ip6 || st.popped_to == 6;
     let l4 = l3 && m.split(',').any(|x| matches!(x, "tcp" | "udp" | "tcp6" | "udp6"));
     let mpls = !st.popped && (st.pushed || m.split(',').any(|x| x == "mpls"));
     let before = st.clone();
@@ -258,12 +263,15 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 }
                 format!("clone({})", body.join(","))
             }
-            25 if cfg.learn && rng.gen_bool(0.5) => gen_learn(rng, cfg, is_ip),
+            25 if cfg.learn && rng.gen_bool(0.5) => gen_learn(rng, cfg, match_ip),
             // (Open vSwitch takes fin_timeout over OpenFlow 1.1+ only on TCP flows.)
             25 if cfg.learn && m.split(',').any(|x| x == "tcp" || x == "tcp6") => {
                 "fin_timeout(idle_timeout=5,hard_timeout=30)".to_string()
             }
-            21..=23 if cfg.conntrack && (is_ip || is_ip6) => gen_ct(rng, cfg, table, is_ip, l4, m.contains("+inv")),
+            // (kairo checks ct against the match alone, not what a pop left.)
+            21..=23 if cfg.conntrack && (match_ip || match_ip6) => {
+                gen_ct(rng, cfg, table, match_ip, l4, m.contains("+inv"))
+            }
             21 if cfg.conntrack => "ct_clear".to_string(),
             0 if cfg.normal && rng.gen_bool(0.2) => "NORMAL".to_string(),
             // The stack: register and source MAC bits pushed, popped into
@@ -324,12 +332,17 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 2 => format!("set_mpls_ttl({})", pick(rng, &[1, 9])),
                 _ => "dec_mpls_ttl".to_string(),
             },
-            // A pop ends the list but for an output: what a packet that came
-            // with labels needs after it (a lookup, an L3 action) takes
-            // recirculation, which kairo does not do yet.
+            // What follows a pop (a lookup, an L3 action) mostly waits for
+            // a recirculation that shows the header under the labels.
             20 if mpls && rng.gen_bool(0.6) => {
                 st.popped = true;
-                format!("pop_mpls:{}", pick(rng, &["0x0800", "0x0800", "0x86dd", "0x8847"]))
+                let to = *pick(rng, &["0x0800", "0x0800", "0x86dd", "0x8847"]);
+                st.popped_to = match to {
+                    "0x0800" => 4,
+                    "0x86dd" => 6,
+                    _ => 0,
+                };
+                format!("pop_mpls:{to}")
             }
             _ => continue,
         };
@@ -411,6 +424,8 @@ struct ActState {
     pushed: bool,
     /// A pop_mpls ran.
     popped: bool,
+    /// It left IPv4 (4) or IPv6 (6), or labels still (0).
+    popped_to: u8,
 }
 
 /// One random flow line for `table` (as in [`gen_case`]).
@@ -424,16 +439,12 @@ fn flow_line(rng: &mut StdRng, cfg: &GenConfig, t: u8, group_ids: &[u32], prio: 
     let mut st = ActState { has_vlan: m.contains("dl_vlan="), ..ActState::default() };
     let mut acts: Vec<String> = Vec::new();
     for _ in 0..rng.gen_range(0..4) {
-        if st.popped {
-            acts.push(format!("output:{}", rng.gen_range(1..=cfg.n_ports)));
-            break;
-        }
         acts.push(gen_action(rng, cfg, &m, t, group_ids, &mut st));
     }
     if cfg.write_actions && rng.gen_bool(0.2) {
         acts.push(format!("write_actions(output:{})", rng.gen_range(1..=cfg.n_ports)));
     }
-    if t + 1 < cfg.n_tables && !st.popped && rng.gen_bool(0.5) {
+    if t + 1 < cfg.n_tables && rng.gen_bool(0.5) {
         acts.push(format!("goto_table:{}", rng.gen_range(t + 1..cfg.n_tables)));
     }
     let acts = if acts.is_empty() { "drop".to_string() } else { acts.join(",") };
@@ -500,7 +511,7 @@ fn conjunctive_flows(rng: &mut StdRng, cfg: &GenConfig, t: u8, groups: &[u32], p
         let mut st = ActState::default();
         let mut acts: Vec<String> =
             (0..rng.gen_range(1..3)).map(|_| gen_action(rng, cfg, &m, t, groups, &mut st)).collect();
-        if t + 1 < cfg.n_tables && !st.popped && rng.gen_bool(0.4) {
+        if t + 1 < cfg.n_tables && rng.gen_bool(0.4) {
             acts.push(format!("goto_table:{}", rng.gen_range(t + 1..cfg.n_tables)));
         }
         out.push_str(&format!("table={t},priority={prio},{m},actions={}\n", acts.join(",")));

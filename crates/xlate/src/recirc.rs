@@ -81,8 +81,6 @@ pub struct FrozenState {
     pub action_set: Vec<Action>,
     /// The values of [`FROZEN_FIELDS`], in that order.
     pub metadata: [u64; FROZEN_FIELDS.len()],
-    /// The packet arrived under MPLS labels a pop took it out of.
-    pub l3_hidden: bool,
     /// The packet has its datapath hash (a `hash` action ran on this pass
     /// or an earlier one): a select group hashed in the datapath picks its
     /// bucket from `dp_hash` instead of asking for it. A first pass has

@@ -243,7 +243,6 @@ pub(crate) fn run<'a, M: Mode<'a>>(
             // and its action set, if any, made no step resumable).
             if let Some(st) = p.recircs().get(key.get(Field::RecircId) as u32).filter(|_| key.get(Field::RecircId) != 0)
             {
-                x.l3_hidden = st.l3_hidden;
                 x.hashed = st.hashed;
                 x.conntracked = st.conntracked;
             }
@@ -625,6 +624,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.pending += after;
         let done = self.actions(&inst.apply);
         self.pending -= after;
+        if done && after == 1 && self.l3_hidden && self.freezing.is_none() && !self.exit {
+            // Open vSwitch recirculates before any instruction after a pop
+            // (they are actions of its list; recirc_for_mpls spares none).
+            self.freeze_here(None);
+        }
         if let Some(fz) = self.freezing.as_mut() {
             // The rest of the instructions run after the recirculation.
             if inst.clear_actions {
@@ -723,7 +727,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         if st.floods() {
             self.used_group(crate::recirc::FROZEN_FLOOD, vec![], false);
         }
-        self.l3_hidden = st.l3_hidden;
+        // (Nothing is hidden under labels: the datapath parsed the packet
+        // again.)
         self.hashed = st.hashed;
         self.conntracked = st.conntracked;
         self.stack.clone_from(&st.stack);
@@ -774,8 +779,17 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// Starts freezing at the action `a` of the current rule, which runs
     /// again after the recirculation (with what the datapath found out).
     fn freeze_at(&mut self, a: Action, hash: Option<(HashAlg, u32)>) {
+        self.freeze_here(hash);
+        if let Some(fz) = self.freezing.as_mut() {
+            fz.ops.push(Op::Act(a));
+        }
+    }
+
+    /// Starts freezing in the current rule's context, before whatever it
+    /// has left (the caller's to add).
+    fn freeze_here(&mut self, hash: Option<(HashAlg, u32)>) {
         let (cookie, miss) = self.rule;
-        let ops = vec![Op::Rule { table: self.table_id, cookie, miss }, Op::Act(a)];
+        let ops = vec![Op::Rule { table: self.table_id, cookie, miss }];
         self.freezing = Some(Freezing { ops, table: 0, hash });
         self.exit = true;
     }
@@ -816,7 +830,6 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             table: fz.table,
             action_set: self.action_set.clone().into_list(),
             metadata,
-            l3_hidden: self.l3_hidden,
             hashed: self.hashed || fz.hash.is_some(),
             conntracked: self.conntracked,
             stack: self.stack.clone(),
@@ -871,11 +884,12 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     }
 
     fn action(&mut self, a: &Action) -> bool {
-        if self.l3_hidden {
-            if let Some(action) = needs_hidden_headers(a) {
-                self.fail(XlateError::NeedsRecirculation { action });
-                return false;
-            }
+        if self.l3_hidden && !self.exit && recirculates_after_pop(a) {
+            // The header under the labels takes a recirculation to show:
+            // this action runs again after it (Open vSwitch's
+            // recirc_for_mpls).
+            self.freeze_at(a.clone(), None);
+            return true;
         }
         match a {
             Action::Output(p) => {
@@ -1170,11 +1184,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// the labels (Open vSwitch clears them): nothing reads or commits them
     /// while the flow is MPLS, and a pop brings them back as they are.
     fn push_mpls(&mut self, ethertype: u16) -> bool {
+        // (Never after a pop: it waits for a recirculation.)
         let n = self.mpls_labels();
-        if n == 0 && self.l3_hidden && self.flow.is_ip() && self.flow.get(Field::IpTtl) == 0 {
-            self.fail(XlateError::NeedsRecirculation { action: "push_mpls" });
-            return false;
-        }
         if n >= MPLS_MAX_LABELS {
             self.fail(XlateError::TooManyMplsLabels { action: "push_mpls" });
             return false;
@@ -1223,7 +1234,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         self.flow.set_mpls_lse(n - 1, 0);
         self.flow.set(Field::EthType, u64::from(ethertype));
-        if !kairo_flow::field::is_mpls_type(u64::from(ethertype)) && self.start.is_mpls() {
+        if !kairo_flow::field::is_mpls_type(u64::from(ethertype)) {
+            // What was under the labels (or, pushed and popped here, what
+            // Open vSwitch forgot as it pushed) is for the datapath to show
+            // again: Open vSwitch's was_mpls.
             self.l3_hidden = true;
         }
         true
@@ -1340,7 +1354,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             GroupType::Select if self.l3_hidden => {
                 // Recorded: a change of the group's type changes this.
                 self.used_group(gid, vec![], false);
-                return self.fail(XlateError::NeedsRecirculation { action: "select group" });
+                // A select group may hash what is under the labels: it is
+                // chosen again after a recirculation (as Open vSwitch's
+                // xlate_select_group).
+                return self.freeze_at(Action::Group(gid), None);
             }
             GroupType::Select if dp_hash.is_some() => {
                 let Some(plan) = dp_hash else { return };
@@ -1427,26 +1444,23 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     }
 }
 
-/// The actions that need the headers of a packet popped out of the labels
-/// it came with (Open vSwitch's CHECK_MPLS_RECIRCULATION): what reads or
-/// writes L3 or higher, and the MPLS actions but push. A push needs them
-/// only on a packet without labels (its TTL comes from the IP header):
-/// `push_mpls` checks that itself.
-fn needs_hidden_headers(a: &Action) -> Option<&'static str> {
-    let l3 = |f: Field| f.def().stage >= Stage::L3;
+/// The actions that, after a pop took the packet out of its labels, run
+/// only after a recirculation has shown the header under them: Open
+/// vSwitch's `recirc_for_mpls`, which spares the outputs, the VLAN and
+/// Ethernet rewrites, groups (a select group asks for itself) and set_field
+/// below L3, and recirculates before everything else, even a note.
+fn recirculates_after_pop(a: &Action) -> bool {
     match a {
-        Action::SetField { field, .. } if l3(*field) => Some("set_field"),
-        Action::SetWide { .. } => Some("set_field"),
-        Action::Move { src, dst } if l3(src.field) || l3(dst.field) => Some("move"),
-        Action::OutputReg { src, .. } if l3(src.field) => Some("output"),
-        Action::StackPush(src) if l3(src.field) => Some("push"),
-        Action::StackPop(dst) if l3(dst.field) => Some("pop"),
-        Action::DecTtl => Some("dec_ttl"),
-        Action::PopMpls { .. } => Some("pop_mpls"),
-        Action::SetMplsTtl(_) => Some("set_mpls_ttl"),
-        Action::DecMplsTtl => Some("dec_mpls_ttl"),
-        Action::Ct(_) => Some("ct"),
-        _ => None,
+        Action::Output(_)
+        | Action::OutputReg { .. }
+        | Action::InPort
+        | Action::Flood
+        | Action::Normal
+        | Action::SetVlanVid { .. }
+        | Action::SetVlanPcp { .. }
+        | Action::Group(_) => false,
+        Action::SetField { field, .. } => field.def().stage >= Stage::L3,
+        _ => true,
     }
 }
 
