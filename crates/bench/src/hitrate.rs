@@ -6,7 +6,8 @@
 //! runs through a datapath whose flow limit is that limit (no EMC, so the
 //! figure is the megaflow cache's); misses upcall and install while there is
 //! room. Then the same update stream is applied to each engine's cache and
-//! the median time-to-update reported.
+//! the median time-to-update reported. With `ovs`, a private Open vSwitch
+//! gets the same stream and updates at each limit ([`crate::hitrate_ovs`]).
 
 use kairo_datapath::{Datapath, DpConfig};
 use kairo_maintain::shared::SharedControl;
@@ -72,16 +73,22 @@ pub struct HitrateOpts {
     pub updates: usize,
     pub seed: u64,
     pub progress: bool,
+    /// Measure Open vSwitch too (a private instance per limit).
+    pub ovs: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HitrateRow {
     pub limit: usize,
     pub entries: usize,
+    /// Of the lookups (every pass of every packet: a packet whose ECMP
+    /// group is hashed in the datapath takes two), those that hit.
     pub hit_rate_pct: f64,
     pub misses: u64,
     pub full_ttu_median_us: f64,
     pub incremental_ttu_median_us: f64,
+    /// Open vSwitch at this limit, when asked.
+    pub ovs: Option<crate::hitrate_ovs::OvsPoint>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -93,6 +100,8 @@ pub struct HitrateReport {
     pub zipf: f64,
     pub feed: Feed,
     pub rows: Vec<HitrateRow>,
+    /// Why Open vSwitch is not in the table, when it was asked for and is not.
+    pub ovs_note: Option<String>,
 }
 
 /// Runs the stream through a cache of `limit`, then the updates; returns
@@ -144,7 +153,12 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
         .iter()
         .map(|(_, c, a)| parse_command(c, a).map_err(|e| format!("{c} {a}: {e}")))
         .collect::<Result<_, _>>()?;
-    let pb = crate::progress_bar(opts.progress, (opts.limits.len() * 2) as u64, "cache limits x engines".into());
+    let ovs_note = (opts.ovs && !crate::ovs::available()).then(|| {
+        "Open vSwitch is not installed here: its columns are left out (scripts/ovs/install-ovs.sh)".to_string()
+    });
+    let with_ovs = opts.ovs && ovs_note.is_none();
+    let engines = 2 + usize::from(with_ovs);
+    let pb = crate::progress_bar(opts.progress, (opts.limits.len() * engines) as u64, "cache limits x engines".into());
     let mut rows = Vec::new();
     for &limit in &opts.limits {
         pb.set_message(format!("limit {limit}"));
@@ -152,13 +166,20 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
         pb.inc(1);
         let (_, _, _, tf) = one(&p, EngineKind::Full, &stream, limit, &mods, opts.feed)?;
         pb.inc(1);
+        let ovs = if with_ovs {
+            pb.suspend(|| crate::hitrate_ovs::point(&wl, &p, &stream, limit, &mods, opts.progress)).map(Some)?
+        } else {
+            None
+        };
+        pb.inc(u64::from(with_ovs));
         rows.push(HitrateRow {
             limit,
             entries: n,
-            hit_rate_pct: 100.0 * hits as f64 / opts.packets.max(1) as f64,
+            hit_rate_pct: 100.0 * hits as f64 / (hits + misses).max(1) as f64,
             misses,
             full_ttu_median_us: tf,
             incremental_ttu_median_us: ti,
+            ovs,
         });
     }
     pb.finish_and_clear();
@@ -170,13 +191,15 @@ pub fn run(opts: &HitrateOpts) -> Result<HitrateReport, String> {
         zipf: opts.zipf,
         feed: opts.feed,
         rows,
+        ovs_note,
     })
 }
 
 impl HitrateReport {
     pub fn to_table(&self) -> String {
         let mut s = format!(
-            "machine: {}\npipeline {}, {} unique flows, {} packets ({}), popularity {}\n\n",
+            "machine: {}\npipeline {}, {} unique flows, {} packets ({}), popularity {}; hit % of lookups (a \
+             packet hashed over an ECMP group in the datapath is looked up twice)\n\n",
             self.machine,
             self.pipeline,
             self.flows,
@@ -202,10 +225,39 @@ impl HitrateReport {
                 ]
             })
             .collect();
-        s.push_str(&table(
-            &["cache limit", "entries", "hit %", "misses", "full TTU us", "incremental TTU us", "full/incr"],
-            &rows,
-        ));
+        let mut head =
+            vec!["cache limit", "entries", "hit %", "misses", "full TTU us", "incremental TTU us", "full/incr"];
+        let mut rows = rows;
+        if self.rows.iter().any(|r| r.ovs.is_some()) {
+            head.extend(["OVS entries", "OVS hit %", "OVS misses", "OVS TTU us", "OVS/incr"]);
+            for (row, r) in rows.iter_mut().zip(&self.rows) {
+                match &r.ovs {
+                    Some(o) => row.extend([
+                        o.entries.to_string(),
+                        format!("{:.1}", o.hit_rate_pct),
+                        o.misses.to_string(),
+                        format!("{:.0}", o.ttu_median_us),
+                        format!("{:.0}x", o.ttu_median_us / r.incremental_ttu_median_us.max(1e-3)),
+                    ]),
+                    None => row.extend(std::iter::repeat_n("-".to_string(), 5)),
+                }
+            }
+        }
+        s.push_str(&table(&head, &rows));
+        let no_round: usize = self.rows.iter().filter_map(|r| r.ovs.as_ref()).map(|o| o.no_round).sum();
+        if self.rows.iter().any(|r| r.ovs.is_some()) {
+            s.push_str(&format!(
+                "\nOpen vSwitch {}: EMC off, flow limit = cache limit (approximate in Open vSwitch: it reads its \
+                 flow count at most every 100 ms, so a fast stream overshoots), revalidation only on updates; the \
+                 stream sent in order within windows of {} frames; OVS TTU = stale window (flow-mod to the end of \
+                 the revalidation round); updates that started no round: {no_round}.\n",
+                crate::ovs::version().unwrap_or_default(),
+                crate::hitrate_ovs::WINDOW
+            ));
+        }
+        if let Some(n) = &self.ovs_note {
+            s.push_str(&format!("\nnote: {n}\n"));
+        }
         s
     }
 
@@ -252,8 +304,21 @@ impl HitrateReport {
         .map_err(|x| e(&x))?
         .label(format!("misses (% of {max_miss:.0})"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        let ovs: Vec<(f64, &crate::hitrate_ovs::OvsPoint)> =
+            self.rows.iter().filter_map(|r| r.ovs.as_ref().map(|o| (r.limit as f64, o))).collect();
+        if !ovs.is_empty() {
+            c1.draw_series(LineSeries::new(ovs.iter().map(|(x, o)| (*x, o.hit_rate_pct)), &MAGENTA))
+                .map_err(|x| e(&x))?
+                .label("Open vSwitch hit rate %")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+        }
         c1.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
-        let tmax = self.rows.iter().map(|r| r.full_ttu_median_us.max(r.incremental_ttu_median_us)).fold(10.0, f64::max);
+        let tmax = self
+            .rows
+            .iter()
+            .map(|r| r.full_ttu_median_us.max(r.incremental_ttu_median_us))
+            .chain(ovs.iter().map(|(_, o)| o.ttu_median_us).filter(|t| t.is_finite()))
+            .fold(10.0, f64::max);
         let tmin = self
             .rows
             .iter()
@@ -261,7 +326,7 @@ impl HitrateReport {
             .fold(f64::MAX, f64::min)
             .max(0.1);
         let mut c2 = ChartBuilder::on(&bottom)
-            .caption("Time-to-update (median), full revalidation vs incremental", ("sans-serif", 18))
+            .caption("Time-to-update (median)", ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(55)
@@ -286,6 +351,15 @@ impl HitrateReport {
         .map_err(|x| e(&x))?
         .label("incremental")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+        if !ovs.is_empty() {
+            c2.draw_series(LineSeries::new(
+                ovs.iter().filter(|(_, o)| o.ttu_median_us.is_finite()).map(|(x, o)| (*x, o.ttu_median_us)),
+                &MAGENTA,
+            ))
+            .map_err(|x| e(&x))?
+            .label("Open vSwitch (stale window)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+        }
         c2.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|x| e(&x))?;
         root.present().map_err(|x| e(&x))?;
         Ok(())
@@ -313,6 +387,7 @@ mod tests {
             updates: 6,
             seed: 2,
             progress: false,
+            ovs: false,
         };
         let r = run(&opts).unwrap();
         assert_eq!(r.rows.len(), 2);
@@ -339,6 +414,7 @@ mod tests {
             updates: 2,
             seed: 4,
             progress: false,
+            ovs: false,
         };
         let keys = run(&opts).unwrap();
         opts.feed = Feed::Packets;

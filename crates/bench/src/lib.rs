@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod emc;
 pub mod fwd;
 pub mod hitrate;
+pub mod hitrate_ovs;
 pub mod lookup;
 pub mod openflow;
 pub mod openflow_ovs;

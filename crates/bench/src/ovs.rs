@@ -267,6 +267,49 @@ impl PrivateOvs {
         self.appctl(&["upcall/set-flow-limit", &limit.to_string()]).map(|_| ())
     }
 
+    /// Turns the exact-match cache off (`emc-insert-inv-prob=0`: nothing is
+    /// inserted), so that every hit is a megaflow's.
+    pub fn emc_off(&self) -> Result<(), String> {
+        self.vsctl(&["set", "Open_vSwitch", ".", "other_config:emc-insert-inv-prob=0"]).map(|_| ())
+    }
+
+    /// Its datapath's lookups so far (`dpctl/show`): hits (EMC and
+    /// megaflows), misses (upcalls) and upcalls lost.
+    pub fn lookups(&self) -> Result<(u64, u64, u64), String> {
+        let text = self.appctl(&["dpctl/show"])?;
+        let line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("lookups:"))
+            .ok_or_else(|| format!("dpctl/show gave no lookups line:\n{text}"))?;
+        let field = |name: &str| -> Result<u64, String> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("dpctl/show: no `{name}` in `{line}`"))
+        };
+        Ok((field("hit:")?, field("missed:")?, field("lost:")?))
+    }
+
+    /// Gives the frames (port name, hex) to its datapath in their order, but
+    /// within windows of `window` frames, taken port by port (one
+    /// `netdev-dummy/receive` per port and window rather than per frame): a
+    /// window is taken whole before the next is sent.
+    pub fn receive_in_order(
+        &self,
+        frames: &[(String, String)],
+        window: usize,
+        sent: &dyn Fn(usize),
+    ) -> Result<(), String> {
+        for w in frames.chunks(window.max(1)) {
+            let mut by_port: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for (port, hex) in w {
+                by_port.entry(port.clone()).or_default().push(hex.clone());
+            }
+            self.receive(&by_port, sent)?;
+        }
+        Ok(())
+    }
+
     /// How long its last revalidation round took, as it reports it
     /// (`upcall/show`'s dump duration, in milliseconds).
     pub fn last_round_ms(&self) -> Option<f64> {

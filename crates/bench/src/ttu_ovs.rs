@@ -134,6 +134,33 @@ fn open_connections(ovs: &PrivateOvs, ports: &[String], keys: &[FlowKey], progre
     Ok(())
 }
 
+/// Sends one update (its messages and barrier) and waits for the
+/// revalidation round it starts: the barrier round trip (us) and, if a
+/// round came, the stale window (us, from sending to the round's end) and
+/// the round as Open vSwitch timed it (ms). An update that changes none of
+/// its tables starts no round: past a wait far longer than the longest
+/// round so far (`longest_ms`), the cache was right at the barrier.
+pub(crate) fn update_round(
+    ovs: &PrivateOvs,
+    client: &mut Client,
+    m: &[kairo_ofp::Message],
+    longest_ms: f64,
+) -> Result<(f64, Option<(f64, f64)>), String> {
+    let mut round = ovs.after_next_round()?;
+    std::thread::sleep(REGISTER);
+    let t0 = Instant::now();
+    client.call(m).map_err(|e| format!("{e}{}", ovs.last_complaint()))?;
+    let rtt = t0.elapsed().as_secs_f64() * 1e6;
+    let limit = ROUND_MIN.max(Duration::from_secs_f64(longest_ms * 20e-3));
+    match round.reply_within(limit).map_err(|e| format!("{e}{}", ovs.last_complaint()))? {
+        Some(_) => {
+            let stale = t0.elapsed().as_secs_f64() * 1e6;
+            Ok((rtt, Some((stale, ovs.last_round_ms().unwrap_or(f64::NAN)))))
+        }
+        None => Ok((rtt, None)),
+    }
+}
+
 /// Sends `keys` into Open vSwitch as frames by their input ports, and
 /// waits until its datapath has taken every one.
 pub(crate) fn fill(ovs: &PrivateOvs, keys: &[FlowKey], progress: bool) -> Result<(), String> {
@@ -249,20 +276,14 @@ pub fn row(
     let verify = verify && !wl.connections;
     for (i, (fm, m)) in mods.iter().zip(&msgs).enumerate() {
         let rerouted = if verify { probes_for(&pipeline, fm, &keys) } else { Vec::new() };
-        let mut round = ovs.after_next_round()?;
-        std::thread::sleep(REGISTER);
-        let t0 = Instant::now();
-        client.call(m).map_err(|e| format!("Open vSwitch, update {i} ({kinds:?}): {e}{}", ovs.last_complaint()))?;
-        rtts.push(t0.elapsed().as_secs_f64() * 1e6);
-        // An update that changes none of its tables starts no round: past
-        // a wait far longer than its rounds take, the cache was right at
-        // the barrier (counted apart, its own figures left out).
-        let limit = ROUND_MIN.max(Duration::from_secs_f64(rounds.iter().copied().fold(0.0, f64::max) * 20e-3));
-        match round.reply_within(limit).map_err(|e| format!("update {i}: {e}{}", ovs.last_complaint()))? {
-            Some(_) => {
-                stale.push(t0.elapsed().as_secs_f64() * 1e6);
+        let longest = rounds.iter().copied().fold(0.0, f64::max);
+        let (rtt, round) = update_round(&ovs, &mut client, m, longest)
+            .map_err(|e| format!("Open vSwitch, update {i} ({kinds:?}): {e}"))?;
+        rtts.push(rtt);
+        match round {
+            Some((stale_us, ms)) => {
+                stale.push(stale_us);
                 let now = ovs.megaflows();
-                let ms = ovs.last_round_ms().unwrap_or(f64::NAN);
                 rounds.push(ms);
                 held.push(now as f64);
                 per_entry.push((now > 0).then(|| (ms * 1e3 / now as f64, 0.0)));

@@ -397,6 +397,11 @@ enum BenchCmd {
         zipf: f64,
         #[arg(long, default_value_t = 10)]
         updates: usize,
+        /// Measure Open vSwitch 3.1 too, given the same stream and updates: a
+        /// private instance per limit (userspace, EMC off, flow limit = the
+        /// cache limit). Adds minutes: the stream goes in as frames.
+        #[arg(long)]
+        ovs: bool,
         #[command(flatten)]
         out: FigureArgs,
     },
@@ -664,7 +669,7 @@ fn run(cli: Cli) -> Result<()> {
             emit(&report, report.to_table(), json.as_deref())?;
             Ok(())
         }
-        Cmd::Bench { what: Some(BenchCmd::Hitrate { limits, flows, feed, packets, zipf, updates, out }) } => {
+        Cmd::Bench { what: Some(BenchCmd::Hitrate { limits, flows, feed, packets, zipf, updates, ovs, out }) } => {
             let size = |s: &str| kairo_bench::parse_size(s).map_err(anyhow::Error::msg);
             let limits = parse_sizes(&limits)?;
             if zipf.is_nan() || zipf < 0.0 {
@@ -679,6 +684,7 @@ fn run(cli: Cli) -> Result<()> {
                 updates,
                 seed: out.seed,
                 progress: true,
+                ovs,
             };
             let report = kairo_bench::hitrate::run(&opts).map_err(anyhow::Error::msg)?;
             emit_figure(&report, report.to_table(), &out, |p| report.plot(p))
