@@ -86,13 +86,13 @@ impl SlowPath for Waiting {
 /// kairo's slow path as it was before misses were translated during
 /// updates: a miss while anyone holds the control state is parked, and a
 /// megaflow whose registration would wait is not kept.
-struct Parking(SharedControl);
+struct Parking(Waiting);
 
 impl SlowPath for Parking {
     type Note = Traversal;
     /// A recirculated pass's miss waited (it could not be parked).
     fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
-        Held(&mut self.0.lock()).upcall(key)
+        self.0.upcall(key)
     }
     fn installed(&mut self, mf: &Arc<Megaflow>, note: Traversal, version: u64) {
         self.0.installed(mf, note, version)
@@ -101,22 +101,22 @@ impl SlowPath for Parking {
         self.0.removed(mf)
     }
     fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Traversal>> {
-        let mut c = self.0.try_lock()?;
+        let mut c = self.0 .0.try_lock()?;
         Some(Held(&mut c).upcall(key))
     }
     fn try_installed(&mut self, mf: &Arc<Megaflow>, note: Traversal, version: u64) -> Result<(), Traversal> {
-        let Some(mut c) = self.0.try_lock() else { return Err(note) };
+        let Some(mut c) = self.0 .0.try_lock() else { return Err(note) };
         c.installed(mf, note, version);
         Ok(())
     }
     fn uncached(&mut self, note: Traversal, bytes: u64) {
-        self.0.uncached(note, bytes)
+        self.0 .0.uncached(note, bytes)
     }
     fn busy(&self) -> bool {
-        self.0.try_lock().is_none()
+        self.0 .0.try_lock().is_none()
     }
     fn parked(&mut self, n: usize) {
-        self.0.parked(n)
+        self.0 .0.parked(n)
     }
 }
 
@@ -169,7 +169,7 @@ fn run_one(
         let fwd = s.spawn(|| {
             let mut slow: Box<dyn SlowPath<Note = Traversal>> = match mode {
                 Mode::Published => Box::new(sc.clone()),
-                Mode::Parked => Box::new(Parking(sc.clone())),
+                Mode::Parked => Box::new(Parking(Waiting(sc.clone()))),
                 Mode::Waiting => Box::new(Waiting(sc.clone())),
             };
             let mut batch: Vec<Packet> = Vec::with_capacity(kairo_datapath::BATCH);

@@ -1501,6 +1501,34 @@ fn fin_timeout_cuts_timeouts_once_fin_or_rst_is_seen() {
     );
 }
 
+/// A control with one rule (IP to port 2), a datapath, and a forwarding
+/// thread's handle on the control.
+fn one_rule_switch() -> (SharedControl, Datapath, SharedControl) {
+    let p = pipeline("table=0,priority=10,ip,actions=output:2", "");
+    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
+    let fwd = sc.clone();
+    (sc, Datapath::new(DpConfig::default()), fwd)
+}
+
+/// A UDP packet of one flow, from port 1.
+fn one_flow_frame() -> kairo_datapath::Packet {
+    kairo_datapath::Packet::new(
+        kairo_wire::emit::frame(&key("in_port=1,udp,nw_dst=10.0.0.9,tp_src=1,tp_dst=2"), &[]),
+        1,
+    )
+}
+
+/// Forwards `pkts` (and what is parked), returning where each went.
+fn forward(
+    dp: &mut Datapath,
+    slow: &mut SharedControl,
+    pkts: &mut [kairo_datapath::Packet],
+) -> Vec<kairo_datapath::execute::Sent> {
+    let mut sent = Vec::new();
+    dp.process_packets(pkts, 0, slow, &mut |to, _, _| sent.push(to));
+    sent
+}
+
 /// A miss while an update holds the control state (its maintenance, say)
 /// does not wait: it is translated against the published tables and
 /// forwarded, its megaflow installed at once and registered with
@@ -1508,18 +1536,9 @@ fn fin_timeout_cuts_timeouts_once_fin_or_rst_is_seen() {
 #[test]
 fn a_miss_during_an_update_is_forwarded_from_the_published_tables() {
     use kairo_datapath::execute::Sent;
-    use kairo_datapath::Packet;
-    let p = pipeline("table=0,priority=10,ip,actions=output:2", "");
-    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
-    let mut dp = Datapath::new(DpConfig::default());
-    let mut fwd = sc.clone();
-    let frame =
-        || Packet::new(kairo_wire::emit::frame(&key("in_port=1,udp,nw_dst=10.0.0.9,tp_src=1,tp_dst=2"), &[]), 1);
-    let mut run = |dp: &mut Datapath, pkts: &mut [Packet]| {
-        let mut sent = Vec::new();
-        dp.process_packets(pkts, 0, &mut fwd, &mut |to, _, _| sent.push(to));
-        sent
-    };
+    let (sc, mut dp, mut fwd) = one_rule_switch();
+    let mut run = |dp: &mut Datapath, pkts: &mut [kairo_datapath::Packet]| forward(dp, &mut fwd, pkts);
+    let frame = one_flow_frame;
     let mut update = sc.lock(); // an update in progress
     assert_eq!(run(&mut dp, &mut [frame(), frame()]), vec![Sent::Port(2), Sent::Port(2)]);
     assert_eq!((dp.n_parked(), dp.n_flows(), update.engine.len()), (0, 1, 0), "installed, not yet registered");
@@ -1580,18 +1599,9 @@ fn a_popped_mpls_packet_is_looked_up_again_by_its_ip_header() {
 #[test]
 fn a_miss_while_the_tables_change_is_parked_then_forwarded_by_the_new_rules() {
     use kairo_datapath::execute::Sent;
-    use kairo_datapath::Packet;
-    let p = pipeline("table=0,priority=10,ip,actions=output:2", "");
-    let sc = SharedControl::new(Control::new(p, EngineKind::Incremental));
-    let mut dp = Datapath::new(DpConfig::default());
-    let mut fwd = sc.clone();
-    let frame =
-        || Packet::new(kairo_wire::emit::frame(&key("in_port=1,udp,nw_dst=10.0.0.9,tp_src=1,tp_dst=2"), &[]), 1);
-    let mut run = |dp: &mut Datapath, pkts: &mut [Packet]| {
-        let mut sent = Vec::new();
-        dp.process_packets(pkts, 0, &mut fwd, &mut |to, _, _| sent.push(to));
-        sent
-    };
+    let (sc, mut dp, mut fwd) = one_rule_switch();
+    let mut run = |dp: &mut Datapath, pkts: &mut [kairo_datapath::Packet]| forward(dp, &mut fwd, pkts);
+    let frame = one_flow_frame;
     let mut c = sc.lock();
     {
         let mut w = c.pipeline_mut(); // the change being made
