@@ -1199,13 +1199,8 @@ impl Control {
     /// before an update. Every update does this once it has bumped the
     /// version, before its maintenance.
     pub fn register_waiting(&mut self) {
-        let (waiting, lessons) = self.published.take();
-        for w in waiting {
+        for w in self.published.take_waiting() {
             self.installed(&w.mf, w.traversal, w.version);
-        }
-        if !lessons.is_empty() {
-            // Taken with the registrations; put back for `settle`.
-            self.published.teach(lessons);
         }
     }
 
@@ -1213,10 +1208,8 @@ impl Control {
     /// megaflows they installed, then what their packets taught (MACs,
     /// learned flows, cut timeouts: updates of their own).
     pub fn settle(&mut self) {
-        let (waiting, lessons) = self.published.take();
-        for w in waiting {
-            self.installed(&w.mf, w.traversal, w.version);
-        }
+        self.register_waiting();
+        let lessons = self.published.take_lessons();
         self.teach(lessons);
     }
 
@@ -1436,7 +1429,7 @@ impl Control {
         // name a state retired here).
         let w = self.published.write();
         self.published.bump(&w);
-        let (waiting, lessons) = self.published.take();
+        let waiting = self.published.take_waiting();
         for m in &waiting {
             used.insert(m.mf.rep.get(kairo_flow::Field::RecircId) as u32);
             used.extend(m.mf.actions().iter().filter_map(|a| match a {
@@ -1450,7 +1443,6 @@ impl Control {
         for m in waiting {
             self.installed(&m.mf, m.traversal, m.version);
         }
-        self.published.teach(lessons);
         held - self.frozen_in_use
     }
 

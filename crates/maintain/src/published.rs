@@ -170,21 +170,16 @@ impl Published {
         q.keep(l);
     }
 
-    /// Keeps lessons for when the control state is next taken.
-    pub fn teach(&self, l: Lessons) {
-        if !l.is_empty() {
-            self.queue().keep(l);
-        }
+    /// Takes every waiting registration (the control path, which holds the
+    /// control state).
+    pub fn take_waiting(&self) -> Vec<Waiting> {
+        std::mem::take(&mut self.queue().waiting)
     }
 
-    /// Takes every waiting registration and lesson (the control path, which
-    /// holds the control state).
-    pub fn take(&self) -> (Vec<Waiting>, Lessons) {
-        let mut q = self.queue();
-        if q.waiting.is_empty() && q.lessons.is_empty() {
-            return (Vec::new(), Lessons::default());
-        }
-        (std::mem::take(&mut q.waiting), std::mem::take(&mut q.lessons))
+    /// Takes every waiting lesson (the control path, which holds the
+    /// control state).
+    pub fn take_lessons(&self) -> Lessons {
+        std::mem::take(&mut self.queue().lessons)
     }
 
     /// The counters since the start.
