@@ -1,11 +1,12 @@
 //! `kairo bench switch`: packets per second forwarded between two veth ports
-//! by `kairo switch` (AF_PACKET rings, the whole fast path), beside the
-//! kernel's own bridge and, when it is installed, Open vSwitch's userspace
-//! datapath forwarding between the same ports, in the same run.
+//! by `kairo switch` (on AF_PACKET rings and on XDP sockets, the whole fast
+//! path), beside the kernel's own bridge and, when it is installed, Open
+//! vSwitch's userspace datapath forwarding between the same ports, in the
+//! same run.
 //!
 //! Topology: a generator namespace and a sink namespace, each holding one end
 //! of a veth pair; the other ends are the forwarder's ports (the switch's
-//! AF_PACKET ports, members of a Linux bridge, or the ports of a private Open
+//! AF_PACKET or AF_XDP ports, members of a Linux bridge, or the ports of a private Open
 //! vSwitch bridge with `datapath_type=netdev`). The generator blasts UDP
 //! frames of `flows` distinct 5-tuples through a TPACKET_V3 TX ring for
 //! `secs` seconds; the sink counts what arrives. Needs root.
@@ -40,6 +41,7 @@ use kairo_flow::{Field, FlowKey};
 use kairo_maintain::EngineKind;
 use kairo_switch::afpacket::AfPacket;
 use kairo_switch::netns::{self, Netns, Veth};
+use kairo_switch::port::PortKind;
 use kairo_switch::{Attached, Port, PortCounters, Switch};
 
 use crate::conntrack::FIREWALL;
@@ -58,6 +60,9 @@ pub struct FwdOpts {
     pub conntrack: bool,
     /// kairo's forwarding threads, one row each.
     pub threads: Vec<usize>,
+    /// How kairo attaches to the two links (AF_PACKET, AF_XDP): a row for
+    /// each, with each number of threads.
+    pub port_kinds: Vec<PortKind>,
     pub progress: bool,
 }
 
@@ -144,8 +149,11 @@ impl FwdReport {
             head.extend(["TCP Gbit/s (default offloads)", "TCP Gbit/s (offloads off)"]);
         }
         t += &crate::table(&head, &rows);
-        if let Some((a, others)) = self.rows.split_first() {
-            for b in others.iter().filter(|b| b.forwarded_pps > 0.0) {
+        // Each of kairo's rows against each peer's.
+        let (ours, peers): (Vec<&FwdRow>, Vec<&FwdRow>) =
+            self.rows.iter().partition(|r| r.forwarder.starts_with("kairo"));
+        for a in &ours {
+            for b in peers.iter().filter(|b| b.forwarded_pps > 0.0) {
                 t += &format!("{} / {}: {:.2}x\n", a.forwarder, b.forwarder, a.forwarded_pps / b.forwarded_pps);
             }
         }
@@ -415,28 +423,48 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         .map_err(io)?;
     let mut rows = Vec::new();
 
-    // kairo switch: the two outer ends as AF_PACKET ports, L2 flows between
+    // kairo switch: the two outer ends as its ports (AF_PACKET rings, or
+    // XDP sockets with an XDP program on the links), L2 flows between
     // them, with each number of forwarding threads asked.
-    for &threads in &opts.threads {
-        let name = if opts.threads.len() == 1 {
-            "kairo switch".to_string()
-        } else {
-            format!("kairo switch, {threads} thread(s)")
-        };
+    let mut notes = Vec::new();
+    let runs: Vec<(PortKind, usize)> =
+        opts.port_kinds.iter().flat_map(|&k| opts.threads.iter().map(move |&t| (k, t))).collect();
+    for (kind, threads) in runs {
+        let mut name = "kairo switch".to_string();
+        if opts.port_kinds.len() > 1 || kind != PortKind::AfPacket {
+            name.push_str(match kind {
+                PortKind::AfXdp => ", AF_XDP",
+                PortKind::AfPacket | PortKind::Tap => ", AF_PACKET",
+            });
+        }
+        if opts.threads.len() > 1 {
+            name.push_str(&format!(", {threads} thread(s)"));
+        }
+        let mut ports = Vec::new();
+        for (i, v) in [&vg, &vs].iter().enumerate() {
+            match kind.open(&v.outer) {
+                Ok(io) => ports.push(Attached {
+                    ofport: i as u32 + 1,
+                    name: v.outer.clone(),
+                    io,
+                    counters: Default::default(),
+                }),
+                // AF_XDP needs a kernel and privileges that may be missing:
+                // said, and the run goes on without those rows.
+                Err(e) if kind == PortKind::AfXdp => {
+                    notes.push(format!("{name}: {e}, no row"));
+                    break;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if ports.len() < 2 {
+            continue;
+        }
         let pb = crate::progress_bar(opts.progress, 1, format!("{name}: {:.1} s", opts.secs));
         let flows =
             kairo_ofproto::parse_flow_file(if opts.conntrack { FIREWALL } else { L2 }).map_err(|e| e.to_string())?;
         let pipeline = kairo_xlate::Pipeline::from_parts(flows, Vec::new()).map_err(|e| e.to_string())?;
-        let mut ports = Vec::new();
-        for (i, v) in [&vg, &vs].iter().enumerate() {
-            let io = AfPacket::open(&v.outer).map_err(|e| e.to_string())?;
-            ports.push(Attached {
-                ofport: i as u32 + 1,
-                name: v.outer.clone(),
-                io: Box::new(io),
-                counters: Default::default(),
-            });
-        }
         let info: Vec<_> = ports.iter().map(Attached::info).collect();
         let counters: Vec<_> = info.iter().map(|p: &kairo_switch::PortInfo| p.counters.clone()).collect();
         let sw = Switch::new(pipeline, EngineKind::Incremental, DpConfig::default(), info);
@@ -466,20 +494,46 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
         pb.finish_and_clear();
     }
 
-    // Open vSwitch's userspace datapath on the same two links.
-    let mut notes = Vec::new();
+    // Open vSwitch's userspace datapath on the same two links: on AF_PACKET
+    // sockets, and on XDP sockets where kairo ran on them too (Debian's
+    // build has AF_XDP ports, through libxdp).
     if crate::ovs::available() {
-        let pb = crate::progress_bar(opts.progress, 1, format!("Open vSwitch: {:.1} s", opts.secs));
-        let ovs = crate::ovs::PrivateOvs::start()?;
-        ovs.bridge_on("br0", &[&vg.outer, &vs.outer], if opts.conntrack { FIREWALL } else { L2 })?;
-        let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner)?;
-        check_tracked(opts, "Open vSwitch", &r, ovs.conntrack_total())?;
         let version = crate::ovs::version().unwrap_or_default();
-        let version = version.rsplit(' ').next().unwrap_or("");
-        let mut row = row(&format!("Open vSwitch {version} (userspace)"), &r);
-        tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
-        rows.push(row);
-        pb.finish_and_clear();
+        let version = version.rsplit(' ').next().unwrap_or("").to_string();
+        for kind in [PortKind::AfPacket, PortKind::AfXdp] {
+            let (port_type, what) = match kind {
+                PortKind::AfXdp if opts.port_kinds.contains(&PortKind::AfXdp) => (Some("afxdp"), "userspace, AF_XDP"),
+                PortKind::AfXdp => continue,
+                _ => (None, "userspace"),
+            };
+            let name = format!("Open vSwitch {version} ({what})");
+            let pb = crate::progress_bar(opts.progress, 1, format!("{name}: {:.1} s", opts.secs));
+            let ovs = crate::ovs::PrivateOvs::start()?;
+            let flows = if opts.conntrack { FIREWALL } else { L2 };
+            if let Err(e) = ovs.bridge_on_as("br0", &[&vg.outer, &vs.outer], port_type, flows) {
+                if port_type.is_none() {
+                    return Err(e);
+                }
+                notes.push(format!("{name}: {e}, no row"));
+                continue;
+            }
+            let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner)?;
+            check_tracked(opts, &name, &r, ovs.conntrack_total())?;
+            let mut row = row(&name, &r);
+            tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
+            rows.push(row);
+            pb.finish_and_clear();
+            // Stopped by signal, Open vSwitch leaves its XDP programs on
+            // the links: they go before the next forwarder runs.
+            drop(ovs);
+            if port_type.is_some() {
+                for v in [&vg, &vs] {
+                    for mode in ["xdp", "xdpgeneric"] {
+                        let _ = netns::run(&["ip", "link", "set", "dev", &v.outer, mode, "off"]);
+                    }
+                }
+            }
+        }
     } else {
         notes.push("Open vSwitch: not installed here (scripts/ovs/install-ovs.sh installs it), no row".to_string());
     }

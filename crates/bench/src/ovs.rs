@@ -204,7 +204,19 @@ impl PrivateOvs {
     /// written by Open vSwitch through AF_PACKET sockets) and `flows`; waits
     /// until the datapath has every port.
     pub fn bridge_on(&self, name: &str, ifaces: &[&str], flows: &str) -> Result<(), String> {
-        self.add_bridge(name, "netdev", ifaces, None, flows, "")?;
+        self.bridge_on_as(name, ifaces, None, flows)
+    }
+
+    /// As [`PrivateOvs::bridge_on`], the interfaces of `port_type` (e.g.
+    /// `afxdp`; None: `system`, AF_PACKET sockets).
+    pub fn bridge_on_as(
+        &self,
+        name: &str,
+        ifaces: &[&str],
+        port_type: Option<&str>,
+        flows: &str,
+    ) -> Result<(), String> {
+        self.add_bridge(name, "netdev", ifaces, port_type, flows, "")?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let show = self.appctl(&["dpctl/show"]).unwrap_or_default();

@@ -262,6 +262,13 @@ impl From<FeedArg> for kairo_bench::hitrate::Feed {
 }
 
 /// `--pipeline` of `bench ttu`: a named pipeline or a flow file.
+fn parse_port_kind(s: &str) -> Result<kairo_switch::port::PortKind, String> {
+    match kairo_switch::port::PortKind::parse(s)? {
+        kairo_switch::port::PortKind::Tap => Err("`tap`: the benchmark's links are veths (afpacket or afxdp)".into()),
+        k => Ok(k),
+    }
+}
+
 fn parse_pipeline(s: &str) -> Result<kairo_bench::ttu::PipelineKind, String> {
     s.parse()
 }
@@ -426,6 +433,11 @@ enum BenchCmd {
         /// kairo's forwarding threads, comma-separated: a row for each.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         pmd_threads: Vec<usize>,
+        /// How kairo attaches to the links, comma-separated: afpacket,
+        /// afxdp (XDP sockets; a note instead of rows where the kernel
+        /// refuses them). A row for each, with each thread count.
+        #[arg(long, value_delimiter = ',', default_value = "afpacket,afxdp", value_parser = parse_port_kind)]
+        port_types: Vec<kairo_switch::port::PortKind>,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -689,7 +701,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = kairo_bench::hitrate::run(&opts).map_err(anyhow::Error::msg)?;
             emit_figure(&report, report.to_table(), &out, |p| report.plot(p))
         }
-        Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, conntrack, pmd_threads, json }) } => {
+        Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, conntrack, pmd_threads, port_types, json }) } => {
             let flows = kairo_bench::parse_size(&flows).map_err(anyhow::Error::msg)?;
             if secs.is_nan() || secs <= 0.0 || flows == 0 {
                 anyhow::bail!("--secs must be positive and --flows at least 1");
@@ -703,6 +715,7 @@ fn run(cli: Cli) -> Result<()> {
                 frame_len: size,
                 conntrack,
                 threads: pmd_threads,
+                port_kinds: port_types,
                 progress: true,
             };
             let report = kairo_bench::fwd::run(&opts).map_err(anyhow::Error::msg)?;

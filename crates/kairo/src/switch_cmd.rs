@@ -13,14 +13,17 @@ use clap::Args;
 use kairo_datapath::DpConfig;
 use kairo_ofproto::ports::PortSettings;
 use kairo_switch::openflow::Target;
-use kairo_switch::{afpacket::AfPacket, port, tap::Tap, Attached, PortInfo, Switch};
+use kairo_switch::port::PortKind;
+use kairo_switch::{port, Attached, PortInfo, Switch};
 use kairo_xlate::Pipeline;
 
 #[derive(Args)]
 pub struct SwitchArgs {
-    /// A Linux interface to attach with AF_PACKET, optionally with its
-    /// OpenFlow port number and its VLAN settings for NORMAL
-    /// (`veth1=3,tag=10`, `veth2,trunks=10,20`, `veth3,vlan_mode=native-untagged,tag=10`).
+    /// A Linux interface to attach, optionally with its OpenFlow port
+    /// number, how (`type=afpacket`, the default, or `type=afxdp`: XDP
+    /// sockets and an XDP program on the interface while the switch runs)
+    /// and its VLAN settings for NORMAL (`veth1=3,tag=10`,
+    /// `veth2,trunks=10,20`, `veth3,type=afxdp,vlan_mode=native-untagged,tag=10`).
     #[arg(long = "port", value_name = "IFNAME[=OFPORT][,SETTING...]")]
     ports: Vec<String>,
     /// A TAP device to create (or attach to), optionally with its OpenFlow
@@ -114,9 +117,14 @@ fn open_ports(a: &SwitchArgs) -> Result<(Vec<Attached>, VlanSettings)> {
     let mut specs = Vec::new();
     let mut settings = Vec::new();
     for (s, tap) in a.ports.iter().map(|s| (s, false)).chain(a.taps.iter().map(|s| (s, true))) {
-        let (name, num, set) = port::parse_port_spec(s)?;
-        specs.push((name, num, tap));
-        settings.push(set);
+        let spec = port::parse_port_spec(s)?;
+        let kind = match (tap, spec.kind) {
+            (true, Some(k)) if k != PortKind::Tap => bail!("--tap {s}: a TAP port takes no other `type=`"),
+            (true, _) => PortKind::Tap,
+            (false, k) => k.unwrap_or(PortKind::AfPacket),
+        };
+        specs.push((spec.name, spec.ofport, kind));
+        settings.push(spec.settings);
     }
     let mut used: BTreeSet<u32> = BTreeSet::new();
     let mut names: BTreeSet<&str> = BTreeSet::new();
@@ -133,7 +141,7 @@ fn open_ports(a: &SwitchArgs) -> Result<(Vec<Attached>, VlanSettings)> {
     let mut next = 1;
     let mut out = Vec::new();
     let mut vlans = Vec::new();
-    for ((name, num, tap), set) in specs.into_iter().zip(settings) {
+    for ((name, num, kind), set) in specs.into_iter().zip(settings) {
         let ofport = match num {
             Some(n) => n,
             None => {
@@ -144,8 +152,7 @@ fn open_ports(a: &SwitchArgs) -> Result<(Vec<Attached>, VlanSettings)> {
                 next
             }
         };
-        let io: Box<dyn kairo_switch::Port> =
-            if tap { Box::new(Tap::open(&name)?) } else { Box::new(AfPacket::open(&name)?) };
+        let io = kind.open(&name)?;
         vlans.extend(set.map(|s| (ofport, s)));
         out.push(Attached { ofport, name, io, counters: Default::default() });
     }

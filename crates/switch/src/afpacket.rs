@@ -29,13 +29,13 @@
 //! the interface index, the transmit kick, `sendmsg`). The `unsafe` left is
 //! what it has none for: the AF_PACKET ring options and membership
 //! (`setsockopt` with kernel structures), the `sockaddr_ll` bind, and the
-//! ring mapping and its accesses; each block says why it is sound.
+//! ring accesses (the `mapping` module); each block says why it is sound.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
+use crate::mapping::Mapping;
 use crate::port::{pooled, Port, PortCounters, PortError};
 use kairo_datapath::Packet;
 use kairo_wire::offload::{VnetHdr, VNET_HDR_LEN};
@@ -81,65 +81,12 @@ const H3_VLAN_TCI: usize = 32;
 const H3_VLAN_TPID: usize = 36;
 const H3_PKTTYPE: usize = 48 + 10; // sockaddr_ll.sll_pkttype after the header
 
-/// The ring mapping; unmapped on drop.
-struct Ring {
-    base: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this value; moving it to the
-// forwarding thread moves the only handle to it.
-unsafe impl Send for Ring {}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: base/len are exactly what mmap returned; nothing borrows
-        // the mapping past the `Ring`'s lifetime (slices are copied out).
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
-        }
-    }
-}
-
-impl Ring {
-    /// The u32 at `off`, shared with the kernel (status words).
-    fn word(&self, off: usize) -> &AtomicU32 {
-        assert!(off + 4 <= self.len && off.is_multiple_of(4));
-        // SAFETY: in bounds and 4-aligned (checked; the mapping is page
-        // aligned), valid for the lifetime of `self`, and the kernel accesses
-        // these words only atomically-compatible (aligned 32-bit stores).
-        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast()) }
-    }
-    fn read_u32(&self, off: usize) -> u32 {
-        self.word(off).load(Ordering::Relaxed)
-    }
-    fn read_u16(&self, off: usize) -> u16 {
-        let b = self.read_u32(off & !3).to_ne_bytes();
-        let i = off & 2;
-        u16::from_ne_bytes([b[i], b[i + 1]])
-    }
-    fn read_u8(&self, off: usize) -> u8 {
-        self.read_u32(off & !3).to_ne_bytes()[off & 3]
-    }
-    fn bytes(&self, off: usize, len: usize) -> &[u8] {
-        assert!(off.checked_add(len).is_some_and(|e| e <= self.len));
-        // SAFETY: in bounds (checked); the kernel does not write a block or
-        // slot while user space owns it (status handshake, Acquire above).
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off), len) }
-    }
-    fn write(&mut self, off: usize, data: &[u8]) {
-        assert!(off.checked_add(data.len()).is_some_and(|e| e <= self.len));
-        // SAFETY: in bounds (checked); the slot is ours (status AVAILABLE).
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(off), data.len()) }
-    }
-}
-
 /// An AF_PACKET port.
 pub struct AfPacket {
     fd: OwnedFd,
     /// For frames larger than a TX slot (receives nothing: protocol 0).
     big: OwnedFd,
-    ring: Ring,
+    ring: Mapping,
     /// Has it a receive ring (else it only sends: [`AfPacket::open_tx`])?
     rx: bool,
     name: String,
@@ -150,7 +97,7 @@ pub struct AfPacket {
     tx_pending: usize,
 }
 
-fn setsockopt<T>(fd: RawFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, opt: i32, v: &T) -> io::Result<()> {
     // SAFETY: `v` points to a live T of the size passed.
     let r = unsafe { libc::setsockopt(fd, level, opt, (v as *const T).cast(), std::mem::size_of::<T>() as u32) };
     if r == 0 {
@@ -207,7 +154,6 @@ impl AfPacket {
     }
 
     fn open_as(name: &str, rx: bool) -> Result<AfPacket, PortError> {
-        let os = |what: &'static str| PortError::last_os(name, what);
         let e = |what: &'static str| move |err| PortError::Os { name: name.into(), what, err };
         let errno = |what: &'static str| move |err: rustix::io::Errno| e(what)(err.into());
         if name.contains('\0') {
@@ -233,14 +179,7 @@ impl AfPacket {
         let tx_req = ring_req(TX_BLOCKS, TX_BLOCK_SIZE, 0);
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_TX_RING, &tx_req).map_err(e("PACKET_TX_RING"))?;
         let len = rx_len + TX_BLOCKS * TX_BLOCK_SIZE;
-        // SAFETY: mapping the rings of our own socket; the result is checked.
-        let base = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, raw, 0)
-        };
-        if base == libc::MAP_FAILED {
-            return Err(os("mmap of the packet rings"));
-        }
-        let ring = Ring { base: NonNull::new(base.cast()).ok_or_else(|| os("mmap returned null"))?, len };
+        let ring = Mapping::of_fd(raw, len, 0).map_err(e("mmap of the packet rings"))?;
         // Best effort: skipping the qdisc layer is faster but not required.
         let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
         bind(raw, ifindex, if rx { libc::ETH_P_ALL as u16 } else { 0 }).map_err(e("bind"))?;

@@ -62,7 +62,7 @@ impl PortSet {
             .iter()
             .zip(&self.reads)
             .filter(|(_, r)| **r)
-            .filter_map(|(p, _)| p.io.fd())
+            .flat_map(|(p, _)| p.io.fds())
             .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
     }

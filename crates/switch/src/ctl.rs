@@ -99,15 +99,14 @@ impl Switch {
             }
             Request::Bundle { text } => update(parse_bundle(text, &names)?),
             Request::AddPort { port, kind } => {
-                let (name, num, settings) = crate::port::parse_port_spec(port).map_err(|e| e.to_string())?;
-                let ofport = num.unwrap_or_else(|| self.free_ofport());
-                let io: Box<dyn crate::Port> = match kind.as_deref() {
-                    Some("tap") => Box::new(crate::tap::Tap::open(&name).map_err(|e| e.to_string())?),
-                    None | Some("afpacket") => {
-                        Box::new(crate::afpacket::AfPacket::open(&name).map_err(|e| e.to_string())?)
-                    }
-                    Some(k) => return Err(format!("add-port: no port type `{k}` (afpacket or tap)")),
+                let spec = crate::port::parse_port_spec(port).map_err(|e| e.to_string())?;
+                let kind = match (kind.as_deref().map(crate::port::PortKind::parse).transpose()?, spec.kind) {
+                    (Some(a), Some(b)) if a != b => return Err(format!("add-port {port}: two port types given")),
+                    (a, b) => a.or(b).unwrap_or(crate::port::PortKind::AfPacket),
                 };
+                let (name, settings) = (spec.name, spec.settings);
+                let ofport = spec.ofport.unwrap_or_else(|| self.free_ofport());
+                let io = kind.open(&name).map_err(|e| e.to_string())?;
                 self.add_port(crate::Attached { ofport, name, io, counters: Default::default() })?;
                 if settings.is_some() {
                     update(FlowMod::SetPortSettings(ofport, settings))?;
@@ -257,9 +256,10 @@ impl Switch {
         for p in &self.ports() {
             let c = &p.counters;
             let vlan = vlans.get(&p.ofport).map(|s| format!(", {s}")).unwrap_or_default();
+            let mode = p.mode.as_ref().map(|m| format!(" ({m})")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                " {}({}): {}{vlan}\n     rx pkts={}, bytes={}, drop={}\n     tx pkts={}, bytes={}, drop={}",
+                " {}({}): {}{mode}{vlan}\n     rx pkts={}, bytes={}, drop={}\n     tx pkts={}, bytes={}, drop={}",
                 p.ofport,
                 p.name,
                 p.kind,

@@ -2,7 +2,8 @@
 //! state the control socket reads and changes.
 //!
 //! Layout: [`port`] (the port abstraction and in-memory ports),
-//! [`afpacket`] and [`tap`] (Linux attachments), this file (the switch state
+//! [`afpacket`], [`afxdp`] (with [`xdp`], its kernel program) and [`tap`]
+//! (Linux attachments), this file (the switch state
 //! and the forwarding loop), [`ctl`] (the control socket, its commands and
 //! client), [`replay`] (offline pcap in, pcap per port out).
 //!
@@ -27,9 +28,11 @@
 //! otherwise), so an update never holds up forwarding.
 
 pub mod afpacket;
+pub mod afxdp;
 pub mod attach;
 pub mod ctl;
 pub mod lives;
+mod mapping;
 pub mod netns;
 pub mod openflow;
 pub mod port;
@@ -37,6 +40,7 @@ pub mod replay;
 pub mod request;
 pub mod server;
 pub mod tap;
+pub mod xdp;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,13 +85,21 @@ pub struct PortInfo {
     pub ofport: u32,
     pub name: String,
     pub kind: &'static str,
+    /// How the port runs, where there is more to say than its kind.
+    pub mode: Option<String>,
     pub counters: Arc<PortCounters>,
 }
 
 impl Attached {
     /// What `show` says about this port.
     pub fn info(&self) -> PortInfo {
-        PortInfo { ofport: self.ofport, name: self.name.clone(), kind: self.io.kind(), counters: self.counters.clone() }
+        PortInfo {
+            ofport: self.ofport,
+            name: self.name.clone(),
+            kind: self.io.kind(),
+            mode: self.io.mode(),
+            counters: self.counters.clone(),
+        }
     }
 }
 

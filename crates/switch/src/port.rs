@@ -44,8 +44,18 @@ impl PortCounters {
 pub trait Port: Send {
     /// What kind of port this is, for `show`: "afpacket", "tap", "mem".
     fn kind(&self) -> &'static str;
+    /// How the port runs, where there is more to say than its kind (for
+    /// `show`).
+    fn mode(&self) -> Option<String> {
+        None
+    }
     /// A file descriptor that polls readable when frames wait, if any.
     fn fd(&self) -> Option<RawFd>;
+    /// Every file descriptor that polls readable when frames wait (a port
+    /// with several receive queues has one each).
+    fn fds(&self) -> Vec<RawFd> {
+        self.fd().into_iter().collect()
+    }
     /// Receives up to `max` frames, appending them to `out` (buffers popped
     /// from `pool` are reused) with the virtio header each came with, if
     /// the port reads them (the caller sets `in_port`). Returns how many
@@ -200,21 +210,68 @@ impl PortError {
     }
 }
 
-/// Parses a `NAME[=OFPORT]` port argument; ports without a number get the
-/// lowest free one from 1 (done by the caller, who knows the others).
-/// A port as `--port` and `add-port` take it, with its VLAN settings for
-/// NORMAL: `IF[=OFPORT][,SETTING...]`, each setting `tag=N`,
-/// `trunks=N,M,...` (the numbers after `trunks=` are its list) or
-/// `vlan_mode=MODE`, as `ovs-vsctl set port`.
-pub fn parse_port_spec(s: &str) -> Result<(String, Option<u32>, Option<PortSettings>), PortError> {
-    let (head, rest) = s.split_once(',').unwrap_or((s, ""));
-    let (name, num) = parse_port_arg(head)?;
-    if rest.is_empty() {
-        return Ok((name, num, None));
+/// What a port attaches with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// A Linux interface through AF_PACKET rings (the default).
+    AfPacket,
+    /// A Linux interface through XDP sockets and an XDP program on it.
+    AfXdp,
+    /// A TAP device, created or attached to.
+    Tap,
+}
+
+impl PortKind {
+    pub fn parse(s: &str) -> Result<PortKind, String> {
+        match s {
+            "afpacket" => Ok(PortKind::AfPacket),
+            "afxdp" => Ok(PortKind::AfXdp),
+            "tap" => Ok(PortKind::Tap),
+            _ => Err(format!("no port type `{s}` (afpacket, afxdp or tap)")),
+        }
     }
+
+    /// Opens interface (or TAP device) `name` as this kind of port.
+    pub fn open(self, name: &str) -> Result<Box<dyn Port>, PortError> {
+        Ok(match self {
+            PortKind::AfPacket => Box::new(crate::afpacket::AfPacket::open(name)?),
+            PortKind::AfXdp => Box::new(crate::afxdp::AfXdp::open(name)?),
+            PortKind::Tap => Box::new(crate::tap::Tap::open(name)?),
+        })
+    }
+}
+
+/// A port as `--port` and `add-port` give it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortSpec {
+    pub name: String,
+    /// Its OpenFlow number, if given (else the lowest free one from 1,
+    /// chosen by the caller, who knows the others).
+    pub ofport: Option<u32>,
+    /// Its VLAN settings for NORMAL, if any were given.
+    pub settings: Option<PortSettings>,
+    /// `type=`, if given.
+    pub kind: Option<PortKind>,
+}
+
+/// Parses a port as `--port` and `add-port` take it:
+/// `IF[=OFPORT][,SETTING...]`, each setting `type=afpacket|afxdp|tap`, or a
+/// VLAN setting for NORMAL: `tag=N`, `trunks=N,M,...` (the numbers after
+/// `trunks=` are its list) or `vlan_mode=MODE`, as `ovs-vsctl set port`.
+pub fn parse_port_spec(s: &str) -> Result<PortSpec, PortError> {
+    let (head, rest) = s.split_once(',').unwrap_or((s, ""));
+    let (name, ofport) = parse_port_arg(head)?;
+    let mut spec = PortSpec { name, ofport, settings: None, kind: None };
     // Words of the settings: a bare number continues the trunks list.
     let mut words: Vec<String> = Vec::new();
-    for tok in rest.split(',') {
+    for tok in rest.split(',').filter(|t| !t.is_empty()) {
+        if let Some(k) = tok.strip_prefix("type=") {
+            if spec.kind.is_some() {
+                return Err(PortError::Bad { name: spec.name, what: "`type=` given twice".into() });
+            }
+            spec.kind = Some(PortKind::parse(k).map_err(|what| PortError::Bad { name: spec.name.clone(), what })?);
+            continue;
+        }
         match words.last_mut() {
             Some(w) if w.starts_with("trunks=") && !tok.contains('=') => {
                 w.push(',');
@@ -223,9 +280,13 @@ pub fn parse_port_spec(s: &str) -> Result<(String, Option<u32>, Option<PortSetti
             _ => words.push(tok.to_string()),
         }
     }
-    let settings = PortSettings::parse(words.iter().map(String::as_str))
-        .map_err(|e| PortError::Bad { name: name.clone(), what: e.to_string() })?;
-    Ok((name, num, Some(settings)))
+    if !words.is_empty() {
+        spec.settings = Some(
+            PortSettings::parse(words.iter().map(String::as_str))
+                .map_err(|e| PortError::Bad { name: spec.name.clone(), what: e.to_string() })?,
+        );
+    }
+    Ok(spec)
 }
 
 pub fn parse_port_arg(s: &str) -> Result<(String, Option<u32>), PortError> {
@@ -243,4 +304,32 @@ pub fn parse_port_arg(s: &str) -> Result<(String, Option<u32>), PortError> {
         return Err(PortError::Bad { name: name.to_string(), what: "not a valid interface name".into() });
     }
     Ok((name.to_string(), num))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_spec_names_its_type_among_its_settings() {
+        let s = parse_port_spec("veth1=3,type=afxdp,tag=10").expect("parses");
+        assert_eq!((s.name.as_str(), s.ofport, s.kind), ("veth1", Some(3), Some(PortKind::AfXdp)));
+        assert!(s.settings.is_some());
+        let s = parse_port_spec("veth2,trunks=10,20,type=afpacket").expect("parses");
+        assert_eq!((s.ofport, s.kind), (None, Some(PortKind::AfPacket)));
+        assert_eq!(
+            s.settings.map(|p| p.to_string()),
+            parse_port_spec("x,trunks=10,20").expect("p").settings.map(|p| p.to_string())
+        );
+        let s = parse_port_spec("veth3").expect("parses");
+        assert_eq!((s.kind, s.settings.is_none()), (None, true));
+        for (bad, says) in [
+            ("veth1,type=dpdk", "no port type `dpdk`"),
+            ("veth1,type=afxdp,type=tap", "`type=` given twice"),
+            ("veth1=0,type=afxdp", "not in 1..65279"),
+        ] {
+            let e = parse_port_spec(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

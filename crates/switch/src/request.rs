@@ -59,8 +59,8 @@ pub enum Request {
         #[serde(default)]
         table: Option<u8>,
     },
-    /// Attaches an interface as a port: `IF[=OFPORT]`, AF_PACKET unless
-    /// `kind` is `tap`.
+    /// Attaches an interface as a port: `IF[=OFPORT][,SETTING...]`,
+    /// AF_PACKET unless `kind` (or a `type=` setting) is `afxdp` or `tap`.
     AddPort {
         port: String,
         #[serde(default)]
@@ -131,7 +131,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("mod-group", "GROUP"),
     ("del-groups", "[group_id=N]"),
     ("bundle", "FILE (lines: flow add|modify|modify_strict|delete|delete_strict SPEC, group add|modify|delete SPEC)"),
-    ("add-port", "IF[=OFPORT][,tag=N|,trunks=N,M|,vlan_mode=MODE...] [type=afpacket|tap]"),
+    ("add-port", "IF[=OFPORT][,type=KIND][,tag=N|,trunks=N,M|,vlan_mode=MODE...] [type=afpacket|afxdp|tap]"),
     ("del-port", "OFPORT|IF"),
     ("set-port", "OFPORT|IF [tag=N] [trunks=N,M,...] [vlan_mode=access|trunk|native-tagged|native-untagged]"),
     ("fdb-show", ""),
@@ -237,8 +237,14 @@ impl Request {
             "add-port" => match args {
                 [p] => Request::AddPort { port: p.clone(), kind: None },
                 [p, t] => match t.strip_prefix("type=") {
-                    Some(k @ ("afpacket" | "tap")) => Request::AddPort { port: p.clone(), kind: Some(k.to_string()) },
-                    _ => return Err(format!("add-port: expected `type=afpacket` or `type=tap`, got `{t}`")),
+                    Some(k @ ("afpacket" | "afxdp" | "tap")) => {
+                        Request::AddPort { port: p.clone(), kind: Some(k.to_string()) }
+                    }
+                    _ => {
+                        return Err(format!(
+                            "add-port: expected `type=afpacket`, `type=afxdp` or `type=tap`, got `{t}`"
+                        ))
+                    }
                 },
                 _ => return Err(format!("`{cmd}` takes one or two arguments: {}", usage(cmd))),
             },

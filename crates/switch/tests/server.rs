@@ -28,7 +28,13 @@ fn switch() -> Arc<Switch> {
 fn two_port_switch() -> Switch {
     let ports: Vec<PortInfo> = [(1, "veth-a"), (2, "veth-b")]
         .into_iter()
-        .map(|(ofport, name)| PortInfo { ofport, name: name.into(), kind: "afpacket", counters: Default::default() })
+        .map(|(ofport, name)| PortInfo {
+            ofport,
+            name: name.into(),
+            kind: "afpacket",
+            mode: None,
+            counters: Default::default(),
+        })
         .collect();
     Switch::new(kairo_xlate::Pipeline::new(), EngineKind::Incremental, DpConfig::default(), ports)
 }

@@ -185,6 +185,52 @@ impl VnetHdr {
     }
 }
 
+/// The checksum a sender left partial in a frame that came without a
+/// virtio header (an XDP socket: the kernel's XDP path hands frames over as
+/// they are, and a local stack sending on a veth or TAP with checksum
+/// offload on leaves its TCP and UDP checksums partial). Returns the header
+/// that says so, or None where the frame owes nothing or is not a whole,
+/// unfragmented TCP or UDP datagram.
+///
+/// Told apart by the checksum itself: a frame whose checksum verifies owes
+/// nothing; one whose checksum field holds exactly the pseudo-header sum
+/// (what Linux leaves for the hardware: folded, not complemented) is
+/// partial; anything else has a bad checksum and is left as it is, for the
+/// receiver to drop. A frame whose checksum verifies is never taken for a
+/// partial one; a damaged frame is, with odds of 1 in 65,536, if its field
+/// happens to hold the pseudo-header sum. Costs one pass over the segment
+/// for a TCP or UDP frame with a checksum, nothing for any other.
+pub fn partial_left(b: &[u8]) -> Option<VnetHdr> {
+    let (k, lay) = crate::parse(b, 0);
+    let (l3, l4) = (lay.l3?, lay.l4?);
+    let (field, udp) = csum_field(&lay)?;
+    if k.get(kairo_flow::Field::IpFrag) != 0 {
+        return None;
+    }
+    // The IP datagram must end where the frame ends (no padding: a partial
+    // checksum covers the segment to its end).
+    let ip_end = if lay.ipv6 { l3 + 40 + usize::from(be16(b, l3 + 4)?) } else { l3 + usize::from(be16(b, l3 + 2)?) };
+    if ip_end != b.len() {
+        return None;
+    }
+    let stored = be16(b, l4 + field)?;
+    if udp && stored == 0 && !lay.ipv6 {
+        return None; // no checksum (IPv4 UDP)
+    }
+    let len = b.len() - l4;
+    let pseudo = pseudo_sum(b, &lay, len)?;
+    let whole = crate::fold(u32::from(pseudo) + u32::from(sum_fast(b.get(l4..)?)));
+    if whole == 0xffff || stored != pseudo {
+        return None; // verifies, or is simply wrong
+    }
+    Some(VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: u16::try_from(l4).ok()?,
+        csum_offset: field as u16,
+        ..VnetHdr::default()
+    })
+}
+
 /// The one's-complement sum of `data` as 16-bit big-endian words, folded
 /// (RFC 1071; the sum is byte-order independent, so native words are summed
 /// eight bytes at a time and swapped once at the end).

@@ -849,3 +849,74 @@ mod offloads {
         }
     }
 }
+
+/// The pseudo-header sum (folded, not complemented) a Linux sender leaves
+/// in a partial checksum, computed from scratch.
+fn pseudo_from_scratch(p: &[u8], l3: usize, l4: usize, proto: u8, v6: bool) -> u16 {
+    let mut all = if v6 { p[l3 + 8..l3 + 40].to_vec() } else { p[l3 + 12..l3 + 20].to_vec() };
+    all.extend_from_slice(&[0, proto]);
+    all.extend_from_slice(&((p.len() - l4) as u16).to_be_bytes());
+    !checksum(&all)
+}
+
+/// `p` with its transport checksum (at `l4 + at`) left partial.
+fn left_partial(mut p: Vec<u8>, l3: usize, l4: usize, proto: u8, v6: bool) -> Vec<u8> {
+    let at = l4 + if proto == 6 { 16 } else { 6 };
+    let ps = pseudo_from_scratch(&p, l3, l4, proto, v6);
+    p[at..at + 2].copy_from_slice(&ps.to_be_bytes());
+    p
+}
+
+#[test]
+fn a_checksum_left_partial_is_told_from_a_whole_or_a_wrong_one() {
+    use crate::offload::{partial_left, VnetHdr, F_NEEDS_CSUM};
+    // Whole checksums owe nothing; nor does UDP without one, nor ICMP.
+    for p in [tcp_packet(), udp_packet(), icmp_packet(), arp_packet()] {
+        assert_eq!(partial_left(&p), None);
+    }
+    let mut no_sum = udp_packet();
+    no_sum[40..42].copy_from_slice(&[0, 0]);
+    assert_eq!(partial_left(&no_sum), None);
+    // Left partial: found, and finishing it gives the right checksum.
+    let want = |start: u16, off: u16| VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: start,
+        csum_offset: off,
+        ..VnetHdr::default()
+    };
+    for (p, start, off) in [
+        (left_partial(tcp_packet(), 14, 34, 6, false), 34, 16),
+        (left_partial(udp_packet(), 14, 34, 17, false), 34, 6),
+        (left_partial(with_tag(tcp_packet(), 0x8100, 5), 18, 38, 6, false), 38, 16),
+    ] {
+        assert_eq!(partial_left(&p), Some(want(start, off)));
+        let mut f = p.clone();
+        let (_, lay) = parse(&f, 0);
+        let mut lay = Layout { offload: want(start, off).settle(&mut f, &lay).expect("settles"), ..lay };
+        crate::offload::finish_csum(&mut f, &mut lay);
+        verify_checksums(&f);
+    }
+    let src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let b = PacketBuilder::ethernet2(SRC, DST).ipv6(src, src, 33).udp(5353, 53);
+    let mut v6 = Vec::new();
+    b.write(&mut v6, &[7u8; 13]).unwrap();
+    assert_eq!(partial_left(&v6), None);
+    assert_eq!(partial_left(&left_partial(v6, 14, 54, 17, true)), Some(want(54, 6)));
+    // A wrong checksum is left wrong; so is a partial one in a padded
+    // frame (its sum would take in the padding) and in a first fragment.
+    let mut wrong = tcp_packet();
+    wrong[50] ^= 0x40;
+    assert_eq!(partial_left(&wrong), None);
+    let mut padded = left_partial(tcp_packet(), 14, 34, 6, false);
+    padded.extend_from_slice(&[0; 6]);
+    assert_eq!(partial_left(&padded), None);
+    let mut first_frag = left_partial(tcp_packet(), 14, 34, 6, false);
+    first_frag[20] |= 0x20; // more fragments
+    assert_eq!(partial_left(&first_frag), None);
+    // Any prefix of a partial frame: no panic, and nothing owed (its
+    // lengths no longer match).
+    let p = left_partial(tcp_packet(), 14, 34, 6, false);
+    for n in 0..p.len() {
+        assert_eq!(partial_left(&p[..n]), None, "prefix of {n} bytes");
+    }
+}
