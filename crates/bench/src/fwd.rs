@@ -63,6 +63,9 @@ pub struct FwdOpts {
     /// How kairo attaches to the two links (AF_PACKET, AF_XDP): a row for
     /// each, with each number of threads.
     pub port_kinds: Vec<PortKind>,
+    /// Trials of the search for kairo's sustained rate (the highest
+    /// offered rate at which it drops nothing itself); 0: no search.
+    pub sustained_trials: usize,
     pub progress: bool,
 }
 
@@ -92,6 +95,10 @@ pub struct FwdRow {
     /// receive rings overflowing and its transmit rings full), where it
     /// says.
     pub forwarder_dropped: Option<u64>,
+    /// The highest rate offered (pps) at which the forwarder dropped
+    /// nothing itself, found by a search of paced runs (kairo's rows;
+    /// None where not searched).
+    pub sustained_pps: Option<f64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -125,6 +132,7 @@ impl FwdReport {
                     r.sink_dropped.to_string(),
                 ];
                 if !self.conntrack {
+                    row.push(r.sustained_pps.map_or("-".to_string(), |p| format!("{p:.0}")));
                     row.push(gbps(r.tcp_gbps));
                     row.push(gbps(r.tcp_off_gbps));
                 }
@@ -146,7 +154,7 @@ impl FwdReport {
         let mut head =
             vec!["forwarder", "offered pps", rate, "loss", "lost", "dropped in forwarder", "dropped at sink"];
         if !self.conntrack {
-            head.extend(["TCP Gbit/s (default offloads)", "TCP Gbit/s (offloads off)"]);
+            head.extend(["sustained pps", "TCP Gbit/s (default offloads)", "TCP Gbit/s (offloads off)"]);
         }
         t += &crate::table(&head, &rows);
         // Each of kairo's rows against each peer's.
@@ -160,6 +168,10 @@ impl FwdReport {
         t += "lost: sent by the generator, not counted at the sink; dropped in forwarder: what the forwarder\n";
         t += "itself counted (kairo: its receive rings overflowing, its transmit rings full; - where it does not\n";
         t += "say); dropped at sink: the sink's receive ring overflowing. The rest was lost between them (veths).\n";
+        if !self.conntrack {
+            t += "sustained pps: the highest rate offered at which kairo dropped nothing itself (its whole run's\n";
+            t += "offer if it dropped nothing there, else a bisection of 1 s paced runs; - where not searched).\n";
+        }
         for n in &self.notes {
             t += &format!("{n}\n");
         }
@@ -190,6 +202,18 @@ struct Counted {
 /// Runs the generator and the sink around the forwarder for `secs` (in the
 /// conntrack mode, until every frame was sent once).
 fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &str) -> Result<Counted, String> {
+    measure_at(opts, None, opts.secs, (gen_ns, gen_if), (sink_ns, sink_if))
+}
+
+/// As [`measure`], for `secs`, the generator paced to `rate` frames per
+/// second if given (else as fast as it can).
+fn measure_at(
+    opts: &FwdOpts,
+    rate: Option<f64>,
+    secs: f64,
+    (gen_ns, gen_if): (&str, &str),
+    (sink_ns, sink_if): (&str, &str),
+) -> Result<Counted, String> {
     let frames: Vec<Vec<u8>> = (0..opts.flows.max(1)).map(|i| frame(i, opts.frame_len)).collect();
     let stop_sink = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicU64::new(0));
@@ -223,7 +247,7 @@ fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &
         std::thread::sleep(Duration::from_millis(5));
     }
     let gen = {
-        let (ns, dev, secs, once) = (gen_ns.to_string(), gen_if.to_string(), opts.secs, opts.conntrack);
+        let (ns, dev, once) = (gen_ns.to_string(), gen_if.to_string(), opts.conntrack);
         std::thread::spawn(move || -> Result<(u64, f64), String> {
             netns::enter(&ns).map_err(|e| format!("entering {ns}: {e}"))?;
             let mut p = AfPacket::open(&dev).map_err(|e| e.to_string())?;
@@ -234,6 +258,15 @@ fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &
                 for _ in 0..64 {
                     if once && i >= frames.len() {
                         break;
+                    }
+                    // Paced: ahead of the rate, wait (in short sleeps:
+                    // batches are 64 frames, far longer than a sleep's slack).
+                    if let Some(r) = rate {
+                        let due = Duration::from_secs_f64(i as f64 / r);
+                        if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                            p.flush();
+                            std::thread::sleep(ahead);
+                        }
                     }
                     let before = PortCounters::get(&c.tx_dropped);
                     p.send(&frames[i % frames.len()], None, &c);
@@ -254,6 +287,40 @@ fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &
     stop_sink.store(true, Ordering::SeqCst);
     let (received, sink_dropped) = sink.join().map_err(|_| "sink thread panicked".to_string())??;
     Ok(Counted { sent, received, secs, sink_dropped })
+}
+
+/// Seconds of each paced trial of the sustained-rate search.
+const TRIAL_SECS: f64 = 1.0;
+
+/// The highest rate the forwarder takes without dropping a frame itself:
+/// the full-rate run's offer if it dropped nothing there (`full`: offered
+/// pps and drops), else a bisection of paced trials between 0 and that
+/// offer. Each trial's verdict is the forwarder's own drop count over it
+/// (`dropped`: the running total, read after a housekeeping round), and
+/// the rate kept is the one the generator achieved, never the one asked.
+fn sustained(
+    opts: &FwdOpts,
+    full: (f64, u64),
+    (gen, sink): ((&str, &str), (&str, &str)),
+    dropped: &dyn Fn() -> u64,
+) -> Result<f64, String> {
+    let (offered, full_drops) = full;
+    if full_drops == 0 {
+        return Ok(offered);
+    }
+    let (mut lo, mut hi) = (0.0f64, offered);
+    for _ in 0..opts.sustained_trials {
+        let ask = (lo + hi) / 2.0;
+        let before = dropped();
+        let c = measure_at(opts, Some(ask), TRIAL_SECS.min(opts.secs), gen, sink)?;
+        let achieved = c.sent as f64 / c.secs.max(1e-9);
+        if dropped() == before {
+            lo = lo.max(achieved);
+        } else {
+            hi = ask;
+        }
+    }
+    Ok(lo)
 }
 
 /// In the conntrack mode, `tracked` (the connections the forwarder's
@@ -278,6 +345,7 @@ fn row(name: &str, c: &Counted) -> FwdRow {
         tcp_off_gbps: None,
         sink_dropped,
         forwarder_dropped: None,
+        sustained_pps: None,
     }
 }
 
@@ -479,9 +547,18 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
             let mut row = row(&name, &r);
             // What kairo dropped itself during the packet run (before TCP):
             // the generator's port's receive ring, the sink's port's transmit.
-            std::thread::sleep(Duration::from_millis(250)); // a housekeeping round reads the ring's count
-            let get = |i: usize, f: fn(&PortCounters) -> &AtomicU64| PortCounters::get(f(&counters[i]));
-            row.forwarder_dropped = Some(get(0, |c| &c.rx_dropped) + get(1, |c| &c.tx_dropped));
+            let dropped = || {
+                std::thread::sleep(Duration::from_millis(250)); // a housekeeping round reads the ring's count
+                let get = |i: usize, f: fn(&PortCounters) -> &AtomicU64| PortCounters::get(f(&counters[i]));
+                get(0, |c| &c.rx_dropped) + get(1, |c| &c.tx_dropped)
+            };
+            let d = dropped();
+            row.forwarder_dropped = Some(d);
+            if !opts.conntrack && opts.sustained_trials > 0 {
+                let full = (row.offered_pps, d);
+                let links = ((gen.name.as_str(), vg.inner.as_str()), (sink.name.as_str(), vs.inner.as_str()));
+                row.sustained_pps = Some(sustained(opts, full, links, &dropped)?);
+            }
             tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
             Ok((r, row))
         });

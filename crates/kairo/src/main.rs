@@ -438,6 +438,10 @@ enum BenchCmd {
         /// refuses them). A row for each, with each thread count.
         #[arg(long, value_delimiter = ',', default_value = "afpacket,afxdp", value_parser = parse_port_kind)]
         port_types: Vec<kairo_switch::port::PortKind>,
+        /// Paced 1 s runs that search each kairo row's sustained rate (the
+        /// highest offered rate at which it drops nothing itself); 0: none.
+        #[arg(long, default_value_t = 6)]
+        sustained_trials: usize,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -701,7 +705,10 @@ fn run(cli: Cli) -> Result<()> {
             let report = kairo_bench::hitrate::run(&opts).map_err(anyhow::Error::msg)?;
             emit_figure(&report, report.to_table(), &out, |p| report.plot(p))
         }
-        Cmd::Bench { what: Some(BenchCmd::Switch { secs, flows, size, conntrack, pmd_threads, port_types, json }) } => {
+        Cmd::Bench {
+            what:
+                Some(BenchCmd::Switch { secs, flows, size, conntrack, pmd_threads, port_types, sustained_trials, json }),
+        } => {
             let flows = kairo_bench::parse_size(&flows).map_err(anyhow::Error::msg)?;
             if secs.is_nan() || secs <= 0.0 || flows == 0 {
                 anyhow::bail!("--secs must be positive and --flows at least 1");
@@ -716,6 +723,7 @@ fn run(cli: Cli) -> Result<()> {
                 conntrack,
                 threads: pmd_threads,
                 port_kinds: port_types,
+                sustained_trials,
                 progress: true,
             };
             let report = kairo_bench::fwd::run(&opts).map_err(anyhow::Error::msg)?;

@@ -775,6 +775,44 @@ for i in range(16):
     drop(c);
 }
 
+/// `kairo bench switch` searches kairo's sustained rate: present for
+/// kairo's row only, the whole offer where kairo dropped nothing in the
+/// full-rate run, else a paced rate below it.
+#[test]
+fn bench_switch_reports_the_rate_kairo_sustains() {
+    if skip("bench_switch_reports_the_rate_kairo_sustains") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("r.json");
+    let out = Command::new(kairo())
+        .args(["bench", "switch", "--secs", "1", "--pmd-threads", "1", "--port-types", "afpacket"])
+        .args(["--sustained-trials", "3", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run kairo bench switch");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    for row in r["rows"].as_array().expect("rows") {
+        let name = row["forwarder"].as_str().unwrap_or("");
+        let sustained = row["sustained_pps"].as_f64();
+        if !name.starts_with("kairo") {
+            assert!(sustained.is_none(), "{name} has no sustained rate: {text}");
+            continue;
+        }
+        let (sustained, offered) =
+            (sustained.expect("kairo's sustained rate"), row["offered_pps"].as_f64().unwrap_or(0.0));
+        assert!(sustained >= 0.0 && sustained <= offered, "{name}: sustained {sustained} of {offered} offered: {text}");
+        // Dropping nothing at full rate, the full offer; else a paced rate below it.
+        match row["forwarder_dropped"].as_u64() {
+            Some(0) => assert_eq!(sustained, offered, "{text}"),
+            _ => assert!(sustained < offered, "{name}: dropped at full rate yet sustained it: {text}"),
+        }
+    }
+    assert!(text.contains("sustained pps"), "{text}");
+}
+
 /// `kairo bench switch --conntrack`: every forwarder that runs (kairo on
 /// AF_PACKET and AF_XDP ports, and Open vSwitch's userspace datapath where
 /// it is installed) sets up connections through its tracker, and the bench

@@ -48,10 +48,10 @@ use kairo_wire::offload::{partial_left, VnetHdr};
 /// headroom (256 bytes), so frames up to 3,840 bytes arrive.
 const FRAME: usize = 4096;
 /// Frames for receiving (kept on the fill ring) and for sending.
-const RX_FRAMES: usize = 2048;
+const RX_FRAMES: usize = 4096;
 const TX_FRAMES: usize = 2048;
 /// Entries of each ring: a power of two, at least the frames it can hold.
-const RING: u32 = 2048;
+const RING: u32 = 4096;
 /// Size of a receive/transmit descriptor (`struct xdp_desc`) and of a
 /// fill/completion entry (a UMEM address).
 const DESC: usize = 16;
