@@ -15,8 +15,11 @@
 //! handle (a TX-only socket per port and thread);
 //! control connections apply updates on their own threads through the shared
 //! slow path, which changes megaflows only by atomic action swaps and kill
-//! flags; a miss while an update holds the slow path is parked, so
-//! forwarding never waits for maintenance.
+//! flags; a miss while an update holds the slow path is translated against
+//! the published rule tables (parked only while they change), so forwarding
+//! never waits for maintenance. A revalidator thread does what walks the
+//! cache or needs the slow path: idle expiry, rule timeouts, retiring frozen
+//! states, refreshing NORMAL's MACs and learned flows ([`Switch::tick`]).
 //!
 //! Invariants: once an update's reply has been sent, every packet the
 //! switch receives afterwards is forwarded by the new rules (maintenance
@@ -403,6 +406,23 @@ impl Switch {
         });
     }
 
+    /// The revalidator's round of slow-path housekeeping, off the
+    /// forwarding threads (it walks the cache): frozen states no megaflow
+    /// uses any more are retired (cheap unless due), MACs NORMAL learned
+    /// are refreshed from the megaflows that carried them and those that
+    /// aged out go, learned flows are refreshed from the megaflows that
+    /// learn them (each an update when something changed), and the
+    /// counters of megaflows that left are filed.
+    pub fn tick(&self, now: u64) {
+        let moved = {
+            let mut c = self.ctl.lock();
+            c.retire_frozen();
+            let _ = c.tick(now);
+            std::mem::take(&mut c.moved)
+        };
+        self.take_moved(moved);
+    }
+
     /// Expires megaflows idle for longer than `max_idle` ms (100 ms while a
     /// thread's cache is at its flow limit), walking the cache a slice at a
     /// time (a tenth of it, 10K to 200K entries, per
@@ -495,6 +515,7 @@ impl Switch {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
                     self.expire_idle(self.now_ms(), max_idle);
+                    self.tick(self.now_ms());
                     if last.elapsed() >= EXPIRY_EVERY {
                         last = Instant::now();
                         self.expire();
@@ -624,21 +645,10 @@ impl Switch {
                 for (mf, idle) in let_go.try_iter().take(RETIRE_PER_ROUND) {
                     dp.retire(&mf, idle);
                 }
-                // What needs the slow path runs only if no update holds it
-                // (else next round): frozen states no megaflow uses any
-                // more are retired (cheap unless due), NORMAL's MACs that
-                // aged out go (an update when some did), and the counters
-                // of megaflows that left are filed. (Idle megaflows are
-                // found by `expire_idle`, off this thread.)
-                let moved = slow.try_lock().map(|mut c| {
-                    c.retire_frozen();
-                    let _ = c.tick(now);
-                    std::mem::take(&mut c.moved)
-                });
+                // (What needs the slow path, idle megaflows, frozen states
+                // no megaflow uses, MACs that aged out and the refreshes
+                // of learned flows, runs off this thread: `tick`.)
                 drop(dp);
-                if let Some(moved) = moved {
-                    self.take_moved(moved);
-                }
                 self.settle_leaving();
             }
             if first {
