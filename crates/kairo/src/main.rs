@@ -116,10 +116,13 @@ enum Cmd {
         /// [default: those of --port-config, else 1,2,3,4].
         #[arg(long, value_delimiter = ',')]
         ports: Option<Vec<u32>>,
-        /// The bridge's ports, one a line: `OFPORT NAME` (or `LOCAL NAME`),
-        /// `#` starting a comment. Flows, groups and packets may then give
-        /// ports by name (`in_port=pod1`, `output:"antrea-gw0"`), as
-        /// ovs-ofctl does against a running bridge.
+        /// The bridge's ports, one a line: `OFPORT NAME [SETTING ...]` (or
+        /// `LOCAL NAME`), `#` starting a comment; settings as `ovs-vsctl set
+        /// port` takes them (`tag=N`, `trunks=N,M`, `vlan_mode=MODE`) and
+        /// OpenFlow port-config words as `ovs-ofctl mod-port` takes them
+        /// (`no-flood`, `no-forward`, `no-receive`, `down`). Flows, groups
+        /// and packets may then give ports by name (`in_port=pod1`,
+        /// `output:"antrea-gw0"`), as ovs-ofctl does against a running bridge.
         #[arg(long = "port-config", value_name = "FILE")]
         port_config: Option<PathBuf>,
         /// A packet sent through the bridge before the traced ones, so that
@@ -597,6 +600,10 @@ fn run(cli: Cli) -> Result<()> {
             });
             for l in &config {
                 p.set_port_settings(l.port, Some(l.settings.clone()));
+                // A port set down is not live for fast-failover groups.
+                if l.settings.config.has(kairo_ofproto::ports::PortConfig::DOWN) {
+                    p.set_port_live(l.port, false);
+                }
             }
             for spec in &learn {
                 let key =

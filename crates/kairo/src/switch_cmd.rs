@@ -179,7 +179,10 @@ pub fn switch(a: SwitchArgs) -> Result<()> {
         None => Pipeline::new(),
     };
     for (port, s) in vlans {
-        pipeline.set_port_settings(port, Some(s));
+        // As `set-port` does: VLAN settings only (port-config bits are PORT_MOD's).
+        let fm = kairo_maintain::flowmod::FlowMod::SetPortSettings(port, Some(s));
+        kairo_maintain::flowmod::apply(&mut pipeline, &fm)
+            .with_context(|| format!("--port settings of port {port}"))?;
     }
     let cfg = DpConfig { flow_limit: a.flow_limit, max_idle_ms: a.max_idle_ms, ..DpConfig::default() };
     let mut sw = Switch::new(pipeline, engine, cfg, info);

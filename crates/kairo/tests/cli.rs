@@ -200,8 +200,8 @@ fn mlockall_locks_or_says_why() {
 
 /// `kairo trace --port-config`: the bridge's ports by name, in flows,
 /// groups and packets, as ovs-ofctl takes them against a running bridge;
-/// FLOOD goes to the file's ports; an unknown name and a port setting
-/// kairo does not model are errors naming the line.
+/// FLOOD goes to the file's ports, less those set no-flood; an unknown
+/// name and a port setting kairo does not model are errors naming the line.
 #[test]
 fn trace_takes_ports_by_name_from_a_port_config_file() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -223,9 +223,19 @@ fn trace_takes_ports_by_name_from_a_port_config_file() {
     assert_eq!(dp, ["Datapath actions: 1", "Datapath actions: 5", "Datapath actions: 2,5,65534"], "{out}");
     let (ok, _, err) = kairo(&[&base[..], &["in_port=pod9,ip"]].concat());
     assert!(!ok && err.contains("pod9") && err.contains("antrea-gw0"), "{err}");
-    std::fs::write(&ports, "1 antrea-tun0\n2 antrea-gw0 tag=10 no-flood\n").unwrap();
+    // OpenFlow port-config words: FLOOD leaves out a no-flood port, ALL
+    // does not, and nothing leaves by a no-forward one.
+    std::fs::write(&ports, "1 antrea-tun0\n2 antrea-gw0 tag=10 no-flood\n3 p3\n4 p4 no-forward\n").unwrap();
+    let floods = dir.path().join("floods");
+    std::fs::write(&floods, "in_port=1,actions=FLOOD\nin_port=3,actions=ALL\n").unwrap();
+    let fl = floods.to_str().unwrap();
+    let (ok, out, err) = kairo(&["trace", "--flows", fl, "--port-config", p, "in_port=1", "in_port=3"]);
+    assert!(ok, "{err}");
+    let dp: Vec<&str> = out.lines().filter(|l| l.starts_with("Datapath actions:")).collect();
+    assert_eq!(dp, ["Datapath actions: 3", "Datapath actions: 1,2"], "{out}");
+    std::fs::write(&ports, "1 antrea-tun0\n2 antrea-gw0 no-packet-in\n").unwrap();
     let (ok, _, err) = kairo(&[&base[..], &["in_port=1"]].concat());
-    assert!(!ok && err.contains("line 2") && err.contains("no-flood"), "{err}");
+    assert!(!ok && err.contains("line 2") && err.contains("no-packet-in"), "{err}");
     std::fs::write(&ports, "1 antrea-tun0\n2 antrea-gw0 tag=4096\n").unwrap();
     let (ok, _, err) = kairo(&[&base[..], &["in_port=1"]].concat());
     assert!(!ok && err.contains("line 2") && err.contains("tag=4096") && err.contains("VLAN id"), "{err}");

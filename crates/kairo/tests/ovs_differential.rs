@@ -798,6 +798,108 @@ fn normal_matches_open_vswitch() {
     assert!(unicast >= 40 && retagged >= 40, "{unicast} to a learned port, {retagged} retagged");
 }
 
+/// OpenFlow port-config bits against Open vSwitch 3.1 (`ovs-ofctl
+/// mod-port` there, `--port-config` words in kairo): FLOOD leaves out
+/// no-flood ports and ALL does not, nothing leaves by a no-forward port
+/// (explicit outputs, IN_PORT, an output to a field's port, NORMAL's
+/// flooding and a fast-failover group), a no-receive port's packets go
+/// nowhere, and a down port is not live for the group. Every packet from
+/// every port to every rule: the same packets leave by the same ports.
+#[test]
+fn port_config_bits_match_open_vswitch() {
+    if skip("port_config_bits_match_open_vswitch") {
+        return;
+    }
+    let configs = [
+        "1 p1\n2 p2 no-flood\n3 p3 no-forward\n4 p4 down\n",
+        "1 p1 no-receive\n2 p2 no-flood tag=10\n3 p3 no-flood no-forward\n4 p4\n",
+        "1 p1 no-flood\n2 p2 down no-forward\n3 p3 no-receive\n4 p4 no-flood trunks=10,20\n",
+    ];
+    let flows = "table=0,priority=10,ip,nw_dst=10.0.0.1,actions=FLOOD
+table=0,priority=10,ip,nw_dst=10.0.0.2,actions=ALL
+table=0,priority=10,ip,nw_dst=10.0.0.3,actions=output:1,output:2,output:3,output:4
+table=0,priority=10,ip,nw_dst=10.0.0.4,actions=NORMAL
+table=0,priority=10,ip,nw_dst=10.0.0.5,actions=load:0xfffc->NXM_NX_REG0[0..15],output:NXM_NX_REG0[0..15]
+table=0,priority=10,ip,nw_dst=10.0.0.6,actions=load:0xfffb->NXM_NX_REG0[0..15],output:NXM_NX_REG0[0..15]
+table=0,priority=10,ip,nw_dst=10.0.0.7,actions=group:1
+table=0,priority=10,ip,nw_dst=10.0.0.8,actions=mod_nw_tos:8,goto_table:1
+table=1,priority=10,actions=output:2,IN_PORT
+";
+    let groups =
+        "group_id=1,type=ff,bucket=watch_port:2,output:2,bucket=watch_port:3,output:3,bucket=watch_port:4,output:4\n";
+    let dir = std::env::temp_dir().join(format!("kairo-diff-portcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (ff, gf, pf) = (dir.join("c.flows"), dir.join("c.groups"), dir.join("c.ports"));
+    std::fs::write(&ff, flows).expect("write flows");
+    std::fs::write(&gf, groups).expect("write groups");
+    let (mut total, mut skipped_by_config) = (0usize, 0usize);
+    for (ci, config) in configs.iter().enumerate() {
+        std::fs::write(&pf, config).expect("write ports");
+        let mut p = Pipeline::from_parts(
+            kairo_ofproto::parse_flow_file(flows).expect("flows parse"),
+            kairo_ofproto::parse_group_file(groups).expect("groups parse"),
+        )
+        .expect("pipeline");
+        let plain = p.clone();
+        let (lines, _) = kairo_ofproto::ports::parse_port_config(config).expect("port config");
+        p.set_ports(lines.iter().map(|l| l.port));
+        let mut bare = plain;
+        bare.set_ports(lines.iter().map(|l| l.port));
+        for l in &lines {
+            p.set_port_settings(l.port, Some(l.settings.clone()));
+            if l.settings.config.has(kairo_ofproto::ports::PortConfig::DOWN) {
+                p.set_port_live(l.port, false);
+            }
+        }
+        let mut packets = Vec::new();
+        for in_port in 1..=4u32 {
+            for d in 1..=8u32 {
+                for dst in ["ff:ff:ff:ff:ff:ff", "02:00:00:00:00:99"] {
+                    packets.push(format!(
+                        "in_port={in_port},dl_src=02:00:00:00:02:{in_port:02x},dl_dst={dst},udp,nw_src=10.1.0.1,nw_dst=10.0.0.{d}"
+                    ));
+                }
+            }
+        }
+        let out = Command::new("bash")
+            .arg(ovs_scripts().join("trace.sh"))
+            .arg(&ff)
+            .args(&packets)
+            .env("GROUP_FILE", &gf)
+            .env("PORT_CONFIG", &pf)
+            .env("OVS_REF_DIR", "/tmp/ovs-trace-portcfg")
+            .output()
+            .expect("trace.sh runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "trace.sh failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+        let ovs = parse_traces(&text);
+        assert_eq!(ovs.len(), packets.len(), "OVS traced {} of {} packets\n{text}", ovs.len(), packets.len());
+        for (spec, o) in packets.iter().zip(&ovs) {
+            let key = kairo_flow::parse_key(spec).expect("packet parses");
+            let r = translate(&p, &key);
+            let op = o.passes.first().unwrap_or_else(|| panic!("OVS traced nothing for {spec}"));
+            let ovs_actions = parse_actions(&op.actions).expect("OVS actions");
+            let (got, want) = (as_set(apply(&r.actions, &key)), as_set(apply(&ovs_actions, &key)));
+            assert_eq!(
+                got,
+                want,
+                "config {ci}:\n{config}packet {spec}: kairo {} vs OVS {}",
+                kairo_xlate::format_actions(&r.actions),
+                op.actions
+            );
+            total += 1;
+            // The settings made a difference to this packet.
+            skipped_by_config += usize::from(as_set(apply(&translate(&bare, &key).actions, &key)) != got);
+        }
+    }
+    let _ = Command::new("bash")
+        .arg(ovs_scripts().join("stop-ovs.sh"))
+        .env("OVS_REF_DIR", "/tmp/ovs-trace-portcfg")
+        .output();
+    println!("port-config differential: {total} packets, {skipped_by_config} changed by the ports' config bits");
+    assert!(skipped_by_config >= 50, "only {skipped_by_config} packets were changed by the config bits");
+}
+
 /// `learn` against Open vSwitch 3.1: the same frames go through its
 /// datapath (each an upcall, whose learn actions add flows to its tables)
 /// and through kairo's translation with the flows it learns put in as an

@@ -134,6 +134,11 @@ pub enum ModError {
     GroupExists(u32),
     #[error("group {0} does not exist")]
     NoSuchGroup(u32),
+    #[error(
+        "port {port}: `{words}`: OpenFlow port-config bits are set by PORT_MOD (`ovs-ofctl mod-port`), not as port \
+         settings (which take tag=, trunks= and vlan_mode=)"
+    )]
+    PortConfig { port: u32, words: String },
     #[error("unknown command `{0}` (expected add-flow, mod-flows, del-flows, add-group, mod-group, del-groups, with --strict for mod/del)")]
     UnknownCommand(String),
 }
@@ -466,6 +471,15 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
             }
         }
         FlowMod::SetPortSettings(port, settings) => {
+            // The bits change what reaches and leaves a port, which the
+            // maintenance of a settings change (the users of FLOOD and
+            // NORMAL) does not cover: a running switch takes them from
+            // PORT_MOD, which it applies to the frames themselves. (An
+            // offline pipeline, `kairo trace`'s, sets them directly.)
+            if let Some(s) = settings.as_ref().filter(|s| s.config.0 != 0) {
+                let words: Vec<&str> = s.config.words().collect();
+                return Err(ModError::PortConfig { port: *port, words: words.join(" ") });
+            }
             let old = p.port_settings(*port).cloned();
             if old != *settings {
                 p.set_port_settings(*port, settings.clone());

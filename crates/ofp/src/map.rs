@@ -368,7 +368,8 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
     Ok(match a {
         Act::Output { port: p, max_len } => match *p {
             port::OFPP_IN_PORT => Action::InPort,
-            port::OFPP_FLOOD | port::OFPP_ALL => Action::Flood,
+            port::OFPP_FLOOD => Action::Flood,
+            port::OFPP_ALL => Action::All,
             port::OFPP_CONTROLLER => Action::controller(*max_len),
             port::OFPP_NORMAL => Action::Normal,
             port::OFPP_TABLE => {
@@ -654,6 +655,7 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
             }
             Action::InPort => out.push(Act::Output { port: port::OFPP_IN_PORT, max_len: 0 }),
             Action::Flood => out.push(Act::Output { port: port::OFPP_FLOOD, max_len: 0 }),
+            Action::All => out.push(Act::Output { port: port::OFPP_ALL, max_len: 0 }),
             Action::Normal => out.push(Act::Output { port: port::OFPP_NORMAL, max_len: 0 }),
             Action::Controller { max_len, reason, id, userdata } => {
                 let default_reason = *reason == kairo_ofproto::ControllerReason::Action;

@@ -123,9 +123,11 @@ pub enum Action {
     StackPop(SubField),
     /// Output to the ingress port.
     InPort,
-    /// Output to every port of the switch but the ingress port (`FLOOD`;
-    /// kairo has no per-port no-flood setting, so `ALL` is the same).
+    /// Output to every port of the switch but the ingress port and those
+    /// set `no-flood` (`FLOOD`).
     Flood,
+    /// Output to every port of the switch but the ingress port (`ALL`).
+    All,
     /// `NORMAL`: the bridge as an L2 learning switch (Open vSwitch's
     /// `xlate_normal`): learn the source MAC on the ingress port and VLAN,
     /// send to the port the destination was learned on, else flood the
@@ -395,7 +397,8 @@ impl Action {
                     "in_port" | "IN_PORT" => Action::InPort,
                     "controller" | "CONTROLLER" => Action::controller(u16::MAX),
                     "normal" | "NORMAL" => Action::Normal,
-                    "flood" | "FLOOD" | "all" | "ALL" => Action::Flood,
+                    "flood" | "FLOOD" => Action::Flood,
+                    "all" | "ALL" => Action::All,
                     _ if a.contains('[') => Action::OutputReg { src: SubField::parse(a)?, max_len: u16::MAX },
                     _ => Action::Output(parse_port(a, names)?),
                 }
@@ -459,7 +462,8 @@ impl Action {
                 a
             }
             "drop" => return Err(syntax("`drop` alone (it cannot be combined with other actions)")),
-            "flood" | "all" if arg.is_none() => Action::Flood,
+            "flood" if arg.is_none() => Action::Flood,
+            "all" if arg.is_none() => Action::All,
             "normal" if arg.is_none() => Action::Normal,
             "mod_dl_src" => set_from_text(Field::EthSrc, need()?, s)?,
             "mod_dl_dst" => set_from_text(Field::EthDst, need()?, s)?,
@@ -645,7 +649,7 @@ impl Action {
     /// changes with the switch's ports and their settings.
     pub fn may_flood(&self) -> bool {
         match self {
-            Action::Flood | Action::Normal | Action::OutputReg { .. } => true,
+            Action::Flood | Action::All | Action::Normal | Action::OutputReg { .. } => true,
             Action::Clone(body) => body.iter().any(Action::may_flood),
             _ => false,
         }
@@ -673,6 +677,7 @@ impl std::fmt::Display for Action {
             }
             Action::InPort => write!(f, "IN_PORT"),
             Action::Flood => write!(f, "FLOOD"),
+            Action::All => write!(f, "ALL"),
             Action::Normal => write!(f, "NORMAL"),
             Action::Controller { max_len, reason, id, userdata } => {
                 if *reason == kairo_odp::ControllerReason::Action && *id == 0 && userdata.is_empty() {

@@ -1,8 +1,9 @@
 //! The switch's ports as configuration gives them: their names, as flows
 //! may give ports by name (`in_port=pod1`, `output:"antrea-gw0"`,
 //! `watch_port:uplink`) the way `ovs-ofctl --names` takes them against a
-//! running bridge, and their VLAN settings for `NORMAL` (`ovs-vsctl set
-//! port`'s `vlan_mode`, `tag`, `trunks`).
+//! running bridge, their VLAN settings for `NORMAL` (`ovs-vsctl set
+//! port`'s `vlan_mode`, `tag`, `trunks`) and their OpenFlow port-config
+//! bits (`ovs-ofctl mod-port`'s `no-flood`, `no-forward`, ...).
 //!
 //! Owns the name → OpenFlow port table, the rule for reading a port given
 //! as text, and the VLAN settings' meaning. Invariants: a name resolves to
@@ -137,12 +138,60 @@ pub struct PortSettings {
     pub trunks: Option<BTreeSet<u16>>,
     /// The columns as given, for display (`tag=10 trunks=20,30`).
     given: (Option<VlanMode>, Option<u16>, Option<BTreeSet<u16>>),
+    /// OpenFlow port-config bits set (`no-flood` etc.: [`PortConfig`]).
+    pub config: PortConfig,
+}
+
+/// A port's OpenFlow configuration bits (`OFPPC_*`, as `ovs-ofctl
+/// mod-port` sets them), as translation reads them: FLOOD and NORMAL's
+/// flooding leave out a `no-flood` port (ALL does not), nothing is output
+/// to a `no-forward` port, a packet received on a `no-receive` port is
+/// looked up in table 0 and goes nowhere, and a `down` port is not live
+/// for fast-failover groups (output to it is still made: the datapath
+/// port is what is down).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortConfig(pub u32);
+
+impl PortConfig {
+    /// `OFPPC_PORT_DOWN`.
+    pub const DOWN: u32 = 1 << 0;
+    /// `OFPPC_NO_RECV`.
+    pub const NO_RECV: u32 = 1 << 2;
+    /// `OFPPC_NO_FLOOD` (OpenFlow 1.0's; Open vSwitch keeps it).
+    pub const NO_FLOOD: u32 = 1 << 4;
+    /// `OFPPC_NO_FWD`.
+    pub const NO_FWD: u32 = 1 << 5;
+    /// The words, as `ovs-ofctl mod-port` takes them, and their bits.
+    const WORDS: [(&'static str, u32); 4] = [
+        ("down", Self::DOWN),
+        ("no-receive", Self::NO_RECV),
+        ("no-flood", Self::NO_FLOOD),
+        ("no-forward", Self::NO_FWD),
+    ];
+
+    pub fn has(self, bit: u32) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// The bit a settings word sets (`no-recv` and `no-fwd` as well).
+    fn of_word(w: &str) -> Option<u32> {
+        match w {
+            "no-recv" => Some(Self::NO_RECV),
+            "no-fwd" => Some(Self::NO_FWD),
+            _ => Self::WORDS.iter().find(|(n, _)| *n == w).map(|(_, b)| *b),
+        }
+    }
+
+    /// The words of the bits set.
+    pub fn words(self) -> impl Iterator<Item = &'static str> {
+        Self::WORDS.into_iter().filter(move |(_, b)| self.has(*b)).map(|(n, _)| n)
+    }
 }
 
 impl PortSettings {
     /// A port without settings: a trunk of every VLAN.
     pub const TRUNK: PortSettings =
-        PortSettings { mode: VlanMode::Trunk, vlan: 0, trunks: None, given: (None, None, None) };
+        PortSettings { mode: VlanMode::Trunk, vlan: 0, trunks: None, given: (None, None, None), config: PortConfig(0) };
 
     /// The settings from the columns as `ovs-vsctl set port` takes them.
     pub fn new(mode: Option<VlanMode>, tag: Option<u16>, trunks: Option<BTreeSet<u16>>) -> PortSettings {
@@ -165,13 +214,16 @@ impl PortSettings {
                 }
             }
         };
-        PortSettings { mode, vlan, trunks, given }
+        PortSettings { mode, vlan, trunks, given, config: PortConfig(0) }
     }
 
-    /// Reads settings words: `tag=N`, `trunks=N,M,...`, `vlan_mode=MODE`.
-    /// Anything else is an error naming it.
+    /// Reads settings words: `tag=N`, `trunks=N,M,...`, `vlan_mode=MODE`,
+    /// and the OpenFlow port-config words `no-flood`, `no-forward`,
+    /// `no-receive` and `down` ([`PortConfig`]). Anything else is an error
+    /// naming it.
     pub fn parse<'w>(words: impl IntoIterator<Item = &'w str>) -> Result<PortSettings, OfError> {
         let (mut mode, mut tag, mut trunks) = (None, None, None);
+        let mut config = 0;
         let vid = |w: &str, v: &str| {
             kairo_flow::parse::parse_uint(v)
                 .filter(|v| *v < 4096)
@@ -206,21 +258,26 @@ impl PortSettings {
                         }
                     })
                 }
-                "no-flood" | "no-forward" | "no-receive" | "no-recv" | "no-fwd" | "down" | "no-packet-in" => {
+                _ if v.is_empty() && PortConfig::of_word(name).is_some() => {
+                    config |= PortConfig::of_word(name).unwrap_or(0);
+                }
+                "no-packet-in" => {
                     return Err(OfError::Unsupported {
                         what: w.to_string(),
-                        why: "OpenFlow port-config bits are not supported yet (VLAN settings are)".into(),
+                        why: "no-packet-in is not supported yet (no-flood, no-forward, no-receive and down are)".into(),
                     })
                 }
                 _ => {
                     return Err(OfError::Syntax {
                         text: w.to_string(),
-                        expected: "a port setting: tag=N, trunks=N,M,... or vlan_mode=MODE".into(),
+                        expected: "a port setting: tag=N, trunks=N,M,..., vlan_mode=MODE, no-flood, no-forward, \
+                                   no-receive or down"
+                            .into(),
                     })
                 }
             }
         }
-        Ok(PortSettings::new(mode, tag, trunks))
+        Ok(PortSettings { config: PortConfig(config), ..PortSettings::new(mode, tag, trunks) })
     }
 
     /// Does the port trunk VLAN `vid` (Open vSwitch's `xbundle_trunks_vlan`)?
@@ -258,6 +315,7 @@ impl PortSettings {
         if let Some(t) = &self.given.2 {
             w.push(format!("trunks={}", t.iter().map(u16::to_string).collect::<Vec<_>>().join(",")));
         }
+        w.extend(self.config.words().map(str::to_string));
         w
     }
 }
@@ -280,7 +338,9 @@ pub struct PortLine {
 /// Reads a port-configuration file, one port a line: `OFPORT NAME
 /// [SETTING ...]` (or `LOCAL NAME`), `#` starting a comment, each setting
 /// `tag=N`, `trunks=N,M,...` or `vlan_mode=access|trunk|native-tagged|
-/// native-untagged` (as `ovs-vsctl set port`). Two lines may not share a
+/// native-untagged` (as `ovs-vsctl set port`), or an OpenFlow port-config
+/// word: `no-flood`, `no-forward`, `no-receive`, `down` (as `ovs-ofctl
+/// mod-port`). Two lines may not share a
 /// number or a name.
 pub fn parse_port_config(text: &str) -> Result<(Vec<PortLine>, PortNames), crate::FileError> {
     let mut lines = Vec::new();

@@ -45,7 +45,8 @@ impl Run<'_> {
                     let port = (self.flow.get(src.field) & src.mask()) >> src.ofs;
                     let a = match port {
                         0xfff8 => Some(Action::InPort),
-                        0xfffb | 0xfffc => Some(Action::Flood),
+                        0xfffb => Some(Action::Flood),
+                        0xfffc => Some(Action::All),
                         0xfffe => Some(Action::Output(0xfffe)),
                         p if p < 0xff00 => Some(Action::Output(p as u32)),
                         _ => None,

@@ -54,6 +54,12 @@ pub struct Outcome {
     pub learned: Vec<Rule>,
 }
 
+/// OpenFlow's port-config bits (OpenFlow 1.0's `ofp_port_config`), as the
+/// reference reads them out of the ports' settings.
+const OFPPC_NO_RECV: u32 = 1 << 2;
+const OFPPC_NO_FLOOD: u32 = 1 << 4;
+const OFPPC_NO_FWD: u32 = 1 << 5;
+
 /// The rule tables, read out of a pipeline, each sorted by priority (high
 /// first), then installation order (a rule's id grows with it).
 pub struct Reference {
@@ -64,6 +70,8 @@ pub struct Reference {
     down: Vec<u32>,
     /// NORMAL's view: the ports' VLAN settings and the learned MACs.
     settings: BTreeMap<u32, normal::Settings>,
+    /// The ports' OpenFlow port-config bits, as numbers (`OFPPC_*`).
+    config: BTreeMap<u32, u32>,
     macs: BTreeMap<(u16, u64), u32>,
     /// Per packet field, the (value, mask) pairs the rules match it on and
     /// the values set actions write: where outcomes change, for sampling.
@@ -123,13 +131,23 @@ impl Reference {
             .iter()
             .filter_map(|&port| p.port_settings(port).map(|s| (port, (s.mode, s.vlan, s.trunks.clone()))))
             .collect();
+        let config = ports
+            .iter()
+            .filter_map(|&port| p.port_settings(port).map(|s| (port, s.config.0)))
+            .filter(|(_, bits)| *bits != 0)
+            .collect();
         let macs = p.macs().entries().iter().map(|e| ((e.vlan, e.mac), e.port)).collect();
-        Reference { tables, misses, groups, ports, down, settings, macs, hints, recircs: p.recircs().clone() }
+        Reference { tables, misses, groups, ports, down, settings, config, macs, hints, recircs: p.recircs().clone() }
     }
 
     /// What the tables do with `packet` (registers and metadata zero): a
     /// first pass from table 0, a recirculated one (`recirc_id` set) from
     /// the frozen state it names.
+    /// Has port `p` the OpenFlow port-config bit `bit` set?
+    fn port_bit(&self, p: u32, bit: u32) -> bool {
+        self.config.get(&p).is_some_and(|c| c & bit != 0)
+    }
+
     pub fn run(&self, packet: &FlowKey) -> Outcome {
         let mut run = Run {
             r: self,
@@ -155,6 +173,8 @@ impl Reference {
             learned: Vec::new(),
         };
         match packet.get(Field::RecircId) as u32 {
+            // OFPPC_NO_RECV: what the port receives goes nowhere.
+            0 if self.port_bit(packet.get(Field::InPort) as u32, OFPPC_NO_RECV) => {}
             0 => run.table(0, 0),
             id => match self.recircs.get(id) {
                 None => run.stop = Some(Stop::Error),
@@ -216,9 +236,12 @@ fn ordered(set: Vec<Action>) -> Vec<Action> {
             Action::PushMpls { .. } => push_mpls = Some(a),
             Action::DecMplsTtl => dec_mpls = true,
             Action::Group(_) => group = Some(a),
-            Action::Output(_) | Action::InPort | Action::Flood | Action::Normal | Action::Controller { .. } => {
-                output = Some(a)
-            }
+            Action::Output(_)
+            | Action::InPort
+            | Action::Flood
+            | Action::All
+            | Action::Normal
+            | Action::Controller { .. } => output = Some(a),
             _ => {
                 let slot = |x: &Action| match x {
                     Action::SetField { field, .. } => Some((0, *field)),
@@ -436,6 +459,9 @@ impl Run<'_> {
     }
 
     fn emit(&mut self, port: u32) {
+        if self.r.port_bit(port, OFPPC_NO_FWD) {
+            return; // nothing goes out of a no-forward port
+        }
         let mut now = self.sync();
         self.bytes += if port == u32::MAX { 64 } else { 8 };
         if port == RECIRC_PORT {
@@ -817,6 +843,7 @@ impl Run<'_> {
                 Action::Output(_)
                 | Action::InPort
                 | Action::Flood
+                | Action::All
                 | Action::Normal
                 | Action::OutputReg { .. }
                 | Action::Group(_)
@@ -940,7 +967,8 @@ impl Run<'_> {
                 let to = match (self.flow.get(src.field) & src.mask()) >> src.ofs {
                     0xfff8 => Action::InPort,
                     0xfff9 => Action::Resubmit { port: None, table: Some(0) },
-                    0xfffb | 0xfffc => Action::Flood,
+                    0xfffb => Action::Flood,
+                    0xfffc => Action::All,
                     0xfffd => Action::controller(*max_len),
                     0xfffa => Action::Normal,
                     p @ (1..=0xfff7 | 0xfffe) => Action::Output(p as u32),
@@ -948,9 +976,11 @@ impl Run<'_> {
                 };
                 return self.action(&to, depth, table);
             }
-            Action::Flood => {
+            Action::Flood | Action::All => {
+                // ALL reaches no-flood ports too.
+                let all = matches!(a, Action::All);
                 for p in self.r.ports.clone() {
-                    if u64::from(p) != in_port {
+                    if u64::from(p) != in_port && (all || !self.r.port_bit(p, OFPPC_NO_FLOOD)) {
                         self.emit(p);
                     }
                 }

@@ -95,6 +95,8 @@ impl Run<'_> {
                 .iter()
                 .copied()
                 .filter(|&p| p != in_port)
+                // A no-flood port is not flooded to.
+                .filter(|&p| !self.r.port_bit(p, crate::OFPPC_NO_FLOOD))
                 .filter(|&p| {
                     let o = setting(p);
                     match o.0 {

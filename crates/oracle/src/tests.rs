@@ -16,6 +16,37 @@ fn pipeline(flows: &str, groups: &str) -> Pipeline {
     Pipeline::from_parts(ff, gs).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Translation and the reference give packet `spec` the same outcome;
+/// returns whether it went through a conjunctive match.
+fn agree(p: &Pipeline, reference: &Reference, seed: u64, spec: &str, flows: &str) -> bool {
+    let k = parse_key(spec).unwrap();
+    let r = translate(p, &k);
+    let answered = r.traversal.steps.iter().any(|s| matches!(s.outcome, kairo_xlate::Outcome::Conj { .. }));
+    let want = reference.run(&k);
+    assert_eq!(want.stop.is_some(), r.error.is_some() || r.slow, "seed {seed} {spec}\n{flows}");
+    let got = kairo_odp::apply(&r.actions, &k);
+    if want.emitted != got {
+        let diff: Vec<String> = want
+            .emitted
+            .iter()
+            .zip(&got)
+            .flat_map(|((_, a), (_, b))| {
+                kairo_flow::Field::all()
+                    .filter(|f| a.get(*f) != b.get(*f))
+                    .map(|f| format!("{}: {:#x} vs {:#x}", f.name(), a.get(f), b.get(f)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        panic!(
+            "seed {seed} packet {spec}\nreference {:?}\ntranslation {} {:?}\ndiffering fields {diff:?}\n{flows}",
+            want.emitted,
+            kairo_odp::format_actions(&r.actions),
+            got,
+        );
+    }
+    answered
+}
+
 #[test]
 fn the_reference_agrees_with_translation_on_random_pipelines() {
     let cfg = GenConfig { resubmit: true, ..GenConfig::default() };
@@ -25,39 +56,47 @@ fn the_reference_agrees_with_translation_on_random_pipelines() {
         let p = pipeline(&case.flows, &case.groups);
         let reference = Reference::new(&p);
         for spec in gen_packets(seed, 40, 4) {
-            let k = parse_key(&spec).unwrap();
-            let r = translate(&p, &k);
-            answered +=
-                usize::from(r.traversal.steps.iter().any(|s| matches!(s.outcome, kairo_xlate::Outcome::Conj { .. })));
-            let want = reference.run(&k);
-            assert_eq!(want.stop.is_some(), r.error.is_some() || r.slow, "seed {seed} {spec}\n{}", case.flows);
-            let got = kairo_odp::apply(&r.actions, &k);
-            if want.emitted != got {
-                let diff: Vec<String> = want
-                    .emitted
-                    .iter()
-                    .zip(&got)
-                    .flat_map(|((_, a), (_, b))| {
-                        kairo_flow::Field::all()
-                            .filter(|f| a.get(*f) != b.get(*f))
-                            .map(|f| format!("{}: {:#x} vs {:#x}", f.name(), a.get(f), b.get(f)))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                panic!(
-                    "seed {seed} packet {spec}\nreference {:?}\ntranslation {} {:?}\ndiffering fields {diff:?}\n{}",
-                    want.emitted,
-                    kairo_odp::format_actions(&r.actions),
-                    got,
-                    case.flows
-                );
-            }
+            answered += usize::from(agree(&p, &reference, seed, &spec, &case.flows));
             packets += 1;
         }
     }
     assert_eq!(packets, 12_000);
     // The generated conjunctive matches are met, not only loaded.
     assert!(answered >= 200, "only {answered} packets went through a conjunctive match");
+}
+
+/// The same with the bridge's four ports given random OpenFlow port-config
+/// bits (`no-flood`, `no-forward`, `no-receive`, `down`), which FLOOD, ALL,
+/// NORMAL, outputs, groups and the first lookup read.
+#[test]
+fn the_reference_agrees_with_translation_under_port_config_bits() {
+    use rand::{Rng, SeedableRng};
+    let cfg = GenConfig { resubmit: true, ..GenConfig::default() };
+    let words = ["no-flood", "no-forward", "no-receive", "down"];
+    let mut changed = 0;
+    for seed in 0..200u64 {
+        let case = gen_case(seed, &cfg);
+        let mut p = pipeline(&case.flows, &case.groups);
+        p.set_ports(1..=4);
+        let plain = p.clone();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+        for port in 1..=4u32 {
+            let set: Vec<&str> = words.iter().copied().filter(|_| rng.gen_bool(0.25)).collect();
+            let s = kairo_ofproto::ports::PortSettings::parse(set.iter().copied()).unwrap();
+            if s.config.has(kairo_ofproto::ports::PortConfig::DOWN) {
+                p.set_port_live(port, false);
+            }
+            p.set_port_settings(port, Some(s));
+        }
+        let reference = Reference::new(&p);
+        for spec in gen_packets(seed, 30, 4) {
+            agree(&p, &reference, seed, &spec, &case.flows);
+            let k = parse_key(&spec).unwrap();
+            changed += usize::from(translate(&p, &k).actions != translate(&plain, &k).actions);
+        }
+    }
+    // The bits are met, not only set.
+    assert!(changed >= 300, "only {changed} packets were changed by the ports' config bits");
 }
 
 #[test]

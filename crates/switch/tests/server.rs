@@ -196,8 +196,9 @@ fn flows_name_the_switch_s_ports() {
 }
 
 /// A port's VLAN settings for NORMAL set while the switch runs (by name or
-/// number), shown by `show`; bad settings are refused naming them; the
-/// learned MACs are listed and flushed.
+/// number), shown by `show`; bad settings (and OpenFlow port-config bits,
+/// which PORT_MOD sets) are refused naming them; the learned MACs are
+/// listed and flushed.
 #[test]
 fn port_vlan_settings_and_the_mac_table_through_the_control_protocol() {
     use kairo_switch::ctl::Request;
@@ -215,6 +216,10 @@ fn port_vlan_settings_and_the_mac_table_through_the_control_protocol() {
     assert!(e.contains("tag=5000"), "{e}");
     let e = sw.handle(&set("veth-z", &["tag=1"])).unwrap_err();
     assert!(e.contains("veth-z"), "{e}");
+    // OpenFlow port-config bits are PORT_MOD's, not settings: refused, naming them.
+    let e = sw.handle(&set("veth-a", &["tag=10", "no-flood"])).unwrap_err();
+    assert!(e.contains("no-flood") && e.contains("PORT_MOD"), "{e}");
+    assert!(sw.handle(&Request::Show {}).expect("show").contains("1(veth-a): afpacket, tag=10\n"));
     // Back to the default trunk.
     sw.handle(&set("veth-a", &[])).expect("cleared");
     assert!(sw.handle(&Request::Show {}).expect("show").contains("1(veth-a): afpacket\n"));

@@ -287,7 +287,7 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 ],
             )
             .to_string(),
-            0 if rng.gen_bool(0.2) => "FLOOD".to_string(),
+            0 if rng.gen_bool(0.2) => if rng.gen_bool(0.7) { "FLOOD" } else { "ALL" }.to_string(),
             // An output whose port a field holds: register bits an earlier
             // load set (0 outputs nothing), or the low bits of the L4
             // destination port (exact in the megaflow).

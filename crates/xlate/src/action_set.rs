@@ -57,9 +57,12 @@ impl ActionSet {
                 Action::PushMpls { .. } => self.push_mpls = Some(a.clone()),
                 Action::DecMplsTtl => self.dec_mpls_ttl = true,
                 Action::Group(g) => self.group = Some(*g),
-                Action::Output(_) | Action::InPort | Action::Flood | Action::Normal | Action::Controller { .. } => {
-                    self.output = Some(a.clone())
-                }
+                Action::Output(_)
+                | Action::InPort
+                | Action::Flood
+                | Action::All
+                | Action::Normal
+                | Action::Controller { .. } => self.output = Some(a.clone()),
                 _ => {
                     let k = set_key(a);
                     if let Some(pos) = self.sets.iter().position(|x| set_key(x) == k) {

@@ -338,6 +338,10 @@ impl Pipeline {
         &mut self.macs
     }
     /// Whether the switch has `port` (the set FLOOD and NORMAL use).
+    /// A port's OpenFlow port-config bits (none for a port without settings).
+    pub fn port_config(&self, port: u32) -> kairo_ofproto::ports::PortConfig {
+        self.port_settings.get(&port).map(|s| s.config).unwrap_or_default()
+    }
     pub fn has_port(&self, port: u32) -> bool {
         self.ports.contains(&port)
     }

@@ -22,6 +22,7 @@ use kairo_flow::field::{
 };
 use kairo_flow::parse::{CS_EST, CS_NEW, CS_RPL};
 use kairo_flow::{FlowKey, FlowMask};
+use kairo_ofproto::ports::PortConfig;
 use kairo_ofproto::{Action, GroupType, Instructions, MissBehavior, Rule};
 
 use crate::action_set::ActionSet;
@@ -303,6 +304,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             slow: false,
             live: rustc_hash::FxHashMap::default(),
             l3_hidden: false,
+            no_recv: false,
             freezing: None,
             hashed: false,
             conntracked: false,
@@ -418,6 +420,10 @@ struct Translator<'a, M> {
     /// A packet pushed and popped within the translation keeps its headers
     /// in the flow, so it never sets this.
     l3_hidden: bool,
+    /// The packet came in on a `no-receive` port: its first lookup runs
+    /// no actions (Open vSwitch looks table 0 up, for the rule's counters
+    /// and the megaflow, and drops).
+    no_recv: bool,
     /// Translation is freezing for recirculation: what is left to do so
     /// far (see [`crate::recirc`]).
     freezing: Option<Freezing>,
@@ -584,6 +590,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         let n = self.trav.steps.len();
         match hit {
+            Some(_) | None if self.no_recv => {
+                self.trav.steps.push(step(outcome));
+                self.mode.visited(n, &mut self.flow);
+                self.exit = true;
+            }
             Some(r) => {
                 self.trav.steps.push(step(outcome));
                 self.mode.visited(n, &mut self.flow);
@@ -679,6 +690,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     }
 
     fn output(&mut self, port: u32) {
+        if self.p.port_config(port).has(PortConfig::NO_FWD) {
+            return; // OFPPC_NO_FWD set, skipping output
+        }
         self.commit();
         self.odp.push(DpAction::Output(port));
     }
@@ -709,6 +723,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     fn start(&mut self) {
         let id = self.start.get(Field::RecircId) as u32;
         if id == 0 {
+            let in_port = self.flow.unexamined().get(Field::InPort) as u32;
+            self.no_recv = self.p.port_config(in_port).has(PortConfig::NO_RECV);
             return self.table(0, Via::Start);
         }
         let Some(st) = self.p.recircs().get(id) else {
@@ -920,9 +936,14 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 let in_port = self.flow.get(Field::InPort) as u32;
                 self.output(in_port)
             }
-            Action::Flood => {
+            Action::Flood | Action::All => {
                 let in_port = self.flow.get(Field::InPort);
-                let ports: Vec<u32> = self.p.ports().filter(|&p| p as u64 != in_port).collect();
+                let all = matches!(a, Action::All);
+                let ports: Vec<u32> = self
+                    .p
+                    .ports()
+                    .filter(|&p| p as u64 != in_port && (all || !self.p.port_config(p).has(PortConfig::NO_FLOOD)))
+                    .collect();
                 for p in ports {
                     self.output(p);
                 }
@@ -1455,6 +1476,7 @@ fn recirculates_after_pop(a: &Action) -> bool {
         | Action::OutputReg { .. }
         | Action::InPort
         | Action::Flood
+        | Action::All
         | Action::Normal
         | Action::SetVlanVid { .. }
         | Action::SetVlanPcp { .. }
@@ -1474,7 +1496,8 @@ fn output_reg_port(port: u64, max_len: u16) -> Option<Action> {
         0xfffa => Some(Action::Normal),
         0xfff8 => Some(Action::InPort),
         0xfff9 => Some(Action::Resubmit { port: None, table: Some(0) }),
-        0xfffb | 0xfffc => Some(Action::Flood),
+        0xfffb => Some(Action::Flood),
+        0xfffc => Some(Action::All),
         0xfffd => Some(Action::controller(max_len)),
         p => Some(Action::Output(p as u32)),
     }

@@ -98,7 +98,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                     // A port an output can name, read from at most 16 bits
                     // (as Open vSwitch reads it).
                     match port {
-                        OFPP_FLOOD | OFPP_ALL => apply.push(Action::Flood),
+                        OFPP_FLOOD => apply.push(Action::Flood),
+                        OFPP_ALL => apply.push(Action::All),
                         p if p == u64::from(OFPP_IN_PORT) => apply.push(Action::InPort),
                         p if p == u64::from(OFPP_LOCAL) || p < OFPP_MAX => apply.push(Action::Output(p as u32)),
                         _ => {}

@@ -19,7 +19,7 @@
 
 use kairo_flow::field::{Field, VLAN_CFI};
 use kairo_flow::FlowKey;
-use kairo_ofproto::ports::{PortSettings, VlanMode};
+use kairo_ofproto::ports::{PortConfig, PortSettings, VlanMode};
 
 use super::{Learn, Mode, Translator};
 use crate::mac::{is_multicast, is_reserved};
@@ -88,6 +88,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let ports: Vec<u32> = self.p.ports().filter(|&p| p != in_port).collect();
         for p in ports {
             let cfg = self.p.port_settings(p).unwrap_or(&DEFAULT);
+            if cfg.config.has(PortConfig::NO_FLOOD) {
+                continue; // not floodable
+            }
             if inner_kept && cfg.mode == VlanMode::Access && tags[0] & VID == cfg.vlan {
                 // An access port takes the VLAN only without an inner tag.
                 self.flow.get_bits(Field::VlanTciInner, VLAN_CFI | u64::from(VID));
