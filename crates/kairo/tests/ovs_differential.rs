@@ -689,6 +689,56 @@ fn generated_pipelines_load_into_open_vswitch_and_agree() {
     }
 }
 
+/// Traces `packets` (after the `inject:` frames in `before`) through
+/// Open vSwitch's `trace.sh` on a bridge with the flows, groups and port
+/// settings in `files`, on its private instance `ref_dir`: each packet's
+/// first pass's datapath actions, every packet traced.
+fn ovs_first_passes(files: [&std::path::Path; 3], before: &[String], packets: &[String], ref_dir: &str) -> Vec<String> {
+    let [flows, groups, ports] = files;
+    let script = ovs_scripts().join("trace.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(flows)
+        .args(before)
+        .args(packets)
+        .env("GROUP_FILE", groups)
+        .env("PORT_CONFIG", ports)
+        .env("OVS_REF_DIR", ref_dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "trace.sh failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    let ovs = parse_traces(&text);
+    assert_eq!(ovs.len(), packets.len(), "OVS traced {} of {} packets\n{text}", ovs.len(), packets.len());
+    packets
+        .iter()
+        .zip(ovs)
+        .map(|(spec, o)| o.passes.first().unwrap_or_else(|| panic!("OVS traced nothing for {spec}")).actions.clone())
+        .collect()
+}
+
+/// Packet `spec` leaves kairo's translation by `p` as it left Open
+/// vSwitch's (`ovs_actions`), as a multiset of emissions without OVS's
+/// LOCAL port; `what` names the case. Returns kairo's result and emissions.
+fn same_as_ovs(
+    p: &Pipeline,
+    spec: &str,
+    ovs_actions: &str,
+    what: &dyn std::fmt::Display,
+) -> (XlateResult, Vec<kairo_xlate::odp::Emitted>) {
+    let key = kairo_flow::parse_key(spec).expect("packet parses");
+    let r = translate(p, &key);
+    let want = as_set(apply(&parse_actions(ovs_actions).expect("OVS actions"), &key));
+    let got = as_set(apply(&r.actions, &key));
+    assert_eq!(
+        got,
+        want,
+        "{what}, packet {spec}: kairo {} vs OVS {ovs_actions}",
+        kairo_xlate::format_actions(&r.actions)
+    );
+    (r, got)
+}
+
 /// `NORMAL` against Open vSwitch 3.1: bridges whose ports have access,
 /// trunk, native-tagged and native-untagged VLAN settings (`ovs-vsctl set
 /// port` in Open vSwitch, `--port-config` settings in kairo), taught where
@@ -758,34 +808,9 @@ fn normal_matches_open_vswitch() {
                     }
                 }
             }
-            specs.extend(packets.iter().cloned());
-            let script = ovs_scripts().join("trace.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg(&flows)
-                .args(&specs)
-                .env("GROUP_FILE", &groups)
-                .env("PORT_CONFIG", &ports)
-                .env("OVS_REF_DIR", "/tmp/ovs-trace-normal")
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "trace.sh failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
-            let ovs = parse_traces(&text);
-            assert_eq!(ovs.len(), packets.len(), "OVS traced {} of {} packets\n{text}", ovs.len(), packets.len());
+            let ovs = ovs_first_passes([&flows, &groups, &ports], &specs, &packets, "/tmp/ovs-trace-normal");
             for (spec, o) in packets.iter().zip(&ovs) {
-                let key = kairo_flow::parse_key(spec).expect("packet parses");
-                let r = translate(&p, &key);
-                let op = o.passes.first().unwrap_or_else(|| panic!("OVS traced nothing for {spec}"));
-                let ovs_actions = parse_actions(&op.actions).expect("OVS actions");
-                let (got, want) = (as_set(apply(&r.actions, &key)), as_set(apply(&ovs_actions, &key)));
-                assert_eq!(
-                    got,
-                    want,
-                    "config {ci}, pipeline {pi}, packet {spec}: kairo {} vs OVS {}",
-                    kairo_xlate::format_actions(&r.actions),
-                    op.actions
-                );
+                let (r, got) = same_as_ovs(&p, spec, o, &format!("config {ci}, pipeline {pi}"));
                 total += 1;
                 unicast += usize::from(got.len() == 1);
                 retagged += usize::from(r.actions.iter().any(|a| {
@@ -861,34 +886,12 @@ table=1,priority=10,actions=output:2,IN_PORT
                 }
             }
         }
-        let out = Command::new("bash")
-            .arg(ovs_scripts().join("trace.sh"))
-            .arg(&ff)
-            .args(&packets)
-            .env("GROUP_FILE", &gf)
-            .env("PORT_CONFIG", &pf)
-            .env("OVS_REF_DIR", "/tmp/ovs-trace-portcfg")
-            .output()
-            .expect("trace.sh runs");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "trace.sh failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
-        let ovs = parse_traces(&text);
-        assert_eq!(ovs.len(), packets.len(), "OVS traced {} of {} packets\n{text}", ovs.len(), packets.len());
+        let ovs = ovs_first_passes([&ff, &gf, &pf], &[], &packets, "/tmp/ovs-trace-portcfg");
         for (spec, o) in packets.iter().zip(&ovs) {
-            let key = kairo_flow::parse_key(spec).expect("packet parses");
-            let r = translate(&p, &key);
-            let op = o.passes.first().unwrap_or_else(|| panic!("OVS traced nothing for {spec}"));
-            let ovs_actions = parse_actions(&op.actions).expect("OVS actions");
-            let (got, want) = (as_set(apply(&r.actions, &key)), as_set(apply(&ovs_actions, &key)));
-            assert_eq!(
-                got,
-                want,
-                "config {ci}:\n{config}packet {spec}: kairo {} vs OVS {}",
-                kairo_xlate::format_actions(&r.actions),
-                op.actions
-            );
+            let (_, got) = same_as_ovs(&p, spec, o, &format!("config {ci}:\n{config}"));
             total += 1;
             // The settings made a difference to this packet.
+            let key = kairo_flow::parse_key(spec).expect("packet parses");
             skipped_by_config += usize::from(as_set(apply(&translate(&bare, &key).actions, &key)) != got);
         }
     }
