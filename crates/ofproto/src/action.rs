@@ -566,6 +566,21 @@ impl Action {
                     Some((p, t)) => (p, t),
                     None => (a, ""),
                 };
+                // A third argument: `ct` (look up with the connection's
+                // original tuple), which kairo does not do yet.
+                let (t, extra) = t.split_once(',').map_or((t, None), |(t, x)| (t, Some(x.trim())));
+                match extra {
+                    None => {}
+                    Some("ct") => {
+                        return Err(OfError::Unsupported {
+                            what: s.to_string(),
+                            why: "resubmit's ct option (a lookup by the connection's original tuple) is not \
+                                  supported yet"
+                                .into(),
+                        })
+                    }
+                    Some(x) => return Err(syntax(&format!("resubmit(PORT,TABLE[,ct]), not the parameter `{x}`"))),
+                }
                 let port = match p {
                     "" => None,
                     "in_port" | "IN_PORT" => None,

@@ -159,6 +159,8 @@ fn action_errors() {
         ("set_field:1->ct_mark", "outside ct"),
         ("move:NXM_NX_REG0[]->NXM_NX_CT_MARK[]", "outside ct"),
         ("resubmit(,300)", "table"),
+        ("resubmit(,3,ct)", "ct option"),
+        ("resubmit(,3,bogus)", "`bogus`"),
         ("push_vlan:0x1234", "push_vlan"),
         ("mod_vlan_vid:5000", "VLAN id"),
         ("mod_nw_dst:1.2.3", "IPv4"),
