@@ -47,11 +47,18 @@ use kairo_wire::offload::{partial_left, VnetHdr};
 /// One UMEM frame (a page): the kernel puts a received frame after its
 /// headroom (256 bytes), so frames up to 3,840 bytes arrive.
 const FRAME: usize = 4096;
-/// Frames for receiving (kept on the fill ring) and for sending.
-const RX_FRAMES: usize = 4096;
+/// Frames for receiving (kept on the fill ring), across a port's queues:
+/// a queue has `RX_BUDGET / queues` of them, at least `RX_MIN` and at most
+/// `RX_MAX` (a port on a 64-queue NIC pins 64 MB for receiving, not 1 GB).
+const RX_BUDGET: usize = 8192;
+const RX_MIN: usize = 256;
+const RX_MAX: usize = 4096;
+/// Frames for sending (the first queue's socket sends for the port).
 const TX_FRAMES: usize = 2048;
 /// Entries of each ring: a power of two, at least the frames it can hold.
 const RING: u32 = 4096;
+const _: () = assert!(RX_MAX <= RING as usize, "a fill ring holds every receive frame");
+const _: () = assert!(TX_FRAMES <= RING as usize, "a transmit ring holds every send frame");
 /// Size of a receive/transmit descriptor (`struct xdp_desc`) and of a
 /// fill/completion entry (a UMEM address).
 const DESC: usize = 16;
@@ -99,6 +106,10 @@ struct Queue {
     comp: XskRing,
     /// UMEM frames free for sending.
     free: Vec<u64>,
+    /// Frames for receiving (the first `n_rx` of the UMEM) and for sending
+    /// (the `n_tx` after them).
+    n_rx: usize,
+    n_tx: usize,
     tx_pending: u32,
     /// The kernel's drop counters at the last look (they only grow).
     drops_seen: u64,
@@ -118,12 +129,18 @@ fn getsockopt<T>(fd: RawFd, opt: i32, v: &mut T) -> io::Result<()> {
 }
 
 impl Queue {
-    fn open(ifindex: u32, queue: u32, e: &dyn Fn(&'static str, io::Error) -> PortError) -> Result<Queue, PortError> {
+    /// Opens queue `queue`'s socket with `n_rx` frames for receiving and
+    /// `n_tx` for sending (0: the socket never sends).
+    fn open(
+        ifindex: u32,
+        (queue, n_rx, n_tx): (u32, usize, usize),
+        e: &dyn Fn(&'static str, io::Error) -> PortError,
+    ) -> Result<Queue, PortError> {
         use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
         let fd = socket_with(AddressFamily::XDP, SocketType::RAW, SocketFlags::CLOEXEC, None)
             .map_err(|err| e("socket(AF_XDP)", err.into()))?;
         let raw = fd.as_raw_fd();
-        let umem = Mapping::anonymous((RX_FRAMES + TX_FRAMES) * FRAME).map_err(|err| e("mmap of the UMEM", err))?;
+        let umem = Mapping::anonymous((n_rx + n_tx) * FRAME).map_err(|err| e("mmap of the UMEM", err))?;
         let reg = libc::xdp_umem_reg {
             addr: umem.addr(),
             len: umem.len() as u64,
@@ -152,12 +169,12 @@ impl Queue {
         let fill = ring(&off.fr, ADDR, libc::XDP_UMEM_PGOFF_FILL_RING, "mmap of the fill ring")?;
         let comp = ring(&off.cr, ADDR, libc::XDP_UMEM_PGOFF_COMPLETION_RING, "mmap of the completion ring")?;
         // Every receive frame goes on the fill ring before the bind.
-        for i in 0..RX_FRAMES as u32 {
+        for i in 0..n_rx as u32 {
             let at = fill.at(i);
             fill.map.word64(at).store(u64::from(i) * FRAME as u64, Ordering::Relaxed);
         }
-        fill.prod().store(RX_FRAMES as u32, Ordering::Release);
-        let free = (RX_FRAMES..RX_FRAMES + TX_FRAMES).rev().map(|i| (i * FRAME) as u64).collect();
+        fill.prod().store(n_rx as u32, Ordering::Release);
+        let free = (n_rx..n_rx + n_tx).rev().map(|i| (i * FRAME) as u64).collect();
         // Zero-copy where the driver has it, else copy (flags 0).
         let sxdp = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
@@ -180,7 +197,7 @@ impl Queue {
         let mut opts = libc::xdp_options { flags: 0 };
         let zero_copy =
             getsockopt(raw, libc::XDP_OPTIONS, &mut opts).is_ok() && opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0;
-        Ok(Queue { fd, umem, rx, tx, fill, comp, free, tx_pending: 0, drops_seen: 0, zero_copy })
+        Ok(Queue { fd, umem, rx, tx, fill, comp, free, n_rx, n_tx, tx_pending: 0, drops_seen: 0, zero_copy })
     }
 
     /// Copies up to `max` received frames out, giving their UMEM frames
@@ -215,7 +232,7 @@ impl Queue {
             // The frame goes back to the kernel (a bad address is replaced
             // by what it should have been: the frames on the rings are ours
             // to name, so the fill ring never runs short).
-            let back = if base + FRAME <= RX_FRAMES * FRAME { base as u64 } else { 0 };
+            let back = if base + FRAME <= self.n_rx * FRAME { base as u64 } else { 0 };
             let at = self.fill.at(fill_prod.wrapping_add(i));
             self.fill.map.word64(at).store(back, Ordering::Relaxed);
         }
@@ -234,7 +251,7 @@ impl Queue {
             let base = (addr as usize) & !(FRAME - 1);
             // Only frames of the sending half go on the list (and each at most once:
             // the list never holds more than the sending half has).
-            if (RX_FRAMES * FRAME..(RX_FRAMES + TX_FRAMES) * FRAME).contains(&base) && self.free.len() < TX_FRAMES {
+            if (self.n_rx * FRAME..(self.n_rx + self.n_tx) * FRAME).contains(&base) && self.free.len() < self.n_tx {
                 self.free.push(base as u64);
             }
         }
@@ -315,6 +332,11 @@ pub struct AfXdp {
     prog: XdpProgram,
 }
 
+/// Receive frames for each queue of a port with `queues` queues.
+fn rx_frames(queues: u32) -> usize {
+    (RX_BUDGET / queues.max(1) as usize).clamp(RX_MIN, RX_MAX)
+}
+
 /// The receive queues interface `name` has (its `queues/rx-N` in sysfs).
 fn rx_queues(name: &str) -> u32 {
     let n = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
@@ -341,8 +363,10 @@ impl AfXdp {
         drop(probe);
         let prog = XdpProgram::attach(ifindex).map_err(|err| e("XDP", err))?;
         let mut queues = Vec::new();
-        for q in 0..rx_queues(name) {
-            let queue = Queue::open(ifindex, q, &e)?;
+        let n = rx_queues(name);
+        let n_rx = rx_frames(n);
+        for q in 0..n {
+            let queue = Queue::open(ifindex, (q, n_rx, if q == 0 { TX_FRAMES } else { 0 }), &e)?;
             prog.set_socket(q, queue.fd.as_raw_fd()).map_err(|err| e("putting the socket in the XSKMAP", err))?;
             queues.push(queue);
         }
@@ -403,5 +427,14 @@ impl Port for AfXdp {
     /// socket is bound to one queue, and this one's is read here).
     fn tx_clone(&self) -> Option<Box<dyn Port>> {
         crate::afpacket::AfPacket::open_tx(&self.name).ok().map(|p| Box::new(p) as Box<dyn Port>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn receive_frames_are_shared_out_between_queues_within_bounds() {
+        let got: Vec<usize> = [1, 2, 4, 8, 64].into_iter().map(super::rx_frames).collect();
+        assert_eq!(got, [4096, 4096, 2048, 1024, 256]);
     }
 }
