@@ -775,6 +775,24 @@ for i in range(16):
     drop(c);
 }
 
+/// Runs `kairo bench switch` with `args`, checks it succeeded: its table
+/// and its JSON report.
+fn bench_switch(args: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("r.json");
+    let out = Command::new(kairo())
+        .args(["bench", "switch"])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run kairo bench switch");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    (text, r)
+}
+
 /// `kairo bench switch` searches kairo's sustained rate: present for
 /// kairo's row only, the whole offer where kairo dropped nothing in the
 /// full-rate run, else a paced rate below it.
@@ -783,17 +801,8 @@ fn bench_switch_reports_the_rate_kairo_sustains() {
     if skip("bench_switch_reports_the_rate_kairo_sustains") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("r.json");
-    let out = Command::new(kairo())
-        .args(["bench", "switch", "--secs", "1", "--pmd-threads", "1", "--port-types", "afpacket"])
-        .args(["--sustained-trials", "3", "--json"])
-        .arg(&json)
-        .output()
-        .expect("run kairo bench switch");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    let (text, r) =
+        bench_switch(&["--secs", "1", "--pmd-threads", "1", "--port-types", "afpacket", "--sustained-trials", "3"]);
     for row in r["rows"].as_array().expect("rows") {
         let name = row["forwarder"].as_str().unwrap_or("");
         let sustained = row["sustained_pps"].as_f64();
@@ -822,16 +831,7 @@ fn bench_switch_sets_up_connections_beside_open_vswitch() {
     if skip("bench_switch_sets_up_connections_beside_open_vswitch") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("r.json");
-    let out = Command::new(kairo())
-        .args(["bench", "switch", "--secs", "1", "--conntrack", "--flows", "20k", "--json"])
-        .arg(&json)
-        .output()
-        .expect("run kairo bench switch");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    let (text, r) = bench_switch(&["--secs", "1", "--conntrack", "--flows", "20k"]);
     let rows = r["rows"].as_array().expect("rows");
     let received = |name: &str| {
         rows.iter()
