@@ -6,10 +6,11 @@
 //!
 //! Topology: a generator namespace and a sink namespace, each holding one end
 //! of a veth pair; the other ends are the forwarder's ports (the switch's
-//! AF_PACKET or AF_XDP ports, members of a Linux bridge, or the ports of a private Open
-//! vSwitch bridge with `datapath_type=netdev`). The generator blasts UDP
-//! frames of `flows` distinct 5-tuples through a TPACKET_V3 TX ring for
-//! `secs` seconds; the sink counts what arrives. Needs root.
+//! AF_PACKET or AF_XDP ports, members of a Linux bridge, or the ports of a
+//! private Open vSwitch bridge with `datapath_type=netdev`). The generator
+//! blasts UDP frames of `flows` distinct 5-tuples (built once per run)
+//! through a TPACKET_V3 TX ring for `secs` seconds; the sink counts what
+//! arrives. Needs root.
 //!
 //! With `conntrack`, the forwarders run `kairo bench conntrack`'s stateful
 //! firewall ([`FIREWALL`], loaded into kairo and Open vSwitch alike:
@@ -201,20 +202,31 @@ struct Counted {
 
 /// Runs the generator and the sink around the forwarder for `secs` (in the
 /// conntrack mode, until every frame was sent once).
-fn measure(opts: &FwdOpts, gen_ns: &str, gen_if: &str, sink_ns: &str, sink_if: &str) -> Result<Counted, String> {
-    measure_at(opts, None, opts.secs, (gen_ns, gen_if), (sink_ns, sink_if))
+fn measure(
+    opts: &FwdOpts,
+    frames: &Arc<Vec<Vec<u8>>>,
+    gen: (&str, &str),
+    sink: (&str, &str),
+) -> Result<Counted, String> {
+    measure_at(opts, frames, (None, opts.secs), gen, sink)
+}
+
+/// The run's frames, one per flow, built once (the generator sends them
+/// in turn; every forwarder and trial gets the same).
+fn frames(opts: &FwdOpts) -> Arc<Vec<Vec<u8>>> {
+    Arc::new((0..opts.flows.max(1)).map(|i| frame(i, opts.frame_len)).collect())
 }
 
 /// As [`measure`], for `secs`, the generator paced to `rate` frames per
 /// second if given (else as fast as it can).
 fn measure_at(
     opts: &FwdOpts,
-    rate: Option<f64>,
-    secs: f64,
+    frames: &Arc<Vec<Vec<u8>>>,
+    (rate, secs): (Option<f64>, f64),
     (gen_ns, gen_if): (&str, &str),
     (sink_ns, sink_if): (&str, &str),
 ) -> Result<Counted, String> {
-    let frames: Vec<Vec<u8>> = (0..opts.flows.max(1)).map(|i| frame(i, opts.frame_len)).collect();
+    let frames = frames.clone();
     let stop_sink = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicU64::new(0));
     let sink = {
@@ -300,6 +312,7 @@ const TRIAL_SECS: f64 = 1.0;
 /// the rate kept is the one the generator achieved, never the one asked.
 fn sustained(
     opts: &FwdOpts,
+    frames: &Arc<Vec<Vec<u8>>>,
     full: (f64, u64),
     (gen, sink): ((&str, &str), (&str, &str)),
     dropped: &dyn Fn() -> u64,
@@ -312,7 +325,7 @@ fn sustained(
     for _ in 0..opts.sustained_trials {
         let ask = (lo + hi) / 2.0;
         let before = dropped();
-        let c = measure_at(opts, Some(ask), TRIAL_SECS.min(opts.secs), gen, sink)?;
+        let c = measure_at(opts, frames, (Some(ask), TRIAL_SECS.min(opts.secs)), gen, sink)?;
         let achieved = c.sent as f64 / c.secs.max(1e-9);
         if dropped() == before {
             lo = lo.max(achieved);
@@ -490,6 +503,7 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
     let vs = Veth::new(&format!("kbs{pid}"), &format!("kbs{pid}i"), &sink, Some(&format!("{}/24", TCP_NET.1)))
         .map_err(io)?;
     let mut rows = Vec::new();
+    let frames = frames(opts);
 
     // kairo switch: the two outer ends as its ports (AF_PACKET rings, or
     // XDP sockets with an XDP program on the links), L2 flows between
@@ -543,7 +557,7 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
             let (sw, stop) = (sw.clone(), stop.clone());
             std::thread::spawn(move || sw.forward(ports, &stop))
         };
-        let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner).and_then(|r| {
+        let r = measure(opts, &frames, (&gen.name, &vg.inner), (&sink.name, &vs.inner)).and_then(|r| {
             let mut row = row(&name, &r);
             // What kairo dropped itself during the packet run (before TCP):
             // the generator's port's receive ring, the sink's port's transmit.
@@ -557,7 +571,7 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
             if !opts.conntrack && opts.sustained_trials > 0 {
                 let full = (row.offered_pps, d);
                 let links = ((gen.name.as_str(), vg.inner.as_str()), (sink.name.as_str(), vs.inner.as_str()));
-                row.sustained_pps = Some(sustained(opts, full, links, &dropped)?);
+                row.sustained_pps = Some(sustained(opts, &frames, full, links, &dropped)?);
             }
             tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
             Ok((r, row))
@@ -594,7 +608,7 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
                 notes.push(format!("{name}: {e}, no row"));
                 continue;
             }
-            let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner)?;
+            let r = measure(opts, &frames, (&gen.name, &vg.inner), (&sink.name, &vs.inner))?;
             check_tracked(opts, &name, &r, ovs.conntrack_total())?;
             let mut row = row(&name, &r);
             tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
@@ -626,7 +640,7 @@ pub fn run(opts: &FwdOpts) -> Result<FwdReport, String> {
             netns::run(&["ip", "link", "set", &v.outer, "master", &br.0]).map_err(io)?;
         }
         netns::run(&["ip", "link", "set", &br.0, "up"]).map_err(io)?;
-        let r = measure(opts, &gen.name, &vg.inner, &sink.name, &vs.inner)?;
+        let r = measure(opts, &frames, (&gen.name, &vg.inner), (&sink.name, &vs.inner))?;
         let mut row = row("Linux bridge", &r);
         tcp_columns(opts, &mut row, (&gen, &vg), (&sink, &vs))?;
         rows.push(row);
