@@ -269,7 +269,9 @@ impl Queue {
         }
         let prod = self.tx.prod().load(Ordering::Relaxed);
         let room = RING - prod.wrapping_sub(self.tx.cons().load(Ordering::Acquire));
-        let Some(addr) = self.free.pop().filter(|_| room > 0) else {
+        // (The ring has room for every sending frame; checked first all the
+        // same, so that a frame is never taken off the list and lost.)
+        let Some(addr) = (if room > 0 { self.free.pop() } else { None }) else {
             PortCounters::add(&c.tx_dropped, 1);
             return;
         };
@@ -289,22 +291,21 @@ impl Queue {
 
     /// Asks the kernel to send what the transmit ring holds. In copy mode
     /// it sends a batch per call (and says EAGAIN while more wait), so
-    /// this calls again a bounded number of times.
+    /// this calls again a bounded number of times; what it still has not
+    /// taken stays pending, for the next flush to kick again.
     fn kick(&mut self) {
         if self.tx_pending == 0 {
             return;
         }
-        self.tx_pending = 0;
+        let left = || self.tx.prod().load(Ordering::Relaxed).wrapping_sub(self.tx.cons().load(Ordering::Acquire));
         for _ in 0..RING / 32 + 1 {
-            match rustix::net::send(&self.fd, &[], rustix::net::SendFlags::DONTWAIT) {
-                Err(rustix::io::Errno::AGAIN) => {}
-                _ => break,
-            }
-            let left = self.tx.prod().load(Ordering::Relaxed).wrapping_sub(self.tx.cons().load(Ordering::Acquire));
-            if left == 0 {
+            let again =
+                rustix::net::send(&self.fd, &[], rustix::net::SendFlags::DONTWAIT) == Err(rustix::io::Errno::AGAIN);
+            if !again || left() == 0 {
                 break;
             }
         }
+        self.tx_pending = left();
         self.reclaim();
     }
 
