@@ -120,7 +120,7 @@ enum Cmd {
         /// `LOCAL NAME`), `#` starting a comment; settings as `ovs-vsctl set
         /// port` takes them (`tag=N`, `trunks=N,M`, `vlan_mode=MODE`) and
         /// OpenFlow port-config words as `ovs-ofctl mod-port` takes them
-        /// (`no-flood`, `no-forward`, `no-receive`, `down`). Flows, groups
+        /// (`no-flood`, `no-forward`, `no-receive`, `no-packet-in`, `down`). Flows, groups
         /// and packets may then give ports by name (`in_port=pod1`,
         /// `output:"antrea-gw0"`), as ovs-ofctl does against a running bridge.
         #[arg(long = "port-config", value_name = "FILE")]

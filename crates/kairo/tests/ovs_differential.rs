@@ -836,7 +836,7 @@ fn port_config_bits_match_open_vswitch() {
         return;
     }
     let configs = [
-        "1 p1\n2 p2 no-flood\n3 p3 no-forward\n4 p4 down\n",
+        "1 p1 no-packet-in\n2 p2 no-flood\n3 p3 no-forward\n4 p4 down\n",
         "1 p1 no-receive\n2 p2 no-flood tag=10\n3 p3 no-flood no-forward\n4 p4\n",
         "1 p1 no-flood\n2 p2 down no-forward\n3 p3 no-receive\n4 p4 no-flood trunks=10,20\n",
     ];

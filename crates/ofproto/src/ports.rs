@@ -148,7 +148,10 @@ pub struct PortSettings {
 /// to a `no-forward` port, a packet received on a `no-receive` port is
 /// looked up in table 0 and goes nowhere, and a `down` port is not live
 /// for fast-failover groups (output to it is still made: the datapath
-/// port is what is down).
+/// port is what is down). `no-packet-in` changes no translation: Open
+/// vSwitch reads it only for an OpenFlow 1.0 table miss sent to the
+/// controller, which kairo's tables do not have (a miss drops or goes on),
+/// and leaves controller actions alone (checked with its `ofproto/trace`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PortConfig(pub u32);
 
@@ -161,12 +164,15 @@ impl PortConfig {
     pub const NO_FLOOD: u32 = 1 << 4;
     /// `OFPPC_NO_FWD`.
     pub const NO_FWD: u32 = 1 << 5;
+    /// `OFPPC_NO_PACKET_IN`.
+    pub const NO_PACKET_IN: u32 = 1 << 6;
     /// The words, as `ovs-ofctl mod-port` takes them, and their bits.
-    const WORDS: [(&'static str, u32); 4] = [
+    const WORDS: [(&'static str, u32); 5] = [
         ("down", Self::DOWN),
         ("no-receive", Self::NO_RECV),
         ("no-flood", Self::NO_FLOOD),
         ("no-forward", Self::NO_FWD),
+        ("no-packet-in", Self::NO_PACKET_IN),
     ];
 
     pub fn has(self, bit: u32) -> bool {
@@ -261,17 +267,11 @@ impl PortSettings {
                 _ if v.is_empty() && PortConfig::of_word(name).is_some() => {
                     config |= PortConfig::of_word(name).unwrap_or(0);
                 }
-                "no-packet-in" => {
-                    return Err(OfError::Unsupported {
-                        what: w.to_string(),
-                        why: "no-packet-in is not supported yet (no-flood, no-forward, no-receive and down are)".into(),
-                    })
-                }
                 _ => {
                     return Err(OfError::Syntax {
                         text: w.to_string(),
                         expected: "a port setting: tag=N, trunks=N,M,..., vlan_mode=MODE, no-flood, no-forward, \
-                                   no-receive or down"
+                                   no-receive, no-packet-in or down"
                             .into(),
                     })
                 }
@@ -339,8 +339,8 @@ pub struct PortLine {
 /// [SETTING ...]` (or `LOCAL NAME`), `#` starting a comment, each setting
 /// `tag=N`, `trunks=N,M,...` or `vlan_mode=access|trunk|native-tagged|
 /// native-untagged` (as `ovs-vsctl set port`), or an OpenFlow port-config
-/// word: `no-flood`, `no-forward`, `no-receive`, `down` (as `ovs-ofctl
-/// mod-port`). Two lines may not share a
+/// word: `no-flood`, `no-forward`, `no-receive`, `no-packet-in`, `down` (as
+/// `ovs-ofctl mod-port`). Two lines may not share a
 /// number or a name.
 pub fn parse_port_config(text: &str) -> Result<(Vec<PortLine>, PortNames), crate::FileError> {
     let mut lines = Vec::new();

@@ -66,13 +66,13 @@ fn the_reference_agrees_with_translation_on_random_pipelines() {
 }
 
 /// The same with the bridge's four ports given random OpenFlow port-config
-/// bits (`no-flood`, `no-forward`, `no-receive`, `down`), which FLOOD, ALL,
-/// NORMAL, outputs, groups and the first lookup read.
+/// bits (`no-flood`, `no-forward`, `no-receive`, `down`, `no-packet-in`),
+/// which FLOOD, ALL, NORMAL, outputs, groups and the first lookup read.
 #[test]
 fn the_reference_agrees_with_translation_under_port_config_bits() {
     use rand::{Rng, SeedableRng};
     let cfg = GenConfig { resubmit: true, ..GenConfig::default() };
-    let words = ["no-flood", "no-forward", "no-receive", "down"];
+    let words = ["no-flood", "no-forward", "no-receive", "down", "no-packet-in"];
     let mut changed = 0;
     for seed in 0..200u64 {
         let case = gen_case(seed, &cfg);
