@@ -589,15 +589,15 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             self.trav.bare += 1;
         }
         let n = self.trav.steps.len();
+        self.trav.steps.push(step(outcome));
+        self.mode.visited(n, &mut self.flow);
+        if self.no_recv {
+            // In on a no-receive port: looked up, nothing run.
+            self.exit = true;
+            return;
+        }
         match hit {
-            Some(_) | None if self.no_recv => {
-                self.trav.steps.push(step(outcome));
-                self.mode.visited(n, &mut self.flow);
-                self.exit = true;
-            }
             Some(r) => {
-                self.trav.steps.push(step(outcome));
-                self.mode.visited(n, &mut self.flow);
                 let inst: &Instructions = &r.inst;
                 let outer = std::mem::replace(&mut self.table_id, t);
                 let miss_rule = r.priority == 0 && r.m.mask().is_zero();
@@ -613,8 +613,6 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             None => {
-                self.trav.steps.push(step(outcome));
-                self.mode.visited(n, &mut self.flow);
                 // A miss that continues goes on to a later table: the
                 // pipeline walked forward, not a nesting.
                 if let MissBehavior::Continue(n) = p.miss(t) {
