@@ -117,6 +117,15 @@ pub fn execute(
                 }
             }
             DpAction::CtClear => meta.ct = CtMeta::default(),
+            DpAction::CheckPktLen(c) => {
+                let branch = c.branch(kairo_wire::offload::wire_len(pkt, lay));
+                if i + 1 == actions.len() {
+                    return execute(pkt, lay, in_port, meta, branch, cx, out);
+                }
+                // On a copy: the actions after it see the packet as it was.
+                let (mut copy, mut clay) = (pkt.clone(), *lay);
+                execute(&mut copy, &mut clay, in_port, meta, branch, cx, out);
+            }
             DpAction::Meter(m) => {
                 if !cx.meters.admit(*m, pkt.len(), std::time::Instant::now()) {
                     return;

@@ -487,7 +487,7 @@ impl Datapath {
                 self.stats.recirculated += 1;
             }
             let actions = self.process_key(&k, bytes, None, now, slow);
-            if !actions.iter().any(|a| matches!(a, DpAction::Recirc(_))) {
+            if DpAction::recirc_ids(&actions).is_empty() {
                 continue;
             }
             for (port, next) in kairo_odp::apply(&actions, &k) {

@@ -219,6 +219,46 @@ fn packets_on_the_wire_get_the_slow_path_effect() {
     assert!(dp.stats.emc_hits > 0 && dp.stats.misses == 2, "{:?}", dp.stats);
 }
 
+/// `check_pkt_len` on the wire: one megaflow serves short and long frames,
+/// each taking the list its length picks (a rewrite in one list does not
+/// reach the output after the action), as `apply_len` says; Ethernet
+/// padding is not counted.
+#[test]
+fn frames_take_the_list_their_length_picks() {
+    let mut p = pipeline(
+        "table=0,udp,actions=check_pkt_larger(100)->reg0[0],resubmit(,1),output:4\n\
+         table=1,reg0=0x1,actions=mod_nw_dst:10.9.9.9,output:2\n\
+         table=1,priority=0,actions=output:3",
+        "",
+    );
+    let k = kairo_flow::parse_key("in_port=1,udp,nw_src=10.0.0.1,nw_dst=10.0.0.2,udp_src=1,udp_dst=2").unwrap();
+    // 14 + 20 + 8 + payload bytes: 60 (padded to 60 from 46), 100 and 101.
+    let frames = [
+        kairo_wire::emit::frame(&k, &[0; 4]),
+        kairo_wire::emit::frame(&k, &[0; 58]),
+        kairo_wire::emit::frame(&k, &[0; 59]),
+    ];
+    let mut padded = frames[0].clone();
+    padded.resize(60, 0);
+    let mut dp = Datapath::new(cfg_always_emc());
+    for (bytes, len, want) in [(&padded, 46, vec![3, 4]), (&frames[1], 100, vec![3, 4]), (&frames[2], 101, vec![2, 4])]
+    {
+        assert_eq!(kairo_wire::offload::wire_len(bytes, &kairo_wire::parse(bytes, 1).1), len);
+        let mut pkts = vec![crate::Packet::new(bytes.clone(), 1)];
+        let mut sent: Vec<(u32, FlowKey)> = Vec::new();
+        dp.process_packets(&mut pkts, 1, &mut p, &mut |to, b, _| {
+            if let crate::execute::Sent::Port(port) = to {
+                sent.push((port, kairo_xlate::odp::packet_fields(&kairo_wire::parse(b, 1).0)));
+            }
+        });
+        let ports: Vec<u32> = sent.iter().map(|(p, _)| *p).collect();
+        assert_eq!(ports, want, "{len} bytes");
+        let actions = translate(&p, &k).actions;
+        assert_eq!(sent, kairo_xlate::odp::apply_len(&actions, &k, len), "{len} bytes");
+    }
+    assert_eq!(dp.stats.misses, 1, "one megaflow for every length: {:?}", dp.stats);
+}
+
 /// A flow's meter drops what exceeds its band, in the datapath, for cache
 /// hits as for the first packet; the meter's counters see every packet.
 #[test]

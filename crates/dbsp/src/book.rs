@@ -316,6 +316,7 @@ pub fn check_instructions(inst: &Instructions, whom: impl Fn() -> String) -> Res
             Action::Clone(_) => "clone",
             Action::PushMpls { .. } | Action::PopMpls { .. } | Action::SetMplsTtl(_) | Action::DecMplsTtl => "MPLS",
             Action::StackPush(_) | Action::StackPop(_) => "push/pop (the register stack)",
+            Action::CheckPktLarger { .. } => "check_pkt_larger",
             _ => continue,
         };
         return Err(Unsupported::Action { what: name.into(), whom: whom() });

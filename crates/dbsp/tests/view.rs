@@ -171,6 +171,7 @@ proptest! {
     fn random_pipelines_follow_recomputation(seed in any::<u64>()) {
         let cfg = kairo_testkit::GenConfig {
             resubmit: false, conntrack: false, conjunction: false, normal: false, stack: false, learn: false,
+            check_len: false,
             ..kairo_testkit::GenConfig::default()
         };
         let case = kairo_testkit::gen_case(seed, &cfg);

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kairo_testkit::{conj_packets, gen_case, gen_packets, GenConfig};
-use kairo_xlate::odp::{apply, apply_ct, parse_actions};
+use kairo_xlate::odp::{apply, apply_ct, apply_ct_len, parse_actions};
 use kairo_xlate::{translate, Outcome, Pipeline, XlateResult};
 
 use common::skip;
@@ -141,6 +141,7 @@ fn diff_config() -> GenConfig {
         normal: true,
         stack: true,
         learn: true,
+        check_len: true,
     }
 }
 
@@ -152,7 +153,18 @@ fn diff_config_ct() -> GenConfig {
     // actions would take the places where ct actions go.)
     // (Nor learn: packets injected into Open vSwitch's datapath would add
     // the flows they learn to its tables, and not to kairo's.)
-    GenConfig { conntrack: true, write_actions: false, normal: false, stack: false, learn: false, ..diff_config() }
+    // (Nor check_pkt_larger: a ct in both of its lists recirculates from
+    // both, and ofproto/trace follows both, where a trace of kairo takes
+    // one packet length.)
+    GenConfig {
+        conntrack: true,
+        write_actions: false,
+        normal: false,
+        stack: false,
+        learn: false,
+        check_len: false,
+        ..diff_config()
+    }
 }
 
 /// Did Open vSwitch abort on its frozen-state assertion since its log had
@@ -175,6 +187,8 @@ fn datapath_actions_match_open_vswitch() {
     let log = std::path::Path::new("/tmp/ovs-trace/ovs-vswitchd.log");
     let (mut conntrack, mut later_passes, mut conj) = (0usize, 0usize, 0usize);
     let (mut field_out, mut cloned, mut stacked) = (0usize, 0usize, 0usize);
+    // Passes whose actions depend on the packet's length (check_pkt_len).
+    let mut checked_len = 0usize;
     // First passes that popped labels and recirculated to see under them.
     let mut popped_recirc = 0usize;
     let (mut ovs_mf_total, mut kairo_mf_total) = (0usize, 0usize);
@@ -232,9 +246,17 @@ fn datapath_actions_match_open_vswitch() {
                     break;
                 };
                 let states = &ct_states[(*used).min(ct_states.len())..];
-                let want = as_set(renamed(apply_ct(&ovs_actions, k, &mut states.iter().copied())));
-                let got = as_set(renamed(apply_ct(&r.actions, k, &mut states.iter().copied())));
-                mpls += usize::from(r.actions.iter().any(|a| {
+                // What leaves at every packet length that tells the
+                // check_pkt_len lists of either apart.
+                let lengths = kairo_xlate::odp::telling_lengths(&[&ovs_actions, &r.actions]);
+                let at = |acts: &[kairo_xlate::odp::DpAction], len: usize| {
+                    as_set(renamed(apply_ct_len(acts, k, &mut states.iter().copied(), len)))
+                };
+                let want: Vec<_> = lengths.iter().map(|&len| (len, at(&ovs_actions, len))).collect();
+                let got: Vec<_> = lengths.iter().map(|&len| (len, at(&r.actions, len))).collect();
+                checked_len += usize::from(lengths.len() > 1);
+                let deep = all_actions(&r.actions);
+                mpls += usize::from(deep.iter().any(|a| {
                     matches!(
                         a,
                         kairo_xlate::odp::DpAction::PushMpls { .. }
@@ -246,7 +268,7 @@ fn datapath_actions_match_open_vswitch() {
                     r.actions.iter().any(|a| matches!(a, kairo_xlate::odp::DpAction::PopMpls { .. }))
                         && matches!(r.actions.last(), Some(kairo_xlate::odp::DpAction::Recirc(_))),
                 );
-                conntrack += usize::from(r.actions.iter().any(|a| matches!(a, kairo_xlate::odp::DpAction::Ct(_))));
+                conntrack += usize::from(deep.iter().any(|a| matches!(a, kairo_xlate::odp::DpAction::Ct(_))));
                 conj += usize::from(r.traversal.steps.iter().any(|s| matches!(s.outcome, Outcome::Conj { .. })));
                 cloned += usize::from(r.traversal.steps.iter().any(|s| {
                     s.outcome.rule().and_then(|id| p.rule(s.table, id)).is_some_and(|rule| {
@@ -305,12 +327,13 @@ fn datapath_actions_match_open_vswitch() {
         ovs_mf_total += ovs_mf.len();
         kairo_mf_total += kairo_mf.len();
     }
-    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {popped_recirc} of them a pop and a recirculation, {conntrack} with ct, {later_passes} passes after a ct recirculation, {conj} through a conjunctive match, {field_out} through an output to a field's port, {cloned} through a clone, {stacked} through a push or pop), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
+    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {popped_recirc} of them a pop and a recirculation, {conntrack} with ct, {later_passes} passes after a ct recirculation, {conj} through a conjunctive match, {field_out} through an output to a field's port, {cloned} through a clone, {stacked} through a push or pop, {checked_len} with check_pkt_len), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
     // The generated conjunctive flows are met, not only loaded.
     assert!(conj >= 20, "only {conj} passes went through a conjunctive match");
     assert!(field_out >= 3, "only {field_out} passes ran an output to a field's port");
     assert!(cloned >= 20, "only {cloned} passes ran a clone");
     assert!(stacked >= 20, "only {stacked} passes ran a push or pop");
+    assert!(checked_len >= 20, "only {checked_len} passes ran a check_pkt_larger");
     assert!(later_passes >= 5, "only {later_passes} passes after a ct recirculation");
     assert!(aborted * 3 <= n_pipelines as usize, "Open vSwitch aborted on {aborted} of {n_pipelines} pipelines");
     assert!(skipped * 10 <= total, "too many packets skipped: {skipped} of {total}");
@@ -351,6 +374,19 @@ fn parse_injections(text: &str) -> Vec<Vec<DpFlow>> {
 
 /// Recirculation ids are each switch's own: emissions compared up to
 /// renaming (in the order each side names them).
+/// Every action of `actions`, those in `check_pkt_len` lists too.
+fn all_actions(actions: &[kairo_xlate::odp::DpAction]) -> Vec<&kairo_xlate::odp::DpAction> {
+    let mut out = Vec::new();
+    for a in actions {
+        out.push(a);
+        if let kairo_xlate::odp::DpAction::CheckPktLen(c) = a {
+            out.extend(all_actions(&c.gt));
+            out.extend(all_actions(&c.le));
+        }
+    }
+    out
+}
+
 fn renamed(mut e: Vec<kairo_xlate::odp::Emitted>) -> Vec<kairo_xlate::odp::Emitted> {
     let mut ids: Vec<u64> = Vec::new();
     for (_, k) in e.iter_mut() {

@@ -1418,10 +1418,8 @@ impl Control {
         let mut used = rustc_hash::FxHashSet::default();
         for uk in self.engine.entries().iter().filter(|uk| !uk.is_dead()) {
             used.insert(uk.rep.get(kairo_flow::Field::RecircId) as u32);
-            used.extend(uk.actions().iter().filter_map(|a| match a {
-                kairo_xlate::DpAction::Recirc(id) => Some(*id),
-                _ => None,
-            }));
+            // (Those inside check_pkt_len lists too.)
+            used.extend(kairo_xlate::DpAction::recirc_ids(&uk.actions()));
         }
         // The states of megaflows forwarding threads installed meanwhile are
         // in use too. Under the write lock no translation runs, and the new
@@ -1432,10 +1430,7 @@ impl Control {
         let waiting = self.published.take_waiting();
         for m in &waiting {
             used.insert(m.mf.rep.get(kairo_flow::Field::RecircId) as u32);
-            used.extend(m.mf.actions().iter().filter_map(|a| match a {
-                kairo_xlate::DpAction::Recirc(id) => Some(*id),
-                _ => None,
-            }));
+            used.extend(kairo_xlate::DpAction::recirc_ids(&m.mf.actions()));
         }
         recircs.retain(|id| used.contains(&id));
         drop(w);

@@ -688,6 +688,27 @@ fn a_bucket_change_of_a_datapath_hashed_group_takes_only_its_second_passes() {
     assert_eq!(view(&full.lock()), view(&inc.lock()));
 }
 
+/// States frozen inside the lists of a `check_pkt_len` are in use too.
+#[test]
+fn frozen_states_used_inside_check_pkt_len_are_kept() {
+    let p = pipeline(
+        "table=0,priority=8,ip,actions=move:NXM_OF_IP_SRC[]->NXM_NX_REG0[],check_pkt_larger(100)->reg1[0],group:1",
+        "group_id=1,type=select,bucket=actions=output:1,bucket=actions=output:2",
+    );
+    let pkts: Vec<String> = (0..10).map(|i| format!("in_port=9,ip,nw_src=10.0.0.{i}")).collect();
+    let (_dp, c) = filled(&p, EngineKind::Incremental, &pkts);
+    // Two per source address: one for each list.
+    assert_eq!(c.lock().pipeline().recircs().len(), 20);
+    for i in 0..1100 {
+        let k = key(&format!("in_port=9,ip,nw_src=10.1.{}.{}", i / 250, i % 250));
+        kairo_xlate::translate(&c.lock().pipeline(), &k);
+    }
+    assert_eq!(c.lock().pipeline().recircs().len(), 2220);
+    assert_eq!(c.lock().retire_frozen(), 2200);
+    assert_eq!(c.lock().pipeline().recircs().len(), 20);
+    assert!(c.lock().verify().is_empty());
+}
+
 #[test]
 fn frozen_states_no_megaflow_uses_are_retired() {
     // Each source address freezes its own state (reg0 holds it).

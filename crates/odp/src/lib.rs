@@ -236,6 +236,33 @@ pub enum DpAction {
     Ct(Box<ct::DpCt>),
     /// Forget the packet's connection: ct_* metadata back to zero.
     CtClear,
+    /// `check_pkt_len(size=N,gt(...),le(...))`: one list or the other by
+    /// the packet's length (see [`CheckPktLen`]).
+    CheckPktLen(Box<CheckPktLen>),
+}
+
+/// Open vSwitch's `check_pkt_len` datapath action: the actions of `gt`
+/// for a packet longer than `size` bytes (its length on the wire, L2
+/// padding not counted; a segmentation offload's super-frame counts as its
+/// largest segment), else those of `le`. They work on a copy of the packet
+/// when actions follow (as Open vSwitch's datapath clones it then): what
+/// follows sees the packet as it was.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CheckPktLen {
+    pub size: u16,
+    pub gt: Vec<DpAction>,
+    pub le: Vec<DpAction>,
+}
+
+impl CheckPktLen {
+    /// The list a packet of `len` bytes takes.
+    pub fn branch(&self, len: usize) -> &[DpAction] {
+        if len > usize::from(self.size) {
+            &self.gt
+        } else {
+            &self.le
+        }
+    }
 }
 
 impl DpAction {
@@ -271,8 +298,57 @@ impl DpAction {
             DpAction::Recirc(_) => 8,
             DpAction::Ct(ct) => ct.netlink_len(),
             DpAction::CtClear => 4,
+            // The nest, the u16 size (padded), then each list's nest.
+            DpAction::CheckPktLen(c) => {
+                4 + 8 + 4 + 4 + c.gt.iter().chain(&c.le).map(DpAction::netlink_len).sum::<usize>()
+            }
         }
     }
+
+    /// The recirculation ids of `actions`, those inside `check_pkt_len`
+    /// lists included.
+    pub fn recirc_ids(actions: &[DpAction]) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut todo = vec![actions];
+        while let Some(list) = todo.pop() {
+            for a in list {
+                match a {
+                    DpAction::Recirc(id) => out.push(*id),
+                    DpAction::CheckPktLen(c) => todo.extend([&c.gt[..], &c.le[..]]),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// The sizes `check_pkt_len` actions in `actions` (nested ones too)
+    /// compare with: the packet lengths 0 and each size + 1 take every
+    /// combination of their branches that any length takes.
+    pub fn checked_sizes(actions: &[DpAction]) -> Vec<u16> {
+        let mut out = Vec::new();
+        let mut todo = vec![actions];
+        while let Some(list) = todo.pop() {
+            for a in list {
+                if let DpAction::CheckPktLen(c) = a {
+                    out.push(c.size);
+                    todo.extend([&c.gt[..], &c.le[..]]);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Packet lengths that between them take every branch combination of the
+/// `check_pkt_len` actions of all of `lists` (0, then each size + 1).
+pub fn telling_lengths(lists: &[&[DpAction]]) -> Vec<usize> {
+    let mut sizes: Vec<u16> = lists.iter().flat_map(|l| DpAction::checked_sizes(l)).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    std::iter::once(0).chain(sizes.into_iter().map(|s| usize::from(s) + 1)).collect()
 }
 
 /// An MPLS label stack entry as Open vSwitch prints it.
@@ -314,6 +390,9 @@ impl std::fmt::Display for DpAction {
             DpAction::Recirc(id) => write!(f, "recirc({id:#x})"),
             DpAction::Ct(ct) => write!(f, "{ct}"),
             DpAction::CtClear => f.write_str("ct_clear"),
+            DpAction::CheckPktLen(c) => {
+                write!(f, "check_pkt_len(size={},gt({}),le({}))", c.size, format_actions(&c.gt), format_actions(&c.le))
+            }
             DpAction::PushVlan { vid, pcp } => write!(f, "push_vlan(vid={vid},pcp={pcp})"),
             DpAction::PushMpls { lse, ethertype } => {
                 write!(f, "push_mpls({},eth_type={ethertype:#x})", format_lse(*lse))
@@ -450,16 +529,52 @@ pub const CT_FIELDS: [Field; 14] = [
 /// of `next_states` as its ct_state ([`ct::DEFAULT_NEXT_STATE`] when there
 /// are no more), as `ofproto/trace --ct-next` hands them out.
 pub fn apply_ct(actions: &[DpAction], key: &FlowKey, next_states: &mut dyn Iterator<Item = u64>) -> Vec<Emitted> {
+    apply_ct_len(actions, key, next_states, 0)
+}
+
+/// [`apply`] for a packet of `len` bytes on the wire: each `check_pkt_len`
+/// takes the list that length takes ([`apply`] and [`apply_ct`] take a
+/// packet of length 0: every `le` list). [`telling_lengths`] gives the
+/// lengths that between them take every list.
+pub fn apply_len(actions: &[DpAction], key: &FlowKey, len: usize) -> Vec<Emitted> {
+    apply_ct_len(actions, key, &mut std::iter::empty(), len)
+}
+
+/// [`apply_ct`] for a packet of `len` bytes (see [`apply_len`]).
+pub fn apply_ct_len(
+    actions: &[DpAction],
+    key: &FlowKey,
+    next_states: &mut dyn Iterator<Item = u64>,
+    len: usize,
+) -> Vec<Emitted> {
     let mut k = packet_fields(key);
     for f in CT_FIELDS {
         k.set(f, key.get(f));
     }
     let mut dp_hash = key.get(Field::DpHash);
     let mut out = Vec::new();
+    apply_list(actions, &mut k, &mut dp_hash, next_states, len, &mut out);
+    out
+}
+
+/// Applies one list to the packet `k` (its hash `dp_hash`), appending what leaves to `out`.
+fn apply_list(
+    actions: &[DpAction],
+    k: &mut FlowKey,
+    dp_hash: &mut u64,
+    next_states: &mut dyn Iterator<Item = u64>,
+    len: usize,
+    out: &mut Vec<Emitted>,
+) {
     for (i, a) in actions.iter().enumerate() {
         match a {
-            DpAction::Hash { alg, basis } => dp_hash = u64::from(self::dp_hash(*alg, *basis, &visible(&k))),
-            DpAction::Ct(ct) => ct.model(&mut k, ct::DEFAULT_NEXT_STATE),
+            DpAction::Hash { alg, basis } => *dp_hash = u64::from(self::dp_hash(*alg, *basis, &visible(k))),
+            DpAction::Ct(ct) => ct.model(k, ct::DEFAULT_NEXT_STATE),
+            DpAction::CheckPktLen(c) => {
+                // On a copy: what follows sees the packet as it was.
+                let (mut k2, mut h2) = (*k, *dp_hash);
+                apply_list(c.branch(len), &mut k2, &mut h2, next_states, len, out);
+            }
             DpAction::CtClear => {
                 for f in CT_FIELDS {
                     k.set(f, 0);
@@ -469,13 +584,13 @@ pub fn apply_ct(actions: &[DpAction], key: &FlowKey, next_states: &mut dyn Itera
                 if i > 0 && matches!(actions[i - 1], DpAction::Ct(_)) {
                     k.set(Field::CtState, next_states.next().unwrap_or(ct::DEFAULT_NEXT_STATE));
                 }
-                let mut next = visible(&k);
+                let mut next = visible(k);
                 next.set(Field::RecircId, u64::from(*id));
-                next.set(Field::DpHash, dp_hash);
+                next.set(Field::DpHash, *dp_hash);
                 out.push((RECIRC_PORT, next));
             }
-            DpAction::Output(p) => out.push((*p, packet_fields(&visible(&k)))),
-            DpAction::Controller { .. } => out.push((u32::MAX, packet_fields(&visible(&k)))),
+            DpAction::Output(p) => out.push((*p, packet_fields(&visible(k)))),
+            DpAction::Controller { .. } => out.push((u32::MAX, packet_fields(&visible(k)))),
             DpAction::PushMpls { lse, ethertype } => {
                 k.set_mpls_lse(2, k.mpls_lse(1));
                 k.set_mpls_lse(1, k.mpls_lse(0));
@@ -604,7 +719,6 @@ pub fn apply_ct(actions: &[DpAction], key: &FlowKey, next_states: &mut dyn Itera
             }
         }
     }
-    out
 }
 
 /// The bits of every field a packet carries (what a commit brings the packet up to).
@@ -686,6 +800,20 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
         }
         if t == "ct_clear" {
             out.push(DpAction::CtClear);
+            continue;
+        }
+        if let Some(inner) = t.strip_prefix("check_pkt_len(").and_then(|x| x.strip_suffix(')')) {
+            let parts = kairo_flow::split_top(inner).map_err(|_| bad())?;
+            let [size, gt, le] = parts[..] else { return Err(bad()) };
+            let size = size.strip_prefix("size=").and_then(parse_uint).and_then(|v| u16::try_from(v).ok());
+            let list = |x: &str, name: &str| {
+                x.strip_prefix(name)
+                    .and_then(|x| x.strip_prefix('('))
+                    .and_then(|x| x.strip_suffix(')'))
+                    .map(parse_actions)
+            };
+            let (Some(size), Some(gt), Some(le)) = (size, list(gt, "gt"), list(le, "le")) else { return Err(bad()) };
+            out.push(DpAction::CheckPktLen(Box::new(CheckPktLen { size, gt: gt?, le: le? })));
             continue;
         }
         if t == "ct" || t.starts_with("ct(") {

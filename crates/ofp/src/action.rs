@@ -545,6 +545,12 @@ pub enum Act {
     /// NXAST_CONTROLLER2.
     Controller2(Box<WireController2>),
     /// NXAST_FIN_TIMEOUT: idle and hard timeouts after a FIN or RST.
+    /// NXAST_CHECK_PKT_LARGER: whether the packet is longer than
+    /// `pkt_len`, into the one bit `dst`.
+    CheckPktLarger {
+        pkt_len: u16,
+        dst: WireSub,
+    },
     FinTimeout {
         idle: u16,
         hard: u16,
@@ -876,6 +882,18 @@ impl Act {
             }
             nxast::LEARN | nxast::LEARN2 => Act::Learn(Box::new(decode_learn(a, at, subtype)?)),
             nxast::CONTROLLER2 => Act::Controller2(Box::new(decode_controller2(a, at)?)),
+            nxast::CHECK_PKT_LARGER => {
+                fixed(24, "check_pkt_larger")?;
+                let pkt_len = a.u16("pkt_len")?;
+                let ofs = a.u16("offset")?;
+                let (id, _) = OxmId::decode_header(a)?;
+                let dst = WireSub { id, ofs, n_bits: 1 };
+                check_sub(&dst, at)?;
+                if a.rest().iter().any(|&b| b != 0) {
+                    return Err(bad_len("check_pkt_larger", at, len, 24));
+                }
+                Act::CheckPktLarger { pkt_len, dst }
+            }
             nxast::FIN_TIMEOUT => {
                 fixed(16, "fin_timeout")?;
                 Act::FinTimeout { idle: a.u16("fin_idle_timeout")?, hard: a.u16("fin_hard_timeout")? }
@@ -1018,6 +1036,13 @@ impl Act {
             }
             Act::Learn(l) => encode_learn(w, l),
             Act::Controller2(c) => encode_controller2(w, c),
+            Act::CheckPktLarger { pkt_len, dst } => {
+                w.u16(nxast::CHECK_PKT_LARGER);
+                w.u16(*pkt_len);
+                w.u16(dst.ofs);
+                w.u32(hdr(&dst.id));
+                w.zeros(6);
+            }
             Act::FinTimeout { idle, hard } => {
                 w.u16(nxast::FIN_TIMEOUT);
                 w.u16(*idle);

@@ -445,6 +445,11 @@ fn action_from_wire_nested(a: &Act) -> Result<Action, Error> {
         }
         Act::Learn(l) => Action::Learn(Box::new(learn::from_wire(l)?)),
         Act::FinTimeout { idle, hard } => Action::FinTimeout { idle: *idle, hard: *hard },
+        Act::CheckPktLarger { pkt_len, dst } => {
+            let dst = sub_from_wire(dst)?;
+            writable(dst.field, "check_pkt_larger")?;
+            Action::CheckPktLarger { len: *pkt_len, dst }
+        }
         Act::Exit => return Err(unsupported_nx(nxast::EXIT)),
         Act::SetTunnel64(_) => return Err(unsupported_nx(nxast::SET_TUNNEL64)),
         Act::CtClear => Action::CtClear,
@@ -648,6 +653,9 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
             Action::Clone(body) => out.push(Act::Clone(actions_to_wire(body, v, m)?)),
             Action::Learn(l) => out.push(Act::Learn(Box::new(learn::to_wire(l)?))),
             Action::FinTimeout { idle, hard } => out.push(Act::FinTimeout { idle: *idle, hard: *hard }),
+            Action::CheckPktLarger { len, dst } => {
+                out.push(Act::CheckPktLarger { pkt_len: *len, dst: sub_to_wire(dst)? })
+            }
             Action::StackPush(src) => out.push(Act::StackPush(sub_to_wire(src)?)),
             Action::StackPop(dst) => out.push(Act::StackPop(sub_to_wire(dst)?)),
             Action::OutputReg { src, max_len } => {

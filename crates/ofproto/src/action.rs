@@ -228,6 +228,17 @@ pub enum Action {
     /// `learn(...)`: add (or refresh) a flow built from the packet (see
     /// [`crate::learn`]).
     Learn(Box<crate::learn::Learn>),
+    /// `check_pkt_larger(LEN)->DST`: whether the packet is longer than
+    /// `len` bytes, as the one bit `dst` (1: longer). Only the datapath
+    /// knows a packet's length, so translation goes on twice from here, as
+    /// Open vSwitch's does: the rest of this action list (and, for a rule's
+    /// own list, its remaining instructions) with the bit 1, then with 0,
+    /// each run with the action set at its end, into the datapath's
+    /// `check_pkt_len(size=LEN,gt(...),le(...))`; this list ends there.
+    CheckPktLarger {
+        len: u16,
+        dst: SubField,
+    },
     /// `fin_timeout(idle_timeout=I,hard_timeout=H)`: once a TCP packet with
     /// FIN or RST runs this flow, its idle and hard timeouts become at most
     /// `I` and `H` seconds (0: that one is left alone). Does nothing to the
@@ -303,6 +314,23 @@ fn parse_port(s: &str, names: &PortNames) -> Result<u32, OfError> {
     }
 }
 
+/// `check_pkt_larger(LEN)->DST`, as ovs-ofctl takes it: LEN 0-65535 and a
+/// writable one-bit destination.
+/// (`rest`: what follows `check_pkt_larger(` in `s`.)
+fn parse_check_pkt_larger(s: &str, rest: &str) -> Result<Action, OfError> {
+    let syntax = |exp: &str| OfError::Syntax { text: s.to_string(), expected: exp.to_string() };
+    let (len, dst) = rest.split_once(")->").ok_or_else(|| syntax("check_pkt_larger(LEN)->DST"))?;
+    let len = parse_uint(len)
+        .and_then(|l| u16::try_from(l).ok())
+        .ok_or_else(|| syntax("a packet length 0-65535 in check_pkt_larger(LEN)"))?;
+    let dst = SubField::parse(dst)?;
+    if dst.n_bits != 1 {
+        return Err(syntax("a 1-bit destination (check_pkt_larger writes one bit), as FIELD[BIT]"));
+    }
+    writable(dst.field, s)?;
+    Ok(Action::CheckPktLarger { len, dst })
+}
+
 fn unsupported(what: &str, why: &str) -> OfError {
     OfError::Unsupported { what: what.to_string(), why: why.to_string() }
 }
@@ -375,6 +403,9 @@ impl Action {
             if let Ok(Some(p)) = names.resolve(s) {
                 return Ok(Action::Output(p));
             }
+        }
+        if let Some(rest) = s.get(..17).filter(|p| p.eq_ignore_ascii_case("check_pkt_larger(")).and(s.get(17..)) {
+            return parse_check_pkt_larger(s, rest);
         }
         let (name, arg) = if let Some(i) = s.find([':', '(']) {
             if s.as_bytes()[i] == b'(' {
@@ -650,7 +681,7 @@ impl Action {
                 }
                 Action::FinTimeout { idle, hard }
             }
-            "enqueue" | "set_queue" | "multipath" | "bundle" | "check_pkt_larger" => {
+            "enqueue" | "set_queue" | "multipath" | "bundle" => {
                 return Err(unsupported(name, "this action is not implemented yet"))
             }
             _ => return Err(OfError::UnknownAction { text: s.to_string() }),
@@ -679,6 +710,7 @@ impl std::fmt::Display for Action {
             // only from the wire, and the text has no place for it)
             Action::OutputReg { src, .. } => write!(f, "output:{src}"),
             Action::Clone(body) => write!(f, "clone({})", join(body)),
+            Action::CheckPktLarger { len, dst } => write!(f, "check_pkt_larger({len})->{dst}"),
             Action::Learn(l) => write!(f, "{l}"),
             Action::FinTimeout { idle, hard } => {
                 let mut parts = Vec::new();
@@ -998,12 +1030,19 @@ impl Instructions {
             });
         }
         if let Some(a) = self.write.iter().find(|a| {
-            matches!(a, Action::StackPush(_) | Action::StackPop(_) | Action::Learn(_) | Action::FinTimeout { .. })
+            matches!(
+                a,
+                Action::StackPush(_)
+                    | Action::StackPop(_)
+                    | Action::Learn(_)
+                    | Action::FinTimeout { .. }
+                    | Action::CheckPktLarger { .. }
+            )
         }) {
             return Err(OfError::Unsupported {
                 what: a.to_string(),
-                why: "push, pop, learn and fin_timeout are not allowed in write_actions (the action set has no place \
-                      for them)"
+                why: "push, pop, learn, fin_timeout and check_pkt_larger are not allowed in write_actions (the \
+                      action set has no place for them)"
                     .into(),
             });
         }

@@ -105,6 +105,10 @@ fn every_action_parses_and_prints_back() {
             Action::OutputReg { src: SubField { field: Field::Reg2, ofs: 0, n_bits: 32 }, max_len: u16::MAX },
         ),
         (
+            "check_pkt_larger(1500)->NXM_NX_REG0[1]",
+            Action::CheckPktLarger { len: 1500, dst: SubField { field: Field::Reg0, ofs: 1, n_bits: 1 } },
+        ),
+        (
             "output:tp_dst[0..1]",
             Action::OutputReg { src: SubField { field: Field::TpDst, ofs: 0, n_bits: 2 }, max_len: u16::MAX },
         ),
@@ -164,6 +168,12 @@ fn action_errors() {
         ("push_vlan:0x1234", "push_vlan"),
         ("mod_vlan_vid:5000", "VLAN id"),
         ("mod_nw_dst:1.2.3", "IPv4"),
+        ("check_pkt_larger(100)->reg0[0..1]", "1-bit destination"),
+        ("check_pkt_larger(100)->reg0", "1-bit destination"),
+        ("check_pkt_larger(65536)->reg0[0]", "0-65535"),
+        ("check_pkt_larger(100)", "check_pkt_larger(LEN)->DST"),
+        ("check_pkt_larger(100)->nw_proto[0]", "writable"),
+        ("check_pkt_larger(100)->bogus[0]", "bogus"),
     ];
     for (text, want) in cases {
         let e = Action::parse(text).expect_err(text).to_string();
@@ -320,6 +330,12 @@ fn instructions_must_come_in_openflow_order() {
     assert!(e.contains("apply_actions must appear before clear_actions"), "{e}");
     let e = Instructions::parse("goto_table:2,write_actions(output:1)").unwrap_err().to_string();
     assert!(e.contains("write_actions must appear before goto_table"), "{e}");
+    // The action set has no place for check_pkt_larger (ovs-ofctl: "disallowed action in action set").
+    let e = parse_flow("actions=write_actions(check_pkt_larger(100)->reg0[0])", Some(true))
+        .and_then(FlowSpec::into_rule)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("check_pkt_larger") && e.contains("write_actions"), "{e}");
 }
 
 #[test]

@@ -76,6 +76,9 @@ pub struct Reference {
     /// Per packet field, the (value, mask) pairs the rules match it on and
     /// the values set actions write: where outcomes change, for sampling.
     hints: BTreeMap<Field, Vec<(u64, u64)>>,
+    /// The packet lengths that tell every `check_pkt_larger` of the rules
+    /// apart: 0, and each length compared + 1.
+    lengths: Vec<usize>,
     /// The frozen states recirculated packets resume from (read as data:
     /// the reference interprets them itself, and names a state it freezes
     /// by the id the table has for the same state).
@@ -127,6 +130,19 @@ impl Reference {
             h.sort_unstable();
             h.dedup();
         }
+        let mut lengths = vec![0];
+        let mut todo: Vec<&[Action]> = tables.values().flatten().map(|r| &r.inst.apply[..]).collect();
+        while let Some(list) = todo.pop() {
+            for a in list {
+                match a {
+                    Action::CheckPktLarger { len, .. } => lengths.push(usize::from(*len) + 1),
+                    Action::Clone(body) => todo.push(body),
+                    _ => {}
+                }
+            }
+        }
+        lengths.sort_unstable();
+        lengths.dedup();
         let settings = ports
             .iter()
             .filter_map(|&port| p.port_settings(port).map(|s| (port, (s.mode, s.vlan, s.trunks.clone()))))
@@ -137,7 +153,26 @@ impl Reference {
             .filter(|(_, bits)| *bits != 0)
             .collect();
         let macs = p.macs().entries().iter().map(|e| ((e.vlan, e.mac), e.port)).collect();
-        Reference { tables, misses, groups, ports, down, settings, config, macs, hints, recircs: p.recircs().clone() }
+        Reference {
+            tables,
+            misses,
+            groups,
+            ports,
+            down,
+            settings,
+            config,
+            macs,
+            hints,
+            lengths,
+            recircs: p.recircs().clone(),
+        }
+    }
+
+    /// Packet lengths that between them take every branch any
+    /// `check_pkt_larger` of the rules can take (0, and each length it
+    /// compares with + 1).
+    pub fn lengths(&self) -> &[usize] {
+        &self.lengths
     }
 
     /// What the tables do with `packet` (registers and metadata zero): a
@@ -149,8 +184,15 @@ impl Reference {
     }
 
     pub fn run(&self, packet: &FlowKey) -> Outcome {
+        self.run_len(packet, 0)
+    }
+
+    /// [`Reference::run`] for a packet of `len` bytes on the wire (what
+    /// `check_pkt_larger` compares; [`Reference::run`] takes 0).
+    pub fn run_len(&self, packet: &FlowKey, len: usize) -> Outcome {
         let mut run = Run {
             r: self,
+            len,
             flow: *packet,
             emitted: Vec::new(),
             set: Vec::new(),
@@ -276,9 +318,69 @@ fn ordered(set: Vec<Action>) -> Vec<Action> {
     out
 }
 
+/// A group bucket's actions as the action set they make (Open vSwitch
+/// runs a bucket through `ofpacts_execute_action_set`): one slot for each
+/// of pop_vlan, pop_mpls, push_mpls, push_vlan, dec_ttl, dec_mpls_ttl (the
+/// last written wins), all set-type actions in order, and one terminal: a
+/// group, or else an output (a `controller` without options counts), or
+/// else a resubmit, or else a `ct`. No terminal: nothing runs. Anything
+/// else is dropped.
+fn as_action_set(bucket: &[Action]) -> Vec<Action> {
+    let mut single: [Option<&Action>; 6] = [None; 6];
+    let mut sets = Vec::new();
+    let mut terminal: [Option<&Action>; 4] = [None; 4];
+    for a in bucket {
+        let slot = match a {
+            Action::PopVlan => Some(0),
+            Action::PopMpls { .. } => Some(1),
+            Action::PushMpls { .. } => Some(2),
+            Action::PushVlan { .. } => Some(3),
+            Action::DecTtl => Some(4),
+            Action::DecMplsTtl => Some(5),
+            _ => None,
+        };
+        if let Some(i) = slot {
+            single[i] = Some(a);
+            continue;
+        }
+        let end = match a {
+            Action::Group(_) => Some(0),
+            Action::Output(_) | Action::InPort | Action::Flood | Action::All | Action::Normal => Some(1),
+            Action::Controller { reason: kairo_odp::ControllerReason::Action, id: 0, userdata, .. }
+                if userdata.is_empty() =>
+            {
+                Some(1)
+            }
+            Action::Resubmit { .. } => Some(2),
+            Action::Ct(_) => Some(3),
+            _ => None,
+        };
+        if let Some(i) = end {
+            terminal[i] = Some(a);
+        } else if matches!(
+            a,
+            Action::SetField { .. }
+                | Action::SetWide { .. }
+                | Action::Move { .. }
+                | Action::SetVlanVid { .. }
+                | Action::SetVlanPcp { .. }
+                | Action::SetMplsTtl(_)
+        ) {
+            sets.push(a.clone());
+        }
+    }
+    let Some(end) = terminal.into_iter().flatten().next() else { return Vec::new() };
+    let mut out: Vec<Action> = single.into_iter().flatten().cloned().collect();
+    out.extend(sets);
+    out.push(end.clone());
+    out
+}
+
 /// One packet's walk through the tables.
 struct Run<'a> {
     r: &'a Reference,
+    /// The packet's length on the wire.
+    len: usize,
     flow: FlowKey,
     emitted: Vec<Emitted>,
     /// The action set, as written.
@@ -325,6 +427,15 @@ struct Run<'a> {
     /// A clone's body froze: the packet recirculated from inside it, and
     /// nothing after the clone runs (Open vSwitch ends the translation).
     ended: bool,
+}
+
+/// What a `check_pkt_larger` goes on with (twice): the rest of an action
+/// list, then a rule's remaining instructions if it is the rule's own; or
+/// the rest of a frozen state's ops.
+#[derive(Clone, Copy)]
+enum Then<'l> {
+    List(&'l [Action], Option<&'l kairo_ofproto::Instructions>),
+    Ops(&'l [Op]),
 }
 
 /// A datapath `hash` action's algorithm and basis.
@@ -546,7 +657,26 @@ impl Run<'_> {
                 let inst = &rule.inst;
                 let outer = self.ctx;
                 self.ctx = (t, rule.cookie, rule.priority == 0 && rule.m.mask().is_zero());
-                let done = self.action_list(&inst.apply, depth, t);
+                let done = self.action_list_of(&inst.apply, depth, t, Some(inst));
+                self.rest_of_rule(inst, done, depth);
+                self.ctx = outer;
+                if let Some((ops, _)) = self.freezing.as_mut() {
+                    ops.push(Op::Rule { table: outer.0, cookie: outer.1, miss: outer.2 });
+                }
+            }
+            None => {
+                if let MissBehavior::Continue(n) = self.r.miss(t) {
+                    self.table(n, depth);
+                }
+            }
+        }
+    }
+
+    /// The instructions of the running rule (`self.ctx`) after its
+    /// apply-actions, which ran to their end (`done`) or not.
+    fn rest_of_rule(&mut self, inst: &kairo_ofproto::Instructions, done: bool, depth: u32) {
+        {
+            {
                 let more = inst.clear_actions
                     || !inst.write.is_empty()
                     || inst.write_metadata.is_some()
@@ -554,7 +684,8 @@ impl Run<'_> {
                 if done && more && self.hidden && self.freezing.is_none() {
                     // The instructions after a pop, too, wait for the packet
                     // to be parsed again.
-                    self.freezing = Some((vec![Op::Rule { table: t, cookie: rule.cookie, miss: self.ctx.2 }], None));
+                    let (t, cookie, miss) = self.ctx;
+                    self.freezing = Some((vec![Op::Rule { table: t, cookie, miss }], None));
                 }
                 if let Some((ops, _)) = self.freezing.as_mut() {
                     if inst.clear_actions {
@@ -581,15 +712,6 @@ impl Run<'_> {
                         self.table(g, depth);
                     }
                 }
-                self.ctx = outer;
-                if let Some((ops, _)) = self.freezing.as_mut() {
-                    ops.push(Op::Rule { table: outer.0, cookie: outer.1, miss: outer.2 });
-                }
-            }
-            None => {
-                if let MissBehavior::Continue(n) = self.r.miss(t) {
-                    self.table(n, depth);
-                }
             }
         }
     }
@@ -606,6 +728,9 @@ impl Run<'_> {
                 continue;
             }
             skip = false;
+            if let (Op::Act(Action::CheckPktLarger { len, dst }), false) = (op, self.hidden) {
+                return self.larger(*len, *dst, Then::Ops(&ops[i + 1..]), 0, self.ctx.0);
+            }
             match op {
                 Op::Rule { table, cookie, miss } => self.ctx = (*table, *cookie, *miss),
                 Op::Act(a) => skip = !self.action(a, 0, self.ctx.0),
@@ -671,6 +796,18 @@ impl Run<'_> {
 
     /// Runs a list; false if it ended early (dec_ttl at the end of a TTL).
     fn action_list(&mut self, list: &[Action], depth: u32, table: u8) -> bool {
+        self.action_list_of(list, depth, table, None)
+    }
+
+    /// [`Run::action_list`] of a rule's own apply-actions (`inst`: its
+    /// instructions, which a `check_pkt_larger` in it goes on with).
+    fn action_list_of(
+        &mut self,
+        list: &[Action],
+        depth: u32,
+        table: u8,
+        inst: Option<&kairo_ofproto::Instructions>,
+    ) -> bool {
         for (i, a) in list.iter().enumerate() {
             if let Some((ops, _)) = self.freezing.as_mut() {
                 ops.extend(list[i..].iter().cloned().map(Op::Act));
@@ -679,11 +816,74 @@ impl Run<'_> {
             if self.halted() {
                 return false;
             }
+            if let (Action::CheckPktLarger { len, dst }, false) = (a, self.hidden) {
+                self.larger(*len, *dst, Then::List(&list[i + 1..], inst), depth, table);
+                return false;
+            }
             if !self.action(a, depth, table) {
                 return false;
             }
         }
         !self.halted()
+    }
+
+    /// `check_pkt_larger(size)->dst`, then `then`: Open vSwitch 3.1
+    /// translates what follows twice, for a longer packet (the bit 1) and
+    /// for a shorter one (0), each ended by the action set and its own
+    /// freeze; the datapath runs the one the packet's length picks, on a
+    /// copy. Both runs are made here too (the second starts from what the
+    /// first left of the action set and the stack, as there: one copy of
+    /// them serves both), and the emissions of the one this packet's
+    /// length picks are kept. Afterwards the packet, the flow, the action
+    /// set and the stack are as before; the list ends, and if the first run
+    /// froze nothing after runs at all.
+    fn larger(&mut self, size: u16, dst: kairo_ofproto::SubField, then: Then<'_>, depth: u32, table: u8) {
+        self.sync();
+        let saved = (self.flow, self.hidden, self.conntracked, self.base, self.ct, self.nat.clone());
+        let (set, stack) = (self.set.clone(), self.stack.clone());
+        let mark = self.emitted.len();
+        let mut runs: Vec<Vec<Emitted>> = Vec::new();
+        let mut froze = false;
+        for bit in [1u64, 0] {
+            if bit == 0 {
+                froze = self.ended;
+                self.ended = false;
+                (self.flow, self.hidden, self.conntracked, self.base, self.ct, self.nat) = saved.clone();
+                if self.stop.is_some() {
+                    break;
+                }
+            }
+            if self.prereq(dst.field) {
+                self.flow.set_masked(dst.field, bit << dst.ofs, dst.mask());
+            }
+            match then {
+                Then::List(list, inst) => {
+                    let done = self.action_list_of(list, depth, table, inst);
+                    if let Some(inst) = inst {
+                        self.rest_of_rule(inst, done, depth);
+                    }
+                }
+                Then::Ops(ops) => self.ops(ops),
+            }
+            if self.freezing.is_none() && !self.halted() {
+                let set = std::mem::take(&mut self.set);
+                self.action_list(&ordered(set), depth, table);
+            }
+            if !self.halted() && self.freezing.is_some() {
+                self.finish_freezing();
+                self.ended = true;
+            }
+            self.freezing = None;
+            runs.push(self.emitted.split_off(mark));
+        }
+        // The datapath action's own attributes.
+        self.bytes += 20;
+        let longer = self.len > usize::from(size);
+        let kept = if longer { runs.first() } else { runs.get(1) };
+        self.emitted.extend(kept.into_iter().flatten().cloned());
+        (self.flow, self.hidden, self.conntracked, self.base, self.ct, self.nat) = saved;
+        (self.set, self.stack) = (set, stack);
+        self.ended = froze;
     }
 
     fn is_ipv4(&self) -> bool {
@@ -902,6 +1102,10 @@ impl Run<'_> {
                 }
             }
             Action::Conjunction { .. } | Action::Note(_) => {}
+            Action::CheckPktLarger { len, dst } => {
+                self.larger(*len, *dst, Then::List(&[], None), depth, table);
+                return false;
+            }
             Action::PopMpls { ethertype } => {
                 let n = self.labels();
                 if n == 3 && lse(&self.flow, 2) & MPLS_BOS == 0 {
@@ -1157,7 +1361,7 @@ impl Run<'_> {
             let saved = (self.flow, self.hidden, self.stack.clone());
             // A bucket's actions run one level deeper, on a copy of the
             // packet and the stack, for the rule (and table) that ran the group.
-            self.action_list(&g.buckets[i].actions, depth + 1, table);
+            self.action_list(&as_action_set(&g.buckets[i].actions), depth + 1, table);
             // A bucket that froze recirculates on its own; the group goes on.
             if !self.halted() {
                 self.finish_freezing();
@@ -1322,9 +1526,11 @@ pub fn check_entry(
     rng: &mut impl Rng,
 ) -> Option<Disagreement> {
     let rules = |rs: &[Rule]| rs.iter().map(|r| format!("learn {r}")).collect::<Vec<_>>().join("; ");
-    for p in packets_inside(reference, key, mask, samples, rng) {
-        let want = reference.run(&p);
-        let got = kairo_odp::apply(actions, &p);
+    let lengths = reference.lengths().iter();
+    let packets = packets_inside(reference, key, mask, samples, rng);
+    for (p, &len) in packets.iter().flat_map(|p| lengths.clone().map(move |l| (p, l))) {
+        let want = reference.run_len(p, len);
+        let got = kairo_odp::apply_len(actions, p, len);
         let (expected, found) = match want.stop {
             Some(Stop::TooManyActions | Stop::TooManyBuckets) => {
                 (Some("no megaflow (past a translation bound)".to_string()), describe(&got))
@@ -1338,7 +1544,11 @@ pub fn check_entry(
         if let Some(expected) = expected {
             return Some(Disagreement {
                 megaflow: kairo_flow::format_megaflow(key, mask),
-                packet: kairo_flow::format_key(&p),
+                packet: if len == 0 {
+                    kairo_flow::format_key(p)
+                } else {
+                    format!("{} of {len} bytes", kairo_flow::format_key(p))
+                },
                 expected,
                 found,
             });

@@ -22,9 +22,25 @@ fn agree(p: &Pipeline, reference: &Reference, seed: u64, spec: &str, flows: &str
     let k = parse_key(spec).unwrap();
     let r = translate(p, &k);
     let answered = r.traversal.steps.iter().any(|s| matches!(s.outcome, kairo_xlate::Outcome::Conj { .. }));
-    let want = reference.run(&k);
+    for &len in reference.lengths() {
+        same_at(reference, seed, spec, flows, &k, &r, len);
+    }
+    answered
+}
+
+/// The reference and translation `r` agree on `k` at length `len`.
+fn same_at(
+    reference: &Reference,
+    seed: u64,
+    spec: &str,
+    flows: &str,
+    k: &FlowKey,
+    r: &kairo_xlate::XlateResult,
+    len: usize,
+) {
+    let want = reference.run_len(k, len);
     assert_eq!(want.stop.is_some(), r.error.is_some() || r.slow, "seed {seed} {spec}\n{flows}");
-    let got = kairo_odp::apply(&r.actions, &k);
+    let got = kairo_odp::apply_len(&r.actions, k, len);
     if want.emitted != got {
         let diff: Vec<String> = want
             .emitted
@@ -38,13 +54,12 @@ fn agree(p: &Pipeline, reference: &Reference, seed: u64, spec: &str, flows: &str
             })
             .collect();
         panic!(
-            "seed {seed} packet {spec}\nreference {:?}\ntranslation {} {:?}\ndiffering fields {diff:?}\n{flows}",
+            "seed {seed} packet {spec} ({len} bytes)\nreference {:?}\ntranslation {} {:?}\ndiffering fields {diff:?}\n{flows}",
             want.emitted,
             kairo_odp::format_actions(&r.actions),
             got,
         );
     }
-    answered
 }
 
 #[test]

@@ -53,6 +53,10 @@ pub struct GenConfig {
     /// bit 2) later matches read, with fin timeouts, or with
     /// delete_learned; and `fin_timeout` on TCP flows.
     pub learn: bool,
+    /// `check_pkt_larger(LEN)->NXM_NX_REG0[0 or 1]` (LEN 64, 128 or 1500):
+    /// what follows it in the list runs for longer and for shorter packets
+    /// (reg0's low bits are what some matches read).
+    pub check_len: bool,
 }
 
 impl Default for GenConfig {
@@ -71,6 +75,7 @@ impl Default for GenConfig {
             normal: true,
             stack: true,
             learn: true,
+            check_len: true,
         }
     }
 }
@@ -243,7 +248,11 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
     let before = st.clone();
     let has_vlan = &mut st.has_vlan;
     loop {
-        let a = match rng.gen_range(0..26) {
+        // (Without check_pkt_larger, the same draws as before it was added.)
+        let a = match rng.gen_range(0..if cfg.check_len { 27 } else { 26 }) {
+            26 if cfg.check_len => {
+                format!("check_pkt_larger({})->NXM_NX_REG0[{}]", pick(rng, &[64, 128, 1500]), rng.gen_range(0..2))
+            }
             // A clone of one to three actions (no ct, which kairo refuses
             // there, and no MPLS push or pop, whose effect on later
             // actions' prerequisites Open vSwitch's checks carry out of
@@ -253,9 +262,12 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 let mut body = Vec::new();
                 let mut s = before.clone();
                 for _ in 0..rng.gen_range(1..=3) {
-                    let a = gen_action(rng, &inner, m, table, groups, &mut s);
+                    // (What a left-out action did to the packet is left out too.)
+                    let mut after = s.clone();
+                    let a = gen_action(rng, &inner, m, table, groups, &mut after);
                     if !a.contains("mpls") && !a.starts_with("clone") {
                         body.push(a);
+                        s = after;
                     }
                 }
                 if body.is_empty() {
@@ -276,7 +288,7 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
             0 if cfg.normal && rng.gen_bool(0.2) => "NORMAL".to_string(),
             // The stack: register and source MAC bits pushed, popped into
             // registers (reg0's bits are an output's port elsewhere).
-            4 if cfg.stack && rng.gen_bool(0.3) => pick(
+            4 if cfg.stack && rng.gen_bool(0.5) => pick(
                 rng,
                 &[
                     "push:NXM_NX_REG0[0..1]",
@@ -557,6 +569,18 @@ pub fn gen_group_line(rng: &mut StdRng, cfg: &GenConfig, id: u32) -> String {
             acts.push(format!("mod_dl_dst:{}", pick(rng, &MACS)));
         }
         acts.push(format!("output:{}", rng.gen_range(1..=cfg.n_ports)));
+        // A bucket runs as the action set it makes (as in Open vSwitch): a
+        // set after the output still applies, the last output wins, and
+        // what a set has no place for is dropped.
+        if rng.gen_bool(0.15) {
+            acts.push(format!("mod_dl_src:{}", pick(rng, &MACS)));
+        }
+        if rng.gen_bool(0.1) {
+            acts.push(format!("output:{}", rng.gen_range(1..=cfg.n_ports)));
+        }
+        if rng.gen_bool(0.1) {
+            acts.insert(0, "note:ab".to_string());
+        }
         // Fast failover watches a port, or now and then a group made before.
         let watch = match (ty, id) {
             ("ff", 2..) if rng.gen_bool(0.3) => format!("watch_group:{},", rng.gen_range(1..id)),

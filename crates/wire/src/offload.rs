@@ -347,6 +347,30 @@ pub fn finish(b: &mut [u8], lay: &mut Layout, scratch: &mut Vec<u8>, emit: &mut 
     emit(b);
 }
 
+/// The frame's length on the wire, as Open vSwitch's `check_pkt_len`
+/// compares it: the bytes after an IP packet's end (Ethernet padding) not
+/// counted, and a super-frame counted as its largest segment (headers and
+/// one segment's payload, as the kernel datapath judges a GSO frame).
+pub fn wire_len(b: &[u8], lay: &Layout) -> usize {
+    let mut len = b.len();
+    if let Some(l3) = lay.l3 {
+        let end = if lay.ipv6 {
+            be16(b, l3 + 4).filter(|&p| p > 0).map(|p| l3 + 40 + usize::from(p))
+        } else {
+            be16(b, l3 + 2).map(|t| l3 + usize::from(t)).filter(|&e| e >= l3 + 20)
+        };
+        if let Some(end) = end.filter(|&e| e < len) {
+            len = end;
+        }
+    }
+    if let (Some(g), Some(l4)) = (lay.offload.gso, lay.l4) {
+        if let Some(hdrs) = transport_header_len(b, lay).and_then(|th| l4.checked_add(th)) {
+            len = len.min(hdrs + usize::from(g.size));
+        }
+    }
+    len
+}
+
 /// Cuts a super-frame into segments (see [`finish`]); None, with nothing
 /// emitted, if its headers do not allow it.
 fn segment(b: &[u8], lay: &Layout, g: Gso, scratch: &mut Vec<u8>, emit: &mut dyn FnMut(&[u8])) -> Option<()> {

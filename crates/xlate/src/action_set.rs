@@ -100,3 +100,61 @@ impl ActionSet {
         out
     }
 }
+
+/// Whether Open vSwitch's `ofpact_is_set_or_move_action` holds: the
+/// actions an action set (and a bucket) keeps every one of, in order.
+fn is_set_or_move(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::SetField { .. }
+            | Action::SetWide { .. }
+            | Action::Move { .. }
+            | Action::SetVlanVid { .. }
+            | Action::SetVlanPcp { .. }
+            | Action::SetMplsTtl(_)
+    )
+}
+
+/// Whether the action is an OpenFlow output (`OFPACT_OUTPUT`): to a port,
+/// IN_PORT, FLOOD, ALL, NORMAL, or CONTROLLER without any of the
+/// `controller(...)` options (ovs-ofctl makes a plain `controller` an
+/// output to the CONTROLLER port; one with a reason, an id or userdata is
+/// an action of its own, which an action set has no place for).
+fn is_output(a: &Action) -> bool {
+    match a {
+        Action::Output(_) | Action::InPort | Action::Flood | Action::All | Action::Normal => true,
+        Action::Controller { reason, id, userdata, .. } => {
+            *reason == kairo_odp::ControllerReason::Action && *id == 0 && userdata.is_empty()
+        }
+        _ => false,
+    }
+}
+
+/// A group bucket's actions as Open vSwitch runs them: `xlate_group_bucket`
+/// passes them through `ofpacts_execute_action_set`, so a bucket is an
+/// action set written in one go. The last pop_vlan, pop_mpls, push_mpls,
+/// push_vlan, dec_ttl and dec_mpls_ttl, in that order; every set and move,
+/// in the order written; then the last group, or else the last output, or
+/// else the last resubmit, or else the last `ct`. A bucket with none of
+/// those four does nothing at all, and every other action (`clone`,
+/// `learn`, `note`, `push`, `check_pkt_larger`, ...) is left out, as there.
+pub(crate) fn bucket_list(actions: &[Action]) -> Vec<Action> {
+    let last = |is: &dyn Fn(&Action) -> bool| actions.iter().rev().find(|a| is(a)).cloned();
+    let Some(end) = last(&|a| matches!(a, Action::Group(_)))
+        .or_else(|| last(&is_output))
+        .or_else(|| last(&|a| matches!(a, Action::Resubmit { .. })))
+        .or_else(|| last(&|a| matches!(a, Action::Ct(_))))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(actions.len());
+    out.extend(last(&|a| matches!(a, Action::PopVlan)));
+    out.extend(last(&|a| matches!(a, Action::PopMpls { .. })));
+    out.extend(last(&|a| matches!(a, Action::PushMpls { .. })));
+    out.extend(last(&|a| matches!(a, Action::PushVlan { .. })));
+    out.extend(last(&|a| matches!(a, Action::DecTtl)));
+    out.extend(last(&|a| matches!(a, Action::DecMplsTtl)));
+    out.extend(actions.iter().filter(|a| is_set_or_move(a)).cloned());
+    out.push(end);
+    out
+}

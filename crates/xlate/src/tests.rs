@@ -507,6 +507,111 @@ fn groups_all_indirect_ff_select() {
     assert_eq!(r.traversal.groups[0].buckets.len(), 1);
 }
 
+/// A bucket runs as the action set its actions make, as Open vSwitch runs
+/// it (`ofpacts_execute_action_set`); each expectation is what
+/// `ofproto/trace` of Open vSwitch 3.1 gave for the same group.
+#[test]
+fn a_bucket_runs_as_an_action_set() {
+    let groups = "group_id=1,type=all,bucket=output:3,mod_dl_dst:00:00:00:00:00:01,output:2\n\
+                  group_id=2,type=all,bucket=resubmit(,1),ct(commit),bucket=ct(commit,zone=3),mod_dl_dst:00:00:00:00:00:07\n\
+                  group_id=3,type=all,bucket=mod_vlan_vid:5,push_vlan:0x8100,output:2\n\
+                  group_id=4,type=all,bucket=mod_dl_src:00:00:00:00:00:01,mod_dl_src:00:00:00:00:00:02,output:2,\
+                  bucket=dec_ttl,mod_nw_ttl:3,output:1,\
+                  bucket=set_field:5->reg0,move:reg0[0..5]->ip_dscp,output:3\n\
+                  group_id=5,type=all,bucket=controller(userdata=01),output:3,bucket=controller(reason=no_match),\
+                  bucket=note:aa,clone(output:1),push:reg0[],check_pkt_larger(100)->reg0[0]";
+    let p = pipeline(
+        "table=0,priority=10,in_port=9,tcp,nw_dst=10.0.0.1,actions=group:1\n\
+         table=0,priority=10,in_port=9,tcp,nw_dst=10.0.0.2,actions=group:2\n\
+         table=0,priority=10,in_port=9,tcp,nw_dst=10.0.0.3,actions=group:3\n\
+         table=0,priority=10,in_port=9,tcp,nw_dst=10.0.0.4,actions=group:4\n\
+         table=0,priority=10,in_port=9,tcp,nw_dst=10.0.0.5,actions=group:5\n\
+         table=1,actions=output:4",
+        groups,
+    );
+    let pkt = |d: u8| format!("in_port=9,tcp,nw_src=1.1.1.1,nw_dst=10.0.0.{d},tp_dst=80,nw_ttl=9");
+    // The sets before the last output, wherever written; one output.
+    assert_eq!(acts(&p, &pkt(1)), "set(eth(dst=00:00:00:00:00:01)),2");
+    // resubmit before ct; ct when nothing else ends the bucket.
+    assert_eq!(acts(&p, &pkt(2)), "4,set(eth(dst=00:00:00:00:00:07)),ct(commit,zone=3)");
+    // push_vlan before the VLAN rewrite.
+    assert_eq!(acts(&p, &pkt(3)), "push_vlan(vid=5,pcp=0),2");
+    // Every set in order (the last of one field wins), dec_ttl before them.
+    assert_eq!(
+        acts(&p, &pkt(4)),
+        "set(eth(src=00:00:00:00:00:02)),2,set(eth(src=00:00:00:00:00:00)),set(ipv4(ttl=3)),1,\
+         set(ipv4(tos=0x14/0xfc,ttl=9)),3"
+    );
+    // controller(...) with options is not an output; a bucket without any
+    // terminal action does nothing.
+    assert_eq!(acts(&p, &pkt(5)), "3");
+}
+
+/// `check_pkt_larger` translates what follows it twice, into the two lists
+/// of a `check_pkt_len`; each expectation is what `ofproto/trace` of Open
+/// vSwitch 3.1 gave for the same flows (its quirks included: the action
+/// set and the stack are one copy for both lists, the caller's list ends
+/// and what encloses it goes on).
+#[test]
+fn check_pkt_larger_translates_the_rest_for_both_lengths() {
+    let p = pipeline(
+        "table=0,priority=10,in_port=1,actions=check_pkt_larger(100)->reg0[0],resubmit(,1)\n\
+         table=0,priority=10,in_port=2,actions=resubmit(,2),output:4\n\
+         table=0,priority=10,in_port=3,actions=output:2,check_pkt_larger(100)->reg0[0]\n\
+         table=0,priority=10,in_port=4,actions=check_pkt_larger(100)->reg0[0],write_actions(output:3),goto_table:1\n\
+         table=0,priority=10,in_port=5,actions=write_actions(output:3),goto_table:5\n\
+         table=0,priority=10,in_port=6,actions=check_pkt_larger(100)->reg0[0],check_pkt_larger(300)->reg0[1],resubmit(,4)\n\
+         table=0,priority=10,in_port=7,actions=clone(check_pkt_larger(100)->reg0[0],resubmit(,1)),output:4\n\
+         table=0,priority=10,in_port=8,ip,actions=check_pkt_larger(100)->reg0[0],ct(table=6)\n\
+         table=1,priority=10,reg0=0x1,actions=output:2\n\
+         table=1,priority=5,actions=output:3\n\
+         table=2,priority=10,ip,actions=check_pkt_larger(200)->reg1[3],set_field:10.0.0.9->ip_dst,resubmit(,3)\n\
+         table=3,priority=10,reg1=0x8/0x8,tcp,actions=output:1\n\
+         table=3,priority=5,actions=output:3\n\
+         table=4,priority=10,reg0=0x3,actions=output:1\n\
+         table=4,priority=9,reg0=0x1,actions=output:2\n\
+         table=4,priority=8,reg0=0x2,actions=output:3\n\
+         table=4,priority=7,reg0=0x0,actions=output:5\n\
+         table=5,actions=check_pkt_larger(100)->reg0[0],output:2\n\
+         table=6,actions=output:2",
+        "",
+    );
+    let pkt = |port: u32| format!("in_port={port},tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,tp_dst=80");
+    assert_eq!(acts(&p, &pkt(1)), "check_pkt_len(size=100,gt(2),le(3))");
+    // The rewrite in both lists, the caller's output after the action.
+    assert_eq!(
+        acts(&p, &pkt(2)),
+        "check_pkt_len(size=200,gt(set(ipv4(dst=10.0.0.9)),1),le(set(ipv4(dst=10.0.0.9)),3)),4"
+    );
+    assert_eq!(acts(&p, &pkt(3)), "2,check_pkt_len(size=100,gt(drop),le(drop))");
+    // The rule's remaining instructions run in both lists, each ending
+    // with the action set.
+    assert_eq!(acts(&p, &pkt(4)), "check_pkt_len(size=100,gt(2,3),le(3,3))");
+    // An action set written before: the first list's end takes it, the
+    // second finds it empty, and the pipeline's end runs it once more.
+    assert_eq!(acts(&p, &pkt(5)), "check_pkt_len(size=100,gt(2,3),le(2)),3");
+    assert_eq!(
+        acts(&p, &pkt(6)),
+        "check_pkt_len(size=100,gt(check_pkt_len(size=300,gt(1),le(2))),le(check_pkt_len(size=300,gt(3),le(5))))"
+    );
+    assert_eq!(acts(&p, &pkt(7)), "check_pkt_len(size=100,gt(2),le(3)),4");
+    // Each list freezes on its own (the register bit differs).
+    let a = acts(&p, &pkt(8));
+    let ids: Vec<&str> = a.match_indices("recirc(").map(|(i, _)| &a[i..i + 10]).collect();
+    assert!(a.starts_with("check_pkt_len(size=100,gt(ct,recirc(") && a.contains("),le(ct,recirc("), "{a}");
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "{a}");
+    // Nothing of the packet's length is in the megaflow; the lists' bits are.
+    let (_, mf) = tr(&p, &pkt(2));
+    assert!(mf.contains("nw_dst=2.2.2.2") && !mf.contains("tp_dst"), "{mf}");
+    // In a group bucket it is no action at all (a bucket is an action set).
+    let g = pipeline(
+        "actions=group:1\ntable=1,reg0=0x1,actions=output:2\ntable=1,priority=0,actions=output:3",
+        "group_id=1,type=all,bucket=check_pkt_larger(64)->reg0[0],resubmit(,1)",
+    );
+    assert_eq!(acts(&g, &pkt(9)), "3");
+}
+
 #[test]
 fn select_on_named_fields_only_reads_them() {
     let p = pipeline(

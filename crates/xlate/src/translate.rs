@@ -462,6 +462,22 @@ struct Freezing {
     hash: Option<(HashAlg, u32)>,
 }
 
+/// What follows a `check_pkt_larger` in Open vSwitch's flat list of
+/// actions, which each of its two lists runs.
+#[derive(Clone, Copy)]
+enum Rest<'r> {
+    /// The rest of an action list, then, for a rule's own list, the rule's
+    /// remaining instructions.
+    List(&'r [Action], Option<&'r Instructions>),
+    /// The rest of a frozen state's ops.
+    Ops(&'r [Op]),
+}
+
+/// Whether a rule has instructions after its apply-actions list.
+fn has_after_apply(inst: &Instructions) -> bool {
+    inst.clear_actions || !inst.write.is_empty() || inst.write_metadata.is_some() || inst.goto_table.is_some()
+}
+
 impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// The version of the current flow (adding one if it is new). Compares
     /// the whole key, so every change counts (rewrites, resubmit's in_port).
@@ -479,15 +495,20 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// Open vSwitch checks: before each lookup and each group). Past the
     /// bound, translation stops without an error and is marked slow.
     fn room_for_actions(&mut self) -> bool {
-        let (bytes, counted) = &mut self.odp_bytes;
-        *bytes += self.odp[*counted..].iter().map(DpAction::netlink_len).sum::<usize>();
-        *counted = self.odp.len();
-        if *bytes > MAX_ACTION_BYTES {
+        self.count_actions();
+        if self.odp_bytes.0 > MAX_ACTION_BYTES {
             self.slow = true;
             self.exit = true;
             return false;
         }
         true
+    }
+
+    /// Counts the Netlink bytes of the actions made since the last count.
+    fn count_actions(&mut self) {
+        let (bytes, counted) = &mut self.odp_bytes;
+        *bytes += self.odp[*counted..].iter().map(DpAction::netlink_len).sum::<usize>();
+        *counted = self.odp.len();
     }
 
     fn fail(&mut self, e: XlateError) {
@@ -627,13 +648,17 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             // Before the rule's actions, as Open vSwitch's xlate_meter_action.
             self.odp.push(DpAction::Meter(m));
         }
-        let after = u32::from(
-            inst.clear_actions || !inst.write.is_empty() || inst.write_metadata.is_some() || inst.goto_table.is_some(),
-        );
+        let after = u32::from(has_after_apply(inst));
         self.pending += after;
-        let done = self.actions(&inst.apply);
+        let done = self.actions_in(&inst.apply, Some(inst));
         self.pending -= after;
-        if done && after == 1 && self.l3_hidden && self.freezing.is_none() && !self.exit {
+        self.after_apply(inst, done);
+    }
+
+    /// A rule's instructions after its apply-actions list, which ran to
+    /// its end (`done`) or not.
+    fn after_apply(&mut self, inst: &Instructions, done: bool) {
+        if done && has_after_apply(inst) && self.l3_hidden && self.freezing.is_none() && !self.exit {
             // Open vSwitch recirculates before any instruction after a pop
             // (they are actions of its list; recirc_for_mpls spares none).
             self.freeze_here(None);
@@ -699,10 +724,23 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// (dec_ttl reaching zero ends the rest of the list, not the pipeline: the
     /// caller, an outer resubmit and the action set carry on, as in Open vSwitch).
     fn actions(&mut self, list: &[Action]) -> bool {
+        self.actions_in(list, None)
+    }
+
+    /// [`Self::actions`] of a list that is a rule's own (`inst`: the rule's
+    /// instructions, whose remaining ones a `check_pkt_larger` runs too).
+    fn actions_in(&mut self, list: &[Action], inst: Option<&Instructions>) -> bool {
         for (i, a) in list.iter().enumerate() {
             if let Some(fz) = self.freezing.as_mut() {
                 // Freezing: the rest of this list runs after the recirculation.
                 fz.ops.extend(list[i..].iter().cloned().map(Op::Act));
+                return false;
+            }
+            if let (Action::CheckPktLarger { len, dst }, false) = (a, self.l3_hidden) {
+                // The rest of the list runs inside it, twice; the list ends.
+                if !self.exit {
+                    self.check_pkt_larger(*len, *dst, Rest::List(&list[i + 1..], inst));
+                }
                 return false;
             }
             let more = u32::from(i + 1 < list.len());
@@ -767,6 +805,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 continue;
             }
             skip = false;
+            if let (Op::Act(Action::CheckPktLarger { len, dst }), false) = (op, self.l3_hidden) {
+                // The rest of the ops run inside it, twice (in Open
+                // vSwitch they are one list of actions); they end here.
+                return self.check_pkt_larger(*len, *dst, Rest::Ops(&ops[i + 1..]));
+            }
             let more = u32::from(i + 1 < ops.len());
             self.pending += more;
             match op {
@@ -856,6 +899,77 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.odp.push(DpAction::Recirc(id));
     }
 
+    /// `check_pkt_larger(size)->dst` followed by `rest`, as Open vSwitch
+    /// 3.1's `xlate_check_pkt_larger`: the flow committed, then `rest` run
+    /// twice, with the bit 1 (packets longer than `size`) and with 0, each
+    /// ended by the action set and by its own freeze, if it froze, into the
+    /// two lists of one `check_pkt_len`. Between the two the flow, the
+    /// packet and what is known of it are put back, not the action set and
+    /// the stack: Open vSwitch copies those once for both (what the first
+    /// list's end took of the set, the second does not see). Afterwards all
+    /// is put back; the caller's list ends, and whatever encloses it goes
+    /// on (unless the first list froze). Visits inside are never resumed
+    /// at, and no suffix made across it is shared.
+    fn check_pkt_larger(&mut self, size: u16, dst: kairo_ofproto::SubField, rest: Rest<'_>) {
+        self.commit();
+        let saved = (*self.flow.unexamined(), self.base, self.l3_hidden, self.conntracked);
+        let (set, stack) = (self.action_set.clone(), self.stack.clone());
+        self.count_actions();
+        let outer = std::mem::take(&mut self.odp);
+        self.odp_bytes.1 = 0;
+        self.pending += 1;
+        self.restoring += 1;
+        self.restored = true;
+        let mut lists: [Vec<DpAction>; 2] = Default::default();
+        let mut exit = false;
+        for (n, bit) in [1u64, 0].into_iter().enumerate() {
+            if n == 1 {
+                self.flow.restore(saved.0);
+                (self.base, self.l3_hidden, self.conntracked) = (saved.1, saved.2, saved.3);
+                exit = self.exit;
+                if self.error.is_some() || self.slow {
+                    break;
+                }
+                self.exit = false;
+            }
+            if self.prereq_ok(dst.field) {
+                self.flow.set_masked(dst.field, bit << dst.ofs, dst.mask());
+            }
+            match rest {
+                Rest::List(list, inst) => {
+                    let done = self.actions_in(list, inst);
+                    if let Some(inst) = inst {
+                        self.after_apply(inst, done);
+                    }
+                }
+                Rest::Ops(ops) => self.ops(ops),
+            }
+            if self.error.is_none() && self.freezing.is_none() {
+                let set = std::mem::take(&mut self.action_set).into_list();
+                self.actions(&set);
+            }
+            if self.freezing.is_some() && self.error.is_none() && !self.slow {
+                self.finish_freezing();
+            }
+            self.freezing = None;
+            self.count_actions();
+            lists[n] = std::mem::take(&mut self.odp);
+            self.odp_bytes.1 = 0;
+        }
+        self.restoring -= 1;
+        self.pending -= 1;
+        let [gt, le] = lists;
+        self.odp = outer;
+        self.odp.push(DpAction::CheckPktLen(Box::new(kairo_odp::CheckPktLen { size, gt, le })));
+        // The lists are counted; the action's own attributes are not yet.
+        self.odp_bytes.0 += 20;
+        self.odp_bytes.1 = self.odp.len();
+        self.flow.restore(saved.0);
+        (self.base, self.l3_hidden, self.conntracked) = (saved.1, saved.2, saved.3);
+        (self.action_set, self.stack) = (set, stack);
+        self.exit = exit || self.slow;
+    }
+
     /// `clone(...)`, as Open vSwitch runs a clone of reversible actions in
     /// line: the body on the flow as it is, then the clone's own action
     /// set (a copy of the pipeline's, with what the body wrote), then the
@@ -913,6 +1027,11 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 }
             }
             Action::Clone(body) => self.clone_actions(body),
+            Action::CheckPktLarger { len, dst } => {
+                // Run on its own: nothing after it (a list gives it the rest).
+                self.check_pkt_larger(*len, *dst, Rest::List(&[], None));
+                return false;
+            }
             Action::Normal => self.normal(),
             Action::Learn(l) => self.learn_flow(l),
             Action::FinTimeout { idle, hard } => {
@@ -1426,7 +1545,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let n = chosen.len();
         for (k, i) in chosen.into_iter().enumerate() {
             // Each bucket works on its own copy of the flow (clone semantics),
-            // put back afterwards; another bucket may follow.
+            // put back afterwards; another bucket may follow. Its actions
+            // run as the action set they make (as Open vSwitch runs them).
             self.buckets += 1;
             if self.buckets > MAX_BUCKETS {
                 // Its traversal (every group use) is too big to keep for a
@@ -1441,7 +1561,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             self.depth += 1;
             self.pending += more;
             self.restoring += 1;
-            self.actions(&g.buckets[i].actions);
+            self.actions(&crate::action_set::bucket_list(&g.buckets[i].actions));
             self.restoring -= 1;
             self.pending -= more;
             self.depth -= 1;
