@@ -14,7 +14,7 @@ use kairo_wire::Layout;
 /// Where a packet goes: a port, the controller with what a PACKET_IN
 /// says about it, or back into the datapath (recirculation: looked up
 /// again with `recirc_id` and the `dp_hash` a `hash` action set).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sent {
     Port(u32),
     Controller(ToController),
@@ -52,9 +52,9 @@ pub fn recirculating<'a>(
     }
 }
 
-/// A packet for the controller: the port it came in on and the controller
-/// action's parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A packet for the controller: the port it came in on, its connection,
+/// and the controller action's parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToController {
     pub in_port: u32,
     pub reason: ControllerReason,
@@ -63,6 +63,10 @@ pub struct ToController {
     pub cookie: u64,
     /// The controllers it is for (by controller id).
     pub controller_id: u16,
+    /// The pipeline's metadata at the action, and its userdata.
+    pub meta: kairo_odp::PacketInMeta,
+    /// The connection the tracker found for the packet, if any.
+    pub ct: CtMeta,
 }
 
 /// Applies `actions` to `pkt` (laid out as `lay`, which came in on
@@ -132,7 +136,7 @@ pub fn execute(
                 }
             }
             DpAction::Output(p) => out(Sent::Port(*p), pkt, lay),
-            DpAction::Controller { reason, max_len, table, cookie, controller_id } => {
+            DpAction::Controller { reason, max_len, table, cookie, controller_id, meta: pin } => {
                 let c = ToController {
                     in_port,
                     reason: *reason,
@@ -140,6 +144,8 @@ pub fn execute(
                     table: *table,
                     cookie: *cookie,
                     controller_id: *controller_id,
+                    meta: (**pin).clone(),
+                    ct: meta.ct,
                 };
                 out(Sent::Controller(c), pkt, lay)
             }

@@ -222,6 +222,8 @@ pub enum DpAction {
         cookie: u64,
         /// The controllers it goes to (by their controller id).
         controller_id: u16,
+        /// The pipeline's metadata then, and the action's userdata.
+        meta: Box<PacketInMeta>,
     },
     /// Store the packet's hash ([`dp_hash`]) in its `dp_hash` metadata.
     Hash {
@@ -239,6 +241,17 @@ pub enum DpAction {
     /// `check_pkt_len(size=N,gt(...),le(...))`: one list or the other by
     /// the packet's length (see [`CheckPktLen`]).
     CheckPktLen(Box<CheckPktLen>),
+}
+
+/// What a packet-in says besides the packet and its connection: the
+/// pipeline fields that are not zero where the controller action ran
+/// (metadata, registers, pkt_mark, tunnel metadata: Open vSwitch's frozen
+/// metadata, which its controller action freezes), and the action's
+/// userdata. in_port and the ct fields come from the packet itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PacketInMeta {
+    pub fields: Vec<(Field, u64)>,
+    pub userdata: Vec<u8>,
 }
 
 /// Open vSwitch's `check_pkt_len` datapath action: the actions of `gt`
@@ -399,7 +412,7 @@ impl std::fmt::Display for DpAction {
             }
             DpAction::PopMpls { ethertype } => write!(f, "pop_mpls(eth_type={ethertype:#x})"),
             DpAction::SetMpls { lse } => write!(f, "set(mpls({}))", format_lse(*lse)),
-            DpAction::Controller { reason, max_len, table, cookie, controller_id } => {
+            DpAction::Controller { reason, max_len, table, cookie, controller_id, .. } => {
                 let r = reason.code();
                 write!(
                     f,
@@ -856,7 +869,9 @@ pub fn parse_actions(s: &str) -> Result<Vec<DpAction>, OdpParseError> {
                 .find(|(k, _)| *k == "controller_id")
                 .and_then(|(_, v)| parse_uint(v))
                 .unwrap_or(0) as u16;
-            out.push(DpAction::Controller { reason, max_len: u16::MAX, table: 0, cookie, controller_id });
+            // (Open vSwitch keeps the metadata and userdata in the frozen state its recirc_id names.)
+            let meta = Box::default();
+            out.push(DpAction::Controller { reason, max_len: u16::MAX, table: 0, cookie, controller_id, meta });
             continue;
         }
         let inner = t
@@ -981,7 +996,8 @@ mod tests {
                 max_len: u16::MAX,
                 table: 0,
                 cookie: 0,
-                controller_id: 0
+                controller_id: 0,
+                meta: Box::default(),
             }
         );
     }

@@ -259,6 +259,58 @@ pub struct PortMod {
     pub advertise: u32,
 }
 
+/// NXT_PACKET_IN2, Open vSwitch's packet-in (a controller asks for it with
+/// NXT_SET_PACKET_IN_FORMAT): what a PACKET_IN says, as properties, and the
+/// controller action's userdata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketIn2 {
+    /// The packet (cut to the action's max_len).
+    pub data: Vec<u8>,
+    /// The packet's whole length, when `data` is cut short.
+    pub full_len: Option<u32>,
+    pub buffer_id: Option<u32>,
+    pub table_id: u8,
+    /// The rule's cookie (absent: none, as for a packet-out's).
+    pub cookie: Option<u64>,
+    pub reason: u8,
+    /// in_port and the pipeline fields that are not zero, as OXMs.
+    pub metadata: Vec<Oxm>,
+    /// The `controller(userdata=...)` bytes, if the action had any.
+    pub userdata: Option<Vec<u8>>,
+}
+
+/// The Nicira vendor id, under which Open vSwitch's extension messages travel.
+pub const NX_VENDOR: u32 = 0x0000_2320;
+
+/// Nicira message subtypes (NXT_*) kairo reads or writes.
+pub mod nxt {
+    pub const SET_PACKET_IN_FORMAT: u32 = 16;
+    pub const SET_CONTROLLER_ID: u32 = 20;
+    pub const PACKET_IN2: u32 = 30;
+}
+
+/// The packet-in formats of NXT_SET_PACKET_IN_FORMAT (NXPIF_*).
+pub mod nxpif {
+    /// OpenFlow's own PACKET_IN.
+    pub const STANDARD: u32 = 0;
+    /// NXT_PACKET_IN (Nicira's older format).
+    pub const NXT_PACKET_IN: u32 = 1;
+    /// NXT_PACKET_IN2.
+    pub const NXT_PACKET_IN2: u32 = 2;
+}
+
+/// NXT_PACKET_IN2's property types (NXPINT_*).
+mod nxpint {
+    pub const PACKET: u16 = 0;
+    pub const FULL_LEN: u16 = 1;
+    pub const BUFFER_ID: u16 = 2;
+    pub const TABLE_ID: u16 = 3;
+    pub const COOKIE: u16 = 4;
+    pub const REASON: u16 = 5;
+    pub const METADATA: u16 = 6;
+    pub const USERDATA: u16 = 7;
+}
+
 /// The ONF experimenter id, under which OpenFlow 1.3 carries bundles.
 pub const ONF_EXPERIMENTER: u32 = 0x4f4e_4600;
 /// ONF experimenter types of the OpenFlow 1.3 bundle extension.
@@ -346,6 +398,12 @@ pub enum Message {
     BundleControl(BundleControl),
     /// OFPT_BUNDLE_ADD_MESSAGE (1.5) or its ONF experimenter form (1.3).
     BundleAdd(BundleAdd),
+    /// NXT_SET_PACKET_IN_FORMAT: the format (`nxpif`) of this connection's packet-ins.
+    SetPacketInFormat(u32),
+    /// NXT_SET_CONTROLLER_ID: the id `controller(id=N)` actions name this connection by.
+    SetControllerId(u16),
+    /// NXT_PACKET_IN2.
+    PacketIn2(PacketIn2),
 }
 
 impl Message {
@@ -380,6 +438,7 @@ impl Message {
             SetAsync(_) => ofpt::SET_ASYNC,
             BundleControl(_) => ofpt::BUNDLE_CONTROL,
             BundleAdd(_) => ofpt::BUNDLE_ADD_MESSAGE,
+            SetPacketInFormat(_) | SetControllerId(_) | PacketIn2(_) => ofpt::EXPERIMENTER,
         }
     }
 }
@@ -732,6 +791,18 @@ fn decode_body(r: &mut Reader<'_>, ty: u8, v: Version) -> Result<Message, Error>
                 (ONF_EXPERIMENTER, ONFT_BUNDLE_ADD_MESSAGE, Version::V1_3) => M::BundleAdd(decode_bundle_add(r)?),
                 (ONF_EXPERIMENTER, t, _) => {
                     return Err(Error::new(ErrorCode::BAD_EXP_TYPE, format!("ONF experimenter message type {t}")))
+                }
+                (NX_VENDOR, nxt::SET_PACKET_IN_FORMAT, _) => M::SetPacketInFormat(r.u32("packet-in format")?),
+                (NX_VENDOR, nxt::SET_CONTROLLER_ID, _) => {
+                    r.skip(6, "padding")?;
+                    M::SetControllerId(r.u16("controller_id")?)
+                }
+                (NX_VENDOR, nxt::PACKET_IN2, _) => M::PacketIn2(decode_packet_in2(r)?),
+                (NX_VENDOR, t, _) => {
+                    return Err(Error::new(
+                        ErrorCode::BAD_EXP_TYPE,
+                        format!("Nicira message subtype {t} is not one kairo reads"),
+                    ))
                 }
                 (e, _, _) => {
                     return Err(Error::new(ErrorCode::BAD_EXPERIMENTER, format!("experimenter message of {e:#010x}")))
@@ -1167,5 +1238,133 @@ fn encode_body(w: &mut Writer, v: Version, m: &Message) {
             w.u16(a.flags);
             w.bytes(&a.message);
         }
+        M::SetPacketInFormat(f) => {
+            w.u32(NX_VENDOR);
+            w.u32(nxt::SET_PACKET_IN_FORMAT);
+            w.u32(*f);
+        }
+        M::SetControllerId(id) => {
+            w.u32(NX_VENDOR);
+            w.u32(nxt::SET_CONTROLLER_ID);
+            w.zeros(6);
+            w.u16(*id);
+        }
+        M::PacketIn2(p) => {
+            w.u32(NX_VENDOR);
+            w.u32(nxt::PACKET_IN2);
+            encode_packet_in2(w, p);
+        }
     }
+}
+
+/// One property (type, length, body), padded to 8 bytes.
+fn property(w: &mut Writer, ty: u16, body: impl FnOnce(&mut Writer)) {
+    let start = w.len();
+    w.u16(ty);
+    let at = w.placeholder_u16();
+    body(w);
+    w.patch_len(at, start);
+    w.pad8_from(start);
+}
+
+/// NXT_PACKET_IN2's properties, in the order Open vSwitch writes them.
+fn encode_packet_in2(w: &mut Writer, p: &PacketIn2) {
+    property(w, nxpint::PACKET, |w| w.bytes(&p.data));
+    if let Some(n) = p.full_len {
+        property(w, nxpint::FULL_LEN, |w| w.u32(n));
+    }
+    if let Some(b) = p.buffer_id {
+        property(w, nxpint::BUFFER_ID, |w| w.u32(b));
+    }
+    property(w, nxpint::TABLE_ID, |w| w.u8(p.table_id));
+    if let Some(c) = p.cookie {
+        // A 64-bit property's value is 8-aligned: 4 bytes of padding first.
+        property(w, nxpint::COOKIE, |w| {
+            w.zeros(4);
+            w.u64(c)
+        });
+    }
+    property(w, nxpint::REASON, |w| w.u8(p.reason));
+    property(w, nxpint::METADATA, |w| {
+        for f in &p.metadata {
+            f.encode(w);
+        }
+    });
+    if let Some(u) = &p.userdata {
+        property(w, nxpint::USERDATA, |w| w.bytes(u));
+    }
+}
+
+fn decode_packet_in2(r: &mut Reader<'_>) -> Result<PacketIn2, Error> {
+    let mut p = PacketIn2 {
+        data: Vec::new(),
+        full_len: None,
+        buffer_id: None,
+        table_id: 0,
+        cookie: None,
+        reason: 0,
+        metadata: Vec::new(),
+        userdata: None,
+    };
+    let mut seen_packet = false;
+    while !r.is_empty() {
+        let at = r.offset();
+        let ty = r.u16("property type")?;
+        let len = usize::from(r.u16("property length")?);
+        if len < 4 {
+            return Err(Error::new(ErrorCode::BAD_LEN, format!("property {ty} at offset {at}: length {len} < 4")));
+        }
+        let mut b = r.sub(len - 4, "property body")?;
+        r.skip(crate::buf::pad8(len) - len, "property padding")?;
+        let exact = |b: &Reader<'_>, n: usize| {
+            if b.remaining() == n {
+                Ok(())
+            } else {
+                Err(Error::new(ErrorCode::BAD_LEN, format!("property {ty} at offset {at}: length {len}")))
+            }
+        };
+        match ty {
+            nxpint::PACKET => {
+                p.data = b.rest().to_vec();
+                seen_packet = true;
+            }
+            nxpint::FULL_LEN => {
+                exact(&b, 4)?;
+                p.full_len = Some(b.u32("full_len")?);
+            }
+            nxpint::BUFFER_ID => {
+                exact(&b, 4)?;
+                p.buffer_id = Some(b.u32("buffer_id")?);
+            }
+            nxpint::TABLE_ID => {
+                exact(&b, 1)?;
+                p.table_id = b.u8("table_id")?;
+            }
+            nxpint::COOKIE => {
+                exact(&b, 12)?;
+                b.skip(4, "cookie padding")?;
+                p.cookie = Some(b.u64("cookie")?);
+            }
+            nxpint::REASON => {
+                exact(&b, 1)?;
+                p.reason = b.u8("reason")?;
+            }
+            nxpint::METADATA => {
+                while !b.is_empty() {
+                    p.metadata.push(Oxm::decode(&mut b)?);
+                }
+            }
+            nxpint::USERDATA => p.userdata = Some(b.rest().to_vec()),
+            _ => {
+                return Err(Error::new(
+                    ErrorCode::BAD_EXP_TYPE,
+                    format!("NXT_PACKET_IN2 property {ty} at offset {at} is not one kairo reads"),
+                ))
+            }
+        }
+    }
+    if !seen_packet {
+        return Err(Error::new(ErrorCode::BAD_LEN, "NXT_PACKET_IN2 without its packet property".to_string()));
+    }
+    Ok(p)
 }

@@ -595,6 +595,30 @@ fn message(v: Version) -> BoxedStrategy<Message> {
                 BundleAdd { bundle_id, flags, message: encode(v, 9, &Message::FlowMod(fm)).expect("fits") }
             )),
             group_desc.prop_map(|body| Message::MultipartReply { flags: 0, body }),
+            any::<u32>().prop_map(Message::SetPacketInFormat),
+            any::<u16>().prop_map(Message::SetControllerId),
+            (
+                proptest::collection::vec(any::<u8>(), 0..80),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(any::<u32>()),
+                any::<u8>(),
+                proptest::option::of(any::<u64>()),
+                0u8..6,
+                fields(),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+            )
+                .prop_map(|(data, full_len, buffer_id, table_id, cookie, reason, metadata, userdata)| {
+                    Message::PacketIn2(PacketIn2 {
+                        data,
+                        full_len,
+                        buffer_id,
+                        table_id,
+                        cookie,
+                        reason,
+                        metadata,
+                        userdata,
+                    })
+                }),
         ];
     if v < Version::V1_5 {
         prop_oneof![4 => common, 1 => v13_only].boxed()
@@ -634,8 +658,9 @@ proptest! {
         if let Ok((_, back)) = decode(&short) {
             // Only bodies that end in free-form bytes may shrink and still parse.
             // Lists may end early at an element boundary: a meter's bands, and
-            // OpenFlow 1.5's PORT_MOD properties (all optional) after its fixed 32 bytes.
-            let list_end = matches!(back, Message::MeterMod(_))
+            // OpenFlow 1.5's PORT_MOD properties (all optional) after its fixed 32 bytes,
+            // and NXT_PACKET_IN2's properties (each optional but the packet).
+            let list_end = matches!(back, Message::MeterMod(_) | Message::PacketIn2(_))
                 || (v >= Version::V1_5 && n == 32 && matches!(back, Message::PortMod(_)));
             prop_assert!(list_end || matches!(back, Message::EchoRequest(_) | Message::EchoReply(_) | Message::Error { .. }
                 | Message::PacketIn(_) | Message::PacketOut(_) | Message::Hello { .. }

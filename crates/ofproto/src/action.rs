@@ -135,10 +135,10 @@ pub enum Action {
     Normal,
     /// Send to the controller: at most `max_len` bytes, with `reason`
     /// (`action` on a table-miss rule is reported as `no_match`, as Open
-    /// vSwitch reports it in OpenFlow 1.3), to the controllers with id `id`
-    /// (kairo's connections all have id 0), with `userdata` (which only
-    /// NXT_PACKET_IN2 carries: kairo's PACKET_IN, the standard one, does
-    /// not, as Open vSwitch's does not in its default format).
+    /// vSwitch reports it in OpenFlow 1.3), to the connections with
+    /// controller id `id` (0 unless one set another), with `userdata`
+    /// (which only NXT_PACKET_IN2 carries: a connection asks for that
+    /// format, as with Open vSwitch).
     Controller {
         max_len: u16,
         reason: kairo_odp::ControllerReason,

@@ -713,11 +713,8 @@ impl Switch {
                 if by_ofport
                     .get(&c.in_port)
                     .is_some_and(|&i| ports[i].counters.config.load(Ordering::Relaxed) & ofppc::NO_PACKET_IN != 0) => {}
-            // For the controllers with that id: kairo's connections all have
-            // id 0 (it has no NXT_SET_CONTROLLER_ID), so no other id has one.
-            Sent::Controller(c) if c.controller_id != 0 => {
-                self.controller_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            // (For the connections with the action's controller id: the
+            // dispatcher picks them.)
             Sent::Controller(c) => {
                 self.controller.fetch_add(1, Ordering::Relaxed);
                 let mut data = bytes.to_vec();

@@ -477,3 +477,107 @@ fn modify_with_reset_counts_clears_the_rules_counters() {
         assert_eq!(packets(&mut c), 2);
     }
 }
+
+/// The next PACKET_IN or NXT_PACKET_IN2, skipping other asynchronous
+/// messages (bounded wait).
+fn next_packet_in(c: &mut Client) -> Message {
+    loop {
+        match c.recv() {
+            m @ (Message::PacketIn(_) | Message::PacketIn2(_)) => return m,
+            _ => continue,
+        }
+    }
+}
+
+/// A packet-in says what the pipeline held at the controller action (in_port,
+/// registers, metadata: Open vSwitch's `flow_get_metadata`), in OpenFlow's
+/// PACKET_IN or, for a connection that asked with NXT_SET_PACKET_IN_FORMAT,
+/// in NXT_PACKET_IN2 with the action's userdata; `controller(id=N)` goes to
+/// the connections that set id N with NXT_SET_CONTROLLER_ID; NXT_PACKET_IN
+/// (format 1) is refused with OFPBRC_EPERM.
+#[test]
+fn packet_in2_carries_userdata_and_the_pipeline_s_metadata() {
+    use kairo_ofp::message::nxpif;
+    use kairo_ofp::oxm::OxmId;
+    let r = start("", 2, EngineKind::Incremental);
+    let (_dir, path) = listen(&r);
+    let mut c = Client::connect(&path, Version::V1_3);
+    let mut plain = Client::connect(&path, Version::V1_3);
+    let mut seven = Client::connect(&path, Version::V1_3);
+    assert!(c.call(&Message::SetPacketInFormat(nxpif::NXT_PACKET_IN2)).is_empty());
+    assert!(seven.call(&Message::SetControllerId(7)).is_empty());
+    let got = plain.call(&Message::SetPacketInFormat(nxpif::NXT_PACKET_IN));
+    assert!(
+        matches!(&got[..], [Message::Error { code, .. }] if *code == kairo_ofp::ErrorCode::REQUEST_EPERM),
+        "{got:?}"
+    );
+    c.add_flow(
+        "table=0,priority=10,cookie=0x5,udp,tp_dst=99,actions=load:0x2a->NXM_NX_REG3[],\
+         controller(userdata=01.02.03,max_len=20)",
+    );
+    c.add_flow("table=0,priority=10,udp,tp_dst=98,actions=controller(id=7)");
+    let f = frame(2, 99);
+    r.peers[1].inject.send(f.clone()).unwrap();
+    let reg3 = OxmId::by_name("NXM_NX_REG3").unwrap().id;
+    let Message::PacketIn2(p) = next_packet_in(&mut c) else { panic!("NXT_PACKET_IN2 expected") };
+    assert_eq!((p.reason, p.table_id, p.cookie, p.userdata.as_deref()), (1, 0, Some(5), Some(&[1u8, 2, 3][..])));
+    assert_eq!((p.data.as_slice(), p.full_len), (&f[..20], Some(f.len() as u32)));
+    assert!(p.metadata.iter().any(|o| o.id == OxmId::basic(0) && o.value == 2), "{:?}", p.metadata);
+    assert!(p.metadata.iter().any(|o| o.id == reg3 && o.value == 0x2a), "{:?}", p.metadata);
+    // OpenFlow's PACKET_IN carries the same metadata (and no userdata).
+    let Message::PacketIn(q) = next_packet_in(&mut plain) else { panic!("PACKET_IN expected") };
+    assert!(q.fields.iter().any(|o| o.id == reg3 && o.value == 0x2a), "{:?}", q.fields);
+    // controller(id=7): only the connection with that id.
+    r.peers[0].inject.send(frame(1, 98)).unwrap();
+    let Message::PacketIn(s) = next_packet_in(&mut seven) else { panic!("PACKET_IN expected") };
+    assert_eq!(s.fields[0].value, 1);
+    for quiet in [&mut c, &mut plain] {
+        quiet.s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let got = quiet.call(&Message::EchoRequest(vec![1]));
+        assert!(got.iter().all(|m| matches!(m, Message::EchoReply(_))), "{got:?}");
+    }
+}
+
+/// Real `ovs-ofctl monitor` (which asks for NXT_PACKET_IN2 by default)
+/// reads kairo's packet-ins: the userdata and the registers as Open vSwitch
+/// prints them. SKIPPED without ovs-ofctl (a failure under KAIRO_REQUIRE_OVS=1).
+#[test]
+fn ovs_ofctl_monitor_reads_kairo_s_packet_in2() {
+    if !std::process::Command::new("ovs-ofctl").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("KAIRO_REQUIRE_OVS").as_deref() != Ok("1"),
+            "KAIRO_REQUIRE_OVS=1 but ovs-ofctl is not installed"
+        );
+        eprintln!("SKIPPED ovs_ofctl_monitor_reads_kairo_s_packet_in2: ovs-ofctl is not installed here");
+        return;
+    }
+    let r = start(
+        "table=0,priority=10,udp,actions=load:0x2a->NXM_NX_REG3[],controller(userdata=0a.0b.0c)",
+        2,
+        EngineKind::Incremental,
+    );
+    let (dir, path) = listen(&r);
+    // (Line-buffered: its output is read after it is killed. Its control
+    // socket goes into the test's directory.)
+    let mut mon = std::process::Command::new("stdbuf")
+        .args(["-oL", "ovs-ofctl", "-O", "OpenFlow13", "monitor"])
+        .arg(format!("unix:{}", path.display()))
+        .env("OVS_RUNDIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ovs-ofctl monitor");
+    // A packet now and then: those before it has connected and asked for
+    // its format go to no one or in another format.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        r.peers[1].inject.send(frame(2, 53)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = mon.kill();
+    let out = mon.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("NXT_PACKET_IN2"), "{text}");
+    assert!(text.contains("userdata=0a.0b.0c"), "{text}");
+    assert!(text.contains("reg3=0x2a") && text.contains("in_port=2"), "{text}");
+}

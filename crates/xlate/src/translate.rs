@@ -857,19 +857,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     fn finish_freezing(&mut self) {
         let Some(fz) = self.freezing.take() else { return };
         self.commit();
-        let mut metadata = [0; FROZEN_FIELDS.len()];
-        for (m, f) in metadata.iter_mut().zip(FROZEN_FIELDS) {
-            *m = if f == Field::InPort || f.pipeline_only() {
-                // Recorded: in_port is matched, and registers and metadata
-                // leave the mask where the key has them at zero.
-                self.flow.get(f)
-            } else {
-                // pkt_mark and tunnel metadata: zero in every key the
-                // datapath makes, so a value here was written by an action
-                // whose own reads were recorded.
-                self.flow.unexamined().get(f)
-            };
-        }
+        let metadata = self.frozen_metadata();
         let mut ops = fz.ops;
         // A rule's context with nothing of its own after it says nothing.
         let mut tidy: Vec<Op> = Vec::with_capacity(ops.len());
@@ -897,6 +885,35 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             self.odp.push(DpAction::Hash { alg, basis });
         }
         self.odp.push(DpAction::Recirc(id));
+    }
+
+    /// The values of [`FROZEN_FIELDS`] now, as a freeze and a packet-in
+    /// keep them.
+    fn frozen_metadata(&mut self) -> [u64; FROZEN_FIELDS.len()] {
+        let mut metadata = [0; FROZEN_FIELDS.len()];
+        for (m, f) in metadata.iter_mut().zip(FROZEN_FIELDS) {
+            *m = if f == Field::InPort || f.pipeline_only() {
+                // Recorded: in_port is matched, and registers and metadata
+                // leave the mask where the key has them at zero.
+                self.flow.get(f)
+            } else {
+                // pkt_mark and tunnel metadata: zero in every key the
+                // datapath makes, so a value here was written by an action
+                // whose own reads were recorded.
+                self.flow.unexamined().get(f)
+            };
+        }
+        metadata
+    }
+
+    /// What a packet-in of a controller action here says besides the
+    /// packet: the frozen metadata that is not zero (Open vSwitch's
+    /// controller action freezes it), in_port aside, and `userdata`.
+    fn packet_in_meta(&mut self, userdata: &[u8]) -> Box<kairo_odp::PacketInMeta> {
+        let values = self.frozen_metadata();
+        let fields =
+            FROZEN_FIELDS.iter().zip(values).filter(|(f, v)| **f != Field::InPort && *v != 0).map(|(f, v)| (*f, v));
+        Box::new(kairo_odp::PacketInMeta { fields: fields.collect(), userdata: userdata.to_vec() })
     }
 
     /// `check_pkt_larger(size)->dst` followed by `rest`, as Open vSwitch
@@ -1065,7 +1082,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                     self.output(p);
                 }
             }
-            Action::Controller { max_len, reason, id, .. } => {
+            Action::Controller { max_len, reason, id, userdata } => {
                 self.commit();
                 // (A table-miss rule's `action` is reported as no_match, as
                 // Open vSwitch reports it in OpenFlow 1.3.)
@@ -1075,7 +1092,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
                 };
                 let (table, cookie) = (self.table_id, self.rule.0);
                 let controller_id = *id;
-                self.odp.push(DpAction::Controller { reason, max_len: *max_len, table, cookie, controller_id });
+                let meta = self.packet_in_meta(userdata);
+                self.odp.push(DpAction::Controller { reason, max_len: *max_len, table, cookie, controller_id, meta });
             }
             Action::SetField { field, value, mask } => {
                 if self.prereq_ok(*field) {
@@ -1294,7 +1312,8 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         self.commit();
         let (table, cookie) = (self.table_id, self.rule.0);
         let reason = ControllerReason::InvalidTtl;
-        self.odp.push(DpAction::Controller { reason, max_len: u16::MAX, table, cookie, controller_id: 0 });
+        let meta = self.packet_in_meta(&[]);
+        self.odp.push(DpAction::Controller { reason, max_len: u16::MAX, table, cookie, controller_id: 0, meta });
     }
 
     /// The MPLS label stack entries the flow has (Open vSwitch's

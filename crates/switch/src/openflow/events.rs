@@ -1,7 +1,10 @@
 //! Asynchronous messages to controllers: each connection's outbox (a
 //! bounded queue its writer thread drains), and the dispatcher that turns
-//! packets the datapath sent to the controller into PACKET_INs for every
-//! connection that asked for them.
+//! packets the datapath sent to the controller into packet-ins for every
+//! connection that asked for them: the connections with the action's
+//! controller id, each in the format it asked for (OpenFlow's PACKET_IN,
+//! or NXT_PACKET_IN2 with the action's userdata), with the pipeline's
+//! metadata as Open vSwitch's `flow_get_metadata` gives it.
 //!
 //! Invariants: replies are written by the thread that read the request,
 //! before it reads the next (a request is never left unanswered, and a
@@ -17,9 +20,10 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use kairo_datapath::execute::ToController;
+use kairo_flow::Field;
 use kairo_odp::ControllerReason;
 use kairo_ofp::map;
-use kairo_ofp::message::{AsyncConfig, FlowRemoved, PacketIn, PortDesc, NO_BUFFER};
+use kairo_ofp::message::{nxpif, AsyncConfig, FlowRemoved, PacketIn, PacketIn2, PortDesc, NO_BUFFER};
 use kairo_ofp::oxm::{Oxm, OxmId};
 use kairo_ofp::{port, Message, Version};
 
@@ -44,6 +48,11 @@ pub struct Outbox {
     flow_removed: [AtomicU32; 2],
     /// Port-status reasons wanted, likewise.
     port_status: [AtomicU32; 2],
+    /// The format of its packet-ins (`nxpif`: OpenFlow's own or
+    /// NXT_PACKET_IN2), as NXT_SET_PACKET_IN_FORMAT set it.
+    packet_in_format: AtomicU32,
+    /// The id `controller(id=N)` actions name it by (NXT_SET_CONTROLLER_ID; 0 until set).
+    controller_id: AtomicU32,
     /// Asynchronous messages dropped because the outbox was full.
     pub dropped: AtomicU64,
 }
@@ -66,6 +75,8 @@ impl Outbox {
             packet_in: [AtomicU32::new(0), AtomicU32::new(0)],
             flow_removed: [AtomicU32::new(0), AtomicU32::new(0)],
             port_status: [AtomicU32::new(0), AtomicU32::new(0)],
+            packet_in_format: AtomicU32::new(nxpif::STANDARD),
+            controller_id: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
         };
         o.configure(role, a);
@@ -81,6 +92,16 @@ impl Outbox {
         self.flow_removed[1].store(a.flow_removed[1], Ordering::Relaxed);
         self.port_status[0].store(a.port_status[0], Ordering::Relaxed);
         self.port_status[1].store(a.port_status[1], Ordering::Relaxed);
+    }
+
+    /// Its packet-ins from now on in `format` (`nxpif`).
+    pub fn set_packet_in_format(&self, format: u32) {
+        self.packet_in_format.store(format, Ordering::Relaxed);
+    }
+
+    /// It answers to `controller(id=N)` actions with this id from now on.
+    pub fn set_controller_id(&self, id: u16) {
+        self.controller_id.store(u32::from(id), Ordering::Relaxed);
     }
 
     /// A reply, written now (in the order of the requests: one thread
@@ -165,32 +186,91 @@ fn reason_code(r: ControllerReason) -> u8 {
     }
 }
 
+/// What a packet-in says of the packet's pipeline state, as Open vSwitch's
+/// `flow_get_metadata`: in_port, the pipeline fields that were not zero at
+/// the controller action (metadata, registers, pkt_mark, tunnel), and the
+/// packet's connection (its ct_state, zone, mark and label when not zero,
+/// the original tuple when the connection is valid).
+pub fn metadata(c: &ToController) -> Vec<Oxm> {
+    let mut m = kairo_flow::Match::default();
+    m.set_exact(Field::InPort, u64::from(c.in_port));
+    for &(f, v) in &c.meta.fields {
+        m.set_exact(f, v);
+    }
+    let mut ct = kairo_flow::FlowKey::default();
+    c.ct.write_key(&mut ct);
+    let mut fields = vec![Field::CtState, Field::CtZone, Field::CtMark, Field::CtLabelHi, Field::CtLabelLo];
+    // A valid connection's tuple (new, established, related or reply).
+    if ct.get(Field::CtState) & 0x0f != 0 && ct.get(Field::CtNwProto) != 0 {
+        fields.extend([Field::CtNwProto, Field::CtTpSrc, Field::CtTpDst]);
+        fields.extend([Field::CtNwSrc, Field::CtNwDst]);
+        fields.extend([Field::CtIpv6SrcHi, Field::CtIpv6SrcLo, Field::CtIpv6DstHi, Field::CtIpv6DstLo]);
+    }
+    for f in fields {
+        let v = ct.get(f);
+        if v != 0 || (f == Field::CtNwProto && ct.get(Field::CtState) != 0) {
+            m.set_exact(f, v);
+        }
+    }
+    // The fields all have OpenFlow forms (OXM or NXM), in every version.
+    map::match_to_wire(&m, Version::V1_3)
+        .unwrap_or_else(|_| vec![Oxm::exact(OxmId::basic(0), u128::from(port::to_wire(c.in_port)))])
+}
+
+/// The packet's bytes a packet-in carries (at most the action's max_len).
+fn kept<'b>(c: &ToController, bytes: &'b [u8]) -> &'b [u8] {
+    let keep = if c.max_len == u16::MAX { bytes.len() } else { bytes.len().min(usize::from(c.max_len)) };
+    &bytes[..keep]
+}
+
 /// The PACKET_IN for a packet the datapath sent to the controller.
 pub fn packet_in(c: &ToController, bytes: &[u8]) -> PacketIn {
-    let keep = if c.max_len == u16::MAX { bytes.len() } else { bytes.len().min(usize::from(c.max_len)) };
     PacketIn {
         buffer_id: NO_BUFFER,
         total_len: u16::try_from(bytes.len()).unwrap_or(u16::MAX),
         reason: reason_code(c.reason),
         table_id: c.table,
         cookie: c.cookie,
-        fields: vec![Oxm::exact(OxmId::basic(0), u128::from(port::to_wire(c.in_port)))],
-        data: bytes[..keep].to_vec(),
+        fields: metadata(c),
+        data: kept(c, bytes).to_vec(),
     }
 }
 
-/// Serves the datapath's controller queue until the switch goes away.
+/// The NXT_PACKET_IN2 for it (what a PACKET_IN says, and the userdata).
+pub fn packet_in2(c: &ToController, bytes: &[u8]) -> PacketIn2 {
+    let data = kept(c, bytes).to_vec();
+    PacketIn2 {
+        full_len: (data.len() < bytes.len()).then_some(bytes.len() as u32),
+        data,
+        buffer_id: None,
+        table_id: c.table,
+        cookie: Some(c.cookie),
+        reason: reason_code(c.reason),
+        metadata: metadata(c),
+        userdata: (!c.meta.userdata.is_empty()).then(|| c.meta.userdata.clone()),
+    }
+}
+
+/// Serves the datapath's controller queue until the switch goes away: each
+/// packet to the connections that have the action's controller id and
+/// want its reason, in the format each asked for.
 pub fn dispatch(rx: Receiver<(ToController, Vec<u8>)>, outboxes: Arc<Outboxes>) {
     while let Ok((c, bytes)) = rx.recv() {
         let reason = reason_code(c.reason);
-        let targets: Vec<Arc<Outbox>> =
-            outboxes.snapshot().into_iter().filter(|o| o.wants(&o.packet_in, reason)).collect();
-        if targets.is_empty() {
-            continue;
-        }
-        let pin = packet_in(&c, &bytes);
+        let targets: Vec<Arc<Outbox>> = outboxes
+            .snapshot()
+            .into_iter()
+            .filter(|o| o.controller_id.load(Ordering::Relaxed) == u32::from(c.controller_id))
+            .filter(|o| o.wants(&o.packet_in, reason))
+            .collect();
+        let (mut std, mut nx) = (None, None);
         for o in targets {
-            o.post(Message::PacketIn(pin.clone()));
+            let m = if o.packet_in_format.load(Ordering::Relaxed) == nxpif::NXT_PACKET_IN2 {
+                Message::PacketIn2(nx.get_or_insert_with(|| packet_in2(&c, &bytes)).clone())
+            } else {
+                Message::PacketIn(std.get_or_insert_with(|| packet_in(&c, &bytes)).clone())
+            };
+            o.post(m);
         }
     }
 }

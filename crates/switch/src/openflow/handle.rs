@@ -87,6 +87,24 @@ pub fn handle(sw: &Switch, shared: &Shared, s: &mut Session, xid: u32, m: &Messa
             s.outbox.configure(s.role, &s.async_config);
             vec![]
         }
+        Message::SetPacketInFormat(f) => {
+            use kairo_ofp::message::nxpif;
+            if !matches!(*f, nxpif::STANDARD | nxpif::NXT_PACKET_IN2) {
+                return Err(Error::new(
+                    ErrorCode::REQUEST_EPERM,
+                    format!(
+                        "packet-in format {f}: kairo sends OpenFlow's PACKET_IN (0) or NXT_PACKET_IN2 (2), not \
+                         NXT_PACKET_IN (1)"
+                    ),
+                ));
+            }
+            s.outbox.set_packet_in_format(*f);
+            vec![]
+        }
+        Message::SetControllerId(id) => {
+            s.outbox.set_controller_id(*id);
+            vec![]
+        }
         Message::MeterMod(mm) => {
             writer(s)?;
             super::meters::meter_mod(sw, mm)?;
