@@ -189,6 +189,9 @@ fn datapath_actions_match_open_vswitch() {
     let (mut field_out, mut cloned, mut stacked) = (0usize, 0usize, 0usize);
     // Passes whose actions depend on the packet's length (check_pkt_len).
     let mut checked_len = 0usize;
+    // Passes through a clone that clears the connection (all, and those
+    // after a ct recirculation, where the packet is tracked).
+    let (mut cleared_in_clone, mut cleared_tracked) = (0usize, 0usize);
     // First passes that popped labels and recirculated to see under them.
     let mut popped_recirc = 0usize;
     let (mut ovs_mf_total, mut kairo_mf_total) = (0usize, 0usize);
@@ -275,6 +278,18 @@ fn datapath_actions_match_open_vswitch() {
                         rule.inst.apply.iter().any(|a| matches!(a, kairo_ofproto::Action::Clone(_)))
                     })
                 }));
+                let clears = r.traversal.steps.iter().any(|s| {
+                    s.outcome.rule().and_then(|id| p.rule(s.table, id)).is_some_and(|rule| {
+                        rule.inst.apply.iter().any(|a| match a {
+                            kairo_ofproto::Action::Clone(body) => {
+                                body.iter().any(|b| matches!(b, kairo_ofproto::Action::CtClear))
+                            }
+                            _ => false,
+                        })
+                    })
+                });
+                cleared_in_clone += usize::from(clears);
+                cleared_tracked += usize::from(clears && i > 0);
                 stacked += usize::from(r.traversal.steps.iter().any(|s| {
                     s.outcome.rule().and_then(|id| p.rule(s.table, id)).is_some_and(|rule| {
                         rule.inst.apply.iter().any(|a| {
@@ -327,7 +342,7 @@ fn datapath_actions_match_open_vswitch() {
         ovs_mf_total += ovs_mf.len();
         kairo_mf_total += kairo_mf.len();
     }
-    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {popped_recirc} of them a pop and a recirculation, {conntrack} with ct, {later_passes} passes after a ct recirculation, {conj} through a conjunctive match, {field_out} through an output to a field's port, {cloned} through a clone, {stacked} through a push or pop, {checked_len} with check_pkt_len), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
+    println!("differential: {total} packets over {n_pipelines} pipelines ({mpls} passes with MPLS datapath actions, {popped_recirc} of them a pop and a recirculation, {conntrack} with ct, {later_passes} passes after a ct recirculation, {conj} through a conjunctive match, {field_out} through an output to a field's port, {cloned} through a clone, {stacked} through a push or pop, {checked_len} with check_pkt_len, {cleared_in_clone} through a clone(ct_clear,...), {cleared_tracked} of them after a ct), {skipped} skipped, {aborted} pipelines where Open vSwitch aborted; distinct megaflows kairo {kairo_mf_total} vs OVS {ovs_mf_total}");
     // The generated conjunctive flows are met, not only loaded.
     assert!(conj >= 20, "only {conj} passes went through a conjunctive match");
     assert!(field_out >= 3, "only {field_out} passes ran an output to a field's port");

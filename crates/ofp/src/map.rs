@@ -291,6 +291,18 @@ fn sub_from_wire(s: &WireSub) -> Result<SubField, Error> {
     Ok(n)
 }
 
+/// [`sub_to_wire`] in an action of a rule with match `m`: bits of a
+/// transport port take the match's protocol's name, as a set_field's do
+/// ([`set_field_id`]; Open vSwitch checks a source or destination field's
+/// prerequisites against the match: tcp_dst under a UDP match is
+/// OFPBAC_MATCH_INCONSISTENT).
+fn sub_in(s: &SubField, m: &Match) -> Result<WireSub, Error> {
+    if matches!(s.field, Field::TpSrc | Field::TpDst) {
+        return Ok(WireSub { id: set_field_id(s.field, m)?, ofs: s.ofs as u16, n_bits: s.n_bits as u16 });
+    }
+    sub_to_wire(s)
+}
+
 fn sub_to_wire(s: &SubField) -> Result<WireSub, Error> {
     // A half of a 128-bit field: bits of the whole on the wire.
     if let Some((hi, base)) = s.field.half_of() {
@@ -654,13 +666,11 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
             Action::Learn(l) => out.push(Act::Learn(Box::new(learn::to_wire(l)?))),
             Action::FinTimeout { idle, hard } => out.push(Act::FinTimeout { idle: *idle, hard: *hard }),
             Action::CheckPktLarger { len, dst } => {
-                out.push(Act::CheckPktLarger { pkt_len: *len, dst: sub_to_wire(dst)? })
+                out.push(Act::CheckPktLarger { pkt_len: *len, dst: sub_in(dst, m)? })
             }
-            Action::StackPush(src) => out.push(Act::StackPush(sub_to_wire(src)?)),
-            Action::StackPop(dst) => out.push(Act::StackPop(sub_to_wire(dst)?)),
-            Action::OutputReg { src, max_len } => {
-                out.push(Act::OutputReg { src: sub_to_wire(src)?, max_len: *max_len })
-            }
+            Action::StackPush(src) => out.push(Act::StackPush(sub_in(src, m)?)),
+            Action::StackPop(dst) => out.push(Act::StackPop(sub_in(dst, m)?)),
+            Action::OutputReg { src, max_len } => out.push(Act::OutputReg { src: sub_in(src, m)?, max_len: *max_len }),
             Action::InPort => out.push(Act::Output { port: port::OFPP_IN_PORT, max_len: 0 }),
             Action::Flood => out.push(Act::Output { port: port::OFPP_FLOOD, max_len: 0 }),
             Action::All => out.push(Act::Output { port: port::OFPP_ALL, max_len: 0 }),
@@ -765,7 +775,7 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
                 }
             }
             Action::Move { src, dst } => {
-                let (s, d) = (sub_to_wire(src)?, sub_to_wire(dst)?);
+                let (s, d) = (sub_in(src, m)?, sub_in(dst, m)?);
                 if v >= Version::V1_5 {
                     out.push(Act::CopyField { n_bits: s.n_bits, src_ofs: s.ofs, dst_ofs: d.ofs, src: s.id, dst: d.id });
                 } else {
@@ -790,7 +800,7 @@ pub fn actions_to_wire(acts: &[Action], v: Version, m: &Match) -> Result<Vec<Act
                 let flags = u16::from(ct.commit) | if ct.force { 2 } else { 0 };
                 let (zone_src, zone_imm) = match ct.zone {
                     kairo_ofproto::CtZone::Imm(z) => (None, z),
-                    kairo_ofproto::CtZone::Field(sf) => (Some(sub_to_wire(&sf)?), 0),
+                    kairo_ofproto::CtZone::Field(sf) => (Some(sub_in(&sf, m)?), 0),
                 };
                 // As ovs-ofctl: the NAT first, then the writes of exec(...).
                 let mut actions: Vec<Act> = ct.nat.iter().map(nat_to_wire).collect();

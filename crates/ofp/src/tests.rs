@@ -872,3 +872,26 @@ fn check_pkt_larger_is_encoded_as_open_vswitch_encodes_it() {
     let e = crate::action::decode_actions(&mut Reader::new(&bad), Version::V1_3).unwrap_err();
     assert!(e.detail.contains("check_pkt_larger"), "{e}");
 }
+
+/// Bits of a transport port in an action take the match's protocol's name
+/// on the wire (Open vSwitch refuses tcp_dst read under a UDP match with
+/// OFPBAC_MATCH_INCONSISTENT), as a set_field's do.
+#[test]
+fn transport_port_bits_in_actions_take_the_match_s_protocol() {
+    let r = kairo_ofproto::parse_flow(
+        "udp,actions=output:NXM_OF_UDP_DST[0..1],move:NXM_OF_UDP_SRC[0..3]->NXM_NX_REG0[0..3],push:NXM_OF_UDP_DST[]",
+        Some(true),
+    )
+    .unwrap()
+    .into_rule()
+    .unwrap();
+    let wire = crate::map::actions_to_wire(&r.inst.apply, Version::V1_3, &r.m).unwrap();
+    let names: Vec<String> = wire
+        .iter()
+        .map(|a| match a {
+            Act::OutputReg { src, .. } | Act::RegMove { src, .. } | Act::StackPush(src) => src.id.name(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["OXM_OF_UDP_DST", "OXM_OF_UDP_SRC", "OXM_OF_UDP_DST"]);
+}

@@ -221,9 +221,10 @@ pub enum Action {
     /// `clone(action...)`: runs the actions on a copy of the packet and of
     /// the pipeline's state (flow, metadata, registers, the action set, which
     /// runs at the clone's end), then puts them back (ovs-actions(7)). Only
-    /// actions a later commit can undo (Open vSwitch's "reversible" ones,
-    /// which it runs in line): `ct` and `ct_clear`, which need the
-    /// datapath's own clone, are refused ([`check_clone`]).
+    /// the actions Open vSwitch calls reversible, which it runs in line:
+    /// `ct`, which needs the datapath's own clone, is refused
+    /// ([`check_clone`]); `ct_clear` runs in line as there, clearing the
+    /// packet itself (the flow's ct fields are put back after the clone).
     Clone(Vec<Action>),
     /// `learn(...)`: add (or refresh) a flow built from the packet (see
     /// [`crate::learn`]).
@@ -250,18 +251,19 @@ pub enum Action {
     },
 }
 
-/// What kairo runs inside `clone(...)`: anything but `ct` and `ct_clear`
-/// (Open vSwitch sends those to the datapath's clone action, which kairo's
-/// datapath does not have yet) and `conjunction` (only a flow's own).
+/// What kairo runs inside `clone(...)`: anything but `ct` (Open vSwitch
+/// sends a clone with `ct` to the datapath's clone action, which kairo's
+/// datapath does not have yet; `ct_clear` it runs in line, as kairo does)
+/// and `conjunction` (only a flow's own).
 pub fn check_clone(body: &[Action]) -> Result<(), OfError> {
     for a in body {
         match a {
-            Action::Ct(_) | Action::CtClear => return Err(OfError::Unsupported {
-                what: a.to_string(),
-                why:
-                    "ct and ct_clear inside clone(...) need the datapath's clone action, which kairo does not have yet"
-                        .into(),
-            }),
+            Action::Ct(_) => {
+                return Err(OfError::Unsupported {
+                    what: a.to_string(),
+                    why: "ct inside clone(...) needs the datapath's clone action, which kairo does not have yet".into(),
+                })
+            }
             Action::Conjunction { .. } => {
                 return Err(OfError::Syntax {
                     text: a.to_string(),

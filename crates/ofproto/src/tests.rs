@@ -422,13 +422,15 @@ fn clone_parses_prints_back_and_refuses_what_kairo_cannot_run_in_line() {
     assert_eq!(Action::parse(&a.to_string()).unwrap(), a);
     for (text, want) in [
         ("clone(ct(commit),output:2)", "datapath's clone"),
-        ("clone(output:1,clone(ct_clear))", "datapath's clone"),
+        ("clone(output:1,clone(ct(table=2)))", "datapath's clone"),
         ("clone(conjunction(1,1/2))", "conjunction"),
         ("clone(set_field:1->ct_mark)", "outside ct"),
     ] {
         let e = Action::parse(text).expect_err(text).to_string();
         assert!(e.contains(want), "{text}: {e}");
     }
+    // ct_clear runs in line, as Open vSwitch runs it (OVN's clone(ct_clear,...)).
+    assert!(Action::parse("clone(ct_clear,output:1,clone(ct_clear))").is_ok());
 }
 
 #[test]

@@ -1091,14 +1091,14 @@ impl Run<'_> {
             }
             Action::Ct(ct) => self.conntrack(ct),
             Action::CtClear => {
+                // Only a tracked packet is cleared; otherwise nothing is,
+                // not even the flow's ct fields (which a clone put back).
                 if std::mem::take(&mut self.conntracked) {
                     for f in CT_FIELDS {
                         self.ct.set(f, 0);
+                        self.flow.set(f, 0);
                     }
                     self.bytes += 4;
-                }
-                for f in CT_FIELDS {
-                    self.flow.set(f, 0);
                 }
             }
             Action::Conjunction { .. } | Action::Note(_) => {}
@@ -1150,7 +1150,9 @@ impl Run<'_> {
                 // pipeline's state, the copy's action set run at its end;
                 // then everything as it was (a freeze inside recirculates
                 // on its own, as a bucket's does).
-                let saved = (self.flow, self.hidden, self.conntracked, self.set.clone());
+                // (Whether the packet is tracked is not put back: a ct_clear
+                // in the body cleared the packet itself.)
+                let saved = (self.flow, self.hidden, self.set.clone());
                 let stack = self.stack.clone();
                 self.action_list(body, depth, table);
                 if self.freezing.is_none() && !self.halted() {
@@ -1162,7 +1164,7 @@ impl Run<'_> {
                     self.ended = true;
                 }
                 self.freezing = None;
-                (self.flow, self.hidden, self.conntracked, self.set) = saved;
+                (self.flow, self.hidden, self.set) = saved;
                 self.stack = stack;
                 return !self.halted();
             }

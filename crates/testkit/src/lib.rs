@@ -254,7 +254,7 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 format!("check_pkt_larger({})->NXM_NX_REG0[{}]", pick(rng, &[64, 128, 1500]), rng.gen_range(0..2))
             }
             // A clone of one to three actions (no ct, which kairo refuses
-            // there, and no MPLS push or pop, whose effect on later
+            // there, but now and then ct_clear first; and no MPLS push or pop, whose effect on later
             // actions' prerequisites Open vSwitch's checks carry out of
             // the clone): what it does to the packet is undone after it.
             24 => {
@@ -273,12 +273,22 @@ fn gen_action(rng: &mut StdRng, cfg: &GenConfig, m: &str, table: u8, groups: &[u
                 if body.is_empty() {
                     continue;
                 }
+                // ct_clear runs in line (Open vSwitch's clone does too); ct
+                // would need the datapath's clone.
+                if cfg.conntrack && rng.gen_bool(0.3) {
+                    body.insert(0, "ct_clear".to_string());
+                }
                 format!("clone({})", body.join(","))
             }
             25 if cfg.learn && rng.gen_bool(0.5) => gen_learn(rng, cfg, match_ip),
             // (Open vSwitch takes fin_timeout over OpenFlow 1.1+ only on TCP flows.)
             25 if cfg.learn && m.split(',').any(|x| x == "tcp" || x == "tcp6") => {
                 "fin_timeout(idle_timeout=5,hard_timeout=30)".to_string()
+            }
+            // OVN's clone(ct_clear,...): an output of the packet untracked,
+            // the pipeline's own tracked state kept.
+            23 if cfg.conntrack && rng.gen_bool(0.3) => {
+                format!("clone(ct_clear,output:{})", rng.gen_range(1..=cfg.n_ports))
             }
             // (kairo checks ct against the match alone, not what a pop left.)
             21..=23 if cfg.conntrack && (match_ip || match_ip6) => {

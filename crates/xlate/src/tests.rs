@@ -612,6 +612,35 @@ fn check_pkt_larger_translates_the_rest_for_both_lengths() {
     assert_eq!(acts(&g, &pkt(9)), "3");
 }
 
+/// `clone(ct_clear,...)` runs in line, as Open vSwitch 3.1 runs it: the
+/// packet is cleared (the body sees it untracked), the flow's ct fields come
+/// back after the clone, and a ct_clear on the untracked packet does nothing
+/// at all. The expectations are `ofproto/trace --ct-next trk,new` of OVS 3.1.
+#[test]
+fn ct_clear_in_a_clone_runs_in_line_as_open_vswitch_runs_it() {
+    let p = pipeline(
+        "table=0,priority=10,ip,actions=ct(table=1)\n\
+         table=1,priority=10,ct_state=+trk,ip,in_port=1,actions=clone(ct_clear,resubmit(,2)),output:3,ct_clear,resubmit(,2)\n\
+         table=1,priority=10,ct_state=+trk,ip,in_port=2,actions=clone(ct_clear,output:4),ct(table=3)\n\
+         table=2,priority=10,ct_state=-trk,actions=output:2\n\
+         table=2,priority=10,ct_state=+trk,actions=output:4\n\
+         table=3,priority=10,actions=output:1",
+        "",
+    );
+    let passes = |port: u32| {
+        let k = parse_key(&format!("in_port={port},tcp,nw_src=1.1.1.1,nw_dst=2.2.2.2,tp_dst=80")).unwrap();
+        crate::recirc::follow_ct(&p, &k, &[0x21])
+            .iter()
+            .map(|pass| format_actions(&pass.result.actions))
+            .collect::<Vec<_>>()
+    };
+    let one = passes(1);
+    assert_eq!(one[1], "ct_clear,2,3,4", "{one:?}");
+    let two = passes(2);
+    assert!(two[1].starts_with("ct_clear,4,ct,recirc("), "{two:?}");
+    assert_eq!(two[2], "1", "{two:?}");
+}
+
 #[test]
 fn select_on_named_fields_only_reads_them() {
     let p = pipeline(

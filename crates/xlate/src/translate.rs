@@ -998,7 +998,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
     /// a group bucket, nothing after the clone runs). Visits inside are never
     /// resumed at: a re-translation starts before the clone.
     fn clone_actions(&mut self, body: &[Action]) {
-        let saved = (*self.flow.unexamined(), self.l3_hidden, self.conntracked, self.action_set.clone());
+        let saved = (*self.flow.unexamined(), self.l3_hidden, self.action_set.clone());
         let stack = self.stack.clone();
         self.pending += 1;
         self.restoring += 1;
@@ -1018,7 +1018,9 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         }
         self.freezing = None;
         self.flow.restore(saved.0);
-        (self.l3_hidden, self.conntracked, self.action_set) = (saved.1, saved.2, saved.3);
+        // (Not whether the packet is tracked: a ct_clear inside cleared the
+        // packet itself, as in Open vSwitch, which runs it in line.)
+        (self.l3_hidden, self.action_set) = (saved.1, saved.2);
         self.stack = stack;
     }
 
@@ -1221,12 +1223,15 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             Action::Group(g) => self.group(*g),
             Action::Ct(ct) => self.conntrack(ct),
             Action::CtClear => {
-                // Only a packet the datapath tracked has anything to clear.
+                // Only a packet the datapath tracked has anything to clear,
+                // and nothing happens otherwise, not even to the flow (as in
+                // Open vSwitch 3.1: after a clone's ct_clear, the flow's
+                // ct fields are back and a ct_clear leaves them).
                 self.thaw_read = true;
                 if std::mem::take(&mut self.conntracked) {
                     self.odp.push(DpAction::CtClear);
+                    self.clear_conntrack();
                 }
-                self.clear_conntrack();
             }
             // A clause of a conjunctive flow is never the rule a lookup
             // gives (the classifier completes the conjunction instead),
