@@ -395,14 +395,7 @@ fn apply_one(p: &mut Pipeline, fm: &FlowMod, out: &mut Vec<Delta>, undo: &mut Ve
                     .flat_map(|(t, tb)| {
                         tb.cls
                             .iter()
-                            .filter(|r| {
-                                r.payload
-                                    .inst
-                                    .apply
-                                    .iter()
-                                    .chain(r.payload.inst.write.iter())
-                                    .any(|a| matches!(a, Action::Group(g) if ids.contains(g)))
-                            })
+                            .filter(|r| kairo_xlate::pipeline::inst_groups(&r.payload.inst).any(|g| ids.contains(&g)))
                             .map(move |r| (t, r.id))
                             .collect::<Vec<_>>()
                     })

@@ -197,6 +197,14 @@ pub fn conj_floor<R>(l: &ConjLookup<'_, R>) -> Floor {
 /// A group id and the group it replaced, if any.
 pub type Replaced = (u32, Option<Arc<Group>>);
 
+/// A group as translation runs it: the group, and each bucket's actions as
+/// the action set they make (as Open vSwitch runs a bucket).
+#[derive(Debug)]
+pub(crate) struct GroupRun {
+    pub group: Arc<Group>,
+    pub sets: Vec<Vec<Action>>,
+}
+
 /// Rule tables, per-table miss behaviour, groups and port liveness.
 #[derive(Clone, Debug, Default)]
 pub struct Pipeline {
@@ -219,6 +227,11 @@ pub struct Pipeline {
     /// over its buckets, made when the group is put in (translation reads
     /// it on every use of the group). Kept by [`Pipeline::put_group`].
     dp_hash: FxHashMap<u32, Arc<crate::recirc::DpHashPlan>>,
+    /// Each group with its buckets as the action sets they run as
+    /// (`action_set::bucket_list`), made when the group is put in (not on
+    /// every run of a bucket): what translation reads of a group, in one
+    /// lookup. Kept by [`Pipeline::put_group`].
+    runs: FxHashMap<u32, Arc<GroupRun>>,
     /// Rules with a `learn` or a `fin_timeout` action: what the megaflows
     /// that ran them refresh from their hits.
     learners: usize,
@@ -250,11 +263,26 @@ pub fn learns_of(actions: &[Action]) -> Vec<&kairo_ofproto::Learn> {
     out
 }
 
+/// The groups `actions` name, those inside clones too (as Open vSwitch's
+/// `ofpacts_output_to_group` walks nested actions).
 fn groups_named(actions: &[Action]) -> impl Iterator<Item = u32> + '_ {
-    actions.iter().filter_map(|a| if let Action::Group(g) = a { Some(*g) } else { None })
+    let mut out = Vec::new();
+    let mut todo = vec![actions];
+    while let Some(list) = todo.pop() {
+        for a in list {
+            match a {
+                Action::Group(g) => out.push(*g),
+                Action::Clone(body) => todo.push(body),
+                _ => {}
+            }
+        }
+    }
+    out.into_iter()
 }
 
-fn inst_groups(i: &Instructions) -> impl Iterator<Item = u32> + '_ {
+/// The groups a rule's instructions name (nested ones too): a group
+/// deleted takes those rules with it, and one a rule names cannot be.
+pub fn inst_groups(i: &Instructions) -> impl Iterator<Item = u32> + '_ {
     groups_named(&i.apply).chain(groups_named(&i.write))
 }
 
@@ -615,10 +643,22 @@ impl Pipeline {
             Some(plan) => self.dp_hash.insert(id, Arc::new(plan)),
             None => self.dp_hash.remove(&id),
         };
+        match &g {
+            Some(g) => {
+                let sets = g.buckets.iter().map(|b| crate::action_set::bucket_list(&b.actions)).collect();
+                self.runs.insert(id, Arc::new(GroupRun { group: g.clone(), sets }))
+            }
+            None => self.runs.remove(&id),
+        };
         match g {
             Some(g) => self.groups.insert(id, g),
             None => self.groups.remove(&id),
         }
+    }
+
+    /// Group `g` as translation runs it.
+    pub(crate) fn group_run(&self, g: u32) -> Option<&Arc<GroupRun>> {
+        self.runs.get(&g)
     }
 
     /// How select group `g` is hashed in the datapath, if it is (see
@@ -681,8 +721,9 @@ impl Pipeline {
                 return Err(PipelineError::GroupInUse { group: g, by: format!("a rule in table {t}") });
             }
         }
-        self.dp_hash.clear();
-        Ok(std::mem::take(&mut self.groups).into_iter().map(|(id, g)| (id, Some(g))).collect())
+        // (Through put_group, which keeps what is made of each group with it.)
+        let ids: Vec<u32> = self.groups.keys().copied().collect();
+        Ok(ids.into_iter().map(|id| (id, self.put_group(id, None))).collect())
     }
 
     /// Removes a group that no rule or group references.

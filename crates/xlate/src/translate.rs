@@ -1504,9 +1504,10 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             return;
         }
         let depth = self.depth;
-        let Some(g) = self.p.group(gid).cloned() else {
+        let Some(run) = self.p.group_run(gid).cloned() else {
             return self.used_group(gid, vec![], false);
         };
+        let (g, sets) = (&*run.group, &run.sets);
         let p = self.p;
         let dp_hash = p.dp_hash_plan(gid);
         let chosen: Vec<usize> = match g.ty {
@@ -1585,7 +1586,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             self.depth += 1;
             self.pending += more;
             self.restoring += 1;
-            self.actions(&crate::action_set::bucket_list(&g.buckets[i].actions));
+            self.actions(&sets[i]);
             self.restoring -= 1;
             self.pending -= more;
             self.depth -= 1;
