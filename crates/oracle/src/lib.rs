@@ -865,15 +865,7 @@ impl Run<'_> {
                 }
                 Then::Ops(ops) => self.ops(ops),
             }
-            if self.freezing.is_none() && !self.halted() {
-                let set = std::mem::take(&mut self.set);
-                self.action_list(&ordered(set), depth, table);
-            }
-            if !self.halted() && self.freezing.is_some() {
-                self.finish_freezing();
-                self.ended = true;
-            }
-            self.freezing = None;
+            self.end_copy(depth, table);
             runs.push(self.emitted.split_off(mark));
         }
         // The datapath action's own attributes.
@@ -884,6 +876,21 @@ impl Run<'_> {
         (self.flow, self.hidden, self.conntracked, self.base, self.ct, self.nat) = saved;
         (self.set, self.stack) = (set, stack);
         self.ended = froze;
+    }
+
+    /// The end of what runs on a copy (a clone's body, a list of
+    /// check_pkt_larger): the action set, unless it froze; a freeze made
+    /// there recirculates from there, and nothing after runs at all.
+    fn end_copy(&mut self, depth: u32, table: u8) {
+        if self.freezing.is_none() && !self.halted() {
+            let set = std::mem::take(&mut self.set);
+            self.action_list(&ordered(set), depth, table);
+        }
+        if !self.halted() && self.freezing.is_some() {
+            self.finish_freezing();
+            self.ended = true;
+        }
+        self.freezing = None;
     }
 
     fn is_ipv4(&self) -> bool {
@@ -1155,15 +1162,7 @@ impl Run<'_> {
                 let saved = (self.flow, self.hidden, self.set.clone());
                 let stack = self.stack.clone();
                 self.action_list(body, depth, table);
-                if self.freezing.is_none() && !self.halted() {
-                    let set = std::mem::take(&mut self.set);
-                    self.action_list(&ordered(set), depth, table);
-                }
-                if !self.halted() && self.freezing.is_some() {
-                    self.finish_freezing();
-                    self.ended = true;
-                }
-                self.freezing = None;
+                self.end_copy(depth, table);
                 (self.flow, self.hidden, self.set) = saved;
                 self.stack = stack;
                 return !self.halted();
