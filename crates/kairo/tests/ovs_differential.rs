@@ -258,7 +258,7 @@ fn datapath_actions_match_open_vswitch() {
                 let want: Vec<_> = lengths.iter().map(|&len| (len, at(&ovs_actions, len))).collect();
                 let got: Vec<_> = lengths.iter().map(|&len| (len, at(&r.actions, len))).collect();
                 checked_len += usize::from(lengths.len() > 1);
-                let deep = all_actions(&r.actions);
+                let deep = kairo_xlate::odp::DpAction::all(&r.actions);
                 mpls += usize::from(deep.iter().any(|a| {
                     matches!(
                         a,
@@ -389,19 +389,6 @@ fn parse_injections(text: &str) -> Vec<Vec<DpFlow>> {
 
 /// Recirculation ids are each switch's own: emissions compared up to
 /// renaming (in the order each side names them).
-/// Every action of `actions`, those in `check_pkt_len` lists too.
-fn all_actions(actions: &[kairo_xlate::odp::DpAction]) -> Vec<&kairo_xlate::odp::DpAction> {
-    let mut out = Vec::new();
-    for a in actions {
-        out.push(a);
-        if let kairo_xlate::odp::DpAction::CheckPktLen(c) = a {
-            out.extend(all_actions(&c.gt));
-            out.extend(all_actions(&c.le));
-        }
-    }
-    out
-}
-
 fn renamed(mut e: Vec<kairo_xlate::odp::Emitted>) -> Vec<kairo_xlate::odp::Emitted> {
     let mut ids: Vec<u64> = Vec::new();
     for (_, k) in e.iter_mut() {

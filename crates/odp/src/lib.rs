@@ -318,37 +318,37 @@ impl DpAction {
         }
     }
 
-    /// The recirculation ids of `actions`, those inside `check_pkt_len`
-    /// lists included.
-    pub fn recirc_ids(actions: &[DpAction]) -> Vec<u32> {
+    /// Every action of `actions`, those inside `check_pkt_len` lists too
+    /// (each list's before what follows it).
+    pub fn all(actions: &[DpAction]) -> Vec<&DpAction> {
         let mut out = Vec::new();
-        let mut todo = vec![actions];
-        while let Some(list) = todo.pop() {
-            for a in list {
-                match a {
-                    DpAction::Recirc(id) => out.push(*id),
-                    DpAction::CheckPktLen(c) => todo.extend([&c.gt[..], &c.le[..]]),
-                    _ => {}
-                }
+        for a in actions {
+            out.push(a);
+            if let DpAction::CheckPktLen(c) = a {
+                out.extend(DpAction::all(&c.gt));
+                out.extend(DpAction::all(&c.le));
             }
         }
         out
+    }
+
+    /// The recirculation ids of `actions`, those inside `check_pkt_len`
+    /// lists included.
+    pub fn recirc_ids(actions: &[DpAction]) -> Vec<u32> {
+        DpAction::all(actions)
+            .into_iter()
+            .filter_map(|a| if let DpAction::Recirc(id) = a { Some(*id) } else { None })
+            .collect()
     }
 
     /// The sizes `check_pkt_len` actions in `actions` (nested ones too)
     /// compare with: the packet lengths 0 and each size + 1 take every
     /// combination of their branches that any length takes.
     pub fn checked_sizes(actions: &[DpAction]) -> Vec<u16> {
-        let mut out = Vec::new();
-        let mut todo = vec![actions];
-        while let Some(list) = todo.pop() {
-            for a in list {
-                if let DpAction::CheckPktLen(c) = a {
-                    out.push(c.size);
-                    todo.extend([&c.gt[..], &c.le[..]]);
-                }
-            }
-        }
+        let mut out: Vec<u16> = DpAction::all(actions)
+            .into_iter()
+            .filter_map(|a| if let DpAction::CheckPktLen(c) = a { Some(c.size) } else { None })
+            .collect();
         out.sort_unstable();
         out.dedup();
         out
