@@ -675,43 +675,37 @@ impl Run<'_> {
     /// The instructions of the running rule (`self.ctx`) after its
     /// apply-actions, which ran to their end (`done`) or not.
     fn rest_of_rule(&mut self, inst: &kairo_ofproto::Instructions, done: bool, depth: u32) {
-        {
-            {
-                let more = inst.clear_actions
-                    || !inst.write.is_empty()
-                    || inst.write_metadata.is_some()
-                    || inst.goto_table.is_some();
-                if done && more && self.hidden && self.freezing.is_none() {
-                    // The instructions after a pop, too, wait for the packet
-                    // to be parsed again.
-                    let (t, cookie, miss) = self.ctx;
-                    self.freezing = Some((vec![Op::Rule { table: t, cookie, miss }], None));
-                }
-                if let Some((ops, _)) = self.freezing.as_mut() {
-                    if inst.clear_actions {
-                        ops.push(Op::ClearActions);
-                    }
-                    if !inst.write.is_empty() {
-                        ops.push(Op::WriteActions(inst.write.clone()));
-                    }
-                    if let Some((value, mask)) = inst.write_metadata {
-                        ops.push(Op::WriteMetadata { value, mask });
-                    }
-                    if let Some(g) = inst.goto_table {
-                        ops.push(Op::Goto(g));
-                    }
-                } else if done {
-                    if inst.clear_actions {
-                        self.set.clear();
-                    }
-                    self.set.extend(inst.write.iter().cloned());
-                    if let Some((v, m)) = inst.write_metadata {
-                        self.flow.set_masked(Field::Metadata, v, m);
-                    }
-                    if let Some(g) = inst.goto_table {
-                        self.table(g, depth);
-                    }
-                }
+        let more =
+            inst.clear_actions || !inst.write.is_empty() || inst.write_metadata.is_some() || inst.goto_table.is_some();
+        if done && more && self.hidden && self.freezing.is_none() {
+            // The instructions after a pop, too, wait for the packet
+            // to be parsed again.
+            let (t, cookie, miss) = self.ctx;
+            self.freezing = Some((vec![Op::Rule { table: t, cookie, miss }], None));
+        }
+        if let Some((ops, _)) = self.freezing.as_mut() {
+            if inst.clear_actions {
+                ops.push(Op::ClearActions);
+            }
+            if !inst.write.is_empty() {
+                ops.push(Op::WriteActions(inst.write.clone()));
+            }
+            if let Some((value, mask)) = inst.write_metadata {
+                ops.push(Op::WriteMetadata { value, mask });
+            }
+            if let Some(g) = inst.goto_table {
+                ops.push(Op::Goto(g));
+            }
+        } else if done {
+            if inst.clear_actions {
+                self.set.clear();
+            }
+            self.set.extend(inst.write.iter().cloned());
+            if let Some((v, m)) = inst.write_metadata {
+                self.flow.set_masked(Field::Metadata, v, m);
+            }
+            if let Some(g) = inst.goto_table {
+                self.table(g, depth);
             }
         }
     }
