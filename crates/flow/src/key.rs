@@ -335,6 +335,18 @@ impl Match {
             (self.key.w[i] ^ other.key.w[i]) & common == 0
         })
     }
+    /// The packets both match, if they share one.
+    pub fn intersect(&self, other: &Match) -> Option<Match> {
+        if !self.overlaps(other) {
+            return None;
+        }
+        let mut m = *self;
+        for i in 0..crate::field::WORDS {
+            m.mask.w[i] |= other.mask.w[i];
+            m.key.w[i] |= other.key.w[i];
+        }
+        Some(m)
+    }
     /// Value/mask of `f`.
     pub fn field(&self, f: Field) -> (u64, u64) {
         (self.key.get(f), self.mask.get(f))
@@ -396,5 +408,19 @@ mod tests {
         assert!(a.overlaps(&b));
         assert!(!a.overlaps(&c));
         assert!(!b.overlaps(&c));
+        // The intersection is the narrower where one holds the other, and
+        // matches exactly the packets both match where they cross.
+        assert_eq!(a.intersect(&b), Some(b));
+        assert_eq!(b.intersect(&c), None);
+        let mut d = Match::ANY;
+        d.set_exact(Field::TpDst, 80);
+        let ad = a.intersect(&d).unwrap();
+        let mut k = FlowKey::ZERO;
+        for (dst, port, both) in [(0x0a09_0909, 80, true), (0x0a09_0909, 81, false), (0x0b09_0909, 80, false)] {
+            k.set(Field::IpDst, dst);
+            k.set(Field::TpDst, port);
+            assert_eq!(ad.matches(&k), both);
+            assert_eq!(a.matches(&k) && d.matches(&k), both);
+        }
     }
 }

@@ -240,8 +240,11 @@ fn choose_fields(p: &Pipeline, t: u8) -> (Field, Option<Field>) {
     let mut score: FxHashMap<Field, u64> = FxHashMap::default();
     if let Some(tb) = p.table(t) {
         for r in tb.cls.iter() {
-            for f in Field::all().filter(|f| f.def().storage.is_none() && *f != Field::EthType && *f != Field::RecircId)
-            {
+            // (Not conj_id: zero wherever a lookup starts, so no entry's
+            // slot would tell any conj_id flow's apart.)
+            let useful =
+                |f: &Field| f.def().storage.is_none() && !matches!(f, Field::EthType | Field::RecircId | Field::ConjId);
+            for f in Field::all().filter(useful) {
                 let n = r.m.mask().get(f).count_ones() as u64;
                 if n > 0 {
                     *score.entry(f).or_insert(0) += n;
@@ -1075,6 +1078,11 @@ impl Index {
     /// The field table `t`'s entries are indexed on first, if it has an index.
     pub fn outer_field(&self, t: u8) -> Option<Field> {
         self.tables.get(&t).map(|ti| ti.outer_field)
+    }
+
+    /// The field table `t`'s entries are indexed on second, if it has one.
+    pub fn inner_field(&self, t: u8) -> Option<Field> {
+        self.tables.get(&t).and_then(|ti| ti.inner_field)
     }
 
     /// Reads what a check of each of `ids` reads first, stage by stage

@@ -447,6 +447,15 @@ impl Incremental {
     pub fn affected(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<index::EntryId>, usize) {
         let mut out = Vec::new();
         let mut probed = 0;
+        let mut gone: Vec<(u8, &kairo_ofproto::Rule)> = Vec::new();
+        let mut remade = kairo_xlate::TableSet::default();
+        for d in deltas {
+            match d {
+                Delta::RuleRemoved { table, rule, .. } if rule.inst.is_clause() => gone.push((*table, rule)),
+                Delta::RuleModified { table, conj: true, .. } => remade.insert(*table),
+                _ => {}
+            }
+        }
         for d in deltas {
             if let Some((t, id, m, priority)) = conj_change(p, d) {
                 // In a table with conjunctive matches a removed or changed
@@ -459,10 +468,12 @@ impl Incremental {
                     if kairo_xlate::answers(rule).is_some() && p.table(t).is_some_and(|tb| tb.single_clauses()) {
                         continue;
                     }
-                    // (Alone: the other clause flows are then those there
-                    // were before it went. A bundle may take them too.)
-                    let alone = deltas.len() == 1;
-                    if let Some(n) = alone.then(|| self.conj_affected(p, t, rule, true, &mut out)).flatten() {
+                    // The other clause flows before it went: those there
+                    // now and those the same bundle took (unless it gave a
+                    // flow of the table new instructions, which may have
+                    // taken a clause away).
+                    let known = !remade.contains(t);
+                    if let Some(n) = known.then(|| self.conj_affected(p, t, rule, true, &gone, &mut out)).flatten() {
                         probed += n;
                         continue;
                     }
@@ -509,7 +520,7 @@ impl Incremental {
                 Delta::MissChanged { table } => out.extend(self.index.users_of_miss(*table)),
                 Delta::RuleAdded { table, id } => {
                     if let Some(r) = p.rule(*table, *id) {
-                        match self.conj_affected(p, *table, r, false, &mut out) {
+                        match self.conj_affected(p, *table, r, false, &[], &mut out) {
                             Some(n) => probed += n,
                             None => probed += self.index.overlapping(p, *table, &r.m, r.priority, false, &mut out),
                         }
@@ -561,12 +572,16 @@ impl Incremental {
     ///   only the entries it answered (its users: it is never a hard match).
     ///
     /// Not for a table where a flow holds two clauses of one conjunction.
+    /// `gone`: clause flows (by table) that were there before the update
+    /// and are not now, besides `r` (its other clause flows then were those
+    /// of the table now and these).
     fn conj_affected(
         &self,
         p: &Pipeline,
         t: u8,
         r: &kairo_ofproto::Rule,
         removed: bool,
+        gone: Gone<'_>,
         out: &mut Vec<index::EntryId>,
     ) -> Option<usize> {
         let table = p.table(t)?;
@@ -585,7 +600,7 @@ impl Incremental {
                 return None; // its users only: the caller takes them
             }
             for key in table.conjunctions_with_id(id) {
-                probed += self.conj_entries(p, t, r.priority, false, key, None, &r.m, &mut found)?;
+                probed += self.conj_entries(p, t, r.priority, false, key, (None, gone), &r.m, &mut found)?;
             }
         } else {
             // Ordinary rules with its match that it outranks.
@@ -601,7 +616,7 @@ impl Incremental {
             }
             for (cid, k, n) in r.inst.conjunctions() {
                 let key = (r.priority, cid, n);
-                probed += self.conj_entries(p, t, r.priority, removed, key, Some((k, r)), &r.m, &mut found)?;
+                probed += self.conj_entries(p, t, r.priority, removed, key, (Some((k, r)), gone), &r.m, &mut found)?;
             }
             if !removed {
                 for o in outranked {
@@ -616,7 +631,8 @@ impl Incremental {
     /// The entries that reach table `t` at a visit whose floor a rule of
     /// `priority` passes (added, or `change`d) with a region overlapping
     /// `also` and a clause flow of every dimension of conjunction `key`
-    /// (`own`: this flow stands for its dimension).
+    /// (`own`: this flow stands for its dimension; the flows of `gone` in
+    /// table `t` count as its clause flows too).
     #[allow(clippy::too_many_arguments)]
     fn conj_entries(
         &self,
@@ -625,7 +641,7 @@ impl Incremental {
         priority: u16,
         change: bool,
         key: (u16, u32, u8),
-        own: Option<(u8, &kairo_ofproto::Rule)>,
+        (own, gone): (Option<(u8, &kairo_ofproto::Rule)>, Gone<'_>),
         also: &kairo_flow::Match,
         out: &mut Vec<index::EntryId>,
     ) -> Option<usize> {
@@ -637,6 +653,13 @@ impl Incremental {
                 dims[usize::from(k - 1)].extend(p.rule(t, rid).map(|a| &**a));
             }
         }
+        for &(_, g) in gone.iter().filter(|(gt, _)| *gt == t) {
+            for (cid, k, n) in g.inst.conjunctions() {
+                if (g.priority, cid, n) == key && own.is_none_or(|(ok, _)| ok != k) {
+                    dims[usize::from(k - 1)].push(g);
+                }
+            }
+        }
         if let Some((k, r)) = own {
             dims[usize::from(k - 1)] = vec![r];
         }
@@ -645,19 +668,11 @@ impl Incremental {
         }
         let prio = |id: RuleId| p.rule(t, id).map(|o| o.priority);
         let at = |st: &kairo_xlate::Step| st.outcome.floor(prio).admits(priority, change);
-        // The entries are found from the flow itself where it is a clause
-        // (one query, as for any rule), else from the dimension with the
-        // fewest clause flows the index narrows (else the fewest); the
-        // other dimensions filter them.
-        let narrow = |m: &kairo_flow::Match| m.mask().get(outer) != 0;
-        let (qd, qrules) = match own {
-            Some((k, _)) => (usize::from(k - 1), &dims[usize::from(k - 1)]),
-            None => dims.iter().enumerate().min_by_key(|(_, d)| (!d.iter().all(|m| narrow(&m.m)), d.len()))?,
-        };
+        let (queries, asked) = conj_queries(&dims, outer, self.index.inner_field(t));
         let mut cands = Vec::new();
         let mut probed = 0;
-        for m in qrules {
-            probed += self.index.overlapping(p, t, &m.m, priority, change, &mut cands);
+        for m in &queries {
+            probed += self.index.overlapping(p, t, m, priority, change, &mut cands);
         }
         cands.sort_unstable();
         cands.dedup();
@@ -666,7 +681,7 @@ impl Incremental {
                 && dims
                     .iter()
                     .enumerate()
-                    .all(|(d, ms)| d == qd || ms.iter().any(|m| self.index.meets(id, t, &m.m, at)));
+                    .all(|(d, ms)| asked.contains(&d) || ms.iter().any(|m| self.index.meets(id, t, &m.m, at)));
             if meets_all {
                 out.push(id);
             }
@@ -1459,6 +1474,55 @@ impl Control {
 
 #[cfg(test)]
 mod tests;
+
+/// Clause flows an update took out, by table.
+type Gone<'a> = &'a [(u8, &'a kairo_ofproto::Rule)];
+
+/// At most this many queries of pairs of clause flows ([`conj_queries`]).
+const PAIR_QUERIES: usize = 256;
+
+/// The index queries that find every entry where a conjunction with clause
+/// flows `dims` (by dimension) can complete, and the dimensions they stand
+/// for (an entry they return overlaps a flow of each). An entry where it
+/// completes has packets that match a flow of every dimension at once, so
+/// where two dimensions' flows narrow the index's two fields between them
+/// (`outer`, `inner`) and their pairs are few, the queries are the pairs
+/// that share a packet: each narrowed on both fields. Otherwise the flows
+/// of one dimension: one the index narrows (on its outer field, else its
+/// inner), with the fewest flows. (Querying a clause flow that names a
+/// /16 alone walks every entry of the /16 that reached the table.)
+fn conj_queries(
+    dims: &[Vec<&kairo_ofproto::Rule>],
+    outer: kairo_flow::Field,
+    inner: Option<kairo_flow::Field>,
+) -> (Vec<kairo_flow::Match>, Vec<usize>) {
+    let narrows = |ms: &[&kairo_ofproto::Rule], f: kairo_flow::Field| ms.iter().all(|m| m.m.mask().get(f) != 0);
+    let mut pair: Option<(usize, usize)> = None;
+    if let Some(inner) = inner {
+        let mut size = PAIR_QUERIES + 1;
+        for (a, da) in dims.iter().enumerate() {
+            for (b, db) in dims.iter().enumerate() {
+                let n = da.len().saturating_mul(db.len());
+                if a != b && n < size && narrows(da, outer) && narrows(db, inner) {
+                    (pair, size) = (Some((a, b)), n);
+                }
+            }
+        }
+    }
+    if let Some((a, b)) = pair {
+        let queries = dims[a].iter().flat_map(|x| dims[b].iter().filter_map(|y| x.m.intersect(&y.m))).collect();
+        return (queries, vec![a, b]);
+    }
+    let rank = |ms: &[&kairo_ofproto::Rule]| match (narrows(ms, outer), inner.is_some_and(|f| narrows(ms, f))) {
+        (true, _) => 0,
+        (false, true) => 1,
+        (false, false) => 2,
+    };
+    let Some((d, ms)) = dims.iter().enumerate().min_by_key(|(_, ms)| (rank(ms), ms.len())) else {
+        return (Vec::new(), Vec::new());
+    };
+    (ms.iter().map(|r| r.m).collect(), vec![d])
+}
 
 /// A removal or change of a rule in a table with conjunctive matches (or
 /// of a rule that took part in them): its table, id, match and priority.

@@ -1750,3 +1750,66 @@ fn removing_a_flow_a_learn_limit_counted_retranslates_the_refused_entries() {
     assert_eq!(actions(&inc.lock()), vec!["1"]);
     assert!(inc.lock().verify().is_empty());
 }
+
+/// A two-clause conjunction over sources and destinations, answered, with
+/// a fallback; and packets where it completes and where it does not.
+fn conj_case() -> (Pipeline, Vec<String>) {
+    let p = pipeline(
+        "table=0,priority=10,cookie=0x7,ip,nw_src=10.0.0.0/24,actions=conjunction(1,1/2)\n\
+         table=0,priority=10,cookie=0x7,ip,nw_dst=10.1.0.0/24,actions=conjunction(1,2/2)\n\
+         table=0,priority=10,cookie=0x8,conj_id=1,ip,actions=output:2\n\
+         table=0,priority=1,actions=output:3",
+        "",
+    );
+    // (One megaflow each: in_port is always exact.)
+    let mut pkts: Vec<String> =
+        (0..64).map(|i| format!("in_port={},ip,nw_src=10.0.{i}.5,nw_dst=10.2.{i}.1", i + 10)).collect();
+    pkts.extend((0..4).map(|i| format!("in_port={},ip,nw_src=10.0.{i}.5,nw_dst=10.1.0.{i}", i + 1)));
+    (p, pkts)
+}
+
+#[test]
+fn clause_flows_removed_together_take_the_entries_their_conjunction_answered() {
+    let (p, pkts) = conj_case();
+    // In one flow-mod (both clauses by cookie), and in a bundle of two.
+    let removals = [
+        parse_command("del-flows", "table=0,cookie=0x7/-1").unwrap(),
+        FlowMod::Bundle(vec![
+            parse_command("--strict del-flows", "table=0,priority=10,ip,nw_src=10.0.0.0/24").unwrap(),
+            parse_command("--strict del-flows", "table=0,priority=10,ip,nw_dst=10.1.0.0/24").unwrap(),
+        ]),
+    ];
+    for fm in removals {
+        let (mut dp, inc) = filled(&p, EngineKind::Incremental, &pkts);
+        let mut s2 = inc.clone();
+        let done = key("in_port=1,ip,nw_src=10.0.0.5,nw_dst=10.1.0.0");
+        assert_eq!(*dp.process_key(&done, 1, None, 0, &mut s2), vec![DpAction::Output(2)]);
+        let r = inc.lock().apply(&fm).unwrap();
+        // The answered entry (only it) changes: the conjunction no longer completes.
+        assert_eq!(r.updated, 1, "{}: {r}", describe(&fm));
+        assert!(inc.lock().verify().is_empty(), "{}", describe(&fm));
+        assert_eq!(*dp.process_key(&done, 1, None, 0, &mut s2), vec![DpAction::Output(3)]);
+        let (_dpf, full) = filled(&p, EngineKind::Full, &pkts);
+        full.lock().apply(&fm).unwrap();
+        assert_eq!(view(&full.lock()), view(&inc.lock()), "{}", describe(&fm));
+    }
+}
+
+#[test]
+fn a_broad_clause_flow_finds_its_entries_through_the_other_dimension() {
+    let (p, pkts) = conj_case();
+    let (_dp, inc) = filled(&p, EngineKind::Incremental, &pkts);
+    let n = inc.lock().engine.len();
+    assert!(n >= 60, "{n}");
+    // A source /16 covers every entry; only the four toward 10.1.0.0/24
+    // can complete the conjunction with it, and only they are looked at
+    // (the query pairs the new flow with the destination clause).
+    let add =
+        parse_command("add-flow", "table=0,priority=10,ip,nw_src=10.0.0.0/16,actions=conjunction(1,1/2)").unwrap();
+    let r = inc.lock().apply(&add).unwrap();
+    assert!(r.probed < 16, "{r}: {} slots probed", r.probed);
+    assert!(inc.lock().verify().is_empty());
+    let (_dpf, full) = filled(&p, EngineKind::Full, &pkts);
+    full.lock().apply(&add).unwrap();
+    assert_eq!(view(&full.lock()), view(&inc.lock()));
+}
