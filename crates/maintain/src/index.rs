@@ -37,7 +37,7 @@ use std::sync::Arc;
 use kairo_classifier::RuleId;
 use kairo_flow::parse::prefix_mask;
 use kairo_flow::{Field, FlowKey, FlowMask, Match};
-use kairo_xlate::{Outcome, Pipeline, Step, Traversal};
+use kairo_xlate::{Floor, Outcome, Pipeline, Step, Traversal};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::Ukey;
@@ -108,10 +108,11 @@ impl Ids {
         }
     }
 
-    fn for_each(&self, mut f: impl FnMut(EntryId)) {
+    /// Whether `f` holds for every id (stopping at the first it does not).
+    fn all(&self, mut f: impl FnMut(EntryId) -> bool) -> bool {
         match self {
             Ids::One(x) => f(*x),
-            Ids::Set(s) => s.iter().for_each(|&x| f(x)),
+            Ids::Set(s) => s.iter().all(|&x| f(x)),
         }
     }
 }
@@ -180,26 +181,26 @@ impl Inner {
     /// Calls `f` on every key in `lo..=hi`, in no particular order (none if
     /// `lo > hi`, where a B-tree range would panic).
     fn range(&self, lo: Key, hi: Key, mut f: impl FnMut(&Key)) {
+        self.range_while(lo, hi, |k| {
+            f(k);
+            true
+        });
+    }
+
+    /// [`Inner::range`] until `f` returns false; whether it never did.
+    fn range_while(&self, lo: Key, hi: Key, mut f: impl FnMut(&Key) -> bool) -> bool {
         if lo > hi {
-            return;
+            return true;
         }
         match self {
-            Inner::One(x) => {
-                if lo <= *x && *x <= hi {
-                    f(x)
-                }
-            }
-            Inner::Few(v) => v[v.partition_point(|x| *x < lo)..].iter().take_while(|x| **x <= hi).for_each(f),
-            Inner::Many(map) => {
-                for (&(v, l), ids) in map.range((lo.0, lo.1)..=(hi.0, hi.1)) {
-                    ids.for_each(|id| {
-                        let k = (v, l, id);
-                        if lo <= k && k <= hi {
-                            f(&k)
-                        }
-                    })
-                }
-            }
+            Inner::One(x) => !(lo <= *x && *x <= hi) || f(x),
+            Inner::Few(v) => v[v.partition_point(|x| *x < lo)..].iter().take_while(|x| **x <= hi).all(f),
+            Inner::Many(map) => map.range((lo.0, lo.1)..=(hi.0, hi.1)).all(|(&(v, l), ids)| {
+                ids.all(|id| {
+                    let k = (v, l, id);
+                    !(lo <= k && k <= hi) || f(&k)
+                })
+            }),
         }
     }
 }
@@ -209,6 +210,12 @@ impl Inner {
 /// candidates are the entries compatible with it on both, found by visiting
 /// only the outer slots compatible with it, so their number is bounded by
 /// what both fields select, not by how many entries reached the table.
+/// A table with conjunctive flows also keeps its entries by the floor of
+/// their visits there ([`Floor`]) and by their prefix on a third field (the
+/// one its clause flows constrain most after those two): a conjunction's
+/// clause flows often overlap, on the two fields, most entries that
+/// reached the table, of which only those decided below the flows'
+/// priority, and inside one flow of each dimension (ports, say), can change.
 struct TableIndex {
     outer_field: Field,
     /// `None` when the table's rules constrain a single field.
@@ -217,6 +224,54 @@ struct TableIndex {
     /// Entries per prefix length on each field (queries skip lengths nobody uses).
     outer_lens: [u32; 65],
     inner_lens: [u32; 65],
+    /// By floor code ([`Floor::code`]; [`Floor::None`] highest): each
+    /// entry under the distinct floors of its visits to the table
+    /// ([`Index::floors_of`]). Only where the table had conjunctive flows
+    /// when its index was made.
+    floors: Option<BTreeMap<u32, FxHashSet<EntryId>>>,
+    /// The third field and its entries by slot on it (each under the
+    /// distinct slots of its visits), with registrations per prefix length.
+    third: Option<(Field, BySlot, [u32; 65])>,
+}
+
+/// Entries by slot on a field.
+type BySlot = BTreeMap<Slot, FxHashSet<EntryId>>;
+
+/// What an entry is filed under in a table with conjunctive flows besides
+/// its two-level slots (derived from its traversal: [`Index::extras_of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Extra {
+    /// A floor code ([`Floor::code`]).
+    Floor(u32),
+    /// A slot on the table's third field.
+    Third(Slot),
+}
+
+/// Calls `f` on every value of `map` under a slot compatible with prefix
+/// `p` (as [`prefix_of`] gives it) of a field of `bits` bits: the slots of
+/// its prefixes that hold entries (`lens`), and those inside it; stops
+/// where `f` returns false.
+fn compatible<X>(
+    map: &BTreeMap<Slot, X>,
+    lens: &[u32; 65],
+    p: (u64, u8, u64),
+    bits: u32,
+    mut f: impl FnMut(&X) -> bool,
+) {
+    for len in (0..=p.1).filter(|&len| lens[len as usize] > 0) {
+        if let Some(x) = map.get(&(p.0 & prefix_mask(len as u32, bits), len)) {
+            if !f(x) {
+                return;
+            }
+        }
+    }
+    if p.1 < 64 && lens[(p.1 as usize + 1)..].iter().any(|&n| n > 0) {
+        for (_, x) in map.range((p.0, 0)..=(p.2, u8::MAX)).filter(|(s, _)| s.1 > p.1) {
+            if !f(x) {
+                return;
+            }
+        }
+    }
 }
 
 /// Leading ones of `m` in a field of `bits` bits.
@@ -234,16 +289,18 @@ fn prefix_of(v: u64, w: u64, f: Field) -> (u64, u8, u64) {
     (lo, l, lo | (f.ones() & !prefix_mask(l as u32, bits)))
 }
 
+/// Whether entries may be indexed on `f` (not conj_id: zero wherever a
+/// lookup starts, so no entry's slot would tell any conj_id flow's apart).
+fn useful(f: &Field) -> bool {
+    f.def().storage.is_none() && !matches!(f, Field::EthType | Field::RecircId | Field::ConjId)
+}
+
 /// The fields to index a table on: the two its rules constrain with the
 /// most bits (the first outer).
 fn choose_fields(p: &Pipeline, t: u8) -> (Field, Option<Field>) {
     let mut score: FxHashMap<Field, u64> = FxHashMap::default();
     if let Some(tb) = p.table(t) {
         for r in tb.cls.iter() {
-            // (Not conj_id: zero wherever a lookup starts, so no entry's
-            // slot would tell any conj_id flow's apart.)
-            let useful =
-                |f: &Field| f.def().storage.is_none() && !matches!(f, Field::EthType | Field::RecircId | Field::ConjId);
             for f in Field::all().filter(useful) {
                 let n = r.m.mask().get(f).count_ones() as u64;
                 if n > 0 {
@@ -257,10 +314,48 @@ fn choose_fields(p: &Pipeline, t: u8) -> (Field, Option<Field>) {
     (ranked.first().map(|x| x.0).unwrap_or(Field::IpDst), ranked.get(1).map(|x| x.0))
 }
 
+/// A conjunctive table's third index field: the one its clause flows
+/// constrain with the most bits, other than `outer` and `inner`.
+fn third_field(p: &Pipeline, t: u8, outer: Field, inner: Option<Field>) -> Option<Field> {
+    let mut score: FxHashMap<Field, u64> = FxHashMap::default();
+    for r in p.table(t)?.cls.iter().filter(|r| r.payload.inst.is_clause()) {
+        for f in Field::all().filter(|f| useful(f) && *f != outer && Some(*f) != inner) {
+            let n = r.m.mask().get(f).count_ones() as u64;
+            if n > 0 {
+                *score.entry(f).or_insert(0) += n;
+            }
+        }
+    }
+    score.into_iter().max_by_key(|(f, n)| (*n, std::cmp::Reverse(*f as u8))).map(|x| x.0)
+}
+
 impl TableIndex {
     fn new(p: &Pipeline, t: u8) -> TableIndex {
         let (outer_field, inner_field) = choose_fields(p, t);
-        TableIndex { outer_field, inner_field, outer: BTreeMap::new(), outer_lens: [0; 65], inner_lens: [0; 65] }
+        // (Floors only where conjunctions are: elsewhere a rule is one
+        // query, and the map would cost every entry.)
+        let conjunctive = p.table(t).is_some_and(|tb| tb.conjunctive());
+        let floors = conjunctive.then(BTreeMap::new);
+        let third = conjunctive
+            .then(|| third_field(p, t, outer_field, inner_field))
+            .flatten()
+            .map(|f| (f, BTreeMap::new(), [0; 65]));
+        TableIndex {
+            outer_field,
+            inner_field,
+            outer: BTreeMap::new(),
+            outer_lens: [0; 65],
+            inner_lens: [0; 65],
+            floors,
+            third,
+        }
+    }
+
+    /// The visit's slot on the third field, if the table has one.
+    fn third_slot(&self, region: &FlowMask, key: &FlowKey) -> Option<Slot> {
+        let f = self.third.as_ref()?.0;
+        let (lo, l, _) = prefix_of(key.get(f), region.get(f), f);
+        Some((lo, l))
     }
 
     fn slots(&self, region: &FlowMask, key: &FlowKey) -> Slots {
@@ -286,6 +381,67 @@ impl TableIndex {
         }
     }
 
+    /// Files (`add`) or takes out entry `id` under `x`.
+    fn file_extra(&mut self, id: EntryId, x: Extra, add: bool) {
+        fn file<K: Ord + Copy>(map: &mut BTreeMap<K, FxHashSet<EntryId>>, k: K, id: EntryId, add: bool) -> bool {
+            if add {
+                return map.entry(k).or_default().insert(id);
+            }
+            let Some(ids) = map.get_mut(&k) else { return false };
+            let hit = ids.remove(&id);
+            if ids.is_empty() {
+                map.remove(&k);
+            }
+            hit
+        }
+        match x {
+            Extra::Floor(c) => {
+                if let Some(map) = self.floors.as_mut() {
+                    file(map, c, id, add);
+                }
+            }
+            Extra::Third(c) => {
+                if let Some((_, map, lens)) = self.third.as_mut() {
+                    if file(map, c, id, add) {
+                        if add {
+                            lens[c.1 as usize] += 1;
+                        } else {
+                            lens[c.1 as usize] -= 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether entry `id` is filed under `x`.
+    fn has_extra(&self, id: EntryId, x: Extra) -> bool {
+        let set = match x {
+            Extra::Floor(c) => self.floors.as_ref().and_then(|m| m.get(&c)),
+            Extra::Third(c) => self.third.as_ref().and_then(|t| t.1.get(&c)),
+        };
+        set.is_some_and(|ids| ids.contains(&id))
+    }
+
+    /// The entries whose slot on the third field is compatible with match
+    /// `m`, into `out` (repeats possible), until `out` holds more than
+    /// `limit`. Returns whether it finished under that (false also where
+    /// the table has no third field) and how many index keys were looked at.
+    fn candidates_on_third(&self, m: &Match, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
+        let Some((f, map, lens)) = self.third.as_ref() else { return (false, 0) };
+        let (v, w) = m.field(*f);
+        let mut looked = 0;
+        compatible(map, lens, prefix_of(v, w, *f), f.bits(), |ids| {
+            looked += 1;
+            ids.iter().all(|&id| {
+                looked += 1;
+                out.push(id);
+                out.len() <= limit
+            })
+        });
+        (out.len() <= limit, looked)
+    }
+
     fn remove(&mut self, id: EntryId, (a, b): Slots) {
         let Some(inner) = self.outer.get_mut(&a) else { return };
         let (hit, empty) = inner.remove(&(b.0, b.1, id));
@@ -298,9 +454,40 @@ impl TableIndex {
         }
     }
 
+    /// The entries at a visit whose floor a rule of `priority` passes
+    /// (added, or `change`d: [`Floor::admits`]), into `out` (repeats
+    /// possible), until `out` holds more than `limit`. Returns whether it
+    /// finished under that (false also where the table keeps no floors)
+    /// and how many index keys were looked at.
+    fn candidates_by_floor(&self, priority: u16, change: bool, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
+        let Some(map) = self.floors.as_ref() else { return (false, 0) };
+        let p = u32::from(priority) << 1;
+        // Above{q, ties} is (q << 1) | ties: below the priority, its tie
+        // (added: a floor with ties only; changed: both), and none.
+        let admitted = map.range(..p).chain(map.range(p..=p | 1).filter(|(c, _)| change || **c & 1 == 1));
+        let mut looked = 0;
+        for (_, ids) in admitted.chain(map.range(Floor::None.code()..)) {
+            looked += 1;
+            for &id in ids {
+                looked += 1;
+                out.push(id);
+                if out.len() > limit {
+                    return (false, looked);
+                }
+            }
+        }
+        (true, looked)
+    }
+
     /// The entries whose slots are compatible with match `m` on both fields.
     /// Returns how many index keys were looked at.
     fn candidates(&self, m: &Match, out: &mut Vec<EntryId>) -> usize {
+        self.candidates_within(m, out, usize::MAX).1
+    }
+
+    /// [`TableIndex::candidates`] until `out` holds more than `limit`
+    /// (checked between outer slots); whether it finished under that.
+    fn candidates_within(&self, m: &Match, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
         let (va, wa) = m.field(self.outer_field);
         let pa = prefix_of(va, wa, self.outer_field);
         let pb = self.inner_field.map_or((0, 0, 0), |f| {
@@ -309,37 +496,47 @@ impl TableIndex {
         });
         let bits_b = self.inner_field.map_or(64, |f| f.bits());
         let mut looked = 0usize;
-        let mut visit = |inner: &Inner| {
+        let visit = |inner: &Inner| {
             looked += 1;
             let mut take = |k: &Key| {
                 looked += 1;
                 out.push(k.2);
+                out.len() <= limit
             };
             for len in (0..=pb.1).filter(|&len| self.inner_lens[len as usize] > 0) {
                 let v = pb.0 & prefix_mask(len as u32, bits_b);
-                inner.range((v, len, 0), (v, len, EntryId::MAX), &mut take);
+                if !inner.range_while((v, len, 0), (v, len, EntryId::MAX), &mut take) {
+                    return false;
+                }
             }
             if pb.1 < 64 && self.inner_lens[(pb.1 as usize + 1)..].iter().any(|&n| n > 0) {
-                inner.range((pb.0, 0, 0), (pb.2, u8::MAX, EntryId::MAX), |k| {
-                    if k.1 > pb.1 {
-                        take(k)
-                    }
-                });
+                return inner.range_while((pb.0, 0, 0), (pb.2, u8::MAX, EntryId::MAX), |k| k.1 <= pb.1 || take(k));
             }
+            true
         };
-        let bits_a = self.outer_field.bits();
-        for len in (0..=pa.1).filter(|&len| self.outer_lens[len as usize] > 0) {
-            if let Some(inner) = self.outer.get(&(pa.0 & prefix_mask(len as u32, bits_a), len)) {
-                visit(inner);
-            }
-        }
-        if pa.1 < 64 && self.outer_lens[(pa.1 as usize + 1)..].iter().any(|&n| n > 0) {
-            for (_, inner) in self.outer.range((pa.0, 0)..=(pa.2, u8::MAX)).filter(|(s, _)| s.1 > pa.1) {
-                visit(inner);
-            }
-        }
-        looked
+        compatible(&self.outer, &self.outer_lens, pa, self.outer_field.bits(), visit);
+        (out.len() <= limit, looked)
     }
+}
+
+/// How [`Index::candidates_within`] finds entries at a table.
+#[derive(Clone, Copy, Debug)]
+pub enum Probe<'a> {
+    /// Those under slots compatible with one of these matches on the two
+    /// fields.
+    Walk(&'a [Match]),
+    /// Those under a slot compatible with one of these on the third field.
+    Third(&'a [Match]),
+    /// Those at a visit whose floor a rule of `priority` passes (added, or
+    /// `change`d).
+    Floor { priority: u16, change: bool },
+}
+
+/// `v` sorted, without repeats.
+fn sorted_set(mut v: Vec<EntryId>) -> Vec<EntryId> {
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// The index key of a group use: the group, and whether the use only froze
@@ -353,6 +550,9 @@ fn group_key(g: u32, recirc: bool) -> u64 {
 #[derive(Default)]
 pub struct Index {
     entries: Vec<Option<Entry>>,
+    /// The priority of each rule entries ran ([`Index::note_priorities`]),
+    /// kept while it has users.
+    rule_prio: FxHashMap<RuleId, u16>,
     /// Per entry id, the tag of its megaflow's shared action cell (0:
     /// none, or no live entry), kept apart and dense so that an update
     /// finds the cells of the entries it affects without reading their
@@ -519,6 +719,48 @@ impl Index {
         trav.steps.iter().map(|st| self.slots_at(&region, mf, trav, st)).collect()
     }
 
+    /// What a traversal's visits to tables with conjunctive flows are filed
+    /// under there besides their slots, distinct: each visit's floor (a
+    /// rule's priority from `rule_prio`) and slot on the third field.
+    fn extras_of(&self, mf: &Ukey, trav: &Traversal) -> Vec<(u8, Extra)> {
+        let mut region = None;
+        let mut out: Vec<(u8, Extra)> = Vec::new();
+        for st in &trav.steps {
+            let Some(ti) = self.tables.get(&st.table).filter(|ti| ti.floors.is_some()) else { continue };
+            let floor = st.outcome.floor(|r| self.rule_prio.get(&r).copied());
+            out.push((st.table, Extra::Floor(floor.code())));
+            if ti.third.is_some() {
+                let region = region.get_or_insert_with(|| self.region(mf));
+                out.extend(ti.third_slot(region, &trav.key_at(&mf.rep, st)).map(|c| (st.table, Extra::Third(c))));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Files (`add`) or takes out entry `id` under each of `extras`.
+    fn file_extras(&mut self, id: EntryId, extras: &[(u8, Extra)], add: bool) {
+        for &(t, x) in extras {
+            if let Some(ti) = self.tables.get_mut(&t) {
+                ti.file_extra(id, x, add);
+            }
+        }
+    }
+
+    /// Notes the priority of each rule a traversal's visits ran (kept while
+    /// the rule has users: [`Index::extras_of`] reads it when the rule may
+    /// be gone from the pipeline).
+    fn note_priorities(&mut self, p: &Pipeline, trav: &Traversal) {
+        for st in &trav.steps {
+            if let Outcome::Rule(r) = st.outcome {
+                if let Some(rule) = p.rule(st.table, r) {
+                    self.rule_prio.insert(r, rule.priority);
+                }
+            }
+        }
+    }
+
     /// The index slots of one step, given the megaflow's indexed region.
     fn slots_at(&self, region: &FlowMask, mf: &Ukey, trav: &Traversal, st: &Step) -> Slots {
         self.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(region, &trav.key_at(&mf.rep, st)))
@@ -550,6 +792,7 @@ impl Index {
                     Self::take_user(users, self.filed[id as usize], id);
                     if users.is_empty() {
                         self.by_rule.remove(&r);
+                        self.rule_prio.remove(&r);
                     }
                 }
             }
@@ -610,6 +853,9 @@ impl Index {
             self.add_outcome(id, st.table, st.outcome);
             self.add_slot(id, st.table, slot);
         }
+        self.note_priorities(p, &trav);
+        let extras = self.extras_of(mf, &trav);
+        self.file_extras(id, &extras, true);
         file(&mut self.by_group, id, &Self::groups_of(&trav));
         file(&mut self.by_mac, id, &Self::macs_of(&trav));
         file(&mut self.by_limit, id, &Self::limits_of(&trav));
@@ -622,6 +868,10 @@ impl Index {
     /// Takes out every registration of a removed entry's traversal.
     fn unregister(&mut self, id: EntryId, e: &Entry) {
         let region = self.region(&e.mf);
+        // (Before the rules: the floors read their priorities, which go
+        // with their last user.)
+        let extras = self.extras_of(&e.mf, &e.trav);
+        self.file_extras(id, &extras, false);
         for st in &e.trav.steps {
             self.del_outcome(id, st.table, st.outcome);
             let s = self.slots_at(&region, &e.mf, &e.trav, st);
@@ -671,6 +921,7 @@ impl Index {
         // which fields a table is indexed on is chosen from its rules.
         let new = e.mf.traversal();
         self.ensure_tables(p, &new);
+        self.note_priorities(p, &new);
         self.stale.push(id);
     }
 
@@ -711,6 +962,12 @@ impl Index {
                     changed = true;
                 }
             }
+        }
+        let (was, extras) = (self.extras_of(&e.mf, &e.trav), self.extras_of(&e.mf, &new));
+        if extras != was {
+            let gone: Vec<(u8, Extra)> = was.iter().copied().filter(|c| !extras.contains(c)).collect();
+            self.file_extras(id, &extras, true);
+            self.file_extras(id, &gone, false);
         }
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(&new));
         if groups != was {
@@ -857,6 +1114,18 @@ impl Index {
                     if !found {
                         return Err(format!("entry {id}: missing from table {}'s slot {a:?}/{b:?}", st.table));
                     }
+                    if ti.floors.is_some() {
+                        let c = st.outcome.floor(|r| self.rule_prio.get(&r).copied()).code();
+                        let third = ti.third_slot(&region, &e.trav.key_at(&e.mf.rep, st)).map(Extra::Third);
+                        if let Some(x) = [Extra::Floor(c)].into_iter().chain(third).find(|x| !ti.has_extra(id, *x)) {
+                            return Err(format!("entry {id}: not filed under {x:?} at table {}", st.table));
+                        }
+                    }
+                    if let Outcome::Rule(r) = st.outcome {
+                        if !self.rule_prio.contains_key(&r) {
+                            return Err(format!("entry {id}: no priority noted for rule {r}, which it ran"));
+                        }
+                    }
                 }
             }
             for g in Self::groups_of(&e.trav) {
@@ -945,6 +1214,14 @@ impl Index {
                         ));
                     }
                 }
+                let floors = ti.floors.iter().flat_map(|m| m.iter()).map(|(c, ids)| (Extra::Floor(*c), ids));
+                let thirds = ti.third.iter().flat_map(|x| x.1.iter()).map(|(c, ids)| (Extra::Third(*c), ids));
+                for (x, ids) in floors.chain(thirds) {
+                    let held = |e: &Entry| self.extras_of(&e.mf, &e.trav).contains(&(*t, x));
+                    if let Some(&id) = ids.iter().find(|&&id| !asserts(id, &held)) {
+                        return Err(format!("entry {id} is filed under {x:?} at table {t}, which no visit has"));
+                    }
+                }
             }
         }
         Ok(())
@@ -1007,6 +1284,60 @@ impl Index {
         self.by_group.get(&group_key(g, false)).into_iter().flatten().copied()
     }
 
+    /// The entries the index holds at table `t` that `probe` finds, each
+    /// once; `None` once they pass `limit` (counted with repeats, checked
+    /// between slots), or where the table keeps no floors or third field
+    /// for a probe of them. Also how many index keys were looked at.
+    pub fn candidates_within(&self, t: u8, probe: Probe<'_>, limit: usize) -> (Option<Vec<EntryId>>, usize) {
+        let Some(ti) = self.tables.get(&t) else { return (Some(Vec::new()), 0) };
+        let mut out = Vec::new();
+        let mut looked = 0;
+        let (queries, third) = match probe {
+            Probe::Floor { priority, change } => {
+                let (done, n) = ti.candidates_by_floor(priority, change, &mut out, limit);
+                return (done.then(|| sorted_set(out)), n);
+            }
+            Probe::Walk(qs) => (qs, false),
+            Probe::Third(qs) => (qs, true),
+        };
+        for q in queries {
+            let q = q.without(Field::ConjId);
+            let (done, n) = if third {
+                ti.candidates_on_third(&q, &mut out, limit)
+            } else {
+                ti.candidates_within(&q, &mut out, limit)
+            };
+            looked += n;
+            if !done {
+                return (None, looked);
+            }
+        }
+        (Some(sorted_set(out)), looked)
+    }
+
+    /// The fields table `t` is indexed on: outer, inner and third.
+    pub fn fields(&self, t: u8) -> Option<(Field, Option<Field>, Option<Field>)> {
+        let ti = self.tables.get(&t)?;
+        Some((ti.outer_field, ti.inner_field, ti.third.as_ref().map(|x| x.0)))
+    }
+
+    /// Reads ahead what checking `cands` at table `t` reads first ([`Index::touch`],
+    /// and the rules they matched there: a chain of cold reads each,
+    /// independent of the others).
+    pub fn touch_at(&self, p: &Pipeline, t: u8, cands: &[EntryId]) {
+        let mut ra = ReadAhead::default();
+        self.touch(cands, &mut ra);
+        let prio = |r: RuleId| p.rule(t, r).map(|old| old.priority);
+        ra.level(cands, |id| {
+            let Some(e) = self.entries[*id as usize].as_ref() else { return 0 };
+            let matched = e.trav.steps.iter().filter(|st| st.table == t);
+            matched.fold(0, |w, st| match st.outcome.rule() {
+                Some(r) => w ^ u64::from(prio(r).unwrap_or(0)),
+                None => w,
+            })
+        });
+    }
+
     /// Entries that reached table `t` whose region there overlaps `m` and whose
     /// outcome there a rule of `priority` can change: by being added (`change`
     /// false: it loses ties), or, in a table with conjunctive matches, by being
@@ -1035,20 +1366,8 @@ impl Index {
         let looked = ti.candidates(m, &mut cands);
         cands.sort_unstable();
         cands.dedup();
-        let mut ra = ReadAhead::default();
-        self.touch(&cands, &mut ra);
-        // And the rules they matched there (a chain of cold reads each,
-        // independent of the others).
+        self.touch_at(p, t, &cands);
         let prio = |r: RuleId| p.rule(t, r).map(|old| old.priority);
-        ra.level(&cands, |id| {
-            let Some(e) = self.entries[*id as usize].as_ref() else { return 0 };
-            let matched = e.trav.steps.iter().filter(|st| st.table == t);
-            matched.fold(0, |w, st| match st.outcome.rule() {
-                Some(r) => w ^ u64::from(prio(r).unwrap_or(0)),
-                None => w,
-            })
-        });
-        drop(ra);
         for id in cands {
             let hit = self.meets(id, t, m, |st| st.outcome.floor(prio).admits(priority, change));
             if hit {
@@ -1073,16 +1392,6 @@ impl Index {
             .iter()
             .filter(|st| st.table == t)
             .any(|st| at(st) && trav.key_at(&e.mf.rep, st).eq_masked(m.key(), &common))
-    }
-
-    /// The field table `t`'s entries are indexed on first, if it has an index.
-    pub fn outer_field(&self, t: u8) -> Option<Field> {
-        self.tables.get(&t).map(|ti| ti.outer_field)
-    }
-
-    /// The field table `t`'s entries are indexed on second, if it has one.
-    pub fn inner_field(&self, t: u8) -> Option<Field> {
-        self.tables.get(&t).and_then(|ti| ti.inner_field)
     }
 
     /// Reads what a check of each of `ids` reads first, stage by stage
@@ -1139,7 +1448,15 @@ impl Index {
                     }
                 };
             }
+            if let Some(map) = ti.floors.as_ref() {
+                bytes += node(map.len(), size_of::<(u32, FxHashSet<EntryId>)>()) + map.values().map(set).sum::<usize>();
+            }
+            if let Some((_, map, _)) = ti.third.as_ref() {
+                bytes +=
+                    node(map.len(), size_of::<(Slot, FxHashSet<EntryId>)>()) + map.values().map(set).sum::<usize>();
+            }
         }
+        bytes += self.rule_prio.capacity() * (size_of::<(RuleId, u16)>() + 1);
         bytes
     }
 }

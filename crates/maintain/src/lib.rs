@@ -646,7 +646,6 @@ impl Incremental {
         out: &mut Vec<index::EntryId>,
     ) -> Option<usize> {
         let table = p.table(t)?;
-        let outer = self.index.outer_field(t)?;
         let mut dims: Vec<Vec<&kairo_ofproto::Rule>> = vec![Vec::new(); usize::from(key.2)];
         for (rid, k) in table.clause_members(key.0, key.1, key.2)? {
             if own.is_none_or(|(ok, _)| ok != k) {
@@ -668,20 +667,34 @@ impl Incremental {
         }
         let prio = |id: RuleId| p.rule(t, id).map(|o| o.priority);
         let at = |st: &kairo_xlate::Step| st.outcome.floor(prio).admits(priority, change);
-        let (queries, asked) = conj_queries(&dims, outer, self.index.inner_field(t));
-        let mut cands = Vec::new();
-        let mut probed = 0;
-        for m in &queries {
-            probed += self.index.overlapping(p, t, m, priority, change, &mut cands);
+        // The first plan gives the candidates; where they are many, each
+        // other plan that comes in under a few times as many narrows them
+        // (every plan's candidates hold every entry sought): walking the
+        // index costs far less per entry than checking one.
+        let plans = conj_plans(&dims, self.index.fields(t)?);
+        fn probe(plan: &Plan, priority: u16, change: bool) -> index::Probe<'_> {
+            match plan {
+                Plan::Walk(qs) => index::Probe::Walk(qs),
+                Plan::Third(qs) => index::Probe::Third(qs),
+                Plan::Floor => index::Probe::Floor { priority, change },
+            }
         }
-        cands.sort_unstable();
-        cands.dedup();
+        let (found, mut probed) = self.index.candidates_within(t, probe(&plans[0], priority, change), usize::MAX);
+        let mut cands = found.unwrap_or_default();
+        for plan in &plans[1..] {
+            if cands.len() < NARROW_FROM {
+                break;
+            }
+            let (found, n) = self.index.candidates_within(t, probe(plan, priority, change), cands.len() * 4);
+            probed += n;
+            if let Some(c) = found {
+                cands = sorted_intersection(&cands, &c);
+            }
+        }
+        self.index.touch_at(p, t, &cands);
         for id in cands {
             let meets_all = self.index.meets(id, t, also, at)
-                && dims
-                    .iter()
-                    .enumerate()
-                    .all(|(d, ms)| asked.contains(&d) || ms.iter().any(|m| self.index.meets(id, t, &m.m, at)));
+                && dims.iter().all(|ms| ms.iter().any(|m| self.index.meets(id, t, &m.m, at)));
             if meets_all {
                 out.push(id);
             }
@@ -1478,27 +1491,66 @@ mod tests;
 /// Clause flows an update took out, by table.
 type Gone<'a> = &'a [(u8, &'a kairo_ofproto::Rule)];
 
-/// At most this many queries of pairs of clause flows ([`conj_queries`]).
+/// Candidates fewer than this are checked as they are, not narrowed by
+/// another plan ([`Incremental::conj_entries`]). (In this crate's tests,
+/// whose caches are small, every plan narrows, so that the engine
+/// proptest checks each.)
+const NARROW_FROM: usize = if cfg!(test) { 1 } else { 2048 };
+
+/// The ids in both sorted lists.
+fn sorted_intersection(a: &[index::EntryId], b: &[index::EntryId]) -> Vec<index::EntryId> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// At most this many queries of pairs of clause flows ([`conj_plans`]).
 const PAIR_QUERIES: usize = 256;
 
-/// The index queries that find every entry where a conjunction with clause
-/// flows `dims` (by dimension) can complete, and the dimensions they stand
-/// for (an entry they return overlaps a flow of each). An entry where it
-/// completes has packets that match a flow of every dimension at once, so
-/// where two dimensions' flows narrow the index's two fields between them
-/// (`outer`, `inner`) and their pairs are few, the queries are the pairs
-/// that share a packet: each narrowed on both fields. Otherwise the flows
-/// of one dimension: one the index narrows (on its outer field, else its
-/// inner), with the fewest flows. (Querying a clause flow that names a
-/// /16 alone walks every entry of the /16 that reached the table.)
-fn conj_queries(
+/// A way to find the entries where a conjunction can complete.
+enum Plan {
+    /// Index queries on the table index's two fields.
+    Walk(Vec<kairo_flow::Match>),
+    /// Index queries on its third field.
+    Third(Vec<kairo_flow::Match>),
+    /// The entries whose floor there the changed flow passes.
+    Floor,
+}
+
+/// The ways to find every entry where a conjunction with clause flows
+/// `dims` (by dimension) can complete (with more), best first, for a
+/// table indexed on `fields` (outer, inner, third); the first is always a
+/// walk. An entry where it completes has packets that match a flow of
+/// every dimension at once, so where two dimensions' flows narrow the
+/// outer and inner fields and their pairs are few, the pairs that share a
+/// packet, each narrowed on both fields; then each dimension the walk
+/// narrows (on its outer field first), its flows, fewest first (a
+/// dimension of fewest flows if nothing narrows). Second, the entries by
+/// floor, and each dimension whose flows all narrow the third field. (A
+/// clause flow naming a /16 alone walks every entry of the /16 that
+/// reached the table; where they all do, what tells the entries apart is
+/// often the floor, most decided above the flow's priority, and the
+/// ports.)
+fn conj_plans(
     dims: &[Vec<&kairo_ofproto::Rule>],
-    outer: kairo_flow::Field,
-    inner: Option<kairo_flow::Field>,
-) -> (Vec<kairo_flow::Match>, Vec<usize>) {
+    (outer, inner, third): (kairo_flow::Field, Option<kairo_flow::Field>, Option<kairo_flow::Field>),
+) -> Vec<Plan> {
     let narrows = |ms: &[&kairo_ofproto::Rule], f: kairo_flow::Field| ms.iter().all(|m| m.m.mask().get(f) != 0);
-    let mut pair: Option<(usize, usize)> = None;
+    let matches = |ms: &[&kairo_ofproto::Rule]| ms.iter().map(|r| r.m).collect::<Vec<_>>();
+    let mut plans = Vec::new();
     if let Some(inner) = inner {
+        let mut pair: Option<(usize, usize)> = None;
         let mut size = PAIR_QUERIES + 1;
         for (a, da) in dims.iter().enumerate() {
             for (b, db) in dims.iter().enumerate() {
@@ -1508,20 +1560,25 @@ fn conj_queries(
                 }
             }
         }
-    }
-    if let Some((a, b)) = pair {
-        let queries = dims[a].iter().flat_map(|x| dims[b].iter().filter_map(|y| x.m.intersect(&y.m))).collect();
-        return (queries, vec![a, b]);
+        if let Some((a, b)) = pair {
+            let queries = dims[a].iter().flat_map(|x| dims[b].iter().filter_map(|y| x.m.intersect(&y.m))).collect();
+            plans.push(Plan::Walk(queries));
+        }
     }
     let rank = |ms: &[&kairo_ofproto::Rule]| match (narrows(ms, outer), inner.is_some_and(|f| narrows(ms, f))) {
         (true, _) => 0,
         (false, true) => 1,
         (false, false) => 2,
     };
-    let Some((d, ms)) = dims.iter().enumerate().min_by_key(|(_, ms)| (rank(ms), ms.len())) else {
-        return (Vec::new(), Vec::new());
-    };
-    (ms.iter().map(|r| r.m).collect(), vec![d])
+    let mut walked: Vec<&Vec<&kairo_ofproto::Rule>> = dims.iter().collect();
+    walked.sort_by_key(|ms| (rank(ms), ms.len()));
+    let narrowed = walked.iter().filter(|ms| rank(ms) < 2).count().max(1);
+    plans.extend(walked.into_iter().take(narrowed).map(|ms| Plan::Walk(matches(ms))));
+    let mut second: Vec<Plan> =
+        dims.iter().filter(|ms| third.is_some_and(|f| narrows(ms, f))).map(|ms| Plan::Third(matches(ms))).collect();
+    second.insert(0, Plan::Floor);
+    plans.splice(1..1, second);
+    plans
 }
 
 /// A removal or change of a rule in a table with conjunctive matches (or

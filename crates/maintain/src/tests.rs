@@ -1802,14 +1802,43 @@ fn a_broad_clause_flow_finds_its_entries_through_the_other_dimension() {
     let n = inc.lock().engine.len();
     assert!(n >= 60, "{n}");
     // A source /16 covers every entry; only the four toward 10.1.0.0/24
-    // can complete the conjunction with it, and only they are looked at
-    // (the query pairs the new flow with the destination clause).
+    // can complete the conjunction with it, and only they are taken.
     let add =
         parse_command("add-flow", "table=0,priority=10,ip,nw_src=10.0.0.0/16,actions=conjunction(1,1/2)").unwrap();
     let r = inc.lock().apply(&add).unwrap();
-    assert!(r.probed < 16, "{r}: {} slots probed", r.probed);
+    assert!(r.examined <= 4, "{r}");
     assert!(inc.lock().verify().is_empty());
     let (_dpf, full) = filled(&p, EngineKind::Full, &pkts);
     full.lock().apply(&add).unwrap();
     assert_eq!(view(&full.lock()), view(&inc.lock()));
+}
+
+#[test]
+fn conjunction_plans_pair_the_dimensions_that_narrow_both_index_fields() {
+    use kairo_flow::Field;
+    let rules: Vec<kairo_ofproto::Rule> = parse_flow_file(
+        "table=0,priority=10,ip,nw_src=10.0.0.0/16,actions=conjunction(1,1/3)\n\
+         table=0,priority=10,ip,nw_dst=10.1.0.0/24,actions=conjunction(1,2/3)\n\
+         table=0,priority=10,ip,nw_dst=10.2.0.0/24,actions=conjunction(1,2/3)\n\
+         table=0,priority=10,tcp,tp_dst=80,actions=conjunction(1,3/3)",
+    )
+    .unwrap()
+    .rules;
+    let dims = vec![vec![&rules[0]], vec![&rules[1], &rules[2]], vec![&rules[3]]];
+    let plans = conj_plans(&dims, (Field::IpSrc, Some(Field::IpDst), Some(Field::TpDst)));
+    // First the pairs of sources and destinations, each narrowed on both;
+    // then the floors and the ports on the third field; then the
+    // dimensions one by one, sources (the outer field) first.
+    let Plan::Walk(pairs) = &plans[0] else { panic!("first: pairs") };
+    assert_eq!(pairs.len(), 2);
+    assert!(pairs.iter().all(|q| q.mask().get(Field::IpSrc) != 0 && q.mask().get(Field::IpDst) != 0));
+    assert!(matches!(plans[1], Plan::Floor));
+    assert!(matches!(&plans[2], Plan::Third(q) if q.len() == 1 && q[0].mask().get(Field::TpDst) != 0));
+    assert!(matches!(&plans[3], Plan::Walk(q) if q.len() == 1 && q[0].mask().get(Field::IpSrc) != 0));
+    assert!(matches!(&plans[4], Plan::Walk(q) if q.len() == 2));
+    assert_eq!(plans.len(), 5);
+    // Without an inner field no pair; the dimension on the outer field first.
+    let plans = conj_plans(&dims, (Field::IpDst, None, None));
+    assert!(matches!(&plans[0], Plan::Walk(q) if q.len() == 2 && q[0].mask().get(Field::IpDst) != 0));
+    assert!(matches!(plans[1], Plan::Floor));
 }

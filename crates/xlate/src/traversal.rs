@@ -79,7 +79,9 @@ impl Floor {
         }
     }
 
-    fn code(self) -> u32 {
+    /// A number per floor, in the order of what they let in: `Above`'s by
+    /// priority then ties, [`Floor::None`] above them all.
+    pub fn code(self) -> u32 {
         match self {
             Floor::None => u32::MAX,
             Floor::Above { priority, ties } => (u32::from(priority) << 1) | u32::from(ties),
