@@ -2,7 +2,9 @@
 //! groups and the MACs NORMAL looked up to the cache entries whose traversal
 //! used them, and, per table, a two-level prefix index (two fields the
 //! table's rules constrain most) of the entries that reached it, to find the
-//! entries a new rule overlaps without scanning the others.
+//! entries a new rule overlaps without scanning the others; in a table with
+//! conjunctive flows, also the entries by the floor of their visits there
+//! and by their prefix on a third field, to narrow a conjunction's.
 //!
 //! Invariants: every live entry is registered under exactly the rules,
 //! misses, groups, looked-up MACs and table regions of its current
@@ -12,7 +14,8 @@
 //! rule finds its users already grouped by cell, without reading each
 //! one's cell); the region an entry is indexed under
 //! at a table is a superset of its true region there, so a query never misses
-//! an overlapping entry; an entry's slots are a pure function of its megaflow
+//! an overlapping entry; its floors and third-field slots there are exactly
+//! those of its visits (a rule's priority noted while the rule has users); an entry's slots are a pure function of its megaflow
 //! and traversal (a table's fields never change once chosen), so they are
 //! recomputed to unregister it rather than stored.
 //!
