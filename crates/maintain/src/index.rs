@@ -235,6 +235,25 @@ struct TableIndex {
     /// The third field and its entries by slot on it (each under the
     /// distinct slots of its visits), with registrations per prefix length.
     third: Option<(Field, BySlot, [u32; 65])>,
+    /// Where floors are kept: per entry id, the code of the floor of its
+    /// visits here that lets in the most ([`most_admitting`]; `Floor::None`'s
+    /// for ids with no visit here), so that a candidate whose floor keeps
+    /// a rule out is dropped without reading its entry.
+    lowest: Vec<u32>,
+}
+
+/// Of two floor codes, the one whose floor lets in every rule the other's
+/// does ([`Floor::None`] lets in all; a lower priority more; of one
+/// priority, with ties more).
+fn most_admitting(a: u32, b: u32) -> u32 {
+    let none = Floor::None.code();
+    if a == none || b == none {
+        none
+    } else if a >> 1 != b >> 1 {
+        a.min(b)
+    } else {
+        a | b
+    }
 }
 
 /// Entries by slot on a field.
@@ -351,6 +370,7 @@ impl TableIndex {
             inner_lens: [0; 65],
             floors,
             third,
+            lowest: Vec::new(),
         }
     }
 
@@ -415,6 +435,13 @@ impl TableIndex {
                 }
             }
         }
+    }
+
+    /// Whether a rule of `priority` added (or `change`d) can pass the floor
+    /// of one of entry `id`'s visits here, as far as the table tells (yes
+    /// where it keeps no floors).
+    fn may_admit(&self, id: EntryId, priority: u16, change: bool) -> bool {
+        self.lowest.get(id as usize).is_none_or(|&c| Floor::of_code(c).admits(priority, change))
     }
 
     /// Whether entry `id` is filed under `x`.
@@ -751,6 +778,43 @@ impl Index {
         }
     }
 
+    /// Brings entry `id`'s most admitting floor per table up to date, from
+    /// its extras before (`was`) and now.
+    fn note_lowest(&mut self, id: EntryId, was: &[(u8, Extra)], now: &[(u8, Extra)]) {
+        let none = Floor::None.code();
+        for (t, _) in was.iter().filter(|(_, x)| matches!(x, Extra::Floor(_))) {
+            if let Some(c) = self.tables.get_mut(t).and_then(|ti| ti.lowest.get_mut(id as usize)) {
+                *c = none;
+            }
+        }
+        let mut folded: Vec<(u8, u32)> = Vec::new();
+        for &(t, x) in now {
+            if let Extra::Floor(c) = x {
+                match folded.last_mut() {
+                    Some((lt, lc)) if *lt == t => *lc = most_admitting(*lc, c),
+                    _ => folded.push((t, c)),
+                }
+            }
+        }
+        for (t, c) in folded {
+            if let Some(ti) = self.tables.get_mut(&t) {
+                if ti.lowest.len() <= id as usize {
+                    ti.lowest.resize(id as usize + 1, none);
+                }
+                ti.lowest[id as usize] = c;
+            }
+        }
+    }
+
+    /// Of `cands`, those that may reach table `t` at a visit whose floor a
+    /// rule of `priority` passes (added, or `change`d), judged from the
+    /// table's floors alone (all where it keeps none).
+    pub fn may_admit(&self, t: u8, cands: &mut Vec<EntryId>, priority: u16, change: bool) {
+        if let Some(ti) = self.tables.get(&t) {
+            cands.retain(|&id| ti.may_admit(id, priority, change));
+        }
+    }
+
     /// Notes the priority of each rule a traversal's visits ran (kept while
     /// the rule has users: [`Index::extras_of`] reads it when the rule may
     /// be gone from the pipeline).
@@ -859,6 +923,7 @@ impl Index {
         self.note_priorities(p, &trav);
         let extras = self.extras_of(mf, &trav);
         self.file_extras(id, &extras, true);
+        self.note_lowest(id, &[], &extras);
         file(&mut self.by_group, id, &Self::groups_of(&trav));
         file(&mut self.by_mac, id, &Self::macs_of(&trav));
         file(&mut self.by_limit, id, &Self::limits_of(&trav));
@@ -875,6 +940,7 @@ impl Index {
         // with their last user.)
         let extras = self.extras_of(&e.mf, &e.trav);
         self.file_extras(id, &extras, false);
+        self.note_lowest(id, &extras, &[]);
         for st in &e.trav.steps {
             self.del_outcome(id, st.table, st.outcome);
             let s = self.slots_at(&region, &e.mf, &e.trav, st);
@@ -971,6 +1037,7 @@ impl Index {
             let gone: Vec<(u8, Extra)> = was.iter().copied().filter(|c| !extras.contains(c)).collect();
             self.file_extras(id, &extras, true);
             self.file_extras(id, &gone, false);
+            self.note_lowest(id, &was, &extras);
         }
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(&new));
         if groups != was {
@@ -1122,6 +1189,13 @@ impl Index {
                         let third = ti.third_slot(&region, &e.trav.key_at(&e.mf.rep, st)).map(Extra::Third);
                         if let Some(x) = [Extra::Floor(c)].into_iter().chain(third).find(|x| !ti.has_extra(id, *x)) {
                             return Err(format!("entry {id}: not filed under {x:?} at table {}", st.table));
+                        }
+                        let lowest = ti.lowest.get(id as usize).copied();
+                        if lowest.is_none_or(|l| most_admitting(l, c) != l) {
+                            return Err(format!(
+                                "entry {id}: its lowest floor at table {} ({lowest:?}) is above {c:#x}",
+                                st.table
+                            ));
                         }
                     }
                     if let Outcome::Rule(r) = st.outcome {
@@ -1458,6 +1532,7 @@ impl Index {
                 bytes +=
                     node(map.len(), size_of::<(Slot, FxHashSet<EntryId>)>()) + map.values().map(set).sum::<usize>();
             }
+            bytes += ti.lowest.capacity() * size_of::<u32>();
         }
         bytes += self.rule_prio.capacity() * (size_of::<(RuleId, u16)>() + 1);
         bytes

@@ -691,6 +691,7 @@ impl Incremental {
                 cands = sorted_intersection(&cands, &c);
             }
         }
+        self.index.may_admit(t, &mut cands, priority, change);
         self.index.touch_at(p, t, &cands);
         for id in cands {
             let meets_all = self.index.meets(id, t, also, at)

@@ -88,7 +88,8 @@ impl Floor {
         }
     }
 
-    fn of_code(c: u32) -> Floor {
+    /// The floor [`Floor::code`] gave `c`.
+    pub fn of_code(c: u32) -> Floor {
         if c == u32::MAX {
             Floor::None
         } else {
