@@ -583,6 +583,10 @@ pub struct Index {
     /// The priority of each rule entries ran ([`Index::note_priorities`]),
     /// kept while it has users.
     rule_prio: FxHashMap<RuleId, u16>,
+    /// Rules noted for traversals not registered yet (a replaced one,
+    /// waiting for [`Index::collect`]), whose priority goes then if no
+    /// entry was registered under them after all.
+    noted: Vec<RuleId>,
     /// Per entry id, the tag of its megaflow's shared action cell (0:
     /// none, or no live entry), kept apart and dense so that an update
     /// finds the cells of the entries it affects without reading their
@@ -991,6 +995,10 @@ impl Index {
         let new = e.mf.traversal();
         self.ensure_tables(p, &new);
         self.note_priorities(p, &new);
+        self.noted.extend(new.steps.iter().filter_map(|st| match st.outcome {
+            Outcome::Rule(r) => Some(r),
+            _ => None,
+        }));
         self.stale.push(id);
     }
 
@@ -1143,6 +1151,11 @@ impl Index {
             self.filed[*id as usize] = 0;
             self.free.push(*id);
         }
+        for r in std::mem::take(&mut self.noted) {
+            if !self.by_rule.contains_key(&r) {
+                self.rule_prio.remove(&r);
+            }
+        }
         stale.len() + removed.len() + retag.len()
     }
 
@@ -1229,6 +1242,9 @@ impl Index {
                 if let Some(e) = e.as_ref().filter(|e| *e.trav != *e.mf.traversal()) {
                     return Err(format!("entry {i}: registered under a traversal its megaflow no longer has ({e:p})"));
                 }
+            }
+            if let Some(r) = self.rule_prio.keys().find(|r| !self.by_rule.contains_key(r)) {
+                return Err(format!("rule {r}'s priority is kept, but no entry ran it"));
             }
             let trav = |id: EntryId| self.entries.get(id as usize).and_then(|e| e.as_ref());
             let asserts = |id: EntryId, f: &dyn Fn(&Entry) -> bool| trav(id).is_some_and(f);
