@@ -550,16 +550,15 @@ impl TableIndex {
 }
 
 /// How [`Index::candidates_within`] finds entries at a table.
-#[derive(Clone, Copy, Debug)]
-pub enum Probe<'a> {
+#[derive(Clone, Debug)]
+pub enum Probe {
     /// Those under slots compatible with one of these matches on the two
     /// fields.
-    Walk(&'a [Match]),
+    Walk(Vec<Match>),
     /// Those under a slot compatible with one of these on the third field.
-    Third(&'a [Match]),
-    /// Those at a visit whose floor a rule of `priority` passes (added, or
-    /// `change`d).
-    Floor { priority: u16, change: bool },
+    Third(Vec<Match>),
+    /// Those at a visit whose floor the rule passes.
+    Floor,
 }
 
 /// `v` sorted, without repeats.
@@ -1377,16 +1376,23 @@ impl Index {
         self.by_group.get(&group_key(g, false)).into_iter().flatten().copied()
     }
 
-    /// The entries the index holds at table `t` that `probe` finds, each
-    /// once; `None` once they pass `limit` (counted with repeats, checked
-    /// between slots), or where the table keeps no floors or third field
-    /// for a probe of them. Also how many index keys were looked at.
-    pub fn candidates_within(&self, t: u8, probe: Probe<'_>, limit: usize) -> (Option<Vec<EntryId>>, usize) {
+    /// The entries the index holds at table `t` that `probe` finds (floors:
+    /// those a rule of `priority` passes, added or `change`d), each once;
+    /// `None` once they pass `limit` (counted with repeats, checked between
+    /// slots), or where the table keeps no floors or third field for a
+    /// probe of them. Also how many index keys were looked at.
+    pub fn candidates_within(
+        &self,
+        t: u8,
+        probe: &Probe,
+        (priority, change): (u16, bool),
+        limit: usize,
+    ) -> (Option<Vec<EntryId>>, usize) {
         let Some(ti) = self.tables.get(&t) else { return (Some(Vec::new()), 0) };
         let mut out = Vec::new();
         let mut looked = 0;
         let (queries, third) = match probe {
-            Probe::Floor { priority, change } => {
+            Probe::Floor => {
                 let (done, n) = ti.candidates_by_floor(priority, change, &mut out, limit);
                 return (done.then(|| sorted_set(out)), n);
             }

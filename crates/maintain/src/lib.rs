@@ -672,20 +672,14 @@ impl Incremental {
         // (every plan's candidates hold every entry sought): walking the
         // index costs far less per entry than checking one.
         let plans = conj_plans(&dims, self.index.fields(t)?);
-        fn probe(plan: &Plan, priority: u16, change: bool) -> index::Probe<'_> {
-            match plan {
-                Plan::Walk(qs) => index::Probe::Walk(qs),
-                Plan::Third(qs) => index::Probe::Third(qs),
-                Plan::Floor => index::Probe::Floor { priority, change },
-            }
-        }
-        let (found, mut probed) = self.index.candidates_within(t, probe(&plans[0], priority, change), usize::MAX);
+        let rule = (priority, change);
+        let (found, mut probed) = self.index.candidates_within(t, &plans[0], rule, usize::MAX);
         let mut cands = found.unwrap_or_default();
         for plan in &plans[1..] {
             if cands.len() < NARROW_FROM {
                 break;
             }
-            let (found, n) = self.index.candidates_within(t, probe(plan, priority, change), cands.len() * 4);
+            let (found, n) = self.index.candidates_within(t, plan, rule, cands.len() * 4);
             probed += n;
             if let Some(c) = found {
                 cands = sorted_intersection(&cands, &c);
@@ -1519,16 +1513,6 @@ fn sorted_intersection(a: &[index::EntryId], b: &[index::EntryId]) -> Vec<index:
 /// At most this many queries of pairs of clause flows ([`conj_plans`]).
 const PAIR_QUERIES: usize = 256;
 
-/// A way to find the entries where a conjunction can complete.
-enum Plan {
-    /// Index queries on the table index's two fields.
-    Walk(Vec<kairo_flow::Match>),
-    /// Index queries on its third field.
-    Third(Vec<kairo_flow::Match>),
-    /// The entries whose floor there the changed flow passes.
-    Floor,
-}
-
 /// The ways to find every entry where a conjunction with clause flows
 /// `dims` (by dimension) can complete (with more), best first, for a
 /// table indexed on `fields` (outer, inner, third); the first is always a
@@ -1546,7 +1530,7 @@ enum Plan {
 fn conj_plans(
     dims: &[Vec<&kairo_ofproto::Rule>],
     (outer, inner, third): (kairo_flow::Field, Option<kairo_flow::Field>, Option<kairo_flow::Field>),
-) -> Vec<Plan> {
+) -> Vec<index::Probe> {
     let narrows = |ms: &[&kairo_ofproto::Rule], f: kairo_flow::Field| ms.iter().all(|m| m.m.mask().get(f) != 0);
     let matches = |ms: &[&kairo_ofproto::Rule]| ms.iter().map(|r| r.m).collect::<Vec<_>>();
     let mut plans = Vec::new();
@@ -1563,7 +1547,7 @@ fn conj_plans(
         }
         if let Some((a, b)) = pair {
             let queries = dims[a].iter().flat_map(|x| dims[b].iter().filter_map(|y| x.m.intersect(&y.m))).collect();
-            plans.push(Plan::Walk(queries));
+            plans.push(index::Probe::Walk(queries));
         }
     }
     let rank = |ms: &[&kairo_ofproto::Rule]| match (narrows(ms, outer), inner.is_some_and(|f| narrows(ms, f))) {
@@ -1574,10 +1558,13 @@ fn conj_plans(
     let mut walked: Vec<&Vec<&kairo_ofproto::Rule>> = dims.iter().collect();
     walked.sort_by_key(|ms| (rank(ms), ms.len()));
     let narrowed = walked.iter().filter(|ms| rank(ms) < 2).count().max(1);
-    plans.extend(walked.into_iter().take(narrowed).map(|ms| Plan::Walk(matches(ms))));
-    let mut second: Vec<Plan> =
-        dims.iter().filter(|ms| third.is_some_and(|f| narrows(ms, f))).map(|ms| Plan::Third(matches(ms))).collect();
-    second.insert(0, Plan::Floor);
+    plans.extend(walked.into_iter().take(narrowed).map(|ms| index::Probe::Walk(matches(ms))));
+    let mut second: Vec<index::Probe> = dims
+        .iter()
+        .filter(|ms| third.is_some_and(|f| narrows(ms, f)))
+        .map(|ms| index::Probe::Third(matches(ms)))
+        .collect();
+    second.insert(0, index::Probe::Floor);
     plans.splice(1..1, second);
     plans
 }

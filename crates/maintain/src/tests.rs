@@ -1829,16 +1829,16 @@ fn conjunction_plans_pair_the_dimensions_that_narrow_both_index_fields() {
     // First the pairs of sources and destinations, each narrowed on both;
     // then the floors and the ports on the third field; then the
     // dimensions one by one, sources (the outer field) first.
-    let Plan::Walk(pairs) = &plans[0] else { panic!("first: pairs") };
+    let index::Probe::Walk(pairs) = &plans[0] else { panic!("first: pairs") };
     assert_eq!(pairs.len(), 2);
     assert!(pairs.iter().all(|q| q.mask().get(Field::IpSrc) != 0 && q.mask().get(Field::IpDst) != 0));
-    assert!(matches!(plans[1], Plan::Floor));
-    assert!(matches!(&plans[2], Plan::Third(q) if q.len() == 1 && q[0].mask().get(Field::TpDst) != 0));
-    assert!(matches!(&plans[3], Plan::Walk(q) if q.len() == 1 && q[0].mask().get(Field::IpSrc) != 0));
-    assert!(matches!(&plans[4], Plan::Walk(q) if q.len() == 2));
+    assert!(matches!(plans[1], index::Probe::Floor));
+    assert!(matches!(&plans[2], index::Probe::Third(q) if q.len() == 1 && q[0].mask().get(Field::TpDst) != 0));
+    assert!(matches!(&plans[3], index::Probe::Walk(q) if q.len() == 1 && q[0].mask().get(Field::IpSrc) != 0));
+    assert!(matches!(&plans[4], index::Probe::Walk(q) if q.len() == 2));
     assert_eq!(plans.len(), 5);
     // Without an inner field no pair; the dimension on the outer field first.
     let plans = conj_plans(&dims, (Field::IpDst, None, None));
-    assert!(matches!(&plans[0], Plan::Walk(q) if q.len() == 2 && q[0].mask().get(Field::IpDst) != 0));
-    assert!(matches!(plans[1], Plan::Floor));
+    assert!(matches!(&plans[0], index::Probe::Walk(q) if q.len() == 2 && q[0].mask().get(Field::IpDst) != 0));
+    assert!(matches!(plans[1], index::Probe::Floor));
 }
