@@ -1478,6 +1478,26 @@ impl Index {
 
     /// Does live entry `id` reach table `t` at a visit `at` admits with a
     /// region there that overlaps `m` (conj_id left out)?
+    /// Does live entry `id` reach table `t` at a visit `at` admits whose
+    /// region there `holds` (given as its key there, masked, and the mask,
+    /// conj_id left out)?
+    pub fn meets_with(
+        &self,
+        id: EntryId,
+        t: u8,
+        at: impl Fn(&Step) -> bool,
+        holds: impl Fn(&FlowKey, &FlowMask) -> bool,
+    ) -> bool {
+        let Some(e) = self.entries.get(id as usize).and_then(|e| e.as_ref()) else { return false };
+        let mut region = self.region(&e.mf);
+        region.set(Field::ConjId, 0);
+        let trav = &e.trav;
+        trav.steps
+            .iter()
+            .filter(|st| st.table == t)
+            .any(|st| at(st) && holds(&trav.key_at(&e.mf.rep, st).masked(&region), &region))
+    }
+
     pub fn meets(&self, id: EntryId, t: u8, m: &Match, at: impl Fn(&Step) -> bool) -> bool {
         let Some(e) = self.entries.get(id as usize).and_then(|e| e.as_ref()) else { return false };
         let region = self.region(&e.mf);

@@ -652,15 +652,20 @@ impl Incremental {
                 dims[usize::from(k - 1)].extend(p.rule(t, rid).map(|a| &**a));
             }
         }
+        // Whether a dimension's flows are those of the table (not its own
+        // flow in place of them, nor with flows the update took).
+        let mut in_table = vec![true; usize::from(key.2)];
         for &(_, g) in gone.iter().filter(|(gt, _)| *gt == t) {
             for (cid, k, n) in g.inst.conjunctions() {
                 if (g.priority, cid, n) == key && own.is_none_or(|(ok, _)| ok != k) {
                     dims[usize::from(k - 1)].push(g);
+                    in_table[usize::from(k - 1)] = false;
                 }
             }
         }
         if let Some((k, r)) = own {
             dims[usize::from(k - 1)] = vec![r];
+            in_table[usize::from(k - 1)] = false;
         }
         if dims.iter().any(|d| d.is_empty()) {
             return Some(0); // a dimension without a clause flow: it cannot complete
@@ -687,9 +692,23 @@ impl Incremental {
         }
         self.index.may_admit(t, &mut cands, priority, change);
         self.index.touch_at(p, t, &cands);
+        // A dimension of many flows in the table is met through the
+        // classifier (the region usually fixes the fields they match: a
+        // probe per subtable), not flow by flow.
+        let of_dim = |d: usize| {
+            move |c: &kairo_classifier::ClsRule<Arc<kairo_ofproto::Rule>>| {
+                c.priority == key.0 && c.payload.inst.conjunctions().any(|x| x == (key.1, d as u8 + 1, key.2))
+            }
+        };
+        let met = |id: index::EntryId, d: usize, ms: &[&kairo_ofproto::Rule]| {
+            if in_table[d] && ms.len() > DIM_FLOWS {
+                self.index.meets_with(id, t, at, |kt, region| table.cls.any_overlapping(kt, region, key.0, of_dim(d)))
+            } else {
+                ms.iter().any(|m| self.index.meets(id, t, &m.m, at))
+            }
+        };
         for id in cands {
-            let meets_all = self.index.meets(id, t, also, at)
-                && dims.iter().all(|ms| ms.iter().any(|m| self.index.meets(id, t, &m.m, at)));
+            let meets_all = self.index.meets(id, t, also, at) && dims.iter().enumerate().all(|(d, ms)| met(id, d, ms));
             if meets_all {
                 out.push(id);
             }
@@ -1509,6 +1528,10 @@ fn sorted_intersection(a: &[index::EntryId], b: &[index::EntryId]) -> Vec<index:
     }
     out
 }
+
+/// A dimension of more clause flows than this is checked against an entry
+/// through the classifier ([`Incremental::conj_entries`]).
+const DIM_FLOWS: usize = if cfg!(test) { 1 } else { 16 };
 
 /// At most this many queries of pairs of clause flows ([`conj_plans`]).
 const PAIR_QUERIES: usize = 256;

@@ -133,26 +133,22 @@ fn conj_step_holds(table: &Table, outcome: Outcome, kt: &FlowKey, region: &FlowM
     let asked = |q: &ClsRule<Arc<Rule>>| answers(&q.payload).is_none_or(|id| l.tried.contains(&id));
     // A clause counts only where one of its conjunctions could complete in
     // the region: every other clause of it has a flow overlapping the
-    // region (what a new clause must meet to take an entry, too).
-    let overlaps = |m: &kairo_flow::Match| {
-        let mut common = open;
-        for i in 0..common.w.len() {
-            common.w[i] &= m.mask().w[i];
-        }
-        m.key().eq_masked(kt, &common)
-    };
+    // region (what a new clause must meet to take an entry, too), found by
+    // the classifier (a dimension may have thousands of flows; the region
+    // usually fixes the fields they match, and then each subtable is one
+    // probe).
     let completable = |q: &ClsRule<Arc<Rule>>| {
         !q.payload.inst.is_clause()
             || q.payload.inst.conjunctions().any(|(cid, k, n)| {
-                let Some(members) = table.clause_members(q.priority, cid, n) else { return true };
-                let mut met = vec![false; usize::from(n)];
-                met[usize::from(k - 1)] = true;
-                for (rid, kk) in members {
-                    if !met[usize::from(kk - 1)] && table.cls.get(rid).is_some_and(|c| overlaps(&c.m)) {
-                        met[usize::from(kk - 1)] = true;
-                    }
+                if table.clause_members(q.priority, cid, n).is_none() {
+                    return true;
                 }
-                met.iter().all(|m| *m)
+                (1..=n).filter(|&kk| kk != k).all(|kk| {
+                    let of_dim = |c: &ClsRule<Arc<Rule>>| {
+                        c.priority == q.priority && c.payload.inst.conjunctions().any(|x| x == (cid, kk, n))
+                    };
+                    table.cls.any_overlapping(kt, &open, q.priority, of_dim)
+                })
             })
     };
     let min = match floor {

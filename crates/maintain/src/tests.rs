@@ -1842,3 +1842,54 @@ fn conjunction_plans_pair_the_dimensions_that_narrow_both_index_fields() {
     assert!(matches!(&plans[0], index::Probe::Walk(q) if q.len() == 2 && q[0].mask().get(Field::IpDst) != 0));
     assert!(matches!(plans[1], index::Probe::Floor));
 }
+
+/// A policy as Antrea writes one for a large namespace: 3000 pods, 8 peer
+/// networks and 3 ports as one conjunction.
+fn thousands_case() -> (Pipeline, Vec<String>) {
+    let mut flows = String::new();
+    for i in 0..3000u32 {
+        let a = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+        flows.push_str(&format!("table=0,priority=10,ip,nw_dst={a},actions=conjunction(1,1/3)\n"));
+    }
+    for i in 0..8u32 {
+        flows.push_str(&format!("table=0,priority=10,ip,nw_src=10.2.{i}.0/24,actions=conjunction(1,2/3)\n"));
+    }
+    for port in [80u32, 443, 8080] {
+        flows.push_str(&format!("table=0,priority=10,tcp,tp_dst={port},actions=conjunction(1,3/3)\n"));
+    }
+    flows.push_str("table=0,priority=10,conj_id=1,ip,actions=output:2\ntable=0,priority=1,actions=output:3\n");
+    let pkts = (0..4000u32)
+        .map(|i| {
+            let (src, dst) =
+                (format!("10.2.{}.{}", i % 8, i % 200 + 1), format!("10.1.{}.{}", (i / 7) % 12, i % 250 + 1));
+            format!("in_port={},tcp,nw_src={src},nw_dst={dst},tp_dst={}", i % 50 + 1, [80, 443, 22][i as usize % 3])
+        })
+        .collect();
+    (pipeline(&flows, ""), pkts)
+}
+
+#[test]
+fn a_policy_of_thousands_of_members_is_maintained_exactly() {
+    let (p, pkts) = thousands_case();
+    let (_dp, inc) = filled(&p, EngineKind::Incremental, &pkts);
+    let (_dpf, full) = filled(&p, EngineKind::Full, &pkts);
+    assert!(inc.lock().engine.len() > 3000);
+    // Members of each dimension added and taken (one pod, a /16 of them,
+    // a peer network, a port), and the answer taken and put back.
+    for (cmd, arg) in [
+        ("add-flow", "table=0,priority=10,ip,nw_dst=10.1.20.1,actions=conjunction(1,1/3)"),
+        ("add-flow", "table=0,priority=10,ip,nw_dst=10.1.0.0/16,actions=conjunction(1,1/3)"),
+        ("--strict del-flows", "table=0,priority=10,ip,nw_dst=10.1.0.5"),
+        ("add-flow", "table=0,priority=10,ip,nw_src=10.2.9.0/24,actions=conjunction(1,2/3)"),
+        ("--strict del-flows", "table=0,priority=10,ip,nw_src=10.2.3.0/24"),
+        ("add-flow", "table=0,priority=10,tcp,tp_dst=22,actions=conjunction(1,3/3)"),
+        ("--strict del-flows", "table=0,priority=10,conj_id=1,ip"),
+        ("add-flow", "table=0,priority=10,conj_id=1,ip,actions=output:4"),
+    ] {
+        let fm = parse_command(cmd, arg).unwrap();
+        let r = inc.lock().apply(&fm).unwrap();
+        full.lock().apply(&fm).unwrap();
+        assert!(inc.lock().verify().is_empty(), "{cmd} {arg}: {r}");
+        assert_eq!(view(&full.lock()), view(&inc.lock()), "{cmd} {arg}");
+    }
+}
