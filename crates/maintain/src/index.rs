@@ -15,9 +15,10 @@
 //! one's cell); the region an entry is indexed under
 //! at a table is a superset of its true region there, so a query never misses
 //! an overlapping entry; its floors and third-field slots there are exactly
-//! those of its visits (a rule's priority noted while the rule has users); an entry's slots are a pure function of its megaflow
-//! and traversal (a table's fields never change once chosen), so they are
-//! recomputed to unregister it rather than stored.
+//! those of its visits (a rule's priority noted while the rule has users);
+//! an entry's slots are a pure function of its megaflow and traversal (a
+//! table's fields never change once chosen), so they are recomputed to
+//! unregister it rather than stored.
 //!
 //! Bringing registrations up to date after an update is deferred to
 //! [`Index::collect`]: it fixes nothing in the cache, only readies the
@@ -229,7 +230,7 @@ struct TableIndex {
     inner_lens: [u32; 65],
     /// By floor code ([`Floor::code`]; [`Floor::None`] highest): each
     /// entry under the distinct floors of its visits to the table
-    /// ([`Index::floors_of`]). Only where the table had conjunctive flows
+    /// ([`Index::extras_of`]). Only where the table had conjunctive flows
     /// when its index was made.
     floors: Option<BTreeMap<u32, FxHashSet<EntryId>>>,
     /// The third field and its entries by slot on it (each under the
