@@ -695,14 +695,9 @@ impl Incremental {
         // A dimension of many flows in the table is met through the
         // classifier (the region usually fixes the fields they match: a
         // probe per subtable), not flow by flow.
-        let of_dim = |d: usize| {
-            move |c: &kairo_classifier::ClsRule<Arc<kairo_ofproto::Rule>>| {
-                c.priority == key.0 && c.payload.inst.conjunctions().any(|x| x == (key.1, d as u8 + 1, key.2))
-            }
-        };
         let met = |id: index::EntryId, d: usize, ms: &[&kairo_ofproto::Rule]| {
             if in_table[d] && ms.len() > DIM_FLOWS {
-                self.index.meets_with(id, t, at, |kt, region| table.cls.any_overlapping(kt, region, key.0, of_dim(d)))
+                self.index.meets_with(id, t, at, |kt, region| table.clause_overlaps(key, d as u8 + 1, kt, region))
             } else {
                 ms.iter().any(|m| self.index.meets(id, t, &m.m, at))
             }

@@ -143,12 +143,7 @@ fn conj_step_holds(table: &Table, outcome: Outcome, kt: &FlowKey, region: &FlowM
                 if table.clause_members(q.priority, cid, n).is_none() {
                     return true;
                 }
-                (1..=n).filter(|&kk| kk != k).all(|kk| {
-                    let of_dim = |c: &ClsRule<Arc<Rule>>| {
-                        c.priority == q.priority && c.payload.inst.conjunctions().any(|x| x == (cid, kk, n))
-                    };
-                    table.cls.any_overlapping(kt, &open, q.priority, of_dim)
-                })
+                (1..=n).filter(|&kk| kk != k).all(|kk| table.clause_overlaps((q.priority, cid, n), kk, kt, &open))
             })
     };
     let min = match floor {

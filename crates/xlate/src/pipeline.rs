@@ -101,6 +101,17 @@ impl Table {
         self.multi == 0
     }
 
+    /// Whether a clause flow of dimension `k` of conjunction `key`
+    /// (priority, id, number of clauses) overlaps the region `kt`/`mask`
+    /// (found by the classifier: where the region fixes the fields the
+    /// flows match, a probe per subtable, however many flows there are).
+    pub fn clause_overlaps(&self, key: (u16, u32, u8), k: u8, kt: &FlowKey, mask: &FlowMask) -> bool {
+        let (priority, id, n) = key;
+        let of_dim =
+            |c: &ClsRule<Arc<Rule>>| c.priority == priority && c.payload.inst.conjunctions().any(|x| x == (id, k, n));
+        self.cls.any_overlapping(kt, mask, priority, of_dim)
+    }
+
     /// The conjunctions (priority, id, number of clauses) with id `id`.
     pub fn conjunctions_with_id(&self, id: u32) -> Vec<(u16, u32, u8)> {
         self.members.keys().filter(|k| k.1 == id).copied().collect()
@@ -197,12 +208,14 @@ pub fn conj_floor<R>(l: &ConjLookup<'_, R>) -> Floor {
 /// A group id and the group it replaced, if any.
 pub type Replaced = (u32, Option<Arc<Group>>);
 
-/// A group as translation runs it: the group, and each bucket's actions as
-/// the action set they make (as Open vSwitch runs a bucket).
+/// A group as translation runs it: the group, each bucket's actions as
+/// the action set they make (as Open vSwitch runs a bucket), and how it is
+/// hashed in the datapath, if it is.
 #[derive(Debug)]
 pub(crate) struct GroupRun {
     pub group: Arc<Group>,
     pub sets: Vec<Vec<Action>>,
+    pub dp_hash: Option<crate::recirc::DpHashPlan>,
 }
 
 /// Rule tables, per-table miss behaviour, groups and port liveness.
@@ -223,14 +236,11 @@ pub struct Pipeline {
     by_id: FxHashMap<RuleId, Arc<Rule>>,
     /// The frozen states translations made (shared by every copy).
     recircs: Arc<crate::recirc::Recircs>,
-    /// How each select group hashed in the datapath spreads hash values
-    /// over its buckets, made when the group is put in (translation reads
-    /// it on every use of the group). Kept by [`Pipeline::put_group`].
-    dp_hash: FxHashMap<u32, Arc<crate::recirc::DpHashPlan>>,
     /// Each group with its buckets as the action sets they run as
-    /// (`action_set::bucket_list`), made when the group is put in (not on
-    /// every run of a bucket): what translation reads of a group, in one
-    /// lookup. Kept by [`Pipeline::put_group`].
+    /// (`action_set::bucket_list`) and, for a select group hashed in the
+    /// datapath, how it spreads hash values over its buckets: made when the
+    /// group is put in (not on every use), what translation reads of a
+    /// group, in one lookup. Kept by [`Pipeline::put_group`].
     runs: FxHashMap<u32, Arc<GroupRun>>,
     /// Rules with a `learn` or a `fin_timeout` action: what the megaflows
     /// that ran them refresh from their hits.
@@ -639,14 +649,11 @@ impl Pipeline {
     /// plan; returns the group it replaced. Every change of the groups
     /// goes through here.
     fn put_group(&mut self, id: u32, g: Option<Arc<Group>>) -> Option<Arc<Group>> {
-        match g.as_deref().and_then(crate::recirc::DpHashPlan::of) {
-            Some(plan) => self.dp_hash.insert(id, Arc::new(plan)),
-            None => self.dp_hash.remove(&id),
-        };
         match &g {
             Some(g) => {
                 let sets = g.buckets.iter().map(|b| crate::action_set::bucket_list(&b.actions)).collect();
-                self.runs.insert(id, Arc::new(GroupRun { group: g.clone(), sets }))
+                let dp_hash = crate::recirc::DpHashPlan::of(g);
+                self.runs.insert(id, Arc::new(GroupRun { group: g.clone(), sets, dp_hash }))
             }
             None => self.runs.remove(&id),
         };
@@ -659,12 +666,6 @@ impl Pipeline {
     /// Group `g` as translation runs it.
     pub(crate) fn group_run(&self, g: u32) -> Option<&Arc<GroupRun>> {
         self.runs.get(&g)
-    }
-
-    /// How select group `g` is hashed in the datapath, if it is (see
-    /// [`crate::recirc::DpHashPlan::of`]).
-    pub fn dp_hash_plan(&self, g: u32) -> Option<&crate::recirc::DpHashPlan> {
-        self.dp_hash.get(&g).map(|p| &**p)
     }
 
     /// Drops table `t` if it holds no rules and has the default miss

@@ -1508,8 +1508,7 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
             return self.used_group(gid, vec![], false);
         };
         let (g, sets) = (&*run.group, &run.sets);
-        let p = self.p;
-        let dp_hash = p.dp_hash_plan(gid);
+        let dp_hash = run.dp_hash.as_ref();
         let chosen: Vec<usize> = match g.ty {
             GroupType::All => (0..g.buckets.len()).collect(),
             GroupType::Indirect => (0..g.buckets.len().min(1)).collect(),
