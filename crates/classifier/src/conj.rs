@@ -27,8 +27,9 @@
 //!
 //! Invariant (the megaflow contract, extended): every key that agrees with
 //! the looked-up key on the bits ORed into the mask, and has `conj_id`
-//! zero, gets the same [`ConjLookup`] (rule, floor, and conjunction), since
-//! every subtable visit and second lookup examined what decided it.
+//! zero, gets the same [`ConjLookup`] (rule, floor, conjunction, and the
+//! clause flows that completed it), since every subtable visit and second
+//! lookup examined what decided it.
 
 use kairo_flow::{Field, FlowKey, FlowMask};
 
@@ -59,6 +60,12 @@ pub struct ConjLookup<'a, R> {
     pub tried: Vec<u32>,
     /// Some completed conjunction's `conj_id` lookup found nothing.
     pub unanswered: bool,
+    /// The clause flows of the conjunctions in `tried` (those of its
+    /// priority that are clauses of it), in the order tried: the only
+    /// clause flows whose removal can change this lookup, where no flow is
+    /// two clauses of one conjunction and none outranks an ordinary rule
+    /// with its match.
+    pub completed: Vec<&'a ClsRule<R>>,
 }
 
 /// A matching clause rule: its identical-match list and its place there.
@@ -84,7 +91,7 @@ impl<R> Classifier<R> {
         };
         let mut hard: Option<&'a ClsRule<R>> = None;
         let mut soft: Vec<Soft<'a, R>> = Vec::new();
-        let (mut tried, mut unanswered) = (Vec::new(), false);
+        let (mut tried, mut unanswered, mut completed) = (Vec::new(), false, Vec::new());
         self.scan(key, wc, &mut stats, |bucket| {
             let head = &bucket[0];
             if is_clause(head) {
@@ -99,12 +106,22 @@ impl<R> Classifier<R> {
             soft.retain(|(b, i)| hard.is_none_or(|h| b[*i].priority > h.priority));
             let Some(top) = soft.iter().map(|(b, i)| b[*i].priority).max() else { break };
             let at_top: Vec<&ClsRule<R>> = soft.iter().map(|(b, i)| &b[*i]).filter(|r| r.priority == top).collect();
-            for id in complete(&at_top, &clauses) {
+            let done = complete(&at_top, &clauses);
+            let mut ids: Vec<u32> = done.iter().map(|&(id, _)| id).collect();
+            ids.dedup();
+            for id in ids {
                 let mut k2 = *key;
                 k2.set(Field::ConjId, u64::from(id));
                 tried.push(id);
+                for r in &at_top {
+                    let mut of_it = false;
+                    clauses(&r.payload, &mut |c| of_it |= c.id == id && done.contains(&(id, c.n)));
+                    if of_it {
+                        completed.push(*r);
+                    }
+                }
                 if let Some(r) = self.second_lookup(&k2, wc, &mut stats, &is_clause) {
-                    return ConjLookup { rule: Some(r), hard, conj: Some((id, top)), tried, unanswered };
+                    return ConjLookup { rule: Some(r), hard, conj: Some((id, top)), tried, unanswered, completed };
                 }
                 unanswered = true;
             }
@@ -125,7 +142,7 @@ impl<R> Classifier<R> {
             }
             soft = next;
         }
-        ConjLookup { rule: hard, hard, conj: None, tried, unanswered }
+        ConjLookup { rule: hard, hard, conj: None, tried, unanswered, completed }
     }
 
     /// The lookup made for a complete conjunction (`key` has its conj_id):
@@ -151,9 +168,9 @@ impl<R> Classifier<R> {
     }
 }
 
-/// The conjunctions the clauses `at` (all of one priority) complete, by
-/// increasing id.
-fn complete<R>(at: &[&ClsRule<R>], clauses: &impl Fn(&R, &mut dyn FnMut(Clause))) -> Vec<u32> {
+/// The conjunctions (id, number of clauses) the clauses `at` (all of one
+/// priority) complete, by increasing id.
+fn complete<R>(at: &[&ClsRule<R>], clauses: &impl Fn(&R, &mut dyn FnMut(Clause))) -> Vec<(u32, u8)> {
     // (id, n) -> the clauses seen, one bit per clause.
     let mut seen: Vec<((u32, u8), u64)> = Vec::new();
     for r in at {
@@ -168,12 +185,11 @@ fn complete<R>(at: &[&ClsRule<R>], clauses: &impl Fn(&R, &mut dyn FnMut(Clause))
             }
         });
     }
-    let mut ids: Vec<u32> = seen
+    let mut done: Vec<(u32, u8)> = seen
         .into_iter()
         .filter(|((_, n), bits)| *bits == if *n >= 64 { u64::MAX } else { (1u64 << n) - 1 })
-        .map(|((id, _), _)| id)
+        .map(|(k, _)| k)
         .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
+    done.sort_unstable();
+    done
 }

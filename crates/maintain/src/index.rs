@@ -492,12 +492,8 @@ impl TableIndex {
     /// and how many index keys were looked at.
     fn candidates_by_floor(&self, priority: u16, change: bool, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
         let Some(map) = self.floors.as_ref() else { return (false, 0) };
-        let p = u32::from(priority) << 1;
-        // Above{q, ties} is (q << 1) | ties: below the priority, its tie
-        // (added: a floor with ties only; changed: both), and none.
-        let admitted = map.range(..p).chain(map.range(p..=p | 1).filter(|(c, _)| change || **c & 1 == 1));
         let mut looked = 0;
-        for (_, ids) in admitted.chain(map.range(Floor::None.code()..)) {
+        for (_, ids) in Self::admitted(map, priority, change) {
             looked += 1;
             for &id in ids {
                 looked += 1;
@@ -508,6 +504,20 @@ impl TableIndex {
             }
         }
         (true, looked)
+    }
+
+    /// The floors a rule of `priority` passes (added, or `change`d), with
+    /// the entries at visits there.
+    fn admitted(
+        map: &BTreeMap<u32, FxHashSet<EntryId>>,
+        priority: u16,
+        change: bool,
+    ) -> impl Iterator<Item = (&u32, &FxHashSet<EntryId>)> {
+        let p = u32::from(priority) << 1;
+        // Above{q, ties} is (q << 1) | ties: below the priority, its tie
+        // (added: a floor with ties only; changed: both), and none.
+        let below = map.range(..p).chain(map.range(p..=p | 1).filter(move |(c, _)| change || **c & 1 == 1));
+        below.chain(map.range(Floor::None.code()..))
     }
 
     /// The entries whose slots are compatible with match `m` on both fields.
@@ -616,6 +626,11 @@ pub struct Index {
     by_group: FxHashMap<u64, FxHashSet<EntryId>>,
     /// By the destination MACs NORMAL looked up ([`Traversal::normal`]).
     by_mac: FxHashMap<u64, FxHashSet<EntryId>>,
+    /// By the clause flows that completed a conjunction at one of the
+    /// entry's visits ([`Traversal::clauses`]): where no flow is two
+    /// clauses of one conjunction, the entries a clause flow's removal can
+    /// change (besides those of an ordinary rule it outranks with its match).
+    by_clause: FxHashMap<RuleId, FxHashSet<EntryId>>,
     /// By the (table, cookie) whose flows a learn's limit counted for its
     /// result bit ([`kairo_xlate::Learned::checked`]).
     by_limit: FxHashMap<(u8, u64), FxHashSet<EntryId>>,
@@ -904,6 +919,13 @@ impl Index {
         keys
     }
 
+    fn clauses_of(trav: &Traversal) -> Vec<RuleId> {
+        let mut ids: Vec<RuleId> = trav.clauses.iter().map(|&(_, c)| c).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     fn macs_of(trav: &Traversal) -> Vec<u64> {
         let mut macs: Vec<u64> = trav.normal.iter().flat_map(|n| n.iter().map(|&(_, mac)| mac)).collect();
         macs.sort_unstable();
@@ -930,6 +952,7 @@ impl Index {
         self.note_lowest(id, &[], &extras);
         file(&mut self.by_group, id, &Self::groups_of(&trav));
         file(&mut self.by_mac, id, &Self::macs_of(&trav));
+        file(&mut self.by_clause, id, &Self::clauses_of(&trav));
         file(&mut self.by_limit, id, &Self::limits_of(&trav));
         if Self::refreshes(&trav) {
             self.refreshing.insert(id);
@@ -952,6 +975,7 @@ impl Index {
         }
         unfile(&mut self.by_group, id, &Self::groups_of(&e.trav));
         unfile(&mut self.by_mac, id, &Self::macs_of(&e.trav));
+        unfile(&mut self.by_clause, id, &Self::clauses_of(&e.trav));
         unfile(&mut self.by_limit, id, &Self::limits_of(&e.trav));
         self.refreshing.remove(&id);
     }
@@ -1058,6 +1082,12 @@ impl Index {
             file(&mut self.by_mac, id, &macs);
             let gone: Vec<u64> = was.iter().copied().filter(|m| !macs.contains(m)).collect();
             unfile(&mut self.by_mac, id, &gone);
+        }
+        let (was, clauses) = (Self::clauses_of(&e.trav), Self::clauses_of(&new));
+        if clauses != was {
+            file(&mut self.by_clause, id, &clauses);
+            let gone: Vec<RuleId> = was.iter().copied().filter(|c| !clauses.contains(c)).collect();
+            unfile(&mut self.by_clause, id, &gone);
         }
         if Self::refreshes(&new) {
             self.refreshing.insert(id);
@@ -1228,6 +1258,11 @@ impl Index {
                     return Err(format!("entry {id}: not registered under MAC {m:#x}"));
                 }
             }
+            for c in Self::clauses_of(&e.trav) {
+                if !self.by_clause.get(&c).is_some_and(|s| s.contains(&id)) {
+                    return Err(format!("entry {id}: not registered under clause flow {c}"));
+                }
+            }
             if Self::refreshes(&e.trav) && !self.refreshing.contains(&id) {
                 return Err(format!("entry {id}: learns or cuts timeouts, but is not listed as refreshing"));
             }
@@ -1279,6 +1314,13 @@ impl Index {
                     return Err(format!("entry {id} is registered under MAC {m:#x}, which NORMAL did not look up"));
                 }
             }
+            for (c, ids) in &self.by_clause {
+                if let Some(id) = ids.iter().find(|&&id| !asserts(id, &|e| Self::clauses_of(&e.trav).contains(c))) {
+                    return Err(format!(
+                        "entry {id} is registered under clause flow {c}, which completed none of its lookups"
+                    ));
+                }
+            }
             if let Some(id) = self.refreshing.iter().find(|&&id| !asserts(id, &|e| Self::refreshes(&e.trav))) {
                 return Err(format!("entry {id} is listed as refreshing, but learns nothing and cuts no timeout"));
             }
@@ -1322,6 +1364,12 @@ impl Index {
 
     pub fn id_of(&self, mf: &Megaflow) -> Option<EntryId> {
         self.by_ptr.get(&crate::ukey::addr(mf)).copied()
+    }
+
+    /// Entries at one of whose visits clause flow `r` completed a
+    /// conjunction.
+    pub fn users_of_clause(&self, r: RuleId) -> impl Iterator<Item = EntryId> + '_ {
+        self.by_clause.get(&r).into_iter().flatten().copied()
     }
 
     /// Entries whose traversal matched rule `r`.
@@ -1554,6 +1602,7 @@ impl Index {
                 + self.filed.capacity() * 4;
         bytes += self.by_group.values().map(set).sum::<usize>() + self.by_group.capacity() * per_key;
         bytes += self.by_mac.values().map(set).sum::<usize>() + self.by_mac.capacity() * per_key;
+        bytes += self.by_clause.values().map(set).sum::<usize>() + self.by_clause.capacity() * per_key;
         bytes += self.by_limit.values().map(set).sum::<usize>() + self.by_limit.capacity() * (per_key + 8);
         bytes += self.by_miss.values().map(set).sum::<usize>() + self.by_miss.capacity() * per_key;
         for ti in self.tables.values() {

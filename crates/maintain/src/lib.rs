@@ -447,15 +447,7 @@ impl Incremental {
     pub fn affected(&self, p: &Pipeline, deltas: &[Delta]) -> (Vec<index::EntryId>, usize) {
         let mut out = Vec::new();
         let mut probed = 0;
-        let mut gone: Vec<(u8, &kairo_ofproto::Rule)> = Vec::new();
-        let mut remade = kairo_xlate::TableSet::default();
-        for d in deltas {
-            match d {
-                Delta::RuleRemoved { table, rule, .. } if rule.inst.is_clause() => gone.push((*table, rule)),
-                Delta::RuleModified { table, conj: true, .. } => remade.insert(*table),
-                _ => {}
-            }
-        }
+        let joint = joint_conjunctions(p, deltas);
         for d in deltas {
             if let Some((t, id, m, priority)) = conj_change(p, d) {
                 // In a table with conjunctive matches a removed or changed
@@ -465,17 +457,13 @@ impl Incremental {
                 // structure says which (a clause or an answer removed).
                 out.extend(self.index.users_of_rule(id));
                 if let Delta::RuleRemoved { rule, .. } = d {
-                    if kairo_xlate::answers(rule).is_some() && p.table(t).is_some_and(|tb| tb.single_clauses()) {
-                        continue;
-                    }
-                    // The other clause flows before it went: those there
-                    // now and those the same bundle took (unless it gave a
-                    // flow of the table new instructions, which may have
-                    // taken a clause away).
-                    let known = !remade.contains(t);
-                    if let Some(n) = known.then(|| self.conj_affected(p, t, rule, true, &gone, &mut out)).flatten() {
-                        probed += n;
-                        continue;
+                    match removed_conj(p, t, rule) {
+                        Some(Removed::Answer) => continue,
+                        Some(Removed::Clause) => {
+                            out.extend(self.index.users_of_clause(id));
+                            continue;
+                        }
+                        None => {}
                     }
                 }
                 probed += self.index.overlapping(p, t, &m, priority, true, &mut out);
@@ -520,10 +508,20 @@ impl Incremental {
                 Delta::MissChanged { table } => out.extend(self.index.users_of_miss(*table)),
                 Delta::RuleAdded { table, id } => {
                     if let Some(r) = p.rule(*table, *id) {
-                        match self.conj_affected(p, *table, r, false, &[], &mut out) {
+                        match self.conj_affected(p, *table, r, &joint, &mut out) {
                             Some(n) => probed += n,
                             None => probed += self.index.overlapping(p, *table, &r.m, r.priority, false, &mut out),
                         }
+                    }
+                }
+            }
+        }
+        for ((t, key), (priority, rules)) in &joint {
+            match self.conj_entries(p, *t, *priority, *key, None, &kairo_flow::Match::default(), &mut out) {
+                Some(n) => probed += n,
+                None => {
+                    for r in rules {
+                        probed += self.index.overlapping(p, *t, &r.m, r.priority, false, &mut out);
                     }
                 }
             }
@@ -557,31 +555,28 @@ impl Incremental {
         (out, probed)
     }
 
-    /// The entries a change of a conjunctive flow can reach, found from the
-    /// conjunction's structure (`docs/design.md` 4.8), or `None` where that
-    /// does not apply (then every entry the rule overlaps is taken):
+    /// The entries a conjunctive flow added to table `t` can change, found
+    /// from the conjunction's structure (`docs/design.md` 4.8), or `None`
+    /// where that does not apply (then every entry the rule overlaps is
+    /// taken):
     ///
-    /// - a clause flow added or removed changes an entry only where one of
-    ///   its conjunctions completes inside the entry's region with it, so the
-    ///   region overlaps it and a clause flow of every other dimension; and,
-    ///   added, it hides from conj_id lookups an ordinary rule with its match
-    ///   that it outranks (that rule's users are taken), removed, it shows
-    ///   one again (no narrowing then);
-    /// - a rule matching conj_id=X added changes only entries where X
-    ///   completes (overlapping a clause flow of each dimension); removed,
-    ///   only the entries it answered (its users: it is never a hard match).
+    /// - a clause flow changes an entry only where one of its conjunctions
+    ///   completes inside the entry's region with it, so the region
+    ///   overlaps it and a clause flow of every other dimension; and it
+    ///   hides from conj_id lookups an ordinary rule with its match that it
+    ///   outranks (that rule's users are taken);
+    /// - a rule matching conj_id=X changes only entries where X completes
+    ///   (overlapping a clause flow of each dimension).
     ///
     /// Not for a table where a flow holds two clauses of one conjunction.
-    /// `gone`: clause flows (by table) that were there before the update
-    /// and are not now, besides `r` (its other clause flows then were those
-    /// of the table now and these).
+    /// Conjunctions in `joint` are left to one query for all of the
+    /// update's flows ([`joint_conjunctions`]). (Removals: [`removed_conj`].)
     fn conj_affected(
         &self,
         p: &Pipeline,
         t: u8,
         r: &kairo_ofproto::Rule,
-        removed: bool,
-        gone: Gone<'_>,
+        joint: &Joint<'_>,
         out: &mut Vec<index::EntryId>,
     ) -> Option<usize> {
         let table = p.table(t)?;
@@ -595,33 +590,20 @@ impl Incremental {
         }
         let mut found: Vec<index::EntryId> = Vec::new();
         let mut probed = 0;
+        let alone = |key: &ConjKey| !joint.contains_key(&(t, *key));
         if let Some(id) = answer {
-            if removed {
-                return None; // its users only: the caller takes them
-            }
-            for key in table.conjunctions_with_id(id) {
-                probed += self.conj_entries(p, t, r.priority, false, key, (None, gone), &r.m, &mut found)?;
+            for key in table.conjunctions_with_id(id).into_iter().filter(alone) {
+                probed += self.conj_entries(p, t, r.priority, key, None, &r.m, &mut found)?;
             }
         } else {
-            // Ordinary rules with its match that it outranks.
-            let outranked: Vec<RuleId> = table
-                .cls
-                .same_match(&r.m)
-                .iter()
-                .filter(|o| o.priority < r.priority && !o.payload.inst.is_clause())
-                .map(|o| o.id)
-                .collect();
-            if removed && !outranked.is_empty() {
-                return None;
-            }
             for (cid, k, n) in r.inst.conjunctions() {
                 let key = (r.priority, cid, n);
-                probed += self.conj_entries(p, t, r.priority, removed, key, (Some((k, r)), gone), &r.m, &mut found)?;
-            }
-            if !removed {
-                for o in outranked {
-                    found.extend(self.index.users_of_rule(o));
+                if alone(&key) {
+                    probed += self.conj_entries(p, t, r.priority, key, Some((k, r)), &r.m, &mut found)?;
                 }
+            }
+            for o in outranked(table, r) {
+                found.extend(self.index.users_of_rule(o));
             }
         }
         out.extend(found);
@@ -629,19 +611,17 @@ impl Incremental {
     }
 
     /// The entries that reach table `t` at a visit whose floor a rule of
-    /// `priority` passes (added, or `change`d) with a region overlapping
-    /// `also` and a clause flow of every dimension of conjunction `key`
-    /// (`own`: this flow stands for its dimension; the flows of `gone` in
-    /// table `t` count as its clause flows too).
+    /// `priority` added passes with a region overlapping `also` and a
+    /// clause flow of every dimension of conjunction `key` (`own`: this
+    /// flow stands for its dimension).
     #[allow(clippy::too_many_arguments)]
     fn conj_entries(
         &self,
         p: &Pipeline,
         t: u8,
         priority: u16,
-        change: bool,
-        key: (u16, u32, u8),
-        (own, gone): (Option<(u8, &kairo_ofproto::Rule)>, Gone<'_>),
+        key: ConjKey,
+        own: Option<(u8, &kairo_ofproto::Rule)>,
         also: &kairo_flow::Match,
         out: &mut Vec<index::EntryId>,
     ) -> Option<usize> {
@@ -653,16 +633,8 @@ impl Incremental {
             }
         }
         // Whether a dimension's flows are those of the table (not its own
-        // flow in place of them, nor with flows the update took).
+        // flow in place of them).
         let mut in_table = vec![true; usize::from(key.2)];
-        for &(_, g) in gone.iter().filter(|(gt, _)| *gt == t) {
-            for (cid, k, n) in g.inst.conjunctions() {
-                if (g.priority, cid, n) == key && own.is_none_or(|(ok, _)| ok != k) {
-                    dims[usize::from(k - 1)].push(g);
-                    in_table[usize::from(k - 1)] = false;
-                }
-            }
-        }
         if let Some((k, r)) = own {
             dims[usize::from(k - 1)] = vec![r];
             in_table[usize::from(k - 1)] = false;
@@ -671,13 +643,13 @@ impl Incremental {
             return Some(0); // a dimension without a clause flow: it cannot complete
         }
         let prio = |id: RuleId| p.rule(t, id).map(|o| o.priority);
-        let at = |st: &kairo_xlate::Step| st.outcome.floor(prio).admits(priority, change);
+        let at = |st: &kairo_xlate::Step| st.outcome.floor(prio).admits_new(priority);
         // The first plan gives the candidates; where they are many, each
         // other plan that comes in under a few times as many narrows them
         // (every plan's candidates hold every entry sought): walking the
         // index costs far less per entry than checking one.
         let plans = conj_plans(&dims, self.index.fields(t)?);
-        let rule = (priority, change);
+        let rule = (priority, false);
         let (found, mut probed) = self.index.candidates_within(t, &plans[0], rule, usize::MAX);
         let mut cands = found.unwrap_or_default();
         for plan in &plans[1..] {
@@ -690,7 +662,7 @@ impl Incremental {
                 cands = sorted_intersection(&cands, &c);
             }
         }
-        self.index.may_admit(t, &mut cands, priority, change);
+        self.index.may_admit(t, &mut cands, priority, false);
         self.index.touch_at(p, t, &cands);
         // A dimension of many flows in the table is met through the
         // classifier (the region usually fixes the fields they match: a
@@ -1497,9 +1469,6 @@ impl Control {
 #[cfg(test)]
 mod tests;
 
-/// Clause flows an update took out, by table.
-type Gone<'a> = &'a [(u8, &'a kairo_ofproto::Rule)];
-
 /// Candidates fewer than this are checked as they are, not narrowed by
 /// another plan ([`Incremental::conj_entries`]). (In this crate's tests,
 /// whose caches are small, every plan narrows, so that the engine
@@ -1585,6 +1554,88 @@ fn conj_plans(
     second.insert(0, index::Probe::Floor);
     plans.splice(1..1, second);
     plans
+}
+
+/// What a conjunctive flow removed from table `t` was, where that says
+/// which entries it can change (`docs/design.md` 4.8): an answer (a rule
+/// matching conj_id=X, never a hard match) changes only those it answered,
+/// its users; a clause flow, only those at one of whose visits it completed
+/// a conjunction ([`index::Index::users_of_clause`]: removing it cannot
+/// complete one). `None` otherwise, and in a table where a flow holds two
+/// clauses of one conjunction, or where the clause outranked an ordinary
+/// rule with its match (which its removal shows to conj_id lookups).
+fn removed_conj(p: &Pipeline, t: u8, r: &kairo_ofproto::Rule) -> Option<Removed> {
+    let table = p.table(t).filter(|tb| tb.single_clauses())?;
+    match (kairo_xlate::answers(r).is_some(), r.inst.is_clause()) {
+        (true, false) => Some(Removed::Answer),
+        (false, true) if outranked(table, r).next().is_none() => Some(Removed::Clause),
+        _ => None,
+    }
+}
+
+/// A conjunction of a table: the priority of its clause flows, its id
+/// and number of clauses.
+type ConjKey = (u16, u32, u8);
+
+/// Conjunctions (by table) whose entries an update's added flows can
+/// change, to be found by one query each: the priority it is made at and
+/// the flows it stands for.
+type Joint<'a> = std::collections::BTreeMap<(u8, ConjKey), (u16, Vec<&'a kairo_ofproto::Rule>)>;
+
+/// The conjunctions to which an update added clause flows that one query
+/// finds every changed entry of (the entries where the conjunction
+/// completes, found as for an added answer, at the highest priority any
+/// of them asks): those whose answer it also added (that query is made
+/// anyway), and those whose every clause flow it added (a new policy),
+/// two at least. (Each entry where a flow added completes the
+/// conjunction is one where the conjunction completes, with all the
+/// table's flows; asked at a higher priority, a floor lets in more.)
+fn joint_conjunctions<'a>(p: &'a Pipeline, deltas: &[Delta]) -> Joint<'a> {
+    let mut added: Joint<'a> = Joint::new();
+    let mut answered: Joint<'a> = Joint::new();
+    for d in deltas {
+        let Delta::RuleAdded { table: t, id } = d else { continue };
+        let (Some(table), Some(r)) = (p.table(*t).filter(|tb| tb.single_clauses()), p.rule(*t, *id)) else {
+            continue;
+        };
+        match (kairo_xlate::answers(r), r.inst.is_clause()) {
+            (Some(cid), false) => {
+                for key in table.conjunctions_with_id(cid) {
+                    let e = answered.entry((*t, key)).or_insert((r.priority, Vec::new()));
+                    e.0 = e.0.max(r.priority);
+                    e.1.push(r);
+                }
+            }
+            (None, true) => {
+                for (cid, _, n) in r.inst.conjunctions() {
+                    let e = added.entry((*t, (r.priority, cid, n))).or_insert((r.priority, Vec::new()));
+                    e.1.push(r);
+                }
+            }
+            _ => {}
+        }
+    }
+    added.retain(|(t, key), (priority, rules)| {
+        if let Some((q, answers)) = answered.get(&(*t, *key)) {
+            *priority = (*priority).max(*q);
+            rules.extend(answers);
+            return true;
+        }
+        let members = p.table(*t).and_then(|tb| tb.clause_members(key.0, key.1, key.2)).map_or(0, |m| m.count());
+        rules.len() >= 2 && members == rules.len()
+    });
+    added
+}
+
+/// See [`removed_conj`].
+enum Removed {
+    Answer,
+    Clause,
+}
+
+/// The ordinary rules of `table` with `r`'s match that `r` outranks.
+fn outranked<'a>(table: &'a kairo_xlate::Table, r: &'a kairo_ofproto::Rule) -> impl Iterator<Item = RuleId> + 'a {
+    table.cls.same_match(&r.m).iter().filter(|o| o.priority < r.priority && !o.payload.inst.is_clause()).map(|o| o.id)
 }
 
 /// A removal or change of a rule in a table with conjunctive matches (or

@@ -1795,6 +1795,77 @@ fn clause_flows_removed_together_take_the_entries_their_conjunction_answered() {
     }
 }
 
+/// Two conjunctions over the same sources and destinations at one
+/// priority: where both complete, the one of lower id answers (and the
+/// other is never tried).
+fn two_conj_case() -> (Pipeline, Vec<String>) {
+    let p = pipeline(
+        "table=0,priority=10,ip,nw_src=10.0.0.0/16,actions=conjunction(1,1/2)\n\
+         table=0,priority=10,ip,nw_dst=10.1.0.0/16,actions=conjunction(1,2/2)\n\
+         table=0,priority=10,ip,nw_src=10.0.0.0/24,actions=conjunction(2,1/2)\n\
+         table=0,priority=10,ip,nw_dst=10.1.0.0/24,actions=conjunction(2,2/2)\n\
+         table=0,priority=10,conj_id=1,ip,actions=output:2\n\
+         table=0,priority=10,conj_id=2,ip,actions=output:4\n\
+         table=0,priority=1,actions=output:3",
+        "",
+    );
+    let mut pkts: Vec<String> =
+        (0..8).map(|i| format!("in_port={},ip,nw_src=10.0.0.{i},nw_dst=10.1.0.{i}", i + 1)).collect();
+    pkts.extend((0..8).map(|i| format!("in_port={},ip,nw_src=10.0.{i}.9,nw_dst=10.2.0.{i}", i + 20)));
+    (p, pkts)
+}
+
+#[test]
+fn a_clause_flow_removed_takes_only_the_entries_where_it_completed_a_conjunction() {
+    let (p, pkts) = two_conj_case();
+    let cases = [
+        // Conjunction 2 completes over the first eight entries, but 1
+        // answers them first: its clause flow decided nothing there.
+        ("--strict del-flows", "table=0,priority=10,ip,nw_src=10.0.0.0/24", 0),
+        // Conjunction 1's did: without it 2 answers them.
+        ("--strict del-flows", "table=0,priority=10,ip,nw_src=10.0.0.0/16", 8),
+    ];
+    for (cmd, line, changed) in cases {
+        let fm = parse_command(cmd, line).unwrap();
+        let (_dp, inc) = filled(&p, EngineKind::Incremental, &pkts);
+        assert_eq!(inc.lock().engine.len(), 16);
+        let r = inc.lock().apply(&fm).unwrap();
+        assert_eq!((r.examined, r.updated), (changed, changed), "{line}: {r}");
+        assert!(inc.lock().verify().is_empty(), "{line}");
+        let (_dpf, full) = filled(&p, EngineKind::Full, &pkts);
+        full.lock().apply(&fm).unwrap();
+        assert_eq!(view(&full.lock()), view(&inc.lock()), "{line}");
+    }
+}
+
+#[test]
+fn a_policy_added_in_one_bundle_takes_the_entries_where_it_completes() {
+    let (p, pkts) = conj_case();
+    // A new conjunction above the first, whole in one bundle: it completes
+    // for the sources 10.0.0-1.x toward 10.1.0.0/24 and 10.2.0-1.0/24,
+    // and answers there.
+    let lines = [
+        "table=0,priority=20,ip,nw_src=10.0.0.0/24,actions=conjunction(9,1/2)",
+        "table=0,priority=20,ip,nw_src=10.0.1.0/24,actions=conjunction(9,1/2)",
+        "table=0,priority=20,ip,nw_dst=10.1.0.0/24,actions=conjunction(9,2/2)",
+        "table=0,priority=20,ip,nw_dst=10.2.0.0/23,actions=conjunction(9,2/2)",
+        "table=0,priority=20,conj_id=9,ip,actions=output:5",
+    ];
+    // With its answer, and without (completed, unanswered: the lookup goes
+    // on below it, as before, but may now be changed by any rule).
+    for n in [lines.len(), lines.len() - 1] {
+        let fm = FlowMod::Bundle(lines[..n].iter().map(|l| parse_command("add-flow", l).unwrap()).collect());
+        let (_dp, inc) = filled(&p, EngineKind::Incremental, &pkts);
+        let r = inc.lock().apply(&fm).unwrap();
+        // Sources 10.0.0.5 and 10.0.1.5: toward 10.2.0.1, 10.2.1.1 and 10.1.0.0-1.
+        assert_eq!(r.examined, 4, "{n} flows: {r}");
+        assert!(inc.lock().verify().is_empty(), "{n} flows");
+        let (_dpf, full) = filled(&p, EngineKind::Full, &pkts);
+        full.lock().apply(&fm).unwrap();
+        assert_eq!(view(&full.lock()), view(&inc.lock()), "{n} flows");
+    }
+}
+
 #[test]
 fn a_broad_clause_flow_finds_its_entries_through_the_other_dimension() {
     let (p, pkts) = conj_case();

@@ -163,14 +163,29 @@ impl Table {
     /// Looks `key` up, ORing into `wc` the bits examined: the outcome to
     /// record, and the rule whose instructions run. A table with
     /// conjunctive flows completes them as Open vSwitch does
-    /// ([`Classifier::lookup_conjunctive`]).
+    /// ([`Classifier::lookup_conjunctive`]), and gives `completed` each
+    /// clause flow of a conjunction the lookup completed
+    /// ([`ConjLookup::completed`]), once, by increasing id.
     #[inline]
-    pub fn lookup<'a>(&'a self, key: &FlowKey, wc: &mut FlowMask) -> (Outcome, Option<&'a ClsRule<Arc<Rule>>>) {
+    pub fn lookup<'a>(
+        &'a self,
+        key: &FlowKey,
+        wc: &mut FlowMask,
+        completed: &mut impl FnMut(RuleId),
+    ) -> (Outcome, Option<&'a ClsRule<Arc<Rule>>>) {
         if !self.conjunctive() {
             let r = self.cls.lookup(key, wc);
             return (r.map_or(Outcome::Miss, |r| Outcome::Rule(r.id)), r);
         }
         let l = self.lookup_conj(key, wc);
+        if !l.completed.is_empty() {
+            // By id, once each: the record is a set (the classifier's order
+            // follows its subtables').
+            let mut ids: Vec<RuleId> = l.completed.iter().map(|c| c.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into_iter().for_each(&mut *completed);
+        }
         let floor = conj_floor(&l);
         (Outcome::of(l.rule.map(|r| r.id), l.rule.map_or(0, |r| r.priority), floor), l.rule)
     }

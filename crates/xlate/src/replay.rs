@@ -127,7 +127,7 @@ impl<'a> ReplayState<'a> {
             Some(id) => Some(&**p.rule(t, id)?),
             None => None,
         };
-        Some((k, (was.outcome, rule)))
+        Some((k, (was.outcome, rule, old.clauses_at(k))))
     }
 
     /// A lookup made anew at visit `n`: unproven if it examined bits outside

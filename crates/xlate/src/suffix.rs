@@ -303,6 +303,18 @@ impl Suffix {
         // So does learn (its sources are exact, so shared).
         t.learned.clone_from(&self.trav.learned);
         t.fin.clone_from(&self.trav.fin);
+        // The clause flows that completed each visit's conjunctions: a
+        // visit the suffix took from an earlier traversal has this key's
+        // own (its earlier traversal answers it), one it looked up has the
+        // suffix's (a function of the bits examined, which `same` holds).
+        for k in 0..self.visits() {
+            let clauses = if self.taken.iter().any(|tk| tk.offset == k) {
+                old.clauses_at(j + k)
+            } else {
+                self.trav.clauses_at(self.from + k)
+            };
+            t.clauses.extend(clauses.iter().map(|&(_, c)| ((j + k) as u16, c)));
+        }
         t
     }
 

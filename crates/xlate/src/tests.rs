@@ -699,6 +699,37 @@ fn equal_priority_tie_goes_to_the_earlier_rule_and_replace_keeps_place() {
     assert_eq!(acts(&p, "in_port=1,tcp"), "6");
 }
 
+/// A suffix shared by a key that reached a conjunctive table it took from
+/// its own earlier traversal: that visit's clause flows are the key's own
+/// (here another source member completed the same conjunction), not the
+/// suffix's key's.
+#[test]
+fn a_shared_suffix_keeps_each_keys_own_clause_flows() {
+    let base = "table=0,priority=1,actions=goto_table:1\n\
+                table=2,priority=10,ip,nw_src=10.0.0.0/24,actions=conjunction(1,1/2)\n\
+                table=2,priority=10,ip,nw_src=10.0.1.0/24,actions=conjunction(1,1/2)\n\
+                table=2,priority=10,ip,nw_dst=10.1.0.0/16,actions=conjunction(1,2/2)\n\
+                table=2,priority=10,conj_id=1,ip,actions=output:2\n";
+    let p0 = pipeline(&format!("{base}table=1,priority=1,actions=goto_table:2"), "");
+    let p1 = pipeline(&format!("{base}table=1,priority=1,actions=set_field:7->reg1,goto_table:2"), "");
+    let mut changed = TableSet::default();
+    changed.insert(1);
+    let (a, b) = (
+        parse_key("in_port=1,ip,nw_src=10.0.0.5,nw_dst=10.1.0.1").unwrap(),
+        parse_key("in_port=1,ip,nw_src=10.0.1.5,nw_dst=10.1.0.1").unwrap(),
+    );
+    let (old_a, old_b) = (translate(&p0, &a).traversal, translate(&p0, &b).traversal);
+    assert_ne!(old_a.clauses_at(2), old_b.clauses_at(2), "each source completed it with its own member");
+    let sfx = translate_suffix(&p1, &a, &old_a, 1, &changed).expect("a shareable suffix from table 1");
+    assert!(!sfx.fresh(), "table 2's visit taken from the earlier traversal");
+    let at = old_b.steps[1];
+    let flow = old_b.key_at(&b, &at);
+    assert!(sfx.applies(&at, 1, &flow, &old_b, &b));
+    let want = translate(&p1, &b).traversal;
+    assert_eq!(sfx.traversal_for(&b, &old_b, 1, &flow), want);
+    assert_eq!(want.clauses_at(2), old_b.clauses_at(2));
+}
+
 #[test]
 fn pipeline_rejects_bad_references_whole() {
     let ff = parse_flow_file("table=1,actions=goto_table:1").unwrap();

@@ -33,7 +33,10 @@ use crate::tracked::Tracked;
 use crate::traversal::{small, GroupUse, Outcome, Step, Traversal, Via};
 
 /// A visit's outcome and the rule whose instructions run there (none: a miss).
-pub(crate) type Hit<'a> = (Outcome, Option<&'a Rule>);
+/// A visit's outcome, the rule whose instructions run, and the clause flows
+/// that completed its conjunctions ([`Traversal::clauses`]; a replayed
+/// visit's, as the traversal it came from recorded them).
+pub(crate) type Hit<'a> = (Outcome, Option<&'a Rule>, &'a [(u16, kairo_classifier::RuleId)]);
 use kairo_odp::{ControllerReason, DpAction, HashAlg};
 
 mod learn;
@@ -583,18 +586,23 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         let version = self.key_version();
         let p = self.p;
         let visit = Visit { p, table: t, version, trav: &self.trav, start: &self.start, flow: self.flow.unexamined() };
+        let n = self.trav.steps.len();
+        let step_no = n as u16; // below MAX_RESUBMITS visits, as `tail`
         let (outcome, hit) = match self.mode.replayed(&visit) {
-            Some(hit) => hit,
+            Some((outcome, hit, clauses)) => {
+                self.trav.clauses.extend(clauses.iter().map(|&(_, c)| (step_no, c)));
+                (outcome, hit)
+            }
             None => {
                 let table = p.table(t);
+                let clauses = &mut self.trav.clauses;
                 let ((outcome, hit), wc) = self.flow.lookup(|flow, wc| match table {
                     Some(tb) => {
-                        let (outcome, r) = tb.lookup(flow, wc);
+                        let (outcome, r) = tb.lookup(flow, wc, &mut |c| clauses.push((step_no, c)));
                         (outcome, r.map(|r| &*r.payload))
                     }
                     None => (Outcome::Miss, None),
                 });
-                let n = self.trav.steps.len();
                 if !self.mode.looked_up(n, t, outcome, &wc, self.flow.unexamined()) {
                     return self.fail(XlateError::Rejected);
                 }
@@ -609,7 +617,6 @@ impl<'a, M: Mode<'a>> Translator<'a, M> {
         if bare && self.trav.resumable_bare() == self.trav.steps.len() {
             self.trav.bare += 1;
         }
-        let n = self.trav.steps.len();
         self.trav.steps.push(step(outcome));
         self.mode.visited(n, &mut self.flow);
         if self.no_recv {

@@ -212,6 +212,13 @@ pub struct Traversal {
     /// are cut. No step after the first is resumable.
     #[serde(skip)]
     pub fin: Option<Box<[FinTimeout]>>,
+    /// The clause flows of the conjunctions each visit's lookup completed
+    /// ([`kairo_classifier::ConjLookup::completed`]), by visit number
+    /// (ascending), for the step whose outcome they decided: which entries
+    /// a clause flow's removal can change. A function of the bits the
+    /// lookup examined, as its outcome is.
+    #[serde(skip)]
+    pub clauses: Vec<(u16, kairo_classifier::RuleId)>,
 }
 
 /// A `fin_timeout` that ran: in the actions of rule `rule` of `table`, to
@@ -236,6 +243,7 @@ impl Default for Traversal {
             normal: None,
             learned: None,
             fin: None,
+            clauses: Vec::new(),
         }
     }
 }
@@ -260,6 +268,7 @@ impl Traversal {
             normal: None,
             learned: None,
             fin: None,
+            clauses: Vec::new(),
         }
     }
 
@@ -280,7 +289,19 @@ impl Traversal {
         t.diffs.extend_from_slice(&self.diffs[..self.ends[v] as usize]);
         t.tail = j as u16;
         t.bare = self.bare.min(j as u16);
+        t.clauses.extend_from_slice(&self.clauses[..self.clauses_from(j)]);
         t
+    }
+
+    /// Where the clause flows of visits `j` onwards start in
+    /// [`Traversal::clauses`].
+    fn clauses_from(&self, j: usize) -> usize {
+        self.clauses.partition_point(|&(s, _)| usize::from(s) < j)
+    }
+
+    /// The clause flows that completed conjunctions at visit `j`.
+    pub fn clauses_at(&self, j: usize) -> &[(u16, kairo_classifier::RuleId)] {
+        &self.clauses[self.clauses_from(j)..self.clauses_from(j + 1)]
     }
 
     /// How many leading steps a re-translation could resume at (see the
@@ -302,6 +323,7 @@ impl Traversal {
         self.groups.shrink_to_fit();
         self.diffs.shrink_to_fit();
         self.ends.shrink_to_fit();
+        self.clauses.shrink_to_fit();
     }
 
     /// The words version `v` of the key differs in (empty for an unknown version).
