@@ -1,13 +1,15 @@
 //! The dependency index of the incremental engine: from rules, table misses,
-//! groups and the MACs NORMAL looked up to the cache entries whose traversal
-//! used them, and, per table, a two-level prefix index (two fields the
-//! table's rules constrain most) of the entries that reached it, to find the
-//! entries a new rule overlaps without scanning the others; in a table with
-//! conjunctive flows, also the entries by the floor of their visits there
-//! and by their prefix on a third field, to narrow a conjunction's.
+//! groups, the clause flows that completed conjunctions and the MACs NORMAL
+//! looked up to the cache entries whose traversal used them, and, per
+//! table, a two-level prefix index (two fields the table's rules constrain
+//! most) of the entries that reached it, to find the entries a new rule
+//! overlaps without scanning the others; in a table with conjunctive flows
+//! that index is kept per band of the floors of the visits (a rule's query
+//! walks only the bands it may pass), and the entries are also filed by
+//! floor and by their prefix on a third field, to narrow a conjunction's.
 //!
 //! Invariants: every live entry is registered under exactly the rules,
-//! misses, groups, looked-up MACs and table regions of its current
+//! misses, groups, clause flows, looked-up MACs and table regions of its current
 //! traversal (re-registered whenever its traversal is replaced), its
 //! registrations under rules
 //! filed by the shared action cell it is noted in (so that an update of a
@@ -16,9 +18,11 @@
 //! at a table is a superset of its true region there, so a query never misses
 //! an overlapping entry; its floors and third-field slots there are exactly
 //! those of its visits (a rule's priority noted while the rule has users);
-//! an entry's slots are a pure function of its megaflow and traversal (a
-//! table's fields never change once chosen), so they are recomputed to
-//! unregister it rather than stored.
+//! an entry's slots are a pure function of its megaflow, its traversal and
+//! the noted priorities of the rules it ran (a table's fields never change
+//! once chosen), so they are recomputed to unregister it rather than
+//! stored (before its registrations under rules go, which may drop a
+//! priority).
 //!
 //! Bringing registrations up to date after an update is deferred to
 //! [`Index::collect`]: it fixes nothing in the cache, only readies the
@@ -53,8 +57,36 @@ pub type EntryId = u32;
 /// entry is indexed at a table.
 type Slot = (u64, u8);
 
-/// The two slots of one visit: on the table's outer field, then its inner one.
-type Slots = (Slot, Slot);
+/// The slots of one visit: its floor's band ([`band_of`]; 0 in a table
+/// that keeps no floors), then its slot on the table's outer field, then on
+/// its inner one.
+type Slots = (u16, Slot, Slot);
+
+/// Priorities per band of floors (a power of two): a table with
+/// conjunctive flows keeps its two-level index per band
+/// ([`TableIndex::bands`]). (In this crate's tests, whose priorities are
+/// a few hundred, narrower, so that the engine proptest crosses bands.)
+const BAND_SHIFT: u32 = if cfg!(test) { 5 } else { 12 };
+
+/// Bands in a table that keeps floors: one for [`Floor::None`], then one
+/// per `1 << BAND_SHIFT` priorities.
+const BANDS: usize = 1 + (1 << (16 - BAND_SHIFT));
+
+/// The band of a floor code: 0 for [`Floor::None`] (it lets every rule
+/// in), else one past its priority's band.
+fn band_of(code: u32) -> u16 {
+    if code == Floor::None.code() {
+        0
+    } else {
+        1 + ((code >> 1) >> BAND_SHIFT) as u16
+    }
+}
+
+/// The bands holding every floor a rule of `priority` passes, added or
+/// changed (a floor above `q` lets in only rules of priority `q` or more).
+fn bands_admitting(priority: u16) -> std::ops::RangeInclusive<usize> {
+    0..=1 + (usize::from(priority) >> BAND_SHIFT)
+}
 
 /// An entry under an inner slot: (value, len, entry).
 type Key = (u64, u8, EntryId);
@@ -224,10 +256,12 @@ struct TableIndex {
     outer_field: Field,
     /// `None` when the table's rules constrain a single field.
     inner_field: Option<Field>,
-    outer: BTreeMap<Slot, Inner>,
-    /// Entries per prefix length on each field (queries skip lengths nobody uses).
-    outer_lens: [u32; 65],
-    inner_lens: [u32; 65],
+    /// The two-level index: one, or, where floors are kept, one per band
+    /// of floors ([`band_of`]), so that a rule's query walks only the
+    /// entries whose visits it may pass the floor of. (In a conjunctive
+    /// table most entries a policy's flows overlap were decided above it,
+    /// by the policies of higher priority they also match.)
+    bands: Vec<Band>,
     /// By floor code ([`Floor::code`]; [`Floor::None`] highest): each
     /// entry under the distinct floors of its visits to the table
     /// ([`Index::extras_of`]). Only where the table had conjunctive flows
@@ -241,6 +275,38 @@ struct TableIndex {
     /// for ids with no visit here), so that a candidate whose floor keeps
     /// a rule out is dropped without reading its entry.
     lowest: Vec<u32>,
+    /// Where a third field is kept: per entry id, its one slot on it here
+    /// ([`pack_slot`]), or [`ANY_SLOT`] where its visits here have several
+    /// (or none, or one too wide to pack), so that a candidate outside
+    /// every flow of a dimension on that field is dropped unread.
+    thirds: Vec<u32>,
+}
+
+/// [`TableIndex::thirds`] of an entry whose slot is not known there.
+const ANY_SLOT: u32 = u32::MAX;
+
+/// A slot on a field of at most 24 bits (a port, a VLAN, a protocol) as
+/// one word ([`ANY_SLOT`] for a wider field).
+fn pack_slot((v, len): Slot, f: Field) -> u32 {
+    match u32::try_from(v) {
+        Ok(v) if f.bits() <= 24 => (v << 8) | u32::from(len),
+        _ => ANY_SLOT,
+    }
+}
+
+/// The two-level index of one band of a table: entries by their prefix on
+/// the outer field, then on the inner one.
+struct Band {
+    outer: BTreeMap<Slot, Inner>,
+    /// Entries per prefix length on each field (queries skip lengths nobody uses).
+    outer_lens: [u32; 65],
+    inner_lens: [u32; 65],
+}
+
+impl Band {
+    fn new() -> Band {
+        Band { outer: BTreeMap::new(), outer_lens: [0; 65], inner_lens: [0; 65] }
+    }
 }
 
 /// Of two floor codes, the one whose floor lets in every rule the other's
@@ -363,16 +429,8 @@ impl TableIndex {
             .then(|| third_field(p, t, outer_field, inner_field))
             .flatten()
             .map(|f| (f, BTreeMap::new(), [0; 65]));
-        TableIndex {
-            outer_field,
-            inner_field,
-            outer: BTreeMap::new(),
-            outer_lens: [0; 65],
-            inner_lens: [0; 65],
-            floors,
-            third,
-            lowest: Vec::new(),
-        }
+        let bands = (0..if floors.is_some() { BANDS } else { 1 }).map(|_| Band::new()).collect();
+        TableIndex { outer_field, inner_field, bands, floors, third, lowest: Vec::new(), thirds: Vec::new() }
     }
 
     /// The visit's slot on the third field, if the table has one.
@@ -382,27 +440,40 @@ impl TableIndex {
         Some((lo, l))
     }
 
-    fn slots(&self, region: &FlowMask, key: &FlowKey) -> Slots {
+    /// The slots of a visit with floor code `floor` (its band only where
+    /// the table keeps floors).
+    fn slots(&self, region: &FlowMask, key: &FlowKey, floor: u32) -> Slots {
         let slot = |f: Field| {
             let (lo, l, _) = prefix_of(key.get(f), region.get(f), f);
             (lo, l)
         };
-        (slot(self.outer_field), self.inner_field.map_or((0, 0), slot))
+        let band = if self.floors.is_some() { band_of(floor) } else { 0 };
+        (band, slot(self.outer_field), self.inner_field.map_or((0, 0), slot))
     }
 
-    fn insert(&mut self, id: EntryId, (a, b): Slots) {
+    fn insert(&mut self, id: EntryId, (band, a, b): Slots) {
+        let Some(band) = self.bands.get_mut(usize::from(band)) else { return };
         let k = (b.0, b.1, id);
-        let added = match self.outer.get_mut(&a) {
+        let added = match band.outer.get_mut(&a) {
             Some(inner) => inner.insert(k),
             None => {
-                self.outer.insert(a, Inner::One(k));
+                band.outer.insert(a, Inner::One(k));
                 true
             }
         };
         if added {
-            self.outer_lens[a.1 as usize] += 1;
-            self.inner_lens[b.1 as usize] += 1;
+            band.outer_lens[a.1 as usize] += 1;
+            band.inner_lens[b.1 as usize] += 1;
         }
+    }
+
+    /// Whether entry `id` is under slots `s`.
+    fn holds(&self, id: EntryId, (band, a, b): Slots) -> bool {
+        let mut found = false;
+        if let Some(inner) = self.bands.get(usize::from(band)).and_then(|x| x.outer.get(&a)) {
+            inner.range((b.0, b.1, id), (b.0, b.1, id), |_| found = true);
+        }
+        found
     }
 
     /// Files (`add`) or takes out entry `id` under `x`.
@@ -445,6 +516,22 @@ impl TableIndex {
         self.lowest.get(id as usize).is_none_or(|&c| Floor::of_code(c).admits(priority, change))
     }
 
+    /// Whether entry `id`'s slot on the third field here (if one is known)
+    /// is compatible with one of `ms` there.
+    fn may_meet_third(&self, id: EntryId, ms: &[&Match]) -> bool {
+        let Some((f, _, _)) = self.third.as_ref() else { return true };
+        let packed = self.thirds.get(id as usize).copied().unwrap_or(ANY_SLOT);
+        if packed == ANY_SLOT {
+            return true;
+        }
+        let (v, len) = (u64::from(packed >> 8), (packed & 0xff) as u8);
+        ms.iter().any(|m| {
+            let (mv, mw) = m.field(*f);
+            let (lo, l, _) = prefix_of(mv, mw, *f);
+            (v ^ lo) & prefix_mask(u32::from(len.min(l)), f.bits()) == 0
+        })
+    }
+
     /// Whether entry `id` is filed under `x`.
     fn has_extra(&self, id: EntryId, x: Extra) -> bool {
         let set = match x {
@@ -473,15 +560,16 @@ impl TableIndex {
         (out.len() <= limit, looked)
     }
 
-    fn remove(&mut self, id: EntryId, (a, b): Slots) {
-        let Some(inner) = self.outer.get_mut(&a) else { return };
+    fn remove(&mut self, id: EntryId, (band, a, b): Slots) {
+        let Some(band) = self.bands.get_mut(usize::from(band)) else { return };
+        let Some(inner) = band.outer.get_mut(&a) else { return };
         let (hit, empty) = inner.remove(&(b.0, b.1, id));
         if empty {
-            self.outer.remove(&a);
+            band.outer.remove(&a);
         }
         if hit {
-            self.outer_lens[a.1 as usize] -= 1;
-            self.inner_lens[b.1 as usize] -= 1;
+            band.outer_lens[a.1 as usize] -= 1;
+            band.inner_lens[b.1 as usize] -= 1;
         }
     }
 
@@ -520,15 +608,30 @@ impl TableIndex {
         below.chain(map.range(Floor::None.code()..))
     }
 
-    /// The entries whose slots are compatible with match `m` on both fields.
+    /// The entries whose slots are compatible with match `m` on both fields,
+    /// at visits in a band that may hold a floor a rule of `priority` passes.
     /// Returns how many index keys were looked at.
-    fn candidates(&self, m: &Match, out: &mut Vec<EntryId>) -> usize {
-        self.candidates_within(m, out, usize::MAX).1
+    fn candidates(&self, m: &Match, priority: u16, out: &mut Vec<EntryId>) -> usize {
+        self.candidates_within(m, priority, out, usize::MAX).1
     }
 
     /// [`TableIndex::candidates`] until `out` holds more than `limit`
     /// (checked between outer slots); whether it finished under that.
-    fn candidates_within(&self, m: &Match, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
+    fn candidates_within(&self, m: &Match, priority: u16, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
+        let mut looked = 0;
+        let hi = (*bands_admitting(priority).end()).min(self.bands.len() - 1);
+        for band in &self.bands[..=hi] {
+            let (done, n) = self.band_candidates(band, m, out, limit);
+            looked += n;
+            if !done {
+                return (false, looked);
+            }
+        }
+        (true, looked)
+    }
+
+    /// [`TableIndex::candidates_within`] in one band.
+    fn band_candidates(&self, band: &Band, m: &Match, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
         let (va, wa) = m.field(self.outer_field);
         let pa = prefix_of(va, wa, self.outer_field);
         let pb = self.inner_field.map_or((0, 0, 0), |f| {
@@ -544,18 +647,18 @@ impl TableIndex {
                 out.push(k.2);
                 out.len() <= limit
             };
-            for len in (0..=pb.1).filter(|&len| self.inner_lens[len as usize] > 0) {
+            for len in (0..=pb.1).filter(|&len| band.inner_lens[len as usize] > 0) {
                 let v = pb.0 & prefix_mask(len as u32, bits_b);
                 if !inner.range_while((v, len, 0), (v, len, EntryId::MAX), &mut take) {
                     return false;
                 }
             }
-            if pb.1 < 64 && self.inner_lens[(pb.1 as usize + 1)..].iter().any(|&n| n > 0) {
+            if pb.1 < 64 && band.inner_lens[(pb.1 as usize + 1)..].iter().any(|&n| n > 0) {
                 return inner.range_while((pb.0, 0, 0), (pb.2, u8::MAX, EntryId::MAX), |k| k.1 <= pb.1 || take(k));
             }
             true
         };
-        compatible(&self.outer, &self.outer_lens, pa, self.outer_field.bits(), visit);
+        compatible(&band.outer, &band.outer_lens, pa, self.outer_field.bits(), visit);
         (out.len() <= limit, looked)
     }
 }
@@ -797,31 +900,56 @@ impl Index {
         }
     }
 
-    /// Brings entry `id`'s most admitting floor per table up to date, from
-    /// its extras before (`was`) and now.
+    /// Brings entry `id`'s most admitting floor and its third-field slot
+    /// per table up to date, from its extras before (`was`) and now.
     fn note_lowest(&mut self, id: EntryId, was: &[(u8, Extra)], now: &[(u8, Extra)]) {
         let none = Floor::None.code();
-        for (t, _) in was.iter().filter(|(_, x)| matches!(x, Extra::Floor(_))) {
-            if let Some(c) = self.tables.get_mut(t).and_then(|ti| ti.lowest.get_mut(id as usize)) {
-                *c = none;
+        let i = id as usize;
+        for (t, x) in was {
+            let Some(ti) = self.tables.get_mut(t) else { continue };
+            match x {
+                Extra::Floor(_) => ti.lowest.get_mut(i).into_iter().for_each(|c| *c = none),
+                Extra::Third(_) => ti.thirds.get_mut(i).into_iter().for_each(|c| *c = ANY_SLOT),
             }
         }
+        // (Extras come sorted: a table's floors, then its third slots.)
         let mut folded: Vec<(u8, u32)> = Vec::new();
+        let mut thirds: Vec<(u8, Slot, bool)> = Vec::new();
         for &(t, x) in now {
-            if let Extra::Floor(c) = x {
-                match folded.last_mut() {
+            match x {
+                Extra::Floor(c) => match folded.last_mut() {
                     Some((lt, lc)) if *lt == t => *lc = most_admitting(*lc, c),
                     _ => folded.push((t, c)),
-                }
+                },
+                Extra::Third(c) => match thirds.last_mut() {
+                    Some((lt, _, one)) if *lt == t => *one = false,
+                    _ => thirds.push((t, c, true)),
+                },
             }
         }
         for (t, c) in folded {
             if let Some(ti) = self.tables.get_mut(&t) {
-                if ti.lowest.len() <= id as usize {
-                    ti.lowest.resize(id as usize + 1, none);
+                if ti.lowest.len() <= i {
+                    ti.lowest.resize(i + 1, none);
                 }
-                ti.lowest[id as usize] = c;
+                ti.lowest[i] = c;
             }
+        }
+        for (t, c, one) in thirds {
+            let Some(ti) = self.tables.get_mut(&t) else { continue };
+            let Some(f) = ti.third.as_ref().map(|x| x.0) else { continue };
+            if ti.thirds.len() <= i {
+                ti.thirds.resize(i + 1, ANY_SLOT);
+            }
+            ti.thirds[i] = if one { pack_slot(c, f) } else { ANY_SLOT };
+        }
+    }
+
+    /// Of `cands`, those whose slot on table `t`'s third field (where it is
+    /// known) is compatible with one of `ms`.
+    pub fn may_meet_third(&self, t: u8, cands: &mut Vec<EntryId>, ms: &[&Match]) {
+        if let Some(ti) = self.tables.get(&t) {
+            cands.retain(|&id| ti.may_meet_third(id, ms));
         }
     }
 
@@ -848,8 +976,14 @@ impl Index {
     }
 
     /// The index slots of one step, given the megaflow's indexed region.
+    /// (A plain outcome's floor is its rule's priority, noted while the
+    /// rule has users: the slots of a visit are taken out before the rule's
+    /// registration, which may drop it.)
     fn slots_at(&self, region: &FlowMask, mf: &Ukey, trav: &Traversal, st: &Step) -> Slots {
-        self.tables.get(&st.table).map_or(((0, 0), (0, 0)), |ti| ti.slots(region, &trav.key_at(&mf.rep, st)))
+        self.tables.get(&st.table).map_or((0, (0, 0), (0, 0)), |ti| {
+            let floor = st.outcome.floor(|r| self.rule_prio.get(&r).copied()).code();
+            ti.slots(region, &trav.key_at(&mf.rep, st), floor)
+        })
     }
 
     /// An entry is registered under the rule whose instructions ran at a
@@ -941,12 +1075,13 @@ impl Index {
         self.cells[id as usize] = mf.cell_tag();
         self.filed[id as usize] = mf.cell_tag();
         self.ensure_tables(p, &trav);
+        // (Priorities first: a visit's slots hold its floor's band.)
+        self.note_priorities(p, &trav);
         let slots = self.slots_of(mf, &trav);
         for (st, &slot) in trav.steps.iter().zip(slots.iter()) {
             self.add_outcome(id, st.table, st.outcome);
             self.add_slot(id, st.table, slot);
         }
-        self.note_priorities(p, &trav);
         let extras = self.extras_of(mf, &trav);
         self.file_extras(id, &extras, true);
         self.note_lowest(id, &[], &extras);
@@ -962,16 +1097,16 @@ impl Index {
 
     /// Takes out every registration of a removed entry's traversal.
     fn unregister(&mut self, id: EntryId, e: &Entry) {
-        let region = self.region(&e.mf);
         // (Before the rules: the floors read their priorities, which go
         // with their last user.)
         let extras = self.extras_of(&e.mf, &e.trav);
         self.file_extras(id, &extras, false);
         self.note_lowest(id, &extras, &[]);
+        for (st, s) in e.trav.steps.iter().zip(self.slots_of(&e.mf, &e.trav)) {
+            self.del_slot(id, st.table, s);
+        }
         for st in &e.trav.steps {
             self.del_outcome(id, st.table, st.outcome);
-            let s = self.slots_at(&region, &e.mf, &e.trav, st);
-            self.del_slot(id, st.table, s);
         }
         unfile(&mut self.by_group, id, &Self::groups_of(&e.trav));
         unfile(&mut self.by_mac, id, &Self::macs_of(&e.trav));
@@ -1043,13 +1178,18 @@ impl Index {
         // Two registrations per visit: its outcome and its slots. Every
         // registration of the old traversal is in place (the invariant), so
         // a visit with the old visit's outcome at the same place needs none,
-        // and one with the old visit's key keeps its slots (a function of the
-        // key); slots are computed only for visits whose key changed.
+        // and one with the old visit's key and outcome keeps its slots (a
+        // function of the key and the floor); slots are computed only for
+        // visits where either changed.
         let same_table = |i: usize| matches!((old.get(i), now.get(i)), (Some(a), Some(b)) if a.table == b.table);
         // (Registered under the rule that ran, or the miss: two outcomes
         // with the same rule share their registration.)
         let same_outcome = |i: usize| same_table(i) && old[i].outcome.rule() == now[i].outcome.rule();
-        let same_key = |i: usize| same_table(i) && e.trav.version(old[i].version) == new.version(now[i].version);
+        let same_key = |i: usize| {
+            same_table(i)
+                && old[i].outcome == now[i].outcome
+                && e.trav.version(old[i].version) == new.version(now[i].version)
+        };
         let mut changed = old.len() != now.len();
         for (i, st) in now.iter().enumerate() {
             if !same_outcome(i) {
@@ -1103,18 +1243,22 @@ impl Index {
         // What the old traversal asserted that the new one does not: only
         // visits that changed can have it, and only a visit to the same
         // table can still assert it.
+        // (Slots first: an old visit's floor may read the priority of a
+        // rule whose last registration goes below.)
         if changed {
             for (i, st) in old.iter().enumerate() {
-                let asserted = |s: &Step| s.table == st.table && s.outcome.rule() == st.outcome.rule();
-                if !same_outcome(i) && !now.iter().any(asserted) {
-                    self.del_outcome(id, st.table, st.outcome);
-                }
                 if !same_key(i) {
                     let so = self.slots_at(&region, &e.mf, &e.trav, st);
                     let kept = now.iter().any(|s| s.table == st.table && self.slots_at(&region, &e.mf, &new, s) == so);
                     if !kept {
                         self.del_slot(id, st.table, so);
                     }
+                }
+            }
+            for (i, st) in old.iter().enumerate() {
+                let asserted = |s: &Step| s.table == st.table && s.outcome.rule() == st.outcome.rule();
+                if !same_outcome(i) && !now.iter().any(asserted) {
+                    self.del_outcome(id, st.table, st.outcome);
                 }
             }
         }
@@ -1219,17 +1363,14 @@ impl Index {
                     return Err(format!("entry {id}: not registered under {:?} at table {}", st.outcome, st.table));
                 }
                 if let Some(ti) = self.tables.get(&st.table) {
-                    let (a, b) = self.slots_at(&region, &e.mf, &e.trav, st);
-                    let mut found = false;
-                    if let Some(inner) = ti.outer.get(&a) {
-                        inner.range((b.0, b.1, id), (b.0, b.1, id), |_| found = true);
-                    }
-                    if !found {
-                        return Err(format!("entry {id}: missing from table {}'s slot {a:?}/{b:?}", st.table));
+                    let s = self.slots_at(&region, &e.mf, &e.trav, st);
+                    if !ti.holds(id, s) {
+                        return Err(format!("entry {id}: missing from table {}'s slot {s:?}", st.table));
                     }
                     if ti.floors.is_some() {
                         let c = st.outcome.floor(|r| self.rule_prio.get(&r).copied()).code();
-                        let third = ti.third_slot(&region, &e.trav.key_at(&e.mf.rep, st)).map(Extra::Third);
+                        let third_slot = ti.third_slot(&region, &e.trav.key_at(&e.mf.rep, st));
+                        let third = third_slot.map(Extra::Third);
                         if let Some(x) = [Extra::Floor(c)].into_iter().chain(third).find(|x| !ti.has_extra(id, *x)) {
                             return Err(format!("entry {id}: not filed under {x:?} at table {}", st.table));
                         }
@@ -1239,6 +1380,20 @@ impl Index {
                                 "entry {id}: its lowest floor at table {} ({lowest:?}) is above {c:#x}",
                                 st.table
                             ));
+                        }
+                        if let Some((f, c)) = ti.third.as_ref().zip(third_slot) {
+                            let noted = ti.thirds.get(id as usize).copied().unwrap_or(ANY_SLOT);
+                            let others = self
+                                .extras_of(&e.mf, &e.trav)
+                                .iter()
+                                .any(|&(xt, x)| xt == st.table && matches!(x, Extra::Third(o) if o != c));
+                            let want = if others { ANY_SLOT } else { pack_slot(c, f.0) };
+                            if noted != want {
+                                return Err(format!(
+                                    "entry {id}: its third slot at table {} is noted as {noted:#x}, not {want:#x}",
+                                    st.table
+                                ));
+                            }
                         }
                     }
                     if let Outcome::Rule(r) = st.outcome {
@@ -1330,13 +1485,14 @@ impl Index {
                 }
             }
             for (t, ti) in &self.tables {
-                for (a, inner) in ti.outer.iter() {
+                let outers = ti.bands.iter().enumerate().flat_map(|(b, x)| x.outer.iter().map(move |o| (b as u16, o)));
+                for (band, (a, inner)) in outers {
                     let mut wrong = None;
                     inner.range((0, 0, 0), (u64::MAX, u8::MAX, EntryId::MAX), |k| {
                         let held = |e: &Entry| {
                             let region = self.region(&e.mf);
                             e.trav.steps.iter().any(|st| {
-                                st.table == *t && self.slots_at(&region, &e.mf, &e.trav, st) == (*a, (k.0, k.1))
+                                st.table == *t && self.slots_at(&region, &e.mf, &e.trav, st) == (band, *a, (k.0, k.1))
                             })
                         };
                         if !asserts(k.2, &held) {
@@ -1453,7 +1609,7 @@ impl Index {
             let (done, n) = if third {
                 ti.candidates_on_third(&q, &mut out, limit)
             } else {
-                ti.candidates_within(&q, &mut out, limit)
+                ti.candidates_within(&q, priority, &mut out, limit)
             };
             looked += n;
             if !done {
@@ -1511,7 +1667,7 @@ impl Index {
             m
         };
         let mut cands: Vec<EntryId> = Vec::new();
-        let looked = ti.candidates(m, &mut cands);
+        let looked = ti.candidates(m, priority, &mut cands);
         cands.sort_unstable();
         cands.dedup();
         self.touch_at(p, t, &cands);
@@ -1606,8 +1762,12 @@ impl Index {
         bytes += self.by_limit.values().map(set).sum::<usize>() + self.by_limit.capacity() * (per_key + 8);
         bytes += self.by_miss.values().map(set).sum::<usize>() + self.by_miss.capacity() * per_key;
         for ti in self.tables.values() {
-            bytes += node(ti.outer.len(), size_of::<(Slot, Inner)>());
-            for inner in ti.outer.values() {
+            bytes += ti
+                .bands
+                .iter()
+                .map(|b| size_of::<Band>() + node(b.outer.len(), size_of::<(Slot, Inner)>()))
+                .sum::<usize>();
+            for inner in ti.bands.iter().flat_map(|b| b.outer.values()) {
                 bytes += match inner {
                     Inner::One(_) => 0,
                     Inner::Few(v) => v.capacity() * size_of::<Key>(),
@@ -1624,7 +1784,7 @@ impl Index {
                 bytes +=
                     node(map.len(), size_of::<(Slot, FxHashSet<EntryId>)>()) + map.values().map(set).sum::<usize>();
             }
-            bytes += ti.lowest.capacity() * size_of::<u32>();
+            bytes += ti.lowest.capacity() * size_of::<u32>() + ti.thirds.capacity() * size_of::<u32>();
         }
         bytes += self.rule_prio.capacity() * (size_of::<(RuleId, u16)>() + 1);
         bytes

@@ -663,6 +663,16 @@ impl Incremental {
             }
         }
         self.index.may_admit(t, &mut cands, priority, false);
+        // (And those whose one slot on the third field is outside every
+        // flow of a dimension that names it: a port, in Antrea.)
+        if let Some((_, _, Some(f))) = self.index.fields(t) {
+            let on_third =
+                |ms: &&Vec<&kairo_ofproto::Rule>| ms.len() <= THIRD_FLOWS && ms.iter().all(|m| m.m.mask().get(f) != 0);
+            for ms in dims.iter().filter(on_third) {
+                let matches: Vec<&kairo_flow::Match> = ms.iter().map(|r| &r.m).collect();
+                self.index.may_meet_third(t, &mut cands, &matches);
+            }
+        }
         self.index.touch_at(p, t, &cands);
         // A dimension of many flows in the table is met through the
         // classifier (the region usually fixes the fields they match: a
@@ -1496,6 +1506,10 @@ fn sorted_intersection(a: &[index::EntryId], b: &[index::EntryId]) -> Vec<index:
 /// A dimension of more clause flows than this is checked against an entry
 /// through the classifier ([`Incremental::conj_entries`]).
 const DIM_FLOWS: usize = if cfg!(test) { 1 } else { 16 };
+
+/// A dimension of at most this many flows on the third field prefilters a
+/// conjunction's candidates by their slot there ([`Incremental::conj_entries`]).
+const THIRD_FLOWS: usize = 64;
 
 /// At most this many queries of pairs of clause flows ([`conj_plans`]).
 const PAIR_QUERIES: usize = 256;
