@@ -221,7 +221,12 @@ fn select(p: &Pipeline, spec: &FlowSpec, strict: bool) -> Vec<(u8, RuleId, Arc<R
         if spec.table.is_some_and(|x| x != t) {
             continue;
         }
-        for r in table.cls.iter() {
+        // An exact cookie: only the table's flows with it (filed by cookie).
+        let rules: Box<dyn Iterator<Item = &kairo_classifier::ClsRule<Arc<Rule>>>> = match spec.cookie_mask {
+            Some(u64::MAX) => Box::new(table.rules_with_cookie(spec.cookie)),
+            _ => Box::new(table.cls.iter()),
+        };
+        for r in rules {
             let rule = &r.payload;
             if let Some(cm) = spec.cookie_mask {
                 if (rule.cookie ^ spec.cookie) & cm != 0 {
@@ -562,10 +567,9 @@ fn delete_learned(p: &mut Pipeline, out: &mut Vec<Delta>, undo: &mut Vec<Undo>) 
     keys.dedup();
     keys.retain(|&(t, c)| !p.deletes_learned(t, c));
     for (t, cookie) in keys {
-        let ids: Vec<RuleId> = p
-            .table(t)
-            .map(|tb| tb.cls.iter().filter(|r| r.payload.cookie == cookie).map(|r| r.id).collect())
-            .unwrap_or_default();
+        let mut ids: Vec<RuleId> =
+            p.table(t).map(|tb| tb.rules_with_cookie(cookie).map(|r| r.id).collect()).unwrap_or_default();
+        ids.sort_unstable();
         for id in ids {
             if let Some(rule) = p.remove_rule(t, id) {
                 undo.push(Undo::Rule(t, id, Some(rule.clone())));

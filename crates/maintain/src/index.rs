@@ -620,7 +620,7 @@ impl TableIndex {
     fn candidates_within(&self, m: &Match, priority: u16, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
         let mut looked = 0;
         let hi = (*bands_admitting(priority).end()).min(self.bands.len() - 1);
-        for band in &self.bands[..=hi] {
+        for band in self.bands[..=hi].iter().filter(|b| !b.outer.is_empty()) {
             let (done, n) = self.band_candidates(band, m, out, limit);
             looked += n;
             if !done {

@@ -1964,3 +1964,36 @@ fn a_policy_of_thousands_of_members_is_maintained_exactly() {
         assert_eq!(view(&full.lock()), view(&inc.lock()), "{cmd} {arg}");
     }
 }
+
+/// A delete or modify by an exact cookie selects every flow with that
+/// cookie, and only those (found through the table's flows by cookie); a
+/// masked cookie walks the table.
+#[test]
+fn flows_are_selected_by_exact_and_masked_cookie() {
+    let mut flows = String::new();
+    for i in 0..40u32 {
+        flows.push_str(&format!(
+            "table=0,priority={},cookie={:#x},ip,nw_src=10.0.0.{i},actions=output:1\n",
+            10 + i,
+            i % 4
+        ));
+    }
+    let p = pipeline(&flows, "");
+    let spec = |cmd: &str, line: &str| match parse_command(cmd, line).unwrap() {
+        FlowMod::Delete { spec, strict } | FlowMod::Modify { spec, strict, .. } => (spec, strict),
+        other => panic!("{other:?}"),
+    };
+    let cookies = |sel: &[(u8, kairo_classifier::RuleId)]| -> Vec<u64> {
+        sel.iter().map(|&(t, id)| p.rule(t, id).unwrap().cookie).collect()
+    };
+    let (s, strict) = spec("del-flows", "table=0,cookie=0x2/-1");
+    let sel = flowmod::select_rules(&p, &s, strict);
+    assert_eq!((sel.len(), cookies(&sel).iter().all(|&c| c == 2)), (10, true));
+    let (s, strict) = spec("del-flows", "cookie=0x3/-1,ip,nw_src=10.0.0.0/28");
+    assert_eq!(cookies(&flowmod::select_rules(&p, &s, strict)), vec![3, 3, 3, 3]);
+    let (s, strict) = spec("mod-flows", "cookie=0x1/0x1,actions=drop");
+    let sel = flowmod::select_rules(&p, &s, strict);
+    assert_eq!((sel.len(), cookies(&sel).iter().all(|&c| c % 2 == 1)), (20, true));
+    let (s, strict) = spec("del-flows", "table=0,cookie=0x9/-1");
+    assert!(flowmod::select_rules(&p, &s, strict).is_empty());
+}

@@ -57,8 +57,9 @@ pub struct Table {
     /// added anywhere at their priority can complete it: see
     /// [`Table::clause_members`]).
     multi: usize,
-    /// How many of its rules have each cookie (what a `learn` limit counts).
-    cookies: FxHashMap<u64, u32>,
+    /// Its rules by cookie (how many a `learn` limit counts; which a delete
+    /// or modify by an exact cookie selects).
+    cookies: FxHashMap<u64, rustc_hash::FxHashSet<RuleId>>,
 }
 
 /// Does the rule take part in conjunctive matches: a clause (it has
@@ -119,16 +120,23 @@ impl Table {
 
     /// How many of its rules have cookie `cookie`.
     pub fn with_cookie(&self, cookie: u64) -> u32 {
-        self.cookies.get(&cookie).copied().unwrap_or(0)
+        self.cookies.get(&cookie).map_or(0, |ids| ids.len() as u32)
     }
 
-    /// Counts a rule's cookie in (`add`) or out.
-    fn count_cookie(&mut self, cookie: u64, add: bool) {
+    /// Its rules with cookie `cookie` (Open vSwitch keeps its flows by
+    /// cookie too: a delete or modify by an exact cookie finds them
+    /// without a walk of the table).
+    pub fn rules_with_cookie(&self, cookie: u64) -> impl Iterator<Item = &ClsRule<Arc<Rule>>> + '_ {
+        self.cookies.get(&cookie).into_iter().flatten().filter_map(|&id| self.cls.get(id))
+    }
+
+    /// Files rule `id` under its cookie (`add`) or takes it out.
+    fn count_cookie(&mut self, id: RuleId, cookie: u64, add: bool) {
         if add {
-            *self.cookies.entry(cookie).or_default() += 1;
-        } else if let Some(n) = self.cookies.get_mut(&cookie) {
-            *n -= 1;
-            if *n == 0 {
+            self.cookies.entry(cookie).or_default().insert(id);
+        } else if let Some(ids) = self.cookies.get_mut(&cookie) {
+            ids.remove(&id);
+            if ids.is_empty() {
                 self.cookies.remove(&cookie);
             }
         }
@@ -607,11 +615,11 @@ impl Pipeline {
         if let Some(o) = &old {
             table.conj -= usize::from(conj_related(o));
             table.file_clauses(id, o, false);
-            table.count_cookie(o.cookie, false);
+            table.count_cookie(id, o.cookie, false);
         }
         table.conj += usize::from(conj_related(&r));
         table.file_clauses(id, &r, true);
-        table.count_cookie(r.cookie, true);
+        table.count_cookie(id, r.cookie, true);
         if let Some(o) = &old {
             self.count_learns(o, false);
         }
@@ -697,7 +705,7 @@ impl Pipeline {
         let r = table.cls.remove(id).map(|c| c.payload)?;
         table.conj -= usize::from(conj_related(&r));
         table.file_clauses(id, &r, false);
-        table.count_cookie(r.cookie, false);
+        table.count_cookie(id, r.cookie, false);
         self.count_learns(&r, false);
         self.by_id.remove(&id);
         Some(r)
