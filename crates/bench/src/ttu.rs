@@ -336,13 +336,39 @@ impl Workload {
 /// datapath, as Open vSwitch does): about five per route the traffic
 /// reaches, so its routing table grows with the cache (a route per three
 /// megaflows, 4,000 at least) and its traffic draws up to five keys per
-/// megaflow.
+/// megaflow. Antrea's default cluster (400 pods) makes about 1.5M
+/// megaflows: past 1M its cluster grows with the cache (a pod per 2500).
 pub fn workload(kind: PipelineKind, max_entries: usize, updates_n: usize, seed: u64) -> Result<Workload, String> {
     let n_keys = max_entries + max_entries / 4 + 1000;
     match kind {
         PipelineKind::Ofdpa => ofdpa_workload(n_keys * 4, (max_entries / 3).max(4000), updates_n, seed),
+        PipelineKind::Antrea => {
+            let pods = u32::try_from(max_entries / ANTREA_ENTRIES_PER_POD).unwrap_or(u32::MAX);
+            antrea_workload(n_keys, pods, updates_n, seed)
+        }
         kind => workload_with_keys(kind, n_keys, updates_n, seed),
     }
+}
+
+/// Megaflows per pod of the Antrea workload's cluster past the default
+/// cluster's size ([`workload`]).
+const ANTREA_ENTRIES_PER_POD: usize = 2500;
+
+/// The Antrea workload with at least `pods` pods (its default cluster's
+/// otherwise).
+fn antrea_workload(n_keys: usize, pods: u32, updates_n: usize, seed: u64) -> Result<Workload, String> {
+    let cb = kairo_workload::classbench::builtin_seed("acl1")?;
+    let mut cfg = kairo_workload::antrea::AntreaConfig::default();
+    cfg.pods = cfg.pods.max(pods);
+    let w = kairo_workload::antrea::generate(&cb, &cfg, seed);
+    // Flows share megaflows more here (no hash over the 5-tuple on most paths):
+    // the traffic is generated on demand, so a large budget costs nothing held.
+    let ups = w.updates(&cb, updates_n, seed);
+    let (flows, groups, ports) = (w.flows.clone(), w.groups.clone(), w.ports());
+    let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
+    // Its pipeline tracks connections: each flow is opened (first
+    // packet, answer, next packet) through the datapath's tracker.
+    Ok(Workload { name: "antrea", flows, groups, traffic, n_keys: n_keys * 8, connections: true, updates: ups, ports })
 }
 
 fn ofdpa_workload(n_keys: usize, routes: usize, updates_n: usize, seed: u64) -> Result<Workload, String> {
@@ -375,27 +401,7 @@ pub fn workload_with_keys(kind: PipelineKind, n_keys: usize, updates_n: usize, s
         PipelineKind::Ofdpa => {
             ofdpa_workload(n_keys, kairo_workload::ofdpa::OfdpaConfig::default().routes, updates_n, seed)
         }
-        PipelineKind::Antrea => {
-            let cb = kairo_workload::classbench::builtin_seed("acl1")?;
-            let w = kairo_workload::antrea::generate(&cb, &kairo_workload::antrea::AntreaConfig::default(), seed);
-            // Flows share megaflows more here (no hash over the 5-tuple on most paths):
-            // the traffic is generated on demand, so a large budget costs nothing held.
-            let ups = w.updates(&cb, updates_n, seed);
-            let (flows, groups, ports) = (w.flows.clone(), w.groups.clone(), w.ports());
-            let traffic: TrafficSource = Box::new(move || Box::new(w.traffic_iter(seed)));
-            // Its pipeline tracks connections: each flow is opened (first
-            // packet, answer, next packet) through the datapath's tracker.
-            Ok(Workload {
-                name: "antrea",
-                flows,
-                groups,
-                traffic,
-                n_keys: n_keys * 8,
-                connections: true,
-                updates: ups,
-                ports,
-            })
-        }
+        PipelineKind::Antrea => antrea_workload(n_keys, 0, updates_n, seed),
         PipelineKind::File(path) => file_workload(&path, n_keys, updates_n, seed),
     }
 }
