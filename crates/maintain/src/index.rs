@@ -902,7 +902,7 @@ impl Index {
 
     /// Brings entry `id`'s most admitting floor and its third-field slot
     /// per table up to date, from its extras before (`was`) and now.
-    fn note_lowest(&mut self, id: EntryId, was: &[(u8, Extra)], now: &[(u8, Extra)]) {
+    fn note_per_id(&mut self, id: EntryId, was: &[(u8, Extra)], now: &[(u8, Extra)]) {
         let none = Floor::None.code();
         let i = id as usize;
         for (t, x) in was {
@@ -1084,7 +1084,7 @@ impl Index {
         }
         let extras = self.extras_of(mf, &trav);
         self.file_extras(id, &extras, true);
-        self.note_lowest(id, &[], &extras);
+        self.note_per_id(id, &[], &extras);
         file(&mut self.by_group, id, &Self::groups_of(&trav));
         file(&mut self.by_mac, id, &Self::macs_of(&trav));
         file(&mut self.by_clause, id, &Self::clauses_of(&trav));
@@ -1101,7 +1101,7 @@ impl Index {
         // with their last user.)
         let extras = self.extras_of(&e.mf, &e.trav);
         self.file_extras(id, &extras, false);
-        self.note_lowest(id, &extras, &[]);
+        self.note_per_id(id, &extras, &[]);
         for (st, s) in e.trav.steps.iter().zip(self.slots_of(&e.mf, &e.trav)) {
             self.del_slot(id, st.table, s);
         }
@@ -1209,7 +1209,7 @@ impl Index {
             let gone: Vec<(u8, Extra)> = was.iter().copied().filter(|c| !extras.contains(c)).collect();
             self.file_extras(id, &extras, true);
             self.file_extras(id, &gone, false);
-            self.note_lowest(id, &was, &extras);
+            self.note_per_id(id, &was, &extras);
         }
         let (was, groups) = (Self::groups_of(&e.trav), Self::groups_of(&new));
         if groups != was {

@@ -131,7 +131,7 @@ impl Table {
     }
 
     /// Files rule `id` under its cookie (`add`) or takes it out.
-    fn count_cookie(&mut self, id: RuleId, cookie: u64, add: bool) {
+    fn file_cookie(&mut self, id: RuleId, cookie: u64, add: bool) {
         if add {
             self.cookies.entry(cookie).or_default().insert(id);
         } else if let Some(ids) = self.cookies.get_mut(&cookie) {
@@ -615,11 +615,11 @@ impl Pipeline {
         if let Some(o) = &old {
             table.conj -= usize::from(conj_related(o));
             table.file_clauses(id, o, false);
-            table.count_cookie(id, o.cookie, false);
+            table.file_cookie(id, o.cookie, false);
         }
         table.conj += usize::from(conj_related(&r));
         table.file_clauses(id, &r, true);
-        table.count_cookie(id, r.cookie, true);
+        table.file_cookie(id, r.cookie, true);
         if let Some(o) = &old {
             self.count_learns(o, false);
         }
@@ -705,7 +705,7 @@ impl Pipeline {
         let r = table.cls.remove(id).map(|c| c.payload)?;
         table.conj -= usize::from(conj_related(&r));
         table.file_clauses(id, &r, false);
-        table.count_cookie(id, r.cookie, false);
+        table.file_cookie(id, r.cookie, false);
         self.count_learns(&r, false);
         self.by_id.remove(&id);
         Some(r)
