@@ -82,10 +82,11 @@ fn band_of(code: u32) -> u16 {
     }
 }
 
-/// The bands holding every floor a rule of `priority` passes, added or
-/// changed (a floor above `q` lets in only rules of priority `q` or more).
-fn bands_admitting(priority: u16) -> std::ops::RangeInclusive<usize> {
-    0..=1 + (usize::from(priority) >> BAND_SHIFT)
+/// The highest band holding a floor a rule of `priority` passes, added or
+/// changed (a floor above `q` lets in only rules of priority `q` or more):
+/// those at or below it hold every such floor.
+fn top_band_admitting(priority: u16) -> usize {
+    1 + (usize::from(priority) >> BAND_SHIFT)
 }
 
 /// An entry under an inner slot: (value, len, entry).
@@ -619,7 +620,7 @@ impl TableIndex {
     /// (checked between outer slots); whether it finished under that.
     fn candidates_within(&self, m: &Match, priority: u16, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
         let mut looked = 0;
-        let hi = (*bands_admitting(priority).end()).min(self.bands.len() - 1);
+        let hi = top_band_admitting(priority).min(self.bands.len() - 1);
         for band in self.bands[..=hi].iter().filter(|b| !b.outer.is_empty()) {
             let (done, n) = self.band_candidates(band, m, out, limit);
             looked += n;

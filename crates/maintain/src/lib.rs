@@ -648,7 +648,8 @@ impl Incremental {
         // other plan that comes in under a few times as many narrows them
         // (every plan's candidates hold every entry sought): walking the
         // index costs far less per entry than checking one.
-        let plans = conj_plans(&dims, self.index.fields(t)?);
+        let fields = self.index.fields(t)?;
+        let plans = conj_plans(&dims, fields);
         let rule = (priority, false);
         let (found, mut probed) = self.index.candidates_within(t, &plans[0], rule, usize::MAX);
         let mut cands = found.unwrap_or_default();
@@ -665,7 +666,7 @@ impl Incremental {
         self.index.may_admit(t, &mut cands, priority, false);
         // (And those whose one slot on the third field is outside every
         // flow of a dimension that names it: a port, in Antrea.)
-        if let Some((_, _, Some(f))) = self.index.fields(t) {
+        if let (_, _, Some(f)) = fields {
             let on_third =
                 |ms: &&Vec<&kairo_ofproto::Rule>| ms.len() <= THIRD_FLOWS && ms.iter().all(|m| m.m.mask().get(f) != 0);
             for ms in dims.iter().filter(on_third) {
