@@ -6,7 +6,8 @@
 //! overlaps without scanning the others; in a table with conjunctive flows
 //! that index is kept per band of the floors of the visits (a rule's query
 //! walks only the bands it may pass), and the entries are also filed by
-//! floor and by their prefix on a third field, to narrow a conjunction's.
+//! floor and, per band, by their prefix on a third field (a port, with
+//! its protocol ahead of it), to narrow a conjunction's.
 //!
 //! Invariants: every live entry is registered under exactly the rules,
 //! misses, groups, clause flows, looked-up MACs and table regions of its current
@@ -248,8 +249,9 @@ impl Inner {
 /// only the outer slots compatible with it, so their number is bounded by
 /// what both fields select, not by how many entries reached the table.
 /// A table with conjunctive flows also keeps its entries by the floor of
-/// their visits there ([`Floor`]) and by their prefix on a third field (the
-/// one its clause flows constrain most after those two): a conjunction's
+/// their visits there ([`Floor`]) and, per band, by their prefix on a
+/// third field (the one its clause flows constrain most after those two;
+/// a port is qualified by the protocol: [`qualifier`]): a conjunction's
 /// clause flows often overlap, on the two fields, most entries that
 /// reached the table, of which only those decided below the flows'
 /// priority, and inside one flow of each dimension (ports, say), can change.
@@ -268,9 +270,8 @@ struct TableIndex {
     /// ([`Index::extras_of`]). Only where the table had conjunctive flows
     /// when its index was made.
     floors: Option<BTreeMap<u32, FxHashSet<EntryId>>>,
-    /// The third field and its entries by slot on it (each under the
-    /// distinct slots of its visits), with registrations per prefix length.
-    third: Option<(Field, BySlot, [u32; 65])>,
+    /// The third field and, per band of floors, its entries by slot on it.
+    third: Option<Third>,
     /// Where floors are kept: per entry id, the code of the floor of its
     /// visits here that lets in the most ([`most_admitting`]; `Floor::None`'s
     /// for ids with no visit here), so that a candidate whose floor keeps
@@ -286,13 +287,40 @@ struct TableIndex {
 /// [`TableIndex::thirds`] of an entry whose slot is not known there.
 const ANY_SLOT: u32 = u32::MAX;
 
-/// A slot on a field of at most 24 bits (a port, a VLAN, a protocol) as
-/// one word ([`ANY_SLOT`] for a wider field).
+/// A slot on a third field of at most 24 bits (a port with its protocol,
+/// a VLAN) as one word ([`ANY_SLOT`] for a wider field).
 fn pack_slot((v, len): Slot, f: Field) -> u32 {
     match u32::try_from(v) {
-        Ok(v) if f.bits() <= 24 => (v << 8) | u32::from(len),
+        Ok(v) if third_bits(f) <= 24 => (v << 8) | u32::from(len),
         _ => ANY_SLOT,
     }
+}
+
+/// The field a third field's slots are qualified by, ahead of it: for a
+/// transport port, the IP protocol (a UDP entry whose region leaves the
+/// port wild is no candidate for a flow on a TCP port).
+fn qualifier(f: Field) -> Option<Field> {
+    matches!(f, Field::TpSrc | Field::TpDst).then_some(Field::IpProto)
+}
+
+/// Width of third field `f`'s slots, its qualifier's bits ahead of its own.
+fn third_bits(f: Field) -> u32 {
+    f.bits() + qualifier(f).map_or(0, |q| q.bits())
+}
+
+/// A value and mask on third field `f` as one prefix (as [`prefix_of`]
+/// gives it), its qualifier's value and mask ahead of its own: `get` reads
+/// a field's value and mask.
+fn third_prefix(f: Field, get: impl Fn(Field) -> (u64, u64)) -> (u64, u8, u64) {
+    let (v, w) = get(f);
+    let (v, w) = match qualifier(f) {
+        Some(q) => {
+            let (qv, qw) = get(q);
+            ((qv << f.bits()) | v, (qw << f.bits()) | w)
+        }
+        None => (v, w),
+    };
+    prefix_in(v, w, third_bits(f))
 }
 
 /// The two-level index of one band of a table: entries by their prefix on
@@ -308,6 +336,17 @@ impl Band {
     fn new() -> Band {
         Band { outer: BTreeMap::new(), outer_lens: [0; 65], inner_lens: [0; 65] }
     }
+}
+
+/// A conjunctive table's third field, and per band of floors (as
+/// [`TableIndex::bands`]) the entries by slot on it (each under the
+/// distinct (band, slot) pairs of its visits), with registrations per
+/// prefix length: a query on it walks only the bands its rule may pass
+/// (in Antrea, the replies decided above every policy by the table's
+/// established-connection flows leave the port wild).
+struct Third {
+    field: Field,
+    bands: Vec<(BySlot, [u32; 65])>,
 }
 
 /// Of two floor codes, the one whose floor lets in every rule the other's
@@ -333,8 +372,9 @@ type BySlot = BTreeMap<Slot, FxHashSet<EntryId>>;
 enum Extra {
     /// A floor code ([`Floor::code`]).
     Floor(u32),
-    /// A slot on the table's third field.
-    Third(Slot),
+    /// A slot on the table's third field, in the band ([`band_of`]) of
+    /// the floor of the visit with it.
+    Third(u16, Slot),
 }
 
 /// Calls `f` on every value of `map` under a slot compatible with prefix
@@ -373,10 +413,15 @@ fn leading_ones(m: u64, bits: u32) -> u8 {
 /// A rule's (or region's) prefix on `f`: the value aligned to it, its length,
 /// and the last value inside it.
 fn prefix_of(v: u64, w: u64, f: Field) -> (u64, u8, u64) {
-    let bits = f.bits();
+    prefix_in(v, w, f.bits())
+}
+
+/// [`prefix_of`] on a value of `bits` bits.
+fn prefix_in(v: u64, w: u64, bits: u32) -> (u64, u8, u64) {
     let l = leading_ones(w, bits);
+    let ones = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
     let lo = v & prefix_mask(l as u32, bits);
-    (lo, l, lo | (f.ones() & !prefix_mask(l as u32, bits)))
+    (lo, l, lo | (ones & !prefix_mask(l as u32, bits)))
 }
 
 /// Whether entries may be indexed on `f` (not conj_id: zero wherever a
@@ -429,15 +474,15 @@ impl TableIndex {
         let third = conjunctive
             .then(|| third_field(p, t, outer_field, inner_field))
             .flatten()
-            .map(|f| (f, BTreeMap::new(), [0; 65]));
+            .map(|field| Third { field, bands: (0..BANDS).map(|_| (BTreeMap::new(), [0; 65])).collect() });
         let bands = (0..if floors.is_some() { BANDS } else { 1 }).map(|_| Band::new()).collect();
         TableIndex { outer_field, inner_field, bands, floors, third, lowest: Vec::new(), thirds: Vec::new() }
     }
 
     /// The visit's slot on the third field, if the table has one.
     fn third_slot(&self, region: &FlowMask, key: &FlowKey) -> Option<Slot> {
-        let f = self.third.as_ref()?.0;
-        let (lo, l, _) = prefix_of(key.get(f), region.get(f), f);
+        let f = self.third.as_ref()?.field;
+        let (lo, l, _) = third_prefix(f, |g| (key.get(g), region.get(g)));
         Some((lo, l))
     }
 
@@ -496,8 +541,8 @@ impl TableIndex {
                     file(map, c, id, add);
                 }
             }
-            Extra::Third(c) => {
-                if let Some((_, map, lens)) = self.third.as_mut() {
+            Extra::Third(band, c) => {
+                if let Some((map, lens)) = self.third.as_mut().and_then(|x| x.bands.get_mut(usize::from(band))) {
                     if file(map, c, id, add) {
                         if add {
                             lens[c.1 as usize] += 1;
@@ -520,16 +565,15 @@ impl TableIndex {
     /// Whether entry `id`'s slot on the third field here (if one is known)
     /// is compatible with one of `ms` there.
     fn may_meet_third(&self, id: EntryId, ms: &[&Match]) -> bool {
-        let Some((f, _, _)) = self.third.as_ref() else { return true };
+        let Some(f) = self.third.as_ref().map(|x| &x.field) else { return true };
         let packed = self.thirds.get(id as usize).copied().unwrap_or(ANY_SLOT);
         if packed == ANY_SLOT {
             return true;
         }
         let (v, len) = (u64::from(packed >> 8), (packed & 0xff) as u8);
         ms.iter().any(|m| {
-            let (mv, mw) = m.field(*f);
-            let (lo, l, _) = prefix_of(mv, mw, *f);
-            (v ^ lo) & prefix_mask(u32::from(len.min(l)), f.bits()) == 0
+            let (lo, l, _) = third_prefix(*f, |g| m.field(g));
+            (v ^ lo) & prefix_mask(u32::from(len.min(l)), third_bits(*f)) == 0
         })
     }
 
@@ -537,7 +581,9 @@ impl TableIndex {
     fn has_extra(&self, id: EntryId, x: Extra) -> bool {
         let set = match x {
             Extra::Floor(c) => self.floors.as_ref().and_then(|m| m.get(&c)),
-            Extra::Third(c) => self.third.as_ref().and_then(|t| t.1.get(&c)),
+            Extra::Third(band, c) => {
+                self.third.as_ref().and_then(|t| t.bands.get(usize::from(band))).and_then(|b| b.0.get(&c))
+            }
         };
         set.is_some_and(|ids| ids.contains(&id))
     }
@@ -546,18 +592,25 @@ impl TableIndex {
     /// `m`, into `out` (repeats possible), until `out` holds more than
     /// `limit`. Returns whether it finished under that (false also where
     /// the table has no third field) and how many index keys were looked at.
-    fn candidates_on_third(&self, m: &Match, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
-        let Some((f, map, lens)) = self.third.as_ref() else { return (false, 0) };
-        let (v, w) = m.field(*f);
+    fn candidates_on_third(&self, m: &Match, priority: u16, out: &mut Vec<EntryId>, limit: usize) -> (bool, usize) {
+        let Some(third) = self.third.as_ref() else { return (false, 0) };
+        let f = third.field;
+        let p = third_prefix(f, |g| m.field(g));
         let mut looked = 0;
-        compatible(map, lens, prefix_of(v, w, *f), f.bits(), |ids| {
-            looked += 1;
-            ids.iter().all(|&id| {
+        let hi = top_band_admitting(priority).min(third.bands.len() - 1);
+        for (map, lens) in third.bands[..=hi].iter().filter(|b| !b.0.is_empty()) {
+            compatible(map, lens, p, third_bits(f), |ids| {
                 looked += 1;
-                out.push(id);
-                out.len() <= limit
-            })
-        });
+                ids.iter().all(|&id| {
+                    looked += 1;
+                    out.push(id);
+                    out.len() <= limit
+                })
+            });
+            if out.len() > limit {
+                break;
+            }
+        }
         (out.len() <= limit, looked)
     }
 
@@ -880,11 +933,12 @@ impl Index {
         let mut out: Vec<(u8, Extra)> = Vec::new();
         for st in &trav.steps {
             let Some(ti) = self.tables.get(&st.table).filter(|ti| ti.floors.is_some()) else { continue };
-            let floor = st.outcome.floor(|r| self.rule_prio.get(&r).copied());
-            out.push((st.table, Extra::Floor(floor.code())));
+            let floor = st.outcome.floor(|r| self.rule_prio.get(&r).copied()).code();
+            out.push((st.table, Extra::Floor(floor)));
             if ti.third.is_some() {
                 let region = region.get_or_insert_with(|| self.region(mf));
-                out.extend(ti.third_slot(region, &trav.key_at(&mf.rep, st)).map(|c| (st.table, Extra::Third(c))));
+                let slot = ti.third_slot(region, &trav.key_at(&mf.rep, st));
+                out.extend(slot.map(|c| (st.table, Extra::Third(band_of(floor), c))));
             }
         }
         out.sort_unstable();
@@ -910,7 +964,7 @@ impl Index {
             let Some(ti) = self.tables.get_mut(t) else { continue };
             match x {
                 Extra::Floor(_) => ti.lowest.get_mut(i).into_iter().for_each(|c| *c = none),
-                Extra::Third(_) => ti.thirds.get_mut(i).into_iter().for_each(|c| *c = ANY_SLOT),
+                Extra::Third(..) => ti.thirds.get_mut(i).into_iter().for_each(|c| *c = ANY_SLOT),
             }
         }
         // (Extras come sorted: a table's floors, then its third slots.)
@@ -922,8 +976,8 @@ impl Index {
                     Some((lt, lc)) if *lt == t => *lc = most_admitting(*lc, c),
                     _ => folded.push((t, c)),
                 },
-                Extra::Third(c) => match thirds.last_mut() {
-                    Some((lt, _, one)) if *lt == t => *one = false,
+                Extra::Third(_, c) => match thirds.last_mut() {
+                    Some((lt, lc, one)) if *lt == t => *one &= *lc == c,
                     _ => thirds.push((t, c, true)),
                 },
             }
@@ -938,7 +992,7 @@ impl Index {
         }
         for (t, c, one) in thirds {
             let Some(ti) = self.tables.get_mut(&t) else { continue };
-            let Some(f) = ti.third.as_ref().map(|x| x.0) else { continue };
+            let Some(f) = ti.third.as_ref().map(|x| x.field) else { continue };
             if ti.thirds.len() <= i {
                 ti.thirds.resize(i + 1, ANY_SLOT);
             }
@@ -1371,7 +1425,7 @@ impl Index {
                     if ti.floors.is_some() {
                         let c = st.outcome.floor(|r| self.rule_prio.get(&r).copied()).code();
                         let third_slot = ti.third_slot(&region, &e.trav.key_at(&e.mf.rep, st));
-                        let third = third_slot.map(Extra::Third);
+                        let third = third_slot.map(|s| Extra::Third(band_of(c), s));
                         if let Some(x) = [Extra::Floor(c)].into_iter().chain(third).find(|x| !ti.has_extra(id, *x)) {
                             return Err(format!("entry {id}: not filed under {x:?} at table {}", st.table));
                         }
@@ -1382,13 +1436,13 @@ impl Index {
                                 st.table
                             ));
                         }
-                        if let Some((f, c)) = ti.third.as_ref().zip(third_slot) {
+                        if let Some((f, c)) = ti.third.as_ref().map(|x| x.field).zip(third_slot) {
                             let noted = ti.thirds.get(id as usize).copied().unwrap_or(ANY_SLOT);
                             let others = self
                                 .extras_of(&e.mf, &e.trav)
                                 .iter()
-                                .any(|&(xt, x)| xt == st.table && matches!(x, Extra::Third(o) if o != c));
-                            let want = if others { ANY_SLOT } else { pack_slot(c, f.0) };
+                                .any(|&(xt, x)| xt == st.table && matches!(x, Extra::Third(_, o) if o != c));
+                            let want = if others { ANY_SLOT } else { pack_slot(c, f) };
                             if noted != want {
                                 return Err(format!(
                                     "entry {id}: its third slot at table {} is noted as {noted:#x}, not {want:#x}",
@@ -1507,7 +1561,11 @@ impl Index {
                     }
                 }
                 let floors = ti.floors.iter().flat_map(|m| m.iter()).map(|(c, ids)| (Extra::Floor(*c), ids));
-                let thirds = ti.third.iter().flat_map(|x| x.1.iter()).map(|(c, ids)| (Extra::Third(*c), ids));
+                let thirds = ti
+                    .third
+                    .iter()
+                    .flat_map(|x| x.bands.iter().enumerate())
+                    .flat_map(|(b, (map, _))| map.iter().map(move |(c, ids)| (Extra::Third(b as u16, *c), ids)));
                 for (x, ids) in floors.chain(thirds) {
                     let held = |e: &Entry| self.extras_of(&e.mf, &e.trav).contains(&(*t, x));
                     if let Some(&id) = ids.iter().find(|&&id| !asserts(id, &held)) {
@@ -1608,7 +1666,7 @@ impl Index {
         for q in queries {
             let q = q.without(Field::ConjId);
             let (done, n) = if third {
-                ti.candidates_on_third(&q, &mut out, limit)
+                ti.candidates_on_third(&q, priority, &mut out, limit)
             } else {
                 ti.candidates_within(&q, priority, &mut out, limit)
             };
@@ -1623,7 +1681,7 @@ impl Index {
     /// The fields table `t` is indexed on: outer, inner and third.
     pub fn fields(&self, t: u8) -> Option<(Field, Option<Field>, Option<Field>)> {
         let ti = self.tables.get(&t)?;
-        Some((ti.outer_field, ti.inner_field, ti.third.as_ref().map(|x| x.0)))
+        Some((ti.outer_field, ti.inner_field, ti.third.as_ref().map(|x| x.field)))
     }
 
     /// Reads ahead what checking `cands` at table `t` reads first ([`Index::touch`],
@@ -1781,7 +1839,7 @@ impl Index {
             if let Some(map) = ti.floors.as_ref() {
                 bytes += node(map.len(), size_of::<(u32, FxHashSet<EntryId>)>()) + map.values().map(set).sum::<usize>();
             }
-            if let Some((_, map, _)) = ti.third.as_ref() {
+            for (map, _) in ti.third.iter().flat_map(|x| &x.bands) {
                 bytes +=
                     node(map.len(), size_of::<(Slot, FxHashSet<EntryId>)>()) + map.values().map(set).sum::<usize>();
             }
@@ -1796,6 +1854,34 @@ impl Index {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Whether two third-field prefixes may hold a common value.
+    fn third_compatible(f: Field, a: (u64, u8, u64), b: (u64, u8, u64)) -> bool {
+        (a.0 ^ b.0) & prefix_mask(u32::from(a.1.min(b.1)), third_bits(f)) == 0
+    }
+
+    /// A port's slot carries the protocol ahead of it: a UDP entry whose
+    /// region leaves the port wild is no candidate for a flow on a TCP
+    /// port, while one whose region leaves the protocol wild is.
+    #[test]
+    fn a_port_slot_is_qualified_by_the_protocol() {
+        let flow = kairo_flow::parse::parse_match("tcp,tp_dst=1521").unwrap();
+        let on = |proto: u64, proto_mask: u64, port_mask: u64| {
+            let get = |g: Field| match g {
+                Field::IpProto => (proto, proto_mask),
+                Field::TpDst => (53, port_mask),
+                _ => (0, 0),
+            };
+            third_prefix(Field::TpDst, get)
+        };
+        let rule = third_prefix(Field::TpDst, |g| flow.field(g));
+        assert_eq!(rule.1, 24, "protocol and port exact");
+        assert!(!third_compatible(Field::TpDst, rule, on(17, 0xff, 0)), "UDP, port wild");
+        assert!(!third_compatible(Field::TpDst, rule, on(6, 0xff, 0xffff)), "TCP, another port");
+        assert!(third_compatible(Field::TpDst, rule, on(6, 0xff, 0)), "TCP, port wild");
+        assert!(third_compatible(Field::TpDst, rule, on(17, 0, 0)), "protocol wild");
+        assert_eq!(third_bits(Field::VlanTci), Field::VlanTci.bits(), "other fields are not qualified");
+    }
 
     proptest! {
         /// An outer slot's entries behave as an ordered set through every
