@@ -644,24 +644,28 @@ impl Incremental {
         }
         let prio = |id: RuleId| p.rule(t, id).map(|o| o.priority);
         let at = |st: &kairo_xlate::Step| st.outcome.floor(prio).admits_new(priority);
-        // The first plan (in order) that finds at most START_FROM gives the
-        // candidates (the first plan, whatever it finds, if none does:
-        // where a policy's addresses take in most of the table, its ports
-        // may not); where they are many, each later plan that comes in
-        // under a few times as many narrows them (every plan's candidates
-        // hold every entry sought): walking the index costs far less per
-        // entry than checking one.
+        // The first plan (in order) that finds at most START_FROM[0], else
+        // the first that finds at most START_FROM[1], gives the candidates
+        // (the first plan, whatever it finds, if none does: where a
+        // policy's addresses take in most of the table, its ports may not;
+        // and where they take in few, its ports may take in none); where
+        // they are many, each later plan that comes in under a few times
+        // as many narrows them (every plan's candidates hold every entry
+        // sought): walking the index costs far less per entry than
+        // checking one, even the entry's floor and port noted per id.
         let fields = self.index.fields(t)?;
         let plans = conj_plans(&dims, fields);
         let rule = (priority, false);
         let mut probed = 0;
         let mut start = None;
-        for (i, plan) in plans.iter().enumerate() {
-            let (found, n) = self.index.candidates_within(t, plan, rule, START_FROM);
-            probed += n;
-            if let Some(c) = found {
-                start = Some((i, c));
-                break;
+        'start: for limit in START_FROM {
+            for (i, plan) in plans.iter().enumerate() {
+                let (found, n) = self.index.candidates_within(t, plan, rule, limit);
+                probed += n;
+                if let Some(c) = found {
+                    start = Some((i, c));
+                    break 'start;
+                }
             }
         }
         let (first, mut cands) = match start {
@@ -1505,11 +1509,12 @@ mod tests;
 /// proptest checks each.)
 const NARROW_FROM: usize = if cfg!(test) { 1 } else { 2048 };
 
-/// A plan that finds more candidates than this does not give a
-/// conjunction's candidates while a later one finds fewer
+/// A plan that finds more candidates than the first of these does not
+/// give a conjunction's candidates while a later one finds at most that,
+/// nor, more than the second, while any plan finds at most that
 /// ([`Incremental::conj_entries`]). (In this crate's tests, small, so
 /// that the engine proptest takes each way.)
-const START_FROM: usize = if cfg!(test) { 2 } else { 4 * NARROW_FROM };
+const START_FROM: [usize; 2] = if cfg!(test) { [0, 2] } else { [64, 4 * NARROW_FROM] };
 
 /// The ids in both sorted lists.
 fn sorted_intersection(a: &[index::EntryId], b: &[index::EntryId]) -> Vec<index::EntryId> {
