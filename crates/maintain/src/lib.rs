@@ -653,12 +653,23 @@ impl Incremental {
         // as many narrows them (every plan's candidates hold every entry
         // sought): walking the index costs far less per entry than
         // checking one, even the entry's floor and port noted per id.
+        // The third field's probes go first of all, before the other
+        // plans are made: its index is small (ports), and a policy's
+        // ports often take in no entry at all.
         let fields = self.index.fields(t)?;
-        let plans = conj_plans(&dims, fields);
         let rule = (priority, false);
         let mut probed = 0;
         let mut start = None;
-        'start: for limit in START_FROM {
+        for probe in third_probes(&dims, fields.2) {
+            let (found, n) = self.index.candidates_within(t, &probe, rule, START_FROM[0]);
+            probed += n;
+            if let Some(c) = found {
+                start = Some((usize::MAX, c));
+                break;
+            }
+        }
+        let plans = if start.is_none() { conj_plans(&dims, fields) } else { Vec::new() };
+        'start: for limit in START_FROM.into_iter().filter(|_| start.is_none()) {
             for (i, plan) in plans.iter().enumerate() {
                 let (found, n) = self.index.candidates_within(t, plan, rule, limit);
                 probed += n;
@@ -676,7 +687,7 @@ impl Incremental {
                 (0, found.unwrap_or_default())
             }
         };
-        for plan in &plans[first + 1..] {
+        for plan in plans.iter().skip(first.saturating_add(1)) {
             if cands.len() < NARROW_FROM {
                 break;
             }
@@ -1591,14 +1602,20 @@ fn conj_plans(
     walked.sort_by_key(|ms| (rank(ms), ms.len()));
     let narrowed = walked.iter().filter(|ms| rank(ms) < 2).count().max(1);
     plans.extend(walked.into_iter().take(narrowed).map(|ms| index::Probe::Walk(matches(ms))));
-    let mut second: Vec<index::Probe> = dims
-        .iter()
-        .filter(|ms| third.is_some_and(|f| narrows(ms, f)))
-        .map(|ms| index::Probe::Third(matches(ms)))
-        .collect();
+    let mut second = third_probes(dims, third);
     second.insert(0, index::Probe::Floor);
     plans.splice(1..1, second);
     plans
+}
+
+/// The probes of a conjunction's candidates on the table index's third
+/// field (`third`): one per dimension all of whose flows constrain it.
+fn third_probes(dims: &[Vec<&kairo_ofproto::Rule>], third: Option<kairo_flow::Field>) -> Vec<index::Probe> {
+    let Some(f) = third else { return Vec::new() };
+    dims.iter()
+        .filter(|ms| ms.iter().all(|m| m.m.mask().get(f) != 0))
+        .map(|ms| index::Probe::Third(ms.iter().map(|r| r.m).collect()))
+        .collect()
 }
 
 /// What a conjunctive flow removed from table `t` was, where that says
