@@ -19,7 +19,8 @@
 //! - **Prefix tracking** on `nw_src`, `nw_dst`, `ipv6_src` and `ipv6_dst` (as
 //!   Open vSwitch 3.5's default; 3.1's is the IPv4 pair): a binary trie of all
 //!   rules' prefixes tells that no rule of a subtable's prefix length can
-//!   match, from only as many leading address bits as the trie walk needed.
+//!   match, from only as many leading address bits as the trie walk needed;
+//!   the first trie that tells it is taken, destination before source.
 //! - **Ports trie**: per subtable whose L4 mask is a prefix of (tp_dst, tp_src),
 //!   a trie of its rules' ports explains a miss by the port bits alone.
 //!
@@ -58,8 +59,10 @@ impl<R> ClsRule<R> {
     }
 }
 
-/// The fields with prefix tries (a 128-bit field by its high half).
-pub const TRIE_FIELDS: [Field; 4] = [Field::IpSrc, Field::IpDst, Field::Ipv6SrcHi, Field::Ipv6DstHi];
+/// The fields with prefix tries (a 128-bit field by its high half), in the
+/// order a lookup asks them: destination before source, as Open vSwitch's
+/// default prefix fields are.
+pub const TRIE_FIELDS: [Field; 4] = [Field::IpDst, Field::IpSrc, Field::Ipv6DstHi, Field::Ipv6SrcHi];
 
 /// The left-aligned 128-bit value of trie field `f` in `words` of a key or mask.
 #[inline]
@@ -89,18 +92,6 @@ fn or_prefix(wc: &mut FlowMask, f: Field, n: u32) {
     } else {
         wc.or_bits(f, prefix_mask(n, f.bits()));
     }
-}
-
-/// How many of the first `n` bits of trie field `f` are not yet in `wc`
-/// (what un-wildcarding them would add to a megaflow).
-#[inline]
-fn prefix_cost(wc: &FlowMask, f: Field, n: u32) -> u32 {
-    let (want, have) = if f.wide().is_some() {
-        (prefix_mask128(n), wc.get_wide(f))
-    } else {
-        (u128::from(prefix_mask(n, f.bits())), u128::from(wc.get(f)))
-    };
-    (want & !have).count_ones()
 }
 
 /// The eth_type under which trie field `f` is meaningful.
@@ -475,11 +466,13 @@ impl<R> Classifier<R> {
             let n_idx = st.stage_index.len();
             for (i, (stage, range)) in st.stages.iter().enumerate() {
                 if *stage == Stage::L3 {
-                    // Every trie that shows no rule of this subtable's prefix
-                    // length can match skips it; the one whose address bits
-                    // the megaflow mostly has already is taken (Open vSwitch
-                    // takes the first in a fixed order, destination first).
-                    let mut skip: Option<(u32, Field, u32)> = None;
+                    // The first trie (destination first) showing that no rule of
+                    // this subtable's prefix length can match skips it, as in Open
+                    // vSwitch. Choosing instead by the bits each adds to this
+                    // lookup's mask took the source where the route lookup had
+                    // made the destination exact already, which this lookup
+                    // cannot see (it starts from an empty mask).
+                    let mut skip: Option<(Field, u32)> = None;
                     for (t, f) in TRIE_FIELDS.iter().enumerate() {
                         let Some(plen) = st.trie_plen[t] else {
                             continue;
@@ -491,14 +484,11 @@ impl<R> Classifier<R> {
                         }
                         let res = *tries[t].get_or_insert_with(|| self.tries[t].lookup(trie_value(*f, key)));
                         if !res.has_plen(plen) {
-                            let bits = res.bits_needed(plen);
-                            let cost = prefix_cost(wc, *f, bits);
-                            if skip.is_none_or(|(c, _, _)| cost < c) {
-                                skip = Some((cost, *f, bits));
-                            }
+                            skip = Some((*f, res.bits_needed(plen)));
+                            break;
                         }
                     }
-                    if let Some((_, f, bits)) = skip {
+                    if let Some((f, bits)) = skip {
                         // No rule of this prefix length matches: skip the subtable,
                         // un-wildcarding the earlier stages and the address bits used.
                         wc.or_words(&st.mask, 0..range.start);

@@ -206,6 +206,29 @@ fn trie_keeps_megaflow_narrow() {
 }
 
 #[test]
+fn the_destination_trie_is_asked_first() {
+    // An ACL rule on both addresses; a packet matching neither: both tries
+    // can skip its subtable, the source's with fewer bits (2 against 8).
+    // As in Open vSwitch, the destination's is taken: a route lookup has
+    // made the packet's destination exact in the megaflow already, and the
+    // source's bits would be new.
+    let mut acl = Match::ANY;
+    acl.set_exact(Field::EthType, 0x0800);
+    acl.set_exact(Field::IpSrc, 0xb700_0001); // 183.0.0.1: 1011_0111
+    acl.set_exact(Field::IpDst, 0x0b00_0001); // 11.0.0.1: 0000_1011
+    let c = build(&[(acl, 100)]);
+    let mut k = FlowKey::ZERO;
+    k.set(Field::EthType, 0x0800);
+    k.set(Field::IpSrc, 0xc400_0001); // 196.0.0.1: 1100_0100, apart at bit 2
+    k.set(Field::IpDst, 0x0a00_0001); // 10.0.0.1: 0000_1010, apart at bit 8
+    let mut wc = FlowMask::ZERO;
+    let mut st = LookupStats::default();
+    assert!(c.lookup_stats(&k, &mut wc, &mut st).is_none());
+    assert_eq!(st.trie_skips, 1);
+    assert_eq!((wc.get(Field::IpDst), wc.get(Field::IpSrc)), (0xff00_0000, 0));
+}
+
+#[test]
 fn staged_lookup_stops_early() {
     let mut a = Match::ANY;
     a.set_exact(Field::InPort, 1);

@@ -688,12 +688,18 @@ fn generated_pipelines_load_into_open_vswitch_and_agree() {
         let ovs = ovs_load_and_trace(dir.path(), &w.flows, &w.groups, n_ports, &lines);
         assert_eq!(ovs.len(), keys.len(), "{kind}: OVS traced {} of {} packets", ovs.len(), keys.len());
         let (mut compared, mut hashed) = (0, 0);
+        let mut megaflows = (BTreeSet::new(), BTreeSet::new());
         for (((key, bits), spec), o) in keys.iter().zip(&specs).zip(&ovs) {
             // Pass by pass as the trace takes them (Antrea's connection
             // tracking recirculates).
             let kairo = ct_passes(&p, key, bits);
             assert!(!o.passes.is_empty(), "{kind}: Open vSwitch could not trace {spec}");
             let mut hashed_here = false;
+            if let (Some((k, r, _)), Some(op)) = (kairo.first(), o.passes.first()) {
+                first_pass_no_narrower(kind, spec, k, &r.mask, &op.megaflow);
+                megaflows.0.insert(k.masked(&r.mask));
+                megaflows.1.insert(op.megaflow.clone());
+            }
             for (i, (k, r, used)) in kairo.iter().enumerate() {
                 let selects = r.traversal.groups.iter().any(|g| {
                     p.group(g.group).is_some_and(|gr| gr.ty == kairo_ofproto::GroupType::Select && gr.buckets.len() > 1)
@@ -722,8 +728,44 @@ fn generated_pipelines_load_into_open_vswitch_and_agree() {
                 compared += 1;
             }
         }
-        println!("{kind}: loaded into Open vSwitch; {compared} packets agree, {hashed} through select groups left out");
+        println!(
+            "{kind}: loaded into Open vSwitch; {compared} packets agree, {hashed} through select groups left out; \
+             first-pass megaflows kairo {} vs Open vSwitch {}",
+            megaflows.0.len(),
+            megaflows.1.len()
+        );
+        assert!(
+            megaflows.0.len() <= megaflows.1.len(),
+            "{kind}: kairo made {} first-pass megaflows, Open vSwitch {}",
+            megaflows.0.len(),
+            megaflows.1.len()
+        );
         assert!(compared >= keys.len() / 5, "{kind}: too few packets compared ({compared})");
+    }
+}
+
+/// kairo's first-pass megaflow for packet `spec` (key `k`, mask `mask`)
+/// matches no address, protocol or port bits that Open vSwitch's
+/// (`ovs_megaflow`, as `ofproto/trace` prints it) leaves wild: the fields a
+/// classifier's tries and stages choose between.
+fn first_pass_no_narrower(
+    kind: &str,
+    spec: &str,
+    k: &kairo_flow::FlowKey,
+    mask: &kairo_flow::FlowMask,
+    ovs_megaflow: &str,
+) {
+    use kairo_flow::Field;
+    let ovs = kairo_flow::parse_match(ovs_megaflow)
+        .unwrap_or_else(|e| panic!("{kind}: Open vSwitch's megaflow `{ovs_megaflow}` does not parse: {e}"));
+    for f in [Field::IpSrc, Field::IpDst, Field::IpProto, Field::TpSrc, Field::TpDst] {
+        let extra = mask.get(f) & !ovs.mask().get(f);
+        assert!(
+            extra == 0,
+            "{kind}: packet {spec}: kairo's megaflow matches {f:?} bits {extra:#x} that Open vSwitch's leaves wild\n\
+             kairo: {}\n  OVS: {ovs_megaflow}",
+            kairo_flow::format_megaflow(k, mask)
+        );
     }
 }
 
