@@ -9,8 +9,10 @@
 //!
 //! Invariants: the key and mask never change (a change of mask is an eviction
 //! plus a new megaflow); the actions are swapped atomically as a whole (a
-//! reader sees the old list or the new one, never a mix); once `dead` is set it
-//! is never cleared, and a dead megaflow is never used to forward.
+//! reader sees the old list or the new one, never a mix), by one writer at a
+//! time (cache maintenance, under the control state; forwarding only reads);
+//! once `dead` is set it is never cleared, and a dead megaflow is never used
+//! to forward.
 //!
 //! A megaflow holds its own actions, or reads them from a [`Cell`] it
 //! shares with other megaflows that cache maintenance has proven to be in
@@ -125,7 +127,12 @@ impl Megaflow {
     /// old actions or these).
     pub fn set_actions(&self, actions: Actions) {
         self.actions.store(actions);
-        self.cell.store(None);
+        // One writer at a time (see the module doc), so what this load sees
+        // stays until it stores: a store costs a visit to every thread's read
+        // slots, and most megaflows read from no cell.
+        if self.cell.load().is_some() {
+            self.cell.store(None);
+        }
     }
 
     /// Reads the actions from `cell` from now on, whatever they are (a

@@ -16,9 +16,8 @@
 //! A record dereferences to its megaflow (key, mask, actions, counters).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use arc_swap::ArcSwap;
 use kairo_datapath::{Actions, Cell, Megaflow};
 use kairo_odp::DpAction;
 use kairo_xlate::Traversal;
@@ -27,8 +26,11 @@ use kairo_xlate::Traversal;
 #[derive(Debug)]
 pub struct Ukey {
     mf: Arc<Megaflow>,
-    /// What translation went through; replaced with the actions.
-    traversal: ArcSwap<Traversal>,
+    /// What translation went through; replaced with the actions. Read and
+    /// written by the control path alone (forwarding reads the megaflow),
+    /// so the lock is never contended: cheaper to replace than an
+    /// `ArcSwap`, whose every store visits each thread's read slots.
+    traversal: Mutex<Arc<Traversal>>,
     /// The cell the megaflow reads its actions from (0: none).
     cell_tag: AtomicU32,
     /// Packets and bytes already credited to earlier traversals (per-rule
@@ -83,7 +85,7 @@ impl Ukey {
     pub fn new(mf: Arc<Megaflow>, traversal: Arc<Traversal>) -> Ukey {
         Ukey {
             mf,
-            traversal: ArcSwap::from(traversal),
+            traversal: Mutex::new(traversal),
             cell_tag: AtomicU32::new(0),
             accounted: [AtomicU64::new(0), AtomicU64::new(0)],
         }
@@ -95,7 +97,13 @@ impl Ukey {
     }
 
     pub fn traversal(&self) -> Arc<Traversal> {
-        self.traversal.load_full()
+        self.slot().clone()
+    }
+
+    /// The traversal's slot (a poisoned lock still holds a whole `Arc`:
+    /// nothing is left half-written by a panic elsewhere).
+    fn slot(&self) -> MutexGuard<'_, Arc<Traversal>> {
+        self.traversal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The tag of the cell the actions are read from (0: its own).
@@ -134,7 +142,7 @@ impl Ukey {
     /// megaflows (hash-consed).
     pub fn set_shared(&self, actions: Actions, traversal: Arc<Traversal>) -> Moved {
         let (packets, bytes) = self.close_account();
-        let old = self.traversal.swap(traversal);
+        let old = std::mem::replace(&mut *self.slot(), traversal);
         self.own(actions);
         Moved { traversal: old, packets, bytes, left: None }
     }
@@ -163,14 +171,14 @@ impl Ukey {
     /// included), what comes after belongs to the new one.
     pub fn follow_cell(&self, traversal: Arc<Traversal>) -> Moved {
         let (packets, bytes) = self.close_account();
-        let old = self.traversal.swap(traversal);
+        let old = std::mem::replace(&mut *self.slot(), traversal);
         Moved { traversal: old, packets, bytes, left: None }
     }
 
     /// Gives the megaflow the traversal that produced the actions
     /// [`Ukey::set_actions_first`] set (the counters since stay with it).
     pub fn follow_with(&self, traversal: Arc<Traversal>) {
-        self.traversal.store(traversal);
+        *self.slot() = traversal;
     }
 
     /// Actions of its own, out of any cell.
