@@ -40,8 +40,10 @@ impl<T: Hash + Eq> Table<T> {
     /// drop spare capacity: it may be held for long).
     pub fn get(&mut self, mut v: T, keep: impl FnOnce(&mut T)) -> Arc<T> {
         let h = FxBuildHasher.hash_one(&v);
-        let live = self.set.find(h, |(hh, w)| *hh == h && w.upgrade().is_some_and(|a| *a == v));
-        if let Some(a) = live.and_then(|(_, w)| w.upgrade()) {
+        // Each candidate is upgraded once, and the copy found kept (an
+        // upgrade is an atomic increment on a line that is often cold).
+        let live = self.set.iter_hash(h).filter(|(hh, _)| *hh == h).find_map(|(_, w)| w.upgrade().filter(|a| **a == v));
+        if let Some(a) = live {
             return a;
         }
         if self.set.len() >= self.purge_at {

@@ -671,6 +671,9 @@ impl Incremental {
         let plans = if start.is_none() { conj_plans(&dims, fields) } else { Vec::new() };
         'start: for limit in START_FROM.into_iter().filter(|_| start.is_none()) {
             for (i, plan) in plans.iter().enumerate() {
+                if limit == START_FROM[0] && matches!(plan, index::Probe::Third(_)) {
+                    continue; // asked at this limit just above: each found more
+                }
                 let (found, n) = self.index.candidates_within(t, plan, rule, limit);
                 probed += n;
                 if let Some(c) = found {
@@ -701,8 +704,7 @@ impl Incremental {
         // (And those whose one slot on the third field is outside every
         // flow of a dimension that names it: a port, in Antrea.)
         if let (_, _, Some(f)) = fields {
-            let on_third =
-                |ms: &&Vec<&kairo_ofproto::Rule>| ms.len() <= THIRD_FLOWS && ms.iter().all(|m| m.m.mask().get(f) != 0);
+            let on_third = |ms: &&Vec<&kairo_ofproto::Rule>| ms.len() <= THIRD_FLOWS && all_constrain(ms, f);
             for ms in dims.iter().filter(on_third) {
                 let matches: Vec<&kairo_flow::Match> = ms.iter().map(|r| &r.m).collect();
                 self.index.may_meet_third(t, &mut cands, &matches);
@@ -1574,7 +1576,7 @@ fn conj_plans(
     dims: &[Vec<&kairo_ofproto::Rule>],
     (outer, inner, third): (kairo_flow::Field, Option<kairo_flow::Field>, Option<kairo_flow::Field>),
 ) -> Vec<index::Probe> {
-    let narrows = |ms: &[&kairo_ofproto::Rule], f: kairo_flow::Field| ms.iter().all(|m| m.m.mask().get(f) != 0);
+    let narrows = all_constrain;
     let matches = |ms: &[&kairo_ofproto::Rule]| ms.iter().map(|r| r.m).collect::<Vec<_>>();
     let mut plans = Vec::new();
     if let Some(inner) = inner {
@@ -1608,12 +1610,18 @@ fn conj_plans(
     plans
 }
 
+/// Whether every flow of a conjunction's dimension matches some bits of
+/// field `f` (so an entry's slot on `f` can rule the dimension out).
+fn all_constrain(ms: &[&kairo_ofproto::Rule], f: kairo_flow::Field) -> bool {
+    ms.iter().all(|m| m.m.mask().get(f) != 0)
+}
+
 /// The probes of a conjunction's candidates on the table index's third
 /// field (`third`): one per dimension all of whose flows constrain it.
 fn third_probes(dims: &[Vec<&kairo_ofproto::Rule>], third: Option<kairo_flow::Field>) -> Vec<index::Probe> {
     let Some(f) = third else { return Vec::new() };
     dims.iter()
-        .filter(|ms| ms.iter().all(|m| m.m.mask().get(f) != 0))
+        .filter(|ms| all_constrain(ms, f))
         .map(|ms| index::Probe::Third(ms.iter().map(|r| r.m).collect()))
         .collect()
 }
