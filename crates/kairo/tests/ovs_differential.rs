@@ -697,7 +697,7 @@ fn generated_pipelines_load_into_open_vswitch_and_agree() {
             let mut hashed_here = false;
             if let (Some((k, r, _)), Some(op)) = (kairo.first(), o.passes.first()) {
                 first_pass_no_narrower(kind, spec, k, &r.mask, &op.megaflow);
-                megaflows.0.insert(k.masked(&r.mask));
+                megaflows.0.insert((k.masked(&r.mask), r.mask));
                 megaflows.1.insert(op.megaflow.clone());
             }
             for (i, (k, r, used)) in kairo.iter().enumerate() {
