@@ -26,10 +26,11 @@ use kairo_xlate::Traversal;
 #[derive(Debug)]
 pub struct Ukey {
     mf: Arc<Megaflow>,
-    /// What translation went through; replaced with the actions. Read and
-    /// written by the control path alone (forwarding reads the megaflow),
-    /// so the lock is never contended: cheaper to replace than an
-    /// `ArcSwap`, whose every store visits each thread's read slots.
+    /// What translation went through; replaced with the actions. Only
+    /// cache maintenance reads and writes it (forwarding reads the
+    /// megaflow), its revalidation threads at most reading it at once for a
+    /// moment: an uncontended lock, cheaper to replace than an `ArcSwap`,
+    /// whose every store visits each thread's read slots.
     traversal: Mutex<Arc<Traversal>>,
     /// The cell the megaflow reads its actions from (0: none).
     cell_tag: AtomicU32,
