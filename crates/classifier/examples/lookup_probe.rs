@@ -19,16 +19,16 @@ fn main() {
             let m = parse_match(&format!("{proto},reg3={:#x},reg4={:#x}/0x7ffff", 0x0a0a_0000 + pod, 0x20000 | port))
                 .expect("match");
             id += 1;
-            dnat.insert(ClsRule { id, priority: 200, m, payload: id as u32 });
+            dnat.insert(ClsRule { id, priority: 200, m: Box::new(m), payload: id as u32 });
         }
     }
-    dnat.insert(ClsRule { id: id + 1, priority: 0, m: parse_match("").expect("match"), payload: 0u32 });
+    dnat.insert(ClsRule { id: id + 1, priority: 0, m: Box::new(parse_match("").expect("match")), payload: 0u32 });
     let mut routes: Classifier<u32> = Classifier::new();
     for i in 0..4000u32 {
         let len = 8 + i % 25;
         let v = (i.wrapping_mul(2_654_435_761)) & (u32::MAX << (32 - len));
         let m = parse_match(&format!("ip,nw_dst={}/{len}", std::net::Ipv4Addr::from(v))).expect("match");
-        routes.insert(ClsRule { id: u64::from(i) + 1, priority: len as u16, m, payload: i });
+        routes.insert(ClsRule { id: u64::from(i) + 1, priority: len as u16, m: Box::new(m), payload: i });
     }
     let base = parse_key("in_port=10,tcp,nw_src=10.10.0.2,nw_dst=10.10.0.9,tp_src=1234,tp_dst=80").expect("key");
     let keys: Vec<_> = (0..4096u64)

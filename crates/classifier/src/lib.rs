@@ -42,12 +42,15 @@ pub use trie::{PrefixTrie, TrieLookup};
 /// Identifies a rule; also its insertion order (ties go to the lower id).
 pub type RuleId = u64;
 
-/// A rule as the classifier sees it.
+/// A rule as the classifier sees it. The match is boxed: rules of one
+/// match at several priorities share a list, kept best first, and putting
+/// one in shifts those after it (a Match is two 37-word keys; unboxed, a
+/// policy-heavy table's inserts were a third memmove).
 #[derive(Clone, Debug)]
 pub struct ClsRule<R> {
     pub id: RuleId,
     pub priority: u16,
-    pub m: Match,
+    pub m: Box<Match>,
     pub payload: R,
 }
 

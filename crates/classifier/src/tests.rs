@@ -93,7 +93,7 @@ fn arb_key() -> impl Strategy<Value = FlowKey> {
 fn build(rules: &[(Match, u16)]) -> Classifier<()> {
     let mut c = Classifier::new();
     for (i, (m, p)) in rules.iter().enumerate() {
-        c.insert(ClsRule { id: i as u64, priority: *p, m: *m, payload: () });
+        c.insert(ClsRule { id: i as u64, priority: *p, m: Box::new(*m), payload: () });
     }
     c
 }
@@ -259,7 +259,7 @@ fn ties_go_to_the_earlier_rule_and_priority_skips() {
     let mut wc = FlowMask::ZERO;
     assert_eq!(c.lookup(&k, &mut wc).map(|r| r.id), Some(0));
     c.remove(0);
-    c.insert(ClsRule { id: 2, priority: 5, m: a, payload: () });
+    c.insert(ClsRule { id: 2, priority: 5, m: Box::new(a), payload: () });
     assert_eq!(c.lookup(&k, &mut FlowMask::default()).map(|r| r.id), Some(1));
     assert_eq!(c.find_exact(&a, 5).map(|r| r.id), Some(2));
     assert_eq!(c.n_subtables(), 2);
@@ -299,7 +299,7 @@ fn a_payload_is_replaced_in_place_only_under_the_same_match_and_priority() {
     let mut b = Match::ANY;
     b.set_exact(Field::InPort, 2);
     let mut c = Classifier::new();
-    c.insert(ClsRule { id: 7, priority: 5, m: a, payload: "old" });
+    c.insert(ClsRule { id: 7, priority: 5, m: Box::new(a), payload: "old" });
     // Another match, another priority, another id: nothing changes.
     assert_eq!(c.replace_payload(7, 5, &b, "b"), None);
     assert_eq!(c.replace_payload(7, 6, &a, "p"), None);
@@ -451,7 +451,7 @@ fn conjunctive_lookup_agrees_with_the_reference_and_masks_are_sound() {
             // Clauses crowd two priorities, so conjunctions complete.
             let p = if payload.is_empty() { *p } else { 2 + *p % 2 };
             if c.find_exact(&m, p).is_none() {
-                c.insert(ClsRule { id: i as u64, priority: p, m, payload });
+                c.insert(ClsRule { id: i as u64, priority: p, m: Box::new(m), payload });
             }
         }
         for k in &keys {
@@ -496,19 +496,19 @@ fn a_conjunction_completes_only_with_every_clause_and_falls_back_when_unanswered
     let mut m1 = Match::ANY;
     m1.set_exact(Field::EthType, 0x0800);
     m1.set_exact(Field::IpSrc, 1);
-    c.insert(ClsRule { id: 1, priority: 100, m: m1, payload: conj(7, 1) });
-    c.insert(ClsRule { id: 2, priority: 100, m: ip(2, None), payload: conj(7, 1) });
+    c.insert(ClsRule { id: 1, priority: 100, m: Box::new(m1), payload: conj(7, 1) });
+    c.insert(ClsRule { id: 2, priority: 100, m: Box::new(ip(2, None)), payload: conj(7, 1) });
     let mut m3 = Match::ANY;
     m3.set_exact(Field::EthType, 0x0800);
     m3.set_exact(Field::IpDst, 10);
-    c.insert(ClsRule { id: 3, priority: 100, m: m3, payload: conj(7, 2) });
+    c.insert(ClsRule { id: 3, priority: 100, m: Box::new(m3), payload: conj(7, 2) });
     let mut answer = Match::ANY;
     answer.set_exact(Field::ConjId, 7);
-    c.insert(ClsRule { id: 4, priority: 100, m: answer, payload: vec![] });
+    c.insert(ClsRule { id: 4, priority: 100, m: Box::new(answer), payload: vec![] });
     // an ordinary catch-all below
     let mut any_ip = Match::ANY;
     any_ip.set_exact(Field::EthType, 0x0800);
-    c.insert(ClsRule { id: 5, priority: 10, m: any_ip, payload: vec![] });
+    c.insert(ClsRule { id: 5, priority: 10, m: Box::new(any_ip), payload: vec![] });
     let key = |s: u64, d: u64| {
         let mut k = FlowKey::ZERO;
         k.set(Field::EthType, 0x0800);
@@ -536,7 +536,7 @@ fn a_conjunction_completes_only_with_every_clause_and_falls_back_when_unanswered
     let mut hi = Match::ANY;
     hi.set_exact(Field::EthType, 0x0800);
     hi.set_exact(Field::IpDst, 10);
-    c.insert(ClsRule { id: 6, priority: 200, m: hi, payload: vec![] });
-    c.insert(ClsRule { id: 4, priority: 100, m: answer, payload: vec![] });
+    c.insert(ClsRule { id: 6, priority: 200, m: Box::new(hi), payload: vec![] });
+    c.insert(ClsRule { id: 4, priority: 100, m: Box::new(answer), payload: vec![] });
     assert_eq!(look(&c, &key(2, 10)).0, Some(6));
 }
