@@ -750,9 +750,12 @@ pub struct Index {
     /// The priority of each rule entries ran ([`Index::note_priorities`]),
     /// kept while it has users.
     rule_prio: FxHashMap<RuleId, u16>,
-    /// Rules noted for traversals not registered yet (a replaced one,
-    /// waiting for [`Index::collect`]), whose priority goes then if no
-    /// entry was registered under them after all.
+    /// Rules whose priority may have lost its last user: noted for a
+    /// traversal not registered yet (a replaced one, waiting for
+    /// [`Index::collect`]), or whose last registration went during a pass.
+    /// Their priority goes at the pass's end if no entry is registered
+    /// under them then (not at once: a later entry of the same pass may
+    /// register under the rule again).
     noted: Vec<RuleId>,
     /// Per entry id, the tag of its megaflow's shared action cell (0:
     /// none, or no live entry), kept apart and dense so that an update
@@ -1066,8 +1069,11 @@ impl Index {
                 if let Some(users) = self.by_rule.get_mut(&r) {
                     Self::take_user(users, self.filed[id as usize], id);
                     if users.is_empty() {
+                        // (Its priority stays until the pass is done: an
+                        // entry moved over later in the same pass may
+                        // register under it again.)
                         self.by_rule.remove(&r);
-                        self.rule_prio.remove(&r);
+                        self.noted.push(r);
                     }
                 }
             }
@@ -1350,6 +1356,7 @@ impl Index {
         self.unregister(id, &e);
         self.filed[id as usize] = 0;
         self.free.push(id);
+        self.forget_unused_priorities();
         Some(e.mf)
     }
 
@@ -1380,12 +1387,19 @@ impl Index {
             self.filed[*id as usize] = 0;
             self.free.push(*id);
         }
+        self.forget_unused_priorities();
+        stale.len() + removed.len() + retag.len()
+    }
+
+    /// Drops the priorities noted for rules that no entry runs now (of
+    /// those whose last user went, or that were noted for a traversal
+    /// registered under other rules after all).
+    fn forget_unused_priorities(&mut self) {
         for r in std::mem::take(&mut self.noted) {
             if !self.by_rule.contains_key(&r) {
                 self.rule_prio.remove(&r);
             }
         }
-        stale.len() + removed.len() + retag.len()
     }
 
     /// Checks the invariants above against the index's own sets: every live
