@@ -72,8 +72,8 @@ struct Waiting(SharedControl);
 
 impl SlowPath for Waiting {
     type Note = Traversal;
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
-        Held(&mut self.0.lock()).upcall(key)
+    fn upcall(&mut self, key: &FlowKey, now: u64) -> Upcall<Traversal> {
+        Held(&mut self.0.lock()).upcall(key, now)
     }
     fn installed(&mut self, mf: &Arc<Megaflow>, note: Traversal, version: u64) {
         self.0.installed(mf, note, version)
@@ -91,8 +91,8 @@ struct Parking(Waiting);
 impl SlowPath for Parking {
     type Note = Traversal;
     /// A recirculated pass's miss waited (it could not be parked).
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
-        self.0.upcall(key)
+    fn upcall(&mut self, key: &FlowKey, now: u64) -> Upcall<Traversal> {
+        self.0.upcall(key, now)
     }
     fn installed(&mut self, mf: &Arc<Megaflow>, note: Traversal, version: u64) {
         self.0.installed(mf, note, version)
@@ -100,9 +100,9 @@ impl SlowPath for Parking {
     fn removed(&mut self, mf: &Arc<Megaflow>) {
         self.0.removed(mf)
     }
-    fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Traversal>> {
+    fn try_upcall(&mut self, key: &FlowKey, now: u64) -> Option<Upcall<Traversal>> {
         let mut c = self.0 .0.try_lock()?;
-        Some(Held(&mut c).upcall(key))
+        Some(Held(&mut c).upcall(key, now))
     }
     fn try_installed(&mut self, mf: &Arc<Megaflow>, note: Traversal, version: u64) -> Result<(), Traversal> {
         let Some(mut c) = self.0 .0.try_lock() else { return Err(note) };

@@ -218,7 +218,10 @@ pub struct Upcall<N> {
 pub trait SlowPath {
     /// What an upcall hands back with an installed megaflow.
     type Note;
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<Self::Note>;
+    /// Translates a missed key; `now` is the packet's time (the datapath's
+    /// clock, milliseconds, as megaflows count their last use): what the
+    /// packet teaches (learned MACs and flows) is dated by it.
+    fn upcall(&mut self, key: &FlowKey, now: u64) -> Upcall<Self::Note>;
     /// A megaflow was installed from an upcall answered at `version`, with
     /// the upcall's `note` (maintenance records and indexes it here, and
     /// revalidates it if the rules changed in between).
@@ -229,8 +232,8 @@ pub trait SlowPath {
     /// while an update changes the rule tables; its maintenance does not
     /// stop upcalls): then None, and the datapath parks the packet instead
     /// of waiting (see [`Datapath::process_packets`]).
-    fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Self::Note>> {
-        Some(self.upcall(key))
+    fn try_upcall(&mut self, key: &FlowKey, now: u64) -> Option<Upcall<Self::Note>> {
+        Some(self.upcall(key, now))
     }
     /// As [`SlowPath::installed`] without waiting (registration may be
     /// left for later), unless the megaflow cannot be kept (the rules
@@ -467,7 +470,7 @@ impl Datapath {
             return f.actions();
         }
         self.stats.misses += 1;
-        let up = slow.upcall(key);
+        let up = slow.upcall(key, now);
         let (actions, mf) = self.install(key, up, now, slow, bytes);
         if let Some(m) = mf {
             m.used(bytes, now, flags);
@@ -644,7 +647,7 @@ impl Datapath {
                                 f.actions()
                             }
                             None => {
-                                let Some(up) = slow.try_upcall(&keys[i]) else {
+                                let Some(up) = slow.try_upcall(&keys[i], now) else {
                                     let lay = lays[i];
                                     self.park(p, &lay);
                                     continue;

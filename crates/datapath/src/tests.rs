@@ -9,7 +9,7 @@ use kairo_xlate::{translate, Pipeline};
 /// The slow path of these tests: translation alone, nothing to note.
 impl SlowPath for Pipeline {
     type Note = ();
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<()> {
+    fn upcall(&mut self, key: &FlowKey, _now: u64) -> Upcall<()> {
         let r = translate(self, key);
         Upcall { actions: r.actions, mask: r.mask, note: (), version: 0, install: !r.slow }
     }
@@ -347,13 +347,13 @@ struct Busy {
 
 impl SlowPath for Busy {
     type Note = ();
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<()> {
+    fn upcall(&mut self, key: &FlowKey, now: u64) -> Upcall<()> {
         assert!(!self.upcalls_wait, "a blocking upcall while the slow path is busy");
         self.upcalls += 1;
-        self.p.upcall(key)
+        self.p.upcall(key, now)
     }
-    fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<()>> {
-        (!self.upcalls_wait).then(|| self.upcall(key))
+    fn try_upcall(&mut self, key: &FlowKey, now: u64) -> Option<Upcall<()>> {
+        (!self.upcalls_wait).then(|| self.upcall(key, now))
     }
     fn try_installed(&mut self, _mf: &Arc<Megaflow>, _note: (), _version: u64) -> Result<(), ()> {
         if self.installs_wait {

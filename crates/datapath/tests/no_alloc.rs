@@ -20,7 +20,7 @@ struct Slow(Pipeline);
 
 impl SlowPath for Slow {
     type Note = ();
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<()> {
+    fn upcall(&mut self, key: &FlowKey, _now: u64) -> Upcall<()> {
         let r = kairo_xlate::translate(&self.0, key);
         Upcall { actions: r.actions, mask: r.mask, note: (), version: 0, install: !r.slow }
     }

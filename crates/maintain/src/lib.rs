@@ -1169,6 +1169,15 @@ pub struct Control {
     /// `keep_deltas` is set (whoever sets it drains this): a learned
     /// flow's idle timeout counts from it. One entry per rule at most.
     pub touched: rustc_hash::FxHashMap<(u8, kairo_classifier::RuleId), u64>,
+    /// When (milliseconds, the datapath's clock) the packet was seen whose
+    /// lesson each learned MAC's port, and each learned flow's content,
+    /// is: a lesson from an older packet (a megaflow's refresh from
+    /// traffic sent before a host moved) does not undo it. Entries whose
+    /// MAC or rule is gone are pruned as the maps grow ([`prune_taught`]).
+    taught_macs: rustc_hash::FxHashMap<(u16, u64), u64>,
+    taught_macs_kept: usize,
+    taught_flows: rustc_hash::FxHashMap<(u8, kairo_classifier::RuleId), u64>,
+    taught_flows_kept: usize,
     /// Shared copies of installed megaflows' traversals.
     interner: Interner,
 }
@@ -1188,6 +1197,10 @@ impl Control {
             now_ms: 0,
             learn_refreshed_ms: 0,
             touched: rustc_hash::FxHashMap::default(),
+            taught_macs: rustc_hash::FxHashMap::default(),
+            taught_macs_kept: 0,
+            taught_flows: rustc_hash::FxHashMap::default(),
+            taught_flows_kept: 0,
             interner: Interner::default(),
         }
     }
@@ -1273,11 +1286,10 @@ impl Control {
     /// actions made, timeouts its FIN or RST cut.
     pub fn teach(&mut self, l: published::Lessons) {
         if !l.macs.is_empty() {
-            self.learn(&l.macs);
+            self.learn_at(l.macs);
         }
         if !l.flows.is_empty() {
-            let now = self.now_ms;
-            self.learn_flows(l.flows.into_iter().map(|f| (f, now)));
+            self.learn_flows(l.flows);
         }
         if !l.cuts.is_empty() {
             self.cut_timeouts(l.cuts);
@@ -1289,6 +1301,39 @@ impl Control {
     /// entries that sent to it are maintained), else only a refresh of its
     /// age. Returns the update's report, if it was one.
     pub fn learn(&mut self, learned: &[kairo_xlate::Learn]) -> Option<Report> {
+        let now = self.now_ms;
+        self.learn_at(learned.iter().map(|&l| (l, now)).collect())
+    }
+
+    /// [`Control::learn`], each MAC with the time (milliseconds, the
+    /// datapath's clock) of the packet that showed it. Of several lessons
+    /// for one MAC the latest wins, and one older than the packet that put
+    /// the MAC where it is now changes nothing: a megaflow's refresh from
+    /// traffic a host sent before it moved does not send it back.
+    pub fn learn_at(&mut self, mut learned: Vec<(kairo_xlate::Learn, u64)>) -> Option<Report> {
+        learned.sort_unstable_by_key(|&(l, at)| (std::cmp::Reverse(at), l.vlan, l.mac));
+        let mut seen = rustc_hash::FxHashSet::default();
+        learned.retain(|&(l, at)| {
+            seen.insert((l.vlan, l.mac)) && self.taught_macs.get(&(l.vlan, l.mac)).is_none_or(|&t| t <= at)
+        });
+        for &(l, at) in &learned {
+            let t = self.taught_macs.entry((l.vlan, l.mac)).or_default();
+            *t = (*t).max(at);
+        }
+        let learned: Vec<kairo_xlate::Learn> = learned.into_iter().map(|(l, _)| l).collect();
+        let rep = self.learn_now(&learned);
+        let p = self.published.read();
+        prune_taught(&mut self.taught_macs, &mut self.taught_macs_kept, |&(vlan, mac)| {
+            p.macs().lookup(vlan, mac).is_some()
+        });
+        rep
+    }
+
+    /// Puts MACs in the table at the current [`Control::clock`].
+    fn learn_now(&mut self, learned: &[kairo_xlate::Learn]) -> Option<Report> {
+        if learned.is_empty() {
+            return None;
+        }
         let news = {
             let p = self.published.read();
             let macs = p.macs();
@@ -1312,25 +1357,55 @@ impl Control {
     /// one), a refresh of the idle timeout for the ones already there as
     /// they are ([`Control::touched`]). Returns the update's report, if
     /// there was one.
+    ///
+    /// Of several lessons for one flow the latest wins, and one older than
+    /// the packet whose lesson the flow holds now changes nothing (as
+    /// [`Control::learn_at`] for MACs).
     pub fn learn_flows(&mut self, learned: impl IntoIterator<Item = (kairo_xlate::Learned, u64)>) -> Option<Report> {
+        let mut learned: Vec<(kairo_xlate::Learned, u64)> = learned.into_iter().collect();
+        learned.sort_by_key(|&(_, used)| std::cmp::Reverse(used));
         let mut news = Vec::new();
-        for (l, used) in learned {
-            let r = &l.rule;
+        {
             let p = self.published.read();
-            match p.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority)) {
-                Some(c) if *c.payload == *r => {
-                    if self.keep_deltas {
-                        let at = self.touched.entry((r.table, c.id)).or_default();
-                        *at = (*at).max(used);
-                    }
+            let mut seen = rustc_hash::FxHashSet::default();
+            for (l, used) in learned {
+                let r = &l.rule;
+                let Some(c) = p.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority)) else {
+                    // (Not there yet: put in oldest first below, so the latest stays.)
+                    news.push((l, used));
+                    continue;
+                };
+                let key = (r.table, c.id);
+                if !seen.insert(key) || self.taught_flows.get(&key).is_some_and(|&t| t > used) {
+                    continue;
                 }
-                _ => news.push(l),
+                if *c.payload != *r {
+                    news.push((l, used));
+                    continue;
+                }
+                let t = self.taught_flows.entry(key).or_default();
+                *t = (*t).max(used);
+                if self.keep_deltas {
+                    let at = self.touched.entry(key).or_default();
+                    *at = (*at).max(used);
+                }
             }
         }
         if news.is_empty() {
             return None;
         }
-        self.apply(&FlowMod::LearnFlows(news)).ok()
+        news.reverse();
+        let rep = self.apply(&FlowMod::LearnFlows(news.iter().map(|(l, _)| l.clone()).collect())).ok();
+        let p = self.published.read();
+        for (l, used) in &news {
+            let r = &l.rule;
+            if let Some(c) = p.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority)) {
+                let t = self.taught_flows.entry((r.table, c.id)).or_default();
+                *t = (*t).max(*used);
+            }
+        }
+        prune_taught(&mut self.taught_flows, &mut self.taught_flows_kept, |&(t, id)| p.rule(t, id).is_some());
+        rep
     }
 
     /// Advances the clock to `now_ms` (milliseconds on the clock megaflows
@@ -1360,15 +1435,15 @@ impl Control {
             let since_ms = self.refreshed * 1000;
             self.refreshed = now;
             let p = self.published.read();
-            let learned: Vec<kairo_xlate::Learn> = self
+            let learned: Vec<(kairo_xlate::Learn, u64)> = self
                 .engine
                 .entries()
                 .iter()
                 .filter(|uk| !uk.is_dead() && uk.last_used() > since_ms && uk.traversal().normal.is_some())
-                .filter_map(|uk| kairo_xlate::learned_from(&p, &uk.rep))
+                .filter_map(|uk| kairo_xlate::learned_from(&p, &uk.rep).map(|l| (l, uk.last_used())))
                 .collect();
             drop(p);
-            self.learn(&learned);
+            self.learn_at(learned);
         }
         let oldest = self.published.read().macs().oldest_use()?;
         (oldest.saturating_add(aging) <= self.clock).then(|| self.apply(&FlowMod::ExpireMacs(self.clock)).ok())?
@@ -1720,5 +1795,19 @@ fn conj_change(p: &Pipeline, d: &Delta) -> Option<(u8, RuleId, kairo_flow::Match
             p.rule(*table, *id).map(|r| (*table, *id, r.m, r.priority))
         }
         _ => None,
+    }
+}
+
+/// Forgets the lessons' times of MACs or rules no longer there, once the
+/// map has doubled since it was last pruned (amortised: a switch that
+/// learns and forgets for ever keeps it bounded by twice what is live).
+fn prune_taught<K: std::hash::Hash + Eq>(
+    map: &mut rustc_hash::FxHashMap<K, u64>,
+    kept: &mut usize,
+    live: impl Fn(&K) -> bool,
+) {
+    if map.len() > 2 * *kept + 1024 {
+        map.retain(|k, _| live(k));
+        *kept = map.len();
     }
 }

@@ -42,9 +42,11 @@ pub struct Waiting {
 /// What packets translated outside the control state taught the switch.
 #[derive(Default)]
 pub struct Lessons {
-    pub macs: Vec<Learn>,
-    /// Learned flows (made when they are taught: the switch's clock then).
-    pub flows: Vec<Learned>,
+    /// MACs NORMAL saw, each with its packet's time (milliseconds, the
+    /// datapath's clock).
+    pub macs: Vec<(Learn, u64)>,
+    /// Learned flows, each with its packet's time.
+    pub flows: Vec<(Learned, u64)>,
     pub cuts: Vec<FinTimeout>,
 }
 

@@ -133,32 +133,32 @@ impl SharedControl {
 
 /// What an upcall does under the lock: translate, and teach the MAC
 /// table, the learned flows and the fin timeouts what the packet says.
-fn upcall_locked(c: &mut Control, key: &FlowKey) -> Upcall<Traversal> {
+fn upcall_locked(c: &mut Control, key: &FlowKey, now: u64) -> Upcall<Traversal> {
     let (r, version) = {
         let p = c.pipeline();
         (kairo_xlate::translate(&p, key), c.version())
     };
-    c.teach(lessons(key, &r));
+    c.teach(lessons(key, &r, now));
     Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
 }
 
 /// What a translated packet teaches: the MACs NORMAL saw, the flows its
 /// learn actions made, the timeouts its FIN or RST cut.
-fn lessons(key: &FlowKey, r: &kairo_xlate::XlateResult) -> Lessons {
-    let flows = r.traversal.learned.as_deref().unwrap_or(&[]).to_vec();
+fn lessons(key: &FlowKey, r: &kairo_xlate::XlateResult, now: u64) -> Lessons {
+    let flows = r.traversal.learned.iter().flatten().map(|l| (l.clone(), now)).collect();
     let fin = crate::fin_or_rst(key.get(kairo_flow::Field::TcpFlags) as u16);
     let cuts = if fin { r.traversal.fin.as_deref().unwrap_or(&[]).to_vec() } else { Vec::new() };
-    Lessons { macs: r.learn.clone(), flows, cuts }
+    Lessons { macs: r.learn.iter().map(|&l| (l, now)).collect(), flows, cuts }
 }
 
 impl SharedControl {
     /// Translates against the published pipeline, outside the control
     /// state: what the packet taught waits for whoever takes it next.
-    fn translate_published(&self, read: crate::published::Read<'_>, key: &FlowKey) -> Upcall<Traversal> {
+    fn translate_published(&self, read: crate::published::Read<'_>, key: &FlowKey, now: u64) -> Upcall<Traversal> {
         let r = kairo_xlate::translate(&read.pipeline, key);
         let version = read.version;
         drop(read);
-        self.published.translated(lessons(key, &r));
+        self.published.translated(lessons(key, &r, now));
         Upcall { actions: r.actions, mask: r.mask, note: r.traversal, version, install: !r.slow }
     }
 }
@@ -172,11 +172,11 @@ impl SlowPath for SharedControl {
     /// installed, as any made before an update is).
     /// As [`SlowPath::try_upcall`], waiting only for a change of the
     /// tables under way (never for an update's maintenance).
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
-        if let Some(up) = self.try_upcall(key) {
+    fn upcall(&mut self, key: &FlowKey, now: u64) -> Upcall<Traversal> {
+        if let Some(up) = self.try_upcall(key, now) {
             return up;
         }
-        self.translate_published(self.published.read_versioned(), key)
+        self.translate_published(self.published.read_versioned(), key, now)
     }
 
     fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
@@ -186,12 +186,12 @@ impl SlowPath for SharedControl {
     /// Under the control state if it is free; while an update (or another
     /// upcall) holds it, against the published pipeline, what the packet
     /// taught kept for later. None only while the tables are being changed.
-    fn try_upcall(&mut self, key: &FlowKey) -> Option<Upcall<Traversal>> {
+    fn try_upcall(&mut self, key: &FlowKey, now: u64) -> Option<Upcall<Traversal>> {
         if let Some(mut c) = self.try_lock() {
-            return Some(upcall_locked(&mut c, key));
+            return Some(upcall_locked(&mut c, key, now));
         }
         let read = self.published.try_read()?;
-        Some(self.translate_published(read, key))
+        Some(self.translate_published(read, key, now))
     }
 
     /// Registered now if the control state is free, else offered for when
@@ -248,8 +248,8 @@ pub struct Held<'a>(pub &'a mut Control);
 
 impl SlowPath for Held<'_> {
     type Note = Traversal;
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<Traversal> {
-        upcall_locked(self.0, key)
+    fn upcall(&mut self, key: &FlowKey, now: u64) -> Upcall<Traversal> {
+        upcall_locked(self.0, key, now)
     }
     fn installed(&mut self, mf: &Arc<Megaflow>, traversal: Traversal, version: u64) {
         self.0.installed(mf, traversal, version)
@@ -265,7 +265,7 @@ pub struct Translate<'a>(pub &'a Pipeline);
 
 impl SlowPath for Translate<'_> {
     type Note = ();
-    fn upcall(&mut self, key: &FlowKey) -> Upcall<()> {
+    fn upcall(&mut self, key: &FlowKey, _now: u64) -> Upcall<()> {
         let r = kairo_xlate::translate(self.0, key);
         Upcall { actions: r.actions, mask: r.mask, note: (), version: 0, install: !r.slow }
     }

@@ -419,7 +419,7 @@ fn run_busy_case(seed: u64, ops: &[u64]) -> Result<(), String> {
         } else if op % 5 == 1 {
             let k = keys[(op >> 16) as usize % keys.len()];
             match answered.take() {
-                None => answered = fwd.try_upcall(&k).map(|up| (k, up)),
+                None => answered = fwd.try_upcall(&k, 0).map(|up| (k, up)),
                 Some((k, up)) if up.install => {
                     let mf = Arc::new(Megaflow::new(k, Arc::new(up.mask), up.actions.clone(), 1));
                     if fwd.try_installed(&mf, up.note, up.version).is_ok() {
@@ -608,6 +608,98 @@ fn megaflows_that_carry_a_mac_s_traffic_keep_it_learned() {
     assert_eq!(c.pipeline().macs().lookup(0, 0x0200_0000_0002), None, "host 2 aged out");
     // Host 1's frames to host 2 flood now; host 2's to host 1 still go to port 1.
     assert!(c.verify().is_empty());
+}
+
+/// A host that moves is not sent back by its old traffic: the megaflow
+/// that carried its frames from the old port, used just before the move
+/// and so in the refresh that follows it, does not undo what the later
+/// packet from the new port taught (the MAC table's refresh, which Open
+/// vSwitch's revalidators also do, arbitrates by packet time). A frame
+/// from the old port after that moves it back, as it would packet by packet.
+#[test]
+fn a_refresh_from_traffic_older_than_a_move_does_not_undo_it() {
+    let mut p = pipeline("actions=NORMAL", "");
+    p.set_ports([1, 2, 3, 4]);
+    let (x, h1) = ("02:00:00:00:00:09", "02:00:00:00:00:01");
+    let (mut dp, sc) = filled(&p, EngineKind::Incremental, &[format!("in_port=1,dl_src={h1},dl_dst={x},ip")]);
+    let mut slow = sc.clone();
+    let from = |port: u32| key(&format!("in_port={port},dl_src={x},dl_dst={h1},ip"));
+    let port_of_x = |sc: &SharedControl| sc.lock().pipeline().macs().lookup(0, 0x0200_0000_0009);
+    dp.process_key(&from(3), 64, None, 1_000, &mut slow);
+    assert_eq!(port_of_x(&sc), Some(3));
+    dp.process_key(&from(4), 64, None, 1_500, &mut slow);
+    assert_eq!(port_of_x(&sc), Some(4), "moved");
+    // The refresh (every quarter of the aging time) reads both megaflows:
+    // port 3's was used at 1.0 s, port 4's at 1.5 s.
+    sc.lock().tick(75_000);
+    assert_eq!(port_of_x(&sc), Some(4), "the refresh kept the later packet's lesson");
+    assert!(sc.lock().verify().is_empty());
+    // Both megaflows hit since (no upcall), port 4's last: its lesson.
+    dp.process_key(&from(3), 64, None, 76_000, &mut slow);
+    dp.process_key(&from(4), 64, None, 77_000, &mut slow);
+    sc.lock().tick(150_000);
+    assert_eq!(port_of_x(&sc), Some(4), "of two megaflows' lessons, the later one's");
+    // x speaks from port 3 again (its megaflow, no upcall): the next
+    // refresh moves it back.
+    dp.process_key(&from(3), 64, None, 151_000, &mut slow);
+    sc.lock().tick(225_000);
+    assert_eq!(port_of_x(&sc), Some(3), "a later frame from the old port moves it back");
+    assert!(sc.lock().verify().is_empty());
+    // A move taught by a packet that left no megaflow behind (at 226 s):
+    // the next refresh sees only port 3's megaflow, used before it.
+    dp.process_key(&from(3), 64, None, 225_500, &mut slow);
+    sc.lock().learn_at(vec![(kairo_xlate::Learn { vlan: 0, mac: 0x0200_0000_0009, port: 2 }, 226_000)]);
+    assert_eq!(port_of_x(&sc), Some(2));
+    sc.lock().tick(300_000);
+    assert_eq!(port_of_x(&sc), Some(2), "a refresh from traffic before the move left it");
+    assert!(sc.lock().verify().is_empty());
+}
+
+/// The same for a flow `learn` made: a megaflow's refresh of a learned
+/// flow from a packet older than the one whose lesson the flow holds now
+/// does not undo it; a later one does.
+#[test]
+fn a_learned_flow_keeps_the_latest_packets_lesson() {
+    let flows = "table=0,priority=10,actions=learn(table=1,idle_timeout=120,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],\
+                 load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]),resubmit(,1),resubmit(,2)\n\
+                 table=2,priority=10,reg0=0,actions=FLOOD\n\
+                 table=2,priority=5,actions=output:NXM_NX_REG0[0..15]";
+    let mut p = pipeline(flows, "");
+    p.set_ports([1, 2, 3, 4]);
+    let (x, h1) = ("02:00:00:00:00:09", "02:00:00:00:00:01");
+    let (mut dp, sc) = filled(&p, EngineKind::Incremental, &[]);
+    let mut slow = sc.clone();
+    let from = |port: u32| key(&format!("in_port={port},dl_src={x},dl_dst={h1},ip"));
+    let to_x = key(&format!("in_port=1,dl_src={h1},dl_dst={x},ip"));
+    let out = |sc: &SharedControl| format_actions(&translate(&sc.lock().pipeline(), &to_x).actions);
+    // (The first packet's megaflow goes at once: the flow it learned
+    // widened its lookup in table 1; the second's stays.)
+    dp.process_key(&from(3), 64, None, 900, &mut slow);
+    dp.process_key(&from(3), 64, None, 1_000, &mut slow);
+    assert_eq!(out(&sc), "3");
+    dp.process_key(&from(4), 64, None, 1_500, &mut slow);
+    assert_eq!(out(&sc), "4", "learned again on port 4");
+    // The refresh (every second) reads both megaflows, used at 1.0 and 1.5 s.
+    sc.lock().tick(2_000);
+    assert_eq!(out(&sc), "4", "the refresh kept the later packet's lesson");
+    assert!(sc.lock().verify().is_empty());
+    dp.process_key(&from(3), 64, None, 2_100, &mut slow);
+    dp.process_key(&from(4), 64, None, 2_200, &mut slow);
+    sc.lock().tick(3_000);
+    assert_eq!(out(&sc), "4", "of two megaflows' lessons, the later one's");
+    dp.process_key(&from(3), 64, None, 3_500, &mut slow);
+    sc.lock().tick(4_100);
+    assert_eq!(out(&sc), "3", "a later frame from port 3 learns it there again");
+    assert!(sc.lock().verify().is_empty());
+    // A lesson from a packet that left no megaflow behind (port 2, at
+    // 4.6 s): the next refresh sees only port 3's megaflow, used before it.
+    dp.process_key(&from(3), 64, None, 4_500, &mut slow);
+    let learned = translate(&sc.lock().pipeline(), &from(2)).traversal.learned.expect("a learn ran");
+    sc.lock().learn_flows(learned.iter().map(|l| (l.clone(), 4_600)));
+    assert_eq!(out(&sc), "2");
+    sc.lock().tick(5_200);
+    assert_eq!(out(&sc), "2", "a refresh from traffic before the lesson left it");
+    assert!(sc.lock().verify().is_empty());
 }
 
 #[test]
@@ -1656,13 +1748,13 @@ fn registrations_from_before_an_update_are_refused_or_revalidated() {
     };
     let mut update = sc.lock();
     // Translated, then the update, then offered: refused.
-    let up = fwd.try_upcall(&k).expect("translated while the control state is held");
+    let up = fwd.try_upcall(&k, 0).expect("translated while the control state is held");
     update.apply(&parse_command("mod-flows", "table=0,ip,actions=output:3").unwrap()).unwrap();
     let mf = megaflow(&up);
     assert!(fwd.try_installed(&mf, up.note, up.version).is_err(), "offered after the version moved on");
     assert_eq!(update.engine.len(), 0);
     // Translated and offered, then the update: registered and maintained.
-    let up = fwd.try_upcall(&k).unwrap();
+    let up = fwd.try_upcall(&k, 0).unwrap();
     let mf = megaflow(&up);
     assert!(fwd.try_installed(&mf, up.note, up.version).is_ok());
     assert_eq!(mf.actions().as_slice(), &[DpAction::Output(3)]);
