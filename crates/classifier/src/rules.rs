@@ -11,21 +11,26 @@
 //! `hashbrown::HashTable` because std's map cannot look up by a hash and a
 //! comparison of the caller's choosing.
 //!
-//! Invariant: every entry's key is masked by the mask the table was made
-//! for, no two entries have the same key, and no entry's rule list is
-//! empty (the classifier removes a list when its last rule goes).
+//! An entry keeps only the mask's words of its key (a few words, not the
+//! key's 38: a rule table of millions holds one entry per distinct match),
+//! inline (`smallvec`) when they are few.
+//!
+//! Invariant: every entry's words are its key's words under the mask the
+//! table was made for, in the mask's order, no two entries have the same
+//! words, and no entry's rule list is empty (the classifier removes a list
+//! when its last rule goes).
 
 use hashbrown::HashTable;
 use kairo_flow::{FlowKey, FlowMask};
 
 use crate::ClsRule;
 
-/// The hash of `key` on `words` (each word's index and mask bits).
+/// The hash of masked words, in the mask's order.
 #[inline]
-fn hash_words(words: &[(u8, u64)], key: &FlowKey) -> u64 {
+fn hash_vals(vals: impl Iterator<Item = u64>) -> u64 {
     let mut h = 0u64;
-    for &(i, m) in words {
-        h = (h.rotate_left(5) ^ (key.w[i as usize] & m)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    for v in vals {
+        h = (h.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
     // Both ends of the hash are used (the table's slot and its tag).
     h ^= h >> 33;
@@ -33,10 +38,21 @@ fn hash_words(words: &[(u8, u64)], key: &FlowKey) -> u64 {
     h ^ (h >> 33)
 }
 
-/// One masked key and its rules, best first.
+/// The hash of `key` on `words` (each word's index and mask bits).
+#[inline]
+fn hash_words(words: &[(u8, u64)], key: &FlowKey) -> u64 {
+    hash_vals(words.iter().map(|&(i, m)| key.w[i as usize] & m))
+}
+
+/// A masked key's words: inline up to four (most masks: a probe that hits
+/// compares them in the table's own slot; behind a pointer, translation
+/// took a quarter longer), on the heap past that.
+type Vals = smallvec::SmallVec<[u64; 4]>;
+
+/// One masked key (its words under the mask) and its rules, best first.
 #[derive(Clone, Debug)]
 struct Entry<R> {
-    key: FlowKey,
+    vals: Vals,
     rules: Vec<ClsRule<R>>,
 }
 
@@ -62,7 +78,7 @@ impl<R> Rules<R> {
     /// Does `e`'s key equal `key` masked?
     #[inline]
     fn same(words: &[(u8, u64)], e: &Entry<R>, key: &FlowKey) -> bool {
-        words.iter().all(|&(i, m)| e.key.w[i as usize] == key.w[i as usize] & m)
+        words.iter().zip(e.vals.iter()).all(|(&(i, m), &v)| v == key.w[i as usize] & m)
     }
 
     /// The rules whose masked key is `key` masked, best first.
@@ -82,8 +98,9 @@ impl<R> Rules<R> {
     pub(crate) fn entry(&mut self, key: &FlowKey) -> &mut Vec<ClsRule<R>> {
         let h = self.hash(key);
         let words = &self.words;
-        let e = self.table.entry(h, |e| Self::same(words, e, key), |e| hash_words(words, &e.key));
-        &mut e.or_insert_with(|| Entry { key: *key, rules: Vec::new() }).into_mut().rules
+        let e = self.table.entry(h, |e| Self::same(words, e, key), |e| hash_vals(e.vals.iter().copied()));
+        let vals = || words.iter().map(|&(i, m)| key.w[i as usize] & m).collect();
+        &mut e.or_insert_with(|| Entry { vals: vals(), rules: Vec::new() }).into_mut().rules
     }
 
     /// Removes masked key `key` and its rules.
