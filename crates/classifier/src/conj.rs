@@ -71,7 +71,7 @@ pub struct ConjLookup<'a, R> {
 /// A matching clause rule: its identical-match list and its place there.
 type Soft<'a, R> = (&'a [ClsRule<R>], usize);
 
-impl<R> Classifier<R> {
+impl<R: kairo_flow::HasMatch> Classifier<R> {
     /// The lookup of `key` (whose `conj_id` is zero) in a table with
     /// conjunctive flows; `clauses(payload)` gives a rule's conjunction
     /// actions (empty for an ordinary rule). ORs into `wc` the bits it

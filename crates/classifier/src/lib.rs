@@ -34,7 +34,7 @@ mod trie;
 pub use conj::{Clause, ConjLookup};
 use kairo_flow::field::{Field, Stage, ETH_TYPE_IP, ETH_TYPE_IPV6, N_STAGES, STAGE_WORDS};
 use kairo_flow::parse::{prefix_len, prefix_len128, prefix_mask, prefix_mask128};
-use kairo_flow::{FlowKey, FlowMask, Match};
+use kairo_flow::{FlowKey, FlowMask, HasMatch, Match};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 pub use trie::{PrefixTrie, TrieLookup};
@@ -42,15 +42,12 @@ pub use trie::{PrefixTrie, TrieLookup};
 /// Identifies a rule; also its insertion order (ties go to the lower id).
 pub type RuleId = u64;
 
-/// A rule as the classifier sees it. The match is boxed: rules of one
-/// match at several priorities share a list, kept best first, and putting
-/// one in shifts those after it (a Match is two 37-word keys; unboxed, a
-/// policy-heavy table's inserts were a third memmove).
+/// A rule as the classifier sees it: its match is its payload's
+/// ([`HasMatch`]; a pipeline's rule holds it once, for both).
 #[derive(Clone, Debug)]
 pub struct ClsRule<R> {
     pub id: RuleId,
     pub priority: u16,
-    pub m: Box<Match>,
     pub payload: R,
 }
 
@@ -59,6 +56,14 @@ impl<R> ClsRule<R> {
     #[inline]
     pub fn beats(&self, other: &ClsRule<R>) -> bool {
         (self.priority, std::cmp::Reverse(self.id)) > (other.priority, std::cmp::Reverse(other.id))
+    }
+}
+
+impl<R: HasMatch> ClsRule<R> {
+    /// The rule's match.
+    #[inline]
+    pub fn m(&self) -> &Match {
+        self.payload.matched()
     }
 }
 
@@ -255,7 +260,7 @@ impl<R> Default for Classifier<R> {
     }
 }
 
-impl<R> Classifier<R> {
+impl<R: HasMatch> Classifier<R> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -284,7 +289,7 @@ impl<R> Classifier<R> {
     /// Inserts a rule. Ids must be unique; the caller (the table) decides what
     /// replaces what.
     pub fn insert(&mut self, rule: ClsRule<R>) {
-        let mask = *rule.m.mask();
+        let mask = *rule.m().mask();
         let slot = match self.by_mask.get(&mask) {
             Some(&s) => s,
             None => {
@@ -306,12 +311,12 @@ impl<R> Classifier<R> {
             }
         };
         for (i, f) in TRIE_FIELDS.iter().enumerate() {
-            if let Some(l) = trie_plen_of(*f, rule.m.mask()).filter(|&l| l > 0) {
-                self.tries[i].insert(trie_value(*f, rule.m.key()), l);
+            if let Some(l) = trie_plen_of(*f, rule.m().mask()).filter(|&l| l > 0) {
+                self.tries[i].insert(trie_value(*f, rule.m().key()), l);
             }
         }
         let Some(st) = self.slots[slot].as_mut() else { unreachable!("slot in by_mask is live") };
-        let key = *rule.m.key();
+        let key = *rule.m().key();
         if let Some(l) = st.ports_plen {
             st.ports_trie.insert(ports_value(&key), l);
         }
@@ -362,8 +367,8 @@ impl<R> Classifier<R> {
         let old_max = st.max_priority;
         st.max_priority = *st.priorities.keys().next_back().unwrap_or(&0);
         for (i, f) in TRIE_FIELDS.iter().enumerate() {
-            if let Some(l) = trie_plen_of(*f, rule.m.mask()).filter(|&l| l > 0) {
-                self.tries[i].remove(trie_value(*f, rule.m.key()), l);
+            if let Some(l) = trie_plen_of(*f, rule.m().mask()).filter(|&l| l > 0) {
+                self.tries[i].remove(trie_value(*f, rule.m().key()), l);
             }
         }
         if st.n_rules == 0 {
@@ -390,6 +395,7 @@ impl<R> Classifier<R> {
     /// (Found by its match, as [`Classifier::find_exact`] finds it, which
     /// its caller has usually just done: the same memory, warm.)
     pub fn replace_payload(&mut self, id: RuleId, priority: u16, m: &Match, payload: R) -> Option<R> {
+        debug_assert!(payload.matched() == m, "a payload's match is the rule's");
         let slot = *self.by_mask.get(m.mask())?;
         let st = self.slots[slot].as_mut()?;
         let rule = st.rules.get_mut(m.key())?.iter_mut().find(|r| r.id == id && r.priority == priority)?;
@@ -559,7 +565,7 @@ impl<R> Classifier<R> {
                     common.w[i] &= mask.w[i];
                 }
                 for bucket in st.rules.values() {
-                    if bucket[0].m.key().eq_masked(key, &common)
+                    if bucket[0].m().key().eq_masked(key, &common)
                         && bucket.iter().any(|r| r.priority >= min_priority && pred(r))
                     {
                         return true;
@@ -574,7 +580,7 @@ impl<R> Classifier<R> {
     pub fn lookup_linear(&self, key: &FlowKey) -> Option<&ClsRule<R>> {
         let mut best: Option<&ClsRule<R>> = None;
         for r in self.iter() {
-            if r.m.matches(key) && best.is_none_or(|b| r.beats(b)) {
+            if r.m().matches(key) && best.is_none_or(|b| r.beats(b)) {
                 best = Some(r);
             }
         }

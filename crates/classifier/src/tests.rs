@@ -90,10 +90,10 @@ fn arb_key() -> impl Strategy<Value = FlowKey> {
         })
 }
 
-fn build(rules: &[(Match, u16)]) -> Classifier<()> {
+fn build(rules: &[(Match, u16)]) -> Classifier<(Match, ())> {
     let mut c = Classifier::new();
     for (i, (m, p)) in rules.iter().enumerate() {
-        c.insert(ClsRule { id: i as u64, priority: *p, m: Box::new(*m), payload: () });
+        c.insert(ClsRule { id: i as u64, priority: *p, payload: (*m, ()) });
     }
     c
 }
@@ -142,7 +142,7 @@ proptest! {
                 let kt = k.masked(&region);
                 match c.lookup_linear(k) {
                     Some(w) => {
-                        prop_assert!(w.m.mask().is_subset_of(&region));
+                        prop_assert!(w.m().mask().is_subset_of(&region));
                         let (wp, wid) = (w.priority, w.id);
                         prop_assert!(!c.any_overlapping(&kt, &region, wp, |q| q.priority > wp || q.id < wid));
                     }
@@ -159,10 +159,10 @@ proptest! {
                     let kn = k.masked(&narrow);
                     let floors: Vec<u16> = std::iter::once(0).chain(c.iter().map(|r| r.priority)).collect();
                     let floor = floors[j % floors.len()];
-                    let overlaps = |r: &ClsRule<()>| {
-                        (0..kn.w.len()).all(|i| (r.m.key().w[i] ^ kn.w[i]) & r.m.mask().w[i] & narrow.w[i] == 0)
+                    let overlaps = |r: &ClsRule<(Match, ())>| {
+                        (0..kn.w.len()).all(|i| (r.m().key().w[i] ^ kn.w[i]) & r.m().mask().w[i] & narrow.w[i] == 0)
                     };
-                    let odd = |r: &ClsRule<()>| r.id % 2 == 1;
+                    let odd = |r: &ClsRule<(Match, ())>| r.id % 2 == 1;
                     let linear = c.iter().any(|r| r.priority >= floor && odd(r) && overlaps(r));
                     prop_assert_eq!(c.any_overlapping(&kn, &narrow, floor, odd), linear, "floor {} region {:?}", floor, narrow);
                     let linear_all = c.iter().any(|r| r.priority >= floor && overlaps(r));
@@ -171,7 +171,7 @@ proptest! {
             }
             let mut union = FlowMask::ZERO;
             for r in c.iter() {
-                union.or(r.m.mask());
+                union.or(r.m().mask());
             }
             prop_assert_eq!(c.read_mask(), &union);
             for idx in &removals {
@@ -259,7 +259,7 @@ fn ties_go_to_the_earlier_rule_and_priority_skips() {
     let mut wc = FlowMask::ZERO;
     assert_eq!(c.lookup(&k, &mut wc).map(|r| r.id), Some(0));
     c.remove(0);
-    c.insert(ClsRule { id: 2, priority: 5, m: Box::new(a), payload: () });
+    c.insert(ClsRule { id: 2, priority: 5, payload: (a, ()) });
     assert_eq!(c.lookup(&k, &mut FlowMask::default()).map(|r| r.id), Some(1));
     assert_eq!(c.find_exact(&a, 5).map(|r| r.id), Some(2));
     assert_eq!(c.n_subtables(), 2);
@@ -299,18 +299,18 @@ fn a_payload_is_replaced_in_place_only_under_the_same_match_and_priority() {
     let mut b = Match::ANY;
     b.set_exact(Field::InPort, 2);
     let mut c = Classifier::new();
-    c.insert(ClsRule { id: 7, priority: 5, m: Box::new(a), payload: "old" });
+    c.insert(ClsRule { id: 7, priority: 5, payload: (a, "old") });
     // Another match, another priority, another id: nothing changes.
-    assert_eq!(c.replace_payload(7, 5, &b, "b"), None);
-    assert_eq!(c.replace_payload(7, 6, &a, "p"), None);
-    assert_eq!(c.replace_payload(8, 5, &a, "id"), None);
-    assert_eq!(c.get(7).map(|r| r.payload), Some("old"));
-    assert_eq!(c.replace_payload(7, 5, &a, "new"), Some("old"));
+    assert_eq!(c.replace_payload(7, 5, &b, (b, "b")), None);
+    assert_eq!(c.replace_payload(7, 6, &a, (a, "p")), None);
+    assert_eq!(c.replace_payload(8, 5, &a, (a, "id")), None);
+    assert_eq!(c.get(7).map(|r| r.payload.1), Some("old"));
+    assert_eq!(c.replace_payload(7, 5, &a, (a, "new")).map(|p| p.1), Some("old"));
     let mut k = FlowKey::ZERO;
     k.set(Field::InPort, 1);
-    let hit = c.lookup(&k, &mut FlowMask::default()).map(|r| (r.id, r.payload));
+    let hit = c.lookup(&k, &mut FlowMask::default()).map(|r| (r.id, r.payload.1));
     assert_eq!(hit, Some((7, "new")));
-    assert_eq!(c.find_exact(&a, 5).map(|r| r.payload), Some("new"));
+    assert_eq!(c.find_exact(&a, 5).map(|r| r.payload.1), Some("new"));
     assert_eq!(c.len(), 1);
 }
 
@@ -352,27 +352,32 @@ fn ipv6_prefix_tries_unwildcard_only_what_decides() {
 /// the conjunctions the matching clauses complete (by id), each answered by
 /// the best ordinary rule matching with that conj_id whose match no clause
 /// outranks; the hard match if none answers.
-fn conj_reference(c: &Classifier<Vec<Clause>>, key: &FlowKey) -> Option<RuleId> {
-    let all: Vec<&ClsRule<Vec<Clause>>> = c.iter().collect();
-    fn best<'a>(rs: impl Iterator<Item = &'a ClsRule<Vec<Clause>>>) -> Option<&'a ClsRule<Vec<Clause>>> {
-        rs.fold(None, |b: Option<&ClsRule<Vec<Clause>>>, r| if b.is_none_or(|b| r.beats(b)) { Some(r) } else { b })
+fn conj_reference(c: &Classifier<(Match, Vec<Clause>)>, key: &FlowKey) -> Option<RuleId> {
+    let all: Vec<&ClsRule<(Match, Vec<Clause>)>> = c.iter().collect();
+    fn best<'a>(
+        rs: impl Iterator<Item = &'a ClsRule<(Match, Vec<Clause>)>>,
+    ) -> Option<&'a ClsRule<(Match, Vec<Clause>)>> {
+        rs.fold(
+            None,
+            |b: Option<&ClsRule<(Match, Vec<Clause>)>>, r| if b.is_none_or(|b| r.beats(b)) { Some(r) } else { b },
+        )
     }
-    let hard = best(all.iter().copied().filter(|r| r.payload.is_empty() && r.m.matches(key)));
+    let hard = best(all.iter().copied().filter(|r| r.payload.1.is_empty() && r.m().matches(key)));
     let floor = hard.map(|h| i32::from(h.priority)).unwrap_or(-1);
     let mut levels: Vec<u16> = all
         .iter()
-        .filter(|r| !r.payload.is_empty() && r.m.matches(key) && i32::from(r.priority) > floor)
+        .filter(|r| !r.payload.1.is_empty() && r.m().matches(key) && i32::from(r.priority) > floor)
         .map(|r| r.priority)
         .collect();
     levels.sort_unstable_by(|a, b| b.cmp(a));
     levels.dedup();
     for s in levels {
-        let softs: Vec<&ClsRule<Vec<Clause>>> =
-            all.iter().copied().filter(|r| !r.payload.is_empty() && r.m.matches(key) && r.priority == s).collect();
+        let softs: Vec<&ClsRule<(Match, Vec<Clause>)>> =
+            all.iter().copied().filter(|r| !r.payload.1.is_empty() && r.m().matches(key) && r.priority == s).collect();
         let mut ids: Vec<u32> = Vec::new();
-        for c0 in softs.iter().flat_map(|r| r.payload.iter()) {
+        for c0 in softs.iter().flat_map(|r| r.payload.1.iter()) {
             let covered = (1..=c0.n)
-                .all(|k| softs.iter().any(|r| r.payload.iter().any(|c| c.id == c0.id && c.n == c0.n && c.k == k)));
+                .all(|k| softs.iter().any(|r| r.payload.1.iter().any(|c| c.id == c0.id && c.n == c0.n && c.k == k)));
             if usize::from(c0.n) <= softs.len() && covered {
                 ids.push(c0.id);
             }
@@ -382,9 +387,11 @@ fn conj_reference(c: &Classifier<Vec<Clause>>, key: &FlowKey) -> Option<RuleId> 
         for id in ids {
             let mut k2 = *key;
             k2.set(Field::ConjId, u64::from(id));
-            let shadowed =
-                |r: &ClsRule<Vec<Clause>>| all.iter().any(|c| !c.payload.is_empty() && c.m == r.m && c.beats(r));
-            let found = best(all.iter().copied().filter(|r| r.payload.is_empty() && r.m.matches(&k2) && !shadowed(r)));
+            let shadowed = |r: &ClsRule<(Match, Vec<Clause>)>| {
+                all.iter().any(|c| !c.payload.1.is_empty() && c.m() == r.m() && c.beats(r))
+            };
+            let found =
+                best(all.iter().copied().filter(|r| r.payload.1.is_empty() && r.m().matches(&k2) && !shadowed(r)));
             if let Some(r) = found {
                 return Some(r.id);
             }
@@ -426,7 +433,7 @@ fn conjunctive_lookup_agrees_with_the_reference_and_masks_are_sound() {
     );
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 400, ..ProptestConfig::default() });
     let result = runner.run(&strategy, |(rules, keys, noise)| {
-        let mut c: Classifier<Vec<Clause>> = Classifier::new();
+        let mut c: Classifier<(Match, Vec<Clause>)> = Classifier::new();
         for (i, (m, p, kind, dim)) in rules.iter().enumerate() {
             let (m, payload) = match kind {
                 Kind::Ordinary => (*m, vec![]),
@@ -451,12 +458,12 @@ fn conjunctive_lookup_agrees_with_the_reference_and_masks_are_sound() {
             // Clauses crowd two priorities, so conjunctions complete.
             let p = if payload.is_empty() { *p } else { 2 + *p % 2 };
             if c.find_exact(&m, p).is_none() {
-                c.insert(ClsRule { id: i as u64, priority: p, m: Box::new(m), payload });
+                c.insert(ClsRule { id: i as u64, priority: p, payload: (m, payload) });
             }
         }
         for k in &keys {
             let mut wc = FlowMask::ZERO;
-            let r = c.lookup_conjunctive(k, &mut wc, |p, f| p.iter().for_each(|c| f(*c)));
+            let r = c.lookup_conjunctive(k, &mut wc, |p, f| p.1.iter().for_each(|c| f(*c)));
             answered.set(answered.get() + usize::from(r.conj.is_some()));
             let got = r.rule.map(|r| r.id);
             let want = conj_reference(&c, k);
@@ -491,24 +498,24 @@ fn a_conjunction_completes_only_with_every_clause_and_falls_back_when_unanswered
         m
     };
     let conj = |id, k| vec![Clause { id, k, n: 2 }];
-    let mut c: Classifier<Vec<Clause>> = Classifier::new();
+    let mut c: Classifier<(Match, Vec<Clause>)> = Classifier::new();
     // conj 7: ip_src in {1, 2} and ip_dst in {10}
     let mut m1 = Match::ANY;
     m1.set_exact(Field::EthType, 0x0800);
     m1.set_exact(Field::IpSrc, 1);
-    c.insert(ClsRule { id: 1, priority: 100, m: Box::new(m1), payload: conj(7, 1) });
-    c.insert(ClsRule { id: 2, priority: 100, m: Box::new(ip(2, None)), payload: conj(7, 1) });
+    c.insert(ClsRule { id: 1, priority: 100, payload: (m1, conj(7, 1)) });
+    c.insert(ClsRule { id: 2, priority: 100, payload: (ip(2, None), conj(7, 1)) });
     let mut m3 = Match::ANY;
     m3.set_exact(Field::EthType, 0x0800);
     m3.set_exact(Field::IpDst, 10);
-    c.insert(ClsRule { id: 3, priority: 100, m: Box::new(m3), payload: conj(7, 2) });
+    c.insert(ClsRule { id: 3, priority: 100, payload: (m3, conj(7, 2)) });
     let mut answer = Match::ANY;
     answer.set_exact(Field::ConjId, 7);
-    c.insert(ClsRule { id: 4, priority: 100, m: Box::new(answer), payload: vec![] });
+    c.insert(ClsRule { id: 4, priority: 100, payload: (answer, vec![]) });
     // an ordinary catch-all below
     let mut any_ip = Match::ANY;
     any_ip.set_exact(Field::EthType, 0x0800);
-    c.insert(ClsRule { id: 5, priority: 10, m: Box::new(any_ip), payload: vec![] });
+    c.insert(ClsRule { id: 5, priority: 10, payload: (any_ip, vec![]) });
     let key = |s: u64, d: u64| {
         let mut k = FlowKey::ZERO;
         k.set(Field::EthType, 0x0800);
@@ -516,9 +523,9 @@ fn a_conjunction_completes_only_with_every_clause_and_falls_back_when_unanswered
         k.set(Field::IpDst, d);
         k
     };
-    let look = |c: &Classifier<Vec<Clause>>, k: &FlowKey| {
+    let look = |c: &Classifier<(Match, Vec<Clause>)>, k: &FlowKey| {
         let mut wc = FlowMask::ZERO;
-        let r = c.lookup_conjunctive(k, &mut wc, |p, f| p.iter().for_each(|c| f(*c)));
+        let r = c.lookup_conjunctive(k, &mut wc, |p, f| p.1.iter().for_each(|c| f(*c)));
         (r.rule.map(|r| r.id), r.hard.map(|r| r.id), r.conj.map(|(id, _)| id), wc)
     };
     let (rule, floor, conj_id, wc) = look(&c, &key(2, 10));
@@ -536,7 +543,7 @@ fn a_conjunction_completes_only_with_every_clause_and_falls_back_when_unanswered
     let mut hi = Match::ANY;
     hi.set_exact(Field::EthType, 0x0800);
     hi.set_exact(Field::IpDst, 10);
-    c.insert(ClsRule { id: 6, priority: 200, m: Box::new(hi), payload: vec![] });
-    c.insert(ClsRule { id: 4, priority: 100, m: Box::new(answer), payload: vec![] });
+    c.insert(ClsRule { id: 6, priority: 200, payload: (hi, vec![]) });
+    c.insert(ClsRule { id: 4, priority: 100, payload: (answer, vec![]) });
     assert_eq!(look(&c, &key(2, 10)).0, Some(6));
 }

@@ -281,6 +281,31 @@ pub struct Match {
     mask: FlowMask,
 }
 
+/// What carries a match (a rule, or a match with a payload beside it): a
+/// classifier reads each rule's match from its payload, so that the match
+/// is held once.
+pub trait HasMatch {
+    fn matched(&self) -> &Match;
+}
+
+impl HasMatch for Match {
+    fn matched(&self) -> &Match {
+        self
+    }
+}
+
+impl<T: HasMatch + ?Sized> HasMatch for std::sync::Arc<T> {
+    fn matched(&self) -> &Match {
+        (**self).matched()
+    }
+}
+
+impl<P> HasMatch for (Match, P) {
+    fn matched(&self) -> &Match {
+        &self.0
+    }
+}
+
 impl Match {
     /// The match-everything match.
     pub const ANY: Match = Match { key: FlowKey::ZERO, mask: FlowMask::ZERO };

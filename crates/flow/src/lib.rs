@@ -15,7 +15,7 @@ pub mod parse;
 pub mod print;
 
 pub use field::{Field, Stage, N_STAGES, STAGE_WORDS, WORDS};
-pub use key::{FlowKey, FlowMask, Match};
+pub use key::{FlowKey, FlowMask, HasMatch, Match};
 pub use parse::{parse_field_value, parse_key, parse_match, split_top, MatchBuilder};
 pub use print::{format_key, format_match, format_megaflow};
 

@@ -437,7 +437,7 @@ fn choose_fields(p: &Pipeline, t: u8) -> (Field, Option<Field>) {
     if let Some(tb) = p.table(t) {
         for r in tb.cls.iter() {
             for f in Field::all().filter(useful) {
-                let n = r.m.mask().get(f).count_ones() as u64;
+                let n = r.m().mask().get(f).count_ones() as u64;
                 if n > 0 {
                     *score.entry(f).or_insert(0) += n;
                 }
@@ -455,7 +455,7 @@ fn third_field(p: &Pipeline, t: u8, outer: Field, inner: Option<Field>) -> Optio
     let mut score: FxHashMap<Field, u64> = FxHashMap::default();
     for r in p.table(t)?.cls.iter().filter(|r| r.payload.inst.is_clause()) {
         for f in Field::all().filter(|f| useful(f) && *f != outer && Some(*f) != inner) {
-            let n = r.m.mask().get(f).count_ones() as u64;
+            let n = r.m().mask().get(f).count_ones() as u64;
             if n > 0 {
                 *score.entry(f).or_insert(0) += n;
             }

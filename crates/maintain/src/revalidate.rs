@@ -64,7 +64,7 @@ fn step_holds(p: &Pipeline, t: u8, outcome: Outcome, kt: &FlowKey, region: &Flow
     match outcome {
         Outcome::Rule(id) => {
             let Some(w) = table.cls.get(id) else { return false };
-            if !w.m.mask().is_subset_of(region) || !w.m.matches(kt) {
+            if !w.m().mask().is_subset_of(region) || !w.m().matches(kt) {
                 return false;
             }
             let (wp, wid): (u16, RuleId) = (w.priority, w.id);
@@ -98,9 +98,9 @@ fn conj_step_holds(table: &Table, outcome: Outcome, kt: &FlowKey, region: &FlowM
     let mut open = *region;
     open.set(Field::ConjId, 0);
     let inside = |q: &ClsRule<Arc<Rule>>| {
-        let mut m = *q.m.mask();
+        let mut m = *q.m().mask();
         m.set(Field::ConjId, 0);
-        m.is_subset_of(region) && q.m.key().eq_masked(kt, &m)
+        m.is_subset_of(region) && q.m().key().eq_masked(kt, &m)
     };
     // What decided: the answer (with the clauses of its priority, which
     // are among the admitted below), or the hard match.

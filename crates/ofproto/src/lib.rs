@@ -55,6 +55,12 @@ pub struct Rule {
     pub flags: u16,
 }
 
+impl kairo_flow::HasMatch for Rule {
+    fn matched(&self) -> &Match {
+        &self.m
+    }
+}
+
 /// OpenFlow flow-mod flags (OFPFF_*), the same numbers in 1.3 and 1.5.
 pub mod flags {
     pub const SEND_FLOW_REM: u16 = 1 << 0;

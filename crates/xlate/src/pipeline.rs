@@ -608,7 +608,7 @@ impl Pipeline {
             Some(old) => Some(old),
             None => {
                 let old = table.cls.remove(id).map(|c| c.payload);
-                table.cls.insert(ClsRule { id, priority: r.priority, m: Box::new(r.m), payload: r.clone() });
+                table.cls.insert(ClsRule { id, priority: r.priority, payload: r.clone() });
                 old
             }
         };
