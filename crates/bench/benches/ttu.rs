@@ -28,7 +28,7 @@ fn ttu(c: &mut Criterion) {
     grp.sample_size(10);
     for &n in &sizes {
         for kind in [EngineKind::Incremental, EngineKind::Full] {
-            let (_dp, sc) = fill(&p, kind, keys.iter().copied(), false, n, false).unwrap();
+            let (_dp, sc) = fill(p.clone(), kind, keys.iter().copied(), false, n, false).unwrap();
             grp.bench_with_input(BenchmarkId::new(format!("{kind:?}"), n), &n, |b, _| {
                 b.iter(|| {
                     let mut ctl = sc.lock();

@@ -39,7 +39,7 @@ fn main() -> Result<(), String> {
         kairo_ofproto::parse_group_file(&wl.groups).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), wl.connections, entries, false)?;
+    let (_dp, sc) = fill(p, EngineKind::Incremental, wl.keys(), wl.connections, entries, false)?;
     println!("Antrea, {entries} megaflows: per update, entries re-translated and what they could share");
     println!(
         "{:>16}  {:>8}  {:>10}  {:>12}  {:>11}  {:>12}  {:>6}",

@@ -71,7 +71,7 @@ pub fn run(opts: &OfOpts) -> Result<OfReport, String> {
     let msgs: Vec<_> = mods.iter().map(|m| to_messages(m, v).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
     for &n in &opts.entries {
-        let (dp, sc) = fill(&p, opts.engine, wl.keys(), wl.connections, n, opts.progress)?;
+        let (dp, sc) = fill(p.clone(), opts.engine, wl.keys(), wl.connections, n, opts.progress)?;
         let engine = sc.lock().engine.name();
         let sw = Arc::new(Switch::from_parts(sc, dp, Vec::new()));
         let dir =

@@ -237,7 +237,7 @@ pub fn run(opts: &StallOpts) -> Result<StallReport, String> {
     let mut rows = Vec::new();
     let mut update_ms = Vec::new();
     for mode in [Mode::Published, Mode::Parked, Mode::Waiting] {
-        let (mut dp, sc) = fill(&p, EngineKind::Full, keys.iter().copied(), false, opts.entries, opts.progress)?;
+        let (mut dp, sc) = fill(p.clone(), EngineKind::Full, keys.iter().copied(), false, opts.entries, opts.progress)?;
         // Flows the cache holds (hits) and flows it does not (misses),
         // among those the pipeline sends somewhere (a packet's latency is
         // read when it goes out).

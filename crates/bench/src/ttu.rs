@@ -544,7 +544,7 @@ pub(crate) fn fill_with<S: kairo_datapath::SlowPath + ?Sized>(
 /// alone (its passes followed at the level of keys), or with `connections`
 /// opened as a connection through the datapath's tracker.
 pub fn fill(
-    p: &Pipeline,
+    p: Pipeline,
     kind: EngineKind,
     keys: impl IntoIterator<Item = FlowKey>,
     connections: bool,
@@ -552,7 +552,7 @@ pub fn fill(
     show: bool,
 ) -> Result<(Datapath, SharedControl), String> {
     let mut dp = fill_datapath(n);
-    let mut sc = SharedControl::new(Control::new(p.clone(), kind));
+    let mut sc = SharedControl::new(Control::new(p, kind));
     let pb = crate::progress_bar(show, n as u64, format!("fill {n} megaflows ({})", sc.lock().engine.name()));
     for k in keys {
         if dp.n_flows() >= n {
@@ -597,7 +597,10 @@ fn only_kinds(
 pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let max = opts.entries.iter().copied().max().unwrap_or(0);
     let wl = workload(opts.pipeline.clone(), max, opts.updates, opts.seed)?;
-    let p = wl.pipeline()?;
+    // (Checked before anything is filled; each run then builds its own
+    // from the workload, so that none is held beside the one it fills:
+    // a 10M-megaflow routing table is gigabytes.)
+    wl.pipeline()?;
     let stream = &only_kinds(&wl.updates, &opts.kinds)?;
     let mods: Vec<FlowMod> = stream
         .iter()
@@ -613,7 +616,7 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
     for &n in &opts.entries {
         for &kind in &opts.engines {
-            let (_dp, sc) = fill(&p, kind, wl.keys(), wl.connections, n, opts.progress)?;
+            let (_dp, sc) = fill(wl.pipeline()?, kind, wl.keys(), wl.connections, n, opts.progress)?;
             sc.lock().engine.set_threads(opts.threads);
             let distinct_traversals = sc.lock().installed_traversals();
             let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1024.0 * 1024.0);
@@ -696,13 +699,22 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
             });
         }
         if opts.dbsp {
-            dbsp_row(&wl, &p, &mods, &kinds, n, opts, &mut rows, &mut notes)?;
+            dbsp_row(&wl, &wl.pipeline()?, &mods, &kinds, n, opts, &mut rows, &mut notes)?;
         }
         if opts.ovs {
             if !crate::ovs::available() {
                 notes.push("Open vSwitch: not installed here (scripts/ovs/install-ovs.sh installs it)".into());
             } else {
-                rows.push(crate::ttu_ovs::row(&wl, &p, &mods, &kinds, n, opts.verify, opts.seed, opts.progress)?);
+                rows.push(crate::ttu_ovs::row(
+                    &wl,
+                    &wl.pipeline()?,
+                    &mods,
+                    &kinds,
+                    n,
+                    opts.verify,
+                    opts.seed,
+                    opts.progress,
+                )?);
             }
         }
     }
@@ -1138,7 +1150,7 @@ mod tests {
     fn verify_catches_a_corrupted_cache() {
         let wl = workload(PipelineKind::Ofdpa, 500, 1, 3).unwrap();
         let p = wl.pipeline().unwrap();
-        let (_dp, sc) = fill(&p, EngineKind::Incremental, wl.keys(), wl.connections, 500, false).unwrap();
+        let (_dp, sc) = fill(p.clone(), EngineKind::Incremental, wl.keys(), wl.connections, 500, false).unwrap();
         assert!(sc.lock().verify().is_empty());
         let victim = sc.lock().engine.entries()[17].clone();
         let _ = victim.set_actions(vec![kairo_xlate::DpAction::Output(99)], (*victim.traversal()).clone());
