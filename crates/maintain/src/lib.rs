@@ -660,15 +660,16 @@ impl Incremental {
         let rule = (priority, false);
         let mut probed = 0;
         let mut start = None;
-        for probe in third_probes(&dims, fields.2) {
-            let (found, n) = self.index.candidates_within(t, &probe, rule, START_FROM[0]);
+        let thirds = third_probes(&dims, fields.2);
+        for probe in &thirds {
+            let (found, n) = self.index.candidates_within(t, probe, rule, START_FROM[0]);
             probed += n;
             if let Some(c) = found {
                 start = Some((usize::MAX, c));
                 break;
             }
         }
-        let plans = if start.is_none() { conj_plans(&dims, fields) } else { Vec::new() };
+        let plans = if start.is_none() { conj_plans(&dims, (fields.0, fields.1), thirds) } else { Vec::new() };
         'start: for limit in START_FROM.into_iter().filter(|_| start.is_none()) {
             for (i, plan) in plans.iter().enumerate() {
                 if limit == START_FROM[0] && matches!(plan, index::Probe::Third(_)) {
@@ -1372,7 +1373,7 @@ impl Control {
                 let r = &l.rule;
                 let Some(c) = p.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority)) else {
                     // (Not there yet: put in oldest first below, so the latest stays.)
-                    news.push((l, used));
+                    news.push((l, used, None));
                     continue;
                 };
                 let key = (r.table, c.id);
@@ -1380,7 +1381,8 @@ impl Control {
                     continue;
                 }
                 if *c.payload != *r {
-                    news.push((l, used));
+                    // (Replaced in place: the rule keeps its id.)
+                    news.push((l, used, Some(key)));
                     continue;
                 }
                 let t = self.taught_flows.entry(key).or_default();
@@ -1395,12 +1397,13 @@ impl Control {
             return None;
         }
         news.reverse();
-        let rep = self.apply(&FlowMod::LearnFlows(news.iter().map(|(l, _)| l.clone()).collect())).ok();
+        let rep = self.apply(&FlowMod::LearnFlows(news.iter().map(|(l, _, _)| l.clone()).collect())).ok();
         let p = self.published.read();
-        for (l, used) in &news {
+        for (l, used, key) in &news {
             let r = &l.rule;
-            if let Some(c) = p.table(r.table).and_then(|t| t.cls.find_exact(&r.m, r.priority)) {
-                let t = self.taught_flows.entry((r.table, c.id)).or_default();
+            let key = key.or_else(|| p.table(r.table)?.cls.find_exact(&r.m, r.priority).map(|c| (r.table, c.id)));
+            if let Some(key) = key {
+                let t = self.taught_flows.entry(key).or_default();
                 *t = (*t).max(*used);
             }
         }
@@ -1635,8 +1638,8 @@ const PAIR_QUERIES: usize = 256;
 
 /// The ways to find every entry where a conjunction with clause flows
 /// `dims` (by dimension) can complete (with more), best first, for a
-/// table indexed on `fields` (outer, inner, third); the first is always a
-/// walk. An entry where it completes has packets that match a flow of
+/// table indexed on (outer, inner) fields and a third whose probes
+/// ([`third_probes`]) are `thirds`; the first is always a walk. An entry where it completes has packets that match a flow of
 /// every dimension at once, so where two dimensions' flows narrow the
 /// outer and inner fields and their pairs are few, the pairs that share a
 /// packet, each narrowed on both fields; then each dimension the walk
@@ -1649,7 +1652,8 @@ const PAIR_QUERIES: usize = 256;
 /// ports.)
 fn conj_plans(
     dims: &[Vec<&kairo_ofproto::Rule>],
-    (outer, inner, third): (kairo_flow::Field, Option<kairo_flow::Field>, Option<kairo_flow::Field>),
+    (outer, inner): (kairo_flow::Field, Option<kairo_flow::Field>),
+    thirds: Vec<index::Probe>,
 ) -> Vec<index::Probe> {
     let narrows = all_constrain;
     let matches = |ms: &[&kairo_ofproto::Rule]| ms.iter().map(|r| r.m).collect::<Vec<_>>();
@@ -1679,7 +1683,7 @@ fn conj_plans(
     walked.sort_by_key(|ms| (rank(ms), ms.len()));
     let narrowed = walked.iter().filter(|ms| rank(ms) < 2).count().max(1);
     plans.extend(walked.into_iter().take(narrowed).map(|ms| index::Probe::Walk(matches(ms))));
-    let mut second = third_probes(dims, third);
+    let mut second = thirds;
     second.insert(0, index::Probe::Floor);
     plans.splice(1..1, second);
     plans

@@ -1988,7 +1988,7 @@ fn conjunction_plans_pair_the_dimensions_that_narrow_both_index_fields() {
     .unwrap()
     .rules;
     let dims = vec![vec![&rules[0]], vec![&rules[1], &rules[2]], vec![&rules[3]]];
-    let plans = conj_plans(&dims, (Field::IpSrc, Some(Field::IpDst), Some(Field::TpDst)));
+    let plans = conj_plans(&dims, (Field::IpSrc, Some(Field::IpDst)), third_probes(&dims, Some(Field::TpDst)));
     // First the pairs of sources and destinations, each narrowed on both;
     // then the floors and the ports on the third field; then the
     // dimensions one by one, sources (the outer field) first.
@@ -2001,7 +2001,7 @@ fn conjunction_plans_pair_the_dimensions_that_narrow_both_index_fields() {
     assert!(matches!(&plans[4], index::Probe::Walk(q) if q.len() == 2));
     assert_eq!(plans.len(), 5);
     // Without an inner field no pair; the dimension on the outer field first.
-    let plans = conj_plans(&dims, (Field::IpDst, None, None));
+    let plans = conj_plans(&dims, (Field::IpDst, None), third_probes(&dims, None));
     assert!(matches!(&plans[0], index::Probe::Walk(q) if q.len() == 2 && q[0].mask().get(Field::IpDst) != 0));
     assert!(matches!(plans[1], index::Probe::Floor));
 }
