@@ -72,7 +72,7 @@ pub fn row(
     verify: bool,
     progress: bool,
 ) -> Result<TtuRow, String> {
-    let (_dp, sc) = fill(p, EngineKind::Incremental, wl.keys(), wl.connections, n, progress)?;
+    let (_dp, sc) = fill(p.clone(), EngineKind::Incremental, wl.keys(), wl.connections, n, progress)?;
     let traffic = Traffic::of(&sc.lock().engine.entries());
     let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1024.0 * 1024.0);
     // kairo's cache stays while the view is built (freed first, its memory
