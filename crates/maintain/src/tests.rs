@@ -2089,3 +2089,42 @@ fn flows_are_selected_by_exact_and_masked_cookie() {
     let (s, strict) = spec("del-flows", "table=0,cookie=0x9/-1");
     assert!(flowmod::select_rules(&p, &s, strict).is_empty());
 }
+
+/// A datapath-hashed group inside a clone in check_pkt_larger's first
+/// list: the clone's freeze keeps the action set (a copy), then the
+/// first list's end uses the shared set up, so the second list freezes
+/// without it: two frozen states, as Open vSwitch 3.1's `ofproto/trace`
+/// shows (`gt(..recirc(0xfd)),le(..recirc(0xfe))`). Translation, the
+/// cache after the update and the reference agree (the reference kept
+/// the set for the second list, found by the engine proptest).
+#[test]
+fn a_freeze_in_a_clone_uses_up_the_action_set_the_second_list_shares() {
+    let flows = "table=0,priority=230,actions=write_actions(output:2),goto_table:2\n";
+    let groups =
+        "group_id=5,type=select,bucket=bucket_id:0,weight:1,actions=set_field:02:00:00:00:00:09->dl_dst,output:2";
+    let mut p = pipeline(flows, groups);
+    p.set_ports([1, 2, 3, 4]);
+    let pk = "in_port=4,arp,dl_src=00:00:00:00:00:02,dl_dst=00:00:00:00:00:01,arp_op=2".to_string();
+    let (_dp, sc) = filled(&p, EngineKind::Incremental, &[pk]);
+    let fm = crate::flowmod::parse_command(
+        "add-flow",
+        "table=2,priority=160,arp,actions=check_pkt_larger(1500)->reg0[1],load:0x0->reg0[0..3],\
+         clone(output:3,group:5,set_field:00:00:00:00:00:01->dl_src),goto_table:3",
+    )
+    .unwrap();
+    let mut c = sc.lock();
+    c.apply(&fm).unwrap();
+    c.housekeep();
+    assert!(c.verify().is_empty());
+    let p = c.pipeline();
+    let states: Vec<_> = (1..=2).filter_map(|id| p.recircs().get(id)).collect();
+    assert_eq!(states.len(), 2, "one frozen state per list");
+    assert_eq!(states.iter().map(|s| s.action_set.len()).collect::<Vec<_>>(), [1, 0], "the second list's has no set");
+    let reference = kairo_oracle::Reference::new(&p);
+    let mut r = rng(1);
+    for mf in c.engine.entries() {
+        if let Some(d) = kairo_oracle::check_entry(&reference, &mf.rep, &mf.mask, &mf.actions(), None, 12, &mut r) {
+            panic!("the reference disagrees: {d}");
+        }
+    }
+}

@@ -874,11 +874,18 @@ impl Run<'_> {
 
     /// The end of what runs on a copy (a clone's body, a list of
     /// check_pkt_larger): the action set, unless it froze; a freeze made
-    /// there recirculates from there, and nothing after runs at all.
+    /// there recirculates from there, and nothing after runs at all. The
+    /// set is used up unless a freeze is pending, even where translation
+    /// already ended (a freeze finished inside a clone): Open vSwitch's
+    /// `xlate_action_set` clears it whenever it is not freezing, so the
+    /// second list of a check_pkt_larger, which shares the first's copy,
+    /// then sees none.
     fn end_copy(&mut self, depth: u32, table: u8) {
-        if self.freezing.is_none() && !self.halted() {
+        if self.freezing.is_none() && self.stop.is_none() {
             let set = std::mem::take(&mut self.set);
-            self.action_list(&ordered(set), depth, table);
+            if !self.ended {
+                self.action_list(&ordered(set), depth, table);
+            }
         }
         if !self.halted() && self.freezing.is_some() {
             self.finish_freezing();
