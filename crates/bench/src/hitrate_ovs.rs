@@ -14,7 +14,10 @@
 //! the limit is forwarded without a megaflow and counted `lost` by Open
 //! vSwitch: a miss here too). Its limit is approximate: its handlers read
 //! the datapath's flow count at most every 100 ms, so a fast stream
-//! overshoots it (the entries column says by how much). Then the
+//! overshoots it (the entries column says by how much); the stream pauses
+//! [`SETTLE`] between windows so that they read it, and the overshoot is
+//! at most about a window (sent at once, a stream of a few windows could
+//! go in whole before the first read). Then the
 //! same update stream goes over OpenFlow, each update's stale window
 //! measured as `kairo bench ttu --engines ovs` does
 //! (`ttu_ovs::update_round`).
@@ -35,6 +38,10 @@ use crate::ttu::Workload;
 
 /// Frames per window of the stream (see the module doc).
 pub const WINDOW: usize = 1000;
+
+/// The pause between windows: longer than the 100 ms within which Open
+/// vSwitch's handlers read the datapath's flow count again.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(120);
 
 /// Open vSwitch at one cache limit.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -77,7 +84,7 @@ pub fn point(
         frames.len() as u64,
         format!("{} packets into Open vSwitch, limit {limit}", frames.len()),
     );
-    ovs.receive_in_order(&frames, WINDOW, &|n| pb.inc(n as u64))?;
+    ovs.receive_in_order(&frames, WINDOW, SETTLE, &|n| pb.inc(n as u64))?;
     pb.finish_and_clear();
     let (hit, missed, lost) = ovs.lookups()?;
     let (hits, not_installed) = (hit - hit0, lost - lost0);

@@ -310,9 +310,13 @@ impl PrivateOvs {
         &self,
         frames: &[(String, String)],
         window: usize,
+        pause: std::time::Duration,
         sent: &dyn Fn(usize),
     ) -> Result<(), String> {
-        for w in frames.chunks(window.max(1)) {
+        for (i, w) in frames.chunks(window.max(1)).enumerate() {
+            if i > 0 {
+                std::thread::sleep(pause);
+            }
             let mut by_port: std::collections::BTreeMap<String, Vec<String>> = Default::default();
             for (port, hex) in w {
                 by_port.entry(port.clone()).or_default().push(hex.clone());
