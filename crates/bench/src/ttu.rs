@@ -597,10 +597,11 @@ fn only_kinds(
 pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let max = opts.entries.iter().copied().max().unwrap_or(0);
     let wl = workload(opts.pipeline.clone(), max, opts.updates, opts.seed)?;
-    // (Checked before anything is filled; each run then builds its own
-    // from the workload, so that none is held beside the one it fills:
-    // a 10M-megaflow routing table is gigabytes.)
-    wl.pipeline()?;
+    // (Built before anything is filled, so that a bad workload fails
+    // first; the first run fills this one, each later run builds its own,
+    // so that none is held beside the one it fills: a 10M-megaflow
+    // routing table is gigabytes.)
+    let mut first = Some(wl.pipeline()?);
     let stream = &only_kinds(&wl.updates, &opts.kinds)?;
     let mods: Vec<FlowMod> = stream
         .iter()
@@ -616,7 +617,11 @@ pub fn run(opts: &TtuOpts) -> Result<TtuReport, String> {
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
     for &n in &opts.entries {
         for &kind in &opts.engines {
-            let (_dp, sc) = fill(wl.pipeline()?, kind, wl.keys(), wl.connections, n, opts.progress)?;
+            let p = match first.take() {
+                Some(p) => p,
+                None => wl.pipeline()?,
+            };
+            let (_dp, sc) = fill(p, kind, wl.keys(), wl.connections, n, opts.progress)?;
             sc.lock().engine.set_threads(opts.threads);
             let distinct_traversals = sc.lock().installed_traversals();
             let mib = |b: Option<u64>| b.unwrap_or(0) as f64 / (1024.0 * 1024.0);

@@ -38,10 +38,17 @@ fn hash_vals(vals: impl Iterator<Item = u64>) -> u64 {
     h ^ (h >> 33)
 }
 
-/// The hash of `key` on `words` (each word's index and mask bits).
+/// `key`'s words under the mask `words` describes (each word's index
+/// and mask bits), in the mask's order.
+#[inline]
+fn masked<'a>(words: &'a [(u8, u64)], key: &'a FlowKey) -> impl Iterator<Item = u64> + 'a {
+    words.iter().map(|&(i, m)| key.w[i as usize] & m)
+}
+
+/// The hash of `key` on `words`.
 #[inline]
 fn hash_words(words: &[(u8, u64)], key: &FlowKey) -> u64 {
-    hash_vals(words.iter().map(|&(i, m)| key.w[i as usize] & m))
+    hash_vals(masked(words, key))
 }
 
 /// A masked key's words: inline up to four (most masks: a probe that hits
@@ -99,8 +106,7 @@ impl<R> Rules<R> {
         let h = self.hash(key);
         let words = &self.words;
         let e = self.table.entry(h, |e| Self::same(words, e, key), |e| hash_vals(e.vals.iter().copied()));
-        let vals = || words.iter().map(|&(i, m)| key.w[i as usize] & m).collect();
-        &mut e.or_insert_with(|| Entry { vals: vals(), rules: Vec::new() }).into_mut().rules
+        &mut e.or_insert_with(|| Entry { vals: masked(words, key).collect(), rules: Vec::new() }).into_mut().rules
     }
 
     /// Removes masked key `key` and its rules.
